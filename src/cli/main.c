@@ -1,0 +1,2 @@
+#include "core/log.h"
+int main(void) { log_info("hello"); return 0; }

@@ -1,0 +1,145 @@
+/*
+ * log — see log.h. Each line is formatted in a local buffer and written
+ * with one write(2), so lines from the worker threads never interleave.
+ *
+ * SECURITY: lines are cut at LOG_LINE_MAX; callers escape peer text.
+ */
+#include "core/log.h"
+#include "core/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 4096
+
+static enum log_level log_threshold = LL_INFO;
+static int log_syslog;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", "fatal"};
+
+void
+log_init(enum log_level level, int use_syslog)
+{
+	log_threshold = level;
+	if (use_syslog && !log_syslog)
+		openlog("surat", LOG_PID | LOG_NDELAY, LOG_MAIL);
+	log_syslog = use_syslog;
+}
+
+int
+log_level_parse(const char *s, enum log_level *r)
+{
+	for (size_t i = 0; i < ARRAY_LEN(level_names) - 1; i++) {
+		if (strcasecmp(s, level_names[i]) == 0) {
+			*r = (enum log_level)i;
+			return 0;
+		}
+	}
+	if (strcasecmp(s, "warning") == 0) {
+		*r = LL_WARN;
+		return 0;
+	}
+	return -1;
+}
+
+int
+log_enabled(enum log_level level)
+{
+	return level >= log_threshold;
+}
+
+void
+log_msg(enum log_level level, const char *sid, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	size_t off = 0;
+	va_list ap;
+	int n;
+
+	if (level < log_threshold)
+		return;
+	if (!log_syslog) {
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		off = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+		n = snprintf(line + off, sizeof(line) - off, ".%03ldZ %s ", ts.tv_nsec / 1000000,
+			     level_names[level]);
+		off += (size_t)n;
+	}
+	if (sid) {
+		n = snprintf(line + off, sizeof(line) - off, "sid=%s ", sid);
+		if (n > 0)
+			off += (size_t)n < sizeof(line) - off ? (size_t)n : sizeof(line) - off - 1;
+	}
+	va_start(ap, fmt);
+	n = vsnprintf(line + off, sizeof(line) - off, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		off += (size_t)n < sizeof(line) - off ? (size_t)n : sizeof(line) - off - 1;
+	if (log_syslog) {
+		static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT};
+		syslog(prio[level], "%s", line);
+		return;
+	}
+	if (off > sizeof(line) - 2)
+		off = sizeof(line) - 2;
+	line[off++] = '\n';
+	(void)!write(2, line, off);
+}
+
+static int
+log_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
+void
+log_escape(struct buf *out, const char *s, size_t n, size_t max)
+{
+	size_t start = out->len;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (out->len - start >= max) {
+			buf_puts(out, "...");
+			return;
+		}
+		if (log_plain(c))
+			buf_putc(out, (char)c);
+		else
+			buf_printf(out, "\\x%02x", c);
+	}
+}
+
+const char *
+log_esc(char *dst, size_t dstlen, const char *s)
+{
+	size_t o = 0;
+
+	if (dstlen == 0)
+		return dst;
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		size_t need = log_plain(c) ? 1 : 4;
+		if (o + need + 4 > dstlen) {
+			if (o + 4 <= dstlen) {
+				memcpy(dst + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		if (need == 1)
+			dst[o++] = (char)c;
+		else
+			o += (size_t)snprintf(dst + o, dstlen - o, "\\x%02x", c);
+	}
+	dst[o] = '\0';
+	return dst;
+}

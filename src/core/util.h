@@ -1,0 +1,75 @@
+/*
+ * util — allocation that aborts on failure, panics for impossible states,
+ * overflow-safe number parsing, time, files and small string helpers.
+ *
+ * SECURITY: the parse helpers take untrusted bytes and never read past the
+ * length given; panics are for internal bugs only, never for peer input.
+ */
+#ifndef SURAT_UTIL_H
+#define SURAT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+
+/* Allocation: never returns NULL; aborts the process on exhaustion. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+/* May move the block; the old pointer is invalid afterwards. */
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Returns a malloc'd formatted string; the caller frees it. */
+char *xasprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+/* An impossible internal state: logs file and line, then aborts. */
+_Noreturn void panic_at(const char *file, int line, const char *fmt, ...) PRINTF_LIKE(3, 4);
+#define PANIC(...) panic_at(__FILE__, __LINE__, __VA_ARGS__)
+#define ASSERT(x)                                                                                  \
+	do {                                                                                       \
+		if (!(x))                                                                          \
+			PANIC("assertion failed: %s", #x);                                         \
+	} while (0)
+
+/*
+ * snprintf that treats truncation as an error: returns the length written,
+ * or -1 when the result did not fit (buf then holds a truncated string).
+ */
+int xsnprintf(char *buf, size_t n, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+/* Parse decimal digits s[0..n) into *r; -1 on empty, non-digit or overflow. */
+int util_parse_u64(const char *s, size_t n, uint64_t *r);
+
+/* Wall clock in milliseconds and seconds; monotonic milliseconds. */
+int64_t util_now_ms(void);
+int64_t util_mono_ms(void);
+
+/* Fill out with n random bytes from the kernel; aborts if that is impossible. */
+void util_random(void *out, size_t n);
+/* Write 2*n lowercase hex digits of n random bytes and a NUL into out. */
+void util_random_hex(char *out, size_t n);
+
+/* fsync the directory that is path. Returns 0, or -1 with errno set. */
+int util_fsync_dir(const char *path);
+/* mkdir -p with mode; 0 or -1 with errno. */
+int util_mkdir_p(const char *path, mode_t mode);
+/* Write all of buf to fd, retrying on EINTR/short writes; 0 or -1. */
+int util_write_all(int fd, const void *buf, size_t n);
+/* Read a whole file into a malloc'd buffer (NUL-terminated); NULL + errno. */
+char *util_read_file(const char *path, size_t max, size_t *len_r);
+
+/* CRC-32 (IEEE) of n bytes, continuing from crc (start with 0). */
+uint32_t util_crc32(uint32_t crc, const void *p, size_t n);
+
+/* ASCII lowercase in place; returns s. */
+char *util_lower(char *s);
+/* Trim ASCII whitespace at both ends in place; returns the start. */
+char *util_trim(char *s);
+
+/* Wipe a secret so the compiler cannot elide it. */
+void util_wipe(void *p, size_t n);
+
+#endif
