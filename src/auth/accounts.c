@@ -1,0 +1,736 @@
+/*
+ * accounts — see accounts.h.
+ *
+ * Schema (version 1):
+ *   domains(name PRIMARY KEY)
+ *   users(address PRIMARY KEY, domain, hash, quota)
+ *   aliases(source, target, PRIMARY KEY(source, target))
+ *
+ * SECURITY: all SQL uses bound parameters; addresses are validated by
+ * accounts_normalise() before any statement sees them.
+ */
+#include "auth/accounts.h"
+#include "auth/password.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <idn2.h>
+#include <sqlite3.h>
+
+#define ALIAS_MAX_DEPTH 10
+#define RESOLVE_MAX 1000
+
+struct accounts {
+	sqlite3 *db;
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS domains(name TEXT PRIMARY KEY, created INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS users(address TEXT PRIMARY KEY,"
+	" domain TEXT NOT NULL REFERENCES domains(name),"
+	" hash TEXT NOT NULL, quota INTEGER NOT NULL DEFAULT -1, created INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS users_domain ON users(domain);"
+	"CREATE TABLE IF NOT EXISTS aliases(source TEXT NOT NULL, target TEXT NOT NULL,"
+	" PRIMARY KEY(source, target));";
+
+static void
+db_err(struct buf *err, sqlite3 *db, const char *what)
+{
+	if (err)
+		buf_printf(err, "%s: %s", what, sqlite3_errmsg(db));
+}
+
+struct accounts *
+accounts_open(const char *data_dir, struct buf *err)
+{
+	char path[4096];
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+
+	if (util_mkdir_p(data_dir, 0750) < 0) {
+		buf_printf(err, "mkdir(%s) failed: %s", data_dir, strerror(errno));
+		return NULL;
+	}
+	if (xsnprintf(path, sizeof(path), "%s/accounts.db", data_dir) < 0) {
+		buf_printf(err, "data_dir path too long");
+		return NULL;
+	}
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					       SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		buf_printf(err, "open(%s) failed: %s", path, db ? sqlite3_errmsg(db) : "no memory");
+		sqlite3_close(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 10000);
+	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			     "PRAGMA foreign_keys=ON;",
+			 NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+		buf_printf(err, "%s: %s", path, msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		sqlite3_close(db);
+		return NULL;
+	}
+	struct accounts *a = xcalloc(1, sizeof(*a));
+	a->db = db;
+	return a;
+}
+
+void
+accounts_close(struct accounts **pa)
+{
+	if (*pa == NULL)
+		return;
+	sqlite3_close((*pa)->db);
+	free(*pa);
+	*pa = NULL;
+}
+
+static int
+valid_utf8(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t len;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0 && c >= 0xc2)
+			len = 2;
+		else if ((c & 0xf0) == 0xe0)
+			len = 3;
+		else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
+			len = 4;
+		else
+			return 0;
+		if (i + len > n)
+			return 0;
+		for (size_t k = 1; k < len; k++)
+			if ((s[i + k] & 0xc0) != 0x80)
+				return 0;
+		i += len;
+	}
+	return 1;
+}
+
+int
+accounts_normalise_domain(const char *in, struct buf *out, struct buf *err)
+{
+	size_t n = strlen(in);
+	int ascii = 1;
+
+	if (n > 0 && in[n - 1] == '.')
+		n--;
+	if (n == 0 || n > 253) {
+		buf_printf(err, "bad domain '%s': empty or longer than 253 characters", in);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)in[i] >= 0x80)
+			ascii = 0;
+	char *d = xstrndup(in, n);
+	if (!ascii) {
+		char *alabel = NULL;
+		if (!valid_utf8((const unsigned char *)d, n) ||
+		    idn2_to_ascii_8z(d, &alabel, IDN2_NONTRANSITIONAL) != IDN2_OK) {
+			buf_printf(err, "bad domain '%s': not a valid internationalised name", in);
+			free(d);
+			return -1;
+		}
+		free(d);
+		d = xstrdup(alabel);
+		idn2_free(alabel);
+		n = strlen(d);
+	}
+	util_lower(d);
+	size_t label = 0;
+	for (size_t i = 0; i <= n; i++) {
+		char c = d[i];
+		if (c == '.' || c == '\0') {
+			if (label == 0 || label > 63 || d[i - 1] == '-' || d[i - label] == '-') {
+				buf_printf(err, "bad domain '%s': empty, long or hyphen-edged label",
+					   in);
+				free(d);
+				return -1;
+			}
+			label = 0;
+			continue;
+		}
+		if (!(isalnum((unsigned char)c) || c == '-' || c == '_')) {
+			buf_printf(err, "bad domain '%s': character '%c' not allowed", in, c);
+			free(d);
+			return -1;
+		}
+		label++;
+	}
+	buf_puts(out, d);
+	free(d);
+	return 0;
+}
+
+int
+accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *err)
+{
+	const char *at = strrchr(in, '@');
+
+	if (at == NULL) {
+		buf_printf(err, "bad address '%s': no '@domain'", in);
+		return -1;
+	}
+	size_t llen = (size_t)(at - in);
+	if (llen == 0 && !catchall) {
+		buf_printf(err, "bad address '%s': empty local part", in);
+		return -1;
+	}
+	if (llen > 64) {
+		buf_printf(err, "bad address '%s': local part longer than 64 octets", in);
+		return -1;
+	}
+	if (!valid_utf8((const unsigned char *)in, llen)) {
+		buf_printf(err, "bad address: local part is not valid UTF-8");
+		return -1;
+	}
+	for (size_t i = 0; i < llen; i++) {
+		unsigned char c = (unsigned char)in[i];
+		if (c < 0x80 && !(isalnum(c) || strchr("!#$%&'*+-=?^_`{|}~.", c))) {
+			buf_printf(err, "bad address '%s': character '%c' not allowed in local part",
+				   in, c >= 0x20 && c < 0x7f ? c : '?');
+			return -1;
+		}
+	}
+	if (llen > 0 && (in[0] == '.' || in[llen - 1] == '.' || memmem(in, llen, "..", 2))) {
+		buf_printf(err, "bad address '%s': misplaced '.' in local part", in);
+		return -1;
+	}
+	struct buf dom = BUF_INIT(0);
+	if (accounts_normalise_domain(at + 1, &dom, err) < 0) {
+		buf_free(&dom);
+		return -1;
+	}
+	size_t start = out->len;
+	buf_append(out, in, llen);
+	if (llen > 0)
+		util_lower(out->data + start);
+	buf_putc(out, '@');
+	buf_append(out, dom.data, dom.len);
+	buf_free(&dom);
+	return 0;
+}
+
+/* Prepare, bind text params, step once. Returns the sqlite3_step code. */
+static int
+exec_bind(struct accounts *a, const char *sql, int nparams, const char *const *params,
+	  const int64_t *num, struct buf *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(a->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		db_err(err, a->db, "prepare");
+		return rc;
+	}
+	for (int i = 0; i < nparams; i++)
+		sqlite3_bind_text(st, i + 1, params[i], -1, SQLITE_STATIC);
+	if (num)
+		sqlite3_bind_int64(st, nparams + 1, *num);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		db_err(err, a->db, "database");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int
+exists(struct accounts *a, const char *sql, const char *key)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+accounts_domain_add(struct accounts *a, const char *domain, struct buf *err)
+{
+	struct buf d = BUF_INIT(0);
+	int r = -1;
+
+	if (accounts_normalise_domain(domain, &d, err) < 0)
+		goto out;
+	if (accounts_domain_exists(a, d.data) == 1) {
+		buf_printf(err, "domain %s already exists", d.data);
+		goto out;
+	}
+	int64_t now = util_now_ms() / 1000;
+	const char *p[] = {d.data};
+	if (exec_bind(a, "INSERT INTO domains(name, created) VALUES(?, ?)", 1, p, &now, err) ==
+	    SQLITE_DONE)
+		r = 0;
+out:
+	buf_free(&d);
+	return r;
+}
+
+int
+accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
+{
+	struct buf d = BUF_INIT(0);
+	int r = -1;
+
+	if (accounts_normalise_domain(domain, &d, err) < 0)
+		goto out;
+	if (accounts_domain_exists(a, d.data) != 1) {
+		buf_printf(err, "no such domain %s", d.data);
+		goto out;
+	}
+	if (exists(a, "SELECT 1 FROM users WHERE domain = ?", d.data) != 0) {
+		buf_printf(err, "domain %s still has users; delete them first", d.data);
+		goto out;
+	}
+	const char *p[] = {d.data};
+	if (exec_bind(a, "DELETE FROM domains WHERE name = ?", 1, p, NULL, err) != SQLITE_DONE)
+		goto out;
+	struct buf like = BUF_INIT(0);
+	buf_printf(&like, "%%@%s", d.data);
+	const char *q[] = {like.data};
+	exec_bind(a, "DELETE FROM aliases WHERE source LIKE ?", 1, q, NULL, err);
+	buf_free(&like);
+	r = 0;
+out:
+	buf_free(&d);
+	return r;
+}
+
+int
+accounts_domain_exists(struct accounts *a, const char *domain)
+{
+	return exists(a, "SELECT 1 FROM domains WHERE name = ?", domain);
+}
+
+int
+accounts_domain_list(struct accounts *a, void (*fn)(const char *d, void *arg), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db, "SELECT name FROM domains ORDER BY name", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return -1;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		fn((const char *)sqlite3_column_text(st, 0), arg);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static const char *
+domain_of(const char *address)
+{
+	const char *at = strrchr(address, '@');
+	return at ? at + 1 : "";
+}
+
+int
+accounts_user_add(struct accounts *a, const char *address, const char *hash, int64_t quota,
+		  struct buf *err)
+{
+	struct buf addr = BUF_INIT(0);
+	int r = -1;
+
+	if (accounts_normalise(address, 0, &addr, err) < 0)
+		goto out;
+	if (!password_hash_supported(hash)) {
+		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
+		goto out;
+	}
+	const char *dom = domain_of(addr.data);
+	if (accounts_domain_exists(a, dom) != 1) {
+		buf_printf(err, "domain %s is not a local domain; add it first with 'surat domain add %s'",
+			   dom, dom);
+		goto out;
+	}
+	if (exists(a, "SELECT 1 FROM users WHERE address = ?", addr.data) != 0) {
+		buf_printf(err, "user %s already exists", addr.data);
+		goto out;
+	}
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db,
+			       "INSERT INTO users(address, domain, hash, quota, created)"
+			       " VALUES(?, ?, ?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "prepare");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, addr.data, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, dom, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, quota);
+	sqlite3_bind_int64(st, 5, util_now_ms() / 1000);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		r = 0;
+	else
+		db_err(err, a->db, "insert user");
+	sqlite3_finalize(st);
+out:
+	buf_free(&addr);
+	return r;
+}
+
+static int
+user_update(struct accounts *a, const char *address, const char *sql, const char *text,
+	    const int64_t *num, struct buf *err)
+{
+	struct buf addr = BUF_INIT(0);
+	int r = -1;
+
+	if (accounts_normalise(address, 0, &addr, err) < 0)
+		goto out;
+	if (exists(a, "SELECT 1 FROM users WHERE address = ?", addr.data) != 1) {
+		buf_printf(err, "no such user %s", addr.data);
+		goto out;
+	}
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "prepare");
+		goto out;
+	}
+	int i = 1;
+	if (text)
+		sqlite3_bind_text(st, i++, text, -1, SQLITE_STATIC);
+	if (num)
+		sqlite3_bind_int64(st, i++, *num);
+	sqlite3_bind_text(st, i, addr.data, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		r = 0;
+	else
+		db_err(err, a->db, "update user");
+	sqlite3_finalize(st);
+out:
+	buf_free(&addr);
+	return r;
+}
+
+int
+accounts_user_del(struct accounts *a, const char *address, struct buf *err)
+{
+	return user_update(a, address, "DELETE FROM users WHERE address = ?", NULL, NULL, err);
+}
+
+int
+accounts_user_passwd(struct accounts *a, const char *address, const char *hash, struct buf *err)
+{
+	if (!password_hash_supported(hash)) {
+		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
+		return -1;
+	}
+	return user_update(a, address, "UPDATE users SET hash = ? WHERE address = ?", hash, NULL,
+			   err);
+}
+
+int
+accounts_user_quota(struct accounts *a, const char *address, int64_t quota, struct buf *err)
+{
+	return user_update(a, address, "UPDATE users SET quota = ? WHERE address = ?", NULL, &quota,
+			   err);
+}
+
+int
+accounts_user_get(struct accounts *a, const char *address, struct account_user *u)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(a->db, "SELECT address, hash, quota FROM users WHERE address = ?", -1,
+			       &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		u->address = xstrdup((const char *)sqlite3_column_text(st, 0));
+		u->hash = xstrdup((const char *)sqlite3_column_text(st, 1));
+		u->quota = sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+void
+accounts_user_free(struct account_user *u)
+{
+	free(u->address);
+	if (u->hash) {
+		util_wipe(u->hash, strlen(u->hash));
+		free(u->hash);
+	}
+	u->address = u->hash = NULL;
+}
+
+int
+accounts_user_list(struct accounts *a, const char *domain,
+		   void (*fn)(const struct account_user *u, void *arg), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	const char *sql = domain ? "SELECT address, hash, quota FROM users WHERE domain = ? ORDER BY address"
+				 : "SELECT address, hash, quota FROM users ORDER BY domain, address";
+	if (sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	if (domain)
+		sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct account_user u = {(char *)sqlite3_column_text(st, 0),
+					 (char *)sqlite3_column_text(st, 1),
+					 sqlite3_column_int64(st, 2)};
+		fn(&u, arg);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+accounts_alias_add(struct accounts *a, const char *source, const char *target, struct buf *err)
+{
+	struct buf s = BUF_INIT(0), t = BUF_INIT(0);
+	int r = -1;
+
+	if (accounts_normalise(source, 1, &s, err) < 0 || accounts_normalise(target, 0, &t, err) < 0)
+		goto out;
+	const char *dom = domain_of(s.data);
+	if (accounts_domain_exists(a, dom) != 1) {
+		buf_printf(err, "alias %s: %s is not a local domain", s.data, dom);
+		goto out;
+	}
+	if (strcmp(s.data, t.data) == 0) {
+		buf_printf(err, "alias %s points at itself", s.data);
+		goto out;
+	}
+	if (exists(a, "SELECT 1 FROM users WHERE address = ?", s.data) == 1) {
+		buf_printf(err, "%s is a user; an alias cannot shadow it", s.data);
+		goto out;
+	}
+	const char *p[] = {s.data, t.data};
+	int rc = exec_bind(a, "INSERT OR IGNORE INTO aliases(source, target) VALUES(?, ?)", 2, p,
+			   NULL, err);
+	if (rc == SQLITE_DONE)
+		r = 0;
+out:
+	buf_free(&s);
+	buf_free(&t);
+	return r;
+}
+
+int
+accounts_alias_del(struct accounts *a, const char *source, const char *target, struct buf *err)
+{
+	struct buf s = BUF_INIT(0), t = BUF_INIT(0);
+	int r = -1;
+
+	if (accounts_normalise(source, 1, &s, err) < 0 ||
+	    (target && accounts_normalise(target, 0, &t, err) < 0))
+		goto out;
+	const char *p[] = {s.data, t.data};
+	int rc = exec_bind(a,
+			   target ? "DELETE FROM aliases WHERE source = ? AND target = ?"
+				  : "DELETE FROM aliases WHERE source = ?",
+			   target ? 2 : 1, p, NULL, err);
+	if (rc != SQLITE_DONE)
+		goto out;
+	if (sqlite3_changes(a->db) == 0) {
+		buf_printf(err, "no such alias %s%s%s", s.data, target ? " -> " : "",
+			   target ? t.data : "");
+		goto out;
+	}
+	r = 0;
+out:
+	buf_free(&s);
+	buf_free(&t);
+	return r;
+}
+
+int
+accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *dst, void *arg),
+		    void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db, "SELECT source, target FROM aliases ORDER BY source, target",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		fn((const char *)sqlite3_column_text(st, 0),
+		   (const char *)sqlite3_column_text(st, 1), arg);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+struct resolve_ctx {
+	struct accounts *a;
+	char **seen;
+	size_t nseen;
+	void (*fn)(const char *addr, int local, void *arg);
+	void *arg;
+	int results;
+	int error;
+	int catchall;
+};
+
+static int
+seen_add(struct resolve_ctx *rc, const char *addr)
+{
+	for (size_t i = 0; i < rc->nseen; i++)
+		if (strcmp(rc->seen[i], addr) == 0)
+			return 0;
+	if (rc->nseen >= RESOLVE_MAX)
+		return 0;
+	rc->seen = xrealloc(rc->seen, (rc->nseen + 1) * sizeof(char *));
+	rc->seen[rc->nseen++] = xstrdup(addr);
+	return 1;
+}
+
+/* Targets of an alias source; returns a malloc'd NULL-terminated array or NULL. */
+static char **
+alias_targets(struct accounts *a, const char *source, int *err)
+{
+	sqlite3_stmt *st = NULL;
+	char **v = NULL;
+	size_t n = 0;
+
+	if (sqlite3_prepare_v2(a->db, "SELECT target FROM aliases WHERE source = ?", -1, &st,
+			       NULL) != SQLITE_OK) {
+		*err = 1;
+		return NULL;
+	}
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		v = xrealloc(v, (n + 2) * sizeof(char *));
+		v[n++] = xstrdup((const char *)sqlite3_column_text(st, 0));
+		v[n] = NULL;
+	}
+	if (rc != SQLITE_DONE)
+		*err = 1;
+	sqlite3_finalize(st);
+	return v;
+}
+
+static void
+resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
+{
+	if (depth > ALIAS_MAX_DEPTH || rc->error)
+		return;
+	const char *dom = domain_of(addr);
+	int local_dom = accounts_domain_exists(rc->a, dom);
+	if (local_dom < 0) {
+		rc->error = 1;
+		return;
+	}
+	if (!local_dom) {
+		if (depth > 0 && seen_add(rc, addr)) {
+			rc->fn(addr, 0, rc->arg);
+			rc->results++;
+		}
+		return;
+	}
+	int u = exists(rc->a, "SELECT 1 FROM users WHERE address = ?", addr);
+	if (u < 0) {
+		rc->error = 1;
+		return;
+	}
+	if (u == 1) {
+		if (seen_add(rc, addr)) {
+			rc->fn(addr, 1, rc->arg);
+			rc->results++;
+		}
+		return;
+	}
+	int err = 0;
+	char **targets = alias_targets(rc->a, addr, &err);
+	if (err) {
+		rc->error = 1;
+		free(targets);
+		return;
+	}
+	if (targets == NULL) {
+		/* user+tag@domain: deliver to user@domain if that resolves. */
+		const char *plus = strchr(addr, '+');
+		const char *at = strrchr(addr, '@');
+		if (plus && plus < at && plus > addr) {
+			char *base = xasprintf("%.*s%s", (int)(plus - addr), addr, at);
+			int before = rc->results;
+			resolve_one(rc, base, depth + 1);
+			free(base);
+			if (rc->results > before)
+				return;
+		}
+		if (rc->catchall) {
+			char *ca = xasprintf("@%s", dom);
+			targets = alias_targets(rc->a, ca, &err);
+			free(ca);
+		}
+	}
+	for (size_t i = 0; targets && targets[i]; i++) {
+		resolve_one(rc, targets[i], depth + 1);
+		free(targets[i]);
+	}
+	free(targets);
+}
+
+static int
+resolve(struct accounts *a, const char *address, int catchall,
+	void (*fn)(const char *addr, int local, void *arg), void *arg)
+{
+	struct resolve_ctx rc = {a, NULL, 0, fn, arg, 0, 0, catchall};
+	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
+
+	if (accounts_normalise(address, 0, &norm, &err) < 0) {
+		buf_free(&norm);
+		buf_free(&err);
+		return 0;
+	}
+	resolve_one(&rc, norm.data, 0);
+	for (size_t i = 0; i < rc.nseen; i++)
+		free(rc.seen[i]);
+	free(rc.seen);
+	buf_free(&norm);
+	buf_free(&err);
+	return rc.error ? -1 : rc.results;
+}
+
+int
+accounts_resolve(struct accounts *a, const char *address,
+		 void (*fn)(const char *addr, int local, void *arg), void *arg)
+{
+	return resolve(a, address, 1, fn, arg);
+}
+
+struct owns_ctx {
+	const char *user;
+	int found;
+};
+
+static void
+owns_cb(const char *addr, int local, void *arg)
+{
+	struct owns_ctx *oc = arg;
+	if (local && strcmp(addr, oc->user) == 0)
+		oc->found = 1;
+}
+
+int
+accounts_owns(struct accounts *a, const char *user, const char *address)
+{
+	struct owns_ctx oc = {user, 0};
+	/* Catch-alls give no right to send: only the user's own address, its
+	 * +tag forms, and aliases that name the user. */
+	if (resolve(a, address, 0, owns_cb, &oc) < 0)
+		return -1;
+	return oc.found;
+}

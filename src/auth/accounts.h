@@ -1,0 +1,83 @@
+/*
+ * accounts — local domains, users and aliases in <data_dir>/accounts.db
+ * (SQLite, WAL). The daemon and the CLI open it at the same time; SQLite's
+ * locking and a busy timeout make that safe.
+ *
+ * Addresses are stored lowercased (ASCII case folding; domains in A-label
+ * form). A handle belongs to one thread at a time.
+ *
+ * SECURITY: every address from the CLI or a peer is validated here before it
+ * reaches SQL (always through bound parameters) or a file name: a stored
+ * address never holds '/', control characters, spaces or quotes.
+ */
+#ifndef SURAT_ACCOUNTS_H
+#define SURAT_ACCOUNTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+struct accounts;
+
+struct account_user {
+	char *address;
+	char *hash;
+	int64_t quota;		/* bytes; -1: the configured default */
+};
+
+/* Open (creating if needed) data_dir/accounts.db; NULL + err on failure. */
+struct accounts *accounts_open(const char *data_dir, struct buf *err);
+void accounts_close(struct accounts **a);
+
+/*
+ * Normalise an address for storage/lookup into out (lowercase, IDNA domain).
+ * 0, or -1 with a reason in err. Allows "@domain" when catchall is set.
+ */
+int accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *err);
+/* Normalise a domain name (lowercase, A-label). 0 or -1 + err. */
+int accounts_normalise_domain(const char *in, struct buf *out, struct buf *err);
+
+/* Domains. 0 or -1 + err. */
+int accounts_domain_add(struct accounts *a, const char *domain, struct buf *err);
+int accounts_domain_del(struct accounts *a, const char *domain, struct buf *err);
+/* 1 if domain (normalised) is local, 0 if not, -1 on error. */
+int accounts_domain_exists(struct accounts *a, const char *domain);
+/* Calls fn for each domain; 0 or -1. */
+int accounts_domain_list(struct accounts *a, void (*fn)(const char *d, void *arg), void *arg);
+
+/* Users. hash must be a supported crypt(3) hash. quota -1: default. */
+int accounts_user_add(struct accounts *a, const char *address, const char *hash, int64_t quota,
+		      struct buf *err);
+int accounts_user_del(struct accounts *a, const char *address, struct buf *err);
+int accounts_user_passwd(struct accounts *a, const char *address, const char *hash,
+			 struct buf *err);
+int accounts_user_quota(struct accounts *a, const char *address, int64_t quota, struct buf *err);
+/* 1 found (u filled; free with accounts_user_free), 0 not found, -1 error. */
+int accounts_user_get(struct accounts *a, const char *address, struct account_user *u);
+void accounts_user_free(struct account_user *u);
+int accounts_user_list(struct accounts *a, const char *domain,
+		       void (*fn)(const struct account_user *u, void *arg), void *arg);
+
+/* Aliases: source is an address or "@domain" (catch-all); target any address. */
+int accounts_alias_add(struct accounts *a, const char *source, const char *target,
+		       struct buf *err);
+/* Remove one mapping, or all of source's when target is NULL. */
+int accounts_alias_del(struct accounts *a, const char *source, const char *target,
+		       struct buf *err);
+int accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *dst, void *arg),
+			void *arg);
+
+/*
+ * Resolve a recipient to final addresses: local users and remote addresses,
+ * following aliases (depth-limited), user+tag subaddressing and catch-alls.
+ * Calls fn(address, is_local_user) for each distinct result. Returns the
+ * number of results (0: no such local recipient) or -1 on error.
+ */
+int accounts_resolve(struct accounts *a, const char *address,
+		     void (*fn)(const char *addr, int local, void *arg), void *arg);
+
+/* 1 if address belongs to user (the user itself, or an alias resolving to
+ * exactly that user), 0 if not, -1 on error. */
+int accounts_owns(struct accounts *a, const char *user, const char *address);
+
+#endif

@@ -1,0 +1,440 @@
+/*
+ * config — see config.h. All keys live in config_keys[]: adding a key is one
+ * line there, one field in struct config and one entry in docs/config.md.
+ *
+ * SECURITY: values are checked for type and range here so that the rest of
+ * the daemon can trust struct config.
+ */
+#include "core/config.h"
+#include "core/buf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CONFIG_LINE_MAX 4096
+
+enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_LIST, CT_LOGLEVEL,
+		   CT_LISTEN, CT_TLSMODE };
+
+struct config_key {
+	const char *name;
+	enum config_type type;
+	size_t off;
+	int64_t min, max;	/* for numbers */
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+const char *const config_listen_names[LISTEN_NKINDS] = {
+	"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http",
+};
+
+static const struct config_key config_keys[] = {
+	{"hostname", CT_STRING, OFF(hostname), 0, 0},
+	{"data_dir", CT_STRING, OFF(data_dir), 0, 0},
+	{"run_as", CT_STRING, OFF(run_as), 0, 0},
+	{"listen.smtp", CT_LISTEN, OFF(listen[LISTEN_SMTP]), 0, 0},
+	{"listen.submission", CT_LISTEN, OFF(listen[LISTEN_SUBMISSION]), 0, 0},
+	{"listen.submissions", CT_LISTEN, OFF(listen[LISTEN_SUBMISSIONS]), 0, 0},
+	{"listen.imap", CT_LISTEN, OFF(listen[LISTEN_IMAP]), 0, 0},
+	{"listen.imaps", CT_LISTEN, OFF(listen[LISTEN_IMAPS]), 0, 0},
+	{"listen.pop3", CT_LISTEN, OFF(listen[LISTEN_POP3]), 0, 0},
+	{"listen.pop3s", CT_LISTEN, OFF(listen[LISTEN_POP3S]), 0, 0},
+	{"listen.http", CT_LISTEN, OFF(listen[LISTEN_HTTP]), 0, 0},
+	{"tls.cert", CT_STRING, OFF(tls_cert), 0, 0},
+	{"tls.key", CT_STRING, OFF(tls_key), 0, 0},
+	{"allow_plaintext_auth", CT_BOOL, OFF(allow_plaintext_auth), 0, 1},
+	{"log.level", CT_LOGLEVEL, OFF(log_level), 0, 0},
+	{"log.syslog", CT_BOOL, OFF(log_syslog), 0, 1},
+	{"shutdown_grace", CT_DURATION, OFF(shutdown_grace), 0, 3600},
+	{"max_connections", CT_UINT, OFF(max_connections), 1, 1000000},
+	{"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), 1, 1000000},
+	{"workers", CT_UINT, OFF(workers), 1, 256},
+	{"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), 1024, (int64_t)1 << 31},
+	{"smtp.max_recipients", CT_UINT, OFF(smtp_max_recipients), 1, 100000},
+	{"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), 1, 1000},
+	{"smtp.command_timeout", CT_DURATION, OFF(smtp_cmd_timeout), 1, 86400},
+	{"smtp.data_timeout", CT_DURATION, OFF(smtp_data_timeout), 1, 86400},
+	{"smtp.max_hops", CT_UINT, OFF(smtp_max_hops), 1, 1000},
+	{"auth.fail_delay", CT_DURATION, OFF(auth_fail_delay), 0, 60},
+	{"user.quota", CT_SIZE, OFF(user_quota), 0, INT64_MAX},
+	{"queue.retry_interval", CT_DURATION, OFF(queue_retry_interval), 1, 86400 * 7},
+	{"queue.retry_max", CT_DURATION, OFF(queue_retry_max), 1, 86400 * 7},
+	{"queue.max_age", CT_DURATION, OFF(queue_max_age), 1, 86400 * 365},
+	{"queue.delay_warning", CT_DURATION, OFF(queue_delay_warning), 0, 86400 * 365},
+	{"relayhost", CT_STRING, OFF(relayhost), 0, 0},
+	{"relayhost.user", CT_STRING, OFF(relayhost_user), 0, 0},
+	{"relayhost.password_file", CT_STRING, OFF(relayhost_password_file), 0, 0},
+	{"outbound.port", CT_UINT, OFF(outbound_port), 1, 65535},
+	{"outbound.tls", CT_TLSMODE, OFF(outbound_tls), 0, 0},
+	{"dns.server", CT_LIST, OFF(dns_servers), 0, 0},
+	{"imap.max_line", CT_SIZE, OFF(imap_max_line), 1024, 1 << 20},
+	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
+	{"imap.idle_timeout", CT_DURATION, OFF(imap_idle_timeout), 60, 86400},
+	{"pop3.idle_timeout", CT_DURATION, OFF(pop3_idle_timeout), 600, 86400},
+};
+
+void
+config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->hostname = xstrdup("localhost");
+	cfg->data_dir = xstrdup("/var/lib/surat");
+	cfg->log_level = LL_INFO;
+	cfg->shutdown_grace = 10;
+	cfg->max_connections = 2000;
+	cfg->max_connections_per_ip = 50;
+	cfg->workers = 4;
+	cfg->smtp_max_message_size = 25 * 1024 * 1024;
+	cfg->smtp_max_recipients = 100;
+	cfg->smtp_max_errors = 10;
+	cfg->smtp_cmd_timeout = 300;
+	cfg->smtp_data_timeout = 600;
+	cfg->smtp_max_hops = 50;
+	cfg->auth_fail_delay = 2;
+	cfg->user_quota = 0;
+	cfg->queue_retry_interval = 15 * 60;
+	cfg->queue_retry_max = 15 * 60;
+	cfg->queue_max_age = 5 * 86400;
+	cfg->queue_delay_warning = 4 * 3600;
+	cfg->outbound_port = 25;
+	cfg->outbound_tls = xstrdup("may");
+	cfg->imap_max_line = 64 * 1024;
+	cfg->imap_max_literal = 50 * 1024 * 1024;
+	cfg->imap_idle_timeout = 30 * 60;
+	cfg->pop3_idle_timeout = 10 * 60;
+}
+
+static void
+strlist_free(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+void
+config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
+		const struct config_key *k = &config_keys[i];
+		void *p = (char *)cfg + k->off;
+		if (k->type == CT_STRING || k->type == CT_TLSMODE) {
+			free(*(char **)p);
+			*(char **)p = NULL;
+		} else if (k->type == CT_LIST || k->type == CT_LISTEN) {
+			strlist_free(p);
+		}
+	}
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		free(cfg->routes[i].domain);
+		free(cfg->routes[i].host);
+	}
+	free(cfg->routes);
+	cfg->routes = NULL;
+	cfg->nroutes = 0;
+	free(cfg->path);
+	cfg->path = NULL;
+}
+
+/* Split "num[unit]"; unit table gives multipliers. */
+static int
+parse_scaled(const char *s, const char *units, const int64_t *mult, int64_t *r)
+{
+	size_t n = strlen(s), digits = 0;
+	uint64_t v;
+	int64_t m = 1;
+
+	while (digits < n && isdigit((unsigned char)s[digits]))
+		digits++;
+	if (digits == 0 || util_parse_u64(s, digits, &v) < 0 || v > INT64_MAX)
+		return -1;
+	if (digits < n) {
+		if (digits + 1 != n)
+			return -1;
+		const char *u = strchr(units, tolower((unsigned char)s[digits]));
+		if (u == NULL || s[digits] == '\0')
+			return -1;
+		m = mult[u - units];
+	}
+	if ((int64_t)v > INT64_MAX / m)
+		return -1;
+	*r = (int64_t)v * m;
+	return 0;
+}
+
+int
+config_parse_duration(const char *s, int64_t *r)
+{
+	static const int64_t mult[] = {1, 60, 3600, 86400, 604800};
+	return parse_scaled(s, "smhdw", mult, r);
+}
+
+int
+config_parse_size(const char *s, int64_t *r)
+{
+	static const int64_t mult[] = {1, 1024, 1024 * 1024, 1024 * 1024 * 1024};
+	return parse_scaled(s, "bkmg", mult, r);
+}
+
+int
+config_parse_hostport(const char *s, char **host_r, int *port_r, int default_port)
+{
+	const char *colon;
+	char *host;
+	uint64_t port = (uint64_t)default_port;
+
+	if (*s == '[') {
+		const char *end = strchr(s, ']');
+		if (end == NULL || end == s + 1)
+			return -1;
+		host = xstrndup(s + 1, (size_t)(end - s - 1));
+		colon = end[1] == ':' ? end + 1 : NULL;
+		if (end[1] != '\0' && colon == NULL) {
+			free(host);
+			return -1;
+		}
+	} else {
+		colon = strrchr(s, ':');
+		if (colon && strchr(s, ':') != colon)
+			return -1;	/* bare IPv6 needs brackets */
+		host = colon ? xstrndup(s, (size_t)(colon - s)) : xstrdup(s);
+		if (*host == '\0') {
+			free(host);
+			return -1;
+		}
+	}
+	if (colon) {
+		if (util_parse_u64(colon + 1, strlen(colon + 1), &port) < 0 || port == 0 ||
+		    port > 65535) {
+			free(host);
+			return -1;
+		}
+	} else if (default_port <= 0) {
+		free(host);
+		return -1;
+	}
+	*host_r = host;
+	*port_r = (int)port;
+	return 0;
+}
+
+static int
+parse_list(const char *value, struct strlist *l, int listen, struct buf *err)
+{
+	char *copy = xstrdup(value), *save = NULL;
+
+	strlist_free(l);
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *t = util_trim(tok);
+		if (*t == '\0')
+			continue;
+		if (listen) {
+			char *host;
+			int port;
+			if (config_parse_hostport(t, &host, &port, 0) < 0) {
+				buf_printf(err, "bad address '%s' (want addr:port or [v6]:port)", t);
+				free(copy);
+				return -1;
+			}
+			free(host);
+		}
+		l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
+		l->v[l->n++] = xstrdup(t);
+	}
+	free(copy);
+	return 0;
+}
+
+int
+config_set(struct config *cfg, const char *key, const char *value, struct buf *err)
+{
+	const struct config_key *k = NULL;
+
+	if (strncmp(key, "route.", 6) == 0 && key[6] != '\0') {
+		char *host;
+		int port;
+		if (config_parse_hostport(value, &host, &port, 25) < 0) {
+			buf_printf(err, "%s: bad value '%s' (want host[:port])", key, value);
+			return -1;
+		}
+		free(host);
+		cfg->routes = xrealloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
+		cfg->routes[cfg->nroutes].domain = util_lower(xstrdup(key + 6));
+		cfg->routes[cfg->nroutes].host = xstrdup(value);
+		cfg->nroutes++;
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
+		if (strcmp(config_keys[i].name, key) == 0) {
+			k = &config_keys[i];
+			break;
+		}
+	}
+	if (k == NULL) {
+		buf_printf(err, "unknown key '%s'", key);
+		return -1;
+	}
+	void *p = (char *)cfg + k->off;
+	int64_t v = 0;
+	switch (k->type) {
+	case CT_STRING:
+		free(*(char **)p);
+		*(char **)p = *value ? xstrdup(value) : NULL;
+		return 0;
+	case CT_TLSMODE:
+		if (strcmp(value, "may") != 0 && strcmp(value, "require") != 0) {
+			buf_printf(err, "%s: bad value '%s' (want may or require)", key, value);
+			return -1;
+		}
+		free(*(char **)p);
+		*(char **)p = xstrdup(value);
+		return 0;
+	case CT_BOOL:
+		if (!strcasecmp(value, "yes") || !strcasecmp(value, "true") || !strcmp(value, "1") ||
+		    !strcasecmp(value, "on"))
+			*(int *)p = 1;
+		else if (!strcasecmp(value, "no") || !strcasecmp(value, "false") ||
+			 !strcmp(value, "0") || !strcasecmp(value, "off"))
+			*(int *)p = 0;
+		else {
+			buf_printf(err, "%s: bad value '%s' (want yes or no)", key, value);
+			return -1;
+		}
+		return 0;
+	case CT_LOGLEVEL:
+		if (log_level_parse(value, p) < 0) {
+			buf_printf(err, "%s: bad value '%s' (want debug, info, warn or error)", key,
+				   value);
+			return -1;
+		}
+		return 0;
+	case CT_LIST:
+	case CT_LISTEN:
+		if (parse_list(value, p, k->type == CT_LISTEN, err) < 0) {
+			struct buf tmp = BUF_INIT(0);
+			buf_printf(&tmp, "%s: %s", key, buf_str(err));
+			buf_reset(err);
+			buf_append(err, tmp.data, tmp.len);
+			buf_free(&tmp);
+			return -1;
+		}
+		return 0;
+	case CT_DURATION:
+		if (config_parse_duration(value, &v) < 0) {
+			buf_printf(err, "%s: bad duration '%s' (want e.g. 30s, 15m, 4h, 5d)", key,
+				   value);
+			return -1;
+		}
+		break;
+	case CT_SIZE:
+		if (config_parse_size(value, &v) < 0) {
+			buf_printf(err, "%s: bad size '%s' (want e.g. 512K, 25M, 1G)", key, value);
+			return -1;
+		}
+		break;
+	case CT_UINT: {
+		uint64_t u;
+		if (util_parse_u64(value, strlen(value), &u) < 0 || u > INT64_MAX) {
+			buf_printf(err, "%s: bad number '%s'", key, value);
+			return -1;
+		}
+		v = (int64_t)u;
+		break;
+	}
+	}
+	if (v < k->min || (k->max && v > k->max)) {
+		buf_printf(err, "%s: value '%s' out of range (%lld to %lld)", key, value,
+			   (long long)k->min, (long long)k->max);
+		return -1;
+	}
+	*(int64_t *)p = v;
+	return 0;
+}
+
+int
+config_load(struct config *cfg, const char *path, struct buf *err)
+{
+	FILE *fp = fopen(path, "re");
+	char line[CONFIG_LINE_MAX + 2];
+	unsigned lineno = 0;
+	int rc = 0;
+
+	if (fp == NULL) {
+		buf_printf(err, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	free(cfg->path);
+	cfg->path = xstrdup(path);
+	while (fgets(line, sizeof(line), fp)) {
+		lineno++;
+		size_t n = strlen(line);
+		if (n > CONFIG_LINE_MAX || (n == sizeof(line) - 1 && line[n - 1] != '\n')) {
+			buf_printf(err, "%s:%u: line too long", path, lineno);
+			rc = -1;
+			break;
+		}
+		if (memchr(line, '\0', n) != NULL) {
+			buf_printf(err, "%s:%u: NUL byte in line", path, lineno);
+			rc = -1;
+			break;
+		}
+		char *s = util_trim(line);
+		if (*s == '\0' || *s == '#')
+			continue;
+		char *eq = strchr(s, '=');
+		if (eq == NULL) {
+			buf_printf(err, "%s:%u: expected 'key = value', got '%.60s'", path, lineno, s);
+			rc = -1;
+			break;
+		}
+		*eq = '\0';
+		char *key = util_trim(s), *value = util_trim(eq + 1);
+		if (*key == '\0') {
+			buf_printf(err, "%s:%u: missing key before '='", path, lineno);
+			rc = -1;
+			break;
+		}
+		struct buf e = BUF_INIT(0);
+		if (config_set(cfg, key, value, &e) < 0) {
+			buf_printf(err, "%s:%u: %s", path, lineno, buf_str(&e));
+			buf_free(&e);
+			rc = -1;
+			break;
+		}
+		buf_free(&e);
+	}
+	if (rc == 0 && ferror(fp)) {
+		buf_printf(err, "%s: read error: %s", path, strerror(errno));
+		rc = -1;
+	}
+	fclose(fp);
+	if (rc == 0 && cfg->data_dir == NULL) {
+		buf_printf(err, "%s: data_dir must be set", path);
+		rc = -1;
+	}
+	if (rc == 0 && (cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+		buf_printf(err, "%s: tls.cert and tls.key must be set together", path);
+		rc = -1;
+	}
+	if (rc == 0 && cfg->tls_cert == NULL) {
+		static const enum listen_kind tls_kinds[] = {LISTEN_SUBMISSIONS, LISTEN_IMAPS,
+							      LISTEN_POP3S};
+		for (size_t i = 0; i < ARRAY_LEN(tls_kinds); i++) {
+			if (cfg->listen[tls_kinds[i]].n > 0) {
+				buf_printf(err, "%s: listen.%s needs tls.cert and tls.key", path,
+					   config_listen_names[tls_kinds[i]]);
+				rc = -1;
+				break;
+			}
+		}
+	}
+	return rc;
+}

@@ -1,0 +1,119 @@
+/*
+ * config — the surat.conf reader.
+ *
+ * Format: `key = value` lines, `#` comments, blank lines ignored, lists
+ * comma-separated, durations `30s 15m 4h 5d` (a bare number is seconds),
+ * sizes `512 64K 25M 1G` (a bare number is bytes), booleans yes/no. Every
+ * key is in one table (config.c); an unknown key, a bad value or a missing
+ * file is an error naming file:line and the key, and nothing starts.
+ *
+ * SECURITY: the file is trusted to the extent its owner is root, but it is
+ * still parsed with bounds: a line over 4 KiB is an error.
+ */
+#ifndef SURAT_CONFIG_H
+#define SURAT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/log.h"
+
+struct buf;
+
+enum listen_kind {
+	LISTEN_SMTP,
+	LISTEN_SUBMISSION,
+	LISTEN_SUBMISSIONS,
+	LISTEN_IMAP,
+	LISTEN_IMAPS,
+	LISTEN_POP3,
+	LISTEN_POP3S,
+	LISTEN_HTTP,
+	LISTEN_NKINDS
+};
+
+struct strlist {
+	char **v;
+	size_t n;
+};
+
+struct route {
+	char *domain;
+	char *host;	/* host[:port] */
+};
+
+struct config {
+	char *path;
+	char *hostname;
+	char *data_dir;
+	char *run_as;
+	struct strlist listen[LISTEN_NKINDS];
+	char *tls_cert;
+	char *tls_key;
+	int allow_plaintext_auth;
+	enum log_level log_level;
+	int log_syslog;
+	int64_t shutdown_grace;		/* seconds */
+	int64_t max_connections;	/* per listener */
+	int64_t max_connections_per_ip;
+	int64_t workers;
+
+	/* SMTP server */
+	int64_t smtp_max_message_size;
+	int64_t smtp_max_recipients;
+	int64_t smtp_max_errors;
+	int64_t smtp_cmd_timeout;
+	int64_t smtp_data_timeout;
+	int64_t smtp_max_hops;
+	int64_t auth_fail_delay;	/* milliseconds */
+
+	/* Accounts */
+	int64_t user_quota;		/* bytes; 0: unlimited */
+
+	/* Queue */
+	int64_t queue_retry_interval;
+	int64_t queue_retry_max;
+	int64_t queue_max_age;
+	int64_t queue_delay_warning;
+
+	/* Outbound */
+	char *relayhost;
+	char *relayhost_user;
+	char *relayhost_password_file;
+	int64_t outbound_port;
+	char *outbound_tls;		/* "may" or "require" */
+	struct strlist dns_servers;
+	struct route *routes;
+	size_t nroutes;
+
+	/* IMAP / POP3 */
+	int64_t imap_max_line;
+	int64_t imap_max_literal;
+	int64_t imap_idle_timeout;
+	int64_t pop3_idle_timeout;
+};
+
+/* Names of the listen.* keys by kind ("smtp", "submission", ...). */
+extern const char *const config_listen_names[LISTEN_NKINDS];
+
+/* Fill cfg with the defaults. Call before config_load. */
+void config_defaults(struct config *cfg);
+/*
+ * Read path into cfg (over the defaults). 0 on success; -1 with a message
+ * "path:line: ..." in err.
+ */
+int config_load(struct config *cfg, const char *path, struct buf *err);
+/* Free everything cfg owns. */
+void config_free(struct config *cfg);
+
+/* Parse a duration ("15m") into seconds; 0 or -1. */
+int config_parse_duration(const char *s, int64_t *r);
+/* Parse a size ("25M") into bytes; 0 or -1. */
+int config_parse_size(const char *s, int64_t *r);
+/* Parse "host:port", "[v6]:port" into host (malloc'd) and port; 0 or -1. */
+int config_parse_hostport(const char *s, char **host_r, int *port_r, int default_port);
+
+/* Parse one `key = value` line's text (no file); for tests and the CLI. */
+int config_set(struct config *cfg, const char *key, const char *value, struct buf *err);
+
+#endif

@@ -1,0 +1,546 @@
+/*
+ * server — see server.h.
+ *
+ * Accept path: evconnlistener hands us a socket; we count it against the
+ * listener's cap and the per-IP cap, wrap it in a bufferevent (with TLS for
+ * implicit-TLS listeners) and either give it to the protocol or, over a cap,
+ * send the protocol's busy reply and close once it is flushed.
+ *
+ * Graceful stop: listeners are closed, every session's on_shutdown is called
+ * so idle ones end now, and a timer polls until no connection and no worker
+ * job remains, or until shutdown_grace has passed; then the loop exits.
+ *
+ * SECURITY: the caps are enforced before the protocol sees a byte; the busy
+ * path reads nothing from the peer.
+ */
+#include "core/server.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/tls.h"
+#include "core/util.h"
+#include "core/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <netinet/tcp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+
+struct listener {
+	struct server *srv;
+	enum listen_kind kind;
+	char *addr;
+	struct evconnlistener *el;
+	unsigned nconns;
+	struct listener *next;
+};
+
+struct ip_count {
+	char ip[INET6_ADDRSTRLEN];
+	unsigned n;
+	struct ip_count *next;
+};
+
+static int
+is_implicit_tls(enum listen_kind k)
+{
+	return k == LISTEN_SUBMISSIONS || k == LISTEN_IMAPS || k == LISTEN_POP3S;
+}
+
+static size_t
+ip_hash(const char *ip, size_t buckets)
+{
+	uint32_t h = 2166136261u;
+	for (; *ip; ip++)
+		h = (h ^ (unsigned char)*ip) * 16777619u;
+	return h % buckets;
+}
+
+static struct ip_count **
+ip_slot(struct server *srv, const char *ip)
+{
+	struct ip_count **pp = &srv->ipcounts[ip_hash(ip, srv->ipcount_buckets)];
+	while (*pp && strcmp((*pp)->ip, ip) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static unsigned
+ip_incr(struct server *srv, const char *ip)
+{
+	struct ip_count **pp = ip_slot(srv, ip);
+	if (*pp == NULL) {
+		*pp = xcalloc(1, sizeof(**pp));
+		xsnprintf((*pp)->ip, sizeof((*pp)->ip), "%s", ip);
+	}
+	return ++(*pp)->n;
+}
+
+static void
+ip_decr(struct server *srv, const char *ip)
+{
+	struct ip_count **pp = ip_slot(srv, ip);
+	if (*pp == NULL)
+		return;
+	if (--(*pp)->n == 0) {
+		struct ip_count *dead = *pp;
+		*pp = dead->next;
+		free(dead);
+	}
+}
+
+struct server *
+server_new(struct config *cfg)
+{
+	struct server *srv = xcalloc(1, sizeof(*srv));
+
+	evthread_use_pthreads();
+	srv->cfg = cfg;
+	srv->base = event_base_new();
+	if (srv->base == NULL)
+		PANIC("event_base_new failed");
+	srv->pool = worker_pool_new(srv->base, (int)cfg->workers);
+	srv->ipcount_buckets = 1024;
+	srv->ipcounts = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcounts));
+	return srv;
+}
+
+void
+server_register(struct server *srv, enum listen_kind kind, const struct proto_ops *ops)
+{
+	srv->protos[kind] = ops;
+}
+
+static void
+addr_to_text(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, (socklen_t)iplen);
+		else
+			inet_ntop(AF_INET6, &s6->sin6_addr, ip, (socklen_t)iplen);
+		*port = ntohs(s6->sin6_port);
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
+		*port = ntohs(s4->sin_port);
+	} else {
+		xsnprintf(ip, iplen, "unknown");
+		*port = 0;
+	}
+}
+
+static void
+conn_unlink(struct conn *c)
+{
+	struct server *srv = c->srv;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	c->l->nconns--;
+	ip_decr(srv, c->peer_ip);
+}
+
+void
+conn_close(struct conn *c)
+{
+	if (c->on_close) {
+		void (*fn)(struct conn *) = c->on_close;
+		c->on_close = NULL;
+		fn(c);
+	}
+	if (c->bev)
+		bufferevent_free(c->bev);
+	log_msg(LL_DEBUG, c->id, "connection closed");
+	conn_unlink(c);
+	free(c);
+}
+
+static void
+conn_finish_write(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		conn_close(c);
+}
+
+static void
+conn_finish_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		conn_close(arg);
+}
+
+void
+conn_finish(struct conn *c)
+{
+	c->closing = 1;
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_setcb(c->bev, NULL, conn_finish_write, conn_finish_event, c);
+	bufferevent_set_timeouts(c->bev, NULL, &(struct timeval){30, 0});
+	bufferevent_enable(c->bev, EV_WRITE);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_close(c);
+}
+
+int
+conn_starttls(struct conn *c)
+{
+	SSL *ssl = tls_server_ssl();
+	if (ssl == NULL)
+		return -1;
+	/* Anything the client pipelined after STARTTLS is discarded, never
+	 * interpreted after the handshake (CVE-2011-0411). */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	struct bufferevent *tb = bufferevent_openssl_filter_new(
+		c->srv->base, c->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tb == NULL) {
+		SSL_free(ssl);
+		return -1;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	c->bev = tb;
+	c->ssl = ssl;
+	c->tls = 1;
+	return 0;
+}
+
+static void
+on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, int salen,
+	  void *arg)
+{
+	struct listener *l = arg;
+	struct server *srv = l->srv;
+	const struct proto_ops *ops = srv->protos[l->kind];
+	struct conn *c = xcalloc(1, sizeof(*c));
+	struct sockaddr_storage local;
+	socklen_t locallen = sizeof(local);
+	int one = 1;
+
+	util_random_hex(c->id, 8);
+	c->kind = l->kind;
+	c->srv = srv;
+	c->l = l;
+	c->started_ms = util_now_ms();
+	addr_to_text(sa, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+	if (getsockname(fd, (struct sockaddr *)&local, &locallen) == 0)
+		addr_to_text((struct sockaddr *)&local, c->local_ip, sizeof(c->local_ip),
+			     &c->local_port);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	l->nconns++;
+	unsigned per_ip = ip_incr(srv, c->peer_ip);
+
+	if (is_implicit_tls(l->kind)) {
+		c->ssl = tls_server_ssl();
+		c->bev = bufferevent_openssl_socket_new(srv->base, fd, c->ssl,
+							BUFFEREVENT_SSL_ACCEPTING,
+							BEV_OPT_CLOSE_ON_FREE);
+		c->tls = 1;
+		if (c->bev)
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else {
+		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (c->bev == NULL) {
+		log_error("cannot set up connection from %s on %s", c->peer_ip, l->addr);
+		evutil_closesocket(fd);
+		conn_close(c);
+		return;
+	}
+	if (l->nconns > (unsigned)srv->cfg->max_connections ||
+	    per_ip > (unsigned)srv->cfg->max_connections_per_ip) {
+		log_msg(LL_WARN, c->id, "too many connections: listener=%s client=%s listener_conns=%u ip_conns=%u",
+			l->addr, c->peer_ip, l->nconns, per_ip);
+		bufferevent_write(c->bev, ops->busy_reply, strlen(ops->busy_reply));
+		conn_finish(c);
+		return;
+	}
+	log_msg(LL_DEBUG, c->id, "connect proto=%s client=%s:%d listener=%s", ops->name, c->peer_ip,
+		c->peer_port, l->addr);
+	ops->start(c);
+}
+
+static void
+listener_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	if (l->el)
+		evconnlistener_enable(l->el);
+}
+
+static void
+on_accept_error(struct evconnlistener *el, void *arg)
+{
+	struct listener *l = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	log_error("accept on %s failed: %s", l->addr, evutil_socket_error_to_string(e));
+	/* EMFILE and friends: back off briefly rather than spin. */
+	evconnlistener_disable(el);
+	struct timeval tv = {0, 100000};
+	event_base_once(l->srv->base, -1, EV_TIMEOUT, listener_resume, l, &tv);
+}
+
+static int
+bind_one(struct server *srv, enum listen_kind kind, const char *addr, struct buf *err)
+{
+	char *host = NULL;
+	int port;
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+
+	if (config_parse_hostport(addr, &host, &port, 0) < 0) {
+		buf_printf(err, "listen.%s: bad address '%s'", config_listen_names[kind], addr);
+		return -1;
+	}
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *s4 = (void *)&ss;
+	struct sockaddr_in6 *s6 = (void *)&ss;
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		sslen = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		sslen = sizeof(*s6);
+	} else {
+		buf_printf(err, "listen.%s: '%s' is not an IP address", config_listen_names[kind],
+			   host);
+		free(host);
+		return -1;
+	}
+	free(host);
+	struct listener *l = xcalloc(1, sizeof(*l));
+	l->srv = srv;
+	l->kind = kind;
+	l->addr = xstrdup(addr);
+	l->el = evconnlistener_new_bind(srv->base, on_accept, l,
+					LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+						LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
+					1024, (struct sockaddr *)&ss, (int)sslen);
+	if (l->el == NULL) {
+		buf_printf(err, "listen.%s: bind(%s) failed: %s", config_listen_names[kind], addr,
+			   strerror(errno));
+		free(l->addr);
+		free(l);
+		return -1;
+	}
+	evconnlistener_set_error_cb(l->el, on_accept_error);
+	l->next = srv->listeners;
+	srv->listeners = l;
+	return 0;
+}
+
+int
+server_bind(struct server *srv, struct buf *err)
+{
+	for (int k = 0; k < LISTEN_NKINDS; k++) {
+		const struct strlist *addrs = &srv->cfg->listen[k];
+		if (addrs->n > 0 && srv->protos[k] == NULL) {
+			buf_printf(err, "listen.%s: this protocol is not available in this build",
+				   config_listen_names[k]);
+			return -1;
+		}
+		for (size_t i = 0; i < addrs->n; i++) {
+			if (bind_one(srv, (enum listen_kind)k, addrs->v[i], err) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int
+chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (lchown(path, chown_uid, chown_gid) < 0)
+		return -1;
+	return 0;
+}
+
+int
+server_drop_privileges(struct server *srv, struct buf *err)
+{
+	const char *user = srv->cfg->run_as;
+
+	if (geteuid() != 0)
+		return 0;
+	if (user == NULL) {
+		log_warn("**************************************************************");
+		log_warn("running as root without run_as: development and tests ONLY.");
+		log_warn("set run_as in %s for production.", srv->cfg->path ? srv->cfg->path : "the config");
+		log_warn("**************************************************************");
+		return 0;
+	}
+	struct passwd *pw = getpwnam(user);
+	if (pw == NULL) {
+		buf_printf(err, "run_as: no such user '%s'", user);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		buf_printf(err, "run_as: '%s' is root", user);
+		return -1;
+	}
+	chown_uid = pw->pw_uid;
+	chown_gid = pw->pw_gid;
+	if (nftw(srv->cfg->data_dir, chown_one, 32, FTW_PHYS) < 0) {
+		buf_printf(err, "chown(%s) failed: %s", srv->cfg->data_dir, strerror(errno));
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		buf_printf(err, "dropping privileges to %s failed: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		buf_printf(err, "privileges could be regained after dropping them");
+		return -1;
+	}
+	log_info("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
+static void
+stop_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	if (srv->nconns == 0 && worker_pending(srv->pool) == 0) {
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	if (util_mono_ms() >= srv->stop_deadline) {
+		if (srv->nconns > 0)
+			log_warn("grace period over: closing %u sessions", srv->nconns);
+		while (srv->conns)
+			conn_close(srv->conns);
+		if (worker_pending(srv->pool) == 0)
+			event_base_loopexit(srv->base, NULL);
+	}
+}
+
+void
+server_stop(struct server *srv)
+{
+	if (srv->stopping)
+		return;
+	srv->stopping = 1;
+	log_info("stopping: no new connections, %u open sessions get %llds to finish", srv->nconns,
+		 (long long)srv->cfg->shutdown_grace);
+	for (struct listener *l = srv->listeners; l; l = l->next) {
+		evconnlistener_free(l->el);
+		l->el = NULL;
+	}
+	struct conn *c = srv->conns;
+	while (c) {
+		struct conn *next = c->next;
+		if (c->on_shutdown && !c->closing)
+			c->on_shutdown(c);
+		c = next;
+	}
+	srv->stop_deadline = util_mono_ms() + srv->cfg->shutdown_grace * 1000;
+	srv->stop_timer = event_new(srv->base, -1, EV_PERSIST, stop_check, srv);
+	event_add(srv->stop_timer, &(struct timeval){0, 50000});
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	if (sig == SIGHUP) {
+		struct buf err = BUF_INIT(0);
+		if (tls_reload(&err) < 0)
+			log_error("SIGHUP: TLS reload failed, keeping the old certificate: %s",
+				  buf_str(&err));
+		else
+			log_info("SIGHUP: TLS certificate and key reloaded");
+		buf_free(&err);
+		return;
+	}
+	server_stop(srv);
+}
+
+int
+server_run(struct server *srv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	srv->sig_term = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+	srv->sig_int = evsignal_new(srv->base, SIGINT, on_signal, srv);
+	srv->sig_hup = evsignal_new(srv->base, SIGHUP, on_signal, srv);
+	evsignal_add(srv->sig_term, NULL);
+	evsignal_add(srv->sig_int, NULL);
+	evsignal_add(srv->sig_hup, NULL);
+	for (struct listener *l = srv->listeners; l; l = l->next) {
+		evconnlistener_enable(l->el);
+		log_info("listening: %s on %s", config_listen_names[l->kind], l->addr);
+	}
+	event_base_dispatch(srv->base);
+	log_info("stopped");
+	return 0;
+}
+
+void
+server_free(struct server **pp)
+{
+	struct server *srv = *pp;
+
+	if (srv == NULL)
+		return;
+	while (srv->conns)
+		conn_close(srv->conns);
+	worker_pool_free(&srv->pool);
+	while (srv->listeners) {
+		struct listener *l = srv->listeners;
+		srv->listeners = l->next;
+		if (l->el)
+			evconnlistener_free(l->el);
+		free(l->addr);
+		free(l);
+	}
+	for (size_t i = 0; i < srv->ipcount_buckets; i++) {
+		while (srv->ipcounts[i]) {
+			struct ip_count *n = srv->ipcounts[i]->next;
+			free(srv->ipcounts[i]);
+			srv->ipcounts[i] = n;
+		}
+	}
+	free(srv->ipcounts);
+	if (srv->sig_term) {
+		event_free(srv->sig_term);
+		event_free(srv->sig_int);
+		event_free(srv->sig_hup);
+	}
+	if (srv->stop_timer)
+		event_free(srv->stop_timer);
+	event_base_free(srv->base);
+	free(srv);
+	*pp = NULL;
+}

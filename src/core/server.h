@@ -1,0 +1,115 @@
+/*
+ * server — the daemon's frame: the event loop, one listener per configured
+ * address, accepted connections (struct conn) handed to the protocol of the
+ * listener, per-listener and per-IP connection caps, TLS (implicit and
+ * STARTTLS), signals (SIGTERM/SIGINT graceful stop, SIGHUP TLS reload) and
+ * the privilege drop after binding.
+ *
+ * A protocol registers a struct proto_ops for its listener kinds. Its start
+ * function owns the conn from then on: it sets the bufferevent callbacks,
+ * and eventually calls conn_close() or conn_finish().
+ *
+ * SECURITY: listeners are bound before privileges are dropped and nothing
+ * after the drop runs as root. Every connection counts against the caps
+ * before any protocol byte is read.
+ */
+#ifndef SURAT_SERVER_H
+#define SURAT_SERVER_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "core/config.h"
+
+struct event_base;
+struct bufferevent;
+struct worker_pool;
+struct accounts;
+struct queue;
+struct dns;
+struct conn;
+struct server;
+
+struct proto_ops {
+	const char *name;
+	/* Take over a new connection. */
+	void (*start)(struct conn *c);
+	/* The line sent (after TLS, for implicit-TLS listeners) when over a cap. */
+	const char *busy_reply;
+};
+
+struct conn {
+	char id[17];			/* session id: 16 hex digits */
+	enum listen_kind kind;
+	struct server *srv;
+	struct bufferevent *bev;
+	SSL *ssl;			/* set once TLS is started */
+	int tls;			/* 1 once TLS is on */
+	char peer_ip[INET6_ADDRSTRLEN];
+	int peer_port;
+	char local_ip[INET6_ADDRSTRLEN];
+	int local_port;
+	int64_t started_ms;
+	void *proto;			/* the protocol's session */
+	/* Called once from conn_close() so the protocol frees its session. */
+	void (*on_close)(struct conn *c);
+	/* Called when the daemon stops; the protocol should end the session soon. */
+	void (*on_shutdown)(struct conn *c);
+	/* internal */
+	struct listener *l;
+	struct conn *prev, *next;
+	int closing;
+};
+
+struct server {
+	struct event_base *base;
+	struct config *cfg;
+	struct worker_pool *pool;
+	struct accounts *accounts;
+	struct queue *queue;
+	struct dns *dns;
+	int stopping;
+	/* internal */
+	struct listener *listeners;
+	struct conn *conns;
+	unsigned nconns;
+	struct ip_count **ipcounts;
+	size_t ipcount_buckets;
+	struct event *sig_term, *sig_int, *sig_hup, *stop_timer;
+	int64_t stop_deadline;
+	const struct proto_ops *protos[LISTEN_NKINDS];
+};
+
+/* Create the server: event base and worker pool. Never NULL. */
+struct server *server_new(struct config *cfg);
+/* Register the protocol that serves a listener kind. */
+void server_register(struct server *srv, enum listen_kind kind, const struct proto_ops *ops);
+/* Bind every configured listener. 0, or -1 with a message naming the address. */
+int server_bind(struct server *srv, struct buf *err);
+/*
+ * If root: with run_as, chown data_dir to that user and drop privileges;
+ * without, warn loudly. 0 or -1 + err.
+ */
+int server_drop_privileges(struct server *srv, struct buf *err);
+/* Run the loop until a graceful stop completes. Returns 0. */
+int server_run(struct server *srv);
+/* Begin a graceful stop (what SIGTERM does). */
+void server_stop(struct server *srv);
+/* Free everything. */
+void server_free(struct server **srv);
+
+/* Wrap an open plaintext connection in TLS (STARTTLS). Pending input is
+ * discarded; output already queued (the "ready" reply) is sent first in clear.
+ * The caller must set its callbacks on c->bev again. 0, or -1 if no TLS. */
+int conn_starttls(struct conn *c);
+/* Close now: the protocol's on_close runs, then the conn is freed. */
+void conn_close(struct conn *c);
+/* Stop reading, send what is queued, then close. */
+void conn_finish(struct conn *c);
+/* Log prefix helper: the conn's session id. */
+#define CONN_SID(c) ((c)->id)
+
+#endif
