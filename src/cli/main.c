@@ -1,2 +1,718 @@
+/*
+ * main — the surat binary: the daemon (`serve`) and the admin CLI.
+ *
+ *   surat [-c FILE] serve | check-config | domain ... | user ... | alias ...
+ *                   | queue ... | mailbox ...
+ *
+ * Exit status: 0 success, 1 runtime error, 2 usage error; every error is one
+ * line on stderr naming what was wrong. The CLI works beside a running
+ * daemon: the databases are SQLite in WAL mode and the spool is plain files.
+ *
+ * SECURITY: passwords are read from standard input, never from argv, and
+ * wiped after hashing.
+ */
+#include "auth/accounts.h"
+#include "auth/password.h"
+#include "core/buf.h"
+#include "core/config.h"
 #include "core/log.h"
-int main(void) { log_info("hello"); return 0; }
+#include "core/server.h"
+#include "core/tls.h"
+#include "core/util.h"
+#include "queue/queue.h"
+#include "queue/queue_spool.h"
+#include "smtp/smtp_server.h"
+#include "store/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/surat/surat.conf"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+static const char *prog = "surat";
+
+static const char usage_text[] =
+	"usage: surat [-c FILE] COMMAND [ARGS]\n"
+	"\n"
+	"  serve                        run the mail server in the foreground\n"
+	"  check-config                 read the config file and report errors\n"
+	"  domain add|del|list          manage the local domains\n"
+	"  user add|del|list|passwd|quota  manage mail users\n"
+	"  alias add|del|list           manage aliases (address or @domain catch-all)\n"
+	"  queue list|show|delete|flush inspect and manage the mail queue\n"
+	"  mailbox list|show            see what is in a user's mailboxes\n"
+	"\n"
+	"  -c FILE   config file (default " DEFAULT_CONFIG ")\n"
+	"Run 'surat COMMAND --help' for the arguments of a command.\n";
+
+struct cmd_help {
+	const char *cmd;
+	const char *text;
+};
+
+static const struct cmd_help helps[] = {
+	{"serve", "usage: surat [-c FILE] serve\n"
+		  "Run the daemon in the foreground: bind every listen.* address, drop\n"
+		  "privileges to run_as, serve until SIGTERM/SIGINT (graceful stop).\n"
+		  "SIGHUP reloads the TLS certificate and key.\n"},
+	{"check-config", "usage: surat [-c FILE] check-config\n"
+			 "Read the config file; print 'ok' or the first error with file:line.\n"},
+	{"domain", "usage: surat domain add DOMAIN | del DOMAIN | list\n"
+		   "Local domains are those surat receives mail for.\n"},
+	{"user", "usage: surat user add ADDRESS [--quota SIZE] [--hash HASH]\n"
+		 "       surat user passwd ADDRESS [--hash HASH]\n"
+		 "       surat user quota ADDRESS SIZE|default\n"
+		 "       surat user del ADDRESS\n"
+		 "       surat user list [DOMAIN]\n"
+		 "add and passwd read the password from standard input (one line),\n"
+		 "unless --hash gives a ready crypt(3) hash ($y$, $6$, $5$ or $2b$).\n"},
+	{"alias", "usage: surat alias add SOURCE TARGET [TARGET...]\n"
+		  "       surat alias del SOURCE [TARGET]\n"
+		  "       surat alias list\n"
+		  "SOURCE is an address of a local domain, or @domain for a catch-all.\n"},
+	{"queue", "usage: surat queue list | show ID | delete ID | flush\n"
+		  "flush asks the running daemon to retry deferred mail now.\n"},
+	{"mailbox", "usage: surat mailbox list ADDRESS | show ADDRESS MAILBOX [UID]\n"
+		    "show without UID lists the messages; with UID prints that message.\n"},
+};
+
+static int
+usage_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+static int
+usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see '%s --help')\n", prog);
+	return EXIT_USAGE;
+}
+
+static int
+runtime_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+static int
+runtime_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_RUNTIME;
+}
+
+static int
+wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	return 0;
+}
+
+static int
+print_help(const char *cmd)
+{
+	for (size_t i = 0; i < ARRAY_LEN(helps); i++) {
+		if (strcmp(helps[i].cmd, cmd) == 0) {
+			fputs(helps[i].text, stdout);
+			return 0;
+		}
+	}
+	fputs(usage_text, stdout);
+	return 0;
+}
+
+static int
+load_config(const char *path, struct config *cfg)
+{
+	struct buf err = BUF_INIT(0);
+	config_defaults(cfg);
+	if (config_load(cfg, path, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		buf_free(&err);
+		return -1;
+	}
+	buf_free(&err);
+	return 0;
+}
+
+static struct accounts *
+open_accounts(const struct config *cfg)
+{
+	struct buf err = BUF_INIT(0);
+	struct accounts *a = accounts_open(cfg->data_dir, &err);
+	if (a == NULL)
+		runtime_error("%s", buf_str(&err));
+	buf_free(&err);
+	return a;
+}
+
+/* Read one line (the password) from stdin; no echo on a terminal. */
+static char *
+read_password(void)
+{
+	struct termios old, noecho;
+	int tty = isatty(0);
+	char line[1024];
+
+	if (tty) {
+		fprintf(stderr, "Password: ");
+		tcgetattr(0, &old);
+		noecho = old;
+		noecho.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(0, TCSAFLUSH, &noecho);
+	}
+	char *r = fgets(line, sizeof(line), stdin);
+	if (tty) {
+		tcsetattr(0, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	if (r == NULL)
+		return NULL;
+	size_t n = strcspn(line, "\r\n");
+	line[n] = '\0';
+	char *pw = n ? xstrdup(line) : NULL;
+	util_wipe(line, sizeof(line));
+	return pw;
+}
+
+/* --hash HASH or a password from stdin, as a hash. NULL + message on error. */
+static char *
+get_hash(const char *given, int *status)
+{
+	if (given) {
+		if (!password_hash_supported(given)) {
+			*status = usage_error("--hash: not a supported crypt(3) hash ($y$, $6$, $5$, $2b$)");
+			return NULL;
+		}
+		return xstrdup(given);
+	}
+	char *pw = read_password();
+	if (pw == NULL) {
+		*status = runtime_error("no password given on standard input");
+		return NULL;
+	}
+	char *h = password_hash(pw);
+	util_wipe(pw, strlen(pw));
+	free(pw);
+	if (h == NULL)
+		*status = runtime_error("password hashing failed");
+	return h;
+}
+
+static void
+print_domain(const char *d, void *arg)
+{
+	printf("%s\n", d);
+}
+
+static int
+cmd_domain(struct config *cfg, int argc, char **argv)
+{
+	if (argc < 1)
+		return usage_error("domain: missing subcommand (add, del, list)");
+	struct accounts *a = open_accounts(cfg);
+	if (a == NULL)
+		return EXIT_RUNTIME;
+	struct buf err = BUF_INIT(0);
+	int rc = 0;
+	if (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "del") == 0) {
+		if (argc != 2) {
+			rc = usage_error("domain %s: need exactly one DOMAIN", argv[0]);
+		} else if ((argv[0][0] == 'a' ? accounts_domain_add(a, argv[1], &err)
+					       : accounts_domain_del(a, argv[1], &err)) < 0) {
+			rc = runtime_error("domain %s: %s", argv[0], buf_str(&err));
+		}
+	} else if (strcmp(argv[0], "list") == 0) {
+		if (accounts_domain_list(a, print_domain, NULL) < 0)
+			rc = runtime_error("domain list: database error");
+	} else {
+		rc = usage_error("domain: unknown subcommand '%s'", argv[0]);
+	}
+	buf_free(&err);
+	accounts_close(&a);
+	return rc;
+}
+
+static void
+print_user(const struct account_user *u, void *arg)
+{
+	const struct config *cfg = arg;
+	if (u->quota >= 0)
+		printf("%s quota=%lld\n", u->address, (long long)u->quota);
+	else if (cfg->user_quota > 0)
+		printf("%s quota=%lld (default)\n", u->address, (long long)cfg->user_quota);
+	else
+		printf("%s quota=unlimited\n", u->address);
+}
+
+static int
+cmd_user(struct config *cfg, int argc, char **argv)
+{
+	if (argc < 1)
+		return usage_error("user: missing subcommand (add, del, list, passwd, quota)");
+	const char *sub = argv[0];
+	const char *hash_opt = NULL;
+	int64_t quota = -1;
+	char *pos[4];
+	int npos = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--hash") == 0 && i + 1 < argc) {
+			hash_opt = argv[++i];
+		} else if (strcmp(argv[i], "--quota") == 0 && i + 1 < argc) {
+			if (config_parse_size(argv[++i], &quota) < 0)
+				return usage_error("--quota: bad size '%s' (e.g. 1G, 500M)", argv[i]);
+		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
+			return usage_error("user %s: unknown option '%s'", sub, argv[i]);
+		} else if (npos < 4) {
+			pos[npos++] = argv[i];
+		} else {
+			return usage_error("user %s: too many arguments", sub);
+		}
+	}
+	struct accounts *a = open_accounts(cfg);
+	if (a == NULL)
+		return EXIT_RUNTIME;
+	struct buf err = BUF_INIT(0);
+	int rc = 0;
+	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0) {
+		if (npos != 1) {
+			rc = usage_error("user %s: need exactly one ADDRESS", sub);
+			goto out;
+		}
+		char *h = get_hash(hash_opt, &rc);
+		if (h == NULL)
+			goto out;
+		int r = strcmp(sub, "add") == 0 ? accounts_user_add(a, pos[0], h, quota, &err)
+						: accounts_user_passwd(a, pos[0], h, &err);
+		util_wipe(h, strlen(h));
+		free(h);
+		if (r < 0)
+			rc = runtime_error("user %s: %s", sub, buf_str(&err));
+	} else if (strcmp(sub, "del") == 0) {
+		if (npos != 1)
+			rc = usage_error("user del: need exactly one ADDRESS");
+		else if (accounts_user_del(a, pos[0], &err) < 0)
+			rc = runtime_error("user del: %s", buf_str(&err));
+	} else if (strcmp(sub, "quota") == 0) {
+		if (npos != 2) {
+			rc = usage_error("user quota: need ADDRESS and SIZE (or 'default')");
+			goto out;
+		}
+		if (strcmp(pos[1], "default") == 0)
+			quota = -1;
+		else if (config_parse_size(pos[1], &quota) < 0) {
+			rc = usage_error("user quota: bad size '%s'", pos[1]);
+			goto out;
+		}
+		if (accounts_user_quota(a, pos[0], quota, &err) < 0)
+			rc = runtime_error("user quota: %s", buf_str(&err));
+	} else if (strcmp(sub, "list") == 0) {
+		if (npos > 1) {
+			rc = usage_error("user list: at most one DOMAIN");
+			goto out;
+		}
+		if (accounts_user_list(a, npos ? pos[0] : NULL, print_user, cfg) < 0)
+			rc = runtime_error("user list: database error");
+	} else {
+		rc = usage_error("user: unknown subcommand '%s'", sub);
+	}
+out:
+	buf_free(&err);
+	accounts_close(&a);
+	return rc;
+}
+
+static void
+print_alias(const char *src, const char *dst, void *arg)
+{
+	printf("%s -> %s\n", src, dst);
+}
+
+static int
+cmd_alias(struct config *cfg, int argc, char **argv)
+{
+	if (argc < 1)
+		return usage_error("alias: missing subcommand (add, del, list)");
+	struct accounts *a = open_accounts(cfg);
+	if (a == NULL)
+		return EXIT_RUNTIME;
+	struct buf err = BUF_INIT(0);
+	int rc = 0;
+	if (strcmp(argv[0], "add") == 0) {
+		if (argc < 3)
+			rc = usage_error("alias add: need SOURCE and at least one TARGET");
+		for (int i = 2; rc == 0 && i < argc; i++)
+			if (accounts_alias_add(a, argv[1], argv[i], &err) < 0)
+				rc = runtime_error("alias add: %s", buf_str(&err));
+	} else if (strcmp(argv[0], "del") == 0) {
+		if (argc < 2 || argc > 3)
+			rc = usage_error("alias del: need SOURCE [TARGET]");
+		else if (accounts_alias_del(a, argv[1], argc == 3 ? argv[2] : NULL, &err) < 0)
+			rc = runtime_error("alias del: %s", buf_str(&err));
+	} else if (strcmp(argv[0], "list") == 0) {
+		if (accounts_alias_list(a, print_alias, NULL) < 0)
+			rc = runtime_error("alias list: database error");
+	} else {
+		rc = usage_error("alias: unknown subcommand '%s'", argv[0]);
+	}
+	buf_free(&err);
+	accounts_close(&a);
+	return rc;
+}
+
+static int
+valid_queue_id(const char *id)
+{
+	size_t n = strlen(id);
+	if (n < 16 || n > QUEUE_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') ||
+		      (i == 16 && id[i] == '-') || (i == 17 && (id[i] == 'b' || id[i] == 'd'))))
+			return 0;
+	return 1;
+}
+
+static void
+fmt_time(int64_t t, char *out, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void
+print_queue_msg(const struct spool_msg *m, int verbose)
+{
+	char created[32], next[32];
+	fmt_time(m->created, created, sizeof(created));
+	printf("%s  %s  size=%llu  from=<%s>%s\n", m->id, created, (unsigned long long)m->size,
+	       m->mail_from, m->is_notice ? "  (notice)" : "");
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		const struct spool_rcpt *rc = &m->rcpts[i];
+		printf("    <%s>  %s  %s  attempts=%u", rc->addr, rc->local ? "local" : "remote",
+		       spool_status_name(rc->status), rc->attempts);
+		if (rc->status == RCPT_DEFERRED) {
+			fmt_time(rc->next_try, next, sizeof(next));
+			printf("  next=%s", next);
+		}
+		if (rc->last_error && (verbose || rc->status != RCPT_DELIVERED))
+			printf("  last=\"%s\"", rc->last_error);
+		if (verbose && strcmp(rc->orig, rc->addr) != 0)
+			printf("  rcpt-to=<%s>", rc->orig);
+		printf("\n");
+	}
+	if (verbose) {
+		printf("    client=[%s] helo=%s user=%s session=%s\n",
+		       m->client_ip ? m->client_ip : "-", m->helo ? m->helo : "-",
+		       m->auth_user ? m->auth_user : "-", m->session ? m->session : "-");
+	}
+}
+
+static int
+cmd_queue(struct config *cfg, int argc, char **argv)
+{
+	struct buf dir = BUF_INIT(0), err = BUF_INIT(0);
+	int rc = 0;
+
+	if (argc < 1)
+		return usage_error("queue: missing subcommand (list, show, delete, flush)");
+	queue_dir(cfg->data_dir, &dir);
+	if (strcmp(argv[0], "list") == 0) {
+		DIR *d = opendir(dir.data);
+		if (d == NULL) {
+			if (errno != ENOENT)
+				rc = runtime_error("opendir(%s) failed: %s", dir.data, strerror(errno));
+			goto out;
+		}
+		struct dirent *de;
+		size_t n = 0;
+		while ((de = readdir(d)) != NULL) {
+			if (!valid_queue_id(de->d_name))
+				continue;
+			struct spool_msg m;
+			buf_reset(&err);
+			if (spool_load(dir.data, de->d_name, &m, NULL, &err) < 0)
+				continue;	/* removed meanwhile, or still being written */
+			print_queue_msg(&m, 0);
+			spool_msg_free(&m);
+			n++;
+		}
+		closedir(d);
+		printf("%zu message%s in the queue\n", n, n == 1 ? "" : "s");
+	} else if (strcmp(argv[0], "show") == 0 || strcmp(argv[0], "delete") == 0) {
+		if (argc != 2 || !valid_queue_id(argv[1])) {
+			rc = usage_error("queue %s: need one queue ID", argv[0]);
+			goto out;
+		}
+		struct spool_msg m;
+		struct buf content = BUF_INIT(0);
+		if (spool_load(dir.data, argv[1], &m, argv[0][0] == 's' ? &content : NULL, &err) < 0) {
+			rc = runtime_error("queue %s: no such message %s (%s)", argv[0], argv[1],
+					   buf_str(&err));
+			goto out;
+		}
+		if (argv[0][0] == 's') {
+			print_queue_msg(&m, 1);
+			printf("\n");
+			fwrite(content.data, 1, content.len, stdout);
+		} else {
+			struct buf path = BUF_INIT(0);
+			buf_printf(&path, "%s/%s", dir.data, argv[1]);
+			if (unlink(path.data) < 0)
+				rc = runtime_error("queue delete: unlink(%s) failed: %s", path.data,
+						   strerror(errno));
+			else
+				printf("deleted %s\n", argv[1]);
+			buf_free(&path);
+		}
+		buf_free(&content);
+		spool_msg_free(&m);
+	} else if (strcmp(argv[0], "flush") == 0) {
+		struct buf path = BUF_INIT(0);
+		buf_printf(&path, "%s/flush", dir.data);
+		FILE *fp = fopen(path.data, "w");
+		if (fp == NULL)
+			rc = runtime_error("queue flush: cannot create %s: %s", path.data,
+					   strerror(errno));
+		else {
+			fclose(fp);
+			printf("flush requested; the daemon retries deferred mail within a second\n");
+		}
+		buf_free(&path);
+	} else {
+		rc = usage_error("queue: unknown subcommand '%s'", argv[0]);
+	}
+out:
+	buf_free(&dir);
+	buf_free(&err);
+	return rc;
+}
+
+static int
+print_message(struct store *st, const char *box, uint32_t uidvalidity, const char *uidstr)
+{
+	uint64_t uid, size;
+	int fd;
+	char chunk[65536];
+
+	if (util_parse_u64(uidstr, strlen(uidstr), &uid) < 0 || uid == 0 || uid > UINT32_MAX)
+		return usage_error("mailbox show: bad UID '%s'", uidstr);
+	if (store_msg_open(st, box, uidvalidity, (uint32_t)uid, &fd, &size) < 0)
+		return runtime_error("mailbox show: %s UID %s: %s", box, uidstr, store_errstr(st));
+	ssize_t n;
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+		fwrite(chunk, 1, (size_t)n, stdout);
+	close(fd);
+	return n < 0 ? runtime_error("mailbox show: read failed: %s", strerror(errno)) : 0;
+}
+
+static int
+cmd_mailbox(struct config *cfg, int argc, char **argv)
+{
+	struct buf addr = BUF_INIT(0), err = BUF_INIT(0);
+	struct store *st = NULL;
+	int rc = 0;
+
+	if (argc < 2 || (strcmp(argv[0], "list") == 0 && argc != 2) ||
+	    (strcmp(argv[0], "show") == 0 && argc != 3 && argc != 4))
+		return usage_error("mailbox: usage: mailbox list ADDRESS | show ADDRESS MAILBOX [UID]");
+	if (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "show") != 0)
+		return usage_error("mailbox: unknown subcommand '%s'", argv[0]);
+	struct accounts *a = open_accounts(cfg);
+	if (a == NULL)
+		return EXIT_RUNTIME;
+	struct account_user u = {0};
+	if (accounts_normalise(argv[1], 0, &addr, &err) < 0) {
+		rc = runtime_error("mailbox: %s", buf_str(&err));
+		goto out;
+	}
+	if (accounts_user_get(a, addr.data, &u) != 1) {
+		rc = runtime_error("mailbox: no such user %s", addr.data);
+		goto out;
+	}
+	accounts_user_free(&u);
+	st = store_open(cfg->data_dir, addr.data, &err);
+	if (st == NULL) {
+		rc = runtime_error("mailbox: %s", buf_str(&err));
+		goto out;
+	}
+	if (strcmp(argv[0], "list") == 0) {
+		struct store_mbox_info *list = NULL;
+		size_t n = 0;
+		if (store_mailbox_list(st, &list, &n) < 0) {
+			rc = runtime_error("mailbox list: %s", store_errstr(st));
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			struct store_status ss;
+			if (list[i].attrs & STORE_MBOX_NOSELECT) {
+				printf("%-24s (no messages: \\Noselect)\n", list[i].name);
+				continue;
+			}
+			if (store_mailbox_status(st, list[i].name, &ss) < 0)
+				continue;
+			printf("%-24s messages=%u unseen=%u size=%llu uidvalidity=%u uidnext=%u\n",
+			       list[i].name, ss.messages, ss.unseen, (unsigned long long)ss.size,
+			       ss.uidvalidity, ss.uidnext);
+		}
+		store_mailbox_list_free(&list, n);
+	} else {
+		struct store_mbox_view *v = NULL;
+		if (store_mailbox_load(st, argv[2], &v) < 0) {
+			rc = runtime_error("mailbox show: %s: %s", argv[2], store_errstr(st));
+			goto out;
+		}
+		if (argc == 4) {
+			rc = print_message(st, argv[2], v->uidvalidity, argv[3]);
+			store_mbox_view_free(&v);
+			goto out;
+		}
+		printf("%s: %zu messages, uidvalidity=%u uidnext=%u highestmodseq=%llu\n", argv[2],
+		       v->count, v->uidvalidity, v->uidnext, (unsigned long long)v->highestmodseq);
+		for (size_t i = 0; i < v->count; i++) {
+			char when[32];
+			fmt_time(v->msgs[i].internal_date, when, sizeof(when));
+			printf("  uid=%u size=%llu date=%s flags=%s%s%s%s%s\n", v->msgs[i].uid,
+			       (unsigned long long)v->msgs[i].size, when,
+			       v->msgs[i].flags & STORE_F_SEEN ? "\\Seen " : "",
+			       v->msgs[i].flags & STORE_F_ANSWERED ? "\\Answered " : "",
+			       v->msgs[i].flags & STORE_F_FLAGGED ? "\\Flagged " : "",
+			       v->msgs[i].flags & STORE_F_DELETED ? "\\Deleted " : "",
+			       v->msgs[i].flags & STORE_F_DRAFT ? "\\Draft" : "");
+		}
+		store_mbox_view_free(&v);
+	}
+out:
+	store_close(&st);
+	accounts_close(&a);
+	buf_free(&addr);
+	buf_free(&err);
+	return rc;
+}
+
+static int
+cmd_serve(struct config *cfg)
+{
+	struct buf err = BUF_INIT(0);
+	int rc = EXIT_RUNTIME;
+	struct server *srv = NULL;
+
+	log_init(cfg->log_level, cfg->log_syslog);
+	if (tls_init(cfg->tls_cert, cfg->tls_key, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
+	srv = server_new(cfg);
+	server_register(srv, LISTEN_SMTP, &smtp_server_ops);
+	server_register(srv, LISTEN_SUBMISSION, &smtp_server_ops);
+	server_register(srv, LISTEN_SUBMISSIONS, &smtp_server_ops);
+	if (server_bind(srv, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
+	/* Only now, with the config, TLS and ports known good, touch data_dir. */
+	srv->accounts = accounts_open(cfg->data_dir, &err);
+	if (srv->accounts == NULL) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
+	srv->queue = queue_new(srv, &err);
+	if (srv->queue == NULL) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
+	if (server_drop_privileges(srv, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
+	queue_start(srv->queue);
+	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
+	server_run(srv);
+	rc = 0;
+out:
+	if (srv) {
+		queue_free(&srv->queue);
+		accounts_close(&srv->accounts);
+		server_free(&srv);
+	}
+	tls_shutdown();
+	buf_free(&err);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *config_path = DEFAULT_CONFIG;
+	struct config cfg;
+	int i = 1, rc;
+
+	while (i < argc && argv[i][0] == '-') {
+		if (strcmp(argv[i], "-c") == 0) {
+			if (i + 1 >= argc)
+				return usage_error("-c needs a FILE");
+			config_path = argv[i + 1];
+			i += 2;
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(usage_text, stdout);
+			return 0;
+		} else {
+			return usage_error("unknown option '%s'", argv[i]);
+		}
+	}
+	if (i >= argc)
+		return usage_error("missing COMMAND");
+	const char *cmd = argv[i++];
+	int sub_argc = argc - i;
+	char **sub_argv = argv + i;
+	static const char *const known[] = {"serve", "check-config", "domain", "user",
+					    "alias", "queue", "mailbox"};
+	int ok = 0;
+	for (size_t k = 0; k < ARRAY_LEN(known); k++)
+		if (strcmp(cmd, known[k]) == 0)
+			ok = 1;
+	if (!ok)
+		return usage_error("unknown command '%s'", cmd);
+	if (wants_help(sub_argc, sub_argv))
+		return print_help(cmd);
+	if (load_config(config_path, &cfg) < 0)
+		return strcmp(cmd, "check-config") == 0 ? EXIT_USAGE : EXIT_RUNTIME;
+	log_init(cfg.log_level, 0);
+	if (strcmp(cmd, "check-config") == 0) {
+		printf("%s: ok\n", config_path);
+		rc = 0;
+	} else if (strcmp(cmd, "serve") == 0) {
+		rc = sub_argc ? usage_error("serve takes no arguments") : cmd_serve(&cfg);
+	} else if (strcmp(cmd, "domain") == 0) {
+		rc = cmd_domain(&cfg, sub_argc, sub_argv);
+	} else if (strcmp(cmd, "user") == 0) {
+		rc = cmd_user(&cfg, sub_argc, sub_argv);
+	} else if (strcmp(cmd, "alias") == 0) {
+		rc = cmd_alias(&cfg, sub_argc, sub_argv);
+	} else if (strcmp(cmd, "queue") == 0) {
+		rc = cmd_queue(&cfg, sub_argc, sub_argv);
+	} else {
+		rc = cmd_mailbox(&cfg, sub_argc, sub_argv);
+	}
+	config_free(&cfg);
+	return rc;
+}

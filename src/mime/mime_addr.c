@@ -1,0 +1,367 @@
+/*
+ * mime_addr — see mime_addr.h. A small RFC 5322 section 3.4 parser: a
+ * tokenizer (atoms, quoted strings, domain literals, specials; comments and
+ * folding white space skipped) and a recursive-descent walk over
+ * address-list = (mailbox / group) *("," (mailbox / group)).
+ *
+ * SECURITY: bounded by the header's length; at most MIME_ADDR_MAX addresses
+ * and MIME_ADDR_TOKENS tokens per header; comment nesting capped.
+ */
+#include "mime/mime_addr.h"
+#include "core/buf.h"
+#include "core/util.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MIME_ADDR_MAX 100
+#define MIME_ADDR_TOKENS 4096
+#define MIME_COMMENT_DEPTH 32
+
+enum tok_type { T_ATOM, T_QSTR, T_DLIT, T_SPECIAL };
+
+struct tok {
+	enum tok_type type;
+	const char *p;	/* for QSTR: inside the quotes, escapes still in */
+	size_t n;
+	char c;		/* for T_SPECIAL */
+};
+
+/* Header block end: offset just past the empty line, or len. */
+static size_t
+header_end(const char *msg, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (msg[i] != '\n')
+			continue;
+		if (i + 1 < len && msg[i + 1] == '\n')
+			return i + 1;
+		if (i + 2 < len && msg[i + 1] == '\r' && msg[i + 2] == '\n')
+			return i + 1;
+	}
+	return len;
+}
+
+/*
+ * Find the next header named name at or after *pos within msg[0..end);
+ * append its unfolded value to out. 1 found (*pos moves past it), 0 not.
+ */
+static int
+header_next(const char *msg, size_t end, size_t *pos, const char *name, struct buf *out)
+{
+	size_t nl = strlen(name);
+	size_t i = *pos;
+
+	while (i < end) {
+		const char *eol = memchr(msg + i, '\n', end - i);
+		size_t le = eol ? (size_t)(eol - msg) + 1 : end;
+		if (le - i > nl && strncasecmp(msg + i, name, nl) == 0 && msg[i + nl] == ':') {
+			size_t v = i + nl + 1;
+			/* The value runs over continuation lines (starting with WSP). */
+			for (;;) {
+				size_t stop = le;
+				while (stop > v && (msg[stop - 1] == '\n' || msg[stop - 1] == '\r'))
+					stop--;
+				buf_append(out, msg + v, stop - v);
+				if (le < end && (msg[le] == ' ' || msg[le] == '\t')) {
+					v = le;
+					eol = memchr(msg + le, '\n', end - le);
+					le = eol ? (size_t)(eol - msg) + 1 : end;
+					continue;
+				}
+				break;
+			}
+			*pos = le;
+			return 1;
+		}
+		i = le;
+	}
+	*pos = end;
+	return 0;
+}
+
+int
+mime_addr_header(const char *msg, size_t len, const char *name, struct buf *out)
+{
+	size_t pos = 0;
+	size_t start = out->len;
+	int r = header_next(msg, header_end(msg, len), &pos, name, out);
+	if (r) {
+		/* Trim the white space around the value. */
+		size_t s = start;
+		while (s < out->len && (out->data[s] == ' ' || out->data[s] == '\t'))
+			s++;
+		memmove(out->data + start, out->data + s, out->len - s);
+		out->len -= s - start;
+		while (out->len > start &&
+		       (out->data[out->len - 1] == ' ' || out->data[out->len - 1] == '\t'))
+			out->len--;
+		out->data[out->len] = '\0';
+	}
+	return r;
+}
+
+static int
+is_special(char c)
+{
+	return strchr("()<>[]:;@\\,.\"", c) != NULL;
+}
+
+/* Tokenize s[0..n); -1 on unbalanced quotes/comments/literals or too many. */
+static int
+tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r)
+{
+	struct tok *t = NULL;
+	size_t nt = 0, i = 0;
+
+	while (i < n) {
+		char c = s[i];
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+			i++;
+			continue;
+		}
+		if (nt >= MIME_ADDR_TOKENS)
+			goto bad;
+		if (c == '(') {
+			int depth = 0;
+			while (i < n) {
+				if (s[i] == '\\' && i + 1 < n) {
+					i += 2;
+					continue;
+				}
+				if (s[i] == '(' && ++depth > MIME_COMMENT_DEPTH)
+					goto bad;
+				if (s[i] == ')' && --depth == 0)
+					break;
+				i++;
+			}
+			if (i >= n)
+				goto bad;
+			i++;
+			continue;
+		}
+		t = xrealloc(t, (nt + 1) * sizeof(*t));
+		if (c == '"') {
+			size_t start = ++i;
+			while (i < n && s[i] != '"') {
+				if (s[i] == '\\' && i + 1 < n)
+					i++;
+				i++;
+			}
+			if (i >= n)
+				goto bad;
+			t[nt++] = (struct tok){T_QSTR, s + start, i - start, 0};
+			i++;
+		} else if (c == '[') {
+			size_t start = i++;
+			while (i < n && s[i] != ']') {
+				if (s[i] == '[' || (s[i] == '\\' && ++i >= n))
+					goto bad;
+				i++;
+			}
+			if (i >= n)
+				goto bad;
+			i++;
+			t[nt++] = (struct tok){T_DLIT, s + start, i - start, 0};
+		} else if (is_special(c)) {
+			if (c == ')' || c == ']' || c == '\\')
+				goto bad;
+			t[nt++] = (struct tok){T_SPECIAL, s + i, 1, c};
+			i++;
+		} else {
+			size_t start = i;
+			while (i < n && !is_special(s[i]) && s[i] != ' ' && s[i] != '\t' &&
+			       s[i] != '\r' && s[i] != '\n' && (unsigned char)s[i] >= 0x20)
+				i++;
+			if (i == start)
+				goto bad;	/* a control byte */
+			t[nt++] = (struct tok){T_ATOM, s + start, i - start, 0};
+		}
+	}
+	*toks_r = t;
+	*ntoks_r = nt;
+	return 0;
+bad:
+	free(t);
+	return -1;
+}
+
+static int
+is_sp(const struct tok *t, size_t nt, size_t i, char c)
+{
+	return i < nt && t[i].type == T_SPECIAL && t[i].c == c;
+}
+
+/* addr-spec at t[*i]: local-part "@" domain. Appends to out. 0 or -1. */
+static int
+parse_addr_spec(const struct tok *t, size_t nt, size_t *i, struct buf *out)
+{
+	size_t k = *i;
+	int first = 1;
+
+	for (;;) {
+		if (k >= nt || (t[k].type != T_ATOM && t[k].type != T_QSTR))
+			return -1;
+		if (!first)
+			buf_putc(out, '.');
+		first = 0;
+		if (t[k].type == T_QSTR) {
+			for (size_t j = 0; j < t[k].n; j++) {
+				if (t[k].p[j] == '\\' && j + 1 < t[k].n)
+					j++;
+				buf_putc(out, t[k].p[j]);
+			}
+		} else {
+			buf_append(out, t[k].p, t[k].n);
+		}
+		k++;
+		if (!is_sp(t, nt, k, '.'))
+			break;
+		k++;
+	}
+	if (!is_sp(t, nt, k, '@'))
+		return -1;
+	k++;
+	buf_putc(out, '@');
+	size_t dstart = out->len;
+	if (k < nt && t[k].type == T_DLIT) {
+		buf_append(out, t[k].p, t[k].n);
+		k++;
+	} else {
+		for (;;) {
+			if (k >= nt || t[k].type != T_ATOM)
+				return -1;
+			buf_append(out, t[k].p, t[k].n);
+			k++;
+			if (!is_sp(t, nt, k, '.'))
+				break;
+			buf_putc(out, '.');
+			k++;
+		}
+	}
+	util_lower(out->data + dstart);
+	*i = k;
+	return 0;
+}
+
+static void
+list_add(struct mime_addr_list *r, struct buf *a)
+{
+	r->v = xrealloc(r->v, (r->n + 1) * sizeof(char *));
+	r->v[r->n++] = buf_steal(a);
+}
+
+/* mailbox = name-addr / addr-spec; name-addr = [display-name] angle-addr */
+static int
+parse_mailbox(const struct tok *t, size_t nt, size_t *i, struct mime_addr_list *r)
+{
+	struct buf a = BUF_INIT(0);
+	size_t k = *i;
+
+	/* Look ahead for '<' before any ',' ';' or ':' that ends the mailbox. */
+	size_t j = k;
+	while (j < nt && !(t[j].type == T_SPECIAL && strchr("<,;:@", t[j].c)))
+		j++;
+	if (is_sp(t, nt, j, '<')) {
+		k = j + 1;
+		/* obs-route: "@a,@b:" */
+		if (is_sp(t, nt, k, '@')) {
+			while (k < nt && !is_sp(t, nt, k, ':'))
+				k++;
+			if (k >= nt)
+				return -1;
+			k++;
+		}
+		if (parse_addr_spec(t, nt, &k, &a) < 0 || !is_sp(t, nt, k, '>')) {
+			buf_free(&a);
+			return -1;
+		}
+		k++;
+	} else if (parse_addr_spec(t, nt, &k, &a) < 0) {
+		buf_free(&a);
+		return -1;
+	}
+	if (r->n >= MIME_ADDR_MAX) {
+		buf_free(&a);
+		return -1;
+	}
+	list_add(r, &a);
+	*i = k;
+	return 0;
+}
+
+static int
+parse_address_list(const struct tok *t, size_t nt, struct mime_addr_list *r)
+{
+	size_t i = 0;
+
+	while (i < nt) {
+		if (is_sp(t, nt, i, ',')) {	/* obs: empty list elements */
+			i++;
+			continue;
+		}
+		/* A group: display-name ":" [mailbox-list] ";" */
+		size_t j = i;
+		while (j < nt && (t[j].type == T_ATOM || t[j].type == T_QSTR ||
+				  is_sp(t, nt, j, '.')))
+			j++;
+		if (j > i && is_sp(t, nt, j, ':')) {
+			i = j + 1;
+			while (i < nt && !is_sp(t, nt, i, ';')) {
+				if (is_sp(t, nt, i, ',')) {
+					i++;
+					continue;
+				}
+				if (parse_mailbox(t, nt, &i, r) < 0)
+					return -1;
+			}
+			if (i >= nt)
+				return -1;
+			i++;
+			continue;
+		}
+		if (parse_mailbox(t, nt, &i, r) < 0)
+			return -1;
+		if (i < nt && !is_sp(t, nt, i, ','))
+			return -1;
+	}
+	return 0;
+}
+
+int
+mime_addr_from(const char *msg, size_t len, struct mime_addr_list *r)
+{
+	size_t end = header_end(msg, len), pos = 0;
+	struct buf v = BUF_INIT(0);
+	int rc = 0;
+
+	memset(r, 0, sizeof(*r));
+	while (header_next(msg, end, &pos, "From", &v)) {
+		struct tok *t = NULL;
+		size_t nt = 0, before = r->n;
+		if (tokenize(v.data ? v.data : "", v.len, &t, &nt) < 0 ||
+		    parse_address_list(t, nt, r) < 0 || r->n == before) {
+			free(t);
+			rc = -1;
+			break;
+		}
+		free(t);
+		buf_reset(&v);
+	}
+	buf_free(&v);
+	if (rc < 0)
+		mime_addr_list_free(r);
+	return rc;
+}
+
+void
+mime_addr_list_free(struct mime_addr_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}

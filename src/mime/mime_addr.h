@@ -1,0 +1,36 @@
+/*
+ * mime_addr — the header lookups the SMTP server needs on a message it is
+ * receiving: one header's unfolded value, and the addr-specs of From:.
+ *
+ * SECURITY: the message is untrusted; From: is parsed with the full RFC 5322
+ * address grammar (quoted display names, comments, groups), so a display
+ * name such as "boss@bank.example" <me@evil.example> yields only the real
+ * address, and a header that does not parse is reported as such.
+ */
+#ifndef SURAT_MIME_ADDR_H
+#define SURAT_MIME_ADDR_H
+
+#include <stddef.h>
+
+struct buf;
+
+struct mime_addr_list {
+	char **v;	/* "local@domain", domain lowercased */
+	size_t n;
+};
+
+/*
+ * Append the unfolded value of the first header called name (case-
+ * insensitive) in msg[0..len) to out. 1 found, 0 not found.
+ */
+int mime_addr_header(const char *msg, size_t len, const char *name, struct buf *out);
+
+/*
+ * The addresses of every From: header in msg. 0 (list filled, possibly
+ * empty), or -1 when a From: header does not parse. Free with
+ * mime_addr_list_free.
+ */
+int mime_addr_from(const char *msg, size_t len, struct mime_addr_list *r);
+void mime_addr_list_free(struct mime_addr_list *l);
+
+#endif

@@ -1,0 +1,793 @@
+/*
+ * queue — see queue.h.
+ *
+ * Each message in the queue is a qentry: its spool envelope and state in
+ * memory, its content only until the first local delivery (then it is read
+ * back from the spool file when needed). A one-second tick walks the queue
+ * and starts a job for every message that has something due: recipients to
+ * deliver locally, results from the remote transport to record, expiry, a
+ * delay notice, or the final bounce and removal. While a job runs the entry
+ * is busy and the tick leaves it alone; the job's done callback (loop
+ * thread) applies what the job recorded on disk.
+ *
+ * SECURITY: jobs own copies of everything they touch; entries are only
+ * changed on the loop thread.
+ */
+#include "queue/queue.h"
+#include "queue/queue_dsn.h"
+#include "queue/queue_local.h"
+#include "auth/accounts.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "core/worker.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+struct qres {
+	size_t idx;
+	enum deliver_result r;
+	char *text;
+	char *remote;
+};
+
+struct qentry {
+	struct spool_msg msg;
+	struct buf content;
+	int have_content;
+	int busy;
+	int remote_busy;
+	struct qres *pending;	/* remote results not yet recorded */
+	size_t npending;
+	struct qentry *prev, *next;
+};
+
+struct queue {
+	struct server *srv;
+	char *dir;
+	struct qentry *head;
+	size_t n;
+	struct event *timer;
+	struct event *kick;
+	struct queue_remote_ops remote;
+	int have_remote;
+};
+
+struct local_rcpt {
+	size_t idx;
+	char *account;
+	int64_t quota;
+};
+
+struct qjob {
+	struct queue *q;
+	struct qentry *e;
+	/* inputs (copies) */
+	char *data_dir;
+	char *dir;
+	char *hostname;
+	int64_t max_age;
+	int64_t retry_interval, retry_max;
+	int max_hops;
+	struct spool_msg snap;	/* envelope and state as of job start */
+	struct buf content;
+	int have_content;
+	struct local_rcpt *locals;
+	size_t nlocals;
+	struct qres *results;	/* given (remote) + produced (local, expiry) */
+	size_t nresults;
+	int expire;
+	int warn;
+	/* outputs */
+	int warned;
+	int removed;
+	struct spool_msg *notices[2];
+	int error;
+};
+
+void
+queue_dir(const char *data_dir, struct buf *out)
+{
+	buf_printf(out, "%s/queue", data_dir);
+}
+
+static void
+entry_free(struct qentry *e)
+{
+	spool_msg_free(&e->msg);
+	buf_free(&e->content);
+	for (size_t i = 0; i < e->npending; i++) {
+		free(e->pending[i].text);
+		free(e->pending[i].remote);
+	}
+	free(e->pending);
+	free(e);
+}
+
+static void
+entry_link(struct queue *q, struct qentry *e)
+{
+	e->next = q->head;
+	if (q->head)
+		q->head->prev = e;
+	q->head = e;
+	q->n++;
+}
+
+static void
+entry_unlink(struct queue *q, struct qentry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		q->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	q->n--;
+}
+
+static struct qentry *
+entry_find(struct queue *q, const char *id)
+{
+	for (struct qentry *e = q->head; e; e = e->next)
+		if (strcmp(e->msg.id, id) == 0)
+			return e;
+	return NULL;
+}
+
+static void
+resolve_cb(const char *addr, int local, void *arg)
+{
+	struct spool_rcpt *rc = arg;
+	if (local && !rc->local) {
+		free(rc->addr);
+		rc->addr = xstrdup(addr);
+		rc->local = 1;
+	}
+}
+
+/* A notice's recipient is the original sender; deliver locally if it is ours. */
+static void
+notice_fix_rcpt(struct queue *q, struct spool_msg *m)
+{
+	if (!m->is_notice || m->nrcpts != 1 || m->rcpts[0].local)
+		return;
+	accounts_resolve(q->srv->accounts, m->rcpts[0].addr, resolve_cb, &m->rcpts[0]);
+}
+
+static void
+copy_msg(struct spool_msg *dst, const struct spool_msg *src)
+{
+	*dst = *src;
+#define DUP(f) dst->f = src->f ? xstrdup(src->f) : NULL
+	DUP(mail_from);
+	DUP(envid);
+	DUP(client_ip);
+	DUP(helo);
+	DUP(auth_user);
+	DUP(session);
+	dst->rcpts = xcalloc(src->nrcpts ? src->nrcpts : 1, sizeof(*dst->rcpts));
+	for (size_t i = 0; i < src->nrcpts; i++) {
+		dst->rcpts[i] = src->rcpts[i];
+		DUP(rcpts[i].addr);
+		DUP(rcpts[i].orig);
+		DUP(rcpts[i].orcpt);
+		DUP(rcpts[i].last_error);
+		DUP(rcpts[i].remote);
+	}
+#undef DUP
+}
+
+static int
+rcpt_final(const struct spool_rcpt *rc)
+{
+	return rc->status == RCPT_DELIVERED || rc->status == RCPT_FAILED;
+}
+
+static int
+rcpt_due(const struct spool_rcpt *rc, int64_t now)
+{
+	return rc->status == RCPT_PENDING || (rc->status == RCPT_DEFERRED && rc->next_try <= now);
+}
+
+static int64_t
+retry_delay(const struct qjob *j, unsigned attempts)
+{
+	int64_t d = j->retry_interval;
+	for (unsigned i = 1; i < attempts && d < j->retry_max; i++)
+		d *= 2;
+	if (d > j->retry_max && j->retry_max >= j->retry_interval)
+		d = j->retry_max;
+	return d;
+}
+
+/* Apply one result to a message's in-memory state (job snapshot or entry). */
+static void
+apply_result(struct spool_msg *m, const struct qres *r, int64_t next_try)
+{
+	struct spool_rcpt *rc = &m->rcpts[r->idx];
+	rc->attempts++;
+	free(rc->last_error);
+	free(rc->remote);
+	rc->last_error = r->text ? xstrdup(r->text) : NULL;
+	rc->remote = r->remote ? xstrdup(r->remote) : NULL;
+	switch (r->r) {
+	case DELIVER_OK:
+		rc->status = RCPT_DELIVERED;
+		break;
+	case DELIVER_PERMFAIL:
+		rc->status = RCPT_FAILED;
+		break;
+	case DELIVER_TEMPFAIL:
+		rc->status = RCPT_DEFERRED;
+		rc->next_try = next_try;
+		break;
+	}
+}
+
+static const char *
+result_word(enum deliver_result r)
+{
+	return r == DELIVER_OK ? "sent" : r == DELIVER_TEMPFAIL ? "deferred" : "bounced";
+}
+
+static void
+job_record(struct qjob *j, struct qres *r)
+{
+	struct buf err = BUF_INIT(0);
+	struct spool_rcpt *rc = &j->snap.rcpts[r->idx];
+	int64_t now = util_now_ms() / 1000;
+	int64_t next = now + retry_delay(j, rc->attempts + 1);
+	enum spool_rec type = r->r == DELIVER_OK	 ? SPOOL_REC_DELIVERED
+			      : r->r == DELIVER_PERMFAIL ? SPOOL_REC_FAILED
+							 : SPOOL_REC_DEFERRED;
+
+	if (spool_append_state(j->dir, j->snap.id, type, r->idx, rc->attempts + 1, next, r->text,
+			       r->remote, &err) < 0) {
+		log_error("queue %s: cannot record state: %s", j->snap.id, buf_str(&err));
+		j->error = 1;
+		buf_free(&err);
+		return;
+	}
+	apply_result(&j->snap, r, next);
+	char a[300], t[300], rem[128];
+	log_msg(LL_INFO, j->snap.session,
+		"delivery id=%s rcpt=%s status=%s relay=%s attempt=%u delay=%llds reason=\"%s\"",
+		j->snap.id, log_esc(a, sizeof(a), rc->addr), result_word(r->r),
+		rc->local ? "local" : log_esc(rem, sizeof(rem), r->remote ? r->remote : "none"),
+		rc->attempts, (long long)(now - j->snap.created),
+		log_esc(t, sizeof(t), r->text ? r->text : ""));
+	buf_free(&err);
+}
+
+static void
+job_add_result(struct qjob *j, size_t idx, enum deliver_result r, const char *text,
+	       const char *remote)
+{
+	j->results = xrealloc(j->results, (j->nresults + 1) * sizeof(*j->results));
+	j->results[j->nresults++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
+						  remote ? xstrdup(remote) : NULL};
+}
+
+static int
+job_content(struct qjob *j)
+{
+	if (j->have_content)
+		return 0;
+	struct spool_msg tmp;
+	struct buf err = BUF_INIT(0);
+	if (spool_load(j->dir, j->snap.id, &tmp, &j->content, &err) < 0) {
+		log_error("queue %s: cannot read: %s", j->snap.id, buf_str(&err));
+		buf_free(&err);
+		return -1;
+	}
+	spool_msg_free(&tmp);
+	buf_free(&err);
+	j->have_content = 1;
+	return 0;
+}
+
+static struct spool_msg *
+job_notice(struct qjob *j, enum dsn_kind kind)
+{
+	struct spool_msg *n = xcalloc(1, sizeof(*n));
+	struct buf c = BUF_INIT(0), err = BUF_INIT(0);
+
+	dsn_build(&j->snap, j->content.data ? j->content.data : "", j->content.len, kind,
+		  j->hostname, j->max_age, n, &c);
+	snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
+	n->size = c.len;
+	int rc = spool_write(j->dir, n, c.data, c.len, 1, &err);
+	if (rc < 0) {
+		log_error("queue %s: cannot write notice: %s", j->snap.id, buf_str(&err));
+		spool_msg_free(n);
+		free(n);
+		n = NULL;
+		j->error = 1;
+	} else {
+		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
+			kind == DSN_FAILED ? "bounce" : "delay", j->snap.id, j->snap.mail_from);
+		if (rc == 1) {
+			/* Written before a crash; it is already in the queue. */
+			spool_msg_free(n);
+			free(n);
+			n = NULL;
+		}
+	}
+	buf_free(&c);
+	buf_free(&err);
+	return n;
+}
+
+static void
+job_work(void *arg)
+{
+	struct qjob *j = arg;
+	int64_t now = util_now_ms() / 1000;
+
+	/* Results the remote transport reported. */
+	for (size_t i = 0; i < j->nresults && !j->error; i++)
+		job_record(j, &j->results[i]);
+
+	if (j->nlocals > 0 && job_content(j) == 0) {
+		for (size_t i = 0; i < j->nlocals && !j->error; i++) {
+			struct local_rcpt *lr = &j->locals[i];
+			struct buf why = BUF_INIT(0);
+			char key[64];
+			snprintf(key, sizeof(key), "%s:%zu", j->snap.id, lr->idx);
+			enum deliver_result r =
+				local_deliver(j->data_dir, lr->account, j->content.data,
+					      j->content.len, key, lr->quota, j->max_hops, &why);
+			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL};
+			job_record(j, &res);
+			buf_free(&why);
+		}
+	}
+
+	if (j->expire && !j->error) {
+		for (size_t i = 0; i < j->snap.nrcpts && !j->error; i++) {
+			struct spool_rcpt *rc = &j->snap.rcpts[i];
+			if (rcpt_final(rc))
+				continue;
+			struct buf why = BUF_INIT(0);
+			buf_printf(&why, "5.4.7 Delivery time expired after %lld days%s%s",
+				   (long long)(j->max_age / 86400), rc->last_error ? "; last error: " : "",
+				   rc->last_error ? rc->last_error : "");
+			struct qres res = {i, DELIVER_PERMFAIL, why.data, rc->remote};
+			job_record(j, &res);
+			buf_free(&why);
+		}
+	}
+
+	int all_final = 1;
+	for (size_t i = 0; i < j->snap.nrcpts; i++)
+		if (!rcpt_final(&j->snap.rcpts[i]))
+			all_final = 0;
+
+	if (j->warn && !all_final && !j->error && dsn_needed(&j->snap, DSN_DELAYED) &&
+	    job_content(j) == 0) {
+		j->notices[0] = job_notice(j, DSN_DELAYED);
+		struct buf err = BUF_INIT(0);
+		if (!j->error && spool_append_state(j->dir, j->snap.id, SPOOL_REC_WARNED, 0, 0, 0,
+						    NULL, NULL, &err) == 0)
+			j->warned = 1;
+		buf_free(&err);
+	} else if (j->warn) {
+		j->warned = 1;	/* nothing to warn about; don't ask again */
+	}
+
+	if (all_final && !j->error) {
+		if (dsn_needed(&j->snap, DSN_FAILED)) {
+			if (job_content(j) == 0)
+				j->notices[1] = job_notice(j, DSN_FAILED);
+			else
+				j->error = 1;
+		}
+		if (!j->error) {
+			char path[4096];
+			snprintf(path, sizeof(path), "%s/%s", j->dir, j->snap.id);
+			if (unlink(path) < 0 && errno != ENOENT)
+				log_error("unlink(%s) failed: %s", path, strerror(errno));
+			j->removed = 1;
+		}
+	}
+	(void)now;
+}
+
+static void
+queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
+{
+	struct qentry *e = xcalloc(1, sizeof(*e));
+	e->msg = *m;
+	memset(m, 0, sizeof(*m));
+	notice_fix_rcpt(q, &e->msg);
+	buf_init(&e->content, 0);
+	if (content) {
+		e->content = *content;
+		buf_init(content, 0);
+		e->have_content = 1;
+	}
+	entry_link(q, e);
+}
+
+static void
+job_free(struct qjob *j)
+{
+	free(j->data_dir);
+	free(j->dir);
+	free(j->hostname);
+	spool_msg_free(&j->snap);
+	buf_free(&j->content);
+	for (size_t i = 0; i < j->nlocals; i++)
+		free(j->locals[i].account);
+	free(j->locals);
+	for (size_t i = 0; i < j->nresults; i++) {
+		free(j->results[i].text);
+		free(j->results[i].remote);
+	}
+	free(j->results);
+	free(j);
+}
+
+static void
+job_done(void *arg)
+{
+	struct qjob *j = arg;
+	struct queue *q = j->q;
+	struct qentry *e = j->e;
+
+	e->busy = 0;
+	/* The snapshot is what is on disk now. */
+	spool_msg_free(&e->msg);
+	e->msg = j->snap;
+	memset(&j->snap, 0, sizeof(j->snap));
+	if (j->warned)
+		e->msg.delay_warned = 1;
+	/* Content is dropped after the first pass: it is on disk. */
+	buf_free(&e->content);
+	e->have_content = 0;
+	for (int i = 0; i < 2; i++) {
+		if (j->notices[i]) {
+			queue_add_entry(q, j->notices[i], NULL);
+			free(j->notices[i]);
+			j->notices[i] = NULL;
+		}
+	}
+	if (j->removed) {
+		entry_unlink(q, e);
+		entry_free(e);
+	}
+	job_free(j);
+	if (!q->srv->stopping)
+		event_active(q->kick, 0, 0);
+}
+
+static void
+entry_start_job(struct queue *q, struct qentry *e, int64_t now)
+{
+	struct config *cfg = q->srv->cfg;
+	struct qjob *j = xcalloc(1, sizeof(*j));
+	int want = 0;
+
+	j->q = q;
+	j->e = e;
+	j->data_dir = xstrdup(cfg->data_dir);
+	j->dir = xstrdup(q->dir);
+	j->hostname = xstrdup(cfg->hostname);
+	j->max_age = cfg->queue_max_age;
+	j->retry_interval = cfg->queue_retry_interval;
+	j->retry_max = cfg->queue_retry_max;
+	j->max_hops = (int)cfg->smtp_max_hops;
+	copy_msg(&j->snap, &e->msg);
+	buf_init(&j->content, 0);
+
+	/* Remote results waiting to be recorded. */
+	if (e->npending) {
+		j->results = e->pending;
+		j->nresults = e->npending;
+		e->pending = NULL;
+		e->npending = 0;
+		want = 1;
+	}
+	int all_final = 1;
+	size_t nremote = 0;
+	size_t *remote_idx = NULL;
+	for (size_t i = 0; i < e->msg.nrcpts; i++) {
+		struct spool_rcpt *rc = &e->msg.rcpts[i];
+		int pending_result = 0;
+		for (size_t k = 0; k < j->nresults; k++)
+			if (j->results[k].idx == i)
+				pending_result = 1;
+		if (rcpt_final(rc) || pending_result)
+			continue;
+		all_final = 0;
+		if (!rcpt_due(rc, now))
+			continue;
+		if (rc->local) {
+			struct account_user u = {0};
+			int64_t quota = cfg->user_quota;
+			if (accounts_user_get(q->srv->accounts, rc->addr, &u) == 1) {
+				if (u.quota >= 0)
+					quota = u.quota;
+				accounts_user_free(&u);
+			} else {
+				/* The user was deleted after the message was accepted. */
+				job_add_result(j, i, DELIVER_PERMFAIL, "5.1.1 No such user here", NULL);
+				want = 1;
+				continue;
+			}
+			j->locals = xrealloc(j->locals, (j->nlocals + 1) * sizeof(*j->locals));
+			j->locals[j->nlocals++] = (struct local_rcpt){i, xstrdup(rc->addr), quota};
+			want = 1;
+		} else if (q->have_remote) {
+			if (e->remote_busy)
+				continue;
+			remote_idx = xrealloc(remote_idx, (nremote + 1) * sizeof(size_t));
+			remote_idx[nremote++] = i;
+		} else {
+			job_add_result(j, i, DELIVER_TEMPFAIL,
+				       "4.4.1 No outbound transport available yet", NULL);
+			want = 1;
+		}
+	}
+	if (!all_final && now - e->msg.created >= cfg->queue_max_age && !e->remote_busy) {
+		j->expire = 1;
+		want = 1;
+	}
+	if (!all_final && !e->msg.delay_warned && cfg->queue_delay_warning > 0 &&
+	    now - e->msg.created >= cfg->queue_delay_warning) {
+		j->warn = 1;
+		want = 1;
+	}
+	if (all_final && !e->remote_busy)
+		want = 1;	/* bounce if needed, then remove */
+	if (nremote > 0 && !j->expire) {
+		e->remote_busy = 1;
+		q->remote.deliver(q->remote.ctx, q, &e->msg, remote_idx, nremote);
+	}
+	free(remote_idx);
+	if (!want) {
+		job_free(j);
+		return;
+	}
+	if (e->have_content) {
+		j->content = e->content;
+		buf_init(&e->content, 0);
+		e->have_content = 0;
+		j->have_content = 1;
+	}
+	e->busy = 1;
+	worker_submit(q->srv->pool, job_work, job_done, j);
+}
+
+static void
+queue_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	int64_t now = util_now_ms() / 1000;
+
+	if (q->srv->stopping)
+		return;
+	for (struct qentry *e = q->head, *next; e; e = next) {
+		next = e->next;
+		if (!e->busy)
+			entry_start_job(q, e, now);
+	}
+}
+
+struct submit_job {
+	struct queue *q;
+	struct spool_msg msg;
+	struct buf content;
+	char *dir;
+	struct buf err;
+	int rc;
+	void (*done)(void *arg, const char *id, const char *error);
+	void *arg;
+};
+
+static void
+submit_work(void *arg)
+{
+	struct submit_job *s = arg;
+	s->rc = spool_write(s->dir, &s->msg, s->content.data ? s->content.data : "",
+			    s->content.len, 0, &s->err);
+}
+
+static void
+submit_done(void *arg)
+{
+	struct submit_job *s = arg;
+
+	if (s->rc == 0) {
+		char id[QUEUE_ID_LEN + 1];
+		memcpy(id, s->msg.id, sizeof(id));
+		queue_add_entry(s->q, &s->msg, &s->content);
+		s->done(s->arg, id, NULL);
+		event_active(s->q->kick, 0, 0);
+	} else {
+		log_error("queue: cannot write message: %s", buf_str(&s->err));
+		s->done(s->arg, NULL, buf_str(&s->err));
+		spool_msg_free(&s->msg);
+	}
+	buf_free(&s->content);
+	buf_free(&s->err);
+	free(s->dir);
+	free(s);
+}
+
+void
+queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
+	     void (*done)(void *arg, const char *id, const char *error), void *arg)
+{
+	struct submit_job *s = xcalloc(1, sizeof(*s));
+
+	s->q = q;
+	copy_msg(&s->msg, msg);
+	spool_new_id(s->msg.id);
+	memcpy(msg->id, s->msg.id, sizeof(msg->id));
+	s->msg.size = content->len;
+	s->content = *content;
+	buf_init(content, content->max);
+	s->dir = xstrdup(q->dir);
+	buf_init(&s->err, 0);
+	s->done = done;
+	s->arg = arg;
+	worker_submit(q->srv->pool, submit_work, submit_done, s);
+}
+
+void
+queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
+		    const char *text, const char *remote)
+{
+	struct qentry *e = entry_find(q, id);
+	if (e == NULL || idx >= e->msg.nrcpts)
+		return;
+	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
+	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
+						  remote ? xstrdup(remote) : NULL};
+}
+
+void
+queue_remote_done(struct queue *q, const char *id)
+{
+	struct qentry *e = entry_find(q, id);
+	if (e == NULL)
+		return;
+	e->remote_busy = 0;
+	event_active(q->kick, 0, 0);
+}
+
+void
+queue_set_remote(struct queue *q, const struct queue_remote_ops *ops)
+{
+	q->remote = *ops;
+	q->have_remote = 1;
+}
+
+size_t
+queue_count(const struct queue *q)
+{
+	return q->n;
+}
+
+void
+queue_flush(struct queue *q)
+{
+	for (struct qentry *e = q->head; e; e = e->next)
+		for (size_t i = 0; i < e->msg.nrcpts; i++)
+			if (e->msg.rcpts[i].status == RCPT_DEFERRED)
+				e->msg.rcpts[i].next_try = 0;
+	event_active(q->kick, 0, 0);
+}
+
+static void
+flush_check(struct queue *q)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/flush", q->dir);
+	if (unlink(path) == 0) {
+		log_info("queue: flush requested");
+		queue_flush(q);
+	}
+}
+
+static void
+queue_timer(evutil_socket_t fd, short what, void *arg)
+{
+	flush_check(arg);
+	queue_tick(fd, what, arg);
+}
+
+struct queue *
+queue_new(struct server *srv, struct buf *err)
+{
+	struct queue *q = xcalloc(1, sizeof(*q));
+	struct buf dir = BUF_INIT(0);
+
+	q->srv = srv;
+	queue_dir(srv->cfg->data_dir, &dir);
+	q->dir = buf_steal(&dir);
+	if (util_mkdir_p(q->dir, 0700) < 0) {
+		buf_printf(err, "mkdir(%s) failed: %s", q->dir, strerror(errno));
+		free(q->dir);
+		free(q);
+		return NULL;
+	}
+	DIR *d = opendir(q->dir);
+	if (d == NULL) {
+		buf_printf(err, "opendir(%s) failed: %s", q->dir, strerror(errno));
+		free(q->dir);
+		free(q);
+		return NULL;
+	}
+	struct dirent *de;
+	size_t loaded = 0, dropped = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' || strcmp(de->d_name, "flush") == 0)
+			continue;
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", q->dir, de->d_name);
+		if (strncmp(de->d_name, "tmp.", 4) == 0) {
+			/* Never acknowledged: the writer died before rename. */
+			unlink(path);
+			dropped++;
+			continue;
+		}
+		struct spool_msg m;
+		struct buf e = BUF_INIT(0);
+		if (strlen(de->d_name) > QUEUE_ID_LEN ||
+		    spool_load(q->dir, de->d_name, &m, NULL, &e) < 0) {
+			log_error("queue: %s: %s; moved aside", path, buf_str(&e));
+			char bad[4200];
+			snprintf(bad, sizeof(bad), "%s/.corrupt.%s", q->dir, de->d_name);
+			rename(path, bad);
+			buf_free(&e);
+			continue;
+		}
+		buf_free(&e);
+		queue_add_entry(q, &m, NULL);
+		loaded++;
+	}
+	closedir(d);
+	if (loaded || dropped)
+		log_info("queue: %zu messages taken up again, %zu unacknowledged files dropped",
+			 loaded, dropped);
+	q->timer = event_new(srv->base, -1, EV_PERSIST, queue_timer, q);
+	q->kick = event_new(srv->base, -1, 0, queue_tick, q);
+	return q;
+}
+
+void
+queue_start(struct queue *q)
+{
+	event_add(q->timer, &(struct timeval){1, 0});
+	event_active(q->kick, 0, 0);
+}
+
+void
+queue_free(struct queue **pq)
+{
+	struct queue *q = *pq;
+	if (q == NULL)
+		return;
+	while (q->head) {
+		struct qentry *e = q->head;
+		entry_unlink(q, e);
+		entry_free(e);
+	}
+	if (q->timer)
+		event_free(q->timer);
+	if (q->kick)
+		event_free(q->kick);
+	free(q->dir);
+	free(q);
+	*pq = NULL;
+}

@@ -1,0 +1,73 @@
+/*
+ * queue — the queue manager inside the daemon. It owns every message that
+ * was acknowledged and is not yet delivered or bounced: it takes new ones
+ * from the SMTP sessions (queue_submit writes them durably before the
+ * session may reply 250), loads the spool at start, schedules delivery
+ * attempts, hands local recipients to local delivery and remote ones to the
+ * outbound transport, retries deferred recipients every
+ * queue.retry_interval, warns the sender after queue.delay_warning and
+ * bounces after queue.max_age or on a permanent failure.
+ *
+ * Every state change is on disk (spool_append_state) before it counts, so a
+ * crash at any point redelivers at most what the store's dedup key absorbs.
+ *
+ * SECURITY: runs on the loop thread; all disk work is done by worker jobs
+ * that get copies of what they need.
+ */
+#ifndef SURAT_QUEUE_H
+#define SURAT_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue/queue_spool.h"
+
+struct server;
+struct buf;
+struct queue;
+
+/* Outcome of one delivery attempt for one recipient. */
+enum deliver_result { DELIVER_OK, DELIVER_TEMPFAIL, DELIVER_PERMFAIL };
+
+/*
+ * The remote transport (outbound SMTP). It is given the message and the
+ * indexes of the recipients to try; it reports each recipient's result
+ * with queue_remote_result() and then calls queue_remote_done().
+ */
+struct queue_remote_ops {
+	void (*deliver)(void *ctx, struct queue *q, const struct spool_msg *msg, const size_t *idx,
+			size_t n);
+	void *ctx;
+};
+
+/* Create the manager: load every complete spool file from data_dir/queue. */
+struct queue *queue_new(struct server *srv, struct buf *err);
+/* Start the scheduler timer. */
+void queue_start(struct queue *q);
+void queue_free(struct queue **q);
+/* Install the remote transport (issue: outbound). */
+void queue_set_remote(struct queue *q, const struct queue_remote_ops *ops);
+
+/*
+ * Write msg (its id is assigned here) with content durably, then call
+ * done(arg, id, NULL) on the loop, or done(arg, NULL, error). content is
+ * taken over (reset on return). msg is copied; the caller keeps its own.
+ */
+void queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
+		  void (*done)(void *arg, const char *id, const char *error), void *arg);
+
+/* Report a remote recipient's result (loop thread). */
+void queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
+			 const char *text, const char *remote);
+/* The transport is done with this message. */
+void queue_remote_done(struct queue *q, const char *id);
+
+/* Number of messages in the queue. */
+size_t queue_count(const struct queue *q);
+/* Retry every deferred recipient now (what `surat queue flush` asks for). */
+void queue_flush(struct queue *q);
+
+/* The spool directory for a data_dir, into out. */
+void queue_dir(const char *data_dir, struct buf *out);
+
+#endif

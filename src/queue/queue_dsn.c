@@ -1,0 +1,202 @@
+/*
+ * queue_dsn — see queue_dsn.h. The original message is attached whole
+ * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB;
+ * otherwise only its header (text/rfc822-headers).
+ *
+ * SECURITY: peer text is sanitised by dsn_clean() before it is written.
+ */
+#include "queue/queue_dsn.h"
+#include "core/buf.h"
+#include "core/util.h"
+
+#include <string.h>
+#include <time.h>
+
+#define DSN_FULL_MAX (256 * 1024)
+
+int
+dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind)
+{
+	if (rc->notify & NOTIFY_NEVER)
+		return 0;
+	if (rc->notify == 0)
+		return 1;	/* default: FAILURE and DELAY */
+	return kind == DSN_FAILED ? (rc->notify & NOTIFY_FAILURE) != 0
+				  : (rc->notify & NOTIFY_DELAY) != 0;
+}
+
+int
+dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
+{
+	if (msg->mail_from == NULL || msg->mail_from[0] == '\0' || msg->is_notice)
+		return 0;
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		const struct spool_rcpt *rc = &msg->rcpts[i];
+		enum rcpt_status want = kind == DSN_FAILED ? RCPT_FAILED : RCPT_DEFERRED;
+		if (rc->status == want && dsn_wanted(rc, kind))
+			return 1;
+	}
+	return 0;
+}
+
+static void
+dsn_clean(struct buf *out, const char *s)
+{
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		buf_putc(out, (c >= 0x20 && c < 0x7f) ? (char)c : ' ');
+	}
+}
+
+static void
+rfc2822_date(char *out, size_t n, int64_t t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, n, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/* The enhanced status code at the start of reply text, if any. */
+static void
+status_code(const char *text, enum dsn_kind kind, char *out, size_t n)
+{
+	const char *p = text ? text : "";
+	/* Skip a 3-digit reply code. */
+	if (strlen(p) > 4 && p[0] >= '2' && p[0] <= '5' && p[3] == ' ')
+		p += 4;
+	if ((p[0] == '4' || p[0] == '5') && p[1] == '.') {
+		size_t i = 2;
+		int dots = 1;
+		while (p[i] && (p[i] == '.' || (p[i] >= '0' && p[i] <= '9')) && i < 12) {
+			if (p[i] == '.')
+				dots++;
+			i++;
+		}
+		if (dots == 3 && i < n) {
+			memcpy(out, p, i);
+			out[i] = '\0';
+			if (kind == DSN_DELAYED)
+				out[0] = '4';
+			return;
+		}
+	}
+	xsnprintf(out, n, "%s", kind == DSN_FAILED ? "5.0.0" : "4.0.0");
+}
+
+void
+dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum dsn_kind kind,
+	  const char *hostname, int64_t max_age, struct spool_msg *out, struct buf *c)
+{
+	char date[64], boundary[33], code[16];
+	int64_t now = util_now_ms() / 1000;
+
+	memset(out, 0, sizeof(*out));
+	out->mail_from = xstrdup("");
+	out->created = now;
+	out->is_notice = 1;
+	out->session = xstrdup(msg->id);
+	out->rcpts = xcalloc(1, sizeof(*out->rcpts));
+	out->nrcpts = 1;
+	out->rcpts[0].addr = xstrdup(msg->mail_from);
+	out->rcpts[0].orig = xstrdup(msg->mail_from);
+	out->rcpts[0].notify = NOTIFY_NEVER;
+	/* local is decided by the queue when it submits the notice. */
+
+	util_random_hex(boundary, 16);
+	rfc2822_date(date, sizeof(date), now);
+	buf_reset(c);
+	buf_printf(c, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
+	buf_printf(c, "To: <%s>\r\n", msg->mail_from);
+	buf_printf(c, "Subject: %s\r\n",
+		   kind == DSN_FAILED ? "Undelivered Mail Returned to Sender"
+				      : "Delayed Mail (still being retried)");
+	buf_printf(c, "Date: %s\r\n", date);
+	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", msg->id, kind == DSN_FAILED ? "bounce" : "delay",
+		   hostname);
+	buf_puts(c, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
+	buf_printf(c,
+		   "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+		   "\tboundary=\"%s\"\r\n\r\n",
+		   boundary);
+	buf_puts(c, "This is a MIME-encapsulated message.\r\n\r\n");
+
+	/* Part 1: for people. */
+	buf_printf(c, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+	buf_printf(c, "This is the mail system at %s.\r\n\r\n", hostname);
+	if (kind == DSN_FAILED)
+		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
+			    "It is attached below.\r\n\r\n");
+	else
+		buf_printf(c,
+			   "Your message has not been delivered yet to the recipients below.\r\n"
+			   "The mail system will keep trying for up to %lld days in all;\r\n"
+			   "you do not need to send it again.\r\n\r\n",
+			   (long long)(max_age / 86400));
+	enum rcpt_status want = kind == DSN_FAILED ? RCPT_FAILED : RCPT_DEFERRED;
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		const struct spool_rcpt *rc = &msg->rcpts[i];
+		if (rc->status != want || !dsn_wanted(rc, kind))
+			continue;
+		buf_printf(c, "<%s>: ", rc->orig ? rc->orig : rc->addr);
+		if (rc->remote) {
+			buf_puts(c, "host ");
+			dsn_clean(c, rc->remote);
+			buf_puts(c, " said: ");
+		}
+		dsn_clean(c, rc->last_error ? rc->last_error : "unknown error");
+		buf_puts(c, "\r\n");
+	}
+
+	/* Part 2: for machines (RFC 3464). */
+	buf_printf(c, "\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary);
+	buf_printf(c, "Reporting-MTA: dns; %s\r\n", hostname);
+	if (msg->envid) {
+		buf_puts(c, "Original-Envelope-Id: ");
+		dsn_clean(c, msg->envid);
+		buf_puts(c, "\r\n");
+	}
+	rfc2822_date(date, sizeof(date), msg->created);
+	buf_printf(c, "Arrival-Date: %s\r\n", date);
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		const struct spool_rcpt *rc = &msg->rcpts[i];
+		if (rc->status != want || !dsn_wanted(rc, kind))
+			continue;
+		buf_printf(c, "\r\nFinal-Recipient: rfc822; %s\r\n", rc->addr);
+		if (rc->orcpt) {
+			buf_puts(c, "Original-Recipient: ");
+			dsn_clean(c, rc->orcpt);
+			buf_puts(c, "\r\n");
+		}
+		status_code(rc->last_error, kind, code, sizeof(code));
+		buf_printf(c, "Action: %s\r\nStatus: %s\r\n", kind == DSN_FAILED ? "failed" : "delayed",
+			   code);
+		if (rc->remote) {
+			buf_puts(c, "Remote-MTA: dns; ");
+			dsn_clean(c, rc->remote);
+			buf_puts(c, "\r\n");
+		}
+		if (rc->last_error) {
+			buf_puts(c, rc->remote ? "Diagnostic-Code: smtp; " : "Diagnostic-Code: X-surat; ");
+			dsn_clean(c, rc->last_error);
+			buf_puts(c, "\r\n");
+		}
+		if (kind == DSN_DELAYED) {
+			rfc2822_date(date, sizeof(date), msg->created + max_age);
+			buf_printf(c, "Will-Retry-Until: %s\r\n", date);
+		}
+	}
+
+	/* Part 3: the original, or its header. */
+	size_t hdr_end = len;
+	const char *sep = memmem(original, len, "\r\n\r\n", 4);
+	if (sep)
+		hdr_end = (size_t)(sep - original) + 2;
+	int full = !msg->ret_hdrs && len <= DSN_FULL_MAX;
+	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary,
+		   full ? "message/rfc822" : "text/rfc822-headers");
+	buf_append(c, original, full ? len : hdr_end);
+	if (c->len >= 2 && memcmp(c->data + c->len - 2, "\r\n", 2) != 0)
+		buf_puts(c, "\r\n");
+	buf_printf(c, "\r\n--%s--\r\n", boundary);
+}

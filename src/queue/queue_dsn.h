@@ -1,0 +1,32 @@
+/*
+ * queue_dsn — delivery status notifications (RFC 3464 multipart/report):
+ * the bounce sent when recipients failed for good, and the one "delayed"
+ * notice sent after queue.delay_warning.
+ *
+ * SECURITY: text from remote servers goes into the report as is but with
+ * CR, LF and non-ASCII bytes replaced, so a peer cannot inject headers.
+ */
+#ifndef SURAT_QUEUE_DSN_H
+#define SURAT_QUEUE_DSN_H
+
+#include "queue/queue_spool.h"
+
+struct buf;
+
+enum dsn_kind { DSN_FAILED, DSN_DELAYED };
+
+/* Nonzero if recipient rc wants a notice of this kind (NOTIFY, RFC 3461). */
+int dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind);
+/* Nonzero if msg should get a notice of this kind at all. */
+int dsn_needed(const struct spool_msg *msg, enum dsn_kind kind);
+
+/*
+ * Build the notice for msg (whose recipients' states say what happened) into
+ * out_msg (envelope: null sender, one recipient: the original sender) and
+ * out_content. original is the queued content. hostname names this MTA.
+ */
+void dsn_build(const struct spool_msg *msg, const char *original, size_t len,
+	       enum dsn_kind kind, const char *hostname, int64_t max_age,
+	       struct spool_msg *out_msg, struct buf *out_content);
+
+#endif

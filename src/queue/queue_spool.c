@@ -1,0 +1,527 @@
+/*
+ * queue_spool — see queue_spool.h.
+ *
+ * Record payloads:
+ *   'V' "1"                         format version
+ *   'H' key=value NUL key=value...  envelope and client information
+ *   'R' addr NUL orig NUL orcpt NUL notify NUL local
+ *   'B' the message content
+ *   'E' (empty)                     end of the acknowledged part
+ *   'D' idx                         recipient delivered
+ *   'F' idx NUL attempts NUL reason NUL remote     recipient failed for good
+ *   'T' idx NUL attempts NUL next NUL reason NUL remote   recipient deferred
+ *   'W' (empty)                     delay warning sent
+ *
+ * SECURITY: every length is checked against the bytes actually present;
+ * numbers go through util_parse_u64; indexes are range-checked.
+ */
+#include "queue/queue_spool.h"
+#include "core/buf.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SPOOL_MAX_FILE ((size_t)1 << 31)
+#define SPOOL_MAX_RCPTS 100000
+
+void
+spool_new_id(char out[QUEUE_ID_LEN + 1])
+{
+	uint16_t r;
+
+	util_random(&r, sizeof(r));
+	snprintf(out, QUEUE_ID_LEN + 1, "%012llx%04x",
+		 (unsigned long long)util_now_ms() & 0xffffffffffffULL, r);
+}
+
+static void
+rec_put(struct buf *b, char type, const void *p, size_t n)
+{
+	unsigned char hdr[5];
+	unsigned char tail[4];
+
+	hdr[0] = (unsigned char)type;
+	hdr[1] = (unsigned char)(n >> 24);
+	hdr[2] = (unsigned char)(n >> 16);
+	hdr[3] = (unsigned char)(n >> 8);
+	hdr[4] = (unsigned char)n;
+	uint32_t crc = util_crc32(0, hdr, 5);
+	crc = util_crc32(crc, p, n);
+	tail[0] = (unsigned char)(crc >> 24);
+	tail[1] = (unsigned char)(crc >> 16);
+	tail[2] = (unsigned char)(crc >> 8);
+	tail[3] = (unsigned char)crc;
+	buf_append(b, hdr, 5);
+	buf_append(b, p, n);
+	buf_append(b, tail, 4);
+}
+
+static void
+kv(struct buf *b, const char *k, const char *v)
+{
+	if (v == NULL)
+		return;
+	buf_printf(b, "%s=%s", k, v);
+	buf_putc(b, '\0');
+}
+
+static void
+kvi(struct buf *b, const char *k, long long v)
+{
+	buf_printf(b, "%s=%lld", k, v);
+	buf_putc(b, '\0');
+}
+
+static int
+write_file(const char *dir, const char *name, const struct buf *head, const char *content,
+	   size_t len, const struct buf *tail, int excl, struct buf *err)
+{
+	char tmp[4096], final[4096], rnd[17];
+
+	util_random_hex(rnd, 8);
+	if (xsnprintf(tmp, sizeof(tmp), "%s/tmp.%s", dir, rnd) < 0 ||
+	    xsnprintf(final, sizeof(final), "%s/%s", dir, name) < 0) {
+		buf_printf(err, "queue path too long");
+		return -1;
+	}
+	if (excl && access(final, F_OK) == 0)
+		return 1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		buf_printf(err, "open(%s) failed: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (util_write_all(fd, head->data, head->len) < 0 ||
+	    util_write_all(fd, content, len) < 0 ||
+	    util_write_all(fd, tail->data, tail->len) < 0 || fsync(fd) < 0) {
+		buf_printf(err, "write(%s) failed: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		return -1;
+	}
+	close(fd);
+	if (excl) {
+		/* link(2) fails if the name exists: the notice was written before. */
+		if (link(tmp, final) < 0) {
+			int e = errno;
+			unlink(tmp);
+			if (e == EEXIST)
+				return 1;
+			buf_printf(err, "link(%s) failed: %s", final, strerror(e));
+			return -1;
+		}
+		unlink(tmp);
+	} else if (rename(tmp, final) < 0) {
+		buf_printf(err, "rename(%s) failed: %s", final, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	if (util_fsync_dir(dir) < 0) {
+		buf_printf(err, "fsync(%s) failed: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_write(const char *dir, const struct spool_msg *msg, const char *content, size_t len,
+	    int excl, struct buf *err)
+{
+	struct buf head = BUF_INIT(0), h = BUF_INIT(0), r = BUF_INIT(0), tail = BUF_INIT(0);
+
+	rec_put(&head, 'V', "1", 1);
+	kv(&h, "from", msg->mail_from);
+	kv(&h, "envid", msg->envid);
+	kvi(&h, "ret_hdrs", msg->ret_hdrs);
+	kvi(&h, "body8", msg->body_8bit);
+	kvi(&h, "utf8", msg->smtputf8);
+	kvi(&h, "created", msg->created);
+	kv(&h, "ip", msg->client_ip);
+	kv(&h, "helo", msg->helo);
+	kv(&h, "auth", msg->auth_user);
+	kv(&h, "session", msg->session);
+	kvi(&h, "notice", msg->is_notice);
+	rec_put(&head, 'H', h.data, h.len);
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		const struct spool_rcpt *rc = &msg->rcpts[i];
+		buf_reset(&r);
+		buf_puts(&r, rc->addr);
+		buf_putc(&r, '\0');
+		buf_puts(&r, rc->orig ? rc->orig : rc->addr);
+		buf_putc(&r, '\0');
+		buf_puts(&r, rc->orcpt ? rc->orcpt : "");
+		buf_putc(&r, '\0');
+		buf_printf(&r, "%u", rc->notify);
+		buf_putc(&r, '\0');
+		buf_printf(&r, "%d", rc->local);
+		rec_put(&head, 'R', r.data, r.len);
+	}
+	/* The 'B' record header goes in head; the content is written as is,
+	 * then its crc and the 'E' record from tail. */
+	unsigned char bh[5] = {'B', (unsigned char)(len >> 24), (unsigned char)(len >> 16),
+			       (unsigned char)(len >> 8), (unsigned char)len};
+	buf_append(&head, bh, 5);
+	uint32_t crc = util_crc32(util_crc32(0, bh, 5), content, len);
+	unsigned char ct[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
+			       (unsigned char)(crc >> 8), (unsigned char)crc};
+	buf_append(&tail, ct, 4);
+	rec_put(&tail, 'E', "", 0);
+	int rc = write_file(dir, msg->id, &head, content, len, &tail, excl, err);
+	buf_free(&head);
+	buf_free(&h);
+	buf_free(&r);
+	buf_free(&tail);
+	return rc;
+}
+
+static uint32_t
+be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Split payload into NUL-separated fields; returns count (<= max). */
+static size_t
+fields(const char *p, size_t n, const char **f, size_t *flen, size_t max)
+{
+	size_t k = 0, start = 0;
+	for (size_t i = 0; i <= n && k < max; i++) {
+		if (i == n || p[i] == '\0') {
+			f[k] = p + start;
+			flen[k] = i - start;
+			k++;
+			start = i + 1;
+		}
+	}
+	return k;
+}
+
+static int
+field_num(const char *p, size_t n, uint64_t *r)
+{
+	return util_parse_u64(p, n, r);
+}
+
+static char *
+field_str(const char *p, size_t n)
+{
+	return xstrndup(p, n);
+}
+
+static int
+parse_header(const char *p, size_t n, struct spool_msg *m)
+{
+	const char *f[32];
+	size_t fl[32];
+	size_t k = fields(p, n, f, fl, 32);
+
+	for (size_t i = 0; i < k; i++) {
+		const char *eq = memchr(f[i], '=', fl[i]);
+		if (eq == NULL)
+			continue;
+		size_t klen = (size_t)(eq - f[i]);
+		const char *v = eq + 1;
+		size_t vlen = fl[i] - klen - 1;
+		uint64_t num = 0;
+#define KEY(s) (klen == sizeof(s) - 1 && memcmp(f[i], s, klen) == 0)
+		if (KEY("from"))
+			m->mail_from = field_str(v, vlen);
+		else if (KEY("envid"))
+			m->envid = field_str(v, vlen);
+		else if (KEY("ip"))
+			m->client_ip = field_str(v, vlen);
+		else if (KEY("helo"))
+			m->helo = field_str(v, vlen);
+		else if (KEY("auth"))
+			m->auth_user = field_str(v, vlen);
+		else if (KEY("session"))
+			m->session = field_str(v, vlen);
+		else if (field_num(v, vlen, &num) == 0) {
+			if (KEY("ret_hdrs"))
+				m->ret_hdrs = num != 0;
+			else if (KEY("body8"))
+				m->body_8bit = num != 0;
+			else if (KEY("utf8"))
+				m->smtputf8 = num != 0;
+			else if (KEY("created"))
+				m->created = (int64_t)num;
+			else if (KEY("notice"))
+				m->is_notice = num != 0;
+		}
+#undef KEY
+	}
+	if (m->mail_from == NULL)
+		return -1;
+	return 0;
+}
+
+static int
+parse_rcpt(const char *p, size_t n, struct spool_msg *m)
+{
+	const char *f[5];
+	size_t fl[5];
+	uint64_t notify, local;
+
+	if (fields(p, n, f, fl, 5) != 5 || fl[0] == 0 || m->nrcpts >= SPOOL_MAX_RCPTS ||
+	    field_num(f[3], fl[3], &notify) < 0 || field_num(f[4], fl[4], &local) < 0)
+		return -1;
+	m->rcpts = xrealloc(m->rcpts, (m->nrcpts + 1) * sizeof(*m->rcpts));
+	struct spool_rcpt *rc = &m->rcpts[m->nrcpts++];
+	memset(rc, 0, sizeof(*rc));
+	rc->addr = field_str(f[0], fl[0]);
+	rc->orig = field_str(f[1], fl[1]);
+	rc->orcpt = fl[2] ? field_str(f[2], fl[2]) : NULL;
+	rc->notify = (unsigned)notify;
+	rc->local = local != 0;
+	return 0;
+}
+
+static int
+parse_state(char type, const char *p, size_t n, struct spool_msg *m)
+{
+	const char *f[5];
+	size_t fl[5];
+	uint64_t idx, attempts = 0, next = 0;
+	size_t k = fields(p, n, f, fl, 5);
+
+	if (type == SPOOL_REC_WARNED) {
+		m->delay_warned = 1;
+		return 0;
+	}
+	if (k < 1 || field_num(f[0], fl[0], &idx) < 0 || idx >= m->nrcpts)
+		return -1;
+	struct spool_rcpt *rc = &m->rcpts[idx];
+	const char *reason = NULL, *remote = NULL;
+	size_t rlen = 0, mlen = 0;
+	if (type == SPOOL_REC_DELIVERED) {
+		rc->status = RCPT_DELIVERED;
+		return 0;
+	}
+	if (type == SPOOL_REC_FAILED) {
+		if (k != 4 || field_num(f[1], fl[1], &attempts) < 0)
+			return -1;
+		reason = f[2], rlen = fl[2], remote = f[3], mlen = fl[3];
+		rc->status = RCPT_FAILED;
+	} else {
+		if (k != 5 || field_num(f[1], fl[1], &attempts) < 0 ||
+		    field_num(f[2], fl[2], &next) < 0)
+			return -1;
+		reason = f[3], rlen = fl[3], remote = f[4], mlen = fl[4];
+		rc->status = RCPT_DEFERRED;
+		rc->next_try = (int64_t)next;
+	}
+	rc->attempts = (unsigned)attempts;
+	free(rc->last_error);
+	free(rc->remote);
+	rc->last_error = field_str(reason, rlen);
+	rc->remote = mlen ? field_str(remote, mlen) : NULL;
+	return 0;
+}
+
+int
+spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
+{
+	size_t off = 0;
+	int have_v = 0, have_h = 0, have_b = 0, ended = 0;
+
+	while (off < len) {
+		if (len - off < 9) {
+			if (ended)
+				break;	/* torn state record at the tail */
+			buf_printf(err, "truncated record at offset %zu", off);
+			return -1;
+		}
+		const unsigned char *h = (const unsigned char *)data + off;
+		char type = (char)h[0];
+		size_t n = be32(h + 1);
+		if (n > len - off - 9) {
+			if (ended)
+				break;
+			buf_printf(err, "record at offset %zu runs past the end", off);
+			return -1;
+		}
+		const char *p = data + off + 5;
+		uint32_t crc = util_crc32(util_crc32(0, h, 5), p, n);
+		if (crc != be32((const unsigned char *)p + n)) {
+			if (ended)
+				break;
+			buf_printf(err, "bad checksum in record '%c' at offset %zu", type, off);
+			return -1;
+		}
+		off += n + 9;
+		if (!ended) {
+			switch (type) {
+			case 'V':
+				if (n != 1 || p[0] != '1') {
+					buf_printf(err, "unknown spool version");
+					return -1;
+				}
+				have_v = 1;
+				continue;
+			case 'H':
+				if (!have_v || have_h || parse_header(p, n, m) < 0) {
+					buf_printf(err, "bad envelope record");
+					return -1;
+				}
+				have_h = 1;
+				continue;
+			case 'R':
+				if (!have_h || have_b || parse_rcpt(p, n, m) < 0) {
+					buf_printf(err, "bad recipient record");
+					return -1;
+				}
+				continue;
+			case 'B':
+				if (!have_h || have_b) {
+					buf_printf(err, "misplaced content record");
+					return -1;
+				}
+				have_b = 1;
+				m->content_off = (uint64_t)(p - data);
+				m->size = n;
+				continue;
+			case 'E':
+				if (!have_b || m->nrcpts == 0) {
+					buf_printf(err, "end record before content");
+					return -1;
+				}
+				ended = 1;
+				continue;
+			default:
+				buf_printf(err, "unexpected record '%c' before the end", type);
+				return -1;
+			}
+		}
+		if (parse_state(type, p, n, m) < 0) {
+			buf_printf(err, "bad state record '%c'", type);
+			return -1;
+		}
+	}
+	if (!ended) {
+		buf_printf(err, "incomplete spool file (never acknowledged)");
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_load(const char *dir, const char *id, struct spool_msg *m, struct buf *content_r,
+	   struct buf *err)
+{
+	char path[4096];
+	size_t len;
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0) {
+		buf_printf(err, "queue path too long");
+		return -1;
+	}
+	char *data = util_read_file(path, SPOOL_MAX_FILE, &len);
+	if (data == NULL) {
+		buf_printf(err, "read(%s) failed: %s", path, strerror(errno));
+		return -1;
+	}
+	memset(m, 0, sizeof(*m));
+	snprintf(m->id, sizeof(m->id), "%s", id);
+	int rc = spool_parse(data, len, m, err);
+	if (rc == 0 && content_r) {
+		buf_reset(content_r);
+		if (buf_append(content_r, data + m->content_off, m->size) < 0) {
+			buf_printf(err, "message too large for buffer");
+			rc = -1;
+		}
+	}
+	free(data);
+	if (rc < 0)
+		spool_msg_free(m);
+	return rc;
+}
+
+int
+spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
+		   unsigned attempts, int64_t next_try, const char *text, const char *remote,
+		   struct buf *err)
+{
+	char path[4096];
+	struct buf p = BUF_INIT(0), rec = BUF_INIT(0);
+	int rc = -1;
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0) {
+		buf_printf(err, "queue path too long");
+		return -1;
+	}
+	if (type != SPOOL_REC_WARNED) {
+		buf_printf(&p, "%zu", idx);
+		if (type == SPOOL_REC_FAILED || type == SPOOL_REC_DEFERRED) {
+			buf_putc(&p, '\0');
+			buf_printf(&p, "%u", attempts);
+			if (type == SPOOL_REC_DEFERRED) {
+				buf_putc(&p, '\0');
+				buf_printf(&p, "%lld", (long long)next_try);
+			}
+			buf_putc(&p, '\0');
+			/* NUL cannot appear inside a field. */
+			for (const char *s = text ? text : ""; *s; s++)
+				buf_putc(&p, *s);
+			buf_putc(&p, '\0');
+			buf_puts(&p, remote ? remote : "");
+		}
+	}
+	rec_put(&rec, (char)type, p.data ? p.data : "", p.len);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0) {
+		buf_printf(err, "open(%s) failed: %s", path, strerror(errno));
+		goto out;
+	}
+	if (util_write_all(fd, rec.data, rec.len) < 0 || fdatasync(fd) < 0) {
+		buf_printf(err, "append(%s) failed: %s", path, strerror(errno));
+		close(fd);
+		goto out;
+	}
+	close(fd);
+	rc = 0;
+out:
+	buf_free(&p);
+	buf_free(&rec);
+	return rc;
+}
+
+void
+spool_msg_free(struct spool_msg *m)
+{
+	free(m->mail_from);
+	free(m->envid);
+	free(m->client_ip);
+	free(m->helo);
+	free(m->auth_user);
+	free(m->session);
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		free(m->rcpts[i].addr);
+		free(m->rcpts[i].orig);
+		free(m->rcpts[i].orcpt);
+		free(m->rcpts[i].last_error);
+		free(m->rcpts[i].remote);
+	}
+	free(m->rcpts);
+	memset(m, 0, sizeof(*m));
+}
+
+const char *
+spool_status_name(enum rcpt_status s)
+{
+	switch (s) {
+	case RCPT_PENDING:
+		return "pending";
+	case RCPT_DELIVERED:
+		return "delivered";
+	case RCPT_FAILED:
+		return "failed";
+	case RCPT_DEFERRED:
+		return "deferred";
+	}
+	return "?";
+}

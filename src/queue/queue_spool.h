@@ -1,0 +1,114 @@
+/*
+ * queue_spool — the on-disk form of a queued message: one file per message
+ * in <data_dir>/queue/, holding framed records:
+ *
+ *   [type 1][length 4, big-endian][payload][crc32 4, big-endian]
+ *
+ * The crc covers type, length and payload. A file is first written under a
+ * temporary name, fsynced, renamed to its id and the directory fsynced; only
+ * then is the message acknowledged. Its envelope and content records end
+ * with an 'E' record. Delivery state (recipient delivered, failed, deferred)
+ * is appended afterwards as further records and fdatasynced; a torn last
+ * record fails its crc and is ignored, so the previous state stands.
+ *
+ * SECURITY: spool files are parsed with every length checked (they could be
+ * truncated by a crash or damaged on disk); an incomplete file (no 'E') was
+ * never acknowledged and is discarded.
+ */
+#ifndef SURAT_QUEUE_SPOOL_H
+#define SURAT_QUEUE_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+
+#define QUEUE_ID_LEN 18		/* 16 hex digits, or 16 + "-b"/"-d" for notices */
+
+enum rcpt_status { RCPT_PENDING, RCPT_DELIVERED, RCPT_FAILED, RCPT_DEFERRED };
+
+/* DSN NOTIFY bits (RFC 3461); 0 means "not given" (default FAILURE,DELAY). */
+#define NOTIFY_NEVER 1
+#define NOTIFY_SUCCESS 2
+#define NOTIFY_FAILURE 4
+#define NOTIFY_DELAY 8
+
+struct spool_rcpt {
+	char *addr;		/* final address (after alias expansion) */
+	char *orig;		/* the address given in RCPT TO */
+	char *orcpt;		/* ORCPT parameter, or NULL */
+	unsigned notify;
+	int local;		/* 1: deliver into a local mailbox */
+	/* state */
+	enum rcpt_status status;
+	unsigned attempts;
+	int64_t next_try;	/* unix seconds */
+	char *last_error;	/* remote or local reason text */
+	char *remote;		/* remote host that answered, if any */
+};
+
+struct spool_msg {
+	char id[QUEUE_ID_LEN + 1];
+	char *mail_from;	/* "" for the null sender */
+	char *envid;
+	int ret_hdrs;		/* RET=HDRS */
+	int body_8bit;
+	int smtputf8;
+	int64_t created;	/* unix seconds */
+	char *client_ip;
+	char *helo;
+	char *auth_user;
+	char *session;
+	int is_notice;		/* a DSN we generated: never bounced */
+	int delay_warned;
+	struct spool_rcpt *rcpts;
+	size_t nrcpts;
+	uint64_t size;		/* content octets */
+	uint64_t content_off;	/* offset of the content in the file */
+};
+
+enum spool_rec {
+	SPOOL_REC_DELIVERED = 'D',
+	SPOOL_REC_FAILED = 'F',
+	SPOOL_REC_DEFERRED = 'T',
+	SPOOL_REC_WARNED = 'W',
+};
+
+/* A fresh unique queue id (16 hex digits, time-ordered). */
+void spool_new_id(char out[QUEUE_ID_LEN + 1]);
+
+/*
+ * Write msg and content to dir/<msg->id> durably (temp file, fsync, rename,
+ * directory fsync). Blocking: call on a worker. 0, or -1 with err set. If
+ * excl is set and the file exists already, returns 1 and writes nothing.
+ */
+int spool_write(const char *dir, const struct spool_msg *msg, const char *content, size_t len,
+		int excl, struct buf *err);
+
+/*
+ * Parse a spool file image (data, len) into msg, replaying the state
+ * records. 0 on success; -1 when the file is incomplete or corrupt (err
+ * says why). msg is filled with malloc'd fields: spool_msg_free().
+ */
+int spool_parse(const char *data, size_t len, struct spool_msg *msg, struct buf *err);
+
+/* Read and parse dir/id. If content_r is non-NULL, the content is returned
+ * in it (the buf is reset first). 0 or -1 + err. */
+int spool_load(const char *dir, const char *id, struct spool_msg *msg, struct buf *content_r,
+	       struct buf *err);
+
+/*
+ * Append one state record for recipient idx (and text for F/T) to dir/id
+ * and fdatasync. Blocking. 0 or -1 + err.
+ */
+int spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
+		       unsigned attempts, int64_t next_try, const char *text, const char *remote,
+		       struct buf *err);
+
+/* Free the fields of msg (not msg itself). */
+void spool_msg_free(struct spool_msg *msg);
+
+/* Name of a rcpt status for listings. */
+const char *spool_status_name(enum rcpt_status s);
+
+#endif

@@ -1,0 +1,1284 @@
+/*
+ * smtp_server — see smtp_server.h.
+ *
+ * The session is a state machine driven by the input buffer. Commands are
+ * read one line at a time (evbuffer_search_eol, after checking the length
+ * against the limit) and dispatched through smtp_cmds[]: a check of the
+ * state, then the action. Replies go straight to the output buffer, so
+ * pipelined commands are answered in order. When a command needs a worker
+ * (AUTH's password check, the durable queue write after DATA) the session
+ * stops reading until the answer is back: pipelined input waits in the
+ * buffer and is processed afterwards, in order.
+ *
+ * DATA and BDAT content goes through smtp_data_reader (smtp_proto), which
+ * ends DATA only on <CRLF>.<CRLF> and flags bare CR/LF, so SMTP smuggling
+ * cannot work. At the end the message gets our Received: header (and, on
+ * submission, Message-ID:/Date: when missing) and is handed to
+ * queue_submit(); the 250 is sent only from its completion, after fsync.
+ *
+ * SECURITY: see the header. Secrets (AUTH data) are wiped after use and
+ * never logged.
+ */
+#include "smtp/smtp_server.h"
+#include "smtp/smtp_proto.h"
+#include "auth/accounts.h"
+#include "auth/password.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/tls.h"
+#include "core/util.h"
+#include "core/worker.h"
+#include "mime/mime_addr.h"
+#include "queue/queue.h"
+#include "queue/queue_local.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define CMD_LINE_MAX 512	/* RFC 5321 4.5.3.1.4, CRLF included */
+#define AUTH_LINE_MAX 12288	/* RFC 4954 4 */
+
+enum smtp_state {
+	ST_CONNECTED,	/* greeting sent, no EHLO yet */
+	ST_HELO,	/* EHLO/HELO done, no transaction */
+	ST_MAIL,	/* MAIL accepted */
+	ST_RCPT,	/* at least one RCPT accepted */
+	ST_DATA,	/* reading DATA content */
+	ST_BDAT,	/* reading a BDAT chunk */
+	ST_AUTH,	/* reading an AUTH continuation line */
+	ST_WAIT,	/* a worker job is running for us */
+	ST_QUIT,
+};
+
+static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "data",
+					  "bdat", "auth", "wait", "quit"};
+
+#define F_EHLO 0x01	/* EHLO (not HELO): extensions on */
+#define F_AUTHED 0x02
+#define F_DEAD 0x04	/* connection gone while a job was running */
+#define F_SUBMISSION 0x08
+#define F_DISCARD 0x10	/* skipping the rest of an overlong line */
+#define F_BDAT_FAIL 0x20 /* this BDAT transaction is already refused */
+#define F_BDAT_USED 0x40
+
+enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
+
+struct rcpt {
+	char *orig;
+	char **final;
+	int *local;
+	size_t nfinal;
+	char *orcpt;
+	unsigned notify;
+};
+
+struct smtp_sess {
+	struct conn *c;
+	struct server *srv;
+	enum smtp_state state;
+	unsigned flags;
+	unsigned errors;
+	char helo[256];
+	char *user;		/* authenticated account */
+	/* transaction */
+	struct smtp_mail mail;
+	struct rcpt *rcpts;
+	size_t nrcpts;
+	size_t nfinal;
+	int last_refusal;	/* last 5xx/4xx code in this transaction */
+	struct buf data;
+	struct smtp_data_reader reader;
+	uint64_t bdat_left;
+	int bdat_last;
+	int64_t txn_ms;
+	/* AUTH */
+	enum auth_step auth_step;
+	char auth_user[256];
+	struct event *timer;
+};
+
+struct smtp_cmd_entry {
+	enum smtp_cmd cmd;
+	void (*fn)(struct smtp_sess *s, const struct smtp_cmdline *cl);
+	unsigned states;	/* bit per enum smtp_state where allowed */
+};
+
+#define SB(x) (1u << (x))
+
+static void smtp_process(struct smtp_sess *s);
+static void smtp_read_cb(struct bufferevent *bev, void *arg);
+static void smtp_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void
+smtp_set_state(struct smtp_sess *s, enum smtp_state st)
+{
+	if (s->state != st && log_enabled(LL_DEBUG))
+		log_msg(LL_DEBUG, s->c->id, "state %s -> %s", state_names[s->state],
+			state_names[st]);
+	s->state = st;
+}
+
+static void
+smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
+	PRINTF_LIKE(4, 5);
+
+static void
+smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
+{
+	struct buf text = BUF_INIT(0), out = BUF_INIT(0);
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&text, fmt, ap);
+	va_end(ap);
+	if (smtp_reply_format(&out, code, enh, buf_str(&text)) < 0) {
+		buf_reset(&out);
+		buf_printf(&out, "%d %s Error\r\n", code, enh ? enh : "");
+	}
+	bufferevent_write(s->c->bev, out.data, out.len);
+	if (log_enabled(LL_DEBUG)) {
+		char esc[300];
+		log_msg(LL_DEBUG, s->c->id, "> %d %s", code, log_esc(esc, sizeof(esc), buf_str(&text)));
+	}
+	if (code >= 400 && s->state >= ST_MAIL && s->state <= ST_BDAT)
+		s->last_refusal = code;
+	buf_free(&text);
+	buf_free(&out);
+}
+
+static void
+smtp_reply_err(struct smtp_sess *s, const struct smtp_error *e)
+{
+	smtp_reply(s, e->reply, e->enhanced, "%s", e->text);
+}
+
+static void
+rcpt_free(struct rcpt *r)
+{
+	free(r->orig);
+	for (size_t i = 0; i < r->nfinal; i++)
+		free(r->final[i]);
+	free(r->final);
+	free(r->local);
+	free(r->orcpt);
+}
+
+/* Append the access-log line for the transaction; id NULL when refused. */
+static void
+smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reason)
+{
+	struct buf l = BUF_INIT(0);
+	char tlsd[128];
+
+	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-", s->c->peer_ip);
+	log_escape(&l, s->helo, strlen(s->helo), 100);
+	buf_printf(&l, " user=%s from=<", s->user ? s->user : "-");
+	log_escape(&l, s->mail.from.addr, s->mail.from.len, 256);
+	buf_puts(&l, "> rcpts=");
+	for (size_t i = 0; i < s->nrcpts; i++) {
+		if (i)
+			buf_putc(&l, ',');
+		buf_putc(&l, '<');
+		log_escape(&l, s->rcpts[i].orig, strlen(s->rcpts[i].orig), 256);
+		buf_putc(&l, '>');
+	}
+	if (s->nrcpts == 0)
+		buf_putc(&l, '-');
+	buf_printf(&l, " size=%zu", s->data.len);
+	/* Message-ID and Subject, if we have the header. */
+	if (s->data.len > 0) {
+		struct buf v = BUF_INIT(0);
+		buf_puts(&l, " msgid=");
+		if (mime_addr_header(s->data.data, s->data.len, "Message-ID", &v) == 1)
+			log_escape(&l, v.data, v.len, 200);
+		else
+			buf_putc(&l, '-');
+		buf_reset(&v);
+		buf_puts(&l, " subject=\"");
+		if (mime_addr_header(s->data.data, s->data.len, "Subject", &v) == 1)
+			log_escape(&l, v.data, v.len, 100);
+		buf_putc(&l, '"');
+		buf_free(&v);
+	}
+	buf_printf(&l, " result=%d", code);
+	if (reason) {
+		buf_puts(&l, " reason=\"");
+		log_escape(&l, reason, strlen(reason), 200);
+		buf_putc(&l, '"');
+	}
+	buf_printf(&l, " duration=%.3fs tls=%s", (double)(util_now_ms() - s->txn_ms) / 1000.0,
+		   tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
+	log_msg(LL_INFO, s->c->id, "%s", buf_str(&l));
+	buf_free(&l);
+}
+
+static void
+smtp_txn_reset(struct smtp_sess *s, int log_abort)
+{
+	if (log_abort && s->state >= ST_MAIL && s->state <= ST_BDAT)
+		smtp_access_log(s, NULL, s->last_refusal ? s->last_refusal : 0,
+				"transaction not completed");
+	for (size_t i = 0; i < s->nrcpts; i++)
+		rcpt_free(&s->rcpts[i]);
+	free(s->rcpts);
+	s->rcpts = NULL;
+	s->nrcpts = 0;
+	s->nfinal = 0;
+	memset(&s->mail, 0, sizeof(s->mail));
+	buf_free(&s->data);
+	s->last_refusal = 0;
+	s->bdat_left = 0;
+	s->bdat_last = 0;
+	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED);
+}
+
+static void
+smtp_sess_free(struct smtp_sess *s)
+{
+	smtp_txn_reset(s, 0);
+	free(s->user);
+	if (s->timer)
+		event_free(s->timer);
+	util_wipe(s->auth_user, sizeof(s->auth_user));
+	free(s);
+}
+
+static void
+smtp_on_close(struct conn *c)
+{
+	struct smtp_sess *s = c->proto;
+
+	if (s->state >= ST_MAIL && s->state <= ST_BDAT)
+		smtp_txn_reset(s, 1);
+	if (s->state == ST_WAIT) {
+		/* A worker job still points at us; it frees the session. */
+		s->flags |= F_DEAD;
+		s->c = NULL;
+		return;
+	}
+	smtp_sess_free(s);
+}
+
+static void
+smtp_close(struct smtp_sess *s)
+{
+	smtp_set_state(s, ST_QUIT);
+	conn_finish(s->c);
+}
+
+static int
+smtp_error_count(struct smtp_sess *s)
+{
+	if (++s->errors >= (unsigned)s->srv->cfg->smtp_max_errors) {
+		smtp_reply(s, 421, "4.7.0", "%s Too many errors, closing connection",
+			   s->srv->cfg->hostname);
+		log_msg(LL_WARN, s->c->id, "too many errors from %s", s->c->peer_ip);
+		smtp_close(s);
+		return 1;
+	}
+	return 0;
+}
+
+static int
+auth_allowed(const struct smtp_sess *s)
+{
+	return s->c->tls || s->srv->cfg->allow_plaintext_auth;
+}
+
+static unsigned
+smtp_ext(const struct smtp_sess *s)
+{
+	if (!(s->flags & F_EHLO))
+		return 0;
+	return SMTP_EXT_SIZE | SMTP_EXT_8BITMIME | SMTP_EXT_SMTPUTF8 | SMTP_EXT_DSN |
+	       (auth_allowed(s) ? SMTP_EXT_AUTH : 0);
+}
+
+static void
+smtp_timeouts(struct smtp_sess *s)
+{
+	const struct config *cfg = s->srv->cfg;
+	int64_t t = (s->state == ST_DATA || s->state == ST_BDAT) ? cfg->smtp_data_timeout
+								  : cfg->smtp_cmd_timeout;
+	struct timeval tv = {t, 0};
+	bufferevent_set_timeouts(s->c->bev, &tv, &tv);
+}
+
+static void
+smtp_set_callbacks(struct smtp_sess *s)
+{
+	bufferevent_setcb(s->c->bev, smtp_read_cb, NULL, smtp_event_cb, s->c);
+	smtp_timeouts(s);
+	bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- commands ---- */
+
+static void
+cmd_ehlo(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	const struct config *cfg = s->srv->cfg;
+	int utf8;
+
+	if (smtp_domain_check(cl->arg, cl->arg_len, &utf8) < 0) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: %s hostname (a domain or an address literal)",
+			   cl->cmd == SMTP_CMD_EHLO ? "EHLO" : "HELO");
+		smtp_error_count(s);
+		return;
+	}
+	smtp_txn_reset(s, 1);
+	xsnprintf(s->helo, sizeof(s->helo), "%.*s", (int)(cl->arg_len < 255 ? cl->arg_len : 255),
+		  cl->arg);
+	if (cl->cmd == SMTP_CMD_HELO) {
+		s->flags &= ~F_EHLO;
+		smtp_reply(s, 250, NULL, "%s", cfg->hostname);
+		smtp_set_state(s, ST_HELO);
+		return;
+	}
+	s->flags |= F_EHLO;
+	struct buf r = BUF_INIT(0);
+	buf_printf(&r, "%s Hello %s [%s]\n", cfg->hostname, s->helo, s->c->peer_ip);
+	buf_puts(&r, "PIPELINING\n");
+	buf_printf(&r, "SIZE %lld\n", (long long)cfg->smtp_max_message_size);
+	buf_puts(&r, "8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING\nDSN\n");
+	if (!s->c->tls && tls_server_available())
+		buf_puts(&r, "STARTTLS\n");
+	if (auth_allowed(s) && !(s->flags & F_AUTHED))
+		buf_puts(&r, "AUTH PLAIN LOGIN\n");
+	struct buf out = BUF_INIT(0);
+	/* The greeting line holds the client's name: sanitise via the formatter. */
+	if (smtp_reply_format(&out, 250, NULL, r.data) < 0) {
+		buf_reset(&out);
+		buf_printf(&out, "250 %s\r\n", cfg->hostname);
+	}
+	bufferevent_write(s->c->bev, out.data, out.len);
+	buf_free(&out);
+	buf_free(&r);
+	smtp_set_state(s, ST_HELO);
+}
+
+static void
+cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	if (s->c->tls) {
+		smtp_reply(s, 503, "5.5.1", "TLS already active");
+		return;
+	}
+	if (!tls_server_available() || s->c->kind == LISTEN_SUBMISSIONS) {
+		smtp_reply(s, 502, "5.5.1", "STARTTLS not available");
+		return;
+	}
+	smtp_reply(s, 220, "2.0.0", "Ready to start TLS");
+	if (conn_starttls(s->c) < 0) {
+		smtp_reply(s, 454, "4.7.0", "TLS not available due to temporary reason");
+		return;
+	}
+	/* RFC 3207 4.2: forget everything learned before TLS. */
+	smtp_txn_reset(s, 0);
+	s->helo[0] = '\0';
+	s->flags &= ~(F_EHLO | F_AUTHED);
+	free(s->user);
+	s->user = NULL;
+	smtp_set_state(s, ST_CONNECTED);
+	smtp_set_callbacks(s);
+}
+
+static void
+smtp_resume(struct smtp_sess *s)
+{
+	/* Continue with pipelined input once a job's reply has been written. */
+	bufferevent_enable(s->c->bev, EV_READ);
+	smtp_process(s);
+}
+
+struct auth_job {
+	struct smtp_sess *s;
+	char user[256];
+	char pass[256];
+	char *hash;
+	int ok;
+};
+
+static void
+auth_work(void *arg)
+{
+	struct auth_job *j = arg;
+	j->ok = j->hash && password_verify(j->pass, j->hash);
+	util_wipe(j->pass, sizeof(j->pass));
+}
+
+static void
+auth_finish(struct smtp_sess *s, int ok, const char *user)
+{
+	if (ok) {
+		free(s->user);
+		s->user = xstrdup(user);
+		s->flags |= F_AUTHED;
+		log_msg(LL_INFO, s->c->id, "auth ok user=%s client=[%s]", user, s->c->peer_ip);
+		smtp_reply(s, 235, "2.7.0", "Authentication successful");
+	} else {
+		char esc[300];
+		log_msg(LL_WARN, s->c->id, "auth failed user=%s client=[%s]",
+			log_esc(esc, sizeof(esc), user), s->c->peer_ip);
+		smtp_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+	}
+	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+	if (!ok && smtp_error_count(s))
+		return;
+	smtp_resume(s);
+}
+
+static void
+auth_delay_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct auth_job *j = arg;
+	struct smtp_sess *s = j->s;
+
+	if (s->flags & F_DEAD) {
+		smtp_sess_free(s);
+	} else {
+		event_free(s->timer);
+		s->timer = NULL;
+		auth_finish(s, 0, j->user);
+	}
+	util_wipe(j, sizeof(*j));
+	free(j);
+}
+
+static void
+auth_done(void *arg)
+{
+	struct auth_job *j = arg;
+	struct smtp_sess *s = j->s;
+
+	if (j->hash) {
+		util_wipe(j->hash, strlen(j->hash));
+		free(j->hash);
+		j->hash = NULL;
+	}
+	if (!j->ok && !(s->flags & F_DEAD) && s->srv->cfg->auth_fail_delay > 0) {
+		/* Slow down guessing: the failure answer comes after a delay. */
+		s->timer = event_new(s->srv->base, -1, 0, auth_delay_done, j);
+		event_add(s->timer, &(struct timeval){s->srv->cfg->auth_fail_delay, 0});
+		return;
+	}
+	if (s->flags & F_DEAD)
+		smtp_sess_free(s);
+	else
+		auth_finish(s, j->ok, j->user);
+	util_wipe(j, sizeof(*j));
+	free(j);
+}
+
+static void
+auth_check(struct smtp_sess *s, const char *user, const char *pass)
+{
+	struct auth_job *j = xcalloc(1, sizeof(*j));
+	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
+	struct account_user u = {0};
+
+	j->s = s;
+	if (accounts_normalise(user, 0, &norm, &err) == 0) {
+		xsnprintf(j->user, sizeof(j->user), "%s", norm.data);
+		if (accounts_user_get(s->srv->accounts, norm.data, &u) == 1) {
+			j->hash = u.hash;
+			u.hash = NULL;
+			accounts_user_free(&u);
+		}
+	} else {
+		xsnprintf(j->user, sizeof(j->user), "%.200s", user);
+	}
+	buf_free(&norm);
+	buf_free(&err);
+	/* Unknown users still pay for a hash, so timing does not reveal them. */
+	if (j->hash == NULL)
+		j->hash = xstrdup("$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4");
+	xsnprintf(j->pass, sizeof(j->pass), "%s", pass);
+	smtp_set_state(s, ST_WAIT);
+	bufferevent_disable(s->c->bev, EV_READ);
+	worker_submit(s->srv->pool, auth_work, auth_done, j);
+}
+
+static void
+auth_plain_response(struct smtp_sess *s, const char *b64, size_t len)
+{
+	struct smtp_sasl_plain p;
+	struct smtp_error e;
+
+	if (smtp_sasl_plain_decode(b64, len, &p, &e) < 0) {
+		smtp_reply(s, 501, "5.5.2", "Bad AUTH PLAIN data: %s", e.text);
+		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+		smtp_error_count(s);
+		return;
+	}
+	auth_check(s, p.authcid, p.passwd);
+	smtp_sasl_plain_wipe(&p);
+}
+
+static void
+auth_login_step(struct smtp_sess *s, const char *b64, size_t len)
+{
+	char dec[256];
+	size_t n;
+
+	if (smtp_base64_decode(b64, len, dec, sizeof(dec) - 1, &n) < 0 || n == 0 ||
+	    memchr(dec, '\0', n)) {
+		util_wipe(dec, sizeof(dec));
+		smtp_reply(s, 501, "5.5.2", "Bad base64 in AUTH LOGIN");
+		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+		smtp_error_count(s);
+		return;
+	}
+	dec[n] = '\0';
+	if (s->auth_step == AUTH_LOGIN_USER) {
+		xsnprintf(s->auth_user, sizeof(s->auth_user), "%s", dec);
+		s->auth_step = AUTH_LOGIN_PASS;
+		smtp_reply(s, 334, NULL, "UGFzc3dvcmQ6");
+	} else {
+		auth_check(s, s->auth_user, dec);
+		util_wipe(s->auth_user, sizeof(s->auth_user));
+	}
+	util_wipe(dec, sizeof(dec));
+}
+
+static void
+cmd_auth(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	if (!(s->flags & F_EHLO)) {
+		smtp_reply(s, 503, "5.5.1", "Send EHLO first");
+		return;
+	}
+	if (s->flags & F_AUTHED) {
+		smtp_reply(s, 503, "5.5.1", "Already authenticated");
+		return;
+	}
+	if (!auth_allowed(s)) {
+		smtp_reply(s, 538, "5.7.11", "Encryption required: use STARTTLS first");
+		smtp_error_count(s);
+		return;
+	}
+	if (cl->auth_mech_len == 5 && strncasecmp(cl->auth_mech, "PLAIN", 5) == 0) {
+		s->auth_step = AUTH_PLAIN;
+		if (cl->auth_ir) {
+			if (cl->auth_ir_len == 1 && cl->auth_ir[0] == '=')
+				auth_plain_response(s, "", 0);
+			else
+				auth_plain_response(s, cl->auth_ir, cl->auth_ir_len);
+			return;
+		}
+		smtp_set_state(s, ST_AUTH);
+		smtp_reply(s, 334, NULL, " ");
+		return;
+	}
+	if (cl->auth_mech_len == 5 && strncasecmp(cl->auth_mech, "LOGIN", 5) == 0) {
+		s->auth_step = AUTH_LOGIN_USER;
+		smtp_set_state(s, ST_AUTH);
+		if (cl->auth_ir) {
+			auth_login_step(s, cl->auth_ir, cl->auth_ir_len);
+			return;
+		}
+		smtp_reply(s, 334, NULL, "VXNlcm5hbWU6");
+		return;
+	}
+	smtp_reply(s, 504, "5.5.4", "Unrecognized authentication type");
+	smtp_error_count(s);
+}
+
+static void
+smtp_auth_line(struct smtp_sess *s, const char *line, size_t len)
+{
+	if (len == 1 && line[0] == '*') {
+		util_wipe(s->auth_user, sizeof(s->auth_user));
+		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+		smtp_reply(s, 501, "5.0.0", "Authentication cancelled");
+		return;
+	}
+	if (s->auth_step == AUTH_PLAIN)
+		auth_plain_response(s, line, len);
+	else
+		auth_login_step(s, line, len);
+}
+
+static void
+cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	const struct config *cfg = s->srv->cfg;
+	struct smtp_error e;
+
+	if (s->state == ST_MAIL || s->state == ST_RCPT) {
+		smtp_reply(s, 503, "5.5.1", "Nested MAIL command");
+		smtp_error_count(s);
+		return;
+	}
+	if ((s->flags & F_SUBMISSION) && !(s->flags & F_AUTHED)) {
+		smtp_reply(s, 530, "5.7.0", "Authentication required");
+		smtp_error_count(s);
+		return;
+	}
+	smtp_txn_reset(s, 0);
+	s->txn_ms = util_now_ms();
+	if (smtp_mail_parse(cl->arg, cl->arg_len, smtp_ext(s), &s->mail, &e) < 0) {
+		memset(&s->mail, 0, sizeof(s->mail));
+		smtp_reply_err(s, &e);
+		smtp_error_count(s);
+		return;
+	}
+	if (s->mail.has_size && s->mail.size > (uint64_t)cfg->smtp_max_message_size) {
+		smtp_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of %lld bytes",
+			   (long long)cfg->smtp_max_message_size);
+		memset(&s->mail, 0, sizeof(s->mail));
+		return;
+	}
+	if (s->flags & F_AUTHED && !s->mail.from.is_null) {
+		int own = accounts_owns(s->srv->accounts, s->user, s->mail.from.addr);
+		if (own != 1) {
+			char esc[300];
+			log_msg(LL_WARN, s->c->id, "sender refused user=%s from=<%s>", s->user,
+				log_esc(esc, sizeof(esc), s->mail.from.addr));
+			smtp_reply(s, 553, "5.7.1", "Sender address <%s> not owned by user %s",
+				   s->mail.from.addr, s->user);
+			memset(&s->mail, 0, sizeof(s->mail));
+			return;
+		}
+	}
+	smtp_set_state(s, ST_MAIL);
+	smtp_reply(s, 250, "2.1.0", "Sender OK");
+}
+
+struct resolve_acc {
+	struct rcpt *r;
+};
+
+static void
+rcpt_resolve_cb(const char *addr, int local, void *arg)
+{
+	struct rcpt *r = arg;
+	r->final = xrealloc(r->final, (r->nfinal + 1) * sizeof(char *));
+	r->local = xrealloc(r->local, (r->nfinal + 1) * sizeof(int));
+	r->final[r->nfinal] = xstrdup(addr);
+	r->local[r->nfinal] = local;
+	r->nfinal++;
+}
+
+static int64_t
+user_quota(struct smtp_sess *s, const char *addr)
+{
+	struct account_user u = {0};
+	int64_t q = s->srv->cfg->user_quota;
+	if (accounts_user_get(s->srv->accounts, addr, &u) == 1) {
+		if (u.quota >= 0)
+			q = u.quota;
+		accounts_user_free(&u);
+	}
+	return q;
+}
+
+static void
+cmd_rcpt(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	const struct config *cfg = s->srv->cfg;
+	struct smtp_rcpt rp;
+	struct smtp_error e;
+
+	if (s->state != ST_MAIL && s->state != ST_RCPT) {
+		smtp_reply(s, 503, "5.5.1", "Need MAIL before RCPT");
+		smtp_error_count(s);
+		return;
+	}
+	if (smtp_rcpt_parse(cl->arg, cl->arg_len, smtp_ext(s), s->mail.smtputf8, &rp, &e) < 0) {
+		smtp_reply_err(s, &e);
+		smtp_error_count(s);
+		return;
+	}
+	if (s->nrcpts >= (size_t)cfg->smtp_max_recipients) {
+		smtp_reply(s, 452, "4.5.3", "Too many recipients");
+		return;
+	}
+	char addr[SMTP_PATH_MAX + 300];
+	if (rp.to.local_len == rp.to.len)	/* <postmaster> */
+		xsnprintf(addr, sizeof(addr), "postmaster@%s", cfg->hostname);
+	else
+		xsnprintf(addr, sizeof(addr), "%s", rp.to.addr);
+	const char *dom = strrchr(addr, '@') + 1;
+	struct buf nd = BUF_INIT(0), ne = BUF_INIT(0);
+	int local_dom = accounts_normalise_domain(dom, &nd, &ne) == 0 &&
+			accounts_domain_exists(s->srv->accounts, nd.data) == 1;
+	buf_free(&nd);
+	buf_free(&ne);
+
+	struct rcpt r = {0};
+	r.orig = xstrdup(addr);
+	r.notify = rp.notify;
+	if (rp.has_orcpt)
+		r.orcpt = xasprintf("%s;%s", rp.orcpt_type, rp.orcpt);
+	if (local_dom) {
+		int n = accounts_resolve(s->srv->accounts, addr, rcpt_resolve_cb, &r);
+		if (n < 0) {
+			rcpt_free(&r);
+			smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
+			return;
+		}
+		if (n == 0) {
+			rcpt_free(&r);
+			smtp_reply(s, 550, "5.1.1", "<%s>: Recipient address rejected: no such user here", addr);
+			smtp_error_count(s);
+			return;
+		}
+		for (size_t i = 0; i < r.nfinal; i++) {
+			if (!r.local[i])
+				continue;
+			int64_t quota = user_quota(s, r.final[i]);
+			uint64_t size = s->mail.has_size ? s->mail.size : 0;
+			if (quota > 0 && local_over_quota(cfg->data_dir, r.final[i], quota, size) == 1) {
+				rcpt_free(&r);
+				smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", addr);
+				return;
+			}
+		}
+	} else if (s->flags & F_AUTHED) {
+		rcpt_resolve_cb(addr, 0, &r);
+	} else {
+		rcpt_free(&r);
+		smtp_reply(s, 554, "5.7.1", "<%s>: Relay access denied", addr);
+		smtp_error_count(s);
+		return;
+	}
+	s->rcpts = xrealloc(s->rcpts, (s->nrcpts + 1) * sizeof(*s->rcpts));
+	s->rcpts[s->nrcpts++] = r;
+	s->nfinal += r.nfinal;
+	smtp_set_state(s, ST_RCPT);
+	smtp_reply(s, 250, "2.1.5", "Recipient OK");
+}
+
+static void
+smtp_data_begin(struct smtp_sess *s, enum smtp_data_mode mode)
+{
+	buf_free(&s->data);
+	buf_init(&s->data, (size_t)s->srv->cfg->smtp_max_message_size);
+	smtp_data_reader_init(&s->reader, &s->data, mode);
+}
+
+static void
+cmd_data(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	if (s->flags & F_BDAT_USED) {
+		smtp_reply(s, 503, "5.5.1", "DATA not allowed after BDAT");
+		return;
+	}
+	if (s->state != ST_RCPT) {
+		if (s->state == ST_MAIL)
+			smtp_reply(s, 554, "5.5.1", "No valid recipients");
+		else
+			smtp_reply(s, 503, "5.5.1", "Need RCPT before DATA");
+		smtp_error_count(s);
+		return;
+	}
+	smtp_data_begin(s, SMTP_DATA_MODE_DATA);
+	smtp_set_state(s, ST_DATA);
+	smtp_timeouts(s);
+	smtp_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+}
+
+static void
+cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	/* The chunk is always read, even when refused, to stay in sync. */
+	if (!(s->flags & F_BDAT_USED)) {
+		smtp_data_begin(s, SMTP_DATA_MODE_BDAT);
+		if (s->state != ST_RCPT)
+			s->flags |= F_BDAT_FAIL;
+		s->flags |= F_BDAT_USED;
+	}
+	s->bdat_left = cl->bdat_size;
+	s->bdat_last = cl->bdat_last;
+	smtp_set_state(s, ST_BDAT);
+	smtp_timeouts(s);
+}
+
+static void
+cmd_rset(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	smtp_txn_reset(s, 1);
+	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+	smtp_reply(s, 250, "2.0.0", "OK");
+}
+
+static void
+cmd_noop(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	smtp_reply(s, 250, "2.0.0", "OK");
+}
+
+static void
+cmd_help(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	smtp_reply(s, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
+}
+
+static void
+cmd_vrfy(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	/* Never reveal whether an account exists. */
+	smtp_reply(s, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void
+cmd_expn(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	smtp_reply(s, 502, "5.5.1", "EXPN not available");
+}
+
+static void
+cmd_quit(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	smtp_txn_reset(s, 1);
+	smtp_reply(s, 221, "2.0.0", "Bye");
+	smtp_close(s);
+}
+
+#define ANY (SB(ST_CONNECTED) | SB(ST_HELO) | SB(ST_MAIL) | SB(ST_RCPT))
+#define GREETED (SB(ST_HELO) | SB(ST_MAIL) | SB(ST_RCPT))
+
+static const struct smtp_cmd_entry smtp_cmds[] = {
+	{SMTP_CMD_EHLO, cmd_ehlo, ANY},
+	{SMTP_CMD_HELO, cmd_ehlo, ANY},
+	{SMTP_CMD_STARTTLS, cmd_starttls, ANY},
+	{SMTP_CMD_AUTH, cmd_auth, SB(ST_HELO)},
+	{SMTP_CMD_MAIL, cmd_mail, GREETED},
+	{SMTP_CMD_RCPT, cmd_rcpt, GREETED},
+	{SMTP_CMD_DATA, cmd_data, GREETED},
+	{SMTP_CMD_BDAT, cmd_bdat, GREETED},
+	{SMTP_CMD_RSET, cmd_rset, ANY},
+	{SMTP_CMD_NOOP, cmd_noop, ANY},
+	{SMTP_CMD_HELP, cmd_help, ANY},
+	{SMTP_CMD_VRFY, cmd_vrfy, ANY},
+	{SMTP_CMD_EXPN, cmd_expn, ANY},
+	{SMTP_CMD_QUIT, cmd_quit, ANY},
+};
+
+static void
+smtp_command(struct smtp_sess *s, const char *line, size_t len)
+{
+	struct smtp_cmdline cl;
+	struct smtp_error e;
+
+	if (log_enabled(LL_DEBUG)) {
+		struct buf l = BUF_INIT(0);
+		/* AUTH arguments are secrets. */
+		size_t shown = (len > 4 && strncasecmp(line, "AUTH", 4) == 0) ? 10 : len;
+		log_escape(&l, line, shown < len ? shown : len, 200);
+		log_msg(LL_DEBUG, s->c->id, "< %s", buf_str(&l));
+		buf_free(&l);
+	}
+	if (smtp_cmd_parse(line, len, &cl, &e) < 0) {
+		smtp_reply_err(s, &e);
+		smtp_error_count(s);
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_LEN(smtp_cmds); i++) {
+		const struct smtp_cmd_entry *ce = &smtp_cmds[i];
+		if (ce->cmd != cl.cmd)
+			continue;
+		if (!(ce->states & SB(s->state))) {
+			if (cl.cmd == SMTP_CMD_BDAT) {
+				/* Still swallow the chunk, then refuse it. */
+				cmd_bdat(s, &cl);
+				s->flags |= F_BDAT_FAIL;
+				return;
+			}
+			smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: send %s first",
+				   s->state == ST_CONNECTED ? "EHLO" : "MAIL");
+			smtp_error_count(s);
+			return;
+		}
+		ce->fn(s, &cl);
+		return;
+	}
+	smtp_reply(s, 502, "5.5.1", "Command not implemented");
+}
+
+/* ---- message completion ---- */
+
+static int
+count_received(const char *msg, size_t hdr_len)
+{
+	int n = 0;
+	for (size_t i = 0; i + 9 <= hdr_len; i++) {
+		if ((i == 0 || msg[i - 1] == '\n') && strncasecmp(msg + i, "Received:", 9) == 0)
+			n++;
+	}
+	return n;
+}
+
+static int
+has_header(const char *msg, size_t hdr_len, const char *name)
+{
+	size_t nl = strlen(name);
+	for (size_t i = 0; i + nl + 1 <= hdr_len; i++) {
+		if ((i == 0 || msg[i - 1] == '\n') && strncasecmp(msg + i, name, nl) == 0 &&
+		    msg[i + nl] == ':')
+			return 1;
+	}
+	return 0;
+}
+
+static void
+queue_done(void *arg, const char *id, const char *error)
+{
+	struct smtp_sess *s = arg;
+
+	if (s->flags & F_DEAD) {
+		/* The client left before the answer: the message is queued all the
+		 * same (RFC 5321 6.1 allows the duplicate this may cause). */
+		smtp_sess_free(s);
+		return;
+	}
+	smtp_set_state(s, ST_HELO);
+	if (id) {
+		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
+		smtp_access_log(s, id, 250, NULL);
+	} else {
+		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
+		smtp_access_log(s, NULL, 451, error);
+	}
+	smtp_txn_reset(s, 0);
+	smtp_resume(s);
+}
+
+static void
+smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *text)
+{
+	smtp_reply(s, code, enh, "%s", text);
+	smtp_access_log(s, NULL, code, text);
+	smtp_txn_reset(s, 0);
+	smtp_set_state(s, ST_HELO);
+}
+
+/* On submission every From: address must be one the user owns. */
+static int
+from_owned(struct smtp_sess *s, struct buf *bad)
+{
+	struct mime_addr_list al;
+	int rc = 1;
+
+	if (mime_addr_from(s->data.data, s->data.len, &al) < 0) {
+		buf_puts(bad, "(unparseable From: header)");
+		return 0;
+	}
+	if (al.n == 0) {
+		/* No From: at all: accepted, the MUA's problem (RFC 6409 8.1 lets
+		 * an MSA add one; we leave the message as is). */
+		mime_addr_list_free(&al);
+		return 1;
+	}
+	for (size_t i = 0; i < al.n; i++) {
+		if (accounts_owns(s->srv->accounts, s->user, al.v[i]) != 1) {
+			buf_puts(bad, al.v[i]);
+			rc = 0;
+			break;
+		}
+	}
+	mime_addr_list_free(&al);
+	return rc;
+}
+
+static void
+smtp_message_done(struct smtp_sess *s)
+{
+	const struct config *cfg = s->srv->cfg;
+	struct smtp_error e;
+
+	if (s->flags & F_BDAT_FAIL) {
+		smtp_refuse_message(s, 554, "5.5.1", "No valid recipients");
+		return;
+	}
+	if (smtp_data_error(&s->reader, &e) < 0) {
+		smtp_refuse_message(s, e.reply, e.enhanced, e.text);
+		smtp_error_count(s);
+		return;
+	}
+	size_t hdr_len = s->reader.header_done ? s->reader.header_len : s->data.len;
+	if (count_received(s->data.data ? s->data.data : "", hdr_len) >= cfg->smtp_max_hops) {
+		smtp_refuse_message(s, 554, "5.4.6", "Too many hops: mail loop suspected");
+		return;
+	}
+	int submission = (s->flags & F_AUTHED) != 0;
+	if (submission) {
+		struct buf bad = BUF_INIT(0);
+		if (!from_owned(s, &bad)) {
+			struct buf t = BUF_INIT(0);
+			buf_printf(&t, "From: address %s not owned by user %s", buf_str(&bad), s->user);
+			log_msg(LL_WARN, s->c->id, "from header refused user=%s", s->user);
+			smtp_refuse_message(s, 553, "5.7.1", buf_str(&t));
+			buf_free(&t);
+			buf_free(&bad);
+			return;
+		}
+		buf_free(&bad);
+	}
+
+	/* Our trace header, then (submission) the headers the MUA left out. */
+	struct buf content = BUF_INIT(0);
+	char date[64], tlsd[128];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *proto_word;
+	int utf8 = s->mail.smtputf8;
+	if (!(s->flags & F_EHLO))
+		proto_word = "SMTP";
+	else if (s->c->tls && submission)
+		proto_word = utf8 ? "UTF8SMTPSA" : "ESMTPSA";
+	else if (s->c->tls)
+		proto_word = utf8 ? "UTF8SMTPS" : "ESMTPS";
+	else if (submission)
+		proto_word = utf8 ? "UTF8SMTPA" : "ESMTPA";
+	else
+		proto_word = utf8 ? "UTF8SMTP" : "ESMTP";
+	struct buf helo = BUF_INIT(0);
+	log_escape(&helo, s->helo, strlen(s->helo), 100);
+	buf_printf(&content, "Received: from %s ([%s])\r\n\tby %s (surat) with %s", buf_str(&helo),
+		   s->c->peer_ip, cfg->hostname, proto_word);
+	buf_free(&helo);
+	if (s->c->tls)
+		buf_printf(&content, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
+	if (submission)
+		buf_printf(&content, "\r\n\t(authenticated as %s)", s->user);
+	/* The queue id is not known yet: name the session, which the access
+	 * log ties to the queue id. */
+	buf_printf(&content, " id %s", s->c->id);
+	if (s->nrcpts == 1)
+		buf_printf(&content, "\r\n\tfor <%s>", s->rcpts[0].orig);
+	buf_printf(&content, ";\r\n\t%s\r\n", date);
+	if (submission) {
+		if (!has_header(s->data.data, hdr_len, "Message-ID")) {
+			char rnd[33];
+			util_random_hex(rnd, 16);
+			buf_printf(&content, "Message-ID: <%s@%s>\r\n", rnd, cfg->hostname);
+		}
+		if (!has_header(s->data.data, hdr_len, "Date"))
+			buf_printf(&content, "Date: %s\r\n", date);
+	}
+	buf_append(&content, s->data.data ? s->data.data : "", s->data.len);
+
+	struct spool_msg m;
+	memset(&m, 0, sizeof(m));
+	m.mail_from = s->mail.from.addr;
+	m.envid = s->mail.has_envid ? s->mail.envid : NULL;
+	m.ret_hdrs = s->mail.ret == SMTP_RET_HDRS;
+	m.body_8bit = s->mail.body == SMTP_BODY_8BITMIME || s->reader.has_8bit;
+	m.smtputf8 = s->mail.smtputf8;
+	m.created = util_now_ms() / 1000;
+	m.client_ip = s->c->peer_ip;
+	m.helo = s->helo;
+	m.auth_user = s->user;
+	m.session = s->c->id;
+	m.rcpts = xcalloc(s->nfinal ? s->nfinal : 1, sizeof(*m.rcpts));
+	for (size_t i = 0; i < s->nrcpts; i++) {
+		struct rcpt *r = &s->rcpts[i];
+		for (size_t k = 0; k < r->nfinal; k++) {
+			/* An alias may list the same user twice via two RCPTs: once. */
+			int dup = 0;
+			for (size_t x = 0; x < m.nrcpts; x++)
+				if (strcmp(m.rcpts[x].addr, r->final[k]) == 0)
+					dup = 1;
+			if (dup)
+				continue;
+			struct spool_rcpt *sr = &m.rcpts[m.nrcpts++];
+			sr->addr = r->final[k];
+			sr->orig = r->orig;
+			sr->orcpt = r->orcpt;
+			sr->notify = r->notify;
+			sr->local = r->local[k];
+		}
+	}
+	smtp_set_state(s, ST_WAIT);
+	bufferevent_disable(s->c->bev, EV_READ);
+	/* The access log reads Subject/Message-ID from s->data: keep it. */
+	queue_submit(s->srv->queue, &m, &content, queue_done, s);
+	free(m.rcpts);
+	buf_free(&content);
+}
+
+/* ---- input ---- */
+
+static void
+smtp_feed(struct smtp_sess *s, struct evbuffer *in)
+{
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			return;
+		size_t n = v.iov_len;
+		if (s->state == ST_BDAT && n > s->bdat_left)
+			n = (size_t)s->bdat_left;
+		size_t used = n;
+		int done = smtp_data_feed(&s->reader, v.iov_base, n, &used);
+		evbuffer_drain(in, used);
+		if (s->state == ST_DATA) {
+			if (done) {
+				smtp_message_done(s);
+				return;
+			}
+			continue;
+		}
+		s->bdat_left -= used;
+		if (s->bdat_left == 0)
+			return;
+	}
+}
+
+static void
+smtp_bdat_chunk_end(struct smtp_sess *s)
+{
+	struct smtp_error e;
+
+	if (s->bdat_last) {
+		smtp_data_finish(&s->reader);
+		smtp_message_done(s);
+		return;
+	}
+	smtp_set_state(s, s->nrcpts ? ST_RCPT : ST_HELO);
+	smtp_timeouts(s);
+	if (s->flags & F_BDAT_FAIL) {
+		smtp_reply(s, 554, "5.5.1", "No valid recipients");
+		return;
+	}
+	if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG) {
+		smtp_data_error(&s->reader, &e);
+		smtp_reply_err(s, &e);
+		s->flags |= F_BDAT_FAIL;
+		return;
+	}
+	smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->reader.size);
+}
+
+static void
+smtp_process(struct smtp_sess *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->c->bev);
+
+	while (s->state != ST_WAIT && s->state != ST_QUIT) {
+		if (s->state == ST_DATA) {
+			smtp_feed(s, in);
+			if (s->state == ST_DATA)
+				return;
+			continue;
+		}
+		if (s->state == ST_BDAT) {
+			if (s->bdat_left > 0)
+				smtp_feed(s, in);
+			if (s->bdat_left > 0)
+				return;
+			smtp_bdat_chunk_end(s);
+			continue;
+		}
+		size_t limit = s->state == ST_AUTH ? AUTH_LINE_MAX : CMD_LINE_MAX;
+		size_t eol_len = 0;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		size_t avail = evbuffer_get_length(in);
+		if (p.pos < 0) {
+			if (avail + 2 > limit) {
+				/* Overlong line: drop what we have and the rest up to its end. */
+				evbuffer_drain(in, avail);
+				s->flags |= F_DISCARD;
+			}
+			return;
+		}
+		size_t len = (size_t)p.pos;
+		if (s->flags & F_DISCARD || len + eol_len > limit) {
+			evbuffer_drain(in, len + eol_len);
+			s->flags &= ~F_DISCARD;
+			if (s->state == ST_AUTH)
+				smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+			smtp_reply(s, 500, "5.5.2", "Line too long");
+			if (smtp_error_count(s))
+				return;
+			continue;
+		}
+		char line[AUTH_LINE_MAX + 1];
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		line[len] = '\0';
+		if (s->state == ST_AUTH)
+			smtp_auth_line(s, line, len);
+		else
+			smtp_command(s, line, len);
+		util_wipe(line, len);
+		if (s->srv->stopping && s->state == ST_HELO) {
+			smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
+			smtp_close(s);
+			return;
+		}
+	}
+}
+
+static void
+smtp_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	smtp_process(c->proto);
+}
+
+static void
+smtp_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct smtp_sess *s = c->proto;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		smtp_reply(s, 421, "4.4.2", "%s Timeout, closing connection",
+			   s->srv->cfg->hostname);
+		log_msg(LL_INFO, c->id, "timeout in state %s", state_names[s->state]);
+		smtp_close(s);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (what & BEV_EVENT_ERROR)
+			log_msg(LL_DEBUG, c->id, "connection error");
+		conn_close(c);
+	}
+}
+
+static void
+smtp_on_shutdown(struct conn *c)
+{
+	struct smtp_sess *s = c->proto;
+	/* Idle sessions end now; busy ones finish their transaction first. */
+	if (s->state == ST_CONNECTED || s->state == ST_HELO) {
+		smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
+		smtp_close(s);
+	}
+}
+
+static void
+smtp_start(struct conn *c)
+{
+	struct smtp_sess *s = xcalloc(1, sizeof(*s));
+
+	s->c = c;
+	s->srv = c->srv;
+	s->state = ST_CONNECTED;
+	if (c->kind == LISTEN_SUBMISSION || c->kind == LISTEN_SUBMISSIONS)
+		s->flags |= F_SUBMISSION;
+	c->proto = s;
+	c->on_close = smtp_on_close;
+	c->on_shutdown = smtp_on_shutdown;
+	smtp_set_callbacks(s);
+	smtp_reply(s, 220, NULL, "%s ESMTP surat", s->srv->cfg->hostname);
+}
+
+const struct proto_ops smtp_server_ops = {
+	.name = "smtp",
+	.start = smtp_start,
+	.busy_reply = "421 4.7.0 Too many connections, try again later\r\n",
+};

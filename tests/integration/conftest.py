@@ -1,0 +1,206 @@
+"""Fixtures for the integration tests: each test gets a running surat.
+
+A `surat` fixture writes a config into a temp dir, picks free loopback
+ports, starts `surat serve`, waits until every listener accepts, and on
+teardown stops it with SIGTERM, requires exit status 0 and fails the test
+if a sanitizer (ASan/UBSan/LSan) reported anything.
+"""
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("SURAT_BIN", os.path.join(ROOT, "build", "asan", "surat"))
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "UndefinedBehaviorSanitizer", "panic at")
+
+os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def client_tls():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+KINDS = ("smtp", "submission", "submissions")
+
+
+class Surat:
+    def __init__(self, tmp, tls_files, extra=None, kinds=KINDS):
+        self.dir = tmp
+        self.data_dir = os.path.join(tmp, "data")
+        self.conf = os.path.join(tmp, "surat.conf")
+        self.log_path = os.path.join(tmp, "surat.log")
+        self.ports = {k: free_port() for k in kinds}
+        self.proc = None
+        self.logf = None
+        lines = ["hostname = mx.example.test", "data_dir = " + self.data_dir,
+                 "tls.cert = " + tls_files[0], "tls.key = " + tls_files[1],
+                 "log.level = debug", "auth.fail_delay = 0", "shutdown_grace = 5s"]
+        for k, p in self.ports.items():
+            lines.append("listen.%s = 127.0.0.1:%d" % (k, p))
+        for k, v in (extra or {}).items():
+            lines.append("%s = %s" % (k, v))
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # --- CLI ---
+    def cli(self, *args, input=None, check=True):
+        r = subprocess.run([BIN, "-c", self.conf] + list(args), input=input,
+                           capture_output=True, text=True, timeout=60)
+        self.check_sanitizer(r.stderr)
+        if check and r.returncode != 0:
+            raise AssertionError("surat %s failed (%d): %s" % (" ".join(args), r.returncode,
+                                                                r.stderr))
+        return r
+
+    def add_domain(self, d):
+        self.cli("domain", "add", d)
+
+    def add_user(self, addr, password="secret-pw", quota=None):
+        args = ["user", "add", addr]
+        if quota:
+            args += ["--quota", quota]
+        self.cli(*args, input=password + "\n")
+
+    def messages(self, addr, box="INBOX"):
+        """UIDs in a mailbox, from the CLI."""
+        r = self.cli("mailbox", "show", addr, box)
+        uids = []
+        for line in r.stdout.splitlines():
+            line = line.strip()
+            if line.startswith("uid="):
+                uids.append(int(line.split()[0][4:]))
+        return uids
+
+    def message(self, addr, uid, box="INBOX"):
+        r = subprocess.run([BIN, "-c", self.conf, "mailbox", "show", addr, box, str(uid)],
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def wait_messages(self, addr, n, box="INBOX", timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            uids = self.messages(addr, box)
+            if len(uids) >= n:
+                return uids
+            time.sleep(0.05)
+        raise AssertionError("%s/%s has %d messages, wanted %d" %
+                             (addr, box, len(self.messages(addr, box)), n))
+
+    # --- daemon ---
+    def start(self):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=self.logf,
+                                     stderr=self.logf)
+        deadline = time.time() + 20
+        for port in self.ports.values():
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError("surat exited at start:\n" + self.log())
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise AssertionError("surat did not listen on %d:\n%s" %
+                                             (port, self.log()))
+                    time.sleep(0.05)
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("surat did not stop on %s:\n%s" % (sig, self.log()[-3000:]))
+        self.proc = None
+        self.logf.close()
+        self.check_sanitizer(self.log())
+        return rc
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self.logf.close()
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def check_sanitizer(self, text):
+        for m in SANITIZER_MARKERS:
+            if m in text:
+                raise AssertionError("sanitizer report:\n" + text[-6000:])
+
+    def port(self, kind):
+        return self.ports[kind]
+
+
+@pytest.fixture
+def make_surat(tmp_path, tls_files):
+    made = []
+
+    def make(extra=None, kinds=KINDS, start=True):
+        d = tempfile.mkdtemp(dir=str(tmp_path))
+        s = Surat(d, tls_files, extra, kinds)
+        made.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    errors = []
+    for s in made:
+        if s.proc is not None:
+            rc = s.stop()
+            if rc != 0:
+                errors.append("surat exited with %s:\n%s" % (rc, s.log()[-3000:]))
+    if errors:
+        raise AssertionError("\n".join(errors))
+
+
+@pytest.fixture
+def surat(make_surat):
+    """A running surat with domain example.test and users alice and bob."""
+    s = make_surat()
+    s.add_domain("example.test")
+    s.add_user("alice@example.test", "alice-pw")
+    s.add_user("bob@example.test", "bob-pw")
+    return s
