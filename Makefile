@@ -53,22 +53,27 @@ deps:
 	@./scripts/deps.sh
 
 build/surat: $(REL_OBJS)
-	$(CC) -o $@ $(REL_OBJS) $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $(REL_OBJS) $(LIBS)
 
 $(REL_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(REL_CFLAGS) -c -o $@ $<
 
 build/asan/surat: $(SAN_OBJS)
-	$(CC) $(SAN_FLAGS) -o $@ $(SAN_OBJS) $(LIBS)
+	@echo "  LD asan $@"
+	@$(CC) $(SAN_FLAGS) -o $@ $(SAN_OBJS) $(LIBS)
 
 $(SAN_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -c -o $@ $<
+	@echo "  CC asan $<"
+	@$(CC) $(SAN_CFLAGS) -c -o $@ $<
 
 $(SAN_DIR)/unit/%: tests/unit/%.c $(SAN_LIBOBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -o $@ $< $(SAN_LIBOBJS) $(LIBS) -lcmocka
+	@echo "  LD unit $@"
+	@$(CC) $(SAN_CFLAGS) -o $@ $< $(SAN_LIBOBJS) $(LIBS) -lcmocka
 
 run: deps
 	@$(MAKE) --no-print-directory build/surat
@@ -84,11 +89,13 @@ test: deps
 
 $(FUZZ_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+	@echo "  CC fuzz $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 
 $(FUZZ_DIR)/bin/%: tests/fuzz/%.c $(FUZZ_LIBOBJS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(LIBS)
+	@echo "  LD fuzz $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIBOBJS) $(LIBS)
 
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)

@@ -697,6 +697,20 @@ main(int argc, char **argv)
 	if (load_config(config_path, &cfg) < 0)
 		return strcmp(cmd, "check-config") == 0 ? EXIT_USAGE : EXIT_RUNTIME;
 	log_init(cfg.log_level, 0);
+	if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "check-config") != 0 && geteuid() == 0 &&
+	    cfg.run_as) {
+		/* Admin commands run as the daemon's user, so every file they
+		 * create in data_dir stays the daemon's to write. */
+		struct buf err = BUF_INIT(0);
+		util_mkdir_p(cfg.data_dir, 0750);
+		if (server_priv_drop(cfg.run_as, cfg.data_dir, &err) < 0) {
+			rc = runtime_error("%s", buf_str(&err));
+			buf_free(&err);
+			config_free(&cfg);
+			return rc;
+		}
+		buf_free(&err);
+	}
 	if (strcmp(cmd, "check-config") == 0) {
 		printf("%s: ok\n", config_path);
 		rc = 0;

@@ -387,6 +387,35 @@ chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 }
 
 int
+server_priv_drop(const char *user, const char *data_dir, struct buf *err)
+{
+	struct passwd *pw = getpwnam(user);
+	if (pw == NULL) {
+		buf_printf(err, "run_as: no such user '%s'", user);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		buf_printf(err, "run_as: '%s' is root", user);
+		return -1;
+	}
+	chown_uid = pw->pw_uid;
+	chown_gid = pw->pw_gid;
+	if (data_dir && nftw(data_dir, chown_one, 32, FTW_PHYS) < 0 && errno != ENOENT) {
+		buf_printf(err, "chown(%s) failed: %s", data_dir, strerror(errno));
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		buf_printf(err, "dropping privileges to %s failed: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		buf_printf(err, "privileges could be regained after dropping them");
+		return -1;
+	}
+	return 0;
+}
+
+int
 server_drop_privileges(struct server *srv, struct buf *err)
 {
 	const char *user = srv->cfg->run_as;
@@ -400,30 +429,9 @@ server_drop_privileges(struct server *srv, struct buf *err)
 		log_warn("**************************************************************");
 		return 0;
 	}
-	struct passwd *pw = getpwnam(user);
-	if (pw == NULL) {
-		buf_printf(err, "run_as: no such user '%s'", user);
+	if (server_priv_drop(user, srv->cfg->data_dir, err) < 0)
 		return -1;
-	}
-	if (pw->pw_uid == 0) {
-		buf_printf(err, "run_as: '%s' is root", user);
-		return -1;
-	}
-	chown_uid = pw->pw_uid;
-	chown_gid = pw->pw_gid;
-	if (nftw(srv->cfg->data_dir, chown_one, 32, FTW_PHYS) < 0) {
-		buf_printf(err, "chown(%s) failed: %s", srv->cfg->data_dir, strerror(errno));
-		return -1;
-	}
-	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-		buf_printf(err, "dropping privileges to %s failed: %s", user, strerror(errno));
-		return -1;
-	}
-	if (setuid(0) == 0) {
-		buf_printf(err, "privileges could be regained after dropping them");
-		return -1;
-	}
-	log_info("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
+	log_info("running as %s (uid %u)", user, (unsigned)getuid());
 	return 0;
 }
 

@@ -94,6 +94,11 @@ int server_bind(struct server *srv, struct buf *err);
  * without, warn loudly. 0 or -1 + err.
  */
 int server_drop_privileges(struct server *srv, struct buf *err);
+/*
+ * Make data_dir (recursively, if it exists) owned by user, then switch to
+ * that user for good (setgroups, setgid, setuid). 0 or -1 + err.
+ */
+int server_priv_drop(const char *user, const char *data_dir, struct buf *err);
 /* Run the loop until a graceful stop completes. Returns 0. */
 int server_run(struct server *srv);
 /* Begin a graceful stop (what SIGTERM does). */

@@ -1,0 +1,174 @@
+/* Unit tests for core/config: values, defaults and every error path. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+
+static char path[256];
+
+static int
+load_text(const char *text, struct config *cfg, struct buf *err)
+{
+	snprintf(path, sizeof(path), "/tmp/surat-test-config.%d", (int)getpid());
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+	config_defaults(cfg);
+	buf_reset(err);
+	int r = config_load(cfg, path, err);
+	unlink(path);
+	return r;
+}
+
+/* Load text and expect an error containing want (and ":line:"). */
+static void
+expect_error(const char *text, const char *want)
+{
+	struct config cfg;
+	struct buf err = BUF_INIT(0);
+	assert_int_equal(load_text(text, &cfg, &err), -1);
+	if (strstr(buf_str(&err), want) == NULL)
+		fail_msg("error '%s' does not contain '%s'", buf_str(&err), want);
+	config_free(&cfg);
+	buf_free(&err);
+}
+
+static void
+test_good(void **state)
+{
+	struct config cfg;
+	struct buf err = BUF_INIT(0);
+	int r = load_text("# comment\n"
+			  "\n"
+			  "hostname = mx.example.org\n"
+			  "data_dir=/var/lib/x\n"
+			  "  listen.smtp = 127.0.0.1:25, [::1]:25  \n"
+			  "listen.imap =\n"
+			  "allow_plaintext_auth = yes\n"
+			  "smtp.max_message_size = 10M\n"
+			  "queue.retry_interval = 15m\n"
+			  "queue.max_age = 5d\n"
+			  "smtp.command_timeout = 30\n"
+			  "log.level = debug\n"
+			  "route.Example.COM = relay.example.net:2525\n"
+			  "dns.server = 127.0.0.1@5353, 127.0.0.2\n",
+			  &cfg, &err);
+	assert_int_equal(r, 0);
+	assert_string_equal(cfg.hostname, "mx.example.org");
+	assert_string_equal(cfg.data_dir, "/var/lib/x");
+	assert_int_equal(cfg.listen[LISTEN_SMTP].n, 2);
+	assert_string_equal(cfg.listen[LISTEN_SMTP].v[1], "[::1]:25");
+	assert_int_equal(cfg.listen[LISTEN_IMAP].n, 0);
+	assert_int_equal(cfg.allow_plaintext_auth, 1);
+	assert_int_equal(cfg.smtp_max_message_size, 10 * 1024 * 1024);
+	assert_int_equal(cfg.queue_retry_interval, 900);
+	assert_int_equal(cfg.queue_max_age, 5 * 86400);
+	assert_int_equal(cfg.smtp_cmd_timeout, 30);
+	assert_int_equal(cfg.log_level, LL_DEBUG);
+	assert_int_equal(cfg.nroutes, 1);
+	assert_string_equal(cfg.routes[0].domain, "example.com");
+	assert_int_equal(cfg.dns_servers.n, 2);
+	/* Defaults stay where not set. */
+	assert_int_equal(cfg.smtp_max_recipients, 100);
+	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
+	config_free(&cfg);
+	buf_free(&err);
+}
+
+static void
+test_errors(void **state)
+{
+	expect_error("hostname = a\nbogus = 1\n", ":2: unknown key 'bogus'");
+	expect_error("just words\n", ":1: expected 'key = value'");
+	expect_error(" = value\n", ":1: missing key");
+	expect_error("allow_plaintext_auth = maybe\n", "allow_plaintext_auth: bad value 'maybe'");
+	expect_error("queue.max_age = 5 days\n", "queue.max_age: bad duration");
+	expect_error("queue.max_age = 5x\n", "bad duration");
+	expect_error("queue.max_age = d\n", "bad duration");
+	expect_error("smtp.max_message_size = 10Q\n", "bad size");
+	expect_error("smtp.max_message_size = 99999999999999999999999\n", "bad size");
+	expect_error("smtp.max_message_size = 10\n", "out of range");
+	expect_error("smtp.max_recipients = -1\n", "bad number");
+	expect_error("smtp.max_recipients = 0\n", "out of range");
+	expect_error("listen.smtp = 127.0.0.1\n", "listen.smtp: bad address '127.0.0.1'");
+	expect_error("listen.smtp = ::1:25\n", "bad address");
+	expect_error("listen.smtp = 1.2.3.4:99999\n", "bad address");
+	expect_error("listen.smtp = [::1\n", "bad address");
+	expect_error("log.level = loud\n", "log.level: bad value");
+	expect_error("outbound.tls = always\n", "outbound.tls: bad value");
+	expect_error("route.x.org = host:0\n", "route.x.org: bad value");
+	expect_error("tls.cert = /x.pem\n", "tls.cert and tls.key must be set together");
+	expect_error("listen.imaps = 127.0.0.1:993\n", "listen.imaps needs tls.cert");
+	expect_error("data_dir =\n", "data_dir must be set");
+	char longline[5000];
+	memset(longline, 'a', sizeof(longline) - 2);
+	longline[sizeof(longline) - 2] = '\n';
+	longline[sizeof(longline) - 1] = '\0';
+	expect_error(longline, ":1: line too long");
+}
+
+static void
+test_missing_file(void **state)
+{
+	struct config cfg;
+	struct buf err = BUF_INIT(0);
+	config_defaults(&cfg);
+	assert_int_equal(config_load(&cfg, "/nonexistent/surat.conf", &err), -1);
+	assert_non_null(strstr(buf_str(&err), "/nonexistent/surat.conf: cannot open"));
+	config_free(&cfg);
+	buf_free(&err);
+}
+
+static void
+test_parsers(void **state)
+{
+	int64_t v;
+	assert_int_equal(config_parse_duration("30s", &v), 0);
+	assert_int_equal(v, 30);
+	assert_int_equal(config_parse_duration("2w", &v), 0);
+	assert_int_equal(v, 14 * 86400);
+	assert_int_equal(config_parse_duration("", &v), -1);
+	assert_int_equal(config_parse_duration("1h2", &v), -1);
+	assert_int_equal(config_parse_size("512", &v), 0);
+	assert_int_equal(v, 512);
+	assert_int_equal(config_parse_size("64k", &v), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(config_parse_size("1G", &v), 0);
+	assert_int_equal(v, 1 << 30);
+	assert_int_equal(config_parse_size("9223372036854775807G", &v), -1);
+	char *host;
+	int port;
+	assert_int_equal(config_parse_hostport("[::1]:143", &host, &port, 0), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 143);
+	free(host);
+	assert_int_equal(config_parse_hostport("relay.example", &host, &port, 25), 0);
+	assert_int_equal(port, 25);
+	free(host);
+	assert_int_equal(config_parse_hostport("relay.example", &host, &port, 0), -1);
+	assert_int_equal(config_parse_hostport(":25", &host, &port, 0), -1);
+	assert_int_equal(config_parse_hostport("[]:25", &host, &port, 0), -1);
+	assert_int_equal(config_parse_hostport("[::1]x", &host, &port, 0), -1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_good),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_parsers),
+	};
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
