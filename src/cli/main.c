@@ -145,6 +145,7 @@ load_config(const char *path, struct config *cfg)
 	if (config_load(cfg, path, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		buf_free(&err);
+		config_free(cfg);
 		return -1;
 	}
 	buf_free(&err);

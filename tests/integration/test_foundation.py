@@ -1,0 +1,270 @@
+"""The foundation: config errors, CLI, start/stop, TLS reload, caps, privileges."""
+import os
+import pwd
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, Surat, client_tls, free_port
+
+
+def run(*args, input=None):
+    return subprocess.run([BIN] + list(args), input=input, capture_output=True, text=True,
+                          timeout=60)
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_help_and_usage(tmp_path):
+    r = run("--help")
+    assert r.returncode == 0 and "serve" in r.stdout and "alias" in r.stdout
+    for cmd in ("serve", "user", "domain", "alias", "queue", "mailbox", "check-config"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout, cmd
+    r = run("frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+    r = run("-c")
+    assert r.returncode == 2
+
+
+def test_check_config_errors(tmp_path):
+    good = write(str(tmp_path / "good.conf"), "hostname = a.example\ndata_dir = %s\n" % tmp_path)
+    r = run("-c", good, "check-config")
+    assert r.returncode == 0 and "ok" in r.stdout
+    bad = write(str(tmp_path / "bad.conf"), "hostname = a.example\n\nfrobnicate = 3\n")
+    r = run("-c", bad, "check-config")
+    assert r.returncode == 2
+    assert "bad.conf:3: unknown key 'frobnicate'" in r.stderr
+    bad = write(str(tmp_path / "bad2.conf"), "queue.max_age = forever\n")
+    r = run("-c", bad, "check-config")
+    assert r.returncode == 2 and "bad2.conf:1: queue.max_age: bad duration" in r.stderr
+    r = run("-c", str(tmp_path / "missing.conf"), "check-config")
+    assert r.returncode == 2 and "missing.conf: cannot open" in r.stderr
+
+
+def test_failed_start_leaves_nothing(tmp_path, tls_files):
+    data = tmp_path / "data"
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    conf = write(str(tmp_path / "s.conf"),
+                 "data_dir = %s\nlisten.smtp = 127.0.0.1:%d\n" % (data, port))
+    r = subprocess.run([BIN, "-c", conf, "serve"], capture_output=True, text=True, timeout=30)
+    busy.close()
+    assert r.returncode == 1
+    assert "listen.smtp: bind(127.0.0.1:%d) failed" % port in r.stderr
+    assert not data.exists()
+    # A bad key: nothing starts either.
+    conf = write(str(tmp_path / "s2.conf"), "data_dir = %s\nlisten.smtpp = 127.0.0.1:1\n" % data)
+    r = subprocess.run([BIN, "-c", conf, "serve"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "unknown key 'listen.smtpp'" in r.stderr
+    assert not data.exists()
+    # A missing certificate.
+    conf = write(str(tmp_path / "s3.conf"),
+                 "data_dir = %s\ntls.cert = /nonexistent.pem\ntls.key = /nonexistent.key\n" % data)
+    r = subprocess.run([BIN, "-c", conf, "serve"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot load tls.cert /nonexistent.pem" in r.stderr
+    assert not data.exists()
+
+
+def test_cli_domains_users_aliases(make_surat):
+    s = make_surat(start=False)
+    r = s.cli("user", "add", "x@nowhere.test", input="pw\n", check=False)
+    assert r.returncode == 1 and "nowhere.test is not a local domain" in r.stderr
+    s.add_domain("Example.TEST")
+    assert s.cli("domain", "list").stdout.split() == ["example.test"]
+    r = s.cli("domain", "add", "example.test", check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = s.cli("domain", "add", "bad_domain-.test", check=False)
+    assert r.returncode == 1 and "bad domain" in r.stderr
+    s.add_user("A@example.test", "pw")
+    assert "a@example.test quota=unlimited" in s.cli("user", "list").stdout
+    r = s.cli("user", "add", "a@example.test", input="pw\n", check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = s.cli("user", "add", "b@example.test", input="", check=False)
+    assert r.returncode == 1 and "no password" in r.stderr
+    r = s.cli("user", "add", "b@example.test", "--hash", "plaintext", check=False)
+    assert r.returncode == 2
+    r = s.cli("user", "add", "bad address@example.test", input="pw\n", check=False)
+    assert r.returncode == 1 and "not allowed" in r.stderr
+    r = s.cli("user", "add", check=False)
+    assert r.returncode == 2
+    s.cli("user", "quota", "a@example.test", "10M")
+    assert "a@example.test quota=10485760" in s.cli("user", "list").stdout
+    s.cli("alias", "add", "team@example.test", "a@example.test", "ext@remote.test")
+    s.cli("alias", "add", "@example.test", "a@example.test")
+    out = s.cli("alias", "list").stdout
+    assert "team@example.test -> a@example.test" in out
+    assert "team@example.test -> ext@remote.test" in out
+    assert "@example.test -> a@example.test" in out
+    r = s.cli("alias", "add", "a@example.test", "x@example.test", check=False)
+    assert r.returncode == 1 and "is a user" in r.stderr
+    r = s.cli("alias", "add", "x@other.test", "a@example.test", check=False)
+    assert r.returncode == 1 and "not a local domain" in r.stderr
+    s.cli("alias", "del", "team@example.test", "ext@remote.test")
+    assert "ext@remote.test" not in s.cli("alias", "list").stdout
+    r = s.cli("alias", "del", "nope@example.test", check=False)
+    assert r.returncode == 1 and "no such alias" in r.stderr
+    r = s.cli("domain", "del", "example.test", check=False)
+    assert r.returncode == 1 and "still has users" in r.stderr
+    s.cli("user", "del", "a@example.test")
+    r = s.cli("user", "del", "a@example.test", check=False)
+    assert r.returncode == 1 and "no such user" in r.stderr
+    s.cli("domain", "del", "example.test")
+    assert s.cli("domain", "list").stdout == ""
+
+
+def auth_ok(s, user, password):
+    with smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=client_tls(),
+                          timeout=30) as c:
+        try:
+            c.login(user, password)
+            return True
+        except smtplib.SMTPAuthenticationError:
+            return False
+
+
+@pytest.mark.parametrize("scheme", ["$y$", "$6$", "$2b$"])
+def test_hash_schemes_migrated(make_surat, scheme):
+    import crypt  # deprecated but present in 3.11; used only to make test hashes
+    s = make_surat()
+    s.add_domain("example.test")
+    salt = crypt.mksalt({"$y$": None, "$6$": crypt.METHOD_SHA512,
+                         "$2b$": crypt.METHOD_BLOWFISH}[scheme]) if scheme != "$y$" else None
+    if scheme == "$y$":
+        s.add_user("m@example.test", "migrated-pw")
+    else:
+        h = crypt.crypt("migrated-pw", salt)
+        assert h.startswith(scheme)
+        s.cli("user", "add", "m@example.test", "--hash", h)
+    assert auth_ok(s, "m@example.test", "migrated-pw")
+    assert not auth_ok(s, "m@example.test", "wrong-pw")
+
+
+def test_cli_while_running_and_passwd(surat):
+    surat.add_user("late@example.test", "first-pw")
+    assert auth_ok(surat, "late@example.test", "first-pw")
+    surat.cli("user", "passwd", "late@example.test", input="second-pw\n")
+    assert not auth_ok(surat, "late@example.test", "first-pw")
+    assert auth_ok(surat, "late@example.test", "second-pw")
+
+
+def test_every_listener_serves(surat):
+    for kind in ("smtp", "submission"):
+        with socket.create_connection(("127.0.0.1", surat.port(kind)), timeout=10) as c:
+            assert c.recv(100).startswith(b"220 mx.example.test ESMTP")
+    raw = socket.create_connection(("127.0.0.1", surat.port("submissions")), timeout=10)
+    with client_tls().wrap_socket(raw) as c:
+        assert c.recv(100).startswith(b"220 ")
+        assert c.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_old_tls_refused(surat):
+    ctx = client_tls()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    raw = socket.create_connection(("127.0.0.1", surat.port("submissions")), timeout=10)
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        with ctx.wrap_socket(raw) as c:
+            c.recv(10)
+
+
+def test_sighup_reloads_certificate(make_surat, tmp_path):
+    certs = []
+    for cn in ("first.test", "second.test"):
+        cert, key = str(tmp_path / (cn + ".crt")), str(tmp_path / (cn + ".key"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=" + cn, "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        certs.append((cert, key))
+    live_cert, live_key = str(tmp_path / "live.crt"), str(tmp_path / "live.key")
+    os.link(certs[0][0], live_cert)
+    os.link(certs[0][1], live_key)
+    s = make_surat({"tls.cert": live_cert, "tls.key": live_key})
+
+    def peer_cn():
+        raw = socket.create_connection(("127.0.0.1", s.port("submissions")), timeout=10)
+        with client_tls().wrap_socket(raw) as c:
+            der = c.getpeercert(binary_form=True)
+        pem = ssl.DER_cert_to_PEM_cert(der)
+        out = subprocess.run(["openssl", "x509", "-noout", "-subject"], input=pem,
+                             capture_output=True, text=True).stdout
+        return out.strip()
+
+    assert "first.test" in peer_cn()
+    os.replace(certs[1][0], live_cert)
+    os.replace(certs[1][1], live_key)
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while "second.test" not in peer_cn():
+        assert time.time() < deadline, s.log()[-2000:]
+        time.sleep(0.1)
+    # A broken file on reload keeps the old certificate.
+    write(live_key, "garbage")
+    s.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert "second.test" in peer_cn()
+    assert "TLS reload failed" in s.log()
+
+
+def test_listener_cap_busy_reply(make_surat):
+    s = make_surat({"max_connections": "2"})
+    time.sleep(0.5)  # let the daemon see the start-up probes close
+    held = [socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=10) for _ in range(2)]
+    for c in held:
+        assert c.recv(100).startswith(b"220")
+    extra = socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=10)
+    data = extra.recv(200)
+    assert data.startswith(b"421 4.7.0"), data
+    assert extra.recv(100) == b""
+    for c in held:
+        c.close()
+
+
+def test_sigterm_graceful(surat):
+    c = smtplib.SMTP("127.0.0.1", surat.port("smtp"), timeout=30)
+    c.ehlo("client.test")
+    surat.proc.send_signal(signal.SIGTERM)
+    rc = surat.proc.wait(timeout=20)
+    assert rc == 0
+    surat.proc = None
+    surat.logf.close()
+    surat.check_sanitizer(surat.log())
+    assert "stopped" in surat.log()
+
+
+def test_run_as_drops_privileges(make_surat):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test the privilege drop")
+    nobody = pwd.getpwnam("nobody")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    d = s.dir
+    while d not in ("/", "/tmp"):  # let nobody reach the data directory
+        os.chmod(d, os.stat(d).st_mode | 0o755)
+        d = os.path.dirname(d)
+    s.add_domain("example.test")
+    s.add_user("a@example.test", "pw")
+    s.start()
+    with open("/proc/%d/status" % s.proc.pid) as f:
+        status = f.read()
+    uid_line = [l for l in status.splitlines() if l.startswith("Uid:")][0]
+    assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+    assert os.stat(s.data_dir).st_uid == nobody.pw_uid
+    # The CLI, run as root, works on the same files as the daemon's user.
+    s.add_user("b@example.test", "pw2")
+    assert auth_ok(s, "b@example.test", "pw2")
+    assert os.stat(os.path.join(s.data_dir, "accounts.db")).st_uid == nobody.pw_uid
