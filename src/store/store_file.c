@@ -1,0 +1,297 @@
+/*
+ * store_file — the message files of an account: msg/<2 hex>/<16 hex>,
+ * immutable once written.
+ *
+ * Writing is crash-ordered: the bytes go to tmp/<name> (O_EXCL) and are
+ * fsynced, the file is hard-linked to msg/<xx>/<name> and that directory
+ * fsynced, and only then does the caller commit the row naming it. The
+ * temp name is removed after the commit, not renamed before it: while it
+ * exists it marks "maybe committed", so after a crash store_open() finds
+ * every file whose commit is in doubt by listing tmp/ instead of walking
+ * msg/. A writer holds flock() on its temp file so a concurrent sweeper
+ * never takes a live write for a dead one. Deleting the marker needs no
+ * fsync: if it comes back after a crash the sweep sees the row and only
+ * drops the marker again.
+ *
+ * A file's name is its files.id (63 random bits) in 16 hex digits, so the
+ * index needs no separate name column or index to find a file's row.
+ *
+ * SECURITY: file names are generated here or read back from our own
+ * directories and parsed as ids before use; nothing a peer sends becomes
+ * part of a path.
+ */
+#include "store/store_private.h"
+
+#include "core/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_PATH_MAX 4096
+
+/* The 16-hex-digit name of a file id. */
+static void
+store_file_hex(int64_t id, char *out)
+{
+	xsnprintf(out, 17, "%016" PRIx64, (uint64_t)id);
+}
+
+/* Parse a name we generate (16 lowercase hex digits, a positive id). 0 or -1. */
+static int
+store_file_parse(const char *s, int64_t *id_r)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (i == 16)
+			return -1;
+		if (s[i] >= '0' && s[i] <= '9')
+			v = v << 4 | (uint64_t)(s[i] - '0');
+		else if (s[i] >= 'a' && s[i] <= 'f')
+			v = v << 4 | (uint64_t)(s[i] - 'a' + 10);
+		else
+			return -1;
+	}
+	if (i != 16 || v == 0 || v > INT64_MAX)
+		return -1;
+	*id_r = (int64_t)v;
+	return 0;
+}
+
+int
+store_file_path(const struct store *st, int64_t id, char *out, size_t outlen)
+{
+	char name[17];
+
+	store_file_hex(id, name);
+	return xsnprintf(out, outlen, "%s/msg/%.2s/%s", st->root, name, name) < 0 ? -1 : 0;
+}
+
+static int
+store_file_tmp_path(const struct store *st, int64_t id, char *out, size_t outlen)
+{
+	char name[17];
+
+	store_file_hex(id, name);
+	return xsnprintf(out, outlen, "%s/tmp/%s", st->root, name) < 0 ? -1 : 0;
+}
+
+/* Link tmp to final, creating (durably) the 2-hex directory the first time. 0 or -1. */
+static int
+store_file_link(struct store *st, const char *tmp, const char *final, const char *name)
+{
+	char dir[STORE_PATH_MAX];
+
+	if (xsnprintf(dir, sizeof(dir), "%s/msg/%.2s", st->root, name) < 0)
+		return store_fail(st, STORE_ERR_INTERNAL, "path too long");
+	if (link(tmp, final) < 0) {
+		if (errno != ENOENT)
+			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
+					  strerror(errno));
+		char msgdir[STORE_PATH_MAX];
+		xsnprintf(msgdir, sizeof(msgdir), "%s/msg", st->root);
+		if (util_mkdir_p(dir, 0700) < 0 || util_fsync_dir(msgdir) < 0)
+			return store_fail(st, STORE_ERR_INTERNAL, "mkdir(%s) failed: %s", dir,
+					  strerror(errno));
+		if (link(tmp, final) < 0)
+			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
+					  strerror(errno));
+	}
+	if (util_fsync_dir(dir) < 0) {
+		int e = errno;
+		unlink(final);
+		return store_fail(st, STORE_ERR_INTERNAL, "fsync(%s) failed: %s", dir, strerror(e));
+	}
+	return 0;
+}
+
+int
+store_file_write(struct store *st, const char *data, size_t len, struct store_file *f)
+{
+	char tmp[STORE_PATH_MAX], final[STORE_PATH_MAX];
+	int fd;
+
+	f->fd = -1;
+	do {
+		uint64_t r;
+		util_random(&r, sizeof(r));
+		f->id = (int64_t)(r >> 1);
+	} while (f->id == 0);
+	store_file_hex(f->id, f->name);
+	if (store_file_tmp_path(st, f->id, tmp, sizeof(tmp)) < 0 ||
+	    store_file_path(st, f->id, final, sizeof(final)) < 0)
+		return store_fail(st, STORE_ERR_INTERNAL, "path too long");
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return store_fail(st, STORE_ERR_INTERNAL, "open(%s) failed: %s", tmp,
+				  strerror(errno));
+	if (flock(fd, LOCK_EX) < 0) {
+		store_fail(st, STORE_ERR_INTERNAL, "flock(%s) failed: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (util_write_all(fd, data, len) < 0) {
+		store_fail(st, STORE_ERR_INTERNAL, "write(%s) failed: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (fdatasync(fd) < 0) {
+		store_fail(st, STORE_ERR_INTERNAL, "fsync(%s) failed: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (store_file_link(st, tmp, final, f->name) < 0)
+		goto fail;
+	f->fd = fd;
+	return 0;
+fail:
+	unlink(tmp);
+	close(fd);
+	return -1;
+}
+
+void
+store_file_done(struct store *st, struct store_file *f)
+{
+	char tmp[STORE_PATH_MAX];
+
+	if (f->fd < 0)
+		return;
+	if (store_file_tmp_path(st, f->id, tmp, sizeof(tmp)) == 0 && unlink(tmp) < 0)
+		log_warn("store: unlink(%s) failed: %s", tmp, strerror(errno));
+	close(f->fd);
+	f->fd = -1;
+}
+
+void
+store_file_abort(struct store *st, struct store_file *f)
+{
+	char path[STORE_PATH_MAX];
+
+	if (f->fd < 0)
+		return;
+	/* The file first: while the marker stays, a sweeper knows to look at it. */
+	if (store_file_path(st, f->id, path, sizeof(path)) == 0)
+		unlink(path);
+	if (store_file_tmp_path(st, f->id, path, sizeof(path)) == 0)
+		unlink(path);
+	close(f->fd);
+	f->fd = -1;
+}
+
+void
+store_file_leave(struct store *st, struct store_file *f)
+{
+	(void)st;
+	if (f->fd < 0)
+		return;
+	close(f->fd);
+	f->fd = -1;
+}
+
+void
+store_file_unlink(struct store *st, const struct store_names *names)
+{
+	char path[STORE_PATH_MAX];
+
+	for (size_t i = 0; i < names->n; i++) {
+		if (store_file_path(st, names->v[i], path, sizeof(path)) < 0)
+			continue;
+		/* A failure only leaves an orphan for store_sweep(). */
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("store: unlink(%s) failed: %s", path, strerror(errno));
+	}
+}
+
+/* 1 if a files row has this id, 0 if none, -1 on error. Autocommit: a fresh snapshot. */
+static int
+store_file_known(struct store *st, int64_t id)
+{
+	sqlite3_stmt *s = store_stmt(st, SQL_FILE_EXISTS);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	rc = store_step(st, s);
+	if (rc == 1)
+		sqlite3_reset(s);
+	return rc;
+}
+
+void
+store_file_sweep_tmp(struct store *st)
+{
+	char path[STORE_PATH_MAX];
+	struct dirent *e;
+	DIR *d;
+
+	if (xsnprintf(path, sizeof(path), "%s/tmp", st->root) < 0 || (d = opendir(path)) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		int64_t id;
+		if (store_file_parse(e->d_name, &id) < 0)
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		/* Locked: its writer is alive and will finish or abort on its own. */
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			close(fd);
+			continue;
+		}
+		int known = store_file_known(st, id);
+		if (known == 0 && store_file_path(st, id, path, sizeof(path)) == 0 &&
+		    unlink(path) == 0)
+			log_info("store: removed uncommitted message file %s", path);
+		if (known >= 0)
+			unlinkat(dirfd(d), e->d_name, 0);
+		close(fd);
+	}
+	closedir(d);
+}
+
+int
+store_file_sweep_all(struct store *st)
+{
+	char path[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
+	int removed = 0;
+
+	for (unsigned i = 0; i < 256; i++) {
+		struct dirent *e;
+		DIR *d;
+
+		xsnprintf(path, sizeof(path), "%s/msg/%02x", st->root, i);
+		if ((d = opendir(path)) == NULL)
+			continue;
+		while ((e = readdir(d)) != NULL) {
+			int64_t id;
+			if (store_file_parse(e->d_name, &id) < 0)
+				continue;
+			/*
+			 * Marker first, row second: a marker gone means its
+			 * writer committed (the row is visible now) or gave up.
+			 */
+			if (store_file_tmp_path(st, id, tmp, sizeof(tmp)) < 0 ||
+			    access(tmp, F_OK) == 0)
+				continue;
+			int known = store_file_known(st, id);
+			if (known < 0) {
+				closedir(d);
+				return -1;
+			}
+			if (known == 0 && unlinkat(dirfd(d), e->d_name, 0) == 0) {
+				log_info("store: removed orphan message file %s/%s", path,
+					 e->d_name);
+				removed++;
+			}
+		}
+		closedir(d);
+	}
+	return removed;
+}

@@ -1,0 +1,1112 @@
+/*
+ * test_store — unit tests of the mailbox store against a real SQLite index
+ * and message files in a temporary data directory.
+ *
+ * SECURITY: tests only; they create and remove files under a mkdtemp(3)
+ * directory and nowhere else.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/util.h"
+#include "store/store.h"
+
+#define ACCOUNT "alice@example.org"
+
+struct fixture {
+	char dir[64];
+	struct store *st;
+};
+
+static const char msg1[] = "From: Bob <bob@example.net>\r\n"
+			   "Subject: hello\r\n"
+			   "\r\n"
+			   "The quick brown fox.\r\n";
+
+static int
+test_rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int
+setup(void **state)
+{
+	struct fixture *fx = xcalloc(1, sizeof(*fx));
+	struct buf err = BUF_INIT(0);
+
+	xsnprintf(fx->dir, sizeof(fx->dir), "/tmp/surat-store-XXXXXX");
+	if (mkdtemp(fx->dir) == NULL)
+		return -1;
+	fx->st = store_open(fx->dir, ACCOUNT, &err);
+	if (fx->st == NULL) {
+		fprintf(stderr, "store_open: %s\n", buf_str(&err));
+		buf_free(&err);
+		return -1;
+	}
+	buf_free(&err);
+	*state = fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *fx = *state;
+
+	store_set_notify(NULL, NULL);
+	store_close(&fx->st);
+	nftw(fx->dir, test_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(fx);
+	return 0;
+}
+
+static uint32_t
+deliver(struct store *st, const char *mbox, const char *text, const char *fts)
+{
+	struct store_meta m = {0};
+	uint32_t uid = 0;
+
+	m.envelope = "(NIL \"hello\" NIL NIL NIL NIL NIL NIL NIL NIL)";
+	m.bodystructure = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 22 1 NIL NIL NIL NIL)";
+	m.body = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 22 1)";
+	m.hdr_subject = "hello";
+	m.hdr_from = "bob@example.net";
+	m.fts_headers = "Bob hello";
+	m.fts_body = fts;
+	int r = store_deliver(st, mbox, text, strlen(text), &m, NULL, &uid);
+	if (r != 1)
+		fprintf(stderr, "deliver: %s\n", store_errstr(st));
+	assert_int_equal(r, 1);
+	return uid;
+}
+
+/* Read a whole fd into a malloc'd string. */
+static char *
+read_fd(int fd, size_t *len_r)
+{
+	struct buf b = BUF_INIT(0);
+	char tmp[4096];
+	ssize_t n;
+
+	while ((n = read(fd, tmp, sizeof(tmp))) > 0)
+		buf_append(&b, tmp, (size_t)n);
+	close(fd);
+	*len_r = b.len;
+	return b.data ? buf_steal(&b) : xstrdup("");
+}
+
+static const struct store_mbox_info *
+find_mbox(const struct store_mbox_info *l, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i].name, name) == 0)
+			return &l[i];
+	return NULL;
+}
+
+/* Number of regular files below dir (recursively). */
+static int count_files_n;
+static int
+count_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)sb;
+	(void)ftw;
+	if (flag == FTW_F)
+		count_files_n++;
+	return 0;
+}
+
+static int
+count_files(const char *dir, const char *sub)
+{
+	char path[512];
+
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/%s", dir, sub);
+	count_files_n = 0;
+	nftw(path, count_cb, 16, FTW_PHYS);
+	return count_files_n;
+}
+
+static void
+test_default_mailboxes(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_info *l;
+	size_t n;
+	struct store_status a, b;
+
+	assert_int_equal(store_mailbox_list(fx->st, &l, &n), 0);
+	assert_int_equal(n, 6);
+	const struct {
+		const char *name;
+		unsigned use;
+	} want[] = {{"INBOX", 0},
+		    {"Sent", STORE_USE_SENT},
+		    {"Drafts", STORE_USE_DRAFTS},
+		    {"Trash", STORE_USE_TRASH},
+		    {"Junk", STORE_USE_JUNK},
+		    {"Archive", STORE_USE_ARCHIVE}};
+	for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+		const struct store_mbox_info *e = find_mbox(l, n, want[i].name);
+		assert_non_null(e);
+		assert_int_equal(e->special_use, want[i].use);
+		assert_int_equal(e->attrs, STORE_MBOX_SUBSCRIBED);
+	}
+	store_mailbox_list_free(&l, n);
+	assert_null(l);
+
+	/* UIDVALIDITY is unique per mailbox. */
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &a), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "Sent", &b), 0);
+	assert_int_not_equal(a.uidvalidity, b.uidvalidity);
+	assert_int_equal(a.uidnext, 1);
+	assert_int_equal(a.messages, 0);
+
+	/* Reopening is idempotent; "inbox" is INBOX; the account is lowercased. */
+	struct store *st2 = store_open(fx->dir, "Alice@Example.ORG", NULL);
+	assert_non_null(st2);
+	assert_string_equal(store_account(st2), ACCOUNT);
+	assert_int_equal(store_mailbox_status(st2, "inbox", &b), 0);
+	assert_int_equal(a.uidvalidity, b.uidvalidity);
+	assert_int_equal(store_mailbox_list(st2, &l, &n), 0);
+	assert_int_equal(n, 6);
+	store_mailbox_list_free(&l, n);
+	store_close(&st2);
+	assert_null(st2);
+}
+
+static void
+test_bad_names(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+	const char *bad_accounts[] = {"../x@example.org",
+				      "a/b@example.org",
+				      "a@..",
+				      "a@example/org",
+				      "noat",
+				      "@example.org",
+				      "a@",
+				      ".@example.org",
+				      "a@.",
+				      "a\x01@example.org",
+				      "a@ex\x7f.org",
+				      "a@\xff.org"};
+
+	for (size_t i = 0; i < ARRAY_LEN(bad_accounts); i++) {
+		buf_reset(&err);
+		assert_null(store_open(fx->dir, bad_accounts[i], &err));
+		assert_true(err.len > 0);
+	}
+	buf_free(&err);
+
+	const char *bad_mbox[] = {"",	"/a",  "a/",	   "a//b",	  "a\tb",
+				  "a*", "a%b", "\xc0\xaf", "\xed\xa0\x80"};
+	for (size_t i = 0; i < ARRAY_LEN(bad_mbox); i++) {
+		assert_int_equal(store_mailbox_create(fx->st, bad_mbox[i], 0), -1);
+		assert_int_equal(store_errcode(fx->st), STORE_ERR_INVALID);
+	}
+	/* UTF-8 names are fine. */
+	assert_int_equal(store_mailbox_create(fx->st, "Entwürfe/日本", 0), 0);
+	assert_int_equal(store_mailbox_create(fx->st, "Entwürfe", 0), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_EXISTS);
+	assert_int_equal(store_mailbox_create(fx->st, "inbox", 0), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_EXISTS);
+	assert_int_equal(store_mailbox_create(fx->st, "x", 0x1000), -1);
+}
+
+static void
+test_deliver_read(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_msg_meta meta;
+	uint64_t size;
+	size_t len;
+	int fd;
+
+	uint32_t uid = deliver(fx->st, NULL, msg1, "The quick brown fox.");
+	assert_int_equal(uid, 1);
+	assert_int_equal(store_msg_open(fx->st, "INBOX", 0, uid, &fd, &size), 1);
+	assert_int_equal(size, strlen(msg1));
+	char *got = read_fd(fd, &len);
+	assert_int_equal(len, strlen(msg1));
+	assert_memory_equal(got, msg1, len);
+	free(got);
+
+	assert_int_equal(store_msg_meta(fx->st, "INBOX", 0, uid, &meta), 1);
+	assert_int_equal(meta.size, strlen(msg1));
+	assert_string_equal(meta.envelope, "(NIL \"hello\" NIL NIL NIL NIL NIL NIL NIL NIL)");
+	assert_non_null(meta.bodystructure);
+	assert_non_null(meta.body);
+	store_msg_meta_free(&meta);
+	assert_int_equal(store_msg_meta(fx->st, "INBOX", 0, 99, &meta), 0);
+	assert_int_equal(store_msg_open(fx->st, "INBOX", 0, 99, &fd, NULL), 0);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMSG);
+
+	/* Bare LF becomes CRLF; the size is that of the stored file. */
+	uint32_t uid2 = deliver(fx->st, "INBOX", "Subject: x\n\nline\r\nend\n", NULL);
+	assert_int_equal(uid2, 2);
+	assert_int_equal(store_msg_open(fx->st, "INBOX", 0, uid2, &fd, &size), 1);
+	got = read_fd(fd, &len);
+	assert_string_equal(got, "Subject: x\r\n\r\nline\r\nend\r\n");
+	assert_int_equal(size, len);
+	free(got);
+
+	/* Snapshot. */
+	struct store_mbox_view *v;
+	assert_int_equal(store_mailbox_load(fx->st, "INBOX", &v), 0);
+	assert_int_equal(v->count, 2);
+	assert_int_equal(v->uidnext, 3);
+	assert_int_equal(v->msgs[0].uid, 1);
+	assert_int_equal(v->msgs[1].uid, 2);
+	assert_true(v->msgs[1].modseq > v->msgs[0].modseq);
+	assert_int_equal(v->highestmodseq, v->msgs[1].modseq);
+	assert_int_equal(v->msgs[0].size, strlen(msg1));
+	assert_true(v->msgs[0].internal_date > 1600000000);
+	store_mbox_view_free(&v);
+	assert_null(v);
+
+	/* Append with flags, keywords, date; APPENDUID data. */
+	const char *kw[] = {"$Forwarded", "Work"};
+	struct store_meta m = {.internal_date = 1000000000,
+			       .internal_tz = 120,
+			       .flags = STORE_F_SEEN | STORE_F_DRAFT,
+			       .keywords = kw,
+			       .nkeywords = 2};
+	uint32_t auid, avalid;
+	struct store_status stt;
+	assert_int_equal(store_append(fx->st, "Drafts", msg1, strlen(msg1), &m, &auid, &avalid), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "Drafts", &stt), 0);
+	assert_int_equal(auid, 1);
+	assert_int_equal(avalid, stt.uidvalidity);
+	assert_int_equal(stt.unseen, 0);
+	assert_int_equal(stt.messages, 1);
+	assert_int_equal(store_mailbox_load(fx->st, "Drafts", &v), 0);
+	assert_int_equal(v->msgs[0].flags, STORE_F_SEEN | STORE_F_DRAFT);
+	assert_string_equal(v->msgs[0].keywords, "$Forwarded Work");
+	assert_int_equal(v->msgs[0].internal_date, 1000000000);
+	assert_int_equal(v->msgs[0].internal_tz, 120);
+	store_mbox_view_free(&v);
+
+	/* Errors: missing mailbox, bad keyword. */
+	assert_int_equal(store_append(fx->st, "Nope", msg1, strlen(msg1), NULL, NULL, NULL), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+	const char *badkw[] = {"a b"};
+	m.keywords = badkw;
+	m.nkeywords = 1;
+	assert_int_equal(store_append(fx->st, "Drafts", msg1, strlen(msg1), &m, NULL, NULL), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_INVALID);
+	/* No leftovers from the failures. */
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+	assert_int_equal(count_files(fx->dir, "msg"), 3);
+}
+
+static void
+test_dedup(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t uid = 0;
+	struct store_status s;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "q1:rcpt0", &uid),
+			 1);
+	assert_int_equal(uid, 1);
+	uid = 0;
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "q1:rcpt0", &uid),
+			 0);
+	assert_int_equal(uid, 0);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "q1:rcpt1", &uid),
+			 1);
+	assert_int_equal(uid, 2);
+
+	/* The key survives a reopen, and counts for any mailbox. */
+	store_close(&fx->st);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(store_deliver(fx->st, "Junk", msg1, strlen(msg1), NULL, "q1:rcpt0", NULL),
+			 0);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.messages, 2);
+	assert_int_equal(store_mailbox_status(fx->st, "Junk", &s), 0);
+	assert_int_equal(s.messages, 0);
+	assert_int_equal(count_files(fx->dir, "msg"), 2);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "", NULL), -1);
+}
+
+static void
+test_uid_monotonic(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_range all = {1, UINT32_MAX};
+	struct store_flag_change del = {.op = STORE_FLAGS_ADD, .flags = STORE_F_DELETED};
+	struct store_flag_result fr;
+	uint32_t *uids;
+	size_t n;
+
+	for (int i = 0; i < 3; i++)
+		deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &all, 1, &del, &fr), 0);
+	assert_int_equal(fr.nchanged, 3);
+	store_flag_result_free(&fr);
+	assert_int_equal(store_expunge(fx->st, "INBOX", 0, NULL, 0, 0, &uids, &n, NULL), 0);
+	assert_int_equal(n, 3);
+	free(uids);
+	assert_int_equal(deliver(fx->st, NULL, msg1, NULL), 4);
+
+	/* Also across a reopen. */
+	store_close(&fx->st);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_int_equal(deliver(fx->st, NULL, msg1, NULL), 5);
+}
+
+static void
+test_flags_modseq(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_range r12 = {1, 2}, r1 = {1, 1}, r3 = {3, 3};
+	struct store_flag_result fr;
+	struct store_status s;
+	uint64_t m0, m1;
+
+	for (int i = 0; i < 3; i++)
+		deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_mailbox_modseq(fx->st, "INBOX", NULL, &m0), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.unseen, 3);
+
+	struct store_flag_change seen = {.op = STORE_FLAGS_ADD, .flags = STORE_F_SEEN};
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r12, 1, &seen, &fr), 0);
+	assert_int_equal(fr.nchanged, 2);
+	assert_int_equal(fr.modseq, m0 + 1);
+	assert_int_equal(fr.changed[0].uid, 1);
+	assert_int_equal(fr.changed[0].modseq, m0 + 1);
+	assert_int_equal(fr.changed[1].flags, STORE_F_SEEN);
+	store_flag_result_free(&fr);
+	assert_int_equal(store_mailbox_modseq(fx->st, "INBOX", NULL, &m1), 0);
+	assert_int_equal(m1, m0 + 1);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.unseen, 1);
+
+	/* A no-op changes nothing, modseq included. */
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r12, 1, &seen, &fr), 0);
+	assert_int_equal(fr.nchanged, 0);
+	assert_int_equal(fr.modseq, 0);
+	store_flag_result_free(&fr);
+	assert_int_equal(store_mailbox_modseq(fx->st, "INBOX", NULL, &m1), 0);
+	assert_int_equal(m1, m0 + 1);
+
+	/* UNCHANGEDSINCE: UID 1 (modseq m0+1) fails at m0, UID 3 passes. */
+	const char *kw[] = {"$Label1"};
+	struct store_flag_change c = {.op = STORE_FLAGS_ADD,
+				      .flags = STORE_F_FLAGGED,
+				      .keywords = kw,
+				      .nkeywords = 1,
+				      .unchangedsince_set = 1,
+				      .unchangedsince = m0};
+	struct store_range set[] = {{3, 3}, {1, 1}};
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, set, 2, &c, &fr), 0);
+	assert_int_equal(fr.nfailed, 1);
+	assert_int_equal(fr.failed[0], 1);
+	assert_int_equal(fr.nchanged, 1);
+	assert_int_equal(fr.changed[0].uid, 3);
+	assert_int_equal(fr.changed[0].flags, STORE_F_FLAGGED);
+	assert_string_equal(fr.changed[0].keywords, "$Label1");
+	assert_int_equal(fr.changed[0].modseq, m0 + 2);
+	store_flag_result_free(&fr);
+
+	/* UNCHANGEDSINCE 0 always fails. */
+	c.unchangedsince = 0;
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r3, 1, &c, &fr), 0);
+	assert_int_equal(fr.nfailed, 1);
+	assert_int_equal(fr.nchanged, 0);
+	store_flag_result_free(&fr);
+
+	/* Keywords are case-insensitive; remove and set. */
+	const char *kw2[] = {"$LABEL1", "Other"};
+	struct store_flag_change add = {.op = STORE_FLAGS_ADD, .keywords = kw2, .nkeywords = 2};
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r3, 1, &add, &fr), 0);
+	assert_string_equal(fr.changed[0].keywords, "$Label1 Other");
+	store_flag_result_free(&fr);
+	struct store_flag_change rm = {.op = STORE_FLAGS_REMOVE, .keywords = kw, .nkeywords = 1};
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r3, 1, &rm, &fr), 0);
+	assert_string_equal(fr.changed[0].keywords, "Other");
+	store_flag_result_free(&fr);
+	struct store_flag_change set_ = {.op = STORE_FLAGS_SET, .flags = STORE_F_DELETED};
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r3, 1, &set_, &fr), 0);
+	assert_int_equal(fr.changed[0].flags, STORE_F_DELETED);
+	assert_null(fr.changed[0].keywords);
+	store_flag_result_free(&fr);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.deleted, 1);
+	assert_int_equal(s.unseen, 1);
+
+	/* A stale UIDVALIDITY is refused. */
+	assert_int_equal(store_flags(fx->st, "INBOX", s.uidvalidity + 1, &r1, 1, &seen, &fr), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_CHANGED);
+	/* A bad keyword too. */
+	const char *bad[] = {"\\Seen"};
+	struct store_flag_change b = {.op = STORE_FLAGS_ADD, .keywords = bad, .nkeywords = 1};
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r1, 1, &b, &fr), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_INVALID);
+}
+
+static void
+test_expunge_changes(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_range r = {2, 4};
+	struct store_flag_change del = {.op = STORE_FLAGS_ADD, .flags = STORE_F_DELETED};
+	struct store_flag_result fr;
+	struct store_changes ch;
+	uint32_t *uids;
+	size_t n;
+	uint64_t m0, mx;
+
+	for (int i = 0; i < 5; i++)
+		deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_mailbox_modseq(fx->st, "INBOX", NULL, &m0), 0);
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &r, 1, &del, &fr), 0);
+	store_flag_result_free(&fr);
+
+	/* UID EXPUNGE 3:4 takes only those; \Deleted UID 2 stays. */
+	struct store_range r34 = {3, 4};
+	assert_int_equal(store_expunge(fx->st, "INBOX", 0, &r34, 1, 0, &uids, &n, &mx), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(uids[0], 3);
+	assert_int_equal(uids[1], 4);
+	assert_int_equal(mx, m0 + 2);
+	free(uids);
+
+	/* Nothing to expunge: no new modseq. */
+	struct store_range r5 = {5, 5};
+	assert_int_equal(store_expunge(fx->st, "INBOX", 0, &r5, 1, 0, &uids, &n, &mx), 0);
+	assert_int_equal(n, 0);
+	assert_null(uids);
+	assert_int_equal(mx, m0 + 2);
+
+	assert_int_equal(store_changes_since(fx->st, "INBOX", 0, m0, &ch), 0);
+	assert_int_equal(ch.nmsgs, 1); /* UID 2, flagged \Deleted */
+	assert_int_equal(ch.msgs[0].uid, 2);
+	assert_int_equal(ch.msgs[0].flags, STORE_F_DELETED);
+	assert_int_equal(ch.nexpunged, 2);
+	assert_int_equal(ch.expunged[0], 3);
+	assert_int_equal(ch.expunged[1], 4);
+	assert_int_equal(ch.highestmodseq, m0 + 2);
+	assert_int_equal(ch.uidnext, 6);
+	store_changes_free(&ch);
+
+	/* Since the latest modseq: nothing. */
+	assert_int_equal(store_changes_since(fx->st, "INBOX", 0, m0 + 2, &ch), 0);
+	assert_int_equal(ch.nmsgs, 0);
+	assert_int_equal(ch.nexpunged, 0);
+	store_changes_free(&ch);
+
+	/* Expunge all remaining \Deleted; a new message shows as changed. */
+	assert_int_equal(store_expunge(fx->st, "INBOX", 0, NULL, 0, 0, &uids, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(uids[0], 2);
+	free(uids);
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_changes_since(fx->st, "INBOX", 0, m0 + 2, &ch), 0);
+	assert_int_equal(ch.nexpunged, 1);
+	assert_int_equal(ch.expunged[0], 2);
+	assert_int_equal(ch.nmsgs, 1);
+	assert_int_equal(ch.msgs[0].uid, 6);
+	store_changes_free(&ch);
+
+	/* The files of expunged messages are gone. */
+	assert_int_equal(count_files(fx->dir, "msg"), 3);
+
+	/* POP3 QUIT: expunge the given UIDs whatever their flags. */
+	struct store_range pop[] = {{1, 1}, {6, 6}};
+	assert_int_equal(
+	    store_expunge(fx->st, "INBOX", 0, pop, 2, STORE_EXPUNGE_FORCE, &uids, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	free(uids);
+	struct store_status s;
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.messages, 1);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);
+
+	char uidl[STORE_UIDL_MAX];
+	store_uidl(uidl, sizeof(uidl), 0x12345678, 0xffffffff);
+	assert_string_equal(uidl, "12345678.ffffffff");
+}
+
+static void
+test_copy_move(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_copy_result cr;
+	struct store_range all = {1, UINT32_MAX};
+	struct store_status s, a;
+	uint32_t *uids;
+	size_t n;
+	int fd;
+
+	for (int i = 0; i < 3; i++)
+		deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, "Archive", msg1, NULL);
+
+	/* COPY 1:2 to Archive: new UIDs 2, 3; files shared. */
+	struct store_range r12 = {1, 2};
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &r12, 1, "Archive", 0, &cr), 2);
+	assert_int_equal(store_mailbox_status(fx->st, "Archive", &a), 0);
+	assert_int_equal(cr.uidvalidity, a.uidvalidity);
+	assert_int_equal(cr.src_uids[0], 1);
+	assert_int_equal(cr.src_uids[1], 2);
+	assert_int_equal(cr.dst_uids[0], 2);
+	assert_int_equal(cr.dst_uids[1], 3);
+	store_copy_result_free(&cr);
+	assert_int_equal(count_files(fx->dir, "msg"), 4);
+
+	/* MOVE 2:3 to Trash: source expunged in the same step. */
+	uint64_t m0;
+	assert_int_equal(store_mailbox_modseq(fx->st, "INBOX", NULL, &m0), 0);
+	struct store_range r23 = {2, 3};
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &r23, 1, "Trash", 1, &cr), 2);
+	assert_int_equal(cr.dst_uids[0], 1);
+	assert_int_equal(cr.dst_uids[1], 2);
+	store_copy_result_free(&cr);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.messages, 1);
+	struct store_changes ch;
+	assert_int_equal(store_changes_since(fx->st, "INBOX", 0, m0, &ch), 0);
+	assert_int_equal(ch.nexpunged, 2);
+	store_changes_free(&ch);
+
+	/* Expunging the INBOX original keeps the Archive copy readable. */
+	struct store_flag_change del = {.op = STORE_FLAGS_ADD, .flags = STORE_F_DELETED};
+	struct store_flag_result fr;
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &all, 1, &del, &fr), 0);
+	store_flag_result_free(&fr);
+	assert_int_equal(store_expunge(fx->st, "INBOX", 0, NULL, 0, 0, &uids, &n, NULL), 0);
+	free(uids);
+	assert_int_equal(store_msg_open(fx->st, "Archive", 0, 2, &fd, NULL), 1);
+	close(fd);
+	assert_int_equal(count_files(fx->dir, "msg"), 4);
+
+	/* Drop everything: the files go with the last reference. */
+	assert_int_equal(
+	    store_expunge(fx->st, "Archive", 0, NULL, 0, STORE_EXPUNGE_FORCE, &uids, &n, NULL), 0);
+	assert_int_equal(n, 3);
+	free(uids);
+	assert_int_equal(count_files(fx->dir, "msg"), 2); /* the two in Trash */
+	assert_int_equal(
+	    store_expunge(fx->st, "Trash", 0, NULL, 0, STORE_EXPUNGE_FORCE, &uids, &n, NULL), 0);
+	free(uids);
+	assert_int_equal(count_files(fx->dir, "msg"), 0);
+
+	/* COPY to a missing mailbox: TRYCREATE. Nothing matching: 0. */
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &all, 1, "Missing", 0, &cr), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+	struct store_range none = {100, 200};
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &none, 1, "Trash", 0, &cr), 0);
+	store_copy_result_free(&cr);
+	/* MOVE within the same mailbox renumbers. */
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &all, 1, "INBOX", 1, &cr), 1);
+	assert_int_equal(cr.src_uids[0], 4);
+	assert_int_equal(cr.dst_uids[0], 5);
+	store_copy_result_free(&cr);
+	struct store_mbox_view *v;
+	assert_int_equal(store_mailbox_load(fx->st, "INBOX", &v), 0);
+	assert_int_equal(v->count, 1);
+	assert_int_equal(v->msgs[0].uid, 5);
+	store_mbox_view_free(&v);
+}
+
+static void
+test_rename(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_info *l;
+	struct store_status s, before;
+	size_t n;
+
+	assert_int_equal(store_mailbox_create(fx->st, "a/b/c", 0), 0);
+	assert_int_equal(store_mailbox_subscribe(fx->st, "a/b", 1), 0);
+	deliver(fx->st, "a/b", msg1, NULL);
+	assert_int_equal(store_mailbox_status(fx->st, "a/b", &before), 0);
+
+	assert_int_equal(store_mailbox_rename(fx->st, "a", "x/y"), 0);
+	assert_int_equal(store_mailbox_list(fx->st, &l, &n), 0);
+	assert_null(find_mbox(l, n, "a"));
+	assert_null(find_mbox(l, n, "a/b"));
+	assert_non_null(find_mbox(l, n, "x"));
+	assert_non_null(find_mbox(l, n, "x/y"));
+	assert_non_null(find_mbox(l, n, "x/y/b/c"));
+	assert_int_equal(find_mbox(l, n, "x/y/b")->attrs,
+			 STORE_MBOX_SUBSCRIBED | STORE_MBOX_HASCHILDREN);
+	assert_int_equal(find_mbox(l, n, "x/y/b/c")->attrs, 0);
+	store_mailbox_list_free(&l, n);
+	assert_int_equal(store_mailbox_status(fx->st, "x/y/b", &s), 0);
+	assert_int_equal(s.messages, 1);
+	assert_true(s.uidvalidity > before.uidvalidity);
+	assert_int_equal(s.uidnext, before.uidnext);
+
+	/* Errors. */
+	assert_int_equal(store_mailbox_rename(fx->st, "nope", "z"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+	assert_int_equal(store_mailbox_rename(fx->st, "x", "Sent"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_EXISTS);
+	assert_int_equal(store_mailbox_rename(fx->st, "x", "x/z"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_CANNOT);
+
+	/* INBOX: the messages move, INBOX is left empty with a new UIDVALIDITY. */
+	assert_int_equal(store_mailbox_create(fx->st, "INBOX/sub", 0), 0);
+	deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &before), 0);
+	assert_int_equal(store_mailbox_rename(fx->st, "inbox", "Old/Inbox"), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "Old/Inbox", &s), 0);
+	assert_int_equal(s.messages, 2);
+	assert_true(s.uidvalidity > before.uidvalidity);
+	assert_int_equal(s.uidnext, 3);
+	uint32_t moved = s.uidvalidity;
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.messages, 0);
+	assert_int_equal(s.uidnext, 1);
+	assert_true(s.uidvalidity > before.uidvalidity);
+	assert_int_not_equal(s.uidvalidity, moved);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX/sub", &s), 0);
+	/* A session holding the old UIDVALIDITY learns INBOX was replaced. */
+	struct store_changes ch;
+	assert_int_equal(store_changes_since(fx->st, "INBOX", before.uidvalidity, 1, &ch), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_CHANGED);
+	/* Delivery goes to the new INBOX. */
+	assert_int_equal(deliver(fx->st, NULL, msg1, NULL), 1);
+	int fd;
+	assert_int_equal(store_msg_open(fx->st, "Old/Inbox", 0, 2, &fd, NULL), 1);
+	close(fd);
+}
+
+static void
+test_delete(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_info *l;
+	struct store_status s;
+	size_t n;
+
+	assert_int_equal(store_mailbox_create(fx->st, "foo/bar", 0), 0);
+	deliver(fx->st, "foo", msg1, NULL);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);
+
+	/* With an inferior: messages go, the name stays as \Noselect. */
+	assert_int_equal(store_mailbox_delete(fx->st, "foo"), 0);
+	assert_int_equal(count_files(fx->dir, "msg"), 0);
+	assert_int_equal(store_mailbox_list(fx->st, &l, &n), 0);
+	assert_int_equal(find_mbox(l, n, "foo")->attrs,
+			 STORE_MBOX_NOSELECT | STORE_MBOX_HASCHILDREN);
+	store_mailbox_list_free(&l, n);
+	assert_int_equal(store_mailbox_status(fx->st, "foo", &s), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOSELECT);
+	assert_int_equal(store_append(fx->st, "foo", msg1, strlen(msg1), NULL, NULL, NULL), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOSELECT);
+	struct usage {
+		uint64_t bytes, msgs;
+	} u;
+	assert_int_equal(store_usage(fx->st, &u.bytes, &u.msgs), 0);
+	assert_int_equal(u.msgs, 0);
+
+	/* Deleting it again: it has inferiors. */
+	assert_int_equal(store_mailbox_delete(fx->st, "foo"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_HASCHILDREN);
+	/* Leaf first, then the \Noselect parent goes. */
+	assert_int_equal(store_mailbox_delete(fx->st, "foo/bar"), 0);
+	assert_int_equal(store_mailbox_delete(fx->st, "foo"), 0);
+	assert_int_equal(store_mailbox_delete(fx->st, "foo"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+	assert_int_equal(store_mailbox_delete(fx->st, "INBOX"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_CANNOT);
+
+	/* Re-creating a \Noselect name revives it under a new UIDVALIDITY. */
+	assert_int_equal(store_mailbox_create(fx->st, "p/q", 0), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "p", &s), 0);
+	uint32_t old = s.uidvalidity;
+	assert_int_equal(store_mailbox_delete(fx->st, "p"), 0);
+	assert_int_equal(store_mailbox_create(fx->st, "p", STORE_USE_FLAGGED), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "p", &s), 0);
+	assert_true(s.uidvalidity > old);
+	assert_int_equal(s.special_use, STORE_USE_FLAGGED);
+
+	/* A deleted mailbox stays subscribed and lists as \NonExistent. */
+	assert_int_equal(store_mailbox_delete(fx->st, "Junk"), 0);
+	assert_int_equal(store_mailbox_list(fx->st, &l, &n), 0);
+	assert_int_equal(find_mbox(l, n, "Junk")->attrs,
+			 STORE_MBOX_NONEXISTENT | STORE_MBOX_NOSELECT | STORE_MBOX_SUBSCRIBED);
+	store_mailbox_list_free(&l, n);
+	assert_int_equal(store_mailbox_subscribe(fx->st, "Junk", 0), 0);
+	assert_int_equal(store_mailbox_list(fx->st, &l, &n), 0);
+	assert_null(find_mbox(l, n, "Junk"));
+	store_mailbox_list_free(&l, n);
+}
+
+static void
+test_fts(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t *uids;
+	size_t n;
+
+	deliver(fx->st, NULL, msg1, "The quick brown fox jumps over the lazy dog");
+	deliver(fx->st, NULL, msg1, "Il a dit \"bonjour\" à l'hôtel; price: 5* AND more");
+	deliver(fx->st, NULL, msg1, NULL);
+
+	const char *t1[] = {"QUICK"};
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_BODY, t1, 1, &uids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(uids[0], 1);
+	free(uids);
+
+	/* Prefix, phrase, diacritics, AND of terms. */
+	const char *t2[] = {"jum", "lazy dog"};
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_BODY, t2, 2, &uids, &n), 0);
+	assert_int_equal(n, 1);
+	free(uids);
+	const char *t3[] = {"hotel"};
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_BODY, t3, 1, &uids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(uids[0], 2);
+	free(uids);
+
+	/* FTS5 syntax in terms is only text: no errors, no injection. */
+	const char *evil[] = {"\"bonjour\"",	"AND", "NOT",  "NEAR(a b)",   "body:fox", "*", "\"",
+			      "fox\" OR \"dog", "(",   "^fox", "{hdr}:hello", "-fox",	  "+"};
+	for (size_t i = 0; i < ARRAY_LEN(evil); i++) {
+		const char *t[] = {evil[i]};
+		int r = store_fts_search(fx->st, "INBOX", 0, STORE_FTS_TEXT, t, 1, &uids, &n);
+		if (r != 0)
+			fprintf(stderr, "term %s: %s\n", evil[i], store_errstr(fx->st));
+		assert_int_equal(r, 0);
+		if (strcmp(evil[i], "\"bonjour\"") == 0) {
+			assert_int_equal(n, 1);
+			assert_int_equal(uids[0], 2);
+		}
+		if (strcmp(evil[i], "fox\" OR \"dog") == 0)
+			assert_int_equal(n, 0); /* a phrase "fox OR dog", not an OR */
+		free(uids);
+	}
+
+	/* BODY does not see headers; TEXT does. */
+	const char *th[] = {"hello"};
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_BODY, th, 1, &uids, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_TEXT, th, 1, &uids, &n), 0);
+	assert_int_equal(n, 3);
+	free(uids);
+
+	/* No term: everything. Other mailboxes are not searched. */
+	const char *te[] = {""};
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_TEXT, te, 1, &uids, &n), 0);
+	assert_int_equal(n, 3);
+	free(uids);
+	assert_int_equal(store_fts_search(fx->st, "Sent", 0, STORE_FTS_TEXT, t1, 1, &uids, &n), 0);
+	assert_int_equal(n, 0);
+
+	/* Copies are found in their mailbox; expunged text is gone. */
+	struct store_range r1 = {1, 1};
+	struct store_copy_result cr;
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &r1, 1, "Sent", 1, &cr), 1);
+	store_copy_result_free(&cr);
+	assert_int_equal(store_fts_search(fx->st, "Sent", 0, STORE_FTS_TEXT, t1, 1, &uids, &n), 0);
+	assert_int_equal(n, 1);
+	free(uids);
+	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_TEXT, t1, 1, &uids, &n), 0);
+	assert_int_equal(n, 0);
+
+	/* SORT keys and FETCH meta in one pass. */
+	struct store_sort_rec *sr;
+	assert_int_equal(store_sort_fields(fx->st, "INBOX", 0, &sr, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(sr[0].uid, 2);
+	assert_string_equal(sr[0].subject, "hello");
+	assert_string_equal(sr[0].to, "");
+	assert_int_equal(sr[0].date, 0);
+	store_sort_free(&sr, n);
+	struct store_msg_meta *mm;
+	struct store_range set[] = {{3, 3}, {1, 2}, {2, 3}};
+	assert_int_equal(store_fetch_meta(fx->st, "INBOX", 0, set, 3, &mm, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(mm[0].uid, 2);
+	assert_int_equal(mm[1].uid, 3);
+	assert_non_null(mm[1].bodystructure);
+	store_msg_meta_array_free(&mm, n);
+}
+
+static void
+test_usage(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t bytes, msgs;
+	struct store_range all = {1, UINT32_MAX};
+	struct store_copy_result cr;
+	uint32_t *uids;
+	size_t n;
+
+	assert_int_equal(store_usage(fx->st, &bytes, &msgs), 0);
+	assert_int_equal(bytes, 0);
+	assert_int_equal(msgs, 0);
+	deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, "Sent", msg1, NULL);
+	assert_int_equal(store_usage(fx->st, &bytes, &msgs), 0);
+	assert_int_equal(bytes, 2 * strlen(msg1));
+	assert_int_equal(msgs, 2);
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &all, 1, "Archive", 0, &cr), 1);
+	store_copy_result_free(&cr);
+	assert_int_equal(store_usage(fx->st, &bytes, &msgs), 0);
+	assert_int_equal(msgs, 3);
+	assert_int_equal(bytes, 3 * strlen(msg1));
+	assert_int_equal(
+	    store_expunge(fx->st, "INBOX", 0, NULL, 0, STORE_EXPUNGE_FORCE, &uids, &n, NULL), 0);
+	free(uids);
+	assert_int_equal(store_mailbox_delete(fx->st, "Sent"), 0);
+	assert_int_equal(store_usage(fx->st, &bytes, &msgs), 0);
+	assert_int_equal(msgs, 1);
+	assert_int_equal(bytes, strlen(msg1));
+	struct store_status s;
+	assert_int_equal(store_mailbox_status(fx->st, "Archive", &s), 0);
+	assert_int_equal(s.size, strlen(msg1));
+}
+
+struct notify_log {
+	int calls;
+	char last[64];
+};
+
+static void
+notify_cb(const char *account, const char *mailbox, void *arg)
+{
+	struct notify_log *nl = arg;
+
+	assert_string_equal(account, ACCOUNT);
+	nl->calls++;
+	xsnprintf(nl->last, sizeof(nl->last), "%s", mailbox);
+}
+
+static void
+test_notify(void **state)
+{
+	struct fixture *fx = *state;
+	struct notify_log nl = {0};
+	struct store_range all = {1, UINT32_MAX};
+	struct store_flag_change seen = {.op = STORE_FLAGS_ADD, .flags = STORE_F_SEEN};
+	struct store_flag_result fr;
+
+	store_set_notify(notify_cb, &nl);
+	deliver(fx->st, "inbox", msg1, NULL);
+	assert_int_equal(nl.calls, 1);
+	assert_string_equal(nl.last, "INBOX");
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &all, 1, &seen, &fr), 0);
+	store_flag_result_free(&fr);
+	assert_int_equal(nl.calls, 2);
+	/* No change, no wake-up. */
+	assert_int_equal(store_flags(fx->st, "INBOX", 0, &all, 1, &seen, &fr), 0);
+	store_flag_result_free(&fr);
+	assert_int_equal(nl.calls, 2);
+	assert_int_equal(store_mailbox_create(fx->st, "New", 0), 0);
+	assert_int_equal(nl.calls, 3);
+	assert_string_equal(nl.last, "New");
+}
+
+struct worker {
+	const char *dir;
+	int id;
+	int ok;
+};
+
+#define WORKER_MSGS 40
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct store *st = store_open(w->dir, ACCOUNT, NULL);
+	char key[32];
+
+	if (st == NULL)
+		return NULL;
+	for (int i = 0; i < WORKER_MSGS; i++) {
+		uint32_t uid;
+		xsnprintf(key, sizeof(key), "w%d-%d", w->id, i);
+		if (store_deliver(st, NULL, msg1, strlen(msg1), NULL, key, &uid) != 1)
+			goto out;
+		struct store_range r = {uid, uid};
+		struct store_flag_change c = {.op = STORE_FLAGS_ADD, .flags = STORE_F_SEEN};
+		struct store_flag_result fr;
+		if (store_flags(st, "INBOX", 0, &r, 1, &c, &fr) < 0)
+			goto out;
+		store_flag_result_free(&fr);
+		/* Both threads also re-deliver a shared key: only one may win. */
+		xsnprintf(key, sizeof(key), "shared-%d", i);
+		if (store_deliver(st, "Archive", msg1, strlen(msg1), NULL, key, NULL) < 0)
+			goto out;
+	}
+	w->ok = 1;
+out:
+	if (!w->ok)
+		fprintf(stderr, "worker %d: %s\n", w->id, store_errstr(st));
+	store_close(&st);
+	return NULL;
+}
+
+static void
+test_concurrent(void **state)
+{
+	struct fixture *fx = *state;
+	struct worker w[2] = {{fx->dir, 0, 0}, {fx->dir, 1, 0}};
+	pthread_t t[2];
+	struct store_mbox_view *v;
+	struct store_status s;
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	assert_true(w[0].ok && w[1].ok);
+	assert_int_equal(store_mailbox_load(fx->st, "INBOX", &v), 0);
+	assert_int_equal(v->count, 2 * WORKER_MSGS);
+	for (size_t i = 0; i < v->count; i++) {
+		assert_int_equal(v->msgs[i].uid, i + 1);
+		assert_int_equal(v->msgs[i].flags, STORE_F_SEEN);
+	}
+	assert_int_equal(v->uidnext, 2 * WORKER_MSGS + 1);
+	store_mbox_view_free(&v);
+	assert_int_equal(store_mailbox_status(fx->st, "Archive", &s), 0);
+	assert_int_equal(s.messages, WORKER_MSGS);
+	assert_int_equal(count_files(fx->dir, "msg"), 3 * WORKER_MSGS);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+}
+
+static void
+test_crash(void **state)
+{
+	struct fixture *fx = *state;
+	char root[256], path[512];
+	int fd;
+
+	deliver(fx->st, NULL, msg1, NULL);
+	store_close(&fx->st);
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+
+	/* Died after linking the file, before the commit: marker + file, no row. */
+	xsnprintf(path, sizeof(path), "%s/tmp/00112233aabbccdd", root);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(util_write_all(fd, msg1, strlen(msg1)), 0);
+	close(fd);
+	char final[512], dir[512];
+	xsnprintf(dir, sizeof(dir), "%s/msg/00", root);
+	util_mkdir_p(dir, 0700);
+	xsnprintf(final, sizeof(final), "%s/00112233aabbccdd", dir);
+	assert_int_equal(link(path, final), 0);
+	/* Died while writing: marker only. */
+	xsnprintf(path, sizeof(path), "%s/tmp/7feeddccbbaa9988", root);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	/* A writer still alive (holds the lock) is left alone. */
+	char live[512];
+	xsnprintf(live, sizeof(live), "%s/tmp/0123456789abcdef", root);
+	int lfd = open(live, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(lfd >= 0);
+	assert_int_equal(flock(lfd, LOCK_EX), 0);
+
+	assert_int_equal(count_files(fx->dir, "msg"), 2);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(count_files(fx->dir, "tmp"), 1);
+	assert_int_equal(access(live, F_OK), 0);
+	assert_int_equal(access(final, F_OK), -1);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);
+	close(lfd);
+	unlink(live);
+
+	struct store_mbox_view *v;
+	assert_int_equal(store_mailbox_load(fx->st, "INBOX", &v), 0);
+	assert_int_equal(v->count, 1);
+	store_mbox_view_free(&v);
+
+	/* Died after the commit, before dropping the marker: the file stays. */
+	char name[32] = "";
+	for (unsigned i = 0; i < 256 && name[0] == '\0'; i++) {
+		xsnprintf(dir, sizeof(dir), "%s/msg/%02x", root, i);
+		DIR *d = opendir(dir);
+		struct dirent *e;
+		while (d != NULL && (e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				xsnprintf(name, sizeof(name), "%s", e->d_name);
+		if (d != NULL)
+			closedir(d);
+	}
+	assert_int_equal(strlen(name), 16);
+	xsnprintf(final, sizeof(final), "%s/msg/%.2s/%s", root, name, name);
+	xsnprintf(path, sizeof(path), "%s/tmp/%s", root, name);
+	assert_int_equal(link(final, path), 0);
+	store_close(&fx->st);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(access(final, F_OK), 0);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);
+
+	/* Died between an expunge's commit and its unlink: store_sweep() finds it. */
+	xsnprintf(path, sizeof(path), "%s/msg/00/0000000000000001", root);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(store_sweep(fx->st), 1);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);
+	assert_int_equal(store_sweep(fx->st), 0);
+	/* The real message is intact. */
+	assert_int_equal(store_msg_open(fx->st, "INBOX", 0, 1, &fd, NULL), 1);
+	close(fd);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_default_mailboxes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deliver_read, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_uid_monotonic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flags_modseq, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_expunge_changes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_copy_move, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
