@@ -25,6 +25,7 @@
 #include "core/log.h"
 
 #include <dirent.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -224,6 +225,8 @@ store_file_known(struct store *st, int64_t id)
 	return rc;
 }
 
+#define STORE_SWEEP_MIN_AGE 120	/* seconds */
+
 void
 store_file_sweep_tmp(struct store *st)
 {
@@ -240,6 +243,16 @@ store_file_sweep_tmp(struct store *st)
 		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
+		/*
+		 * A writer creates its file and only then locks it, so a fresh
+		 * unlocked file may be one being written right now: leave files
+		 * younger than STORE_SWEEP_MIN_AGE to a later sweep.
+		 */
+		struct stat sb;
+		if (fstat(fd, &sb) < 0 || time(NULL) - sb.st_mtime < STORE_SWEEP_MIN_AGE) {
+			close(fd);
+			continue;
+		}
 		/* Locked: its writer is alive and will finish or abort on its own. */
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			close(fd);

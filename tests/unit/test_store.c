@@ -21,6 +21,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -1001,6 +1003,14 @@ test_concurrent(void **state)
 	assert_int_equal(count_files(fx->dir, "tmp"), 0);
 }
 
+/* Make a file look as if a crash left it long ago. */
+static void
+age_file(const char *path)
+{
+	struct timeval tv[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+	assert_int_equal(utimes(path, tv), 0);
+}
+
 static void
 test_crash(void **state)
 {
@@ -1023,9 +1033,18 @@ test_crash(void **state)
 	util_mkdir_p(dir, 0700);
 	xsnprintf(final, sizeof(final), "%s/00112233aabbccdd", dir);
 	assert_int_equal(link(path, final), 0);
+	age_file(path);
 	/* Died while writing: marker only. */
 	xsnprintf(path, sizeof(path), "%s/tmp/7feeddccbbaa9988", root);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	age_file(path);
+	/* Just created, not locked yet (a writer between open and flock): a
+	 * fresh file is left to a later sweep. */
+	char fresh[512];
+	xsnprintf(fresh, sizeof(fresh), "%s/tmp/0aaaaaaaaaaaaaaa", root);
+	fd = open(fresh, O_WRONLY | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	close(fd);
 	/* A writer still alive (holds the lock) is left alone. */
@@ -1038,12 +1057,14 @@ test_crash(void **state)
 	assert_int_equal(count_files(fx->dir, "msg"), 2);
 	fx->st = store_open(fx->dir, ACCOUNT, NULL);
 	assert_non_null(fx->st);
-	assert_int_equal(count_files(fx->dir, "tmp"), 1);
+	assert_int_equal(count_files(fx->dir, "tmp"), 2);
 	assert_int_equal(access(live, F_OK), 0);
+	assert_int_equal(access(fresh, F_OK), 0);
 	assert_int_equal(access(final, F_OK), -1);
 	assert_int_equal(count_files(fx->dir, "msg"), 1);
 	close(lfd);
 	unlink(live);
+	unlink(fresh);
 
 	struct store_mbox_view *v;
 	assert_int_equal(store_mailbox_load(fx->st, "INBOX", &v), 0);
@@ -1066,6 +1087,7 @@ test_crash(void **state)
 	xsnprintf(final, sizeof(final), "%s/msg/%.2s/%s", root, name, name);
 	xsnprintf(path, sizeof(path), "%s/tmp/%s", root, name);
 	assert_int_equal(link(final, path), 0);
+	age_file(path);
 	store_close(&fx->st);
 	fx->st = store_open(fx->dir, ACCOUNT, NULL);
 	assert_non_null(fx->st);
