@@ -72,6 +72,10 @@ static const struct config_key config_keys[] = {
 	{"relayhost.password_file", CT_STRING, OFF(relayhost_password_file), 0, 0},
 	{"outbound.port", CT_UINT, OFF(outbound_port), 1, 65535},
 	{"outbound.tls", CT_TLSMODE, OFF(outbound_tls), 0, 0},
+	{"outbound.connect_timeout", CT_DURATION, OFF(outbound_connect_timeout), 1, 3600},
+	{"outbound.command_timeout", CT_DURATION, OFF(outbound_command_timeout), 1, 3600},
+	{"outbound.data_timeout", CT_DURATION, OFF(outbound_data_timeout), 1, 3600},
+	{"outbound.destination_limit", CT_UINT, OFF(outbound_destination_limit), 1, 1000},
 	{"dns.server", CT_LIST, OFF(dns_servers), 0, 0},
 	{"imap.max_line", CT_SIZE, OFF(imap_max_line), 1024, 1 << 20},
 	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
@@ -89,7 +93,7 @@ config_defaults(struct config *cfg)
 	cfg->shutdown_grace = 10;
 	cfg->max_connections = 2000;
 	cfg->max_connections_per_ip = 50;
-	cfg->workers = 4;
+	cfg->workers = 16;
 	cfg->smtp_max_message_size = 25 * 1024 * 1024;
 	cfg->smtp_max_recipients = 100;
 	cfg->smtp_max_errors = 10;
@@ -104,6 +108,10 @@ config_defaults(struct config *cfg)
 	cfg->queue_delay_warning = 4 * 3600;
 	cfg->outbound_port = 25;
 	cfg->outbound_tls = xstrdup("may");
+	cfg->outbound_connect_timeout = 30;
+	cfg->outbound_command_timeout = 300;
+	cfg->outbound_data_timeout = 600;
+	cfg->outbound_destination_limit = 10;
 	cfg->imap_max_line = 64 * 1024;
 	cfg->imap_max_literal = 50 * 1024 * 1024;
 	cfg->imap_idle_timeout = 30 * 60;

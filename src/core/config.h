@@ -82,6 +82,10 @@ struct config {
 	char *relayhost_password_file;
 	int64_t outbound_port;
 	char *outbound_tls;		/* "may" or "require" */
+	int64_t outbound_connect_timeout;	/* seconds: TCP connect and TLS handshake */
+	int64_t outbound_command_timeout;	/* seconds: greeting, EHLO, MAIL, RCPT, ... */
+	int64_t outbound_data_timeout;		/* seconds: reply to the final dot */
+	int64_t outbound_destination_limit;	/* connections per destination */
 	struct strlist dns_servers;
 	struct route *routes;
 	size_t nroutes;

@@ -17,6 +17,7 @@
  */
 #include "queue/queue_spool.h"
 #include "core/buf.h"
+#include "core/fsbarrier.h"
 #include "core/util.h"
 
 #include <errno.h>
@@ -98,17 +99,17 @@ write_file(const char *dir, const char *name, const struct buf *head, const char
 	}
 	if (util_write_all(fd, head->data, head->len) < 0 ||
 	    util_write_all(fd, content, len) < 0 ||
-	    util_write_all(fd, tail->data, tail->len) < 0 || fsync(fd) < 0) {
+	    util_write_all(fd, tail->data, tail->len) < 0) {
 		buf_printf(err, "write(%s) failed: %s", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return -1;
 	}
-	close(fd);
 	if (excl) {
 		/* link(2) fails if the name exists: the notice was written before. */
 		if (link(tmp, final) < 0) {
 			int e = errno;
+			close(fd);
 			unlink(tmp);
 			if (e == EEXIST)
 				return 1;
@@ -118,13 +119,23 @@ write_file(const char *dir, const char *name, const struct buf *head, const char
 		unlink(tmp);
 	} else if (rename(tmp, final) < 0) {
 		buf_printf(err, "rename(%s) failed: %s", final, strerror(errno));
+		close(fd);
 		unlink(tmp);
 		return -1;
 	}
-	if (util_fsync_dir(dir) < 0) {
-		buf_printf(err, "fsync(%s) failed: %s", dir, strerror(errno));
+	/*
+	 * One group-commit flush makes the content and the new name durable
+	 * together. A crash before it returns may leave the file behind, torn
+	 * or whole; it was never acknowledged, and a torn one fails its
+	 * checksums at load.
+	 */
+	if (fsbarrier_sync(fd) < 0) {
+		buf_printf(err, "sync(%s) failed: %s", final, strerror(errno));
+		close(fd);
+		unlink(final);
 		return -1;
 	}
+	close(fd);
 	return 0;
 }
 
@@ -477,7 +488,7 @@ spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t 
 		buf_printf(err, "open(%s) failed: %s", path, strerror(errno));
 		goto out;
 	}
-	if (util_write_all(fd, rec.data, rec.len) < 0 || fdatasync(fd) < 0) {
+	if (util_write_all(fd, rec.data, rec.len) < 0 || fsbarrier_sync(fd) < 0) {
 		buf_printf(err, "append(%s) failed: %s", path, strerror(errno));
 		close(fd);
 		goto out;

@@ -5,10 +5,11 @@
  *   [type 1][length 4, big-endian][payload][crc32 4, big-endian]
  *
  * The crc covers type, length and payload. A file is first written under a
- * temporary name, fsynced, renamed to its id and the directory fsynced; only
- * then is the message acknowledged. Its envelope and content records end
+ * temporary name and renamed to its id; the group-commit barrier
+ * (core/fsbarrier) then makes both durable, and only then is the message
+ * acknowledged. Its envelope and content records end
  * with an 'E' record. Delivery state (recipient delivered, failed, deferred)
- * is appended afterwards as further records and fdatasynced; a torn last
+ * is appended afterwards as further records, each made durable by the barrier; a torn last
  * record fails its crc and is ignored, so the previous state stands.
  *
  * SECURITY: spool files are parsed with every length checked (they could be
@@ -78,8 +79,8 @@ enum spool_rec {
 void spool_new_id(char out[QUEUE_ID_LEN + 1]);
 
 /*
- * Write msg and content to dir/<msg->id> durably (temp file, fsync, rename,
- * directory fsync). Blocking: call on a worker. 0, or -1 with err set. If
+ * Write msg and content to dir/<msg->id> durably (temp file, rename, then
+ * the group-commit barrier). Blocking: call on a worker. 0, or -1 with err set. If
  * excl is set and the file exists already, returns 1 and writes nothing.
  */
 int spool_write(const char *dir, const struct spool_msg *msg, const char *content, size_t len,

@@ -2,9 +2,10 @@
  * store_file — the message files of an account: msg/<2 hex>/<16 hex>,
  * immutable once written.
  *
- * Writing is crash-ordered: the bytes go to tmp/<name> (O_EXCL) and are
- * fsynced, the file is hard-linked to msg/<xx>/<name> and that directory
- * fsynced, and only then does the caller commit the row naming it. The
+ * Writing is crash-ordered: the bytes go to tmp/<name> (O_EXCL), the file
+ * is hard-linked to msg/<xx>/<name>, the group-commit barrier
+ * (core/fsbarrier) makes content and both names durable, and only then
+ * does the caller commit the row naming it. The
  * temp name is removed after the commit, not renamed before it: while it
  * exists it marks "maybe committed", so after a crash store_open() finds
  * every file whose commit is in doubt by listing tmp/ instead of walking
@@ -21,6 +22,7 @@
  * part of a path.
  */
 #include "store/store_private.h"
+#include "core/fsbarrier.h"
 
 #include "core/log.h"
 
@@ -85,31 +87,24 @@ store_file_tmp_path(const struct store *st, int64_t id, char *out, size_t outlen
 	return xsnprintf(out, outlen, "%s/tmp/%s", st->root, name) < 0 ? -1 : 0;
 }
 
-/* Link tmp to final, creating (durably) the 2-hex directory the first time. 0 or -1. */
+/* Link tmp to final, creating the 2-hex directory the first time. 0 or -1. */
 static int
 store_file_link(struct store *st, const char *tmp, const char *final, const char *name)
 {
 	char dir[STORE_PATH_MAX];
 
-	if (xsnprintf(dir, sizeof(dir), "%s/msg/%.2s", st->root, name) < 0)
-		return store_fail(st, STORE_ERR_INTERNAL, "path too long");
 	if (link(tmp, final) < 0) {
 		if (errno != ENOENT)
 			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
 					  strerror(errno));
-		char msgdir[STORE_PATH_MAX];
-		xsnprintf(msgdir, sizeof(msgdir), "%s/msg", st->root);
-		if (util_mkdir_p(dir, 0700) < 0 || util_fsync_dir(msgdir) < 0)
+		if (xsnprintf(dir, sizeof(dir), "%s/msg/%.2s", st->root, name) < 0)
+			return store_fail(st, STORE_ERR_INTERNAL, "path too long");
+		if (util_mkdir_p(dir, 0700) < 0)
 			return store_fail(st, STORE_ERR_INTERNAL, "mkdir(%s) failed: %s", dir,
 					  strerror(errno));
 		if (link(tmp, final) < 0)
 			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
 					  strerror(errno));
-	}
-	if (util_fsync_dir(dir) < 0) {
-		int e = errno;
-		unlink(final);
-		return store_fail(st, STORE_ERR_INTERNAL, "fsync(%s) failed: %s", dir, strerror(e));
 	}
 	return 0;
 }
@@ -142,12 +137,14 @@ store_file_write(struct store *st, const char *data, size_t len, struct store_fi
 		store_fail(st, STORE_ERR_INTERNAL, "write(%s) failed: %s", tmp, strerror(errno));
 		goto fail;
 	}
-	if (fdatasync(fd) < 0) {
-		store_fail(st, STORE_ERR_INTERNAL, "fsync(%s) failed: %s", tmp, strerror(errno));
-		goto fail;
-	}
 	if (store_file_link(st, tmp, final, f->name) < 0)
 		goto fail;
+	/* Content, marker and name durable together, before the row commits. */
+	if (fsbarrier_sync(fd) < 0) {
+		store_fail(st, STORE_ERR_INTERNAL, "sync(%s) failed: %s", final, strerror(errno));
+		unlink(final);
+		goto fail;
+	}
 	f->fd = fd;
 	return 0;
 fail:

@@ -74,6 +74,8 @@ struct store {
 	enum store_err err;
 	struct buf errmsg;
 	int in_txn;
+	int in_write;	/* the open transaction writes: commit goes through the barrier */
+	int root_fd;	/* root directory, for the barrier; -1 until needed */
 };
 
 /* A mailbox row as the message operations need it. */
