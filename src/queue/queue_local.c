@@ -14,6 +14,7 @@
 #include "mime/mime_meta.h"
 #include "store/store.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,86 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 	return 0;
 }
 
+/*
+ * Each worker thread keeps the store handles of the last few accounts it
+ * delivered to: opening one costs an SQLite open, pragmas and statement
+ * preparation, far more than a delivery itself. The thread's destructor
+ * closes them when the pool stops.
+ */
+#define LOCAL_CACHE 8
+
+struct local_cache {
+	char *key[LOCAL_CACHE];		/* data_dir NUL account */
+	struct store *st[LOCAL_CACHE];
+	unsigned next;
+};
+
+static pthread_key_t local_key;
+static pthread_once_t local_once = PTHREAD_ONCE_INIT;
+
+static void
+local_cache_free(void *p)
+{
+	struct local_cache *c = p;
+	for (unsigned i = 0; i < LOCAL_CACHE; i++) {
+		free(c->key[i]);
+		store_close(&c->st[i]);
+	}
+	free(c);
+}
+
+static void
+local_key_init(void)
+{
+	if (pthread_key_create(&local_key, local_cache_free) != 0)
+		PANIC("pthread_key_create failed");
+}
+
+/* A store handle for account, cached per thread; NULL + err. Do not close it. */
+static struct store *
+local_store(const char *data_dir, const char *account, struct buf *err)
+{
+	pthread_once(&local_once, local_key_init);
+	struct local_cache *c = pthread_getspecific(local_key);
+	if (c == NULL) {
+		c = xcalloc(1, sizeof(*c));
+		pthread_setspecific(local_key, c);
+	}
+	char *key = xasprintf("%s%c%s", data_dir, 0, account);
+	size_t klen = strlen(data_dir) + 1 + strlen(account);
+	for (unsigned i = 0; i < LOCAL_CACHE; i++) {
+		if (c->key[i] && memcmp(c->key[i], key, klen + 1) == 0) {
+			free(key);
+			return c->st[i];
+		}
+	}
+	struct store *st = store_open(data_dir, account, err);
+	if (st == NULL) {
+		free(key);
+		return NULL;
+	}
+	unsigned slot = c->next++ % LOCAL_CACHE;
+	free(c->key[slot]);
+	store_close(&c->st[slot]);
+	c->key[slot] = key;
+	c->st[slot] = st;
+	return st;
+}
+
+/* Forget a handle after an internal error, so the next delivery reopens. */
+static void
+local_store_drop(struct store *st)
+{
+	struct local_cache *c = pthread_getspecific(local_key);
+	for (unsigned i = 0; c && i < LOCAL_CACHE; i++) {
+		if (c->st[i] == st) {
+			free(c->key[i]);
+			c->key[i] = NULL;
+			store_close(&c->st[i]);
+		}
+	}
+}
+
 int
 local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size)
 {
@@ -56,6 +137,7 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 
 	if (quota <= 0)
 		return 0;
+	/* Called on the loop thread: a private handle, not the workers' cache. */
 	struct store *st = store_open(data_dir, account, &err);
 	buf_free(&err);
 	if (st == NULL)
@@ -77,7 +159,7 @@ local_deliver(const char *data_dir, const char *account, const char *content, si
 		buf_printf(why, "5.4.6 Mail loop: already delivered to %s", account);
 		return DELIVER_PERMFAIL;
 	}
-	st = store_open(data_dir, account, &err);
+	st = local_store(data_dir, account, &err);
 	if (st == NULL) {
 		buf_printf(why, "4.3.0 Mailbox unavailable: %s", buf_str(&err));
 		goto out;
@@ -103,13 +185,13 @@ local_deliver(const char *data_dir, const char *account, const char *content, si
 	mime_meta_free(&mm);
 	if (r < 0) {
 		buf_printf(why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
+		local_store_drop(st);
 		goto out;
 	}
 	buf_printf(why, "2.0.0 Delivered to INBOX uid %u%s", uid, r == 0 ? " (earlier)" : "");
 	res = DELIVER_OK;
 out:
 	(void)max_hops;
-	store_close(&st);
 	buf_free(&err);
 	buf_free(&msg);
 	return res;
