@@ -213,11 +213,14 @@ static void
 apply_result(struct spool_msg *m, const struct qres *r, int64_t next_try)
 {
 	struct spool_rcpt *rc = &m->rcpts[r->idx];
+	/* Copy before freeing: r may point at rc's own strings (expiry). */
+	char *text = r->text ? xstrdup(r->text) : NULL;
+	char *remote = r->remote ? xstrdup(r->remote) : NULL;
 	rc->attempts++;
 	free(rc->last_error);
 	free(rc->remote);
-	rc->last_error = r->text ? xstrdup(r->text) : NULL;
-	rc->remote = r->remote ? xstrdup(r->remote) : NULL;
+	rc->last_error = text;
+	rc->remote = remote;
 	switch (r->r) {
 	case DELIVER_OK:
 		rc->status = RCPT_DELIVERED;
@@ -261,9 +264,9 @@ job_record(struct qjob *j, struct qres *r)
 	log_msg(LL_INFO, j->snap.session,
 		"delivery id=%s rcpt=%s status=%s relay=%s attempt=%u delay=%llds reason=\"%s\"",
 		j->snap.id, log_esc(a, sizeof(a), rc->addr), result_word(r->r),
-		rc->local ? "local" : log_esc(rem, sizeof(rem), r->remote ? r->remote : "none"),
+		rc->local ? "local" : log_esc(rem, sizeof(rem), rc->remote ? rc->remote : "none"),
 		rc->attempts, (long long)(now - j->snap.created),
-		log_esc(t, sizeof(t), r->text ? r->text : ""));
+		log_esc(t, sizeof(t), rc->last_error ? rc->last_error : ""));
 	buf_free(&err);
 }
 

@@ -73,7 +73,8 @@ status_code(const char *text, enum dsn_kind kind, char *out, size_t n)
 				dots++;
 			i++;
 		}
-		if (dots == 3 && i < n) {
+		/* "X.Y.Z": the dot after X and one more. */
+		if (dots == 2 && (p[i] == ' ' || p[i] == '\0') && i < n) {
 			memcpy(out, p, i);
 			out[i] = '\0';
 			if (kind == DSN_DELAYED)

@@ -1,0 +1,1368 @@
+/*
+ * queue_remote — see queue_remote.h.
+ *
+ * Objects, all on the loop thread:
+ *   rmsg   a message the queue handed over: its envelope (copied, the
+ *          queue's copy may change under us) and its content, read once
+ *          on a worker; it lives until every one of its jobs is done, then
+ *          queue_remote_done() is called.
+ *   rjob   the recipients of one message for one destination: one SMTP
+ *          transaction. It waits in its destination's queue for a
+ *          connection.
+ *   dest   a destination ("mx:example.com", "route:example.com",
+ *          "relay"): its waiting jobs, its idle connections and the count
+ *          of all its connections (the per-destination limit).
+ *   rconn  one connection of a destination. It first walks the route
+ *          (MX lookup, each host's A/AAAA, each address in turn) until a
+ *          session is READY, then takes jobs one after the other from its
+ *          destination, and waits idle for a while when there is none.
+ *
+ * A walk that fails as a whole (no host reachable, NXDOMAIN, null MX, a
+ * loop) fails every job waiting at the destination with that reason: they
+ * would all meet the same. A session lost before a transaction decided
+ * anything puts its job back in the queue (a reused connection the peer
+ * had closed), at most JOB_TRIES times.
+ *
+ * SECURITY: see the header.
+ */
+#include "queue/queue_remote.h"
+#include "queue/queue.h"
+#include "queue/queue_spool.h"
+#include "smtp/smtp_client.h"
+#include "smtp/smtp_proto.h"
+#include "auth/accounts.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/server.h"
+#include "core/util.h"
+#include "core/worker.h"
+#include "dns/dns.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+
+#define JOB_TRIES 3	      /* sessions a job may lose before anything is decided */
+#define REUSE_IDLE_SECS 5     /* an idle connection waits this long for the next job */
+#define REUSE_MAX_TXNS 100    /* transactions on one connection */
+
+enum dest_kind { DEST_MX, DEST_ROUTE, DEST_RELAY, DEST_LITERAL };
+
+struct self_addr {
+	int family;
+	unsigned char addr[16];
+	int port;
+};
+
+struct queue_remote {
+	struct server *srv;
+	struct dest *dests;
+	struct rconn *conns; /* every connection */
+	struct rmsg *msgs;
+	struct self_addr *self;
+	size_t nself;
+	char *relay_pass;
+	unsigned loads; /* worker jobs in flight */
+	int dead;	/* freed while loads were in flight */
+};
+
+struct rmsg {
+	struct queue_remote *qr;
+	char id[QUEUE_ID_LEN + 1];
+	char *mail_from, *envid, *session;
+	int ret_hdrs, body_8bit, smtputf8;
+	int64_t created;
+	struct buf content;
+	struct rjob *jobs; /* not yet in a destination (content loading) */
+	unsigned njobs;	   /* jobs not finished */
+	int loading;	   /* a worker reads the content */
+	int orphan;	   /* the transport was freed: the load job frees it */
+	struct rmsg *prev, *next;
+};
+
+struct rjob {
+	struct rmsg *m;
+	struct dest *d;
+	size_t *idx; /* the queue's recipient indexes */
+	struct smtp_client_rcpt *rcpts;
+	char **addrs, **orcpts;
+	size_t n;
+	struct smtp_client_txn txn;
+	int tries;
+	struct rjob *next;
+};
+
+struct route_host {
+	char *name;
+	int port;
+	int literal; /* name is an IP address */
+};
+
+struct dest {
+	struct queue_remote *qr;
+	char *key;
+	enum dest_kind kind;
+	char *domain; /* DEST_MX: the domain; others: the host */
+	int port;     /* DEST_ROUTE, DEST_RELAY, DEST_LITERAL */
+	enum smtp_client_tls tls;
+	int auth;
+	unsigned nconns, nwalking;
+	unsigned hold; /* dest_run() on the stack: do not free */
+	struct rconn *idle;
+	struct rjob *wait_head, *wait_tail;
+	size_t nwait;
+	struct dest *prev, *next;
+};
+
+struct rconn {
+	struct dest *d;
+	struct smtp_client *cl;
+	struct rjob *job;
+	int ready;
+	/* the walk */
+	struct route_host *hosts;
+	size_t nhosts, hi;
+	int implicit_mx;
+	struct dns_addr *addrs;
+	size_t naddrs, ai;
+	struct dns_query *q_mx, *q_a, *q_aaaa;
+	const struct dns_result *r_a, *r_aaaa;
+	int a_done, aaaa_done;
+	int tried;
+	enum smtp_client_tls tls_now;
+	struct buf last_error;
+	/* the peer */
+	char host[DNS_NAME_BUFSZ];
+	char ip[INET6_ADDRSTRLEN];
+	int port;
+	char remote[DNS_NAME_BUFSZ + 80];
+	int64_t txn_start_ms;
+	struct event *idle_timer;
+	struct rconn *prev, *next;	   /* idle list */
+	struct rconn *all_prev, *all_next; /* qr->conns */
+};
+
+static void dest_run(struct dest *d);
+static void rconn_next_addr(struct rconn *c);
+static void rconn_next_host(struct rconn *c);
+
+/* ---- helpers ---- */
+
+static int64_t
+now_s(void)
+{
+	return util_now_ms() / 1000;
+}
+
+static const char *
+result_name(enum deliver_result r)
+{
+	return r == DELIVER_OK ? "sent" : r == DELIVER_TEMPFAIL ? "deferred" : "bounced";
+}
+
+static void
+sa_from_text(const char *ip, int port, struct dns_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&a->sa;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->sa;
+	if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		a->family = AF_INET;
+		a->salen = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		a->family = AF_INET6;
+		a->salen = sizeof(*s6);
+	}
+	xsnprintf(a->text, sizeof(a->text), "%s", ip);
+	(void)port;
+}
+
+static int
+is_ip(const char *s)
+{
+	unsigned char tmp[16];
+	return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
+}
+
+static void
+sa_set_port(struct dns_addr *a, int port)
+{
+	if (a->family == AF_INET6)
+		((struct sockaddr_in6 *)&a->sa)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)&a->sa)->sin_port = htons((uint16_t)port);
+}
+
+/* Nonzero if (a, port) is one of our own SMTP listeners. */
+static int
+is_self(const struct queue_remote *qr, const struct dns_addr *a, int port)
+{
+	const void *p = a->family == AF_INET6
+				? (const void *)&((const struct sockaddr_in6 *)&a->sa)->sin6_addr
+				: (const void *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
+	size_t len = a->family == AF_INET6 ? 16 : 4;
+	for (size_t i = 0; i < qr->nself; i++)
+		if (qr->self[i].family == a->family && qr->self[i].port == port &&
+		    memcmp(qr->self[i].addr, p, len) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+self_add(struct queue_remote *qr, int family, const void *addr, int port)
+{
+	qr->self = xrealloc(qr->self, (qr->nself + 1) * sizeof(*qr->self));
+	struct self_addr *s = &qr->self[qr->nself++];
+	memset(s, 0, sizeof(*s));
+	s->family = family;
+	memcpy(s->addr, addr, family == AF_INET6 ? 16 : 4);
+	s->port = port;
+}
+
+/* Our listen.smtp addresses; a wildcard one stands for every local address. */
+static void
+self_init(struct queue_remote *qr)
+{
+	const struct strlist *l = &qr->srv->cfg->listen[LISTEN_SMTP];
+	for (size_t i = 0; i < l->n; i++) {
+		char *host;
+		int port;
+		unsigned char a[16];
+		if (config_parse_hostport(l->v[i], &host, &port, 25) < 0)
+			continue;
+		int wild = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ||
+			   strcmp(host, "*") == 0;
+		if (wild) {
+			struct ifaddrs *ifa, *p;
+			if (getifaddrs(&ifa) == 0) {
+				for (p = ifa; p; p = p->ifa_next) {
+					if (p->ifa_addr == NULL)
+						continue;
+					if (p->ifa_addr->sa_family == AF_INET)
+						self_add(qr, AF_INET,
+							 &((struct sockaddr_in *)p->ifa_addr)->sin_addr,
+							 port);
+					else if (p->ifa_addr->sa_family == AF_INET6)
+						self_add(qr, AF_INET6,
+							 &((struct sockaddr_in6 *)p->ifa_addr)->sin6_addr,
+							 port);
+				}
+				freeifaddrs(ifa);
+			}
+		} else if (inet_pton(AF_INET, host, a) == 1) {
+			self_add(qr, AF_INET, a, port);
+		} else if (inet_pton(AF_INET6, host, a) == 1) {
+			self_add(qr, AF_INET6, a, port);
+		}
+		free(host);
+	}
+}
+
+/* Text after a leading enhanced status code "4.4.1 ", or s. */
+static const char *
+skip_enhanced(const char *s, char code_r[16])
+{
+	size_t i = 0, dots = 0;
+	code_r[0] = '\0';
+	if ((s[0] != '4' && s[0] != '5') || s[1] != '.')
+		return s;
+	while (s[i] && (s[i] == '.' || (s[i] >= '0' && s[i] <= '9')) && i < 12) {
+		if (s[i] == '.')
+			dots++;
+		i++;
+	}
+	if (dots != 2 || s[i] != ' ')
+		return s;
+	memcpy(code_r, s, i);
+	code_r[i] = '\0';
+	return s + i + 1;
+}
+
+/* ---- messages and jobs ---- */
+
+static void
+rjob_free(struct rjob *j)
+{
+	smtp_client_txn_clear(&j->txn);
+	for (size_t i = 0; i < j->n; i++) {
+		free(j->addrs[i]);
+		free(j->orcpts[i]);
+	}
+	free(j->addrs);
+	free(j->orcpts);
+	free(j->idx);
+	free(j->rcpts);
+	free(j);
+}
+
+static void
+rmsg_free(struct rmsg *m)
+{
+	free(m->mail_from);
+	free(m->envid);
+	free(m->session);
+	buf_free(&m->content);
+	while (m->jobs) {
+		struct rjob *j = m->jobs;
+		m->jobs = j->next;
+		rjob_free(j);
+	}
+	free(m);
+}
+
+static void
+rmsg_unlink(struct queue_remote *qr, struct rmsg *m)
+{
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		qr->msgs = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+}
+
+/* One job is over: when it was the message's last, tell the queue. */
+static void
+rmsg_job_done(struct rmsg *m)
+{
+	struct queue_remote *qr = m->qr;
+	ASSERT(m->njobs > 0);
+	if (--m->njobs > 0)
+		return;
+	rmsg_unlink(qr, m);
+	queue_remote_done(qr->srv->queue, m->id);
+	rmsg_free(m);
+}
+
+/* Report one recipient to the queue and log the attempt. */
+static void
+job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, struct rconn *c)
+{
+	struct rmsg *m = j->m;
+	struct queue_remote *qr = m->qr;
+	char a[300], t[600], h[300];
+	log_msg(LL_INFO, m->session,
+		"outbound id=%s rcpt=%s host=%s ip=%s tls=%s reply=\"%s\" delay=%llds status=%s",
+		m->id, log_esc(a, sizeof(a), j->addrs[i]),
+		c && c->host[0] ? log_esc(h, sizeof(h), c->host) : "-",
+		c && c->ip[0] ? c->ip : "-", c && c->cl ? smtp_client_tls_desc(c->cl) : "none",
+		log_esc(t, sizeof(t), text ? text : ""), (long long)(now_s() - m->created),
+		result_name(r));
+	queue_remote_result(qr->srv->queue, m->id, j->idx[i], r, text,
+			    c && c->remote[0] ? c->remote : NULL);
+}
+
+/* Every recipient of j gets the same result; then j ends. */
+static void
+job_fail_all(struct rjob *j, enum deliver_result r, const char *text, struct rconn *c)
+{
+	for (size_t i = 0; i < j->n; i++)
+		job_report(j, i, r, text, c);
+	struct rmsg *m = j->m;
+	rjob_free(j);
+	rmsg_job_done(m);
+}
+
+/* ---- destinations ---- */
+
+static void
+dest_maybe_free(struct dest *d)
+{
+	if (d->nconns > 0 || d->wait_head || d->idle || d->hold > 0)
+		return;
+	struct queue_remote *qr = d->qr;
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		qr->dests = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	free(d->key);
+	free(d->domain);
+	free(d);
+}
+
+static void
+dest_push(struct dest *d, struct rjob *j, int front)
+{
+	j->d = d;
+	if (front) {
+		j->next = d->wait_head;
+		d->wait_head = j;
+		if (d->wait_tail == NULL)
+			d->wait_tail = j;
+	} else {
+		j->next = NULL;
+		if (d->wait_tail)
+			d->wait_tail->next = j;
+		else
+			d->wait_head = j;
+		d->wait_tail = j;
+	}
+	d->nwait++;
+}
+
+static struct rjob *
+dest_pop(struct dest *d)
+{
+	struct rjob *j = d->wait_head;
+	if (j == NULL)
+		return NULL;
+	d->wait_head = j->next;
+	if (d->wait_head == NULL)
+		d->wait_tail = NULL;
+	j->next = NULL;
+	d->nwait--;
+	return j;
+}
+
+/* The destination for a recipient domain; NULL with a permanent reason. */
+static struct dest *
+dest_get(struct queue_remote *qr, const char *domain, struct buf *why)
+{
+	const struct config *cfg = qr->srv->cfg;
+	struct buf key = BUF_INIT(0);
+	enum dest_kind kind = DEST_MX;
+	const char *hostport = NULL;
+	char *host = NULL;
+	int port = (int)cfg->outbound_port;
+
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		if (strcasecmp(cfg->routes[i].domain, domain) == 0) {
+			kind = DEST_ROUTE;
+			hostport = cfg->routes[i].host;
+			break;
+		}
+	}
+	if (kind == DEST_MX && domain[0] == '[') {
+		/* An address literal: [192.0.2.1] or [IPv6:2001:db8::1]. */
+		size_t n = strlen(domain);
+		const char *s = domain + 1;
+		if (strncasecmp(s, "IPv6:", 5) == 0)
+			s += 5;
+		host = xstrndup(s, (size_t)(domain + n - 1 - s));
+		if (n < 3 || domain[n - 1] != ']' || !is_ip(host)) {
+			buf_printf(why, "5.1.2 Bad address literal %s", domain);
+			free(host);
+			buf_free(&key);
+			return NULL;
+		}
+		kind = DEST_LITERAL;
+	} else if (kind == DEST_MX && cfg->relayhost) {
+		kind = DEST_RELAY;
+		hostport = cfg->relayhost;
+	}
+	if (hostport && config_parse_hostport(hostport, &host, &port, (int)cfg->outbound_port) < 0) {
+		buf_printf(why, "4.3.5 Bad route '%s' in the configuration", hostport);
+		buf_free(&key);
+		return NULL;
+	}
+	switch (kind) {
+	case DEST_MX:
+		buf_printf(&key, "mx:%s", domain);
+		break;
+	case DEST_ROUTE:
+		buf_printf(&key, "route:%s:%s:%d", domain, host, port);
+		break;
+	case DEST_RELAY:
+		buf_printf(&key, "relay:%s:%d", host, port);
+		break;
+	case DEST_LITERAL:
+		buf_printf(&key, "literal:%s:%d", host, port);
+		break;
+	}
+	for (struct dest *d = qr->dests; d; d = d->next) {
+		if (strcmp(d->key, key.data) == 0) {
+			free(host);
+			buf_free(&key);
+			return d;
+		}
+	}
+	struct dest *d = xcalloc(1, sizeof(*d));
+	d->qr = qr;
+	d->key = buf_steal(&key);
+	d->kind = kind;
+	d->domain = kind == DEST_MX ? xstrdup(domain) : host;
+	if (kind == DEST_MX)
+		free(host);
+	d->port = port;
+	d->tls = strcmp(cfg->outbound_tls, "require") == 0 ? SMTP_CLIENT_TLS_REQUIRE
+							    : SMTP_CLIENT_TLS_MAY;
+	if (kind == DEST_RELAY) {
+		d->tls = port == 465 ? SMTP_CLIENT_TLS_IMPLICIT : SMTP_CLIENT_TLS_REQUIRE;
+		d->auth = cfg->relayhost_user != NULL;
+	}
+	d->next = qr->dests;
+	if (qr->dests)
+		qr->dests->prev = d;
+	qr->dests = d;
+	return d;
+}
+
+/* ---- connections ---- */
+
+static void
+rconn_walk_reset(struct rconn *c)
+{
+	dns_cancel(&c->q_mx);
+	dns_cancel(&c->q_a);
+	dns_cancel(&c->q_aaaa);
+	dns_result_unref(&c->r_a);
+	dns_result_unref(&c->r_aaaa);
+	for (size_t i = 0; i < c->nhosts; i++)
+		free(c->hosts[i].name);
+	free(c->hosts);
+	c->hosts = NULL;
+	c->nhosts = c->hi = 0;
+	free(c->addrs);
+	c->addrs = NULL;
+	c->naddrs = c->ai = 0;
+}
+
+static void
+rconn_idle_unlink(struct rconn *c)
+{
+	struct dest *d = c->d;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (d->idle == c)
+		d->idle = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void
+rconn_all_unlink(struct queue_remote *qr, struct rconn *c)
+{
+	if (c->all_prev)
+		c->all_prev->all_next = c->all_next;
+	else
+		qr->conns = c->all_next;
+	if (c->all_next)
+		c->all_next->all_prev = c->all_prev;
+}
+
+/* Forget the connection (QUIT if it is usable). */
+static void
+rconn_end(struct rconn *c, int quit)
+{
+	struct dest *d = c->d;
+	rconn_walk_reset(c);
+	rconn_idle_unlink(c);
+	if (!c->ready)
+		d->nwalking--;
+	if (quit)
+		smtp_client_quit(&c->cl);
+	else
+		smtp_client_free(&c->cl);
+	if (c->idle_timer)
+		event_free(c->idle_timer);
+	buf_free(&c->last_error);
+	rconn_all_unlink(d->qr, c);
+	d->nconns--;
+	free(c);
+	dest_run(d); /* may free d */
+}
+
+/* The walk found no usable host: fail the waiting jobs and end. */
+static void
+rconn_walk_failed(struct rconn *c, enum deliver_result r, const char *text)
+{
+	struct dest *d = c->d;
+	char esc[600];
+	log_msg(LL_INFO, NULL, "outbound dest=%s: %s", d->key, log_esc(esc, sizeof(esc), text));
+	/* rconn_end() runs dest_run(): empty the queue first so nothing restarts. */
+	struct rjob *waiting = d->wait_head;
+	d->wait_head = d->wait_tail = NULL;
+	d->nwait = 0;
+	c->host[0] = '\0';
+	c->ip[0] = '\0';
+	c->remote[0] = '\0';
+	smtp_client_free(&c->cl);
+	struct buf t = BUF_INIT(0);
+	buf_puts(&t, text);
+	rconn_end(c, 0);
+	while (waiting) {
+		struct rjob *j = waiting;
+		waiting = j->next;
+		job_fail_all(j, r, t.data, NULL);
+	}
+	buf_free(&t);
+}
+
+/* Every host was tried: temporary failure with the last reason. */
+static void
+rconn_exhausted(struct rconn *c)
+{
+	struct dest *d = c->d;
+	char code[16];
+	const char *last = c->last_error.len ? c->last_error.data : "no address to try";
+	const char *rest = skip_enhanced(last, code);
+	struct buf t = BUF_INIT(0);
+	if (d->kind == DEST_MX)
+		buf_printf(&t, "%s Delivery to all MX hosts of %s failed; last error: %s",
+			   code[0] == '4' ? code : "4.4.1", d->domain, rest);
+	else
+		buf_printf(&t, "%s Delivery to %s:%d failed: %s", code[0] == '4' ? code : "4.4.1",
+			   d->domain, d->port, rest);
+	rconn_walk_failed(c, DELIVER_TEMPFAIL, t.data);
+	buf_free(&t);
+}
+
+static void rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg);
+
+static void
+rconn_connect(struct rconn *c, const struct dns_addr *a)
+{
+	struct dest *d = c->d;
+	struct queue_remote *qr = d->qr;
+	const struct config *cfg = qr->srv->cfg;
+	struct smtp_client_params p;
+
+	memset(&p, 0, sizeof(p));
+	xsnprintf(c->ip, sizeof(c->ip), "%s", a->text);
+	if (c->port == 25)
+		xsnprintf(c->remote, sizeof(c->remote), "%s[%s]", c->host, c->ip);
+	else
+		xsnprintf(c->remote, sizeof(c->remote), "%s[%s]:%d", c->host, c->ip, c->port);
+	p.helo = cfg->hostname;
+	p.host = c->host;
+	p.sa = (const struct sockaddr *)&a->sa;
+	p.salen = a->salen;
+	p.tls = c->tls_now;
+	if (d->auth) {
+		p.auth_user = cfg->relayhost_user;
+		p.auth_pass = qr->relay_pass ? qr->relay_pass : "";
+	}
+	smtp_client_timeouts_default(&p.t);
+	p.t.connect = (int)cfg->outbound_connect_timeout;
+	p.t.greeting = p.t.command = p.t.mail = p.t.rcpt = (int)cfg->outbound_command_timeout;
+	if (p.t.data_init > p.t.command)
+		p.t.data_init = p.t.command;
+	p.t.data_done = (int)cfg->outbound_data_timeout;
+	if (p.t.data_block > p.t.data_done)
+		p.t.data_block = p.t.data_done;
+	p.log_id = d->key;
+	c->tried = 1;
+	c->cl = smtp_client_new(qr->srv->base, &p, rconn_client_cb, c);
+}
+
+static void
+rconn_next_addr(struct rconn *c)
+{
+	struct dest *d = c->d;
+	if (c->ai >= c->naddrs) {
+		rconn_next_host(c);
+		return;
+	}
+	struct dns_addr a = c->addrs[c->ai++];
+	sa_set_port(&a, c->port);
+	if (is_self(d->qr, &a, c->port)) {
+		/* RFC 5321 5.1: we are on the list; hosts after us are no better. */
+		if (!c->tried) {
+			struct buf t = BUF_INIT(0);
+			buf_printf(&t, "5.4.6 Mail for %s loops back to myself (host %s[%s]:%d)",
+				   d->domain, c->host, a.text, c->port);
+			rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+			buf_free(&t);
+		} else {
+			rconn_exhausted(c);
+		}
+		return;
+	}
+	c->tls_now = d->tls;
+	rconn_connect(c, &a);
+}
+
+static void
+rconn_addrs_ready(struct rconn *c)
+{
+	const struct dns_result *ra = c->r_a, *r6 = c->r_aaaa;
+	size_t n = (ra && ra->status == DNS_OK ? ra->n : 0) + (r6 && r6->status == DNS_OK ? r6->n : 0);
+
+	free(c->addrs);
+	c->addrs = xcalloc(n ? n : 1, sizeof(*c->addrs));
+	c->naddrs = 0;
+	c->ai = 0;
+	if (ra && ra->status == DNS_OK)
+		for (size_t i = 0; i < ra->n; i++)
+			c->addrs[c->naddrs++] = ra->addr[i];
+	if (r6 && r6->status == DNS_OK)
+		for (size_t i = 0; i < r6->n; i++)
+			c->addrs[c->naddrs++] = r6->addr[i];
+	int tempfail = (ra && (ra->status == DNS_TEMPFAIL || ra->status == DNS_BOGUS)) ||
+		       (r6 && (r6->status == DNS_TEMPFAIL || r6->status == DNS_BOGUS));
+	dns_result_unref(&c->r_a);
+	dns_result_unref(&c->r_aaaa);
+	if (c->naddrs == 0) {
+		buf_reset(&c->last_error);
+		if (tempfail) {
+			buf_printf(&c->last_error, "4.4.3 DNS lookup of the address of %s failed",
+				   c->host);
+		} else if (c->implicit_mx) {
+			struct buf t = BUF_INIT(0);
+			buf_printf(&t, "5.1.2 Domain %s has no MX and no address record",
+				   c->d->domain);
+			rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+			buf_free(&t);
+			return;
+		} else {
+			buf_printf(&c->last_error, "4.4.4 Host %s has no address record", c->host);
+		}
+		rconn_next_host(c);
+		return;
+	}
+	rconn_next_addr(c);
+}
+
+static void
+rconn_a_cb(const struct dns_result *res, void *arg)
+{
+	struct rconn *c = arg;
+	c->q_a = NULL;
+	c->r_a = dns_result_ref(res);
+	c->a_done = 1;
+	if (c->aaaa_done)
+		rconn_addrs_ready(c);
+}
+
+static void
+rconn_aaaa_cb(const struct dns_result *res, void *arg)
+{
+	struct rconn *c = arg;
+	c->q_aaaa = NULL;
+	c->r_aaaa = dns_result_ref(res);
+	c->aaaa_done = 1;
+	if (c->a_done)
+		rconn_addrs_ready(c);
+}
+
+static void
+rconn_next_host(struct rconn *c)
+{
+	struct dest *d = c->d;
+	struct dns *dns = d->qr->srv->dns;
+
+	if (c->hi >= c->nhosts) {
+		rconn_exhausted(c);
+		return;
+	}
+	struct route_host *h = &c->hosts[c->hi++];
+	xsnprintf(c->host, sizeof(c->host), "%s", h->name);
+	c->port = h->port;
+	if (h->literal) {
+		free(c->addrs);
+		c->addrs = xcalloc(1, sizeof(*c->addrs));
+		sa_from_text(h->name, h->port, &c->addrs[0]);
+		c->naddrs = 1;
+		c->ai = 0;
+		rconn_next_addr(c);
+		return;
+	}
+	c->a_done = c->aaaa_done = 0;
+	c->q_a = dns_query_a(dns, h->name, rconn_a_cb, c);
+	c->q_aaaa = dns_query_aaaa(dns, h->name, rconn_aaaa_cb, c);
+	if (c->q_a == NULL || c->q_aaaa == NULL) {
+		dns_cancel(&c->q_a);
+		dns_cancel(&c->q_aaaa);
+		buf_reset(&c->last_error);
+		buf_printf(&c->last_error, "4.4.4 Host name %s is not valid", h->name);
+		/* Not inside the caller's stack: fall through to the next host. */
+		rconn_next_host(c);
+	}
+}
+
+static int
+mx_cmp(const void *a, const void *b)
+{
+	const struct dns_mx *x = a, *y = b;
+	return (int)x->pref - (int)y->pref;
+}
+
+static void
+rconn_mx_cb(const struct dns_result *res, void *arg)
+{
+	struct rconn *c = arg;
+	struct dest *d = c->d;
+	const struct config *cfg = d->qr->srv->cfg;
+	struct buf t = BUF_INIT(0);
+	c->q_mx = NULL;
+
+	switch (res->status) {
+	case DNS_NXDOMAIN:
+		buf_printf(&t, "5.1.2 Domain %s does not exist (DNS: NXDOMAIN)", d->domain);
+		rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+		break;
+	case DNS_TEMPFAIL:
+	case DNS_BOGUS:
+		buf_printf(&t, "4.4.3 DNS lookup of MX for %s failed (%s%s%s)", d->domain,
+			   dns_status_str(res->status), res->why[0] ? ": " : "", res->why);
+		rconn_walk_failed(c, DELIVER_TEMPFAIL, t.data);
+		break;
+	case DNS_NODATA:
+		/* RFC 5321 5.1: no MX, the domain itself is the host. */
+		c->hosts = xcalloc(1, sizeof(*c->hosts));
+		c->hosts[0] = (struct route_host){xstrdup(d->domain), (int)cfg->outbound_port, 0};
+		c->nhosts = 1;
+		c->implicit_mx = 1;
+		rconn_next_host(c);
+		break;
+	case DNS_OK: {
+		if (res->null_mx) {
+			buf_printf(&t, "5.1.10 Domain %s accepts no mail (null MX, RFC 7505)",
+				   d->domain);
+			rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+			break;
+		}
+		struct dns_mx *mx = xcalloc(res->n, sizeof(*mx));
+		memcpy(mx, res->mx, res->n * sizeof(*mx));
+		qsort(mx, res->n, sizeof(*mx), mx_cmp);
+		/* Shuffle each run of equal preference (Fisher-Yates). */
+		for (size_t s = 0; s < res->n;) {
+			size_t e = s;
+			while (e < res->n && mx[e].pref == mx[s].pref)
+				e++;
+			for (size_t i = e - 1; i > s; i--) {
+				uint32_t r;
+				util_random(&r, sizeof(r));
+				size_t k = s + r % (i - s + 1);
+				struct dns_mx tmp = mx[i];
+				mx[i] = mx[k];
+				mx[k] = tmp;
+			}
+			s = e;
+		}
+		/* Our own name ends the list: only better hosts may be tried. */
+		size_t n = res->n;
+		for (size_t i = 0; i < res->n; i++) {
+			if (strcasecmp(mx[i].host, cfg->hostname) == 0) {
+				n = i;
+				while (n > 0 && mx[n - 1].pref == mx[i].pref)
+					n--;
+				break;
+			}
+		}
+		if (n == 0) {
+			buf_printf(&t, "5.4.6 MX for %s points back to myself (%s): mail loop",
+				   d->domain, cfg->hostname);
+			free(mx);
+			rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+			break;
+		}
+		c->hosts = xcalloc(n, sizeof(*c->hosts));
+		for (size_t i = 0; i < n; i++)
+			c->hosts[i] = (struct route_host){xstrdup(mx[i].host),
+							  (int)cfg->outbound_port, 0};
+		c->nhosts = n;
+		free(mx);
+		rconn_next_host(c);
+		break;
+	}
+	}
+	buf_free(&t);
+}
+
+/* A new connection for d: start the walk. */
+static void
+rconn_start(struct dest *d)
+{
+	struct rconn *c = xcalloc(1, sizeof(*c));
+	c->d = d;
+	buf_init(&c->last_error, 0);
+	c->all_next = d->qr->conns;
+	if (d->qr->conns)
+		d->qr->conns->all_prev = c;
+	d->qr->conns = c;
+	d->nconns++;
+	d->nwalking++;
+	if (d->kind == DEST_MX) {
+		c->q_mx = dns_query_mx(d->qr->srv->dns, d->domain, rconn_mx_cb, c);
+		if (c->q_mx == NULL) {
+			struct buf t = BUF_INIT(0);
+			buf_printf(&t, "5.1.2 Bad destination domain %s", d->domain);
+			rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+			buf_free(&t);
+		}
+		return;
+	}
+	c->hosts = xcalloc(1, sizeof(*c->hosts));
+	c->hosts[0] = (struct route_host){xstrdup(d->domain), d->port, is_ip(d->domain)};
+	c->nhosts = 1;
+	rconn_next_host(c);
+}
+
+/* Run a job on a ready connection. */
+static void
+rconn_take(struct rconn *c, struct rjob *j)
+{
+	struct rmsg *m = j->m;
+	c->job = j;
+	rconn_idle_unlink(c);
+	if (c->idle_timer)
+		event_del(c->idle_timer);
+	smtp_client_txn_clear(&j->txn);
+	j->txn.mail_from = m->mail_from;
+	j->txn.envid = m->envid;
+	j->txn.ret_hdrs = m->ret_hdrs;
+	j->txn.body_8bit = m->body_8bit;
+	j->txn.smtputf8 = m->smtputf8;
+	j->txn.data = m->content.data ? m->content.data : "";
+	j->txn.len = m->content.len;
+	j->txn.rcpts = j->rcpts;
+	j->txn.nrcpts = j->n;
+	c->txn_start_ms = util_mono_ms();
+	smtp_client_send(c->cl, &j->txn);
+}
+
+static void
+rconn_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rconn *c = arg;
+	rconn_end(c, 1);
+}
+
+/* The connection has nothing to do: wait for a job, or end. */
+static void
+rconn_idle(struct rconn *c)
+{
+	struct dest *d = c->d;
+	if (!smtp_client_usable(c->cl) || smtp_client_txns(c->cl) >= REUSE_MAX_TXNS ||
+	    d->qr->srv->stopping) {
+		rconn_end(c, 1);
+		return;
+	}
+	struct rjob *j = dest_pop(d);
+	if (j) {
+		rconn_take(c, j);
+		return;
+	}
+	c->next = d->idle;
+	c->prev = NULL;
+	if (d->idle)
+		d->idle->prev = c;
+	d->idle = c;
+	smtp_client_idle(c->cl, 0);
+	if (c->idle_timer == NULL)
+		c->idle_timer = evtimer_new(d->qr->srv->base, rconn_idle_cb, c);
+	struct timeval tv = {REUSE_IDLE_SECS, 0};
+	evtimer_add(c->idle_timer, &tv);
+}
+
+/* The transaction of c->job is over. */
+static void
+rconn_txn_done(struct rconn *c)
+{
+	struct rjob *j = c->job;
+	struct dest *d = c->d;
+	c->job = NULL;
+	if (j->txn.retry) {
+		j->tries++;
+		if (j->tries < JOB_TRIES) {
+			char esc[400];
+			log_msg(LL_INFO, j->m->session,
+				"outbound id=%s host=%s ip=%s: session lost (%s), trying again", j->m->id,
+				c->host, c->ip, log_esc(esc, sizeof(esc), smtp_client_error(c->cl)));
+			smtp_client_txn_clear(&j->txn);
+			dest_push(d, j, 1);
+		} else {
+			struct buf t = BUF_INIT(0);
+			buf_printf(&t, "4.4.2 %s", smtp_client_error(c->cl));
+			job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
+			buf_free(&t);
+		}
+	} else {
+		for (size_t i = 0; i < j->n; i++) {
+			const struct smtp_client_rcpt *r = &j->rcpts[i];
+			enum deliver_result res = r->status == SMTP_RCPT_OK     ? DELIVER_OK
+						  : r->status == SMTP_RCPT_PERM ? DELIVER_PERMFAIL
+										: DELIVER_TEMPFAIL;
+			job_report(j, i, res, r->text ? r->text : "4.4.2 no result", c);
+		}
+		struct rmsg *m = j->m;
+		rjob_free(j);
+		rmsg_job_done(m);
+	}
+	rconn_idle(c);
+}
+
+static void
+rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
+{
+	struct rconn *c = arg;
+	struct dest *d = c->d;
+
+	switch (ev) {
+	case SMTP_CLIENT_READY:
+		if (!c->ready) {
+			c->ready = 1;
+			d->nwalking--;
+			rconn_walk_reset(c);
+			log_msg(LL_DEBUG, NULL, "outbound dest=%s: connected to %s tls=%s", d->key,
+				c->remote, smtp_client_tls_desc(cl));
+		}
+		rconn_idle(c);
+		return;
+	case SMTP_CLIENT_TXN_DONE:
+		rconn_txn_done(c);
+		return;
+	case SMTP_CLIENT_FAILED:
+		if (c->job) {
+			/* Lost with a transaction assigned but not started on the wire. */
+			struct rjob *j = c->job;
+			c->job = NULL;
+			smtp_client_txn_clear(&j->txn);
+			dest_push(d, j, 1);
+		}
+		if (c->ready) {
+			/* An idle session ended. */
+			rconn_end(c, 0);
+			return;
+		}
+		/* Still walking: note why and try the next address. */
+		buf_reset(&c->last_error);
+		buf_puts(&c->last_error, smtp_client_error(cl));
+		{
+			char esc[400];
+			log_msg(LL_INFO, NULL, "outbound dest=%s: %s", d->key,
+				log_esc(esc, sizeof(esc), smtp_client_error(cl)));
+		}
+		if (smtp_client_error_tls(cl) && c->tls_now == SMTP_CLIENT_TLS_MAY) {
+			/* Opportunistic TLS failed: the same address once more in clear. */
+			smtp_client_free(&c->cl);
+			c->tls_now = SMTP_CLIENT_TLS_NONE;
+			struct dns_addr a = c->addrs[c->ai - 1];
+			sa_set_port(&a, c->port);
+			rconn_connect(c, &a);
+			return;
+		}
+		smtp_client_free(&c->cl);
+		rconn_next_addr(c);
+		return;
+	}
+}
+
+/*
+ * Start connections for waiting jobs, within the limit; reuse idle ones.
+ * Frees d when nothing is left there.
+ */
+static void
+dest_run(struct dest *d)
+{
+	const struct config *cfg = d->qr->srv->cfg;
+	d->hold++;
+	while (d->wait_head && !d->qr->srv->stopping) {
+		if (d->idle) {
+			struct rconn *c = d->idle;
+			rconn_take(c, dest_pop(d));
+			continue;
+		}
+		if (d->nwalking >= d->nwait || d->nconns >= (unsigned)cfg->outbound_destination_limit)
+			break;
+		rconn_start(d);
+	}
+	d->hold--;
+	dest_maybe_free(d);
+}
+
+/* ---- the queue's entry point ---- */
+
+struct load_job {
+	struct queue_remote *qr;
+	struct rmsg *m;
+	char *dir;
+	struct buf content;
+	struct buf err;
+	int rc;
+};
+
+static void
+load_work(void *arg)
+{
+	struct load_job *lj = arg;
+	struct spool_msg tmp;
+	lj->rc = spool_load(lj->dir, lj->m->id, &tmp, &lj->content, &lj->err);
+	if (lj->rc == 0)
+		spool_msg_free(&tmp);
+}
+
+static void
+load_done(void *arg)
+{
+	struct load_job *lj = arg;
+	struct queue_remote *qr = lj->qr;
+	struct rmsg *m = lj->m;
+
+	qr->loads--;
+	m->loading = 0;
+	if (qr->dead || m->orphan) {
+		rmsg_free(m);
+		if (qr->dead && qr->loads == 0)
+			free(qr);
+		goto out;
+	}
+	if (lj->rc < 0) {
+		struct buf t = BUF_INIT(0);
+		log_error("outbound id=%s: cannot read the queued message: %s", m->id,
+			  buf_str(&lj->err));
+		buf_printf(&t, "4.3.0 Cannot read the queued message: %s", buf_str(&lj->err));
+		while (m->jobs) {
+			struct rjob *j = m->jobs;
+			m->jobs = j->next;
+			for (size_t i = 0; i < j->n; i++)
+				job_report(j, i, DELIVER_TEMPFAIL, t.data, NULL);
+			rjob_free(j);
+			m->njobs--;
+		}
+		buf_free(&t);
+		m->njobs = 1;
+		rmsg_job_done(m);
+		goto out;
+	}
+	m->content = lj->content;
+	buf_init(&lj->content, 0);
+	struct rjob *jobs = m->jobs;
+	m->jobs = NULL;
+	if (jobs == NULL) {
+		/* Every recipient was reported at once (bad domains). */
+		rmsg_job_done(m);
+		goto out;
+	}
+	while (jobs) {
+		struct rjob *j = jobs;
+		jobs = j->next;
+		struct dest *d = j->d;
+		dest_push(d, j, 0);
+		dest_run(d);
+	}
+out:
+	buf_free(&lj->content);
+	buf_free(&lj->err);
+	free(lj->dir);
+	free(lj);
+}
+
+static void
+remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const size_t *idx,
+	       size_t n)
+{
+	struct queue_remote *qr = ctx;
+	struct rmsg *m = xcalloc(1, sizeof(*m));
+
+	m->qr = qr;
+	memcpy(m->id, msg->id, sizeof(m->id));
+	m->mail_from = xstrdup(msg->mail_from ? msg->mail_from : "");
+	m->envid = msg->envid ? xstrdup(msg->envid) : NULL;
+	m->session = xstrdup(msg->session ? msg->session : msg->id);
+	m->ret_hdrs = msg->ret_hdrs;
+	m->body_8bit = msg->body_8bit;
+	m->smtputf8 = msg->smtputf8;
+	m->created = msg->created;
+	buf_init(&m->content, 0);
+	m->next = qr->msgs;
+	if (qr->msgs)
+		qr->msgs->prev = m;
+	qr->msgs = m;
+
+	/* Group the recipients by destination: one job each. */
+	struct rjob *tail = NULL;
+	for (size_t k = 0; k < n; k++) {
+		const struct spool_rcpt *rc = &msg->rcpts[idx[k]];
+		const char *at = strrchr(rc->addr, '@');
+		struct buf dom = BUF_INIT(0), err = BUF_INIT(0), why = BUF_INIT(0);
+		struct dest *d = NULL;
+		if (at && at[1] == '[')
+			buf_puts(&dom, at + 1);
+		else if (at == NULL || accounts_normalise_domain(at + 1, &dom, &err) < 0)
+			buf_printf(&why, "5.1.2 Bad destination domain in <%s>", rc->addr);
+		if (why.len == 0)
+			d = dest_get(qr, dom.data, &why);
+		struct rjob *j = NULL;
+		if (d) {
+			for (j = m->jobs; j; j = j->next)
+				if (j->d == d)
+					break;
+		}
+		if (j == NULL) {
+			j = xcalloc(1, sizeof(*j));
+			j->m = m;
+			j->d = d;
+			m->njobs++;
+			if (tail)
+				tail->next = j;
+			else
+				m->jobs = j;
+			tail = j;
+		}
+		j->idx = xrealloc(j->idx, (j->n + 1) * sizeof(*j->idx));
+		j->addrs = xrealloc(j->addrs, (j->n + 1) * sizeof(*j->addrs));
+		j->orcpts = xrealloc(j->orcpts, (j->n + 1) * sizeof(*j->orcpts));
+		j->idx[j->n] = idx[k];
+		j->addrs[j->n] = xstrdup(rc->addr);
+		j->orcpts[j->n] = rc->orcpt ? xstrdup(rc->orcpt) : NULL;
+		j->n++;
+		if (d == NULL) {
+			/* No destination: report now, the queue records it on its next pass. */
+			job_report(j, j->n - 1, why.data[0] == '5' ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
+				   why.data, NULL);
+			j->n--;
+			free(j->addrs[j->n]);
+			free(j->orcpts[j->n]);
+		}
+		buf_free(&dom);
+		buf_free(&err);
+		buf_free(&why);
+	}
+	/* Drop the jobs that ended up empty (all their recipients reported). */
+	for (struct rjob **pj = &m->jobs; *pj;) {
+		struct rjob *j = *pj;
+		if (j->n == 0) {
+			*pj = j->next;
+			rjob_free(j);
+			m->njobs--;
+			continue;
+		}
+		j->rcpts = xcalloc(j->n, sizeof(*j->rcpts));
+		for (size_t i = 0; i < j->n; i++) {
+			const struct spool_rcpt *rc = &msg->rcpts[j->idx[i]];
+			j->rcpts[i].addr = j->addrs[i];
+			j->rcpts[i].orcpt = j->orcpts[i];
+			j->rcpts[i].notify = rc->notify;
+		}
+		pj = &j->next;
+	}
+	if (m->njobs == 0) {
+		/* queue_remote_done() must not run inside deliver(): one job to end it. */
+		m->njobs = 1;
+	}
+	struct load_job *lj = xcalloc(1, sizeof(*lj));
+	lj->qr = qr;
+	lj->m = m;
+	lj->dir = NULL;
+	struct buf dir = BUF_INIT(0);
+	queue_dir(qr->srv->cfg->data_dir, &dir);
+	lj->dir = buf_steal(&dir);
+	buf_init(&lj->content, 0);
+	buf_init(&lj->err, 0);
+	qr->loads++;
+	m->loading = 1;
+	/* Even with no job left the load runs: queue_remote_done() must come later. */
+	worker_submit(qr->srv->pool, load_work, load_done, lj);
+	(void)q;
+}
+
+/* ---- setup ---- */
+
+struct queue_remote *
+queue_remote_new(struct server *srv, struct buf *err)
+{
+	const struct config *cfg = srv->cfg;
+	struct queue_remote *qr = xcalloc(1, sizeof(*qr));
+
+	qr->srv = srv;
+	if (srv->dns == NULL) {
+		buf_puts(err, "outbound: no DNS resolver");
+		free(qr);
+		return NULL;
+	}
+	if (cfg->relayhost) {
+		char *h;
+		int port;
+		if (config_parse_hostport(cfg->relayhost, &h, &port, (int)cfg->outbound_port) < 0) {
+			buf_printf(err, "relayhost: bad value '%s' (want host[:port])", cfg->relayhost);
+			free(qr);
+			return NULL;
+		}
+		free(h);
+	}
+	if (cfg->relayhost_user) {
+		if (cfg->relayhost_password_file == NULL) {
+			buf_puts(err, "relayhost.user needs relayhost.password_file");
+			free(qr);
+			return NULL;
+		}
+		size_t len;
+		char *p = util_read_file(cfg->relayhost_password_file, 4096, &len);
+		if (p == NULL) {
+			buf_printf(err, "relayhost.password_file: open(%s) failed: %s",
+				   cfg->relayhost_password_file, strerror(errno));
+			free(qr);
+			return NULL;
+		}
+		while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
+			p[--len] = '\0';
+		if (len == 0 || memchr(p, '\0', len) != NULL || memchr(p, '\n', len) != NULL) {
+			buf_printf(err, "relayhost.password_file %s: want one line with the password",
+				   cfg->relayhost_password_file);
+			util_wipe(p, len);
+			free(p);
+			free(qr);
+			return NULL;
+		}
+		qr->relay_pass = p;
+	}
+	self_init(qr);
+	struct queue_remote_ops ops = {remote_deliver, qr};
+	queue_set_remote(srv->queue, &ops);
+	return qr;
+}
+
+void
+queue_remote_free(struct queue_remote **qrp)
+{
+	struct queue_remote *qr = *qrp;
+	if (qr == NULL)
+		return;
+	*qrp = NULL;
+	qr->srv->stopping = 1; /* nothing restarts while we take it apart */
+	while (qr->conns) {
+		struct rconn *c = qr->conns;
+		qr->conns = c->all_next;
+		rconn_walk_reset(c);
+		smtp_client_free(&c->cl);
+		if (c->idle_timer)
+			event_free(c->idle_timer);
+		buf_free(&c->last_error);
+		if (c->job)
+			rjob_free(c->job);
+		free(c);
+	}
+	while (qr->dests) {
+		struct dest *d = qr->dests;
+		struct rjob *j;
+		while ((j = dest_pop(d)) != NULL)
+			rjob_free(j);
+		qr->dests = d->next;
+		free(d->key);
+		free(d->domain);
+		free(d);
+	}
+	while (qr->msgs) {
+		struct rmsg *m = qr->msgs;
+		qr->msgs = m->next;
+		if (m->loading)
+			m->orphan = 1;
+		else
+			rmsg_free(m);
+	}
+	if (qr->relay_pass) {
+		util_wipe(qr->relay_pass, strlen(qr->relay_pass));
+		free(qr->relay_pass);
+		qr->relay_pass = NULL;
+	}
+	free(qr->self);
+	if (qr->loads > 0) {
+		qr->dead = 1;
+		return;
+	}
+	free(qr);
+}
