@@ -648,6 +648,7 @@ inet_interfaces = {ip}
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 maillog_file = {log}
+maillog_file_prefixes = {tmp}
 smtp_host_lookup = native
 smtpd_tls_security_level = none
 virtual_mailbox_domains = {dom}
@@ -660,7 +661,7 @@ alias_database =
 disable_dns_lookups = yes
 smtp_dns_support_level = disabled
 {extra}
-""".format(q=self.queue, data=self.data, dom=domain, ip=ip, log=self.log, mail=self.mail,
+""".format(tmp=tmp, q=self.queue, data=self.data, dom=domain, ip=ip, log=self.log, mail=self.mail,
            conf=self.conf, uid=pw.pw_uid, gid=pw.pw_gid, extra=extra)
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
             f.write(main)
@@ -703,7 +704,8 @@ smtp_dns_support_level = disabled
 
 @pytest.mark.skipif(not have_postfix() or os.geteuid() != 0, reason="needs postfix and root")
 def test_postfix_interop_both_ways(net, tmp_path):
-    d = tempfile.mkdtemp(dir=str(tmp_path))
+    # Postfix's daemons (user postfix) must reach its queue: not under pytest's 0700 tmp.
+    d = tempfile.mkdtemp(prefix="surat-pf-")
     # Postfix accepts only interface addresses in inet_interfaces: 127.0.0.1.
     pf = Postfix(d, "127.0.0.1", net.port, "p.example",
                  extra="relayhost = [127.0.0.2]:%d\n" % net.port)
@@ -727,3 +729,4 @@ def test_postfix_interop_both_ways(net, tmp_path):
         assert "Subject: from pf" in texts[0]
     finally:
         pf.stop()
+        shutil.rmtree(d, ignore_errors=True)
