@@ -1,21 +1,102 @@
 /*
- * mime_meta — see mime_meta.h.
+ * mime_meta — see mime_meta.h. One mime_parse() gives everything the store
+ * caches, so FETCH ENVELOPE/BODYSTRUCTURE and SEARCH TEXT never reparse the
+ * message file.
  *
- * SECURITY: bounded by the MIME parser's limits.
+ * SECURITY: bounded by the MIME parser's limits; the text given to the
+ * full-text index is capped at MIME_META_TEXT_MAX.
  */
 #include "mime/mime_meta.h"
+#include "core/buf.h"
+#include "mime/mime.h"
+#include "mime/mime_address.h"
+#include "mime/mime_date.h"
+#include "mime/mime_decode.h"
+#include "mime/mime_header.h"
+#include "mime/mime_imap.h"
+#include "mime/mime_text.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#define MIME_META_TEXT_MAX (1024 * 1024)
+
+/* The first mailbox of an address header, "local@host" lowercased, or NULL. */
+static char *
+first_mailbox(const char *hdr, size_t hlen, const char *name)
+{
+	char *v = mime_header_get(hdr, hlen, name);
+	if (v == NULL)
+		return NULL;
+	struct mime_address *list = mime_address_parse(v, strlen(v), 0);
+	free(v);
+	char *r = NULL;
+	for (struct mime_address *a = list; a; a = a->next) {
+		if (a->mailbox && a->host) {
+			r = xasprintf("%s@%s", a->mailbox, a->host);
+			util_lower(r);
+			break;
+		}
+	}
+	mime_address_free(&list);
+	return r;
+}
+
 void
 mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 {
-	/* XXX: the MIME parser lands in this same change series; until it is
-	 * wired here the store computes nothing in advance. */
+	struct buf b = BUF_INIT(0);
+
 	memset(mm, 0, sizeof(*mm));
-	(void)msg;
-	(void)len;
+	struct mime_part *root = mime_parse(msg, len);
+	if (mime_envelope(&b, root) == 0)
+		mm->envelope = buf_steal(&b);
+	buf_free(&b);
+	if (mime_bodystructure(&b, root, MIME_BS_EXTENDED) == 0)
+		mm->bodystructure = buf_steal(&b);
+	buf_free(&b);
+	if (mime_bodystructure(&b, root, 0) == 0)
+		mm->body = buf_steal(&b);
+	buf_free(&b);
+	if (mime_text_headers(&b, root, MIME_META_TEXT_MAX) >= 0)
+		mm->fts_headers = buf_steal(&b);
+	buf_free(&b);
+	if (mime_text_body(&b, root, MIME_META_TEXT_MAX) >= 0)
+		mm->fts_body = buf_steal(&b);
+	buf_free(&b);
+
+	size_t hlen = mime_header_block_len(msg, len);
+	mm->from = first_mailbox(msg, hlen, "From");
+	mm->to = first_mailbox(msg, hlen, "To");
+	mm->cc = first_mailbox(msg, hlen, "Cc");
+	char *date = mime_header_get(msg, hlen, "Date");
+	if (date) {
+		time_t t;
+		int tz;
+		if (mime_date_parse(date, strlen(date), &t, &tz) == 0)
+			mm->meta.hdr_date = (int64_t)t;
+		free(date);
+	}
+	char *subj = mime_header_get(msg, hlen, "Subject");
+	if (subj) {
+		/* XXX: RFC 5256 base-subject extraction belongs to IMAP SORT; for
+		 * now the decoded subject is stored. */
+		if (mime_decode_words(&b, subj, strlen(subj)) == 0)
+			mm->subject = buf_steal(&b);
+		buf_free(&b);
+		free(subj);
+	}
+	mime_free(&root);
+
+	mm->meta.envelope = mm->envelope;
+	mm->meta.bodystructure = mm->bodystructure;
+	mm->meta.body = mm->body;
+	mm->meta.hdr_from = mm->from;
+	mm->meta.hdr_to = mm->to;
+	mm->meta.hdr_cc = mm->cc;
+	mm->meta.hdr_subject = mm->subject;
+	mm->meta.fts_headers = mm->fts_headers;
+	mm->meta.fts_body = mm->fts_body;
 }
 
 void
