@@ -68,6 +68,8 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_DISCARD 0x10	/* skipping the rest of an overlong line */
 #define F_BDAT_FAIL 0x20 /* this BDAT transaction is already refused */
 #define F_BDAT_USED 0x40
+#define F_CLOSE_NOW 0x80 /* the peer is gone: close once no caller holds us */
+#define F_FINISHED 0x100 /* conn_finish() called: the conn is on its way out */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -103,6 +105,8 @@ struct smtp_sess {
 	enum auth_step auth_step;
 	char auth_user[256];
 	struct event *timer;
+	/* Callers on the stack that still use the session (smtp_hold). */
+	unsigned hold;
 };
 
 struct smtp_cmd_entry {
@@ -267,11 +271,43 @@ smtp_on_close(struct conn *c)
 	smtp_sess_free(s);
 }
 
+/*
+ * Every entry from the loop into a session (input, events, job completions)
+ * holds it: conn_finish() and conn_close() may free it at once, which must
+ * not happen under a caller that still reads it. A close asked for meanwhile
+ * is done by the last smtp_release(), which returns 1 if the session is gone.
+ */
+static void
+smtp_hold(struct smtp_sess *s)
+{
+	s->hold++;
+}
+
+static int
+smtp_release(struct smtp_sess *s)
+{
+	if (--s->hold > 0)
+		return 0;
+	if (s->flags & F_CLOSE_NOW) {
+		conn_close(s->c);
+		return 1;
+	}
+	if (s->state == ST_QUIT && !(s->flags & F_FINISHED)) {
+		s->flags |= F_FINISHED;
+		conn_finish(s->c);
+		return 1;
+	}
+	return 0;
+}
+
 static void
 smtp_close(struct smtp_sess *s)
 {
 	smtp_set_state(s, ST_QUIT);
-	conn_finish(s->c);
+	if (s->hold == 0 && !(s->flags & F_FINISHED)) {
+		s->flags |= F_FINISHED;
+		conn_finish(s->c);
+	}
 }
 
 static int
@@ -447,7 +483,9 @@ auth_delay_done(evutil_socket_t fd, short what, void *arg)
 	} else {
 		event_free(s->timer);
 		s->timer = NULL;
+		smtp_hold(s);
 		auth_finish(s, 0, j->user);
+		smtp_release(s);
 	}
 	util_wipe(j, sizeof(*j));
 	free(j);
@@ -470,10 +508,13 @@ auth_done(void *arg)
 		event_add(s->timer, &(struct timeval){s->srv->cfg->auth_fail_delay, 0});
 		return;
 	}
-	if (s->flags & F_DEAD)
+	if (s->flags & F_DEAD) {
 		smtp_sess_free(s);
-	else
+	} else {
+		smtp_hold(s);
 		auth_finish(s, j->ok, j->user);
+		smtp_release(s);
+	}
 	util_wipe(j, sizeof(*j));
 	free(j);
 }
@@ -941,6 +982,7 @@ queue_done(void *arg, const char *id, const char *error)
 		smtp_sess_free(s);
 		return;
 	}
+	smtp_hold(s);
 	smtp_set_state(s, ST_HELO);
 	if (id) {
 		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
@@ -951,6 +993,7 @@ queue_done(void *arg, const char *id, const char *error)
 	}
 	smtp_txn_reset(s, 0);
 	smtp_resume(s);
+	smtp_release(s);
 }
 
 static void
@@ -1168,6 +1211,13 @@ smtp_process(struct smtp_sess *s)
 	struct evbuffer *in = bufferevent_get_input(s->c->bev);
 
 	while (s->state != ST_WAIT && s->state != ST_QUIT) {
+		if (s->srv->stopping && (s->state == ST_CONNECTED || s->state == ST_HELO)) {
+			/* Stopping: a session back between transactions ends
+			 * (also right after the reply to a queued message). */
+			smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
+			smtp_close(s);
+			return;
+		}
 		if (s->state == ST_DATA) {
 			smtp_feed(s, in);
 			if (s->state == ST_DATA)
@@ -1214,11 +1264,6 @@ smtp_process(struct smtp_sess *s)
 		else
 			smtp_command(s, line, len);
 		util_wipe(line, len);
-		if (s->srv->stopping && s->state == ST_HELO) {
-			smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
-			smtp_close(s);
-			return;
-		}
 	}
 }
 
@@ -1226,7 +1271,11 @@ static void
 smtp_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
-	smtp_process(c->proto);
+	struct smtp_sess *s = c->proto;
+
+	smtp_hold(s);
+	smtp_process(s);
+	smtp_release(s);
 }
 
 static void
@@ -1235,17 +1284,26 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 	struct smtp_sess *s = c->proto;
 
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (what & BEV_EVENT_ERROR)
+			log_msg(LL_DEBUG, c->id, "connection error");
+		if (s->hold > 0) {
+			/* A write under a caller failed: that caller closes. */
+			s->flags |= F_CLOSE_NOW;
+			if (s->state != ST_WAIT)
+				smtp_set_state(s, ST_QUIT);
+			return;
+		}
+		conn_close(c);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
+		smtp_hold(s);
 		smtp_reply(s, 421, "4.4.2", "%s Timeout, closing connection",
 			   s->srv->cfg->hostname);
 		log_msg(LL_INFO, c->id, "timeout in state %s", state_names[s->state]);
 		smtp_close(s);
-		return;
-	}
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		if (what & BEV_EVENT_ERROR)
-			log_msg(LL_DEBUG, c->id, "connection error");
-		conn_close(c);
+		smtp_release(s);
 	}
 }
 
@@ -1255,8 +1313,10 @@ smtp_on_shutdown(struct conn *c)
 	struct smtp_sess *s = c->proto;
 	/* Idle sessions end now; busy ones finish their transaction first. */
 	if (s->state == ST_CONNECTED || s->state == ST_HELO) {
+		smtp_hold(s);
 		smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
 		smtp_close(s);
+		smtp_release(s);
 	}
 }
 
@@ -1274,7 +1334,9 @@ smtp_start(struct conn *c)
 	c->on_close = smtp_on_close;
 	c->on_shutdown = smtp_on_shutdown;
 	smtp_set_callbacks(s);
+	smtp_hold(s);
 	smtp_reply(s, 220, NULL, "%s ESMTP surat", s->srv->cfg->hostname);
+	smtp_release(s);
 }
 
 const struct proto_ops smtp_server_ops = {
