@@ -59,6 +59,7 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 
 struct local_cache {
 	char *key[LOCAL_CACHE];		/* data_dir NUL account */
+	size_t klen[LOCAL_CACHE];	/* its length: memcmp must not read past it */
 	struct store *st[LOCAL_CACHE];
 	unsigned next;
 };
@@ -97,7 +98,7 @@ local_store(const char *data_dir, const char *account, struct buf *err)
 	char *key = xasprintf("%s%c%s", data_dir, 0, account);
 	size_t klen = strlen(data_dir) + 1 + strlen(account);
 	for (unsigned i = 0; i < LOCAL_CACHE; i++) {
-		if (c->key[i] && memcmp(c->key[i], key, klen + 1) == 0) {
+		if (c->key[i] && c->klen[i] == klen && memcmp(c->key[i], key, klen) == 0) {
 			free(key);
 			return c->st[i];
 		}
@@ -111,6 +112,7 @@ local_store(const char *data_dir, const char *account, struct buf *err)
 	free(c->key[slot]);
 	store_close(&c->st[slot]);
 	c->key[slot] = key;
+	c->klen[slot] = klen;
 	c->st[slot] = st;
 	return st;
 }
