@@ -30,14 +30,26 @@
 #define SPOOL_MAX_FILE ((size_t)1 << 31)
 #define SPOOL_MAX_RCPTS 100000
 
+/* The last id handed out: milliseconds << 16 | sequence. */
+static uint64_t spool_last_id;
+
 void
 spool_new_id(char out[QUEUE_ID_LEN + 1])
 {
-	uint16_t r;
+	/*
+	 * Ids must never repeat: a spool file is named by its id. Random low
+	 * bits collide (1 in 65536 for two messages in the same millisecond);
+	 * a strictly increasing counter seeded by the clock cannot, within
+	 * this process. write_file() refuses an existing name besides.
+	 */
+	uint64_t want = ((uint64_t)util_now_ms() & 0xffffffffffffULL) << 16;
+	uint64_t last = __atomic_load_n(&spool_last_id, __ATOMIC_RELAXED), id;
 
-	util_random(&r, sizeof(r));
-	snprintf(out, QUEUE_ID_LEN + 1, "%012llx%04x",
-		 (unsigned long long)util_now_ms() & 0xffffffffffffULL, r);
+	do
+		id = want > last ? want : last + 1;
+	while (!__atomic_compare_exchange_n(&spool_last_id, &last, id, 0, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED));
+	snprintf(out, QUEUE_ID_LEN + 1, "%016llx", (unsigned long long)id);
 }
 
 static void
@@ -105,24 +117,21 @@ write_file(const char *dir, const char *name, const struct buf *head, const char
 		unlink(tmp);
 		return -1;
 	}
-	if (excl) {
-		/* link(2) fails if the name exists: the notice was written before. */
-		if (link(tmp, final) < 0) {
-			int e = errno;
-			close(fd);
-			unlink(tmp);
-			if (e == EEXIST)
-				return 1;
-			buf_printf(err, "link(%s) failed: %s", final, strerror(e));
-			return -1;
-		}
-		unlink(tmp);
-	} else if (rename(tmp, final) < 0) {
-		buf_printf(err, "rename(%s) failed: %s", final, strerror(errno));
+	/*
+	 * link(2), not rename(2): it fails if the name exists, so a queued
+	 * message is never replaced by another that got the same id. With
+	 * excl, an existing name means the notice was written before.
+	 */
+	if (link(tmp, final) < 0) {
+		int e = errno;
 		close(fd);
 		unlink(tmp);
+		if (e == EEXIST && excl)
+			return 1;
+		buf_printf(err, "link(%s) failed: %s", final, strerror(e));
 		return -1;
 	}
+	unlink(tmp);
 	/*
 	 * One group-commit flush makes the content and the new name durable
 	 * together. A crash before it returns may leave the file behind, torn
