@@ -334,6 +334,15 @@ job_work(void *arg)
 {
 	struct qjob *j = arg;
 	int64_t now = util_now_ms() / 1000;
+	char path[4096];
+
+	/* `surat queue delete` removed the file: forget the message. */
+	snprintf(path, sizeof(path), "%s/%s", j->dir, j->snap.id);
+	if (access(path, F_OK) < 0 && errno == ENOENT) {
+		log_info("queue %s: spool file deleted; message dropped", j->snap.id);
+		j->removed = 1;
+		return;
+	}
 
 	/* Results the remote transport reported. */
 	for (size_t i = 0; i < j->nresults && !j->error; i++)
@@ -394,8 +403,6 @@ job_work(void *arg)
 				j->error = 1;
 		}
 		if (!j->error) {
-			char path[4096];
-			snprintf(path, sizeof(path), "%s/%s", j->dir, j->snap.id);
 			if (unlink(path) < 0 && errno != ENOENT)
 				log_error("unlink(%s) failed: %s", path, strerror(errno));
 			j->removed = 1;
@@ -463,7 +470,8 @@ job_done(void *arg)
 			j->notices[i] = NULL;
 		}
 	}
-	if (j->removed) {
+	/* Kept while the transport has it: the next pass drops it. */
+	if (j->removed && !e->remote_busy) {
 		entry_unlink(q, e);
 		entry_free(e);
 	}
