@@ -578,9 +578,13 @@ mime_parse(const char *msg, size_t len)
 struct mime_part *
 mime_parse_global(const struct mime_part *p)
 {
-	if (!(p->flags & MIME_PART_GLOBAL) || p->depth + 1 >= MIME_MAX_DEPTH)
+	/* each level of message/global costs more depth, so that a chain of
+	 * them cannot make callers reparse the same bytes many times */
+	unsigned int depth = p->depth + MIME_GLOBAL_DEPTH_COST;
+
+	if (!(p->flags & MIME_PART_GLOBAL) || depth >= MIME_MAX_DEPTH)
 		return NULL;
-	return parse_at_depth(p->msg + p->body_off, p->body_len, p->depth + 1);
+	return parse_at_depth(p->msg + p->body_off, p->body_len, depth);
 }
 
 static void

@@ -41,6 +41,7 @@ struct buf;
 #define MIME_MAX_DEPTH 100
 #define MIME_MAX_PARTS 10000
 #define MIME_BOUNDARY_MAX 80
+#define MIME_GLOBAL_DEPTH_COST 10 /* depth of one message/global level */
 
 enum mime_part_flag {
 	MIME_PART_MULTIPART = 1 << 0, /* children are the body parts (possibly none) */
@@ -106,7 +107,8 @@ struct mime_part *mime_parse(const char *msg, size_t len);
 /*
  * Parse the message inside a message/global part p (a leaf in its tree).
  * Returns a tree whose root stands for that message (its depth continues
- * p's, so the limits still hold across it), or NULL when p is not
+ * p's plus MIME_GLOBAL_DEPTH_COST, so the limits hold across it and a
+ * chain of message/global parts is short), or NULL when p is not
  * message/global or is too deep. It points into p->msg; free it with
  * mime_free() before the message goes.
  */

@@ -51,7 +51,8 @@ clear_cur(struct actx *c)
 	free(c->cur.route);
 	free(c->cur.mailbox);
 	free(c->cur.host);
-	memset(&c->cur, 0, sizeof(c->cur));
+	c->cur.name = c->cur.route = c->cur.mailbox = c->cur.host = NULL;
+	c->cur.invalid = 0;
 }
 
 static void

@@ -243,8 +243,8 @@ mime_date_parse(const char *s, size_t len, time_t *t_r, int *tz_r)
 		year += 1900;
 	if (year < 1000 || day > days_in_month(year, mon))
 		return -1;
-	int64_t secs =
-	    days_from_civil(year, mon, day) * 86400 + h * 3600 + mi * 60 + sec - (int64_t)tz * 60;
+	int64_t secs = days_from_civil(year, mon, day) * 86400 + (int64_t)h * 3600 +
+		       (int64_t)mi * 60 + sec - (int64_t)tz * 60;
 	if (sizeof(time_t) < 8 && (secs > INT32_MAX || secs < INT32_MIN))
 		return -1;
 	*t_r = (time_t)secs;

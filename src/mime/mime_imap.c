@@ -454,11 +454,44 @@ write_part(struct buf *out, const struct mime_part *p, unsigned int flags)
 	return r < 0 ? -1 : 0;
 }
 
+/*
+ * A message that is one plain 7-bit us-ascii text part: Dovecot remembers
+ * just that fact and from then on answers with the canonical lower-case
+ * form, which is therefore what its clients see.
+ */
+static int
+is_plain_7bit(const struct mime_part *p)
+{
+	if (p->parent != NULL || p->children != NULL ||
+	    (p->flags & (MIME_PART_MULTIPART | MIME_PART_MESSAGE | MIME_PART_DEMOTED)))
+		return 0;
+	if (p->type != NULL && strcasecmp(p->type, "text") != 0)
+		return 0;
+	if (p->subtype != NULL && strcasecmp(p->subtype, "plain") != 0)
+		return 0;
+	if (p->nparams > 1 ||
+	    (p->nparams == 1 && (strcasecmp(p->params[0].name, "charset") != 0 ||
+				 strcasecmp(p->params[0].value, "us-ascii") != 0)))
+		return 0;
+	if (p->encoding != NULL && strcasecmp(p->encoding, "7bit") != 0)
+		return 0;
+	return p->id == NULL && p->description == NULL && p->md5 == NULL &&
+	       p->disposition == NULL && p->language == NULL && p->location == NULL;
+}
+
 int
 mime_bodystructure(struct buf *out, const struct mime_part *p, unsigned int flags)
 {
 	int r = 0;
 
+	if (is_plain_7bit(p)) {
+		r |= buf_printf(
+		    out,
+		    "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" %llu %llu%s)",
+		    (unsigned long long)p->body_vsize, (unsigned long long)p->body_lines,
+		    (flags & MIME_BS_EXTENDED) ? " NIL NIL NIL NIL" : "");
+		return r < 0 ? -1 : 0;
+	}
 	r |= buf_putc(out, '(');
 	r |= write_part(out, p, flags);
 	r |= buf_putc(out, ')');

@@ -162,7 +162,7 @@ check_part(const struct mime_part *root, const struct mime_part *p, size_t len, 
 	if (p->flags & MIME_PART_GLOBAL) {
 		struct mime_part *g = mime_parse_global(p);
 		if (g != NULL) {
-			CHECK(g->depth == p->depth + 1);
+			CHECK(g->depth == p->depth + MIME_GLOBAL_DEPTH_COST);
 			mime_free(&g);
 		}
 	}
