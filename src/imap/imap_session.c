@@ -1,0 +1,1538 @@
+/*
+ * imap_session — see imap_session.h. This file holds the session frame:
+ * input (the parser, literals, raw lines), the command table and dispatch,
+ * replies, worker jobs, the selected mailbox's view and how it follows the
+ * store, the change-notification registry and the connection callbacks.
+ * The commands themselves are in imap_cmd_*.c.
+ *
+ * Input: the parser consumes at most one item per call, so after a command
+ * that changes the connection (STARTTLS) or switches to raw lines (IDLE,
+ * AUTHENTICATE) the rest of the input is still in the evbuffer. While a
+ * worker job runs, or while too much output waits for the client, reading
+ * stops and pipelined input waits in the buffer.
+ *
+ * The view: sessions see a mailbox as it was when they last told the
+ * client. Changes found by polling the store (a cheap HIGHESTMODSEQ probe,
+ * then store_changes_since) are merged at once; expunged messages stay in
+ * the view as ghosts until an EXPUNGE (or VANISHED) may be sent, so
+ * sequence numbers never move under a FETCH, STORE or SEARCH.
+ *
+ * SECURITY: see the header. The parser enforces the size limits before
+ * anything is promised; this file decides about each literal (state,
+ * command, quota) before sending "+".
+ */
+#include "imap/imap_session.h"
+#include "imap/imap_cmd.h"
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/tls.h"
+#include "core/worker.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define BAD_MAX 10		     /* bad commands before BYE */
+#define OUT_HIGH (4u * 1024 * 1024)  /* stop reading above this much pending output */
+#define OUT_LOW (256u * 1024)	     /* resume below this */
+#define PREAUTH_TIMEOUT 60	     /* seconds, before login */
+#define IDLE_TICK 10		     /* seconds between polls in IDLE */
+#define IDLE_KEEPALIVE_TICKS 12	     /* "* OK Still here" every 12 ticks */
+#define NOTICES_MAX 1024	     /* queued change notices before "wake all" */
+
+static const char *const state_names[] = {"notauth", "auth", "selected", "logout"};
+
+static void imap_process(struct imap_sess *s);
+static void imap_sess_free(struct imap_sess *s);
+
+/* ---- change notification registry ---- */
+
+struct imap_notice {
+	char *account;
+	char *mailbox;
+	struct imap_notice *next;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct event *ev; /* activated from any thread */
+	struct imap_notice *head;
+	size_t n;
+	bool overflow;
+	struct imap_sess *sessions; /* loop thread only */
+} imap_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void
+imap_reg_add(struct imap_sess *s)
+{
+	s->reg_next = imap_reg.sessions;
+	if (imap_reg.sessions)
+		imap_reg.sessions->reg_prev = s;
+	imap_reg.sessions = s;
+}
+
+static void
+imap_reg_del(struct imap_sess *s)
+{
+	if (s->reg_prev)
+		s->reg_prev->reg_next = s->reg_next;
+	else if (imap_reg.sessions == s)
+		imap_reg.sessions = s->reg_next;
+	if (s->reg_next)
+		s->reg_next->reg_prev = s->reg_prev;
+	s->reg_prev = s->reg_next = NULL;
+}
+
+/* The store hook: runs on whatever thread committed the change. */
+static void
+imap_notify_hook(const char *account, const char *mailbox, void *arg)
+{
+	pthread_mutex_lock(&imap_reg.lock);
+	if (imap_reg.ev != NULL) {
+		bool dup = false;
+		for (struct imap_notice *n = imap_reg.head; n && !dup; n = n->next)
+			dup = strcmp(n->account, account) == 0 &&
+			      strcmp(n->mailbox, mailbox ? mailbox : "") == 0;
+		if (!dup && imap_reg.n < NOTICES_MAX) {
+			struct imap_notice *n = xcalloc(1, sizeof(*n));
+			n->account = xstrdup(account);
+			n->mailbox = xstrdup(mailbox ? mailbox : "");
+			n->next = imap_reg.head;
+			imap_reg.head = n;
+			imap_reg.n++;
+		} else if (!dup) {
+			imap_reg.overflow = true;
+		}
+		/* Thread-safe: the base was made after evthread_use_pthreads(). */
+		event_active(imap_reg.ev, 0, 0);
+	}
+	pthread_mutex_unlock(&imap_reg.lock);
+}
+
+static void
+imap_notices_free(struct imap_notice *n)
+{
+	while (n) {
+		struct imap_notice *next = n->next;
+		free(n->account);
+		free(n->mailbox);
+		free(n);
+		n = next;
+	}
+}
+
+static bool
+imap_hold_release_poll(struct imap_sess *s);
+
+/* On the loop: wake every IDLE session whose mailbox changed. */
+static void
+imap_notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+	pthread_mutex_lock(&imap_reg.lock);
+	struct imap_notice *list = imap_reg.head;
+	bool all = imap_reg.overflow;
+	imap_reg.head = NULL;
+	imap_reg.n = 0;
+	imap_reg.overflow = false;
+	pthread_mutex_unlock(&imap_reg.lock);
+
+	struct imap_sess *s = imap_reg.sessions;
+	while (s) {
+		struct imap_sess *next = s->reg_next;
+		if ((s->flags & SF_IDLE) && s->sel && s->st && !(s->flags & SF_WAIT)) {
+			bool match = all;
+			const char *acct = store_account(s->st);
+			for (struct imap_notice *n = list; n && !match; n = n->next)
+				match = strcmp(n->account, acct) == 0 &&
+					strcmp(n->mailbox, s->sel->name) == 0;
+			if (match)
+				imap_hold_release_poll(s);
+		}
+		s = next;
+	}
+	imap_notices_free(list);
+}
+
+void
+imap_server_init(struct server *srv)
+{
+	pthread_mutex_lock(&imap_reg.lock);
+	if (imap_reg.ev == NULL)
+		imap_reg.ev = event_new(srv->base, -1, 0, imap_notify_cb, NULL);
+	pthread_mutex_unlock(&imap_reg.lock);
+	store_set_notify(imap_notify_hook, NULL);
+}
+
+void
+imap_server_fini(void)
+{
+	store_set_notify(NULL, NULL);
+	pthread_mutex_lock(&imap_reg.lock);
+	if (imap_reg.ev)
+		event_free(imap_reg.ev);
+	imap_reg.ev = NULL;
+	imap_notices_free(imap_reg.head);
+	imap_reg.head = NULL;
+	imap_reg.n = 0;
+	pthread_mutex_unlock(&imap_reg.lock);
+}
+
+/* ---- state, hold/release ---- */
+
+void
+imap_set_state(struct imap_sess *s, enum imap_state st)
+{
+	if (s->state != st && log_enabled(LL_DEBUG))
+		log_msg(LL_DEBUG, s->c ? s->c->id : NULL, "state %s -> %s", state_names[s->state],
+			state_names[st]);
+	s->state = st;
+}
+
+/*
+ * Every entry from the loop into a session (input, events, job
+ * completions, timers, wake-ups) holds it: a close asked for meanwhile is
+ * done by the last imap_release(), which returns 1 if the session is gone.
+ */
+static void
+imap_hold(struct imap_sess *s)
+{
+	s->hold++;
+}
+
+static void
+imap_finish_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_sess *s = arg;
+	struct bufferevent *under = bufferevent_get_underlying(s->c->bev);
+
+	if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) == 0 &&
+	    (under == NULL || evbuffer_get_length(bufferevent_get_output(under)) == 0)) {
+		conn_finish(s->c);
+		return;
+	}
+	if (util_mono_ms() > s->finish_deadline)
+		conn_close(s->c);
+}
+
+/*
+ * Send what is queued, then close. After STARTTLS the TLS filter sits on a
+ * socket bufferevent with its own output buffer, which conn_finish() does
+ * not wait for: the last reply (BYE, LOGOUT's OK) would be lost. So wait
+ * here until both are empty.
+ */
+void
+imap_finish_conn(struct imap_sess *s)
+{
+	struct bufferevent *under = bufferevent_get_underlying(s->c->bev);
+
+	if (under == NULL) {
+		conn_finish(s->c);
+		return;
+	}
+	bufferevent_disable(s->c->bev, EV_READ);
+	if (s->finish_timer == NULL) {
+		s->finish_timer = event_new(s->srv->base, -1, EV_PERSIST, imap_finish_tick, s);
+		s->finish_deadline = util_mono_ms() + 30000;
+		event_add(s->finish_timer, &(struct timeval){0, 10000});
+	}
+	imap_finish_tick(-1, 0, s);
+}
+
+static int
+imap_release(struct imap_sess *s)
+{
+	if (--s->hold > 0)
+		return 0;
+	if (s->flags & SF_CLOSE_NOW) {
+		conn_close(s->c);
+		return 1;
+	}
+	if (s->state == IS_LOGOUT) {
+		imap_finish_conn(s);
+		return 1;
+	}
+	return 0;
+}
+
+static bool
+imap_hold_release_poll(struct imap_sess *s)
+{
+	imap_hold(s);
+	if (imap_sel_poll(s) == 0)
+		imap_sel_flush(s, true);
+	return imap_release(s) == 0;
+}
+
+static void
+imap_close(struct imap_sess *s)
+{
+	if (s->idle_timer)
+		event_del(s->idle_timer);
+	imap_set_state(s, IS_LOGOUT);
+	if (s->hold == 0 && s->c)
+		imap_finish_conn(s);
+}
+
+bool
+imap_utf8(const struct imap_sess *s)
+{
+	return (s->enabled & (EN_REV2 | EN_UTF8)) != 0;
+}
+
+/* ---- output ---- */
+
+void
+imap_write(struct imap_sess *s, const void *p, size_t n)
+{
+	if (s->c == NULL || n == 0)
+		return;
+	bufferevent_write(s->c->bev, p, n);
+}
+
+void
+imap_write_buf(struct imap_sess *s, struct buf *b)
+{
+	imap_write(s, b->data, b->len);
+	buf_reset(b);
+}
+
+void
+imap_printf(struct imap_sess *s, const char *fmt, ...)
+{
+	struct buf b = BUF_INIT(0);
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	imap_write(s, b.data, b.len);
+	buf_free(&b);
+}
+
+void
+imap_quote(struct buf *out, const char *str, size_t len, bool utf8)
+{
+	bool lit = len > 1024;
+
+	for (size_t i = 0; i < len && !lit; i++) {
+		unsigned char ch = (unsigned char)str[i];
+		if (ch == '\r' || ch == '\n' || ch == '\0' || (ch >= 0x80 && !utf8))
+			lit = true;
+	}
+	if (lit) {
+		buf_printf(out, "{%zu}\r\n", len);
+		buf_append(out, str, len);
+		return;
+	}
+	buf_putc(out, '"');
+	for (size_t i = 0; i < len; i++) {
+		if (str[i] == '"' || str[i] == '\\')
+			buf_putc(out, '\\');
+		buf_putc(out, str[i]);
+	}
+	buf_putc(out, '"');
+}
+
+void
+imap_text(struct buf *out, const char *str, size_t max)
+{
+	size_t n = strlen(str);
+
+	for (size_t i = 0; i < n && i < max; i++) {
+		unsigned char ch = (unsigned char)str[i];
+		buf_putc(out, ch >= 0x20 && ch < 0x7f ? (char)ch : '?');
+	}
+	if (n > max)
+		buf_puts(out, "...");
+}
+
+void
+imap_flags_list(struct buf *out, uint32_t flags, const char *keywords)
+{
+	static const struct {
+		uint32_t bit;
+		const char *name;
+	} names[] = {
+	    {STORE_F_ANSWERED, "\\Answered"}, {STORE_F_FLAGGED, "\\Flagged"},
+	    {STORE_F_DELETED, "\\Deleted"},   {STORE_F_SEEN, "\\Seen"},
+	    {STORE_F_DRAFT, "\\Draft"},
+	};
+	bool first = true;
+
+	buf_putc(out, '(');
+	for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+		if (!(flags & names[i].bit))
+			continue;
+		if (!first)
+			buf_putc(out, ' ');
+		buf_puts(out, names[i].name);
+		first = false;
+	}
+	if (keywords && keywords[0]) {
+		if (!first)
+			buf_putc(out, ' ');
+		buf_puts(out, keywords);
+	}
+	buf_putc(out, ')');
+}
+
+static void
+imap_log_reply(struct imap_sess *s, const char *tag, const char *status, const char *text)
+{
+	if (!log_enabled(LL_DEBUG) || s->c == NULL)
+		return;
+	char esc[300];
+	log_msg(LL_DEBUG, s->c->id, "> %s %s %s", tag, status, log_esc(esc, sizeof(esc), text));
+}
+
+int
+imap_count_bad(struct imap_sess *s)
+{
+	if (++s->bad >= BAD_MAX && s->state != IS_LOGOUT) {
+		log_msg(LL_WARN, s->c->id, "too many bad commands client=[%s] user=%s",
+			s->c->peer_ip, s->user ? s->user : "-");
+		imap_bye(s, "Too many invalid IMAP commands.");
+		return 1;
+	}
+	return 0;
+}
+
+void
+imap_bye(struct imap_sess *s, const char *fmt, ...)
+{
+	struct buf b = BUF_INIT(0);
+	va_list ap;
+
+	if (s->state == IS_LOGOUT)
+		return;
+	buf_puts(&b, "* BYE ");
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	if (s->user)
+		imap_log_logout(s, buf_str(&b) + 6);
+	buf_puts(&b, "\r\n");
+	imap_write_buf(s, &b);
+	buf_free(&b);
+	imap_close(s);
+}
+
+void
+imap_done(struct imap_sess *s, const char *status, const char *fmt, ...)
+{
+	struct buf t = BUF_INIT(0), b = BUF_INIT(0);
+	va_list ap;
+	unsigned cflags = s->cmd ? s->cmd->flags : 0;
+
+	if (s->state == IS_LOGOUT && strcmp(status, "OK") != 0)
+		goto out;
+	if (s->state == IS_SELECTED && s->sel && !(cflags & CF_NOPOLL) && !(s->flags & SF_WAIT)) {
+		if (imap_sel_poll(s) < 0)
+			goto out;
+		imap_sel_flush(s, !(cflags & CF_SEQS));
+	}
+	va_start(ap, fmt);
+	buf_vprintf(&t, fmt, ap);
+	va_end(ap);
+	buf_printf(&b, "%s %s %s\r\n", s->tag ? s->tag : "*", status, buf_str(&t));
+	imap_write_buf(s, &b);
+	imap_log_reply(s, s->tag ? s->tag : "*", status, buf_str(&t));
+out:
+	s->cmd = NULL;
+	free(s->tag);
+	s->tag = NULL;
+	buf_free(&t);
+	buf_free(&b);
+	if (strcmp(status, "BAD") == 0)
+		imap_count_bad(s);
+}
+
+void
+imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const char *msg)
+{
+	struct buf t = BUF_INIT(0);
+
+	switch (e) {
+	case STORE_OK:
+	case STORE_ERR_INTERNAL:
+		log_msg(LL_ERROR, s->c ? s->c->id : NULL, "%s failed: user=%s: %s", what,
+			s->user ? s->user : "-", msg);
+		imap_done(s, "NO", "[SERVERBUG] %s failed: internal error (session %s)", what,
+			  s->c ? s->c->id : "-");
+		return;
+	case STORE_ERR_BUSY:
+		imap_done(s, "NO", "[INUSE] Mailbox is busy, try again later");
+		return;
+	default:
+		break;
+	}
+	imap_text(&t, msg, 200);
+	const char *code = "CANNOT";
+	switch (e) {
+	case STORE_ERR_NOMAILBOX:
+		code = "NONEXISTENT";
+		break;
+	case STORE_ERR_EXISTS:
+		code = "ALREADYEXISTS";
+		break;
+	case STORE_ERR_HASCHILDREN:
+		code = "HASCHILDREN";
+		break;
+	case STORE_ERR_NOMSG:
+		code = "EXPUNGEISSUED";
+		break;
+	case STORE_ERR_LIMIT:
+		code = "LIMIT";
+		break;
+	case STORE_ERR_CHANGED:
+		code = "NONEXISTENT";
+		break;
+	default:
+		break;
+	}
+	imap_done(s, "NO", "[%s] %s", code, buf_str(&t));
+	buf_free(&t);
+}
+
+void
+imap_done_store_err(struct imap_sess *s, const char *what)
+{
+	imap_done_store(s, what, store_errcode(s->st), store_errstr(s->st));
+}
+
+/* ---- capabilities ---- */
+
+bool
+imap_auth_allowed(const struct imap_sess *s)
+{
+	return s->c->tls || s->srv->cfg->allow_plaintext_auth;
+}
+
+void
+imap_capabilities(struct imap_sess *s, struct buf *out)
+{
+	buf_puts(out, "IMAP4rev1 IMAP4rev2 LITERAL- SASL-IR ID ENABLE IDLE");
+	if (s->state == IS_NOTAUTH) {
+		if (!s->c->tls && s->c->kind == LISTEN_IMAP && tls_server_available())
+			buf_puts(out, " STARTTLS");
+		if (imap_auth_allowed(s))
+			buf_puts(out, " AUTH=PLAIN");
+		else
+			buf_puts(out, " LOGINDISABLED");
+		return;
+	}
+	buf_puts(out, " NAMESPACE UNSELECT UIDPLUS CHILDREN LIST-EXTENDED LIST-STATUS"
+		      " SPECIAL-USE CREATE-SPECIAL-USE MOVE CONDSTORE QRESYNC ESEARCH SEARCHRES"
+		      " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND UTF8=ACCEPT"
+		      " STATUS=SIZE QUOTA QUOTA=RES-STORAGE BINARY");
+	buf_printf(out, " APPENDLIMIT=%lld", (long long)s->srv->cfg->imap_max_literal);
+}
+
+/* ---- limits and timeouts ---- */
+
+void
+imap_apply_limits(struct imap_sess *s)
+{
+	const struct config *cfg = s->srv->cfg;
+	struct imap_parser_limits lim = {0};
+
+	if (s->state == IS_NOTAUTH) {
+		/* Before login: short lines, small literals, few arguments. */
+		lim.max_line = cfg->imap_max_line < 8192 ? (size_t)cfg->imap_max_line : 8192;
+		lim.max_literal = 8192;
+		lim.max_nonsync = 4096;
+		lim.max_command = 16384;
+		lim.max_args = 64;
+		lim.max_depth = 4;
+	} else {
+		lim.max_line = (size_t)cfg->imap_max_line;
+		lim.max_literal = (uint64_t)cfg->imap_max_literal;
+		lim.max_nonsync = 4096; /* LITERAL- (RFC 7888) */
+		lim.max_args = 8192;
+		lim.max_depth = 32;
+	}
+	imap_parser_set_limits(s->parser, &lim);
+	imap_parser_set_utf8(s->parser, imap_utf8(s));
+}
+
+void
+imap_timeouts(struct imap_sess *s)
+{
+	if (s->c == NULL)
+		return;
+	int64_t t = s->srv->cfg->imap_idle_timeout;
+	if (s->state == IS_NOTAUTH && t > PREAUTH_TIMEOUT)
+		t = PREAUTH_TIMEOUT;
+	if (s->flags & SF_IDLE)
+		t *= 2; /* clients re-IDLE every 29 minutes (RFC 2177) */
+	struct timeval rt = {t, 0}, wt = {s->srv->cfg->imap_idle_timeout, 0};
+	bufferevent_set_timeouts(s->c->bev, &rt, &wt);
+}
+
+void
+imap_enable_condstore(struct imap_sess *s)
+{
+	if (s->enabled & EN_CONDSTORE)
+		return;
+	s->enabled |= EN_CONDSTORE;
+	if (s->sel)
+		imap_printf(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+			    (unsigned long long)s->sel->modseq);
+}
+
+/* ---- jobs ---- */
+
+static void
+imap_job_work(void *arg)
+{
+	struct imap_job *j = arg;
+	j->work(j);
+}
+
+static void
+imap_job_finish(struct imap_job *j)
+{
+	struct imap_sess *s = j->s;
+
+	if (s->flags & SF_DEAD) {
+		j->free(j);
+		imap_sess_free(s);
+		return;
+	}
+	imap_hold(s);
+	s->flags &= ~SF_WAIT;
+	j->keep = false;
+	j->done(s, j);
+	if (!j->keep)
+		j->free(j);
+	if (!(s->flags & SF_WAIT))
+		imap_resume(s);
+	imap_release(s);
+}
+
+static void
+imap_job_delay_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_sess *s = arg;
+	struct imap_job *j = s->delayed;
+
+	s->delayed = NULL;
+	imap_job_finish(j);
+}
+
+static void
+imap_job_done(void *arg)
+{
+	struct imap_job *j = arg;
+	struct imap_sess *s = j->s;
+
+	if (j->delay && !(s->flags & SF_DEAD) && s->srv->cfg->auth_fail_delay > 0) {
+		/* Slow down guessing: a failure is answered after a delay. */
+		if (s->timer == NULL)
+			s->timer = event_new(s->srv->base, -1, 0, imap_job_delay_done, s);
+		s->delayed = j;
+		event_add(s->timer, &(struct timeval){s->srv->cfg->auth_fail_delay, 0});
+		return;
+	}
+	imap_job_finish(j);
+}
+
+void
+imap_job_run(struct imap_sess *s, struct imap_job *j)
+{
+	j->s = s;
+	j->st = s->st;
+	s->flags |= SF_WAIT;
+	bufferevent_disable(s->c->bev, EV_READ);
+	worker_submit(s->srv->pool, imap_job_work, imap_job_done, j);
+}
+
+void
+imap_job_continue(struct imap_sess *s, struct imap_job *j)
+{
+	j->keep = true;
+	if (s->c != NULL &&
+	    evbuffer_get_length(bufferevent_get_output(s->c->bev)) > OUT_HIGH) {
+		s->flags |= SF_DRAIN | SF_CONT;
+		s->cont_job = j;
+		bufferevent_disable(s->c->bev, EV_READ);
+		return;
+	}
+	imap_job_run(s, j);
+}
+
+void
+imap_resume(struct imap_sess *s)
+{
+	if (s->c == NULL || s->state == IS_LOGOUT || (s->flags & (SF_WAIT | SF_DRAIN)))
+		return;
+	bufferevent_enable(s->c->bev, EV_READ);
+	imap_process(s);
+}
+
+/* ---- the selected mailbox ---- */
+
+void
+imap_msg_copy(struct store_msg *dst, const struct store_msg *src)
+{
+	*dst = *src;
+	dst->keywords = src->keywords && src->keywords[0] ? xstrdup(src->keywords) : NULL;
+}
+
+void
+imap_sel_free(struct imap_mbox **mp)
+{
+	struct imap_mbox *m = *mp;
+
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->view.count; i++)
+		free(m->view.msgs[i].keywords);
+	free(m->view.msgs);
+	free(m->mark);
+	for (size_t i = 0; i < m->nkeywords; i++)
+		free(m->keywords[i]);
+	free(m->keywords);
+	free(m->name);
+	free(m);
+	*mp = NULL;
+}
+
+ssize_t
+imap_sel_find(const struct imap_mbox *m, uint32_t uid)
+{
+	size_t lo = 0, hi = m->view.count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint32_t u = m->view.msgs[mid].uid;
+		if (u == uid)
+			return (ssize_t)mid;
+		if (u < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* Note the keywords of a message; a new one makes FLAGS due again. */
+static void
+imap_sel_note_keywords(struct imap_mbox *m, const char *kws)
+{
+	if (kws == NULL)
+		return;
+	const char *p = kws;
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		const char *e = p;
+		while (*e && *e != ' ')
+			e++;
+		size_t n = (size_t)(e - p);
+		if (n > 0) {
+			bool have = false;
+			for (size_t i = 0; i < m->nkeywords && !have; i++)
+				have = strlen(m->keywords[i]) == n &&
+				       strncasecmp(m->keywords[i], p, n) == 0;
+			if (!have && m->nkeywords < 1000) {
+				m->keywords = xrealloc(m->keywords,
+						       (m->nkeywords + 1) * sizeof(*m->keywords));
+				m->keywords[m->nkeywords++] = xstrndup(p, n);
+				m->flags_dirty = true;
+			}
+		}
+		p = e;
+	}
+}
+
+void
+imap_sel_init_keywords(struct imap_mbox *m)
+{
+	for (size_t i = 0; i < m->view.count; i++)
+		imap_sel_note_keywords(m, m->view.msgs[i].keywords);
+}
+
+static bool
+imap_kw_equal(const char *a, const char *b)
+{
+	if (a == NULL || a[0] == '\0')
+		return b == NULL || b[0] == '\0';
+	return b != NULL && strcmp(a, b) == 0;
+}
+
+void
+imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool announce)
+{
+	struct imap_mbox *m = s->sel;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct store_msg *nm = &msgs[i];
+		ssize_t idx = imap_sel_find(m, nm->uid);
+		if (idx >= 0) {
+			struct store_msg *om = &m->view.msgs[idx];
+			if (m->mark[idx] & MK_GHOST)
+				continue;
+			if (om->modseq == nm->modseq && om->flags == nm->flags &&
+			    imap_kw_equal(om->keywords, nm->keywords))
+				continue;
+			bool same = om->flags == nm->flags && imap_kw_equal(om->keywords, nm->keywords);
+			free(om->keywords);
+			imap_msg_copy(om, nm);
+			imap_sel_note_keywords(m, om->keywords);
+			/* A modseq-only change matters to CONDSTORE clients only. */
+			if (announce && (!same || (s->enabled & EN_CONDSTORE)))
+				m->mark[idx] |= MK_FLAGS;
+			continue;
+		}
+		if (m->view.count > 0 && nm->uid < m->view.msgs[m->view.count - 1].uid)
+			continue; /* older than what we know and not in the view: gone */
+		if (m->view.count == m->cap) {
+			m->cap = m->cap ? m->cap * 2 : 64;
+			m->view.msgs = xrealloc(m->view.msgs, m->cap * sizeof(*m->view.msgs));
+			m->mark = xrealloc(m->mark, m->cap);
+		}
+		imap_msg_copy(&m->view.msgs[m->view.count], nm);
+		m->mark[m->view.count] = 0;
+		m->view.count++;
+		imap_sel_note_keywords(m, nm->keywords);
+		if (nm->uid >= m->view.uidnext)
+			m->view.uidnext = nm->uid + 1;
+	}
+}
+
+void
+imap_sel_expunged(struct imap_sess *s, const uint32_t *uids, size_t n)
+{
+	struct imap_mbox *m = s->sel;
+
+	for (size_t i = 0; i < n; i++) {
+		ssize_t idx = imap_sel_find(m, uids[i]);
+		if (idx >= 0 && !(m->mark[idx] & MK_GHOST)) {
+			m->mark[idx] = MK_GHOST;
+			m->nghosts++;
+		}
+	}
+}
+
+/* The selected mailbox is gone or was replaced: the session cannot go on. */
+static int
+imap_sel_lost(struct imap_sess *s, const char *why)
+{
+	log_msg(LL_INFO, s->c->id, "selected mailbox lost user=%s: %s", s->user, why);
+	imap_bye(s, "[UNAVAILABLE] Selected mailbox was deleted or renamed, reconnect.");
+	return -1;
+}
+
+int
+imap_sel_poll(struct imap_sess *s)
+{
+	struct imap_mbox *m = s->sel;
+	uint32_t uv = 0;
+	uint64_t hms = 0;
+	struct store_changes ch;
+
+	if (m == NULL || s->st == NULL || (s->flags & SF_WAIT) || s->state == IS_LOGOUT)
+		return 0;
+	if (store_mailbox_modseq(s->st, m->name, &uv, &hms) < 0) {
+		enum store_err e = store_errcode(s->st);
+		if (e == STORE_ERR_NOMAILBOX || e == STORE_ERR_NOSELECT)
+			return imap_sel_lost(s, store_errstr(s->st));
+		log_msg(LL_WARN, s->c->id, "poll failed user=%s: %s", s->user, store_errstr(s->st));
+		return 0;
+	}
+	if (uv != m->view.uidvalidity)
+		return imap_sel_lost(s, "UIDVALIDITY changed");
+	if (hms <= m->modseq)
+		return 0;
+	if (store_changes_since(s->st, m->name, uv, m->modseq, &ch) < 0) {
+		enum store_err e = store_errcode(s->st);
+		if (e == STORE_ERR_NOMAILBOX || e == STORE_ERR_NOSELECT || e == STORE_ERR_CHANGED)
+			return imap_sel_lost(s, store_errstr(s->st));
+		log_msg(LL_WARN, s->c->id, "poll failed user=%s: %s", s->user, store_errstr(s->st));
+		return 0;
+	}
+	imap_sel_merge(s, ch.msgs, ch.nmsgs, true);
+	imap_sel_expunged(s, ch.expunged, ch.nexpunged);
+	if (ch.highestmodseq > m->modseq)
+		m->modseq = ch.highestmodseq;
+	m->view.highestmodseq = m->modseq;
+	if (ch.uidnext > m->view.uidnext)
+		m->view.uidnext = ch.uidnext;
+	store_changes_free(&ch);
+	return 0;
+}
+
+void
+imap_sel_send_flags(struct imap_sess *s)
+{
+	struct imap_mbox *m = s->sel;
+	struct buf b = BUF_INIT(0), kw = BUF_INIT(0);
+
+	for (size_t i = 0; i < m->nkeywords; i++) {
+		buf_putc(&kw, ' ');
+		buf_puts(&kw, m->keywords[i]);
+	}
+	buf_printf(&b, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft%s)\r\n",
+		   buf_str(&kw));
+	if (m->readonly)
+		buf_puts(&b, "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+	else
+		buf_printf(&b,
+			   "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft%s "
+			   "\\*)] Flags permitted.\r\n",
+			   buf_str(&kw));
+	imap_write_buf(s, &b);
+	m->flags_dirty = false;
+	buf_free(&b);
+	buf_free(&kw);
+}
+
+/* Drop the ghosts from the view, announcing each; returns how many. */
+static size_t
+imap_sel_drop_ghosts(struct imap_sess *s, struct buf *out)
+{
+	struct imap_mbox *m = s->sel;
+	size_t removed = 0;
+
+	if (m->nghosts == 0)
+		return 0;
+	if (s->enabled & EN_QRESYNC) {
+		uint32_t *uids = xmalloc(m->nghosts * sizeof(*uids));
+		size_t k = 0;
+		for (size_t i = 0; i < m->view.count; i++)
+			if (m->mark[i] & MK_GHOST)
+				uids[k++] = m->view.msgs[i].uid;
+		struct imap_seqset set;
+		imap_seqset_init(&set);
+		for (size_t i = 0; i < k; i++)
+			imap_seqset_add(&set, uids[i], uids[i]);
+		imap_seqset_normalize(&set);
+		buf_puts(out, "* VANISHED ");
+		imap_seqset_format(&set, out);
+		buf_puts(out, "\r\n");
+		imap_seqset_free(&set);
+		free(uids);
+	} else {
+		for (size_t i = m->view.count; i-- > 0;)
+			if (m->mark[i] & MK_GHOST)
+				buf_printf(out, "* %zu EXPUNGE\r\n", i + 1);
+	}
+	size_t w = 0;
+	for (size_t i = 0; i < m->view.count; i++) {
+		if (m->mark[i] & MK_GHOST) {
+			free(m->view.msgs[i].keywords);
+			removed++;
+			continue;
+		}
+		m->view.msgs[w] = m->view.msgs[i];
+		m->mark[w] = m->mark[i];
+		w++;
+	}
+	m->view.count = w;
+	m->nghosts = 0;
+	return removed;
+}
+
+void
+imap_sel_flush(struct imap_sess *s, bool expunges)
+{
+	struct imap_mbox *m = s->sel;
+	struct buf b = BUF_INIT(0);
+
+	if (m == NULL || s->state == IS_LOGOUT)
+		return;
+	if (m->flags_dirty)
+		imap_sel_send_flags(s);
+	if (m->view.count != m->exists_sent) {
+		buf_printf(&b, "* %zu EXISTS\r\n", m->view.count);
+		m->exists_sent = (uint32_t)m->view.count;
+	}
+	if (expunges && m->nghosts > 0) {
+		size_t n = imap_sel_drop_ghosts(s, &b);
+		m->exists_sent -= (uint32_t)n;
+	}
+	for (size_t i = 0; i < m->view.count; i++) {
+		if (!(m->mark[i] & MK_FLAGS) || (m->mark[i] & MK_GHOST))
+			continue;
+		const struct store_msg *msg = &m->view.msgs[i];
+		buf_printf(&b, "* %zu FETCH (UID %u FLAGS ", i + 1, msg->uid);
+		imap_flags_list(&b, msg->flags, msg->keywords);
+		if (s->enabled & EN_CONDSTORE)
+			buf_printf(&b, " MODSEQ (%llu)", (unsigned long long)msg->modseq);
+		buf_puts(&b, ")\r\n");
+		m->mark[i] &= (unsigned char)~MK_FLAGS;
+		if (b.len > 65536)
+			imap_write_buf(s, &b);
+	}
+	imap_write_buf(s, &b);
+	buf_free(&b);
+}
+
+int
+imap_msgset(struct imap_sess *s, const struct imap_arg *a, bool uid, struct imap_seqset *seqs,
+	    const char **err_r)
+{
+	struct imap_mbox *m = s->sel;
+	struct imap_seqset parsed, saved, res;
+	const char *str;
+	int rc = 0;
+
+	imap_seqset_init(seqs);
+	if (!imap_arg_atom(a, &str) || imap_arg_is_nil(a)) {
+		*err_r = "Invalid sequence set: an atom like 1:4,7 was expected";
+		return -1;
+	}
+	imap_seqset_init(&parsed);
+	imap_seqset_init(&saved);
+	imap_seqset_init(&res);
+	if (imap_seqset_parse(&parsed, str, a->len, IMAP_SEQSET_ALLOW_SAVED, err_r) < 0) {
+		imap_seqset_free(&parsed);
+		return -1;
+	}
+	size_t count = m->view.count;
+	if (!uid) {
+		if (parsed.saved && s->saved_valid) {
+			/* "$" holds UIDs; here it means their sequence numbers. */
+			struct imap_seqset_iter it;
+			uint32_t u;
+			imap_seqset_iter_init(&it);
+			while (imap_seqset_iter_next(&s->saved, &it, &u)) {
+				ssize_t idx = imap_sel_find(m, u);
+				if (idx >= 0)
+					imap_seqset_add(&saved, (uint32_t)idx + 1, (uint32_t)idx + 1);
+			}
+			imap_seqset_normalize(&saved);
+		}
+		imap_seqset_resolve(&parsed, (uint32_t)count, &saved, seqs);
+		if (imap_seqset_last(seqs) > count) {
+			*err_r = count == 0 ? "Invalid message sequence number: the mailbox is empty"
+					    : "Invalid message sequence number: beyond EXISTS";
+			imap_seqset_clear(seqs);
+			rc = -1;
+		}
+	} else {
+		uint32_t max = count ? m->view.msgs[count - 1].uid : 0;
+		imap_seqset_resolve(&parsed, max, s->saved_valid ? &s->saved : NULL, &res);
+		if (res.count > 0) {
+			for (size_t i = 0; i < count; i++)
+				if (imap_seqset_contains(&res, m->view.msgs[i].uid))
+					imap_seqset_add(seqs, (uint32_t)i + 1, (uint32_t)i + 1);
+		}
+		imap_seqset_normalize(seqs);
+	}
+	imap_seqset_free(&parsed);
+	imap_seqset_free(&saved);
+	imap_seqset_free(&res);
+	return rc;
+}
+
+void
+imap_seqs_to_ranges(const struct imap_sess *s, const struct imap_seqset *seqs,
+		    struct store_range **r, size_t *n)
+{
+	const struct imap_mbox *m = s->sel;
+
+	*r = xcalloc(seqs->count ? seqs->count : 1, sizeof(**r));
+	*n = 0;
+	for (size_t i = 0; i < seqs->count; i++) {
+		/* No UID lies between two neighbours of the view: one range is exact. */
+		(*r)[*n].lo = m->view.msgs[seqs->r[i].lo - 1].uid;
+		(*r)[*n].hi = m->view.msgs[seqs->r[i].hi - 1].uid;
+		(*n)++;
+	}
+}
+
+/* ---- commands ---- */
+
+static void
+imap_cmd_uid_invalid(struct imap_sess *s, const struct imap_arg *args)
+{
+	imap_done(s, "BAD", "UID must be followed by FETCH, STORE, COPY, MOVE, SEARCH, SORT, "
+			    "THREAD or EXPUNGE");
+}
+
+static const struct imap_cmd imap_cmds[] = {
+    {"CAPABILITY", imap_cmd_capability, ST_ANY, CF_NOPOLL},
+    {"NOOP", imap_cmd_noop, ST_ANY, 0},
+    {"LOGOUT", imap_cmd_logout, ST_ANY, CF_NOPOLL},
+    {"STARTTLS", imap_cmd_starttls, ST_BIT(IS_NOTAUTH), CF_NOPOLL},
+    {"LOGIN", imap_cmd_login, ST_BIT(IS_NOTAUTH), CF_NOPOLL},
+    {"AUTHENTICATE", imap_cmd_authenticate, ST_BIT(IS_NOTAUTH), CF_NOPOLL},
+    {"ID", imap_cmd_id, ST_ANY, CF_NOPOLL},
+    {"ENABLE", imap_cmd_enable, ST_BIT(IS_AUTH), CF_NOPOLL},
+    {"NAMESPACE", imap_cmd_namespace, ST_AUTHED, 0},
+    {"SELECT", imap_cmd_select, ST_AUTHED, CF_NOPOLL},
+    {"EXAMINE", imap_cmd_examine, ST_AUTHED, CF_NOPOLL},
+    {"CREATE", imap_cmd_create, ST_AUTHED, 0},
+    {"DELETE", imap_cmd_delete, ST_AUTHED, 0},
+    {"RENAME", imap_cmd_rename, ST_AUTHED, 0},
+    {"SUBSCRIBE", imap_cmd_subscribe, ST_AUTHED, 0},
+    {"UNSUBSCRIBE", imap_cmd_unsubscribe, ST_AUTHED, 0},
+    {"LIST", imap_cmd_list, ST_AUTHED, 0},
+    {"LSUB", imap_cmd_lsub, ST_AUTHED, 0},
+    {"STATUS", imap_cmd_status, ST_AUTHED, 0},
+    {"APPEND", imap_cmd_append, ST_AUTHED, 0},
+    {"IDLE", imap_cmd_idle, ST_AUTHED, CF_NOPOLL},
+    {"GETQUOTA", imap_cmd_getquota, ST_AUTHED, 0},
+    {"GETQUOTAROOT", imap_cmd_getquotaroot, ST_AUTHED, 0},
+    {"SETQUOTA", imap_cmd_setquota, ST_AUTHED, 0},
+    {"CHECK", imap_cmd_check, ST_SEL, 0},
+    {"CLOSE", imap_cmd_close, ST_SEL, CF_NOPOLL},
+    {"UNSELECT", imap_cmd_unselect, ST_SEL, CF_NOPOLL},
+    {"EXPUNGE", imap_cmd_expunge, ST_SEL, CF_UID},
+    {"SEARCH", imap_cmd_search, ST_SEL, CF_SEQS | CF_UID},
+    {"FETCH", imap_cmd_fetch, ST_SEL, CF_SEQS | CF_UID},
+    {"STORE", imap_cmd_store, ST_SEL, CF_SEQS | CF_UID},
+    {"COPY", imap_cmd_copy, ST_SEL, CF_SEQS | CF_UID},
+    {"MOVE", imap_cmd_move, ST_SEL, CF_UID},
+    {"SORT", imap_cmd_sort, ST_SEL, CF_SEQS | CF_UID},
+    {"THREAD", imap_cmd_thread, ST_SEL, CF_SEQS | CF_UID},
+    {"UID", imap_cmd_uid_invalid, ST_SEL, 0},
+};
+
+static const struct imap_cmd *
+imap_cmd_find(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(imap_cmds); i++)
+		if (strcasecmp(imap_cmds[i].name, name) == 0)
+			return &imap_cmds[i];
+	return NULL;
+}
+
+static const char *
+imap_state_hint(const struct imap_sess *s)
+{
+	switch (s->state) {
+	case IS_NOTAUTH:
+		return "log in first";
+	case IS_AUTH:
+		return "select a mailbox first";
+	default:
+		return "not valid in the selected state";
+	}
+}
+
+static void
+imap_dispatch(struct imap_sess *s, const struct imap_command *cmd)
+{
+	const struct imap_arg *args = cmd->args;
+	const struct imap_cmd *e = imap_cmd_find(cmd->name);
+
+	free(s->tag);
+	s->tag = xstrdup(cmd->tag);
+	s->uid = false;
+	s->lit_bytes = 0;
+	xsnprintf(s->cmdname, sizeof(s->cmdname), "%.20s", cmd->name);
+	for (char *p = s->cmdname; *p; p++)
+		*p = (char)toupper((unsigned char)*p);
+	if (e == NULL) {
+		s->cmd = NULL;
+		imap_done(s, "BAD", "Unknown command %s", s->cmdname);
+		return;
+	}
+	if (strcmp(e->name, "UID") == 0 && (e->states & ST_BIT(s->state))) {
+		const char *sub;
+		const struct imap_cmd *se = NULL;
+		if (imap_arg_atom(args, &sub) && !imap_arg_is_nil(args))
+			se = imap_cmd_find(sub);
+		if (se == NULL || !(se->flags & CF_UID)) {
+			s->cmd = e;
+			e->fn(s, args);
+			return;
+		}
+		e = se;
+		s->uid = true;
+		args++;
+		xsnprintf(s->cmdname, sizeof(s->cmdname), "UID %.20s", e->name);
+	}
+	if (log_enabled(LL_DEBUG)) {
+		char esc[100];
+		log_msg(LL_DEBUG, s->c->id, "< %s %s", log_esc(esc, sizeof(esc), cmd->tag),
+			s->cmdname);
+	}
+	if (!(e->states & ST_BIT(s->state))) {
+		s->cmd = NULL;
+		imap_done(s, "BAD", "%s: %s", s->cmdname, imap_state_hint(s));
+		return;
+	}
+	s->cmd = e;
+	s->ncmds++;
+	e->fn(s, args);
+}
+
+/* ---- input ---- */
+
+/* Refuse a literal the parser waits on, answering with the command's tag. */
+static void
+imap_literal_refuse(struct imap_sess *s, const char *status, const char *text)
+{
+	const char *tag = imap_parser_tag(s->parser);
+
+	imap_parser_literal_reject(s->parser);
+	imap_printf(s, "%s %s %s\r\n", tag ? tag : "*", status, text);
+	imap_log_reply(s, tag ? tag : "*", status, text);
+}
+
+static void
+imap_literal(struct imap_sess *s)
+{
+	uint64_t size;
+	bool sync, binary;
+	const char *name = imap_parser_command_name(s->parser);
+	const struct imap_cmd *e = name ? imap_cmd_find(name) : NULL;
+
+	imap_parser_literal_info(s->parser, &size, &sync, &binary);
+	if (e == NULL) {
+		imap_literal_refuse(s, "BAD", "Unknown command");
+		imap_count_bad(s);
+		return;
+	}
+	if (!(e->states & ST_BIT(s->state))) {
+		imap_literal_refuse(s, "BAD", "Command not valid in this state");
+		imap_count_bad(s);
+		return;
+	}
+	if (e->fn == imap_cmd_append) {
+		struct buf t = BUF_INIT(0);
+		s->lit_bytes += size;
+		if (imap_append_literal_check(s, s->lit_bytes) < 0) {
+			buf_printf(&t, "[OVERQUOTA] Quota exceeded (limit %lld bytes)",
+				   (long long)s->quota);
+			imap_literal_refuse(s, "NO", buf_str(&t));
+			buf_free(&t);
+			s->lit_bytes = 0;
+			return;
+		}
+	}
+	imap_parser_literal_accept(s->parser);
+	if (sync)
+		imap_puts(s, "+ OK\r\n");
+}
+
+static void
+imap_parse_error(struct imap_sess *s)
+{
+	const char *msg;
+	enum imap_parse_error e = imap_parser_error(s->parser, &msg);
+	const char *tag = imap_parser_tag(s->parser);
+	const char *status = "BAD";
+	struct buf t = BUF_INIT(0);
+
+	s->lit_bytes = 0;
+	if (s->flags & (SF_IDLE | SF_SASL)) {
+		/* The raw line of IDLE or AUTHENTICATE was bad: that command ends. */
+		s->flags &= ~(SF_IDLE | SF_SASL);
+		imap_session_idle_timer(s, false);
+		imap_timeouts(s);
+		imap_done(s, "BAD", "%s", msg);
+		return;
+	}
+	switch (e) {
+	case IMAP_PERR_LITERAL_TOO_BIG:
+		status = "NO";
+		buf_puts(&t, "[TOOBIG] ");
+		break;
+	case IMAP_PERR_NONSYNC_TOO_BIG:
+	case IMAP_PERR_COMMAND_TOO_BIG:
+	case IMAP_PERR_LINE_TOO_LONG:
+		buf_puts(&t, "[TOOBIG] ");
+		break;
+	default:
+		break;
+	}
+	buf_puts(&t, msg);
+	imap_printf(s, "%s %s %s\r\n", tag ? tag : "*", status, buf_str(&t));
+	imap_log_reply(s, tag ? tag : "*", status, buf_str(&t));
+	buf_free(&t);
+	if (imap_parser_error_fatal(s->parser)) {
+		imap_bye(s, "Cannot resynchronise with the command stream.");
+		return;
+	}
+	if (strcmp(status, "BAD") == 0)
+		imap_count_bad(s);
+}
+
+static void
+imap_item(struct imap_sess *s)
+{
+	const struct imap_command *cmd = imap_parser_command(s->parser);
+
+	if (cmd != NULL) {
+		imap_dispatch(s, cmd);
+		return;
+	}
+	size_t len;
+	const char *line = imap_parser_line(s->parser, &len);
+	if (line == NULL)
+		return;
+	if (s->flags & SF_IDLE)
+		imap_cmd_idle_line(s, line, len);
+	else if (s->flags & SF_SASL)
+		imap_cmd_sasl_line(s, line, len);
+}
+
+static void
+imap_process(struct imap_sess *s)
+{
+	while (s->state != IS_LOGOUT && !(s->flags & (SF_WAIT | SF_DRAIN | SF_CLOSE_NOW))) {
+		if (s->srv->stopping && s->cmd == NULL && !(s->flags & (SF_IDLE | SF_SASL))) {
+			imap_bye(s, "[UNAVAILABLE] Server shutting down.");
+			return;
+		}
+		if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) > OUT_HIGH) {
+			/* The client does not read: stop reading until it does. */
+			s->flags |= SF_DRAIN;
+			bufferevent_disable(s->c->bev, EV_READ);
+			return;
+		}
+		/* Fetched anew each time: STARTTLS replaces the bufferevent. */
+		struct evbuffer *in = bufferevent_get_input(s->c->bev);
+		if (evbuffer_get_length(in) == 0)
+			return;
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			return;
+		size_t used = 0;
+		int r = imap_parser_feed(s->parser, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(in, used);
+		switch (r) {
+		case IMAP_PARSE_MORE:
+			break;
+		case IMAP_PARSE_DONE:
+			imap_item(s);
+			break;
+		case IMAP_PARSE_LITERAL:
+			imap_literal(s);
+			break;
+		case IMAP_PARSE_ERROR:
+			imap_parse_error(s);
+			break;
+		default:
+			PANIC("imap_parser_feed returned %d", r);
+		}
+	}
+}
+
+/* ---- connection callbacks ---- */
+
+static void
+imap_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct imap_sess *s = c->proto;
+
+	imap_hold(s);
+	imap_process(s);
+	imap_release(s);
+}
+
+static void
+imap_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct imap_sess *s = c->proto;
+
+	if (!(s->flags & SF_DRAIN) ||
+	    evbuffer_get_length(bufferevent_get_output(bev)) > OUT_LOW)
+		return;
+	imap_hold(s);
+	s->flags &= ~SF_DRAIN;
+	if (s->flags & SF_CONT) {
+		struct imap_job *j = s->cont_job;
+		s->flags &= ~SF_CONT;
+		s->cont_job = NULL;
+		imap_job_run(s, j);
+	} else {
+		imap_resume(s);
+	}
+	imap_release(s);
+}
+
+static void
+imap_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct imap_sess *s = c->proto;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (s->user && s->state != IS_LOGOUT)
+			imap_log_logout(s, (what & BEV_EVENT_EOF) ? "disconnected" : "connection error");
+		if (s->hold > 0) {
+			s->flags |= SF_CLOSE_NOW;
+			if (s->state != IS_LOGOUT)
+				s->state = IS_LOGOUT;
+			return;
+		}
+		conn_close(c);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		imap_hold(s);
+		log_msg(LL_INFO, c->id, "timeout state=%s user=%s", state_names[s->state],
+			s->user ? s->user : "-");
+		imap_bye(s, "Autologout; idle for too long");
+		imap_release(s);
+	}
+}
+
+static void
+imap_set_callbacks(struct imap_sess *s)
+{
+	bufferevent_setcb(s->c->bev, imap_read_cb, imap_write_cb, imap_event_cb, s->c);
+	bufferevent_setwatermark(s->c->bev, EV_WRITE, OUT_LOW, 0);
+	imap_timeouts(s);
+	bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
+}
+
+void
+imap_session_tls_started(struct imap_sess *s)
+{
+	imap_parser_free(&s->parser);
+	s->parser = imap_parser_new(NULL);
+	s->enabled = 0;
+	imap_apply_limits(s);
+	imap_set_callbacks(s);
+}
+
+static void
+imap_idle_tick(evutil_socket_t fd, short what, void *arg);
+
+void
+imap_session_idle_timer(struct imap_sess *s, bool on)
+{
+	if (!on) {
+		if (s->idle_timer)
+			event_del(s->idle_timer);
+		return;
+	}
+	if (s->idle_timer == NULL)
+		s->idle_timer = event_new(s->srv->base, -1, EV_PERSIST, imap_idle_tick, s);
+	event_add(s->idle_timer, &(struct timeval){IDLE_TICK, 0});
+}
+
+static void
+imap_idle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_sess *s = arg;
+
+	if (!(s->flags & SF_IDLE) || (s->flags & SF_WAIT))
+		return;
+	imap_hold(s);
+	if (++s->idle_ticks % IDLE_KEEPALIVE_TICKS == 0)
+		imap_puts(s, "* OK Still here\r\n");
+	if (imap_sel_poll(s) == 0)
+		imap_sel_flush(s, true);
+	imap_release(s);
+}
+
+static void
+imap_store_close_work(void *arg)
+{
+	struct store *st = arg;
+	store_close(&st);
+}
+
+static void
+imap_sess_free(struct imap_sess *s)
+{
+	imap_reg_del(s);
+	if (s->st) {
+		/* Closing may checkpoint the WAL: not on the loop, unless stopping. */
+		if (s->srv->stopping) {
+			store_close(&s->st);
+		} else {
+			struct store *st = s->st;
+			s->st = NULL;
+			worker_submit(s->srv->pool, imap_store_close_work, NULL, st);
+		}
+	}
+	if (s->cont_job) {
+		s->cont_job->free(s->cont_job);
+		s->cont_job = NULL;
+	}
+	imap_parser_free(&s->parser);
+	imap_sel_free(&s->sel);
+	imap_seqset_free(&s->saved);
+	if (s->timer)
+		event_free(s->timer);
+	if (s->idle_timer)
+		event_free(s->idle_timer);
+	if (s->finish_timer)
+		event_free(s->finish_timer);
+	free(s->tag);
+	free(s->user);
+	free(s);
+}
+
+static void
+imap_on_close(struct conn *c)
+{
+	struct imap_sess *s = c->proto;
+
+	imap_reg_del(s);
+	if (s->flags & SF_WAIT) {
+		/* A worker job still points at us; its completion frees us. */
+		s->flags |= SF_DEAD;
+		s->c = NULL;
+		if (s->idle_timer)
+			event_del(s->idle_timer);
+		return;
+	}
+	imap_sess_free(s);
+}
+
+static void
+imap_on_shutdown(struct conn *c)
+{
+	struct imap_sess *s = c->proto;
+
+	/* Sessions between commands (or waiting in IDLE or AUTHENTICATE for a
+	 * line) end now; busy ones after the command. */
+	if ((s->flags & SF_WAIT) || (s->cmd != NULL && !(s->flags & (SF_IDLE | SF_SASL))))
+		return;
+	imap_hold(s);
+	imap_bye(s, "[UNAVAILABLE] Server shutting down.");
+	imap_release(s);
+}
+
+static void
+imap_start(struct conn *c)
+{
+	struct imap_sess *s = xcalloc(1, sizeof(*s));
+	struct buf b = BUF_INIT(0);
+
+	s->c = c;
+	s->srv = c->srv;
+	s->state = IS_NOTAUTH;
+	s->parser = imap_parser_new(NULL);
+	imap_seqset_init(&s->saved);
+	imap_apply_limits(s);
+	c->proto = s;
+	c->on_close = imap_on_close;
+	c->on_shutdown = imap_on_shutdown;
+	imap_reg_add(s);
+	imap_set_callbacks(s);
+	imap_hold(s);
+	buf_puts(&b, "* OK [CAPABILITY ");
+	imap_capabilities(s, &b);
+	buf_printf(&b, "] %s IMAP4rev2 surat ready.\r\n", s->srv->cfg->hostname);
+	imap_write_buf(s, &b);
+	buf_free(&b);
+	imap_release(s);
+}
+
+const struct proto_ops imap_server_ops = {
+    .name = "imap",
+    .start = imap_start,
+    .busy_reply = "* BYE [UNAVAILABLE] Too many connections\r\n",
+};

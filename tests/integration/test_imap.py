@@ -1,0 +1,765 @@
+"""IMAP server: login, TLS, mailboxes, APPEND/FETCH/STORE/COPY/MOVE/EXPUNGE, SEARCH.
+
+Most tests talk the protocol over a raw socket (RawImap), so every reply
+line is checked as sent; imaplib is used where a real client library is the
+point. Everything runs against a surat on loopback ports; every wait is
+bounded.
+"""
+import base64
+import imaplib
+import re
+import socket
+import ssl
+import time
+
+import pytest
+
+from conftest import client_tls
+
+KINDS = ("smtp", "submission", "submissions", "imap", "imaps")
+TIMEOUT = 20
+
+
+class RawImap:
+    """A minimal IMAP client over a socket: send lines, read tagged replies."""
+
+    def __init__(self, port, tls=False, timeout=TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            self.sock = client_tls().wrap_socket(self.sock, server_hostname="localhost")
+        self.buf = b""
+        self.n = 0
+        self.greeting = self.readline()
+
+    def starttls(self):
+        self.sock = client_tls().wrap_socket(self.sock, server_hostname="localhost")
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def readline(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; buffered: %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_response(self):
+        """One response line with its literals inlined: (text, [literals])."""
+        line = self.readline()
+        lits = []
+        while True:
+            m = re.search(rb"~?\{(\d+)\}$", line)
+            if not m:
+                break
+            data = self.read_exact(int(m.group(1)))
+            lits.append(data)
+            line = line + b"\r\n" + data + self.readline()
+        return line, lits
+
+    def cmd(self, text, tag=None):
+        """Send 'tag text' and read up to the tagged reply. Returns (tagged, untagged)."""
+        self.n += 1
+        tag = tag or "t%d" % self.n
+        self.send("%s %s\r\n" % (tag, text) if isinstance(text, str) else
+                  tag.encode() + b" " + text + b"\r\n")
+        return self.until(tag)
+
+    def until(self, tag):
+        untagged = []
+        tb = tag.encode() + b" "
+        while True:
+            line, _ = self.read_response()
+            if line.startswith(tb):
+                return line.decode("utf-8", "replace"), untagged
+            untagged.append(line)
+
+    def ok(self, text, tag=None):
+        tagged, untagged = self.cmd(text, tag)
+        assert " OK " in tagged, (text, tagged, untagged)
+        return untagged
+
+    def login(self, user="alice@example.test", password="alice-pw"):
+        self.ok('LOGIN "%s" "%s"' % (user, password))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def make_imap(make_surat, extra=None, users=(("alice@example.test", "alice-pw"),
+                                             ("bob@example.test", "bob-pw"))):
+    s = make_surat(extra=extra, kinds=KINDS)
+    s.add_domain("example.test")
+    for u, p in users:
+        s.add_user(u, p)
+    return s
+
+
+@pytest.fixture
+def srv(make_surat):
+    """surat with IMAP, plaintext login allowed (most tests are not about TLS)."""
+    return make_imap(make_surat, {"allow_plaintext_auth": "yes"})
+
+
+@pytest.fixture
+def tls_srv(make_surat):
+    """surat with IMAP and the default: passwords only over TLS."""
+    return make_imap(make_surat)
+
+
+def connect(s, user="alice@example.test", password=None, tls=False):
+    c = RawImap(s.port("imaps" if tls else "imap"), tls=tls)
+    pw = password or user.split("@")[0] + "-pw"
+    c.login(user, pw)
+    return c
+
+
+def send_mail(s, rcpt, body, sender="sender@remote.test"):
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.sendmail(sender, [rcpt], body)
+
+
+MSG = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+       b"Subject: hello world\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+       b"Message-ID: <m1@example.test>\r\n\r\nHello Bob,\r\nthis is the body.\r\n")
+
+
+def append(c, box, msg, flags=None, date=None):
+    parts = ["APPEND", '"%s"' % box]
+    if flags is not None:
+        parts.append("(%s)" % flags)
+    if date:
+        parts.append('"%s"' % date)
+    c.n += 1
+    tag = "a%d" % c.n
+    c.send("%s %s {%d}\r\n" % (tag, " ".join(parts), len(msg)))
+    line = c.readline()
+    assert line.startswith(b"+"), line
+    c.send(msg + b"\r\n")
+    tagged, untagged = c.until(tag)
+    c.last_untagged = untagged
+    m = re.search(r"\[APPENDUID (\d+) (\d+)\]", tagged)
+    assert m, tagged
+    return int(m.group(1)), int(m.group(2))
+
+
+def fetch_literal(c, what):
+    tagged, untagged = c.cmd(what)
+    assert " OK " in tagged, tagged
+    return untagged
+
+
+# ---------------------------------------------------------------- login / TLS
+
+def test_greeting_logindisabled_before_tls(tls_srv):
+    c = RawImap(tls_srv.port("imap"))
+    assert c.greeting.startswith(b"* OK [CAPABILITY ")
+    caps = c.greeting.split(b"]")[0].split()
+    assert b"STARTTLS" in caps and b"LOGINDISABLED" in caps and b"IMAP4rev2" in caps
+    assert b"AUTH=PLAIN" not in caps
+    tagged, _ = c.cmd('LOGIN "alice@example.test" "alice-pw"')
+    assert tagged.startswith("t1 NO [PRIVACYREQUIRED]"), tagged
+    tagged, _ = c.cmd("AUTHENTICATE PLAIN " +
+                      base64.b64encode(b"\0alice@example.test\0alice-pw").decode())
+    assert " NO [PRIVACYREQUIRED]" in tagged
+    tagged, _ = c.cmd("SELECT INBOX")
+    assert tagged.startswith("t3 BAD"), tagged
+    c.ok("LOGOUT")
+    # Implicit TLS: AUTH=PLAIN offered, no STARTTLS.
+    t = RawImap(tls_srv.port("imaps"), tls=True)
+    caps = t.greeting.split(b"]")[0].split()
+    assert b"AUTH=PLAIN" in caps and b"STARTTLS" not in caps and b"LOGINDISABLED" not in caps
+    t.login()
+    t.ok("LOGOUT")
+
+
+def test_starttls_discards_pipelined_command(tls_srv):
+    c = RawImap(tls_srv.port("imap"))
+    # The LOGIN rides in the same packet as STARTTLS: it must never run.
+    c.send(b'a STARTTLS\r\nb LOGIN "alice@example.test" "alice-pw"\r\n')
+    line = c.readline()
+    assert line.startswith(b"a OK"), line
+    assert c.buf == b""
+    c.starttls()
+    tagged, untagged = c.cmd("CAPABILITY", tag="c")
+    assert tagged.startswith("c OK")
+    caps = untagged[0].split()
+    assert b"AUTH=PLAIN" in caps and b"STARTTLS" not in caps and b"LOGINDISABLED" not in caps
+    # Still not logged in: the pipelined LOGIN was dropped.
+    tagged, _ = c.cmd("SELECT INBOX", tag="d")
+    assert tagged.startswith("d BAD"), tagged
+    c.login()
+    tagged, _ = c.cmd("STARTTLS", tag="e")
+    assert tagged.startswith("e BAD"), tagged
+    c.ok("LOGOUT")
+
+
+def test_login_and_authenticate(srv):
+    c = RawImap(srv.port("imap"))
+    tagged, _ = c.cmd('LOGIN "alice@example.test" "wrong"')
+    assert tagged.startswith("t1 NO [AUTHENTICATIONFAILED]"), tagged
+    tagged, _ = c.cmd('LOGIN "nobody@example.test" "x"')
+    assert tagged.startswith("t2 NO [AUTHENTICATIONFAILED]"), tagged
+    # AUTHENTICATE with SASL-IR
+    ir = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
+    tagged, _ = c.cmd("AUTHENTICATE PLAIN " + ir)
+    assert tagged.startswith("t3 OK [CAPABILITY "), tagged
+    tagged, _ = c.cmd("LOGIN a b")
+    assert tagged.startswith("t4 BAD"), tagged
+    c.ok("LOGOUT")
+    # With a continuation, and a cancel
+    c = RawImap(srv.port("imap"))
+    c.send("x AUTHENTICATE PLAIN\r\n")
+    assert c.readline().startswith(b"+")
+    c.send("*\r\n")
+    tagged, _ = c.until("x")
+    assert tagged.startswith("x BAD"), tagged
+    c.send("y AUTHENTICATE PLAIN\r\n")
+    assert c.readline().startswith(b"+")
+    c.send(base64.b64encode(b"bob@example.test\0bob@example.test\0bob-pw") + b"\r\n")
+    tagged, _ = c.until("y")
+    assert tagged.startswith("y OK"), tagged
+    c.ok("SELECT INBOX")
+    c.ok("LOGOUT")
+    # Somebody else's authorization identity is refused; bad base64 is BAD.
+    c = RawImap(srv.port("imap"))
+    tagged, _ = c.cmd("AUTHENTICATE PLAIN " +
+                      base64.b64encode(b"bob@example.test\0alice@example.test\0alice-pw").decode())
+    assert " NO " in tagged
+    tagged, _ = c.cmd("AUTHENTICATE PLAIN !!!!")
+    assert " BAD " in tagged
+    tagged, _ = c.cmd("AUTHENTICATE CRAM-MD5")
+    assert " NO " in tagged
+    # Three failed logins end the session.
+    for i in range(3):
+        c.send('f%d LOGIN "alice@example.test" "bad"\r\n' % i)
+    lines = []
+    with pytest.raises(EOFError):
+        while True:
+            lines.append(c.readline())
+    assert any(l.startswith(b"* BYE") for l in lines), lines
+    log = srv.log()
+    assert "login user=alice@example.test method=PLAIN" in log
+    assert "auth failed user=nobody@example.test" in log
+    assert re.search(r"logout user=alice@example.test .*reason=\"LOGOUT\"", log)
+    assert "alice-pw" not in log
+
+
+def test_imaplib_over_imaps_and_starttls(tls_srv):
+    m = imaplib.IMAP4_SSL("127.0.0.1", tls_srv.port("imaps"), ssl_context=client_tls())
+    m.login("alice@example.test", "alice-pw")
+    typ, data = m.select("INBOX")
+    assert typ == "OK" and data == [b"0"]
+    m.logout()
+    m = imaplib.IMAP4("127.0.0.1", tls_srv.port("imap"))
+    m.starttls(ssl_context=client_tls())
+    m.login("alice@example.test", "alice-pw")
+    assert m.list()[0] == "OK"
+    m.logout()
+
+
+def test_any_state_commands(srv):
+    c = RawImap(srv.port("imap"))
+    tagged, untagged = c.cmd("CAPABILITY")
+    assert untagged[0].startswith(b"* CAPABILITY IMAP4rev1 IMAP4rev2")
+    c.ok("NOOP")
+    untagged = c.ok('ID ("name" "pytest" "version" "1")')
+    assert untagged == [b'* ID ("name" "surat" "vendor" "surat")']
+    c.ok("ID NIL")
+    tagged, _ = c.cmd("ID (\"odd\")")
+    assert " BAD " in tagged
+    tagged, _ = c.cmd("ENABLE CONDSTORE")
+    assert " BAD " in tagged  # only after login
+    c.login()
+    untagged = c.ok("CAPABILITY")
+    caps = untagged[0].split()
+    for cap in (b"IDLE", b"MOVE", b"UIDPLUS", b"CONDSTORE", b"QRESYNC", b"LITERAL-",
+                b"SPECIAL-USE", b"LIST-STATUS", b"NAMESPACE", b"QUOTA", b"MULTIAPPEND",
+                b"ESEARCH", b"SORT", b"UTF8=ACCEPT", b"ID", b"ENABLE", b"UNSELECT"):
+        assert cap in caps, cap
+    assert any(x.startswith(b"APPENDLIMIT=") for x in caps)
+    untagged = c.ok("NAMESPACE")
+    assert untagged == [b'* NAMESPACE (("" "/")) NIL NIL']
+    untagged = c.ok("ENABLE CONDSTORE QRESYNC X-UNKNOWN")
+    assert untagged == [b"* ENABLED CONDSTORE QRESYNC"]
+    untagged = c.ok("ENABLE CONDSTORE")
+    assert untagged == [b"* ENABLED"]
+    c.ok("LOGOUT")
+
+
+def test_bad_commands_limits(srv):
+    c = RawImap(srv.port("imap"))
+    tagged, _ = c.cmd("FROBNICATE")
+    assert tagged == "t1 BAD Unknown command FROBNICATE"
+    c.send(b"no-command-here\r\n")
+    line = c.readline()
+    assert b"BAD" in line, line
+    # A literal bigger than the pre-login limit is refused before "+".
+    c.send(b"L1 LOGIN {100000}\r\n")
+    line = c.readline()
+    assert line.startswith(b"L1 NO [TOOBIG]"), line
+    # A too long line
+    c.send(b"L2 NOOP " + b"x" * 20000 + b"\r\n")
+    line = c.readline()
+    assert line.startswith(b"L2 BAD [TOOBIG]") or line.startswith(b"* BAD"), line
+    # Ten bad commands: BYE
+    lines = []
+    for i in range(10):
+        c.send("b%d BOGUS\r\n" % i)
+    with pytest.raises(EOFError):
+        while True:
+            lines.append(c.readline())
+    assert lines[-1].startswith(b"* BYE"), lines
+
+
+def test_literal_checks_after_login(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "imap.max_literal": "64K"})
+    c = connect(s)
+    # Synchronising literal over imap.max_literal: NO [TOOBIG] and no "+".
+    c.send(b"a1 APPEND INBOX {70000}\r\n")
+    line = c.readline()
+    assert line.startswith(b"a1 NO [TOOBIG]"), line
+    # LITERAL-: a non-synchronising literal up to 4096 is fine ...
+    msg = b"Subject: nonsync\r\n\r\n" + b"y" * 3000 + b"\r\n"
+    c.send(b"a2 APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    tagged, _ = c.until("a2")
+    assert tagged.startswith("a2 OK [APPENDUID"), tagged
+    # ... above it is BAD [TOOBIG], and the data is skipped, not run as commands.
+    big = b"Subject: big\r\n\r\n" + b"a3 LOGOUT\r\n" * 500
+    c.send(b"a3 APPEND INBOX {%d+}\r\n" % len(big) + big + b"\r\n")
+    tagged, _ = c.until("a3")
+    assert tagged.startswith("a3 BAD [TOOBIG]"), tagged
+    c.ok("NOOP")
+    # A non-synchronising literal in a LOGIN password is fine too.
+    c.ok("LOGOUT")
+    c = RawImap(s.port("imap"))
+    c.send(b'x LOGIN "alice@example.test" {8+}\r\nalice-pw\r\n')
+    tagged, _ = c.until("x")
+    assert tagged.startswith("x OK"), tagged
+
+
+# ---------------------------------------------------------------- mailboxes
+
+def list_names(untagged, kind=b"LIST"):
+    out = {}
+    for l in untagged:
+        m = re.match(rb'\* ' + kind + rb' \(([^)]*)\) "/" (.*)$', l)
+        if m:
+            name = m.group(2)
+            if name.startswith(b'"'):
+                name = name[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+            out[name.decode()] = m.group(1).decode().split()
+    return out
+
+
+def test_list_create_delete_rename_subscribe(srv):
+    c = connect(srv)
+    names = list_names(c.ok('LIST "" "*"'))
+    for n in ("INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"):
+        assert n in names, names
+    assert "\\Sent" in names["Sent"] and "\\HasNoChildren" in names["Sent"]
+    untagged = c.ok('LIST "" ""')
+    assert untagged == [b'* LIST (\\Noselect) "/" ""']
+    c.ok("CREATE Projects/2024/")
+    c.ok("CREATE Projects/2025")
+    tagged, _ = c.cmd("CREATE Projects/2025")
+    assert " NO [ALREADYEXISTS]" in tagged, tagged
+    names = list_names(c.ok('LIST "" "Projects/%"'))
+    assert set(names) == {"Projects/2024", "Projects/2025"}, names
+    names = list_names(c.ok('LIST "" "%"'))
+    assert "\\HasChildren" in names["Projects"]
+    assert "Projects/2024" not in names
+    names = list_names(c.ok('LIST "Projects/" "%"'))
+    assert set(names) == {"Projects/2024", "Projects/2025"}
+    # inbox matches case-insensitively
+    names = list_names(c.ok('LIST "" "inbox"'))
+    assert list(names) == ["INBOX"]
+    c.ok("RENAME Projects/2024 Projects/Old")
+    names = list_names(c.ok('LIST "" "Projects/*"'))
+    assert set(names) == {"Projects/Old", "Projects/2025"}
+    tagged, _ = c.cmd("RENAME Nope Other")
+    assert " NO [NONEXISTENT]" in tagged, tagged
+    c.ok("DELETE Projects/Old")
+    tagged, _ = c.cmd("DELETE Projects/Old")
+    assert " NO [NONEXISTENT]" in tagged
+    tagged, _ = c.cmd("DELETE INBOX")
+    assert " NO " in tagged
+    # Subscriptions, LSUB, LIST (SUBSCRIBED), RECURSIVEMATCH
+    c.ok("SUBSCRIBE Projects/2025")
+    names = list_names(c.ok('LSUB "" "*"'), b"LSUB")
+    assert "Projects/2025" in names and "INBOX" in names
+    names = list_names(c.ok('LSUB "" "%"'), b"LSUB")
+    assert names.get("Projects") == ["\\Noselect"], names
+    names = list_names(c.ok('LIST (SUBSCRIBED) "" "*"'))
+    assert "\\Subscribed" in names["Projects/2025"] and "Projects" not in names
+    untagged = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    assert any(b'"Projects" ("CHILDINFO" ("SUBSCRIBED"))' in l for l in untagged), untagged
+    c.ok("UNSUBSCRIBE Projects/2025")
+    names = list_names(c.ok('LSUB "" "Projects/*"'), b"LSUB")
+    assert names == {}
+    # a subscribed name that does not exist
+    c.ok("SUBSCRIBE Ghost")
+    names = list_names(c.ok('LIST (SUBSCRIBED) "" "Ghost"'))
+    assert names["Ghost"] == ["\\NonExistent", "\\Subscribed"], names
+    assert "Ghost" not in list_names(c.ok('LIST "" "*"'))
+    # SPECIAL-USE selection, RETURN options, LIST-STATUS
+    names = list_names(c.ok('LIST (SPECIAL-USE) "" "*" RETURN (SPECIAL-USE)'))
+    assert set(names) == {"Sent", "Drafts", "Trash", "Junk", "Archive"}
+    untagged = c.ok('LIST "" ("INBOX" "Sent") RETURN (STATUS (MESSAGES UIDNEXT) SUBSCRIBED)')
+    assert b'* STATUS "INBOX" (MESSAGES 0 UIDNEXT 1)' in untagged, untagged
+    assert any(l.startswith(b'* LIST (\\HasNoChildren \\Subscribed \\Sent)') for l in untagged), untagged
+    # CREATE-SPECIAL-USE
+    c.ok("CREATE MyTrash (USE (\\Trash))")
+    assert "\\Trash" in list_names(c.ok('LIST "" "MyTrash"'))["MyTrash"]
+    tagged, _ = c.cmd("CREATE Odd (USE (\\Bogus))")
+    assert " NO [USEATTR]" in tagged
+    # RENAME INBOX: messages move, INBOX stays
+    append(c, "INBOX", MSG)
+    c.ok("RENAME INBOX Old-Inbox")
+    untagged = c.ok("STATUS Old-Inbox (MESSAGES)")
+    assert untagged == [b'* STATUS "Old-Inbox" (MESSAGES 1)']
+    untagged = c.ok("STATUS INBOX (MESSAGES)")
+    assert untagged == [b'* STATUS "INBOX" (MESSAGES 0)']
+    tagged, _ = c.cmd('LIST "" "*" RETURN (BOGUS)')
+    assert " BAD " in tagged
+    c.ok("LOGOUT")
+
+
+def test_mailbox_names_utf7_and_utf8(srv):
+    c = connect(srv)
+    # "Entwürfe" in modified UTF-7, and a name with '&'
+    c.ok('CREATE "Entw&APw-rfe"')
+    c.ok('CREATE "R&-D"')
+    names = list_names(c.ok('LIST "" "*"'))
+    assert "Entw&APw-rfe" in names and "R&-D" in names, names
+    tagged, _ = c.cmd('CREATE "bad&name"')
+    assert " BAD " in tagged, tagged
+    c.ok("ENABLE UTF8=ACCEPT")
+    names = list_names(c.ok('LIST "" "*"'))
+    assert "Entwürfe" in names and "R&D" in names, names
+    c.ok('CREATE "Über"')
+    c.ok('SELECT "Entwürfe"')
+    c.ok("LOGOUT")
+    c = connect(srv)
+    names = list_names(c.ok('LIST "" "*"'))
+    assert "&ANw-ber" in names
+
+
+def test_status_and_quota(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "user.quota": "1M"})
+    c = connect(s)
+    append(c, "INBOX", MSG, flags="\\Seen")
+    append(c, "INBOX", MSG, flags="\\Deleted")
+    untagged = c.ok("STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE "
+                    "HIGHESTMODSEQ RECENT APPENDLIMIT)")
+    m = re.match(rb'\* STATUS "INBOX" \(MESSAGES 2 UIDNEXT 3 UIDVALIDITY \d+ UNSEEN 1 '
+                 rb'DELETED 1 SIZE (\d+) RECENT 0 HIGHESTMODSEQ (\d+) APPENDLIMIT (\d+)\)',
+                 untagged[0])
+    assert m, untagged
+    assert int(m.group(1)) == 2 * len(MSG)
+    tagged, _ = c.cmd("STATUS INBOX (BOGUS)")
+    assert " BAD " in tagged
+    tagged, _ = c.cmd("STATUS Nope (MESSAGES)")
+    assert " NO [NONEXISTENT]" in tagged
+    untagged = c.ok("GETQUOTAROOT INBOX")
+    assert untagged[0] == b'* QUOTAROOT "INBOX" ""'
+    assert untagged[1] == b'* QUOTA "" (STORAGE 1 1024)', untagged
+    untagged = c.ok('GETQUOTA ""')
+    assert untagged == [b'* QUOTA "" (STORAGE 1 1024)']
+    tagged, _ = c.cmd('GETQUOTA "other"')
+    assert " NO " in tagged
+    tagged, _ = c.cmd('SETQUOTA "" (STORAGE 10)')
+    assert " NO " in tagged
+    # Over quota: refused before the literal is sent.
+    c.send(b"q1 APPEND INBOX {2000000}\r\n")
+    line = c.readline()
+    assert line.startswith(b"q1 NO [OVERQUOTA]"), line
+    big = b"Subject: big\r\n\r\n" + b"z" * 1048400 + b"\r\n"
+    c.send(b"q2 APPEND INBOX {%d}\r\n" % len(big))
+    line = c.readline()
+    assert line.startswith(b"q2 NO [OVERQUOTA]"), line
+    c.ok("NOOP")
+    c.ok("LOGOUT")
+    # Without a quota: no quota root.
+    s2 = make_imap(make_surat, {"allow_plaintext_auth": "yes"})
+    c = connect(s2)
+    assert c.ok("GETQUOTAROOT INBOX") == [b'* QUOTAROOT "INBOX"']
+
+
+# ---------------------------------------------------------------- messages
+
+def test_append_fetch_byte_for_byte(srv):
+    c = connect(srv)
+    body = (b"From: x@example.test\r\nSubject: =?UTF-8?B?w6TDtsO8?=\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            b"\xc3\xa4 8-bit line\r\n" + b"long " * 3000 + b"\r\n.\r\n..dots\r\n\r\n")
+    uv, uid = append(c, "INBOX", body, flags="\\Flagged $Work", date="05-Mar-2021 10:11:12 +0100")
+    assert uid == 1
+    uv2, uid2 = append(c, "INBOX", MSG)
+    assert (uv2, uid2) == (uv, 2)
+    c.ok("SELECT INBOX")
+    untagged = c.ok("UID FETCH %d (FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])" % uid)
+    assert untagged[0].startswith(b"* 1 FETCH (UID 1 ")
+    assert b"FLAGS (\\Flagged $Work)" in untagged[0]
+    assert b'INTERNALDATE "05-Mar-2021 10:11:12 +0100"' in untagged[0]
+    assert b"RFC822.SIZE %d" % len(body) in untagged[0]
+    c2 = RawImap(srv.port("imap"))
+    c2.login()
+    c2.ok("EXAMINE INBOX")
+    c2.n += 1
+    c2.send("f1 UID FETCH 1 BODY.PEEK[]\r\n")
+    line, lits = c2.read_response()
+    assert lits == [body]
+    tagged, _ = c2.until("f1")
+    assert tagged.startswith("f1 OK")
+    # MULTIAPPEND, with APPENDUID listing both
+    m1, m2 = b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"
+    c.send(b"m1 APPEND Archive (\\Seen) {%d}\r\n" % len(m1))
+    assert c.readline().startswith(b"+")
+    c.send(m1 + b" {%d}\r\n" % len(m2))
+    assert c.readline().startswith(b"+")
+    c.send(m2 + b"\r\n")
+    tagged, _ = c.until("m1")
+    assert re.match(r"m1 OK \[APPENDUID \d+ 1:2\]", tagged), tagged
+    # TRYCREATE, bad flags, bad dates
+    c.send(b"m2 APPEND Nope {%d}\r\n" % len(m1))
+    assert c.readline().startswith(b"+")
+    c.send(m1 + b"\r\n")
+    tagged, _ = c.until("m2")
+    assert tagged.startswith("m2 NO [TRYCREATE]"), tagged
+    c.send(b'm3 APPEND INBOX (\\Bogus) {%d}\r\n' % len(m1))
+    line = c.readline()
+    if line.startswith(b"+"):
+        c.send(m1 + b"\r\n")
+        tagged, _ = c.until("m3")
+    else:
+        tagged = line.decode()
+    assert " BAD " in tagged, tagged
+    c.send(b'm4 APPEND INBOX "31-Feb-2021 00:00:00 +0000" {%d}\r\n' % len(m1))
+    assert c.readline().startswith(b"+")
+    c.send(m1 + b"\r\n")
+    tagged, _ = c.until("m4")
+    assert " BAD " in tagged, tagged
+    # APPEND to the selected mailbox reports the new message at once.
+    uv3, uid3 = append(c, "INBOX", m1)
+    assert b"* 3 EXISTS" in c.last_untagged, c.last_untagged
+    c.ok("LOGOUT")
+
+
+def test_fetch_partial_sections_and_seen(srv):
+    c = connect(srv)
+    for i in range(5):
+        append(c, "INBOX", MSG.replace(b"hello world", b"msg %d" % i))
+    c.ok("SELECT INBOX")
+    untagged = c.ok("FETCH 1 BODY.PEEK[]<0.10>")
+    assert untagged[0] == b"* 1 FETCH (BODY[]<0> {10}\r\n" + MSG[:10] + b")", untagged
+    untagged = c.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT])")
+    assert b"Subject: msg 0\r\n\r\n" in untagged[0]
+    assert b"Hello Bob,\r\nthis is the body.\r\n" in untagged[0]
+    untagged = c.ok("FETCH 1 FLAGS")
+    assert untagged == [b"* 1 FETCH (FLAGS ())"]
+    # BODY[] sets \Seen and reports FLAGS
+    untagged = c.ok("FETCH 2 BODY[]")
+    assert b"FLAGS (\\Seen)" in untagged[0], untagged
+    untagged = c.ok("FETCH 2 FLAGS")
+    assert untagged == [b"* 2 FETCH (FLAGS (\\Seen))"]
+    # UID sets with '*', ranges, reversed ranges
+    untagged = c.ok("UID FETCH 3:* UID")
+    assert [l.split()[1] for l in untagged] == [b"3", b"4", b"5"]
+    untagged = c.ok("UID FETCH * UID")
+    assert untagged == [b"* 5 FETCH (UID 5)"]
+    untagged = c.ok("FETCH 4:2 UID")
+    assert len(untagged) == 3
+    untagged = c.ok("UID FETCH 100:* UID")  # RFC 9051: "*" is the largest UID
+    assert untagged == [b"* 5 FETCH (UID 5)"]
+    untagged = c.ok("UID FETCH 200 UID")
+    assert untagged == []
+    tagged, _ = c.cmd("FETCH 9 UID")
+    assert " BAD " in tagged
+    tagged, _ = c.cmd("FETCH 0 UID")
+    assert " BAD " in tagged
+    tagged, _ = c.cmd("FETCH 1 (BODY[HEADER.FIELDS])")
+    assert " BAD " in tagged
+    untagged = c.ok("FETCH 1:* (UID RFC822.SIZE ENVELOPE BODYSTRUCTURE)")
+    assert len(untagged) == 5 and all(b"ENVELOPE (" in l for l in untagged)
+    untagged = c.ok("FETCH 1 FAST")
+    assert untagged[0].startswith(b"* 1 FETCH (FLAGS () INTERNALDATE ")
+    c.ok("LOGOUT")
+
+
+def test_store_flags_keywords_unchangedsince(srv):
+    c = connect(srv)
+    for i in range(3):
+        append(c, "INBOX", MSG)
+    untagged = c.ok("SELECT INBOX")
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted." in untagged
+    untagged = c.ok("STORE 1 +FLAGS (\\Flagged $Important)")
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Flagged $Important))" in untagged, untagged
+    assert any(l.startswith(b"* FLAGS (") and b"$Important" in l for l in untagged)
+    untagged = c.ok("STORE 1:2 +FLAGS.SILENT (\\Seen)")
+    assert untagged == []
+    untagged = c.ok("UID STORE 1 -FLAGS \\Flagged")
+    assert untagged == [b"* 1 FETCH (UID 1 FLAGS (\\Seen $Important))"]
+    untagged = c.ok("STORE 3 FLAGS (\\Answered \\Draft)")
+    assert untagged == [b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Draft))"]
+    tagged, _ = c.cmd("STORE 1 +FLAGS (\\Bogus)")
+    assert " BAD " in tagged
+    tagged, _ = c.cmd("STORE 1 XFLAGS (\\Seen)")
+    assert " BAD " in tagged
+    # CONDSTORE
+    untagged = c.ok("FETCH 1:3 (UID MODSEQ)")
+    assert untagged[0].startswith(b"* OK [HIGHESTMODSEQ ")  # CONDSTORE now on
+    untagged = untagged[1:]
+    mods = {int(re.search(rb"UID (\d+)", l).group(1)): int(re.search(rb"MODSEQ \((\d+)\)", l).group(1))
+            for l in untagged}
+    untagged = c.ok("UID STORE 1:3 (UNCHANGEDSINCE %d) +FLAGS.SILENT (\\Deleted)" % mods[1])
+    tagged, untagged = c.cmd("UID STORE 1:3 (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)" % mods[1])
+    assert re.search(r"OK \[MODIFIED [0-9:,]+\]", tagged), tagged
+    # EXAMINE is read-only
+    c.ok("EXAMINE INBOX")
+    tagged, _ = c.cmd("STORE 1 +FLAGS (\\Seen)")
+    assert " NO " in tagged
+    tagged, _ = c.cmd("EXPUNGE")
+    assert " NO " in tagged
+    c.ok("LOGOUT")
+
+
+def test_copy_move_expunge_close_unselect(srv):
+    c = connect(srv)
+    for i in range(6):
+        append(c, "INBOX", MSG.replace(b"hello world", b"n%d" % i))
+    c.ok("SELECT INBOX")
+    tagged, _ = c.cmd("COPY 1:2 Archive")
+    m = re.match(r"t\d+ OK \[COPYUID (\d+) 1:2 1:2\]", tagged)
+    assert m, tagged
+    tagged, _ = c.cmd("COPY 1 Nowhere")
+    assert " NO [TRYCREATE]" in tagged
+    tagged, untagged = c.cmd("UID MOVE 3:4 Trash")
+    assert tagged.endswith("OK UID MOVE completed"), tagged
+    assert re.match(rb"\* OK \[COPYUID \d+ 3:4 1:2\]", untagged[0]), untagged
+    assert untagged[1:] == [b"* 4 EXPUNGE", b"* 3 EXPUNGE"], untagged
+    untagged = c.ok("FETCH 1:* UID")
+    assert [int(re.search(rb"UID (\d+)", l).group(1)) for l in untagged] == [1, 2, 5, 6]
+    c.ok("STORE 1:4 +FLAGS.SILENT (\\Deleted)")
+    # UID EXPUNGE only removes the given UIDs
+    untagged = c.ok("UID EXPUNGE 2")
+    assert untagged == [b"* 2 EXPUNGE"]
+    untagged = c.ok("EXPUNGE")
+    assert untagged == [b"* 3 EXPUNGE", b"* 2 EXPUNGE", b"* 1 EXPUNGE"], untagged
+    untagged = c.ok("STATUS Trash (MESSAGES)")
+    assert untagged == [b'* STATUS "Trash" (MESSAGES 2)']
+    c.ok("SELECT Trash")
+    c.ok("STORE 1 +FLAGS (\\Deleted)")
+    c.ok("UNSELECT")
+    assert c.ok("STATUS Trash (MESSAGES)") == [b'* STATUS "Trash" (MESSAGES 2)']
+    c.ok("SELECT Trash")
+    untagged = c.ok("CLOSE")
+    assert untagged == []
+    assert c.ok("STATUS Trash (MESSAGES)") == [b'* STATUS "Trash" (MESSAGES 1)']
+    tagged, _ = c.cmd("FETCH 1 UID")
+    assert " BAD " in tagged  # no mailbox selected
+    c.ok("LOGOUT")
+
+
+def test_search_sort_thread(srv):
+    c = connect(srv)
+    subjects = [b"banana", b"apple", b"Re: apple", b"cherry"]
+    for i, sub in enumerate(subjects):
+        msg = (b"From: u%d@example.test\r\nSubject: %s\r\nMessage-ID: <%d@x>\r\n" % (i, sub, i)
+               + (b"In-Reply-To: <1@x>\r\n" if sub.startswith(b"Re:") else b"")
+               + b"Date: Mon, %d Feb 2021 10:00:00 +0000\r\n\r\nbody %s\r\n" % (10 - i, sub))
+        append(c, "INBOX", msg, flags="\\Seen" if i % 2 else "")
+    c.ok("SELECT INBOX")
+    assert c.ok("SEARCH SUBJECT apple") == [b"* SEARCH 2 3"]
+    assert c.ok("UID SEARCH UNSEEN") == [b"* SEARCH 1 3"]
+    assert c.ok("SEARCH BODY cherry") == [b"* SEARCH 4"]
+    assert c.ok("SEARCH OR SEEN SUBJECT banana") == [b"* SEARCH 1 2 4"]
+    untagged = c.ok("SEARCH RETURN (MIN MAX COUNT) ALL")
+    assert untagged == [b'* ESEARCH (TAG "%s") MIN 1 MAX 4 COUNT 4' % (b"t%d" % c.n)], untagged
+    # SEARCHRES: save, then use "$"
+    assert c.ok("SEARCH RETURN (SAVE) SEEN") == []
+    assert c.ok("FETCH $ UID") == [b"* 2 FETCH (UID 2)", b"* 4 FETCH (UID 4)"]
+    tagged, _ = c.cmd("SEARCH CHARSET KOI8-R ALL")
+    assert " NO [BADCHARSET" in tagged
+    tagged, _ = c.cmd("SEARCH FROBNICATE")
+    assert " BAD " in tagged
+    assert c.ok("SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 3 1 4"]
+    assert c.ok("UID SORT (REVERSE DATE) UTF-8 ALL") == [b"* SORT 1 2 3 4"]
+    untagged = c.ok("THREAD REFERENCES UTF-8 ALL")
+    assert untagged[0].startswith(b"* THREAD "), untagged
+    assert b"(2 3)" in untagged[0], untagged
+    tagged, _ = c.cmd("SORT (BOGUS) UTF-8 ALL")
+    assert " BAD " in tagged
+    # IMAP4rev2: SEARCH answers with ESEARCH
+    c.ok("UNSELECT")
+    c.ok("ENABLE IMAP4rev2")
+    untagged = c.ok("SELECT INBOX")
+    assert not any(b"RECENT" in l for l in untagged)
+    assert b'* LIST () "/" "INBOX"' in untagged
+    untagged = c.ok("SEARCH SEEN")
+    assert untagged == [b'* ESEARCH (TAG "%s") ALL 2,4' % (b"t%d" % c.n)], untagged
+    c.ok("LOGOUT")
+
+
+def test_auth_delay_and_disconnects_while_busy(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "auth.fail_delay": "1s"})
+    c = RawImap(s.port("imap"))
+    t0 = time.monotonic()
+    tagged, _ = c.cmd('LOGIN "alice@example.test" "wrong"')
+    assert " NO [AUTHENTICATIONFAILED]" in tagged
+    assert time.monotonic() - t0 >= 0.9
+    # Gone during the failure delay
+    c.send('x LOGIN "alice@example.test" "wrong"\r\n')
+    c.close()
+    # Gone in the middle of a long FETCH
+    c = connect(s)
+    body = b"Subject: x\r\n\r\n" + b"y" * 200000 + b"\r\n"
+    for _ in range(20):
+        append(c, "INBOX", body)
+    c.ok("SELECT INBOX")
+    c.send("f UID FETCH 1:* BODY[]\r\n")
+    c.close()
+    # Gone in IDLE, in AUTHENTICATE, in a literal, in the TLS handshake
+    c = connect(s)
+    c.send("i IDLE\r\n")
+    assert c.readline().startswith(b"+")
+    c.close()
+    c = RawImap(s.port("imap"))
+    c.send("a AUTHENTICATE PLAIN\r\n")
+    assert c.readline().startswith(b"+")
+    c.close()
+    c = connect(s)
+    c.send("a APPEND INBOX {100000}\r\n")
+    assert c.readline().startswith(b"+")
+    c.send(b"z" * 5000)
+    c.close()
+    c = RawImap(s.port("imap"))
+    c.send("s STARTTLS\r\n")
+    assert c.readline().startswith(b"s OK")
+    c.send(b"\x16\x03\x01\x00")
+    c.close()
+    # The server is fine and still counts 20 messages.
+    c = connect(s)
+    untagged = c.ok("STATUS INBOX (MESSAGES)")
+    assert untagged == [b'* STATUS "INBOX" (MESSAGES 20)']
+    c.ok("LOGOUT")
+    time.sleep(0.5)
+    log = s.log()
+    assert "login user=alice@example.test" in log and "logout user=alice@example.test" in log

@@ -1,0 +1,378 @@
+"""IMAP sessions that see each other: EXPUNGE/flag visibility, IDLE wake-up on
+SMTP delivery, CONDSTORE/QRESYNC resynchronisation, mail delivered by SMTP
+read back byte for byte, long FETCH replies, pipelining, shutdown."""
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from test_imap import (MSG, RawImap, append, connect, make_imap, send_mail, srv,  # noqa: F401
+                       TIMEOUT)
+
+
+def select(c, box="INBOX", extra=""):
+    return c.ok("SELECT %s%s" % (box, extra))
+
+
+def fill(c, n, box="INBOX"):
+    return [append(c, box, MSG.replace(b"hello world", b"message %d" % i))[1] for i in range(n)]
+
+
+def wait_line(c, pred, timeout=10):
+    """Read untagged lines until pred(line) holds; returns (line, seconds)."""
+    t0 = time.monotonic()
+    c.sock.settimeout(timeout)
+    while True:
+        line = c.readline()
+        if pred(line):
+            return line, time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out waiting; last line %r" % line)
+
+
+def test_expunge_and_flags_between_sessions(srv):
+    a = connect(srv)
+    fill(a, 3)
+    select(a)
+    b = connect(srv)
+    select(b)
+    # b deletes message 2; a must not see EXPUNGE during FETCH/STORE/SEARCH
+    b.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    assert b.ok("EXPUNGE") == [b"* 2 EXPUNGE"]
+    untagged = a.ok("FETCH 1:3 (UID FLAGS)")
+    assert not any(b"EXPUNGE" in l for l in untagged), untagged
+    assert len([l for l in untagged if b" FETCH (UID" in l]) == 3
+    untagged = a.ok("SEARCH ALL")
+    assert untagged == [b"* SEARCH 1 2 3"], untagged
+    untagged = a.ok("STORE 3 +FLAGS (\\Answered)")
+    assert not any(b"EXPUNGE" in l for l in untagged)
+    # The body of the vanished message is no longer there.
+    tagged, untagged = a.cmd("FETCH 2 BODY.PEEK[]")
+    assert "NO [EXPUNGEISSUED]" in tagged, tagged
+    # NOOP reports it
+    untagged = a.ok("NOOP")
+    assert b"* 2 EXPUNGE" in untagged, untagged
+    # Flags set by b show up in a, and a's in b
+    untagged = b.ok("STORE 1 +FLAGS.SILENT (\\Flagged $Label1)")
+    # (b learns of a's change at the end of its own command)
+    assert b"* 2 FETCH (UID 3 FLAGS (\\Answered))" in untagged, untagged
+    untagged = a.ok("NOOP")
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Flagged $Label1))" in untagged, untagged
+    assert any(l.startswith(b"* FLAGS (") and b"$Label1" in l for l in untagged), untagged
+    assert b.ok("CHECK") == []
+    # New mail appended by b: EXISTS for a
+    append(b, "INBOX", MSG)
+    untagged = a.ok("NOOP")
+    assert b"* 3 EXISTS" in untagged, untagged
+    assert a.ok("UID SEARCH ALL") == [b"* SEARCH 1 3 4"]
+    # A message appended and expunged before a looks: a never hears of it.
+    append(b, "INBOX", MSG)
+    b.ok("UID STORE 5 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 5")
+    assert a.ok("NOOP") == []
+    # One a saw (EXISTS) and that went away before the next command.
+    append(b, "INBOX", MSG)
+    assert a.ok("NOOP") == [b"* 4 EXISTS"]
+    b.ok("UID STORE 6 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 6")
+    assert a.ok("FETCH 4 UID") == [b"* 4 FETCH (UID 6)"]
+    assert a.ok("NOOP") == [b"* 4 EXPUNGE"]
+    a.ok("LOGOUT")
+    b.ok("LOGOUT")
+
+
+def test_idle_wakes_on_smtp_delivery(srv):
+    a = connect(srv)
+    select(a)
+    a.send("i1 IDLE\r\n")
+    assert a.readline().startswith(b"+ ")
+    times = []
+    for i in range(3):
+        t0 = time.monotonic()
+        send_mail(srv, "alice@example.test",
+                  b"From: x@remote.test\r\nSubject: idle %d\r\n\r\nhi\r\n" % i)
+        t_sent = time.monotonic()
+        line, _ = wait_line(a, lambda l: l.endswith(b"EXISTS"), timeout=10)
+        t_seen = time.monotonic()
+        assert line == b"* %d EXISTS" % (i + 1), line
+        times.append(t_seen - t_sent)
+        print("IDLE wake-up %d: %.1f ms after the SMTP reply (%.1f ms for the whole send)" %
+              (i, (t_seen - t_sent) * 1000, (t_seen - t0) * 1000))
+    # Flag changes and expunges from another session arrive during IDLE too.
+    b = connect(srv)
+    select(b)
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    line, _ = wait_line(a, lambda l: b"FETCH" in l)
+    assert line == b"* 1 FETCH (UID 1 FLAGS (\\Deleted))", line
+    b.ok("EXPUNGE")
+    line, _ = wait_line(a, lambda l: b"EXPUNGE" in l)
+    assert line == b"* 1 EXPUNGE"
+    # A change in another mailbox says nothing.
+    append(b, "Archive", MSG)
+    a.send("DONE\r\n")
+    tagged, untagged = a.until("i1")
+    assert tagged == "i1 OK IDLE terminated", tagged
+    assert untagged == [], untagged
+    # A bad continuation line ends IDLE with BAD.
+    a.send("i2 IDLE\r\n")
+    assert a.readline().startswith(b"+ ")
+    a.send("NOT-DONE\r\n")
+    tagged, _ = a.until("i2")
+    assert tagged.startswith("i2 BAD"), tagged
+    a.ok("LOGOUT")
+    assert max(times) < 5, times
+
+
+def test_idle_in_authenticated_state_and_logout(srv):
+    a = connect(srv)
+    a.send("i1 IDLE\r\n")
+    assert a.readline().startswith(b"+ ")
+    send_mail(srv, "alice@example.test", b"Subject: x\r\n\r\nx\r\n")
+    time.sleep(0.3)
+    a.send("DONE\r\n")
+    tagged, untagged = a.until("i1")
+    assert tagged.startswith("i1 OK") and untagged == []
+    a.ok("LOGOUT")
+
+
+def modseq_of(line):
+    return int(re.search(rb"MODSEQ \((\d+)\)", line).group(1))
+
+
+def test_condstore_and_qresync_resync(srv):
+    a = connect(srv)
+    fill(a, 4)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a)
+    uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(untagged)).group(1))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(untagged)).group(1))
+    a.ok("LOGOUT")
+    # Changes while a is away: flags on 1, expunge 2, a new message 5.
+    b = connect(srv)
+    select(b)
+    b.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    b.ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 2")
+    append(b, "INBOX", MSG)
+    # QRESYNC SELECT: VANISHED (EARLIER) and FETCH for what changed
+    a = connect(srv)
+    tagged, _ = a.cmd("SELECT INBOX (QRESYNC (%d %d))" % (uv, hms))
+    assert " BAD " in tagged  # not enabled yet
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a, extra=" (QRESYNC (%d %d 1:4))" % (uv, hms))
+    assert b"* 4 EXISTS" in untagged
+    assert b"* VANISHED (EARLIER) 2" in untagged, untagged
+    fetches = [l for l in untagged if b" FETCH " in l]
+    assert len(fetches) == 1 and fetches[0].startswith(b"* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("), fetches
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
+    assert untagged[0] == b"* OK [CLOSED] Previous mailbox closed."
+    fetches = [l for l in untagged if b" FETCH " in l]
+    assert [re.search(rb"UID (\d+)", l).group(1) for l in fetches] == [b"1", b"5"], fetches
+    # A wrong UIDVALIDITY: no VANISHED, no FETCH
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv + 1, hms))
+    assert not any(b"VANISHED" in l or b" FETCH " in l for l in untagged)
+    # UID FETCH CHANGEDSINCE ... VANISHED
+    untagged = a.ok("UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % hms)
+    assert untagged[0] == b"* VANISHED (EARLIER) 2", untagged
+    assert [re.search(rb"UID (\d+)", l).group(1) for l in untagged[1:]] == [b"1", b"5"]
+    tagged, _ = a.cmd("FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % hms)
+    assert " BAD " in tagged
+    # Expunges from elsewhere arrive as VANISHED in a QRESYNC session
+    b.ok("UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    untagged = a.ok("NOOP")
+    assert b"* VANISHED 3" in untagged, untagged
+    # Flag changes from elsewhere carry MODSEQ under CONDSTORE
+    b.ok("UID STORE 4 +FLAGS.SILENT (\\Flagged)")
+    untagged = a.ok("NOOP")
+    upd = [l for l in untagged if b"FETCH" in l]
+    assert upd and upd[0].startswith(b"* 2 FETCH (UID 4 FLAGS (\\Flagged) MODSEQ ("), untagged
+    # SEARCH MODSEQ, STATUS HIGHESTMODSEQ, STORE with CONDSTORE
+    m4 = modseq_of(upd[0])
+    untagged = a.ok("SEARCH MODSEQ %d" % m4)
+    assert untagged == [b"* SEARCH 2 (MODSEQ %d)" % m4], untagged
+    untagged = a.ok("STATUS Archive (HIGHESTMODSEQ)")
+    assert re.match(rb'\* STATUS "Archive" \(HIGHESTMODSEQ \d+\)', untagged[0])
+    untagged = a.ok("STORE 1 +FLAGS.SILENT (\\Answered)")
+    assert len(untagged) == 1 and untagged[0].startswith(b"* 1 FETCH (UID 1 MODSEQ ("), untagged
+    a.ok("LOGOUT")
+    b.ok("LOGOUT")
+
+
+def test_condstore_select_parameter(srv):
+    a = connect(srv)
+    fill(a, 2)
+    untagged = select(a, extra=" (CONDSTORE)")
+    assert any(l.startswith(b"* OK [HIGHESTMODSEQ ") for l in untagged)
+    untagged = a.ok("FETCH 1:* (FLAGS) (CHANGEDSINCE 1)")
+    assert all(b"MODSEQ (" in l for l in untagged) and len(untagged) == 2, untagged
+    untagged = a.ok("FETCH 1:* (FLAGS) (CHANGEDSINCE 1000000)")
+    assert untagged == []
+    a.ok("LOGOUT")
+
+
+BODIES = [
+    b"From: a@remote.test\r\nTo: alice@example.test\r\nSubject: plain\r\n\r\nHello\r\n",
+    b"From: a@remote.test\r\nSubject: dots\r\n\r\n.\r\n..\r\n.x\r\nend\r\n",
+    b"From: a@remote.test\r\nSubject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n\xc3\xa4\xc3\xb6\xc3\xbc \xe2\x82\xac\r\n",
+    b"From: a@remote.test\r\nSubject: long\r\n\r\n" + (b"x" * 990 + b"\r\n") * 200,
+    b"From: a@remote.test\r\nSubject: multipart\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npre\r\n--b1\r\n"
+    b"Content-Type: text/plain\r\n\r\npart one\r\n--b1\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\r\n--b1--\r\nepilogue\r\n",
+]
+
+
+def test_smtp_delivered_mail_read_back_intact(srv):
+    for body in BODIES:
+        send_mail(srv, "alice@example.test", body)
+    srv.wait_messages("alice@example.test", len(BODIES))
+    c = connect(srv)
+    untagged = select(c)
+    assert b"* %d EXISTS" % len(BODIES) in untagged
+    matched = set()
+    for uid in range(1, len(BODIES) + 1):
+        stored = srv.message("alice@example.test", uid)
+        # Delivery order is not sending order: find the body by its end.
+        body = [b for b in BODIES if stored.endswith(b)]
+        assert len(body) == 1, stored[-300:]
+        body = body[0]
+        matched.add(body)
+        c.n += 1
+        c.send("f%d UID FETCH %d (RFC822.SIZE BODY.PEEK[])\r\n" % (c.n, uid))
+        line, lits = c.read_response()
+        tagged, _ = c.until("f%d" % c.n)
+        assert tagged.endswith("OK UID FETCH completed")
+        assert lits == [stored], (uid, lits[0][:200], stored[:200])
+        assert b"RFC822.SIZE %d " % len(stored) in line
+        # What the sender sent is there unchanged after our trace headers.
+        assert stored.endswith(body), uid
+        assert b"Received: " in stored[:len(stored) - len(body)]
+        # BODY[TEXT] is the body after the header
+        untagged = c.ok("UID FETCH %d BODY.PEEK[TEXT]" % uid)
+        assert body.split(b"\r\n\r\n", 1)[1] in untagged[0]
+    assert len(matched) == len(BODIES)
+    c.ok("LOGOUT")
+
+
+def test_large_fetch_is_streamed(srv):
+    c = connect(srv)
+    big = b"Subject: big\r\n\r\n" + (b"0123456789" * 7 + b"\r\n") * 700  # ~50 KB
+    n = 120
+    for i in range(0, n, 10):
+        # MULTIAPPEND of 10 at a time
+        tag = "m%d" % i
+        c.send(b"%s APPEND INBOX {%d}\r\n" % (tag.encode(), len(big)))
+        for k in range(10):
+            assert c.readline().startswith(b"+")
+            c.send(big + (b" {%d}\r\n" % len(big) if k < 9 else b"\r\n"))
+        tagged, _ = c.until(tag)
+        assert " OK " in tagged, tagged
+    select(c)
+    # Read slowly: the server must not hold all ~6 MB at once, nor lose any.
+    c.send("big UID FETCH 1:* BODY.PEEK[]\r\n")
+    time.sleep(1.0)
+    got = 0
+    while True:
+        line, lits = c.read_response()
+        if line.startswith(b"big "):
+            assert line.startswith(b"big OK"), line
+            break
+        assert lits == [big]
+        got += 1
+    assert got == n
+    # BODY[] (not PEEK) on all of them: \Seen set once, FLAGS in every reply.
+    untagged = c.ok("FETCH 1:* (BODY[]<0.5>)")
+    assert len(untagged) == n and all(b"FLAGS (\\Seen)" in l for l in untagged)
+    c.ok("LOGOUT")
+
+
+def test_pipelined_commands_answered_in_order(srv):
+    c = connect(srv)
+    fill(c, 3)
+    select(c)
+    cmds = [b"p1 NOOP", b"p2 FETCH 1:3 UID", b"p3 STORE 1 +FLAGS (\\Seen)", b"p4 SEARCH SEEN",
+            b"p5 CREATE Pipe", b"p6 COPY 1 Pipe", b"p7 STATUS Pipe (MESSAGES)", b"p8 BOGUS",
+            b"p9 NOOP"]
+    c.send(b"\r\n".join(cmds) + b"\r\n")
+    seen = []
+    while len(seen) < len(cmds):
+        line, _ = c.read_response()
+        m = re.match(rb"(p\d) (OK|NO|BAD)", line)
+        if m:
+            seen.append(m.group(1).decode())
+            if m.group(1) == b"p7":
+                pass
+    assert seen == ["p%d" % i for i in range(1, 10)], seen
+    c.ok("LOGOUT")
+
+
+def test_selected_mailbox_deleted_by_other_session(srv):
+    a = connect(srv)
+    a.ok("CREATE Box")
+    append(a, "Box", MSG)
+    select(a, "Box")
+    b = connect(srv)
+    b.ok("DELETE Box")
+    a.send("n1 NOOP\r\n")
+    line = a.readline()
+    assert line.startswith(b"* BYE"), line
+    # Deleting one's own selected mailbox just deselects it.
+    b.ok("CREATE Box2")
+    select(b, "Box2")
+    untagged = b.ok("DELETE Box2")
+    assert untagged == [b"* OK [CLOSED] Selected mailbox was deleted or renamed."]
+    tagged, _ = b.cmd("FETCH 1 UID")
+    assert " BAD " in tagged
+    b.ok("LOGOUT")
+
+
+def test_concurrent_appends_unique_uids(srv):
+    results, errors = [], []
+
+    def worker():
+        try:
+            c = connect(srv)
+            for _ in range(5):
+                results.append(append(c, "INBOX", MSG)[1])
+            c.ok("LOGOUT")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(results) == list(range(1, 31))
+
+
+def test_shutdown_ends_idle_and_idle_sessions(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes"})
+    a = connect(s)
+    select(a)
+    a.send("i1 IDLE\r\n")
+    assert a.readline().startswith(b"+ ")
+    b = connect(s)
+    rc = s.stop(signal.SIGTERM)
+    assert rc == 0
+    line, _ = wait_line(a, lambda l: l.startswith(b"* BYE"), timeout=5)
+    assert b"UNAVAILABLE" in line
+    assert b.readline().startswith(b"* BYE")
+
+
+@pytest.mark.skipif(not os.environ.get("SURAT_SLOW"), reason="takes over a minute; set SURAT_SLOW=1")
+def test_preauth_timeout(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "imap.idle_timeout": "60s"})
+    c = RawImap(s.port("imap"), timeout=90)
+    t0 = time.monotonic()
+    line = c.readline()
+    assert line.startswith(b"* BYE"), line
+    assert 55 < time.monotonic() - t0 < 80
