@@ -885,6 +885,10 @@ rconn_start(struct dest *d)
 	d->qr->conns = c;
 	d->nconns++;
 	d->nwalking++;
+	if (d->qr->srv->dns == NULL && !(d->kind != DEST_MX && is_ip(d->domain))) {
+		rconn_walk_failed(c, DELIVER_TEMPFAIL, "4.4.3 No DNS resolver");
+		return;
+	}
 	if (d->kind == DEST_MX) {
 		c->q_mx = dns_query_mx(d->qr->srv->dns, d->domain, rconn_mx_cb, c);
 		if (c->q_mx == NULL) {
@@ -1269,11 +1273,6 @@ queue_remote_new(struct server *srv, struct buf *err)
 	struct queue_remote *qr = xcalloc(1, sizeof(*qr));
 
 	qr->srv = srv;
-	if (srv->dns == NULL) {
-		buf_puts(err, "outbound: no DNS resolver");
-		free(qr);
-		return NULL;
-	}
 	if (cfg->relayhost) {
 		char *h;
 		int port;

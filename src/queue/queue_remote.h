@@ -36,8 +36,10 @@ struct buf;
 struct queue_remote;
 
 /*
- * Create the transport for srv (which has its queue, dns and accounts)
- * and install it with queue_set_remote(). Reads relayhost.password_file.
+ * Create the transport for srv (which has its queue and accounts; srv->dns
+ * may be set later, before the queue starts) and install it with
+ * queue_set_remote(). Reads relayhost.password_file, so call it before the
+ * privilege drop.
  * Returns it, or NULL with the reason in err.
  */
 struct queue_remote *queue_remote_new(struct server *srv, struct buf *err);

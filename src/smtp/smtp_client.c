@@ -6,9 +6,9 @@
  * and replies are matched to it in order, so pipelined groups (RSET, MAIL,
  * RCPT...) and single commands take the same path. smtp_reply_parse() frames
  * the replies; it stops after each complete one so pipelined answers are
- * handled one at a time. Content is dot-stuffed in slices as the output
- * buffer drains (write watermark), so a large message never sits in memory
- * twice and each slice gets the data-block timeout.
+ * handled one at a time. Content is dot-stuffed in 64 KiB slices whenever
+ * the output buffer has drained (write callback), so a large message never
+ * sits in memory twice and each write gets the data-block timeout.
  *
  * SECURITY: see the header. Reply text is cleaned by the parser (control
  * and 8-bit bytes become '?') and escaped again when logged.

@@ -145,7 +145,7 @@ class Peer:
     """
 
     def __init__(self, ip, port, caps=None, rcpt=None, data=None, dot_delay=0,
-                 tls_files=None, auth=None, greeting="220 peer.example ESMTP"):
+                 tls_files=None, auth=None, greeting="220 peer.example ESMTP", ehlo=True):
         self.ip, self.port = ip, port
         self.caps = caps if caps is not None else ["PIPELINING", "8BITMIME", "SIZE 10000000",
                                                    "DSN", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
@@ -154,6 +154,7 @@ class Peer:
         self.dot_delay = dot_delay
         self.auth = auth
         self.greeting = greeting
+        self.ehlo = ehlo
         self.ctx = None
         if tls_files:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -162,6 +163,8 @@ class Peer:
         self.txns = []
         self.lines = []
         self.connections = 0
+        self.active = 0
+        self.max_active = 0
         self.tls_used = False
         self.auth_seen = []
         self.dot_seen = threading.Event()
@@ -186,11 +189,24 @@ class Peer:
     def session(self, sock):
         with self.lock:
             self.connections += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            self._session(sock)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _session(self, sock):
         rf = sock.makefile("rb")
 
         def send(line):
             sock.sendall(line.encode() + b"\r\n")
 
+        if self.greeting is None:  # a peer that never greets
+            while sock.recv(4096):
+                pass
+            return
         send(self.greeting)
         if not self.greeting.startswith("220"):
             return
@@ -204,7 +220,9 @@ class Peer:
             with self.lock:
                 self.lines.append(line)
             verb = line.split(" ", 1)[0].upper()
-            if verb == "EHLO":
+            if verb == "EHLO" and not self.ehlo:
+                send("500 5.5.1 EHLO? never heard of it")
+            elif verb == "EHLO":
                 caps = list(self.caps)
                 if self.ctx and not tls:
                     caps.append("STARTTLS")
@@ -539,6 +557,67 @@ def test_size_and_8bit_checks_bounce_before_sending(net):
     texts = inbox_text(a, "alice@a.example", 2)
     assert "Status: 5.6.3" in texts[1]
     assert not any(l.startswith("MAIL") for l in p.lines)
+
+
+def test_helo_fallback_and_smtputf8_check(net):
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4", ehlo=False)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "old peer"))
+    wait_for(lambda: len(p.txns) == 1)
+    assert any(l.startswith("HELO mx.a.example") for l in p.lines)
+    assert p.txns[0]["mail"] == "MAIL FROM:<alice@a.example>"
+    # An SMTPUTF8 message cannot go to a peer without SMTPUTF8: bounced, not mangled.
+    a.submit("alice@a.example", ["x@c.example"],
+             "From: <alice@a.example>\r\nSubject: utf8\r\n\r\nhi\r\n".encode(),
+             mail_options=["SMTPUTF8"])
+    t = bounce_for(a, "alice@a.example")
+    assert "Status: 5.6.7" in t and "SMTPUTF8" in t
+    assert len(p.txns) == 1
+
+
+def test_destination_connection_limit(net):
+    a = net.node("127.0.0.2", "a.example", extra={"outbound.destination_limit": "2"})
+    p = net.peer("127.0.0.4", dot_delay=0.5)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    for i in range(6):
+        a.submit("alice@a.example", ["x%d@c.example" % i], msg("alice@a.example", "x@c.example", "m%d" % i))
+    wait_for(lambda: len(p.txns) == 6, timeout=30)
+    assert p.max_active <= 2
+    assert p.connections <= 6
+    a.wait_queue_empty()
+
+
+def test_one_message_to_several_domains(net):
+    a = net.node("127.0.0.2", "a.example")
+    b = net.node("127.0.0.3", "b.example")
+    p = net.peer("127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["bob@b.example", "x@c.example", "alice@b.example", "bob@a.example"],
+             msg("alice@a.example", "bob@b.example", "multi"))
+    inbox_text(b, "bob@b.example", 1)
+    inbox_text(b, "alice@b.example", 1)
+    inbox_text(a, "bob@a.example", 1)
+    wait_for(lambda: len(p.txns) == 1)
+    assert p.txns[0]["accepted"] == ["x@c.example"]
+    # b.example's two recipients went in one transaction
+    assert len(re.findall(r"outbound id=\w+ rcpt=\w+@b\.example .*status=sent", a.log())) == 2
+    assert len(re.findall(r"access id=\w+ .*rcpts=<\w+@b\.example>,<\w+@b\.example>", b.log())) == 1
+    a.wait_queue_empty()
+
+
+def test_greeting_timeout_defers(net):
+    a = net.node("127.0.0.2", "a.example", extra={"outbound.command_timeout": "1s",
+                                                  "queue.retry_interval": "1h"})
+    net.peer("127.0.0.4", greeting=None)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "slow"))
+    a.wait_log(r"delivery id=\w+ rcpt=x@c\.example status=deferred .*timeout talking to host "
+               r"mx\.c\.example\[127\.0\.0\.4\] \(state greeting\)", timeout=10)
 
 
 def test_dsn_parameters_are_passed_on(net):
