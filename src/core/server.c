@@ -198,8 +198,13 @@ conn_finish(struct conn *c)
 	bufferevent_setcb(c->bev, NULL, conn_finish_write, conn_finish_event, c);
 	bufferevent_set_timeouts(c->bev, NULL, &(struct timeval){30, 0});
 	bufferevent_enable(c->bev, EV_WRITE);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_close(c);
+	/*
+	 * Never close from here: the caller is usually a protocol still inside
+	 * its read loop, holding its session. A deferred write callback closes
+	 * once the output is empty (and is cancelled if the bufferevent goes
+	 * first).
+	 */
+	bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_OPT_DEFER_CALLBACKS);
 }
 
 int

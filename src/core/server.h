@@ -112,7 +112,8 @@ void server_free(struct server **srv);
 int conn_starttls(struct conn *c);
 /* Close now: the protocol's on_close runs, then the conn is freed. */
 void conn_close(struct conn *c);
-/* Stop reading, send what is queued, then close. */
+/* Stop reading, send what is queued, then close (always later, from the loop:
+ * the caller may go on using its session until it returns). */
 void conn_finish(struct conn *c);
 /* Log prefix helper: the conn's session id. */
 #define CONN_SID(c) ((c)->id)
