@@ -19,7 +19,9 @@
 #include "core/server.h"
 #include "core/tls.h"
 #include "core/util.h"
+#include "dns/dns.h"
 #include "queue/queue.h"
+#include "queue/queue_remote.h"
 #include "queue/queue_spool.h"
 #include "smtp/smtp_server.h"
 #include "store/store.h"
@@ -616,6 +618,7 @@ cmd_serve(struct config *cfg)
 	struct buf err = BUF_INIT(0);
 	int rc = EXIT_RUNTIME;
 	struct server *srv = NULL;
+	struct queue_remote *qremote = NULL;
 
 	log_init(cfg->log_level, cfg->log_syslog);
 	if (tls_init(cfg->tls_cert, cfg->tls_key, &err) < 0) {
@@ -645,13 +648,28 @@ cmd_serve(struct config *cfg)
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}
+	/* After the drop: the resolver never needs root. */
+	srv->dns = dns_new(srv->base, (const char *const *)cfg->dns_servers.v, cfg->dns_servers.n,
+			   &err);
+	if (srv->dns == NULL) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
+	/* Before the privilege drop: it reads relayhost.password_file. */
+	qremote = queue_remote_new(srv, &err);
+	if (qremote == NULL) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
 	queue_start(srv->queue);
 	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
 	server_run(srv);
 	rc = 0;
 out:
 	if (srv) {
+		queue_remote_free(&qremote);
 		queue_free(&srv->queue);
+		dns_free(&srv->dns);
 		accounts_close(&srv->accounts);
 		server_free(&srv);
 	}
