@@ -100,6 +100,7 @@ struct smtp_sess {
 	struct smtp_data_reader reader;
 	uint64_t bdat_left;
 	int bdat_last;
+	enum smtp_state bdat_return;	/* where a non-LAST chunk leaves us */
 	int64_t txn_ms;
 	/* AUTH */
 	enum auth_step auth_step;
@@ -555,7 +556,9 @@ auth_plain_response(struct smtp_sess *s, const char *b64, size_t len)
 	struct smtp_error e;
 
 	if (smtp_sasl_plain_decode(b64, len, &p, &e) < 0) {
-		smtp_reply(s, 501, "5.5.2", "Bad AUTH PLAIN data: %s", e.text);
+		/* 501 5.5.2 for bad base64 or syntax; 535 5.7.8 for an authzid
+		 * naming someone else (a credentials problem, not syntax). */
+		smtp_reply(s, e.reply, e.enhanced, "Bad AUTH PLAIN data: %s", e.text);
 		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 		smtp_error_count(s);
 		return;
@@ -840,6 +843,7 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	}
 	s->bdat_left = cl->bdat_size;
 	s->bdat_last = cl->bdat_last;
+	s->bdat_return = s->state;
 	smtp_set_state(s, ST_BDAT);
 	smtp_timeouts(s);
 }
@@ -1002,7 +1006,7 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
 	smtp_reply(s, code, enh, "%s", text);
 	smtp_access_log(s, NULL, code, text);
 	smtp_txn_reset(s, 0);
-	smtp_set_state(s, ST_HELO);
+	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 }
 
 /* On submission every From: address must be one the user owns. */
@@ -1190,7 +1194,8 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 		smtp_message_done(s);
 		return;
 	}
-	smtp_set_state(s, s->nrcpts ? ST_RCPT : ST_HELO);
+	/* Back where it came from: a refused chunk must not skip EHLO or MAIL. */
+	smtp_set_state(s, s->bdat_return);
 	smtp_timeouts(s);
 	if (s->flags & F_BDAT_FAIL) {
 		smtp_reply(s, 554, "5.5.1", "No valid recipients");
