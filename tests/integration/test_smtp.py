@@ -1,0 +1,783 @@
+"""SMTP in: delivery through every listener, with real clients.
+
+Covers: MX delivery read back byte-exact, STARTTLS + AUTH PLAIN/LOGIN on
+submission, implicit TLS on submissions, SMTPUTF8, several recipients,
+alias / catch-all / +tag, BDAT, pipelining, STARTTLS injection, AUTH
+initial response and cancel, swaks on the three listeners, the headers
+added on submission (and not on MX), the access log, the queue CLI and a
+graceful stop with a client connected.
+
+The raw-socket client (Raw) and the helpers here are used by the other
+test_smtp*.py files too.
+"""
+import base64
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, Surat, client_tls, free_port
+
+TIMEOUT = 10        # every socket operation
+TEST_LIMIT = 90     # every test, whole
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(autouse=True)
+def bounded():
+    """Fail a test that runs longer than TEST_LIMIT instead of hanging."""
+    def expired(signum, frame):
+        raise TimeoutError("test took longer than %ds" % TEST_LIMIT)
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_LIMIT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def populated_data(tmp_path_factory, tls_files):
+    """A data_dir with domain example.test and users alice and bob, made
+    once: copying it is much cheaper than three CLI runs per test."""
+    d = str(tmp_path_factory.mktemp("smtp-template"))
+    t = Surat(d, tls_files)
+    t.add_domain("example.test")
+    t.add_user("alice@example.test", "alice-pw")
+    t.add_user("bob@example.test", "bob-pw")
+    return t.data_dir
+
+
+@pytest.fixture
+def make_populated(make_surat, populated_data):
+    """Like make_surat, with example.test, alice and bob already there."""
+    def make(extra=None):
+        s = make_surat(extra=extra, start=False)
+        shutil.copytree(populated_data, s.data_dir)
+        return s.start()
+    return make
+
+
+@pytest.fixture
+def surat(make_populated):
+    """Overrides conftest's: the same daemon and users, made faster."""
+    return make_populated()
+
+
+# ---------------------------------------------------------------- helpers
+
+class Raw:
+    """A line-level SMTP client on a plain socket: sends bytes as given
+    and reads whole (multi-line) replies, always with a timeout."""
+
+    def __init__(self, port, tls=False, timeout=TIMEOUT):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            self.sock = client_tls().wrap_socket(self.sock)
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; unparsed: %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def reply(self):
+        """(code, [text lines]) of the next reply."""
+        lines = []
+        while True:
+            line = self._line()
+            assert re.match(r"^\d{3}[ -]", line) or re.match(r"^\d{3}$", line), line
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == " ":
+                return int(line[:3]), lines
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def expect(self, line, code, enh=None):
+        c, t = self.cmd(line)
+        assert c == code, (line, c, t)
+        if enh:
+            assert t[-1].startswith(enh + " "), (line, c, t)
+        return t
+
+    def greet(self, name="client.test"):
+        c, t = self.reply()
+        assert c == 220, t
+        return self.expect("EHLO " + name, 250)
+
+    def starttls(self):
+        self.expect("STARTTLS", 220, "2.0.0")
+        assert self.buf == b""
+        self.sock = client_tls().wrap_socket(self.sock)
+
+    def auth(self, user, pw):
+        ir = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
+        self.expect("AUTH PLAIN " + ir, 235, "2.7.0")
+
+    def closed(self, timeout=TIMEOUT):
+        """True if the server closes the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def msg(subject="test", frm="sender@remote.test", to="alice@example.test", body="Hello.\r\n",
+        extra=""):
+    """A small RFC 5322 message as bytes, CRLF line ends."""
+    return ("From: %s\r\nTo: %s\r\nSubject: %s\r\n%s\r\n%s" %
+            (frm, to, subject, extra, body)).encode()
+
+
+def split_stored(stored):
+    """Split a stored message into (delivered_to, received, rest).
+    received is the whole Received: header with its continuation lines."""
+    m = re.match(rb"Delivered-To: ([^\r\n]*)\r\n(Received: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)",
+                 stored)
+    assert m, stored[:300]
+    return m.group(1).decode(), m.group(2).decode(), stored[m.end():]
+
+
+def stored_one(s, addr, n=1):
+    """The single newest message of addr once it has n messages."""
+    uids = s.wait_messages(addr, n)
+    assert len(uids) == n, uids
+    return s.message(addr, uids[-1])
+
+
+def queue_ids(s):
+    r = s.cli("queue", "list")
+    return re.findall(r"^([0-9a-f]{16}(?:-[bd])?)\s", r.stdout, re.M)
+
+
+def wait_queue_empty(s, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not queue_ids(s):
+            return
+        time.sleep(0.1)
+    raise AssertionError("queue not empty:\n" + s.cli("queue", "list").stdout)
+
+
+def access_lines(s):
+    return [l for l in s.log().splitlines() if " access " in l or l.startswith("access ")]
+
+
+def smtp(s, kind="smtp"):
+    c = smtplib.SMTP("127.0.0.1", s.port(kind), timeout=TIMEOUT)
+    c.ehlo("client.test")
+    return c
+
+
+def submission(s, user="alice@example.test", pw="alice-pw"):
+    c = smtp(s, "submission")
+    c.starttls(context=client_tls())
+    c.ehlo("client.test")
+    c.login(user, pw)
+    return c
+
+
+def swaks(*args, timeout=30):
+    return subprocess.run(["swaks", "--timeout", "10", "--helo", "client.test"] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- delivery
+
+def test_mx_delivery_byte_exact(surat):
+    body = msg("byte exact", body="Line one.\r\n.leading dot\r\n..two dots\r\n\r\nend\r\n")
+    with smtp(surat) as c:
+        refused = c.sendmail("sender@remote.test", ["alice@example.test"], body)
+        assert refused == {}
+    stored = stored_one(surat, "alice@example.test")
+    dt, received, rest = split_stored(stored)
+    assert dt == "alice@example.test"
+    assert rest == body
+    assert received.startswith("Received: from client.test ([127.0.0.1])")
+    assert "by mx.example.test (surat) with ESMTP " in received
+    assert "for <alice@example.test>" in received
+    # MX: no Message-ID or Date of ours.
+    assert b"Message-ID:" not in stored and b"Date:" not in stored
+    assert surat.messages("bob@example.test") == []
+
+
+def test_submission_starttls_auth_plain(surat):
+    c = smtp(surat, "submission")
+    assert c.has_extn("starttls")
+    c.starttls(context=client_tls())
+    c.ehlo("client.test")
+    assert "PLAIN" in c.esmtp_features["auth"].split()
+    c.user, c.password = "alice@example.test", "alice-pw"
+    code, text = c.auth("PLAIN", c.auth_plain, initial_response_ok=True)
+    assert code == 235 and text.startswith(b"2.7.0"), (code, text)
+    body = msg("plain", frm="alice@example.test", to="bob@example.test")
+    assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    c.quit()
+    dt, received, rest = split_stored(stored_one(surat, "bob@example.test"))
+    assert dt == "bob@example.test"
+    assert rest.endswith(body)
+
+
+def test_submission_starttls_auth_login(surat):
+    c = smtp(surat, "submission")
+    c.starttls(context=client_tls())
+    c.ehlo("client.test")
+    c.user, c.password = "bob@example.test", "bob-pw"
+    code, text = c.auth("LOGIN", c.auth_login, initial_response_ok=False)
+    assert code == 235 and text.startswith(b"2.7.0"), (code, text)
+    body = msg("login", frm="bob@example.test", to="alice@example.test")
+    assert c.sendmail("bob@example.test", ["alice@example.test"], body) == {}
+    c.quit()
+    assert stored_one(surat, "alice@example.test").endswith(body)
+
+
+def test_submission_wrong_password(surat):
+    c = smtp(surat, "submission")
+    c.starttls(context=client_tls())
+    c.ehlo("client.test")
+    with pytest.raises(smtplib.SMTPAuthenticationError) as ei:
+        c.login("alice@example.test", "wrong")
+    assert ei.value.smtp_code == 535 and ei.value.smtp_error.startswith(b"5.7.8")
+    # Unknown user: the same answer.
+    with pytest.raises(smtplib.SMTPAuthenticationError) as ei:
+        c.login("nobody@example.test", "wrong")
+    assert ei.value.smtp_code == 535 and ei.value.smtp_error.startswith(b"5.7.8")
+    c.login("alice@example.test", "alice-pw")
+    c.quit()
+
+
+def test_submissions_implicit_tls(surat):
+    with smtplib.SMTP_SSL("127.0.0.1", surat.port("submissions"), context=client_tls(),
+                          timeout=TIMEOUT) as c:
+        c.ehlo("client.test")
+        assert not c.has_extn("starttls")
+        assert "LOGIN" in c.esmtp_features["auth"].split()
+        code, text = c.docmd("STARTTLS")
+        assert code == 503 and text.startswith(b"5.5.1"), (code, text)
+        c.login("alice@example.test", "alice-pw")
+        body = msg("implicit", frm="alice@example.test", to="bob@example.test")
+        assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    stored = stored_one(surat, "bob@example.test")
+    assert stored.endswith(body)
+    _, received, _ = split_stored(stored)
+    assert "with ESMTPSA" in received
+
+
+def test_smtputf8(surat):
+    user = "jös\u00e9@example.test"
+    surat.add_user(user, "utf8-pw")
+    body = ("From: sender@remote.test\r\nTo: %s\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\n"
+            "Gr\u00fc\u00dfe\r\n" % user).encode()
+    with smtp(surat) as c:
+        assert c.has_extn("smtputf8")
+        assert c.sendmail("s\u00e9nder@remote.test", [user], body,
+                          mail_options=["SMTPUTF8"]) == {}
+    stored = stored_one(surat, user)
+    dt, received, rest = split_stored(stored)
+    assert dt == user
+    assert rest == body
+    assert "with UTF8SMTP " in received
+
+
+def test_smtputf8_required_for_utf8_address(surat):
+    user = "jös\u00e9@example.test"
+    surat.add_user(user, "utf8-pw")
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    # Without SMTPUTF8 a UTF-8 path is refused (RFC 6531 3.4: 553 5.6.7).
+    r.expect("MAIL FROM:<s\u00e9nder@remote.test>", 553, "5.6.7")
+    r.expect("MAIL FROM:<sender@remote.test>", 250, "2.1.0")
+    r.expect("RCPT TO:<%s>" % user, 553, "5.6.7")
+    r.expect("QUIT", 221)
+    r.close()
+
+
+def test_multi_recipient_one_copy_each(surat):
+    surat.add_user("carol@example.test", "carol-pw")
+    rcpts = ["alice@example.test", "bob@example.test", "carol@example.test",
+             "Alice@Example.TEST"]
+    body = msg("multi", to="alice@example.test, bob@example.test")
+    with smtp(surat) as c:
+        assert c.sendmail("sender@remote.test", rcpts, body) == {}
+    for u in ("alice@example.test", "bob@example.test", "carol@example.test"):
+        stored = stored_one(surat, u)
+        dt, received, rest = split_stored(stored)
+        assert dt == u
+        assert rest == body
+        # Several recipients: no "for <...>" naming one of them.
+        assert "for <" not in received
+    wait_queue_empty(surat)
+    time.sleep(0.3)
+    for u in ("alice@example.test", "bob@example.test", "carol@example.test"):
+        assert len(surat.messages(u)) == 1, u
+
+
+def test_alias_catchall_plus(surat):
+    surat.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
+    surat.cli("alias", "add", "@example.test", "bob@example.test")
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["team@example.test"], msg("to team")) == {}
+    a = stored_one(surat, "alice@example.test")
+    b = stored_one(surat, "bob@example.test")
+    assert a.endswith(msg("to team")) and b.endswith(msg("to team"))
+    assert split_stored(a)[0] == "alice@example.test"
+    assert split_stored(b)[0] == "bob@example.test"
+
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["whoever@example.test"], msg("catch-all")) == {}
+    b2 = stored_one(surat, "bob@example.test", 2)
+    assert b2.endswith(msg("catch-all"))
+    assert len(surat.messages("alice@example.test")) == 1
+
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["alice+tag@example.test"], msg("tagged")) == {}
+    a2 = stored_one(surat, "alice@example.test", 2)
+    assert a2.endswith(msg("tagged"))
+    assert split_stored(a2)[0] == "alice@example.test"
+    # team + alice in one transaction: alice still gets one copy.
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["team@example.test", "alice@example.test"],
+                          msg("dedup")) == {}
+    stored_one(surat, "alice@example.test", 3)
+    stored_one(surat, "bob@example.test", 3)
+    wait_queue_empty(surat)
+    assert len(surat.messages("alice@example.test")) == 3
+    assert len(surat.messages("bob@example.test")) == 3
+
+
+def test_plus_tag_without_catchall(surat):
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob+lists@example.test"], msg("tag")) == {}
+    assert split_stored(stored_one(surat, "bob@example.test"))[0] == "bob@example.test"
+
+
+# ---------------------------------------------------------------- raw protocol
+
+def test_bdat_chunks(surat):
+    r = Raw(surat.port("smtp"))
+    ehlo = r.greet()
+    assert "CHUNKING" in ehlo
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    part1 = b"From: s@remote.test\r\nSubject: bdat\r\n\r\n"
+    part2 = b"line with\r\n.a dot that is not stuffed\r\n"
+    r.send(b"BDAT %d\r\n" % len(part1) + part1)
+    c, t = r.reply()
+    assert c == 250, t
+    r.send(b"BDAT %d\r\n" % len(part2) + part2)
+    c, t = r.reply()
+    assert c == 250, t
+    r.send(b"BDAT 0 LAST\r\n")
+    c, t = r.reply()
+    assert c == 250 and t[-1].startswith("2.0.0"), t
+    # A second one in the same session, one LAST chunk split across writes.
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    whole = b"Subject: bdat2\r\n\r\nbody\r\n"
+    r.send(b"BDAT %d LAST\r\n" % len(whole) + whole[:5])
+    time.sleep(0.1)
+    r.send(whole[5:])
+    c, t = r.reply()
+    assert c == 250, t
+    # DATA after BDAT in one transaction is refused; BDAT with no RCPT too.
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.send(b"BDAT 4 LAST\r\nabcd")
+    c, t = r.reply()
+    assert c == 554 and t[-1].startswith("5.5.1"), t
+    r.expect("RSET", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    uids = surat.wait_messages("alice@example.test", 2)
+    first = surat.message("alice@example.test", uids[0])
+    second = surat.message("alice@example.test", uids[1])
+    assert split_stored(first)[2] == part1 + part2
+    assert split_stored(second)[2] == whole
+    time.sleep(0.3)
+    assert len(surat.messages("alice@example.test")) == 2
+
+
+def test_pipelining(surat):
+    r = Raw(surat.port("smtp"))
+    assert "PIPELINING" in r.greet()
+    body = b"Subject: piped\r\n\r\nbody\r\n"
+    r.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+           b"RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    assert [r.reply()[0] for _ in range(5)] == [250, 250, 550, 250, 354]
+    r.send(body + b".\r\nMAIL FROM:<s2@remote.test>\r\nRCPT TO:<bob@example.test>\r\n"
+           b"DATA\r\n")
+    codes = [r.reply()[0] for _ in range(4)]
+    assert codes == [250, 250, 250, 354], codes
+    r.send(b"Subject: second\r\n\r\nx\r\n.\r\nNOOP\r\nQUIT\r\n")
+    assert [r.reply()[0] for _ in range(3)] == [250, 250, 221]
+    assert r.closed()
+    assert split_stored(stored_one(surat, "alice@example.test"))[2] == body
+    uids = surat.wait_messages("bob@example.test", 2)
+    # Two queue entries may be delivered in either order.
+    got = sorted(split_stored(surat.message("bob@example.test", u))[2] for u in uids)
+    assert got == sorted([body, b"Subject: second\r\n\r\nx\r\n"])
+
+
+def test_starttls_pipelined_command_discarded(surat):
+    """CVE-2011-0411: plaintext sent after STARTTLS must not be read as if
+    it came over TLS."""
+    r = Raw(surat.port("submission"))
+    r.greet()
+    r.send(b"STARTTLS\r\nAUTH PLAIN " +
+           base64.b64encode(b"\0alice@example.test\0alice-pw") + b"\r\nNOOP\r\n")
+    c, t = r.reply()
+    assert c == 220, t
+    # Nothing more in clear.
+    time.sleep(0.3)
+    r.sock.settimeout(0.3)
+    try:
+        extra = r.sock.recv(100)
+    except socket.timeout:
+        extra = b""
+    assert extra == b"" and r.buf == b""
+    r.sock.settimeout(TIMEOUT)
+    r.sock = client_tls().wrap_socket(r.sock)
+    # The first answer in TLS is the one to our EHLO: no 235, no 250 NOOP.
+    r.send(b"EHLO client.test\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    assert any(x.startswith("AUTH") for x in t)
+    # Not authenticated.
+    r.expect("MAIL FROM:<alice@example.test>", 530, "5.7.0")
+    r.auth("alice@example.test", "alice-pw")
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("QUIT", 221)
+    r.close()
+
+
+def test_starttls_resets_session(surat):
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.starttls()
+    # RFC 3207: EHLO needed again, transaction forgotten.
+    c, t = r.cmd("RCPT TO:<alice@example.test>")
+    assert c == 503, (c, t)
+    r.expect("EHLO client.test", 250)
+    r.expect("STARTTLS", 503, "5.5.1")
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    c, t = r.cmd("Subject: tls mx\r\n\r\nx\r\n.")
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    stored = stored_one(surat, "alice@example.test")
+    _, received, _ = split_stored(stored)
+    assert "with ESMTPS" in received and "TLSv1.3" in received, received
+
+
+def test_auth_plain_initial_response_and_cancel(surat):
+    r = Raw(surat.port("submission"))
+    r.greet()
+    r.starttls()
+    r.greet_again = r.expect("EHLO client.test", 250)
+    # Cancel a PLAIN exchange.
+    r.expect("AUTH PLAIN", 334)
+    r.expect("*", 501, "5.0.0")
+    # Cancel a LOGIN exchange at the password.
+    r.expect("AUTH LOGIN", 334)
+    r.expect(base64.b64encode(b"alice@example.test").decode(), 334)
+    r.expect("*", 501, "5.0.0")
+    # Still not authenticated.
+    r.expect("MAIL FROM:<alice@example.test>", 530, "5.7.0")
+    # Bad base64 (RFC 4954 4: 501 5.5.2).
+    r.expect("AUTH PLAIN abc", 501, "5.5.2")
+    r.expect("AUTH PLAIN", 334)
+    r.expect("not base64!", 501, "5.5.2")
+    # Not even base64 characters: a syntax error of the command.
+    c, t = r.cmd("AUTH PLAIN !!!!")
+    assert c == 501, (c, t)
+    # Empty initial response "=" is an empty message: refused, not a crash.
+    r.expect("AUTH PLAIN =", 501, "5.5.2")
+    # Two-step PLAIN.
+    r.expect("AUTH PLAIN", 334)
+    r.expect(base64.b64encode(b"\0alice@example.test\0alice-pw").decode(), 235, "2.7.0")
+    r.expect("AUTH PLAIN " + base64.b64encode(b"\0alice@example.test\0alice-pw").decode(),
+             503, "5.5.1")
+    r.expect("QUIT", 221)
+    r.close()
+    # PLAIN with the initial response, and an authzid equal to the user.
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    r.expect("AUTH PLAIN " + base64.b64encode(
+        b"bob@example.test\0bob@example.test\0bob-pw").decode(), 235, "2.7.0")
+    r.expect("MAIL FROM:<bob@example.test>", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    # An authzid naming someone else is refused.
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    r.expect("AUTH PLAIN " + base64.b64encode(
+        b"alice@example.test\0bob@example.test\0bob-pw").decode(), 535, "5.7.8")
+    r.expect("MAIL FROM:<bob@example.test>", 530, "5.7.0")
+    r.close()
+
+
+def test_auth_login_initial_response(surat):
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    r.expect("AUTH LOGIN " + base64.b64encode(b"alice@example.test").decode(), 334)
+    r.expect(base64.b64encode(b"alice-pw").decode(), 235, "2.7.0")
+    r.expect("QUIT", 221)
+    r.close()
+
+
+# ---------------------------------------------------------------- swaks
+
+def test_swaks_mx(surat):
+    r = swaks("--server", "127.0.0.1:%d" % surat.port("smtp"), "--from", "s@remote.test",
+              "--to", "alice@example.test", "--header", "Subject: swaks mx")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"Subject: swaks mx" in stored_one(surat, "alice@example.test")
+
+
+def test_swaks_mx_starttls(surat):
+    r = swaks("--server", "127.0.0.1:%d" % surat.port("smtp"), "-tls", "--from",
+              "s@remote.test", "--to", "bob@example.test", "--header", "Subject: swaks tls")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"Subject: swaks tls" in stored_one(surat, "bob@example.test")
+
+
+def test_swaks_submission(surat):
+    r = swaks("--server", "127.0.0.1:%d" % surat.port("submission"), "-tls",
+              "--auth", "LOGIN", "--auth-user", "alice@example.test",
+              "--auth-password", "alice-pw", "--from", "alice@example.test",
+              "--to", "bob@example.test", "--header", "Subject: swaks sub",
+              "--header", "From: alice@example.test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"Subject: swaks sub" in stored_one(surat, "bob@example.test")
+
+
+def test_swaks_submissions(surat):
+    r = swaks("--server", "127.0.0.1:%d" % surat.port("submissions"), "--tls-on-connect",
+              "--auth", "PLAIN", "--auth-user", "bob@example.test",
+              "--auth-password", "bob-pw", "--from", "bob@example.test",
+              "--to", "alice@example.test", "--header", "Subject: swaks subs",
+              "--header", "From: bob@example.test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert b"Subject: swaks subs" in stored_one(surat, "alice@example.test")
+
+
+def test_swaks_bad_password_fails(surat):
+    r = swaks("--server", "127.0.0.1:%d" % surat.port("submissions"), "--tls-on-connect",
+              "--auth", "PLAIN", "--auth-user", "bob@example.test",
+              "--auth-password", "nope", "--from", "bob@example.test",
+              "--to", "alice@example.test")
+    assert r.returncode != 0
+    assert "535 5.7.8" in r.stdout
+
+
+# ---------------------------------------------------------------- headers
+
+def test_submission_headers_added(surat):
+    body = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: bare\r\n\r\nhi\r\n"
+    with submission(surat) as c:
+        assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    stored = stored_one(surat, "bob@example.test")
+    dt, received, rest = split_stored(stored)
+    assert "with ESMTPSA" in received
+    assert "TLSv1.3" in received
+    assert "authenticated as alice@example.test" in received
+    assert rest.endswith(body)
+    added = rest[:-len(body)].decode()
+    assert re.search(r"^Message-ID: <[0-9a-f]+@mx\.example\.test>\r$", added, re.M), added
+    assert re.search(r"^Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r$", added,
+                     re.M), added
+    assert len(added.splitlines()) == 2, added
+
+
+def test_submission_headers_kept(surat):
+    body = (b"From: alice@example.test\r\nTo: bob@example.test\r\n"
+            b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <mine@client.test>\r\n"
+            b"Subject: complete\r\n\r\nhi\r\n")
+    with submission(surat) as c:
+        assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    stored = stored_one(surat, "bob@example.test")
+    _, _, rest = split_stored(stored)
+    assert rest == body
+    assert stored.count(b"Message-ID:") == 1 and stored.count(b"Date:") == 1
+
+
+def test_mx_headers_not_added(surat):
+    body = b"From: s@remote.test\r\nSubject: no ids\r\n\r\nhi\r\n"
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"], body) == {}
+    stored = stored_one(surat, "bob@example.test")
+    _, received, rest = split_stored(stored)
+    assert rest == body
+    assert "with ESMTP " in received and "ESMTPS" not in received
+
+
+# ---------------------------------------------------------------- access log
+
+def test_access_log(surat):
+    body = (b"From: alice@example.test\r\nTo: bob@example.test\r\n"
+            b"Message-ID: <log-1@client.test>\r\nSubject: logged one\r\n\r\nhi\r\n")
+    with submission(surat) as c:
+        assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    stored_one(surat, "bob@example.test")
+    lines = [l for l in access_lines(surat) if "result=250" in l]
+    assert len(lines) == 1, access_lines(surat)
+    l = lines[0]
+    assert "client=[127.0.0.1]" in l
+    assert "user=alice@example.test" in l
+    assert "from=<alice@example.test>" in l
+    assert "rcpts=<bob@example.test>" in l
+    assert "msgid=<log-1@client.test>" in l
+    assert 'subject="logged one"' in l
+    assert "tls=TLSv1.3" in l
+    m = re.search(r"size=(\d+)", l)
+    assert m and int(m.group(1)) == len(body), l
+    qid = re.search(r"access id=([0-9a-f]{16}) ", l).group(1)
+    assert qid in surat.log().split(l)[0] + l
+
+    # A refused transaction leaves a line too.
+    with smtp(surat) as c:
+        c.mail("s@remote.test")
+        code, _ = c.rcpt("nobody@example.test")
+        assert code == 550
+        c.rset()
+    with smtp(surat) as c:
+        c.mail("s@remote.test")
+        c.rcpt("alice@example.test")
+        code, _ = c.data(b"Subject: bare\nlf\r\n")
+        assert code == 554 or code == 550
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        refused = [l for l in access_lines(surat) if "access id=-" in l]
+        if len(refused) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(refused) >= 2, access_lines(surat)
+    assert any("from=<s@remote.test>" in l and "result=550" in l for l in refused), refused
+    assert any("rcpts=<alice@example.test>" in l and re.search(r"result=55\d", l)
+               for l in refused), refused
+    # Exactly one accepted line per message: still one.
+    assert len([l for l in access_lines(surat) if "result=250" in l]) == 1
+
+
+# ---------------------------------------------------------------- queue CLI
+
+def test_queue_cli_deferred_remote(make_populated):
+    # Mail for remote.test goes to a closed loopback port: deferred.
+    surat = make_populated(extra={"route.remote.test": "127.0.0.1:%d" % free_port()})
+    body = msg("to the outside", frm="alice@example.test", to="someone@remote.test")
+    with submission(surat) as c:
+        assert c.sendmail("alice@example.test", ["someone@remote.test"], body) == {}
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        out = surat.cli("queue", "list").stdout
+        if "deferred" in out:
+            break
+        time.sleep(0.1)
+    ids = queue_ids(surat)
+    assert len(ids) == 1, out
+    qid = ids[0]
+    assert "1 message in the queue" in out, out
+    # Deferred, with the reason (no outbound transport, or no DNS here).
+    assert re.search(r"<someone@remote\.test>\s+remote\s+deferred\s+attempts=1\s+next=\S+\s+"
+                     r'last="4\.\d\.\d+ ', out), out
+    show = subprocess.run([BIN, "-c", surat.conf, "queue", "show", qid], capture_output=True,
+                          timeout=30)
+    assert show.returncode == 0, show.stderr
+    show = show.stdout
+    assert b"from=<alice@example.test>" in show
+    assert b"user=alice@example.test" in show
+    assert show.endswith(body), show
+    r = surat.cli("queue", "show", "0123456789abcdef", check=False)
+    assert r.returncode != 0
+    r = surat.cli("queue", "show", "../../etc/passwd", check=False)
+    assert r.returncode != 0
+    assert surat.cli("queue", "delete", qid).stdout.strip() == "deleted " + qid
+    assert queue_ids(surat) == []
+    assert "0 messages in the queue" in surat.cli("queue", "list").stdout
+    # The daemon notices at the next attempt and forgets the message.
+    surat.cli("queue", "flush")
+    deadline = time.time() + 10
+    while time.time() < deadline and "spool file deleted" not in surat.log():
+        time.sleep(0.1)
+    assert "queue %s: spool file deleted; message dropped" % qid in surat.log()
+    assert "cannot record state" not in surat.log()
+    assert queue_ids(surat) == []
+    # And still works.
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["alice@example.test"], msg("after")) == {}
+    stored_one(surat, "alice@example.test")
+    assert "panic" not in surat.log()
+
+
+# ---------------------------------------------------------------- stop
+
+def test_graceful_stop_idle_client(surat):
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r2 = Raw(surat.port("submissions"), tls=True)
+    r2.greet()
+    t0 = time.time()
+    surat.proc.send_signal(signal.SIGTERM)
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.3.2"), (c, t)
+    assert r.closed()
+    c, t = r2.reply()
+    assert c == 421, (c, t)
+    rc = surat.stop()    # already signalled: waits, checks sanitizers
+    assert rc == 0
+    assert time.time() - t0 < 5
+
+
+def test_graceful_stop_mid_transaction(surat):
+    """A session in the middle of DATA may finish its message."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: during stop\r\n\r\n")
+    surat.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    r.send(b"body\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    c, t = r.reply()
+    assert c == 421, (c, t)
+    assert r.closed()
+    assert surat.stop() == 0
+    surat.start()
+    assert split_stored(stored_one(surat, "alice@example.test"))[2] == \
+        b"Subject: during stop\r\n\r\nbody\r\n"

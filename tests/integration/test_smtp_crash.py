@@ -1,0 +1,87 @@
+"""SMTP in: what a 250 promises survives SIGKILL.
+
+200 messages are sent concurrently, each on its own connection with a
+unique Subject and Message-ID and a body marker at its very end. Once
+about half have been acknowledged the daemon is killed with SIGKILL and
+started again. Then every acknowledged message must be in the mailbox
+exactly once, and every message in the mailbox (acknowledged or not) must
+be complete: a crash may cause a duplicate-free redelivery of something
+the client never heard about (RFC 5321 6.1), never half a message.
+"""
+import concurrent.futures
+import re
+import smtplib
+import threading
+import time
+
+from test_smtp import (TIMEOUT, bounded, make_populated, populated_data,  # noqa: F401
+                       queue_ids, surat)
+
+N = 200
+THREADS = 16
+
+
+def message(i):
+    pad = ("%d " % i) * (50 + (i * 37) % 700)     # 0.2 .. 6 KB, differing sizes
+    lines = [pad[k:k + 76] for k in range(0, len(pad), 76)]
+    return ("From: s%d@remote.test\r\nTo: alice@example.test\r\nSubject: crash %d\r\n"
+            "Message-ID: <crash-%d@remote.test>\r\n\r\n%s\r\nEND-OF-MESSAGE-%d\r\n" %
+            (i, i, i, "\r\n".join(lines), i)).encode()
+
+
+def test_kill_during_concurrent_delivery(make_populated):
+    s = make_populated(extra={"workers": "4", "max_connections_per_ip": "100"})
+    acked = set()
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def send(i):
+        if killed.is_set():
+            return
+        try:
+            with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as c:
+                c.ehlo("client%d.test" % i)
+                c.sendmail("s%d@remote.test" % i, ["alice@example.test"], message(i))
+                with lock:
+                    acked.add(i)
+        except (OSError, smtplib.SMTPException):
+            pass        # the daemon died under us: not acknowledged
+
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
+        futures = [ex.submit(send, i) for i in range(N)]
+        while time.time() - t0 < 40:
+            with lock:
+                if len(acked) >= N // 2:
+                    break
+            time.sleep(0.005)
+        s.kill()
+        killed.set()
+        concurrent.futures.wait(futures, timeout=60)
+    with lock:
+        acked = set(acked)
+    assert N // 4 <= len(acked) < N, "the kill came too late or too early: %d" % len(acked)
+
+    s.start()
+    deadline = time.time() + 40
+    while time.time() < deadline and queue_ids(s):
+        time.sleep(0.2)
+    assert queue_ids(s) == [], s.cli("queue", "list").stdout
+    uids = s.messages("alice@example.test")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        stored = list(ex.map(lambda u: s.message("alice@example.test", u), uids))
+    seen = {}
+    for uid, m in zip(uids, stored):
+        subj = re.search(rb"\r\nSubject: crash (\d+)\r\n", m)
+        assert subj, (uid, m[:300])
+        i = int(subj.group(1))
+        # Complete: exactly what was sent, after our two headers.
+        assert m.endswith(message(i)), (uid, i, m[-200:])
+        assert m.startswith(b"Delivered-To: alice@example.test\r\nReceived: "), m[:200]
+        seen[i] = seen.get(i, 0) + 1
+    dups = {i: n for i, n in seen.items() if n > 1}
+    assert dups == {}, "stored more than once: %s" % dups
+    missing = sorted(acked - set(seen))
+    assert missing == [], "acknowledged but lost: %s" % missing
+    assert time.time() - t0 < 90

@@ -1,0 +1,634 @@
+"""SMTP in: every refusal, with its exact reply and enhanced code.
+
+Relay denial, unknown users, submission without AUTH, sender and From:
+spoofing on submission, AUTH before TLS, size limits (SIZE= and actual
+data, DATA and BDAT), recipient limit, overlong lines, unknown commands and
+the error limit, SMTP smuggling, quota, the per-IP connection cap and the
+command and data timeouts.
+"""
+import base64
+import re
+import smtplib
+import socket
+import time
+
+import pytest
+
+from test_smtp import (TIMEOUT, Raw, access_lines, bounded, make_populated, msg,  # noqa: F401
+                       populated_data, queue_ids, smtp, split_stored, stored_one, submission,
+                       surat)
+
+
+def rcpt_session(s, kind="smtp", frm="s@remote.test"):
+    r = Raw(s.port(kind))
+    r.greet()
+    r.expect("MAIL FROM:<%s>" % frm, 250, "2.1.0")
+    return r
+
+
+# ---------------------------------------------------------------- relay, users
+
+def test_relay_denied(surat):
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<victim@remote.test>", 554, "5.7.1")
+    # Our host name is not a local domain either, and neither are look-alikes.
+    r.expect("RCPT TO:<alice@example.test.evil.test>", 554, "5.7.1")
+    r.expect("RCPT TO:<alice@[127.0.0.1]>", 554, "5.7.1")
+    r.expect("RCPT TO:<\"alice@example.test\"@remote.test>", 554, "5.7.1")
+    r.expect("RCPT TO:<@example.test:victim@remote.test>", 554, "5.7.1")
+    r.expect("RCPT TO:<alice%remote.test@example.test>", 550, "5.1.1")
+    r.expect("DATA", 554, "5.5.1")
+    r.expect("RSET", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    time.sleep(0.5)
+    assert queue_ids(surat) == []
+
+
+def test_relay_denied_smtplib(surat):
+    with smtp(surat) as c:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as ei:
+            c.sendmail("s@remote.test", ["victim@remote.test"], msg())
+        code, text = ei.value.recipients["victim@remote.test"]
+        assert code == 554 and text.startswith(b"5.7.1"), (code, text)
+
+
+def test_unknown_user(surat):
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<nobody@example.test>", 550, "5.1.1")
+    r.expect("RCPT TO:<nobody+alice@example.test>", 550, "5.1.1")
+    r.expect("RCPT TO:<alice@example.test>", 250, "2.1.5")
+    r.expect("RCPT TO:<Bob@EXAMPLE.test>", 250, "2.1.5")
+    r.expect("QUIT", 221)
+    r.close()
+
+
+def test_submission_requires_auth(surat):
+    r = Raw(surat.port("submission"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<alice@example.test>", 530, "5.7.0")
+    r.expect("MAIL FROM:<s@remote.test>", 530, "5.7.0")
+    r.expect("RCPT TO:<bob@example.test>", 503, "5.5.1")
+    r.close()
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    r.expect("MAIL FROM:<>", 530, "5.7.0")
+    r.close()
+
+
+def test_spoofed_mail_from_on_submission(surat):
+    with submission(surat) as c:
+        for frm in ("bob@example.test", "ceo@bank.test", "alice@example.test.bank.test"):
+            code, text = c.mail(frm)
+            assert code == 553 and text.startswith(b"5.7.1"), (frm, code, text)
+        # Own address, +tag form, different case: fine.
+        for frm in ("alice@example.test", "alice+news@example.test", "Alice@Example.Test"):
+            code, text = c.mail(frm)
+            assert code == 250, (frm, code, text)
+            c.rset()
+
+
+def test_alias_owner_may_send_as_alias(surat):
+    surat.cli("alias", "add", "sales@example.test", "alice@example.test")
+    surat.cli("alias", "add", "@example.test", "alice@example.test")
+    with submission(surat) as c:
+        code, text = c.mail("sales@example.test")
+        assert code == 250, (code, text)
+        c.rset()
+        # The catch-all gives no right to send as any address of the domain.
+        code, text = c.mail("random@example.test")
+        assert code == 553 and text.startswith(b"5.7.1"), (code, text)
+    with submission(surat, "bob@example.test", "bob-pw") as c:
+        code, text = c.mail("sales@example.test")
+        assert code == 553 and text.startswith(b"5.7.1"), (code, text)
+
+
+@pytest.mark.parametrize("from_header", [
+    "ceo@bank.test",
+    "bob@example.test",
+    "\"alice@example.test\" <ceo@bank.test>",
+    "alice@example.test <ceo@bank.test>",
+    "Alice <alice@example.test>, ceo@bank.test",
+    "(alice@example.test) ceo@bank.test",
+    "=?utf-8?q?alice=40example=2Etest?= <ceo@bank.test>",
+])
+def test_spoofed_from_header_on_submission(surat, from_header):
+    body = ("From: %s\r\nTo: bob@example.test\r\nSubject: spoof\r\n\r\nx\r\n" %
+            from_header).encode()
+    with submission(surat) as c:
+        c.mail("alice@example.test")
+        c.rcpt("bob@example.test")
+        code, text = c.data(body)
+        assert code == 553 and text.startswith(b"5.7.1"), (code, text)
+        # The session goes on.
+        good = b"From: \"Alice\" <alice@example.test>\r\nSubject: ok\r\n\r\nok\r\n"
+        assert c.sendmail("alice@example.test", ["bob@example.test"], good) == {}
+    stored = stored_one(surat, "bob@example.test")
+    assert stored.endswith(good)
+    assert b"spoof" not in stored
+
+
+def test_from_header_second_from_line(surat):
+    """Two From: header fields (the second a spoof) are refused."""
+    body = (b"From: alice@example.test\r\nTo: bob@example.test\r\nFrom: ceo@bank.test\r\n"
+            b"Subject: two froms\r\n\r\nx\r\n")
+    with submission(surat) as c:
+        c.mail("alice@example.test")
+        c.rcpt("bob@example.test")
+        code, text = c.data(body)
+        assert code in (553, 550, 554) and text[:2] == b"5.", (code, text)
+
+
+def test_from_header_folded(surat):
+    body = (b"From: \"Alice\r\n Liddell\" <alice@example.test>,\r\n\tceo@bank.test\r\n"
+            b"Subject: folded\r\n\r\nx\r\n")
+    with submission(surat) as c:
+        c.mail("alice@example.test")
+        c.rcpt("bob@example.test")
+        code, text = c.data(body)
+        assert code == 553 and text.startswith(b"5.7.1"), (code, text)
+
+
+def test_mx_does_not_check_from(surat):
+    # MX: anyone may claim any From:; that is for DMARC, not for us.
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"],
+                          msg(frm="\"alice@example.test\" <ceo@bank.test>")) == {}
+    stored_one(surat, "bob@example.test")
+
+
+# ---------------------------------------------------------------- AUTH before TLS
+
+def test_auth_not_before_tls_on_587(surat):
+    r = Raw(surat.port("submission"))
+    ehlo = r.greet()
+    assert "STARTTLS" in ehlo
+    assert not any(l.startswith("AUTH") for l in ehlo), ehlo
+    ir = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
+    r.expect("AUTH PLAIN " + ir, 538, "5.7.11")
+    r.expect("AUTH LOGIN", 538, "5.7.11")
+    r.expect("MAIL FROM:<alice@example.test>", 530, "5.7.0")
+    r.close()
+    # Port 25 without TLS: the same.
+    r = Raw(surat.port("smtp"))
+    ehlo = r.greet()
+    assert not any(l.startswith("AUTH") for l in ehlo), ehlo
+    r.expect("AUTH PLAIN " + ir, 538, "5.7.11")
+    r.close()
+
+
+def test_auth_plaintext_allowed_by_config(make_populated):
+    s = make_populated(extra={"allow_plaintext_auth": "yes"})
+    r = Raw(s.port("submission"))
+    ehlo = r.greet()
+    assert "AUTH PLAIN LOGIN" in ehlo, ehlo
+    r.auth("alice@example.test", "alice-pw")
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"From: alice@example.test\r\nSubject: clear\r\n\r\nx\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    _, received, _ = split_stored(stored_one(s, "bob@example.test"))
+    assert "with ESMTPA" in received, received
+
+
+def test_auth_after_auth_and_in_transaction(surat):
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    r.expect("AUTH PLAIN", 334)
+    # An over-long SASL response line is refused cleanly.
+    r.expect("A" * 20000, 500, "5.5.2")
+    r.auth("alice@example.test", "alice-pw")
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("AUTH LOGIN", 503, "5.5.1")
+    r.close()
+
+
+def test_auth_unknown_mechanism(surat):
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    r.expect("AUTH CRAM-MD5", 504, "5.5.4")
+    r.close()
+
+
+# ---------------------------------------------------------------- sizes
+
+@pytest.fixture
+def small(make_populated):
+    return make_populated(extra={"smtp.max_message_size": "10K",
+                                      "smtp.max_recipients": "3", "smtp.max_errors": "5"})
+
+
+def test_size_param_too_big(small):
+    r = Raw(small.port("smtp"))
+    ehlo = r.greet()
+    assert "SIZE 10240" in ehlo, ehlo
+    r.expect("MAIL FROM:<s@remote.test> SIZE=10241", 552, "5.3.4")
+    # Beyond 64 bits: not a number we can compare, a parameter error.
+    r.expect("MAIL FROM:<s@remote.test> SIZE=99999999999999999999999", 501, "5.5.4")
+    r.expect("MAIL FROM:<s@remote.test> SIZE=10240", 250, "2.1.0")
+    r.expect("QUIT", 221)
+    r.close()
+
+
+def test_data_too_big(small):
+    r = rcpt_session(small)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    big = b"Subject: big\r\n\r\n" + (b"x" * 98 + b"\r\n") * 200
+    r.send(big + b".\r\n")
+    c, t = r.reply()
+    assert c == 552 and t[-1].startswith("5.3.4"), (c, t)
+    # The session stays usable.
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: small\r\n\r\nx\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    stored = stored_one(small, "alice@example.test")
+    assert b"Subject: small" in stored
+    time.sleep(0.3)
+    assert len(small.messages("alice@example.test")) == 1
+
+
+def test_data_too_big_smtplib(small):
+    with smtp(small) as c:
+        # Without SIZE=: refused after the data.
+        c.mail("s@remote.test")
+        c.rcpt("alice@example.test")
+        code, text = c.data(b"Subject: big\r\n\r\n" + (b"y" * 900 + b"\r\n") * 12)
+        assert code == 552 and text.startswith(b"5.3.4"), (code, text)
+        # sendmail() sends SIZE= since the server has SIZE: refused at MAIL.
+        with pytest.raises(smtplib.SMTPSenderRefused) as ei:
+            c.sendmail("s@remote.test", ["alice@example.test"], b"z" * 20000)
+        assert ei.value.smtp_code == 552 and ei.value.smtp_error.startswith(b"5.3.4")
+
+
+def test_bdat_too_big(small):
+    r = rcpt_session(small)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    chunk = b"Subject: bdat big\r\n\r\n" + b"x" * 8000 + b"\r\n"
+    r.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+    c, t = r.reply()
+    assert c == 250, t
+    r.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+    c, t = r.reply()
+    assert c == 552 and t[-1].startswith("5.3.4"), (c, t)
+    # A huge announced chunk: refused, and the session does not wait for it
+    # to be sent in full to stay in sync only if the client sends it; here
+    # we send it to prove the stream stays in sync.
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.send(b"BDAT 20000 LAST\r\n" + b"y" * 20000)
+    c, t = r.reply()
+    assert c == 552 and t[-1].startswith("5.3.4"), (c, t)
+    r.expect("NOOP", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    time.sleep(0.3)
+    assert small.messages("alice@example.test") == []
+
+
+def test_too_many_recipients(small):
+    r = rcpt_session(small)
+    for u in ("alice", "bob", "alice+1"):
+        r.expect("RCPT TO:<%s@example.test>" % u, 250)
+    r.expect("RCPT TO:<bob+2@example.test>", 452, "4.5.3")
+    r.expect("DATA", 354)
+    r.send(b"Subject: three\r\n\r\nx\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(small, "alice@example.test")
+    stored_one(small, "bob@example.test")
+
+
+def test_overlong_command_line(small):
+    r = Raw(small.port("smtp"))
+    r.greet()
+    r.expect("NOOP " + "a" * 600, 500, "5.5.2")
+    # 100 KB without a line end: dropped, one reply when the line ends.
+    r.send(b"X" * 100000)
+    time.sleep(0.2)
+    r.send(b"\r\n")
+    c, t = r.reply()
+    assert c == 500 and t[-1].startswith("5.5.2"), (c, t)
+    # An exactly 512-octet line (CRLF included) is fine.
+    line = "NOOP " + "b" * (510 - 5)
+    assert len(line) + 2 == 512
+    r.expect(line, 250)
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.close()
+
+
+def test_unknown_command_and_error_limit(small):
+    r = Raw(small.port("smtp"))
+    r.greet()
+    c, t = r.cmd("FOO bar")
+    assert c == 500 and t[-1].startswith("5.5.2"), (c, t)
+    c, t = r.cmd("GET / HTTP/1.0")
+    assert 500 <= c <= 504, (c, t)
+    r.expect("RCPT TO:<alice@example.test>", 503, "5.5.1")
+    r.expect("NOOP", 250)
+    c, t = r.cmd("MAIL FROM:<not an address>")
+    assert c == 501, (c, t)
+    # The fifth error: its reply, then 421 at once (as Postfix), and close.
+    c, t = r.cmd("BAR")
+    assert c == 500 and t[-1].startswith("5.5.2"), (c, t)
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.7.0"), (c, t)
+    assert r.closed()
+
+
+def test_error_limit_pipelined(small):
+    """Errors sent in one write: the 421 comes after max_errors, then EOF,
+    and nothing after it is answered."""
+    r = Raw(small.port("smtp"))
+    r.greet()
+    r.send(b"".join(b"BAD%d\r\n" % i for i in range(20)))
+    codes = []
+    while True:
+        try:
+            codes.append(r.reply()[0])
+        except EOFError:
+            break
+    assert codes == [500] * 5 + [421], codes
+
+
+# ---------------------------------------------------------------- smuggling
+
+SMUGGLE_ENDS = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r.\r\n",
+                b"\n.\r"]
+
+
+@pytest.mark.parametrize("end", SMUGGLE_ENDS, ids=lambda e: repr(e))
+def test_smtp_smuggling(surat, end):
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    payload = (b"From: s@remote.test\r\nSubject: first\r\n\r\nfirst body" + end +
+               b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+               b"From: admin@example.test\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+    r.send(payload)
+    c, t = r.reply()
+    # One reply: the whole thing is one message, refused for the bare CR/LF
+    # (or NUL); nothing is answered for the "smuggled" commands.
+    assert c == 550 and t[-1].startswith("5.6.0"), (c, t)
+    r.expect("NOOP", 250)
+    # Still usable.
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: after\r\n\r\nclean\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.expect("QUIT", 221)
+    r.close()
+    stored = stored_one(surat, "bob@example.test")
+    assert b"Subject: after" in stored
+    time.sleep(0.3)
+    assert surat.messages("alice@example.test") == []
+    assert len(surat.messages("bob@example.test")) == 1
+
+
+def test_smuggling_nul_dot(surat):
+    """<CRLF>NUL.<CRLF> is no end of data: one message, nothing smuggled."""
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: nul\r\n\r\nbody\r\n\x00.\r\nMAIL FROM:<x@remote.test>\r\n"
+           b"RCPT TO:<bob@example.test>\r\nDATA\r\nsmuggled\r\n.\r\n")
+    c, t = r.reply()
+    assert c in (250, 550), (c, t)
+    r.expect("NOOP", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    time.sleep(0.5)
+    assert surat.messages("bob@example.test") == []
+
+
+def test_smuggling_bdat(surat):
+    """In BDAT the content is counted, never scanned for a dot."""
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    content = (b"Subject: bdat\r\n\r\nbody\r\n.\r\nMAIL FROM:<x@remote.test>\r\n"
+               b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
+    r.send(b"BDAT %d LAST\r\n" % len(content) + content)
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.expect("QUIT", 221)
+    r.close()
+    stored = stored_one(surat, "alice@example.test")
+    assert split_stored(stored)[2] == content
+    time.sleep(0.3)
+    assert surat.messages("bob@example.test") == []
+
+
+def test_bare_lf_in_header_refused(surat):
+    with smtp(surat) as c:
+        c.mail("s@remote.test")
+        c.rcpt("alice@example.test")
+        code, text = c.data(b"Subject: x\nX-Other: y\r\n\r\nbody\r\n")
+        assert code == 550 and text.startswith(b"5.6.0"), (code, text)
+        # RSET and a clean one.
+        assert c.sendmail("s@remote.test", ["alice@example.test"], msg("clean")) == {}
+    assert stored_one(surat, "alice@example.test").endswith(msg("clean"))
+
+
+def test_long_line_in_data(surat):
+    with smtp(surat) as c:
+        c.mail("s@remote.test")
+        c.rcpt("alice@example.test")
+        code, text = c.data(b"Subject: long\r\n\r\n" + b"a" * 1200 + b"\r\n")
+        assert code == 550 and text.startswith(b"5.6.0"), (code, text)
+
+
+def test_mail_loop_refused(surat):
+    hops = b"".join(b"Received: from h%d by h%d; Mon, 1 Jan 2024 00:00:00 +0000\r\n" % (i, i)
+                    for i in range(60))
+    with smtp(surat) as c:
+        c.mail("s@remote.test")
+        c.rcpt("alice@example.test")
+        code, text = c.data(hops + b"Subject: loop\r\n\r\nx\r\n")
+        assert code == 554 and text.startswith(b"5.4.6"), (code, text)
+
+
+def test_bdat_out_of_sequence(surat):
+    """A refused BDAT chunk is swallowed whole and leaves the session where
+    it was: it must not stand in for EHLO or MAIL."""
+    r = Raw(surat.port("smtp"))
+    r.reply()
+    r.send(b"BDAT 12\r\nMAIL FROM:<>")
+    c, t = r.reply()
+    assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
+    r.send(b"BDAT 0 LAST\r\n")
+    c, t = r.reply()
+    assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
+    r.expect("MAIL FROM:<s@remote.test>", 503, "5.5.1")
+    r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.send(b"BDAT 5\r\nhello")
+    c, t = r.reply()
+    assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
+    # Still in the transaction: MAIL is nested, RCPT is fine.
+    r.expect("MAIL FROM:<s@remote.test>", 503, "5.5.1")
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    # The transaction's BDAT already failed: LAST refuses it whole.
+    r.send(b"BDAT 3 LAST\r\nabc")
+    c, t = r.reply()
+    assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
+    r.expect("QUIT", 221)
+    r.close()
+    time.sleep(0.3)
+    assert surat.messages("alice@example.test") == []
+
+
+def test_sequence_errors(surat):
+    r = Raw(surat.port("smtp"))
+    r.reply()
+    r.expect("MAIL FROM:<s@remote.test>", 503, "5.5.1")
+    r.expect("DATA", 503, "5.5.1")
+    r.expect("EHLO client.test", 250)
+    r.expect("DATA", 503, "5.5.1")
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("MAIL FROM:<s@remote.test>", 503, "5.5.1")
+    r.expect("DATA", 554, "5.5.1")
+    r.expect("RCPT TO:<nobody@example.test>", 550, "5.1.1")
+    r.expect("DATA", 554, "5.5.1")
+    r.expect("RSET", 250, "2.0.0")
+    r.expect("VRFY alice@example.test", 252)
+    r.expect("EXPN staff", 502)
+    r.expect("QUIT", 221, "2.0.0")
+    assert r.closed()
+
+
+# ---------------------------------------------------------------- quota
+
+def test_over_quota(surat):
+    surat.cli("user", "quota", "bob@example.test", "1K")
+    big = b"Subject: big\r\n\r\n" + (b"q" * 70 + b"\r\n") * 40
+    # With SIZE=: refused at RCPT, a temporary failure.
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test> SIZE=%d" % len(big), 250)
+    r.expect("RCPT TO:<bob@example.test>", 452, "4.2.2")
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(big + b".\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    # Without SIZE=: accepted, then deferred by delivery (quota is temporary).
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(big + b".\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(surat, "alice@example.test")
+    deadline = time.time() + 10
+    out = ""
+    while time.time() < deadline:
+        out = surat.cli("queue", "list").stdout
+        if "deferred" in out:
+            break
+        time.sleep(0.1)
+    assert re.search(r"<bob@example\.test>\s+local\s+deferred\s+attempts=1\s+next=\S+\s+"
+                     r"last=\"4\.2\.2 ", out), out
+    assert surat.messages("bob@example.test") == []
+    # Small mail still fits.
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"], b"Subject: s\r\n\r\nx\r\n") == {}
+    stored_one(surat, "bob@example.test")
+
+
+# ---------------------------------------------------------------- connections
+
+def test_per_ip_connection_cap(make_populated):
+    s = make_populated(extra={"max_connections_per_ip": "2"})
+    # The fixture's readiness probes may not be counted out yet: wait.
+    deadline = time.time() + 10
+    while True:
+        a = Raw(s.port("smtp"))
+        b = Raw(s.port("submission"))
+        codes = (a.reply()[0], b.reply()[0])
+        if codes == (220, 220):
+            break
+        for x in (a, b):
+            x.close()
+        assert time.time() < deadline, codes
+        time.sleep(0.1)
+    c = Raw(s.port("smtp"))
+    code, t = c.reply()
+    assert code == 421 and t[-1].startswith("4.7.0"), (code, t)
+    assert c.closed()
+    d = Raw(s.port("submissions"), tls=True)
+    code, t = d.reply()
+    assert code == 421 and t[-1].startswith("4.7.0"), (code, t)
+    d.close()
+    # Closing one frees a slot.
+    a.expect("QUIT", 221)
+    assert a.closed()
+    time.sleep(0.2)
+    e = Raw(s.port("smtp"))
+    assert e.reply()[0] == 220
+    for x in (b, e):
+        x.close()
+
+
+def test_command_timeout(make_populated):
+    s = make_populated(extra={"smtp.command_timeout": "1s", "smtp.data_timeout": "2s"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    t0 = time.time()
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.4.2"), (c, t)
+    assert 0.8 < time.time() - t0 < 5
+    assert r.closed()
+    # In DATA, the data timeout, and the transaction is logged as not done.
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: slow\r\n\r\n")
+    t0 = time.time()
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.4.2"), (c, t)
+    assert 1.5 < time.time() - t0 < 6
+    assert r.closed()
+    time.sleep(0.3)
+    assert s.messages("alice@example.test") == []
+    # Over TLS too.
+    r = Raw(s.port("submissions"), tls=True)
+    r.greet()
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.4.2"), (c, t)
+    assert r.closed()
+
+
+def test_refused_transaction_logged(surat):
+    with submission(surat) as c:
+        code, _ = c.mail("ceo@bank.test")
+        assert code == 553
+        c.mail("alice@example.test")
+        c.rcpt("bob@example.test")
+        code, _ = c.data(b"From: ceo@bank.test\r\nSubject: fake\r\n\r\nx\r\n")
+        assert code == 553
+    deadline = time.time() + 5
+    lines = []
+    while time.time() < deadline:
+        lines = [l for l in access_lines(surat) if "access id=-" in l and "result=553" in l]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert lines, access_lines(surat)
+    assert 'subject="fake"' in lines[0] and "user=alice@example.test" in lines[0], lines
