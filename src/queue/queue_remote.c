@@ -49,9 +49,9 @@
 
 #include <event2/event.h>
 
-#define JOB_TRIES 3	      /* sessions a job may lose before anything is decided */
-#define REUSE_IDLE_SECS 5     /* an idle connection waits this long for the next job */
-#define REUSE_MAX_TXNS 100    /* transactions on one connection */
+#define JOB_TRIES 3	   /* sessions a job may lose before anything is decided */
+#define REUSE_IDLE_SECS 5  /* an idle connection waits this long for the next job */
+#define REUSE_MAX_TXNS 100 /* transactions on one connection */
 
 enum dest_kind { DEST_MX, DEST_ROUTE, DEST_RELAY, DEST_LITERAL };
 
@@ -207,8 +207,8 @@ static int
 is_self(const struct queue_remote *qr, const struct dns_addr *a, int port)
 {
 	const void *p = a->family == AF_INET6
-				? (const void *)&((const struct sockaddr_in6 *)&a->sa)->sin6_addr
-				: (const void *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
+			    ? (const void *)&((const struct sockaddr_in6 *)&a->sa)->sin6_addr
+			    : (const void *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
 	size_t len = a->family == AF_INET6 ? 16 : 4;
 	for (size_t i = 0; i < qr->nself; i++)
 		if (qr->self[i].family == a->family && qr->self[i].port == port &&
@@ -248,12 +248,14 @@ self_init(struct queue_remote *qr)
 					if (p->ifa_addr == NULL)
 						continue;
 					if (p->ifa_addr->sa_family == AF_INET)
-						self_add(qr, AF_INET,
-							 &((struct sockaddr_in *)p->ifa_addr)->sin_addr,
-							 port);
+						self_add(
+						    qr, AF_INET,
+						    &((struct sockaddr_in *)p->ifa_addr)->sin_addr,
+						    port);
 					else if (p->ifa_addr->sa_family == AF_INET6)
 						self_add(qr, AF_INET6,
-							 &((struct sockaddr_in6 *)p->ifa_addr)->sin6_addr,
+							 &((struct sockaddr_in6 *)p->ifa_addr)
+							      ->sin6_addr,
 							 port);
 				}
 				freeifaddrs(ifa);
@@ -353,8 +355,8 @@ job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, st
 	log_msg(LL_INFO, m->session,
 		"outbound id=%s rcpt=%s host=%s ip=%s tls=%s reply=\"%s\" delay=%llds status=%s",
 		m->id, log_esc(a, sizeof(a), j->addrs[i]),
-		c && c->host[0] ? log_esc(h, sizeof(h), c->host) : "-",
-		c && c->ip[0] ? c->ip : "-", c && c->cl ? smtp_client_tls_desc(c->cl) : "none",
+		c && c->host[0] ? log_esc(h, sizeof(h), c->host) : "-", c && c->ip[0] ? c->ip : "-",
+		c && c->cl ? smtp_client_tls_desc(c->cl) : "none",
 		log_esc(t, sizeof(t), text ? text : ""), (long long)(now_s() - m->created),
 		result_name(r));
 	queue_remote_result(qr->srv->queue, m->id, j->idx[i], r, text,
@@ -461,7 +463,8 @@ dest_get(struct queue_remote *qr, const char *domain, struct buf *why)
 		kind = DEST_RELAY;
 		hostport = cfg->relayhost;
 	}
-	if (hostport && config_parse_hostport(hostport, &host, &port, (int)cfg->outbound_port) < 0) {
+	if (hostport &&
+	    config_parse_hostport(hostport, &host, &port, (int)cfg->outbound_port) < 0) {
 		buf_printf(why, "4.3.5 Bad route '%s' in the configuration", hostport);
 		buf_free(&key);
 		return NULL;
@@ -496,7 +499,7 @@ dest_get(struct queue_remote *qr, const char *domain, struct buf *why)
 		free(host);
 	d->port = port;
 	d->tls = strcmp(cfg->outbound_tls, "require") == 0 ? SMTP_CLIENT_TLS_REQUIRE
-							    : SMTP_CLIENT_TLS_MAY;
+							   : SMTP_CLIENT_TLS_MAY;
 	if (kind == DEST_RELAY) {
 		d->tls = port == 465 ? SMTP_CLIENT_TLS_IMPLICIT : SMTP_CLIENT_TLS_REQUIRE;
 		d->auth = cfg->relayhost_user != NULL;
@@ -688,7 +691,8 @@ static void
 rconn_addrs_ready(struct rconn *c)
 {
 	const struct dns_result *ra = c->r_a, *r6 = c->r_aaaa;
-	size_t n = (ra && ra->status == DNS_OK ? ra->n : 0) + (r6 && r6->status == DNS_OK ? r6->n : 0);
+	size_t n =
+	    (ra && ra->status == DNS_OK ? ra->n : 0) + (r6 && r6->status == DNS_OK ? r6->n : 0);
 
 	free(c->addrs);
 	c->addrs = xcalloc(n ? n : 1, sizeof(*c->addrs));
@@ -861,8 +865,8 @@ rconn_mx_cb(const struct dns_result *res, void *arg)
 		}
 		c->hosts = xcalloc(n, sizeof(*c->hosts));
 		for (size_t i = 0; i < n; i++)
-			c->hosts[i] = (struct route_host){xstrdup(mx[i].host),
-							  (int)cfg->outbound_port, 0};
+			c->hosts[i] =
+			    (struct route_host){xstrdup(mx[i].host), (int)cfg->outbound_port, 0};
 		c->nhosts = n;
 		free(mx);
 		rconn_next_host(c);
@@ -974,8 +978,9 @@ rconn_txn_done(struct rconn *c)
 		if (j->tries < JOB_TRIES) {
 			char esc[400];
 			log_msg(LL_INFO, j->m->session,
-				"outbound id=%s host=%s ip=%s: session lost (%s), trying again", j->m->id,
-				c->host, c->ip, log_esc(esc, sizeof(esc), smtp_client_error(c->cl)));
+				"outbound id=%s host=%s ip=%s: session lost (%s), trying again",
+				j->m->id, c->host, c->ip,
+				log_esc(esc, sizeof(esc), smtp_client_error(c->cl)));
 			smtp_client_txn_clear(&j->txn);
 			dest_push(d, j, 1);
 		} else {
@@ -987,7 +992,7 @@ rconn_txn_done(struct rconn *c)
 	} else {
 		for (size_t i = 0; i < j->n; i++) {
 			const struct smtp_client_rcpt *r = &j->rcpts[i];
-			enum deliver_result res = r->status == SMTP_RCPT_OK     ? DELIVER_OK
+			enum deliver_result res = r->status == SMTP_RCPT_OK	? DELIVER_OK
 						  : r->status == SMTP_RCPT_PERM ? DELIVER_PERMFAIL
 										: DELIVER_TEMPFAIL;
 			job_report(j, i, res, r->text ? r->text : "4.4.2 no result", c);
@@ -1070,7 +1075,8 @@ dest_run(struct dest *d)
 			rconn_take(c, dest_pop(d));
 			continue;
 		}
-		if (d->nwalking >= d->nwait || d->nconns >= (unsigned)cfg->outbound_destination_limit)
+		if (d->nwalking >= d->nwait ||
+		    d->nconns >= (unsigned)cfg->outbound_destination_limit)
 			break;
 		rconn_start(d);
 	}
@@ -1156,8 +1162,7 @@ out:
 }
 
 static void
-remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const size_t *idx,
-	       size_t n)
+remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const size_t *idx, size_t n)
 {
 	struct queue_remote *qr = ctx;
 	struct rmsg *m = xcalloc(1, sizeof(*m));
@@ -1216,7 +1221,8 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 		j->n++;
 		if (d == NULL) {
 			/* No destination: report now, the queue records it on its next pass. */
-			job_report(j, j->n - 1, why.data[0] == '5' ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
+			job_report(j, j->n - 1,
+				   why.data[0] == '5' ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
 				   why.data, NULL);
 			j->n--;
 			free(j->addrs[j->n]);
@@ -1277,7 +1283,8 @@ queue_remote_new(struct server *srv, struct buf *err)
 		char *h;
 		int port;
 		if (config_parse_hostport(cfg->relayhost, &h, &port, (int)cfg->outbound_port) < 0) {
-			buf_printf(err, "relayhost: bad value '%s' (want host[:port])", cfg->relayhost);
+			buf_printf(err, "relayhost: bad value '%s' (want host[:port])",
+				   cfg->relayhost);
 			free(qr);
 			return NULL;
 		}
@@ -1300,7 +1307,8 @@ queue_remote_new(struct server *srv, struct buf *err)
 		while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
 			p[--len] = '\0';
 		if (len == 0 || memchr(p, '\0', len) != NULL || memchr(p, '\n', len) != NULL) {
-			buf_printf(err, "relayhost.password_file %s: want one line with the password",
+			buf_printf(err,
+				   "relayhost.password_file %s: want one line with the password",
 				   cfg->relayhost_password_file);
 			util_wipe(p, len);
 			free(p);

@@ -290,19 +290,19 @@ smtp_stuff_end(struct smtp_stuffer *st, struct buf *out)
 /* The session */
 
 enum cl_state {
-	CL_CONNECT,   /* TCP connect (and implicit TLS handshake) */
-	CL_GREETING,  /* waiting for 220 */
-	CL_EHLO,      /* EHLO sent */
-	CL_HELO,      /* HELO sent after EHLO was refused */
-	CL_STARTTLS,  /* STARTTLS sent */
-	CL_TLS,	      /* STARTTLS handshake */
-	CL_AUTH,      /* AUTH PLAIN sent */
-	CL_READY,     /* no transaction */
-	CL_TXN,	      /* RSET/MAIL/RCPT replies pending */
-	CL_DATA,      /* DATA sent, waiting for 354 */
-	CL_CONTENT,   /* writing the content */
-	CL_DOT,	      /* waiting for the reply to the final dot */
-	CL_QUIT,      /* QUIT sent, owner gone */
+	CL_CONNECT,  /* TCP connect (and implicit TLS handshake) */
+	CL_GREETING, /* waiting for 220 */
+	CL_EHLO,     /* EHLO sent */
+	CL_HELO,     /* HELO sent after EHLO was refused */
+	CL_STARTTLS, /* STARTTLS sent */
+	CL_TLS,	     /* STARTTLS handshake */
+	CL_AUTH,     /* AUTH PLAIN sent */
+	CL_READY,    /* no transaction */
+	CL_TXN,	     /* RSET/MAIL/RCPT replies pending */
+	CL_DATA,     /* DATA sent, waiting for 354 */
+	CL_CONTENT,  /* writing the content */
+	CL_DOT,	     /* waiting for the reply to the final dot */
+	CL_QUIT,     /* QUIT sent, owner gone */
 	CL_DEAD,
 };
 
@@ -351,7 +351,7 @@ struct smtp_client {
 	struct smtp_client_txn *txn;
 	struct pending_cmd *cmds; /* replies still expected, in order */
 	size_t ncmds, cmd_head;
-	size_t next_rcpt;	  /* without PIPELINING: next RCPT to send */
+	size_t next_rcpt; /* without PIPELINING: next RCPT to send */
 	int mail_failed;
 	int *accepted;
 	size_t naccepted;
@@ -443,8 +443,7 @@ cl_later(struct smtp_client *cl, enum later_what w)
 	event_active(cl->later, EV_TIMEOUT, 1);
 }
 
-static void
-cl_write(struct smtp_client *cl, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static void cl_write(struct smtp_client *cl, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 static void
 cl_write(struct smtp_client *cl, const char *fmt, ...)
@@ -458,7 +457,8 @@ cl_write(struct smtp_client *cl, const char *fmt, ...)
 	if (log_enabled(LL_DEBUG)) {
 		char esc[600];
 		/* AUTH carries the secret: never log its argument. */
-		const char *shown = strncasecmp(b.data, "AUTH ", 5) == 0 ? "AUTH PLAIN ****" : b.data;
+		const char *shown =
+		    strncasecmp(b.data, "AUTH ", 5) == 0 ? "AUTH PLAIN ****" : b.data;
 		log_msg(LL_DEBUG, cl->log_id, "client %s[%s] > %s", cl->host, cl->ip,
 			log_esc(esc, sizeof(esc), shown));
 	}
@@ -469,8 +469,7 @@ cl_write(struct smtp_client *cl, const char *fmt, ...)
 }
 
 /* Record the failure reason. */
-static void
-cl_error(struct smtp_client *cl, int perm, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void cl_error(struct smtp_client *cl, int perm, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
 static void
 cl_error(struct smtp_client *cl, int perm, const char *fmt, ...)
@@ -640,7 +639,7 @@ cl_start_tls(struct smtp_client *cl)
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
 	struct bufferevent *tb = bufferevent_openssl_filter_new(
-		cl->base, cl->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	    cl->base, cl->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tb == NULL) {
 		SSL_free(ssl);
 		cl_error(cl, 0, "4.7.0 cannot start TLS with %s[%s]", cl->host, cl->ip);
@@ -875,7 +874,8 @@ cl_txn_reply(struct smtp_client *cl)
 		if (r->code / 100 != 2) {
 			cl->mail_failed = 1;
 			for (size_t i = 0; i < txn->nrcpts; i++)
-				cl_txn_result(cl, i, r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
+				cl_txn_result(cl, i,
+					      r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
 					      buf_str(&s));
 		}
 		break;
@@ -987,7 +987,8 @@ cl_reply(struct smtp_client *cl)
 		smtp_reply_summary(r, &s, 400);
 		for (size_t i = 0; i < cl->txn->nrcpts; i++)
 			if (cl->accepted[i])
-				cl_txn_result(cl, i, r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
+				cl_txn_result(cl, i,
+					      r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
 					      buf_str(&s));
 		buf_free(&s);
 		return cl_txn_done(cl);
@@ -1018,9 +1019,9 @@ cl_reply(struct smtp_client *cl)
 			smtp_reply_summary(r, &s, 400);
 			for (size_t i = 0; i < cl->txn->nrcpts; i++)
 				if (cl->accepted[i])
-					cl_txn_result(cl, i,
-						      r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
-						      buf_str(&s));
+					cl_txn_result(
+					    cl, i, r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
+					    buf_str(&s));
 			buf_printf(&why, "host %s[%s] said: %s", cl->host, cl->ip, buf_str(&s));
 			int gone = cl_txn_lost(cl, buf_str(&why));
 			buf_free(&s);
@@ -1040,8 +1041,8 @@ cl_read_cb(struct bufferevent *bev, void *arg)
 
 	cl->hold++;
 	/* cl->bev may change (STARTTLS) or go (failure) under a reply: look again each time. */
-	while (cl->bev && !(cl->flags & F_FREE) && cl->state != CL_QUIT &&
-	       cl->state != CL_TLS && evbuffer_get_length(bufferevent_get_input(cl->bev)) > 0) {
+	while (cl->bev && !(cl->flags & F_FREE) && cl->state != CL_QUIT && cl->state != CL_TLS &&
+	       evbuffer_get_length(bufferevent_get_input(cl->bev)) > 0) {
 		struct evbuffer *in = bufferevent_get_input(cl->bev);
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -1135,8 +1136,9 @@ cl_event_cb(struct bufferevent *bev, short what, void *arg)
 			xsnprintf(why, sizeof(why), "connect to host %s[%s] failed: %s", cl->host,
 				  cl->ip, evutil_socket_error_to_string(serr));
 		} else {
-			xsnprintf(why, sizeof(why), "connection to host %s[%s] failed (state %s): %s",
-				  cl->host, cl->ip, when, evutil_socket_error_to_string(serr));
+			xsnprintf(why, sizeof(why),
+				  "connection to host %s[%s] failed (state %s): %s", cl->host,
+				  cl->ip, when, evutil_socket_error_to_string(serr));
 		}
 		if (cl->state == CL_TLS && e == 0)
 			cl->err_tls = 1;
@@ -1186,9 +1188,8 @@ smtp_client_new(struct event_base *base, const struct smtp_client_params *p, smt
 
 	if (cl->tls == SMTP_CLIENT_TLS_IMPLICIT) {
 		cl->ssl = tls_client_ssl(cl->host);
-		cl->bev = bufferevent_openssl_socket_new(base, -1, cl->ssl,
-							 BUFFEREVENT_SSL_CONNECTING,
-							 BEV_OPT_CLOSE_ON_FREE);
+		cl->bev = bufferevent_openssl_socket_new(
+		    base, -1, cl->ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 		if (cl->bev)
 			bufferevent_openssl_set_allow_dirty_shutdown(cl->bev, 1);
 		else

@@ -88,8 +88,7 @@ void smtp_reply_parser_free(struct smtp_reply_parser *p);
  * (p->err, p->errtext say why; every later call returns -1 too). Lines end
  * in LF, with or without CR before it. May reallocate p's buffers.
  */
-int smtp_reply_parse(struct smtp_reply_parser *p, const char *data, size_t len,
-		     size_t *consumed_r);
+int smtp_reply_parse(struct smtp_reply_parser *p, const char *data, size_t len, size_t *consumed_r);
 
 /*
  * Append a one-line summary of r to out: "550 5.1.1 text of line 1 line 2"
@@ -163,15 +162,15 @@ struct smtp_client_timeouts {
 void smtp_client_timeouts_default(struct smtp_client_timeouts *t);
 
 struct smtp_client_params {
-	const char *helo;		  /* our name for EHLO */
-	const char *host;		  /* the peer's name (SNI, logs); copied */
-	const struct sockaddr *sa;	  /* address with port; copied */
+	const char *helo;	   /* our name for EHLO */
+	const char *host;	   /* the peer's name (SNI, logs); copied */
+	const struct sockaddr *sa; /* address with port; copied */
 	socklen_t salen;
 	enum smtp_client_tls tls;
-	const char *auth_user;		  /* AUTH PLAIN when set (then TLS is required) */
-	const char *auth_pass;		  /* copied; the copy is wiped after use */
+	const char *auth_user; /* AUTH PLAIN when set (then TLS is required) */
+	const char *auth_pass; /* copied; the copy is wiped after use */
 	struct smtp_client_timeouts t;
-	const char *log_id;		  /* prefix of log lines; copied */
+	const char *log_id; /* prefix of log lines; copied */
 };
 
 /* Result of one recipient. */
@@ -199,8 +198,8 @@ struct smtp_client_txn {
 	struct smtp_client_rcpt *rcpts;
 	size_t nrcpts;
 	/* result */
-	int retry;	/* the session failed before any final result: nothing was
-			   decided, the owner may try again on another session */
+	int retry; /* the session failed before any final result: nothing was
+		      decided, the owner may try again on another session */
 };
 
 /* Free the result texts and reset the statuses. */

@@ -50,12 +50,15 @@ run(const char *data, size_t len, size_t chunk, struct buf *log)
 			CHECK(p.reply.code >= 200 && p.reply.code <= 559);
 			CHECK(p.reply.nlines >= 1 && p.reply.nlines <= SMTP_CLIENT_REPLY_LINES);
 			CHECK(p.reply.text.len <= SMTP_CLIENT_REPLY_MAX);
-			buf_printf(log, "%d %zu %s|", p.reply.code, p.reply.nlines, p.reply.enhanced);
-			buf_append(log, p.reply.text.data ? p.reply.text.data : "", p.reply.text.len);
+			buf_printf(log, "%d %zu %s|", p.reply.code, p.reply.nlines,
+				   p.reply.enhanced);
+			buf_append(log, p.reply.text.data ? p.reply.text.data : "",
+				   p.reply.text.len);
 			struct buf s = BUF_INIT(0);
 			smtp_reply_summary(&p.reply, &s, 300);
 			CHECK(s.len <= 300);
-			CHECK(memchr(s.data, '\n', s.len) == NULL && memchr(s.data, '\r', s.len) == NULL);
+			CHECK(memchr(s.data, '\n', s.len) == NULL &&
+			      memchr(s.data, '\r', s.len) == NULL);
 			buf_free(&s);
 			struct smtp_caps caps;
 			smtp_caps_parse(&p.reply, &caps);

@@ -145,7 +145,8 @@ class Peer:
     """
 
     def __init__(self, ip, port, caps=None, rcpt=None, data=None, dot_delay=0,
-                 tls_files=None, auth=None, greeting="220 peer.example ESMTP", ehlo=True):
+                 tls_files=None, auth=None, greeting="220 peer.example ESMTP", ehlo=True,
+                 implicit_tls=False):
         self.ip, self.port = ip, port
         self.caps = caps if caps is not None else ["PIPELINING", "8BITMIME", "SIZE 10000000",
                                                    "DSN", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
@@ -155,6 +156,7 @@ class Peer:
         self.auth = auth
         self.greeting = greeting
         self.ehlo = ehlo
+        self.implicit_tls = implicit_tls
         self.ctx = None
         if tls_files:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -198,6 +200,12 @@ class Peer:
                 self.active -= 1
 
     def _session(self, sock):
+        tls = False
+        if self.implicit_tls:
+            sock = self.ctx.wrap_socket(sock, server_side=True)
+            tls = True
+            with self.lock:
+                self.tls_used = True
         rf = sock.makefile("rb")
 
         def send(line):
@@ -211,7 +219,6 @@ class Peer:
         if not self.greeting.startswith("220"):
             return
         txn = None
-        tls = False
         while True:
             raw = rf.readline(4096)
             if not raw:
@@ -663,6 +670,21 @@ def test_relayhost_with_auth_over_tls(net, tls_files, tmp_path):
     assert p.auth_seen == ["AUTH PLAIN " + base64.b64encode(b"\0relayuser\0relay-secret").decode()]
     assert sorted(p.txns[0]["accepted"]) == ["x@anything.example", "y@other.example"]
     assert "relay-secret" not in a.log()
+
+
+def test_relayhost_on_port_465_uses_implicit_tls(net, tls_files, tmp_path):
+    pwfile = tmp_path / "relay.pw"
+    pwfile.write_text("pw465")
+    p = Peer("127.0.0.4", 465, tls_files=tls_files, auth=True, implicit_tls=True)
+    net.peers.append(p)
+    a = net.node("127.0.0.2", "a.example", extra={
+        "relayhost": "127.0.0.4:465", "relayhost.user": "u465",
+        "relayhost.password_file": str(pwfile)})
+    a.submit("alice@a.example", ["x@anything.example"], msg("alice@a.example", "x@anything.example", "465"))
+    wait_for(lambda: len(p.txns) == 1)
+    assert p.tls_used and len(p.auth_seen) == 1
+    assert not any(l.upper().startswith("STARTTLS") for l in p.lines)
+    a.wait_log(r"rcpt=x@anything\.example host=127\.0\.0\.4 ip=127\.0\.0\.4 tls=TLSv1\.[23]\S* .*status=sent")
 
 
 def test_route_overrides_one_domain(net):

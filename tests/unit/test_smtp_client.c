@@ -89,11 +89,11 @@ test_reply_multiline_ehlo(void **state)
 		assert_int_equal(p.reply.nlines, 10);
 		assert_string_equal(p.reply.enhanced, "");
 		smtp_caps_parse(&p.reply, &caps);
-		assert_int_equal(caps.flags,
-				 SMTP_CAP_PIPELINING | SMTP_CAP_SIZE | SMTP_CAP_8BITMIME |
-					 SMTP_CAP_STARTTLS | SMTP_CAP_AUTH |
-					 SMTP_CAP_ENHANCEDSTATUSCODES | SMTP_CAP_DSN |
-					 SMTP_CAP_SMTPUTF8 | SMTP_CAP_CHUNKING);
+		assert_int_equal(caps.flags, SMTP_CAP_PIPELINING | SMTP_CAP_SIZE |
+						 SMTP_CAP_8BITMIME | SMTP_CAP_STARTTLS |
+						 SMTP_CAP_AUTH | SMTP_CAP_ENHANCEDSTATUSCODES |
+						 SMTP_CAP_DSN | SMTP_CAP_SMTPUTF8 |
+						 SMTP_CAP_CHUNKING);
 		assert_int_equal(caps.size_max, 10240000);
 		assert_int_equal(caps.auth, SMTP_AUTH_PLAIN | SMTP_AUTH_LOGIN);
 		smtp_reply_parser_free(&p);
@@ -108,8 +108,9 @@ test_caps_variants(void **state)
 	size_t used;
 	smtp_reply_parser_init(&p);
 	/* Lowercase keywords, old AUTH= form, SIZE without a number, unknown ones. */
-	assert_int_equal(feed(&p, S("250-hi\r\n250-size\r\n250-auth=login\r\n250-XFOO bar\r\n"
-				  "250 pipelining\r\n"),
+	assert_int_equal(feed(&p,
+			      S("250-hi\r\n250-size\r\n250-auth=login\r\n250-XFOO bar\r\n"
+				"250 pipelining\r\n"),
 			      0, &used),
 			 1);
 	smtp_caps_parse(&p.reply, &caps);
@@ -244,15 +245,15 @@ test_stuffer(void **state)
 	static const struct {
 		const char *in, *out;
 	} cases[] = {
-		{"", ".\r\n"},
-		{"a\r\n", "a\r\n.\r\n"},
-		{"a", "a\r\n.\r\n"},
-		{".a\r\n", "..a\r\n.\r\n"},
-		{"a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"},
-		{"a\r\n..b\r\n.", "a\r\n...b\r\n..\r\n.\r\n"},
-		{"x.y\r\n", "x.y\r\n.\r\n"},
-		{"a\n.b\n", "a\n..b\n\r\n.\r\n"},
-		{"a\r", "a\r\r\n.\r\n"},
+	    {"", ".\r\n"},
+	    {"a\r\n", "a\r\n.\r\n"},
+	    {"a", "a\r\n.\r\n"},
+	    {".a\r\n", "..a\r\n.\r\n"},
+	    {"a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"},
+	    {"a\r\n..b\r\n.", "a\r\n...b\r\n..\r\n.\r\n"},
+	    {"x.y\r\n", "x.y\r\n.\r\n"},
+	    {"a\n.b\n", "a\n..b\n\r\n.\r\n"},
+	    {"a\r", "a\r\r\n.\r\n"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		for (size_t chunk = 0; chunk <= 2; chunk++) {
@@ -270,10 +271,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reply_single),	cmocka_unit_test(test_reply_multiline_ehlo),
-		cmocka_unit_test(test_caps_variants),	cmocka_unit_test(test_reply_pipelined),
-		cmocka_unit_test(test_reply_forms),	cmocka_unit_test(test_reply_errors),
-		cmocka_unit_test(test_stuffer),
+	    cmocka_unit_test(test_reply_single),  cmocka_unit_test(test_reply_multiline_ehlo),
+	    cmocka_unit_test(test_caps_variants), cmocka_unit_test(test_reply_pipelined),
+	    cmocka_unit_test(test_reply_forms),	  cmocka_unit_test(test_reply_errors),
+	    cmocka_unit_test(test_stuffer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
