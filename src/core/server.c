@@ -168,6 +168,8 @@ conn_close(struct conn *c)
 		c->on_close = NULL;
 		fn(c);
 	}
+	if (c->finish_ev)
+		event_free(c->finish_ev);
 	if (c->bev)
 		bufferevent_free(c->bev);
 	log_msg(LL_DEBUG, c->id, "connection closed");
@@ -175,12 +177,48 @@ conn_close(struct conn *c)
 	free(c);
 }
 
+/* Bytes not yet handed to the kernel: for TLS, the filter's and the socket's. */
+static size_t
+conn_unsent(struct conn *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	if (under)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+static void
+conn_finish_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (conn_unsent(c) == 0 || util_mono_ms() >= c->finish_deadline)
+		conn_close(c);
+	else
+		event_add(c->finish_ev, &(struct timeval){0, 10000});
+}
+
 static void
 conn_finish_write(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+		return;
+	if (conn_unsent(c) == 0) {
 		conn_close(c);
+		return;
+	}
+	/*
+	 * A TLS filter has passed its last record to the socket bufferevent
+	 * below, which sends it on its own without telling us: poll briefly
+	 * rather than cut the last reply off.
+	 */
+	if (c->finish_ev == NULL) {
+		c->finish_ev = evtimer_new(c->srv->base, conn_finish_poll, c);
+		c->finish_deadline = util_mono_ms() + 30000;
+		event_add(c->finish_ev, &(struct timeval){0, 10000});
+	}
 }
 
 static void

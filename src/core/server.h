@@ -25,6 +25,7 @@
 #include "core/config.h"
 
 struct event_base;
+struct event;
 struct bufferevent;
 struct worker_pool;
 struct accounts;
@@ -62,6 +63,8 @@ struct conn {
 	struct listener *l;
 	struct conn *prev, *next;
 	int closing;
+	struct event *finish_ev;	/* conn_finish() waiting for TLS output */
+	int64_t finish_deadline;
 };
 
 struct server {

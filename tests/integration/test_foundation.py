@@ -259,9 +259,15 @@ def test_run_as_drops_privileges(make_surat):
     s.add_domain("example.test")
     s.add_user("a@example.test", "pw")
     s.start()
-    with open("/proc/%d/status" % s.proc.pid) as f:
-        status = f.read()
-    uid_line = [l for l in status.splitlines() if l.startswith("Uid:")][0]
+    # The sockets listen (and queue connections) before the privilege drop.
+    deadline = time.time() + 10
+    while True:
+        with open("/proc/%d/status" % s.proc.pid) as f:
+            status = f.read()
+        uid_line = [l for l in status.splitlines() if l.startswith("Uid:")][0]
+        if uid_line.split()[1:] == [str(nobody.pw_uid)] * 4 or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
     assert os.stat(s.data_dir).st_uid == nobody.pw_uid
     # The CLI, run as root, works on the same files as the daemon's user.
