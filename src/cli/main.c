@@ -23,6 +23,7 @@
 #include "queue/queue.h"
 #include "queue/queue_remote.h"
 #include "queue/queue_spool.h"
+#include "pop3/pop3_server.h"
 #include "smtp/smtp_server.h"
 #include "store/store.h"
 
@@ -629,6 +630,8 @@ cmd_serve(struct config *cfg)
 	server_register(srv, LISTEN_SMTP, &smtp_server_ops);
 	server_register(srv, LISTEN_SUBMISSION, &smtp_server_ops);
 	server_register(srv, LISTEN_SUBMISSIONS, &smtp_server_ops);
+	server_register(srv, LISTEN_POP3, &pop3_server_ops);
+	server_register(srv, LISTEN_POP3S, &pop3_server_ops);
 	if (server_bind(srv, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
