@@ -48,6 +48,16 @@ dsn_clean(struct buf *out, const char *s)
 	}
 }
 
+/* The first n bytes of s (at most), cleaned. */
+static void
+dsn_clean_n(struct buf *out, const char *s, size_t n)
+{
+	for (size_t i = 0; s && s[i] && i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		buf_putc(out, (c >= 0x20 && c < 0x7f) ? (char)c : ' ');
+	}
+}
+
 static void
 rfc2822_date(char *out, size_t n, int64_t t)
 {
@@ -141,8 +151,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			continue;
 		buf_printf(c, "<%s>: ", rc->orig ? rc->orig : rc->addr);
 		if (rc->remote) {
+			/* remote is "host[ip] tls=...": the part before the space. */
 			buf_puts(c, "host ");
-			dsn_clean(c, rc->remote);
+			dsn_clean_n(c, rc->remote, strcspn(rc->remote, " "));
 			buf_puts(c, " said: ");
 		}
 		dsn_clean(c, rc->last_error ? rc->last_error : "unknown error");
@@ -173,8 +184,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		buf_printf(c, "Action: %s\r\nStatus: %s\r\n", kind == DSN_FAILED ? "failed" : "delayed",
 			   code);
 		if (rc->remote) {
+			/* RFC 3464 2.3.5: the name only. */
 			buf_puts(c, "Remote-MTA: dns; ");
-			dsn_clean(c, rc->remote);
+			dsn_clean_n(c, rc->remote, strcspn(rc->remote, "[ "));
 			buf_puts(c, "\r\n");
 		}
 		if (rc->last_error) {

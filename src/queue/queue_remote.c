@@ -359,8 +359,14 @@ job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, st
 		c && c->cl ? smtp_client_tls_desc(c->cl) : "none",
 		log_esc(t, sizeof(t), text ? text : ""), (long long)(now_s() - m->created),
 		result_name(r));
+	/* "mx.example.com[192.0.2.1] tls=TLSv1.3": the queue logs it as relay=. */
+	char rem[sizeof(c->remote) + 40];
+	if (c && c->remote[0]) {
+		const char *tls = c->cl ? smtp_client_tls_desc(c->cl) : "none";
+		xsnprintf(rem, sizeof(rem), "%s tls=%.*s", c->remote, (int)strcspn(tls, ":"), tls);
+	}
 	queue_remote_result(qr->srv->queue, m->id, j->idx[i], r, text,
-			    c && c->remote[0] ? c->remote : NULL);
+			    c && c->remote[0] ? rem : NULL);
 }
 
 /* Every recipient of j gets the same result; then j ends. */

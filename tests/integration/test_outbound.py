@@ -367,7 +367,8 @@ def test_mail_between_two_instances_by_mx(net):
     assert re.search(r"Received: from mx\.a\.example .*\n?.*ESMTPS", texts[0]) or "ESMTPS" in texts[0]
     a.wait_log(r"outbound id=\w+ rcpt=bob@b\.example host=mx\.b\.example ip=127\.0\.0\.3 "
                r"tls=TLSv1\.[23]\S* reply=\"250 [^\"]*\" delay=\d+s status=sent")
-    a.wait_log(r"delivery id=\w+ rcpt=bob@b\.example status=sent relay=mx\.b\.example\[127\.0\.0\.3\]")
+    a.wait_log(r"delivery id=\w+ rcpt=bob@b\.example status=sent "
+               r"relay=mx\.b\.example\[127\.0\.0\.3\]:\d+ tls=TLSv1\.[23] ")
     a.wait_queue_empty()
     # and back
     b.submit("bob@b.example", ["alice@a.example"], msg("bob@b.example", "alice@a.example", "re"))
@@ -524,7 +525,8 @@ def test_550_for_one_of_two_recipients(net):
     assert "Final-Recipient: rfc822; bad@c.example" in t
     assert "Status: 5.1.1" in t
     assert "no such user" in t
-    assert "Remote-MTA: dns; mx.c.example" in t
+    assert "Remote-MTA: dns; mx.c.example\r\n" in t
+    assert "<bad@c.example>: host mx.c.example[127.0.0.4]:%d said: 550 5.1.1" % net.port in t
     assert "good@c.example" not in t.split("message/delivery-status")[1].split("--")[0]
     a.wait_queue_empty()
     assert len(a.messages("alice@a.example")) == 1
