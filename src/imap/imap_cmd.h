@@ -34,10 +34,10 @@
 #include "store/store.h"
 
 enum imap_state {
-	IS_NOTAUTH,   /* greeting sent, no login yet */
-	IS_AUTH,      /* logged in, no mailbox selected */
-	IS_SELECTED,  /* a mailbox is selected */
-	IS_LOGOUT,    /* BYE sent: finish and close */
+	IS_NOTAUTH,  /* greeting sent, no login yet */
+	IS_AUTH,     /* logged in, no mailbox selected */
+	IS_SELECTED, /* a mailbox is selected */
+	IS_LOGOUT,   /* BYE sent: finish and close */
 };
 
 /* imap_sess.flags */
@@ -56,13 +56,13 @@ enum imap_state {
 #define EN_UTF8 0x08u
 
 /* imap_cmd.flags */
-#define CF_SEQS 0x01u	  /* FETCH/STORE/SEARCH-like: never send EXPUNGE with it (RFC 9051 §7.5.1) */
-#define CF_UID 0x02u	  /* may follow UID */
-#define CF_NOPOLL 0x08u	  /* do not look for mailbox changes after it */
+#define CF_SEQS 0x01u	/* FETCH/STORE/SEARCH-like: never send EXPUNGE with it (RFC 9051 §7.5.1) */
+#define CF_UID 0x02u	/* may follow UID */
+#define CF_NOPOLL 0x08u /* do not look for mailbox changes after it */
 
 /* Per-message marks in the selected view. */
-#define MK_GHOST 0x01u	/* expunged in the store; EXPUNGE not yet sent */
-#define MK_FLAGS 0x02u	/* flags changed; FETCH FLAGS not yet sent */
+#define MK_GHOST 0x01u /* expunged in the store; EXPUNGE not yet sent */
+#define MK_FLAGS 0x02u /* flags changed; FETCH FLAGS not yet sent */
 
 struct imap_sess;
 struct imap_job;
@@ -89,11 +89,17 @@ struct imap_mbox {
 	unsigned char *mark;	     /* MK_* per message */
 	size_t cap;
 	size_t nghosts;
-	uint32_t exists_sent;	 /* EXISTS the client believes */
-	uint64_t modseq;	 /* changes merged up to this mod-sequence */
-	bool flags_dirty;	 /* a keyword appeared: resend FLAGS */
-	char **keywords;	 /* keywords announced in FLAGS */
+	uint32_t exists_sent; /* EXISTS the client believes */
+	uint64_t modseq;      /* changes merged up to this mod-sequence */
+	bool flags_dirty;     /* a keyword appeared: resend FLAGS */
+	char **keywords;      /* keywords announced in FLAGS */
 	size_t nkeywords;
+	/*
+	 * IMAP4rev1 \Recent, kept per session: the messages that arrived while
+	 * this session had the mailbox selected (normalized UIDs).
+	 */
+	struct imap_seqset recent;
+	uint32_t recent_sent; /* RECENT the client believes */
 };
 
 struct imap_sess {
@@ -103,16 +109,16 @@ struct imap_sess {
 	unsigned flags;	  /* SF_* */
 	unsigned enabled; /* EN_* */
 	unsigned hold;
-	unsigned bad;	      /* bad commands so far */
-	unsigned auth_fails;  /* failed logins so far */
+	unsigned bad;	     /* bad commands so far */
+	unsigned auth_fails; /* failed logins so far */
 	struct imap_parser *parser;
 
 	/* the command being executed */
 	const struct imap_cmd *cmd;
-	bool uid;	/* UID prefix */
-	char *tag;	/* copy of the tag */
+	bool uid;  /* UID prefix */
+	char *tag; /* copy of the tag */
 	char cmdname[32];
-	uint64_t lit_bytes; /* APPEND literal bytes promised in this command */
+	uint64_t lit_bytes;	   /* APPEND literal bytes promised in this command */
 	struct imap_job *cont_job; /* runs again once output drained (SF_CONT) */
 
 	/* login */
@@ -202,12 +208,12 @@ void imap_session_idle_timer(struct imap_sess *s, bool on);
 
 struct imap_job {
 	struct imap_sess *s;
-	struct store *st; /* the session's store handle (NULL before login) */
-	void (*work)(struct imap_job *j);		   /* on a worker thread */
+	struct store *st;		  /* the session's store handle (NULL before login) */
+	void (*work)(struct imap_job *j); /* on a worker thread */
 	void (*done)(struct imap_sess *s, struct imap_job *j); /* on the loop */
-	void (*free)(struct imap_job *j);		   /* frees the job */
-	bool delay;					   /* done after the auth failure delay */
-	bool keep;	/* done() passed the job on (imap_job_continue): do not free it */
+	void (*free)(struct imap_job *j);		       /* frees the job */
+	bool delay; /* done after the auth failure delay */
+	bool keep;  /* done() passed the job on (imap_job_continue): do not free it */
 };
 
 /* Run j->work on the pool, then j->done on the loop; input waits meanwhile. */
@@ -232,6 +238,8 @@ void imap_sel_flush(struct imap_sess *s, bool expunges);
 void imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool announce);
 /* Mark UIDs expunged (ghosts until flushed). */
 void imap_sel_expunged(struct imap_sess *s, const uint32_t *uids, size_t n);
+/* How many messages of the view are \Recent for this session. */
+uint32_t imap_sel_recent_count(const struct imap_mbox *m);
 /* Note the keywords of every message of a freshly loaded view. */
 void imap_sel_init_keywords(struct imap_mbox *m);
 /* Send "* FLAGS" and PERMANENTFLAGS for the selected mailbox. */
@@ -314,8 +322,8 @@ void imap_cmd_move(struct imap_sess *s, const struct imap_arg *args);
  * Flags of STORE/APPEND: system flags into *flags, keywords appended to
  * *kw (malloc'd copies; the caller frees). 0, or -1 with *err_r.
  */
-int imap_flags_parse(const struct imap_arg *list, size_t n, uint32_t *flags, char ***kw, size_t *nkw,
-		     const char **err_r);
+int imap_flags_parse(const struct imap_arg *list, size_t n, uint32_t *flags, char ***kw,
+		     size_t *nkw, const char **err_r);
 
 /* imap_cmd_fetch.c */
 void imap_cmd_fetch(struct imap_sess *s, const struct imap_arg *args);

@@ -120,7 +120,8 @@ append_work(struct imap_job *jj)
 
 	for (size_t i = 0; i < j->n; i++)
 		total += j->msgs[i].data.len;
-	if (j->quota > 0 && store_usage(st, &used, &nmsgs) == 0 && used + total > (uint64_t)j->quota) {
+	if (j->quota > 0 && store_usage(st, &used, &nmsgs) == 0 &&
+	    used + total > (uint64_t)j->quota) {
 		j->rc = -1;
 		j->overquota = true;
 		return;
@@ -153,8 +154,8 @@ append_work(struct imap_job *jj)
 		size_t ngone = 0;
 		for (size_t i = 0; i < done; i++)
 			r[i] = (struct store_range){j->msgs[i].uid, j->msgs[i].uid};
-		if (store_expunge(st, j->mailbox, j->uidvalidity, r, done, STORE_EXPUNGE_FORCE, &gone,
-				  &ngone, NULL) < 0)
+		if (store_expunge(st, j->mailbox, j->uidvalidity, r, done, STORE_EXPUNGE_FORCE,
+				  &gone, &ngone, NULL) < 0)
 			log_msg(LL_ERROR, NULL, "MULTIAPPEND undo failed: %s", store_errstr(st));
 		free(gone);
 		free(r);
@@ -167,7 +168,8 @@ append_done(struct imap_sess *s, struct imap_job *jj)
 	struct append_job *j = (struct append_job *)jj;
 
 	if (j->overquota) {
-		imap_done(s, "NO", "[OVERQUOTA] Quota exceeded (limit %lld bytes)", (long long)s->quota);
+		imap_done(s, "NO", "[OVERQUOTA] Quota exceeded (limit %lld bytes)",
+			  (long long)s->quota);
 		return;
 	}
 	if (j->rc < 0) {

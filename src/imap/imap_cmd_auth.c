@@ -68,8 +68,9 @@ imap_log_logout(struct imap_sess *s, const char *why)
 		return;
 	s->logout_logged = true;
 	char esc[200];
-	log_msg(LL_INFO, s->c->id, "logout user=%s client=[%s] reason=\"%s\" commands=%u duration=%.3fs",
-		s->user, s->c->peer_ip, log_esc(esc, sizeof(esc), why), s->ncmds,
+	log_msg(LL_INFO, s->c->id,
+		"logout user=%s client=[%s] reason=\"%s\" commands=%u duration=%.3fs", s->user,
+		s->c->peer_ip, log_esc(esc, sizeof(esc), why), s->ncmds,
 		(double)(util_now_ms() - s->login_ms) / 1000.0);
 }
 
@@ -174,8 +175,8 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 		return;
 	}
 	if (j->ok) {
-		log_msg(LL_ERROR, s->c->id, "login user=%s: cannot open the mailbox store: %s", j->user,
-			j->err);
+		log_msg(LL_ERROR, s->c->id, "login user=%s: cannot open the mailbox store: %s",
+			j->user, j->err);
 		imap_done(s, "NO", "[UNAVAILABLE] Mailbox store unavailable, try again later");
 		return;
 	}
@@ -255,8 +256,9 @@ imap_cmd_login(struct imap_sess *s, const struct imap_arg *args)
 		return;
 	}
 	if (!imap_auth_allowed(s)) {
-		imap_done(s, "NO", "[PRIVACYREQUIRED] Plaintext authentication is disabled; "
-				   "use STARTTLS first");
+		imap_done(s, "NO",
+			  "[PRIVACYREQUIRED] Plaintext authentication is disabled; "
+			  "use STARTTLS first");
 		return;
 	}
 	imap_login_start(s, user, ulen, pass, plen, "LOGIN");
@@ -352,8 +354,9 @@ imap_cmd_authenticate(struct imap_sess *s, const struct imap_arg *args)
 		return;
 	}
 	if (!imap_auth_allowed(s)) {
-		imap_done(s, "NO", "[PRIVACYREQUIRED] Plaintext authentication is disabled; "
-				   "use STARTTLS first");
+		imap_done(s, "NO",
+			  "[PRIVACYREQUIRED] Plaintext authentication is disabled; "
+			  "use STARTTLS first");
 		return;
 	}
 	if (!imap_arg_is_eol(&args[1])) {
@@ -392,7 +395,8 @@ imap_cmd_id(struct imap_sess *s, const struct imap_arg *args)
 		n = 0;
 	} else if (!imap_arg_list(&args[0], &list, &n) || !imap_arg_is_eol(&args[1]) ||
 		   n % 2 != 0 || n > 60) {
-		imap_done(s, "BAD", "Syntax: ID NIL or ID (\"field\" \"value\" ...), at most 30 pairs");
+		imap_done(s, "BAD",
+			  "Syntax: ID NIL or ID (\"field\" \"value\" ...), at most 30 pairs");
 		return;
 	} else {
 		for (size_t i = 0; i < n; i += 2) {
@@ -400,8 +404,9 @@ imap_cmd_id(struct imap_sess *s, const struct imap_arg *args)
 			size_t kl, vl;
 			if (!imap_arg_string(&list[i], &k, &kl) ||
 			    !imap_arg_nstring(&list[i + 1], &v, &vl) || kl > 30 || vl > 1024) {
-				imap_done(s, "BAD", "ID: fields are strings (at most 30 octets), "
-						    "values strings or NIL (at most 1024)");
+				imap_done(s, "BAD",
+					  "ID: fields are strings (at most 30 octets), "
+					  "values strings or NIL (at most 1024)");
 				buf_free(&l);
 				return;
 			}
@@ -452,10 +457,10 @@ imap_cmd_enable(struct imap_sess *s, const struct imap_arg *args)
 			continue;
 		s->enabled |= bit;
 		buf_putc(&b, ' ');
-		buf_puts(&b, bit == EN_REV2	       ? "IMAP4rev2"
+		buf_puts(&b, bit == EN_REV2	   ? "IMAP4rev2"
 			     : bit == EN_CONDSTORE ? "CONDSTORE"
-			     : bit == EN_UTF8	       ? "UTF8=ACCEPT"
-						       : "QRESYNC");
+			     : bit == EN_UTF8	   ? "UTF8=ACCEPT"
+						   : "QRESYNC");
 	}
 	buf_puts(&b, "\r\n");
 	imap_write_buf(s, &b);

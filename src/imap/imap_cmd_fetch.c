@@ -35,6 +35,7 @@ struct fetch_job {
 	uint32_t uidvalidity;
 	int rev2;
 	const struct store_mbox_view *view; /* the session's; read-only while we run */
+	const struct imap_seqset *recent;   /* the session's \Recent UIDs (rev1) */
 	struct imap_seqset seqs;
 	struct imap_seqset_iter it;
 	uint32_t next_seq; /* 0: take the next from it */
@@ -162,15 +163,19 @@ fetch_work(struct imap_job *jj)
 			else
 				r[nr++] = (struct store_range){u, u};
 		}
-		if (store_fetch_meta(j->j.st, j->mailbox, j->uidvalidity, r, nr, &meta, &nmeta) < 0) {
+		if (store_fetch_meta(j->j.st, j->mailbox, j->uidvalidity, r, nr, &meta, &nmeta) <
+		    0) {
 			meta = NULL;
 			nmeta = 0; /* imap_fetch looks each up itself */
 		}
 		free(r);
 	}
 
-	struct imap_fetch_ctx ctx = {
-	    .st = j->j.st, .mailbox = j->mailbox, .uidvalidity = j->uidvalidity, .rev2 = j->rev2};
+	struct imap_fetch_ctx ctx = {.st = j->j.st,
+				     .mailbox = j->mailbox,
+				     .uidvalidity = j->uidvalidity,
+				     .rev2 = j->rev2,
+				     .recent = j->recent};
 	size_t i;
 	for (i = 0; i < nb; i++) {
 		uint32_t seq = batch[i];
@@ -182,7 +187,8 @@ fetch_work(struct imap_job *jj)
 		while (mi < nmeta && meta[mi].uid < m->uid)
 			mi++;
 		ctx.meta = (mi < nmeta && meta[mi].uid == m->uid) ? &meta[mi] : NULL;
-		ctx.seen_changed = j->seen_uids.count > 0 && imap_seqset_contains(&j->seen_uids, m->uid);
+		ctx.seen_changed =
+		    j->seen_uids.count > 0 && imap_seqset_contains(&j->seen_uids, m->uid);
 		if (imap_fetch_message(&j->out, &ctx, j->req, seq, m, &err) < 0) {
 			if (strcmp(err, IMAP_FETCH_ERR_EXPUNGED) == 0) {
 				j->expunged = true;
@@ -245,7 +251,8 @@ fetch_done(struct imap_sess *s, struct imap_job *jj)
 	const char *what = s->cmdname;
 	if (j->fail == NULL) {
 		if (j->expunged)
-			imap_done(s, "NO", "[EXPUNGEISSUED] Some of the requested messages no longer exist");
+			imap_done(s, "NO",
+				  "[EXPUNGEISSUED] Some of the requested messages no longer exist");
 		else
 			imap_done(s, "OK", "%s completed", what);
 	} else if (strcmp(j->fail, IMAP_FETCH_ERR_UNKNOWN_CTE) == 0) {
@@ -358,6 +365,7 @@ imap_cmd_fetch(struct imap_sess *s, const struct imap_arg *args)
 	j->uidvalidity = s->sel->view.uidvalidity;
 	j->rev2 = (s->enabled & EN_REV2) != 0;
 	j->view = &s->sel->view;
+	j->recent = &s->sel->recent;
 	j->set_seen = imap_fetch_req_sets_seen(j->req) && !s->sel->readonly;
 	imap_seqset_iter_init(&j->it);
 	j->j.work = fetch_work;

@@ -25,8 +25,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define PATTERN_MAX 255	 /* bytes of one LIST pattern after the reference */
-#define PATTERNS_MAX 20	 /* patterns in one LIST */
+#define PATTERN_MAX 255 /* bytes of one LIST pattern after the reference */
+#define PATTERNS_MAX 20 /* patterns in one LIST */
 
 /* ---- names ---- */
 
@@ -101,8 +101,9 @@ static const struct {
 	unsigned bit;
 	const char *name;
 } special_uses[] = {
-    {STORE_USE_ALL, "\\All"},	  {STORE_USE_ARCHIVE, "\\Archive"}, {STORE_USE_DRAFTS, "\\Drafts"},
-    {STORE_USE_FLAGGED, "\\Flagged"}, {STORE_USE_JUNK, "\\Junk"},   {STORE_USE_SENT, "\\Sent"},
+    {STORE_USE_ALL, "\\All"},	    {STORE_USE_ARCHIVE, "\\Archive"},
+    {STORE_USE_DRAFTS, "\\Drafts"}, {STORE_USE_FLAGGED, "\\Flagged"},
+    {STORE_USE_JUNK, "\\Junk"},	    {STORE_USE_SENT, "\\Sent"},
     {STORE_USE_TRASH, "\\Trash"},
 };
 
@@ -296,6 +297,7 @@ imap_select(struct imap_sess *s, const struct imap_arg *args, bool readonly)
 	m->mark = xcalloc(v->count ? v->count : 1, 1);
 	m->modseq = v->highestmodseq;
 	m->exists_sent = (uint32_t)v->count;
+	imap_seqset_init(&m->recent);
 	free(v);
 	s->sel = m;
 	imap_set_state(s, IS_SELECTED);
@@ -504,8 +506,8 @@ imap_cmd_rename(struct imap_sess *s, const struct imap_arg *args)
 	struct buf from = BUF_INIT(0), to = BUF_INIT(0);
 	const char *err = "Syntax: RENAME from to";
 
-	if (imap_mbox_arg(s, &args[0], &from, &err) < 0 || imap_mbox_arg(s, &args[1], &to, &err) < 0 ||
-	    !imap_arg_is_eol(&args[2])) {
+	if (imap_mbox_arg(s, &args[0], &from, &err) < 0 ||
+	    imap_mbox_arg(s, &args[1], &to, &err) < 0 || !imap_arg_is_eol(&args[2])) {
 		buf_free(&from);
 		buf_free(&to);
 		imap_done(s, "BAD", "RENAME: %s", err);
@@ -558,9 +560,11 @@ static const struct {
 	unsigned bit;
 	const char *name;
 } status_items[] = {
-    {SI_MESSAGES, "MESSAGES"}, {SI_UIDNEXT, "UIDNEXT"},		  {SI_UIDVALIDITY, "UIDVALIDITY"},
-    {SI_UNSEEN, "UNSEEN"},     {SI_DELETED, "DELETED"},		  {SI_SIZE, "SIZE"},
-    {SI_RECENT, "RECENT"},     {SI_HIGHESTMODSEQ, "HIGHESTMODSEQ"}, {SI_APPENDLIMIT, "APPENDLIMIT"},
+    {SI_MESSAGES, "MESSAGES"},	     {SI_UIDNEXT, "UIDNEXT"},
+    {SI_UIDVALIDITY, "UIDVALIDITY"}, {SI_UNSEEN, "UNSEEN"},
+    {SI_DELETED, "DELETED"},	     {SI_SIZE, "SIZE"},
+    {SI_RECENT, "RECENT"},	     {SI_HIGHESTMODSEQ, "HIGHESTMODSEQ"},
+    {SI_APPENDLIMIT, "APPENDLIMIT"},
 };
 
 static int
@@ -808,7 +812,8 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 			if (sub && imap_list_matches_any(r, e->name)) {
 				imap_list_line(s, &b, r, e, false, false);
 			} else if (sub) {
-				/* '%' stops at a superior: list it as \Noselect (RFC 3501 6.3.9). */
+				/* '%' stops at a superior: list it as \Noselect (RFC 3501 6.3.9).
+				 */
 				char *p = xstrdup(e->name);
 				char *slash;
 				while ((slash = strrchr(p, '/')) != NULL) {
@@ -824,7 +829,8 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 					if (!dup) {
 						struct store_mbox_info pe = {p, 0, 0};
 						imap_list_line(s, &b, r, &pe, false, true);
-						shown = xrealloc(shown, (nshown + 1) * sizeof(*shown));
+						shown =
+						    xrealloc(shown, (nshown + 1) * sizeof(*shown));
 						shown[nshown++] = xstrdup(p);
 					}
 					break;

@@ -27,8 +27,10 @@ imap_flags_parse(const struct imap_arg *list, size_t n, uint32_t *flags, char **
 	static const struct {
 		const char *name;
 		uint32_t bit;
-	} sys[] = {{"\\Seen", STORE_F_SEEN},	   {"\\Answered", STORE_F_ANSWERED},
-		   {"\\Flagged", STORE_F_FLAGGED}, {"\\Deleted", STORE_F_DELETED},
+	} sys[] = {{"\\Seen", STORE_F_SEEN},
+		   {"\\Answered", STORE_F_ANSWERED},
+		   {"\\Flagged", STORE_F_FLAGGED},
+		   {"\\Deleted", STORE_F_DELETED},
 		   {"\\Draft", STORE_F_DRAFT}};
 	const char *w;
 
@@ -469,8 +471,8 @@ copy_work(struct imap_job *jj)
 {
 	struct copy_job *j = (struct copy_job *)jj;
 
-	j->rc = store_copy(j->j.st, j->src, j->uidvalidity, j->set, j->nset, j->dst, j->move,
-			   &j->res);
+	j->rc =
+	    store_copy(j->j.st, j->src, j->uidvalidity, j->set, j->nset, j->dst, j->move, &j->res);
 	if (j->rc < 0) {
 		j->err = store_errcode(j->j.st);
 		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));

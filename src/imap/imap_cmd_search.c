@@ -151,6 +151,7 @@ search_start(struct imap_sess *s, struct search_job *j)
 	j->ctx.uidvalidity = s->sel->view.uidvalidity;
 	j->ctx.view = &s->sel->view;
 	j->ctx.saved = s->saved_valid ? &s->saved : NULL;
+	j->ctx.recent = (s->enabled & EN_REV2) ? NULL : &s->sel->recent;
 	if (j->prog.uses_modseq)
 		imap_enable_condstore(s);
 	imap_job_run(s, &j->j);

@@ -41,13 +41,13 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#define BAD_MAX 10		     /* bad commands before BYE */
-#define OUT_HIGH (4u * 1024 * 1024)  /* stop reading above this much pending output */
-#define OUT_LOW (256u * 1024)	     /* resume below this */
-#define PREAUTH_TIMEOUT 60	     /* seconds, before login */
-#define IDLE_TICK 10		     /* seconds between polls in IDLE */
-#define IDLE_KEEPALIVE_TICKS 12	     /* "* OK Still here" every 12 ticks */
-#define NOTICES_MAX 1024	     /* queued change notices before "wake all" */
+#define BAD_MAX 10		    /* bad commands before BYE */
+#define OUT_HIGH (4u * 1024 * 1024) /* stop reading above this much pending output */
+#define OUT_LOW (256u * 1024)	    /* resume below this */
+#define PREAUTH_TIMEOUT 60	    /* seconds, before login */
+#define IDLE_TICK 10		    /* seconds between polls in IDLE */
+#define IDLE_KEEPALIVE_TICKS 12	    /* "* OK Still here" every 12 ticks */
+#define NOTICES_MAX 1024	    /* queued change notices before "wake all" */
 
 static const char *const state_names[] = {"notauth", "auth", "selected", "logout"};
 
@@ -130,8 +130,7 @@ imap_notices_free(struct imap_notice *n)
 	}
 }
 
-static bool
-imap_hold_release_poll(struct imap_sess *s);
+static bool imap_hold_release_poll(struct imap_sess *s);
 
 /* On the loop: wake every IDLE session whose mailbox changed. */
 static void
@@ -530,10 +529,12 @@ imap_capabilities(struct imap_sess *s, struct buf *out)
 			buf_puts(out, " LOGINDISABLED");
 		return;
 	}
-	buf_puts(out, " NAMESPACE UNSELECT UIDPLUS CHILDREN LIST-EXTENDED LIST-STATUS"
-		      " SPECIAL-USE CREATE-SPECIAL-USE MOVE CONDSTORE QRESYNC ESEARCH SEARCHRES"
-		      " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND UTF8=ACCEPT"
-		      " STATUS=SIZE QUOTA QUOTA=RES-STORAGE BINARY");
+	buf_puts(
+	    out,
+	    " NAMESPACE UNSELECT UIDPLUS CHILDREN LIST-EXTENDED LIST-STATUS"
+	    " SPECIAL-USE CREATE-SPECIAL-USE MOVE CONDSTORE QRESYNC ESEARCH SEARCHRES"
+	    " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES MULTIAPPEND UTF8=ACCEPT"
+	    " STATUS=SIZE QUOTA QUOTA=RES-STORAGE BINARY");
 	buf_printf(out, " APPENDLIMIT=%lld", (long long)s->srv->cfg->imap_max_literal);
 }
 
@@ -660,8 +661,7 @@ void
 imap_job_continue(struct imap_sess *s, struct imap_job *j)
 {
 	j->keep = true;
-	if (s->c != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(s->c->bev)) > OUT_HIGH) {
+	if (s->c != NULL && evbuffer_get_length(bufferevent_get_output(s->c->bev)) > OUT_HIGH) {
 		s->flags |= SF_DRAIN | SF_CONT;
 		s->cont_job = j;
 		bufferevent_disable(s->c->bev, EV_READ);
@@ -702,6 +702,7 @@ imap_sel_free(struct imap_mbox **mp)
 	for (size_t i = 0; i < m->nkeywords; i++)
 		free(m->keywords[i]);
 	free(m->keywords);
+	imap_seqset_free(&m->recent);
 	free(m->name);
 	free(m);
 	*mp = NULL;
@@ -774,6 +775,7 @@ void
 imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool announce)
 {
 	struct imap_mbox *m = s->sel;
+	bool added = false;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct store_msg *nm = &msgs[i];
@@ -785,7 +787,8 @@ imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool
 			if (om->modseq == nm->modseq && om->flags == nm->flags &&
 			    imap_kw_equal(om->keywords, nm->keywords))
 				continue;
-			bool same = om->flags == nm->flags && imap_kw_equal(om->keywords, nm->keywords);
+			bool same =
+			    om->flags == nm->flags && imap_kw_equal(om->keywords, nm->keywords);
 			free(om->keywords);
 			imap_msg_copy(om, nm);
 			imap_sel_note_keywords(m, om->keywords);
@@ -807,7 +810,28 @@ imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool
 		imap_sel_note_keywords(m, nm->keywords);
 		if (nm->uid >= m->view.uidnext)
 			m->view.uidnext = nm->uid + 1;
+		imap_seqset_add(&m->recent, nm->uid, nm->uid);
+		added = true;
 	}
+	if (added)
+		imap_seqset_normalize(&m->recent);
+}
+
+uint32_t
+imap_sel_recent_count(const struct imap_mbox *m)
+{
+	uint32_t n = 0;
+
+	if (m->recent.count == 0)
+		return 0;
+	for (size_t i = m->view.count; i-- > 0;) {
+		if (m->view.msgs[i].uid < m->recent.r[0].lo)
+			break;
+		if (!(m->mark[i] & MK_GHOST) &&
+		    imap_seqset_contains(&m->recent, m->view.msgs[i].uid))
+			n++;
+	}
+	return n;
 }
 
 void
@@ -956,6 +980,12 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 	if (m->view.count != m->exists_sent) {
 		buf_printf(&b, "* %zu EXISTS\r\n", m->view.count);
 		m->exists_sent = (uint32_t)m->view.count;
+		if (!(s->enabled & EN_REV2)) {
+			uint32_t r = imap_sel_recent_count(m);
+			if (r != m->recent_sent)
+				buf_printf(&b, "* %u RECENT\r\n", r);
+			m->recent_sent = r;
+		}
 	}
 	if (expunges && m->nghosts > 0) {
 		size_t n = imap_sel_drop_ghosts(s, &b);
@@ -1009,14 +1039,16 @@ imap_msgset(struct imap_sess *s, const struct imap_arg *a, bool uid, struct imap
 			while (imap_seqset_iter_next(&s->saved, &it, &u)) {
 				ssize_t idx = imap_sel_find(m, u);
 				if (idx >= 0)
-					imap_seqset_add(&saved, (uint32_t)idx + 1, (uint32_t)idx + 1);
+					imap_seqset_add(&saved, (uint32_t)idx + 1,
+							(uint32_t)idx + 1);
 			}
 			imap_seqset_normalize(&saved);
 		}
 		imap_seqset_resolve(&parsed, (uint32_t)count, &saved, seqs);
 		if (imap_seqset_last(seqs) > count) {
-			*err_r = count == 0 ? "Invalid message sequence number: the mailbox is empty"
-					    : "Invalid message sequence number: beyond EXISTS";
+			*err_r = count == 0
+				     ? "Invalid message sequence number: the mailbox is empty"
+				     : "Invalid message sequence number: beyond EXISTS";
 			imap_seqset_clear(seqs);
 			rc = -1;
 		}
@@ -1057,8 +1089,9 @@ imap_seqs_to_ranges(const struct imap_sess *s, const struct imap_seqset *seqs,
 static void
 imap_cmd_uid_invalid(struct imap_sess *s, const struct imap_arg *args)
 {
-	imap_done(s, "BAD", "UID must be followed by FETCH, STORE, COPY, MOVE, SEARCH, SORT, "
-			    "THREAD or EXPUNGE");
+	imap_done(s, "BAD",
+		  "UID must be followed by FETCH, STORE, COPY, MOVE, SEARCH, SORT, "
+		  "THREAD or EXPUNGE");
 }
 
 static const struct imap_cmd imap_cmds[] = {
@@ -1342,8 +1375,7 @@ imap_write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct imap_sess *s = c->proto;
 
-	if (!(s->flags & SF_DRAIN) ||
-	    evbuffer_get_length(bufferevent_get_output(bev)) > OUT_LOW)
+	if (!(s->flags & SF_DRAIN) || evbuffer_get_length(bufferevent_get_output(bev)) > OUT_LOW)
 		return;
 	imap_hold(s);
 	s->flags &= ~SF_DRAIN;
@@ -1366,7 +1398,8 @@ imap_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (s->user && s->state != IS_LOGOUT)
-			imap_log_logout(s, (what & BEV_EVENT_EOF) ? "disconnected" : "connection error");
+			imap_log_logout(s, (what & BEV_EVENT_EOF) ? "disconnected"
+								  : "connection error");
 		if (s->hold > 0) {
 			s->flags |= SF_CLOSE_NOW;
 			if (s->state != IS_LOGOUT)
@@ -1404,8 +1437,7 @@ imap_session_tls_started(struct imap_sess *s)
 	imap_set_callbacks(s);
 }
 
-static void
-imap_idle_tick(evutil_socket_t fd, short what, void *arg);
+static void imap_idle_tick(evutil_socket_t fd, short what, void *arg);
 
 void
 imap_session_idle_timer(struct imap_sess *s, bool on)

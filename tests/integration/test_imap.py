@@ -497,10 +497,17 @@ def test_status_and_quota(make_surat):
     assert line.startswith(b"q2 NO [OVERQUOTA]"), line
     c.ok("NOOP")
     c.ok("LOGOUT")
+    # A per-user quota overrides user.quota.
+    s.add_user("carol@example.test", "carol-pw", quota="2M")
+    c = connect(s, "carol@example.test")
+    assert c.ok('GETQUOTA ""') == [b'* QUOTA "" (STORAGE 0 2048)']
+    c.ok("LOGOUT")
     # Without a quota: no quota root.
     s2 = make_imap(make_surat, {"allow_plaintext_auth": "yes"})
     c = connect(s2)
     assert c.ok("GETQUOTAROOT INBOX") == [b'* QUOTAROOT "INBOX"']
+    tagged, _ = c.cmd('GETQUOTA ""')
+    assert " NO " in tagged
 
 
 # ---------------------------------------------------------------- messages

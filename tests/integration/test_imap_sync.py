@@ -76,13 +76,38 @@ def test_expunge_and_flags_between_sessions(srv):
     assert a.ok("NOOP") == []
     # One a saw (EXISTS) and that went away before the next command.
     append(b, "INBOX", MSG)
-    assert a.ok("NOOP") == [b"* 4 EXISTS"]
+    assert a.ok("NOOP") == [b"* 4 EXISTS", b"* 2 RECENT"]
     b.ok("UID STORE 6 +FLAGS.SILENT (\\Deleted)")
     b.ok("UID EXPUNGE 6")
     assert a.ok("FETCH 4 UID") == [b"* 4 FETCH (UID 6)"]
     assert a.ok("NOOP") == [b"* 4 EXPUNGE"]
     a.ok("LOGOUT")
     b.ok("LOGOUT")
+
+
+def test_recent_for_rev1_sessions(srv):
+    a = connect(srv)
+    fill(a, 1)
+    untagged = select(a)
+    assert b"* 0 RECENT" in untagged
+    b = connect(srv)
+    append(b, "INBOX", MSG)
+    untagged = a.ok("NOOP")
+    assert untagged == [b"* 2 EXISTS", b"* 1 RECENT"], untagged
+    assert a.ok("SEARCH RECENT") == [b"* SEARCH 2"]
+    assert a.ok("SEARCH NEW") == [b"* SEARCH 2"]
+    untagged = a.ok("FETCH 2 FLAGS")
+    assert untagged == [b"* 2 FETCH (FLAGS (\\Recent))"], untagged
+    # No \Recent in IMAP4rev2
+    c = connect(srv)
+    c.ok("ENABLE IMAP4rev2")
+    select(c)
+    append(b, "INBOX", MSG)
+    untagged = c.ok("NOOP")
+    assert untagged == [b"* 3 EXISTS"], untagged
+    assert c.ok("FETCH 3 FLAGS") == [b"* 3 FETCH (FLAGS ())"]
+    for x in (a, b, c):
+        x.ok("LOGOUT")
 
 
 def test_idle_wakes_on_smtp_delivery(srv):
@@ -186,6 +211,13 @@ def test_condstore_and_qresync_resync(srv):
     b.ok("EXPUNGE")
     untagged = a.ok("NOOP")
     assert b"* VANISHED 3" in untagged, untagged
+    # EXPUNGE under QRESYNC: VANISHED and the new HIGHESTMODSEQ in the tagged OK
+    append(b, "INBOX", MSG)
+    a.ok("NOOP")
+    a.ok("UID STORE 6 +FLAGS.SILENT (\\Deleted)")
+    tagged, untagged = a.cmd("EXPUNGE")
+    assert untagged == [b"* VANISHED 6"], untagged
+    assert re.search(r"OK \[HIGHESTMODSEQ \d+\] EXPUNGE completed", tagged), tagged
     # Flag changes from elsewhere carry MODSEQ under CONDSTORE
     b.ok("UID STORE 4 +FLAGS.SILENT (\\Flagged)")
     untagged = a.ok("NOOP")
