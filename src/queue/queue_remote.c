@@ -122,7 +122,9 @@ struct dest {
 };
 
 struct rconn {
-	struct dest *d;
+	struct queue_remote *qr;
+	struct dest *d; /* NULL once closing */
+	int closing;	/* QUIT sent, waiting for the end; not counted in d */
 	struct smtp_client *cl;
 	struct rjob *job;
 	int ready;
@@ -561,7 +563,22 @@ rconn_all_unlink(struct queue_remote *qr, struct rconn *c)
 		c->all_next->all_prev = c->all_prev;
 }
 
-/* Forget the connection (QUIT if it is usable). */
+static void
+rconn_free(struct rconn *c)
+{
+	rconn_walk_reset(c);
+	smtp_client_free(&c->cl);
+	if (c->idle_timer)
+		event_free(c->idle_timer);
+	buf_free(&c->last_error);
+	rconn_all_unlink(c->qr, c);
+	free(c);
+}
+
+/*
+ * Take the connection off its destination: QUIT if it is usable (it is
+ * freed when the session is over), else free it now.
+ */
 static void
 rconn_end(struct rconn *c, int quit)
 {
@@ -570,16 +587,18 @@ rconn_end(struct rconn *c, int quit)
 	rconn_idle_unlink(c);
 	if (!c->ready)
 		d->nwalking--;
-	if (quit)
-		smtp_client_quit(&c->cl);
-	else
-		smtp_client_free(&c->cl);
-	if (c->idle_timer)
-		event_free(c->idle_timer);
-	buf_free(&c->last_error);
-	rconn_all_unlink(d->qr, c);
 	d->nconns--;
-	free(c);
+	if (quit && c->cl && smtp_client_usable(c->cl) && !d->qr->srv->stopping) {
+		c->closing = 1;
+		c->d = NULL;
+		if (c->idle_timer) {
+			event_free(c->idle_timer);
+			c->idle_timer = NULL;
+		}
+		smtp_client_quit(c->cl);
+	} else {
+		rconn_free(c);
+	}
 	dest_run(d); /* may free d */
 }
 
@@ -887,6 +906,7 @@ static void
 rconn_start(struct dest *d)
 {
 	struct rconn *c = xcalloc(1, sizeof(*c));
+	c->qr = d->qr;
 	c->d = d;
 	buf_init(&c->last_error, 0);
 	c->all_next = d->qr->conns;
@@ -1016,6 +1036,11 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 	struct rconn *c = arg;
 	struct dest *d = c->d;
 
+	if (c->closing) {
+		if (ev == SMTP_CLIENT_FAILED)
+			rconn_free(c);
+		return;
+	}
 	switch (ev) {
 	case SMTP_CLIENT_READY:
 		if (!c->ready) {
@@ -1339,15 +1364,9 @@ queue_remote_free(struct queue_remote **qrp)
 	qr->srv->stopping = 1; /* nothing restarts while we take it apart */
 	while (qr->conns) {
 		struct rconn *c = qr->conns;
-		qr->conns = c->all_next;
-		rconn_walk_reset(c);
-		smtp_client_free(&c->cl);
-		if (c->idle_timer)
-			event_free(c->idle_timer);
-		buf_free(&c->last_error);
 		if (c->job)
 			rjob_free(c->job);
-		free(c);
+		rconn_free(c); /* unlinks it */
 	}
 	while (qr->dests) {
 		struct dest *d = qr->dests;

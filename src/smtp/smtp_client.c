@@ -302,7 +302,7 @@ enum cl_state {
 	CL_DATA,     /* DATA sent, waiting for 354 */
 	CL_CONTENT,  /* writing the content */
 	CL_DOT,	     /* waiting for the reply to the final dot */
-	CL_QUIT,     /* QUIT sent, owner gone */
+	CL_QUIT,     /* QUIT sent: FAILED when the session is over */
 	CL_DEAD,
 };
 
@@ -1007,6 +1007,10 @@ cl_reply(struct smtp_client *cl)
 			cl->flags |= F_UNUSABLE;
 		return cl_txn_done(cl);
 	}
+	case CL_QUIT:
+		/* The 221 (or anything): the session is over. */
+		cl_error(cl, 0, "session closed");
+		return cl_fail(cl);
 	case CL_READY:
 		/* Unsolicited: a 421 before the server closes an idle session. */
 		cl_reply_error(cl, "nothing (idle)");
@@ -1041,7 +1045,7 @@ cl_read_cb(struct bufferevent *bev, void *arg)
 
 	cl->hold++;
 	/* cl->bev may change (STARTTLS) or go (failure) under a reply: look again each time. */
-	while (cl->bev && !(cl->flags & F_FREE) && cl->state != CL_QUIT && cl->state != CL_TLS &&
+	while (cl->bev && !(cl->flags & F_FREE) && cl->state != CL_TLS &&
 	       evbuffer_get_length(bufferevent_get_input(cl->bev)) > 0) {
 		struct evbuffer *in = bufferevent_get_input(cl->bev);
 		struct evbuffer_iovec v;
@@ -1067,10 +1071,6 @@ cl_read_cb(struct bufferevent *bev, void *arg)
 		if (cl_reply(cl))
 			break;
 	}
-	if (cl->state == CL_QUIT && cl->bev) {
-		struct evbuffer *in = bufferevent_get_input(cl->bev);
-		evbuffer_drain(in, evbuffer_get_length(in));
-	}
 	cl->hold--;
 	if (cl->hold == 0 && (cl->flags & F_FREE))
 		cl_really_free(cl);
@@ -1082,8 +1082,6 @@ cl_write_cb(struct bufferevent *bev, void *arg)
 	struct smtp_client *cl = arg;
 	if (cl->state == CL_CONTENT)
 		cl_content(cl);
-	else if (cl->state == CL_QUIT)
-		cl_really_free(cl);
 }
 
 static void
@@ -1092,8 +1090,10 @@ cl_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtp_client *cl = arg;
 
 	if (cl->state == CL_QUIT) {
-		if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-			cl_really_free(cl);
+		if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+			cl_error(cl, 0, "session closed");
+			cl_fail(cl);
+		}
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {
@@ -1313,19 +1313,15 @@ smtp_client_free(struct smtp_client **clp)
 }
 
 void
-smtp_client_quit(struct smtp_client **clp)
+smtp_client_quit(struct smtp_client *cl)
 {
-	struct smtp_client *cl = *clp;
-	if (cl == NULL)
-		return;
 	if (!smtp_client_usable(cl)) {
-		smtp_client_free(clp);
+		cl_close(cl);
+		cl_error(cl, 0, "session closed");
+		cl_later(cl, LATER_FAILED);
 		return;
 	}
-	*clp = NULL;
-	cl->cb = NULL;
 	cl_write(cl, "QUIT");
 	cl_set_state(cl, CL_QUIT);
 	cl_timeout(cl, 5, 5);
-	/* Freed when QUIT is written (cl_write_cb) or the connection ends. */
 }

@@ -258,8 +258,11 @@ unsigned smtp_client_txns(const struct smtp_client *cl);
  */
 void smtp_client_idle(struct smtp_client *cl, int idle);
 
-/* Send QUIT (if the session is usable) and free it; *clp = NULL. No more callbacks. */
-void smtp_client_quit(struct smtp_client **clp);
+/*
+ * End the session politely: QUIT if it is usable. FAILED is reported once
+ * the peer has answered or closed (at most 5 s); then free it.
+ */
+void smtp_client_quit(struct smtp_client *cl);
 /* Close at once and free; *clp = NULL. No more callbacks. */
 void smtp_client_free(struct smtp_client **clp);
 
