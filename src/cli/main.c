@@ -23,8 +23,9 @@
 #include "queue/queue.h"
 #include "queue/queue_remote.h"
 #include "queue/queue_spool.h"
-#include "pop3/pop3_server.h"
 #include "smtp/smtp_server.h"
+#include "imap/imap_session.h"
+#include "pop3/pop3_server.h"
 #include "store/store.h"
 
 #include <dirent.h>
@@ -630,6 +631,9 @@ cmd_serve(struct config *cfg)
 	server_register(srv, LISTEN_SMTP, &smtp_server_ops);
 	server_register(srv, LISTEN_SUBMISSION, &smtp_server_ops);
 	server_register(srv, LISTEN_SUBMISSIONS, &smtp_server_ops);
+	server_register(srv, LISTEN_IMAP, &imap_server_ops);
+	server_register(srv, LISTEN_IMAPS, &imap_server_ops);
+	imap_server_init(srv);
 	server_register(srv, LISTEN_POP3, &pop3_server_ops);
 	server_register(srv, LISTEN_POP3S, &pop3_server_ops);
 	if (server_bind(srv, &err) < 0) {
@@ -647,6 +651,12 @@ cmd_serve(struct config *cfg)
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}
+	/* Before the privilege drop: it reads relayhost.password_file. */
+	qremote = queue_remote_new(srv, &err);
+	if (qremote == NULL) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
 	if (server_drop_privileges(srv, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
@@ -655,12 +665,6 @@ cmd_serve(struct config *cfg)
 	srv->dns = dns_new(srv->base, (const char *const *)cfg->dns_servers.v, cfg->dns_servers.n,
 			   &err);
 	if (srv->dns == NULL) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
-		goto out;
-	}
-	/* Before the privilege drop: it reads relayhost.password_file. */
-	qremote = queue_remote_new(srv, &err);
-	if (qremote == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}
@@ -674,6 +678,7 @@ out:
 		queue_free(&srv->queue);
 		dns_free(&srv->dns);
 		accounts_close(&srv->accounts);
+		imap_server_fini();
 		server_free(&srv);
 	}
 	tls_shutdown();
