@@ -25,6 +25,10 @@ data_dir = $VAR/data
 listen.smtp = 127.0.0.1:2525
 listen.submission = 127.0.0.1:2587
 listen.submissions = 127.0.0.1:2465
+listen.imap = 127.0.0.1:2143
+listen.imaps = 127.0.0.1:2993
+listen.pop3 = 127.0.0.1:2110
+listen.pop3s = 127.0.0.1:2995
 tls.cert = $VAR/tls/cert.pem
 tls.key = $VAR/tls/key.pem
 log.level = info
@@ -46,6 +50,10 @@ surat development instance, data in $VAR
   SMTP (MX)              127.0.0.1:2525   STARTTLS
   submission             127.0.0.1:2587   STARTTLS, then AUTH PLAIN/LOGIN
   submissions            127.0.0.1:2465   implicit TLS, AUTH PLAIN/LOGIN
+  IMAP                   127.0.0.1:2143   STARTTLS, then LOGIN/AUTHENTICATE
+  IMAPS                  127.0.0.1:2993   implicit TLS
+  POP3                   127.0.0.1:2110   STLS, then USER/PASS or AUTH PLAIN
+  POP3S                  127.0.0.1:2995   implicit TLS
 Stop with Ctrl-C.
 INFO
 exec "$BIN" -c "$CONF" serve
