@@ -45,9 +45,9 @@
 #define OUT_HIGH (4u * 1024 * 1024) /* stop reading above this much pending output */
 #define OUT_LOW (256u * 1024)	    /* resume below this */
 #define PREAUTH_TIMEOUT 60	    /* seconds, before login */
-#define IDLE_TICK 10		    /* seconds between polls in IDLE */
-#define IDLE_KEEPALIVE_TICKS 12	    /* "* OK Still here" every 12 ticks */
-#define NOTICES_MAX 1024	    /* queued change notices before "wake all" */
+#define IDLE_TICK 30	       /* seconds between polls in IDLE, for changes by other processes */
+#define IDLE_KEEPALIVE_TICKS 4 /* "* OK Still here" every 2 minutes */
+#define NOTICES_MAX 1024       /* queued change notices before "wake all" */
 
 static const char *const state_names[] = {"notauth", "auth", "selected", "logout"};
 

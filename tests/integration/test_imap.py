@@ -770,3 +770,38 @@ def test_auth_delay_and_disconnects_while_busy(make_surat):
     time.sleep(0.5)
     log = s.log()
     assert "login user=alice@example.test" in log and "logout user=alice@example.test" in log
+
+
+def test_append_utf8_and_literal8(srv):
+    c = connect(srv)
+    msg = "From: x@example.test\r\nSubject: Grüße\r\n\r\nÜnïcödé\r\n".encode()
+    # UTF8 (literal8) needs UTF8=ACCEPT
+    c.ok("ENABLE UTF8=ACCEPT")
+    c.send(b"u1 APPEND INBOX UTF8 (~{%d}\r\n" % len(msg))
+    assert c.readline().startswith(b"+")
+    c.send(msg + b")\r\n")
+    tagged, _ = c.until("u1")
+    assert re.match(r"u1 OK \[APPENDUID \d+ 1\]", tagged), tagged
+    # BINARY (RFC 3516): literal8 with a NUL in it
+    bin_msg = b"Subject: bin\r\nContent-Transfer-Encoding: binary\r\n\r\na\x00b\r\n"
+    c.send(b"u2 APPEND INBOX ~{%d}\r\n" % len(bin_msg))
+    assert c.readline().startswith(b"+")
+    c.send(bin_msg + b"\r\n")
+    tagged, _ = c.until("u2")
+    assert tagged.startswith("u2 OK"), tagged
+    # NUL in a plain literal is refused
+    c.send(b"u3 APPEND INBOX {%d}\r\n" % len(bin_msg))
+    assert c.readline().startswith(b"+")
+    c.send(bin_msg + b"\r\n")
+    tagged, _ = c.until("u3")
+    assert " BAD " in tagged, tagged
+    c.ok("SELECT INBOX")
+    c.send("f1 FETCH 1 BODY.PEEK[]\r\n")
+    line, lits = c.read_response()
+    assert lits == [msg]
+    c.until("f1")
+    c.send("f2 FETCH 2 BINARY.PEEK[]\r\n")
+    line, lits = c.read_response()
+    assert lits == [bin_msg], lits
+    c.until("f2")
+    c.ok("LOGOUT")
