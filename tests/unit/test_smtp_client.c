@@ -1,7 +1,10 @@
 /*
  * test_smtp_client — unit tests for the pure parts of the SMTP client: the
  * reply parser (whole, one byte at a time, pipelined replies, every error),
- * the reply summary, the EHLO capability reader and the dot-stuffer.
+ * the reply summary, the EHLO capability reader and the dot-stuffer; and
+ * transcript tests of the session against a scripted server on loopback:
+ * what the client must send, what the server answers, what each recipient
+ * ends with.
  *
  * SECURITY: tests only; inputs are copied into exactly-sized heap blocks
  * where an overread must be caught by ASan.
@@ -16,8 +19,17 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
 #include "core/buf.h"
 #include "smtp/smtp_client.h"
+#include "smtp/smtp_proto.h"
 
 #define S(lit) (lit), (sizeof(lit) - 1)
 
@@ -267,14 +279,336 @@ test_stuffer(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Transcripts */
+
+/*
+ * One step of the scripted server: the line it expects (a prefix), and
+ * what it answers then (NULL: nothing yet, the client must go on without
+ * waiting: that is how pipelining is checked). "<DATA>" stands for the
+ * whole content up to and including the final dot.
+ */
+struct step {
+	const char *expect;
+	const char *reply;
+};
+
+struct tsrv {
+	struct event_base *base;
+	struct evconnlistener *l;
+	struct bufferevent *bev;
+	const struct step *steps;
+	size_t nsteps, at;
+	int in_data;
+	int mismatch;
+	struct buf got;
+	struct buf data;
+	int port;
+	/* client side */
+	struct smtp_client *cl;
+	struct smtp_client_txn *txns;
+	size_t ntxns, txn_at;
+	int ready, failed, done;
+	int txn_events;
+};
+
+static void
+tsrv_reply(struct tsrv *t, const char *r)
+{
+	if (r && strcmp(r, "<CLOSE>") == 0) {
+		bufferevent_free(t->bev);
+		t->bev = NULL;
+	} else if (r) {
+		bufferevent_write(t->bev, r, strlen(r));
+	}
+}
+
+static void
+tsrv_read(struct bufferevent *bev, void *arg)
+{
+	struct tsrv *t = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	for (;;) {
+		if (t->in_data) {
+			struct evbuffer_ptr p = evbuffer_search(in, "\r\n.\r\n", 5, NULL);
+			if (p.pos < 0)
+				return;
+			size_t n = (size_t)p.pos + 5;
+			char *d = malloc(n);
+			evbuffer_remove(in, d, n);
+			buf_append(&t->data, d, n);
+			free(d);
+			t->in_data = 0;
+			tsrv_reply(t, t->steps[t->at++].reply);
+			continue;
+		}
+		size_t n;
+		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
+		if (line == NULL)
+			return;
+		buf_printf(&t->got, "%s\n", line);
+		if (t->at >= t->nsteps ||
+		    strncmp(line, t->steps[t->at].expect, strlen(t->steps[t->at].expect)) != 0) {
+			fprintf(stderr, "transcript: step %zu: got \"%s\", want \"%s\"\n", t->at,
+				line, t->at < t->nsteps ? t->steps[t->at].expect : "(end)");
+			t->mismatch = 1;
+			free(line);
+			event_base_loopbreak(t->base);
+			return;
+		}
+		free(line);
+		tsrv_reply(t, t->steps[t->at++].reply);
+		if (t->bev == NULL)
+			return;
+		if (t->at < t->nsteps && strcmp(t->steps[t->at].expect, "<DATA>") == 0)
+			t->in_data = 1;
+	}
+}
+
+static void
+tsrv_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct tsrv *t = arg;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		bufferevent_free(t->bev);
+		t->bev = NULL;
+	}
+}
+
+static void
+tsrv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct tsrv *t = arg;
+	t->bev = bufferevent_socket_new(t->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(t->bev, tsrv_read, NULL, tsrv_event, t);
+	bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+	tsrv_reply(t, t->steps[t->at++].reply); /* the greeting */
+}
+
+static void
+client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
+{
+	struct tsrv *t = arg;
+	switch (ev) {
+	case SMTP_CLIENT_READY:
+		t->ready++;
+		break;
+	case SMTP_CLIENT_TXN_DONE:
+		t->txn_events++;
+		break;
+	case SMTP_CLIENT_FAILED:
+		t->failed++;
+		smtp_client_free(&t->cl);
+		event_base_loopbreak(t->base);
+		return;
+	}
+	if (t->txn_at < t->ntxns && smtp_client_usable(cl)) {
+		smtp_client_send(cl, &t->txns[t->txn_at++]);
+		return;
+	}
+	t->done = 1;
+	smtp_client_quit(cl);
+}
+
+static void
+run_transcript(struct tsrv *t, const struct step *steps, size_t nsteps,
+	       struct smtp_client_txn *txns, size_t ntxns)
+{
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+
+	memset(t, 0, sizeof(*t));
+	t->base = event_base_new();
+	t->steps = steps;
+	t->nsteps = nsteps;
+	t->txns = txns;
+	t->ntxns = ntxns;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	t->l = evconnlistener_new_bind(t->base, tsrv_accept, t,
+				       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4,
+				       (struct sockaddr *)&sin, sizeof(sin));
+	assert_non_null(t->l);
+	getsockname(evconnlistener_get_fd(t->l), (struct sockaddr *)&sin, &sl);
+
+	struct smtp_client_params p;
+	memset(&p, 0, sizeof(p));
+	p.helo = "client.example";
+	p.host = "mx.example";
+	p.sa = (struct sockaddr *)&sin;
+	p.salen = sizeof(sin);
+	p.tls = SMTP_CLIENT_TLS_MAY;
+	smtp_client_timeouts_default(&p.t);
+	p.t.connect = p.t.greeting = p.t.command = p.t.mail = p.t.rcpt = 5;
+	p.t.data_init = p.t.data_block = p.t.data_done = 5;
+	p.log_id = "test";
+	t->cl = smtp_client_new(t->base, &p, client_cb, t);
+	struct timeval limit = {10, 0};
+	event_base_loopexit(t->base, &limit);
+	event_base_dispatch(t->base);
+	smtp_client_free(&t->cl);
+	if (t->bev)
+		bufferevent_free(t->bev);
+	evconnlistener_free(t->l);
+	event_base_free(t->base);
+}
+
+static void
+tsrv_free(struct tsrv *t)
+{
+	buf_free(&t->got);
+	buf_free(&t->data);
+}
+
+static void
+test_transcript_pipelined_dsn_reuse(void **state)
+{
+	static const struct step steps[] = {
+	    {"", "220 mx.example ESMTP\r\n"},
+	    {"EHLO client.example",
+	     "250-mx.example\r\n250-PIPELINING\r\n250-SIZE 100000\r\n250-8BITMIME\r\n"
+	     "250-DSN\r\n250 ENHANCEDSTATUSCODES\r\n"},
+	    /* MAIL and both RCPTs arrive before any answer: pipelined. */
+	    {"MAIL FROM:<a@client.example> SIZE=11 BODY=8BITMIME RET=HDRS ENVID=e+2B1", NULL},
+	    {"RCPT TO:<x@mx.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@mx.example", NULL},
+	    {"RCPT TO:<y@mx.example>",
+	     "250 2.1.0 ok\r\n250 2.1.5 ok\r\n550-5.1.1 no such\r\n550 5.1.1 user\r\n"},
+	    {"DATA", "354 go\r\n"},
+	    {"<DATA>", "250 2.0.0 queued as A\r\n"},
+	    /* The next transaction on the same session starts with RSET. */
+	    {"RSET", NULL},
+	    {"MAIL FROM:<> SIZE=3", NULL},
+	    {"RCPT TO:<z@mx.example>", "250 ok\r\n250 ok\r\n451 4.3.0 later\r\n"},
+	    {"QUIT", "221 bye\r\n"},
+	};
+	struct smtp_client_rcpt r1[] = {
+	    {"x@mx.example", "rfc822;x@mx.example", SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE, 0,
+	     NULL},
+	    {"y@mx.example", NULL, 0, 0, NULL},
+	};
+	struct smtp_client_rcpt r2[] = {{"z@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_txn txns[2];
+	memset(txns, 0, sizeof(txns));
+	txns[0] = (struct smtp_client_txn){"a@client.example",	      "e+2B1", 1,  1, 0,
+					   ".x\r\n\xc3\xa9\r\n.\r\n", 11,      r1, 2, 0};
+	txns[1] = (struct smtp_client_txn){"", NULL, 0, 0, 0, "hi\n", 3, r2, 1, 0};
+	struct tsrv t;
+	run_transcript(&t, steps, sizeof(steps) / sizeof(steps[0]), txns, 2);
+	assert_false(t.mismatch);
+	assert_int_equal(t.ready, 1);
+	assert_int_equal(t.txn_events, 2);
+	assert_true(t.done);
+	assert_int_equal(t.at, sizeof(steps) / sizeof(steps[0]));
+	assert_string_equal(buf_str(&t.data), "..x\r\n\xc3\xa9\r\n..\r\n.\r\n");
+	assert_int_equal(r1[0].status, SMTP_RCPT_OK);
+	assert_string_equal(r1[0].text, "250 2.0.0 queued as A");
+	assert_int_equal(r1[1].status, SMTP_RCPT_PERM);
+	assert_string_equal(r1[1].text, "550 5.1.1 no such 5.1.1 user");
+	assert_int_equal(r2[0].status, SMTP_RCPT_TEMP);
+	assert_string_equal(r2[0].text, "451 4.3.0 later");
+	smtp_client_txn_clear(&txns[0]);
+	smtp_client_txn_clear(&txns[1]);
+	tsrv_free(&t);
+}
+
+static void
+test_transcript_helo_fallback_no_pipelining(void **state)
+{
+	static const struct step steps[] = {
+	    {"", "220-mx.example\r\n220 old server\r\n"},
+	    {"EHLO client.example", "502 5.5.1 what\r\n"},
+	    {"HELO client.example", "250 mx.example\r\n"},
+	    /* No PIPELINING: one command, one answer. */
+	    {"MAIL FROM:<a@client.example>", "250 ok\r\n"},
+	    {"RCPT TO:<x@mx.example>", "250 ok\r\n"},
+	    {"DATA", "354 go\r\n"},
+	    {"<DATA>", "250 ok\r\n"},
+	    {"QUIT", "221 bye\r\n"},
+	};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", "rfc822;x@mx.example", 2, 0, NULL}};
+	struct smtp_client_txn txn = {"a@client.example", "env", 1, 0, 0, "a\r\n", 3, r1, 1, 0};
+	struct tsrv t;
+	run_transcript(&t, steps, sizeof(steps) / sizeof(steps[0]), &txn, 1);
+	assert_false(t.mismatch);
+	assert_int_equal(r1[0].status, SMTP_RCPT_OK);
+	assert_int_equal(t.at, sizeof(steps) / sizeof(steps[0]));
+	smtp_client_txn_clear(&txn);
+	tsrv_free(&t);
+}
+
+static void
+test_transcript_checks_before_sending(void **state)
+{
+	/* 8-bit content to a peer without 8BITMIME, then an oversized one: both
+	 * refused by the client itself; the session stays usable. */
+	static const struct step steps[] = {
+	    {"", "220 mx.example ESMTP\r\n"},
+	    {"EHLO client.example", "250-mx.example\r\n250 SIZE 10\r\n"},
+	    {"QUIT", "221 bye\r\n"},
+	};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_rcpt r2[] = {{"x@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_txn txns[2] = {
+	    {"a@client.example", NULL, 0, 1, 0, "\xff\r\n", 3, r1, 1, 0},
+	    {"a@client.example", NULL, 0, 0, 0, "0123456789abcdef\r\n", 18, r2, 1, 0},
+	};
+	struct tsrv t;
+	run_transcript(&t, steps, sizeof(steps) / sizeof(steps[0]), txns, 2);
+	assert_false(t.mismatch);
+	assert_int_equal(r1[0].status, SMTP_RCPT_PERM);
+	assert_non_null(strstr(r1[0].text, "5.6.3"));
+	assert_int_equal(r2[0].status, SMTP_RCPT_PERM);
+	assert_non_null(strstr(r2[0].text, "552 5.3.4"));
+	smtp_client_txn_clear(&txns[0]);
+	smtp_client_txn_clear(&txns[1]);
+	tsrv_free(&t);
+}
+
+static void
+test_transcript_greeting_421_and_lost_session(void **state)
+{
+	static const struct step steps[] = {
+	    {"", "421 4.3.2 busy\r\n"},
+	};
+	struct tsrv t;
+	run_transcript(&t, steps, 1, NULL, 0);
+	assert_int_equal(t.failed, 1);
+	assert_int_equal(t.ready, 0);
+	tsrv_free(&t);
+
+	/* The server goes away after RCPT: nothing decided, the owner may retry. */
+	static const struct step steps2[] = {
+	    {"", "220 mx.example ESMTP\r\n"},
+	    {"EHLO client.example", "250-mx.example\r\n250 PIPELINING\r\n"},
+	    {"MAIL FROM:<a@client.example>", NULL},
+	    {"RCPT TO:<x@mx.example>", "<CLOSE>"},
+	};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_txn txn = {"a@client.example", NULL, 0, 0, 0, "a\r\n", 3, r1, 1, 0};
+	run_transcript(&t, steps2, 4, &txn, 1);
+	assert_int_equal(t.txn_events, 1);
+	assert_int_equal(txn.retry, 1);
+	assert_int_equal(r1[0].status, SMTP_RCPT_NONE);
+	smtp_client_txn_clear(&txn);
+	tsrv_free(&t);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_reply_single),  cmocka_unit_test(test_reply_multiline_ehlo),
-	    cmocka_unit_test(test_caps_variants), cmocka_unit_test(test_reply_pipelined),
-	    cmocka_unit_test(test_reply_forms),	  cmocka_unit_test(test_reply_errors),
+	    cmocka_unit_test(test_reply_single),
+	    cmocka_unit_test(test_reply_multiline_ehlo),
+	    cmocka_unit_test(test_caps_variants),
+	    cmocka_unit_test(test_reply_pipelined),
+	    cmocka_unit_test(test_reply_forms),
+	    cmocka_unit_test(test_reply_errors),
 	    cmocka_unit_test(test_stuffer),
+	    cmocka_unit_test(test_transcript_pipelined_dsn_reuse),
+	    cmocka_unit_test(test_transcript_helo_fallback_no_pipelining),
+	    cmocka_unit_test(test_transcript_checks_before_sending),
+	    cmocka_unit_test(test_transcript_greeting_421_and_lost_session),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
