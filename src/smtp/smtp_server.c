@@ -952,27 +952,28 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 
 /* ---- message completion ---- */
 
+/*
+ * How many header fields named name (any case) msg[0..hdr_len) has. The
+ * obsolete syntax (RFC 5322 4.5.1) allows white space before the colon,
+ * and readers honour it, so it counts too.
+ */
 static int
-count_received(const char *msg, size_t hdr_len)
+count_header(const char *msg, size_t hdr_len, const char *name)
 {
+	size_t nl = strlen(name);
 	int n = 0;
-	for (size_t i = 0; i + 9 <= hdr_len; i++) {
-		if ((i == 0 || msg[i - 1] == '\n') && strncasecmp(msg + i, "Received:", 9) == 0)
+
+	for (size_t i = 0; i < hdr_len; i++) {
+		if ((i > 0 && msg[i - 1] != '\n') || hdr_len - i <= nl ||
+		    strncasecmp(msg + i, name, nl) != 0)
+			continue;
+		size_t k = i + nl;
+		while (k < hdr_len && (msg[k] == ' ' || msg[k] == '\t'))
+			k++;
+		if (k < hdr_len && msg[k] == ':')
 			n++;
 	}
 	return n;
-}
-
-static int
-has_header(const char *msg, size_t hdr_len, const char *name)
-{
-	size_t nl = strlen(name);
-	for (size_t i = 0; i + nl + 1 <= hdr_len; i++) {
-		if ((i == 0 || msg[i - 1] == '\n') && strncasecmp(msg + i, name, nl) == 0 &&
-		    msg[i + nl] == ':')
-			return 1;
-	}
-	return 0;
 }
 
 static void
@@ -1053,7 +1054,8 @@ smtp_message_done(struct smtp_sess *s)
 		return;
 	}
 	size_t hdr_len = s->reader.header_done ? s->reader.header_len : s->data.len;
-	if (count_received(s->data.data ? s->data.data : "", hdr_len) >= cfg->smtp_max_hops) {
+	const char *hdr = s->data.data ? s->data.data : "";
+	if (count_header(hdr, hdr_len, "Received") >= cfg->smtp_max_hops) {
 		smtp_refuse_message(s, 554, "5.4.6", "Too many hops: mail loop suspected");
 		return;
 	}
@@ -1107,12 +1109,12 @@ smtp_message_done(struct smtp_sess *s)
 		buf_printf(&content, "\r\n\tfor <%s>", s->rcpts[0].orig);
 	buf_printf(&content, ";\r\n\t%s\r\n", date);
 	if (submission) {
-		if (!has_header(s->data.data, hdr_len, "Message-ID")) {
+		if (count_header(s->data.data, hdr_len, "Message-ID") == 0) {
 			char rnd[33];
 			util_random_hex(rnd, 16);
 			buf_printf(&content, "Message-ID: <%s@%s>\r\n", rnd, cfg->hostname);
 		}
-		if (!has_header(s->data.data, hdr_len, "Date"))
+		if (count_header(s->data.data, hdr_len, "Date") == 0)
 			buf_printf(&content, "Date: %s\r\n", date);
 	}
 	buf_append(&content, s->data.data ? s->data.data : "", s->data.len);
