@@ -119,6 +119,7 @@ struct smtp_cmd_entry {
 #define SB(x) (1u << (x))
 
 static void smtp_process(struct smtp_sess *s);
+static void auth_job_free(void *arg);
 static void smtp_read_cb(struct bufferevent *bev, void *arg);
 static void smtp_event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -263,6 +264,13 @@ smtp_on_close(struct conn *c)
 
 	if (s->state >= ST_MAIL && s->state <= ST_BDAT)
 		smtp_txn_reset(s, 1);
+	if (s->state == ST_WAIT && s->timer) {
+		/* The password check is over and only auth.fail_delay's timer
+		 * points at us (the grace period of a stop ended the wait). */
+		auth_job_free(event_get_callback_arg(s->timer));
+		smtp_sess_free(s);
+		return;
+	}
 	if (s->state == ST_WAIT) {
 		/* A worker job still points at us; it frees the session. */
 		s->flags |= F_DEAD;
@@ -445,6 +453,14 @@ struct auth_job {
 };
 
 static void
+auth_job_free(void *arg)
+{
+	struct auth_job *j = arg;
+	util_wipe(j, sizeof(*j));
+	free(j);
+}
+
+static void
 auth_work(void *arg)
 {
 	struct auth_job *j = arg;
@@ -488,8 +504,7 @@ auth_delay_done(evutil_socket_t fd, short what, void *arg)
 		auth_finish(s, 0, j->user);
 		smtp_release(s);
 	}
-	util_wipe(j, sizeof(*j));
-	free(j);
+	auth_job_free(j);
 }
 
 static void
@@ -516,8 +531,7 @@ auth_done(void *arg)
 		auth_finish(s, j->ok, j->user);
 		smtp_release(s);
 	}
-	util_wipe(j, sizeof(*j));
-	free(j);
+	auth_job_free(j);
 }
 
 static void
