@@ -549,6 +549,41 @@ def test_auth_plain_initial_response_and_cancel(surat):
     r.close()
 
 
+def test_auth_pipelined_with_transaction(surat):
+    """AUTH waits for the password check; what was pipelined after it is
+    answered afterwards, in order."""
+    r = Raw(surat.port("submissions"), tls=True)
+    r.greet()
+    ir = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
+    r.send("AUTH PLAIN %s\r\nMAIL FROM:<alice@example.test>\r\n"
+           "RCPT TO:<bob@example.test>\r\nDATA\r\n" % ir)
+    assert [r.reply()[0] for _ in range(4)] == [235, 250, 250, 354]
+    r.send(b"From: alice@example.test\r\nSubject: piped auth\r\n\r\nx\r\n.\r\nQUIT\r\n")
+    assert [r.reply()[0] for _ in range(2)] == [250, 221]
+    r.close()
+    assert b"Subject: piped auth" in stored_one(surat, "bob@example.test")
+
+
+def test_8bit_and_no_final_crlf(surat):
+    body8 = "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" \
+            "Gr\u00fc\u00dfe aus K\u00f6ln\r\n".encode()
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["alice@example.test"], body8,
+                          mail_options=["BODY=8BITMIME"]) == {}
+    assert split_stored(stored_one(surat, "alice@example.test"))[2] == body8
+    # BDAT: a message need not end in CRLF; it is stored as sent.
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    whole = b"Subject: no crlf\r\n\r\nlast line"
+    r.send(b"BDAT %d LAST\r\n" % len(whole) + whole)
+    c, t = r.reply()
+    assert c == 250, t
+    r.close()
+    assert split_stored(stored_one(surat, "bob@example.test"))[2] == whole
+
+
 def test_auth_login_initial_response(surat):
     r = Raw(surat.port("submissions"), tls=True)
     r.greet()
@@ -634,6 +669,16 @@ def test_submission_headers_kept(surat):
     assert stored.count(b"Message-ID:") == 1 and stored.count(b"Date:") == 1
 
 
+def test_submission_headers_kept_any_spelling(surat):
+    # Field names are case-insensitive, and the obsolete syntax allows
+    # white space before the colon: neither gets a second copy.
+    body = (b"From: alice@example.test\r\nmessage-id: <mine2@client.test>\r\n"
+            b"DATE : Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: spelled\r\n\r\nhi\r\n")
+    with submission(surat) as c:
+        assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    assert split_stored(stored_one(surat, "bob@example.test"))[2] == body
+
+
 def test_mx_headers_not_added(surat):
     body = b"From: s@remote.test\r\nSubject: no ids\r\n\r\nhi\r\n"
     with smtp(surat) as c:
@@ -690,6 +735,75 @@ def test_access_log(surat):
                for l in refused), refused
     # Exactly one accepted line per message: still one.
     assert len([l for l in access_lines(surat) if "result=250" in l]) == 1
+
+
+# ---------------------------------------------------------------- bounces
+
+def test_bounce_for_mail_loop(surat):
+    """A message that already went through alice's mailbox fails for good
+    (5.4.6) and the sender gets an RFC 3464 report with the original."""
+    body = (b"Delivered-To: alice@example.test\r\nFrom: bob@example.test\r\n"
+            b"Subject: looping\r\nMessage-ID: <loop-1@example.test>\r\n\r\nround and round\r\n")
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<bob@example.test> RET=FULL ENVID=env+2Done", 250)
+    r.expect("RCPT TO:<alice@example.test> NOTIFY=FAILURE ORCPT=rfc822;alice@example.test",
+             250)
+    r.expect("DATA", 354)
+    r.send(body + b".\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    bounce = stored_one(surat, "bob@example.test")
+    assert bounce.startswith(b"Delivered-To: bob@example.test\r\n")
+    head, _, report = bounce.partition(b"\r\n\r\n")
+    assert b"From: Mail Delivery System <MAILER-DAEMON@mx.example.test>" in head
+    assert b"Content-Type: multipart/report; report-type=delivery-status;" in head
+    assert b"Auto-Submitted: auto-replied" in head
+    assert re.search(rb"Original-Envelope-Id: env\+2Done\r\n", report), report
+    assert b"Final-Recipient: rfc822; alice@example.test\r\n" in report
+    assert b"Original-Recipient: rfc822;alice@example.test\r\n" in report
+    assert b"Action: failed\r\nStatus: 5.4.6\r\n" in report
+    # The original as queued: our Received: line, then what was sent.
+    orig = report.split(b"Content-Type: message/rfc822\r\n\r\n", 1)[1]
+    assert orig.startswith(b"Received: from client.test ([127.0.0.1])"), orig[:100]
+    assert split_stored(b"Delivered-To: x\r\n" + orig)[2].startswith(body)
+    wait_queue_empty(surat)
+    assert surat.messages("alice@example.test") == []
+    assert len(surat.messages("bob@example.test")) == 1
+
+
+def test_no_bounce_for_notify_never_or_null_sender(surat):
+    loop = b"Delivered-To: alice@example.test\r\nSubject: loop\r\n\r\nx\r\n"
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<bob@example.test>", 250)
+    r.expect("RCPT TO:<alice@example.test> NOTIFY=NEVER", 250)
+    r.expect("DATA", 354)
+    r.send(loop + b".\r\n")
+    assert r.reply()[0] == 250
+    r.expect("MAIL FROM:<>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(loop + b".\r\n")
+    assert r.reply()[0] == 250
+    # RET=HDRS: the report carries only the header.
+    r.expect("MAIL FROM:<bob@example.test> RET=HDRS", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(loop.replace(b"loop", b"hdrs only") + b".\r\n")
+    assert r.reply()[0] == 250
+    r.expect("QUIT", 221)
+    r.close()
+    wait_queue_empty(surat)
+    uids = surat.messages("bob@example.test")
+    assert len(uids) == 1, uids
+    report = surat.message("bob@example.test", uids[0])
+    assert b"Content-Type: text/rfc822-headers\r\n\r\n" in report
+    assert b"Subject: hdrs only\r\n" in report
+    assert b"\r\nx\r\n" not in report.split(b"text/rfc822-headers")[1]
+    assert surat.messages("alice@example.test") == []
 
 
 # ---------------------------------------------------------------- queue CLI
@@ -781,3 +895,17 @@ def test_graceful_stop_mid_transaction(surat):
     surat.start()
     assert split_stored(stored_one(surat, "alice@example.test"))[2] == \
         b"Subject: during stop\r\n\r\nbody\r\n"
+
+
+def test_stop_during_auth_delay(make_populated):
+    """SIGTERM while a failed AUTH waits out auth.fail_delay: the grace
+    period ends the session and nothing leaks (LSan runs at exit)."""
+    s = make_populated(extra={"auth.fail_delay": "3s", "shutdown_grace": "1s"})
+    r = Raw(s.port("submissions"), tls=True)
+    r.greet()
+    r.send("AUTH PLAIN %s\r\n" % base64.b64encode(b"\0alice@example.test\0wrong").decode())
+    time.sleep(0.5)
+    t0 = time.time()
+    assert s.stop() == 0
+    assert time.time() - t0 < 5
+    r.close()
