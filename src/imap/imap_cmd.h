@@ -48,6 +48,7 @@ enum imap_state {
 #define SF_SASL 0x0010u	     /* reading an AUTHENTICATE response line */
 #define SF_DRAIN 0x0020u     /* output too large: wait for it to drain */
 #define SF_CONT 0x0040u	     /* a command continues once output drained */
+#define SF_FINISHING 0x0080u /* conn_finish() called: closing once the output is sent */
 
 /* imap_sess.enabled (RFC 5161 ENABLE and the CONDSTORE-enabling commands) */
 #define EN_REV2 0x01u
@@ -138,8 +139,6 @@ struct imap_sess {
 	struct event *idle_timer; /* IDLE keepalive and poll */
 	struct imap_job *delayed; /* job waiting on the auth delay timer */
 	unsigned idle_ticks;
-	struct event *finish_timer; /* closing a STARTTLS connection: waits for the socket */
-	int64_t finish_deadline;
 	bool logout_logged;
 
 	/* registry of sessions for change notifications */
@@ -169,7 +168,7 @@ void imap_done_store(struct imap_sess *s, const char *what, enum store_err e, co
 void imap_done_store_err(struct imap_sess *s, const char *what);
 /* "* BYE text" and close once written. */
 void imap_bye(struct imap_sess *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
-/* Flush the output (also below a STARTTLS filter), then close. */
+/* Flush the output, then close (once; the close comes later, from the loop). */
 void imap_finish_conn(struct imap_sess *s);
 /* Count a bad command; 1 if the session is now ending. */
 int imap_count_bad(struct imap_sess *s);

@@ -147,7 +147,8 @@ imap_notify_cb(evutil_socket_t fd, short what, void *arg)
 	struct imap_sess *s = imap_reg.sessions;
 	while (s) {
 		struct imap_sess *next = s->reg_next;
-		if ((s->flags & SF_IDLE) && s->sel && s->st && !(s->flags & SF_WAIT)) {
+		if ((s->flags & SF_IDLE) && s->sel && s->st && !(s->flags & SF_WAIT) &&
+		    s->state != IS_LOGOUT) {
 			bool match = all;
 			const char *acct = store_account(s->st);
 			for (struct imap_notice *n = list; n && !match; n = n->next)
@@ -207,43 +208,14 @@ imap_hold(struct imap_sess *s)
 	s->hold++;
 }
 
-static void
-imap_finish_tick(evutil_socket_t fd, short what, void *arg)
-{
-	struct imap_sess *s = arg;
-	struct bufferevent *under = bufferevent_get_underlying(s->c->bev);
-
-	if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) == 0 &&
-	    (under == NULL || evbuffer_get_length(bufferevent_get_output(under)) == 0)) {
-		conn_finish(s->c);
-		return;
-	}
-	if (util_mono_ms() > s->finish_deadline)
-		conn_close(s->c);
-}
-
-/*
- * Send what is queued, then close. After STARTTLS the TLS filter sits on a
- * socket bufferevent with its own output buffer, which conn_finish() does
- * not wait for: the last reply (BYE, LOGOUT's OK) would be lost. So wait
- * here until both are empty.
- */
+/* Send what is queued, then close (conn_finish() closes later, from the loop). */
 void
 imap_finish_conn(struct imap_sess *s)
 {
-	struct bufferevent *under = bufferevent_get_underlying(s->c->bev);
-
-	if (under == NULL) {
-		conn_finish(s->c);
+	if (s->flags & SF_FINISHING)
 		return;
-	}
-	bufferevent_disable(s->c->bev, EV_READ);
-	if (s->finish_timer == NULL) {
-		s->finish_timer = event_new(s->srv->base, -1, EV_PERSIST, imap_finish_tick, s);
-		s->finish_deadline = util_mono_ms() + 30000;
-		event_add(s->finish_timer, &(struct timeval){0, 10000});
-	}
-	imap_finish_tick(-1, 0, s);
+	s->flags |= SF_FINISHING;
+	conn_finish(s->c);
 }
 
 static int
@@ -1499,8 +1471,6 @@ imap_sess_free(struct imap_sess *s)
 		event_free(s->timer);
 	if (s->idle_timer)
 		event_free(s->idle_timer);
-	if (s->finish_timer)
-		event_free(s->finish_timer);
 	free(s->tag);
 	free(s->user);
 	free(s);
