@@ -1482,6 +1482,14 @@ imap_on_close(struct conn *c)
 	struct imap_sess *s = c->proto;
 
 	imap_reg_del(s);
+	if ((s->flags & SF_WAIT) && s->delayed != NULL) {
+		/* Only the auth failure delay holds us, no worker: free now. */
+		struct imap_job *j = s->delayed;
+		s->delayed = NULL;
+		j->free(j);
+		imap_sess_free(s);
+		return;
+	}
 	if (s->flags & SF_WAIT) {
 		/* A worker job still points at us; its completion frees us. */
 		s->flags |= SF_DEAD;

@@ -400,6 +400,17 @@ def test_shutdown_ends_idle_and_idle_sessions(make_surat):
     assert b.readline().startswith(b"* BYE")
 
 
+def test_shutdown_during_auth_delay(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "auth.fail_delay": "20s"})
+    c = RawImap(s.port("imap"))
+    c.send('a LOGIN "alice@example.test" "wrong"\r\n')
+    time.sleep(1)
+    t0 = time.monotonic()
+    assert s.stop(signal.SIGTERM) == 0  # no leak, no crash (checked by stop())
+    assert time.monotonic() - t0 < 15
+    c.close()
+
+
 @pytest.mark.skipif(not os.environ.get("SURAT_SLOW"), reason="takes over a minute; set SURAT_SLOW=1")
 def test_preauth_timeout(make_surat):
     s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "imap.idle_timeout": "60s"})
