@@ -739,6 +739,34 @@ user_quota(struct smtp_sess *s, const char *addr)
 	return q;
 }
 
+static int
+smtp_domain_local(struct smtp_sess *s, const char *dom)
+{
+	struct buf nd = BUF_INIT(0), ne = BUF_INIT(0);
+	int local = accounts_normalise_domain(dom, &nd, &ne) == 0 &&
+		    accounts_domain_exists(s->srv->accounts, nd.data) == 1;
+	buf_free(&nd);
+	buf_free(&ne);
+	return local;
+}
+
+/*
+ * The address <postmaster> (no domain) stands for: postmaster@ our host
+ * name if that is a local domain, else @ its parent (mx.example.org ->
+ * example.org), else @ the host name, which then resolves to nobody.
+ */
+static void
+smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
+{
+	const char *host = s->srv->cfg->hostname;
+	const char *parent = strchr(host, '.');
+
+	if (!smtp_domain_local(s, host) && parent && strchr(parent + 1, '.') &&
+	    smtp_domain_local(s, parent + 1))
+		host = parent + 1;
+	xsnprintf(addr, n, "postmaster@%s", host);
+}
+
 static void
 cmd_rcpt(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
@@ -761,16 +789,13 @@ cmd_rcpt(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	char addr[SMTP_PATH_MAX + 300];
-	if (rp.to.local_len == rp.to.len)	/* <postmaster> */
-		xsnprintf(addr, sizeof(addr), "postmaster@%s", cfg->hostname);
+	int postmaster = rp.to.local_len == rp.to.len;
+	if (postmaster)
+		smtp_postmaster(s, addr, sizeof(addr));
 	else
 		xsnprintf(addr, sizeof(addr), "%s", rp.to.addr);
-	const char *dom = strrchr(addr, '@') + 1;
-	struct buf nd = BUF_INIT(0), ne = BUF_INIT(0);
-	int local_dom = accounts_normalise_domain(dom, &nd, &ne) == 0 &&
-			accounts_domain_exists(s->srv->accounts, nd.data) == 1;
-	buf_free(&nd);
-	buf_free(&ne);
+	/* <postmaster> is never relayed: it is ours or unknown (RFC 5321 4.5.1). */
+	int local_dom = postmaster || smtp_domain_local(s, strrchr(addr, '@') + 1);
 
 	struct rcpt r = {0};
 	r.orig = xstrdup(addr);
