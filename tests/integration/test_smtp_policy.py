@@ -682,3 +682,45 @@ def test_refused_transaction_logged(surat):
         time.sleep(0.05)
     assert lines, access_lines(surat)
     assert 'subject="fake"' in lines[0] and "user=alice@example.test" in lines[0], lines
+
+
+def test_command_syntax(surat):
+    r = Raw(surat.port("smtp"))
+    r.reply()
+    r.expect("EHLO", 501, "5.5.4")
+    r.expect("EHLO bad_name!", 501, "5.5.4")
+    r.expect("HELO client.test", 250)
+    # HELO: no extensions, so no AUTH and no ESMTP parameters.
+    r.expect("AUTH PLAIN", 503, "5.5.1")
+    r.expect("MAIL FROM:<s@remote.test> SIZE=100", 555, "5.5.4")
+    r.expect("EHLO client.test", 250)
+    r.expect("STARTTLS now", 501, "5.5.4")
+    r.expect("MAIL FROM:<s@remote.test> FOO=bar", 555, "5.5.4")
+    r.expect("MAIL FROM:<s@remote.test> BODY=BINARYMIME", 555, "5.5.4")
+    r.expect("MAIL FROM:s@remote.test", 501, "5.1.7")
+    r.close()
+    # A fresh session: the error limit (10) is near.
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test> SIZE=100 BODY=8BITMIME", 250)
+    r.expect("RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS", 501, "5.5.4")
+    r.expect("RCPT TO:<>", 553, "5.1.3")
+    r.expect("RCPT TO:<postmaster>", 550, "5.1.1")
+    r.expect("QUIT", 221)
+    r.close()
+
+
+def test_postmaster(surat):
+    """<postmaster> without a domain must be accepted (RFC 5321 4.5.1): it
+    is postmaster@ the host name's domain, never relayed."""
+    surat.cli("alias", "add", "postmaster@example.test", "alice@example.test")
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<postmaster>", 250, "2.1.5")
+    r.expect("RCPT TO:<PostMaster>", 250, "2.1.5")
+    r.expect("DATA", 354)
+    r.send(b"Subject: to the postmaster\r\n\r\nhello\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    assert b"Subject: to the postmaster" in stored_one(surat, "alice@example.test")
