@@ -909,3 +909,28 @@ def test_stop_during_auth_delay(make_populated):
     assert s.stop() == 0
     assert time.time() - t0 < 5
     r.close()
+
+
+def test_stop_grace_expires_mid_data(make_populated):
+    """A client that never ends its DATA is cut off when shutdown_grace is
+    over; nothing of its message is kept, and the daemon exits 0."""
+    s = make_populated(extra={"shutdown_grace": "1s"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: never ends\r\n\r\nbody\r\n")
+    time.sleep(0.2)
+    t0 = time.time()
+    assert s.stop() == 0
+    assert time.time() - t0 < 5
+    assert r.closed()
+    assert b"250 " not in r.buf
+    r.close()
+    assert re.search(r"access id=- .*rcpts=<alice@example\.test>.*result=0 "
+                     r"reason=\"transaction not completed\"", s.log()), access_lines(s)
+    s.start()
+    time.sleep(0.5)
+    assert queue_ids(s) == []
+    assert s.messages("alice@example.test") == []
