@@ -11,7 +11,6 @@ The raw-socket client (Raw) and the helpers here are used by the other
 test_smtp*.py files too.
 """
 import base64
-import os
 import re
 import shutil
 import signal

@@ -9,12 +9,11 @@ command and data timeouts.
 import base64
 import re
 import smtplib
-import socket
 import time
 
 import pytest
 
-from test_smtp import (TIMEOUT, Raw, access_lines, bounded, make_populated, msg,  # noqa: F401
+from test_smtp import (Raw, access_lines, bounded, make_populated, msg,  # noqa: F401
                        populated_data, queue_ids, smtp, split_stored, stored_one, submission,
                        surat)
 
