@@ -31,12 +31,15 @@ TEST_LIMIT = 90     # every test, whole
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(autouse=True)
-def bounded():
-    """Fail a test that runs longer than TEST_LIMIT instead of hanging."""
+def bounded(request):
+    """Fail a test that runs longer than TEST_LIMIT (or its module's own)
+    instead of hanging."""
+    limit = getattr(request.module, "TEST_LIMIT", TEST_LIMIT)
+
     def expired(signum, frame):
-        raise TimeoutError("test took longer than %ds" % TEST_LIMIT)
+        raise TimeoutError("test took longer than %ds" % limit)
     old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(TEST_LIMIT)
+    signal.alarm(limit)
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
