@@ -31,6 +31,8 @@
 
 #include <event2/event.h>
 
+#define QUEUE_HASH 8192
+
 struct qres {
 	size_t idx;
 	enum deliver_result r;
@@ -47,6 +49,7 @@ struct qentry {
 	struct qres *pending;	/* remote results not yet recorded */
 	size_t npending;
 	struct qentry *prev, *next;
+	struct qentry *hnext;	/* in the id hash bucket */
 };
 
 struct queue {
@@ -58,7 +61,17 @@ struct queue {
 	struct event *kick;
 	struct queue_remote_ops remote;
 	int have_remote;
+	struct qentry *hash[QUEUE_HASH];	/* by id: results name their message */
 };
+
+static size_t
+id_hash(const char *id)
+{
+	uint32_t h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h % QUEUE_HASH;
+}
 
 struct local_rcpt {
 	size_t idx;
@@ -114,6 +127,9 @@ entry_free(struct qentry *e)
 static void
 entry_link(struct queue *q, struct qentry *e)
 {
+	size_t b = id_hash(e->msg.id);
+	e->hnext = q->hash[b];
+	q->hash[b] = e;
 	e->next = q->head;
 	if (q->head)
 		q->head->prev = e;
@@ -124,6 +140,11 @@ entry_link(struct queue *q, struct qentry *e)
 static void
 entry_unlink(struct queue *q, struct qentry *e)
 {
+	struct qentry **pp = &q->hash[id_hash(e->msg.id)];
+	while (*pp && *pp != e)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = e->hnext;
 	if (e->prev)
 		e->prev->next = e->next;
 	else
@@ -136,7 +157,7 @@ entry_unlink(struct queue *q, struct qentry *e)
 static struct qentry *
 entry_find(struct queue *q, const char *id)
 {
-	for (struct qentry *e = q->head; e; e = e->next)
+	for (struct qentry *e = q->hash[id_hash(id)]; e; e = e->hnext)
 		if (strcmp(e->msg.id, id) == 0)
 			return e;
 	return NULL;
@@ -480,6 +501,35 @@ job_done(void *arg)
 		event_active(q->kick, 0, 0);
 }
 
+/*
+ * Whether entry_start_job() would find anything to do: the same tests,
+ * without allocating, because the tick asks this of every message in the
+ * queue each time it runs.
+ */
+static int
+entry_has_work(const struct queue *q, const struct qentry *e, int64_t now)
+{
+	const struct config *cfg = q->srv->cfg;
+	int all_final = 1;
+
+	if (e->npending)
+		return 1;
+	for (size_t i = 0; i < e->msg.nrcpts; i++) {
+		const struct spool_rcpt *rc = &e->msg.rcpts[i];
+		if (rcpt_final(rc))
+			continue;
+		all_final = 0;
+		if (rcpt_due(rc, now) && (rc->local || !q->have_remote || !e->remote_busy))
+			return 1;
+	}
+	if (all_final)
+		return !e->remote_busy;
+	if (now - e->msg.created >= cfg->queue_max_age && !e->remote_busy)
+		return 1;
+	return !e->msg.delay_warned && cfg->queue_delay_warning > 0 &&
+	       now - e->msg.created >= cfg->queue_delay_warning;
+}
+
 static void
 entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 {
@@ -588,7 +638,7 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	for (struct qentry *e = q->head, *next; e; e = next) {
 		next = e->next;
-		if (!e->busy)
+		if (!e->busy && entry_has_work(q, e, now))
 			entry_start_job(q, e, now);
 	}
 }
