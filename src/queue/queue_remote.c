@@ -96,6 +96,7 @@ struct rjob {
 	size_t n;
 	struct smtp_client_txn txn;
 	int tries;
+	int pinned; /* counted in d->nloading */
 	struct rjob *next;
 };
 
@@ -115,6 +116,7 @@ struct dest {
 	int auth;
 	unsigned nconns, nwalking;
 	unsigned hold; /* dest_run() on the stack: do not free */
+	unsigned nloading; /* jobs naming this dest whose message is still loading */
 	struct rconn *idle;
 	struct rjob *wait_head, *wait_tail;
 	size_t nwait;
@@ -293,9 +295,25 @@ skip_enhanced(const char *s, char code_r[16])
 
 /* ---- messages and jobs ---- */
 
+static void dest_maybe_free(struct dest *d);
+
+/* A job no longer waits for its message to load: release its hold on d. */
+static void
+rjob_unpin(struct rjob *j, int dests_alive)
+{
+	if (!j->pinned)
+		return;
+	j->pinned = 0;
+	if (!dests_alive || j->d == NULL)
+		return;
+	j->d->nloading--;
+	dest_maybe_free(j->d);
+}
+
 static void
 rjob_free(struct rjob *j)
 {
+	rjob_unpin(j, 1);
 	smtp_client_txn_clear(&j->txn);
 	for (size_t i = 0; i < j->n; i++) {
 		free(j->addrs[i]);
@@ -387,7 +405,7 @@ job_fail_all(struct rjob *j, enum deliver_result r, const char *text, struct rco
 static void
 dest_maybe_free(struct dest *d)
 {
-	if (d->nconns > 0 || d->wait_head || d->idle || d->hold > 0)
+	if (d->nconns > 0 || d->wait_head || d->idle || d->hold > 0 || d->nloading > 0)
 		return;
 	struct queue_remote *qr = d->qr;
 	if (d->prev)
@@ -1146,6 +1164,8 @@ load_done(void *arg)
 	qr->loads--;
 	m->loading = 0;
 	if (qr->dead || m->orphan) {
+		for (struct rjob *j = m->jobs; j; j = j->next)
+			rjob_unpin(j, !qr->dead);
 		rmsg_free(m);
 		if (qr->dead && qr->loads == 0)
 			free(qr);
@@ -1182,6 +1202,9 @@ load_done(void *arg)
 		struct rjob *j = jobs;
 		jobs = j->next;
 		struct dest *d = j->d;
+		/* Queued on d now: its wait list keeps d alive from here. */
+		j->pinned = 0;
+		d->nloading--;
 		dest_push(d, j, 0);
 		dest_run(d);
 	}
@@ -1236,6 +1259,11 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 			j = xcalloc(1, sizeof(*j));
 			j->m = m;
 			j->d = d;
+			if (d) {
+				/* d must outlive the load of the message (load_done). */
+				d->nloading++;
+				j->pinned = 1;
+			}
 			m->njobs++;
 			if (tail)
 				tail->next = j;
