@@ -57,8 +57,14 @@ header_next(const char *msg, size_t end, size_t *pos, const char *name, struct b
 	while (i < end) {
 		const char *eol = memchr(msg + i, '\n', end - i);
 		size_t le = eol ? (size_t)(eol - msg) + 1 : end;
-		if (le - i > nl && strncasecmp(msg + i, name, nl) == 0 && msg[i + nl] == ':') {
-			size_t v = i + nl + 1;
+		/* RFC 5322 4.5: obsolete syntax allows white space before the colon;
+		 * MUAs honour it, so must we (or "From :" would dodge the check). */
+		size_t colon = i + nl;
+		while (colon < le && (msg[colon] == ' ' || msg[colon] == '\t'))
+			colon++;
+		if (le - i > nl && strncasecmp(msg + i, name, nl) == 0 && colon < le &&
+		    msg[colon] == ':') {
+			size_t v = colon + 1;
 			/* The value runs over continuation lines (starting with WSP). */
 			for (;;) {
 				size_t stop = le;

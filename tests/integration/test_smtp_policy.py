@@ -133,10 +133,8 @@ def test_spoofed_from_header_on_submission(surat):
     assert b"spoof" not in stored
 
 
-@pytest.mark.xfail(strict=True, reason="mime_addr (src/mime/mime_addr.c header_next) does "
-                   "not see 'From :' (RFC 5322 obs-from, WSP before the colon), which readers "
-                   "honour: a submission user can send as anyone")
 def test_spoofed_obsolete_from_syntax(surat):
+    """'From :' (RFC 5322 obs-from, white space before the colon) is a From:."""
     with submission(surat) as c:
         for hdr in (b"From : ceo@bank.test", b"From\t: ceo@bank.test",
                     b"From: alice@example.test\r\nFrom : ceo@bank.test"):
