@@ -5,7 +5,8 @@
  *   [type 1][length 4, big-endian][payload][crc32 4, big-endian]
  *
  * The crc covers type, length and payload. A file is first written under a
- * temporary name and renamed to its id; the group-commit barrier
+ * temporary name and linked to its id (link(2) never replaces an existing
+ * file); the group-commit barrier
  * (core/fsbarrier) then makes both durable, and only then is the message
  * acknowledged. Its envelope and content records end
  * with an 'E' record. Delivery state (recipient delivered, failed, deferred)
@@ -79,7 +80,7 @@ enum spool_rec {
 void spool_new_id(char out[QUEUE_ID_LEN + 1]);
 
 /*
- * Write msg and content to dir/<msg->id> durably (temp file, rename, then
+ * Write msg and content to dir/<msg->id> durably (temp file, link to its id, then
  * the group-commit barrier). Blocking: call on a worker. 0, or -1 with err set. If
  * excl is set and the file exists already, returns 1 and writes nothing.
  */
