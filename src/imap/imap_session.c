@@ -491,7 +491,14 @@ imap_auth_allowed(const struct imap_sess *s)
 void
 imap_capabilities(struct imap_sess *s, struct buf *out)
 {
-	buf_puts(out, "IMAP4rev1 IMAP4rev2 LITERAL- SASL-IR ID ENABLE IDLE");
+	/*
+	 * RFC 7888: before login non-synchronising literals are capped at 4096
+	 * octets (LITERAL-); after it any size up to imap.max_literal is taken
+	 * without a round trip (LITERAL+), and a larger one is swallowed and
+	 * answered NO [TOOBIG].
+	 */
+	buf_puts(out, s->state == IS_NOTAUTH ? "IMAP4rev1 IMAP4rev2 LITERAL- SASL-IR ID ENABLE IDLE"
+					     : "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE");
 	if (s->state == IS_NOTAUTH) {
 		if (!s->c->tls && s->c->kind == LISTEN_IMAP && tls_server_available())
 			buf_puts(out, " STARTTLS");
@@ -529,7 +536,7 @@ imap_apply_limits(struct imap_sess *s)
 	} else {
 		lim.max_line = (size_t)cfg->imap_max_line;
 		lim.max_literal = (uint64_t)cfg->imap_max_literal;
-		lim.max_nonsync = 4096; /* LITERAL- (RFC 7888) */
+		lim.max_nonsync = (uint64_t)cfg->imap_max_literal; /* LITERAL+ (RFC 7888) */
 		lim.max_args = 8192;
 		lim.max_depth = 32;
 	}
