@@ -46,6 +46,8 @@ FUZZ_TIME ?= 20
 PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all deps run test unit fuzz bench clean format
+# Keep the clang objects of the fuzz build between runs.
+.SECONDARY:
 
 all: build/surat
 
