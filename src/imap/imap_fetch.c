@@ -856,6 +856,11 @@ fetch_header_fields(struct buf *out, const char *hdr, size_t len, const struct f
 	struct mime_field f;
 	size_t pos = 0;
 	bool want = sec->type == SEC_FIELDS;
+	/* hdr includes the empty line ending the header, when there is one. */
+	bool has_blank = (len >= 1 && hdr[0] == '\n') || (len >= 2 && memcmp(hdr, "\r\n", 2) == 0) ||
+			 (len >= 2 && memcmp(hdr + len - 2, "\n\n", 2) == 0) ||
+			 (len >= 3 && memcmp(hdr + len - 3, "\n\r\n", 3) == 0);
+	bool unterminated = len > 0 && hdr[len - 1] != '\n';
 
 	while (mime_header_next(hdr, len, &pos, &f)) {
 		bool listed = f.has_colon && fetch_field_listed(&f, sec->fields, sec->nfields);
@@ -863,11 +868,20 @@ fetch_header_fields(struct buf *out, const char *hdr, size_t len, const struct f
 			continue;
 		if (buf_append(out, hdr + f.off, f.len) < 0)
 			return -1;
-		if (f.len == 0 || hdr[f.off + f.len - 1] != '\n') {
+		if (want && (f.len == 0 || hdr[f.off + f.len - 1] != '\n')) {
 			if (buf_append(out, "\r\n", 2) < 0)
 				return -1;
 		}
 	}
+	/*
+	 * RFC 3501 6.4.5: the empty line is included, "except in the case of a
+	 * message which has no body and no blank line". As Dovecot (our
+	 * reference) does: HEADER.FIELDS ends with it unless the message stops
+	 * inside its header; HEADER.FIELDS.NOT returns the header as it is, so
+	 * with the empty line only if the message had one.
+	 */
+	if (want ? unterminated : !has_blank)
+		return 0;
 	return buf_append(out, "\r\n", 2);
 }
 

@@ -957,6 +957,7 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 	if (m->flags_dirty)
 		imap_sel_send_flags(s);
 	if (m->view.count != m->exists_sent) {
+		int grew = m->view.count > m->exists_sent;
 		buf_printf(&b, "* %zu EXISTS\r\n", m->view.count);
 		m->exists_sent = (uint32_t)m->view.count;
 		if (!(s->enabled & EN_REV2)) {
@@ -965,6 +966,14 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 				buf_printf(&b, "* %u RECENT\r\n", r);
 			m->recent_sent = r;
 		}
+		/*
+		 * New messages raise the mailbox's mod-sequence; a CONDSTORE client
+		 * that only learns it at its next SELECT would resync them again
+		 * (interimap does). Dovecot says it here too.
+		 */
+		if (grew && (s->enabled & EN_CONDSTORE))
+			buf_printf(&b, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+				   (unsigned long long)m->modseq);
 	}
 	if (expunges && m->nghosts > 0) {
 		size_t n = imap_sel_drop_ghosts(s, &b);

@@ -932,9 +932,6 @@ LENIENT_BASE64 = (
     "robust decoder goes on after a short final quantum; surat decodes such parts, Dovecot "
     "refuses (NO [PARSE] 'Invalid data in MIME part') or drops the connection ('Base64 data "
     "ends prematurely' in its log)")
-BLANK_LINE = (
-    "RFC 3501 section 6.4.5: the blank line is included in all header fetches 'except in "
-    "the case of a message which has no body and no blank line'")
 
 # Deliberate differences: (message, item) -> (justification with the RFC section, check).
 # check(dovecot_answer, surat_answer, name, item, all_answers) raises if surat's answer is
@@ -982,19 +979,9 @@ DOCUMENTED = {
 }
 
 # Real surat bugs, reported to the IMAP owner: (message, item) -> reason.
-_FIELDS_NOT = "BODY.PEEK[HEADER.FIELDS.NOT (To Date Received)]"
 SURAT_BUGS = {
-    ("header_unterminated", "BODY.PEEK[HEADER.FIELDS (From Subject)]"): (
-        "surat bug: HEADER.FIELDS of a message whose header ends without CRLF (no body, no "
-        "blank line) gets a blank line appended; " + BLANK_LINE + " (Dovecot omits it). "
-        "src/imap/imap_fetch.c fetch_header_fields() appends CRLF unconditionally"),
-    **{(name, _FIELDS_NOT): (
-        "surat bug: HEADER.FIELDS.NOT of a message with no body and no blank line gets a "
-        "blank line appended; " + BLANK_LINE + ". Dovecot returns the header minus the "
-        "listed fields, with a blank line only if the header had one (and the last line "
-        "unterminated if it was). src/imap/imap_fetch.c fetch_header_fields() appends CRLF "
-        "unconditionally") for name in ("header_only_no_blank", "header_unterminated",
-                                          "no_header_text_first", "msg_35")},
+    # Fixed: fetch_header_fields() follows RFC 3501 6.4.5 (no blank line for a
+    # message with neither a body nor one) as Dovecot does.
 }
 
 
