@@ -59,6 +59,8 @@ buf_grow(struct buf *b, size_t n)
 		cap = b->max + 1;
 	b->data = xrealloc(b->data, cap);
 	b->cap = cap;
+	/* A fresh buffer reads as "" even if the caller only reserved room. */
+	b->data[b->len] = '\0';
 	return 0;
 }
 

@@ -68,6 +68,19 @@ test_printf_large(void **state)
 }
 
 static void
+test_grow_keeps_nul(void **state)
+{
+	struct buf b = BUF_INIT(0);
+	assert_int_equal(buf_grow(&b, 100), 0);
+	assert_non_null(b.data);
+	assert_int_equal(b.data[0], '\0');
+	assert_string_equal(buf_str(&b), "");
+	char *s = buf_steal(&b);
+	assert_string_equal(s, "");
+	free(s);
+}
+
+static void
 test_consume_truncate_steal(void **state)
 {
 	struct buf b = BUF_INIT(0);
@@ -96,6 +109,7 @@ main(void)
 		cmocka_unit_test(test_limit),
 		cmocka_unit_test(test_overflow_size),
 		cmocka_unit_test(test_printf_large),
+		cmocka_unit_test(test_grow_keeps_nul),
 		cmocka_unit_test(test_consume_truncate_steal),
 	};
 	return cmocka_run_group_tests_name("buf", tests, NULL, NULL);
