@@ -28,6 +28,7 @@
 #include <netinet/tcp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -108,6 +109,17 @@ server_new(struct config *cfg)
 	struct server *srv = xcalloc(1, sizeof(*srv));
 
 	evthread_use_pthreads();
+	/*
+	 * Every session holds a socket and, for IMAP and POP3, store files: the
+	 * usual soft limit of 1024 descriptors would cap a server at a few
+	 * hundred users. Take what the hard limit allows.
+	 */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("setrlimit(RLIMIT_NOFILE) failed: %s", strerror(errno));
+	}
 	srv->cfg = cfg;
 	srv->base = event_base_new();
 	if (srv->base == NULL)
