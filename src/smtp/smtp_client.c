@@ -691,6 +691,30 @@ cl_content(struct smtp_client *cl)
 	}
 }
 
+/* MAIL FROM with the parameters the peer's extensions allow. */
+static void
+cl_send_mail(struct smtp_client *cl, const struct smtp_client_txn *txn)
+{
+	struct buf b = BUF_INIT(0);
+
+	buf_printf(&b, "MAIL FROM:<%s>", txn->mail_from);
+	if (cl->caps.flags & SMTP_CAP_SIZE)
+		buf_printf(&b, " SIZE=%zu", txn->len);
+	if (txn->body_8bit)
+		buf_puts(&b, " BODY=8BITMIME");
+	if (txn->smtputf8)
+		buf_puts(&b, " SMTPUTF8");
+	if (cl->caps.flags & SMTP_CAP_DSN) {
+		if (txn->ret_hdrs)
+			buf_puts(&b, " RET=HDRS");
+		if (txn->envid && *txn->envid)
+			buf_printf(&b, " ENVID=%s", txn->envid);
+	}
+	cl_write(cl, "%s", buf_str(&b));
+	buf_free(&b);
+	cl->cmds[cl->ncmds++] = (struct pending_cmd){CMD_MAIL, 0};
+}
+
 static void
 cl_send_rcpt(struct smtp_client *cl, size_t i)
 {
@@ -778,23 +802,7 @@ smtp_client_send(struct smtp_client *cl, struct smtp_client_txn *txn)
 			return; /* MAIL follows the RSET reply */
 	}
 	cl->flags |= F_DIRTY;
-	struct buf b = BUF_INIT(0);
-	buf_printf(&b, "MAIL FROM:<%s>", txn->mail_from);
-	if (cl->caps.flags & SMTP_CAP_SIZE)
-		buf_printf(&b, " SIZE=%zu", txn->len);
-	if (txn->body_8bit)
-		buf_puts(&b, " BODY=8BITMIME");
-	if (txn->smtputf8)
-		buf_puts(&b, " SMTPUTF8");
-	if (cl->caps.flags & SMTP_CAP_DSN) {
-		if (txn->ret_hdrs)
-			buf_puts(&b, " RET=HDRS");
-		if (txn->envid && *txn->envid)
-			buf_printf(&b, " ENVID=%s", txn->envid);
-	}
-	cl_write(cl, "%s", buf_str(&b));
-	buf_free(&b);
-	cl->cmds[cl->ncmds++] = (struct pending_cmd){CMD_MAIL, 0};
+	cl_send_mail(cl, txn);
 	cl->next_rcpt = 0;
 	if (cl->caps.flags & SMTP_CAP_PIPELINING) {
 		for (size_t i = 0; i < txn->nrcpts; i++)
@@ -812,23 +820,7 @@ cl_send_next(struct smtp_client *cl, enum cmd_kind answered)
 		return;
 	if (answered == CMD_RSET) {
 		/* Reissue the rest of smtp_client_send() now. */
-		struct buf b = BUF_INIT(0);
-		buf_printf(&b, "MAIL FROM:<%s>", txn->mail_from);
-		if (cl->caps.flags & SMTP_CAP_SIZE)
-			buf_printf(&b, " SIZE=%zu", txn->len);
-		if (txn->body_8bit)
-			buf_puts(&b, " BODY=8BITMIME");
-		if (txn->smtputf8)
-			buf_puts(&b, " SMTPUTF8");
-		if (cl->caps.flags & SMTP_CAP_DSN) {
-			if (txn->ret_hdrs)
-				buf_puts(&b, " RET=HDRS");
-			if (txn->envid && *txn->envid)
-				buf_printf(&b, " ENVID=%s", txn->envid);
-		}
-		cl_write(cl, "%s", buf_str(&b));
-		buf_free(&b);
-		cl->cmds[cl->ncmds++] = (struct pending_cmd){CMD_MAIL, 0};
+		cl_send_mail(cl, txn);
 		return;
 	}
 	if (cl->mail_failed)
