@@ -668,6 +668,7 @@ cmd_serve(struct config *cfg)
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}
+	store_pool_set_max((size_t)cfg->store_cached_handles);
 	queue_start(srv->queue);
 	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
 	server_run(srv);
@@ -680,6 +681,7 @@ out:
 		accounts_close(&srv->accounts);
 		imap_server_fini();
 		server_free(&srv);
+		store_pool_drain();
 	}
 	tls_shutdown();
 	buf_free(&err);

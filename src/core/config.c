@@ -81,6 +81,7 @@ static const struct config_key config_keys[] = {
 	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
 	{"imap.idle_timeout", CT_DURATION, OFF(imap_idle_timeout), 60, 86400},
 	{"pop3.idle_timeout", CT_DURATION, OFF(pop3_idle_timeout), 600, 86400},
+	{"store.cached_handles", CT_UINT, OFF(store_cached_handles), 0, 100000},
 };
 
 void
@@ -116,6 +117,7 @@ config_defaults(struct config *cfg)
 	cfg->imap_max_literal = 50 * 1024 * 1024;
 	cfg->imap_idle_timeout = 30 * 60;
 	cfg->pop3_idle_timeout = 10 * 60;
+	cfg->store_cached_handles = 128;
 }
 
 static void

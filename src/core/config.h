@@ -95,6 +95,9 @@ struct config {
 	int64_t imap_max_literal;
 	int64_t imap_idle_timeout;
 	int64_t pop3_idle_timeout;
+
+	/* mailbox store */
+	int64_t store_cached_handles; /* idle store handles kept open (store_pool) */
 };
 
 /* Names of the listen.* keys by kind ("smtp", "submission", ...). */

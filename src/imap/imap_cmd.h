@@ -125,7 +125,7 @@ struct imap_sess {
 	/* login */
 	char *user;	  /* account */
 	int64_t quota;	  /* bytes; 0: unlimited */
-	struct store *st; /* the account's store, open while logged in */
+	struct store *st; /* the account's store, borrowed for one command (imap_store_borrow) */
 	int64_t login_ms;
 	unsigned ncmds;
 
@@ -202,6 +202,18 @@ void imap_timeouts(struct imap_sess *s);
 void imap_session_tls_started(struct imap_sess *s);
 /* Start or stop the IDLE timer (keepalive, polling for other processes' changes). */
 void imap_session_idle_timer(struct imap_sess *s, bool on);
+
+/* ---- the store handle ---- */
+
+/*
+ * The account's store handle for the current command: borrowed from the
+ * shared pool at dispatch (and by a poll or check outside a command), given
+ * back by imap_done(), so an idle session holds none. NULL when not logged
+ * in or the store cannot be opened (logged).
+ */
+struct store *imap_store_borrow(struct imap_sess *s);
+/* Give the handle back to the pool (not while a job uses it). */
+void imap_store_return(struct imap_sess *s);
 
 /* ---- worker jobs ---- */
 

@@ -55,10 +55,16 @@ int
 imap_append_literal_check(struct imap_sess *s, uint64_t size)
 {
 	uint64_t bytes = 0, msgs = 0;
+	bool borrowed = s->st == NULL;
+	int rc;
 
-	if (s->quota <= 0 || s->st == NULL)
+	/* Before the command runs: the handle is borrowed for this check only. */
+	if (s->quota <= 0 || imap_store_borrow(s) == NULL)
 		return 0;
-	if (store_usage(s->st, &bytes, &msgs) < 0)
+	rc = store_usage(s->st, &bytes, &msgs);
+	if (borrowed)
+		imap_store_return(s);
+	if (rc < 0)
 		return 0; /* checked again before storing */
 	return bytes + size > (uint64_t)s->quota ? -1 : 0;
 }

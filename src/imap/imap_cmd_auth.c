@@ -139,7 +139,7 @@ login_work(struct imap_job *jj)
 	j->ok = j->hash && password_verify(j->pass, j->hash);
 	util_wipe(j->pass, sizeof(j->pass));
 	if (j->ok) {
-		j->st = store_open(j->data_dir, j->user, &err);
+		j->st = store_pool_get(j->data_dir, j->user, &err);
 		if (j->st == NULL)
 			xsnprintf(j->err, sizeof(j->err), "%.200s", buf_str(&err));
 	}
@@ -196,8 +196,7 @@ login_free(struct imap_job *jj)
 		util_wipe(j->hash, strlen(j->hash));
 		free(j->hash);
 	}
-	if (j->st)
-		store_close(&j->st);
+	store_pool_put(j->data_dir, &j->st);
 	util_wipe(j, sizeof(*j));
 	free(j);
 }
@@ -498,6 +497,8 @@ imap_cmd_idle(struct imap_sess *s, const struct imap_arg *args)
 	/* Whatever is pending goes out now; more as it happens. */
 	if (imap_sel_poll(s) == 0)
 		imap_sel_flush(s, true);
+	/* Idling holds no store handle: a change borrows one to poll. */
+	imap_store_return(s);
 }
 
 void

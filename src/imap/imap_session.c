@@ -147,12 +147,11 @@ imap_notify_cb(evutil_socket_t fd, short what, void *arg)
 	struct imap_sess *s = imap_reg.sessions;
 	while (s) {
 		struct imap_sess *next = s->reg_next;
-		if ((s->flags & SF_IDLE) && s->sel && s->st && !(s->flags & SF_WAIT) &&
+		if ((s->flags & SF_IDLE) && s->sel && s->user && !(s->flags & SF_WAIT) &&
 		    s->state != IS_LOGOUT) {
 			bool match = all;
-			const char *acct = store_account(s->st);
 			for (struct imap_notice *n = list; n && !match; n = n->next)
-				match = strcmp(n->account, acct) == 0 &&
+				match = strcasecmp(n->account, s->user) == 0 &&
 					strcmp(n->mailbox, s->sel->name) == 0;
 			if (match)
 				imap_hold_release_poll(s);
@@ -423,6 +422,7 @@ out:
 	s->tag = NULL;
 	buf_free(&t);
 	buf_free(&b);
+	imap_store_return(s);
 	if (strcmp(status, "BAD") == 0)
 		imap_count_bad(s);
 }
@@ -567,6 +567,30 @@ imap_enable_condstore(struct imap_sess *s)
 	if (s->sel)
 		imap_printf(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
 			    (unsigned long long)s->sel->modseq);
+}
+
+/* ---- the store handle ---- */
+
+struct store *
+imap_store_borrow(struct imap_sess *s)
+{
+	struct buf err = BUF_INIT(0);
+
+	if (s->st == NULL && s->user != NULL) {
+		s->st = store_pool_get(s->srv->cfg->data_dir, s->user, &err);
+		if (s->st == NULL)
+			log_msg(LL_ERROR, s->c ? s->c->id : NULL, "user=%s: cannot open the store: %s",
+				s->user, buf_str(&err));
+	}
+	buf_free(&err);
+	return s->st;
+}
+
+void
+imap_store_return(struct imap_sess *s)
+{
+	if (!(s->flags & SF_WAIT))
+		store_pool_put(s->srv->cfg->data_dir, &s->st);
 }
 
 /* ---- jobs ---- */
@@ -836,16 +860,15 @@ imap_sel_lost(struct imap_sess *s, const char *why)
 	return -1;
 }
 
-int
-imap_sel_poll(struct imap_sess *s)
+/* imap_sel_poll() with the store handle borrowed. */
+static int
+imap_sel_poll_store(struct imap_sess *s)
 {
 	struct imap_mbox *m = s->sel;
 	uint32_t uv = 0;
 	uint64_t hms = 0;
 	struct store_changes ch;
 
-	if (m == NULL || s->st == NULL || (s->flags & SF_WAIT) || s->state == IS_LOGOUT)
-		return 0;
 	if (store_mailbox_modseq(s->st, m->name, &uv, &hms) < 0) {
 		enum store_err e = store_errcode(s->st);
 		if (e == STORE_ERR_NOMAILBOX || e == STORE_ERR_NOSELECT)
@@ -873,6 +896,22 @@ imap_sel_poll(struct imap_sess *s)
 		m->view.uidnext = ch.uidnext;
 	store_changes_free(&ch);
 	return 0;
+}
+
+int
+imap_sel_poll(struct imap_sess *s)
+{
+	bool borrowed = s->st == NULL;
+	int rc;
+
+	if (s->sel == NULL || s->user == NULL || (s->flags & SF_WAIT) || s->state == IS_LOGOUT)
+		return 0;
+	if (imap_store_borrow(s) == NULL)
+		return 0;
+	rc = imap_sel_poll_store(s);
+	if (borrowed)
+		imap_store_return(s);
+	return rc;
 }
 
 void
@@ -1188,6 +1227,10 @@ imap_dispatch(struct imap_sess *s, const struct imap_command *cmd)
 	}
 	s->cmd = e;
 	s->ncmds++;
+	if (s->user != NULL && imap_store_borrow(s) == NULL) {
+		imap_done(s, "NO", "[UNAVAILABLE] Mailbox store unavailable, try again later");
+		return;
+	}
 	e->fn(s, args);
 }
 
@@ -1456,26 +1499,10 @@ imap_idle_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-imap_store_close_work(void *arg)
-{
-	struct store *st = arg;
-	store_close(&st);
-}
-
-static void
 imap_sess_free(struct imap_sess *s)
 {
 	imap_reg_del(s);
-	if (s->st) {
-		/* Closing may checkpoint the WAL: not on the loop, unless stopping. */
-		if (s->srv->stopping) {
-			store_close(&s->st);
-		} else {
-			struct store *st = s->st;
-			s->st = NULL;
-			worker_submit(s->srv->pool, imap_store_close_work, NULL, st);
-		}
-	}
+	store_pool_put(s->srv->cfg->data_dir, &s->st);
 	if (s->cont_job) {
 		s->cont_job->free(s->cont_job);
 		s->cont_job = NULL;

@@ -241,13 +241,6 @@ pop3_set_callbacks(struct pop3_sess *s)
 }
 
 static void
-store_close_work(void *arg)
-{
-	struct store *st = arg;
-	store_close(&st);
-}
-
-static void
 pop3_sess_free(struct pop3_sess *s)
 {
 	if (s->fd >= 0)
@@ -258,9 +251,7 @@ pop3_sess_free(struct pop3_sess *s)
 		event_free(s->flush_timer);
 	if (s->delayed)
 		login_job_free(s->delayed);
-	/* Closing may checkpoint the WAL (disk writes): not on the loop. */
-	if (s->st)
-		worker_submit(s->srv->pool, store_close_work, NULL, s->st);
+	store_pool_put(s->srv->cfg->data_dir, &s->st);
 	store_mbox_view_free(&s->view);
 	free(s->deleted);
 	if (s->account) {
@@ -563,12 +554,12 @@ login_open_work(void *arg)
 	struct login_job *j = arg;
 	struct buf err = BUF_INIT(0);
 
-	j->st = store_open(j->data_dir, j->user, &err);
+	j->st = store_pool_get(j->data_dir, j->user, &err);
 	if (j->st == NULL) {
 		xsnprintf(j->err, sizeof(j->err), "%.200s", buf_str(&err));
 	} else if (store_mailbox_load(j->st, "INBOX", &j->view) < 0) {
 		xsnprintf(j->err, sizeof(j->err), "%.200s", store_errstr(j->st));
-		store_close(&j->st);
+		store_pool_put(j->data_dir, &j->st);
 	}
 	buf_free(&err);
 }

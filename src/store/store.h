@@ -275,6 +275,27 @@ void store_set_notify(store_notify_fn fn, void *arg);
  */
 int store_sweep(struct store *st);
 
+/* --- shared handles (store_pool.c) --- */
+
+/*
+ * A process-wide cache of open handles, so that the sessions of an account
+ * share a few handles (descriptors, SQLite caches) instead of holding one
+ * each for their whole life. store_pool_get() hands out an idle handle of
+ * the account or opens a new one (NULL with a message in err on failure);
+ * the caller has it alone, on any thread, until store_pool_put() gives it
+ * back (NULL-safe; sets *st to NULL). A handle whose last call failed with
+ * STORE_ERR_INTERNAL is closed instead of kept. At most max_idle handles
+ * wait (default 128); the least recently returned are closed first.
+ */
+struct store *store_pool_get(const char *data_dir, const char *account, struct buf *err);
+void store_pool_put(const char *data_dir, struct store **st);
+/* Set the number of idle handles kept (0: none), closing those beyond it. */
+void store_pool_set_max(size_t max_idle);
+/* Close every idle handle (at shutdown). */
+void store_pool_drain(void);
+/* How many handles wait idle now. */
+size_t store_pool_idle(void);
+
 /* --- delivery --- */
 
 /*

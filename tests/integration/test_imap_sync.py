@@ -152,6 +152,40 @@ def test_idle_wakes_on_smtp_delivery(srv):
     assert max(times) < 5, times
 
 
+def test_idle_sessions_share_store_handles(make_surat):
+    """Sessions in IDLE hold no store handle of their own: 60 of them on one account
+    cost the daemon about one descriptor each (the socket), and one delivery still
+    wakes every one of them."""
+    srv = make_imap(make_surat, {"allow_plaintext_auth": "yes",
+                                 "max_connections_per_ip": "100"})
+    fd_dir = "/proc/%d/fd" % srv.proc.pid
+    warm = connect(srv)
+    select(warm)
+    base = len(os.listdir(fd_dir))
+    sessions = []
+    for _ in range(60):
+        c = connect(srv)
+        select(c)
+        c.send("i1 IDLE\r\n")
+        assert c.readline().startswith(b"+ ")
+        sessions.append(c)
+    grown = len(os.listdir(fd_dir)) - base
+    # One socket each, plus at most a few shared handles (3 descriptors each).
+    assert 60 <= grown <= 60 + 3 * 3, grown
+    send_mail(srv, "alice@example.test", b"Subject: to all\r\n\r\nhi\r\n")
+    for c in sessions:
+        line, _ = wait_line(c, lambda l: l.endswith(b"EXISTS"), timeout=10)
+        assert line == b"* 1 EXISTS", line
+    for c in sessions:
+        c.send("DONE\r\n")
+        tagged, _ = c.until("i1")
+        assert tagged == "i1 OK IDLE terminated", tagged
+        # The session borrows a handle again for its next command.
+        assert c.ok("UID SEARCH ALL") == [b"* SEARCH 1"]
+        c.ok("LOGOUT")
+    warm.ok("LOGOUT")
+
+
 def test_idle_in_authenticated_state_and_logout(srv):
     a = connect(srv)
     a.send("i1 IDLE\r\n")

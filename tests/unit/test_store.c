@@ -1109,6 +1109,113 @@ test_crash(void **state)
 	close(fd);
 }
 
+/* Shared handles: reuse, case-insensitive account match, LRU limit, errors reset. */
+static void
+test_pool(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+	struct store_status stt;
+
+	store_pool_drain();
+	store_pool_set_max(128);
+	struct store *a = store_pool_get(fx->dir, ACCOUNT, &err);
+	struct store *b = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_ptr_not_equal(a, b); /* both on loan: two handles */
+	struct store *b0 = b;
+	deliver(a, NULL, msg1, "fox");
+	/* A failure that is not internal leaves a reusable handle, error cleared. */
+	assert_int_equal(store_mailbox_status(b, "Nope", &stt), -1);
+	assert_int_equal(store_errcode(b), STORE_ERR_NOMAILBOX);
+	store_pool_put(fx->dir, &a);
+	assert_null(a);
+	store_pool_put(fx->dir, &b);
+	assert_int_equal(store_pool_idle(), 2);
+
+	/* The last returned comes back first, whatever the case of the name. */
+	struct store *c = store_pool_get(fx->dir, "Alice@Example.ORG", &err);
+	assert_ptr_equal(c, b0);
+	assert_int_equal(store_errcode(c), STORE_OK);
+	assert_int_equal(store_mailbox_status(c, "INBOX", &stt), 0);
+	assert_int_equal(stt.messages, 1); /* sees what the other handle delivered */
+	assert_int_equal(store_pool_idle(), 1);
+
+	/* Another account gets its own handle, never one of alice's. */
+	struct store *d = store_pool_get(fx->dir, "bob@example.org", &err);
+	assert_non_null(d);
+	assert_string_equal(store_account(d), "bob@example.org");
+	assert_int_equal(store_pool_idle(), 1);
+	store_pool_put(fx->dir, &c);
+	store_pool_put(fx->dir, &d);
+	assert_int_equal(store_pool_idle(), 3);
+
+	/* The limit closes the least recently returned (the first alice handle). */
+	store_pool_set_max(2);
+	assert_int_equal(store_pool_idle(), 2);
+	struct store *e = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_ptr_equal(e, b0);
+	struct store *f = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(f); /* the other alice handle was closed: a new one */
+	assert_ptr_not_equal(f, b0);
+	store_pool_put(fx->dir, &e);
+	store_pool_put(fx->dir, &f);
+	store_pool_put(fx->dir, &f); /* NULL-safe */
+	assert_int_equal(store_pool_idle(), 2);
+
+	/* An account that cannot be opened fails with a message. */
+	assert_null(store_pool_get(fx->dir, "no-at-sign", &err));
+	assert_true(err.len > 0);
+
+	store_pool_drain();
+	assert_int_equal(store_pool_idle(), 0);
+	store_pool_set_max(128);
+	buf_free(&err);
+}
+
+struct pool_worker {
+	const char *dir;
+	int fails;
+};
+
+static void *
+pool_worker_main(void *arg)
+{
+	struct pool_worker *w = arg;
+	struct store_status stt;
+
+	for (int i = 0; i < 200; i++) {
+		struct store *st = store_pool_get(w->dir, ACCOUNT, NULL);
+		if (st == NULL || store_mailbox_status(st, "INBOX", &stt) < 0)
+			w->fails++;
+		store_pool_put(w->dir, &st);
+	}
+	return NULL;
+}
+
+/* Threads borrowing and returning handles of one account at once. */
+static void
+test_pool_threads(void **state)
+{
+	struct fixture *fx = *state;
+	pthread_t t[4];
+	struct pool_worker w[4];
+
+	store_pool_drain();
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct pool_worker){fx->dir, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, pool_worker_main, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].fails, 0);
+	}
+	/* Never more handles than threads borrowing at once. */
+	assert_true(store_pool_idle() >= 1 && store_pool_idle() <= 4);
+	store_pool_drain();
+}
+
 int
 main(void)
 {
@@ -1128,6 +1235,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
