@@ -127,6 +127,7 @@ server_new(struct config *cfg)
 	srv->pool = worker_pool_new(srv->base, (int)cfg->workers);
 	srv->ipcount_buckets = 1024;
 	srv->ipcounts = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcounts));
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	return srv;
 }
 
@@ -345,8 +346,45 @@ static void
 listener_resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct listener *l = arg;
+	if (l->srv->reserve_fd < 0)
+		l->srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (l->el)
 		evconnlistener_enable(l->el);
+}
+
+/*
+ * Out of descriptors: rather than leave the client waiting un-greeted, give
+ * up the spare descriptor for a moment, accept, send the busy reply, close.
+ * Returns 1 if a client was refused so. Logged at most once a second.
+ */
+static int
+refuse_out_of_fds(struct listener *l)
+{
+	struct server *srv = l->srv;
+	const char *reply = srv->protos[l->kind]->busy_reply;
+	int fd;
+
+	if (srv->reserve_fd < 0)
+		return 0;
+	close(srv->reserve_fd);
+	fd = accept4(evconnlistener_get_fd(l->el), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd >= 0) {
+		/* An implicit-TLS client cannot read plain text: it sees the close only. */
+		if (!is_implicit_tls(l->kind))
+			(void)send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(fd);
+		srv->emfile_refused++;
+	}
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int64_t now = util_now_ms();
+	if (srv->emfile_refused > 0 && now - srv->emfile_logged_ms >= 1000) {
+		log_warn("out of file descriptors: %u connection(s) on %s refused with the busy "
+			 "reply (raise the open-files limit)",
+			 srv->emfile_refused, l->addr);
+		srv->emfile_logged_ms = now;
+		srv->emfile_refused = 0;
+	}
+	return fd >= 0;
 }
 
 static void
@@ -354,8 +392,11 @@ on_accept_error(struct evconnlistener *el, void *arg)
 {
 	struct listener *l = arg;
 	int e = EVUTIL_SOCKET_ERROR();
+
+	if ((e == EMFILE || e == ENFILE) && refuse_out_of_fds(l))
+		return;
 	log_error("accept on %s failed: %s", l->addr, evutil_socket_error_to_string(e));
-	/* EMFILE and friends: back off briefly rather than spin. */
+	/* Back off briefly rather than spin. */
 	evconnlistener_disable(el);
 	struct timeval tv = {0, 100000};
 	event_base_once(l->srv->base, -1, EV_TIMEOUT, listener_resume, l, &tv);
@@ -596,6 +637,8 @@ server_free(struct server **pp)
 		}
 	}
 	free(srv->ipcounts);
+	if (srv->reserve_fd >= 0)
+		close(srv->reserve_fd);
 	if (srv->sig_term) {
 		event_free(srv->sig_term);
 		event_free(srv->sig_int);

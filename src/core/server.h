@@ -83,6 +83,9 @@ struct server {
 	size_t ipcount_buckets;
 	struct event *sig_term, *sig_int, *sig_hup, *stop_timer;
 	int64_t stop_deadline;
+	int reserve_fd;		/* spare descriptor, given up to refuse a client when out of them */
+	int64_t emfile_logged_ms; /* last "out of descriptors" log line */
+	unsigned emfile_refused;  /* clients refused since then */
 	const struct proto_ops *protos[LISTEN_NKINDS];
 };
 

@@ -117,10 +117,10 @@ class Surat:
                              (addr, box, len(self.messages(addr, box)), n))
 
     # --- daemon ---
-    def start(self):
+    def start(self, preexec_fn=None):
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=self.logf,
-                                     stderr=self.logf)
+                                     stderr=self.logf, preexec_fn=preexec_fn)
         deadline = time.time() + 20
         for port in self.ports.values():
             while True:

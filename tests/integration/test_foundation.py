@@ -235,6 +235,34 @@ def test_listener_cap_busy_reply(make_surat):
         c.close()
 
 
+def test_out_of_descriptors_busy_reply(make_surat):
+    """With its open-files limit reached, the daemon answers new clients with the busy
+    reply and closes, instead of leaving them un-greeted; it recovers once clients go."""
+    import resource
+    s = make_surat({"max_connections": "1000", "max_connections_per_ip": "1000"},
+                   kinds=("smtp",), start=False)
+    s.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    time.sleep(0.5)
+    held, greeted, refused = [], 0, 0
+    for _ in range(100):
+        c = socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=10)
+        data = c.recv(200)  # a timeout here fails the test: nobody may wait un-greeted
+        if data.startswith(b"220"):
+            greeted += 1
+            held.append(c)
+        else:
+            assert data.startswith(b"421 4.7.0"), data
+            refused += 1
+            c.close()
+    assert greeted >= 5 and refused >= 20, (greeted, refused)
+    assert "out of file descriptors" in s.log()
+    for c in held:
+        c.close()
+    time.sleep(0.5)
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=10) as c:
+        assert c.noop()[0] == 250
+
+
 def test_sigterm_graceful(surat):
     c = smtplib.SMTP("127.0.0.1", surat.port("smtp"), timeout=30)
     c.ehlo("client.test")
