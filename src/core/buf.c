@@ -85,6 +85,12 @@ buf_puts(struct buf *b, const char *s)
 int
 buf_putc(struct buf *b, char c)
 {
+	/* The common case, one byte into room already there, without the general path. */
+	if (b->len + 2 <= b->cap && (b->max == 0 || b->len < b->max)) {
+		b->data[b->len++] = c;
+		b->data[b->len] = '\0';
+		return 0;
+	}
 	return buf_append(b, &c, 1);
 }
 

@@ -232,6 +232,25 @@ util_write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+ssize_t
+util_read_all(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, p + got, n - got);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
 char *
 util_read_file(const char *path, size_t max, size_t *len_r)
 {

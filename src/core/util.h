@@ -58,6 +58,8 @@ int util_fsync_dir(const char *path);
 int util_mkdir_p(const char *path, mode_t mode);
 /* Write all of buf to fd, retrying on EINTR/short writes; 0 or -1. */
 int util_write_all(int fd, const void *buf, size_t n);
+/* Read up to n bytes from fd, retrying on EINTR/short reads; the count (less at EOF) or -1. */
+ssize_t util_read_all(int fd, void *buf, size_t n);
 /* Read a whole file into a malloc'd buffer (NUL-terminated); NULL + errno. */
 char *util_read_file(const char *path, size_t max, size_t *len_r);
 

@@ -43,6 +43,8 @@
 #include "mime/mime_imap.h"
 
 /* Part numbers one section may have; deeper than MIME nesting is pointless. */
+/* Message files up to this size are read into memory, larger ones mapped. */
+#define MSG_READ_MAX (256 * 1024)
 #define FETCH_MAX_PATH 128
 /* Header names in one HEADER.FIELDS list. */
 #define FETCH_MAX_FIELDS 1000
@@ -633,6 +635,7 @@ imap_msg_map(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32
 
 	m->data = NULL;
 	m->len = 0;
+	m->mapped = false;
 	r = store_msg_open(st, mailbox, uidvalidity, uid, &fd, NULL);
 	if (r <= 0)
 		return r;
@@ -644,20 +647,41 @@ imap_msg_map(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32
 		close(fd);
 		return 1;
 	}
+	/*
+	 * Most messages are small: reading one costs less than mapping it,
+	 * whose munmap() makes every CPU running a thread of ours flush its
+	 * TLB. Large ones are mapped, not copied.
+	 */
+	if (sb.st_size <= MSG_READ_MAX) {
+		char *b = xmalloc((size_t)sb.st_size);
+		ssize_t n = util_read_all(fd, b, (size_t)sb.st_size);
+		close(fd);
+		if (n != (ssize_t)sb.st_size) {
+			free(b);
+			return -1;
+		}
+		m->data = b;
+		m->len = (size_t)n;
+		m->mapped = false;
+		return 1;
+	}
 	p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED)
 		return -1;
 	m->data = p;
 	m->len = (size_t)sb.st_size;
+	m->mapped = true;
 	return 1;
 }
 
 void
 imap_msg_unmap(struct imap_msg_map *m)
 {
-	if (m->data != NULL)
+	if (m->data != NULL && m->mapped)
 		munmap((void *)m->data, m->len);
+	else
+		free((void *)m->data);
 	m->data = NULL;
 	m->len = 0;
 }

@@ -111,6 +111,7 @@ int imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 struct imap_msg_map {
 	const char *data; /* NULL when len is 0 */
 	size_t len;
+	bool mapped; /* mmap(2)ed (a large message), else malloc'd */
 };
 
 /*
