@@ -125,6 +125,13 @@ server_new(struct config *cfg)
 	if (srv->base == NULL)
 		PANIC("event_base_new failed");
 	srv->pool = worker_pool_new(srv->base, (int)cfg->workers);
+	/*
+	 * yescrypt is pure CPU: more threads than CPUs add no logins per second,
+	 * and on the general pool a burst of logins would queue every mailbox
+	 * command behind it.
+	 */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	srv->auth_pool = worker_pool_new(srv->base, ncpu < 2 ? 2 : ncpu > 64 ? 64 : (int)ncpu);
 	srv->ipcount_buckets = 1024;
 	srv->ipcounts = xcalloc(srv->ipcount_buckets, sizeof(*srv->ipcounts));
 	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -620,6 +627,7 @@ server_free(struct server **pp)
 		return;
 	while (srv->conns)
 		conn_close(srv->conns);
+	worker_pool_free(&srv->auth_pool);
 	worker_pool_free(&srv->pool);
 	while (srv->listeners) {
 		struct listener *l = srv->listeners;

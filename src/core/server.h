@@ -71,6 +71,7 @@ struct server {
 	struct event_base *base;
 	struct config *cfg;
 	struct worker_pool *pool;
+	struct worker_pool *auth_pool; /* password hashing only: CPU-bound, a thread per CPU */
 	struct accounts *accounts;
 	struct queue *queue;
 	struct dns *dns;

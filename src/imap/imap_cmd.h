@@ -224,6 +224,7 @@ struct imap_job {
 	void (*done)(struct imap_sess *s, struct imap_job *j); /* on the loop */
 	void (*free)(struct imap_job *j);		       /* frees the job */
 	bool delay; /* done after the auth failure delay */
+	bool auth;  /* a password check: runs on the server's auth_pool */
 	bool keep;  /* done() passed the job on (imap_job_continue): do not free it */
 };
 

@@ -240,6 +240,7 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 	j->j.work = login_work;
 	j->j.done = login_done;
 	j->j.free = login_free;
+	j->j.auth = true;
 	imap_job_run(s, &j->j);
 }
 

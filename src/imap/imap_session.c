@@ -657,7 +657,7 @@ imap_job_run(struct imap_sess *s, struct imap_job *j)
 	j->st = s->st;
 	s->flags |= SF_WAIT;
 	bufferevent_disable(s->c->bev, EV_READ);
-	worker_submit(s->srv->pool, imap_job_work, imap_job_done, j);
+	worker_submit(j->auth ? s->srv->auth_pool : s->srv->pool, imap_job_work, imap_job_done, j);
 }
 
 void

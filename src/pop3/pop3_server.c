@@ -710,7 +710,7 @@ pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_
 	memcpy(j->pass, pass, pass_len);
 	j->pass[pass_len] = '\0';
 	pop3_job_begin(s, ST_WAIT);
-	worker_submit(s->srv->pool, login_verify_work, login_verify_done, j);
+	worker_submit(s->srv->auth_pool, login_verify_work, login_verify_done, j);
 }
 
 static void
