@@ -233,12 +233,16 @@ imap_search_casemap(struct buf *out, const char *s, size_t n, int upper)
 		return -1;
 	while (i < n) {
 		if (p[i] < 0x80) {
-			char c = (char)p[i];
-			if (upper ? (c >= 'a' && c <= 'z') : (c >= 'A' && c <= 'Z'))
-				c = (char)(upper ? c - 32 : c + 32);
-			if (buf_putc(out, c) < 0)
+			/* A run of ASCII: copied at once, then folded in place. */
+			size_t j = i, at = out->len;
+			while (j < n && p[j] < 0x80)
+				j++;
+			if (buf_append(out, s + i, j - i) < 0)
 				return -1;
-			i++;
+			for (char *c = out->data + at; c < out->data + out->len; c++)
+				if (upper ? (*c >= 'a' && *c <= 'z') : (*c >= 'A' && *c <= 'Z'))
+					*c = (char)(upper ? *c - 32 : *c + 32);
+			i = j;
 			continue;
 		}
 		uint32_t cp;

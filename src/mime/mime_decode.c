@@ -207,6 +207,10 @@ mime_utf8_sanitize(struct buf *out, const char *in, size_t len)
 	size_t i = 0, start = 0;
 
 	while (i < len) {
+		if (s[i] < 0x80) {
+			i++;
+			continue;
+		}
 		size_t k = utf8_len(s + i, len - i);
 		if (k > 0) {
 			i += k;
