@@ -560,7 +560,7 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 	xsnprintf(j->pass, sizeof(j->pass), "%s", pass);
 	smtp_set_state(s, ST_WAIT);
 	bufferevent_disable(s->c->bev, EV_READ);
-	worker_submit(s->srv->pool, auth_work, auth_done, j);
+	worker_submit(s->srv->auth_pool, auth_work, auth_done, j);
 }
 
 static void
