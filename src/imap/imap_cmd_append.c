@@ -8,8 +8,8 @@
  * (imap_append_literal_check; NO [OVERQUOTA]). The message bytes are taken
  * over from the parser without a copy; the MIME metadata (ENVELOPE,
  * BODYSTRUCTURE, sort keys, full-text) is computed and the message stored
- * on the worker pool. A MULTIAPPEND is all or nothing: if one message
- * fails, the ones already stored are expunged again.
+ * on the worker pool. A MULTIAPPEND is all or nothing: its messages are
+ * stored in one transaction (and one flush).
  *
  * SECURITY: message bytes are stored as given and never interpreted here;
  * flags and dates are validated; the quota is checked again on the worker
@@ -122,7 +122,6 @@ append_work(struct imap_job *jj)
 	struct append_job *j = (struct append_job *)jj;
 	struct store *st = j->j.st;
 	uint64_t total = 0, used = 0, nmsgs = 0;
-	size_t done = 0;
 
 	for (size_t i = 0; i < j->n; i++)
 		total += j->msgs[i].data.len;
@@ -132,40 +131,31 @@ append_work(struct imap_job *jj)
 		j->overquota = true;
 		return;
 	}
-	j->rc = 0;
+	struct mime_meta *mm = xcalloc(j->n, sizeof(*mm));
+	struct store_add_item *items = xcalloc(j->n, sizeof(*items));
 	for (size_t i = 0; i < j->n; i++) {
 		struct append_msg *am = &j->msgs[i];
-		struct mime_meta mm;
-		mime_meta_compute(buf_str(&am->data), am->data.len, &mm);
-		mm.meta.flags = am->flags;
-		mm.meta.keywords = (const char *const *)am->keywords;
-		mm.meta.nkeywords = am->nkeywords;
-		mm.meta.internal_date = am->date;
-		mm.meta.internal_tz = am->tz;
-		int rc = store_append(st, j->mailbox, buf_str(&am->data), am->data.len, &mm.meta,
-				      &am->uid, &j->uidvalidity);
-		mime_meta_free(&mm);
-		if (rc < 0) {
-			j->rc = -1;
-			j->err = store_errcode(st);
-			xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(st));
-			break;
-		}
-		done++;
+		mime_meta_compute(buf_str(&am->data), am->data.len, &mm[i]);
+		mm[i].meta.flags = am->flags;
+		mm[i].meta.keywords = (const char *const *)am->keywords;
+		mm[i].meta.nkeywords = am->nkeywords;
+		mm[i].meta.internal_date = am->date;
+		mm[i].meta.internal_tz = am->tz;
+		items[i] = (struct store_add_item){
+		    .msg = buf_str(&am->data), .len = am->data.len, .meta = &mm[i].meta};
 	}
-	if (j->rc < 0 && done > 0) {
-		/* MULTIAPPEND is all or nothing (RFC 3502 §6.3.11). */
-		struct store_range *r = xcalloc(done, sizeof(*r));
-		uint32_t *gone = NULL;
-		size_t ngone = 0;
-		for (size_t i = 0; i < done; i++)
-			r[i] = (struct store_range){j->msgs[i].uid, j->msgs[i].uid};
-		if (store_expunge(st, j->mailbox, j->uidvalidity, r, done, STORE_EXPUNGE_FORCE,
-				  &gone, &ngone, NULL) < 0)
-			log_msg(LL_ERROR, NULL, "MULTIAPPEND undo failed: %s", store_errstr(st));
-		free(gone);
-		free(r);
+	/* MULTIAPPEND is all or nothing (RFC 3502 §6.3.11): one transaction. */
+	j->rc = store_add_many(st, j->mailbox, items, j->n, &j->uidvalidity);
+	if (j->rc < 0) {
+		j->err = store_errcode(st);
+		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(st));
 	}
+	for (size_t i = 0; i < j->n; i++) {
+		j->msgs[i].uid = items[i].uid;
+		mime_meta_free(&mm[i]);
+	}
+	free(items);
+	free(mm);
 }
 
 static void

@@ -307,6 +307,28 @@ size_t store_pool_idle(void);
 int store_deliver(struct store *st, const char *mailbox, const char *msg, size_t len,
 		  const struct store_meta *meta, const char *dedup_key, uint32_t *uid_r);
 
+/* One message of store_add_many(). */
+struct store_add_item {
+	const char *msg; /* CRLF line endings; bare LF is converted */
+	size_t len;
+	const struct store_meta *meta; /* NULL: none */
+	const char *dedup_key;	       /* NULL: no dedup */
+	int rc;			       /* out: 1 added, 0 already delivered under dedup_key */
+	uint32_t uid;		       /* out: the new UID when rc is 1 */
+};
+
+/*
+ * Add n messages to one mailbox (NULL: INBOX) in one transaction, made
+ * durable by one flush for all their files and one for the index: either
+ * every item is done (rc 1, or 0 for a dedup key already delivered, not
+ * stored again) and 0 is returned with the mailbox's UIDVALIDITY in
+ * *uidvalidity_r (may be NULL), or nothing is stored and -1. The added
+ * messages share one new mod-sequence. MULTIAPPEND (all or nothing) and
+ * batched deliveries use it; store_deliver and store_append are n = 1.
+ */
+int store_add_many(struct store *st, const char *mailbox, struct store_add_item *items, size_t n,
+		   uint32_t *uidvalidity_r);
+
 /*
  * IMAP APPEND: store the message with meta's flags, keywords and internal
  * date. Returns 0 with the new UID and the mailbox's UIDVALIDITY (for

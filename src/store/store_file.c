@@ -139,18 +139,22 @@ store_file_write(struct store *st, const char *data, size_t len, struct store_fi
 	}
 	if (store_file_link(st, tmp, final, f->name) < 0)
 		goto fail;
-	/* Content, marker and name durable together, before the row commits. */
-	if (fsbarrier_sync(fd) < 0) {
-		store_fail(st, STORE_ERR_INTERNAL, "sync(%s) failed: %s", final, strerror(errno));
-		unlink(final);
-		goto fail;
-	}
 	f->fd = fd;
 	return 0;
 fail:
 	unlink(tmp);
 	close(fd);
 	return -1;
+}
+
+int
+store_file_sync(struct store *st, const struct store_file *f)
+{
+	/* A file-system-wide barrier: one flush covers every file written so far. */
+	if (fsbarrier_sync(f->fd) < 0)
+		return store_fail(st, STORE_ERR_INTERNAL, "sync of message file %s failed: %s",
+				  f->name, strerror(errno));
+	return 0;
 }
 
 void

@@ -16,6 +16,7 @@
 #include "store/store_private.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,83 +401,130 @@ store_add_rows(struct store *st, const struct store_mbox_row *mb, const struct s
 	return 0;
 }
 
-/* The shared body of deliver and append: 1 added, 0 duplicate, -1 error. */
+/* Per item of store_add_many(): its file and keywords between the steps. */
+struct add_state {
+	struct store_file f;
+	char *kwstr;
+	bool dup; /* dedup key already delivered: nothing written */
+};
+
+/* Check an item and write its file (not yet durable). 0 or -1. */
 static int
-store_add(struct store *st, const char *raw, const char *msg, size_t len,
-	  const struct store_meta *meta, const char *dedup_key, uint32_t *uid_r,
-	  uint32_t *uidvalidity_r)
+store_add_prepare(struct store *st, const struct store_add_item *it, struct add_state *as)
 {
 	static const struct store_meta nometa;
+	const struct store_meta *meta = it->meta != NULL ? it->meta : &nometa;
 	struct buf conv = BUF_INIT(0);
-	struct store_file f = {.fd = -1};
-	struct store_mbox_row mb;
 	struct store_kw kw;
-	char *kwstr = NULL;
 	const char *data;
 	size_t size;
 	int rc;
 
-	store_clear_error(st);
-	if (meta == NULL)
-		meta = &nometa;
 	if (meta->flags & ~STORE_F_ALL)
 		return store_fail(st, STORE_ERR_INVALID, "unknown flag bits");
 	if (store_kw_from_args(st, meta->keywords, meta->nkeywords, &kw) < 0)
 		return -1;
-	if (dedup_key != NULL) {
-		size_t klen = strnlen(dedup_key, STORE_DEDUP_KEY_MAX + 1);
+	if (it->dedup_key != NULL) {
+		size_t klen = strnlen(it->dedup_key, STORE_DEDUP_KEY_MAX + 1);
 		if (klen == 0 || klen > STORE_DEDUP_KEY_MAX)
 			return store_fail(st, STORE_ERR_INVALID, "bad dedup key");
 		/* Cheap early answer for a retry; the transaction decides. */
-		if ((rc = store_dedup_seen(st, dedup_key)) != 0)
+		if ((rc = store_dedup_seen(st, it->dedup_key)) != 0) {
+			as->dup = rc == 1;
 			return rc < 0 ? -1 : 0;
-	}
-	data = store_crlf(msg, len, &conv, &size);
-	if (store_file_write(st, data, size, &f) < 0) {
-		buf_free(&conv);
-		return -1;
-	}
-	buf_free(&conv);
-	kwstr = store_kw_join(&kw);
-	if (store_begin(st, 1) < 0)
-		goto fail;
-	if (store_mbox_open(st, raw ? raw : "INBOX", 0, &mb) < 0)
-		goto fail;
-	if (dedup_key != NULL) {
-		if ((rc = store_dedup_seen(st, dedup_key)) < 0)
-			goto fail;
-		if (rc == 1) {
-			store_rollback(st);
-			store_file_abort(st, &f);
-			free(kwstr);
-			return 0;
 		}
 	}
-	if (mb.uidnext >= UINT32_MAX) {
-		store_fail(st, STORE_ERR_LIMIT, "mailbox UIDs exhausted");
-		goto fail;
+	data = store_crlf(it->msg, it->len, &conv, &size);
+	rc = store_file_write(st, data, size, &as->f);
+	buf_free(&conv);
+	if (rc < 0)
+		return -1;
+	as->f.size = size;
+	as->kwstr = store_kw_join(&kw);
+	return 0;
+}
+
+int
+store_add_many(struct store *st, const char *mailbox, struct store_add_item *items, size_t n,
+	       uint32_t *uidvalidity_r)
+{
+	struct add_state *as = xcalloc(n ? n : 1, sizeof(*as));
+	const struct store_file *last = NULL;
+	struct store_mbox_row mb;
+	uint32_t uid;
+	uint64_t modseq;
+	size_t added = 0;
+	int rc;
+
+	store_clear_error(st);
+	for (size_t i = 0; i < n; i++)
+		as[i].f.fd = -1;
+	for (size_t i = 0; i < n; i++) {
+		if (store_add_prepare(st, &items[i], &as[i]) < 0)
+			goto fail;
+		if (as[i].f.fd >= 0)
+			last = &as[i].f;
 	}
-	if (store_mbox_setseq(st, mb.id, mb.uidnext + 1, mb.highestmodseq + 1) < 0 ||
-	    store_add_rows(st, &mb, &f, size, meta, kwstr, dedup_key, mb.uidnext,
-			   mb.highestmodseq + 1) < 0)
+	/* Every file durable (one flush for all) before the rows naming them commit. */
+	if (last != NULL && store_file_sync(st, last) < 0)
+		goto fail;
+	if (store_begin(st, 1) < 0 || store_mbox_open(st, mailbox ? mailbox : "INBOX", 0, &mb) < 0)
+		goto fail;
+	uid = mb.uidnext;
+	modseq = mb.highestmodseq + 1; /* one operation, one mod-sequence */
+	for (size_t i = 0; i < n; i++) {
+		const struct store_add_item *it = &items[i];
+		if (as[i].f.fd < 0)
+			continue;
+		if (it->dedup_key != NULL) {
+			if ((rc = store_dedup_seen(st, it->dedup_key)) < 0)
+				goto fail;
+			if (rc == 1) {
+				as[i].dup = true;
+				continue;
+			}
+		}
+		if (uid >= UINT32_MAX) {
+			store_fail(st, STORE_ERR_LIMIT, "mailbox UIDs exhausted");
+			goto fail;
+		}
+		if (store_add_rows(st, &mb, &as[i].f, as[i].f.size,
+				   it->meta != NULL ? it->meta : &(struct store_meta){0}, as[i].kwstr,
+				   it->dedup_key, uid, modseq) < 0)
+			goto fail;
+		items[i].uid = uid++;
+		added++;
+	}
+	if (added > 0 && store_mbox_setseq(st, mb.id, uid, modseq) < 0)
 		goto fail;
 	if (store_commit(st) < 0) {
-		store_file_leave(st, &f);
-		free(kwstr);
-		return -1;
+		/* Whether the rows are durable is unknown: keep the files for the sweeper. */
+		for (size_t i = 0; i < n; i++)
+			store_file_leave(st, &as[i].f);
+		goto out_err;
 	}
-	store_file_done(st, &f);
-	free(kwstr);
-	if (uid_r != NULL)
-		*uid_r = mb.uidnext;
+	for (size_t i = 0; i < n; i++) {
+		items[i].rc = as[i].dup ? 0 : 1;
+		if (as[i].dup)
+			store_file_abort(st, &as[i].f);
+		else
+			store_file_done(st, &as[i].f);
+		free(as[i].kwstr);
+	}
+	free(as);
 	if (uidvalidity_r != NULL)
 		*uidvalidity_r = mb.uidvalidity;
-	store_notify(st, mb.name);
-	return 1;
+	if (added > 0)
+		store_notify(st, mb.name);
+	return 0;
 fail:
 	store_rollback(st);
-	store_file_abort(st, &f);
-	free(kwstr);
+	for (size_t i = 0; i < n; i++)
+		store_file_abort(st, &as[i].f);
+out_err:
+	for (size_t i = 0; i < n; i++)
+		free(as[i].kwstr);
+	free(as);
 	return -1;
 }
 
@@ -484,18 +532,30 @@ int
 store_deliver(struct store *st, const char *mailbox, const char *msg, size_t len,
 	      const struct store_meta *meta, const char *dedup_key, uint32_t *uid_r)
 {
-	return store_add(st, mailbox, msg, len, meta, dedup_key, uid_r, NULL);
+	struct store_add_item it = {.msg = msg, .len = len, .meta = meta, .dedup_key = dedup_key};
+
+	if (store_add_many(st, mailbox, &it, 1, NULL) < 0)
+		return -1;
+	if (it.rc == 1 && uid_r != NULL)
+		*uid_r = it.uid;
+	return it.rc;
 }
 
 int
 store_append(struct store *st, const char *mailbox, const char *msg, size_t len,
 	     const struct store_meta *meta, uint32_t *uid_r, uint32_t *uidvalidity_r)
 {
+	struct store_add_item it = {.msg = msg, .len = len, .meta = meta};
+
 	if (mailbox == NULL) {
 		store_clear_error(st);
 		return store_fail(st, STORE_ERR_INVALID, "missing mailbox name");
 	}
-	return store_add(st, mailbox, msg, len, meta, NULL, uid_r, uidvalidity_r) < 0 ? -1 : 0;
+	if (store_add_many(st, mailbox, &it, 1, uidvalidity_r) < 0)
+		return -1;
+	if (uid_r != NULL)
+		*uid_r = it.uid;
+	return 0;
 }
 
 /* --- snapshots --- */

@@ -94,6 +94,7 @@ struct store_file {
 	int64_t id;    /* files.id: 63 random bits */
 	char name[17]; /* the id in 16 lowercase hex digits */
 	int fd;	       /* -1 when not open */
+	size_t size;   /* bytes written */
 };
 
 /* A growable array of file ids to unlink after a commit. */
@@ -168,10 +169,14 @@ void store_names_free(struct store_names *l);
 
 /*
  * Write data as a new message file: temp marker tmp/<name> (O_EXCL, locked),
- * fsync, link to msg/<2 hex>/<name>, fsync that directory. 0 or -1. On
- * success f must later go to store_file_done() or store_file_abort().
+ * then link to msg/<2 hex>/<name>. Not yet durable: the caller makes every
+ * file it wrote durable with one store_file_sync() before the rows naming
+ * them commit. 0 or -1. On success f must later go to store_file_done() or
+ * store_file_abort().
  */
 int store_file_write(struct store *st, const char *data, size_t len, struct store_file *f);
+/* Make f and every file written before it durable (content, marker, name). 0 or -1. */
+int store_file_sync(struct store *st, const struct store_file *f);
 /* The row naming the file committed: drop the temp marker and its lock. */
 void store_file_done(struct store *st, struct store_file *f);
 /* The row did not commit: remove the file and its marker. */

@@ -1109,6 +1109,66 @@ test_crash(void **state)
 	close(fd);
 }
 
+/* Several messages in one transaction: UIDs in order, one mod-sequence, dedup per item,
+ * all or nothing. */
+static void
+test_add_many(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_status s;
+	struct store_meta seen = {.flags = STORE_F_SEEN};
+	const char *bad_kw[] = {"bad keyword"};
+	struct store_meta bad = {.keywords = bad_kw, .nkeywords = 1};
+	uint32_t uv = 0;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "k0", NULL), 1);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	uint64_t ms0 = s.highestmodseq;
+
+	struct store_add_item it[4] = {
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k1"},
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k0"}, /* delivered before */
+	    {.msg = msg1, .len = strlen(msg1), .meta = &seen, .dedup_key = "k2"},
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k1"}, /* earlier in this batch */
+	};
+	assert_int_equal(store_add_many(fx->st, NULL, it, 4, &uv), 0);
+	assert_int_not_equal(uv, 0);
+	assert_int_equal(it[0].rc, 1);
+	assert_int_equal(it[0].uid, 2);
+	assert_int_equal(it[1].rc, 0);
+	assert_int_equal(it[2].rc, 1);
+	assert_int_equal(it[2].uid, 3);
+	assert_int_equal(it[3].rc, 0);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.messages, 3);
+	assert_int_equal(s.unseen, 2);
+	assert_int_equal(s.uidnext, 4);
+	assert_int_equal(s.highestmodseq, ms0 + 1); /* one operation */
+	assert_int_equal(count_files(fx->dir, "msg"), 3);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+
+	/* One bad item: nothing of the batch is stored, no file left behind. */
+	struct store_add_item it2[3] = {
+	    {.msg = msg1, .len = strlen(msg1)},
+	    {.msg = msg1, .len = strlen(msg1)},
+	    {.msg = msg1, .len = strlen(msg1), .meta = &bad},
+	};
+	assert_int_equal(store_add_many(fx->st, "INBOX", it2, 3, NULL), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_INVALID);
+	/* A missing mailbox: the same. */
+	assert_int_equal(store_add_many(fx->st, "Nope", it2, 2, NULL), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.messages, 3);
+	assert_int_equal(s.uidnext, 4);
+	assert_int_equal(count_files(fx->dir, "msg"), 3);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+	/* Empty batch: nothing changes. */
+	assert_int_equal(store_add_many(fx->st, NULL, it, 0, NULL), 0);
+	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
+	assert_int_equal(s.highestmodseq, ms0 + 1);
+}
+
 /* Shared handles: reuse, case-insensitive account match, LRU limit, errors reset. */
 static void
 test_pool(void **state)
@@ -1235,6 +1295,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
 	};
