@@ -231,6 +231,12 @@ struct imap_job {
 /* Run j->work on the pool, then j->done on the loop; input waits meanwhile. */
 void imap_job_run(struct imap_sess *s, struct imap_job *j);
 /*
+ * Run a job at once on the loop: for work that needs no disk or store
+ * (a reply made from the snapshot), where the trip through the pool would
+ * cost more than the work. done may still continue it on the pool.
+ */
+void imap_job_run_here(struct imap_sess *s, struct imap_job *j);
+/*
  * From j->done: run the job again for the next part of a long reply, at
  * once or, if the client is behind with reading, once the output drained.
  */

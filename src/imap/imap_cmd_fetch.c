@@ -371,7 +371,10 @@ imap_cmd_fetch(struct imap_sess *s, const struct imap_arg *args)
 	j->j.work = fetch_work;
 	j->j.done = fetch_done;
 	j->j.free = fetch_free;
-	imap_job_run(s, &j->j);
+	if (!j->set_seen && imap_fetch_req_view_only(j->req))
+		imap_job_run_here(s, &j->j);
+	else
+		imap_job_run(s, &j->j);
 	return;
 bad:
 	fetch_free(&j->j);

@@ -238,6 +238,24 @@ imap_fetch_req_wants_meta(const struct imap_fetch_req *req)
 	return 0;
 }
 
+int
+imap_fetch_req_view_only(const struct imap_fetch_req *req)
+{
+	for (size_t i = 0; i < req->n; i++) {
+		switch (req->items[i].kind) {
+		case FK_UID:
+		case FK_FLAGS:
+		case FK_INTERNALDATE:
+		case FK_RFC822_SIZE:
+		case FK_MODSEQ:
+			break;
+		default:
+			return 0;
+		}
+	}
+	return 1;
+}
+
 /* --- section parsing --- */
 
 static bool

@@ -74,6 +74,12 @@ int imap_fetch_req_vanished(const struct imap_fetch_req *req);
  * pass each message's entry in imap_fetch_ctx.meta.
  */
 int imap_fetch_req_wants_meta(const struct imap_fetch_req *req);
+/*
+ * Nonzero if every item comes from the mailbox snapshot (UID, FLAGS,
+ * INTERNALDATE, RFC822.SIZE, MODSEQ): no store or file access, so the
+ * reply can be made on the loop without a worker.
+ */
+int imap_fetch_req_view_only(const struct imap_fetch_req *req);
 
 struct imap_fetch_ctx {
 	struct store *st;

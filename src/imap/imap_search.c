@@ -721,6 +721,37 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 	return false;
 }
 
+static bool
+search_key_view_only(const struct imap_search_key *k)
+{
+	for (; k != NULL; k = k->next) {
+		switch (k->op) {
+		case IMAP_SK_BCC:
+		case IMAP_SK_BODY:
+		case IMAP_SK_CC:
+		case IMAP_SK_FROM:
+		case IMAP_SK_SUBJECT:
+		case IMAP_SK_TEXT:
+		case IMAP_SK_TO:
+		case IMAP_SK_HEADER:
+		case IMAP_SK_SENTBEFORE:
+		case IMAP_SK_SENTON:
+		case IMAP_SK_SENTSINCE:
+			return false;
+		default:
+			if (!search_key_view_only(k->child))
+				return false;
+		}
+	}
+	return true;
+}
+
+bool
+imap_search_view_only(const struct imap_search_program *prog)
+{
+	return search_key_view_only(prog->root);
+}
+
 /* --- compiling --- */
 
 static void

@@ -29,6 +29,7 @@
 #ifndef SURAT_IMAP_SEARCH_H
 #define SURAT_IMAP_SEARCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,6 +64,12 @@ struct imap_search_ctx {
  */
 int imap_search_eval(const struct imap_search_ctx *ctx, const struct imap_search_program *prog,
 		     unsigned char *match, const char **err_r);
+
+/*
+ * Whether prog reads only the snapshot (flag, size, internal date, UID,
+ * sequence, MODSEQ keys): then it needs no store or file access.
+ */
+bool imap_search_view_only(const struct imap_search_program *prog);
 
 /*
  * Append the untagged reply for a search to out (may reallocate):

@@ -661,6 +661,18 @@ imap_job_run(struct imap_sess *s, struct imap_job *j)
 }
 
 void
+imap_job_run_here(struct imap_sess *s, struct imap_job *j)
+{
+	j->s = s;
+	j->st = s->st;
+	j->keep = false;
+	j->work(j);
+	j->done(s, j);
+	if (!j->keep)
+		j->free(j);
+}
+
+void
 imap_job_continue(struct imap_sess *s, struct imap_job *j)
 {
 	j->keep = true;
