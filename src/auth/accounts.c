@@ -26,10 +26,43 @@
 
 #define ALIAS_MAX_DEPTH 10
 #define RESOLVE_MAX 1000
+#define ACC_STMTS 16
 
+/*
+ * The lookups every RCPT and every delivery makes keep their prepared
+ * statements: compiling the SQL each time cost more than running it. Keyed
+ * by the address of the (constant) SQL text.
+ */
 struct accounts {
 	sqlite3 *db;
+	const char *stmt_sql[ACC_STMTS];
+	sqlite3_stmt *stmt[ACC_STMTS];
 };
+
+/* A cached statement for the constant sql, reset and unbound; NULL on error.
+ * Reset it when done, never finalize it. */
+static sqlite3_stmt *
+acc_stmt(struct accounts *a, const char *sql)
+{
+	int i;
+
+	for (i = 0; i < ACC_STMTS && a->stmt_sql[i]; i++) {
+		if (a->stmt_sql[i] == sql) {
+			sqlite3_reset(a->stmt[i]);
+			sqlite3_clear_bindings(a->stmt[i]);
+			return a->stmt[i];
+		}
+	}
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v3(a->db, sql, -1, i < ACC_STMTS ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+			       NULL) != SQLITE_OK)
+		return NULL;
+	if (i == ACC_STMTS)
+		PANIC("accounts: more cached statements than ACC_STMTS");
+	a->stmt_sql[i] = sql;
+	a->stmt[i] = st;
+	return st;
+}
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS domains(name TEXT PRIMARY KEY, created INTEGER NOT NULL);"
@@ -89,6 +122,8 @@ accounts_close(struct accounts **pa)
 {
 	if (*pa == NULL)
 		return;
+	for (int i = 0; i < ACC_STMTS; i++)
+		sqlite3_finalize((*pa)->stmt[i]);
 	sqlite3_close((*pa)->db);
 	free(*pa);
 	*pa = NULL;
@@ -248,15 +283,16 @@ exec_bind(struct accounts *a, const char *sql, int nparams, const char *const *p
 	return rc;
 }
 
+/* sql: a string constant (the statement cache key). */
 static int
 exists(struct accounts *a, const char *sql, const char *key)
 {
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) != SQLITE_OK)
+	sqlite3_stmt *st = acc_stmt(a, sql);
+	if (st == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -446,10 +482,10 @@ accounts_user_quota(struct accounts *a, const char *address, int64_t quota, stru
 int
 accounts_user_get(struct accounts *a, const char *address, struct account_user *u)
 {
-	sqlite3_stmt *st = NULL;
+	static const char sql[] = "SELECT address, hash, quota FROM users WHERE address = ?";
+	sqlite3_stmt *st = acc_stmt(a, sql);
 
-	if (sqlite3_prepare_v2(a->db, "SELECT address, hash, quota FROM users WHERE address = ?", -1,
-			       &st, NULL) != SQLITE_OK)
+	if (st == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
@@ -458,7 +494,7 @@ accounts_user_get(struct accounts *a, const char *address, struct account_user *
 		u->hash = xstrdup((const char *)sqlite3_column_text(st, 1));
 		u->quota = sqlite3_column_int64(st, 2);
 	}
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -599,12 +635,12 @@ seen_add(struct resolve_ctx *rc, const char *addr)
 static char **
 alias_targets(struct accounts *a, const char *source, int *err)
 {
-	sqlite3_stmt *st = NULL;
+	static const char sql[] = "SELECT target FROM aliases WHERE source = ?";
+	sqlite3_stmt *st = acc_stmt(a, sql);
 	char **v = NULL;
 	size_t n = 0;
 
-	if (sqlite3_prepare_v2(a->db, "SELECT target FROM aliases WHERE source = ?", -1, &st,
-			       NULL) != SQLITE_OK) {
+	if (st == NULL) {
 		*err = 1;
 		return NULL;
 	}
@@ -617,7 +653,7 @@ alias_targets(struct accounts *a, const char *source, int *err)
 	}
 	if (rc != SQLITE_DONE)
 		*err = 1;
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return v;
 }
 
