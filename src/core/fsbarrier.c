@@ -2,7 +2,9 @@
  * fsbarrier — see fsbarrier.h. One generation counter per filesystem:
  * "started" counts flushes begun, "done" flushes finished (they run one at
  * a time, so they finish in order). A caller needs flush started+1: the one
- * in flight when it arrived may have begun before its writes.
+ * in flight when it arrived may have begun before its writes. A patient
+ * caller (fsbarrier_set_patience) that finds no flush running waits on the
+ * same condition, with a deadline, before it starts one itself.
  *
  * SECURITY: a failed flush fails every caller it was meant to cover.
  */
@@ -13,6 +15,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FSB_DEVS 8
@@ -29,6 +32,15 @@ struct fsb_dev {
 
 static pthread_mutex_t fsb_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct fsb_dev fsb_devs[FSB_DEVS];
+static __thread unsigned fsb_patience;	/* microseconds */
+
+unsigned
+fsbarrier_set_patience(unsigned usec)
+{
+	unsigned old = fsb_patience;
+	fsb_patience = usec;
+	return old;
+}
 
 static struct fsb_dev *
 fsb_find(dev_t dev)
@@ -40,7 +52,12 @@ fsb_find(dev_t dev)
 		if (!fsb_devs[i].used) {
 			fsb_devs[i].used = 1;
 			fsb_devs[i].dev = dev;
-			pthread_cond_init(&fsb_devs[i].cv, NULL);
+			/* Patient waiters time out on the monotonic clock. */
+			pthread_condattr_t ca;
+			pthread_condattr_init(&ca);
+			pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+			pthread_cond_init(&fsb_devs[i].cv, &ca);
+			pthread_condattr_destroy(&ca);
 			return &fsb_devs[i];
 		}
 	}
@@ -62,9 +79,23 @@ fsbarrier_sync(int fd)
 		return syncfs(fd);
 	}
 	uint64_t target = d->started + 1;
+	int patient = fsb_patience > 0;
+	struct timespec until;
+	if (patient) {
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		long ns = until.tv_nsec + (long)(fsb_patience % 1000000) * 1000;
+		until.tv_sec += fsb_patience / 1000000 + ns / 1000000000;
+		until.tv_nsec = ns % 1000000000;
+	}
 	while (d->done < target) {
 		if (d->running) {
 			pthread_cond_wait(&d->cv, &fsb_mu);
+			continue;
+		}
+		if (patient) {
+			/* Someone else's flush may come; if not, ours. */
+			if (pthread_cond_timedwait(&d->cv, &fsb_mu, &until) == ETIMEDOUT)
+				patient = 0;
 			continue;
 		}
 		d->running = 1;
