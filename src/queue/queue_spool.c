@@ -461,19 +461,12 @@ spool_load(const char *dir, const char *id, struct spool_msg *m, struct buf *con
 	return rc;
 }
 
-int
-spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
-		   unsigned attempts, int64_t next_try, const char *text, const char *remote,
-		   struct buf *err)
+void
+spool_state_record(struct buf *recs, enum spool_rec type, size_t idx, unsigned attempts,
+		   int64_t next_try, const char *text, const char *remote)
 {
-	char path[4096];
-	struct buf p = BUF_INIT(0), rec = BUF_INIT(0);
-	int rc = -1;
+	struct buf p = BUF_INIT(0);
 
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0) {
-		buf_printf(err, "queue path too long");
-		return -1;
-	}
 	if (type != SPOOL_REC_WARNED) {
 		buf_printf(&p, "%zu", idx);
 		if (type == SPOOL_REC_FAILED || type == SPOOL_REC_DEFERRED) {
@@ -491,21 +484,42 @@ spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t 
 			buf_puts(&p, remote ? remote : "");
 		}
 	}
-	rec_put(&rec, (char)type, p.data ? p.data : "", p.len);
+	rec_put(recs, (char)type, p.data ? p.data : "", p.len);
+	buf_free(&p);
+}
+
+int
+spool_append_records(const char *dir, const char *id, const struct buf *recs, struct buf *err)
+{
+	char path[4096];
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0) {
+		buf_printf(err, "queue path too long");
+		return -1;
+	}
 	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (fd < 0) {
 		buf_printf(err, "open(%s) failed: %s", path, strerror(errno));
-		goto out;
+		return -1;
 	}
-	if (util_write_all(fd, rec.data, rec.len) < 0 || fsbarrier_sync(fd) < 0) {
+	if (util_write_all(fd, recs->data, recs->len) < 0 || fsbarrier_sync(fd) < 0) {
 		buf_printf(err, "append(%s) failed: %s", path, strerror(errno));
 		close(fd);
-		goto out;
+		return -1;
 	}
 	close(fd);
-	rc = 0;
-out:
-	buf_free(&p);
+	return 0;
+}
+
+int
+spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
+		   unsigned attempts, int64_t next_try, const char *text, const char *remote,
+		   struct buf *err)
+{
+	struct buf rec = BUF_INIT(0);
+
+	spool_state_record(&rec, type, idx, attempts, next_try, text, remote);
+	int rc = spool_append_records(dir, id, &rec, err);
 	buf_free(&rec);
 	return rc;
 }

@@ -101,11 +101,20 @@ int spool_load(const char *dir, const char *id, struct spool_msg *msg, struct bu
 
 /*
  * Append one state record for recipient idx (and text for F/T) to dir/id
- * and fdatasync. Blocking. 0 or -1 + err.
+ * and make it durable (group-commit barrier). Blocking. 0 or -1 + err.
  */
 int spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
 		       unsigned attempts, int64_t next_try, const char *text, const char *remote,
 		       struct buf *err);
+
+/* Add the same record to recs (may reallocate recs), for spool_append_records(). */
+void spool_state_record(struct buf *recs, enum spool_rec type, size_t idx, unsigned attempts,
+			int64_t next_try, const char *text, const char *remote);
+
+/* Append records built by spool_state_record() to dir/id in one write, then
+ * the barrier. Blocking. 0 or -1 + err. */
+int spool_append_records(const char *dir, const char *id, const struct buf *recs,
+			 struct buf *err);
 
 /* Free the fields of msg (not msg itself). */
 void spool_msg_free(struct spool_msg *msg);
