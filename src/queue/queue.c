@@ -18,6 +18,7 @@
 #include "queue/queue_local.h"
 #include "auth/accounts.h"
 #include "core/buf.h"
+#include "core/fsbarrier.h"
 #include "core/log.h"
 #include "core/server.h"
 #include "core/util.h"
@@ -32,6 +33,15 @@
 #include <event2/event.h>
 
 #define QUEUE_HASH 8192
+/*
+ * How long a delivery job waits for another thread's flush (the next
+ * message's acceptance) before starting its own: under steady traffic a
+ * delivery then adds no flush of its own; on an idle server it costs a few
+ * milliseconds of delivery delay.
+ */
+#define QUEUE_FLUSH_PATIENCE_US 2000
+/* Messages in one local delivery batch at most. */
+#define QUEUE_BATCH_MAX 64
 
 struct qres {
 	size_t idx;
@@ -46,6 +56,7 @@ struct qentry {
 	int have_content;
 	int busy;
 	int remote_busy;
+	int no_batch;		/* a batch failed it: the per-message job takes it */
 	struct qres *pending;	/* remote results not yet recorded */
 	size_t npending;
 	struct qentry *prev, *next;
@@ -62,6 +73,7 @@ struct queue {
 	struct queue_remote_ops remote;
 	int have_remote;
 	struct qentry *hash[QUEUE_HASH];	/* by id: results name their message */
+	struct lbatch *batches;			/* local delivery batches running */
 };
 
 static size_t
@@ -98,6 +110,9 @@ struct qjob {
 	size_t nresults;
 	int expire;
 	int warn;
+	/* state records, written at the end of the job unless the file goes */
+	struct buf recs;
+	int recs_keep;		/* a remote result: write recs even then */
 	/* outputs */
 	int warned;
 	int removed;
@@ -262,10 +277,16 @@ result_word(enum deliver_result r)
 	return r == DELIVER_OK ? "sent" : r == DELIVER_TEMPFAIL ? "deferred" : "bounced";
 }
 
+/*
+ * Apply a result to the job's snapshot and queue its state record. The
+ * records reach the spool file in one write at the end of the job, and not
+ * at all when the job removes the file: a local delivery is in the store
+ * under its dedup key, so if a crash brings the file back the delivery
+ * repeats as a no-op.
+ */
 static void
 job_record(struct qjob *j, struct qres *r)
 {
-	struct buf err = BUF_INIT(0);
 	struct spool_rcpt *rc = &j->snap.rcpts[r->idx];
 	int64_t now = util_now_ms() / 1000;
 	int64_t next = now + retry_delay(j, rc->attempts + 1);
@@ -273,13 +294,7 @@ job_record(struct qjob *j, struct qres *r)
 			      : r->r == DELIVER_PERMFAIL ? SPOOL_REC_FAILED
 							 : SPOOL_REC_DEFERRED;
 
-	if (spool_append_state(j->dir, j->snap.id, type, r->idx, rc->attempts + 1, next, r->text,
-			       r->remote, &err) < 0) {
-		log_error("queue %s: cannot record state: %s", j->snap.id, buf_str(&err));
-		j->error = 1;
-		buf_free(&err);
-		return;
-	}
+	spool_state_record(&j->recs, type, r->idx, rc->attempts + 1, next, r->text, r->remote);
 	apply_result(&j->snap, r, next);
 	char a[300], t[300], rem[128];
 	log_msg(LL_INFO, j->snap.session,
@@ -288,7 +303,25 @@ job_record(struct qjob *j, struct qres *r)
 		rc->local ? "local" : log_esc(rem, sizeof(rem), rc->remote ? rc->remote : "none"),
 		rc->attempts, (long long)(now - j->snap.created),
 		log_esc(t, sizeof(t), rc->last_error ? rc->last_error : ""));
+}
+
+/* Write the queued state records. 0 or -1 (j->error set). */
+static int
+job_write_records(struct qjob *j)
+{
+	struct buf err = BUF_INIT(0);
+
+	if (j->recs.len == 0)
+		return 0;
+	if (spool_append_records(j->dir, j->snap.id, &j->recs, &err) < 0) {
+		log_error("queue %s: cannot record state: %s", j->snap.id, buf_str(&err));
+		j->error = 1;
+		buf_free(&err);
+		return -1;
+	}
+	buf_reset(&j->recs);
 	buf_free(&err);
+	return 0;
 }
 
 static void
@@ -351,9 +384,8 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 }
 
 static void
-job_work(void *arg)
+job_run(struct qjob *j)
 {
-	struct qjob *j = arg;
 	int64_t now = util_now_ms() / 1000;
 	char path[4096];
 
@@ -365,9 +397,11 @@ job_work(void *arg)
 		return;
 	}
 
-	/* Results the remote transport reported. */
-	for (size_t i = 0; i < j->nresults && !j->error; i++)
+	/* Results the remote transport reported: a repeat would reach the peer
+	 * twice, so these are written even if the file then goes. */
+	for (size_t i = 0; i < j->nresults; i++)
 		job_record(j, &j->results[i]);
+	j->recs_keep = j->nresults > 0;
 
 	if (j->nlocals > 0 && job_content(j) == 0) {
 		for (size_t i = 0; i < j->nlocals && !j->error; i++) {
@@ -407,11 +441,10 @@ job_work(void *arg)
 	if (j->warn && !all_final && !j->error && dsn_needed(&j->snap, DSN_DELAYED) &&
 	    job_content(j) == 0) {
 		j->notices[0] = job_notice(j, DSN_DELAYED);
-		struct buf err = BUF_INIT(0);
-		if (!j->error && spool_append_state(j->dir, j->snap.id, SPOOL_REC_WARNED, 0, 0, 0,
-						    NULL, NULL, &err) == 0)
+		if (!j->error) {
+			spool_state_record(&j->recs, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL);
 			j->warned = 1;
-		buf_free(&err);
+		}
 	} else if (j->warn) {
 		j->warned = 1;	/* nothing to warn about; don't ask again */
 	}
@@ -423,13 +456,26 @@ job_work(void *arg)
 			else
 				j->error = 1;
 		}
+		if (!j->error && j->recs_keep)
+			job_write_records(j);
 		if (!j->error) {
 			if (unlink(path) < 0 && errno != ENOENT)
 				log_error("unlink(%s) failed: %s", path, strerror(errno));
 			j->removed = 1;
 		}
 	}
+	if (!j->removed)
+		job_write_records(j);
 	(void)now;
+}
+
+static void
+job_work(void *arg)
+{
+	/* Nobody waits on a delivery's flushes: let them ride on acceptance's. */
+	unsigned old = fsbarrier_set_patience(QUEUE_FLUSH_PATIENCE_US);
+	job_run(arg);
+	fsbarrier_set_patience(old);
 }
 
 static void
@@ -456,6 +502,7 @@ job_free(struct qjob *j)
 	free(j->hostname);
 	spool_msg_free(&j->snap);
 	buf_free(&j->content);
+	buf_free(&j->recs);
 	for (size_t i = 0; i < j->nlocals; i++)
 		free(j->locals[i].account);
 	free(j->locals);
@@ -548,6 +595,7 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	j->max_hops = (int)cfg->smtp_max_hops;
 	copy_msg(&j->snap, &e->msg);
 	buf_init(&j->content, 0);
+	buf_init(&j->recs, 0);
 
 	/* Remote results waiting to be recorded. */
 	if (e->npending) {
@@ -628,6 +676,241 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	worker_submit(q->srv->pool, job_work, job_done, j);
 }
 
+/*
+ * Local delivery in batches. A message whose one recipient is a local
+ * account and that was never tried goes to a batch job of that account,
+ * with every other such message waiting for it: one store transaction, one
+ * flush for their files and one for the index, however many there are.
+ * One batch per account runs at a time, so an account's deliveries never
+ * contend for its index, and messages that arrive meanwhile make the next
+ * batch. A delivered message's spool file is removed with no state record
+ * (its dedup key is in the store); anything else (a loop, the quota, a
+ * store error) leaves the message as it was for the per-message job, which
+ * records and reports it.
+ */
+struct lbatch_item {
+	struct qentry *e;
+	struct buf content;
+	int have_content;
+	char id[QUEUE_ID_LEN + 1];
+	char *session;
+	int64_t created;
+	char key[64];
+	struct buf why;
+	enum deliver_result r;
+	int removed;
+};
+
+struct lbatch {
+	struct queue *q;
+	char *account;
+	char *data_dir;
+	char *dir;
+	int64_t quota;
+	struct lbatch_item *items;
+	size_t n;
+	struct lbatch *next;
+};
+
+static int
+entry_batchable(const struct qentry *e)
+{
+	return !e->no_batch && e->npending == 0 && !e->remote_busy && e->msg.nrcpts == 1 &&
+	       e->msg.rcpts[0].local && e->msg.rcpts[0].status == RCPT_PENDING;
+}
+
+static struct lbatch *
+batch_find(struct lbatch *list, const char *account)
+{
+	for (; list; list = list->next)
+		if (strcmp(list->account, account) == 0)
+			return list;
+	return NULL;
+}
+
+static void
+batch_free(struct lbatch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		buf_free(&b->items[i].content);
+		buf_free(&b->items[i].why);
+		free(b->items[i].session);
+	}
+	free(b->items);
+	free(b->account);
+	free(b->data_dir);
+	free(b->dir);
+	free(b);
+}
+
+/*
+ * Put e in its account's batch being built in *building, starting one if
+ * needed. 0 if taken; -1 if e is left to the per-message job or to later.
+ */
+static int
+batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
+{
+	const char *account = e->msg.rcpts[0].addr;
+
+	if (batch_find(q->batches, account) != NULL)
+		return 0;	/* its account is busy: the batch's end kicks the queue */
+	struct lbatch *b = batch_find(*building, account);
+	if (b == NULL) {
+		struct account_user u = {0};
+		int64_t quota = q->srv->cfg->user_quota;
+		if (accounts_user_get(q->srv->accounts, account, &u) != 1) {
+			e->no_batch = 1;	/* deleted user: the job bounces it */
+			return -1;
+		}
+		if (u.quota >= 0)
+			quota = u.quota;
+		accounts_user_free(&u);
+		b = xcalloc(1, sizeof(*b));
+		b->q = q;
+		b->account = xstrdup(account);
+		b->data_dir = xstrdup(q->srv->cfg->data_dir);
+		b->dir = xstrdup(q->dir);
+		b->quota = quota;
+		b->items = xcalloc(QUEUE_BATCH_MAX, sizeof(*b->items));
+		b->next = *building;
+		*building = b;
+	}
+	if (b->n == QUEUE_BATCH_MAX)
+		return 0;	/* the next batch */
+	struct lbatch_item *it = &b->items[b->n++];
+	it->e = e;
+	memcpy(it->id, e->msg.id, sizeof(it->id));
+	it->session = e->msg.session ? xstrdup(e->msg.session) : NULL;
+	it->created = e->msg.created;
+	snprintf(it->key, sizeof(it->key), "%s:0", e->msg.id);
+	buf_init(&it->content, 0);
+	buf_init(&it->why, 0);
+	if (e->have_content) {
+		it->content = e->content;
+		buf_init(&e->content, 0);
+		e->have_content = 0;
+		it->have_content = 1;
+	}
+	e->busy = 1;
+	return 0;
+}
+
+static void
+batch_run(struct lbatch *b)
+{
+	struct local_item *li = xcalloc(b->n, sizeof(*li));
+	size_t *which = xcalloc(b->n, sizeof(*which));
+	size_t nli = 0;
+	char path[4096];
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct lbatch_item *it = &b->items[i];
+		it->r = DELIVER_TEMPFAIL;
+		if (!it->have_content) {
+			/* Taken up again from the spool at start. */
+			struct spool_msg tmp;
+			struct buf err = BUF_INIT(0);
+			if (spool_load(b->dir, it->id, &tmp, &it->content, &err) < 0) {
+				buf_free(&err);
+				continue;	/* the per-message job reports it */
+			}
+			spool_msg_free(&tmp);
+			buf_free(&err);
+			it->have_content = 1;
+		}
+		li[nli] = (struct local_item){it->content.data ? it->content.data : "",
+					      it->content.len, it->key, DELIVER_TEMPFAIL, &it->why};
+		which[nli++] = i;
+	}
+	local_deliver_many(b->data_dir, b->account, b->quota, li, nli);
+	int64_t now = util_now_ms() / 1000;
+	for (size_t k = 0; k < nli; k++) {
+		struct lbatch_item *it = &b->items[which[k]];
+		it->r = li[k].result;
+		if (it->r != DELIVER_OK)
+			continue;
+		char a[300], t[300];
+		log_msg(LL_INFO, it->session,
+			"delivery id=%s rcpt=%s status=sent relay=local attempt=1 delay=%llds "
+			"reason=\"%s\"",
+			it->id, log_esc(a, sizeof(a), b->account), (long long)(now - it->created),
+			log_esc(t, sizeof(t), buf_str(&it->why)));
+		/*
+		 * Delivered: the spool file goes, with no record. Should a crash
+		 * undo the unlink, the message is delivered again into its dedup
+		 * key, which the store already holds: a no-op.
+		 */
+		snprintf(path, sizeof(path), "%s/%s", b->dir, it->id);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_error("unlink(%s) failed: %s", path, strerror(errno));
+		it->removed = 1;
+	}
+	free(li);
+	free(which);
+}
+
+static void
+batch_work(void *arg)
+{
+	unsigned old = fsbarrier_set_patience(QUEUE_FLUSH_PATIENCE_US);
+	batch_run(arg);
+	fsbarrier_set_patience(old);
+}
+
+static void
+batch_done(void *arg)
+{
+	struct lbatch *b = arg;
+	struct queue *q = b->q;
+
+	for (struct lbatch **pp = &q->batches; *pp; pp = &(*pp)->next) {
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		struct lbatch_item *it = &b->items[i];
+		struct qentry *e = it->e;
+		e->busy = 0;
+		if (it->removed) {
+			entry_unlink(q, e);
+			entry_free(e);
+			continue;
+		}
+		/* Back to the per-message job, content and all. */
+		e->no_batch = 1;
+		if (it->have_content && !e->have_content) {
+			buf_free(&e->content);
+			e->content = it->content;
+			buf_init(&it->content, 0);
+			e->have_content = 1;
+		}
+	}
+	batch_free(b);
+	if (!q->srv->stopping)
+		event_active(q->kick, 0, 0);
+}
+
+/* Start the batches built by a pass of the tick. */
+static void
+batch_start(struct queue *q, struct lbatch *building)
+{
+	while (building) {
+		struct lbatch *b = building;
+		building = b->next;
+		/* The tick met the newest first: deliver in arrival order. */
+		for (size_t i = 0, k = b->n ? b->n - 1 : 0; i < k; i++, k--) {
+			struct lbatch_item t = b->items[i];
+			b->items[i] = b->items[k];
+			b->items[k] = t;
+		}
+		b->next = q->batches;
+		q->batches = b;
+		worker_submit(q->srv->pool, batch_work, batch_done, b);
+	}
+}
+
 static void
 queue_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -636,11 +919,17 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 
 	if (q->srv->stopping)
 		return;
+	struct lbatch *building = NULL;
 	for (struct qentry *e = q->head, *next; e; e = next) {
 		next = e->next;
-		if (!e->busy && entry_has_work(q, e, now))
+		if (e->busy)
+			continue;
+		if (entry_batchable(e) && batch_add(q, &building, e) == 0)
+			continue;
+		if (entry_has_work(q, e, now))
 			entry_start_job(q, e, now);
 	}
+	batch_start(q, building);
 }
 
 struct submit_job {

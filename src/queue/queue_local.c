@@ -14,7 +14,6 @@
 #include "mime/mime_meta.h"
 #include "store/store.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,88 +48,6 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 	return 0;
 }
 
-/*
- * Each worker thread keeps the store handles of the last few accounts it
- * delivered to: opening one costs an SQLite open, pragmas and statement
- * preparation, far more than a delivery itself. The thread's destructor
- * closes them when the pool stops.
- */
-#define LOCAL_CACHE 8
-
-struct local_cache {
-	char *key[LOCAL_CACHE];		/* data_dir NUL account */
-	size_t klen[LOCAL_CACHE];	/* its length: memcmp must not read past it */
-	struct store *st[LOCAL_CACHE];
-	unsigned next;
-};
-
-static pthread_key_t local_key;
-static pthread_once_t local_once = PTHREAD_ONCE_INIT;
-
-static void
-local_cache_free(void *p)
-{
-	struct local_cache *c = p;
-	for (unsigned i = 0; i < LOCAL_CACHE; i++) {
-		free(c->key[i]);
-		store_close(&c->st[i]);
-	}
-	free(c);
-}
-
-static void
-local_key_init(void)
-{
-	if (pthread_key_create(&local_key, local_cache_free) != 0)
-		PANIC("pthread_key_create failed");
-}
-
-/* A store handle for account, cached per thread; NULL + err. Do not close it. */
-static struct store *
-local_store(const char *data_dir, const char *account, struct buf *err)
-{
-	pthread_once(&local_once, local_key_init);
-	struct local_cache *c = pthread_getspecific(local_key);
-	if (c == NULL) {
-		c = xcalloc(1, sizeof(*c));
-		pthread_setspecific(local_key, c);
-	}
-	char *key = xasprintf("%s%c%s", data_dir, 0, account);
-	size_t klen = strlen(data_dir) + 1 + strlen(account);
-	for (unsigned i = 0; i < LOCAL_CACHE; i++) {
-		if (c->key[i] && c->klen[i] == klen && memcmp(c->key[i], key, klen) == 0) {
-			free(key);
-			return c->st[i];
-		}
-	}
-	struct store *st = store_open(data_dir, account, err);
-	if (st == NULL) {
-		free(key);
-		return NULL;
-	}
-	unsigned slot = c->next++ % LOCAL_CACHE;
-	free(c->key[slot]);
-	store_close(&c->st[slot]);
-	c->key[slot] = key;
-	c->klen[slot] = klen;
-	c->st[slot] = st;
-	return st;
-}
-
-/* Forget a handle after an internal error, so the next delivery reopens. */
-static void
-local_store_drop(struct store *st)
-{
-	struct local_cache *c = pthread_getspecific(local_key);
-	for (unsigned i = 0; c && i < LOCAL_CACHE; i++) {
-		if (c->st[i] == st) {
-			free(c->key[i]);
-			c->key[i] = NULL;
-			store_close(&c->st[i]);
-		}
-	}
-}
-
 int
 local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size)
 {
@@ -149,52 +66,98 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 	return r;
 }
 
+void
+local_deliver_many(const char *data_dir, const char *account, int64_t quota,
+		   struct local_item *items, size_t n)
+{
+	struct buf err = BUF_INIT(0);
+	struct store_add_item *adds = xcalloc(n ? n : 1, sizeof(*adds));
+	struct buf *msgs = xcalloc(n ? n : 1, sizeof(*msgs));
+	struct mime_meta *mms = xcalloc(n ? n : 1, sizeof(*mms));
+	size_t *which = xcalloc(n ? n : 1, sizeof(*which));
+	size_t nadd = 0;
+	uint64_t bytes = 0, msgcount = 0;
+
+	/*
+	 * A handle from the shared pool: deliveries to an account come one
+	 * batch at a time (the queue sees to that), so this is normally the
+	 * warm handle the last batch gave back.
+	 */
+	struct store *st = store_pool_get(data_dir, account, &err);
+	if (st == NULL) {
+		for (size_t i = 0; i < n; i++) {
+			items[i].result = DELIVER_TEMPFAIL;
+			buf_printf(items[i].why, "4.3.0 Mailbox unavailable: %s", buf_str(&err));
+		}
+		goto out;
+	}
+	if (quota > 0 && store_usage(st, &bytes, &msgcount) < 0) {
+		for (size_t i = 0; i < n; i++) {
+			items[i].result = DELIVER_TEMPFAIL;
+			buf_printf(items[i].why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
+		}
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct local_item *it = &items[i];
+		if (seen_delivered_to(it->content, it->len, account)) {
+			it->result = DELIVER_PERMFAIL;
+			buf_printf(it->why, "5.4.6 Mail loop: already delivered to %s", account);
+			continue;
+		}
+		struct buf *m = &msgs[nadd];
+		buf_init(m, 0);
+		buf_printf(m, "Delivered-To: %s\r\n", account);
+		buf_append(m, it->content, it->len);
+		if (quota > 0 && bytes + m->len > (uint64_t)quota) {
+			/* Over quota is temporary: the user may make room. */
+			it->result = DELIVER_TEMPFAIL;
+			buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota", account);
+			buf_free(m);
+			continue;
+		}
+		bytes += m->len;
+		mime_meta_compute(m->data, m->len, &mms[nadd]);
+		adds[nadd] = (struct store_add_item){.msg = m->data, .len = m->len,
+						     .meta = &mms[nadd].meta,
+						     .dedup_key = it->dedup_key};
+		which[nadd++] = i;
+	}
+	if (nadd > 0 && store_add_many(st, "INBOX", adds, nadd, NULL) < 0) {
+		for (size_t k = 0; k < nadd; k++) {
+			struct local_item *it = &items[which[k]];
+			it->result = DELIVER_TEMPFAIL;
+			buf_printf(it->why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
+		}
+	} else {
+		for (size_t k = 0; k < nadd; k++) {
+			struct local_item *it = &items[which[k]];
+			it->result = DELIVER_OK;
+			buf_printf(it->why, "2.0.0 Delivered to INBOX uid %u%s", adds[k].uid,
+				   adds[k].rc == 0 ? " (earlier)" : "");
+		}
+	}
+out:
+	/* The pool closes a handle whose last call failed inside the store. */
+	store_pool_put(data_dir, &st);
+	for (size_t k = 0; k < nadd; k++) {
+		mime_meta_free(&mms[k]);
+		buf_free(&msgs[k]);
+	}
+	free(adds);
+	free(msgs);
+	free(mms);
+	free(which);
+	buf_free(&err);
+}
+
 enum deliver_result
 local_deliver(const char *data_dir, const char *account, const char *content, size_t len,
 	      const char *dedup_key, int64_t quota, int max_hops, struct buf *why)
 {
-	struct buf err = BUF_INIT(0), msg = BUF_INIT(0);
-	enum deliver_result res = DELIVER_TEMPFAIL;
-	struct store *st = NULL;
+	struct local_item it = {content, len, dedup_key, DELIVER_TEMPFAIL, why};
 
-	if (seen_delivered_to(content, len, account)) {
-		buf_printf(why, "5.4.6 Mail loop: already delivered to %s", account);
-		return DELIVER_PERMFAIL;
-	}
-	st = local_store(data_dir, account, &err);
-	if (st == NULL) {
-		buf_printf(why, "4.3.0 Mailbox unavailable: %s", buf_str(&err));
-		goto out;
-	}
-	buf_printf(&msg, "Delivered-To: %s\r\n", account);
-	buf_append(&msg, content, len);
-	if (quota > 0) {
-		uint64_t bytes = 0, msgs = 0;
-		if (store_usage(st, &bytes, &msgs) < 0) {
-			buf_printf(why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
-			goto out;
-		}
-		if (bytes + msg.len > (uint64_t)quota) {
-			/* Over quota is temporary: the user may make room. */
-			buf_printf(why, "4.2.2 Mailbox full: %s is over its quota", account);
-			goto out;
-		}
-	}
-	struct mime_meta mm;
-	mime_meta_compute(msg.data, msg.len, &mm);
-	uint32_t uid = 0;
-	int r = store_deliver(st, "INBOX", msg.data, msg.len, &mm.meta, dedup_key, &uid);
-	mime_meta_free(&mm);
-	if (r < 0) {
-		buf_printf(why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
-		local_store_drop(st);
-		goto out;
-	}
-	buf_printf(why, "2.0.0 Delivered to INBOX uid %u%s", uid, r == 0 ? " (earlier)" : "");
-	res = DELIVER_OK;
-out:
 	(void)max_hops;
-	buf_free(&err);
-	buf_free(&msg);
-	return res;
+	local_deliver_many(data_dir, account, quota, &it, 1);
+	return it.result;
 }

@@ -27,6 +27,24 @@ enum deliver_result local_deliver(const char *data_dir, const char *account, con
 				  size_t len, const char *dedup_key, int64_t quota, int max_hops,
 				  struct buf *why);
 
+/* One message of local_deliver_many(). */
+struct local_item {
+	const char *content;
+	size_t len;
+	const char *dedup_key;
+	enum deliver_result result;	/* out */
+	struct buf *why;		/* out: the reason, appended */
+};
+
+/*
+ * Deliver n messages to one account's INBOX in one store transaction (one
+ * flush for the files, one for the index), each as local_deliver() would.
+ * A message that would loop or overrun the quota fails alone; a store
+ * failure fails them all (DELIVER_TEMPFAIL). Blocking.
+ */
+void local_deliver_many(const char *data_dir, const char *account, int64_t quota,
+			struct local_item *items, size_t n);
+
 /*
  * 1 if account is over (or would go over with size more bytes) its quota,
  * 0 if not, -1 on error. quota 0: unlimited.
