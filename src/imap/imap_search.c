@@ -35,9 +35,10 @@
 #include "mime/mime_date.h"
 #include "mime/mime_decode.h"
 #include "mime/mime_header.h"
+#include "mime/mime_search.h"
 #include "mime/mime_text.h"
 
-#define SEARCH_HEADER_MAX (1024 * 1024)
+#define SEARCH_HEADER_MAX MIME_SEARCH_HEADER_MAX
 
 enum search_cost {
 	COST_SNAPSHOT = 0,
@@ -74,11 +75,15 @@ struct search_run {
 	const struct imap_search_ctx *ctx;
 	bool exact; /* mailbox small enough to scan BODY/TEXT exactly */
 	const char *err;
+	int hc_state; /* header caches: 0 not loaded, 1 loaded, -1 unavailable */
+	struct store_search_rec *hc;
+	size_t nhc;
 };
 
 /* What has been loaded of the message being evaluated. */
 struct smsg {
 	const struct imap_search_ctx *ctx;
+	struct search_run *run;
 	const struct store_msg *m;
 	uint32_t seq;
 	int hdr_state; /* 0 not loaded, 1 loaded, -1 unavailable */
@@ -91,174 +96,6 @@ struct smsg {
 	int text_state;
 	struct buf text; /* case-mapped headers and body text */
 };
-
-/* --- case mapping --- */
-
-static uint32_t
-cm_lower(uint32_t c)
-{
-	if (c < 0x80)
-		return c >= 'A' && c <= 'Z' ? c + 32 : c;
-	if (c >= 0xc0 && c <= 0xde && c != 0xd7)
-		return c + 32;
-	if ((c >= 0x100 && c <= 0x12f) || (c >= 0x132 && c <= 0x137) ||
-	    (c >= 0x14a && c <= 0x177) || (c >= 0x1e00 && c <= 0x1e95) ||
-	    (c >= 0x1ea0 && c <= 0x1eff))
-		return (c & 1) == 0 ? c + 1 : c;
-	if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e))
-		return (c & 1) == 1 ? c + 1 : c;
-	if (c == 0x178)
-		return 0xff;
-	if (c >= 0x391 && c <= 0x3a9 && c != 0x3a2)
-		return c + 32;
-	if (c == 0x3c2)
-		return 0x3c3;
-	if (c == 0x386)
-		return 0x3ac;
-	if (c >= 0x388 && c <= 0x38a)
-		return c + 37;
-	if (c == 0x38c)
-		return 0x3cc;
-	if (c == 0x38e || c == 0x38f)
-		return c + 63;
-	if (c >= 0x400 && c <= 0x40f)
-		return c + 80;
-	if (c >= 0x410 && c <= 0x42f)
-		return c + 32;
-	if (c >= 0xff21 && c <= 0xff3a)
-		return c + 32;
-	return c;
-}
-
-static uint32_t
-cm_upper(uint32_t c)
-{
-	if (c < 0x80)
-		return c >= 'a' && c <= 'z' ? c - 32 : c;
-	if (c >= 0xe0 && c <= 0xfe && c != 0xf7)
-		return c - 32;
-	if (c == 0xff)
-		return 0x178;
-	if ((c >= 0x101 && c <= 0x12f) || (c >= 0x133 && c <= 0x137) ||
-	    (c >= 0x14b && c <= 0x177) || (c >= 0x1e01 && c <= 0x1e95) ||
-	    (c >= 0x1ea1 && c <= 0x1eff))
-		return (c & 1) == 1 ? c - 1 : c;
-	if ((c >= 0x13a && c <= 0x148) || (c >= 0x17a && c <= 0x17e))
-		return (c & 1) == 0 ? c - 1 : c;
-	if (c >= 0x3b1 && c <= 0x3c9 && c != 0x3c2)
-		return c - 32;
-	if (c == 0x3c2)
-		return 0x3a3;
-	if (c == 0x3ac)
-		return 0x386;
-	if (c >= 0x3ad && c <= 0x3af)
-		return c - 37;
-	if (c == 0x3cc)
-		return 0x38c;
-	if (c == 0x3cd || c == 0x3ce)
-		return c - 63;
-	if (c >= 0x430 && c <= 0x44f)
-		return c - 32;
-	if (c >= 0x450 && c <= 0x45f)
-		return c - 80;
-	if (c >= 0xff41 && c <= 0xff5a)
-		return c - 32;
-	return c;
-}
-
-/* Decode one UTF-8 sequence at s[0..n); its length, or 0 when invalid. */
-static size_t
-cm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	uint32_t c;
-	size_t len;
-
-	if (s[0] < 0xc2 || s[0] > 0xf4)
-		return 0;
-	if (s[0] < 0xe0) {
-		len = 2;
-		c = s[0] & 0x1f;
-	} else if (s[0] < 0xf0) {
-		len = 3;
-		c = s[0] & 0x0f;
-	} else {
-		len = 4;
-		c = s[0] & 0x07;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		c = (c << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) ||
-	    (len == 4 && (c < 0x10000 || c > 0x10ffff)))
-		return 0;
-	*cp = c;
-	return len;
-}
-
-static int
-cm_utf8_put(struct buf *out, uint32_t c)
-{
-	char b[4];
-
-	if (c < 0x800) {
-		b[0] = (char)(0xc0 | (c >> 6));
-		b[1] = (char)(0x80 | (c & 0x3f));
-		return buf_append(out, b, 2);
-	}
-	if (c < 0x10000) {
-		b[0] = (char)(0xe0 | (c >> 12));
-		b[1] = (char)(0x80 | ((c >> 6) & 0x3f));
-		b[2] = (char)(0x80 | (c & 0x3f));
-		return buf_append(out, b, 3);
-	}
-	b[0] = (char)(0xf0 | (c >> 18));
-	b[1] = (char)(0x80 | ((c >> 12) & 0x3f));
-	b[2] = (char)(0x80 | ((c >> 6) & 0x3f));
-	b[3] = (char)(0x80 | (c & 0x3f));
-	return buf_append(out, b, 4);
-}
-
-int
-imap_search_casemap(struct buf *out, const char *s, size_t n, int upper)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0;
-
-	/* buf_grow() alone leaves a fresh buffer without its NUL: only grow for real data */
-	if (n > 0 && buf_grow(out, n) < 0)
-		return -1;
-	while (i < n) {
-		if (p[i] < 0x80) {
-			/* A run of ASCII: copied at once, then folded in place. */
-			size_t j = i, at = out->len;
-			while (j < n && p[j] < 0x80)
-				j++;
-			if (buf_append(out, s + i, j - i) < 0)
-				return -1;
-			for (char *c = out->data + at; c < out->data + out->len; c++)
-				if (upper ? (*c >= 'a' && *c <= 'z') : (*c >= 'A' && *c <= 'Z'))
-					*c = (char)(upper ? *c - 32 : *c + 32);
-			i = j;
-			continue;
-		}
-		uint32_t cp;
-		size_t len = cm_utf8_decode(p + i, n - i, &cp);
-		if (len == 0) {
-			if (buf_putc(out, (char)p[i]) < 0)
-				return -1;
-			i++;
-			continue;
-		}
-		if (cm_utf8_put(out, upper ? cm_upper(cp) : cm_lower(cp)) < 0)
-			return -1;
-		i += len;
-	}
-	return 0;
-}
 
 /* --- reading messages --- */
 
@@ -305,10 +142,13 @@ imap_search_header(const struct imap_search_ctx *ctx, uint32_t uid, struct buf *
 }
 
 static void
-smsg_init(struct smsg *sm, const struct imap_search_ctx *ctx, size_t i)
+smsg_init(struct smsg *sm, struct search_run *run, size_t i)
 {
+	const struct imap_search_ctx *ctx = run->ctx;
+
 	memset(sm, 0, sizeof(*sm));
 	sm->ctx = ctx;
+	sm->run = run;
 	sm->m = &ctx->view->msgs[i];
 	sm->seq = (uint32_t)(i + 1);
 }
@@ -348,17 +188,6 @@ smsg_parse(struct smsg *sm)
 	return sm->parse_state > 0;
 }
 
-/* Append the RFC 2047-decoded, unfolded value of f. */
-static void
-search_decoded_value(struct buf *out, const struct mime_field *f)
-{
-	struct buf raw = BUF_INIT(0);
-
-	(void)mime_header_unfold(&raw, f, MIME_UNFOLD_NUL);
-	(void)mime_decode_words(out, raw.data != NULL ? raw.data : "", raw.len);
-	buf_free(&raw);
-}
-
 /* The case-mapped body text of the message (BODY). */
 static const struct buf *
 smsg_body(struct smsg *sm)
@@ -368,7 +197,7 @@ smsg_body(struct smsg *sm)
 		sm->body_state = -1;
 		if (smsg_parse(sm)) {
 			(void)mime_text_body(&t, sm->root, 0);
-			(void)imap_search_casemap(&sm->body, t.data != NULL ? t.data : "", t.len,
+			(void)mime_casemap(&sm->body, t.data != NULL ? t.data : "", t.len,
 						  0);
 			sm->body_state = 1;
 		}
@@ -393,14 +222,14 @@ smsg_text(struct smsg *sm)
 				buf_append(&t, f.name, f.name_len);
 				if (f.has_colon) {
 					buf_puts(&t, ": ");
-					search_decoded_value(&t, &f);
+					mime_search_decoded(&t, &f);
 				}
 				buf_putc(&t, '\n');
 			}
 			(void)mime_text_headers(&t, r, 0);
 			buf_putc(&t, '\n');
 			(void)mime_text_body(&t, r, 0);
-			(void)imap_search_casemap(&sm->text, t.data != NULL ? t.data : "", t.len,
+			(void)mime_casemap(&sm->text, t.data != NULL ? t.data : "", t.len,
 						  0);
 			sm->text_state = 1;
 		}
@@ -421,114 +250,66 @@ search_contains(const struct buf *hay, const char *needle, size_t nlen)
 
 /* --- header keys --- */
 
-enum hdr_form {
-	HF_PLAIN,   /* decoded value */
-	HF_ADDRESS, /* normalised address list */
-	HF_SUBJECT, /* decoded, white space runs collapsed */
-};
-
-/* The normalised form of an address list, as Dovecot's message_address_write() gives it. */
-static void
-search_address_form(struct buf *out, const char *v, size_t len)
+/* The message's cached header text from the index, loaded for the whole mailbox once; or NULL. */
+static const struct store_search_rec *
+smsg_cached_headers(struct smsg *sm)
 {
-	struct mime_address *list = mime_address_parse(v, len, 1);
-	bool first = true, in_group = false;
+	struct search_run *run = sm->run;
+	size_t lo = 0, hi;
 
-	for (struct mime_address *a = list; a != NULL; a = a->next) {
-		if (a->host == NULL) {
-			if (!in_group) {
-				if (!first)
-					buf_puts(out, ", ");
-				if (a->mailbox != NULL && a->mailbox[0] != '\0')
-					mime_decode_words(out, a->mailbox, strlen(a->mailbox));
-				else
-					buf_puts(out, "\"\"");
-				buf_puts(out, ": ");
-				first = true;
-			} else {
-				buf_putc(out, ';');
-				first = false;
-			}
-			in_group = !in_group;
-			continue;
-		}
-		if (!first)
-			buf_puts(out, ", ");
-		first = false;
-		bool named = a->name != NULL && a->name[0] != '\0';
-		if (named) {
-			mime_decode_words(out, a->name, strlen(a->name));
-			buf_putc(out, ' ');
-		}
-		if (named || a->route != NULL)
-			buf_putc(out, '<');
-		if (a->route != NULL) {
-			buf_puts(out, a->route);
-			buf_putc(out, ':');
-		}
-		buf_puts(out, a->mailbox != NULL ? a->mailbox : "");
-		buf_putc(out, '@');
-		buf_puts(out, a->host);
-		if (named || a->route != NULL)
-			buf_putc(out, '>');
+	if (run->hc_state == 0) {
+		const struct imap_search_ctx *ctx = run->ctx;
+		run->hc_state = store_search_headers(ctx->st, ctx->mailbox, ctx->uidvalidity,
+						     &run->hc, &run->nhc) == 0
+				    ? 1
+				    : -1;
 	}
-	mime_address_free(&list);
+	if (run->hc_state < 0)
+		return NULL;
+	for (hi = run->nhc; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (run->hc[mid].uid < sm->m->uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < run->nhc && run->hc[lo].uid == sm->m->uid && run->hc[lo].hdrs != NULL)
+		return &run->hc[lo];
+	return NULL;
 }
 
-static void
-search_collapse_ws(struct buf *b)
-{
-	size_t w = 0;
-	bool sp = false;
-
-	for (size_t r = 0; r < b->len; r++) {
-		char c = b->data[r];
-		if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-			if (!sp)
-				b->data[w++] = ' ';
-			sp = true;
-		} else {
-			b->data[w++] = c;
-			sp = false;
-		}
-	}
-	buf_truncate(b, w);
-}
-
-/* Does a header field called name contain the (case-mapped) needle? */
+/*
+ * Does a header field called name contain the (case-mapped) needle? The
+ * cached fields (cache >= 0, a mime_search_field) are answered from the
+ * index when the message has a cache; others from its header block.
+ */
 static bool
-search_header_match(struct smsg *sm, const char *name, enum hdr_form form, const char *needle,
-		    size_t nlen)
+search_header_match(struct smsg *sm, const char *name, int cache, enum mime_search_form form,
+		    const char *needle, size_t nlen)
 {
 	struct mime_field f;
 	size_t pos = 0, namelen = strlen(name);
 	bool found = false;
 
+	if (cache >= 0) {
+		const struct store_search_rec *e = smsg_cached_headers(sm);
+		int r = e != NULL ? mime_search_cached(e->hdrs, e->len,
+						       (enum mime_search_field)cache, needle, nlen)
+				  : -1;
+		if (r >= 0)
+			return r == 1;
+	}
 	if (!smsg_header(sm))
 		return false;
 	while (!found && mime_header_next(sm->hdr.data, sm->hdr.len, &pos, &f)) {
-		struct buf v = BUF_INIT(0), folded = BUF_INIT(0);
+		struct buf folded = BUF_INIT(0);
 		if (!f.has_colon || f.name_len != namelen ||
 		    strncasecmp(f.name, name, namelen) != 0)
 			continue;
 		if (nlen == 0)
 			return true;
-		search_decoded_value(&v, &f);
-		if (form == HF_ADDRESS) {
-			struct buf raw = BUF_INIT(0);
-			(void)mime_header_unfold(&raw, &f, MIME_UNFOLD_NUL);
-			size_t before = v.len;
-			buf_putc(&v, '\n');
-			search_address_form(&v, raw.data != NULL ? raw.data : "", raw.len);
-			if (v.len == before + 1)
-				buf_truncate(&v, before);
-			buf_free(&raw);
-		} else if (form == HF_SUBJECT) {
-			search_collapse_ws(&v);
-		}
-		(void)imap_search_casemap(&folded, v.data != NULL ? v.data : "", v.len, 0);
+		mime_search_value(&folded, &f, form);
 		found = search_contains(&folded, needle, nlen);
-		buf_free(&v);
 		buf_free(&folded);
 	}
 	return found;
@@ -701,17 +482,17 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 	case IMAP_SK_SENTSINCE:
 		return search_sent_day(sm) >= k->date.days;
 	case IMAP_SK_FROM:
-		return search_header_match(sm, "From", HF_ADDRESS, n->needle, n->nlen);
+		return search_header_match(sm, "From", MIME_SEARCH_FROM, MIME_SEARCH_ADDRESS, n->needle, n->nlen);
 	case IMAP_SK_TO:
-		return search_header_match(sm, "To", HF_ADDRESS, n->needle, n->nlen);
+		return search_header_match(sm, "To", MIME_SEARCH_TO, MIME_SEARCH_ADDRESS, n->needle, n->nlen);
 	case IMAP_SK_CC:
-		return search_header_match(sm, "Cc", HF_ADDRESS, n->needle, n->nlen);
+		return search_header_match(sm, "Cc", MIME_SEARCH_CC, MIME_SEARCH_ADDRESS, n->needle, n->nlen);
 	case IMAP_SK_BCC:
-		return search_header_match(sm, "Bcc", HF_ADDRESS, n->needle, n->nlen);
+		return search_header_match(sm, "Bcc", MIME_SEARCH_BCC, MIME_SEARCH_ADDRESS, n->needle, n->nlen);
 	case IMAP_SK_SUBJECT:
-		return search_header_match(sm, "Subject", HF_SUBJECT, n->needle, n->nlen);
+		return search_header_match(sm, "Subject", MIME_SEARCH_SUBJECT_FIELD, MIME_SEARCH_SUBJECT, n->needle, n->nlen);
 	case IMAP_SK_HEADER:
-		return search_header_match(sm, k->field != NULL ? k->field : "", HF_PLAIN,
+		return search_header_match(sm, k->field != NULL ? k->field : "", -1, MIME_SEARCH_PLAIN,
 					   n->needle, n->nlen);
 	case IMAP_SK_BODY:
 		return search_text_key(sm, n, true);
@@ -862,7 +643,7 @@ search_compile(struct search_run *run, const struct imap_search_key *k, struct c
 	}
 	if (k->str != NULL) {
 		struct buf b = BUF_INIT(0);
-		(void)imap_search_casemap(&b, k->str, k->len, 0);
+		(void)mime_casemap(&b, k->str, k->len, 0);
 		n->nlen = b.len;
 		n->needle = b.len > 0 ? buf_steal(&b) : xstrdup("");
 		buf_free(&b);
@@ -930,11 +711,12 @@ imap_search_eval(const struct imap_search_ctx *ctx, const struct imap_search_pro
 	}
 	for (size_t i = 0; i < view->count; i++) {
 		struct smsg sm;
-		smsg_init(&sm, ctx, i);
+		smsg_init(&sm, &run, i);
 		match[i] = search_eval_node(&sm, &root) ? 1 : 0;
 		smsg_done(&sm);
 	}
 	cnode_free(&root);
+	store_search_free(&run.hc, run.nhc);
 	return 0;
 }
 

@@ -94,12 +94,4 @@ int imap_search_format(struct buf *out, const struct imap_search_ctx *ctx,
  */
 int imap_search_header(const struct imap_search_ctx *ctx, uint32_t uid, struct buf *out);
 
-/*
- * Append s[0..n) case-mapped to out: to lower case (upper == 0; what
- * SEARCH compares) or upper case (what SORT compares, like Dovecot's
- * titlecase). Invalid UTF-8 bytes are copied as they are. May reallocate.
- * 0 or -1.
- */
-int imap_search_casemap(struct buf *out, const char *s, size_t n, int upper);
-
 #endif

@@ -33,6 +33,7 @@
 #include "mime/mime_address.h"
 #include "mime/mime_date.h"
 #include "mime/mime_decode.h"
+#include "mime/mime_search.h"
 #include "mime/mime_header.h"
 
 #define SORT_MAX_KEYS 16
@@ -176,7 +177,7 @@ sort_upper(const char *s)
 	struct buf b = BUF_INIT(0);
 	char *r;
 
-	(void)imap_search_casemap(&b, s, strlen(s), 1);
+	(void)mime_casemap(&b, s, strlen(s), 1);
 	r = b.len > 0 ? buf_steal(&b) : xstrdup("");
 	buf_free(&b);
 	return r;

@@ -14,6 +14,7 @@
 #include "mime/mime_decode.h"
 #include "mime/mime_header.h"
 #include "mime/mime_imap.h"
+#include "mime/mime_search.h"
 #include "mime/mime_text.h"
 
 #include <stdlib.h>
@@ -66,6 +67,10 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 	buf_free(&b);
 
 	size_t hlen = mime_header_block_len(msg, len);
+	/* SEARCH reads at most this much of a header block; the cache agrees. */
+	if (mime_search_cache(&b, msg, hlen < MIME_SEARCH_HEADER_MAX ? hlen : MIME_SEARCH_HEADER_MAX))
+		mm->search_hdrs = buf_steal(&b);
+	buf_free(&b);
 	mm->from = first_mailbox(msg, hlen, "From");
 	mm->to = first_mailbox(msg, hlen, "To");
 	mm->cc = first_mailbox(msg, hlen, "Cc");
@@ -97,6 +102,7 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 	mm->meta.hdr_subject = mm->subject;
 	mm->meta.fts_headers = mm->fts_headers;
 	mm->meta.fts_body = mm->fts_body;
+	mm->meta.search_hdrs = mm->search_hdrs;
 }
 
 void
@@ -111,5 +117,6 @@ mime_meta_free(struct mime_meta *mm)
 	free(mm->cc);
 	free(mm->fts_headers);
 	free(mm->fts_body);
+	free(mm->search_hdrs);
 	memset(mm, 0, sizeof(*mm));
 }

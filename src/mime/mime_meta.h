@@ -1,7 +1,8 @@
 /*
  * mime_meta — what the store caches about a message at delivery or APPEND
- * time: ENVELOPE, BODYSTRUCTURE, BODY, the SORT keys and the decoded text
- * for full-text search, all computed once from one MIME parse.
+ * time: ENVELOPE, BODYSTRUCTURE, BODY, the SORT keys, the header text of
+ * SEARCH's header keys and the decoded text for full-text search, all
+ * computed once from one MIME parse.
  *
  * SECURITY: the message is untrusted; the MIME parser bounds everything.
  */
@@ -19,6 +20,7 @@ struct mime_meta {
 	char *body;
 	char *from, *subject, *to, *cc;
 	char *fts_headers, *fts_body;
+	char *search_hdrs;
 };
 
 /* Compute the metadata of msg[0..len) into mm. Free with mime_meta_free. */

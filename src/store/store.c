@@ -38,7 +38,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define STORE_SCHEMA_VERSION 1
+/* 1: first; 2: files.search_hdrs (SEARCH header keys from the index) */
+#define STORE_SCHEMA_VERSION 2
 #define STORE_BUSY_TIMEOUT_MS 15000
 #define STORE_LOCAL_MAX 64
 #define STORE_DOMAIN_MAX 255
@@ -76,7 +77,8 @@ static const char store_schema[] =
     " hdr_from TEXT,"
     " hdr_subject TEXT,"
     " hdr_to TEXT,"
-    " hdr_cc TEXT"
+    " hdr_cc TEXT,"
+    " search_hdrs TEXT"
     ");"
     "CREATE TABLE messages ("
     " mailbox_id INTEGER NOT NULL,"
@@ -172,8 +174,8 @@ static const char *const store_sql_text[SQL__COUNT] = {
 		       " SET name = ?2 || substr(name, length(?1) + 1)"
 		       " WHERE name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0')",
     [SQL_FILE_INSERT] = "INSERT INTO files (id, size, envelope, bodystructure, body,"
-			" hdr_date, hdr_from, hdr_subject, hdr_to, hdr_cc)"
-			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+			" hdr_date, hdr_from, hdr_subject, hdr_to, hdr_cc, search_hdrs)"
+			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [SQL_FILE_RELEASE] = "DELETE FROM files WHERE id = ?1 AND refs <= 0 RETURNING id",
     [SQL_FILE_EXISTS] = "SELECT 1 FROM files WHERE id = ?1",
     [SQL_FTS_INSERT] = "INSERT INTO fts (rowid, hdr, body) VALUES (?1, ?2, ?3)",
@@ -208,6 +210,9 @@ static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_MSG_SORT] = "SELECT m.uid, f.hdr_date, f.hdr_from, f.hdr_subject, f.hdr_to, f.hdr_cc"
 		     " FROM messages m JOIN files f ON f.id = m.file_id"
 		     " WHERE m.mailbox_id = ?1 ORDER BY m.uid",
+    [SQL_MSG_SEARCH_HDRS] = "SELECT m.uid, f.search_hdrs"
+			    " FROM messages m JOIN files f ON f.id = m.file_id"
+			    " WHERE m.mailbox_id = ?1 ORDER BY m.uid",
     [SQL_MSG_FTS] = "SELECT uid FROM messages WHERE mailbox_id = ?1 AND file_id IN"
 		    " (SELECT rowid FROM fts WHERE fts MATCH ?2) ORDER BY uid",
     [SQL_EXP_INSERT] = "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq)"
@@ -762,14 +767,23 @@ store_db_create(struct store *st)
 		goto fail;
 	if (v >= STORE_SCHEMA_VERSION)
 		return store_commit(st);
-	if (sqlite3_exec(st->db, store_schema, NULL, NULL, NULL) != SQLITE_OK) {
-		store_db_fail(st, "create schema");
-		goto fail;
-	}
-	for (size_t i = 0; i < ARRAY_LEN(store_defaults); i++)
-		if (store_mbox_insert(st, store_defaults[i].name, store_defaults[i].use, 1, NULL) <
-		    0)
+	if (v == 1) {
+		/* Older messages keep a NULL cache: SEARCH reads their headers. */
+		if (sqlite3_exec(st->db, "ALTER TABLE files ADD COLUMN search_hdrs TEXT", NULL, NULL,
+				 NULL) != SQLITE_OK) {
+			store_db_fail(st, "upgrade schema to 2");
 			goto fail;
+		}
+	} else {
+		if (sqlite3_exec(st->db, store_schema, NULL, NULL, NULL) != SQLITE_OK) {
+			store_db_fail(st, "create schema");
+			goto fail;
+		}
+		for (size_t i = 0; i < ARRAY_LEN(store_defaults); i++)
+			if (store_mbox_insert(st, store_defaults[i].name, store_defaults[i].use, 1,
+					      NULL) < 0)
+				goto fail;
+	}
 	char pragma[64];
 	xsnprintf(pragma, sizeof(pragma), "PRAGMA user_version=%d", STORE_SCHEMA_VERSION);
 	if (sqlite3_exec(st->db, pragma, NULL, NULL, NULL) != SQLITE_OK) {

@@ -118,6 +118,7 @@ struct store_meta {
 	const char *hdr_cc;
 	const char *fts_headers; /* decoded header text for SEARCH TEXT */
 	const char *fts_body;	 /* decoded body text for SEARCH BODY/TEXT */
+	const char *search_hdrs; /* header text of SEARCH FROM/TO/CC/BCC/SUBJECT (mime_search) */
 	int64_t internal_date;	 /* Unix time; 0: now */
 	int32_t internal_tz;	 /* minutes east of UTC of internal_date */
 	uint32_t flags;		 /* STORE_F_* */
@@ -222,6 +223,13 @@ struct store_sort_rec {
 	char *subject;
 	char *to;
 	char *cc;
+};
+
+/* The cached SEARCH header text of one message (store_meta.search_hdrs). */
+struct store_search_rec {
+	uint32_t uid;
+	char *hdrs; /* NULL when the message has none (stored before the cache existed) */
+	size_t len;
 };
 
 /* Where store_fts_search() looks. */
@@ -496,6 +504,15 @@ int store_fts_search(struct store *st, const char *mailbox, uint32_t uidvalidity
  */
 int store_sort_fields(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		      struct store_sort_rec **r, size_t *n_r);
+/*
+ * The cached SEARCH header text of every message of the mailbox, in UID
+ * order. Returns 0 with a malloc'd array (free with store_search_free()),
+ * or -1.
+ */
+int store_search_headers(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			 struct store_search_rec **r, size_t *n_r);
+/* Free an array from store_search_headers(); sets *r to NULL. */
+void store_search_free(struct store_search_rec **r, size_t n);
 /* Free an array from store_sort_fields(); sets *r to NULL. */
 void store_sort_free(struct store_sort_rec **r, size_t n);
 

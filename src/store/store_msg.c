@@ -364,6 +364,7 @@ store_add_rows(struct store *st, const struct store_mbox_row *mb, const struct s
 	store_bind_text(s, 8, m->hdr_subject);
 	store_bind_text(s, 9, m->hdr_to);
 	store_bind_text(s, 10, m->hdr_cc);
+	store_bind_text(s, 11, m->search_hdrs);
 	if (store_exec(st, s) < 0)
 		return -1;
 	if (m->fts_headers != NULL || m->fts_body != NULL) {
@@ -1262,6 +1263,55 @@ store_sort_fields(struct store *st, const char *mailbox, uint32_t uidvalidity,
 	*r = v;
 	*n_r = n;
 	return 0;
+}
+
+int
+store_search_headers(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		     struct store_search_rec **r, size_t *n_r)
+{
+	struct store_mbox_row mb;
+	struct store_search_rec *v = NULL;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	store_clear_error(st);
+	*r = NULL;
+	*n_r = 0;
+	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0 ||
+	    (s = store_stmt(st, SQL_MSG_SEARCH_HDRS)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, mb.id);
+	while ((rc = store_step(st, s)) == 1) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		struct store_search_rec *e = &v[n++];
+		e->uid = (uint32_t)sqlite3_column_int64(s, 0);
+		e->len = (size_t)sqlite3_column_bytes(s, 1);
+		e->hdrs = sqlite3_column_type(s, 1) == SQLITE_NULL
+			      ? NULL
+			      : xstrndup((const char *)sqlite3_column_text(s, 1), e->len);
+	}
+	if (rc < 0) {
+		store_search_free(&v, n);
+		return -1;
+	}
+	*r = v;
+	*n_r = n;
+	return 0;
+}
+
+void
+store_search_free(struct store_search_rec **r, size_t n)
+{
+	if (*r == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free((*r)[i].hdrs);
+	free(*r);
+	*r = NULL;
 }
 
 void

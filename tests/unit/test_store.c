@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "core/buf.h"
 #include "core/util.h"
 #include "store/store.h"
@@ -1109,6 +1111,47 @@ test_crash(void **state)
 	close(fd);
 }
 
+/* The SEARCH header cache: stored with the message, NULL for messages of a schema-1 index. */
+static void
+test_search_headers(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_meta m = {.search_hdrs = "\x02\x01bob <bob@example.net>\x02\x02\x02\x02"};
+	struct store_search_rec *r = NULL;
+	size_t n = 0;
+	char path[256];
+	sqlite3 *db;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
+	/* Back to schema 1, as an index made before the cache existed. */
+	store_close(&fx->st);
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "ALTER TABLE files DROP COLUMN search_hdrs;"
+				      "PRAGMA user_version = 1;",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, NULL, NULL), 1);
+	assert_int_equal(store_search_headers(fx->st, "INBOX", 0, &r, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].uid, 1);
+	assert_null(r[0].hdrs); /* delivered before the upgrade */
+	assert_int_equal(r[1].uid, 2);
+	assert_non_null(r[1].hdrs);
+	assert_int_equal(r[1].len, strlen(m.search_hdrs));
+	assert_memory_equal(r[1].hdrs, m.search_hdrs, r[1].len);
+	assert_null(r[2].hdrs); /* no meta given */
+	store_search_free(&r, n);
+	assert_null(r);
+	assert_int_equal(store_search_headers(fx->st, "Nope", 0, &r, &n), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+}
+
 /* Several messages in one transaction: UIDs in order, one mod-sequence, dedup per item,
  * all or nothing. */
 static void
@@ -1296,6 +1339,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
 	};
