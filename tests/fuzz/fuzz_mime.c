@@ -13,7 +13,8 @@
  *     strings, literals with the right length, NIL, numbers) and nothing
  *     after it;
  *   - extracted text is valid UTF-8 and within the bound;
- *   - every part is reachable by its section number.
+ *   - every part is reachable by its section number;
+ *   - SEARCH's header cache answers as matching the header block does.
  *
  * SECURITY: test code; aborts on a broken property so the fuzzer reports it.
  */
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/buf.h"
 #include "mime/mime.h"
@@ -29,6 +31,7 @@
 #include "mime/mime_decode.h"
 #include "mime/mime_header.h"
 #include "mime/mime_imap.h"
+#include "mime/mime_search.h"
 #include "mime/mime_text.h"
 
 #define CHECK(x)                                                                                   \
@@ -42,6 +45,46 @@
 #define TEXT_MAX 4096
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* SEARCH's header cache must agree with matching the header block itself. */
+static void
+search_cache(const char *msg, size_t len)
+{
+	static const char *const names[MIME_SEARCH_NFIELDS] = {"From", "To", "Cc", "Bcc",
+							       "Subject"};
+	size_t hlen = mime_header_block_len(msg, len);
+	struct buf cache = BUF_INIT(0), needle = BUF_INIT(0);
+
+	if (!mime_search_cache(&cache, msg, hlen)) {
+		CHECK(cache.len == 0);
+		buf_free(&cache);
+		return;
+	}
+	/* A needle from the message: a few bytes of its first line, case-mapped. */
+	(void)mime_casemap(&needle, msg + (len > 8 ? 6 : 0), len > 8 ? 3 : 0, 0);
+	for (int k = 0; k < MIME_SEARCH_NFIELDS; k++) {
+		size_t pos = 0, namelen = strlen(names[k]);
+		struct mime_field f;
+		int want = 0;
+		while (!want && mime_header_next(msg, hlen, &pos, &f)) {
+			if (!f.has_colon || f.name_len != namelen ||
+			    strncasecmp(f.name, names[k], namelen) != 0)
+				continue;
+			struct buf v = BUF_INIT(0);
+			mime_search_value(&v, &f,
+					  k == MIME_SEARCH_SUBJECT_FIELD ? MIME_SEARCH_SUBJECT
+									 : MIME_SEARCH_ADDRESS);
+			want = needle.len == 0 ||
+			       (v.len >= needle.len && memmem(v.data, v.len, needle.data, needle.len));
+			buf_free(&v);
+		}
+		int got = mime_search_cached(cache.data, cache.len, (enum mime_search_field)k,
+					     needle.data != NULL ? needle.data : "", needle.len);
+		CHECK(got == -1 || got == want);
+	}
+	buf_free(&needle);
+	buf_free(&cache);
+}
 
 /* One IMAP value at s[*i]: 0 ok, -1 malformed. */
 static int
@@ -270,6 +313,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		buf_reset(&b);
 	}
 	headers(root);
+	search_cache((const char *)data, size);
 
 	char *fn = mime_part_filename(root);
 	free(fn);
