@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -38,6 +39,7 @@ struct worker_pool {
 	struct event *ev;
 	pthread_t *threads;
 	int nthreads;
+	int nice;
 };
 
 static void *
@@ -45,6 +47,9 @@ worker_main(void *p)
 {
 	struct worker_pool *pool = p;
 
+	/* Linux nice values are per thread. A refusal only leaves it at 0. */
+	if (pool->nice != 0)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), pool->nice);
 	pthread_mutex_lock(&pool->mu);
 	for (;;) {
 		while (pool->q_head == NULL && !pool->stopping)
@@ -106,6 +111,12 @@ worker_on_event(evutil_socket_t fd, short what, void *arg)
 struct worker_pool *
 worker_pool_new(struct event_base *base, int nthreads)
 {
+	return worker_pool_new_nice(base, nthreads, 0);
+}
+
+struct worker_pool *
+worker_pool_new_nice(struct event_base *base, int nthreads, int nice)
+{
 	struct worker_pool *pool = xcalloc(1, sizeof(*pool));
 
 	pthread_mutex_init(&pool->mu, NULL);
@@ -116,6 +127,7 @@ worker_pool_new(struct event_base *base, int nthreads)
 	pool->ev = event_new(base, pool->efd, EV_READ | EV_PERSIST, worker_on_event, pool);
 	event_add(pool->ev, NULL);
 	pool->nthreads = nthreads;
+	pool->nice = nice;
 	pool->threads = xcalloc((size_t)nthreads, sizeof(pthread_t));
 	for (int i = 0; i < nthreads; i++) {
 		int e = pthread_create(&pool->threads[i], NULL, worker_main, pool);
@@ -141,8 +153,9 @@ worker_submit(struct worker_pool *pool, worker_fn work, worker_fn done, void *ar
 	else
 		pool->q_head = job;
 	pool->q_tail = job;
-	pthread_cond_signal(&pool->cv);
 	pthread_mutex_unlock(&pool->mu);
+	/* After the unlock: the woken thread must not block on the mutex at once. */
+	pthread_cond_signal(&pool->cv);
 }
 
 unsigned

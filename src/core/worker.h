@@ -19,6 +19,12 @@ typedef void (*worker_fn)(void *arg);
 
 /* Start nthreads threads bound to base. Never NULL (aborts on failure). */
 struct worker_pool *worker_pool_new(struct event_base *base, int nthreads);
+/*
+ * The same with threads at the given nice value (setpriority(2) on each
+ * thread): background work that should yield the CPUs to the loop and to
+ * work someone is waiting on.
+ */
+struct worker_pool *worker_pool_new_nice(struct event_base *base, int nthreads, int nice);
 /* Queue a job. done may be NULL. Safe from the loop thread only. */
 void worker_submit(struct worker_pool *pool, worker_fn work, worker_fn done, void *arg);
 /* Jobs queued or running whose done callback has not yet run. */
