@@ -292,6 +292,24 @@ smtp_hold(struct smtp_sess *s)
 	s->hold++;
 }
 
+/*
+ * Hand the replies queued so far to the kernel now. The bufferevent would
+ * write them on the loop's next turn, after one more epoll_wait: a turn of
+ * latency on every command of a session that waits for each reply. Pipelined
+ * replies still leave together, from the last release of the session. With
+ * TLS the filter writes, as before.
+ */
+static void
+smtp_flush(struct smtp_sess *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->c->bev);
+
+	if (s->c->tls || evbuffer_get_length(out) == 0)
+		return;
+	/* A failure is left to the bufferevent's own write, which reports it. */
+	(void)evbuffer_write(out, bufferevent_getfd(s->c->bev));
+}
+
 static int
 smtp_release(struct smtp_sess *s)
 {
@@ -301,6 +319,7 @@ smtp_release(struct smtp_sess *s)
 		conn_close(s->c);
 		return 1;
 	}
+	smtp_flush(s);
 	if (s->state == ST_QUIT && !(s->flags & F_FINISHED)) {
 		s->flags |= F_FINISHED;
 		conn_finish(s->c);
