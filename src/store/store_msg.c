@@ -1226,12 +1226,20 @@ store_col_dup_empty(sqlite3_stmt *s, int i)
 	return xstrdup(v ? v : "");
 }
 
-int
-store_sort_fields(struct store *st, const char *mailbox, uint32_t uidvalidity,
-		  struct store_sort_rec **r, size_t *n_r)
+/* Fills one array element from the current row. */
+typedef void (*store_row_fn)(sqlite3_stmt *s, void *elem);
+
+/*
+ * Run query q (?1 = the mailbox id) over the messages of a mailbox and make
+ * one element of size bytes per row with fill. 0, or -1 with *r and *n_r
+ * holding what was made so far, for the caller to free.
+ */
+static int
+store_rows(struct store *st, const char *mailbox, uint32_t uidvalidity, enum store_sql q,
+	   size_t size, store_row_fn fill, void **r, size_t *n_r)
 {
 	struct store_mbox_row mb;
-	struct store_sort_rec *v = NULL;
+	char *v = NULL;
 	size_t n = 0, cap = 0;
 	sqlite3_stmt *s;
 	int rc;
@@ -1239,67 +1247,67 @@ store_sort_fields(struct store *st, const char *mailbox, uint32_t uidvalidity,
 	store_clear_error(st);
 	*r = NULL;
 	*n_r = 0;
-	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0 ||
-	    (s = store_stmt(st, SQL_MSG_SORT)) == NULL)
+	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0 || (s = store_stmt(st, q)) == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, mb.id);
 	while ((rc = store_step(st, s)) == 1) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
-			v = xrealloc(v, cap * sizeof(*v));
+			v = xrealloc(v, cap * size);
 		}
-		struct store_sort_rec *e = &v[n++];
-		e->uid = (uint32_t)sqlite3_column_int64(s, 0);
-		e->date = sqlite3_column_int64(s, 1);
-		e->from = store_col_dup_empty(s, 2);
-		e->subject = store_col_dup_empty(s, 3);
-		e->to = store_col_dup_empty(s, 4);
-		e->cc = store_col_dup_empty(s, 5);
-	}
-	if (rc < 0) {
-		store_sort_free(&v, n);
-		return -1;
+		fill(s, v + n++ * size);
 	}
 	*r = v;
 	*n_r = n;
+	return rc < 0 ? -1 : 0;
+}
+
+static void
+store_sort_row(sqlite3_stmt *s, void *elem)
+{
+	struct store_sort_rec *e = elem;
+
+	e->uid = (uint32_t)sqlite3_column_int64(s, 0);
+	e->date = sqlite3_column_int64(s, 1);
+	e->from = store_col_dup_empty(s, 2);
+	e->subject = store_col_dup_empty(s, 3);
+	e->to = store_col_dup_empty(s, 4);
+	e->cc = store_col_dup_empty(s, 5);
+}
+
+int
+store_sort_fields(struct store *st, const char *mailbox, uint32_t uidvalidity,
+		  struct store_sort_rec **r, size_t *n_r)
+{
+	if (store_rows(st, mailbox, uidvalidity, SQL_MSG_SORT, sizeof(**r), store_sort_row,
+		       (void **)r, n_r) < 0) {
+		store_sort_free(r, *n_r);
+		return -1;
+	}
 	return 0;
+}
+
+static void
+store_search_row(sqlite3_stmt *s, void *elem)
+{
+	struct store_search_rec *e = elem;
+
+	const char *t = (const char *)sqlite3_column_text(s, 1); /* NULL for NULL */
+
+	e->uid = (uint32_t)sqlite3_column_int64(s, 0);
+	e->len = (size_t)sqlite3_column_bytes(s, 1);
+	e->hdrs = t != NULL ? xstrndup(t, e->len) : NULL;
 }
 
 int
 store_search_headers(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		     struct store_search_rec **r, size_t *n_r)
 {
-	struct store_mbox_row mb;
-	struct store_search_rec *v = NULL;
-	size_t n = 0, cap = 0;
-	sqlite3_stmt *s;
-	int rc;
-
-	store_clear_error(st);
-	*r = NULL;
-	*n_r = 0;
-	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0 ||
-	    (s = store_stmt(st, SQL_MSG_SEARCH_HDRS)) == NULL)
-		return -1;
-	sqlite3_bind_int64(s, 1, mb.id);
-	while ((rc = store_step(st, s)) == 1) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			v = xrealloc(v, cap * sizeof(*v));
-		}
-		struct store_search_rec *e = &v[n++];
-		e->uid = (uint32_t)sqlite3_column_int64(s, 0);
-		e->len = (size_t)sqlite3_column_bytes(s, 1);
-		e->hdrs = sqlite3_column_type(s, 1) == SQLITE_NULL
-			      ? NULL
-			      : xstrndup((const char *)sqlite3_column_text(s, 1), e->len);
-	}
-	if (rc < 0) {
-		store_search_free(&v, n);
+	if (store_rows(st, mailbox, uidvalidity, SQL_MSG_SEARCH_HDRS, sizeof(**r),
+		       store_search_row, (void **)r, n_r) < 0) {
+		store_search_free(r, *n_r);
 		return -1;
 	}
-	*r = v;
-	*n_r = n;
 	return 0;
 }
 
