@@ -1097,15 +1097,23 @@ queue_new(struct server *srv, struct buf *err)
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/%s", q->dir, de->d_name);
 		if (strncmp(de->d_name, "tmp.", 4) == 0) {
-			/* Never acknowledged: the writer died before rename. */
+			/* Never acknowledged: the writer died before rename (older versions). */
 			unlink(path);
 			dropped++;
 			continue;
 		}
 		struct spool_msg m;
 		struct buf e = BUF_INIT(0);
-		if (strlen(de->d_name) > QUEUE_ID_LEN ||
-		    spool_load(q->dir, de->d_name, &m, NULL, &e) < 0) {
+		int lr = strlen(de->d_name) > QUEUE_ID_LEN ? -1
+							   : spool_load(q->dir, de->d_name, &m, NULL, &e);
+		if (lr == SPOOL_INCOMPLETE) {
+			/* Never acknowledged: the writer died before its end record. */
+			unlink(path);
+			dropped++;
+			buf_free(&e);
+			continue;
+		}
+		if (lr < 0) {
 			log_error("queue: %s: %s; moved aside", path, buf_str(&e));
 			char bad[4200];
 			snprintf(bad, sizeof(bad), "%s/.corrupt.%s", q->dir, de->d_name);

@@ -90,53 +90,45 @@ kvi(struct buf *b, const char *k, long long v)
 	buf_putc(b, '\0');
 }
 
+/*
+ * The file is written in place under its final name: O_EXCL, so a queued
+ * message is never replaced by another that got the same id (with excl, an
+ * existing name means the notice was written before). Until its 'E' record
+ * is on disk the file is incomplete, which spool_parse() tells apart from a
+ * damaged one: the manager drops it at start (it was never acknowledged),
+ * the CLI skips it. One group-commit flush then makes the content and the
+ * new name durable together. A temp name and a link(2) into place would cost
+ * two more directory operations per message for nothing the end record does
+ * not already say.
+ */
 static int
 write_file(const char *dir, const char *name, const struct buf *head, const char *content,
 	   size_t len, const struct buf *tail, int excl, struct buf *err)
 {
-	char tmp[4096], final[4096], rnd[17];
+	char final[4096];
 
-	util_random_hex(rnd, 8);
-	if (xsnprintf(tmp, sizeof(tmp), "%s/tmp.%s", dir, rnd) < 0 ||
-	    xsnprintf(final, sizeof(final), "%s/%s", dir, name) < 0) {
+	if (xsnprintf(final, sizeof(final), "%s/%s", dir, name) < 0) {
 		buf_printf(err, "queue path too long");
 		return -1;
 	}
-	if (excl && access(final, F_OK) == 0)
-		return 1;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		buf_printf(err, "open(%s) failed: %s", tmp, strerror(errno));
+		if (errno == EEXIST && excl)
+			return 1;
+		buf_printf(err, "open(%s) failed: %s", final, strerror(errno));
 		return -1;
 	}
 	if (util_write_all(fd, head->data, head->len) < 0 ||
 	    util_write_all(fd, content, len) < 0 ||
 	    util_write_all(fd, tail->data, tail->len) < 0) {
-		buf_printf(err, "write(%s) failed: %s", tmp, strerror(errno));
+		buf_printf(err, "write(%s) failed: %s", final, strerror(errno));
 		close(fd);
-		unlink(tmp);
+		unlink(final);
 		return -1;
 	}
 	/*
-	 * link(2), not rename(2): it fails if the name exists, so a queued
-	 * message is never replaced by another that got the same id. With
-	 * excl, an existing name means the notice was written before.
-	 */
-	if (link(tmp, final) < 0) {
-		int e = errno;
-		close(fd);
-		unlink(tmp);
-		if (e == EEXIST && excl)
-			return 1;
-		buf_printf(err, "link(%s) failed: %s", final, strerror(e));
-		return -1;
-	}
-	unlink(tmp);
-	/*
-	 * One group-commit flush makes the content and the new name durable
-	 * together. A crash before it returns may leave the file behind, torn
-	 * or whole; it was never acknowledged, and a torn one fails its
-	 * checksums at load.
+	 * A crash before the flush returns may leave the file behind, torn or
+	 * whole; it was never acknowledged, and a torn one is incomplete at load.
 	 */
 	if (fsbarrier_sync(fd) < 0) {
 		buf_printf(err, "sync(%s) failed: %s", final, strerror(errno));
@@ -354,7 +346,7 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 			if (ended)
 				break;	/* torn state record at the tail */
 			buf_printf(err, "truncated record at offset %zu", off);
-			return -1;
+			return SPOOL_INCOMPLETE;
 		}
 		const unsigned char *h = (const unsigned char *)data + off;
 		char type = (char)h[0];
@@ -363,7 +355,7 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 			if (ended)
 				break;
 			buf_printf(err, "record at offset %zu runs past the end", off);
-			return -1;
+			return SPOOL_INCOMPLETE;
 		}
 		const char *p = data + off + 5;
 		uint32_t crc = util_crc32(util_crc32(0, h, 5), p, n);
@@ -424,7 +416,7 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 	}
 	if (!ended) {
 		buf_printf(err, "incomplete spool file (never acknowledged)");
-		return -1;
+		return SPOOL_INCOMPLETE;
 	}
 	return 0;
 }

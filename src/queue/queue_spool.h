@@ -4,12 +4,12 @@
  *
  *   [type 1][length 4, big-endian][payload][crc32 4, big-endian]
  *
- * The crc covers type, length and payload. A file is first written under a
- * temporary name and linked to its id (link(2) never replaces an existing
- * file); the group-commit barrier
- * (core/fsbarrier) then makes both durable, and only then is the message
- * acknowledged. Its envelope and content records end
- * with an 'E' record. Delivery state (recipient delivered, failed, deferred)
+ * The crc covers type, length and payload. A file is written in place under
+ * its id (O_EXCL: never replacing an existing file); the group-commit barrier
+ * (core/fsbarrier) then makes it and its name durable, and only then is the
+ * message acknowledged. Its envelope and content records end with an 'E'
+ * record: a file without one is still being written, or was when the daemon
+ * died, and was never acknowledged. Delivery state (recipient delivered, failed, deferred)
  * is appended afterwards as further records, each made durable by the barrier; a torn last
  * record fails its crc and is ignored, so the previous state stands.
  *
@@ -80,22 +80,26 @@ enum spool_rec {
 void spool_new_id(char out[QUEUE_ID_LEN + 1]);
 
 /*
- * Write msg and content to dir/<msg->id> durably (temp file, link to its id, then
- * the group-commit barrier). Blocking: call on a worker. 0, or -1 with err set. If
+ * Write msg and content to dir/<msg->id> durably (in place, then the
+ * group-commit barrier). Blocking: call on a worker. 0, or -1 with err set. If
  * excl is set and the file exists already, returns 1 and writes nothing.
  */
 int spool_write(const char *dir, const struct spool_msg *msg, const char *content, size_t len,
 		int excl, struct buf *err);
 
+/* spool_parse() and spool_load(): no end record yet (being written, or torn). */
+#define SPOOL_INCOMPLETE (-2)
+
 /*
  * Parse a spool file image (data, len) into msg, replaying the state
- * records. 0 on success; -1 when the file is incomplete or corrupt (err
- * says why). msg is filled with malloc'd fields: spool_msg_free().
+ * records. 0 on success; SPOOL_INCOMPLETE when the acknowledged part is not
+ * all there, -1 when the file is damaged (err says why). msg is filled with
+ * malloc'd fields: spool_msg_free().
  */
 int spool_parse(const char *data, size_t len, struct spool_msg *msg, struct buf *err);
 
 /* Read and parse dir/id. If content_r is non-NULL, the content is returned
- * in it (the buf is reset first). 0 or -1 + err. */
+ * in it (the buf is reset first). 0, or SPOOL_INCOMPLETE or -1 + err. */
 int spool_load(const char *dir, const char *id, struct spool_msg *msg, struct buf *content_r,
 	       struct buf *err);
 
