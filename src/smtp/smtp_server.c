@@ -1049,6 +1049,7 @@ queue_done(void *arg, const char *id, const char *error)
 	smtp_set_state(s, ST_HELO);
 	if (id) {
 		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
+		smtp_flush(s);	/* the client waits for it; the log line can wait */
 		smtp_access_log(s, id, 250, NULL);
 	} else {
 		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
