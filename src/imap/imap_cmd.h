@@ -141,8 +141,9 @@ struct imap_sess {
 	unsigned idle_ticks;
 	bool logout_logged;
 
-	/* registry of sessions for change notifications */
+	/* registry of logged-in sessions by account, for change notifications */
 	struct imap_sess *reg_prev, *reg_next;
+	bool registered;
 };
 
 /* ---- replies (imap_session.c) ---- */
@@ -202,6 +203,9 @@ void imap_timeouts(struct imap_sess *s);
 void imap_session_tls_started(struct imap_sess *s);
 /* Start or stop the IDLE timer (keepalive, polling for other processes' changes). */
 void imap_session_idle_timer(struct imap_sess *s, bool on);
+
+/* Register a session that just logged in (s->user set) for change notifications. */
+void imap_reg_add(struct imap_sess *s);
 
 /* ---- the store handle ---- */
 

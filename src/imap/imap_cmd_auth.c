@@ -158,6 +158,7 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 		s->st = j->st;
 		j->st = NULL;
 		s->user = xstrdup(j->user);
+		imap_reg_add(s);
 		s->quota = j->quota;
 		s->login_ms = util_now_ms();
 		s->ncmds = 0;

@@ -48,6 +48,7 @@
 #define IDLE_TICK 30	       /* seconds between polls in IDLE, for changes by other processes */
 #define IDLE_KEEPALIVE_TICKS 4 /* "* OK Still here" every 2 minutes */
 #define NOTICES_MAX 1024       /* queued change notices before "wake all" */
+#define REG_BUCKETS 4096       /* account buckets of the session registry */
 
 static const char *const state_names[] = {"notauth", "auth", "selected", "logout"};
 
@@ -68,28 +69,49 @@ static struct {
 	struct imap_notice *head;
 	size_t n;
 	bool overflow;
-	struct imap_sess *sessions; /* loop thread only */
+	/*
+	 * Logged-in sessions by account (loop thread only): a change wakes
+	 * the sessions of its account without a walk over all of them.
+	 */
+	struct imap_sess *buckets[REG_BUCKETS];
 } imap_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void
+static size_t
+imap_reg_bucket(const char *account)
+{
+	uint32_t h = 2166136261u; /* FNV-1a over the ASCII-lowercased name */
+
+	for (const unsigned char *p = (const unsigned char *)account; *p; p++)
+		h = (h ^ (uint32_t)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 16777619u;
+	return h % REG_BUCKETS;
+}
+
+void
 imap_reg_add(struct imap_sess *s)
 {
-	s->reg_next = imap_reg.sessions;
-	if (imap_reg.sessions)
-		imap_reg.sessions->reg_prev = s;
-	imap_reg.sessions = s;
+	struct imap_sess **head = &imap_reg.buckets[imap_reg_bucket(s->user)];
+
+	s->reg_prev = NULL;
+	s->reg_next = *head;
+	if (*head)
+		(*head)->reg_prev = s;
+	*head = s;
+	s->registered = true;
 }
 
 static void
 imap_reg_del(struct imap_sess *s)
 {
+	if (!s->registered)
+		return;
 	if (s->reg_prev)
 		s->reg_prev->reg_next = s->reg_next;
-	else if (imap_reg.sessions == s)
-		imap_reg.sessions = s->reg_next;
+	else
+		imap_reg.buckets[imap_reg_bucket(s->user)] = s->reg_next;
 	if (s->reg_next)
 		s->reg_next->reg_prev = s->reg_prev;
 	s->reg_prev = s->reg_next = NULL;
+	s->registered = false;
 }
 
 /* The store hook: runs on whatever thread committed the change. */
@@ -132,6 +154,13 @@ imap_notices_free(struct imap_notice *n)
 
 static bool imap_hold_release_poll(struct imap_sess *s);
 
+/* In IDLE on a selected mailbox, free to poll now. */
+static bool
+imap_reg_idling(const struct imap_sess *s)
+{
+	return (s->flags & SF_IDLE) && s->sel && !(s->flags & SF_WAIT) && s->state != IS_LOGOUT;
+}
+
 /* On the loop: wake every IDLE session whose mailbox changed. */
 static void
 imap_notify_cb(evutil_socket_t fd, short what, void *arg)
@@ -144,20 +173,21 @@ imap_notify_cb(evutil_socket_t fd, short what, void *arg)
 	imap_reg.overflow = false;
 	pthread_mutex_unlock(&imap_reg.lock);
 
-	struct imap_sess *s = imap_reg.sessions;
-	while (s) {
-		struct imap_sess *next = s->reg_next;
-		if ((s->flags & SF_IDLE) && s->sel && s->user && !(s->flags & SF_WAIT) &&
-		    s->state != IS_LOGOUT) {
-			bool match = all;
-			for (struct imap_notice *n = list; n && !match; n = n->next)
-				match = strcasecmp(n->account, s->user) == 0 &&
-					strcmp(n->mailbox, s->sel->name) == 0;
-			if (match)
+	/* Too many to list: every idling session looks. */
+	for (size_t b = 0; all && b < REG_BUCKETS; b++)
+		for (struct imap_sess *s = imap_reg.buckets[b], *next; s; s = next) {
+			next = s->reg_next;
+			if (imap_reg_idling(s))
 				imap_hold_release_poll(s);
 		}
-		s = next;
-	}
+	for (struct imap_notice *n = list; !all && n; n = n->next)
+		for (struct imap_sess *s = imap_reg.buckets[imap_reg_bucket(n->account)], *next; s;
+		     s = next) {
+			next = s->reg_next;
+			if (imap_reg_idling(s) && strcasecmp(n->account, s->user) == 0 &&
+			    strcmp(n->mailbox, s->sel->name) == 0)
+				imap_hold_release_poll(s);
+		}
 	imap_notices_free(list);
 }
 
@@ -1585,7 +1615,6 @@ imap_start(struct conn *c)
 	c->proto = s;
 	c->on_close = imap_on_close;
 	c->on_shutdown = imap_on_shutdown;
-	imap_reg_add(s);
 	imap_set_callbacks(s);
 	imap_hold(s);
 	buf_puts(&b, "* OK [CAPABILITY ");
