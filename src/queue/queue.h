@@ -8,8 +8,13 @@
  * queue.retry_interval, warns the sender after queue.delay_warning and
  * bounces after queue.max_age or on a permanent failure.
  *
- * Every state change is on disk (spool_append_state) before it counts, so a
- * crash at any point redelivers at most what the store's dedup key absorbs.
+ * A message leaves the spool only after its deliveries are durable in the
+ * store (each under a dedup key committed with it), and a state change that
+ * keeps it in the spool is on disk (spool_append_records) before it counts,
+ * so a crash at any point redelivers at most what the dedup key absorbs. A
+ * message delivered in full is unlinked without state records: should the
+ * crash undo the unlink, the redelivery is that no-op. Local deliveries of
+ * one account run one batch at a time, one store transaction per batch.
  *
  * SECURITY: runs on the loop thread; all disk work is done by worker jobs
  * that get copies of what they need.
