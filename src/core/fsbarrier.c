@@ -79,7 +79,7 @@ fsbarrier_sync(int fd)
 		return syncfs(fd);
 	}
 	uint64_t target = d->started + 1;
-	int patient = fsb_patience > 0;
+	int patient = fsb_patience > 0, flushed = 0;
 	struct timespec until;
 	if (patient) {
 		clock_gettime(CLOCK_MONOTONIC, &until);
@@ -110,11 +110,14 @@ fsbarrier_sync(int fd)
 		}
 		d->done = gen;
 		d->running = 0;
-		pthread_cond_broadcast(&d->cv);
+		flushed = 1;
 	}
 	int failed = d->failed_gen >= target;
 	int e = d->failed_errno;
 	pthread_mutex_unlock(&fsb_mu);
+	/* After the unlock: the waiters woken must not block on the mutex at once. */
+	if (flushed)
+		pthread_cond_broadcast(&d->cv);
 	if (failed) {
 		errno = e;
 		return -1;

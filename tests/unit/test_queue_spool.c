@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include "core/buf.h"
+#include "core/fsbarrier.h"
 #include "core/util.h"
 #include "queue/queue_spool.h"
 
@@ -161,6 +163,56 @@ test_excl(void **state)
 	buf_free(&err);
 }
 
+/* Another thread's eager write, 20 ms in: its flush serves the patient one. */
+static void *
+eager_writer(void *arg)
+{
+	struct spool_msg m;
+	struct buf err = BUF_INIT(0);
+
+	usleep(20000);
+	make_msg(&m);
+	spool_new_id(m.id);
+	*(int *)arg = spool_write(dir, &m, "z", 1, 0, &err);
+	buf_free(&err);
+	return NULL;
+}
+
+/*
+ * A patient writer (local delivery) waits for a flush someone else starts
+ * and is served by it; alone, it starts its own when its patience ends.
+ */
+static void
+test_patient_flush(void **state)
+{
+	struct spool_msg m;
+	struct buf err = BUF_INIT(0);
+	pthread_t t;
+	int eager_rc = -1;
+
+	make_msg(&m);
+	spool_new_id(m.id);
+	assert_int_equal(spool_write(dir, &m, "x", 1, 0, &err), 0);
+	assert_int_equal(fsbarrier_set_patience(2000000), 0);
+
+	int64_t t0 = util_now_ms();
+	assert_int_equal(pthread_create(&t, NULL, eager_writer, &eager_rc), 0);
+	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
+					    &err), 0);
+	int64_t waited = util_now_ms() - t0;
+	pthread_join(t, NULL);
+	assert_int_equal(eager_rc, 0);
+	assert_true(waited >= 15 && waited < 1500);	/* the eager flush, not 2 s */
+
+	assert_int_equal(fsbarrier_set_patience(50000), 2000000);
+	t0 = util_now_ms();
+	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL, &err),
+			 0);
+	assert_true(util_now_ms() - t0 >= 45);		/* alone: its own flush after 50 ms */
+	assert_int_equal(fsbarrier_set_patience(0), 50000);
+	buf_free(&err);
+}
+
 int
 main(void)
 {
@@ -168,6 +220,7 @@ main(void)
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_torn),
 		cmocka_unit_test(test_excl),
+		cmocka_unit_test(test_patient_flush),
 	};
 	return cmocka_run_group_tests_name("queue_spool", tests, setup, teardown);
 }
