@@ -330,6 +330,9 @@ search_sent_day(struct smsg *sm)
 	int tz;
 	int64_t day = 0;
 
+	const struct store_search_rec *e = smsg_cached_headers(sm);
+	if (e != NULL && mime_search_cached_day(e->hdrs, e->len, &day) == 0)
+		return day;
 	if (!smsg_header(sm))
 		return 0;
 	v = mime_header_get(sm->hdr.data, sm->hdr.len, "Date");

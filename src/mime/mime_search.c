@@ -15,7 +15,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <stdlib.h>
+#include <time.h>
+
 #include "mime/mime_address.h"
+#include "mime/mime_date.h"
 #include "mime/mime_decode.h"
 
 static uint32_t
@@ -324,27 +328,65 @@ mime_search_cache(struct buf *out, const char *hdr, size_t len)
 			}
 		}
 	}
+	/* Last, the day of the Date: header in its own zone (0: none), for SENT*. */
+	int64_t day = 0;
+	char *date = mime_header_get(hdr, len, "Date");
+	time_t t;
+	int tz;
+	if (date != NULL && mime_date_parse(date, strlen(date), &t, &tz) == 0) {
+		int64_t local = (int64_t)t + (int64_t)tz * 60;
+		day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	}
+	free(date);
+	buf_printf(out, "%c%lld", SEP_FIELD, (long long)day);
 	return true;
+}
+
+/* The start of section k of a cache and its end; NULL when there is none. */
+static const char *
+cache_section(const char *cache, size_t len, size_t k, const char **end_r)
+{
+	const char *p = cache, *end = cache + len;
+
+	for (size_t i = 0; i <= k; i++) {
+		p = memchr(p, SEP_FIELD, (size_t)(end - p));
+		if (p == NULL)
+			return NULL;
+		p++;
+	}
+	const char *q = memchr(p, SEP_FIELD, (size_t)(end - p));
+	*end_r = q != NULL ? q : end;
+	return p;
+}
+
+int
+mime_search_cached_day(const char *cache, size_t len, int64_t *day_r)
+{
+	const char *end, *p = cache_section(cache, len, MIME_SEARCH_NFIELDS, &end);
+	char num[24];
+
+	if (p == NULL || p == end || (size_t)(end - p) >= sizeof(num))
+		return -1;
+	memcpy(num, p, (size_t)(end - p));
+	num[end - p] = '\0';
+	char *stop;
+	long long v = strtoll(num, &stop, 10);
+	if (*stop != '\0')
+		return -1;
+	*day_r = v;
+	return 0;
 }
 
 int
 mime_search_cached(const char *cache, size_t len, enum mime_search_field field, const char *needle,
 		   size_t nlen)
 {
-	const char *p = cache, *end = cache + len;
+	const char *q, *p;
 
 	if (memchr(needle, SEP_VALUE, nlen) != NULL || memchr(needle, SEP_FIELD, nlen) != NULL)
 		return -1;
-	/* The field's section: after its separator, up to the next one. */
-	for (size_t k = 0; k <= (size_t)field; k++) {
-		p = memchr(p, SEP_FIELD, (size_t)(end - p));
-		if (p == NULL)
-			return -1;
-		p++;
-	}
-	const char *q = memchr(p, SEP_FIELD, (size_t)(end - p));
-	if (q == NULL)
-		q = end;
+	if ((p = cache_section(cache, len, (size_t)field, &q)) == NULL)
+		return -1;
 	if (p == q)
 		return 0; /* no such field */
 	if (nlen == 0)

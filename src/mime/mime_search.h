@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 #include "mime/mime_header.h"
@@ -47,7 +48,7 @@ void mime_search_value(struct buf *out, const struct mime_field *f, enum mime_se
 
 /*
  * Make the cache of a header block (hdr, len): every occurrence of each
- * cached field in its search form. Returns true with out filled, or false
+ * cached field in its search form, then the day of the Date: header. Returns true with out filled, or false
  * with out empty when a value holds a separator byte (no cache: the
  * message is searched directly).
  */
@@ -60,5 +61,11 @@ bool mime_search_cache(struct buf *out, const char *hdr, size_t len);
  */
 int mime_search_cached(const char *cache, size_t len, enum mime_search_field field,
 		       const char *needle, size_t nlen);
+/*
+ * The day SENTBEFORE/SENTON/SENTSINCE compare: of the Date: header in its
+ * own zone, days since 1970-01-01; 0 when there is no valid Date:. 0 with
+ * *day_r, or -1 when the cache does not hold it (made before it did).
+ */
+int mime_search_cached_day(const char *cache, size_t len, int64_t *day_r);
 
 #endif

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/buf.h"
 #include "mime/mime.h"
@@ -82,6 +83,17 @@ search_cache(const char *msg, size_t len)
 					     needle.data != NULL ? needle.data : "", needle.len);
 		CHECK(got == -1 || got == want);
 	}
+	/* The SENT* day: as the search computes it from the Date: field. */
+	int64_t day = 0, cached = 0;
+	char *date = mime_header_get(msg, hlen, "Date");
+	time_t t;
+	int tz;
+	if (date != NULL && mime_date_parse(date, strlen(date), &t, &tz) == 0) {
+		int64_t local = (int64_t)t + (int64_t)tz * 60;
+		day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	}
+	free(date);
+	CHECK(mime_search_cached_day(cache.data, cache.len, &cached) == 0 && cached == day);
 	buf_free(&needle);
 	buf_free(&cache);
 }

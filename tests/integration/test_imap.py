@@ -730,6 +730,43 @@ def test_search_sort_thread(srv):
     c.ok("LOGOUT")
 
 
+def test_search_header_keys_and_sent_dates(srv):
+    """FROM/TO/CC/BCC/SUBJECT and SENT* are answered from the index's header cache;
+    the answers must be those of the messages themselves (decoded, case-mapped,
+    address forms, Date: in its own zone, none without a Date:)."""
+    c = connect(srv)
+    c.ok("CREATE Dates")
+    msgs = [
+        # 2024-03-10 01:00 +0500 is 03-09 in UTC: SENTON uses the header's own zone
+        b"From: =?utf-8?q?J=C3=BCrgen?= <jm@Example.DE>\r\nTo: a@x.test, b@y.test\r\n"
+        b"Subject: =?iso-8859-1?q?=C4pfel?=   und\r\n Birnen\r\n"
+        b"Date: Sun, 10 Mar 2024 01:00:00 +0500\r\n\r\nbody\r\n",
+        b"From: Sender Three <sender3@example.org>\r\nCc: Carol <carol@z.test>\r\n"
+        b"Bcc: hidden@z.test\r\nSubject: invoice 7\r\n"
+        b"Date: Sat, 09 Mar 2024 23:30:00 -0100\r\n\r\nbody\r\n",
+        b"From: nodate@example.org\r\nSubject: no date at all\r\n\r\nbody\r\n",
+    ]
+    for m in msgs:
+        append(c, "Dates", m)
+    c.ok("SELECT Dates")
+    assert c.ok("SEARCH FROM jm@example.de") == [b"* SEARCH 1"]
+    assert c.ok('SEARCH FROM "sender three <sender3@"') == [b"* SEARCH 2"]
+    assert c.ok("SEARCH TO b@y") == [b"* SEARCH 1"]
+    assert c.ok("SEARCH CC CAROL") == [b"* SEARCH 2"]
+    assert c.ok("SEARCH BCC hidden") == [b"* SEARCH 2"]
+    assert c.ok('SEARCH SUBJECT "und birnen"') == [b"* SEARCH 1"]
+    assert c.ok('SEARCH SUBJECT ""') == [b"* SEARCH 1 2 3"]
+    assert c.ok('SEARCH CC ""') == [b"* SEARCH 2"]
+    assert c.ok("SEARCH NOT FROM example.org") == [b"* SEARCH 1"]
+    assert c.ok("SEARCH SENTON 10-Mar-2024") == [b"* SEARCH 1"]
+    assert c.ok("SEARCH SENTON 9-Mar-2024") == [b"* SEARCH 2"]
+    assert c.ok("SEARCH SENTBEFORE 10-Mar-2024") == [b"* SEARCH 2 3"]
+    assert c.ok("SEARCH SENTSINCE 10-Mar-2024") == [b"* SEARCH 1"]
+    assert c.ok("SEARCH SENTSINCE 1-Jan-1970") == [b"* SEARCH 1 2 3"]
+    assert c.ok('SEARCH CHARSET UTF-8 SUBJECT "PFEL"') == [b"* SEARCH 1"]
+    c.ok("LOGOUT")
+
+
 def test_auth_delay_and_disconnects_while_busy(make_surat):
     s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "auth.fail_delay": "1s"})
     c = RawImap(s.port("imap"))

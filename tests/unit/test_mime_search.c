@@ -67,9 +67,26 @@ static const char *const headers[] = {
 };
 
 static const char *const needles[] = {
-    "", "sender3", "example.org", "sender three", "<sender3@example.org>", "b, person",
-    "second@z", "hello world", "hello\tworld", "jürgen", "müller", "äpfel", "birnen",
-    "undisclosed", "fake", "group", "d@e.f", "nothing-here", "@", " ",
+    "",
+    "sender3",
+    "example.org",
+    "sender three",
+    "<sender3@example.org>",
+    "b, person",
+    "second@z",
+    "hello world",
+    "hello\tworld",
+    "jürgen",
+    "müller",
+    "äpfel",
+    "birnen",
+    "undisclosed",
+    "fake",
+    "group",
+    "d@e.f",
+    "nothing-here",
+    "@",
+    " ",
 };
 
 static void
@@ -89,8 +106,9 @@ test_cache_matches_direct(void **state)
 				mime_casemap(&n, needles[k], strlen(needles[k]), 0);
 				const char *nd = n.data != NULL ? n.data : "";
 				int want = direct(hdr, len, field, nd, n.len);
-				int got = mime_search_cached(cache.data, cache.len,
-							     (enum mime_search_field)field, nd, n.len);
+				int got =
+				    mime_search_cached(cache.data, cache.len,
+						       (enum mime_search_field)field, nd, n.len);
 				if (got != want)
 					fail_msg("header %zu, %s, \"%s\": cache %d, direct %d", h,
 						 names[field], needles[k], got, want);
@@ -114,12 +132,54 @@ test_separators(void **state)
 	const char *ok = "From: a@b.test\r\n\r\n";
 	assert_true(mime_search_cache(&cache, ok, strlen(ok)));
 	/* A needle holding a separator: the cache cannot tell. */
-	assert_int_equal(mime_search_cached(cache.data, cache.len, MIME_SEARCH_FROM, "a\x01", 2), -1);
-	assert_int_equal(mime_search_cached(cache.data, cache.len, MIME_SEARCH_FROM, "\x02", 1), -1);
+	assert_int_equal(mime_search_cached(cache.data, cache.len, MIME_SEARCH_FROM, "a\x01", 2),
+			 -1);
+	assert_int_equal(mime_search_cached(cache.data, cache.len, MIME_SEARCH_FROM, "\x02", 1),
+			 -1);
 	/* A malformed cache: it cannot tell either. */
 	assert_int_equal(mime_search_cached("", 0, MIME_SEARCH_SUBJECT_FIELD, "x", 1), -1);
 	assert_int_equal(mime_search_cached(cache.data, cache.len, MIME_SEARCH_FROM, "a@b", 3), 1);
 	assert_int_equal(mime_search_cached(cache.data, cache.len, MIME_SEARCH_TO, "", 0), 0);
+	buf_free(&cache);
+}
+
+/* The SENT* day: the Date: header's day in its own zone; 0 without a valid Date:. */
+static void
+test_sent_day(void **state)
+{
+	static const struct {
+		const char *hdr;
+		int64_t day;
+	} v[] = {
+	    {"Date: Thu, 01 Jan 1970 23:59:59 +0000\r\n\r\n", 0},
+	    {"Date: Fri, 02 Jan 1970 00:00:00 +0000\r\n\r\n", 1},
+	    /* 2024-03-10 01:00 +0500 is 2024-03-09 20:00 UTC: its own zone's day counts */
+	    {"Subject: x\r\nDate: Sun, 10 Mar 2024 01:00:00 +0500\r\n\r\n", 19792},
+	    {"Date: Wed, 31 Dec 1969 23:00:00 +0000\r\n\r\n", -1},
+	    {"Date: not a date\r\n\r\n", 0},
+	    {"From: a@b.test\r\n\r\n", 0},
+	};
+	struct buf cache = BUF_INIT(0);
+	int64_t day;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		assert_true(mime_search_cache(&cache, v[i].hdr, strlen(v[i].hdr)));
+		day = 12345;
+		assert_int_equal(mime_search_cached_day(cache.data, cache.len, &day), 0);
+		if (day != v[i].day)
+			fail_msg("%s: day %lld, want %lld", v[i].hdr, (long long)day,
+				 (long long)v[i].day);
+	}
+	/* A cache made before the day was kept: the caller reads the message. */
+	const char old[] = "\x02\x01a@b.test\x02\x02\x02\x02";
+	assert_int_equal(mime_search_cached_day(old, sizeof(old) - 1, &day), -1);
+	/* The fields still answer with the day section after them. */
+	assert_true(mime_search_cache(&cache, v[2].hdr, strlen(v[2].hdr)));
+	assert_int_equal(
+	    mime_search_cached(cache.data, cache.len, MIME_SEARCH_SUBJECT_FIELD, "x", 1), 1);
+	assert_int_equal(
+	    mime_search_cached(cache.data, cache.len, MIME_SEARCH_SUBJECT_FIELD, "1979", 4), 0);
 	buf_free(&cache);
 }
 
@@ -140,6 +200,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cache_matches_direct),
 	    cmocka_unit_test(test_separators),
+	    cmocka_unit_test(test_sent_day),
 	    cmocka_unit_test(test_casemap),
 	};
 
