@@ -38,11 +38,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* 1: first; 2: files.search_hdrs (SEARCH header keys from the index) */
-#define STORE_SCHEMA_VERSION 2
+/*
+ * 1: first; 2: files.search_hdrs; 3: the SEARCH header cache in a narrow
+ * table of its own (reading it from files dragged the whole wide rows in;
+ * a schema-2 files.search_hdrs is left unused).
+ */
+#define STORE_SCHEMA_VERSION 3
 #define STORE_BUSY_TIMEOUT_MS 15000
 #define STORE_LOCAL_MAX 64
 #define STORE_DOMAIN_MAX 255
+
+/* SEARCH's header cache (mime_search) per file; also what schemas 1 and 2 gain. */
+#define STORE_SCHEMA_SEARCH                                                                        \
+	"CREATE TABLE search_hdrs ("                                                               \
+	" id INTEGER PRIMARY KEY,"                                                                 \
+	" hdrs TEXT NOT NULL"                                                                      \
+	");"                                                                                       \
+	"CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"                                      \
+	" DELETE FROM fts WHERE rowid = old.id;"                                                   \
+	" DELETE FROM search_hdrs WHERE id = old.id;"                                              \
+	"END;"
 
 static const char store_schema[] =
     "CREATE TABLE meta ("
@@ -77,8 +92,7 @@ static const char store_schema[] =
     " hdr_from TEXT,"
     " hdr_subject TEXT,"
     " hdr_to TEXT,"
-    " hdr_cc TEXT,"
-    " search_hdrs TEXT"
+    " hdr_cc TEXT"
     ");"
     "CREATE TABLE messages ("
     " mailbox_id INTEGER NOT NULL,"
@@ -129,9 +143,8 @@ static const char store_schema[] =
     "  deleted = deleted + (new.flags & 8 != 0) - (old.flags & 8 != 0)"
     "  WHERE id = new.mailbox_id;"
     "END;"
-    "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
-    " DELETE FROM fts WHERE rowid = old.id;"
-    "END;";
+    STORE_SCHEMA_SEARCH;
+
 
 static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_BEGIN_READ] = "BEGIN",
@@ -174,8 +187,9 @@ static const char *const store_sql_text[SQL__COUNT] = {
 		       " SET name = ?2 || substr(name, length(?1) + 1)"
 		       " WHERE name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0')",
     [SQL_FILE_INSERT] = "INSERT INTO files (id, size, envelope, bodystructure, body,"
-			" hdr_date, hdr_from, hdr_subject, hdr_to, hdr_cc, search_hdrs)"
-			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+			" hdr_date, hdr_from, hdr_subject, hdr_to, hdr_cc)"
+			" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [SQL_SEARCH_INSERT] = "INSERT INTO search_hdrs (id, hdrs) VALUES (?1, ?2)",
     [SQL_FILE_RELEASE] = "DELETE FROM files WHERE id = ?1 AND refs <= 0 RETURNING id",
     [SQL_FILE_EXISTS] = "SELECT 1 FROM files WHERE id = ?1",
     [SQL_FTS_INSERT] = "INSERT INTO fts (rowid, hdr, body) VALUES (?1, ?2, ?3)",
@@ -210,8 +224,8 @@ static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_MSG_SORT] = "SELECT m.uid, f.hdr_date, f.hdr_from, f.hdr_subject, f.hdr_to, f.hdr_cc"
 		     " FROM messages m JOIN files f ON f.id = m.file_id"
 		     " WHERE m.mailbox_id = ?1 ORDER BY m.uid",
-    [SQL_MSG_SEARCH_HDRS] = "SELECT m.uid, f.search_hdrs"
-			    " FROM messages m JOIN files f ON f.id = m.file_id"
+    [SQL_MSG_SEARCH_HDRS] = "SELECT m.uid, s.hdrs"
+			    " FROM messages m LEFT JOIN search_hdrs s ON s.id = m.file_id"
 			    " WHERE m.mailbox_id = ?1 ORDER BY m.uid",
     [SQL_MSG_FTS] = "SELECT uid FROM messages WHERE mailbox_id = ?1 AND file_id IN"
 		    " (SELECT rowid FROM fts WHERE fts MATCH ?2) ORDER BY uid",
@@ -767,11 +781,11 @@ store_db_create(struct store *st)
 		goto fail;
 	if (v >= STORE_SCHEMA_VERSION)
 		return store_commit(st);
-	if (v == 1) {
-		/* Older messages keep a NULL cache: SEARCH reads their headers. */
-		if (sqlite3_exec(st->db, "ALTER TABLE files ADD COLUMN search_hdrs TEXT", NULL, NULL,
+	if (v >= 1) {
+		/* Older messages have no cache: SEARCH reads their headers. */
+		if (sqlite3_exec(st->db, "DROP TRIGGER files_ad;" STORE_SCHEMA_SEARCH, NULL, NULL,
 				 NULL) != SQLITE_OK) {
-			store_db_fail(st, "upgrade schema to 2");
+			store_db_fail(st, "upgrade schema to 3");
 			goto fail;
 		}
 	} else {

@@ -364,9 +364,16 @@ store_add_rows(struct store *st, const struct store_mbox_row *mb, const struct s
 	store_bind_text(s, 8, m->hdr_subject);
 	store_bind_text(s, 9, m->hdr_to);
 	store_bind_text(s, 10, m->hdr_cc);
-	store_bind_text(s, 11, m->search_hdrs);
 	if (store_exec(st, s) < 0)
 		return -1;
+	if (m->search_hdrs != NULL) {
+		if ((s = store_stmt(st, SQL_SEARCH_INSERT)) == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, file_id);
+		store_bind_text(s, 2, m->search_hdrs);
+		if (store_exec(st, s) < 0)
+			return -1;
+	}
 	if (m->fts_headers != NULL || m->fts_body != NULL) {
 		if ((s = store_stmt(st, SQL_FTS_INSERT)) == NULL)
 			return -1;

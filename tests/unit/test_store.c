@@ -1111,7 +1111,28 @@ test_crash(void **state)
 	close(fd);
 }
 
-/* The SEARCH header cache: stored with the message, NULL for messages of a schema-1 index. */
+/* Rows of a table, counted through a connection of our own. */
+static int
+count_rows(const char *dir, const char *table)
+{
+	char path[256], sql[128];
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	int n = -1;
+
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", dir);
+	xsnprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			n = sqlite3_column_int(s, 0);
+		sqlite3_finalize(s);
+	}
+	sqlite3_close(db);
+	return n;
+}
+
+/* The SEARCH header cache: stored with the message, none for messages of an older index. */
 static void
 test_search_headers(void **state)
 {
@@ -1123,13 +1144,17 @@ test_search_headers(void **state)
 	sqlite3 *db;
 
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
-	/* Back to schema 1, as an index made before the cache existed. */
+	assert_int_equal(count_rows(fx->dir, "search_hdrs"), 1);
+	/* Back to schema 2, as an index made before the cache had its own table. */
 	store_close(&fx->st);
 	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
-				      "ALTER TABLE files DROP COLUMN search_hdrs;"
-				      "PRAGMA user_version = 1;",
+				      "DROP TABLE search_hdrs; DROP TRIGGER files_ad;"
+				      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
+				      " DELETE FROM fts WHERE rowid = old.id; END;"
+				      "ALTER TABLE files ADD COLUMN search_hdrs TEXT;"
+				      "PRAGMA user_version = 2;",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
 	sqlite3_close(db);
@@ -1148,6 +1173,16 @@ test_search_headers(void **state)
 	assert_null(r[2].hdrs); /* no meta given */
 	store_search_free(&r, n);
 	assert_null(r);
+	/* An expunged message takes its cache along. */
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+	struct store_range two = {2, 2};
+	assert_int_equal(
+	    store_expunge(fx->st, "INBOX", 0, &two, 1, STORE_EXPUNGE_FORCE, &gone, &ngone, NULL),
+	    0);
+	free(gone);
+	assert_int_equal(ngone, 1);
+	assert_int_equal(count_rows(fx->dir, "search_hdrs"), 0);
 	assert_int_equal(store_search_headers(fx->st, "Nope", 0, &r, &n), -1);
 	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
 }
