@@ -210,12 +210,13 @@ void imap_reg_add(struct imap_sess *s);
 /* ---- the store handle ---- */
 
 /*
- * The account's store handle for the current command: borrowed from the
- * shared pool at dispatch (and by a poll or check outside a command), given
- * back by imap_done(), so an idle session holds none. NULL when not logged
- * in or the store cannot be opened (logged).
+ * s->st is the account's store handle for the current command: borrowed
+ * from the shared pool at dispatch (opened on a worker when none is idle),
+ * given back by imap_done(), so an idle session holds none.
+ * imap_store_take() borrows an idle one outside a command, never opening
+ * one on the loop: true when s->st is set.
  */
-struct store *imap_store_borrow(struct imap_sess *s);
+bool imap_store_take(struct imap_sess *s);
 /* Give the handle back to the pool (not while a job uses it). */
 void imap_store_return(struct imap_sess *s);
 

@@ -58,8 +58,11 @@ imap_append_literal_check(struct imap_sess *s, uint64_t size)
 	bool borrowed = s->st == NULL;
 	int rc;
 
-	/* Before the command runs: the handle is borrowed for this check only. */
-	if (s->quota <= 0 || imap_store_borrow(s) == NULL)
+	/*
+	 * Before the command runs: the handle is borrowed for this check only,
+	 * and only if one is idle (no opening on the loop; the worker checks again).
+	 */
+	if (s->quota <= 0 || !imap_store_take(s))
 		return 0;
 	rc = store_usage(s->st, &bytes, &msgs);
 	if (borrowed)

@@ -509,6 +509,8 @@ imap_cmd_idle_line(struct imap_sess *s, const char *line, size_t len)
 	s->flags &= ~SF_IDLE;
 	imap_session_idle_timer(s, false);
 	imap_timeouts(s);
+	/* For the report at the end (the command's own handle went back at its start). */
+	imap_store_take(s);
 	if (len == 4 && strncasecmp(line, "DONE", 4) == 0)
 		imap_done(s, "OK", "IDLE terminated");
 	else

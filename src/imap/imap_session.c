@@ -153,6 +153,10 @@ imap_notices_free(struct imap_notice *n)
 }
 
 static bool imap_hold_release_poll(struct imap_sess *s);
+static void imap_open_then(struct imap_sess *s,
+			   void (*then)(struct imap_sess *, const struct imap_cmd *,
+					const struct imap_arg *),
+			   const struct imap_cmd *e, const struct imap_arg *args);
 
 /* In IDLE on a selected mailbox, free to poll now. */
 static bool
@@ -263,12 +267,29 @@ imap_release(struct imap_sess *s)
 	return 0;
 }
 
+/* Report what changed to a session in IDLE, then give its handle back. */
+static void
+imap_idle_report(struct imap_sess *s, const struct imap_cmd *e, const struct imap_arg *args)
+{
+	(void)e;
+	(void)args;
+	if (imap_sel_poll(s) == 0)
+		imap_sel_flush(s, true);
+	imap_store_return(s);
+}
+
+/*
+ * A change reached an idling session: poll on an idle handle of the
+ * account at once, or after opening one on a worker (never on the loop).
+ */
 static bool
 imap_hold_release_poll(struct imap_sess *s)
 {
 	imap_hold(s);
-	if (imap_sel_poll(s) == 0)
-		imap_sel_flush(s, true);
+	if (imap_store_take(s))
+		imap_idle_report(s, NULL, NULL);
+	else if (s->user != NULL)
+		imap_open_then(s, imap_idle_report, NULL, NULL);
 	return imap_release(s) == 0;
 }
 
@@ -601,19 +622,12 @@ imap_enable_condstore(struct imap_sess *s)
 
 /* ---- the store handle ---- */
 
-struct store *
-imap_store_borrow(struct imap_sess *s)
+bool
+imap_store_take(struct imap_sess *s)
 {
-	struct buf err = BUF_INIT(0);
-
-	if (s->st == NULL && s->user != NULL) {
-		s->st = store_pool_get(s->srv->cfg->data_dir, s->user, &err);
-		if (s->st == NULL)
-			log_msg(LL_ERROR, s->c ? s->c->id : NULL, "user=%s: cannot open the store: %s",
-				s->user, buf_str(&err));
-	}
-	buf_free(&err);
-	return s->st;
+	if (s->st == NULL && s->user != NULL)
+		s->st = store_pool_take(s->srv->cfg->data_dir, s->user);
+	return s->st != NULL;
 }
 
 void
@@ -624,6 +638,74 @@ imap_store_return(struct imap_sess *s)
 }
 
 /* ---- jobs ---- */
+
+/* Open the account's store on a worker, then go on with then(). */
+struct open_job {
+	struct imap_job j;
+	void (*then)(struct imap_sess *s, const struct imap_cmd *e, const struct imap_arg *args);
+	const struct imap_cmd *e;    /* for a command: it and its arguments */
+	const struct imap_arg *args; /* the parser's: it reads nothing while we wait */
+	const char *data_dir;
+	char *user;
+	struct store *st;
+	char err[256];
+};
+
+static void
+open_work(struct imap_job *jj)
+{
+	struct open_job *j = (struct open_job *)jj;
+	struct buf err = BUF_INIT(0);
+
+	j->st = store_pool_get(j->data_dir, j->user, &err);
+	if (j->st == NULL)
+		xsnprintf(j->err, sizeof(j->err), "%.200s", buf_str(&err));
+	buf_free(&err);
+}
+
+static void
+open_done(struct imap_sess *s, struct imap_job *jj)
+{
+	struct open_job *j = (struct open_job *)jj;
+
+	if (j->st == NULL) {
+		log_msg(LL_ERROR, s->c->id, "user=%s: cannot open the store: %s", s->user, j->err);
+		if (j->e != NULL) /* a command waits for it; a poll just waits for the next change */
+			imap_done(s, "NO", "[UNAVAILABLE] Mailbox store unavailable, try again later");
+		return;
+	}
+	s->st = j->st;
+	j->st = NULL;
+	j->then(s, j->e, j->args);
+}
+
+static void
+open_free(struct imap_job *jj)
+{
+	struct open_job *j = (struct open_job *)jj;
+
+	store_pool_put(j->data_dir, &j->st);
+	free(j->user);
+	free(j);
+}
+
+static void
+imap_open_then(struct imap_sess *s,
+	       void (*then)(struct imap_sess *, const struct imap_cmd *, const struct imap_arg *),
+	       const struct imap_cmd *e, const struct imap_arg *args)
+{
+	struct open_job *j = xcalloc(1, sizeof(*j));
+
+	j->then = then;
+	j->e = e;
+	j->args = args;
+	j->data_dir = s->srv->cfg->data_dir;
+	j->user = xstrdup(s->user);
+	j->j.work = open_work;
+	j->j.done = open_done;
+	j->j.free = open_free;
+	imap_job_run(s, &j->j);
+}
 
 static void
 imap_job_work(void *arg)
@@ -943,17 +1025,9 @@ imap_sel_poll_store(struct imap_sess *s)
 int
 imap_sel_poll(struct imap_sess *s)
 {
-	bool borrowed = s->st == NULL;
-	int rc;
-
-	if (s->sel == NULL || s->user == NULL || (s->flags & SF_WAIT) || s->state == IS_LOGOUT)
+	if (s->sel == NULL || s->st == NULL || (s->flags & SF_WAIT) || s->state == IS_LOGOUT)
 		return 0;
-	if (imap_store_borrow(s) == NULL)
-		return 0;
-	rc = imap_sel_poll_store(s);
-	if (borrowed)
-		imap_store_return(s);
-	return rc;
+	return imap_sel_poll_store(s);
 }
 
 void
@@ -1225,6 +1299,12 @@ imap_state_hint(const struct imap_sess *s)
 }
 
 static void
+imap_run_cmd(struct imap_sess *s, const struct imap_cmd *e, const struct imap_arg *args)
+{
+	e->fn(s, args);
+}
+
+static void
 imap_dispatch(struct imap_sess *s, const struct imap_command *cmd)
 {
 	const struct imap_arg *args = cmd->args;
@@ -1269,8 +1349,9 @@ imap_dispatch(struct imap_sess *s, const struct imap_command *cmd)
 	}
 	s->cmd = e;
 	s->ncmds++;
-	if (s->user != NULL && imap_store_borrow(s) == NULL) {
-		imap_done(s, "NO", "[UNAVAILABLE] Mailbox store unavailable, try again later");
+	if (s->user != NULL && !imap_store_take(s)) {
+		/* No idle handle: open one on the pool, not on the loop; then run the command. */
+		imap_open_then(s, imap_run_cmd, e, args);
 		return;
 	}
 	e->fn(s, args);
@@ -1535,8 +1616,12 @@ imap_idle_tick(evutil_socket_t fd, short what, void *arg)
 	imap_hold(s);
 	if (++s->idle_ticks % IDLE_KEEPALIVE_TICKS == 0)
 		imap_puts(s, "* OK Still here\r\n");
-	if (imap_sel_poll(s) == 0)
-		imap_sel_flush(s, true);
+	/*
+	 * The tick catches changes by other processes, which notify nobody;
+	 * with no idle handle it waits for the next tick rather than open one.
+	 */
+	if (imap_store_take(s))
+		imap_idle_report(s, NULL, NULL);
 	imap_release(s);
 }
 

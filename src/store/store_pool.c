@@ -98,7 +98,7 @@ store_pool_idle(void)
 }
 
 struct store *
-store_pool_get(const char *data_dir, const char *account, struct buf *err)
+store_pool_take(const char *data_dir, const char *account)
 {
 	struct store *st = NULL;
 
@@ -110,9 +110,15 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 			break;
 		}
 	pthread_mutex_unlock(&pool.lock);
-	if (st != NULL)
-		return st;
-	return store_open(data_dir, account, err);
+	return st;
+}
+
+struct store *
+store_pool_get(const char *data_dir, const char *account, struct buf *err)
+{
+	struct store *st = store_pool_take(data_dir, account);
+
+	return st != NULL ? st : store_open(data_dir, account, err);
 }
 
 void

@@ -186,6 +186,44 @@ def test_idle_sessions_share_store_handles(make_surat):
     warm.ok("LOGOUT")
 
 
+def test_no_cached_store_handles(make_surat):
+    """store.cached_handles = 0: no handle ever waits in the pool, so every command
+    opens the store on a worker first and every IDLE wake-up does too. Everything
+    must still work, in order."""
+    srv = make_imap(make_surat, {"allow_plaintext_auth": "yes", "store.cached_handles": "0"})
+    a = connect(srv)
+    fill(a, 3)
+    assert exists_of_select(a) == 3
+    assert a.ok("FETCH 1:3 (UID FLAGS)") == [b"* 1 FETCH (UID 1 FLAGS ())",
+                                             b"* 2 FETCH (UID 2 FLAGS ())",
+                                             b"* 3 FETCH (UID 3 FLAGS ())"]
+    a.ok("STORE 2 +FLAGS.SILENT (\\Seen)")
+    assert a.ok("SEARCH UNSEEN") == [b"* SEARCH 1 3"]
+    # Pipelined commands keep their order across the opens.
+    a.send("p1 NOOP\r\np2 UID SEARCH SEEN\r\np3 STATUS INBOX (MESSAGES)\r\n")
+    _, u1 = a.until("p1")
+    tagged, u2 = a.until("p2")
+    assert tagged.startswith("p2 OK") and u2 == [b"* SEARCH 2"], (tagged, u2)
+    tagged, u3 = a.until("p3")
+    assert tagged.startswith("p3 OK") and b"MESSAGES 3" in u3[0], (tagged, u3)
+    a.send("i1 IDLE\r\n")
+    assert a.readline().startswith(b"+ ")
+    send_mail(srv, "alice@example.test", b"Subject: wake\r\n\r\nhi\r\n")
+    line, _ = wait_line(a, lambda l: l.endswith(b"EXISTS"), timeout=10)
+    assert line == b"* 4 EXISTS", line
+    a.send("DONE\r\n")
+    tagged, _ = a.until("i1")
+    assert tagged == "i1 OK IDLE terminated", tagged
+    a.ok("LOGOUT")
+
+
+def exists_of_select(c, box="INBOX"):
+    for l in select(c, box):
+        if l.endswith(b"EXISTS"):
+            return int(l.split()[1])
+    return None
+
+
 def test_idle_in_authenticated_state_and_logout(srv):
     a = connect(srv)
     a.send("i1 IDLE\r\n")
