@@ -83,17 +83,18 @@ search_cache(const char *msg, size_t len)
 					     needle.data != NULL ? needle.data : "", needle.len);
 		CHECK(got == -1 || got == want);
 	}
-	/* The SENT* day: as the search computes it from the Date: field. */
-	int64_t day = 0, cached = 0;
+	/* The SENT* day: the Date: field's local time, floored to whole days. */
+	int64_t want_day = 0, cached = 0;
 	char *date = mime_header_get(msg, hlen, "Date");
-	time_t t;
-	int tz;
-	if (date != NULL && mime_date_parse(date, strlen(date), &t, &tz) == 0) {
-		int64_t local = (int64_t)t + (int64_t)tz * 60;
-		day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	time_t when;
+	int zone;
+	if (date != NULL && mime_date_parse(date, strlen(date), &when, &zone) == 0) {
+		want_day = ((int64_t)when + zone * 60) / 86400;
+		if (((int64_t)when + zone * 60) % 86400 < 0)
+			want_day--; /* C division truncates toward zero */
 	}
 	free(date);
-	CHECK(mime_search_cached_day(cache.data, cache.len, &cached) == 0 && cached == day);
+	CHECK(mime_search_cached_day(cache.data, cache.len, &cached) == 0 && cached == want_day);
 	buf_free(&needle);
 	buf_free(&cache);
 }
