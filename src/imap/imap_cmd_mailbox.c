@@ -261,37 +261,49 @@ imap_select_qresync(struct imap_sess *s, const struct qresync_param *q)
 	store_changes_free(&ch);
 }
 
-static void
-imap_select(struct imap_sess *s, const struct imap_arg *args, bool readonly)
-{
-	struct buf name = BUF_INIT(0), b = BUF_INIT(0);
-	const char *err = NULL;
-	bool condstore = false;
-	struct qresync_param q = {0};
-	struct store_mbox_view *v = NULL;
-	const char *cmd = readonly ? "EXAMINE" : "SELECT";
+/* SELECT/EXAMINE: the snapshot is loaded on a worker (a large mailbox takes milliseconds). */
+struct select_job {
+	struct imap_job j;
+	char *name;
+	bool readonly;
+	bool condstore;
+	struct qresync_param q;
+	struct store_mbox_view *v;
+	enum store_err err;
+	char errmsg[256];
+};
 
-	imap_seqset_init(&q.known);
-	if (imap_mbox_arg(s, &args[0], &name, &err) < 0 ||
-	    (!imap_arg_is_eol(&args[1]) &&
-	     (imap_select_params(s, &args[1], &condstore, &q, &err) < 0 ||
-	      !imap_arg_is_eol(&args[2])))) {
-		imap_done(s, "BAD", "%s: %s", cmd, err ? err : "Syntax: mailbox [(parameters)]");
-		goto out;
+static void
+select_work(struct imap_job *jj)
+{
+	struct select_job *j = (struct select_job *)jj;
+
+	if (store_mailbox_load(j->j.st, j->name, &j->v) < 0) {
+		j->err = store_errcode(j->j.st);
+		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));
 	}
-	/* RFC 9051 §6.3.2: a failed SELECT leaves no mailbox selected. */
-	if (imap_deselect(s))
-		imap_puts(s, "* OK [CLOSED] Previous mailbox closed.\r\n");
-	if (store_mailbox_load(s->st, name.data, &v) < 0) {
-		imap_done_store_err(s, cmd);
-		goto out;
+}
+
+static void
+select_done(struct imap_sess *s, struct imap_job *jj)
+{
+	struct select_job *j = (struct select_job *)jj;
+	struct store_mbox_view *v = j->v;
+	const char *cmd = j->readonly ? "EXAMINE" : "SELECT";
+	struct buf b = BUF_INIT(0);
+
+	if (v == NULL) {
+		imap_done_store(s, cmd, j->err, j->errmsg);
+		return;
 	}
-	if (condstore)
+	j->v = NULL;
+	if (j->condstore)
 		s->enabled |= EN_CONDSTORE;
 
 	struct imap_mbox *m = xcalloc(1, sizeof(*m));
-	m->name = buf_steal(&name);
-	m->readonly = readonly;
+	m->name = j->name;
+	j->name = NULL;
+	m->readonly = j->readonly;
 	m->view = *v;
 	m->cap = v->count;
 	m->mark = xcalloc(v->count ? v->count : 1, 1);
@@ -322,13 +334,51 @@ imap_select(struct imap_sess *s, const struct imap_arg *args, bool readonly)
 		buf_puts(&b, "\r\n");
 	}
 	imap_write_buf(s, &b);
-	if (q.given)
-		imap_select_qresync(s, &q);
-	imap_done(s, "OK", "[%s] %s completed", readonly ? "READ-ONLY" : "READ-WRITE", cmd);
-out:
-	imap_seqset_free(&q.known);
-	buf_free(&name);
 	buf_free(&b);
+	if (j->q.given)
+		imap_select_qresync(s, &j->q);
+	imap_done(s, "OK", "[%s] %s completed", j->readonly ? "READ-ONLY" : "READ-WRITE", cmd);
+}
+
+static void
+select_free(struct imap_job *jj)
+{
+	struct select_job *j = (struct select_job *)jj;
+
+	store_mbox_view_free(&j->v);
+	free(j->name);
+	imap_seqset_free(&j->q.known);
+	free(j);
+}
+
+static void
+imap_select(struct imap_sess *s, const struct imap_arg *args, bool readonly)
+{
+	struct select_job *j = xcalloc(1, sizeof(*j));
+	struct buf name = BUF_INIT(0);
+	const char *err = NULL;
+
+	j->readonly = readonly;
+	imap_seqset_init(&j->q.known);
+	if (imap_mbox_arg(s, &args[0], &name, &err) < 0 ||
+	    (!imap_arg_is_eol(&args[1]) &&
+	     (imap_select_params(s, &args[1], &j->condstore, &j->q, &err) < 0 ||
+	      !imap_arg_is_eol(&args[2])))) {
+		imap_done(s, "BAD", "%s: %s", readonly ? "EXAMINE" : "SELECT",
+			  err ? err : "Syntax: mailbox [(parameters)]");
+		buf_free(&name);
+		select_free(&j->j);
+		return;
+	}
+	/* RFC 9051 §6.3.2: a failed SELECT leaves no mailbox selected. */
+	if (imap_deselect(s))
+		imap_puts(s, "* OK [CLOSED] Previous mailbox closed.\r\n");
+	j->name = buf_steal(&name);
+	buf_free(&name);
+	j->j.work = select_work;
+	j->j.done = select_done;
+	j->j.free = select_free;
+	imap_job_run(s, &j->j);
 }
 
 void
