@@ -5,9 +5,10 @@
  * behind the same calls.
  *
  * Layout: <data_dir>/mail/<domain>/<localpart>/ holds index.db (SQLite, WAL,
- * synchronous=FULL: a call that changed something has made it durable when
+ * synchronous=NORMAL plus a group-committed flush after every write commit
+ * (core/fsbarrier): a call that changed something has made it durable when
  * it returns) and the message files msg/<2 hex>/<name>, immutable once
- * written. A message file is on disk, fsynced, before the index row that
+ * written. A message file is on stable storage before the index row that
  * names it commits; a crash in between leaves an orphan file that
  * store_open() (temp markers) or store_sweep() (full scan) removes, never a
  * row without its file.
