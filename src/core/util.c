@@ -198,6 +198,11 @@ util_mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[4096];
 
+	/* Usually only the last level is missing: one call, not one per component. */
+	if (mkdir(path, mode) == 0 || errno == EEXIST)
+		return 0;
+	if (errno != ENOENT)
+		return -1;
 	if (xsnprintf(tmp, sizeof(tmp), "%s", path) < 0) {
 		errno = ENAMETOOLONG;
 		return -1;
