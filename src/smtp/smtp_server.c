@@ -356,6 +356,8 @@ smtp_close(struct smtp_sess *s)
 {
 	smtp_set_state(s, ST_QUIT);
 	if (s->hold == 0 && !(s->flags & F_FINISHED)) {
+		/* The last reply first: conn_finish() sends what the bufferevent holds. */
+		smtp_flush(s);
 		s->flags |= F_FINISHED;
 		conn_finish(s->c);
 	}
