@@ -32,7 +32,6 @@
 #include "imap/imap_fetch.h"
 #include "mime/mime.h"
 #include "mime/mime_address.h"
-#include "mime/mime_date.h"
 #include "mime/mime_decode.h"
 #include "mime/mime_header.h"
 #include "mime/mime_search.h"
@@ -315,31 +314,16 @@ search_header_match(struct smsg *sm, const char *name, int cache, enum mime_sear
 	return found;
 }
 
-static int64_t
-search_day(int64_t t)
-{
-	return t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-}
-
 /* The day of the Date: header in its own zone; day 0 when there is none. */
 static int64_t
 search_sent_day(struct smsg *sm)
 {
-	char *v;
-	time_t t;
-	int tz;
-	int64_t day = 0;
-
 	const struct store_search_rec *e = smsg_cached_headers(sm);
+	int64_t day;
+
 	if (e != NULL && mime_search_cached_day(e->hdrs, e->len, &day) == 0)
 		return day;
-	if (!smsg_header(sm))
-		return 0;
-	v = mime_header_get(sm->hdr.data, sm->hdr.len, "Date");
-	if (v != NULL && mime_date_parse(v, strlen(v), &t, &tz) == 0)
-		day = search_day((int64_t)t + (int64_t)tz * 60);
-	free(v);
-	return day;
+	return smsg_header(sm) ? mime_search_sent_day(sm->hdr.data, sm->hdr.len) : 0;
 }
 
 static bool
@@ -473,11 +457,11 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 	case IMAP_SK_MODSEQ:
 		return m->modseq >= k->number;
 	case IMAP_SK_BEFORE:
-		return search_day(m->internal_date) < k->date.days;
+		return mime_search_day(m->internal_date) < k->date.days;
 	case IMAP_SK_ON:
-		return search_day(m->internal_date) == k->date.days;
+		return mime_search_day(m->internal_date) == k->date.days;
 	case IMAP_SK_SINCE:
-		return search_day(m->internal_date) >= k->date.days;
+		return mime_search_day(m->internal_date) >= k->date.days;
 	case IMAP_SK_SENTBEFORE:
 		return search_sent_day(sm) < k->date.days;
 	case IMAP_SK_SENTON:

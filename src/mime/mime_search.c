@@ -328,18 +328,29 @@ mime_search_cache(struct buf *out, const char *hdr, size_t len)
 			}
 		}
 	}
-	/* Last, the day of the Date: header in its own zone (0: none), for SENT*. */
-	int64_t day = 0;
+	/* Last, the day SENT* compare. */
+	buf_printf(out, "%c%lld", SEP_FIELD, (long long)mime_search_sent_day(hdr, len));
+	return true;
+}
+
+int64_t
+mime_search_day(int64_t t)
+{
+	return t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+}
+
+int64_t
+mime_search_sent_day(const char *hdr, size_t len)
+{
 	char *date = mime_header_get(hdr, len, "Date");
+	int64_t day = 0;
 	time_t t;
 	int tz;
-	if (date != NULL && mime_date_parse(date, strlen(date), &t, &tz) == 0) {
-		int64_t local = (int64_t)t + (int64_t)tz * 60;
-		day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
-	}
+
+	if (date != NULL && mime_date_parse(date, strlen(date), &t, &tz) == 0)
+		day = mime_search_day((int64_t)t + (int64_t)tz * 60);
 	free(date);
-	buf_printf(out, "%c%lld", SEP_FIELD, (long long)day);
-	return true;
+	return day;
 }
 
 /* The start of section k of a cache and its end; NULL when there is none. */

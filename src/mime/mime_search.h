@@ -46,6 +46,11 @@ void mime_search_decoded(struct buf *out, const struct mime_field *f);
 /* Append the case-mapped text SEARCH matches f's value against, in the given form. */
 void mime_search_value(struct buf *out, const struct mime_field *f, enum mime_search_form form);
 
+/* The day (since 1970-01-01, floored) of a Unix time. */
+int64_t mime_search_day(int64_t t);
+/* The day SENT* compare: of hdr's Date: field in its own zone; 0 without a valid one. */
+int64_t mime_search_sent_day(const char *hdr, size_t len);
+
 /*
  * Make the cache of a header block (hdr, len): every occurrence of each
  * cached field in its search form, then the day of the Date: header. Returns true with out filled, or false
