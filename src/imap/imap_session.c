@@ -634,7 +634,7 @@ void
 imap_store_return(struct imap_sess *s)
 {
 	if (!(s->flags & SF_WAIT))
-		store_pool_put(s->srv->cfg->data_dir, &s->st);
+		store_pool_put(&s->st);
 }
 
 /* ---- jobs ---- */
@@ -684,7 +684,7 @@ open_free(struct imap_job *jj)
 {
 	struct open_job *j = (struct open_job *)jj;
 
-	store_pool_put(j->data_dir, &j->st);
+	store_pool_put(&j->st);
 	free(j->user);
 	free(j);
 }
@@ -1629,7 +1629,7 @@ static void
 imap_sess_free(struct imap_sess *s)
 {
 	imap_reg_del(s);
-	store_pool_put(s->srv->cfg->data_dir, &s->st);
+	store_pool_put(&s->st);
 	if (s->cont_job) {
 		s->cont_job->free(s->cont_job);
 		s->cont_job = NULL;

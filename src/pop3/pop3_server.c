@@ -251,7 +251,7 @@ pop3_sess_free(struct pop3_sess *s)
 		event_free(s->flush_timer);
 	if (s->delayed)
 		login_job_free(s->delayed);
-	store_pool_put(s->srv->cfg->data_dir, &s->st);
+	store_pool_put(&s->st);
 	store_mbox_view_free(&s->view);
 	free(s->deleted);
 	if (s->account) {
@@ -559,7 +559,7 @@ login_open_work(void *arg)
 		xsnprintf(j->err, sizeof(j->err), "%.200s", buf_str(&err));
 	} else if (store_mailbox_load(j->st, "INBOX", &j->view) < 0) {
 		xsnprintf(j->err, sizeof(j->err), "%.200s", store_errstr(j->st));
-		store_pool_put(j->data_dir, &j->st);
+		store_pool_put(&j->st);
 	}
 	buf_free(&err);
 }

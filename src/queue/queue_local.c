@@ -139,7 +139,7 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 	}
 out:
 	/* The pool closes a handle whose last call failed inside the store. */
-	store_pool_put(data_dir, &st);
+	store_pool_put(&st);
 	for (size_t k = 0; k < nadd; k++) {
 		mime_meta_free(&mms[k]);
 		buf_free(&msgs[k]);

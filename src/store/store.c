@@ -853,6 +853,7 @@ store_open(const char *data_dir, const char *account, struct buf *err)
 	st = xcalloc(1, sizeof(*st));
 	buf_init(&st->errmsg, 0);
 	st->account = xasprintf("%s@%s", local, domain);
+	st->data_dir = xstrdup(data_dir);
 	st->root = xasprintf("%s/mail/%s/%s", data_dir, domain, local);
 	st->root_fd = -1;
 	if (xsnprintf(path, sizeof(path), "%s/msg", st->root) < 0) {
@@ -907,6 +908,7 @@ store_close(struct store **stp)
 	sqlite3_close(st->db);
 	buf_free(&st->errmsg);
 	free(st->account);
+	free(st->data_dir);
 	if (st->root_fd >= 0)
 		close(st->root_fd);
 	free(st->root);

@@ -299,7 +299,7 @@ int store_sweep(struct store *st);
 struct store *store_pool_get(const char *data_dir, const char *account, struct buf *err);
 /* An idle handle of the account, or NULL: never opens one (never blocks on disk). */
 struct store *store_pool_take(const char *data_dir, const char *account);
-void store_pool_put(const char *data_dir, struct store **st);
+void store_pool_put(struct store **st);
 /* Set the number of idle handles kept (0: none), closing those beyond it. */
 void store_pool_set_max(size_t max_idle);
 /* Close every idle handle (at shutdown). */

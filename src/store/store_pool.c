@@ -6,7 +6,8 @@
  * and an SQLite page cache for hours. Sessions therefore borrow a handle for
  * the length of one command and give it back; handles not on loan wait here,
  * most recently used first, and the least recently used beyond the limit is
- * closed. One list and one mutex: the limit is small (hundreds), so a linear
+ * closed. The handles themselves are the list (no allocation per loan);
+ * one list and one mutex: the limit is small (hundreds), so a linear
  * search costs less than the hashing it would save.
  */
 #include <pthread.h>
@@ -18,41 +19,26 @@
 #include "core/util.h"
 #include "store/store_private.h"
 
-struct pool_ent {
-	struct store *st;
-	char *data_dir;
-	struct pool_ent *prev, *next;
-};
-
 static struct {
 	pthread_mutex_t lock;
-	struct pool_ent *head, *tail; /* most recently returned first */
+	struct store *head, *tail; /* most recently returned first */
 	size_t n, max;
 } pool = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, 128};
 
-static void
-pool_unlink(struct pool_ent *e)
-{
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		pool.head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
-		pool.tail = e->prev;
-	pool.n--;
-}
-
-/* Take the entry out of the list and free it; returns its handle. */
+/* Take st out of the list (under the lock); returns it. */
 static struct store *
-pool_take(struct pool_ent *e)
+pool_take(struct store *st)
 {
-	struct store *st = e->st;
-
-	pool_unlink(e);
-	free(e->data_dir);
-	free(e);
+	if (st->pool_prev)
+		st->pool_prev->pool_next = st->pool_next;
+	else
+		pool.head = st->pool_next;
+	if (st->pool_next)
+		st->pool_next->pool_prev = st->pool_prev;
+	else
+		pool.tail = st->pool_prev;
+	st->pool_prev = st->pool_next = NULL;
+	pool.n--;
 	return st;
 }
 
@@ -103,9 +89,8 @@ store_pool_take(const char *data_dir, const char *account)
 	struct store *st = NULL;
 
 	pthread_mutex_lock(&pool.lock);
-	for (struct pool_ent *e = pool.head; e; e = e->next)
-		if (strcasecmp(e->st->account, account) == 0 &&
-		    strcmp(e->data_dir, data_dir) == 0) {
+	for (struct store *e = pool.head; e; e = e->pool_next)
+		if (strcasecmp(e->account, account) == 0 && strcmp(e->data_dir, data_dir) == 0) {
 			st = pool_take(e);
 			break;
 		}
@@ -122,10 +107,9 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 }
 
 void
-store_pool_put(const char *data_dir, struct store **stp)
+store_pool_put(struct store **stp)
 {
 	struct store *st = *stp;
-	struct pool_ent *e;
 
 	if (st == NULL)
 		return;
@@ -137,16 +121,13 @@ store_pool_put(const char *data_dir, struct store **stp)
 		return;
 	}
 	store_clear_error(st);
-	e = xcalloc(1, sizeof(*e));
-	e->st = st;
-	e->data_dir = xstrdup(data_dir);
 	pthread_mutex_lock(&pool.lock);
-	e->next = pool.head;
+	st->pool_next = pool.head;
 	if (pool.head)
-		pool.head->prev = e;
+		pool.head->pool_prev = st;
 	else
-		pool.tail = e;
-	pool.head = e;
+		pool.tail = st;
+	pool.head = st;
 	pool.n++;
 	pthread_mutex_unlock(&pool.lock);
 	pool_shrink(false);

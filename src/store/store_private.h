@@ -78,6 +78,8 @@ struct store {
 	int in_txn;
 	int in_write;	/* the open transaction writes: commit goes through the barrier */
 	int root_fd;	/* root directory, for the barrier; -1 until needed */
+	char *data_dir; /* as given to store_open(): the pool's key with account */
+	struct store *pool_prev, *pool_next; /* in the pool of idle handles */
 };
 
 /* A mailbox row as the message operations need it. */

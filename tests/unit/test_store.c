@@ -1267,9 +1267,9 @@ test_pool(void **state)
 	/* A failure that is not internal leaves a reusable handle, error cleared. */
 	assert_int_equal(store_mailbox_status(b, "Nope", &stt), -1);
 	assert_int_equal(store_errcode(b), STORE_ERR_NOMAILBOX);
-	store_pool_put(fx->dir, &a);
+	store_pool_put(&a);
 	assert_null(a);
-	store_pool_put(fx->dir, &b);
+	store_pool_put(&b);
 	assert_int_equal(store_pool_idle(), 2);
 
 	/* The last returned comes back first, whatever the case of the name. */
@@ -1285,8 +1285,8 @@ test_pool(void **state)
 	assert_non_null(d);
 	assert_string_equal(store_account(d), "bob@example.org");
 	assert_int_equal(store_pool_idle(), 1);
-	store_pool_put(fx->dir, &c);
-	store_pool_put(fx->dir, &d);
+	store_pool_put(&c);
+	store_pool_put(&d);
 	assert_int_equal(store_pool_idle(), 3);
 
 	/* The limit closes the least recently returned (the first alice handle). */
@@ -1297,9 +1297,9 @@ test_pool(void **state)
 	struct store *f = store_pool_get(fx->dir, ACCOUNT, &err);
 	assert_non_null(f); /* the other alice handle was closed: a new one */
 	assert_ptr_not_equal(f, b0);
-	store_pool_put(fx->dir, &e);
-	store_pool_put(fx->dir, &f);
-	store_pool_put(fx->dir, &f); /* NULL-safe */
+	store_pool_put(&e);
+	store_pool_put(&f);
+	store_pool_put(&f); /* NULL-safe */
 	assert_int_equal(store_pool_idle(), 2);
 
 	/* An account that cannot be opened fails with a message. */
@@ -1327,7 +1327,7 @@ pool_worker_main(void *arg)
 		struct store *st = store_pool_get(w->dir, ACCOUNT, NULL);
 		if (st == NULL || store_mailbox_status(st, "INBOX", &stt) < 0)
 			w->fails++;
-		store_pool_put(w->dir, &st);
+		store_pool_put(&st);
 	}
 	return NULL;
 }
