@@ -17,6 +17,8 @@ zone it was given.
 import socket
 import threading
 
+from ports import free_port
+
 from dnslib import AAAA, MX, QTYPE, RCODE, RR, SOA, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 
@@ -25,20 +27,7 @@ TTL = 1
 
 def _free_port():
     # A port free for both UDP and TCP on 127.0.0.1.
-    for _ in range(50):
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            t.close()
-            continue
-        t.close()
-        u.close()
-        return port
-    raise RuntimeError("no free port")
+    return free_port(udp=True)
 
 
 def _norm(name):

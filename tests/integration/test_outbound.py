@@ -24,29 +24,14 @@ import pytest
 
 from conftest import BIN, Surat, client_tls
 from dnsserver import ZoneServer
+from ports import free_port
 
 PW = "secret-pw"
 
 
 def port_free_on(ips):
     """A TCP port free on every address in ips."""
-    for _ in range(100):
-        s = socket.socket()
-        s.bind((ips[0], 0))
-        port = s.getsockname()[1]
-        s.close()
-        ok = True
-        for ip in ips:
-            t = socket.socket()
-            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                t.bind((ip, port))
-            except OSError:
-                ok = False
-            t.close()
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
+    return free_port(ips)
 
 
 class Node(Surat):
