@@ -52,6 +52,8 @@
 #define QUEUE_NICE 10
 /* Messages in one local delivery batch at most. */
 #define QUEUE_BATCH_MAX 64
+/* Delivered spool files kept for reuse (queue_spool.h, spool_pool). */
+#define QUEUE_RECYCLE 512
 
 struct qres {
 	size_t idx;
@@ -85,6 +87,7 @@ struct queue {
 	struct qentry *hash[QUEUE_HASH];	/* by id: results name their message */
 	struct lbatch *batches;			/* local delivery batches running */
 	struct worker_pool *pool;		/* delivery jobs */
+	struct spool_pool *spool;		/* delivered files for reuse; thread-safe */
 };
 
 static size_t
@@ -372,7 +375,7 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 		  j->hostname, j->max_age, n, &c);
 	snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
 	n->size = c.len;
-	int rc = spool_write(j->dir, n, c.data, c.len, 1, &err);
+	int rc = spool_write(j->q->spool, j->dir, n, c.data, c.len, 1, &err);
 	if (rc < 0) {
 		log_error("queue %s: cannot write notice: %s", j->snap.id, buf_str(&err));
 		spool_msg_free(n);
@@ -470,8 +473,7 @@ job_run(struct qjob *j)
 		if (!j->error && j->recs_keep)
 			job_write_records(j);
 		if (!j->error) {
-			if (unlink(path) < 0 && errno != ENOENT)
-				log_error("unlink(%s) failed: %s", path, strerror(errno));
+			spool_retire(j->q->spool, j->dir, j->snap.id, j->snap.size, j->snap.named);
 			j->removed = 1;
 		}
 	}
@@ -710,6 +712,7 @@ struct lbatch_item {
 	struct buf why;
 	enum deliver_result r;
 	int removed;
+	int named;	/* the spool file may be recycled */
 };
 
 struct lbatch {
@@ -793,6 +796,7 @@ batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
 	memcpy(it->id, e->msg.id, sizeof(it->id));
 	it->session = e->msg.session ? xstrdup(e->msg.session) : NULL;
 	it->created = e->msg.created;
+	it->named = e->msg.named;
 	snprintf(it->key, sizeof(it->key), "%s:0", e->msg.id);
 	buf_init(&it->content, 0);
 	buf_init(&it->why, 0);
@@ -812,7 +816,6 @@ batch_run(struct lbatch *b)
 	struct local_item *li = xcalloc(b->n, sizeof(*li));
 	size_t *which = xcalloc(b->n, sizeof(*which));
 	size_t nli = 0;
-	char path[4096];
 
 	for (size_t i = 0; i < b->n; i++) {
 		struct lbatch_item *it = &b->items[i];
@@ -847,13 +850,11 @@ batch_run(struct lbatch *b)
 			it->id, log_esc(a, sizeof(a), b->account), (long long)(now - it->created),
 			log_esc(t, sizeof(t), buf_str(&it->why)));
 		/*
-		 * Delivered: the spool file goes, with no record. Should a crash
-		 * undo the unlink, the message is delivered again into its dedup
-		 * key, which the store already holds: a no-op.
+		 * Delivered: the spool file goes (or is kept for reuse), with no
+		 * record. Should a crash undo that, the message is delivered again
+		 * into its dedup key, which the store already holds: a no-op.
 		 */
-		snprintf(path, sizeof(path), "%s/%s", b->dir, it->id);
-		if (unlink(path) < 0 && errno != ENOENT)
-			log_error("unlink(%s) failed: %s", path, strerror(errno));
+		spool_retire(b->q->spool, b->dir, it->id, it->content.len, it->named);
 		it->removed = 1;
 	}
 	free(li);
@@ -958,7 +959,7 @@ static void
 submit_work(void *arg)
 {
 	struct submit_job *s = arg;
-	s->rc = spool_write(s->dir, &s->msg, s->content.data ? s->content.data : "",
+	s->rc = spool_write(s->q->spool, s->dir, &s->msg, s->content.data ? s->content.data : "",
 			    s->content.len, 0, &s->err);
 }
 
@@ -970,6 +971,7 @@ submit_done(void *arg)
 	if (s->rc == 0) {
 		char id[QUEUE_ID_LEN + 1];
 		memcpy(id, s->msg.id, sizeof(id));
+		s->msg.named = 1;	/* spool_write() records the id */
 		queue_add_entry(s->q, &s->msg, &s->content);
 		s->done(s->arg, id, NULL);
 		event_active(s->q->kick, 0, 0);
@@ -1089,13 +1091,20 @@ queue_new(struct server *srv, struct buf *err)
 		free(q);
 		return NULL;
 	}
+	q->spool = spool_pool_new(q->dir, QUEUE_RECYCLE);
 	struct dirent *de;
 	size_t loaded = 0, dropped = 0;
 	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' || strcmp(de->d_name, "flush") == 0)
-			continue;
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/%s", q->dir, de->d_name);
+		if (strncmp(de->d_name, ".r", 2) == 0) {
+			/* A file kept for reuse: kept again, or removed if too many. */
+			if (!spool_pool_adopt(q->spool, de->d_name))
+				unlink(path);
+			continue;
+		}
+		if (de->d_name[0] == '.' || strcmp(de->d_name, "flush") == 0)
+			continue;
 		if (strncmp(de->d_name, "tmp.", 4) == 0) {
 			/* Never acknowledged: the writer died before rename (older versions). */
 			unlink(path);
@@ -1159,6 +1168,7 @@ queue_free(struct queue **pq)
 		event_free(q->timer);
 	if (q->kick)
 		event_free(q->kick);
+	spool_pool_free(&q->spool);
 	free(q->dir);
 	free(q);
 	*pq = NULL;

@@ -18,10 +18,12 @@
 #include "queue/queue_spool.h"
 #include "core/buf.h"
 #include "core/fsbarrier.h"
+#include "core/log.h"
 #include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,139 @@
 
 #define SPOOL_MAX_FILE ((size_t)1 << 31)
 #define SPOOL_MAX_RCPTS 100000
+/* Larger files are removed after delivery, not kept for reuse. */
+#define SPOOL_RECYCLE_SIZE ((size_t)256 * 1024)
+#define SPOOL_POOL_NAME 20	/* ".r" + 16 hex digits + NUL, rounded */
+
+struct spool_pool {
+	pthread_mutex_t mu;
+	char *dir;
+	char (*names)[SPOOL_POOL_NAME];
+	size_t n, max;
+	uint64_t seq;
+};
+
+struct spool_pool *
+spool_pool_new(const char *dir, size_t max)
+{
+	struct spool_pool *p = xcalloc(1, sizeof(*p));
+
+	pthread_mutex_init(&p->mu, NULL);
+	p->dir = xstrdup(dir);
+	p->max = max;
+	p->names = xcalloc(max ? max : 1, sizeof(*p->names));
+	/* Names of this run cannot meet those of an earlier one still in the directory. */
+	p->seq = (uint64_t)util_now_ms() << 16;
+	return p;
+}
+
+void
+spool_pool_free(struct spool_pool **pp)
+{
+	struct spool_pool *p = *pp;
+
+	if (p == NULL)
+		return;
+	pthread_mutex_destroy(&p->mu);
+	free(p->names);
+	free(p->dir);
+	free(p);
+	*pp = NULL;
+}
+
+static int
+pool_name_valid(const char *name)
+{
+	if (name[0] != '.' || name[1] != 'r' || strlen(name) != 18)
+		return 0;
+	for (const char *c = name + 2; *c; c++)
+		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+			return 0;
+	return 1;
+}
+
+int
+spool_pool_adopt(struct spool_pool *p, const char *name)
+{
+	int kept = 0;
+
+	if (!pool_name_valid(name))
+		return 0;
+	pthread_mutex_lock(&p->mu);
+	if (p->n < p->max) {
+		snprintf(p->names[p->n++], SPOOL_POOL_NAME, "%s", name);
+		kept = 1;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return kept;
+}
+
+size_t
+spool_pool_count(struct spool_pool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	size_t n = p->n;
+	pthread_mutex_unlock(&p->mu);
+	return n;
+}
+
+/* Take a file name from the pool into out. 1, or 0 when it is empty. */
+static int
+pool_take(struct spool_pool *p, char out[SPOOL_POOL_NAME])
+{
+	int got = 0;
+
+	if (p == NULL)
+		return 0;
+	pthread_mutex_lock(&p->mu);
+	if (p->n > 0) {
+		memcpy(out, p->names[--p->n], SPOOL_POOL_NAME);
+		got = 1;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return got;
+}
+
+/* Give a name back (the file is still there under it). */
+static void
+pool_put(struct spool_pool *p, const char *name, const char *dir)
+{
+	char path[4096];
+
+	pthread_mutex_lock(&p->mu);
+	if (p->n < p->max) {
+		snprintf(p->names[p->n++], SPOOL_POOL_NAME, "%s", name);
+		name = NULL;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (name != NULL && xsnprintf(path, sizeof(path), "%s/%s", dir, name) >= 0)
+		unlink(path);
+}
+
+void
+spool_retire(struct spool_pool *p, const char *dir, const char *id, size_t size, int named)
+{
+	char path[4096], to[4096], name[SPOOL_POOL_NAME];
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0)
+		return;
+	if (p != NULL && named && size <= SPOOL_RECYCLE_SIZE && strcmp(dir, p->dir) == 0) {
+		pthread_mutex_lock(&p->mu);
+		int room = p->n < p->max;
+		uint64_t seq = room ? ++p->seq : 0;
+		pthread_mutex_unlock(&p->mu);
+		if (room) {
+			snprintf(name, sizeof(name), ".r%016llx", (unsigned long long)seq);
+			if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
+			    rename(path, to) == 0) {
+				pool_put(p, name, dir);
+				return;
+			}
+		}
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		log_error("unlink(%s) failed: %s", path, strerror(errno));
+}
 
 /* The last id handed out: milliseconds << 16 | sequence. */
 static uint64_t spool_last_id;
@@ -91,27 +226,55 @@ kvi(struct buf *b, const char *k, long long v)
 }
 
 /*
- * The file is written in place under its final name: O_EXCL, so a queued
- * message is never replaced by another that got the same id (with excl, an
- * existing name means the notice was written before). Until its 'E' record
+ * The file is written in place under its final name, never replacing a
+ * queued message (O_EXCL, or RENAME_NOREPLACE for a reused file; with excl,
+ * an existing name means the notice was written before). Until its 'E' record
  * is on disk the file is incomplete, which spool_parse() tells apart from a
  * damaged one: the manager drops it at start (it was never acknowledged),
- * the CLI skips it. One group-commit flush then makes the content and the
- * new name durable together. A temp name and a link(2) into place would cost
- * two more directory operations per message for nothing the end record does
- * not already say.
+ * the CLI skips it. One group-commit flush then makes the content, the length
+ * and the name durable together. A temp name and a link(2) into place would
+ * cost two more directory operations per message for nothing the end record
+ * does not already say.
+ *
+ * A reused file is renamed to the id, written from offset 0 and cut to its
+ * new length, so no state record of its last message survives past the new
+ * end. Torn by a crash before the flush, it holds another message's id
+ * (never rewritten: spool_load() calls it incomplete) or a mix that fails a
+ * checksum (moved aside at start; never acknowledged either).
  */
 static int
-write_file(const char *dir, const char *name, const struct buf *head, const char *content,
-	   size_t len, const struct buf *tail, int excl, struct buf *err)
+write_file(struct spool_pool *pool, const char *dir, const char *name, const struct buf *head,
+	   const char *content, size_t len, const struct buf *tail, int excl, struct buf *err)
 {
-	char final[4096];
+	char final[4096], from[4096], reused[SPOOL_POOL_NAME];
+	int fd = -1;
 
 	if (xsnprintf(final, sizeof(final), "%s/%s", dir, name) < 0) {
 		buf_printf(err, "queue path too long");
 		return -1;
 	}
-	int fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	while (fd < 0 && pool != NULL && strcmp(pool->dir, dir) == 0 && pool_take(pool, reused)) {
+		if (xsnprintf(from, sizeof(from), "%s/%s", dir, reused) < 0)
+			break;
+		if (renameat2(AT_FDCWD, from, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
+			if (errno == EEXIST) {
+				pool_put(pool, reused, dir);
+				if (excl)
+					return 1;
+				buf_printf(err, "%s exists already", final);
+				return -1;
+			}
+			continue;	/* gone (or no renameat2 here): try the next, then create */
+		}
+		fd = open(final, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			buf_printf(err, "open(%s) failed: %s", final, strerror(errno));
+			unlink(final);
+			return -1;
+		}
+	}
+	if (fd < 0)
+		fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		if (errno == EEXIST && excl)
 			return 1;
@@ -120,7 +283,8 @@ write_file(const char *dir, const char *name, const struct buf *head, const char
 	}
 	if (util_write_all(fd, head->data, head->len) < 0 ||
 	    util_write_all(fd, content, len) < 0 ||
-	    util_write_all(fd, tail->data, tail->len) < 0) {
+	    util_write_all(fd, tail->data, tail->len) < 0 ||
+	    ftruncate(fd, (off_t)(head->len + len + tail->len)) < 0) {
 		buf_printf(err, "write(%s) failed: %s", final, strerror(errno));
 		close(fd);
 		unlink(final);
@@ -141,12 +305,13 @@ write_file(const char *dir, const char *name, const struct buf *head, const char
 }
 
 int
-spool_write(const char *dir, const struct spool_msg *msg, const char *content, size_t len,
-	    int excl, struct buf *err)
+spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+	    const char *content, size_t len, int excl, struct buf *err)
 {
 	struct buf head = BUF_INIT(0), h = BUF_INIT(0), r = BUF_INIT(0), tail = BUF_INIT(0);
 
 	rec_put(&head, 'V', "1", 1);
+	kv(&h, "id", msg->id);
 	kv(&h, "from", msg->mail_from);
 	kv(&h, "envid", msg->envid);
 	kvi(&h, "ret_hdrs", msg->ret_hdrs);
@@ -183,7 +348,7 @@ spool_write(const char *dir, const struct spool_msg *msg, const char *content, s
 			       (unsigned char)(crc >> 8), (unsigned char)crc};
 	buf_append(&tail, ct, 4);
 	rec_put(&tail, 'E', "", 0);
-	int rc = write_file(dir, msg->id, &head, content, len, &tail, excl, err);
+	int rc = write_file(pool, dir, msg->id, &head, content, len, &tail, excl, err);
 	buf_free(&head);
 	buf_free(&h);
 	buf_free(&r);
@@ -241,7 +406,13 @@ parse_header(const char *p, size_t n, struct spool_msg *m)
 		size_t vlen = fl[i] - klen - 1;
 		uint64_t num = 0;
 #define KEY(s) (klen == sizeof(s) - 1 && memcmp(f[i], s, klen) == 0)
-		if (KEY("from"))
+		if (KEY("id")) {
+			if (vlen == 0 || vlen > QUEUE_ID_LEN || memchr(v, '/', vlen) != NULL)
+				return -1;
+			memcpy(m->file_id, v, vlen);
+			m->file_id[vlen] = '\0';
+			m->named = 1;
+		} else if (KEY("from"))
 			m->mail_from = field_str(v, vlen);
 		else if (KEY("envid"))
 			m->envid = field_str(v, vlen);
@@ -438,8 +609,13 @@ spool_load(const char *dir, const char *id, struct spool_msg *m, struct buf *con
 		return -1;
 	}
 	memset(m, 0, sizeof(*m));
-	snprintf(m->id, sizeof(m->id), "%s", id);
 	int rc = spool_parse(data, len, m, err);
+	if (rc == 0 && m->named && strcmp(m->file_id, id) != 0) {
+		buf_printf(err, "holds message %s, not %s: a reused file never rewritten",
+			   m->file_id, id);
+		rc = SPOOL_INCOMPLETE;
+	}
+	snprintf(m->id, sizeof(m->id), "%s", id);
 	if (rc == 0 && content_r) {
 		buf_reset(content_r);
 		if (buf_append(content_r, data + m->content_off, m->size) < 0) {

@@ -67,6 +67,8 @@ struct spool_msg {
 	size_t nrcpts;
 	uint64_t size;		/* content octets */
 	uint64_t content_off;	/* offset of the content in the file */
+	int named;		/* the file records its own id (file_id): it may be recycled */
+	char file_id[QUEUE_ID_LEN + 1];
 };
 
 enum spool_rec {
@@ -80,12 +82,44 @@ enum spool_rec {
 void spool_new_id(char out[QUEUE_ID_LEN + 1]);
 
 /*
- * Write msg and content to dir/<msg->id> durably (in place, then the
- * group-commit barrier). Blocking: call on a worker. 0, or -1 with err set. If
- * excl is set and the file exists already, returns 1 and writes nothing.
+ * Spool files kept for reuse. Creating a file costs an inode allocation and
+ * removing it an inode free; on a busy spool that is most of the flush. A
+ * delivered file is renamed to a hidden name (".r" + 16 hex digits) in the
+ * same directory instead, and the next message is written over it. Every
+ * file records its own id ('H' id=), so content left behind in a reused file
+ * that a crash kept from being rewritten is known for what it is.
+ * Thread-safe; one per spool directory.
  */
-int spool_write(const char *dir, const struct spool_msg *msg, const char *content, size_t len,
-		int excl, struct buf *err);
+struct spool_pool;
+
+/* A pool for dir, keeping at most max files (0: never recycle). */
+struct spool_pool *spool_pool_new(const char *dir, size_t max);
+void spool_pool_free(struct spool_pool **pool);
+
+/* Take up a hidden ".r" file found in the directory at start; 1 if kept. */
+int spool_pool_adopt(struct spool_pool *pool, const char *name);
+
+/* Files the pool holds now. */
+size_t spool_pool_count(struct spool_pool *pool);
+
+/*
+ * The message id of pool's directory is delivered: keep its file (size
+ * octets of content) for reuse, or remove it if the pool is full, the file
+ * large, or named is 0 (written before files recorded their id). No flush:
+ * a crash that undoes it leaves the message queued again, as an undone
+ * unlink(2) would. pool may be NULL: the file is removed.
+ */
+void spool_retire(struct spool_pool *pool, const char *dir, const char *id, size_t size,
+		  int named);
+
+/*
+ * Write msg and content to dir/<msg->id> durably (in place, then the
+ * group-commit barrier), over a file from pool when it has one (pool may be
+ * NULL). Blocking: call on a worker. 0, or -1 with err set. If excl is set
+ * and the file exists already, returns 1 and writes nothing.
+ */
+int spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+		const char *content, size_t len, int excl, struct buf *err);
 
 /* spool_parse() and spool_load(): no end record yet (being written, or torn). */
 #define SPOOL_INCOMPLETE (-2)
@@ -99,7 +133,10 @@ int spool_write(const char *dir, const struct spool_msg *msg, const char *conten
 int spool_parse(const char *data, size_t len, struct spool_msg *msg, struct buf *err);
 
 /* Read and parse dir/id. If content_r is non-NULL, the content is returned
- * in it (the buf is reset first). 0, or SPOOL_INCOMPLETE or -1 + err. */
+ * in it (the buf is reset first). 0, or SPOOL_INCOMPLETE or -1 + err. A file
+ * that records another id than its name is a reused file whose rewrite a
+ * crash cut short: SPOOL_INCOMPLETE (the message it held was delivered before
+ * the file was recycled; the one meant for it was never acknowledged). */
 int spool_load(const char *dir, const char *id, struct spool_msg *msg, struct buf *content_r,
 	       struct buf *err);
 

@@ -85,3 +85,46 @@ def test_kill_during_concurrent_delivery(make_populated):
     assert dups == {}, "stored more than once: %s" % dups
     missing = sorted(acked - set(seen))
     assert missing == [], "acknowledged but lost: %s" % missing
+
+
+def test_reused_spool_file_never_resurrects(make_populated):
+    """Delivered spool files are kept (".r" names) and written over by the
+    next message. A crash can keep the rename of such a file to a new id but
+    lose its new content: the old message must not come back as a new one."""
+    import os
+    import shutil
+    s = make_populated()
+    for i in range(5):
+        with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as c:
+            c.sendmail("s%d@remote.test" % i, ["alice@example.test"], message(i))
+    s.wait_messages("alice@example.test", 5)
+    qdir = os.path.join(s.data_dir, "queue")
+    deadline = time.time() + 10
+    while time.time() < deadline and not [n for n in os.listdir(qdir) if n.startswith(".r")]:
+        time.sleep(0.05)
+    kept = sorted(n for n in os.listdir(qdir) if n.startswith(".r"))
+    assert 1 <= len(kept) <= 5, os.listdir(qdir)
+    assert queue_ids(s) == []       # hidden from the queue
+
+    assert s.stop() == 0
+    # What a crash between the rename and the rewrite would leave behind.
+    shutil.copy(os.path.join(qdir, kept[0]), os.path.join(qdir, "0000000000000001"))
+    open(os.path.join(qdir, ".rnot-a-pool-name"), "w").close()
+    s.start()
+    assert "1 unacknowledged files dropped" in s.log()
+    assert not os.path.exists(os.path.join(qdir, "0000000000000001"))
+    assert not os.path.exists(os.path.join(qdir, ".rnot-a-pool-name"))
+    assert set(kept) <= set(os.listdir(qdir))     # taken up again for reuse
+    assert queue_ids(s) == []
+
+    # The kept files carry the next messages; all arrive once, none twice.
+    for i in range(5, 8):
+        with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as c:
+            c.sendmail("s%d@remote.test" % i, ["alice@example.test"], message(i))
+    uids = s.wait_messages("alice@example.test", 8)
+    time.sleep(0.3)
+    uids = s.messages("alice@example.test")
+    subjects = sorted(int(re.search(rb"\r\nSubject: crash (\d+)\r\n",
+                                    s.message("alice@example.test", u)).group(1))
+                      for u in uids)
+    assert subjects == list(range(8))

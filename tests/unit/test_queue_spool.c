@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -68,7 +70,7 @@ test_roundtrip(void **state)
 	const char body[] = "Subject: x\r\n\r\nhello\r\n";
 
 	make_msg(&m);
-	assert_int_equal(spool_write(dir, &m, body, sizeof(body) - 1, 0, &err), 0);
+	assert_int_equal(spool_write(NULL, dir, &m, body, sizeof(body) - 1, 0, &err), 0);
 	assert_int_equal(spool_load(dir, m.id, &got, &content, &err), 0);
 	assert_string_equal(got.mail_from, "sender@example.org");
 	assert_string_equal(got.envid, "ENV+2B1");
@@ -117,7 +119,7 @@ test_torn(void **state)
 	size_t len, full_len;
 
 	make_msg(&m);
-	assert_int_equal(spool_write(dir, &m, body, 6, 0, &err), 0);
+	assert_int_equal(spool_write(NULL, dir, &m, body, 6, 0, &err), 0);
 	snprintf(path, sizeof(path), "%s/%s", dir, m.id);
 	char *data = util_read_file(path, 1 << 20, &full_len);
 	assert_non_null(data);
@@ -158,8 +160,8 @@ test_excl(void **state)
 	struct buf err = BUF_INIT(0);
 	make_msg(&m);
 	memcpy(m.id, "0123456789abcdef-b", 19);
-	assert_int_equal(spool_write(dir, &m, "x", 1, 1, &err), 0);
-	assert_int_equal(spool_write(dir, &m, "y", 1, 1, &err), 1);
+	assert_int_equal(spool_write(NULL, dir, &m, "x", 1, 1, &err), 0);
+	assert_int_equal(spool_write(NULL, dir, &m, "y", 1, 1, &err), 1);
 	buf_free(&err);
 }
 
@@ -173,7 +175,7 @@ eager_writer(void *arg)
 	usleep(20000);
 	make_msg(&m);
 	spool_new_id(m.id);
-	*(int *)arg = spool_write(dir, &m, "z", 1, 0, &err);
+	*(int *)arg = spool_write(NULL, dir, &m, "z", 1, 0, &err);
 	buf_free(&err);
 	return NULL;
 }
@@ -192,7 +194,7 @@ test_patient_flush(void **state)
 
 	make_msg(&m);
 	spool_new_id(m.id);
-	assert_int_equal(spool_write(dir, &m, "x", 1, 0, &err), 0);
+	assert_int_equal(spool_write(NULL, dir, &m, "x", 1, 0, &err), 0);
 	assert_int_equal(fsbarrier_set_patience(2000000), 0);
 
 	int64_t t0 = util_now_ms();
@@ -213,6 +215,171 @@ test_patient_flush(void **state)
 	buf_free(&err);
 }
 
+/* Names of the ".r" files in dir; the first one in first (if any). */
+static int
+count_recycled(char first[64])
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, ".r", 2) == 0) {
+			if (n++ == 0 && first != NULL)
+				snprintf(first, 64, "%.60s", de->d_name);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static ino_t
+inode_of(const char *name)
+{
+	char path[256];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (stat(path, &st) < 0)
+		return 0;
+	return st.st_ino;
+}
+
+/*
+ * A delivered file is kept and the next message is written over it: same
+ * inode, exact new length, none of the old state records left.
+ */
+static void
+test_recycle_reuses_file(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a, b, got;
+	struct buf err = BUF_INIT(0), content = BUF_INIT(0);
+	char big[3000], rname[64];
+
+	memset(big, 'x', sizeof(big));
+	make_msg(&a);
+	assert_int_equal(spool_write(pool, dir, &a, big, sizeof(big), 0, &err), 0);
+	assert_int_equal(spool_append_state(dir, a.id, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
+					    &err), 0);
+	assert_int_equal(spool_append_state(dir, a.id, SPOOL_REC_DELIVERED, 1, 1, 0, NULL, NULL,
+					    &err), 0);
+	ino_t ino = inode_of(a.id);
+	assert_true(ino != 0);
+	spool_retire(pool, dir, a.id, sizeof(big), 1);
+	assert_int_equal(inode_of(a.id), 0);
+	assert_int_equal(spool_pool_count(pool), 1);
+	assert_int_equal(count_recycled(rname), 1);
+	assert_int_equal(inode_of(rname), ino);
+
+	make_msg(&b);
+	assert_int_equal(spool_write(pool, dir, &b, "short\r\n", 7, 0, &err), 0);
+	assert_int_equal(spool_pool_count(pool), 0);
+	assert_int_equal(count_recycled(NULL), 0);
+	assert_int_equal(inode_of(b.id), ino);
+	assert_int_equal(spool_load(dir, b.id, &got, &content, &err), 0);
+	assert_int_equal(content.len, 7);
+	assert_memory_equal(content.data, "short\r\n", 7);
+	assert_int_equal(got.nrcpts, 2);
+	assert_int_equal(got.rcpts[0].status, RCPT_PENDING);	/* a's 'D' records are gone */
+	assert_int_equal(got.rcpts[1].status, RCPT_PENDING);
+	assert_int_equal(got.named, 1);
+	assert_string_equal(got.file_id, b.id);
+	spool_msg_free(&got);
+	buf_free(&content);
+	buf_free(&err);
+	spool_pool_free(&pool);
+	assert_null(pool);
+}
+
+/* A crash kept the rename of a reused file but not its new content. */
+static void
+test_recycle_stale_content(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a, b, got;
+	struct buf err = BUF_INIT(0);
+	char rname[64], from[256], to[256];
+
+	make_msg(&a);
+	assert_int_equal(spool_write(pool, dir, &a, "x", 1, 0, &err), 0);
+	spool_retire(pool, dir, a.id, 1, 1);
+	assert_int_equal(count_recycled(rname), 1);
+	make_msg(&b);
+	snprintf(from, sizeof(from), "%s/%s", dir, rname);
+	snprintf(to, sizeof(to), "%s/%s", dir, b.id);
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(spool_load(dir, b.id, &got, NULL, &err), SPOOL_INCOMPLETE);
+	assert_non_null(strstr(buf_str(&err), "never rewritten"));
+	unlink(to);
+	buf_free(&err);
+	spool_pool_free(&pool);
+}
+
+/* With excl, an existing notice is not replaced by a reused file either. */
+static void
+test_recycle_excl(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a, n, got;
+	struct buf err = BUF_INIT(0), content = BUF_INIT(0);
+
+	make_msg(&a);
+	assert_int_equal(spool_write(pool, dir, &a, "x", 1, 0, &err), 0);
+	spool_retire(pool, dir, a.id, 1, 1);
+	make_msg(&n);
+	memcpy(n.id, "fedcba9876543210-b", 19);
+	assert_int_equal(spool_write(NULL, dir, &n, "first", 5, 1, &err), 0);
+	assert_int_equal(spool_write(pool, dir, &n, "second", 6, 1, &err), 1);
+	assert_int_equal(spool_pool_count(pool), 1);
+	assert_int_equal(spool_load(dir, n.id, &got, &content, &err), 0);
+	assert_memory_equal(content.data, "first", 5);
+	spool_msg_free(&got);
+	buf_free(&content);
+	buf_free(&err);
+	spool_pool_free(&pool);
+	teardown(state);
+	setup(state);
+}
+
+/* Not kept: files without their id, large files, a full pool, no pool. */
+static void
+test_recycle_limits(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 1);
+	struct spool_msg m[4];
+	struct buf err = BUF_INIT(0);
+
+	for (int i = 0; i < 4; i++) {
+		make_msg(&m[i]);
+		assert_int_equal(spool_write(NULL, dir, &m[i], "x", 1, 0, &err), 0);
+	}
+	spool_retire(pool, dir, m[0].id, 1, 0);			/* an older file */
+	spool_retire(pool, dir, m[1].id, (size_t)1 << 20, 1);	/* large */
+	assert_int_equal(spool_pool_count(pool), 0);
+	spool_retire(pool, dir, m[2].id, 1, 1);
+	spool_retire(pool, dir, m[3].id, 1, 1);			/* the pool is full */
+	assert_int_equal(spool_pool_count(pool), 1);
+	assert_int_equal(count_recycled(NULL), 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(inode_of(m[i].id), 0);
+	spool_retire(NULL, dir, "0000000000000001", 1, 1);	/* absent: no harm */
+
+	assert_int_equal(spool_pool_adopt(pool, ".r0123456789abcdef"), 0);	/* full */
+	struct spool_pool *p2 = spool_pool_new(dir, 8);
+	assert_int_equal(spool_pool_adopt(p2, ".r0123456789abcdef"), 1);
+	assert_int_equal(spool_pool_adopt(p2, ".r0123"), 0);
+	assert_int_equal(spool_pool_adopt(p2, ".corrupt.0123456789abcdef"), 0);
+	assert_int_equal(spool_pool_adopt(p2, ".r0123456789abcdeg"), 0);
+	assert_int_equal(spool_pool_count(p2), 1);
+	spool_pool_free(&p2);
+	spool_pool_free(&pool);
+	buf_free(&err);
+	teardown(state);
+	setup(state);
+}
+
 int
 main(void)
 {
@@ -221,6 +388,10 @@ main(void)
 		cmocka_unit_test(test_torn),
 		cmocka_unit_test(test_excl),
 		cmocka_unit_test(test_patient_flush),
+		cmocka_unit_test(test_recycle_reuses_file),
+		cmocka_unit_test(test_recycle_stale_content),
+		cmocka_unit_test(test_recycle_excl),
+		cmocka_unit_test(test_recycle_limits),
 	};
 	return cmocka_run_group_tests_name("queue_spool", tests, setup, teardown);
 }
