@@ -25,6 +25,7 @@
 #include "queue/queue_spool.h"
 #include "smtp/smtp_server.h"
 #include "imap/imap_session.h"
+#include "mime/mime_meta.h"
 #include "pop3/pop3_server.h"
 #include "store/store.h"
 
@@ -726,6 +727,7 @@ main(int argc, char **argv)
 	if (load_config(config_path, &cfg) < 0)
 		return strcmp(cmd, "check-config") == 0 ? EXIT_USAGE : EXIT_RUNTIME;
 	log_init(cfg.log_level, 0);
+	store_set_text_fn(mime_meta_text);
 	if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "check-config") != 0 && geteuid() == 0 &&
 	    cfg.run_as) {
 		/* Admin commands run as the daemon's user, so every file they

@@ -1,7 +1,8 @@
 /*
  * mime_meta — see mime_meta.h. One mime_parse() gives everything the store
- * caches, so FETCH ENVELOPE/BODYSTRUCTURE and SEARCH TEXT never reparse the
- * message file.
+ * caches, so FETCH ENVELOPE/BODYSTRUCTURE and SEARCH's header keys never
+ * reparse the message file; the full-text index's text is made later, in
+ * the store's batches (mime_meta_text).
  *
  * SECURITY: bounded by the MIME parser's limits; the text given to the
  * full-text index is capped at MIME_META_TEXT_MAX.
@@ -59,12 +60,6 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 	if (mime_bodystructure(&b, root, 0) == 0)
 		mm->body = buf_steal(&b);
 	buf_free(&b);
-	if (mime_text_headers(&b, root, MIME_META_TEXT_MAX) >= 0)
-		mm->fts_headers = buf_steal(&b);
-	buf_free(&b);
-	if (mime_text_body(&b, root, MIME_META_TEXT_MAX) >= 0)
-		mm->fts_body = buf_steal(&b);
-	buf_free(&b);
 
 	size_t hlen = mime_header_block_len(msg, len);
 	/* SEARCH reads at most this much of a header block; the cache agrees. */
@@ -100,9 +95,18 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 	mm->meta.hdr_to = mm->to;
 	mm->meta.hdr_cc = mm->cc;
 	mm->meta.hdr_subject = mm->subject;
-	mm->meta.fts_headers = mm->fts_headers;
-	mm->meta.fts_body = mm->fts_body;
 	mm->meta.search_hdrs = mm->search_hdrs;
+}
+
+int
+mime_meta_text(const char *msg, size_t len, struct buf *hdr, struct buf *body)
+{
+	struct mime_part *root = mime_parse(msg, len);
+	int cut = mime_text_headers(hdr, root, MIME_META_TEXT_MAX) != 0;
+
+	cut |= mime_text_body(body, root, MIME_META_TEXT_MAX) != 0;
+	mime_free(&root);
+	return cut;
 }
 
 void
@@ -115,8 +119,6 @@ mime_meta_free(struct mime_meta *mm)
 	free(mm->subject);
 	free(mm->to);
 	free(mm->cc);
-	free(mm->fts_headers);
-	free(mm->fts_body);
 	free(mm->search_hdrs);
 	memset(mm, 0, sizeof(*mm));
 }

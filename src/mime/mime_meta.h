@@ -1,8 +1,8 @@
 /*
  * mime_meta — what the store caches about a message at delivery or APPEND
- * time: ENVELOPE, BODYSTRUCTURE, BODY, the SORT keys, the header text of
- * SEARCH's header keys and the decoded text for full-text search, all
- * computed once from one MIME parse.
+ * time: ENVELOPE, BODYSTRUCTURE, BODY, the SORT keys and the header text of
+ * SEARCH's header keys, all computed once from one MIME parse; and the
+ * decoded text for the full-text index, which the store asks for later.
  *
  * SECURITY: the message is untrusted; the MIME parser bounds everything.
  */
@@ -19,12 +19,18 @@ struct mime_meta {
 	char *bodystructure;
 	char *body;
 	char *from, *subject, *to, *cc;
-	char *fts_headers, *fts_body;
 	char *search_hdrs;
 };
 
 /* Compute the metadata of msg[0..len) into mm. Free with mime_meta_free. */
 void mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm);
+
+/*
+ * The text the full-text index keeps of msg: decoded headers into hdr,
+ * decoded body text into body (each capped at 1 MiB). A store_text_fn:
+ * installed with store_set_text_fn() at start. 0, or 1 if a part was cut.
+ */
+int mime_meta_text(const char *msg, size_t len, struct buf *hdr, struct buf *body);
 void mime_meta_free(struct mime_meta *mm);
 
 #endif

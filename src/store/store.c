@@ -41,22 +41,27 @@
 /*
  * 1: first; 2: files.search_hdrs; 3: the SEARCH header cache in a narrow
  * table of its own (reading it from files dragged the whole wide rows in;
- * a schema-2 files.search_hdrs is left unused).
+ * a schema-2 files.search_hdrs is left unused); 4: fts_pending, messages
+ * waiting for the full-text index (store.h, store_fts_catch_up).
  */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_BUSY_TIMEOUT_MS 15000
 #define STORE_LOCAL_MAX 64
 #define STORE_DOMAIN_MAX 255
 
-/* SEARCH's header cache (mime_search) per file; also what schemas 1 and 2 gain. */
+/* SEARCH's header cache (mime_search) per file; what schemas 1 and 2 gain. */
 #define STORE_SCHEMA_SEARCH                                                                        \
 	"CREATE TABLE search_hdrs ("                                                               \
 	" id INTEGER PRIMARY KEY,"                                                                 \
 	" hdrs TEXT NOT NULL"                                                                      \
-	");"                                                                                       \
+	");"
+/* Files not yet in fts; what schemas 1 to 3 gain (their files are all indexed). */
+#define STORE_SCHEMA_PENDING "CREATE TABLE fts_pending (id INTEGER PRIMARY KEY);"
+#define STORE_SCHEMA_FILES_AD                                                                      \
 	"CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"                                      \
 	" DELETE FROM fts WHERE rowid = old.id;"                                                   \
 	" DELETE FROM search_hdrs WHERE id = old.id;"                                              \
+	" DELETE FROM fts_pending WHERE id = old.id;"                                              \
 	"END;"
 
 static const char store_schema[] =
@@ -143,7 +148,7 @@ static const char store_schema[] =
     "  deleted = deleted + (new.flags & 8 != 0) - (old.flags & 8 != 0)"
     "  WHERE id = new.mailbox_id;"
     "END;"
-    STORE_SCHEMA_SEARCH;
+    STORE_SCHEMA_SEARCH STORE_SCHEMA_PENDING STORE_SCHEMA_FILES_AD;
 
 
 static const char *const store_sql_text[SQL__COUNT] = {
@@ -193,6 +198,10 @@ static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_FILE_RELEASE] = "DELETE FROM files WHERE id = ?1 AND refs <= 0 RETURNING id",
     [SQL_FILE_EXISTS] = "SELECT 1 FROM files WHERE id = ?1",
     [SQL_FTS_INSERT] = "INSERT INTO fts (rowid, hdr, body) VALUES (?1, ?2, ?3)",
+    [SQL_FTS_QUEUE] = "INSERT OR IGNORE INTO fts_pending (id) VALUES (?1)",
+    [SQL_FTS_PENDING] = "SELECT id FROM fts_pending LIMIT ?1",
+    [SQL_FTS_COUNT] = "SELECT count(*) FROM fts_pending",
+    [SQL_FTS_DEQUEUE] = "DELETE FROM fts_pending WHERE id = ?1 RETURNING id",
     [SQL_DELIV_GET] = "SELECT 1 FROM deliveries WHERE key = ?1",
     [SQL_DELIV_INSERT] = "INSERT INTO deliveries (key, mailbox_id, uid, time)"
 			 " VALUES (?1, ?2, ?3, ?4)",
@@ -378,7 +387,7 @@ store_begin(struct store *st, int write)
 }
 
 int
-store_commit(struct store *st)
+store_commit_lazy(struct store *st)
 {
 	ASSERT(st->in_txn);
 	sqlite3_stmt *s = store_stmt(st, SQL_COMMIT);
@@ -387,6 +396,14 @@ store_commit(struct store *st)
 		return -1;
 	}
 	st->in_txn = 0;
+	return 0;
+}
+
+int
+store_commit(struct store *st)
+{
+	if (store_commit_lazy(st) < 0)
+		return -1;
 	if (!st->in_write)
 		return 0;
 	/*
@@ -782,10 +799,13 @@ store_db_create(struct store *st)
 	if (v >= STORE_SCHEMA_VERSION)
 		return store_commit(st);
 	if (v >= 1) {
-		/* Older messages have no cache: SEARCH reads their headers. */
-		if (sqlite3_exec(st->db, "DROP TRIGGER files_ad;" STORE_SCHEMA_SEARCH, NULL, NULL,
-				 NULL) != SQLITE_OK) {
-			store_db_fail(st, "upgrade schema to 3");
+		/* Older messages have no header cache: SEARCH reads their headers. */
+		const char *up = v < 3 ? "DROP TRIGGER files_ad;" STORE_SCHEMA_SEARCH
+					 STORE_SCHEMA_PENDING STORE_SCHEMA_FILES_AD
+				       : "DROP TRIGGER files_ad;" STORE_SCHEMA_PENDING
+					 STORE_SCHEMA_FILES_AD;
+		if (sqlite3_exec(st->db, up, NULL, NULL, NULL) != SQLITE_OK) {
+			store_db_fail(st, "upgrade schema to 4");
 			goto fail;
 		}
 	} else {

@@ -117,8 +117,6 @@ struct store_meta {
 	const char *hdr_subject;   /* (base subject, first mailbox, ...) */
 	const char *hdr_to;
 	const char *hdr_cc;
-	const char *fts_headers; /* decoded header text for SEARCH TEXT */
-	const char *fts_body;	 /* decoded body text for SEARCH BODY/TEXT */
 	const char *search_hdrs; /* header text of SEARCH FROM/TO/CC/BCC/SUBJECT (mime_search) */
 	int64_t internal_date;	 /* Unix time; 0: now */
 	int32_t internal_tz;	 /* minutes east of UTC of internal_date */
@@ -274,6 +272,30 @@ const char *store_errstr(const struct store *st);
  * is seen by polling store_mailbox_modseq().
  */
 void store_set_notify(store_notify_fn fn, void *arg);
+
+/*
+ * The full-text index is filled in batches, not by each delivery. Tokenising
+ * one message inside its delivery's transaction writes a new FTS5 segment
+ * per message: 7 to 30 pages of WAL for a 4 KB message, more than the rest
+ * of the delivery. A new message is only queued for the index (fts_pending);
+ * the queue is drained, STORE_FTS_CHUNK messages per transaction, by the add
+ * that makes it STORE_FTS_BATCH long, and by every store_fts_search() before
+ * it looks, so no search misses a message. Index transactions need no flush
+ * of their own: a crash loses index rows and their pending rows together.
+ *
+ * The text of a message comes from the extractor installed here once at
+ * start (the MIME module's: decoded headers and body text). Without one,
+ * messages stay queued and full-text search does not see them.
+ */
+typedef int (*store_text_fn)(const char *msg, size_t len, struct buf *hdr, struct buf *body);
+void store_set_text_fn(store_text_fn fn);
+#define STORE_FTS_BATCH 64
+#define STORE_FTS_CHUNK 256
+
+/* Index up to max queued messages (0: all of them). The number indexed, or -1. */
+int64_t store_fts_catch_up(struct store *st, size_t max);
+/* Messages queued for the full-text index, or -1. */
+int64_t store_fts_pending(struct store *st);
 
 /*
  * Full maintenance scan: remove message files no row refers to (left by a

@@ -14,6 +14,7 @@
  * strings ("" doubles a quote) so they can never become query syntax.
  */
 #include "store/store_private.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -374,15 +375,12 @@ store_add_rows(struct store *st, const struct store_mbox_row *mb, const struct s
 		if (store_exec(st, s) < 0)
 			return -1;
 	}
-	if (m->fts_headers != NULL || m->fts_body != NULL) {
-		if ((s = store_stmt(st, SQL_FTS_INSERT)) == NULL)
-			return -1;
-		sqlite3_bind_int64(s, 1, file_id);
-		store_bind_text(s, 2, m->fts_headers);
-		store_bind_text(s, 3, m->fts_body);
-		if (store_exec(st, s) < 0)
-			return -1;
-	}
+	/* The full-text index takes it in a later batch (store_fts_catch_up). */
+	if ((s = store_stmt(st, SQL_FTS_QUEUE)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, file_id);
+	if (store_exec(st, s) < 0)
+		return -1;
 	if ((s = store_stmt(st, SQL_MSG_INSERT)) == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, mb->id);
@@ -524,6 +522,11 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 		*uidvalidity_r = mb.uidvalidity;
 	if (added > 0)
 		store_notify(st, mb.name);
+	/* The messages are in: a failure to index them now leaves them queued. */
+	if (added > 0 && store_fts_pending(st) >= STORE_FTS_BATCH &&
+	    store_fts_catch_up(st, 0) < 0)
+		log_error("store %s: full-text index: %s", st->account, store_errstr(st));
+	store_clear_error(st);
 	return 0;
 fail:
 	store_rollback(st);
@@ -1149,6 +1152,149 @@ store_copy_result_free(struct store_copy_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* --- the full-text index --- */
+
+static store_text_fn store_text_cb;
+
+void
+store_set_text_fn(store_text_fn fn)
+{
+	__atomic_store_n(&store_text_cb, fn, __ATOMIC_RELEASE);
+}
+
+int64_t
+store_fts_pending(struct store *st)
+{
+	sqlite3_stmt *s = store_stmt(st, SQL_FTS_COUNT);
+	int64_t n;
+
+	if (s == NULL || store_step(st, s) != 1)
+		return -1;
+	n = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return n;
+}
+
+/* Larger message files are indexed empty. */
+#define STORE_FTS_FILE_MAX ((size_t)256 << 20)
+/* Text held in memory for one index transaction at most (besides the last message). */
+#define STORE_FTS_TXN_BYTES (8u << 20)
+
+/*
+ * Index ids[0..n) with their texts in one transaction, each only if it is
+ * still queued (another handle may have indexed it, an expunge removed it).
+ */
+static int
+store_fts_write(struct store *st, const int64_t *ids, struct buf *hdr, struct buf *body, size_t n)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (store_begin(st, 1) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if ((s = store_stmt(st, SQL_FTS_DEQUEUE)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(s, 1, ids[i]);
+		if ((rc = store_step(st, s)) < 0)
+			goto fail;
+		if (rc == 0)
+			continue;
+		sqlite3_reset(s);
+		if ((s = store_stmt(st, SQL_FTS_INSERT)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(s, 1, ids[i]);
+		sqlite3_bind_text(s, 2, buf_str(&hdr[i]), (int)hdr[i].len, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, buf_str(&body[i]), (int)body[i].len, SQLITE_STATIC);
+		if (store_exec(st, s) < 0)
+			goto fail;
+	}
+	/* Index rows and their queue rows go (or stay) together: no flush needed. */
+	return store_commit_lazy(st);
+fail:
+	store_rollback(st);
+	return -1;
+}
+
+int64_t
+store_fts_catch_up(struct store *st, size_t max)
+{
+	store_text_fn fn = __atomic_load_n(&store_text_cb, __ATOMIC_ACQUIRE);
+	int64_t *ids = NULL;
+	struct buf *hdr = NULL, *body = NULL;
+	int64_t done = 0;
+	size_t cap = STORE_FTS_CHUNK;
+
+	if (fn == NULL || st->in_txn)
+		return 0;
+	ids = xcalloc(cap, sizeof(*ids));
+	hdr = xcalloc(cap, sizeof(*hdr));
+	body = xcalloc(cap, sizeof(*body));
+	for (;;) {
+		size_t want = cap, n = 0, k = 0, bytes = 0;
+		int rc;
+		if (max != 0 && max - (size_t)done < want)
+			want = max - (size_t)done;
+		if (want == 0)
+			break;
+		sqlite3_stmt *s = store_stmt(st, SQL_FTS_PENDING);
+		if (s == NULL)
+			goto fail;
+		sqlite3_bind_int64(s, 1, (int64_t)want);
+		while ((rc = store_step(st, s)) == 1)
+			if (n < want)
+				ids[n++] = sqlite3_column_int64(s, 0);
+		if (rc < 0)
+			goto fail;
+		if (n == 0)
+			break;
+		/* The files are read with no transaction open: writers go on meanwhile. */
+		for (size_t i = 0; i < n; i++) {
+			char path[4096];
+			size_t len = 0;
+			char *data = NULL;
+			buf_reset(&hdr[i]);
+			buf_reset(&body[i]);
+			if (store_file_path(st, ids[i], path, sizeof(path)) == 0)
+				data = util_read_file(path, STORE_FTS_FILE_MAX, &len);
+			/* An unreadable file is indexed empty, or it would stay queued forever. */
+			if (data != NULL) {
+				(void)fn(data, len, &hdr[i], &body[i]);
+				free(data);
+			} else {
+				log_error("store %s: full-text index: cannot read %s: %s", st->account,
+					  path, strerror(errno));
+			}
+			bytes += hdr[i].len + body[i].len;
+			if (bytes >= STORE_FTS_TXN_BYTES || i + 1 == n) {
+				if (store_fts_write(st, ids + k, hdr + k, body + k, i + 1 - k) < 0)
+					goto fail;
+				for (; k <= i; k++) {
+					buf_free(&hdr[k]);
+					buf_free(&body[k]);
+				}
+				bytes = 0;
+			}
+		}
+		done += (int64_t)n;
+		if (n < want)
+			break;
+	}
+	free(ids);
+	free(hdr);
+	free(body);
+	return done;
+fail:
+	for (size_t i = 0; i < cap; i++) {
+		buf_free(&hdr[i]);
+		buf_free(&body[i]);
+	}
+	free(ids);
+	free(hdr);
+	free(body);
+	return -1;
+}
+
 /* --- search and sort --- */
 
 /*
@@ -1198,6 +1344,8 @@ store_fts_search(struct store *st, const char *mailbox, uint32_t uidvalidity,
 	*n_r = 0;
 	if (scope != STORE_FTS_BODY && scope != STORE_FTS_TEXT)
 		return store_fail(st, STORE_ERR_INVALID, "bad search scope");
+	if (store_fts_catch_up(st, 0) < 0)
+		return -1;
 	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0)
 		return -1;
 	if (store_fts_query(&q, scope, terms, nterms) == 0) {

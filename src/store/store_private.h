@@ -45,6 +45,10 @@ enum store_sql {
 	SQL_FILE_RELEASE,
 	SQL_FILE_EXISTS,
 	SQL_FTS_INSERT,
+	SQL_FTS_QUEUE,
+	SQL_FTS_PENDING,
+	SQL_FTS_COUNT,
+	SQL_FTS_DEQUEUE,
 	SQL_DELIV_GET,
 	SQL_DELIV_INSERT,
 	SQL_DELIV_PRUNE,
@@ -127,6 +131,8 @@ int store_exec(struct store *st, sqlite3_stmt *s);
 int store_begin(struct store *st, int write);
 /* Commit; 0 or -1 (then rolled back). */
 int store_commit(struct store *st);
+/* Commit a write with no flush of its own: for what a crash may lose whole. */
+int store_commit_lazy(struct store *st);
 /* Roll back if a transaction is open; resets every statement. Keeps the error. */
 void store_rollback(struct store *st);
 

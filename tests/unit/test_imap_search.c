@@ -618,6 +618,7 @@ test_speed(void **state)
 int
 main(void)
 {
+	store_set_text_fn(mime_meta_text);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_flags, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sizes_dates, setup, teardown),

@@ -29,6 +29,7 @@
 
 #include "core/buf.h"
 #include "core/util.h"
+#include "mime/mime_meta.h"
 #include "store/store.h"
 
 #define ACCOUNT "alice@example.org"
@@ -84,19 +85,25 @@ teardown(void **state)
 	return 0;
 }
 
+/* Deliver text, or with fts given, a message from Bob whose body is fts. */
 static uint32_t
 deliver(struct store *st, const char *mbox, const char *text, const char *fts)
 {
 	struct store_meta m = {0};
 	uint32_t uid = 0;
+	char composed[512];
+
+	if (fts != NULL) {
+		xsnprintf(composed, sizeof(composed),
+			  "From: Bob <bob@example.net>\r\nSubject: hello\r\n\r\n%s\r\n", fts);
+		text = composed;
+	}
 
 	m.envelope = "(NIL \"hello\" NIL NIL NIL NIL NIL NIL NIL NIL)";
 	m.bodystructure = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 22 1 NIL NIL NIL NIL)";
 	m.body = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 22 1)";
 	m.hdr_subject = "hello";
 	m.hdr_from = "bob@example.net";
-	m.fts_headers = "Bob hello";
-	m.fts_body = fts;
 	int r = store_deliver(st, mbox, text, strlen(text), &m, NULL, &uid);
 	if (r != 1)
 		fprintf(stderr, "deliver: %s\n", store_errstr(st));
@@ -778,7 +785,7 @@ test_fts(void **state)
 
 	deliver(fx->st, NULL, msg1, "The quick brown fox jumps over the lazy dog");
 	deliver(fx->st, NULL, msg1, "Il a dit \"bonjour\" à l'hôtel; price: 5* AND more");
-	deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, NULL, msg1, "");
 
 	const char *t1[] = {"QUICK"};
 	assert_int_equal(store_fts_search(fx->st, "INBOX", 0, STORE_FTS_BODY, t1, 1, &uids, &n), 0);
@@ -1150,7 +1157,8 @@ test_search_headers(void **state)
 	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
-				      "DROP TABLE search_hdrs; DROP TRIGGER files_ad;"
+				      "DROP TABLE search_hdrs; DROP TABLE fts_pending;"
+				      "DROP TRIGGER files_ad;"
 				      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
 				      " DELETE FROM fts WHERE rowid = old.id; END;"
 				      "ALTER TABLE files ADD COLUMN search_hdrs TEXT;"
@@ -1185,6 +1193,101 @@ test_search_headers(void **state)
 	assert_int_equal(count_rows(fx->dir, "search_hdrs"), 0);
 	assert_int_equal(store_search_headers(fx->st, "Nope", 0, &r, &n), -1);
 	assert_int_equal(store_errcode(fx->st), STORE_ERR_NOMAILBOX);
+}
+
+static int64_t
+fts_hits(struct store *st, const char *word)
+{
+	const char *t[] = {word};
+	uint32_t *uids = NULL;
+	size_t n = 0;
+
+	if (store_fts_search(st, "INBOX", 0, STORE_FTS_TEXT, t, 1, &uids, &n) < 0)
+		return -1;
+	free(uids);
+	return (int64_t)n;
+}
+
+/*
+ * The full-text index is filled in batches: a delivery only queues its
+ * message; the add that makes the queue STORE_FTS_BATCH long drains it, and
+ * so does every search first. Expunged queued messages leave the queue.
+ */
+static void
+test_fts_deferred(void **state)
+{
+	struct fixture *fx = *state;
+	char body[64];
+
+	deliver(fx->st, NULL, NULL, "zebra one");
+	deliver(fx->st, NULL, NULL, "zebra two");
+	assert_int_equal(store_fts_pending(fx->st), 2);
+	assert_int_equal(count_rows(fx->dir, "fts"), 0);
+	assert_int_equal(store_fts_catch_up(fx->st, 1), 1);	/* a bounded catch-up */
+	assert_int_equal(store_fts_pending(fx->st), 1);
+	assert_int_equal(count_rows(fx->dir, "fts"), 1);
+	assert_int_equal(fts_hits(fx->st, "zebra"), 2);		/* the search drains the rest */
+	assert_int_equal(store_fts_pending(fx->st), 0);
+	assert_int_equal(store_fts_catch_up(fx->st, 0), 0);
+
+	/* Up to the batch size the queue grows; the add that fills it indexes all. */
+	for (int i = 0; i < STORE_FTS_BATCH; i++) {
+		xsnprintf(body, sizeof(body), "okapi number%d", i);
+		deliver(fx->st, NULL, NULL, body);
+		assert_int_equal(store_fts_pending(fx->st), i + 1 < STORE_FTS_BATCH ? i + 1 : 0);
+	}
+	assert_int_equal(count_rows(fx->dir, "fts"), 2 + STORE_FTS_BATCH);
+
+	/* A queued message that is expunged leaves the queue with it. */
+	uint32_t uid = deliver(fx->st, NULL, NULL, "quokka");
+	assert_int_equal(store_fts_pending(fx->st), 1);
+	struct store_range r = {uid, uid};
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+	assert_int_equal(
+	    store_expunge(fx->st, "INBOX", 0, &r, 1, STORE_EXPUNGE_FORCE, &gone, &ngone, NULL), 0);
+	free(gone);
+	assert_int_equal(store_fts_pending(fx->st), 0);
+	assert_int_equal(fts_hits(fx->st, "quokka"), 0);
+
+	/* With no extractor installed nothing is indexed and nothing is lost. */
+	store_set_text_fn(NULL);
+	deliver(fx->st, NULL, NULL, "wombat");
+	assert_int_equal(fts_hits(fx->st, "wombat"), 0);
+	assert_int_equal(store_fts_pending(fx->st), 1);
+	store_set_text_fn(mime_meta_text);
+	assert_int_equal(fts_hits(fx->st, "wombat"), 1);
+}
+
+/* An index of schema 3 (every message indexed at delivery) gains the queue. */
+static void
+test_fts_upgrade_from_3(void **state)
+{
+	struct fixture *fx = *state;
+	char path[256];
+	sqlite3 *db;
+
+	deliver(fx->st, NULL, NULL, "ibis");
+	assert_int_equal(fts_hits(fx->st, "ibis"), 1);
+	store_close(&fx->st);
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "DROP TABLE fts_pending; DROP TRIGGER files_ad;"
+				      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
+				      " DELETE FROM fts WHERE rowid = old.id;"
+				      " DELETE FROM search_hdrs WHERE id = old.id; END;"
+				      "PRAGMA user_version = 3;",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(store_fts_pending(fx->st), 0);
+	deliver(fx->st, NULL, NULL, "ibis again");
+	assert_int_equal(store_fts_pending(fx->st), 1);
+	assert_int_equal(fts_hits(fx->st, "ibis"), 2);
+	assert_int_equal(fts_hits(fx->st, "again"), 1);
 }
 
 /* Several messages in one transaction: UIDs in order, one mod-sequence, dedup per item,
@@ -1357,6 +1460,7 @@ test_pool_threads(void **state)
 int
 main(void)
 {
+	store_set_text_fn(mime_meta_text);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_default_mailboxes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
@@ -1375,6 +1479,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
 	};
