@@ -88,6 +88,9 @@ struct queue {
 	struct lbatch *batches;			/* local delivery batches running */
 	struct worker_pool *pool;		/* delivery jobs */
 	struct spool_pool *spool;		/* delivered files for reuse; thread-safe */
+	/* New messages waiting for the next spool round; one round at a time. */
+	struct submit_job *sub_head, *sub_tail;
+	int sub_running;
 };
 
 static size_t
@@ -953,21 +956,47 @@ struct submit_job {
 	int rc;
 	void (*done)(void *arg, const char *id, const char *error);
 	void *arg;
+	struct submit_job *next;
+};
+
+/*
+ * New messages are written in rounds: one worker job writes every message
+ * that arrived since the last round began, then makes them all durable with
+ * one flush, and the loop answers them all when it is done. Under load a
+ * round carries many messages for one thread wake-up and one flush; a lone
+ * message is a round of one, as fast as before. While a round runs, the
+ * next one gathers.
+ */
+struct submit_round {
+	struct queue *q;
+	struct submit_job *list;
 };
 
 static void
-submit_work(void *arg)
+submit_round_work(void *arg)
 {
-	struct submit_job *s = arg;
-	s->rc = spool_write(s->q->spool, s->dir, &s->msg, s->content.data ? s->content.data : "",
-			    s->content.len, 0, &s->err);
+	struct submit_round *r = arg;
+	struct submit_job *s;
+	int synced = -1;
+
+	for (s = r->list; s; s = s->next)
+		s->rc = spool_write_unsynced(r->q->spool, s->dir, &s->msg,
+					     s->content.data ? s->content.data : "",
+					     s->content.len, &s->err);
+	for (s = r->list; s; s = s->next) {
+		if (s->rc != 0)
+			continue;
+		if (synced < 0)
+			synced = spool_sync(r->q->dir, &s->err);
+		if (synced < 0)
+			spool_unwrite(s->dir, s->msg.id);	/* never acknowledged */
+		s->rc = synced < 0 ? -1 : 0;
+	}
 }
 
 static void
-submit_done(void *arg)
+submit_done(struct submit_job *s)
 {
-	struct submit_job *s = arg;
-
 	if (s->rc == 0) {
 		char id[QUEUE_ID_LEN + 1];
 		memcpy(id, s->msg.id, sizeof(id));
@@ -984,6 +1013,36 @@ submit_done(void *arg)
 	buf_free(&s->err);
 	free(s->dir);
 	free(s);
+}
+
+static void submit_round_done(void *arg);
+
+static void
+submit_round_start(struct queue *q)
+{
+	struct submit_round *r = xcalloc(1, sizeof(*r));
+
+	r->q = q;
+	r->list = q->sub_head;
+	q->sub_head = q->sub_tail = NULL;
+	q->sub_running = 1;
+	worker_submit(q->srv->pool, submit_round_work, submit_round_done, r);
+}
+
+static void
+submit_round_done(void *arg)
+{
+	struct submit_round *r = arg;
+	struct queue *q = r->q;
+
+	for (struct submit_job *s = r->list, *next; s; s = next) {
+		next = s->next;
+		submit_done(s);
+	}
+	free(r);
+	q->sub_running = 0;
+	if (q->sub_head != NULL)
+		submit_round_start(q);
 }
 
 void
@@ -1003,7 +1062,13 @@ queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 	buf_init(&s->err, 0);
 	s->done = done;
 	s->arg = arg;
-	worker_submit(q->srv->pool, submit_work, submit_done, s);
+	if (q->sub_tail)
+		q->sub_tail->next = s;
+	else
+		q->sub_head = s;
+	q->sub_tail = s;
+	if (!q->sub_running)
+		submit_round_start(q);
 }
 
 void

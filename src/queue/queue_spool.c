@@ -244,7 +244,8 @@ kvi(struct buf *b, const char *k, long long v)
  */
 static int
 write_file(struct spool_pool *pool, const char *dir, const char *name, const struct buf *head,
-	   const char *content, size_t len, const struct buf *tail, int excl, struct buf *err)
+	   const char *content, size_t len, const struct buf *tail, int excl, int sync,
+	   struct buf *err)
 {
 	char final[4096], from[4096], reused[SPOOL_POOL_NAME];
 	int fd = -1;
@@ -294,7 +295,7 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 	 * A crash before the flush returns may leave the file behind, torn or
 	 * whole; it was never acknowledged, and a torn one is incomplete at load.
 	 */
-	if (fsbarrier_sync(fd) < 0) {
+	if (sync && fsbarrier_sync(fd) < 0) {
 		buf_printf(err, "sync(%s) failed: %s", final, strerror(errno));
 		close(fd);
 		unlink(final);
@@ -304,9 +305,9 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 	return 0;
 }
 
-int
-spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
-	    const char *content, size_t len, int excl, struct buf *err)
+static int
+spool_write_file(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+		 const char *content, size_t len, int excl, int sync, struct buf *err)
 {
 	struct buf head = BUF_INIT(0), h = BUF_INIT(0), r = BUF_INIT(0), tail = BUF_INIT(0);
 
@@ -348,12 +349,50 @@ spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *ms
 			       (unsigned char)(crc >> 8), (unsigned char)crc};
 	buf_append(&tail, ct, 4);
 	rec_put(&tail, 'E', "", 0);
-	int rc = write_file(pool, dir, msg->id, &head, content, len, &tail, excl, err);
+	int rc = write_file(pool, dir, msg->id, &head, content, len, &tail, excl, sync, err);
 	buf_free(&head);
 	buf_free(&h);
 	buf_free(&r);
 	buf_free(&tail);
 	return rc;
+}
+
+int
+spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+	    const char *content, size_t len, int excl, struct buf *err)
+{
+	return spool_write_file(pool, dir, msg, content, len, excl, 1, err);
+}
+
+int
+spool_write_unsynced(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+		     const char *content, size_t len, struct buf *err)
+{
+	return spool_write_file(pool, dir, msg, content, len, 0, 0, err);
+}
+
+int
+spool_sync(const char *dir, struct buf *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || fsbarrier_sync(fd) < 0) {
+		buf_printf(err, "sync(%s) failed: %s", dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+void
+spool_unwrite(const char *dir, const char *id)
+{
+	char path[4096];
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) >= 0)
+		unlink(path);
 }
 
 static uint32_t

@@ -380,6 +380,35 @@ test_recycle_limits(void **state)
 	setup(state);
 }
 
+/* Several messages written, then one flush for all; a failed round takes its files back. */
+static void
+test_round(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a, b, got;
+	struct buf err = BUF_INIT(0), content = BUF_INIT(0);
+
+	make_msg(&a);
+	make_msg(&b);
+	assert_int_equal(spool_write_unsynced(pool, dir, &a, "first", 5, &err), 0);
+	assert_int_equal(spool_write_unsynced(pool, dir, &b, "second", 6, &err), 0);
+	assert_int_equal(spool_sync(dir, &err), 0);
+	assert_int_equal(spool_load(dir, a.id, &got, &content, &err), 0);
+	assert_memory_equal(content.data, "first", 5);
+	spool_msg_free(&got);
+	assert_int_equal(spool_load(dir, b.id, &got, &content, &err), 0);
+	assert_memory_equal(content.data, "second", 6);
+	spool_msg_free(&got);
+	spool_unwrite(dir, a.id);
+	assert_int_equal(inode_of(a.id), 0);
+	assert_int_equal(spool_sync("/nonexistent-spool-dir", &err), -1);
+	assert_non_null(strstr(buf_str(&err), "nonexistent-spool-dir"));
+	spool_retire(pool, dir, b.id, 6, 1);
+	buf_free(&content);
+	buf_free(&err);
+	spool_pool_free(&pool);
+}
+
 int
 main(void)
 {
@@ -392,6 +421,7 @@ main(void)
 		cmocka_unit_test(test_recycle_stale_content),
 		cmocka_unit_test(test_recycle_excl),
 		cmocka_unit_test(test_recycle_limits),
+		cmocka_unit_test(test_round),
 	};
 	return cmocka_run_group_tests_name("queue_spool", tests, setup, teardown);
 }
