@@ -37,6 +37,7 @@ struct accounts {
 	sqlite3 *db;
 	const char *stmt_sql[ACC_STMTS];
 	sqlite3_stmt *stmt[ACC_STMTS];
+	int read_depth;	/* accounts_read_begin() nesting */
 };
 
 /* A cached statement for the constant sql, reset and unbound; NULL on error.
@@ -281,6 +282,24 @@ exec_bind(struct accounts *a, const char *sql, int nparams, const char *const *p
 		db_err(err, a->db, "database");
 	sqlite3_finalize(st);
 	return rc;
+}
+
+void
+accounts_read_begin(struct accounts *a)
+{
+	/* Should BEGIN fail, each lookup simply runs on its own. */
+	if (a->read_depth++ == 0)
+		(void)sqlite3_exec(a->db, "BEGIN", NULL, NULL, NULL);
+}
+
+void
+accounts_read_end(struct accounts *a)
+{
+	if (a->read_depth == 0 || --a->read_depth > 0)
+		return;
+	if (sqlite3_get_autocommit(a->db) == 0 &&
+	    sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* sql: a string constant (the statement cache key). */

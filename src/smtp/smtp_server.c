@@ -812,8 +812,19 @@ smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 	xsnprintf(addr, n, "postmaster@%s", host);
 }
 
+static void cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl);
+
+/* The domain, alias, user and quota lookups of one RCPT share one read transaction. */
 static void
 cmd_rcpt(struct smtp_sess *s, const struct smtp_cmdline *cl)
+{
+	accounts_read_begin(s->srv->accounts);
+	cmd_rcpt_lookup(s, cl);
+	accounts_read_end(s->srv->accounts);
+}
+
+static void
+cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
 	const struct config *cfg = s->srv->cfg;
 	struct smtp_rcpt rp;

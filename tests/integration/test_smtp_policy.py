@@ -62,6 +62,21 @@ def test_unknown_user(surat):
     r.close()
 
 
+def test_rcpt_sees_accounts_changed_meanwhile(surat):
+    """RCPT's lookups share a read transaction; it must end with the command,
+    or a later RCPT would see an old snapshot of the accounts."""
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<carol@example.test>", 550, "5.1.1")
+    surat.add_user("carol@example.test")
+    r.expect("RCPT TO:<carol@example.test>", 250, "2.1.5")
+    surat.cli("alias", "add", "team@example.test", "carol@example.test")
+    r.expect("RCPT TO:<team@example.test>", 250, "2.1.5")
+    surat.cli("user", "del", "carol@example.test")
+    r.expect("RCPT TO:<carol@example.test>", 550, "5.1.1")
+    r.expect("QUIT", 221)
+    r.close()
+
+
 def test_submission_requires_auth(surat):
     r = Raw(surat.port("submission"))
     r.greet()
