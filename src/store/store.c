@@ -742,16 +742,28 @@ static int
 store_db_setup(struct store *st)
 {
 	sqlite3_stmt *s = NULL;
-	int ok = 0;
+	int ok = 0, rc = SQLITE_ERROR;
 
 	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
 	sqlite3_extended_result_codes(st->db, 1);
-	if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW) {
-		const char *mode = (const char *)sqlite3_column_text(s, 0);
-		ok = mode != NULL && strcmp(mode, "wal") == 0;
+	/*
+	 * Two first openers of a new index race to switch it to WAL; the loser
+	 * gets SQLITE_BUSY at once (SQLite does not wait where waiting could
+	 * deadlock), so it tries again, as long as the busy timeout.
+	 */
+	for (int waited = 0; waited <= STORE_BUSY_TIMEOUT_MS; waited += 10) {
+		if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL) ==
+		    SQLITE_OK &&
+		    (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			const char *mode = (const char *)sqlite3_column_text(s, 0);
+			ok = mode != NULL && strcmp(mode, "wal") == 0;
+		}
+		sqlite3_finalize(s);
+		s = NULL;
+		if (ok || (rc & 0xff) != SQLITE_BUSY)
+			break;
+		usleep(10000);
 	}
-	sqlite3_finalize(s);
 	if (!ok)
 		return store_db_fail(st, "journal_mode=WAL");
 	/*
