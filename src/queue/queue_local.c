@@ -56,13 +56,13 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 
 	if (quota <= 0)
 		return 0;
-	/* Called on the loop thread: a private handle, not the workers' cache. */
-	struct store *st = store_open(data_dir, account, &err);
+	/* On a worker: a handle of the shared cache. */
+	struct store *st = store_pool_get(data_dir, account, &err);
 	buf_free(&err);
 	if (st == NULL)
 		return -1;
 	int r = store_usage(st, &bytes, &msgs) < 0 ? -1 : bytes + size > (uint64_t)quota;
-	store_close(&st);
+	store_pool_put(&st);
 	return r;
 }
 

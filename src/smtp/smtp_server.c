@@ -814,6 +814,71 @@ smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 
 static void cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl);
 
+/*
+ * The quota check of an RCPT reads the recipient's store: on a worker, with
+ * the session waiting (ST_WAIT), like a password check.
+ */
+struct quota_job {
+	struct smtp_sess *s;
+	struct rcpt r;
+	enum smtp_state back;	/* the state to return to */
+	char *data_dir;
+	char **accounts;
+	int64_t *quotas;
+	size_t n;
+	uint64_t size;
+	int over;		/* the first account over quota, or -1 */
+};
+
+static void
+rcpt_accept(struct smtp_sess *s, struct rcpt *r)
+{
+	s->rcpts = xrealloc(s->rcpts, (s->nrcpts + 1) * sizeof(*s->rcpts));
+	s->rcpts[s->nrcpts++] = *r;
+	s->nfinal += r->nfinal;
+	memset(r, 0, sizeof(*r));
+	smtp_set_state(s, ST_RCPT);
+	smtp_reply(s, 250, "2.1.5", "Recipient OK");
+}
+
+static void
+quota_work(void *arg)
+{
+	struct quota_job *j = arg;
+
+	j->over = -1;
+	for (size_t i = 0; i < j->n && j->over < 0; i++)
+		if (local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size) == 1)
+			j->over = (int)i;
+}
+
+static void
+quota_done(void *arg)
+{
+	struct quota_job *j = arg;
+	struct smtp_sess *s = j->s;
+
+	if (s->flags & F_DEAD) {
+		smtp_sess_free(s);
+	} else {
+		smtp_hold(s);
+		smtp_set_state(s, j->back);
+		if (j->over >= 0)
+			smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", j->r.orig);
+		else
+			rcpt_accept(s, &j->r);
+		smtp_resume(s);
+		smtp_release(s);
+	}
+	rcpt_free(&j->r);
+	for (size_t i = 0; i < j->n; i++)
+		free(j->accounts[i]);
+	free(j->accounts);
+	free(j->quotas);
+	free(j->data_dir);
+	free(j);
+}
+
 /* The domain, alias, user and quota lookups of one RCPT share one read transaction. */
 static void
 cmd_rcpt(struct smtp_sess *s, const struct smtp_cmdline *cl)
@@ -871,16 +936,29 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 			smtp_error_count(s);
 			return;
 		}
+		struct quota_job *j = NULL;
 		for (size_t i = 0; i < r.nfinal; i++) {
-			if (!r.local[i])
+			int64_t quota = r.local[i] ? user_quota(s, r.final[i]) : 0;
+			if (quota <= 0)
 				continue;
-			int64_t quota = user_quota(s, r.final[i]);
-			uint64_t size = s->mail.has_size ? s->mail.size : 0;
-			if (quota > 0 && local_over_quota(cfg->data_dir, r.final[i], quota, size) == 1) {
-				rcpt_free(&r);
-				smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", addr);
-				return;
+			if (j == NULL) {
+				j = xcalloc(1, sizeof(*j));
+				j->accounts = xcalloc(r.nfinal, sizeof(*j->accounts));
+				j->quotas = xcalloc(r.nfinal, sizeof(*j->quotas));
 			}
+			j->accounts[j->n] = xstrdup(r.final[i]);
+			j->quotas[j->n++] = quota;
+		}
+		if (j != NULL) {
+			j->s = s;
+			j->r = r;
+			j->back = s->state;
+			j->data_dir = xstrdup(cfg->data_dir);
+			j->size = s->mail.has_size ? s->mail.size : 0;
+			smtp_set_state(s, ST_WAIT);
+			bufferevent_disable(s->c->bev, EV_READ);
+			worker_submit(s->srv->pool, quota_work, quota_done, j);
+			return;
 		}
 	} else if (s->flags & F_AUTHED) {
 		rcpt_resolve_cb(addr, 0, &r);
@@ -890,11 +968,7 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_error_count(s);
 		return;
 	}
-	s->rcpts = xrealloc(s->rcpts, (s->nrcpts + 1) * sizeof(*s->rcpts));
-	s->rcpts[s->nrcpts++] = r;
-	s->nfinal += r.nfinal;
-	smtp_set_state(s, ST_RCPT);
-	smtp_reply(s, 250, "2.1.5", "Recipient OK");
+	rcpt_accept(s, &r);
 }
 
 static void

@@ -614,6 +614,46 @@ def test_over_quota(surat):
     stored_one(surat, "bob@example.test")
 
 
+def test_quota_check_keeps_pipelined_order(surat):
+    """The quota check of an RCPT runs on a worker; replies to pipelined
+    commands still come back in order, each to its command."""
+    surat.cli("user", "quota", "bob@example.test", "1K")
+    surat.cli("user", "quota", "alice@example.test", "10M")
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.cmd("EHLO client.test")
+    r.send(b"MAIL FROM:<s@remote.test> SIZE=5000\r\n"
+           b"RCPT TO:<bob@example.test>\r\n"
+           b"RCPT TO:<alice@example.test>\r\n"
+           b"RCPT TO:<nobody@example.test>\r\n"
+           b"RCPT TO:<bob@example.test>\r\n"
+           b"DATA\r\n")
+    got = [r.reply()[0] for _ in range(6)]
+    assert got == [250, 452, 250, 550, 452, 354], got
+    r.send(b"Subject: q\r\n\r\nx\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(surat, "alice@example.test")
+    assert surat.messages("bob@example.test") == []
+
+
+def test_client_gone_during_quota_check(surat):
+    """A client that hangs up while its RCPT's quota check runs: the session
+    is freed when the check ends (the sanitizers watch), the daemon serves on."""
+    surat.cli("user", "quota", "bob@example.test", "1K")
+    for _ in range(20):
+        r = Raw(surat.port("smtp"))
+        r.greet()
+        r.send(b"EHLO c.test\r\nMAIL FROM:<s@remote.test>\r\n" +
+               b"RCPT TO:<bob@example.test>\r\n" * 5)
+        r.close()
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"], b"Subject: s\r\n\r\nx\r\n") == {}
+    stored_one(surat, "bob@example.test")
+
+
 # ---------------------------------------------------------------- connections
 
 def test_per_ip_connection_cap(make_populated):
