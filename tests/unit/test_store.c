@@ -1139,6 +1139,22 @@ count_rows(const char *dir, const char *table)
 	return n;
 }
 
+/* Close the fixture's store, turn its index back into an older one with sql, reopen it. */
+static void
+downgrade(struct fixture *fx, const char *sql)
+{
+	char path[256];
+	sqlite3 *db;
+
+	store_close(&fx->st);
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+}
+
 /* The SEARCH header cache: stored with the message, none for messages of an older index. */
 static void
 test_search_headers(void **state)
@@ -1147,27 +1163,16 @@ test_search_headers(void **state)
 	struct store_meta m = {.search_hdrs = "\x02\x01bob <bob@example.net>\x02\x02\x02\x02"};
 	struct store_search_rec *r = NULL;
 	size_t n = 0;
-	char path[256];
-	sqlite3 *db;
 
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
 	assert_int_equal(count_rows(fx->dir, "search_hdrs"), 1);
 	/* Back to schema 2, as an index made before the cache had its own table. */
-	store_close(&fx->st);
-	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db,
-				      "DROP TABLE search_hdrs; DROP TABLE fts_pending;"
-				      "DROP TRIGGER files_ad;"
-				      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
-				      " DELETE FROM fts WHERE rowid = old.id; END;"
-				      "ALTER TABLE files ADD COLUMN search_hdrs TEXT;"
-				      "PRAGMA user_version = 2;",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
-	sqlite3_close(db);
-	fx->st = store_open(fx->dir, ACCOUNT, NULL);
-	assert_non_null(fx->st);
+	downgrade(fx, "DROP TABLE search_hdrs; DROP TABLE fts_pending;"
+		      "DROP TRIGGER files_ad;"
+		      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
+		      " DELETE FROM fts WHERE rowid = old.id; END;"
+		      "ALTER TABLE files ADD COLUMN search_hdrs TEXT;"
+		      "PRAGMA user_version = 2;");
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, NULL, NULL), 1);
 	assert_int_equal(store_search_headers(fx->st, "INBOX", 0, &r, &n), 0);
@@ -1264,25 +1269,14 @@ static void
 test_fts_upgrade_from_3(void **state)
 {
 	struct fixture *fx = *state;
-	char path[256];
-	sqlite3 *db;
 
 	deliver(fx->st, NULL, NULL, "ibis");
 	assert_int_equal(fts_hits(fx->st, "ibis"), 1);
-	store_close(&fx->st);
-	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db,
-				      "DROP TABLE fts_pending; DROP TRIGGER files_ad;"
-				      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
-				      " DELETE FROM fts WHERE rowid = old.id;"
-				      " DELETE FROM search_hdrs WHERE id = old.id; END;"
-				      "PRAGMA user_version = 3;",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
-	sqlite3_close(db);
-	fx->st = store_open(fx->dir, ACCOUNT, NULL);
-	assert_non_null(fx->st);
+	downgrade(fx, "DROP TABLE fts_pending; DROP TRIGGER files_ad;"
+		      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
+		      " DELETE FROM fts WHERE rowid = old.id;"
+		      " DELETE FROM search_hdrs WHERE id = old.id; END;"
+		      "PRAGMA user_version = 3;");
 	assert_int_equal(store_fts_pending(fx->st), 0);
 	deliver(fx->st, NULL, NULL, "ibis again");
 	assert_int_equal(store_fts_pending(fx->st), 1);
