@@ -52,6 +52,14 @@
 #define QUEUE_NICE 10
 /* Messages in one local delivery batch at most. */
 #define QUEUE_BATCH_MAX 64
+/*
+ * A new local message waits this long for others to the same mailbox before
+ * its delivery starts, unless one to that mailbox is due anyway: under
+ * traffic a batch then carries several messages for one transaction, one
+ * thread wake-up and one pair of flushes. The 250 was sent long before; this
+ * only delays the message's arrival in the mailbox.
+ */
+#define QUEUE_GATHER_MS 25
 /* Delivered spool files kept for reuse (queue_spool.h, spool_pool). */
 #define QUEUE_RECYCLE 512
 
@@ -69,6 +77,7 @@ struct qentry {
 	int busy;
 	int remote_busy;
 	int no_batch;		/* a batch failed it: the per-message job takes it */
+	int64_t arrived_ms;	/* when it was queued (or taken up at start) */
 	struct qres *pending;	/* remote results not yet recorded */
 	size_t npending;
 	struct qentry *prev, *next;
@@ -91,6 +100,7 @@ struct queue {
 	/* New messages waiting for the next spool round; one round at a time. */
 	struct submit_job *sub_head, *sub_tail;
 	int sub_running;
+	struct event *gather;	/* the next tick for messages still gathering */
 };
 
 static size_t
@@ -501,6 +511,7 @@ queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
 	e->msg = *m;
 	memset(m, 0, sizeof(*m));
 	notice_fix_rcpt(q, &e->msg);
+	e->arrived_ms = util_now_ms();
 	buf_init(&e->content, 0);
 	if (content) {
 		e->content = *content;
@@ -907,6 +918,12 @@ batch_done(void *arg)
 		event_active(q->kick, 0, 0);
 }
 
+static int
+item_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct lbatch_item *)a)->id, ((const struct lbatch_item *)b)->id);
+}
+
 /* Start the batches built by a pass of the tick. */
 static void
 batch_start(struct queue *q, struct lbatch *building)
@@ -914,12 +931,8 @@ batch_start(struct queue *q, struct lbatch *building)
 	while (building) {
 		struct lbatch *b = building;
 		building = b->next;
-		/* The tick met the newest first: deliver in arrival order. */
-		for (size_t i = 0, k = b->n ? b->n - 1 : 0; i < k; i++, k--) {
-			struct lbatch_item t = b->items[i];
-			b->items[i] = b->items[k];
-			b->items[k] = t;
-		}
+		/* Ids grow with time: in id order is in arrival order (UIDs follow it). */
+		qsort(b->items, b->n, sizeof(*b->items), item_cmp);
 		b->next = q->batches;
 		q->batches = b;
 		worker_submit(q->pool, batch_work, batch_done, b);
@@ -935,14 +948,41 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 	if (q->srv->stopping)
 		return;
 	struct lbatch *building = NULL;
+	struct qentry **young = NULL;
+	size_t nyoung = 0, cap = 0;
+	int64_t now_ms = util_now_ms(), wake = 0;
 	for (struct qentry *e = q->head, *next; e; e = next) {
 		next = e->next;
 		if (e->busy)
 			continue;
-		if (entry_batchable(e) && batch_add(q, &building, e) == 0)
-			continue;
+		if (entry_batchable(e)) {
+			if (now_ms - e->arrived_ms < QUEUE_GATHER_MS) {
+				if (nyoung == cap) {
+					cap = cap ? cap * 2 : 64;
+					young = xrealloc(young, cap * sizeof(*young));
+				}
+				young[nyoung++] = e;
+				continue;
+			}
+			if (batch_add(q, &building, e) == 0)
+				continue;
+		}
 		if (entry_has_work(q, e, now))
 			entry_start_job(q, e, now);
+	}
+	/* Gathering messages go along with a batch their mailbox starts anyway. */
+	for (size_t i = 0; i < nyoung; i++) {
+		struct qentry *e = young[i];
+		if (batch_find(building, e->msg.rcpts[0].addr) != NULL &&
+		    batch_add(q, &building, e) == 0 && e->busy)
+			continue;
+		if (!e->busy && (wake == 0 || e->arrived_ms + QUEUE_GATHER_MS < wake))
+			wake = e->arrived_ms + QUEUE_GATHER_MS;
+	}
+	free(young);
+	if (wake != 0) {
+		int64_t ms = wake - now_ms < 1 ? 1 : wake - now_ms;
+		event_add(q->gather, &(struct timeval){ms / 1000, (ms % 1000) * 1000});
 	}
 	batch_start(q, building);
 }
@@ -1205,6 +1245,7 @@ queue_new(struct server *srv, struct buf *err)
 			 loaded, dropped);
 	q->timer = event_new(srv->base, -1, EV_PERSIST, queue_timer, q);
 	q->kick = event_new(srv->base, -1, 0, queue_tick, q);
+	q->gather = event_new(srv->base, -1, 0, queue_tick, q);
 	q->pool = worker_pool_new_nice(srv->base, QUEUE_THREADS, QUEUE_NICE);
 	return q;
 }
@@ -1233,6 +1274,8 @@ queue_free(struct queue **pq)
 		event_free(q->timer);
 	if (q->kick)
 		event_free(q->kick);
+	if (q->gather)
+		event_free(q->gather);
 	spool_pool_free(&q->spool);
 	free(q->dir);
 	free(q);

@@ -234,6 +234,20 @@ def test_mx_delivery_byte_exact(surat):
     assert surat.messages("bob@example.test") == []
 
 
+def test_batched_delivery_keeps_arrival_order(surat):
+    """Local deliveries to one mailbox are gathered into batches; UIDs still
+    follow the order in which the messages were accepted."""
+    n = 30
+    with smtp(surat) as c:
+        for i in range(n):
+            assert c.sendmail("s@remote.test", ["alice@example.test"],
+                              msg("order %02d" % i)) == {}
+    uids = surat.wait_messages("alice@example.test", n)
+    order = [int(re.search(rb"Subject: order (\d+)", surat.message("alice@example.test", u))
+                 .group(1)) for u in sorted(uids)]
+    assert order == list(range(n))
+
+
 def test_submission_starttls_auth_plain(surat):
     c = smtp(surat, "submission")
     assert c.has_extn("starttls")
