@@ -77,7 +77,7 @@ struct qentry {
 	int busy;
 	int remote_busy;
 	int no_batch;		/* a batch failed it: the per-message job takes it */
-	int64_t arrived_ms;	/* when it was queued (or taken up at start) */
+	int64_t arrived_ms;	/* when it was queued or taken up at start (monotonic) */
 	struct qres *pending;	/* remote results not yet recorded */
 	size_t npending;
 	struct qentry *prev, *next;
@@ -87,7 +87,7 @@ struct qentry {
 struct queue {
 	struct server *srv;
 	char *dir;
-	struct qentry *head;
+	struct qentry *head, *tail;	/* oldest first: batches and jobs go in arrival order */
 	size_t n;
 	struct event *timer;
 	struct event *kick;
@@ -172,10 +172,13 @@ entry_link(struct queue *q, struct qentry *e)
 	size_t b = id_hash(e->msg.id);
 	e->hnext = q->hash[b];
 	q->hash[b] = e;
-	e->next = q->head;
-	if (q->head)
-		q->head->prev = e;
-	q->head = e;
+	e->prev = q->tail;
+	e->next = NULL;
+	if (q->tail)
+		q->tail->next = e;
+	else
+		q->head = e;
+	q->tail = e;
 	q->n++;
 }
 
@@ -193,6 +196,8 @@ entry_unlink(struct queue *q, struct qentry *e)
 		q->head = e->next;
 	if (e->next)
 		e->next->prev = e->prev;
+	else
+		q->tail = e->prev;
 	q->n--;
 }
 
@@ -511,7 +516,7 @@ queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
 	e->msg = *m;
 	memset(m, 0, sizeof(*m));
 	notice_fix_rcpt(q, &e->msg);
-	e->arrived_ms = util_now_ms();
+	e->arrived_ms = util_mono_ms();
 	buf_init(&e->content, 0);
 	if (content) {
 		e->content = *content;
@@ -950,7 +955,7 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 	struct lbatch *building = NULL;
 	struct qentry **young = NULL;
 	size_t nyoung = 0, cap = 0;
-	int64_t now_ms = util_now_ms(), wake = 0;
+	int64_t now_ms = util_mono_ms(), wake = 0;
 	for (struct qentry *e = q->head, *next; e; e = next) {
 		next = e->next;
 		if (e->busy)

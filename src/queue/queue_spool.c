@@ -124,6 +124,22 @@ pool_take(struct spool_pool *p, char out[SPOOL_POOL_NAME])
 	return got;
 }
 
+/* Keep no more files: what the pool holds is removed. */
+static void
+pool_disable(struct spool_pool *p)
+{
+	char path[4096];
+
+	pthread_mutex_lock(&p->mu);
+	p->max = 0;
+	while (p->n > 0) {
+		p->n--;
+		if (xsnprintf(path, sizeof(path), "%s/%s", p->dir, p->names[p->n]) >= 0)
+			unlink(path);
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
 /* Give a name back (the file is still there under it). */
 static void
 pool_put(struct spool_pool *p, const char *name, const char *dir)
@@ -265,7 +281,14 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 				buf_printf(err, "%s exists already", final);
 				return -1;
 			}
-			continue;	/* gone (or no renameat2 here): try the next, then create */
+			if (errno != ENOENT) {
+				/* No RENAME_NOREPLACE on this filesystem: recycle no more. */
+				log_error("queue: rename(%s) failed: %s; spool files are no "
+					  "longer reused", from, strerror(errno));
+				unlink(from);
+				pool_disable(pool);
+			}
+			continue;	/* gone: try the next, then create */
 		}
 		fd = open(final, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0) {
@@ -282,10 +305,17 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 		buf_printf(err, "open(%s) failed: %s", final, strerror(errno));
 		return -1;
 	}
-	if (util_write_all(fd, head->data, head->len) < 0 ||
+	/*
+	 * The first byte goes last, over a 0 written first: a writer killed
+	 * midway leaves a file starting with 0, which spool_parse() calls
+	 * incomplete, not old bytes behind a new header that fail a checksum.
+	 */
+	if (pwrite(fd, "", 1, 0) != 1 || lseek(fd, 1, SEEK_SET) != 1 ||
+	    util_write_all(fd, head->data + 1, head->len - 1) < 0 ||
 	    util_write_all(fd, content, len) < 0 ||
 	    util_write_all(fd, tail->data, tail->len) < 0 ||
-	    ftruncate(fd, (off_t)(head->len + len + tail->len)) < 0) {
+	    ftruncate(fd, (off_t)(head->len + len + tail->len)) < 0 ||
+	    pwrite(fd, head->data, 1, 0) != 1) {
 		buf_printf(err, "write(%s) failed: %s", final, strerror(errno));
 		close(fd);
 		unlink(final);
@@ -293,7 +323,10 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 	}
 	/*
 	 * A crash before the flush returns may leave the file behind, torn or
-	 * whole; it was never acknowledged, and a torn one is incomplete at load.
+	 * whole; it was never acknowledged. A new file torn by a power loss is
+	 * short (incomplete at load); a reused one may mix new and old pages,
+	 * which fails a checksum and is moved aside at start, the conservative
+	 * reading of a file that cannot tell a torn write from a damaged disk.
 	 */
 	if (sync && fsbarrier_sync(fd) < 0) {
 		buf_printf(err, "sync(%s) failed: %s", final, strerror(errno));
@@ -551,6 +584,10 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 	size_t off = 0;
 	int have_v = 0, have_h = 0, have_b = 0, ended = 0;
 
+	if (len > 0 && data[0] == '\0') {
+		buf_printf(err, "a rewrite that did not finish (never acknowledged)");
+		return SPOOL_INCOMPLETE;
+	}
 	while (off < len) {
 		if (len - off < 9) {
 			if (ended)

@@ -85,9 +85,12 @@ void spool_new_id(char out[QUEUE_ID_LEN + 1]);
  * Spool files kept for reuse. Creating a file costs an inode allocation and
  * removing it an inode free; on a busy spool that is most of the flush. A
  * delivered file is renamed to a hidden name (".r" + 16 hex digits) in the
- * same directory instead, and the next message is written over it. Every
- * file records its own id ('H' id=), so content left behind in a reused file
- * that a crash kept from being rewritten is known for what it is.
+ * same directory instead, and the next message is written over it (its
+ * first byte last, over a 0 written first). Every file records its own id
+ * ('H' id=), so content left behind in a reused file that a crash kept from
+ * being rewritten is known for what it is, and a file starting with 0 is a
+ * rewrite that did not finish. Where rename(2) cannot refuse to replace
+ * (RENAME_NOREPLACE), recycling turns itself off.
  * Thread-safe; one per spool directory.
  */
 struct spool_pool;

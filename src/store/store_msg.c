@@ -1344,8 +1344,11 @@ store_fts_search(struct store *st, const char *mailbox, uint32_t uidvalidity,
 	*n_r = 0;
 	if (scope != STORE_FTS_BODY && scope != STORE_FTS_TEXT)
 		return store_fail(st, STORE_ERR_INVALID, "bad search scope");
-	if (store_fts_catch_up(st, 0) < 0)
-		return -1;
+	/* Should indexing fail now (busy, disk full), search what is indexed. */
+	if (store_fts_catch_up(st, 0) < 0) {
+		log_error("store %s: full-text index: %s", st->account, store_errstr(st));
+		store_clear_error(st);
+	}
 	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0)
 		return -1;
 	if (store_fts_query(&q, scope, terms, nterms) == 0) {

@@ -248,6 +248,31 @@ def test_batched_delivery_keeps_arrival_order(surat):
     assert order == list(range(n))
 
 
+def test_batched_delivery_order_across_batches(surat):
+    """Many more messages than one batch takes, from parallel connections:
+    each connection's messages still get rising UIDs (each was acknowledged
+    before the next was sent), so the oldest go first, batch after batch."""
+    import concurrent.futures
+    conns, each = 8, 40
+
+    def send(k):
+        with smtp(surat) as c:
+            for i in range(each):
+                assert c.sendmail("s@remote.test", ["alice@example.test"],
+                                  msg("par %d %02d" % (k, i))) == {}
+
+    with concurrent.futures.ThreadPoolExecutor(conns) as ex:
+        list(ex.map(send, range(conns)))
+    uids = sorted(surat.wait_messages("alice@example.test", conns * each, timeout=60))
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        texts = list(ex.map(lambda u: surat.message("alice@example.test", u), uids))
+    seen = {}
+    for t in texts:
+        k, i = map(int, re.search(rb"Subject: par (\d+) (\d+)", t).groups())
+        seen.setdefault(k, []).append(i)
+    assert seen == {k: list(range(each)) for k in range(conns)}
+
+
 def test_submission_starttls_auth_plain(surat):
     c = smtp(surat, "submission")
     assert c.has_extn("starttls")

@@ -317,6 +317,50 @@ test_recycle_stale_content(void **state)
 	spool_pool_free(&pool);
 }
 
+/*
+ * A writer killed while writing over a reused file: the new header and part
+ * of the new content over the old message's bytes, the first byte still 0.
+ * Incomplete (never acknowledged), not damaged.
+ */
+static void
+test_recycle_killed_rewrite(void **state)
+{
+	struct spool_msg a, b, got;
+	struct buf err = BUF_INIT(0);
+	char old[2000], path[256];
+	size_t len;
+
+	memset(old, 'o', sizeof(old));
+	make_msg(&a);
+	assert_int_equal(spool_write(NULL, dir, &a, old, sizeof(old), 0, &err), 0);
+	make_msg(&b);
+	assert_int_equal(spool_write(NULL, dir, &b, "new", 3, 0, &err), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, b.id);
+	char *newer = util_read_file(path, 1 << 20, &len);
+	assert_non_null(newer);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s", dir, a.id);
+	FILE *f = fopen(path, "r+");
+	assert_non_null(f);
+	assert_int_equal(fwrite("", 1, 1, f), 1);
+	assert_int_equal(fwrite(newer + 1, 1, len - 10, f), len - 10);	/* not the end */
+	fclose(f);
+	free(newer);
+	char to[256];
+	snprintf(to, sizeof(to), "%s/%s", dir, b.id);
+	assert_int_equal(rename(path, to), 0);
+	assert_int_equal(spool_load(dir, b.id, &got, NULL, &err), SPOOL_INCOMPLETE);
+	assert_non_null(strstr(buf_str(&err), "did not finish"));
+	/* The same file with its first byte in place is no message either. */
+	f = fopen(to, "r+");
+	assert_int_equal(fwrite("V", 1, 1, f), 1);
+	fclose(f);
+	buf_reset(&err);
+	assert_true(spool_load(dir, b.id, &got, NULL, &err) < 0);
+	unlink(to);
+	buf_free(&err);
+}
+
 /* With excl, an existing notice is not replaced by a reused file either. */
 static void
 test_recycle_excl(void **state)
@@ -419,6 +463,7 @@ main(void)
 		cmocka_unit_test(test_patient_flush),
 		cmocka_unit_test(test_recycle_reuses_file),
 		cmocka_unit_test(test_recycle_stale_content),
+		cmocka_unit_test(test_recycle_killed_rewrite),
 		cmocka_unit_test(test_recycle_excl),
 		cmocka_unit_test(test_recycle_limits),
 		cmocka_unit_test(test_round),
