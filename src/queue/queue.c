@@ -1015,7 +1015,11 @@ struct submit_job {
 struct submit_round {
 	struct queue *q;
 	struct submit_job *list;
+	int alone;	/* a large message on its own, outside the rounds */
 };
+
+/* Larger messages are written in a job of their own: a round waits for none of them. */
+#define QUEUE_ROUND_MAX_BYTES ((size_t)1 << 20)
 
 static void
 submit_round_work(void *arg)
@@ -1084,7 +1088,10 @@ submit_round_done(void *arg)
 		next = s->next;
 		submit_done(s);
 	}
+	int alone = r->alone;
 	free(r);
+	if (alone)
+		return;
 	q->sub_running = 0;
 	if (q->sub_head != NULL)
 		submit_round_start(q);
@@ -1107,6 +1114,14 @@ queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 	buf_init(&s->err, 0);
 	s->done = done;
 	s->arg = arg;
+	if (s->content.len > QUEUE_ROUND_MAX_BYTES) {
+		struct submit_round *r = xcalloc(1, sizeof(*r));
+		r->q = q;
+		r->list = s;
+		r->alone = 1;
+		worker_submit(q->srv->pool, submit_round_work, submit_round_done, r);
+		return;
+	}
 	if (q->sub_tail)
 		q->sub_tail->next = s;
 	else

@@ -273,6 +273,28 @@ def test_batched_delivery_order_across_batches(surat):
     assert seen == {k: list(range(each)) for k in range(conns)}
 
 
+def test_large_message_beside_small_ones(surat):
+    """A message over 1 MiB is spooled in a job of its own, beside the rounds
+    that write small ones: all arrive whole."""
+    import concurrent.futures
+    big = msg("big one", body=("b" * 998 + "\r\n") * 3000)     # about 3 MB
+
+    def send(k):
+        with smtp(surat) as c:
+            if k == 0:
+                assert c.sendmail("s@remote.test", ["bob@example.test"], big) == {}
+            else:
+                for i in range(5):
+                    assert c.sendmail("s@remote.test", ["alice@example.test"],
+                                      msg("small %d %d" % (k, i))) == {}
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        list(ex.map(send, range(4)))
+    surat.wait_messages("alice@example.test", 15)
+    stored = stored_one(surat, "bob@example.test")
+    assert stored.endswith(big)
+
+
 def test_submission_starttls_auth_plain(surat):
     c = smtp(surat, "submission")
     assert c.has_extn("starttls")
