@@ -996,7 +996,6 @@ struct submit_job {
 	struct queue *q;
 	struct spool_msg msg;
 	struct buf content;
-	char *dir;
 	struct buf err;
 	int rc;
 	void (*done)(void *arg, const char *id, const char *error);
@@ -1029,7 +1028,7 @@ submit_round_work(void *arg)
 	int synced = -1;
 
 	for (s = r->list; s; s = s->next)
-		s->rc = spool_write_unsynced(r->q->spool, s->dir, &s->msg,
+		s->rc = spool_write_unsynced(r->q->spool, r->q->dir, &s->msg,
 					     s->content.data ? s->content.data : "",
 					     s->content.len, &s->err);
 	for (s = r->list; s; s = s->next) {
@@ -1038,7 +1037,7 @@ submit_round_work(void *arg)
 		if (synced < 0)
 			synced = spool_sync(r->q->dir, &s->err);
 		if (synced < 0)
-			spool_unwrite(s->dir, s->msg.id);	/* never acknowledged */
+			spool_retire(NULL, r->q->dir, s->msg.id, 0, 0);	/* never acknowledged */
 		s->rc = synced < 0 ? -1 : 0;
 	}
 }
@@ -1060,22 +1059,31 @@ submit_done(struct submit_job *s)
 	}
 	buf_free(&s->content);
 	buf_free(&s->err);
-	free(s->dir);
 	free(s);
 }
 
 static void submit_round_done(void *arg);
 
+/* Write list in a worker job: the next round, or (alone) one large message beside them. */
 static void
-submit_round_start(struct queue *q)
+submit_round_run(struct queue *q, struct submit_job *list, int alone)
 {
 	struct submit_round *r = xcalloc(1, sizeof(*r));
 
 	r->q = q;
-	r->list = q->sub_head;
+	r->list = list;
+	r->alone = alone;
+	worker_submit(q->srv->pool, submit_round_work, submit_round_done, r);
+}
+
+static void
+submit_round_start(struct queue *q)
+{
+	struct submit_job *list = q->sub_head;
+
 	q->sub_head = q->sub_tail = NULL;
 	q->sub_running = 1;
-	worker_submit(q->srv->pool, submit_round_work, submit_round_done, r);
+	submit_round_run(q, list, 0);
 }
 
 static void
@@ -1110,16 +1118,11 @@ queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 	s->msg.size = content->len;
 	s->content = *content;
 	buf_init(content, content->max);
-	s->dir = xstrdup(q->dir);
 	buf_init(&s->err, 0);
 	s->done = done;
 	s->arg = arg;
 	if (s->content.len > QUEUE_ROUND_MAX_BYTES) {
-		struct submit_round *r = xcalloc(1, sizeof(*r));
-		r->q = q;
-		r->list = s;
-		r->alone = 1;
-		worker_submit(q->srv->pool, submit_round_work, submit_round_done, r);
+		submit_round_run(q, s, 1);
 		return;
 	}
 	if (q->sub_tail)

@@ -419,14 +419,6 @@ spool_sync(const char *dir, struct buf *err)
 	return 0;
 }
 
-void
-spool_unwrite(const char *dir, const char *id)
-{
-	char path[4096];
-
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) >= 0)
-		unlink(path);
-}
 
 static uint32_t
 be32(const unsigned char *p)

@@ -127,12 +127,11 @@ int spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg
 /*
  * spool_write() without the flush, for writing several messages under one:
  * none of them is durable (nor may be acknowledged) before spool_sync(dir)
- * returns 0. After a failed sync, spool_unwrite() each of them.
+ * returns 0. After a failed sync, spool_retire(NULL, ...) each of them.
  */
 int spool_write_unsynced(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
 			 const char *content, size_t len, struct buf *err);
 int spool_sync(const char *dir, struct buf *err);
-void spool_unwrite(const char *dir, const char *id);
 
 /* spool_parse() and spool_load(): no end record yet (being written, or torn). */
 #define SPOOL_INCOMPLETE (-2)

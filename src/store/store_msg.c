@@ -460,6 +460,7 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	uint32_t uid;
 	uint64_t modseq;
 	size_t added = 0;
+	int64_t pending = 0;
 	int rc;
 
 	store_clear_error(st);
@@ -503,6 +504,9 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	}
 	if (added > 0 && store_mbox_setseq(st, mb.id, uid, modseq) < 0)
 		goto fail;
+	/* Counted under the write lock already held: no read of its own afterwards. */
+	if (added > 0 && (pending = store_fts_pending(st)) < 0)
+		goto fail;
 	if (store_commit(st) < 0) {
 		/* Whether the rows are durable is unknown: keep the files for the sweeper. */
 		for (size_t i = 0; i < n; i++)
@@ -523,8 +527,7 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	if (added > 0)
 		store_notify(st, mb.name);
 	/* The messages are in: a failure to index them now leaves them queued. */
-	if (added > 0 && store_fts_pending(st) >= STORE_FTS_BATCH &&
-	    store_fts_catch_up(st, 0) < 0)
+	if (pending >= STORE_FTS_BATCH && store_fts_catch_up(st, 0) < 0)
 		log_error("store %s: full-text index: %s", st->account, store_errstr(st));
 	store_clear_error(st);
 	return 0;

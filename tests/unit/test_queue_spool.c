@@ -443,7 +443,7 @@ test_round(void **state)
 	assert_int_equal(spool_load(dir, b.id, &got, &content, &err), 0);
 	assert_memory_equal(content.data, "second", 6);
 	spool_msg_free(&got);
-	spool_unwrite(dir, a.id);
+	spool_retire(NULL, dir, a.id, 5, 1);
 	assert_int_equal(inode_of(a.id), 0);
 	assert_int_equal(spool_sync("/nonexistent-spool-dir", &err), -1);
 	assert_non_null(strstr(buf_str(&err), "nonexistent-spool-dir"));
