@@ -252,10 +252,15 @@ void
 conn_finish(struct conn *c)
 {
 	c->closing = 1;
-	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setcb(c->bev, NULL, conn_finish_write, conn_finish_event, c);
-	bufferevent_set_timeouts(c->bev, NULL, &(struct timeval){30, 0});
-	bufferevent_enable(c->bev, EV_WRITE);
+	if (c->ssl != NULL || conn_unsent(c) != 0) {
+		/* Something to send yet: wait for the socket to take it. */
+		bufferevent_disable(c->bev, EV_READ);
+		bufferevent_set_timeouts(c->bev, NULL, &(struct timeval){30, 0});
+		bufferevent_enable(c->bev, EV_WRITE);
+	}
+	/* (All sent already, the usual plaintext case: the deferred callback
+	 * below closes at once; the socket's events are left as they are.) */
 	/*
 	 * Never close from here: the caller is usually a protocol still inside
 	 * its read loop, holding its session. A deferred write callback closes
@@ -296,20 +301,13 @@ on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, in
 	struct server *srv = l->srv;
 	const struct proto_ops *ops = srv->protos[l->kind];
 	struct conn *c = xcalloc(1, sizeof(*c));
-	struct sockaddr_storage local;
-	socklen_t locallen = sizeof(local);
-	int one = 1;
-
 	util_random_hex(c->id, 8);
 	c->kind = l->kind;
 	c->srv = srv;
 	c->l = l;
 	c->started_ms = util_now_ms();
 	addr_to_text(sa, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
-	if (getsockname(fd, (struct sockaddr *)&local, &locallen) == 0)
-		addr_to_text((struct sockaddr *)&local, c->local_ip, sizeof(c->local_ip),
-			     &c->local_port);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* TCP_NODELAY comes from the listening socket. */
 
 	c->next = srv->conns;
 	if (srv->conns)
@@ -454,6 +452,11 @@ bind_one(struct server *srv, enum listen_kind kind, const char *addr, struct buf
 		free(l);
 		return -1;
 	}
+	/* Accepted sockets inherit it: no setsockopt(2) per connection. */
+	int one = 1;
+	if (setsockopt(evconnlistener_get_fd(l->el), IPPROTO_TCP, TCP_NODELAY, &one,
+		       sizeof(one)) < 0)
+		log_error("listen.%s: TCP_NODELAY: %s", config_listen_names[kind], strerror(errno));
 	evconnlistener_set_error_cb(l->el, on_accept_error);
 	l->next = srv->listeners;
 	srv->listeners = l;

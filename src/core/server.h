@@ -51,8 +51,6 @@ struct conn {
 	int tls;			/* 1 once TLS is on */
 	char peer_ip[INET6_ADDRSTRLEN];
 	int peer_port;
-	char local_ip[INET6_ADDRSTRLEN];
-	int local_port;
 	int64_t started_ms;
 	void *proto;			/* the protocol's session */
 	/* Called once from conn_close() so the protocol frees its session. */

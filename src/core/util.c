@@ -149,8 +149,8 @@ util_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void
-util_random(void *out, size_t n)
+static void
+random_fill(void *out, size_t n)
 {
 	unsigned char *p = out;
 	while (n > 0) {
@@ -163,6 +163,34 @@ util_random(void *out, size_t n)
 		p += r;
 		n -= (size_t)r;
 	}
+}
+
+/*
+ * Small requests (session ids, nonces) come from a per-thread block of
+ * getrandom(2) output: one system call per 256 octets, not one per
+ * connection. Octets are handed out once and wiped as they go.
+ * surat never forks, so no two processes share a block.
+ */
+#define RANDOM_BLOCK 256
+
+void
+util_random(void *out, size_t n)
+{
+	static __thread unsigned char block[RANDOM_BLOCK];
+	static __thread size_t left;
+
+	if (n > RANDOM_BLOCK / 4) {
+		random_fill(out, n);
+		return;
+	}
+	if (left < n) {
+		random_fill(block, sizeof(block));
+		left = sizeof(block);
+	}
+	unsigned char *src = block + sizeof(block) - left;
+	memcpy(out, src, n);
+	memset(src, 0, n);
+	left -= n;
 }
 
 void
@@ -233,6 +261,31 @@ util_write_all(int fd, const void *buf, size_t n)
 		}
 		p += w;
 		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int
+util_pwritev_all(int fd, struct iovec *iov, int n, off_t off)
+{
+	while (n > 0) {
+		ssize_t w = pwritev(fd, iov, n, off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		off += w;
+		/* Step past what was written; iov is consumed in place. */
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
@@ -58,6 +59,9 @@ int util_fsync_dir(const char *path);
 int util_mkdir_p(const char *path, mode_t mode);
 /* Write all of buf to fd, retrying on EINTR/short writes; 0 or -1. */
 int util_write_all(int fd, const void *buf, size_t n);
+/* pwritev(2) all of iov[0..n) at off, retrying on EINTR/short writes (iov is
+ * consumed); 0 or -1. */
+int util_pwritev_all(int fd, struct iovec *iov, int n, off_t off);
 /* Read up to n bytes from fd, retrying on EINTR/short reads; the count (less at EOF) or -1. */
 ssize_t util_read_all(int fd, void *buf, size_t n);
 /* Read a whole file into a malloc'd buffer (NUL-terminated); NULL + errno. */

@@ -73,8 +73,11 @@ worker_main(void *p)
 			pool->d_head = job;
 		pool->d_tail = job;
 		if (wake) {
+			/* After the unlock: the loop, woken, takes the mutex at once. */
+			pthread_mutex_unlock(&pool->mu);
 			uint64_t one = 1;
 			(void)!write(pool->efd, &one, sizeof(one));
+			pthread_mutex_lock(&pool->mu);
 		}
 	}
 	pthread_mutex_unlock(&pool->mu);
