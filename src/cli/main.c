@@ -405,6 +405,47 @@ fmt_time(int64_t t, char *out, size_t n)
 	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/*
+ * Load queued message id from the spool dir: from the file named id, or else
+ * from whichever file records it (a kept file written over, see
+ * queue_spool.h). 0 with name set to the file, or -1 with err set.
+ */
+static int
+load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *content,
+	    struct buf *name, struct buf *err)
+{
+	if (spool_load(dir, id, m, content, err) == 0) {
+		if (strcmp(m->id, id) == 0) {
+			buf_reset(name);
+			buf_puts(name, id);
+			return 0;
+		}
+		spool_msg_free(m);
+	}
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return -1;
+	struct dirent *de;
+	int rc = -1;
+	while (rc < 0 && (de = readdir(d)) != NULL) {
+		if (!spool_reused_name(de->d_name))
+			continue;
+		struct buf e = BUF_INIT(0);
+		if (spool_load(dir, de->d_name, m, content, &e) == 0) {
+			if (strcmp(m->id, id) == 0) {
+				buf_reset(name);
+				buf_puts(name, de->d_name);
+				rc = 0;
+			} else {
+				spool_msg_free(m);
+			}
+		}
+		buf_free(&e);
+	}
+	closedir(d);
+	return rc;
+}
+
 static void
 print_queue_msg(const struct spool_msg *m, int verbose)
 {
@@ -452,7 +493,7 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 		struct dirent *de;
 		size_t n = 0;
 		while ((de = readdir(d)) != NULL) {
-			if (!valid_queue_id(de->d_name))
+			if (!valid_queue_id(de->d_name) && !spool_reused_name(de->d_name))
 				continue;
 			struct spool_msg m;
 			buf_reset(&err);
@@ -470,8 +511,9 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			goto out;
 		}
 		struct spool_msg m;
-		struct buf content = BUF_INIT(0);
-		if (spool_load(dir.data, argv[1], &m, argv[0][0] == 's' ? &content : NULL, &err) < 0) {
+		struct buf content = BUF_INIT(0), name = BUF_INIT(0);
+		if (load_queued(dir.data, argv[1], &m, argv[0][0] == 's' ? &content : NULL, &name,
+				&err) < 0) {
 			rc = runtime_error("queue %s: no such message %s (%s)", argv[0], argv[1],
 					   buf_str(&err));
 			goto out;
@@ -482,7 +524,7 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			fwrite(content.data, 1, content.len, stdout);
 		} else {
 			struct buf path = BUF_INIT(0);
-			buf_printf(&path, "%s/%s", dir.data, argv[1]);
+			buf_printf(&path, "%s/%s", dir.data, name.data);
 			if (unlink(path.data) < 0)
 				rc = runtime_error("queue delete: unlink(%s) failed: %s", path.data,
 						   strerror(errno));
@@ -491,6 +533,7 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			buf_free(&path);
 		}
 		buf_free(&content);
+		buf_free(&name);
 		spool_msg_free(&m);
 	} else if (strcmp(argv[0], "flush") == 0) {
 		struct buf path = BUF_INIT(0);

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -326,7 +327,7 @@ job_record(struct qjob *j, struct qres *r)
 			      : r->r == DELIVER_PERMFAIL ? SPOOL_REC_FAILED
 							 : SPOOL_REC_DEFERRED;
 
-	spool_state_record(&j->recs, type, r->idx, rc->attempts + 1, next, r->text, r->remote);
+	spool_state_record(&j->recs, j->snap.seed, type, r->idx, rc->attempts + 1, next, r->text, r->remote);
 	apply_result(&j->snap, r, next);
 	char a[300], t[300], rem[128];
 	log_msg(LL_INFO, j->snap.session,
@@ -345,7 +346,7 @@ job_write_records(struct qjob *j)
 
 	if (j->recs.len == 0)
 		return 0;
-	if (spool_append_records(j->dir, j->snap.id, &j->recs, &err) < 0) {
+	if (spool_append_records(j->dir, &j->snap, &j->recs, &err) < 0) {
 		log_error("queue %s: cannot record state: %s", j->snap.id, buf_str(&err));
 		j->error = 1;
 		buf_free(&err);
@@ -372,7 +373,7 @@ job_content(struct qjob *j)
 		return 0;
 	struct spool_msg tmp;
 	struct buf err = BUF_INIT(0);
-	if (spool_load(j->dir, j->snap.id, &tmp, &j->content, &err) < 0) {
+	if (spool_load(j->dir, spool_file(&j->snap), &tmp, &j->content, &err) < 0) {
 		log_error("queue %s: cannot read: %s", j->snap.id, buf_str(&err));
 		buf_free(&err);
 		return -1;
@@ -422,7 +423,7 @@ job_run(struct qjob *j)
 	char path[4096];
 
 	/* `surat queue delete` removed the file: forget the message. */
-	snprintf(path, sizeof(path), "%s/%s", j->dir, j->snap.id);
+	snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
 	if (access(path, F_OK) < 0 && errno == ENOENT) {
 		log_info("queue %s: spool file deleted; message dropped", j->snap.id);
 		j->removed = 1;
@@ -474,7 +475,7 @@ job_run(struct qjob *j)
 	    job_content(j) == 0) {
 		j->notices[0] = job_notice(j, DSN_DELAYED);
 		if (!j->error) {
-			spool_state_record(&j->recs, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL);
+			spool_state_record(&j->recs, j->snap.seed, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL);
 			j->warned = 1;
 		}
 	} else if (j->warn) {
@@ -491,7 +492,7 @@ job_run(struct qjob *j)
 		if (!j->error && j->recs_keep)
 			job_write_records(j);
 		if (!j->error) {
-			spool_retire(j->q->spool, j->dir, j->snap.id, j->snap.size, j->snap.named);
+			spool_retire(j->q->spool, j->dir, spool_file(&j->snap), j->snap.size, j->snap.named);
 			j->removed = 1;
 		}
 	}
@@ -725,6 +726,7 @@ struct lbatch_item {
 	struct buf content;
 	int have_content;
 	char id[QUEUE_ID_LEN + 1];
+	char file[QUEUE_ID_LEN + 2];	/* the spool file holding it */
 	char *session;
 	int64_t created;
 	char key[64];
@@ -813,6 +815,7 @@ batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
 	struct lbatch_item *it = &b->items[b->n++];
 	it->e = e;
 	memcpy(it->id, e->msg.id, sizeof(it->id));
+	snprintf(it->file, sizeof(it->file), "%s", spool_file(&e->msg));
 	it->session = e->msg.session ? xstrdup(e->msg.session) : NULL;
 	it->created = e->msg.created;
 	it->named = e->msg.named;
@@ -843,7 +846,7 @@ batch_run(struct lbatch *b)
 			/* Taken up again from the spool at start. */
 			struct spool_msg tmp;
 			struct buf err = BUF_INIT(0);
-			if (spool_load(b->dir, it->id, &tmp, &it->content, &err) < 0) {
+			if (spool_load(b->dir, it->file, &tmp, &it->content, &err) < 0) {
 				buf_free(&err);
 				continue;	/* the per-message job reports it */
 			}
@@ -873,7 +876,7 @@ batch_run(struct lbatch *b)
 		 * record. Should a crash undo that, the message is delivered again
 		 * into its dedup key, which the store already holds: a no-op.
 		 */
-		spool_retire(b->q->spool, b->dir, it->id, it->content.len, it->named);
+		spool_retire(b->q->spool, b->dir, it->file, it->content.len, it->named);
 		it->removed = 1;
 	}
 	free(li);
@@ -1025,21 +1028,39 @@ submit_round_work(void *arg)
 {
 	struct submit_round *r = arg;
 	struct submit_job *s;
-	int synced = -1;
+	int synced = 0, fd = -1, nwritten = 0;	/* synced: 1 durable, -1 failed */
 
-	for (s = r->list; s; s = s->next)
+	for (s = r->list; s; s = s->next) {
+		int one = -1;
 		s->rc = spool_write_unsynced(r->q->spool, r->q->dir, &s->msg,
 					     s->content.data ? s->content.data : "",
-					     s->content.len, &s->err);
+					     s->content.len, r->list->next ? NULL : &one, &s->err);
+		nwritten += s->rc == 0;
+		fd = one;
+	}
+	/*
+	 * A lone message written over a kept file within its length changed
+	 * no metadata: its data alone, one fdatasync(2), is what must reach
+	 * the disk. Anything else takes one flush of the whole filesystem,
+	 * shared with whoever needs one at the same moment.
+	 */
 	for (s = r->list; s; s = s->next) {
 		if (s->rc != 0)
 			continue;
-		if (synced < 0)
-			synced = spool_sync(r->q->dir, &s->err);
-		if (synced < 0)
-			spool_retire(NULL, r->q->dir, s->msg.id, 0, 0);	/* never acknowledged */
+		if (synced == 0 && fd >= 0 && nwritten == 1) {
+			synced = fdatasync(fd) == 0 ? 1 : -1;
+			if (synced < 0)
+				buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", r->q->dir,
+					   spool_file(&s->msg), strerror(errno));
+		} else if (synced == 0) {
+			synced = spool_sync(r->q->dir, &s->err) == 0 ? 1 : -1;
+		}
+		if (synced < 0)	/* never acknowledged */
+			spool_retire(NULL, r->q->dir, spool_file(&s->msg), 0, 0);
 		s->rc = synced < 0 ? -1 : 0;
 	}
+	if (fd >= 0)
+		close(fd);
 }
 
 static void
@@ -1048,7 +1069,6 @@ submit_done(struct submit_job *s)
 	if (s->rc == 0) {
 		char id[QUEUE_ID_LEN + 1];
 		memcpy(id, s->msg.id, sizeof(id));
-		s->msg.named = 1;	/* spool_write() records the id */
 		queue_add_entry(s->q, &s->msg, &s->content);
 		s->done(s->arg, id, NULL);
 		event_active(s->q->kick, 0, 0);
@@ -1225,13 +1245,13 @@ queue_new(struct server *srv, struct buf *err)
 	while ((de = readdir(d)) != NULL) {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/%s", q->dir, de->d_name);
-		if (strncmp(de->d_name, ".r", 2) == 0) {
-			/* A file kept for reuse: kept again, or removed if too many. */
-			if (!spool_pool_adopt(q->spool, de->d_name))
-				unlink(path);
+		/* A file kept for reuse: free, or holding a queued message. */
+		int kept = strncmp(de->d_name, ".r", 2) == 0;
+		if (kept && !spool_reused_name(de->d_name)) {
+			unlink(path);
 			continue;
 		}
-		if (de->d_name[0] == '.' || strcmp(de->d_name, "flush") == 0)
+		if (!kept && (de->d_name[0] == '.' || strcmp(de->d_name, "flush") == 0))
 			continue;
 		if (strncmp(de->d_name, "tmp.", 4) == 0) {
 			/* Never acknowledged: the writer died before rename (older versions). */
@@ -1243,6 +1263,16 @@ queue_new(struct server *srv, struct buf *err)
 		struct buf e = BUF_INIT(0);
 		int lr = strlen(de->d_name) > QUEUE_ID_LEN ? -1
 							   : spool_load(q->dir, de->d_name, &m, NULL, &e);
+		if (lr == SPOOL_INCOMPLETE && kept) {
+			/* Free (or a rewrite that never finished): kept again, or
+			 * removed if too many. */
+			struct stat st;
+			buf_free(&e);
+			if (stat(path, &st) < 0 ||
+			    !spool_pool_adopt(q->spool, de->d_name, (uint64_t)st.st_size))
+				unlink(path);
+			continue;
+		}
 		if (lr == SPOOL_INCOMPLETE) {
 			/* Never acknowledged: the writer died before its end record. */
 			unlink(path);

@@ -76,6 +76,7 @@ struct queue_remote {
 struct rmsg {
 	struct queue_remote *qr;
 	char id[QUEUE_ID_LEN + 1];
+	char file[QUEUE_ID_LEN + 2];	/* the spool file holding it */
 	char *mail_from, *envid, *session;
 	int ret_hdrs, body_8bit, smtputf8;
 	int64_t created;
@@ -1149,7 +1150,7 @@ load_work(void *arg)
 {
 	struct load_job *lj = arg;
 	struct spool_msg tmp;
-	lj->rc = spool_load(lj->dir, lj->m->id, &tmp, &lj->content, &lj->err);
+	lj->rc = spool_load(lj->dir, lj->m->file, &tmp, &lj->content, &lj->err);
 	if (lj->rc == 0)
 		spool_msg_free(&tmp);
 }
@@ -1223,6 +1224,7 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 
 	m->qr = qr;
 	memcpy(m->id, msg->id, sizeof(m->id));
+	snprintf(m->file, sizeof(m->file), "%s", spool_file(msg));
 	m->mail_from = xstrdup(msg->mail_from ? msg->mail_from : "");
 	m->envid = msg->envid ? xstrdup(msg->envid) : NULL;
 	m->session = xstrdup(msg->session ? msg->session : msg->id);

@@ -2,7 +2,8 @@
  * queue_spool — see queue_spool.h.
  *
  * Record payloads:
- *   'V' "1"                         format version
+ *   'V' "2" (or "1")                format version; from 2 on, the crc of each
+ *                                   record after 'H' starts at spool_seed(id)
  *   'H' key=value NUL key=value...  envelope and client information
  *   'R' addr NUL orig NUL orcpt NUL notify NUL local
  *   'B' the message content
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SPOOL_MAX_FILE ((size_t)1 << 31)
@@ -39,9 +41,23 @@ struct spool_pool {
 	pthread_mutex_t mu;
 	char *dir;
 	char (*names)[SPOOL_POOL_NAME];
+	uint64_t *sizes;	/* each file's length: written over within it, no metadata */
 	size_t n, max;
 	uint64_t seq;
 };
+
+const char *
+spool_file(const struct spool_msg *m)
+{
+	return m->file[0] ? m->file : m->id;
+}
+
+/* The crc seed of a format 2 message's records after its envelope. */
+static uint32_t
+spool_seed(const char *id)
+{
+	return util_crc32(0xffffffffu, id, strlen(id)) | 1;
+}
 
 struct spool_pool *
 spool_pool_new(const char *dir, size_t max)
@@ -52,6 +68,7 @@ spool_pool_new(const char *dir, size_t max)
 	p->dir = xstrdup(dir);
 	p->max = max;
 	p->names = xcalloc(max ? max : 1, sizeof(*p->names));
+	p->sizes = xcalloc(max ? max : 1, sizeof(*p->sizes));
 	/* Names of this run cannot meet those of an earlier one still in the directory. */
 	p->seq = (uint64_t)util_now_ms() << 16;
 	return p;
@@ -66,13 +83,14 @@ spool_pool_free(struct spool_pool **pp)
 		return;
 	pthread_mutex_destroy(&p->mu);
 	free(p->names);
+	free(p->sizes);
 	free(p->dir);
 	free(p);
 	*pp = NULL;
 }
 
-static int
-pool_name_valid(const char *name)
+int
+spool_reused_name(const char *name)
 {
 	if (name[0] != '.' || name[1] != 'r' || strlen(name) != 18)
 		return 0;
@@ -83,14 +101,15 @@ pool_name_valid(const char *name)
 }
 
 int
-spool_pool_adopt(struct spool_pool *p, const char *name)
+spool_pool_adopt(struct spool_pool *p, const char *name, uint64_t size)
 {
 	int kept = 0;
 
-	if (!pool_name_valid(name))
+	if (!spool_reused_name(name))
 		return 0;
 	pthread_mutex_lock(&p->mu);
 	if (p->n < p->max) {
+		p->sizes[p->n] = size;
 		snprintf(p->names[p->n++], SPOOL_POOL_NAME, "%s", name);
 		kept = 1;
 	}
@@ -107,9 +126,9 @@ spool_pool_count(struct spool_pool *p)
 	return n;
 }
 
-/* Take a file name from the pool into out. 1, or 0 when it is empty. */
+/* Take a file from the pool: its name into out, its length into size. 1, or 0 when empty. */
 static int
-pool_take(struct spool_pool *p, char out[SPOOL_POOL_NAME])
+pool_take(struct spool_pool *p, char out[SPOOL_POOL_NAME], uint64_t *size)
 {
 	int got = 0;
 
@@ -117,37 +136,24 @@ pool_take(struct spool_pool *p, char out[SPOOL_POOL_NAME])
 		return 0;
 	pthread_mutex_lock(&p->mu);
 	if (p->n > 0) {
-		memcpy(out, p->names[--p->n], SPOOL_POOL_NAME);
+		p->n--;
+		memcpy(out, p->names[p->n], SPOOL_POOL_NAME);
+		*size = p->sizes[p->n];
 		got = 1;
 	}
 	pthread_mutex_unlock(&p->mu);
 	return got;
 }
 
-/* Keep no more files: what the pool holds is removed. */
+/* Give a free file back (it is still there under name). */
 static void
-pool_disable(struct spool_pool *p)
-{
-	char path[4096];
-
-	pthread_mutex_lock(&p->mu);
-	p->max = 0;
-	while (p->n > 0) {
-		p->n--;
-		if (xsnprintf(path, sizeof(path), "%s/%s", p->dir, p->names[p->n]) >= 0)
-			unlink(path);
-	}
-	pthread_mutex_unlock(&p->mu);
-}
-
-/* Give a name back (the file is still there under it). */
-static void
-pool_put(struct spool_pool *p, const char *name, const char *dir)
+pool_put(struct spool_pool *p, const char *name, uint64_t size, const char *dir)
 {
 	char path[4096];
 
 	pthread_mutex_lock(&p->mu);
 	if (p->n < p->max) {
+		p->sizes[p->n] = size;
 		snprintf(p->names[p->n++], SPOOL_POOL_NAME, "%s", name);
 		name = NULL;
 	}
@@ -156,24 +162,51 @@ pool_put(struct spool_pool *p, const char *name, const char *dir)
 		unlink(path);
 }
 
+/*
+ * Mark path free: its first byte 0 (no queued message starts so), no flush.
+ * 1 with *size its length, or 0 if it cannot be.
+ */
+static int
+mark_free(const char *path, uint64_t *size)
+{
+	struct stat st;
+	int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return 0;
+	int ok = pwrite(fd, "", 1, 0) == 1 && fstat(fd, &st) == 0;
+	close(fd);
+	*size = ok ? (uint64_t)st.st_size : 0;
+	return ok;
+}
+
 void
-spool_retire(struct spool_pool *p, const char *dir, const char *id, size_t size, int named)
+spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t size, int named)
 {
 	char path[4096], to[4096], name[SPOOL_POOL_NAME];
+	uint64_t fsize;
 
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0)
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, file) < 0)
 		return;
 	if (p != NULL && named && size <= SPOOL_RECYCLE_SIZE && strcmp(dir, p->dir) == 0) {
-		pthread_mutex_lock(&p->mu);
-		int room = p->n < p->max;
-		uint64_t seq = room ? ++p->seq : 0;
-		pthread_mutex_unlock(&p->mu);
-		if (room) {
-			snprintf(name, sizeof(name), ".r%016llx", (unsigned long long)seq);
-			if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
-			    rename(path, to) == 0) {
-				pool_put(p, name, dir);
+		if (spool_reused_name(file)) {
+			/* Already a kept file: freed in place. */
+			if (mark_free(path, &fsize)) {
+				pool_put(p, file, fsize, dir);
 				return;
+			}
+		} else {
+			pthread_mutex_lock(&p->mu);
+			int room = p->n < p->max;
+			uint64_t seq = room ? ++p->seq : 0;
+			pthread_mutex_unlock(&p->mu);
+			if (room) {
+				snprintf(name, sizeof(name), ".r%016llx", (unsigned long long)seq);
+				if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
+				    mark_free(path, &fsize) && rename(path, to) == 0) {
+					pool_put(p, name, fsize, dir);
+					return;
+				}
 			}
 		}
 	}
@@ -204,7 +237,7 @@ spool_new_id(char out[QUEUE_ID_LEN + 1])
 }
 
 static void
-rec_put(struct buf *b, char type, const void *p, size_t n)
+rec_put_seeded(struct buf *b, uint32_t seed, char type, const void *p, size_t n)
 {
 	unsigned char hdr[5];
 	unsigned char tail[4];
@@ -214,7 +247,7 @@ rec_put(struct buf *b, char type, const void *p, size_t n)
 	hdr[2] = (unsigned char)(n >> 16);
 	hdr[3] = (unsigned char)(n >> 8);
 	hdr[4] = (unsigned char)n;
-	uint32_t crc = util_crc32(0, hdr, 5);
+	uint32_t crc = util_crc32(seed, hdr, 5);
 	crc = util_crc32(crc, p, n);
 	tail[0] = (unsigned char)(crc >> 24);
 	tail[1] = (unsigned char)(crc >> 16);
@@ -223,6 +256,12 @@ rec_put(struct buf *b, char type, const void *p, size_t n)
 	buf_append(b, hdr, 5);
 	buf_append(b, p, n);
 	buf_append(b, tail, 4);
+}
+
+static void
+rec_put(struct buf *b, char type, const void *p, size_t n)
+{
+	rec_put_seeded(b, 0, type, p, n);
 }
 
 static void
@@ -242,63 +281,53 @@ kvi(struct buf *b, const char *k, long long v)
 }
 
 /*
- * The file is written in place under its final name, never replacing a
- * queued message (O_EXCL, or RENAME_NOREPLACE for a reused file; with excl,
- * an existing name means the notice was written before). Until its 'E' record
- * is on disk the file is incomplete, which spool_parse() tells apart from a
- * damaged one: the manager drops it at start (it was never acknowledged),
- * the CLI skips it. One group-commit flush then makes the content, the length
- * and the name durable together. A temp name and a link(2) into place would
- * cost two more directory operations per message for nothing the end record
- * does not already say.
+ * A new file is written in place under its final name, never replacing a
+ * queued message (O_EXCL; with excl, an existing name means the notice was
+ * written before). A reused file keeps its hidden name and is written over
+ * from offset 0, never cut: its length and name stay, so when the message
+ * fits, only data changes. Until its 'E' record is on disk the file is
+ * incomplete, which spool_parse() tells apart from a damaged one: the
+ * manager drops it at start (it was never acknowledged), the CLI skips it.
+ * One flush then makes the content (and any new length or name) durable.
+ * A temp name and a link(2) into place would cost two more directory
+ * operations per message for nothing the end record does not already say.
  *
- * A reused file is renamed to the id, written from offset 0 and cut to its
- * new length, so no state record of its last message survives past the new
- * end. Torn by a crash before the flush, it holds another message's id
- * (never rewritten: spool_load() calls it incomplete) or a mix that fails a
- * checksum (moved aside at start; never acknowledged either).
+ * Records beyond the new end that the file holds from its last message fail
+ * the new message's seeded crcs, so they are never read as its state.
+ *
+ * *data_only is set when the write changed no metadata (a reused file
+ * written within its length); then *fd_r, if given, keeps the file open.
  */
 static int
-write_file(struct spool_pool *pool, const char *dir, const char *name, const struct buf *head,
-	   const char *content, size_t len, const struct buf *tail, int excl, int sync,
-	   struct buf *err)
+write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
+	   const struct buf *head, const char *content, size_t len, const struct buf *tail,
+	   int excl, int sync, int *fd_r, struct buf *err)
 {
-	char final[4096], from[4096], reused[SPOOL_POOL_NAME];
-	int fd = -1;
+	char final[4096], reused[SPOOL_POOL_NAME];
+	uint64_t rsize = 0, total = head->len + len + tail->len;
+	int fd = -1, data_only = 0;
 
-	if (xsnprintf(final, sizeof(final), "%s/%s", dir, name) < 0) {
-		buf_printf(err, "queue path too long");
-		return -1;
-	}
-	while (fd < 0 && pool != NULL && strcmp(pool->dir, dir) == 0 && pool_take(pool, reused)) {
-		if (xsnprintf(from, sizeof(from), "%s/%s", dir, reused) < 0)
+	if (fd_r)
+		*fd_r = -1;
+	msg->file[0] = '\0';
+	while (fd < 0 && !excl && pool != NULL && strcmp(pool->dir, dir) == 0 &&
+	       pool_take(pool, reused, &rsize)) {
+		if (xsnprintf(final, sizeof(final), "%s/%s", dir, reused) < 0)
 			break;
-		if (renameat2(AT_FDCWD, from, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
-			if (errno == EEXIST) {
-				pool_put(pool, reused, dir);
-				if (excl)
-					return 1;
-				buf_printf(err, "%s exists already", final);
-				return -1;
-			}
-			if (errno != ENOENT) {
-				/* No RENAME_NOREPLACE on this filesystem: recycle no more. */
-				log_error("queue: rename(%s) failed: %s; spool files are no "
-					  "longer reused", from, strerror(errno));
-				unlink(from);
-				pool_disable(pool);
-			}
-			continue;	/* gone: try the next, then create */
-		}
 		fd = open(final, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0) {
-			buf_printf(err, "open(%s) failed: %s", final, strerror(errno));
-			unlink(final);
+		if (fd >= 0) {
+			snprintf(msg->file, sizeof(msg->file), "%s", reused);
+			data_only = total <= rsize;
+		}
+		/* else gone (`surat queue delete`?): the next, then a new file */
+	}
+	if (fd < 0) {
+		if (xsnprintf(final, sizeof(final), "%s/%s", dir, msg->id) < 0) {
+			buf_printf(err, "queue path too long");
 			return -1;
 		}
-	}
-	if (fd < 0)
 		fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
 	if (fd < 0) {
 		if (errno == EEXIST && excl)
 			return 1;
@@ -310,17 +339,18 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 	 * midway leaves a file starting with 0, which spool_parse() calls
 	 * incomplete, not old bytes behind a new header that fail a checksum.
 	 */
-	if (pwrite(fd, "", 1, 0) != 1 || lseek(fd, 1, SEEK_SET) != 1 ||
-	    util_write_all(fd, head->data + 1, head->len - 1) < 0 ||
-	    util_write_all(fd, content, len) < 0 ||
-	    util_write_all(fd, tail->data, tail->len) < 0 ||
-	    ftruncate(fd, (off_t)(head->len + len + tail->len)) < 0 ||
+	struct iovec iov[3] = {{head->data + 1, head->len - 1},
+			       {(void *)content, len},
+			       {tail->data, tail->len}};
+	if (pwrite(fd, "", 1, 0) != 1 || util_pwritev_all(fd, iov, 3, 1) < 0 ||
 	    pwrite(fd, head->data, 1, 0) != 1) {
 		buf_printf(err, "write(%s) failed: %s", final, strerror(errno));
 		close(fd);
 		unlink(final);
+		msg->file[0] = '\0';
 		return -1;
 	}
+	msg->end = total;
 	/*
 	 * A crash before the flush returns may leave the file behind, torn or
 	 * whole; it was never acknowledged. A new file torn by a power loss is
@@ -332,19 +362,25 @@ write_file(struct spool_pool *pool, const char *dir, const char *name, const str
 		buf_printf(err, "sync(%s) failed: %s", final, strerror(errno));
 		close(fd);
 		unlink(final);
+		msg->file[0] = '\0';
 		return -1;
 	}
-	close(fd);
+	if (fd_r && data_only)
+		*fd_r = fd;
+	else
+		close(fd);
 	return 0;
 }
 
 static int
-spool_write_file(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
-		 const char *content, size_t len, int excl, int sync, struct buf *err)
+spool_write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
+		 const char *content, size_t len, int excl, int sync, int *fd_r,
+		 struct buf *err)
 {
 	struct buf head = BUF_INIT(0), h = BUF_INIT(0), r = BUF_INIT(0), tail = BUF_INIT(0);
+	uint32_t seed = spool_seed(msg->id);
 
-	rec_put(&head, 'V', "1", 1);
+	rec_put(&head, 'V', "2", 1);
 	kv(&h, "id", msg->id);
 	kv(&h, "from", msg->mail_from);
 	kv(&h, "envid", msg->envid);
@@ -370,19 +406,24 @@ spool_write_file(struct spool_pool *pool, const char *dir, const struct spool_ms
 		buf_printf(&r, "%u", rc->notify);
 		buf_putc(&r, '\0');
 		buf_printf(&r, "%d", rc->local);
-		rec_put(&head, 'R', r.data, r.len);
+		rec_put_seeded(&head, seed, 'R', r.data, r.len);
 	}
 	/* The 'B' record header goes in head; the content is written as is,
 	 * then its crc and the 'E' record from tail. */
 	unsigned char bh[5] = {'B', (unsigned char)(len >> 24), (unsigned char)(len >> 16),
 			       (unsigned char)(len >> 8), (unsigned char)len};
 	buf_append(&head, bh, 5);
-	uint32_t crc = util_crc32(util_crc32(0, bh, 5), content, len);
+	uint32_t crc = util_crc32(util_crc32(seed, bh, 5), content, len);
 	unsigned char ct[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
 			       (unsigned char)(crc >> 8), (unsigned char)crc};
 	buf_append(&tail, ct, 4);
-	rec_put(&tail, 'E', "", 0);
-	int rc = write_file(pool, dir, msg->id, &head, content, len, &tail, excl, sync, err);
+	rec_put_seeded(&tail, seed, 'E', "", 0);
+	int rc = write_file(pool, dir, msg, &head, content, len, &tail, excl, sync, fd_r, err);
+	if (rc == 0) {
+		msg->seed = seed;
+		msg->named = 1;
+		snprintf(msg->file_id, sizeof(msg->file_id), "%s", msg->id);
+	}
 	buf_free(&head);
 	buf_free(&h);
 	buf_free(&r);
@@ -391,17 +432,17 @@ spool_write_file(struct spool_pool *pool, const char *dir, const struct spool_ms
 }
 
 int
-spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+spool_write(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 	    const char *content, size_t len, int excl, struct buf *err)
 {
-	return spool_write_file(pool, dir, msg, content, len, excl, 1, err);
+	return spool_write_file(pool, dir, msg, content, len, excl, 1, NULL, err);
 }
 
 int
-spool_write_unsynced(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
-		     const char *content, size_t len, struct buf *err)
+spool_write_unsynced(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
+		     const char *content, size_t len, int *fd_r, struct buf *err)
 {
-	return spool_write_file(pool, dir, msg, content, len, 0, 0, err);
+	return spool_write_file(pool, dir, msg, content, len, 0, 0, fd_r, err);
 }
 
 int
@@ -574,10 +615,11 @@ int
 spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 {
 	size_t off = 0;
-	int have_v = 0, have_h = 0, have_b = 0, ended = 0;
+	int version = 0, have_h = 0, have_b = 0, ended = 0;
+	uint32_t seed = 0;	/* records after 'H' in format 2 */
 
 	if (len > 0 && data[0] == '\0') {
-		buf_printf(err, "a rewrite that did not finish (never acknowledged)");
+		buf_printf(err, "a rewrite that did not finish, or a free file (never acknowledged)");
 		return SPOOL_INCOMPLETE;
 	}
 	while (off < len) {
@@ -597,8 +639,10 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 			return SPOOL_INCOMPLETE;
 		}
 		const char *p = data + off + 5;
-		uint32_t crc = util_crc32(util_crc32(0, h, 5), p, n);
+		uint32_t crc = util_crc32(util_crc32(have_h ? seed : 0, h, 5), p, n);
 		if (crc != be32((const unsigned char *)p + n)) {
+			/* After the end: a torn state record, or what a reused
+			 * file holds from its last message. */
 			if (ended)
 				break;
 			buf_printf(err, "bad checksum in record '%c' at offset %zu", type, off);
@@ -608,18 +652,21 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 		if (!ended) {
 			switch (type) {
 			case 'V':
-				if (n != 1 || p[0] != '1') {
+				if (version || n != 1 || (p[0] != '1' && p[0] != '2')) {
 					buf_printf(err, "unknown spool version");
 					return -1;
 				}
-				have_v = 1;
+				version = p[0] - '0';
 				continue;
 			case 'H':
-				if (!have_v || have_h || parse_header(p, n, m) < 0) {
+				if (!version || have_h || parse_header(p, n, m) < 0 ||
+				    (version >= 2 && !m->named)) {
 					buf_printf(err, "bad envelope record");
 					return -1;
 				}
 				have_h = 1;
+				if (version >= 2)
+					seed = spool_seed(m->file_id);
 				continue;
 			case 'R':
 				if (!have_h || have_b || parse_rcpt(p, n, m) < 0) {
@@ -657,17 +704,19 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 		buf_printf(err, "incomplete spool file (never acknowledged)");
 		return SPOOL_INCOMPLETE;
 	}
+	m->end = off;
+	m->seed = seed;
 	return 0;
 }
 
 int
-spool_load(const char *dir, const char *id, struct spool_msg *m, struct buf *content_r,
+spool_load(const char *dir, const char *name, struct spool_msg *m, struct buf *content_r,
 	   struct buf *err)
 {
 	char path[4096];
 	size_t len;
 
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0) {
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0) {
 		buf_printf(err, "queue path too long");
 		return -1;
 	}
@@ -678,12 +727,19 @@ spool_load(const char *dir, const char *id, struct spool_msg *m, struct buf *con
 	}
 	memset(m, 0, sizeof(*m));
 	int rc = spool_parse(data, len, m, err);
-	if (rc == 0 && m->named && strcmp(m->file_id, id) != 0) {
+	if (rc == 0 && m->seed == 0 && spool_reused_name(name)) {
+		/* Format 1 kept delivered files whole under these names. */
+		buf_printf(err, "a delivered message kept for reuse");
+		rc = SPOOL_INCOMPLETE;
+	} else if (rc == 0 && m->seed == 0 && m->named && strcmp(m->file_id, name) != 0) {
 		buf_printf(err, "holds message %s, not %s: a reused file never rewritten",
-			   m->file_id, id);
+			   m->file_id, name);
 		rc = SPOOL_INCOMPLETE;
 	}
-	snprintf(m->id, sizeof(m->id), "%s", id);
+	/* Format 2: the file says which message it holds, whatever its name. */
+	snprintf(m->id, sizeof(m->id), "%s", m->seed != 0 ? m->file_id : name);
+	if (strcmp(m->id, name) != 0)
+		snprintf(m->file, sizeof(m->file), "%s", name);
 	if (rc == 0 && content_r) {
 		buf_reset(content_r);
 		if (buf_append(content_r, data + m->content_off, m->size) < 0) {
@@ -698,8 +754,8 @@ spool_load(const char *dir, const char *id, struct spool_msg *m, struct buf *con
 }
 
 void
-spool_state_record(struct buf *recs, enum spool_rec type, size_t idx, unsigned attempts,
-		   int64_t next_try, const char *text, const char *remote)
+spool_state_record(struct buf *recs, uint32_t seed, enum spool_rec type, size_t idx,
+		   unsigned attempts, int64_t next_try, const char *text, const char *remote)
 {
 	struct buf p = BUF_INIT(0);
 
@@ -720,42 +776,47 @@ spool_state_record(struct buf *recs, enum spool_rec type, size_t idx, unsigned a
 			buf_puts(&p, remote ? remote : "");
 		}
 	}
-	rec_put(recs, (char)type, p.data ? p.data : "", p.len);
+	rec_put_seeded(recs, seed, (char)type, p.data ? p.data : "", p.len);
 	buf_free(&p);
 }
 
 int
-spool_append_records(const char *dir, const char *id, const struct buf *recs, struct buf *err)
+spool_append_records(const char *dir, struct spool_msg *m, const struct buf *recs,
+		     struct buf *err)
 {
 	char path[4096];
+	struct iovec iov = {recs->data, recs->len};
 
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, id) < 0) {
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, spool_file(m)) < 0) {
 		buf_printf(err, "queue path too long");
 		return -1;
 	}
-	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		buf_printf(err, "open(%s) failed: %s", path, strerror(errno));
 		return -1;
 	}
-	if (util_write_all(fd, recs->data, recs->len) < 0 || fsbarrier_sync(fd) < 0) {
+	/* After the last valid record: over a torn one, or over what a reused
+	 * file holds from its last message. */
+	if (util_pwritev_all(fd, &iov, 1, (off_t)m->end) < 0 || fsbarrier_sync(fd) < 0) {
 		buf_printf(err, "append(%s) failed: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	close(fd);
+	m->end += recs->len;
 	return 0;
 }
 
 int
-spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
+spool_append_state(const char *dir, struct spool_msg *m, enum spool_rec type, size_t idx,
 		   unsigned attempts, int64_t next_try, const char *text, const char *remote,
 		   struct buf *err)
 {
 	struct buf rec = BUF_INIT(0);
 
-	spool_state_record(&rec, type, idx, attempts, next_try, text, remote);
-	int rc = spool_append_records(dir, id, &rec, err);
+	spool_state_record(&rec, m->seed, type, idx, attempts, next_try, text, remote);
+	int rc = spool_append_records(dir, m, &rec, err);
 	buf_free(&rec);
 	return rc;
 }

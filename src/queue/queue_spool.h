@@ -4,14 +4,23 @@
  *
  *   [type 1][length 4, big-endian][payload][crc32 4, big-endian]
  *
- * The crc covers type, length and payload. A file is written in place under
- * its id (O_EXCL: never replacing an existing file); the group-commit barrier
- * (core/fsbarrier) then makes it and its name durable, and only then is the
+ * The crc covers type, length and payload; from format 2 on, the crc of
+ * every record after the envelope ('H') starts from a seed made of the
+ * message id, so records that a reused file still holds from an earlier
+ * message can never pass for this one's. A new file is written in place
+ * under its id (O_EXCL: never replacing an existing file); a reused one
+ * keeps its hidden name (see spool_pool below). The group-commit barrier
+ * (core/fsbarrier), or fdatasync(2) for a lone message written over a
+ * reused file without growing it, makes it durable, and only then is the
  * message acknowledged. Its envelope and content records end with an 'E'
  * record: a file without one is still being written, or was when the daemon
- * died, and was never acknowledged. Delivery state (recipient delivered, failed, deferred)
- * is appended afterwards as further records, each made durable by the barrier; a torn last
- * record fails its crc and is ignored, so the previous state stands.
+ * died, and was never acknowledged. Delivery state (recipient delivered,
+ * failed, deferred) is written after the last valid record as further
+ * records, each made durable by the barrier; a torn last record fails its
+ * crc and is ignored, so the previous state stands.
+ *
+ * A message is known by the id its file records ('H' id=), whatever the
+ * file is called: the name is where it is, the id what it is.
  *
  * SECURITY: spool files are parsed with every length checked (they could be
  * truncated by a crash or damaged on disk); an incomplete file (no 'E') was
@@ -69,7 +78,13 @@ struct spool_msg {
 	uint64_t content_off;	/* offset of the content in the file */
 	int named;		/* the file records its own id (file_id): it may be recycled */
 	char file_id[QUEUE_ID_LEN + 1];
+	char file[QUEUE_ID_LEN + 2];	/* the file holding it, if not named id */
+	uint64_t end;		/* where the next state record goes */
+	uint32_t seed;		/* crc seed of its records after 'H' (0: format 1) */
 };
+
+/* The name of the file in the spool directory that holds m. */
+const char *spool_file(const struct spool_msg *m);
 
 enum spool_rec {
 	SPOOL_REC_DELIVERED = 'D',
@@ -83,14 +98,16 @@ void spool_new_id(char out[QUEUE_ID_LEN + 1]);
 
 /*
  * Spool files kept for reuse. Creating a file costs an inode allocation and
- * removing it an inode free; on a busy spool that is most of the flush. A
- * delivered file is renamed to a hidden name (".r" + 16 hex digits) in the
- * same directory instead, and the next message is written over it (its
- * first byte last, over a 0 written first). Every file records its own id
- * ('H' id=), so content left behind in a reused file that a crash kept from
- * being rewritten is known for what it is, and a file starting with 0 is a
- * rewrite that did not finish. Where rename(2) cannot refuse to replace
- * (RENAME_NOREPLACE), recycling turns itself off.
+ * removing it an inode free, and a rename or a new length costs a metadata
+ * write in the flush; on a busy spool that is most of the flush. A delivered
+ * file is kept under a hidden name (".r" + 16 hex digits) in the same
+ * directory instead, its first byte set to 0 (free), and the next message is
+ * written over it in place: same name, same blocks, first byte last over a
+ * 0 written first, never cut shorter (records left beyond the new end fail
+ * the new message's seeded crcs). Written over within its old length, a file
+ * needs no metadata on disk, only its data: one fdatasync(2). A hidden file
+ * whose first byte is not 0 holds a queued message. Where rename(2) cannot
+ * refuse to replace (RENAME_NOREPLACE), recycling turns itself off.
  * Thread-safe; one per spool directory.
  */
 struct spool_pool;
@@ -99,38 +116,45 @@ struct spool_pool;
 struct spool_pool *spool_pool_new(const char *dir, size_t max);
 void spool_pool_free(struct spool_pool **pool);
 
-/* Take up a hidden ".r" file found in the directory at start; 1 if kept. */
-int spool_pool_adopt(struct spool_pool *pool, const char *name);
+/* Take up a free hidden ".r" file of size octets found at start; 1 if kept. */
+int spool_pool_adopt(struct spool_pool *pool, const char *name, uint64_t size);
 
 /* Files the pool holds now. */
 size_t spool_pool_count(struct spool_pool *pool);
 
+/* Whether name is that of a file kept for reuse (".r" + 16 hex digits). */
+int spool_reused_name(const char *name);
+
 /*
- * The message id of pool's directory is delivered: keep its file (size
- * octets of content) for reuse, or remove it if the pool is full, the file
- * large, or named is 0 (written before files recorded their id). No flush:
- * a crash that undoes it leaves the message queued again, as an undone
- * unlink(2) would. pool may be NULL: the file is removed.
+ * The message in file (of pool's directory) is delivered: keep the file
+ * (size octets of content) for reuse, or remove it if the pool is full, the
+ * file large, or named is 0 (written before files recorded their id). No
+ * flush: a crash that undoes it leaves the message queued again, as an
+ * undone unlink(2) would. pool may be NULL: the file is removed.
  */
-void spool_retire(struct spool_pool *pool, const char *dir, const char *id, size_t size,
+void spool_retire(struct spool_pool *pool, const char *dir, const char *file, size_t size,
 		  int named);
 
 /*
- * Write msg and content to dir/<msg->id> durably (in place, then the
- * group-commit barrier), over a file from pool when it has one (pool may be
- * NULL). Blocking: call on a worker. 0, or -1 with err set. If excl is set
- * and the file exists already, returns 1 and writes nothing.
+ * Write msg and content durably (in place, then the group-commit barrier)
+ * into dir/<msg->id>, or over a file from pool when it has one (pool may be
+ * NULL). Sets msg->file (the file used), msg->end and msg->seed. Blocking:
+ * call on a worker. 0, or -1 with err set. If excl is set, no reused file is
+ * taken, and if dir/<msg->id> exists already, returns 1 and writes nothing.
  */
-int spool_write(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
+int spool_write(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 		const char *content, size_t len, int excl, struct buf *err);
 
 /*
  * spool_write() without the flush, for writing several messages under one:
  * none of them is durable (nor may be acknowledged) before spool_sync(dir)
  * returns 0. After a failed sync, spool_retire(NULL, ...) each of them.
+ * If fd_r is given and the message went over a reused file without growing
+ * it, *fd_r is that file, still open, and fdatasync(*fd_r) alone makes the
+ * message durable; else *fd_r is -1. The caller closes it.
  */
-int spool_write_unsynced(struct spool_pool *pool, const char *dir, const struct spool_msg *msg,
-			 const char *content, size_t len, struct buf *err);
+int spool_write_unsynced(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
+			 const char *content, size_t len, int *fd_r, struct buf *err);
 int spool_sync(const char *dir, struct buf *err);
 
 /* spool_parse() and spool_load(): no end record yet (being written, or torn). */
@@ -144,29 +168,36 @@ int spool_sync(const char *dir, struct buf *err);
  */
 int spool_parse(const char *data, size_t len, struct spool_msg *msg, struct buf *err);
 
-/* Read and parse dir/id. If content_r is non-NULL, the content is returned
- * in it (the buf is reset first). 0, or SPOOL_INCOMPLETE or -1 + err. A file
- * that records another id than its name is a reused file whose rewrite a
- * crash cut short: SPOOL_INCOMPLETE (the message it held was delivered before
- * the file was recycled; the one meant for it was never acknowledged). */
-int spool_load(const char *dir, const char *id, struct spool_msg *msg, struct buf *content_r,
+/*
+ * Read and parse the file dir/name. If content_r is non-NULL, the content is
+ * returned in it (the buf is reset first). 0, or SPOOL_INCOMPLETE or -1 +
+ * err. The message's id is the one its file records; msg->file is name when
+ * that differs. A hidden reused file in format 1, or one starting with 0,
+ * holds no queued message (SPOOL_INCOMPLETE); so does a format 1 file that
+ * records another id than its name (a reused file whose rewrite a crash cut
+ * short, in the way format 1 reused files).
+ */
+int spool_load(const char *dir, const char *name, struct spool_msg *msg, struct buf *content_r,
 	       struct buf *err);
 
 /*
- * Append one state record for recipient idx (and text for F/T) to dir/id
- * and make it durable (group-commit barrier). Blocking. 0 or -1 + err.
+ * Write one state record for recipient idx (and text for F/T) after the
+ * last record of msg's file and make it durable (group-commit barrier);
+ * msg->end moves past it. Blocking. 0 or -1 + err.
  */
-int spool_append_state(const char *dir, const char *id, enum spool_rec type, size_t idx,
+int spool_append_state(const char *dir, struct spool_msg *msg, enum spool_rec type, size_t idx,
 		       unsigned attempts, int64_t next_try, const char *text, const char *remote,
 		       struct buf *err);
 
-/* Add the same record to recs (may reallocate recs), for spool_append_records(). */
-void spool_state_record(struct buf *recs, enum spool_rec type, size_t idx, unsigned attempts,
-			int64_t next_try, const char *text, const char *remote);
+/* Add the same record for a message whose records use seed (msg->seed) to
+ * recs (may reallocate recs), for spool_append_records(). */
+void spool_state_record(struct buf *recs, uint32_t seed, enum spool_rec type, size_t idx,
+			unsigned attempts, int64_t next_try, const char *text, const char *remote);
 
-/* Append records built by spool_state_record() to dir/id in one write, then
- * the barrier. Blocking. 0 or -1 + err. */
-int spool_append_records(const char *dir, const char *id, const struct buf *recs,
+/* Write records built by spool_state_record() after the last record of
+ * msg's file in one write, then the barrier; msg->end moves past them.
+ * Blocking. 0 or -1 + err. */
+int spool_append_records(const char *dir, struct spool_msg *msg, const struct buf *recs,
 			 struct buf *err);
 
 /* Free the fields of msg (not msg itself). */

@@ -699,6 +699,55 @@ def test_kill_during_delivery_delivers_at_most_once_more(net):
     assert a.messages("alice@a.example") == []
 
 
+def test_deferred_message_in_reused_spool_file(net):
+    """Delivered spool files are kept (hidden ".r" names) and the next messages
+    are written over them in place. A message deferred in such a file keeps its
+    state records there (not the last message's), shows in `queue list/show`,
+    survives a crash, and is delivered once when the peer takes it."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    answers = {"n": 0}
+
+    def rcpt(addr, n):
+        answers["n"] += 1
+        return "451 4.3.0 try later" if answers["n"] == 1 else "250 2.1.5 ok"
+
+    p = net.peer("127.0.0.4", rcpt=rcpt)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    for i in range(3):     # local mail: delivered, its file kept and reused
+        a.submit("alice@a.example", ["bob@a.example"], msg("alice@a.example", "bob@a.example",
+                                                            "local %d" % i))
+    a.wait_messages("bob@a.example", 3)
+    a.wait_queue_empty()
+    qdir = os.path.join(a.data_dir, "queue")
+    wait_for(lambda: [n for n in os.listdir(qdir) if n.startswith(".r")])
+    kept = sorted(n for n in os.listdir(qdir) if n.startswith(".r"))
+    for n in kept:
+        with open(os.path.join(qdir, n), "rb") as f:
+            assert f.read(1) == b"\0", n     # free
+
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "kept"))
+    a.wait_log(r"rcpt=x@c\.example .*reply=\"451 4\.3\.0 try later\".*status=deferred")
+    qid = re.search(r"delivery id=(\w+) rcpt=x@c\.example status=deferred", a.log()).group(1)
+    assert sorted(os.listdir(qdir)) == kept     # written over a kept file, no new name
+    for _ in range(2):
+        out = a.queue_list()
+        assert qid in out and "deferred  attempts=1" in out, out
+        assert "bob@a.example" not in out       # free files hold no message
+        show = a.cli("queue", "show", qid).stdout
+        assert "Subject: kept" in show and "451 4.3.0 try later" in show, show
+        a.kill()                                # the deferral is on disk
+        a.start()
+        assert "1 messages taken up again" in a.log()
+    a.cli("queue", "flush")
+    a.wait_log(r"delivery id=%s rcpt=x@c\.example status=sent .*attempt=2" % qid)
+    a.wait_queue_empty()
+    time.sleep(0.5)
+    assert len(p.txns) == 1
+    assert a.messages("alice@a.example") == []     # no bounce, no delay notice
+    assert sorted(os.listdir(qdir)) == kept
+
+
 # ---------------------------------------------------------------------------
 # Postfix
 

@@ -88,11 +88,11 @@ test_roundtrip(void **state)
 	spool_msg_free(&got);
 
 	/* State records replay in order. */
-	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_DEFERRED, 1, 1, 1700000900,
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_DEFERRED, 1, 1, 1700000900,
 					    "451 4.3.0 try later", "mx.remote.test", &err), 0);
-	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
 					    &err), 0);
-	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL,
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL,
 					    &err), 0);
 	assert_int_equal(spool_load(dir, m.id, &got, NULL, &err), 0);
 	assert_int_equal(got.rcpts[0].status, RCPT_DELIVERED);
@@ -123,7 +123,7 @@ test_torn(void **state)
 	snprintf(path, sizeof(path), "%s/%s", dir, m.id);
 	char *data = util_read_file(path, 1 << 20, &full_len);
 	assert_non_null(data);
-	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
 					    &err), 0);
 	char *data2 = util_read_file(path, 1 << 20, &len);
 	assert_true(len > full_len);
@@ -199,7 +199,7 @@ test_patient_flush(void **state)
 
 	int64_t t0 = util_now_ms();
 	assert_int_equal(pthread_create(&t, NULL, eager_writer, &eager_rc), 0);
-	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
 					    &err), 0);
 	int64_t waited = util_now_ms() - t0;
 	pthread_join(t, NULL);
@@ -208,7 +208,7 @@ test_patient_flush(void **state)
 
 	assert_int_equal(fsbarrier_set_patience(50000), 2000000);
 	t0 = util_now_ms();
-	assert_int_equal(spool_append_state(dir, m.id, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL, &err),
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL, &err),
 			 0);
 	assert_true(util_now_ms() - t0 >= 45);		/* alone: its own flush after 50 ms */
 	assert_int_equal(fsbarrier_set_patience(0), 50000);
@@ -246,56 +246,169 @@ inode_of(const char *name)
 	return st.st_ino;
 }
 
+/* The first byte of dir/name, or -1. */
+static int
+first_byte(const char *name)
+{
+	char path[256];
+	unsigned char c;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	int r = fread(&c, 1, 1, f) == 1 ? c : -1;
+	fclose(f);
+	return r;
+}
+
+static off_t
+size_of(const char *name)
+{
+	char path[256];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) < 0 ? -1 : st.st_size;
+}
+
 /*
- * A delivered file is kept and the next message is written over it: same
- * inode, exact new length, none of the old state records left.
+ * A delivered file is kept (hidden, first byte 0) and the next message is
+ * written over it in place: same name, same inode, not cut, and none of the
+ * old message's state records read as the new one's.
  */
 static void
 test_recycle_reuses_file(void **state)
 {
 	struct spool_pool *pool = spool_pool_new(dir, 4);
-	struct spool_msg a, b, got;
+	struct spool_msg a, b, c, got;
 	struct buf err = BUF_INIT(0), content = BUF_INIT(0);
 	char big[3000], rname[64];
+	int fd;
 
 	memset(big, 'x', sizeof(big));
 	make_msg(&a);
 	assert_int_equal(spool_write(pool, dir, &a, big, sizeof(big), 0, &err), 0);
-	assert_int_equal(spool_append_state(dir, a.id, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
+	assert_string_equal(spool_file(&a), a.id);	/* the pool was empty: a new file */
+	assert_int_equal(spool_append_state(dir, &a, SPOOL_REC_DELIVERED, 0, 1, 0, NULL, NULL,
 					    &err), 0);
-	assert_int_equal(spool_append_state(dir, a.id, SPOOL_REC_DELIVERED, 1, 1, 0, NULL, NULL,
+	assert_int_equal(spool_append_state(dir, &a, SPOOL_REC_DELIVERED, 1, 1, 0, NULL, NULL,
 					    &err), 0);
 	ino_t ino = inode_of(a.id);
+	off_t len = size_of(a.id);
 	assert_true(ino != 0);
-	spool_retire(pool, dir, a.id, sizeof(big), 1);
+	spool_retire(pool, dir, spool_file(&a), sizeof(big), 1);
 	assert_int_equal(inode_of(a.id), 0);
 	assert_int_equal(spool_pool_count(pool), 1);
 	assert_int_equal(count_recycled(rname), 1);
 	assert_int_equal(inode_of(rname), ino);
+	assert_int_equal(first_byte(rname), 0);		/* free */
+	assert_int_equal(spool_load(dir, rname, &got, NULL, &err), SPOOL_INCOMPLETE);
 
 	make_msg(&b);
-	assert_int_equal(spool_write(pool, dir, &b, "short\r\n", 7, 0, &err), 0);
+	assert_int_equal(spool_write_unsynced(pool, dir, &b, "short\r\n", 7, &fd, &err), 0);
+	assert_true(fd >= 0);	/* within the old length: its data alone to flush */
+	assert_int_equal(fdatasync(fd), 0);
+	close(fd);
+	assert_string_equal(spool_file(&b), rname);
 	assert_int_equal(spool_pool_count(pool), 0);
-	assert_int_equal(count_recycled(NULL), 0);
-	assert_int_equal(inode_of(b.id), ino);
-	assert_int_equal(spool_load(dir, b.id, &got, &content, &err), 0);
+	assert_int_equal(inode_of(b.id), 0);		/* no file under the id */
+	assert_int_equal(inode_of(rname), ino);
+	assert_int_equal(size_of(rname), len);		/* not cut */
+	assert_true(b.end < (uint64_t)len);
+	assert_int_equal(spool_load(dir, rname, &got, &content, &err), 0);
+	assert_string_equal(got.id, b.id);		/* the id the file records */
+	assert_string_equal(spool_file(&got), rname);
+	assert_int_equal(got.end, b.end);
 	assert_int_equal(content.len, 7);
 	assert_memory_equal(content.data, "short\r\n", 7);
 	assert_int_equal(got.nrcpts, 2);
-	assert_int_equal(got.rcpts[0].status, RCPT_PENDING);	/* a's 'D' records are gone */
+	assert_int_equal(got.rcpts[0].status, RCPT_PENDING);	/* a's 'D' records are not b's */
 	assert_int_equal(got.rcpts[1].status, RCPT_PENDING);
 	assert_int_equal(got.named, 1);
 	assert_string_equal(got.file_id, b.id);
+	spool_msg_free(&got);
+
+	/* b's own state goes after its end, over a's leftovers. */
+	assert_int_equal(spool_append_state(dir, &b, SPOOL_REC_DELIVERED, 1, 1, 0, NULL, NULL,
+					    &err), 0);
+	assert_int_equal(spool_load(dir, rname, &got, NULL, &err), 0);
+	assert_int_equal(got.rcpts[0].status, RCPT_PENDING);
+	assert_int_equal(got.rcpts[1].status, RCPT_DELIVERED);
+	spool_msg_free(&got);
+
+	/* Freed again; a message longer than the file makes it grow: not data alone. */
+	spool_retire(pool, dir, spool_file(&b), 7, 1);
+	assert_int_equal(spool_pool_count(pool), 1);
+	assert_int_equal(first_byte(rname), 0);
+	char huge[8000];
+	memset(huge, 'y', sizeof(huge));
+	make_msg(&c);
+	assert_int_equal(spool_write_unsynced(pool, dir, &c, huge, sizeof(huge), &fd, &err), 0);
+	assert_int_equal(fd, -1);
+	assert_int_equal(spool_sync(dir, &err), 0);
+	assert_string_equal(spool_file(&c), rname);
+	assert_int_equal(spool_load(dir, rname, &got, &content, &err), 0);
+	assert_string_equal(got.id, c.id);
+	assert_int_equal(content.len, sizeof(huge));
 	spool_msg_free(&got);
 	buf_free(&content);
 	buf_free(&err);
 	spool_pool_free(&pool);
 	assert_null(pool);
+	teardown(state);
+	setup(state);
 }
 
-/* A crash kept the rename of a reused file but not its new content. */
+/* A record as format 1 wrote it: crc from 0. */
 static void
-test_recycle_stale_content(void **state)
+v1_rec(struct buf *b, char type, const char *p, size_t n)
+{
+	unsigned char h[5] = {(unsigned char)type, (unsigned char)(n >> 24),
+			      (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
+	uint32_t crc = util_crc32(util_crc32(0, h, 5), p, n);
+	unsigned char t[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
+			      (unsigned char)(crc >> 8), (unsigned char)crc};
+	buf_append(b, h, 5);
+	buf_append(b, p, n);
+	buf_append(b, t, 4);
+}
+
+/* A whole format 1 message recording id, written to dir/name. */
+static void
+write_v1(const char *name, const char *id)
+{
+	struct buf f = BUF_INIT(0), h = BUF_INIT(0);
+	char path[256];
+
+	v1_rec(&f, 'V', "1", 1);
+	buf_printf(&h, "id=%s", id);
+	buf_putc(&h, '\0');
+	buf_puts(&h, "from=old@example.org");
+	buf_putc(&h, '\0');
+	v1_rec(&f, 'H', h.data, h.len);
+	static const char r[] = "x@example.test\0x@example.test\0\0" "0\0" "1";
+	v1_rec(&f, 'R', r, sizeof(r) - 1);
+	v1_rec(&f, 'B', "old", 3);
+	v1_rec(&f, 'E', "", 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(f.data, 1, f.len, fp), f.len);
+	fclose(fp);
+	buf_free(&f);
+	buf_free(&h);
+}
+
+/*
+ * Which message a file holds after a crash. Format 2: the id it records,
+ * whatever its name (a crash may undo the rename that freed a file but keep
+ * the message written over it since). Format 1 (files of older versions):
+ * a hidden file is a delivered message kept for reuse, and a file that
+ * records another id than its name is a rewrite that never happened.
+ */
+static void
+test_recycle_names_after_crash(void **state)
 {
 	struct spool_pool *pool = spool_pool_new(dir, 4);
 	struct spool_msg a, b, got;
@@ -307,14 +420,34 @@ test_recycle_stale_content(void **state)
 	spool_retire(pool, dir, a.id, 1, 1);
 	assert_int_equal(count_recycled(rname), 1);
 	make_msg(&b);
+	assert_int_equal(spool_write(pool, dir, &b, "y", 1, 0, &err), 0);
+	assert_string_equal(spool_file(&b), rname);
 	snprintf(from, sizeof(from), "%s/%s", dir, rname);
-	snprintf(to, sizeof(to), "%s/%s", dir, b.id);
-	assert_int_equal(rename(from, to), 0);
-	assert_int_equal(spool_load(dir, b.id, &got, NULL, &err), SPOOL_INCOMPLETE);
-	assert_non_null(strstr(buf_str(&err), "never rewritten"));
+	snprintf(to, sizeof(to), "%s/%s", dir, a.id);
+	assert_int_equal(rename(from, to), 0);		/* the retire's rename undone */
+	assert_int_equal(spool_load(dir, a.id, &got, NULL, &err), 0);
+	assert_string_equal(got.id, b.id);
+	assert_string_equal(spool_file(&got), a.id);
+	spool_msg_free(&got);
 	unlink(to);
+
+	write_v1(".r00000000000000aa", "0000000000000001");
+	assert_int_equal(spool_load(dir, ".r00000000000000aa", &got, NULL, &err),
+			 SPOOL_INCOMPLETE);
+	assert_non_null(strstr(buf_str(&err), "kept for reuse"));
+	write_v1("0000000000000002", "0000000000000001");
+	buf_reset(&err);
+	assert_int_equal(spool_load(dir, "0000000000000002", &got, NULL, &err), SPOOL_INCOMPLETE);
+	assert_non_null(strstr(buf_str(&err), "never rewritten"));
+	write_v1("0000000000000001", "0000000000000001");
+	assert_int_equal(spool_load(dir, "0000000000000001", &got, NULL, &err), 0);
+	assert_string_equal(got.id, "0000000000000001");	/* format 1 still read */
+	assert_int_equal(got.seed, 0);
+	spool_msg_free(&got);
 	buf_free(&err);
 	spool_pool_free(&pool);
+	teardown(state);
+	setup(state);
 }
 
 /*
@@ -410,12 +543,12 @@ test_recycle_limits(void **state)
 		assert_int_equal(inode_of(m[i].id), 0);
 	spool_retire(NULL, dir, "0000000000000001", 1, 1);	/* absent: no harm */
 
-	assert_int_equal(spool_pool_adopt(pool, ".r0123456789abcdef"), 0);	/* full */
+	assert_int_equal(spool_pool_adopt(pool, ".r0123456789abcdef", 0), 0);	/* full */
 	struct spool_pool *p2 = spool_pool_new(dir, 8);
-	assert_int_equal(spool_pool_adopt(p2, ".r0123456789abcdef"), 1);
-	assert_int_equal(spool_pool_adopt(p2, ".r0123"), 0);
-	assert_int_equal(spool_pool_adopt(p2, ".corrupt.0123456789abcdef"), 0);
-	assert_int_equal(spool_pool_adopt(p2, ".r0123456789abcdeg"), 0);
+	assert_int_equal(spool_pool_adopt(p2, ".r0123456789abcdef", 0), 1);
+	assert_int_equal(spool_pool_adopt(p2, ".r0123", 0), 0);
+	assert_int_equal(spool_pool_adopt(p2, ".corrupt.0123456789abcdef", 0), 0);
+	assert_int_equal(spool_pool_adopt(p2, ".r0123456789abcdeg", 0), 0);
 	assert_int_equal(spool_pool_count(p2), 1);
 	spool_pool_free(&p2);
 	spool_pool_free(&pool);
@@ -434,8 +567,8 @@ test_round(void **state)
 
 	make_msg(&a);
 	make_msg(&b);
-	assert_int_equal(spool_write_unsynced(pool, dir, &a, "first", 5, &err), 0);
-	assert_int_equal(spool_write_unsynced(pool, dir, &b, "second", 6, &err), 0);
+	assert_int_equal(spool_write_unsynced(pool, dir, &a, "first", 5, NULL, &err), 0);
+	assert_int_equal(spool_write_unsynced(pool, dir, &b, "second", 6, NULL, &err), 0);
 	assert_int_equal(spool_sync(dir, &err), 0);
 	assert_int_equal(spool_load(dir, a.id, &got, &content, &err), 0);
 	assert_memory_equal(content.data, "first", 5);
@@ -462,7 +595,7 @@ main(void)
 		cmocka_unit_test(test_excl),
 		cmocka_unit_test(test_patient_flush),
 		cmocka_unit_test(test_recycle_reuses_file),
-		cmocka_unit_test(test_recycle_stale_content),
+		cmocka_unit_test(test_recycle_names_after_crash),
 		cmocka_unit_test(test_recycle_killed_rewrite),
 		cmocka_unit_test(test_recycle_excl),
 		cmocka_unit_test(test_recycle_limits),
