@@ -260,6 +260,23 @@ rcpt_final(const struct spool_rcpt *rc)
 	return rc->status == RCPT_DELIVERED || rc->status == RCPT_FAILED;
 }
 
+/*
+ * Whether the delay warning is due: the message is old enough and no
+ * recipient is still untried (its first attempt, still running, may yet
+ * defer it: asked before, the answer "nothing delayed" would be final).
+ */
+static int
+warn_due(const struct config *cfg, const struct spool_msg *m, int64_t now)
+{
+	if (m->delay_warned || cfg->queue_delay_warning <= 0 ||
+	    now - m->created < cfg->queue_delay_warning)
+		return 0;
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (m->rcpts[i].status == RCPT_PENDING)
+			return 0;
+	return 1;
+}
+
 static int
 rcpt_due(const struct spool_rcpt *rc, int64_t now)
 {
@@ -606,8 +623,7 @@ entry_has_work(const struct queue *q, const struct qentry *e, int64_t now)
 		return !e->remote_busy;
 	if (now - e->msg.created >= cfg->queue_max_age && !e->remote_busy)
 		return 1;
-	return !e->msg.delay_warned && cfg->queue_delay_warning > 0 &&
-	       now - e->msg.created >= cfg->queue_delay_warning;
+	return warn_due(cfg, &e->msg, now);
 }
 
 static void
@@ -683,8 +699,7 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 		j->expire = 1;
 		want = 1;
 	}
-	if (!all_final && !e->msg.delay_warned && cfg->queue_delay_warning > 0 &&
-	    now - e->msg.created >= cfg->queue_delay_warning) {
+	if (!all_final && warn_due(cfg, &e->msg, now)) {
 		j->warn = 1;
 		want = 1;
 	}
