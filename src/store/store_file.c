@@ -14,8 +14,15 @@
  * fsync: if it comes back after a crash the sweep sees the row and only
  * drops the marker again.
  *
- * A file's name is its files.id (63 random bits) in 16 hex digits, so the
- * index needs no separate name column or index to find a file's row.
+ * A file's name is its files.id (63 bits) in 16 hex digits, so the index
+ * needs no separate name column or index to find a file's row. Ids come in
+ * runs: a random start with its low 16 bits 0, then the next ones in order,
+ * up to 65,536 per handle before a new random start. A batch of deliveries
+ * thus adds rows next to each other in every table keyed by file id (files,
+ * search_hdrs, fts_pending, the full-text index) and files to one msg/<xx>
+ * directory, so its commit writes a few pages and directory blocks instead
+ * of one of each per message; over many runs the directories still fill
+ * evenly. A start that meets an existing file draws again.
  *
  * SECURITY: file names are generated here or read back from our own
  * directories and parsed as ids before use; nothing a peer sends becomes
@@ -87,13 +94,16 @@ store_file_tmp_path(const struct store *st, int64_t id, char *out, size_t outlen
 	return xsnprintf(out, outlen, "%s/tmp/%s", st->root, name) < 0 ? -1 : 0;
 }
 
-/* Link tmp to final, creating the 2-hex directory the first time. 0 or -1. */
+/* Link tmp to final, creating the 2-hex directory the first time. 0, 1 if
+ * final exists already, or -1. */
 static int
 store_file_link(struct store *st, const char *tmp, const char *final, const char *name)
 {
 	char dir[STORE_PATH_MAX];
 
 	if (link(tmp, final) < 0) {
+		if (errno == EEXIST)
+			return 1;
 		if (errno != ENOENT)
 			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
 					  strerror(errno));
@@ -103,8 +113,10 @@ store_file_link(struct store *st, const char *tmp, const char *final, const char
 			return store_fail(st, STORE_ERR_INTERNAL, "mkdir(%s) failed: %s", dir,
 					  strerror(errno));
 		if (link(tmp, final) < 0)
-			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
-					  strerror(errno));
+			return errno == EEXIST ? 1
+					       : store_fail(st, STORE_ERR_INTERNAL,
+							    "link(%s) failed: %s", final,
+							    strerror(errno));
 	}
 	return 0;
 }
@@ -116,29 +128,49 @@ store_file_write(struct store *st, const char *data, size_t len, struct store_fi
 	int fd;
 
 	f->fd = -1;
-	do {
-		uint64_t r;
-		util_random(&r, sizeof(r));
-		f->id = (int64_t)(r >> 1);
-	} while (f->id == 0);
-	store_file_hex(f->id, f->name);
-	if (store_file_tmp_path(st, f->id, tmp, sizeof(tmp)) < 0 ||
-	    store_file_path(st, f->id, final, sizeof(final)) < 0)
-		return store_fail(st, STORE_ERR_INTERNAL, "path too long");
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return store_fail(st, STORE_ERR_INTERNAL, "open(%s) failed: %s", tmp,
-				  strerror(errno));
-	if (flock(fd, LOCK_EX) < 0) {
-		store_fail(st, STORE_ERR_INTERNAL, "flock(%s) failed: %s", tmp, strerror(errno));
-		goto fail;
+	for (int tries = 0;; tries++) {
+		if ((st->file_next & 0xffff) == 0) {
+			/* A new run: 47 random bits, then a 16-bit count from 1. */
+			uint64_t r;
+			util_random(&r, sizeof(r));
+			st->file_next = ((r >> 1) & ~(uint64_t)0xffff) | 1;
+		}
+		f->id = (int64_t)st->file_next++;
+		store_file_hex(f->id, f->name);
+		if (store_file_tmp_path(st, f->id, tmp, sizeof(tmp)) < 0 ||
+		    store_file_path(st, f->id, final, sizeof(final)) < 0)
+			return store_fail(st, STORE_ERR_INTERNAL, "path too long");
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0) {
+			if (errno == EEXIST && tries < 8) {
+				st->file_next = 0;	/* another writer's run: draw again */
+				continue;
+			}
+			return store_fail(st, STORE_ERR_INTERNAL, "open(%s) failed: %s", tmp,
+					  strerror(errno));
+		}
+		if (flock(fd, LOCK_EX) < 0) {
+			store_fail(st, STORE_ERR_INTERNAL, "flock(%s) failed: %s", tmp,
+				   strerror(errno));
+			goto fail;
+		}
+		if (util_write_all(fd, data, len) < 0) {
+			store_fail(st, STORE_ERR_INTERNAL, "write(%s) failed: %s", tmp,
+				   strerror(errno));
+			goto fail;
+		}
+		int linked = store_file_link(st, tmp, final, f->name);
+		if (linked == 0)
+			break;
+		if (linked < 0)
+			goto fail;
+		/* The id is taken (a file of another run): draw again. */
+		unlink(tmp);
+		close(fd);
+		if (tries == 8)
+			return store_fail(st, STORE_ERR_INTERNAL, "%s exists already", final);
+		st->file_next = 0;
 	}
-	if (util_write_all(fd, data, len) < 0) {
-		store_fail(st, STORE_ERR_INTERNAL, "write(%s) failed: %s", tmp, strerror(errno));
-		goto fail;
-	}
-	if (store_file_link(st, tmp, final, f->name) < 0)
-		goto fail;
 	f->fd = fd;
 	return 0;
 fail:

@@ -84,6 +84,7 @@ struct store {
 	int root_fd;	/* root directory, for the barrier; -1 until needed */
 	char *data_dir; /* as given to store_open(): the pool's key with account */
 	struct store *pool_prev, *pool_next; /* in the pool of idle handles */
+	uint64_t file_next; /* the next message file id to try; 0: draw a new run */
 };
 
 /* A mailbox row as the message operations need it. */
@@ -99,7 +100,7 @@ struct store_mbox_row {
 
 /* A message file being written: its id, name and the descriptor locking its temp marker. */
 struct store_file {
-	int64_t id;    /* files.id: 63 random bits */
+	int64_t id;    /* files.id: 63 bits, see store_file.c */
 	char name[17]; /* the id in 16 lowercase hex digits */
 	int fd;	       /* -1 when not open */
 	size_t size;   /* bytes written */

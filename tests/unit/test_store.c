@@ -1118,6 +1118,66 @@ test_crash(void **state)
 	close(fd);
 }
 
+/* The message file names under msg/ (16 hex digits each), sorted; returns how many. */
+static size_t
+list_files(const char *root, char names[][17], size_t max)
+{
+	char dir[512];
+	size_t n = 0;
+
+	for (unsigned i = 0; i < 256; i++) {
+		xsnprintf(dir, sizeof(dir), "%s/msg/%02x", root, i);
+		DIR *d = opendir(dir);
+		struct dirent *e;
+		while (d != NULL && (e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.' && n < max)
+				xsnprintf(names[n++], 17, "%s", e->d_name);
+		if (d != NULL)
+			closedir(d);
+	}
+	qsort(names, n, 17, (int (*)(const void *, const void *))strcmp);
+	return n;
+}
+
+/*
+ * Message file ids come in runs: one handle's deliveries get consecutive ids
+ * (neighbouring rows, one directory). An id whose file exists already (a
+ * run of another writer) is skipped for a new run, and nothing is lost.
+ */
+static void
+test_file_ids_in_runs(void **state)
+{
+	struct fixture *fx = *state;
+	char root[256], names[16][17], planted[512];
+
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+	for (int i = 0; i < 5; i++)
+		deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(list_files(root, names, 16), 5);
+	for (int i = 1; i < 5; i++) {
+		assert_memory_equal(names[i], names[0], 2);	/* one directory */
+		assert_int_equal(strtoull(names[i], NULL, 16), strtoull(names[i - 1], NULL, 16) + 1);
+	}
+	/* Another writer's file where this run goes next. */
+	unsigned long long next = strtoull(names[4], NULL, 16) + 1;
+	xsnprintf(planted, sizeof(planted), "%s/msg/%.2s/%016llx", root, names[4], next);
+	int fd = open(planted, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(util_write_all(fd, "planted", 7), 0);
+	close(fd);
+	uint32_t uid = deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(list_files(root, names, 16), 7);
+	int fd2;
+	uint64_t size;
+	assert_int_equal(store_msg_open(fx->st, "INBOX", 0, uid, &fd2, &size), 1);
+	assert_int_equal(size, strlen(msg1));
+	close(fd2);
+	struct stat st;
+	assert_int_equal(stat(planted, &st), 0);
+	assert_int_equal(st.st_size, 7);	/* untouched */
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+}
+
 /* Rows of a table, counted through a connection of our own. */
 static int
 count_rows(const char *dir, const char *table)
@@ -1471,6 +1531,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
