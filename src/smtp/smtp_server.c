@@ -406,7 +406,14 @@ smtp_set_callbacks(struct smtp_sess *s)
 {
 	bufferevent_setcb(s->c->bev, smtp_read_cb, NULL, smtp_event_cb, s->c);
 	smtp_timeouts(s);
-	bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
+	/*
+	 * Plaintext replies go straight to the socket (smtp_flush): enabling
+	 * EV_WRITE here would register for writability with nothing to write,
+	 * two epoll changes per connection. A bufferevent has EV_WRITE enabled
+	 * from its creation, so what the kernel refuses is still sent when it
+	 * is queued. TLS replies always go through the filter.
+	 */
+	bufferevent_enable(s->c->bev, s->c->tls ? EV_READ | EV_WRITE : EV_READ);
 }
 
 /* ---- commands ---- */

@@ -18,6 +18,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -509,6 +510,33 @@ def test_pipelining(surat):
     # Two queue entries may be delivered in either order.
     got = sorted(split_stored(surat.message("bob@example.test", u))[2] for u in uids)
     assert got == sorted([body, b"Subject: second\r\n\r\nx\r\n"])
+
+
+def test_replies_wait_for_a_slow_reader(surat):
+    """A client that pipelines far more than it reads: replies the kernel
+    cannot take at once wait in the server, and all arrive, in order, while
+    the session goes on (not only when it ends)."""
+    n = 100000
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", surat.port("smtp")))
+    sender = threading.Thread(target=sock.sendall,
+                              args=(b"EHLO slow.test\r\n" + b"NOOP\r\n" * n,))
+    sender.start()
+    time.sleep(1.0)     # the server runs ahead while nothing is read
+    data = b""
+    while data.count(b"250 2.0.0 ") < n:
+        chunk = sock.recv(65536)
+        assert chunk, "closed after %d replies" % data.count(b"250 2.0.0 ")
+        data += chunk
+    sender.join(TIMEOUT)
+    lines = data.split(b"\r\n")
+    assert lines[0].startswith(b"220 ")
+    assert lines[-1] == b"" and lines[-2].startswith(b"250 2.0.0 "), lines[-3:]
+    sock.sendall(b"QUIT\r\n")
+    assert sock.recv(65536).startswith(b"221 ")
+    sock.close()
 
 
 def test_starttls_pipelined_command_discarded(surat):
