@@ -31,9 +31,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -428,7 +431,8 @@ load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *co
 	struct dirent *de;
 	int rc = -1;
 	while (rc < 0 && (de = readdir(d)) != NULL) {
-		if (!spool_reused_name(de->d_name))
+		/* (A crash may leave a message under its file's earlier name.) */
+		if (!spool_reused_name(de->d_name) && !valid_queue_id(de->d_name))
 			continue;
 		struct buf e = BUF_INIT(0);
 		if (spool_load(dir, de->d_name, m, content, &e) == 0) {
@@ -443,6 +447,39 @@ load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *co
 		buf_free(&e);
 	}
 	closedir(d);
+	return rc;
+}
+
+/*
+ * Unlink dir/name if it still holds queued message id, checked under the
+ * file's lock: the daemon takes the same lock to free a kept file or to
+ * write over it, so a message written there since it was read is never
+ * the one removed. 0, or an exit status.
+ */
+static int
+delete_queued(const char *dir, const char *name, const char *id)
+{
+	char path[4096];
+	struct stat a, b;
+	int rc;
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
+		return runtime_error("queue delete: path too long");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return runtime_error("queue delete: open(%s) failed: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX) < 0)
+		rc = runtime_error("queue delete: flock(%s) failed: %s", path, strerror(errno));
+	else if (fstat(fd, &a) < 0 || stat(path, &b) < 0 || a.st_ino != b.st_ino ||
+		 a.st_dev != b.st_dev || !spool_holds(dir, name, id))
+		rc = runtime_error("queue delete: %s is no longer queued (delivered meanwhile)", id);
+	else if (unlink(path) < 0)
+		rc = runtime_error("queue delete: unlink(%s) failed: %s", path, strerror(errno));
+	else {
+		printf("deleted %s\n", id);
+		rc = 0;
+	}
+	close(fd);
 	return rc;
 }
 
@@ -523,14 +560,7 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			printf("\n");
 			fwrite(content.data, 1, content.len, stdout);
 		} else {
-			struct buf path = BUF_INIT(0);
-			buf_printf(&path, "%s/%s", dir.data, name.data);
-			if (unlink(path.data) < 0)
-				rc = runtime_error("queue delete: unlink(%s) failed: %s", path.data,
-						   strerror(errno));
-			else
-				printf("deleted %s\n", argv[1]);
-			buf_free(&path);
+			rc = delete_queued(dir.data, name.data, argv[1]);
 		}
 		buf_free(&content);
 		buf_free(&name);

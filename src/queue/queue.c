@@ -77,6 +77,12 @@ struct qentry {
 	int have_content;
 	int busy;
 	int remote_busy;
+	/*
+	 * Done: its file retired (or gone). Its file name may already hold
+	 * another message, so no job may touch it again; it waits only for
+	 * the transport to let go (remote_busy), then is freed.
+	 */
+	int retired;
 	int no_batch;		/* a batch failed it: the per-message job takes it */
 	int64_t arrived_ms;	/* when it was queued or taken up at start (monotonic) */
 	struct qres *pending;	/* remote results not yet recorded */
@@ -395,6 +401,13 @@ job_content(struct qjob *j)
 		buf_free(&err);
 		return -1;
 	}
+	if (strcmp(tmp.id, j->snap.id) != 0) {
+		log_error("queue %s: %s holds %s", j->snap.id, spool_file(&j->snap), tmp.id);
+		spool_msg_free(&tmp);
+		buf_free(&err);
+		buf_reset(&j->content);
+		return -1;
+	}
 	spool_msg_free(&tmp);
 	buf_free(&err);
 	j->have_content = 1;
@@ -443,6 +456,13 @@ job_run(struct qjob *j)
 	snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
 	if (access(path, F_OK) < 0 && errno == ENOENT) {
 		log_info("queue %s: spool file deleted; message dropped", j->snap.id);
+		j->removed = 1;
+		return;
+	}
+	if (!spool_holds(j->dir, spool_file(&j->snap), j->snap.id)) {
+		/* Never expected: its file went to another message. Touch nothing. */
+		log_error("queue %s: %s holds another message now; entry dropped", j->snap.id,
+			  path);
 		j->removed = 1;
 		return;
 	}
@@ -588,10 +608,12 @@ job_done(void *arg)
 			j->notices[i] = NULL;
 		}
 	}
-	/* Kept while the transport has it: the next pass drops it. */
+	/* Kept while the transport has it: queue_remote_done() drops it. */
 	if (j->removed && !e->remote_busy) {
 		entry_unlink(q, e);
 		entry_free(e);
+	} else if (j->removed) {
+		e->retired = 1;
 	}
 	job_free(j);
 	if (!q->srv->stopping)
@@ -861,12 +883,15 @@ batch_run(struct lbatch *b)
 			/* Taken up again from the spool at start. */
 			struct spool_msg tmp;
 			struct buf err = BUF_INIT(0);
-			if (spool_load(b->dir, it->file, &tmp, &it->content, &err) < 0) {
-				buf_free(&err);
+			int loaded = spool_load(b->dir, it->file, &tmp, &it->content, &err) == 0;
+			int ours = loaded && strcmp(tmp.id, it->id) == 0;
+			if (loaded)
+				spool_msg_free(&tmp);
+			buf_free(&err);
+			if (!ours) {
+				buf_reset(&it->content);
 				continue;	/* the per-message job reports it */
 			}
-			spool_msg_free(&tmp);
-			buf_free(&err);
 			it->have_content = 1;
 		}
 		li[nli] = (struct local_item){it->content.data ? it->content.data : "",
@@ -922,6 +947,10 @@ batch_done(void *arg)
 		struct lbatch_item *it = &b->items[i];
 		struct qentry *e = it->e;
 		e->busy = 0;
+		if (it->removed && e->remote_busy) {
+			e->retired = 1;
+			continue;
+		}
 		if (it->removed) {
 			entry_unlink(q, e);
 			entry_free(e);
@@ -976,7 +1005,7 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 	int64_t now_ms = util_mono_ms(), wake = 0;
 	for (struct qentry *e = q->head, *next; e; e = next) {
 		next = e->next;
-		if (e->busy)
+		if (e->busy || e->retired)
 			continue;
 		if (entry_batchable(e)) {
 			if (now_ms - e->arrived_ms < QUEUE_GATHER_MS) {
@@ -1174,7 +1203,7 @@ queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_re
 		    const char *text, const char *remote)
 {
 	struct qentry *e = entry_find(q, id);
-	if (e == NULL || idx >= e->msg.nrcpts)
+	if (e == NULL || e->retired || idx >= e->msg.nrcpts)
 		return;
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
@@ -1188,6 +1217,11 @@ queue_remote_done(struct queue *q, const char *id)
 	if (e == NULL)
 		return;
 	e->remote_busy = 0;
+	if (e->retired && !e->busy) {
+		entry_unlink(q, e);
+		entry_free(e);
+		return;
+	}
 	event_active(q->kick, 0, 0);
 }
 

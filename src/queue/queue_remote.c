@@ -1151,8 +1151,14 @@ load_work(void *arg)
 	struct load_job *lj = arg;
 	struct spool_msg tmp;
 	lj->rc = spool_load(lj->dir, lj->m->file, &tmp, &lj->content, &lj->err);
-	if (lj->rc == 0)
+	if (lj->rc == 0) {
+		if (strcmp(tmp.id, lj->m->id) != 0) {
+			/* Never expected (the queue retires a file only when done). */
+			buf_printf(&lj->err, "%s holds %s now", lj->m->file, tmp.id);
+			lj->rc = -1;
+		}
 		spool_msg_free(&tmp);
+	}
 }
 
 static void

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -174,10 +175,28 @@ mark_free(const char *path, uint64_t *size)
 
 	if (fd < 0)
 		return 0;
-	int ok = pwrite(fd, "", 1, 0) == 1 && fstat(fd, &st) == 0;
+	/* Under the file's lock: `surat queue delete` checks and unlinks under it. */
+	int ok = flock(fd, LOCK_EX) == 0 && pwrite(fd, "", 1, 0) == 1 && fstat(fd, &st) == 0;
 	close(fd);
 	*size = ok ? (uint64_t)st.st_size : 0;
 	return ok;
+}
+
+/* rename(2) that never replaces a file (kept files may hold queued messages). */
+static int
+rename_new(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* No RENAME_NOREPLACE here: the name is new (seq), so plain rename. */
+	struct stat st;
+	if (lstat(to, &st) == 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	return rename(from, to);
 }
 
 void
@@ -190,8 +209,9 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 		return;
 	if (p != NULL && named && size <= SPOOL_RECYCLE_SIZE && strcmp(dir, p->dir) == 0) {
 		if (spool_reused_name(file)) {
-			/* Already a kept file: freed in place. */
-			if (mark_free(path, &fsize)) {
+			/* Already a kept file: freed in place (unless state records
+			 * made it large: it is never cut). */
+			if (mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE) {
 				pool_put(p, file, fsize, dir);
 				return;
 			}
@@ -203,7 +223,8 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 			if (room) {
 				snprintf(name, sizeof(name), ".r%016llx", (unsigned long long)seq);
 				if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
-				    mark_free(path, &fsize) && rename(path, to) == 0) {
+				    mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE &&
+				    rename_new(path, to) == 0) {
 					pool_put(p, name, fsize, dir);
 					return;
 				}
@@ -315,6 +336,10 @@ write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 		if (xsnprintf(final, sizeof(final), "%s/%s", dir, reused) < 0)
 			break;
 		fd = open(final, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0 && flock(fd, LOCK_EX) < 0) {
+			close(fd);
+			fd = -1;
+		}
 		if (fd >= 0) {
 			snprintf(msg->file, sizeof(msg->file), "%s", reused);
 			data_only = total <= rsize;
@@ -751,6 +776,28 @@ spool_load(const char *dir, const char *name, struct spool_msg *m, struct buf *c
 	if (rc < 0)
 		spool_msg_free(m);
 	return rc;
+}
+
+int
+spool_holds(const char *dir, const char *name, const char *id)
+{
+	struct spool_msg m;
+	struct buf err = BUF_INIT(0);
+	char path[4096];
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
+		return 1;
+	if (access(path, F_OK) < 0 && errno == ENOENT)
+		return 0;
+	int rc = spool_load(dir, name, &m, NULL, &err);
+	buf_free(&err);
+	if (rc == SPOOL_INCOMPLETE)
+		return 0;
+	if (rc < 0)
+		return 1;
+	int same = strcmp(m.id, id) == 0;
+	spool_msg_free(&m);
+	return same;
 }
 
 void

@@ -106,9 +106,11 @@ void spool_new_id(char out[QUEUE_ID_LEN + 1]);
  * 0 written first, never cut shorter (records left beyond the new end fail
  * the new message's seeded crcs). Written over within its old length, a file
  * needs no metadata on disk, only its data: one fdatasync(2). A hidden file
- * whose first byte is not 0 holds a queued message. Where rename(2) cannot
- * refuse to replace (RENAME_NOREPLACE), recycling turns itself off.
- * Thread-safe; one per spool directory.
+ * whose first byte is not 0 holds a queued message. Freeing a file and
+ * writing over it take its flock(2), which `surat queue delete` holds while
+ * it checks what a file holds and unlinks it. A kept file that grew past
+ * 256 KiB (it is never cut) is removed when freed. Thread-safe; one per
+ * spool directory.
  */
 struct spool_pool;
 
@@ -179,6 +181,13 @@ int spool_parse(const char *data, size_t len, struct spool_msg *msg, struct buf 
  */
 int spool_load(const char *dir, const char *name, struct spool_msg *msg, struct buf *content_r,
 	       struct buf *err);
+
+/*
+ * Whether dir/name still holds queued message id: 0 if the file is gone,
+ * free, or holds another message; 1 if it holds id, or cannot be read for
+ * another reason (the caller's own read reports that).
+ */
+int spool_holds(const char *dir, const char *name, const char *id);
 
 /*
  * Write one state record for recipient idx (and text for F/T) after the

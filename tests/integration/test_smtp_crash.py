@@ -128,3 +128,48 @@ def test_reused_spool_file_never_resurrects(make_populated):
                                     s.message("alice@example.test", u)).group(1))
                       for u in uids)
     assert subjects == list(range(8))
+
+
+def test_kept_spool_file_is_locked_while_written(make_populated):
+    """The daemon writes over a kept spool file only under its flock(2), the
+    lock `surat queue delete` holds while it checks what the file holds and
+    unlinks it: a message written there since the CLI read it is never the
+    one removed. While another process holds the lock, the next message
+    waits for it; then it is acknowledged and delivered."""
+    import fcntl
+    import os
+    s = make_populated()
+    with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as c:
+        c.sendmail("s0@remote.test", ["alice@example.test"], message(0))
+    s.wait_messages("alice@example.test", 1)
+    qdir = os.path.join(s.data_dir, "queue")
+    deadline = time.time() + 10
+    kept = []
+    while time.time() < deadline and not kept:
+        kept = [n for n in os.listdir(qdir) if n.startswith(".r")]
+        time.sleep(0.05)
+    assert len(kept) == 1, os.listdir(qdir)
+    fd = os.open(os.path.join(qdir, kept[0]), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = threading.Event()
+
+    def send():
+        with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as c:
+            c.sendmail("s1@remote.test", ["alice@example.test"], message(1))
+        done.set()
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        assert not done.wait(1.0), "written over a kept file whose lock another process held"
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert done.wait(TIMEOUT)
+    t.join(TIMEOUT)
+    s.wait_messages("alice@example.test", 2)
+    assert sorted(os.listdir(qdir)) == kept
+    # A delivered message is not in the queue: delete says so, removes nothing.
+    ids = re.findall(r"access id=(\w+) ", s.log())
+    r = s.cli("queue", "delete", ids[-1], check=False)
+    assert r.returncode == 1 and "no such message" in r.stderr, r
+    assert sorted(os.listdir(qdir)) == kept

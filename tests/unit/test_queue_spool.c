@@ -360,6 +360,49 @@ test_recycle_reuses_file(void **state)
 	setup(state);
 }
 
+/*
+ * What a file holds, as the queue asks before touching it: a kept file may
+ * hold another message by now. And a kept file that grew large (it is never
+ * cut) is removed when freed, not kept.
+ */
+static void
+test_holds_and_large_kept(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a, b;
+	struct buf err = BUF_INIT(0);
+	char rname[64];
+
+	make_msg(&a);
+	assert_int_equal(spool_write(pool, dir, &a, "x", 1, 0, &err), 0);
+	assert_int_equal(spool_holds(dir, a.id, a.id), 1);
+	spool_retire(pool, dir, spool_file(&a), 1, 1);
+	assert_int_equal(count_recycled(rname), 1);
+	assert_int_equal(spool_holds(dir, a.id, a.id), 0);	/* renamed away */
+	assert_int_equal(spool_holds(dir, rname, a.id), 0);	/* free */
+	make_msg(&b);
+	assert_int_equal(spool_write(pool, dir, &b, "y", 1, 0, &err), 0);
+	assert_string_equal(spool_file(&b), rname);
+	assert_int_equal(spool_holds(dir, rname, a.id), 0);	/* another message */
+	assert_int_equal(spool_holds(dir, rname, b.id), 1);
+
+	/* State records past 256 KiB: freed, the file goes. */
+	char big[4000];
+	memset(big, 'r', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (int i = 0; i < 70; i++)
+		assert_int_equal(spool_append_state(dir, &b, SPOOL_REC_DEFERRED, 1, 1, 1, big,
+						    "mx", &err), 0);
+	assert_true(size_of(rname) > 256 * 1024);
+	spool_retire(pool, dir, spool_file(&b), 1, 1);
+	assert_int_equal(count_recycled(NULL), 0);
+	assert_int_equal(spool_pool_count(pool), 0);
+	buf_free(&err);
+	spool_pool_free(&pool);
+	teardown(state);
+	setup(state);
+}
+
 /* A record as format 1 wrote it: crc from 0. */
 static void
 v1_rec(struct buf *b, char type, const char *p, size_t n)
@@ -596,6 +639,7 @@ main(void)
 		cmocka_unit_test(test_patient_flush),
 		cmocka_unit_test(test_recycle_reuses_file),
 		cmocka_unit_test(test_recycle_names_after_crash),
+		cmocka_unit_test(test_holds_and_large_kept),
 		cmocka_unit_test(test_recycle_killed_rewrite),
 		cmocka_unit_test(test_recycle_excl),
 		cmocka_unit_test(test_recycle_limits),
