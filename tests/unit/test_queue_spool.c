@@ -234,16 +234,22 @@ count_recycled(char first[64])
 	return n;
 }
 
+/* stat(2) of dir/name: 0 or -1. */
+static int
+stat_name(const char *name, struct stat *st)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, st);
+}
+
 static ino_t
 inode_of(const char *name)
 {
-	char path[256];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (stat(path, &st) < 0)
-		return 0;
-	return st.st_ino;
+	return stat_name(name, &st) < 0 ? 0 : st.st_ino;
 }
 
 /* The first byte of dir/name, or -1. */
@@ -265,11 +271,9 @@ first_byte(const char *name)
 static off_t
 size_of(const char *name)
 {
-	char path[256];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return stat(path, &st) < 0 ? -1 : st.st_size;
+	return stat_name(name, &st) < 0 ? -1 : st.st_size;
 }
 
 /*
