@@ -553,6 +553,8 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 				&err) < 0) {
 			rc = runtime_error("queue %s: no such message %s (%s)", argv[0], argv[1],
 					   buf_str(&err));
+			buf_free(&content);
+			buf_free(&name);
 			goto out;
 		}
 		if (argv[0][0] == 's') {
