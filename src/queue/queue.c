@@ -89,6 +89,17 @@ struct qentry {
 	size_t npending;
 	struct qentry *prev, *next;
 	struct qentry *hnext;	/* in the id hash bucket */
+	/*
+	 * Where the tick finds it: on the ready list (something may be due
+	 * now), in the heap by the time something falls due (a retry, the
+	 * delay warning, expiry), or neither (waiting for an event: a job or
+	 * a remote delivery to finish). The tick looks at ready entries only,
+	 * not at the whole queue.
+	 */
+	int ready;
+	struct qentry *rprev, *rnext;
+	size_t hidx;		/* 1 + index in the heap; 0: not in it */
+	int64_t due;		/* unix seconds, while in the heap */
 };
 
 struct queue {
@@ -101,6 +112,10 @@ struct queue {
 	struct queue_remote_ops remote;
 	int have_remote;
 	struct qentry *hash[QUEUE_HASH];	/* by id: results name their message */
+	struct qentry *rhead, *rtail;		/* ready, in the order they became so */
+	struct qentry **heap;			/* waiting, earliest due first */
+	size_t nheap, heapcap;
+	int64_t swept;				/* last full pass (unix seconds) */
 	struct lbatch *batches;			/* local delivery batches running */
 	struct worker_pool *pool;		/* delivery jobs */
 	struct spool_pool *spool;		/* delivered files for reuse; thread-safe */
@@ -173,6 +188,10 @@ entry_free(struct qentry *e)
 	free(e);
 }
 
+static void entry_ready(struct queue *q, struct qentry *e);
+static void ready_remove(struct queue *q, struct qentry *e);
+static void heap_remove(struct queue *q, struct qentry *e);
+
 static void
 entry_link(struct queue *q, struct qentry *e)
 {
@@ -187,6 +206,7 @@ entry_link(struct queue *q, struct qentry *e)
 		q->head = e;
 	q->tail = e;
 	q->n++;
+	entry_ready(q, e);
 }
 
 static void
@@ -206,6 +226,106 @@ entry_unlink(struct queue *q, struct qentry *e)
 	else
 		q->tail = e->prev;
 	q->n--;
+	ready_remove(q, e);
+	heap_remove(q, e);
+}
+
+/* ---- ready list and due heap ---- */
+
+static void
+heap_swap(struct queue *q, size_t a, size_t b)
+{
+	struct qentry *t = q->heap[a];
+	q->heap[a] = q->heap[b];
+	q->heap[b] = t;
+	q->heap[a]->hidx = a + 1;
+	q->heap[b]->hidx = b + 1;
+}
+
+static void
+heap_fix(struct queue *q, size_t i)
+{
+	while (i > 0 && q->heap[(i - 1) / 2]->due > q->heap[i]->due) {
+		heap_swap(q, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < q->nheap && q->heap[l]->due < q->heap[m]->due)
+			m = l;
+		if (r < q->nheap && q->heap[r]->due < q->heap[m]->due)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(q, i, m);
+		i = m;
+	}
+}
+
+static void
+heap_remove(struct queue *q, struct qentry *e)
+{
+	if (e->hidx == 0)
+		return;
+	size_t i = e->hidx - 1;
+	e->hidx = 0;
+	if (i != --q->nheap) {
+		q->heap[i] = q->heap[q->nheap];
+		q->heap[i]->hidx = i + 1;
+		heap_fix(q, i);
+	}
+}
+
+static void
+ready_remove(struct queue *q, struct qentry *e)
+{
+	if (!e->ready)
+		return;
+	e->ready = 0;
+	if (e->rprev)
+		e->rprev->rnext = e->rnext;
+	else
+		q->rhead = e->rnext;
+	if (e->rnext)
+		e->rnext->rprev = e->rprev;
+	else
+		q->rtail = e->rprev;
+	e->rprev = e->rnext = NULL;
+}
+
+/* Something may be due for e now: the next tick looks at it. */
+static void
+entry_ready(struct queue *q, struct qentry *e)
+{
+	heap_remove(q, e);
+	if (e->ready)
+		return;
+	e->ready = 1;
+	e->rnext = NULL;
+	e->rprev = q->rtail;
+	if (q->rtail)
+		q->rtail->rnext = e;
+	else
+		q->rhead = e;
+	q->rtail = e;
+}
+
+/* Nothing for e before due (INT64_MAX: before an event readies it). */
+static void
+entry_wait(struct queue *q, struct qentry *e, int64_t due)
+{
+	ready_remove(q, e);
+	heap_remove(q, e);
+	if (due == INT64_MAX)
+		return;
+	if (q->nheap == q->heapcap) {
+		q->heapcap = q->heapcap ? q->heapcap * 2 : 64;
+		q->heap = xrealloc(q->heap, q->heapcap * sizeof(*q->heap));
+	}
+	e->due = due;
+	q->heap[q->nheap++] = e;
+	e->hidx = q->nheap;
+	heap_fix(q, q->nheap - 1);
 }
 
 static struct qentry *
@@ -614,6 +734,8 @@ job_done(void *arg)
 		entry_free(e);
 	} else if (j->removed) {
 		e->retired = 1;
+	} else {
+		entry_ready(q, e);
 	}
 	job_free(j);
 	if (!q->srv->stopping)
@@ -958,6 +1080,7 @@ batch_done(void *arg)
 		}
 		/* Back to the per-message job, content and all. */
 		e->no_batch = 1;
+		entry_ready(q, e);
 		if (it->have_content && !e->have_content) {
 			buf_free(&e->content);
 			e->content = it->content;
@@ -991,6 +1114,42 @@ batch_start(struct queue *q, struct lbatch *building)
 	}
 }
 
+/*
+ * The earliest time something falls due for e by the clock alone: a
+ * deferred recipient's retry, expiry, the delay warning; INT64_MAX if only
+ * an event (a job or a remote delivery ending) can bring it work. Never
+ * before now + 1: what is due now and still not startable waits for its
+ * event, or at worst for the next second.
+ */
+static int64_t
+entry_due(const struct queue *q, const struct qentry *e, int64_t now)
+{
+	const struct config *cfg = q->srv->cfg;
+	const struct spool_msg *m = &e->msg;
+	int64_t due = INT64_MAX;
+	int all_final = 1;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		const struct spool_rcpt *rc = &m->rcpts[i];
+		if (rcpt_final(rc))
+			continue;
+		all_final = 0;
+		if (rc->status == RCPT_DEFERRED && rc->next_try < due)
+			due = rc->next_try;
+	}
+	if (!all_final) {
+		if (m->created + cfg->queue_max_age < due)
+			due = m->created + cfg->queue_max_age;
+		if (!m->delay_warned && cfg->queue_delay_warning > 0 &&
+		    m->created + cfg->queue_delay_warning < due)
+			due = m->created + cfg->queue_delay_warning;
+	}
+	return due <= now ? now + 1 : due;
+}
+
+/* Once a minute every entry is looked at again, should an event have been missed. */
+#define QUEUE_SWEEP_S 60
+
 static void
 queue_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -999,14 +1158,26 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 
 	if (q->srv->stopping)
 		return;
+	if (now - q->swept >= QUEUE_SWEEP_S) {
+		q->swept = now;
+		for (struct qentry *e = q->head; e; e = e->next)
+			if (!e->busy && !e->retired)
+				entry_ready(q, e);
+	}
+	while (q->nheap > 0 && q->heap[0]->due <= now)
+		entry_ready(q, q->heap[0]);
+
 	struct lbatch *building = NULL;
 	struct qentry **young = NULL;
 	size_t nyoung = 0, cap = 0;
 	int64_t now_ms = util_mono_ms(), wake = 0;
-	for (struct qentry *e = q->head, *next; e; e = next) {
-		next = e->next;
-		if (e->busy || e->retired)
+	for (struct qentry *e = q->rhead, *next; e; e = next) {
+		next = e->rnext;
+		if (e->busy || e->retired) {
+			/* Readied again when its job ends; freed when the transport lets go. */
+			ready_remove(q, e);
 			continue;
+		}
 		if (entry_batchable(e)) {
 			if (now_ms - e->arrived_ms < QUEUE_GATHER_MS) {
 				if (nyoung == cap) {
@@ -1016,18 +1187,27 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 				young[nyoung++] = e;
 				continue;
 			}
-			if (batch_add(q, &building, e) == 0)
-				continue;
+			if (batch_add(q, &building, e) == 0) {
+				if (e->busy)
+					ready_remove(q, e);
+				continue;	/* (not taken: its mailbox's batch is full; the next) */
+			}
 		}
 		if (entry_has_work(q, e, now))
 			entry_start_job(q, e, now);
+		if (e->busy)
+			ready_remove(q, e);
+		else if (e->npending == 0)	/* (results already in: the kick comes) */
+			entry_wait(q, e, entry_due(q, e, now));
 	}
 	/* Gathering messages go along with a batch their mailbox starts anyway. */
 	for (size_t i = 0; i < nyoung; i++) {
 		struct qentry *e = young[i];
 		if (batch_find(building, e->msg.rcpts[0].addr) != NULL &&
-		    batch_add(q, &building, e) == 0 && e->busy)
+		    batch_add(q, &building, e) == 0 && e->busy) {
+			ready_remove(q, e);
 			continue;
+		}
 		if (!e->busy && (wake == 0 || e->arrived_ms + QUEUE_GATHER_MS < wake))
 			wake = e->arrived_ms + QUEUE_GATHER_MS;
 	}
@@ -1208,6 +1388,7 @@ queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_re
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
 						  remote ? xstrdup(remote) : NULL};
+	entry_ready(q, e);
 }
 
 void
@@ -1222,6 +1403,7 @@ queue_remote_done(struct queue *q, const char *id)
 		entry_free(e);
 		return;
 	}
+	entry_ready(q, e);
 	event_active(q->kick, 0, 0);
 }
 
@@ -1241,10 +1423,13 @@ queue_count(const struct queue *q)
 void
 queue_flush(struct queue *q)
 {
-	for (struct qentry *e = q->head; e; e = e->next)
+	for (struct qentry *e = q->head; e; e = e->next) {
 		for (size_t i = 0; i < e->msg.nrcpts; i++)
 			if (e->msg.rcpts[i].status == RCPT_DEFERRED)
 				e->msg.rcpts[i].next_try = 0;
+		if (!e->busy && !e->retired)
+			entry_ready(q, e);
+	}
 	event_active(q->kick, 0, 0);
 }
 
@@ -1379,6 +1564,7 @@ queue_free(struct queue **pq)
 	if (q->gather)
 		event_free(q->gather);
 	spool_pool_free(&q->spool);
+	free(q->heap);
 	free(q->dir);
 	free(q);
 	*pq = NULL;
