@@ -3,12 +3,14 @@
  *
  * Each message in the queue is a qentry: its spool envelope and state in
  * memory, its content only until the first local delivery (then it is read
- * back from the spool file when needed). A one-second tick walks the queue
- * and starts a job for every message that has something due: recipients to
- * deliver locally, results from the remote transport to record, expiry, a
- * delay notice, or the final bounce and removal. While a job runs the entry
- * is busy and the tick leaves it alone; the job's done callback (loop
- * thread) applies what the job recorded on disk.
+ * back from the spool file when needed). The tick (every second, and on
+ * every kick) starts a job for every ready message that has something due:
+ * recipients to deliver locally, results from the remote transport to
+ * record, expiry, a delay notice, or the final bounce and removal. Messages
+ * with nothing to do wait in a heap by the time something falls due, or
+ * for an event, so the tick never walks the whole queue. While a job runs
+ * the entry is busy and the tick leaves it alone; the job's done callback
+ * (loop thread) applies what the job recorded on disk.
  *
  * SECURITY: jobs own copies of everything they touch; entries are only
  * changed on the loop thread.
@@ -61,6 +63,8 @@
  * only delays the message's arrival in the mailbox.
  */
 #define QUEUE_GATHER_MS 25
+/* A job that failed (could not write its records or a notice) runs again after this. */
+#define QUEUE_ERROR_PAUSE_S 10
 /* Delivered spool files kept for reuse (queue_spool.h, spool_pool). */
 #define QUEUE_RECYCLE 512
 
@@ -734,6 +738,9 @@ job_done(void *arg)
 		entry_free(e);
 	} else if (j->removed) {
 		e->retired = 1;
+	} else if (j->error) {
+		/* (A disk full, say: not again at once.) */
+		entry_wait(q, e, util_now_ms() / 1000 + QUEUE_ERROR_PAUSE_S);
 	} else {
 		entry_ready(q, e);
 	}
@@ -744,8 +751,8 @@ job_done(void *arg)
 
 /*
  * Whether entry_start_job() would find anything to do: the same tests,
- * without allocating, because the tick asks this of every message in the
- * queue each time it runs.
+ * without allocating, because the tick asks this of every ready message
+ * each time it runs.
  */
 static int
 entry_has_work(const struct queue *q, const struct qentry *e, int64_t now)
@@ -939,7 +946,9 @@ batch_free(struct lbatch *b)
 
 /*
  * Put e in its account's batch being built in *building, starting one if
- * needed. 0 if taken; -1 if e is left to the per-message job or to later.
+ * needed. 0 if taken, or if it must wait for a later batch (its account's
+ * batch is running, or this one is full: e stays not busy); -1 if e is left
+ * to the per-message job.
  */
 static int
 batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
@@ -1127,20 +1136,23 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 	const struct config *cfg = q->srv->cfg;
 	const struct spool_msg *m = &e->msg;
 	int64_t due = INT64_MAX;
-	int all_final = 1;
+	int all_final = 1, untried = 0;
 
+	/* As entry_has_work() decides: what the transport holds, its end readies. */
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		const struct spool_rcpt *rc = &m->rcpts[i];
 		if (rcpt_final(rc))
 			continue;
 		all_final = 0;
-		if (rc->status == RCPT_DEFERRED && rc->next_try < due)
+		untried |= rc->status == RCPT_PENDING;
+		if (rc->status == RCPT_DEFERRED && rc->next_try < due &&
+		    (rc->local || !q->have_remote || !e->remote_busy))
 			due = rc->next_try;
 	}
 	if (!all_final) {
-		if (m->created + cfg->queue_max_age < due)
+		if (!e->remote_busy && m->created + cfg->queue_max_age < due)
 			due = m->created + cfg->queue_max_age;
-		if (!m->delay_warned && cfg->queue_delay_warning > 0 &&
+		if (!untried && !m->delay_warned && cfg->queue_delay_warning > 0 &&
 		    m->created + cfg->queue_delay_warning < due)
 			due = m->created + cfg->queue_delay_warning;
 	}
