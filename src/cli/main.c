@@ -411,43 +411,39 @@ fmt_time(int64_t t, char *out, size_t n)
 /*
  * Load queued message id from the spool dir: from the file named id, or else
  * from whichever file records it (a kept file written over, see
- * queue_spool.h). 0 with name set to the file, or -1 with err set.
+ * queue_spool.h; found by its envelope alone). 0 with name set to the file,
+ * or -1 with err set.
  */
 static int
 load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *content,
 	    struct buf *name, struct buf *err)
 {
-	if (spool_load(dir, id, m, content, err) == 0) {
-		if (strcmp(m->id, id) == 0) {
-			buf_reset(name);
-			buf_puts(name, id);
-			return 0;
-		}
-		spool_msg_free(m);
-	}
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return -1;
-	struct dirent *de;
-	int rc = -1;
-	while (rc < 0 && (de = readdir(d)) != NULL) {
-		/* (A crash may leave a message under its file's earlier name.) */
-		if (!spool_reused_name(de->d_name) && !valid_queue_id(de->d_name))
-			continue;
-		struct buf e = BUF_INIT(0);
-		if (spool_load(dir, de->d_name, m, content, &e) == 0) {
-			if (strcmp(m->id, id) == 0) {
-				buf_reset(name);
+	buf_reset(name);
+	if (spool_holds(dir, id, id)) {
+		buf_puts(name, id);
+	} else {
+		DIR *d = opendir(dir);
+		struct dirent *de;
+		while (d != NULL && name->len == 0 && (de = readdir(d)) != NULL)
+			/* (A crash may leave a message under its file's earlier name.) */
+			if ((spool_reused_name(de->d_name) || valid_queue_id(de->d_name)) &&
+			    spool_holds(dir, de->d_name, id))
 				buf_puts(name, de->d_name);
-				rc = 0;
-			} else {
-				spool_msg_free(m);
-			}
-		}
-		buf_free(&e);
+		if (d != NULL)
+			closedir(d);
 	}
-	closedir(d);
-	return rc;
+	if (name->len == 0) {
+		buf_printf(err, "not in %s", dir);
+		return -1;
+	}
+	if (spool_load(dir, name->data, m, content, err) < 0)
+		return -1;
+	if (strcmp(m->id, id) != 0) {
+		buf_printf(err, "%s holds %s now", name->data, m->id);
+		spool_msg_free(m);
+		return -1;
+	}
+	return 0;
 }
 
 /*

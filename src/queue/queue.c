@@ -576,17 +576,15 @@ job_run(struct qjob *j)
 	int64_t now = util_now_ms() / 1000;
 	char path[4096];
 
-	/* `surat queue delete` removed the file: forget the message. */
-	snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
-	if (access(path, F_OK) < 0 && errno == ENOENT) {
-		log_info("queue %s: spool file deleted; message dropped", j->snap.id);
-		j->removed = 1;
-		return;
-	}
+	/* `surat queue delete` removed the file (or, never expected, it went to
+	 * another message): forget the message, touch nothing. */
 	if (!spool_holds(j->dir, spool_file(&j->snap), j->snap.id)) {
-		/* Never expected: its file went to another message. Touch nothing. */
-		log_error("queue %s: %s holds another message now; entry dropped", j->snap.id,
-			  path);
+		snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
+		if (access(path, F_OK) < 0 && errno == ENOENT)
+			log_info("queue %s: spool file deleted; message dropped", j->snap.id);
+		else
+			log_error("queue %s: %s holds another message now; entry dropped",
+				  j->snap.id, path);
 		j->removed = 1;
 		return;
 	}

@@ -148,7 +148,7 @@ pool_take(struct spool_pool *p, char out[SPOOL_POOL_NAME], uint64_t *size)
 
 /* Give a free file back (it is still there under name). */
 static void
-pool_put(struct spool_pool *p, const char *name, uint64_t size, const char *dir)
+pool_put(struct spool_pool *p, const char *name, uint64_t size)
 {
 	char path[4096];
 
@@ -159,7 +159,7 @@ pool_put(struct spool_pool *p, const char *name, uint64_t size, const char *dir)
 		name = NULL;
 	}
 	pthread_mutex_unlock(&p->mu);
-	if (name != NULL && xsnprintf(path, sizeof(path), "%s/%s", dir, name) >= 0)
+	if (name != NULL && xsnprintf(path, sizeof(path), "%s/%s", p->dir, name) >= 0)
 		unlink(path);
 }
 
@@ -212,7 +212,7 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 			/* Already a kept file: freed in place (unless state records
 			 * made it large: it is never cut). */
 			if (mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE) {
-				pool_put(p, file, fsize, dir);
+				pool_put(p, file, fsize);
 				return;
 			}
 		} else {
@@ -225,7 +225,7 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 				if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
 				    mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE &&
 				    rename_new(path, to) == 0) {
-					pool_put(p, name, fsize, dir);
+					pool_put(p, name, fsize);
 					return;
 				}
 			}
@@ -316,8 +316,8 @@ kvi(struct buf *b, const char *k, long long v)
  * Records beyond the new end that the file holds from its last message fail
  * the new message's seeded crcs, so they are never read as its state.
  *
- * *data_only is set when the write changed no metadata (a reused file
- * written within its length); then *fd_r, if given, keeps the file open.
+ * When the write changed no metadata (a reused file written within its
+ * length), *fd_r, if given, keeps the file open for the caller's fdatasync.
  */
 static int
 write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
@@ -778,26 +778,43 @@ spool_load(const char *dir, const char *name, struct spool_msg *m, struct buf *c
 	return rc;
 }
 
+/* Enough of a file for its 'V' and 'H' records (the envelope is small). */
+#define SPOOL_HEAD_READ 16384
+
 int
 spool_holds(const char *dir, const char *name, const char *id)
 {
+	char path[4096], head[SPOOL_HEAD_READ];
 	struct spool_msg m;
 	struct buf err = BUF_INIT(0);
-	char path[4096];
 
 	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
 		return 1;
-	if (access(path, F_OK) < 0 && errno == ENOENT)
-		return 0;
-	int rc = spool_load(dir, name, &m, NULL, &err);
-	buf_free(&err);
-	if (rc == SPOOL_INCOMPLETE)
-		return 0;
-	if (rc < 0)
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : 1;
+	ssize_t n = util_read_all(fd, head, sizeof(head));
+	close(fd);
+	if (n < 0)
 		return 1;
-	int same = strcmp(m.id, id) == 0;
+	if (n == 0 || head[0] == '\0')
+		return 0;	/* free, or a rewrite that did not finish */
+	/* The envelope says which message it is; the rest need not be read. */
+	int version = n > 5 && head[0] == 'V' ? head[5] - '0' : 0;
+	memset(&m, 0, sizeof(m));
+	spool_parse(head, (size_t)n, &m, &err);	/* a prefix: incomplete is expected */
+	int holds;
+	if (version == 1 && spool_reused_name(name))
+		holds = 0;	/* format 1 kept delivered messages under these names */
+	else if (m.named)
+		holds = strcmp(m.file_id, id) == 0;
+	else if (m.mail_from != NULL)
+		holds = strcmp(name, id) == 0;	/* format 1 without id=: named by it */
+	else
+		holds = 1;	/* no envelope read: the caller's own read reports why */
 	spool_msg_free(&m);
-	return same;
+	buf_free(&err);
+	return holds;
 }
 
 void

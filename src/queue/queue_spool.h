@@ -183,9 +183,10 @@ int spool_load(const char *dir, const char *name, struct spool_msg *msg, struct 
 	       struct buf *err);
 
 /*
- * Whether dir/name still holds queued message id: 0 if the file is gone,
- * free, or holds another message; 1 if it holds id, or cannot be read for
- * another reason (the caller's own read reports that).
+ * Whether dir/name still holds queued message id, from its envelope alone
+ * (the start of the file): 0 if the file is gone, free, or holds another
+ * message; 1 if it holds id, or cannot be read for another reason (the
+ * caller's own read reports that).
  */
 int spool_holds(const char *dir, const char *name, const char *id);
 

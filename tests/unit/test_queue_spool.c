@@ -398,6 +398,7 @@ test_holds_and_large_kept(void **state)
 		assert_int_equal(spool_append_state(dir, &b, SPOOL_REC_DEFERRED, 1, 1, 1, big,
 						    "mx", &err), 0);
 	assert_true(size_of(rname) > 256 * 1024);
+	assert_int_equal(spool_holds(dir, rname, b.id), 1);	/* read from its envelope */
 	spool_retire(pool, dir, spool_file(&b), 1, 1);
 	assert_int_equal(count_recycled(NULL), 0);
 	assert_int_equal(spool_pool_count(pool), 0);
