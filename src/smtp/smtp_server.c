@@ -46,6 +46,14 @@
 
 #define CMD_LINE_MAX 512	/* RFC 5321 4.5.3.1.4, CRLF included */
 #define AUTH_LINE_MAX 12288	/* RFC 4954 4 */
+/*
+ * A client that pipelines without reading the replies: past this much
+ * unsent reply text no more commands are read, until it is sent; the input
+ * stops at SMTP_IN_MAX, so TCP makes the client wait. Memory per session
+ * stays bounded.
+ */
+#define SMTP_OUT_MAX (256 * 1024)
+#define SMTP_IN_MAX (256 * 1024)
 
 enum smtp_state {
 	ST_CONNECTED,	/* greeting sent, no EHLO yet */
@@ -71,6 +79,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_BDAT_USED 0x40
 #define F_CLOSE_NOW 0x80 /* the peer is gone: close once no caller holds us */
 #define F_FINISHED 0x100 /* conn_finish() called: the conn is on its way out */
+#define F_OUT_WAIT 0x200 /* input left until the replies are sent (SMTP_OUT_MAX) */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -124,6 +133,7 @@ struct smtp_cmd_entry {
 static void smtp_process(struct smtp_sess *s);
 static void auth_job_free(void *arg);
 static void smtp_read_cb(struct bufferevent *bev, void *arg);
+static void smtp_write_cb(struct bufferevent *bev, void *arg);
 static void smtp_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void
@@ -404,7 +414,8 @@ smtp_timeouts(struct smtp_sess *s)
 static void
 smtp_set_callbacks(struct smtp_sess *s)
 {
-	bufferevent_setcb(s->c->bev, smtp_read_cb, NULL, smtp_event_cb, s->c);
+	bufferevent_setcb(s->c->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s->c);
+	bufferevent_setwatermark(s->c->bev, EV_READ, 0, SMTP_IN_MAX);
 	smtp_timeouts(s);
 	/*
 	 * Plaintext replies go straight to the socket (smtp_flush): enabling
@@ -1395,6 +1406,10 @@ smtp_process(struct smtp_sess *s)
 	struct evbuffer *in = bufferevent_get_input(s->c->bev);
 
 	while (s->state != ST_WAIT && s->state != ST_QUIT) {
+		if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) > SMTP_OUT_MAX) {
+			s->flags |= F_OUT_WAIT;	/* smtp_write_cb() goes on */
+			return;
+		}
 		if (s->srv->stopping && (s->state == ST_CONNECTED || s->state == ST_HELO)) {
 			/* Stopping: a session back between transactions ends
 			 * (also right after the reply to a queued message). */
@@ -1457,6 +1472,21 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct smtp_sess *s = c->proto;
 
+	smtp_hold(s);
+	smtp_process(s);
+	smtp_release(s);
+}
+
+/* The output is sent: go on with input left for it (F_OUT_WAIT). */
+static void
+smtp_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct smtp_sess *s = c->proto;
+
+	if (!(s->flags & F_OUT_WAIT))
+		return;
+	s->flags &= ~F_OUT_WAIT;
 	smtp_hold(s);
 	smtp_process(s);
 	smtp_release(s);

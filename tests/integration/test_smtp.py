@@ -539,6 +539,37 @@ def test_replies_wait_for_a_slow_reader(surat):
     sock.close()
 
 
+def test_pipelining_without_reading_is_held_back(surat):
+    """A client that pipelines endlessly and never reads: past a bounded
+    backlog of unsent replies the server stops reading, so TCP makes the
+    client wait; the server's memory does not grow with what it sends."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", surat.port("smtp")))
+    sent = [0]
+    chunk = b"NOOP\r\n" * 10000
+
+    def flood():
+        try:
+            while sent[0] < 200 * len(chunk):      # 12 MB of commands, 28 MB of replies
+                sent[0] += sock.send(chunk)
+        except OSError:
+            pass
+    t = threading.Thread(target=flood)
+    t.start()
+    time.sleep(3.0)
+    before = sent[0]
+    time.sleep(2.0)
+    stalled = t.is_alive() and sent[0] == before    # (kernel buffers hold a few MB)
+    after = sent[0]
+    sock.close()
+    t.join(TIMEOUT)
+    assert stalled, "the server went on reading: %d then %d bytes" % (before, after)
+    with smtplib.SMTP("127.0.0.1", surat.port("smtp"), timeout=TIMEOUT) as c:
+        assert c.noop()[0] == 250      # and it serves on
+
+
 def test_starttls_pipelined_command_discarded(surat):
     """CVE-2011-0411: plaintext sent after STARTTLS must not be read as if
     it came over TLS."""
