@@ -44,9 +44,10 @@ int xsnprintf(char *buf, size_t n, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Parse decimal digits s[0..n) into *r; -1 on empty, non-digit or overflow. */
 int util_parse_u64(const char *s, size_t n, uint64_t *r);
 
-/* Wall clock in milliseconds and seconds; monotonic milliseconds. */
+/* Wall clock in milliseconds and seconds; monotonic milli- and microseconds. */
 int64_t util_now_ms(void);
 int64_t util_mono_ms(void);
+int64_t util_mono_us(void);
 
 /* Fill out with n random bytes from the kernel; aborts if that is impossible. */
 void util_random(void *out, size_t n);

@@ -126,6 +126,7 @@ struct queue {
 	/* New messages waiting for the next spool round; one round at a time. */
 	struct submit_job *sub_head, *sub_tail;
 	int sub_running;
+	int64_t sync_us;	/* recent spool write+flush time, a moving average */
 	struct event *gather;	/* the next tick for messages still gathering */
 };
 
@@ -1252,10 +1253,18 @@ struct submit_round {
 	struct queue *q;
 	struct submit_job *list;
 	int alone;	/* a large message on its own, outside the rounds */
+	int64_t us;	/* how long the writes and the flush took */
 };
 
 /* Larger messages are written in a job of their own: a round waits for none of them. */
 #define QUEUE_ROUND_MAX_BYTES ((size_t)1 << 20)
+/*
+ * queue_submit_now() writes a message on the caller's thread only while the
+ * spool's recent rounds took less than this, and only a message this small:
+ * the loop must never wait long on the disk.
+ */
+#define QUEUE_NOW_MAX_US 2000
+#define QUEUE_NOW_MAX_BYTES ((size_t)256 * 1024)
 
 static void
 submit_round_work(void *arg)
@@ -1263,6 +1272,7 @@ submit_round_work(void *arg)
 	struct submit_round *r = arg;
 	struct submit_job *s;
 	int synced = 0, fd = -1, nwritten = 0;	/* synced: 1 durable, -1 failed */
+	int64_t t0 = util_mono_us();
 
 	for (s = r->list; s; s = s->next) {
 		int one = -1;
@@ -1295,6 +1305,14 @@ submit_round_work(void *arg)
 	}
 	if (fd >= 0)
 		close(fd);
+	r->us = util_mono_us() - t0;
+}
+
+/* Loop thread: fold a round's time into the average queue_submit_now() consults. */
+static void
+submit_round_timed(struct queue *q, const struct submit_round *r)
+{
+	q->sync_us += (r->us - q->sync_us) / 8;
 }
 
 static void
@@ -1346,6 +1364,7 @@ submit_round_done(void *arg)
 	struct submit_round *r = arg;
 	struct queue *q = r->q;
 
+	submit_round_timed(q, r);
 	for (struct submit_job *s = r->list, *next; s; s = next) {
 		next = s->next;
 		submit_done(s);
@@ -1359,9 +1378,9 @@ submit_round_done(void *arg)
 		submit_round_start(q);
 }
 
-void
-queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
-	     void (*done)(void *arg, const char *id, const char *error), void *arg)
+static struct submit_job *
+submit_job_new(struct queue *q, struct spool_msg *msg, struct buf *content,
+	       void (*done)(void *arg, const char *id, const char *error), void *arg)
 {
 	struct submit_job *s = xcalloc(1, sizeof(*s));
 
@@ -1375,6 +1394,49 @@ queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 	buf_init(&s->err, 0);
 	s->done = done;
 	s->arg = arg;
+	return s;
+}
+
+struct submit_now {
+	char *id;
+	struct buf *err;
+	int ok;
+};
+
+static void
+submit_now_done(void *arg, const char *id, const char *error)
+{
+	struct submit_now *n = arg;
+
+	n->ok = id != NULL;
+	if (id)
+		memcpy(n->id, id, QUEUE_ID_LEN + 1);
+	else
+		buf_puts(n->err, error);
+}
+
+int
+queue_submit_now(struct queue *q, struct spool_msg *msg, struct buf *content, char *id,
+		 struct buf *err)
+{
+	if (q->sub_running || q->sub_head != NULL || q->sync_us > QUEUE_NOW_MAX_US ||
+	    content->len > QUEUE_NOW_MAX_BYTES)
+		return -1;
+
+	struct submit_now n = {id, err, 0};
+	struct submit_round r = {q, submit_job_new(q, msg, content, submit_now_done, &n), 0, 0};
+	submit_round_work(&r);
+	submit_round_timed(q, &r);
+	submit_done(r.list);
+	return n.ok ? 0 : 1;
+}
+
+void
+queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
+	     void (*done)(void *arg, const char *id, const char *error), void *arg)
+{
+	struct submit_job *s = submit_job_new(q, msg, content, done, arg);
+
 	if (s->content.len > QUEUE_ROUND_MAX_BYTES) {
 		submit_round_run(q, s, 1);
 		return;

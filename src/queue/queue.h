@@ -61,6 +61,18 @@ void queue_set_remote(struct queue *q, const struct queue_remote_ops *ops);
 void queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 		  void (*done)(void *arg, const char *id, const char *error), void *arg);
 
+/*
+ * The same, written and flushed now on the calling (loop) thread, when that
+ * is quicker than a worker round: nothing else is being written and the
+ * spool's recent flushes were fast (a worker round costs two thread
+ * wake-ups, more than a fast flush on its own). The caller asks only when no
+ * other session could share the flush. 0: queued, id (QUEUE_ID_LEN + 1
+ * bytes) set; 1: failed, err set (answer 451); -1: not taken, msg and
+ * content untouched: use queue_submit().
+ */
+int queue_submit_now(struct queue *q, struct spool_msg *msg, struct buf *content, char *id,
+		     struct buf *err);
+
 /* Report a remote recipient's result (loop thread). */
 void queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
 			 const char *text, const char *remote);

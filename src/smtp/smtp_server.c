@@ -269,9 +269,17 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED);
 }
 
+/*
+ * SMTP sessions alive (all on the loop thread). A message arriving while
+ * its session is the only one has nobody to share a spool flush with: it
+ * may be written on the loop (queue_submit_now).
+ */
+static unsigned smtp_nsessions;
+
 static void
 smtp_sess_free(struct smtp_sess *s)
 {
+	smtp_nsessions--;
 	smtp_txn_reset(s, 0);
 	free(s->user);
 	if (s->timer)
@@ -1163,6 +1171,22 @@ count_header(const char *msg, size_t hdr_len, const char *name)
 	return n;
 }
 
+/* The message is on disk (id) or could not be written: answer it. */
+static void
+smtp_queued(struct smtp_sess *s, const char *id, const char *error)
+{
+	smtp_set_state(s, ST_HELO);
+	if (id) {
+		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
+		smtp_flush(s);	/* the client waits for it; the log line can wait */
+		smtp_access_log(s, id, 250, NULL);
+	} else {
+		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
+		smtp_access_log(s, NULL, 451, error);
+	}
+	smtp_txn_reset(s, 0);
+}
+
 static void
 queue_done(void *arg, const char *id, const char *error)
 {
@@ -1175,16 +1199,7 @@ queue_done(void *arg, const char *id, const char *error)
 		return;
 	}
 	smtp_hold(s);
-	smtp_set_state(s, ST_HELO);
-	if (id) {
-		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
-		smtp_flush(s);	/* the client waits for it; the log line can wait */
-		smtp_access_log(s, id, 250, NULL);
-	} else {
-		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
-		smtp_access_log(s, NULL, 451, error);
-	}
-	smtp_txn_reset(s, 0);
+	smtp_queued(s, id, error);
 	smtp_resume(s);
 	smtp_release(s);
 }
@@ -1338,10 +1353,21 @@ smtp_message_done(struct smtp_sess *s)
 			sr->local = r->local[k];
 		}
 	}
-	smtp_set_state(s, ST_WAIT);
-	bufferevent_disable(s->c->bev, EV_READ);
 	/* The access log reads Subject/Message-ID from s->data: keep it. */
-	queue_submit(s->srv->queue, &m, &content, queue_done, s);
+	char id[QUEUE_ID_LEN + 1];
+	struct buf err = BUF_INIT(0);
+	int written = smtp_nsessions == 1
+			  ? queue_submit_now(s->srv->queue, &m, &content, id, &err)
+			  : -1;
+	if (written >= 0) {
+		/* Written already: the caller goes on with pipelined input. */
+		smtp_queued(s, written == 0 ? id : NULL, buf_str(&err));
+	} else {
+		smtp_set_state(s, ST_WAIT);
+		bufferevent_disable(s->c->bev, EV_READ);
+		queue_submit(s->srv->queue, &m, &content, queue_done, s);
+	}
+	buf_free(&err);
 	free(m.rcpts);
 	buf_free(&content);
 }
@@ -1539,6 +1565,7 @@ smtp_start(struct conn *c)
 {
 	struct smtp_sess *s = xcalloc(1, sizeof(*s));
 
+	smtp_nsessions++;
 	s->c = c;
 	s->srv = c->srv;
 	s->state = ST_CONNECTED;
