@@ -120,6 +120,15 @@ struct smtp_sess {
 	unsigned hold;
 	/* Plaintext replies not yet handed to the kernel (smtp_flush). */
 	struct buf out;
+	/* What the access log needs of the connection, kept when it closes
+	 * while a job still runs for us (c is NULL then). */
+	struct smtp_gone *gone;
+};
+
+struct smtp_gone {
+	char sid[17];
+	char peer_ip[INET6_ADDRSTRLEN];
+	char tls[128];
 };
 
 struct smtp_cmd_entry {
@@ -207,7 +216,8 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	struct buf l = BUF_INIT(0);
 	char tlsd[128];
 
-	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-", s->c->peer_ip);
+	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-",
+		   s->c ? s->c->peer_ip : s->gone->peer_ip);
 	log_escape(&l, s->helo, strlen(s->helo), 100);
 	buf_printf(&l, " user=%s from=<", s->user ? s->user : "-");
 	log_escape(&l, s->mail.from.addr, s->mail.from.len, 256);
@@ -244,8 +254,8 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		buf_putc(&l, '"');
 	}
 	buf_printf(&l, " duration=%.3fs tls=%s", (double)(util_now_ms() - s->txn_ms) / 1000.0,
-		   tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
-	log_msg(LL_INFO, s->c->id, "%s", buf_str(&l));
+		   s->c ? tls_describe(s->c->ssl, tlsd, sizeof(tlsd)) : s->gone->tls);
+	log_msg(LL_INFO, s->c ? s->c->id : s->gone->sid, "%s", buf_str(&l));
 	buf_free(&l);
 }
 
@@ -286,6 +296,7 @@ smtp_sess_free(struct smtp_sess *s)
 		event_free(s->timer);
 	util_wipe(s->auth_user, sizeof(s->auth_user));
 	buf_free(&s->out);
+	free(s->gone);
 	free(s);
 }
 
@@ -304,7 +315,12 @@ smtp_on_close(struct conn *c)
 		return;
 	}
 	if (s->state == ST_WAIT) {
-		/* A worker job still points at us; it frees the session. */
+		/* A worker job still points at us; it frees the session, and
+		 * logs the transaction it was working for. */
+		s->gone = xcalloc(1, sizeof(*s->gone));
+		memcpy(s->gone->sid, c->id, sizeof(s->gone->sid));
+		memcpy(s->gone->peer_ip, c->peer_ip, sizeof(s->gone->peer_ip));
+		tls_describe(c->ssl, s->gone->tls, sizeof(s->gone->tls));
 		s->flags |= F_DEAD;
 		s->c = NULL;
 		return;
@@ -885,6 +901,10 @@ quota_done(void *arg)
 	struct smtp_sess *s = j->s;
 
 	if (s->flags & F_DEAD) {
+		/* Gone during the check: the transaction ends unfinished.
+		 * (Not smtp_set_state(): its debug line needs the connection.) */
+		s->state = j->back;
+		smtp_txn_reset(s, 1);
 		smtp_sess_free(s);
 	} else {
 		smtp_hold(s);
@@ -1195,6 +1215,10 @@ queue_done(void *arg, const char *id, const char *error)
 	if (s->flags & F_DEAD) {
 		/* The client left before the answer: the message is queued all the
 		 * same (RFC 5321 6.1 allows the duplicate this may cause). */
+		if (id)
+			smtp_access_log(s, id, 250, "client gone before the reply");
+		else
+			smtp_access_log(s, NULL, 451, error);
 		smtp_sess_free(s);
 		return;
 	}

@@ -641,17 +641,29 @@ def test_quota_check_keeps_pipelined_order(surat):
 
 def test_client_gone_during_quota_check(surat):
     """A client that hangs up while its RCPT's quota check runs: the session
-    is freed when the check ends (the sanitizers watch), the daemon serves on."""
+    is freed when the check ends (the sanitizers watch), the daemon serves on,
+    and each unfinished transaction still leaves its access-log line."""
     surat.cli("user", "quota", "bob@example.test", "1K")
-    for _ in range(20):
+    for i in range(20):
         r = Raw(surat.port("smtp"))
         r.greet()
-        r.send(b"EHLO c.test\r\nMAIL FROM:<s@remote.test>\r\n" +
+        r.send(b"EHLO c.test\r\nMAIL FROM:<gone%d@remote.test>\r\n" % i +
                b"RCPT TO:<bob@example.test>\r\n" * 5)
         r.close()
     with smtp(surat) as c:
         assert c.sendmail("s@remote.test", ["bob@example.test"], b"Subject: s\r\n\r\nx\r\n") == {}
     stored_one(surat, "bob@example.test")
+    deadline = time.time() + 10
+    while True:
+        gone = [l for l in access_lines(surat) if "from=<gone" in l]
+        if len(gone) >= 20 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    for i in range(20):
+        mine = [l for l in gone if "from=<gone%d@remote.test>" % i in l]
+        assert len(mine) == 1, (i, gone)
+        assert "access id=-" in mine[0] and 'reason="transaction not completed"' in mine[0], mine
+        assert "client=[127.0.0.1]" in mine[0], mine
 
 
 # ---------------------------------------------------------------- connections
