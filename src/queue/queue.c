@@ -101,6 +101,7 @@ struct qentry {
 	 * not at the whole queue.
 	 */
 	int ready;
+	int flush;	/* `queue flush` came while busy: apply it when the job ends */
 	struct qentry *rprev, *rnext;
 	size_t hidx;		/* 1 + index in the heap; 0: not in it */
 	int64_t due;		/* unix seconds, while in the heap */
@@ -721,6 +722,17 @@ job_done(void *arg)
 	memset(&j->snap, 0, sizeof(j->snap));
 	if (j->warned)
 		e->msg.delay_warned = 1;
+	if (e->flush) {
+		/* Recipients this job did not just try are due now. */
+		e->flush = 0;
+		for (size_t i = 0; i < e->msg.nrcpts; i++) {
+			int tried = 0;
+			for (size_t k = 0; k < j->nresults && !tried; k++)
+				tried = j->results[k].idx == i;
+			if (!tried && e->msg.rcpts[i].status == RCPT_DEFERRED)
+				e->msg.rcpts[i].next_try = 0;
+		}
+	}
 	/* Content is dropped after the first pass: it is on disk. */
 	buf_free(&e->content);
 	e->have_content = 0;
@@ -1077,6 +1089,7 @@ batch_done(void *arg)
 		struct lbatch_item *it = &b->items[i];
 		struct qentry *e = it->e;
 		e->busy = 0;
+		e->flush = 0;	/* (a batch leaves e->msg as queue_flush() set it) */
 		if (it->removed && e->remote_busy) {
 			e->retired = 1;
 			continue;
@@ -1499,7 +1512,9 @@ queue_flush(struct queue *q)
 		for (size_t i = 0; i < e->msg.nrcpts; i++)
 			if (e->msg.rcpts[i].status == RCPT_DEFERRED)
 				e->msg.rcpts[i].next_try = 0;
-		if (!e->busy && !e->retired)
+		if (e->busy)
+			e->flush = 1;	/* its job's snapshot would undo the above */
+		else if (!e->retired)
 			entry_ready(q, e);
 	}
 	event_active(q->kick, 0, 0);
