@@ -729,6 +729,8 @@ job_done(void *arg)
 			int tried = 0;
 			for (size_t k = 0; k < j->nresults && !tried; k++)
 				tried = j->results[k].idx == i;
+			for (size_t k = 0; k < j->nlocals && !tried; k++)
+				tried = j->locals[k].idx == i;
 			if (!tried && e->msg.rcpts[i].status == RCPT_DEFERRED)
 				e->msg.rcpts[i].next_try = 0;
 		}
@@ -1335,11 +1337,13 @@ submit_done(struct submit_job *s)
 		char id[QUEUE_ID_LEN + 1];
 		memcpy(id, s->msg.id, sizeof(id));
 		queue_add_entry(s->q, &s->msg, &s->content);
-		s->done(s->arg, id, NULL);
+		if (s->done)
+			s->done(s->arg, id, NULL);
 		event_active(s->q->kick, 0, 0);
 	} else {
 		log_error("queue: cannot write message: %s", buf_str(&s->err));
-		s->done(s->arg, NULL, buf_str(&s->err));
+		if (s->done)
+			s->done(s->arg, NULL, buf_str(&s->err));
 		spool_msg_free(&s->msg);
 	}
 	buf_free(&s->content);
@@ -1410,38 +1414,47 @@ submit_job_new(struct queue *q, struct spool_msg *msg, struct buf *content,
 	return s;
 }
 
-struct submit_now {
-	char *id;
-	struct buf *err;
-	int ok;
-};
-
-static void
-submit_now_done(void *arg, const char *id, const char *error)
-{
-	struct submit_now *n = arg;
-
-	n->ok = id != NULL;
-	if (id)
-		memcpy(n->id, id, QUEUE_ID_LEN + 1);
-	else
-		buf_puts(n->err, error);
-}
-
 int
-queue_submit_now(struct queue *q, struct spool_msg *msg, struct buf *content, char *id,
-		 struct buf *err)
+queue_submit_lone(struct queue *q, struct spool_msg *msg, struct buf *content,
+		  void (*done)(void *arg, const char *id, const char *error), void *arg, char *id,
+		  struct buf *err)
 {
 	if (q->sub_running || q->sub_head != NULL || q->sync_us > QUEUE_NOW_MAX_US ||
-	    content->len > QUEUE_NOW_MAX_BYTES)
-		return -1;
-
-	struct submit_now n = {id, err, 0};
-	struct submit_round r = {q, submit_job_new(q, msg, content, submit_now_done, &n), 0, 0};
-	submit_round_work(&r);
+	    content->len > QUEUE_NOW_MAX_BYTES) {
+		queue_submit(q, msg, content, done, arg);
+		return 0;
+	}
+	struct submit_job *s = submit_job_new(q, msg, content, done, arg);
+	struct submit_round r = {q, s, 0, 0};
+	int64_t t0 = util_mono_us();
+	int fd = -1;
+	s->rc = spool_write_kept(q->spool, q->dir, &s->msg, s->content.data ? s->content.data : "",
+				 s->content.len, &fd, &s->err);
+	if (s->rc == 1) {
+		/* No kept file it fits in: a new file wants a flush of the
+		 * filesystem, which is not for the loop. The next round takes it. */
+		s->rc = 0;
+		q->sub_head = q->sub_tail = s;
+		submit_round_start(q);
+		return 0;
+	}
+	if (s->rc == 0 && fdatasync(fd) < 0) {
+		buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", q->dir, spool_file(&s->msg),
+			   strerror(errno));
+		spool_retire(NULL, q->dir, spool_file(&s->msg), 0, 0);
+		s->rc = -1;
+	}
+	if (fd >= 0)
+		close(fd);
+	r.us = util_mono_us() - t0;
 	submit_round_timed(q, &r);
-	submit_done(r.list);
-	return n.ok ? 0 : 1;
+	if (s->rc == 0)
+		memcpy(id, s->msg.id, QUEUE_ID_LEN + 1);
+	else
+		buf_puts(err, buf_str(&s->err));
+	s->done = NULL;
+	submit_done(s);
+	return 1;
 }
 
 void
@@ -1542,6 +1555,7 @@ struct queue *
 queue_new(struct server *srv, struct buf *err)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
+	q->sync_us = QUEUE_NOW_MAX_US + 1;	/* until a worker round shows the disk is fast */
 	struct buf dir = BUF_INIT(0);
 
 	q->srv = srv;

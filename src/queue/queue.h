@@ -62,16 +62,18 @@ void queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 		  void (*done)(void *arg, const char *id, const char *error), void *arg);
 
 /*
- * The same, written and flushed now on the calling (loop) thread, when that
- * is quicker than a worker round: nothing else is being written and the
- * spool's recent flushes were fast (a worker round costs two thread
- * wake-ups, more than a fast flush on its own). The caller asks only when no
- * other session could share the flush. 0: queued, id (QUEUE_ID_LEN + 1
- * bytes) set; 1: failed, err set (answer 451); -1: not taken, msg and
- * content untouched: use queue_submit().
+ * queue_submit() for a message whose session is the only one (no other
+ * could share its flush). When no round is running or gathering, the spool's
+ * recent flushes were fast (QUEUE_NOW_MAX_US) and the message fits in a kept
+ * spool file, it is written and flushed (one fdatasync) on the calling loop
+ * thread: a worker round would cost two thread wake-ups, more than such a
+ * flush. Then 1 is returned, done is not called, and id (QUEUE_ID_LEN + 1
+ * bytes) is set, or err if the write failed (answer 451). Otherwise the
+ * message goes to the rounds as with queue_submit() and 0 is returned.
  */
-int queue_submit_now(struct queue *q, struct spool_msg *msg, struct buf *content, char *id,
-		     struct buf *err);
+int queue_submit_lone(struct queue *q, struct spool_msg *msg, struct buf *content,
+		      void (*done)(void *arg, const char *id, const char *error), void *arg,
+		      char *id, struct buf *err);
 
 /* Report a remote recipient's result (loop thread). */
 void queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,

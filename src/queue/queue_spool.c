@@ -322,7 +322,7 @@ kvi(struct buf *b, const char *k, long long v)
 static int
 write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 	   const struct buf *head, const char *content, size_t len, const struct buf *tail,
-	   int excl, int sync, int *fd_r, struct buf *err)
+	   int excl, int sync, int *fd_r, int kept_only, struct buf *err)
 {
 	char final[4096], reused[SPOOL_POOL_NAME];
 	uint64_t rsize = 0, total = head->len + len + tail->len;
@@ -333,6 +333,10 @@ write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 	msg->file[0] = '\0';
 	while (fd < 0 && !excl && pool != NULL && strcmp(pool->dir, dir) == 0 &&
 	       pool_take(pool, reused, &rsize)) {
+		if (kept_only && total > rsize) {
+			pool_put(pool, reused, rsize);
+			return 1;
+		}
 		if (xsnprintf(final, sizeof(final), "%s/%s", dir, reused) < 0)
 			break;
 		fd = open(final, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -346,6 +350,8 @@ write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 		}
 		/* else gone (`surat queue delete`?): the next, then a new file */
 	}
+	if (fd < 0 && kept_only)
+		return 1;
 	if (fd < 0) {
 		if (xsnprintf(final, sizeof(final), "%s/%s", dir, msg->id) < 0) {
 			buf_printf(err, "queue path too long");
@@ -399,7 +405,7 @@ write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 
 static int
 spool_write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
-		 const char *content, size_t len, int excl, int sync, int *fd_r,
+		 const char *content, size_t len, int excl, int sync, int *fd_r, int kept_only,
 		 struct buf *err)
 {
 	struct buf head = BUF_INIT(0), h = BUF_INIT(0), r = BUF_INIT(0), tail = BUF_INIT(0);
@@ -443,7 +449,8 @@ spool_write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg
 			       (unsigned char)(crc >> 8), (unsigned char)crc};
 	buf_append(&tail, ct, 4);
 	rec_put_seeded(&tail, seed, 'E', "", 0);
-	int rc = write_file(pool, dir, msg, &head, content, len, &tail, excl, sync, fd_r, err);
+	int rc = write_file(pool, dir, msg, &head, content, len, &tail, excl, sync, fd_r,
+			    kept_only, err);
 	if (rc == 0) {
 		msg->seed = seed;
 		msg->named = 1;
@@ -460,14 +467,21 @@ int
 spool_write(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 	    const char *content, size_t len, int excl, struct buf *err)
 {
-	return spool_write_file(pool, dir, msg, content, len, excl, 1, NULL, err);
+	return spool_write_file(pool, dir, msg, content, len, excl, 1, NULL, 0, err);
 }
 
 int
 spool_write_unsynced(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 		     const char *content, size_t len, int *fd_r, struct buf *err)
 {
-	return spool_write_file(pool, dir, msg, content, len, 0, 0, fd_r, err);
+	return spool_write_file(pool, dir, msg, content, len, 0, 0, fd_r, 0, err);
+}
+
+int
+spool_write_kept(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
+		 const char *content, size_t len, int *fd_r, struct buf *err)
+{
+	return spool_write_file(pool, dir, msg, content, len, 0, 0, fd_r, 1, err);
 }
 
 int

@@ -157,6 +157,13 @@ int spool_write(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
  */
 int spool_write_unsynced(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 			 const char *content, size_t len, int *fd_r, struct buf *err);
+/*
+ * spool_write_unsynced() over a kept file the message fits in, or nothing:
+ * 0 with *fd_r open (fdatasync(*fd_r) makes it durable; the caller closes
+ * it), 1 if the pool has no such file (nothing written), -1 with err set.
+ */
+int spool_write_kept(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
+		     const char *content, size_t len, int *fd_r, struct buf *err);
 int spool_sync(const char *dir, struct buf *err);
 
 /* spool_parse() and spool_load(): no end record yet (being written, or torn). */

@@ -1380,16 +1380,18 @@ smtp_message_done(struct smtp_sess *s)
 	/* The access log reads Subject/Message-ID from s->data: keep it. */
 	char id[QUEUE_ID_LEN + 1];
 	struct buf err = BUF_INIT(0);
-	int written = smtp_nsessions == 1
-			  ? queue_submit_now(s->srv->queue, &m, &content, id, &err)
-			  : -1;
-	if (written >= 0) {
+	int written = 0;
+	if (smtp_nsessions == 1)
+		written = queue_submit_lone(s->srv->queue, &m, &content, queue_done, s, id, &err);
+	else
+		queue_submit(s->srv->queue, &m, &content, queue_done, s);
+	if (written) {
 		/* Written already: the caller goes on with pipelined input. */
-		smtp_queued(s, written == 0 ? id : NULL, buf_str(&err));
+		smtp_queued(s, err.len == 0 ? id : NULL, buf_str(&err));
 	} else {
+		/* queue_done() comes from the loop, after we return. */
 		smtp_set_state(s, ST_WAIT);
 		bufferevent_disable(s->c->bev, EV_READ);
-		queue_submit(s->srv->queue, &m, &content, queue_done, s);
 	}
 	buf_free(&err);
 	free(m.rcpts);

@@ -365,6 +365,62 @@ test_recycle_reuses_file(void **state)
 }
 
 /*
+ * spool_write_kept(), the loop's write: only over a kept file the message
+ * fits in; otherwise nothing is written and the pool is as it was.
+ */
+static void
+test_write_kept(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a, b, c, got;
+	struct buf err = BUF_INIT(0), content = BUF_INIT(0);
+	char big[3000], huge[8000], rname[64];
+	int fd = 7;
+
+	memset(big, 'x', sizeof(big));
+	memset(huge, 'y', sizeof(huge));
+	make_msg(&a);
+	/* An empty pool: nothing written, no file under the id. */
+	assert_int_equal(spool_write_kept(pool, dir, &a, big, sizeof(big), &fd, &err), 1);
+	assert_int_equal(fd, -1);
+	assert_string_equal(a.file, "");
+	assert_int_equal(inode_of(a.id), 0);
+	assert_int_equal(spool_write(pool, dir, &a, big, sizeof(big), 0, &err), 0);
+	spool_retire(pool, dir, spool_file(&a), sizeof(big), 1);
+	assert_int_equal(spool_pool_count(pool), 1);
+	assert_int_equal(count_recycled(rname), 1);
+	off_t len = size_of(rname);
+
+	/* Too large for the kept file: not taken, left in the pool untouched. */
+	make_msg(&b);
+	assert_int_equal(spool_write_kept(pool, dir, &b, huge, sizeof(huge), &fd, &err), 1);
+	assert_int_equal(fd, -1);
+	assert_int_equal(spool_pool_count(pool), 1);
+	assert_int_equal(size_of(rname), len);
+	assert_int_equal(first_byte(rname), 0);
+	assert_int_equal(inode_of(b.id), 0);
+
+	/* One that fits: written over it, its data alone to flush. */
+	make_msg(&c);
+	assert_int_equal(spool_write_kept(pool, dir, &c, "fits\r\n", 6, &fd, &err), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(fdatasync(fd), 0);
+	close(fd);
+	assert_string_equal(spool_file(&c), rname);
+	assert_int_equal(spool_pool_count(pool), 0);
+	assert_int_equal(size_of(rname), len);
+	assert_int_equal(spool_load(dir, rname, &got, &content, &err), 0);
+	assert_string_equal(got.id, c.id);
+	assert_int_equal(content.len, 6);
+	spool_msg_free(&got);
+	buf_free(&content);
+	buf_free(&err);
+	spool_pool_free(&pool);
+	teardown(state);
+	setup(state);
+}
+
+/*
  * What a file holds, as the queue asks before touching it: a kept file may
  * hold another message by now. And a kept file that grew large (it is never
  * cut) is removed when freed, not kept.
@@ -643,6 +699,7 @@ main(void)
 		cmocka_unit_test(test_excl),
 		cmocka_unit_test(test_patient_flush),
 		cmocka_unit_test(test_recycle_reuses_file),
+		cmocka_unit_test(test_write_kept),
 		cmocka_unit_test(test_recycle_names_after_crash),
 		cmocka_unit_test(test_holds_and_large_kept),
 		cmocka_unit_test(test_recycle_killed_rewrite),
