@@ -4,7 +4,9 @@
 # other than files ending in .md/.txt; each one starts, measures and stops its own
 # servers on loopback. Settings pass through the environment (BENCH_N=500 for a quick
 # run; see the header of each benchmark). Exit status: 0 when all of them succeeded.
-# Here: bench/smtp (inbound), bench/outbound (delivery to smtp-sink); both vs Postfix.
+# Here: bench/smtp (inbound), bench/queue (inbound with a large deferred backlog),
+# bench/outbound (delivery to smtp-sink), all vs Postfix; bench/imap and bench/pop3 vs
+# Dovecot.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
