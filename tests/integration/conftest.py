@@ -6,6 +6,7 @@ teardown stops it with SIGTERM, requires exit status 0 and fails the test
 if a sanitizer (ASan/UBSan/LSan) reported anything.
 """
 import os
+import re
 import signal
 import socket
 import ssl
@@ -113,6 +114,7 @@ class Surat:
 
     # --- daemon ---
     def start(self, preexec_fn=None):
+        started = self.log().count("surat started:")
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=self.logf,
                                      stderr=self.logf, preexec_fn=preexec_fn)
@@ -129,6 +131,17 @@ class Surat:
                         raise AssertionError("surat did not listen on %d:\n%s" %
                                              (port, self.log()))
                     time.sleep(0.05)
+        # The listeners are bound before the spool is read: a port answers before
+        # the daemon has logged what it took up. "surat started" (info) comes after.
+        with open(self.conf) as f:
+            quiet = re.search(r"(?m)^\s*log\.(level\s*=\s*(warn|error)|syslog\s*=\s*yes)",
+                              f.read())
+        while not quiet and self.log().count("surat started:") <= started:
+            if self.proc.poll() is not None:
+                raise AssertionError("surat exited at start:\n" + self.log())
+            if time.time() > deadline:
+                raise AssertionError("surat did not log its start:\n" + self.log())
+            time.sleep(0.02)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
