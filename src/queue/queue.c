@@ -1281,22 +1281,35 @@ struct submit_round {
 #define QUEUE_NOW_MAX_US 2000
 #define QUEUE_NOW_MAX_BYTES ((size_t)256 * 1024)
 
+/*
+ * Make a lone message written over a kept file durable: its data alone, one
+ * fdatasync(2) of fd. 0, or -1 with s->err set and the file freed (never
+ * acknowledged).
+ */
+static int
+submit_flush_one(struct queue *q, struct submit_job *s, int fd)
+{
+	if (fdatasync(fd) == 0)
+		return 0;
+	buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", q->dir, spool_file(&s->msg),
+		   strerror(errno));
+	spool_retire(NULL, q->dir, spool_file(&s->msg), 0, 0);
+	return -1;
+}
+
 static void
 submit_round_work(void *arg)
 {
 	struct submit_round *r = arg;
 	struct submit_job *s;
-	int synced = 0, fd = -1, nwritten = 0;	/* synced: 1 durable, -1 failed */
+	int synced = 0, fd = -1;	/* synced: 1 durable, -1 failed */
 	int64_t t0 = util_mono_us();
 
-	for (s = r->list; s; s = s->next) {
-		int one = -1;
+	/* fd is set only for a round of one written over a kept file. */
+	for (s = r->list; s; s = s->next)
 		s->rc = spool_write_unsynced(r->q->spool, r->q->dir, &s->msg,
 					     s->content.data ? s->content.data : "",
-					     s->content.len, r->list->next ? NULL : &one, &s->err);
-		nwritten += s->rc == 0;
-		fd = one;
-	}
+					     s->content.len, r->list->next ? NULL : &fd, &s->err);
 	/*
 	 * A lone message written over a kept file within its length changed
 	 * no metadata: its data alone, one fdatasync(2), is what must reach
@@ -1306,14 +1319,12 @@ submit_round_work(void *arg)
 	for (s = r->list; s; s = s->next) {
 		if (s->rc != 0)
 			continue;
-		if (synced == 0 && fd >= 0 && nwritten == 1) {
-			synced = fdatasync(fd) == 0 ? 1 : -1;
-			if (synced < 0)
-				buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", r->q->dir,
-					   spool_file(&s->msg), strerror(errno));
-		} else if (synced == 0) {
-			synced = spool_sync(r->q->dir, &s->err) == 0 ? 1 : -1;
+		if (fd >= 0) {
+			s->rc = submit_flush_one(r->q, s, fd);
+			break;
 		}
+		if (synced == 0)
+			synced = spool_sync(r->q->dir, &s->err) == 0 ? 1 : -1;
 		if (synced < 0)	/* never acknowledged */
 			spool_retire(NULL, r->q->dir, spool_file(&s->msg), 0, 0);
 		s->rc = synced < 0 ? -1 : 0;
@@ -1323,11 +1334,11 @@ submit_round_work(void *arg)
 	r->us = util_mono_us() - t0;
 }
 
-/* Loop thread: fold a round's time into the average queue_submit_now() consults. */
+/* Loop thread: fold a round's time into the average queue_submit_lone() consults. */
 static void
-submit_round_timed(struct queue *q, const struct submit_round *r)
+submit_round_timed(struct queue *q, int64_t us)
 {
-	q->sync_us += (r->us - q->sync_us) / 8;
+	q->sync_us += (us - q->sync_us) / 8;
 }
 
 static void
@@ -1381,7 +1392,7 @@ submit_round_done(void *arg)
 	struct submit_round *r = arg;
 	struct queue *q = r->q;
 
-	submit_round_timed(q, r);
+	submit_round_timed(q, r->us);
 	for (struct submit_job *s = r->list, *next; s; s = next) {
 		next = s->next;
 		submit_done(s);
@@ -1414,18 +1425,35 @@ submit_job_new(struct queue *q, struct spool_msg *msg, struct buf *content,
 	return s;
 }
 
+/* Into the next round (a large message: a job of its own). */
+static void
+submit_enqueue(struct queue *q, struct submit_job *s)
+{
+	if (s->content.len > QUEUE_ROUND_MAX_BYTES) {
+		submit_round_run(q, s, 1);
+		return;
+	}
+	if (q->sub_tail)
+		q->sub_tail->next = s;
+	else
+		q->sub_head = s;
+	q->sub_tail = s;
+	if (!q->sub_running)
+		submit_round_start(q);
+}
+
 int
 queue_submit_lone(struct queue *q, struct spool_msg *msg, struct buf *content,
 		  void (*done)(void *arg, const char *id, const char *error), void *arg, char *id,
 		  struct buf *err)
 {
+	struct submit_job *s = submit_job_new(q, msg, content, done, arg);
+
 	if (q->sub_running || q->sub_head != NULL || q->sync_us > QUEUE_NOW_MAX_US ||
-	    content->len > QUEUE_NOW_MAX_BYTES) {
-		queue_submit(q, msg, content, done, arg);
+	    s->content.len > QUEUE_NOW_MAX_BYTES) {
+		submit_enqueue(q, s);
 		return 0;
 	}
-	struct submit_job *s = submit_job_new(q, msg, content, done, arg);
-	struct submit_round r = {q, s, 0, 0};
 	int64_t t0 = util_mono_us();
 	int fd = -1;
 	s->rc = spool_write_kept(q->spool, q->dir, &s->msg, s->content.data ? s->content.data : "",
@@ -1434,20 +1462,14 @@ queue_submit_lone(struct queue *q, struct spool_msg *msg, struct buf *content,
 		/* No kept file it fits in: a new file wants a flush of the
 		 * filesystem, which is not for the loop. The next round takes it. */
 		s->rc = 0;
-		q->sub_head = q->sub_tail = s;
-		submit_round_start(q);
+		submit_enqueue(q, s);
 		return 0;
 	}
-	if (s->rc == 0 && fdatasync(fd) < 0) {
-		buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", q->dir, spool_file(&s->msg),
-			   strerror(errno));
-		spool_retire(NULL, q->dir, spool_file(&s->msg), 0, 0);
-		s->rc = -1;
-	}
-	if (fd >= 0)
+	if (fd >= 0) {
+		s->rc = submit_flush_one(q, s, fd);
 		close(fd);
-	r.us = util_mono_us() - t0;
-	submit_round_timed(q, &r);
+	}
+	submit_round_timed(q, util_mono_us() - t0);
 	if (s->rc == 0)
 		memcpy(id, s->msg.id, QUEUE_ID_LEN + 1);
 	else
@@ -1461,19 +1483,7 @@ void
 queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 	     void (*done)(void *arg, const char *id, const char *error), void *arg)
 {
-	struct submit_job *s = submit_job_new(q, msg, content, done, arg);
-
-	if (s->content.len > QUEUE_ROUND_MAX_BYTES) {
-		submit_round_run(q, s, 1);
-		return;
-	}
-	if (q->sub_tail)
-		q->sub_tail->next = s;
-	else
-		q->sub_head = s;
-	q->sub_tail = s;
-	if (!q->sub_running)
-		submit_round_start(q);
+	submit_enqueue(q, submit_job_new(q, msg, content, done, arg));
 }
 
 void

@@ -215,9 +215,12 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 {
 	struct buf l = BUF_INIT(0);
 	char tlsd[128];
+	/* The connection, or what was kept of it when it closed under a job. */
+	const char *sid = s->c ? s->c->id : s->gone->sid;
+	const char *ip = s->c ? s->c->peer_ip : s->gone->peer_ip;
+	const char *tls = s->c ? tls_describe(s->c->ssl, tlsd, sizeof(tlsd)) : s->gone->tls;
 
-	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-",
-		   s->c ? s->c->peer_ip : s->gone->peer_ip);
+	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-", ip);
 	log_escape(&l, s->helo, strlen(s->helo), 100);
 	buf_printf(&l, " user=%s from=<", s->user ? s->user : "-");
 	log_escape(&l, s->mail.from.addr, s->mail.from.len, 256);
@@ -254,8 +257,8 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		buf_putc(&l, '"');
 	}
 	buf_printf(&l, " duration=%.3fs tls=%s", (double)(util_now_ms() - s->txn_ms) / 1000.0,
-		   s->c ? tls_describe(s->c->ssl, tlsd, sizeof(tlsd)) : s->gone->tls);
-	log_msg(LL_INFO, s->c ? s->c->id : s->gone->sid, "%s", buf_str(&l));
+		   tls);
+	log_msg(LL_INFO, sid, "%s", buf_str(&l));
 	buf_free(&l);
 }
 
@@ -1539,9 +1542,7 @@ smtp_write_cb(struct bufferevent *bev, void *arg)
 	if (!(s->flags & F_OUT_WAIT))
 		return;
 	s->flags &= ~F_OUT_WAIT;
-	smtp_hold(s);
-	smtp_process(s);
-	smtp_release(s);
+	smtp_read_cb(bev, arg);
 }
 
 static void
