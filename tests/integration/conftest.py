@@ -28,6 +28,14 @@ os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
 from ports import free_port  # noqa: E402  (re-exported for the tests)
 
 
+@pytest.fixture
+def no_asan_quarantine(monkeypatch):
+    """Daemons started in this test hand freed memory back at once: AddressSanitizer's
+    quarantine would otherwise keep every freed buffer, and RSS would measure it."""
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") +
+                       ":quarantine_size_mb=0")
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
@@ -49,6 +57,8 @@ KINDS = ("smtp", "submission", "submissions")
 
 
 class Surat:
+    ip = "127.0.0.1"  # where start() probes the listeners
+
     def __init__(self, tmp, tls_files, extra=None, kinds=KINDS):
         self.dir = tmp
         self.data_dir = os.path.join(tmp, "data")
@@ -124,7 +134,7 @@ class Surat:
                 if self.proc.poll() is not None:
                     raise AssertionError("surat exited at start:\n" + self.log())
                 try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    socket.create_connection((self.ip, port), timeout=1).close()
                     break
                 except OSError:
                     if time.time() > deadline:
@@ -164,6 +174,13 @@ class Surat:
         self.proc.wait()
         self.proc = None
         self.logf.close()
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
 
     def log(self):
         try:

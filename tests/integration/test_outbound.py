@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import socketserver
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Surat, client_tls
+from conftest import Surat, client_tls
 from dnsserver import ZoneServer
 from ports import free_port
 
@@ -66,24 +65,6 @@ class Node(Surat):
         with open(self.conf, "w") as f:
             for k, v in conf.items():
                 f.write("%s = %s\n" % (k, v))
-
-    def start(self):
-        self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "-c", self.conf, "serve"], stdout=self.logf,
-                                     stderr=self.logf)
-        deadline = time.time() + 20
-        for port in self.ports.values():
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError("surat exited at start:\n" + self.log())
-                try:
-                    socket.create_connection((self.ip, port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        raise AssertionError("surat did not listen:\n" + self.log())
-                    time.sleep(0.05)
-        return self
 
     def submit(self, sender, rcpts, body, mail_options=(), rcpt_options=()):
         with smtplib.SMTP(self.ip, self.ports["submission"], timeout=30) as c:

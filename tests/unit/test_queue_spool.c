@@ -360,8 +360,6 @@ test_recycle_reuses_file(void **state)
 	buf_free(&err);
 	spool_pool_free(&pool);
 	assert_null(pool);
-	teardown(state);
-	setup(state);
 }
 
 /*
@@ -416,8 +414,6 @@ test_write_kept(void **state)
 	buf_free(&content);
 	buf_free(&err);
 	spool_pool_free(&pool);
-	teardown(state);
-	setup(state);
 }
 
 /*
@@ -460,8 +456,6 @@ test_holds_and_large_kept(void **state)
 	assert_int_equal(spool_pool_count(pool), 0);
 	buf_free(&err);
 	spool_pool_free(&pool);
-	teardown(state);
-	setup(state);
 }
 
 /* A record as format 1 wrote it: crc from 0. */
@@ -550,8 +544,6 @@ test_recycle_names_after_crash(void **state)
 	spool_msg_free(&got);
 	buf_free(&err);
 	spool_pool_free(&pool);
-	teardown(state);
-	setup(state);
 }
 
 /*
@@ -620,8 +612,6 @@ test_recycle_excl(void **state)
 	buf_free(&content);
 	buf_free(&err);
 	spool_pool_free(&pool);
-	teardown(state);
-	setup(state);
 }
 
 /* Not kept: files without their id, large files, a full pool, no pool. */
@@ -657,8 +647,6 @@ test_recycle_limits(void **state)
 	spool_pool_free(&p2);
 	spool_pool_free(&pool);
 	buf_free(&err);
-	teardown(state);
-	setup(state);
 }
 
 /* Several messages written, then one flush for all; a failed round takes its files back. */
@@ -694,18 +682,18 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_torn),
-		cmocka_unit_test(test_excl),
-		cmocka_unit_test(test_patient_flush),
-		cmocka_unit_test(test_recycle_reuses_file),
-		cmocka_unit_test(test_write_kept),
-		cmocka_unit_test(test_recycle_names_after_crash),
-		cmocka_unit_test(test_holds_and_large_kept),
-		cmocka_unit_test(test_recycle_killed_rewrite),
-		cmocka_unit_test(test_recycle_excl),
-		cmocka_unit_test(test_recycle_limits),
-		cmocka_unit_test(test_round),
+		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_excl, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_patient_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycle_reuses_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycle_names_after_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_holds_and_large_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycle_killed_rewrite, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycle_excl, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycle_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round, setup, teardown),
 	};
-	return cmocka_run_group_tests_name("queue_spool", tests, setup, teardown);
+	return cmocka_run_group_tests_name("queue_spool", tests, NULL, NULL);
 }
