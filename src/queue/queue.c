@@ -25,6 +25,7 @@
 #include "core/server.h"
 #include "core/util.h"
 #include "core/worker.h"
+#include "store/store.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -53,6 +54,13 @@
  * under sustained load the CPU time is the same, only its order changes.
  */
 #define QUEUE_NICE 10
+
+/*
+ * The full-text indexing the queue's timer starts each second (store.h,
+ * STORE_FTS_IDLE_MS) stops taking up new mailboxes after this long, so that
+ * a stop never waits long for it.
+ */
+#define QUEUE_INDEX_BUDGET_MS 200
 /* Messages in one local delivery batch at most. */
 #define QUEUE_BATCH_MAX 64
 /*
@@ -129,6 +137,7 @@ struct queue {
 	int sub_running;
 	int64_t sync_us;	/* recent spool write+flush time, a moving average */
 	struct event *gather;	/* the next tick for messages still gathering */
+	int indexing;		/* a store_pool_index_idle() job is out */
 };
 
 static size_t
@@ -1555,10 +1564,30 @@ flush_check(struct queue *q)
 }
 
 static void
+index_work(void *arg)
+{
+	(void)arg;
+	store_pool_index_idle(STORE_FTS_IDLE_MS, QUEUE_INDEX_BUDGET_MS);
+}
+
+static void
+index_done(void *arg)
+{
+	((struct queue *)arg)->indexing = 0;
+}
+
+static void
 queue_timer(evutil_socket_t fd, short what, void *arg)
 {
-	flush_check(arg);
-	queue_tick(fd, what, arg);
+	struct queue *q = arg;
+
+	flush_check(q);
+	queue_tick(fd, what, q);
+	/* Full-text indexing of the mailboxes whose deliveries paused (store.h). */
+	if (!q->indexing && !q->srv->stopping) {
+		q->indexing = 1;
+		worker_submit(q->pool, index_work, index_done, q);
+	}
 }
 
 struct queue *

@@ -278,10 +278,18 @@ void store_set_notify(store_notify_fn fn, void *arg);
  * one message inside its delivery's transaction writes a new FTS5 segment
  * per message: 7 to 30 pages of WAL for a 4 KB message, more than the rest
  * of the delivery. A new message is only queued for the index (fts_pending);
- * the queue is drained, STORE_FTS_CHUNK messages per transaction, by the add
- * that makes it STORE_FTS_BATCH long, and by every store_fts_search() before
- * it looks, so no search misses a message. Index transactions need no flush
- * of their own: a crash loses index rows and their pending rows together.
+ * the queue is drained, STORE_FTS_CHUNK messages per transaction:
+ *  - by every store_fts_search() before it looks, so no search misses a
+ *    message;
+ *  - when the account's deliveries pause: store_pool_index_idle(), which the
+ *    mail queue runs every second, indexes the handles in the pool that
+ *    nobody has used for STORE_FTS_IDLE_MS. Indexing is background work, as
+ *    in Dovecot's indexer: a burst of mail is delivered first and indexed
+ *    after, instead of each delivery batch waiting for tokenising;
+ *  - by the add that makes it STORE_FTS_BATCH long, which bounds what a
+ *    search may have to index when mail never pauses.
+ * Index transactions need no flush of their own: a crash loses index rows
+ * and their pending rows together.
  *
  * The text of a message comes from the extractor installed here once at
  * start (the MIME module's: decoded headers and body text). Without one,
@@ -289,7 +297,8 @@ void store_set_notify(store_notify_fn fn, void *arg);
  */
 typedef int (*store_text_fn)(const char *msg, size_t len, struct buf *hdr, struct buf *body);
 void store_set_text_fn(store_text_fn fn);
-#define STORE_FTS_BATCH 64
+#define STORE_FTS_BATCH 1024
+#define STORE_FTS_IDLE_MS 1000
 #define STORE_FTS_CHUNK 256
 
 /* Index up to max queued messages (0: all of them). The number indexed, or -1. */
@@ -328,6 +337,14 @@ void store_pool_set_max(size_t max_idle);
 void store_pool_drain(void);
 /* How many handles wait idle now. */
 size_t store_pool_idle(void);
+/*
+ * Fill the full-text index of the idle handles that have messages waiting
+ * and have not been used for idle_ms, oldest first (see STORE_FTS_BATCH),
+ * until budget_ms has passed: the handle being indexed then is finished, the
+ * rest wait for the next call. Each is taken out of the pool while it is
+ * indexed. Blocking: run it on a worker thread. Returns the messages indexed.
+ */
+int64_t store_pool_index_idle(int64_t idle_ms, int64_t budget_ms);
 
 /* --- delivery --- */
 

@@ -527,6 +527,8 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	if (added > 0)
 		store_notify(st, mb.name);
 	/* The messages are in: a failure to index them now leaves them queued. */
+	if (added > 0)
+		st->fts_backlog = 1;
 	if (pending >= STORE_FTS_BATCH && store_fts_catch_up(st, 0) < 0)
 		log_error("store %s: full-text index: %s", st->account, store_errstr(st));
 	store_clear_error(st);

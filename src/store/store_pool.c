@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/log.h"
 #include "core/util.h"
 #include "store/store_private.h"
 
@@ -121,6 +122,7 @@ store_pool_put(struct store **stp)
 		return;
 	}
 	store_clear_error(st);
+	st->put_us = util_mono_us();
 	pthread_mutex_lock(&pool.lock);
 	st->pool_next = pool.head;
 	if (pool.head)
@@ -131,4 +133,36 @@ store_pool_put(struct store **stp)
 	pool.n++;
 	pthread_mutex_unlock(&pool.lock);
 	pool_shrink(false);
+}
+
+int64_t
+store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
+{
+	int64_t done = 0, start = util_mono_us();
+
+	for (;;) {
+		struct store *st = NULL;
+		int64_t now = util_mono_us();
+
+		if (now - start > budget_ms * 1000)
+			return done;
+
+		pthread_mutex_lock(&pool.lock);
+		for (struct store *e = pool.tail; e; e = e->pool_prev)
+			if (e->fts_backlog && now - e->put_us >= idle_ms * 1000) {
+				st = pool_take(e);
+				break;
+			}
+		pthread_mutex_unlock(&pool.lock);
+		if (st == NULL)
+			return done;
+		/* Cleared even on failure: the next delivery, or a search, tries again. */
+		st->fts_backlog = 0;
+		int64_t n = store_fts_catch_up(st, 0);
+		if (n < 0)
+			log_error("store %s: full-text index: %s", st->account, store_errstr(st));
+		else
+			done += n;
+		store_pool_put(&st);
+	}
 }

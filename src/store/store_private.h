@@ -85,6 +85,8 @@ struct store {
 	char *data_dir; /* as given to store_open(): the pool's key with account */
 	struct store *pool_prev, *pool_next; /* in the pool of idle handles */
 	uint64_t file_next; /* the next message file id to try; 0: draw a new run */
+	int fts_backlog;    /* messages may wait for the full-text index */
+	int64_t put_us;     /* when store_pool_put() last took it back (monotonic) */
 };
 
 /* A mailbox row as the message operations need it. */

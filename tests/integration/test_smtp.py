@@ -11,6 +11,7 @@ The raw-socket client (Raw) and the helpers here are used by the other
 test_smtp*.py files too.
 """
 import base64
+import os
 import re
 import shutil
 import signal
@@ -294,6 +295,33 @@ def test_large_message_beside_small_ones(surat):
     surat.wait_messages("alice@example.test", 15)
     stored = stored_one(surat, "bob@example.test")
     assert stored.endswith(big)
+
+
+def test_full_text_index_filled_when_deliveries_pause(surat):
+    """Delivery only queues a message for the full-text index (unit test
+    test_fts_idle); once the mailbox has had no delivery for a second, the
+    daemon indexes it by itself, with no search to prompt it."""
+    import sqlite3
+    with smtp(surat) as c:
+        for i in range(5):
+            assert c.sendmail("s@remote.test", ["alice@example.test"],
+                              msg("pause %d" % i, body="axolotl%d\r\n" % i)) == {}
+    surat.wait_messages("alice@example.test", 5)
+    db = os.path.join(surat.data_dir, "mail", "example.test", "alice", "index.db")
+
+    def counts():
+        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+        try:
+            return [con.execute("SELECT count(*) FROM %s" % t).fetchone()[0]
+                    for t in ("fts_pending", "fts_content")]
+        finally:
+            con.close()
+
+    assert sum(counts()) == 5       # queued or indexed, each message once
+    deadline = time.time() + 15
+    while counts() != [0, 5] and time.time() < deadline:
+        time.sleep(0.2)
+    assert counts() == [0, 5]
 
 
 def test_submission_starttls_auth_plain(surat):

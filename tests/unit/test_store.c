@@ -1276,7 +1276,8 @@ fts_hits(struct store *st, const char *word)
 /*
  * The full-text index is filled in batches: a delivery only queues its
  * message; the add that makes the queue STORE_FTS_BATCH long drains it, and
- * so does every search first. Expunged queued messages leave the queue.
+ * so does every search first (and the idle indexer: test_fts_idle).
+ * Expunged queued messages leave the queue.
  */
 static void
 test_fts_deferred(void **state)
@@ -1322,6 +1323,53 @@ test_fts_deferred(void **state)
 	assert_int_equal(store_fts_pending(fx->st), 1);
 	store_set_text_fn(mime_meta_text);
 	assert_int_equal(fts_hits(fx->st, "wombat"), 1);
+}
+
+/*
+ * store_pool_index_idle() indexes the queues of pooled handles left unused
+ * for the given time, and only those: not a handle on loan, not one used
+ * more recently, not one with nothing queued.
+ */
+static void
+test_fts_idle(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+
+	store_pool_drain();
+	store_pool_set_max(128);
+	struct store *a = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(a);
+	deliver(a, NULL, NULL, "gecko one");
+	deliver(a, NULL, NULL, "gecko two");
+	assert_int_equal(store_fts_pending(a), 2);
+
+	/* On loan: left alone. */
+	assert_int_equal(store_pool_index_idle(0, 1000), 0);
+	assert_int_equal(store_fts_pending(a), 2);
+
+	/* Back in the pool but used just now: left alone for a long idle time. */
+	store_pool_put(&a);
+	assert_int_equal(store_pool_index_idle(3600 * 1000, 1000), 0);
+	assert_int_equal(count_rows(fx->dir, "fts"), 0);
+
+	/* No time left: nothing taken up. */
+	assert_int_equal(store_pool_index_idle(0, -1), 0);
+	assert_int_equal(count_rows(fx->dir, "fts"), 0);
+
+	/* Idle long enough: indexed, and given back to the pool. */
+	assert_int_equal(store_pool_index_idle(0, 1000), 2);
+	assert_int_equal(count_rows(fx->dir, "fts"), 2);
+	assert_int_equal(store_pool_idle(), 1);
+	a = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_int_equal(store_fts_pending(a), 0);
+	assert_int_equal(fts_hits(a, "gecko"), 2);
+
+	/* Nothing queued: nothing to do, even after a read-only use. */
+	store_pool_put(&a);
+	assert_int_equal(store_pool_index_idle(0, 1000), 0);
+	store_pool_drain();
+	buf_free(&err);
 }
 
 /* An index of schema 3 (every message indexed at delivery) gains the queue. */
@@ -1535,6 +1583,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
