@@ -369,7 +369,13 @@ util_read_file(const char *path, size_t max, size_t *len_r)
 	return p;
 }
 
-static uint32_t crc_table[256];
+/*
+ * CRC-32 (IEEE 802.3, as zlib's crc32()), eight bytes per step ("slicing by
+ * 8"): table k gives the CRC of a byte followed by k zero bytes, so eight
+ * lookups fold in a whole word. About four times the speed of one table
+ * lookup per byte; the spool checksums every message it writes and reads.
+ */
+static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void
@@ -379,8 +385,12 @@ crc_init(void)
 		uint32_t c = i;
 		for (int k = 0; k < 8; k++)
 			c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-		crc_table[i] = c;
+		crc_table[0][i] = c;
 	}
+	for (int t = 1; t < 8; t++)
+		for (int i = 0; i < 256; i++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^
+					  crc_table[0][crc_table[t - 1][i] & 0xff];
 }
 
 uint32_t
@@ -390,8 +400,20 @@ util_crc32(uint32_t crc, const void *p, size_t n)
 
 	pthread_once(&crc_once, crc_init);
 	crc = ~crc;
-	for (size_t i = 0; i < n; i++)
-		crc = crc_table[(crc ^ b[i]) & 0xff] ^ (crc >> 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	for (; n >= 8; n -= 8, b += 8) {
+		uint32_t lo, hi;
+		memcpy(&lo, b, 4);
+		memcpy(&hi, b + 4, 4);
+		lo ^= crc;
+		crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+		      crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
+		      crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+		      crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+	}
+#endif
+	for (; n > 0; n--, b++)
+		crc = crc_table[0][(crc ^ *b) & 0xff] ^ (crc >> 8);
 	return ~crc;
 }
 
