@@ -29,6 +29,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -291,6 +292,30 @@ conn_starttls(struct conn *c)
 	c->ssl = ssl;
 	c->tls = 1;
 	return 0;
+}
+
+void
+conn_read_more(struct conn *c, size_t max)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+	size_t have = evbuffer_get_length(in);
+	char chunk[16384];	/* on the stack: a reserved 64 KB chunk would be an mmap */
+
+	if (c->tls || fd < 0 || !(bufferevent_get_enabled(c->bev) & EV_READ))
+		return;
+	/* The bufferevent keeps its input's end frozen but while it reads; so do we. */
+	evbuffer_unfreeze(in, 0);
+	while (have < max) {
+		size_t want = max - have < sizeof(chunk) ? max - have : sizeof(chunk);
+		ssize_t n = recv(fd, chunk, want, MSG_DONTWAIT);
+		if (n <= 0 || evbuffer_add(in, chunk, (size_t)n) < 0)
+			break;	/* EOF and errors: the bufferevent sees them next */
+		have += (size_t)n;
+		if ((size_t)n < want)
+			break;	/* drained */
+	}
+	evbuffer_freeze(in, 0);
 }
 
 static void

@@ -115,6 +115,17 @@ void server_free(struct server **srv);
  * discarded; output already queued (the "ready" reply) is sent first in clear.
  * The caller must set its callbacks on c->bev again. 0, or -1 if no TLS. */
 int conn_starttls(struct conn *c);
+/*
+ * Read what else the socket holds now into c's input buffer, until that
+ * holds max bytes; for a protocol in the middle of bulk input (a message's
+ * content). libevent 2.1 reads at most 4096 bytes per readiness
+ * event (EVBUFFER_MAX_READ), each costing a trip through epoll_wait, ioctl
+ * and readv: a 4 KB message plus its headers took two, a 1 MB one 256. A
+ * plaintext connection only (TLS records are read by the TLS bufferevent),
+ * and only while reading is enabled. Called from a read callback, whose
+ * caller must then go on processing the input as usual.
+ */
+void conn_read_more(struct conn *c, size_t max);
 /* Close now: the protocol's on_close runs, then the conn is freed. */
 void conn_close(struct conn *c);
 /* Stop reading, send what is queued, then close (always later, from the loop:

@@ -1527,6 +1527,10 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct smtp_sess *s = c->proto;
 
+	/* Message content: take all the socket has (a full 4 KB read says more may wait). */
+	if ((s->state == ST_DATA || s->state == ST_BDAT) &&
+	    evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
+		conn_read_more(c, SMTP_IN_MAX);
 	smtp_hold(s);
 	smtp_process(s);
 	smtp_release(s);
