@@ -419,7 +419,7 @@ load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *co
 	    struct buf *name, struct buf *err)
 {
 	buf_reset(name);
-	if (spool_holds(dir, id, id)) {
+	if (spool_holds(dir, id, id) == 1) {
 		buf_puts(name, id);
 	} else {
 		DIR *d = opendir(dir);
@@ -427,7 +427,7 @@ load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *co
 		while (d != NULL && name->len == 0 && (de = readdir(d)) != NULL)
 			/* (A crash may leave a message under its file's earlier name.) */
 			if ((spool_reused_name(de->d_name) || valid_queue_id(de->d_name)) &&
-			    spool_holds(dir, de->d_name, id))
+			    spool_holds(dir, de->d_name, id) == 1)
 				buf_puts(name, de->d_name);
 		if (d != NULL)
 			closedir(d);
@@ -436,14 +436,7 @@ load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *co
 		buf_printf(err, "not in %s", dir);
 		return -1;
 	}
-	if (spool_load(dir, name->data, m, content, err) < 0)
-		return -1;
-	if (strcmp(m->id, id) != 0) {
-		buf_printf(err, "%s holds %s now", name->data, m->id);
-		spool_msg_free(m);
-		return -1;
-	}
-	return 0;
+	return spool_load(dir, name->data, id, m, content, err) < 0 ? -1 : 0;
 }
 
 /*
@@ -467,7 +460,7 @@ delete_queued(const char *dir, const char *name, const char *id)
 	if (flock(fd, LOCK_EX) < 0)
 		rc = runtime_error("queue delete: flock(%s) failed: %s", path, strerror(errno));
 	else if (fstat(fd, &a) < 0 || stat(path, &b) < 0 || a.st_ino != b.st_ino ||
-		 a.st_dev != b.st_dev || !spool_holds(dir, name, id))
+		 a.st_dev != b.st_dev || spool_holds(dir, name, id) != 1)
 		rc = runtime_error("queue delete: %s is no longer queued (delivered meanwhile)", id);
 	else if (unlink(path) < 0)
 		rc = runtime_error("queue delete: unlink(%s) failed: %s", path, strerror(errno));
@@ -530,7 +523,7 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 				continue;
 			struct spool_msg m;
 			buf_reset(&err);
-			if (spool_load(dir.data, de->d_name, &m, NULL, &err) < 0)
+			if (spool_load(dir.data, de->d_name, NULL, &m, NULL, &err) < 0)
 				continue;	/* removed meanwhile, or still being written */
 			print_queue_msg(&m, 0);
 			spool_msg_free(&m);

@@ -531,16 +531,9 @@ job_content(struct qjob *j)
 		return 0;
 	struct spool_msg tmp;
 	struct buf err = BUF_INIT(0);
-	if (spool_load(j->dir, spool_file(&j->snap), &tmp, &j->content, &err) < 0) {
+	if (spool_load(j->dir, spool_file(&j->snap), j->snap.id, &tmp, &j->content, &err) < 0) {
 		log_error("queue %s: cannot read: %s", j->snap.id, buf_str(&err));
 		buf_free(&err);
-		return -1;
-	}
-	if (strcmp(tmp.id, j->snap.id) != 0) {
-		log_error("queue %s: %s holds %s", j->snap.id, spool_file(&j->snap), tmp.id);
-		spool_msg_free(&tmp);
-		buf_free(&err);
-		buf_reset(&j->content);
 		return -1;
 	}
 	spool_msg_free(&tmp);
@@ -589,9 +582,10 @@ job_run(struct qjob *j)
 
 	/* `surat queue delete` removed the file (or, never expected, it went to
 	 * another message): forget the message, touch nothing. */
-	if (!spool_holds(j->dir, spool_file(&j->snap), j->snap.id)) {
+	int holds = spool_holds(j->dir, spool_file(&j->snap), j->snap.id);
+	if (holds != 1) {
 		snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
-		if (access(path, F_OK) < 0 && errno == ENOENT)
+		if (holds == 0)
 			log_info("queue %s: spool file deleted; message dropped", j->snap.id);
 		else
 			log_error("queue %s: %s holds another message now; entry dropped",
@@ -1036,9 +1030,8 @@ batch_run(struct lbatch *b)
 			/* Taken up again from the spool at start. */
 			struct spool_msg tmp;
 			struct buf err = BUF_INIT(0);
-			int loaded = spool_load(b->dir, it->file, &tmp, &it->content, &err) == 0;
-			int ours = loaded && strcmp(tmp.id, it->id) == 0;
-			if (loaded)
+			int ours = spool_load(b->dir, it->file, it->id, &tmp, &it->content, &err) == 0;
+			if (ours)
 				spool_msg_free(&tmp);
 			buf_free(&err);
 			if (!ours) {
@@ -1636,7 +1629,7 @@ queue_new(struct server *srv, struct buf *err)
 		struct spool_msg m;
 		struct buf e = BUF_INIT(0);
 		int lr = strlen(de->d_name) > QUEUE_ID_LEN ? -1
-							   : spool_load(q->dir, de->d_name, &m, NULL, &e);
+							   : spool_load(q->dir, de->d_name, NULL, &m, NULL, &e);
 		if (lr == SPOOL_INCOMPLETE && kept) {
 			/* Free (or a rewrite that never finished): kept again, or
 			 * removed if too many. */

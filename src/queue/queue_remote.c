@@ -1150,15 +1150,10 @@ load_work(void *arg)
 {
 	struct load_job *lj = arg;
 	struct spool_msg tmp;
-	lj->rc = spool_load(lj->dir, lj->m->file, &tmp, &lj->content, &lj->err);
-	if (lj->rc == 0) {
-		if (strcmp(tmp.id, lj->m->id) != 0) {
-			/* Never expected (the queue retires a file only when done). */
-			buf_printf(&lj->err, "%s holds %s now", lj->m->file, tmp.id);
-			lj->rc = -1;
-		}
+	/* Another message in the file is never expected: the queue retires a file only when done. */
+	lj->rc = spool_load(lj->dir, lj->m->file, lj->m->id, &tmp, &lj->content, &lj->err);
+	if (lj->rc == 0)
 		spool_msg_free(&tmp);
-	}
 }
 
 static void

@@ -749,8 +749,8 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 }
 
 int
-spool_load(const char *dir, const char *name, struct spool_msg *m, struct buf *content_r,
-	   struct buf *err)
+spool_load(const char *dir, const char *name, const char *id, struct spool_msg *m,
+	   struct buf *content_r, struct buf *err)
 {
 	char path[4096];
 	size_t len;
@@ -779,6 +779,10 @@ spool_load(const char *dir, const char *name, struct spool_msg *m, struct buf *c
 	snprintf(m->id, sizeof(m->id), "%s", m->seed != 0 ? m->file_id : name);
 	if (strcmp(m->id, name) != 0)
 		snprintf(m->file, sizeof(m->file), "%s", name);
+	if (rc == 0 && id != NULL && strcmp(m->id, id) != 0) {
+		buf_printf(err, "%s holds message %s now, not %s", name, m->id, id);
+		rc = SPOOL_OTHER;
+	}
 	if (rc == 0 && content_r) {
 		buf_reset(content_r);
 		if (buf_append(content_r, data + m->content_off, m->size) < 0) {
@@ -812,18 +816,18 @@ spool_holds(const char *dir, const char *name, const char *id)
 	if (n < 0)
 		return 1;
 	if (n == 0 || head[0] == '\0')
-		return 0;	/* free, or a rewrite that did not finish */
+		return -1;	/* free, or a rewrite that did not finish */
 	/* The envelope says which message it is; the rest need not be read. */
 	int version = n > 5 && head[0] == 'V' ? head[5] - '0' : 0;
 	memset(&m, 0, sizeof(m));
 	spool_parse(head, (size_t)n, &m, &err);	/* a prefix: incomplete is expected */
 	int holds;
 	if (version == 1 && spool_reused_name(name))
-		holds = 0;	/* format 1 kept delivered messages under these names */
+		holds = -1;	/* format 1 kept delivered messages under these names */
 	else if (m.named)
-		holds = strcmp(m.file_id, id) == 0;
+		holds = strcmp(m.file_id, id) == 0 ? 1 : -1;
 	else if (m.mail_from != NULL)
-		holds = strcmp(name, id) == 0;	/* format 1 without id=: named by it */
+		holds = strcmp(name, id) == 0 ? 1 : -1;	/* format 1 without id=: named by it */
 	else
 		holds = 1;	/* no envelope read: the caller's own read reports why */
 	spool_msg_free(&m);

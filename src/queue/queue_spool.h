@@ -168,6 +168,8 @@ int spool_sync(const char *dir, struct buf *err);
 
 /* spool_parse() and spool_load(): no end record yet (being written, or torn). */
 #define SPOOL_INCOMPLETE (-2)
+/* spool_load(): the file holds another message than the one asked for. */
+#define SPOOL_OTHER (-3)
 
 /*
  * Parse a spool file image (data, len) into msg, replaying the state
@@ -178,22 +180,24 @@ int spool_sync(const char *dir, struct buf *err);
 int spool_parse(const char *data, size_t len, struct spool_msg *msg, struct buf *err);
 
 /*
- * Read and parse the file dir/name. If content_r is non-NULL, the content is
- * returned in it (the buf is reset first). 0, or SPOOL_INCOMPLETE or -1 +
- * err. The message's id is the one its file records; msg->file is name when
+ * Read and parse the file dir/name. If id is non-NULL, the file must hold
+ * that message: a file reused for another one since (or one a crash left
+ * under an earlier name) gives SPOOL_OTHER. If content_r is non-NULL, the
+ * content is returned in it (the buf is reset first). 0, or SPOOL_INCOMPLETE,
+ * SPOOL_OTHER or -1 + err. The message's id is the one its file records; msg->file is name when
  * that differs. A hidden reused file in format 1, or one starting with 0,
  * holds no queued message (SPOOL_INCOMPLETE); so does a format 1 file that
  * records another id than its name (a reused file whose rewrite a crash cut
  * short, in the way format 1 reused files).
  */
-int spool_load(const char *dir, const char *name, struct spool_msg *msg, struct buf *content_r,
-	       struct buf *err);
+int spool_load(const char *dir, const char *name, const char *id, struct spool_msg *msg,
+	       struct buf *content_r, struct buf *err);
 
 /*
  * Whether dir/name still holds queued message id, from its envelope alone
- * (the start of the file): 0 if the file is gone, free, or holds another
- * message; 1 if it holds id, or cannot be read for another reason (the
- * caller's own read reports that).
+ * (the start of the file): 1 if it holds id, or cannot be read for another
+ * reason than being gone (the caller's own read reports that); 0 if the
+ * file is gone; -1 if it is free or holds another message.
  */
 int spool_holds(const char *dir, const char *name, const char *id);
 

@@ -71,7 +71,7 @@ test_roundtrip(void **state)
 
 	make_msg(&m);
 	assert_int_equal(spool_write(NULL, dir, &m, body, sizeof(body) - 1, 0, &err), 0);
-	assert_int_equal(spool_load(dir, m.id, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, m.id, NULL, &got, &content, &err), 0);
 	assert_string_equal(got.mail_from, "sender@example.org");
 	assert_string_equal(got.envid, "ENV+2B1");
 	assert_int_equal(got.ret_hdrs, 1);
@@ -94,7 +94,7 @@ test_roundtrip(void **state)
 					    &err), 0);
 	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL,
 					    &err), 0);
-	assert_int_equal(spool_load(dir, m.id, &got, NULL, &err), 0);
+	assert_int_equal(spool_load(dir, m.id, NULL, &got, NULL, &err), 0);
 	assert_int_equal(got.rcpts[0].status, RCPT_DELIVERED);
 	assert_int_equal(got.rcpts[1].status, RCPT_DEFERRED);
 	assert_int_equal(got.rcpts[1].next_try, 1700000900);
@@ -307,7 +307,7 @@ test_recycle_reuses_file(void **state)
 	assert_int_equal(count_recycled(rname), 1);
 	assert_int_equal(inode_of(rname), ino);
 	assert_int_equal(first_byte(rname), 0);		/* free */
-	assert_int_equal(spool_load(dir, rname, &got, NULL, &err), SPOOL_INCOMPLETE);
+	assert_int_equal(spool_load(dir, rname, NULL, &got, NULL, &err), SPOOL_INCOMPLETE);
 
 	make_msg(&b);
 	assert_int_equal(spool_write_unsynced(pool, dir, &b, "short\r\n", 7, &fd, &err), 0);
@@ -320,7 +320,7 @@ test_recycle_reuses_file(void **state)
 	assert_int_equal(inode_of(rname), ino);
 	assert_int_equal(size_of(rname), len);		/* not cut */
 	assert_true(b.end < (uint64_t)len);
-	assert_int_equal(spool_load(dir, rname, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, rname, NULL, &got, &content, &err), 0);
 	assert_string_equal(got.id, b.id);		/* the id the file records */
 	assert_string_equal(spool_file(&got), rname);
 	assert_int_equal(got.end, b.end);
@@ -336,7 +336,7 @@ test_recycle_reuses_file(void **state)
 	/* b's own state goes after its end, over a's leftovers. */
 	assert_int_equal(spool_append_state(dir, &b, SPOOL_REC_DELIVERED, 1, 1, 0, NULL, NULL,
 					    &err), 0);
-	assert_int_equal(spool_load(dir, rname, &got, NULL, &err), 0);
+	assert_int_equal(spool_load(dir, rname, NULL, &got, NULL, &err), 0);
 	assert_int_equal(got.rcpts[0].status, RCPT_PENDING);
 	assert_int_equal(got.rcpts[1].status, RCPT_DELIVERED);
 	spool_msg_free(&got);
@@ -352,7 +352,7 @@ test_recycle_reuses_file(void **state)
 	assert_int_equal(fd, -1);
 	assert_int_equal(spool_sync(dir, &err), 0);
 	assert_string_equal(spool_file(&c), rname);
-	assert_int_equal(spool_load(dir, rname, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, rname, NULL, &got, &content, &err), 0);
 	assert_string_equal(got.id, c.id);
 	assert_int_equal(content.len, sizeof(huge));
 	spool_msg_free(&got);
@@ -407,7 +407,7 @@ test_write_kept(void **state)
 	assert_string_equal(spool_file(&c), rname);
 	assert_int_equal(spool_pool_count(pool), 0);
 	assert_int_equal(size_of(rname), len);
-	assert_int_equal(spool_load(dir, rname, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, rname, NULL, &got, &content, &err), 0);
 	assert_string_equal(got.id, c.id);
 	assert_int_equal(content.len, 6);
 	spool_msg_free(&got);
@@ -435,12 +435,23 @@ test_holds_and_large_kept(void **state)
 	spool_retire(pool, dir, spool_file(&a), 1, 1);
 	assert_int_equal(count_recycled(rname), 1);
 	assert_int_equal(spool_holds(dir, a.id, a.id), 0);	/* renamed away */
-	assert_int_equal(spool_holds(dir, rname, a.id), 0);	/* free */
+	assert_int_equal(spool_holds(dir, rname, a.id), -1);	/* free */
 	make_msg(&b);
 	assert_int_equal(spool_write(pool, dir, &b, "y", 1, 0, &err), 0);
 	assert_string_equal(spool_file(&b), rname);
-	assert_int_equal(spool_holds(dir, rname, a.id), 0);	/* another message */
+	assert_int_equal(spool_holds(dir, rname, a.id), -1);	/* another message */
 	assert_int_equal(spool_holds(dir, rname, b.id), 1);
+	/* Loading it as a's says so, and returns no content. */
+	struct spool_msg got;
+	struct buf content = BUF_INIT(0);
+	assert_int_equal(spool_load(dir, rname, a.id, &got, &content, &err), SPOOL_OTHER);
+	assert_non_null(strstr(buf_str(&err), "holds message"));
+	assert_int_equal(content.len, 0);
+	buf_reset(&err);
+	assert_int_equal(spool_load(dir, rname, b.id, &got, &content, &err), 0);
+	assert_int_equal(content.len, 1);
+	spool_msg_free(&got);
+	buf_free(&content);
 
 	/* State records past 256 KiB: freed, the file goes. */
 	char big[4000];
@@ -523,22 +534,22 @@ test_recycle_names_after_crash(void **state)
 	snprintf(from, sizeof(from), "%s/%s", dir, rname);
 	snprintf(to, sizeof(to), "%s/%s", dir, a.id);
 	assert_int_equal(rename(from, to), 0);		/* the retire's rename undone */
-	assert_int_equal(spool_load(dir, a.id, &got, NULL, &err), 0);
+	assert_int_equal(spool_load(dir, a.id, NULL, &got, NULL, &err), 0);
 	assert_string_equal(got.id, b.id);
 	assert_string_equal(spool_file(&got), a.id);
 	spool_msg_free(&got);
 	unlink(to);
 
 	write_v1(".r00000000000000aa", "0000000000000001");
-	assert_int_equal(spool_load(dir, ".r00000000000000aa", &got, NULL, &err),
+	assert_int_equal(spool_load(dir, ".r00000000000000aa", NULL, &got, NULL, &err),
 			 SPOOL_INCOMPLETE);
 	assert_non_null(strstr(buf_str(&err), "kept for reuse"));
 	write_v1("0000000000000002", "0000000000000001");
 	buf_reset(&err);
-	assert_int_equal(spool_load(dir, "0000000000000002", &got, NULL, &err), SPOOL_INCOMPLETE);
+	assert_int_equal(spool_load(dir, "0000000000000002", NULL, &got, NULL, &err), SPOOL_INCOMPLETE);
 	assert_non_null(strstr(buf_str(&err), "never rewritten"));
 	write_v1("0000000000000001", "0000000000000001");
-	assert_int_equal(spool_load(dir, "0000000000000001", &got, NULL, &err), 0);
+	assert_int_equal(spool_load(dir, "0000000000000001", NULL, &got, NULL, &err), 0);
 	assert_string_equal(got.id, "0000000000000001");	/* format 1 still read */
 	assert_int_equal(got.seed, 0);
 	spool_msg_free(&got);
@@ -578,14 +589,14 @@ test_recycle_killed_rewrite(void **state)
 	char to[256];
 	snprintf(to, sizeof(to), "%s/%s", dir, b.id);
 	assert_int_equal(rename(path, to), 0);
-	assert_int_equal(spool_load(dir, b.id, &got, NULL, &err), SPOOL_INCOMPLETE);
+	assert_int_equal(spool_load(dir, b.id, NULL, &got, NULL, &err), SPOOL_INCOMPLETE);
 	assert_non_null(strstr(buf_str(&err), "did not finish"));
 	/* The same file with its first byte in place is no message either. */
 	f = fopen(to, "r+");
 	assert_int_equal(fwrite("V", 1, 1, f), 1);
 	fclose(f);
 	buf_reset(&err);
-	assert_true(spool_load(dir, b.id, &got, NULL, &err) < 0);
+	assert_true(spool_load(dir, b.id, NULL, &got, NULL, &err) < 0);
 	unlink(to);
 	buf_free(&err);
 }
@@ -606,7 +617,7 @@ test_recycle_excl(void **state)
 	assert_int_equal(spool_write(NULL, dir, &n, "first", 5, 1, &err), 0);
 	assert_int_equal(spool_write(pool, dir, &n, "second", 6, 1, &err), 1);
 	assert_int_equal(spool_pool_count(pool), 1);
-	assert_int_equal(spool_load(dir, n.id, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, n.id, NULL, &got, &content, &err), 0);
 	assert_memory_equal(content.data, "first", 5);
 	spool_msg_free(&got);
 	buf_free(&content);
@@ -662,10 +673,10 @@ test_round(void **state)
 	assert_int_equal(spool_write_unsynced(pool, dir, &a, "first", 5, NULL, &err), 0);
 	assert_int_equal(spool_write_unsynced(pool, dir, &b, "second", 6, NULL, &err), 0);
 	assert_int_equal(spool_sync(dir, &err), 0);
-	assert_int_equal(spool_load(dir, a.id, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, a.id, NULL, &got, &content, &err), 0);
 	assert_memory_equal(content.data, "first", 5);
 	spool_msg_free(&got);
-	assert_int_equal(spool_load(dir, b.id, &got, &content, &err), 0);
+	assert_int_equal(spool_load(dir, b.id, NULL, &got, &content, &err), 0);
 	assert_memory_equal(content.data, "second", 6);
 	spool_msg_free(&got);
 	spool_retire(NULL, dir, a.id, 5, 1);
