@@ -309,8 +309,11 @@ conn_read_more(struct conn *c, size_t max)
 	while (have < max) {
 		size_t want = max - have < sizeof(chunk) ? max - have : sizeof(chunk);
 		ssize_t n = recv(fd, chunk, want, MSG_DONTWAIT);
-		if (n <= 0 || evbuffer_add(in, chunk, (size_t)n) < 0)
+		if (n <= 0)
 			break;	/* EOF and errors: the bufferevent sees them next */
+		/* Out of memory only, as for xmalloc(); the bytes left the socket. */
+		if (evbuffer_add(in, chunk, (size_t)n) < 0)
+			PANIC("evbuffer_add: out of memory");
 		have += (size_t)n;
 		if ((size_t)n < want)
 			break;	/* drained */

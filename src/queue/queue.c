@@ -57,8 +57,8 @@
 
 /*
  * The full-text indexing the queue's timer starts each second (store.h,
- * STORE_FTS_IDLE_MS) stops taking up new mailboxes after this long, so that
- * a stop never waits long for it.
+ * STORE_FTS_IDLE_MS) stops after this long, at the end of a transaction
+ * (STORE_FTS_CHUNK messages), so that a stop waits for one at most.
  */
 #define QUEUE_INDEX_BUDGET_MS 200
 /* Messages in one local delivery batch at most. */

@@ -888,6 +888,7 @@ store_open(const char *data_dir, const char *account, struct buf *err)
 	st->data_dir = xstrdup(data_dir);
 	st->root = xasprintf("%s/mail/%s/%s", data_dir, domain, local);
 	st->root_fd = -1;
+	st->fts_backlog = 1;	/* unknown until looked: a closed handle's queue may wait */
 	if (xsnprintf(path, sizeof(path), "%s/msg", st->root) < 0) {
 		store_fail(st, STORE_ERR_INTERNAL, "path too long");
 		goto fail;

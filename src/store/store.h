@@ -282,10 +282,12 @@ void store_set_notify(store_notify_fn fn, void *arg);
  *  - by every store_fts_search() before it looks, so no search misses a
  *    message;
  *  - when the account's deliveries pause: store_pool_index_idle(), which the
- *    mail queue runs every second, indexes the handles in the pool that
- *    nobody has used for STORE_FTS_IDLE_MS. Indexing is background work, as
- *    in Dovecot's indexer: a burst of mail is delivered first and indexed
- *    after, instead of each delivery batch waiting for tokenising;
+ *    mail queue runs every second, indexes the handles in the pool whose
+ *    account no handle in the pool has been used for STORE_FTS_IDLE_MS.
+ *    Indexing is background work, as in Dovecot's indexer: a burst of mail
+ *    is delivered first and indexed after, instead of each delivery batch
+ *    waiting for tokenising. A new handle is assumed to have messages
+ *    waiting (a closed handle, or a restart, may have left some);
  *  - by the add that makes it STORE_FTS_BATCH long, which bounds what a
  *    search may have to index when mail never pauses.
  * Index transactions need no flush of their own: a crash loses index rows
@@ -338,11 +340,14 @@ void store_pool_drain(void);
 /* How many handles wait idle now. */
 size_t store_pool_idle(void);
 /*
- * Fill the full-text index of the idle handles that have messages waiting
- * and have not been used for idle_ms, oldest first (see STORE_FTS_BATCH),
- * until budget_ms has passed: the handle being indexed then is finished, the
- * rest wait for the next call. Each is taken out of the pool while it is
- * indexed. Blocking: run it on a worker thread. Returns the messages indexed.
+ * Fill the full-text index of the idle handles that may have messages
+ * waiting and whose account's pooled handles have not been used for
+ * idle_ms, oldest first (see STORE_FTS_BATCH), STORE_FTS_CHUNK messages per
+ * transaction, until budget_ms has passed (a transaction under way is
+ * finished; SQLite's busy timeout can make one long): what is left waits for
+ * the next call. Each handle is out of the pool while it is indexed and goes
+ * back to its place in the LRU order. Blocking: run it on a worker thread.
+ * Returns the messages indexed.
  */
 int64_t store_pool_index_idle(int64_t idle_ms, int64_t budget_ms);
 

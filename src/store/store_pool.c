@@ -107,6 +107,32 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 	return st != NULL ? st : store_open(data_dir, account, err);
 }
 
+/* Back into the list: at the head, just used; or at the tail, its place in the LRU order kept. */
+static void
+pool_return(struct store *st, bool used)
+{
+	pthread_mutex_lock(&pool.lock);
+	if (used) {
+		st->put_us = util_mono_us();
+		st->pool_next = pool.head;
+		if (pool.head)
+			pool.head->pool_prev = st;
+		else
+			pool.tail = st;
+		pool.head = st;
+	} else {
+		st->pool_prev = pool.tail;
+		if (pool.tail)
+			pool.tail->pool_next = st;
+		else
+			pool.head = st;
+		pool.tail = st;
+	}
+	pool.n++;
+	pthread_mutex_unlock(&pool.lock);
+	pool_shrink(false);
+}
+
 void
 store_pool_put(struct store **stp)
 {
@@ -122,23 +148,24 @@ store_pool_put(struct store **stp)
 		return;
 	}
 	store_clear_error(st);
-	st->put_us = util_mono_us();
-	pthread_mutex_lock(&pool.lock);
-	st->pool_next = pool.head;
-	if (pool.head)
-		pool.head->pool_prev = st;
-	else
-		pool.tail = st;
-	pool.head = st;
-	pool.n++;
-	pthread_mutex_unlock(&pool.lock);
-	pool_shrink(false);
+	pool_return(st, true);
+}
+
+/* Whether e's account has a pooled handle used within the last idle_us (under the lock). */
+static bool
+pool_account_busy(const struct store *e, int64_t now, int64_t idle_us)
+{
+	for (const struct store *f = pool.head; f; f = f->pool_next)
+		if (f != e && now - f->put_us < idle_us && strcasecmp(f->account, e->account) == 0 &&
+		    strcmp(f->data_dir, e->data_dir) == 0)
+			return true;
+	return false;
 }
 
 int64_t
 store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 {
-	int64_t done = 0, start = util_mono_us();
+	int64_t done = 0, start = util_mono_us(), idle_us = idle_ms * 1000;
 
 	for (;;) {
 		struct store *st = NULL;
@@ -146,23 +173,33 @@ store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 
 		if (now - start > budget_ms * 1000)
 			return done;
-
 		pthread_mutex_lock(&pool.lock);
 		for (struct store *e = pool.tail; e; e = e->pool_prev)
-			if (e->fts_backlog && now - e->put_us >= idle_ms * 1000) {
+			if (e->fts_backlog && now - e->put_us >= idle_us &&
+			    !pool_account_busy(e, now, idle_us)) {
 				st = pool_take(e);
 				break;
 			}
 		pthread_mutex_unlock(&pool.lock);
 		if (st == NULL)
 			return done;
-		/* Cleared even on failure: the next delivery, or a search, tries again. */
-		st->fts_backlog = 0;
-		int64_t n = store_fts_catch_up(st, 0);
+		/* A chunk at a time, so that the budget bounds the work of one call. */
+		int64_t n;
+		do {
+			n = store_fts_catch_up(st, STORE_FTS_CHUNK);
+			if (n > 0)
+				done += n;
+		} while (n == STORE_FTS_CHUNK && util_mono_us() - start <= budget_ms * 1000);
 		if (n < 0)
 			log_error("store %s: full-text index: %s", st->account, store_errstr(st));
-		else
-			done += n;
-		store_pool_put(&st);
+		/* Done, or failed (the next delivery or search tries again); else more next time. */
+		st->fts_backlog = n == STORE_FTS_CHUNK;
+		store_rollback(st);
+		if (st->err == STORE_ERR_INTERNAL) {
+			store_close(&st);
+			continue;
+		}
+		store_clear_error(st);
+		pool_return(st, false);
 	}
 }

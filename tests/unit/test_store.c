@@ -1328,7 +1328,8 @@ test_fts_deferred(void **state)
 /*
  * store_pool_index_idle() indexes the queues of pooled handles left unused
  * for the given time, and only those: not a handle on loan, not one used
- * more recently, not one with nothing queued.
+ * more recently, not one whose account another handle used more recently,
+ * not one with nothing queued.
  */
 static void
 test_fts_idle(void **state)
@@ -1368,6 +1369,33 @@ test_fts_idle(void **state)
 	/* Nothing queued: nothing to do, even after a read-only use. */
 	store_pool_put(&a);
 	assert_int_equal(store_pool_index_idle(0, 1000), 0);
+
+	/* A queue left by a handle since closed (a restart): a new handle finds it. */
+	a = store_pool_get(fx->dir, ACCOUNT, &err);
+	deliver(a, NULL, NULL, "newt");
+	store_close(&a);
+	store_pool_drain();
+	a = store_pool_get(fx->dir, ACCOUNT, &err);
+	store_pool_put(&a);
+	assert_int_equal(store_pool_index_idle(0, 1000), 1);
+	assert_int_equal(count_rows(fx->dir, "fts"), 3);
+
+	/*
+	 * The account counts, not the handle: an idle handle with a queue is
+	 * left alone while another handle of the same account was used within
+	 * the idle time (a delivery going on).
+	 */
+	a = store_pool_get(fx->dir, ACCOUNT, &err);
+	struct store *b = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_ptr_not_equal(a, b);
+	deliver(a, NULL, NULL, "skink");
+	store_pool_put(&a);
+	usleep(1100 * 1000);
+	store_pool_put(&b);
+	assert_int_equal(store_pool_index_idle(1000, 1000), 0);
+	usleep(1100 * 1000);
+	assert_int_equal(store_pool_index_idle(1000, 1000), 1);
+	assert_int_equal(count_rows(fx->dir, "fts"), 4);
 	store_pool_drain();
 	buf_free(&err);
 }
