@@ -107,10 +107,20 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 	return st != NULL ? st : store_open(data_dir, account, err);
 }
 
-/* Back into the list: at the head, just used; or at the tail, its place in the LRU order kept. */
+/*
+ * Back into the list: at the head, just used; or at the tail, its place in
+ * the LRU order kept. A handle that failed inside SQLite or the file system
+ * is closed instead (the next use starts afresh).
+ */
 static void
 pool_return(struct store *st, bool used)
 {
+	store_rollback(st);
+	if (st->err == STORE_ERR_INTERNAL) {
+		store_close(&st);
+		return;
+	}
+	store_clear_error(st);
 	pthread_mutex_lock(&pool.lock);
 	if (used) {
 		st->put_us = util_mono_us();
@@ -141,13 +151,6 @@ store_pool_put(struct store **stp)
 	if (st == NULL)
 		return;
 	*stp = NULL;
-	store_rollback(st);
-	/* A handle that failed inside SQLite or the file system starts afresh. */
-	if (st->err == STORE_ERR_INTERNAL) {
-		store_close(&st);
-		return;
-	}
-	store_clear_error(st);
 	pool_return(st, true);
 }
 
@@ -194,12 +197,6 @@ store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 			log_error("store %s: full-text index: %s", st->account, store_errstr(st));
 		/* Done, or failed (the next delivery or search tries again); else more next time. */
 		st->fts_backlog = n == STORE_FTS_CHUNK;
-		store_rollback(st);
-		if (st->err == STORE_ERR_INTERNAL) {
-			store_close(&st);
-			continue;
-		}
-		store_clear_error(st);
 		pool_return(st, false);
 	}
 }
