@@ -1284,16 +1284,16 @@ struct submit_round {
 #define QUEUE_NOW_MAX_BYTES ((size_t)256 * 1024)
 
 /*
- * Make a message written alone over a kept file durable: its data pages and
- * a flush (spool_sync_kept()). 0, or -1 with s->err set and the file freed
- * (never acknowledged).
+ * Make a lone message written over a kept file durable: its data alone, one
+ * fdatasync(2) of fd. 0, or -1 with s->err set and the file freed (never
+ * acknowledged).
  */
 static int
 submit_flush_one(struct queue *q, struct submit_job *s, int fd)
 {
-	if (spool_sync_kept(q->spool, fd, s->msg.end) == 0)
+	if (fdatasync(fd) == 0)
 		return 0;
-	buf_printf(&s->err, "sync of %s/%s failed: %s", q->dir, spool_file(&s->msg),
+	buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", q->dir, spool_file(&s->msg),
 		   strerror(errno));
 	spool_retire(NULL, q->dir, spool_file(&s->msg), 0, 0);
 	return -1;
@@ -1314,8 +1314,8 @@ submit_round_work(void *arg)
 					     s->content.len, r->list->next ? NULL : &fd, &s->err);
 	/*
 	 * A lone message written over a kept file within its length changed
-	 * no metadata: its data alone is what must reach the disk
-	 * (spool_sync_kept()). Anything else takes one flush of the whole filesystem,
+	 * no metadata: its data alone, one fdatasync(2), is what must reach
+	 * the disk. Anything else takes one flush of the whole filesystem,
 	 * shared with whoever needs one at the same moment.
 	 */
 	for (s = r->list; s; s = s->next) {

@@ -65,7 +65,7 @@ void queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
  * queue_submit() for a message whose session is the only one (no other
  * could share its flush). When no round is running or gathering, the spool's
  * recent flushes were fast (QUEUE_NOW_MAX_US) and the message fits in a kept
- * spool file, it is written and flushed (spool_sync_kept()) on the calling loop
+ * spool file, it is written and flushed (one fdatasync) on the calling loop
  * thread: a worker round would cost two thread wake-ups, more than such a
  * flush. Then 1 is returned, done is not called, and id (QUEUE_ID_LEN + 1
  * bytes) is set, or err if the write failed (answer 451). Otherwise the

@@ -30,7 +30,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #define SPOOL_MAX_FILE ((size_t)1 << 31)
@@ -38,9 +37,6 @@
 /* Larger files are removed after delivery, not kept for reuse. */
 #define SPOOL_RECYCLE_SIZE ((size_t)256 * 1024)
 #define SPOOL_POOL_NAME 20	/* ".r" + 16 hex digits + NUL, rounded */
-/* statfs(2) f_type of the filesystems spool_sync_kept() may flush through .barrier. */
-#define SPOOL_EXT4_MAGIC 0xEF53
-#define SPOOL_XFS_MAGIC 0x58465342
 
 struct spool_pool {
 	pthread_mutex_t mu;
@@ -49,7 +45,6 @@ struct spool_pool {
 	uint64_t *sizes;	/* each file's length: written over within it, no metadata */
 	size_t n, max;
 	uint64_t seq;
-	int barrier_fd;		/* dir/.barrier, never written: fdatasync(2) of it is a flush */
 };
 
 const char *
@@ -77,36 +72,7 @@ spool_pool_new(const char *dir, size_t max)
 	p->sizes = xcalloc(max ? max : 1, sizeof(*p->sizes));
 	/* Names of this run cannot meet those of an earlier one still in the directory. */
 	p->seq = (uint64_t)util_now_ms() << 16;
-	/*
-	 * Made durable once, with its name; from then on nothing of it is ever
-	 * dirty. Only where fdatasync(2) of a clean file is known to flush the
-	 * disk's cache all the same (ext4 and XFS; btrfs may return at once).
-	 */
-	char path[4096];
-	struct statfs sf;
-	p->barrier_fd = -1;
-	if (statfs(dir, &sf) == 0 &&
-	    (sf.f_type == SPOOL_EXT4_MAGIC || sf.f_type == SPOOL_XFS_MAGIC) &&
-	    xsnprintf(path, sizeof(path), "%s/.barrier", dir) >= 0) {
-		p->barrier_fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (p->barrier_fd >= 0 && fsbarrier_sync(p->barrier_fd) < 0) {
-			close(p->barrier_fd);
-			p->barrier_fd = -1;
-		}
-	}
 	return p;
-}
-
-int
-spool_sync_kept(struct spool_pool *pool, int fd, uint64_t len)
-{
-	if (pool == NULL || pool->barrier_fd < 0)
-		return fdatasync(fd);
-	if (sync_file_range(fd, 0, (off_t)len,
-			    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-				SYNC_FILE_RANGE_WAIT_AFTER) < 0)
-		return -1;
-	return fdatasync(pool->barrier_fd);
 }
 
 void
@@ -117,8 +83,6 @@ spool_pool_free(struct spool_pool **pp)
 	if (p == NULL)
 		return;
 	pthread_mutex_destroy(&p->mu);
-	if (p->barrier_fd >= 0)
-		close(p->barrier_fd);
 	free(p->names);
 	free(p->sizes);
 	free(p->dir);

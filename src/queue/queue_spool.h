@@ -10,7 +10,7 @@
  * message can never pass for this one's. A new file is written in place
  * under its id (O_EXCL: never replacing an existing file); a reused one
  * keeps its hidden name (see spool_pool below). The group-commit barrier
- * (core/fsbarrier), or spool_sync_kept() for a lone message written over a
+ * (core/fsbarrier), or fdatasync(2) for a lone message written over a
  * reused file without growing it, makes it durable, and only then is the
  * message acknowledged. Its envelope and content records end with an 'E'
  * record: a file without one is still being written, or was when the daemon
@@ -105,7 +105,7 @@ void spool_new_id(char out[QUEUE_ID_LEN + 1]);
  * written over it in place: same name, same blocks, first byte last over a
  * 0 written first, never cut shorter (records left beyond the new end fail
  * the new message's seeded crcs). Written over within its old length, a file
- * needs no metadata on disk, only its data (spool_sync_kept()). A hidden file
+ * needs no metadata on disk, only its data: one fdatasync(2). A hidden file
  * whose first byte is not 0 holds a queued message. Freeing a file and
  * writing over it take its flock(2), which `surat queue delete` holds while
  * it checks what a file holds and unlinks it. A kept file that grew past
@@ -152,29 +152,18 @@ int spool_write(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
  * none of them is durable (nor may be acknowledged) before spool_sync(dir)
  * returns 0. After a failed sync, spool_retire(NULL, ...) each of them.
  * If fd_r is given and the message went over a reused file without growing
- * it, *fd_r is that file, still open, and spool_sync_kept() alone makes the
+ * it, *fd_r is that file, still open, and fdatasync(*fd_r) alone makes the
  * message durable; else *fd_r is -1. The caller closes it.
  */
 int spool_write_unsynced(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 			 const char *content, size_t len, int *fd_r, struct buf *err);
 /*
  * spool_write_unsynced() over a kept file the message fits in, or nothing:
- * 0 with *fd_r open (spool_sync_kept() makes it durable; the caller closes
+ * 0 with *fd_r open (fdatasync(*fd_r) makes it durable; the caller closes
  * it), 1 if the pool has no such file (nothing written), -1 with err set.
  */
 int spool_write_kept(struct spool_pool *pool, const char *dir, struct spool_msg *msg,
 		     const char *content, size_t len, int *fd_r, struct buf *err);
-/*
- * Make durable the first len bytes of a kept file written over within its
- * length (fd from spool_write_unsynced() or spool_write_kept()): its data
- * pages are written and waited for (sync_file_range(2)), then the disk's
- * cache is flushed by an fdatasync(2) of the pool's .barrier file, which is
- * never dirty. fdatasync(fd) would also write the file's inode, whose
- * timestamps every write changes (and whose table block other inodes share),
- * one more synchronous write before the flush, for nothing a crash needs:
- * the length and the blocks are those the file had. 0 or -1 with errno.
- */
-int spool_sync_kept(struct spool_pool *pool, int fd, uint64_t len);
 int spool_sync(const char *dir, struct buf *err);
 
 /* spool_parse() and spool_load(): no end record yet (being written, or torn). */
