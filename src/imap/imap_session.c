@@ -44,6 +44,8 @@
 #define BAD_MAX 10		    /* bad commands before BYE */
 #define OUT_HIGH (4u * 1024 * 1024) /* stop reading above this much pending output */
 #define OUT_LOW (256u * 1024)	    /* resume below this */
+/* conn_read_more(): input read ahead at most, as in SMTP (SMTP_IN_MAX). */
+#define IMAP_READ_MORE_MAX ((size_t)256 * 1024)
 #define PREAUTH_TIMEOUT 60	    /* seconds, before login */
 #define IDLE_TICK 30	       /* seconds between polls in IDLE, for changes by other processes */
 #define IDLE_KEEPALIVE_TICKS 4 /* "* OK Still here" every 2 minutes */
@@ -1518,6 +1520,9 @@ imap_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct imap_sess *s = c->proto;
 
+	/* A full 4 KB read says more may wait (an APPEND's literal): take it now. */
+	if (evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
+		conn_read_more(c, IMAP_READ_MORE_MAX);
 	imap_hold(s);
 	imap_process(s);
 	imap_release(s);
