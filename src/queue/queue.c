@@ -1626,6 +1626,13 @@ queue_new(struct server *srv, struct buf *err)
 			dropped++;
 			continue;
 		}
+		uint64_t fsize;
+		if (kept && spool_is_free(q->dir, de->d_name, &fsize)) {
+			/* Free by its first byte: kept again (or removed if too many), unread. */
+			if (!spool_pool_adopt(q->spool, de->d_name, fsize))
+				unlink(path);
+			continue;
+		}
 		struct spool_msg m;
 		struct buf e = BUF_INIT(0);
 		int lr = strlen(de->d_name) > QUEUE_ID_LEN ? -1

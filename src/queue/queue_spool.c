@@ -796,6 +796,25 @@ spool_load(const char *dir, const char *name, const char *id, struct spool_msg *
 	return rc;
 }
 
+int
+spool_is_free(const char *dir, const char *name, uint64_t *size_r)
+{
+	char path[4096], c = 1;
+	struct stat st;
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
+		return 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	ssize_t n = pread(fd, &c, 1, 0);
+	int is_free = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (n == 0 || (n == 1 && c == 0));
+	close(fd);
+	if (is_free)
+		*size_r = (uint64_t)st.st_size;
+	return is_free;
+}
+
 /* Enough of a file for its 'V' and 'H' records (the envelope is small). */
 #define SPOOL_HEAD_READ 16384
 

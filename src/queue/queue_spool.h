@@ -128,6 +128,14 @@ size_t spool_pool_count(struct spool_pool *pool);
 int spool_reused_name(const char *name);
 
 /*
+ * Whether dir/name is free by its first byte alone (0, or an empty file), so
+ * that start-up need not read and parse a kept file to learn it holds no
+ * message: 1 free, with *size_r its length; 0 not free, or unreadable (the
+ * caller's full read tells which).
+ */
+int spool_is_free(const char *dir, const char *name, uint64_t *size_r);
+
+/*
  * The message in file (of pool's directory) is delivered: keep the file
  * (size octets of content) for reuse, or remove it if the pool is full, the
  * file large, or named is 0 (written before files recorded their id). No

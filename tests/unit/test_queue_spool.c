@@ -436,11 +436,16 @@ test_holds_and_large_kept(void **state)
 	assert_int_equal(count_recycled(rname), 1);
 	assert_int_equal(spool_holds(dir, a.id, a.id), 0);	/* renamed away */
 	assert_int_equal(spool_holds(dir, rname, a.id), -1);	/* free */
+	uint64_t fsize = 0;
+	assert_int_equal(spool_is_free(dir, rname, &fsize), 1);	/* by its first byte */
+	assert_int_equal(fsize, (uint64_t)size_of(rname));
+	assert_int_equal(spool_is_free(dir, a.id, &fsize), 0);	/* gone */
 	make_msg(&b);
 	assert_int_equal(spool_write(pool, dir, &b, "y", 1, 0, &err), 0);
 	assert_string_equal(spool_file(&b), rname);
 	assert_int_equal(spool_holds(dir, rname, a.id), -1);	/* another message */
 	assert_int_equal(spool_holds(dir, rname, b.id), 1);
+	assert_int_equal(spool_is_free(dir, rname, &fsize), 0);	/* holds b */
 	/* Loading it as a's says so, and returns no content. */
 	struct spool_msg got;
 	struct buf content = BUF_INIT(0);
