@@ -294,6 +294,8 @@ conn_starttls(struct conn *c)
 	return 0;
 }
 
+#define CONN_EV_READ 4096
+
 void
 conn_read_more(struct conn *c, size_t max)
 {
@@ -302,7 +304,9 @@ conn_read_more(struct conn *c, size_t max)
 	size_t have = evbuffer_get_length(in);
 	char chunk[16384];	/* on the stack: a reserved 64 KB chunk would be an mmap */
 
-	if (c->tls || fd < 0 || !(bufferevent_get_enabled(c->bev) & EV_READ))
+	/* Less than libevent 2.1's one read (EVBUFFER_MAX_READ): the socket was drained. */
+	if (have < CONN_EV_READ || c->tls || fd < 0 ||
+	    !(bufferevent_get_enabled(c->bev) & EV_READ))
 		return;
 	/* The bufferevent keeps its input's end frozen but while it reads; so do we. */
 	evbuffer_unfreeze(in, 0);

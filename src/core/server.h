@@ -120,9 +120,10 @@ int conn_starttls(struct conn *c);
  * holds max bytes; for a protocol in the middle of bulk input (a message's
  * content). libevent 2.1 reads at most 4096 bytes per readiness
  * event (EVBUFFER_MAX_READ), each costing a trip through epoll_wait, ioctl
- * and readv: a 4 KB message plus its headers took two, a 1 MB one 256. A
- * plaintext connection only (TLS records are read by the TLS bufferevent),
- * and only while reading is enabled. Called from a read callback, whose
+ * and readv: a 4 KB message plus its headers took two, a 1 MB one 256. Only
+ * when the input holds at least such a full read (else the socket was
+ * drained), on a plaintext connection (TLS records are read by the TLS
+ * bufferevent), while reading is enabled. Called from a read callback, whose
  * caller must then go on processing the input as usual.
  */
 void conn_read_more(struct conn *c, size_t max);

@@ -1520,9 +1520,8 @@ imap_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct imap_sess *s = c->proto;
 
-	/* A full 4 KB read says more may wait (an APPEND's literal): take it now. */
-	if (evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
-		conn_read_more(c, IMAP_READ_MORE_MAX);
+	/* An APPEND's literal, say: take all the socket has. */
+	conn_read_more(c, IMAP_READ_MORE_MAX);
 	imap_hold(s);
 	imap_process(s);
 	imap_release(s);

@@ -1276,7 +1276,7 @@ struct submit_round {
 /* Larger messages are written in a job of their own: a round waits for none of them. */
 #define QUEUE_ROUND_MAX_BYTES ((size_t)1 << 20)
 /*
- * queue_submit_now() writes a message on the caller's thread only while the
+ * queue_submit_lone() writes a message on the caller's thread only while the
  * spool's recent rounds took less than this, and only a message this small:
  * the loop must never wait long on the disk.
  */

@@ -285,7 +285,7 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 /*
  * SMTP sessions alive (all on the loop thread). A message arriving while
  * its session is the only one has nobody to share a spool flush with: it
- * may be written on the loop (queue_submit_now).
+ * may be written on the loop (queue_submit_lone).
  */
 static unsigned smtp_nsessions;
 
@@ -1527,9 +1527,8 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct smtp_sess *s = c->proto;
 
-	/* Message content: take all the socket has (a full 4 KB read says more may wait). */
-	if ((s->state == ST_DATA || s->state == ST_BDAT) &&
-	    evbuffer_get_length(bufferevent_get_input(bev)) >= 4096)
+	/* Message content: take all the socket has. */
+	if (s->state == ST_DATA || s->state == ST_BDAT)
 		conn_read_more(c, SMTP_IN_MAX);
 	smtp_hold(s);
 	smtp_process(s);
