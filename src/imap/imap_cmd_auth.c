@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/tls.h"
+#include "smtp/smtp_proto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,74 +266,23 @@ imap_cmd_login(struct imap_sess *s, const struct imap_arg *args)
 	imap_login_start(s, user, ulen, pass, plen, "LOGIN");
 }
 
-/* Strict base64 (RFC 4648, padding required) into out; -1 on bad input. */
-static int
-imap_b64_decode(const char *in, size_t len, unsigned char *out, size_t outmax, size_t *n_r)
-{
-	static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t n = 0;
-
-	if (len % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			char ch = in[i + k];
-			if (ch == '=' && i + 4 == len && k >= 2) {
-				v[k] = 0;
-				pad++;
-				continue;
-			}
-			const char *p = ch ? strchr(al, ch) : NULL;
-			if (p == NULL || pad)
-				return -1;
-			v[k] = (int)(p - al);
-		}
-		unsigned w = (unsigned)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
-		unsigned char b[3] = {(unsigned char)(w >> 16), (unsigned char)(w >> 8),
-				      (unsigned char)w};
-		for (int k = 0; k < 3 - pad; k++) {
-			if (n >= outmax)
-				return -1;
-			out[n++] = b[k];
-		}
-	}
-	*n_r = n;
-	return 0;
-}
-
 /* A PLAIN response (base64); starts the login or finishes the command. */
 static void
 imap_sasl_plain(struct imap_sess *s, const char *b64, size_t len)
 {
-	unsigned char dec[3 * CRED_MAX + 8];
-	size_t n = 0;
+	struct smtp_sasl_plain p;
+	struct smtp_error e;
 
-	if (imap_b64_decode(b64, len, dec, sizeof(dec), &n) < 0) {
-		imap_done(s, "BAD", "Invalid base64 in the AUTHENTICATE response");
+	if (smtp_sasl_plain_decode(b64, len, &p, &e) < 0) {
+		imap_done(s, e.code == SMTP_ERR_SASL_AUTHZID ? "NO" : "BAD",
+			  e.code == SMTP_ERR_BASE64 ? "Invalid base64 in the AUTHENTICATE response"
+			  : e.code == SMTP_ERR_SASL_AUTHZID
+			      ? "[AUTHORIZATIONFAILED] Cannot act as another user"
+			      : "Malformed PLAIN response: authzid NUL authcid NUL password");
 		return;
 	}
-	/* authzid NUL authcid NUL passwd */
-	unsigned char *z1 = memchr(dec, '\0', n);
-	unsigned char *z2 = z1 ? memchr(z1 + 1, '\0', n - (size_t)(z1 + 1 - dec)) : NULL;
-	if (z1 == NULL || z2 == NULL) {
-		util_wipe(dec, sizeof(dec));
-		imap_done(s, "BAD", "Malformed PLAIN response: authzid NUL authcid NUL password");
-		return;
-	}
-	const char *authz = (const char *)dec;
-	size_t zlen = (size_t)(z1 - dec);
-	const char *user = (const char *)z1 + 1;
-	size_t ulen = (size_t)(z2 - z1 - 1);
-	const char *pass = (const char *)z2 + 1;
-	size_t plen = n - (size_t)(z2 + 1 - dec);
-	if (zlen > 0 && (zlen != ulen || memcmp(authz, user, ulen) != 0)) {
-		util_wipe(dec, sizeof(dec));
-		imap_done(s, "NO", "[AUTHORIZATIONFAILED] Cannot act as another user");
-		return;
-	}
-	imap_login_start(s, user, ulen, pass, plen, "PLAIN");
-	util_wipe(dec, sizeof(dec));
+	imap_login_start(s, p.authcid, strlen(p.authcid), p.passwd, strlen(p.passwd), "PLAIN");
+	smtp_sasl_plain_wipe(&p);
 }
 
 void

@@ -242,9 +242,12 @@ def test_login_and_authenticate(srv):
     c = RawImap(srv.port("imap"))
     tagged, _ = c.cmd("AUTHENTICATE PLAIN " +
                       base64.b64encode(b"bob@example.test\0alice@example.test\0alice-pw").decode())
-    assert " NO " in tagged
+    assert " NO [AUTHORIZATIONFAILED]" in tagged, tagged
     tagged, _ = c.cmd("AUTHENTICATE PLAIN !!!!")
     assert " BAD " in tagged
+    # One field only, no NULs: a malformed PLAIN message, not a failed login.
+    tagged, _ = c.cmd("AUTHENTICATE PLAIN " + base64.b64encode(b"alice-pw").decode())
+    assert " BAD Malformed PLAIN" in tagged, tagged
     tagged, _ = c.cmd("AUTHENTICATE CRAM-MD5")
     assert " NO " in tagged
     # Three failed logins end the session.
