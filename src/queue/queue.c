@@ -1577,7 +1577,7 @@ queue_timer(evutil_socket_t fd, short what, void *arg)
 	flush_check(q);
 	queue_tick(fd, what, q);
 	/* Full-text indexing of the mailboxes whose deliveries paused (store.h). */
-	if (!q->indexing && !q->srv->stopping) {
+	if (!q->indexing && !q->srv->stopping && store_pool_index_waiting()) {
 		q->indexing = 1;
 		worker_submit(q->pool, index_work, index_done, q);
 	}

@@ -282,7 +282,8 @@ void store_set_notify(store_notify_fn fn, void *arg);
  *  - by every store_fts_search() before it looks, so no search misses a
  *    message;
  *  - when the account's deliveries pause: store_pool_index_idle(), which the
- *    mail queue runs every second, indexes the handles in the pool whose
+ *    mail queue runs each second some pooled handle has messages waiting
+ *    (store_pool_index_waiting()), indexes the handles in the pool whose
  *    account no handle in the pool has been used for STORE_FTS_IDLE_MS.
  *    Indexing is background work, as in Dovecot's indexer: a burst of mail
  *    is delivered first and indexed after, instead of each delivery batch
@@ -350,6 +351,11 @@ size_t store_pool_idle(void);
  * Returns the messages indexed.
  */
 int64_t store_pool_index_idle(int64_t idle_ms, int64_t budget_ms);
+/*
+ * Whether an idle handle may have messages waiting for the index: the
+ * caller starts store_pool_index_idle() only then (never blocks).
+ */
+int store_pool_index_waiting(void);
 
 /* --- delivery --- */
 

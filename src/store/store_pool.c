@@ -165,6 +165,18 @@ pool_account_busy(const struct store *e, int64_t now, int64_t idle_us)
 	return false;
 }
 
+int
+store_pool_index_waiting(void)
+{
+	int any = 0;
+
+	pthread_mutex_lock(&pool.lock);
+	for (const struct store *e = pool.head; e && !any; e = e->pool_next)
+		any = e->fts_backlog;
+	pthread_mutex_unlock(&pool.lock);
+	return any;
+}
+
 int64_t
 store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 {

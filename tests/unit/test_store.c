@@ -1346,11 +1346,13 @@ test_fts_idle(void **state)
 	assert_int_equal(store_fts_pending(a), 2);
 
 	/* On loan: left alone. */
+	assert_int_equal(store_pool_index_waiting(), 0);
 	assert_int_equal(store_pool_index_idle(0, 1000), 0);
 	assert_int_equal(store_fts_pending(a), 2);
 
 	/* Back in the pool but used just now: left alone for a long idle time. */
 	store_pool_put(&a);
+	assert_int_equal(store_pool_index_waiting(), 1);
 	assert_int_equal(store_pool_index_idle(3600 * 1000, 1000), 0);
 	assert_int_equal(count_rows(fx->dir, "fts"), 0);
 
@@ -1362,6 +1364,7 @@ test_fts_idle(void **state)
 	assert_int_equal(store_pool_index_idle(0, 1000), 2);
 	assert_int_equal(count_rows(fx->dir, "fts"), 2);
 	assert_int_equal(store_pool_idle(), 1);
+	assert_int_equal(store_pool_index_waiting(), 0);
 	a = store_pool_get(fx->dir, ACCOUNT, &err);
 	assert_int_equal(store_fts_pending(a), 0);
 	assert_int_equal(fts_hits(a, "gecko"), 2);
@@ -1377,8 +1380,10 @@ test_fts_idle(void **state)
 	store_pool_drain();
 	a = store_pool_get(fx->dir, ACCOUNT, &err);
 	store_pool_put(&a);
+	assert_int_equal(store_pool_index_waiting(), 1);
 	assert_int_equal(store_pool_index_idle(0, 1000), 1);
 	assert_int_equal(count_rows(fx->dir, "fts"), 3);
+	assert_int_equal(store_pool_index_waiting(), 0);
 
 	/*
 	 * The account counts, not the handle: an idle handle with a queue is
