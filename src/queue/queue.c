@@ -1626,24 +1626,22 @@ queue_new(struct server *srv, struct buf *err)
 			dropped++;
 			continue;
 		}
-		uint64_t fsize;
-		if (kept && spool_is_free(q->dir, de->d_name, &fsize)) {
-			/* Free by its first byte: kept again (or removed if too many), unread. */
-			if (!spool_pool_adopt(q->spool, de->d_name, fsize))
-				unlink(path);
-			continue;
-		}
+		uint64_t fsize = 0;
+		int is_free = kept && spool_is_free(q->dir, de->d_name, &fsize);
 		struct spool_msg m;
 		struct buf e = BUF_INIT(0);
-		int lr = strlen(de->d_name) > QUEUE_ID_LEN ? -1
-							   : spool_load(q->dir, de->d_name, NULL, &m, NULL, &e);
+		int lr = is_free ? SPOOL_INCOMPLETE
+			 : strlen(de->d_name) > QUEUE_ID_LEN
+			     ? -1
+			     : spool_load(q->dir, de->d_name, NULL, &m, NULL, &e);
 		if (lr == SPOOL_INCOMPLETE && kept) {
-			/* Free (or a rewrite that never finished): kept again, or
-			 * removed if too many. */
+			/* Free by its first byte (left unread), or a rewrite that never
+			 * finished: kept again, or removed if too many. */
 			struct stat st;
 			buf_free(&e);
-			if (stat(path, &st) < 0 ||
-			    !spool_pool_adopt(q->spool, de->d_name, (uint64_t)st.st_size))
+			if (!is_free)
+				fsize = stat(path, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
+			if (fsize == UINT64_MAX || !spool_pool_adopt(q->spool, de->d_name, fsize))
 				unlink(path);
 			continue;
 		}
