@@ -402,20 +402,25 @@ rcpt_final(const struct spool_rcpt *rc)
 }
 
 /*
- * Whether the delay warning is due: the message is old enough and no
- * recipient is still untried (its first attempt, still running, may yet
- * defer it: asked before, the answer "nothing delayed" would be final).
+ * When m's delay warning falls due: INT64_MAX if sent already, turned off,
+ * or a recipient is still untried (its first attempt, still running, may
+ * yet defer it: asked before, the answer "nothing delayed" would be final).
  */
+static int64_t
+warn_time(const struct config *cfg, const struct spool_msg *m)
+{
+	if (m->delay_warned || cfg->queue_delay_warning <= 0)
+		return INT64_MAX;
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (m->rcpts[i].status == RCPT_PENDING)
+			return INT64_MAX;
+	return m->created + cfg->queue_delay_warning;
+}
+
 static int
 warn_due(const struct config *cfg, const struct spool_msg *m, int64_t now)
 {
-	if (m->delay_warned || cfg->queue_delay_warning <= 0 ||
-	    now - m->created < cfg->queue_delay_warning)
-		return 0;
-	for (size_t i = 0; i < m->nrcpts; i++)
-		if (m->rcpts[i].status == RCPT_PENDING)
-			return 0;
-	return 1;
+	return warn_time(cfg, m) <= now;
 }
 
 static int
@@ -1152,7 +1157,7 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 	const struct config *cfg = q->srv->cfg;
 	const struct spool_msg *m = &e->msg;
 	int64_t due = INT64_MAX;
-	int all_final = 1, untried = 0;
+	int all_final = 1;
 
 	/* As entry_has_work() decides: what the transport holds, its end readies. */
 	for (size_t i = 0; i < m->nrcpts; i++) {
@@ -1160,7 +1165,6 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 		if (rcpt_final(rc))
 			continue;
 		all_final = 0;
-		untried |= rc->status == RCPT_PENDING;
 		if (rc->status == RCPT_DEFERRED && rc->next_try < due &&
 		    (rc->local || !q->have_remote || !e->remote_busy))
 			due = rc->next_try;
@@ -1168,9 +1172,8 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 	if (!all_final) {
 		if (!e->remote_busy && m->created + cfg->queue_max_age < due)
 			due = m->created + cfg->queue_max_age;
-		if (!untried && !m->delay_warned && cfg->queue_delay_warning > 0 &&
-		    m->created + cfg->queue_delay_warning < due)
-			due = m->created + cfg->queue_delay_warning;
+		if (warn_time(cfg, m) < due)
+			due = warn_time(cfg, m);
 	}
 	return due <= now ? now + 1 : due;
 }
