@@ -81,6 +81,7 @@ struct qres {
 	enum deliver_result r;
 	char *text;
 	char *remote;
+	int flushed;	/* `queue flush` came after it was reported: a deferral is due at once */
 };
 
 struct qentry {
@@ -485,7 +486,7 @@ job_record(struct qjob *j, struct qres *r)
 {
 	struct spool_rcpt *rc = &j->snap.rcpts[r->idx];
 	int64_t now = util_now_ms() / 1000;
-	int64_t next = now + retry_delay(j, rc->attempts + 1);
+	int64_t next = r->flushed ? now : now + retry_delay(j, rc->attempts + 1);
 	enum spool_rec type = r->r == DELIVER_OK	 ? SPOOL_REC_DELIVERED
 			      : r->r == DELIVER_PERMFAIL ? SPOOL_REC_FAILED
 							 : SPOOL_REC_DEFERRED;
@@ -526,7 +527,7 @@ job_add_result(struct qjob *j, size_t idx, enum deliver_result r, const char *te
 {
 	j->results = xrealloc(j->results, (j->nresults + 1) * sizeof(*j->results));
 	j->results[j->nresults++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
-						  remote ? xstrdup(remote) : NULL};
+						  remote ? xstrdup(remote) : NULL, 0};
 }
 
 static int
@@ -614,7 +615,7 @@ job_run(struct qjob *j)
 			enum deliver_result r =
 				local_deliver(j->data_dir, lr->account, j->content.data,
 					      j->content.len, key, lr->quota, j->max_hops, &why);
-			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL};
+			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0};
 			job_record(j, &res);
 			buf_free(&why);
 		}
@@ -629,7 +630,7 @@ job_run(struct qjob *j)
 			buf_printf(&why, "5.4.7 Delivery time expired after %lld days%s%s",
 				   (long long)(j->max_age / 86400), rc->last_error ? "; last error: " : "",
 				   rc->last_error ? rc->last_error : "");
-			struct qres res = {i, DELIVER_PERMFAIL, why.data, rc->remote};
+			struct qres res = {i, DELIVER_PERMFAIL, why.data, rc->remote, 0};
 			job_record(j, &res);
 			buf_free(&why);
 		}
@@ -731,12 +732,14 @@ job_done(void *arg)
 	if (j->warned)
 		e->msg.delay_warned = 1;
 	if (e->flush) {
-		/* Recipients this job did not just try are due now. */
+		/*
+		 * Due now: every deferred recipient but those this job tried
+		 * itself, whose attempts were under way when the flush came
+		 * (remote results it only recorded were in before).
+		 */
 		e->flush = 0;
 		for (size_t i = 0; i < e->msg.nrcpts; i++) {
 			int tried = 0;
-			for (size_t k = 0; k < j->nresults && !tried; k++)
-				tried = j->results[k].idx == i;
 			for (size_t k = 0; k < j->nlocals && !tried; k++)
 				tried = j->locals[k].idx == i;
 			if (!tried && e->msg.rcpts[i].status == RCPT_DEFERRED)
@@ -1500,7 +1503,7 @@ queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_re
 		return;
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
-						  remote ? xstrdup(remote) : NULL};
+						  remote ? xstrdup(remote) : NULL, 0};
 	entry_ready(q, e);
 }
 
@@ -1540,6 +1543,9 @@ queue_flush(struct queue *q)
 		for (size_t i = 0; i < e->msg.nrcpts; i++)
 			if (e->msg.rcpts[i].status == RCPT_DEFERRED)
 				e->msg.rcpts[i].next_try = 0;
+		/* Reported by the transport, not yet recorded: deferrals all the same. */
+		for (size_t i = 0; i < e->npending; i++)
+			e->pending[i].flushed = 1;
 		if (e->busy)
 			e->flush = 1;	/* its job's snapshot would undo the above */
 		else if (!e->retired)

@@ -848,3 +848,29 @@ def test_postfix_interop_both_ways(net, tmp_path):
     finally:
         pf.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_flush_while_another_recipient_is_in_flight(net):
+    """`surat queue flush` given while the message is being worked on (one
+    recipient deferred, another's transaction still open) is not lost when that
+    work ends: the deferred recipient is tried again at once, not after the
+    retry interval."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    answers = ["451 4.3.0 try later"]
+    p1 = net.peer("127.0.0.4", rcpt=lambda addr, n: answers.pop() if answers
+                  else "250 2.1.5 ok")
+    p2 = net.peer("127.0.0.5", dot_delay=3)
+    for dom, ip in (("c.example", "127.0.0.4"), ("d.example", "127.0.0.5")):
+        _dns().add(dom, "MX", "10 mx." + dom)
+        _dns().add("mx." + dom, "A", ip)
+    a.submit("alice@a.example", ["x@c.example", "y@d.example"],
+             msg("alice@a.example", "x@c.example", "two"))
+    a.wait_log(r"rcpt=x@c\.example .*status=deferred")
+    assert p2.dot_seen.wait(15)
+    assert "rcpt=y@d.example" not in a.log()        # still in flight
+    a.cli("queue", "flush")
+    a.wait_log(r"rcpt=y@d\.example .*status=sent")
+    a.wait_log(r"rcpt=x@c\.example .*status=sent .*attempt=2", timeout=10)
+    a.wait_queue_empty()
+    assert len(p1.txns) == 1 and len(p2.txns) == 1
+    assert a.messages("alice@a.example") == []      # no bounce, no delay notice
