@@ -1408,8 +1408,10 @@ reply_line(struct buf *out, int code, int last, const char *enh, const char *t, 
 		unsigned char c = (unsigned char)t[i];
 		line[o++] = ((c < 0x20 && c != '\t') || c >= 0x7f) ? '?' : (char)c;
 	}
-	if (last && o == 4)
-		o = 3; /* "250" CRLF, not "250 " CRLF */
+	/* "250" CRLF, not "250 " CRLF; but an empty AUTH challenge is "334 "
+	 * CRLF (RFC 4954 4: continue-req = "334" SP [base64] CRLF). */
+	if (last && o == 4 && code != 334)
+		o = 3;
 	line[o++] = '\r';
 	line[o++] = '\n';
 	return buf_append(out, line, o);

@@ -45,7 +45,13 @@
 #include <event2/event.h>
 
 #define CMD_LINE_MAX 512	/* RFC 5321 4.5.3.1.4, CRLF included */
-#define AUTH_LINE_MAX 12288	/* RFC 4954 4 */
+/*
+ * MAIL and RCPT lines may be longer by what the parameters of the
+ * extensions we advertise add (RFC 1869 4.1.2: SIZE 26, DSN's RET and
+ * ENVID 113 and NOTIFY and ORCPT 507, AUTH= 500, BODY, SMTPUTF8).
+ */
+#define CMD_PARAM_LINE_MAX (CMD_LINE_MAX + 1024)
+#define AUTH_LINE_MAX 12288	/* RFC 4954 4: an AUTH line, with or without the command */
 /*
  * A client that pipelines without reading the replies: past this much
  * unsent reply text no more commands are read, until it is sent; the input
@@ -723,7 +729,7 @@ cmd_auth(struct smtp_sess *s, const struct smtp_cmdline *cl)
 			return;
 		}
 		smtp_set_state(s, ST_AUTH);
-		smtp_reply(s, 334, NULL, " ");
+		smtp_reply(s, 334, NULL, "%s", "");
 		return;
 	}
 	if (cl->auth_mech_len == 5 && strncasecmp(cl->auth_mech, "LOGIN", 5) == 0) {
@@ -1455,6 +1461,36 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 	smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->reader.size);
 }
 
+/* The longest line the command now arriving may be, CRLF included. */
+static size_t
+cmd_line_limit(const struct smtp_sess *s, struct evbuffer *in)
+{
+	char verb[4];
+
+	if (s->state == ST_AUTH)
+		return AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, verb, sizeof(verb)) != (ev_ssize_t)sizeof(verb))
+		return CMD_LINE_MAX;
+	if (strncasecmp(verb, "AUTH", 4) == 0)
+		return AUTH_LINE_MAX;	/* with an initial response */
+	if (strncasecmp(verb, "MAIL", 4) == 0 || strncasecmp(verb, "RCPT", 4) == 0)
+		return CMD_PARAM_LINE_MAX;
+	return CMD_LINE_MAX;
+}
+
+/* 1 if the avail octets in end with a CR (a line's CRLF half there), else 0. */
+static size_t
+ends_in_cr(struct evbuffer *in, size_t avail)
+{
+	struct evbuffer_ptr last;
+	char c = 0;
+
+	if (avail == 0 || evbuffer_ptr_set(in, &last, avail - 1, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_copyout_from(in, &last, &c, 1) != 1)
+		return 0;
+	return c == '\r';
+}
+
 static void
 smtp_process(struct smtp_sess *s)
 {
@@ -1486,12 +1522,15 @@ smtp_process(struct smtp_sess *s)
 			smtp_bdat_chunk_end(s);
 			continue;
 		}
-		size_t limit = s->state == ST_AUTH ? AUTH_LINE_MAX : CMD_LINE_MAX;
+		size_t limit = cmd_line_limit(s, in);
 		size_t eol_len = 0;
-		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		/* Only CRLF ends a line (RFC 5321 2.3.8): a bare LF is a character in it. */
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len,
+							    EVBUFFER_EOL_CRLF_STRICT);
 		size_t avail = evbuffer_get_length(in);
 		if (p.pos < 0) {
-			if (avail + 2 > limit) {
+			/* Still to come: the CRLF, or only its LF after a CR. */
+			if (avail + 2 - ends_in_cr(in, avail) > limit) {
 				/* Overlong line: drop what we have and the rest up to its end. */
 				evbuffer_drain(in, avail);
 				s->flags |= F_DISCARD;

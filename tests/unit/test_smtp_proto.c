@@ -1546,6 +1546,10 @@ test_reply(void **state)
 	assert_int_equal(smtp_reply_format(&b, 250, NULL, NULL), 0);
 	assert_string_equal(buf_str(&b), "250\r\n");
 	buf_reset(&b);
+	/* An empty AUTH challenge keeps its space (RFC 4954 4). */
+	assert_int_equal(smtp_reply_format(&b, 334, NULL, ""), 0);
+	assert_string_equal(buf_str(&b), "334 \r\n");
+	buf_reset(&b);
 	assert_int_equal(smtp_reply_format(&b, 250, "2.0.0", ""), 0);
 	assert_string_equal(buf_str(&b), "250 2.0.0\r\n");
 	buf_reset(&b);
