@@ -356,11 +356,14 @@ accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
 	const char *p[] = {d.data};
 	if (exec_bind(a, "DELETE FROM domains WHERE name = ?", 1, p, NULL, err) != SQLITE_DONE)
 		goto out;
-	struct buf like = BUF_INIT(0);
-	buf_printf(&like, "%%@%s", d.data);
-	const char *q[] = {like.data};
-	exec_bind(a, "DELETE FROM aliases WHERE source LIKE ?", 1, q, NULL, err);
-	buf_free(&like);
+	/* Its aliases and catch-all: sources ending in "@domain" exactly (no LIKE:
+	 * "_" in a domain name would match any character). */
+	struct buf at = BUF_INIT(0);
+	buf_printf(&at, "@%s", d.data);
+	const char *q[] = {at.data};
+	exec_bind(a, "DELETE FROM aliases WHERE substr(source, -length(?1)) = ?1", 1, q, NULL,
+		  err);
+	buf_free(&at);
 	r = 0;
 out:
 	buf_free(&d);
@@ -415,6 +418,12 @@ accounts_user_add(struct accounts *a, const char *address, const char *hash, int
 	}
 	if (exists(a, "SELECT 1 FROM users WHERE address = ?", addr.data) != 0) {
 		buf_printf(err, "user %s already exists", addr.data);
+		goto out;
+	}
+	/* The mirror of alias add's rule: a user would silently shadow the alias. */
+	if (exists(a, "SELECT 1 FROM aliases WHERE source = ?", addr.data) != 0) {
+		buf_printf(err, "%s is an alias; delete it first with 'surat alias del %s'",
+			   addr.data, addr.data);
 		goto out;
 	}
 	sqlite3_stmt *st = NULL;

@@ -287,6 +287,8 @@ cmd_user(struct config *cfg, int argc, char **argv)
 		} else if (strcmp(argv[i], "--quota") == 0 && i + 1 < argc) {
 			if (config_parse_size(argv[++i], &quota) < 0)
 				return usage_error("--quota: bad size '%s' (e.g. 1G, 500M)", argv[i]);
+		} else if (strcmp(argv[i], "--hash") == 0 || strcmp(argv[i], "--quota") == 0) {
+			return usage_error("user %s: %s needs a value", sub, argv[i]);
 		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
 			return usage_error("user %s: unknown option '%s'", sub, argv[i]);
 		} else if (npos < 4) {
@@ -586,7 +588,8 @@ print_message(struct store *st, const char *box, uint32_t uidvalidity, const cha
 
 	if (util_parse_u64(uidstr, strlen(uidstr), &uid) < 0 || uid == 0 || uid > UINT32_MAX)
 		return usage_error("mailbox show: bad UID '%s'", uidstr);
-	if (store_msg_open(st, box, uidvalidity, (uint32_t)uid, &fd, &size) < 0)
+	/* 0: no such message (a UID never given or expunged). */
+	if (store_msg_open(st, box, uidvalidity, (uint32_t)uid, &fd, &size) <= 0)
 		return runtime_error("mailbox show: %s UID %s: %s", box, uidstr, store_errstr(st));
 	ssize_t n;
 	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
