@@ -715,6 +715,13 @@ resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 		}
 		return;
 	}
+	/*
+	 * Expanded once: aliases listing one another would otherwise be walked
+	 * along every path, exponentially in the depth. (A local address that
+	 * is no user is never a result, so it shares the seen set.)
+	 */
+	if (!seen_add(rc, addr))
+		return;
 	int err = 0;
 	char **targets = alias_targets(rc->a, addr, &err);
 	if (err) {

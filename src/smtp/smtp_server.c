@@ -878,7 +878,7 @@ struct quota_job {
 	int64_t *quotas;
 	size_t n;
 	uint64_t size;
-	int over;		/* the first account over quota, or -1 */
+	size_t nover;		/* accounts over quota */
 };
 
 static void
@@ -897,10 +897,10 @@ quota_work(void *arg)
 {
 	struct quota_job *j = arg;
 
-	j->over = -1;
-	for (size_t i = 0; i < j->n && j->over < 0; i++)
+	j->nover = 0;
+	for (size_t i = 0; i < j->n; i++)
 		if (local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size) == 1)
-			j->over = (int)i;
+			j->nover++;
 }
 
 static void
@@ -918,7 +918,12 @@ quota_done(void *arg)
 	} else {
 		smtp_hold(s);
 		smtp_set_state(s, j->back);
-		if (j->over >= 0)
+		/*
+		 * Refused only when no mailbox behind the address can take it: an
+		 * alias with one member over quota is accepted, and that member's
+		 * copy is deferred at delivery like any other.
+		 */
+		if (j->n == j->r.nfinal && j->nover == j->n)
 			smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", j->r.orig);
 		else
 			rcpt_accept(s, &j->r);
