@@ -396,7 +396,7 @@ valid_queue_id(const char *id)
 		return 0;
 	for (size_t i = 0; i < n; i++)
 		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') ||
-		      (i == 16 && id[i] == '-') || (i == 17 && (id[i] == 'b' || id[i] == 'd'))))
+		      (i == 16 && id[i] == '-') || (i == 17 && (id[i] == 'b' || id[i] == 'd' || id[i] == 's'))))
 			return 0;
 	return 1;
 }

@@ -181,7 +181,7 @@ struct qjob {
 	/* outputs */
 	int warned;
 	int removed;
-	struct spool_msg *notices[2];
+	struct spool_msg *notices[3];	/* delayed, failed, delivered */
 	int error;
 };
 
@@ -364,13 +364,27 @@ resolve_cb(const char *addr, int local, void *arg)
 	}
 }
 
-/* A notice's recipient is the original sender; deliver locally if it is ours. */
+/*
+ * A notice's recipient is the original sender; deliver locally if it is
+ * ours. An address of a local domain that is no user (any more) is left to
+ * the local delivery, which fails it (5.1.1) and so drops the notice: never
+ * to the outbound transport, whose MX lookup would lead back here.
+ */
 static void
 notice_fix_rcpt(struct queue *q, struct spool_msg *m)
 {
-	if (!m->is_notice || m->nrcpts != 1 || m->rcpts[0].local)
+	struct spool_rcpt *rc = &m->rcpts[0];
+
+	if (!m->is_notice || m->nrcpts != 1 || rc->local)
 		return;
-	accounts_resolve(q->srv->accounts, m->rcpts[0].addr, resolve_cb, &m->rcpts[0]);
+	int n = accounts_resolve(q->srv->accounts, rc->addr, resolve_cb, rc);
+	const char *at = strrchr(rc->addr, '@');
+	struct buf dom = BUF_INIT(0), err = BUF_INIT(0);
+	if (n == 0 && at != NULL && accounts_normalise_domain(at + 1, &dom, &err) == 0 &&
+	    accounts_domain_exists(q->srv->accounts, dom.data) == 1)
+		rc->local = 1;
+	buf_free(&dom);
+	buf_free(&err);
 }
 
 static void
@@ -556,7 +570,8 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 
 	dsn_build(&j->snap, j->content.data ? j->content.data : "", j->content.len, kind,
 		  j->hostname, j->max_age, n, &c);
-	snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
+	snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id,
+		 kind == DSN_FAILED ? 'b' : kind == DSN_DELAYED ? 'd' : 's');
 	n->size = c.len;
 	int rc = spool_write(j->q->spool, j->dir, n, c.data, c.len, 1, &err);
 	if (rc < 0) {
@@ -567,7 +582,8 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 		j->error = 1;
 	} else {
 		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
-			kind == DSN_FAILED ? "bounce" : "delay", j->snap.id, j->snap.mail_from);
+			kind == DSN_FAILED ? "bounce" : kind == DSN_DELAYED ? "delay" : "delivered",
+			j->snap.id, j->snap.mail_from);
 		if (rc == 1) {
 			/* Written before a crash; it is already in the queue. */
 			spool_msg_free(n);
@@ -578,6 +594,34 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 	buf_free(&c);
 	buf_free(&err);
 	return n;
+}
+
+/*
+ * The "delivered" notice (RFC 3461 6.2) for the local recipients this job
+ * delivered that asked for one (NOTIFY=SUCCESS); those delivered by an
+ * earlier job were reported then. One per message: should a later job
+ * deliver more such recipients, their notice's name is taken and they get
+ * none.
+ */
+static void
+job_success_notice(struct qjob *j)
+{
+	struct spool_msg *m = &j->snap;
+	enum rcpt_status *was = xcalloc(m->nrcpts, sizeof(*was));
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		int now = 0;
+		for (size_t k = 0; k < j->nlocals && !now; k++)
+			now = j->locals[k].idx == i;
+		was[i] = m->rcpts[i].status;
+		if (!now && was[i] == RCPT_DELIVERED)
+			m->rcpts[i].status = RCPT_PENDING;	/* left out of this notice */
+	}
+	if (dsn_needed(m, DSN_DELIVERED))
+		j->notices[2] = job_notice(j, DSN_DELIVERED);
+	for (size_t i = 0; i < m->nrcpts; i++)
+		m->rcpts[i].status = was[i];
+	free(was);
 }
 
 static void
@@ -619,6 +663,8 @@ job_run(struct qjob *j)
 			job_record(j, &res);
 			buf_free(&why);
 		}
+		if (!j->error)
+			job_success_notice(j);
 	}
 
 	if (j->expire && !j->error) {
@@ -749,7 +795,7 @@ job_done(void *arg)
 	/* Content is dropped after the first pass: it is on disk. */
 	buf_free(&e->content);
 	e->have_content = 0;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
 		if (j->notices[i]) {
 			queue_add_entry(q, j->notices[i], NULL);
 			free(j->notices[i]);
@@ -940,8 +986,10 @@ struct lbatch {
 static int
 entry_batchable(const struct qentry *e)
 {
+	/* (A batch reports nothing: a "delivered" notice needs the per-message job.) */
 	return !e->no_batch && e->npending == 0 && !e->remote_busy && e->msg.nrcpts == 1 &&
-	       e->msg.rcpts[0].local && e->msg.rcpts[0].status == RCPT_PENDING;
+	       e->msg.rcpts[0].local && e->msg.rcpts[0].status == RCPT_PENDING &&
+	       !(e->msg.rcpts[0].notify & NOTIFY_SUCCESS);
 }
 
 static struct lbatch *

@@ -19,10 +19,19 @@ dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind)
 {
 	if (rc->notify & NOTIFY_NEVER)
 		return 0;
+	if (kind == DSN_DELIVERED)
+		return (rc->notify & NOTIFY_SUCCESS) != 0;	/* never by default */
 	if (rc->notify == 0)
 		return 1;	/* default: FAILURE and DELAY */
 	return kind == DSN_FAILED ? (rc->notify & NOTIFY_FAILURE) != 0
 				  : (rc->notify & NOTIFY_DELAY) != 0;
+}
+
+/* The recipient state a notice of this kind reports. */
+static enum rcpt_status
+dsn_status(enum dsn_kind kind)
+{
+	return kind == DSN_FAILED ? RCPT_FAILED : kind == DSN_DELAYED ? RCPT_DEFERRED : RCPT_DELIVERED;
 }
 
 int
@@ -32,8 +41,7 @@ dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
 		return 0;
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
-		enum rcpt_status want = kind == DSN_FAILED ? RCPT_FAILED : RCPT_DEFERRED;
-		if (rc->status == want && dsn_wanted(rc, kind))
+		if (rc->status == dsn_status(kind) && dsn_wanted(rc, kind))
 			return 1;
 	}
 	return 0;
@@ -120,10 +128,12 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	buf_printf(c, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
 	buf_printf(c, "To: <%s>\r\n", msg->mail_from);
 	buf_printf(c, "Subject: %s\r\n",
-		   kind == DSN_FAILED ? "Undelivered Mail Returned to Sender"
-				      : "Delayed Mail (still being retried)");
+		   kind == DSN_FAILED	 ? "Undelivered Mail Returned to Sender"
+		   : kind == DSN_DELAYED ? "Delayed Mail (still being retried)"
+					 : "Successful Mail Delivery Report");
 	buf_printf(c, "Date: %s\r\n", date);
-	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", msg->id, kind == DSN_FAILED ? "bounce" : "delay",
+	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", msg->id,
+		   kind == DSN_FAILED ? "bounce" : kind == DSN_DELAYED ? "delay" : "delivered",
 		   hostname);
 	buf_puts(c, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
 	buf_printf(c,
@@ -138,13 +148,16 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	if (kind == DSN_FAILED)
 		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
 			    "It is attached below.\r\n\r\n");
+	else if (kind == DSN_DELIVERED)
+		buf_puts(c, "Your message was delivered to the mailboxes of the recipients below,\r\n"
+			    "as you asked.\r\n\r\n");
 	else
 		buf_printf(c,
 			   "Your message has not been delivered yet to the recipients below.\r\n"
 			   "The mail system will keep trying for up to %lld days in all;\r\n"
 			   "you do not need to send it again.\r\n\r\n",
 			   (long long)(max_age / 86400));
-	enum rcpt_status want = kind == DSN_FAILED ? RCPT_FAILED : RCPT_DEFERRED;
+	enum rcpt_status want = dsn_status(kind);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
 		if (rc->status != want || !dsn_wanted(rc, kind))
@@ -180,8 +193,12 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			dsn_clean(c, rc->orcpt);
 			buf_puts(c, "\r\n");
 		}
-		status_code(rc->last_error, kind, code, sizeof(code));
-		buf_printf(c, "Action: %s\r\nStatus: %s\r\n", kind == DSN_FAILED ? "failed" : "delayed",
+		if (kind == DSN_DELIVERED)
+			xsnprintf(code, sizeof(code), "2.0.0");
+		else
+			status_code(rc->last_error, kind, code, sizeof(code));
+		buf_printf(c, "Action: %s\r\nStatus: %s\r\n",
+			   kind == DSN_FAILED ? "failed" : kind == DSN_DELAYED ? "delayed" : "delivered",
 			   code);
 		if (rc->remote) {
 			/* RFC 3464 2.3.5: the name only. */

@@ -1,7 +1,8 @@
 /*
  * queue_dsn — delivery status notifications (RFC 3464 multipart/report):
- * the bounce sent when recipients failed for good, and the one "delayed"
- * notice sent after queue.delay_warning.
+ * the bounce sent when recipients failed for good, the one "delayed"
+ * notice sent after queue.delay_warning, and the "delivered" notice for
+ * local recipients that asked for one (NOTIFY=SUCCESS, RFC 3461 6.2).
  *
  * SECURITY: text from remote servers goes into the report as is but with
  * CR, LF and non-ASCII bytes replaced, so a peer cannot inject headers.
@@ -13,7 +14,7 @@
 
 struct buf;
 
-enum dsn_kind { DSN_FAILED, DSN_DELAYED };
+enum dsn_kind { DSN_FAILED, DSN_DELAYED, DSN_DELIVERED };
 
 /* Nonzero if recipient rc wants a notice of this kind (NOTIFY, RFC 3461). */
 int dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind);
