@@ -388,15 +388,15 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 	return rc;
 }
 
+/* 16 hex digits, and for a notice "-b" (bounce), "-d" (delay) or "-s" (delivered). */
 static int
 valid_queue_id(const char *id)
 {
 	size_t n = strlen(id);
-	if (n < 16 || n > QUEUE_ID_LEN)
+	if (n != 16 && !(n == 18 && id[16] == '-' && strchr("bds", id[17]) != NULL))
 		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') ||
-		      (i == 16 && id[i] == '-') || (i == 17 && (id[i] == 'b' || id[i] == 'd' || id[i] == 's'))))
+	for (size_t i = 0; i < 16; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
 			return 0;
 	return 1;
 }
@@ -506,7 +506,8 @@ static int
 cmd_queue(struct config *cfg, int argc, char **argv)
 {
 	struct buf dir = BUF_INIT(0), err = BUF_INIT(0);
-	int rc = 0;
+	struct accounts *a = NULL;	/* for notices: where their recipient is */
+	int rc = 0, tried = 0;
 
 	if (argc < 1)
 		return usage_error("queue: missing subcommand (list, show, delete, flush)");
@@ -527,6 +528,10 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			buf_reset(&err);
 			if (spool_load(dir.data, de->d_name, NULL, &m, NULL, &err) < 0)
 				continue;	/* removed meanwhile, or still being written */
+			if (m.is_notice && a == NULL && !tried++)
+				a = open_accounts(cfg);
+			if (m.is_notice && a != NULL)
+				queue_notice_rcpt(a, &m);
 			print_queue_msg(&m, 0);
 			spool_msg_free(&m);
 			n++;
@@ -549,6 +554,8 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			goto out;
 		}
 		if (argv[0][0] == 's') {
+			if (m.is_notice && (a = open_accounts(cfg)) != NULL)
+				queue_notice_rcpt(a, &m);
 			print_queue_msg(&m, 1);
 			printf("\n");
 			fwrite(content.data, 1, content.len, stdout);
@@ -574,6 +581,7 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 		rc = usage_error("queue: unknown subcommand '%s'", argv[0]);
 	}
 out:
+	accounts_close(&a);
 	buf_free(&dir);
 	buf_free(&err);
 	return rc;

@@ -365,23 +365,22 @@ resolve_cb(const char *addr, int local, void *arg)
 }
 
 /*
- * A notice's recipient is the original sender; deliver locally if it is
- * ours. An address of a local domain that is no user (any more) is left to
- * the local delivery, which fails it (5.1.1) and so drops the notice: never
- * to the outbound transport, whose MX lookup would lead back here.
+ * (queue.h) An address of a local domain that is no user (any more) is left
+ * to the local delivery, which fails it (5.1.1) and so drops the notice:
+ * never to the outbound transport, whose MX lookup would lead back here.
  */
-static void
-notice_fix_rcpt(struct queue *q, struct spool_msg *m)
+void
+queue_notice_rcpt(struct accounts *a, struct spool_msg *m)
 {
 	struct spool_rcpt *rc = &m->rcpts[0];
 
 	if (!m->is_notice || m->nrcpts != 1 || rc->local)
 		return;
-	int n = accounts_resolve(q->srv->accounts, rc->addr, resolve_cb, rc);
+	int n = accounts_resolve(a, rc->addr, resolve_cb, rc);
 	const char *at = strrchr(rc->addr, '@');
 	struct buf dom = BUF_INIT(0), err = BUF_INIT(0);
 	if (n == 0 && at != NULL && accounts_normalise_domain(at + 1, &dom, &err) == 0 &&
-	    accounts_domain_exists(q->srv->accounts, dom.data) == 1)
+	    accounts_domain_exists(a, dom.data) == 1)
 		rc->local = 1;
 	buf_free(&dom);
 	buf_free(&err);
@@ -732,7 +731,7 @@ queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
 	struct qentry *e = xcalloc(1, sizeof(*e));
 	e->msg = *m;
 	memset(m, 0, sizeof(*m));
-	notice_fix_rcpt(q, &e->msg);
+	queue_notice_rcpt(q->srv->accounts, &e->msg);
 	e->arrived_ms = util_mono_ms();
 	buf_init(&e->content, 0);
 	if (content) {

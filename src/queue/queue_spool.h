@@ -34,7 +34,7 @@
 
 struct buf;
 
-#define QUEUE_ID_LEN 18		/* 16 hex digits, or 16 + "-b"/"-d" for notices */
+#define QUEUE_ID_LEN 18		/* 16 hex digits, or 16 + "-b"/"-d"/"-s" for notices */
 
 enum rcpt_status { RCPT_PENDING, RCPT_DELIVERED, RCPT_FAILED, RCPT_DEFERRED };
 
