@@ -82,7 +82,8 @@ static const struct cmd_help helps[] = {
 		 "       surat user del ADDRESS\n"
 		 "       surat user list [DOMAIN]\n"
 		 "add and passwd read the password from standard input (one line),\n"
-		 "unless --hash gives a ready crypt(3) hash ($y$, $6$, $5$ or $2b$).\n"},
+		 "unless --hash gives a ready crypt(3) hash ($y$, $6$, $5$ or $2b$).\n"
+		 "del moves the user's mail to DATA_DIR/deleted/ADDRESS.TIME.\n"},
 	{"alias", "usage: surat alias add SOURCE TARGET [TARGET...]\n"
 		  "       surat alias del SOURCE [TARGET]\n"
 		  "       surat alias list\n"
@@ -270,6 +271,27 @@ print_user(const struct account_user *u, void *arg)
 		printf("%s quota=unlimited\n", u->address);
 }
 
+/* A deleted user's mailboxes go aside (store_account_retire()): kept, not inherited. */
+static int
+user_del_mail(const struct config *cfg, const char *address)
+{
+	struct buf addr = BUF_INIT(0), moved = BUF_INIT(0), err = BUF_INIT(0);
+	int rc = 0, r = -1;
+
+	if (accounts_normalise(address, 0, &addr, &err) == 0)
+		r = store_account_retire(cfg->data_dir, addr.data, &moved, &err);
+	if (r < 0)
+		rc = runtime_error("user del: %s deleted, but its mail was not moved aside: %s",
+				   address, buf_str(&err));
+	else if (r == 1)
+		printf("%s's mail moved to %s (remove it when no longer needed)\n", addr.data,
+		       moved.data);
+	buf_free(&addr);
+	buf_free(&moved);
+	buf_free(&err);
+	return rc;
+}
+
 static int
 cmd_user(struct config *cfg, int argc, char **argv)
 {
@@ -321,6 +343,8 @@ cmd_user(struct config *cfg, int argc, char **argv)
 			rc = usage_error("user del: need exactly one ADDRESS");
 		else if (accounts_user_del(a, pos[0], &err) < 0)
 			rc = runtime_error("user del: %s", buf_str(&err));
+		else
+			rc = user_del_mail(cfg, pos[0]);
 	} else if (strcmp(sub, "quota") == 0) {
 		if (npos != 2) {
 			rc = usage_error("user quota: need ADDRESS and SIZE (or 'default')");

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -895,6 +896,12 @@ store_open(const char *data_dir, const char *account, struct buf *err)
 	}
 	if (stat(path, &sb) < 0 && store_make_dirs(st, data_dir, domain) < 0)
 		goto fail;
+	if (stat(st->root, &sb) < 0) {
+		store_fail(st, STORE_ERR_INTERNAL, "stat(%s) failed: %s", st->root, strerror(errno));
+		goto fail;
+	}
+	st->root_dev = sb.st_dev;
+	st->root_ino = sb.st_ino;
 	xsnprintf(path, sizeof(path), "%s/index.db", st->root);
 	if (sqlite3_open_v2(path, &st->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -926,6 +933,52 @@ fail:
 	free(domain);
 	store_close(&st);
 	return NULL;
+}
+
+int
+store_root_current(const struct store *st)
+{
+	struct stat sb;
+
+	return stat(st->root, &sb) == 0 && sb.st_dev == st->root_dev && sb.st_ino == st->root_ino;
+}
+
+int
+store_account_retire(const char *data_dir, const char *account, struct buf *moved_to,
+		     struct buf *err)
+{
+	char *local = NULL, *domain = NULL;
+	int rc = -1;
+
+	if (store_account_split(account, &local, &domain, err) < 0)
+		return -1;
+	char *parent = xasprintf("%s/mail/%s", data_dir, domain);
+	char *root = xasprintf("%s/%s", parent, local);
+	char *dir = xasprintf("%s/deleted", data_dir);
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	buf_reset(moved_to);
+	buf_printf(moved_to, "%s/%s@%s.%s", dir, local, domain, stamp);
+	struct stat sb;
+	if (lstat(root, &sb) < 0 && errno == ENOENT)
+		rc = 0;	/* never had mail */
+	else if (util_mkdir_p(dir, 0700) < 0)
+		buf_printf(err, "mkdir(%s) failed: %s", dir, strerror(errno));
+	else if (rename(root, moved_to->data) < 0)
+		buf_printf(err, "rename(%s, %s) failed: %s", root, moved_to->data, strerror(errno));
+	else if (util_fsync_dir(dir) < 0 || util_fsync_dir(parent) < 0)
+		buf_printf(err, "fsync after moving %s failed: %s", moved_to->data, strerror(errno));
+	else
+		rc = 1;
+	free(parent);
+	free(root);
+	free(dir);
+	free(local);
+	free(domain);
+	return rc;
 }
 
 void

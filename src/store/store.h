@@ -318,6 +318,18 @@ int64_t store_fts_pending(struct store *st);
  */
 int store_sweep(struct store *st);
 
+/*
+ * When an account is deleted (`surat user del`): move its store, if it has
+ * one, to data_dir/deleted/<account>.<UTC time>, the path into moved_to, so
+ * that an account made later under the same address starts empty. Handles
+ * still open keep the moved store; the pool closes them when next asked for
+ * the account (store_root_current()). 1 moved, 0 no store, -1 with err.
+ */
+int store_account_retire(const char *data_dir, const char *account, struct buf *moved_to,
+			 struct buf *err);
+/* Whether st's directory is still the one its account's path names. */
+int store_root_current(const struct store *st);
+
 /* --- shared handles (store_pool.c) --- */
 
 /*

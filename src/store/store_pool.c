@@ -87,16 +87,22 @@ store_pool_idle(void)
 struct store *
 store_pool_take(const char *data_dir, const char *account)
 {
-	struct store *st = NULL;
+	for (;;) {
+		struct store *st = NULL;
 
-	pthread_mutex_lock(&pool.lock);
-	for (struct store *e = pool.head; e; e = e->pool_next)
-		if (strcasecmp(e->account, account) == 0 && strcmp(e->data_dir, data_dir) == 0) {
-			st = pool_take(e);
-			break;
-		}
-	pthread_mutex_unlock(&pool.lock);
-	return st;
+		pthread_mutex_lock(&pool.lock);
+		for (struct store *e = pool.head; e; e = e->pool_next)
+			if (strcasecmp(e->account, account) == 0 &&
+			    strcmp(e->data_dir, data_dir) == 0) {
+				st = pool_take(e);
+				break;
+			}
+		pthread_mutex_unlock(&pool.lock);
+		if (st == NULL || store_root_current(st))
+			return st;
+		/* The account was deleted (its store moved aside), maybe made anew. */
+		store_close(&st);
+	}
 }
 
 struct store *

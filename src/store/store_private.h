@@ -82,6 +82,8 @@ struct store {
 	int in_txn;
 	int in_write;	/* the open transaction writes: commit goes through the barrier */
 	int root_fd;	/* root directory, for the barrier; -1 until needed */
+	dev_t root_dev;	/* root's identity at open: `surat user del` moves it aside */
+	ino_t root_ino;
 	char *data_dir; /* as given to store_open(): the pool's key with account */
 	struct store *pool_prev, *pool_next; /* in the pool of idle handles */
 	uint64_t file_next; /* the next message file id to try; 0: draw a new run */

@@ -14,6 +14,7 @@ import email
 import email.policy
 import email.utils
 import imaplib
+import os
 import re
 import shutil
 import socket
@@ -241,17 +242,22 @@ def test_user_add_over_alias_refused(srv):
     assert r.returncode == 1 and "alias" in r.stderr, r
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `surat user del` removes only the account row; the mailbox store stays, so "
-    "a new user later given the same address sees the previous owner's mail"))
 def test_readded_user_does_not_inherit_old_mail(srv):
+    """`user del` moves the mailboxes aside (kept for the admin, under
+    data_dir/deleted); a user made again under the address starts empty, and
+    the daemon, which had the old store open, delivers into the new one."""
     s = srv
     send(s, "s@remote.test", ["alice@example.test"], b"Subject: private\r\n\r\nx\r\n")
     stored_one(s, "alice@example.test")
-    s.cli("user", "del", "alice@example.test")
+    out = s.cli("user", "del", "alice@example.test").stdout
+    moved = re.search(r"mail moved to (\S+)", out).group(1)
+    assert moved.startswith(os.path.join(s.data_dir, "deleted", "alice@example.test.")), out
+    assert os.path.exists(os.path.join(moved, "index.db"))
     s.add_user("alice@example.test", "someone-else")
     assert s.messages("alice@example.test") == []
-
+    send(s, "s@remote.test", ["alice@example.test"], b"Subject: new\r\n\r\ny\r\n")
+    wait_for(lambda: len(s.messages("alice@example.test")) == 1, what="the new mail")
+    assert b"Subject: new" in s.message("alice@example.test", s.messages("alice@example.test")[0])
 
 
 @pytest.mark.xfail(strict=True, reason=(
