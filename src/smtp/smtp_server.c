@@ -115,6 +115,7 @@ struct smtp_sess {
 	struct buf data;
 	struct smtp_data_reader reader;
 	uint64_t bdat_left;
+	uint64_t bdat_octets;	/* the transaction's chunk sizes so far */
 	int bdat_last;
 	enum smtp_state bdat_return;	/* where a non-LAST chunk leaves us */
 	int64_t txn_ms;
@@ -284,6 +285,7 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	buf_free(&s->data);
 	s->last_refusal = 0;
 	s->bdat_left = 0;
+	s->bdat_octets = 0;
 	s->bdat_last = 0;
 	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED);
 }
@@ -1071,6 +1073,7 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		s->flags |= F_BDAT_USED;
 	}
 	s->bdat_left = cl->bdat_size;
+	s->bdat_octets += cl->bdat_size;
 	s->bdat_last = cl->bdat_last;
 	s->bdat_return = s->state;
 	smtp_set_state(s, ST_BDAT);
@@ -1463,7 +1466,8 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 		s->flags |= F_BDAT_FAIL;
 		return;
 	}
-	smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->reader.size);
+	/* (Not the reader's size: a CR at a chunk's end waits there for the next.) */
+	smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->bdat_octets);
 }
 
 /* The longest line the command now arriving may be, CRLF included. */

@@ -285,7 +285,9 @@ def test_bdat_crlf_split_across_chunks(surat):
     r.expect("RCPT TO:<alice@example.test>", 250)
     first = b"Subject: split\r\n\r\nab\r"
     r.send(b"BDAT %d\r\n" % len(first) + first)
-    assert r.reply()[0] == 250
+    c, t = r.reply()
+    # The octets the client sent so far, the held-back CR included.
+    assert c == 250 and t[-1] == "2.0.0 %d octets received" % len(first), t
     r.send(b"BDAT 5 LAST\r\n\ncd\r\n")
     c, t = r.reply()
     assert c == 250, t
