@@ -79,4 +79,11 @@ char *util_trim(char *s);
 /* Wipe a secret so the compiler cannot elide it. */
 void util_wipe(void *p, size_t n);
 
+/*
+ * rename(2) that never replaces an existing name (EEXIST then). Where the
+ * file system lacks RENAME_NOREPLACE, a check first: callers pick names no
+ * one else makes at the same moment.
+ */
+int util_rename_new(const char *from, const char *to);
+
 #endif

@@ -1,7 +1,8 @@
 /*
  * queue_dsn — see queue_dsn.h. The original message is attached whole
- * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB;
- * otherwise only its header (text/rfc822-headers).
+ * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
+ * in a failure or delay notice; otherwise only its header
+ * (text/rfc822-headers).
  *
  * SECURITY: peer text is sanitised by dsn_clean() before it is written.
  */
@@ -222,7 +223,8 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	const char *sep = memmem(original, len, "\r\n\r\n", 4);
 	if (sep)
 		hdr_end = (size_t)(sep - original) + 2;
-	int full = !msg->ret_hdrs && len <= DSN_FULL_MAX;
+	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
+	int full = !msg->ret_hdrs && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary,
 		   full ? "message/rfc822" : "text/rfc822-headers");
 	buf_append(c, original, full ? len : hdr_end);

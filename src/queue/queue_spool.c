@@ -182,23 +182,6 @@ mark_free(const char *path, uint64_t *size)
 	return ok;
 }
 
-/* rename(2) that never replaces a file (kept files may hold queued messages). */
-static int
-rename_new(const char *from, const char *to)
-{
-	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -1;
-	/* No RENAME_NOREPLACE here: the name is new (seq), so plain rename. */
-	struct stat st;
-	if (lstat(to, &st) == 0) {
-		errno = EEXIST;
-		return -1;
-	}
-	return rename(from, to);
-}
-
 void
 spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t size, int named)
 {
@@ -224,7 +207,7 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 				snprintf(name, sizeof(name), ".r%016llx", (unsigned long long)seq);
 				if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
 				    mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE &&
-				    rename_new(path, to) == 0) {
+				    util_rename_new(path, to) == 0) {
 					pool_put(p, name, fsize);
 					return;
 				}

@@ -899,8 +899,9 @@ quota_work(void *arg)
 {
 	struct quota_job *j = arg;
 
+	/* Counted until one has room: that is enough for quota_done(). */
 	j->nover = 0;
-	for (size_t i = 0; i < j->n; i++)
+	for (size_t i = 0; i < j->n && j->nover == i; i++)
 		if (local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size) == 1)
 			j->nover++;
 }
@@ -1539,9 +1540,13 @@ smtp_process(struct smtp_sess *s)
 		size_t avail = evbuffer_get_length(in);
 		if (p.pos < 0) {
 			/* Still to come: the CRLF, or only its LF after a CR. */
-			if (avail + 2 - ends_in_cr(in, avail) > limit) {
-				/* Overlong line: drop what we have and the rest up to its end. */
-				evbuffer_drain(in, avail);
+			size_t cr = ends_in_cr(in, avail);
+			if (avail + 2 - cr > limit) {
+				/*
+				 * Overlong line: drop what we have and the rest up to its
+				 * end; a CR last stays, should its LF come next.
+				 */
+				evbuffer_drain(in, avail - cr);
 				s->flags |= F_DISCARD;
 			}
 			return;

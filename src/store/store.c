@@ -960,19 +960,35 @@ store_account_retire(const char *data_dir, const char *account, struct buf *move
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	buf_reset(moved_to);
-	buf_printf(moved_to, "%s/%s@%s.%s", dir, local, domain, stamp);
 	struct stat sb;
-	if (lstat(root, &sb) < 0 && errno == ENOENT)
+	int made = lstat(dir, &sb) < 0;
+	if (lstat(root, &sb) < 0 && errno == ENOENT) {
 		rc = 0;	/* never had mail */
-	else if (util_mkdir_p(dir, 0700) < 0)
+		goto out;
+	}
+	if (util_mkdir_p(dir, 0700) < 0 || (made && util_fsync_dir(data_dir) < 0)) {
 		buf_printf(err, "mkdir(%s) failed: %s", dir, strerror(errno));
-	else if (rename(root, moved_to->data) < 0)
-		buf_printf(err, "rename(%s, %s) failed: %s", root, moved_to->data, strerror(errno));
-	else if (util_fsync_dir(dir) < 0 || util_fsync_dir(parent) < 0)
+		goto out;
+	}
+	/* Never over an earlier deletion of the address (within the same second). */
+	for (int n = 0;; n++) {
+		buf_reset(moved_to);
+		buf_printf(moved_to, "%s/%s@%s.%s", dir, local, domain, stamp);
+		if (n > 0)
+			buf_printf(moved_to, ".%d", n);
+		if (util_rename_new(root, moved_to->data) == 0)
+			break;
+		if (errno != EEXIST || n == 99) {
+			buf_printf(err, "rename(%s, %s) failed: %s", root, moved_to->data,
+				   strerror(errno));
+			goto out;
+		}
+	}
+	if (util_fsync_dir(dir) < 0 || util_fsync_dir(parent) < 0)
 		buf_printf(err, "fsync after moving %s failed: %s", moved_to->data, strerror(errno));
 	else
 		rc = 1;
+out:
 	free(parent);
 	free(root);
 	free(dir);
@@ -991,6 +1007,11 @@ store_close(struct store **stp)
 	store_rollback(st);
 	for (size_t i = 0; i < SQL__COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
+	/*
+	 * (A store moved aside since it was opened, store_account_retire():
+	 * SQLite sees the database moved and neither checkpoints nor deletes
+	 * the -wal and -shm, whose paths may name a new store of the account.)
+	 */
 	sqlite3_close(st->db);
 	buf_free(&st->errmsg);
 	free(st->account);

@@ -84,8 +84,17 @@ store_pool_idle(void)
 	return n;
 }
 
-struct store *
-store_pool_take(const char *data_dir, const char *account)
+static void pool_return(struct store *st, bool used);
+
+/*
+ * An idle handle of the account whose directory is still the account's.
+ * One moved aside since (the account deleted, maybe made anew: `surat user
+ * del`) is closed when may_close, else (on the loop, which must not wait on
+ * SQLite's close) marked and left at the tail for pool_shrink() or a
+ * worker's store_pool_get().
+ */
+static struct store *
+pool_find(const char *data_dir, const char *account, bool may_close)
 {
 	for (;;) {
 		struct store *st = NULL;
@@ -93,22 +102,33 @@ store_pool_take(const char *data_dir, const char *account)
 		pthread_mutex_lock(&pool.lock);
 		for (struct store *e = pool.head; e; e = e->pool_next)
 			if (strcasecmp(e->account, account) == 0 &&
-			    strcmp(e->data_dir, data_dir) == 0) {
+			    strcmp(e->data_dir, data_dir) == 0 && (may_close || !e->moved)) {
 				st = pool_take(e);
 				break;
 			}
 		pthread_mutex_unlock(&pool.lock);
-		if (st == NULL || store_root_current(st))
+		if (st == NULL || (!st->moved && store_root_current(st)))
 			return st;
-		/* The account was deleted (its store moved aside), maybe made anew. */
-		store_close(&st);
+		if (may_close) {
+			store_close(&st);
+			continue;
+		}
+		st->moved = 1;
+		pool_return(st, false);
+		return NULL;
 	}
+}
+
+struct store *
+store_pool_take(const char *data_dir, const char *account)
+{
+	return pool_find(data_dir, account, false);
 }
 
 struct store *
 store_pool_get(const char *data_dir, const char *account, struct buf *err)
 {
-	struct store *st = store_pool_take(data_dir, account);
+	struct store *st = pool_find(data_dir, account, true);
 
 	return st != NULL ? st : store_open(data_dir, account, err);
 }

@@ -84,6 +84,7 @@ struct store {
 	int root_fd;	/* root directory, for the barrier; -1 until needed */
 	dev_t root_dev;	/* root's identity at open: `surat user del` moves it aside */
 	ino_t root_ino;
+	int moved;	/* found moved aside: in the pool only until closed */
 	char *data_dir; /* as given to store_open(): the pool's key with account */
 	struct store *pool_prev, *pool_next; /* in the pool of idle handles */
 	uint64_t file_next; /* the next message file id to try; 0: draw a new run */

@@ -884,6 +884,9 @@ def test_notify_success_on_local_delivery_reports_delivered(srv):
     assert list(rcpts) == ["alice@example.test"], rcpts
     assert field(rcpts["alice@example.test"], "Action") == "delivered"
     assert re.fullmatch(r"2\.\d{1,3}\.\d{1,3}", field(rcpts["alice@example.test"], "Status"))
+    # The header only comes back (RET=FULL is for failures, RFC 3461 4.3).
+    assert parts[2].get_content_type() == "text/rfc822-headers"
+    assert b"Subject: tell me" in raw
     wait_for(lambda: queue_empty(s), what="empty queue")
     time.sleep(0.5)
     assert len(s.messages("bob@example.test")) == 1

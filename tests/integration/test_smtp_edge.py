@@ -552,6 +552,20 @@ def test_command_line_512_octets_split_between_cr_and_lf(surat):
     assert c == 250, (c, t)
 
 
+def test_overlong_line_split_between_cr_and_lf_spares_the_next_command(surat):
+    """An overlong line whose CR and LF come in two segments is one 500, and
+    the command after it is answered on its own (no reply is lost)."""
+    r = session(surat)
+    r.send(b"NOOP " + b"d" * 600 + b"\r")
+    time.sleep(0.3)
+    r.send(b"\nNOOP\r\n")
+    c, t = r.reply()
+    assert c == 500 and t[-1].startswith("5.5.2"), (c, t)
+    c, t = r.reply()
+    r.close()
+    assert c == 250, (c, t)
+
+
 def test_long_command_in_many_segments(surat):
     """A command line arriving a few octets at a time is one command."""
     r = session(surat)

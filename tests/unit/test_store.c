@@ -1571,6 +1571,47 @@ pool_worker_main(void *arg)
 }
 
 /* Threads borrowing and returning handles of one account at once. */
+/*
+ * `surat user del` moves the store aside (store_account_retire()). A pooled
+ * handle of the old store is then never lent: the loop's take leaves it
+ * (NULL), a worker's get closes it and opens the account's new store. Closing
+ * the old handles deletes no -wal or -shm of the new store (SQLite sees the
+ * old database moved), whose commits stay readable.
+ */
+static void
+test_pool_moved_store(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0), moved = BUF_INIT(0);
+	char wal[256];
+
+	store_pool_drain();
+	store_pool_set_max(128);
+	struct store *a = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(a);
+	deliver(a, NULL, NULL, "old mail");
+	store_pool_put(&a);
+	assert_int_equal(store_account_retire(fx->dir, ACCOUNT, &moved, &err), 1);
+	assert_non_null(strstr(buf_str(&moved), "/deleted/alice@example.org."));
+	assert_int_equal(store_account_retire(fx->dir, ACCOUNT, &moved, &err), 0);
+
+	assert_null(store_pool_take(fx->dir, ACCOUNT));
+	assert_int_equal(store_pool_idle(), 1);	/* marked, left for a worker */
+	struct store *b = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(b);
+	assert_true(store_root_current(b));
+	assert_int_equal(store_pool_idle(), 0);	/* the moved one closed */
+	deliver(b, NULL, NULL, "new mail");
+	xsnprintf(wal, sizeof(wal), "%s/mail/example.org/alice/index.db-wal", fx->dir);
+	store_close(&fx->st);	/* the fixture's, of the old store */
+	assert_int_equal(access(wal, F_OK), 0);
+	store_pool_put(&b);
+	store_pool_drain();
+	assert_int_equal(count_rows(fx->dir, "messages"), 1);
+	buf_free(&err);
+	buf_free(&moved);
+}
+
 static void
 test_pool_threads(void **state)
 {
@@ -1619,6 +1660,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_moved_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
 	};
 
