@@ -638,6 +638,7 @@ accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *
 struct resolve_ctx {
 	struct accounts *a;
 	char **seen;
+	int *seen_depth;	/* an expanded alias: the least depth it was expanded at */
 	size_t nseen;
 	void (*fn)(const char *addr, int local, void *arg);
 	void *arg;
@@ -646,17 +647,35 @@ struct resolve_ctx {
 	int catchall;
 };
 
+/*
+ * 1 if addr is new to the set (added), or an alias seen only deeper than
+ * depth (its members may have been cut off there by ALIAS_MAX_DEPTH: expand
+ * it again from here); 0 if seen, or the set is full.
+ */
 static int
-seen_add(struct resolve_ctx *rc, const char *addr)
+seen_add_at(struct resolve_ctx *rc, const char *addr, int depth)
 {
 	for (size_t i = 0; i < rc->nseen; i++)
-		if (strcmp(rc->seen[i], addr) == 0)
-			return 0;
+		if (strcmp(rc->seen[i], addr) == 0) {
+			if (rc->seen_depth[i] <= depth)
+				return 0;
+			rc->seen_depth[i] = depth;
+			return 1;
+		}
 	if (rc->nseen >= RESOLVE_MAX)
 		return 0;
 	rc->seen = xrealloc(rc->seen, (rc->nseen + 1) * sizeof(char *));
+	rc->seen_depth = xrealloc(rc->seen_depth, (rc->nseen + 1) * sizeof(int));
+	rc->seen_depth[rc->nseen] = depth;
 	rc->seen[rc->nseen++] = xstrdup(addr);
 	return 1;
+}
+
+/* A result: 1 if new. */
+static int
+seen_add(struct resolve_ctx *rc, const char *addr)
+{
+	return seen_add_at(rc, addr, -1);
 }
 
 /* Targets of an alias source; returns a malloc'd NULL-terminated array or NULL. */
@@ -716,11 +735,12 @@ resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 		return;
 	}
 	/*
-	 * Expanded once: aliases listing one another would otherwise be walked
-	 * along every path, exponentially in the depth. (A local address that
-	 * is no user is never a result, so it shares the seen set.)
+	 * Expanded once, or again only when reached nearer (at most
+	 * ALIAS_MAX_DEPTH times): aliases listing one another would otherwise
+	 * be walked along every path, exponentially in the depth. (A local
+	 * address that is no user is never a result, so it shares the seen set.)
 	 */
-	if (!seen_add(rc, addr))
+	if (!seen_add_at(rc, addr, depth))
 		return;
 	int err = 0;
 	char **targets = alias_targets(rc->a, addr, &err);
@@ -758,7 +778,7 @@ static int
 resolve(struct accounts *a, const char *address, int catchall,
 	void (*fn)(const char *addr, int local, void *arg), void *arg)
 {
-	struct resolve_ctx rc = {a, NULL, 0, fn, arg, 0, 0, catchall};
+	struct resolve_ctx rc = {a, NULL, NULL, 0, fn, arg, 0, 0, catchall};
 	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
 
 	if (accounts_normalise(address, 0, &norm, &err) < 0) {
@@ -770,6 +790,7 @@ resolve(struct accounts *a, const char *address, int catchall,
 	for (size_t i = 0; i < rc.nseen; i++)
 		free(rc.seen[i]);
 	free(rc.seen);
+	free(rc.seen_depth);
 	buf_free(&norm);
 	buf_free(&err);
 	return rc.error ? -1 : rc.results;

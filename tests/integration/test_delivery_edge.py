@@ -149,6 +149,20 @@ def test_alias_chain_and_diamond_one_copy_each(srv):
     assert len(s.messages("bob@example.test")) == 1
 
 
+def test_alias_reached_near_the_depth_limit_is_expanded_from_a_shorter_path(srv):
+    """x -> c1, c8; c1 -> c2 -> ... -> c11 -> bob. Through c1, c8 is reached
+    8 deep and bob would be 12 deep, past the limit of 10; through x's second
+    target c8 is 1 deep and bob 5: bob gets the mail whichever path is walked
+    first."""
+    s = srv
+    for i in range(1, 11):
+        s.cli("alias", "add", "c%d@example.test" % i, "c%d@example.test" % (i + 1))
+    s.cli("alias", "add", "c11@example.test", "bob@example.test")
+    s.cli("alias", "add", "x@example.test", "c1@example.test", "c8@example.test")
+    send(s, "s@remote.test", ["x@example.test"], b"Subject: deep\r\n\r\nx\r\n")
+    assert b"Subject: deep" in stored_one(s, "bob@example.test")
+
+
 def test_alias_loop_refused_fast_and_loop_with_a_user_delivers_once(srv):
     """l1 -> l2 -> l1 leads nowhere: a plain 550 at RCPT, at once (never a
     hang). m1 -> m2, bob; m2 -> m1: bob gets exactly one copy."""
