@@ -581,8 +581,7 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 		j->error = 1;
 	} else {
 		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
-			kind == DSN_FAILED ? "bounce" : kind == DSN_DELAYED ? "delay" : "delivered",
-			j->snap.id, j->snap.mail_from);
+			dsn_kind_name(kind), j->snap.id, j->snap.mail_from);
 		if (rc == 1) {
 			/* Written before a crash; it is already in the queue. */
 			spool_msg_free(n);
@@ -1222,8 +1221,9 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 	if (!all_final) {
 		if (!e->remote_busy && m->created + cfg->queue_max_age < due)
 			due = m->created + cfg->queue_max_age;
-		if (warn_time(cfg, m) < due)
-			due = warn_time(cfg, m);
+		int64_t warn = warn_time(cfg, m);
+		if (warn < due)
+			due = warn;
 	}
 	return due <= now ? now + 1 : due;
 }

@@ -15,6 +15,12 @@
 
 #define DSN_FULL_MAX (256 * 1024)
 
+const char *
+dsn_kind_name(enum dsn_kind kind)
+{
+	return kind == DSN_FAILED ? "bounce" : kind == DSN_DELAYED ? "delay" : "delivered";
+}
+
 int
 dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind)
 {
@@ -133,9 +139,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		   : kind == DSN_DELAYED ? "Delayed Mail (still being retried)"
 					 : "Successful Mail Delivery Report");
 	buf_printf(c, "Date: %s\r\n", date);
-	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", msg->id,
-		   kind == DSN_FAILED ? "bounce" : kind == DSN_DELAYED ? "delay" : "delivered",
-		   hostname);
+	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", msg->id, dsn_kind_name(kind), hostname);
 	buf_puts(c, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
 	buf_printf(c,
 		   "Content-Type: multipart/report; report-type=delivery-status;\r\n"

@@ -16,6 +16,8 @@ struct buf;
 
 enum dsn_kind { DSN_FAILED, DSN_DELAYED, DSN_DELIVERED };
 
+/* "bounce", "delay" or "delivered": for logs and Message-IDs. */
+const char *dsn_kind_name(enum dsn_kind kind);
 /* Nonzero if recipient rc wants a notice of this kind (NOTIFY, RFC 3461). */
 int dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind);
 /* Nonzero if msg should get a notice of this kind at all. */

@@ -86,6 +86,13 @@ store_pool_idle(void)
 
 static void pool_return(struct store *st, bool used);
 
+/* Whether e is a handle of data_dir's account. */
+static bool
+pool_of(const struct store *e, const char *data_dir, const char *account)
+{
+	return strcasecmp(e->account, account) == 0 && strcmp(e->data_dir, data_dir) == 0;
+}
+
 /*
  * An idle handle of the account whose directory is still the account's.
  * One moved aside since (the account deleted, maybe made anew: `surat user
@@ -101,8 +108,7 @@ pool_find(const char *data_dir, const char *account, bool may_close)
 
 		pthread_mutex_lock(&pool.lock);
 		for (struct store *e = pool.head; e; e = e->pool_next)
-			if (strcasecmp(e->account, account) == 0 &&
-			    strcmp(e->data_dir, data_dir) == 0 && (may_close || !e->moved)) {
+			if (pool_of(e, data_dir, account) && (may_close || !e->moved)) {
 				st = pool_take(e);
 				break;
 			}
@@ -148,22 +154,14 @@ pool_return(struct store *st, bool used)
 	}
 	store_clear_error(st);
 	pthread_mutex_lock(&pool.lock);
-	if (used) {
+	if (used)
 		st->put_us = util_mono_us();
-		st->pool_next = pool.head;
-		if (pool.head)
-			pool.head->pool_prev = st;
-		else
-			pool.tail = st;
-		pool.head = st;
-	} else {
-		st->pool_prev = pool.tail;
-		if (pool.tail)
-			pool.tail->pool_next = st;
-		else
-			pool.head = st;
-		pool.tail = st;
-	}
+	/* Linked between prev and next, either NULL at its end of the list. */
+	struct store *prev = used ? NULL : pool.tail, *next = used ? pool.head : NULL;
+	st->pool_prev = prev;
+	st->pool_next = next;
+	*(prev ? &prev->pool_next : &pool.head) = st;
+	*(next ? &next->pool_prev : &pool.tail) = st;
 	pool.n++;
 	pthread_mutex_unlock(&pool.lock);
 	pool_shrink(false);
@@ -185,8 +183,7 @@ static bool
 pool_account_busy(const struct store *e, int64_t now, int64_t idle_us)
 {
 	for (const struct store *f = pool.head; f; f = f->pool_next)
-		if (f != e && now - f->put_us < idle_us && strcasecmp(f->account, e->account) == 0 &&
-		    strcmp(f->data_dir, e->data_dir) == 0)
+		if (f != e && now - f->put_us < idle_us && pool_of(f, e->data_dir, e->account))
 			return true;
 	return false;
 }
@@ -198,7 +195,7 @@ store_pool_index_waiting(void)
 
 	pthread_mutex_lock(&pool.lock);
 	for (const struct store *e = pool.head; e && !any; e = e->pool_next)
-		any = e->fts_backlog;
+		any = e->fts_backlog && !e->moved;
 	pthread_mutex_unlock(&pool.lock);
 	return any;
 }
@@ -216,7 +213,7 @@ store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 			return done;
 		pthread_mutex_lock(&pool.lock);
 		for (struct store *e = pool.tail; e; e = e->pool_prev)
-			if (e->fts_backlog && now - e->put_us >= idle_us &&
+			if (e->fts_backlog && !e->moved && now - e->put_us >= idle_us &&
 			    !pool_account_busy(e, now, idle_us)) {
 				st = pool_take(e);
 				break;

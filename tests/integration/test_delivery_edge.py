@@ -16,7 +16,6 @@ import email.utils
 import imaplib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -24,8 +23,8 @@ import time
 import pytest
 
 from conftest import BIN, free_port
-from test_smtp import (TIMEOUT, Raw, bounded, populated_data, smtp,  # noqa: F401
-                       split_stored, stored_one)
+from test_smtp import (TIMEOUT, Raw, bounded, make_populated, populated_data,  # noqa: F401
+                       smtp, split_stored, stored_one)
 from test_outbound import Peer
 
 TEST_LIMIT = 60
@@ -43,12 +42,10 @@ def base_extra(**more):
 
 
 @pytest.fixture
-def start(make_surat, populated_data):
+def start(make_populated):
     """start(extra, kinds): a daemon with example.test, alice and bob."""
     def make(extra=None, kinds=("smtp",)):
-        s = make_surat(extra=base_extra(**(extra or {})), kinds=kinds, start=False)
-        shutil.copytree(populated_data, s.data_dir)
-        return s.start()
+        return make_populated(extra=base_extra(**(extra or {})), kinds=kinds)
     return make
 
 

@@ -62,8 +62,8 @@ def populated_data(tmp_path_factory, tls_files):
 @pytest.fixture
 def make_populated(make_surat, populated_data):
     """Like make_surat, with example.test, alice and bob already there."""
-    def make(extra=None):
-        s = make_surat(extra=extra, start=False)
+    def make(extra=None, **kw):
+        s = make_surat(extra=extra, start=False, **kw)
         shutil.copytree(populated_data, s.data_dir)
         return s.start()
     return make
