@@ -774,6 +774,40 @@ resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 	free(targets);
 }
 
+/*
+ * RFC 5321 4.5.1: postmaster@ every local domain MUST be accepted. With no
+ * user, alias or catch-all of its own, it reaches the domain's oldest user
+ * (the one an admin adds first); an alias sends it elsewhere. Only for
+ * delivery: it gives nobody the right to send as postmaster.
+ */
+static void
+resolve_postmaster(struct resolve_ctx *rc, const char *addr)
+{
+	static const char sql[] =
+		"SELECT address FROM users WHERE domain = ? ORDER BY created, rowid LIMIT 1";
+	const char *dom = domain_of(addr);
+
+	if ((size_t)(dom - addr) != sizeof("postmaster@") - 1 ||
+	    strncmp(addr, "postmaster@", sizeof("postmaster@") - 1) != 0)
+		return;
+	sqlite3_stmt *st = acc_stmt(rc->a, sql);
+	if (st == NULL) {
+		rc->error = 1;
+		return;
+	}
+	sqlite3_bind_text(st, 1, dom, -1, SQLITE_STATIC);
+	char *user = NULL;
+	int r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		user = xstrdup((const char *)sqlite3_column_text(st, 0));
+	else if (r != SQLITE_DONE)
+		rc->error = 1;
+	sqlite3_reset(st);
+	if (user != NULL)
+		resolve_one(rc, user, 1);
+	free(user);
+}
+
 static int
 resolve(struct accounts *a, const char *address, int catchall,
 	void (*fn)(const char *addr, int local, void *arg), void *arg)
@@ -787,6 +821,8 @@ resolve(struct accounts *a, const char *address, int catchall,
 		return 0;
 	}
 	resolve_one(&rc, norm.data, 0);
+	if (catchall && rc.results == 0 && !rc.error)
+		resolve_postmaster(&rc, norm.data);
 	for (size_t i = 0; i < rc.nseen; i++)
 		free(rc.seen[i]);
 	free(rc.seen);

@@ -769,7 +769,7 @@ def test_command_syntax(surat):
     r.expect("MAIL FROM:<s@remote.test> SIZE=100 BODY=8BITMIME", 250)
     r.expect("RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS", 501, "5.5.4")
     r.expect("RCPT TO:<>", 553, "5.1.3")
-    r.expect("RCPT TO:<postmaster>", 550, "5.1.1")
+    r.expect("RCPT TO:<postmaster>", 250, "2.1.5")
     r.expect("QUIT", 221)
     r.close()
 
@@ -788,3 +788,40 @@ def test_postmaster(surat):
     r.expect("QUIT", 221)
     r.close()
     assert b"Subject: to the postmaster" in stored_one(surat, "alice@example.test")
+
+
+def test_postmaster_without_alias(surat):
+    """RFC 5321 4.5.1: postmaster@ a local domain MUST be accepted, alias or
+    not. Without one it reaches the domain's oldest user (alice); an alias
+    sends it elsewhere; it never lets that user send as postmaster; a
+    domain with no user at all has nobody to reach."""
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<postmaster>", 250, "2.1.5")
+    r.expect("RCPT TO:<Postmaster@EXAMPLE.test>", 250, "2.1.5")
+    r.expect("DATA", 354)
+    r.send(b"Subject: first postmaster\r\n\r\nhello\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    assert b"Subject: first postmaster" in stored_one(surat, "alice@example.test")
+    assert surat.messages("bob@example.test") == []
+
+    surat.cli("alias", "add", "postmaster@example.test", "bob@example.test")
+    smtp(surat).sendmail("s@remote.test", ["postmaster@example.test"],
+                         msg("second postmaster", "s@remote.test", "postmaster@example.test"))
+    surat.wait_messages("bob@example.test", 1)
+    assert len(surat.messages("alice@example.test")) == 1
+
+    c = submission(surat)
+    with pytest.raises(smtplib.SMTPSenderRefused) as ei:
+        c.sendmail("postmaster@example.test", ["bob@example.test"],
+                   msg("spoof", "postmaster@example.test", "bob@example.test"))
+    assert ei.value.smtp_code == 553
+    c.quit()
+
+    surat.add_domain("empty.test")
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<postmaster@empty.test>", 550, "5.1.1")
+    r.expect("QUIT", 221)
+    r.close()
