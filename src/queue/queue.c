@@ -183,6 +183,9 @@ struct qjob {
 	int removed;
 	struct spool_msg *notices[3];	/* delayed, failed, delivered */
 	int error;
+	/* where a notice goes: the sender, expanded like any recipient (none: as it is) */
+	struct spool_rcpt *notice_to;
+	size_t nnotice_to;
 };
 
 void
@@ -362,6 +365,15 @@ resolve_cb(const char *addr, int local, void *arg)
 		rc->addr = xstrdup(addr);
 		rc->local = 1;
 	}
+}
+
+static void
+notice_to_cb(const char *addr, int local, void *arg)
+{
+	struct qjob *j = arg;
+
+	j->notice_to = xrealloc(j->notice_to, (j->nnotice_to + 1) * sizeof(*j->notice_to));
+	j->notice_to[j->nnotice_to++] = (struct spool_rcpt){.addr = xstrdup(addr), .local = local};
 }
 
 /*
@@ -569,6 +581,20 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 
 	dsn_build(&j->snap, j->content.data ? j->content.data : "", j->content.len, kind,
 		  j->hostname, j->max_age, n, &c);
+	if (j->nnotice_to > 0) {
+		/* One recipient per member: the same addresses mail to the sender reaches. */
+		struct spool_rcpt first = n->rcpts[0];
+		n->rcpts = xrealloc(n->rcpts, j->nnotice_to * sizeof(*n->rcpts));
+		n->nrcpts = j->nnotice_to;
+		for (size_t i = 0; i < j->nnotice_to; i++) {
+			n->rcpts[i] = first;
+			n->rcpts[i].addr = xstrdup(j->notice_to[i].addr);
+			n->rcpts[i].orig = xstrdup(first.orig);
+			n->rcpts[i].local = j->notice_to[i].local;
+		}
+		free(first.addr);
+		free(first.orig);
+	}
 	snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id,
 		 kind == DSN_FAILED ? 'b' : kind == DSN_DELAYED ? 'd' : 's');
 	n->size = c.len;
@@ -758,6 +784,9 @@ job_free(struct qjob *j)
 		free(j->results[i].remote);
 	}
 	free(j->results);
+	for (size_t i = 0; i < j->nnotice_to; i++)
+		free(j->notice_to[i].addr);
+	free(j->notice_to);
 	free(j);
 }
 
@@ -864,6 +893,19 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	copy_msg(&j->snap, &e->msg);
 	buf_init(&j->content, 0);
 	buf_init(&j->recs, 0);
+	/*
+	 * Should the job write a notice, an alias as sender expands here, on the
+	 * loop (the accounts are the loop's): every member gets it, as every
+	 * member gets mail sent to the alias. (A remote sender: one lookup.)
+	 */
+	if (!e->msg.is_notice && e->msg.mail_from != NULL && e->msg.mail_from[0] != '\0' &&
+	    accounts_resolve(q->srv->accounts, e->msg.mail_from, notice_to_cb, j) < 0) {
+		for (size_t i = 0; i < j->nnotice_to; i++)
+			free(j->notice_to[i].addr);
+		free(j->notice_to);
+		j->notice_to = NULL;
+		j->nnotice_to = 0;
+	}
 
 	/* Remote results waiting to be recorded. */
 	if (e->npending) {
