@@ -2,7 +2,9 @@
  * queue_dsn — see queue_dsn.h. The original message is attached whole
  * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
  * in a failure or delay notice; otherwise only its header
- * (text/rfc822-headers).
+ * (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
+ * 6533's types instead: message/global-delivery-status with utf-8
+ * addresses, message/global or message/global-headers.
  *
  * SECURITY: peer text is sanitised by dsn_clean() before it is written.
  */
@@ -54,23 +56,58 @@ dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
 	return 0;
 }
 
-static void
-dsn_clean(struct buf *out, const char *s)
+static int
+all_ascii(const char *s)
 {
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		buf_putc(out, (c >= 0x20 && c < 0x7f) ? (char)c : ' ');
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 0;
+	return 1;
+}
+
+/* The length of the well-formed UTF-8 sequence (2 to 4 octets) at s, else 0. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t k = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+	if (k == 0 || s[0] > 0xf4 || k > n)
+		return 0;
+	for (size_t i = 1; i < k; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	/* No overlong forms, no surrogates, nothing past U+10FFFF (RFC 3629 4). */
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+	    (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return k;
+}
+
+/*
+ * The first n octets of s (at most), cleaned: controls and, unless u8
+ * (an internationalised notice, RFC 6533), every non-ASCII octet become a
+ * space; with u8, well-formed UTF-8 stays.
+ */
+static void
+dsn_clean_n(struct buf *out, const char *s, size_t n, int u8)
+{
+	size_t len = s ? strnlen(s, n) : 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		size_t k = u8 && c >= 0x80 ? utf8_seq((const unsigned char *)s + i, len - i) : 0;
+		if (k > 0) {
+			buf_append(out, s + i, k);
+			i += k - 1;
+		} else {
+			buf_putc(out, (c >= 0x20 && c < 0x7f) ? (char)c : ' ');
+		}
 	}
 }
 
-/* The first n bytes of s (at most), cleaned. */
 static void
-dsn_clean_n(struct buf *out, const char *s, size_t n)
+dsn_clean(struct buf *out, const char *s, int u8)
 {
-	for (size_t i = 0; s && s[i] && i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		buf_putc(out, (c >= 0x20 && c < 0x7f) ? (char)c : ' ');
-	}
+	dsn_clean_n(out, s, (size_t)-1, u8);
 }
 
 static void
@@ -116,11 +153,18 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 {
 	char date[64], boundary[33], code[16];
 	int64_t now = util_now_ms() / 1000;
+	/*
+	 * An SMTPUTF8 message may carry UTF-8 addresses and header fields: its
+	 * notice uses RFC 6533's types (utf-8 addresses, message/global*) and
+	 * goes out with SMTPUTF8 itself.
+	 */
+	int u8 = msg->smtputf8;
 
 	memset(out, 0, sizeof(*out));
 	out->mail_from = xstrdup("");
 	out->created = now;
 	out->is_notice = 1;
+	out->smtputf8 = u8;
 	out->session = xstrdup(msg->id);
 	out->rcpts = xcalloc(1, sizeof(*out->rcpts));
 	out->nrcpts = 1;
@@ -148,7 +192,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	buf_puts(c, "This is a MIME-encapsulated message.\r\n\r\n");
 
 	/* Part 1: for people. */
-	buf_printf(c, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+	buf_printf(c, "--%s\r\nContent-Type: text/plain; charset=%s\r\n", boundary,
+		   u8 ? "utf-8" : "us-ascii");
+	buf_printf(c, "Content-Transfer-Encoding: %s\r\n\r\n", u8 ? "8bit" : "7bit");
 	buf_printf(c, "This is the mail system at %s.\r\n\r\n", hostname);
 	if (kind == DSN_FAILED)
 		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
@@ -171,19 +217,20 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		if (rc->remote) {
 			/* remote is "host[ip] tls=...": the part before the space. */
 			buf_puts(c, "host ");
-			dsn_clean_n(c, rc->remote, strcspn(rc->remote, " "));
+			dsn_clean_n(c, rc->remote, strcspn(rc->remote, " "), u8);
 			buf_puts(c, " said: ");
 		}
-		dsn_clean(c, rc->last_error ? rc->last_error : "unknown error");
+		dsn_clean(c, rc->last_error ? rc->last_error : "unknown error", u8);
 		buf_puts(c, "\r\n");
 	}
 
 	/* Part 2: for machines (RFC 3464). */
-	buf_printf(c, "\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary);
+	buf_printf(c, "\r\n--%s\r\nContent-Type: message/%sdelivery-status\r\n\r\n", boundary,
+		   u8 ? "global-" : "");
 	buf_printf(c, "Reporting-MTA: dns; %s\r\n", hostname);
 	if (msg->envid) {
 		buf_puts(c, "Original-Envelope-Id: ");
-		dsn_clean(c, msg->envid);
+		dsn_clean(c, msg->envid, u8);
 		buf_puts(c, "\r\n");
 	}
 	rfc2822_date(date, sizeof(date), msg->created);
@@ -192,10 +239,13 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		const struct spool_rcpt *rc = &msg->rcpts[i];
 		if (rc->status != want || !dsn_wanted(rc, kind))
 			continue;
-		buf_printf(c, "\r\nFinal-Recipient: rfc822; %s\r\n", rc->addr);
+		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
+		buf_printf(c, "\r\nFinal-Recipient: %s; ", u8 && !all_ascii(rc->addr) ? "utf-8" : "rfc822");
+		dsn_clean(c, rc->addr, u8);
+		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
 			buf_puts(c, "Original-Recipient: ");
-			dsn_clean(c, rc->orcpt);
+			dsn_clean(c, rc->orcpt, u8);
 			buf_puts(c, "\r\n");
 		}
 		if (kind == DSN_DELIVERED)
@@ -208,12 +258,12 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		if (rc->remote) {
 			/* RFC 3464 2.3.5: the name only. */
 			buf_puts(c, "Remote-MTA: dns; ");
-			dsn_clean_n(c, rc->remote, strcspn(rc->remote, "[ "));
+			dsn_clean_n(c, rc->remote, strcspn(rc->remote, "[ "), u8);
 			buf_puts(c, "\r\n");
 		}
 		if (rc->last_error) {
 			buf_puts(c, rc->remote ? "Diagnostic-Code: smtp; " : "Diagnostic-Code: X-surat; ");
-			dsn_clean(c, rc->last_error);
+			dsn_clean(c, rc->last_error, u8);
 			buf_puts(c, "\r\n");
 		}
 		if (kind == DSN_DELAYED) {
@@ -230,7 +280,8 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
 	int full = !msg->ret_hdrs && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary,
-		   full ? "message/rfc822" : "text/rfc822-headers");
+		   full ? (u8 ? "message/global" : "message/rfc822")
+			: (u8 ? "message/global-headers" : "text/rfc822-headers"));
 	buf_append(c, original, full ? len : hdr_end);
 	if (c->len >= 2 && memcmp(c->data + c->len - 2, "\r\n", 2) != 0)
 		buf_puts(c, "\r\n");

@@ -271,10 +271,6 @@ def test_readded_user_does_not_inherit_old_mail(srv):
     assert b"Subject: new" in s.message("alice@example.test", s.messages("alice@example.test")[0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a bounce to an envelope sender that is an alias of several users reaches "
-    "only the first of them: queue.c notice_fix_rcpt/resolve_cb keeps one local "
-    "target, where mail to that alias goes to every member"))
 def test_bounce_to_alias_sender_reaches_every_member(srv):
     """The DSN goes to the envelope return address (RFC 3464 2, RFC 5321
     4.5.5); an alias there expands as for any other mail (RFC 5321 3.9.1)."""
@@ -291,11 +287,6 @@ def test_bounce_to_alias_sender_reaches_every_member(srv):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the bounce for an SMTPUTF8 message/recipient puts raw UTF-8 into parts "
-    "declared us-ascii, 'Final-Recipient: rfc822; <utf-8 address>' and message/rfc822 "
-    "(RFC 6533 wants the utf-8 address type and message/global-delivery-status / "
-    "message/global), and the text part mangles the address ('j  s  @example.test')"))
 def test_bounce_for_utf8_recipient_uses_rfc6533_types(srv):
     s = srv
     user = "j\u00f6s\u00e9@example.test"
@@ -311,11 +302,28 @@ def test_bounce_for_utf8_recipient_uses_rfc6533_types(srv):
     r.close()
     raw = stored_notice(s, "bob@example.test")
     assert b"j  s  @" not in raw
-    try:
-        raw.decode("ascii")
-    except UnicodeDecodeError:
-        assert b"Content-Type: message/global-delivery-status" in raw
-        assert ("Final-Recipient: utf-8; " + user).encode() in raw
+    raw.decode("utf-8")
+    assert b"Content-Type: text/plain; charset=utf-8" in raw
+    assert b"Content-Type: message/global-delivery-status" in raw
+    assert ("Final-Recipient: utf-8; " + user).encode() in raw
+    assert ("Diagnostic-Code: X-surat; 5.4.6 Mail loop: already delivered to " +
+            user).encode() in raw
+    assert b"Content-Type: message/global\r\n" in raw
+    assert b"message/delivery-status" not in raw and b"message/rfc822" not in raw
+
+
+def test_bounce_for_ascii_message_keeps_rfc3464_types(srv):
+    """Without SMTPUTF8 the notice stays 7-bit (RFC 3464): message/delivery-status,
+    rfc822 addresses, message/rfc822."""
+    s = srv
+    s.add_user("carol@example.test", "carol-pw")
+    send(s, "bob@example.test", ["carol@example.test"], loop_body("carol@example.test"))
+    raw = stored_notice(s, "bob@example.test")
+    raw.decode("ascii")
+    assert b"Content-Type: text/plain; charset=us-ascii" in raw
+    assert b"Content-Type: message/delivery-status" in raw
+    assert b"Final-Recipient: rfc822; carol@example.test" in raw
+    assert b"Content-Type: message/rfc822" in raw
 
 
 # ---------------------------------------------------------------- more fixtures and helpers
