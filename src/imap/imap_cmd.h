@@ -126,6 +126,7 @@ struct imap_sess {
 	char *user;	  /* account */
 	int64_t quota;	  /* bytes; 0: unlimited */
 	struct store *st; /* the account's store, borrowed for one command (imap_store_borrow) */
+	struct store_id store_id; /* the store logged in to: the session reaches only that one */
 	int64_t login_ms;
 	unsigned ncmds;
 

@@ -158,6 +158,7 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 		struct buf b = BUF_INIT(0);
 		s->st = j->st;
 		j->st = NULL;
+		store_root_id(s->st, &s->store_id);
 		s->user = xstrdup(j->user);
 		imap_reg_add(s);
 		s->quota = j->quota;

@@ -627,8 +627,15 @@ imap_enable_condstore(struct imap_sess *s)
 bool
 imap_store_take(struct imap_sess *s)
 {
-	if (s->st == NULL && s->user != NULL)
+	if (s->st == NULL && s->user != NULL) {
 		s->st = store_pool_take(s->srv->cfg->data_dir, s->user);
+		struct store_id id;
+		if (s->st != NULL)
+			store_root_id(s->st, &id);
+		/* Another account's, made under the address since: the worker says so. */
+		if (s->st != NULL && (id.dev != s->store_id.dev || id.ino != s->store_id.ino))
+			store_pool_put(&s->st);
+	}
 	return s->st != NULL;
 }
 
@@ -649,7 +656,9 @@ struct open_job {
 	const struct imap_arg *args; /* the parser's: it reads nothing while we wait */
 	const char *data_dir;
 	char *user;
+	struct store_id id;
 	struct store *st;
+	int gone;
 	char err[256];
 };
 
@@ -659,7 +668,8 @@ open_work(struct imap_job *jj)
 	struct open_job *j = (struct open_job *)jj;
 	struct buf err = BUF_INIT(0);
 
-	j->st = store_pool_get(j->data_dir, j->user, &err);
+	/* Never a new store: the account may have been deleted since login. */
+	j->st = store_pool_get_same(j->data_dir, j->user, &j->id, &j->gone, &err);
 	if (j->st == NULL)
 		xsnprintf(j->err, sizeof(j->err), "%.200s", buf_str(&err));
 	buf_free(&err);
@@ -670,6 +680,12 @@ open_done(struct imap_sess *s, struct imap_job *jj)
 {
 	struct open_job *j = (struct open_job *)jj;
 
+	if (j->gone) {
+		log_msg(LL_INFO, s->c->id, "user=%s: the account was deleted; session closed",
+			s->user);
+		imap_bye(s, "[UNAVAILABLE] This account no longer exists.");
+		return;
+	}
 	if (j->st == NULL) {
 		log_msg(LL_ERROR, s->c->id, "user=%s: cannot open the store: %s", s->user, j->err);
 		if (j->e != NULL) /* a command waits for it; a poll just waits for the next change */
@@ -703,6 +719,7 @@ imap_open_then(struct imap_sess *s,
 	j->args = args;
 	j->data_dir = s->srv->cfg->data_dir;
 	j->user = xstrdup(s->user);
+	j->id = s->store_id;
 	j->j.work = open_work;
 	j->j.done = open_done;
 	j->j.free = open_free;

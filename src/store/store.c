@@ -872,8 +872,9 @@ store_make_dirs(struct store *st, const char *data_dir, const char *domain)
 	return 0;
 }
 
-struct store *
-store_open(const char *data_dir, const char *account, struct buf *err)
+/* missing: NULL to make the store if there is none, else set when there is none. */
+static struct store *
+store_open_at(const char *data_dir, const char *account, int *missing, struct buf *err)
 {
 	char *local = NULL, *domain = NULL;
 	char path[4096];
@@ -894,8 +895,15 @@ store_open(const char *data_dir, const char *account, struct buf *err)
 		store_fail(st, STORE_ERR_INTERNAL, "path too long");
 		goto fail;
 	}
-	if (stat(path, &sb) < 0 && store_make_dirs(st, data_dir, domain) < 0)
-		goto fail;
+	if (stat(path, &sb) < 0) {
+		if (missing != NULL) {
+			*missing = errno == ENOENT;
+			store_fail(st, STORE_ERR_INVALID, "stat(%s) failed: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (store_make_dirs(st, data_dir, domain) < 0)
+			goto fail;
+	}
 	if (stat(st->root, &sb) < 0) {
 		store_fail(st, STORE_ERR_INTERNAL, "stat(%s) failed: %s", st->root, strerror(errno));
 		goto fail;
@@ -933,6 +941,26 @@ fail:
 	free(domain);
 	store_close(&st);
 	return NULL;
+}
+
+struct store *
+store_open(const char *data_dir, const char *account, struct buf *err)
+{
+	return store_open_at(data_dir, account, NULL, err);
+}
+
+struct store *
+store_open_existing(const char *data_dir, const char *account, int *missing, struct buf *err)
+{
+	*missing = 0;
+	return store_open_at(data_dir, account, missing, err);
+}
+
+void
+store_root_id(const struct store *st, struct store_id *id)
+{
+	id->dev = st->root_dev;
+	id->ino = st->root_ino;
 }
 
 int

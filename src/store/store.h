@@ -44,6 +44,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct buf;
 struct store;
@@ -329,6 +330,16 @@ int store_account_retire(const char *data_dir, const char *account, struct buf *
 			 struct buf *err);
 /* Whether st's directory is still the one its account's path names. */
 int store_root_current(const struct store *st);
+/*
+ * A store's identity: its directory's. An account deleted and made again
+ * under the same address has another store; a session logged in to the old
+ * one must not reach the new one.
+ */
+struct store_id {
+	dev_t dev;
+	ino_t ino;
+};
+void store_root_id(const struct store *st, struct store_id *id);
 
 /* --- shared handles (store_pool.c) --- */
 
@@ -345,6 +356,13 @@ int store_root_current(const struct store *st);
 struct store *store_pool_get(const char *data_dir, const char *account, struct buf *err);
 /* An idle handle of the account, or NULL: never opens one (never blocks on disk). */
 struct store *store_pool_take(const char *data_dir, const char *account);
+/*
+ * store_pool_get() for the store id only, and never creating one: NULL
+ * with *gone set when the account's path names no store or another one
+ * (deleted since, maybe made anew), or NULL with a message in err.
+ */
+struct store *store_pool_get_same(const char *data_dir, const char *account,
+				  const struct store_id *id, int *gone, struct buf *err);
 void store_pool_put(struct store **st);
 /* Set the number of idle handles kept (0: none), closing those beyond it. */
 void store_pool_set_max(size_t max_idle);

@@ -139,6 +139,29 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 	return st != NULL ? st : store_open(data_dir, account, err);
 }
 
+static int
+store_is(const struct store *st, const struct store_id *id)
+{
+	return st->root_dev == id->dev && st->root_ino == id->ino;
+}
+
+struct store *
+store_pool_get_same(const char *data_dir, const char *account, const struct store_id *id,
+		    int *gone, struct buf *err)
+{
+	struct store *st = pool_find(data_dir, account, true);
+
+	*gone = 0;
+	if (st == NULL)
+		st = store_open_existing(data_dir, account, gone, err);
+	if (st != NULL && !store_is(st, id)) {
+		/* Another account's store, made under the same address since. */
+		store_pool_put(&st);
+		*gone = 1;
+	}
+	return st;
+}
+
 /*
  * Back into the list: at the head, just used; or at the tail, its place in
  * the LRU order kept. A handle that failed inside SQLite or the file system

@@ -120,6 +120,9 @@ struct store_names {
 /* --- store.c --- */
 
 /* Record a failure; returns -1 so callers can `return store_fail(...)`. */
+/* store_open() of a store that exists: never makes one (NULL, *missing set, if there is none). */
+struct store *store_open_existing(const char *data_dir, const char *account, int *missing,
+				  struct buf *err);
 int store_fail(struct store *st, enum store_err code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Record a database failure from the last SQLite call (what: the step). Returns -1. */
 int store_db_fail(struct store *st, const char *what);

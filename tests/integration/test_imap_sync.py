@@ -437,6 +437,39 @@ def test_selected_mailbox_deleted_by_other_session(srv):
     b.ok("LOGOUT")
 
 
+def test_session_of_deleted_user_ends_and_never_reaches_a_new_account(srv):
+    """`user del` moves the store aside. A session still logged in must not
+    make the store again (an empty one that a user added later would
+    inherit), nor read the mail of an account made again under its address:
+    its next command that needs the store gets BYE."""
+    a = connect(srv)
+    append(a, "INBOX", MSG)
+    b = connect(srv)
+    select(b)
+    root = os.path.join(srv.data_dir, "mail", "example.test", "alice")
+    assert os.path.isdir(root)
+    srv.cli("user", "del", "alice@example.test")
+    assert not os.path.exists(root)
+    a.send("n1 STATUS INBOX (MESSAGES)\r\n")
+    line = a.readline()
+    assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+    assert not os.path.exists(root)
+    # Made again, with new mail: b, logged in to the old account, never sees it.
+    srv.add_user("alice@example.test", "new-pw")
+    send_mail(srv, "alice@example.test", MSG.replace(b"hello world", b"for the new alice"))
+    srv.wait_messages("alice@example.test", 1)
+    b.send("n2 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    line = b.readline()
+    assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+    assert b"new alice" not in line
+    assert "the account was deleted; session closed" in srv.log()
+    # The new alice logs in to her own store.
+    c = connect(srv, password="new-pw")
+    untagged = select(c)
+    assert any(b"1 EXISTS" in u for u in untagged), untagged
+    c.ok("LOGOUT")
+
+
 def test_concurrent_appends_unique_uids(srv):
     results, errors = [], []
 
