@@ -1593,7 +1593,13 @@ queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_re
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
 						  remote ? xstrdup(remote) : NULL, 0};
+	/*
+	 * Recorded now, not at the next tick: a peer that took the message
+	 * must not get it again should we crash while its other destinations
+	 * are still being tried. (Results of one callback share the kick.)
+	 */
 	entry_ready(q, e);
+	event_active(q->kick, 0, 0);
 }
 
 void

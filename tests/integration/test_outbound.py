@@ -680,6 +680,33 @@ def test_kill_during_delivery_delivers_at_most_once_more(net):
     assert a.messages("alice@a.example") == []
 
 
+def test_result_recorded_while_another_destination_is_in_flight(net):
+    """What one peer took is on disk at once (not at the queue's next tick),
+    while the message's other destination is still being tried: a crash
+    then does not send it to that peer again."""
+    a = net.node("127.0.0.2", "a.example")
+    p1 = net.peer("127.0.0.4")
+    p2 = net.peer("127.0.0.5", dot_delay=5)
+    for dom, ip in (("c.example", "127.0.0.4"), ("d.example", "127.0.0.5")):
+        _dns().add(dom, "MX", "10 mx." + dom)
+        _dns().add("mx." + dom, "A", ip)
+    a.submit("alice@a.example", ["x@c.example", "y@d.example"],
+             msg("alice@a.example", "x@c.example", "two peers"))
+    a.wait_log(r"outbound id=\w+ rcpt=x@c\.example .*status=sent")
+    qid = re.search(r"outbound id=(\w+) rcpt=x@c\.example", a.log()).group(1)
+    assert "rcpt=y@d.example" not in a.log()        # still in flight
+    deadline = time.time() + 0.6
+    while "<x@c.example>  remote  delivered" not in a.cli("queue", "show", qid).stdout:
+        assert time.time() < deadline, a.cli("queue", "show", qid).stdout
+        time.sleep(0.02)
+    a.kill()
+    p2.dot_delay = 0
+    a.start()
+    a.wait_queue_empty(timeout=20)
+    assert len(p1.txns) == 1
+    assert a.messages("alice@a.example") == []
+
+
 def test_deferred_message_in_reused_spool_file(net):
     """Delivered spool files are kept (hidden ".r" names) and the next messages
     are written over them in place. A message deferred in such a file keeps its
