@@ -154,11 +154,14 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 	struct login_job *j = (struct login_job *)jj;
 	char esc[300], tlsd[128];
 
+	/* Checked against a hash read before: the user may be gone (or made anew) since. */
+	if (j->ok && accounts_user_same(s->srv->accounts, j->user, j->hash) != 1)
+		j->ok = false;
 	if (j->ok && j->st) {
 		struct buf b = BUF_INIT(0);
 		s->st = j->st;
 		j->st = NULL;
-		store_root_id(s->st, &s->store_id);
+		store_id_of(s->st, &s->store_id);
 		s->user = xstrdup(j->user);
 		imap_reg_add(s);
 		s->quota = j->quota;

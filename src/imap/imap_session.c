@@ -631,9 +631,9 @@ imap_store_take(struct imap_sess *s)
 		s->st = store_pool_take(s->srv->cfg->data_dir, s->user);
 		struct store_id id;
 		if (s->st != NULL)
-			store_root_id(s->st, &id);
+			store_id_of(s->st, &id);
 		/* Another account's, made under the address since: the worker says so. */
-		if (s->st != NULL && (id.dev != s->store_id.dev || id.ino != s->store_id.ino))
+		if (s->st != NULL && id.gen != s->store_id.gen)
 			store_pool_put(&s->st);
 	}
 	return s->st != NULL;

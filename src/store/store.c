@@ -160,6 +160,7 @@ static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [SQL_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2)"
 		     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [SQL_META_ADD] = "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
     [SQL_USAGE] = "SELECT coalesce(sum(size), 0), coalesce(sum(messages), 0) FROM mailboxes",
     [SQL_MBOX_GET] = "SELECT id, uidvalidity, uidnext, highestmodseq, noselect, special_use"
 		     " FROM mailboxes WHERE name = ?1",
@@ -411,9 +412,7 @@ store_commit(struct store *st)
 	 * synchronous=NORMAL leaves the WAL unsynced at COMMIT; the group-commit
 	 * barrier makes it durable, sharing one flush with every other writer.
 	 */
-	if (st->root_fd < 0)
-		st->root_fd = open(st->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (st->root_fd < 0 || fsbarrier_sync(st->root_fd) < 0)
+	if (fsbarrier_sync(st->root_fd) < 0)
 		return store_fail(st, STORE_ERR_INTERNAL, "sync(%s) failed: %s", st->root,
 				  strerror(errno));
 	return 0;
@@ -872,6 +871,56 @@ store_make_dirs(struct store *st, const char *data_dir, const char *domain)
 	return 0;
 }
 
+/* The store's random id into st->gen: 1 read, 0 none yet, -1 on error. */
+static int
+store_read_gen(struct store *st)
+{
+	sqlite3_stmt *s = store_stmt(st, SQL_META_GET);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, "store_id", -1, SQLITE_STATIC);
+	if ((rc = store_step(st, s)) == 1) {
+		st->gen = sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+	}
+	return rc;
+}
+
+/*
+ * The store's random id, made at its first open (and at the first open of
+ * a store older than ids): a store made anew under an address that had
+ * one has another id, whatever inode its directory got. Two first openers
+ * race harmlessly: the first id written stays.
+ */
+static int
+store_load_gen(struct store *st)
+{
+	int rc = store_read_gen(st);
+
+	if (rc != 0)
+		return rc < 0 ? -1 : 0;
+	int64_t gen = 0;
+	while (gen <= 0) {
+		util_random(&gen, sizeof(gen));
+		gen &= INT64_MAX;
+	}
+	sqlite3_stmt *s;
+	if (store_begin(st, 1) < 0)
+		return -1;
+	if ((s = store_stmt(st, SQL_META_ADD)) == NULL)
+		goto fail;
+	sqlite3_bind_text(s, 1, "store_id", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, gen);
+	if (store_exec(st, s) < 0 || store_commit(st) < 0)
+		goto fail;
+	return store_read_gen(st) == 1 ? 0 : store_fail(st, STORE_ERR_INTERNAL, "no store id");
+fail:
+	store_rollback(st);
+	return -1;
+}
+
 /* missing: NULL to make the store if there is none, else set when there is none. */
 static struct store *
 store_open_at(const char *data_dir, const char *account, int *missing, struct buf *err)
@@ -904,8 +953,15 @@ store_open_at(const char *data_dir, const char *account, int *missing, struct bu
 		if (store_make_dirs(st, data_dir, domain) < 0)
 			goto fail;
 	}
-	if (stat(st->root, &sb) < 0) {
-		store_fail(st, STORE_ERR_INTERNAL, "stat(%s) failed: %s", st->root, strerror(errno));
+	/*
+	 * The directory stays open as long as the handle: its inode cannot be
+	 * freed and reused by a store made later under the same path (after a
+	 * `surat user del` and the removal of what it moved aside), so dev/ino
+	 * name this store alone for the handle's life.
+	 */
+	st->root_fd = open(st->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->root_fd < 0 || fstat(st->root_fd, &sb) < 0) {
+		store_fail(st, STORE_ERR_INTERNAL, "open(%s) failed: %s", st->root, strerror(errno));
 		goto fail;
 	}
 	st->root_dev = sb.st_dev;
@@ -928,6 +984,8 @@ store_open_at(const char *data_dir, const char *account, int *missing, struct bu
 		goto fail;
 	}
 	if (v < STORE_SCHEMA_VERSION && store_db_create(st) < 0)
+		goto fail;
+	if (store_load_gen(st) < 0)
 		goto fail;
 	store_file_sweep_tmp(st);
 	store_clear_error(st);
@@ -957,10 +1015,9 @@ store_open_existing(const char *data_dir, const char *account, int *missing, str
 }
 
 void
-store_root_id(const struct store *st, struct store_id *id)
+store_id_of(const struct store *st, struct store_id *id)
 {
-	id->dev = st->root_dev;
-	id->ino = st->root_ino;
+	id->gen = st->gen;
 }
 
 int

@@ -331,15 +331,15 @@ int store_account_retire(const char *data_dir, const char *account, struct buf *
 /* Whether st's directory is still the one its account's path names. */
 int store_root_current(const struct store *st);
 /*
- * A store's identity: its directory's. An account deleted and made again
- * under the same address has another store; a session logged in to the old
- * one must not reach the new one.
+ * A store's identity: a random id made with it. An account deleted and made
+ * again under the same address has another store (even should its directory
+ * get the old inode); a session logged in to the old one must not reach the
+ * new one.
  */
 struct store_id {
-	dev_t dev;
-	ino_t ino;
+	int64_t gen;
 };
-void store_root_id(const struct store *st, struct store_id *id);
+void store_id_of(const struct store *st, struct store_id *id);
 
 /* --- shared handles (store_pool.c) --- */
 

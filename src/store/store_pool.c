@@ -142,7 +142,7 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 static int
 store_is(const struct store *st, const struct store_id *id)
 {
-	return st->root_dev == id->dev && st->root_ino == id->ino;
+	return st->gen == id->gen;
 }
 
 struct store *
@@ -155,8 +155,9 @@ store_pool_get_same(const char *data_dir, const char *account, const struct stor
 	if (st == NULL)
 		st = store_open_existing(data_dir, account, gone, err);
 	if (st != NULL && !store_is(st, id)) {
-		/* Another account's store, made under the same address since. */
-		store_pool_put(&st);
+		/* Another account's store, made under the same address since: back, unused. */
+		pool_return(st, false);
+		st = NULL;
 		*gone = 1;
 	}
 	return st;

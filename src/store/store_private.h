@@ -24,6 +24,7 @@ enum store_sql {
 	SQL_ROLLBACK,
 	SQL_META_GET,
 	SQL_META_SET,
+	SQL_META_ADD,
 	SQL_USAGE,
 	SQL_MBOX_GET,
 	SQL_MBOX_STATUS,
@@ -81,9 +82,10 @@ struct store {
 	struct buf errmsg;
 	int in_txn;
 	int in_write;	/* the open transaction writes: commit goes through the barrier */
-	int root_fd;	/* root directory, for the barrier; -1 until needed */
+	int root_fd;	/* root directory, open while the handle is (the barrier, its identity) */
 	dev_t root_dev;	/* root's identity at open: `surat user del` moves it aside */
 	ino_t root_ino;
+	int64_t gen;	/* the store's random id (meta "store_id"): its identity over time */
 	int moved;	/* found moved aside: in the pool only until closed */
 	char *data_dir; /* as given to store_open(): the pool's key with account */
 	struct store *pool_prev, *pool_next; /* in the pool of idle handles */
@@ -119,10 +121,10 @@ struct store_names {
 
 /* --- store.c --- */
 
-/* Record a failure; returns -1 so callers can `return store_fail(...)`. */
 /* store_open() of a store that exists: never makes one (NULL, *missing set, if there is none). */
 struct store *store_open_existing(const char *data_dir, const char *account, int *missing,
 				  struct buf *err);
+/* Record a failure; returns -1 so callers can `return store_fail(...)`. */
 int store_fail(struct store *st, enum store_err code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Record a database failure from the last SQLite call (what: the step). Returns -1. */
 int store_db_fail(struct store *st, const char *what);

@@ -16,6 +16,7 @@ import email.utils
 import imaplib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -269,6 +270,16 @@ def test_readded_user_does_not_inherit_old_mail(srv):
     send(s, "s@remote.test", ["alice@example.test"], b"Subject: new\r\n\r\ny\r\n")
     wait_for(lambda: len(s.messages("alice@example.test")) == 1, what="the new mail")
     assert b"Subject: new" in s.message("alice@example.test", s.messages("alice@example.test")[0])
+    # Again, and this time the admin removes what was moved aside: ext4 gives
+    # the freed directory inode to the next directory made, which must not
+    # make the daemon's open handle of the removed store look current.
+    out = s.cli("user", "del", "alice@example.test").stdout
+    shutil.rmtree(re.search(r"mail moved to (\S+)", out).group(1))
+    s.add_user("alice@example.test", "third")
+    s.cli("mailbox", "list", "alice@example.test")     # makes the new store
+    send(s, "s@remote.test", ["alice@example.test"], b"Subject: third\r\n\r\nz\r\n")
+    wait_for(lambda: len(s.messages("alice@example.test")) == 1, what="the third mail")
+    assert b"Subject: third" in s.message("alice@example.test", s.messages("alice@example.test")[0])
 
 
 def test_bounce_to_alias_sender_reaches_every_member(srv):
