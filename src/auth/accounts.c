@@ -377,6 +377,21 @@ accounts_domain_exists(struct accounts *a, const char *domain)
 }
 
 int
+accounts_domain_first(struct accounts *a, char *out, size_t n)
+{
+	static const char sql[] = "SELECT name FROM domains ORDER BY created, rowid LIMIT 1";
+	sqlite3_stmt *st = acc_stmt(a, sql);
+
+	if (st == NULL)
+		return -1;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		xsnprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
 accounts_domain_list(struct accounts *a, void (*fn)(const char *d, void *arg), void *arg)
 {
 	sqlite3_stmt *st = NULL;
@@ -524,6 +539,18 @@ accounts_user_get(struct accounts *a, const char *address, struct account_user *
 	}
 	sqlite3_reset(st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+accounts_user_same(struct accounts *a, const char *address, const char *hash)
+{
+	struct account_user u = {0};
+	int r = accounts_user_get(a, address, &u);
+
+	if (r == 1)
+		r = strcmp(u.hash, hash) == 0;
+	accounts_user_free(&u);
+	return r;
 }
 
 void

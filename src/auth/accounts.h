@@ -44,6 +44,8 @@ int accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
 int accounts_domain_exists(struct accounts *a, const char *domain);
 /* Calls fn for each domain; 0 or -1. */
 int accounts_domain_list(struct accounts *a, void (*fn)(const char *d, void *arg), void *arg);
+/* The local domain added first, into out: 1, 0 if there is none, -1 on a database error. */
+int accounts_domain_first(struct accounts *a, char *out, size_t n);
 
 /* Users. hash must be a supported crypt(3) hash. quota -1: default. */
 int accounts_user_add(struct accounts *a, const char *address, const char *hash, int64_t quota,
@@ -54,6 +56,12 @@ int accounts_user_passwd(struct accounts *a, const char *address, const char *ha
 int accounts_user_quota(struct accounts *a, const char *address, int64_t quota, struct buf *err);
 /* 1 found (u filled; free with accounts_user_free), 0 not found, -1 error. */
 int accounts_user_get(struct accounts *a, const char *address, struct account_user *u);
+/*
+ * Whether address is still a user with this password hash: a password
+ * checked on a worker against a hash read earlier is only good if nobody
+ * deleted (and maybe made again) the user meanwhile. 1 yes, 0 no, -1 error.
+ */
+int accounts_user_same(struct accounts *a, const char *address, const char *hash);
 void accounts_user_free(struct account_user *u);
 int accounts_user_list(struct accounts *a, const char *domain,
 		       void (*fn)(const struct account_user *u, void *arg), void *arg);

@@ -662,6 +662,13 @@ login_verify_done(void *arg)
 		pop3_release(s);
 		return;
 	}
+	/* Checked against a hash read before: the user may be gone (or made anew) since. */
+	if (accounts_user_same(s->srv->accounts, j->user, j->hash) != 1) {
+		login_failed(s, j);
+		login_job_free(j);
+		pop3_release(s);
+		return;
+	}
 	if (!pop3_lock_take(j->user)) {
 		log_msg(LL_INFO, s->sid, "pop3 login refused user=%s client=[%s]: maildrop in use",
 			j->user, s->c->peer_ip);
