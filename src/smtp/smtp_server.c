@@ -851,17 +851,22 @@ smtp_domain_local(struct smtp_sess *s, const char *dom)
 /*
  * The address <postmaster> (no domain) stands for: postmaster@ our host
  * name if that is a local domain, else @ its parent (mx.example.org ->
- * example.org), else @ the host name, which then resolves to nobody.
+ * example.org), else @ the local domain added first (RFC 5321 4.5.1: it
+ * MUST reach someone), else @ the host name, which resolves to nobody.
  */
 static void
 smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 {
 	const char *host = s->srv->cfg->hostname;
 	const char *parent = strchr(host, '.');
+	char first[256];
 
-	if (!smtp_domain_local(s, host) && parent && strchr(parent + 1, '.') &&
-	    smtp_domain_local(s, parent + 1))
-		host = parent + 1;
+	if (!smtp_domain_local(s, host)) {
+		if (parent && strchr(parent + 1, '.') && smtp_domain_local(s, parent + 1))
+			host = parent + 1;
+		else if (accounts_domain_first(s->srv->accounts, first, sizeof(first)) == 1)
+			host = first;
+	}
 	xsnprintf(addr, n, "postmaster@%s", host);
 }
 

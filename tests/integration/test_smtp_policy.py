@@ -790,6 +790,22 @@ def test_postmaster(surat):
     assert b"Subject: to the postmaster" in stored_one(surat, "alice@example.test")
 
 
+def test_postmaster_when_the_host_name_is_no_local_domain(make_populated):
+    """<postmaster> with a host name outside every local domain still reaches
+    someone (RFC 5321 4.5.1): postmaster@ the local domain added first."""
+    s = make_populated(extra={"hostname": "mx.elsewhere.test"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<postmaster>", 250, "2.1.5")
+    r.expect("DATA", 354)
+    r.send(b"Subject: to whoever runs this\r\n\r\nhello\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    assert b"Subject: to whoever runs this" in stored_one(s, "alice@example.test")
+    assert "rcpts=<postmaster@example.test>" in s.log()
+
+
 def test_postmaster_without_alias(surat):
     """RFC 5321 4.5.1: postmaster@ a local domain MUST be accepted, alias or
     not. Without one it reaches the domain's oldest user (alice); an alias
