@@ -893,19 +893,6 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	copy_msg(&j->snap, &e->msg);
 	buf_init(&j->content, 0);
 	buf_init(&j->recs, 0);
-	/*
-	 * Should the job write a notice, an alias as sender expands here, on the
-	 * loop (the accounts are the loop's): every member gets it, as every
-	 * member gets mail sent to the alias. (A remote sender: one lookup.)
-	 */
-	if (!e->msg.is_notice && e->msg.mail_from != NULL && e->msg.mail_from[0] != '\0' &&
-	    accounts_resolve(q->srv->accounts, e->msg.mail_from, notice_to_cb, j) < 0) {
-		for (size_t i = 0; i < j->nnotice_to; i++)
-			free(j->notice_to[i].addr);
-		free(j->notice_to);
-		j->notice_to = NULL;
-		j->nnotice_to = 0;
-	}
 
 	/* Remote results waiting to be recorded. */
 	if (e->npending) {
@@ -974,6 +961,19 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	if (!want) {
 		job_free(j);
 		return;
+	}
+	/*
+	 * Should the job write a notice, an alias as sender expands here, on the
+	 * loop (the accounts are the loop's): every member gets it, as every
+	 * member gets mail sent to the alias. (A remote sender: one lookup.)
+	 */
+	if (!e->msg.is_notice && e->msg.mail_from != NULL && e->msg.mail_from[0] != '\0' &&
+	    accounts_resolve(q->srv->accounts, e->msg.mail_from, notice_to_cb, j) < 0) {
+		for (size_t i = 0; i < j->nnotice_to; i++)
+			free(j->notice_to[i].addr);
+		free(j->notice_to);
+		j->notice_to = NULL;
+		j->nnotice_to = 0;
 	}
 	if (e->have_content) {
 		j->content = e->content;

@@ -89,10 +89,12 @@ void queue_flush(struct queue *q);
 /* The spool directory for a data_dir, into out. */
 void queue_dir(const char *data_dir, struct buf *out);
 /*
- * A notice's one recipient (the original sender), as the queue delivers
- * it: a local user or alias target, or an unknown address of a local
- * domain (local: failed there, never routed out); set in m's envelope, which
- * is not written back (the queue decides again each time it loads it).
+ * A notice written with one recipient as the sender was (the job found
+ * nothing to expand it to), as the queue delivers it: a local user or
+ * alias target, or an unknown address of a local domain (local: failed
+ * there, never routed out); set in m's envelope, which is not written back
+ * (the queue decides again each time it loads it). A sender that is an
+ * alias was already written as one recipient per member.
  */
 struct accounts;
 void queue_notice_rcpt(struct accounts *a, struct spool_msg *m);

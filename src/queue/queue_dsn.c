@@ -57,12 +57,12 @@ dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
 }
 
 static int
-all_ascii(const char *s)
+has_8bit(const char *s, size_t n)
 {
-	for (; *s; s++)
-		if ((unsigned char)*s >= 0x80)
-			return 0;
-	return 1;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] >= 0x80)
+			return 1;
+	return 0;
 }
 
 /* The length of the well-formed UTF-8 sequence (2 to 4 octets) at s, else 0. */
@@ -155,8 +155,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	int64_t now = util_now_ms() / 1000;
 	/*
 	 * An SMTPUTF8 message may carry UTF-8 addresses and header fields: its
-	 * notice uses RFC 6533's types (utf-8 addresses, message/global*) and
-	 * goes out with SMTPUTF8 itself.
+	 * notice uses RFC 6533's types (utf-8 addresses, message/global*). It
+	 * needs SMTPUTF8 itself only to reach a UTF-8 sender (its envelope and
+	 * To:); 8-bit parts need 8BITMIME (body_8bit, set at the end).
 	 */
 	int u8 = msg->smtputf8;
 
@@ -164,7 +165,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	out->mail_from = xstrdup("");
 	out->created = now;
 	out->is_notice = 1;
-	out->smtputf8 = u8;
+	out->smtputf8 = has_8bit(msg->mail_from, strlen(msg->mail_from));
 	out->session = xstrdup(msg->id);
 	out->rcpts = xcalloc(1, sizeof(*out->rcpts));
 	out->nrcpts = 1;
@@ -225,8 +226,8 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	}
 
 	/* Part 2: for machines (RFC 3464). */
-	buf_printf(c, "\r\n--%s\r\nContent-Type: message/%sdelivery-status\r\n\r\n", boundary,
-		   u8 ? "global-" : "");
+	buf_printf(c, "\r\n--%s\r\nContent-Type: message/%sdelivery-status\r\n%s\r\n", boundary,
+		   u8 ? "global-" : "", u8 ? "Content-Transfer-Encoding: 8bit\r\n" : "");
 	buf_printf(c, "Reporting-MTA: dns; %s\r\n", hostname);
 	if (msg->envid) {
 		buf_puts(c, "Original-Envelope-Id: ");
@@ -240,7 +241,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		if (rc->status != want || !dsn_wanted(rc, kind))
 			continue;
 		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
-		buf_printf(c, "\r\nFinal-Recipient: %s; ", u8 && !all_ascii(rc->addr) ? "utf-8" : "rfc822");
+		buf_printf(c, "\r\nFinal-Recipient: %s; ", u8 && has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
 		dsn_clean(c, rc->addr, u8);
 		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
@@ -279,11 +280,14 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		hdr_end = (size_t)(sep - original) + 2;
 	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
 	int full = !msg->ret_hdrs && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
-	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary,
+	size_t back = full ? len : hdr_end;
+	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
 		   full ? (u8 ? "message/global" : "message/rfc822")
-			: (u8 ? "message/global-headers" : "text/rfc822-headers"));
-	buf_append(c, original, full ? len : hdr_end);
+			: (u8 ? "message/global-headers" : "text/rfc822-headers"),
+		   has_8bit(original, back) ? "Content-Transfer-Encoding: 8bit\r\n" : "");
+	buf_append(c, original, back);
 	if (c->len >= 2 && memcmp(c->data + c->len - 2, "\r\n", 2) != 0)
 		buf_puts(c, "\r\n");
 	buf_printf(c, "\r\n--%s--\r\n", boundary);
+	out->body_8bit = has_8bit(c->data, c->len);
 }
