@@ -33,6 +33,9 @@ struct tok {
 static size_t
 header_end(const char *msg, size_t len)
 {
+	/* An empty first line: no header at all, everything is body. */
+	if ((len > 0 && msg[0] == '\n') || (len > 1 && msg[0] == '\r' && msg[1] == '\n'))
+		return 0;
 	for (size_t i = 0; i < len; i++) {
 		if (msg[i] != '\n')
 			continue;
@@ -339,12 +342,18 @@ parse_address_list(const struct tok *t, size_t nt, struct mime_addr_list *r)
 int
 mime_addr_from(const char *msg, size_t len, struct mime_addr_list *r)
 {
+	return mime_addr_field(msg, len, "From", r);
+}
+
+int
+mime_addr_field(const char *msg, size_t len, const char *name, struct mime_addr_list *r)
+{
 	size_t end = header_end(msg, len), pos = 0;
 	struct buf v = BUF_INIT(0);
 	int rc = 0;
 
 	memset(r, 0, sizeof(*r));
-	while (header_next(msg, end, &pos, "From", &v)) {
+	while (header_next(msg, end, &pos, name, &v)) {
 		struct tok *t = NULL;
 		size_t nt = 0, before = r->n;
 		if (tokenize(v.data ? v.data : "", v.len, &t, &nt) < 0 ||

@@ -31,6 +31,8 @@ int mime_addr_header(const char *msg, size_t len, const char *name, struct buf *
  * mime_addr_list_free.
  */
 int mime_addr_from(const char *msg, size_t len, struct mime_addr_list *r);
+/* The same for every header called name (Sender, Resent-From, ...). */
+int mime_addr_field(const char *msg, size_t len, const char *name, struct mime_addr_list *r);
 void mime_addr_list_free(struct mime_addr_list *l);
 
 #endif

@@ -421,6 +421,26 @@ smtp_error_count(struct smtp_sess *s)
 	return 0;
 }
 
+/*
+ * Whether the account this session authenticated as was deleted since
+ * (`surat user del`): it may send nothing more. (A database error is not
+ * taken for a deletion: the sender checks that follow fail on it too.)
+ */
+static int
+smtp_account_gone(struct smtp_sess *s)
+{
+	struct account_user u = {0};
+
+	if (!(s->flags & F_AUTHED))
+		return 0;
+	int r = accounts_user_get(s->srv->accounts, s->user, &u);
+	accounts_user_free(&u);
+	if (r != 0)
+		return 0;
+	log_msg(LL_WARN, s->c->id, "user=%s: the account was deleted; session closed", s->user);
+	return 1;
+}
+
 static int
 auth_allowed(const struct smtp_sess *s)
 {
@@ -611,6 +631,9 @@ auth_done(void *arg)
 	struct auth_job *j = arg;
 	struct smtp_sess *s = j->s;
 
+	/* Checked against a hash read before: the user may be gone (or made anew) since. */
+	if (j->ok && accounts_user_same(s->srv->accounts, j->user, j->hash) != 1)
+		j->ok = 0;
 	if (j->hash) {
 		util_wipe(j->hash, strlen(j->hash));
 		free(j->hash);
@@ -781,6 +804,12 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	}
 	smtp_txn_reset(s, 0);
 	s->txn_ms = util_now_ms();
+	if (smtp_account_gone(s)) {
+		smtp_reply(s, 421, "4.7.0", "%s Account no longer exists, closing connection",
+			   cfg->hostname);
+		smtp_close(s);
+		return;
+	}
 	if (smtp_mail_parse(cl->arg, cl->arg_len, smtp_ext(s), &s->mail, &e) < 0) {
 		memset(&s->mail, 0, sizeof(s->mail));
 		smtp_reply_err(s, &e);
@@ -1260,31 +1289,37 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 }
 
-/* On submission every From: address must be one the user owns. */
+/*
+ * On submission every address of the author and sender fields must be one
+ * the user owns: From:, and Sender: (RFC 5322 3.6.2: who sent it, which
+ * readers show as "on behalf of"), and their Resent- forms (3.6.6: who
+ * resent it). 1 owned; 0 not, or -1 a field does not parse, with the
+ * refusal's text in bad.
+ */
 static int
 from_owned(struct smtp_sess *s, struct buf *bad)
 {
+	static const char *const fields[] = {"From", "Sender", "Resent-From", "Resent-Sender"};
 	struct mime_addr_list al;
 	int rc = 1;
 
-	if (mime_addr_from(s->data.data, s->data.len, &al) < 0) {
-		buf_puts(bad, "(unparseable From: header)");
-		return 0;
-	}
-	if (al.n == 0) {
-		/* No From: at all: accepted, the MUA's problem (RFC 6409 8.1 lets
-		 * an MSA add one; we leave the message as is). */
-		mime_addr_list_free(&al);
-		return 1;
-	}
-	for (size_t i = 0; i < al.n; i++) {
-		if (accounts_owns(s->srv->accounts, s->user, al.v[i]) != 1) {
-			buf_puts(bad, al.v[i]);
-			rc = 0;
-			break;
+	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc; f++) {
+		/* None at all is accepted: a missing From: is the MUA's problem
+		 * (RFC 6409 8.1 lets an MSA add one; we leave the message as is). */
+		if (mime_addr_field(s->data.data, s->data.len, fields[f], &al) < 0) {
+			buf_printf(bad, "%s: header does not parse; the sender cannot be checked",
+				   fields[f]);
+			return -1;
 		}
+		for (size_t i = 0; i < al.n && rc; i++) {
+			if (accounts_owns(s->srv->accounts, s->user, al.v[i]) != 1) {
+				buf_printf(bad, "%s: address %s not owned by user %s", fields[f],
+					   al.v[i], s->user);
+				rc = 0;
+			}
+		}
+		mime_addr_list_free(&al);
 	}
-	mime_addr_list_free(&al);
 	return rc;
 }
 
@@ -1310,14 +1345,16 @@ smtp_message_done(struct smtp_sess *s)
 		return;
 	}
 	int submission = (s->flags & F_AUTHED) != 0;
+	if (smtp_account_gone(s)) {
+		smtp_refuse_message(s, 421, "4.7.0", "Account no longer exists, closing connection");
+		smtp_close(s);
+		return;
+	}
 	if (submission) {
 		struct buf bad = BUF_INIT(0);
-		if (!from_owned(s, &bad)) {
-			struct buf t = BUF_INIT(0);
-			buf_printf(&t, "From: address %s not owned by user %s", buf_str(&bad), s->user);
+		if (from_owned(s, &bad) != 1) {
 			log_msg(LL_WARN, s->c->id, "from header refused user=%s", s->user);
-			smtp_refuse_message(s, 553, "5.7.1", buf_str(&t));
-			buf_free(&t);
+			smtp_refuse_message(s, 553, "5.7.1", buf_str(&bad));
 			buf_free(&bad);
 			return;
 		}

@@ -1,0 +1,577 @@
+"""Submission policy, adversarially: who may put which address in From:.
+
+An authenticated user may send to anyone, but MAIL FROM and every address
+of every From: field must be one the user owns (the address, its +tag
+forms, an alias naming the user; a catch-all gives nothing), else 553 5.7.1.
+Here: RFC 5322 address syntax meant to make the check see another address
+than a reader does (quoted local parts, routes, groups, comments, encoded
+words, several mailboxes, IDN and UTF-8 look-alikes), the header/body
+boundary, bare CR/LF, long and folded fields, BDAT chunk boundaries, dot
+stuffing, pipelining, RSET, the null sender, the implicit-TLS listener and
+AUTH on the MX port, aliases that change or a user deleted mid-session, the
+other fields that name a sender (Sender:, Resent-From:), and the Message-ID:
+and Date: added on submission (never a second copy, the message intact).
+
+The daemon's log is checked for sanitizer reports when each test's daemon
+stops (conftest's make_surat teardown).
+"""
+import base64
+import re
+
+from test_smtp import (Raw, bounded, make_populated, populated_data,  # noqa: F401
+                       split_stored, stored_one, surat, wait_queue_empty)
+
+TEST_LIMIT = 30     # per test (read by the `bounded` fixture)
+
+ALICE, BOB = "alice@example.test", "bob@example.test"
+
+
+# ---------------------------------------------------------------- helpers
+
+def sub(s, kind="submission", user=ALICE, pw="alice-pw"):
+    """An authenticated raw session on a submission listener."""
+    if kind == "submissions":
+        r = Raw(s.port(kind), tls=True)
+        r.greet()
+    else:
+        r = Raw(s.port(kind))
+        r.greet()
+        r.starttls()
+        r.expect("EHLO client.test", 250)
+    ir = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
+    r.expect("AUTH PLAIN " + ir, 235, "2.7.0")
+    return r
+
+
+def send(r, body, frm=ALICE, rcpt=BOB, mail_params=""):
+    """One DATA transaction; body (bytes, CRLF-ended, already dot-stuffed).
+    Returns the final (code, text lines)."""
+    r.expect("MAIL FROM:<%s>%s" % (frm, mail_params), 250, "2.1.0")
+    r.expect("RCPT TO:<%s>" % rcpt, 250, "2.1.5")
+    r.expect("DATA", 354)
+    r.send(body + b".\r\n")
+    return r.reply()
+
+
+def send_bdat(r, chunks, frm=ALICE, rcpt=BOB):
+    """One BDAT transaction, the last chunk marked LAST. The intermediate
+    chunks must be answered 250; returns the final (code, text lines)."""
+    r.expect("MAIL FROM:<%s>" % frm, 250, "2.1.0")
+    r.expect("RCPT TO:<%s>" % rcpt, 250, "2.1.5")
+    for i, ch in enumerate(chunks):
+        last = i == len(chunks) - 1
+        r.send(b"BDAT %d%s\r\n" % (len(ch), b" LAST" if last else b"") + ch)
+        c, t = r.reply()
+        if last:
+            return c, t
+        assert c == 250, (ch, c, t)
+
+
+def refused_553(code, text, what):
+    assert code == 553 and text[-1].startswith("5.7.1 "), (what, code, text)
+
+
+def from_msg(from_value, subject="spoof"):
+    if isinstance(from_value, str):
+        from_value = from_value.encode()
+    return (b"From: " + from_value + b"\r\nTo: bob@example.test\r\nSubject: " +
+            subject.encode() + b"\r\n\r\nbody\r\n")
+
+
+ADDED = re.compile(rb"\AMessage-ID: <[0-9a-f]{32}@mx\.example\.test>\r\n"
+                   rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
+
+
+def submitted(stored):
+    """(added header block, the message as sent) of a stored submission."""
+    _, received, rest = split_stored(stored)
+    assert re.search(r"with (ESMTPSA|UTF8SMTPSA)\r\n", received), received
+    assert "(authenticated as " in received, received
+    m = ADDED.match(rest)
+    return (m.group(0) if m else b""), rest[m.end() if m else 0:]
+
+
+def delivered(s, addr):
+    """Every message addr holds once the queue is empty (an empty queue
+    means every accepted message has been delivered)."""
+    wait_queue_empty(s)
+    return [s.message(addr, u) for u in s.messages(addr)]
+
+
+# ---------------------------------------------------------------- From: syntax
+
+SPOOF_FORMS = [
+    # Quoted local parts name the same mailbox as the unquoted form.
+    '"bob"@example.test',
+    '"b\\ob"@example.test',
+    # The quoted string is the local part, bank.test the domain.
+    '"alice@example.test"@bank.test',
+    '"alice@example.test" ceo@bank.test',
+    # Case and +tag forms of another user.
+    'BOB@EXAMPLE.TEST',
+    'bob+alice@example.test',
+    'Bob <bob+alice@Example.Test>',
+    # Two @, routes, two angle-addrs, trailing mailbox after ; or >.
+    'alice@example.test@bank.test',
+    'Alice <@example.test:ceo@bank.test>',
+    'Alice <@example.test,@alice.example.test:ceo@bank.test>',
+    '"Alice" <alice@example.test> <ceo@bank.test>',
+    '<alice@example.test>ceo@bank.test',
+    'alice@example.test;ceo@bank.test',
+    'Alice <alice@example.test>,, ceo@bank.test',
+    # Groups (obsolete in From:, readers still show their members).
+    'grp: alice@example.test;, ceo@bank.test',
+    'grp: alice@example.test, ceo@bank.test;',
+    '"alice@example.test": ceo@bank.test;',
+    'grp:;',
+    # A comment ends only at its own ')', escaped ones do not count.
+    'alice@example.test (a \\) b), ceo@bank.test',
+    'alice@example.test (unbalanced',
+    '(x) <ceo@bank.test> (alice@example.test)',
+    # Domain literals, look-alike domains, an encoded word as the address.
+    'alice@[127.0.0.1]',
+    'alice@xn--exmple-cua.test',
+    'alice@example.test.',
+    '=?utf-8?b?Ym9i?=@example.test',
+    '=?utf-8?q?alice=40example=2Etest?=',
+    # postmaster@ reaches the domain's first user (alice) but is nobody's.
+    'postmaster@example.test',
+    'Postmaster@Example.Test',
+]
+
+
+def test_from_address_forms_refused(surat):
+    r = sub(surat)
+    for form in SPOOF_FORMS:
+        code, text = send(r, from_msg(form))
+        refused_553(code, text, form)
+    # Header name spellings and a value that starts on a continuation line.
+    for raw in (b"from: ceo@bank.test\r\n", b"FROM:ceo@bank.test\r\n",
+                b"From:\r\n ceo@bank.test\r\n", b"From: alice@example.test\r\nfrom: bob@example.test\r\n",
+                b"From: alice@example.test\x00, ceo@bank.test\r\n"):
+        code, text = send(r, raw + b"Subject: spelled\r\n\r\nx\r\n")
+        refused_553(code, text, raw)
+    # The session goes on, and only the good message is delivered.
+    code, text = send(r, from_msg("Alice <alice@example.test>", "good"))
+    assert code == 250, (code, text)
+    r.expect("QUIT", 221)
+    r.close()
+    got = delivered(surat, BOB)
+    assert len(got) == 1, got
+    assert submitted(got[0])[1] == from_msg("Alice <alice@example.test>", "good")
+
+
+OWN_FORMS = [
+    '"alice"@example.test',
+    '"ali\\ce"@example.test',
+    'ALICE@EXAMPLE.TEST',
+    'alice @ example . test',
+    'alice+x.y@example.test',
+    '<alice@example.test>',
+    # A display name is free text, even one that looks like an address.
+    '"bob@example.test" <alice@example.test>',
+    '=?utf-8?q?bob=40example=2Etest?= <alice@example.test>',
+    'alice@example.test (bob@example.test)',
+    'Alice <alice@example.test>, alice+2@example.test',
+    'grp: alice@example.test;',
+]
+
+
+def test_from_address_forms_owned(surat):
+    r = sub(surat)
+    for i, form in enumerate(OWN_FORMS):
+        code, text = send(r, from_msg(form, "own %d" % i))
+        assert code == 250 and text[-1].startswith("2.0.0 "), (form, code, text)
+    r.close()
+    got = sorted(submitted(m)[1] for m in delivered(surat, BOB))
+    assert got == sorted(from_msg(f, "own %d" % i) for i, f in enumerate(OWN_FORMS))
+
+
+def test_from_folded_many_mailboxes(surat):
+    """Many own mailboxes over folded lines, a stranger last; lines past
+    the 1000-octet limit; deeply nested comments: refused, never crashed."""
+    r = sub(surat)
+    own = b",\r\n ".join(b"Alice %d <alice+%d@example.test>" % (i, i) for i in range(99))
+    code, text = send(r, from_msg(own + b",\r\n ceo@bank.test"))
+    refused_553(code, text, "99 own + ceo")
+    code, text = send(r, from_msg(b"x" * 1100 + b" <ceo@bank.test>"))
+    assert code == 550 and text[-1].startswith("5.6.0 "), (code, text)
+    code, text = send(r, from_msg(b"(" * 40 + b"alice@example.test" + b")" * 40 + b" ceo@bank.test"))
+    refused_553(code, text, "deep comment")
+    code, text = send(r, from_msg(b"(" * 20 + b"x" + b")" * 20 + b" ceo@bank.test"))
+    refused_553(code, text, "comment")
+    code, text = send(r, from_msg(b",\r\n ".join([b", " * 300] * 15) + b"ceo@bank.test"))
+    refused_553(code, text, "many commas")
+    r.expect("QUIT", 221)
+    r.close()
+    assert delivered(surat, BOB) == []
+
+
+def test_bare_cr_and_lf_in_from_refused(surat):
+    """A bare CR or LF would make some readers see a From: line the check
+    does not: the whole message is refused (550 5.6.0)."""
+    r = sub(surat)
+    for hdr in (b"From: alice@example.test\rFrom: ceo@bank.test\r\n",
+                b"X-Pad: a\rFrom: ceo@bank.test\r\nFrom: alice@example.test\r\n",
+                b"From: alice@example.test\nFrom: ceo@bank.test\r\n",
+                b"Subject: x\r\n\nFrom: ceo@bank.test\r\nFrom: alice@example.test\r\n"):
+        code, text = send(r, hdr + b"Subject: bare\r\n\r\nx\r\n")
+        assert code == 550 and text[-1].startswith("5.6.0 "), (hdr, code, text)
+    r.close()
+    assert delivered(surat, BOB) == []
+
+
+# ---------------------------------------------------------------- header/body boundary
+
+def test_from_in_body_is_not_checked(surat):
+    body = (b"From: alice@example.test\r\nSubject: quoting\r\n\r\n"
+            b"From: ceo@bank.test\r\n> From: bob@example.test\r\n")
+    # A line of white space only continues the field: it is no boundary.
+    cont = b"From: alice@example.test\r\nSubject: x\r\n \r\nFrom: ceo@bank.test\r\n\r\nx\r\n"
+    r = sub(surat)
+    code, text = send(r, body)
+    assert code == 250, (code, text)
+    code, text = send(r, cont)
+    refused_553(code, text, "white-space line")
+    code, text = send_bdat(r, [body[:30], body[30:]])
+    assert code == 250, (code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert [submitted(m)[1] for m in got] == [body, body]
+
+
+def test_empty_header_section_body_from_line(surat):
+    """A message that starts with CRLF has no header at all: a 'From:' line
+    in its body is text, not a sender to check (RFC 5322 2.1)."""
+    body = b"\r\nFrom: ceo@bank.test wrote:\r\n\r\nhello\r\n"
+    r = sub(surat)
+    code, text = send(r, body)
+    r.close()
+    assert code == 250, (code, text)
+    added, rest = submitted(stored_one(surat, BOB))
+    assert added and rest == body
+
+
+def test_missing_from_accepted_intact(surat):
+    """No From: at all: accepted as is (the code's documented choice, RFC
+    6409 8.1 allows an MSA to add one), with Message-ID:/Date: added."""
+    body = b"To: bob@example.test\r\nSubject: anonymous\r\n\r\nbody\r\n"
+    r = sub(surat)
+    code, text = send(r, body)
+    assert code == 250, (code, text)
+    r.close()
+    added, rest = submitted(stored_one(surat, BOB))
+    assert added and rest == body
+
+
+# ---------------------------------------------------------------- other sender fields
+
+def test_spoofed_sender_header(surat):
+    """Sender: names who sent the message (RFC 5322 3.6.2), shown by readers as
+    'on behalf of': on submission it must be owned like From:, also alone."""
+    r = sub(surat)
+    code, text = send(r, b"From: alice@example.test\r\nSender: ceo@bank.test\r\n"
+                         b"Subject: s\r\n\r\nx\r\n")
+    refused_553(code, text, "Sender")
+    code, text = send(r, b"Sender: ceo@bank.test\r\nSubject: s\r\n\r\nx\r\n")
+    refused_553(code, text, "Sender without From")
+    r.close()
+    assert delivered(surat, BOB) == []
+
+
+def test_spoofed_resent_headers(surat):
+    """Resent-From:/Resent-Sender: name who resent the message (RFC 5322
+    3.6.6): owned, like From:."""
+    r = sub(surat)
+    for f in (b"Resent-From: ceo@bank.test", b"Resent-Sender: ceo@bank.test",
+              b"Resent-From: alice@example.test\r\nResent-Sender: bob@example.test"):
+        code, text = send(r, b"From: alice@example.test\r\n" + f + b"\r\nSubject: r\r\n\r\nx\r\n")
+        refused_553(code, text, f)
+    r.close()
+    assert delivered(surat, BOB) == []
+
+
+def test_owned_sender_fields_and_free_reply_to(surat):
+    """The other side of the two tests above: owned Sender:/Resent-From:
+    pass, Reply-To: is free (it is no claim of authorship)."""
+    surat.cli("alias", "add", "sales@example.test", ALICE)
+    body = (b"From: sales@example.test\r\nSender: Alice <alice+out@example.test>\r\n"
+            b"Resent-From: alice@example.test\r\nReply-To: ceo@bank.test\r\n"
+            b"Subject: ok\r\n\r\nx\r\n")
+    r = sub(surat)
+    code, text = send(r, body)
+    assert code == 250, (code, text)
+    r.close()
+    assert submitted(stored_one(surat, BOB))[1] == body
+
+
+# ---------------------------------------------------------------- aliases, users
+
+def test_alias_ownership_in_from(surat):
+    for a in (("sales@example.test", ALICE), ("support@example.test", BOB),
+              ("team@example.test", ALICE, BOB), ("chain@example.test", "sales@example.test"),
+              ("ext@example.test", "someone@remote.test"), ("@example.test", ALICE),
+              ("tagged@example.test", "alice+x@example.test"),
+              # The admin gave this +tag form of alice's to bob.
+              ("alice+vip@example.test", BOB)):
+        surat.cli("alias", "add", *a)
+    r = sub(surat)
+    for f in ("sales@example.test", "Sales@Example.TEST", "sales+news@example.test",
+              "team@example.test", "chain@example.test", "tagged@example.test"):
+        code, text = send(r, from_msg(f))
+        assert code == 250, (f, code, text)
+    for f in ("support@example.test", "ext@example.test", "random@example.test",
+              "bob+x@example.test", "alice+vip@example.test", "someone@remote.test"):
+        code, text = send(r, from_msg(f))
+        refused_553(code, text, f)
+    # The envelope follows the same rule.
+    r.expect("MAIL FROM:<chain@example.test>", 250, "2.1.0")
+    r.expect("RSET", 250)
+    r.expect("MAIL FROM:<random@example.test>", 553, "5.7.1")
+    r.expect("MAIL FROM:<alice+vip@example.test>", 553, "5.7.1")
+    r.close()
+    b = sub(surat, user=BOB, pw="bob-pw")
+    for f in ("team@example.test", "alice+vip@example.test"):
+        code, text = send(b, from_msg(f), frm=BOB, rcpt=ALICE)
+        assert code == 250, (f, code, text)
+    code, text = send(b, from_msg("sales@example.test"), frm=BOB, rcpt=ALICE)
+    refused_553(code, text, "bob as sales")
+    b.close()
+    assert len(delivered(surat, BOB)) == 6
+    assert len(delivered(surat, ALICE)) == 2
+
+
+def test_alias_removed_mid_session(surat):
+    surat.cli("alias", "add", "sales@example.test", ALICE)
+    r = sub(surat)
+    code, text = send(r, from_msg("sales@example.test"))
+    assert code == 250, (code, text)
+    surat.cli("alias", "del", "sales@example.test")
+    code, text = send(r, from_msg("sales@example.test"))
+    refused_553(code, text, "alias gone")
+    r.expect("MAIL FROM:<sales@example.test>", 553, "5.7.1")
+    r.close()
+    assert len(delivered(surat, BOB)) == 1
+
+
+def test_deleted_user_session_cannot_submit(surat):
+    """After `surat user del`, the user's open submission session sends
+    nothing more, not even with the null sender and no From:."""
+    r = sub(surat)
+    surat.cli("user", "del", ALICE)
+    code = None
+    try:
+        for line in ("MAIL FROM:<alice@example.test>", "MAIL FROM:<>", "RCPT TO:<bob@example.test>",
+                     "DATA"):
+            code, text = r.cmd(line)
+            if line == "MAIL FROM:<alice@example.test>":
+                assert code >= 400, (code, text)
+                continue
+            if code >= 400:
+                break
+        if code == 354:
+            r.send(b"Subject: from a deleted account\r\n\r\nx\r\n.\r\n")
+            code, _ = r.reply()
+    except (EOFError, OSError):
+        pass    # the session was ended: fine
+    r.close()
+    assert code != 250, "message from a deleted user accepted"
+    assert delivered(surat, BOB) == []
+
+
+def test_utf8_from(surat):
+    user = "j\u00f6s\u00e9@example.test"
+    surat.add_user(user, "utf8-pw")
+    r = sub(surat)
+    for f in (user, "J\u00d6S\u00c9@example.test", '"j\u00f6s\u00e9"@example.test',
+              "jo\u0308se\u0301@example.test", "\u0430lice@example.test",
+              "alice@ex\u00e4mple.test", "alice\uff20example.test"):
+        code, text = send(r, from_msg(f.encode()), mail_params=" SMTPUTF8")
+        refused_553(code, text, f)
+    good = from_msg('"J\u00f6s\u00e9 Alice" <alice@example.test>'.encode(), "utf8")
+    code, text = send(r, good, mail_params=" SMTPUTF8")
+    assert code == 250, (code, text)
+    r.close()
+    j = sub(surat, "submissions", user, "utf8-pw")
+    for f in (user, '"j\u00f6s\u00e9"@example.test', "J\u00f6s\u00e9 <j\u00f6s\u00e9+x@example.test>"):
+        code, text = send(j, from_msg(f.encode(), "mine"), frm=user, mail_params=" SMTPUTF8")
+        assert code == 250, (f, code, text)
+    code, text = send(j, from_msg("alice@example.test"), frm=user, mail_params=" SMTPUTF8")
+    refused_553(code, text, "utf8 user as alice")
+    j.close()
+    got = delivered(surat, BOB)
+    assert len(got) == 4
+    assert good in [submitted(m)[1] for m in got]
+
+
+# ---------------------------------------------------------------- transport paths
+
+def test_bdat_chunk_boundaries(surat):
+    r = sub(surat)
+    # The field name, and the stranger, split over chunks.
+    code, text = send_bdat(r, [b"Fr", b"om: alice@example.test,\r\n", b" ceo@bank.test\r\n\r\nb\r\n"])
+    refused_553(code, text, "split")
+    # No final CRLF: the field ends at the end of the data.
+    code, text = send_bdat(r, [b"Subject: x\r\nFrom: ceo@bank.test"])
+    refused_553(code, text, "no CRLF")
+    code, text = send_bdat(r, [b"From: alice@example.test\r\nFrom: ceo@bank.test"])
+    refused_553(code, text, "second, no CRLF")
+    # Then a clean one: nothing of the refused ones is left over.
+    whole = b"From: alice@example.test\r\nSubject: clean\r\n\r\nbody\r\n"
+    code, text = send_bdat(r, [whole[:7], whole[7:20], whole[20:]])
+    assert code == 250, (code, text)
+    # An empty message: accepted (no From: to check), headers added.
+    code, text = send_bdat(r, [b""])
+    assert code == 250, (code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert len(got) == 2
+    bodies = sorted((submitted(m) for m in got), key=lambda b: b[1])
+    assert bodies[0][1] == b"" and bodies[0][0]
+    assert bodies[1][1] == whole and bodies[1][0]
+
+
+def test_dot_stuffing_and_from(surat):
+    """What the check reads is what is stored: the unstuffed text."""
+    r = sub(surat)
+    # An unstuffed leading dot is dropped: this is a From: line.
+    code, text = send(r, b".From: ceo@bank.test\r\nSubject: d\r\n\r\nx\r\n")
+    refused_553(code, text, ".From")
+    # Stuffed: the line is '.From: ...', no From: field.
+    body = b"From: alice@example.test\r\n..From: ceo@bank.test\r\nSubject: d\r\n\r\n..\r\n"
+    code, text = send(r, body)
+    assert code == 250, (code, text)
+    r.close()
+    assert submitted(stored_one(surat, BOB))[1] == body.replace(b"\n..", b"\n.")
+
+
+def test_pipelined_transactions(surat):
+    r = sub(surat)
+    good = b"From: alice@example.test\r\nSubject: good\r\n\r\nok\r\n.\r\n"
+    bad = b"From: bob@example.test\r\nSubject: bad\r\n\r\nno\r\n.\r\n"
+    tx = b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+    r.send(tx + good + tx + bad + b"RCPT TO:<bob@example.test>\r\nDATA\r\n" + tx + good +
+           b"QUIT\r\n")
+    got = [r.reply()[0] for _ in range(15)]
+    assert got == [250, 250, 354, 250,          # good
+                   250, 250, 354, 553,          # spoofed From:
+                   503, 503,                    # nothing left of it
+                   250, 250, 354, 250, 221], got
+    r.close()
+    got = delivered(surat, BOB)
+    assert len(got) == 2
+    assert all(b"Subject: good" in m and b"Subject: bad" not in m for m in got)
+
+
+def test_refused_mail_from_pipelined_with_data(surat):
+    """MAIL refused, RCPT/DATA pipelined behind it: the message text is
+    read as (bad) commands and never delivered."""
+    r = sub(surat)
+    r.send(b"MAIL FROM:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+           b"From: ceo@bank.test\r\nSubject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n")
+    c, t = r.reply()
+    refused_553(c, t, "MAIL")
+    assert [r.reply()[0] for _ in range(2)] == [503, 503]
+    rest = [r.reply()[0] for _ in range(6)]
+    assert rest[:5] == [500] * 5 and rest[5] == 250, rest
+    r.close()
+    assert delivered(surat, BOB) == []
+
+
+def test_envelope_after_rset_and_refusals(surat):
+    r = sub(surat)
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("RSET", 250)
+    for path in ('<bob@example.test>', '<"bob"@example.test>', '<@example.test:bob@example.test>',
+                 '<Bob+x@EXAMPLE.test>', '<postmaster@example.test>'):
+        r.expect("MAIL FROM:" + path, 553, "5.7.1")
+        # The refused MAIL leaves no transaction behind.
+        r.expect("RCPT TO:<bob@example.test>", 503, "5.5.1")
+    r.expect("MAIL FROM:<postmaster>", 501)
+    r.expect("DATA", 503, "5.5.1")
+    # AUTH= names no one: the Received: header keeps the real user.
+    code, text = send(r, from_msg("alice@example.test"), mail_params=" AUTH=bob@example.test")
+    assert code == 250, (code, text)
+    r.close()
+    stored = stored_one(surat, BOB)
+    _, received, _ = split_stored(stored)
+    assert "(authenticated as alice@example.test)" in received and "bob" not in \
+        received.split("for <")[0], received
+
+
+def test_null_sender_on_submission(surat):
+    r = sub(surat)
+    code, text = send(r, from_msg("ceo@bank.test"), frm="")
+    refused_553(code, text, "null sender, spoofed From:")
+    body = from_msg("Alice <alice@example.test>", "receipt")
+    code, text = send(r, body, frm="")
+    assert code == 250, (code, text)
+    r.close()
+    assert submitted(stored_one(surat, BOB))[1] == body
+
+
+def test_submissions_listener_policy(surat):
+    r = sub(surat, "submissions")
+    r.expect("MAIL FROM:<bob@example.test>", 553, "5.7.1")
+    code, text = send(r, from_msg("\"Alice\" <bob@example.test>"))
+    refused_553(code, text, "DATA")
+    code, text = send_bdat(r, [b"From: alice@example.test, ", b"ceo@bank.test\r\n\r\nx\r\n"])
+    refused_553(code, text, "BDAT")
+    good = from_msg("alice@example.test", "tls")
+    code, text = send(r, good)
+    assert code == 250, (code, text)
+    r.close()
+    assert submitted(stored_one(surat, BOB))[1] == good
+
+
+def test_auth_on_mx_port_gets_submission_policy(surat):
+    """AUTH after STARTTLS on the MX listener: the same rules and headers."""
+    r = sub(surat, "smtp")
+    r.expect("MAIL FROM:<bob@example.test>", 553, "5.7.1")
+    code, text = send(r, from_msg("bob@example.test"))
+    refused_553(code, text, "MX port")
+    good = b"From: alice@example.test\r\nSubject: via 25\r\n\r\nx\r\n"
+    code, text = send(r, good)
+    assert code == 250, (code, text)
+    r.close()
+    added, rest = submitted(stored_one(surat, BOB))
+    assert added and rest == good
+
+
+# ---------------------------------------------------------------- Message-ID:, Date:
+
+def test_message_id_and_date_insertion(surat):
+    cases = [
+        # Folded, any case: kept, no second copy.
+        (b"From: alice@example.test\r\nMessage-Id:\r\n <f@client.test>\r\n"
+         b"date:\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\nSubject: folded\r\n\r\nx\r\n", False),
+        # Only in the body: they do not count.
+        (b"From: alice@example.test\r\nSubject: in body\r\n\r\n"
+         b"Message-ID: <b@client.test>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n", True),
+        # Other fields whose names merely contain them.
+        (b"From: alice@example.test\r\nMessage-IDs: <x@client.test>\r\n"
+         b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-Message-ID: <r@client.test>\r\n"
+         b"X-Date: now\r\nSubject: lookalikes\r\n\r\nx\r\n", True),
+        # Headers only, no empty line, no body.
+        (b"From: alice@example.test\r\nMessage-ID: <h@client.test>\r\n"
+         b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n", False),
+    ]
+    r = sub(surat)
+    for i, (body, _) in enumerate(cases):
+        code, text = send(r, body, rcpt="bob+%d@example.test" % i)
+        assert code == 250, (i, code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert len(got) == len(cases)
+    seen = {}
+    for m in got:
+        n = int(re.search(rb"for <bob\+(\d)@example\.test>", m).group(1))
+        seen[n] = submitted(m)
+    for i, (body, want_added) in enumerate(cases):
+        added, rest = seen[i]
+        assert rest == body, (i, rest)
+        assert bool(added) == want_added, (i, added)
+        hdr = (added + rest).split(b"\r\n\r\n")[0]
+        assert len(re.findall(rb"(?mi)^message-id\s*:", hdr)) == 1, (i, hdr)
+        assert len(re.findall(rb"(?mi)^date\s*:", hdr)) == 1, (i, hdr)
