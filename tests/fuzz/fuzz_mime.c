@@ -27,6 +27,7 @@
 
 #include "core/buf.h"
 #include "mime/mime.h"
+#include "mime/mime_addr.h"
 #include "mime/mime_address.h"
 #include "mime/mime_date.h"
 #include "mime/mime_decode.h"
@@ -277,6 +278,28 @@ headers(const struct mime_part *root)
 	buf_free(&d);
 }
 
+/* The SMTP server's sender fields: each parses into addr-specs, or is refused. */
+static void
+sender_fields(const char *msg, size_t len)
+{
+	static const char *const names[] = {"From", "Sender", "Resent-From", "Resent-Sender"};
+
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+		struct mime_addr_list al;
+		if (mime_addr_field(msg, len, names[k], &al) < 0) {
+			CHECK(al.n == 0 && al.v == NULL);
+			continue;
+		}
+		for (size_t i = 0; i < al.n; i++)
+			CHECK(strchr(al.v[i], '@') != NULL);
+		mime_addr_list_free(&al);
+	}
+	struct buf v = BUF_INIT(0);
+	if (mime_addr_header(msg, len, "Subject", &v))
+		CHECK(v.len == 0 || (v.data[0] != ' ' && v.data[v.len - 1] != ' '));
+	buf_free(&v);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -327,6 +350,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	headers(root);
 	search_cache((const char *)data, size);
+	sender_fields((const char *)data, size);
 
 	char *fn = mime_part_filename(root);
 	free(fn);
