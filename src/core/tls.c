@@ -75,8 +75,12 @@ int
 tls_init(const char *cert, const char *key, struct buf *err)
 {
 	if (tls_client_ctx == NULL) {
+		/*
+		 * Outbound TLS is opportunistic (RFC 7435), as Postfix's "may" and
+		 * "encrypt" levels: the peer's certificate is not verified, so no CA
+		 * store is loaded (reading the system bundle took most of the start).
+		 */
 		tls_client_ctx = tls_ctx_common(TLS_client_method());
-		SSL_CTX_set_default_verify_paths(tls_client_ctx);
 		SSL_CTX_set_verify(tls_client_ctx, SSL_VERIFY_NONE, NULL);
 	}
 	if (cert == NULL || key == NULL)
