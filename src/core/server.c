@@ -614,6 +614,7 @@ server_stop(struct server *srv)
 	srv->stop_deadline = util_mono_ms() + srv->cfg->shutdown_grace * 1000;
 	srv->stop_timer = event_new(srv->base, -1, EV_PERSIST, stop_check, srv);
 	event_add(srv->stop_timer, &(struct timeval){0, 50000});
+	stop_check(-1, 0, srv);	/* nothing open: no need to wait for the first tick */
 }
 
 static void
