@@ -140,7 +140,7 @@ class Surat:
                     if time.time() > deadline:
                         raise AssertionError("surat did not listen on %d:\n%s" %
                                              (port, self.log()))
-                    time.sleep(0.05)
+                    time.sleep(0.01)    # every daemon start waits here: keep it short
         # The listeners are bound before the spool is read: a port answers before
         # the daemon has logged what it took up. "surat started" (info) comes after.
         with open(self.conf) as f:
@@ -151,7 +151,7 @@ class Surat:
                 raise AssertionError("surat exited at start:\n" + self.log())
             if time.time() > deadline:
                 raise AssertionError("surat did not log its start:\n" + self.log())
-            time.sleep(0.02)
+            time.sleep(0.005)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
