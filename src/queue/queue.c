@@ -368,6 +368,16 @@ resolve_cb(const char *addr, int local, void *arg)
 }
 
 static void
+notice_to_free(struct qjob *j)
+{
+	for (size_t i = 0; i < j->nnotice_to; i++)
+		free(j->notice_to[i].addr);
+	free(j->notice_to);
+	j->notice_to = NULL;
+	j->nnotice_to = 0;
+}
+
+static void
 notice_to_cb(const char *addr, int local, void *arg)
 {
 	struct qjob *j = arg;
@@ -784,9 +794,7 @@ job_free(struct qjob *j)
 		free(j->results[i].remote);
 	}
 	free(j->results);
-	for (size_t i = 0; i < j->nnotice_to; i++)
-		free(j->notice_to[i].addr);
-	free(j->notice_to);
+	notice_to_free(j);
 	free(j);
 }
 
@@ -968,13 +976,8 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	 * member gets mail sent to the alias. (A remote sender: one lookup.)
 	 */
 	if (!e->msg.is_notice && e->msg.mail_from != NULL && e->msg.mail_from[0] != '\0' &&
-	    accounts_resolve(q->srv->accounts, e->msg.mail_from, notice_to_cb, j) < 0) {
-		for (size_t i = 0; i < j->nnotice_to; i++)
-			free(j->notice_to[i].addr);
-		free(j->notice_to);
-		j->notice_to = NULL;
-		j->nnotice_to = 0;
-	}
+	    accounts_resolve(q->srv->accounts, e->msg.mail_from, notice_to_cb, j) < 0)
+		notice_to_free(j);	/* as it is, then */
 	if (e->have_content) {
 		j->content = e->content;
 		buf_init(&e->content, 0);

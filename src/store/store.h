@@ -44,7 +44,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 struct buf;
 struct store;
