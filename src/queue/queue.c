@@ -82,6 +82,7 @@ struct qres {
 	char *text;
 	char *remote;
 	int flushed;	/* `queue flush` came after it was reported: a deferral is due at once */
+	int relayed;	/* taken by a peer without DSN: a NOTIFY=SUCCESS gets our "relayed" */
 };
 
 struct qentry {
@@ -562,7 +563,7 @@ job_add_result(struct qjob *j, size_t idx, enum deliver_result r, const char *te
 {
 	j->results = xrealloc(j->results, (j->nresults + 1) * sizeof(*j->results));
 	j->results[j->nresults++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
-						  remote ? xstrdup(remote) : NULL, 0};
+						  remote ? xstrdup(remote) : NULL, 0, 0};
 }
 
 static int
@@ -630,12 +631,24 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 	return n;
 }
 
+/* Whether recipient idx was handed by this job's results to a peer without DSN. */
+static int
+job_relayed(const struct qjob *j, size_t idx)
+{
+	for (size_t k = 0; k < j->nresults; k++)
+		if (j->results[k].relayed && j->results[k].r == DELIVER_OK &&
+		    (idx == SIZE_MAX || j->results[k].idx == idx))
+			return 1;
+	return 0;
+}
+
 /*
- * The "delivered" notice (RFC 3461 6.2) for the local recipients this job
- * delivered that asked for one (NOTIFY=SUCCESS); those delivered by an
- * earlier job were reported then. One per message: should a later job
- * deliver more such recipients, their notice's name is taken and they get
- * none.
+ * The success notice (RFC 3461 6.2) for the recipients that asked for one
+ * (NOTIFY=SUCCESS) and that this job delivered locally ("delivered") or saw
+ * taken by a peer that does not do DSN ("relayed", RFC 3461 5.2.2: nobody
+ * further on will report); those of an earlier job were reported then. One
+ * per message: should a later job finish more such recipients, their
+ * notice's name is taken and they get none.
  */
 static void
 job_success_notice(struct qjob *j)
@@ -644,7 +657,7 @@ job_success_notice(struct qjob *j)
 	enum rcpt_status *was = xcalloc(m->nrcpts, sizeof(*was));
 
 	for (size_t i = 0; i < m->nrcpts; i++) {
-		int now = 0;
+		int now = job_relayed(j, i);
 		for (size_t k = 0; k < j->nlocals && !now; k++)
 			now = j->locals[k].idx == i;
 		was[i] = m->rcpts[i].status;
@@ -693,13 +706,13 @@ job_run(struct qjob *j)
 			enum deliver_result r =
 				local_deliver(j->data_dir, lr->account, j->content.data,
 					      j->content.len, key, lr->quota, j->max_hops, &why);
-			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0};
+			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0, 0};
 			job_record(j, &res);
 			buf_free(&why);
 		}
-		if (!j->error)
-			job_success_notice(j);
 	}
+	if (!j->error && (j->nlocals > 0 || job_relayed(j, SIZE_MAX)) && job_content(j) == 0)
+		job_success_notice(j);
 
 	if (j->expire && !j->error) {
 		for (size_t i = 0; i < j->snap.nrcpts && !j->error; i++) {
@@ -710,7 +723,7 @@ job_run(struct qjob *j)
 			buf_printf(&why, "5.4.7 Delivery time expired after %lld days%s%s",
 				   (long long)(j->max_age / 86400), rc->last_error ? "; last error: " : "",
 				   rc->last_error ? rc->last_error : "");
-			struct qres res = {i, DELIVER_PERMFAIL, why.data, rc->remote, 0};
+			struct qres res = {i, DELIVER_PERMFAIL, why.data, rc->remote, 0, 0};
 			job_record(j, &res);
 			buf_free(&why);
 		}
@@ -1588,14 +1601,14 @@ queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 
 void
 queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
-		    const char *text, const char *remote)
+		    const char *text, const char *remote, int relayed)
 {
 	struct qentry *e = entry_find(q, id);
 	if (e == NULL || e->retired || idx >= e->msg.nrcpts)
 		return;
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
-						  remote ? xstrdup(remote) : NULL, 0};
+						  remote ? xstrdup(remote) : NULL, 0, relayed};
 	/*
 	 * Recorded now, not at the next tick: a peer that took the message
 	 * must not get it again should we crash while its other destinations

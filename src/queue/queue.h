@@ -75,9 +75,12 @@ int queue_submit_lone(struct queue *q, struct spool_msg *msg, struct buf *conten
 		      void (*done)(void *arg, const char *id, const char *error), void *arg,
 		      char *id, struct buf *err);
 
-/* Report a remote recipient's result (loop thread). */
+/*
+ * Report a remote recipient's result (loop thread). relayed: the peer that
+ * took it does not do DSN, so a success notice asked for is ours to send.
+ */
 void queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
-			 const char *text, const char *remote);
+			 const char *text, const char *remote, int relayed);
 /* The transport is done with this message. */
 void queue_remote_done(struct queue *q, const char *id);
 

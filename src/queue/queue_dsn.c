@@ -201,8 +201,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
 			    "It is attached below.\r\n\r\n");
 	else if (kind == DSN_DELIVERED)
-		buf_puts(c, "Your message was delivered to the mailboxes of the recipients below,\r\n"
-			    "as you asked.\r\n\r\n");
+		buf_puts(c, "Your message reached the recipients below, as you asked to be told:\r\n"
+			    "delivered into their mailboxes here, or relayed to a mail server that\r\n"
+			    "does not report delivery (no further report will come for those).\r\n\r\n");
 	else
 		buf_printf(c,
 			   "Your message has not been delivered yet to the recipients below.\r\n"
@@ -241,7 +242,8 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		if (rc->status != want || !dsn_wanted(rc, kind))
 			continue;
 		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
-		buf_printf(c, "\r\nFinal-Recipient: %s; ", u8 && has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
+		buf_printf(c, "\r\nFinal-Recipient: %s; ",
+			   u8 && has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
 		dsn_clean(c, rc->addr, u8);
 		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
@@ -253,8 +255,12 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			xsnprintf(code, sizeof(code), "2.0.0");
 		else
 			status_code(rc->last_error, kind, code, sizeof(code));
+		/* A success we report for a remote recipient is a relay (RFC 3461 5.2.2). */
 		buf_printf(c, "Action: %s\r\nStatus: %s\r\n",
-			   kind == DSN_FAILED ? "failed" : kind == DSN_DELAYED ? "delayed" : "delivered",
+			   kind == DSN_FAILED	 ? "failed"
+			   : kind == DSN_DELAYED ? "delayed"
+			   : rc->remote		 ? "relayed"
+						 : "delivered",
 			   code);
 		if (rc->remote) {
 			/* RFC 3464 2.3.5: the name only. */

@@ -386,8 +386,10 @@ job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, st
 		const char *tls = c->cl ? smtp_client_tls_desc(c->cl) : "none";
 		xsnprintf(rem, sizeof(rem), "%s tls=%.*s", c->remote, (int)strcspn(tls, ":"), tls);
 	}
+	int relayed = r == DELIVER_OK && c != NULL && c->cl != NULL &&
+		      !(smtp_client_caps(c->cl)->flags & SMTP_CAP_DSN);
 	queue_remote_result(qr->srv->queue, m->id, j->idx[i], r, text,
-			    c && c->remote[0] ? rem : NULL);
+			    c && c->remote[0] ? rem : NULL, relayed);
 }
 
 /* Every recipient of j gets the same result; then j ends. */

@@ -610,6 +610,34 @@ def test_dsn_parameters_are_passed_on(net):
     assert "ORCPT=rfc822;x@c.example" in t["rcpts"][0]
 
 
+def test_success_notice_relayed_by_a_peer_without_dsn(net):
+    """RFC 3461 5.2.2: a recipient asking NOTIFY=SUCCESS that goes to a peer
+    without DSN gets our "relayed" notice (nobody further on will report);
+    one that goes to a peer with DSN gets none from us: the request went on."""
+    a = net.node("127.0.0.2", "a.example")
+    p1 = net.peer("127.0.0.4", caps=["PIPELINING", "8BITMIME", "SIZE 10000000",
+                                     "ENHANCEDSTATUSCODES"])
+    p2 = net.peer("127.0.0.5")
+    for dom, ip in (("c.example", "127.0.0.4"), ("d.example", "127.0.0.5")):
+        _dns().add(dom, "MX", "10 mx." + dom)
+        _dns().add("mx." + dom, "A", ip)
+    a.submit("alice@a.example", ["x@c.example", "y@d.example"],
+             msg("alice@a.example", "x@c.example", "tell me"), rcpt_options=["NOTIFY=SUCCESS"])
+    wait_for(lambda: len(p1.txns) == 1 and len(p2.txns) == 1)
+    assert "NOTIFY" not in p1.txns[0]["rcpts"][0]
+    assert "NOTIFY=SUCCESS" in p2.txns[0]["rcpts"][0]
+    a.wait_queue_empty()
+    [text] = inbox_text(a, "alice@a.example", 1)
+    report = text.split("message/delivery-status", 1)[1]
+    assert "Final-Recipient: rfc822; x@c.example" in report
+    assert "Action: relayed" in report and "Status: 2.0.0" in report
+    assert "Remote-MTA: dns; mx.c.example" in report
+    assert "y@d.example" not in report
+    assert "Subject: Successful Mail Delivery Report" in text
+    time.sleep(0.5)
+    assert len(a.messages("alice@a.example")) == 1
+
+
 def test_tls_required_defers_without_starttls(net):
     a = net.node("127.0.0.2", "a.example", extra={"outbound.tls": "require",
                                                   "queue.retry_interval": "1h"})
