@@ -2,20 +2,22 @@
  * log — see log.h. Each line is formatted in a local buffer and written
  * with one write(2), so lines from the worker threads never interleave.
  *
- * SECURITY: lines are cut at LOG_LINE_MAX; callers escape peer text.
+ * SECURITY: lines are cut at LOG_LINE_HARD_MAX; callers escape peer text.
  */
 #include "core/log.h"
 #include "core/buf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 4096
+#define LOG_LINE_MAX 4096		/* on the stack; longer lines go to the heap */
+#define LOG_LINE_HARD_MAX (1 << 20)	/* and are cut there */
 
 static enum log_level log_threshold = LL_INFO;
 static int log_syslog;
@@ -81,17 +83,34 @@ log_msg(enum log_level level, const char *sid, const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vsnprintf(line + off, sizeof(line) - off, fmt, ap);
 	va_end(ap);
+	/*
+	 * A longer line (an access line with many recipients) is written whole
+	 * from the heap, up to LOG_LINE_HARD_MAX; without memory, cut.
+	 */
+	char *p = line, *big = NULL;
+	size_t cap = sizeof(line);
+	if (n > 0 && (size_t)n >= sizeof(line) - off && (size_t)n < LOG_LINE_HARD_MAX &&
+	    (big = malloc(off + (size_t)n + 2)) != NULL) {
+		memcpy(big, line, off);
+		va_start(ap, fmt);
+		(void)vsnprintf(big + off, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+		p = big;
+		cap = off + (size_t)n + 2;
+	}
 	if (n > 0)
-		off += (size_t)n < sizeof(line) - off ? (size_t)n : sizeof(line) - off - 1;
+		off += (size_t)n < cap - off ? (size_t)n : cap - off - 1;
 	if (log_syslog) {
 		static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT};
-		syslog(prio[level], "%s", line);
+		syslog(prio[level], "%s", p);
+		free(big);
 		return;
 	}
-	if (off > sizeof(line) - 2)
-		off = sizeof(line) - 2;
-	line[off++] = '\n';
-	(void)!write(2, line, off);
+	if (off > cap - 2)
+		off = cap - 2;
+	p[off++] = '\n';
+	(void)!write(2, p, off);
+	free(big);
 }
 
 static int
@@ -101,7 +120,7 @@ log_plain(unsigned char c)
 }
 
 void
-log_escape(struct buf *out, const char *s, size_t n, size_t max)
+log_escape_also(struct buf *out, const char *s, size_t n, size_t max, const char *also)
 {
 	size_t start = out->len;
 
@@ -111,11 +130,17 @@ log_escape(struct buf *out, const char *s, size_t n, size_t max)
 			buf_puts(out, "...");
 			return;
 		}
-		if (log_plain(c))
+		if (log_plain(c) && (also == NULL || strchr(also, c) == NULL))
 			buf_putc(out, (char)c);
 		else
 			buf_printf(out, "\\x%02x", c);
 	}
+}
+
+void
+log_escape(struct buf *out, const char *s, size_t n, size_t max)
+{
+	log_escape_also(out, s, n, max, NULL);
 }
 
 const char *

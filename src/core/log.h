@@ -39,6 +39,12 @@ void log_msg(enum log_level level, const char *sid, const char *fmt, ...) PRINTF
  * escaped too: logs stay greppable ASCII. May reallocate out.
  */
 void log_escape(struct buf *out, const char *s, size_t n, size_t max);
+/*
+ * The same, escaping the bytes in also too: a space for a value written
+ * without quotes, and '<', '>', ',' inside a <a>,<b> list, so that the line
+ * splits one way.
+ */
+void log_escape_also(struct buf *out, const char *s, size_t n, size_t max, const char *also);
 
 /*
  * Escape into a caller's fixed array (the common case of one field in a log

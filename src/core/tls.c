@@ -146,7 +146,8 @@ tls_client_ssl(const char *sni)
 const char *
 tls_describe(SSL *ssl, char *out, size_t outlen)
 {
-	if (ssl == NULL) {
+	/* Not yet (or never) through the handshake: nothing is protected. */
+	if (ssl == NULL || !SSL_is_init_finished(ssl)) {
 		xsnprintf(out, outlen, "none");
 		return out;
 	}

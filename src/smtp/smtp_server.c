@@ -112,6 +112,7 @@ struct smtp_sess {
 	size_t nrcpts;
 	size_t nfinal;
 	int last_refusal;	/* last 5xx/4xx code in this transaction */
+	char *msgid;		/* the Message-ID we added on submission, for the access log */
 	struct buf data;
 	struct smtp_data_reader reader;
 	uint64_t bdat_left;
@@ -216,6 +217,9 @@ rcpt_free(struct rcpt *r)
 	free(r->orcpt);
 }
 
+/* Escaped in from=<...> and rcpts=<...>,<...>: a quoted local part may hold them. */
+#define LOG_LIST_CHARS " <>,"
+
 /* Append the access-log line for the transaction; id NULL when refused. */
 static void
 smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reason)
@@ -227,16 +231,22 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	const char *ip = s->c ? s->c->peer_ip : s->gone->peer_ip;
 	const char *tls = s->c ? tls_describe(s->c->ssl, tlsd, sizeof(tlsd)) : s->gone->tls;
 
+	/*
+	 * One line a parser splits one way: values a peer chose are escaped,
+	 * and those not in quotes have their spaces, and inside <> lists their
+	 * '<', '>' and ',', written \xNN too (a quoted local part may hold them).
+	 */
 	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-", ip);
-	log_escape(&l, s->helo, strlen(s->helo), 100);
+	log_escape_also(&l, s->helo, strlen(s->helo), 100, " ");
 	buf_printf(&l, " user=%s from=<", s->user ? s->user : "-");
-	log_escape(&l, s->mail.from.addr, s->mail.from.len, 256);
+	log_escape_also(&l, s->mail.from.addr, s->mail.from.len, 256, LOG_LIST_CHARS);
 	buf_puts(&l, "> rcpts=");
 	for (size_t i = 0; i < s->nrcpts; i++) {
 		if (i)
 			buf_putc(&l, ',');
 		buf_putc(&l, '<');
-		log_escape(&l, s->rcpts[i].orig, strlen(s->rcpts[i].orig), 256);
+		log_escape_also(&l, s->rcpts[i].orig, strlen(s->rcpts[i].orig), 256,
+				 LOG_LIST_CHARS);
 		buf_putc(&l, '>');
 	}
 	if (s->nrcpts == 0)
@@ -247,7 +257,9 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		struct buf v = BUF_INIT(0);
 		buf_puts(&l, " msgid=");
 		if (mime_addr_header(s->data.data, s->data.len, "Message-ID", &v) == 1)
-			log_escape(&l, v.data, v.len, 200);
+			log_escape_also(&l, v.data, v.len, 200, " ");
+		else if (s->msgid != NULL)
+			buf_puts(&l, s->msgid);	/* ours, added on submission */
 		else
 			buf_putc(&l, '-');
 		buf_reset(&v);
@@ -284,6 +296,8 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	memset(&s->mail, 0, sizeof(s->mail));
 	buf_free(&s->data);
 	s->last_refusal = 0;
+	free(s->msgid);
+	s->msgid = NULL;
 	s->bdat_left = 0;
 	s->bdat_octets = 0;
 	s->bdat_last = 0;
@@ -399,6 +413,9 @@ smtp_release(struct smtp_sess *s)
 static void
 smtp_close(struct smtp_sess *s)
 {
+	/* A transaction cut here (a timeout, the error limit) still has its line. */
+	if (s->state >= ST_MAIL && s->state <= ST_BDAT)
+		smtp_txn_reset(s, 1);
 	smtp_set_state(s, ST_QUIT);
 	if (s->hold == 0 && !(s->flags & F_FINISHED)) {
 		/* The last reply first: conn_finish() sends what the bufferevent holds. */
@@ -415,6 +432,7 @@ smtp_error_count(struct smtp_sess *s)
 		smtp_reply(s, 421, "4.7.0", "%s Too many errors, closing connection",
 			   s->srv->cfg->hostname);
 		log_msg(LL_WARN, s->c->id, "too many errors from %s", s->c->peer_ip);
+		s->last_refusal = 421;
 		smtp_close(s);
 		return 1;
 	}
@@ -544,8 +562,8 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_reply(s, 454, "4.7.0", "TLS not available due to temporary reason");
 		return;
 	}
-	/* RFC 3207 4.2: forget everything learned before TLS. */
-	smtp_txn_reset(s, 0);
+	/* RFC 3207 4.2: forget everything learned before TLS (a transaction too: logged). */
+	smtp_txn_reset(s, 1);
 	s->helo[0] = '\0';
 	s->flags &= ~(F_EHLO | F_AUTHED);
 	free(s->user);
@@ -1152,6 +1170,7 @@ static void
 cmd_quit(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
 	smtp_txn_reset(s, 1);
+	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);	/* (logged: once) */
 	smtp_reply(s, 221, "2.0.0", "Bye");
 	smtp_close(s);
 }
@@ -1329,7 +1348,8 @@ smtp_message_done(struct smtp_sess *s)
 	const struct config *cfg = s->srv->cfg;
 	struct smtp_error e;
 
-	if (s->flags & F_BDAT_FAIL) {
+	/* A chunk refused for its size: the message is refused for that, not as "no rcpts". */
+	if (s->flags & F_BDAT_FAIL && !(s->reader.errors & SMTP_DATA_ERR_TOO_BIG)) {
 		smtp_refuse_message(s, 554, "5.5.1", "No valid recipients");
 		return;
 	}
@@ -1399,7 +1419,9 @@ smtp_message_done(struct smtp_sess *s)
 		if (count_header(s->data.data, hdr_len, "Message-ID") == 0) {
 			char rnd[33];
 			util_random_hex(rnd, 16);
-			buf_printf(&content, "Message-ID: <%s@%s>\r\n", rnd, cfg->hostname);
+			free(s->msgid);
+			s->msgid = xasprintf("<%s@%s>", rnd, cfg->hostname);
+			buf_printf(&content, "Message-ID: %s\r\n", s->msgid);
 		}
 		if (count_header(s->data.data, hdr_len, "Date") == 0)
 			buf_printf(&content, "Date: %s\r\n", date);
@@ -1499,14 +1521,15 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 	/* Back where it came from: a refused chunk must not skip EHLO or MAIL. */
 	smtp_set_state(s, s->bdat_return);
 	smtp_timeouts(s);
-	if (s->flags & F_BDAT_FAIL) {
-		smtp_reply(s, 554, "5.5.1", "No valid recipients");
-		return;
-	}
+	/* Every later chunk of a failed message gets the reason it failed for. */
 	if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG) {
 		smtp_data_error(&s->reader, &e);
 		smtp_reply_err(s, &e);
 		s->flags |= F_BDAT_FAIL;
+		return;
+	}
+	if (s->flags & F_BDAT_FAIL) {
+		smtp_reply(s, 554, "5.5.1", "No valid recipients");
 		return;
 	}
 	/* (Not the reader's size: a CR at a chunk's end waits there for the next.) */
@@ -1667,6 +1690,7 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		smtp_reply(s, 421, "4.4.2", "%s Timeout, closing connection",
 			   s->srv->cfg->hostname);
 		log_msg(LL_INFO, c->id, "timeout in state %s", state_names[s->state]);
+		s->last_refusal = 421;
 		smtp_close(s);
 		smtp_release(s);
 	}

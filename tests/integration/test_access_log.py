@@ -1,0 +1,767 @@
+"""The access log: one `access` line per SMTP transaction, accepted or refused.
+
+What an admin (an ISP tracing spam sent with a stolen password) must find in
+it: time, session id, queue id, client IP and HELO name, authenticated user,
+envelope sender, the recipients, size, Message-ID, Subject, the final reply
+code, the duration and the TLS version -- on one line that a parser can split
+unambiguously whatever the client sent.
+
+The line, as smtp_access_log() (src/smtp/smtp_server.c) writes it after
+log_msg()'s prefix:
+
+  TIME info sid=SID access id=QID|- client=[IP] helo=H user=U|- from=<A>
+      rcpts=<A>,<A>|- size=N [msgid=M|- subject="S"] result=CODE [reason="R"]
+      duration=N.NNNs tls=none|VERSION:CIPHER
+
+Peer text goes through log_escape(): printable ASCII as is, '"', '\\' and
+every other byte as \\xNN, cut with "..." (Subject at 100 bytes); a value
+outside quotes has its spaces escaped too, and inside from=<> and rcpts=<>
+its '<', '>' and ','. A line longer than 4 KiB is written whole. A strict
+parser (parse_access below) accepts exactly that grammar, the keys in that
+order and each once, and decodes the escapes; the tests compare the decoded
+values with what the client sent.
+
+Decisions taken here (documented, and asserted):
+- rcpts= lists the recipients as the client gave them (an alias is not
+  expanded there); the expansion is in the `delivery id=QID rcpt=...` lines,
+  tied by the queue id.
+- A refused RCPT is not listed: rcpts= is who was given the message. A
+  transaction in which every RCPT was refused still leaves its line when it
+  ends (QUIT, RSET, hang-up): id=-, rcpts=-, result= the last refusal,
+  reason="transaction not completed".
+- A transaction that ends without a final reply (hang-up, RSET, EHLO) logs
+  result=0 (no reply was given) or the last refusal code.
+- A MAIL refused outright (553 sender not owned) opens no transaction: no
+  access line, but a `warn` line with the session id and user= is there.
+- A timeout or the error limit ends the transaction with a 421: that is its
+  final reply code, and it needs its line like any other end.
+"""
+import re
+import smtplib
+import ssl
+import time
+
+import pytest
+
+from conftest import client_tls, free_port
+from test_smtp import (Raw, bounded, make_populated, msg,  # noqa: F401
+                       populated_data, queue_ids, smtp, stored_one, submission, surat)
+
+TEST_LIMIT = 30
+
+# ---------------------------------------------------------------- the parser
+
+ESC = r'(?:[!#-\[\]-~]|\\x[0-9a-f]{2})'          # one non-space char, escaped form
+QESC = r'(?:[ !#-\[\]-~]|\\x[0-9a-f]{2})'        # the same, space allowed (quoted)
+ADDR = r'<(?:(?![<>,])%s)*>' % ESC
+GRAMMAR = [
+    ("id", r"-|[0-9a-f]{16}", False),
+    ("client", r"\[[0-9a-fA-F.:]+\]", False),
+    ("helo", r"%s*" % ESC, False),
+    ("user", r"-|%s+" % ESC, False),
+    ("from", ADDR, False),
+    ("rcpts", r"-|%s(?:,%s)*" % (ADDR, ADDR), False),
+    ("size", r"\d+", False),
+    ("msgid", r"-|%s+" % ESC, True),
+    ("subject", r'"%s*"' % QESC, True),
+    ("result", r"0|[2-5]\d\d", False),
+    ("reason", r'"%s*"' % QESC, True),
+    ("duration", r"\d+\.\d{3}s", False),
+    ("tls", r"none|TLSv1(?:\.[0-3])?:[A-Za-z0-9_-]+", False),
+]
+PREFIX = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\w+) "
+                    r"sid=([0-9a-f]{16}) access (.*)$")
+TOKEN = re.compile(r'(\w+)=("%s*"|[^ "]*)' % QESC)
+
+
+def unescape(v):
+    if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+        v = v[1:-1]
+    return re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                  v.encode()).decode("utf-8", "surrogateescape")
+
+
+def parse_access(line):
+    """The fields of one access line, decoded; AssertionError if the line
+    does not follow the grammar exactly (so cannot be split one way only)."""
+    m = PREFIX.match(line)
+    assert m, "not an access line: %r" % line
+    f = {"_time": m.group(1), "_level": m.group(2), "_sid": m.group(3), "_raw": line}
+    rest, pos, toks = m.group(4), 0, []
+    while pos < len(rest):
+        t = TOKEN.match(rest, pos)
+        assert t, "unparseable at %d: %r" % (pos, rest[pos:])
+        toks.append((t.group(1), t.group(2)))
+        pos = t.end()
+        if pos < len(rest):
+            assert rest[pos] == " ", "unparseable at %d: %r" % (pos, rest[pos:])
+            pos += 1
+    gi = 0
+    for key, val in toks:
+        while gi < len(GRAMMAR) and GRAMMAR[gi][0] != key:
+            assert GRAMMAR[gi][2], "field %s missing or out of order in %r" % (GRAMMAR[gi][0],
+                                                                              line)
+            gi += 1
+        assert gi < len(GRAMMAR), "unexpected or repeated field %s= in %r" % (key, line)
+        assert re.fullmatch(GRAMMAR[gi][1], val), "bad %s=%r in %r" % (key, val, line)
+        f[key] = val
+        gi += 1
+    for k, _, optional in GRAMMAR[gi:]:
+        assert optional, "field %s missing in %r" % (k, line)
+    assert ("msgid" in f) == ("subject" in f), line
+    if f["rcpts"] == "-":
+        f["rcpt_list"] = []
+    else:
+        f["rcpt_list"] = [unescape(a[1:-1]) for a in re.findall(ADDR, f["rcpts"])]
+    f["from_addr"] = unescape(f["from"][1:-1])
+    for k in ("helo", "user", "msgid", "subject", "reason"):
+        if k in f:
+            f[k] = unescape(f[k])
+    for k in ("size", "result"):
+        f[k] = int(f[k])
+    f["duration_s"] = float(f["duration"][:-1])
+    return f
+
+
+def raw_access(s):
+    """Every access line, parsed or not (an access line is one with the
+    `access` word after the session id, at any level)."""
+    return [l for l in s.log().splitlines() if PREFIX.match(l)]
+
+
+def access(s, **match):
+    """The parsed access lines whose decoded fields equal match."""
+    out = []
+    for l in raw_access(s):
+        f = parse_access(l)
+        if all(f.get(k) == v for k, v in match.items()):
+            out.append(f)
+    return out
+
+
+def wait_access(s, n=1, timeout=8, **match):
+    deadline = time.time() + timeout
+    while True:
+        got = access(s, **match)
+        if len(got) >= n or time.time() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def wait_raw(s, n=1, timeout=8):
+    deadline = time.time() + timeout
+    while len(raw_access(s)) < n and time.time() < deadline:
+        time.sleep(0.05)
+    return raw_access(s)
+
+
+def final(s):
+    """Stop the daemon (every session over, every line written): the lines."""
+    assert s.stop() == 0
+    return [parse_access(l) for l in raw_access(s)]
+
+
+def one(lines, **match):
+    got = [f for f in lines if all(f.get(k) == v for k, v in match.items())]
+    assert len(got) == 1, (match, [f["_raw"] for f in lines])
+    return got[0]
+
+
+def iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+
+
+def closed_route():
+    return {"route.remote.test": "127.0.0.1:%d" % free_port()}
+
+
+def raw_submission(s, user="alice@example.test", pw="alice-pw", helo="client.test"):
+    r = Raw(s.port("submission"))
+    r.greet(helo)
+    r.starttls()
+    r.expect("EHLO " + helo, 250)
+    r.auth(user, pw)
+    return r
+
+
+def send_data(r, body, code=250):
+    r.expect("DATA", 354)
+    r.send(body + b".\r\n")
+    c, t = r.reply()
+    assert c == code, (c, t)
+    return t
+
+
+# ---------------------------------------------------------------- accepted
+
+def test_mx_accepted_all_fields(surat):
+    """MX, no AUTH: one line with every field; recipients as given (the
+    alias unexpanded), the queue id tied to the delivery lines of every
+    expanded recipient and the session id to the stored Received: header."""
+    surat.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
+    body = (b"From: Sender <s@remote.test>\r\nTo: team@example.test\r\n"
+            b"Message-ID: <mx-1.abc@remote.test>\r\nSubject: quarterly numbers\r\n\r\n"
+            b"body\r\n")
+    t0 = time.time()
+    r = Raw(surat.port("smtp"))
+    r.greet("sender-host.remote.test")
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("RCPT TO:<team@example.test>", 250)
+    time.sleep(0.6)
+    t = send_data(r, body)
+    qid = re.search(r"queued as ([0-9a-f]{16})", t[-1]).group(1)
+    r.expect("QUIT", 221)
+    r.close()
+    t1 = time.time()
+    stored = stored_one(surat, "alice@example.test")
+    stored_one(surat, "bob@example.test")
+    lines = final(surat)
+    f = one(lines)
+    assert f["_level"] == "info"
+    assert iso(t0 - 1) <= f["_time"][:19] <= iso(t1 + 1), f["_raw"]
+    assert f["id"] == qid
+    assert f["client"] == "[127.0.0.1]"
+    assert f["helo"] == "sender-host.remote.test"
+    assert f["user"] == "-"
+    assert f["from_addr"] == "s@remote.test"
+    assert f["rcpt_list"] == ["bob@example.test", "team@example.test"]
+    assert f["size"] == len(body)
+    assert f["msgid"] == "<mx-1.abc@remote.test>"
+    assert f["subject"] == "quarterly numbers"
+    assert f["result"] == 250 and "reason" not in f
+    assert 0.6 <= f["duration_s"] < 5, f["duration"]
+    assert f["tls"] == "none"
+    # The session id is in the stored copy; the queue id in each delivery line.
+    assert re.search(rb"\bid %s\b" % f["_sid"].encode(), stored), stored[:400]
+    log = surat.log()
+    for rcpt in ("alice@example.test", "bob@example.test"):
+        assert re.search(r"sid=%s delivery id=%s rcpt=%s status=sent" % (f["_sid"], qid, rcpt),
+                         log), log[-2000:]
+
+
+def test_submission_starttls_auth_queue_id(make_populated):
+    """Submission, STARTTLS + AUTH: user=, the negotiated TLS version and
+    cipher, and the queue id that `surat queue list` shows for the deferred
+    remote copy; every recipient, remote and local."""
+    s = make_populated(extra=closed_route())
+    body = msg("to two places", frm="alice@example.test", to="far@remote.test",
+               extra="Message-ID: <sub-1@example.test>\r\n")
+    with submission(s) as c:
+        version, cipher = c.sock.version(), c.sock.cipher()[0]
+        assert c.sendmail("alice@example.test", ["far@remote.test", "bob@example.test"],
+                          body) == {}
+    stored_one(s, "bob@example.test")
+    deadline = time.time() + 10
+    while not queue_ids(s) and time.time() < deadline:
+        time.sleep(0.1)
+    ids = queue_ids(s)
+    f = one(final(s))
+    assert ids == [f["id"]], (ids, f["_raw"])
+    show = s.cli("queue", "show", f["id"]).stdout
+    assert "far@remote.test" in show and "user=alice@example.test" in show, show[:500]
+    assert f["user"] == "alice@example.test"
+    assert f["helo"] == "client.test"
+    assert f["from_addr"] == "alice@example.test"
+    assert f["rcpt_list"] == ["far@remote.test", "bob@example.test"]
+    assert f["tls"] == "%s:%s" % (version, cipher)
+    assert f["result"] == 250 and f["size"] == len(body)
+    assert f["msgid"] == "<sub-1@example.test>" and f["subject"] == "to two places"
+
+
+def test_implicit_tls_submissions(surat):
+    ctx = client_tls()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with smtplib.SMTP_SSL("127.0.0.1", surat.port("submissions"), context=ctx,
+                          timeout=10) as c:
+        c.ehlo("tls12.client.test")
+        c.login("bob@example.test", "bob-pw")
+        version, cipher = c.sock.version(), c.sock.cipher()[0]
+        assert version == "TLSv1.2"
+        assert c.sendmail("bob@example.test", ["alice@example.test"],
+                          msg("implicit", frm="bob@example.test",
+                              extra="Message-ID: <tls12@example.test>\r\n")) == {}
+    stored_one(surat, "alice@example.test")
+    f = one(final(surat))
+    assert f["tls"] == "TLSv1.2:" + cipher
+    assert f["user"] == "bob@example.test" and f["helo"] == "tls12.client.test"
+    assert f["result"] == 250 and f["id"] != "-" and f["subject"] == "implicit"
+    assert f["msgid"] == "<tls12@example.test>"
+
+
+def test_generated_message_id_logged(surat):
+    with submission(surat) as c:
+        assert c.sendmail("alice@example.test", ["bob@example.test"],
+                          msg("no id from the mua", frm="alice@example.test")) == {}
+    stored = stored_one(surat, "bob@example.test")
+    mid = re.search(rb"(?m)^Message-ID: (<[^>\r\n]+>)\r$", stored).group(1).decode()
+    f = one(final(surat))
+    assert f["msgid"] == mid, (mid, f["_raw"])
+
+
+def test_partly_refused_rcpts(surat):
+    """Refused RCPTs are not listed: rcpts= is exactly who got the message."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("RCPT TO:<nobody@example.test>", 550)
+    r.expect("RCPT TO:<victim@elsewhere.test>", 554)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    send_data(r, msg("partly"))
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(surat))
+    assert f["result"] == 250 and f["id"] != "-"
+    assert f["rcpt_list"] == ["alice@example.test", "bob@example.test"]
+    assert "nobody" not in f["_raw"] and "victim" not in f["_raw"]
+
+
+# ---------------------------------------------------------------- refused at the end of data
+
+def _spoofed(s):
+    return raw_submission(s), "alice@example.test", ["bob@example.test"], \
+        msg("spoof", frm="ceo@bank.test", to="bob@example.test"), 553, \
+        "From: address ceo@bank.test not owned by user alice@example.test"
+
+
+def _unparseable_from(s):
+    return raw_submission(s), "alice@example.test", ["bob@example.test"], \
+        msg("bad from", frm='"unbalanced <alice@example.test>', to="bob@example.test"), 553, \
+        "From: header does not parse; the sender cannot be checked"
+
+
+def _oversize(s):
+    r = Raw(s.port("smtp"))
+    r.greet()
+    return r, "s@remote.test", ["alice@example.test"], \
+        msg("big", body="y" * 78 + "\r\n") + (b"y" * 78 + b"\r\n") * 80, 552, None
+
+
+def _hops(s):
+    r = Raw(s.port("smtp"))
+    r.greet()
+    hops = "".join("Received: from h%d.test by h%d.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                   % (i, i + 1) for i in range(3))
+    return r, "s@remote.test", ["alice@example.test"], \
+        hops.encode() + msg("looping"), 554, "Too many hops: mail loop suspected"
+
+
+def _bare_lf(s):
+    r = Raw(s.port("smtp"))
+    r.greet()
+    return r, "s@remote.test", ["alice@example.test"], \
+        b"Subject: bare lf\r\n\r\nline\nmore\r\n", 550, None
+
+
+def _smuggle(s):
+    r = Raw(s.port("smtp"))
+    r.greet()
+    return r, "s@remote.test", ["alice@example.test"], \
+        (b"Subject: smuggler\r\n\r\nx\r\n.\nMAIL FROM:<admin@example.test>\r\n"
+         b"RCPT TO:<bob@example.test>\r\nDATA\r\nSubject: inner\r\n\r\ny\r\n"), 550, None
+
+
+@pytest.mark.parametrize("case", [_spoofed, _unparseable_from, _oversize, _hops, _bare_lf,
+                                  _smuggle], ids=lambda c: c.__name__.strip("_"))
+def test_refused_at_end_of_data(make_populated, case):
+    """Each refusal after the data: one line, no queue id, the code and the
+    text the client got, the user, the Subject of what was refused; the
+    session goes on and its next message has its own line."""
+    s = make_populated(extra={"smtp.max_message_size": "4096", "smtp.max_hops": "3"})
+    r, frm, rcpts, body, code, text = case(s)
+    r.expect("MAIL FROM:<%s>" % frm, 250)
+    for a in rcpts:
+        r.expect("RCPT TO:<%s>" % a, 250)
+    t = send_data(r, body, code)
+    reply_text = t[-1].split(" ", 1)[1]
+    if text is not None:
+        assert reply_text == text
+    # The session goes on: the next message is logged on its own.
+    r.expect("MAIL FROM:<%s>" % frm, 250)
+    r.expect("RCPT TO:<%s>" % rcpts[0], 250)
+    send_data(r, msg("next one", frm=frm))
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(s, rcpts[0])
+    lines = final(s)
+    assert len(lines) == 2, [f["_raw"] for f in lines]
+    f, nxt = lines
+    assert f["_sid"] == nxt["_sid"]
+    assert f["id"] == "-" and f["result"] == code, f["_raw"]
+    assert f["reason"] == reply_text, f["_raw"]
+    assert f["from_addr"] == frm and f["rcpt_list"] == rcpts
+    assert f["user"] == (frm if frm.endswith("example.test") else "-")
+    if case is not _oversize:
+        # As received, dot-unstuffed (a "." after CRLF is removed).
+        assert f["size"] == len(body) - body.count(b"\r\n."), f["_raw"]
+        assert f["subject"] == re.search(rb"Subject: ([^\r\n]*)", body).group(1).decode()
+    assert nxt["result"] == 250 and nxt["subject"] == "next one" and nxt["id"] != "-"
+
+
+# ---------------------------------------------------------------- refused before data
+
+@pytest.mark.parametrize("end", ["QUIT", "RSET", "hangup"])
+def test_all_rcpts_refused(surat, end):
+    """Nothing accepted: still one line when the transaction ends, so that
+    an attempt to relay or to guess addresses is on record."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<guesser@remote.test>", 250)
+    r.expect("RCPT TO:<nobody@example.test>", 550)
+    r.expect("RCPT TO:<victim@elsewhere.test>", 554)
+    r.expect("DATA", 554)
+    if end == "hangup":
+        r.close()
+        wait_access(surat, from_addr="guesser@remote.test")
+    else:
+        r.expect(end, 221 if end == "QUIT" else 250)
+        r.close()
+    f = one(final(surat))
+    assert f["id"] == "-" and f["from_addr"] == "guesser@remote.test"
+    assert f["rcpts"] == "-" and f["size"] == 0 and "subject" not in f
+    assert f["result"] == 554 and f["reason"] == "transaction not completed"
+
+
+def test_refused_mail_leaves_a_warning(surat):
+    """A MAIL FROM refused on submission opens no transaction: no access
+    line, but a warning that names the session and the account."""
+    r = raw_submission(surat)
+    r.expect("MAIL FROM:<ceo@bank.test>", 553, "5.7.1")
+    r.expect("QUIT", 221)
+    r.close()
+    lines = final(surat)
+    assert lines == [], [f["_raw"] for f in lines]
+    assert re.search(r" warn sid=[0-9a-f]{16} sender refused user=alice@example\.test "
+                     r"from=<ceo@bank\.test>", surat.log())
+
+
+# ---------------------------------------------------------------- unfinished transactions
+
+def test_client_gone_mid_data(surat):
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<quitter@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    part = b"Message-ID: <half@remote.test>\r\nSubject: half a message\r\n\r\nsome"
+    r.send(part)
+    time.sleep(0.2)
+    r.close()
+    wait_access(surat, from_addr="quitter@remote.test")
+    f = one(final(surat))
+    assert f["id"] == "-" and f["result"] == 0, f["_raw"]
+    assert f["reason"] == "transaction not completed"
+    assert f["rcpt_list"] == ["alice@example.test"] and f["size"] == len(part)
+    assert f["subject"] == "half a message" and f["msgid"] == "<half@remote.test>"
+    assert surat.messages("alice@example.test") == []
+
+
+@pytest.mark.parametrize("where", ["data", "rcpt"])
+def test_timeout_mid_transaction_logged(make_populated, where):
+    s = make_populated(extra={"smtp.command_timeout": "1s", "smtp.data_timeout": "1s"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<slow@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    if where == "data":
+        r.expect("DATA", 354)
+        r.send(b"Subject: slow\r\n\r\n")
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.4.2"), (c, t)
+    assert r.closed()
+    r.close()
+    wait_access(s, timeout=2, from_addr="slow@remote.test")
+    f = one(final(s), from_addr="slow@remote.test")
+    assert f["id"] == "-" and f["result"] in (421, 0) and "reason" in f, f["_raw"]
+    assert f["rcpt_list"] == ["alice@example.test"]
+
+
+def test_error_limit_mid_transaction_logged(make_populated):
+    s = make_populated(extra={"smtp.max_errors": "3"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<prober@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("RCPT TO:<a1@elsewhere.test>", 554)
+    r.expect("RCPT TO:<a2@elsewhere.test>", 554)
+    c, t = r.cmd("RCPT TO:<a3@elsewhere.test>")
+    assert c == 554
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.7.0"), (c, t)
+    assert r.closed()
+    r.close()
+    wait_access(s, timeout=2, from_addr="prober@remote.test")
+    f = one(final(s), from_addr="prober@remote.test")
+    assert f["id"] == "-" and f["result"] in (421, 554), f["_raw"]
+    assert f["rcpt_list"] == ["alice@example.test"]
+
+
+@pytest.mark.parametrize("cmd", ["RSET", "EHLO again.test"])
+def test_transaction_abandoned(surat, cmd):
+    """RSET (or a new EHLO) after accepted RCPTs: the abandoned transaction
+    has its line (result=0), the next one its own."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<first@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect(cmd, 250)
+    r.expect("MAIL FROM:<second@remote.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    send_data(r, msg("second"))
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(surat, "bob@example.test")
+    lines = final(surat)
+    assert [f["from_addr"] for f in lines] == ["first@remote.test", "second@remote.test"]
+    a, b = lines
+    assert a["id"] == "-" and a["result"] == 0 and a["reason"] == "transaction not completed"
+    assert a["rcpt_list"] == ["alice@example.test"] and "subject" not in a
+    assert b["id"] != "-" and b["result"] == 250 and b["rcpt_list"] == ["bob@example.test"]
+    assert b["helo"] == ("again.test" if cmd.startswith("EHLO") else "client.test")
+
+
+def test_starttls_mid_transaction_logged(surat):
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<before-tls@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    lines = final(surat)
+    one(lines, from_addr="before-tls@remote.test")
+
+
+# ---------------------------------------------------------------- BDAT, pipelining
+
+def test_bdat_accepted_and_refused(make_populated):
+    s = make_populated(extra={"smtp.max_message_size": "4096"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<chunky@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    p1 = b"Message-ID: <bdat-1@remote.test>\r\nSubject: in chunks\r\n\r\n"
+    p2 = b"part two\r\n"
+    r.send(b"BDAT %d\r\n" % len(p1) + p1)
+    assert r.reply()[0] == 250
+    r.send(b"BDAT %d LAST\r\n" % len(p2) + p2)
+    c, t = r.reply()
+    assert c == 250, t
+    qid = re.search(r"queued as ([0-9a-f]{16})", t[-1]).group(1)
+    # Too big, in one LAST chunk: refused 552.
+    r.expect("MAIL FROM:<chunky2@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    big = b"Subject: too big\r\n\r\n" + b"z" * 5000 + b"\r\n"
+    r.send(b"BDAT %d LAST\r\n" % len(big) + big)
+    c, t = r.reply()
+    assert c == 552 and t[-1].startswith("5.3.4"), (c, t)
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(s, "alice@example.test")
+    lines = final(s)
+    assert len(lines) == 2, [f["_raw"] for f in lines]
+    a = one(lines, from_addr="chunky@remote.test")
+    assert a["id"] == qid and a["result"] == 250 and a["size"] == len(p1) + len(p2)
+    assert a["msgid"] == "<bdat-1@remote.test>" and a["subject"] == "in chunks"
+    b = one(lines, from_addr="chunky2@remote.test")
+    assert b["id"] == "-" and b["result"] == 552 and b["reason"].startswith("Message size")
+
+
+def test_bdat_oversize_in_first_chunk(make_populated):
+    """A size refusal in a non-LAST chunk (552), then the LAST chunk: the
+    line must say why the message was refused."""
+    s = make_populated(extra={"smtp.max_message_size": "4096"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<chunky@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    big = b"Subject: too big\r\n\r\n" + b"z" * 5000 + b"\r\n"
+    r.send(b"BDAT %d\r\n" % len(big) + big)
+    c1, t1 = r.reply()
+    r.send(b"BDAT 2 LAST\r\nx\n")
+    c2, t2 = r.reply()
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(s))
+    assert c1 == 552, (c1, t1)
+    assert f["id"] == "-" and f["result"] == c2 and c2 >= 500, (c2, t2, f["_raw"])
+    assert "size" in f["reason"].lower(), f["_raw"]
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["lone", "shared"])
+def test_pipelined_pair(surat, shared):
+    """Two transactions pipelined in one session (with another session open,
+    the messages go through a worker round instead of the loop): two lines,
+    one per message, each with its own queue id and fields."""
+    other = None
+    if shared:
+        other = Raw(surat.port("smtp"))
+        other.greet("idle.test")
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.send(b"MAIL FROM:<p1@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    assert [r.reply()[0] for _ in range(3)] == [250, 250, 354]
+    r.send(msg("pipe one", extra="Message-ID: <p1@remote.test>\r\n") + b".\r\n" +
+           b"MAIL FROM:<p2@remote.test>\r\nRCPT TO:<bob@example.test>\r\n"
+           b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+    codes = [r.reply() for _ in range(4)]
+    assert [c for c, _ in codes] == [250, 250, 250, 250], codes
+    c, _ = r.reply()
+    assert c == 354
+    r.send(msg("pipe two", extra="Message-ID: <p2@remote.test>\r\n") + b".\r\nQUIT\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    assert r.reply()[0] == 221
+    r.close()
+    if other:
+        other.expect("QUIT", 221)
+        other.close()
+    stored_one(surat, "alice@example.test", 2)
+    lines = final(surat)
+    assert len(lines) == 2, [f["_raw"] for f in lines]
+    a, b = one(lines, from_addr="p1@remote.test"), one(lines, from_addr="p2@remote.test")
+    assert a["_sid"] == b["_sid"] and a["id"] != b["id"] and "-" not in (a["id"], b["id"])
+    assert (a["subject"], a["msgid"], a["rcpt_list"]) == \
+        ("pipe one", "<p1@remote.test>", ["alice@example.test"])
+    assert (b["subject"], b["msgid"], b["rcpt_list"]) == \
+        ("pipe two", "<p2@remote.test>", ["bob@example.test", "alice@example.test"])
+    assert a["result"] == b["result"] == 250
+
+
+# ---------------------------------------------------------------- sanitising
+
+def test_subject_sanitised(surat):
+    """Control bytes, quotes, backslashes, UTF-8 and folding: one physical
+    line, the quoted value decodes back to the header's (unfolded) value,
+    an encoded-word stays as sent; a long Subject is cut with "..."."""
+    tricky = (b'a\x01b\x1b[31mred\x7f "quoted" back\\slash \xc3\xa9t\xc3\xa9 '
+              b'=?UTF-8?B?w6l0w6k=?= end')
+    long_subj = b"L" * 300
+    cases = [tricky, b"folded first\r\n\tsecond fake=1 result=250", long_subj]
+    with smtp(surat) as c:
+        for subj in cases:
+            body = b"From: s@remote.test\r\nSubject: " + subj + b"\r\n\r\nx\r\n"
+            assert c.sendmail("s@remote.test", ["alice@example.test"], body) == {}
+    stored_one(surat, "alice@example.test", 3)
+    raws = raw_access(surat)
+    lines = final(surat)
+    assert len(lines) == 3
+    for l in raws:
+        assert all(0x20 <= ord(ch) < 0x7f for ch in l), repr(l)
+    a, b, c_ = lines
+    assert a["subject"].encode("utf-8", "surrogateescape") == tricky
+    assert '\\x22quoted\\x22' in a["_raw"] and "back\\x5cslash" in a["_raw"]
+    assert b["subject"] == "folded first\tsecond fake=1 result=250"
+    assert b["result"] == 250
+    assert c_["subject"].startswith("L" * 90) and c_["subject"].endswith("...")
+    assert len(c_["subject"]) <= 110
+
+
+def test_bare_cr_in_subject(surat):
+    """A bare CR in the Subject: the message is refused (bare CR) and its
+    line keeps the CR escaped, on one physical line."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    c = send_data(r, b"Subject: a\rinfo sid=0000000000000000 access id=forged\r\n\r\nx\r\n",
+                  550)
+    r.expect("QUIT", 221)
+    r.close()
+    lines = final(surat)
+    f = one(lines)
+    assert f["id"] == "-" and f["result"] == 550 and "bare CR" in f["reason"], (c, f["_raw"])
+    assert f["subject"] == "a\rinfo sid=0000000000000000 access id=forged"
+    assert "\\x0d" in f["_raw"]
+
+
+def test_msgid_with_quotes(surat):
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["alice@example.test"],
+                          msg("q", extra='Message-ID: <"odd\\id"@remote.test>\r\n')) == {}
+    stored_one(surat, "alice@example.test")
+    f = one(final(surat))
+    assert f["msgid"] == '<"odd\\id"@remote.test>'
+
+
+def test_msgid_with_spaces(surat):
+    mid = "<a b> result=250 user=boss@example.test"
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["alice@example.test"],
+                          msg("spaced", extra="Message-ID: %s\r\n" % mid)) == {}
+    stored_one(surat, "alice@example.test")
+    raws = raw_access(surat)
+    assert len(raws) == 1, raws
+    assert s_parse_ok(raws[0])["msgid"] == mid
+
+
+def s_parse_ok(line):
+    f = parse_access(line)
+    assert f["user"] == "-" and f["result"] == 250, line
+    return f
+
+
+def test_helo_odd_bytes(surat):
+    """A HELO name that is not a domain is refused (501) and not taken; a
+    UTF-8 one is taken and logged escaped."""
+    r = Raw(surat.port("smtp"))
+    r.greet("first.test")
+    for bad in (b"EHLO bad\x01name", b"EHLO a\" result=250", b"EHLO x\x1b[2J"):
+        r.send(bad + b"\r\n")
+        assert r.reply()[0] in (500, 501), bad
+    r.send("EHLO bücher.test\r\n".encode())
+    assert r.reply()[0] == 250
+    r.expect("MAIL FROM:<s@remote.test> SMTPUTF8", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, msg("helo"))
+    r.expect("QUIT", 221)
+    r.close()
+    raws = raw_access(surat)
+    f = one(final(surat))
+    assert f["helo"] == "bücher.test".encode().decode("utf-8")
+    assert "helo=b\\xc3\\xbccher.test " in raws[0]
+
+
+def test_quoted_sender_cannot_forge_fields(surat):
+    frm = '"a> user=boss@example.test rcpts=<x@y>,<z"@remote.test'
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<%s>" % frm, 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, msg("quoted sender"))
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(surat, "alice@example.test")
+    raws = raw_access(surat)
+    assert len(raws) == 1
+    f = parse_access(raws[0])
+    assert f["from_addr"] == frm and f["rcpt_list"] == ["alice@example.test"]
+
+
+def test_quoted_recipient_cannot_forge_list(make_populated):
+    s = make_populated(extra=closed_route())
+    rcpt = '"john smith>,<ceo"@remote.test'
+    r = raw_submission(s)
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<%s>" % rcpt, 250)
+    send_data(r, msg("quoted rcpt", frm="alice@example.test"))
+    r.expect("QUIT", 221)
+    r.close()
+    raws = wait_raw(s)
+    lines = final(s)
+    assert len(lines) == 1, raws
+    assert lines[0]["rcpt_list"] == [rcpt], raws
+
+
+def test_many_long_recipients_one_complete_line(make_populated):
+    s = make_populated(extra=closed_route())
+    rcpts = ["%s%02d@remote.test" % ("r" * 60, i) for i in range(100)]
+    with submission(s) as c:
+        assert c.sendmail("alice@example.test", rcpts,
+                          msg("to many", frm="alice@example.test")) == {}
+    raws = wait_raw(s)
+    lines = final(s)
+    assert len(lines) == 1, raws
+    assert lines[0]["rcpt_list"] == rcpts and lines[0]["result"] == 250
