@@ -412,17 +412,20 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 	return rc;
 }
 
-/* 16 hex digits, and for a notice "-b" (bounce), "-d" (delay) or "-s" (delivered). */
+/*
+ * 16 hex digits, and for a notice "-b" (bounce), "-d" (delay) or "-s"
+ * (success; then up to 4 hex digits, as queue_spool.h says).
+ */
 static int
 valid_queue_id(const char *id)
 {
 	size_t n = strlen(id);
-	if (n != 16 && !(n == 18 && id[16] == '-' && strchr("bds", id[17]) != NULL))
+	if (n > QUEUE_ID_LEN || strspn(id, "0123456789abcdef") != 16)
 		return 0;
-	for (size_t i = 0; i < 16; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return 0;
-	return 1;
+	if (n == 16 || (n == 18 && id[16] == '-' && strchr("bds", id[17]) != NULL))
+		return 1;
+	/* A success notice of a later job: "-s" and its first recipient's index. */
+	return id[16] == '-' && id[17] == 's' && strspn(id + 18, "0123456789abcdef") == n - 18;
 }
 
 static void

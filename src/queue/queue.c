@@ -584,8 +584,9 @@ job_content(struct qjob *j)
 	return 0;
 }
 
+/* first: for a success notice, its first recipient's index, which names it. */
 static struct spool_msg *
-job_notice(struct qjob *j, enum dsn_kind kind)
+job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 {
 	struct spool_msg *n = xcalloc(1, sizeof(*n));
 	struct buf c = BUF_INIT(0), err = BUF_INIT(0);
@@ -594,20 +595,22 @@ job_notice(struct qjob *j, enum dsn_kind kind)
 		  j->hostname, j->max_age, n, &c);
 	if (j->nnotice_to > 0) {
 		/* One recipient per member: the same addresses mail to the sender reaches. */
-		struct spool_rcpt first = n->rcpts[0];
+		struct spool_rcpt proto = n->rcpts[0];
 		n->rcpts = xrealloc(n->rcpts, j->nnotice_to * sizeof(*n->rcpts));
 		n->nrcpts = j->nnotice_to;
 		for (size_t i = 0; i < j->nnotice_to; i++) {
-			n->rcpts[i] = first;
+			n->rcpts[i] = proto;
 			n->rcpts[i].addr = xstrdup(j->notice_to[i].addr);
-			n->rcpts[i].orig = xstrdup(first.orig);
+			n->rcpts[i].orig = xstrdup(proto.orig);
 			n->rcpts[i].local = j->notice_to[i].local;
 		}
-		free(first.addr);
-		free(first.orig);
+		free(proto.addr);
+		free(proto.orig);
 	}
-	snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id,
-		 kind == DSN_FAILED ? 'b' : kind == DSN_DELAYED ? 'd' : 's');
+	if (kind == DSN_DELIVERED)
+		snprintf(n->id, sizeof(n->id), "%.16s-s%zx", j->snap.id, first & 0xffff);
+	else
+		snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
 	n->size = c.len;
 	int rc = spool_write(j->q->spool, j->dir, n, c.data, c.len, 1, &err);
 	if (rc < 0) {
@@ -646,15 +649,17 @@ job_relayed(const struct qjob *j, size_t idx)
  * The success notice (RFC 3461 6.2) for the recipients that asked for one
  * (NOTIFY=SUCCESS) and that this job delivered locally ("delivered") or saw
  * taken by a peer that does not do DSN ("relayed", RFC 3461 5.2.2: nobody
- * further on will report); those of an earlier job were reported then. One
- * per message: should a later job finish more such recipients, their
- * notice's name is taken and they get none.
+ * further on will report); those of an earlier job were reported then.
+ * Each such job writes its own, named by its first recipient (recipients
+ * end once, so no two jobs share it; a job run again after a crash finds
+ * its notice written already).
  */
 static void
 job_success_notice(struct qjob *j)
 {
 	struct spool_msg *m = &j->snap;
 	enum rcpt_status *was = xcalloc(m->nrcpts, sizeof(*was));
+	size_t first = SIZE_MAX;
 
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		int now = job_relayed(j, i);
@@ -663,9 +668,12 @@ job_success_notice(struct qjob *j)
 		was[i] = m->rcpts[i].status;
 		if (!now && was[i] == RCPT_DELIVERED)
 			m->rcpts[i].status = RCPT_PENDING;	/* left out of this notice */
+		else if (now && was[i] == RCPT_DELIVERED && first == SIZE_MAX &&
+			 dsn_wanted(&m->rcpts[i], DSN_DELIVERED))
+			first = i;
 	}
 	if (dsn_needed(m, DSN_DELIVERED))
-		j->notices[2] = job_notice(j, DSN_DELIVERED);
+		j->notices[2] = job_notice(j, DSN_DELIVERED, first);
 	for (size_t i = 0; i < m->nrcpts; i++)
 		m->rcpts[i].status = was[i];
 	free(was);
@@ -736,7 +744,7 @@ job_run(struct qjob *j)
 
 	if (j->warn && !all_final && !j->error && dsn_needed(&j->snap, DSN_DELAYED) &&
 	    job_content(j) == 0) {
-		j->notices[0] = job_notice(j, DSN_DELAYED);
+		j->notices[0] = job_notice(j, DSN_DELAYED, 0);
 		if (!j->error) {
 			spool_state_record(&j->recs, j->snap.seed, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL);
 			j->warned = 1;
@@ -748,7 +756,7 @@ job_run(struct qjob *j)
 	if (all_final && !j->error) {
 		if (dsn_needed(&j->snap, DSN_FAILED)) {
 			if (job_content(j) == 0)
-				j->notices[1] = job_notice(j, DSN_FAILED);
+				j->notices[1] = job_notice(j, DSN_FAILED, 0);
 			else
 				j->error = 1;
 		}

@@ -34,7 +34,12 @@
 
 struct buf;
 
-#define QUEUE_ID_LEN 18		/* 16 hex digits, or 16 + "-b"/"-d"/"-s" for notices */
+/*
+ * 16 hex digits; a notice's adds "-b" (bounce), "-d" (delay) or "-s"
+ * (success) and, for a success notice, its first recipient's index in up
+ * to 4 hex digits (a message gets one per job that reports successes).
+ */
+#define QUEUE_ID_LEN 22
 
 enum rcpt_status { RCPT_PENDING, RCPT_DELIVERED, RCPT_FAILED, RCPT_DEFERRED };
 

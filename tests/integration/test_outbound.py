@@ -621,21 +621,26 @@ def test_success_notice_relayed_by_a_peer_without_dsn(net):
     for dom, ip in (("c.example", "127.0.0.4"), ("d.example", "127.0.0.5")):
         _dns().add(dom, "MX", "10 mx." + dom)
         _dns().add("mx." + dom, "A", ip)
-    a.submit("alice@a.example", ["x@c.example", "y@d.example"],
+    a.submit("alice@a.example", ["x@c.example", "y@d.example", "bob@a.example"],
              msg("alice@a.example", "x@c.example", "tell me"), rcpt_options=["NOTIFY=SUCCESS"])
     wait_for(lambda: len(p1.txns) == 1 and len(p2.txns) == 1)
     assert "NOTIFY" not in p1.txns[0]["rcpts"][0]
     assert "NOTIFY=SUCCESS" in p2.txns[0]["rcpts"][0]
     a.wait_queue_empty()
-    [text] = inbox_text(a, "alice@a.example", 1)
-    report = text.split("message/delivery-status", 1)[1]
-    assert "Final-Recipient: rfc822; x@c.example" in report
-    assert "Action: relayed" in report and "Status: 2.0.0" in report
-    assert "Remote-MTA: dns; mx.c.example" in report
-    assert "y@d.example" not in report
-    assert "Subject: Successful Mail Delivery Report" in text
+    # bob's delivery and x's relay end in two jobs: a notice each.
+    texts = inbox_text(a, "alice@a.example", 2)
+    reports = sorted(t.split("message/delivery-status", 1)[1].split("--", 1)[0] for t in texts)
+    relayed = [r for r in reports if "Final-Recipient: rfc822; x@c.example" in r]
+    delivered = [r for r in reports if "Final-Recipient: rfc822; bob@a.example" in r]
+    assert len(relayed) == 1 and len(delivered) == 1, reports
+    assert "Action: relayed" in relayed[0] and "Status: 2.0.0" in relayed[0]
+    assert "Remote-MTA: dns; mx.c.example" in relayed[0]
+    assert "bob@a.example" not in relayed[0]
+    assert "Action: delivered" in delivered[0] and "x@c.example" not in delivered[0]
+    assert all("y@d.example" not in r for r in reports)
+    assert all("Subject: Successful Mail Delivery Report" in t for t in texts)
     time.sleep(0.5)
-    assert len(a.messages("alice@a.example")) == 1
+    assert len(a.messages("alice@a.example")) == 2
 
 
 def test_tls_required_defers_without_starttls(net):

@@ -182,7 +182,7 @@ def stored_one(s, addr, n=1):
 
 def queue_ids(s):
     r = s.cli("queue", "list")
-    return re.findall(r"^([0-9a-f]{16}(?:-[bds])?)\s", r.stdout, re.M)
+    return re.findall(r"^([0-9a-f]{16}(?:-[bd]|-s[0-9a-f]*)?)\s", r.stdout, re.M)
 
 
 def wait_queue_empty(s, timeout=15):
