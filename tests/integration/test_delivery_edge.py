@@ -64,13 +64,27 @@ def send(s, frm, rcpts, body, mail_opts="", rcpt_opts=""):
     r.expect("MAIL FROM:<%s>%s" % (frm, mail_opts), 250)
     for a in rcpts:
         r.expect("RCPT TO:<%s>%s" % (a, rcpt_opts), 250)
+    t = data_and_quit(r, body)
+    return re.search(r"queued as (\S+)", t[-1]).group(1)
+
+
+def data_and_quit(r, body):
+    """DATA with body (dot added), expecting 250; QUIT. The 250's text lines."""
     r.expect("DATA", 354)
     r.send(body + b".\r\n")
     c, t = r.reply()
     assert c == 250, t
     r.expect("QUIT", 221)
     r.close()
-    return re.search(r"queued as (\S+)", t[-1]).group(1)
+    return t
+
+
+def settled(s, addr):
+    """How many messages addr has once the queue is empty, and a moment
+    later (a duplicate would arrive then)."""
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.3)
+    return len(s.messages(addr))
 
 
 def wait_for(cond, timeout=10, what=""):
@@ -141,9 +155,7 @@ def test_alias_chain_and_diamond_one_copy_each(srv):
          b"Subject: diamond\r\n\r\nx\r\n")
     assert b"Subject: diamond" in stored_one(s, "alice@example.test", 2)
     assert b"Subject: diamond" in stored_one(s, "bob@example.test", 1)
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    time.sleep(0.3)
-    assert len(s.messages("alice@example.test")) == 2
+    assert settled(s, "alice@example.test") == 2
     assert len(s.messages("bob@example.test")) == 1
 
 
@@ -177,15 +189,9 @@ def test_alias_loop_refused_fast_and_loop_with_a_user_delivers_once(srv):
     assert time.time() - t0 < 2
     r.expect("RCPT TO:<m2@example.test>", 250)
     r.expect("RCPT TO:<m1@example.test>", 250)
-    r.expect("DATA", 354)
-    r.send(b"Subject: loop with bob\r\n\r\nx\r\n.\r\n")
-    assert r.reply()[0] == 250
-    r.expect("QUIT", 221)
-    r.close()
+    data_and_quit(r, b"Subject: loop with bob\r\n\r\nx\r\n")
     stored_one(s, "bob@example.test")
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    time.sleep(0.3)
-    assert len(s.messages("bob@example.test")) == 1
+    assert settled(s, "bob@example.test") == 1
 
 
 def test_cli_mailbox_show_unknown_uid(srv):
@@ -291,9 +297,7 @@ def test_bounce_to_alias_sender_reaches_every_member(srv):
     send(s, "team@example.test", ["carol@example.test"], loop_body("carol@example.test"))
     wait_for(lambda: s.messages("alice@example.test") or s.messages("bob@example.test"),
              what="the bounce")
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    time.sleep(0.3)
-    assert len(s.messages("alice@example.test")) == 1
+    assert settled(s, "alice@example.test") == 1
     assert len(s.messages("bob@example.test")) == 1
 
 
@@ -516,9 +520,7 @@ def test_hop_limit_counts_received_fields_only(start):
     r.expect("QUIT", 221)
     r.close()
     assert split_stored(stored_one(s, "alice@example.test"))[2] == ok
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    time.sleep(0.3)
-    assert len(s.messages("alice@example.test")) == 1
+    assert settled(s, "alice@example.test") == 1
 
 
 # ---------------------------------------------------------------- quota
@@ -853,15 +855,9 @@ def test_alias_clique_expands_at_once_and_others_are_served(srv):
     for rcpt in ["top@example.test", ks[4]]:
         c, t = timed_rcpt(r, rcpt)
         assert c == 250, (rcpt, c, t)
-    r.expect("DATA", 354)
-    r.send(b"Subject: clique\r\n\r\nx\r\n.\r\n")
-    assert r.reply()[0] == 250
-    r.expect("QUIT", 221)
-    r.close()
+    data_and_quit(r, b"Subject: clique\r\n\r\nx\r\n")
     stored_one(s, "bob@example.test")
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    time.sleep(0.3)
-    assert len(s.messages("bob@example.test")) == 1
+    assert settled(s, "bob@example.test") == 1
 
 
 def test_alias_with_one_member_over_quota_is_accepted(srv):
