@@ -801,35 +801,62 @@ resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 	free(targets);
 }
 
-/*
- * RFC 5321 4.5.1: postmaster@ every local domain MUST be accepted. With no
- * user, alias or catch-all of its own, it reaches the domain's oldest user
- * (the one an admin adds first); an alias sends it elsewhere. Only for
- * delivery: it gives nobody the right to send as postmaster.
- */
-static void
-resolve_postmaster(struct resolve_ctx *rc, const char *addr)
+/* The oldest user of domain (the one an admin adds first), malloc'd, or NULL. */
+static char *
+oldest_user(struct resolve_ctx *rc, const char *domain)
 {
 	static const char sql[] =
 		"SELECT address FROM users WHERE domain = ? ORDER BY created, rowid LIMIT 1";
-	const char *dom = domain_of(addr);
-
-	if ((size_t)(dom - addr) != sizeof("postmaster@") - 1 ||
-	    strncmp(addr, "postmaster@", sizeof("postmaster@") - 1) != 0)
-		return;
 	sqlite3_stmt *st = acc_stmt(rc->a, sql);
+	char *user = NULL;
+
 	if (st == NULL) {
 		rc->error = 1;
-		return;
+		return NULL;
 	}
-	sqlite3_bind_text(st, 1, dom, -1, SQLITE_STATIC);
-	char *user = NULL;
+	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
 	int r = sqlite3_step(st);
 	if (r == SQLITE_ROW)
 		user = xstrdup((const char *)sqlite3_column_text(st, 0));
 	else if (r != SQLITE_DONE)
 		rc->error = 1;
 	sqlite3_reset(st);
+	return user;
+}
+
+/*
+ * RFC 5321 4.5.1: postmaster@ every local domain MUST be accepted. With no
+ * user, alias or catch-all of its own, it reaches the domain's oldest user;
+ * a domain with no user at all hands it to the server's postmaster,
+ * postmaster@ the local domain added first (its alias, catch-all or oldest
+ * user). Only for delivery: it gives nobody the right to send as postmaster.
+ */
+static void
+resolve_postmaster(struct resolve_ctx *rc, const char *addr)
+{
+	const char *dom = domain_of(addr);
+
+	if ((size_t)(dom - addr) != sizeof("postmaster@") - 1 ||
+	    strncmp(addr, "postmaster@", sizeof("postmaster@") - 1) != 0)
+		return;
+	int local = accounts_domain_exists(rc->a, dom);
+	if (local != 1) {
+		rc->error |= local < 0;
+		return;
+	}
+	char *user = oldest_user(rc, dom), first[256];
+	if (user == NULL && !rc->error) {
+		int f = accounts_domain_first(rc->a, first, sizeof(first));
+		if (f < 0)
+			rc->error = 1;
+		else if (f == 1 && strcmp(first, dom) != 0) {
+			char *pm = xasprintf("postmaster@%s", first);
+			resolve_one(rc, pm, 1);
+			free(pm);
+			if (rc->results == 0 && !rc->error)
+				user = oldest_user(rc, first);
+		}
+	}
 	if (user != NULL)
 		resolve_one(rc, user, 1);
 	free(user);

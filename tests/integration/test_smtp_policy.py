@@ -810,7 +810,7 @@ def test_postmaster_without_alias(surat):
     """RFC 5321 4.5.1: postmaster@ a local domain MUST be accepted, alias or
     not. Without one it reaches the domain's oldest user (alice); an alias
     sends it elsewhere; it never lets that user send as postmaster; a
-    domain with no user at all has nobody to reach."""
+    domain with no user at all hands it to the server's postmaster."""
     r = rcpt_session(surat)
     r.expect("RCPT TO:<postmaster>", 250, "2.1.5")
     r.expect("RCPT TO:<Postmaster@EXAMPLE.test>", 250, "2.1.5")
@@ -836,8 +836,30 @@ def test_postmaster_without_alias(surat):
     assert ei.value.smtp_code == 553
     c.quit()
 
+    # A domain with no user at all: the server's postmaster (postmaster@ the
+    # domain added first, aliased to bob by now); never a remote postmaster.
     surat.add_domain("empty.test")
     r = rcpt_session(surat)
-    r.expect("RCPT TO:<postmaster@empty.test>", 550, "5.1.1")
+    r.expect("RCPT TO:<postmaster@empty.test>", 250, "2.1.5")
+    r.expect("RCPT TO:<postmaster@remote.test>", 554, "5.7.1")
+    r.expect("RCPT TO:<abuse@empty.test>", 550, "5.1.1")
+    r.expect("DATA", 354)
+    r.send(b"Subject: third postmaster\r\n\r\nhello\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
     r.expect("QUIT", 221)
     r.close()
+    surat.wait_messages("bob@example.test", 2)
+    assert len(surat.messages("alice@example.test")) == 1
+    c = submission(surat)
+    with pytest.raises(smtplib.SMTPSenderRefused) as ei:
+        c.sendmail("postmaster@empty.test", ["bob@example.test"],
+                   msg("spoof", "postmaster@empty.test", "bob@example.test"))
+    assert ei.value.smtp_code == 553
+    c.quit()
+
+    # Without the alias, the first domain's oldest user.
+    surat.cli("alias", "del", "postmaster@example.test", "bob@example.test")
+    smtp(surat).sendmail("s@remote.test", ["postmaster@empty.test"],
+                         msg("fourth postmaster", "s@remote.test", "postmaster@empty.test"))
+    surat.wait_messages("alice@example.test", 2)
