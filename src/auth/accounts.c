@@ -337,6 +337,42 @@ out:
 	return r;
 }
 
+/*
+ * Aliases outside a domain whose targets are in it (at is "@domain"): 0 if
+ * none, else 1 (or -1 on a database error) with the first few named in err.
+ */
+static int
+aliases_into(struct accounts *a, const char *at, struct buf *err)
+{
+	static const char sql[] =
+		"SELECT source, target FROM aliases WHERE substr(target, -length(?1)) = ?1 "
+		"AND substr(source, -length(?1)) <> ?1 ORDER BY source, target LIMIT 4";
+	sqlite3_stmt *st = acc_stmt(a, sql);
+	int n = 0, rc;
+
+	if (st == NULL) {
+		db_err(err, a->db, "prepare");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, at, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == 0)
+			buf_printf(err, "aliases still point into domain %s:", at + 1);
+		if (n++ == 3) {
+			buf_printf(err, " ...");
+			break;
+		}
+		buf_printf(err, "%s %s -> %s", n > 1 ? "," : "", sqlite3_column_text(st, 0),
+			   sqlite3_column_text(st, 1));
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		db_err(err, a->db, "database");
+	sqlite3_reset(st);
+	if (n > 0)
+		buf_printf(err, "; delete them first");
+	return rc != SQLITE_ROW && rc != SQLITE_DONE ? -1 : n > 0;
+}
+
 int
 accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
 {
@@ -353,13 +389,21 @@ accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
 		buf_printf(err, "domain %s still has users; delete them first", d.data);
 		goto out;
 	}
-	const char *p[] = {d.data};
-	if (exec_bind(a, "DELETE FROM domains WHERE name = ?", 1, p, NULL, err) != SQLITE_DONE)
-		goto out;
-	/* Its aliases and catch-all: sources ending in "@domain" exactly (no LIKE:
-	 * "_" in a domain name would match any character). */
+	/* Aliases of other domains naming it would turn into forwarding to
+	 * it as a remote domain: the admin decides, first. */
 	struct buf at = BUF_INIT(0);
 	buf_printf(&at, "@%s", d.data);
+	if (aliases_into(a, at.data, err) != 0) {
+		buf_free(&at);
+		goto out;
+	}
+	const char *p[] = {d.data};
+	if (exec_bind(a, "DELETE FROM domains WHERE name = ?", 1, p, NULL, err) != SQLITE_DONE) {
+		buf_free(&at);
+		goto out;
+	}
+	/* Its aliases and catch-all: sources ending in "@domain" exactly (no LIKE:
+	 * "_" in a domain name would match any character). */
 	const char *q[] = {at.data};
 	exec_bind(a, "DELETE FROM aliases WHERE substr(source, -length(?1)) = ?1", 1, q, NULL,
 		  err);

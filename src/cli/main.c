@@ -75,7 +75,9 @@ static const struct cmd_help helps[] = {
 	{"check-config", "usage: surat [-c FILE] check-config\n"
 			 "Read the config file; print 'ok' or the first error with file:line.\n"},
 	{"domain", "usage: surat domain add DOMAIN | del DOMAIN | list\n"
-		   "Local domains are those surat receives mail for.\n"},
+		   "Local domains are those surat receives mail for. del takes the\n"
+		   "domain's own aliases with it; it refuses while the domain has\n"
+		   "users, or while aliases of other domains point into it.\n"},
 	{"user", "usage: surat user add ADDRESS [--quota SIZE] [--hash HASH]\n"
 		 "       surat user passwd ADDRESS [--hash HASH]\n"
 		 "       surat user quota ADDRESS SIZE|default\n"

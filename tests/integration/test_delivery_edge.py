@@ -253,6 +253,30 @@ def test_domain_del_keeps_other_domains_aliases(srv):
     assert s.cli("alias", "list").stdout == "list@axb.test -> alice@example.test\n"
 
 
+def test_domain_del_refused_while_aliases_point_into_it(srv):
+    """Deleting a domain that aliases elsewhere still name would turn them into
+    forwarding to it as a remote domain: refused, naming them."""
+    s = srv
+    s.cli("domain", "add", "old.test")
+    s.cli("domain", "add", "old2.test")
+    s.cli("user", "add", "x@old.test", input="pw\n")
+    s.cli("alias", "add", "team@example.test", "alice@example.test", "x@old.test")
+    s.cli("alias", "add", "info@old.test", "x@old.test")
+    s.cli("alias", "add", "a@old2.test", "x@sub.old.test", "y@xold.test")
+    s.cli("user", "del", "x@old.test")
+    r = s.cli("domain", "del", "old.test", check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith(
+        "aliases still point into domain old.test: team@example.test -> x@old.test; "
+        "delete them first"), r.stderr
+    s.cli("alias", "del", "team@example.test", "x@old.test")
+    s.cli("domain", "del", "old.test")  # its own alias info@ goes with it
+    assert s.cli("alias", "list").stdout == (
+        "a@old2.test -> x@sub.old.test\n"
+        "a@old2.test -> y@xold.test\n"
+        "team@example.test -> alice@example.test\n")
+
+
 def test_user_add_over_alias_refused(srv):
     s = srv
     s.cli("alias", "add", "carol@example.test", "alice@example.test")
