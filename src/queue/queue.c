@@ -679,6 +679,60 @@ job_success_notice(struct qjob *j)
 	free(was);
 }
 
+/* A local recipient's state before this job's result, to record it again. */
+struct local_was {
+	size_t idx;
+	enum deliver_result r;
+	char *text;
+	enum rcpt_status status;
+	unsigned attempts;
+	int64_t next_try;
+	char *last_error, *remote;
+};
+
+static void
+local_was_free(struct local_was *w, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		free(w[k].text);
+		free(w[k].last_error);
+		free(w[k].remote);
+	}
+	free(w);
+}
+
+/*
+ * The success notice could not be written (a full disk, say). The local
+ * recipients that asked for one are recorded deferred instead of delivered
+ * (their records since mark are made again): the next run delivers them
+ * again, which their dedup keys make a no-op, and writes the notice then.
+ * Recipients a peer took keep their result: sending again would reach the
+ * peer twice, so their notice is lost.
+ */
+static void
+job_notice_owed(struct qjob *j, struct local_was *w, size_t n, size_t mark)
+{
+	buf_truncate(&j->recs, mark);
+	for (size_t k = 0; k < n; k++) {
+		struct spool_rcpt *rc = &j->snap.rcpts[w[k].idx];
+		rc->status = w[k].status;
+		rc->attempts = w[k].attempts;
+		rc->next_try = w[k].next_try;
+		free(rc->last_error);
+		free(rc->remote);
+		rc->last_error = w[k].last_error;
+		rc->remote = w[k].remote;
+		w[k].last_error = w[k].remote = NULL;
+		struct qres res = {w[k].idx, w[k].r, w[k].text, NULL, 0, 0};
+		static char owed[] = "4.3.0 Delivered, but the success notice could not be written";
+		if (res.r == DELIVER_OK && dsn_wanted(rc, DSN_DELIVERED)) {
+			res.r = DELIVER_TEMPFAIL;
+			res.text = owed;
+		}
+		job_record(j, &res);
+	}
+}
+
 static void
 job_run(struct qjob *j)
 {
@@ -705,9 +759,13 @@ job_run(struct qjob *j)
 		job_record(j, &j->results[i]);
 	j->recs_keep = j->nresults > 0;
 
+	size_t mark = j->recs.len, nwas = 0;
+	struct local_was *was = NULL;
 	if (j->nlocals > 0 && job_content(j) == 0) {
+		was = xcalloc(j->nlocals, sizeof(*was));
 		for (size_t i = 0; i < j->nlocals && !j->error; i++) {
 			struct local_rcpt *lr = &j->locals[i];
+			struct spool_rcpt *rc = &j->snap.rcpts[lr->idx];
 			struct buf why = BUF_INIT(0);
 			char key[64];
 			snprintf(key, sizeof(key), "%s:%zu", j->snap.id, lr->idx);
@@ -715,12 +773,21 @@ job_run(struct qjob *j)
 				local_deliver(j->data_dir, lr->account, j->content.data,
 					      j->content.len, key, lr->quota, j->max_hops, &why);
 			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0, 0};
+			was[nwas++] = (struct local_was){
+				lr->idx, r, res.text ? xstrdup(res.text) : NULL, rc->status,
+				rc->attempts, rc->next_try,
+				rc->last_error ? xstrdup(rc->last_error) : NULL,
+				rc->remote ? xstrdup(rc->remote) : NULL};
 			job_record(j, &res);
 			buf_free(&why);
 		}
 	}
-	if (!j->error && (j->nlocals > 0 || job_relayed(j, SIZE_MAX)) && job_content(j) == 0)
+	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX)) && job_content(j) == 0) {
 		job_success_notice(j);
+		if (j->error)
+			job_notice_owed(j, was, nwas, mark);
+	}
+	local_was_free(was, nwas);
 
 	if (j->expire && !j->error) {
 		for (size_t i = 0; i < j->snap.nrcpts && !j->error; i++) {

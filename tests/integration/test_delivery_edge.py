@@ -946,6 +946,44 @@ def test_notify_success_on_local_delivery_reports_delivered(srv):
     assert qid
 
 
+def test_success_notice_that_cannot_be_written_is_tried_again(srv):
+    """A success notice whose write fails (here: no file can be made in the
+    queue directory, as on a full disk) is not lost: the recipient is
+    recorded deferred, not delivered; the next run finds it delivered
+    already (no second copy) and writes the notice then."""
+    s = srv
+    qdir = os.path.join(s.data_dir, "queue")
+    # Spool files are kept for reuse once delivered: a new message can then
+    # be accepted without making a file.
+    for i in range(3):
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm %d\r\n\r\nx\r\n" % i)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert any(n.startswith(".r") for n in os.listdir(qdir)), os.listdir(qdir)
+    if subprocess.run(["chattr", "+i", qdir], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],
+                          b"Subject: tell me later\r\n\r\nx\r\n")
+        wait_queue_shows(s, r"(?m)^%s .*\n(\s+<.*\n)*\s+<alice@example\.test>\s+local\s+"
+                            r"deferred\s+.*last=\"4\.3\.0 Delivered, but the success notice"
+                         % qid)
+        assert "cannot write notice" in s.log()
+        assert len(s.messages("alice@example.test")) == 4
+        assert s.messages("bob@example.test") == []
+    finally:
+        subprocess.run(["chattr", "-i", qdir], check=True)
+    s.cli("queue", "flush")
+    raw = stored_notice(s, "bob@example.test")
+    assert b"Subject: tell me later" in raw
+    m = email.message_from_bytes(raw, policy=email.policy.compat32)
+    rcpts = final_recipients(m.get_payload()[1].get_payload())
+    assert field(rcpts["alice@example.test"], "Action") == "delivered"
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.5)
+    assert len(s.messages("alice@example.test")) == 4
+    assert len(s.messages("bob@example.test")) == 1
+
+
 def test_bounce_to_unknown_local_sender_dropped_not_sent_out(start, peer):
     """A bounce for ghost@example.test (a local domain, no such user or
     alias) is dropped and logged; it never goes to the outbound transport
