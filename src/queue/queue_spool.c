@@ -779,6 +779,14 @@ spool_load(const char *dir, const char *name, const char *id, struct spool_msg *
 	return rc;
 }
 
+/* Whether a file that starts with the n bytes at p (n >= 0) is free:
+ * empty, or marked so by its first byte 0 (also a rewrite not finished). */
+static int
+starts_free(const char *p, ssize_t n)
+{
+	return n == 0 || (n > 0 && p[0] == '\0');
+}
+
 int
 spool_is_free(const char *dir, const char *name, uint64_t *size_r)
 {
@@ -791,7 +799,7 @@ spool_is_free(const char *dir, const char *name, uint64_t *size_r)
 	if (fd < 0)
 		return 0;
 	ssize_t n = pread(fd, &c, 1, 0);
-	int is_free = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (n == 0 || (n == 1 && c == 0));
+	int is_free = n >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && starts_free(&c, n);
 	close(fd);
 	if (is_free)
 		*size_r = (uint64_t)st.st_size;
@@ -817,8 +825,8 @@ spool_holds(const char *dir, const char *name, const char *id)
 	close(fd);
 	if (n < 0)
 		return 1;
-	if (n == 0 || head[0] == '\0')
-		return -1;	/* free, or a rewrite that did not finish */
+	if (starts_free(head, n))
+		return -1;
 	/* The envelope says which message it is; the rest need not be read. */
 	int version = n > 5 && head[0] == 'V' ? head[5] - '0' : 0;
 	memset(&m, 0, sizeof(m));
