@@ -110,13 +110,25 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		buf_printf(m, "Delivered-To: %s\r\n", account);
 		buf_append(m, it->content, it->len);
 		if (quota > 0 && bytes + m->len > (uint64_t)quota) {
-			/* Over quota is temporary: the user may make room. */
-			it->result = DELIVER_TEMPFAIL;
-			buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota", account);
-			buf_free(m);
-			continue;
+			/* A run again after a crash (or for a notice) may find it
+			 * delivered already: no new usage, store_add_many() only
+			 * reports it. Else over quota is temporary: the user may
+			 * make room. */
+			int done = it->dedup_key ? store_delivered(st, it->dedup_key) : 0;
+			if (done != 1) {
+				it->result = DELIVER_TEMPFAIL;
+				if (done < 0)
+					buf_printf(it->why, "4.3.0 Mailbox unavailable: %s",
+						   store_errstr(st));
+				else
+					buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota",
+						   account);
+				buf_free(m);
+				continue;
+			}
+		} else {
+			bytes += m->len;
 		}
-		bytes += m->len;
 		mime_meta_compute(m->data, m->len, &mms[nadd]);
 		adds[nadd] = (struct store_add_item){.msg = m->data, .len = m->len,
 						     .meta = &mms[nadd].meta,

@@ -427,6 +427,9 @@ int store_add_many(struct store *st, const char *mailbox, struct store_add_item 
 int store_append(struct store *st, const char *mailbox, const char *msg, size_t len,
 		 const struct store_meta *meta, uint32_t *uid_r, uint32_t *uidvalidity_r);
 
+/* Whether a message was delivered under dedup_key: 1, 0, or -1 on error. */
+int store_delivered(struct store *st, const char *dedup_key);
+
 /* Quota usage over all mailboxes, from a running total. 0 or -1. */
 int store_usage(struct store *st, uint64_t *bytes_r, uint64_t *messages_r);
 

@@ -326,9 +326,8 @@ store_crlf(const char *msg, size_t len, struct buf *tmp, size_t *len_r)
 	return tmp->data;
 }
 
-/* 1 if the dedup key is recorded, 0 if not, -1 on error. */
-static int
-store_dedup_seen(struct store *st, const char *key)
+int
+store_delivered(struct store *st, const char *key)
 {
 	sqlite3_stmt *s = store_stmt(st, SQL_DELIV_GET);
 	int rc;
@@ -435,7 +434,7 @@ store_add_prepare(struct store *st, const struct store_add_item *it, struct add_
 		if (klen == 0 || klen > STORE_DEDUP_KEY_MAX)
 			return store_fail(st, STORE_ERR_INVALID, "bad dedup key");
 		/* Cheap early answer for a retry; the transaction decides. */
-		if ((rc = store_dedup_seen(st, it->dedup_key)) != 0) {
+		if ((rc = store_delivered(st, it->dedup_key)) != 0) {
 			as->dup = rc == 1;
 			return rc < 0 ? -1 : 0;
 		}
@@ -484,7 +483,7 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 		if (as[i].f.fd < 0)
 			continue;
 		if (it->dedup_key != NULL) {
-			if ((rc = store_dedup_seen(st, it->dedup_key)) < 0)
+			if ((rc = store_delivered(st, it->dedup_key)) < 0)
 				goto fail;
 			if (rc == 1) {
 				as[i].dup = true;

@@ -950,7 +950,8 @@ def test_success_notice_that_cannot_be_written_is_tried_again(srv):
     """A success notice whose write fails (here: no file can be made in the
     queue directory, as on a full disk) is not lost: the recipient is
     recorded deferred, not delivered; the next run finds it delivered
-    already (no second copy) and writes the notice then."""
+    already (no second copy, and no quota refusal for it) and writes the
+    notice then."""
     s = srv
     qdir = os.path.join(s.data_dir, "queue")
     # Spool files are kept for reuse once delivered: a new message can then
@@ -972,6 +973,8 @@ def test_success_notice_that_cannot_be_written_is_tried_again(srv):
         assert s.messages("bob@example.test") == []
     finally:
         subprocess.run(["chattr", "-i", qdir], check=True)
+    # Over quota by now: the message is in already, not new usage.
+    s.cli("user", "quota", "alice@example.test", "1")
     s.cli("queue", "flush")
     raw = stored_notice(s, "bob@example.test")
     assert b"Subject: tell me later" in raw
