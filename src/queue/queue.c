@@ -591,8 +591,13 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 	struct spool_msg *n = xcalloc(1, sizeof(*n));
 	struct buf c = BUF_INIT(0), err = BUF_INIT(0);
 
+	char nid[QUEUE_ID_LEN + 1];
+	if (kind == DSN_DELIVERED)
+		snprintf(nid, sizeof(nid), "%.16s-s%zx", j->snap.id, first & 0xffff);
+	else
+		snprintf(nid, sizeof(nid), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
 	dsn_build(&j->snap, j->content.data ? j->content.data : "", j->content.len, kind,
-		  j->hostname, j->max_age, n, &c);
+		  j->hostname, nid, j->max_age, n, &c);
 	if (j->nnotice_to > 0) {
 		/* One recipient per member: the same addresses mail to the sender reaches. */
 		struct spool_rcpt proto = n->rcpts[0];
@@ -607,10 +612,7 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		free(proto.addr);
 		free(proto.orig);
 	}
-	if (kind == DSN_DELIVERED)
-		snprintf(n->id, sizeof(n->id), "%.16s-s%zx", j->snap.id, first & 0xffff);
-	else
-		snprintf(n->id, sizeof(n->id), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
+	memcpy(n->id, nid, sizeof(nid));
 	n->size = c.len;
 	int rc = spool_write(j->q->spool, j->dir, n, c.data, c.len, 1, &err);
 	if (rc < 0) {
@@ -795,8 +797,10 @@ job_run(struct qjob *j)
 			if (rcpt_final(rc))
 				continue;
 			struct buf why = BUF_INIT(0);
-			buf_printf(&why, "5.4.7 Delivery time expired after %lld days%s%s",
-				   (long long)(j->max_age / 86400), rc->last_error ? "; last error: " : "",
+			char age[32];
+			dsn_duration(age, sizeof(age), j->max_age);
+			buf_printf(&why, "5.4.7 Delivery time expired after %s%s%s", age,
+				   rc->last_error ? "; last error: " : "",
 				   rc->last_error ? rc->last_error : "");
 			struct qres res = {i, DELIVER_PERMFAIL, why.data, rc->remote, 0, 0};
 			job_record(j, &res);

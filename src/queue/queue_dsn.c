@@ -11,6 +11,7 @@
 #include "queue/queue_dsn.h"
 #include "core/buf.h"
 #include "core/util.h"
+#include "smtp/smtp_proto.h"
 
 #include <string.h>
 #include <time.h>
@@ -119,39 +120,92 @@ rfc2822_date(char *out, size_t n, int64_t t)
 	strftime(out, n, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 }
 
-/* The enhanced status code at the start of reply text, if any. */
+void
+dsn_duration(char *out, size_t n, int64_t secs)
+{
+	static const struct {
+		int64_t unit;
+		const char *name;
+	} units[] = {{86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (secs % units[i].unit == 0 || secs >= 86400 * 2 || i == 3) {
+			long long v = (long long)(secs / units[i].unit);
+			xsnprintf(out, n, "%lld %s%s", v, units[i].name, v == 1 ? "" : "s");
+			return;
+		}
+	}
+}
+
+/* The length of a run of 1 to 3 digits at p, or 0. */
+static size_t
+digits3(const char *p)
+{
+	size_t i = 0;
+	while (i < 4 && p[i] >= '0' && p[i] <= '9')
+		i++;
+	return i <= 3 ? i : 0;
+}
+
+/* Whether text is an SMTP reply: a code 2xx to 5xx, then a space, '-' or nothing. */
+static int
+smtp_reply(const char *text)
+{
+	return text && text[0] >= '2' && text[0] <= '5' && text[1] >= '0' && text[1] <= '9' &&
+	       text[2] >= '0' && text[2] <= '9' &&
+	       (text[3] == ' ' || text[3] == '-' || text[3] == '\0');
+}
+
+/*
+ * The RFC 3463 status code for a recipient: the enhanced code at the start
+ * of its reply text (after an SMTP reply code) if it is well formed
+ * (class "." 1*3digit "." 1*3digit), with the class this kind of report
+ * says (RFC 3464 2.3.4: 5 for failed, 4 for delayed: a peer's "550 4.2.1"
+ * is still a failure); else X.0.0.
+ */
 static void
 status_code(const char *text, enum dsn_kind kind, char *out, size_t n)
 {
 	const char *p = text ? text : "";
-	/* Skip a 3-digit reply code. */
-	if (strlen(p) > 4 && p[0] >= '2' && p[0] <= '5' && p[3] == ' ')
-		p += 4;
-	if ((p[0] == '4' || p[0] == '5') && p[1] == '.') {
-		size_t i = 2;
-		int dots = 1;
-		while (p[i] && (p[i] == '.' || (p[i] >= '0' && p[i] <= '9')) && i < 12) {
-			if (p[i] == '.')
-				dots++;
-			i++;
-		}
-		/* "X.Y.Z": the dot after X and one more. */
-		if (dots == 2 && (p[i] == ' ' || p[i] == '\0') && i < n) {
-			memcpy(out, p, i);
-			out[i] = '\0';
-			if (kind == DSN_DELAYED)
-				out[0] = '4';
-			return;
-		}
+	char cls = kind == DSN_FAILED ? '5' : '4';
+	size_t a, b;
+
+	if (smtp_reply(p))
+		p += p[3] ? 4 : 3;
+	if ((p[0] == '2' || p[0] == '4' || p[0] == '5') && p[1] == '.' && (a = digits3(p + 2)) &&
+	    p[2 + a] == '.' && (b = digits3(p + 3 + a)) &&
+	    (p[3 + a + b] == ' ' || p[3 + a + b] == '\0') && 3 + a + b < n) {
+		memcpy(out, p, 3 + a + b);
+		out[3 + a + b] = '\0';
+		out[0] = cls;
+		return;
 	}
-	xsnprintf(out, n, "%s", kind == DSN_FAILED ? "5.0.0" : "4.0.0");
+	xsnprintf(out, n, "%c.0.0", cls);
+}
+
+/*
+ * An xtext value (RFC 3461 4: "+" and two upper-case hex digits for an
+ * octet) as the report shows it, decoded (RFC 3464 2.2.1 and 2.3.2 carry
+ * the identifier and the address themselves), then cleaned like any text.
+ */
+static void
+xtext_clean(struct buf *c, const char *s, int u8)
+{
+	struct buf d = BUF_INIT(0);
+
+	if (smtp_xtext_decode(s, strlen(s), &d) == 0)
+		dsn_clean_n(c, d.data ? d.data : "", d.len, u8);
+	else
+		dsn_clean(c, s, u8);	/* checked at RCPT; never expected */
+	buf_free(&d);
 }
 
 void
 dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum dsn_kind kind,
-	  const char *hostname, int64_t max_age, struct spool_msg *out, struct buf *c)
+	  const char *hostname, const char *nid, int64_t max_age, struct spool_msg *out,
+	  struct buf *c)
 {
-	char date[64], boundary[33], code[16];
+	char date[64], boundary[33], code[16], age[32];
 	int64_t now = util_now_ms() / 1000;
 	/*
 	 * An SMTPUTF8 message may carry UTF-8 addresses and header fields: its
@@ -184,12 +238,15 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		   : kind == DSN_DELAYED ? "Delayed Mail (still being retried)"
 					 : "Successful Mail Delivery Report");
 	buf_printf(c, "Date: %s\r\n", date);
-	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", msg->id, dsn_kind_name(kind), hostname);
+	buf_printf(c, "Message-ID: <%s.%s@%s>\r\n", nid, dsn_kind_name(kind), hostname);
 	buf_puts(c, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
 	buf_printf(c,
 		   "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-		   "\tboundary=\"%s\"\r\n\r\n",
+		   "\tboundary=\"%s\"\r\n",
 		   boundary);
+	/* The header's end: a Content-Transfer-Encoding goes here if the body is 8-bit. */
+	size_t head_end = c->len;
+	buf_puts(c, "\r\n");
 	buf_puts(c, "This is a MIME-encapsulated message.\r\n\r\n");
 
 	/* Part 1: for people. */
@@ -197,19 +254,21 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		   u8 ? "utf-8" : "us-ascii");
 	buf_printf(c, "Content-Transfer-Encoding: %s\r\n\r\n", u8 ? "8bit" : "7bit");
 	buf_printf(c, "This is the mail system at %s.\r\n\r\n", hostname);
-	if (kind == DSN_FAILED)
+	if (kind == DSN_FAILED) {
 		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
 			    "It is attached below.\r\n\r\n");
-	else if (kind == DSN_DELIVERED)
+	} else if (kind == DSN_DELIVERED) {
 		buf_puts(c, "Your message reached the recipients below, as you asked to be told:\r\n"
 			    "delivered into their mailboxes here, or relayed to a mail server that\r\n"
 			    "does not report delivery (no further report will come for those).\r\n\r\n");
-	else
+	} else {
+		dsn_duration(age, sizeof(age), max_age);
 		buf_printf(c,
 			   "Your message has not been delivered yet to the recipients below.\r\n"
-			   "The mail system will keep trying for up to %lld days in all;\r\n"
+			   "The mail system will keep trying for up to %s in all;\r\n"
 			   "you do not need to send it again.\r\n\r\n",
-			   (long long)(max_age / 86400));
+			   age);
+	}
 	enum rcpt_status want = dsn_status(kind);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
@@ -232,7 +291,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	buf_printf(c, "Reporting-MTA: dns; %s\r\n", hostname);
 	if (msg->envid) {
 		buf_puts(c, "Original-Envelope-Id: ");
-		dsn_clean(c, msg->envid, u8);
+		xtext_clean(c, msg->envid, u8);
 		buf_puts(c, "\r\n");
 	}
 	rfc2822_date(date, sizeof(date), msg->created);
@@ -247,8 +306,15 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		dsn_clean(c, rc->addr, u8);
 		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
+			/* "rfc822;" and an xtext address; a utf-8 one (RFC 6533) as it came. */
 			buf_puts(c, "Original-Recipient: ");
-			dsn_clean(c, rc->orcpt, u8);
+			const char *semi = strchr(rc->orcpt, ';');
+			if (semi && semi - rc->orcpt == 6 && strncasecmp(rc->orcpt, "rfc822", 6) == 0) {
+				dsn_clean_n(c, rc->orcpt, (size_t)(semi - rc->orcpt) + 1, u8);
+				xtext_clean(c, semi + 1, u8);
+			} else {
+				dsn_clean(c, rc->orcpt, u8);
+			}
 			buf_puts(c, "\r\n");
 		}
 		if (kind == DSN_DELIVERED)
@@ -269,7 +335,10 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			buf_puts(c, "\r\n");
 		}
 		if (rc->last_error) {
-			buf_puts(c, rc->remote ? "Diagnostic-Code: smtp; " : "Diagnostic-Code: X-surat; ");
+			/* RFC 3464 2.3.6: "smtp" only for a reply the remote server gave. */
+			buf_puts(c, rc->remote && smtp_reply(rc->last_error)
+					    ? "Diagnostic-Code: smtp; "
+					    : "Diagnostic-Code: X-surat; ");
 			dsn_clean(c, rc->last_error, u8);
 			buf_puts(c, "\r\n");
 		}
@@ -295,5 +364,15 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	if (c->len >= 2 && memcmp(c->data + c->len - 2, "\r\n", 2) != 0)
 		buf_puts(c, "\r\n");
 	buf_printf(c, "\r\n--%s--\r\n", boundary);
-	out->body_8bit = has_8bit(c->data, c->len);
+	out->body_8bit = has_8bit(c->data + head_end, c->len - head_end);
+	if (out->body_8bit) {
+		/* RFC 2045 6.1: without it the whole would be 7bit. */
+		static const char cte[] = "Content-Transfer-Encoding: 8bit\r\n";
+		buf_grow(c, sizeof(cte) - 1);
+		memmove(c->data + head_end + sizeof(cte) - 1, c->data + head_end,
+			c->len - head_end);
+		memcpy(c->data + head_end, cte, sizeof(cte) - 1);
+		c->len += sizeof(cte) - 1;
+		c->data[c->len] = '\0';
+	}
 }

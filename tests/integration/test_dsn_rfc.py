@@ -1,0 +1,369 @@
+"""The delivery status notifications surat writes, checked field by field
+against the RFCs: RFC 3464 (the report), RFC 3461 (the SMTP extension and
+what the report must echo), RFC 3834 / RFC 5321 6.2 / RFC 5322 (the
+notice's own header) and RFC 2045/2046 (its MIME structure).
+
+What test_delivery_edge.py and test_outbound.py already cover (the basic
+three-part structure, NOTIFY filtering of delay/failure reports, RET=HDRS,
+the 256 KiB limit, RFC 6533 types, no notice about a notice, "relayed" for
+a peer without DSN) is not repeated. Every daemon runs on 127.0.0.1 with
+1 s retries and a DNS server that never answers; remote recipients go to a
+scripted peer on 127.0.0.7 through route.remote.test.
+"""
+import email
+import email.policy
+import email.utils
+import re
+import time
+
+import pytest
+
+from test_delivery_edge import (start, peer, route_to, transaction, wait_for,  # noqa: F401
+                                queue_empty, stored_notice, make_populated,
+                                populated_data, bounded)
+from test_smtp import Raw
+
+TEST_LIMIT = 40
+
+STATUS_RE = r"[245]\.\d{1,3}\.\d{1,3}"
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+@pytest.fixture
+def srv_plain(start):
+    """A daemon with example.test, alice and bob, SMTP only."""
+    return start()
+
+
+def loop_body(*accounts, subject="looping", extra=b""):
+    """A message that already went through every account's mailbox: local
+    delivery fails it at once (5.4.6), which gives a bounce quickly."""
+    head = b"".join(b"Delivered-To: %s\r\n" % a.encode() for a in accounts)
+    return head + b"From: x@example.test\r\nSubject: " + subject.encode() + b"\r\n" + extra + \
+        b"\r\nround\r\n"
+
+
+def submit(s, frm, pw, rcpts, body, mail_opts=""):
+    """One transaction on the submission port (STARTTLS, AUTH): rcpts is a
+    list of (address, RCPT parameters). Returns the queue id."""
+    r = Raw(s.port("submission"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.auth(frm, pw)
+    r.expect("MAIL FROM:<%s>%s" % (frm, mail_opts), 250)
+    for a, o in rcpts:
+        r.expect("RCPT TO:<%s>%s" % (a, o), 250)
+    r.expect("DATA", 354)
+    r.send(body + b".\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    return re.search(r"queued as (\S+)", t[-1]).group(1)
+
+
+def ds_groups(raw):
+    """The raw delivery-status part of a notice, split into its groups
+    (RFC 3464 2.1: per-message fields, then one group per recipient, each
+    group separated by a blank line). Returns (list of {field: [values]},
+    the raw part body)."""
+    m = re.search(rb"Content-Type: message/(?:global-)?delivery-status\r\n"
+                  rb"(?:[^\r\n]+\r\n)*\r\n(.*?)\r\n--", raw, re.S)
+    assert m, raw[:3000]
+    body = m.group(1)
+    groups = []
+    for g in re.split(rb"\r\n\r\n", body.rstrip(b"\r\n")):
+        d = {}
+        unfolded = re.sub(rb"\r\n[ \t]", b" ", g)
+        for line in unfolded.split(b"\r\n"):
+            assert b":" in line, (line, body)
+            k, v = line.split(b":", 1)
+            d.setdefault(k.decode().strip().lower(), []).append(v.decode("utf-8").strip())
+        groups.append(d)
+    return groups, body
+
+
+def one(group, name):
+    v = group.get(name.lower(), [])
+    assert len(v) <= 1, (name, v)
+    return v[0] if v else None
+
+
+def report_parts(raw):
+    m = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert m.get_content_type() == "multipart/report", m.get_content_type()
+    return m, m.get_payload()
+
+
+def peer_notice(p, timeout=10):
+    """(MAIL line, RCPT lines, data) of the first transaction with the null sender."""
+    def got():
+        with p.lock:
+            return [t for t in p.txns if re.match(r"MAIL FROM:<>", t["mail"], re.I)]
+    t = wait_for(got, timeout=timeout, what="a notice at the peer")[0]
+    return t["mail"], t["rcpts"], t["data"]
+
+
+# ---------------------------------------------------------------- RFC 3461: xtext in the report
+
+def test_envid_is_xtext_decoded_in_original_envelope_id(srv_plain):
+    """RFC 3461 4.4: ENVID is xtext on the wire; the report carries the
+    envelope identifier itself (RFC 3464 2.2.1 "MUST preserve the original
+    case and spelling"), so ENVID=a+2Bb+3Dc must come back as a+b=c."""
+    s = srv_plain
+    transaction(s, "bob@example.test", [("alice@example.test", "")],
+                loop_body("alice@example.test"), mail_opts=" ENVID=QX+2Bid+3D7+2C8")
+    raw = stored_notice(s, "bob@example.test")
+    groups, body = ds_groups(raw)
+    assert one(groups[0], "Original-Envelope-Id") == "QX+id=7,8", body.decode()
+
+
+def test_orcpt_is_xtext_decoded_in_original_recipient(srv_plain):
+    """RFC 3461 4.2: ORCPT=addr-type;xtext; the report's Original-Recipient
+    (RFC 3464 2.3.1) holds the decoded address: ORCPT=rfc822;A+2Bb@x gives
+    rfc822;A+b@x."""
+    s = srv_plain
+    transaction(s, "bob@example.test",
+                [("alice@example.test", " ORCPT=rfc822;Al+2Btag+3Dx@example.test")],
+                loop_body("alice@example.test"))
+    raw = stored_notice(s, "bob@example.test")
+    groups, body = ds_groups(raw)
+    orcpt = one(groups[1], "Original-Recipient")
+    assert orcpt is not None, body.decode()
+    assert re.sub(r"\s", "", orcpt) == "rfc822;Al+tag=x@example.test", body.decode()
+
+
+# ---------------------------------------------------------------- RFC 3464 2: report layout
+
+def test_report_groups_and_required_fields(srv_plain):
+    """Two recipients, one without and one with ORCPT: one per-message group
+    (Reporting-MTA, Arrival-Date; no per-recipient field), then one group per
+    recipient, separated by blank lines, each with exactly one
+    Final-Recipient, Action and Status (failed <-> 5.x.x); Original-Recipient
+    only where ORCPT was given (RFC 3464 2.3.1, RFC 3461 6.3)."""
+    s = srv_plain
+    s.add_user("carol@example.test", "carol-pw")
+    transaction(s, "bob@example.test",
+                [("alice@example.test", ""),
+                 ("carol@example.test", " ORCPT=rfc822;carol@example.test")],
+                loop_body("alice@example.test", "carol@example.test"))
+    raw = stored_notice(s, "bob@example.test")
+    groups, body = ds_groups(raw)
+    text = body.decode()
+    assert len(groups) == 3, text
+    pm = groups[0]
+    assert one(pm, "Reporting-MTA") == "dns; mx.example.test", text
+    ad = one(pm, "Arrival-Date")
+    assert ad and email.utils.parsedate_to_datetime(ad), text
+    for k in ("final-recipient", "action", "status", "original-recipient"):
+        assert k not in pm, text
+    seen = {}
+    for g in groups[1:]:
+        fr = one(g, "Final-Recipient")
+        assert fr and re.fullmatch(r"rfc822; ?\S+@\S+", fr), text
+        assert one(g, "Action") == "failed", text
+        assert re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", one(g, "Status") or ""), text
+        assert "reporting-mta" not in g and "arrival-date" not in g, text
+        seen[fr.split(";", 1)[1].strip()] = g
+    assert sorted(seen) == ["alice@example.test", "carol@example.test"], text
+    assert one(seen["alice@example.test"], "Original-Recipient") is None, text
+    assert re.sub(r"\s", "", one(seen["carol@example.test"], "Original-Recipient") or "") == \
+        "rfc822;carol@example.test", text
+    # Diagnostic-Code: diagnostic-type ";" text (RFC 3464 2.3.6).
+    for g in seen.values():
+        dc = one(g, "Diagnostic-Code")
+        if dc is not None:
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*; ?\S.*", dc), text
+
+
+# ---------------------------------------------------------------- RFC 5321 6.2 / 3834 / 5322 / 2045
+
+def test_notice_envelope_and_header_on_the_wire(start, peer):
+    """A bounce to a remote sender, as it reaches the sender's server: MAIL
+    FROM:<> (RFC 5321 4.5.5, 6.2; RFC 3461 6.2), Auto-Submitted (RFC 3834 5),
+    Date, a syntactically valid Message-ID (RFC 5322 3.6), From the
+    MAILER-DAEMON, MIME-Version, multipart/report with report-type and a
+    valid boundary that never appears inside a part (RFC 2046 5.1.1), CRLF
+    lines of at most 998 octets (RFC 5322 2.1.1)."""
+    p = peer()
+    s = start({"route.remote.test": route_to(p)})
+    # The original itself has long-ish lines and lines that start with "--".
+    extra = b"X-Long: " + b"y" * 900 + b"\r\n"
+    body = loop_body("alice@example.test", extra=extra) + b"--\r\n--x\r\n" + b"z" * 990 + b"\r\n"
+    transaction(s, "sender@remote.test", [("alice@example.test", "")], body)
+    mail, rcpts, data = peer_notice(p)
+    assert re.fullmatch(r"MAIL FROM:<>( .*)?", mail, re.I), mail
+    assert len(rcpts) == 1 and "<sender@remote.test>" in rcpts[0], rcpts
+    for line in data.split(b"\r\n"):
+        assert b"\n" not in line and b"\r" not in line, line[:100]
+        assert len(line) <= 998, len(line)
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    m = email.message_from_bytes(data, policy=email.policy.compat32)
+    assert len(m.get_all("From")) == 1 and len(m.get_all("Date")) == 1, head
+    assert re.search(r"<(MAILER-DAEMON|postmaster)@mx\.example\.test>", m["From"], re.I), head
+    assert (m["Auto-Submitted"] or "").strip().lower() in ("auto-replied", "auto-generated"), head
+    assert email.utils.parsedate_to_datetime(m["Date"]), head
+    assert len(m.get_all("Message-ID")) == 1, head
+    atext = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    dot_atom = r"%s(?:\.%s)*" % (atext, atext)
+    assert re.fullmatch(r"\s*<%s@%s>\s*" % (dot_atom, dot_atom), m["Message-ID"]), head
+    assert (m["MIME-Version"] or "").strip() == "1.0", head
+    assert m.get_content_type() == "multipart/report", head
+    assert m.get_param("report-type") == "delivery-status", head
+    b = m.get_boundary()
+    assert b and 1 <= len(b) <= 70 and not b.endswith(" "), head
+    assert re.fullmatch(r"[0-9A-Za-z'()+_,./:=? -]+", b), head
+    # Delimiter lines: exactly the three parts and the close.
+    delims = re.findall(rb"(?m)^--" + re.escape(b.encode()) + rb"(--)?\r?$", data)
+    assert len(delims) == 4 and delims[-1] == b"--", delims
+    parts = m.get_payload()
+    assert [x.get_content_type() for x in parts] == \
+        ["text/plain", "message/delivery-status", "message/rfc822"], head
+    assert b"z" * 990 in data
+
+
+def test_notice_with_8bit_original_is_labelled_8bit(start, peer):
+    """The original came with BODY=8BITMIME and 8-bit text; the bounce that
+    returns it whole holds 8-bit octets. RFC 2045 6.1/6.4: an entity without
+    Content-Transfer-Encoding is 7bit, "all represented as short lines of
+    US-ASCII"; a multipart holding 8-bit parts must say 8bit. RFC 6152 3:
+    8-bit content is sent with BODY=8BITMIME."""
+    p = peer()
+    s = start({"route.remote.test": route_to(p)})
+    extra = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+            b"Content-Transfer-Encoding: 8bit\r\n"
+    body = loop_body("alice@example.test", extra=extra) + "caf\u00e9 na\u00efve\r\n".encode()
+    transaction(s, "sender@remote.test", [("alice@example.test", "")], body,
+                mail_opts=" BODY=8BITMIME")
+    mail, _, data = peer_notice(p)
+    assert any(c >= 0x80 for c in data), "the original should come back whole"
+    assert re.search(r"\sBODY=8BITMIME\b", mail, re.I), mail
+    m = email.message_from_bytes(data, policy=email.policy.compat32)
+    cte = (m["Content-Transfer-Encoding"] or "7bit").strip().lower()
+    assert cte in ("8bit", "binary"), \
+        "top-level Content-Transfer-Encoding is %r over 8-bit content:\n%s" % (
+            cte, data.split(b"\r\n\r\n", 1)[0].decode())
+
+
+# ---------------------------------------------------------------- remote results in the report
+
+def remote_setup(start, peer, extra=None, **peer_kw):
+    p = peer(**peer_kw)
+    conf = {"route.remote.test": route_to(p)}
+    conf.update(extra or {})
+    s = start(conf, kinds=("smtp", "submission"))
+    return s, p
+
+
+def test_remote_rejections_give_well_formed_status(start, peer):
+    """Three remote recipients rejected for good (5xx) with odd enhanced codes
+    in the reply. RFC 3464 2.3.4: status-code = DIGIT "." 1*3DIGIT "."
+    1*3DIGIT, and a "failed" Action goes with a 5.x.x Status (RFC 3464 2.3.3,
+    RFC 3463 2: class 5 is a permanent failure); the peer's text stays in
+    Diagnostic-Code: smtp; 550 ... with Remote-MTA: dns; NAME."""
+    replies = {"odd@remote.test": "550 4.2.1 mailbox disabled",
+               "wide@remote.test": "550 5.1.1234 no such user",
+               "dots@remote.test": "550 5..1 who",
+               "ok@remote.test": "550 5.1.1 no such user"}
+    s, p = remote_setup(start, peer, rcpt=lambda a, n: replies[a])
+    body = b"From: bob@example.test\r\nTo: x@remote.test\r\nSubject: odd codes\r\n\r\nx\r\n"
+    submit(s, "bob@example.test", "bob-pw", [(a, "") for a in replies], body)
+    raw = stored_notice(s, "bob@example.test")
+    groups, dsbody = ds_groups(raw)
+    text = dsbody.decode()
+    assert len(groups) == 5, text
+    bad = []
+    for g in groups[1:]:
+        addr = one(g, "Final-Recipient").split(";", 1)[1].strip()
+        st = one(g, "Status")
+        if one(g, "Action") != "failed" or not re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", st or ""):
+            bad.append("%s: Action: %s / Status: %s" % (addr, one(g, "Action"), st))
+        rm = one(g, "Remote-MTA")
+        assert rm and re.fullmatch(r"dns; ?\S+", rm), text
+        dc = one(g, "Diagnostic-Code")
+        assert dc and dc.lower().startswith("smtp;"), text
+        assert dc.split(";", 1)[1].strip() == replies[addr], text
+    assert bad == [], "\n".join(bad) + "\n\n" + text
+
+
+def test_remote_delay_notice_fields(start, peer):
+    """A remote recipient kept deferred (451) past queue.delay_warning: the
+    delay notice has Action: delayed, a 4.x.x Status, the peer's reply as
+    Diagnostic-Code: smtp; 451 ..., Remote-MTA, and Will-Retry-Until
+    (RFC 3464 2.3.9, for a "delayed" report) a parsable date near
+    Arrival-Date + queue.max_age, later than now."""
+    s, p = remote_setup(start, peer, {"queue.delay_warning": "1s", "queue.max_age": "2h"},
+                        rcpt=lambda a, n: "451 4.3.0 try again later")
+    body = b"From: bob@example.test\r\nTo: x@remote.test\r\nSubject: slow\r\n\r\nx\r\n"
+    submit(s, "bob@example.test", "bob-pw", [("x@remote.test", "")], body)
+    raw = stored_notice(s, "bob@example.test")
+    groups, dsbody = ds_groups(raw)
+    text = dsbody.decode()
+    assert len(groups) == 2, text
+    g = groups[1]
+    assert one(g, "Action") == "delayed", text
+    assert re.fullmatch(r"4\.\d{1,3}\.\d{1,3}", one(g, "Status") or ""), text
+    assert one(g, "Diagnostic-Code") == "smtp; 451 4.3.0 try again later", text
+    assert re.fullmatch(r"dns; ?\S+", one(g, "Remote-MTA") or ""), text
+    wru = one(g, "Will-Retry-Until")
+    assert wru, text
+    until = email.utils.parsedate_to_datetime(wru).timestamp()
+    arrival = email.utils.parsedate_to_datetime(one(groups[0], "Arrival-Date")).timestamp()
+    assert until > time.time() and abs(until - (arrival + 7200)) <= 5, text
+    lad = one(g, "Last-Attempt-Date")
+    if lad is not None:
+        assert email.utils.parsedate_to_datetime(lad), text
+    m, parts = report_parts(raw)
+    assert parts[1].get_content_type() == "message/delivery-status"
+
+
+def test_expired_remote_recipient_diagnostic_is_an_smtp_reply(start, peer):
+    """A remote recipient deferred (451) until queue.max_age: the failure
+    report says Action: failed, Status: 5.4.7. Its Diagnostic-Code, when
+    typed "smtp", must hold what the remote MTA said (RFC 3464 2.3.6: "the
+    actual diagnostic code issued by the mail transport"), i.e. an SMTP
+    reply beginning with its 3-digit code - not surat's own text."""
+    s, p = remote_setup(start, peer, {"queue.max_age": "3s", "queue.delay_warning": "0"},
+                        rcpt=lambda a, n: "451 4.3.0 try again later")
+    body = b"From: bob@example.test\r\nTo: x@remote.test\r\nSubject: too slow\r\n\r\nx\r\n"
+    submit(s, "bob@example.test", "bob-pw", [("x@remote.test", "")], body)
+    raw = stored_notice(s, "bob@example.test")
+    groups, dsbody = ds_groups(raw)
+    text = dsbody.decode()
+    g = groups[1]
+    assert one(g, "Action") == "failed", text
+    assert one(g, "Status") == "5.4.7", text
+    dc = one(g, "Diagnostic-Code")
+    if dc is not None and dc.lower().startswith("smtp;"):
+        assert re.match(r"[2-5]\d\d[ -]", dc.split(";", 1)[1].strip()), text
+
+
+# ---------------------------------------------------------------- success notices
+
+def test_two_success_notices_of_one_message_have_distinct_message_ids(start):
+    """NOTIFY=SUCCESS for alice (delivered at once) and carol (over quota,
+    delivered later): two "delivered" notices. RFC 5322 3.6.4: the msg-id
+    "MUST be a globally unique identifier for a message"."""
+    s = start()
+    s.add_user("carol@example.test", "carol-pw", quota="1")
+    transaction(s, "bob@example.test",
+                [("alice@example.test", " NOTIFY=SUCCESS"), ("carol@example.test", " NOTIFY=SUCCESS")],
+                b"Subject: tell me twice\r\n\r\nx\r\n")
+    first = stored_notice(s, "bob@example.test")
+    s.cli("user", "quota", "carol@example.test", "default")
+    s.cli("queue", "flush")
+    second = stored_notice(s, "bob@example.test", 2)
+    ids = []
+    finals = []
+    for raw in (first, second):
+        m = email.message_from_bytes(raw, policy=email.policy.compat32)
+        ids.append(m["Message-ID"])
+        groups, _ = ds_groups(raw)
+        finals.append(sorted(one(g, "Final-Recipient") for g in groups[1:]))
+        for g in groups[1:]:
+            assert one(g, "Action") == "delivered" and re.fullmatch(
+                r"2\.\d{1,3}\.\d{1,3}", one(g, "Status")), raw
+    assert finals == [["rfc822; alice@example.test"], ["rfc822; carol@example.test"]], finals
+    assert ids[0] != ids[1], "both notices have Message-ID %s" % ids[0]
