@@ -164,6 +164,7 @@ static const struct {
     [SMTP_ERR_PARAM_VALUE] = {501, "5.5.4", "Invalid parameter value"},
     [SMTP_ERR_BASE64] = {501, "5.5.2", "Cannot decode base64 response"},
     [SMTP_ERR_SASL_SYNTAX] = {501, "5.5.2", "Malformed PLAIN response"},
+    [SMTP_ERR_SASL_TOOLONG] = {500, "5.5.6", "Authentication exchange line is too long"},
     [SMTP_ERR_SASL_AUTHZID] = {535, "5.7.8", "Authentication credentials invalid"},
     [SMTP_ERR_DATA_TOO_BIG] = {552, "5.3.4", "Message size exceeds fixed limit"},
     [SMTP_ERR_DATA_BARE_LF] = {550, "5.6.0", "Message contains a bare LF, lines must end in CRLF"},
@@ -236,12 +237,6 @@ smtp_cmd_name(enum smtp_cmd cmd)
 	return "UNKNOWN";
 }
 
-static int
-is_b64char(unsigned char c)
-{
-	return is_alnum(c) || c == '+' || c == '/' || c == '=';
-}
-
 /* BDAT chunk-size [SP "LAST"]. */
 static int
 cmd_parse_bdat(const char *a, size_t n, struct smtp_cmdline *r)
@@ -281,8 +276,10 @@ cmd_parse_auth(const char *a, size_t n, struct smtp_cmdline *r)
 		i++;
 	if (i == n)
 		return 0;
+	/* The initial response: one token; bad base64 is the mechanism's
+	 * 501 5.5.2 (RFC 4954 4), not a command syntax error. */
 	size_t s = i;
-	while (i < n && is_b64char((unsigned char)a[i]))
+	while (i < n && a[i] > ' ' && a[i] < 0x7f)
 		i++;
 	if (i != n)
 		return -1;
@@ -1602,7 +1599,8 @@ smtp_sasl_plain_parse(const void *msg, size_t len, struct smtp_sasl_plain *r,
 		smtp_sasl_plain_wipe(r);
 		return fail(err, SMTP_ERR_SASL_SYNTAX, NULL);
 	}
-	if (r->authzid[0] != '\0' && strcmp(r->authzid, r->authcid) != 0) {
+	/* The same account in another ASCII case is the same identity. */
+	if (r->authzid[0] != '\0' && strcasecmp(r->authzid, r->authcid) != 0) {
 		smtp_sasl_plain_wipe(r);
 		return fail(err, SMTP_ERR_SASL_AUTHZID, NULL);
 	}
@@ -1619,7 +1617,7 @@ smtp_sasl_plain_decode(const char *b64, size_t len, struct smtp_sasl_plain *r,
 
 	memset(r, 0, sizeof(*r));
 	if (len > SMTP_BASE64_LEN(sizeof(tmp)))
-		return fail(err, SMTP_ERR_SASL_SYNTAX, NULL);
+		return fail(err, SMTP_ERR_SASL_TOOLONG, NULL);
 	if (smtp_base64_decode(b64, len, tmp, sizeof(tmp), &n) < 0)
 		ret = fail(err, SMTP_ERR_BASE64, NULL);
 	else

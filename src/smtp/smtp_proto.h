@@ -84,6 +84,7 @@ enum smtp_err {
 	/* AUTH */
 	SMTP_ERR_BASE64,       /* not canonical base64 */
 	SMTP_ERR_SASL_SYNTAX,  /* malformed SASL PLAIN message */
+	SMTP_ERR_SASL_TOOLONG, /* longer than the mechanism's buffer (RFC 4954 4: 500 5.5.6) */
 	SMTP_ERR_SASL_AUTHZID, /* authzid differs from authcid */
 	/* DATA/BDAT, see smtp_data_error() */
 	SMTP_ERR_DATA_TOO_BIG,

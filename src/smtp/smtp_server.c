@@ -104,6 +104,7 @@ struct smtp_sess {
 	enum smtp_state state;
 	unsigned flags;
 	unsigned errors;
+	unsigned auth_fails;	/* failed authentications (RFC 4954 9) */
 	char helo[256];
 	char *user;		/* authenticated account */
 	/* transaction */
@@ -440,6 +441,21 @@ smtp_error_count(struct smtp_sess *s)
 }
 
 /*
+ * A failed authentication: an error like any other, except that RFC 4954 9
+ * says a server SHOULD NOT drop the connection before 3 of them. 1 if the
+ * session was closed.
+ */
+static int
+smtp_auth_failed(struct smtp_sess *s)
+{
+	if (++s->auth_fails < 3) {
+		s->errors++;
+		return 0;
+	}
+	return smtp_error_count(s);
+}
+
+/*
  * Whether the account this session authenticated as was deleted since
  * (`surat user del`): it may send nothing more. (A database error is not
  * taken for a deletion: the sender checks that follow fail on it too.)
@@ -620,7 +636,7 @@ auth_finish(struct smtp_sess *s, int ok, const char *user)
 		smtp_reply(s, 535, "5.7.8", "Authentication credentials invalid");
 	}
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
-	if (!ok && smtp_error_count(s))
+	if (!ok && smtp_auth_failed(s))
 		return;
 	smtp_resume(s);
 }
@@ -709,11 +725,15 @@ auth_plain_response(struct smtp_sess *s, const char *b64, size_t len)
 	struct smtp_error e;
 
 	if (smtp_sasl_plain_decode(b64, len, &p, &e) < 0) {
-		/* 501 5.5.2 for bad base64 or syntax; 535 5.7.8 for an authzid
-		 * naming someone else (a credentials problem, not syntax). */
-		smtp_reply(s, e.reply, e.enhanced, "Bad AUTH PLAIN data: %s", e.text);
+		/* 501 5.5.2 for bad base64 or syntax, 500 5.5.6 for too long;
+		 * 535 5.7.8 for an authzid naming someone else (a credentials
+		 * problem, not syntax). */
+		if (e.code == SMTP_ERR_SASL_AUTHZID)
+			smtp_reply(s, e.reply, e.enhanced, "%s", e.text);
+		else
+			smtp_reply(s, e.reply, e.enhanced, "Bad AUTH PLAIN data: %s", e.text);
 		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
-		smtp_error_count(s);
+		smtp_auth_failed(s);
 		return;
 	}
 	auth_check(s, p.authcid, p.passwd);
@@ -726,12 +746,19 @@ auth_login_step(struct smtp_sess *s, const char *b64, size_t len)
 	char dec[256];
 	size_t n;
 
+	if (len > SMTP_BASE64_LEN(sizeof(dec) - 1)) {
+		/* RFC 4954 4: longer than the mechanism's buffer. */
+		smtp_reply(s, 500, "5.5.6", "Authentication exchange line is too long");
+		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+		smtp_auth_failed(s);
+		return;
+	}
 	if (smtp_base64_decode(b64, len, dec, sizeof(dec) - 1, &n) < 0 || n == 0 ||
 	    memchr(dec, '\0', n)) {
 		util_wipe(dec, sizeof(dec));
 		smtp_reply(s, 501, "5.5.2", "Bad base64 in AUTH LOGIN");
 		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
-		smtp_error_count(s);
+		smtp_auth_failed(s);
 		return;
 	}
 	dec[n] = '\0';
@@ -1620,8 +1647,15 @@ smtp_process(struct smtp_sess *s)
 		if (s->flags & F_DISCARD || len + eol_len > limit) {
 			evbuffer_drain(in, len + eol_len);
 			s->flags &= ~F_DISCARD;
-			if (s->state == ST_AUTH)
-				smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+			if (limit == AUTH_LINE_MAX) {
+				/* RFC 4954 4: an AUTH line or a response, 500 5.5.6. */
+				if (s->state == ST_AUTH)
+					smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+				smtp_reply(s, 500, "5.5.6", "Authentication exchange line is too long");
+				if (smtp_auth_failed(s))
+					return;
+				continue;
+			}
 			smtp_reply(s, 500, "5.5.2", "Line too long");
 			if (smtp_error_count(s))
 				return;

@@ -231,7 +231,7 @@ def test_auth_after_auth_and_in_transaction(surat):
     r.greet()
     r.expect("AUTH PLAIN", 334)
     # An over-long SASL response line is refused cleanly.
-    r.expect("A" * 20000, 500, "5.5.2")
+    r.expect("A" * 20000, 500, "5.5.6")
     r.auth("alice@example.test", "alice-pw")
     r.expect("MAIL FROM:<alice@example.test>", 250)
     r.expect("AUTH LOGIN", 503, "5.5.1")

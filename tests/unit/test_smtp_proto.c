@@ -140,9 +140,12 @@ test_cmd_bdat_auth(void **state)
 	assert_int_equal(r.auth_ir_len, 1);
 	assert_int_equal(cmd("AUTH SCRAM-SHA-256", &r, &err), 0);
 	assert_int_equal(cmd("AUTH X_Y-Z", &r, &err), 0);
+	/* Not base64, but one token: the mechanism answers 501 5.5.2 (RFC 4954 4). */
+	assert_int_equal(cmd("AUTH PLAIN a*b", &r, &err), 0);
+	assert_int_equal(r.auth_ir_len, 3);
 
 	static const char *bad_auth[] = {
-	    "AUTH", "AUTH ABCDEFGHIJKLMNOPQRSTU", "AUTH PL@IN", "AUTH PLAIN a b", "AUTH PLAIN a*b",
+	    "AUTH", "AUTH ABCDEFGHIJKLMNOPQRSTU", "AUTH PL@IN", "AUTH PLAIN a b", "AUTH PLAIN a\tb",
 	};
 	for (size_t i = 0; i < sizeof(bad_auth) / sizeof(bad_auth[0]); i++) {
 		assert_int_equal(cmd(bad_auth[i], &r, &err), -1);
@@ -1722,6 +1725,8 @@ test_sasl_plain(void **state)
 	assert_int_equal(smtp_sasl_plain_parse(S("\0j\xc3\xb6rg\0p\xc3\xa4ss"), &p, &err), 0);
 	assert_string_equal(p.authcid, "j\xc3\xb6rg");
 
+	/* The same account in another case is the same identity. */
+	assert_int_equal(smtp_sasl_plain_parse(S("Joe@X.test\0joe@x.TEST\0pw"), &p, &err), 0);
 	assert_int_equal(smtp_sasl_plain_parse(S("admin\0joe\0secret"), &p, &err), -1);
 	assert_int_equal(err.code, SMTP_ERR_SASL_AUTHZID);
 	assert_int_equal(err.reply, 535);
@@ -1790,7 +1795,9 @@ test_sasl_plain(void **state)
 	assert_int_equal(smtp_sasl_plain_decode(b64, (size_t)e, &p, &err), 0);
 	e = smtp_base64_encode(raw, 780, b64, sizeof(b64));
 	assert_int_equal(smtp_sasl_plain_decode(b64, (size_t)e, &p, &err), -1);
-	assert_int_equal(err.code, SMTP_ERR_SASL_SYNTAX);
+	assert_int_equal(err.code, SMTP_ERR_SASL_TOOLONG);
+	assert_int_equal(err.reply, 500);
+	assert_string_equal(err.enhanced, "5.5.6");
 }
 
 static void
