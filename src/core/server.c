@@ -272,11 +272,8 @@ conn_finish(struct conn *c)
 }
 
 int
-conn_starttls(struct conn *c)
+conn_starttls(struct conn *c, SSL *ssl)
 {
-	SSL *ssl = tls_server_ssl();
-	if (ssl == NULL)
-		return -1;
 	/* Anything the client pipelined after STARTTLS is discarded, never
 	 * interpreted after the handshake (CVE-2011-0411). */
 	struct evbuffer *in = bufferevent_get_input(c->bev);

@@ -111,10 +111,12 @@ void server_stop(struct server *srv);
 /* Free everything. */
 void server_free(struct server **srv);
 
-/* Wrap an open plaintext connection in TLS (STARTTLS). Pending input is
- * discarded; output already queued (the "ready" reply) is sent first in clear.
- * The caller must set its callbacks on c->bev again. 0, or -1 if no TLS. */
-int conn_starttls(struct conn *c);
+/* Wrap an open plaintext connection in TLS (STARTTLS) with ssl, taken from
+ * tls_server_ssl() before the "ready" reply (so that a failure there can
+ * still be answered instead); ssl is c's (or freed) from here on. Pending
+ * input is discarded; output already queued (the reply) is sent first in
+ * clear. The caller must set its callbacks on c->bev again. 0, or -1. */
+int conn_starttls(struct conn *c, SSL *ssl);
 /*
  * Read what else the socket holds now into c's input buffer, until that
  * holds max bytes; for a protocol in the middle of bulk input (a message's

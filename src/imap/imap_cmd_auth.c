@@ -105,9 +105,14 @@ imap_cmd_starttls(struct imap_sess *s, const struct imap_arg *args)
 		imap_done(s, "NO", "[CANNOT] STARTTLS is not available");
 		return;
 	}
+	SSL *ssl = tls_server_ssl();
+	if (ssl == NULL) {
+		imap_done(s, "NO", "[UNAVAILABLE] TLS is not available now");
+		return;
+	}
 	imap_done(s, "OK", "Begin TLS negotiation now");
 	/* Pipelined plaintext after the command is dropped by conn_starttls(). */
-	if (conn_starttls(s->c) < 0) {
+	if (conn_starttls(s->c, ssl) < 0) {
 		log_msg(LL_ERROR, s->c->id, "STARTTLS setup failed");
 		imap_bye(s, "[UNAVAILABLE] TLS setup failed");
 		return;

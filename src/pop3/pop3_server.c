@@ -474,8 +474,13 @@ cmd_stls(struct pop3_sess *s, const struct pop3_cmdline *cl)
 		pop3_bad(s);
 		return;
 	}
+	SSL *ssl = tls_server_ssl();
+	if (ssl == NULL) {
+		pop3_reply(s, 0, "[SYS/TEMP] TLS is not available now");
+		return;
+	}
 	pop3_reply(s, 1, "Begin TLS negotiation");
-	if (conn_starttls(s->c) < 0) {
+	if (conn_starttls(s->c, ssl) < 0) {
 		/* The client is about to start a handshake: nothing sane to say. */
 		log_msg(LL_ERROR, s->sid, "pop3 STLS: cannot start TLS");
 		pop3_close(s);

@@ -572,10 +572,18 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_reply(s, 502, "5.5.1", "STARTTLS not available");
 		return;
 	}
+	/* Made before the 220: RFC 3207 4 answers a failure with 454 instead. */
+	SSL *ssl = tls_server_ssl();
+	if (ssl == NULL) {
+		smtp_reply(s, 454, "4.7.0", "TLS not available due to temporary reason");
+		return;
+	}
 	smtp_reply(s, 220, "2.0.0", "Ready to start TLS");
 	smtp_flush(s);	/* in plaintext, before the filter takes over */
-	if (conn_starttls(s->c) < 0) {
-		smtp_reply(s, 454, "4.7.0", "TLS not available due to temporary reason");
+	if (conn_starttls(s->c, ssl) < 0) {
+		/* Out of memory only: the client is about to start a handshake. */
+		log_msg(LL_ERROR, s->c->id, "STARTTLS setup failed");
+		smtp_close(s);
 		return;
 	}
 	/* RFC 3207 4.2: forget everything learned before TLS (a transaction too: logged). */
@@ -1603,9 +1611,11 @@ smtp_process(struct smtp_sess *s)
 			s->flags |= F_OUT_WAIT;	/* smtp_write_cb() goes on */
 			return;
 		}
-		if (s->srv->stopping && (s->state == ST_CONNECTED || s->state == ST_HELO)) {
-			/* Stopping: a session back between transactions ends
-			 * (also right after the reply to a queued message). */
+		if (s->srv->stopping && (s->state == ST_CONNECTED || s->state == ST_HELO ||
+					 s->state == ST_AUTH)) {
+			/* Stopping: a session back between transactions (or in
+			 * an AUTH exchange) ends, also right after the reply to
+			 * a queued message. */
 			smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
 			smtp_close(s);
 			return;
@@ -1734,8 +1744,9 @@ static void
 smtp_on_shutdown(struct conn *c)
 {
 	struct smtp_sess *s = c->proto;
-	/* Idle sessions end now; busy ones finish their transaction first. */
-	if (s->state == ST_CONNECTED || s->state == ST_HELO) {
+	/* Idle sessions (an AUTH exchange too) end now; busy ones finish
+	 * their transaction first. */
+	if (s->state == ST_CONNECTED || s->state == ST_HELO || s->state == ST_AUTH) {
 		smtp_hold(s);
 		smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
 		smtp_close(s);

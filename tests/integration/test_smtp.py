@@ -1030,6 +1030,23 @@ def test_graceful_stop_idle_client(surat):
     assert time.time() - t0 < 5
 
 
+def test_graceful_stop_inside_an_auth_exchange(make_populated):
+    """A session waiting for a SASL response is between transactions: SIGTERM
+    ends it at once with 421, not after shutdown_grace."""
+    s = make_populated(extra={"shutdown_grace": "30s"})
+    r = Raw(s.port("submissions"), tls=True)
+    r.greet()
+    r.expect("EHLO client.test", 250)
+    r.expect("AUTH LOGIN", 334)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.3.2"), (c, t)
+    assert r.closed()
+    assert s.stop() == 0
+    assert time.time() - t0 < 5
+
+
 def test_graceful_stop_mid_transaction(surat):
     """A session in the middle of DATA may finish its message."""
     r = Raw(surat.port("smtp"))
