@@ -24,6 +24,7 @@
 #include "queue/queue_remote.h"
 #include "queue/queue_spool.h"
 #include "smtp/smtp_server.h"
+#include "smtp/smtp_proto.h"
 #include "imap/imap_session.h"
 #include "mime/mime_meta.h"
 #include "pop3/pop3_server.h"
@@ -217,6 +218,14 @@ get_hash(const char *given, int *status)
 	char *pw = read_password();
 	if (pw == NULL) {
 		*status = runtime_error("no password given on standard input");
+		return NULL;
+	}
+	/* SASL PLAIN carries at most 255 octets (RFC 4616): a longer one could
+	 * never log in over SMTP, IMAP AUTHENTICATE or POP3 AUTH. */
+	if (strlen(pw) > SMTP_SASL_FIELD_MAX) {
+		util_wipe(pw, strlen(pw));
+		free(pw);
+		*status = runtime_error("password longer than %d octets", SMTP_SASL_FIELD_MAX);
 		return NULL;
 	}
 	char *h = password_hash(pw);

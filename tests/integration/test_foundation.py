@@ -97,6 +97,11 @@ def test_cli_domains_users_aliases(make_surat):
     assert r.returncode == 2
     r = s.cli("user", "add", "bad address@example.test", input="pw\n", check=False)
     assert r.returncode == 1 and "not allowed" in r.stderr
+    # SASL PLAIN carries 255 octets at most: a longer password could never log in.
+    r = s.cli("user", "add", "long@example.test", input="p" * 256 + "\n", check=False)
+    assert r.returncode == 1 and "password longer than 255 octets" in r.stderr, r.stderr
+    s.cli("user", "add", "long@example.test", input="p" * 255 + "\n")
+    s.cli("user", "del", "long@example.test")
     r = s.cli("user", "add", check=False)
     assert r.returncode == 2
     s.cli("user", "quota", "a@example.test", "10M")
