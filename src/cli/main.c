@@ -521,7 +521,7 @@ print_queue_msg(const struct spool_msg *m, int verbose)
 	       m->mail_from, m->is_notice ? "  (notice)" : "");
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		const struct spool_rcpt *rc = &m->rcpts[i];
-		printf("    <%s>  %s  %s  attempts=%u", rc->addr, rc->local ? "local" : "remote",
+		printf("    <%s>  %s  %s  attempts=%u", rc->addr, rc->local == SPOOL_EXPANDED ? "alias" : rc->local ? "local" : "remote",
 		       spool_status_name(rc->status), rc->attempts);
 		if (rc->status == RCPT_DEFERRED) {
 			fmt_time(rc->next_try, next, sizeof(next));

@@ -647,6 +647,27 @@ job_relayed(const struct qjob *j, size_t idx)
 	return 0;
 }
 
+/* Whether this job reports an alias "expanded" (SPOOL_EXPANDED). */
+static int
+job_expanded(const struct qjob *j)
+{
+	for (size_t k = 0; k < j->nresults; k++)
+		if (j->results[k].r == DELIVER_OK &&
+		    j->snap.rcpts[j->results[k].idx].local == SPOOL_EXPANDED)
+			return 1;
+	return 0;
+}
+
+/* Whether this job's results say recipient idx ended well. */
+static int
+job_result_ok(const struct qjob *j, size_t idx)
+{
+	for (size_t k = 0; k < j->nresults; k++)
+		if (j->results[k].idx == idx && j->results[k].r == DELIVER_OK)
+			return 1;
+	return 0;
+}
+
 /*
  * The success notice (RFC 3461 6.2) for the recipients that asked for one
  * (NOTIFY=SUCCESS) and that this job delivered locally ("delivered") or saw
@@ -664,7 +685,8 @@ job_success_notice(struct qjob *j)
 	size_t first = SIZE_MAX;
 
 	for (size_t i = 0; i < m->nrcpts; i++) {
-		int now = job_relayed(j, i);
+		int now = job_relayed(j, i) ||
+			  (m->rcpts[i].local == SPOOL_EXPANDED && job_result_ok(j, i));
 		for (size_t k = 0; k < j->nlocals && !now; k++)
 			now = j->locals[k].idx == i;
 		was[i] = m->rcpts[i].status;
@@ -784,7 +806,8 @@ job_run(struct qjob *j)
 			buf_free(&why);
 		}
 	}
-	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX)) && job_content(j) == 0) {
+	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX) || job_expanded(j)) &&
+	    job_content(j) == 0) {
 		job_success_notice(j);
 		if (j->error)
 			job_notice_owed(j, was, nwas, mark);
@@ -1016,7 +1039,11 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 		all_final = 0;
 		if (!rcpt_due(rc, now))
 			continue;
-		if (rc->local) {
+		if (rc->local == SPOOL_EXPANDED) {
+			/* Its members are recipients of their own. */
+			job_add_result(j, i, DELIVER_OK, "2.0.0 Alias expanded to its members", NULL);
+			want = 1;
+		} else if (rc->local) {
 			struct account_user u = {0};
 			int64_t quota = cfg->user_quota;
 			if (accounts_user_get(q->srv->accounts, rc->addr, &u) == 1) {

@@ -259,8 +259,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			    "It is attached below.\r\n\r\n");
 	} else if (kind == DSN_DELIVERED) {
 		buf_puts(c, "Your message reached the recipients below, as you asked to be told:\r\n"
-			    "delivered into their mailboxes here, or relayed to a mail server that\r\n"
-			    "does not report delivery (no further report will come for those).\r\n\r\n");
+			    "delivered into their mailboxes here, relayed to a mail server that\r\n"
+			    "does not report delivery, or handed to the members of an alias (no\r\n"
+			    "further report will come for those).\r\n\r\n");
 	} else {
 		dsn_duration(age, sizeof(age), max_age);
 		buf_printf(c,
@@ -321,12 +322,14 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			xsnprintf(code, sizeof(code), "2.0.0");
 		else
 			status_code(rc->last_error, kind, code, sizeof(code));
-		/* A success we report for a remote recipient is a relay (RFC 3461 5.2.2). */
+		/* A success we report for a remote recipient is a relay (RFC 3461
+		 * 5.2.2); for an alias of several members, its expansion (6.2.7.3). */
 		buf_printf(c, "Action: %s\r\nStatus: %s\r\n",
-			   kind == DSN_FAILED	 ? "failed"
-			   : kind == DSN_DELAYED ? "delayed"
-			   : rc->remote		 ? "relayed"
-						 : "delivered",
+			   kind == DSN_FAILED		      ? "failed"
+			   : kind == DSN_DELAYED	      ? "delayed"
+			   : rc->local == SPOOL_EXPANDED ? "expanded"
+			   : rc->remote		      ? "relayed"
+							      : "delivered",
 			   code);
 		if (rc->remote) {
 			/* RFC 3464 2.3.5: the name only. */

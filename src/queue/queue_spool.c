@@ -587,7 +587,7 @@ parse_rcpt(const char *p, size_t n, struct spool_msg *m)
 	rc->orig = field_str(f[1], fl[1]);
 	rc->orcpt = fl[2] ? field_str(f[2], fl[2]) : NULL;
 	rc->notify = (unsigned)notify;
-	rc->local = local != 0;
+	rc->local = local == SPOOL_EXPANDED ? SPOOL_EXPANDED : local != 0;
 	return 0;
 }
 

@@ -49,12 +49,19 @@ enum rcpt_status { RCPT_PENDING, RCPT_DELIVERED, RCPT_FAILED, RCPT_DEFERRED };
 #define NOTIFY_FAILURE 4
 #define NOTIFY_DELAY 8
 
+/*
+ * An alias of several members given with NOTIFY=SUCCESS (RFC 3461 6.2.7.3):
+ * the alias itself, which is nothing to deliver, only to report as
+ * "expanded" (RFC 3464 2.3.3); its members go without SUCCESS.
+ */
+#define SPOOL_EXPANDED 2
+
 struct spool_rcpt {
 	char *addr;		/* final address (after alias expansion) */
 	char *orig;		/* the address given in RCPT TO */
 	char *orcpt;		/* ORCPT parameter, or NULL */
 	unsigned notify;
-	int local;		/* 1: deliver into a local mailbox */
+	int local;		/* 1: deliver into a local mailbox; SPOOL_EXPANDED: see below */
 	/* state */
 	enum rcpt_status status;
 	unsigned attempts;

@@ -1475,9 +1475,32 @@ smtp_message_done(struct smtp_sess *s)
 	m.helo = s->helo;
 	m.auth_user = s->user;
 	m.session = s->c->id;
-	m.rcpts = xcalloc(s->nfinal ? s->nfinal : 1, sizeof(*m.rcpts));
+	m.rcpts = xcalloc(s->nfinal + s->nrcpts, sizeof(*m.rcpts));
 	for (size_t i = 0; i < s->nrcpts; i++) {
 		struct rcpt *r = &s->rcpts[i];
+		/*
+		 * RFC 3461 6.2.7.3: an alias of several members asked for SUCCESS
+		 * is reported "expanded" itself; its members go on without
+		 * SUCCESS (NEVER if nothing else was asked).
+		 */
+		unsigned notify = r->notify;
+		if (r->nfinal > 1 && (r->notify & NOTIFY_SUCCESS)) {
+			notify &= ~NOTIFY_SUCCESS;
+			if (notify == 0)
+				notify = NOTIFY_NEVER;
+			int dup = 0;
+			for (size_t x = 0; x < m.nrcpts; x++)
+				if (strcmp(m.rcpts[x].addr, r->orig) == 0)
+					dup = 1;
+			if (!dup) {
+				struct spool_rcpt *sr = &m.rcpts[m.nrcpts++];
+				sr->addr = r->orig;
+				sr->orig = r->orig;
+				sr->orcpt = r->orcpt;
+				sr->notify = NOTIFY_SUCCESS;
+				sr->local = SPOOL_EXPANDED;
+			}
+		}
 		for (size_t k = 0; k < r->nfinal; k++) {
 			/* An alias may list the same user twice via two RCPTs: once. */
 			int dup = 0;
@@ -1490,7 +1513,7 @@ smtp_message_done(struct smtp_sess *s)
 			sr->addr = r->final[k];
 			sr->orig = r->orig;
 			sr->orcpt = r->orcpt;
-			sr->notify = r->notify;
+			sr->notify = notify;
 			sr->local = r->local[k];
 		}
 	}

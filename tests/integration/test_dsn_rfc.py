@@ -367,3 +367,30 @@ def test_two_success_notices_of_one_message_have_distinct_message_ids(start):
                 r"2\.\d{1,3}\.\d{1,3}", one(g, "Status")), raw
     assert finals == [["rfc822; alice@example.test"], ["rfc822; carol@example.test"]], finals
     assert ids[0] != ids[1], "both notices have Message-ID %s" % ids[0]
+
+
+def test_notify_success_on_multi_member_alias_reports_expanded(start):
+    """RCPT TO:<team> NOTIFY=SUCCESS, team -> alice, bob. RFC 3464 2.3.3:
+    "expanded" is the Action for a message "delivered to the recipient
+    address as specified by the sender, and forwarded by the Reporting-MTA
+    beyond that destination to multiple additional recipient addresses";
+    RFC 3461 6.2.7.3: an alias with several members is handled like a
+    list: an "expanded" report for the alias when SUCCESS was asked."""
+    s = start()
+    s.add_user("carol@example.test", "carol-pw")
+    s.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
+    transaction(s, "carol@example.test", [("team@example.test", " NOTIFY=SUCCESS")],
+                b"Subject: to the team\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
+    s.wait_messages("bob@example.test", 1)
+    s.wait_messages("carol@example.test", 1)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.3)
+    reports = []
+    for u in s.messages("carol@example.test"):
+        raw = s.message("carol@example.test", u).split(b"\r\n", 1)[1]
+        groups, _ = ds_groups(raw)
+        reports += [(one(g, "Final-Recipient"), one(g, "Action")) for g in groups[1:]]
+    # The alias alone, once: NOTIFY=SUCCESS is not passed on to its members.
+    assert reports == [("rfc822; team@example.test", "expanded")], reports
+    assert len(s.messages("carol@example.test")) == 1

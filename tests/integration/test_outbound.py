@@ -643,6 +643,32 @@ def test_success_notice_relayed_by_a_peer_without_dsn(net):
     assert len(a.messages("alice@a.example")) == 2
 
 
+def test_notify_success_to_an_alias_of_several_reports_expanded(net):
+    """RFC 3461 6.2.7.3: NOTIFY=SUCCESS,FAILURE to an alias of two members,
+    one local and one behind a DSN peer: the sender gets one "expanded"
+    report for the alias; the members go on with FAILURE only, so the peer
+    is not asked for SUCCESS and bob's delivery is not reported."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.cli("alias", "add", "team@a.example", "bob@a.example", "x@c.example")
+    a.submit("alice@a.example", ["team@a.example"], msg("alice@a.example", "team@a.example", "hi"),
+             rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;team@a.example"])
+    wait_for(lambda: len(p.txns) == 1)
+    assert "NOTIFY=FAILURE" in p.txns[0]["rcpts"][0], p.txns[0]["rcpts"]
+    a.wait_queue_empty()
+    text = inbox_text(a, "alice@a.example", 1)[0]
+    report = text.split("message/delivery-status", 1)[1].split("--", 1)[0]
+    assert "Final-Recipient: rfc822; team@a.example" in report, report
+    assert "Original-Recipient: rfc822;team@a.example" in report, report
+    assert "Action: expanded" in report and "Status: 2.0.0" in report, report
+    assert "bob@a.example" not in report and "x@c.example" not in report, report
+    assert len(a.messages("bob@a.example")) == 1
+    time.sleep(0.5)
+    assert len(a.messages("alice@a.example")) == 1
+
+
 def test_tls_required_defers_without_starttls(net):
     a = net.node("127.0.0.2", "a.example", extra={"outbound.tls": "require",
                                                   "queue.retry_interval": "1h"})
