@@ -84,8 +84,12 @@ run: deps
 unit: $(UNIT_BINS)
 	@./scripts/run-unit.sh $(UNIT_BINS)
 
+# The build in parallel, unless the caller's make already shares its jobs.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+SUBJOBS = $(if $(findstring --jobserver,$(MAKEFLAGS)),,-j$(NPROC))
+
 test: deps
-	@$(MAKE) --no-print-directory build/asan/surat $(UNIT_BINS)
+	@$(MAKE) --no-print-directory $(SUBJOBS) build/asan/surat $(UNIT_BINS)
 	@./scripts/run-unit.sh $(UNIT_BINS)
 	SURAT_BIN=$(CURDIR)/build/asan/surat $(PYTEST) -q tests/integration
 

@@ -510,10 +510,11 @@ def test_shutdown_ends_idle_and_idle_sessions(make_surat):
 
 
 def test_shutdown_during_auth_delay(make_surat):
-    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "auth.fail_delay": "20s"})
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "auth.fail_delay": "20s",
+                               "shutdown_grace": "1s"})
     c = RawImap(s.port("imap"))
     c.send('a LOGIN "alice@example.test" "wrong"\r\n')
-    time.sleep(1)
+    time.sleep(0.3)
     t0 = time.monotonic()
     assert s.stop(signal.SIGTERM) == 0  # no leak, no crash (checked by stop())
     assert time.monotonic() - t0 < 15
