@@ -390,6 +390,11 @@ def transaction(s, frm, rcpts, body, mail_opts=""):
     """One transaction; rcpts is a list of (address, RCPT parameters). The queue id."""
     r = Raw(s.port("smtp"))
     r.greet()
+    return transaction_on(r, frm, rcpts, body, mail_opts)
+
+
+def transaction_on(r, frm, rcpts, body, mail_opts=""):
+    """transaction() on the ready session r, which it ends. The queue id."""
     r.expect("MAIL FROM:<%s>%s" % (frm, mail_opts), 250)
     for a, opts in rcpts:
         r.expect("RCPT TO:<%s>%s" % (a, opts), 250)

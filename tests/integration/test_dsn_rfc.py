@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from test_delivery_edge import (start, peer, route_to, transaction, wait_for,  # noqa: F401
-                                queue_empty, stored_notice, make_populated,
+from test_delivery_edge import (start, peer, route_to, transaction, transaction_on,  # noqa: F401
+                                wait_for, queue_empty, stored_notice, make_populated,
                                 populated_data, bounded)
 from test_smtp import Raw
 
@@ -52,16 +52,7 @@ def submit(s, frm, pw, rcpts, body, mail_opts=""):
     r.starttls()
     r.expect("EHLO client.test", 250)
     r.auth(frm, pw)
-    r.expect("MAIL FROM:<%s>%s" % (frm, mail_opts), 250)
-    for a, o in rcpts:
-        r.expect("RCPT TO:<%s>%s" % (a, o), 250)
-    r.expect("DATA", 354)
-    r.send(body + b".\r\n")
-    c, t = r.reply()
-    assert c == 250, t
-    r.expect("QUIT", 221)
-    r.close()
-    return re.search(r"queued as (\S+)", t[-1]).group(1)
+    return transaction_on(r, frm, rcpts, body, mail_opts)
 
 
 def ds_groups(raw):
