@@ -533,7 +533,9 @@ job_record(struct qjob *j, struct qres *r)
 	log_msg(LL_INFO, j->snap.session,
 		"delivery id=%s rcpt=%s status=%s relay=%s attempt=%u delay=%llds reason=\"%s\"",
 		j->snap.id, log_esc(a, sizeof(a), rc->addr), result_word(r->r),
-		rc->local ? "local" : log_esc(rem, sizeof(rem), rc->remote ? rc->remote : "none"),
+		rc->local == SPOOL_EXPANDED ? "alias"
+		: rc->local		    ? "local"
+					    : log_esc(rem, sizeof(rem), rc->remote ? rc->remote : "none"),
 		rc->attempts, (long long)(now - j->snap.created),
 		log_esc(t, sizeof(t), rc->last_error ? rc->last_error : ""));
 }
@@ -647,27 +649,6 @@ job_relayed(const struct qjob *j, size_t idx)
 	return 0;
 }
 
-/* Whether this job reports an alias "expanded" (SPOOL_EXPANDED). */
-static int
-job_expanded(const struct qjob *j)
-{
-	for (size_t k = 0; k < j->nresults; k++)
-		if (j->results[k].r == DELIVER_OK &&
-		    j->snap.rcpts[j->results[k].idx].local == SPOOL_EXPANDED)
-			return 1;
-	return 0;
-}
-
-/* Whether this job's results say recipient idx ended well. */
-static int
-job_result_ok(const struct qjob *j, size_t idx)
-{
-	for (size_t k = 0; k < j->nresults; k++)
-		if (j->results[k].idx == idx && j->results[k].r == DELIVER_OK)
-			return 1;
-	return 0;
-}
-
 /*
  * The success notice (RFC 3461 6.2) for the recipients that asked for one
  * (NOTIFY=SUCCESS) and that this job delivered locally ("delivered") or saw
@@ -685,8 +666,7 @@ job_success_notice(struct qjob *j)
 	size_t first = SIZE_MAX;
 
 	for (size_t i = 0; i < m->nrcpts; i++) {
-		int now = job_relayed(j, i) ||
-			  (m->rcpts[i].local == SPOOL_EXPANDED && job_result_ok(j, i));
+		int now = job_relayed(j, i);
 		for (size_t k = 0; k < j->nlocals && !now; k++)
 			now = j->locals[k].idx == i;
 		was[i] = m->rcpts[i].status;
@@ -793,9 +773,12 @@ job_run(struct qjob *j)
 			struct buf why = BUF_INIT(0);
 			char key[64];
 			snprintf(key, sizeof(key), "%s:%zu", j->snap.id, lr->idx);
-			enum deliver_result r =
-				local_deliver(j->data_dir, lr->account, j->content.data,
-					      j->content.len, key, lr->quota, j->max_hops, &why);
+			enum deliver_result r = DELIVER_OK;
+			if (rc->local == SPOOL_EXPANDED)
+				buf_puts(&why, "2.0.0 Alias expanded to its members");
+			else
+				r = local_deliver(j->data_dir, lr->account, j->content.data,
+						  j->content.len, key, lr->quota, j->max_hops, &why);
 			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0, 0};
 			was[nwas++] = (struct local_was){
 				lr->idx, r, res.text ? xstrdup(res.text) : NULL, rc->status,
@@ -806,8 +789,7 @@ job_run(struct qjob *j)
 			buf_free(&why);
 		}
 	}
-	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX) || job_expanded(j)) &&
-	    job_content(j) == 0) {
+	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX)) && job_content(j) == 0) {
 		job_success_notice(j);
 		if (j->error)
 			job_notice_owed(j, was, nwas, mark);
@@ -843,7 +825,7 @@ job_run(struct qjob *j)
 			spool_state_record(&j->recs, j->snap.seed, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL);
 			j->warned = 1;
 		}
-	} else if (j->warn) {
+	} else if (j->warn && !j->error) {
 		j->warned = 1;	/* nothing to warn about; don't ask again */
 	}
 
@@ -1040,8 +1022,10 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 		if (!rcpt_due(rc, now))
 			continue;
 		if (rc->local == SPOOL_EXPANDED) {
-			/* Its members are recipients of their own. */
-			job_add_result(j, i, DELIVER_OK, "2.0.0 Alias expanded to its members", NULL);
+			/* Nothing to deliver (its members are recipients of their
+			 * own), but reported like a local delivery. */
+			j->locals = xrealloc(j->locals, (j->nlocals + 1) * sizeof(*j->locals));
+			j->locals[j->nlocals++] = (struct local_rcpt){i, NULL, 0};
 			want = 1;
 		} else if (rc->local) {
 			struct account_user u = {0};

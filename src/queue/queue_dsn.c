@@ -368,10 +368,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		buf_puts(c, "\r\n");
 	buf_printf(c, "\r\n--%s--\r\n", boundary);
 	out->body_8bit = has_8bit(c->data + head_end, c->len - head_end);
-	if (out->body_8bit) {
+	static const char cte[] = "Content-Transfer-Encoding: 8bit\r\n";
+	if (out->body_8bit && buf_grow(c, sizeof(cte) - 1) == 0) {
 		/* RFC 2045 6.1: without it the whole would be 7bit. */
-		static const char cte[] = "Content-Transfer-Encoding: 8bit\r\n";
-		buf_grow(c, sizeof(cte) - 1);
 		memmove(c->data + head_end + sizeof(cte) - 1, c->data + head_end,
 			c->len - head_end);
 		memcpy(c->data + head_end, cte, sizeof(cte) - 1);

@@ -86,6 +86,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_CLOSE_NOW 0x80 /* the peer is gone: close once no caller holds us */
 #define F_FINISHED 0x100 /* conn_finish() called: the conn is on its way out */
 #define F_OUT_WAIT 0x200 /* input left until the replies are sent (SMTP_OUT_MAX) */
+#define F_DISCARD_AUTH 0x400 /* the overlong line skipped is an AUTH line or response */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -1377,6 +1378,18 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 	return rc;
 }
 
+/* The NOTIFY of a recipient asked for twice: what either asked (RFC 3461 4.1). */
+static unsigned
+notify_merge(unsigned a, unsigned b)
+{
+	if (a == b || a == NOTIFY_NEVER)
+		return b;
+	if (b == NOTIFY_NEVER)
+		return a;
+	/* 0 is "not given": FAILURE and DELAY. */
+	return (a ? a : NOTIFY_FAILURE | NOTIFY_DELAY) | (b ? b : NOTIFY_FAILURE | NOTIFY_DELAY);
+}
+
 static void
 smtp_message_done(struct smtp_sess *s)
 {
@@ -1502,14 +1515,17 @@ smtp_message_done(struct smtp_sess *s)
 			}
 		}
 		for (size_t k = 0; k < r->nfinal; k++) {
-			/* An alias may list the same user twice via two RCPTs: once. */
-			int dup = 0;
-			for (size_t x = 0; x < m.nrcpts; x++)
+			/* An alias may list the same user twice via two RCPTs: once,
+			 * with what either asked to be told about. */
+			struct spool_rcpt *sr = NULL;
+			for (size_t x = 0; x < m.nrcpts && sr == NULL; x++)
 				if (strcmp(m.rcpts[x].addr, r->final[k]) == 0)
-					dup = 1;
-			if (dup)
+					sr = &m.rcpts[x];
+			if (sr != NULL) {
+				sr->notify = notify_merge(sr->notify, notify);
 				continue;
-			struct spool_rcpt *sr = &m.rcpts[m.nrcpts++];
+			}
+			sr = &m.rcpts[m.nrcpts++];
 			sr->addr = r->final[k];
 			sr->orig = r->orig;
 			sr->orcpt = r->orcpt;
@@ -1672,15 +1688,20 @@ smtp_process(struct smtp_sess *s)
 				 * end; a CR last stays, should its LF come next.
 				 */
 				evbuffer_drain(in, avail - cr);
+				/* (The rest will not say what the line was.) */
+				if (!(s->flags & F_DISCARD) && limit == AUTH_LINE_MAX)
+					s->flags |= F_DISCARD_AUTH;
 				s->flags |= F_DISCARD;
 			}
 			return;
 		}
 		size_t len = (size_t)p.pos;
 		if (s->flags & F_DISCARD || len + eol_len > limit) {
+			int auth = s->flags & F_DISCARD ? (s->flags & F_DISCARD_AUTH) != 0
+							: limit == AUTH_LINE_MAX;
 			evbuffer_drain(in, len + eol_len);
-			s->flags &= ~F_DISCARD;
-			if (limit == AUTH_LINE_MAX) {
+			s->flags &= ~(F_DISCARD | F_DISCARD_AUTH);
+			if (auth) {
 				/* RFC 4954 4: an AUTH line or a response, 500 5.5.6. */
 				if (s->state == ST_AUTH)
 					smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);

@@ -756,6 +756,28 @@ def test_auth_response_line_limit(surat):
     r.close()
 
 
+def test_overlong_auth_line_read_in_pieces(surat):
+    """An AUTH line over 12288 octets is 500 5.5.6 even when it arrives in
+    pieces (the part after the first says nothing of what the line was);
+    an overlong NOOP whose tail looks like AUTH stays 500 5.5.2."""
+    r = session(surat, "submissions", tls=True)
+    r.send(b"AUTH PLAIN " + b"A" * 14000)
+    time.sleep(0.3)
+    r.send(b"A" * 100 + b"\r\n")
+    c, t = r.reply()
+    assert c == 500 and t[-1].startswith("5.5.6 "), (c, t)
+    r.send(b"AUTH PLAIN " + b"A" * 14000 + b"\r\n")
+    c, t = r.reply()
+    assert c == 500 and t[-1].startswith("5.5.6 "), (c, t)
+    r.send(b"NOOP " + b"x" * 600)
+    time.sleep(0.3)
+    r.send(b"AUTH" + b"x" * 10 + b"\r\n")
+    c, t = r.reply()
+    assert c == 500 and t[-1] == "5.5.2 Line too long", (c, t)
+    r.auth("alice@example.test", "alice-pw")
+    r.close()
+
+
 def test_auth_plain_empty_challenge(surat):
     r = session(surat, "submissions", tls=True)
     r.send(b"AUTH PLAIN\r\n")
