@@ -751,6 +751,8 @@ smtp_path_parse(const char *s, size_t len, unsigned flags, struct smtp_path *r, 
 				return path_fail(
 				    err, dr == -2 ? SMTP_ERR_PATH_BAD_UTF8 : SMTP_ERR_PATH_DOMAIN,
 				    flags);
+			/* A U-label in the route needs SMTPUTF8 like one in the mailbox. */
+			utf8 |= route_utf8;
 			i = end;
 			if (i < len && s[i] == ',') {
 				i++;
@@ -882,9 +884,16 @@ smtp_params_find(const struct smtp_params *p, const char *key)
 int
 smtp_param_size(const char *v, size_t n, uint64_t *r)
 {
-	if (v == NULL)
+	if (v == NULL || n == 0 || n > 20)
 		return -1;
-	return util_parse_u64(v, n, r);
+	for (size_t i = 0; i < n; i++)
+		if (!is_digit((unsigned char)v[i]))
+			return -1;
+	/* RFC 1870: size-value is 1*20DIGIT. One past 2^64 - 1 is still a
+	 * size, larger than any limit (552), not bad syntax. */
+	if (util_parse_u64(v, n, r) < 0)
+		*r = UINT64_MAX;
+	return 0;
 }
 
 int

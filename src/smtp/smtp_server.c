@@ -87,6 +87,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_FINISHED 0x100 /* conn_finish() called: the conn is on its way out */
 #define F_OUT_WAIT 0x200 /* input left until the replies are sent (SMTP_OUT_MAX) */
 #define F_DISCARD_AUTH 0x400 /* the overlong line skipped is an AUTH line or response */
+#define F_BDAT_SEQ 0x800 /* this BDAT came with no MAIL: refused 503 (RFC 3030 2) */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -303,7 +304,7 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	s->bdat_left = 0;
 	s->bdat_octets = 0;
 	s->bdat_last = 0;
-	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED);
+	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED | F_BDAT_SEQ);
 }
 
 /*
@@ -1159,6 +1160,9 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_data_begin(s, SMTP_DATA_MODE_BDAT);
 		if (s->state != ST_RCPT)
 			s->flags |= F_BDAT_FAIL;
+		/* No transaction at all (one after BDAT LAST too): a bad sequence. */
+		if (s->state == ST_CONNECTED || s->state == ST_HELO)
+			s->flags |= F_BDAT_SEQ;
 		s->flags |= F_BDAT_USED;
 	}
 	s->bdat_left = cl->bdat_size;
@@ -1193,7 +1197,8 @@ static void
 cmd_vrfy(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
 	/* Never reveal whether an account exists. */
-	smtp_reply(s, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+	/* (RFC 3463: X.5.2 is a syntax error; this is no error.) */
+	smtp_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 static void
@@ -1397,6 +1402,10 @@ smtp_message_done(struct smtp_sess *s)
 	struct smtp_error e;
 
 	/* A chunk refused for its size: the message is refused for that, not as "no rcpts". */
+	if (s->flags & F_BDAT_SEQ) {
+		smtp_refuse_message(s, 503, "5.5.1", "Bad sequence of commands: send MAIL first");
+		return;
+	}
 	if (s->flags & F_BDAT_FAIL && !(s->reader.errors & SMTP_DATA_ERR_TOO_BIG)) {
 		smtp_refuse_message(s, 554, "5.5.1", "No valid recipients");
 		return;
@@ -1600,6 +1609,10 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 		smtp_data_error(&s->reader, &e);
 		smtp_reply_err(s, &e);
 		s->flags |= F_BDAT_FAIL;
+		return;
+	}
+	if (s->flags & F_BDAT_SEQ) {
+		smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: send MAIL first");
 		return;
 	}
 	if (s->flags & F_BDAT_FAIL) {

@@ -483,7 +483,7 @@ def test_pipelined_failed_auth_then_relay_attempt(make_populated, delay):
            "RCPT TO:<victim@remote.test>\r\nBDAT 7 LAST\r\nhello\r\nNOOP\r\n"
            % plain("", ALICE, "wrong"))
     got = replies(r, 5)
-    assert [c for c, _ in got] == [535, 530, 503, 554, 250], got
+    assert [c for c, _ in got] == [535, 530, 503, 503, 250], got
     r.close()
     nothing_queued(s)
 
@@ -566,7 +566,7 @@ def test_submission_without_auth_pipelined_relay_attempt(relay):
            % (len(chunk), chunk, plain("", ALICE, "alice-pw")))
     got = replies(r, 5)
     assert [(c, t.split()[0]) for c, t in got] == [(530, "5.7.0"), (503, "5.5.1"),
-                                                   (554, "5.5.1"), (538, "5.7.11"),
+                                                   (503, "5.5.1"), (538, "5.7.11"),
                                                    (250, "2.0.0")], got
     r.close()
     nothing_queued(relay)
@@ -643,7 +643,7 @@ def test_vrfy_expn_reveal_nothing(relay):
         answers.add((c, tuple(t)))
     assert len(answers) == 1, answers
     c, t = answers.pop()
-    assert c == 252 and t[-1].startswith("2.5.2 "), (c, t)
+    assert c == 252 and t[-1].startswith("2.0.0 "), (c, t)
     r.expect("EHLO client.test", 250)
     expn = set()
     for who in ("team@example.test", "nobody@example.test", "alice"):

@@ -526,15 +526,16 @@ def test_mail_loop_refused(surat):
 
 def test_bdat_out_of_sequence(surat):
     """A refused BDAT chunk is swallowed whole and leaves the session where
-    it was: it must not stand in for EHLO or MAIL."""
+    it was: it must not stand in for EHLO or MAIL. With no MAIL it is a bad
+    sequence (503); with MAIL but no recipient, 554."""
     r = Raw(surat.port("smtp"))
     r.reply()
     r.send(b"BDAT 12\r\nMAIL FROM:<>")
     c, t = r.reply()
-    assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
+    assert c == 503 and t[-1].startswith("5.5.1"), (c, t)
     r.send(b"BDAT 0 LAST\r\n")
     c, t = r.reply()
-    assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
+    assert c == 503 and t[-1].startswith("5.5.1"), (c, t)
     r.expect("MAIL FROM:<s@remote.test>", 503, "5.5.1")
     r.expect("EHLO client.test", 250)
     r.expect("MAIL FROM:<s@remote.test>", 250)
