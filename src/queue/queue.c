@@ -777,8 +777,9 @@ job_run(struct qjob *j)
 			if (rc->local == SPOOL_EXPANDED)
 				buf_puts(&why, "2.0.0 Alias expanded to its members");
 			else
-				r = local_deliver(j->data_dir, lr->account, j->content.data,
-						  j->content.len, key, lr->quota, j->max_hops, &why);
+				r = local_deliver(j->data_dir, lr->account, j->snap.mail_from,
+						  j->content.data, j->content.len, key, lr->quota,
+						  j->max_hops, &why);
 			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0, 0};
 			was[nwas++] = (struct local_was){
 				lr->idx, r, res.text ? xstrdup(res.text) : NULL, rc->status,
@@ -1112,6 +1113,7 @@ struct lbatch_item {
 	char *session;
 	int64_t created;
 	char key[64];
+	char *from;	/* the envelope sender, for Return-Path */
 	struct buf why;
 	enum deliver_result r;
 	int removed;
@@ -1154,6 +1156,7 @@ batch_free(struct lbatch *b)
 		buf_free(&b->items[i].content);
 		buf_free(&b->items[i].why);
 		free(b->items[i].session);
+		free(b->items[i].from);
 	}
 	free(b->items);
 	free(b->account);
@@ -1203,6 +1206,7 @@ batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
 	memcpy(it->id, e->msg.id, sizeof(it->id));
 	snprintf(it->file, sizeof(it->file), "%s", spool_file(&e->msg));
 	it->session = e->msg.session ? xstrdup(e->msg.session) : NULL;
+	it->from = xstrdup(e->msg.mail_from ? e->msg.mail_from : "");
 	it->created = e->msg.created;
 	it->named = e->msg.named;
 	snprintf(it->key, sizeof(it->key), "%s:0", e->msg.id);
@@ -1242,7 +1246,7 @@ batch_run(struct lbatch *b)
 			}
 			it->have_content = 1;
 		}
-		li[nli] = (struct local_item){it->content.data ? it->content.data : "",
+		li[nli] = (struct local_item){it->from, it->content.data ? it->content.data : "",
 					      it->content.len, it->key, DELIVER_TEMPFAIL, &it->why};
 		which[nli++] = i;
 	}

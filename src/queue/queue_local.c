@@ -1,9 +1,11 @@
 /*
  * queue_local — see queue_local.h.
  *
- * The stored message is "Delivered-To: <account>" CRLF followed by the
- * queued content. A Delivered-To: for the same account already in the
- * header means the message has come round in a loop: it is bounced.
+ * The stored message is "Return-Path: <sender>" (RFC 5321 4.4: the final
+ * delivery inserts it) and "Delivered-To: account", each with CRLF,
+ * followed by the queued content. A Delivered-To: for the same account
+ * already in the header means the message has come round in a loop: it is
+ * bounced.
  *
  * SECURITY: header scanning is bounded by the header's end and by len.
  */
@@ -107,7 +109,8 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		}
 		struct buf *m = &msgs[nadd];
 		buf_init(m, 0);
-		buf_printf(m, "Delivered-To: %s\r\n", account);
+		buf_printf(m, "Return-Path: <%s>\r\nDelivered-To: %s\r\n",
+			   it->return_path ? it->return_path : "", account);
 		buf_append(m, it->content, it->len);
 		if (quota > 0 && bytes + m->len > (uint64_t)quota) {
 			/* A run again after a crash (or for a notice) may find it
@@ -164,10 +167,11 @@ out:
 }
 
 enum deliver_result
-local_deliver(const char *data_dir, const char *account, const char *content, size_t len,
-	      const char *dedup_key, int64_t quota, int max_hops, struct buf *why)
+local_deliver(const char *data_dir, const char *account, const char *return_path,
+	      const char *content, size_t len, const char *dedup_key, int64_t quota, int max_hops,
+	      struct buf *why)
 {
-	struct local_item it = {content, len, dedup_key, DELIVER_TEMPFAIL, why};
+	struct local_item it = {return_path, content, len, dedup_key, DELIVER_TEMPFAIL, why};
 
 	(void)max_hops;
 	local_deliver_many(data_dir, account, quota, &it, 1);

@@ -23,12 +23,14 @@ struct buf;
  * earlier identical delivery), DELIVER_TEMPFAIL or DELIVER_PERMFAIL with a
  * reply-style reason ("4.2.2 Mailbox full") in why.
  */
-enum deliver_result local_deliver(const char *data_dir, const char *account, const char *content,
-				  size_t len, const char *dedup_key, int64_t quota, int max_hops,
+enum deliver_result local_deliver(const char *data_dir, const char *account,
+				  const char *return_path, const char *content, size_t len,
+				  const char *dedup_key, int64_t quota, int max_hops,
 				  struct buf *why);
 
 /* One message of local_deliver_many(). */
 struct local_item {
+	const char *return_path;	/* the envelope sender, "" for <> */
 	const char *content;
 	size_t len;
 	const char *dedup_key;

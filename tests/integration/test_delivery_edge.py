@@ -124,9 +124,10 @@ def parse_report(raw):
 
 
 def stored_notice(s, addr, n=1):
-    """The n-th stored message of addr, a notice: without our Delivered-To."""
+    """The n-th stored message of addr, a notice (from <>): without our
+    Return-Path and Delivered-To."""
     raw = stored_one(s, addr, n)
-    head = b"Delivered-To: %s\r\n" % addr.encode()
+    head = b"Return-Path: <>\r\nDelivered-To: %s\r\n" % addr.encode()
     assert raw.startswith(head), raw[:200]
     return raw[len(head):]
 
@@ -646,8 +647,9 @@ def test_delay_notice_and_expiry_report_follow_notify(start):
     got = {}
     for u in uids:
         raw = s.message("alice@example.test", u)
-        assert raw.startswith(b"Delivered-To: alice@example.test\r\n")
-        _, blocks, _ = parse_report(raw.split(b"\r\n", 1)[1])
+        head = b"Return-Path: <>\r\nDelivered-To: alice@example.test\r\n"
+        assert raw.startswith(head), raw[:200]
+        _, blocks, _ = parse_report(raw[len(head):])
         rcpts = final_recipients(blocks)
         actions = {field(b, "Action") for b in rcpts.values()}
         assert len(actions) == 1, actions

@@ -165,10 +165,11 @@ def msg(subject="test", frm="sender@remote.test", to="alice@example.test", body=
 
 
 def split_stored(stored):
-    """Split a stored message into (delivered_to, received, rest).
-    received is the whole Received: header with its continuation lines."""
-    m = re.match(rb"Delivered-To: ([^\r\n]*)\r\n(Received: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)",
-                 stored)
+    """Split a stored message into (delivered_to, received, rest), past the
+    Return-Path: of final delivery (RFC 5321 4.4). received is the whole
+    Received: header with its continuation lines."""
+    m = re.match(rb"Return-Path: <[^\r\n]*>\r\nDelivered-To: ([^\r\n]*)\r\n"
+                 rb"(Received: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)", stored)
     assert m, stored[:300]
     return m.group(1).decode(), m.group(2).decode(), stored[m.end():]
 
@@ -923,7 +924,7 @@ def test_bounce_for_mail_loop(surat):
     r.expect("QUIT", 221)
     r.close()
     bounce = stored_one(surat, "bob@example.test")
-    assert bounce.startswith(b"Delivered-To: bob@example.test\r\n")
+    assert bounce.startswith(b"Return-Path: <>\r\nDelivered-To: bob@example.test\r\n")
     head, _, report = bounce.partition(b"\r\n\r\n")
     assert b"From: Mail Delivery System <MAILER-DAEMON@mx.example.test>" in head
     assert b"Content-Type: multipart/report; report-type=delivery-status;" in head
@@ -936,7 +937,7 @@ def test_bounce_for_mail_loop(surat):
     # The original as queued: our Received: line, then what was sent.
     orig = report.split(b"Content-Type: message/rfc822\r\n\r\n", 1)[1]
     assert orig.startswith(b"Received: from client.test ([127.0.0.1])"), orig[:100]
-    assert split_stored(b"Delivered-To: x\r\n" + orig)[2].startswith(body)
+    assert split_stored(b"Return-Path: <x>\r\nDelivered-To: x\r\n" + orig)[2].startswith(body)
     wait_queue_empty(surat)
     assert surat.messages("alice@example.test") == []
     assert len(surat.messages("bob@example.test")) == 1
