@@ -1457,15 +1457,37 @@ smtp_message_done(struct smtp_sess *s)
 		proto_word = utf8 ? "UTF8SMTPA" : "ESMTPA";
 	else
 		proto_word = utf8 ? "UTF8SMTP" : "ESMTP";
-	struct buf helo = BUF_INIT(0);
-	log_escape(&helo, s->helo, strlen(s->helo), 100);
-	buf_printf(&content, "Received: from %s ([%s])\r\n\tby %s (surat) with %s", buf_str(&helo),
-		   s->c->peer_ip, cfg->hostname, proto_word);
+	/*
+	 * RFC 5321 4.4: the name from EHLO as it came (checked then: a domain
+	 * or an address literal), a U-label only in SMTPUTF8 mail (RFC 6531
+	 * 3.7.3), else its A-label; an IPv6 peer as an IPv6 address literal.
+	 */
+	struct buf helo = BUF_INIT(0), herr = BUF_INIT(0);
+	int helo_8bit = 0;
+	for (const char *c = s->helo; *c; c++)
+		helo_8bit |= (unsigned char)*c >= 0x80;
+	if (!helo_8bit || utf8)
+		buf_puts(&helo, s->helo);
+	else if (accounts_normalise_domain(s->helo, &helo, &herr) < 0)
+		buf_printf(&helo, "%s%s]", strchr(s->c->peer_ip, ':') ? "[IPv6:" : "[",
+			   s->c->peer_ip);
+	buf_printf(&content, "Received: from %s (%s%s])\r\n\tby %s (surat) with %s",
+		   buf_str(&helo), strchr(s->c->peer_ip, ':') ? "[IPv6:" : "[", s->c->peer_ip,
+		   cfg->hostname, proto_word);
 	buf_free(&helo);
+	buf_free(&herr);
 	if (s->c->tls)
 		buf_printf(&content, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
-	if (submission)
-		buf_printf(&content, "\r\n\t(authenticated as %s)", s->user);
+	if (submission) {
+		/* A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532). */
+		int user_8bit = 0;
+		for (const char *c = s->user; *c; c++)
+			user_8bit |= (unsigned char)*c >= 0x80;
+		if (user_8bit && !utf8)
+			buf_puts(&content, "\r\n\t(authenticated)");
+		else
+			buf_printf(&content, "\r\n\t(authenticated as %s)", s->user);
+	}
 	/* The queue id is not known yet: name the session, which the access
 	 * log ties to the queue id. */
 	buf_printf(&content, " id %s", s->c->id);
@@ -1483,6 +1505,10 @@ smtp_message_done(struct smtp_sess *s)
 		if (count_header(s->data.data, hdr_len, "Date") == 0)
 			buf_printf(&content, "Date: %s\r\n", date);
 	}
+	/* Content whose first line starts with white space would continue the
+	 * last field added: it has no header, so it becomes the body. */
+	if (s->data.len > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t'))
+		buf_puts(&content, "\r\n");
 	buf_append(&content, s->data.data ? s->data.data : "", s->data.len);
 
 	struct spool_msg m;
