@@ -18,6 +18,7 @@ import pytest
 
 from test_smtp import (Raw, bounded, make_populated, populated_data,  # noqa: F401
                        split_stored, stored_one)
+from test_smtp_edge import silent
 
 TEST_LIMIT = 20     # per test (read by the `bounded` fixture)
 KINDS = ("smtp", "submission")
@@ -49,19 +50,6 @@ RCPT = {"smtp": "alice@example.test", "submission": "bob@example.test"}
 def body(kind, subject):
     return ("From: %s\r\nTo: x@example.test\r\nSubject: %s\r\n\r\nx\r\n" %
             (SENDER[kind], subject)).encode()
-
-
-def silent(r, wait=0.3):
-    """True if the server sends nothing more within wait seconds."""
-    r.sock.settimeout(wait)
-    try:
-        chunk = r.sock.recv(65536)
-    except socket.timeout:
-        return r.buf == b""
-    finally:
-        r.sock.settimeout(10)
-    r.buf += chunk
-    return False
 
 
 def enh_ok(code, text):
@@ -98,7 +86,7 @@ def test_bdat_after_bdat_last_is_503(daemon, kind):
     c2, t2 = r.reply()
     r.expect("RSET", 250, "2.0.0")
     r.expect("NOOP", 250, "2.0.0")
-    assert silent(r)
+    assert silent(r, 0.3)
     r.expect("QUIT", 221, "2.0.0")
     r.close()
     assert stored_one(daemon, RCPT[kind])        # the first message, only
