@@ -12,7 +12,6 @@ by config, so no TLS is needed) are driven where the rules are the same.
 """
 import base64
 import re
-import socket
 
 import pytest
 
