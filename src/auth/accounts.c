@@ -162,7 +162,6 @@ int
 accounts_normalise_domain(const char *in, struct buf *out, struct buf *err)
 {
 	size_t n = strlen(in);
-	int ascii = 1;
 
 	if (n > 0 && in[n - 1] == '.')
 		n--;
@@ -170,11 +169,8 @@ accounts_normalise_domain(const char *in, struct buf *out, struct buf *err)
 		buf_printf(err, "bad domain '%s': empty or longer than 253 characters", in);
 		return -1;
 	}
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)in[i] >= 0x80)
-			ascii = 0;
 	char *d = xstrndup(in, n);
-	if (!ascii) {
+	if (util_has_8bit(d, n)) {
 		char *alabel = NULL;
 		if (!valid_utf8((const unsigned char *)d, n) ||
 		    idn2_to_ascii_8z(d, &alabel, IDN2_NONTRANSITIONAL) != IDN2_OK) {

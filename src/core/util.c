@@ -201,6 +201,16 @@ util_random(void *out, size_t n)
 	left -= n;
 }
 
+int
+util_has_8bit(const void *p, size_t n)
+{
+	const unsigned char *s = p;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] >= 0x80)
+			return 1;
+	return 0;
+}
+
 void
 util_random_hex(char *out, size_t n)
 {

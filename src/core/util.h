@@ -51,6 +51,8 @@ int64_t util_mono_us(void);
 
 /* Fill out with n random bytes from the kernel; aborts if that is impossible. */
 void util_random(void *out, size_t n);
+/* Whether p[0..n) holds an octet >= 0x80 (anything not US-ASCII). */
+int util_has_8bit(const void *p, size_t n);
 /* Write 2*n lowercase hex digits of n random bytes and a NUL into out. */
 void util_random_hex(char *out, size_t n);
 

@@ -57,14 +57,6 @@ dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
 	return 0;
 }
 
-static int
-has_8bit(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] >= 0x80)
-			return 1;
-	return 0;
-}
 
 /* The length of the well-formed UTF-8 sequence (2 to 4 octets) at s, else 0. */
 static size_t
@@ -219,7 +211,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	out->mail_from = xstrdup("");
 	out->created = now;
 	out->is_notice = 1;
-	out->smtputf8 = has_8bit(msg->mail_from, strlen(msg->mail_from));
+	out->smtputf8 = util_has_8bit(msg->mail_from, strlen(msg->mail_from));
 	out->session = xstrdup(msg->id);
 	out->rcpts = xcalloc(1, sizeof(*out->rcpts));
 	out->nrcpts = 1;
@@ -303,7 +295,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			continue;
 		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
 		buf_printf(c, "\r\nFinal-Recipient: %s; ",
-			   u8 && has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
+			   u8 && util_has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
 		dsn_clean(c, rc->addr, u8);
 		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
@@ -362,12 +354,12 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
 		   full ? (u8 ? "message/global" : "message/rfc822")
 			: (u8 ? "message/global-headers" : "text/rfc822-headers"),
-		   has_8bit(original, back) ? "Content-Transfer-Encoding: 8bit\r\n" : "");
+		   util_has_8bit(original, back) ? "Content-Transfer-Encoding: 8bit\r\n" : "");
 	buf_append(c, original, back);
 	if (c->len >= 2 && memcmp(c->data + c->len - 2, "\r\n", 2) != 0)
 		buf_puts(c, "\r\n");
 	buf_printf(c, "\r\n--%s--\r\n", boundary);
-	out->body_8bit = has_8bit(c->data + head_end, c->len - head_end);
+	out->body_8bit = util_has_8bit(c->data + head_end, c->len - head_end);
 	static const char cte[] = "Content-Transfer-Encoding: 8bit\r\n";
 	if (out->body_8bit && buf_grow(c, sizeof(cte) - 1) == 0) {
 		/* RFC 2045 6.1: without it the whole would be 7bit. */

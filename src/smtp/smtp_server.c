@@ -1462,28 +1462,22 @@ smtp_message_done(struct smtp_sess *s)
 	 * or an address literal), a U-label only in SMTPUTF8 mail (RFC 6531
 	 * 3.7.3), else its A-label; an IPv6 peer as an IPv6 address literal.
 	 */
-	struct buf helo = BUF_INIT(0), herr = BUF_INIT(0);
-	int helo_8bit = 0;
-	for (const char *c = s->helo; *c; c++)
-		helo_8bit |= (unsigned char)*c >= 0x80;
-	if (!helo_8bit || utf8)
+	struct buf helo = BUF_INIT(0), herr = BUF_INIT(0), ip = BUF_INIT(0);
+	buf_printf(&ip, "[%s%s]", strchr(s->c->peer_ip, ':') ? "IPv6:" : "", s->c->peer_ip);
+	if (!util_has_8bit(s->helo, strlen(s->helo)) || utf8)
 		buf_puts(&helo, s->helo);
 	else if (accounts_normalise_domain(s->helo, &helo, &herr) < 0)
-		buf_printf(&helo, "%s%s]", strchr(s->c->peer_ip, ':') ? "[IPv6:" : "[",
-			   s->c->peer_ip);
-	buf_printf(&content, "Received: from %s (%s%s])\r\n\tby %s (surat) with %s",
-		   buf_str(&helo), strchr(s->c->peer_ip, ':') ? "[IPv6:" : "[", s->c->peer_ip,
-		   cfg->hostname, proto_word);
+		buf_puts(&helo, buf_str(&ip));
+	buf_printf(&content, "Received: from %s (%s)\r\n\tby %s (surat) with %s",
+		   buf_str(&helo), buf_str(&ip), cfg->hostname, proto_word);
+	buf_free(&ip);
 	buf_free(&helo);
 	buf_free(&herr);
 	if (s->c->tls)
 		buf_printf(&content, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
 	if (submission) {
 		/* A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532). */
-		int user_8bit = 0;
-		for (const char *c = s->user; *c; c++)
-			user_8bit |= (unsigned char)*c >= 0x80;
-		if (user_8bit && !utf8)
+		if (!utf8 && util_has_8bit(s->user, strlen(s->user)))
 			buf_puts(&content, "\r\n\t(authenticated)");
 		else
 			buf_printf(&content, "\r\n\t(authenticated as %s)", s->user);
