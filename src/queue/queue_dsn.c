@@ -141,7 +141,7 @@ digits3(const char *p)
 
 /* Whether text is an SMTP reply: a code 2xx to 5xx, then a space, '-' or nothing. */
 static int
-smtp_reply(const char *text)
+is_smtp_reply(const char *text)
 {
 	return text && text[0] >= '2' && text[0] <= '5' && text[1] >= '0' && text[1] <= '9' &&
 	       text[2] >= '0' && text[2] <= '9' &&
@@ -162,7 +162,7 @@ status_code(const char *text, enum dsn_kind kind, char *out, size_t n)
 	char cls = kind == DSN_FAILED ? '5' : '4';
 	size_t a, b;
 
-	if (smtp_reply(p))
+	if (is_smtp_reply(p))
 		p += p[3] ? 4 : 3;
 	if ((p[0] == '2' || p[0] == '4' || p[0] == '5') && p[1] == '.' && (a = digits3(p + 2)) &&
 	    p[2 + a] == '.' && (b = digits3(p + 3 + a)) &&
@@ -331,7 +331,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		}
 		if (rc->last_error) {
 			/* RFC 3464 2.3.6: "smtp" only for a reply the remote server gave. */
-			buf_puts(c, rc->remote && smtp_reply(rc->last_error)
+			buf_puts(c, rc->remote && is_smtp_reply(rc->last_error)
 					    ? "Diagnostic-Code: smtp; "
 					    : "Diagnostic-Code: X-surat; ");
 			dsn_clean(c, rc->last_error, u8);
