@@ -7,7 +7,7 @@
 
 CC      ?= cc
 PKGS    := libevent_core libevent_openssl libevent_pthreads libevent_extra openssl sqlite3 \
-           libcrypt libunbound jansson libidn2
+           libcrypt libunbound jansson libidn2 libidn
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
