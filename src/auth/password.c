@@ -1,9 +1,11 @@
 /*
  * password — see password.h. crypt_ra allocates its own scratch area, so
- * concurrent calls from worker threads are safe.
+ * concurrent calls from worker threads are safe; so is libidn's
+ * stringprep_profile(), which keeps no state between calls.
  *
  * SECURITY: an unknown scheme, a locked hash ('!', '*') or an empty hash
- * never verifies.
+ * never verifies. A password SASLprep refuses is never an error of its own:
+ * it is checked as raw octets and fails like any wrong password.
  */
 #include "auth/password.h"
 #include "core/util.h"
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <stringprep.h>
 
 static const char *const supported[] = {"$y$", "$6$", "$5$", "$2b$", "$2y$", "$2a$"};
 
@@ -25,8 +28,88 @@ password_hash_supported(const char *hash)
 	return 0;
 }
 
-char *
-password_hash(const char *pw)
+/* Printable ASCII: nothing in it is mapped, normalised or prohibited. */
+static int
+printable_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return 0;
+	return 1;
+}
+
+static const char *
+prep_error(int rc)
+{
+	switch (rc) {
+	case STRINGPREP_CONTAINS_UNASSIGNED:
+		return "it contains a code point unassigned in Unicode 3.2 (a newer emoji, for "
+		       "one), which SASLprep (RFC 4013) does not allow in a stored password";
+	case STRINGPREP_CONTAINS_PROHIBITED:
+		return "it contains a character SASLprep (RFC 4013) prohibits: a control "
+		       "character, or a private-use, non-character, surrogate, tag or "
+		       "display-changing code point";
+	case STRINGPREP_BIDI_BOTH_L_AND_RAL:
+	case STRINGPREP_BIDI_LEADTRAIL_NOT_RAL:
+	case STRINGPREP_BIDI_CONTAINS_PROHIBITED:
+		return "it mixes right-to-left and left-to-right letters, or its right-to-left "
+		       "text does not start and end with a right-to-left letter (RFC 3454 "
+		       "section 6)";
+	case STRINGPREP_ICONV_ERROR:
+		return "it is not valid UTF-8";
+	case STRINGPREP_MALLOC_ERROR:
+		PANIC("SASLprep: out of memory");
+	case STRINGPREP_PROFILE_ERROR:
+	case STRINGPREP_FLAG_ERROR:
+	case STRINGPREP_UNKNOWN_PROFILE:
+		PANIC("SASLprep: %s", stringprep_strerror(rc));
+	default:
+		return stringprep_strerror(rc);
+	}
+}
+
+int
+password_prep(const char *pw, enum password_prep_use use, char **prep_r, const char **why_r)
+{
+	char *out = NULL;
+
+	*prep_r = NULL;
+	*why_r = NULL;
+	if (printable_ascii(pw))
+		return 0;
+	/* XXX libidn frees its UCS-4 scratch copies of pw unwiped; only the
+	 * result is ours to wipe. */
+	int rc = stringprep_profile(pw, &out, "SASLprep",
+				    use == PASSWORD_PREP_STORED ? STRINGPREP_NO_UNASSIGNED : 0);
+	if (rc != STRINGPREP_OK) {
+		if (out != NULL)
+			password_prep_free(&out);
+		*why_r = prep_error(rc);
+		return -1;
+	}
+	if (out[0] == '\0') {
+		/* RFC 4616 2: passwd is 1*SAFE; "\u00ad" alone would be no password. */
+		free(out);
+		*why_r = "nothing is left of it after SASLprep (RFC 4013): it holds only "
+			 "characters that map to nothing, such as U+00AD SOFT HYPHEN";
+		return -1;
+	}
+	*prep_r = out;
+	return 1;
+}
+
+void
+password_prep_free(char **p)
+{
+	if (*p != NULL) {
+		util_wipe(*p, strlen(*p));
+		free(*p);
+		*p = NULL;
+	}
+}
+
+static char *
+hash_raw(const char *pw)
 {
 	char *salt = crypt_gensalt_ra("$y$", 0, NULL, 0);
 	void *data = NULL;
@@ -44,14 +127,24 @@ password_hash(const char *pw)
 	return out;
 }
 
-int
-password_verify(const char *pw, const char *hash)
+char *
+password_hash(const char *pw, const char **why_r)
+{
+	char *prep;
+
+	if (password_prep(pw, PASSWORD_PREP_STORED, &prep, why_r) < 0)
+		return NULL;
+	char *h = hash_raw(prep ? prep : pw);
+	password_prep_free(&prep);
+	return h;
+}
+
+static int
+verify_raw(const char *pw, const char *hash)
 {
 	void *data = NULL;
 	int size = 0, ok = 0;
 
-	if (hash == NULL || !password_hash_supported(hash))
-		return 0;
 	char *h = crypt_ra(pw, hash, &data, &size);
 	if (h && h[0] != '*' && strlen(h) == strlen(hash))
 		ok = CRYPTO_memcmp(h, hash, strlen(hash)) == 0;
@@ -59,5 +152,25 @@ password_verify(const char *pw, const char *hash)
 		util_wipe(data, (size_t)size);
 		free(data);
 	}
+	return ok;
+}
+
+int
+password_verify(const char *pw, const char *hash)
+{
+	const char *why;
+	char *prep;
+	int ok;
+
+	if (hash == NULL || !password_hash_supported(hash))
+		return 0;
+	if (password_prep(pw, PASSWORD_PREP_QUERY, &prep, &why) <= 0)
+		return verify_raw(pw, hash);	/* ASCII, or refused: the octets as sent */
+	ok = verify_raw(prep, hash);
+	/* A hash set before surat prepared passwords is of the raw octets. A
+	 * wrong non-ASCII password costs two hashes; its sender knows that much. */
+	if (!ok && strcmp(prep, pw) != 0)
+		ok = verify_raw(pw, hash);
+	password_prep_free(&prep);
 	return ok;
 }

@@ -84,7 +84,8 @@ static const struct cmd_help helps[] = {
 		 "       surat user quota ADDRESS SIZE|default\n"
 		 "       surat user del ADDRESS\n"
 		 "       surat user list [DOMAIN]\n"
-		 "add and passwd read the password from standard input (one line),\n"
+		 "add and passwd read the password from standard input (one line of\n"
+		 "UTF-8, at most 255 octets, stored SASLprep'd as RFC 4013 asks),\n"
 		 "unless --hash gives a ready crypt(3) hash ($y$, $6$, $5$ or $2b$).\n"
 		 "del moves the user's mail to DATA_DIR/deleted/ADDRESS.TIME.\n"},
 	{"alias", "usage: surat alias add SOURCE TARGET [TARGET...]\n"
@@ -228,10 +229,14 @@ get_hash(const char *given, int *status)
 		*status = runtime_error("password longer than %d octets", SMTP_SASL_FIELD_MAX);
 		return NULL;
 	}
-	char *h = password_hash(pw);
+	const char *why;
+	char *h = password_hash(pw, &why);
 	util_wipe(pw, strlen(pw));
 	free(pw);
-	if (h == NULL)
+	/* why names no character: the password must not reach a terminal or a log. */
+	if (h == NULL && why != NULL)
+		*status = runtime_error("password refused: %s", why);
+	else if (h == NULL)
 		*status = runtime_error("password hashing failed");
 	return h;
 }
