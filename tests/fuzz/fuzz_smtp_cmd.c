@@ -1,14 +1,17 @@
 /*
  * fuzz_smtp_cmd — libFuzzer target for the SMTP line parsers: command
  * lines, MAIL/RCPT arguments (path + ESMTP parameters), bare paths, the
- * domain check, xtext, base64, SASL PLAIN and reply formatting.
+ * domain check, xtext, base64, SASL PLAIN, SASLprep of the password it
+ * carries (and of the raw line) and reply formatting.
  *
  * The input is split at LF into lines (a CR before the LF is dropped);
  * each line, copied into an exactly-sized heap block, goes through every
  * parser. Besides "no crash, no overread" it checks properties:
  * a normalised path parses again to itself, base64 that decodes
  * re-encodes to the same text (canonical only), xtext round-trips, and a
- * formatted reply is well-formed CRLF lines of at most 512 octets.
+ * formatted reply is well-formed CRLF lines of at most 512 octets, and
+ * what SASLprep accepts as a stored password it prepares the same way as a
+ * query.
  *
  * SECURITY: test code; aborts on a broken property so the fuzzer reports it.
  */
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/password.h"
 #include "core/buf.h"
 #include "smtp/smtp_proto.h"
 
@@ -88,6 +92,29 @@ check_reply(const char *text)
 }
 
 static void
+check_prep(const char *pw)
+{
+	const char *why;
+	char *q, *st;
+	int ascii = 1;
+
+	for (const char *p = pw; *p; p++)
+		ascii &= (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f;
+	int rq = password_prep(pw, PASSWORD_PREP_QUERY, &q, &why);
+	CHECK(rq == 0 ? ascii && q == NULL : !ascii);
+	CHECK(rq < 0 ? q == NULL && why != NULL : why == NULL);
+	if (rq == 1)
+		CHECK(q != NULL && q[0] != '\0');
+	int rs = password_prep(pw, PASSWORD_PREP_STORED, &st, &why);
+	CHECK(rs <= rq);
+	if (rs == 1)
+		CHECK(strcmp(st, q) == 0);
+	password_prep_free(&q);
+	password_prep_free(&st);
+	CHECK(q == NULL && st == NULL);
+}
+
+static void
 one_line(const char *line, size_t len)
 {
 	struct smtp_cmdline cl;
@@ -125,6 +152,7 @@ one_line(const char *line, size_t len)
 			if (smtp_sasl_plain_decode(cl.auth_ir, cl.auth_ir_len, &sp, &err) == 0) {
 				CHECK(strlen(sp.authcid) > 0 && strlen(sp.passwd) > 0);
 				CHECK(sp.authzid[0] == '\0' || strcmp(sp.authzid, sp.authcid) == 0);
+				check_prep(sp.passwd);
 			}
 			smtp_sasl_plain_wipe(&sp);
 		} else if (cl.cmd == SMTP_CMD_EHLO || cl.cmd == SMTP_CMD_HELO) {
@@ -191,6 +219,7 @@ one_line(const char *line, size_t len)
 	memcpy(text, line, len);
 	text[len] = '\0';
 	check_reply(text);
+	check_prep(text);
 	free(text);
 }
 
