@@ -87,11 +87,14 @@ unit: $(UNIT_BINS)
 # The build in parallel, unless the caller's make already shares its jobs.
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 SUBJOBS = $(if $(findstring --jobserver,$(MAKEFLAGS)),,-j$(NPROC))
+# Integration tests run in TEST_JOBS pytest-xdist workers, each with its own
+# daemons and ports (tests/integration/ports.py); TEST_JOBS=1 runs them in order.
+TEST_JOBS ?= $(NPROC)
 
 test: deps
 	@$(MAKE) --no-print-directory $(SUBJOBS) build/asan/surat $(UNIT_BINS)
 	@./scripts/run-unit.sh $(UNIT_BINS)
-	SURAT_BIN=$(CURDIR)/build/asan/surat $(PYTEST) -q tests/integration
+	SURAT_BIN=$(CURDIR)/build/asan/surat $(PYTEST) -q $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS)) tests/integration
 
 $(FUZZ_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)
