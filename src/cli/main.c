@@ -528,7 +528,9 @@ print_queue_msg(const struct spool_msg *m, int verbose)
 		const struct spool_rcpt *rc = &m->rcpts[i];
 		printf("    <%s>  %s  %s  attempts=%u", rc->addr, rc->local == SPOOL_EXPANDED ? "alias" : rc->local ? "local" : "remote",
 		       spool_status_name(rc->status), rc->attempts);
-		if (rc->status == RCPT_DEFERRED) {
+		if (rc->notice_owed)
+			printf("  notice-owed");
+		if (rc->status == RCPT_DEFERRED || rc->notice_owed) {
 			fmt_time(rc->next_try, next, sizeof(next));
 			printf("  next=%s", next);
 		}

@@ -432,10 +432,11 @@ copy_msg(struct spool_msg *dst, const struct spool_msg *src)
 #undef DUP
 }
 
+/* Nothing left to do for rc: delivered (its success notice written) or failed. */
 static int
 rcpt_final(const struct spool_rcpt *rc)
 {
-	return rc->status == RCPT_DELIVERED || rc->status == RCPT_FAILED;
+	return (rc->status == RCPT_DELIVERED && !rc->notice_owed) || rc->status == RCPT_FAILED;
 }
 
 /*
@@ -463,7 +464,8 @@ warn_due(const struct config *cfg, const struct spool_msg *m, int64_t now)
 static int
 rcpt_due(const struct spool_rcpt *rc, int64_t now)
 {
-	return rc->status == RCPT_PENDING || (rc->status == RCPT_DEFERRED && rc->next_try <= now);
+	return rc->status == RCPT_PENDING ||
+	       ((rc->status == RCPT_DEFERRED || rc->notice_owed) && rc->next_try <= now);
 }
 
 static int64_t
@@ -490,6 +492,7 @@ apply_result(struct spool_msg *m, const struct qres *r, int64_t next_try)
 	free(rc->remote);
 	rc->last_error = text;
 	rc->remote = remote;
+	rc->notice_owed = 0;
 	switch (r->r) {
 	case DELIVER_OK:
 		rc->status = RCPT_DELIVERED;
@@ -638,6 +641,24 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 	return n;
 }
 
+/*
+ * Record recipient idx's success notice as owed (written again at the next
+ * try; the recipient stays delivered) or as settled (written, or dropped).
+ */
+static void
+job_notice_state(struct qjob *j, size_t idx, int owed)
+{
+	struct spool_rcpt *rc = &j->snap.rcpts[idx];
+	int64_t next = util_now_ms() / 1000 + retry_delay(j, rc->attempts);
+
+	spool_state_record(&j->recs, j->snap.seed,
+			   owed ? SPOOL_REC_NOTICE_OWED : SPOOL_REC_DELIVERED, idx, rc->attempts, next,
+			   rc->last_error, rc->remote);
+	rc->notice_owed = owed;
+	if (owed)
+		rc->next_try = next;
+}
+
 /* Whether recipient idx was handed by this job's results to a peer without DSN. */
 static int
 job_relayed(const struct qjob *j, size_t idx)
@@ -666,7 +687,7 @@ job_success_notice(struct qjob *j)
 	size_t first = SIZE_MAX;
 
 	for (size_t i = 0; i < m->nrcpts; i++) {
-		int now = job_relayed(j, i);
+		int now = job_relayed(j, i) || m->rcpts[i].notice_owed;
 		for (size_t k = 0; k < j->nlocals && !now; k++)
 			now = j->locals[k].idx == i;
 		was[i] = m->rcpts[i].status;
@@ -681,6 +702,19 @@ job_success_notice(struct qjob *j)
 	for (size_t i = 0; i < m->nrcpts; i++)
 		m->rcpts[i].status = was[i];
 	free(was);
+	for (size_t i = 0; i < m->nrcpts && !j->error; i++)
+		if (m->rcpts[i].notice_owed)
+			job_notice_state(j, i, 0);
+}
+
+/* Whether the message has recipients whose success notice is owed. */
+static int
+job_owes_notice(const struct qjob *j)
+{
+	for (size_t i = 0; i < j->snap.nrcpts; i++)
+		if (j->snap.rcpts[i].notice_owed)
+			return 1;
+	return 0;
 }
 
 /* A local recipient's state before this job's result, to record it again. */
@@ -710,8 +744,8 @@ local_was_free(struct local_was *w, size_t n)
  * recipients that asked for one are recorded deferred instead of delivered
  * (their records since mark are made again): the next run delivers them
  * again, which their dedup keys make a no-op, and writes the notice then.
- * Recipients a peer took keep their result: sending again would reach the
- * peer twice, so their notice is lost.
+ * Recipients a peer took stay delivered (sending again would reach the peer
+ * twice), their notice recorded owed: the next try writes only the notice.
  */
 static void
 job_notice_owed(struct qjob *j, struct local_was *w, size_t n, size_t mark)
@@ -735,6 +769,29 @@ job_notice_owed(struct qjob *j, struct local_was *w, size_t n, size_t mark)
 		}
 		job_record(j, &res);
 	}
+	for (size_t i = 0; i < j->snap.nrcpts; i++) {
+		struct spool_rcpt *rc = &j->snap.rcpts[i];
+		if (rc->status == RCPT_DELIVERED && (rc->notice_owed || job_relayed(j, i)) &&
+		    dsn_wanted(rc, DSN_DELIVERED))
+			job_notice_state(j, i, 1);
+	}
+}
+
+/*
+ * The success notice still cannot be written when the message has been in
+ * the queue for queue.max_age: it is given up, so that the message can end.
+ * Its recipients stay delivered.
+ */
+static void
+job_notice_dropped(struct qjob *j)
+{
+	log_error("queue %s: success notice to <%s> given up after queue.max_age: it could not "
+		  "be written",
+		  j->snap.id, j->snap.mail_from);
+	for (size_t i = 0; i < j->snap.nrcpts; i++)
+		if (j->snap.rcpts[i].notice_owed)
+			job_notice_state(j, i, 0);
+	j->error = 0;
 }
 
 static void
@@ -790,9 +847,12 @@ job_run(struct qjob *j)
 			buf_free(&why);
 		}
 	}
-	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX)) && job_content(j) == 0) {
+	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j)) &&
+	    job_content(j) == 0) {
 		job_success_notice(j);
-		if (j->error)
+		if (j->error && j->expire)
+			job_notice_dropped(j);
+		else if (j->error)
 			job_notice_owed(j, was, nwas, mark);
 	}
 	local_was_free(was, nwas);
@@ -921,7 +981,8 @@ job_done(void *arg)
 			int tried = 0;
 			for (size_t k = 0; k < j->nlocals && !tried; k++)
 				tried = j->locals[k].idx == i;
-			if (!tried && e->msg.rcpts[i].status == RCPT_DEFERRED)
+			if (!tried && (e->msg.rcpts[i].status == RCPT_DEFERRED ||
+				       e->msg.rcpts[i].notice_owed))
 				e->msg.rcpts[i].next_try = 0;
 		}
 	}
@@ -970,7 +1031,8 @@ entry_has_work(const struct queue *q, const struct qentry *e, int64_t now)
 		if (rcpt_final(rc))
 			continue;
 		all_final = 0;
-		if (rcpt_due(rc, now) && (rc->local || !q->have_remote || !e->remote_busy))
+		if (rcpt_due(rc, now) &&
+		    (rc->local || rc->notice_owed || !q->have_remote || !e->remote_busy))
 			return 1;
 	}
 	if (all_final)
@@ -1022,6 +1084,10 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 		all_final = 0;
 		if (!rcpt_due(rc, now))
 			continue;
+		if (rc->notice_owed) {
+			want = 1;	/* only its notice to write (job_run) */
+			continue;
+		}
 		if (rc->local == SPOOL_EXPANDED) {
 			/* Nothing to deliver (its members are recipients of their
 			 * own), but reported like a local delivery. */
@@ -1366,8 +1432,8 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 		if (rcpt_final(rc))
 			continue;
 		all_final = 0;
-		if (rc->status == RCPT_DEFERRED && rc->next_try < due &&
-		    (rc->local || !q->have_remote || !e->remote_busy))
+		if ((rc->status == RCPT_DEFERRED || rc->notice_owed) && rc->next_try < due &&
+		    (rc->local || rc->notice_owed || !q->have_remote || !e->remote_busy))
 			due = rc->next_try;
 	}
 	if (!all_final) {
@@ -1746,7 +1812,7 @@ queue_flush(struct queue *q)
 {
 	for (struct qentry *e = q->head; e; e = e->next) {
 		for (size_t i = 0; i < e->msg.nrcpts; i++)
-			if (e->msg.rcpts[i].status == RCPT_DEFERRED)
+			if (e->msg.rcpts[i].status == RCPT_DEFERRED || e->msg.rcpts[i].notice_owed)
 				e->msg.rcpts[i].next_try = 0;
 		/* Reported by the transport, not yet recorded: deferrals all the same. */
 		for (size_t i = 0; i < e->npending; i++)

@@ -12,6 +12,10 @@
  *   'F' idx NUL attempts NUL reason NUL remote     recipient failed for good
  *   'T' idx NUL attempts NUL next NUL reason NUL remote   recipient deferred
  *   'W' (empty)                     delay warning sent
+ *   'N' idx NUL attempts NUL next NUL reason NUL remote   recipient taken by
+ *                                   a peer without DSN, its success notice
+ *                                   owed: written again at next; a later 'D'
+ *                                   says it was written or given up
  *
  * SECURITY: every length is checked against the bytes actually present;
  * numbers go through util_parse_u64; indexes are range-checked.
@@ -610,6 +614,7 @@ parse_state(char type, const char *p, size_t n, struct spool_msg *m)
 	size_t rlen = 0, mlen = 0;
 	if (type == SPOOL_REC_DELIVERED) {
 		rc->status = RCPT_DELIVERED;
+		rc->notice_owed = 0;
 		return 0;
 	}
 	if (type == SPOOL_REC_FAILED) {
@@ -617,13 +622,16 @@ parse_state(char type, const char *p, size_t n, struct spool_msg *m)
 			return -1;
 		reason = f[2], rlen = fl[2], remote = f[3], mlen = fl[3];
 		rc->status = RCPT_FAILED;
-	} else {
+	} else if (type == SPOOL_REC_DEFERRED || type == SPOOL_REC_NOTICE_OWED) {
 		if (k != 5 || field_num(f[1], fl[1], &attempts) < 0 ||
 		    field_num(f[2], fl[2], &next) < 0)
 			return -1;
 		reason = f[3], rlen = fl[3], remote = f[4], mlen = fl[4];
-		rc->status = RCPT_DEFERRED;
+		rc->status = type == SPOOL_REC_NOTICE_OWED ? RCPT_DELIVERED : RCPT_DEFERRED;
+		rc->notice_owed = type == SPOOL_REC_NOTICE_OWED;
 		rc->next_try = (int64_t)next;
+	} else {
+		return -1;
 	}
 	rc->attempts = (unsigned)attempts;
 	free(rc->last_error);
@@ -853,10 +861,11 @@ spool_state_record(struct buf *recs, uint32_t seed, enum spool_rec type, size_t 
 
 	if (type != SPOOL_REC_WARNED) {
 		buf_printf(&p, "%zu", idx);
-		if (type == SPOOL_REC_FAILED || type == SPOOL_REC_DEFERRED) {
+		if (type == SPOOL_REC_FAILED || type == SPOOL_REC_DEFERRED ||
+		    type == SPOOL_REC_NOTICE_OWED) {
 			buf_putc(&p, '\0');
 			buf_printf(&p, "%u", attempts);
-			if (type == SPOOL_REC_DEFERRED) {
+			if (type != SPOOL_REC_FAILED) {
 				buf_putc(&p, '\0');
 				buf_printf(&p, "%lld", (long long)next_try);
 			}

@@ -68,6 +68,8 @@ struct spool_rcpt {
 	int64_t next_try;	/* unix seconds */
 	char *last_error;	/* remote or local reason text */
 	char *remote;		/* remote host that answered, if any */
+	int notice_owed;	/* delivered, but its success notice is still to be
+				 * written (at next_try); not final until it is */
 };
 
 struct spool_msg {
@@ -103,6 +105,7 @@ enum spool_rec {
 	SPOOL_REC_FAILED = 'F',
 	SPOOL_REC_DEFERRED = 'T',
 	SPOOL_REC_WARNED = 'W',
+	SPOOL_REC_NOTICE_OWED = 'N',
 };
 
 /* A fresh unique queue id (16 hex digits, time-ordered). */

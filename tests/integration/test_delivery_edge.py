@@ -994,6 +994,31 @@ def test_success_notice_that_cannot_be_written_is_tried_again(srv):
     assert len(s.messages("bob@example.test")) == 1
 
 
+def test_success_notice_still_unwritable_at_max_age_is_given_up(start):
+    """A success notice that still cannot be written when the message
+    reaches queue.max_age is given up, logged, so that the message can end:
+    the recipient stays delivered (one copy), nothing is bounced."""
+    s = start({"queue.max_age": "3s"})
+    qdir = os.path.join(s.data_dir, "queue")
+    for i in range(3):
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm %d\r\n\r\nx\r\n" % i)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    if subprocess.run(["chattr", "+i", qdir], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],
+                          b"Subject: tell me later\r\n\r\nx\r\n")
+        wait_for(lambda: "queue %s: success notice to <bob@example.test> given up after "
+                         "queue.max_age" % qid in s.log(), timeout=15, what="the notice given up")
+    finally:
+        subprocess.run(["chattr", "-i", qdir], check=True)
+    log = s.log()
+    assert "rcpt=alice@example.test status=bounced" not in log, log[-3000:]
+    assert "5.4.7" not in log, log[-3000:]
+    assert len(s.messages("alice@example.test")) == 4
+    assert s.messages("bob@example.test") == []
+
+
 def test_bounce_to_unknown_local_sender_dropped_not_sent_out(start, peer):
     """A bounce for ghost@example.test (a local domain, no such user or
     alias) is dropped and logged; it never goes to the outbound transport

@@ -643,6 +643,54 @@ def test_success_notice_relayed_by_a_peer_without_dsn(net):
     assert len(a.messages("alice@a.example")) == 2
 
 
+def test_relayed_notice_that_cannot_be_written_is_owed_not_lost(net):
+    """A "relayed" success notice whose write fails (no file can be made in
+    the queue directory, as on a full disk) is recorded owed: the recipient
+    stays delivered, so the peer never gets the message twice; the owed
+    notice survives a restart and is written at the next try."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h",
+                                                  "queue.retry_max": "1h"})
+    p = net.peer("127.0.0.4", caps=["PIPELINING", "8BITMIME", "SIZE 10000000",
+                                    "ENHANCEDSTATUSCODES"])
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    qdir = os.path.join(a.data_dir, "queue")
+    # Delivered spool files are kept for reuse: a new message can then be
+    # accepted without making a file.
+    for i in range(3):
+        a.submit("alice@a.example", ["bob@a.example"], msg("alice@a.example", "bob@a.example",
+                                                           "warm %d" % i))
+    a.wait_queue_empty()
+    assert any(n.startswith(".r") for n in os.listdir(qdir)), os.listdir(qdir)
+    if subprocess.run(["chattr", "+i", qdir], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example",
+                                                         "tell me later"),
+                 rcpt_options=["NOTIFY=SUCCESS"])
+        wait_for(lambda: len(p.txns) == 1)
+        a.wait_log(r"cannot write notice")
+        wait_for(lambda: re.search(r"<x@c\.example>\s+remote\s+delivered\s+attempts=1\s+"
+                                   r"notice-owed\s+next=", a.queue_list()),
+                 what="the owed notice in `queue list`")
+    finally:
+        subprocess.run(["chattr", "-i", qdir], check=True)
+    a.stop()
+    a.start()       # the owed notice is read back from the spool file
+    assert re.search(r"<x@c\.example>\s+remote\s+delivered\s+attempts=1\s+notice-owed",
+                     a.queue_list()), a.queue_list()
+    a.cli("queue", "flush")
+    a.wait_queue_empty()
+    text = inbox_text(a, "alice@a.example", 1)[0]
+    report = text.split("message/delivery-status", 1)[1].split("--", 1)[0]
+    assert "Final-Recipient: rfc822; x@c.example" in report, report
+    assert "Action: relayed" in report and "Status: 2.0.0" in report, report
+    assert "Remote-MTA: dns; mx.c.example" in report, report
+    time.sleep(0.5)
+    assert len(p.txns) == 1             # sent once, never again
+    assert len(a.messages("alice@a.example")) == 1
+
+
 def test_notify_success_to_an_alias_of_several_reports_expanded(net):
     """RFC 3461 6.2.7.3: NOTIFY=SUCCESS,FAILURE to an alias of two members,
     one local and one behind a DSN peer: the sender gets one "expanded"

@@ -106,6 +106,53 @@ test_roundtrip(void **state)
 	buf_free(&content);
 }
 
+/* A notice owed ('N') keeps the recipient delivered with its remote and
+ * reason; a later 'D' settles it; an unknown record type is damage. */
+static void
+test_notice_owed(void **state)
+{
+	struct spool_msg m, got;
+	struct buf err = BUF_INIT(0);
+	const char body[] = "body\r\n";
+	char path[128];
+
+	make_msg(&m);
+	assert_int_equal(spool_write(NULL, dir, &m, body, 6, 0, &err), 0);
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_NOTICE_OWED, 1, 1, 1700003600,
+					    "250 2.0.0 ok", "mx.remote.test[192.0.2.1]", &err), 0);
+	assert_int_equal(spool_load(dir, m.id, NULL, &got, NULL, &err), 0);
+	assert_int_equal(got.rcpts[1].status, RCPT_DELIVERED);
+	assert_int_equal(got.rcpts[1].notice_owed, 1);
+	assert_int_equal(got.rcpts[1].next_try, 1700003600);
+	assert_int_equal(got.rcpts[1].attempts, 1);
+	assert_string_equal(got.rcpts[1].remote, "mx.remote.test[192.0.2.1]");
+	assert_string_equal(got.rcpts[1].last_error, "250 2.0.0 ok");
+	assert_int_equal(got.rcpts[0].notice_owed, 0);
+	spool_msg_free(&got);
+
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_DELIVERED, 1, 1, 0, NULL, NULL,
+					    &err), 0);
+	assert_int_equal(spool_load(dir, m.id, NULL, &got, NULL, &err), 0);
+	assert_int_equal(got.rcpts[1].status, RCPT_DELIVERED);
+	assert_int_equal(got.rcpts[1].notice_owed, 0);
+	spool_msg_free(&got);
+
+	/* A record of a type nobody writes, with a good crc: refused. */
+	size_t len;
+	snprintf(path, sizeof(path), "%s/%s", dir, m.id);
+	assert_int_equal(spool_append_state(dir, &m, (enum spool_rec)'Z', 1, 1, 5, "x", "y", &err),
+			 0);
+	char *data = util_read_file(path, 1 << 20, &len);
+	assert_non_null(data);
+	memset(&got, 0, sizeof(got));
+	buf_reset(&err);
+	assert_int_equal(spool_parse(data, len, &got, &err), -1);
+	assert_non_null(strstr(buf_str(&err), "'Z'"));
+	spool_msg_free(&got);
+	free(data);
+	buf_free(&err);
+}
+
 /* Every truncation of a file is either incomplete (never acknowledged: the
  * manager drops it) or, past the end record, yields the state before the
  * torn record; damage is refused as such. */
@@ -699,6 +746,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_notice_owed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_excl, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_patient_flush, setup, teardown),
