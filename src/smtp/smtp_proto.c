@@ -1361,6 +1361,43 @@ smtp_data_error(const struct smtp_data_reader *r, struct smtp_error *err)
 	return 0;
 }
 
+/* RFC 5322 2.2 field-name = 1*ftext, then (4.5.1, obsolete) WSP, then ':'. */
+static int
+is_field_start(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && (unsigned char)p[i] >= 33 && (unsigned char)p[i] <= 126 && p[i] != ':')
+		i++;
+	if (i == 0)
+		return 0;
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	return i < n && p[i] == ':';
+}
+
+size_t
+smtp_data_header_end(const struct smtp_data_reader *r, const char *msg, size_t len)
+{
+	/*
+	 * header_len only ever moves to just after a CR LF, so the result is
+	 * a line start whatever the content (a bare LF is no line end).
+	 */
+	size_t end = r->header_len < len ? (size_t)r->header_len : len;
+
+	if (end == 0 || !is_field_start(msg, len))
+		return 0;
+	if (r->header_done || end == len || (msg[end] != ' ' && msg[end] != '\t'))
+		return end;
+	/* The last line has no CR LF and continues the field before it: go
+	 * before that field, never between its lines. */
+	size_t field = 0;
+	for (size_t i = 0; i + 1 < end; i++)
+		if (msg[i] == '\r' && msg[i + 1] == '\n' && msg[i + 2] != ' ' && msg[i + 2] != '\t')
+			field = i + 2;
+	return field;
+}
+
 /* ------------------------------------------------------------------ */
 /* Replies */
 

@@ -1530,6 +1530,74 @@ test_bdat(void **state)
 	buf_free(&res.out);
 }
 
+/*
+ * Read msg as one BDAT message, whole and one byte at a time, and check
+ * where smtp_data_header_end() puts fields added after the message's own.
+ */
+static void
+assert_header_end(const char *msg, size_t len, size_t want)
+{
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		struct smtp_data_reader r;
+		struct buf out = BUF_INIT(0);
+		size_t used;
+
+		smtp_data_reader_init(&r, &out, SMTP_DATA_MODE_BDAT);
+		if (bytewise)
+			for (size_t i = 0; i < len; i++)
+				smtp_data_feed(&r, msg + i, 1, &used);
+		else
+			smtp_data_feed(&r, msg, len, &used);
+		smtp_data_finish(&r);
+		assert_int_equal(r.errors, 0);
+		assert_int_equal(out.len, len);
+		assert_int_equal(smtp_data_header_end(&r, out.data ? out.data : "", out.len), want);
+		buf_free(&out);
+	}
+}
+
+static void
+test_data_header_end(void **state)
+{
+	(void)state;
+	/* Before the empty line, after every field, trace fields included. */
+	assert_header_end(S("Received: a\r\nReceived: b\r\nSubject: s\r\n\r\nbody\r\n"), 38);
+	/* A folded last field: after its last line. */
+	assert_header_end(S("Subject: s\r\nX-Long: a\r\n\tb\r\n c\r\n\r\nbody\r\n"), 31);
+	/* Header only: at the end. */
+	assert_header_end(S("From: a@b.c\r\nSubject: s\r\n"), 25);
+	assert_header_end(S("Subject: s\r\n folded\r\n"), 21);
+	/* The last line has no CRLF: before it, or before the field it continues. */
+	assert_header_end(S("From: a@b.c\r\nSubject: s"), 13);
+	assert_header_end(S("From: a@b.c\r\nSubject: s\r\n x\r\n\ty"), 13);
+	assert_header_end(S("Subject: s\r\n x"), 0);
+	assert_header_end(S("Subject: no CRLF"), 0);
+	/* Obsolete white space before the colon is still a field. */
+	assert_header_end(S("Subject \t: s\r\n\r\nx\r\n"), 14);
+	/* No header: empty, an empty first line, a first line that is not a field. */
+	assert_header_end(S(""), 0);
+	assert_header_end(S("\r\n"), 0);
+	assert_header_end(S("\r\nSubject: in the body\r\n"), 0);
+	assert_header_end(S(" indented\r\nSubject: s\r\n\r\nx\r\n"), 0);
+	assert_header_end(S("\tSubject: s\r\n\r\nx\r\n"), 0);
+	assert_header_end(S("plain text\r\nSubject: s\r\n\r\nx\r\n"), 0);
+	assert_header_end(S(": no name\r\n\r\nx\r\n"), 0);
+	assert_header_end(S("caf\xc3\xa9: s\r\n\r\nx\r\n"), 0);
+	/* Later lines are the reader's business: a header to the empty line. */
+	assert_header_end(S("Subject: s\r\nnot a field\r\n\r\nx\r\n"), 25);
+
+	/* A bare LF ends no line (the message is refused anyway). */
+	struct smtp_data_reader r;
+	struct buf out = BUF_INIT(0);
+	size_t used;
+	smtp_data_reader_init(&r, &out, SMTP_DATA_MODE_BDAT);
+	smtp_data_feed(&r, S("A: 1\r\nB: 2\n\nbody\r\n"), &used);
+	smtp_data_finish(&r);
+	assert_int_equal(r.errors, SMTP_DATA_ERR_BARE_LF);
+	assert_int_equal(smtp_data_header_end(&r, out.data, out.len), out.len);
+	buf_free(&out);
+}
+
 /* ------------------------------------------------------------------ */
 /* Replies */
 
@@ -1841,8 +1909,9 @@ main(void)
 	    cmocka_unit_test(test_data_smuggling),  cmocka_unit_test(test_data_line_length),
 	    cmocka_unit_test(test_data_size_limit), cmocka_unit_test(test_data_errors_reply),
 	    cmocka_unit_test(test_data_random),	    cmocka_unit_test(test_bdat),
-	    cmocka_unit_test(test_reply),	    cmocka_unit_test(test_base64),
-	    cmocka_unit_test(test_sasl_plain),	    cmocka_unit_test(test_error_set),
+	    cmocka_unit_test(test_data_header_end), cmocka_unit_test(test_reply),
+	    cmocka_unit_test(test_base64),	    cmocka_unit_test(test_sasl_plain),
+	    cmocka_unit_test(test_error_set),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
