@@ -12,9 +12,10 @@
  *
  * DATA and BDAT content goes through smtp_data_reader (smtp_proto), which
  * ends DATA only on <CRLF>.<CRLF> and flags bare CR/LF, so SMTP smuggling
- * cannot work. At the end the message gets our Received: header (and, on
- * submission, Message-ID:/Date: when missing) and is handed to
- * queue_submit(); the 250 is sent only from its completion, after fsync.
+ * cannot work. At the end the message gets our Received: header on top
+ * (and, on submission, Message-ID:/Date: when missing, at the end of its
+ * header) and is handed to queue_submit(); the 250 is sent only from its
+ * completion, after fsync.
  *
  * SECURITY: see the header. Secrets (AUTH data) are wiped after use and
  * never logged.
@@ -1438,7 +1439,7 @@ smtp_message_done(struct smtp_sess *s)
 		buf_free(&bad);
 	}
 
-	/* Our trace header, then (submission) the headers the MUA left out. */
+	/* Our trace header on top of the message. */
 	struct buf content = BUF_INIT(0);
 	char date[64], tlsd[128];
 	time_t now = time(NULL);
@@ -1488,22 +1489,33 @@ smtp_message_done(struct smtp_sess *s)
 	if (s->nrcpts == 1)
 		buf_printf(&content, "\r\n\tfor <%s>", s->rcpts[0].orig);
 	buf_printf(&content, ";\r\n\t%s\r\n", date);
+	/*
+	 * Submission: the fields the MUA left out go at the end of its header,
+	 * after any trace fields it has (RFC 5322 3.6 keeps a trace block
+	 * together at the top), as Postfix's cleanup does; at the top, under
+	 * our Received:, when the message has no header.
+	 */
+	struct buf added = BUF_INIT(0);
 	if (submission) {
 		if (count_header(s->data.data, hdr_len, "Message-ID") == 0) {
 			char rnd[33];
 			util_random_hex(rnd, 16);
 			free(s->msgid);
 			s->msgid = xasprintf("<%s@%s>", rnd, cfg->hostname);
-			buf_printf(&content, "Message-ID: %s\r\n", s->msgid);
+			buf_printf(&added, "Message-ID: %s\r\n", s->msgid);
 		}
 		if (count_header(s->data.data, hdr_len, "Date") == 0)
-			buf_printf(&content, "Date: %s\r\n", date);
+			buf_printf(&added, "Date: %s\r\n", date);
 	}
+	size_t at = smtp_data_header_end(&s->reader, hdr, s->data.len);
+	buf_append(&content, hdr, at);
+	buf_append(&content, added.data, added.len);
+	buf_free(&added);
 	/* Content whose first line starts with white space would continue the
 	 * last field added: it has no header, so it becomes the body. */
 	if (s->data.len > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t'))
 		buf_puts(&content, "\r\n");
-	buf_append(&content, s->data.data ? s->data.data : "", s->data.len);
+	buf_append(&content, hdr + at, s->data.len - at);
 
 	struct spool_msg m;
 	memset(&m, 0, sizeof(m));

@@ -395,19 +395,35 @@ def check_date_field(raw):
     return check_date_time(unfold(raw).decode("ascii"))
 
 
+def split_inserted(msg, body, at):
+    """The bytes inserted into body at offset at to make msg; asserts that
+    the rest of msg is body unchanged."""
+    tail = len(body) - at
+    assert len(msg) >= len(body) and msg[:at] == body[:at] and msg[len(msg) - tail:] == body[at:], \
+        "original content altered (insertion at %d):\n%r\nvs\n%r" % (at, msg, body)
+    return msg[at:len(msg) - tail]
+
+
 def split_added(stored, body):
     """(Delivered-To field, Received field, [other added fields]) of a stored
-    message whose original content is body, past the Return-Path: of final
-    delivery (RFC 5321 4.4); asserts the original is intact."""
-    assert stored.endswith(body), "original content altered:\n%r\nvs\n%r" % (stored, body)
-    added = stored[:len(stored) - len(body)]
-    fields, rest = header_fields(added)
-    assert rest == b"", "added bytes are not header fields: %r" % added
-    assert fields and fields[0][0] == "Return-Path", added
+    message whose original content is body, a message with a header and an
+    empty line after it. On top, the Return-Path: of final delivery (RFC 5321
+    4.4), Delivered-To: and our Received:; any other added field closes the
+    header section, right before its empty line, so that trace fields the
+    message had stay together under ours (RFC 5322 3.6). Asserts the
+    original is intact around them."""
+    assert header_fields(body)[0], "body has no header: %r" % body[:80]
+    at = body.index(b"\r\n\r\n") + 2
+    fields, _ = header_fields(stored)
+    assert fields and fields[0][0] == "Return-Path", stored[:300]
     assert re.fullmatch(rb"Return-Path: <[^<>\r\n]*>\r\n", fields[0][1]), fields[0][1]
-    assert len(fields) >= 3 and fields[1][0] == "Delivered-To", added
-    assert fields[2][0] == "Received", added
-    return fields[1][1], fields[2][1], fields[3:]
+    assert len(fields) >= 3 and fields[1][0] == "Delivered-To", stored[:300]
+    assert fields[2][0] == "Received", stored[:300]
+    top = sum(len(raw) for _, raw in fields[:3])
+    added = split_inserted(stored[top:], body, at)
+    others, rest = header_fields(added)
+    assert rest == b"", "added bytes are not header fields: %r" % added
+    return fields[1][1], fields[2][1], others
 
 
 # ---------------------------------------------------------------- Received: every protocol word
@@ -458,7 +474,8 @@ def test_received_syntax_every_protocol_word(make_populated):
     seen_ids = set()
     for n, (kind, tls, auth, utf8, bdat, word, sub) in enumerate(cases):
         body = bodies[n]
-        stored = by_marker(msgs, body)
+        # Its Subject: line: submission puts fields inside the body sent.
+        stored = by_marker(msgs, re.search(rb"Subject: [^\r]*\r\n", body).group(0))
         dt, rec, others = split_added(stored, body)
         p = parse_received(rec, utf8)
         assert p["from"] == "client.test" and p["tcp_info"] == "[127.0.0.1]", (n, p)
@@ -555,24 +572,34 @@ def test_received_helo_forms(make_populated):
 
 def test_added_fields_placement_without_proper_header(make_populated):
     """The added fields must stay valid wherever the message's own header
-    ends: no header at all (leading CRLF), header without the empty line,
-    BDAT without a final CRLF, an empty message, and a message whose first
-    line starts with white space (which must not be read as a continuation
-    of the field surat put above it)."""
+    ends, and go exactly there: no header at all (leading CRLF, a first line
+    that is not a field, an empty message: right under our Received:), a
+    header without the empty line (at its end), BDAT without a final CRLF
+    (before the unfinished last line, or before the field it continues), a
+    folded last field (after all of it), and a message whose first line
+    starts with white space (which must not be read as a continuation of
+    the field surat put above it: one CRLF makes it the body)."""
     s = make_populated()
+    # (content, offset in it where Message-ID:/Date: go on submission)
     cases = [
-        b"\r\nno header at all\r\n",
-        b"Subject: header only, no empty line\r\n",
-        b"Subject: no final CRLF",
-        b"plain text line, no header and no empty line\r\nsecond line\r\n",
-        b"",
-        b" indented first line, no header\r\n\r\nmore text\r\n",
-        b"\tTabbed first line\r\nSubject: after\r\n\r\nx\r\n",
+        (b"\r\nno header at all\r\n", 0),
+        (b"Subject: header only, no empty line\r\n", 37),
+        (b"Subject: no final CRLF", 0),
+        (b"plain text line, no header and no empty line\r\nsecond line\r\n", 0),
+        (b"", 0),
+        (b" indented first line, no header\r\n\r\nmore text\r\n", 0),
+        (b"\tTabbed first line\r\nSubject: after\r\n\r\nx\r\n", 0),
+        (b"X-A: 1\r\nSubject: no final CRLF", 8),
+        (b"X-A: 1\r\nSubject: folded,\r\n no final CRLF", 8),
+        (b"X-A: 1\r\nSubject: folded\r\n\tover\r\n three\r\n\r\nbody\r\n", 40),
+        (b"X-A: 1\r\nSubject: folded, header only\r\n\tover\r\n three\r\n", 53),
     ]
+    for body, at in cases:
+        assert at == 0 or body[at - 2:at] == b"\r\n", (body, at)
     problems = []
     sent = []
     for kind in ("smtp", "submission"):
-        for n, body in enumerate(cases):
+        for n, (body, at) in enumerate(cases):
             if kind == "smtp":
                 r = session(s, "smtp")
                 frm = "sender@remote.test"
@@ -583,33 +610,29 @@ def test_added_fields_placement_without_proper_header(make_populated):
             bdat = not body.endswith(b"\r\n")
             transaction(r, body, frm=frm, rcpts=(rcpt,), bdat=bdat)
             r.close()
-            sent.append((kind, n, rcpt, body))
+            sent.append((kind, n, rcpt, body, at))
     msgs = all_stored(s, BOB, len(sent))
-    for kind, n, rcpt, body in sent:
+    for kind, n, rcpt, body, at in sent:
         tag = ("for <%s>" % rcpt).encode()
         got = [m for m in msgs if tag in m]
         assert len(got) == 1, (kind, n)
         stored = got[0]
         try:
-            assert stored.endswith(body), "original altered"
-            added = stored[:len(stored) - len(body)]
-            # Allowed: the added fields, optionally one CRLF to separate a body
-            # that had no header from them.
-            fields, rest = header_fields(stored)
+            fields, _ = header_fields(stored)
             names = [f[0] for f in fields]
             assert names[:3] == ["Return-Path", "Delivered-To", "Received"], names
             parse_received(fields[2][1])
-            off = len(fields[0][1]) + len(fields[1][1]) + len(fields[2][1])
-            for name, raw in fields[3:]:
-                if off >= len(added):
-                    break           # the message's own fields
-                if name == "Message-ID":
-                    check_msg_id(raw)
-                elif name == "Date":
-                    check_date_field(raw)
-                else:
-                    raise AssertionError("unexpected added field %r" % raw)
-                off += len(raw)
+            top = sum(len(raw) for _, raw in fields[:3])
+            inserted = split_inserted(stored[top:], body, at)
+            added, rest = header_fields(inserted)
+            # One CRLF only to separate a body that starts with white space.
+            sep = b"\r\n" if body[:1] in (b" ", b"\t") else b""
+            assert rest == sep, "inserted %r" % inserted
+            want = ["Message-ID", "Date"] if kind == "submission" else []
+            assert [f[0] for f in added] == want, "inserted %r" % inserted
+            if added:
+                check_msg_id(added[0][1])
+                check_date_field(added[1][1])
         except AssertionError as e:
             problems.append("%s case %d %r: %s" % (kind, n, body[:30], str(e)[:500]))
     assert not problems, "\n".join(problems)
@@ -649,7 +672,7 @@ def test_message_id_and_date_on_submission(make_populated):
         assert len(copies) == 2, (i, len(copies))
         mids = []
         for stored in copies:
-            body = stored[stored.index(b"From: alice"):]
+            body = b"From: alice@example.test\r\nSubject: idless %d\r\n\r\nidless %d\r\n" % (i, i)
             _, rec, others = split_added(stored, body)
             parse_received(rec)
             names = [n.lower() for n, _ in others]

@@ -78,17 +78,33 @@ def from_msg(from_value, subject="spoof"):
             subject.encode() + b"\r\n\r\nbody\r\n")
 
 
-ADDED = re.compile(rb"\AMessage-ID: <[0-9a-f]{32}@mx\.example\.test>\r\n"
-                   rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
+ADDED = re.compile(rb"Message-ID: <[0-9a-f]{32}@mx\.example\.test>\r\n"
+                   rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n\Z")
+
+
+def header_end(msg):
+    """Where msg's header section ends: the offset of its empty line, 0 when
+    it starts with one, len(msg) when it has none (header only)."""
+    if msg.startswith(b"\r\n"):
+        return 0
+    i = msg.find(b"\r\n\r\n")
+    return len(msg) if i < 0 else i + 2
 
 
 def submitted(stored):
-    """(added header block, the message as sent) of a stored submission."""
+    """(added header block, the message as sent) of a stored submission.
+    The block counts only where it belongs: it closes the header section,
+    right before the empty line (or at the end of a header-only message),
+    after the message's own fields and their trace fields (RFC 5322 3.6);
+    anywhere else it is left in the message and compares unequal."""
     _, received, rest = split_stored(stored)
     assert re.search(r"with (ESMTPSA|UTF8SMTPSA)\r\n", received), received
     assert "(authenticated as " in received, received
-    m = ADDED.match(rest)
-    return (m.group(0) if m else b""), rest[m.end() if m else 0:]
+    end = header_end(rest)
+    m = ADDED.search(rest, 0, end)
+    if m is None or (m.start() > 0 and rest[m.start() - 2:m.start()] != b"\r\n"):
+        return b"", rest
+    return m.group(0), rest[:m.start()] + rest[end:]
 
 
 def delivered(s, addr):
@@ -567,11 +583,77 @@ def test_message_id_and_date_insertion(surat):
     seen = {}
     for m in got:
         n = int(re.search(rb"for <bob\+(\d)@example\.test>", m).group(1))
-        seen[n] = submitted(m)
+        seen[n] = submitted(m), m
     for i, (body, want_added) in enumerate(cases):
-        added, rest = seen[i]
+        (added, rest), stored = seen[i]
         assert rest == body, (i, rest)
         assert bool(added) == want_added, (i, added)
-        hdr = (added + rest).split(b"\r\n\r\n")[0]
+        hdr = stored.split(b"\r\n\r\n")[0]
         assert len(re.findall(rb"(?mi)^message-id\s*:", hdr)) == 1, (i, hdr)
         assert len(re.findall(rb"(?mi)^date\s*:", hdr)) == 1, (i, hdr)
+
+
+# Our Message-ID:/Date:, as split out of a stored message by added_between().
+OUR_FIELDS = (rb"Message-ID: <[0-9a-f]{32}@mx\.example\.test>\r\n"
+              rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
+
+
+def added_between(stored, head, tail):
+    """Assert stored is, after Return-Path:/Delivered-To:, our Received:,
+    then head, our Message-ID: and Date:, then tail, byte for byte."""
+    _, received, rest = split_stored(stored)
+    assert "by mx.example.test (surat) with ESMTPSA" in received, received
+    assert "(authenticated as alice@example.test)" in received, received
+    assert re.fullmatch(re.escape(head) + OUR_FIELDS + re.escape(tail), rest), rest
+
+
+def field_names(stored):
+    """The names of the header fields of stored, in order."""
+    return re.findall(rb"(?m)^([\x21-\x39\x3b-\x7e]+):", stored.split(b"\r\n\r\n")[0])
+
+
+def submit_one(s, msg):
+    """Submit msg as alice to bob; the stored message."""
+    r = sub(s)
+    code, text = send(r, msg)
+    assert code == 250, (code, text)
+    r.close()
+    return stored_one(s, BOB)
+
+
+def test_added_fields_after_trace_fields(surat):
+    """A submitted message that already carries Received: fields: ours on
+    top, the two originals together right under it, Message-ID:/Date:
+    after the message's last field, right before the empty line (RFC 5322
+    3.6 keeps a trace block together at the top; Postfix's cleanup puts
+    them there too)."""
+    trace = (b"Received: from relay.client.test (relay.client.test [192.0.2.7])\r\n"
+             b"\tby mta.client.test with ESMTP id r1;\r\n"
+             b"\tMon, 1 Jan 2024 00:00:02 +0000\r\n"
+             b"Received: from laptop (laptop [192.0.2.9]) by relay.client.test;\r\n"
+             b" Mon, 1 Jan 2024 00:00:01 +0000\r\n")
+    head = trace + b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: traced\r\n"
+    stored = submit_one(surat, head + b"\r\nbody\r\n")
+    added_between(stored, head, b"\r\nbody\r\n")
+    assert field_names(stored) == [b"Return-Path", b"Delivered-To", b"Received", b"Received",
+                                   b"Received", b"From", b"To", b"Subject", b"Message-ID",
+                                   b"Date"], stored
+
+
+def test_added_fields_header_only(surat):
+    """No empty line, no body: the fields go at the very end, and no empty
+    line is made up."""
+    head = b"From: alice@example.test\r\nSubject: header only\r\n"
+    stored = submit_one(surat, head)
+    added_between(stored, head, b"")
+    assert b"\r\n\r\n" not in stored, stored
+
+
+def test_added_fields_after_folded_last_field(surat):
+    """A last field folded over three lines: the fields go after all of it,
+    so its continuation lines stay its own."""
+    head = (b"From: alice@example.test\r\nSubject: a subject long enough\r\n"
+            b" to be folded\r\n\tover three lines\r\n")
+    stored = submit_one(surat, head + b"\r\nbody\r\n")
+    added_between(stored, head, b"\r\nbody\r\n")
+    assert field_names(stored)[-4:] == [b"From", b"Subject", b"Message-ID", b"Date"], stored
