@@ -260,10 +260,12 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	if (s->data.len > 0) {
 		struct buf v = BUF_INIT(0);
 		buf_puts(&l, " msgid=");
-		if (mime_addr_header(s->data.data, s->data.len, "Message-ID", &v) == 1)
+		/* Ours first: added, the message had none of its own (a line
+		 * that looks like one may still be in content with no header). */
+		if (s->msgid != NULL)
+			buf_puts(&l, s->msgid);
+		else if (mime_addr_header(s->data.data, s->data.len, "Message-ID", &v) == 1)
 			log_escape_also(&l, v.data, v.len, 200, " ");
-		else if (s->msgid != NULL)
-			buf_puts(&l, s->msgid);	/* ours, added on submission */
 		else
 			buf_putc(&l, '-');
 		buf_reset(&v);
@@ -1496,24 +1498,27 @@ smtp_message_done(struct smtp_sess *s)
 	 * our Received:, when the message has no header.
 	 */
 	struct buf added = BUF_INIT(0);
+	/* Content whose first line starts with white space would continue the
+	 * last field added: it has no header, so it becomes the body, and
+	 * fields in its text are not the message's. */
+	int ws_first = s->data.len > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t');
+	size_t own_len = ws_first ? 0 : hdr_len;
 	if (submission) {
-		if (count_header(s->data.data, hdr_len, "Message-ID") == 0) {
+		if (count_header(hdr, own_len, "Message-ID") == 0) {
 			char rnd[33];
 			util_random_hex(rnd, 16);
 			free(s->msgid);
 			s->msgid = xasprintf("<%s@%s>", rnd, cfg->hostname);
 			buf_printf(&added, "Message-ID: %s\r\n", s->msgid);
 		}
-		if (count_header(s->data.data, hdr_len, "Date") == 0)
+		if (count_header(hdr, own_len, "Date") == 0)
 			buf_printf(&added, "Date: %s\r\n", date);
 	}
 	size_t at = smtp_data_header_end(&s->reader, hdr, s->data.len);
 	buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);
 	buf_free(&added);
-	/* Content whose first line starts with white space would continue the
-	 * last field added: it has no header, so it becomes the body. */
-	if (s->data.len > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t'))
+	if (ws_first)
 		buf_puts(&content, "\r\n");
 	buf_append(&content, hdr + at, s->data.len - at);
 

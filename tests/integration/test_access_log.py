@@ -299,6 +299,22 @@ def test_generated_message_id_logged(surat):
     assert f["msgid"] == mid, (mid, f["_raw"])
 
 
+def test_generated_message_id_logged_not_one_in_body(surat):
+    """Content whose first line starts with white space has no header: a
+    Message-ID: line in it is body, surat adds one, and that is logged."""
+    r = raw_submission(surat)
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    send_data(r, b" indented\r\nMessage-ID: <in-body@client.test>\r\n\r\nx\r\n")
+    r.close()
+    stored = stored_one(surat, "bob@example.test")
+    hdr = stored.split(b"\r\n\r\n")[0]
+    mids = re.findall(rb"(?mi)^Message-ID:[ \t]*(<[^>\r\n]+>)\r$", hdr)
+    assert len(mids) == 1 and mids[0] != b"<in-body@client.test>", hdr
+    f = one(final(surat))
+    assert f["msgid"] == mids[0].decode(), (mids, f["_raw"])
+
+
 def test_partly_refused_rcpts(surat):
     """Refused RCPTs are not listed: rcpts= is exactly who got the message."""
     r = Raw(surat.port("smtp"))

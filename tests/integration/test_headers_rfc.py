@@ -578,7 +578,8 @@ def test_added_fields_placement_without_proper_header(make_populated):
     (before the unfinished last line, or before the field it continues), a
     folded last field (after all of it), and a message whose first line
     starts with white space (which must not be read as a continuation of
-    the field surat put above it: one CRLF makes it the body)."""
+    the field surat put above it: one CRLF makes it the body, so a
+    Message-ID:/Date: in it is not the message's)."""
     s = make_populated()
     # (content, offset in it where Message-ID:/Date: go on submission)
     cases = [
@@ -589,6 +590,9 @@ def test_added_fields_placement_without_proper_header(make_populated):
         (b"", 0),
         (b" indented first line, no header\r\n\r\nmore text\r\n", 0),
         (b"\tTabbed first line\r\nSubject: after\r\n\r\nx\r\n", 0),
+        # That content is all body: fields in it are no reason to add none.
+        (b" indented, then\r\nMessage-ID: <in-body@client.test>\r\n"
+         b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nx\r\n", 0),
         (b"X-A: 1\r\nSubject: no final CRLF", 8),
         (b"X-A: 1\r\nSubject: folded,\r\n no final CRLF", 8),
         (b"X-A: 1\r\nSubject: folded\r\n\tover\r\n three\r\n\r\nbody\r\n", 40),
