@@ -86,6 +86,9 @@ enum smtp_err {
 	SMTP_ERR_SASL_SYNTAX,  /* malformed SASL PLAIN message */
 	SMTP_ERR_SASL_TOOLONG, /* longer than the mechanism's buffer (RFC 4954 4: 500 5.5.6) */
 	SMTP_ERR_SASL_AUTHZID, /* authzid differs from authcid */
+	/* transaction order */
+	SMTP_ERR_SEQ_NO_MAIL,  /* BDAT with no MAIL (RFC 3030 2: 503) */
+	SMTP_ERR_SEQ_NO_RCPTS, /* DATA or BDAT with no valid recipient (RFC 5321 3.3: 554) */
 	/* DATA/BDAT, see smtp_data_error() */
 	SMTP_ERR_DATA_TOO_BIG,
 	SMTP_ERR_DATA_BARE_LF,

@@ -211,6 +211,15 @@ smtp_reply_err(struct smtp_sess *s, const struct smtp_error *e)
 }
 
 static void
+smtp_reply_code(struct smtp_sess *s, enum smtp_err code)
+{
+	struct smtp_error e;
+
+	smtp_error_set(&e, code);
+	smtp_reply_err(s, &e);
+}
+
+static void
 rcpt_free(struct rcpt *r)
 {
 	free(r->orig);
@@ -761,7 +770,7 @@ auth_login_step(struct smtp_sess *s, const char *b64, size_t len)
 
 	if (len > SMTP_BASE64_LEN(sizeof(dec) - 1)) {
 		/* RFC 4954 4: longer than the mechanism's buffer. */
-		smtp_reply(s, 500, "5.5.6", "Authentication exchange line is too long");
+		smtp_reply_code(s, SMTP_ERR_SASL_TOOLONG);
 		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 		smtp_auth_failed(s);
 		return;
@@ -1143,7 +1152,7 @@ cmd_data(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	}
 	if (s->state != ST_RCPT) {
 		if (s->state == ST_MAIL)
-			smtp_reply(s, 554, "5.5.1", "No valid recipients");
+			smtp_reply_code(s, SMTP_ERR_SEQ_NO_RCPTS);
 		else
 			smtp_reply(s, 503, "5.5.1", "Need RCPT before DATA");
 		smtp_error_count(s);
@@ -1398,22 +1407,32 @@ notify_merge(unsigned a, unsigned b)
 	return (a ? a : NOTIFY_FAILURE | NOTIFY_DELAY) | (b ? b : NOTIFY_FAILURE | NOTIFY_DELAY);
 }
 
+/*
+ * Why a BDAT message is refused whatever its chunks hold, in this order: no
+ * MAIL (F_BDAT_SEQ), too big (its size, not "no recipients"), or a chunk
+ * refused before (F_BDAT_FAIL: no valid recipient). 1 with e set, or 0.
+ */
+static int
+bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
+{
+	if (s->flags & F_BDAT_SEQ)
+		smtp_error_set(e, SMTP_ERR_SEQ_NO_MAIL);
+	else if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG)
+		smtp_data_error(&s->reader, e);
+	else if (s->flags & F_BDAT_FAIL)
+		smtp_error_set(e, SMTP_ERR_SEQ_NO_RCPTS);
+	else
+		return 0;
+	return 1;
+}
+
 static void
 smtp_message_done(struct smtp_sess *s)
 {
 	const struct config *cfg = s->srv->cfg;
 	struct smtp_error e;
 
-	/* A chunk refused for its size: the message is refused for that, not as "no rcpts". */
-	if (s->flags & F_BDAT_SEQ) {
-		smtp_refuse_message(s, 503, "5.5.1", "Bad sequence of commands: send MAIL first");
-		return;
-	}
-	if (s->flags & F_BDAT_FAIL && !(s->reader.errors & SMTP_DATA_ERR_TOO_BIG)) {
-		smtp_refuse_message(s, 554, "5.5.1", "No valid recipients");
-		return;
-	}
-	if (smtp_data_error(&s->reader, &e) < 0) {
+	if (bdat_refused(s, &e) || smtp_data_error(&s->reader, &e) < 0) {
 		smtp_refuse_message(s, e.reply, e.enhanced, e.text);
 		smtp_error_count(s);
 		return;
@@ -1642,18 +1661,9 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 	smtp_set_state(s, s->bdat_return);
 	smtp_timeouts(s);
 	/* Every later chunk of a failed message gets the reason it failed for. */
-	if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG) {
-		smtp_data_error(&s->reader, &e);
+	if (bdat_refused(s, &e)) {
 		smtp_reply_err(s, &e);
 		s->flags |= F_BDAT_FAIL;
-		return;
-	}
-	if (s->flags & F_BDAT_SEQ) {
-		smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: send MAIL first");
-		return;
-	}
-	if (s->flags & F_BDAT_FAIL) {
-		smtp_reply(s, 554, "5.5.1", "No valid recipients");
 		return;
 	}
 	/* (Not the reader's size: a CR at a chunk's end waits there for the next.) */
@@ -1755,7 +1765,7 @@ smtp_process(struct smtp_sess *s)
 				/* RFC 4954 4: an AUTH line or a response, 500 5.5.6. */
 				if (s->state == ST_AUTH)
 					smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
-				smtp_reply(s, 500, "5.5.6", "Authentication exchange line is too long");
+				smtp_reply_code(s, SMTP_ERR_SASL_TOOLONG);
 				if (smtp_auth_failed(s))
 					return;
 				continue;
