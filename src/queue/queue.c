@@ -6,7 +6,8 @@
  * back from the spool file when needed). The tick (every second, and on
  * every kick) starts a job for every ready message that has something due:
  * recipients to deliver locally, results from the remote transport to
- * record, expiry, a delay notice, or the final bounce and removal. Messages
+ * record, a success notice owed, expiry, a delay notice, or the final
+ * bounce and removal. Messages
  * with nothing to do wait in a heap by the time something falls due, or
  * for an event, so the tick never walks the whole queue. While a job runs
  * the entry is busy and the tick leaves it alone; the job's done callback
@@ -581,6 +582,7 @@ job_content(struct qjob *j)
 	if (spool_load(j->dir, spool_file(&j->snap), j->snap.id, &tmp, &j->content, &err) < 0) {
 		log_error("queue %s: cannot read: %s", j->snap.id, buf_str(&err));
 		buf_free(&err);
+		j->error = 1;	/* tried again after a pause, not at once */
 		return -1;
 	}
 	spool_msg_free(&tmp);
@@ -671,13 +673,29 @@ job_relayed(const struct qjob *j, size_t idx)
 }
 
 /*
+ * Whether this job's success notice reports recipient i: one it delivered
+ * (locally, or to a peer without DSN) or one whose notice is owed.
+ */
+static int
+job_reports(const struct qjob *j, size_t i)
+{
+	if (j->snap.rcpts[i].notice_owed || job_relayed(j, i))
+		return 1;
+	for (size_t k = 0; k < j->nlocals; k++)
+		if (j->locals[k].idx == i)
+			return 1;
+	return 0;
+}
+
+/*
  * The success notice (RFC 3461 6.2) for the recipients that asked for one
- * (NOTIFY=SUCCESS) and that this job delivered locally ("delivered") or saw
- * taken by a peer that does not do DSN ("relayed", RFC 3461 5.2.2: nobody
- * further on will report); those of an earlier job were reported then.
- * Each such job writes its own, named by its first recipient (recipients
- * end once, so no two jobs share it; a job run again after a crash finds
- * its notice written already).
+ * (NOTIFY=SUCCESS) and that this job reports (job_reports): "delivered"
+ * into a mailbox, "relayed" to a peer that does not do DSN (RFC 3461
+ * 5.2.2: nobody further on will report), "expanded" for an alias. Those
+ * of an earlier job were reported then, or are owed and reported now.
+ * Each such job writes its own, named by its first recipient: a recipient
+ * is reported once, so no two written notices share a name, and a job run
+ * again after a crash finds its notice written already.
  */
 static void
 job_success_notice(struct qjob *j)
@@ -687,9 +705,7 @@ job_success_notice(struct qjob *j)
 	size_t first = SIZE_MAX;
 
 	for (size_t i = 0; i < m->nrcpts; i++) {
-		int now = job_relayed(j, i) || m->rcpts[i].notice_owed;
-		for (size_t k = 0; k < j->nlocals && !now; k++)
-			now = j->locals[k].idx == i;
+		int now = job_reports(j, i);
 		was[i] = m->rcpts[i].status;
 		if (!now && was[i] == RCPT_DELIVERED)
 			m->rcpts[i].status = RCPT_PENDING;	/* left out of this notice */
@@ -707,87 +723,44 @@ job_success_notice(struct qjob *j)
 			job_notice_state(j, i, 0);
 }
 
-/* Whether the message has recipients whose success notice is owed. */
+/* Whether a recipient's success notice is owed and due (any, if all). */
 static int
-job_owes_notice(const struct qjob *j)
+job_owes_notice(const struct qjob *j, int64_t now, int all)
 {
-	for (size_t i = 0; i < j->snap.nrcpts; i++)
-		if (j->snap.rcpts[i].notice_owed)
+	for (size_t i = 0; i < j->snap.nrcpts; i++) {
+		const struct spool_rcpt *rc = &j->snap.rcpts[i];
+		if (rc->notice_owed && (all || rc->next_try <= now))
 			return 1;
+	}
 	return 0;
 }
 
-/* A local recipient's state before this job's result, to record it again. */
-struct local_was {
-	size_t idx;
-	enum deliver_result r;
-	char *text;
-	enum rcpt_status status;
-	unsigned attempts;
-	int64_t next_try;
-	char *last_error, *remote;
-};
-
-static void
-local_was_free(struct local_was *w, size_t n)
-{
-	for (size_t k = 0; k < n; k++) {
-		free(w[k].text);
-		free(w[k].last_error);
-		free(w[k].remote);
-	}
-	free(w);
-}
-
 /*
- * The success notice could not be written (a full disk, say). The local
- * recipients that asked for one are recorded deferred instead of delivered
- * (their records since mark are made again): the next run delivers them
- * again, which their dedup keys make a no-op, and writes the notice then.
- * Recipients a peer took stay delivered (sending again would reach the peer
+ * The success notice could not be written (a full disk, say). The
+ * recipients it reports stay delivered (sending again would reach a peer
  * twice), their notice recorded owed: the next try writes only the notice.
  */
 static void
-job_notice_owed(struct qjob *j, struct local_was *w, size_t n, size_t mark)
+job_notice_owed(struct qjob *j)
 {
-	buf_truncate(&j->recs, mark);
-	for (size_t k = 0; k < n; k++) {
-		struct spool_rcpt *rc = &j->snap.rcpts[w[k].idx];
-		rc->status = w[k].status;
-		rc->attempts = w[k].attempts;
-		rc->next_try = w[k].next_try;
-		free(rc->last_error);
-		free(rc->remote);
-		rc->last_error = w[k].last_error;
-		rc->remote = w[k].remote;
-		w[k].last_error = w[k].remote = NULL;
-		struct qres res = {w[k].idx, w[k].r, w[k].text, NULL, 0, 0};
-		static char owed[] = "4.3.0 Delivered, but the success notice could not be written";
-		if (res.r == DELIVER_OK && dsn_wanted(rc, DSN_DELIVERED)) {
-			res.r = DELIVER_TEMPFAIL;
-			res.text = owed;
-		}
-		job_record(j, &res);
-	}
 	for (size_t i = 0; i < j->snap.nrcpts; i++) {
 		struct spool_rcpt *rc = &j->snap.rcpts[i];
-		if (rc->status == RCPT_DELIVERED && (rc->notice_owed || job_relayed(j, i)) &&
+		if (rc->status == RCPT_DELIVERED && job_reports(j, i) &&
 		    dsn_wanted(rc, DSN_DELIVERED))
 			job_notice_state(j, i, 1);
 	}
 }
 
 /*
- * The success notice still cannot be written when the message has been in
- * the queue for queue.max_age: it is given up, so that the message can end.
- * Its recipients stay delivered.
+ * A success notice still not written when the message has been in the
+ * queue for queue.max_age is given up, so that the message can end. Its
+ * recipients stay delivered: they are never bounced.
  */
 static void
 job_notice_dropped(struct qjob *j)
 {
-	log_error("queue %s: success notice to <%s> given up after queue.max_age: it could not "
-		  "be written",
-		  j->snap.id, j->snap.mail_from);
+	log_error("queue %s: success notice to <%s> given up after queue.max_age", j->snap.id,
+		  j->snap.mail_from);
 	for (size_t i = 0; i < j->snap.nrcpts; i++)
 		if (j->snap.rcpts[i].notice_owed)
 			job_notice_state(j, i, 0);
@@ -820,11 +793,8 @@ job_run(struct qjob *j)
 		job_record(j, &j->results[i]);
 	j->recs_keep = j->nresults > 0;
 
-	size_t mark = j->recs.len, nwas = 0;
-	struct local_was *was = NULL;
 	if (j->nlocals > 0 && job_content(j) == 0) {
-		was = xcalloc(j->nlocals, sizeof(*was));
-		for (size_t i = 0; i < j->nlocals && !j->error; i++) {
+		for (size_t i = 0; i < j->nlocals; i++) {
 			struct local_rcpt *lr = &j->locals[i];
 			struct spool_rcpt *rc = &j->snap.rcpts[lr->idx];
 			struct buf why = BUF_INIT(0);
@@ -838,26 +808,23 @@ job_run(struct qjob *j)
 						  j->content.data, j->content.len, key, lr->quota,
 						  j->max_hops, &why);
 			struct qres res = {lr->idx, r, why.len ? why.data : NULL, NULL, 0, 0};
-			was[nwas++] = (struct local_was){
-				lr->idx, r, res.text ? xstrdup(res.text) : NULL, rc->status,
-				rc->attempts, rc->next_try,
-				rc->last_error ? xstrdup(rc->last_error) : NULL,
-				rc->remote ? xstrdup(rc->remote) : NULL};
 			job_record(j, &res);
 			buf_free(&why);
 		}
 	}
-	if (!j->error && (nwas > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j)) &&
+	if (!j->error &&
+	    (j->nlocals > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j, now, j->expire)) &&
 	    job_content(j) == 0) {
 		job_success_notice(j);
 		if (j->error && j->expire)
 			job_notice_dropped(j);
 		else if (j->error)
-			job_notice_owed(j, was, nwas, mark);
+			job_notice_owed(j);
 	}
-	local_was_free(was, nwas);
 
 	if (j->expire && !j->error) {
+		if (job_owes_notice(j, now, 1))
+			job_notice_dropped(j);
 		for (size_t i = 0; i < j->snap.nrcpts && !j->error; i++) {
 			struct spool_rcpt *rc = &j->snap.rcpts[i];
 			if (rcpt_final(rc))
@@ -879,14 +846,14 @@ job_run(struct qjob *j)
 		if (!rcpt_final(&j->snap.rcpts[i]))
 			all_final = 0;
 
-	if (j->warn && !all_final && !j->error && dsn_needed(&j->snap, DSN_DELAYED) &&
-	    job_content(j) == 0) {
-		j->notices[0] = job_notice(j, DSN_DELAYED, 0);
+	if (j->warn && !all_final && dsn_needed(&j->snap, DSN_DELAYED)) {
+		if (!j->error && job_content(j) == 0)
+			j->notices[0] = job_notice(j, DSN_DELAYED, 0);
 		if (!j->error) {
 			spool_state_record(&j->recs, j->snap.seed, SPOOL_REC_WARNED, 0, 0, 0, NULL, NULL);
 			j->warned = 1;
 		}
-	} else if (j->warn && !j->error) {
+	} else if (j->warn) {
 		j->warned = 1;	/* nothing to warn about; don't ask again */
 	}
 
@@ -906,7 +873,6 @@ job_run(struct qjob *j)
 	}
 	if (!j->removed)
 		job_write_records(j);
-	(void)now;
 }
 
 static void

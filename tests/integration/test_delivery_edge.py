@@ -10,6 +10,7 @@ Every daemon has queue retries of 1 s and a DNS server on a closed loopback
 port, so nothing ever leaves loopback and no wait is long. Tests marked
 xfail(strict=True) document a server bug: they pass once it is fixed.
 """
+import contextlib
 import email
 import email.policy
 import email.utils
@@ -56,6 +57,25 @@ def srv(start):
 
 
 # ---------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def queue_frozen(s):
+    """The queue directory made immutable (chattr +i: no file can be made or
+    removed in it, as on a full disk) once delivered spool files are kept
+    for reuse, so that a new message is still accepted, into a kept file.
+    Skips the test where chattr +i cannot be used."""
+    qdir = os.path.join(s.data_dir, "queue")
+    for i in range(3):
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm %d\r\n\r\nx\r\n" % i)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert any(n.startswith(".r") for n in os.listdir(qdir)), os.listdir(qdir)
+    if subprocess.run(["chattr", "+i", qdir], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", qdir], check=True)
+
 
 def send(s, frm, rcpts, body, mail_opts="", rcpt_opts=""):
     """One transaction over a raw socket; returns the queue id."""
@@ -955,34 +975,20 @@ def test_notify_success_on_local_delivery_reports_delivered(srv):
 
 def test_success_notice_that_cannot_be_written_is_tried_again(srv):
     """A success notice whose write fails (here: no file can be made in the
-    queue directory, as on a full disk) is not lost: the recipient is
-    recorded deferred, not delivered; the next run finds it delivered
-    already (no second copy, and no quota refusal for it) and writes the
-    notice then."""
+    queue directory, as on a full disk) is not lost: the recipient stays
+    delivered, its notice recorded owed, and the next try (no flush: at its
+    time) writes the notice without delivering anything again."""
     s = srv
-    qdir = os.path.join(s.data_dir, "queue")
-    # Spool files are kept for reuse once delivered: a new message can then
-    # be accepted without making a file.
-    for i in range(3):
-        send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm %d\r\n\r\nx\r\n" % i)
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    assert any(n.startswith(".r") for n in os.listdir(qdir)), os.listdir(qdir)
-    if subprocess.run(["chattr", "+i", qdir], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not supported here")
-    try:
+    with queue_frozen(s):
         qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],
                           b"Subject: tell me later\r\n\r\nx\r\n")
         wait_queue_shows(s, r"(?m)^%s .*\n(\s+<.*\n)*\s+<alice@example\.test>\s+local\s+"
-                            r"deferred\s+.*last=\"4\.3\.0 Delivered, but the success notice"
-                         % qid)
+                            r"delivered\s+attempts=1\s+notice-owed\s+next=" % qid)
         assert "cannot write notice" in s.log()
         assert len(s.messages("alice@example.test")) == 4
         assert s.messages("bob@example.test") == []
-    finally:
-        subprocess.run(["chattr", "-i", qdir], check=True)
-    # Over quota by now: the message is in already, not new usage.
+    # Over quota by now: nothing is delivered again, only the notice written.
     s.cli("user", "quota", "alice@example.test", "1")
-    s.cli("queue", "flush")
     raw = stored_notice(s, "bob@example.test")
     assert b"Subject: tell me later" in raw
     m = email.message_from_bytes(raw, policy=email.policy.compat32)
@@ -998,21 +1004,19 @@ def test_success_notice_still_unwritable_at_max_age_is_given_up(start):
     """A success notice that still cannot be written when the message
     reaches queue.max_age is given up, logged, so that the message can end:
     the recipient stays delivered (one copy), nothing is bounced."""
-    s = start({"queue.max_age": "3s"})
-    qdir = os.path.join(s.data_dir, "queue")
-    for i in range(3):
-        send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm %d\r\n\r\nx\r\n" % i)
-    wait_for(lambda: queue_empty(s), what="empty queue")
-    if subprocess.run(["chattr", "+i", qdir], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not supported here")
-    try:
+    # The owed notice's next try (1 h) comes after queue.max_age: only
+    # expiry can end the message. The delay warning falls due between: it
+    # must not try the notice again before its time.
+    s = start({"queue.max_age": "6s", "queue.retry_interval": "1h", "queue.retry_max": "1h",
+               "queue.delay_warning": "2s"})
+    with queue_frozen(s):
         qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],
                           b"Subject: tell me later\r\n\r\nx\r\n")
         wait_for(lambda: "queue %s: success notice to <bob@example.test> given up after "
-                         "queue.max_age" % qid in s.log(), timeout=15, what="the notice given up")
-    finally:
-        subprocess.run(["chattr", "-i", qdir], check=True)
+                         "queue.max_age" % qid in s.log(), timeout=20, what="the notice given up")
     log = s.log()
+    # Once at delivery, once more at expiry.
+    assert log.count("queue %s: cannot write notice" % qid) == 2, log[-3000:]
     assert "rcpt=alice@example.test status=bounced" not in log, log[-3000:]
     assert "5.4.7" not in log, log[-3000:]
     assert len(s.messages("alice@example.test")) == 4
