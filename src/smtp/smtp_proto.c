@@ -1379,25 +1379,25 @@ is_field_start(const char *p, size_t n)
 }
 
 size_t
-smtp_data_header_end(const struct smtp_data_reader *r, const char *msg, size_t len)
+smtp_data_header_end(const char *msg, size_t len)
 {
-	/*
-	 * header_len only ever moves to just after a CR LF, so the result is
-	 * a line start whatever the content (a bare LF is no line end).
-	 */
-	size_t end = r->header_len < len ? (size_t)r->header_len : len;
+	size_t i = 0, field = 0;
 
-	if (end == 0 || !is_field_start(msg, len))
+	if (len == 0 || !is_field_start(msg, len))
 		return 0;
-	if (r->header_done || end == len || (msg[end] != ' ' && msg[end] != '\t'))
-		return end;
-	/* The last line has no CR LF and continues the field before it: go
-	 * before that field, never between its lines. */
-	size_t field = 0;
-	for (size_t i = 0; i + 1 < end; i++)
-		if (msg[i] == '\r' && msg[i + 1] == '\n' && msg[i + 2] != ' ' && msg[i + 2] != '\t')
-			field = i + 2;
-	return field;
+	for (;;) {
+		const char *crlf = memmem(msg + i, len - i, "\r\n", 2);
+		if (crlf == NULL)	/* a last line with no CRLF (BDAT) */
+			return msg[i] == ' ' || msg[i] == '\t' ? field : i;
+		i = (size_t)(crlf - msg) + 2;
+		if (i == len || (msg[i] == '\r' && i + 1 < len && msg[i + 1] == '\n'))
+			return i;	/* the end, or the empty line */
+		if (msg[i] == ' ' || msg[i] == '\t')
+			continue;	/* the field goes on */
+		if (!is_field_start(msg + i, len - i))
+			return i;	/* a line that is no field: the body starts */
+		field = i;
+	}
 }
 
 /* ------------------------------------------------------------------ */

@@ -362,19 +362,20 @@ void smtp_data_finish(struct smtp_data_reader *r);
 int smtp_data_error(const struct smtp_data_reader *r, struct smtp_error *err);
 
 /*
- * Where the header section of msg[0..len), the message r read (complete
- * and without errors), ends: the offset at which fields added after the
- * message's own go. RFC 5322 3.6 keeps trace fields together at the top,
- * so a submission server's Message-ID:/Date: go here, not above them. It
- * is the empty line that ends the header or, without one, the end of the
- * last complete field: after the last CRLF, or before a last field whose
- * final line, with no CRLF (BDAT), continues it. Always the start of a
- * line, after a CRLF. 0 when the message has no header: it is empty,
- * starts with an empty line, or its first line is not a field (a name of
- * printable characters, then a colon; RFC 5322 4.5.1 allows white space
- * before it), as when it starts with white space.
+ * Where the header section of msg[0..len), a message as read (lines end in
+ * CRLF; a bare CR or LF ends no line), ends: the offset at which fields
+ * added after the message's own go. RFC 5322 3.6 keeps trace fields
+ * together at the top, so a submission server's Message-ID:/Date: go
+ * here, not above them. It is the empty line that ends the header, or the
+ * first line that is neither a field nor the continuation of one (every
+ * parser takes the body to start there), or the end of the message; with a
+ * last line that has no CRLF (BDAT), before it, or before the field it
+ * continues. Always the start of a line. 0 when the message has no header:
+ * it is empty, starts with an empty line, or its first line is not a field
+ * (a name of printable characters, then a colon; RFC 5322 4.5.1 allows
+ * white space before it), as when it starts with white space.
  */
-size_t smtp_data_header_end(const struct smtp_data_reader *r, const char *msg, size_t len);
+size_t smtp_data_header_end(const char *msg, size_t len);
 
 /* ------------------------------------------------------------------ */
 /* Replies */

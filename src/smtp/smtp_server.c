@@ -1517,27 +1517,29 @@ smtp_message_done(struct smtp_sess *s)
 	 * our Received:, when the message has no header.
 	 */
 	struct buf added = BUF_INIT(0);
-	/* Content whose first line starts with white space would continue the
-	 * last field added: it has no header, so it becomes the body, and
-	 * fields in its text are not the message's. */
-	int ws_first = s->data.len > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t');
-	size_t own_len = ws_first ? 0 : hdr_len;
+	size_t at = smtp_data_header_end(hdr, s->data.len);
 	if (submission) {
-		if (count_header(hdr, own_len, "Message-ID") == 0) {
+		/* Fields of the message's own header count, not its text's; a
+		 * last line with no CRLF (BDAT) at at is still header. */
+		size_t own = at;
+		if (memmem(hdr + at, s->data.len - at, "\r\n", 2) == NULL)
+			own = s->data.len;
+		if (count_header(hdr, own, "Message-ID") == 0) {
 			char rnd[33];
 			util_random_hex(rnd, 16);
 			free(s->msgid);
 			s->msgid = xasprintf("<%s@%s>", rnd, cfg->hostname);
 			buf_printf(&added, "Message-ID: %s\r\n", s->msgid);
 		}
-		if (count_header(hdr, own_len, "Date") == 0)
+		if (count_header(hdr, own, "Date") == 0)
 			buf_printf(&added, "Date: %s\r\n", date);
 	}
-	size_t at = smtp_data_header_end(&s->reader, hdr, s->data.len);
 	buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);
 	buf_free(&added);
-	if (ws_first)
+	/* Content whose first line starts with white space would continue the
+	 * last field added: it has no header, so it becomes the body. */
+	if (s->data.len > 0 && (hdr[0] == ' ' || hdr[0] == '\t'))
 		buf_puts(&content, "\r\n");
 	buf_append(&content, hdr + at, s->data.len - at);
 

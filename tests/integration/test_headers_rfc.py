@@ -597,9 +597,15 @@ def test_added_fields_placement_without_proper_header(make_populated):
         (b"X-A: 1\r\nSubject: folded,\r\n no final CRLF", 8),
         (b"X-A: 1\r\nSubject: folded\r\n\tover\r\n three\r\n\r\nbody\r\n", 40),
         (b"X-A: 1\r\nSubject: folded, header only\r\n\tover\r\n three\r\n", 53),
+        # A line that is no field ends the header, for every parser: before it.
+        (b"X-Note: n\r\nSubject: s\r\nhello there\r\n\r\nbody\r\n", 23),
+        # No header: a Message-ID: in the text is not the message's.
+        (b"plain text first\r\nMessage-ID: <in-text@client.test>\r\n\r\nbody\r\n", 0),
+        # BDAT: a last line with no CRLF is still header: its Message-ID counts.
+        (b"Message-ID: <own@client.test>", None),
     ]
     for body, at in cases:
-        assert at == 0 or body[at - 2:at] == b"\r\n", (body, at)
+        assert not at or body[at - 2:at] == b"\r\n", (body, at)
     problems = []
     sent = []
     for kind in ("smtp", "submission"):
@@ -621,6 +627,10 @@ def test_added_fields_placement_without_proper_header(make_populated):
         got = [m for m in msgs if tag in m]
         assert len(got) == 1, (kind, n)
         stored = got[0]
+        if at is None:
+            assert stored.count(b"Message-ID:") == 1 and stored.endswith(body), (kind, stored)
+            assert (b"\r\nDate: " in stored) == (kind == "submission"), (kind, stored)
+            continue
         try:
             fields, _ = header_fields(stored)
             names = [f[0] for f in fields]
