@@ -1,7 +1,7 @@
 /*
  * password — see password.h. crypt_ra allocates its own scratch area, so
  * concurrent calls from worker threads are safe; so is libidn's
- * stringprep_profile(), which keeps no state between calls.
+ * stringprep(), which keeps no state between calls.
  *
  * SECURITY: an unknown scheme, a locked hash ('!', '*') or an empty hash
  * never verifies. A password SASLprep refuses is never an error of its own:
@@ -16,6 +16,9 @@
 
 #include <openssl/crypto.h>
 #include <stringprep.h>
+
+/* The largest buffer SASLprep of a password may take (an AUTH line is 12 KB). */
+#define PASSWORD_PREP_MAX (256 * 1024)
 
 static const char *const supported[] = {"$y$", "$6$", "$5$", "$2b$", "$2y$", "$2a$"};
 
@@ -71,30 +74,45 @@ prep_error(int rc)
 int
 password_prep(const char *pw, enum password_prep_use use, char **prep_r, const char **why_r)
 {
-	char *out = NULL;
+	size_t len = strlen(pw), size = 4 * len + 16;
+	char *buf;
+	int rc;
 
 	*prep_r = NULL;
 	*why_r = NULL;
 	if (printable_ascii(pw))
 		return 0;
-	/* XXX libidn frees its UCS-4 scratch copies of pw unwiped; only the
-	 * result is ours to wipe. */
-	int rc = stringprep_profile(pw, &out, "SASLprep",
-				    use == PASSWORD_PREP_STORED ? STRINGPREP_NO_UNASSIGNED : 0);
+	/*
+	 * In a buffer of ours, wiped whole whatever the result: stringprep()
+	 * writes a shorter result over the input, leaving its tail behind.
+	 * XXX libidn's own UCS-4 and UTF-8 copies are freed unwiped.
+	 */
+	for (;;) {
+		buf = xmalloc(size);
+		memcpy(buf, pw, len + 1);
+		rc = stringprep(buf, size, use == PASSWORD_PREP_STORED ? STRINGPREP_NO_UNASSIGNED : 0,
+				stringprep_saslprep);
+		if (rc != STRINGPREP_TOO_SMALL_BUFFER || size > PASSWORD_PREP_MAX)
+			break;
+		util_wipe(buf, size);
+		free(buf);
+		size *= 2;	/* NFKC may make one character eighteen */
+	}
+	if (rc == STRINGPREP_OK && buf[0] != '\0')
+		*prep_r = xstrdup(buf);
+	util_wipe(buf, size);
+	free(buf);
 	if (rc != STRINGPREP_OK) {
-		if (out != NULL)
-			password_prep_free(&out);
-		*why_r = prep_error(rc);
+		*why_r = rc == STRINGPREP_TOO_SMALL_BUFFER ? "it is too long once prepared"
+							   : prep_error(rc);
 		return -1;
 	}
-	if (out[0] == '\0') {
+	if (*prep_r == NULL) {
 		/* RFC 4616 2: passwd is 1*SAFE; "\u00ad" alone would be no password. */
-		free(out);
 		*why_r = "nothing is left of it after SASLprep (RFC 4013): it holds only "
 			 "characters that map to nothing, such as U+00AD SOFT HYPHEN";
 		return -1;
 	}
-	*prep_r = out;
 	return 1;
 }
 

@@ -112,6 +112,25 @@ check_prep(const char *in, const char *want)
 	}
 }
 
+/* A password that grows under NFKC past the first buffer: U+FDFA is 18
+ * characters (15 Arabic letters, 3 spaces) once prepared. */
+static void
+test_prep_grows(void **state)
+{
+	char in[20 * 3 + 1], want[20 * 33 + 1];
+	const char one[] = "\xd8\xb5\xd9\x84\xd9\x89 \xd8\xa7\xd9\x84\xd9\x84\xd9\x87 "
+			   "\xd8\xb9\xd9\x84\xd9\x8a\xd9\x87 \xd9\x88\xd8\xb3\xd9\x84\xd9\x85";
+
+	(void)state;
+	assert_int_equal(strlen(one), 33);
+	in[0] = want[0] = '\0';
+	for (int i = 0; i < 20; i++) {
+		strcat(in, "\xef\xb7\xba");
+		strcat(want, one);
+	}
+	check_prep(in, want);
+}
+
 static void
 test_prep_ascii(void **state)
 {
@@ -258,6 +277,7 @@ main(void)
 		cmocka_unit_test(test_unsupported),
 		cmocka_unit_test(test_prep_ascii),
 		cmocka_unit_test(test_prep_maps),
+		cmocka_unit_test(test_prep_grows),
 		cmocka_unit_test(test_prep_refuses),
 		cmocka_unit_test(test_hash_prepared),
 		cmocka_unit_test(test_verify_raw_hashes),
