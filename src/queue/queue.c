@@ -7,11 +7,11 @@
  * every kick) starts a job for every ready message that has something due:
  * recipients to deliver locally, results from the remote transport to
  * record, a success notice owed, expiry, a delay notice, or the final
- * bounce and removal. Messages
- * with nothing to do wait in a heap by the time something falls due, or
- * for an event, so the tick never walks the whole queue. While a job runs
- * the entry is busy and the tick leaves it alone; the job's done callback
- * (loop thread) applies what the job recorded on disk.
+ * bounce and removal. Messages with nothing to do wait in a heap by the
+ * time something falls due, or for an event, so the tick never walks the
+ * whole queue. While a job runs the entry is busy and the tick leaves it
+ * alone; the job's done callback (loop thread) applies what the job
+ * recorded on disk.
  *
  * SECURITY: jobs own copies of everything they touch; entries are only
  * changed on the loop thread.
