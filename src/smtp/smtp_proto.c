@@ -1379,17 +1379,21 @@ is_field_start(const char *p, size_t n)
 }
 
 size_t
-smtp_data_header_end(const char *msg, size_t len)
+smtp_data_header_end(const char *msg, size_t len, size_t *own_r)
 {
 	size_t i = 0, field = 0;
 
+	*own_r = 0;
 	if (len == 0 || !is_field_start(msg, len))
 		return 0;
 	for (;;) {
 		const char *crlf = memmem(msg + i, len - i, "\r\n", 2);
-		if (crlf == NULL)	/* a last line with no CRLF (BDAT) */
+		if (crlf == NULL) {	/* a last line with no CRLF (BDAT): still header */
+			*own_r = len;
 			return msg[i] == ' ' || msg[i] == '\t' ? field : i;
+		}
 		i = (size_t)(crlf - msg) + 2;
+		*own_r = i;
 		if (i == len || (msg[i] == '\r' && i + 1 < len && msg[i + 1] == '\n'))
 			return i;	/* the end, or the empty line */
 		if (msg[i] == ' ' || msg[i] == '\t')

@@ -373,9 +373,12 @@ int smtp_data_error(const struct smtp_data_reader *r, struct smtp_error *err);
  * continues. Always the start of a line. 0 when the message has no header:
  * it is empty, starts with an empty line, or its first line is not a field
  * (a name of printable characters, then a colon; RFC 5322 4.5.1 allows
- * white space before it), as when it starts with white space.
+ * white space before it), as when it starts with white space. *own_r is
+ * where the message's own fields end: the same, or with a last line that
+ * has no CRLF, the end of the message (the fields it holds or continues
+ * are the message's, though ours go before them).
  */
-size_t smtp_data_header_end(const char *msg, size_t len);
+size_t smtp_data_header_end(const char *msg, size_t len, size_t *own_r);
 
 /* ------------------------------------------------------------------ */
 /* Replies */

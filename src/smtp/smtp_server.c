@@ -1517,13 +1517,10 @@ smtp_message_done(struct smtp_sess *s)
 	 * our Received:, when the message has no header.
 	 */
 	struct buf added = BUF_INIT(0);
-	size_t at = smtp_data_header_end(hdr, s->data.len);
+	size_t own;
+	size_t at = smtp_data_header_end(hdr, s->data.len, &own);
 	if (submission) {
-		/* Fields of the message's own header count, not its text's; a
-		 * last line with no CRLF (BDAT) at at is still header. */
-		size_t own = at;
-		if (memmem(hdr + at, s->data.len - at, "\r\n", 2) == NULL)
-			own = s->data.len;
+		/* Fields of the message's own header count, not its text's. */
 		if (count_header(hdr, own, "Message-ID") == 0) {
 			char rnd[33];
 			util_random_hex(rnd, 16);

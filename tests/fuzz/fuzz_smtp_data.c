@@ -225,8 +225,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Where submission's added fields go: a line start within the message,
 	 * after a CRLF, never inside the empty line that ends the header. */
 	const char *o = whole.out.data ? whole.out.data : "";
-	size_t at = smtp_data_header_end(o, whole.out.len);
-	CHECK(at <= whole.out.len);
+	size_t own;
+	size_t at = smtp_data_header_end(o, whole.out.len, &own);
+	CHECK(at <= own && own <= whole.out.len);
 	CHECK(at == 0 || (o[at - 2] == '\r' && o[at - 1] == '\n'));
 	CHECK(at < 2 || !(o[at - 2] == '\r' && o[at - 1] == '\n' && at >= 4 && o[at - 4] == '\r' &&
 			  o[at - 3] == '\n'));

@@ -1535,12 +1535,12 @@ test_bdat(void **state)
  * where smtp_data_header_end() puts fields added after the message's own.
  */
 static void
-assert_header_end(const char *msg, size_t len, size_t want)
+assert_header_end_own(const char *msg, size_t len, size_t want, size_t want_own)
 {
 	for (int bytewise = 0; bytewise < 2; bytewise++) {
 		struct smtp_data_reader r;
 		struct buf out = BUF_INIT(0);
-		size_t used;
+		size_t used, own;
 
 		smtp_data_reader_init(&r, &out, SMTP_DATA_MODE_BDAT);
 		if (bytewise)
@@ -1551,9 +1551,17 @@ assert_header_end(const char *msg, size_t len, size_t want)
 		smtp_data_finish(&r);
 		assert_int_equal(r.errors, 0);
 		assert_int_equal(out.len, len);
-		assert_int_equal(smtp_data_header_end(out.data ? out.data : "", out.len), want);
+		assert_int_equal(smtp_data_header_end(out.data ? out.data : "", out.len, &own), want);
+		assert_int_equal(own, want_own);
 		buf_free(&out);
 	}
+}
+
+/* The message's own fields end where ours go, unless a last line has no CRLF. */
+static void
+assert_header_end(const char *msg, size_t len, size_t want)
+{
+	assert_header_end_own(msg, len, want, want);
 }
 
 static void
@@ -1568,10 +1576,11 @@ test_data_header_end(void **state)
 	assert_header_end(S("From: a@b.c\r\nSubject: s\r\n"), 25);
 	assert_header_end(S("Subject: s\r\n folded\r\n"), 21);
 	/* The last line has no CRLF: before it, or before the field it continues. */
-	assert_header_end(S("From: a@b.c\r\nSubject: s"), 13);
-	assert_header_end(S("From: a@b.c\r\nSubject: s\r\n x\r\n\ty"), 13);
-	assert_header_end(S("Subject: s\r\n x"), 0);
-	assert_header_end(S("Subject: no CRLF"), 0);
+	assert_header_end_own(S("From: a@b.c\r\nSubject: s"), 13, 23);
+	assert_header_end_own(S("From: a@b.c\r\nSubject: s\r\n x\r\n\ty"), 13, 31);
+	assert_header_end_own(S("Subject: s\r\n x"), 0, 14);
+	assert_header_end_own(S("Subject: no CRLF"), 0, 16);
+	assert_header_end(S("From: a@b.c\r\nno field"), 13);
 	/* Obsolete white space before the colon is still a field. */
 	assert_header_end(S("Subject \t: s\r\n\r\nx\r\n"), 14);
 	/* No header: empty, an empty first line, a first line that is not a field. */
@@ -1596,7 +1605,9 @@ test_data_header_end(void **state)
 	smtp_data_feed(&r, S("A: 1\r\nB: 2\n\nbody\r\n"), &used);
 	smtp_data_finish(&r);
 	assert_int_equal(r.errors, SMTP_DATA_ERR_BARE_LF);
-	assert_int_equal(smtp_data_header_end(out.data, out.len), out.len);
+	size_t own;
+	assert_int_equal(smtp_data_header_end(out.data, out.len, &own), out.len);
+	assert_int_equal(own, out.len);
 	buf_free(&out);
 }
 
