@@ -26,8 +26,9 @@ enum password_prep_use { PASSWORD_PREP_QUERY, PASSWORD_PREP_STORED };
  * 1: *prep_r is the prepared password (malloc'd; free with password_prep_free()).
  * 0: pw is printable ASCII and its own prepared form; *prep_r is NULL.
  * -1: SASLprep refuses pw (not UTF-8, a prohibited character, bad bidi, an
- *     unassigned code point when stored, nothing left); *why_r is a static
- *     sentence for the CLI that names no character of pw.
+ *     unassigned code point when stored, nothing left, too long once
+ *     prepared); *why_r is a static sentence for the CLI that names no
+ *     character of pw.
  */
 int password_prep(const char *pw, enum password_prep_use use, char **prep_r, const char **why_r);
 /* Wipe and free a prepared password; sets *p to NULL. */

@@ -72,7 +72,8 @@
  * only delays the message's arrival in the mailbox.
  */
 #define QUEUE_GATHER_MS 25
-/* A job that failed (could not write its records or a notice) runs again after this. */
+/* A job that failed (could not read its spool file, write its records or a
+ * notice) runs again after this. */
 #define QUEUE_ERROR_PAUSE_S 10
 /* Delivered spool files kept for reuse (queue_spool.h, spool_pool). */
 #define QUEUE_RECYCLE 512
@@ -812,10 +813,11 @@ job_run(struct qjob *j)
 			buf_free(&why);
 		}
 	}
-	if (!j->error &&
-	    (j->nlocals > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j, now, j->expire)) &&
-	    job_content(j) == 0) {
-		job_success_notice(j);
+	/* A notice that cannot be made now, for want of the content either,
+	 * is owed: the recipients it reports are delivered already. */
+	if (j->nlocals > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j, now, j->expire)) {
+		if (!j->error && job_content(j) == 0)
+			job_success_notice(j);
 		if (j->error && j->expire)
 			job_notice_dropped(j);
 		else if (j->error)
@@ -823,8 +825,6 @@ job_run(struct qjob *j)
 	}
 
 	if (j->expire && !j->error) {
-		if (job_owes_notice(j, now, 1))
-			job_notice_dropped(j);
 		for (size_t i = 0; i < j->snap.nrcpts && !j->error; i++) {
 			struct spool_rcpt *rc = &j->snap.rcpts[i];
 			if (rcpt_final(rc))

@@ -691,6 +691,49 @@ def test_relayed_notice_that_cannot_be_written_is_owed_not_lost(net):
     assert len(a.messages("alice@a.example")) == 1
 
 
+def test_relayed_notice_owed_when_the_spool_file_cannot_be_read(net):
+    """The peer took the message, but the spool file cannot be read back to
+    make the "relayed" notice (here: a byte of its content damaged while
+    the peer was answering; bob's local delivery, from the content still in
+    memory, came first, and after it the content is read from the file):
+    the notice is owed, not dropped, and is written once the file reads
+    again."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4", caps=["PIPELINING", "8BITMIME", "SIZE 10000000",
+                                    "ENHANCEDSTATUSCODES"], dot_delay=2)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example", "bob@a.example"],
+             msg("alice@a.example", "x@c.example", "damaged meanwhile"),
+             rcpt_options=["NOTIFY=SUCCESS"])
+    assert p.dot_seen.wait(15)
+    qdir = os.path.join(a.data_dir, "queue")
+    path = [os.path.join(qdir, n) for n in os.listdir(qdir)
+            if b"damaged meanwhile" in open(os.path.join(qdir, n), "rb").read()][0]
+    with open(path, "r+b") as f:
+        data = f.read()
+        off = data.index(b"damaged meanwhile")
+        f.seek(off)
+        f.write(b"D")
+    try:
+        inbox_text(a, "alice@a.example", 1)     # bob's notice: the first job had the content
+        a.wait_log(r"cannot read")
+    finally:
+        with open(path, "r+b") as f:
+            f.seek(off)
+            f.write(b"d")
+    # (Read again only after the 10 s pause a failed job takes, or a flush.)
+    wait_for(lambda: re.search(r"<x@c\.example>\s+remote\s+delivered\s+attempts=1\s+"
+                               r"notice-owed", a.queue_list()),
+             what="the owed notice in `queue list`")
+    a.cli("queue", "flush")
+    a.wait_queue_empty()
+    texts = inbox_text(a, "alice@a.example", 2)
+    relayed = [t for t in texts if "Final-Recipient: rfc822; x@c.example" in t]
+    assert len(relayed) == 1 and "Action: relayed" in relayed[0], texts
+    assert len(p.txns) == 1
+
+
 def test_notify_success_to_an_alias_of_several_reports_expanded(net):
     """RFC 3461 6.2.7.3: NOTIFY=SUCCESS,FAILURE to an alias of two members,
     one local and one behind a DSN peer: the sender gets one "expanded"
