@@ -708,8 +708,9 @@ def test_relayed_notice_owed_when_the_spool_file_cannot_be_read(net):
              rcpt_options=["NOTIFY=SUCCESS"])
     assert p.dot_seen.wait(15)
     qdir = os.path.join(a.data_dir, "queue")
-    path = [os.path.join(qdir, n) for n in os.listdir(qdir)
-            if b"damaged meanwhile" in open(os.path.join(qdir, n), "rb").read()][0]
+    # The message's file (bob's notice, "ID-s1", quotes its header too).
+    path = [os.path.join(qdir, n) for n in os.listdir(qdir) if "-" not in n and
+            b"damaged meanwhile" in open(os.path.join(qdir, n), "rb").read()][0]
     with open(path, "r+b") as f:
         data = f.read()
         off = data.index(b"damaged meanwhile")
