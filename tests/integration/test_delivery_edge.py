@@ -976,8 +976,9 @@ def test_notify_success_on_local_delivery_reports_delivered(srv):
 def test_success_notice_that_cannot_be_written_is_tried_again(srv):
     """A success notice whose write fails (here: no file can be made in the
     queue directory, as on a full disk) is not lost: the recipient stays
-    delivered, its notice recorded owed, and the next try (no flush: at its
-    time) writes the notice without delivering anything again."""
+    delivered, its notice recorded owed, and the next try writes the notice
+    without delivering anything again. (A job that failed waits 10 s before
+    the next: the flush saves the test that wait.)"""
     s = srv
     with queue_frozen(s):
         qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],
@@ -989,6 +990,7 @@ def test_success_notice_that_cannot_be_written_is_tried_again(srv):
         assert s.messages("bob@example.test") == []
     # Over quota by now: nothing is delivered again, only the notice written.
     s.cli("user", "quota", "alice@example.test", "1")
+    s.cli("queue", "flush")
     raw = stored_notice(s, "bob@example.test")
     assert b"Subject: tell me later" in raw
     m = email.message_from_bytes(raw, policy=email.policy.compat32)
