@@ -463,11 +463,17 @@ warn_due(const struct config *cfg, const struct spool_msg *m, int64_t now)
 	return warn_time(cfg, m) <= now;
 }
 
+/* Whether rc waits for its next_try: deferred, or its success notice owed. */
+static int
+rcpt_timed(const struct spool_rcpt *rc)
+{
+	return rc->status == RCPT_DEFERRED || rc->notice_owed;
+}
+
 static int
 rcpt_due(const struct spool_rcpt *rc, int64_t now)
 {
-	return rc->status == RCPT_PENDING ||
-	       ((rc->status == RCPT_DEFERRED || rc->notice_owed) && rc->next_try <= now);
+	return rc->status == RCPT_PENDING || (rcpt_timed(rc) && rc->next_try <= now);
 }
 
 static int64_t
@@ -947,8 +953,7 @@ job_done(void *arg)
 			int tried = 0;
 			for (size_t k = 0; k < j->nlocals && !tried; k++)
 				tried = j->locals[k].idx == i;
-			if (!tried && (e->msg.rcpts[i].status == RCPT_DEFERRED ||
-				       e->msg.rcpts[i].notice_owed))
+			if (!tried && rcpt_timed(&e->msg.rcpts[i]))
 				e->msg.rcpts[i].next_try = 0;
 		}
 	}
@@ -1398,7 +1403,7 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 		if (rcpt_final(rc))
 			continue;
 		all_final = 0;
-		if ((rc->status == RCPT_DEFERRED || rc->notice_owed) && rc->next_try < due &&
+		if (rcpt_timed(rc) && rc->next_try < due &&
 		    (rc->local || rc->notice_owed || !q->have_remote || !e->remote_busy))
 			due = rc->next_try;
 	}
@@ -1778,7 +1783,7 @@ queue_flush(struct queue *q)
 {
 	for (struct qentry *e = q->head; e; e = e->next) {
 		for (size_t i = 0; i < e->msg.nrcpts; i++)
-			if (e->msg.rcpts[i].status == RCPT_DEFERRED || e->msg.rcpts[i].notice_owed)
+			if (rcpt_timed(&e->msg.rcpts[i]))
 				e->msg.rcpts[i].next_try = 0;
 		/* Reported by the transport, not yet recorded: deferrals all the same. */
 		for (size_t i = 0; i < e->npending; i++)

@@ -1517,9 +1517,9 @@ smtp_message_done(struct smtp_sess *s)
 	 * our Received:, when the message has no header.
 	 */
 	struct buf added = BUF_INIT(0);
-	size_t own;
-	size_t at = smtp_data_header_end(hdr, s->data.len, &own);
+	size_t at = 0, own;
 	if (submission) {
+		at = smtp_data_header_end(hdr, s->data.len, &own);
 		/* Fields of the message's own header count, not its text's. */
 		if (count_header(hdr, own, "Message-ID") == 0) {
 			char rnd[33];
