@@ -165,6 +165,18 @@ addr_to_text(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 	}
 }
 
+/* Take c off the caps (once): its session is over. */
+static void
+conn_uncount(struct conn *c)
+{
+	if (c->uncounted)
+		return;
+	c->uncounted = 1;
+	c->srv->nconns--;
+	c->l->nconns--;
+	ip_decr(c->srv, c->peer_ip);
+}
+
 static void
 conn_unlink(struct conn *c)
 {
@@ -176,19 +188,24 @@ conn_unlink(struct conn *c)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	srv->nconns--;
-	c->l->nconns--;
-	ip_decr(srv, c->peer_ip);
+	conn_uncount(c);
 }
 
-void
-conn_close(struct conn *c)
+/* The protocol's session ends here (once). */
+static void
+conn_end_session(struct conn *c)
 {
 	if (c->on_close) {
 		void (*fn)(struct conn *) = c->on_close;
 		c->on_close = NULL;
 		fn(c);
 	}
+}
+
+void
+conn_close(struct conn *c)
+{
+	conn_end_session(c);
 	if (c->finish_ev)
 		event_free(c->finish_ev);
 	if (c->bev)
@@ -220,6 +237,66 @@ conn_finish_poll(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+conn_finish_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		conn_close(arg);
+}
+
+static void
+conn_linger_read(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t n = evbuffer_get_length(in);
+	int64_t ms = c->finish_deadline - util_mono_ms();
+
+	evbuffer_drain(in, n);
+	c->linger_left = n >= c->linger_left ? 0 : c->linger_left - n;
+	if (c->linger_left == 0 || ms <= 0) {
+		conn_close(c);
+		return;
+	}
+	/* (Each read restarts the timeout: keep it to the time left.) */
+	bufferevent_set_timeouts(bev, &(struct timeval){ms / 1000, ms % 1000 * 1000}, NULL);
+}
+
+/*
+ * Everything is sent: close. But the client may still be sending (it
+ * pipelined past the command that ended the session, or had not yet read the
+ * error that did). Input arriving at a closed socket makes the kernel answer
+ * with RST; the client's next write then fails with EPIPE before it reads our
+ * last reply, and some stacks drop that reply from the receive queue
+ * outright. So half-close instead: the protocol's session ends now, the
+ * client sees EOF, and what it still sends is discarded until its own EOF,
+ * LINGER_MAX bytes or LINGER_SECS. A client that read our reply and closed
+ * costs one more readiness event. The lingering socket no longer counts
+ * against the caps, nor holds up a graceful stop (server_free closes it).
+ * Not for TLS: a raw FIN must not go out under the TLS layer's feet.
+ */
+#define LINGER_SECS 2
+#define LINGER_MAX (256 * 1024)
+
+static void
+conn_linger_or_close(struct conn *c)
+{
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+	if (c->ssl != NULL || fd < 0 || shutdown(fd, SHUT_WR) == -1) {
+		conn_close(c);
+		return;
+	}
+	conn_end_session(c);
+	conn_uncount(c);
+	c->linger_left = LINGER_MAX;
+	c->finish_deadline = util_mono_ms() + LINGER_SECS * 1000;
+	bufferevent_setcb(c->bev, conn_linger_read, NULL, conn_finish_event, c);
+	bufferevent_disable(c->bev, EV_WRITE);
+	bufferevent_enable(c->bev, EV_READ);
+	conn_linger_read(c->bev, c);
+}
+
+static void
 conn_finish_write(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
@@ -227,7 +304,7 @@ conn_finish_write(struct bufferevent *bev, void *arg)
 	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
 		return;
 	if (conn_unsent(c) == 0) {
-		conn_close(c);
+		conn_linger_or_close(c);
 		return;
 	}
 	/*
@@ -240,13 +317,6 @@ conn_finish_write(struct bufferevent *bev, void *arg)
 		c->finish_deadline = util_mono_ms() + 30000;
 		event_add(c->finish_ev, &(struct timeval){0, 10000});
 	}
-}
-
-static void
-conn_finish_event(struct bufferevent *bev, short what, void *arg)
-{
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-		conn_close(arg);
 }
 
 void

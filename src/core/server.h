@@ -63,6 +63,8 @@ struct conn {
 	int closing;
 	struct event *finish_ev;	/* conn_finish() waiting for TLS output */
 	int64_t finish_deadline;
+	size_t linger_left;		/* input still to discard after the last reply */
+	int uncounted;			/* off the caps: lingering after its session */
 };
 
 struct server {
@@ -132,7 +134,9 @@ void conn_read_more(struct conn *c, size_t max);
 /* Close now: the protocol's on_close runs, then the conn is freed. */
 void conn_close(struct conn *c);
 /* Stop reading, send what is queued, then close (always later, from the loop:
- * the caller may go on using its session until it returns). */
+ * the caller may go on using its session until it returns). On plaintext the
+ * close is a half-close: on_close is called then, and what the client still
+ * sends is discarded for a short while, so that no RST races the last reply. */
 void conn_finish(struct conn *c);
 /* Log prefix helper: the conn's session id. */
 #define CONN_SID(c) ((c)->id)

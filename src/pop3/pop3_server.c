@@ -103,9 +103,6 @@ struct pop3_sess {
 	uint32_t msgno_sending;
 	uint64_t off;
 	struct pop3_dot dot;
-	/* closing after STLS: polling until the TLS output is on the wire */
-	struct event *flush_timer;
-	int64_t flush_deadline;
 	/* a failed login waiting out auth.fail_delay */
 	struct event *timer;
 	struct login_job *delayed;
@@ -247,8 +244,6 @@ pop3_sess_free(struct pop3_sess *s)
 		close(s->fd);
 	if (s->timer)
 		event_free(s->timer);
-	if (s->flush_timer)
-		event_free(s->flush_timer);
 	if (s->delayed)
 		login_job_free(s->delayed);
 	store_pool_put(&s->st);
@@ -317,52 +312,14 @@ pop3_hold(struct pop3_sess *s)
 	s->hold++;
 }
 
-static size_t
-pop3_unsent(struct pop3_sess *s)
-{
-	struct bufferevent *under = bufferevent_get_underlying(s->c->bev);
-	size_t n = evbuffer_get_length(bufferevent_get_output(s->c->bev));
-
-	if (under != NULL)
-		n += evbuffer_get_length(bufferevent_get_output(under));
-	return n;
-}
-
-static const struct timeval pop3_flush_tick = {0, 10000};
-
-static void
-pop3_flush_check(evutil_socket_t fd, short what, void *arg)
-{
-	struct pop3_sess *s = arg;
-
-	if (pop3_unsent(s) == 0 || util_mono_ms() >= s->flush_deadline) {
-		conn_close(s->c);
-		return;
-	}
-	evtimer_add(s->flush_timer, &pop3_flush_tick);
-}
-
-/*
- * Send what is queued, then close. XXX conn_finish() closes once the
- * bufferevent's own output is empty, but after STLS that is the TLS filter,
- * whose encrypted bytes may still wait in the socket bufferevent below it
- * (and would be lost with the last reply). Until conn_finish() looks below
- * the filter, such sessions poll for the flush themselves (at most 30 s).
- */
+/* Send what is queued, then close. */
 static void
 pop3_finish(struct pop3_sess *s)
 {
 	if (s->flags & F_FINISHING)
 		return;
 	s->flags |= F_FINISHING;
-	if (bufferevent_get_underlying(s->c->bev) == NULL || pop3_unsent(s) == 0) {
-		conn_finish(s->c);
-		return;
-	}
-	bufferevent_disable(s->c->bev, EV_READ);
-	s->flush_deadline = util_mono_ms() + 30000;
-	s->flush_timer = evtimer_new(s->srv->base, pop3_flush_check, s);
-	evtimer_add(s->flush_timer, &pop3_flush_tick);
+	conn_finish(s->c);
 }
 
 static int

@@ -425,6 +425,28 @@ def test_error_limit_pipelined(small):
     assert codes == [500] * 5 + [421], codes
 
 
+def test_client_still_writing_after_421_is_not_reset(small):
+    """A client that goes on writing after the 421 (it has not read it yet)
+    gets EOF, not RST: the server half-closes and discards its input for a
+    while, so the writes succeed and the 421 can be read after them. A plain
+    close() would reset the connection at the first late write and fail the
+    second with EPIPE."""
+    r = Raw(small.port("smtp"))
+    r.greet()
+    for i in range(4):
+        assert r.cmd("BAD%d" % i)[0] == 500
+    r.send(b"BAD4\r\n")
+    time.sleep(0.3)  # the 421 and the FIN are out; the server is lingering
+    for i in range(3):
+        r.send(b"NOOP\r\n")
+        time.sleep(0.05)
+    assert r.reply()[0] == 500
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.7.0"), (c, t)
+    assert r.sock.recv(100) == b""
+    r.close()
+
+
 # ---------------------------------------------------------------- smuggling
 
 SMUGGLE_ENDS = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r.\r\n",
@@ -694,9 +716,11 @@ def test_per_ip_connection_cap(make_populated):
     code, t = d.reply()
     assert code == 421 and t[-1].startswith("4.7.0"), (code, t)
     assert d.closed()
-    # Closing one frees a slot.
+    # Closing one frees a slot (once the client has closed too: until then
+    # the server may linger on the half-closed socket).
     a.expect("QUIT", 221)
     assert a.closed()
+    a.close()
     time.sleep(0.2)
     e = Raw(s.port("smtp"))
     assert e.reply()[0] == 220
