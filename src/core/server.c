@@ -272,7 +272,8 @@ conn_linger_read(struct bufferevent *bev, void *arg)
  * LINGER_MAX bytes or LINGER_SECS. A client that read our reply and closed
  * costs one more readiness event. The lingering socket no longer counts
  * against the caps, nor holds up a graceful stop (server_free closes it).
- * Not for TLS: a raw FIN must not go out under the TLS layer's feet.
+ * Not for TLS (a raw FIN must not go out under the TLS layer's feet), nor for
+ * a client over a cap, which has had no session.
  */
 #define LINGER_SECS 2
 #define LINGER_MAX (256 * 1024)
@@ -282,7 +283,7 @@ conn_linger_or_close(struct conn *c)
 {
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 
-	if (c->ssl != NULL || fd < 0 || shutdown(fd, SHUT_WR) == -1) {
+	if (c->ssl != NULL || c->no_linger || fd < 0 || shutdown(fd, SHUT_WR) == -1) {
 		conn_close(c);
 		return;
 	}
@@ -438,6 +439,7 @@ on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, in
 		log_msg(LL_WARN, c->id, "too many connections: listener=%s client=%s listener_conns=%u ip_conns=%u",
 			l->addr, c->peer_ip, l->nconns, per_ip);
 		bufferevent_write(c->bev, ops->busy_reply, strlen(ops->busy_reply));
+		c->no_linger = 1; /* shed the load at once */
 		conn_finish(c);
 		return;
 	}

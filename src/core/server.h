@@ -65,6 +65,7 @@ struct conn {
 	int64_t finish_deadline;
 	size_t linger_left;		/* input still to discard after the last reply */
 	int uncounted;			/* off the caps: lingering after its session */
+	int no_linger;			/* conn_finish() closes outright */
 };
 
 struct server {
