@@ -643,6 +643,74 @@ def test_quota_override_default_rcpt_and_deferral_until_expunge(start):
     assert s.messages("carol@example.test") == []
 
 
+def spool_as_never_tried(data):
+    """A spool file cut back after its 'E' record (queue_spool.h: records
+    [type][length 4][payload][crc 4]): the message as queued, its recipients
+    pending, without the state records its attempts appended."""
+    off = 0
+    while off + 9 <= len(data):
+        kind, n = data[off:off + 1], int.from_bytes(data[off + 1:off + 5], "big")
+        off += n + 9
+        if kind == b"E":
+            return data[:off]
+    raise AssertionError("no 'E' record in the spool file")
+
+
+def test_redelivery_after_a_crash_is_not_deferred_for_quota(srv):
+    """A crash after a local delivery but before its spool file is gone
+    leaves the file listing the recipient as pending, while the store holds
+    the message under its dedup key (queue id:recipient index). Taken up
+    again with the account over quota by then, this very message counted,
+    it is recognised as delivered before the quota can defer it
+    (queue_local.c): "sent (earlier)", the queue empties, one copy, no
+    notice to the sender, no 4.2.2 deferral.
+
+    That file is made for real: alice's mailbox is unavailable (her store
+    directory a plain file, which holds even for root) so the message is
+    deferred for a reason other than the quota and its file stays; a copy
+    cut back to before its first attempt is put back after the delivery."""
+    s = srv
+    home = os.path.join(s.data_dir, "mail", "example.test", "alice")
+    assert not os.path.lexists(home)    # no mail yet: the first delivery makes it
+    os.makedirs(os.path.dirname(home), exist_ok=True)
+    open(home, "w").close()
+    qid = send(s, "bob@example.test", ["alice@example.test"],
+               b"Subject: deliver me once\r\n\r\nx\r\n")
+    wait_queue_shows(s, r"(?m)^%s .*\n\s+<alice@example\.test>\s+local\s+deferred\s+"
+                        r".*last=\"4\.3\.0 " % qid)
+    assert s.stop() == 0
+    qdir = os.path.join(s.data_dir, "queue")
+    assert [n for n in os.listdir(qdir) if not n.startswith(".")] == [qid], os.listdir(qdir)
+    with open(os.path.join(qdir, qid), "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+
+    # The mailbox back: delivered once, under the message's dedup key.
+    os.remove(home)
+    s.start()
+    assert b"Subject: deliver me once" in stored_one(s, "alice@example.test")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert s.stop() == 0
+
+    # What the crash would have left: the file back, nothing recorded in it.
+    s.cli("user", "quota", "alice@example.test", "1")
+    with os.fdopen(os.open(os.path.join(qdir, qid), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                           0o600), "wb") as f:
+        f.write(never_tried)
+    assert re.search(r"(?m)^%s .*\n\s+<alice@example\.test>\s+local\s+pending\s+attempts=0"
+                     % qid, queue_list(s)), queue_list(s)
+    mark = len(s.log())
+    s.start()
+    line = wait_for(lambda: re.search(r"delivery id=%s .*" % qid, s.log()[mark:]),
+                    what="the message taken up again").group(0)
+    assert "status=sent" in line and "(earlier)" in line, line
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert len(s.messages("alice@example.test")) == 1
+    assert s.messages("bob@example.test") == []
+    assert notices_logged(s, qid) == []
+    after = s.log()[mark:]
+    assert "status=deferred" not in after and "4.2.2" not in after, after[-3000:]
+
+
 # ---------------------------------------------------------------- delay notice and expiry
 
 def test_delay_notice_and_expiry_report_follow_notify(start):
