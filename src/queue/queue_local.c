@@ -113,11 +113,11 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 			   it->return_path ? it->return_path : "", account);
 		buf_append(m, it->content, it->len);
 		if (quota > 0 && bytes + m->len > (uint64_t)quota) {
-			/* A run again after a crash (or for a notice) may find it
-			 * delivered already: no new usage, store_add_many() only
-			 * reports it. Else over quota is temporary: the user may
-			 * make room. */
-			int done = it->dedup_key ? store_delivered(st, it->dedup_key) : 0;
+			/* A run again after a crash may find it delivered
+			 * already: no new usage, store_add_many() only reports
+			 * it. Else over quota is temporary: the user may make
+			 * room. */
+			int done = it->dedup_key ? store_delivered(st, it->dedup_key, NULL) : 0;
 			if (done != 1) {
 				it->result = DELIVER_TEMPFAIL;
 				if (done < 0)

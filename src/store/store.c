@@ -204,7 +204,7 @@ static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_FTS_PENDING] = "SELECT id FROM fts_pending LIMIT ?1",
     [SQL_FTS_COUNT] = "SELECT count(*) FROM fts_pending",
     [SQL_FTS_DEQUEUE] = "DELETE FROM fts_pending WHERE id = ?1 RETURNING id",
-    [SQL_DELIV_GET] = "SELECT 1 FROM deliveries WHERE key = ?1",
+    [SQL_DELIV_GET] = "SELECT uid FROM deliveries WHERE key = ?1",
     [SQL_DELIV_INSERT] = "INSERT INTO deliveries (key, mailbox_id, uid, time)"
 			 " VALUES (?1, ?2, ?3, ?4)",
     [SQL_DELIV_PRUNE] = "DELETE FROM deliveries WHERE time < ?1",

@@ -404,7 +404,7 @@ struct store_add_item {
 	const struct store_meta *meta; /* NULL: none */
 	const char *dedup_key;	       /* NULL: no dedup */
 	int rc;			       /* out: 1 added, 0 already delivered under dedup_key */
-	uint32_t uid;		       /* out: the new UID when rc is 1 */
+	uint32_t uid;		       /* out: the new UID (rc 0: the one it got then) */
 };
 
 /*
@@ -427,8 +427,9 @@ int store_add_many(struct store *st, const char *mailbox, struct store_add_item 
 int store_append(struct store *st, const char *mailbox, const char *msg, size_t len,
 		 const struct store_meta *meta, uint32_t *uid_r, uint32_t *uidvalidity_r);
 
-/* Whether a message was delivered under dedup_key: 1, 0, or -1 on error. */
-int store_delivered(struct store *st, const char *dedup_key);
+/* Whether a message was delivered under dedup_key: 1 (with the UID it got
+ * then in *uid_r, which may be NULL), 0, or -1 on error. */
+int store_delivered(struct store *st, const char *dedup_key, uint32_t *uid_r);
 
 /* Quota usage over all mailboxes, from a running total. 0 or -1. */
 int store_usage(struct store *st, uint64_t *bytes_r, uint64_t *messages_r);

@@ -327,7 +327,7 @@ store_crlf(const char *msg, size_t len, struct buf *tmp, size_t *len_r)
 }
 
 int
-store_delivered(struct store *st, const char *key)
+store_delivered(struct store *st, const char *key, uint32_t *uid_r)
 {
 	sqlite3_stmt *s = store_stmt(st, SQL_DELIV_GET);
 	int rc;
@@ -336,8 +336,11 @@ store_delivered(struct store *st, const char *key)
 		return -1;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	rc = store_step(st, s);
-	if (rc == 1)
+	if (rc == 1) {
+		if (uid_r != NULL)
+			*uid_r = (uint32_t)sqlite3_column_int64(s, 0);
 		sqlite3_reset(s);
+	}
 	return rc;
 }
 
@@ -411,6 +414,7 @@ struct add_state {
 	struct store_file f;
 	char *kwstr;
 	bool dup; /* dedup key already delivered: nothing written */
+	uint32_t dup_uid; /* the UID it got then */
 };
 
 /* Check an item and write its file (not yet durable). 0 or -1. */
@@ -434,7 +438,7 @@ store_add_prepare(struct store *st, const struct store_add_item *it, struct add_
 		if (klen == 0 || klen > STORE_DEDUP_KEY_MAX)
 			return store_fail(st, STORE_ERR_INVALID, "bad dedup key");
 		/* Cheap early answer for a retry; the transaction decides. */
-		if ((rc = store_delivered(st, it->dedup_key)) != 0) {
+		if ((rc = store_delivered(st, it->dedup_key, &as->dup_uid)) != 0) {
 			as->dup = rc == 1;
 			return rc < 0 ? -1 : 0;
 		}
@@ -483,7 +487,7 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 		if (as[i].f.fd < 0)
 			continue;
 		if (it->dedup_key != NULL) {
-			if ((rc = store_delivered(st, it->dedup_key)) < 0)
+			if ((rc = store_delivered(st, it->dedup_key, &as[i].dup_uid)) < 0)
 				goto fail;
 			if (rc == 1) {
 				as[i].dup = true;
@@ -514,8 +518,10 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	}
 	for (size_t i = 0; i < n; i++) {
 		items[i].rc = as[i].dup ? 0 : 1;
-		if (as[i].dup)
+		if (as[i].dup) {
+			items[i].uid = as[i].dup_uid;
 			store_file_abort(st, &as[i].f);
+		}
 		else
 			store_file_done(st, &as[i].f);
 		free(as[i].kwstr);

@@ -702,7 +702,7 @@ def test_redelivery_after_a_crash_is_not_deferred_for_quota(srv):
     s.start()
     line = wait_for(lambda: re.search(r"delivery id=%s .*" % qid, s.log()[mark:]),
                     what="the message taken up again").group(0)
-    assert "status=sent" in line and "(earlier)" in line, line
+    assert "status=sent" in line and "uid 1 (earlier)" in line, line
     wait_for(lambda: queue_empty(s), what="empty queue")
     assert len(s.messages("alice@example.test")) == 1
     assert s.messages("bob@example.test") == []

@@ -1452,9 +1452,11 @@ test_add_many(void **state)
 	assert_int_equal(it[0].rc, 1);
 	assert_int_equal(it[0].uid, 2);
 	assert_int_equal(it[1].rc, 0);
+	assert_int_equal(it[1].uid, 1); /* the UID it got then */
 	assert_int_equal(it[2].rc, 1);
 	assert_int_equal(it[2].uid, 3);
 	assert_int_equal(it[3].rc, 0);
+	assert_int_equal(it[3].uid, 2);
 	assert_int_equal(store_mailbox_status(fx->st, "INBOX", &s), 0);
 	assert_int_equal(s.messages, 3);
 	assert_int_equal(s.unseen, 2);
