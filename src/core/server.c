@@ -165,18 +165,6 @@ addr_to_text(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 	}
 }
 
-/* Take c off the caps (once): its session is over. */
-static void
-conn_uncount(struct conn *c)
-{
-	if (c->uncounted)
-		return;
-	c->uncounted = 1;
-	c->srv->nconns--;
-	c->l->nconns--;
-	ip_decr(c->srv, c->peer_ip);
-}
-
 static void
 conn_unlink(struct conn *c)
 {
@@ -188,7 +176,9 @@ conn_unlink(struct conn *c)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	conn_uncount(c);
+	srv->nconns--;
+	c->l->nconns--;
+	ip_decr(srv, c->peer_ip);
 }
 
 /* The protocol's session ends here (once). */
@@ -270,10 +260,11 @@ conn_linger_read(struct bufferevent *bev, void *arg)
  * outright. So half-close instead: the protocol's session ends now, the
  * client sees EOF, and what it still sends is discarded until its own EOF,
  * LINGER_MAX bytes or LINGER_SECS. A client that read our reply and closed
- * costs one more readiness event. The lingering socket no longer counts
- * against the caps, nor holds up a graceful stop (server_free closes it).
- * Not for TLS (a raw FIN must not go out under the TLS layer's feet), nor for
- * a client over a cap, which has had no session.
+ * costs one more readiness event. The lingering socket still counts against
+ * the caps (it holds a descriptor: a client that ends sessions and keeps the
+ * sockets open must not get more than the caps allow). Not for TLS (a raw
+ * FIN must not go out under the TLS layer's feet), nor for a client over a
+ * cap, which has had no session, nor while the daemon stops.
  */
 #define LINGER_SECS 2
 #define LINGER_MAX (256 * 1024)
@@ -283,12 +274,12 @@ conn_linger_or_close(struct conn *c)
 {
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 
-	if (c->ssl != NULL || c->no_linger || fd < 0 || shutdown(fd, SHUT_WR) == -1) {
+	if (c->ssl != NULL || c->no_linger || c->srv->stopping || fd < 0 ||
+	    shutdown(fd, SHUT_WR) == -1) {
 		conn_close(c);
 		return;
 	}
 	conn_end_session(c);
-	conn_uncount(c);
 	c->linger_left = LINGER_MAX;
 	c->finish_deadline = util_mono_ms() + LINGER_SECS * 1000;
 	bufferevent_setcb(c->bev, conn_linger_read, NULL, conn_finish_event, c);

@@ -64,7 +64,6 @@ struct conn {
 	struct event *finish_ev;	/* conn_finish() waiting for TLS output */
 	int64_t finish_deadline;
 	size_t linger_left;		/* input still to discard after the last reply */
-	int uncounted;			/* off the caps: lingering after its session */
 	int no_linger;			/* conn_finish() closes outright */
 };
 
