@@ -323,12 +323,13 @@ conn_finish(struct conn *c)
 		bufferevent_enable(c->bev, EV_WRITE);
 	}
 	/* (All sent already, the usual plaintext case: the deferred callback
-	 * below closes at once; the socket's events are left as they are.) */
+	 * below lingers or closes at once; the socket's events are left as they
+	 * are.) */
 	/*
 	 * Never close from here: the caller is usually a protocol still inside
 	 * its read loop, holding its session. A deferred write callback closes
-	 * once the output is empty (and is cancelled if the bufferevent goes
-	 * first).
+	 * (or lingers) once the output is empty (and is cancelled if the
+	 * bufferevent goes first).
 	 */
 	bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_OPT_DEFER_CALLBACKS);
 }

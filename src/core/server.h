@@ -62,7 +62,7 @@ struct conn {
 	struct conn *prev, *next;
 	int closing;
 	struct event *finish_ev;	/* conn_finish() waiting for TLS output */
-	int64_t finish_deadline;
+	int64_t finish_deadline;	/* end of that wait, or of the linger */
 	size_t linger_left;		/* input still to discard after the last reply */
 	int no_linger;			/* conn_finish() closes outright */
 };

@@ -728,39 +728,39 @@ def test_per_ip_connection_cap(make_populated):
         x.close()
 
 
+def greeted_once_a_slot_is_free(s, wait=10):
+    """An SMTP connection that got its 220, trying again (bounded) while the
+    server answers 421 because the per-IP cap is still full."""
+    deadline = time.time() + wait
+    while True:
+        r = Raw(s.port("smtp"))
+        code = r.reply()[0]
+        if code == 220:
+            return r
+        r.close()
+        assert time.time() < deadline, code
+        time.sleep(0.1)
+
+
 def test_lingering_sockets_count_against_the_per_ip_cap(make_populated):
     """A client that ends its sessions but keeps the sockets open holds them
     in the server's half-closed linger, and they still count: it cannot tie
     up more descriptors than max_connections_per_ip by quitting quickly."""
     s = make_populated(extra={"max_connections_per_ip": "2"})
-    deadline = time.time() + 10
     held = []
-    while len(held) < 2:
-        r = Raw(s.port("smtp"))
-        code = r.reply()[0]
-        if code == 220:
-            r.expect("QUIT", 221)
-            assert r.closed()  # the server's FIN; this side stays open
-            held.append(r)
-        else:
-            r.close()  # the fixture's probes not yet counted out
-            assert time.time() < deadline, code
-            time.sleep(0.1)
+    for _ in range(2):
+        # (Waiting, at first, for the fixture's probes to be counted out.)
+        r = greeted_once_a_slot_is_free(s)
+        r.expect("QUIT", 221)
+        assert r.closed()  # the server's FIN; this side stays open
+        held.append(r)
     c = Raw(s.port("smtp"))
     code, t = c.reply()
     assert code == 421 and t[-1].startswith("4.7.0"), (code, t)
     c.close()
     # The client closing one ends that linger at once, and frees its slot.
     held[0].close()
-    deadline = time.time() + 10
-    while True:
-        d = Raw(s.port("smtp"))
-        code = d.reply()[0]
-        d.close()
-        if code == 220:
-            break
-        assert time.time() < deadline, code
-        time.sleep(0.1)
+    greeted_once_a_slot_is_free(s).close()
     held[1].close()
 
 
