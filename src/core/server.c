@@ -264,7 +264,10 @@ conn_linger_read(struct bufferevent *bev, void *arg)
  * the caps (it holds a descriptor: a client that ends sessions and keeps the
  * sockets open must not get more than the caps allow). Not for TLS (a raw
  * FIN must not go out under the TLS layer's feet), nor for a client over a
- * cap, which has had no session, nor while the daemon stops.
+ * cap, which has had no session, nor while the daemon stops, nor after the
+ * client's own QUIT or LOGOUT: nothing may follow those (RFC 5321 4.1.1.10,
+ * RFC 1939 6, RFC 9051 6.1.3), and closing at once spares every session
+ * that ends normally a shutdown(2), a readiness event and a read.
  */
 #define LINGER_SECS 2
 #define LINGER_MAX (256 * 1024)

@@ -86,6 +86,7 @@ imap_cmd_logout(struct imap_sess *s, const struct imap_arg *args)
 	imap_log_logout(s, "LOGOUT");
 	imap_done(s, "OK", "LOGOUT completed");
 	imap_set_state(s, IS_LOGOUT);
+	s->c->no_linger = 1;	/* the client ended it: nothing follows to linger for */
 	if (s->hold == 0)
 		imap_finish_conn(s);
 }

@@ -1092,6 +1092,7 @@ update_done(void *arg)
 static void
 cmd_quit(struct pop3_sess *s, const struct pop3_cmdline *cl)
 {
+	s->c->no_linger = 1;	/* the client ended it: nothing follows to linger for */
 	if (s->state == ST_AUTH) {
 		pop3_reply(s, 1, "Bye");
 		pop3_close(s);

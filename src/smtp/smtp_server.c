@@ -1225,6 +1225,7 @@ cmd_quit(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	smtp_txn_reset(s, 1);
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);	/* (logged: once) */
 	smtp_reply(s, 221, "2.0.0", "Bye");
+	s->c->no_linger = 1;	/* the client ended it: nothing follows to linger for */
 	smtp_close(s);
 }
 

@@ -9,6 +9,7 @@ command and data timeouts.
 import base64
 import re
 import smtplib
+import socket
 import time
 
 import pytest
@@ -743,15 +744,19 @@ def greeted_once_a_slot_is_free(s, wait=10):
 
 
 def test_lingering_sockets_count_against_the_per_ip_cap(make_populated):
-    """A client that ends its sessions but keeps the sockets open holds them
-    in the server's half-closed linger, and they still count: it cannot tie
-    up more descriptors than max_connections_per_ip by quitting quickly."""
-    s = make_populated(extra={"max_connections_per_ip": "2"})
+    """A client whose sessions the server ended (here: too many errors) but
+    that keeps the sockets open holds them in the server's half-closed
+    linger, and they still count: it cannot tie up more descriptors than
+    max_connections_per_ip by getting itself thrown out quickly."""
+    s = make_populated(extra={"max_connections_per_ip": "2", "smtp.max_errors": "1"})
     held = []
     for _ in range(2):
         # (Waiting, at first, for the fixture's probes to be counted out.)
         r = greeted_once_a_slot_is_free(s)
-        r.expect("QUIT", 221)
+        c, t = r.cmd("BAD")
+        assert c == 500, (c, t)
+        c, t = r.reply()
+        assert c == 421 and t[-1].startswith("4.7.0"), (c, t)
         assert r.closed()  # the server's FIN; this side stays open
         held.append(r)
     c = Raw(s.port("smtp"))
@@ -762,6 +767,56 @@ def test_lingering_sockets_count_against_the_per_ip_cap(make_populated):
     held[0].close()
     greeted_once_a_slot_is_free(s).close()
     held[1].close()
+
+
+def test_quit_closes_at_once_and_frees_the_slot(make_populated):
+    """After the client's own QUIT nothing may follow (RFC 5321 4.1.1.10): the
+    server closes outright instead of lingering, so a client that keeps its
+    socket open after QUIT holds no slot against max_connections_per_ip."""
+    s = make_populated(extra={"max_connections_per_ip": "1"})
+    r = greeted_once_a_slot_is_free(s)
+    r.expect("QUIT", 221, "2.0.0")
+    assert r.closed()
+    # This side is still open; the next connection gets its 220 at once.
+    n = Raw(s.port("smtp"))
+    code, t = n.reply()
+    assert code == 220, (code, t)
+    n.close()
+    r.close()
+
+
+@pytest.mark.parametrize("kind,first,bye,expect", [
+    ("pop3", b"+OK", b"QUIT\r\n", b"+OK"),
+    ("imap", b"* OK", b"a LOGOUT\r\n", b"a OK"),
+])
+def test_pop3_quit_and_imap_logout_close_at_once(make_surat, kind, first, bye, expect):
+    """POP3 QUIT and IMAP LOGOUT end the session from the client's side as
+    SMTP QUIT does: the server closes outright, no linger holds the slot."""
+    s = make_surat(extra={"max_connections_per_ip": "1"}, kinds=(kind,))
+
+    def greeted(wait=10):
+        deadline = time.time() + wait
+        while True:
+            c = socket.create_connection(("127.0.0.1", s.port(kind)), timeout=5)
+            got = c.recv(200)
+            if got.startswith(first):
+                return c
+            c.close()
+            assert time.time() < deadline, got
+            time.sleep(0.1)
+
+    c = greeted()
+    c.sendall(bye)
+    got = b""
+    while True:
+        part = c.recv(4096)
+        if not part:
+            break  # the server's FIN; this side stays open
+        got += part
+    assert expect in got, got
+    n = greeted(wait=0)  # at once: the QUIT freed the only slot
+    n.close()
+    c.close()
 
 
 def test_command_timeout(make_populated):
