@@ -264,10 +264,12 @@ conn_linger_read(struct bufferevent *bev, void *arg)
  * the caps (it holds a descriptor: a client that ends sessions and keeps the
  * sockets open must not get more than the caps allow). Not for TLS (a raw
  * FIN must not go out under the TLS layer's feet), nor for a client over a
- * cap, which has had no session, nor while the daemon stops, nor after the
- * client's own QUIT or LOGOUT: nothing may follow those (RFC 5321 4.1.1.10,
- * RFC 1939 6, RFC 9051 6.1.3), and closing at once spares every session
- * that ends normally a shutdown(2), a readiness event and a read.
+ * cap, which has had no session, nor while the daemon stops. Nor after the
+ * client's own QUIT or LOGOUT (no_linger too): nothing may follow those
+ * (RFC 2920 3.1; RFC 5321 4.1.1.10, RFC 1939 4 and 6, RFC 9051 6.1.3), and
+ * closing at once spares every session that ends normally a shutdown(2), a
+ * readiness event and a read. (A client that sends more all the same may be
+ * reset; it has had its reply to everything before the QUIT.)
  */
 #define LINGER_SECS 2
 #define LINGER_MAX (256 * 1024)

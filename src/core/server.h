@@ -136,7 +136,9 @@ void conn_close(struct conn *c);
 /* Stop reading, send what is queued, then close (always later, from the loop:
  * the caller may go on using its session until it returns). On plaintext the
  * close is a half-close: on_close is called then, and what the client still
- * sends is discarded for a short while, so that no RST races the last reply. */
+ * sends is discarded for a short while, so that no RST races the last reply;
+ * but not over TLS, nor while stopping, nor where no_linger is set: a client
+ * refused over a cap, and after the client's own QUIT or LOGOUT. */
 void conn_finish(struct conn *c);
 /* Log prefix helper: the conn's session id. */
 #define CONN_SID(c) ((c)->id)
