@@ -13,10 +13,12 @@
 #include "core/util.h"
 #include "smtp/smtp_proto.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define DSN_FULL_MAX (256 * 1024)
+#define DSN_LINE_MAX 998	/* octets before the CRLF (RFC 5322 2.1.1) */
 
 const char *
 dsn_kind_name(enum dsn_kind kind)
@@ -101,6 +103,60 @@ static void
 dsn_clean(struct buf *out, const char *s, int u8)
 {
 	dsn_clean_n(out, s, (size_t)-1, u8);
+}
+
+/*
+ * RFC 5322 2.1.1: a line holds at most 998 octets, and a remote server's
+ * reply, an address or both on one line can be longer. Fold the line that
+ * starts at offset start of c (its CRLF not yet written) before white
+ * space, so that unfolding (2.2.3) gives the text back; a run of 998
+ * octets without any is broken with CRLF and a space, between UTF-8
+ * sequences. Such a line first has its runs of white space made one space
+ * and none at its end, so that no folded line is white space only (3.2.2).
+ * May reallocate c.
+ */
+static void
+dsn_fold(struct buf *c, size_t start)
+{
+	if (c->len - start <= DSN_LINE_MAX)
+		return;
+
+	char *tail = xmalloc(c->len - start + 1);
+	size_t n = 0;
+	for (const char *p = c->data + start; p < c->data + c->len; p++) {
+		int ws = *p == ' ' || *p == '\t';
+		if (!ws || (n > 0 && tail[n - 1] != ' '))
+			tail[n++] = ws ? ' ' : *p;
+	}
+	while (n > 0 && tail[n - 1] == ' ')
+		n--;
+	tail[n] = '\0';
+
+	const char *s = tail;
+	size_t room = DSN_LINE_MAX;
+	buf_truncate(c, start);
+	while (n > room) {
+		/* The last space that can begin the next line. */
+		size_t cut = room;
+		while (cut > 0 && s[cut] != ' ')
+			cut--;
+		if (cut > 0) {
+			buf_append(c, s, cut);
+			buf_puts(c, "\r\n");
+			room = DSN_LINE_MAX;
+		} else {
+			cut = room - 1;
+			while (cut > 1 && ((unsigned char)s[cut] & 0xc0) == 0x80)
+				cut--;
+			buf_append(c, s, cut);
+			buf_puts(c, "\r\n ");
+			room = DSN_LINE_MAX - 1;
+		}
+		s += cut;
+		n -= cut;
+	}
+	buf_append(c, s, n);
+	free(tail);
 }
 
 static void
@@ -267,6 +323,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		const struct spool_rcpt *rc = &msg->rcpts[i];
 		if (rc->status != want || !dsn_wanted(rc, kind))
 			continue;
+		size_t line = c->len;
 		buf_printf(c, "<%s>: ", rc->orig ? rc->orig : rc->addr);
 		if (rc->remote) {
 			/* remote is "host[ip] tls=...": the part before the space. */
@@ -275,6 +332,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			buf_puts(c, " said: ");
 		}
 		dsn_clean(c, rc->last_error ? rc->last_error : "unknown error", u8);
+		dsn_fold(c, line);
 		buf_puts(c, "\r\n");
 	}
 
@@ -330,11 +388,13 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			buf_puts(c, "\r\n");
 		}
 		if (rc->last_error) {
+			size_t line = c->len;
 			/* RFC 3464 2.3.6: "smtp" only for a reply the remote server gave. */
 			buf_puts(c, rc->remote && is_smtp_reply(rc->last_error)
 					    ? "Diagnostic-Code: smtp; "
 					    : "Diagnostic-Code: X-surat; ");
 			dsn_clean(c, rc->last_error, u8);
+			dsn_fold(c, line);
 			buf_puts(c, "\r\n");
 		}
 		if (kind == DSN_DELAYED) {

@@ -948,6 +948,86 @@ test_injection(void **state)
 }
 
 /*
+ * RFC 5322 2.1.1: no line over 998 octets, however long a server's reply
+ * or a recipient address is. The text is folded, not lost: unfolded, the
+ * Diagnostic-Code is the whole reply.
+ */
+static void
+test_long_lines(void **state)
+{
+	struct spool_rcpt rc = {.addr = "x@remote.test", .orig = "x@remote.test",
+				.status = RCPT_FAILED, .remote = "mx.remote.test[192.0.2.1]"};
+	struct spool_msg m;
+	struct notice nt;
+	struct buf err = BUF_INIT(0), want = BUF_INIT(0);
+	char *v = xmalloc(16384);
+
+	(void)state;
+	/* Words: the folding has white space to use. */
+	buf_puts(&err, "550 5.7.1");
+	while (err.len < 5000)
+		buf_puts(&err, " blocked-for-a-reason");
+	rc.last_error = err.data;
+	make_msg1(&m, &rc);
+	for (size_t k = 0; k < 2; k++) {
+		rc.status = k == 0 ? RCPT_FAILED : RCPT_DEFERRED;
+		notice_build(&nt, &m, original, sizeof(original) - 1, kinds[k]);
+		struct span g = rcpt_group(&nt, "rfc822; x@remote.test");
+		assert_true(field(g, "Diagnostic-Code", v, 16384));
+		buf_reset(&want);
+		buf_printf(&want, "smtp; %s", err.data);
+		assert_string_equal(v, want.data);
+		/* The people's part has it all too. */
+		assert_non_null(span_find(body_of(nt.part[0]), "blocked-for-a-reason"));
+		notice_free(&nt);
+	}
+
+	/* One long word: no white space to fold at, and lines still short. */
+	buf_reset(&err);
+	buf_puts(&err, "550 5.7.1 ");
+	while (err.len < 3000)
+		buf_putc(&err, 'z');
+	rc.last_error = err.data;
+	rc.status = RCPT_FAILED;
+	notice_build(&nt, &m, original, sizeof(original) - 1, DSN_FAILED);
+	assert_field(rcpt_group(&nt, "rfc822; x@remote.test"), "Status", "5.7.1");
+	notice_free(&nt);
+
+	/* CRs and LFs by the thousand become spaces: none makes an empty line. */
+	buf_reset(&err);
+	buf_puts(&err, "550 5.7.1 a");
+	for (int i = 0; i < 1500; i++)
+		buf_puts(&err, "\r\n");
+	buf_puts(&err, "b");
+	for (int i = 0; i < 1500; i++)
+		buf_puts(&err, " \t");
+	rc.last_error = err.data;
+	notice_build(&nt, &m, original, sizeof(original) - 1, DSN_FAILED);
+	assert_field(rcpt_group(&nt, "rfc822; x@remote.test"), "Diagnostic-Code",
+		     "smtp; 550 5.7.1 a b");
+	notice_free(&nt);
+
+	/* UTF-8 (RFC 6533) without white space: broken between characters. */
+	buf_reset(&err);
+	buf_puts(&err, "550 5.7.1 x");	/* the x puts every break mid-character */
+	while (err.len < 3000)
+		buf_puts(&err, "\xc3\xa9");	/* e acute */
+	rc.last_error = err.data;
+	m.smtputf8 = 1;
+	notice_build(&nt, &m, original, sizeof(original) - 1, DSN_FAILED);
+	for (const char *p = strstr(nt.c.data, "\r\n"); p; p = strstr(p + 2, "\r\n")) {
+		const char *next = p[2] == ' ' ? p + 3 : p + 2;
+		assert_int_not_equal((unsigned char)p[-1], 0xc3);	/* no line ends in a lead */
+		assert_int_not_equal((unsigned char)*next, 0xa9);	/* nor starts mid-character */
+	}
+	notice_free(&nt);
+
+	free(v);
+	buf_free(&err);
+	buf_free(&want);
+}
+
+/*
  * RFC 6533: about an SMTPUTF8 message, the report is
  * message/global-delivery-status with utf-8 addresses, the original
  * message/global, and 8-bit content is labelled so (RFC 2045 6.1).
@@ -1062,6 +1142,7 @@ main(void)
 		cmocka_unit_test(test_delivered_fields),
 		cmocka_unit_test(test_returned_content),
 		cmocka_unit_test(test_injection),
+		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_kind_name),
