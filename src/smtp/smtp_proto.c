@@ -167,6 +167,7 @@ static const struct {
     [SMTP_ERR_SASL_TOOLONG] = {500, "5.5.6", "Authentication exchange line is too long"},
     [SMTP_ERR_SASL_AUTHZID] = {535, "5.7.8", "Authentication credentials invalid"},
     [SMTP_ERR_SEQ_NO_MAIL] = {503, "5.5.1", "Bad sequence of commands: send MAIL first"},
+    [SMTP_ERR_SEQ_NO_EHLO] = {503, "5.5.1", "Bad sequence of commands: BDAT needs EHLO"},
     [SMTP_ERR_SEQ_NO_RCPTS] = {554, "5.5.1", "No valid recipients"},
     [SMTP_ERR_DATA_TOO_BIG] = {552, "5.3.4", "Message size exceeds fixed limit"},
     [SMTP_ERR_DATA_BARE_LF] = {550, "5.6.0", "Message contains a bare LF, lines must end in CRLF"},

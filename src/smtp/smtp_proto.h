@@ -88,6 +88,7 @@ enum smtp_err {
 	SMTP_ERR_SASL_AUTHZID, /* authzid differs from authcid */
 	/* transaction order */
 	SMTP_ERR_SEQ_NO_MAIL,  /* BDAT with no MAIL (RFC 3030 2: 503) */
+	SMTP_ERR_SEQ_NO_EHLO,  /* BDAT after HELO: CHUNKING not offered (RFC 3030 2) */
 	SMTP_ERR_SEQ_NO_RCPTS, /* DATA or BDAT with no valid recipient (RFC 5321 3.3: 554) */
 	/* DATA/BDAT, see smtp_data_error() */
 	SMTP_ERR_DATA_TOO_BIG,

@@ -89,6 +89,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_OUT_WAIT 0x200 /* input left until the replies are sent (SMTP_OUT_MAX) */
 #define F_DISCARD_AUTH 0x400 /* the overlong line skipped is an AUTH line or response */
 #define F_BDAT_SEQ 0x800 /* this BDAT came with no MAIL: refused 503 (RFC 3030 2) */
+#define F_BDAT_HELO 0x1000 /* this BDAT came after HELO: CHUNKING was never offered */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -316,7 +317,7 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	s->bdat_left = 0;
 	s->bdat_octets = 0;
 	s->bdat_last = 0;
-	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED | F_BDAT_SEQ);
+	s->flags &= ~(F_BDAT_FAIL | F_BDAT_USED | F_BDAT_SEQ | F_BDAT_HELO);
 }
 
 /*
@@ -1175,6 +1176,10 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		/* No transaction at all (one after BDAT LAST too): a bad sequence. */
 		if (s->state == ST_CONNECTED || s->state == ST_HELO)
 			s->flags |= F_BDAT_SEQ;
+		/* After HELO no extension is in effect (RFC 5321 4.1.1.1), CHUNKING
+		 * included (RFC 3030 2), as SIZE= or AUTH are refused then. */
+		if (!(s->flags & F_EHLO))
+			s->flags |= F_BDAT_FAIL | F_BDAT_HELO;
 		s->flags |= F_BDAT_USED;
 	}
 	s->bdat_left = cl->bdat_size;
@@ -1264,6 +1269,19 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 		buf_free(&l);
 	}
 	if (smtp_cmd_parse(line, len, &cl, &e) < 0) {
+		if (cl.cmd == SMTP_CMD_BDAT) {
+			/*
+			 * A chunk follows whose size this line does not say
+			 * for sure: its octets cannot be told from commands,
+			 * and running them as such would let a message's
+			 * content act as SMTP. Nothing after it can be
+			 * trusted: close (RFC 5321 3.8 allows it with 421).
+			 */
+			smtp_reply(s, 421, "4.5.4", "%s; closing: the chunk that follows cannot "
+				   "be framed", e.text);
+			smtp_close(s);
+			return;
+		}
 		smtp_reply_err(s, &e);
 		smtp_error_count(s);
 		return;
@@ -1410,14 +1428,17 @@ notify_merge(unsigned a, unsigned b)
 
 /*
  * Why a BDAT message is refused whatever its chunks hold, in this order: no
- * MAIL (F_BDAT_SEQ), too big (its size, not "no recipients"), or a chunk
- * refused before (F_BDAT_FAIL: no valid recipient). 1 with e set, or 0.
+ * MAIL (F_BDAT_SEQ), no EHLO (F_BDAT_HELO), too big (its size, not "no
+ * recipients"), or a chunk refused before (F_BDAT_FAIL: no valid
+ * recipient). 1 with e set, or 0.
  */
 static int
 bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
 {
 	if (s->flags & F_BDAT_SEQ)
 		smtp_error_set(e, SMTP_ERR_SEQ_NO_MAIL);
+	else if (s->flags & F_BDAT_HELO)
+		smtp_error_set(e, SMTP_ERR_SEQ_NO_EHLO);
 	else if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG)
 		smtp_data_error(&s->reader, e);
 	else if (s->flags & F_BDAT_FAIL)

@@ -258,22 +258,53 @@ def test_bdat_after_all_rcpts_failed_pipelined(surat):
 
 
 def test_bdat_syntax_errors(lenient):
-    """RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [SP end-marker]; anything
-    else is a 501 syntax error (RFC 5321 4.2.2), and the session goes on."""
+    """RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [SP end-marker]. Anything
+    else leaves the chunk that follows unframed: its octets cannot be told
+    from commands, so the server answers 421 and closes (RFC 5321 3.8)
+    rather than run a message's content as SMTP. Nothing is queued."""
+    for line in ("BDAT", "BDAT x", "BDAT -1", "BDAT +5", "BDAT 5 FIRST", "BDAT 5LAST",
+                 "BDAT 5 LAST extra", "BDAT 99999999999999999999999 LAST"):
+        r = session(lenient)
+        r.expect("MAIL FROM:<s@remote.test>", 250)
+        r.expect("RCPT TO:<alice@example.test>", 250)
+        # What follows is what a client that thinks the line valid sends.
+        r.send(line.encode() + b"\r\nRSET\r\n")
+        c, t = r.reply()
+        assert c == 421 and t[-1].startswith("4.5.4 Syntax: BDAT"), (line, c, t)
+        assert r.closed(), line  # the RSET was never run: no 250 came
+        r.close()
+    # A well-formed BDAT still works.
     r = session(lenient)
     r.expect("MAIL FROM:<s@remote.test>", 250)
     r.expect("RCPT TO:<alice@example.test>", 250)
-    for line in ("BDAT", "BDAT x", "BDAT -1", "BDAT +5", "BDAT 5 FIRST", "BDAT 5LAST",
-                 "BDAT 5 LAST extra", "BDAT 99999999999999999999999 LAST"):
-        c, t = r.cmd(line)
-        assert c == 501 and t[-1].startswith("5.5.4"), (line, c, t)
-    r.expect("NOOP", 250)
     r.send(b"BDAT 3 LAST\r\nabc")
     c, t = r.reply()
     assert c == 250, t
     r.expect("QUIT", 221)
     r.close()
     assert split_stored(stored_one(lenient, "alice@example.test"))[2] == b"abc"
+
+
+def test_bdat_after_helo_is_refused(surat):
+    """After HELO no extension is in effect (RFC 5321 4.1.1.1) and CHUNKING
+    was never offered (RFC 3030 2): BDAT is refused 503, its chunk still read
+    and discarded so the session stays in step, and nothing is queued."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("HELO c.test", 250)
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.send(b"BDAT 6\r\nRSET\r\nBDAT 0 LAST\r\n")
+    c, t = r.reply()
+    assert c == 503 and t[-1] == "5.5.1 Bad sequence of commands: BDAT needs EHLO", (c, t)
+    c, t = r.reply()
+    assert c == 503 and t[-1].startswith("5.5.1"), (c, t)
+    r.expect("NOOP", 250)  # in step: the chunk's "RSET" was data, not a command
+    r.expect("QUIT", 221)
+    r.close()
+    time.sleep(0.3)
+    assert queue_ids(surat) == []
+    assert surat.messages("alice@example.test") == []
 
 
 def test_bdat_crlf_split_across_chunks(surat):
