@@ -47,9 +47,29 @@ header_end(const char *msg, size_t len)
 	return len;
 }
 
+/* Past the line break at msg[i] if a continuation line (WSP first) follows; else i. */
+static size_t
+skip_fold(const char *msg, size_t end, size_t i)
+{
+	size_t k = i;
+
+	if (k < end && msg[k] == '\r')
+		k++;
+	if (k < end && msg[k] == '\n' && k + 1 < end && (msg[k + 1] == ' ' || msg[k + 1] == '\t'))
+		return k + 1;
+	return i;
+}
+
 /*
  * Find the next header named name at or after *pos within msg[0..end);
  * append its unfolded value to out. 1 found (*pos moves past it), 0 not.
+ *
+ * SECURITY: this finds the fields the submission check reads, so it must
+ * find every field a reader might show under that name, even malformed:
+ * white space before the colon (the obsolete syntax of RFC 5322 4.5, "From
+ * :"), also folded onto the next line ("From" CRLF " : x", which readers
+ * that unfold first take for From), and a first line that starts with
+ * white space (a continuation of nothing, which some readers trim).
  */
 static int
 header_next(const char *msg, size_t end, size_t *pos, const char *name, struct buf *out)
@@ -60,13 +80,24 @@ header_next(const char *msg, size_t end, size_t *pos, const char *name, struct b
 	while (i < end) {
 		const char *eol = memchr(msg + i, '\n', end - i);
 		size_t le = eol ? (size_t)(eol - msg) + 1 : end;
-		/* RFC 5322 4.5: obsolete syntax allows white space before the colon;
-		 * MUAs honour it, so must we (or "From :" would dodge the check). */
-		size_t colon = i + nl;
-		while (colon < le && (msg[colon] == ' ' || msg[colon] == '\t'))
-			colon++;
-		if (le - i > nl && strncasecmp(msg + i, name, nl) == 0 && colon < le &&
+		size_t n0 = i;
+		if (i == 0)
+			while (n0 < le && (msg[n0] == ' ' || msg[n0] == '\t'))
+				n0++;
+		size_t colon = n0 + nl;
+		for (;;) {
+			while (colon < end && (msg[colon] == ' ' || msg[colon] == '\t'))
+				colon++;
+			size_t f = skip_fold(msg, end, colon);
+			if (f == colon)
+				break;
+			colon = f;
+		}
+		if (end - n0 > nl && strncasecmp(msg + n0, name, nl) == 0 && colon < end &&
 		    msg[colon] == ':') {
+			/* The line the colon is on. */
+			eol = memchr(msg + colon, '\n', end - colon);
+			le = eol ? (size_t)(eol - msg) + 1 : end;
 			size_t v = colon + 1;
 			/* The value runs over continuation lines (starting with WSP). */
 			for (;;) {
@@ -255,6 +286,28 @@ parse_addr_spec(const struct tok *t, size_t nt, size_t *i, struct buf *out)
 	return 0;
 }
 
+/* domain at t[*i]: a domain literal, or atoms joined by dots. 0 or -1. */
+static int
+skip_domain(const struct tok *t, size_t nt, size_t *i)
+{
+	size_t k = *i + 1;	/* past the "@" */
+
+	if (k < nt && t[k].type == T_DLIT) {
+		*i = k + 1;
+		return 0;
+	}
+	for (;;) {
+		if (k >= nt || t[k].type != T_ATOM)
+			return -1;
+		k++;
+		if (!is_sp(t, nt, k, '.'))
+			break;
+		k++;
+	}
+	*i = k;
+	return 0;
+}
+
 static void
 list_add(struct mime_addr_list *r, struct buf *a)
 {
@@ -269,18 +322,33 @@ parse_mailbox(const struct tok *t, size_t nt, size_t *i, struct mime_addr_list *
 	struct buf a = BUF_INIT(0);
 	size_t k = *i;
 
-	/* Look ahead for '<' before any ',' ';' or ':' that ends the mailbox. */
+	/*
+	 * Look ahead for '<' past a display-name: words (atoms, quoted strings)
+	 * and obs-phrase dots (RFC 5322 3.2.5, 4.1). A domain literal or any
+	 * other special there is no phrase: refused, not skipped, or
+	 * "[<x@y>] <a@b>" would hide an address that some readers show.
+	 */
 	size_t j = k;
-	while (j < nt && !(t[j].type == T_SPECIAL && strchr("<,;:@", t[j].c)))
+	while (j < nt && (t[j].type == T_ATOM || t[j].type == T_QSTR || is_sp(t, nt, j, '.')))
 		j++;
+	if (j > k && !is_sp(t, nt, j, '<') && !is_sp(t, nt, j, '@'))
+		return -1;
 	if (is_sp(t, nt, j, '<')) {
 		k = j + 1;
-		/* obs-route: "@a,@b:" */
+		/*
+		 * obs-route (RFC 5322 4.4): "@" domain *("," ["@" domain]) ":",
+		 * ignored; nothing else may stand there (a skip to the first ':'
+		 * would hide whole mailboxes in the route).
+		 */
 		if (is_sp(t, nt, k, '@')) {
-			while (k < nt && !is_sp(t, nt, k, ':'))
-				k++;
-			if (k >= nt)
-				return -1;
+			for (;;) {
+				if (!is_sp(t, nt, k, '@') || skip_domain(t, nt, &k) < 0)
+					return -1;
+				while (is_sp(t, nt, k, ','))
+					k++;
+				if (is_sp(t, nt, k, ':'))
+					break;
+			}
 			k++;
 		}
 		if (parse_addr_spec(t, nt, &k, &a) < 0 || !is_sp(t, nt, k, '>')) {

@@ -153,6 +153,14 @@ SPOOF_FORMS = [
     # postmaster@ reaches the domain's first user (alice) but is nobody's.
     'postmaster@example.test',
     'Postmaster@Example.Test',
+    # An obs-route is domains only: a mailbox hidden in one is not skipped
+    # (readers' ENVELOPE showed CEO as the address).
+    '<@,CEO <ceo@example.test>,@y:alice@example.test>',
+    '<@x.test,ceo@example.test:alice@example.test>',
+    # A domain literal belongs after "@" only, never in a display name:
+    # some readers show the address inside it.
+    '[ \\] <ceo@example.test> (] <alice@example.test>',
+    '[<ceo@example.test>] <alice@example.test>',
 ]
 
 
@@ -164,7 +172,14 @@ def test_from_address_forms_refused(surat):
     # Header name spellings and a value that starts on a continuation line.
     for raw in (b"from: ceo@bank.test\r\n", b"FROM:ceo@bank.test\r\n",
                 b"From:\r\n ceo@bank.test\r\n", b"From: alice@example.test\r\nfrom: bob@example.test\r\n",
-                b"From: alice@example.test\x00, ceo@bank.test\r\n"):
+                b"From: alice@example.test\x00, ceo@bank.test\r\n",
+                # The name folded before its colon: readers that unfold
+                # first show these as From / Sender.
+                b"From\r\n : CEO <ceo@example.test>\r\n",
+                b"From\r\n\t:ceo@bank.test\r\n",
+                b"From: alice@example.test\r\nSender\r\n : ceo@example.test\r\n",
+                # A first line that continues nothing, which readers trim.
+                b" From: ceo@bank.test\r\n"):
         code, text = send(r, raw + b"Subject: spelled\r\n\r\nx\r\n")
         refused_553(code, text, raw)
     # The session goes on, and only the good message is delivered.
@@ -190,6 +205,9 @@ OWN_FORMS = [
     'alice@example.test (bob@example.test)',
     'Alice <alice@example.test>, alice+2@example.test',
     'grp: alice@example.test;',
+    # A well-formed obs-route is ignored (RFC 5322 4.4).
+    '<@relay.test,,@[10.0.0.1]:alice@example.test>',
+    'J. Alice <alice@example.test>',
 ]
 
 
