@@ -234,6 +234,37 @@ is_sp(const struct tok *t, size_t nt, size_t i, char c)
 	return i < nt && t[i].type == T_SPECIAL && t[i].c == c;
 }
 
+/*
+ * "@" domain at t[*i] (the "@" included): a domain literal, or atoms joined
+ * by dots. Appends the domain to out unless out is NULL. 0 or -1.
+ */
+static int
+parse_domain(const struct tok *t, size_t nt, size_t *i, struct buf *out)
+{
+	size_t k = *i + 1;	/* past the "@" */
+
+	if (k < nt && t[k].type == T_DLIT) {
+		if (out)
+			buf_append(out, t[k].p, t[k].n);
+		*i = k + 1;
+		return 0;
+	}
+	for (;;) {
+		if (k >= nt || t[k].type != T_ATOM)
+			return -1;
+		if (out)
+			buf_append(out, t[k].p, t[k].n);
+		k++;
+		if (!is_sp(t, nt, k, '.'))
+			break;
+		if (out)
+			buf_putc(out, '.');
+		k++;
+	}
+	*i = k;
+	return 0;
+}
+
 /* addr-spec at t[*i]: local-part "@" domain. Appends to out. 0 or -1. */
 static int
 parse_addr_spec(const struct tok *t, size_t nt, size_t *i, struct buf *out)
@@ -263,47 +294,11 @@ parse_addr_spec(const struct tok *t, size_t nt, size_t *i, struct buf *out)
 	}
 	if (!is_sp(t, nt, k, '@'))
 		return -1;
-	k++;
 	buf_putc(out, '@');
 	size_t dstart = out->len;
-	if (k < nt && t[k].type == T_DLIT) {
-		buf_append(out, t[k].p, t[k].n);
-		k++;
-	} else {
-		for (;;) {
-			if (k >= nt || t[k].type != T_ATOM)
-				return -1;
-			buf_append(out, t[k].p, t[k].n);
-			k++;
-			if (!is_sp(t, nt, k, '.'))
-				break;
-			buf_putc(out, '.');
-			k++;
-		}
-	}
+	if (parse_domain(t, nt, &k, out) < 0)
+		return -1;
 	util_lower(out->data + dstart);
-	*i = k;
-	return 0;
-}
-
-/* domain at t[*i]: a domain literal, or atoms joined by dots. 0 or -1. */
-static int
-skip_domain(const struct tok *t, size_t nt, size_t *i)
-{
-	size_t k = *i + 1;	/* past the "@" */
-
-	if (k < nt && t[k].type == T_DLIT) {
-		*i = k + 1;
-		return 0;
-	}
-	for (;;) {
-		if (k >= nt || t[k].type != T_ATOM)
-			return -1;
-		k++;
-		if (!is_sp(t, nt, k, '.'))
-			break;
-		k++;
-	}
 	*i = k;
 	return 0;
 }
@@ -342,7 +337,7 @@ parse_mailbox(const struct tok *t, size_t nt, size_t *i, struct mime_addr_list *
 		 */
 		if (is_sp(t, nt, k, '@')) {
 			for (;;) {
-				if (!is_sp(t, nt, k, '@') || skip_domain(t, nt, &k) < 0)
+				if (!is_sp(t, nt, k, '@') || parse_domain(t, nt, &k, NULL) < 0)
 					return -1;
 				while (is_sp(t, nt, k, ','))
 					k++;

@@ -289,8 +289,7 @@ def test_bdat_after_helo_is_refused(surat):
     """After HELO no extension is in effect (RFC 5321 4.1.1.1) and CHUNKING
     was never offered (RFC 3030 2): BDAT is refused 503, its chunk still read
     and discarded so the session stays in step, and nothing is queued."""
-    r = Raw(surat.port("smtp"))
-    r.greet()
+    r = session(surat)
     r.expect("HELO c.test", 250)
     r.expect("MAIL FROM:<s@remote.test>", 250)
     r.expect("RCPT TO:<alice@example.test>", 250)

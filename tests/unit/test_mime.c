@@ -40,6 +40,7 @@
 #include "core/buf.h"
 #include "core/util.h"
 #include "mime/mime.h"
+#include "mime/mime_addr.h"
 #include "mime/mime_address.h"
 #include "mime/mime_date.h"
 #include "mime/mime_decode.h"
@@ -1471,6 +1472,68 @@ test_text_extract(void **state)
 	free(msg);
 }
 
+/* ---- mime_addr: the fields the submission check reads ---- */
+
+/* The addresses of every field name in msg, joined by spaces; NULL if one does not parse. */
+static char *
+addr_field(const char *msg, const char *name)
+{
+	struct mime_addr_list al;
+	struct buf b = BUF_INIT(0);
+
+	if (mime_addr_field(msg, strlen(msg), name, &al) < 0)
+		return NULL;
+	for (size_t i = 0; i < al.n; i++)
+		buf_printf(&b, "%s%s", i ? " " : "", al.v[i]);
+	mime_addr_list_free(&al);
+	return b.data ? buf_steal(&b) : xstrdup("");
+}
+
+static void
+assert_addrs(const char *msg, const char *name, const char *want)
+{
+	char *got = addr_field(msg, name);
+
+	if (want == NULL) {
+		if (got != NULL)
+			fail_msg("%s: want no parse, got \"%s\"", msg, got);
+		return;
+	}
+	if (got == NULL)
+		fail_msg("%s: does not parse, want \"%s\"", msg, want);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+static void
+test_addr_fields(void **state)
+{
+	(void)state;
+	/* Found as lenient readers find them: white space before the colon,
+	 * also folded onto the next line, a first line that continues nothing. */
+	assert_addrs("From : a@x.test\r\n\r\nb", "From", "a@x.test");
+	assert_addrs("From\r\n : CEO <ceo@x.test>\r\n\r\nb", "From", "ceo@x.test");
+	assert_addrs("From\r\n\t:c@x.test\r\nTo: d@x.test\r\n\r\n", "From", "c@x.test");
+	assert_addrs(" From: e@x.test\r\n\r\n", "From", "e@x.test");
+	assert_addrs("Fromage: f@x.test\r\nFrom\r\nX: y\r\n\r\n", "From", "");
+	assert_addrs("To: a@x.test\r\n\r\nFrom: g@x.test\r\n", "From", "");
+	assert_addrs("From: a@x.test\r\nSender\r\n : s@x.test\r\n\r\n", "Sender", "s@x.test");
+	/* Every field of the name, each value unfolded. */
+	assert_addrs("From: a@x.test\r\nfrom: B <b@X.TEST>,\r\n c@x.test\r\n\r\n", "From",
+		     "a@x.test b@x.test c@x.test");
+	/* obs-route: domains only, ignored. */
+	assert_addrs("From: <@r.test,,@[10.0.0.1]:a@x.test>\r\n\r\n", "From", "a@x.test");
+	assert_addrs("From: <@,CEO <ceo@x.test>,@y:a@x.test>\r\n\r\n", "From", NULL);
+	assert_addrs("From: <@r.test,ceo@x.test:a@x.test>\r\n\r\n", "From", NULL);
+	assert_addrs("From: <@r.test a@x.test>\r\n\r\n", "From", NULL);
+	/* A display-name is words and dots; a domain literal only after "@". */
+	assert_addrs("From: J. \"Al\" Ice <a@x.test>\r\n\r\n", "From", "a@x.test");
+	assert_addrs("From: a@[127.0.0.1]\r\n\r\n", "From", "a@[127.0.0.1]");
+	assert_addrs("From: [<ceo@x.test>] <a@x.test>\r\n\r\n", "From", NULL);
+	assert_addrs("From: [ \\] <ceo@x.test> (] <a@x.test>\r\n\r\n", "From", NULL);
+	assert_addrs("From: A > B <a@x.test>\r\n\r\n", "From", NULL);
+}
+
 static void
 test_filename(void **state)
 {
@@ -1533,6 +1596,7 @@ main(void)
 	    cmocka_unit_test(test_html_to_text),
 	    cmocka_unit_test(test_text_extract),
 	    cmocka_unit_test(test_filename),
+	    cmocka_unit_test(test_addr_fields),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
