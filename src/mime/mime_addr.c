@@ -149,9 +149,17 @@ is_special(char c)
 	return strchr("()<>[]:;@\\,.\"", c) != NULL;
 }
 
-/* Tokenize s[0..n); -1 on unbalanced quotes/comments/literals or too many. */
+/*
+ * Tokenize s[0..n); -1 on unbalanced quotes/comments/literals or too many.
+ * *misread is set (never cleared) when the text holds what simpler parsers
+ * split differently from RFC 5322: a comment with a quoted-pair, a nested
+ * comment or any of < > ", or a quoted string with both a quoted-pair and
+ * one of < > @. (An "@" alone in a comment, "a@x (b@y)", reads the same
+ * everywhere: as a name.) "(\) <a@x> \() <b@y>" is one comment and then b@y here, but
+ * a reader that ends the comment at the first ")" shows a@x.
+ */
 static int
-tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r)
+tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *misread)
 {
 	struct tok *t = NULL;
 	size_t nt = 0, i = 0;
@@ -168,9 +176,12 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r)
 			int depth = 0;
 			while (i < n) {
 				if (s[i] == '\\' && i + 1 < n) {
+					*misread = 1;
 					i += 2;
 					continue;
 				}
+				if ((s[i] != '\0' && strchr("<>\"", s[i]) != NULL) || (s[i] == '(' && depth > 0))
+					*misread = 1;
 				if (s[i] == '(' && ++depth > MIME_COMMENT_DEPTH)
 					goto bad;
 				if (s[i] == ')' && --depth == 0)
@@ -185,13 +196,20 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r)
 		t = xrealloc(t, (nt + 1) * sizeof(*t));
 		if (c == '"') {
 			size_t start = ++i;
+			int escaped = 0, addrlike = 0;
 			while (i < n && s[i] != '"') {
-				if (s[i] == '\\' && i + 1 < n)
+				if (s[i] == '\\' && i + 1 < n) {
+					escaped = 1;
 					i++;
+				}
+				if (s[i] != '\0' && strchr("<>@", s[i]) != NULL)
+					addrlike = 1;
 				i++;
 			}
 			if (i >= n)
 				goto bad;
+			if (escaped && addrlike)
+				*misread = 1;
 			t[nt++] = (struct tok){T_QSTR, s + start, i - start, 0};
 			i++;
 		} else if (c == '[') {
@@ -419,13 +437,18 @@ mime_addr_field(const char *msg, size_t len, const char *name, struct mime_addr_
 	while (header_next(msg, end, &pos, name, &v)) {
 		struct tok *t = NULL;
 		size_t nt = 0, before = r->n;
-		if (tokenize(v.data ? v.data : "", v.len, &t, &nt) < 0 ||
+		int misread = 0;
+		if (tokenize(v.data ? v.data : "", v.len, &t, &nt, &misread) < 0 ||
 		    parse_address_list(t, nt, r) < 0 || r->n == before) {
 			free(t);
 			rc = -1;
 			break;
 		}
 		free(t);
+		if (misread) {
+			rc = -2;
+			break;
+		}
 		buf_reset(&v);
 	}
 	buf_free(&v);

@@ -27,8 +27,10 @@ int mime_addr_header(const char *msg, size_t len, const char *name, struct buf *
 
 /*
  * The addresses of every From: header in msg. 0 (list filled, possibly
- * empty), or -1 when a From: header does not parse. Free with
- * mime_addr_list_free.
+ * empty); -1 when a From: header does not parse; -2 when one parses but
+ * holds a comment or quoted string that other readers may take apart
+ * differently (mime_addr.c, tokenize), so that what they show as the
+ * sender need not be what was parsed here. Free with mime_addr_list_free.
  */
 int mime_addr_from(const char *msg, size_t len, struct mime_addr_list *r);
 /* The same for every header called name (Sender, Resent-From, ...). */

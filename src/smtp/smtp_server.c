@@ -1397,7 +1397,14 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc; f++) {
 		/* None at all is accepted: a missing From: is the MUA's problem
 		 * (RFC 6409 8.1 lets an MSA add one; we leave the message as is). */
-		if (mime_addr_field(s->data.data, s->data.len, fields[f], &al) < 0) {
+		int r = mime_addr_field(s->data.data, s->data.len, fields[f], &al);
+		if (r == -2) {
+			buf_printf(bad, "%s: a comment or quoted string with escapes, nesting or "
+				   "< > may be read differently by mail readers; the sender "
+				   "cannot be checked", fields[f]);
+			return -1;
+		}
+		if (r < 0) {
 			buf_printf(bad, "%s: header does not parse; the sender cannot be checked",
 				   fields[f]);
 			return -1;

@@ -140,8 +140,7 @@ SPOOF_FORMS = [
     'grp: alice@example.test, ceo@bank.test;',
     '"alice@example.test": ceo@bank.test;',
     'grp:;',
-    # A comment ends only at its own ')', escaped ones do not count.
-    'alice@example.test (a \\) b), ceo@bank.test',
+    # A comment ends only at its own ')'.
     'alice@example.test (unbalanced',
     '(x) <ceo@bank.test> (alice@example.test)',
     # Domain literals, look-alike domains, an encoded word as the address.
@@ -162,13 +161,25 @@ SPOOF_FORMS = [
     '[ \\] <ceo@example.test> (] <alice@example.test>',
     '[<ceo@example.test>] <alice@example.test>',
 ]
+# Valid RFC 5322, and alice's address to surat, but readers that end a
+# comment at the first ")" or a quoted string at the first '"' show CEO:
+# one comment with escaped parentheses, a nested comment, a quoted display
+# name whose escaped quotes hide an angle-addr, an angle-addr in a comment.
+MISREAD_FORMS = [
+    '(\\) <ceo@example.test> \\() <alice@example.test>',
+    '((x) <ceo@example.test>) <alice@example.test>',
+    '"\\" <ceo@example.test> \\"" <alice@example.test>',
+    'alice@example.test (<ceo@example.test>)',
+    'alice@example.test (a \\) b), ceo@bank.test',
+]
 
 
 def test_from_address_forms_refused(surat):
     r = sub(surat)
-    for form in SPOOF_FORMS:
+    for form in SPOOF_FORMS + MISREAD_FORMS:
         code, text = send(r, from_msg(form))
         refused_553(code, text, form)
+        assert ("comment or quoted string" in text[-1]) == (form in MISREAD_FORMS), (form, text)
     # Header name spellings and a value that starts on a continuation line.
     for raw in (b"from: ceo@bank.test\r\n", b"FROM:ceo@bank.test\r\n",
                 b"From:\r\n ceo@bank.test\r\n", b"From: alice@example.test\r\nfrom: bob@example.test\r\n",
@@ -208,6 +219,8 @@ OWN_FORMS = [
     # A well-formed obs-route is ignored (RFC 5322 4.4).
     '<@relay.test,,@[10.0.0.1]:alice@example.test>',
     'J. Alice <alice@example.test>',
+    '"Al \\"Pal\\" Ice (work)" <alice@example.test>',
+    'alice@example.test (Alice Smith)',
 ]
 
 

@@ -1532,6 +1532,28 @@ test_addr_fields(void **state)
 	assert_addrs("From: [<ceo@x.test>] <a@x.test>\r\n\r\n", "From", NULL);
 	assert_addrs("From: [ \\] <ceo@x.test> (] <a@x.test>\r\n\r\n", "From", NULL);
 	assert_addrs("From: A > B <a@x.test>\r\n\r\n", "From", NULL);
+	/* Comments and quoted strings that simpler readers split differently
+	 * parse, but are reported apart (-2): what they show may be another
+	 * address than the one parsed here. */
+	static const char *const misread[] = {
+	    "From: (\\) <ceo@x.test> \\() <a@x.test>\r\n\r\n",
+	    "From: ((x) <ceo@x.test>) <a@x.test>\r\n\r\n",
+	    "From: \"\\\" <ceo@x.test> \\\"\" <a@x.test>\r\n\r\n",
+	    "From: a@x.test (Alice <3)\r\n\r\n",
+	    "From: a@x.test (\"ceo@x.test\")\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof(misread) / sizeof(misread[0]); i++) {
+		struct mime_addr_list al;
+		if (mime_addr_field(misread[i], strlen(misread[i]), "From", &al) != -2)
+			fail_msg("%s: want -2", misread[i]);
+		assert_null(al.v);
+	}
+	/* Their everyday forms stay: a plain comment, an address as a display
+	 * name (shown as a name), escaped quotes and parentheses in one. */
+	assert_addrs("From: a@x.test (Alice Smith)\r\n\r\n", "From", "a@x.test");
+	assert_addrs("From: \"ceo@x.test\" <a@x.test>\r\n\r\n", "From", "a@x.test");
+	assert_addrs("From: \"Al \\\"Pal\\\" Ice (work)\" <a@x.test>\r\n\r\n", "From",
+		     "a@x.test");
 }
 
 static void
