@@ -153,16 +153,20 @@ is_special(char c)
  * Tokenize s[0..n); -1 on unbalanced quotes/comments/literals or too many.
  * *misread is set (never cleared) when the text holds what simpler parsers
  * split differently from RFC 5322: a comment with a quoted-pair, a nested
- * comment or any of < > ", or a quoted string with both a quoted-pair and
- * one of < > @. (An "@" alone in a comment, "a@x (b@y)", reads the same
- * everywhere: as a name.) "(\) <a@x> \() <b@y>" is one comment and then b@y here, but
- * a reader that ends the comment at the first ")" shows a@x.
+ * comment or any of < > "; or quoted strings that hold a quoted-pair or a
+ * parenthesis and (in the same string or another) one of < > @. (An "@"
+ * alone in a comment, "a@x (b@y)", reads the same everywhere: as a name.)
+ * "(\) <a@x> \() <b@y>" is one comment and then b@y here, but a reader that
+ * ends the comment at the first ")" shows a@x; "\"" "<a@x>" <b@y> is one
+ * display name, but a reader that ends a quoted string at the first '"'
+ * shows a@x outside quotes.
  */
 static int
 tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *misread)
 {
 	struct tok *t = NULL;
 	size_t nt = 0, i = 0;
+	int q_split = 0, q_addr = 0;	/* in any quoted string of s */
 
 	while (i < n) {
 		char c = s[i];
@@ -196,20 +200,19 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 		t = xrealloc(t, (nt + 1) * sizeof(*t));
 		if (c == '"') {
 			size_t start = ++i;
-			int escaped = 0, addrlike = 0;
 			while (i < n && s[i] != '"') {
 				if (s[i] == '\\' && i + 1 < n) {
-					escaped = 1;
+					q_split = 1;
 					i++;
 				}
+				if (s[i] == '(' || s[i] == ')')
+					q_split = 1;
 				if (s[i] != '\0' && strchr("<>@", s[i]) != NULL)
-					addrlike = 1;
+					q_addr = 1;
 				i++;
 			}
 			if (i >= n)
 				goto bad;
-			if (escaped && addrlike)
-				*misread = 1;
 			t[nt++] = (struct tok){T_QSTR, s + start, i - start, 0};
 			i++;
 		} else if (c == '[') {
@@ -238,6 +241,8 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 			t[nt++] = (struct tok){T_ATOM, s + start, i - start, 0};
 		}
 	}
+	if (q_split && q_addr)
+		*misread = 1;
 	*toks_r = t;
 	*ntoks_r = nt;
 	return 0;

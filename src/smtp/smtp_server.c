@@ -1399,9 +1399,9 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 		 * (RFC 6409 8.1 lets an MSA add one; we leave the message as is). */
 		int r = mime_addr_field(s->data.data, s->data.len, fields[f], &al);
 		if (r == -2) {
-			buf_printf(bad, "%s: a comment or quoted string with escapes, nesting or "
-				   "< > may be read differently by mail readers; the sender "
-				   "cannot be checked", fields[f]);
+			buf_printf(bad, "%s: a comment or quoted string that mail readers may "
+				   "take apart differently (escapes, nesting, < > @); the "
+				   "sender cannot be checked", fields[f]);
 			return -1;
 		}
 		if (r < 0) {

@@ -171,6 +171,10 @@ MISREAD_FORMS = [
     '"\\" <ceo@example.test> \\"" <alice@example.test>',
     'alice@example.test (<ceo@example.test>)',
     'alice@example.test (a \\) b), ceo@bank.test',
+    # The escape in one quoted string, the address in another.
+    '"\\"" "<ceo@example.test>" <alice@example.test>',
+    '"\\"" <alice@example.test>, "<ceo@example.test>" <alice@example.test>',
+    '"<ceo@example.test> (" <alice@example.test> (x)',
 ]
 
 

@@ -1541,6 +1541,9 @@ test_addr_fields(void **state)
 	    "From: \"\\\" <ceo@x.test> \\\"\" <a@x.test>\r\n\r\n",
 	    "From: a@x.test (Alice <3)\r\n\r\n",
 	    "From: a@x.test (\"ceo@x.test\")\r\n\r\n",
+	    "From: \"\\\"\" \"<ceo@x.test>\" <a@x.test>\r\n\r\n",
+	    "From: \"\\\"\" <a@x.test>, \"<ceo@x.test>\" <a@x.test>\r\n\r\n",
+	    "From: \"<ceo@x.test> (\" <a@x.test> (x)\r\n\r\n",
 	};
 	for (size_t i = 0; i < sizeof(misread) / sizeof(misread[0]); i++) {
 		struct mime_addr_list al;
