@@ -184,7 +184,8 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 					i += 2;
 					continue;
 				}
-				if ((s[i] != '\0' && strchr("<>\"", s[i]) != NULL) || (s[i] == '(' && depth > 0))
+				if ((s[i] != '\0' && strchr("<>\"", s[i]) != NULL) ||
+				    (s[i] == '(' && depth > 0))
 					*misread = 1;
 				if (s[i] == '(' && ++depth > MIME_COMMENT_DEPTH)
 					goto bad;
