@@ -149,6 +149,13 @@ is_special(char c)
 	return strchr("()<>[]:;@\\,.\"", c) != NULL;
 }
 
+/* c is one of the characters of set (never the NUL that ends it). */
+static int
+in_set(char c, const char *set)
+{
+	return c != '\0' && strchr(set, c) != NULL;
+}
+
 /*
  * Tokenize s[0..n); -1 on unbalanced quotes/comments/literals or too many.
  * *misread is set (never cleared) when the text holds what simpler parsers
@@ -184,8 +191,7 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 					i += 2;
 					continue;
 				}
-				if ((s[i] != '\0' && strchr("<>\"", s[i]) != NULL) ||
-				    (s[i] == '(' && depth > 0))
+				if (in_set(s[i], "<>\"") || (s[i] == '(' && depth > 0))
 					*misread = 1;
 				if (s[i] == '(' && ++depth > MIME_COMMENT_DEPTH)
 					goto bad;
@@ -206,9 +212,9 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 					q_split = 1;
 					i++;
 				}
-				if (s[i] == '(' || s[i] == ')')
+				if (in_set(s[i], "()"))
 					q_split = 1;
-				if (s[i] != '\0' && strchr("<>@", s[i]) != NULL)
+				if (in_set(s[i], "<>@"))
 					q_addr = 1;
 				i++;
 			}
