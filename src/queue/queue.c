@@ -62,6 +62,15 @@
  * (STORE_FTS_CHUNK messages), so that a stop waits for one at most.
  */
 #define QUEUE_INDEX_BUDGET_MS 200
+/*
+ * Mail first: that indexing starts only once no new message has come in for
+ * this long, and stops at the end of its transaction when one does. Its
+ * page writes and CPU would otherwise slow the acceptance of a burst (by
+ * some 30% while it ran, measured at one session), for work nobody
+ * waits on: a search indexes what is pending itself, and an account that
+ * reaches STORE_FTS_BATCH waiting messages is indexed by its delivery.
+ */
+#define QUEUE_INDEX_QUIET_MS 250
 /* Messages in one local delivery batch at most. */
 #define QUEUE_BATCH_MAX 64
 /*
@@ -142,6 +151,9 @@ struct queue {
 	int64_t sync_us;	/* recent spool write+flush time, a moving average */
 	struct event *gather;	/* the next tick for messages still gathering */
 	int indexing;		/* a store_pool_index_idle() job is out */
+	int64_t arrived_ms;	/* when the last new message was queued */
+	uint64_t arrivals;	/* new messages queued; the index job reads it (atomic) */
+	uint64_t index_from;	/* arrivals when the index job started */
 };
 
 static size_t
@@ -1590,6 +1602,8 @@ submit_done(struct submit_job *s)
 {
 	if (s->rc == 0) {
 		char id[QUEUE_ID_LEN + 1];
+		s->q->arrived_ms = util_mono_ms();
+		__atomic_add_fetch(&s->q->arrivals, 1, __ATOMIC_RELAXED);
 		memcpy(id, s->msg.id, sizeof(id));
 		queue_add_entry(s->q, &s->msg, &s->content);
 		if (s->done)
@@ -1807,11 +1821,18 @@ flush_check(struct queue *q)
 	}
 }
 
+/* Worker: whether a new message came in since the index job started. */
+static int
+index_yield(void *arg)
+{
+	struct queue *q = arg;
+	return __atomic_load_n(&q->arrivals, __ATOMIC_RELAXED) != q->index_from;
+}
+
 static void
 index_work(void *arg)
 {
-	(void)arg;
-	store_pool_index_idle(STORE_FTS_IDLE_MS, QUEUE_INDEX_BUDGET_MS);
+	store_pool_index_idle(STORE_FTS_IDLE_MS, QUEUE_INDEX_BUDGET_MS, index_yield, arg);
 }
 
 static void
@@ -1828,8 +1849,10 @@ queue_timer(evutil_socket_t fd, short what, void *arg)
 	flush_check(q);
 	queue_tick(fd, what, q);
 	/* Full-text indexing of the mailboxes whose deliveries paused (store.h). */
-	if (!q->indexing && !q->srv->stopping && store_pool_index_waiting()) {
+	if (!q->indexing && !q->srv->stopping &&
+	    util_mono_ms() - q->arrived_ms >= QUEUE_INDEX_QUIET_MS && store_pool_index_waiting()) {
 		q->indexing = 1;
+		q->index_from = q->arrivals;
 		worker_submit(q->pool, index_work, index_done, q);
 	}
 }

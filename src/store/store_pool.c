@@ -225,7 +225,7 @@ store_pool_index_waiting(void)
 }
 
 int64_t
-store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
+store_pool_index_idle(int64_t idle_ms, int64_t budget_ms, int (*yield)(void *arg), void *arg)
 {
 	int64_t done = 0, start = util_mono_us(), idle_us = idle_ms * 1000;
 
@@ -233,7 +233,7 @@ store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 		struct store *st = NULL;
 		int64_t now = util_mono_us();
 
-		if (now - start > budget_ms * 1000)
+		if (now - start > budget_ms * 1000 || (yield != NULL && yield(arg)))
 			return done;
 		pthread_mutex_lock(&pool.lock);
 		for (struct store *e = pool.tail; e; e = e->pool_prev)
@@ -251,7 +251,8 @@ store_pool_index_idle(int64_t idle_ms, int64_t budget_ms)
 			n = store_fts_catch_up(st, STORE_FTS_CHUNK);
 			if (n > 0)
 				done += n;
-		} while (n == STORE_FTS_CHUNK && util_mono_us() - start <= budget_ms * 1000);
+		} while (n == STORE_FTS_CHUNK && util_mono_us() - start <= budget_ms * 1000 &&
+			 !(yield != NULL && yield(arg)));
 		if (n < 0)
 			log_error("store %s: full-text index: %s", st->account, store_errstr(st));
 		/* Done, or failed (the next delivery or search tries again); else more next time. */

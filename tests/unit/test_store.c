@@ -1347,21 +1347,21 @@ test_fts_idle(void **state)
 
 	/* On loan: left alone. */
 	assert_int_equal(store_pool_index_waiting(), 0);
-	assert_int_equal(store_pool_index_idle(0, 1000), 0);
+	assert_int_equal(store_pool_index_idle(0, 1000, NULL, NULL), 0);
 	assert_int_equal(store_fts_pending(a), 2);
 
 	/* Back in the pool but used just now: left alone for a long idle time. */
 	store_pool_put(&a);
 	assert_int_equal(store_pool_index_waiting(), 1);
-	assert_int_equal(store_pool_index_idle(3600 * 1000, 1000), 0);
+	assert_int_equal(store_pool_index_idle(3600 * 1000, 1000, NULL, NULL), 0);
 	assert_int_equal(count_rows(fx->dir, "fts"), 0);
 
 	/* No time left: nothing taken up. */
-	assert_int_equal(store_pool_index_idle(0, -1), 0);
+	assert_int_equal(store_pool_index_idle(0, -1, NULL, NULL), 0);
 	assert_int_equal(count_rows(fx->dir, "fts"), 0);
 
 	/* Idle long enough: indexed, and given back to the pool. */
-	assert_int_equal(store_pool_index_idle(0, 1000), 2);
+	assert_int_equal(store_pool_index_idle(0, 1000, NULL, NULL), 2);
 	assert_int_equal(count_rows(fx->dir, "fts"), 2);
 	assert_int_equal(store_pool_idle(), 1);
 	assert_int_equal(store_pool_index_waiting(), 0);
@@ -1371,7 +1371,7 @@ test_fts_idle(void **state)
 
 	/* Nothing queued: nothing to do, even after a read-only use. */
 	store_pool_put(&a);
-	assert_int_equal(store_pool_index_idle(0, 1000), 0);
+	assert_int_equal(store_pool_index_idle(0, 1000, NULL, NULL), 0);
 
 	/* A queue left by a handle since closed (a restart): a new handle finds it. */
 	a = store_pool_get(fx->dir, ACCOUNT, &err);
@@ -1381,7 +1381,7 @@ test_fts_idle(void **state)
 	a = store_pool_get(fx->dir, ACCOUNT, &err);
 	store_pool_put(&a);
 	assert_int_equal(store_pool_index_waiting(), 1);
-	assert_int_equal(store_pool_index_idle(0, 1000), 1);
+	assert_int_equal(store_pool_index_idle(0, 1000, NULL, NULL), 1);
 	assert_int_equal(count_rows(fx->dir, "fts"), 3);
 	assert_int_equal(store_pool_index_waiting(), 0);
 
@@ -1397,10 +1397,68 @@ test_fts_idle(void **state)
 	store_pool_put(&a);
 	usleep(1100 * 1000);
 	store_pool_put(&b);
-	assert_int_equal(store_pool_index_idle(1000, 1000), 0);
+	assert_int_equal(store_pool_index_idle(1000, 1000, NULL, NULL), 0);
 	usleep(1100 * 1000);
-	assert_int_equal(store_pool_index_idle(1000, 1000), 1);
+	assert_int_equal(store_pool_index_idle(1000, 1000, NULL, NULL), 1);
 	assert_int_equal(count_rows(fx->dir, "fts"), 4);
+	store_pool_drain();
+	buf_free(&err);
+}
+
+/* For test_fts_idle_yield: yields from the (*limit + 1)th question on; counts them. */
+static int
+yield_after(void *arg)
+{
+	int *calls = arg;
+	return ++calls[0] > calls[1];
+}
+
+/*
+ * store_pool_index_idle() asks its yield callback before each transaction
+ * (STORE_FTS_CHUNK messages) and stops at the first yes: mail coming in
+ * goes first, and what is left stays queued for the next call.
+ */
+static void
+test_fts_idle_yield(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+	enum { N = STORE_FTS_CHUNK + 3 };
+	static struct store_add_item it[N];
+	static char text[N][96];
+
+	store_pool_drain();
+	store_pool_set_max(128);
+	struct store *a = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(a);
+	for (int i = 0; i < N; i++) {
+		xsnprintf(text[i], sizeof(text[i]), "Subject: s%d\r\n\r\nquokka%d\r\n", i, i);
+		it[i] = (struct store_add_item){.msg = text[i], .len = strlen(text[i])};
+	}
+	assert_int_equal(store_add_many(a, NULL, it, N, NULL), 0);
+	assert_int_equal(store_fts_pending(a), N);
+	store_pool_put(&a);
+
+	/* Asked first: nothing done. */
+	int calls[2] = {0, 0};
+	assert_int_equal(store_pool_index_idle(0, 1000, yield_after, calls), 0);
+	assert_int_equal(count_rows(fx->dir, "fts"), 0);
+	assert_int_equal(store_pool_index_waiting(), 1);
+
+	/* Asked again after one transaction: one chunk done, the rest left queued. */
+	calls[0] = 0;
+	calls[1] = 1;
+	assert_int_equal(store_pool_index_idle(0, 1000, yield_after, calls), STORE_FTS_CHUNK);
+	assert_int_equal(calls[0], 3);
+	assert_int_equal(count_rows(fx->dir, "fts"), STORE_FTS_CHUNK);
+	assert_int_equal(store_pool_index_waiting(), 1);
+
+	/* Never yielding: the rest. */
+	calls[0] = 0;
+	calls[1] = 100;
+	assert_int_equal(store_pool_index_idle(0, 1000, yield_after, calls), 3);
+	assert_int_equal(count_rows(fx->dir, "fts"), N);
+	assert_int_equal(store_pool_index_waiting(), 0);
 	store_pool_drain();
 	buf_free(&err);
 }
@@ -1660,6 +1718,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fts_idle_yield, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_moved_store, setup, teardown),
