@@ -63,14 +63,18 @@
  */
 #define QUEUE_INDEX_BUDGET_MS 200
 /*
- * Mail first: that indexing starts only once no new message has come in for
- * this long, and stops at the end of its transaction when one does. Its
- * page writes and CPU would otherwise slow the acceptance of a burst (by
- * some 30% while it ran, measured at one session), for work nobody
- * waits on: a search indexes what is pending itself, and an account that
- * reaches STORE_FTS_BATCH waiting messages is indexed by its delivery.
+ * Mail first: that indexing starts (at the timer's next tick) only once no
+ * new message has been queued for QUEUE_INDEX_QUIET_MS, and after its first
+ * chunk it stops when one is. Its page writes and CPU would otherwise slow
+ * the acceptance of a burst (by some 30% while it ran, measured at one
+ * session), for work nobody waits on: a search indexes what is pending
+ * itself, and an account that reaches STORE_FTS_BATCH waiting messages is
+ * indexed by its delivery. So that mail that never pauses cannot starve it,
+ * it also starts when it has not for QUEUE_INDEX_WAIT_MS, and then does at
+ * least one chunk.
  */
 #define QUEUE_INDEX_QUIET_MS 250
+#define QUEUE_INDEX_WAIT_MS 10000
 /* Messages in one local delivery batch at most. */
 #define QUEUE_BATCH_MAX 64
 /*
@@ -151,9 +155,11 @@ struct queue {
 	int64_t sync_us;	/* recent spool write+flush time, a moving average */
 	struct event *gather;	/* the next tick for messages still gathering */
 	int indexing;		/* a store_pool_index_idle() job is out */
-	int64_t arrived_ms;	/* when the last new message was queued */
+	int64_t last_arrival_ms;	/* when the last new message was queued */
+	int64_t index_ms;		/* when the last index job started */
 	uint64_t arrivals;	/* new messages queued; the index job reads it (atomic) */
 	uint64_t index_from;	/* arrivals when the index job started */
+	int index_asked;	/* the job's yield questions so far (its thread only) */
 };
 
 static size_t
@@ -1602,7 +1608,7 @@ submit_done(struct submit_job *s)
 {
 	if (s->rc == 0) {
 		char id[QUEUE_ID_LEN + 1];
-		s->q->arrived_ms = util_mono_ms();
+		s->q->last_arrival_ms = util_mono_ms();
 		__atomic_add_fetch(&s->q->arrivals, 1, __ATOMIC_RELAXED);
 		memcpy(id, s->msg.id, sizeof(id));
 		queue_add_entry(s->q, &s->msg, &s->content);
@@ -1821,12 +1827,13 @@ flush_check(struct queue *q)
 	}
 }
 
-/* Worker: whether a new message came in since the index job started. */
+/* Worker: whether a new message came in since the index job started; never before its first chunk. */
 static int
 index_yield(void *arg)
 {
 	struct queue *q = arg;
-	return __atomic_load_n(&q->arrivals, __ATOMIC_RELAXED) != q->index_from;
+	return q->index_asked++ > 0 &&
+	       __atomic_load_n(&q->arrivals, __ATOMIC_RELAXED) != q->index_from;
 }
 
 static void
@@ -1849,10 +1856,15 @@ queue_timer(evutil_socket_t fd, short what, void *arg)
 	flush_check(q);
 	queue_tick(fd, what, q);
 	/* Full-text indexing of the mailboxes whose deliveries paused (store.h). */
+	int64_t now = util_mono_ms();
 	if (!q->indexing && !q->srv->stopping &&
-	    util_mono_ms() - q->arrived_ms >= QUEUE_INDEX_QUIET_MS && store_pool_index_waiting()) {
+	    (now - q->last_arrival_ms >= QUEUE_INDEX_QUIET_MS ||
+	     now - q->index_ms >= QUEUE_INDEX_WAIT_MS) &&
+	    store_pool_index_waiting()) {
 		q->indexing = 1;
-		q->index_from = q->arrivals;
+		q->index_ms = now;
+		q->index_from = __atomic_load_n(&q->arrivals, __ATOMIC_RELAXED);
+		q->index_asked = 0;
 		worker_submit(q->pool, index_work, index_done, q);
 	}
 }
@@ -1862,6 +1874,7 @@ queue_new(struct server *srv, struct buf *err)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
 	q->sync_us = QUEUE_NOW_MAX_US + 1;	/* until a worker round shows the disk is fast */
+	q->index_ms = util_mono_ms();		/* QUEUE_INDEX_WAIT_MS counts from the start */
 	struct buf dir = BUF_INIT(0);
 
 	q->srv = srv;

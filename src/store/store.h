@@ -283,7 +283,7 @@ void store_set_notify(store_notify_fn fn, void *arg);
  *    message;
  *  - when the account's deliveries pause: store_pool_index_idle(), which the
  *    mail queue runs each second some pooled handle has messages waiting
- *    (store_pool_index_waiting()) and no new mail came in lately
+ *    (store_pool_index_waiting()) and no new mail was queued lately
  *    (queue.c, QUEUE_INDEX_QUIET_MS), indexes the handles in the pool whose
  *    account no handle in the pool has been used for STORE_FTS_IDLE_MS.
  *    Indexing is background work, as in Dovecot's indexer: a burst of mail
@@ -378,8 +378,9 @@ size_t store_pool_idle(void);
  * finished; SQLite's busy timeout can make one long): what is left waits for
  * the next call. Each handle is out of the pool while it is indexed and goes
  * back to its place in the LRU order. If yield is given, it is asked before
- * each transaction, and a nonzero answer ends the call there (the caller has
- * more urgent work for the disk). Blocking: run it on a worker thread.
+ * each handle and each further chunk of STORE_FTS_CHUNK messages, and a
+ * nonzero answer ends the call there (the caller has more urgent work for
+ * the disk). Blocking: run it on a worker thread.
  * Returns the messages indexed.
  */
 int64_t store_pool_index_idle(int64_t idle_ms, int64_t budget_ms, int (*yield)(void *arg),

@@ -359,38 +359,59 @@ def test_full_text_index_waits_while_mail_comes_in(surat):
     page writes would slow acceptance); once the mail stops, it catches up
     by itself."""
     import sqlite3
-    with smtp(surat) as c:
-        for i in range(3):
-            assert c.sendmail("s@remote.test", ["alice@example.test"],
-                              msg("wait %d" % i, body="pangolin%d\r\n" % i)) == {}
-    surat.wait_messages("alice@example.test", 3)
     db = os.path.join(surat.data_dir, "mail", "example.test", "alice", "index.db")
 
     def counts():
+        """[queued for the index, indexed]; [0, 0] while the mailbox is being created."""
+        if not os.path.exists(db):
+            return [0, 0]
         con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
         try:
             return [con.execute("SELECT count(*) FROM %s" % t).fetchone()[0]
                     for t in ("fts_pending", "fts_content")]
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise
+            return [0, 0]
         finally:
             con.close()
 
-    # Three seconds of mail to someone else: alice's mailbox is idle well past
-    # the indexer's one second, and it is still not indexed.
-    seen, last, max_gap = [], time.monotonic(), 0.0
+    # Mail that never pauses still lets the indexer run after 10 s: a fresh
+    # start, so that this test knows when that can first happen.
+    surat.stop()
+    started = time.monotonic()
+    surat.start()
+    # Three messages for alice, then mail for bob without a break until alice's
+    # mailbox has been idle for 3 s, well past the indexer's 1 s: still not
+    # indexed. A gap is measured from before the previous message's send.
+    seen, delivered, max_gap = [], None, 0.0
     with smtp(surat) as c:
-        end = last + 3
-        while time.monotonic() < end:
+        for i in range(3):
+            assert c.sendmail("s@remote.test", ["alice@example.test"],
+                              msg("wait %d" % i, body="pangolin%d\r\n" % i)) == {}
+        before_prev = time.monotonic()
+        deadline = before_prev + 20
+        while time.monotonic() < deadline:
+            before = time.monotonic()
             assert c.sendmail("s@remote.test", ["bob@example.test"], msg("flow")) == {}
             now = time.monotonic()
-            max_gap, last = max(max_gap, now - last), now
+            max_gap, before_prev = max(max_gap, now - before_prev), before
             seen.append(counts())
+            if delivered is None and seen[-1][0] == 3:
+                delivered = now
+            if delivered is not None and now - delivered >= 3:
+                break
             time.sleep(0.02)
-    if max_gap < 0.2:   # a stall of the test machine longer than that is a pause in the mail
-        assert all(x == [3, 0] for x in seen), seen
+    assert delivered is not None, seen
+    flow_end = time.monotonic()
     deadline = time.time() + 15
     while counts() != [0, 3] and time.time() < deadline:
         time.sleep(0.2)
     assert counts() == [0, 3]
+    if max_gap >= 0.2 or flow_end - started >= 9.5:
+        pytest.skip("the test machine paused the mail for %.2f s, or the flow outlasted "
+                    "the indexer's 10 s limit (%.1f s)" % (max_gap, flow_end - started))
+    assert all(x[1] == 0 for x in seen), seen
 
 
 def test_submission_starttls_auth_plain(surat):
