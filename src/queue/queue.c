@@ -1827,7 +1827,8 @@ flush_check(struct queue *q)
 	}
 }
 
-/* Worker: whether a new message came in since the index job started; never before its first chunk. */
+/* Worker: whether a new message came in since the index job started (never before its
+ * first chunk). */
 static int
 index_yield(void *arg)
 {

@@ -1405,7 +1405,7 @@ test_fts_idle(void **state)
 	buf_free(&err);
 }
 
-/* For test_fts_idle_yield: yields from the (*limit + 1)th question on; counts them. */
+/* For test_fts_idle_yield: calls[0] counts the questions; yes from question calls[1] + 1 on. */
 static int
 yield_after(void *arg)
 {
@@ -1414,9 +1414,9 @@ yield_after(void *arg)
 }
 
 /*
- * store_pool_index_idle() asks its yield callback before each transaction
- * (STORE_FTS_CHUNK messages) and stops at the first yes: mail coming in
- * goes first, and what is left stays queued for the next call.
+ * store_pool_index_idle() asks its yield callback before each handle and
+ * each further chunk (STORE_FTS_CHUNK messages) and stops at the first yes:
+ * mail coming in goes first, and what is left stays queued for the next call.
  */
 static void
 test_fts_idle_yield(void **state)
