@@ -155,10 +155,9 @@ struct queue {
 	int64_t sync_us;	/* recent spool write+flush time, a moving average */
 	struct event *gather;	/* the next tick for messages still gathering */
 	int indexing;		/* a store_pool_index_idle() job is out */
-	int64_t last_arrival_ms;	/* when the last new message was queued */
+	int64_t last_arrival_ms;	/* when the last new message was queued (atomic: the
+					 * index job reads it) */
 	int64_t index_ms;		/* when the last index job started */
-	uint64_t arrivals;	/* new messages queued; the index job reads it (atomic) */
-	uint64_t index_from;	/* arrivals when the index job started */
 	int index_asked;	/* the job's yield questions so far (its thread only) */
 };
 
@@ -1608,8 +1607,7 @@ submit_done(struct submit_job *s)
 {
 	if (s->rc == 0) {
 		char id[QUEUE_ID_LEN + 1];
-		s->q->last_arrival_ms = util_mono_ms();
-		__atomic_add_fetch(&s->q->arrivals, 1, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->q->last_arrival_ms, util_mono_ms(), __ATOMIC_RELAXED);
 		memcpy(id, s->msg.id, sizeof(id));
 		queue_add_entry(s->q, &s->msg, &s->content);
 		if (s->done)
@@ -1834,7 +1832,7 @@ index_yield(void *arg)
 {
 	struct queue *q = arg;
 	return q->index_asked++ > 0 &&
-	       __atomic_load_n(&q->arrivals, __ATOMIC_RELAXED) != q->index_from;
+	       __atomic_load_n(&q->last_arrival_ms, __ATOMIC_RELAXED) >= q->index_ms;
 }
 
 static void
@@ -1864,7 +1862,6 @@ queue_timer(evutil_socket_t fd, short what, void *arg)
 	    store_pool_index_waiting()) {
 		q->indexing = 1;
 		q->index_ms = now;
-		q->index_from = __atomic_load_n(&q->arrivals, __ATOMIC_RELAXED);
 		q->index_asked = 0;
 		worker_submit(q->pool, index_work, index_done, q);
 	}
