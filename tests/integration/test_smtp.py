@@ -326,25 +326,37 @@ def test_large_message_beside_small_ones(surat):
     assert stored.endswith(big)
 
 
+def fts_counts(surat, user):
+    """[queued for the full-text index, indexed] of user@example.test's mailbox;
+    [0, 0] while it is being created."""
+    import sqlite3
+    db = os.path.join(surat.data_dir, "mail", "example.test", user, "index.db")
+    if not os.path.exists(db):
+        return [0, 0]
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    try:
+        return [con.execute("SELECT count(*) FROM %s" % t).fetchone()[0]
+                for t in ("fts_pending", "fts_content")]
+    except sqlite3.OperationalError as e:
+        if "no such table" not in str(e):
+            raise
+        return [0, 0]
+    finally:
+        con.close()
+
+
 def test_full_text_index_filled_when_deliveries_pause(surat):
     """Delivery only queues a message for the full-text index (unit test
     test_fts_idle); once the mailbox has had no delivery for a second, the
     daemon indexes it by itself, with no search to prompt it."""
-    import sqlite3
     with smtp(surat) as c:
         for i in range(5):
             assert c.sendmail("s@remote.test", ["alice@example.test"],
                               msg("pause %d" % i, body="axolotl%d\r\n" % i)) == {}
     surat.wait_messages("alice@example.test", 5)
-    db = os.path.join(surat.data_dir, "mail", "example.test", "alice", "index.db")
 
     def counts():
-        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
-        try:
-            return [con.execute("SELECT count(*) FROM %s" % t).fetchone()[0]
-                    for t in ("fts_pending", "fts_content")]
-        finally:
-            con.close()
+        return fts_counts(surat, "alice")
 
     assert sum(counts()) == 5       # queued or indexed, each message once
     deadline = time.time() + 15
@@ -358,23 +370,9 @@ def test_full_text_index_waits_while_mail_comes_in(surat):
     the background indexer leaves even a mailbox idle for seconds alone (its
     page writes would slow acceptance); once the mail stops, it catches up
     by itself."""
-    import sqlite3
-    db = os.path.join(surat.data_dir, "mail", "example.test", "alice", "index.db")
 
     def counts():
-        """[queued for the index, indexed]; [0, 0] while the mailbox is being created."""
-        if not os.path.exists(db):
-            return [0, 0]
-        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
-        try:
-            return [con.execute("SELECT count(*) FROM %s" % t).fetchone()[0]
-                    for t in ("fts_pending", "fts_content")]
-        except sqlite3.OperationalError as e:
-            if "no such table" not in str(e):
-                raise
-            return [0, 0]
-        finally:
-            con.close()
+        return fts_counts(surat, "alice")
 
     # Mail that never pauses still lets the indexer run after 10 s: a fresh
     # start, so that this test knows when that can first happen.
