@@ -40,6 +40,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
+#include <openssl/err.h>
 
 struct listener {
 	struct server *srv;
@@ -216,12 +217,16 @@ conn_unsent(struct conn *c)
 	return n;
 }
 
+static void conn_linger_or_close(struct conn *c);
+
 static void
 conn_finish_poll(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	if (conn_unsent(c) == 0 || util_mono_ms() >= c->finish_deadline)
+	if (util_mono_ms() >= c->finish_deadline)
 		conn_close(c);
+	else if (conn_unsent(c) == 0)
+		conn_linger_or_close(c);
 	else
 		event_add(c->finish_ev, &(struct timeval){0, 10000});
 }
@@ -262,14 +267,15 @@ conn_linger_read(struct bufferevent *bev, void *arg)
  * LINGER_MAX bytes or LINGER_SECS. A client that read our reply and closed
  * costs one more readiness event. The lingering socket still counts against
  * the caps (it holds a descriptor: a client that ends sessions and keeps the
- * sockets open must not get more than the caps allow). Not for TLS (a raw
- * FIN must not go out under the TLS layer's feet), nor for a client over a
- * cap, which has had no session, nor while the daemon stops. Nor after the
- * client's own QUIT or LOGOUT (no_linger too): nothing may follow those
- * (RFC 2920 3.1; RFC 5321 4.1.1.10, RFC 1939 4 and 6, RFC 9051 6.1.3), and
- * closing at once spares every session that ends normally a shutdown(2), a
- * readiness event and a read. (A client that sends more all the same may be
- * reset; it has had its reply to everything before the QUIT.)
+ * sockets open must not get more than the caps allow). Over TLS the FIN
+ * follows our close_notify (conn_finish_write()), and what the client still
+ * sends is read through the TLS layer and discarded the same way. Not for a
+ * client over a cap, which has had no session, nor while the daemon stops.
+ * Nor after the client's own QUIT or LOGOUT (no_linger too): nothing may
+ * follow those (RFC 2920 3.1; RFC 5321 4.1.1.10, RFC 1939 4 and 6, RFC 9051
+ * 6.1.3), and closing at once spares every session that ends normally a
+ * shutdown(2), a readiness event and a read. (A client that sends more all
+ * the same may be reset; it has had its reply to everything before the QUIT.)
  */
 #define LINGER_SECS 2
 #define LINGER_MAX (256 * 1024)
@@ -279,8 +285,7 @@ conn_linger_or_close(struct conn *c)
 {
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 
-	if (c->ssl != NULL || c->no_linger || c->srv->stopping || fd < 0 ||
-	    shutdown(fd, SHUT_WR) == -1) {
+	if (c->no_linger || c->srv->stopping || fd < 0 || shutdown(fd, SHUT_WR) == -1) {
 		conn_close(c);
 		return;
 	}
@@ -300,6 +305,17 @@ conn_finish_write(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
 		return;
+	/*
+	 * The last reply is handed to TLS: close the TLS stream with close_notify
+	 * before the TCP one (RFC 8446 6.1), so that the client reads a clean end,
+	 * not a truncation. The alert goes out after the reply, like it.
+	 */
+	if (c->ssl != NULL && !c->tls_bye) {
+		c->tls_bye = 1;
+		if (SSL_is_init_finished(c->ssl))
+			SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
 	if (conn_unsent(c) == 0) {
 		conn_linger_or_close(c);
 		return;

@@ -65,6 +65,7 @@ struct conn {
 	int64_t finish_deadline;	/* end of that wait, or of the linger */
 	size_t linger_left;		/* input still to discard after the last reply */
 	int no_linger;			/* conn_finish() closes outright */
+	int tls_bye;			/* our close_notify is written */
 };
 
 struct server {

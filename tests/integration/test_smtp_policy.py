@@ -10,10 +10,12 @@ import base64
 import re
 import smtplib
 import socket
+import ssl
 import time
 
 import pytest
 
+from conftest import client_tls
 from test_smtp import (Raw, access_lines, bounded, make_populated, msg,  # noqa: F401
                        populated_data, queue_ids, smtp, split_stored, stored_one, submission,
                        surat)
@@ -815,6 +817,68 @@ def test_pop3_quit_and_imap_logout_close_at_once(make_surat, kind, first, bye, e
     assert expect in got, got
     n = greeted(wait=0)  # at once: the QUIT freed the only slot
     n.close()
+    c.close()
+
+
+def tls_to_eof(sock):
+    """What a TLS client reads until the end: (data, how it ended). OpenSSL
+    tells the peer's close_notify ("close_notify") from a TCP close without
+    one ("truncated": a ragged EOF, which RFC 8446 6.1 forbids and which a
+    client cannot tell from an attacker cutting the stream)."""
+    got = b""
+    while True:
+        try:
+            part = sock.recv(4096)
+        except ssl.SSLEOFError:
+            return got, "truncated"
+        if not part:
+            return got, "close_notify"
+        got += part
+
+
+def tls_raw(port):
+    """A TLS client that reports a ragged EOF instead of hiding it (Python
+    sets OP_IGNORE_UNEXPECTED_EOF by default)."""
+    ctx = client_tls()
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(sock, suppress_ragged_eofs=False)
+
+
+@pytest.mark.parametrize("kind,first,bye,last", [
+    ("submissions", b"220 ", b"QUIT\r\n", b"221 2.0.0"),
+    ("imaps", b"* OK", b"a LOGOUT\r\n", b"a OK"),
+    ("pop3s", b"+OK", b"QUIT\r\n", b"+OK"),
+])
+def test_tls_session_ends_with_close_notify(make_surat, kind, first, bye, last):
+    """Each side of a TLS connection sends close_notify before it closes (RFC
+    8446 6.1): after QUIT or LOGOUT the client reads the last reply and then
+    a clean end of the TLS stream, not a truncation."""
+    s = make_surat(kinds=(kind,))
+    c = tls_raw(s.port(kind))
+    assert c.recv(200).startswith(first)
+    c.sendall(bye)
+    got, end = tls_to_eof(c)
+    assert last in got and end == "close_notify", (got, end)
+    c.close()
+
+
+def test_tls_error_close_sends_close_notify_and_lingers(make_populated):
+    """A session the server ends over TLS (here: too many errors) ends with
+    close_notify too, and a client still writing after the 421 (it has not
+    read it yet) is not reset: its writes succeed and the 421 is there to
+    read after them, as on a plaintext connection."""
+    s = make_populated(extra={"smtp.max_errors": "1"})
+    c = tls_raw(s.port("submissions"))
+    assert c.recv(200).startswith(b"220 ")
+    c.sendall(b"BAD1\r\n")
+    time.sleep(0.3)  # the 500, the 421 and the close_notify are out
+    for i in range(3):
+        c.sendall(b"NOOP\r\n")
+        time.sleep(0.05)
+    got, end = tls_to_eof(c)
+    assert re.match(rb"500 [^\r]*\r\n421 4\.7\.0 [^\r]*\r\n$", got), got
+    assert end == "close_notify", (got, end)
     c.close()
 
 
