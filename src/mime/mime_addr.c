@@ -143,12 +143,6 @@ mime_addr_header(const char *msg, size_t len, const char *name, struct buf *out)
 	return r;
 }
 
-static int
-is_special(char c)
-{
-	return strchr("()<>[]:;@\\,.\"", c) != NULL;
-}
-
 /* c is one of the characters of set (never the NUL that ends it). */
 static int
 in_set(char c, const char *set)
@@ -156,8 +150,13 @@ in_set(char c, const char *set)
 	return c != '\0' && strchr(set, c) != NULL;
 }
 
+#define SPECIALS "()<>[]:;@\\,.\""
+
 /*
- * Tokenize s[0..n); -1 on unbalanced quotes/comments/literals or too many.
+ * Tokenize s[0..n); -1 on unbalanced quotes/comments/literals, too many, or a
+ * NUL anywhere: RFC 5322 has no place for one, and a reader that takes it for
+ * the end of the field would see another address than the one parsed here
+ * (From: "<ceo@x.test>\0" <a@x.test>).
  * *misread is set (never cleared) when the text holds what simpler parsers
  * split differently from RFC 5322: a comment with a quoted-pair, a nested
  * comment or any of < > "; or quoted strings that hold a quoted-pair or a
@@ -175,6 +174,8 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 	size_t nt = 0, i = 0;
 	int q_split = 0, q_addr = 0;	/* in any quoted string of s */
 
+	if (memchr(s, '\0', n) != NULL)
+		return -1;
 	while (i < n) {
 		char c = s[i];
 		if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
@@ -233,14 +234,14 @@ tokenize(const char *s, size_t n, struct tok **toks_r, size_t *ntoks_r, int *mis
 				goto bad;
 			i++;
 			t[nt++] = (struct tok){T_DLIT, s + start, i - start, 0};
-		} else if (is_special(c)) {
+		} else if (in_set(c, SPECIALS)) {
 			if (c == ')' || c == ']' || c == '\\')
 				goto bad;
 			t[nt++] = (struct tok){T_SPECIAL, s + i, 1, c};
 			i++;
 		} else {
 			size_t start = i;
-			while (i < n && !is_special(s[i]) && s[i] != ' ' && s[i] != '\t' &&
+			while (i < n && !in_set(s[i], SPECIALS) && s[i] != ' ' && s[i] != '\t' &&
 			       s[i] != '\r' && s[i] != '\n' && (unsigned char)s[i] >= 0x20)
 				i++;
 			if (i == start)

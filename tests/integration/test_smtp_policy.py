@@ -131,6 +131,9 @@ SPOOFED_FROM = [
     "(alice@example.test) ceo@bank.test",
     "=?utf-8?q?alice=40example=2Etest?= <ceo@bank.test>",
     "undisclosed:ceo@bank.test;",
+    # A reader that ends the field at the NUL shows ceo@bank.test.
+    "\"<ceo@bank.test>\0\" <alice@example.test>",
+    "alice@example.test (\0<ceo@bank.test>)",
 ]
 
 

@@ -1551,6 +1551,24 @@ test_addr_fields(void **state)
 			fail_msg("%s: want -2", misread[i]);
 		assert_null(al.v);
 	}
+	/* A NUL byte anywhere in the field refuses it (RFC 5322 has no place for
+	 * one), in an atom, between tokens, in a quoted string or a comment. */
+	static const char nul[][40] = {
+	    "From: a\0b@x.test\r\n\r\n",
+	    "From: a@x.test\0\r\n\r\n",
+	    "From: \0 <a@x.test>\r\n\r\n",
+	    "From: <a@x\0.test>\r\n\r\n",
+	    "From: \"A\0l\" <a@x.test>\r\n\r\n",
+	    "From: a@x.test (A\0l)\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof(nul) / sizeof(nul[0]); i++) {
+		struct mime_addr_list al;
+		size_t len = strlen(nul[i]);
+		len += 1 + strlen(nul[i] + len + 1);	/* past the one NUL */
+		if (mime_addr_field(nul[i], len, "From", &al) != -1)
+			fail_msg("NUL case %zu: want -1", i);
+		assert_null(al.v);
+	}
 	/* Their everyday forms stay: a plain comment, an address as a display
 	 * name (shown as a name), escaped quotes and parentheses in one. */
 	assert_addrs("From: a@x.test (Alice Smith)\r\n\r\n", "From", "a@x.test");
