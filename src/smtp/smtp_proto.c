@@ -292,12 +292,23 @@ cmd_parse_auth(const char *a, size_t n, struct smtp_cmdline *r)
 }
 
 int
+smtp_line_is_bdat(const char *line, size_t len)
+{
+	if (len < 4 || strncasecmp(line, "BDAT", 4) != 0)
+		return 0;
+	if (len == 4)
+		return 1;
+	char c = (char)(line[4] | 0x20);	/* a letter in lower case */
+	return !(c >= 'a' && c <= 'z') && !(line[4] >= '0' && line[4] <= '9');
+}
+
+int
 smtp_cmd_parse(const char *line, size_t len, struct smtp_cmdline *r, struct smtp_error *err)
 {
 	const struct cmd_def *def = NULL;
 
 	memset(r, 0, sizeof(*r));
-	r->cmd = SMTP_CMD_UNKNOWN;
+	r->cmd = smtp_line_is_bdat(line, len) ? SMTP_CMD_BDAT : SMTP_CMD_UNKNOWN;
 	r->arg = line;
 
 	size_t vlen = 0;

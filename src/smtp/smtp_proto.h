@@ -141,13 +141,22 @@ struct smtp_cmdline {
  * Parse one command line line[0..len) (without CRLF). Returns 0 and fills
  * *r, or -1 and fills *err. On -1, r->cmd is still set when the verb was
  * recognised (argument errors) and SMTP_CMD_UNKNOWN otherwise, and
- * r->verb is set whenever there was one (for logging).
+ * r->verb is set whenever there was one (for logging). A line that
+ * smtp_line_is_bdat() is BDAT whatever else is wrong with it.
  * The verb is case-insensitive. Argument rules: EHLO/HELO/VRFY/EXPN need
  * one; DATA/RSET/QUIT/STARTTLS take none; NOOP/HELP take anything;
  * MAIL needs "FROM:" and RCPT "TO:" (case-insensitive, spaces allowed after
  * the colon); BDAT needs "size [LAST]"; AUTH needs "mech [response]".
  */
 int smtp_cmd_parse(const char *line, size_t len, struct smtp_cmdline *r, struct smtp_error *err);
+
+/*
+ * 1 if a command line starting with line[0..len) (len >= 5 tells for sure) is
+ * meant as BDAT: "BDAT" in any case, then the line's end or anything but a
+ * letter or digit ("BDAT\t28", "BDAT 28 LAST\x7f"). Such a line announces a
+ * chunk, so a server that cannot parse it cannot frame what follows.
+ */
+int smtp_line_is_bdat(const char *line, size_t len);
 
 /* The verb's name in capitals ("MAIL"), "UNKNOWN" for SMTP_CMD_UNKNOWN. Static. */
 const char *smtp_cmd_name(enum smtp_cmd cmd);

@@ -1254,6 +1254,19 @@ static const struct smtp_cmd_entry smtp_cmds[] = {
 	{SMTP_CMD_QUIT, cmd_quit, ANY},
 };
 
+/*
+ * A BDAT line we cannot parse: a chunk follows whose size it does not say for
+ * sure, so its octets cannot be told from commands, and running them as such
+ * would let a message's content act as SMTP. Nothing after it can be trusted:
+ * close (RFC 5321 3.8 allows it with 421).
+ */
+static void
+bdat_unframed(struct smtp_sess *s, const char *why)
+{
+	smtp_reply(s, 421, "4.5.4", "%s; closing: the chunk that follows cannot be framed", why);
+	smtp_close(s);
+}
+
 static void
 smtp_command(struct smtp_sess *s, const char *line, size_t len)
 {
@@ -1270,16 +1283,7 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 	}
 	if (smtp_cmd_parse(line, len, &cl, &e) < 0) {
 		if (cl.cmd == SMTP_CMD_BDAT) {
-			/*
-			 * A chunk follows whose size this line does not say
-			 * for sure: its octets cannot be told from commands,
-			 * and running them as such would let a message's
-			 * content act as SMTP. Nothing after it can be
-			 * trusted: close (RFC 5321 3.8 allows it with 421).
-			 */
-			smtp_reply(s, 421, "4.5.4", "%s; closing: the chunk that follows cannot "
-				   "be framed", e.text);
-			smtp_close(s);
+			bdat_unframed(s, e.text);
 			return;
 		}
 		smtp_reply_err(s, &e);
@@ -1715,6 +1719,16 @@ cmd_line_limit(const struct smtp_sess *s, struct evbuffer *in)
 	return CMD_LINE_MAX;
 }
 
+/* 1 if the command line at the start of in is a BDAT (smtp_line_is_bdat()). */
+static int
+in_is_bdat(struct evbuffer *in)
+{
+	char verb[5];
+	ev_ssize_t n = evbuffer_copyout(in, verb, sizeof(verb));
+
+	return n > 0 && smtp_line_is_bdat(verb, (size_t)n);
+}
+
 /* 1 if the avail octets in end with a CR (a line's CRLF half there), else 0. */
 static size_t
 ends_in_cr(struct evbuffer *in, size_t avail)
@@ -1771,6 +1785,10 @@ smtp_process(struct smtp_sess *s)
 			/* Still to come: the CRLF, or only its LF after a CR. */
 			size_t cr = ends_in_cr(in, avail);
 			if (avail + 2 - cr > limit) {
+				if (!(s->flags & F_DISCARD) && in_is_bdat(in)) {
+					bdat_unframed(s, "Line too long");
+					return;
+				}
 				/*
 				 * Overlong line: drop what we have and the rest up to its
 				 * end; a CR last stays, should its LF come next.
@@ -1785,6 +1803,10 @@ smtp_process(struct smtp_sess *s)
 		}
 		size_t len = (size_t)p.pos;
 		if (s->flags & F_DISCARD || len + eol_len > limit) {
+			if (!(s->flags & F_DISCARD) && in_is_bdat(in)) {
+				bdat_unframed(s, "Line too long");
+				return;
+			}
 			int auth = s->flags & F_DISCARD ? (s->flags & F_DISCARD_AUTH) != 0
 							: limit == AUTH_LINE_MAX;
 			evbuffer_drain(in, len + eol_len);

@@ -273,6 +273,22 @@ def test_bdat_syntax_errors(lenient):
         assert c == 421 and t[-1].startswith("4.5.4 Syntax: BDAT"), (line, c, t)
         assert r.closed(), line  # the RSET was never run: no 250 came
         r.close()
+    # The same for a BDAT line refused before its syntax is looked at: too
+    # long, a control octet or a NUL in it, or a TAB for the SP. The chunk
+    # (here a RCPT) is never run as a command.
+    chunk = b"RCPT TO:<bob@example.test>\r\n"
+    for line, why in ((b"BDAT " + b"0" * 520 + b"%d LAST" % len(chunk), "Line too long"),
+                      (b"BDAT %d LAST\x7f" % len(chunk), "Error: control character"),
+                      (b"bdat %d\x00 LAST" % len(chunk), "Error: NUL"),
+                      (b"BDAT\t%d LAST" % len(chunk), "Error: command not recognized")):
+        r = session(lenient)
+        r.expect("MAIL FROM:<s@remote.test>", 250)
+        r.expect("RCPT TO:<alice@example.test>", 250)
+        r.send(line + b"\r\n" + chunk)
+        c, t = r.reply()
+        assert c == 421 and t[-1].startswith("4.5.4 " + why), (line[:20], c, t)
+        assert r.closed(), line[:20]
+        r.close()
     # A well-formed BDAT still works.
     r = session(lenient)
     r.expect("MAIL FROM:<s@remote.test>", 250)

@@ -127,6 +127,20 @@ test_cmd_bdat_auth(void **state)
 		assert_int_equal(err.reply, 501);
 		assert_string_equal(err.text, "Syntax: BDAT size [LAST]");
 	}
+	/* Refused before the syntax is looked at, it is still BDAT: its chunk
+	 * cannot be framed (the caller closes). Not so "BDATX" or "BDAT5". */
+	static const char *still_bdat[] = {"BDAT 5 LAST\x7f", "bdat\t5", "BDAT 5\x01", "BDAT\xff"};
+	for (size_t i = 0; i < sizeof(still_bdat) / sizeof(still_bdat[0]); i++) {
+		assert_int_equal(cmd(still_bdat[i], &r, &err), -1);
+		assert_int_equal(r.cmd, SMTP_CMD_BDAT);
+		assert_true(smtp_line_is_bdat(still_bdat[i], strlen(still_bdat[i])));
+	}
+	assert_int_equal(cmd("BDATX 5", &r, &err), -1);
+	assert_int_equal(r.cmd, SMTP_CMD_UNKNOWN);
+	assert_false(smtp_line_is_bdat("BDAT5", 5));
+	assert_false(smtp_line_is_bdat("BDA", 3));
+	assert_false(smtp_line_is_bdat(" BDAT", 5));
+	assert_true(smtp_line_is_bdat("BDAT", 4));
 
 	assert_int_equal(cmd("AUTH PLAIN", &r, &err), 0);
 	assert_int_equal(r.auth_mech_len, 5);
