@@ -100,7 +100,7 @@ config_defaults(struct config *cfg)
 	cfg->smtp_max_errors = 10;
 	cfg->smtp_cmd_timeout = 300;
 	cfg->smtp_data_timeout = 600;
-	cfg->smtp_max_hops = 50;
+	cfg->smtp_max_hops = 100;
 	cfg->auth_fail_delay = 2;
 	cfg->user_quota = 0;
 	cfg->queue_retry_interval = 15 * 60;

@@ -546,13 +546,21 @@ def test_long_line_in_data(surat):
 
 
 def test_mail_loop_refused(surat):
-    hops = b"".join(b"Received: from h%d by h%d; Mon, 1 Jan 2024 00:00:00 +0000\r\n" % (i, i)
-                    for i in range(60))
+    """By default a message is a loop at 100 Received: fields (RFC 5321 6.3:
+    "normally at least 100"); 99 pass."""
+    def hops(n):
+        return b"".join(b"Received: from h%d by h%d; Mon, 1 Jan 2024 00:00:00 +0000\r\n" %
+                        (i, i) for i in range(n))
     with smtp(surat) as c:
         c.mail("s@remote.test")
         c.rcpt("alice@example.test")
-        code, text = c.data(hops + b"Subject: loop\r\n\r\nx\r\n")
+        code, text = c.data(hops(100) + b"Subject: loop\r\n\r\nx\r\n")
         assert code == 554 and text.startswith(b"5.4.6"), (code, text)
+        c.mail("s@remote.test")
+        c.rcpt("alice@example.test")
+        code, text = c.data(hops(99) + b"Subject: long way\r\n\r\nx\r\n")
+        assert code == 250, (code, text)
+    assert b"Subject: long way" in stored_one(surat, "alice@example.test")
 
 
 def test_bdat_out_of_sequence(surat):
