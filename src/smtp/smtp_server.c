@@ -1301,8 +1301,10 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 				s->flags |= F_BDAT_FAIL;
 				return;
 			}
-			smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: send %s first",
-				   s->state == ST_CONNECTED ? "EHLO" : "MAIL");
+			/* Before EHLO; or AUTH in a transaction (RFC 4954 4). */
+			smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: %s",
+				   s->state == ST_CONNECTED ? "send EHLO first"
+							    : "not in a mail transaction");
 			smtp_error_count(s);
 			return;
 		}

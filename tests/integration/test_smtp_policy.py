@@ -243,7 +243,8 @@ def test_auth_after_auth_and_in_transaction(surat):
     r.expect("A" * 20000, 500, "5.5.6")
     r.auth("alice@example.test", "alice-pw")
     r.expect("MAIL FROM:<alice@example.test>", 250)
-    r.expect("AUTH LOGIN", 503, "5.5.1")
+    t = r.expect("AUTH LOGIN", 503, "5.5.1")
+    assert t[-1] == "5.5.1 Bad sequence of commands: not in a mail transaction", t
     r.close()
 
 
