@@ -47,6 +47,7 @@ static const struct config_key config_keys[] = {
 	{"listen.pop3s", CT_LISTEN, OFF(listen[LISTEN_POP3S]), 0, 0},
 	{"listen.http", CT_LISTEN, OFF(listen[LISTEN_HTTP]), 0, 0},
 	{"tls.cert", CT_STRING, OFF(tls_cert), 0, 0},
+	{"tls.handshake_timeout", CT_DURATION, OFF(tls_handshake_timeout), 1, 3600},
 	{"tls.key", CT_STRING, OFF(tls_key), 0, 0},
 	{"allow_plaintext_auth", CT_BOOL, OFF(allow_plaintext_auth), 0, 1},
 	{"log.level", CT_LOGLEVEL, OFF(log_level), 0, 0},
@@ -95,6 +96,7 @@ config_defaults(struct config *cfg)
 	cfg->max_connections = 2000;
 	cfg->max_connections_per_ip = 50;
 	cfg->workers = 16;
+	cfg->tls_handshake_timeout = 60;
 	cfg->smtp_max_message_size = 25 * 1024 * 1024;
 	cfg->smtp_max_recipients = 100;
 	cfg->smtp_max_errors = 10;

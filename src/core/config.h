@@ -49,6 +49,7 @@ struct config {
 	char *run_as;
 	struct strlist listen[LISTEN_NKINDS];
 	char *tls_cert;
+	int64_t tls_handshake_timeout;
 	char *tls_key;
 	int allow_plaintext_auth;
 	enum log_level log_level;

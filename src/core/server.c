@@ -199,6 +199,8 @@ conn_close(struct conn *c)
 	conn_end_session(c);
 	if (c->finish_ev)
 		event_free(c->finish_ev);
+	if (c->handshake_ev)
+		event_free(c->handshake_ev);
 	if (c->bev)
 		bufferevent_free(c->bev);
 	log_msg(LL_DEBUG, c->id, "connection closed");
@@ -248,12 +250,14 @@ conn_linger_read(struct bufferevent *bev, void *arg)
 
 	evbuffer_drain(in, n);
 	c->linger_left = n >= c->linger_left ? 0 : c->linger_left - n;
-	if (c->linger_left == 0 || ms <= 0) {
+	if (c->linger_left == 0 || ms <= 0)
 		conn_close(c);
-		return;
-	}
-	/* (Each read restarts the timeout: keep it to the time left.) */
-	bufferevent_set_timeouts(bev, &(struct timeval){ms / 1000, ms % 1000 * 1000}, NULL);
+}
+
+static void
+conn_linger_expire(evutil_socket_t fd, short what, void *arg)
+{
+	conn_close(arg);
 }
 
 /*
@@ -292,10 +296,21 @@ conn_linger_or_close(struct conn *c)
 	conn_end_session(c);
 	c->linger_left = LINGER_MAX;
 	c->finish_deadline = util_mono_ms() + LINGER_SECS * 1000;
+	/*
+	 * A hard end: over TLS a client can keep the socket readable without
+	 * ever completing a record, which no read callback would see.
+	 */
+	if (c->finish_ev != NULL)
+		event_free(c->finish_ev);
+	c->finish_ev = evtimer_new(c->srv->base, conn_linger_expire, c);
+	event_add(c->finish_ev, &(struct timeval){LINGER_SECS, 0});
 	bufferevent_setcb(c->bev, conn_linger_read, NULL, conn_finish_event, c);
 	bufferevent_disable(c->bev, EV_WRITE);
+	/* What is already in: discarded from the loop, not from here... */
+	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	/* ...and this last: a TLS filter reads at once, and its callbacks may
+	 * close (free) c before it returns. */
 	bufferevent_enable(c->bev, EV_READ);
-	conn_linger_read(c->bev, c);
 }
 
 static void
@@ -312,8 +327,10 @@ conn_finish_write(struct bufferevent *bev, void *arg)
 	 */
 	if (c->ssl != NULL && !c->tls_bye) {
 		c->tls_bye = 1;
-		if (SSL_is_init_finished(c->ssl))
-			SSL_shutdown(c->ssl);
+		/* Not written (a socket full of replies the client does not read;
+		 * OpenSSL would keep the rest): no FIN behind a torn record. */
+		if (SSL_is_init_finished(c->ssl) && SSL_shutdown(c->ssl) < 0)
+			c->no_linger = 1;
 		ERR_clear_error();
 	}
 	if (conn_unsent(c) == 0) {
@@ -355,6 +372,33 @@ conn_finish(struct conn *c)
 	bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_OPT_DEFER_CALLBACKS);
 }
 
+static void
+conn_handshake_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	event_free(c->handshake_ev);
+	c->handshake_ev = NULL;
+	if (!SSL_is_init_finished(c->ssl)) {
+		log_msg(LL_INFO, c->id, "TLS handshake not done in %llds: closing",
+			(long long)c->srv->cfg->tls_handshake_timeout);
+		conn_close(c);
+	}
+}
+
+/*
+ * The TLS handshake must be over within tls.handshake_timeout: until it is,
+ * no protocol timeout runs (on an implicit-TLS socket OpenSSL waits for the
+ * client's hello as long as the client likes), and a client that connects
+ * and says nothing would hold its slot for good.
+ */
+static void
+conn_handshake_deadline(struct conn *c)
+{
+	c->handshake_ev = evtimer_new(c->srv->base, conn_handshake_check, c);
+	event_add(c->handshake_ev, &(struct timeval){c->srv->cfg->tls_handshake_timeout, 0});
+}
+
 int
 conn_starttls(struct conn *c, SSL *ssl)
 {
@@ -372,6 +416,7 @@ conn_starttls(struct conn *c, SSL *ssl)
 	c->bev = tb;
 	c->ssl = ssl;
 	c->tls = 1;
+	conn_handshake_deadline(c);
 	return 0;
 }
 
@@ -436,8 +481,10 @@ on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, in
 							BUFFEREVENT_SSL_ACCEPTING,
 							BEV_OPT_CLOSE_ON_FREE);
 		c->tls = 1;
-		if (c->bev)
+		if (c->bev) {
 			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+			conn_handshake_deadline(c);
+		}
 	} else {
 		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	}

@@ -61,11 +61,12 @@ struct conn {
 	struct listener *l;
 	struct conn *prev, *next;
 	int closing;
-	struct event *finish_ev;	/* conn_finish() waiting for TLS output */
+	struct event *finish_ev;	/* conn_finish() waiting for TLS output; the linger's end */
 	int64_t finish_deadline;	/* end of that wait, or of the linger */
 	size_t linger_left;		/* input still to discard after the last reply */
 	int no_linger;			/* conn_finish() closes outright */
 	int tls_bye;			/* our close_notify is written */
+	struct event *handshake_ev;	/* the TLS handshake's deadline */
 };
 
 struct server {
@@ -135,11 +136,12 @@ void conn_read_more(struct conn *c, size_t max);
 /* Close now: the protocol's on_close runs, then the conn is freed. */
 void conn_close(struct conn *c);
 /* Stop reading, send what is queued, then close (always later, from the loop:
- * the caller may go on using its session until it returns). On plaintext the
- * close is a half-close: on_close is called then, and what the client still
- * sends is discarded for a short while, so that no RST races the last reply;
- * but not over TLS, nor while stopping, nor where no_linger is set: a client
- * refused over a cap, and after the client's own QUIT or LOGOUT. */
+ * the caller may go on using its session until it returns). Over TLS the
+ * queued output is followed by close_notify. The close is a half-close:
+ * on_close is called then, and what the client still sends is discarded for
+ * a short while, so that no RST races the last reply; but not while
+ * stopping, nor where no_linger is set: a client refused over a cap, and
+ * after the client's own QUIT or LOGOUT. */
 void conn_finish(struct conn *c);
 /* Log prefix helper: the conn's session id. */
 #define CONN_SID(c) ((c)->id)
