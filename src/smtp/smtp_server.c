@@ -1302,9 +1302,11 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 				return;
 			}
 			/* Before EHLO; or AUTH in a transaction (RFC 4954 4). */
-			smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: %s",
-				   s->state == ST_CONNECTED ? "send EHLO first"
-							    : "not in a mail transaction");
+			if (s->state == ST_CONNECTED)
+				smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: send EHLO first");
+			else
+				smtp_reply(s, 503, "5.5.1", "Bad sequence of commands: %s not permitted "
+					   "during a mail transaction", smtp_cmd_name(cl.cmd));
 			smtp_error_count(s);
 			return;
 		}
@@ -1787,7 +1789,7 @@ smtp_process(struct smtp_sess *s)
 			/* Still to come: the CRLF, or only its LF after a CR. */
 			size_t cr = ends_in_cr(in, avail);
 			if (avail + 2 - cr > limit) {
-				if (!(s->flags & F_DISCARD) && in_is_bdat(in)) {
+				if (s->state != ST_AUTH && !(s->flags & F_DISCARD) && in_is_bdat(in)) {
 					bdat_unframed(s, "Line too long");
 					return;
 				}
@@ -1805,7 +1807,7 @@ smtp_process(struct smtp_sess *s)
 		}
 		size_t len = (size_t)p.pos;
 		if (s->flags & F_DISCARD || len + eol_len > limit) {
-			if (!(s->flags & F_DISCARD) && in_is_bdat(in)) {
+			if (s->state != ST_AUTH && !(s->flags & F_DISCARD) && in_is_bdat(in)) {
 				bdat_unframed(s, "Line too long");
 				return;
 			}

@@ -240,12 +240,16 @@ def test_auth_after_auth_and_in_transaction(surat):
     r = Raw(surat.port("submissions"), tls=True)
     r.greet()
     r.expect("AUTH PLAIN", 334)
-    # An over-long SASL response line is refused cleanly.
+    # An over-long SASL response line is refused cleanly, also one that
+    # starts like a BDAT command (it is a response, not a command).
     r.expect("A" * 20000, 500, "5.5.6")
+    r.expect("AUTH PLAIN", 334)
+    r.expect("BDAT+" + "A" * 20000, 500, "5.5.6")
     r.auth("alice@example.test", "alice-pw")
     r.expect("MAIL FROM:<alice@example.test>", 250)
     t = r.expect("AUTH LOGIN", 503, "5.5.1")
-    assert t[-1] == "5.5.1 Bad sequence of commands: not in a mail transaction", t
+    assert t[-1] == ("5.5.1 Bad sequence of commands: AUTH not permitted during a mail "
+                     "transaction"), t
     r.close()
 
 
