@@ -13,6 +13,7 @@
 #include "core/util.h"
 #include "smtp/smtp_proto.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -248,6 +249,66 @@ xtext_clean(struct buf *c, const char *s, int u8)
 	buf_free(&d);
 }
 
+/* The code point c (at most 0x10FFFF) in UTF-8. */
+static void
+utf8_put(struct buf *b, uint32_t c)
+{
+	if (c < 0x80) {
+		buf_putc(b, (char)c);
+	} else if (c < 0x800) {
+		buf_putc(b, (char)(0xc0 | c >> 6));
+		buf_putc(b, (char)(0x80 | (c & 0x3f)));
+	} else if (c < 0x10000) {
+		buf_putc(b, (char)(0xe0 | c >> 12));
+		buf_putc(b, (char)(0x80 | (c >> 6 & 0x3f)));
+		buf_putc(b, (char)(0x80 | (c & 0x3f)));
+	} else {
+		buf_putc(b, (char)(0xf0 | c >> 18));
+		buf_putc(b, (char)(0x80 | (c >> 12 & 0x3f)));
+		buf_putc(b, (char)(0x80 | (c >> 6 & 0x3f)));
+		buf_putc(b, (char)(0x80 | (c & 0x3f)));
+	}
+}
+
+/*
+ * An ORCPT address of type utf-8 (RFC 6533 3: utf-8-addr-xtext or -unitext)
+ * decoded to the utf-8-address a message/global-delivery-status carries: each
+ * EmbeddedUnicodeChar "\x{HEXPOINT}" as its character (1 to 6 hex digits, no
+ * surrogate, at most 10FFFF), and, leniently, an xtext "+XX" as its octet.
+ * 0, or -1 on a malformed escape or a NUL (out is then partly written).
+ */
+static int
+orcpt_utf8_decode(const char *s, struct buf *out)
+{
+	while (*s) {
+		if (s[0] == '\\' && s[1] == 'x' && s[2] == '{') {
+			uint32_t cp = 0;
+			size_t k = 3;
+			for (; k < 9 && isxdigit((unsigned char)s[k]); k++)
+				cp = cp * 16 + (uint32_t)(isdigit((unsigned char)s[k])
+							      ? s[k] - '0'
+							      : (s[k] | 0x20) - 'a' + 10);
+			if (k == 3 || s[k] != '}' || cp == 0 || cp > 0x10ffff ||
+			    (cp >= 0xd800 && cp <= 0xdfff))
+				return -1;
+			utf8_put(out, cp);
+			s += k + 1;
+		} else if (s[0] == '+') {
+			if (!isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2]))
+				return -1;
+			char hex[3] = {s[1], s[2], '\0'};
+			long octet = strtol(hex, NULL, 16);
+			if (octet == 0)
+				return -1;
+			buf_putc(out, (char)octet);
+			s += 3;
+		} else {
+			buf_putc(out, *s++);
+		}
+	}
+	return 0;
+}
+
 void
 dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum dsn_kind kind,
 	  const char *hostname, const char *nid, int64_t max_age, struct spool_msg *out,
@@ -357,15 +418,26 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		dsn_clean(c, rc->addr, u8);
 		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
-			/* "rfc822;" and an xtext address; a utf-8 one (RFC 6533) as it came. */
+			/*
+			 * "rfc822;" and an xtext address, decoded. A utf-8 one (RFC
+			 * 6533 3) decoded in a global report; in a 7-bit one as it
+			 * came (utf-8-addr-xtext, the form that report wants).
+			 */
 			buf_puts(c, "Original-Recipient: ");
 			const char *semi = strchr(rc->orcpt, ';');
-			if (semi && semi - rc->orcpt == 6 && strncasecmp(rc->orcpt, "rfc822", 6) == 0) {
-				dsn_clean_n(c, rc->orcpt, (size_t)(semi - rc->orcpt) + 1, u8);
+			size_t tl = semi ? (size_t)(semi - rc->orcpt) : 0;
+			struct buf d = BUF_INIT(0);
+			if (tl == 6 && strncasecmp(rc->orcpt, "rfc822", 6) == 0) {
+				dsn_clean_n(c, rc->orcpt, tl + 1, u8);
 				xtext_clean(c, semi + 1, u8);
+			} else if (u8 && tl == 5 && strncasecmp(rc->orcpt, "utf-8", 5) == 0 &&
+				   orcpt_utf8_decode(semi + 1, &d) == 0) {
+				dsn_clean_n(c, rc->orcpt, tl + 1, u8);
+				dsn_clean_n(c, d.data ? d.data : "", d.len, u8);
 			} else {
 				dsn_clean(c, rc->orcpt, u8);
 			}
+			buf_free(&d);
 			buf_puts(c, "\r\n");
 		}
 		if (kind == DSN_DELIVERED)

@@ -126,6 +126,21 @@ def test_orcpt_is_xtext_decoded_in_original_recipient(srv_plain):
     assert re.sub(r"\s", "", orcpt) == "rfc822;Al+tag=x@example.test", body.decode()
 
 
+def test_utf8_orcpt_is_decoded_in_a_global_report(srv_plain):
+    """RFC 6533 3: ORCPT=utf-8;... carries the address with each non-ASCII
+    character as \\x{HEX}; a message/global-delivery-status report holds the
+    utf-8-address itself."""
+    s = srv_plain
+    transaction(s, "bob@example.test",
+                [("alice@example.test", " ORCPT=utf-8;al\\x{E9}x@\\x{FC}ber.test")],
+                loop_body("alice@example.test"), mail_opts=" SMTPUTF8")
+    raw = stored_notice(s, "bob@example.test")
+    assert b"Content-Type: message/global-delivery-status" in raw, raw[:2000]
+    groups, body = ds_groups(raw)
+    assert one(groups[1], "Original-Recipient") == "utf-8;al\u00e9x@\u00fcber.test", \
+        body.decode()
+
+
 # ---------------------------------------------------------------- RFC 3464 2: report layout
 
 def test_report_groups_and_required_fields(srv_plain):

@@ -1065,6 +1065,39 @@ test_utf8(void **state)
 	assert_string_equal(v, "text/plain; charset=utf-8");
 	notice_free(&nt);
 
+	/* RFC 6533 3: a utf-8 ORCPT in its xtext form (EmbeddedUnicodeChar), in a
+	 * global report decoded to the address; raw UTF-8 (unitext) as it is; a
+	 * malformed escape (a surrogate, no "}", a NUL) as it came. */
+	static const struct {
+		char *orcpt;
+		const char *want;
+	} oc[] = {
+	    {"utf-8;j\\x{FC}rgen@b\\x{fc}cher.test", "utf-8;j\xc3\xbcrgen@b\xc3\xbc" "cher.test"},
+	    {"utf-8;\\x{1F600}+2Bx@b\\x{FC}cher.test", "utf-8;\xf0\x9f\x98\x80+x@b\xc3\xbc" "cher.test"},
+	    {"utf-8;j\xc3\xbcrgen@b\xc3\xbc" "cher.test", "utf-8;j\xc3\xbcrgen@b\xc3\xbc" "cher.test"},
+	    {"utf-8;a\\x{D800}@x.test", "utf-8;a\\x{D800}@x.test"},
+	    {"utf-8;a\\x{FC@x.test", "utf-8;a\\x{FC@x.test"},
+	    {"utf-8;a\\x{0}@x.test", "utf-8;a\\x{0}@x.test"},
+	};
+	for (size_t i = 0; i < sizeof(oc) / sizeof(oc[0]); i++) {
+		rc.orcpt = oc[i].orcpt;
+		notice_build(&nt, &m, u8orig, sizeof(u8orig) - 1, DSN_FAILED);
+		g = rcpt_group(&nt, "utf-8; j\xc3\xbcrgen@b\xc3\xbc" "cher.test");
+		assert_field(g, "Original-Recipient", oc[i].want);
+		notice_free(&nt);
+	}
+	/* Not SMTPUTF8 (a 7-bit report): the xtext form as it came. */
+	m.smtputf8 = 0;
+	rc.addr = rc.orig = "x@remote.test";
+	rc.orcpt = oc[0].orcpt;
+	notice_build(&nt, &m, u8orig, sizeof(u8orig) - 1, DSN_FAILED);
+	g = rcpt_group(&nt, "rfc822; x@remote.test");
+	assert_field(g, "Original-Recipient", oc[0].orcpt);
+	notice_free(&nt);
+	m.smtputf8 = 1;
+	rc.addr = rc.orig = "j\xc3\xbcrgen@b\xc3\xbc" "cher.test";
+	rc.orcpt = NULL;
+
 	/* RET=HDRS: message/global-headers. */
 	m.ret_hdrs = 1;
 	notice_build(&nt, &m, u8orig, sizeof(u8orig) - 1, DSN_FAILED);
