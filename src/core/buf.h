@@ -17,6 +17,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/util.h"
 
@@ -44,6 +45,8 @@ int buf_append(struct buf *b, const void *p, size_t n);
 int buf_puts(struct buf *b, const char *s);
 /* Append one byte. May reallocate. 0 or -1. */
 int buf_putc(struct buf *b, char c);
+/* Append code point cp (at most 0x10FFFF, no surrogate) in UTF-8. */
+int buf_put_utf8(struct buf *b, uint32_t cp);
 /* Append formatted text. May reallocate. 0, or -1 (unchanged) past the maximum. */
 int buf_printf(struct buf *b, const char *fmt, ...) PRINTF_LIKE(2, 3);
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);

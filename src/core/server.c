@@ -246,11 +246,10 @@ conn_linger_read(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	size_t n = evbuffer_get_length(in);
-	int64_t ms = c->finish_deadline - util_mono_ms();
 
 	evbuffer_drain(in, n);
 	c->linger_left = n >= c->linger_left ? 0 : c->linger_left - n;
-	if (c->linger_left == 0 || ms <= 0)
+	if (c->linger_left == 0)
 		conn_close(c);
 }
 
@@ -295,10 +294,9 @@ conn_linger_or_close(struct conn *c)
 	}
 	conn_end_session(c);
 	c->linger_left = LINGER_MAX;
-	c->finish_deadline = util_mono_ms() + LINGER_SECS * 1000;
 	/*
-	 * A hard end: over TLS a client can keep the socket readable without
-	 * ever completing a record, which no read callback would see.
+	 * Its end, whatever comes: over TLS a client can keep the socket readable
+	 * without ever completing a record, which no read callback would see.
 	 */
 	if (c->finish_ev != NULL)
 		event_free(c->finish_ev);
@@ -325,8 +323,7 @@ conn_finish_write(struct bufferevent *bev, void *arg)
 	 * before the TCP one (RFC 8446 6.1), so that the client reads a clean end,
 	 * not a truncation. The alert goes out after the reply, like it.
 	 */
-	if (c->ssl != NULL && !c->tls_bye) {
-		c->tls_bye = 1;
+	if (c->ssl != NULL && !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN)) {
 		/* Not written (a socket full of replies the client does not read;
 		 * OpenSSL would keep the rest): no FIN behind a torn record. */
 		if (SSL_is_init_finished(c->ssl) && SSL_shutdown(c->ssl) < 0)

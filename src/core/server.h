@@ -62,10 +62,9 @@ struct conn {
 	struct conn *prev, *next;
 	int closing;
 	struct event *finish_ev;	/* conn_finish() waiting for TLS output; the linger's end */
-	int64_t finish_deadline;	/* end of that wait, or of the linger */
+	int64_t finish_deadline;	/* end of that wait */
 	size_t linger_left;		/* input still to discard after the last reply */
 	int no_linger;			/* conn_finish() closes outright */
-	int tls_bye;			/* our close_notify is written */
 	struct event *handshake_ev;	/* the TLS handshake's deadline */
 };
 

@@ -81,34 +81,6 @@ imap_utf7_utf8_valid(const char *s, size_t len)
 	return true;
 }
 
-static int
-utf7_put_utf8(struct buf *out, uint32_t cp)
-{
-	char b[4];
-	size_t n;
-
-	if (cp < 0x80) {
-		b[0] = (char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		b[0] = (char)(0xc0 | (cp >> 6));
-		b[1] = (char)(0x80 | (cp & 0x3f));
-		n = 2;
-	} else if (cp < 0x10000) {
-		b[0] = (char)(0xe0 | (cp >> 12));
-		b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		b[2] = (char)(0x80 | (cp & 0x3f));
-		n = 3;
-	} else {
-		b[0] = (char)(0xf0 | (cp >> 18));
-		b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-		b[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		b[3] = (char)(0x80 | (cp & 0x3f));
-		n = 4;
-	}
-	return buf_append(out, b, n);
-}
-
 /* Base64 state while inside a shift. */
 struct utf7_bits {
 	uint32_t bits;
@@ -249,7 +221,7 @@ utf7_decode_shift(const unsigned char *s, size_t len, size_t *i, struct buf *out
 		/* Printable ASCII must stand for itself; NUL is never a name. */
 		if (cp == 0 || (cp >= 0x20 && cp <= 0x7e))
 			return -1;
-		if (utf7_put_utf8(out, cp) < 0)
+		if (buf_put_utf8(out, cp) < 0)
 			return -1;
 	}
 	/* Only zero padding, and less than one base64 digit of it. */

@@ -127,29 +127,6 @@ cm_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 	return len;
 }
 
-static int
-cm_utf8_put(struct buf *out, uint32_t c)
-{
-	char b[4];
-
-	if (c < 0x800) {
-		b[0] = (char)(0xc0 | (c >> 6));
-		b[1] = (char)(0x80 | (c & 0x3f));
-		return buf_append(out, b, 2);
-	}
-	if (c < 0x10000) {
-		b[0] = (char)(0xe0 | (c >> 12));
-		b[1] = (char)(0x80 | ((c >> 6) & 0x3f));
-		b[2] = (char)(0x80 | (c & 0x3f));
-		return buf_append(out, b, 3);
-	}
-	b[0] = (char)(0xf0 | (c >> 18));
-	b[1] = (char)(0x80 | ((c >> 12) & 0x3f));
-	b[2] = (char)(0x80 | ((c >> 6) & 0x3f));
-	b[3] = (char)(0x80 | (c & 0x3f));
-	return buf_append(out, b, 4);
-}
-
 int
 mime_casemap(struct buf *out, const char *s, size_t n, int upper)
 {
@@ -181,7 +158,7 @@ mime_casemap(struct buf *out, const char *s, size_t n, int upper)
 			i++;
 			continue;
 		}
-		if (cm_utf8_put(out, upper ? cm_upper(cp) : cm_lower(cp)) < 0)
+		if (buf_put_utf8(out, upper ? cm_upper(cp) : cm_lower(cp)) < 0)
 			return -1;
 		i += len;
 	}

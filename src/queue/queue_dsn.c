@@ -249,27 +249,6 @@ xtext_clean(struct buf *c, const char *s, int u8)
 	buf_free(&d);
 }
 
-/* The code point c (at most 0x10FFFF) in UTF-8. */
-static void
-utf8_put(struct buf *b, uint32_t c)
-{
-	if (c < 0x80) {
-		buf_putc(b, (char)c);
-	} else if (c < 0x800) {
-		buf_putc(b, (char)(0xc0 | c >> 6));
-		buf_putc(b, (char)(0x80 | (c & 0x3f)));
-	} else if (c < 0x10000) {
-		buf_putc(b, (char)(0xe0 | c >> 12));
-		buf_putc(b, (char)(0x80 | (c >> 6 & 0x3f)));
-		buf_putc(b, (char)(0x80 | (c & 0x3f)));
-	} else {
-		buf_putc(b, (char)(0xf0 | c >> 18));
-		buf_putc(b, (char)(0x80 | (c >> 12 & 0x3f)));
-		buf_putc(b, (char)(0x80 | (c >> 6 & 0x3f)));
-		buf_putc(b, (char)(0x80 | (c & 0x3f)));
-	}
-}
-
 /*
  * An ORCPT address of type utf-8 (RFC 6533 3: utf-8-addr-xtext or -unitext)
  * decoded to the utf-8-address a message/global-delivery-status carries: each
@@ -291,7 +270,7 @@ orcpt_utf8_decode(const char *s, struct buf *out)
 			if (k == 3 || s[k] != '}' || cp == 0 || cp > 0x10ffff ||
 			    (cp >= 0xd800 && cp <= 0xdfff))
 				return -1;
-			utf8_put(out, cp);
+			buf_put_utf8(out, cp);
 			s += k + 1;
 		} else if (s[0] == '+') {
 			if (!isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2]))

@@ -1723,13 +1723,19 @@ cmd_line_limit(const struct smtp_sess *s, struct evbuffer *in)
 	return CMD_LINE_MAX;
 }
 
-/* 1 if the command line at the start of in is a BDAT (smtp_line_is_bdat()). */
+/*
+ * 1 if a command line starts at the head of in (not an AUTH response, nor the
+ * rest of a line being discarded) and it is a BDAT (smtp_line_is_bdat()).
+ */
 static int
-in_is_bdat(struct evbuffer *in)
+in_is_bdat(const struct smtp_sess *s, struct evbuffer *in)
 {
 	char verb[5];
-	ev_ssize_t n = evbuffer_copyout(in, verb, sizeof(verb));
+	ev_ssize_t n;
 
+	if (s->state == ST_AUTH || (s->flags & F_DISCARD))
+		return 0;
+	n = evbuffer_copyout(in, verb, sizeof(verb));
 	return n > 0 && smtp_line_is_bdat(verb, (size_t)n);
 }
 
@@ -1789,7 +1795,7 @@ smtp_process(struct smtp_sess *s)
 			/* Still to come: the CRLF, or only its LF after a CR. */
 			size_t cr = ends_in_cr(in, avail);
 			if (avail + 2 - cr > limit) {
-				if (s->state != ST_AUTH && !(s->flags & F_DISCARD) && in_is_bdat(in)) {
+				if (in_is_bdat(s, in)) {
 					bdat_unframed(s, "Line too long");
 					return;
 				}
@@ -1807,7 +1813,7 @@ smtp_process(struct smtp_sess *s)
 		}
 		size_t len = (size_t)p.pos;
 		if (s->flags & F_DISCARD || len + eol_len > limit) {
-			if (s->state != ST_AUTH && !(s->flags & F_DISCARD) && in_is_bdat(in)) {
+			if (in_is_bdat(s, in)) {
 				bdat_unframed(s, "Line too long");
 				return;
 			}

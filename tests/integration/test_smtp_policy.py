@@ -932,13 +932,13 @@ def test_tls_handshake_deadline(make_surat, kind):
     protocol timeout runs before the handshake. A handshake done in time is
     not cut by it."""
     s = make_surat(extra={"tls.handshake_timeout": "1s"}, kinds=(kind,))
-    c = socket.create_connection(("127.0.0.1", s.port(kind)), timeout=10)
     if kind == "submission":
-        r = Raw.__new__(Raw)
-        r.sock, r.buf = c, b""
-        assert r.reply()[0] == 220
-        r.expect("EHLO client.test", 250)
+        r = Raw(s.port(kind))
+        r.greet()
         r.expect("STARTTLS", 220)
+        c = r.sock
+    else:
+        c = socket.create_connection(("127.0.0.1", s.port(kind)), timeout=10)
     t0 = time.time()
     assert c.recv(100) == b""
     assert 0.8 < time.time() - t0 < 5, time.time() - t0
