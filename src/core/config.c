@@ -68,6 +68,7 @@ static const struct config_key config_keys[] = {
 	{"queue.retry_max", CT_DURATION, OFF(queue_retry_max), 1, 86400 * 7},
 	{"queue.max_age", CT_DURATION, OFF(queue_max_age), 1, 86400 * 365},
 	{"queue.delay_warning", CT_DURATION, OFF(queue_delay_warning), 0, 86400 * 365},
+	{"queue.min_free", CT_SIZE, OFF(queue_min_free), 0, INT64_MAX},
 	{"relayhost", CT_STRING, OFF(relayhost), 0, 0},
 	{"relayhost.user", CT_STRING, OFF(relayhost_user), 0, 0},
 	{"relayhost.password_file", CT_STRING, OFF(relayhost_password_file), 0, 0},
@@ -109,6 +110,7 @@ config_defaults(struct config *cfg)
 	cfg->queue_retry_max = 15 * 60;
 	cfg->queue_max_age = 5 * 86400;
 	cfg->queue_delay_warning = 4 * 3600;
+	cfg->queue_min_free = -1;	/* config_min_free(): 1.5 x smtp.max_message_size */
 	cfg->outbound_port = 25;
 	cfg->outbound_tls = xstrdup("may");
 	cfg->outbound_connect_timeout = 30;
@@ -120,6 +122,14 @@ config_defaults(struct config *cfg)
 	cfg->imap_idle_timeout = 30 * 60;
 	cfg->pop3_idle_timeout = 10 * 60;
 	cfg->store_cached_handles = 128;
+}
+
+int64_t
+config_min_free(const struct config *cfg)
+{
+	if (cfg->queue_min_free >= 0)
+		return cfg->queue_min_free;
+	return cfg->smtp_max_message_size / 2 * 3;
 }
 
 static void

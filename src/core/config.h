@@ -76,6 +76,7 @@ struct config {
 	int64_t queue_retry_max;
 	int64_t queue_max_age;
 	int64_t queue_delay_warning;
+	int64_t queue_min_free;	/* -1: unset, see config_min_free() */
 
 	/* Outbound */
 	char *relayhost;
@@ -113,6 +114,11 @@ void config_defaults(struct config *cfg);
 int config_load(struct config *cfg, const char *path, struct buf *err);
 /* Free everything cfg owns. */
 void config_free(struct config *cfg);
+/*
+ * Free space the spool's filesystem must keep for MAIL to be taken
+ * (queue.min_free): as set, else 1.5 x smtp.max_message_size, as Postfix.
+ */
+int64_t config_min_free(const struct config *cfg);
 
 /* Parse a duration ("15m") into seconds; 0 or -1. */
 int config_parse_duration(const char *s, int64_t *r);

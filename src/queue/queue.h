@@ -86,6 +86,11 @@ void queue_remote_done(struct queue *q, const char *id);
 
 /* Number of messages in the queue. */
 size_t queue_count(const struct queue *q);
+/*
+ * 1 if the spool's filesystem has less than need bytes free for surat
+ * (statvfs f_bavail: the root reserve does not count), else 0. No disk I/O.
+ */
+int queue_space_low(const struct queue *q, int64_t need);
 /* Retry every deferred recipient now (what `surat queue flush` asks for). */
 void queue_flush(struct queue *q);
 

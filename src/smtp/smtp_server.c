@@ -890,6 +890,18 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		memset(&s->mail, 0, sizeof(s->mail));
 		return;
 	}
+	/*
+	 * Before the client sends its data, not after: below the free space
+	 * kept for the queue no new mail is taken (RFC 3463 4.3.1; as
+	 * Postfix's queue_minfree), and the client tries again later.
+	 */
+	if (queue_space_low(s->srv->queue, config_min_free(cfg))) {
+		log_msg(LL_WARN, s->c->id, "MAIL refused: less than %lld bytes free for the queue",
+			(long long)config_min_free(cfg));
+		smtp_reply(s, 452, "4.3.1", "Insufficient system storage");
+		memset(&s->mail, 0, sizeof(s->mail));
+		return;
+	}
 	if (s->flags & F_AUTHED && !s->mail.from.is_null) {
 		int own = accounts_owns(s->srv->accounts, s->user, s->mail.from.addr);
 		if (own != 1) {
@@ -1342,6 +1354,17 @@ count_header(const char *msg, size_t hdr_len, const char *name)
 	return n;
 }
 
+/*
+ * After a failed spool write, less free space than this means the disk is
+ * full: the reserve, or with none set (0) room for the largest message.
+ */
+static int64_t
+smtp_space_needed(const struct config *cfg)
+{
+	int64_t need = config_min_free(cfg);
+	return need > 0 ? need : cfg->smtp_max_message_size;
+}
+
 /* The message is on disk (id) or could not be written: answer it. */
 static void
 smtp_queued(struct smtp_sess *s, const char *id, const char *error)
@@ -1351,6 +1374,10 @@ smtp_queued(struct smtp_sess *s, const char *id, const char *error)
 		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
 		smtp_flush(s);	/* the client waits for it; the log line can wait */
 		smtp_access_log(s, id, 250, NULL);
+	} else if (queue_space_low(s->srv->queue, smtp_space_needed(s->srv->cfg))) {
+		/* The disk filled up (ENOSPC) under the message: say so, as at MAIL. */
+		smtp_reply(s, 452, "4.3.1", "Insufficient system storage");
+		smtp_access_log(s, NULL, 452, error);
 	} else {
 		smtp_reply(s, 451, "4.3.0", "Error: queue file write error");
 		smtp_access_log(s, NULL, 451, error);

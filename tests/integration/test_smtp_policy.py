@@ -9,6 +9,7 @@ command and data timeouts.
 import base64
 import os
 import re
+import shutil
 import smtplib
 import socket
 import ssl
@@ -710,6 +711,92 @@ def test_client_gone_during_quota_check(surat):
         assert len(mine) == 1, (i, gone)
         assert "access id=-" in mine[0] and 'reason="transaction not completed"' in mine[0], mine
         assert "client=[127.0.0.1]" in mine[0], mine
+
+
+# ---------------------------------------------------------------- disk space
+
+def test_mail_refused_when_disk_space_is_low(make_populated):
+    """Below queue.min_free free bytes on the spool's filesystem, MAIL gets
+    452 4.3.1 before the client sends any data; the session goes on."""
+    s = make_populated({"queue.min_free": "1000000G"})  # more than any disk here
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 452, "4.3.1")
+    r.expect("RCPT TO:<alice@example.test>", 503, "5.5.1")
+    r.expect("MAIL FROM:<> SIZE=100", 452, "4.3.1")
+    r.expect("NOOP", 250)
+    r.expect("QUIT", 221)
+    r.close()
+    assert "less than 1073741824000000 bytes free for the queue" in s.log()
+    assert queue_ids(s) == []
+
+
+def test_mail_taken_with_room_to_spare(make_populated):
+    """The reserve is checked against what is free, not refused outright:
+    the default (1.5 x smtp.max_message_size) and an explicit 0 take mail."""
+    for extra in ({}, {"queue.min_free": "0"}):
+        s = make_populated(extra)
+        with smtp(s) as c:
+            assert c.sendmail("s@remote.test", ["alice@example.test"], msg()) == {}
+        stored_one(s, "alice@example.test")
+        s.stop()
+
+
+def test_disk_full_during_data_loses_nothing(make_surat, populated_data, tmp_path):
+    """The disk fills up under DATA: the message gets 452 4.3.1 (not 250),
+    leaves no part of itself in the spool, and every message that got its
+    250 is delivered whole. Needs a small filesystem: a tmpfs of 6 MB."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or os.system("mount -t tmpfs -o size=6m surat-test %s "
+                                      "2>/dev/null" % small) != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    s = None
+    try:
+        s = make_surat({"data_dir": str(small / "data"), "queue.min_free": "0",
+                        "smtp.max_message_size": "2M"}, start=False)
+        s.data_dir = str(small / "data")  # the config's later data_dir line wins
+        shutil.copytree(populated_data, s.data_dir)
+        s.start()
+        body = b"Subject: big %d\r\n\r\n" + (b"z" * 998 + b"\r\n") * 1000  # ~1 MB
+        codes = []
+        for i in range(12):  # 12 MB of mail into 6 MB: the disk is full well before
+            r = Raw(s.port("smtp"))
+            r.greet()
+            r.expect("MAIL FROM:<s@remote.test>", 250)
+            r.expect("RCPT TO:<alice@example.test>", 250)
+            r.expect("DATA", 354)
+            r.send(body.replace(b"%d", b"%d" % i) + b".\r\n")
+            c, t = r.reply()
+            codes.append(c)
+            if c != 250:
+                assert c == 452 and t[0].startswith("4.3.1"), (c, t)
+                r.expect("QUIT", 221)
+                r.close()
+                break
+            r.expect("QUIT", 221)
+            r.close()
+        assert 452 in codes and codes.count(250) >= 1, codes
+        # Nothing of the refused message: no file in the spool but the queued ones.
+        qdir = small / "data" / "queue"
+        leftovers = [f for f in os.listdir(qdir)
+                     if not f.startswith(".r") and not re.fullmatch(r"[0-9a-f]{16}", f)]
+        assert leftovers == [], leftovers
+        # Every 250 is in the mailbox (or still queued, for want of room there).
+        ok = codes.count(250)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            got = len(s.messages("alice@example.test")) + len(queue_ids(s))
+            if got >= ok:
+                break
+            time.sleep(0.1)
+        assert got == ok, (got, codes)
+        for uid in s.messages("alice@example.test"):
+            assert s.message("alice@example.test", uid).endswith(b"z" * 998 + b"\r\n")
+    finally:
+        if s is not None:
+            s.stop()
+        os.system("umount %s" % small)
 
 
 # ---------------------------------------------------------------- connections

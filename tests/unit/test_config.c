@@ -81,6 +81,12 @@ test_good(void **state)
 	/* Defaults stay where not set. */
 	assert_int_equal(cfg.smtp_max_recipients, 100);
 	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
+	/* The spool's reserve follows the message size limit until it is set. */
+	assert_int_equal(config_min_free(&cfg), 15 * 1024 * 1024);
+	assert_int_equal(config_set(&cfg, "queue.min_free", "0", &err), 0);
+	assert_int_equal(config_min_free(&cfg), 0);
+	assert_int_equal(config_set(&cfg, "queue.min_free", "2G", &err), 0);
+	assert_int_equal(config_min_free(&cfg), (int64_t)2 << 30);
 	config_free(&cfg);
 	buf_free(&err);
 }
@@ -99,6 +105,7 @@ test_errors(void **state)
 	expect_error("smtp.max_message_size = 99999999999999999999999\n", "bad size");
 	expect_error("smtp.max_message_size = 10\n", "out of range");
 	expect_error("smtp.max_recipients = -1\n", "bad number");
+	expect_error("queue.min_free = -1\n", "bad size");
 	expect_error("smtp.max_recipients = 0\n", "out of range");
 	expect_error("listen.smtp = 127.0.0.1\n", "listen.smtp: bad address '127.0.0.1'");
 	expect_error("listen.smtp = ::1:25\n", "bad address");
