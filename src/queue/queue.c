@@ -1299,6 +1299,10 @@ batch_run(struct lbatch *b)
 				continue;	/* the per-message job reports it */
 			}
 			it->have_content = 1;
+		} else if (spool_holds(b->dir, it->file, it->id) != 1) {
+			/* `surat queue delete` removed it while it waited for this
+			 * batch: left to the per-message job, which drops it. */
+			continue;
 		}
 		li[nli] = (struct local_item){it->from, it->content.data ? it->content.data : "",
 					      it->content.len, it->key, DELIVER_TEMPFAIL, &it->why};

@@ -1120,3 +1120,35 @@ def test_queue_list_shows_notice_to_local_user_as_local(srv):
     out = wait_queue_shows(s, r"(?m)^%s-b .*\n\s+<alice@example\.test>\s+\w+\s+deferred" % qid)
     assert re.search(r"(?m)^%s-b .*\(notice\)\n\s+<alice@example\.test>\s+local\s+deferred"
                      % qid, out), out
+
+
+def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv):
+    """A message queued behind its mailbox's running batch (its content still
+    in memory) and deleted with `surat queue delete` meanwhile is not
+    delivered when its turn comes: deleted means dropped, as for a message
+    the per-message job would take."""
+    import sqlite3
+    s = srv
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
+    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
+    con = sqlite3.connect(db, timeout=10, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")      # alice's next delivery waits for this
+    try:
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: first\r\n\r\nx\r\n")
+        time.sleep(0.5)                 # its batch is running, held by the lock
+        qid = send(s, "bob@example.test", ["alice@example.test"],
+                   b"Subject: deleted\r\n\r\nx\r\n")
+        time.sleep(0.3)                 # queued behind it, content in memory
+        assert qid in queue_list(s)
+        assert s.cli("queue", "delete", qid).stdout.strip() == "deleted " + qid
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    wait_for(lambda: "queue %s: spool file deleted; message dropped" % qid in s.log(),
+             what="the daemon dropping the message")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.5)
+    stored = [s.message("alice@example.test", u) for u in s.messages("alice@example.test")]
+    assert len(stored) == 2, stored
+    assert not any(b"Subject: deleted" in m for m in stored), stored
