@@ -653,8 +653,13 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		n = NULL;
 		j->error = 1;
 	} else {
+		/* The sender is the client's text: escaped, spaces too (no quotes). */
+		struct buf to = BUF_INIT(0);
+		const char *from = j->snap.mail_from ? j->snap.mail_from : "";
+		log_escape_also(&to, from, strlen(from), 256, " ");
 		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
-			dsn_kind_name(kind), j->snap.id, j->snap.mail_from);
+			dsn_kind_name(kind), j->snap.id, buf_str(&to));
+		buf_free(&to);
 		if (rc == 1) {
 			/* Written before a crash; it is already in the queue. */
 			spool_msg_free(n);
@@ -783,8 +788,9 @@ job_notice_owed(struct qjob *j)
 static void
 job_notice_dropped(struct qjob *j)
 {
+	char from[300];
 	log_error("queue %s: success notice to <%s> given up after queue.max_age", j->snap.id,
-		  j->snap.mail_from);
+		  log_esc(from, sizeof(from), j->snap.mail_from));
 	for (size_t i = 0; i < j->snap.nrcpts; i++)
 		if (j->snap.rcpts[i].notice_owed)
 			job_notice_state(j, i, 0);

@@ -1152,3 +1152,21 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
     stored = [s.message("alice@example.test", u) for u in s.messages("alice@example.test")]
     assert len(stored) == 2, stored
     assert not any(b"Subject: deleted" in m for m in stored), stored
+
+
+def test_notice_log_line_escapes_the_envelope_sender(srv):
+    """The `notice` line names the sender the notice goes to: a value a
+    client chose, escaped like every other (spaces, quotes, UTF-8), so that
+    the line splits one way and stays ASCII."""
+    s = srv
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect('MAIL FROM:<"x kind=delayed for=0\xe9"@remote.test> SMTPUTF8', 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    t = data_and_quit(r, loop_body("alice@example.test"))
+    qid = re.search(r"queued as (\S+)", t[-1]).group(1)
+    wait_for(lambda: notices_logged(s, qid), what="the bounce")
+    line = [l for l in s.log().splitlines() if "notice id=%s-b " % qid in l][0]
+    m = re.search(r" notice id=%s-b kind=bounce for=%s to=(\S+)$" % (qid, qid), line)
+    assert m, line
+    assert re.fullmatch(r"[!-~]+", m.group(1)) and '"' not in m.group(1), line
