@@ -560,7 +560,7 @@ job_record(struct qjob *j, struct qres *r)
 	char a[300], t[300], rem[128];
 	log_msg(LL_INFO, j->snap.session,
 		"delivery id=%s rcpt=%s status=%s relay=%s attempt=%u delay=%llds reason=\"%s\"",
-		j->snap.id, log_esc(a, sizeof(a), rc->addr), result_word(r->r),
+		j->snap.id, log_esc_also(a, sizeof(a), rc->addr, " "), result_word(r->r),
 		rc->local == SPOOL_EXPANDED ? "alias"
 		: rc->local		    ? "local"
 					    : log_esc(rem, sizeof(rem), rc->remote ? rc->remote : "none"),

@@ -1170,3 +1170,29 @@ def test_notice_log_line_escapes_the_envelope_sender(srv):
     m = re.search(r" notice id=%s-b kind=bounce for=%s to=(\S+)$" % (qid, qid), line)
     assert m, line
     assert re.fullmatch(r"[!-~]+", m.group(1)) and '"' not in m.group(1), line
+
+
+def test_delivery_log_lines_escape_spaces_in_a_recipient(start, peer):
+    """A remote recipient with a quoted local part may hold spaces: in the
+    `outbound` and `delivery` lines (rcpt= is not quoted) they are escaped,
+    so that text in the address cannot pass for fields of the line."""
+    p = peer()
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    r = Raw(s.port("submission"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.auth("alice@example.test", "alice-pw")
+    rcpt = '"x status=bounced relay=local b"@remote.test'
+    qid = transaction_on(r, "alice@example.test", [(rcpt, "")],
+                         b"From: alice@example.test\r\nSubject: s\r\n\r\nx\r\n")
+    wait_for(lambda: "delivery id=%s " % qid in s.log(), what="the delivery line")
+    lines = [l for l in s.log().splitlines() if " id=%s " % qid in l and " rcpt=" in l]
+    assert len(lines) == 2, lines
+    for l in lines:
+        m = re.search(r" (?:outbound|delivery) id=%s rcpt=(\S+) (?:host|status)=" % qid, l)
+        assert m, l
+        words = l.split(" ")
+        assert [w for w in words if w.startswith("status=")] == ["status=sent"], l
+        assert len([w for w in words if w.startswith("relay=")]) <= 1, l
+        assert m.group(1) == r"\x22x\x20status=bounced\x20relay=local\x20b\x22@remote.test", l
