@@ -1196,3 +1196,17 @@ def test_delivery_log_lines_escape_spaces_in_a_recipient(start, peer):
         assert [w for w in words if w.startswith("status=")] == ["status=sent"], l
         assert len([w for w in words if w.startswith("relay=")]) <= 1, l
         assert m.group(1) == r"\x22x\x20status=bounced\x20relay=local\x20b\x22@remote.test", l
+
+
+def test_cli_list_and_flush_refuse_extra_arguments(srv):
+    """`queue list ID` does not filter and `alias list ADDR` does not look
+    one up: an argument those commands do not take is a usage error (2),
+    not silently a listing of everything."""
+    s = srv
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: x\r\n\r\nx\r\n")
+    for args in (["queue", "list", "0123456789abcdef"], ["queue", "flush", "now"],
+                 ["alias", "list", "a@example.test"], ["domain", "list", "example.test"]):
+        r = s.cli(*args, check=False)
+        assert r.returncode == 2, (args, r)
+        assert "takes no arguments" in r.stderr and r.stdout == "", (args, r)
+    assert not os.path.exists(os.path.join(s.data_dir, "queue", "flush"))
