@@ -265,7 +265,9 @@ cmd_domain(struct config *cfg, int argc, char **argv)
 			rc = runtime_error("domain %s: %s", argv[0], buf_str(&err));
 		}
 	} else if (strcmp(argv[0], "list") == 0) {
-		if (accounts_domain_list(a, print_domain, NULL) < 0)
+		if (argc != 1)
+			rc = usage_error("domain list takes no arguments");
+		else if (accounts_domain_list(a, print_domain, NULL) < 0)
 			rc = runtime_error("domain list: database error");
 	} else {
 		rc = usage_error("domain: unknown subcommand '%s'", argv[0]);
@@ -418,7 +420,9 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 		else if (accounts_alias_del(a, argv[1], argc == 3 ? argv[2] : NULL, &err) < 0)
 			rc = runtime_error("alias del: %s", buf_str(&err));
 	} else if (strcmp(argv[0], "list") == 0) {
-		if (accounts_alias_list(a, print_alias, NULL) < 0)
+		if (argc != 1)
+			rc = usage_error("alias list takes no arguments");
+		else if (accounts_alias_list(a, print_alias, NULL) < 0)
 			rc = runtime_error("alias list: database error");
 	} else {
 		rc = usage_error("alias: unknown subcommand '%s'", argv[0]);
@@ -557,7 +561,9 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 	if (argc < 1)
 		return usage_error("queue: missing subcommand (list, show, delete, flush)");
 	queue_dir(cfg->data_dir, &dir);
-	if (strcmp(argv[0], "list") == 0) {
+	if ((strcmp(argv[0], "list") == 0 || strcmp(argv[0], "flush") == 0) && argc != 1) {
+		rc = usage_error("queue %s takes no arguments", argv[0]);
+	} else if (strcmp(argv[0], "list") == 0) {
 		DIR *d = opendir(dir.data);
 		if (d == NULL) {
 			if (errno != ENOENT)

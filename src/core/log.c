@@ -144,7 +144,7 @@ log_escape(struct buf *out, const char *s, size_t n, size_t max)
 }
 
 const char *
-log_esc(char *dst, size_t dstlen, const char *s)
+log_esc_also(char *dst, size_t dstlen, const char *s, const char *also)
 {
 	size_t o = 0;
 
@@ -152,7 +152,7 @@ log_esc(char *dst, size_t dstlen, const char *s)
 		return dst;
 	for (; s && *s; s++) {
 		unsigned char c = (unsigned char)*s;
-		size_t need = log_plain(c) ? 1 : 4;
+		size_t need = log_plain(c) && (also == NULL || strchr(also, c) == NULL) ? 1 : 4;
 		if (o + need + 4 > dstlen) {
 			if (o + 4 <= dstlen) {
 				memcpy(dst + o, "...", 3);
@@ -167,4 +167,10 @@ log_esc(char *dst, size_t dstlen, const char *s)
 	}
 	dst[o] = '\0';
 	return dst;
+}
+
+const char *
+log_esc(char *dst, size_t dstlen, const char *s)
+{
+	return log_esc_also(dst, dstlen, s, NULL);
 }

@@ -51,5 +51,7 @@ void log_escape_also(struct buf *out, const char *s, size_t n, size_t max, const
  * line); returns dst.
  */
 const char *log_esc(char *dst, size_t dstlen, const char *s);
+/* The same, escaping the bytes in also too (log_escape_also()). */
+const char *log_esc_also(char *dst, size_t dstlen, const char *s, const char *also);
 
 #endif

@@ -561,7 +561,7 @@ job_record(struct qjob *j, struct qres *r)
 	char a[300], t[300], rem[128];
 	log_msg(LL_INFO, j->snap.session,
 		"delivery id=%s rcpt=%s status=%s relay=%s attempt=%u delay=%llds reason=\"%s\"",
-		j->snap.id, log_esc(a, sizeof(a), rc->addr), result_word(r->r),
+		j->snap.id, log_esc_also(a, sizeof(a), rc->addr, " "), result_word(r->r),
 		rc->local == SPOOL_EXPANDED ? "alias"
 		: rc->local		    ? "local"
 					    : log_esc(rem, sizeof(rem), rc->remote ? rc->remote : "none"),
@@ -654,8 +654,13 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		n = NULL;
 		j->error = 1;
 	} else {
+		/* The sender is the client's text: escaped, spaces too (no quotes). */
+		struct buf to = BUF_INIT(0);
+		const char *from = j->snap.mail_from ? j->snap.mail_from : "";
+		log_escape_also(&to, from, strlen(from), 256, " ");
 		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
-			dsn_kind_name(kind), j->snap.id, j->snap.mail_from);
+			dsn_kind_name(kind), j->snap.id, buf_str(&to));
+		buf_free(&to);
 		if (rc == 1) {
 			/* Written before a crash; it is already in the queue. */
 			spool_msg_free(n);
@@ -784,8 +789,9 @@ job_notice_owed(struct qjob *j)
 static void
 job_notice_dropped(struct qjob *j)
 {
+	char from[300];
 	log_error("queue %s: success notice to <%s> given up after queue.max_age", j->snap.id,
-		  j->snap.mail_from);
+		  log_esc(from, sizeof(from), j->snap.mail_from));
 	for (size_t i = 0; i < j->snap.nrcpts; i++)
 		if (j->snap.rcpts[i].notice_owed)
 			job_notice_state(j, i, 0);
@@ -1300,6 +1306,10 @@ batch_run(struct lbatch *b)
 				continue;	/* the per-message job reports it */
 			}
 			it->have_content = 1;
+		} else if (spool_holds(b->dir, it->file, it->id) != 1) {
+			/* `surat queue delete` removed it while it waited for this
+			 * batch: left to the per-message job, which drops it. */
+			continue;
 		}
 		li[nli] = (struct local_item){it->from, it->content.data ? it->content.data : "",
 					      it->content.len, it->key, DELIVER_TEMPFAIL, &it->why};

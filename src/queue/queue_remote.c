@@ -375,7 +375,7 @@ job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, st
 	char a[300], t[600], h[300];
 	log_msg(LL_INFO, m->session,
 		"outbound id=%s rcpt=%s host=%s ip=%s tls=%s reply=\"%s\" delay=%llds status=%s",
-		m->id, log_esc(a, sizeof(a), j->addrs[i]),
+		m->id, log_esc_also(a, sizeof(a), j->addrs[i], " "),
 		c && c->host[0] ? log_esc(h, sizeof(h), c->host) : "-", c && c->ip[0] ? c->ip : "-",
 		c && c->cl ? smtp_client_tls_desc(c->cl) : "none",
 		log_esc(t, sizeof(t), text ? text : ""), (long long)(now_s() - m->created),

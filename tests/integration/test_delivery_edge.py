@@ -1120,3 +1120,93 @@ def test_queue_list_shows_notice_to_local_user_as_local(srv):
     out = wait_queue_shows(s, r"(?m)^%s-b .*\n\s+<alice@example\.test>\s+\w+\s+deferred" % qid)
     assert re.search(r"(?m)^%s-b .*\(notice\)\n\s+<alice@example\.test>\s+local\s+deferred"
                      % qid, out), out
+
+
+def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv):
+    """A message queued behind its mailbox's running batch (its content still
+    in memory) and deleted with `surat queue delete` meanwhile is not
+    delivered when its turn comes: deleted means dropped, as for a message
+    the per-message job would take."""
+    import sqlite3
+    s = srv
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
+    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
+    con = sqlite3.connect(db, timeout=10, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")      # alice's next delivery waits for this
+    try:
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: first\r\n\r\nx\r\n")
+        time.sleep(0.5)                 # its batch is running, held by the lock
+        qid = send(s, "bob@example.test", ["alice@example.test"],
+                   b"Subject: deleted\r\n\r\nx\r\n")
+        time.sleep(0.3)                 # queued behind it, content in memory
+        assert qid in queue_list(s)
+        assert s.cli("queue", "delete", qid).stdout.strip() == "deleted " + qid
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    wait_for(lambda: "queue %s: spool file deleted; message dropped" % qid in s.log(),
+             what="the daemon dropping the message")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.5)
+    stored = [s.message("alice@example.test", u) for u in s.messages("alice@example.test")]
+    assert len(stored) == 2, stored
+    assert not any(b"Subject: deleted" in m for m in stored), stored
+
+
+def test_notice_log_line_escapes_the_envelope_sender(srv):
+    """The `notice` line names the sender the notice goes to: a value a
+    client chose, escaped like every other (spaces, quotes, UTF-8), so that
+    the line splits one way and stays ASCII."""
+    s = srv
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect('MAIL FROM:<"x kind=delayed for=0\xe9"@remote.test> SMTPUTF8', 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    t = data_and_quit(r, loop_body("alice@example.test"))
+    qid = re.search(r"queued as (\S+)", t[-1]).group(1)
+    wait_for(lambda: notices_logged(s, qid), what="the bounce")
+    line = [l for l in s.log().splitlines() if "notice id=%s-b " % qid in l][0]
+    m = re.search(r" notice id=%s-b kind=bounce for=%s to=(\S+)$" % (qid, qid), line)
+    assert m, line
+    assert re.fullmatch(r"[!-~]+", m.group(1)) and '"' not in m.group(1), line
+
+
+def test_delivery_log_lines_escape_spaces_in_a_recipient(start, peer):
+    """A remote recipient with a quoted local part may hold spaces: in the
+    `outbound` and `delivery` lines (rcpt= is not quoted) they are escaped,
+    so that text in the address cannot pass for fields of the line."""
+    p = peer()
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    r = Raw(s.port("submission"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.auth("alice@example.test", "alice-pw")
+    rcpt = '"x status=bounced relay=local b"@remote.test'
+    qid = transaction_on(r, "alice@example.test", [(rcpt, "")],
+                         b"From: alice@example.test\r\nSubject: s\r\n\r\nx\r\n")
+    wait_for(lambda: "delivery id=%s " % qid in s.log(), what="the delivery line")
+    lines = [l for l in s.log().splitlines() if " id=%s " % qid in l and " rcpt=" in l]
+    assert len(lines) == 2, lines
+    for l in lines:
+        m = re.search(r" (?:outbound|delivery) id=%s rcpt=(\S+) (?:host|status)=" % qid, l)
+        assert m, l
+        words = l.split(" ")
+        assert [w for w in words if w.startswith("status=")] == ["status=sent"], l
+        assert len([w for w in words if w.startswith("relay=")]) <= 1, l
+        assert m.group(1) == r"\x22x\x20status=bounced\x20relay=local\x20b\x22@remote.test", l
+
+
+def test_cli_list_and_flush_refuse_extra_arguments(srv):
+    """`queue list ID` does not filter and `alias list ADDR` does not look
+    one up: an argument those commands do not take is a usage error (2),
+    not silently a listing of everything."""
+    s = srv
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: x\r\n\r\nx\r\n")
+    for args in (["queue", "list", "0123456789abcdef"], ["queue", "flush", "now"],
+                 ["alias", "list", "a@example.test"], ["domain", "list", "example.test"]):
+        r = s.cli(*args, check=False)
+        assert r.returncode == 2, (args, r)
+        assert "takes no arguments" in r.stderr and r.stdout == "", (args, r)
+    assert not os.path.exists(os.path.join(s.data_dir, "queue", "flush"))
