@@ -63,6 +63,9 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 	buf_free(&err);
 	if (st == NULL)
 		return -1;
+	/* Size unknown (no SIZE=) is at least a byte: a mailbox exactly full takes nothing. */
+	if (size == 0)
+		size = 1;
 	int r = store_usage(st, &bytes, &msgs) < 0 ? -1 : bytes + size > (uint64_t)quota;
 	store_pool_put(&st);
 	return r;

@@ -661,6 +661,27 @@ def test_over_quota(surat):
     stored_one(surat, "bob@example.test")
 
 
+def test_mailbox_exactly_at_quota_refuses_at_rcpt(surat):
+    """A mailbox whose usage equals its quota has room for no message: RCPT
+    without SIZE= gets 452 4.2.2 at once, not a 250 and then a deferral."""
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"], msg(to="bob@example.test")) == {}
+    stored_one(surat, "bob@example.test")
+    out = surat.cli("mailbox", "list", "bob@example.test").stdout
+    used = sum(int(n) for n in re.findall(r"size=(\d+)", out))
+    assert used > 0, out
+    surat.cli("user", "quota", "bob@example.test", str(used))
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<bob@example.test>", 452, "4.2.2")
+    r.expect("QUIT", 221)
+    r.close()
+    surat.cli("user", "quota", "bob@example.test", str(used + 1))
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("QUIT", 221)
+    r.close()
+
+
 def test_quota_check_keeps_pipelined_order(surat):
     """The quota check of an RCPT runs on a worker; replies to pipelined
     commands still come back in order, each to its command."""
