@@ -281,7 +281,9 @@ static void
 print_user(const struct account_user *u, void *arg)
 {
 	const struct config *cfg = arg;
-	if (u->quota >= 0)
+	if (u->quota == 0)
+		printf("%s quota=unlimited\n", u->address);	/* set to 0: no limit */
+	else if (u->quota > 0)
 		printf("%s quota=%lld\n", u->address, (long long)u->quota);
 	else if (cfg->user_quota > 0)
 		printf("%s quota=%lld (default)\n", u->address, (long long)cfg->user_quota);

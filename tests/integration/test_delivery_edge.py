@@ -602,6 +602,10 @@ def test_quota_override_default_rcpt_and_deferral_until_expunge(start):
     users = s.cli("user", "list").stdout
     assert "alice@example.test quota=1048576\n" in users, users
     assert "bob@example.test quota=2048 (default)\n" in users, users
+    # 0 for one user lifts the default: shown as what it means.
+    s.cli("user", "quota", "carol@example.test", "0")
+    assert "carol@example.test quota=unlimited\n" in s.cli("user", "list").stdout
+    s.cli("user", "quota", "carol@example.test", "1M")
 
     r = Raw(s.port("smtp"))
     r.greet()
