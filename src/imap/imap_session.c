@@ -496,6 +496,12 @@ imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const c
 	case STORE_ERR_BUSY:
 		imap_done(s, "NO", "[INUSE] Mailbox is busy, try again later");
 		return;
+	case STORE_ERR_NOSPACE:
+		/* As Dovecot: the client shows it as a quota problem, which it is. */
+		log_msg(LL_ERROR, s->c ? s->c->id : NULL, "%s failed: user=%s: %s", what,
+			s->user ? s->user : "-", msg);
+		imap_done(s, "NO", "[OVERQUOTA] %s failed: not enough disk space", what);
+		return;
 	default:
 		break;
 	}

@@ -142,10 +142,13 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		which[nadd++] = i;
 	}
 	if (nadd > 0 && store_add_many(st, "INBOX", adds, nadd, NULL) < 0) {
+		int full = store_errcode(st) == STORE_ERR_NOSPACE;
 		for (size_t k = 0; k < nadd; k++) {
 			struct local_item *it = &items[which[k]];
 			it->result = DELIVER_TEMPFAIL;
-			buf_printf(it->why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
+			buf_printf(it->why, "%s: %s",
+				   full ? "4.3.1 Mail system full" : "4.3.0 Mailbox unavailable",
+				   store_errstr(st));
 		}
 	} else {
 		for (size_t k = 0; k < nadd; k++) {

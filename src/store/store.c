@@ -290,6 +290,12 @@ store_fail(struct store *st, enum store_err code, const char *fmt, ...)
 	return -1;
 }
 
+enum store_err
+store_io_err(int e)
+{
+	return e == ENOSPC || e == EDQUOT ? STORE_ERR_NOSPACE : STORE_ERR_INTERNAL;
+}
+
 int
 store_db_fail(struct store *st, const char *what)
 {
@@ -298,6 +304,8 @@ store_db_fail(struct store *st, const char *what)
 
 	if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
 		code = STORE_ERR_BUSY;
+	else if ((rc & 0xff) == SQLITE_FULL)
+		code = STORE_ERR_NOSPACE;
 	store_fail(st, code, "%s: %s: %s", st->account, what, sqlite3_errmsg(st->db));
 	if (code == STORE_ERR_INTERNAL)
 		log_error("store: %s", buf_str(&st->errmsg));

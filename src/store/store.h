@@ -91,6 +91,7 @@ enum store_err {
 	STORE_ERR_CHANGED,     /* UIDVALIDITY differs from the one given */
 	STORE_ERR_NOMSG,       /* no such message (expunged) */
 	STORE_ERR_LIMIT,       /* a store limit: UIDs exhausted, too many keywords */
+	STORE_ERR_NOSPACE,     /* the disk is full (ENOSPC, EDQUOT, SQLITE_FULL) */
 };
 
 /* Limits. */

@@ -105,16 +105,16 @@ store_file_link(struct store *st, const char *tmp, const char *final, const char
 		if (errno == EEXIST)
 			return 1;
 		if (errno != ENOENT)
-			return store_fail(st, STORE_ERR_INTERNAL, "link(%s) failed: %s", final,
+			return store_fail(st, store_io_err(errno), "link(%s) failed: %s", final,
 					  strerror(errno));
 		if (xsnprintf(dir, sizeof(dir), "%s/msg/%.2s", st->root, name) < 0)
 			return store_fail(st, STORE_ERR_INTERNAL, "path too long");
 		if (util_mkdir_p(dir, 0700) < 0)
-			return store_fail(st, STORE_ERR_INTERNAL, "mkdir(%s) failed: %s", dir,
+			return store_fail(st, store_io_err(errno), "mkdir(%s) failed: %s", dir,
 					  strerror(errno));
 		if (link(tmp, final) < 0)
 			return errno == EEXIST ? 1
-					       : store_fail(st, STORE_ERR_INTERNAL,
+					       : store_fail(st, store_io_err(errno),
 							    "link(%s) failed: %s", final,
 							    strerror(errno));
 	}
@@ -146,7 +146,7 @@ store_file_write(struct store *st, const char *data, size_t len, struct store_fi
 				st->file_next = 0;	/* another writer's run: draw again */
 				continue;
 			}
-			return store_fail(st, STORE_ERR_INTERNAL, "open(%s) failed: %s", tmp,
+			return store_fail(st, store_io_err(errno), "open(%s) failed: %s", tmp,
 					  strerror(errno));
 		}
 		if (flock(fd, LOCK_EX) < 0) {
@@ -155,7 +155,7 @@ store_file_write(struct store *st, const char *data, size_t len, struct store_fi
 			goto fail;
 		}
 		if (util_write_all(fd, data, len) < 0) {
-			store_fail(st, STORE_ERR_INTERNAL, "write(%s) failed: %s", tmp,
+			store_fail(st, store_io_err(errno), "write(%s) failed: %s", tmp,
 				   strerror(errno));
 			goto fail;
 		}
@@ -184,7 +184,7 @@ store_file_sync(struct store *st, const struct store_file *f)
 {
 	/* A file-system-wide barrier: one flush covers every file written so far. */
 	if (fsbarrier_sync(f->fd) < 0)
-		return store_fail(st, STORE_ERR_INTERNAL, "sync of message file %s failed: %s",
+		return store_fail(st, store_io_err(errno), "sync of message file %s failed: %s",
 				  f->name, strerror(errno));
 	return 0;
 }

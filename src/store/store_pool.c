@@ -172,7 +172,7 @@ static void
 pool_return(struct store *st, bool used)
 {
 	store_rollback(st);
-	if (st->err == STORE_ERR_INTERNAL) {
+	if (st->err == STORE_ERR_INTERNAL || st->err == STORE_ERR_NOSPACE) {
 		store_close(&st);
 		return;
 	}

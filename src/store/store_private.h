@@ -128,6 +128,8 @@ struct store *store_open_existing(const char *data_dir, const char *account, int
 int store_fail(struct store *st, enum store_err code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Record a database failure from the last SQLite call (what: the step). Returns -1. */
 int store_db_fail(struct store *st, const char *what);
+/* The code for a failed system call's errno: STORE_ERR_NOSPACE for want of room, else INTERNAL. */
+enum store_err store_io_err(int e);
 /* Clear the error state at the start of a public call. */
 void store_clear_error(struct store *st);
 
