@@ -1370,6 +1370,7 @@ static void
 smtp_queued(struct smtp_sess *s, const char *id, const char *error)
 {
 	smtp_set_state(s, ST_HELO);
+	smtp_timeouts(s);	/* waiting for a command again, not for data */
 	if (id) {
 		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
 		smtp_flush(s);	/* the client waits for it; the log line can wait */
@@ -1413,6 +1414,7 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
 	smtp_access_log(s, NULL, code, text);
 	smtp_txn_reset(s, 0);
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+	smtp_timeouts(s);
 }
 
 /*

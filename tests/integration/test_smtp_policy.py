@@ -1113,6 +1113,27 @@ def test_command_timeout(make_populated):
     assert r.closed()
 
 
+@pytest.mark.parametrize("end", ["data", "bdat", "refused"])
+def test_command_timeout_again_after_a_message(make_populated, end):
+    """RFC 5321 4.5.3.2.7: once a message is answered (queued or refused) the
+    session waits for a command, under the command timeout, not the data one."""
+    s = make_populated(extra={"smtp.command_timeout": "1s", "smtp.data_timeout": "20s"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    if end == "bdat":
+        r.send(b"BDAT 12 LAST\r\nSubject: x\r\n")
+    else:
+        r.expect("DATA", 354)
+        r.send(b"Subject: x\r\n\r\n" + (b"bare\n\r\n" if end == "refused" else b"") + b".\r\n")
+    c, t = r.reply()
+    assert c == (550 if end == "refused" else 250), (c, t)
+    t0 = time.time()
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.4.2"), (c, t)
+    assert time.time() - t0 < 5, time.time() - t0
+    assert r.closed()
+
+
 def test_refused_transaction_logged(surat):
     with submission(surat) as c:
         code, _ = c.mail("ceo@bank.test")
