@@ -59,6 +59,7 @@ static const struct config_key config_keys[] = {
 	{"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), 1024, (int64_t)1 << 31},
 	{"smtp.max_recipients", CT_UINT, OFF(smtp_max_recipients), 1, 100000},
 	{"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), 1, 1000},
+	{"smtp.max_junk_commands", CT_UINT, OFF(smtp_max_junk), 0, 1000000},
 	{"smtp.command_timeout", CT_DURATION, OFF(smtp_cmd_timeout), 1, 86400},
 	{"smtp.data_timeout", CT_DURATION, OFF(smtp_data_timeout), 1, 86400},
 	{"smtp.max_hops", CT_UINT, OFF(smtp_max_hops), 1, 1000},
@@ -101,6 +102,7 @@ config_defaults(struct config *cfg)
 	cfg->smtp_max_message_size = 25 * 1024 * 1024;
 	cfg->smtp_max_recipients = 100;
 	cfg->smtp_max_errors = 10;
+	cfg->smtp_max_junk = 100;
 	cfg->smtp_cmd_timeout = 300;
 	cfg->smtp_data_timeout = 600;
 	cfg->smtp_max_hops = 100;

@@ -63,6 +63,7 @@ struct config {
 	int64_t smtp_max_message_size;
 	int64_t smtp_max_recipients;
 	int64_t smtp_max_errors;
+	int64_t smtp_max_junk;
 	int64_t smtp_cmd_timeout;
 	int64_t smtp_data_timeout;
 	int64_t smtp_max_hops;

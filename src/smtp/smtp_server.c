@@ -108,6 +108,7 @@ struct smtp_sess {
 	enum smtp_state state;
 	unsigned flags;
 	unsigned errors;
+	unsigned junk;		/* NOOP, RSET, VRFY, EXPN, HELP since the last message */
 	unsigned auth_fails;	/* failed authentications (RFC 4954 9) */
 	char helo[256];
 	char *user;		/* authenticated account */
@@ -453,6 +454,21 @@ smtp_error_count(struct smtp_sess *s)
 		return 1;
 	}
 	return 0;
+}
+
+/*
+ * A command that moves no mail (NOOP, RSET, VRFY, EXPN, HELP): past
+ * smtp.max_junk_commands since the session's last accepted message, each
+ * also counts as an error, so a client cannot hold its connection for ever
+ * with them (Postfix's smtpd_junk_command_limit). 1 if the session was
+ * closed (the command is then not answered).
+ */
+static int
+smtp_junk(struct smtp_sess *s)
+{
+	if (++s->junk <= (unsigned)s->srv->cfg->smtp_max_junk)
+		return 0;
+	return smtp_error_count(s);
 }
 
 /*
@@ -1205,6 +1221,8 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 cmd_rset(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
+	if (smtp_junk(s))
+		return;
 	smtp_txn_reset(s, 1);
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 	smtp_reply(s, 250, "2.0.0", "OK");
@@ -1213,18 +1231,24 @@ cmd_rset(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 cmd_noop(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
+	if (smtp_junk(s))
+		return;
 	smtp_reply(s, 250, "2.0.0", "OK");
 }
 
 static void
 cmd_help(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
+	if (smtp_junk(s))
+		return;
 	smtp_reply(s, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
 }
 
 static void
 cmd_vrfy(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
+	if (smtp_junk(s))
+		return;
 	/* Never reveal whether an account exists. */
 	/* (RFC 3463: X.5.2 is a syntax error; this is no error.) */
 	smtp_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
@@ -1233,6 +1257,8 @@ cmd_vrfy(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 cmd_expn(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
+	if (smtp_junk(s))
+		return;
 	smtp_reply(s, 502, "5.5.1", "EXPN not available");
 }
 
@@ -1372,6 +1398,7 @@ smtp_queued(struct smtp_sess *s, const char *id, const char *error)
 	smtp_set_state(s, ST_HELO);
 	smtp_timeouts(s);	/* waiting for a command again, not for data */
 	if (id) {
+		s->junk = 0;	/* a client that sends mail may idle between messages */
 		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
 		smtp_flush(s);	/* the client waits for it; the log line can wait */
 		smtp_access_log(s, id, 250, NULL);

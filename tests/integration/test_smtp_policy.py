@@ -1084,6 +1084,34 @@ def test_tls_handshake_deadline(make_surat, kind):
         d.close()
 
 
+def test_junk_commands_count_as_errors_past_the_limit(make_populated):
+    """NOOP, RSET, VRFY, EXPN and HELP beyond smtp.max_junk_commands since the
+    last accepted message count as errors, so they cannot hold a connection
+    for ever; a message accepted starts the count again."""
+    s = make_populated(extra={"smtp.max_junk_commands": "5", "smtp.max_errors": "2"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("NOOP", 250)
+    r.expect("RSET", 250)
+    r.expect("VRFY alice", 252)
+    r.expect("EXPN staff", 502)
+    r.expect("HELP", 214)
+    # A message resets the count: five more are free.
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(b"Subject: j\r\n\r\nx\r\n.\r\n")
+    assert r.reply()[0] == 250
+    for _ in range(5):
+        r.expect("NOOP", 250)
+    r.expect("NOOP", 250)         # the sixth: answered, and error 1
+    c, t = r.cmd("RSET")          # error 2: the limit
+    assert c == 421 and t[0].startswith("4.7.0"), (c, t)
+    assert r.closed()
+    assert "too many errors from 127.0.0.1" in s.log()
+    stored_one(s, "alice@example.test")
+
+
 def test_command_timeout(make_populated):
     s = make_populated(extra={"smtp.command_timeout": "1s", "smtp.data_timeout": "2s"})
     r = Raw(s.port("smtp"))
