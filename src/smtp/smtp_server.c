@@ -1301,7 +1301,8 @@ static const struct smtp_cmd_entry smtp_cmds[] = {
 static void
 bdat_unframed(struct smtp_sess *s, const char *why)
 {
-	smtp_reply(s, 421, "4.5.4", "%s; closing: the chunk that follows cannot be framed", why);
+	smtp_reply(s, 421, "4.5.4", "%s %s; closing: the chunk that follows cannot be framed",
+		   s->srv->cfg->hostname, why);
 	smtp_close(s);
 }
 

@@ -270,7 +270,7 @@ def test_bdat_syntax_errors(lenient):
         # What follows is what a client that thinks the line valid sends.
         r.send(line.encode() + b"\r\nRSET\r\n")
         c, t = r.reply()
-        assert c == 421 and t[-1].startswith("4.5.4 Syntax: BDAT"), (line, c, t)
+        assert c == 421 and t[-1].startswith("4.5.4 mx.example.test Syntax: BDAT"), (line, c, t)
         assert r.closed(), line  # the RSET was never run: no 250 came
         r.close()
     # The same for a BDAT line refused before its syntax is looked at: too
@@ -286,7 +286,7 @@ def test_bdat_syntax_errors(lenient):
         r.expect("RCPT TO:<alice@example.test>", 250)
         r.send(line + b"\r\n" + chunk)
         c, t = r.reply()
-        assert c == 421 and t[-1].startswith("4.5.4 " + why), (line[:20], c, t)
+        assert c == 421 and t[-1].startswith("4.5.4 mx.example.test " + why), (line[:20], c, t)
         assert r.closed(), line[:20]
         r.close()
     # A well-formed BDAT still works.
