@@ -908,7 +908,7 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	}
 	/*
 	 * Before the client sends its data, not after: below the free space
-	 * kept for the queue no new mail is taken (RFC 3463 4.3.1; as
+	 * kept for the queue no new mail is taken (RFC 3463 X.3.1; as
 	 * Postfix's queue_minfree), and the client tries again later.
 	 */
 	if (queue_space_low(s->srv->queue, config_min_free(cfg))) {
