@@ -491,6 +491,30 @@ def test_mailbox_names_utf7_and_utf8(srv):
     assert "&ANw-ber" in names
 
 
+def test_longest_name_reachable_in_modified_utf7(srv):
+    """A name of 1000 bytes (the most the store takes) is longer in modified
+    UTF-7 ("é" is 2 bytes of UTF-8, 8/3 of UTF-7; "&" becomes "&-"): an
+    IMAP4rev1 client must still reach the mailbox it sees in LIST."""
+    u = connect(srv)
+    u.ok("ENABLE UTF8=ACCEPT")
+    u.ok(('CREATE "%s"' % ("\u00e9" * 500)).encode())
+    c = connect(srv)
+    c.ok('CREATE "%s"' % ("&-" * 1000))
+    _, untagged = c.cmd('LIST "" "*"')
+    wire = [l.split(b'"/" ', 1)[1] for l in untagged if b"&AOk" in l or b"&-&-" in l]
+    assert len(wire) == 2, untagged
+    for w in wire:
+        name = w.split(b"\r\n", 1)[1]
+        assert len(name) > 1000
+        c.ok(b"STATUS {%d+}\r\n%s (MESSAGES)" % (len(name), name))
+        c.ok(b"SELECT {%d+}\r\n%s" % (len(name), name))
+    # One byte more than the store takes is still refused, with or without UTF-7.
+    tagged, _ = c.cmd('CREATE "%s"' % ("&-" * 1001))
+    assert " BAD " in tagged and "too long" in tagged, tagged
+    tagged, _ = u.cmd(('CREATE "%s"' % ("a" * 1001)).encode())
+    assert " BAD " in tagged and "too long" in tagged, tagged
+
+
 def test_status_and_quota(make_surat):
     s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "user.quota": "1M"})
     c = connect(s)
