@@ -74,6 +74,7 @@ class RawImap:
         """Send 'tag text' and read up to the tagged reply. Returns (tagged, untagged)."""
         self.n += 1
         tag = tag or "t%d" % self.n
+        self.last_tag = tag
         self.send("%s %s\r\n" % (tag, text) if isinstance(text, str) else
                   tag.encode() + b" " + text + b"\r\n")
         return self.until(tag)
@@ -549,6 +550,18 @@ def test_status_and_quota(make_surat):
     line = c.readline()
     assert line.startswith(b"q2 NO [OVERQUOTA]"), line
     c.ok("NOOP")
+    # COPY counts against the quota as APPEND does (RFC 9208 OVERQUOTA); MOVE
+    # within the account changes nothing.
+    mid = b"Subject: mid\r\n\r\n" + b"m" * 400000 + b"\r\n"
+    append(c, "INBOX", mid)
+    c.ok("SELECT INBOX")
+    c.ok("COPY 3 Archive")
+    tagged, _ = c.cmd("COPY 1:* Archive")
+    assert tagged.startswith(c.last_tag + " NO [OVERQUOTA]"), tagged
+    tagged, _ = c.cmd("UID COPY 3 INBOX")
+    assert " NO [OVERQUOTA]" in tagged, tagged
+    assert c.ok("STATUS Archive (MESSAGES)") == [b'* STATUS "Archive" (MESSAGES 1)']
+    c.ok("MOVE 3 Trash")
     c.ok("LOGOUT")
     # A per-user quota overrides user.quota.
     s.add_user("carol@example.test", "carol-pw", quota="2M")
