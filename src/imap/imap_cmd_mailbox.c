@@ -258,7 +258,7 @@ imap_select_qresync(struct imap_sess *s, const struct qresync_param *q)
 		/* The view's state, which the next poll brings up to date. */
 		const struct store_msg *msg = &m->view.msgs[idx];
 		buf_printf(&b, "* %zd FETCH (UID %u FLAGS ", idx + 1, msg->uid);
-		imap_flags_list(&b, msg->flags, msg->keywords);
+		imap_flags_list(&b, msg->flags, imap_sel_recent(s, msg->uid), msg->keywords);
 		buf_printf(&b, " MODSEQ (%llu))\r\n", (unsigned long long)msg->modseq);
 		if (b.len > 65536)
 			imap_write_buf(s, &b);

@@ -313,7 +313,8 @@ store_done(struct imap_sess *s, struct imap_job *jj)
 		buf_printf(&b, "* %u FETCH (UID %u", seq, msg->uid);
 		if (!j->silent) {
 			buf_puts(&b, " FLAGS ");
-			imap_flags_list(&b, msg->flags, msg->keywords);
+			imap_flags_list(&b, msg->flags, imap_sel_recent(s, msg->uid),
+					msg->keywords);
 		}
 		if (condstore)
 			buf_printf(&b, " MODSEQ (%llu)", (unsigned long long)msg->modseq);
