@@ -184,8 +184,8 @@ void imap_capabilities(struct imap_sess *s, struct buf *out);
 void imap_quote(struct buf *out, const char *str, size_t len, bool utf8);
 /* Append peer/store text for a human-readable reply: printable ASCII only, cut. */
 void imap_text(struct buf *out, const char *str, size_t max);
-/* Append "(\Seen \Answered kw ...)" for a message. */
-void imap_flags_list(struct buf *out, uint32_t flags, const char *keywords);
+/* Append "(\Seen \Answered kw ...)" for a message, with \Recent if recent. */
+void imap_flags_list(struct buf *out, uint32_t flags, bool recent, const char *keywords);
 
 /* ---- state ---- */
 
@@ -264,6 +264,8 @@ void imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n,
 void imap_sel_expunged(struct imap_sess *s, const uint32_t *uids, size_t n);
 /* How many messages of the view are \Recent for this session. */
 uint32_t imap_sel_recent_count(const struct imap_mbox *m);
+/* Whether the message is \Recent for this session (IMAP4rev1 only). */
+bool imap_sel_recent(const struct imap_sess *s, uint32_t uid);
 /* Note the keywords of every message of a freshly loaded view. */
 void imap_sel_init_keywords(struct imap_mbox *m);
 /* Send "* FLAGS" and PERMANENTFLAGS for the selected mailbox. */

@@ -72,12 +72,21 @@ imap_mbox_arg(struct imap_sess *s, const struct imap_arg *a, struct buf *name, c
 		*err_r = "Mailbox name expected (atom or string)";
 		return -1;
 	}
-	if (len > STORE_NAME_MAX) {
+	/*
+	 * The limit is on the name, not its spelling: in modified UTF-7 a
+	 * name of STORE_NAME_MAX bytes takes up to twice as many ("&" is
+	 * "&-"), and LIST shows it so.
+	 */
+	if (len > 2 * STORE_NAME_MAX) {
 		*err_r = "Mailbox name too long";
 		return -1;
 	}
 	if (imap_name_decode(s, str, len, name, err_r) < 0)
 		return -1;
+	if (name->len > STORE_NAME_MAX) {
+		*err_r = "Mailbox name too long";
+		return -1;
+	}
 	imap_mbox_canon(name->data);
 	return 0;
 }
@@ -249,7 +258,7 @@ imap_select_qresync(struct imap_sess *s, const struct qresync_param *q)
 		/* The view's state, which the next poll brings up to date. */
 		const struct store_msg *msg = &m->view.msgs[idx];
 		buf_printf(&b, "* %zd FETCH (UID %u FLAGS ", idx + 1, msg->uid);
-		imap_flags_list(&b, msg->flags, msg->keywords);
+		imap_flags_list(&b, msg->flags, imap_sel_recent(s, msg->uid), msg->keywords);
 		buf_printf(&b, " MODSEQ (%llu))\r\n", (unsigned long long)msg->modseq);
 		if (b.len > 65536)
 			imap_write_buf(s, &b);

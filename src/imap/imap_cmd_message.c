@@ -313,7 +313,8 @@ store_done(struct imap_sess *s, struct imap_job *jj)
 		buf_printf(&b, "* %u FETCH (UID %u", seq, msg->uid);
 		if (!j->silent) {
 			buf_puts(&b, " FLAGS ");
-			imap_flags_list(&b, msg->flags, msg->keywords);
+			imap_flags_list(&b, msg->flags, imap_sel_recent(s, msg->uid),
+					msg->keywords);
 		}
 		if (condstore)
 			buf_printf(&b, " MODSEQ (%llu)", (unsigned long long)msg->modseq);
@@ -460,7 +461,10 @@ struct copy_job {
 	struct store_range *set;
 	size_t nset;
 	bool move;
+	int64_t quota;	/* > 0: the copies must fit it */
+	uint64_t bytes; /* what the copies add to the usage */
 	int rc;
+	bool overquota;
 	enum store_err err;
 	char errmsg[256];
 	struct store_copy_result res;
@@ -470,7 +474,15 @@ static void
 copy_work(struct imap_job *jj)
 {
 	struct copy_job *j = (struct copy_job *)jj;
+	uint64_t used = 0, nmsgs = 0;
 
+	/* As APPEND: the copies count against the quota (shared files or not). */
+	if (j->quota > 0 && store_usage(j->j.st, &used, &nmsgs) == 0 &&
+	    used + j->bytes > (uint64_t)j->quota) {
+		j->rc = -1;
+		j->overquota = true;
+		return;
+	}
 	j->rc =
 	    store_copy(j->j.st, j->src, j->uidvalidity, j->set, j->nset, j->dst, j->move, &j->res);
 	if (j->rc < 0) {
@@ -486,6 +498,11 @@ copy_done(struct imap_sess *s, struct imap_job *jj)
 	struct buf su = BUF_INIT(0), du = BUF_INIT(0);
 	const char *what = s->cmdname;
 
+	if (j->overquota) {
+		imap_done(s, "NO", "[OVERQUOTA] Quota exceeded (limit %lld bytes)",
+			  (long long)s->quota);
+		return;
+	}
 	if (j->rc < 0) {
 		if (j->err == STORE_ERR_NOMAILBOX)
 			imap_done(s, "NO", "[TRYCREATE] Destination mailbox does not exist");
@@ -553,6 +570,15 @@ imap_copy(struct imap_sess *s, const struct imap_arg *args, bool move)
 		return;
 	}
 	struct copy_job *j = xcalloc(1, sizeof(*j));
+	if (!move && s->quota > 0) {
+		struct imap_seqset_iter it;
+		uint32_t seq;
+		imap_seqset_iter_init(&it);
+		while (imap_seqset_iter_next(&seqs, &it, &seq))
+			if (!(s->sel->mark[seq - 1] & MK_GHOST))
+				j->bytes += s->sel->view.msgs[seq - 1].size;
+		j->quota = s->quota;
+	}
 	imap_seqs_to_ranges(s, &seqs, &j->set, &j->nset);
 	imap_seqset_free(&seqs);
 	j->src = xstrdup(s->sel->name);

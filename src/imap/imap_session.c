@@ -379,7 +379,7 @@ imap_text(struct buf *out, const char *str, size_t max)
 }
 
 void
-imap_flags_list(struct buf *out, uint32_t flags, const char *keywords)
+imap_flags_list(struct buf *out, uint32_t flags, bool recent, const char *keywords)
 {
 	static const struct {
 		uint32_t bit;
@@ -398,6 +398,12 @@ imap_flags_list(struct buf *out, uint32_t flags, const char *keywords)
 		if (!first)
 			buf_putc(out, ' ');
 		buf_puts(out, names[i].name);
+		first = false;
+	}
+	if (recent) {
+		if (!first)
+			buf_putc(out, ' ');
+		buf_puts(out, "\\Recent");
 		first = false;
 	}
 	if (keywords && keywords[0]) {
@@ -986,6 +992,15 @@ imap_sel_recent_count(const struct imap_mbox *m)
 	return n;
 }
 
+bool
+imap_sel_recent(const struct imap_sess *s, uint32_t uid)
+{
+	const struct imap_mbox *m = s->sel;
+
+	return !(s->enabled & EN_REV2) && m != NULL && m->recent.count > 0 &&
+	       imap_seqset_contains(&m->recent, uid);
+}
+
 void
 imap_sel_expunged(struct imap_sess *s, const uint32_t *uids, size_t n)
 {
@@ -1164,7 +1179,7 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 			continue;
 		const struct store_msg *msg = &m->view.msgs[i];
 		buf_printf(&b, "* %zu FETCH (UID %u FLAGS ", i + 1, msg->uid);
-		imap_flags_list(&b, msg->flags, msg->keywords);
+		imap_flags_list(&b, msg->flags, imap_sel_recent(s, msg->uid), msg->keywords);
 		if (s->enabled & EN_CONDSTORE)
 			buf_printf(&b, " MODSEQ (%llu)", (unsigned long long)msg->modseq);
 		buf_puts(&b, ")\r\n");

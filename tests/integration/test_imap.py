@@ -74,6 +74,7 @@ class RawImap:
         """Send 'tag text' and read up to the tagged reply. Returns (tagged, untagged)."""
         self.n += 1
         tag = tag or "t%d" % self.n
+        self.last_tag = tag
         self.send("%s %s\r\n" % (tag, text) if isinstance(text, str) else
                   tag.encode() + b" " + text + b"\r\n")
         return self.until(tag)
@@ -491,6 +492,30 @@ def test_mailbox_names_utf7_and_utf8(srv):
     assert "&ANw-ber" in names
 
 
+def test_longest_name_reachable_in_modified_utf7(srv):
+    """A name of 1000 bytes (the most the store takes) is longer in modified
+    UTF-7 ("é" is 2 bytes of UTF-8, 8/3 of UTF-7; "&" becomes "&-"): an
+    IMAP4rev1 client must still reach the mailbox it sees in LIST."""
+    u = connect(srv)
+    u.ok("ENABLE UTF8=ACCEPT")
+    u.ok(('CREATE "%s"' % ("\u00e9" * 500)).encode())
+    c = connect(srv)
+    c.ok('CREATE "%s"' % ("&-" * 1000))
+    _, untagged = c.cmd('LIST "" "*"')
+    wire = [l.split(b'"/" ', 1)[1] for l in untagged if b"&AOk" in l or b"&-&-" in l]
+    assert len(wire) == 2, untagged
+    for w in wire:
+        name = w.split(b"\r\n", 1)[1]
+        assert len(name) > 1000
+        c.ok(b"STATUS {%d+}\r\n%s (MESSAGES)" % (len(name), name))
+        c.ok(b"SELECT {%d+}\r\n%s" % (len(name), name))
+    # One byte more than the store takes is still refused, with or without UTF-7.
+    tagged, _ = c.cmd('CREATE "%s"' % ("&-" * 1001))
+    assert " BAD " in tagged and "too long" in tagged, tagged
+    tagged, _ = u.cmd(('CREATE "%s"' % ("a" * 1001)).encode())
+    assert " BAD " in tagged and "too long" in tagged, tagged
+
+
 def test_status_and_quota(make_surat):
     s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "user.quota": "1M"})
     c = connect(s)
@@ -525,6 +550,18 @@ def test_status_and_quota(make_surat):
     line = c.readline()
     assert line.startswith(b"q2 NO [OVERQUOTA]"), line
     c.ok("NOOP")
+    # COPY counts against the quota as APPEND does (RFC 9208 OVERQUOTA); MOVE
+    # within the account changes nothing.
+    mid = b"Subject: mid\r\n\r\n" + b"m" * 400000 + b"\r\n"
+    append(c, "INBOX", mid)
+    c.ok("SELECT INBOX")
+    c.ok("COPY 3 Archive")
+    tagged, _ = c.cmd("COPY 1:* Archive")
+    assert tagged.startswith(c.last_tag + " NO [OVERQUOTA]"), tagged
+    tagged, _ = c.cmd("UID COPY 3 INBOX")
+    assert " NO [OVERQUOTA]" in tagged, tagged
+    assert c.ok("STATUS Archive (MESSAGES)") == [b'* STATUS "Archive" (MESSAGES 1)']
+    c.ok("MOVE 3 Trash")
     c.ok("LOGOUT")
     # A per-user quota overrides user.quota.
     s.add_user("carol@example.test", "carol-pw", quota="2M")

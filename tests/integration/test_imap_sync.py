@@ -99,6 +99,17 @@ def test_recent_for_rev1_sessions(srv):
     assert a.ok("SEARCH NEW") == [b"* SEARCH 2"]
     untagged = a.ok("FETCH 2 FLAGS")
     assert untagged == [b"* 2 FETCH (FLAGS (\\Recent))"], untagged
+    # \Recent stays in every FLAGS this session is told (RFC 3501 2.3.2): a
+    # change by another session, a STORE, a QRESYNC resync. Clients such as
+    # mutt take a FLAGS without it for "no longer recent".
+    select(b)
+    b.ok("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    untagged = a.ok("NOOP")
+    assert untagged == [b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))"], untagged
+    untagged = a.ok("STORE 2 +FLAGS (\\Seen)")
+    assert untagged == [b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Seen \\Recent))"], untagged
+    untagged = a.ok("STORE 1 +FLAGS (\\Seen)")
+    assert untagged == [b"* 1 FETCH (UID 1 FLAGS (\\Seen))"], untagged
     # No \Recent in IMAP4rev2
     c = connect(srv)
     c.ok("ENABLE IMAP4rev2")
@@ -133,7 +144,8 @@ def test_idle_wakes_on_smtp_delivery(srv):
     select(b)
     b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
     line, _ = wait_line(a, lambda l: b"FETCH" in l)
-    assert line == b"* 1 FETCH (UID 1 FLAGS (\\Deleted))", line
+    # (\Recent: it came while this IMAP4rev1 session had INBOX selected.)
+    assert line == b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))", line
     b.ok("EXPUNGE")
     line, _ = wait_line(a, lambda l: b"EXPUNGE" in l)
     assert line == b"* 1 EXPUNGE"
