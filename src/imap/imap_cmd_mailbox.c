@@ -25,7 +25,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define PATTERN_MAX 255 /* bytes of one LIST pattern after the reference */
+/*
+ * Bytes of one LIST pattern after the reference: with a wildcard (matching
+ * costs pattern x name), else up to the longest name, which needs no more.
+ */
+#define PATTERN_MAX 255
 #define PATTERNS_MAX 20 /* patterns in one LIST */
 
 /* ---- names ---- */
@@ -734,14 +738,16 @@ imap_cmd_status(struct imap_sess *s, const struct imap_arg *args)
 
 /*
  * Whether name matches pattern ('*' anything, '%' anything but '/').
- * Dynamic programming, O(pattern x name). The "INBOX" of an INBOX name
- * matches case-insensitively.
+ * Dynamic programming, O(pattern x name); without a wildcard, a compare.
+ * The "INBOX" of an INBOX name matches case-insensitively.
  */
 static bool
 imap_list_match(const char *pat, const char *name)
 {
 	size_t pl = strlen(pat), nl = strlen(name);
 	size_t ci = (strncmp(name, "INBOX", 5) == 0 && (name[5] == '\0' || name[5] == '/')) ? 5 : 0;
+	if (strpbrk(pat, "*%") == NULL)
+		return pl == nl && strncasecmp(pat, name, ci) == 0 && strcmp(pat + ci, name + ci) == 0;
 	bool *prev = xcalloc(nl + 1, sizeof(bool)), *cur = xcalloc(nl + 1, sizeof(bool));
 	bool r;
 
@@ -960,7 +966,9 @@ imap_list_add_pattern(struct imap_sess *s, struct list_req *r, const char *ref,
 		buf_truncate(&full, full.len - 1);
 	buf_append(&full, buf_str(&dec), dec.len);
 	buf_free(&dec);
-	if (full.len > PATTERN_MAX) {
+	if (full.len > (memchr(full.data, '*', full.len) || memchr(full.data, '%', full.len)
+			     ? PATTERN_MAX
+			     : STORE_NAME_MAX)) {
 		buf_free(&full);
 		*err_r = "Pattern too long";
 		return -1;

@@ -509,6 +509,13 @@ def test_longest_name_reachable_in_modified_utf7(srv):
         assert len(name) > 1000
         c.ok(b"STATUS {%d+}\r\n%s (MESSAGES)" % (len(name), name))
         c.ok(b"SELECT {%d+}\r\n%s" % (len(name), name))
+    # LIST names a long mailbox exactly, not only through a wildcard.
+    long_name = "n" * 300
+    c.ok('CREATE "%s"' % long_name)
+    _, untagged = c.cmd('LIST "" "%s"' % long_name)
+    assert any(l.endswith(b"\"%s\"" % long_name.encode()) for l in untagged), untagged
+    tagged, _ = c.cmd('LIST "" "%s*"' % long_name)  # a wildcard: matching costs more
+    assert " BAD " in tagged and "too long" in tagged, tagged
     # One byte more than the store takes is still refused, with or without UTF-7.
     tagged, _ = c.cmd('CREATE "%s"' % ("&-" * 1001))
     assert " BAD " in tagged and "too long" in tagged, tagged
