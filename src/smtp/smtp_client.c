@@ -795,6 +795,7 @@ smtp_client_send(struct smtp_client *cl, struct smtp_client_txn *txn)
 
 	cl_set_state(cl, CL_TXN);
 	cl_timeout(cl, cl->t.mail, cl->t.command);
+	cl->next_rcpt = 0;
 	if (cl->flags & F_DIRTY) {
 		cl_write(cl, "RSET");
 		cl->cmds[cl->ncmds++] = (struct pending_cmd){CMD_RSET, 0};
@@ -803,7 +804,6 @@ smtp_client_send(struct smtp_client *cl, struct smtp_client_txn *txn)
 	}
 	cl->flags |= F_DIRTY;
 	cl_send_mail(cl, txn);
-	cl->next_rcpt = 0;
 	if (cl->caps.flags & SMTP_CAP_PIPELINING) {
 		for (size_t i = 0; i < txn->nrcpts; i++)
 			cl_send_rcpt(cl, i);

@@ -364,6 +364,25 @@ def test_several_recipients_one_transaction_and_reuse(net):
     a.wait_queue_empty()
 
 
+def test_reuse_without_pipelining_sends_every_rcpt(net):
+    """A reused session to a peer without PIPELINING: the second
+    transaction (after RSET, one command at a time) names its recipients
+    too, from the first; it must not count on from the previous one."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4", caps=["8BITMIME", "SIZE 10000000", "ENHANCEDSTATUSCODES"])
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example", "y@c.example"],
+             msg("alice@a.example", "x@c.example", "first"))
+    wait_for(lambda: len(p.txns) == 1)
+    a.submit("alice@a.example", ["z@c.example"], msg("alice@a.example", "z@c.example", "second"))
+    wait_for(lambda: len(p.txns) == 2)
+    assert p.connections == 1
+    assert p.txns[1]["accepted"] == ["z@c.example"]
+    a.wait_log(r"outbound id=\w+ rcpt=z@c\.example .*status=sent")
+    a.wait_queue_empty()
+
+
 # The dns fixture object is shared by net; tests reach it through this helper.
 _DNS = {}
 
