@@ -705,8 +705,10 @@ cl_send_mail(struct smtp_client *cl, const struct smtp_client_txn *txn)
 	if (txn->smtputf8)
 		buf_puts(&b, " SMTPUTF8");
 	if (cl->caps.flags & SMTP_CAP_DSN) {
-		if (txn->ret_hdrs)
+		if (txn->ret == SMTP_RET_HDRS)
 			buf_puts(&b, " RET=HDRS");
+		else if (txn->ret == SMTP_RET_FULL)
+			buf_puts(&b, " RET=FULL");
 		if (txn->envid && *txn->envid)
 			buf_printf(&b, " ENVID=%s", txn->envid);
 	}

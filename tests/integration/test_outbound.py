@@ -629,6 +629,22 @@ def test_dsn_parameters_are_passed_on(net):
     assert "ORCPT=rfc822;x@c.example" in t["rcpts"][0]
 
 
+def test_ret_full_is_passed_on_and_no_ret_added(net):
+    """RFC 3461 5.2.1: RET goes on to a DSN peer as it came, FULL as well as
+    HDRS (without it the next hop may return only the header); none is added."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "full"),
+             mail_options=["RET=FULL"])
+    wait_for(lambda: len(p.txns) == 1)
+    assert "RET=FULL" in p.txns[0]["mail"], p.txns[0]["mail"]
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "none"))
+    wait_for(lambda: len(p.txns) == 2)
+    assert "RET=" not in p.txns[1]["mail"], p.txns[1]["mail"]
+
+
 def test_success_notice_relayed_by_a_peer_without_dsn(net):
     """RFC 3461 5.2.2: a recipient asking NOTIFY=SUCCESS that goes to a peer
     without DSN gets our "relayed" notice (nobody further on will report);
