@@ -976,6 +976,7 @@ rconn_take(struct rconn *c, struct rjob *j)
 	j->txn.rcpts = j->rcpts;
 	j->txn.nrcpts = j->n;
 	c->txn_start_ms = util_mono_ms();
+	c->qr->srv->holds++; /* released once its results are with the queue */
 	smtp_client_send(c->cl, &j->txn);
 }
 
@@ -1048,6 +1049,7 @@ rconn_txn_done(struct rconn *c)
 		rjob_free(j);
 		rmsg_job_done(m);
 	}
+	c->qr->srv->holds--;
 	rconn_idle(c);
 }
 
@@ -1081,6 +1083,7 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 			/* Lost with a transaction assigned but not started on the wire. */
 			struct rjob *j = c->job;
 			c->job = NULL;
+			c->qr->srv->holds--;
 			smtp_client_txn_clear(&j->txn);
 			dest_push(d, j, 1);
 		}
@@ -1397,8 +1400,10 @@ queue_remote_free(struct queue_remote **qrp)
 	qr->srv->stopping = 1; /* nothing restarts while we take it apart */
 	while (qr->conns) {
 		struct rconn *c = qr->conns;
-		if (c->job)
+		if (c->job) {
+			qr->srv->holds--;
 			rjob_free(c->job);
+		}
 		rconn_free(c); /* unlinks it */
 	}
 	while (qr->dests) {

@@ -866,6 +866,24 @@ def test_kill_during_delivery_delivers_at_most_once_more(net):
     assert a.messages("alice@a.example") == []
 
 
+def test_graceful_stop_waits_for_the_reply_to_the_dot(net):
+    """SIGTERM while a peer has the message and is about to answer the final
+    dot: the stop waits (shutdown_grace) for the reply and records it, so
+    the restarted server does not send the message a second time."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4", dot_delay=2)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "stop"))
+    assert p.dot_seen.wait(15)
+    assert a.stop() == 0
+    assert re.search(r"delivery id=\w+ rcpt=x@c\.example status=sent", a.log())
+    a.start()
+    a.wait_queue_empty()
+    time.sleep(2)
+    assert len(p.txns) == 1
+
+
 def test_result_recorded_while_another_destination_is_in_flight(net):
     """What one peer took is on disk at once (not at the queue's next tick),
     while the message's other destination is still being tried: a crash
