@@ -704,7 +704,7 @@ stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
 
-	if (srv->nconns == 0 && worker_pending(srv->pool) == 0) {
+	if (srv->nconns == 0 && srv->holds == 0 && worker_pending(srv->pool) == 0) {
 		event_base_loopexit(srv->base, NULL);
 		return;
 	}

@@ -77,6 +77,10 @@ struct server {
 	struct queue *queue;
 	struct dns *dns;
 	int stopping;
+	/* Outbound transactions under way and their results not yet recorded: a
+	 * graceful stop waits for them too (within shutdown_grace), or a peer that
+	 * took a message would get it again after the restart. */
+	unsigned holds;
 	/* internal */
 	struct listener *listeners;
 	struct conn *conns;

@@ -194,6 +194,7 @@ struct qjob {
 	size_t nlocals;
 	struct qres *results;	/* given (remote) + produced (local, expiry) */
 	size_t nresults;
+	size_t held;		/* of those, the remote ones: each holds the server's stop */
 	int expire;
 	int warn;
 	/* state records, written at the end of the job unless the file goes */
@@ -991,8 +992,11 @@ job_done(void *arg)
 			j->notices[i] = NULL;
 		}
 	}
+	q->srv->holds -= (unsigned)j->held;
+	int more = e->npending > 0;
 	/* Kept while the transport has it: queue_remote_done() drops it. */
 	if (j->removed && !e->remote_busy) {
+		q->srv->holds -= (unsigned)e->npending;
 		entry_unlink(q, e);
 		entry_free(e);
 	} else if (j->removed) {
@@ -1004,7 +1008,7 @@ job_done(void *arg)
 		entry_ready(q, e);
 	}
 	job_free(j);
-	if (!q->srv->stopping)
+	if (!q->srv->stopping || more)
 		event_active(q->kick, 0, 0);
 }
 
@@ -1061,6 +1065,7 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	if (e->npending) {
 		j->results = e->pending;
 		j->nresults = e->npending;
+		j->held = e->npending;
 		e->pending = NULL;
 		e->npending = 0;
 		want = 1;
@@ -1454,8 +1459,18 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 	struct queue *q = arg;
 	int64_t now = util_now_ms() / 1000;
 
-	if (q->srv->stopping)
+	if (q->srv->stopping) {
+		/* Only the transport's results are recorded now: a peer that took a
+		 * message must not get it again after the restart. */
+		for (struct qentry *e = q->rhead, *next; e; e = next) {
+			next = e->rnext;
+			if (!e->busy && !e->retired && e->npending > 0)
+				entry_start_job(q, e, now);
+			if (e->busy)
+				ready_remove(q, e);
+		}
 		return;
+	}
 	if (now - q->swept >= QUEUE_SWEEP_S) {
 		q->swept = now;
 		for (struct qentry *e = q->head; e; e = e->next)
@@ -1769,6 +1784,7 @@ queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_re
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
 						  remote ? xstrdup(remote) : NULL, 0, relayed};
+	q->srv->holds++; /* a stop waits until it is recorded */
 	/*
 	 * Recorded now, not at the next tick: a peer that took the message
 	 * must not get it again should we crash while its other destinations
@@ -1786,6 +1802,7 @@ queue_remote_done(struct queue *q, const char *id)
 		return;
 	e->remote_busy = 0;
 	if (e->retired && !e->busy) {
+		q->srv->holds -= (unsigned)e->npending;
 		entry_unlink(q, e);
 		entry_free(e);
 		return;

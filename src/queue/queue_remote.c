@@ -78,7 +78,7 @@ struct rmsg {
 	char id[QUEUE_ID_LEN + 1];
 	char file[QUEUE_ID_LEN + 2];	/* the spool file holding it */
 	char *mail_from, *envid, *session;
-	int ret_hdrs, body_8bit, smtputf8;
+	int ret, body_8bit, smtputf8;
 	int64_t created;
 	struct buf content;
 	struct rjob *jobs; /* not yet in a destination (content loading) */
@@ -968,7 +968,7 @@ rconn_take(struct rconn *c, struct rjob *j)
 	smtp_client_txn_clear(&j->txn);
 	j->txn.mail_from = m->mail_from;
 	j->txn.envid = m->envid;
-	j->txn.ret_hdrs = m->ret_hdrs;
+	j->txn.ret = m->ret;
 	j->txn.body_8bit = m->body_8bit;
 	j->txn.smtputf8 = m->smtputf8;
 	j->txn.data = m->content.data ? m->content.data : "";
@@ -976,6 +976,7 @@ rconn_take(struct rconn *c, struct rjob *j)
 	j->txn.rcpts = j->rcpts;
 	j->txn.nrcpts = j->n;
 	c->txn_start_ms = util_mono_ms();
+	c->qr->srv->holds++; /* released once its results are with the queue */
 	smtp_client_send(c->cl, &j->txn);
 }
 
@@ -1048,6 +1049,7 @@ rconn_txn_done(struct rconn *c)
 		rjob_free(j);
 		rmsg_job_done(m);
 	}
+	c->qr->srv->holds--;
 	rconn_idle(c);
 }
 
@@ -1081,6 +1083,7 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 			/* Lost with a transaction assigned but not started on the wire. */
 			struct rjob *j = c->job;
 			c->job = NULL;
+			c->qr->srv->holds--;
 			smtp_client_txn_clear(&j->txn);
 			dest_push(d, j, 1);
 		}
@@ -1231,7 +1234,7 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 	m->mail_from = xstrdup(msg->mail_from ? msg->mail_from : "");
 	m->envid = msg->envid ? xstrdup(msg->envid) : NULL;
 	m->session = xstrdup(msg->session ? msg->session : msg->id);
-	m->ret_hdrs = msg->ret_hdrs;
+	m->ret = msg->ret_hdrs ? SMTP_RET_HDRS : msg->ret_full ? SMTP_RET_FULL : SMTP_RET_NONE;
 	m->body_8bit = msg->body_8bit;
 	m->smtputf8 = msg->smtputf8;
 	m->created = msg->created;
@@ -1397,8 +1400,10 @@ queue_remote_free(struct queue_remote **qrp)
 	qr->srv->stopping = 1; /* nothing restarts while we take it apart */
 	while (qr->conns) {
 		struct rconn *c = qr->conns;
-		if (c->job)
+		if (c->job) {
+			qr->srv->holds--;
 			rjob_free(c->job);
+		}
 		rconn_free(c); /* unlinks it */
 	}
 	while (qr->dests) {

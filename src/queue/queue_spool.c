@@ -403,6 +403,7 @@ spool_write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg
 	kv(&h, "from", msg->mail_from);
 	kv(&h, "envid", msg->envid);
 	kvi(&h, "ret_hdrs", msg->ret_hdrs);
+	kvi(&h, "ret_full", msg->ret_full);
 	kvi(&h, "body8", msg->body_8bit);
 	kvi(&h, "utf8", msg->smtputf8);
 	kvi(&h, "created", msg->created);
@@ -558,6 +559,8 @@ parse_header(const char *p, size_t n, struct spool_msg *m)
 		else if (field_num(v, vlen, &num) == 0) {
 			if (KEY("ret_hdrs"))
 				m->ret_hdrs = num != 0;
+			else if (KEY("ret_full"))
+				m->ret_full = num != 0;
 			else if (KEY("body8"))
 				m->body_8bit = num != 0;
 			else if (KEY("utf8"))

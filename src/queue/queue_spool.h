@@ -77,6 +77,7 @@ struct spool_msg {
 	char *mail_from;	/* "" for the null sender */
 	char *envid;
 	int ret_hdrs;		/* RET=HDRS */
+	int ret_full;		/* RET=FULL (passed on as it came, RFC 3461 5.2.1) */
 	int body_8bit;
 	int smtputf8;
 	int64_t created;	/* unix seconds */

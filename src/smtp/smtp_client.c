@@ -705,8 +705,10 @@ cl_send_mail(struct smtp_client *cl, const struct smtp_client_txn *txn)
 	if (txn->smtputf8)
 		buf_puts(&b, " SMTPUTF8");
 	if (cl->caps.flags & SMTP_CAP_DSN) {
-		if (txn->ret_hdrs)
+		if (txn->ret == SMTP_RET_HDRS)
 			buf_puts(&b, " RET=HDRS");
+		else if (txn->ret == SMTP_RET_FULL)
+			buf_puts(&b, " RET=FULL");
 		if (txn->envid && *txn->envid)
 			buf_printf(&b, " ENVID=%s", txn->envid);
 	}
@@ -795,6 +797,7 @@ smtp_client_send(struct smtp_client *cl, struct smtp_client_txn *txn)
 
 	cl_set_state(cl, CL_TXN);
 	cl_timeout(cl, cl->t.mail, cl->t.command);
+	cl->next_rcpt = 0;
 	if (cl->flags & F_DIRTY) {
 		cl_write(cl, "RSET");
 		cl->cmds[cl->ncmds++] = (struct pending_cmd){CMD_RSET, 0};
@@ -803,7 +806,6 @@ smtp_client_send(struct smtp_client *cl, struct smtp_client_txn *txn)
 	}
 	cl->flags |= F_DIRTY;
 	cl_send_mail(cl, txn);
-	cl->next_rcpt = 0;
 	if (cl->caps.flags & SMTP_CAP_PIPELINING) {
 		for (size_t i = 0; i < txn->nrcpts; i++)
 			cl_send_rcpt(cl, i);

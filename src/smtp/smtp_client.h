@@ -190,7 +190,7 @@ struct smtp_client_rcpt {
 struct smtp_client_txn {
 	const char *mail_from; /* "" for the null sender */
 	const char *envid;     /* ENVID as received (xtext), or NULL */
-	int ret_hdrs;
+	int ret;	       /* SMTP_RET_* (smtp_proto.h) as received: NONE sends none */
 	int body_8bit;
 	int smtputf8;
 	const char *data; /* the content, unstuffed, CRLF line ends */

@@ -1639,6 +1639,7 @@ smtp_message_done(struct smtp_sess *s)
 	m.mail_from = s->mail.from.addr;
 	m.envid = s->mail.has_envid ? s->mail.envid : NULL;
 	m.ret_hdrs = s->mail.ret == SMTP_RET_HDRS;
+	m.ret_full = s->mail.ret == SMTP_RET_FULL;
 	m.body_8bit = s->mail.body == SMTP_BODY_8BITMIME || s->reader.has_8bit;
 	m.smtputf8 = s->mail.smtputf8;
 	m.created = util_now_ms() / 1000;

@@ -364,6 +364,25 @@ def test_several_recipients_one_transaction_and_reuse(net):
     a.wait_queue_empty()
 
 
+def test_reuse_without_pipelining_sends_every_rcpt(net):
+    """A reused session to a peer without PIPELINING: the second
+    transaction (after RSET, one command at a time) names its recipients
+    too, from the first; it must not count on from the previous one."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4", caps=["8BITMIME", "SIZE 10000000", "ENHANCEDSTATUSCODES"])
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example", "y@c.example"],
+             msg("alice@a.example", "x@c.example", "first"))
+    wait_for(lambda: len(p.txns) == 1)
+    a.submit("alice@a.example", ["z@c.example"], msg("alice@a.example", "z@c.example", "second"))
+    wait_for(lambda: len(p.txns) == 2)
+    assert p.connections == 1
+    assert p.txns[1]["accepted"] == ["z@c.example"]
+    a.wait_log(r"outbound id=\w+ rcpt=z@c\.example .*status=sent")
+    a.wait_queue_empty()
+
+
 # The dns fixture object is shared by net; tests reach it through this helper.
 _DNS = {}
 
@@ -610,6 +629,22 @@ def test_dsn_parameters_are_passed_on(net):
     assert "ORCPT=rfc822;x@c.example" in t["rcpts"][0]
 
 
+def test_ret_full_is_passed_on_and_no_ret_added(net):
+    """RFC 3461 5.2.1: RET goes on to a DSN peer as it came, FULL as well as
+    HDRS (without it the next hop may return only the header); none is added."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "full"),
+             mail_options=["RET=FULL"])
+    wait_for(lambda: len(p.txns) == 1)
+    assert "RET=FULL" in p.txns[0]["mail"], p.txns[0]["mail"]
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "none"))
+    wait_for(lambda: len(p.txns) == 2)
+    assert "RET=" not in p.txns[1]["mail"], p.txns[1]["mail"]
+
+
 def test_success_notice_relayed_by_a_peer_without_dsn(net):
     """RFC 3461 5.2.2: a recipient asking NOTIFY=SUCCESS that goes to a peer
     without DSN gets our "relayed" notice (nobody further on will report);
@@ -829,6 +864,24 @@ def test_kill_during_delivery_delivers_at_most_once_more(net):
     time.sleep(1)
     assert len(p.txns) == 2
     assert a.messages("alice@a.example") == []
+
+
+def test_graceful_stop_waits_for_the_reply_to_the_dot(net):
+    """SIGTERM while a peer has the message and is about to answer the final
+    dot: the stop waits (shutdown_grace) for the reply and records it, so
+    the restarted server does not send the message a second time."""
+    a = net.node("127.0.0.2", "a.example")
+    p = net.peer("127.0.0.4", dot_delay=2)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "stop"))
+    assert p.dot_seen.wait(15)
+    assert a.stop() == 0
+    assert re.search(r"delivery id=\w+ rcpt=x@c\.example status=sent", a.log())
+    a.start()
+    a.wait_queue_empty()
+    time.sleep(2)
+    assert len(p.txns) == 1
 
 
 def test_result_recorded_while_another_destination_is_in_flight(net):

@@ -490,8 +490,8 @@ test_transcript_pipelined_dsn_reuse(void **state)
 	struct smtp_client_rcpt r2[] = {{"z@mx.example", NULL, 0, 0, NULL}};
 	struct smtp_client_txn txns[2];
 	memset(txns, 0, sizeof(txns));
-	txns[0] = (struct smtp_client_txn){"a@client.example",	      "e+2B1", 1,  1, 0,
-					   ".x\r\n\xc3\xa9\r\n.\r\n", 11,      r1, 2, 0};
+	txns[0] = (struct smtp_client_txn){"a@client.example", "e+2B1", SMTP_RET_HDRS, 1, 0,
+					   ".x\r\n\xc3\xa9\r\n.\r\n", 11, r1, 2, 0};
 	txns[1] = (struct smtp_client_txn){"", NULL, 0, 0, 0, "hi\n", 3, r2, 1, 0};
 	struct tsrv t;
 	run_transcript(&t, steps, sizeof(steps) / sizeof(steps[0]), txns, 2);
@@ -527,7 +527,8 @@ test_transcript_helo_fallback_no_pipelining(void **state)
 	    {"QUIT", "221 bye\r\n"},
 	};
 	struct smtp_client_rcpt r1[] = {{"x@mx.example", "rfc822;x@mx.example", 2, 0, NULL}};
-	struct smtp_client_txn txn = {"a@client.example", "env", 1, 0, 0, "a\r\n", 3, r1, 1, 0};
+	struct smtp_client_txn txn = {
+	    "a@client.example", "env", SMTP_RET_HDRS, 0, 0, "a\r\n", 3, r1, 1, 0};
 	struct tsrv t;
 	run_transcript(&t, steps, sizeof(steps) / sizeof(steps[0]), &txn, 1);
 	assert_false(t.mismatch);
