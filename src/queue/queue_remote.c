@@ -530,8 +530,12 @@ dest_get(struct queue_remote *qr, const char *domain, struct buf *why)
 	d->tls = strcmp(cfg->outbound_tls, "require") == 0 ? SMTP_CLIENT_TLS_REQUIRE
 							   : SMTP_CLIENT_TLS_MAY;
 	if (kind == DEST_RELAY) {
-		d->tls = port == 465 ? SMTP_CLIENT_TLS_IMPLICIT : SMTP_CLIENT_TLS_REQUIRE;
+		/* A password goes over TLS only; a smarthost without AUTH is like any peer. */
 		d->auth = cfg->relayhost_user != NULL;
+		if (port == 465)
+			d->tls = SMTP_CLIENT_TLS_IMPLICIT;
+		else if (d->auth)
+			d->tls = SMTP_CLIENT_TLS_REQUIRE;
 	}
 	d->next = qr->dests;
 	if (qr->dests)

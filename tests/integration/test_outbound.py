@@ -826,6 +826,18 @@ def test_relayhost_with_auth_over_tls(net, tls_files, tmp_path):
     assert "relay-secret" not in a.log()
 
 
+def test_relayhost_without_auth_follows_outbound_tls(net):
+    """TLS is required for the smarthost's password, not for the smarthost: one
+    without AUTH and without STARTTLS (a LAN relay) takes the mail in clear
+    under outbound.tls = may, as any peer would."""
+    p = net.peer("127.0.0.4")   # no STARTTLS offered
+    a = net.node("127.0.0.2", "a.example", extra={"relayhost": "127.0.0.4:%d" % net.port})
+    a.submit("alice@a.example", ["x@anything.example"], msg("alice@a.example", "x@anything.example", "lan"))
+    wait_for(lambda: len(p.txns) == 1)
+    assert not p.tls_used and p.auth_seen == []
+    a.wait_log(r"rcpt=x@anything\.example host=127\.0\.0\.4 ip=127\.0\.0\.4 tls=none .*status=sent")
+
+
 def test_relayhost_on_port_465_uses_implicit_tls(net, tls_files, tmp_path):
     pwfile = tmp_path / "relay.pw"
     pwfile.write_text("pw465")
