@@ -88,6 +88,14 @@ struct rmsg {
 	struct rmsg *prev, *next;
 };
 
+/*
+ * Recipients in one outbound transaction at most. A server must take 100
+ * (RFC 5321 4.5.3.1.8) and may answer 452 past its own limit, which would
+ * leave the rest waiting a retry interval; Postfix sends 50
+ * (default_destination_recipient_limit). More make another transaction.
+ */
+#define REMOTE_TXN_RCPTS 50
+
 struct rjob {
 	struct rmsg *m;
 	struct dest *d;
@@ -1248,7 +1256,7 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 		qr->msgs->prev = m;
 	qr->msgs = m;
 
-	/* Group the recipients by destination: one job each. */
+	/* Group the recipients by destination: a job each (REMOTE_TXN_RCPTS at most). */
 	struct rjob *tail = NULL;
 	for (size_t k = 0; k < n; k++) {
 		const struct spool_rcpt *rc = &msg->rcpts[idx[k]];
@@ -1264,7 +1272,7 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 		struct rjob *j = NULL;
 		if (d) {
 			for (j = m->jobs; j; j = j->next)
-				if (j->d == d)
+				if (j->d == d && j->n < REMOTE_TXN_RCPTS)
 					break;
 		}
 		if (j == NULL) {

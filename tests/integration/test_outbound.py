@@ -383,6 +383,24 @@ def test_reuse_without_pipelining_sends_every_rcpt(net):
     a.wait_queue_empty()
 
 
+def test_many_recipients_at_one_destination_go_in_transactions_of_50(net):
+    """120 recipients at one peer: three transactions of at most 50 (Postfix's
+    default; a server must take 100, RFC 5321 4.5.3.1.8), not one that a peer
+    with a limit of its own would answer with 452 for the rest."""
+    a = net.node("127.0.0.2", "a.example", extra={"smtp.max_recipients": "200"})
+    p = net.peer("127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    rcpts = ["r%03d@c.example" % i for i in range(120)]
+    a.submit("alice@a.example", rcpts, msg("alice@a.example", rcpts[0], "many"))
+    wait_for(lambda: sum(len(t["accepted"]) for t in p.txns) == 120,
+             what="%d transactions" % len(p.txns))
+    assert sorted(len(t["accepted"]) for t in p.txns) == [20, 50, 50], \
+        [len(t["accepted"]) for t in p.txns]
+    assert sorted(r for t in p.txns for r in t["accepted"]) == rcpts
+    a.wait_queue_empty()
+
+
 # The dns fixture object is shared by net; tests reach it through this helper.
 _DNS = {}
 
