@@ -771,6 +771,9 @@ rconn_addrs_ready(struct rconn *c)
 		if (tempfail) {
 			buf_printf(&c->last_error, "4.4.3 DNS lookup of the address of %s failed",
 				   c->host);
+			/* A better host may be reachable later: finding ourselves
+			 * after it is no loop but a deferral. */
+			c->tried = 1;
 		} else if (c->implicit_mx) {
 			struct buf t = BUF_INIT(0);
 			buf_printf(&t, "5.1.2 Domain %s has no MX and no address record",

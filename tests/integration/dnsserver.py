@@ -46,6 +46,9 @@ class _Resolver(BaseResolver):
         with self.server.lock:
             self.server.queries.append((qname, QTYPE[qtype]))
             records = list(self.server.zone.get(qname, []))
+            if qname in self.server.failing:
+                reply.header.rcode = RCODE.SERVFAIL
+                return reply
         if not records:
             reply.header.rcode = RCODE.NXDOMAIN
         for rtype, rdata in records:
@@ -61,6 +64,7 @@ class _Resolver(BaseResolver):
 class ZoneServer:
     def __init__(self):
         self.zone = {}
+        self.failing = set()    # names answered SERVFAIL (a broken authority)
         self.queries = []
         self.lock = threading.Lock()
         self.port = _free_port()
@@ -84,6 +88,11 @@ class ZoneServer:
             raise ValueError(rtype)
         with self.lock:
             self.zone.setdefault(_norm(name), []).append(rr)
+
+    def servfail(self, name):
+        """Answer every question about name with SERVFAIL from now on."""
+        with self.lock:
+            self.failing.add(_norm(name))
 
     def stop(self):
         self.udp.stop()

@@ -496,6 +496,22 @@ def test_mx_pointing_at_ourselves_is_a_loop(net):
     assert "loops back to myself" in texts[1]
 
 
+def test_ourselves_after_a_host_whose_lookup_failed_defers(net):
+    """RFC 5321 5.1: we are the backup MX (by address) and the better host's
+    address lookup fails for now (SERVFAIL): that is no mail loop, since the
+    better host may be back later. The message is deferred, not bounced."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    _dns().add("c.example", "MX", "10 mx1.c.example")
+    _dns().add("c.example", "MX", "20 backup.c.example")
+    _dns().add("backup.c.example", "A", "127.0.0.2")
+    _dns().servfail("mx1.c.example")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "b"))
+    wait_for(lambda: "deferred" in a.queue_list(), timeout=30, what=a.queue_list())
+    assert "last error: DNS lookup of the address of mx1.c.example failed" in a.queue_list()
+    assert "loops back" not in a.log()
+    assert a.messages("alice@a.example") == []   # no bounce
+
+
 def test_451_defers_then_succeeds_on_retry(net):
     a = net.node("127.0.0.2", "a.example")
     answers = ["451 4.3.0 try later"]
