@@ -78,10 +78,10 @@ imap_mbox_arg(struct imap_sess *s, const struct imap_arg *a, struct buf *name, c
 	}
 	/*
 	 * The limit is on the name, not its spelling: in modified UTF-7 a
-	 * name of STORE_NAME_MAX bytes takes up to twice as many ("&" is
-	 * "&-"), and LIST shows it so.
+	 * name of STORE_NAME_MAX bytes takes up to 5/2 as many (a lone
+	 * 2-byte character is "&AOk-"; "é&" is 7 for 3), and LIST shows it so.
 	 */
-	if (len > 2 * STORE_NAME_MAX) {
+	if (len > STORE_NAME_MAX / 2 * 5) {
 		*err_r = "Mailbox name too long";
 		return -1;
 	}

@@ -656,12 +656,10 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		j->error = 1;
 	} else {
 		/* The sender is the client's text: escaped, spaces too (no quotes). */
-		struct buf to = BUF_INIT(0);
-		const char *from = j->snap.mail_from ? j->snap.mail_from : "";
-		log_escape_also(&to, from, strlen(from), 256, " ");
+		char to[300];
 		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
-			dsn_kind_name(kind), j->snap.id, buf_str(&to));
-		buf_free(&to);
+			dsn_kind_name(kind), j->snap.id,
+			log_esc_also(to, sizeof(to), j->snap.mail_from, " "));
 		if (rc == 1) {
 			/* Written before a crash; it is already in the queue. */
 			spool_msg_free(n);

@@ -1383,13 +1383,15 @@ count_header(const char *msg, size_t hdr_len, const char *name)
 
 /*
  * After a failed spool write, less free space than this means the disk is
- * full: the reserve, or with none set (0) room for the largest message.
+ * full: the reserve, or room for the largest message if that is more (a
+ * message that did not fit leaves what was free, which may pass a small
+ * reserve).
  */
 static int64_t
 smtp_space_needed(const struct config *cfg)
 {
 	int64_t need = config_min_free(cfg);
-	return need > 0 ? need : cfg->smtp_max_message_size;
+	return need > cfg->smtp_max_message_size ? need : cfg->smtp_max_message_size;
 }
 
 /* The message is on disk (id) or could not be written: answer it. */

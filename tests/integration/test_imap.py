@@ -499,11 +499,13 @@ def test_longest_name_reachable_in_modified_utf7(srv):
     u = connect(srv)
     u.ok("ENABLE UTF8=ACCEPT")
     u.ok(('CREATE "%s"' % ("\u00e9" * 500)).encode())
+    # Each lone "é" before an "&" takes 7 of UTF-7 for 3 bytes: 2332 in all.
+    u.ok(('CREATE "%s"' % ("\u00e9&" * 333 + "a")).encode())
     c = connect(srv)
     c.ok('CREATE "%s"' % ("&-" * 1000))
     _, untagged = c.cmd('LIST "" "*"')
     wire = [l.split(b'"/" ', 1)[1] for l in untagged if b"&AOk" in l or b"&-&-" in l]
-    assert len(wire) == 2, untagged
+    assert len(wire) == 3, untagged
     for w in wire:
         name = w.split(b"\r\n", 1)[1]
         assert len(name) > 1000
