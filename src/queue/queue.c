@@ -1458,8 +1458,12 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 	int64_t now = util_now_ms() / 1000;
 
 	if (q->srv->stopping) {
-		/* Only the transport's results are recorded now: a peer that took a
-		 * message must not get it again after the restart. */
+		/*
+		 * Only messages with results from the transport are taken up
+		 * now, so that a peer that took one does not get it again after
+		 * the restart. Their jobs do whatever else is due on them too;
+		 * nothing new goes out (dest_run() starts no connection).
+		 */
 		for (struct qentry *e = q->rhead, *next; e; e = next) {
 			next = e->rnext;
 			if (!e->busy && !e->retired && e->npending > 0)
