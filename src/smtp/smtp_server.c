@@ -794,8 +794,13 @@ auth_login_step(struct smtp_sess *s, const char *b64, size_t len)
 	}
 	if (smtp_base64_decode(b64, len, dec, sizeof(dec) - 1, &n) < 0 || n == 0 ||
 	    memchr(dec, '\0', n)) {
+		int empty = len == 0 || (len == 1 && b64[0] == '=');
 		util_wipe(dec, sizeof(dec));
-		smtp_reply(s, 501, "5.5.2", "Bad base64 in AUTH LOGIN");
+		if (empty)	/* "=" or an empty line: valid base64, of nothing (RFC 4954 4) */
+			smtp_reply(s, 501, "5.5.2", "AUTH LOGIN: empty %s",
+				   s->auth_step == AUTH_LOGIN_USER ? "user name" : "password");
+		else
+			smtp_reply(s, 501, "5.5.2", "Bad base64 in AUTH LOGIN");
 		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 		smtp_auth_failed(s);
 		return;

@@ -751,10 +751,16 @@ def test_auth_command_syntax(lenient):
     r.expect("AUTH " + "A" * 21, 501, "5.5.4")           # sasl-mech is 1*20 chars
     r.expect("AUTH XOAUTH9", 504, "5.5.4")
     # RFC 4954 4: a response that is not base64 -> 501 5.5.2.
-    r.expect("AUTH LOGIN !!", 501, "5.5.2")
-    r.expect("AUTH LOGIN =", 501, "5.5.2")              # empty user name
+    c, t = r.cmd("AUTH LOGIN !!")
+    assert c == 501 and t[0] == "5.5.2 Bad base64 in AUTH LOGIN", (c, t)
+    c, t = r.cmd("AUTH LOGIN =")                        # "=": an empty response
+    assert c == 501 and t[0] == "5.5.2 AUTH LOGIN: empty user name", (c, t)
     r.expect("AUTH LOGIN", 334)
-    r.expect("", 501, "5.5.2")
+    c, t = r.cmd("")
+    assert c == 501 and t[0] == "5.5.2 AUTH LOGIN: empty user name", (c, t)
+    r.expect("AUTH LOGIN dXNlcg==", 334)                # "user", then no password
+    c, t = r.cmd("=")
+    assert c == 501 and t[0] == "5.5.2 AUTH LOGIN: empty password", (c, t)
     r.expect("AUTH PLAIN", 334)
     r.expect("", 501, "5.5.2")
     r.expect("AUTH PLAIN", 334)
