@@ -719,12 +719,20 @@ imap_fetch_datetime(struct buf *out, int64_t t, int32_t tz_minutes)
 }
 
 /* What one imap_fetch_message() call has loaded of its message. */
+/* The parsed content of a message/global part (src), kept with the message. */
+struct fetch_global {
+	const struct mime_part *src;
+	struct mime_part *tree;
+};
+
 struct fetch_msg {
 	const struct imap_fetch_ctx *ctx;
 	const struct store_msg *msg;
 	struct imap_msg_map map;
 	bool mapped;
 	struct mime_part *root;
+	struct fetch_global *globals; /* rev2: message/global contents parsed so far */
+	size_t nglobals;
 	struct store_msg_meta meta;
 	bool meta_loaded;
 	const struct store_msg_meta *metap;
@@ -785,6 +793,9 @@ fm_meta(struct fetch_msg *fm)
 static void
 fm_done(struct fetch_msg *fm)
 {
+	for (size_t i = 0; i < fm->nglobals; i++)
+		mime_free(&fm->globals[i].tree);
+	free(fm->globals);
 	mime_free(&fm->root);
 	if (fm->mapped)
 		imap_msg_unmap(&fm->map);
@@ -834,26 +845,52 @@ fm_literal(struct fetch_msg *fm, struct buf *out, const char *p, size_t n, bool 
 
 /* --- sections --- */
 
+/*
+ * The message inside p (message/rfc822; for rev2 also message/global, as
+ * its BODYSTRUCTURE shows it: RFC 9051 6.4.5), or NULL. A message/global
+ * content is parsed once and kept until the message is done, so that many
+ * sections of a FETCH do not parse the same bytes again.
+ */
+static const struct mime_part *
+fetch_inner_message(struct fetch_msg *fm, const struct mime_part *p)
+{
+	struct mime_part *g;
+
+	if (p->flags & MIME_PART_MESSAGE)
+		return p->children;
+	if (!fm->ctx->rev2 || !(p->flags & MIME_PART_GLOBAL))
+		return NULL;
+	for (size_t i = 0; i < fm->nglobals; i++)
+		if (fm->globals[i].src == p)
+			return fm->globals[i].tree;
+	g = mime_parse_global(p);
+	fm->globals = xrealloc(fm->globals, (fm->nglobals + 1) * sizeof(*fm->globals));
+	fm->globals[fm->nglobals].src = p;
+	fm->globals[fm->nglobals++].tree = g;
+	return g;
+}
+
 /* Dovecot's imap_msgpart_find() on our tree. NULL: no such part. */
 static const struct mime_part *
-fetch_find_part(const struct mime_part *root, const uint32_t *path, size_t n)
+fetch_find_part(struct fetch_msg *fm, const uint32_t *path, size_t n)
 {
-	const struct mime_part *part = root;
+	const struct mime_part *part = fm->root;
 
 	for (size_t i = 0; i < n && part != NULL; i++) {
 		bool more = i + 1 < n;
+		const struct mime_part *inner;
 		if (part->flags & MIME_PART_MULTIPART) {
 			const struct mime_part *c = part->children;
 			for (uint32_t k = 1; k < path[i] && c != NULL; k++)
 				c = c->next;
 			part = c;
+			if (part != NULL && more && (inner = fetch_inner_message(fm, part)) != NULL)
+				part = inner;
 		} else if (path[i] != 1) {
 			part = NULL;
-		} else if (more && !(part->flags & MIME_PART_MESSAGE)) {
-			part = NULL;
+		} else if (more) {
+			part = fetch_inner_message(fm, part);
 		}
-		if (part != NULL && (part->flags & MIME_PART_MESSAGE) && more)
-			part = part->children;
 	}
 	return part;
 }
@@ -874,10 +911,8 @@ fetch_section_message(struct fetch_msg *fm, const struct fetch_section *sec)
 
 	if (sec->npath == 0)
 		return fm->root;
-	p = fetch_find_part(fm->root, sec->path, sec->npath);
-	if (p == NULL || !(p->flags & MIME_PART_MESSAGE))
-		return NULL;
-	return p->children;
+	p = fetch_find_part(fm, sec->path, sec->npath);
+	return p != NULL ? fetch_inner_message(fm, p) : NULL;
 }
 
 static bool
@@ -1022,14 +1057,14 @@ fetch_section_data(struct fetch_msg *fm, const struct fetch_section *sec, struct
 		r = fetch_binary_part(data, fm->root, true, &converted);
 		break;
 	case SEC_PART:
-		p = fetch_find_part(fm->root, sec->path, sec->npath);
+		p = fetch_find_part(fm, sec->path, sec->npath);
 		if (p != NULL && binary_body)
 			r = fetch_binary_part(data, p, false, &converted);
 		else if (p != NULL)
 			fetch_range(p_r, n_r, p->msg, p->body_off, p->body_len);
 		break;
 	case SEC_MIME:
-		p = fetch_find_part(fm->root, sec->path, sec->npath);
+		p = fetch_find_part(fm, sec->path, sec->npath);
 		if (p != NULL)
 			fetch_range(p_r, n_r, p->msg, p->hdr_off, p->hdr_len);
 		break;

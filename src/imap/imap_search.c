@@ -205,7 +205,39 @@ smsg_body(struct smsg *sm)
 	return sm->body_state > 0 ? &sm->body : NULL;
 }
 
-/* The case-mapped text of the whole message (TEXT): every header field, decoded, then the body. */
+/* Every header field of p, decoded, one a line. */
+static void
+text_fields(struct buf *t, const struct mime_part *p)
+{
+	const char *h = p->msg + p->hdr_off;
+	struct mime_field f;
+	size_t pos = 0;
+
+	while (mime_header_next(h, p->hdr_len, &pos, &f)) {
+		buf_append(t, f.name, f.name_len);
+		if (f.has_colon) {
+			buf_puts(t, ": ");
+			mime_search_decoded(t, &f);
+		}
+		buf_putc(t, '\n');
+	}
+}
+
+/* The header fields of every part under p: the MIME headers of body parts
+ * and the headers of encapsulated messages, which are in the message's body
+ * (RFC 3501 6.4.4 TEXT: "in the header or body of the message"). Recursion
+ * is bounded by MIME_MAX_DEPTH. */
+static void
+text_part_fields(struct buf *t, const struct mime_part *p)
+{
+	for (const struct mime_part *c = p->children; c != NULL; c = c->next) {
+		text_fields(t, c);
+		text_part_fields(t, c);
+	}
+}
+
+/* The case-mapped text of the whole message (TEXT): every header field of
+ * every part, decoded, then the body. */
 static const struct buf *
 smsg_text(struct smsg *sm)
 {
@@ -214,17 +246,8 @@ smsg_text(struct smsg *sm)
 		sm->text_state = -1;
 		if (smsg_parse(sm)) {
 			const struct mime_part *r = sm->root;
-			const char *h = r->msg + r->hdr_off;
-			struct mime_field f;
-			size_t pos = 0;
-			while (mime_header_next(h, r->hdr_len, &pos, &f)) {
-				buf_append(&t, f.name, f.name_len);
-				if (f.has_colon) {
-					buf_puts(&t, ": ");
-					mime_search_decoded(&t, &f);
-				}
-				buf_putc(&t, '\n');
-			}
+			text_fields(&t, r);
+			text_part_fields(&t, r);
 			(void)mime_text_headers(&t, r, 0);
 			buf_putc(&t, '\n');
 			(void)mime_text_body(&t, r, 0);

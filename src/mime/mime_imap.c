@@ -155,9 +155,17 @@ mime_imap_human(struct buf *out, const char *s, size_t n)
 	return out->len - start == n - remove ? 0 : -1;
 }
 
+/* An address list with its end and length, so that appending a field does
+ * not walk what earlier ones gave (a header may repeat a field 10^5 times). */
+struct addr_list {
+	struct mime_address *head;
+	struct mime_address **tail; /* NULL while empty */
+	size_t n;
+};
+
 struct envelope {
 	char *date, *subject, *in_reply_to, *message_id;
-	struct mime_address *from, *sender, *reply_to, *to, *cc, *bcc;
+	struct addr_list from, sender, reply_to, to, cc, bcc;
 };
 
 static void
@@ -171,17 +179,17 @@ replace_str(char **dst, const struct mime_field *f)
 }
 
 static void
-append_addresses(struct mime_address **list, const struct mime_field *f)
+append_addresses(struct addr_list *list, const struct mime_field *f)
 {
 	struct buf b = BUF_INIT(0);
-	struct mime_address *a, **tail = list;
-	size_t n = 0;
 
-	for (a = *list; a != NULL; a = a->next, n++)
-		tail = &a->next;
-	if (n < MIME_ADDRESS_MAX) {
+	if (list->tail == NULL)
+		list->tail = &list->head;
+	if (list->n < MIME_ADDRESS_MAX) {
 		(void)mime_header_unfold(&b, f, MIME_UNFOLD_KEEP_BREAKS);
-		*tail = mime_address_parse(buf_str(&b), b.len, 1);
+		*list->tail = mime_address_parse(buf_str(&b), b.len, 1);
+		for (; *list->tail != NULL; list->tail = &(*list->tail)->next)
+			list->n++;
 	}
 	buf_free(&b);
 }
@@ -236,12 +244,12 @@ envelope_free(struct envelope *e)
 	free(e->subject);
 	free(e->in_reply_to);
 	free(e->message_id);
-	mime_address_free(&e->from);
-	mime_address_free(&e->sender);
-	mime_address_free(&e->reply_to);
-	mime_address_free(&e->to);
-	mime_address_free(&e->cc);
-	mime_address_free(&e->bcc);
+	mime_address_free(&e->from.head);
+	mime_address_free(&e->sender.head);
+	mime_address_free(&e->reply_to.head);
+	mime_address_free(&e->to.head);
+	mime_address_free(&e->cc.head);
+	mime_address_free(&e->bcc.head);
 }
 
 static int
@@ -285,18 +293,18 @@ mime_envelope(struct buf *out, const struct mime_part *msg)
 	else
 		r |= mime_imap_human(out, e.subject, strlen(e.subject));
 	r |= buf_putc(out, ' ');
-	r |= write_addresses(out, e.from);
+	r |= write_addresses(out, e.from.head);
 	r |= buf_putc(out, ' ');
 	/* RFC 3501: Sender and Reply-To default to From */
-	r |= write_addresses(out, e.sender ? e.sender : e.from);
+	r |= write_addresses(out, e.sender.head ? e.sender.head : e.from.head);
 	r |= buf_putc(out, ' ');
-	r |= write_addresses(out, e.reply_to ? e.reply_to : e.from);
+	r |= write_addresses(out, e.reply_to.head ? e.reply_to.head : e.from.head);
 	r |= buf_putc(out, ' ');
-	r |= write_addresses(out, e.to);
+	r |= write_addresses(out, e.to.head);
 	r |= buf_putc(out, ' ');
-	r |= write_addresses(out, e.cc);
+	r |= write_addresses(out, e.cc.head);
 	r |= buf_putc(out, ' ');
-	r |= write_addresses(out, e.bcc);
+	r |= write_addresses(out, e.bcc.head);
 	r |= buf_putc(out, ' ');
 	r |= nstring_nolf(out, e.in_reply_to);
 	r |= buf_putc(out, ' ');

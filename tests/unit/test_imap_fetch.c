@@ -396,6 +396,21 @@ test_message_global(void **state)
 	got = fetch_opts(fx, 6, "BODYSTRUCTURE", &o);
 	assert_string_equal(got, buf_str(&want2));
 	free(got);
+	/* sections follow the structure shown: for rev1 a leaf, for rev2 a
+	 * message whose header and parts can be named (RFC 9051 6.4.5) */
+	got = fetch_opts(fx, 6, "(BODY.PEEK[1.HEADER] BODY.PEEK[1.1])", &o);
+	assert_string_equal(got, "* 6 FETCH (BODY[1.HEADER] {18}\r\nSubject: inner\r\n\r\n "
+				 "BODY[1.1] {4}\r\nhi\r\n)\r\n");
+	free(got);
+	got = fetch_opts(fx, 6, "(BODY.PEEK[1.TEXT] BODY.PEEK[1.HEADER.FIELDS (Subject)] BODY.PEEK[1.1.MIME])", &o);
+	assert_string_equal(got, "* 6 FETCH (BODY[1.TEXT] {4}\r\nhi\r\n "
+				 "BODY[1.HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: inner\r\n\r\n "
+				 "BODY[1.1.MIME] {18}\r\nSubject: inner\r\n\r\n)\r\n");
+	free(got);
+	o.rev2 = 0;
+	got = fetch_opts(fx, 6, "(BODY.PEEK[1.HEADER] BODY.PEEK[1.1])", &o);
+	assert_string_equal(got, "* 6 FETCH (BODY[1.HEADER] {0}\r\n BODY[1.1] {0}\r\n)\r\n");
+	free(got);
 	mime_free(&root);
 	buf_free(&want1);
 	buf_free(&want2);

@@ -345,6 +345,47 @@ test_body_text_exact(void **state)
 	S_EQ(fx, "TEXT zzzz", "");
 }
 
+/* TEXT is "the header or body of the message" (RFC 3501 6.4.4): the body
+ * holds the MIME headers of its parts and the header of an encapsulated
+ * message, which match too (as in Dovecot); BODY and raw base64 do not. */
+static void
+test_text_part_headers(void **state)
+{
+	struct fixture *fx = *state;
+
+	add_msg(fx,
+		"From: fwd@example.org\r\n"
+		"Subject: forwarded\r\n"
+		"MIME-Version: 1.0\r\n"
+		"Content-Type: multipart/mixed; boundary=f\r\n"
+		"\r\n"
+		"--f\r\n"
+		"Content-Type: application/pdf; name=\"q3-report.pdf\"\r\n"
+		"\r\n"
+		"%PDF\r\n"
+		"--f\r\n"
+		"Content-Type: message/rfc822\r\n"
+		"\r\n"
+		"From: inner@example.org\r\n"
+		"Message-ID: <inner-id@example.org>\r\n"
+		"X-Inner: =?utf-8?q?tr=C3=A8s?=\r\n"
+		"\r\n"
+		"inner body\r\n"
+		"--f--\r\n",
+		1704067200, 0, NULL);
+	reload(fx);
+	S_EQ(fx, "TEXT text/html", "3");
+	S_EQ(fx, "TEXT \"transfer-encoding: base64\"", "3");
+	S_EQ(fx, "TEXT c2VjcmV0", "");
+	S_EQ(fx, "TEXT q3-report", "5");
+	S_EQ(fx, "TEXT application/pdf", "5");
+	S_EQ(fx, "TEXT inner-id@example.org", "5");
+	S_EQ(fx, "TEXT \"x-inner: tr\xc3\xa8s\"", "5");
+	S_EQ(fx, "TEXT \"inner body\"", "5");
+	S_EQ(fx, "BODY inner-id", "");
+	S_EQ(fx, "BODY text/html", "");
+}
+
 static void
 test_body_text_fts(void **state)
 {
@@ -624,6 +665,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_sizes_dates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_text_exact, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_text_part_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_text_fts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sets_and_logic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_modseq_charset, setup, teardown),
