@@ -718,13 +718,13 @@ imap_fetch_datetime(struct buf *out, int64_t t, int32_t tz_minutes)
 			  tm.tm_sec, tz_minutes < 0 ? '-' : '+', a / 60, a % 60);
 }
 
-/* What one imap_fetch_message() call has loaded of its message. */
 /* The parsed content of a message/global part (src), kept with the message. */
 struct fetch_global {
 	const struct mime_part *src;
 	struct mime_part *tree;
 };
 
+/* What one imap_fetch_message() call has loaded of its message. */
 struct fetch_msg {
 	const struct imap_fetch_ctx *ctx;
 	const struct store_msg *msg;
