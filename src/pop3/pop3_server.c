@@ -1180,6 +1180,18 @@ pop3_command(struct pop3_sess *s, const char *line, size_t len)
 		pop3_bad(s);
 		return;
 	}
+	/*
+	 * `surat user del` moved the maildrop aside for the admin: the session
+	 * reads and expunges (at QUIT) nothing more of it, as IMAP's ends.
+	 */
+	if (s->state == ST_TRANS && !store_root_current(s->st)) {
+		log_msg(LL_INFO, s->sid, "pop3 user=%s: the account was deleted; session closed",
+			s->account);
+		pop3_reply(s, 0, "[SYS/PERM] This account no longer exists");
+		s->c->no_linger = 1;
+		pop3_close(s);
+		return;
+	}
 	ce->fn(s, &cl);
 }
 

@@ -15,11 +15,14 @@ log lines, a graceful stop with a session open, fetchmail with and without
 Messages reach the mailboxes through SMTP (smtplib to the smtp listener).
 """
 import base64
+import contextlib
+import glob
 import os
 import re
 import signal
 import smtplib
 import socket
+import sqlite3
 import ssl
 import subprocess
 import time
@@ -613,6 +616,28 @@ def test_in_use(srv):
     second.pass_("alice-pw")
     assert second.stat()[0] == 1
     second.quit()
+
+
+def test_session_of_deleted_user_ends_and_leaves_kept_mail(srv):
+    """`surat user del` while a POP3 session is open: its next command gets
+    -ERR [SYS/PERM] and the session ends, as IMAP's does. Its DELE and QUIT
+    must not expunge from the store moved aside for the admin, nor its lock
+    keep a user made anew under the address out."""
+    deliver(srv, [make_msg("one"), make_msg("two")])
+    r = Raw(srv.port("pop3"))
+    r.login()
+    r.ok("DELE 1")
+    srv.cli("user", "del", ALICE)
+    r.err("DELE 2", "[SYS/PERM]")
+    assert r.closed()
+    kept = glob.glob(os.path.join(srv.data_dir, "deleted", ALICE + ".*", "index.db"))
+    assert len(kept) == 1
+    with contextlib.closing(sqlite3.connect(kept[0])) as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+    srv.add_user(ALICE, "new-pw")
+    p = pop(srv, pw="new-pw")
+    assert p.stat()[0] == 0
+    p.quit()
 
 
 def test_uidl_stable_across_sessions(srv):
