@@ -112,6 +112,7 @@ struct smtp_sess {
 	unsigned auth_fails;	/* failed authentications (RFC 4954 9) */
 	char helo[256];
 	char *user;		/* authenticated account */
+	char *user_hash;	/* its password hash then: the same account still has it */
 	/* transaction */
 	struct smtp_mail mail;
 	struct rcpt *rcpts;
@@ -328,12 +329,25 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
  */
 static unsigned smtp_nsessions;
 
+/* Forget the authenticated account. */
+static void
+smtp_user_clear(struct smtp_sess *s)
+{
+	free(s->user);
+	s->user = NULL;
+	if (s->user_hash) {
+		util_wipe(s->user_hash, strlen(s->user_hash));
+		free(s->user_hash);
+		s->user_hash = NULL;
+	}
+}
+
 static void
 smtp_sess_free(struct smtp_sess *s)
 {
 	smtp_nsessions--;
 	smtp_txn_reset(s, 0);
-	free(s->user);
+	smtp_user_clear(s);
 	if (s->timer)
 		event_free(s->timer);
 	util_wipe(s->auth_user, sizeof(s->auth_user));
@@ -488,21 +502,20 @@ smtp_auth_failed(struct smtp_sess *s)
 
 /*
  * Whether the account this session authenticated as was deleted since
- * (`surat user del`): it may send nothing more. (A database error is not
- * taken for a deletion: the sender checks that follow fail on it too.)
+ * (`surat user del`), maybe made anew under the address for someone else,
+ * or given another password: it may send nothing more. (A database error
+ * is not taken for a deletion: the sender checks that follow fail on it too.)
  */
 static int
 smtp_account_gone(struct smtp_sess *s)
 {
-	struct account_user u = {0};
-
 	if (!(s->flags & F_AUTHED))
 		return 0;
-	int r = accounts_user_get(s->srv->accounts, s->user, &u);
-	accounts_user_free(&u);
-	if (r != 0)
+	if (accounts_user_same(s->srv->accounts, s->user, s->user_hash) != 0)
 		return 0;
-	log_msg(LL_WARN, s->c->id, "user=%s: the account was deleted; session closed", s->user);
+	log_msg(LL_WARN, s->c->id,
+		"user=%s: the account was deleted or its password changed; session closed",
+		s->user);
 	return 1;
 }
 
@@ -621,8 +634,7 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	smtp_txn_reset(s, 1);
 	s->helo[0] = '\0';
 	s->flags &= ~(F_EHLO | F_AUTHED);
-	free(s->user);
-	s->user = NULL;
+	smtp_user_clear(s);
 	smtp_set_state(s, ST_CONNECTED);
 	smtp_set_callbacks(s);
 }
@@ -707,6 +719,12 @@ auth_done(void *arg)
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
 	if (j->ok && accounts_user_same(s->srv->accounts, j->user, j->hash) != 1)
 		j->ok = 0;
+	if (j->ok && !(s->flags & F_DEAD)) {
+		/* Kept: what tells this account from one made anew under the address. */
+		smtp_user_clear(s);
+		s->user_hash = j->hash;
+		j->hash = NULL;
+	}
 	if (j->hash) {
 		util_wipe(j->hash, strlen(j->hash));
 		free(j->hash);
@@ -894,7 +912,8 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	smtp_txn_reset(s, 0);
 	s->txn_ms = util_now_ms();
 	if (smtp_account_gone(s)) {
-		smtp_reply(s, 421, "4.7.0", "%s Account no longer exists, closing connection",
+		smtp_reply(s, 421, "4.7.0",
+			   "%s Account deleted or its password changed, closing connection",
 			   cfg->hostname);
 		smtp_close(s);
 		return;
@@ -1546,7 +1565,8 @@ smtp_message_done(struct smtp_sess *s)
 	}
 	int submission = (s->flags & F_AUTHED) != 0;
 	if (smtp_account_gone(s)) {
-		smtp_refuse_message(s, 421, "4.7.0", "Account no longer exists, closing connection");
+		smtp_refuse_message(s, 421, "4.7.0",
+				    "Account deleted or its password changed, closing connection");
 		smtp_close(s);
 		return;
 	}

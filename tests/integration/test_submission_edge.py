@@ -430,6 +430,27 @@ def test_deleted_user_session_cannot_submit(surat):
     assert delivered(surat, BOB) == []
 
 
+def test_recreated_user_is_not_the_old_session(surat):
+    """`surat user del` then `user add` of the same address (someone else,
+    another password): the old session authenticated as the deleted
+    account, not as the new one, and sends nothing more (as IMAP's ends)."""
+    r = sub(surat)
+    surat.cli("user", "del", ALICE)
+    surat.add_user(ALICE, "someone-else-pw")
+    try:
+        code, text = r.cmd("MAIL FROM:<alice@example.test>")
+        assert code == 421, (code, text)
+    except (EOFError, OSError):
+        pass    # the session was ended: fine
+    r.close()
+    assert delivered(surat, BOB) == []
+    # The new account itself sends.
+    n = sub(surat, user=ALICE, pw="someone-else-pw")
+    code, text = send(n, from_msg(ALICE))
+    assert code == 250, (code, text)
+    n.close()
+
+
 def test_utf8_from(surat):
     user = "j\u00f6s\u00e9@example.test"
     surat.add_user(user, "utf8-pw")
