@@ -829,7 +829,7 @@ job_run(struct qjob *j)
 			struct spool_rcpt *rc = &j->snap.rcpts[lr->idx];
 			struct buf why = BUF_INIT(0);
 			char key[64];
-			snprintf(key, sizeof(key), "%s:%zu", j->snap.id, lr->idx);
+			spool_dedup_key(&j->snap, lr->idx, key, sizeof(key));
 			enum deliver_result r = DELIVER_OK;
 			if (rc->local == SPOOL_EXPANDED)
 				buf_puts(&why, "2.0.0 Alias expanded to its members");
@@ -1273,7 +1273,7 @@ batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
 	it->from = xstrdup(e->msg.mail_from ? e->msg.mail_from : "");
 	it->created = e->msg.created;
 	it->named = e->msg.named;
-	snprintf(it->key, sizeof(it->key), "%s:0", e->msg.id);
+	spool_dedup_key(&e->msg, 0, it->key, sizeof(it->key));
 	buf_init(&it->content, 0);
 	buf_init(&it->why, 0);
 	if (e->have_content) {
@@ -1987,6 +1987,8 @@ queue_new(struct server *srv, struct buf *err)
 			continue;
 		}
 		buf_free(&e);
+		/* New ids go above it, should the clock have been set back. */
+		spool_seen_id(m.id);
 		queue_add_entry(q, &m, NULL);
 		loaded++;
 	}

@@ -94,15 +94,20 @@ spool_pool_free(struct spool_pool **pp)
 	*pp = NULL;
 }
 
+/* n lower-case hex digits. */
+static int
+is_hex(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
 int
 spool_reused_name(const char *name)
 {
-	if (name[0] != '.' || name[1] != 'r' || strlen(name) != 18)
-		return 0;
-	for (const char *c = name + 2; *c; c++)
-		if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
-			return 0;
-	return 1;
+	return name[0] == '.' && name[1] == 'r' && strlen(name) == 18 && is_hex(name + 2, 16);
 }
 
 int
@@ -242,6 +247,29 @@ spool_new_id(char out[QUEUE_ID_LEN + 1])
 	while (!__atomic_compare_exchange_n(&spool_last_id, &last, id, 0, __ATOMIC_RELAXED,
 					    __ATOMIC_RELAXED));
 	snprintf(out, QUEUE_ID_LEN + 1, "%016llx", (unsigned long long)id);
+}
+
+void
+spool_seen_id(const char *id)
+{
+	char *end;
+	uint64_t v = strtoull(id, &end, 16);
+	uint64_t last = __atomic_load_n(&spool_last_id, __ATOMIC_RELAXED);
+
+	if (end - id != 16 || *end != '\0')
+		return;	/* a notice's "-b" id: its message's was seen */
+	while (v > last && !__atomic_compare_exchange_n(&spool_last_id, &last, v, 0,
+							__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+void
+spool_dedup_key(const struct spool_msg *m, size_t idx, char *out, size_t n)
+{
+	if (m->nonce[0])
+		snprintf(out, n, "%s.%s:%zu", m->id, m->nonce, idx);
+	else
+		snprintf(out, n, "%s:%zu", m->id, idx);
 }
 
 static void
@@ -398,8 +426,14 @@ spool_write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg
 	struct buf head = BUF_INIT(0), h = BUF_INIT(0), r = BUF_INIT(0), tail = BUF_INIT(0);
 	uint32_t seed = spool_seed(msg->id);
 
+	if (msg->nonce[0] == '\0') {
+		uint64_t rnd;
+		util_random(&rnd, sizeof(rnd));
+		snprintf(msg->nonce, sizeof(msg->nonce), "%016llx", (unsigned long long)rnd);
+	}
 	rec_put(&head, 'V', "2", 1);
 	kv(&h, "id", msg->id);
+	kv(&h, "nonce", msg->nonce);
 	kv(&h, "from", msg->mail_from);
 	kv(&h, "envid", msg->envid);
 	kvi(&h, "ret_hdrs", msg->ret_hdrs);
@@ -544,6 +578,11 @@ parse_header(const char *p, size_t n, struct spool_msg *m)
 			memcpy(m->file_id, v, vlen);
 			m->file_id[vlen] = '\0';
 			m->named = 1;
+		} else if (KEY("nonce")) {
+			if (vlen != sizeof(m->nonce) - 1 || !is_hex(v, vlen))
+				return -1;
+			memcpy(m->nonce, v, vlen);
+			m->nonce[vlen] = '\0';
 		} else if (KEY("from"))
 			m->mail_from = field_str(v, vlen);
 		else if (KEY("envid"))

@@ -96,6 +96,13 @@ struct spool_msg {
 	char file[QUEUE_ID_LEN + 2];	/* the file holding it, if not named id */
 	uint64_t end;		/* where the next state record goes */
 	uint32_t seed;		/* crc seed of its records after 'H' (0: format 1) */
+	/*
+	 * 16 random hex digits drawn when the message is first written ("" in
+	 * files of older versions): its dedup keys hold them, so that an id
+	 * that comes again (the clock set back) is never taken for a delivery
+	 * made before.
+	 */
+	char nonce[17];
 };
 
 /* The name of the file in the spool directory that holds m. */
@@ -111,6 +118,13 @@ enum spool_rec {
 
 /* A fresh unique queue id (16 hex digits, time-ordered). */
 void spool_new_id(char out[QUEUE_ID_LEN + 1]);
+/* Ids handed out from now on are above id (one found in the spool at start). */
+void spool_seen_id(const char *id);
+/*
+ * The dedup key of m's recipient idx in the store: "id.nonce:idx", or
+ * "id:idx" for a message written without a nonce (an older version's).
+ */
+void spool_dedup_key(const struct spool_msg *m, size_t idx, char *out, size_t n);
 
 /*
  * Spool files kept for reuse. Creating a file costs an inode allocation and

@@ -509,6 +509,45 @@ def test_aliases_to_remote_addresses_forwarded_with_original_sender(start, peer)
     assert s.messages("bob@example.test") == []
 
 
+# ---------------------------------------------------------------- the clock set back
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+@pytest.mark.skipif(not os.path.exists(FAKETIME), reason="needs libfaketime (package faketime)")
+def test_queue_id_that_comes_again_is_not_an_earlier_delivery(start, monkeypatch):
+    """Queue ids come from the clock. Set back (here: frozen at one instant by
+    libfaketime, monotonic time left alone), a restarted daemon hands out an id
+    it gave before; the message must still be delivered, not taken for the
+    earlier one already in the mailbox under that id's dedup key."""
+    monkeypatch.setenv("LD_PRELOAD", FAKETIME)
+    monkeypatch.setenv("FAKETIME", "2026-01-01 00:00:00")
+    monkeypatch.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") +
+                       ":verify_asan_link_order=0")
+    s = start()
+    ids = []
+    for n in (1, 2):
+        r = Raw(s.port("smtp"))
+        r.greet()
+        r.expect("MAIL FROM:<s@remote.test>", 250)
+        r.expect("RCPT TO:<alice@example.test>", 250)
+        r.expect("DATA", 354)
+        r.send(b"Subject: again %d\r\n\r\nbody %d\r\n.\r\n" % (n, n))
+        c, t = r.reply()
+        assert c == 250, (c, t)
+        ids.append(t[-1].split()[-1])
+        r.expect("QUIT", 221)
+        r.close()
+        s.wait_messages("alice@example.test", n)
+        if n == 1:
+            s.stop()
+            s.start()
+    assert ids[0] == ids[1], ids   # the same id, as after the clock was set back
+    uids = s.wait_messages("alice@example.test", 2)
+    assert b"body 2" in s.message("alice@example.test", uids[-1])
+
+
 # ---------------------------------------------------------------- Delivered-To loop guard
 
 def test_delivered_to_loop_guard_case_other_account_and_body(srv):

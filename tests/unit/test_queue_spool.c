@@ -106,6 +106,52 @@ test_roundtrip(void **state)
 	buf_free(&content);
 }
 
+/*
+ * Each message gets a random nonce when first written, kept in its file;
+ * its dedup keys hold it, so an id that comes again (the clock set back)
+ * does not name an earlier delivery. A file without one (an older
+ * version's) keeps the old key; ids go above the ones seen at start.
+ */
+static void
+test_nonce_and_ids(void **state)
+{
+	struct spool_msg a, b, got;
+	struct buf err = BUF_INIT(0);
+	char ka[64], kb[64], id[QUEUE_ID_LEN + 1];
+
+	make_msg(&a);
+	make_msg(&b);
+	memcpy(b.id, a.id, sizeof(b.id));	/* the same id again */
+	assert_int_equal(spool_write(NULL, dir, &a, "x", 1, 0, &err), 0);
+	assert_int_equal(strlen(a.nonce), 16);
+	assert_int_equal(spool_load(dir, a.id, NULL, &got, NULL, &err), 0);
+	assert_string_equal(got.nonce, a.nonce);
+	spool_dedup_key(&got, 1, ka, sizeof(ka));
+	spool_msg_free(&got);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", dir, a.id);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(spool_write(NULL, dir, &b, "y", 1, 0, &err), 0);
+	assert_string_not_equal(b.nonce, a.nonce);
+	spool_dedup_key(&b, 1, kb, sizeof(kb));
+	assert_string_not_equal(ka, kb);
+	assert_int_equal(strncmp(ka, a.id, 16), 0);
+	assert_int_equal(ka[16], '.');
+	assert_string_equal(ka + 16 + 1 + 16, ":1");
+
+	/* Written without one: the key of older versions. */
+	b.nonce[0] = '\0';
+	spool_dedup_key(&b, 0, kb, sizeof(kb));
+	assert_int_equal(strlen(kb), 16 + 2);
+
+	/* An id found in the spool at start: the next ones are above it. */
+	spool_seen_id("7fffffffffff0000");
+	spool_new_id(id);
+	assert_true(strcmp(id, "7fffffffffff0000") > 0);
+	spool_seen_id("0000000000000001-b");	/* a notice's id: ignored */
+	buf_free(&err);
+}
+
 /* A notice owed ('N') keeps the recipient delivered with its remote and
  * reason; a later 'D' settles it; an unknown record type is damage. */
 static void
@@ -758,6 +804,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_recycle_excl, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recycle_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nonce_and_ids, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue_spool", tests, NULL, NULL);
 }
