@@ -334,6 +334,12 @@ void imap_cmd_setquota(struct imap_sess *s, const struct imap_arg *args);
 void imap_cmd_append(struct imap_sess *s, const struct imap_arg *args);
 /* Decide on an APPEND literal before "+": 0 accept, -1 rejected (reply sent). */
 int imap_append_literal_check(struct imap_sess *s, uint64_t size);
+/* Worker: whether add more bytes would pass quota (> 0) on st (APPEND, COPY). */
+bool imap_quota_exceeded(struct store *st, int64_t quota, uint64_t add);
+/* The reply text for it: "[OVERQUOTA] Quota exceeded (limit N bytes)", into out. */
+void imap_quota_text(const struct imap_sess *s, struct buf *out);
+/* Loop: end the command with that reply (NO). */
+void imap_done_overquota(struct imap_sess *s);
 
 /* imap_cmd_message.c */
 void imap_cmd_check(struct imap_sess *s, const struct imap_arg *args);

@@ -119,17 +119,40 @@ append_msgs_free(struct append_msg *msgs, size_t n)
 	free(msgs);
 }
 
+bool
+imap_quota_exceeded(struct store *st, int64_t quota, uint64_t add)
+{
+	uint64_t used = 0, nmsgs = 0;
+
+	return quota > 0 && store_usage(st, &used, &nmsgs) == 0 && used + add > (uint64_t)quota;
+}
+
+void
+imap_quota_text(const struct imap_sess *s, struct buf *out)
+{
+	buf_printf(out, "[OVERQUOTA] Quota exceeded (limit %lld bytes)", (long long)s->quota);
+}
+
+void
+imap_done_overquota(struct imap_sess *s)
+{
+	struct buf t = BUF_INIT(0);
+
+	imap_quota_text(s, &t);
+	imap_done(s, "NO", "%s", buf_str(&t));
+	buf_free(&t);
+}
+
 static void
 append_work(struct imap_job *jj)
 {
 	struct append_job *j = (struct append_job *)jj;
 	struct store *st = j->j.st;
-	uint64_t total = 0, used = 0, nmsgs = 0;
+	uint64_t total = 0;
 
 	for (size_t i = 0; i < j->n; i++)
 		total += j->msgs[i].data.len;
-	if (j->quota > 0 && store_usage(st, &used, &nmsgs) == 0 &&
-	    used + total > (uint64_t)j->quota) {
+	if (imap_quota_exceeded(st, j->quota, total)) {
 		j->rc = -1;
 		j->overquota = true;
 		return;
@@ -167,8 +190,7 @@ append_done(struct imap_sess *s, struct imap_job *jj)
 	struct append_job *j = (struct append_job *)jj;
 
 	if (j->overquota) {
-		imap_done(s, "NO", "[OVERQUOTA] Quota exceeded (limit %lld bytes)",
-			  (long long)s->quota);
+		imap_done_overquota(s);
 		return;
 	}
 	if (j->rc < 0) {

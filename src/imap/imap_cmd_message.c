@@ -474,11 +474,9 @@ static void
 copy_work(struct imap_job *jj)
 {
 	struct copy_job *j = (struct copy_job *)jj;
-	uint64_t used = 0, nmsgs = 0;
 
 	/* As APPEND: the copies count against the quota (shared files or not). */
-	if (j->quota > 0 && store_usage(j->j.st, &used, &nmsgs) == 0 &&
-	    used + j->bytes > (uint64_t)j->quota) {
+	if (imap_quota_exceeded(j->j.st, j->quota, j->bytes)) {
 		j->rc = -1;
 		j->overquota = true;
 		return;
@@ -499,8 +497,7 @@ copy_done(struct imap_sess *s, struct imap_job *jj)
 	const char *what = s->cmdname;
 
 	if (j->overquota) {
-		imap_done(s, "NO", "[OVERQUOTA] Quota exceeded (limit %lld bytes)",
-			  (long long)s->quota);
+		imap_done_overquota(s);
 		return;
 	}
 	if (j->rc < 0) {

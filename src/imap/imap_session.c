@@ -491,11 +491,12 @@ imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const c
 {
 	struct buf t = BUF_INIT(0);
 
+	if (e == STORE_OK || e == STORE_ERR_INTERNAL || e == STORE_ERR_NOSPACE)
+		log_msg(LL_ERROR, s->c ? s->c->id : NULL, "%s failed: user=%s: %s", what,
+			s->user ? s->user : "-", msg);
 	switch (e) {
 	case STORE_OK:
 	case STORE_ERR_INTERNAL:
-		log_msg(LL_ERROR, s->c ? s->c->id : NULL, "%s failed: user=%s: %s", what,
-			s->user ? s->user : "-", msg);
 		imap_done(s, "NO", "[SERVERBUG] %s failed: internal error (session %s)", what,
 			  s->c ? s->c->id : "-");
 		return;
@@ -504,8 +505,6 @@ imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const c
 		return;
 	case STORE_ERR_NOSPACE:
 		/* As Dovecot: the client shows it as a quota problem, which it is. */
-		log_msg(LL_ERROR, s->c ? s->c->id : NULL, "%s failed: user=%s: %s", what,
-			s->user ? s->user : "-", msg);
 		imap_done(s, "NO", "[OVERQUOTA] %s failed: not enough disk space", what);
 		return;
 	default:
@@ -1433,8 +1432,7 @@ imap_literal(struct imap_sess *s)
 		struct buf t = BUF_INIT(0);
 		s->lit_bytes += size;
 		if (imap_append_literal_check(s, s->lit_bytes) < 0) {
-			buf_printf(&t, "[OVERQUOTA] Quota exceeded (limit %lld bytes)",
-				   (long long)s->quota);
+			imap_quota_text(s, &t);
 			imap_literal_refuse(s, "NO", buf_str(&t));
 			buf_free(&t);
 			s->lit_bytes = 0;

@@ -150,6 +150,7 @@ struct smtp_cmd_entry {
 	enum smtp_cmd cmd;
 	void (*fn)(struct smtp_sess *s, const struct smtp_cmdline *cl);
 	unsigned states;	/* bit per enum smtp_state where allowed */
+	int junk;		/* moves no mail: counted by smtp_junk() */
 };
 
 #define SB(x) (1u << (x))
@@ -1245,8 +1246,6 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 cmd_rset(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
-	if (smtp_junk(s))
-		return;
 	smtp_txn_reset(s, 1);
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 	smtp_reply(s, 250, "2.0.0", "OK");
@@ -1255,24 +1254,18 @@ cmd_rset(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 cmd_noop(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
-	if (smtp_junk(s))
-		return;
 	smtp_reply(s, 250, "2.0.0", "OK");
 }
 
 static void
 cmd_help(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
-	if (smtp_junk(s))
-		return;
 	smtp_reply(s, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
 }
 
 static void
 cmd_vrfy(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
-	if (smtp_junk(s))
-		return;
 	/* Never reveal whether an account exists. */
 	/* (RFC 3463: X.5.2 is a syntax error; this is no error.) */
 	smtp_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
@@ -1281,8 +1274,6 @@ cmd_vrfy(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 cmd_expn(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
-	if (smtp_junk(s))
-		return;
 	smtp_reply(s, 502, "5.5.1", "EXPN not available");
 }
 
@@ -1300,20 +1291,20 @@ cmd_quit(struct smtp_sess *s, const struct smtp_cmdline *cl)
 #define GREETED (SB(ST_HELO) | SB(ST_MAIL) | SB(ST_RCPT))
 
 static const struct smtp_cmd_entry smtp_cmds[] = {
-	{SMTP_CMD_EHLO, cmd_ehlo, ANY},
-	{SMTP_CMD_HELO, cmd_ehlo, ANY},
-	{SMTP_CMD_STARTTLS, cmd_starttls, ANY},
-	{SMTP_CMD_AUTH, cmd_auth, SB(ST_HELO)},
-	{SMTP_CMD_MAIL, cmd_mail, GREETED},
-	{SMTP_CMD_RCPT, cmd_rcpt, GREETED},
-	{SMTP_CMD_DATA, cmd_data, GREETED},
-	{SMTP_CMD_BDAT, cmd_bdat, GREETED},
-	{SMTP_CMD_RSET, cmd_rset, ANY},
-	{SMTP_CMD_NOOP, cmd_noop, ANY},
-	{SMTP_CMD_HELP, cmd_help, ANY},
-	{SMTP_CMD_VRFY, cmd_vrfy, ANY},
-	{SMTP_CMD_EXPN, cmd_expn, ANY},
-	{SMTP_CMD_QUIT, cmd_quit, ANY},
+	{SMTP_CMD_EHLO, cmd_ehlo, ANY, 0},
+	{SMTP_CMD_HELO, cmd_ehlo, ANY, 0},
+	{SMTP_CMD_STARTTLS, cmd_starttls, ANY, 0},
+	{SMTP_CMD_AUTH, cmd_auth, SB(ST_HELO), 0},
+	{SMTP_CMD_MAIL, cmd_mail, GREETED, 0},
+	{SMTP_CMD_RCPT, cmd_rcpt, GREETED, 0},
+	{SMTP_CMD_DATA, cmd_data, GREETED, 0},
+	{SMTP_CMD_BDAT, cmd_bdat, GREETED, 0},
+	{SMTP_CMD_RSET, cmd_rset, ANY, 1},
+	{SMTP_CMD_NOOP, cmd_noop, ANY, 1},
+	{SMTP_CMD_HELP, cmd_help, ANY, 1},
+	{SMTP_CMD_VRFY, cmd_vrfy, ANY, 1},
+	{SMTP_CMD_EXPN, cmd_expn, ANY, 1},
+	{SMTP_CMD_QUIT, cmd_quit, ANY, 0},
 };
 
 /*
@@ -1373,6 +1364,8 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 			smtp_error_count(s);
 			return;
 		}
+		if (ce->junk && smtp_junk(s))
+			return;
 		ce->fn(s, &cl);
 		return;
 	}
