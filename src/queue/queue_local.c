@@ -58,6 +58,8 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 
 	if (quota <= 0)
 		return 0;
+	if (size > (uint64_t)quota)
+		return 2;
 	/* On a worker: a handle of the shared cache. */
 	struct store *st = store_pool_get(data_dir, account, &err);
 	buf_free(&err);
@@ -121,11 +123,22 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 			 * it. Else over quota is temporary: the user may make
 			 * room. */
 			int done = it->dedup_key ? store_delivered(st, it->dedup_key, NULL) : 0;
-			if (done != 1) {
+			if (done < 0) {
 				it->result = DELIVER_TEMPFAIL;
-				if (done < 0)
-					buf_printf(it->why, "4.3.0 Mailbox unavailable: %s",
-						   store_errstr(st));
+				buf_printf(it->why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
+				buf_free(m);
+				continue;
+			}
+			if (done != 1) {
+				/* Bigger than the whole quota: no expunge makes room
+				 * (RFC 3463 X.2.3, the per-mailbox size limit). */
+				int never = m->len > (uint64_t)quota;
+				it->result = never ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
+				if (never)
+					buf_printf(it->why,
+						   "5.2.3 Message too big for the mailbox of %s: "
+						   "%zu octets, its quota is %lld",
+						   account, m->len, (long long)quota);
 				else
 					buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota",
 						   account);

@@ -49,7 +49,9 @@ void local_deliver_many(const char *data_dir, const char *account, int64_t quota
 
 /*
  * 1 if account is over (or would go over with size more bytes) its quota,
- * 0 if not, -1 on error. quota 0: unlimited. Opens the store: call on a worker.
+ * 2 if size alone is more than the quota (no expunge makes room), 0 if
+ * neither, -1 on error. quota 0: unlimited. Opens the store unless the
+ * answer is 2: call on a worker.
  */
 int local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size);
 

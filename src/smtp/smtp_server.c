@@ -1036,6 +1036,7 @@ struct quota_job {
 	size_t n;
 	uint64_t size;
 	size_t nover;		/* accounts over quota */
+	size_t ntoobig;		/* of them, those whose whole quota is less than size */
 };
 
 static void
@@ -1055,10 +1056,12 @@ quota_work(void *arg)
 	struct quota_job *j = arg;
 
 	/* Counted until one has room: that is enough for quota_done(). */
-	j->nover = 0;
-	for (size_t i = 0; i < j->n && j->nover == i; i++)
-		if (local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size) == 1)
-			j->nover++;
+	j->nover = j->ntoobig = 0;
+	for (size_t i = 0; i < j->n && j->nover == i; i++) {
+		int r = local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size);
+		j->nover += r >= 1;
+		j->ntoobig += r == 2;
+	}
 }
 
 static void
@@ -1081,7 +1084,11 @@ quota_done(void *arg)
 		 * alias with one member over quota is accepted, and that member's
 		 * copy is deferred at delivery like any other.
 		 */
-		if (j->n == j->r.nfinal && j->nover == j->n)
+		if (j->n == j->r.nfinal && j->ntoobig == j->n)
+			/* SIZE= says it can never fit: permanent (RFC 1870 6.2). */
+			smtp_reply(s, 552, "5.2.3", "<%s>: Message too big for this mailbox",
+				   j->r.orig);
+		else if (j->n == j->r.nfinal && j->nover == j->n)
 			smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", j->r.orig);
 		else
 			rcpt_accept(s, &j->r);

@@ -112,6 +112,23 @@ class Surat:
         assert r.returncode == 0, r.stderr
         return r.stdout
 
+    def fill_mailbox(self, addr, size=16384):
+        """Make addr's mailbox full: a filler message of about size octets
+        delivered over SMTP, then its quota set to its usage and one octet.
+        RCPT still takes mail for it (without SIZE=, one octet fits), and
+        delivery defers it (over quota: temporary) as long as it is not
+        bigger than the whole quota (5.2.3: bounced at once)."""
+        import smtplib
+        n = len(self.messages(addr))
+        body = b"Subject: filler\r\n\r\n" + (b"f" * 78 + b"\r\n") * (size // 80)
+        with smtplib.SMTP("127.0.0.1", self.port("smtp"), timeout=30) as c:
+            c.sendmail("filler@remote.test", [addr], body)
+        self.wait_messages(addr, n + 1)
+        out = self.cli("mailbox", "list", addr).stdout
+        used = sum(int(x) for x in re.findall(r"size=(\d+)", out))
+        assert used >= size, out
+        self.cli("user", "quota", addr, str(used + 1))
+
     def wait_messages(self, addr, n, box="INBOX", timeout=10):
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -353,7 +353,8 @@ def test_two_success_notices_of_one_message_have_distinct_message_ids(start):
     delivered later): two "delivered" notices. RFC 5322 3.6.4: the msg-id
     "MUST be a globally unique identifier for a message"."""
     s = start()
-    s.add_user("carol@example.test", "carol-pw", quota="1")
+    s.add_user("carol@example.test", "carol-pw")
+    s.fill_mailbox("carol@example.test")
     transaction(s, "bob@example.test",
                 [("alice@example.test", " NOTIFY=SUCCESS"), ("carol@example.test", " NOTIFY=SUCCESS")],
                 b"Subject: tell me twice\r\n\r\nx\r\n")

@@ -624,9 +624,17 @@ def test_sequence_errors(surat):
 # ---------------------------------------------------------------- quota
 
 def test_over_quota(surat):
-    surat.cli("user", "quota", "bob@example.test", "1K")
+    """bob: quota 4K, holding a 2.9K message. Another such message would pass
+    the quota, a temporary failure (the user may make room): 452 4.2.2 at RCPT
+    with SIZE=, else accepted and deferred. A message bigger than the whole
+    quota can never fit: 552 5.2.3 at RCPT with SIZE=, else bounced at once
+    with 5.2.3, not retried for days."""
     big = b"Subject: big\r\n\r\n" + (b"q" * 70 + b"\r\n") * 40
-    # With SIZE=: refused at RCPT, a temporary failure.
+    huge = b"Subject: huge\r\n\r\n" + (b"h" * 70 + b"\r\n") * 70
+    with smtp(surat) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"], big) == {}
+    stored_one(surat, "bob@example.test")
+    surat.cli("user", "quota", "bob@example.test", "4K")
     r = Raw(surat.port("smtp"))
     r.greet()
     r.expect("MAIL FROM:<s@remote.test> SIZE=%d" % len(big), 250)
@@ -636,16 +644,32 @@ def test_over_quota(surat):
     r.send(big + b".\r\n")
     c, t = r.reply()
     assert c == 250, t
-    # Without SIZE=: accepted, then deferred by delivery (quota is temporary).
+    r.expect("MAIL FROM:<s@remote.test> SIZE=%d" % len(huge), 250)
+    c, t = r.cmd("RCPT TO:<bob@example.test>")
+    assert c == 552 and t[-1].startswith("5.2.3 <bob@example.test>: "), (c, t)
+    r.expect("RSET", 250)
+    # Without SIZE=: accepted, then deferred by delivery.
     r.expect("MAIL FROM:<s@remote.test>", 250)
     r.expect("RCPT TO:<bob@example.test>", 250)
     r.expect("DATA", 354)
     r.send(big + b".\r\n")
     c, t = r.reply()
     assert c == 250, t
+    # Without SIZE=, bigger than the quota: bounced to the (local) sender.
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(huge + b".\r\n")
+    c, t = r.reply()
+    assert c == 250, t
     r.expect("QUIT", 221)
     r.close()
-    stored_one(surat, "alice@example.test")
+    bounce = stored_one(surat, "alice@example.test", 2)
+    assert b"Status: 5.2.3" in bounce and b"Action: failed" in bounce, bounce
+    assert re.search(rb"Diagnostic-Code: X-surat; 5\.2\.3 Message too big for the mailbox "
+                     rb"of bob@example\.test: \d+ octets, its quota is 4096",
+                     re.sub(rb"\r\n[ \t]+", b" ", bounce)), bounce
+    assert b"Subject: huge" in bounce
     deadline = time.time() + 10
     out = ""
     while time.time() < deadline:
@@ -655,11 +679,12 @@ def test_over_quota(surat):
         time.sleep(0.1)
     assert re.search(r"<bob@example\.test>\s+local\s+deferred\s+attempts=1\s+next=\S+\s+"
                      r"last=\"4\.2\.2 ", out), out
-    assert surat.messages("bob@example.test") == []
+    assert "huge" not in out
+    assert len(surat.messages("bob@example.test")) == 1
     # Small mail still fits.
     with smtp(surat) as c:
         assert c.sendmail("s@remote.test", ["bob@example.test"], b"Subject: s\r\n\r\nx\r\n") == {}
-    stored_one(surat, "bob@example.test")
+    stored_one(surat, "bob@example.test", 2)
 
 
 def test_mailbox_exactly_at_quota_refuses_at_rcpt(surat):
@@ -698,7 +723,7 @@ def test_quota_check_keeps_pipelined_order(surat):
            b"RCPT TO:<bob@example.test>\r\n"
            b"DATA\r\n")
     got = [r.reply()[0] for _ in range(6)]
-    assert got == [250, 452, 250, 550, 452, 354], got
+    assert got == [250, 552, 250, 550, 552, 354], got
     r.send(b"Subject: q\r\n\r\nx\r\n.\r\n")
     c, t = r.reply()
     assert c == 250, t
