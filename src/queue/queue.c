@@ -629,8 +629,22 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		snprintf(nid, sizeof(nid), "%.16s-s%zx", j->snap.id, first & 0xffff);
 	else
 		snprintf(nid, sizeof(nid), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
+	/*
+	 * A client without AUTH names any sender it likes and can make delivery
+	 * fail at will (a Delivered-To: loop, a full mailbox): a notice that
+	 * returned its text whole to a remote address would relay that text
+	 * there (backscatter). It returns the header only, as a success
+	 * notice does; a user's own submission, or a notice that stays
+	 * local, is returned whole.
+	 */
+	int hdrs_only = j->snap.auth_user == NULL || j->snap.auth_user[0] == '\0';
+	if (hdrs_only && j->nnotice_to > 0) {
+		hdrs_only = 0;
+		for (size_t i = 0; i < j->nnotice_to; i++)
+			hdrs_only |= !j->notice_to[i].local;
+	}
 	dsn_build(&j->snap, j->content.data ? j->content.data : "", j->content.len, kind,
-		  j->hostname, nid, j->max_age, n, &c);
+		  j->hostname, nid, j->max_age, hdrs_only, n, &c);
 	if (j->nnotice_to > 0) {
 		/* One recipient per member: the same addresses mail to the sender reaches. */
 		struct spool_rcpt proto = n->rcpts[0];

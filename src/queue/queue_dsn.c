@@ -1,8 +1,8 @@
 /*
  * queue_dsn — see queue_dsn.h. The original message is attached whole
  * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
- * in a failure or delay notice; otherwise only its header
- * (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
+ * in a failure or delay notice, unless the caller asks for the header
+ * only; otherwise only its header (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
  * 6533's types instead: message/global-delivery-status with utf-8
  * addresses, message/global or message/global-headers.
  *
@@ -290,8 +290,8 @@ orcpt_utf8_decode(const char *s, struct buf *out)
 
 void
 dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum dsn_kind kind,
-	  const char *hostname, const char *nid, int64_t max_age, struct spool_msg *out,
-	  struct buf *c)
+	  const char *hostname, const char *nid, int64_t max_age, int hdrs_only,
+	  struct spool_msg *out, struct buf *c)
 {
 	char date[64], boundary[33], code[16], age[32];
 	int64_t now = util_now_ms() / 1000;
@@ -460,7 +460,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	if (sep)
 		hdr_end = (size_t)(sep - original) + 2;
 	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
-	int full = !msg->ret_hdrs && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
+	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	size_t back = full ? len : hdr_end;
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
 		   full ? (u8 ? "message/global" : "message/rfc822")

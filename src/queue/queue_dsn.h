@@ -28,10 +28,12 @@ int dsn_needed(const struct spool_msg *msg, enum dsn_kind kind);
  * out_msg (envelope: null sender, one recipient: the original sender) and
  * out_content. original is the queued content. hostname names this MTA;
  * nid is the notice's own queue id (its Message-ID is made of it).
+ * hdrs_only: return the original's header only, whatever RET= asked
+ * (a notice that would carry text someone else chose: queue.c, job_notice).
  */
 void dsn_build(const struct spool_msg *msg, const char *original, size_t len,
 	       enum dsn_kind kind, const char *hostname, const char *nid, int64_t max_age,
-	       struct spool_msg *out_msg, struct buf *out_content);
+	       int hdrs_only, struct spool_msg *out_msg, struct buf *out_content);
 
 /* A span of seconds for people: "5 days", "1 day", "4 hours", "90 seconds". */
 void dsn_duration(char *out, size_t n, int64_t secs);

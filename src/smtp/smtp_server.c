@@ -1485,6 +1485,15 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 	struct mime_addr_list al;
 	int rc = 1;
 
+	/*
+	 * A NUL has no place in a header (RFC 5322 2.2), and readers that drop
+	 * it would see a field found under no name here ("Fr\0om:").
+	 */
+	size_t hdr_len = s->reader.header_done ? s->reader.header_len : s->data.len;
+	if (hdr_len > 0 && memchr(s->data.data, '\0', hdr_len) != NULL) {
+		buf_printf(bad, "NUL in the header; the sender cannot be checked");
+		return -1;
+	}
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc; f++) {
 		/* None at all is accepted: a missing From: is the MUA's problem
 		 * (RFC 6409 8.1 lets an MSA add one; we leave the message as is). */

@@ -44,7 +44,7 @@ notices(const uint8_t *data, size_t size)
 		struct buf c = BUF_INIT(0);
 		rc.status = states[k];
 		dsn_build(&m, (const char *)data, size, kinds[k], "mx.example.test",
-			  "0123456789abcdef-b", (int64_t)(size % 7) * 40000, &n, &c);
+			  "0123456789abcdef-b", (int64_t)(size % 7) * 40000, (int)(size & 1), &n, &c);
 		spool_msg_free(&n);
 		buf_free(&c);
 	}

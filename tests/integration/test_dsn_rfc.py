@@ -44,15 +44,32 @@ def loop_body(*accounts, subject="looping", extra=b""):
         b"\r\nround\r\n"
 
 
-def submit(s, frm, pw, rcpts, body, mail_opts=""):
-    """One transaction on the submission port (STARTTLS, AUTH): rcpts is a
-    list of (address, RCPT parameters). Returns the queue id."""
+def submit(s, user, pw, rcpts, body, mail_opts="", frm=None):
+    """One transaction on the submission port (STARTTLS, AUTH) as user,
+    from frm (user if None): rcpts is a list of (address, RCPT
+    parameters). Returns the queue id."""
     r = Raw(s.port("submission"))
     r.greet()
     r.starttls()
     r.expect("EHLO client.test", 250)
-    r.auth(frm, pw)
-    return transaction_on(r, frm, rcpts, body, mail_opts)
+    r.auth(user, pw)
+    return transaction_on(r, frm or user, rcpts, body, mail_opts)
+
+
+def remote_member_sender(start, p):
+    """A daemon whose alias list@example.test is bob and sender@remote.test
+    (routed to peer p). A notice returns the original whole only to a user's
+    own submission (a client without AUTH gets the header back at a remote
+    address): bob sends as the list, and its remote member gets the notice."""
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "sender@remote.test")
+    return s
+
+
+def own_loop_body(extra=b""):
+    """loop_body() for alice, From: the list bob may send as."""
+    return (b"Delivered-To: alice@example.test\r\nFrom: list@example.test\r\n"
+            b"Subject: looping\r\n" + extra + b"\r\nround\r\n")
 
 
 def ds_groups(raw):
@@ -194,11 +211,12 @@ def test_notice_envelope_and_header_on_the_wire(start, peer):
     valid boundary that never appears inside a part (RFC 2046 5.1.1), CRLF
     lines of at most 998 octets (RFC 5322 2.1.1)."""
     p = peer()
-    s = start({"route.remote.test": route_to(p)})
+    s = remote_member_sender(start, p)
     # The original itself has long-ish lines and lines that start with "--".
     extra = b"X-Long: " + b"y" * 900 + b"\r\n"
-    body = loop_body("alice@example.test", extra=extra) + b"--\r\n--x\r\n" + b"z" * 990 + b"\r\n"
-    transaction(s, "sender@remote.test", [("alice@example.test", "")], body)
+    body = own_loop_body(extra) + b"--\r\n--x\r\n" + b"z" * 990 + b"\r\n"
+    submit(s, "bob@example.test", "bob-pw", [("alice@example.test", "")], body,
+           frm="list@example.test")
     mail, rcpts, data = peer_notice(p)
     assert re.fullmatch(r"MAIL FROM:<>( .*)?", mail, re.I), mail
     assert len(rcpts) == 1 and "<sender@remote.test>" in rcpts[0], rcpts
@@ -237,12 +255,12 @@ def test_notice_with_8bit_original_is_labelled_8bit(start, peer):
     US-ASCII"; a multipart holding 8-bit parts must say 8bit. RFC 6152 3:
     8-bit content is sent with BODY=8BITMIME."""
     p = peer()
-    s = start({"route.remote.test": route_to(p)})
+    s = remote_member_sender(start, p)
     extra = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" \
             b"Content-Transfer-Encoding: 8bit\r\n"
-    body = loop_body("alice@example.test", extra=extra) + "caf\u00e9 na\u00efve\r\n".encode()
-    transaction(s, "sender@remote.test", [("alice@example.test", "")], body,
-                mail_opts=" BODY=8BITMIME")
+    body = own_loop_body(extra) + "caf\u00e9 na\u00efve\r\n".encode()
+    submit(s, "bob@example.test", "bob-pw", [("alice@example.test", "")], body,
+           mail_opts=" BODY=8BITMIME", frm="list@example.test")
     mail, _, data = peer_notice(p)
     assert any(c >= 0x80 for c in data), "the original should come back whole"
     assert re.search(r"\sBODY=8BITMIME\b", mail, re.I), mail

@@ -711,3 +711,33 @@ def test_success_notice_to_forged_sender_never_relays_the_body(relay):
     assert "text/rfc822-headers" in show and "Subject: hello" in show, show
     assert "BODY-PAYLOAD-7f3a" not in show, show
     assert "remote2" not in queue_list(relay)
+
+
+def test_failure_notice_to_forged_sender_never_relays_the_body(relay):
+    """The same for failures an unauthenticated client can cause at will: a
+    Delivered-To: naming the local recipient fails its delivery at once
+    (5.4.6, a loop). The bounce to a remote sender must not carry the body,
+    or anyone could have any text sent to anyone from us by naming them as
+    sender (backscatter). A local sender's bounce still gets it whole."""
+    r = session(relay, frm="victim@remote.test")
+    r.expect("RCPT TO:<alice@example.test>", 250, "2.1.5")
+    c, t = data(r, b"Delivered-To: alice@example.test\r\nSubject: hello\r\n\r\n"
+                   b"BODY-PAYLOAD-9c1e\r\n")
+    assert c == 250, t
+    r.close()
+    assert wait_remote_queued(relay, 1) == ["victim@remote.test"]
+    ids = queued(relay)
+    assert len(ids) == 1 and ids[0].endswith("-b"), ids
+    show = relay.cli("queue", "show", ids[0]).stdout
+    assert "5.4.6" in show and "Subject: hello" in show, show
+    assert "text/rfc822-headers" in show, show
+    assert "BODY-PAYLOAD-9c1e" not in show, show
+    # A local sender's bounce returns the message whole.
+    r = session(relay, frm=BOB)
+    r.expect("RCPT TO:<alice@example.test>", 250, "2.1.5")
+    c, t = data(r, b"Delivered-To: alice@example.test\r\nSubject: local\r\n\r\n"
+                   b"BODY-LOCAL-4d2a\r\n")
+    assert c == 250, t
+    r.close()
+    uids = relay.wait_messages(BOB, 1)
+    assert b"BODY-LOCAL-4d2a" in relay.message(BOB, uids[0])

@@ -272,6 +272,27 @@ def test_bare_cr_and_lf_in_from_refused(surat):
     assert delivered(surat, BOB) == []
 
 
+def test_nul_in_header_refused(surat):
+    """A NUL in a field name hides the field from the check ("Fr\\0om:" is
+    no From:), but readers that drop NULs show it as From: a NUL anywhere
+    in the header section is refused on submission; one in the body is not
+    looked at."""
+    r = sub(surat)
+    for hdr in (b"From: alice@example.test\r\nFr\x00om: ceo@bank.test\r\n",
+                b"\x00From: ceo@bank.test\r\n",
+                b"From: alice@example.test\r\nSender\x00: ceo@bank.test\r\n",
+                b"From: alice@example.test\r\nX-Pad: \x00\r\n"):
+        code, text = send(r, hdr + b"Subject: nul\r\n\r\nx\r\n")
+        refused_553(code, text, hdr)
+        assert "NUL" in text[-1], (hdr, text)
+    good = b"From: alice@example.test\r\nSubject: nul in body\r\n\r\nx\x00y\r\n"
+    code, text = send(r, good)
+    assert code == 250, (code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert [submitted(m)[1] for m in got] == [good]
+
+
 # ---------------------------------------------------------------- header/body boundary
 
 def test_from_in_body_is_not_checked(surat):

@@ -286,7 +286,7 @@ notice_build(struct notice *nt, const struct spool_msg *m, const char *orig, siz
 
 	memset(nt, 0, sizeof(*nt));
 	buf_init(&nt->c, 0);
-	dsn_build(m, orig, len, kind, HOST, NID, MAX_AGE, &nt->env, &nt->c);
+	dsn_build(m, orig, len, kind, HOST, NID, MAX_AGE, 0, &nt->env, &nt->c);
 	assert_lines_ok((struct span){nt->c.data, nt->c.len});
 	nt->head = head_of((struct span){nt->c.data, nt->c.len});
 
