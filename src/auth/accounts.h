@@ -92,8 +92,9 @@ void accounts_read_end(struct accounts *a);
 int accounts_resolve(struct accounts *a, const char *address,
 		     void (*fn)(const char *addr, int local, void *arg), void *arg);
 
-/* 1 if address belongs to user (the user itself, or an alias resolving to
- * exactly that user), 0 if not, -1 on error. */
+/* 1 if address belongs to user (the user itself, its +tag forms, or an
+ * alias whose expansion includes the user: every member of a list may send
+ * as the list), 0 if not, -1 on error. Catch-alls give no right to send. */
 int accounts_owns(struct accounts *a, const char *user, const char *address);
 
 #endif

@@ -2,9 +2,10 @@
  * queue_dsn — see queue_dsn.h. The original message is attached whole
  * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
  * in a failure or delay notice, unless the caller asks for the header
- * only; otherwise only its header (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
- * 6533's types instead: message/global-delivery-status with utf-8
- * addresses, message/global or message/global-headers.
+ * only; otherwise only its header (text/rfc822-headers). A notice about an
+ * SMTPUTF8 message uses RFC 6533's types instead:
+ * message/global-delivery-status with utf-8 addresses, message/global or
+ * message/global-headers.
  *
  * SECURITY: peer text is sanitised by dsn_clean() before it is written.
  */
