@@ -39,6 +39,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -1020,6 +1023,85 @@ smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 	xsnprintf(addr, n, "postmaster@%s", host);
 }
 
+/* An IP address as compared: IPv4-mapped IPv6 addresses as IPv4. */
+struct own_addr {
+	int af;
+	unsigned char a[16];
+};
+
+static int
+own_addr_set(struct own_addr *o, const struct sockaddr *sa)
+{
+	memset(o, 0, sizeof(*o));
+	if (sa == NULL)
+		return -1;
+	if (sa->sa_family == AF_INET) {
+		o->af = AF_INET;
+		memcpy(o->a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+		return 0;
+	}
+	if (sa->sa_family != AF_INET6)
+		return -1;
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a6)) {
+		o->af = AF_INET;
+		memcpy(o->a, a6->s6_addr + 12, 4);
+	} else {
+		o->af = AF_INET6;
+		memcpy(o->a, a6->s6_addr, 16);
+	}
+	return 0;
+}
+
+/*
+ * Whether dom, the address literal of a parsed path ("[192.0.2.1]" or
+ * "[IPv6:...]", the tag as smtp_proto writes it), is one of this host's
+ * addresses: the one the client reached us on, or an interface's. RFC 1123
+ * 5.2.17: an SMTP server MUST recognise a domain literal for any of its own
+ * IP addresses. 0.0.0.0 and :: are nobody's.
+ */
+static int
+smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)&ss;
+	struct own_addr want, have;
+	char lit[INET6_ADDRSTRLEN + 8];
+	size_t n = strlen(dom);
+	socklen_t sl = sizeof(ss);
+	struct ifaddrs *ifs, *i;
+	int ours = 0;
+
+	if (n < 3 || dom[0] != '[' || dom[n - 1] != ']' || n - 2 >= sizeof(lit))
+		return 0;
+	memcpy(lit, dom + 1, n - 2);
+	lit[n - 2] = '\0';
+	memset(&ss, 0, sizeof(ss));
+	if (strncmp(lit, "IPv6:", 5) == 0) {
+		if (inet_pton(AF_INET6, lit + 5, &s6->sin6_addr) != 1)
+			return 0;
+		ss.ss_family = AF_INET6;
+	} else if (inet_pton(AF_INET, lit, &s4->sin_addr) == 1) {
+		ss.ss_family = AF_INET;
+	} else {
+		return 0;
+	}
+	own_addr_set(&want, (struct sockaddr *)&ss);
+	static const unsigned char zero[16];
+	if (memcmp(want.a, zero, want.af == AF_INET ? 4 : 16) == 0)
+		return 0;
+	if (getsockname(bufferevent_getfd(s->c->bev), (struct sockaddr *)&ss, &sl) == 0 &&
+	    own_addr_set(&have, (struct sockaddr *)&ss) == 0 && memcmp(&have, &want, sizeof(have)) == 0)
+		return 1;
+	if (getifaddrs(&ifs) < 0)
+		return 0;
+	for (i = ifs; i != NULL && !ours; i = i->ifa_next)
+		ours = own_addr_set(&have, i->ifa_addr) == 0 && memcmp(&have, &want, sizeof(have)) == 0;
+	freeifaddrs(ifs);
+	return ours;
+}
+
 static void cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl);
 
 /*
@@ -1135,7 +1217,10 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	char addr[SMTP_PATH_MAX + 300];
-	int postmaster = rp.to.local_len == rp.to.len;
+	/* <postmaster>, or postmaster@ a literal of ours: the same mailbox. */
+	int postmaster = rp.to.local_len == rp.to.len ||
+			 (rp.to.local_len == 10 && strncasecmp(rp.to.addr, "postmaster", 10) == 0 &&
+			  smtp_literal_is_ours(s, rp.to.addr + 11));
 	if (postmaster)
 		smtp_postmaster(s, addr, sizeof(addr));
 	else

@@ -263,6 +263,48 @@ def test_mail_rcpt_verb_forms_500_vs_501(daemon):
     r.close()
 
 
+def test_postmaster_at_our_own_address_literal(daemon):
+    """RFC 5321 4.5.1: postmaster MUST be accepted at every domain the server
+    serves mail for, and RFC 1123 5.2.17 (which RFC 5321 updates, not
+    replaces): "An SMTP MUST accept and recognize a domain literal for any
+    of its own IP addresses." So postmaster@[the address the client reached
+    us on] is <postmaster>, in any spelling of that literal; another
+    address's literal, or another local part at ours, is still not a way
+    to relay."""
+    daemon.cli("alias", "add", "postmaster@example.test", "bob@example.test")
+    r = session(daemon)
+    r.expect("MAIL FROM:<s@remote.test>", 250, "2.1.0")
+    got = []
+    for path in ("<postmaster@[127.0.0.1]>", "<PostMaster@[127.0.0.1]>",
+                 '<"postmaster"@[127.0.0.1]>', "<@relay.test:postmaster@[127.0.0.1]>",
+                 "<postmaster@[IPv6:::ffff:127.0.0.1]>",
+                 "<postmaster@[127.0.0.2]>", "<postmaster@[192.0.2.1]>",
+                 "<postmaster@[IPv6:2001:db8::1]>", "<alice@[127.0.0.1]>",
+                 "<postmaster@[0.0.0.0]>"):
+        c, t = r.cmd("RCPT TO:" + path)
+        got.append((path, c, t[-1].split()[0]))
+    c, t = r.cmd("DATA")
+    if c == 354:
+        r.send(body("smtp", "to our literal") + b".\r\n")
+        c, t = r.reply()
+    r.expect("QUIT", 221)
+    r.close()
+    assert got == [("<postmaster@[127.0.0.1]>", 250, "2.1.5"),
+                   ("<PostMaster@[127.0.0.1]>", 250, "2.1.5"),
+                   ('<"postmaster"@[127.0.0.1]>', 250, "2.1.5"),
+                   ("<@relay.test:postmaster@[127.0.0.1]>", 250, "2.1.5"),
+                   ("<postmaster@[IPv6:::ffff:127.0.0.1]>", 250, "2.1.5"),
+                   ("<postmaster@[127.0.0.2]>", 554, "5.7.1"),
+                   ("<postmaster@[192.0.2.1]>", 554, "5.7.1"),
+                   ("<postmaster@[IPv6:2001:db8::1]>", 554, "5.7.1"),
+                   ("<alice@[127.0.0.1]>", 554, "5.7.1"),
+                   ("<postmaster@[0.0.0.0]>", 554, "5.7.1")], got
+    assert c == 250, (c, t)
+    stored = stored_one(daemon, "bob@example.test")
+    assert b"Subject: to our literal" in stored
+    assert "rcpts=<postmaster@example.test>" in daemon.log()
+
+
 # ---------------------------------------------------------------- RFC 6531
 
 
