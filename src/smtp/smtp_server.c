@@ -1217,10 +1217,15 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	char addr[SMTP_PATH_MAX + 300];
-	/* <postmaster>, or postmaster@ a literal of ours: the same mailbox. */
+	/*
+	 * <postmaster>, or postmaster@ our host name (the name in our banner
+	 * and our notices' From:, where a peer's admin writes when our mail
+	 * troubles them) or @ a literal of ours: the same mailbox.
+	 */
 	int postmaster = rp.to.local_len == rp.to.len ||
 			 (rp.to.local_len == 10 && strncasecmp(rp.to.addr, "postmaster", 10) == 0 &&
-			  smtp_literal_is_ours(s, rp.to.addr + 11));
+			  (strcasecmp(rp.to.addr + 11, cfg->hostname) == 0 ||
+			   smtp_literal_is_ours(s, rp.to.addr + 11)));
 	if (postmaster)
 		smtp_postmaster(s, addr, sizeof(addr));
 	else

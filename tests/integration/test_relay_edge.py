@@ -316,7 +316,10 @@ def test_postmaster_forms(relay):
         ("<postmaster@remote.test>", 554, "5.7.1"),
         ("<Postmaster@Remote.Test>", 554, "5.7.1"),
         ("<postmaster@sub.example.test>", 554, "5.7.1"),
-        ("<postmaster@mx.example.test>", 554, "5.7.1"),
+        ("<postmaster@mx.example.test>", 250, "2.1.5"),      # our host name
+        ("<PostMaster@MX.Example.Test>", 250, "2.1.5"),
+        ("<postmaster@xmx.example.test>", 554, "5.7.1"),
+        ("<abuse@mx.example.test>", 554, "5.7.1"),           # only postmaster
         ("<pOsTmAsTeR>", 250, "2.1.5"),
         ('<"postmaster">', 250, "2.1.5"),
         ('<"Post\\master">', 250, "2.1.5"),
@@ -341,7 +344,7 @@ def test_postmaster_with_no_local_domain_reaches_nobody(make_surat):
     s = make_surat(extra={"smtp.max_errors": "50"})
     r = session(s)
     check(r, [("<postmaster>", 550, "5.1.1"),
-              ("<postmaster@mx.example.test>", 554, "5.7.1"),
+              ("<postmaster@mx.example.test>", 550, "5.1.1"),
               ("<postmaster@example.test>", 554, "5.7.1")])
     r.expect("DATA", 554, "5.5.1")
     r.close()
