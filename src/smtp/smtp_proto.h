@@ -180,7 +180,7 @@ struct smtp_path {
 	size_t len;	  /* strlen(addr) */
 	size_t local_len; /* the domain is addr + local_len + 1 if local_len < len */
 	int is_null;	  /* <> */
-	int has_utf8;	  /* non-ASCII in local part or domain */
+	int has_utf8;	  /* non-ASCII in the path as sent (a dropped source route too) */
 };
 
 /*

@@ -58,7 +58,13 @@ check_path(const struct smtp_path *p, unsigned flags)
 	CHECK(smtp_path_parse(wrapped, p->len + 2, flags, &again, &rest, &rest_len, &err) == 0);
 	CHECK(rest_len == 0);
 	CHECK(again.len == p->len && memcmp(again.addr, p->addr, p->len) == 0);
-	CHECK(again.has_utf8 == p->has_utf8);
+	/* The normalised form flags exactly its own non-ASCII; the path as sent
+	 * may have had more, in a source route it dropped. */
+	int high = 0;
+	for (size_t i = 0; i < p->len; i++)
+		high |= (unsigned char)p->addr[i] >= 0x80;
+	CHECK(again.has_utf8 == high);
+	CHECK(p->has_utf8 >= high);
 	CHECK(again.is_null == p->is_null);
 }
 
