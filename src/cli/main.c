@@ -436,7 +436,8 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 
 /*
  * 16 hex digits, and for a notice "-b" (bounce), "-d" (delay) or "-s"
- * (success; then up to 4 hex digits, as queue_spool.h says).
+ * (success; then up to 4 hex digits, as queue_spool.h says, as for a
+ * bounce after a message's first).
  */
 static int
 valid_queue_id(const char *id)
@@ -446,8 +447,9 @@ valid_queue_id(const char *id)
 		return 0;
 	if (n == 16 || (n == 18 && id[16] == '-' && strchr("bds", id[17]) != NULL))
 		return 1;
-	/* A success notice of a later job: "-s" and its first recipient's index. */
-	return id[16] == '-' && id[17] == 's' && strspn(id + 18, "0123456789abcdef") == n - 18;
+	/* A success notice of a later job, or a later bounce: its first recipient's index. */
+	return id[16] == '-' && (id[17] == 's' || id[17] == 'b') &&
+	       strspn(id + 18, "0123456789abcdef") == n - 18;
 }
 
 static void

@@ -49,15 +49,20 @@ dsn_status(enum dsn_kind kind)
 }
 
 int
+dsn_reports(const struct spool_rcpt *rc, enum dsn_kind kind)
+{
+	return rc->status == dsn_status(kind) && dsn_wanted(rc, kind) &&
+	       !(kind == DSN_FAILED && rc->bounced);
+}
+
+int
 dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
 {
 	if (msg->mail_from == NULL || msg->mail_from[0] == '\0' || msg->is_notice)
 		return 0;
-	for (size_t i = 0; i < msg->nrcpts; i++) {
-		const struct spool_rcpt *rc = &msg->rcpts[i];
-		if (rc->status == dsn_status(kind) && dsn_wanted(rc, kind))
+	for (size_t i = 0; i < msg->nrcpts; i++)
+		if (dsn_reports(&msg->rcpts[i], kind))
 			return 1;
-	}
 	return 0;
 }
 
@@ -359,10 +364,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			   "you do not need to send it again.\r\n\r\n",
 			   age);
 	}
-	enum rcpt_status want = dsn_status(kind);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
-		if (rc->status != want || !dsn_wanted(rc, kind))
+		if (!dsn_reports(rc, kind))
 			continue;
 		size_t line = c->len;
 		buf_printf(c, "<%s>: ", rc->orig ? rc->orig : rc->addr);
@@ -390,7 +394,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	buf_printf(c, "Arrival-Date: %s\r\n", date);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
-		if (rc->status != want || !dsn_wanted(rc, kind))
+		if (!dsn_reports(rc, kind))
 			continue;
 		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
 		buf_printf(c, "\r\nFinal-Recipient: %s; ",

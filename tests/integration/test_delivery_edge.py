@@ -946,17 +946,18 @@ def test_queue_show_and_delete_a_notice_and_bad_ids(srv):
 
     for args in (["show"], ["delete"], ["show", nid, nid], ["show", "xyz"],
                  ["show", "0123456789ABCDEF"], ["show", "0123456789abcde"],
-                 ["show", "0123456789abcdef-x"], ["delete", "0123456789abcdef-bb"],
+                 ["show", "0123456789abcdef-x"], ["delete", "0123456789abcdef-bx"],
                  ["delete", "../../etc/passwd"], ["show", nid + "/"], ["delete", ""],
                  ["show", "0123456789abcdef-"], ["show", "0123456789abcdef01"],
-                 ["show", "0123456789abcdef-s12345"], ["show", "0123456789abcdef-b1"],
+                 ["show", "0123456789abcdef-s12345"], ["show", "0123456789abcdef-b12345"],
                  ["show", "0123456789abcdef-sx"]):
         r = s.cli("queue", *args, check=False)
         assert r.returncode == 2, (args, r)
         assert "need one queue ID" in r.stderr, (args, r)
         assert r.stdout == "", (args, r)
     for bad in ("0123456789abcdef", "0123456789abcdef-b", "0123456789abcdef-d",
-                "0123456789abcdef-s", "0123456789abcdef-s1f", qid + "-d"):
+                "0123456789abcdef-s", "0123456789abcdef-s1f", "0123456789abcdef-bb",
+                qid + "-d"):
         for sub in ("show", "delete"):
             r = s.cli("queue", sub, bad, check=False)
             assert r.returncode == 1, (sub, bad, r)
