@@ -348,9 +348,13 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		   u8 ? "utf-8" : "us-ascii");
 	buf_printf(c, "Content-Transfer-Encoding: %s\r\n\r\n", u8 ? "8bit" : "7bit");
 	buf_printf(c, "This is the mail system at %s.\r\n\r\n", hostname);
+	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
+	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	if (kind == DSN_FAILED) {
-		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
-			    "It is attached below.\r\n\r\n");
+		buf_printf(c,
+			   "Your message could not be delivered to one or more recipients.\r\n"
+			   "%s attached below.\r\n\r\n",
+			   full ? "It is" : "Its header is");
 	} else if (kind == DSN_DELIVERED) {
 		buf_puts(c, "Your message reached the recipients below, as you asked to be told:\r\n"
 			    "delivered into their mailboxes here, relayed to a mail server that\r\n"
@@ -464,8 +468,6 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	const char *sep = memmem(original, len, "\r\n\r\n", 4);
 	if (sep)
 		hdr_end = (size_t)(sep - original) + 2;
-	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
-	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	size_t back = full ? len : hdr_end;
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
 		   full ? (u8 ? "message/global" : "message/rfc822")

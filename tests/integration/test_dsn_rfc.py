@@ -506,3 +506,22 @@ def test_failure_is_bounced_while_another_recipient_is_still_deferred(start):
     ids = re.findall(r"notice id=(%s-b\S*) kind=bounce" % qid, s.log())
     assert len(ids) == 2 and len(set(ids)) == 2, ids
     assert len(uids) == 2
+
+
+def test_text_part_says_whether_the_message_or_its_header_comes_back(srv_plain):
+    """The human-readable part (RFC 3464 2: "a human readable explanation")
+    must not say the message is attached when only its header is
+    (RET=HDRS: text/rfc822-headers), and says it is when it is."""
+    s = srv_plain
+    for n, ret in enumerate(("HDRS", "FULL"), 1):
+        transaction(s, "bob@example.test", [("alice@example.test", "")],
+                    loop_body("alice@example.test", subject=ret), mail_opts=" RET=" + ret)
+        s.wait_messages("bob@example.test", n)
+        m, parts = report_parts(stored_notice(s, "bob@example.test", n))
+        text = parts[0].get_payload(decode=True).decode()
+        if ret == "HDRS":
+            assert parts[2].get_content_type() == "text/rfc822-headers"
+            assert "header is attached" in text and "It is attached" not in text, text
+        else:
+            assert parts[2].get_content_type() == "message/rfc822"
+            assert "It is attached" in text, text
