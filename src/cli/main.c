@@ -436,7 +436,8 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 
 /*
  * 16 hex digits, and for a notice "-b" (bounce), "-d" (delay) or "-s"
- * (success; then up to 4 hex digits, as queue_spool.h says).
+ * (success; then up to 4 hex digits, as queue_spool.h says, as for a
+ * bounce after a message's first).
  */
 static int
 valid_queue_id(const char *id)
@@ -446,8 +447,9 @@ valid_queue_id(const char *id)
 		return 0;
 	if (n == 16 || (n == 18 && id[16] == '-' && strchr("bds", id[17]) != NULL))
 		return 1;
-	/* A success notice of a later job: "-s" and its first recipient's index. */
-	return id[16] == '-' && id[17] == 's' && strspn(id + 18, "0123456789abcdef") == n - 18;
+	/* A success notice of a later job, or a later bounce: its first recipient's index. */
+	return id[16] == '-' && (id[17] == 's' || id[17] == 'b') &&
+	       strspn(id + 18, "0123456789abcdef") == n - 18;
 }
 
 static void
@@ -570,11 +572,20 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 		if (d == NULL) {
 			if (errno != ENOENT)
 				rc = runtime_error("opendir(%s) failed: %s", dir.data, strerror(errno));
+			else
+				printf("0 messages in the queue\n");	/* the daemon never ran */
 			goto out;
 		}
 		struct dirent *de;
-		size_t n = 0;
+		size_t n = 0, bad = 0;
 		while ((de = readdir(d)) != NULL) {
+			/* What the daemon found damaged at start: never delivered, kept
+			 * for the admin, who would not see it otherwise. */
+			if (strncmp(de->d_name, ".corrupt.", 9) == 0) {
+				printf("damaged spool file kept aside: %s/%s\n", dir.data, de->d_name);
+				bad++;
+				continue;
+			}
 			if (!valid_queue_id(de->d_name) && !spool_reused_name(de->d_name))
 				continue;
 			struct spool_msg m;
@@ -590,7 +601,10 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			n++;
 		}
 		closedir(d);
-		printf("%zu message%s in the queue\n", n, n == 1 ? "" : "s");
+		printf("%zu message%s in the queue", n, n == 1 ? "" : "s");
+		if (bad)
+			printf(", %zu damaged file%s kept aside", bad, bad == 1 ? "" : "s");
+		printf("\n");
 	} else if (strcmp(argv[0], "show") == 0 || strcmp(argv[0], "delete") == 0) {
 		if (argc != 2 || !valid_queue_id(argv[1])) {
 			rc = usage_error("queue %s: need one queue ID", argv[0]);

@@ -520,6 +520,7 @@ apply_result(struct spool_msg *m, const struct qres *r, int64_t next_try)
 	rc->last_error = text;
 	rc->remote = remote;
 	rc->notice_owed = 0;
+	rc->bounced = 0;
 	switch (r->r) {
 	case DELIVER_OK:
 		rc->status = RCPT_DELIVERED;
@@ -617,7 +618,10 @@ job_content(struct qjob *j)
 	return 0;
 }
 
-/* first: for a success notice, its first recipient's index, which names it. */
+/*
+ * first: for a success notice, or a bounce after the message's first, its
+ * first recipient's index, which names it (SIZE_MAX: a bounce named -b).
+ */
 static struct spool_msg *
 job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 {
@@ -625,8 +629,9 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 	struct buf c = BUF_INIT(0), err = BUF_INIT(0);
 
 	char nid[QUEUE_ID_LEN + 1];
-	if (kind == DSN_DELIVERED)
-		snprintf(nid, sizeof(nid), "%.16s-s%zx", j->snap.id, first & 0xffff);
+	if (kind == DSN_DELIVERED || (kind == DSN_FAILED && first != SIZE_MAX))
+		snprintf(nid, sizeof(nid), "%.16s-%c%zx", j->snap.id,
+			 kind == DSN_FAILED ? 'b' : 's', first & 0xffff);
 	else
 		snprintf(nid, sizeof(nid), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
 	/*
@@ -811,6 +816,36 @@ job_notice_dropped(struct qjob *j)
 	j->error = 0;
 }
 
+/*
+ * The bounce for the failed recipients not reported yet. The first a message
+ * gets is named -b, a later one by its first recipient; those it reports are
+ * recorded as such unless it is the last (the file goes then).
+ */
+static void
+job_bounce(struct qjob *j, int last)
+{
+	struct spool_msg *m = &j->snap;
+	size_t first = SIZE_MAX;
+	int earlier = 0;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		earlier |= m->rcpts[i].bounced;
+		if (first == SIZE_MAX && dsn_reports(&m->rcpts[i], DSN_FAILED))
+			first = i;
+	}
+	if (job_content(j) < 0)
+		return;
+	j->notices[1] = job_notice(j, DSN_FAILED, earlier ? first : SIZE_MAX);
+	if (j->error || last)
+		return;
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (dsn_reports(&m->rcpts[i], DSN_FAILED)) {
+			spool_state_record(&j->recs, m->seed, SPOOL_REC_BOUNCED, i, 0, 0, NULL, NULL);
+			m->rcpts[i].bounced = 1;
+		}
+	}
+}
+
 static void
 job_run(struct qjob *j)
 {
@@ -900,13 +935,12 @@ job_run(struct qjob *j)
 		j->warned = 1;	/* nothing to warn about; don't ask again */
 	}
 
+	/* Failures are reported now, not when the last recipient is done,
+	 * which may be days away (queue.max_age). */
+	if (!j->error && dsn_needed(&j->snap, DSN_FAILED))
+		job_bounce(j, all_final);
+
 	if (all_final && !j->error) {
-		if (dsn_needed(&j->snap, DSN_FAILED)) {
-			if (job_content(j) == 0)
-				j->notices[1] = job_notice(j, DSN_FAILED, 0);
-			else
-				j->error = 1;
-		}
 		if (!j->error && j->recs_keep)
 			job_write_records(j);
 		if (!j->error) {

@@ -49,15 +49,20 @@ dsn_status(enum dsn_kind kind)
 }
 
 int
+dsn_reports(const struct spool_rcpt *rc, enum dsn_kind kind)
+{
+	return rc->status == dsn_status(kind) && dsn_wanted(rc, kind) &&
+	       !(kind == DSN_FAILED && rc->bounced);
+}
+
+int
 dsn_needed(const struct spool_msg *msg, enum dsn_kind kind)
 {
 	if (msg->mail_from == NULL || msg->mail_from[0] == '\0' || msg->is_notice)
 		return 0;
-	for (size_t i = 0; i < msg->nrcpts; i++) {
-		const struct spool_rcpt *rc = &msg->rcpts[i];
-		if (rc->status == dsn_status(kind) && dsn_wanted(rc, kind))
+	for (size_t i = 0; i < msg->nrcpts; i++)
+		if (dsn_reports(&msg->rcpts[i], kind))
 			return 1;
-	}
 	return 0;
 }
 
@@ -343,9 +348,13 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		   u8 ? "utf-8" : "us-ascii");
 	buf_printf(c, "Content-Transfer-Encoding: %s\r\n\r\n", u8 ? "8bit" : "7bit");
 	buf_printf(c, "This is the mail system at %s.\r\n\r\n", hostname);
+	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
+	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	if (kind == DSN_FAILED) {
-		buf_puts(c, "Your message could not be delivered to one or more recipients.\r\n"
-			    "It is attached below.\r\n\r\n");
+		buf_printf(c,
+			   "Your message could not be delivered to one or more recipients.\r\n"
+			   "%s attached below.\r\n\r\n",
+			   full ? "It is" : "Its header is");
 	} else if (kind == DSN_DELIVERED) {
 		buf_puts(c, "Your message reached the recipients below, as you asked to be told:\r\n"
 			    "delivered into their mailboxes here, relayed to a mail server that\r\n"
@@ -359,10 +368,9 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			   "you do not need to send it again.\r\n\r\n",
 			   age);
 	}
-	enum rcpt_status want = dsn_status(kind);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
-		if (rc->status != want || !dsn_wanted(rc, kind))
+		if (!dsn_reports(rc, kind))
 			continue;
 		size_t line = c->len;
 		buf_printf(c, "<%s>: ", rc->orig ? rc->orig : rc->addr);
@@ -390,7 +398,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	buf_printf(c, "Arrival-Date: %s\r\n", date);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
-		if (rc->status != want || !dsn_wanted(rc, kind))
+		if (!dsn_reports(rc, kind))
 			continue;
 		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
 		buf_printf(c, "\r\nFinal-Recipient: %s; ",
@@ -460,8 +468,6 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	const char *sep = memmem(original, len, "\r\n\r\n", 4);
 	if (sep)
 		hdr_end = (size_t)(sep - original) + 2;
-	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
-	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
 	size_t back = full ? len : hdr_end;
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
 		   full ? (u8 ? "message/global" : "message/rfc822")

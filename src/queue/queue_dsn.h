@@ -20,6 +20,11 @@ enum dsn_kind { DSN_FAILED, DSN_DELAYED, DSN_DELIVERED };
 const char *dsn_kind_name(enum dsn_kind kind);
 /* Nonzero if recipient rc wants a notice of this kind (NOTIFY, RFC 3461). */
 int dsn_wanted(const struct spool_rcpt *rc, enum dsn_kind kind);
+/*
+ * Nonzero if a notice of this kind reports rc: in the state it reports, asked
+ * for, and (a failure) not reported by an earlier bounce.
+ */
+int dsn_reports(const struct spool_rcpt *rc, enum dsn_kind kind);
 /* Nonzero if msg should get a notice of this kind at all. */
 int dsn_needed(const struct spool_msg *msg, enum dsn_kind kind);
 

@@ -16,6 +16,8 @@
  *                                   a peer without DSN, its success notice
  *                                   owed: written again at next; a later 'D'
  *                                   says it was written or given up
+ *   'X' idx                         recipient's failure reported in a bounce
+ *                                   (one written while others were queued)
  *
  * SECURITY: every length is checked against the bytes actually present;
  * numbers go through util_parse_u64; indexes are range-checked.
@@ -659,6 +661,12 @@ parse_state(char type, const char *p, size_t n, struct spool_msg *m)
 		rc->notice_owed = 0;
 		return 0;
 	}
+	if (type == SPOOL_REC_BOUNCED) {
+		if (rc->status != RCPT_FAILED)
+			return -1;
+		rc->bounced = 1;
+		return 0;
+	}
 	if (type == SPOOL_REC_FAILED) {
 		if (k != 4 || field_num(f[1], fl[1], &attempts) < 0)
 			return -1;
@@ -676,6 +684,7 @@ parse_state(char type, const char *p, size_t n, struct spool_msg *m)
 		return -1;
 	}
 	rc->attempts = (unsigned)attempts;
+	rc->bounced = 0;
 	free(rc->last_error);
 	free(rc->remote);
 	rc->last_error = field_str(reason, rlen);

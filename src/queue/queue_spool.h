@@ -37,7 +37,8 @@ struct buf;
 /*
  * 16 hex digits; a notice's adds "-b" (bounce), "-d" (delay) or "-s"
  * (success) and, for a success notice, its first recipient's index in up
- * to 4 hex digits (a message gets one per job that reports successes).
+ * to 4 hex digits (a message gets one per job that reports successes); so
+ * does a bounce after a message's first (recipients that failed later).
  */
 #define QUEUE_ID_LEN 22
 
@@ -70,6 +71,8 @@ struct spool_rcpt {
 	char *remote;		/* remote host that answered, if any */
 	int notice_owed;	/* delivered, but its success notice is still to be
 				 * written (at next_try); not final until it is */
+	int bounced;		/* failed, and reported in a bounce already (one
+				 * written while other recipients were still queued) */
 };
 
 struct spool_msg {
@@ -114,6 +117,7 @@ enum spool_rec {
 	SPOOL_REC_DEFERRED = 'T',
 	SPOOL_REC_WARNED = 'W',
 	SPOOL_REC_NOTICE_OWED = 'N',
+	SPOOL_REC_BOUNCED = 'X',
 };
 
 /* A fresh unique queue id (16 hex digits, time-ordered). */

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from test_delivery_edge import (start, peer, route_to, transaction, transaction_on,  # noqa: F401
-                                wait_for, queue_empty, stored_notice, make_populated,
+                                wait_for, queue_empty, queue_list, stored_notice, make_populated,
                                 populated_data, bounded)
 from test_smtp import Raw
 
@@ -471,3 +471,57 @@ def test_expanded_notice_that_cannot_be_written_is_tried_again(start):
     wait_for(lambda: success_reports(s, "carol@example.test"), what="the report")
     assert success_reports(s, "carol@example.test") == [("rfc822; team@example.test", "expanded")]
     assert qid
+
+
+# ---------------------------------------------------------------- a failure among deferrals
+
+def test_failure_is_bounced_while_another_recipient_is_still_deferred(start):
+    """alice fails for good at once (a loop, 5.4.6), carol is deferred
+    (over quota) until queue.max_age. The sender learns of alice's failure
+    now, not when carol's fate is known days later (as Postfix, which
+    bounces at the end of each delivery attempt); the report names alice
+    only. carol's later 5.4.7 report names carol only: no recipient is
+    reported twice, and the two notices have distinct ids."""
+    s = start({"queue.max_age": "8s", "queue.delay_warning": "0"})
+    s.add_user("carol@example.test", "carol-pw")
+    s.fill_mailbox("carol@example.test")
+    qid = transaction(s, "bob@example.test",
+                      [("alice@example.test", ""), ("carol@example.test", "")],
+                      loop_body("alice@example.test"))
+    s.wait_messages("bob@example.test", 1, timeout=5)
+    assert re.search(r"<carol@example\.test>\s+local\s+deferred", queue_list(s)), queue_list(s)
+    groups, body = ds_groups(stored_notice(s, "bob@example.test"))
+    assert [one(g, "Final-Recipient") for g in groups[1:]] == \
+        ["rfc822; alice@example.test"], body.decode()
+    assert one(groups[1], "Action") == "failed" and one(groups[1], "Status") == "5.4.6"
+
+    uids = s.wait_messages("bob@example.test", 2, timeout=20)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(1)
+    assert len(s.messages("bob@example.test")) == 2
+    groups, body = ds_groups(stored_notice(s, "bob@example.test", 2))
+    assert [one(g, "Final-Recipient") for g in groups[1:]] == \
+        ["rfc822; carol@example.test"], body.decode()
+    assert one(groups[1], "Status") == "5.4.7", body.decode()
+    ids = re.findall(r"notice id=(%s-b\S*) kind=bounce" % qid, s.log())
+    assert len(ids) == 2 and len(set(ids)) == 2, ids
+    assert len(uids) == 2
+
+
+def test_text_part_says_whether_the_message_or_its_header_comes_back(srv_plain):
+    """The human-readable part (RFC 3464 2: "a human readable explanation")
+    must not say the message is attached when only its header is
+    (RET=HDRS: text/rfc822-headers), and says it is when it is."""
+    s = srv_plain
+    for n, ret in enumerate(("HDRS", "FULL"), 1):
+        transaction(s, "bob@example.test", [("alice@example.test", "")],
+                    loop_body("alice@example.test", subject=ret), mail_opts=" RET=" + ret)
+        s.wait_messages("bob@example.test", n)
+        m, parts = report_parts(stored_notice(s, "bob@example.test", n))
+        text = parts[0].get_payload(decode=True).decode()
+        if ret == "HDRS":
+            assert parts[2].get_content_type() == "text/rfc822-headers"
+            assert "header is attached" in text and "It is attached" not in text, text
+        else:
+            assert parts[2].get_content_type() == "message/rfc822"
+            assert "It is attached" in text, text

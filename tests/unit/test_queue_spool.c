@@ -152,6 +152,36 @@ test_nonce_and_ids(void **state)
 	buf_free(&err);
 }
 
+/* 'X': a failed recipient reported by a bounce already; for any other one
+ * it is damage. */
+static void
+test_bounced(void **state)
+{
+	struct spool_msg m, got;
+	struct buf err = BUF_INIT(0);
+
+	(void)state;
+	make_msg(&m);
+	assert_int_equal(spool_write(NULL, dir, &m, "body\r\n", 6, 0, &err), 0);
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_FAILED, 0, 1, 0, "5.4.6 loop", NULL,
+					    &err), 0);
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_BOUNCED, 0, 0, 0, NULL, NULL, &err),
+			 0);
+	assert_int_equal(spool_load(dir, m.id, NULL, &got, NULL, &err), 0);
+	assert_int_equal(got.rcpts[0].status, RCPT_FAILED);
+	assert_int_equal(got.rcpts[0].bounced, 1);
+	assert_string_equal(got.rcpts[0].last_error, "5.4.6 loop");
+	assert_int_equal(got.rcpts[1].bounced, 0);
+	spool_msg_free(&got);
+
+	assert_int_equal(spool_append_state(dir, &m, SPOOL_REC_BOUNCED, 1, 0, 0, NULL, NULL, &err),
+			 0);
+	buf_reset(&err);
+	assert_int_equal(spool_load(dir, m.id, NULL, &got, NULL, &err), -1);
+	assert_non_null(strstr(buf_str(&err), "'X'"));
+	buf_free(&err);
+}
+
 /* A notice owed ('N') keeps the recipient delivered with its remote and
  * reason; a later 'D' settles it; an unknown record type is damage. */
 static void
@@ -793,6 +823,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notice_owed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_excl, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_patient_flush, setup, teardown),
