@@ -1,8 +1,9 @@
 /*
  * queue_dsn — see queue_dsn.h. The original message is attached whole
  * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
- * in a failure or delay notice, unless the caller asks for the header
- * only; otherwise only its header (text/rfc822-headers). A notice about an
+ * in a failure notice, unless the caller asks for the header only;
+ * otherwise, and in delay and success notices, only its header
+ * (text/rfc822-headers). A notice about an
  * SMTPUTF8 message uses RFC 6533's types instead:
  * message/global-delivery-status with utf-8 addresses, message/global or
  * message/global-headers.
@@ -348,8 +349,12 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		   u8 ? "utf-8" : "us-ascii");
 	buf_printf(c, "Content-Transfer-Encoding: %s\r\n\r\n", u8 ? "8bit" : "7bit");
 	buf_printf(c, "This is the mail system at %s.\r\n\r\n", hostname);
-	/* RET=FULL is for failures (RFC 3461 4.3): a success returns the header. */
-	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind != DSN_DELIVERED;
+	/*
+	 * RET=FULL is for failures (RFC 3461 4.3): a success or a delay notice
+	 * returns the header (as Postfix's delay warning does; the message is
+	 * still on its way, a copy says nothing more).
+	 */
+	int full = !msg->ret_hdrs && !hdrs_only && len <= DSN_FULL_MAX && kind == DSN_FAILED;
 	if (kind == DSN_FAILED) {
 		buf_printf(c,
 			   "Your message could not be delivered to one or more recipients.\r\n"

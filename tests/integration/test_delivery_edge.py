@@ -782,11 +782,18 @@ def test_delay_notice_and_expiry_report_follow_notify(start):
         raw = s.message("alice@example.test", u)
         head = b"Return-Path: <>\r\nDelivered-To: alice@example.test\r\n"
         assert raw.startswith(head), raw[:200]
-        _, blocks, _ = parse_report(raw[len(head):])
+        _, blocks, orig = parse_report(raw[len(head):])
         rcpts = final_recipients(blocks)
         actions = {field(b, "Action") for b in rcpts.values()}
         assert len(actions) == 1, actions
-        got[actions.pop()] = rcpts
+        action = actions.pop()
+        got[action] = rcpts
+        # The whole message comes back in a failure report only (RFC 3461
+        # 4.3); a delay notice has the header, as Postfix's has.
+        assert orig.get_content_type() == ("message/rfc822" if action == "failed"
+                                           else "text/rfc822-headers"), (action, raw)
+        assert b"Subject: stuck\r\n" in raw
+        assert (b"\r\n\r\nx\r\n" in raw) == (action == "failed"), (action, raw)
     assert sorted(got) == ["delayed", "failed"], got
     assert sorted(got["delayed"]) == ["both@example.test", "dflt@example.test",
                                       "dly@example.test"], got["delayed"]
