@@ -55,6 +55,7 @@ static const struct config_key config_keys[] = {
 	{"shutdown_grace", CT_DURATION, OFF(shutdown_grace), 0, 3600},
 	{"max_connections", CT_UINT, OFF(max_connections), 1, 1000000},
 	{"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), 1, 1000000},
+	{"max_connections_ipv6_prefix", CT_UINT, OFF(max_connections_ipv6_prefix), 1, 128},
 	{"workers", CT_UINT, OFF(workers), 1, 256},
 	{"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), 1024, (int64_t)1 << 31},
 	{"smtp.max_recipients", CT_UINT, OFF(smtp_max_recipients), 1, 100000},
@@ -97,6 +98,7 @@ config_defaults(struct config *cfg)
 	cfg->shutdown_grace = 10;
 	cfg->max_connections = 2000;
 	cfg->max_connections_per_ip = 50;
+	cfg->max_connections_ipv6_prefix = 64;
 	cfg->workers = 16;
 	cfg->tls_handshake_timeout = 60;
 	cfg->smtp_max_message_size = 25 * 1024 * 1024;

@@ -57,6 +57,7 @@ struct config {
 	int64_t shutdown_grace;		/* seconds */
 	int64_t max_connections;	/* per listener */
 	int64_t max_connections_per_ip;
+	int64_t max_connections_ipv6_prefix;	/* IPv6 clients counted per prefix */
 	int64_t workers;
 
 	/* SMTP server */

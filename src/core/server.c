@@ -52,7 +52,7 @@ struct listener {
 };
 
 struct ip_count {
-	char ip[INET6_ADDRSTRLEN];
+	char ip[UTIL_CLIENT_KEY_MAX];	/* util_client_key() */
 	unsigned n;
 	struct ip_count *next;
 };
@@ -179,7 +179,7 @@ conn_unlink(struct conn *c)
 		c->next->prev = c->prev;
 	srv->nconns--;
 	c->l->nconns--;
-	ip_decr(srv, c->peer_ip);
+	ip_decr(srv, c->ip_key);
 }
 
 /* The protocol's session ends here (once). */
@@ -462,6 +462,8 @@ on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, in
 	c->l = l;
 	c->started_ms = util_now_ms();
 	addr_to_text(sa, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+	util_client_key(sa, (unsigned)srv->cfg->max_connections_ipv6_prefix, c->ip_key,
+			sizeof(c->ip_key));
 	/* TCP_NODELAY comes from the listening socket. */
 
 	c->next = srv->conns;
@@ -470,7 +472,7 @@ on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, in
 	srv->conns = c;
 	srv->nconns++;
 	l->nconns++;
-	unsigned per_ip = ip_incr(srv, c->peer_ip);
+	unsigned per_ip = ip_incr(srv, c->ip_key);
 
 	if (is_implicit_tls(l->kind)) {
 		c->ssl = tls_server_ssl();
@@ -493,8 +495,11 @@ on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *sa, in
 	}
 	if (l->nconns > (unsigned)srv->cfg->max_connections ||
 	    per_ip > (unsigned)srv->cfg->max_connections_per_ip) {
-		log_msg(LL_WARN, c->id, "too many connections: listener=%s client=%s listener_conns=%u ip_conns=%u",
-			l->addr, c->peer_ip, l->nconns, per_ip);
+		log_msg(LL_WARN, c->id,
+			"too many connections: listener=%s client=%s listener_conns=%u ip_conns=%u%s%s",
+			l->addr, c->peer_ip, l->nconns, per_ip,
+			strcmp(c->ip_key, c->peer_ip) != 0 ? " counted_as=" : "",
+			strcmp(c->ip_key, c->peer_ip) != 0 ? c->ip_key : "");
 		bufferevent_write(c->bev, ops->busy_reply, strlen(ops->busy_reply));
 		c->no_linger = 1; /* shed the load at once */
 		conn_finish(c);

@@ -23,6 +23,7 @@
 #include <openssl/ssl.h>
 
 #include "core/config.h"
+#include "core/util.h"
 
 struct event_base;
 struct event;
@@ -50,6 +51,7 @@ struct conn {
 	SSL *ssl;			/* set once TLS is started */
 	int tls;			/* 1 once TLS is on */
 	char peer_ip[INET6_ADDRSTRLEN];
+	char ip_key[UTIL_CLIENT_KEY_MAX];	/* counted under (util_client_key) */
 	int peer_port;
 	int64_t started_ms;
 	void *proto;			/* the protocol's session */

@@ -8,6 +8,7 @@
 #include "core/util.h"
 #include "core/log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -466,4 +469,31 @@ util_rename_new(const char *from, const char *to)
 		return -1;
 	}
 	return rename(from, to);
+}
+
+void
+util_client_key(const struct sockaddr *sa, unsigned v6_prefix, char *out, size_t n)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, out, (socklen_t)n);
+		return;
+	}
+	if (sa->sa_family != AF_INET6) {
+		xsnprintf(out, n, "unknown");
+		return;
+	}
+	const struct sockaddr_in6 *s6 = (const void *)sa;
+	if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], out, (socklen_t)n);
+		return;
+	}
+	if (v6_prefix < 1 || v6_prefix > 128)
+		v6_prefix = 128;
+	struct in6_addr net = s6->sin6_addr;
+	for (unsigned bit = v6_prefix; bit < 128; bit++)
+		net.s6_addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+	char text[INET6_ADDRSTRLEN];
+	inet_ntop(AF_INET6, &net, text, sizeof(text));
+	xsnprintf(out, n, "%s/%u", text, v6_prefix);
 }

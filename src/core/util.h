@@ -88,4 +88,15 @@ void util_wipe(void *p, size_t n);
  */
 int util_rename_new(const char *from, const char *to);
 
+struct sockaddr;
+/*
+ * The name a client's connections are counted under (per-IP limits): an
+ * IPv4 address, or an IPv4-mapped IPv6 one, as itself; any other IPv6
+ * address cut to its first v6_prefix bits (1..128) and written "net/len",
+ * since one site holds a whole prefix (a /64 at least) and could otherwise
+ * take a new address for each connection. n: UTIL_CLIENT_KEY_MAX.
+ */
+#define UTIL_CLIENT_KEY_MAX 64
+void util_client_key(const struct sockaddr *sa, unsigned v6_prefix, char *out, size_t n);
+
 #endif

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import client_tls
+from conftest import client_tls, free_port
 from test_smtp import (Raw, access_lines, bounded, make_populated, msg,  # noqa: F401
                        populated_data, queue_ids, smtp, split_stored, stored_one, submission,
                        surat, wait_queue_empty)
@@ -906,6 +906,58 @@ def test_per_ip_connection_cap(make_populated):
     assert e.reply()[0] == 220
     for x in (b, e):
         x.close()
+
+
+def v6_reply(port):
+    """Connect over ::1 and read the greeting: (code, text lines, socket)."""
+    c = socket.create_connection(("::1", port), timeout=10)
+    data = b""
+    while not re.search(rb"(?m)^\d{3} [^\r\n]*\r\n", data):
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    lines = data.decode().splitlines()
+    return int(lines[-1][:3]), [l[4:] for l in lines], c
+
+
+@pytest.mark.parametrize("prefix,key", [("64", "::/64"), ("128", "::1/128")])
+def test_per_ip_cap_counts_an_ipv6_client_by_its_prefix(make_populated, prefix, key):
+    """An IPv6 client is counted under its max_connections_ipv6_prefix (one
+    site holds a whole /64 and could take an address per connection). Over
+    ::1, the one IPv6 loopback address, the cap holds as for IPv4 and the
+    warning names what the client was counted as."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    p6 = free_port()
+    try:
+        socket.create_connection(("::1", 9), timeout=1).close()
+    except ConnectionRefusedError:
+        pass
+    except OSError as e:
+        pytest.skip("::1 unusable here: %s" % e)
+    s = make_populated(extra={"max_connections_per_ip": "2",
+                              "max_connections_ipv6_prefix": prefix})
+    with open(s.conf, "a") as f:
+        f.write("listen.smtp = 127.0.0.1:%d, [::1]:%d\n" % (s.port("smtp"), p6))
+    s.stop()
+    s.start()
+    held = []
+    for _ in range(2):
+        code, t, c = v6_reply(p6)
+        assert code == 220, t
+        held.append(c)
+    code, t, c = v6_reply(p6)
+    assert code == 421 and t[-1].startswith("4.7.0"), (code, t)
+    c.close()
+    assert re.search(r"too many connections: listener=\[::1\]:%d client=::1 .*"
+                     r"counted_as=%s" % (p6, re.escape(key)), s.log()), s.log()[-2000:]
+    # IPv4 is counted apart: 127.0.0.1 still has its own two.
+    r = Raw(s.port("smtp"))
+    assert r.reply()[0] == 220
+    r.close()
+    for c in held:
+        c.close()
 
 
 def greeted_once_a_slot_is_free(s, wait=10):

@@ -1,10 +1,15 @@
-/* Unit tests for core/util: the CRC-32 the spool checksums with. */
+/* Unit tests for core/util: the CRC-32 the spool checksums with, and the
+ * key clients are counted under for the per-IP connection limit. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -58,12 +63,55 @@ test_crc32_matches_definition(void **state)
 			}
 }
 
+static const char *
+key_of(const char *ip, unsigned prefix)
+{
+	static char out[UTIL_CLIENT_KEY_MAX];
+	struct sockaddr_in s4 = {.sin_family = AF_INET};
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+
+	if (inet_pton(AF_INET, ip, &s4.sin_addr) == 1)
+		util_client_key((struct sockaddr *)&s4, prefix, out, sizeof(out));
+	else if (inet_pton(AF_INET6, ip, &s6.sin6_addr) == 1)
+		util_client_key((struct sockaddr *)&s6, prefix, out, sizeof(out));
+	else
+		fail_msg("bad test address %s", ip);
+	return out;
+}
+
+/* IPv4 as itself; IPv6 by its prefix, so that one site's many addresses count as one. */
+static void
+test_client_key(void **state)
+{
+	(void)state;
+	assert_string_equal(key_of("192.0.2.7", 64), "192.0.2.7");
+	assert_string_equal(key_of("::ffff:192.0.2.7", 64), "192.0.2.7");
+	assert_string_equal(key_of("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64), "2001:db8:1:2::/64");
+	assert_string_equal(key_of("2001:db8:1:2::1", 64), key_of("2001:db8:1:2:ffff::9", 64));
+	assert_string_not_equal(key_of("2001:db8:1:2::1", 64), "2001:db8:1:3::/64");
+	assert_string_equal(key_of("2001:db8:1:3::1", 64), "2001:db8:1:3::/64");
+	assert_string_equal(key_of("::1", 128), "::1/128");
+	assert_string_equal(key_of("::1", 64), "::/64");
+	/* Cut inside a byte. */
+	assert_string_equal(key_of("2001:db8:ffff::1", 36), "2001:db8:f000::/36");
+	assert_string_equal(key_of("2001:db8:1:2::1", 1), "::/1");
+	assert_string_equal(key_of("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 84),
+			    "ffff:ffff:ffff:ffff:ffff:f000::/84");
+	/* Out of range: the whole address. */
+	assert_string_equal(key_of("2001:db8::5", 0), "2001:db8::5/128");
+	struct sockaddr un = {.sa_family = AF_UNIX};
+	char out[UTIL_CLIENT_KEY_MAX];
+	util_client_key(&un, 64, out, sizeof(out));
+	assert_string_equal(out, "unknown");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_crc32_check_value),
 	    cmocka_unit_test(test_crc32_matches_definition),
+	    cmocka_unit_test(test_client_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
