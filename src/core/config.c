@@ -63,6 +63,7 @@ static const struct config_key config_keys[] = {
 	{"smtp.max_junk_commands", CT_UINT, OFF(smtp_max_junk), 0, 1000000},
 	{"smtp.command_timeout", CT_DURATION, OFF(smtp_cmd_timeout), 1, 86400},
 	{"smtp.data_timeout", CT_DURATION, OFF(smtp_data_timeout), 1, 86400},
+	{"smtp.min_data_rate", CT_SIZE, OFF(smtp_min_data_rate), 0, (int64_t)1 << 30},
 	{"smtp.max_hops", CT_UINT, OFF(smtp_max_hops), 1, 1000},
 	{"auth.fail_delay", CT_DURATION, OFF(auth_fail_delay), 0, 60},
 	{"user.quota", CT_SIZE, OFF(user_quota), 0, INT64_MAX},
@@ -107,6 +108,7 @@ config_defaults(struct config *cfg)
 	cfg->smtp_max_junk = 100;
 	cfg->smtp_cmd_timeout = 300;
 	cfg->smtp_data_timeout = 600;
+	cfg->smtp_min_data_rate = 500;
 	cfg->smtp_max_hops = 100;
 	cfg->auth_fail_delay = 2;
 	cfg->user_quota = 0;

@@ -130,6 +130,13 @@ struct smtp_sess {
 	int bdat_last;
 	enum smtp_state bdat_return;	/* where a non-LAST chunk leaves us */
 	int64_t txn_ms;
+	/*
+	 * The request being waited for (a command line, or DATA or a BDAT
+	 * chunk) began at phase_ms, phase_bytes of content since: the idle
+	 * timeouts restart at every byte, these deadlines do not.
+	 */
+	int64_t phase_ms;
+	uint64_t phase_bytes;
 	/* AUTH */
 	enum auth_step auth_step;
 	char auth_user[256];
@@ -546,6 +553,37 @@ smtp_timeouts(struct smtp_sess *s)
 								  : cfg->smtp_cmd_timeout;
 	struct timeval tv = {t, 0};
 	bufferevent_set_timeouts(s->c->bev, &tv, &tv);
+	s->phase_ms = util_mono_ms();
+	s->phase_bytes = 0;
+}
+
+/*
+ * Whether the client is past its deadline: a command line must be complete
+ * within smtp.command_timeout of the end of the one before, and DATA (or a
+ * BDAT chunk) within smtp.data_timeout plus one second per
+ * smtp.min_data_rate octets received (Postfix's per-request deadlines). A
+ * client that sends a byte just inside each idle timeout would otherwise
+ * hold its connection for days. Only checked while part of a request has
+ * come: a client that sends nothing meets the idle timeout.
+ */
+static int
+smtp_past_deadline(struct smtp_sess *s, const char **what)
+{
+	const struct config *cfg = s->srv->cfg;
+	int64_t spent = util_mono_ms() - s->phase_ms;
+
+	if (s->state == ST_DATA || s->state == ST_BDAT) {
+		*what = "data";
+		if (cfg->smtp_min_data_rate <= 0)
+			return 0;
+		return spent > cfg->smtp_data_timeout * 1000 +
+				   (int64_t)(s->phase_bytes * 1000 / (uint64_t)cfg->smtp_min_data_rate);
+	}
+	*what = "command";
+	if (s->state == ST_WAIT || s->state == ST_QUIT ||
+	    evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0)
+		return 0;
+	return spent > cfg->smtp_cmd_timeout * 1000;
 }
 
 static void
@@ -1956,14 +1994,19 @@ smtp_process(struct smtp_sess *s)
 			return;
 		}
 		if (s->state == ST_DATA) {
+			size_t had = evbuffer_get_length(in);
 			smtp_feed(s, in);
+			s->phase_bytes += had - evbuffer_get_length(in);
 			if (s->state == ST_DATA)
 				return;
 			continue;
 		}
 		if (s->state == ST_BDAT) {
-			if (s->bdat_left > 0)
+			if (s->bdat_left > 0) {
+				size_t had = evbuffer_get_length(in);
 				smtp_feed(s, in);
+				s->phase_bytes += had - evbuffer_get_length(in);
+			}
 			if (s->bdat_left > 0)
 				return;
 			smtp_bdat_chunk_end(s);
@@ -2005,6 +2048,7 @@ smtp_process(struct smtp_sess *s)
 							: limit == AUTH_LINE_MAX;
 			evbuffer_drain(in, len + eol_len);
 			s->flags &= ~(F_DISCARD | F_DISCARD_AUTH);
+			s->phase_ms = util_mono_ms();
 			if (auth) {
 				/* RFC 4954 4: an AUTH line or a response, 500 5.5.6. */
 				if (s->state == ST_AUTH)
@@ -2023,12 +2067,28 @@ smtp_process(struct smtp_sess *s)
 		evbuffer_remove(in, line, len);
 		evbuffer_drain(in, eol_len);
 		line[len] = '\0';
+		s->phase_ms = util_mono_ms();	/* the next line's deadline runs from here */
 		if (s->state == ST_AUTH)
 			smtp_auth_line(s, line, len);
 		else
 			smtp_command(s, line, len);
 		util_wipe(line, len);
 	}
+}
+
+/* An idle timeout (deadline NULL) or a request's deadline passed: 421, close. */
+static void
+smtp_timed_out(struct smtp_sess *s, const char *deadline)
+{
+	smtp_reply(s, 421, "4.4.2", "%s Timeout, closing connection", s->srv->cfg->hostname);
+	if (deadline)
+		log_msg(LL_INFO, s->c->id, "%s deadline passed in state %s: %llu octets in %.1f s",
+			deadline, state_names[s->state], (unsigned long long)s->phase_bytes,
+			(double)(util_mono_ms() - s->phase_ms) / 1000);
+	else
+		log_msg(LL_INFO, s->c->id, "timeout in state %s", state_names[s->state]);
+	s->last_refusal = 421;
+	smtp_close(s);
 }
 
 static void
@@ -2042,6 +2102,9 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 		conn_read_more(c, SMTP_IN_MAX);
 	smtp_hold(s);
 	smtp_process(s);
+	const char *what;
+	if (!(s->flags & (F_OUT_WAIT | F_CLOSE_NOW)) && smtp_past_deadline(s, &what))
+		smtp_timed_out(s, what);
 	smtp_release(s);
 }
 
@@ -2079,11 +2142,7 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		smtp_hold(s);
-		smtp_reply(s, 421, "4.4.2", "%s Timeout, closing connection",
-			   s->srv->cfg->hostname);
-		log_msg(LL_INFO, c->id, "timeout in state %s", state_names[s->state]);
-		s->last_refusal = 421;
-		smtp_close(s);
+		smtp_timed_out(s, NULL);
 		smtp_release(s);
 	}
 }

@@ -1244,6 +1244,102 @@ def test_command_timeout_again_after_a_message(make_populated, end):
     assert r.closed()
 
 
+def dribble(r, data, every, limit):
+    """Send data a byte at a time, every `every` s, until the server answers
+    or `limit` s pass; returns the reply (None if it never came) and the
+    seconds it took."""
+    t0 = time.time()
+    r.sock.settimeout(every)
+    for i in range(len(data)):
+        if time.time() - t0 > limit:
+            break
+        try:
+            r.sock.sendall(data[i:i + 1])
+        except OSError:
+            break
+        try:
+            chunk = r.sock.recv(4096)
+        except socket.timeout:
+            continue
+        r.buf += chunk
+        break
+    r.sock.settimeout(10)
+    try:
+        return r.reply(), time.time() - t0
+    except (EOFError, OSError):
+        return None, time.time() - t0
+
+
+def test_dribbled_command_meets_a_deadline(make_populated):
+    """A command line sent a byte at a time, each inside smtp.command_timeout
+    (1 s), must still be whole within that time of the last command: 421
+    4.4.2, not a slot held for as long as the client likes."""
+    s = make_populated(extra={"smtp.command_timeout": "1s"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    got, took = dribble(r, b"MAIL FROM:<slow@remote.test>\r\n", 0.3, 8)
+    assert got and got[0] == 421 and got[1][-1].startswith("4.4.2"), got
+    assert 0.9 < took < 3, took
+    assert r.closed()
+    assert re.search(r"command deadline passed in state helo: 0 octets in 1\.\d s", s.log()), s.log()[-2000:]
+    # A whole line in one piece, however late within the idle timeout, is fine.
+    r = Raw(s.port("smtp"))
+    r.greet()
+    time.sleep(0.7)
+    r.expect("NOOP", 250)
+    time.sleep(0.7)
+    r.expect("QUIT", 221)
+
+
+def test_dribbled_data_meets_a_deadline(make_populated):
+    """DATA must keep up smtp.min_data_rate: done within smtp.data_timeout plus
+    a second per min_data_rate octets. A byte every 0.3 s (3 octets/s, under
+    10) is cut; 60 octets every 0.3 s (200/s) may take longer than the data
+    timeout and is taken; the transaction cut is logged with 421."""
+    s = make_populated(extra={"smtp.data_timeout": "1s", "smtp.min_data_rate": "10"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    got, took = dribble(r, b"Subject: slow\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n", 0.3, 10)
+    assert got and got[0] == 421 and got[1][-1].startswith("4.4.2"), got
+    assert 1 < took < 4, took
+    assert r.closed()
+    assert re.search(r"data deadline passed in state data: \d+ octets in \d\.\d s", s.log())
+    lines = [l for l in access_lines(s) if "result=421" in l]
+    assert lines, access_lines(s)
+
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    body = b"Subject: steady\r\n\r\n" + (b"y" * 58 + b"\r\n") * 8
+    t0 = time.time()
+    for i in range(0, len(body), 60):
+        r.send(body[i:i + 60])
+        time.sleep(0.3)
+    assert time.time() - t0 > 1.5
+    r.send(b".\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.expect("QUIT", 221)
+    stored_one(s, "alice@example.test")
+
+
+def test_min_data_rate_zero_keeps_only_the_idle_timeout(make_populated):
+    s = make_populated(extra={"smtp.data_timeout": "1s", "smtp.min_data_rate": "0"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    t0 = time.time()
+    for b in b"Subject: z\r\n\r\nabc\r\n":
+        r.send(bytes([b]))
+        time.sleep(0.15)
+    assert time.time() - t0 > 2
+    r.send(b".\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.close()
+
+
 def test_refused_transaction_logged(surat):
     with submission(surat) as c:
         code, _ = c.mail("ceo@bank.test")
