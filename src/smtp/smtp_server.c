@@ -580,8 +580,10 @@ smtp_past_deadline(struct smtp_sess *s, const char **what)
 				   (int64_t)(s->phase_bytes * 1000 / (uint64_t)cfg->smtp_min_data_rate);
 	}
 	*what = "command";
-	if (s->state == ST_WAIT || s->state == ST_QUIT ||
-	    evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0)
+	if (s->state == ST_WAIT || s->state == ST_QUIT)
+		return 0;
+	/* An overlong line being drained is a line still coming, too. */
+	if (evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0 && !(s->flags & F_DISCARD))
 		return 0;
 	return spent > cfg->smtp_cmd_timeout * 1000;
 }

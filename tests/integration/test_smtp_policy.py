@@ -1282,6 +1282,25 @@ def test_dribbled_command_meets_a_deadline(make_populated):
     assert 0.9 < took < 3, took
     assert r.closed()
     assert re.search(r"command deadline passed in state helo: 0 octets in 1\.\d s", s.log()), s.log()[-2000:]
+    # An endless line, sent fast: drained as overlong, and cut all the same.
+    r = Raw(s.port("smtp"))
+    r.greet()
+    t0 = time.time()
+    r.sock.settimeout(0.1)
+    while time.time() - t0 < 6:
+        try:
+            r.sock.sendall(b"X" * 2000)
+            chunk = r.sock.recv(4096)
+            r.buf += chunk
+            break
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    r.sock.settimeout(10)
+    c, t = r.reply()
+    assert c == 421 and t[-1].startswith("4.4.2"), (c, t)
+    assert time.time() - t0 < 4, time.time() - t0
     # A whole line in one piece, however late within the idle timeout, is fine.
     r = Raw(s.port("smtp"))
     r.greet()
