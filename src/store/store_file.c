@@ -10,7 +10,9 @@
  * exists it marks "maybe committed", so after a crash store_open() finds
  * every file whose commit is in doubt by listing tmp/ instead of walking
  * msg/. A writer holds flock() on its temp file so a concurrent sweeper
- * never takes a live write for a dead one. Deleting the marker needs no
+ * never takes a live write for a dead one (and checks, once it has the
+ * lock, that no sweeper removed the marker before it), so the first open
+ * after a crash removes what the crash left. Deleting the marker needs no
  * fsync: if it comes back after a crash the sweep sees the row and only
  * drops the marker again.
  *
@@ -34,7 +36,6 @@
 #include "core/log.h"
 
 #include <dirent.h>
-#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -154,6 +155,27 @@ store_file_write(struct store *st, const char *data, size_t len, struct store_fi
 				   strerror(errno));
 			goto fail;
 		}
+		/*
+		 * Between open() and flock() the marker was unlocked: a sweeper
+		 * may have taken it for a dead writer's and removed it. It
+		 * unlinks under the lock, so holding the lock now, a marker
+		 * that still has its name is ours for good; one without is
+		 * dropped for a new id.
+		 */
+		struct stat sb;
+		if (fstat(fd, &sb) < 0) {
+			store_fail(st, STORE_ERR_INTERNAL, "fstat(%s) failed: %s", tmp,
+				   strerror(errno));
+			goto fail;
+		}
+		if (sb.st_nlink == 0) {
+			close(fd);
+			if (tries == 8)
+				return store_fail(st, STORE_ERR_INTERNAL, "%s swept while made",
+						  tmp);
+			st->file_next = 0;
+			continue;
+		}
 		if (util_write_all(fd, data, len) < 0) {
 			store_fail(st, store_io_err(errno), "write(%s) failed: %s", tmp,
 				   strerror(errno));
@@ -258,8 +280,6 @@ store_file_known(struct store *st, int64_t id)
 	return rc;
 }
 
-#define STORE_SWEEP_MIN_AGE 120	/* seconds */
-
 void
 store_file_sweep_tmp(struct store *st)
 {
@@ -277,16 +297,13 @@ store_file_sweep_tmp(struct store *st)
 		if (fd < 0)
 			continue;
 		/*
-		 * A writer creates its file and only then locks it, so a fresh
-		 * unlocked file may be one being written right now: leave files
-		 * younger than STORE_SWEEP_MIN_AGE to a later sweep.
+		 * Locked: its writer is alive and will finish or abort on its
+		 * own. Unlocked: its writer died (a crash just before this
+		 * start, most often: swept now, not left for a later open),
+		 * or has just created it and not locked it yet; that one finds
+		 * its marker gone once it has the lock and starts over
+		 * (store_file_write), so taking it is safe.
 		 */
-		struct stat sb;
-		if (fstat(fd, &sb) < 0 || time(NULL) - sb.st_mtime < STORE_SWEEP_MIN_AGE) {
-			close(fd);
-			continue;
-		}
-		/* Locked: its writer is alive and will finish or abort on its own. */
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			close(fd);
 			continue;
