@@ -11,7 +11,8 @@
  * written. A message file is on stable storage before the index row that
  * names it commits; a crash in between leaves an orphan file that
  * store_open() (temp markers) or store_sweep() (full scan) removes, never a
- * row without its file.
+ * row without its file. A file freed by an expunge is marked the same way
+ * until it is unlinked, so a crash after the commit leaves no orphan either.
  *
  * Model (RFC 9051, RFC 7162): mailboxes have UIDVALIDITY, UIDNEXT and
  * HIGHESTMODSEQ; every change (append, flag change, expunge) takes the next

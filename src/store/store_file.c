@@ -16,6 +16,13 @@
  * fsync: if it comes back after a crash the sweep sees the row and only
  * drops the marker again.
  *
+ * Freeing is marked the same way: before the commit that drops a file's
+ * last row (an expunge, a mailbox deleted), the file is linked back to
+ * tmp/<name>; after it, the file and then the marker are unlinked. A crash
+ * in between leaves a marker whose row is gone, and the sweep removes the
+ * file; one before the commit leaves a row, and it drops only the marker.
+ * No lock is needed: the row says which, before the commit and after.
+ *
  * A file's name is its files.id (63 bits) in 16 hex digits, so the index
  * needs no separate name column or index to find a file's row. Ids come in
  * runs: a random start with its low 16 bits 0, then the next ones in order,
@@ -251,6 +258,21 @@ store_file_leave(struct store *st, struct store_file *f)
 }
 
 void
+store_file_mark_dead(struct store *st, const struct store_names *names)
+{
+	char path[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
+
+	for (size_t i = 0; i < names->n; i++) {
+		if (store_file_path(st, names->v[i], path, sizeof(path)) < 0 ||
+		    store_file_tmp_path(st, names->v[i], tmp, sizeof(tmp)) < 0)
+			continue;
+		/* Without it only a crash in the window leaves an orphan: go on. */
+		if (link(path, tmp) < 0 && errno != EEXIST && errno != ENOENT)
+			log_warn("store: link(%s, %s) failed: %s", path, tmp, strerror(errno));
+	}
+}
+
+void
 store_file_unlink(struct store *st, const struct store_names *names)
 {
 	char path[STORE_PATH_MAX];
@@ -258,8 +280,13 @@ store_file_unlink(struct store *st, const struct store_names *names)
 	for (size_t i = 0; i < names->n; i++) {
 		if (store_file_path(st, names->v[i], path, sizeof(path)) < 0)
 			continue;
-		/* A failure only leaves an orphan for store_sweep(). */
-		if (unlink(path) < 0 && errno != ENOENT)
+		/* A failure keeps the marker: the next open's sweep tries again. */
+		if (unlink(path) < 0 && errno != ENOENT) {
+			log_warn("store: unlink(%s) failed: %s", path, strerror(errno));
+			continue;
+		}
+		if (store_file_tmp_path(st, names->v[i], path, sizeof(path)) == 0 &&
+		    unlink(path) < 0 && errno != ENOENT)
 			log_warn("store: unlink(%s) failed: %s", path, strerror(errno));
 	}
 }

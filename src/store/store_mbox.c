@@ -230,6 +230,7 @@ store_mailbox_delete(struct store *st, const char *raw)
 	/* RFC 9051 §6.3.5: inferiors survive; their superior stays as \Noselect. */
 	if (store_mbox_exec_id(st, children ? SQL_MBOX_NOSELECT : SQL_MBOX_DELETE, row.id) < 0)
 		goto fail;
+	store_file_mark_dead(st, &names);
 	if (store_commit(st) < 0) {
 		store_names_free(&names);
 		return -1;

@@ -1050,6 +1050,7 @@ store_expunge(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		    store_remove_msgs(st, mb.id, &del, modseq, &names) < 0)
 			goto fail;
 	}
+	store_file_mark_dead(st, &names);
 	if (store_commit(st) < 0)
 		goto fail;
 	store_file_unlink(st, &names);

@@ -210,7 +210,16 @@ void store_file_abort(struct store *st, struct store_file *f);
  * drop only the lock; the next sweep looks the row up and decides.
  */
 void store_file_leave(struct store *st, struct store_file *f);
-/* Unlink committed-away message files (after the transaction that dropped their rows). */
+/*
+ * Before the commit of a transaction that frees files (an expunge, a
+ * mailbox deleted): link each back into tmp/ as a marker, as a write has
+ * one. A crash between that commit and store_file_unlink() then leaves them
+ * to the next open's sweep, which removes a file whose row is gone and
+ * only the marker of one still named (a rollback). Best effort.
+ */
+void store_file_mark_dead(struct store *st, const struct store_names *names);
+/* Unlink committed-away message files (after the transaction that dropped
+ * their rows), then their markers. */
 void store_file_unlink(struct store *st, const struct store_names *names);
 /* Path of message file id into out; 0 or -1 when it does not fit. */
 int store_file_path(const struct store *st, int64_t id, char *out, size_t outlen);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <linux/fs.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -1190,6 +1192,68 @@ list_files(const char *root, char names[][17], size_t max)
 	return n;
 }
 
+/* Set or clear FS_IMMUTABLE_FL on path: 0, or -1 where the file system or
+ * the user cannot (the caller skips). */
+static int
+set_immutable(const char *path, int on)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY);
+	int fl, rc = -1;
+
+	if (fd < 0)
+		return -1;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &fl) == 0) {
+		fl = on ? fl | FS_IMMUTABLE_FL : fl & ~FS_IMMUTABLE_FL;
+		rc = ioctl(fd, FS_IOC_SETFLAGS, &fl);
+	}
+	close(fd);
+	return rc;
+}
+
+/*
+ * An expunge whose commit is done but whose files are not unlinked (here:
+ * their directory refuses it; a crash in that window does the same) leaves
+ * them marked in tmp/: the next open removes them, not a full scan only.
+ */
+static void
+test_expunged_files_left_behind_are_swept(void **state)
+{
+	struct fixture *fx = *state;
+	char root[256], dir[512];
+	uint32_t *uids = NULL;
+	size_t n = 0;
+
+	deliver(fx->st, NULL, msg1, NULL);
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+	char names[4][17];
+	assert_int_equal(list_files(root, names, 4), 1);
+	xsnprintf(dir, sizeof(dir), "%s/msg/%.2s", root, names[0]);
+	if (set_immutable(dir, 1) < 0)
+		skip();
+	struct store_range all = {1, UINT32_MAX};
+	int rc = store_expunge(fx->st, "INBOX", 0, &all, 1, STORE_EXPUNGE_FORCE, &uids, &n, NULL);
+	set_immutable(dir, 0);
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, 1);
+	free(uids);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);	/* left behind */
+	assert_int_equal(count_files(fx->dir, "tmp"), 1);	/* and marked */
+	store_close(&fx->st);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(count_files(fx->dir, "msg"), 0);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+
+	/* An expunge that goes through leaves neither file nor marker. */
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(store_expunge(fx->st, "INBOX", 0, &all, 1, STORE_EXPUNGE_FORCE, &uids,
+				       &n, NULL),
+			 0);
+	free(uids);
+	assert_int_equal(count_files(fx->dir, "msg"), 0);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+}
+
 /*
  * Message file ids come in runs: one handle's deliveries get consecutive ids
  * (neighbouring rows, one directory). An id whose file exists already (a
@@ -1764,6 +1828,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_expunged_files_left_behind_are_swept, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_during_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
