@@ -1343,6 +1343,32 @@ def test_dribbled_data_meets_a_deadline(make_populated):
     stored_one(s, "alice@example.test")
 
 
+def test_steady_data_over_tls_outlives_the_data_timeout(make_populated):
+    """Over TLS too, DATA that keeps up smtp.min_data_rate may take longer than
+    smtp.data_timeout: the server writes nothing meanwhile, and that is no
+    stalled client (libevent's TLS filter runs a write timer with nothing
+    to write)."""
+    s = make_populated(extra={"smtp.data_timeout": "1s", "smtp.min_data_rate": "10"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    body = b"Subject: steady tls\r\n\r\n" + (b"y" * 58 + b"\r\n") * 8
+    t0 = time.time()
+    for i in range(0, len(body), 60):
+        r.send(body[i:i + 60])
+        time.sleep(0.3)
+    assert time.time() - t0 > 1.5
+    r.send(b".\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.expect("QUIT", 221)
+    stored_one(s, "alice@example.test")
+
+
 def test_min_data_rate_zero_keeps_only_the_idle_timeout(make_populated):
     s = make_populated(extra={"smtp.data_timeout": "1s", "smtp.min_data_rate": "0"})
     r = rcpt_session(s)
