@@ -580,7 +580,8 @@ smtp_timeouts(struct smtp_sess *s)
 
 /*
  * Whether the client is past its deadline: a command line must be complete
- * within smtp.command_timeout of the end of the one before, and DATA (or a
+ * within smtp.command_timeout of the end of the one before (or of our answer
+ * to it, when a job made that late: smtp_resume), and DATA (or a
  * BDAT chunk) within smtp.data_timeout plus one second per
  * smtp.min_data_rate octets received (Postfix's per-request deadlines). A
  * client that sends a byte just inside each idle timeout would otherwise
@@ -710,6 +711,9 @@ smtp_resume(struct smtp_sess *s)
 	/* Continue with pipelined input once a job's reply has been written. */
 	bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
 	smtp_idle_timeouts(s);
+	/* The time we took to answer is not the client's: the next line's
+	 * deadline runs from here (a line pipelined meanwhile resets it too). */
+	s->phase_ms = util_mono_ms();
 	smtp_process(s);
 }
 
