@@ -545,21 +545,43 @@ smtp_ext(const struct smtp_sess *s)
 	       (auth_allowed(s) ? SMTP_EXT_AUTH : 0);
 }
 
+/* The idle timeouts of the state we are in (armed as libevent sees fit). */
 static void
-smtp_timeouts(struct smtp_sess *s)
+smtp_idle_timeouts(struct smtp_sess *s)
 {
 	const struct config *cfg = s->srv->cfg;
 	int64_t t = (s->state == ST_DATA || s->state == ST_BDAT) ? cfg->smtp_data_timeout
 								  : cfg->smtp_cmd_timeout;
 	struct timeval tv = {t, 0};
 	bufferevent_set_timeouts(s->c->bev, &tv, &tv);
+}
+
+/*
+ * A worker (or the AUTH delay) has the session: no input until smtp_resume(),
+ * and no idle timeouts either, since the wait is ours, not the client's.
+ * (Over TLS libevent's filter fires them even with reading off, and a
+ * timeout that closed the session would free it under the job.)
+ */
+static void
+smtp_wait(struct smtp_sess *s)
+{
+	smtp_set_state(s, ST_WAIT);
+	bufferevent_disable(s->c->bev, EV_READ);
+	bufferevent_set_timeouts(s->c->bev, NULL, NULL);
+}
+
+static void
+smtp_timeouts(struct smtp_sess *s)
+{
+	smtp_idle_timeouts(s);
 	s->phase_ms = util_mono_ms();
 	s->phase_bytes = 0;
 }
 
 /*
  * Whether the client is past its deadline: a command line must be complete
- * within smtp.command_timeout of the end of the one before, and DATA (or a
+ * within smtp.command_timeout of the end of the one before (or of our answer
+ * to it, when a job made that late: smtp_resume), and DATA (or a
  * BDAT chunk) within smtp.data_timeout plus one second per
  * smtp.min_data_rate octets received (Postfix's per-request deadlines). A
  * client that sends a byte just inside each idle timeout would otherwise
@@ -687,7 +709,11 @@ static void
 smtp_resume(struct smtp_sess *s)
 {
 	/* Continue with pipelined input once a job's reply has been written. */
-	bufferevent_enable(s->c->bev, EV_READ);
+	bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
+	smtp_idle_timeouts(s);
+	/* The time we took to answer is not the client's: the next line's
+	 * deadline runs from here (a line pipelined meanwhile resets it too). */
+	s->phase_ms = util_mono_ms();
 	smtp_process(s);
 }
 
@@ -814,8 +840,7 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 	if (j->hash == NULL)
 		j->hash = xstrdup("$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4");
 	xsnprintf(j->pass, sizeof(j->pass), "%s", pass);
-	smtp_set_state(s, ST_WAIT);
-	bufferevent_disable(s->c->bev, EV_READ);
+	smtp_wait(s);
 	worker_submit(s->srv->auth_pool, auth_work, auth_done, j);
 }
 
@@ -1310,8 +1335,7 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 			j->back = s->state;
 			j->data_dir = xstrdup(cfg->data_dir);
 			j->size = s->mail.has_size ? s->mail.size : 0;
-			smtp_set_state(s, ST_WAIT);
-			bufferevent_disable(s->c->bev, EV_READ);
+			smtp_wait(s);
 			worker_submit(s->srv->pool, quota_work, quota_done, j);
 			return;
 		}
@@ -1871,8 +1895,7 @@ smtp_message_done(struct smtp_sess *s)
 		smtp_queued(s, err.len == 0 ? id : NULL, buf_str(&err));
 	} else {
 		/* queue_done() comes from the loop, after we return. */
-		smtp_set_state(s, ST_WAIT);
-		bufferevent_disable(s->c->bev, EV_READ);
+		smtp_wait(s);
 	}
 	buf_free(&err);
 	free(m.rcpts);
@@ -2143,6 +2166,23 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
+		/*
+		 * Not a client gone quiet: a write timeout with nothing to write
+		 * (libevent's TLS filter restarts its write timer after every
+		 * write, output or not, so it ran out in any DATA longer than
+		 * smtp.data_timeout, where we write nothing). Undo what the
+		 * timeout disabled; the timers as they should be.
+		 */
+		if ((what & BEV_EVENT_WRITING) &&
+		    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+			bufferevent_enable(bev, EV_WRITE);
+			smtp_idle_timeouts(s);
+			return;
+		}
+		/* Never while a job has the session (smtp_wait() stops the
+		 * timers): closing would free it under the job. */
+		if (s->state == ST_WAIT)
+			return;	/* smtp_resume() enables again */
 		smtp_hold(s);
 		smtp_timed_out(s, NULL);
 		smtp_release(s);

@@ -1310,6 +1310,31 @@ def test_dribbled_command_meets_a_deadline(make_populated):
     r.expect("QUIT", 221)
 
 
+def test_command_deadline_runs_from_our_answer(make_populated):
+    """The time the server takes to answer is not the client's: a failed AUTH
+    answered after auth.fail_delay (2 s, past smtp.command_timeout of 1 s),
+    then the next command in two pieces, the first at once. The client was
+    never slow: no idle timeout while we wait (over TLS libevent fired one,
+    and the session closed under its AUTH delay leaked the job), and the
+    next line's deadline runs from our answer, not from the AUTH line."""
+    s = make_populated(extra={"smtp.command_timeout": "1s", "auth.fail_delay": "2s"})
+    r = Raw(s.port("submission"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    ir = base64.b64encode(b"\0alice@example.test\0wrong").decode()
+    t0 = time.time()
+    r.expect("AUTH PLAIN " + ir, 535, "5.7.8")
+    assert time.time() - t0 > 1.5
+    r.send(b"NO")
+    time.sleep(0.3)
+    r.send(b"OP\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.expect("QUIT", 221)
+    assert "deadline passed" not in s.log() and "timeout in state" not in s.log()
+
+
 def test_dribbled_data_meets_a_deadline(make_populated):
     """DATA must keep up smtp.min_data_rate: done within smtp.data_timeout plus
     a second per min_data_rate octets. A byte every 0.3 s (3 octets/s, under
@@ -1331,6 +1356,32 @@ def test_dribbled_data_meets_a_deadline(make_populated):
     r.expect("RCPT TO:<alice@example.test>", 250)
     r.expect("DATA", 354)
     body = b"Subject: steady\r\n\r\n" + (b"y" * 58 + b"\r\n") * 8
+    t0 = time.time()
+    for i in range(0, len(body), 60):
+        r.send(body[i:i + 60])
+        time.sleep(0.3)
+    assert time.time() - t0 > 1.5
+    r.send(b".\r\n")
+    c, t = r.reply()
+    assert c == 250, (c, t)
+    r.expect("QUIT", 221)
+    stored_one(s, "alice@example.test")
+
+
+def test_steady_data_over_tls_outlives_the_data_timeout(make_populated):
+    """Over TLS too, DATA that keeps up smtp.min_data_rate may take longer than
+    smtp.data_timeout: the server writes nothing meanwhile, and that is no
+    stalled client (libevent's TLS filter runs a write timer with nothing
+    to write)."""
+    s = make_populated(extra={"smtp.data_timeout": "1s", "smtp.min_data_rate": "10"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    body = b"Subject: steady tls\r\n\r\n" + (b"y" * 58 + b"\r\n") * 8
     t0 = time.time()
     for i in range(0, len(body), 60):
         r.send(body[i:i + 60])

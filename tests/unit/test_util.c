@@ -87,7 +87,9 @@ test_client_key(void **state)
 	assert_string_equal(key_of("192.0.2.7", 64), "192.0.2.7");
 	assert_string_equal(key_of("::ffff:192.0.2.7", 64), "192.0.2.7");
 	assert_string_equal(key_of("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64), "2001:db8:1:2::/64");
-	assert_string_equal(key_of("2001:db8:1:2::1", 64), key_of("2001:db8:1:2:ffff::9", 64));
+	/* (key_of() returns one static buffer: compare with literals.) */
+	assert_string_equal(key_of("2001:db8:1:2:ffff::9", 64), "2001:db8:1:2::/64");
+	assert_string_equal(key_of("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
 	assert_string_not_equal(key_of("2001:db8:1:2::1", 64), "2001:db8:1:3::/64");
 	assert_string_equal(key_of("2001:db8:1:3::1", 64), "2001:db8:1:3::/64");
 	assert_string_equal(key_of("::1", 128), "::1/128");
