@@ -708,8 +708,13 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 static void
 smtp_resume(struct smtp_sess *s)
 {
-	/* Continue with pipelined input once a job's reply has been written. */
-	bufferevent_enable(s->c->bev, EV_READ | EV_WRITE);
+	/*
+	 * Continue with pipelined input once a job's reply has been written.
+	 * EV_WRITE as smtp_set_callbacks() has it: for TLS only (enabled on a
+	 * plain socket with nothing to write it costs two epoll changes and a
+	 * wake-up per message).
+	 */
+	bufferevent_enable(s->c->bev, s->c->tls ? EV_READ | EV_WRITE : EV_READ);
 	smtp_idle_timeouts(s);
 	/* The time we took to answer is not the client's: the next line's
 	 * deadline runs from here (a line pipelined meanwhile resets it too). */
