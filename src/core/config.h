@@ -69,7 +69,7 @@ struct config {
 	int64_t smtp_data_timeout;
 	int64_t smtp_min_data_rate;	/* octets/s DATA and BDAT must keep up; 0: none */
 	int64_t smtp_max_hops;
-	int64_t auth_fail_delay;	/* milliseconds */
+	int64_t auth_fail_delay;	/* seconds (a CT_DURATION, as every duration here) */
 
 	/* Accounts */
 	int64_t user_quota;		/* bytes; 0: unlimited */
