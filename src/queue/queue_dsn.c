@@ -3,10 +3,9 @@
  * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
  * in a failure notice, unless the caller asks for the header only;
  * otherwise, and in delay and success notices, only its header
- * (text/rfc822-headers). A notice about an
- * SMTPUTF8 message uses RFC 6533's types instead:
- * message/global-delivery-status with utf-8 addresses, message/global or
- * message/global-headers.
+ * (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
+ * 6533's types instead: message/global-delivery-status with utf-8
+ * addresses, message/global or message/global-headers.
  *
  * SECURITY: peer text is sanitised by dsn_clean() before it is written.
  */
