@@ -149,21 +149,13 @@ server_register(struct server *srv, enum listen_kind kind, const struct proto_op
 static void
 addr_to_text(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
 {
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
-			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip, (socklen_t)iplen);
-		else
-			inet_ntop(AF_INET6, &s6->sin6_addr, ip, (socklen_t)iplen);
-		*port = ntohs(s6->sin6_port);
-	} else if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
-		*port = ntohs(s4->sin_port);
-	} else {
-		xsnprintf(ip, iplen, "unknown");
+	util_addr_text(sa, ip, iplen);
+	if (sa->sa_family == AF_INET6)
+		*port = ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+	else if (sa->sa_family == AF_INET)
+		*port = ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+	else
 		*port = 0;
-	}
 }
 
 static void

@@ -472,28 +472,37 @@ util_rename_new(const char *from, const char *to)
 }
 
 void
-util_client_key(const struct sockaddr *sa, unsigned v6_prefix, char *out, size_t n)
+util_addr_text(const struct sockaddr *sa, char *out, size_t n)
 {
 	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, out, (socklen_t)n);
-		return;
-	}
-	if (sa->sa_family != AF_INET6) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+			  (socklen_t)n);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a6))
+			inet_ntop(AF_INET, &a6->s6_addr[12], out, (socklen_t)n);
+		else
+			inet_ntop(AF_INET6, a6, out, (socklen_t)n);
+	} else {
 		xsnprintf(out, n, "unknown");
-		return;
 	}
+}
+
+void
+util_client_key(const struct sockaddr *sa, unsigned v6_prefix, char *out, size_t n)
+{
 	const struct sockaddr_in6 *s6 = (const void *)sa;
-	if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-		inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], out, (socklen_t)n);
+
+	if (sa->sa_family != AF_INET6 || IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		util_addr_text(sa, out, n);
 		return;
 	}
 	if (v6_prefix < 1 || v6_prefix > 128)
 		v6_prefix = 128;
-	struct in6_addr net = s6->sin6_addr;
+	struct sockaddr_in6 net = *s6;
 	for (unsigned bit = v6_prefix; bit < 128; bit++)
-		net.s6_addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+		net.sin6_addr.s6_addr[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
 	char text[INET6_ADDRSTRLEN];
-	inet_ntop(AF_INET6, &net, text, sizeof(text));
+	util_addr_text((const struct sockaddr *)&net, text, sizeof(text));
 	xsnprintf(out, n, "%s/%u", text, v6_prefix);
 }

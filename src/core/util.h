@@ -90,6 +90,12 @@ int util_rename_new(const char *from, const char *to);
 
 struct sockaddr;
 /*
+ * An address as text: IPv4, and IPv4-mapped IPv6, dotted; other IPv6 as
+ * inet_ntop writes it (one spelling per address, so texts compare as the
+ * addresses do); "unknown" for other families. n: INET6_ADDRSTRLEN at least.
+ */
+void util_addr_text(const struct sockaddr *sa, char *out, size_t n);
+/*
  * The name a client's connections are counted under (per-IP limits): an
  * IPv4 address, or an IPv4-mapped IPv6 one, as itself; any other IPv6
  * address cut to its first v6_prefix bits (1..128) and written "net/len",

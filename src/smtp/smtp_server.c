@@ -1093,42 +1093,13 @@ smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 	xsnprintf(addr, n, "postmaster@%s", host);
 }
 
-/* An IP address as compared: IPv4-mapped IPv6 addresses as IPv4. */
-struct own_addr {
-	int af;
-	unsigned char a[16];
-};
-
-static int
-own_addr_set(struct own_addr *o, const struct sockaddr *sa)
-{
-	memset(o, 0, sizeof(*o));
-	if (sa == NULL)
-		return -1;
-	if (sa->sa_family == AF_INET) {
-		o->af = AF_INET;
-		memcpy(o->a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-		return 0;
-	}
-	if (sa->sa_family != AF_INET6)
-		return -1;
-	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-	if (IN6_IS_ADDR_V4MAPPED(a6)) {
-		o->af = AF_INET;
-		memcpy(o->a, a6->s6_addr + 12, 4);
-	} else {
-		o->af = AF_INET6;
-		memcpy(o->a, a6->s6_addr, 16);
-	}
-	return 0;
-}
-
 /*
  * Whether dom, the address literal of a parsed path ("[192.0.2.1]" or
  * "[IPv6:...]", the tag as smtp_proto writes it), is one of this host's
  * addresses: the one the client reached us on, or an interface's. RFC 1123
  * 5.2.17: an SMTP server MUST recognise a domain literal for any of its own
- * IP addresses. 0.0.0.0 and :: are nobody's.
+ * IP addresses. 0.0.0.0 and :: are nobody's. Compared as util_addr_text()
+ * writes them (an IPv4-mapped address as IPv4).
  */
 static int
 smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
@@ -1136,8 +1107,7 @@ smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
 	struct sockaddr_storage ss;
 	struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)&ss;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)&ss;
-	struct own_addr want, have;
-	char lit[INET6_ADDRSTRLEN + 8];
+	char lit[INET6_ADDRSTRLEN + 8], want[INET6_ADDRSTRLEN], have[INET6_ADDRSTRLEN];
 	size_t n = strlen(dom);
 	socklen_t sl = sizeof(ss);
 	struct ifaddrs *ifs, *i;
@@ -1157,17 +1127,22 @@ smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
 	} else {
 		return 0;
 	}
-	own_addr_set(&want, (struct sockaddr *)&ss);
-	static const unsigned char zero[16];
-	if (memcmp(want.a, zero, want.af == AF_INET ? 4 : 16) == 0)
+	util_addr_text((struct sockaddr *)&ss, want, sizeof(want));
+	if (strcmp(want, "0.0.0.0") == 0 || strcmp(want, "::") == 0)
 		return 0;
-	if (getsockname(bufferevent_getfd(s->c->bev), (struct sockaddr *)&ss, &sl) == 0 &&
-	    own_addr_set(&have, (struct sockaddr *)&ss) == 0 && memcmp(&have, &want, sizeof(have)) == 0)
-		return 1;
+	if (getsockname(bufferevent_getfd(s->c->bev), (struct sockaddr *)&ss, &sl) == 0) {
+		util_addr_text((struct sockaddr *)&ss, have, sizeof(have));
+		if (strcmp(have, want) == 0)
+			return 1;
+	}
 	if (getifaddrs(&ifs) < 0)
 		return 0;
-	for (i = ifs; i != NULL && !ours; i = i->ifa_next)
-		ours = own_addr_set(&have, i->ifa_addr) == 0 && memcmp(&have, &want, sizeof(have)) == 0;
+	for (i = ifs; i != NULL && !ours; i = i->ifa_next) {
+		if (i->ifa_addr == NULL)
+			continue;
+		util_addr_text(i->ifa_addr, have, sizeof(have));
+		ours = strcmp(have, want) == 0;
+	}
 	freeifaddrs(ifs);
 	return ours;
 }
