@@ -967,6 +967,23 @@ smtp_auth_line(struct smtp_sess *s, const char *line, size_t len)
 		auth_login_step(s, line, len);
 }
 
+/*
+ * The free space a MAIL needs: the queue's reserve, plus the SIZE declared
+ * (already checked against smtp.max_message_size). A reserve of 0 turns
+ * the check off, SIZE or not.
+ */
+static int64_t
+smtp_space_for(const struct config *cfg, const struct smtp_mail *m)
+{
+	int64_t need = config_min_free(cfg);
+
+	if (need <= 0 || !m->has_size)
+		return need;
+	if (m->size > (uint64_t)(INT64_MAX - need))
+		return INT64_MAX;
+	return need + (int64_t)m->size;
+}
+
 static void
 cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
@@ -1007,9 +1024,12 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	/*
 	 * Before the client sends its data, not after: below the free space
 	 * kept for the queue no new mail is taken (RFC 3463 X.3.1; as
-	 * Postfix's queue_minfree), and the client tries again later.
+	 * Postfix's queue_minfree), and the client tries again later. A
+	 * declared SIZE must fit on top of the reserve (RFC 1870 6.1: 452 for
+	 * a temporary lack of storage), or the whole message would come in
+	 * only to fail at the spool write.
 	 */
-	if (queue_space_low(s->srv->queue, config_min_free(cfg))) {
+	if (queue_space_low(s->srv->queue, smtp_space_for(cfg, &s->mail))) {
 		log_msg(LL_WARN, s->c->id, "MAIL refused: less than %lld bytes free for the queue",
 			(long long)config_min_free(cfg));
 		smtp_reply(s, 452, "4.3.1", "Insufficient system storage");
