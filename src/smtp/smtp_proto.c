@@ -1099,7 +1099,54 @@ smtp_mail_parse(const char *arg, size_t len, unsigned ext, struct smtp_mail *r,
 	return 0;
 }
 
-/* ORCPT=addr-type;xtext (RFC 3461 §4.2), utf-8 unitext with SMTPUTF8 (RFC 6533). */
+/*
+ * Length of the EmbeddedUnicodeChar "\x{HEXPOINT}" (RFC 6533 3) at s[0..n):
+ * 1 to 6 hex digits naming a scalar value other than NUL; 0 if none is.
+ */
+static size_t
+embedded_char_len(const char *s, size_t n)
+{
+	uint32_t cp = 0;
+	size_t i = 3;
+
+	if (n < 5 || s[0] != '\\' || s[1] != 'x' || s[2] != '{')
+		return 0;
+	while (i < n && i < 9 && is_hex((unsigned char)s[i]))
+		cp = cp << 4 | hex_val((unsigned char)s[i++]);
+	if (i == 3 || i >= n || s[i] != '}' || cp == 0 || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return i + 1;
+}
+
+/*
+ * An ORCPT address of type utf-8 (RFC 6533 3): utf-8-addr-unitext with
+ * SMTPUTF8 (raw UTF-8 allowed), utf-8-addr-xtext without. A '\' only as
+ * an EmbeddedUnicodeChar, and a '+' only as an xtext hexchar (tolerated:
+ * the DSN decodes it): what we cannot decode, a strict next hop refuses.
+ */
+static int
+orcpt_utf8_check(const char *a, size_t n, int smtputf8)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)a[i];
+		size_t k = 1;
+		if (c >= 0x80)
+			k = smtputf8 ? utf8_len((const unsigned char *)a + i, n - i) : 0;
+		else if (c == '\\')
+			k = embedded_char_len(a + i, n - i);
+		else if (c == '+')
+			k = xtext_check(a + i, n - i < 3 ? n - i : 3, 1) == 0 ? 3 : 0;
+		else if (c < 33 || c > 126 || c == '=')
+			k = 0;
+		if (k == 0)
+			return -1;
+		i += k;
+	}
+	return 0;
+}
+
+/* ORCPT=addr-type;xtext (RFC 3461 §4.2), utf-8 as RFC 6533 has it. */
 static int
 orcpt_parse(const char *v, size_t n, int smtputf8, struct smtp_rcpt *r)
 {
@@ -1116,24 +1163,8 @@ orcpt_parse(const char *v, size_t n, int smtputf8, struct smtp_rcpt *r)
 		return -1;
 	const char *a = v + t + 1;
 	size_t an = n - t - 1;
-	if (smtputf8 && ieq(v, t, "utf-8")) {
-		/* utf-8-addr-unitext: UTF-8 allowed beside the xtext; check shape only. */
-		for (size_t i = 0; i < an;) {
-			unsigned char c = (unsigned char)a[i];
-			if (c >= 0x80) {
-				size_t k = utf8_len((const unsigned char *)a + i, an - i);
-				if (k == 0)
-					return -1;
-				i += k;
-			} else if (c < 33 || c > 126 || c == '=') {
-				return -1;
-			} else {
-				i++;
-			}
-		}
-	} else if (xtext_check(a, an, 1) < 0) {
+	if (ieq(v, t, "utf-8") ? orcpt_utf8_check(a, an, smtputf8) < 0 : xtext_check(a, an, 1) < 0)
 		return -1;
-	}
 	memcpy(r->orcpt_type, v, t);
 	r->orcpt_type[t] = '\0';
 	memcpy(r->orcpt, a, an);

@@ -961,6 +961,41 @@ test_rcpt_parse(void **state)
 	    smtp_rcpt_parse(S("<a@b.c> ORCPT=utf-8;\xc3\xa9@x.y"), SMTP_EXT_ALL, 1, &r, &err), 0);
 	assert_string_equal(r.orcpt_type, "utf-8");
 
+	/*
+	 * RFC 6533 3: in a utf-8 ORCPT a '\\' only starts "\\x{HEXPOINT}", a
+	 * scalar value (what the DSN decodes and a strict next hop takes).
+	 */
+	static const char *const u8_good[] = {
+	    "<a@b.c> ORCPT=utf-8;al\\x{E9}x@\\x{fc}ber.test",
+	    "<a@b.c> ORCPT=utf-8;\\x{1F600}@x.y",
+	    "<a@b.c> ORCPT=utf-8;\\x{10FFFF}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a+2Bb@x.y",
+	};
+	static const char *const u8_bad[] = {
+	    "<a@b.c> ORCPT=utf-8;a\\x{zz}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\x{}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\x{E9@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\x{D800}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\x{110000}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\x{0}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\x{0000041}@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\y@x.y",
+	    "<a@b.c> ORCPT=utf-8;a\\",
+	    "<a@b.c> ORCPT=utf-8;a+zz@x.y",
+	};
+	for (int u8 = 0; u8 <= 1; u8++) {
+		for (size_t i = 0; i < sizeof(u8_good) / sizeof(u8_good[0]); i++)
+			if (smtp_rcpt_parse(u8_good[i], strlen(u8_good[i]), SMTP_EXT_ALL, u8, &r,
+					    &err) != 0)
+				fail_msg("refused RCPT %s (smtputf8 %d)", u8_good[i], u8);
+		for (size_t i = 0; i < sizeof(u8_bad) / sizeof(u8_bad[0]); i++) {
+			if (smtp_rcpt_parse(u8_bad[i], strlen(u8_bad[i]), SMTP_EXT_ALL, u8, &r,
+					    &err) != -1)
+				fail_msg("accepted RCPT %s (smtputf8 %d)", u8_bad[i], u8);
+			assert_int_equal(err.code, SMTP_ERR_PARAM_VALUE);
+		}
+	}
+
 	static const struct {
 		const char *arg;
 		unsigned ext;
