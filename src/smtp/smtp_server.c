@@ -1029,9 +1029,10 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	 * a temporary lack of storage), or the whole message would come in
 	 * only to fail at the spool write.
 	 */
-	if (queue_space_low(s->srv->queue, smtp_space_for(cfg, &s->mail))) {
+	int64_t need = smtp_space_for(cfg, &s->mail);
+	if (queue_space_low(s->srv->queue, need)) {
 		log_msg(LL_WARN, s->c->id, "MAIL refused: less than %lld bytes free for the queue",
-			(long long)config_min_free(cfg));
+			(long long)need);
 		smtp_reply(s, 452, "4.3.1", "Insufficient system storage");
 		memset(&s->mail, 0, sizeof(s->mail));
 		return;
