@@ -13,9 +13,10 @@
  *          "relay"): its waiting jobs, its idle connections and the count
  *          of all its connections (the per-destination limit).
  *   rconn  one connection of a destination. It first walks the route
- *          (MX lookup, each host's A/AAAA, each address in turn) until a
- *          session is READY, then takes jobs one after the other from its
- *          destination, and waits idle for a while when there is none.
+ *          (MX lookup, the A/AAAA of each group of hosts of equal
+ *          preference, each address in turn) until a session is READY,
+ *          then takes jobs one after the other from its destination, and
+ *          waits idle for a while when there is none.
  *
  * A walk that fails as a whole (no host reachable, NXDOMAIN, null MX, a
  * loop) fails every job waiting at the destination with that reason: they
@@ -112,7 +113,8 @@ struct rjob {
 struct route_host {
 	char *name;
 	int port;
-	int literal; /* name is an IP address */
+	int literal;   /* name is an IP address */
+	unsigned pref; /* MX preference; hosts of one preference form a group */
 };
 
 struct dest {
@@ -139,11 +141,13 @@ struct rconn {
 	struct smtp_client *cl;
 	struct rjob *job;
 	int ready;
-	/* the walk */
+	/* the walk, one group of hosts of equal preference at a time */
 	struct route_host *hosts;
-	size_t nhosts, hi;
+	size_t nhosts, hi, gend;
 	int implicit_mx;
-	struct dns_addr *addrs;
+	int gtempfail;		/* an address lookup in this group failed for now */
+	struct dns_addr *addrs; /* the group's addresses */
+	size_t *addr_host;	/* the host (index into hosts) of each */
 	size_t naddrs, ai;
 	struct dns_query *q_mx, *q_a, *q_aaaa;
 	const struct dns_result *r_a, *r_aaaa;
@@ -165,6 +169,7 @@ struct rconn {
 static void dest_run(struct dest *d);
 static void rconn_next_addr(struct rconn *c);
 static void rconn_next_host(struct rconn *c);
+static void rconn_lookup_host(struct rconn *c);
 
 /* ---- helpers ---- */
 
@@ -569,6 +574,8 @@ rconn_walk_reset(struct rconn *c)
 	c->nhosts = c->hi = 0;
 	free(c->addrs);
 	c->addrs = NULL;
+	free(c->addr_host);
+	c->addr_host = NULL;
 	c->naddrs = c->ai = 0;
 }
 
@@ -726,54 +733,81 @@ rconn_next_addr(struct rconn *c)
 		rconn_next_host(c);
 		return;
 	}
+	const struct route_host *h = &c->hosts[c->addr_host[c->ai]];
 	struct dns_addr a = c->addrs[c->ai++];
+	xsnprintf(c->host, sizeof(c->host), "%s", h->name);
+	c->port = h->port;
 	sa_set_port(&a, c->port);
-	if (is_self(d->qr, &a, c->port)) {
-		/* RFC 5321 5.1: we are on the list; hosts after us are no better. */
-		if (!c->tried) {
-			struct buf t = BUF_INIT(0);
-			buf_printf(&t, "5.4.6 Mail for %s loops back to myself (host %s[%s]:%d)",
-				   d->domain, c->host, a.text, c->port);
-			rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
-			buf_free(&t);
-		} else {
-			rconn_exhausted(c);
-		}
-		return;
-	}
 	c->tls_now = d->tls;
 	rconn_connect(c, &a);
+}
+
+/*
+ * Every address of the group is known. RFC 5321 5.1: if one of them is
+ * ours, this group and the worse ones are dropped, whatever order the
+ * shuffle gave, so that equal hosts are never tried before we notice.
+ * Nothing better was tried: a loop. Else those failed: a deferral.
+ */
+static void
+rconn_group_ready(struct rconn *c)
+{
+	struct dest *d = c->d;
+	for (size_t i = 0; i < c->naddrs; i++) {
+		const struct route_host *h = &c->hosts[c->addr_host[i]];
+		struct dns_addr a = c->addrs[i];
+		sa_set_port(&a, h->port);
+		if (!is_self(d->qr, &a, h->port))
+			continue;
+		if (c->tried) {
+			rconn_exhausted(c);
+			return;
+		}
+		struct buf t = BUF_INIT(0);
+		buf_printf(&t, "5.4.6 Mail for %s loops back to myself (host %s[%s]:%d)", d->domain,
+			   h->name, a.text, h->port);
+		rconn_walk_failed(c, DELIVER_PERMFAIL, t.data);
+		buf_free(&t);
+		return;
+	}
+	/* A better host may be reachable later: finding ourselves after it is no
+	 * loop but a deferral. */
+	if (c->gtempfail)
+		c->tried = 1;
+	rconn_next_addr(c);
+}
+
+/* Add n addresses of host hi to the group. */
+static void
+rconn_add_addrs(struct rconn *c, size_t hi, const struct dns_addr *a, size_t n)
+{
+	c->addrs = xrealloc(c->addrs, (c->naddrs + n + 1) * sizeof(*c->addrs));
+	c->addr_host = xrealloc(c->addr_host, (c->naddrs + n + 1) * sizeof(*c->addr_host));
+	for (size_t i = 0; i < n; i++) {
+		c->addrs[c->naddrs] = a[i];
+		c->addr_host[c->naddrs++] = hi;
+	}
 }
 
 static void
 rconn_addrs_ready(struct rconn *c)
 {
 	const struct dns_result *ra = c->r_a, *r6 = c->r_aaaa;
-	size_t n =
-	    (ra && ra->status == DNS_OK ? ra->n : 0) + (r6 && r6->status == DNS_OK ? r6->n : 0);
+	size_t before = c->naddrs;
 
-	free(c->addrs);
-	c->addrs = xcalloc(n ? n : 1, sizeof(*c->addrs));
-	c->naddrs = 0;
-	c->ai = 0;
 	if (ra && ra->status == DNS_OK)
-		for (size_t i = 0; i < ra->n; i++)
-			c->addrs[c->naddrs++] = ra->addr[i];
+		rconn_add_addrs(c, c->hi - 1, ra->addr, ra->n);
 	if (r6 && r6->status == DNS_OK)
-		for (size_t i = 0; i < r6->n; i++)
-			c->addrs[c->naddrs++] = r6->addr[i];
+		rconn_add_addrs(c, c->hi - 1, r6->addr, r6->n);
 	int tempfail = (ra && (ra->status == DNS_TEMPFAIL || ra->status == DNS_BOGUS)) ||
 		       (r6 && (r6->status == DNS_TEMPFAIL || r6->status == DNS_BOGUS));
 	dns_result_unref(&c->r_a);
 	dns_result_unref(&c->r_aaaa);
-	if (c->naddrs == 0) {
+	if (c->naddrs == before) {
 		buf_reset(&c->last_error);
 		if (tempfail) {
 			buf_printf(&c->last_error, "4.4.3 DNS lookup of the address of %s failed",
 				   c->host);
-			/* A better host may be reachable later: finding ourselves
-			 * after it is no loop but a deferral. */
-			c->tried = 1;
+			c->gtempfail = 1;
 		} else if (c->implicit_mx) {
 			struct buf t = BUF_INIT(0);
 			buf_printf(&t, "5.1.2 Domain %s has no MX and no address record",
@@ -784,10 +818,8 @@ rconn_addrs_ready(struct rconn *c)
 		} else {
 			buf_printf(&c->last_error, "4.4.4 Host %s has no address record", c->host);
 		}
-		rconn_next_host(c);
-		return;
 	}
-	rconn_next_addr(c);
+	rconn_lookup_host(c);
 }
 
 static void
@@ -812,39 +844,53 @@ rconn_aaaa_cb(const struct dns_result *res, void *arg)
 		rconn_addrs_ready(c);
 }
 
+/* Look up the addresses of the group's next host; its last done, try them. */
 static void
-rconn_next_host(struct rconn *c)
+rconn_lookup_host(struct rconn *c)
 {
-	struct dest *d = c->d;
-	struct dns *dns = d->qr->srv->dns;
+	struct dns *dns = c->d->qr->srv->dns;
 
-	if (c->hi >= c->nhosts) {
-		rconn_exhausted(c);
-		return;
-	}
-	struct route_host *h = &c->hosts[c->hi++];
-	xsnprintf(c->host, sizeof(c->host), "%s", h->name);
-	c->port = h->port;
-	if (h->literal) {
-		free(c->addrs);
-		c->addrs = xcalloc(1, sizeof(*c->addrs));
-		sa_from_text(h->name, h->port, &c->addrs[0]);
-		c->naddrs = 1;
-		c->ai = 0;
-		rconn_next_addr(c);
-		return;
-	}
-	c->a_done = c->aaaa_done = 0;
-	c->q_a = dns_query_a(dns, h->name, rconn_a_cb, c);
-	c->q_aaaa = dns_query_aaaa(dns, h->name, rconn_aaaa_cb, c);
-	if (c->q_a == NULL || c->q_aaaa == NULL) {
+	while (c->hi < c->gend) {
+		size_t hi = c->hi++;
+		struct route_host *h = &c->hosts[hi];
+		xsnprintf(c->host, sizeof(c->host), "%s", h->name);
+		if (h->literal) {
+			struct dns_addr a;
+			sa_from_text(h->name, h->port, &a);
+			rconn_add_addrs(c, hi, &a, 1);
+			continue;
+		}
+		c->a_done = c->aaaa_done = 0;
+		c->q_a = dns_query_a(dns, h->name, rconn_a_cb, c);
+		c->q_aaaa = dns_query_aaaa(dns, h->name, rconn_aaaa_cb, c);
+		if (c->q_a != NULL && c->q_aaaa != NULL)
+			return;
 		dns_cancel(&c->q_a);
 		dns_cancel(&c->q_aaaa);
 		buf_reset(&c->last_error);
 		buf_printf(&c->last_error, "4.4.4 Host name %s is not valid", h->name);
-		/* Not inside the caller's stack: fall through to the next host. */
-		rconn_next_host(c);
 	}
+	rconn_group_ready(c);
+}
+
+/* Start on the next group of hosts of equal preference. */
+static void
+rconn_next_host(struct rconn *c)
+{
+	if (c->hi >= c->nhosts) {
+		rconn_exhausted(c);
+		return;
+	}
+	c->gend = c->hi + 1;
+	while (c->gend < c->nhosts && c->hosts[c->gend].pref == c->hosts[c->hi].pref)
+		c->gend++;
+	free(c->addrs);
+	c->addrs = NULL;
+	free(c->addr_host);
+	c->addr_host = NULL;
+	c->naddrs = c->ai = 0;
+	c->gtempfail = 0;
+	rconn_lookup_host(c);
 }
 
 static int
@@ -877,7 +923,8 @@ rconn_mx_cb(const struct dns_result *res, void *arg)
 	case DNS_NODATA:
 		/* RFC 5321 5.1: no MX, the domain itself is the host. */
 		c->hosts = xcalloc(1, sizeof(*c->hosts));
-		c->hosts[0] = (struct route_host){xstrdup(d->domain), (int)cfg->outbound_port, 0};
+		c->hosts[0] =
+		    (struct route_host){xstrdup(d->domain), (int)cfg->outbound_port, 0, 0};
 		c->nhosts = 1;
 		c->implicit_mx = 1;
 		rconn_next_host(c);
@@ -926,8 +973,8 @@ rconn_mx_cb(const struct dns_result *res, void *arg)
 		}
 		c->hosts = xcalloc(n, sizeof(*c->hosts));
 		for (size_t i = 0; i < n; i++)
-			c->hosts[i] =
-			    (struct route_host){xstrdup(mx[i].host), (int)cfg->outbound_port, 0};
+			c->hosts[i] = (struct route_host){xstrdup(mx[i].host),
+							  (int)cfg->outbound_port, 0, mx[i].pref};
 		c->nhosts = n;
 		free(mx);
 		rconn_next_host(c);
@@ -966,7 +1013,7 @@ rconn_start(struct dest *d)
 		return;
 	}
 	c->hosts = xcalloc(1, sizeof(*c->hosts));
-	c->hosts[0] = (struct route_host){xstrdup(d->domain), d->port, is_ip(d->domain)};
+	c->hosts[0] = (struct route_host){xstrdup(d->domain), d->port, is_ip(d->domain), 0};
 	c->nhosts = 1;
 	rconn_next_host(c);
 }

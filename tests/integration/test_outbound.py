@@ -512,6 +512,26 @@ def test_ourselves_after_a_host_whose_lookup_failed_defers(net):
     assert a.messages("alice@a.example") == []   # no bounce
 
 
+def test_ourselves_among_equal_mx_hosts_is_a_loop_whatever_the_order(net):
+    """RFC 5321 5.1: finding our own address in the MX list discards it and
+    every host of the same preference. Equal hosts are tried in random
+    order, so each of five domains (us and a peer at preference 10) must
+    bounce as a loop, none may reach the peer first."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4")
+    z = _dns()
+    z.add("me.eq.example", "A", "127.0.0.2")  # our listener address
+    z.add("mxp.eq.example", "A", "127.0.0.4")
+    for i in range(5):
+        d = "eq%d.example" % i
+        z.add(d, "MX", "10 me.eq.example")
+        z.add(d, "MX", "10 mxp.eq.example")
+        a.submit("alice@a.example", ["x@" + d], msg("alice@a.example", "x@" + d, "eq%d" % i))
+    texts = inbox_text(a, "alice@a.example", 5)
+    assert all("Status: 5.4.6" in t and "loops back to myself" in t for t in texts), texts
+    assert p.connections == 0
+
+
 def test_451_defers_then_succeeds_on_retry(net):
     a = net.node("127.0.0.2", "a.example")
     answers = ["451 4.3.0 try later"]
