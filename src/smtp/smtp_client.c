@@ -1134,9 +1134,11 @@ cl_event_cb(struct bufferevent *bev, short what, void *arg)
 				  "connection to host %s[%s] failed (state %s): %s", cl->host,
 				  cl->ip, when, evutil_socket_error_to_string(serr));
 		}
-		if (cl->state == CL_TLS && e == 0)
-			cl->err_tls = 1;
 	}
+	/* A peer that closes or stalls in the handshake failed TLS as much as
+	 * one that sends an alert: the owner may try again in clear. */
+	if (cl->state == CL_TLS)
+		cl->err_tls = 1;
 	if (cl->txn) {
 		cl_txn_lost(cl, why);
 		return;

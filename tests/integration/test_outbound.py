@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import socketserver
 import ssl
 import subprocess
@@ -861,6 +862,29 @@ def test_tls_required_defers_without_starttls(net):
     assert not any(l.startswith("MAIL") for l in p.lines)
     out = a.queue_list()
     assert "x@c.example" in out and "4.7.5" in out
+
+
+def test_peer_closing_in_the_tls_handshake_gets_the_mail_in_clear(net):
+    """Opportunistic TLS (outbound.tls = may): a peer that offers STARTTLS,
+    says 220 and then closes the connection in the handshake failed TLS
+    like one that sends an alert; the same address is tried again in clear
+    at once, not deferred as if the host were down."""
+
+    class ClosesInHandshake:
+        def wrap_socket(self, sock, server_side=True):
+            sock.recv(65536)  # the ClientHello
+            sock.shutdown(socket.SHUT_RDWR)
+            raise OSError("handshake refused")
+
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4")
+    p.ctx = ClosesInHandshake()
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "tls"))
+    wait_for(lambda: len(p.txns) == 1)
+    assert p.connections == 2 and "STARTTLS" in p.lines
+    a.wait_log(r"outbound id=\w+ rcpt=x@c\.example .*tls=none .*status=sent")
 
 
 def test_relayhost_with_auth_over_tls(net, tls_files, tmp_path):
