@@ -1260,6 +1260,9 @@ load_done(void *arg)
 	}
 	m->content = lj->content;
 	buf_init(&lj->content, 0);
+	/* RFC 6152 forbids 8-bit octets to a peer without 8BITMIME, not a
+	 * BODY=8BITMIME the sender gave to 7-bit text: what is sent decides. */
+	m->body_8bit = util_has_8bit(m->content.data ? m->content.data : "", m->content.len);
 	struct rjob *jobs = m->jobs;
 	m->jobs = NULL;
 	if (jobs == NULL) {

@@ -608,6 +608,23 @@ def test_size_and_8bit_checks_bounce_before_sending(net):
     assert not any(l.startswith("MAIL") for l in p.lines)
 
 
+def test_7bit_text_sent_as_8bitmime_goes_to_a_peer_without_8bitmime(net):
+    """RFC 6152 forbids 8-bit octets to a peer that does not offer 8BITMIME;
+    a sender's BODY=8BITMIME over plain ASCII needs no conversion, so the
+    message goes there (without the parameter) instead of bouncing 5.6.3."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4", caps=["PIPELINING", "SIZE 100000", "ENHANCEDSTATUSCODES"])
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "7bit"),
+             mail_options=["BODY=8BITMIME"])
+    wait_for(lambda: len(p.txns) == 1)
+    assert "BODY=" not in p.txns[0]["mail"]
+    assert b"Subject: 7bit" in p.txns[0]["data"]
+    a.wait_queue_empty()
+    assert a.messages("alice@a.example") == []
+
+
 def test_helo_fallback_and_smtputf8_check(net):
     a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
     p = net.peer("127.0.0.4", ehlo=False)
