@@ -80,6 +80,7 @@ struct rmsg {
 	char file[QUEUE_ID_LEN + 2];	/* the spool file holding it */
 	char *mail_from, *envid, *session;
 	int ret, body_8bit, smtputf8;
+	int utf8_needed; /* its sender or header is not ASCII: SMTPUTF8 whatever the rcpt */
 	int64_t created;
 	struct buf content;
 	struct rjob *jobs; /* not yet in a destination (content loading) */
@@ -984,6 +985,30 @@ rconn_mx_cb(const struct dns_result *res, void *arg)
 	buf_free(&t);
 }
 
+/*
+ * Whether an SMTPUTF8 message needs the extension whatever the recipient:
+ * a sender or a header field that is not ASCII. A body needs 8BITMIME only.
+ */
+static int
+rmsg_utf8_needed(const struct rmsg *m)
+{
+	const char *c = m->content.data ? m->content.data : "";
+	const char *sep = memmem(c, m->content.len, "\r\n\r\n", 4);
+	size_t hdr = sep ? (size_t)(sep - c) : m->content.len;
+	return util_has_8bit(m->mail_from, strlen(m->mail_from)) || util_has_8bit(c, hdr);
+}
+
+/* Whether a recipient of j (its address or ORCPT) is not ASCII. */
+static int
+rjob_utf8(const struct rjob *j)
+{
+	for (size_t i = 0; i < j->n; i++)
+		if (util_has_8bit(j->addrs[i], strlen(j->addrs[i])) ||
+		    (j->orcpts[i] && util_has_8bit(j->orcpts[i], strlen(j->orcpts[i]))))
+			return 1;
+	return 0;
+}
+
 /* A new connection for d: start the walk. */
 static void
 rconn_start(struct dest *d)
@@ -1032,7 +1057,9 @@ rconn_take(struct rconn *c, struct rjob *j)
 	j->txn.envid = m->envid;
 	j->txn.ret = m->ret;
 	j->txn.body_8bit = m->body_8bit;
-	j->txn.smtputf8 = m->smtputf8;
+	/* RFC 6531 3.4: no SMTPUTF8 for a transaction that does not need it,
+	 * so that ASCII mail still reaches a peer without the extension. */
+	j->txn.smtputf8 = m->smtputf8 && (m->utf8_needed || rjob_utf8(j));
 	j->txn.data = m->content.data ? m->content.data : "";
 	j->txn.len = m->content.len;
 	j->txn.rcpts = j->rcpts;
@@ -1263,6 +1290,7 @@ load_done(void *arg)
 	/* RFC 6152 forbids 8-bit octets to a peer without 8BITMIME, not a
 	 * BODY=8BITMIME the sender gave to 7-bit text: what is sent decides. */
 	m->body_8bit = util_has_8bit(m->content.data ? m->content.data : "", m->content.len);
+	m->utf8_needed = m->smtputf8 && rmsg_utf8_needed(m);
 	struct rjob *jobs = m->jobs;
 	m->jobs = NULL;
 	if (jobs == NULL) {

@@ -634,13 +634,41 @@ def test_helo_fallback_and_smtputf8_check(net):
     wait_for(lambda: len(p.txns) == 1)
     assert any(l.startswith("HELO mx.a.example") for l in p.lines)
     assert p.txns[0]["mail"] == "MAIL FROM:<alice@a.example>"
-    # An SMTPUTF8 message cannot go to a peer without SMTPUTF8: bounced, not mangled.
+    # A message that needs SMTPUTF8 (a UTF-8 header) cannot go to a peer without
+    # it: bounced, not mangled.
     a.submit("alice@a.example", ["x@c.example"],
-             "From: <alice@a.example>\r\nSubject: utf8\r\n\r\nhi\r\n".encode(),
-             mail_options=["SMTPUTF8"])
+             "From: <alice@a.example>\r\nSubject: gr\u00fc\u00df\r\n\r\nhi\r\n".encode(),
+             mail_options=["SMTPUTF8", "BODY=8BITMIME"])
     t = bounce_for(a, "alice@a.example")
     assert "Status: 5.6.7" in t and "SMTPUTF8" in t
     assert len(p.txns) == 1
+    # RFC 6531 3.4: one sent with SMTPUTF8 that is all ASCII does not need it, and
+    # goes without the parameter.
+    a.submit("alice@a.example", ["y@c.example"],
+             "From: <alice@a.example>\r\nSubject: ascii\r\n\r\nhi\r\n".encode(),
+             mail_options=["SMTPUTF8"])
+    wait_for(lambda: len(p.txns) == 2)
+    assert p.txns[1]["mail"] == "MAIL FROM:<alice@a.example>"
+    a.wait_queue_empty()
+    assert len(a.messages("alice@a.example")) == 1
+
+
+def test_smtputf8_only_in_the_transaction_whose_recipient_needs_it(net):
+    """An SMTPUTF8 message with an ASCII header: the transaction for a UTF-8
+    recipient says SMTPUTF8, the one for an ASCII recipient elsewhere does
+    not (RFC 6531 3.4)."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4")
+    for d in ("c.example", "d.example"):
+        _dns().add(d, "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["j\u00fcrg@c.example", "y@d.example"],
+             msg("alice@a.example", "y@d.example", "two"), mail_options=["SMTPUTF8"])
+    wait_for(lambda: len(p.txns) == 2)
+    mails = {t["accepted"][0]: t["mail"] for t in p.txns}
+    assert mails["j\u00fcrg@c.example"].endswith(" SMTPUTF8")
+    assert "SMTPUTF8" not in mails["y@d.example"]
+    a.wait_queue_empty()
 
 
 def test_destination_connection_limit(net):
