@@ -763,14 +763,14 @@ smtp_client_send(struct smtp_client *cl, struct smtp_client_txn *txn)
 	cl->data_off = 0;
 	txn->retry = 0;
 
-	/* What we can tell before sending anything. */
+	/* What we can tell before sending anything. Our own words, with no reply
+	 * code: a notice must not show them as the peer's (RFC 3464 2.3.6). */
 	const char *why = NULL;
 	struct buf t = BUF_INIT(0);
 	if ((cl->caps.flags & SMTP_CAP_SIZE) && cl->caps.size_max > 0 &&
 	    txn->len > cl->caps.size_max) {
 		buf_printf(&t,
-			   "552 5.3.4 Message size %zu exceeds the limit of %llu octets of host "
-			   "%s[%s]",
+			   "5.3.4 Message size %zu exceeds the limit of %llu octets of host %s[%s]",
 			   txn->len, (unsigned long long)cl->caps.size_max, cl->host, cl->ip);
 		why = t.data;
 	} else if (txn->smtputf8 && !(cl->caps.flags & SMTP_CAP_SMTPUTF8)) {

@@ -600,6 +600,8 @@ def test_size_and_8bit_checks_bounce_before_sending(net):
              msg("alice@a.example", "x@c.example", "big", body="x" * 60 + "\r\n" * 1 + ("y" * 70 + "\r\n") * 40))
     t = bounce_for(a, "alice@a.example")
     assert "Status: 5.3.4" in t
+    # Our own finding, not a reply of the peer (RFC 3464 2.3.6).
+    assert "Diagnostic-Code: X-surat; 5.3.4 Message size" in t
     a.submit("alice@a.example", ["x@c.example"],
              "From: <alice@a.example>\r\nSubject: 8bit\r\n\r\nGr\u00fc\u00dfe\r\n".encode(),
              mail_options=["BODY=8BITMIME"])
