@@ -831,7 +831,8 @@ imap_list_line(struct imap_sess *s, struct buf *b, const struct list_req *r,
 		buf_puts(b, str);                                                                  \
 		first = false;                                                                     \
 	} while (0)
-	if (noselect_only) {
+	if (noselect_only || (r->lsub && (a & STORE_MBOX_NONEXISTENT))) {
+		/* LSUB is RFC 3501's, which has no \NonExistent (as Dovecot). */
 		ATTR("\\Noselect");
 	} else if (a & STORE_MBOX_NONEXISTENT) {
 		ATTR("\\NonExistent");

@@ -472,6 +472,18 @@ def test_list_create_delete_rename_subscribe(srv):
     c.ok("LOGOUT")
 
 
+def test_lsub_of_a_missing_mailbox_is_noselect(srv):
+    """LSUB of a subscribed name with no mailbox says \\Noselect: RFC 3501
+    knows no \\NonExistent (LIST-EXTENDED's), so an IMAP4rev1 client would
+    take the name for selectable. Dovecot says \\Noselect too."""
+    c = connect(srv)
+    c.ok("SUBSCRIBE Gone/Child")
+    assert c.ok('LSUB "" "Gone/*"') == [b'* LSUB (\\Noselect) "/" "Gone/Child"']
+    assert c.ok('LSUB "" "Gone%"') == [b'* LSUB (\\Noselect) "/" "Gone"']
+    names = list_names(c.ok('LIST (SUBSCRIBED) "" "Gone/*"'))
+    assert names["Gone/Child"] == ["\\NonExistent", "\\Subscribed"], names
+
+
 def test_mailbox_names_utf7_and_utf8(srv):
     c = connect(srv)
     # "Entwürfe" in modified UTF-7, and a name with '&'
