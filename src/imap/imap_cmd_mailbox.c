@@ -856,6 +856,55 @@ imap_list_line(struct imap_sess *s, struct buf *b, const struct list_req *r,
 	buf_puts(b, "\r\n");
 }
 
+static int
+imap_list_info_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct store_mbox_info *)a)->name,
+		      ((const struct store_mbox_info *)b)->name);
+}
+
+/*
+ * RECURSIVEMATCH: a superior of a subscribed name may be no row at all
+ * (neither a mailbox nor a subscription), yet it has a subscribed inferior,
+ * so it is listed as \NonExistent with CHILDINFO (RFC 5258 section 3, the
+ * table in RFC 9051 section 6.3.9). The rows themselves the caller lists.
+ */
+static void
+imap_list_missing_superiors(struct imap_sess *s, struct buf *b, const struct list_req *r,
+			    const struct store_mbox_info *list, size_t n)
+{
+	char **shown = NULL;
+	size_t nshown = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!(list[i].attrs & STORE_MBOX_SUBSCRIBED))
+			continue;
+		char *p = xstrdup(list[i].name);
+		char *slash;
+		while ((slash = strrchr(p, '/')) != NULL) {
+			*slash = '\0';
+			struct store_mbox_info pe = {p, STORE_MBOX_NONEXISTENT, 0};
+			if (!imap_list_matches_any(r, p) ||
+			    bsearch(&pe, list, n, sizeof(*list), imap_list_info_cmp) != NULL)
+				continue;
+			bool dup = false;
+			for (size_t k = 0; k < nshown && !dup; k++)
+				dup = strcmp(shown[k], p) == 0;
+			if (dup)
+				continue;
+			imap_list_line(s, b, r, &pe, true, false);
+			shown = xrealloc(shown, (nshown + 1) * sizeof(*shown));
+			shown[nshown++] = xstrdup(p);
+			if (b->len > 65536)
+				imap_write_buf(s, b);
+		}
+		free(p);
+	}
+	for (size_t k = 0; k < nshown; k++)
+		free(shown[k]);
+	free(shown);
+}
+
 static void
 imap_list_run(struct imap_sess *s, struct list_req *r)
 {
@@ -932,6 +981,10 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 		if (b.len > 65536)
 			imap_write_buf(s, &b);
 	}
+	/* With SPECIAL-USE too the inferior would need a use, which only a mailbox has. */
+	if (!r->lsub && (r->sel & (LSEL_SUBSCRIBED | LSEL_RECURSIVE | LSEL_SPECIAL)) ==
+			    (LSEL_SUBSCRIBED | LSEL_RECURSIVE))
+		imap_list_missing_superiors(s, &b, r, list, n);
 	imap_write_buf(s, &b);
 	buf_free(&b);
 	for (size_t k = 0; k < nshown; k++)

@@ -484,6 +484,24 @@ def test_lsub_of_a_missing_mailbox_is_noselect(srv):
     assert names["Gone/Child"] == ["\\NonExistent", "\\Subscribed"], names
 
 
+def test_recursivematch_reports_a_missing_superior(srv):
+    """LIST (SUBSCRIBED RECURSIVEMATCH): a name that does not exist but has a
+    subscribed inferior is returned as (\\NonExistent) with CHILDINFO
+    (RFC 5258 section 3; the table in RFC 9051 section 6.3.9)."""
+    c = connect(srv)
+    c.ok("SUBSCRIBE Gone/Deep/Child")
+    untagged = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    want = b'* LIST (\\NonExistent) "/" "Gone" ("CHILDINFO" ("SUBSCRIBED"))'
+    assert want in untagged, untagged
+    untagged = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "Gone*"')
+    assert len(untagged) == 3 and set(untagged) == {
+        want,
+        b'* LIST (\\NonExistent) "/" "Gone/Deep" ("CHILDINFO" ("SUBSCRIBED"))',
+        b'* LIST (\\NonExistent \\Subscribed) "/" "Gone/Deep/Child"'}, untagged
+    # Only RECURSIVEMATCH brings in names that are not themselves subscribed.
+    assert c.ok('LIST (SUBSCRIBED) "" "Gone%"') == []
+
+
 def test_mailbox_names_utf7_and_utf8(srv):
     c = connect(srv)
     # "Entwürfe" in modified UTF-7, and a name with '&'
