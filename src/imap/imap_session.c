@@ -1324,17 +1324,17 @@ imap_cmd_find(const char *name)
 	return NULL;
 }
 
+/* Why e is refused now: what the command needs, not what the state lacks. */
 static const char *
-imap_state_hint(const struct imap_sess *s)
+imap_state_hint(const struct imap_sess *s, const struct imap_cmd *e)
 {
-	switch (s->state) {
-	case IS_NOTAUTH:
+	if (s->state == IS_NOTAUTH)
 		return "log in first";
-	case IS_AUTH:
+	if (e->states == ST_BIT(IS_NOTAUTH))
+		return "already logged in";
+	if (s->state == IS_AUTH)
 		return "select a mailbox first";
-	default:
-		return "not valid in the selected state";
-	}
+	return "not valid in the selected state";
 }
 
 static void
@@ -1383,7 +1383,7 @@ imap_dispatch(struct imap_sess *s, const struct imap_command *cmd)
 	}
 	if (!(e->states & ST_BIT(s->state))) {
 		s->cmd = NULL;
-		imap_done(s, "BAD", "%s: %s", s->cmdname, imap_state_hint(s));
+		imap_done(s, "BAD", "%s: %s", s->cmdname, imap_state_hint(s, e));
 		return;
 	}
 	s->cmd = e;

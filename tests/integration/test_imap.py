@@ -308,6 +308,25 @@ def test_any_state_commands(srv):
     c.ok("LOGOUT")
 
 
+def test_wrong_state_reply_names_the_state(srv):
+    """A command refused for the state says why: LOGIN after login is not
+    "select a mailbox first" (selecting would not help)."""
+    c = RawImap(srv.port("imap"))
+    tagged, _ = c.cmd("SELECT INBOX")
+    assert tagged == "t1 BAD SELECT: log in first", tagged
+    c.login()
+    for cmd in ("LOGIN a b", "AUTHENTICATE PLAIN", "STARTTLS"):
+        tagged, _ = c.cmd(cmd)
+        assert tagged == "%s BAD %s: already logged in" % (c.last_tag, cmd.split()[0]), tagged
+    tagged, _ = c.cmd("FETCH 1 UID")
+    assert tagged.endswith(" BAD FETCH: select a mailbox first"), tagged
+    c.ok("SELECT INBOX")
+    tagged, _ = c.cmd("ENABLE CONDSTORE")
+    assert tagged.endswith(" BAD ENABLE: not valid in the selected state"), tagged
+    tagged, _ = c.cmd("LOGIN a b")
+    assert tagged.endswith(" BAD LOGIN: already logged in"), tagged
+
+
 def test_bad_commands_limits(srv):
     c = RawImap(srv.port("imap"))
     tagged, _ = c.cmd("FROBNICATE")
