@@ -49,6 +49,7 @@ enum imap_state {
 #define SF_DRAIN 0x0020u     /* output too large: wait for it to drain */
 #define SF_CONT 0x0040u	     /* a command continues once output drained */
 #define SF_FINISHING 0x0080u /* conn_finish() called: closing once the output is sent */
+#define SF_IDLE_LATE 0x0100u /* in IDLE, a report waits for the output to drain */
 
 /* imap_sess.enabled (RFC 5161 ENABLE and the CONDSTORE-enabling commands) */
 #define EN_REV2 0x01u

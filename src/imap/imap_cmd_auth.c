@@ -471,6 +471,12 @@ imap_cmd_idle_line(struct imap_sess *s, const char *line, size_t len)
 	imap_timeouts(s);
 	/* For the report at the end (the command's own handle went back at its start). */
 	imap_store_take(s);
+	/* A report held back while the client did not read goes out before the reply. */
+	if (s->flags & SF_IDLE_LATE) {
+		s->flags &= ~SF_IDLE_LATE;
+		if (imap_sel_poll(s) == 0)
+			imap_sel_flush(s, true);
+	}
 	if (len == 4 && strncasecmp(line, "DONE", 4) == 0)
 		imap_done(s, "OK", "IDLE terminated");
 	else

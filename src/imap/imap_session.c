@@ -275,8 +275,17 @@ imap_idle_report(struct imap_sess *s, const struct imap_cmd *e, const struct ima
 {
 	(void)e;
 	(void)args;
-	if (imap_sel_poll(s) == 0)
+	if (s->c != NULL && evbuffer_get_length(bufferevent_get_output(s->c->bev)) > OUT_HIGH) {
+		/*
+		 * The client does not read: report once it has (imap_write_cb).
+		 * The store keeps the changes, so that report gives each
+		 * message's state once, however often it changed meanwhile;
+		 * a report per change would pile up here without bound.
+		 */
+		s->flags |= SF_IDLE_LATE;
+	} else if (imap_sel_poll(s) == 0) {
 		imap_sel_flush(s, true);
+	}
 	imap_store_return(s);
 }
 
@@ -1569,17 +1578,24 @@ imap_write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct imap_sess *s = c->proto;
 
-	if (!(s->flags & SF_DRAIN) || evbuffer_get_length(bufferevent_get_output(bev)) > OUT_LOW)
+	if (!(s->flags & (SF_DRAIN | SF_IDLE_LATE)) ||
+	    evbuffer_get_length(bufferevent_get_output(bev)) > OUT_LOW)
 		return;
 	imap_hold(s);
-	s->flags &= ~SF_DRAIN;
-	if (s->flags & SF_CONT) {
-		struct imap_job *j = s->cont_job;
-		s->flags &= ~SF_CONT;
-		s->cont_job = NULL;
-		imap_job_run(s, j);
-	} else {
-		imap_resume(s);
+	if ((s->flags & SF_IDLE_LATE) && imap_reg_idling(s)) {
+		s->flags &= ~SF_IDLE_LATE;
+		imap_hold_release_poll(s);
+	}
+	if (s->flags & SF_DRAIN) {
+		s->flags &= ~SF_DRAIN;
+		if (s->flags & SF_CONT) {
+			struct imap_job *j = s->cont_job;
+			s->flags &= ~SF_CONT;
+			s->cont_job = NULL;
+			imap_job_run(s, j);
+		} else {
+			imap_resume(s);
+		}
 	}
 	imap_release(s);
 }

@@ -410,6 +410,51 @@ def test_large_fetch_is_streamed(srv):
     c.ok("LOGOUT")
 
 
+def test_idle_client_that_does_not_read_is_not_queued_every_change(srv):
+    """A client in IDLE that stops reading: the server must not queue a
+    report of every change for it (an account's own sessions could fill the
+    server's memory), but report the state once the client reads again."""
+    flood = connect(srv)
+    append(flood, "INBOX", MSG)
+    select(flood)
+    idle = RawImap.__new__(RawImap)
+    idle.sock = socket.socket()
+    idle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    idle.sock.settimeout(TIMEOUT)
+    idle.sock.connect(("127.0.0.1", srv.port("imap")))
+    idle.buf, idle.n = b"", 0
+    idle.greeting = idle.readline()
+    idle.login()
+    select(idle)
+    idle.send("i IDLE\r\n")
+    assert idle.readline().startswith(b"+ ")
+    # Each new keyword re-sends FLAGS and PERMANENTFLAGS with all of them:
+    # n keywords of 100 bytes are ~n*n*100 bytes of reports, ~16 MB here.
+    n = 400
+    kw = ["k%04d%s" % (i, "x" * 95) for i in range(n)]
+    flood.send("".join("s%d STORE 1 FLAGS.SILENT (%s)\r\n" % (i, k) for i, k in enumerate(kw)))
+    tagged, _ = flood.until("s%d" % (n - 1))
+    assert " OK " in tagged, tagged
+    idle.send("DONE\r\n")
+    total, flags, fetch = 0, None, None
+    while True:
+        line = idle.readline()
+        total += len(line) + 2
+        if line.startswith(b"i "):
+            assert line == b"i OK IDLE terminated", line
+            break
+        if line.startswith(b"* FLAGS "):
+            flags = line
+        elif b" FETCH " in line:
+            fetch = line
+    # Bounded: the output limit (4 MB), the socket buffers and one report.
+    assert total < 12 * 1024 * 1024, total
+    # The last report, before the tagged reply, is the state now.
+    assert kw[-1].encode() in flags, flags[-200:]
+    assert fetch == b"* 1 FETCH (UID 1 FLAGS (%s))" % kw[-1].encode(), fetch
+    flood.ok("LOGOUT")
+
+
 def test_pipelined_commands_answered_in_order(srv):
     c = connect(srv)
     fill(c, 3)
