@@ -17,9 +17,10 @@
  *
  * SECURITY: header contents are untrusted: Message-IDs and subjects are
  * copied and compared, never interpreted; the loop check before every
- * link keeps the tree a tree whatever References claim; and every walk of
- * the tree (pruning, sorting, writing) is iterative, because a crafted
- * References chain can make it as deep as the mailbox is large.
+ * link keeps the tree a tree whatever References claim, and with the caps
+ * below it costs a message at most THREAD_REFS_MAX * THREAD_DEPTH_MAX
+ * steps; every walk of the tree (pruning, sorting, writing) is iterative,
+ * because a crafted References chain makes it THREAD_DEPTH_MAX deep.
  */
 #include "imap/imap_sort.h"
 
@@ -37,6 +38,17 @@
 #include "mime/mime_header.h"
 
 #define SORT_MAX_KEYS 16
+/*
+ * XXX Caps on what a crafted References can cost: the loop check before a
+ * link walks from the new parent to its root, so a message with n
+ * references chained could cost n*n steps (a 1 MB header, minutes of a
+ * worker). Only the last THREAD_REFS_MAX references of a message are used
+ * (the nearest ancestors; the older links come from the ancestors' own
+ * headers), and a link that would hang a node deeper than THREAD_DEPTH_MAX
+ * is refused as a loop would be. Real threads stay far below both.
+ */
+#define THREAD_REFS_MAX 500
+#define THREAD_DEPTH_MAX 2000
 
 /* --- base subject (RFC 5256 §2.1) --- */
 
@@ -668,12 +680,12 @@ tnode_append(struct tnode *parent, struct tnode *c)
 	c->next = NULL;
 }
 
-/* Is a the node n or one of its ancestors? */
+/* Is a the node n or one of its ancestors, or is n too deep to link under? */
 static bool
 tnode_is_ancestor(const struct tnode *a, const struct tnode *n)
 {
-	for (; n != NULL; n = n->parent)
-		if (n == a)
+	for (size_t depth = 0; n != NULL; n = n->parent, depth++)
+		if (n == a || depth >= THREAD_DEPTH_MAX)
 			return true;
 	return false;
 }
@@ -1087,6 +1099,19 @@ thread_references(struct tctx *t, struct tnode *root, struct trec *recs, char **
 	tnode_sort_all(t, root);
 }
 
+/* Keep the last THREAD_REFS_MAX references of a message (see there). */
+static void
+thread_refs_trim(char **refs, size_t *n)
+{
+	if (*n <= THREAD_REFS_MAX)
+		return;
+	size_t drop = *n - THREAD_REFS_MAX;
+	for (size_t k = 0; k < drop; k++)
+		free(refs[k]);
+	memmove(refs, refs + drop, THREAD_REFS_MAX * sizeof(*refs));
+	*n = THREAD_REFS_MAX;
+}
+
 int
 imap_thread(struct buf *out, const struct imap_search_ctx *ctx, const char *algorithm,
 	    const unsigned char *match, int uid, const char **err_r)
@@ -1151,6 +1176,7 @@ imap_thread(struct buf *out, const struct imap_search_ctx *ctx, const char *algo
 				refs[n][nrefs[n]++] = id;
 			}
 			free(v);
+			thread_refs_trim(refs[n], &nrefs[n]);
 			if (nrefs[n] == 0) {
 				v = mime_header_get(hdr.data, hdr.len, "In-Reply-To");
 				p = v;

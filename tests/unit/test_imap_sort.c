@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -437,6 +438,49 @@ test_thread_dummies_chain(void **state)
 	buf_free(&want);
 }
 
+/*
+ * References crafted to make the loop check before each link walk a long
+ * chain: one message whose References are a chain of N ids (each link
+ * walks all before it), one whose References go back and forth between
+ * that chain's two ends (each pair walks all of it). THREAD must not cost
+ * N*N steps of a worker: references and depth are capped.
+ */
+static void
+test_thread_crafted_references_cost(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_view *v = NULL;
+	struct buf m = BUF_INIT(0);
+	struct timespec t0, t1;
+	enum { N = 50000, PAIRS = 20000 };
+	char *got;
+
+	assert_int_equal(store_mailbox_create(fx->st, "Crafted", 0), 0);
+	buf_puts(&m, "Message-ID: <a@x>\r\nSubject: a\r\nReferences:");
+	for (int i = 0; i < N; i++)
+		buf_printf(&m, " <r%d@x>", i);
+	buf_puts(&m, "\r\n\r\n.\r\n");
+	add_msg(fx, "Crafted", buf_str(&m), DAY0);
+	buf_reset(&m);
+	buf_puts(&m, "Message-ID: <b@x>\r\nSubject: b\r\nReferences:");
+	for (int i = 0; i < PAIRS; i++)
+		buf_printf(&m, " <r%d@x> <r0@x>", N - 1);
+	buf_puts(&m, "\r\n\r\n.\r\n");
+	add_msg(fx, "Crafted", buf_str(&m), DAY0 + 1);
+	buf_free(&m);
+	assert_int_equal(store_mailbox_load(fx->st, "Crafted", &v), 0);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	got = thread(fx, "Crafted", v, "REFERENCES", NULL, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_string_equal(got, "* THREAD ((1)(2))\r\n");
+	free(got);
+	/* Uncapped this is ~10^9 steps (many seconds); capped, milliseconds. */
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(secs < 2.0);
+	store_mbox_view_free(&v);
+}
+
 static void
 test_thread_orderedsubject(void **state)
 {
@@ -518,6 +562,7 @@ main(void)
 	    cmocka_unit_test(test_thread_rfc5256_example),
 	    cmocka_unit_test(test_thread_loops),
 	    cmocka_unit_test(test_thread_dummies_chain),
+	    cmocka_unit_test(test_thread_crafted_references_cost),
 	    cmocka_unit_test(test_thread_orderedsubject),
 	    cmocka_unit_test(test_base_subject),
 	};
