@@ -31,6 +31,11 @@
  */
 #define PATTERN_MAX 255
 #define PATTERNS_MAX 20 /* patterns in one LIST */
+/*
+ * Cells of (pattern x name) matching one LIST may cost: it runs on the
+ * loop every session shares. ~0.1 s; what clients send costs far less.
+ */
+#define LIST_MATCH_BUDGET 100000000ull
 
 /* ---- names ---- */
 
@@ -905,6 +910,27 @@ imap_list_missing_superiors(struct imap_sess *s, struct buf *b, const struct lis
 	free(shown);
 }
 
+/*
+ * An upper bound on the matching cells of r over list: a name is matched
+ * itself and, by LSUB and RECURSIVEMATCH, as each of its superiors.
+ */
+static bool
+imap_list_too_costly(const struct list_req *r, const struct store_mbox_info *list, size_t n)
+{
+	unsigned long long plen = 0, nlen = 0;
+
+	for (size_t i = 0; i < r->npats; i++)
+		if (strpbrk(r->pats[i], "*%") != NULL)
+			plen += strlen(r->pats[i]); /* else a compare, as cheap as a scan */
+	for (size_t i = 0; i < n; i++) {
+		size_t levels = 1;
+		for (const char *p = list[i].name; (p = strchr(p, '/')) != NULL; p++)
+			levels++;
+		nlen += (unsigned long long)strlen(list[i].name) * levels;
+	}
+	return plen > 0 && nlen > LIST_MATCH_BUDGET / plen;
+}
+
 static void
 imap_list_run(struct imap_sess *s, struct list_req *r)
 {
@@ -916,6 +942,12 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 
 	if (store_mailbox_list(s->st, &list, &n) < 0) {
 		imap_done_store_err(s, r->lsub ? "LSUB" : "LIST");
+		return;
+	}
+	if (imap_list_too_costly(r, list, n)) {
+		store_mailbox_list_free(&list, n);
+		imap_done(s, "NO",
+			  "[LIMIT] Too many or too long wildcard patterns for %zu mailboxes", n);
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {

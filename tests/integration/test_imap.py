@@ -521,6 +521,26 @@ def test_recursivematch_reports_a_missing_superior(srv):
     assert c.ok('LIST (SUBSCRIBED) "" "Gone%"') == []
 
 
+def test_list_too_costly_to_match_is_refused(srv):
+    """LIST matches on the event loop of every session: patterns whose
+    matching would cost (pattern x name) cells beyond a budget are refused
+    with NO [LIMIT] before any work, not run for seconds while every
+    other connection waits (20 patterns of 255 wildcards over 40 names of
+    1000 bytes: 2*10^8 cells)."""
+    c = connect(srv)
+    c.send("".join('c%d CREATE "%s%03d"\r\n' % (i, "a" * 997, i) for i in range(40)))
+    tagged, _ = c.until("c39")
+    assert " OK " in tagged, tagged
+    pat = '"%s"' % ("*a" * 127 + "*")
+    tagged, untagged = c.cmd('LIST "" (%s)' % " ".join([pat] * 20))
+    assert tagged.startswith("%s NO [LIMIT] " % c.last_tag), tagged
+    assert untagged == []
+    # What clients send still works on the same mailboxes.
+    names = list_names(c.ok('LIST "" (* "a%%" INBOX)'))
+    assert len(names) == 46, sorted(names)
+    c.ok("LOGOUT")
+
+
 def test_mailbox_names_utf7_and_utf8(srv):
     c = connect(srv)
     # "Entwürfe" in modified UTF-7, and a name with '&'
