@@ -19,7 +19,7 @@
 #define CONFIG_LINE_MAX 4096
 
 enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_LIST, CT_LOGLEVEL,
-		   CT_LISTEN, CT_TLSMODE };
+		   CT_LISTEN, CT_TLSMODE, CT_HOSTNAME };
 
 struct config_key {
 	const char *name;
@@ -35,7 +35,7 @@ const char *const config_listen_names[LISTEN_NKINDS] = {
 };
 
 static const struct config_key config_keys[] = {
-	{"hostname", CT_STRING, OFF(hostname), 0, 0},
+	{"hostname", CT_HOSTNAME, OFF(hostname), 0, 0},
 	{"data_dir", CT_STRING, OFF(data_dir), 0, 0},
 	{"run_as", CT_STRING, OFF(run_as), 0, 0},
 	{"listen.smtp", CT_LISTEN, OFF(listen[LISTEN_SMTP]), 0, 0},
@@ -154,7 +154,7 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
 		const struct config_key *k = &config_keys[i];
 		void *p = (char *)cfg + k->off;
-		if (k->type == CT_STRING || k->type == CT_TLSMODE) {
+		if (k->type == CT_STRING || k->type == CT_TLSMODE || k->type == CT_HOSTNAME) {
 			free(*(char **)p);
 			*(char **)p = NULL;
 		} else if (k->type == CT_LIST || k->type == CT_LISTEN) {
@@ -254,6 +254,33 @@ config_parse_hostport(const char *s, char **host_r, int *port_r, int default_por
 	return 0;
 }
 
+/*
+ * A host name as the greeting, EHLO and Message-IDs carry it: dot-separated
+ * labels of letters, digits and inner hyphens (RFC 1123 2.1), at most 253
+ * octets. Anything else would be sent to every peer, or (empty) crash the
+ * first session that names it.
+ */
+static int
+valid_hostname(const char *s)
+{
+	size_t n = strlen(s), label = 0;
+
+	if (n == 0 || n > 253)
+		return 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (s[i] == '.' || s[i] == '\0') {
+			if (label == 0 || label > 63 || s[i - 1] == '-')
+				return 0;
+			label = 0;
+		} else if (isalnum((unsigned char)s[i]) || (s[i] == '-' && label > 0)) {
+			label++;
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
+
 static int
 parse_list(const char *value, struct strlist *l, int listen, struct buf *err)
 {
@@ -316,6 +343,15 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 	case CT_STRING:
 		free(*(char **)p);
 		*(char **)p = *value ? xstrdup(value) : NULL;
+		return 0;
+	case CT_HOSTNAME:
+		if (!valid_hostname(value)) {
+			buf_printf(err, "%s: bad host name '%s' (want e.g. mx.example.org)", key,
+				   value);
+			return -1;
+		}
+		free(*(char **)p);
+		*(char **)p = xstrdup(value);
 		return 0;
 	case CT_TLSMODE:
 		if (strcmp(value, "may") != 0 && strcmp(value, "require") != 0) {

@@ -117,6 +117,15 @@ test_errors(void **state)
 	expect_error("tls.cert = /x.pem\n", "tls.cert and tls.key must be set together");
 	expect_error("listen.imaps = 127.0.0.1:993\n", "listen.imaps needs tls.cert");
 	expect_error("data_dir =\n", "data_dir must be set");
+	/* The host name goes into every greeting: empty crashed the first session. */
+	static const char *const bad_hosts[] = {"", "bad host!", "-mx.example.org",
+						"mx-.example.org", "mx..example.org", ".example.org",
+						"mx.example.org.", "h\xff.example.org", "mx_1.example.org"};
+	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+		char text[128];
+		snprintf(text, sizeof(text), "data_dir = /x\nhostname = %s\n", bad_hosts[i]);
+		expect_error(text, ":2: hostname: bad host name");
+	}
 	char longline[5000];
 	memset(longline, 'a', sizeof(longline) - 2);
 	longline[sizeof(longline) - 2] = '\n';
