@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/buf.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -18,8 +19,8 @@
 
 #define CONFIG_LINE_MAX 4096
 
-enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_LIST, CT_LOGLEVEL,
-		   CT_LISTEN, CT_TLSMODE, CT_HOSTNAME };
+enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_RESOLVERS,
+		   CT_LOGLEVEL, CT_LISTEN, CT_TLSMODE, CT_HOSTNAME, CT_HOSTPORT };
 
 struct config_key {
 	const char *name;
@@ -72,7 +73,7 @@ static const struct config_key config_keys[] = {
 	{"queue.max_age", CT_DURATION, OFF(queue_max_age), 1, 86400 * 365},
 	{"queue.delay_warning", CT_DURATION, OFF(queue_delay_warning), 0, 86400 * 365},
 	{"queue.min_free", CT_SIZE, OFF(queue_min_free), 0, INT64_MAX},
-	{"relayhost", CT_STRING, OFF(relayhost), 0, 0},
+	{"relayhost", CT_HOSTPORT, OFF(relayhost), 0, 0},
 	{"relayhost.user", CT_STRING, OFF(relayhost_user), 0, 0},
 	{"relayhost.password_file", CT_STRING, OFF(relayhost_password_file), 0, 0},
 	{"outbound.port", CT_UINT, OFF(outbound_port), 1, 65535},
@@ -81,7 +82,7 @@ static const struct config_key config_keys[] = {
 	{"outbound.command_timeout", CT_DURATION, OFF(outbound_command_timeout), 1, 3600},
 	{"outbound.data_timeout", CT_DURATION, OFF(outbound_data_timeout), 1, 3600},
 	{"outbound.destination_limit", CT_UINT, OFF(outbound_destination_limit), 1, 1000},
-	{"dns.server", CT_LIST, OFF(dns_servers), 0, 0},
+	{"dns.server", CT_RESOLVERS, OFF(dns_servers), 0, 0},
 	{"imap.max_line", CT_SIZE, OFF(imap_max_line), 1024, 1 << 20},
 	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
 	{"imap.idle_timeout", CT_DURATION, OFF(imap_idle_timeout), 60, 86400},
@@ -154,10 +155,11 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
 		const struct config_key *k = &config_keys[i];
 		void *p = (char *)cfg + k->off;
-		if (k->type == CT_STRING || k->type == CT_TLSMODE || k->type == CT_HOSTNAME) {
+		if (k->type == CT_STRING || k->type == CT_TLSMODE || k->type == CT_HOSTNAME ||
+		    k->type == CT_HOSTPORT) {
 			free(*(char **)p);
 			*(char **)p = NULL;
-		} else if (k->type == CT_LIST || k->type == CT_LISTEN) {
+		} else if (k->type == CT_RESOLVERS || k->type == CT_LISTEN) {
 			strlist_free(p);
 		}
 	}
@@ -281,8 +283,29 @@ valid_hostname(const char *s)
 	return 1;
 }
 
+/* "addr[@port]" as libunbound's ub_ctx_set_fwd() takes it: an IP address. */
 static int
-parse_list(const char *value, struct strlist *l, int listen, struct buf *err)
+valid_resolver(const char *s)
+{
+	const char *at = strchr(s, '@');
+	char addr[INET6_ADDRSTRLEN];
+	unsigned char bin[sizeof(struct in6_addr)];
+	uint64_t port;
+	size_t n = at ? (size_t)(at - s) : strlen(s);
+
+	if (n == 0 || n >= sizeof(addr))
+		return 0;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	if (inet_pton(AF_INET, addr, bin) != 1 && inet_pton(AF_INET6, addr, bin) != 1)
+		return 0;
+	return at == NULL || (util_parse_u64(at + 1, strlen(at + 1), &port) == 0 && port > 0 &&
+			      port <= 65535);
+}
+
+/* A comma-separated list; each listener or resolver is checked here, not at start. */
+static int
+parse_list(const char *value, struct strlist *l, enum config_type type, struct buf *err)
 {
 	char *copy = xstrdup(value), *save = NULL;
 
@@ -291,7 +314,12 @@ parse_list(const char *value, struct strlist *l, int listen, struct buf *err)
 		char *t = util_trim(tok);
 		if (*t == '\0')
 			continue;
-		if (listen) {
+		if (type == CT_RESOLVERS && !valid_resolver(t)) {
+			buf_printf(err, "bad resolver '%s' (want an IP address, or addr@port)", t);
+			free(copy);
+			return -1;
+		}
+		if (type == CT_LISTEN) {
 			char *host;
 			int port;
 			if (config_parse_hostport(t, &host, &port, 0) < 0) {
@@ -353,6 +381,20 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 		free(*(char **)p);
 		*(char **)p = xstrdup(value);
 		return 0;
+	case CT_HOSTPORT: {
+		char *host;
+		int port;
+		/* Checked here, not when the daemon first sends: check-config sees it. */
+		if (*value != '\0' && config_parse_hostport(value, &host, &port, 25) < 0) {
+			buf_printf(err, "%s: bad value '%s' (want host[:port])", key, value);
+			return -1;
+		}
+		if (*value != '\0')
+			free(host);
+		free(*(char **)p);
+		*(char **)p = *value ? xstrdup(value) : NULL;
+		return 0;
+	}
 	case CT_TLSMODE:
 		if (strcmp(value, "may") != 0 && strcmp(value, "require") != 0) {
 			buf_printf(err, "%s: bad value '%s' (want may or require)", key, value);
@@ -380,9 +422,9 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 			return -1;
 		}
 		return 0;
-	case CT_LIST:
+	case CT_RESOLVERS:
 	case CT_LISTEN:
-		if (parse_list(value, p, k->type == CT_LISTEN, err) < 0) {
+		if (parse_list(value, p, k->type, err) < 0) {
 			struct buf tmp = BUF_INIT(0);
 			buf_printf(&tmp, "%s: %s", key, buf_str(err));
 			buf_reset(err);
@@ -482,6 +524,10 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 	fclose(fp);
 	if (rc == 0 && cfg->data_dir == NULL) {
 		buf_printf(err, "%s: data_dir must be set", path);
+		rc = -1;
+	}
+	if (rc == 0 && cfg->relayhost_user != NULL && cfg->relayhost_password_file == NULL) {
+		buf_printf(err, "%s: relayhost.user needs relayhost.password_file", path);
 		rc = -1;
 	}
 	if (rc == 0 && (cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {

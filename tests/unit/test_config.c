@@ -61,7 +61,8 @@ test_good(void **state)
 			  "smtp.command_timeout = 30\n"
 			  "log.level = debug\n"
 			  "route.Example.COM = relay.example.net:2525\n"
-			  "dns.server = 127.0.0.1@5353, 127.0.0.2\n",
+			  "dns.server = 127.0.0.1@5353, 127.0.0.2, ::1@53\n"
+			  "relayhost = [192.0.2.1]:587\n",
 			  &cfg, &err);
 	assert_int_equal(r, 0);
 	assert_string_equal(cfg.hostname, "mx.example.org");
@@ -77,7 +78,8 @@ test_good(void **state)
 	assert_int_equal(cfg.log_level, LL_DEBUG);
 	assert_int_equal(cfg.nroutes, 1);
 	assert_string_equal(cfg.routes[0].domain, "example.com");
-	assert_int_equal(cfg.dns_servers.n, 2);
+	assert_int_equal(cfg.dns_servers.n, 3);
+	assert_string_equal(cfg.relayhost, "[192.0.2.1]:587");
 	/* Defaults stay where not set. */
 	assert_int_equal(cfg.smtp_max_recipients, 100);
 	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
@@ -117,6 +119,14 @@ test_errors(void **state)
 	expect_error("tls.cert = /x.pem\n", "tls.cert and tls.key must be set together");
 	expect_error("listen.imaps = 127.0.0.1:993\n", "listen.imaps needs tls.cert");
 	expect_error("data_dir =\n", "data_dir must be set");
+	/* Known bad before start, so that check-config says so too. */
+	expect_error("relayhost = a:b:c\n", ":1: relayhost: bad value 'a:b:c'");
+	expect_error("relayhost = smart.example.net:0\n", "relayhost: bad value");
+	expect_error("relayhost.user = u\n", "relayhost.user needs relayhost.password_file");
+	expect_error("dns.server = 127.0.0.1, resolver.example\n",
+		     ":1: dns.server: bad resolver 'resolver.example'");
+	expect_error("dns.server = 127.0.0.1@99999\n", "bad resolver");
+	expect_error("dns.server = [::1]:53\n", "bad resolver");
 	/* The host name goes into every greeting: empty crashed the first session. */
 	static const char *const bad_hosts[] = {"", "bad host!", "-mx.example.org",
 						"mx-.example.org", "mx..example.org", ".example.org",
