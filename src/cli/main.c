@@ -33,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,9 @@ static const struct cmd_help helps[] = {
 		  "privileges to run_as, serve until SIGTERM/SIGINT (graceful stop).\n"
 		  "SIGHUP reloads the TLS certificate and key.\n"},
 	{"check-config", "usage: surat [-c FILE] check-config\n"
-			 "Read the config file; print 'ok' or the first error with file:line.\n"},
+			 "Read the config file; print 'ok' or the first error with file:line.\n"
+			 "Also loads tls.cert and tls.key (and checks that they match), opens\n"
+			 "relayhost.password_file and looks up run_as, as serve does at start.\n"},
 	{"domain", "usage: surat domain add DOMAIN | del DOMAIN | list\n"
 		   "Local domains are those surat receives mail for. del takes the\n"
 		   "domain's own aliases with it; it refuses while the domain has\n"
@@ -757,6 +760,58 @@ out:
 	return rc;
 }
 
+/*
+ * What serve would refuse at start, found without starting it: the TLS
+ * certificate and key (read, and matched to each other), the smarthost's
+ * password file, the run_as user. 0, or -1 with err set.
+ */
+static int
+check_start(const struct config *cfg, struct buf *err)
+{
+	int rc = tls_init(cfg->tls_cert, cfg->tls_key, err);
+
+	tls_shutdown();
+	if (rc < 0)
+		return -1;
+	if (cfg->relayhost_password_file) {
+		int fd = open(cfg->relayhost_password_file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			buf_printf(err, "relayhost.password_file: open(%s) failed: %s",
+				   cfg->relayhost_password_file, strerror(errno));
+			return -1;
+		}
+		close(fd);
+	}
+	if (cfg->run_as) {
+		struct passwd *pw = getpwnam(cfg->run_as);
+		if (pw == NULL || pw->pw_uid == 0) {
+			buf_printf(err, "run_as: %s '%s'", pw ? "root is not allowed:" : "no such user",
+				   cfg->run_as);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+cmd_check_config(const struct config *cfg, const char *path, int argc)
+{
+	struct buf err = BUF_INIT(0);
+	int rc = EXIT_USAGE;
+
+	if (argc > 0)
+		return usage_error("check-config takes no arguments");
+	/* An error of the config file, as the parse errors are: exit status 2. */
+	if (check_start(cfg, &err) < 0)
+		fprintf(stderr, "%s: %s: %s\n", prog, path, buf_str(&err));
+	else {
+		printf("%s: ok\n", path);
+		rc = 0;
+	}
+	buf_free(&err);
+	return rc;
+}
+
 static int
 cmd_serve(struct config *cfg)
 {
@@ -885,8 +940,7 @@ main(int argc, char **argv)
 		buf_free(&err);
 	}
 	if (strcmp(cmd, "check-config") == 0) {
-		printf("%s: ok\n", config_path);
-		rc = 0;
+		rc = cmd_check_config(&cfg, config_path, sub_argc);
 	} else if (strcmp(cmd, "serve") == 0) {
 		rc = sub_argc ? usage_error("serve takes no arguments") : cmd_serve(&cfg);
 	} else if (strcmp(cmd, "domain") == 0) {

@@ -51,6 +51,39 @@ def test_check_config_errors(tmp_path):
     assert r.returncode == 2 and "missing.conf: cannot open" in r.stderr
 
 
+def test_check_config_finds_what_serve_refuses(tmp_path, tls_files):
+    """check-config says 'ok' only for a config serve would start with: the
+    certificate and key are loaded and matched, the smarthost password file
+    opened, run_as looked up; values only the daemon used to check are
+    checked when read. Each error names the file (and line, and key)."""
+    other_key = str(tmp_path / "other.key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", other_key], check=True, capture_output=True)
+    base = "data_dir = %s\n" % (tmp_path / "data")
+    tls = "tls.cert = %s\ntls.key = %%s\n" % tls_files[0]
+    cases = [
+        (tls % "/nonexistent.key", "c.conf: cannot load tls."),
+        (tls % other_key, "c.conf: tls.key %s does not match tls.cert" % other_key),
+        ("relayhost = smart.example:587\nrelayhost.user = u\n"
+         "relayhost.password_file = /nonexistent.pw\n",
+         "c.conf: relayhost.password_file: open(/nonexistent.pw) failed"),
+        ("run_as = no-such-user-surat\n", "c.conf: run_as: no such user 'no-such-user-surat'"),
+        ("hostname =\n", "c.conf:2: hostname: bad host name ''"),
+        ("relayhost = a:b:c\n", "c.conf:2: relayhost: bad value 'a:b:c'"),
+        ("dns.server = resolver.example\n", "c.conf:2: dns.server: bad resolver"),
+    ]
+    conf = str(tmp_path / "c.conf")
+    for text, want in cases:
+        write(conf, base + text)
+        r = run("-c", conf, "check-config")
+        assert r.returncode == 2 and want in r.stderr and r.stdout == "", (text, r)
+    write(conf, base + tls % tls_files[1])
+    assert run("-c", conf, "check-config").returncode == 0
+    r = run("-c", conf, "check-config", "now")
+    assert r.returncode == 2 and "check-config takes no arguments" in r.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_failed_start_leaves_nothing(tmp_path, tls_files):
     data = tmp_path / "data"
     busy = socket.socket()
