@@ -238,6 +238,11 @@ def test_cli_user_and_alias_errors(srv):
         (["alias", "add", "a@example.test"], 2, "need SOURCE"),
         (["alias", "add", "a@example.test", "a@example.test"], 1, "points at itself"),
         (["alias", "add", "a@example.test", "@example.test"], 1, "empty local part"),
+        # A bad target late in the list: none of the good ones before it go in.
+        (["alias", "add", "a@example.test", "alice@example.test", "b@@y.test"], 1,
+         "bad address 'b@@y.test'"),
+        (["alias", "add", "A@example.test", "bob@example.test", "a@Example.test"], 1,
+         "points at itself"),
         (["alias", "del", "a@example.test", "x@example.test", "y@example.test"], 2,
          "need SOURCE"),
         (["domain", "del", "nowhere.test"], 1, "no such domain nowhere.test"),
