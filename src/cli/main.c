@@ -342,6 +342,13 @@ cmd_user(struct config *cfg, int argc, char **argv)
 			return usage_error("user %s: too many arguments", sub);
 		}
 	}
+	/* An option the subcommand does not use would be ignored, and the admin
+	 * told all went well: 'user passwd A --quota 1G' sets no quota. */
+	if (quota >= 0 && strcmp(sub, "add") != 0)
+		return usage_error("user %s: --quota is only for 'user add'; 'user quota' changes it",
+				   sub);
+	if (hash_opt && strcmp(sub, "add") != 0 && strcmp(sub, "passwd") != 0)
+		return usage_error("user %s: --hash is only for 'user add' and 'user passwd'", sub);
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
 		return EXIT_RUNTIME;

@@ -246,6 +246,11 @@ def test_cli_user_and_alias_errors(srv):
         (["alias", "del", "a@example.test", "x@example.test", "y@example.test"], 2,
          "need SOURCE"),
         (["domain", "del", "nowhere.test"], 1, "no such domain nowhere.test"),
+        # An option the subcommand does not use is not silently ignored.
+        (["user", "passwd", "alice@example.test", "--quota", "1M"], 2,
+         "--quota is only for 'user add'"),
+        (["user", "del", "alice@example.test", "--hash", "$6$salt$" + "x" * 86], 2,
+         "--hash is only for 'user add' and 'user passwd'"),
     ]
     for args, rc, text in cases:
         r = s.cli(*args, input="pw\n", check=False)
