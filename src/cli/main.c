@@ -315,6 +315,39 @@ user_del_mail(const struct config *cfg, const char *address)
 	return rc;
 }
 
+/*
+ * Before a password is asked for: the address is well formed, and the user
+ * exists (passwd) or its domain is local and it does not (add). Otherwise
+ * the admin types a password only to learn of a typo, and input that is not
+ * there reads as "no password given" instead of what is wrong. add and
+ * passwd check all of it again. 0, or -1 with err set.
+ */
+static int
+user_precheck(struct accounts *a, const char *sub, const char *address, struct buf *err)
+{
+	struct buf addr = BUF_INIT(0);
+	struct account_user u = {0};
+	int r = accounts_normalise(address, 0, &addr, err);
+
+	if (r == 0 && accounts_user_get(a, addr.data, &u) == 1) {
+		accounts_user_free(&u);
+		if (strcmp(sub, "add") == 0) {
+			buf_printf(err, "user %s already exists", addr.data);
+			r = -1;
+		}
+	} else if (r == 0 && strcmp(sub, "passwd") == 0) {
+		buf_printf(err, "no such user %s", addr.data);
+		r = -1;
+	} else if (r == 0 && accounts_domain_exists(a, strrchr(addr.data, '@') + 1) != 1) {
+		const char *dom = strrchr(addr.data, '@') + 1;
+		buf_printf(err, "domain %s is not a local domain; add it first with "
+				"'surat domain add %s'", dom, dom);
+		r = -1;
+	}
+	buf_free(&addr);
+	return r;
+}
+
 static int
 cmd_user(struct config *cfg, int argc, char **argv)
 {
@@ -345,7 +378,7 @@ cmd_user(struct config *cfg, int argc, char **argv)
 	/* An option the subcommand does not use would be ignored, and the admin
 	 * told all went well: 'user passwd A --quota 1G' sets no quota. */
 	if (quota >= 0 && strcmp(sub, "add") != 0)
-		return usage_error("user %s: --quota is only for 'user add'; 'user quota' changes it",
+		return usage_error("user %s: --quota is only for 'user add' ('user quota' sets it)",
 				   sub);
 	if (hash_opt && strcmp(sub, "add") != 0 && strcmp(sub, "passwd") != 0)
 		return usage_error("user %s: --hash is only for 'user add' and 'user passwd'", sub);
@@ -357,6 +390,10 @@ cmd_user(struct config *cfg, int argc, char **argv)
 	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0) {
 		if (npos != 1) {
 			rc = usage_error("user %s: need exactly one ADDRESS", sub);
+			goto out;
+		}
+		if (user_precheck(a, sub, pos[0], &err) < 0) {
+			rc = runtime_error("user %s: %s", sub, buf_str(&err));
 			goto out;
 		}
 		char *h = get_hash(hash_opt, &rc);

@@ -255,6 +255,13 @@ def test_cli_user_and_alias_errors(srv):
     for args, rc, text in cases:
         r = s.cli(*args, input="pw\n", check=False)
         assert r.returncode == rc and text in r.stderr, (args, r)
+    # What is wrong with the address is said before a password is read (none here).
+    for args, text in ((["user", "add", "bad"], "bad address 'bad'"),
+                       (["user", "add", "x@nowhere.test"], "nowhere.test is not a local domain"),
+                       (["user", "add", "Alice@example.test"], "alice@example.test already exists"),
+                       (["user", "passwd", "nobody@example.test"], "no such user nobody@")):
+        r = s.cli(*args, input="", check=False)
+        assert r.returncode == 1 and text in r.stderr, (args, r)
     # Nothing of that changed anything.
     assert s.cli("alias", "list").stdout == ""
     assert s.cli("user", "list").stdout == ("alice@example.test quota=unlimited\n"
