@@ -336,6 +336,30 @@ parse_list(const char *value, struct strlist *l, enum config_type type, struct b
 	return 0;
 }
 
+/*
+ * route.DOMAIN given again replaces the first, as every other key does: the
+ * lookup takes the first match, so an override added lower in the file was
+ * silently ignored.
+ */
+static int
+route_set(struct config *cfg, const char *domain, const char *hostport)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nroutes; i++)
+		if (strcasecmp(cfg->routes[i].domain, domain) == 0)
+			break;
+	if (i == cfg->nroutes) {
+		cfg->routes = xrealloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
+		cfg->routes[i].domain = util_lower(xstrdup(domain));
+		cfg->nroutes++;
+	} else {
+		free(cfg->routes[i].host);
+	}
+	cfg->routes[i].host = xstrdup(hostport);
+	return 0;
+}
+
 int
 config_set(struct config *cfg, const char *key, const char *value, struct buf *err)
 {
@@ -349,11 +373,7 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 			return -1;
 		}
 		free(host);
-		cfg->routes = xrealloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
-		cfg->routes[cfg->nroutes].domain = util_lower(xstrdup(key + 6));
-		cfg->routes[cfg->nroutes].host = xstrdup(value);
-		cfg->nroutes++;
-		return 0;
+		return route_set(cfg, key + 6, value);
 	}
 	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
 		if (strcmp(config_keys[i].name, key) == 0) {

@@ -60,7 +60,8 @@ test_good(void **state)
 			  "queue.max_age = 5d\n"
 			  "smtp.command_timeout = 30\n"
 			  "log.level = debug\n"
-			  "route.Example.COM = relay.example.net:2525\n"
+			  "route.Example.COM = old.example.net:2525\n"
+			  "route.example.com = relay.example.net:2525\n"
 			  "dns.server = 127.0.0.1@5353, 127.0.0.2, ::1@53\n"
 			  "relayhost = [192.0.2.1]:587\n",
 			  &cfg, &err);
@@ -78,6 +79,8 @@ test_good(void **state)
 	assert_int_equal(cfg.log_level, LL_DEBUG);
 	assert_int_equal(cfg.nroutes, 1);
 	assert_string_equal(cfg.routes[0].domain, "example.com");
+	/* Given again, the later one wins, as for every key. */
+	assert_string_equal(cfg.routes[0].host, "relay.example.net:2525");
 	assert_int_equal(cfg.dns_servers.n, 3);
 	assert_string_equal(cfg.relayhost, "[192.0.2.1]:587");
 	/* Defaults stay where not set. */
