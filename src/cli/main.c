@@ -179,13 +179,19 @@ open_accounts(const struct config *cfg)
 	return a;
 }
 
-/* Read one line (the password) from stdin; no echo on a terminal. */
+/*
+ * Read one line (the password) from stdin; no echo on a terminal. Only the
+ * line's end (LF or CRLF) is taken off: a NUL or CR inside used to cut the
+ * password short there, silently storing its first few characters. NULL
+ * with *status set when there is none or it holds a NUL.
+ */
 static char *
-read_password(void)
+read_password(int *status)
 {
 	struct termios old, noecho;
-	int tty = isatty(0);
+	int tty = isatty(0), c = EOF;
 	char line[1024];
+	size_t n = 0;
 
 	if (tty) {
 		fprintf(stderr, "Password: ");
@@ -194,16 +200,21 @@ read_password(void)
 		noecho.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(0, TCSAFLUSH, &noecho);
 	}
-	char *r = fgets(line, sizeof(line), stdin);
+	while (n < sizeof(line) - 1 && (c = getchar()) != EOF && c != '\n')
+		line[n++] = (char)c;
 	if (tty) {
 		tcsetattr(0, TCSAFLUSH, &old);
 		fputc('\n', stderr);
 	}
-	if (r == NULL)
-		return NULL;
-	size_t n = strcspn(line, "\r\n");
-	line[n] = '\0';
-	char *pw = n ? xstrdup(line) : NULL;
+	if (n > 0 && line[n - 1] == '\r')
+		n--;
+	char *pw = NULL;
+	if (n == 0)
+		*status = runtime_error("no password given on standard input");
+	else if (memchr(line, '\0', n) != NULL)
+		*status = runtime_error("password refused: it contains a NUL byte");
+	else
+		pw = xstrndup(line, n);	/* longer than 1023 octets: refused by length */
 	util_wipe(line, sizeof(line));
 	return pw;
 }
@@ -219,11 +230,9 @@ get_hash(const char *given, int *status)
 		}
 		return xstrdup(given);
 	}
-	char *pw = read_password();
-	if (pw == NULL) {
-		*status = runtime_error("no password given on standard input");
+	char *pw = read_password(status);
+	if (pw == NULL)
 		return NULL;
-	}
 	/* SASL PLAIN carries at most 255 octets (RFC 4616): a longer one could
 	 * never log in over SMTP, IMAP AUTHENTICATE or POP3 AUTH. */
 	if (strlen(pw) > SMTP_SASL_FIELD_MAX) {

@@ -197,6 +197,23 @@ def test_cli_while_running_and_passwd(surat):
     assert auth_ok(surat, "late@example.test", "second-pw")
 
 
+def test_cli_password_line_endings(surat):
+    """Only the line's end is taken off the password: CRLF and no newline
+    work; a NUL or CR inside is refused, where it used to cut the password
+    short and store its first two characters."""
+    surat.cli("user", "add", "crlf@example.test", input="crlf-pw\r\n")
+    surat.cli("user", "add", "nonl@example.test", input="nonl-pw")
+    assert auth_ok(surat, "crlf@example.test", "crlf-pw")
+    assert auth_ok(surat, "nonl@example.test", "nonl-pw")
+    for pw, why in (("ab\0long-secret\n", "NUL byte"), ("ab\rlong-secret\n", "SASLprep")):
+        r = surat.cli("user", "add", "cut@example.test", input=pw, check=False)
+        assert r.returncode == 1 and why in r.stderr, (pw, r)
+        r = surat.cli("user", "passwd", "alice@example.test", input=pw, check=False)
+        assert r.returncode == 1 and why in r.stderr, (pw, r)
+    assert "cut@" not in surat.cli("user", "list").stdout
+    assert auth_ok(surat, "alice@example.test", "alice-pw")
+
+
 def test_every_listener_serves(surat):
     for kind in ("smtp", "submission"):
         with socket.create_connection(("127.0.0.1", surat.port(kind)), timeout=10) as c:
