@@ -303,6 +303,21 @@ valid_resolver(const char *s)
 			      port <= 65535);
 }
 
+/* "IP:port" or "[IP]:port": the daemon binds it as it is, never resolving a name. */
+static int
+valid_listen(const char *s)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+	char *host;
+	int port, ok;
+
+	if (config_parse_hostport(s, &host, &port, 0) < 0)
+		return 0;
+	ok = inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
+	free(host);
+	return ok;
+}
+
 /* A comma-separated list; each listener or resolver is checked here, not at start. */
 static int
 parse_list(const char *value, struct strlist *l, enum config_type type, struct buf *err)
@@ -319,15 +334,10 @@ parse_list(const char *value, struct strlist *l, enum config_type type, struct b
 			free(copy);
 			return -1;
 		}
-		if (type == CT_LISTEN) {
-			char *host;
-			int port;
-			if (config_parse_hostport(t, &host, &port, 0) < 0) {
-				buf_printf(err, "bad address '%s' (want addr:port or [v6]:port)", t);
-				free(copy);
-				return -1;
-			}
-			free(host);
+		if (type == CT_LISTEN && !valid_listen(t)) {
+			buf_printf(err, "bad address '%s' (want IP:port or [IPv6]:port)", t);
+			free(copy);
+			return -1;
 		}
 		l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
 		l->v[l->n++] = xstrdup(t);

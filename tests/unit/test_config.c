@@ -116,6 +116,10 @@ test_errors(void **state)
 	expect_error("listen.smtp = ::1:25\n", "bad address");
 	expect_error("listen.smtp = 1.2.3.4:99999\n", "bad address");
 	expect_error("listen.smtp = [::1\n", "bad address");
+	/* Never resolved by the daemon: a name is refused here, not at bind. */
+	expect_error("listen.smtp = 127.0.0.1:25, localhost:25\n",
+		     ":1: listen.smtp: bad address 'localhost:25' (want IP:port");
+	expect_error("listen.imap = [mail.example.org]:143\n", "listen.imap: bad address");
 	expect_error("log.level = loud\n", "log.level: bad value");
 	expect_error("outbound.tls = always\n", "outbound.tls: bad value");
 	expect_error("route.x.org = host:0\n", "route.x.org: bad value");
