@@ -318,6 +318,57 @@ valid_listen(const char *s)
 	return ok;
 }
 
+/* The address of a valid listen entry, as bytes and port, to compare two. */
+static void
+listen_key(const char *s, unsigned char key[sizeof(struct in6_addr) + 3])
+{
+	char *host;
+	int port;
+
+	memset(key, 0, sizeof(struct in6_addr) + 3);
+	if (config_parse_hostport(s, &host, &port, 0) < 0)
+		return;
+	key[0] = inet_pton(AF_INET, host, key + 3) == 1 ? 4 : 6;
+	if (key[0] == 6)
+		inet_pton(AF_INET6, host, key + 3);
+	key[1] = (unsigned char)(port >> 8);
+	key[2] = (unsigned char)port;
+	free(host);
+}
+
+/*
+ * The same address under two listen keys (or twice under one): serve would
+ * fail to bind the second with "Address already in use", which reads as
+ * another program holding the port. 0, or -1 with err set.
+ */
+static int
+listen_dupes(const struct config *cfg, const char *path, struct buf *err)
+{
+	struct seen {
+		unsigned char key[sizeof(struct in6_addr) + 3];
+		int kind;
+	} *seen = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	for (int i = 0; rc == 0 && i < LISTEN_NKINDS; i++)
+		for (size_t m = 0; rc == 0 && m < cfg->listen[i].n; m++) {
+			seen = xrealloc(seen, (n + 1) * sizeof(*seen));
+			listen_key(cfg->listen[i].v[m], seen[n].key);
+			seen[n].kind = i;
+			for (size_t k = 0; rc == 0 && k < n; k++)
+				if (memcmp(seen[k].key, seen[n].key, sizeof(seen[n].key)) == 0) {
+					buf_printf(err, "%s: listen.%s and listen.%s both name %s",
+						   path, config_listen_names[seen[k].kind],
+						   config_listen_names[i], cfg->listen[i].v[m]);
+					rc = -1;
+				}
+			n++;
+		}
+	free(seen);
+	return rc;
+}
+
 /* A comma-separated list; each listener or resolver is checked here, not at start. */
 static int
 parse_list(const char *value, struct strlist *l, enum config_type type, struct buf *err)
@@ -556,6 +607,8 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 		buf_printf(err, "%s: data_dir must be set", path);
 		rc = -1;
 	}
+	if (rc == 0 && listen_dupes(cfg, path, err) < 0)
+		rc = -1;
 	if (rc == 0 && cfg->relayhost_user != NULL && cfg->relayhost_password_file == NULL) {
 		buf_printf(err, "%s: relayhost.user needs relayhost.password_file", path);
 		rc = -1;

@@ -120,6 +120,12 @@ test_errors(void **state)
 	expect_error("listen.smtp = 127.0.0.1:25, localhost:25\n",
 		     ":1: listen.smtp: bad address 'localhost:25' (want IP:port");
 	expect_error("listen.imap = [mail.example.org]:143\n", "listen.imap: bad address");
+	/* One address under two keys: not "in use" by some other program at bind. */
+	expect_error("listen.smtp = 127.0.0.1:25\n"
+		     "listen.submission = 127.0.0.2:25, [127.0.0.1]:25\n",
+		     "listen.smtp and listen.submission both name [127.0.0.1]:25");
+	expect_error("listen.imap = [::1]:143, [0:0::1]:143\n",
+		     "listen.imap and listen.imap both name [0:0::1]:143");
 	expect_error("log.level = loud\n", "log.level: bad value");
 	expect_error("outbound.tls = always\n", "outbound.tls: bad value");
 	expect_error("route.x.org = host:0\n", "route.x.org: bad value");
@@ -135,9 +141,9 @@ test_errors(void **state)
 	expect_error("dns.server = 127.0.0.1@99999\n", "bad resolver");
 	expect_error("dns.server = [::1]:53\n", "bad resolver");
 	/* The host name goes into every greeting: empty crashed the first session. */
-	static const char *const bad_hosts[] = {"", "bad host!", "-mx.example.org",
-						"mx-.example.org", "mx..example.org", ".example.org",
-						"mx.example.org.", "h\xff.example.org", "mx_1.example.org"};
+	static const char *const bad_hosts[] = {
+		"", "bad host!", "-mx.example.org", "mx-.example.org", "mx..example.org",
+		".example.org", "mx.example.org.", "h\xff.example.org", "mx_1.example.org"};
 	for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
 		char text[128];
 		snprintf(text, sizeof(text), "data_dir = /x\nhostname = %s\n", bad_hosts[i]);
