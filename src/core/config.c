@@ -20,7 +20,7 @@
 #define CONFIG_LINE_MAX 4096
 
 enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_RESOLVERS,
-		   CT_LOGLEVEL, CT_LISTEN, CT_TLSMODE, CT_HOSTNAME, CT_HOSTPORT };
+		   CT_LOGLEVEL, CT_LISTEN, CT_TLSMODE, CT_HOSTNAME, CT_HOSTPORT, CT_DIR };
 
 struct config_key {
 	const char *name;
@@ -37,7 +37,7 @@ const char *const config_listen_names[LISTEN_NKINDS] = {
 
 static const struct config_key config_keys[] = {
 	{"hostname", CT_HOSTNAME, OFF(hostname), 0, 0},
-	{"data_dir", CT_STRING, OFF(data_dir), 0, 0},
+	{"data_dir", CT_DIR, OFF(data_dir), 0, 0},
 	{"run_as", CT_STRING, OFF(run_as), 0, 0},
 	{"listen.smtp", CT_LISTEN, OFF(listen[LISTEN_SMTP]), 0, 0},
 	{"listen.submission", CT_LISTEN, OFF(listen[LISTEN_SUBMISSION]), 0, 0},
@@ -156,7 +156,7 @@ config_free(struct config *cfg)
 		const struct config_key *k = &config_keys[i];
 		void *p = (char *)cfg + k->off;
 		if (k->type == CT_STRING || k->type == CT_TLSMODE || k->type == CT_HOSTNAME ||
-		    k->type == CT_HOSTPORT) {
+		    k->type == CT_HOSTPORT || k->type == CT_DIR) {
 			free(*(char **)p);
 			*(char **)p = NULL;
 		} else if (k->type == CT_RESOLVERS || k->type == CT_LISTEN) {
@@ -449,6 +449,14 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 	void *p = (char *)cfg + k->off;
 	int64_t v = 0;
 	switch (k->type) {
+	case CT_DIR:
+		/* Relative, it would name another directory for a CLI run from
+		 * elsewhere than the daemon: users added where it never looks. */
+		if (*value != '\0' && *value != '/') {
+			buf_printf(err, "%s: '%s' is not an absolute path", key, value);
+			return -1;
+		}
+		__attribute__((fallthrough));
 	case CT_STRING:
 		free(*(char **)p);
 		*(char **)p = *value ? xstrdup(value) : NULL;
