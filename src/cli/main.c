@@ -259,11 +259,28 @@ print_domain(const char *d, void *arg)
 	printf("%s\n", d);
 }
 
+/*
+ * 1 when sub is one of subs (NULL-terminated). Checked before data_dir is
+ * opened: a mistyped subcommand is a usage error (2), and creates nothing.
+ */
+static int
+known_sub(const char *sub, const char *const *subs)
+{
+	for (; *subs; subs++)
+		if (strcmp(sub, *subs) == 0)
+			return 1;
+	return 0;
+}
+
 static int
 cmd_domain(struct config *cfg, int argc, char **argv)
 {
+	static const char *const subs[] = {"add", "del", "list", NULL};
+
 	if (argc < 1)
 		return usage_error("domain: missing subcommand (add, del, list)");
+	if (!known_sub(argv[0], subs))
+		return usage_error("domain: unknown subcommand '%s'", argv[0]);
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
 		return EXIT_RUNTIME;
@@ -281,8 +298,6 @@ cmd_domain(struct config *cfg, int argc, char **argv)
 			rc = usage_error("domain list takes no arguments");
 		else if (accounts_domain_list(a, print_domain, NULL) < 0)
 			rc = runtime_error("domain list: database error");
-	} else {
-		rc = usage_error("domain: unknown subcommand '%s'", argv[0]);
 	}
 	buf_free(&err);
 	accounts_close(&a);
@@ -362,6 +377,9 @@ cmd_user(struct config *cfg, int argc, char **argv)
 {
 	if (argc < 1)
 		return usage_error("user: missing subcommand (add, del, list, passwd, quota)");
+	static const char *const subs[] = {"add", "del", "list", "passwd", "quota", NULL};
+	if (!known_sub(argv[0], subs))
+		return usage_error("user: unknown subcommand '%s'", argv[0]);
 	const char *sub = argv[0];
 	const char *hash_opt = NULL;
 	int64_t quota = -1;
@@ -441,8 +459,6 @@ cmd_user(struct config *cfg, int argc, char **argv)
 		}
 		if (accounts_user_list(a, npos ? pos[0] : NULL, print_user, cfg) < 0)
 			rc = runtime_error("user list: database error");
-	} else {
-		rc = usage_error("user: unknown subcommand '%s'", sub);
 	}
 out:
 	buf_free(&err);
@@ -485,8 +501,12 @@ alias_check_targets(const char *source, int n, char **targets, struct buf *err)
 static int
 cmd_alias(struct config *cfg, int argc, char **argv)
 {
+	static const char *const subs[] = {"add", "del", "list", NULL};
+
 	if (argc < 1)
 		return usage_error("alias: missing subcommand (add, del, list)");
+	if (!known_sub(argv[0], subs))
+		return usage_error("alias: unknown subcommand '%s'", argv[0]);
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
 		return EXIT_RUNTIME;
@@ -510,8 +530,6 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 			rc = usage_error("alias list takes no arguments");
 		else if (accounts_alias_list(a, print_alias, NULL) < 0)
 			rc = runtime_error("alias list: database error");
-	} else {
-		rc = usage_error("alias: unknown subcommand '%s'", argv[0]);
 	}
 	buf_free(&err);
 	accounts_close(&a);

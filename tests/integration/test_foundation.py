@@ -84,6 +84,21 @@ def test_check_config_finds_what_serve_refuses(tmp_path, tls_files):
     assert not (tmp_path / "data").exists()
 
 
+def test_cli_usage_error_touches_nothing(tmp_path):
+    """A mistyped subcommand is a usage error (2) before data_dir is opened:
+    it creates no data_dir, and one that cannot be opened does not turn it
+    into a runtime error (1)."""
+    data = tmp_path / "data"
+    conf = write(str(tmp_path / "c.conf"), "data_dir = %s\n" % data)
+    blocked = write(str(tmp_path / "b.conf"), "data_dir = %s/sub\n" % conf)  # under a file
+    for args in (["domain", "lsit"], ["alias", "ad", "a@b.test", "c@d.test"],
+                 ["user", "remove", "a@b.test"]):
+        for c in (conf, blocked):
+            r = run("-c", c, *args)
+            assert r.returncode == 2 and "unknown subcommand '%s'" % args[1] in r.stderr, r
+    assert not data.exists()
+
+
 def test_failed_start_leaves_nothing(tmp_path, tls_files):
     data = tmp_path / "data"
     busy = socket.socket()
