@@ -443,7 +443,11 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 		}
 	}
 	if (k == NULL) {
-		buf_printf(err, "unknown key '%s'", key);
+		/* Escaped: an invisible byte in a key (a BOM, a control) is what is wrong. */
+		char esc[256];
+		buf_printf(err, "unknown key '%s'", log_esc(esc, sizeof(esc), key));
+		if (strncmp(key, "\xef\xbb\xbf", 3) == 0)
+			buf_puts(err, " (the file starts with a UTF-8 byte order mark: save it without)");
 		return -1;
 	}
 	void *p = (char *)cfg + k->off;

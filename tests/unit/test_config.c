@@ -101,6 +101,11 @@ test_errors(void **state)
 {
 	expect_error("hostname = a\nbogus = 1\n", ":2: unknown key 'bogus'");
 	expect_error("just words\n", ":1: expected 'key = value'");
+	/* What is invisible in a key is shown. */
+	expect_error("\xef\xbb\xbfhostname = a\n",
+		     ":1: unknown key '\\xef\\xbb\\xbfhostname' (the file starts with a UTF-8 "
+		     "byte order mark");
+	expect_error("data_dir = /x\nwork\x0b" "ers = 4\n", ":2: unknown key 'work\\x0bers'");
 	expect_error(" = value\n", ":1: missing key");
 	expect_error("allow_plaintext_auth = maybe\n", "allow_plaintext_auth: bad value 'maybe'");
 	expect_error("queue.max_age = 5 days\n", "queue.max_age: bad duration");
