@@ -76,7 +76,8 @@ static const struct cmd_help helps[] = {
 		  "SIGHUP reloads the TLS certificate and key.\n"},
 	{"check-config", "usage: surat [-c FILE] check-config\n"
 			 "Read the config file; print 'ok' or the first error with file:line.\n"
-			 "Also loads tls.cert and tls.key (and checks that they match), opens\n"
+			 "Also loads tls.cert and tls.key (and checks that they match), checks\n"
+			 "that data_dir is or can be made a writable directory, opens\n"
 			 "relayhost.password_file and looks up run_as, as serve does at start.\n"},
 	{"domain", "usage: surat domain add DOMAIN | del DOMAIN | list\n"
 		   "Local domains are those surat receives mail for. del takes the\n"
@@ -860,7 +861,40 @@ out:
 }
 
 /*
- * What serve would refuse at start, found without starting it: the TLS
+ * data_dir is a directory serve can write, or one it can make: its nearest
+ * existing ancestor is a directory it can write in. 0, or -1 with err set.
+ */
+static int
+check_data_dir(const char *dir, struct buf *err)
+{
+	char path[4096];
+	struct stat st;
+
+	if (xsnprintf(path, sizeof(path), "%s", dir) < 0) {
+		buf_printf(err, "data_dir: path too long");
+		return -1;
+	}
+	while (stat(path, &st) < 0) {
+		char *slash = strrchr(path, '/');	/* data_dir is absolute */
+		if ((errno != ENOENT && errno != ENOTDIR) || slash == NULL) {
+			buf_printf(err, "data_dir: stat(%s) failed: %s", path, strerror(errno));
+			return -1;
+		}
+		slash[slash == path] = '\0';
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		buf_printf(err, "data_dir: %s is not a directory", path);
+		return -1;
+	}
+	if (access(path, W_OK | X_OK) < 0) {
+		buf_printf(err, "data_dir: %s is not writable: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * What serve would refuse at start, found without starting it: data_dir, the TLS
  * certificate and key (read, and matched to each other), the smarthost's
  * password file, the run_as user. 0, or -1 with err set.
  */
@@ -870,7 +904,7 @@ check_start(const struct config *cfg, struct buf *err)
 	int rc = tls_init(cfg->tls_cert, cfg->tls_key, err);
 
 	tls_shutdown();
-	if (rc < 0)
+	if (rc < 0 || check_data_dir(cfg->data_dir, err) < 0)
 		return -1;
 	if (cfg->relayhost_password_file) {
 		int fd = open(cfg->relayhost_password_file, O_RDONLY | O_CLOEXEC);

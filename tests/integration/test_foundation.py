@@ -68,6 +68,8 @@ def test_check_config_finds_what_serve_refuses(tmp_path, tls_files):
          "relayhost.password_file = /nonexistent.pw\n",
          "c.conf: relayhost.password_file: open(/nonexistent.pw) failed"),
         ("run_as = no-such-user-surat\n", "c.conf: run_as: no such user 'no-such-user-surat'"),
+        ("data_dir = %s/c.conf/data\n" % tmp_path, "c.conf: data_dir: %s/c.conf is not a directory"
+         % tmp_path),
         ("hostname =\n", "c.conf:2: hostname: bad host name ''"),
         ("relayhost = a:b:c\n", "c.conf:2: relayhost: bad value 'a:b:c'"),
         ("dns.server = resolver.example\n", "c.conf:2: dns.server: bad resolver"),
