@@ -860,6 +860,17 @@ out:
 	return rc;
 }
 
+/* The protocol behind each listen.* key in this build; NULL: not built yet. */
+static const struct proto_ops *const served[LISTEN_NKINDS] = {
+	[LISTEN_SMTP] = &smtp_server_ops,
+	[LISTEN_SUBMISSION] = &smtp_server_ops,
+	[LISTEN_SUBMISSIONS] = &smtp_server_ops,
+	[LISTEN_IMAP] = &imap_server_ops,
+	[LISTEN_IMAPS] = &imap_server_ops,
+	[LISTEN_POP3] = &pop3_server_ops,
+	[LISTEN_POP3S] = &pop3_server_ops,
+};
+
 /*
  * data_dir is a directory serve can write, or one it can make: its nearest
  * existing ancestor is a directory it can write in. 0, or -1 with err set.
@@ -894,9 +905,10 @@ check_data_dir(const char *dir, struct buf *err)
 }
 
 /*
- * What serve would refuse at start, found without starting it: data_dir, the TLS
- * certificate and key (read, and matched to each other), the smarthost's
- * password file, the run_as user. 0, or -1 with err set.
+ * What serve would refuse at start, found without starting it: the TLS
+ * certificate and key (read, and matched to each other), data_dir, a
+ * listener of a protocol not built, the smarthost's password file, the
+ * run_as user. 0, or -1 with err set.
  */
 static int
 check_start(const struct config *cfg, struct buf *err)
@@ -906,6 +918,12 @@ check_start(const struct config *cfg, struct buf *err)
 	tls_shutdown();
 	if (rc < 0 || check_data_dir(cfg->data_dir, err) < 0)
 		return -1;
+	for (int k = 0; k < LISTEN_NKINDS; k++)
+		if (cfg->listen[k].n > 0 && served[k] == NULL) {
+			buf_printf(err, "listen.%s: this protocol is not available in this build",
+				   config_listen_names[k]);
+			return -1;
+		}
 	if (cfg->relayhost_password_file) {
 		int fd = open(cfg->relayhost_password_file, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
@@ -959,14 +977,10 @@ cmd_serve(struct config *cfg)
 		goto out;
 	}
 	srv = server_new(cfg);
-	server_register(srv, LISTEN_SMTP, &smtp_server_ops);
-	server_register(srv, LISTEN_SUBMISSION, &smtp_server_ops);
-	server_register(srv, LISTEN_SUBMISSIONS, &smtp_server_ops);
-	server_register(srv, LISTEN_IMAP, &imap_server_ops);
-	server_register(srv, LISTEN_IMAPS, &imap_server_ops);
+	for (int k = 0; k < LISTEN_NKINDS; k++)
+		if (served[k] != NULL)
+			server_register(srv, (enum listen_kind)k, served[k]);
 	imap_server_init(srv);
-	server_register(srv, LISTEN_POP3, &pop3_server_ops);
-	server_register(srv, LISTEN_POP3S, &pop3_server_ops);
 	if (server_bind(srv, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;

@@ -70,6 +70,8 @@ def test_check_config_finds_what_serve_refuses(tmp_path, tls_files):
         ("run_as = no-such-user-surat\n", "c.conf: run_as: no such user 'no-such-user-surat'"),
         ("data_dir = %s/c.conf/data\n" % tmp_path, "c.conf: data_dir: %s/c.conf is not a directory"
          % tmp_path),
+        ("listen.http = 127.0.0.1:8080\n",
+         "c.conf: listen.http: this protocol is not available in this build"),
         ("hostname =\n", "c.conf:2: hostname: bad host name ''"),
         ("relayhost = a:b:c\n", "c.conf:2: relayhost: bad value 'a:b:c'"),
         ("dns.server = resolver.example\n", "c.conf:2: dns.server: bad resolver"),
