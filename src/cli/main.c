@@ -709,8 +709,13 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 			printf(", %zu damaged file%s kept aside", bad, bad == 1 ? "" : "s");
 		printf("\n");
 	} else if (strcmp(argv[0], "show") == 0 || strcmp(argv[0], "delete") == 0) {
-		if (argc != 2 || !valid_queue_id(argv[1])) {
+		if (argc != 2) {
 			rc = usage_error("queue %s: need one queue ID", argv[0]);
+			goto out;
+		}
+		if (!valid_queue_id(argv[1])) {
+			rc = usage_error("queue %s: '%s' is not a queue ID (as 'queue list' shows them)",
+					 argv[0], argv[1]);
 			goto out;
 		}
 		struct spool_msg m;

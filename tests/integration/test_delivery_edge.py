@@ -977,7 +977,8 @@ def test_queue_show_and_delete_a_notice_and_bad_ids(srv):
                  ["show", "0123456789abcdef-sx"]):
         r = s.cli("queue", *args, check=False)
         assert r.returncode == 2, (args, r)
-        assert "need one queue ID" in r.stderr, (args, r)
+        want = "need one queue ID" if len(args) != 2 else "'%s' is not a queue ID" % args[1]
+        assert want in r.stderr, (args, r)
         assert r.stdout == "", (args, r)
     for bad in ("0123456789abcdef", "0123456789abcdef-b", "0123456789abcdef-d",
                 "0123456789abcdef-s", "0123456789abcdef-s1f", "0123456789abcdef-bb",
