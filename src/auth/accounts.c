@@ -567,18 +567,24 @@ accounts_user_get(struct accounts *a, const char *address, struct account_user *
 {
 	static const char sql[] = "SELECT address, hash, quota FROM users WHERE address = ?";
 	sqlite3_stmt *st = acc_stmt(a, sql);
+	int rc = SQLITE_ERROR;
 
-	if (st == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		u->address = xstrdup((const char *)sqlite3_column_text(st, 0));
-		u->hash = xstrdup((const char *)sqlite3_column_text(st, 1));
-		u->quota = sqlite3_column_int64(st, 2);
+	if (st != NULL) {
+		sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			u->address = xstrdup((const char *)sqlite3_column_text(st, 0));
+			u->hash = xstrdup((const char *)sqlite3_column_text(st, 1));
+			u->quota = sqlite3_column_int64(st, 2);
+		}
+		sqlite3_reset(st);
 	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		/* The callers only see -1: say here what went wrong. */
+		log_error("accounts database error: user lookup: %s", sqlite3_errmsg(a->db));
+		return -1;
+	}
+	return rc == SQLITE_ROW ? 1 : 0;
 }
 
 int

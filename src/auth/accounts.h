@@ -54,7 +54,10 @@ int accounts_user_del(struct accounts *a, const char *address, struct buf *err);
 int accounts_user_passwd(struct accounts *a, const char *address, const char *hash,
 			 struct buf *err);
 int accounts_user_quota(struct accounts *a, const char *address, int64_t quota, struct buf *err);
-/* 1 found (u filled; free with accounts_user_free), 0 not found, -1 error. */
+/*
+ * 1 found (u filled; free with accounts_user_free), 0 not found, -1 on a
+ * database error (logged here: the caller answers "try again later").
+ */
 int accounts_user_get(struct accounts *a, const char *address, struct account_user *u);
 /*
  * Whether address is still a user with this password hash: a password

@@ -154,6 +154,21 @@ login_work(struct imap_job *jj)
 	j->j.delay = !j->ok;
 }
 
+/*
+ * The accounts database failed: the server's fault, so [UNAVAILABLE]
+ * (RFC 5530), as Dovecot says, and no failure counted. [AUTHENTICATIONFAILED]
+ * would make clients drop a good password or ask the user again.
+ */
+static void
+login_tempfail(struct imap_sess *s, const char *user, const char *method)
+{
+	char esc[300];
+
+	log_msg(LL_ERROR, s->c->id, "login user=%s method=%s client=[%s]: accounts database error",
+		log_esc(esc, sizeof(esc), user), method, s->c->peer_ip);
+	imap_done(s, "NO", "[UNAVAILABLE] Temporary authentication failure, try again later");
+}
+
 static void
 login_done(struct imap_sess *s, struct imap_job *jj)
 {
@@ -161,8 +176,14 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 	char esc[300], tlsd[128];
 
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
-	if (j->ok && accounts_user_same(s->srv->accounts, j->user, j->hash) != 1)
-		j->ok = false;
+	if (j->ok) {
+		int same = accounts_user_same(s->srv->accounts, j->user, j->hash);
+		if (same < 0) {
+			login_tempfail(s, j->user, j->method);
+			return;
+		}
+		j->ok = same == 1;
+	}
 	if (j->ok && j->st) {
 		struct buf b = BUF_INIT(0);
 		s->st = j->st;
@@ -223,6 +244,7 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 	struct account_user u = {0};
 	bool valid = ulen > 0 && ulen <= CRED_MAX && plen > 0 && plen <= CRED_MAX &&
 		     memchr(user, '\0', ulen) == NULL && memchr(pass, '\0', plen) == NULL;
+	int found = 0;
 
 	j->method = method;
 	j->data_dir = s->srv->cfg->data_dir;
@@ -232,7 +254,8 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 		memcpy(j->user, user, ulen);
 		if (accounts_normalise(j->user, 0, &norm, &err) == 0) {
 			xsnprintf(j->user, sizeof(j->user), "%s", buf_str(&norm));
-			if (accounts_user_get(s->srv->accounts, norm.data, &u) == 1) {
+			found = accounts_user_get(s->srv->accounts, norm.data, &u);
+			if (found == 1) {
 				j->hash = u.hash;
 				u.hash = NULL;
 				if (u.quota >= 0)
@@ -245,6 +268,12 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 	}
 	buf_free(&norm);
 	buf_free(&err);
+	if (found < 0) {
+		/* Nothing to check the password against. */
+		login_tempfail(s, j->user, method);
+		login_free(&j->j);
+		return;
+	}
 	if (j->hash == NULL)
 		j->hash = xstrdup(DUMMY_HASH);
 	if (!valid)

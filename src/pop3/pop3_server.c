@@ -583,6 +583,22 @@ login_failed(struct pop3_sess *s, struct login_job *j)
 	pop3_resume(s, ST_AUTH);
 }
 
+/*
+ * The accounts database failed: the server's fault, not the client's, so
+ * [SYS/TEMP] (RFC 3206), as Dovecot says, and no failure counted. "[AUTH]"
+ * would make clients drop a good password or ask the user again.
+ */
+static void
+login_tempfail(struct pop3_sess *s, const char *user)
+{
+	char esc[300];
+
+	log_msg(LL_ERROR, s->sid,
+		"pop3 login user=%s method=%s client=[%s]: accounts database error",
+		log_esc(esc, sizeof(esc), user), s->method, s->c->peer_ip);
+	pop3_reply(s, 0, "[SYS/TEMP] Temporary authentication failure, try again later");
+}
+
 static void
 login_delay_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -625,8 +641,14 @@ login_verify_done(void *arg)
 		return;
 	}
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
-	if (accounts_user_same(s->srv->accounts, j->user, j->hash) != 1) {
-		login_failed(s, j);
+	int same = accounts_user_same(s->srv->accounts, j->user, j->hash);
+	if (same != 1) {
+		if (same < 0) {
+			login_tempfail(s, j->user);
+			pop3_resume(s, ST_AUTH);
+		} else {
+			login_failed(s, j);
+		}
 		login_job_free(j);
 		pop3_release(s);
 		return;
@@ -647,7 +669,8 @@ login_verify_done(void *arg)
 	pop3_release(s);
 }
 
-/* Check user/pass on the pool; the answer comes from the completion. */
+/* Check user/pass on the pool; the answer comes from the completion (at once
+ * when the accounts database fails). */
 static void
 pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_len,
 	   const char *method)
@@ -655,12 +678,14 @@ pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_
 	struct login_job *j = xcalloc(1, sizeof(*j));
 	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
 	struct account_user u = {0};
+	int found = 0;
 
 	j->s = s;
 	s->method = method;
 	if (accounts_normalise(user, 0, &norm, &err) == 0 &&
 	    xsnprintf(j->user, sizeof(j->user), "%s", norm.data) >= 0) {
-		if (accounts_user_get(s->srv->accounts, norm.data, &u) == 1) {
+		found = accounts_user_get(s->srv->accounts, norm.data, &u);
+		if (found == 1) {
 			j->hash = u.hash;
 			u.hash = NULL;
 			accounts_user_free(&u);
@@ -670,6 +695,12 @@ pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_
 	}
 	buf_free(&norm);
 	buf_free(&err);
+	if (found < 0) {
+		/* Nothing to check the password against. */
+		login_tempfail(s, j->user);
+		login_job_free(j);
+		return;
+	}
 	/* Unknown users still pay for a hash, so timing does not reveal them. */
 	if (j->hash == NULL)
 		j->hash = xstrdup(

@@ -728,6 +728,7 @@ struct auth_job {
 	char pass[256];
 	char *hash;
 	int ok;
+	int tempfail; /* the accounts database failed */
 };
 
 static void
@@ -744,6 +745,22 @@ auth_work(void *arg)
 	struct auth_job *j = arg;
 	j->ok = j->hash && password_verify(j->pass, j->hash);
 	util_wipe(j->pass, sizeof(j->pass));
+}
+
+/*
+ * The accounts database failed: 454 4.7.0 (RFC 4954 6), as Postfix says when
+ * its SASL backend is down; not 535, which makes clients drop a good
+ * password, and not counted as a failure.
+ */
+static void
+auth_tempfail(struct smtp_sess *s, const char *user)
+{
+	char esc[300];
+
+	log_msg(LL_ERROR, s->c->id, "auth user=%s client=[%s]: accounts database error",
+		log_esc(esc, sizeof(esc), user), s->c->peer_ip);
+	smtp_reply(s, 454, "4.7.0", "Temporary authentication failure, try again later");
+	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 }
 
 static void
@@ -792,8 +809,11 @@ auth_done(void *arg)
 	struct smtp_sess *s = j->s;
 
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
-	if (j->ok && accounts_user_same(s->srv->accounts, j->user, j->hash) != 1)
-		j->ok = 0;
+	if (j->ok && !(s->flags & F_DEAD)) {
+		int same = accounts_user_same(s->srv->accounts, j->user, j->hash);
+		j->tempfail = same < 0;
+		j->ok = same == 1;
+	}
 	if (j->ok && !(s->flags & F_DEAD)) {
 		/* Kept: what tells this account from one made anew under the address. */
 		smtp_user_clear(s);
@@ -805,7 +825,7 @@ auth_done(void *arg)
 		free(j->hash);
 		j->hash = NULL;
 	}
-	if (!j->ok && !(s->flags & F_DEAD) && s->srv->cfg->auth_fail_delay > 0) {
+	if (!j->ok && !j->tempfail && !(s->flags & F_DEAD) && s->srv->cfg->auth_fail_delay > 0) {
 		/* Slow down guessing: the failure answer comes after a delay. */
 		s->timer = event_new(s->srv->base, -1, 0, auth_delay_done, j);
 		event_add(s->timer, &(struct timeval){s->srv->cfg->auth_fail_delay, 0});
@@ -813,6 +833,11 @@ auth_done(void *arg)
 	}
 	if (s->flags & F_DEAD) {
 		smtp_sess_free(s);
+	} else if (j->tempfail) {
+		smtp_hold(s);
+		auth_tempfail(s, j->user);
+		smtp_resume(s);
+		smtp_release(s);
 	} else {
 		smtp_hold(s);
 		auth_finish(s, j->ok, j->user);
@@ -828,10 +853,13 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
 	struct account_user u = {0};
 
+	int found = 0;
+
 	j->s = s;
 	if (accounts_normalise(user, 0, &norm, &err) == 0) {
 		xsnprintf(j->user, sizeof(j->user), "%s", norm.data);
-		if (accounts_user_get(s->srv->accounts, norm.data, &u) == 1) {
+		found = accounts_user_get(s->srv->accounts, norm.data, &u);
+		if (found == 1) {
 			j->hash = u.hash;
 			u.hash = NULL;
 			accounts_user_free(&u);
@@ -841,6 +869,12 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 	}
 	buf_free(&norm);
 	buf_free(&err);
+	if (found < 0) {
+		/* Nothing to check the password against. */
+		auth_tempfail(s, j->user);
+		auth_job_free(j);
+		return;
+	}
 	/* Unknown users still pay for a hash, so timing does not reveal them. */
 	if (j->hash == NULL)
 		j->hash = xstrdup("$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4");

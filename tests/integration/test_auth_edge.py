@@ -548,3 +548,45 @@ def test_enhanced_codes_on_every_auth_and_starttls_reply(lenient):
     assert not bad, "\n".join(map(repr, bad))
     codes = [c for _, c, _ in seen]
     assert 235 in codes and 538 in codes and 535 in codes and 220 in codes, seen
+
+
+# ---------------------------------------------------------------- accounts database errors
+
+def test_accounts_database_error_is_temporary_not_bad_credentials(make_populated):
+    """A failed account lookup is the server's fault: 454 4.7.0 (RFC 4954 6),
+    [SYS/TEMP] (RFC 3206) and [UNAVAILABLE] (RFC 5530), as Postfix and
+    Dovecot answer, never "credentials invalid", which makes clients drop
+    or ask again for a good password; nor is it counted as a failure."""
+    import imaplib
+    import os
+    import sqlite3
+    s = make_populated(extra={"allow_plaintext_auth": "yes"},
+                       kinds=("submission", "imap", "pop3"))
+    smtp = Raw(s.port("submission"))
+    smtp.greet()
+    pop = socket.create_connection(("127.0.0.1", s.port("pop3")), timeout=10)
+    popf = pop.makefile("rb")
+    assert popf.readline().startswith(b"+OK")
+    imap = imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=10)
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"), timeout=10,
+                         isolation_level=None)
+    db.execute("ALTER TABLE users RENAME TO users_away")
+    try:
+        for _ in range(3):   # never "too many failures"
+            code, text = smtp.cmd("AUTH PLAIN " + plain("", ALICE, "alice-pw"))
+            assert code == 454 and text[0].startswith("4.7.0"), (code, text)
+            pop.sendall(b"USER %s\r\nPASS alice-pw\r\n" % ALICE.encode())
+            assert popf.readline().startswith(b"+OK")
+            r = popf.readline()
+            assert r.startswith(b"-ERR [SYS/TEMP]"), r
+            typ, data = imap._simple_command("LOGIN", ALICE, "alice-pw")
+            assert typ == "NO" and b"[UNAVAILABLE]" in data[-1], (typ, data)
+    finally:
+        db.execute("ALTER TABLE users_away RENAME TO users")
+    code, _ = smtp.cmd("AUTH PLAIN " + plain("", ALICE, "alice-pw"))
+    assert code == 235
+    pop.sendall(b"USER %s\r\nPASS alice-pw\r\n" % ALICE.encode())
+    assert popf.readline().startswith(b"+OK")
+    assert popf.readline().startswith(b"+OK Logged in")
+    imap.login(ALICE, "alice-pw")
+    assert "accounts database error" in s.log()
