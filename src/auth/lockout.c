@@ -1,0 +1,190 @@
+/*
+ * lockout — see lockout.h.
+ *
+ * A chained hash table of keys, and a list of the same entries by the
+ * start of their window, oldest first. A window only ever starts now, so
+ * an entry whose window (re)starts moves to the young end and the list
+ * stays in order: expired entries are always at the old end, and dropping
+ * them costs nothing per call beyond the ones dropped.
+ *
+ * SECURITY: the hash is seeded at random, so a client choosing its
+ * addresses (a whole IPv6 /48 of /64 keys) cannot aim them at one chain.
+ */
+#include "auth/lockout.h"
+#include "core/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct lockout_entry {
+	char key[UTIL_CLIENT_KEY_MAX];
+	unsigned failures;
+	int64_t since_ms;	     /* the window's start */
+	struct lockout_entry *chain; /* same bucket */
+	struct lockout_entry *older, *younger;
+};
+
+struct lockout {
+	unsigned max_failures;
+	int64_t window_ms;
+	size_t max_entries, nentries;
+	size_t nbuckets; /* a power of two */
+	uint32_t seed;
+	struct lockout_entry **buckets;
+	struct lockout_entry *oldest, *youngest;
+};
+
+struct lockout *
+lockout_new(unsigned max_failures, int64_t window_ms, size_t max_entries)
+{
+	struct lockout *l = xcalloc(1, sizeof(*l));
+
+	l->max_failures = max_failures;
+	l->window_ms = window_ms;
+	l->max_entries = max_entries ? max_entries : 1;
+	/* About four keys a chain when full. */
+	l->nbuckets = 16;
+	while (l->nbuckets * 4 < l->max_entries)
+		l->nbuckets *= 2;
+	l->buckets = xcalloc(l->nbuckets, sizeof(*l->buckets));
+	util_random(&l->seed, sizeof(l->seed));
+	return l;
+}
+
+void
+lockout_free(struct lockout **lp)
+{
+	struct lockout *l = *lp;
+
+	if (l == NULL)
+		return;
+	while (l->oldest) {
+		struct lockout_entry *e = l->oldest;
+		l->oldest = e->younger;
+		free(e);
+	}
+	free(l->buckets);
+	free(l);
+	*lp = NULL;
+}
+
+size_t
+lockout_size(const struct lockout *l)
+{
+	return l->nentries;
+}
+
+static struct lockout_entry **
+lockout_slot(struct lockout *l, const char *key)
+{
+	uint32_t h = 2166136261u ^ l->seed;
+
+	for (const char *p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h ^= h >> 15;
+	struct lockout_entry **pp = &l->buckets[h & (l->nbuckets - 1)];
+	while (*pp && strcmp((*pp)->key, key) != 0)
+		pp = &(*pp)->chain;
+	return pp;
+}
+
+static void
+lockout_unlist(struct lockout *l, struct lockout_entry *e)
+{
+	if (e->older)
+		e->older->younger = e->younger;
+	else
+		l->oldest = e->younger;
+	if (e->younger)
+		e->younger->older = e->older;
+	else
+		l->youngest = e->older;
+	e->older = e->younger = NULL;
+}
+
+static void
+lockout_list_young(struct lockout *l, struct lockout_entry *e)
+{
+	e->older = l->youngest;
+	if (l->youngest)
+		l->youngest->younger = e;
+	else
+		l->oldest = e;
+	l->youngest = e;
+}
+
+static void
+lockout_drop(struct lockout *l, struct lockout_entry *e)
+{
+	struct lockout_entry **pp = lockout_slot(l, e->key);
+
+	*pp = e->chain;
+	lockout_unlist(l, e);
+	l->nentries--;
+	free(e);
+}
+
+/* Drop the entries whose window has passed: all at the old end. */
+static void
+lockout_expire(struct lockout *l, int64_t now_ms)
+{
+	while (l->oldest && now_ms - l->oldest->since_ms >= l->window_ms)
+		lockout_drop(l, l->oldest);
+}
+
+/* Start e's window now, and move it to the young end to keep the order. */
+static void
+lockout_restart(struct lockout *l, struct lockout_entry *e, int64_t now_ms)
+{
+	e->since_ms = now_ms;
+	lockout_unlist(l, e);
+	lockout_list_young(l, e);
+}
+
+enum lockout_state
+lockout_check(struct lockout *l, const char *key, int64_t now_ms)
+{
+	if (l->max_failures == 0)
+		return LOCKOUT_OPEN;
+	lockout_expire(l, now_ms);
+	struct lockout_entry *e = *lockout_slot(l, key);
+	return e && e->failures >= l->max_failures ? LOCKOUT_LOCKED : LOCKOUT_OPEN;
+}
+
+enum lockout_state
+lockout_fail(struct lockout *l, const char *key, int64_t now_ms, unsigned *count_r)
+{
+	if (count_r)
+		*count_r = 0;
+	if (l->max_failures == 0)
+		return LOCKOUT_OPEN;
+	lockout_expire(l, now_ms);
+	struct lockout_entry **pp = lockout_slot(l, key);
+	struct lockout_entry *e = *pp;
+	if (e == NULL) {
+		if (l->nentries >= l->max_entries) {
+			/* Full of live keys: the oldest window goes (its lock too). */
+			lockout_drop(l, l->oldest);
+			pp = lockout_slot(l, key);
+		}
+		e = xcalloc(1, sizeof(*e));
+		xsnprintf(e->key, sizeof(e->key), "%s", key);
+		e->since_ms = now_ms;
+		*pp = e;
+		lockout_list_young(l, e);
+		l->nentries++;
+	}
+	if (count_r)
+		*count_r = e->failures + 1;
+	if (e->failures >= l->max_failures) {
+		/* A check that began before the lock: counted, but the lock
+		 * keeps its end, or parallel sessions would stretch it. */
+		if (e->failures < UINT32_MAX)
+			e->failures++;
+		return LOCKOUT_LOCKED;
+	}
+	if (++e->failures < l->max_failures)
+		return LOCKOUT_OPEN;
+	lockout_restart(l, e, now_ms);
+	return LOCKOUT_NOW_LOCKED;
+}

@@ -1,0 +1,50 @@
+/*
+ * lockout — failed logins counted per client address, shared by SMTP AUTH,
+ * IMAP and POP3: past a threshold every login from the address is refused
+ * without a password check (Dovecot's auth_penalty, Postfix's anvil). The
+ * per-session failure limits only end a session; this is what stops a
+ * client that hangs up and reconnects to guess again.
+ *
+ * A key (util_client_key: an IPv4 address, an IPv6 prefix) counts its
+ * failures from the first one; window_ms after that first one they are all
+ * forgotten. The failure that reaches max_failures locks the key, and
+ * starts its window again, so a lock lasts a full window_ms whenever it
+ * came. Attempts refused while locked are not counted and do not extend it.
+ *
+ * The table holds at most max_entries keys: expired ones are dropped as
+ * calls pass by, and when it is full of live ones the oldest goes, so
+ * addresses without end (an IPv6 spray) cost bounded memory.
+ *
+ * SECURITY: keys come from the kernel's peer address, never from the
+ * client's words. Not thread-safe: the event loop owns the table, so every
+ * call is made there (worker completions run on the loop).
+ */
+#ifndef SURAT_LOCKOUT_H
+#define SURAT_LOCKOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct lockout;
+
+enum lockout_state {
+	LOCKOUT_OPEN,	    /* logins are checked as usual */
+	LOCKOUT_NOW_LOCKED, /* lockout_fail(): this failure locked the key */
+	LOCKOUT_LOCKED,	    /* locked before this call */
+};
+
+/* A table; max_failures 0 turns it off (every call answers LOCKOUT_OPEN).
+ * Free with lockout_free(). */
+struct lockout *lockout_new(unsigned max_failures, int64_t window_ms, size_t max_entries);
+/* Free the table and set *lp to NULL. */
+void lockout_free(struct lockout **lp);
+/* Whether logins from key are refused at now_ms (monotonic). */
+enum lockout_state lockout_check(struct lockout *l, const char *key, int64_t now_ms);
+/* Count a failed login (bad credentials) from key at now_ms. *count_r (may
+ * be NULL) gets the failures counted in the key's window so far. */
+enum lockout_state lockout_fail(struct lockout *l, const char *key, int64_t now_ms,
+				unsigned *count_r);
+/* Keys held now (expired ones included until they are dropped). */
+size_t lockout_size(const struct lockout *l);
+
+#endif

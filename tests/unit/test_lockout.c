@@ -1,0 +1,142 @@
+/* Unit tests for auth/lockout: the count per key, the lock and its end,
+ * expiry, and the bound on the table. Time is passed in, so nothing sleeps. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cmocka.h>
+
+#include "auth/lockout.h"
+
+#define W 15000 /* window, ms */
+
+/* The third failure locks; the key stays locked, others do not. */
+static void
+test_locks_at_threshold(void **state)
+{
+	struct lockout *l = lockout_new(3, W, 100);
+	unsigned n;
+
+	(void)state;
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 0, &n), LOCKOUT_OPEN);
+	assert_int_equal(n, 1);
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 10, &n), LOCKOUT_OPEN);
+	assert_int_equal(lockout_check(l, "192.0.2.1", 20), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 30, &n), LOCKOUT_NOW_LOCKED);
+	assert_int_equal(n, 3);
+	assert_int_equal(lockout_check(l, "192.0.2.1", 40), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_check(l, "192.0.2.2", 40), LOCKOUT_OPEN);
+	/* A check begun before the lock ends after it: counted, still locked. */
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 50, &n), LOCKOUT_LOCKED);
+	assert_int_equal(n, 4);
+	lockout_free(&l);
+	assert_null(l);
+}
+
+/* Failures spread over more than a window never lock. */
+static void
+test_window_forgets(void **state)
+{
+	struct lockout *l = lockout_new(3, W, 100);
+
+	(void)state;
+	assert_int_equal(lockout_fail(l, "k", 0, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", 1000, NULL), LOCKOUT_OPEN);
+	/* The window since the first failure has passed: counting starts over. */
+	assert_int_equal(lockout_fail(l, "k", W, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_size(l), 1);
+	assert_int_equal(lockout_fail(l, "k", W + 1, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", W + 2, NULL), LOCKOUT_NOW_LOCKED);
+	lockout_free(&l);
+}
+
+/* A lock lasts a full window from the failure that made it, however late
+ * in the counting window that came; later failures do not stretch it. */
+static void
+test_lock_lasts_a_window(void **state)
+{
+	struct lockout *l = lockout_new(2, W, 100);
+
+	(void)state;
+	lockout_fail(l, "k", 0, NULL);
+	assert_int_equal(lockout_fail(l, "k", W - 1, NULL), LOCKOUT_NOW_LOCKED);
+	assert_int_equal(lockout_check(l, "k", W + 100), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_fail(l, "k", W + 200, NULL), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_check(l, "k", 2 * W - 2), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_check(l, "k", 2 * W - 1), LOCKOUT_OPEN);
+	/* And the expired entry is gone, not just ignored. */
+	assert_int_equal(lockout_size(l), 0);
+	assert_int_equal(lockout_fail(l, "k", 2 * W, NULL), LOCKOUT_OPEN);
+	lockout_free(&l);
+}
+
+/* 0 failures: off, nothing is kept. */
+static void
+test_off(void **state)
+{
+	struct lockout *l = lockout_new(0, W, 100);
+
+	(void)state;
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(lockout_fail(l, "k", i, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_check(l, "k", 60), LOCKOUT_OPEN);
+	assert_int_equal(lockout_size(l), 0);
+	lockout_free(&l);
+}
+
+/* Many more keys than room: the table stays at its bound, the oldest go
+ * first, and the young ones keep their counts. */
+static void
+test_bound_evicts_oldest(void **state)
+{
+	struct lockout *l = lockout_new(2, W, 64);
+	char key[64];
+
+	(void)state;
+	lockout_fail(l, "old", 0, NULL);
+	assert_int_equal(lockout_fail(l, "old", 1, NULL), LOCKOUT_NOW_LOCKED);
+	for (int i = 0; i < 100000; i++) {
+		snprintf(key, sizeof(key), "2001:db8:%x:%x::/64", i >> 16, i & 0xffff);
+		lockout_fail(l, key, 2 + i / 1000, NULL);
+		assert_true(lockout_size(l) <= 64);
+	}
+	assert_int_equal(lockout_size(l), 64);
+	assert_int_equal(lockout_check(l, "old", 200), LOCKOUT_OPEN);
+	/* The last key is still there with its one failure. */
+	assert_int_equal(lockout_fail(l, key, 200, NULL), LOCKOUT_NOW_LOCKED);
+	lockout_free(&l);
+}
+
+/* Expired entries are dropped as calls pass, so a spray that stops leaves
+ * nothing behind once its window is over. */
+static void
+test_expired_dropped(void **state)
+{
+	struct lockout *l = lockout_new(5, W, 1000);
+	char key[32];
+
+	(void)state;
+	for (int i = 0; i < 500; i++) {
+		snprintf(key, sizeof(key), "198.51.100.%d", i);
+		lockout_fail(l, key, i, NULL);
+	}
+	assert_int_equal(lockout_size(l), 500);
+	assert_int_equal(lockout_check(l, "x", W + 250), LOCKOUT_OPEN);
+	assert_int_equal(lockout_size(l), 249);
+	assert_int_equal(lockout_check(l, "x", W + 1000), LOCKOUT_OPEN);
+	assert_int_equal(lockout_size(l), 0);
+	lockout_free(&l);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_locks_at_threshold),	cmocka_unit_test(test_window_forgets),
+	    cmocka_unit_test(test_lock_lasts_a_window), cmocka_unit_test(test_off),
+	    cmocka_unit_test(test_bound_evicts_oldest), cmocka_unit_test(test_expired_dropped),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
