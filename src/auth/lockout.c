@@ -11,6 +11,7 @@
  * addresses (a whole IPv6 /48 of /64 keys) cannot aim them at one chain.
  */
 #include "auth/lockout.h"
+#include "core/log.h"
 #include "core/util.h"
 
 #include <stdlib.h>
@@ -187,4 +188,27 @@ lockout_fail(struct lockout *l, const char *key, int64_t now_ms, unsigned *count
 		return LOCKOUT_OPEN;
 	lockout_restart(l, e, now_ms);
 	return LOCKOUT_NOW_LOCKED;
+}
+
+enum lockout_state
+lockout_login_check(struct lockout *l, const char *key)
+{
+	return lockout_check(l, key, util_mono_ms());
+}
+
+enum lockout_state
+lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip, const char *key)
+{
+	unsigned n;
+	enum lockout_state st = lockout_fail(l, key, util_mono_ms(), &n);
+
+	if (st == LOCKOUT_NOW_LOCKED) {
+		int other = strcmp(key, peer_ip) != 0;
+		log_msg(LL_WARN, sid,
+			"auth lockout client=[%s]%s%s failures=%u window=%llds: "
+			"logins from it refused for %llds",
+			peer_ip, other ? " counted_as=" : "", other ? key : "", n,
+			(long long)(l->window_ms / 1000), (long long)(l->window_ms / 1000));
+	}
+	return st;
 }

@@ -27,6 +27,9 @@
 
 struct lockout;
 
+/* The table's size in the daemon: some 2 MB when full. */
+#define LOCKOUT_MAX_KEYS 16384
+
 enum lockout_state {
 	LOCKOUT_OPEN,	    /* logins are checked as usual */
 	LOCKOUT_NOW_LOCKED, /* lockout_fail(): this failure locked the key */
@@ -44,6 +47,15 @@ enum lockout_state lockout_check(struct lockout *l, const char *key, int64_t now
  * be NULL) gets the failures counted in the key's window so far. */
 enum lockout_state lockout_fail(struct lockout *l, const char *key, int64_t now_ms,
 				unsigned *count_r);
+/*
+ * For the protocols, at the monotonic now: lockout_login_check() whether a
+ * login from key may be checked at all; lockout_login_failed() counts one
+ * with bad credentials from the client at peer_ip (counted under key), and
+ * logs, as session sid, the failure that locks the key.
+ */
+enum lockout_state lockout_login_check(struct lockout *l, const char *key);
+enum lockout_state lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip,
+					const char *key);
 /* Keys held now (expired ones included until they are dropped). */
 size_t lockout_size(const struct lockout *l);
 

@@ -12,6 +12,7 @@
  * wiped after hashing.
  */
 #include "auth/accounts.h"
+#include "auth/lockout.h"
 #include "auth/password.h"
 #include "core/buf.h"
 #include "core/config.h"
@@ -996,6 +997,8 @@ cmd_serve(struct config *cfg)
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}
+	srv->lockout = lockout_new((unsigned)cfg->auth_lockout_failures,
+				   cfg->auth_lockout_window * 1000, LOCKOUT_MAX_KEYS);
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
@@ -1029,6 +1032,7 @@ out:
 		queue_free(&srv->queue);
 		dns_free(&srv->dns);
 		accounts_close(&srv->accounts);
+		lockout_free(&srv->lockout);
 		imap_server_fini();
 		server_free(&srv);
 		store_pool_drain();

@@ -67,6 +67,8 @@ static const struct config_key config_keys[] = {
 	{"smtp.min_data_rate", CT_SIZE, OFF(smtp_min_data_rate), 0, (int64_t)1 << 30},
 	{"smtp.max_hops", CT_UINT, OFF(smtp_max_hops), 1, 1000},
 	{"auth.fail_delay", CT_DURATION, OFF(auth_fail_delay), 0, 60},
+	{"auth.lockout_failures", CT_UINT, OFF(auth_lockout_failures), 0, 1000000},
+	{"auth.lockout_window", CT_DURATION, OFF(auth_lockout_window), 1, 86400 * 7},
 	{"user.quota", CT_SIZE, OFF(user_quota), 0, INT64_MAX},
 	{"queue.retry_interval", CT_DURATION, OFF(queue_retry_interval), 1, 86400 * 7},
 	{"queue.retry_max", CT_DURATION, OFF(queue_retry_max), 1, 86400 * 7},
@@ -112,6 +114,8 @@ config_defaults(struct config *cfg)
 	cfg->smtp_min_data_rate = 500;
 	cfg->smtp_max_hops = 100;
 	cfg->auth_fail_delay = 2;
+	cfg->auth_lockout_failures = 10;
+	cfg->auth_lockout_window = 15 * 60;
 	cfg->user_quota = 0;
 	cfg->queue_retry_interval = 15 * 60;
 	cfg->queue_retry_max = 15 * 60;

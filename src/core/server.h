@@ -30,6 +30,7 @@ struct event;
 struct bufferevent;
 struct worker_pool;
 struct accounts;
+struct lockout;
 struct queue;
 struct dns;
 struct conn;
@@ -76,6 +77,7 @@ struct server {
 	struct worker_pool *pool;
 	struct worker_pool *auth_pool; /* password hashing only: CPU-bound, a thread per CPU */
 	struct accounts *accounts;
+	struct lockout *lockout;	/* failed logins per client key, all protocols */
 	struct queue *queue;
 	struct dns *dns;
 	int stopping;
