@@ -230,6 +230,9 @@ struct imap_job {
 	void (*work)(struct imap_job *j); /* on a worker thread */
 	void (*done)(struct imap_sess *s, struct imap_job *j); /* on the loop */
 	void (*free)(struct imap_job *j);		       /* frees the job */
+	/* On the loop before done, and before the failure delay; also when
+	 * the session is gone (s->c NULL then). May be NULL. */
+	void (*settle)(struct imap_sess *s, struct imap_job *j);
 	bool delay; /* done after the auth failure delay */
 	bool auth;  /* a password check: runs on the server's auth_pool */
 	bool keep;  /* done() passed the job on (imap_job_continue): do not free it */

@@ -6,7 +6,8 @@
  * A login looks the user up on the loop (accounts.db is read-only here),
  * then verifies the password and opens the account's store on the worker
  * pool; a failure is answered after auth.fail_delay. Unknown users pay for
- * a hash too, so timing does not tell them apart.
+ * a hash too, so timing does not tell them apart. A client address locked
+ * out (auth/lockout) is refused before any of that.
  *
  * SECURITY: passwords are accepted only over TLS unless
  * allow_plaintext_auth is set; they are copied only into the job, wiped
@@ -16,6 +17,7 @@
 #include "imap/imap_cmd.h"
 
 #include "auth/accounts.h"
+#include "auth/lockout.h"
 #include "auth/password.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -135,6 +137,11 @@ struct login_job {
 	struct store *st; /* opened on success */
 	char err[256];
 	bool ok;
+	bool locked; /* refused: the client's address is locked out */
+	/* the client, for the lockout when the session is gone by the answer */
+	char sid[sizeof(((struct conn *)0)->id)];
+	char peer_ip[INET6_ADDRSTRLEN];
+	char key[UTIL_CLIENT_KEY_MAX];
 };
 
 static void
@@ -169,11 +176,61 @@ login_tempfail(struct imap_sess *s, const char *user, const char *method)
 	imap_done(s, "NO", "[UNAVAILABLE] Temporary authentication failure, try again later");
 }
 
+/*
+ * Too many failed logins from the client's address (auth/lockout): refused
+ * without a check, so a right password is refused too. [UNAVAILABLE] (RFC
+ * 5530): the login cannot be done now, for a reason that is not the
+ * credentials, so clients keep the password and try later, and the answer
+ * is the same for every user. [LIMIT] is for limits of the data model
+ * (flags, message sizes); [AUTHENTICATIONFAILED] would say the password is
+ * wrong. It counts toward this session's own limit, not toward the lockout.
+ */
+static void
+login_locked(struct imap_sess *s, const char *user, const char *method)
+{
+	char esc[300];
+
+	log_msg(LL_WARN, s->c->id, "auth failed user=%s method=%s client=[%s] reason=locked",
+		log_esc(esc, sizeof(esc), user), method, s->c->peer_ip);
+	imap_done(s, "NO",
+		  "[UNAVAILABLE] Too many authentication failures from this address, "
+		  "try again later");
+	if (++s->auth_fails >= AUTH_FAILS_MAX)
+		imap_bye(s, "Too many failed logins.");
+}
+
+/*
+ * Count a failure at once, not after the delay, and even when the client
+ * has hung up meanwhile, or hanging up early would spare it the count. A
+ * check that began before its address was locked (a parallel session) is
+ * refused now whatever its result, so that it tells nothing either.
+ */
+static void
+login_settle(struct imap_sess *s, struct imap_job *jj)
+{
+	struct login_job *j = (struct login_job *)jj;
+
+	if (!j->ok)
+		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key) ==
+			    LOCKOUT_LOCKED;
+	else
+		j->locked = lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN;
+	if (j->locked) {
+		j->ok = false;
+		j->j.delay = false;
+	}
+}
+
 static void
 login_done(struct imap_sess *s, struct imap_job *jj)
 {
 	struct login_job *j = (struct login_job *)jj;
 	char esc[300], tlsd[128];
+
+	if (j->locked) {
+		login_locked(s, j->user, j->method);
+		return;
+	}
 
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
 	if (j->ok) {
@@ -246,7 +303,17 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 		     memchr(user, '\0', ulen) == NULL && memchr(pass, '\0', plen) == NULL;
 	int found = 0;
 
+	if (lockout_login_check(s->srv->lockout, s->c->ip_key) != LOCKOUT_OPEN) {
+		char name[CRED_MAX + 1];
+		xsnprintf(name, sizeof(name), "%.*s", (int)(ulen < 64 ? ulen : 64), user);
+		login_locked(s, name, method);
+		free(j);
+		return;
+	}
 	j->method = method;
+	memcpy(j->sid, s->c->id, sizeof(j->sid));
+	memcpy(j->peer_ip, s->c->peer_ip, sizeof(j->peer_ip));
+	memcpy(j->key, s->c->ip_key, sizeof(j->key));
 	j->data_dir = s->srv->cfg->data_dir;
 	j->quota = s->srv->cfg->user_quota;
 	if (valid) {
@@ -281,6 +348,7 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 	j->j.work = login_work;
 	j->j.done = login_done;
 	j->j.free = login_free;
+	j->j.settle = login_settle;
 	j->j.auth = true;
 	imap_job_run(s, &j->j);
 }

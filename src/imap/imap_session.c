@@ -790,6 +790,8 @@ imap_job_done(void *arg)
 	struct imap_job *j = arg;
 	struct imap_sess *s = j->s;
 
+	if (j->settle)
+		j->settle(s, j);
 	if (j->delay && !(s->flags & SF_DEAD) && s->srv->cfg->auth_fail_delay > 0) {
 		/* Slow down guessing: a failure is answered after a delay. */
 		if (s->timer == NULL)

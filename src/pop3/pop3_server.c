@@ -31,6 +31,7 @@
 #include "pop3/pop3_server.h"
 #include "pop3/pop3_proto.h"
 #include "auth/accounts.h"
+#include "auth/lockout.h"
 #include "auth/password.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -483,6 +484,11 @@ struct login_job {
 	char pass[POP3_AUTH_LINE_MAX];
 	char *hash;
 	int ok;
+	int locked; /* refused: the client's address is locked out */
+	/* the client, for the lockout when the session is gone by the answer */
+	char sid[sizeof(((struct conn *)0)->id)];
+	char peer_ip[INET6_ADDRSTRLEN];
+	char key[UTIL_CLIENT_KEY_MAX];
 	/* opening the maildrop */
 	char *data_dir;
 	struct store *st;
@@ -599,6 +605,34 @@ login_tempfail(struct pop3_sess *s, const char *user)
 	pop3_reply(s, 0, "[SYS/TEMP] Temporary authentication failure, try again later");
 }
 
+/*
+ * Too many failed logins from the client's address (auth/lockout): refused
+ * without a check, so a right password is refused too. [SYS/TEMP] (RFC
+ * 3206): temporary and not about the credentials, so clients keep the
+ * password and try later, and the same for every user. [AUTH] would say
+ * the password is wrong, [IN-USE] that the maildrop is locked (an account
+ * that exists), [LOGIN-DELAY] (RFC 2449) that this user logged in too
+ * recently. It counts toward this session's own limit, not the lockout's.
+ * 1 if the session was closed.
+ */
+static int
+login_locked(struct pop3_sess *s, const char *user, const char *method)
+{
+	char esc[300];
+
+	log_msg(LL_WARN, s->sid, "pop3 auth failed user=%s method=%s client=[%s] reason=locked",
+		log_esc(esc, sizeof(esc), user), method, s->c->peer_ip);
+	pop3_reply(s, 0,
+		   "[SYS/TEMP] Too many authentication failures from this address, "
+		   "try again later");
+	if (++s->auth_fails >= POP3_AUTH_FAIL_MAX) {
+		pop3_reply(s, 0, "Too many authentication failures, closing connection");
+		pop3_close(s);
+		return 1;
+	}
+	return 0;
+}
+
 static void
 login_delay_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -620,8 +654,26 @@ login_verify_done(void *arg)
 	struct login_job *j = arg;
 	struct pop3_sess *s = j->s;
 
+	/*
+	 * Counted even when the client has hung up meanwhile, or hanging up
+	 * early would spare it the count. A check that began before its
+	 * address was locked (a parallel session) is refused now whatever its
+	 * result, so that it tells nothing either.
+	 */
+	if (!j->ok)
+		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key) ==
+			    LOCKOUT_LOCKED;
+	else
+		j->locked = lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN;
 	if (pop3_job_end(s)) {
 		login_job_free(j);
+		return;
+	}
+	if (j->locked) {
+		if (!login_locked(s, j->user, s->method))
+			pop3_resume(s, ST_AUTH);
+		login_job_free(j);
+		pop3_release(s);
 		return;
 	}
 	if (!j->ok) {
@@ -680,7 +732,15 @@ pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_
 	struct account_user u = {0};
 	int found = 0;
 
+	if (lockout_login_check(s->srv->lockout, s->c->ip_key) != LOCKOUT_OPEN) {
+		login_locked(s, user, method);
+		login_job_free(j);
+		return;
+	}
 	j->s = s;
+	memcpy(j->sid, s->sid, sizeof(j->sid));
+	memcpy(j->peer_ip, s->c->peer_ip, sizeof(j->peer_ip));
+	memcpy(j->key, s->c->ip_key, sizeof(j->key));
 	s->method = method;
 	if (accounts_normalise(user, 0, &norm, &err) == 0 &&
 	    xsnprintf(j->user, sizeof(j->user), "%s", norm.data) >= 0) {

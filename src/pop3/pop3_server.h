@@ -12,7 +12,8 @@
  *
  * SECURITY: the peer is untrusted. Credentials are accepted only over TLS
  * unless allow_plaintext_auth is set; password checks run on the worker
- * pool, failures answer after auth.fail_delay with [AUTH]. Lines are
+ * pool, failures answer after auth.fail_delay with [AUTH], and an address
+ * locked out (auth/lockout) gets [SYS/TEMP] without a check. Lines are
  * bounded (255 octets), bad commands are counted and end the session, idle
  * sessions are closed after pop3.idle_timeout. Passwords are never logged
  * and are wiped after use.

@@ -23,6 +23,7 @@
 #include "smtp/smtp_server.h"
 #include "smtp/smtp_proto.h"
 #include "auth/accounts.h"
+#include "auth/lockout.h"
 #include "auth/password.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -729,6 +730,11 @@ struct auth_job {
 	char *hash;
 	int ok;
 	int tempfail; /* the accounts database failed */
+	int locked;   /* refused: the client's address is locked out */
+	/* the client, for the lockout when the session is gone by the answer */
+	char sid[sizeof(((struct conn *)0)->id)];
+	char peer_ip[INET6_ADDRSTRLEN];
+	char key[UTIL_CLIENT_KEY_MAX];
 };
 
 static void
@@ -761,6 +767,26 @@ auth_tempfail(struct smtp_sess *s, const char *user)
 		log_esc(esc, sizeof(esc), user), s->c->peer_ip);
 	smtp_reply(s, 454, "4.7.0", "Temporary authentication failure, try again later");
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+}
+
+/*
+ * Too many failed logins from the client's address (auth/lockout): refused
+ * without a check, so a right password is refused too. 454 4.7.0 (RFC 4954
+ * 6), temporary and the same for every user, not 535, which says the
+ * password is wrong. It counts toward this session's own limit of failures,
+ * not toward the lockout. 1 if the session was closed.
+ */
+static int
+auth_locked(struct smtp_sess *s, const char *user)
+{
+	char esc[300];
+
+	log_msg(LL_WARN, s->c->id, "auth failed user=%s client=[%s] reason=locked",
+		log_esc(esc, sizeof(esc), user), s->c->peer_ip);
+	smtp_reply(s, 454, "4.7.0",
+		   "Too many authentication failures from this address, try again later");
+	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
+	return smtp_auth_failed(s);
 }
 
 static void
@@ -808,6 +834,19 @@ auth_done(void *arg)
 	struct auth_job *j = arg;
 	struct smtp_sess *s = j->s;
 
+	/*
+	 * Counted even when the client has hung up meanwhile, or hanging up
+	 * early would spare it the count. A check that began before its
+	 * address was locked (a parallel session) is refused now whatever its
+	 * result, so that it tells nothing either.
+	 */
+	if (!j->ok)
+		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key) ==
+			    LOCKOUT_LOCKED;
+	else if (lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN) {
+		j->locked = 1;
+		j->ok = 0;
+	}
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
 	if (j->ok && !(s->flags & F_DEAD)) {
 		int same = accounts_user_same(s->srv->accounts, j->user, j->hash);
@@ -825,7 +864,8 @@ auth_done(void *arg)
 		free(j->hash);
 		j->hash = NULL;
 	}
-	if (!j->ok && !j->tempfail && !(s->flags & F_DEAD) && s->srv->cfg->auth_fail_delay > 0) {
+	if (!j->ok && !j->tempfail && !j->locked && !(s->flags & F_DEAD) &&
+	    s->srv->cfg->auth_fail_delay > 0) {
 		/* Slow down guessing: the failure answer comes after a delay. */
 		s->timer = event_new(s->srv->base, -1, 0, auth_delay_done, j);
 		event_add(s->timer, &(struct timeval){s->srv->cfg->auth_fail_delay, 0});
@@ -833,6 +873,11 @@ auth_done(void *arg)
 	}
 	if (s->flags & F_DEAD) {
 		smtp_sess_free(s);
+	} else if (j->locked) {
+		smtp_hold(s);
+		if (!auth_locked(s, j->user))
+			smtp_resume(s);
+		smtp_release(s);
 	} else if (j->tempfail) {
 		smtp_hold(s);
 		auth_tempfail(s, j->user);
@@ -855,7 +900,15 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 
 	int found = 0;
 
+	if (lockout_login_check(s->srv->lockout, s->c->ip_key) != LOCKOUT_OPEN) {
+		auth_locked(s, user);
+		auth_job_free(j);
+		return;
+	}
 	j->s = s;
+	memcpy(j->sid, s->c->id, sizeof(j->sid));
+	memcpy(j->peer_ip, s->c->peer_ip, sizeof(j->peer_ip));
+	memcpy(j->key, s->c->ip_key, sizeof(j->key));
 	if (accounts_normalise(user, 0, &norm, &err) == 0) {
 		xsnprintf(j->user, sizeof(j->user), "%s", norm.data);
 		found = accounts_user_get(s->srv->accounts, norm.data, &u);
