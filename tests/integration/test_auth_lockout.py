@@ -1,0 +1,224 @@
+"""The auth lockout per client address (auth.lockout_failures in
+auth.lockout_window): failed logins on any protocol count for the address,
+and past the threshold every login from it is refused, even with the right
+password, on SMTP AUTH, IMAP and POP3 alike, while other addresses log in.
+
+Each test uses a small threshold and window. Clients are raw sockets bound
+to a loopback source address (127.0.0.2 is another client than 127.0.0.1).
+"""
+import base64
+import re
+import socket
+import time
+
+import pytest
+
+from ports import free_port
+
+ALICE, PW = "alice@example.test", "alice-pw"
+KINDS = ("submission", "imap", "pop3")
+
+
+def start(make_surat, **extra):
+    conf = {"allow_plaintext_auth": "yes", "auth.lockout_failures": "3",
+            "auth.lockout_window": "10s"}
+    conf.update(extra)
+    s = make_surat(extra=conf, kinds=KINDS)
+    s.add_domain("example.test")
+    s.add_user(ALICE, PW)
+    return s
+
+
+class Line:
+    """A line-oriented client on a socket bound to src."""
+
+    def __init__(self, port, src="127.0.0.1", host="127.0.0.1"):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.bind((src, 0))
+        self.sock.connect((host, port))
+        self.buf = b""
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode()
+
+    def send(self, text):
+        self.sock.sendall(text.encode() + b"\r\n")
+
+    def smtp_reply(self):
+        while True:
+            line = self.line()
+            if line[3:4] != "-":
+                return line
+
+    def close(self):
+        self.sock.close()
+
+
+def plain(user, pw):
+    return base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
+
+
+def smtp_auth(s, user, pw, src="127.0.0.1", host="127.0.0.1", port=None):
+    c = Line(port or s.port("submission"), src, host)
+    assert c.smtp_reply().startswith("220")
+    c.send("EHLO client.test")
+    assert c.smtp_reply().startswith("250")
+    c.send("AUTH PLAIN " + plain(user, pw))
+    r = c.smtp_reply()
+    c.close()
+    return r
+
+
+def imap_login(s, user, pw, src="127.0.0.1", host="127.0.0.1", port=None):
+    c = Line(port or s.port("imap"), src, host)
+    assert c.line().startswith("* OK")
+    c.send('a LOGIN "%s" "%s"' % (user, pw))
+    while True:
+        r = c.line()
+        if r.startswith("a "):
+            break
+    c.close()
+    return r[2:]
+
+
+def pop3_login(s, user, pw, src="127.0.0.1"):
+    c = Line(s.port("pop3"), src)
+    assert c.line().startswith("+OK")
+    c.send("USER " + user)
+    assert c.line().startswith("+OK")
+    c.send("PASS " + pw)
+    r = c.line()
+    c.close()
+    return r
+
+
+def all_locked(s, src="127.0.0.1", user=ALICE, pw=PW):
+    """Every protocol refuses src's login as locked, with the protocol's
+    temporary reply (never the one for a wrong password)."""
+    r = smtp_auth(s, user, pw, src)
+    assert r.startswith("454 4.7.0 Too many authentication failures from this address"), r
+    r = imap_login(s, user, pw, src)
+    assert r.startswith("NO [UNAVAILABLE] Too many authentication failures"), r
+    r = pop3_login(s, user, pw, src)
+    assert r.startswith("-ERR [SYS/TEMP] Too many authentication failures"), r
+
+
+def all_open(s, src="127.0.0.1"):
+    assert smtp_auth(s, ALICE, PW, src).startswith("235 "), src
+    assert imap_login(s, ALICE, PW, src).startswith("OK "), src
+    assert pop3_login(s, ALICE, PW, src).startswith("+OK"), src
+
+
+def test_failures_lock_the_address_on_every_protocol(make_surat):
+    """Three failures on submission, each in a new session (hanging up and
+    reconnecting does not help): the right password is then refused on
+    SMTP, IMAP and POP3 from that address, the same for an unknown user,
+    while 127.0.0.2 still logs in everywhere."""
+    s = start(make_surat)
+    for _ in range(2):
+        assert smtp_auth(s, ALICE, "guess").startswith("535 5.7.8")
+    assert "auth lockout" not in s.log()
+    assert smtp_auth(s, ALICE, "guess").startswith("535 5.7.8")
+    all_locked(s)
+    all_locked(s, user="nobody@example.test", pw="x")
+    all_open(s, "127.0.0.2")
+    log = s.log()
+    assert re.search(r"auth lockout client=\[127\.0\.0\.1\] failures=3 window=10s", log), log
+    assert log.count("auth lockout") == 1   # refused attempts do not lock again
+    assert "counted_as" not in log.split("auth lockout")[1].split("\n")[0]
+    assert re.search(r"auth failed user=alice@example.test client=\[127\.0\.0\.1\] "
+                     r"reason=locked", log)
+    assert re.search(r"auth failed user=alice@example.test method=LOGIN "
+                     r"client=\[127\.0\.0\.1\] reason=locked", log)
+    assert re.search(r"pop3 auth failed user=alice@example.test method=USER "
+                     r"client=\[127\.0\.0\.1\] reason=locked", log)
+    assert PW not in log
+
+
+def test_lock_ends_after_the_window(make_surat):
+    """The lock lasts auth.lockout_window from the failure that made it;
+    attempts refused meanwhile do not stretch it."""
+    s = start(make_surat, **{"auth.lockout_window": "2s"})
+    for _ in range(3):
+        assert imap_login(s, ALICE, "guess").startswith("NO [AUTHENTICATIONFAILED]")
+    locked_at = time.time()
+    all_locked(s)
+    time.sleep(max(0, locked_at + 1.5 - time.time()))
+    assert pop3_login(s, ALICE, PW).startswith("-ERR [SYS/TEMP]")
+    time.sleep(max(0, locked_at + 2.2 - time.time()))
+    all_open(s)
+
+
+def test_a_good_login_does_not_reset_the_count(make_surat):
+    """With one valid account an attacker could otherwise clear its count
+    between guesses."""
+    s = start(make_surat)
+    for _ in range(2):
+        assert pop3_login(s, ALICE, "guess").startswith("-ERR [AUTH]")
+    assert smtp_auth(s, ALICE, PW).startswith("235 ")
+    assert imap_login(s, ALICE, PW).startswith("OK ")
+    assert smtp_auth(s, ALICE, "guess").startswith("535 ")
+    all_locked(s)
+
+
+def test_hanging_up_does_not_escape_the_count(make_surat):
+    """A client that sends its guess and closes at once, without waiting
+    for the answer (or auth.fail_delay), is counted all the same."""
+    s = start(make_surat, **{"auth.fail_delay": "1s"})
+    for _ in range(3):
+        c = Line(s.port("imap"))
+        assert c.line().startswith("* OK")
+        c.send('a LOGIN "%s" "guess"' % ALICE)
+        c.close()
+    deadline = time.time() + 10
+    while "auth lockout" not in s.log():
+        assert time.time() < deadline, s.log()[-3000:]
+        time.sleep(0.02)
+    t = time.time()
+    assert smtp_auth(s, ALICE, PW).startswith("454 4.7.0")
+    assert time.time() - t < 0.9    # refused at once, not after the delay
+
+
+def test_zero_failures_turns_it_off(make_surat):
+    s = start(make_surat, **{"auth.lockout_failures": "0"})
+    for _ in range(12):
+        assert smtp_auth(s, ALICE, "guess").startswith("535 ")
+    all_open(s)
+    assert "auth lockout" not in s.log()
+
+
+@pytest.mark.parametrize("prefix,key", [("64", "::/64"), ("128", "::1/128")])
+def test_ipv6_client_counted_by_its_prefix(make_surat, prefix, key):
+    """An IPv6 client counts under its max_connections_ipv6_prefix, as for
+    the connection cap (one site holds a whole /64); the log names the key.
+    IPv4 clients keep their own count."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.create_connection(("::1", 9), timeout=1).close()
+    except ConnectionRefusedError:
+        pass
+    except OSError as e:
+        pytest.skip("::1 unusable here: %s" % e)
+    s = start(make_surat, max_connections_ipv6_prefix=prefix)
+    p6, i6 = free_port(), free_port()
+    with open(s.conf, "a") as f:
+        f.write("listen.submission = 127.0.0.1:%d, [::1]:%d\n" % (s.port("submission"), p6))
+        f.write("listen.imap = 127.0.0.1:%d, [::1]:%d\n" % (s.port("imap"), i6))
+    s.stop()
+    s.start()
+    for _ in range(3):
+        assert smtp_auth(s, ALICE, "guess", "::1", "::1", p6).startswith("535 ")
+    r = imap_login(s, ALICE, PW, "::1", "::1", i6)
+    assert r.startswith("NO [UNAVAILABLE]"), r
+    assert re.search(r"auth lockout client=\[::1\] counted_as=%s failures=3" % re.escape(key),
+                     s.log()), s.log()[-3000:]
+    all_open(s)
