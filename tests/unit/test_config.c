@@ -86,6 +86,12 @@ test_good(void **state)
 	/* Defaults stay where not set. */
 	assert_int_equal(cfg.smtp_max_recipients, 100);
 	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
+	assert_int_equal(cfg.auth_lockout_failures, 10);
+	assert_int_equal(cfg.auth_lockout_window, 15 * 60);
+	/* 0 failures turns the lockout off; its window is a duration. */
+	assert_int_equal(config_set(&cfg, "auth.lockout_failures", "0", &err), 0);
+	assert_int_equal(config_set(&cfg, "auth.lockout_window", "1h", &err), 0);
+	assert_int_equal(cfg.auth_lockout_window, 3600);
 	/* The spool's reserve follows the message size limit until it is set. */
 	assert_int_equal(config_min_free(&cfg), 15 * 1024 * 1024);
 	assert_int_equal(config_set(&cfg, "queue.min_free", "0", &err), 0);
@@ -117,6 +123,9 @@ test_errors(void **state)
 	expect_error("smtp.max_recipients = -1\n", "bad number");
 	expect_error("queue.min_free = -1\n", "bad size");
 	expect_error("smtp.max_recipients = 0\n", "out of range");
+	expect_error("auth.lockout_window = 0\n", "out of range");
+	expect_error("auth.lockout_window = 8d\n", "out of range");
+	expect_error("auth.lockout_failures = -1\n", "bad number");
 	expect_error("listen.smtp = 127.0.0.1\n", "listen.smtp: bad address '127.0.0.1'");
 	expect_error("listen.smtp = ::1:25\n", "bad address");
 	expect_error("listen.smtp = 1.2.3.4:99999\n", "bad address");
