@@ -111,6 +111,38 @@ def all_locked(s, src="127.0.0.1", user=ALICE, pw=PW):
     assert r.startswith("-ERR [SYS/TEMP] Too many authentication failures"), r
 
 
+def other_mechanisms_locked(s):
+    """SMTP AUTH LOGIN, IMAP AUTHENTICATE (initial response and
+    continuation) and POP3 AUTH PLAIN are refused as locked too."""
+    c = Line(s.port("submission"))
+    c.smtp_reply()
+    c.send("EHLO client.test")
+    c.smtp_reply()
+    c.send("AUTH LOGIN " + base64.b64encode(ALICE.encode()).decode())
+    assert c.smtp_reply().startswith("334 ")
+    c.send(base64.b64encode(PW.encode()).decode())
+    r = c.smtp_reply()
+    assert r.startswith("454 4.7.0 Too many authentication failures"), r
+    c.close()
+    c = Line(s.port("imap"))
+    c.line()
+    c.send("a AUTHENTICATE PLAIN " + plain(ALICE, PW))
+    r = c.line()
+    assert r.startswith("a NO [UNAVAILABLE] Too many"), r
+    c.send("b AUTHENTICATE PLAIN")
+    assert c.line().startswith("+")
+    c.send(plain(ALICE, PW))
+    r = c.line()
+    assert r.startswith("b NO [UNAVAILABLE] Too many"), r
+    c.close()
+    c = Line(s.port("pop3"))
+    c.line()
+    c.send("AUTH PLAIN " + plain(ALICE, PW))
+    r = c.line()
+    assert r.startswith("-ERR [SYS/TEMP] Too many"), r
+    c.close()
+
+
 def all_open(s, src="127.0.0.1"):
     assert smtp_auth(s, ALICE, PW, src).startswith("235 "), src
     assert imap_login(s, ALICE, PW, src).startswith("OK "), src
@@ -129,6 +161,7 @@ def test_failures_lock_the_address_on_every_protocol(make_surat):
     assert smtp_auth(s, ALICE, "guess").startswith("535 5.7.8")
     all_locked(s)
     all_locked(s, user="nobody@example.test", pw="x")
+    other_mechanisms_locked(s)
     all_open(s, "127.0.0.2")
     log = s.log()
     assert re.search(r"auth lockout client=\[127\.0\.0\.1\] failures=3 window=10s", log), log
@@ -187,9 +220,48 @@ def test_hanging_up_does_not_escape_the_count(make_surat):
     assert time.time() - t < 0.9    # refused at once, not after the delay
 
 
+def test_syntax_errors_and_cancels_do_not_count(make_surat):
+    """Only bad credentials count: a malformed or cancelled exchange never
+    checked a password."""
+    s = start(make_surat)
+    c = Line(s.port("submission"))
+    c.smtp_reply()
+    c.send("EHLO client.test")
+    c.smtp_reply()
+    c.send("AUTH PLAIN !!!!")
+    assert c.smtp_reply().startswith("501 ")
+    c.send("AUTH PLAIN")
+    assert c.smtp_reply().startswith("334")
+    c.send("*")
+    assert c.smtp_reply().startswith("501 ")
+    c.close()
+    c = Line(s.port("imap"))
+    c.line()
+    c.send("a LOGIN onlyone")
+    assert c.line().startswith("a BAD")
+    c.send("b AUTHENTICATE PLAIN")
+    assert c.line().startswith("+")
+    c.send("*")
+    assert c.line().startswith("b BAD")
+    c.send("c AUTHENTICATE PLAIN " + base64.b64encode(b"no nuls").decode())
+    assert c.line().startswith("c BAD")
+    c.close()
+    c = Line(s.port("pop3"))
+    c.line()
+    c.send("AUTH PLAIN !!!!")
+    assert c.line().startswith("-ERR")
+    c.send("AUTH PLAIN")
+    assert c.line().startswith("+")
+    c.send("*")
+    assert c.line().startswith("-ERR")
+    c.close()
+    all_open(s)
+    assert "auth lockout" not in s.log()
+
+
 def test_zero_failures_turns_it_off(make_surat):
     s = start(make_surat, **{"auth.lockout_failures": "0"})
-    for _ in range(12):
+    for _ in range(11):     # one past the default
         assert smtp_auth(s, ALICE, "guess").startswith("535 ")
     all_open(s)
     assert "auth lockout" not in s.log()
