@@ -632,10 +632,29 @@ accounts_user_list(struct accounts *a, const char *domain,
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/*
+ * The form an alias target is stored in: norm (accounts_normalise() of
+ * target) for a local domain; for another, target's local part as written
+ * with norm's domain. RFC 5321 2.4: a local part is case-sensitive to all
+ * but its own domain, and a relay MUST preserve its case.
+ */
+static void
+alias_target_form(struct accounts *a, const char *target, const char *norm, struct buf *out)
+{
+	const char *dom = domain_of(norm);
+
+	if (accounts_domain_exists(a, dom) == 1) {
+		buf_puts(out, norm);
+		return;
+	}
+	buf_append(out, target, (size_t)(strrchr(target, '@') - target));
+	buf_printf(out, "@%s", dom);
+}
+
 int
 accounts_alias_add(struct accounts *a, const char *source, const char *target, struct buf *err)
 {
-	struct buf s = BUF_INIT(0), t = BUF_INIT(0);
+	struct buf s = BUF_INIT(0), t = BUF_INIT(0), keep = BUF_INIT(0);
 	int r = -1;
 
 	if (accounts_normalise(source, 1, &s, err) < 0 || accounts_normalise(target, 0, &t, err) < 0)
@@ -653,7 +672,8 @@ accounts_alias_add(struct accounts *a, const char *source, const char *target, s
 		buf_printf(err, "%s is a user; an alias cannot shadow it", s.data);
 		goto out;
 	}
-	const char *p[] = {s.data, t.data};
+	alias_target_form(a, target, t.data, &keep);
+	const char *p[] = {s.data, keep.data};
 	int rc = exec_bind(a, "INSERT OR IGNORE INTO aliases(source, target) VALUES(?, ?)", 2, p,
 			   NULL, err);
 	if (rc == SQLITE_DONE)
@@ -661,6 +681,7 @@ accounts_alias_add(struct accounts *a, const char *source, const char *target, s
 out:
 	buf_free(&s);
 	buf_free(&t);
+	buf_free(&keep);
 	return r;
 }
 
@@ -674,10 +695,11 @@ accounts_alias_del(struct accounts *a, const char *source, const char *target, s
 	    (target && accounts_normalise(target, 0, &t, err) < 0))
 		goto out;
 	const char *p[] = {s.data, t.data};
-	int rc = exec_bind(a,
-			   target ? "DELETE FROM aliases WHERE source = ? AND target = ?"
-				  : "DELETE FROM aliases WHERE source = ?",
-			   target ? 2 : 1, p, NULL, err);
+	/* A remote target keeps the case it was given in: any case finds it. */
+	const char *sql = target
+			      ? "DELETE FROM aliases WHERE source = ? AND target = ? COLLATE NOCASE"
+			      : "DELETE FROM aliases WHERE source = ?";
+	int rc = exec_bind(a, sql, target ? 2 : 1, p, NULL, err);
 	if (rc != SQLITE_DONE)
 		goto out;
 	if (sqlite3_changes(a->db) == 0) {
@@ -777,6 +799,8 @@ alias_targets(struct accounts *a, const char *source, int *err)
 	return v;
 }
 
+static void resolve_local(struct resolve_ctx *rc, const char *addr, int depth);
+
 static void
 resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 {
@@ -795,6 +819,18 @@ resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 		}
 		return;
 	}
+	/* A remote target kept as written (alias_target_form()) whose domain
+	 * was made local since: every local address is looked up lowercased. */
+	char *lower = util_lower(xstrdup(addr));
+	resolve_local(rc, lower, depth);
+	free(lower);
+}
+
+/* resolve_one() for addr, lowercased, of a local domain. */
+static void
+resolve_local(struct resolve_ctx *rc, const char *addr, int depth)
+{
+	const char *dom = domain_of(addr);
 	int u = exists(rc->a, "SELECT 1 FROM users WHERE address = ?", addr);
 	if (u < 0) {
 		rc->error = 1;

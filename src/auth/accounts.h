@@ -4,7 +4,9 @@
  * locking and a busy timeout make that safe.
  *
  * Addresses are stored lowercased (ASCII case folding; domains in A-label
- * form). A handle belongs to one thread at a time.
+ * form), but for the local part of an alias target in a domain not local
+ * when it was added, kept as given (RFC 5321 2.4). A handle belongs to one
+ * thread at a time.
  *
  * SECURITY: every address from the CLI or a peer is validated here before it
  * reaches SQL (always through bound parameters) or a file name: a stored

@@ -526,6 +526,26 @@ def test_aliases_to_remote_addresses_forwarded_with_original_sender(start, peer)
     assert s.messages("bob@example.test") == []
 
 
+def test_alias_to_remote_keeps_the_case_of_its_local_part(start, peer):
+    """RFC 5321 2.4: a local part is case-sensitive to everyone but its own
+    domain, and a relay MUST preserve its case. The remote target of an alias
+    goes out as the admin wrote it (its domain normalised); a local target is
+    lowercased as ever, and `alias del` finds a target in any case."""
+    p = peer()
+    s = start({"route.remote.test": route_to(p)})
+    s.cli("alias", "add", "fwd@example.test", "John.Smith@Remote.TEST", "Alice@example.test")
+    assert s.cli("alias", "list").stdout == ("fwd@example.test -> John.Smith@remote.test\n"
+                                             "fwd@example.test -> alice@example.test\n")
+    send(s, "orig@sender.test", ["fwd@example.test"], b"Subject: fwd\r\n\r\nx\r\n")
+    stored_one(s, "alice@example.test")
+    wait_for(lambda: p.txns, what="the forwarded copy at the peer")
+    with p.lock:
+        rcpts = [l for l in p.lines if l.upper().startswith("RCPT")]
+    assert rcpts == ["RCPT TO:<John.Smith@remote.test>"], rcpts
+    s.cli("alias", "del", "fwd@example.test", "john.smith@remote.test")
+    assert s.cli("alias", "list").stdout == "fwd@example.test -> alice@example.test\n"
+
+
 # ---------------------------------------------------------------- the clock set back
 
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
