@@ -459,8 +459,16 @@ cmd_user(struct config *cfg, int argc, char **argv)
 			rc = usage_error("user list: at most one DOMAIN");
 			goto out;
 		}
-		if (accounts_user_list(a, npos ? pos[0] : NULL, print_user, cfg) < 0)
+		/* The domain as users store it: münchen.example or EXAMPLE.ORG
+		 * name the same domain as xn--mnchen-3ya.example or example.org. */
+		struct buf dom = BUF_INIT(0);
+		if (npos && accounts_normalise_domain(pos[0], &dom, &err) < 0)
+			rc = runtime_error("user list: %s", buf_str(&err));
+		else if (npos && accounts_domain_exists(a, dom.data) != 1)
+			rc = runtime_error("user list: no such domain %s", dom.data);
+		else if (accounts_user_list(a, npos ? dom.data : NULL, print_user, cfg) < 0)
 			rc = runtime_error("user list: database error");
+		buf_free(&dom);
 	}
 out:
 	buf_free(&err);

@@ -181,6 +181,25 @@ def test_cli_domains_users_aliases(make_surat):
     assert s.cli("domain", "list").stdout == ""
 
 
+def test_cli_user_list_domain_in_any_form(make_surat):
+    """`user list DOMAIN` takes the domain as every other command does: in
+    any case, with a trailing dot, as U-label or A-label. A domain that is
+    not local is an error, not an empty list."""
+    s = make_surat(start=False)
+    s.add_domain("m\u00fcnchen.example")
+    s.add_domain("example.test")
+    s.add_user("hans@M\u00dcNCHEN.example", "pw")
+    s.add_user("a@example.test", "pw")
+    for d in ("m\u00fcnchen.example", "XN--MNCHEN-3YA.example", "xn--mnchen-3ya.example."):
+        assert s.cli("user", "list", d).stdout == \
+            "hans@xn--mnchen-3ya.example quota=unlimited\n", d
+    assert s.cli("user", "list", "Example.Test").stdout == "a@example.test quota=unlimited\n"
+    r = s.cli("user", "list", "nowhere.test", check=False)
+    assert r.returncode == 1 and "no such domain nowhere.test" in r.stderr, r.stderr
+    r = s.cli("user", "list", "bad_domain-.test", check=False)
+    assert r.returncode == 1 and "bad domain" in r.stderr, r.stderr
+
+
 def auth_ok(s, user, password):
     with smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=client_tls(),
                           timeout=30) as c:
