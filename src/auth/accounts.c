@@ -153,6 +153,12 @@ valid_utf8(const unsigned char *s, size_t n)
 		for (size_t k = 1; k < len; k++)
 			if ((s[i + k] & 0xc0) != 0x80)
 				return 0;
+		/* As SMTP paths are checked (RFC 3629 3): no overlong form, no
+		 * surrogate, nothing past U+10FFFF; else an account could be made
+		 * that no RCPT can ever name. */
+		if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0) ||
+		    (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] >= 0x90))
+			return 0;
 		i += len;
 	}
 	return 1;

@@ -200,6 +200,22 @@ def test_cli_user_list_domain_in_any_form(make_surat):
     assert r.returncode == 1 and "bad domain" in r.stderr, r.stderr
 
 
+def test_cli_refuses_ill_formed_utf8_in_a_local_part(make_surat):
+    """RFC 3629: an overlong form, a surrogate or a code point past U+10FFFF
+    is not UTF-8, and SMTP refuses such an address (501 5.1.3): an account or
+    alias under one could never get mail."""
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    for bad in (b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf0\x80\x80\xaf", b"\xf4\x90\x80\x80"):
+        addr = b"a" + bad + b"@example.test"
+        for args in ([b"user", b"add", addr], [b"alias", b"add", addr, b"x@example.test"]):
+            r = subprocess.run([BIN, "-c", s.conf] + args, input=b"pw\n",
+                               capture_output=True, timeout=60)
+            assert r.returncode == 1 and b"not valid UTF-8" in r.stderr, (args, r.stderr)
+    s.add_user("j\u00f6rg@example.test", "pw")    # well-formed UTF-8 is fine
+    assert s.cli("user", "list").stdout == "j\u00f6rg@example.test quota=unlimited\n"
+
+
 def auth_ok(s, user, password):
     with smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=client_tls(),
                           timeout=30) as c:
