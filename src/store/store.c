@@ -929,6 +929,21 @@ fail:
 	return -1;
 }
 
+/*
+ * Whether the store has msg/ but no tmp/: what a delivery racing `surat
+ * user del` left at the moved store's path before store_file_link() made
+ * msg/XX alone. No message could be added to a store made over it.
+ */
+static int
+store_tmp_missing(const struct store *st)
+{
+	char path[4096];
+	struct stat sb;
+
+	return xsnprintf(path, sizeof(path), "%s/tmp", st->root) >= 0 && stat(path, &sb) < 0 &&
+	       errno == ENOENT;
+}
+
 /* missing: NULL to make the store if there is none, else set when there is none. */
 static struct store *
 store_open_at(const char *data_dir, const char *account, int *missing, struct buf *err)
@@ -960,6 +975,8 @@ store_open_at(const char *data_dir, const char *account, int *missing, struct bu
 		}
 		if (store_make_dirs(st, data_dir, domain) < 0)
 			goto fail;
+	} else if (store_tmp_missing(st) && store_make_dirs(st, data_dir, domain) < 0) {
+		goto fail;
 	}
 	/*
 	 * The directory stays open as long as the handle: its inode cannot be

@@ -117,7 +117,13 @@ store_file_link(struct store *st, const char *tmp, const char *final, const char
 					  strerror(errno));
 		if (xsnprintf(dir, sizeof(dir), "%s/msg/%.2s", st->root, name) < 0)
 			return store_fail(st, STORE_ERR_INTERNAL, "path too long");
-		if (util_mkdir_p(dir, 0700) < 0)
+		/*
+		 * This level only: a store moved aside meanwhile (`surat user
+		 * del`) must fail here, not have its path made anew as msg/XX
+		 * without tmp/, a store a user added later under the address
+		 * would find and never get a message into.
+		 */
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 			return store_fail(st, store_io_err(errno), "mkdir(%s) failed: %s", dir,
 					  strerror(errno));
 		if (link(tmp, final) < 0)

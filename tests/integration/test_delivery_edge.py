@@ -902,6 +902,21 @@ def test_bounce_structure_big_original_and_notify_success_only(srv):
 
 # ---------------------------------------------------------------- user deleted while queued
 
+def test_user_made_again_over_what_a_delivery_racing_user_del_left(srv):
+    """A delivery whose store handle was open while `user del` moved the
+    store aside made the old path's msg/XX anew (and nothing else): the
+    user added again under the address found a store without tmp/, and
+    every message to it was deferred (open(tmp/...): ENOENT) until it
+    expired. Such a leftover is completed when the store is opened."""
+    s = srv
+    s.add_user("carol@example.test", "pw")
+    s.cli("user", "del", "carol@example.test")
+    os.makedirs(os.path.join(s.data_dir, "mail", "example.test", "carol", "msg", "36"))
+    s.add_user("carol@example.test", "pw")
+    send(s, "x@remote.test", ["carol@example.test"], b"Subject: again\r\n\r\nx\r\n")
+    assert b"Subject: again" in stored_one(s, "carol@example.test")
+
+
 def test_user_deleted_while_deferred_bounces_5_1_1_with_dsn_params(srv):
     """carol's mail is deferred (over quota); `surat user del carol` meanwhile:
     the next attempt fails it with 5.1.1, and the report echoes RET=HDRS
