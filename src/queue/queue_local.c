@@ -10,6 +10,7 @@
  * SECURITY: header scanning is bounded by the header's end and by len.
  */
 #include "queue/queue_local.h"
+#include "auth/accounts.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -48,6 +49,23 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 		i = end + 1;
 	}
 	return 0;
+}
+
+/* Whether account is a user now, read on this (worker) thread: 1, 0, or -1 with err set. */
+static int
+local_user_exists(const char *data_dir, const char *account, struct buf *err)
+{
+	struct account_user u = {0};
+	struct accounts *a = accounts_open(data_dir, err);
+
+	if (a == NULL)
+		return -1;
+	int r = accounts_user_get(a, account, &u);
+	if (r < 0)
+		buf_puts(err, "accounts database lookup failed");
+	accounts_user_free(&u);
+	accounts_close(&a);
+	return r;
 }
 
 int
@@ -90,7 +108,28 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 	 * batch at a time (the queue sees to that), so this is normally the
 	 * warm handle the last batch gave back.
 	 */
-	struct store *st = store_pool_get(data_dir, account, &err);
+	int gone = 0;
+	struct store *st = store_pool_get_existing(data_dir, account, &gone, &err);
+	if (st == NULL && gone) {
+		/*
+		 * No store: the account's first delivery, or `surat user del`
+		 * moved it aside after the queue looked the user up. A store is
+		 * made only for a user that still is; else the mail would go
+		 * into a mailbox nobody owns, that a user added later under
+		 * the address would find. XXX the user may still go between
+		 * this look and the store's making: a far narrower window.
+		 */
+		int u = local_user_exists(data_dir, account, &err);
+		if (u == 0) {
+			for (size_t i = 0; i < n; i++) {
+				items[i].result = DELIVER_PERMFAIL;
+				buf_puts(items[i].why, "5.1.1 No such user here");
+			}
+			goto out;
+		}
+		if (u == 1)
+			st = store_pool_get(data_dir, account, &err);
+	}
 	if (st == NULL) {
 		for (size_t i = 0; i < n; i++) {
 			items[i].result = DELIVER_TEMPFAIL;

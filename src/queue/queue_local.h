@@ -42,7 +42,9 @@ struct local_item {
  * Deliver n messages to one account's INBOX in one store transaction (one
  * flush for the files, one for the index), each as local_deliver() would.
  * A message that would loop or overrun the quota fails alone; a store
- * failure fails them all (DELIVER_TEMPFAIL). Blocking.
+ * failure fails them all (DELIVER_TEMPFAIL), and so does an account that
+ * has no store and is no user (any more): DELIVER_PERMFAIL, 5.1.1, no
+ * store made. Blocking.
  */
 void local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 			struct local_item *items, size_t n);

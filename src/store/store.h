@@ -365,6 +365,9 @@ struct store *store_pool_take(const char *data_dir, const char *account);
  */
 struct store *store_pool_get_same(const char *data_dir, const char *account,
 				  const struct store_id *id, int *gone, struct buf *err);
+/* store_pool_get() never creating a store: NULL with *gone set when there is none. */
+struct store *store_pool_get_existing(const char *data_dir, const char *account, int *gone,
+				      struct buf *err);
 void store_pool_put(struct store **st);
 /* Set the number of idle handles kept (0: none), closing those beyond it. */
 void store_pool_set_max(size_t max_idle);

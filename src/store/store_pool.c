@@ -139,6 +139,15 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 	return st != NULL ? st : store_open(data_dir, account, err);
 }
 
+struct store *
+store_pool_get_existing(const char *data_dir, const char *account, int *gone, struct buf *err)
+{
+	struct store *st = pool_find(data_dir, account, true);
+
+	*gone = 0;
+	return st != NULL ? st : store_open_existing(data_dir, account, gone, err);
+}
+
 static int
 store_is(const struct store *st, const struct store_id *id)
 {

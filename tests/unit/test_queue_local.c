@@ -1,0 +1,149 @@
+/*
+ * test_queue_local — local delivery against a real accounts database and
+ * mailbox store in a temporary data directory.
+ *
+ * SECURITY: tests only; they create and remove files under a mkdtemp(3)
+ * directory and nowhere else.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/accounts.h"
+#include "core/buf.h"
+#include "core/util.h"
+#include "mime/mime_meta.h"
+#include "queue/queue_local.h"
+#include "store/store.h"
+
+#define USER "carol@example.org"
+/* A valid yescrypt hash (of nothing in particular): accounts only store it. */
+#define HASH "$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4"
+
+static const char msg[] = "From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n";
+
+static int
+rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int
+setup(void **state)
+{
+	char *dir = xstrdup("/tmp/surat-qlocal-XXXXXX");
+	struct buf err = BUF_INIT(0);
+
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	struct accounts *a = accounts_open(dir, &err);
+	if (a == NULL || accounts_domain_add(a, "example.org", &err) < 0 ||
+	    accounts_user_add(a, USER, HASH, -1, &err) < 0) {
+		fprintf(stderr, "setup: %s\n", buf_str(&err));
+		return -1;
+	}
+	accounts_close(&a);
+	buf_free(&err);
+	*state = dir;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	store_pool_drain();
+	nftw(*state, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(*state);
+	return 0;
+}
+
+static enum deliver_result
+deliver(const char *dir, const char *key, struct buf *why)
+{
+	buf_reset(why);
+	return local_deliver(dir, USER, "x@example.net", msg, sizeof(msg) - 1, key, 0, 100, why);
+}
+
+static void
+user_del(const char *dir)
+{
+	struct buf err = BUF_INIT(0), moved = BUF_INIT(0);
+	struct accounts *a = accounts_open(dir, &err);
+
+	assert_non_null(a);
+	assert_int_equal(accounts_user_del(a, USER, &err), 0);
+	accounts_close(&a);
+	assert_true(store_account_retire(dir, USER, &moved, &err) >= 0);
+	buf_free(&err);
+	buf_free(&moved);
+}
+
+static int
+store_exists(const char *dir)
+{
+	char path[256];
+	struct stat sb;
+
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/carol", dir);
+	return stat(path, &sb) == 0;
+}
+
+/* A user's first delivery makes the store. */
+static void
+test_first_delivery_makes_the_store(void **state)
+{
+	struct buf why = BUF_INIT(0);
+
+	assert_false(store_exists(*state));
+	assert_int_equal(deliver(*state, "k1", &why), DELIVER_OK);
+	assert_true(store_exists(*state));
+	buf_free(&why);
+}
+
+/*
+ * `surat user del` between the queue's look at the user (on the loop) and
+ * the delivery (on a worker): the delivery made a new store at the moved
+ * one's path and put the mail there, in a mailbox nobody owned that a
+ * user added later under the address would find. It fails 5.1.1 now.
+ */
+static void
+test_user_deleted_after_the_queue_looked(void **state)
+{
+	struct buf why = BUF_INIT(0);
+
+	assert_int_equal(deliver(*state, "k1", &why), DELIVER_OK);	/* a pooled handle */
+	user_del(*state);
+	assert_false(store_exists(*state));
+	assert_int_equal(deliver(*state, "k2", &why), DELIVER_PERMFAIL);
+	assert_non_null(strstr(buf_str(&why), "5.1.1"));
+	assert_false(store_exists(*state));
+
+	/* Never had a store at all: the same. */
+	store_pool_drain();
+	assert_int_equal(deliver(*state, "k3", &why), DELIVER_PERMFAIL);
+	assert_false(store_exists(*state));
+	buf_free(&why);
+}
+
+int
+main(void)
+{
+	store_set_text_fn(mime_meta_text);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_first_delivery_makes_the_store, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_user_deleted_after_the_queue_looked, setup,
+					    teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
