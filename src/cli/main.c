@@ -354,8 +354,13 @@ user_precheck(struct accounts *a, const char *sub, const char *address, struct b
 	struct buf addr = BUF_INIT(0);
 	struct account_user u = {0};
 	int r = accounts_normalise(address, 0, &addr, err);
+	int found = r == 0 ? accounts_user_get(a, addr.data, &u) : 0;
 
-	if (r == 0 && accounts_user_get(a, addr.data, &u) == 1) {
+	if (found < 0) {
+		/* Not "no such user": the lookup itself failed. */
+		buf_printf(err, "accounts database error looking up %s", addr.data);
+		r = -1;
+	} else if (found == 1) {
 		accounts_user_free(&u);
 		if (strcmp(sub, "add") == 0) {
 			buf_printf(err, "user %s already exists", addr.data);
