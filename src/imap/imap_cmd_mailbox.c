@@ -807,18 +807,100 @@ imap_list_matches_any(const struct list_req *r, const char *name)
 	return false;
 }
 
-/* Any subscribed inferior of entry i in the sorted listing? */
-static bool
-imap_list_sub_child(const struct store_mbox_info *list, size_t n, size_t i)
+/*
+ * Where name sorts against the inferiors of sup ("sup/..."): <0 before them,
+ * 0 one of them, >0 after. In strcmp order, the names under a prefix are one
+ * contiguous run, so a binary search finds them.
+ */
+static int
+imap_list_cmp_under(const char *name, const char *sup, size_t sl)
 {
-	size_t nl = strlen(list[i].name);
-	for (size_t k = 0; k < n; k++) {
-		if (k == i || !(list[k].attrs & STORE_MBOX_SUBSCRIBED))
-			continue;
-		if (strncmp(list[k].name, list[i].name, nl) == 0 && list[k].name[nl] == '/')
-			return true;
+	int c = strncmp(name, sup, sl);
+	return c != 0 ? c : (int)(unsigned char)name[sl] - '/';
+}
+
+/* next[k]: the first subscribed entry at or after k, n if none. Caller frees. */
+static size_t *
+imap_list_next_sub(const struct store_mbox_info *list, size_t n)
+{
+	size_t *next = xcalloc(n + 1, sizeof(*next));
+
+	next[n] = n;
+	for (size_t k = n; k-- > 0;)
+		next[k] = (list[k].attrs & STORE_MBOX_SUBSCRIBED) ? k : next[k + 1];
+	return next;
+}
+
+/*
+ * Any subscribed inferior of entry i in the sorted listing? Its inferiors
+ * are the run after it that starts with "name/": a binary search finds where
+ * the run starts, next[] the first subscribed entry from there. O(log n), so
+ * RECURSIVEMATCH over n names is O(n log n), not a scan per name.
+ */
+static bool
+imap_list_sub_child(const struct store_mbox_info *list, size_t n, const size_t *next, size_t i)
+{
+	const char *sup = list[i].name;
+	size_t sl = strlen(sup), lo = i + 1, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (imap_list_cmp_under(list[mid].name, sup, sl) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return false;
+	size_t k = next[lo];
+	return k < n && imap_list_cmp_under(list[k].name, sup, sl) == 0;
+}
+
+/* A set of names built by adding, then sorted and made unique once. */
+struct list_names {
+	char **v;
+	size_t n, cap;
+};
+
+static void
+imap_list_names_add(struct list_names *set, const char *name)
+{
+	if (set->n == set->cap) {
+		set->cap = set->cap ? set->cap * 2 : 16;
+		set->v = xrealloc(set->v, set->cap * sizeof(*set->v));
+	}
+	set->v[set->n++] = xstrdup(name);
+}
+
+static int
+imap_list_names_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sort and drop duplicates: O(n log n), where a check against each kept one was O(n^2). */
+static void
+imap_list_names_sort(struct list_names *set)
+{
+	size_t k = 0;
+
+	if (set->n == 0)
+		return; /* qsort's array may not be NULL */
+	qsort(set->v, set->n, sizeof(*set->v), imap_list_names_cmp);
+	for (size_t i = 0; i < set->n; i++) {
+		if (k > 0 && strcmp(set->v[k - 1], set->v[i]) == 0)
+			free(set->v[i]);
+		else
+			set->v[k++] = set->v[i];
+	}
+	set->n = k;
+}
+
+static void
+imap_list_names_free(struct list_names *set)
+{
+	for (size_t i = 0; i < set->n; i++)
+		free(set->v[i]);
+	free(set->v);
+	*set = (struct list_names){0};
 }
 
 static void
@@ -878,8 +960,7 @@ static void
 imap_list_missing_superiors(struct imap_sess *s, struct buf *b, const struct list_req *r,
 			    const struct store_mbox_info *list, size_t n)
 {
-	char **shown = NULL;
-	size_t nshown = 0;
+	struct list_names set = {0};
 
 	for (size_t i = 0; i < n; i++) {
 		if (!(list[i].attrs & STORE_MBOX_SUBSCRIBED))
@@ -889,56 +970,81 @@ imap_list_missing_superiors(struct imap_sess *s, struct buf *b, const struct lis
 		while ((slash = strrchr(p, '/')) != NULL) {
 			*slash = '\0';
 			struct store_mbox_info pe = {p, STORE_MBOX_NONEXISTENT, 0};
-			if (!imap_list_matches_any(r, p) ||
-			    bsearch(&pe, list, n, sizeof(*list), imap_list_info_cmp) != NULL)
-				continue;
-			bool dup = false;
-			for (size_t k = 0; k < nshown && !dup; k++)
-				dup = strcmp(shown[k], p) == 0;
-			if (dup)
-				continue;
-			imap_list_line(s, b, r, &pe, true, false);
-			shown = xrealloc(shown, (nshown + 1) * sizeof(*shown));
-			shown[nshown++] = xstrdup(p);
-			if (b->len > 65536)
-				imap_write_buf(s, b);
+			if (imap_list_matches_any(r, p) &&
+			    bsearch(&pe, list, n, sizeof(*list), imap_list_info_cmp) == NULL)
+				imap_list_names_add(&set, p);
 		}
 		free(p);
 	}
-	for (size_t k = 0; k < nshown; k++)
-		free(shown[k]);
-	free(shown);
+	imap_list_names_sort(&set);
+	for (size_t k = 0; k < set.n; k++) {
+		struct store_mbox_info pe = {set.v[k], STORE_MBOX_NONEXISTENT, 0};
+		imap_list_line(s, b, r, &pe, true, false);
+		if (b->len > 65536)
+			imap_write_buf(s, b);
+	}
+	imap_list_names_free(&set);
 }
 
 /*
- * An upper bound on the matching cells of r over list: a name is matched
- * itself and, by LSUB and RECURSIVEMATCH, as each of its superiors.
+ * An upper bound on the steps of r over list: a name is matched itself and,
+ * by LSUB and RECURSIVEMATCH, as each of its superiors, each costing the
+ * wildcard patterns' bytes (a literal pattern is a compare, as cheap as a
+ * scan) plus, where superiors are walked, a binary search of the listing.
  */
 static bool
 imap_list_too_costly(const struct list_req *r, const struct store_mbox_info *list, size_t n)
 {
-	unsigned long long plen = 0, nlen = 0;
+	unsigned long long per = 0, nlen = 0;
 
 	for (size_t i = 0; i < r->npats; i++)
 		if (strpbrk(r->pats[i], "*%") != NULL)
-			plen += strlen(r->pats[i]); /* else a compare, as cheap as a scan */
+			per += strlen(r->pats[i]);
+	if (r->lsub || (r->sel & LSEL_RECURSIVE))
+		for (size_t m = n; m > 0; m /= 2)
+			per++;
 	for (size_t i = 0; i < n; i++) {
 		size_t levels = 1;
 		for (const char *p = list[i].name; (p = strchr(p, '/')) != NULL; p++)
 			levels++;
 		nlen += (unsigned long long)strlen(list[i].name) * levels;
 	}
-	return plen > 0 && nlen > LIST_MATCH_BUDGET / plen;
+	return per > 0 && nlen > LIST_MATCH_BUDGET / per;
+}
+
+/*
+ * LSUB of a subscribed name the patterns miss: its nearest superior they
+ * match, unless that is itself listed, goes into set, to be listed as
+ * \Noselect ('%' stops at a superior, RFC 3501 6.3.9).
+ */
+static void
+imap_lsub_superior(const struct list_req *r, const struct store_mbox_info *list, size_t n,
+		   const char *name, struct list_names *set)
+{
+	char *p = xstrdup(name);
+	char *slash;
+
+	while ((slash = strrchr(p, '/')) != NULL) {
+		*slash = '\0';
+		if (!imap_list_matches_any(r, p))
+			continue;
+		struct store_mbox_info pe = {p, 0, 0};
+		const struct store_mbox_info *e =
+		    bsearch(&pe, list, n, sizeof(*list), imap_list_info_cmp);
+		if (e == NULL || !(e->attrs & STORE_MBOX_SUBSCRIBED))
+			imap_list_names_add(set, p);
+		break;
+	}
+	free(p);
 }
 
 static void
 imap_list_run(struct imap_sess *s, struct list_req *r)
 {
 	struct store_mbox_info *list = NULL;
-	size_t n = 0;
+	size_t n = 0, *next = NULL;
 	struct buf b = BUF_INIT(0);
-	char **shown = NULL; /* LSUB: \Noselect parents already listed */
-	size_t nshown = 0;
+	struct list_names sup = {0}; /* LSUB: \Noselect superiors */
 
 	if (store_mailbox_list(s->st, &list, &n) < 0) {
 		imap_done_store_err(s, r->lsub ? "LSUB" : "LIST");
@@ -946,44 +1052,22 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 	}
 	if (imap_list_too_costly(r, list, n)) {
 		store_mailbox_list_free(&list, n);
-		imap_done(s, "NO",
-			  "[LIMIT] Too many or too long wildcard patterns for %zu mailboxes", n);
+		imap_done(s, "NO", "[LIMIT] Listing %zu mailboxes with these patterns costs too much",
+			  n);
 		return;
 	}
+	if (!r->lsub && (r->sel & LSEL_SUBSCRIBED) && (r->sel & LSEL_RECURSIVE))
+		next = imap_list_next_sub(list, n);
 	for (size_t i = 0; i < n; i++) {
 		const struct store_mbox_info *e = &list[i];
 		bool sub = (e->attrs & STORE_MBOX_SUBSCRIBED) != 0;
 		bool childinfo = false;
 
 		if (r->lsub) {
-			if (sub && imap_list_matches_any(r, e->name)) {
+			if (sub && imap_list_matches_any(r, e->name))
 				imap_list_line(s, &b, r, e, false, false);
-			} else if (sub) {
-				/* '%' stops at a superior: list it as \Noselect (RFC 3501 6.3.9).
-				 */
-				char *p = xstrdup(e->name);
-				char *slash;
-				while ((slash = strrchr(p, '/')) != NULL) {
-					*slash = '\0';
-					if (!imap_list_matches_any(r, p))
-						continue;
-					bool dup = false;
-					for (size_t k = 0; k < nshown && !dup; k++)
-						dup = strcmp(shown[k], p) == 0;
-					for (size_t k = 0; k < n && !dup; k++)
-						dup = strcmp(list[k].name, p) == 0 &&
-						      (list[k].attrs & STORE_MBOX_SUBSCRIBED);
-					if (!dup) {
-						struct store_mbox_info pe = {p, 0, 0};
-						imap_list_line(s, &b, r, &pe, false, true);
-						shown =
-						    xrealloc(shown, (nshown + 1) * sizeof(*shown));
-						shown[nshown++] = xstrdup(p);
-					}
-					break;
-				}
-				free(p);
-			}
+			else if (sub)
+				imap_lsub_superior(r, list, n, e->name, &sup);
 		} else {
 			if (!imap_list_matches_any(r, e->name))
 				continue;
@@ -992,11 +1076,11 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 			if (r->sel & LSEL_SUBSCRIBED) {
 				if (!sub) {
 					if (!(r->sel & LSEL_RECURSIVE) ||
-					    !imap_list_sub_child(list, n, i))
+					    !imap_list_sub_child(list, n, next, i))
 						continue;
 					childinfo = true;
 				} else if ((r->sel & LSEL_RECURSIVE) &&
-					   imap_list_sub_child(list, n, i)) {
+					   imap_list_sub_child(list, n, next, i)) {
 					childinfo = true;
 				}
 			} else if (e->attrs & STORE_MBOX_NONEXISTENT) {
@@ -1013,15 +1097,21 @@ imap_list_run(struct imap_sess *s, struct list_req *r)
 		if (b.len > 65536)
 			imap_write_buf(s, &b);
 	}
+	imap_list_names_sort(&sup);
+	for (size_t k = 0; k < sup.n; k++) {
+		struct store_mbox_info pe = {sup.v[k], 0, 0};
+		imap_list_line(s, &b, r, &pe, false, true);
+		if (b.len > 65536)
+			imap_write_buf(s, &b);
+	}
 	/* With SPECIAL-USE too the inferior would need a use, which only a mailbox has. */
 	if (!r->lsub && (r->sel & (LSEL_SUBSCRIBED | LSEL_RECURSIVE | LSEL_SPECIAL)) ==
 			    (LSEL_SUBSCRIBED | LSEL_RECURSIVE))
 		imap_list_missing_superiors(s, &b, r, list, n);
 	imap_write_buf(s, &b);
 	buf_free(&b);
-	for (size_t k = 0; k < nshown; k++)
-		free(shown[k]);
-	free(shown);
+	imap_list_names_free(&sup);
+	free(next);
 	store_mailbox_list_free(&list, n);
 	imap_done(s, "OK", "%s completed", r->lsub ? "LSUB" : "LIST");
 }

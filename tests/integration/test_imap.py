@@ -521,6 +521,21 @@ def test_recursivematch_reports_a_missing_superior(srv):
     assert c.ok('LIST (SUBSCRIBED) "" "Gone%"') == []
 
 
+def test_recursivematch_children_by_name_order(srv):
+    """RECURSIVEMATCH finds subscribed inferiors by a binary search of the
+    sorted names: "Tree-b" and "Tree.c" sort between "Tree" and "Tree/x" and
+    must neither hide Tree's inferior nor borrow it."""
+    c = connect(srv)
+    for name in ("Tree", "Tree-b", "Tree.c", "Tree/x", "Tree/y"):
+        c.ok("CREATE %s" % name)
+    c.ok("SUBSCRIBE Tree/y")
+    c.ok("SUBSCRIBE Tree-b")
+    untagged = c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "Tree%"')
+    assert set(untagged) == {
+        b'* LIST (\\HasChildren) "/" "Tree" ("CHILDINFO" ("SUBSCRIBED"))',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Tree-b"'}, untagged
+
+
 def test_list_too_costly_to_match_is_refused(srv):
     """LIST matches on the event loop of every session: patterns whose
     matching would cost (pattern x name) cells beyond a budget are refused
