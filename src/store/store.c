@@ -188,7 +188,10 @@ static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_MBOX_NOSELECT] = "UPDATE mailboxes SET noselect = 1 WHERE id = ?1",
     [SQL_MBOX_REVIVE] = "UPDATE mailboxes SET noselect = 0, uidvalidity = ?2,"
 			" special_use = ?3 WHERE id = ?1",
+    [SQL_MBOX_COUNT] = "SELECT count(*) FROM mailboxes",
     [SQL_SUB_ADD] = "INSERT OR IGNORE INTO subscriptions (name) VALUES (?1)",
+    /* Others than ?1: subscribing again a name already there adds none. */
+    [SQL_SUB_COUNT] = "SELECT count(*) FROM subscriptions WHERE name <> ?1",
     [SQL_SUB_DEL] = "DELETE FROM subscriptions WHERE name = ?1",
     [SQL_SUB_RENAME] = "UPDATE OR REPLACE subscriptions"
 		       " SET name = ?2 || substr(name, length(?1) + 1)"
@@ -661,12 +664,36 @@ store_mbox_open(struct store *st, const char *raw, uint32_t uidvalidity, struct 
 }
 
 int
+store_count(struct store *st, enum store_sql which, const char *name, int64_t *n_r)
+{
+	sqlite3_stmt *s = store_stmt(st, which);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	if (name != NULL)
+		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	if ((rc = store_step(st, s)) < 0)
+		return -1;
+	*n_r = rc == 1 ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_reset(s);
+	return 0;
+}
+
+int
 store_mbox_insert(struct store *st, const char *name, unsigned special_use, int subscribe,
 		  int64_t *id_r)
 {
 	uint32_t uidvalidity = 0;
 	sqlite3_stmt *s;
+	int64_t have;
 
+	/* Every new mailbox row comes here: CREATE, its parents, RENAME, INBOX. */
+	if (store_count(st, SQL_MBOX_COUNT, NULL, &have) < 0)
+		return -1;
+	if (have >= STORE_MAILBOXES_MAX)
+		return store_fail(st, STORE_ERR_LIMIT, "too many mailboxes (%d)",
+				  STORE_MAILBOXES_MAX);
 	if (store_next_uidvalidity(st, &uidvalidity) < 0)
 		return -1;
 	if ((s = store_stmt(st, SQL_MBOX_INSERT)) == NULL)

@@ -91,7 +91,7 @@ enum store_err {
 	STORE_ERR_CANNOT,      /* not allowed (delete INBOX, rename under itself) */
 	STORE_ERR_CHANGED,     /* UIDVALIDITY differs from the one given */
 	STORE_ERR_NOMSG,       /* no such message (expunged) */
-	STORE_ERR_LIMIT,       /* a store limit: UIDs exhausted, too many keywords */
+	STORE_ERR_LIMIT,       /* a store limit: UIDs, keywords, mailboxes (LIMIT) */
 	STORE_ERR_NOSPACE,     /* the disk is full (ENOSPC, EDQUOT, SQLITE_FULL) */
 };
 
@@ -100,6 +100,15 @@ enum store_err {
 #define STORE_KEYWORD_MAX 100 /* bytes of one keyword */
 #define STORE_KEYWORDS_MAX 64 /* keywords on one message */
 #define STORE_UIDL_MAX 24     /* store_uidl() output, NUL included */
+/*
+ * Mailboxes (\Noselect ones too) and subscriptions of one account. LIST
+ * loads them all and works on the loop every IMAP session shares, so their
+ * number bounds what one LIST costs there; a subscription needs no mailbox,
+ * so it needs a cap of its own. Dovecot has no default cap; Stalwart and
+ * hosted services have one. Past it: STORE_ERR_LIMIT.
+ */
+#define STORE_MAILBOXES_MAX 10000
+#define STORE_SUBSCRIPTIONS_MAX 10000
 
 /* An inclusive UID range, lo <= hi; {n, n} is one UID, {1, UINT32_MAX} all. */
 struct store_range {
@@ -459,7 +468,8 @@ void store_mailbox_list_free(struct store_mbox_info **list, size_t n);
  * Create a mailbox and any missing superiors (RFC 9051 §6.3.4), with the
  * given STORE_USE_* bits (0: none; RFC 6154 CREATE-SPECIAL-USE). Creating a
  * \Noselect name makes it selectable again with a new UIDVALIDITY.
- * 0, or -1 (STORE_ERR_EXISTS, STORE_ERR_INVALID, ...).
+ * 0, or -1 (STORE_ERR_EXISTS, STORE_ERR_INVALID, STORE_ERR_LIMIT past
+ * STORE_MAILBOXES_MAX, ...).
  */
 int store_mailbox_create(struct store *st, const char *name, unsigned special_use);
 
@@ -478,11 +488,15 @@ int store_mailbox_delete(struct store *st, const char *name);
  * each renamed mailbox gets a new, greater UIDVALIDITY (a client may have
  * cached an earlier mailbox of the new name). Renaming INBOX moves its
  * messages to the new mailbox and leaves an empty INBOX with a new
- * UIDVALIDITY; INBOX's inferiors stay. 0 or -1.
+ * UIDVALIDITY; INBOX's inferiors stay. 0 or -1 (STORE_ERR_LIMIT when a new
+ * superior or the new INBOX would pass STORE_MAILBOXES_MAX).
  */
 int store_mailbox_rename(struct store *st, const char *from, const char *to);
 
-/* Add or remove name from the subscriptions (need not exist). 0 or -1. */
+/*
+ * Add or remove name from the subscriptions (need not exist). 0 or -1
+ * (STORE_ERR_LIMIT: adding one past STORE_SUBSCRIPTIONS_MAX).
+ */
 int store_mailbox_subscribe(struct store *st, const char *name, int subscribe);
 
 /* STATUS of a mailbox from counters kept per mailbox. 0 or -1. */

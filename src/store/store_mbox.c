@@ -380,14 +380,30 @@ store_mailbox_subscribe(struct store *st, const char *raw, int subscribe)
 {
 	char name[STORE_NAME_MAX + 1];
 	sqlite3_stmt *s;
+	int64_t others = 0;
 
 	store_clear_error(st);
 	if (store_name_norm(st, raw, name) < 0)
 		return -1;
-	if ((s = store_stmt(st, subscribe ? SQL_SUB_ADD : SQL_SUB_DEL)) == NULL)
+	if (store_begin(st, 1) < 0)
 		return -1;
+	/* A subscription needs no mailbox, so the mailbox cap does not bound them. */
+	if (subscribe && store_count(st, SQL_SUB_COUNT, name, &others) < 0)
+		goto fail;
+	if (others >= STORE_SUBSCRIPTIONS_MAX) {
+		store_fail(st, STORE_ERR_LIMIT, "too many subscriptions (%d)",
+			   STORE_SUBSCRIPTIONS_MAX);
+		goto fail;
+	}
+	if ((s = store_stmt(st, subscribe ? SQL_SUB_ADD : SQL_SUB_DEL)) == NULL)
+		goto fail;
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-	return store_exec(st, s);
+	if (store_exec(st, s) < 0)
+		goto fail;
+	return store_commit(st);
+fail:
+	store_rollback(st);
+	return -1;
 }
 
 int

@@ -38,7 +38,9 @@ enum store_sql {
 	SQL_MBOX_DELETE,
 	SQL_MBOX_NOSELECT,
 	SQL_MBOX_REVIVE,
+	SQL_MBOX_COUNT,
 	SQL_SUB_ADD,
+	SQL_SUB_COUNT,
 	SQL_SUB_DEL,
 	SQL_SUB_RENAME,
 	SQL_FILE_INSERT,
@@ -169,7 +171,12 @@ int store_mbox_get(struct store *st, const char *name, struct store_mbox_row *r)
  */
 int store_mbox_open(struct store *st, const char *raw, uint32_t uidvalidity,
 		    struct store_mbox_row *r);
-/* Insert a mailbox row (and subscribe it if asked); *id_r may be NULL. In a write txn. */
+/* Into *n_r the count which (SQL_MBOX_COUNT, SQL_SUB_COUNT) gives, name as ?1. 0 or -1. */
+int store_count(struct store *st, enum store_sql which, const char *name, int64_t *n_r);
+/*
+ * Insert a mailbox row (and subscribe it if asked); *id_r may be NULL. In a
+ * write txn. Past STORE_MAILBOXES_MAX, -1 with STORE_ERR_LIMIT.
+ */
 int store_mbox_insert(struct store *st, const char *name, unsigned special_use, int subscribe,
 		      int64_t *id_r);
 /* Create the missing superiors of name as ordinary mailboxes. In a write txn. */

@@ -1314,6 +1314,70 @@ count_rows(const char *dir, const char *table)
 	return n;
 }
 
+/*
+ * Fill table (mailboxes or subscriptions) up to want rows through a
+ * connection of our own, in one transaction: 10^4 creates through the store
+ * would each commit and fsync.
+ */
+static void
+fill_rows(const char *dir, const char *table, int want)
+{
+	char path[256], sql[128];
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	int have = count_rows(dir, table);
+
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", dir);
+	xsnprintf(sql, sizeof(sql), "INSERT INTO %s (name%s) VALUES (?1%s)", table,
+		  strcmp(table, "mailboxes") == 0 ? ", uidvalidity" : "",
+		  strcmp(table, "mailboxes") == 0 ? ", 1" : "");
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+	for (int i = have; i < want; i++) {
+		char name[32];
+		xsnprintf(name, sizeof(name), "fill%05d", i);
+		sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+		assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+		sqlite3_reset(s);
+	}
+	sqlite3_finalize(s);
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(count_rows(dir, table), want);
+}
+
+/* An account has at most STORE_MAILBOXES_MAX mailboxes and STORE_SUBSCRIPTIONS_MAX subscriptions. */
+static void
+test_mailbox_caps(void **state)
+{
+	struct fixture *fx = *state;
+
+	assert_int_equal(store_mailbox_create(fx->st, "a", 0), 0);
+	fill_rows(fx->dir, "mailboxes", STORE_MAILBOXES_MAX);
+	/* Every way to a new row is refused: CREATE, a superior, RENAME of INBOX. */
+	assert_int_equal(store_mailbox_create(fx->st, "b", 0), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_LIMIT);
+	assert_int_equal(store_mailbox_rename(fx->st, "a", "x/a"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_LIMIT);
+	assert_int_equal(store_mailbox_rename(fx->st, "INBOX", "Old"), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_LIMIT);
+	assert_int_equal(count_rows(fx->dir, "mailboxes"), STORE_MAILBOXES_MAX);
+	/* A rename that adds no row, and a create after a delete, still work. */
+	assert_int_equal(store_mailbox_rename(fx->st, "a", "c"), 0);
+	assert_int_equal(store_mailbox_delete(fx->st, "c"), 0);
+	assert_int_equal(store_mailbox_create(fx->st, "b", 0), 0);
+
+	fill_rows(fx->dir, "subscriptions", STORE_SUBSCRIPTIONS_MAX);
+	assert_int_equal(store_mailbox_subscribe(fx->st, "nowhere", 1), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_LIMIT);
+	/* Subscribing again one already there adds none. */
+	assert_int_equal(store_mailbox_subscribe(fx->st, "fill09999", 1), 0);
+	assert_int_equal(store_mailbox_subscribe(fx->st, "fill09999", 0), 0);
+	assert_int_equal(store_mailbox_subscribe(fx->st, "nowhere", 1), 0);
+	assert_int_equal(count_rows(fx->dir, "subscriptions"), STORE_SUBSCRIPTIONS_MAX);
+}
+
 /* Close the fixture's store, turn its index back into an older one with sql, reopen it. */
 static void
 downgrade(struct fixture *fx, const char *sql)
@@ -1822,6 +1886,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_expunge_changes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_move, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mailbox_caps, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
