@@ -9,6 +9,9 @@
  *
  * SECURITY: the hash is seeded at random, so a client choosing its
  * addresses (a whole IPv6 /48 of /64 keys) cannot aim them at one chain.
+ * Credentials are kept only as SipHash-2-4 fingerprints under a random
+ * key made at start: never written anywhere, and useless to guess against
+ * offline without the key, which dies with the process.
  */
 #include "auth/lockout.h"
 #include "core/log.h"
@@ -21,6 +24,9 @@ struct lockout_entry {
 	char key[UTIL_CLIENT_KEY_MAX];
 	unsigned failures;
 	int64_t since_ms;	     /* the window's start */
+	/* the last failed credentials, not counted again (a ring) */
+	uint64_t recent[LOCKOUT_RECENT];
+	unsigned nrecent, next_recent;
 	struct lockout_entry *chain; /* same bucket */
 	struct lockout_entry *older, *younger;
 };
@@ -31,6 +37,7 @@ struct lockout {
 	size_t max_entries, nentries;
 	size_t nbuckets; /* a power of two */
 	uint32_t seed;
+	uint64_t fp_key[2]; /* SipHash key of the credential fingerprints */
 	struct lockout_entry **buckets;
 	struct lockout_entry *oldest, *youngest;
 };
@@ -49,6 +56,7 @@ lockout_new(unsigned max_failures, int64_t window_ms, size_t max_entries)
 		l->nbuckets *= 2;
 	l->buckets = xcalloc(l->nbuckets, sizeof(*l->buckets));
 	util_random(&l->seed, sizeof(l->seed));
+	util_random(l->fp_key, sizeof(l->fp_key));
 	return l;
 }
 
@@ -73,6 +81,99 @@ size_t
 lockout_size(const struct lockout *l)
 {
 	return l->nentries;
+}
+
+/* SipHash-2-4 (Aumasson and Bernstein), fed a byte at a time: the inputs
+ * are a few hundred bytes, once per login. */
+struct lockout_sip {
+	uint64_t v[4];
+	uint64_t m;  /* bytes waiting for a full word */
+	size_t len;  /* bytes fed in all */
+};
+
+#define LOCKOUT_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static void
+lockout_sip_round(uint64_t v[4])
+{
+	v[0] += v[1];
+	v[1] = LOCKOUT_ROTL(v[1], 13);
+	v[1] ^= v[0];
+	v[0] = LOCKOUT_ROTL(v[0], 32);
+	v[2] += v[3];
+	v[3] = LOCKOUT_ROTL(v[3], 16);
+	v[3] ^= v[2];
+	v[0] += v[3];
+	v[3] = LOCKOUT_ROTL(v[3], 21);
+	v[3] ^= v[0];
+	v[2] += v[1];
+	v[1] = LOCKOUT_ROTL(v[1], 17);
+	v[1] ^= v[2];
+	v[2] = LOCKOUT_ROTL(v[2], 32);
+}
+
+static void
+lockout_sip_word(struct lockout_sip *h, uint64_t m)
+{
+	h->v[3] ^= m;
+	lockout_sip_round(h->v);
+	lockout_sip_round(h->v);
+	h->v[0] ^= m;
+}
+
+static void
+lockout_sip_init(struct lockout_sip *h, const uint64_t key[2])
+{
+	h->v[0] = key[0] ^ 0x736f6d6570736575ull;
+	h->v[1] = key[1] ^ 0x646f72616e646f6dull;
+	h->v[2] = key[0] ^ 0x6c7967656e657261ull;
+	h->v[3] = key[1] ^ 0x7465646279746573ull;
+	h->m = 0;
+	h->len = 0;
+}
+
+static void
+lockout_sip_feed(struct lockout_sip *h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h->m |= (uint64_t)b[i] << (8 * (h->len % 8));
+		if (++h->len % 8 == 0) {
+			lockout_sip_word(h, h->m);
+			h->m = 0;
+		}
+	}
+}
+
+static uint64_t
+lockout_sip_end(struct lockout_sip *h)
+{
+	uint64_t r;
+
+	lockout_sip_word(h, h->m | (uint64_t)(h->len & 0xff) << 56);
+	h->v[2] ^= 0xff;
+	for (int i = 0; i < 4; i++)
+		lockout_sip_round(h->v);
+	r = h->v[0] ^ h->v[1] ^ h->v[2] ^ h->v[3];
+	util_wipe(h, sizeof(*h));
+	return r;
+}
+
+uint64_t
+lockout_fingerprint(const struct lockout *l, const char *user, size_t ulen, const char *pass,
+		    size_t plen)
+{
+	struct lockout_sip h;
+	uint64_t r;
+
+	lockout_sip_init(&h, l->fp_key);
+	lockout_sip_feed(&h, user, ulen);
+	lockout_sip_feed(&h, "", 1);
+	lockout_sip_feed(&h, pass, plen);
+	r = lockout_sip_end(&h);
+	/* 0 means "no fingerprint" to lockout_fail(). */
+	return r ? r : 1;
 }
 
 static struct lockout_entry **
@@ -152,8 +253,27 @@ lockout_check(struct lockout *l, const char *key, int64_t now_ms)
 	return e && e->failures >= l->max_failures ? LOCKOUT_LOCKED : LOCKOUT_OPEN;
 }
 
+/*
+ * Whether e has failed with credentials fp lately; if not, remember them
+ * (the oldest of LOCKOUT_RECENT goes).
+ */
+static int
+lockout_repeated(struct lockout_entry *e, uint64_t fp)
+{
+	if (fp == 0)
+		return 0;
+	for (unsigned i = 0; i < e->nrecent; i++)
+		if (e->recent[i] == fp)
+			return 1;
+	e->recent[e->next_recent] = fp;
+	e->next_recent = (e->next_recent + 1) % LOCKOUT_RECENT;
+	if (e->nrecent < LOCKOUT_RECENT)
+		e->nrecent++;
+	return 0;
+}
+
 enum lockout_state
-lockout_fail(struct lockout *l, const char *key, int64_t now_ms, unsigned *count_r)
+lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp, unsigned *count_r)
 {
 	if (count_r)
 		*count_r = 0;
@@ -174,6 +294,13 @@ lockout_fail(struct lockout *l, const char *key, int64_t now_ms, unsigned *count
 		*pp = e;
 		lockout_list_young(l, e);
 		l->nentries++;
+	}
+	if (lockout_repeated(e, fp)) {
+		/* The same wrong password again: a device that was not told
+		 * it changed, not a guess; it must not lock out its site. */
+		if (count_r)
+			*count_r = e->failures;
+		return e->failures >= l->max_failures ? LOCKOUT_LOCKED : LOCKOUT_OPEN;
 	}
 	if (count_r)
 		*count_r = e->failures + 1;
@@ -197,10 +324,11 @@ lockout_login_check(struct lockout *l, const char *key)
 }
 
 enum lockout_state
-lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip, const char *key)
+lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip, const char *key,
+		     uint64_t fp)
 {
 	unsigned n;
-	enum lockout_state st = lockout_fail(l, key, util_mono_ms(), &n);
+	enum lockout_state st = lockout_fail(l, key, util_mono_ms(), fp, &n);
 
 	if (st == LOCKOUT_NOW_LOCKED) {
 		int other = strcmp(key, peer_ip) != 0;

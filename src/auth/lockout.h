@@ -15,6 +15,13 @@
  * calls pass by, and when it is full of live ones the oldest goes, so
  * addresses without end (an IPv6 spray) cost bounded memory.
  *
+ * A failure with the same credentials as one of the key's last
+ * LOCKOUT_RECENT failures is not counted again (Dovecot's auth_penalty
+ * does the same): a phone retrying a stale password every few minutes is
+ * one mistake, not a guess each time, and must not lock out everyone
+ * behind its NAT. A guesser has to try something new each time, and is
+ * counted. Credentials are held only as keyed fingerprints.
+ *
  * SECURITY: keys come from the kernel's peer address, never from the
  * client's words. Not thread-safe: the event loop owns the table, so every
  * call is made there (worker completions run on the loop).
@@ -27,8 +34,10 @@
 
 struct lockout;
 
-/* The table's size in the daemon: some 2 MB when full. */
+/* The table's size in the daemon: some 3 MB when full. */
 #define LOCKOUT_MAX_KEYS 16384
+/* Failed credentials remembered per key, not counted again. */
+#define LOCKOUT_RECENT 4
 
 enum lockout_state {
 	LOCKOUT_OPEN,	    /* logins are checked as usual */
@@ -43,19 +52,28 @@ struct lockout *lockout_new(unsigned max_failures, int64_t window_ms, size_t max
 void lockout_free(struct lockout **lp);
 /* Whether logins from key are refused at now_ms (monotonic). */
 enum lockout_state lockout_check(struct lockout *l, const char *key, int64_t now_ms);
-/* Count a failed login (bad credentials) from key at now_ms. *count_r (may
- * be NULL) gets the failures counted in the key's window so far. */
-enum lockout_state lockout_fail(struct lockout *l, const char *key, int64_t now_ms,
+/*
+ * A fingerprint of user NUL pass (a keyed 64-bit hash, the key random per
+ * table), never 0: what lockout_fail() keeps instead of the password. Take
+ * it on the loop before the check starts, as the worker wipes the password.
+ */
+uint64_t lockout_fingerprint(const struct lockout *l, const char *user, size_t ulen,
+			     const char *pass, size_t plen);
+/* Count a failed login (bad credentials fp, from lockout_fingerprint(); 0
+ * for none) from key at now_ms; not if fp is among the key's last failed
+ * ones. *count_r (may be NULL) gets the failures counted in the key's
+ * window so far. */
+enum lockout_state lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp,
 				unsigned *count_r);
 /*
  * For the protocols, at the monotonic now: lockout_login_check() whether a
  * login from key may be checked at all; lockout_login_failed() counts one
- * with bad credentials from the client at peer_ip (counted under key), and
+ * with bad credentials fp from the client at peer_ip (counted under key), and
  * logs, as session sid, the failure that locks the key.
  */
 enum lockout_state lockout_login_check(struct lockout *l, const char *key);
 enum lockout_state lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip,
-					const char *key);
+					const char *key, uint64_t fp);
 /* Keys held now (expired ones included until they are dropped). */
 size_t lockout_size(const struct lockout *l);
 

@@ -142,6 +142,7 @@ struct login_job {
 	char sid[sizeof(((struct conn *)0)->id)];
 	char peer_ip[INET6_ADDRSTRLEN];
 	char key[UTIL_CLIENT_KEY_MAX];
+	uint64_t fp; /* the credentials, for the lockout (the password is wiped) */
 };
 
 static void
@@ -211,7 +212,7 @@ login_settle(struct imap_sess *s, struct imap_job *jj)
 	struct login_job *j = (struct login_job *)jj;
 
 	if (!j->ok)
-		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key) ==
+		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
 			    LOCKOUT_LOCKED;
 	else
 		j->locked = lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN;
@@ -319,6 +320,7 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 	if (valid) {
 		memcpy(j->pass, pass, plen);
 		memcpy(j->user, user, ulen);
+		j->fp = lockout_fingerprint(s->srv->lockout, user, ulen, pass, plen);
 		if (accounts_normalise(j->user, 0, &norm, &err) == 0) {
 			xsnprintf(j->user, sizeof(j->user), "%s", buf_str(&norm));
 			found = accounts_user_get(s->srv->accounts, norm.data, &u);

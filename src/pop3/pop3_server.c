@@ -489,6 +489,7 @@ struct login_job {
 	char sid[sizeof(((struct conn *)0)->id)];
 	char peer_ip[INET6_ADDRSTRLEN];
 	char key[UTIL_CLIENT_KEY_MAX];
+	uint64_t fp; /* the credentials, for the lockout (the password is wiped) */
 	/* opening the maildrop */
 	char *data_dir;
 	struct store *st;
@@ -661,7 +662,7 @@ login_verify_done(void *arg)
 	 * result, so that it tells nothing either.
 	 */
 	if (!j->ok)
-		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key) ==
+		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
 			    LOCKOUT_LOCKED;
 	else
 		j->locked = lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN;
@@ -765,6 +766,7 @@ pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_
 	if (j->hash == NULL)
 		j->hash = xstrdup(
 		    "$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4");
+	j->fp = lockout_fingerprint(s->srv->lockout, user, strlen(user), pass, pass_len);
 	if (pass_len >= sizeof(j->pass))
 		pass_len = sizeof(j->pass) - 1;
 	memcpy(j->pass, pass, pass_len);

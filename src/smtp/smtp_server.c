@@ -735,6 +735,7 @@ struct auth_job {
 	char sid[sizeof(((struct conn *)0)->id)];
 	char peer_ip[INET6_ADDRSTRLEN];
 	char key[UTIL_CLIENT_KEY_MAX];
+	uint64_t fp; /* the credentials, for the lockout (the password is wiped) */
 };
 
 static void
@@ -841,7 +842,7 @@ auth_done(void *arg)
 	 * result, so that it tells nothing either.
 	 */
 	if (!j->ok)
-		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key) ==
+		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
 			    LOCKOUT_LOCKED;
 	else if (lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN) {
 		j->locked = 1;
@@ -932,6 +933,7 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 	if (j->hash == NULL)
 		j->hash = xstrdup("$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4");
 	xsnprintf(j->pass, sizeof(j->pass), "%s", pass);
+	j->fp = lockout_fingerprint(s->srv->lockout, user, strlen(user), pass, strlen(pass));
 	smtp_wait(s);
 	worker_submit(s->srv->auth_pool, auth_work, auth_done, j);
 }

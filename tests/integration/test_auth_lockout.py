@@ -7,6 +7,7 @@ Each test uses a small threshold and window. Clients are raw sockets bound
 to a loopback source address (127.0.0.2 is another client than 127.0.0.1).
 """
 import base64
+import itertools
 import re
 import socket
 import time
@@ -17,6 +18,13 @@ from ports import free_port
 
 ALICE, PW = "alice@example.test", "alice-pw"
 KINDS = ("submission", "imap", "pop3")
+_guesses = itertools.count()
+
+
+def guess():
+    """A wrong password not tried before: the same one again is not
+    counted (a device retrying a stale password)."""
+    return "guess%d" % next(_guesses)
 
 
 def start(make_surat, **extra):
@@ -156,9 +164,9 @@ def test_failures_lock_the_address_on_every_protocol(make_surat):
     while 127.0.0.2 still logs in everywhere."""
     s = start(make_surat)
     for _ in range(2):
-        assert smtp_auth(s, ALICE, "guess").startswith("535 5.7.8")
+        assert smtp_auth(s, ALICE, guess()).startswith("535 5.7.8")
     assert "auth lockout" not in s.log()
-    assert smtp_auth(s, ALICE, "guess").startswith("535 5.7.8")
+    assert smtp_auth(s, ALICE, guess()).startswith("535 5.7.8")
     all_locked(s)
     all_locked(s, user="nobody@example.test", pw="x")
     other_mechanisms_locked(s)
@@ -183,7 +191,7 @@ def test_lock_ends_after_the_window(make_surat):
     # server inside the window however slow a loaded machine is: 1.5 s spare.
     s = start(make_surat, **{"auth.lockout_window": "3s"})
     for _ in range(3):
-        assert imap_login(s, ALICE, "guess").startswith("NO [AUTHENTICATIONFAILED]")
+        assert imap_login(s, ALICE, guess()).startswith("NO [AUTHENTICATIONFAILED]")
     locked_at = time.time()
     all_locked(s)
     time.sleep(max(0, locked_at + 1.5 - time.time()))
@@ -197,10 +205,10 @@ def test_a_good_login_does_not_reset_the_count(make_surat):
     between guesses."""
     s = start(make_surat)
     for _ in range(2):
-        assert pop3_login(s, ALICE, "guess").startswith("-ERR [AUTH]")
+        assert pop3_login(s, ALICE, guess()).startswith("-ERR [AUTH]")
     assert smtp_auth(s, ALICE, PW).startswith("235 ")
     assert imap_login(s, ALICE, PW).startswith("OK ")
-    assert smtp_auth(s, ALICE, "guess").startswith("535 ")
+    assert smtp_auth(s, ALICE, guess()).startswith("535 ")
     all_locked(s)
 
 
@@ -211,7 +219,7 @@ def test_hanging_up_does_not_escape_the_count(make_surat):
     for _ in range(3):
         c = Line(s.port("imap"))
         assert c.line().startswith("* OK")
-        c.send('a LOGIN "%s" "guess"' % ALICE)
+        c.send('a LOGIN "%s" "%s"' % (ALICE, guess()))
         c.close()
     deadline = time.time() + 10
     while "auth lockout" not in s.log():
@@ -264,7 +272,7 @@ def test_syntax_errors_and_cancels_do_not_count(make_surat):
 def test_zero_failures_turns_it_off(make_surat):
     s = start(make_surat, **{"auth.lockout_failures": "0"})
     for _ in range(11):     # one past the default
-        assert smtp_auth(s, ALICE, "guess").startswith("535 ")
+        assert smtp_auth(s, ALICE, guess()).startswith("535 ")
     all_open(s)
     assert "auth lockout" not in s.log()
 
@@ -290,9 +298,27 @@ def test_ipv6_client_counted_by_its_prefix(make_surat, prefix, key):
     s.stop()
     s.start()
     for _ in range(3):
-        assert smtp_auth(s, ALICE, "guess", "::1", "::1", p6).startswith("535 ")
+        assert smtp_auth(s, ALICE, guess(), "::1", "::1", p6).startswith("535 ")
     r = imap_login(s, ALICE, PW, "::1", "::1", i6)
     assert r.startswith("NO [UNAVAILABLE]"), r
     assert re.search(r"auth lockout client=\[::1\] counted_as=%s failures=3" % re.escape(key),
                      s.log()), s.log()[-3000:]
     all_open(s)
+
+
+def test_same_wrong_password_again_does_not_lock(make_surat):
+    """A device retrying a stale password (the same user and password each
+    time) is one failure, not one per retry, so it cannot lock out its
+    NAT; the answer is still the failure. Distinct passwords do lock."""
+    s = start(make_surat)
+    for _ in range(3):
+        assert smtp_auth(s, ALICE, "old-pw").startswith("535 5.7.8")
+        assert imap_login(s, ALICE, "old-pw").startswith("NO [AUTHENTICATIONFAILED]")
+        assert pop3_login(s, ALICE, "old-pw").startswith("-ERR [AUTH]")
+    all_open(s)
+    assert "auth lockout" not in s.log()
+    # Another user with the same password is another mistake: counted.
+    assert smtp_auth(s, "bob@example.test", "old-pw").startswith("535 5.7.8")
+    assert imap_login(s, ALICE, guess()).startswith("NO [AUTHENTICATIONFAILED]")
+    all_locked(s)
+    assert "old-pw" not in s.log()

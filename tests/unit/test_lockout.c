@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -20,16 +21,16 @@ test_locks_at_threshold(void **state)
 	unsigned n;
 
 	(void)state;
-	assert_int_equal(lockout_fail(l, "192.0.2.1", 0, &n), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 0, 0, &n), LOCKOUT_OPEN);
 	assert_int_equal(n, 1);
-	assert_int_equal(lockout_fail(l, "192.0.2.1", 10, &n), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 10, 0, &n), LOCKOUT_OPEN);
 	assert_int_equal(lockout_check(l, "192.0.2.1", 20), LOCKOUT_OPEN);
-	assert_int_equal(lockout_fail(l, "192.0.2.1", 30, &n), LOCKOUT_NOW_LOCKED);
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 30, 0, &n), LOCKOUT_NOW_LOCKED);
 	assert_int_equal(n, 3);
 	assert_int_equal(lockout_check(l, "192.0.2.1", 40), LOCKOUT_LOCKED);
 	assert_int_equal(lockout_check(l, "192.0.2.2", 40), LOCKOUT_OPEN);
 	/* A check begun before the lock ends after it: counted, still locked. */
-	assert_int_equal(lockout_fail(l, "192.0.2.1", 50, &n), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_fail(l, "192.0.2.1", 50, 0, &n), LOCKOUT_LOCKED);
 	assert_int_equal(n, 4);
 	lockout_free(&l);
 	assert_null(l);
@@ -42,13 +43,13 @@ test_window_forgets(void **state)
 	struct lockout *l = lockout_new(3, W, 100);
 
 	(void)state;
-	assert_int_equal(lockout_fail(l, "k", 0, NULL), LOCKOUT_OPEN);
-	assert_int_equal(lockout_fail(l, "k", 1000, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", 0, 0, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", 1000, 0, NULL), LOCKOUT_OPEN);
 	/* The window since the first failure has passed: counting starts over. */
-	assert_int_equal(lockout_fail(l, "k", W, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", W, 0, NULL), LOCKOUT_OPEN);
 	assert_int_equal(lockout_size(l), 1);
-	assert_int_equal(lockout_fail(l, "k", W + 1, NULL), LOCKOUT_OPEN);
-	assert_int_equal(lockout_fail(l, "k", W + 2, NULL), LOCKOUT_NOW_LOCKED);
+	assert_int_equal(lockout_fail(l, "k", W + 1, 0, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", W + 2, 0, NULL), LOCKOUT_NOW_LOCKED);
 	lockout_free(&l);
 }
 
@@ -60,15 +61,15 @@ test_lock_lasts_a_window(void **state)
 	struct lockout *l = lockout_new(2, W, 100);
 
 	(void)state;
-	lockout_fail(l, "k", 0, NULL);
-	assert_int_equal(lockout_fail(l, "k", W - 1, NULL), LOCKOUT_NOW_LOCKED);
+	lockout_fail(l, "k", 0, 0, NULL);
+	assert_int_equal(lockout_fail(l, "k", W - 1, 0, NULL), LOCKOUT_NOW_LOCKED);
 	assert_int_equal(lockout_check(l, "k", W + 100), LOCKOUT_LOCKED);
-	assert_int_equal(lockout_fail(l, "k", W + 200, NULL), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_fail(l, "k", W + 200, 0, NULL), LOCKOUT_LOCKED);
 	assert_int_equal(lockout_check(l, "k", 2 * W - 2), LOCKOUT_LOCKED);
 	assert_int_equal(lockout_check(l, "k", 2 * W - 1), LOCKOUT_OPEN);
 	/* And the expired entry is gone, not just ignored. */
 	assert_int_equal(lockout_size(l), 0);
-	assert_int_equal(lockout_fail(l, "k", 2 * W, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", 2 * W, 0, NULL), LOCKOUT_OPEN);
 	lockout_free(&l);
 }
 
@@ -80,7 +81,7 @@ test_off(void **state)
 
 	(void)state;
 	for (int i = 0; i < 50; i++)
-		assert_int_equal(lockout_fail(l, "k", i, NULL), LOCKOUT_OPEN);
+		assert_int_equal(lockout_fail(l, "k", i, 0, NULL), LOCKOUT_OPEN);
 	assert_int_equal(lockout_check(l, "k", 60), LOCKOUT_OPEN);
 	assert_int_equal(lockout_size(l), 0);
 	lockout_free(&l);
@@ -95,17 +96,17 @@ test_bound_evicts_oldest(void **state)
 	char key[64];
 
 	(void)state;
-	lockout_fail(l, "old", 0, NULL);
-	assert_int_equal(lockout_fail(l, "old", 1, NULL), LOCKOUT_NOW_LOCKED);
+	lockout_fail(l, "old", 0, 0, NULL);
+	assert_int_equal(lockout_fail(l, "old", 1, 0, NULL), LOCKOUT_NOW_LOCKED);
 	for (int i = 0; i < 100000; i++) {
 		snprintf(key, sizeof(key), "2001:db8:%x:%x::/64", i >> 16, i & 0xffff);
-		lockout_fail(l, key, 2 + i / 1000, NULL);
+		lockout_fail(l, key, 2 + i / 1000, 0, NULL);
 		assert_true(lockout_size(l) <= 64);
 	}
 	assert_int_equal(lockout_size(l), 64);
 	assert_int_equal(lockout_check(l, "old", 200), LOCKOUT_OPEN);
 	/* The last key is still there with its one failure. */
-	assert_int_equal(lockout_fail(l, key, 200, NULL), LOCKOUT_NOW_LOCKED);
+	assert_int_equal(lockout_fail(l, key, 200, 0, NULL), LOCKOUT_NOW_LOCKED);
 	lockout_free(&l);
 }
 
@@ -120,13 +121,69 @@ test_expired_dropped(void **state)
 	(void)state;
 	for (int i = 0; i < 500; i++) {
 		snprintf(key, sizeof(key), "198.51.100.%d", i);
-		lockout_fail(l, key, i, NULL);
+		lockout_fail(l, key, i, 0, NULL);
 	}
 	assert_int_equal(lockout_size(l), 500);
 	assert_int_equal(lockout_check(l, "x", W + 250), LOCKOUT_OPEN);
 	assert_int_equal(lockout_size(l), 249);
 	assert_int_equal(lockout_check(l, "x", W + 1000), LOCKOUT_OPEN);
 	assert_int_equal(lockout_size(l), 0);
+	lockout_free(&l);
+}
+
+/*
+ * The same failed credentials again are not counted, as long as they are
+ * among the key's last LOCKOUT_RECENT failures; a new password or a new
+ * user is. Still answered LOCKED while the key is locked.
+ */
+static void
+test_repeat_not_counted(void **state)
+{
+	struct lockout *l = lockout_new(3, W, 100);
+	uint64_t fp[LOCKOUT_RECENT + 1];
+	char pw[16];
+	unsigned n;
+
+	(void)state;
+	for (int i = 0; i <= LOCKOUT_RECENT; i++) {
+		snprintf(pw, sizeof(pw), "pw%d", i);
+		fp[i] = lockout_fingerprint(l, "alice", 5, pw, strlen(pw));
+		assert_true(fp[i] != 0);
+	}
+	/* Fingerprints depend on the user, the password and where one ends. */
+	assert_true(lockout_fingerprint(l, "bob", 3, "pw0", 3) != fp[0]);
+	assert_true(lockout_fingerprint(l, "alicep", 6, "w0", 2) != fp[0]);
+	assert_true(lockout_fingerprint(l, "alice", 5, "pw0", 3) == fp[0]);
+
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(lockout_fail(l, "k", i, fp[0], &n), LOCKOUT_OPEN);
+		assert_int_equal(n, 1);
+	}
+	assert_int_equal(lockout_fail(l, "k", 30, fp[1], &n), LOCKOUT_OPEN);
+	assert_int_equal(n, 2);
+	assert_int_equal(lockout_fail(l, "k", 31, fp[0], &n), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "k", 32, fp[1], &n), LOCKOUT_OPEN);
+	assert_int_equal(n, 2);
+	/* Another key remembers its own. */
+	assert_int_equal(lockout_fail(l, "k2", 33, fp[0], &n), LOCKOUT_OPEN);
+	assert_int_equal(n, 1);
+	/* 0 is no fingerprint: always counted. */
+	assert_int_equal(lockout_fail(l, "k", 34, 0, &n), LOCKOUT_NOW_LOCKED);
+	assert_int_equal(lockout_fail(l, "k", 35, fp[0], &n), LOCKOUT_LOCKED);
+	assert_int_equal(n, 3);
+	lockout_free(&l);
+
+	/* Only the last LOCKOUT_RECENT are remembered: the first comes back. */
+	l = lockout_new(100, W, 100);
+	for (int i = 0; i <= LOCKOUT_RECENT; i++)
+		lockout_fail(l, "k", i, fp[i], NULL);
+	assert_int_equal(lockout_fail(l, "k", 10, fp[LOCKOUT_RECENT], &n), LOCKOUT_OPEN);
+	assert_int_equal(n, LOCKOUT_RECENT + 1);
+	assert_int_equal(lockout_fail(l, "k", 11, fp[0], &n), LOCKOUT_OPEN);
+	assert_int_equal(n, LOCKOUT_RECENT + 2);
+	/* Forgotten with the window, too. */
+	assert_int_equal(lockout_fail(l, "k", W, fp[0], &n), LOCKOUT_OPEN);
+	assert_int_equal(n, 1);
 	lockout_free(&l);
 }
 
@@ -137,6 +194,7 @@ main(void)
 	    cmocka_unit_test(test_locks_at_threshold),	cmocka_unit_test(test_window_forgets),
 	    cmocka_unit_test(test_lock_lasts_a_window), cmocka_unit_test(test_off),
 	    cmocka_unit_test(test_bound_evicts_oldest), cmocka_unit_test(test_expired_dropped),
+	    cmocka_unit_test(test_repeat_not_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
