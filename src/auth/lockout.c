@@ -40,6 +40,8 @@ struct lockout {
 	uint64_t fp_key[2]; /* SipHash key of the credential fingerprints */
 	struct lockout_entry **buckets;
 	struct lockout_entry *oldest, *youngest;
+	struct util_net *exempt;
+	size_t nexempt;
 };
 
 struct lockout *
@@ -73,8 +75,31 @@ lockout_free(struct lockout **lp)
 		free(e);
 	}
 	free(l->buckets);
+	free(l->exempt);
 	free(l);
 	*lp = NULL;
+}
+
+int
+lockout_exempt_add(struct lockout *l, const char *net)
+{
+	struct util_net n;
+
+	if (util_net_parse(net, &n) < 0)
+		return -1;
+	l->exempt = xrealloc(l->exempt, (l->nexempt + 1) * sizeof(*l->exempt));
+	l->exempt[l->nexempt++] = n;
+	return 0;
+}
+
+/* A short list, read once per login: a loop is enough. */
+static int
+lockout_exempt(const struct lockout *l, const char *peer_ip)
+{
+	for (size_t i = 0; i < l->nexempt; i++)
+		if (util_net_match(&l->exempt[i], peer_ip))
+			return 1;
+	return 0;
 }
 
 size_t
@@ -318,8 +343,10 @@ lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp, un
 }
 
 enum lockout_state
-lockout_login_check(struct lockout *l, const char *key)
+lockout_login_check(struct lockout *l, const char *peer_ip, const char *key)
 {
+	if (lockout_exempt(l, peer_ip))
+		return LOCKOUT_OPEN;
 	return lockout_check(l, key, util_mono_ms());
 }
 
@@ -328,6 +355,9 @@ lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip, co
 		     uint64_t fp)
 {
 	unsigned n;
+
+	if (lockout_exempt(l, peer_ip))
+		return LOCKOUT_OPEN;
 	enum lockout_state st = lockout_fail(l, key, util_mono_ms(), fp, &n);
 
 	if (st == LOCKOUT_NOW_LOCKED) {

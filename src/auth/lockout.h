@@ -22,6 +22,10 @@
  * behind its NAT. A guesser has to try something new each time, and is
  * counted. Credentials are held only as keyed fingerprints.
  *
+ * Exempt networks (auth.lockout_exempt: a webmail on 127.0.0.1, an office
+ * NAT) are never counted nor refused: lockout_login_*() match the peer's
+ * own address against them, not its key.
+ *
  * SECURITY: keys come from the kernel's peer address, never from the
  * client's words. Not thread-safe: the event loop owns the table, so every
  * call is made there (worker completions run on the loop).
@@ -48,6 +52,9 @@ enum lockout_state {
 /* A table; max_failures 0 turns it off (every call answers LOCKOUT_OPEN).
  * Free with lockout_free(). */
 struct lockout *lockout_new(unsigned max_failures, int64_t window_ms, size_t max_entries);
+/* Never count nor refuse logins from net ("addr[/len]", util_net_parse()):
+ * 0, or -1 if net is not one. */
+int lockout_exempt_add(struct lockout *l, const char *net);
 /* Free the table and set *lp to NULL. */
 void lockout_free(struct lockout **lp);
 /* Whether logins from key are refused at now_ms (monotonic). */
@@ -66,12 +73,13 @@ uint64_t lockout_fingerprint(const struct lockout *l, const char *user, size_t u
 enum lockout_state lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp,
 				unsigned *count_r);
 /*
- * For the protocols, at the monotonic now: lockout_login_check() whether a
- * login from key may be checked at all; lockout_login_failed() counts one
- * with bad credentials fp from the client at peer_ip (counted under key), and
- * logs, as session sid, the failure that locks the key.
+ * For the protocols, at the monotonic now, for the client at peer_ip
+ * (counted under key), LOCKOUT_OPEN for an exempt one: lockout_login_check()
+ * whether a login may be checked at all; lockout_login_failed() counts one
+ * with bad credentials fp, and logs, as session sid, the failure that locks
+ * the key.
  */
-enum lockout_state lockout_login_check(struct lockout *l, const char *key);
+enum lockout_state lockout_login_check(struct lockout *l, const char *peer_ip, const char *key);
 enum lockout_state lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip,
 					const char *key, uint64_t fp);
 /* Keys held now (expired ones included until they are dropped). */

@@ -1012,6 +1012,9 @@ cmd_serve(struct config *cfg)
 	}
 	srv->lockout = lockout_new((unsigned)cfg->auth_lockout_failures,
 				   cfg->auth_lockout_window * 1000, LOCKOUT_MAX_KEYS);
+	/* Checked by the config parser: cannot fail here. */
+	for (size_t i = 0; i < cfg->auth_lockout_exempt.n; i++)
+		lockout_exempt_add(srv->lockout, cfg->auth_lockout_exempt.v[i]);
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));

@@ -19,7 +19,7 @@
 
 #define CONFIG_LINE_MAX 4096
 
-enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_RESOLVERS,
+enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_RESOLVERS, CT_NETWORKS,
 		   CT_LOGLEVEL, CT_LISTEN, CT_TLSMODE, CT_HOSTNAME, CT_HOSTPORT, CT_DIR };
 
 struct config_key {
@@ -69,6 +69,7 @@ static const struct config_key config_keys[] = {
 	{"auth.fail_delay", CT_DURATION, OFF(auth_fail_delay), 0, 60},
 	{"auth.lockout_failures", CT_UINT, OFF(auth_lockout_failures), 0, 1000000},
 	{"auth.lockout_window", CT_DURATION, OFF(auth_lockout_window), 1, 86400 * 7},
+	{"auth.lockout_exempt", CT_NETWORKS, OFF(auth_lockout_exempt), 0, 0},
 	{"user.quota", CT_SIZE, OFF(user_quota), 0, INT64_MAX},
 	{"queue.retry_interval", CT_DURATION, OFF(queue_retry_interval), 1, 86400 * 7},
 	{"queue.retry_max", CT_DURATION, OFF(queue_retry_max), 1, 86400 * 7},
@@ -163,7 +164,8 @@ config_free(struct config *cfg)
 		    k->type == CT_HOSTPORT || k->type == CT_DIR) {
 			free(*(char **)p);
 			*(char **)p = NULL;
-		} else if (k->type == CT_RESOLVERS || k->type == CT_LISTEN) {
+		} else if (k->type == CT_RESOLVERS || k->type == CT_LISTEN ||
+			   k->type == CT_NETWORKS) {
 			strlist_free(p);
 		}
 	}
@@ -373,7 +375,7 @@ listen_dupes(const struct config *cfg, const char *path, struct buf *err)
 	return rc;
 }
 
-/* A comma-separated list; each listener or resolver is checked here, not at start. */
+/* A comma-separated list; each listener, resolver or network is checked here, not at start. */
 static int
 parse_list(const char *value, struct strlist *l, enum config_type type, struct buf *err)
 {
@@ -386,6 +388,14 @@ parse_list(const char *value, struct strlist *l, enum config_type type, struct b
 			continue;
 		if (type == CT_RESOLVERS && !valid_resolver(t)) {
 			buf_printf(err, "bad resolver '%s' (want an IP address, or addr@port)", t);
+			free(copy);
+			return -1;
+		}
+		if (type == CT_NETWORKS && util_net_parse(t, &(struct util_net){0}) < 0) {
+			buf_printf(err,
+				   "bad network '%s' (want an IP address or address/prefix, "
+				   "e.g. 192.0.2.0/24 or 2001:db8::/32)",
+				   t);
 			free(copy);
 			return -1;
 		}
@@ -520,6 +530,7 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 		}
 		return 0;
 	case CT_RESOLVERS:
+	case CT_NETWORKS:
 	case CT_LISTEN:
 		if (parse_list(value, p, k->type, err) < 0) {
 			struct buf tmp = BUF_INIT(0);

@@ -72,6 +72,7 @@ struct config {
 	int64_t auth_fail_delay;	/* seconds (a CT_DURATION, as every duration here) */
 	int64_t auth_lockout_failures;	/* per client key and window; 0: no lockout */
 	int64_t auth_lockout_window;
+	struct strlist auth_lockout_exempt; /* networks never counted nor refused */
 
 	/* Accounts */
 	int64_t user_quota;		/* bytes; 0: unlimited */

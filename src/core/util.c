@@ -506,3 +506,59 @@ util_client_key(const struct sockaddr *sa, unsigned v6_prefix, char *out, size_t
 	util_addr_text((const struct sockaddr *)&net, text, sizeof(text));
 	xsnprintf(out, n, "%s/%u", text, v6_prefix);
 }
+
+/* Clear the bits of a (alen bytes) past the first prefix. */
+static void
+util_net_mask(unsigned char *a, size_t alen, unsigned prefix)
+{
+	for (unsigned bit = prefix; bit < alen * 8; bit++)
+		a[bit / 8] &= (unsigned char)~(0x80u >> (bit % 8));
+}
+
+int
+util_net_parse(const char *s, struct util_net *n)
+{
+	const char *slash = strchr(s, '/');
+	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+	char addr[INET6_ADDRSTRLEN];
+	uint64_t prefix;
+
+	memset(n, 0, sizeof(*n));
+	if (alen == 0 || alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	if (inet_pton(AF_INET, addr, n->addr) == 1)
+		n->family = AF_INET;
+	else if (inet_pton(AF_INET6, addr, n->addr) == 1)
+		n->family = AF_INET6;
+	else
+		return -1;
+	unsigned bits = n->family == AF_INET ? 32 : 128;
+	if (slash == NULL)
+		prefix = bits;
+	else if (util_parse_u64(slash + 1, strlen(slash + 1), &prefix) < 0 || prefix > bits)
+		return -1;
+	n->prefix = (unsigned)prefix;
+	if (n->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)n->addr) &&
+	    n->prefix >= 96) {
+		memmove(n->addr, n->addr + 12, 4);
+		memset(n->addr + 4, 0, 12);
+		n->family = AF_INET;
+		n->prefix -= 96;
+	}
+	util_net_mask(n->addr, sizeof(n->addr), n->prefix);
+	return 0;
+}
+
+int
+util_net_match(const struct util_net *n, const char *ip)
+{
+	unsigned char a[16] = {0};
+	int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+
+	if (family != n->family || inet_pton(family, ip, a) != 1)
+		return 0;
+	util_net_mask(a, sizeof(a), n->prefix);
+	return memcmp(a, n->addr, sizeof(a)) == 0;
+}

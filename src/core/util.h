@@ -105,4 +105,20 @@ void util_addr_text(const struct sockaddr *sa, char *out, size_t n);
 #define UTIL_CLIENT_KEY_MAX 64
 void util_client_key(const struct sockaddr *sa, unsigned v6_prefix, char *out, size_t n);
 
+/* A network: an address and how many of its leading bits count. */
+struct util_net {
+	int family; /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	unsigned prefix;
+};
+/*
+ * Parse "addr/len" or a bare "addr" (all its bits) into *n: IPv4 or IPv6,
+ * an IPv4-mapped IPv6 network taken as the IPv4 one (util_addr_text writes
+ * those addresses dotted). Bits past the prefix are ignored. 0, or -1 if s
+ * is not one.
+ */
+int util_net_parse(const char *s, struct util_net *n);
+/* Whether the address ip (as util_addr_text writes it) is in n. */
+int util_net_match(const struct util_net *n, const char *ip);
+
 #endif

@@ -215,7 +215,7 @@ login_settle(struct imap_sess *s, struct imap_job *jj)
 		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
 			    LOCKOUT_LOCKED;
 	else
-		j->locked = lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN;
+		j->locked = lockout_login_check(s->srv->lockout, j->peer_ip, j->key) != LOCKOUT_OPEN;
 	if (j->locked) {
 		j->ok = false;
 		j->j.delay = false;
@@ -304,7 +304,7 @@ imap_login_start(struct imap_sess *s, const char *user, size_t ulen, const char 
 		     memchr(user, '\0', ulen) == NULL && memchr(pass, '\0', plen) == NULL;
 	int found = 0;
 
-	if (lockout_login_check(s->srv->lockout, s->c->ip_key) != LOCKOUT_OPEN) {
+	if (lockout_login_check(s->srv->lockout, s->c->peer_ip, s->c->ip_key) != LOCKOUT_OPEN) {
 		char name[CRED_MAX + 1];
 		xsnprintf(name, sizeof(name), "%.*s", (int)(ulen < 64 ? ulen : 64), user);
 		login_locked(s, name, method);

@@ -665,7 +665,7 @@ login_verify_done(void *arg)
 		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
 			    LOCKOUT_LOCKED;
 	else
-		j->locked = lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN;
+		j->locked = lockout_login_check(s->srv->lockout, j->peer_ip, j->key) != LOCKOUT_OPEN;
 	if (pop3_job_end(s)) {
 		login_job_free(j);
 		return;
@@ -733,7 +733,7 @@ pop3_login(struct pop3_sess *s, const char *user, const char *pass, size_t pass_
 	struct account_user u = {0};
 	int found = 0;
 
-	if (lockout_login_check(s->srv->lockout, s->c->ip_key) != LOCKOUT_OPEN) {
+	if (lockout_login_check(s->srv->lockout, s->c->peer_ip, s->c->ip_key) != LOCKOUT_OPEN) {
 		login_locked(s, user, method);
 		login_job_free(j);
 		return;

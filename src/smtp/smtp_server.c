@@ -844,7 +844,7 @@ auth_done(void *arg)
 	if (!j->ok)
 		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
 			    LOCKOUT_LOCKED;
-	else if (lockout_login_check(s->srv->lockout, j->key) != LOCKOUT_OPEN) {
+	else if (lockout_login_check(s->srv->lockout, j->peer_ip, j->key) != LOCKOUT_OPEN) {
 		j->locked = 1;
 		j->ok = 0;
 	}
@@ -901,7 +901,7 @@ auth_check(struct smtp_sess *s, const char *user, const char *pass)
 
 	int found = 0;
 
-	if (lockout_login_check(s->srv->lockout, s->c->ip_key) != LOCKOUT_OPEN) {
+	if (lockout_login_check(s->srv->lockout, s->c->peer_ip, s->c->ip_key) != LOCKOUT_OPEN) {
 		auth_locked(s, user);
 		auth_job_free(j);
 		return;

@@ -322,3 +322,18 @@ def test_same_wrong_password_again_does_not_lock(make_surat):
     assert imap_login(s, ALICE, guess()).startswith("NO [AUTHENTICATIONFAILED]")
     all_locked(s)
     assert "old-pw" not in s.log()
+
+
+def test_exempt_address_is_never_locked(make_surat):
+    """auth.lockout_exempt (a webmail on 127.0.0.1): failures from it are
+    neither counted nor refused, while 127.0.0.2 is locked as before."""
+    s = start(make_surat, **{"auth.lockout_exempt": "::1, 127.0.0.1/32"})
+    for i in range(4):     # one past the threshold
+        assert smtp_auth(s, ALICE, guess()).startswith("535 5.7.8")
+        if i < 3:
+            assert smtp_auth(s, ALICE, guess(), "127.0.0.2").startswith("535 5.7.8")
+    all_open(s)
+    all_locked(s, "127.0.0.2")
+    log = s.log()
+    assert "auth lockout client=[127.0.0.2]" in log
+    assert "auth lockout client=[127.0.0.1]" not in log

@@ -92,6 +92,13 @@ test_good(void **state)
 	assert_int_equal(config_set(&cfg, "auth.lockout_failures", "0", &err), 0);
 	assert_int_equal(config_set(&cfg, "auth.lockout_window", "1h", &err), 0);
 	assert_int_equal(cfg.auth_lockout_window, 3600);
+	/* Exempt networks: a list, empty by default, each one checked. */
+	assert_int_equal(cfg.auth_lockout_exempt.n, 0);
+	assert_int_equal(config_set(&cfg, "auth.lockout_exempt",
+				    "127.0.0.1, 10.0.0.0/8 ,2001:db8::/32,::1", &err),
+			 0);
+	assert_int_equal(cfg.auth_lockout_exempt.n, 4);
+	assert_string_equal(cfg.auth_lockout_exempt.v[1], "10.0.0.0/8");
 	/* The spool's reserve follows the message size limit until it is set. */
 	assert_int_equal(config_min_free(&cfg), 15 * 1024 * 1024);
 	assert_int_equal(config_set(&cfg, "queue.min_free", "0", &err), 0);
@@ -155,6 +162,13 @@ test_errors(void **state)
 		     ":1: dns.server: bad resolver 'resolver.example'");
 	expect_error("dns.server = 127.0.0.1@99999\n", "bad resolver");
 	expect_error("dns.server = [::1]:53\n", "bad resolver");
+	expect_error("auth.lockout_exempt = 127.0.0.1, 10.0.0.0/33\n",
+		     ":1: auth.lockout_exempt: bad network '10.0.0.0/33'");
+	expect_error("auth.lockout_exempt = office.example\n", "bad network 'office.example'");
+	expect_error("auth.lockout_exempt = 2001:db8::/129\n", "bad network");
+	expect_error("auth.lockout_exempt = 10.0.0.0/\n", "bad network");
+	expect_error("auth.lockout_exempt = 10.0.0.0/-8\n", "bad network");
+	expect_error("auth.lockout_exempt = [::1]\n", "bad network");
 	/* The host name goes into every greeting: empty crashed the first session. */
 	static const char *const bad_hosts[] = {
 		"", "bad host!", "-mx.example.org", "mx-.example.org", "mx..example.org",

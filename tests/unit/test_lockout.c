@@ -187,6 +187,46 @@ test_repeat_not_counted(void **state)
 	lockout_free(&l);
 }
 
+/*
+ * Exempt networks are never counted nor refused; the match is on the
+ * peer's own address, IPv4 and IPv6, prefixes and bare addresses.
+ */
+static void
+test_exempt(void **state)
+{
+	struct lockout *l = lockout_new(2, W, 100);
+
+	(void)state;
+	assert_int_equal(lockout_exempt_add(l, "127.0.0.1"), 0);
+	assert_int_equal(lockout_exempt_add(l, "10.1.0.0/16"), 0);
+	assert_int_equal(lockout_exempt_add(l, "2001:db8:1::/48"), 0);
+	assert_int_equal(lockout_exempt_add(l, "::ffff:192.0.2.0/120"), 0);
+	assert_int_equal(lockout_exempt_add(l, "10.0.0.0/40"), -1);
+	assert_int_equal(lockout_exempt_add(l, "nat.example"), -1);
+
+	static const char *const exempt[] = {"127.0.0.1", "10.1.255.3", "2001:db8:1:ffff::9",
+					     "192.0.2.77"};
+	for (size_t i = 0; i < sizeof(exempt) / sizeof(*exempt); i++) {
+		for (int k = 0; k < 5; k++)
+			assert_int_equal(lockout_login_failed(l, "s", exempt[i], exempt[i],
+							      (uint64_t)k + 1),
+					 LOCKOUT_OPEN);
+		/* Even if its key were locked by another address in it. */
+		assert_int_equal(lockout_login_check(l, exempt[i], exempt[i]), LOCKOUT_OPEN);
+	}
+	assert_int_equal(lockout_size(l), 0);
+
+	static const char *const counted[] = {"127.0.0.2", "10.2.0.1", "2001:db8:2::1",
+					      "192.0.3.1"};
+	for (size_t i = 0; i < sizeof(counted) / sizeof(*counted); i++) {
+		lockout_login_failed(l, "s", counted[i], counted[i], 1);
+		assert_int_equal(lockout_login_failed(l, "s", counted[i], counted[i], 2),
+				 LOCKOUT_NOW_LOCKED);
+		assert_int_equal(lockout_login_check(l, counted[i], counted[i]), LOCKOUT_LOCKED);
+	}
+	lockout_free(&l);
+}
+
 int
 main(void)
 {
@@ -194,7 +234,7 @@ main(void)
 	    cmocka_unit_test(test_locks_at_threshold),	cmocka_unit_test(test_window_forgets),
 	    cmocka_unit_test(test_lock_lasts_a_window), cmocka_unit_test(test_off),
 	    cmocka_unit_test(test_bound_evicts_oldest), cmocka_unit_test(test_expired_dropped),
-	    cmocka_unit_test(test_repeat_not_counted),
+	    cmocka_unit_test(test_repeat_not_counted), cmocka_unit_test(test_exempt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
