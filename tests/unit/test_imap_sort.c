@@ -481,6 +481,100 @@ test_thread_crafted_references_cost(void **state)
 	store_mbox_view_free(&v);
 }
 
+/*
+ * Message-IDs crafted for the unkeyed FNV-1a hash the id table once used:
+ * 2^steps ids whose hashes share their low 20 bits, built from pairs of
+ * 3-letter blocks that take the hash state to the same value (found by
+ * the birthday bound among 36^3 blocks). Each id is "<blocks>@x".
+ */
+static char **
+colliding_ids(int steps, size_t *n_r)
+{
+	static const char al[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	const uint32_t mask = (1u << 20) - 1;
+	char pairs[16][2][4];
+	uint64_t x = 1469598103934665603ULL;
+	uint32_t *seen = xcalloc(mask + 1, sizeof(*seen)); /* state -> block index + 1 */
+
+	assert_true(steps <= 16);
+	for (int st = 0; st < steps; st++) {
+		bool found = false;
+		memset(seen, 0, (mask + 1) * sizeof(*seen));
+		for (uint32_t b = 0; b < 36 * 36 * 36 && !found; b++) {
+			char blk[4] = {al[b / 1296], al[b / 36 % 36], al[b % 36], '\0'};
+			uint64_t y = x;
+			for (int k = 0; k < 3; k++)
+				y = (y ^ (unsigned char)blk[k]) * 1099511628211ULL;
+			uint32_t low = (uint32_t)y & mask;
+			if (seen[low] != 0) {
+				uint32_t o = seen[low] - 1;
+				char other[4] = {al[o / 1296], al[o / 36 % 36], al[o % 36], '\0'};
+				memcpy(pairs[st][0], other, 4);
+				memcpy(pairs[st][1], blk, 4);
+				x = y; /* the low bits agree; the rest do not matter */
+				found = true;
+			} else {
+				seen[low] = b + 1;
+			}
+		}
+		assert_true(found);
+	}
+	free(seen);
+	size_t n = (size_t)1 << steps;
+	char **ids = xcalloc(n, sizeof(*ids));
+	for (size_t i = 0; i < n; i++) {
+		struct buf b = BUF_INIT(0);
+		for (int st = 0; st < steps; st++)
+			buf_puts(&b, pairs[st][(i >> st) & 1]);
+		buf_puts(&b, "@x");
+		ids[i] = buf_steal(&b);
+	}
+	*n_r = n;
+	return ids;
+}
+
+/*
+ * Many messages whose References (500 each, the most THREAD uses) are ids
+ * colliding in an unkeyed hash: with linear probing every insert walks the
+ * whole run, 32768 ids costing ~5*10^8 string compares. The table's hash
+ * is keyed with a random seed, so this costs milliseconds.
+ */
+static void
+test_thread_colliding_ids_cost(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_view *v = NULL;
+	struct timespec t0, t1;
+	size_t n, nmsg = 0;
+	char **ids = colliding_ids(15, &n);
+	char *got;
+
+	assert_int_equal(store_mailbox_create(fx->st, "Colliding", 0), 0);
+	for (size_t i = 0; i < n; i += 500, nmsg++) {
+		struct buf m = BUF_INIT(0);
+		buf_printf(&m, "Message-ID: <m%zu@y>\r\nSubject: m%zu\r\nReferences:", i, i);
+		for (size_t k = i; k < n && k < i + 500; k++)
+			buf_printf(&m, " <%s>", ids[k]);
+		buf_puts(&m, "\r\n\r\n.\r\n");
+		add_msg(fx, "Colliding", buf_str(&m), DAY0 + (int64_t)nmsg);
+		buf_free(&m);
+	}
+	assert_int_equal(store_mailbox_load(fx->st, "Colliding", &v), 0);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	got = thread(fx, "Colliding", v, "REFERENCES", NULL, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_non_null(strstr(got, "* THREAD (1)"));
+	free(got);
+	/* Unkeyed this takes seconds (release build); keyed, milliseconds. */
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(secs < 1.0);
+	store_mbox_view_free(&v);
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
 static void
 test_thread_orderedsubject(void **state)
 {
@@ -563,6 +657,7 @@ main(void)
 	    cmocka_unit_test(test_thread_loops),
 	    cmocka_unit_test(test_thread_dummies_chain),
 	    cmocka_unit_test(test_thread_crafted_references_cost),
+	    cmocka_unit_test(test_thread_colliding_ids_cost),
 	    cmocka_unit_test(test_thread_orderedsubject),
 	    cmocka_unit_test(test_base_subject),
 	};
