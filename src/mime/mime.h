@@ -95,6 +95,12 @@ struct mime_part {
 	size_t ndisp_params;
 	char **language;
 	size_t nlanguage;
+
+	/* On a root: the most parts its tree could have, and how many
+	 * message/global parts it has (mime_parse_global() divides the
+	 * first among them). */
+	unsigned int part_budget;
+	unsigned int nglobals;
 };
 
 /*
