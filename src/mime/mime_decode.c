@@ -1,20 +1,32 @@
 /*
  * mime_decode — see mime_decode.h.
  *
- * Charset conversion uses one iconv descriptor per call (iconv_open is
- * cheap next to the I/O around it and keeps this code reentrant). Common
- * mislabelings are mapped to the charset that is really meant (gb2312 is
- * read as GB18030, ks_c_5601-1987 as CP949, windows-874 as CP874, ...).
+ * Charset conversion keeps its iconv descriptors open, a few per thread
+ * (descriptors are not thread-safe; a thread-specific cache needs no lock).
+ * Opening one is cheap only while glibc still holds the charset's gconv
+ * module: a header whose encoded words cycle through a dozen charsets made
+ * every word load and unload a module, ~150 us each here, so a 10 MB
+ * Subject kept a thread busy for many minutes. Now a word in a charset the
+ * cache holds costs nothing extra, and each thread may open at most
+ * ICONV_OPEN_BURST descriptors at once and ICONV_OPEN_RATE a second after
+ * that; past it, text in a charset not already open is read as UTF-8 (its
+ * invalid bytes shown as U+FFFD), as an unknown charset is. Real mail uses
+ * a handful of charsets and never meets the limit. Common mislabelings are
+ * mapped to the charset that is really meant (gb2312 is read as GB18030,
+ * ks_c_5601-1987 as CP949, windows-874 as CP874, ...).
  *
  * SECURITY: charset names longer than 64 bytes or with odd bytes are not
  * passed to iconv; every loop is bounded by its input length; output goes
- * through struct buf and stops at its limit.
+ * through struct buf and stops at its limit; iconv_open() calls are rate
+ * limited per thread.
  */
 #include "mime/mime_decode.h"
 
 #include <errno.h>
 #include <iconv.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -25,6 +37,11 @@
 
 #define REPL "\xEF\xBF\xBD"
 #define CHARSET_MAX 64
+/* Descriptors a thread keeps open, least recently used replaced first. */
+#define ICONV_CACHE 16
+/* iconv_open() calls a thread may make at once, and per second after that. */
+#define ICONV_OPEN_BURST 64
+#define ICONV_OPEN_RATE 64
 
 static const signed char b64val[256] = {
     ['A'] = 1,	['B'] = 2,  ['C'] = 3,	['D'] = 4,  ['E'] = 5,	['F'] = 6,  ['G'] = 7,	['H'] = 8,
@@ -326,24 +343,139 @@ convert_iconv(struct buf *out, iconv_t cd, const char *in, size_t len)
 	}
 }
 
+struct cd_slot {
+	char name[CHARSET_MAX + 1];
+	iconv_t cd;
+	uint64_t used;	/* cache tick of the last use */
+};
+
+struct cd_cache {
+	struct cd_slot slot[ICONV_CACHE];
+	size_t n;
+	uint64_t tick;
+	unsigned tokens;	/* iconv_open() calls left */
+	int64_t refilled_ms;
+	uint64_t opens;	/* iconv_open() calls made, for mime_iconv_opens() */
+};
+
+static pthread_key_t cd_key;
+static pthread_once_t cd_once = PTHREAD_ONCE_INIT;
+
+/* Thread exit: close the thread's descriptors. */
+static void
+cd_cache_free(void *arg)
+{
+	struct cd_cache *c = arg;
+
+	for (size_t i = 0; i < c->n; i++)
+		iconv_close(c->slot[i].cd);
+	free(c);
+}
+
+static void
+cd_key_init(void)
+{
+	if (pthread_key_create(&cd_key, cd_cache_free) != 0)
+		PANIC("pthread_key_create failed");
+}
+
+static struct cd_cache *
+cd_cache_get(void)
+{
+	pthread_once(&cd_once, cd_key_init);
+	struct cd_cache *c = pthread_getspecific(cd_key);
+	if (c == NULL) {
+		c = xcalloc(1, sizeof(*c));
+		c->tokens = ICONV_OPEN_BURST;
+		c->refilled_ms = util_mono_ms();
+		if (pthread_setspecific(cd_key, c) != 0)
+			PANIC("pthread_setspecific failed");
+	}
+	return c;
+}
+
+/* May this thread open one more descriptor now? Takes a token if so. */
+static int
+cd_may_open(struct cd_cache *c)
+{
+	int64_t now = util_mono_ms();
+
+	if (now - c->refilled_ms >= 1000 / ICONV_OPEN_RATE) {
+		int64_t add = (now - c->refilled_ms) * ICONV_OPEN_RATE / 1000;
+		c->tokens = add >= ICONV_OPEN_BURST - c->tokens ? ICONV_OPEN_BURST
+								: c->tokens + (unsigned)add;
+		c->refilled_ms = now;
+	}
+	if (c->tokens == 0)
+		return 0;
+	c->tokens--;
+	return 1;
+}
+
+/*
+ * A descriptor converting name to UTF-8, in its initial state, owned by the
+ * cache; (iconv_t)-1 when iconv does not know name or the thread may open
+ * no more now.
+ */
+static iconv_t
+cd_get(const char *name)
+{
+	struct cd_cache *c = cd_cache_get();
+	struct cd_slot *s = NULL;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (strcasecmp(c->slot[i].name, name) == 0) {
+			s = &c->slot[i];
+			break;
+		}
+	}
+	if (s == NULL) {
+		if (!cd_may_open(c))
+			return (iconv_t)-1;
+		c->opens++;
+		iconv_t cd = iconv_open("UTF-8", name);
+		if (cd == (iconv_t)-1)
+			return cd;
+		if (c->n < ICONV_CACHE) {
+			s = &c->slot[c->n++];
+		} else {
+			s = &c->slot[0];
+			for (size_t i = 1; i < c->n; i++)
+				if (c->slot[i].used < s->used)
+					s = &c->slot[i];
+			iconv_close(s->cd);
+		}
+		snprintf(s->name, sizeof(s->name), "%s", name);
+		s->cd = cd;
+	} else {
+		/* A conversion cut short (a full buffer) may have left a shift state. */
+		(void)iconv(s->cd, NULL, NULL, NULL, NULL);
+	}
+	s->used = ++c->tick;
+	return s->cd;
+}
+
+uint64_t
+mime_iconv_opens(void)
+{
+	return cd_cache_get()->opens;
+}
+
 int
 mime_charset_to_utf8(struct buf *out, const char *charset, const char *in, size_t len)
 {
 	char tmp[CHARSET_MAX + 1];
 	const char *name = charset_name(charset, tmp, sizeof(tmp));
 	iconv_t cd;
-	int r;
 
 	if (name != NULL && strcasecmp(name, "UTF-8") == 0)
 		return mime_utf8_sanitize(out, in, len);
-	if (name == NULL || (cd = iconv_open("UTF-8", name)) == (iconv_t)-1) {
+	if (name == NULL || (cd = cd_get(name)) == (iconv_t)-1) {
 		if (mime_utf8_sanitize(out, in, len) < 0)
 			return -1;
 		return 1;
 	}
-	r = convert_iconv(out, cd, in, len);
-	iconv_close(cd);
-	return r;
+	return convert_iconv(out, cd, in, len);
 }
 
 /* An encoded word at in[i..len): "=?charset?E?text?=". */

@@ -19,6 +19,7 @@
 #define SURAT_MIME_DECODE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf;
 struct mime_param;
@@ -37,9 +38,14 @@ int mime_utf8_sanitize(struct buf *out, const char *in, size_t len);
  * Convert in[0..len) from charset (a MIME charset name; NULL or "" means
  * us-ascii) to UTF-8. us-ascii and UTF-8 are both read as UTF-8. An unknown
  * charset is also read as UTF-8 and reported by the return value 1.
- * Returns 0, 1, or -1 when out is full.
+ * Returns 0, 1, or -1 when out is full. A charset not already open on this
+ * thread is also read as UTF-8 (and 1 returned) while the thread is over its
+ * iconv_open() rate (see mime_decode.c).
  */
 int mime_charset_to_utf8(struct buf *out, const char *charset, const char *in, size_t len);
+
+/* iconv_open() calls this thread has made (tests). */
+uint64_t mime_iconv_opens(void);
 
 /*
  * Decode the RFC 2047 encoded words in an (unfolded) header value to UTF-8.

@@ -638,6 +638,62 @@ test_2231_and_charsets(void **state)
 	assert_null(mime_param_decoded(p, 2, "size"));
 }
 
+/*
+ * Encoded words cycling through many charsets: each used to cost an
+ * iconv_open() that loaded a gconv module (~150 us), so a large header kept
+ * a thread busy for minutes. Descriptors are now kept per thread and their
+ * opening is rate limited; past the limit a charset not open is read as
+ * UTF-8.
+ */
+static void
+test_charset_cycling(void **state)
+{
+	static const char *const cs[] = {
+	    "iso-8859-2",  "iso-8859-3",  "iso-8859-4",	 "iso-8859-5", "iso-8859-6",
+	    "iso-8859-7",  "iso-8859-9",  "iso-8859-10", "iso-8859-13", "iso-8859-14",
+	    "iso-8859-15", "iso-8859-16", "koi8-r",	 "koi8-u",	"windows-1250",
+	    "windows-1251", "windows-1253", "windows-1254", "windows-1257", "cp850",
+	};
+	struct buf in = BUF_INIT(0), out = BUF_INIT(0);
+	uint64_t before = mime_iconv_opens();
+	struct timespec t0, t1;
+
+	/* Two charsets taking turns: both stay open, every word decoded. */
+	for (int i = 0; i < 200; i++)
+		buf_printf(&in, "=?%s?Q?=E9?= ", i % 2 ? "iso-8859-1" : "koi8-r");
+	assert_int_equal(mime_decode_words(&out, in.data, in.len), 0);
+	assert_true(mime_iconv_opens() - before <= 2);
+	assert_null(strstr(buf_str(&out), "\xef\xbf\xbd"));
+	assert_non_null(strstr(buf_str(&out), "\xc3\xa9"));	 /* é in latin-1 */
+	assert_non_null(strstr(buf_str(&out), "\xd0\x98"));	 /* И in koi8-r */
+
+	/* A stateful conversion cut short leaves no shift state behind. */
+	buf_reset(&out);
+	(void)mime_charset_to_utf8(&out, "iso-2022-jp", "\x1b$B0", 4);
+	buf_reset(&out);
+	assert_int_equal(mime_charset_to_utf8(&out, "iso-2022-jp", "abc", 3), 0);
+	assert_string_equal(buf_str(&out), "abc");
+
+	/* 20 charsets in turn, 4000 words: more than the cache holds, so every
+	 * word would need an open; far fewer are made. */
+	buf_reset(&in);
+	buf_reset(&out);
+	for (int i = 0; i < 4000; i++)
+		buf_printf(&in, "%s=?%s?Q?x?=", i > 0 ? " " : "", cs[i % ARRAY_LEN(cs)]);
+	before = mime_iconv_opens();
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(mime_decode_words(&out, in.data, in.len), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	uint64_t opened = mime_iconv_opens() - before;
+	assert_true(opened >= 16);
+	assert_true((double)opened <= 64 + 64 * (secs + 1));
+	/* Every word still gives its text: past the limit read as UTF-8. */
+	assert_int_equal(out.len, 4000);
+	buf_free(&in);
+	buf_free(&out);
+}
+
 /* ---- the tree ---- */
 
 static void
@@ -1675,6 +1731,7 @@ main(void)
 	    cmocka_unit_test(test_qp),
 	    cmocka_unit_test(test_words),
 	    cmocka_unit_test(test_2231_and_charsets),
+	    cmocka_unit_test(test_charset_cycling),
 	    cmocka_unit_test(test_tree_simple),
 	    cmocka_unit_test(test_tree_bare_lf),
 	    cmocka_unit_test(test_tree_header_only),
