@@ -586,8 +586,11 @@ smtp_timeouts(struct smtp_sess *s)
  * BDAT chunk) within smtp.data_timeout plus one second per
  * smtp.min_data_rate octets received (Postfix's per-request deadlines). A
  * client that sends a byte just inside each idle timeout would otherwise
- * hold its connection for days. Only checked while part of a request has
- * come: a client that sends nothing meets the idle timeout.
+ * hold its connection for days. Octets beyond smtp.max_message_size earn
+ * no more time: they are discarded anyway, and a client streaming an
+ * endless oversized message would otherwise never meet its deadline. Only
+ * checked while part of a request has come: a client that sends nothing
+ * meets the idle timeout.
  */
 static int
 smtp_past_deadline(struct smtp_sess *s, const char **what)
@@ -599,8 +602,11 @@ smtp_past_deadline(struct smtp_sess *s, const char **what)
 		*what = "data";
 		if (cfg->smtp_min_data_rate <= 0)
 			return 0;
+		uint64_t credited = s->phase_bytes;
+		if (credited > (uint64_t)cfg->smtp_max_message_size)
+			credited = (uint64_t)cfg->smtp_max_message_size;
 		return spent > cfg->smtp_data_timeout * 1000 +
-				   (int64_t)(s->phase_bytes * 1000 / (uint64_t)cfg->smtp_min_data_rate);
+				   (int64_t)(credited * 1000 / (uint64_t)cfg->smtp_min_data_rate);
 	}
 	*what = "command";
 	if (s->state == ST_WAIT || s->state == ST_QUIT)

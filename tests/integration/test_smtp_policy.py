@@ -1377,6 +1377,44 @@ def test_dribbled_data_meets_a_deadline(make_populated):
     steady_data(s, r, b"steady")
 
 
+def test_endless_oversized_data_meets_a_deadline(make_populated):
+    """Octets past smtp.max_message_size earn no more time under
+    smtp.min_data_rate: a client streaming an endless message fast, each
+    octet discarded, is cut once data_timeout plus max_message_size at that
+    rate has passed (1 s + 20000/10000 s here), not kept forever."""
+    s = make_populated(extra={"smtp.data_timeout": "1s", "smtp.min_data_rate": "10000",
+                              "smtp.max_message_size": "20000"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.sock.settimeout(0.05)
+    chunk = (b"z" * 998 + b"\r\n") * 20    # 20 kB every 0.1 s: 200 kB/s
+    t0 = time.time()
+    got = b""
+    while time.time() - t0 < 15 and not got:
+        try:
+            r.sock.sendall(chunk)
+        except OSError:
+            break
+        try:
+            got = r.sock.recv(4096)
+        except socket.timeout:
+            pass
+        except OSError:
+            break
+        time.sleep(0.05)
+    took = time.time() - t0
+    if not got:
+        r.sock.settimeout(2)
+        try:
+            got = r.sock.recv(4096)
+        except OSError:
+            pass
+    assert got.startswith(b"421 4.4.2"), (got, took)
+    assert 2.5 < took < 6, took
+    assert re.search(r"data deadline passed in state data: \d+ octets", s.log())
+
+
 def steady_data(s, r, subject):
     """DATA at 60 octets every 0.3 s (200/s) for longer than a 1 s data
     timeout: taken (250) and stored."""
