@@ -204,10 +204,8 @@ lockout_fingerprint(const struct lockout *l, const char *user, size_t ulen, cons
 static struct lockout_entry **
 lockout_slot(struct lockout *l, const char *key)
 {
-	uint32_t h = 2166136261u ^ l->seed;
+	uint32_t h = util_hash32(l->seed, key, strlen(key));
 
-	for (const char *p = key; *p; p++)
-		h = (h ^ (unsigned char)*p) * 16777619u;
 	h ^= h >> 15;
 	struct lockout_entry **pp = &l->buckets[h & (l->nbuckets - 1)];
 	while (*pp && strcmp((*pp)->key, key) != 0)

@@ -66,10 +66,7 @@ is_implicit_tls(enum listen_kind k)
 static size_t
 ip_hash(const char *ip, size_t buckets)
 {
-	uint32_t h = 2166136261u;
-	for (; *ip; ip++)
-		h = (h ^ (unsigned char)*ip) * 16777619u;
-	return h % buckets;
+	return util_hash32(0, ip, strlen(ip)) % buckets;
 }
 
 static struct ip_count **

@@ -430,6 +430,46 @@ util_crc32(uint32_t crc, const void *p, size_t n)
 	return ~crc;
 }
 
+/* FNV's constants in hex: a dropped digit in a decimal one goes unseen. */
+#define FNV32_BASIS 0x811c9dc5u
+#define FNV32_PRIME 0x01000193u
+#define FNV64_BASIS 0xcbf29ce484222325ULL
+#define FNV64_PRIME 0x00000100000001b3ULL
+
+uint32_t
+util_hash32(uint32_t seed, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint32_t h = FNV32_BASIS ^ seed;
+
+	for (; n > 0; n--, b++)
+		h = (h ^ *b) * FNV32_PRIME;
+	return h;
+}
+
+uint32_t
+util_hash32_lower(uint32_t seed, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint32_t h = FNV32_BASIS ^ seed;
+
+	/* Not tolower(): the locale must not decide which bucket a key is in. */
+	for (; n > 0; n--, b++)
+		h = (h ^ (uint32_t)(*b >= 'A' && *b <= 'Z' ? *b + 32 : *b)) * FNV32_PRIME;
+	return h;
+}
+
+uint64_t
+util_hash64(uint64_t seed, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint64_t h = FNV64_BASIS ^ seed;
+
+	for (; n > 0; n--, b++)
+		h = (h ^ *b) * FNV64_PRIME;
+	return h;
+}
+
 char *
 util_lower(char *s)
 {

@@ -73,6 +73,17 @@ char *util_read_file(const char *path, size_t max, size_t *len_r);
 /* CRC-32 (IEEE) of n bytes, continuing from crc (start with 0). */
 uint32_t util_crc32(uint32_t crc, const void *p, size_t n);
 
+/*
+ * FNV-1a of n bytes, for in-memory hash tables only (never persist it): the
+ * seed is XORed into the offset basis so a table keyed by peer input can
+ * draw one at random; seed 0 is plain FNV-1a. The _lower form hashes ASCII
+ * letters as lowercase, for keys compared with strcasecmp(). The 64-bit
+ * form is for tables whose random seed and mixing want the wider state.
+ */
+uint32_t util_hash32(uint32_t seed, const void *p, size_t n);
+uint32_t util_hash32_lower(uint32_t seed, const void *p, size_t n);
+uint64_t util_hash64(uint64_t seed, const void *p, size_t n);
+
 /* ASCII lowercase in place; returns s. */
 char *util_lower(char *s);
 /* Trim ASCII whitespace at both ends in place; returns the start. */

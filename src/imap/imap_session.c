@@ -81,11 +81,8 @@ static struct {
 static size_t
 imap_reg_bucket(const char *account)
 {
-	uint32_t h = 2166136261u; /* FNV-1a over the ASCII-lowercased name */
-
-	for (const unsigned char *p = (const unsigned char *)account; *p; p++)
-		h = (h ^ (uint32_t)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 16777619u;
-	return h % REG_BUCKETS;
+	/* Folded: sessions are matched to an account with strcasecmp(). */
+	return util_hash32_lower(0, account, strlen(account)) % REG_BUCKETS;
 }
 
 void

@@ -560,12 +560,8 @@ struct tctx {
 static uint64_t
 tmap_hash(const struct tmap *m, const char *s)
 {
-	uint64_t h = 1469598103934665603ULL ^ m->seed;
+	uint64_t h = util_hash64(m->seed, s, strlen(s));
 
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;

@@ -165,10 +165,7 @@ struct queue {
 static size_t
 id_hash(const char *id)
 {
-	uint32_t h = 2166136261u;
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h % QUEUE_HASH;
+	return util_hash32(0, id, strlen(id)) % QUEUE_HASH;
 }
 
 struct local_rcpt {

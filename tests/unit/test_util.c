@@ -1,5 +1,6 @@
-/* Unit tests for core/util: the CRC-32 the spool checksums with, and the
- * key clients are counted under for the per-IP connection limit. */
+/* Unit tests for core/util: the CRC-32 the spool checksums with, the FNV-1a
+ * hash tables use, and the key clients are counted under for the per-IP
+ * connection limit. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,6 +108,42 @@ test_client_key(void **state)
 	assert_string_equal(out, "unknown");
 }
 
+/* The published FNV-1a vectors: seed 0 must be plain FNV-1a. */
+static void
+test_hash_vectors(void **state)
+{
+	(void)state;
+	assert_int_equal(util_hash32(0, "", 0), 0x811c9dc5u);
+	assert_int_equal(util_hash32(0, "a", 1), 0xe40c292cu);
+	assert_int_equal(util_hash32(0, "foobar", 6), 0xbf9cf968u);
+	assert_true(util_hash64(0, "", 0) == 0xcbf29ce484222325ULL);
+	assert_true(util_hash64(0, "a", 1) == 0xaf63dc4c8601ec8cULL);
+	assert_true(util_hash64(0, "foobar", 6) == 0x85944171f73967e8ULL);
+}
+
+/* The seed goes into the offset basis, so it changes every hash. */
+static void
+test_hash_seed(void **state)
+{
+	(void)state;
+	assert_int_equal(util_hash32(0x12345678u, "", 0), 0x811c9dc5u ^ 0x12345678u);
+	assert_int_not_equal(util_hash32(1, "foobar", 6), util_hash32(0, "foobar", 6));
+	assert_true(util_hash64(0x1234, "", 0) == (0xcbf29ce484222325ULL ^ 0x1234));
+	assert_true(util_hash64(1, "foobar", 6) != util_hash64(0, "foobar", 6));
+}
+
+/* Only ASCII letters fold; octets >= 0x80 hash as themselves. */
+static void
+test_hash_lower(void **state)
+{
+	(void)state;
+	assert_int_equal(util_hash32_lower(0, "FooBAR", 6), 0xbf9cf968u);
+	assert_int_equal(util_hash32_lower(7, "FooBAR", 6), util_hash32(7, "foobar", 6));
+	assert_int_equal(util_hash32_lower(0, "@[`{\xc4\xe4", 6),
+			 util_hash32(0, "@[`{\xc4\xe4", 6));
+	assert_int_not_equal(util_hash32_lower(0, "\xc4", 1), util_hash32(0, "\xe4", 1));
+}
+
 int
 main(void)
 {
@@ -114,6 +151,9 @@ main(void)
 	    cmocka_unit_test(test_crc32_check_value),
 	    cmocka_unit_test(test_crc32_matches_definition),
 	    cmocka_unit_test(test_client_key),
+	    cmocka_unit_test(test_hash_vectors),
+	    cmocka_unit_test(test_hash_seed),
+	    cmocka_unit_test(test_hash_lower),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
