@@ -35,6 +35,8 @@ const char *const config_listen_names[LISTEN_NKINDS] = {
 	"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http",
 };
 
+/* A table kept one key a line and tab-indented like the rest, not re-flowed. */
+/* clang-format off */
 static const struct config_key config_keys[] = {
 	{"hostname", CT_HOSTNAME, OFF(hostname), 0, 0},
 	{"data_dir", CT_DIR, OFF(data_dir), 0, 0},
@@ -90,8 +92,10 @@ static const struct config_key config_keys[] = {
 	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
 	{"imap.idle_timeout", CT_DURATION, OFF(imap_idle_timeout), 60, 86400},
 	{"pop3.idle_timeout", CT_DURATION, OFF(pop3_idle_timeout), 600, 86400},
+	{"login_timeout", CT_DURATION, OFF(login_timeout), 1, 3600},
 	{"store.cached_handles", CT_UINT, OFF(store_cached_handles), 0, 100000},
 };
+/* clang-format on */
 
 void
 config_defaults(struct config *cfg)
@@ -133,6 +137,7 @@ config_defaults(struct config *cfg)
 	cfg->imap_max_literal = 50 * 1024 * 1024;
 	cfg->imap_idle_timeout = 30 * 60;
 	cfg->pop3_idle_timeout = 10 * 60;
+	cfg->login_timeout = 3 * 60;
 	cfg->store_cached_handles = 128;
 }
 

@@ -103,6 +103,7 @@ struct config {
 	int64_t imap_max_literal;
 	int64_t imap_idle_timeout;
 	int64_t pop3_idle_timeout;
+	int64_t login_timeout; /* seconds from accept to login, IMAP and POP3 */
 
 	/* mailbox store */
 	int64_t store_cached_handles; /* idle store handles kept open (store_pool) */

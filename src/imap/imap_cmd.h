@@ -50,6 +50,7 @@ enum imap_state {
 #define SF_CONT 0x0040u	     /* a command continues once output drained */
 #define SF_FINISHING 0x0080u /* conn_finish() called: closing once the output is sent */
 #define SF_IDLE_LATE 0x0100u /* in IDLE, a report waits for the output to drain */
+#define SF_LOGIN_LATE 0x0200u /* login_timeout passed during a password check */
 
 /* imap_sess.enabled (RFC 5161 ENABLE and the CONDSTORE-enabling commands) */
 #define EN_REV2 0x01u
@@ -139,6 +140,7 @@ struct imap_sess {
 	/* timers */
 	struct event *timer;	  /* auth failure delay */
 	struct event *idle_timer; /* IDLE keepalive and poll */
+	struct event *login_timer; /* login_timeout, from the accept */
 	struct imap_job *delayed; /* job waiting on the auth delay timer */
 	unsigned idle_ticks;
 	bool logout_logged;

@@ -30,6 +30,7 @@
 #include <strings.h>
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #define AUTH_FAILS_MAX 3 /* failed logins before BYE */
 #define CRED_MAX 255
@@ -254,6 +255,7 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 		s->ncmds = 0;
 		s->bad = 0;
 		imap_set_state(s, IS_AUTH);
+		event_del(s->login_timer);
 		imap_apply_limits(s);
 		imap_timeouts(s);
 		log_msg(LL_INFO, s->c->id, "login user=%s method=%s client=[%s] tls=%s", s->user,

@@ -628,6 +628,37 @@ imap_timeouts(struct imap_sess *s)
 	bufferevent_set_timeouts(s->c->bev, &rt, &wt);
 }
 
+/*
+ * login_timeout runs from the accept (TLS handshakes included) and nothing
+ * the client sends restarts it, unlike the idle timeout: neither trickled
+ * bytes nor NOOP, CAPABILITY or STARTTLS keep a session that never logs in
+ * (and its connection slot). A password check under way may answer first,
+ * as at shutdown: the session cannot end under its job, and imap_process()
+ * ends it after a failed one.
+ */
+static void
+imap_login_bye(struct imap_sess *s)
+{
+	log_msg(LL_INFO, s->c->id, "login timeout client=[%s] after=%llds", s->c->peer_ip,
+		(long long)s->srv->cfg->login_timeout);
+	imap_bye(s, "Login timeout");
+}
+
+static void
+imap_login_expired(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_sess *s = arg;
+
+	if (s->state != IS_NOTAUTH)
+		return;
+	s->flags |= SF_LOGIN_LATE;
+	if (s->flags & SF_WAIT)
+		return;
+	imap_hold(s);
+	imap_login_bye(s);
+	imap_release(s);
+}
+
 void
 imap_enable_condstore(struct imap_sess *s)
 {
@@ -1522,6 +1553,10 @@ imap_process(struct imap_sess *s)
 			imap_bye(s, "[UNAVAILABLE] Server shutting down.");
 			return;
 		}
+		if ((s->flags & SF_LOGIN_LATE) && s->state == IS_NOTAUTH) {
+			imap_login_bye(s);
+			return;
+		}
 		if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) > OUT_HIGH) {
 			/* The client does not read: stop reading until it does. */
 			s->flags |= SF_DRAIN;
@@ -1696,6 +1731,8 @@ imap_sess_free(struct imap_sess *s)
 		event_free(s->timer);
 	if (s->idle_timer)
 		event_free(s->idle_timer);
+	if (s->login_timer)
+		event_free(s->login_timer);
 	free(s->tag);
 	free(s->user);
 	free(s);
@@ -1721,6 +1758,7 @@ imap_on_close(struct conn *c)
 		s->c = NULL;
 		if (s->idle_timer)
 			event_del(s->idle_timer);
+		event_del(s->login_timer);
 		return;
 	}
 	imap_sess_free(s);
@@ -1756,6 +1794,8 @@ imap_start(struct conn *c)
 	c->on_close = imap_on_close;
 	c->on_shutdown = imap_on_shutdown;
 	imap_set_callbacks(s);
+	s->login_timer = evtimer_new(s->srv->base, imap_login_expired, s);
+	event_add(s->login_timer, &(struct timeval){s->srv->cfg->login_timeout, 0});
 	imap_hold(s);
 	buf_puts(&b, "* OK [CAPABILITY ");
 	imap_capabilities(s, &b);

@@ -18,7 +18,8 @@
  * SECURITY: every byte from the peer is untrusted. Before login the limits
  * are small (line, literal, arguments); literals are checked against the
  * limits and the quota before "+" is sent; too many bad commands end the
- * session; passwords are only accepted over TLS unless
+ * session, and so does not logging in within login_timeout of the accept,
+ * whatever the client sends; passwords are only accepted over TLS unless
  * allow_plaintext_auth is set, are never logged and are wiped after use.
  * Sessions reach mail only through the store interface of the logged-in
  * account.

@@ -80,6 +80,7 @@ static const char *const state_names[] = {"authorization", "sasl", "transaction"
 #define F_DRAIN 0x10	  /* too much output queued: reading paused until it drains */
 #define F_LOGGED_OUT 0x20 /* the logout line is written */
 #define F_FINISHING 0x40  /* closing: waiting for the output to be sent */
+#define F_LOGIN_LATE 0x80 /* login_timeout passed during a login job */
 
 struct pop3_sess {
 	struct conn *c;
@@ -107,6 +108,7 @@ struct pop3_sess {
 	/* a failed login waiting out auth.fail_delay */
 	struct event *timer;
 	struct login_job *delayed;
+	struct event *login_timer; /* login_timeout, from the accept */
 	/* for the logout line */
 	unsigned retrieved;
 	uint64_t sent;
@@ -124,6 +126,7 @@ static void pop3_process(struct pop3_sess *s);
 static void pop3_read_cb(struct bufferevent *bev, void *arg);
 static void pop3_write_cb(struct bufferevent *bev, void *arg);
 static void pop3_event_cb(struct bufferevent *bev, short what, void *arg);
+static void pop3_login_timeout(struct pop3_sess *s);
 struct login_job;
 static void login_job_free(struct login_job *j);
 
@@ -245,6 +248,8 @@ pop3_sess_free(struct pop3_sess *s)
 		close(s->fd);
 	if (s->timer)
 		event_free(s->timer);
+	if (s->login_timer)
+		event_free(s->login_timer);
 	if (s->delayed)
 		login_job_free(s->delayed);
 	store_pool_put(&s->st);
@@ -295,6 +300,7 @@ pop3_on_close(struct conn *c)
 		/* A worker job still points at us; its completion frees the session. */
 		s->flags |= F_DEAD;
 		s->c = NULL;
+		event_del(s->login_timer);
 		return;
 	}
 	pop3_sess_free(s);
@@ -568,6 +574,7 @@ login_open_done(void *arg)
 			s->view->count, (unsigned long long)size);
 		pop3_reply(s, 1, "Logged in: %zu messages (%llu octets)", s->view->count,
 			   (unsigned long long)size);
+		event_del(s->login_timer);
 		pop3_resume(s, ST_TRANS);
 	}
 	login_job_free(j);
@@ -1302,6 +1309,10 @@ pop3_process(struct pop3_sess *s)
 			pop3_close(s);
 			return;
 		}
+		if ((s->flags & F_LOGIN_LATE) && s->state != ST_TRANS) {
+			pop3_login_timeout(s);
+			return;
+		}
 		if (evbuffer_get_length(out) > POP3_OUT_HIGH) {
 			/* The client pipelines faster than it reads: wait. */
 			s->flags |= F_DRAIN;
@@ -1394,6 +1405,37 @@ pop3_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
+/*
+ * login_timeout runs from the accept (TLS handshakes included) and nothing
+ * the client sends restarts it, unlike the idle timeout: neither trickled
+ * bytes nor CAPA, NOOP or STLS keep a session that never logs in (and its
+ * connection slot). A login job under way (or its failure delay) may answer
+ * first, as at shutdown: the session cannot end under it, and
+ * pop3_process() ends it after a failed one.
+ */
+static void
+pop3_login_timeout(struct pop3_sess *s)
+{
+	log_msg(LL_INFO, s->sid, "pop3 login timeout client=[%s] after=%llds", s->c->peer_ip,
+		(long long)s->srv->cfg->login_timeout);
+	pop3_reply(s, 0, "Login timeout");
+	pop3_close(s);
+}
+
+static void
+pop3_login_expired(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_sess *s = arg;
+
+	if (s->state == ST_WAIT) {
+		s->flags |= F_LOGIN_LATE;
+	} else if (s->state == ST_AUTH || s->state == ST_SASL) {
+		pop3_hold(s);
+		pop3_login_timeout(s);
+		pop3_release(s);
+	}
+}
+
 static void
 pop3_on_shutdown(struct conn *c)
 {
@@ -1423,6 +1465,8 @@ pop3_start(struct conn *c)
 	c->on_close = pop3_on_close;
 	c->on_shutdown = pop3_on_shutdown;
 	pop3_set_callbacks(s);
+	s->login_timer = evtimer_new(s->srv->base, pop3_login_expired, s);
+	event_add(s->login_timer, &(struct timeval){s->srv->cfg->login_timeout, 0});
 	pop3_hold(s);
 	pop3_reply(s, 1, "%s POP3 surat ready", s->srv->cfg->hostname);
 	pop3_release(s);

@@ -15,8 +15,9 @@
  * pool, failures answer after auth.fail_delay with [AUTH], and an address
  * locked out (auth/lockout) gets [SYS/TEMP] without a check. Lines are
  * bounded (255 octets), bad commands are counted and end the session, idle
- * sessions are closed after pop3.idle_timeout. Passwords are never logged
- * and are wiped after use.
+ * sessions are closed after pop3.idle_timeout, and sessions not logged in
+ * within login_timeout of the accept are closed whatever they send.
+ * Passwords are never logged and are wiped after use.
  */
 #ifndef SURAT_POP3_SERVER_H
 #define SURAT_POP3_SERVER_H

@@ -1001,3 +1001,75 @@ def test_append_utf8_and_literal8(srv):
     assert lits == [bin_msg], lits
     c.until("f2")
     c.ok("LOGOUT")
+
+
+# ---------------------------------------------------------------- login_timeout
+
+def noop_until_bye(c, t0, limit=8):
+    """Send NOOP every 0.5 s until the server ends the session; returns the
+    lines read and the time of the BYE (from t0), then expects the close."""
+    lines = []
+    while time.monotonic() - t0 < limit:
+        c.send("n NOOP\r\n")
+        lines.append(c.readline())
+        if lines[-1].startswith(b"* BYE"):
+            at = time.monotonic() - t0
+            with pytest.raises((EOFError, OSError)):
+                c.readline()
+            return lines, at
+        time.sleep(0.5)
+    raise AssertionError("no BYE after %ds: %r" % (limit, lines[-3:]))
+
+
+def test_login_timeout_ends_chatty_session(make_surat):
+    # Each NOOP restarts the idle timer; login_timeout runs from the accept.
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "login_timeout": "2s"})
+    t0 = time.monotonic()
+    c = RawImap(s.port("imap"))
+    lines, at = noop_until_bye(c, t0)
+    assert lines[-1] == b"* BYE Login timeout"
+    assert len(lines) >= 4 and all(l.startswith(b"n OK") for l in lines[:-1]), lines
+    assert 1.8 <= at <= 4, at
+    c.close()
+    # STARTTLS does not restart it either.
+    t0 = time.monotonic()
+    c = RawImap(s.port("imap"))
+    assert c.cmd("STARTTLS", tag="s")[0].startswith("s OK")
+    c.starttls()
+    lines, at = noop_until_bye(c, t0)
+    assert lines[-1] == b"* BYE Login timeout" and 1.8 <= at <= 4, (lines, at)
+    c.close()
+    assert "login timeout client=[127.0.0.1]" in s.log()
+
+
+def test_login_timeout_in_authenticate_and_password_check(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "login_timeout": "2s",
+                               "auth.fail_delay": "2s"})
+    t0 = time.monotonic()
+    # Waiting for the client's AUTHENTICATE response line.
+    a = RawImap(s.port("imap"))
+    a.send("a AUTHENTICATE PLAIN\r\n")
+    assert a.readline().startswith(b"+")
+    # A failed LOGIN answered (after auth.fail_delay) past the deadline: the
+    # answer first, then the BYE.
+    b = RawImap(s.port("imap"))
+    time.sleep(1)
+    b.send('b LOGIN "alice@example.test" "wrong"\r\n')
+    assert a.readline() == b"* BYE Login timeout"
+    assert time.monotonic() - t0 <= 4
+    assert b.readline().startswith(b"b NO [AUTHENTICATIONFAILED]")
+    assert b.readline() == b"* BYE Login timeout"
+    for c in (a, b):
+        with pytest.raises((EOFError, OSError)):
+            c.readline()
+        c.close()
+
+
+def test_login_timeout_spares_logged_in_session(make_surat):
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "login_timeout": "2s"})
+    c = connect(s)
+    time.sleep(3)
+    c.ok("NOOP")
+    c.ok("SELECT INBOX")
+    c.ok("LOGOUT")
+    assert "login timeout" not in s.log()

@@ -763,3 +763,70 @@ def test_curl(srv):
     assert len(r.stdout.splitlines()) == 2
     assert "method=PLAIN" in srv.log()
     assert srv.messages(ALICE) == uids
+
+
+# ---------------------------------------------------------------- login_timeout
+
+def capa_until_err(r, t0, limit=8):
+    """Send CAPA every 0.5 s until an -ERR ends the session; returns that
+    line and its time (from t0), after checking the close."""
+    n = 0
+    while time.monotonic() - t0 < limit:
+        line = r.cmd("CAPA")
+        if line.startswith(b"-ERR"):
+            at = time.monotonic() - t0
+            assert r.closed(), r.buf
+            assert n >= 3, n
+            return line, at
+        assert line.startswith(b"+OK"), line
+        r.multi()
+        n += 1
+        time.sleep(0.5)
+    raise AssertionError("still open after %ds" % limit)
+
+
+def test_login_timeout_ends_chatty_session(make_surat):
+    # Each CAPA restarts the idle timer; login_timeout runs from the accept.
+    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s"},
+                            kinds=POP_KINDS))
+    t0 = time.monotonic()
+    line, at = capa_until_err(Raw(s.port("pop3")), t0)
+    assert line == b"-ERR Login timeout" and 1.8 <= at <= 4, (line, at)
+    # Over implicit TLS the handshake counts too.
+    t0 = time.monotonic()
+    line, at = capa_until_err(Raw(s.port("pop3s"), tls=True), t0)
+    assert line == b"-ERR Login timeout" and 1.8 <= at <= 4, (line, at)
+    assert "pop3 login timeout client=[127.0.0.1]" in s.log()
+
+
+def test_login_timeout_in_auth_and_password_check(make_surat):
+    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s",
+                                   "auth.fail_delay": "2s"}, kinds=POP_KINDS))
+    t0 = time.monotonic()
+    # Waiting for the AUTH PLAIN response line.
+    a = Raw(s.port("pop3"))
+    assert a.cmd("AUTH PLAIN") == b"+ "
+    # A failed PASS answered (after auth.fail_delay) past the deadline: the
+    # answer first, then the end.
+    b = Raw(s.port("pop3"))
+    b.ok("USER " + ALICE)
+    time.sleep(1)
+    b.send("PASS wrong\r\n")
+    assert a.line() == b"-ERR Login timeout"
+    assert time.monotonic() - t0 <= 4
+    assert a.closed()
+    assert b.line() == b"-ERR [AUTH] Authentication failed"
+    assert b.line() == b"-ERR Login timeout"
+    assert b.closed()
+
+
+def test_login_timeout_spares_logged_in_session(make_surat):
+    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s"},
+                            kinds=POP_KINDS))
+    r = Raw(s.port("pop3"))
+    r.login()
+    time.sleep(3)
+    r.ok("NOOP")
+    r.ok("STAT")
+    r.ok("QUIT")
+    assert "login timeout" not in s.log()

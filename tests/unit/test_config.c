@@ -88,6 +88,10 @@ test_good(void **state)
 	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
 	assert_int_equal(cfg.auth_lockout_failures, 10);
 	assert_int_equal(cfg.auth_lockout_window, 15 * 60);
+	/* Down to 1s, so that the integration tests need not wait minutes. */
+	assert_int_equal(cfg.login_timeout, 180);
+	assert_int_equal(config_set(&cfg, "login_timeout", "1s", &err), 0);
+	assert_int_equal(cfg.login_timeout, 1);
 	/* 0 failures turns the lockout off; its window is a duration. */
 	assert_int_equal(config_set(&cfg, "auth.lockout_failures", "0", &err), 0);
 	assert_int_equal(config_set(&cfg, "auth.lockout_window", "1h", &err), 0);
@@ -133,6 +137,9 @@ test_errors(void **state)
 	expect_error("auth.lockout_window = 0\n", "out of range");
 	expect_error("auth.lockout_window = 8d\n", "out of range");
 	expect_error("auth.lockout_failures = -1\n", "bad number");
+	expect_error("login_timeout = 0\n", "login_timeout: value '0' out of range (1 to 3600)");
+	expect_error("login_timeout = 2h\n", "out of range");
+	expect_error("login_timeout = soon\n", "login_timeout: bad duration");
 	expect_error("listen.smtp = 127.0.0.1\n", "listen.smtp: bad address '127.0.0.1'");
 	expect_error("listen.smtp = ::1:25\n", "bad address");
 	expect_error("listen.smtp = 1.2.3.4:99999\n", "bad address");
