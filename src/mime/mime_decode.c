@@ -6,19 +6,21 @@
  * Opening one is cheap only while glibc still holds the charset's gconv
  * module: a header whose encoded words cycle through a dozen charsets made
  * every word load and unload a module, ~150 us each here, so a 10 MB
- * Subject kept a thread busy for many minutes. Now a word in a charset the
- * cache holds costs nothing extra, and each thread may open at most
- * ICONV_OPEN_BURST descriptors at once and ICONV_OPEN_RATE a second after
- * that; past it, text in a charset not already open is read as UTF-8 (its
- * invalid bytes shown as U+FFFD), as an unknown charset is. Real mail uses
- * a handful of charsets and never meets the limit. Common mislabelings are
- * mapped to the charset that is really meant (gb2312 is read as GB18030,
- * ks_c_5601-1987 as CP949, windows-874 as CP874, ...).
+ * Subject kept a thread busy for many minutes. Now a message (a "scope",
+ * mime_charset_scope_begin()) converts at most ICONV_CACHE distinct
+ * charsets, all of which fit in the cache together: each is opened at most
+ * once in it, and text in any further charset is read as UTF-8 (its
+ * invalid bytes shown as U+FFFD), as an unknown charset is. The limit is
+ * counted per message, not per time, so a message is always decoded the
+ * same way, whatever the thread did before. Real mail uses a handful of
+ * charsets. Common mislabelings are mapped to the charset that is really
+ * meant (gb2312 is read as GB18030, ks_c_5601-1987 as CP949, windows-874 as
+ * CP874, ...).
  *
  * SECURITY: charset names longer than 64 bytes or with odd bytes are not
  * passed to iconv; every loop is bounded by its input length; output goes
- * through struct buf and stops at its limit; iconv_open() calls are rate
- * limited per thread.
+ * through struct buf and stops at its limit; iconv_open() calls are
+ * bounded per scope.
  */
 #include "mime/mime_decode.h"
 
@@ -37,11 +39,12 @@
 
 #define REPL "\xEF\xBF\xBD"
 #define CHARSET_MAX 64
-/* Descriptors a thread keeps open, least recently used replaced first. */
+/*
+ * Descriptors a thread keeps open, least recently used replaced first; also
+ * the distinct charsets one scope converts, so that none of a scope's own is
+ * replaced while it lasts.
+ */
 #define ICONV_CACHE 16
-/* iconv_open() calls a thread may make at once, and per second after that. */
-#define ICONV_OPEN_BURST 64
-#define ICONV_OPEN_RATE 64
 
 static const signed char b64val[256] = {
     ['A'] = 1,	['B'] = 2,  ['C'] = 3,	['D'] = 4,  ['E'] = 5,	['F'] = 6,  ['G'] = 7,	['H'] = 8,
@@ -353,8 +356,9 @@ struct cd_cache {
 	struct cd_slot slot[ICONV_CACHE];
 	size_t n;
 	uint64_t tick;
-	unsigned tokens;	/* iconv_open() calls left */
-	int64_t refilled_ms;
+	unsigned depth;	/* mime_charset_scope_begin() nesting */
+	char seen[ICONV_CACHE][CHARSET_MAX + 1];	/* converted in this scope */
+	size_t nseen;
 	uint64_t opens;	/* iconv_open() calls made, for mime_iconv_opens() */
 };
 
@@ -386,43 +390,50 @@ cd_cache_get(void)
 	struct cd_cache *c = pthread_getspecific(cd_key);
 	if (c == NULL) {
 		c = xcalloc(1, sizeof(*c));
-		c->tokens = ICONV_OPEN_BURST;
-		c->refilled_ms = util_mono_ms();
 		if (pthread_setspecific(cd_key, c) != 0)
 			PANIC("pthread_setspecific failed");
 	}
 	return c;
 }
 
-/* May this thread open one more descriptor now? Takes a token if so. */
-static int
-cd_may_open(struct cd_cache *c)
+void
+mime_charset_scope_begin(void)
 {
-	int64_t now = util_mono_ms();
+	struct cd_cache *c = cd_cache_get();
 
-	if (now - c->refilled_ms >= 1000 / ICONV_OPEN_RATE) {
-		int64_t add = (now - c->refilled_ms) * ICONV_OPEN_RATE / 1000;
-		c->tokens = add >= ICONV_OPEN_BURST - c->tokens ? ICONV_OPEN_BURST
-								: c->tokens + (unsigned)add;
-		c->refilled_ms = now;
-	}
-	if (c->tokens == 0)
-		return 0;
-	c->tokens--;
-	return 1;
+	if (c->depth++ == 0)
+		c->nseen = 0;
+}
+
+void
+mime_charset_scope_end(void)
+{
+	struct cd_cache *c = cd_cache_get();
+
+	ASSERT(c->depth > 0);
+	c->depth--;
 }
 
 /*
  * A descriptor converting name to UTF-8, in its initial state, owned by the
- * cache; (iconv_t)-1 when iconv does not know name or the thread may open
- * no more now.
+ * cache; (iconv_t)-1 when iconv does not know name or the scope has
+ * converted ICONV_CACHE other charsets. A name iconv does not know does not
+ * count: trying it costs little (no module is loaded), and a message full of
+ * "unknown-8bit" labels must not use up the budget of its real charsets.
  */
 static iconv_t
 cd_get(const char *name)
 {
 	struct cd_cache *c = cd_cache_get();
 	struct cd_slot *s = NULL;
+	size_t k;
 
+	ASSERT(c->depth > 0);
+	for (k = 0; k < c->nseen; k++)
+		if (strcasecmp(c->seen[k], name) == 0)
+			break;
+	if (k == c->nseen && c->nseen == ICONV_CACHE)
+		return (iconv_t)-1;
 	for (size_t i = 0; i < c->n; i++) {
 		if (strcasecmp(c->slot[i].name, name) == 0) {
 			s = &c->slot[i];
@@ -430,8 +441,6 @@ cd_get(const char *name)
 		}
 	}
 	if (s == NULL) {
-		if (!cd_may_open(c))
-			return (iconv_t)-1;
 		c->opens++;
 		iconv_t cd = iconv_open("UTF-8", name);
 		if (cd == (iconv_t)-1)
@@ -439,6 +448,8 @@ cd_get(const char *name)
 		if (c->n < ICONV_CACHE) {
 			s = &c->slot[c->n++];
 		} else {
+			/* Least recently used: one of an earlier scope, as this
+			 * one holds fewer than ICONV_CACHE. */
 			s = &c->slot[0];
 			for (size_t i = 1; i < c->n; i++)
 				if (c->slot[i].used < s->used)
@@ -451,6 +462,8 @@ cd_get(const char *name)
 		/* A conversion cut short (a full buffer) may have left a shift state. */
 		(void)iconv(s->cd, NULL, NULL, NULL, NULL);
 	}
+	if (k == c->nseen)
+		snprintf(c->seen[c->nseen++], sizeof(c->seen[0]), "%s", name);
 	s->used = ++c->tick;
 	return s->cd;
 }
@@ -470,12 +483,16 @@ mime_charset_to_utf8(struct buf *out, const char *charset, const char *in, size_
 
 	if (name != NULL && strcasecmp(name, "UTF-8") == 0)
 		return mime_utf8_sanitize(out, in, len);
+	mime_charset_scope_begin();
 	if (name == NULL || (cd = cd_get(name)) == (iconv_t)-1) {
+		mime_charset_scope_end();
 		if (mime_utf8_sanitize(out, in, len) < 0)
 			return -1;
 		return 1;
 	}
-	return convert_iconv(out, cd, in, len);
+	int r = convert_iconv(out, cd, in, len);
+	mime_charset_scope_end();
+	return r;
 }
 
 /* An encoded word at in[i..len): "=?charset?E?text?=". */
@@ -550,6 +567,7 @@ mime_decode_words(struct buf *out, const char *in, size_t len)
 	int r = 0;
 	struct eword w;
 
+	mime_charset_scope_begin();
 	while (i < len && r == 0) {
 		if (in[i] == '=' && parse_eword(in, len, i, &w)) {
 			if (run > 0) {
@@ -591,6 +609,7 @@ mime_decode_words(struct buf *out, const char *in, size_t len)
 		r |= mime_utf8_sanitize(out, in + i - run, run);
 	if (pend.len > 0)
 		r |= flush_pending(out, &pend, pcs, pcs_len);
+	mime_charset_scope_end();
 	buf_free(&pend);
 	return r < 0 ? -1 : 0;
 }

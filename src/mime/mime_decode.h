@@ -38,11 +38,21 @@ int mime_utf8_sanitize(struct buf *out, const char *in, size_t len);
  * Convert in[0..len) from charset (a MIME charset name; NULL or "" means
  * us-ascii) to UTF-8. us-ascii and UTF-8 are both read as UTF-8. An unknown
  * charset is also read as UTF-8 and reported by the return value 1.
- * Returns 0, 1, or -1 when out is full. A charset not already open on this
- * thread is also read as UTF-8 (and 1 returned) while the thread is over its
- * iconv_open() rate (see mime_decode.c).
+ * Returns 0, 1, or -1 when out is full. A charset beyond the scope's first
+ * 16 (see mime_charset_scope_begin()) is also read as UTF-8, and 1 returned.
  */
 int mime_charset_to_utf8(struct buf *out, const char *charset, const char *in, size_t len);
+
+/*
+ * The decoding of one message: between these calls (on one thread; they
+ * nest, the outermost pair counts) at most 16 distinct charsets are
+ * converted, each converter opened at most once; text in any other charset
+ * is read as UTF-8. The bound is per message so that a message is decoded
+ * the same way every time. Each decoding function here is a scope of its
+ * own when called outside one.
+ */
+void mime_charset_scope_begin(void);
+void mime_charset_scope_end(void);
 
 /* iconv_open() calls this thread has made (tests). */
 uint64_t mime_iconv_opens(void);

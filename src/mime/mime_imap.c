@@ -18,6 +18,7 @@
 #include "core/util.h"
 #include "mime/mime.h"
 #include "mime/mime_address.h"
+#include "mime/mime_decode.h"
 #include "mime/mime_header.h"
 
 #define MAX_ESCAPES 4 /* past this a literal is shorter than a quoted string */
@@ -501,7 +502,9 @@ mime_bodystructure(struct buf *out, const struct mime_part *p, unsigned int flag
 		return r < 0 ? -1 : 0;
 	}
 	r |= buf_putc(out, '(');
+	mime_charset_scope_begin();	/* every part's file name: charsets bounded together */
 	r |= write_part(out, p, flags);
+	mime_charset_scope_end();
 	r |= buf_putc(out, ')');
 	return r < 0 ? -1 : 0;
 }

@@ -50,6 +50,7 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 	struct buf b = BUF_INIT(0);
 
 	memset(mm, 0, sizeof(*mm));
+	mime_charset_scope_begin();	/* one message: its charsets bounded together */
 	struct mime_part *root = mime_parse(msg, len);
 	if (mime_envelope(&b, root) == 0)
 		mm->envelope = buf_steal(&b);
@@ -87,6 +88,7 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 		free(subj);
 	}
 	mime_free(&root);
+	mime_charset_scope_end();
 
 	mm->meta.envelope = mm->envelope;
 	mm->meta.bodystructure = mm->bodystructure;
@@ -101,11 +103,13 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 int
 mime_meta_text(const char *msg, size_t len, struct buf *hdr, struct buf *body)
 {
+	mime_charset_scope_begin();
 	struct mime_part *root = mime_parse(msg, len);
 	int cut = mime_text_headers(hdr, root, MIME_META_TEXT_MAX) != 0;
 
 	cut |= mime_text_body(body, root, MIME_META_TEXT_MAX) != 0;
 	mime_free(&root);
+	mime_charset_scope_end();
 	return cut;
 }
 

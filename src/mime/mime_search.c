@@ -281,8 +281,8 @@ static const struct {
 #define SEP_FIELD '\x02'
 #define SEP_VALUE '\x01'
 
-bool
-mime_search_cache(struct buf *out, const char *hdr, size_t len)
+static bool
+search_cache(struct buf *out, const char *hdr, size_t len)
 {
 	buf_reset(out);
 	for (size_t k = 0; k < MIME_SEARCH_NFIELDS; k++) {
@@ -308,6 +308,15 @@ mime_search_cache(struct buf *out, const char *hdr, size_t len)
 	/* Last, the day SENT* compare. */
 	buf_printf(out, "%c%lld", SEP_FIELD, (long long)mime_search_sent_day(hdr, len));
 	return true;
+}
+
+bool
+mime_search_cache(struct buf *out, const char *hdr, size_t len)
+{
+	mime_charset_scope_begin();	/* one message's headers: charsets bounded together */
+	bool r = search_cache(out, hdr, len);
+	mime_charset_scope_end();
+	return r;
 }
 
 int64_t

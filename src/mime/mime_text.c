@@ -374,7 +374,9 @@ mime_text_headers(struct buf *out, const struct mime_part *root, size_t max)
 	struct budget b;
 
 	budget_init(&b, out, max);
+	mime_charset_scope_begin();
 	headers_of(&b, root);
+	mime_charset_scope_end();
 	return b.cut;
 }
 
@@ -384,7 +386,9 @@ mime_text_body(struct buf *out, const struct mime_part *root, size_t max)
 	struct budget b;
 
 	budget_init(&b, out, max);
+	mime_charset_scope_begin();
 	body_of(&b, root);
+	mime_charset_scope_end();
 	return b.cut;
 }
 
@@ -394,7 +398,9 @@ mime_text_extract(struct buf *out, const struct mime_part *root, size_t max)
 	struct budget b;
 
 	budget_init(&b, out, max);
+	mime_charset_scope_begin();
 	headers_of(&b, root);
 	body_of(&b, root);
+	mime_charset_scope_end();
 	return b.cut;
 }
