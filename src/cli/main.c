@@ -26,6 +26,7 @@
 #include "queue/queue_spool.h"
 #include "smtp/smtp_server.h"
 #include "smtp/smtp_proto.h"
+#include "smtp/ratelimit.h"
 #include "imap/imap_session.h"
 #include "mime/mime_meta.h"
 #include "pop3/pop3_server.h"
@@ -1015,6 +1016,8 @@ cmd_serve(struct config *cfg)
 	/* Checked by the config parser: cannot fail here. */
 	for (size_t i = 0; i < cfg->auth_lockout_exempt.n; i++)
 		lockout_exempt_add(srv->lockout, cfg->auth_lockout_exempt.v[i]);
+	srv->ratelimit = ratelimit_new((unsigned)cfg->submission_rate_limit,
+				       cfg->submission_rate_window * 1000, RATELIMIT_MAX_KEYS);
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
@@ -1049,6 +1052,7 @@ out:
 		dns_free(&srv->dns);
 		accounts_close(&srv->accounts);
 		lockout_free(&srv->lockout);
+		ratelimit_free(&srv->ratelimit);
 		imap_server_fini();
 		server_free(&srv);
 		store_pool_drain();

@@ -72,6 +72,8 @@ static const struct config_key config_keys[] = {
 	{"auth.lockout_failures", CT_UINT, OFF(auth_lockout_failures), 0, 1000000},
 	{"auth.lockout_window", CT_DURATION, OFF(auth_lockout_window), 1, 86400 * 7},
 	{"auth.lockout_exempt", CT_NETWORKS, OFF(auth_lockout_exempt), 0, 0},
+	{"submission.rate_limit", CT_UINT, OFF(submission_rate_limit), 0, 1000000},
+	{"submission.rate_window", CT_DURATION, OFF(submission_rate_window), 60, 86400 * 7},
 	{"user.quota", CT_SIZE, OFF(user_quota), 0, INT64_MAX},
 	{"queue.retry_interval", CT_DURATION, OFF(queue_retry_interval), 1, 86400 * 7},
 	{"queue.retry_max", CT_DURATION, OFF(queue_retry_max), 1, 86400 * 7},
@@ -121,6 +123,8 @@ config_defaults(struct config *cfg)
 	cfg->auth_fail_delay = 2;
 	cfg->auth_lockout_failures = 10;
 	cfg->auth_lockout_window = 15 * 60;
+	cfg->submission_rate_limit = 1000;
+	cfg->submission_rate_window = 3600;
 	cfg->user_quota = 0;
 	cfg->queue_retry_interval = 15 * 60;
 	cfg->queue_retry_max = 15 * 60;

@@ -73,6 +73,8 @@ struct config {
 	int64_t auth_lockout_failures;	/* per client key and window; 0: no lockout */
 	int64_t auth_lockout_window;
 	struct strlist auth_lockout_exempt; /* networks never counted nor refused */
+	int64_t submission_rate_limit;	    /* recipients per user and window; 0: no limit */
+	int64_t submission_rate_window;
 
 	/* Accounts */
 	int64_t user_quota;		/* bytes; 0: unlimited */

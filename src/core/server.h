@@ -31,6 +31,7 @@ struct bufferevent;
 struct worker_pool;
 struct accounts;
 struct lockout;
+struct ratelimit;
 struct queue;
 struct dns;
 struct conn;
@@ -78,6 +79,7 @@ struct server {
 	struct worker_pool *auth_pool; /* password hashing only: CPU-bound, a thread per CPU */
 	struct accounts *accounts;
 	struct lockout *lockout;	/* failed logins per client key, all protocols */
+	struct ratelimit *ratelimit;	/* recipients sent per authenticated user */
 	struct queue *queue;
 	struct dns *dns;
 	int stopping;

@@ -22,6 +22,7 @@
  */
 #include "smtp/smtp_server.h"
 #include "smtp/smtp_proto.h"
+#include "smtp/ratelimit.h"
 #include "auth/accounts.h"
 #include "auth/lockout.h"
 #include "auth/password.h"
@@ -1266,6 +1267,42 @@ smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
 static void cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl);
 
 /*
+ * A stolen password sends spam: an authenticated user may have so many
+ * recipients a window (smtp/ratelimit), counting the ones this transaction
+ * has accepted but not yet paid for. Past that, RCPT is refused 450, a
+ * temporary refusal as Postfix's rate limits give: a real user's mail goes
+ * out later. 1 if refused. MX mail to local users, unauthenticated, is not
+ * counted: its volume is the senders' business.
+ */
+static int
+smtp_rate_limited(struct smtp_sess *s, const char *addr)
+{
+	struct ratelimit *rl = s->srv->ratelimit;
+	int64_t now = util_mono_ms();
+
+	if (!(s->flags & F_AUTHED) || s->user == NULL ||
+	    ratelimit_allow(rl, s->user, s->nrcpts, now))
+		return 0;
+	if (ratelimit_refused(rl, s->user, now))
+		log_msg(LL_WARN, s->c->id, "rate limit reached user=%s client=[%s] limit=%u/%llds",
+			s->user, s->c->peer_ip, ratelimit_limit(rl),
+			(long long)(ratelimit_window_ms(rl) / 1000));
+	else
+		log_msg(LL_DEBUG, s->c->id, "rate limit refusal user=%s", s->user);
+	smtp_reply(s, 450, "4.7.1",
+		   "<%s>: Sending rate limit reached for this account, try again later", addr);
+	return 1;
+}
+
+/* The message is queued: it pays for its recipients (smtp_rate_limited). */
+static void
+smtp_rate_take(struct smtp_sess *s)
+{
+	if ((s->flags & F_AUTHED) && s->user != NULL)
+		ratelimit_take(s->srv->ratelimit, s->user, s->nrcpts, util_mono_ms());
+}
+
+/*
  * The quota check of an RCPT reads the recipient's store: on a worker, with
  * the session waiting (ST_WAIT), like a password check.
  */
@@ -1391,6 +1428,8 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_postmaster(s, addr, sizeof(addr));
 	else
 		xsnprintf(addr, sizeof(addr), "%s", rp.to.addr);
+	if (smtp_rate_limited(s, addr))
+		return;
 	/* <postmaster> is never relayed: it is ours or unknown (RFC 5321 4.5.1). */
 	int local_dom = postmaster || smtp_domain_local(s, strrchr(addr, '@') + 1);
 
@@ -1675,6 +1714,7 @@ smtp_queued(struct smtp_sess *s, const char *id, const char *error)
 	smtp_set_state(s, ST_HELO);
 	smtp_timeouts(s);	/* waiting for a command again, not for data */
 	if (id) {
+		smtp_rate_take(s);
 		s->junk = 0;	/* a client that sends mail may idle between messages */
 		smtp_reply(s, 250, "2.0.0", "Ok: queued as %s", id);
 		smtp_flush(s);	/* the client waits for it; the log line can wait */
@@ -1698,10 +1738,12 @@ queue_done(void *arg, const char *id, const char *error)
 	if (s->flags & F_DEAD) {
 		/* The client left before the answer: the message is queued all the
 		 * same (RFC 5321 6.1 allows the duplicate this may cause). */
-		if (id)
+		if (id) {
+			smtp_rate_take(s);
 			smtp_access_log(s, id, 250, "client gone before the reply");
-		else
+		} else {
 			smtp_access_log(s, NULL, 451, error);
+		}
 		smtp_sess_free(s);
 		return;
 	}

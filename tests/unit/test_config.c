@@ -88,6 +88,12 @@ test_good(void **state)
 	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
 	assert_int_equal(cfg.auth_lockout_failures, 10);
 	assert_int_equal(cfg.auth_lockout_window, 15 * 60);
+	assert_int_equal(cfg.submission_rate_limit, 1000);
+	assert_int_equal(cfg.submission_rate_window, 3600);
+	/* 0 turns the rate limit off; its window is a duration of a minute or more. */
+	assert_int_equal(config_set(&cfg, "submission.rate_limit", "0", &err), 0);
+	assert_int_equal(config_set(&cfg, "submission.rate_window", "1d", &err), 0);
+	assert_int_equal(cfg.submission_rate_window, 86400);
 	/* Down to 1s, so that the integration tests need not wait minutes. */
 	assert_int_equal(cfg.login_timeout, 180);
 	assert_int_equal(config_set(&cfg, "login_timeout", "1s", &err), 0);
@@ -137,6 +143,9 @@ test_errors(void **state)
 	expect_error("auth.lockout_window = 0\n", "out of range");
 	expect_error("auth.lockout_window = 8d\n", "out of range");
 	expect_error("auth.lockout_failures = -1\n", "bad number");
+	expect_error("submission.rate_window = 59s\n", "out of range");
+	expect_error("submission.rate_window = 8d\n", "out of range");
+	expect_error("submission.rate_limit = 1000001\n", "out of range");
 	expect_error("login_timeout = 0\n", "login_timeout: value '0' out of range (1 to 3600)");
 	expect_error("login_timeout = 2h\n", "out of range");
 	expect_error("login_timeout = soon\n", "login_timeout: bad duration");

@@ -1,0 +1,259 @@
+/*
+ * ratelimit — see ratelimit.h.
+ *
+ * A chained hash table of accounts, and a list of the same entries by when
+ * they were last touched (a payment or a refusal), oldest first. The oldest
+ * is the likeliest to be full again, which is the same as no entry: entries
+ * are dropped from the old end while they are, as calls pass by.
+ *
+ * A bucket is kept as its credit at last_ms and refilled only when read, so
+ * an idle account costs nothing. Bounds (RATELIMIT_LIMIT_MAX, a window under
+ * 2^31 ms) keep every product below 2^53: no overflow, no rounding.
+ *
+ * SECURITY: the hash is seeded at random, though keys are account names
+ * that passed AUTH: an attacker would need many accounts to aim at a chain.
+ */
+#include "smtp/ratelimit.h"
+#include "core/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Far above any sane setting (config allows 1000000); it bounds products. */
+#define RATELIMIT_LIMIT_MAX (1u << 20)
+#define RATELIMIT_WINDOW_MAX (((int64_t)1 << 31) - 1)
+
+struct ratelimit_entry {
+	int64_t credit; /* token-milliseconds, as of last_ms; -cap..cap */
+	int64_t last_ms;
+	int64_t warned_ms; /* the last refusal logged as a warning */
+	int warned;
+	struct ratelimit_entry *chain; /* same bucket */
+	struct ratelimit_entry *older, *younger;
+	char key[];
+};
+
+struct ratelimit {
+	int64_t limit;
+	int64_t window_ms;
+	int64_t cap; /* limit x window_ms: a full bucket */
+	size_t max_entries, nentries;
+	size_t nbuckets; /* a power of two */
+	uint32_t seed;
+	struct ratelimit_entry **buckets;
+	struct ratelimit_entry *oldest, *youngest;
+};
+
+struct ratelimit *
+ratelimit_new(unsigned limit, int64_t window_ms, size_t max_entries)
+{
+	struct ratelimit *r = xcalloc(1, sizeof(*r));
+
+	r->limit = limit < RATELIMIT_LIMIT_MAX ? limit : RATELIMIT_LIMIT_MAX;
+	r->window_ms = window_ms < RATELIMIT_WINDOW_MAX ? window_ms : RATELIMIT_WINDOW_MAX;
+	if (r->window_ms < 1)
+		r->window_ms = 1;
+	r->cap = r->limit * r->window_ms;
+	r->max_entries = max_entries ? max_entries : 1;
+	/* About four keys a chain when full. */
+	r->nbuckets = 16;
+	while (r->nbuckets * 4 < r->max_entries)
+		r->nbuckets *= 2;
+	r->buckets = xcalloc(r->nbuckets, sizeof(*r->buckets));
+	util_random(&r->seed, sizeof(r->seed));
+	return r;
+}
+
+void
+ratelimit_free(struct ratelimit **rp)
+{
+	struct ratelimit *r = *rp;
+
+	if (r == NULL)
+		return;
+	while (r->oldest) {
+		struct ratelimit_entry *e = r->oldest;
+		r->oldest = e->younger;
+		free(e);
+	}
+	free(r->buckets);
+	free(r);
+	*rp = NULL;
+}
+
+size_t
+ratelimit_size(const struct ratelimit *r)
+{
+	return r->nentries;
+}
+
+unsigned
+ratelimit_limit(const struct ratelimit *r)
+{
+	return (unsigned)r->limit;
+}
+
+int64_t
+ratelimit_window_ms(const struct ratelimit *r)
+{
+	return r->window_ms;
+}
+
+static struct ratelimit_entry **
+ratelimit_slot(struct ratelimit *r, const char *key)
+{
+	uint32_t h = util_hash32(r->seed, key, strlen(key));
+
+	h ^= h >> 15;
+	struct ratelimit_entry **pp = &r->buckets[h & (r->nbuckets - 1)];
+	while (*pp && strcmp((*pp)->key, key) != 0)
+		pp = &(*pp)->chain;
+	return pp;
+}
+
+/* e's credit at now_ms, refilled since last_ms. */
+static int64_t
+ratelimit_credit(const struct ratelimit *r, const struct ratelimit_entry *e, int64_t now_ms)
+{
+	int64_t elapsed = now_ms - e->last_ms;
+
+	if (elapsed <= 0)
+		return e->credit;
+	/* Two windows refill even the deepest debt: and the product stays small. */
+	if (elapsed >= 2 * r->window_ms)
+		return r->cap;
+	int64_t c = e->credit + elapsed * r->limit;
+	return c < r->cap ? c : r->cap;
+}
+
+/* Whether e is the same as no entry: full, and no warning to remember. */
+static int
+ratelimit_idle(const struct ratelimit *r, const struct ratelimit_entry *e, int64_t now_ms)
+{
+	return ratelimit_credit(r, e, now_ms) >= r->cap &&
+	       (!e->warned || now_ms - e->warned_ms >= r->window_ms);
+}
+
+static void
+ratelimit_unlist(struct ratelimit *r, struct ratelimit_entry *e)
+{
+	if (e->older)
+		e->older->younger = e->younger;
+	else
+		r->oldest = e->younger;
+	if (e->younger)
+		e->younger->older = e->older;
+	else
+		r->youngest = e->older;
+	e->older = e->younger = NULL;
+}
+
+/* Move (or put) e at the young end: it was touched now. */
+static void
+ratelimit_touch(struct ratelimit *r, struct ratelimit_entry *e)
+{
+	if (e->older || r->oldest == e)
+		ratelimit_unlist(r, e);
+	e->older = r->youngest;
+	if (r->youngest)
+		r->youngest->younger = e;
+	else
+		r->oldest = e;
+	r->youngest = e;
+}
+
+static void
+ratelimit_drop(struct ratelimit *r, struct ratelimit_entry *e)
+{
+	struct ratelimit_entry **pp = ratelimit_slot(r, e->key);
+
+	*pp = e->chain;
+	ratelimit_unlist(r, e);
+	r->nentries--;
+	free(e);
+}
+
+/* Drop the idle entries at the old end. */
+static void
+ratelimit_expire(struct ratelimit *r, int64_t now_ms)
+{
+	while (r->oldest && ratelimit_idle(r, r->oldest, now_ms))
+		ratelimit_drop(r, r->oldest);
+}
+
+/*
+ * key's entry, made with a full bucket if there is none; NULL if the table
+ * is full of accounts that are not idle. Then the new account goes untracked
+ * (allowed as if its bucket were full) rather than one that has been paying
+ * loses its debt: to fill the table a spammer needs RATELIMIT_MAX_KEYS
+ * accounts of his own sending at once, and even then the ones held stay held.
+ */
+static struct ratelimit_entry *
+ratelimit_get(struct ratelimit *r, const char *key, int64_t now_ms)
+{
+	ratelimit_expire(r, now_ms);
+	struct ratelimit_entry **pp = ratelimit_slot(r, key);
+	if (*pp)
+		return *pp;
+	if (r->nentries >= r->max_entries)
+		return NULL;
+	size_t len = strlen(key);
+	struct ratelimit_entry *e = xcalloc(1, sizeof(*e) + len + 1);
+	memcpy(e->key, key, len + 1);
+	e->credit = r->cap;
+	e->last_ms = now_ms;
+	*pp = e;
+	ratelimit_touch(r, e);
+	r->nentries++;
+	return e;
+}
+
+int64_t
+ratelimit_available(struct ratelimit *r, const char *key, int64_t now_ms)
+{
+	ratelimit_expire(r, now_ms);
+	struct ratelimit_entry *e = *ratelimit_slot(r, key);
+	return (e ? ratelimit_credit(r, e, now_ms) : r->cap) / r->window_ms;
+}
+
+int
+ratelimit_allow(struct ratelimit *r, const char *key, size_t pending, int64_t now_ms)
+{
+	if (r->limit == 0)
+		return 1;
+	int64_t have = ratelimit_available(r, key, now_ms);
+	return have > 0 && pending < (uint64_t)have;
+}
+
+void
+ratelimit_take(struct ratelimit *r, const char *key, size_t n, int64_t now_ms)
+{
+	if (r->limit == 0 || n == 0)
+		return;
+	struct ratelimit_entry *e = ratelimit_get(r, key, now_ms);
+	if (e == NULL)
+		return;
+	/* More than two buckets' worth would only hit the floor below. */
+	int64_t t = n < (uint64_t)(2 * r->limit) ? (int64_t)n : 2 * r->limit;
+	int64_t c = ratelimit_credit(r, e, now_ms) - t * r->window_ms;
+	e->credit = c > -r->cap ? c : -r->cap;
+	if (now_ms > e->last_ms)
+		e->last_ms = now_ms;
+	ratelimit_touch(r, e);
+}
+
+int
+ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms)
+{
+	struct ratelimit_entry *e = ratelimit_get(r, key, now_ms);
+
+	/* Untracked (a full table): said each time, as that is rare itself. */
+	if (e == NULL)
+		return 1;
+	ratelimit_touch(r, e);
+	if (e->warned && now_ms - e->warned_ms < r->window_ms)
+		return 0;
+	e->warned = 1;
+	e->warned_ms = now_ms;
+	return 1;
+}

@@ -1,0 +1,59 @@
+/*
+ * ratelimit — recipients an authenticated user may send, per account: the
+ * abuse control for a stolen password (Postfix's anvil rates, Exim's
+ * ratelimit). On submission every RCPT of an authenticated session asks
+ * ratelimit_allow() first; an accepted message pays one token per envelope
+ * recipient with ratelimit_take(), so an aborted transaction costs nothing.
+ *
+ * A token bucket per account: it holds at most limit tokens and refills
+ * continuously, limit tokens per window_ms, so a user may send a burst of
+ * limit recipients and then limit per window. Kept exactly in integers:
+ * a bucket counts token-milliseconds (tokens x window_ms), refilled by limit
+ * for every millisecond.
+ *
+ * Sessions in parallel may each be allowed the same tokens, as the check
+ * comes at RCPT and the payment after DATA: a payment may take a bucket
+ * into debt (down to -limit), which the account then works off before it
+ * may send again, so parallel sessions do not multiply its rate.
+ *
+ * A full bucket is the same as none: only accounts that sent lately are
+ * held, at most max_entries of them; see ratelimit_take() for a full table.
+ * The state is in memory only: a restart forgets it.
+ *
+ * SECURITY: keys are the account names surat resolved at AUTH, never the
+ * client's words. Not thread-safe: the event loop owns the table.
+ */
+#ifndef SURAT_RATELIMIT_H
+#define SURAT_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ratelimit;
+
+/* The table's size in the daemon: some 6 MB when full. */
+#define RATELIMIT_MAX_KEYS 65536
+
+/* A table; limit 0 turns it off (every recipient is allowed, nothing is
+ * held). Free with ratelimit_free(). */
+struct ratelimit *ratelimit_new(unsigned limit, int64_t window_ms, size_t max_entries);
+/* Free the table and set *rp to NULL. */
+void ratelimit_free(struct ratelimit **rp);
+/* Whole tokens key has at now_ms (monotonic): limit when it is not held,
+ * 0 or less when it owes. */
+int64_t ratelimit_available(struct ratelimit *r, const char *key, int64_t now_ms);
+/* 1 if key may have one more recipient, pending already accepted ones in
+ * the transaction not yet paid for; else 0. Always 1 when off. */
+int ratelimit_allow(struct ratelimit *r, const char *key, size_t pending, int64_t now_ms);
+/* Pay n tokens for key's accepted message. */
+void ratelimit_take(struct ratelimit *r, const char *key, size_t n, int64_t now_ms);
+/* Note a refusal for key: 1 if it is the first in window_ms, to be logged
+ * as a warning; 0 for the ones after it, which are not worth a line. */
+int ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms);
+/* Accounts held now. */
+size_t ratelimit_size(const struct ratelimit *r);
+/* The limit and window, for log lines. */
+unsigned ratelimit_limit(const struct ratelimit *r);
+int64_t ratelimit_window_ms(const struct ratelimit *r);
+
+#endif

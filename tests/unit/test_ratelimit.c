@@ -1,0 +1,168 @@
+/* Unit tests for smtp/ratelimit: the bucket's arithmetic (burst, continuous
+ * refill, debt), the check against a transaction's pending recipients, the
+ * warning once a window, and the bound on the table. Time is passed in. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "smtp/ratelimit.h"
+
+#define H 3600000 /* an hour, ms */
+
+/* A burst of limit, then nothing until the bucket refills. */
+static void
+test_burst_then_refused(void **state)
+{
+	struct ratelimit *r = ratelimit_new(3, H, 100);
+
+	(void)state;
+	assert_int_equal(ratelimit_available(r, "alice", 0), 3);
+	assert_true(ratelimit_allow(r, "alice", 0, 0));
+	assert_true(ratelimit_allow(r, "alice", 2, 0));
+	/* Three accepted in this transaction, not yet paid: no fourth. */
+	assert_false(ratelimit_allow(r, "alice", 3, 0));
+	/* Nothing held until a message pays. */
+	assert_int_equal(ratelimit_size(r), 0);
+	ratelimit_take(r, "alice", 2, 0);
+	assert_int_equal(ratelimit_size(r), 1);
+	assert_int_equal(ratelimit_available(r, "alice", 0), 1);
+	assert_true(ratelimit_allow(r, "alice", 0, 0));
+	assert_false(ratelimit_allow(r, "alice", 1, 0));
+	ratelimit_take(r, "alice", 1, 0);
+	assert_false(ratelimit_allow(r, "alice", 0, 0));
+	/* Another account is not affected. */
+	assert_true(ratelimit_allow(r, "bob", 2, 0));
+	ratelimit_free(&r);
+	assert_null(r);
+}
+
+/* Refill is continuous and exact: 3 an hour is one token each 20 minutes. */
+static void
+test_refill(void **state)
+{
+	struct ratelimit *r = ratelimit_new(3, H, 100);
+
+	(void)state;
+	ratelimit_take(r, "u", 3, 1000);
+	assert_int_equal(ratelimit_available(r, "u", 1000), 0);
+	assert_int_equal(ratelimit_available(r, "u", 1000 + H / 3 - 1), 0);
+	assert_int_equal(ratelimit_available(r, "u", 1000 + H / 3), 1);
+	assert_int_equal(ratelimit_available(r, "u", 1000 + 2 * H / 3), 2);
+	/* Reading does not change it: no drift from many small steps. */
+	for (int64_t t = 1000; t < 1000 + H; t += 7)
+		(void)ratelimit_available(r, "u", t);
+	assert_int_equal(ratelimit_available(r, "u", 1000 + H - 1), 2);
+	assert_int_equal(ratelimit_available(r, "u", 1000 + H), 3);
+	/* Never more than the limit; a full bucket is dropped. */
+	assert_int_equal(ratelimit_available(r, "u", 1000 + 5 * H), 3);
+	assert_int_equal(ratelimit_size(r), 0);
+	ratelimit_free(&r);
+}
+
+/* Parallel sessions allowed the same tokens leave a debt, worked off first. */
+static void
+test_debt(void **state)
+{
+	struct ratelimit *r = ratelimit_new(3, H, 100);
+
+	(void)state;
+	ratelimit_take(r, "u", 3, 0);
+	ratelimit_take(r, "u", 3, 0); /* the other session's message */
+	assert_false(ratelimit_allow(r, "u", 0, H / 3));
+	assert_false(ratelimit_allow(r, "u", 0, H - 1));
+	assert_true(ratelimit_allow(r, "u", 0, H + H / 3));
+	/* The debt is bounded: a huge message owes at most a bucket. */
+	ratelimit_take(r, "v", 100000, 0);
+	assert_false(ratelimit_allow(r, "v", 0, H - 1));
+	assert_int_equal(ratelimit_available(r, "v", 2 * H), 3);
+	ratelimit_free(&r);
+}
+
+/* Off: everything allowed, nothing held. */
+static void
+test_off(void **state)
+{
+	struct ratelimit *r = ratelimit_new(0, H, 100);
+
+	(void)state;
+	ratelimit_take(r, "u", 1000, 0);
+	assert_true(ratelimit_allow(r, "u", 100000, 0));
+	assert_int_equal(ratelimit_size(r), 0);
+	ratelimit_free(&r);
+}
+
+/* The first refusal in a window is worth a warning, the rest are not. */
+static void
+test_warn_once(void **state)
+{
+	struct ratelimit *r = ratelimit_new(1, H, 100);
+
+	(void)state;
+	ratelimit_take(r, "u", 1, 0);
+	assert_int_equal(ratelimit_refused(r, "u", 10), 1);
+	assert_int_equal(ratelimit_refused(r, "u", 20), 0);
+	assert_int_equal(ratelimit_refused(r, "u", H), 0);
+	assert_int_equal(ratelimit_refused(r, "u", H + 10), 1);
+	/* A refusal of a full bucket (more recipients than the limit in one
+	 * message) is remembered too, though the bucket is full. */
+	assert_int_equal(ratelimit_refused(r, "w", 2 * H), 1);
+	assert_int_equal(ratelimit_refused(r, "w", 2 * H + 5), 0);
+	ratelimit_free(&r);
+}
+
+/* A full table drops its idle entries first, else leaves the new account
+ * untracked and keeps the ones it has. */
+static void
+test_bound(void **state)
+{
+	struct ratelimit *r = ratelimit_new(10, H, 2);
+
+	(void)state;
+	ratelimit_take(r, "a", 10, 0);
+	ratelimit_take(r, "b", 10, 0);
+	ratelimit_take(r, "c", 10, 0);
+	assert_int_equal(ratelimit_size(r), 2);
+	assert_false(ratelimit_allow(r, "a", 0, 1));
+	assert_false(ratelimit_allow(r, "b", 0, 1));
+	assert_true(ratelimit_allow(r, "c", 0, 1));
+	/* a and b are full again an hour on: dropped, and c is held. */
+	ratelimit_take(r, "c", 10, H);
+	assert_int_equal(ratelimit_size(r), 1);
+	assert_false(ratelimit_allow(r, "c", 0, H + 1));
+	ratelimit_free(&r);
+}
+
+/* Extreme settings do not overflow: the largest limit over a week. */
+static void
+test_extremes(void **state)
+{
+	int64_t week = (int64_t)7 * 86400 * 1000;
+	struct ratelimit *r = ratelimit_new(1000000, week, 100);
+
+	(void)state;
+	ratelimit_take(r, "u", 1000000, 0);
+	assert_int_equal(ratelimit_available(r, "u", 0), 0);
+	assert_int_equal(ratelimit_available(r, "u", week / 2), 500000);
+	assert_int_equal(ratelimit_available(r, "u", INT64_MAX / 2), 1000000);
+	ratelimit_free(&r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_burst_then_refused),
+	    cmocka_unit_test(test_refill),
+	    cmocka_unit_test(test_debt),
+	    cmocka_unit_test(test_off),
+	    cmocka_unit_test(test_warn_once),
+	    cmocka_unit_test(test_bound),
+	    cmocka_unit_test(test_extremes),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
