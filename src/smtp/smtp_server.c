@@ -2081,8 +2081,15 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 	/* Back where it came from: a refused chunk must not skip EHLO or MAIL. */
 	smtp_set_state(s, s->bdat_return);
 	smtp_timeouts(s);
-	/* Every later chunk of a failed message gets the reason it failed for. */
+	/*
+	 * Every later chunk of a failed message gets the reason it failed for.
+	 * Such a chunk moves no mail: past smtp.max_junk_commands of them it is
+	 * an error too, or a client could stream an endless refused message,
+	 * each chunk with a deadline of its own.
+	 */
 	if (bdat_refused(s, &e)) {
+		if (smtp_junk(s))
+			return;
 		smtp_reply_err(s, &e);
 		s->flags |= F_BDAT_FAIL;
 		return;

@@ -1415,6 +1415,33 @@ def test_endless_oversized_data_meets_a_deadline(make_populated):
     assert re.search(r"data deadline passed in state data: \d+ octets", s.log())
 
 
+def test_endless_refused_bdat_chunks_end_the_session(make_populated):
+    """After a BDAT message is refused (too big here), each further chunk
+    gets the refusal and moves no mail: past smtp.max_junk_commands of them
+    each is an error, so a client cannot stream an endless refused message
+    in chunks (each with a deadline of its own) for ever."""
+    s = make_populated(extra={"smtp.max_message_size": "2048",
+                              "smtp.max_junk_commands": "5", "smtp.max_errors": "3"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.send(b"BDAT 4000\r\n" + b"x" * 4000)
+    c, t = r.reply()
+    assert c == 552, (c, t)
+    codes = []
+    for _ in range(30):
+        try:
+            r.send(b"BDAT 500\r\n" + b"y" * 500)
+            c, t = r.reply()
+        except (OSError, EOFError):
+            break
+        codes.append(c)
+        if c == 421:
+            break
+    assert codes[-1] == 421, codes
+    assert codes[:-1] == [552] * (len(codes) - 1) and 6 <= len(codes) <= 9, codes
+    assert r.closed()
+
+
 def steady_data(s, r, subject):
     """DATA at 60 octets every 0.3 s (200/s) for longer than a 1 s data
     timeout: taken (250) and stored."""
