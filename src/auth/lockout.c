@@ -1,11 +1,11 @@
 /*
  * lockout — see lockout.h.
  *
- * A chained hash table of keys, and a list of the same entries by the
- * start of their window, oldest first. A window only ever starts now, so
- * an entry whose window (re)starts moves to the young end and the list
- * stays in order: expired entries are always at the old end, and dropping
- * them costs nothing per call beyond the ones dropped.
+ * A keytab of keys, its age list ordered by the start of each entry's
+ * window, oldest first. A window only ever starts now, so an entry whose
+ * window (re)starts moves to the young end and the list stays in order:
+ * expired entries are always at the old end, and dropping them costs
+ * nothing per call beyond the ones dropped.
  *
  * SECURITY: the hash is seeded at random, so a client choosing its
  * addresses (a whole IPv6 /48 of /64 keys) cannot aim them at one chain.
@@ -14,6 +14,7 @@
  * offline without the key, which dies with the process.
  */
 #include "auth/lockout.h"
+#include "core/keytab.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -21,25 +22,21 @@
 #include <string.h>
 
 struct lockout_entry {
+	struct keytab_node node; /* first: a node is its entry */
 	char key[UTIL_CLIENT_KEY_MAX];
 	unsigned failures;
 	int64_t since_ms;	     /* the window's start */
 	/* the last failed credentials, not counted again (a ring) */
 	uint64_t recent[LOCKOUT_RECENT];
 	unsigned nrecent, next_recent;
-	struct lockout_entry *chain; /* same bucket */
-	struct lockout_entry *older, *younger;
 };
 
 struct lockout {
 	unsigned max_failures;
 	int64_t window_ms;
-	size_t max_entries, nentries;
-	size_t nbuckets; /* a power of two */
-	uint32_t seed;
+	size_t max_entries;
+	struct keytab tab;
 	uint64_t fp_key[2]; /* SipHash key of the credential fingerprints */
-	struct lockout_entry **buckets;
-	struct lockout_entry *oldest, *youngest;
 	struct util_net *exempt;
 	size_t nexempt;
 };
@@ -52,12 +49,7 @@ lockout_new(unsigned max_failures, int64_t window_ms, size_t max_entries)
 	l->max_failures = max_failures;
 	l->window_ms = window_ms;
 	l->max_entries = max_entries ? max_entries : 1;
-	/* About four keys a chain when full. */
-	l->nbuckets = 16;
-	while (l->nbuckets * 4 < l->max_entries)
-		l->nbuckets *= 2;
-	l->buckets = xcalloc(l->nbuckets, sizeof(*l->buckets));
-	util_random(&l->seed, sizeof(l->seed));
+	keytab_init(&l->tab, l->max_entries);
 	util_random(l->fp_key, sizeof(l->fp_key));
 	return l;
 }
@@ -69,12 +61,7 @@ lockout_free(struct lockout **lp)
 
 	if (l == NULL)
 		return;
-	while (l->oldest) {
-		struct lockout_entry *e = l->oldest;
-		l->oldest = e->younger;
-		free(e);
-	}
-	free(l->buckets);
+	keytab_fini(&l->tab);
 	free(l->exempt);
 	free(l);
 	*lp = NULL;
@@ -105,7 +92,7 @@ lockout_exempt(const struct lockout *l, const char *peer_ip)
 size_t
 lockout_size(const struct lockout *l)
 {
-	return l->nentries;
+	return keytab_count(&l->tab);
 }
 
 /* SipHash-2-4 (Aumasson and Bernstein), fed a byte at a time: the inputs
@@ -201,60 +188,21 @@ lockout_fingerprint(const struct lockout *l, const char *user, size_t ulen, cons
 	return r ? r : 1;
 }
 
-static struct lockout_entry **
-lockout_slot(struct lockout *l, const char *key)
+static struct lockout_entry *
+lockout_find(struct lockout *l, const char *key)
 {
-	uint32_t h = util_hash32(l->seed, key, strlen(key));
-
-	h ^= h >> 15;
-	struct lockout_entry **pp = &l->buckets[h & (l->nbuckets - 1)];
-	while (*pp && strcmp((*pp)->key, key) != 0)
-		pp = &(*pp)->chain;
-	return pp;
-}
-
-static void
-lockout_unlist(struct lockout *l, struct lockout_entry *e)
-{
-	if (e->older)
-		e->older->younger = e->younger;
-	else
-		l->oldest = e->younger;
-	if (e->younger)
-		e->younger->older = e->older;
-	else
-		l->youngest = e->older;
-	e->older = e->younger = NULL;
-}
-
-static void
-lockout_list_young(struct lockout *l, struct lockout_entry *e)
-{
-	e->older = l->youngest;
-	if (l->youngest)
-		l->youngest->younger = e;
-	else
-		l->oldest = e;
-	l->youngest = e;
-}
-
-static void
-lockout_drop(struct lockout *l, struct lockout_entry *e)
-{
-	struct lockout_entry **pp = lockout_slot(l, e->key);
-
-	*pp = e->chain;
-	lockout_unlist(l, e);
-	l->nentries--;
-	free(e);
+	return (struct lockout_entry *)keytab_find(&l->tab, key);
 }
 
 /* Drop the entries whose window has passed: all at the old end. */
 static void
 lockout_expire(struct lockout *l, int64_t now_ms)
 {
-	while (l->oldest && now_ms - l->oldest->since_ms >= l->window_ms)
-		lockout_drop(l, l->oldest);
+	struct lockout_entry *e;
+
+	while ((e = (struct lockout_entry *)keytab_oldest(&l->tab)) != NULL &&
+	       now_ms - e->since_ms >= l->window_ms)
+		keytab_remove(&l->tab, &e->node);
 }
 
 /* Start e's window now, and move it to the young end to keep the order. */
@@ -262,8 +210,7 @@ static void
 lockout_restart(struct lockout *l, struct lockout_entry *e, int64_t now_ms)
 {
 	e->since_ms = now_ms;
-	lockout_unlist(l, e);
-	lockout_list_young(l, e);
+	keytab_touch(&l->tab, &e->node);
 }
 
 enum lockout_state
@@ -272,7 +219,7 @@ lockout_check(struct lockout *l, const char *key, int64_t now_ms)
 	if (l->max_failures == 0)
 		return LOCKOUT_OPEN;
 	lockout_expire(l, now_ms);
-	struct lockout_entry *e = *lockout_slot(l, key);
+	struct lockout_entry *e = lockout_find(l, key);
 	return e && e->failures >= l->max_failures ? LOCKOUT_LOCKED : LOCKOUT_OPEN;
 }
 
@@ -303,20 +250,16 @@ lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp, un
 	if (l->max_failures == 0)
 		return LOCKOUT_OPEN;
 	lockout_expire(l, now_ms);
-	struct lockout_entry **pp = lockout_slot(l, key);
-	struct lockout_entry *e = *pp;
+	struct lockout_entry *e = lockout_find(l, key);
 	if (e == NULL) {
-		if (l->nentries >= l->max_entries) {
+		if (keytab_count(&l->tab) >= l->max_entries) {
 			/* Full of live keys: the oldest window goes (its lock too). */
-			lockout_drop(l, l->oldest);
-			pp = lockout_slot(l, key);
+			keytab_remove(&l->tab, keytab_oldest(&l->tab));
 		}
 		e = xcalloc(1, sizeof(*e));
 		xsnprintf(e->key, sizeof(e->key), "%s", key);
 		e->since_ms = now_ms;
-		*pp = e;
-		lockout_list_young(l, e);
-		l->nentries++;
+		keytab_insert(&l->tab, &e->node, e->key);
 	}
 	if (lockout_repeated(e, fp)) {
 		/* The same wrong password again: a device that was not told

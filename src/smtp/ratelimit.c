@@ -1,10 +1,10 @@
 /*
  * ratelimit — see ratelimit.h.
  *
- * A chained hash table of accounts, and a list of the same entries by when
- * they were last touched (a payment or a refusal), oldest first. The oldest
- * is the likeliest to be full again, which is the same as no entry: entries
- * are dropped from the old end while they are, as calls pass by.
+ * A keytab of accounts, its age list ordered by when each entry was last
+ * touched (a payment or a refusal), oldest first. The oldest is the
+ * likeliest to be full again, which is the same as no entry: entries are
+ * dropped from the old end while they are, as calls pass by.
  *
  * A bucket is kept as its credit at last_ms and refilled only when read, so
  * an idle account costs nothing. Bounds (RATELIMIT_LIMIT_MAX, a window under
@@ -14,6 +14,7 @@
  * that passed AUTH: an attacker would need many accounts to aim at a chain.
  */
 #include "smtp/ratelimit.h"
+#include "core/keytab.h"
 #include "core/util.h"
 
 #include <stdlib.h>
@@ -24,12 +25,11 @@
 #define RATELIMIT_WINDOW_MAX (((int64_t)1 << 31) - 1)
 
 struct ratelimit_entry {
+	struct keytab_node node; /* first: a node is its entry */
 	int64_t credit; /* token-milliseconds, as of last_ms; -cap..cap */
 	int64_t last_ms;
 	int64_t warned_ms; /* the last refusal logged as a warning */
 	int warned;
-	struct ratelimit_entry *chain; /* same bucket */
-	struct ratelimit_entry *older, *younger;
 	char key[];
 };
 
@@ -37,11 +37,8 @@ struct ratelimit {
 	int64_t limit;
 	int64_t window_ms;
 	int64_t cap; /* limit x window_ms: a full bucket */
-	size_t max_entries, nentries;
-	size_t nbuckets; /* a power of two */
-	uint32_t seed;
-	struct ratelimit_entry **buckets;
-	struct ratelimit_entry *oldest, *youngest;
+	size_t max_entries;
+	struct keytab tab;
 };
 
 struct ratelimit *
@@ -55,12 +52,7 @@ ratelimit_new(unsigned limit, int64_t window_ms, size_t max_entries)
 		r->window_ms = 1;
 	r->cap = r->limit * r->window_ms;
 	r->max_entries = max_entries ? max_entries : 1;
-	/* About four keys a chain when full. */
-	r->nbuckets = 16;
-	while (r->nbuckets * 4 < r->max_entries)
-		r->nbuckets *= 2;
-	r->buckets = xcalloc(r->nbuckets, sizeof(*r->buckets));
-	util_random(&r->seed, sizeof(r->seed));
+	keytab_init(&r->tab, r->max_entries);
 	return r;
 }
 
@@ -71,12 +63,7 @@ ratelimit_free(struct ratelimit **rp)
 
 	if (r == NULL)
 		return;
-	while (r->oldest) {
-		struct ratelimit_entry *e = r->oldest;
-		r->oldest = e->younger;
-		free(e);
-	}
-	free(r->buckets);
+	keytab_fini(&r->tab);
 	free(r);
 	*rp = NULL;
 }
@@ -84,7 +71,7 @@ ratelimit_free(struct ratelimit **rp)
 size_t
 ratelimit_size(const struct ratelimit *r)
 {
-	return r->nentries;
+	return keytab_count(&r->tab);
 }
 
 unsigned
@@ -99,16 +86,10 @@ ratelimit_window_ms(const struct ratelimit *r)
 	return r->window_ms;
 }
 
-static struct ratelimit_entry **
-ratelimit_slot(struct ratelimit *r, const char *key)
+static struct ratelimit_entry *
+ratelimit_find(struct ratelimit *r, const char *key)
 {
-	uint32_t h = util_hash32(r->seed, key, strlen(key));
-
-	h ^= h >> 15;
-	struct ratelimit_entry **pp = &r->buckets[h & (r->nbuckets - 1)];
-	while (*pp && strcmp((*pp)->key, key) != 0)
-		pp = &(*pp)->chain;
-	return pp;
+	return (struct ratelimit_entry *)keytab_find(&r->tab, key);
 }
 
 /* e's credit at now_ms, refilled since last_ms. */
@@ -134,51 +115,15 @@ ratelimit_idle(const struct ratelimit *r, const struct ratelimit_entry *e, int64
 	       (!e->warned || now_ms - e->warned_ms >= r->window_ms);
 }
 
-static void
-ratelimit_unlist(struct ratelimit *r, struct ratelimit_entry *e)
-{
-	if (e->older)
-		e->older->younger = e->younger;
-	else
-		r->oldest = e->younger;
-	if (e->younger)
-		e->younger->older = e->older;
-	else
-		r->youngest = e->older;
-	e->older = e->younger = NULL;
-}
-
-/* Move (or put) e at the young end: it was touched now. */
-static void
-ratelimit_touch(struct ratelimit *r, struct ratelimit_entry *e)
-{
-	if (e->older || r->oldest == e)
-		ratelimit_unlist(r, e);
-	e->older = r->youngest;
-	if (r->youngest)
-		r->youngest->younger = e;
-	else
-		r->oldest = e;
-	r->youngest = e;
-}
-
-static void
-ratelimit_drop(struct ratelimit *r, struct ratelimit_entry *e)
-{
-	struct ratelimit_entry **pp = ratelimit_slot(r, e->key);
-
-	*pp = e->chain;
-	ratelimit_unlist(r, e);
-	r->nentries--;
-	free(e);
-}
-
 /* Drop the idle entries at the old end. */
 static void
 ratelimit_expire(struct ratelimit *r, int64_t now_ms)
 {
-	while (r->oldest && ratelimit_idle(r, r->oldest, now_ms))
-		ratelimit_drop(r, r->oldest);
+	struct ratelimit_entry *e;
+
+	while ((e = (struct ratelimit_entry *)keytab_oldest(&r->tab)) != NULL &&
+	       ratelimit_idle(r, e, now_ms))
+		keytab_remove(&r->tab, &e->node);
 }
 
 /*
@@ -192,19 +137,17 @@ static struct ratelimit_entry *
 ratelimit_get(struct ratelimit *r, const char *key, int64_t now_ms)
 {
 	ratelimit_expire(r, now_ms);
-	struct ratelimit_entry **pp = ratelimit_slot(r, key);
-	if (*pp)
-		return *pp;
-	if (r->nentries >= r->max_entries)
+	struct ratelimit_entry *e = ratelimit_find(r, key);
+	if (e)
+		return e;
+	if (keytab_count(&r->tab) >= r->max_entries)
 		return NULL;
 	size_t len = strlen(key);
-	struct ratelimit_entry *e = xcalloc(1, sizeof(*e) + len + 1);
+	e = xcalloc(1, sizeof(*e) + len + 1);
 	memcpy(e->key, key, len + 1);
 	e->credit = r->cap;
 	e->last_ms = now_ms;
-	*pp = e;
-	ratelimit_touch(r, e);
-	r->nentries++;
+	keytab_insert(&r->tab, &e->node, e->key);
 	return e;
 }
 
@@ -212,7 +155,7 @@ int64_t
 ratelimit_available(struct ratelimit *r, const char *key, int64_t now_ms)
 {
 	ratelimit_expire(r, now_ms);
-	struct ratelimit_entry *e = *ratelimit_slot(r, key);
+	struct ratelimit_entry *e = ratelimit_find(r, key);
 	return (e ? ratelimit_credit(r, e, now_ms) : r->cap) / r->window_ms;
 }
 
@@ -239,7 +182,7 @@ ratelimit_take(struct ratelimit *r, const char *key, size_t n, int64_t now_ms)
 	e->credit = c > -r->cap ? c : -r->cap;
 	if (now_ms > e->last_ms)
 		e->last_ms = now_ms;
-	ratelimit_touch(r, e);
+	keytab_touch(&r->tab, &e->node);
 }
 
 int
@@ -250,7 +193,7 @@ ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms)
 	/* Untracked (a full table): said each time, as that is rare itself. */
 	if (e == NULL)
 		return 1;
-	ratelimit_touch(r, e);
+	keytab_touch(&r->tab, &e->node);
 	if (e->warned && now_ms - e->warned_ms < r->window_ms)
 		return 0;
 	e->warned = 1;
