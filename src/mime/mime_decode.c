@@ -349,17 +349,17 @@ convert_iconv(struct buf *out, iconv_t cd, const char *in, size_t len)
 struct cd_slot {
 	char name[CHARSET_MAX + 1];
 	iconv_t cd;
-	uint64_t used;	/* cache tick of the last use */
+	uint64_t used; /* cache tick of the last use */
 };
 
 struct cd_cache {
 	struct cd_slot slot[ICONV_CACHE];
 	size_t n;
 	uint64_t tick;
-	unsigned depth;	/* mime_charset_scope_begin() nesting */
-	char seen[ICONV_CACHE][CHARSET_MAX + 1];	/* converted in this scope */
+	unsigned depth;				 /* mime_charset_scope_begin() nesting */
+	char seen[ICONV_CACHE][CHARSET_MAX + 1]; /* converted in this scope */
 	size_t nseen;
-	uint64_t opens;	/* iconv_open() calls made, for mime_iconv_opens() */
+	uint64_t opens; /* iconv_open() calls made, for mime_iconv_opens() */
 };
 
 static pthread_key_t cd_key;

@@ -502,7 +502,7 @@ mime_bodystructure(struct buf *out, const struct mime_part *p, unsigned int flag
 		return r < 0 ? -1 : 0;
 	}
 	r |= buf_putc(out, '(');
-	mime_charset_scope_begin();	/* every part's file name: charsets bounded together */
+	mime_charset_scope_begin(); /* every part's file name: charsets bounded together */
 	r |= write_part(out, p, flags);
 	mime_charset_scope_end();
 	r |= buf_putc(out, ')');

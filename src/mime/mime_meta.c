@@ -50,7 +50,7 @@ mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm)
 	struct buf b = BUF_INIT(0);
 
 	memset(mm, 0, sizeof(*mm));
-	mime_charset_scope_begin();	/* one message: its charsets bounded together */
+	mime_charset_scope_begin(); /* one message: its charsets bounded together */
 	struct mime_part *root = mime_parse(msg, len);
 	if (mime_envelope(&b, root) == 0)
 		mm->envelope = buf_steal(&b);

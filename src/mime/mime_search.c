@@ -313,7 +313,7 @@ search_cache(struct buf *out, const char *hdr, size_t len)
 bool
 mime_search_cache(struct buf *out, const char *hdr, size_t len)
 {
-	mime_charset_scope_begin();	/* one message's headers: charsets bounded together */
+	mime_charset_scope_begin(); /* one message's headers: charsets bounded together */
 	bool r = search_cache(out, hdr, len);
 	mime_charset_scope_end();
 	return r;

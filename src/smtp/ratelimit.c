@@ -26,7 +26,7 @@
 
 struct ratelimit_entry {
 	struct keytab_node node; /* first: a node is its entry */
-	int64_t credit; /* token-milliseconds, as of last_ms; -cap..cap */
+	int64_t credit;		 /* token-milliseconds, as of last_ms; -cap..cap */
 	int64_t last_ms;
 	int64_t warned_ms; /* the last refusal logged as a warning */
 	int warned;

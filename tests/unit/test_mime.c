@@ -660,9 +660,9 @@ static void
 test_charset_cycling(void **state)
 {
 	static const char *const cs[] = {
-	    "iso-8859-2",  "iso-8859-3",  "iso-8859-4",	 "iso-8859-5", "iso-8859-6",
-	    "iso-8859-7",  "iso-8859-9",  "iso-8859-10", "iso-8859-13", "iso-8859-14",
-	    "iso-8859-15", "iso-8859-16", "koi8-r",	 "koi8-u",	"windows-1250",
+	    "iso-8859-2",   "iso-8859-3",   "iso-8859-4",   "iso-8859-5",   "iso-8859-6",
+	    "iso-8859-7",   "iso-8859-9",   "iso-8859-10",  "iso-8859-13",  "iso-8859-14",
+	    "iso-8859-15",  "iso-8859-16",  "koi8-r",	    "koi8-u",	    "windows-1250",
 	    "windows-1251", "windows-1253", "windows-1254", "windows-1257", "cp850",
 	};
 	struct buf in = BUF_INIT(0), out = BUF_INIT(0), again = BUF_INIT(0);
@@ -674,8 +674,8 @@ test_charset_cycling(void **state)
 	assert_int_equal(mime_decode_words(&out, in.data, in.len), 0);
 	assert_true(mime_iconv_opens() - before <= 2);
 	assert_int_equal(count_of(buf_str(&out), "\xef\xbf\xbd"), 0);
-	assert_int_equal(count_of(buf_str(&out), "\xc3\xa9"), 100);	/* é in latin-1 */
-	assert_int_equal(count_of(buf_str(&out), "\xd0\x98"), 100);	/* И in koi8-r */
+	assert_int_equal(count_of(buf_str(&out), "\xc3\xa9"), 100); /* é in latin-1 */
+	assert_int_equal(count_of(buf_str(&out), "\xd0\x98"), 100); /* И in koi8-r */
 
 	/* A stateful conversion cut short leaves no shift state behind. */
 	buf_reset(&out);
@@ -695,7 +695,7 @@ test_charset_cycling(void **state)
 	assert_int_equal(mime_decode_words(&out, in.data, in.len), 0);
 	assert_true(mime_iconv_opens() - before <= 16);
 	assert_int_equal(count_of(buf_str(&out), "\xef\xbf\xbd"), 800);
-	assert_int_equal(count_of(buf_str(&out), "\xd0\x98"), 400);	/* both koi8s: converted */
+	assert_int_equal(count_of(buf_str(&out), "\xd0\x98"), 400); /* both koi8s: converted */
 	/* The same header again: the same text, and nothing opened. */
 	before = mime_iconv_opens();
 	assert_int_equal(mime_decode_words(&again, in.data, in.len), 0);
@@ -706,7 +706,7 @@ test_charset_cycling(void **state)
 	 * each convert 16 of them, the same ones whatever came before. */
 	buf_reset(&out);
 	mime_charset_scope_begin();
-	mime_charset_scope_begin();	/* nested: the outer scope counts */
+	mime_charset_scope_begin(); /* nested: the outer scope counts */
 	for (size_t k = 0; k < ARRAY_LEN(cs); k++) {
 		buf_reset(&in);
 		buf_printf(&in, "=?%s?Q?=E9?=", cs[ARRAY_LEN(cs) - 1 - k]);
@@ -714,7 +714,7 @@ test_charset_cycling(void **state)
 	}
 	mime_charset_scope_end();
 	buf_reset(&in);
-	buf_printf(&in, "=?%s?Q?=E9?=", cs[0]);	/* the 21st: over the bound */
+	buf_printf(&in, "=?%s?Q?=E9?=", cs[0]); /* the 21st: over the bound */
 	assert_int_equal(mime_decode_words(&out, in.data, in.len), 0);
 	mime_charset_scope_end();
 	assert_int_equal(count_of(buf_str(&out), "\xef\xbf\xbd"), 5);
