@@ -46,6 +46,19 @@ def tls_files(tmp_path_factory):
     return cert, key
 
 
+def skip_unless_ipv6_loopback():
+    """Skip the calling test where ::1 cannot be used (no IPv6, or a
+    sandbox without it): a refused connection to it is the usable case."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        socket.create_connection(("::1", 9), timeout=1).close()
+    except ConnectionRefusedError:
+        pass
+    except OSError as e:
+        pytest.skip("::1 unusable here: %s" % e)
+
+
 def client_tls():
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from conftest import skip_unless_ipv6_loopback
 from ports import free_port
 
 ALICE, PW = "alice@example.test", "alice-pw"
@@ -282,14 +283,7 @@ def test_ipv6_client_counted_by_its_prefix(make_surat, prefix, key):
     """An IPv6 client counts under its max_connections_ipv6_prefix, as for
     the connection cap (one site holds a whole /64); the log names the key.
     IPv4 clients keep their own count."""
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        socket.create_connection(("::1", 9), timeout=1).close()
-    except ConnectionRefusedError:
-        pass
-    except OSError as e:
-        pytest.skip("::1 unusable here: %s" % e)
+    skip_unless_ipv6_loopback()
     s = start(make_surat, max_connections_ipv6_prefix=prefix)
     p6, i6 = free_port(), free_port()
     with open(s.conf, "a") as f:

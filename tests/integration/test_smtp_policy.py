@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import client_tls, free_port
+from conftest import client_tls, free_port, skip_unless_ipv6_loopback
 from test_smtp import (Raw, access_lines, bounded, make_populated, msg,  # noqa: F401
                        populated_data, queue_ids, smtp, split_stored, stored_one, submission,
                        surat, wait_queue_empty)
@@ -947,15 +947,8 @@ def test_per_ip_cap_counts_an_ipv6_client_by_its_prefix(make_populated, prefix, 
     site holds a whole /64 and could take an address per connection). Over
     ::1, the one IPv6 loopback address, the cap holds as for IPv4 and the
     warning names what the client was counted as."""
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+    skip_unless_ipv6_loopback()
     p6 = free_port()
-    try:
-        socket.create_connection(("::1", 9), timeout=1).close()
-    except ConnectionRefusedError:
-        pass
-    except OSError as e:
-        pytest.skip("::1 unusable here: %s" % e)
     s = make_populated(extra={"max_connections_per_ip": "2",
                               "max_connections_ipv6_prefix": prefix})
     with open(s.conf, "a") as f:

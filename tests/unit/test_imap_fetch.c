@@ -16,7 +16,8 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
+#include "unit_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,15 +97,6 @@ static const char msg_b64[] = "Subject: b64\r\n"
 			      "\r\n"
 			      "AAEC\r\n";
 
-static int
-rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static uint32_t
 add_msg(struct fixture *fx, const char *text, size_t len, int64_t idate, int32_t tz, uint32_t flags,
 	bool cache)
@@ -164,7 +156,7 @@ teardown(void **state)
 
 	store_mbox_view_free(&fx->view);
 	store_close(&fx->st);
-	nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(fx->dir);
 	free(fx);
 	return 0;
 }

@@ -16,7 +16,8 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
+#include "unit_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,15 +83,6 @@ static const char m3[] = "From: robot@example.net\r\n"
 			 "--b--\r\n";
 
 static char *m4;
-
-static int
-rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static void
 add_msg(struct fixture *fx, const char *text, int64_t idate, uint32_t flags, const char *kw)
@@ -161,7 +153,7 @@ teardown(void **state)
 	imap_seqset_free(&fx->saved);
 	store_mbox_view_free(&fx->view);
 	store_close(&fx->st);
-	nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(fx->dir);
 	free(m4);
 	m4 = NULL;
 	free(fx);

@@ -17,7 +17,8 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
+#include "unit_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,15 +131,6 @@ static const struct {
     {96, "<3@e> <6@e> <44@e> <7@e>", "RE: B"},
 };
 
-static int
-rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 add_msg(struct fixture *fx, const char *mbox, const char *text, int64_t idate)
 {
@@ -218,7 +210,7 @@ teardown(void **state)
 	store_mbox_view_free(&fx->chainv);
 	store_mbox_view_free(&fx->examplev);
 	store_close(&fx->st);
-	nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(fx->dir);
 	free(fx);
 	return 0;
 }

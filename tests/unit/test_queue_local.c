@@ -10,7 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <ftw.h>
+
+#include "unit_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,15 +30,6 @@
 #define HASH "$y$j9T$0123456789abcdefghijk.$HZFaqNlR2sYnFAJ.QaWPQgKyJb5IoHXk9x4tw4eROn4"
 
 static const char msg[] = "From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n";
-
-static int
-rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static int
 setup(void **state)
@@ -63,7 +55,7 @@ static int
 teardown(void **state)
 {
 	store_pool_drain();
-	nftw(*state, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(*state);
 	free(*state);
 	return 0;
 }

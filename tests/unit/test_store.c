@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "unit_util.h"
+
 #include <dirent.h>
 #include <linux/fs.h>
 #include <fcntl.h>
@@ -47,15 +49,6 @@ static const char msg1[] = "From: Bob <bob@example.net>\r\n"
 			   "The quick brown fox.\r\n";
 
 static int
-test_rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
 setup(void **state)
 {
 	struct fixture *fx = xcalloc(1, sizeof(*fx));
@@ -82,7 +75,7 @@ teardown(void **state)
 
 	store_set_notify(NULL, NULL);
 	store_close(&fx->st);
-	nftw(fx->dir, test_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(fx->dir);
 	free(fx);
 	return 0;
 }
