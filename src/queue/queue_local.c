@@ -68,15 +68,26 @@ local_user_exists(const char *data_dir, const char *account, struct buf *err)
 	return r;
 }
 
+#define RETURN_PATH_FMT "Return-Path: <%s>\r\nDelivered-To: %s\r\n"
+
+size_t
+local_added_len(const char *return_path, const char *account)
+{
+	/* The format less its two %s. */
+	return sizeof(RETURN_PATH_FMT) - 1 - 4 + (return_path ? strlen(return_path) : 0) +
+	       strlen(account);
+}
+
 int
-local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size)
+local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size,
+		 uint64_t added)
 {
 	struct buf err = BUF_INIT(0);
 	uint64_t bytes = 0, msgs = 0;
 
 	if (quota <= 0)
 		return 0;
-	if (size > (uint64_t)quota)
+	if (size > 0 && size + added > (uint64_t)quota)
 		return 2;
 	/* On a worker: a handle of the shared cache. */
 	struct store *st = store_pool_get(data_dir, account, &err);
@@ -86,7 +97,7 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 	/* Size unknown (no SIZE=) is at least a byte: a mailbox exactly full takes nothing. */
 	if (size == 0)
 		size = 1;
-	int r = store_usage(st, &bytes, &msgs) < 0 ? -1 : bytes + size > (uint64_t)quota;
+	int r = store_usage(st, &bytes, &msgs) < 0 ? -1 : bytes + size + added > (uint64_t)quota;
 	store_pool_put(&st);
 	return r;
 }
@@ -153,8 +164,7 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		}
 		struct buf *m = &msgs[nadd];
 		buf_init(m, 0);
-		buf_printf(m, "Return-Path: <%s>\r\nDelivered-To: %s\r\n",
-			   it->return_path ? it->return_path : "", account);
+		buf_printf(m, RETURN_PATH_FMT, it->return_path ? it->return_path : "", account);
 		buf_append(m, it->content, it->len);
 		if (quota > 0 && bytes + m->len > (uint64_t)quota) {
 			/* A run again after a crash may find it delivered

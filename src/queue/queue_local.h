@@ -50,11 +50,19 @@ void local_deliver_many(const char *data_dir, const char *account, int64_t quota
 			struct local_item *items, size_t n);
 
 /*
- * 1 if account is over (or would go over with size more bytes) its quota,
- * 2 if size alone is more than the quota (no expunge makes room), 0 if
- * neither, -1 on error. quota 0: unlimited. Opens the store unless the
- * answer is 2: call on a worker.
+ * The octets delivery adds on top of a message it stores for account:
+ * the Return-Path: and Delivered-To: lines (return_path NULL: <>).
  */
-int local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size);
+size_t local_added_len(const char *return_path, const char *account);
+
+/*
+ * 1 if account is over (or would go over with a message of size octets,
+ * 0 if unknown, plus added octets of headers) its quota, 2 if a message
+ * of a known size can never fit (bigger than the whole quota: no expunge
+ * makes room), 0 if neither, -1 on error. quota 0: unlimited. Opens the
+ * store unless the answer is 2: call on a worker.
+ */
+int local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size,
+		     uint64_t added);
 
 #endif

@@ -172,6 +172,9 @@ static void auth_job_free(void *arg);
 static void smtp_read_cb(struct bufferevent *bev, void *arg);
 static void smtp_write_cb(struct bufferevent *bev, void *arg);
 static void smtp_event_cb(struct bufferevent *bev, short what, void *arg);
+static void smtp_trace_date(char *date, size_t size);
+static void smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date,
+			      const char *for_rcpt);
 
 static void
 smtp_set_state(struct smtp_sess *s, enum smtp_state st)
@@ -1303,6 +1306,23 @@ smtp_rate_take(struct smtp_sess *s)
 }
 
 /*
+ * The length of our trace header were the message to come now, for rcpt as
+ * its only recipient (with more, it names none: shorter).
+ */
+static size_t
+smtp_trace_len(struct smtp_sess *s, const char *rcpt)
+{
+	struct buf b = BUF_INIT(0);
+	char date[64];
+
+	smtp_trace_date(date, sizeof(date));
+	smtp_trace_header(s, &b, date, rcpt);
+	size_t len = b.len;
+	buf_free(&b);
+	return len;
+}
+
+/*
  * The quota check of an RCPT reads the recipient's store: on a worker, with
  * the session waiting (ST_WAIT), like a password check.
  */
@@ -1313,8 +1333,9 @@ struct quota_job {
 	char *data_dir;
 	char **accounts;
 	int64_t *quotas;
+	uint64_t *added;	/* per account: the octets of headers we add */
 	size_t n;
-	uint64_t size;
+	uint64_t size;		/* SIZE=, 0 if unknown */
 	size_t nover;		/* accounts over quota */
 	size_t ntoobig;		/* of them, those whose whole quota is less than size */
 };
@@ -1338,7 +1359,8 @@ quota_work(void *arg)
 	/* Counted until one has room: that is enough for quota_done(). */
 	j->nover = j->ntoobig = 0;
 	for (size_t i = 0; i < j->n && j->nover == i; i++) {
-		int r = local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size);
+		int r = local_over_quota(j->data_dir, j->accounts[i], j->quotas[i], j->size,
+					 j->added[i]);
 		j->nover += r >= 1;
 		j->ntoobig += r == 2;
 	}
@@ -1380,6 +1402,7 @@ quota_done(void *arg)
 		free(j->accounts[i]);
 	free(j->accounts);
 	free(j->quotas);
+	free(j->added);
 	free(j->data_dir);
 	free(j);
 }
@@ -1452,6 +1475,7 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 			return;
 		}
 		struct quota_job *j = NULL;
+		size_t trace_len = 0;
 		for (size_t i = 0; i < r.nfinal; i++) {
 			int64_t quota = r.local[i] ? user_quota(s, r.final[i]) : 0;
 			if (quota <= 0)
@@ -1460,7 +1484,14 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 				j = xcalloc(1, sizeof(*j));
 				j->accounts = xcalloc(r.nfinal, sizeof(*j->accounts));
 				j->quotas = xcalloc(r.nfinal, sizeof(*j->quotas));
+				j->added = xcalloc(r.nfinal, sizeof(*j->added));
+				trace_len = smtp_trace_len(s, addr);
 			}
+			/*
+			 * The mailbox gets the message with our Received: and the
+			 * delivery's lines on top: SIZE= counts neither.
+			 */
+			j->added[j->n] = trace_len + local_added_len(s->mail.from.addr, r.final[i]);
 			j->accounts[j->n] = xstrdup(r.final[i]);
 			j->quotas[j->n++] = quota;
 		}
@@ -1847,6 +1878,73 @@ bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
 	return 1;
 }
 
+/* The date of our trace header and of a Date: we add. */
+static void
+smtp_trace_date(char *date, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(date, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/*
+ * Our Received: trace header for the message of the transaction under way,
+ * appended to out; for_rcpt names its recipient when it has only one.
+ */
+static void
+smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const char *for_rcpt)
+{
+	const struct config *cfg = s->srv->cfg;
+	int submission = (s->flags & F_AUTHED) != 0;
+	char tlsd[128];
+	const char *proto_word;
+	int utf8 = s->mail.smtputf8;
+
+	if (!(s->flags & F_EHLO))
+		proto_word = "SMTP";
+	else if (s->c->tls && submission)
+		proto_word = utf8 ? "UTF8SMTPSA" : "ESMTPSA";
+	else if (s->c->tls)
+		proto_word = utf8 ? "UTF8SMTPS" : "ESMTPS";
+	else if (submission)
+		proto_word = utf8 ? "UTF8SMTPA" : "ESMTPA";
+	else
+		proto_word = utf8 ? "UTF8SMTP" : "ESMTP";
+	/*
+	 * RFC 5321 4.4: the name from EHLO as it came (checked then: a domain
+	 * or an address literal), a U-label only in SMTPUTF8 mail (RFC 6531
+	 * 3.7.3), else its A-label; an IPv6 peer as an IPv6 address literal.
+	 */
+	struct buf helo = BUF_INIT(0), herr = BUF_INIT(0), ip = BUF_INIT(0);
+	buf_printf(&ip, "[%s%s]", strchr(s->c->peer_ip, ':') ? "IPv6:" : "", s->c->peer_ip);
+	if (!util_has_8bit(s->helo, strlen(s->helo)) || utf8)
+		buf_puts(&helo, s->helo);
+	else if (accounts_normalise_domain(s->helo, &helo, &herr) < 0)
+		buf_puts(&helo, buf_str(&ip));
+	buf_printf(out, "Received: from %s (%s)\r\n\tby %s (surat) with %s", buf_str(&helo),
+		   buf_str(&ip), cfg->hostname, proto_word);
+	buf_free(&ip);
+	buf_free(&helo);
+	buf_free(&herr);
+	if (s->c->tls)
+		buf_printf(out, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
+	if (submission) {
+		/* A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532). */
+		if (!utf8 && util_has_8bit(s->user, strlen(s->user)))
+			buf_puts(out, "\r\n\t(authenticated)");
+		else
+			buf_printf(out, "\r\n\t(authenticated as %s)", s->user);
+	}
+	/* The queue id is not known yet: name the session, which the access
+	 * log ties to the queue id. */
+	buf_printf(out, " id %s", s->c->id);
+	if (for_rcpt != NULL)
+		buf_printf(out, "\r\n\tfor <%s>", for_rcpt);
+	buf_printf(out, ";\r\n\t%s\r\n", date);
+}
+
 static void
 smtp_message_done(struct smtp_sess *s)
 {
@@ -1884,54 +1982,9 @@ smtp_message_done(struct smtp_sess *s)
 
 	/* Our trace header on top of the message. */
 	struct buf content = BUF_INIT(0);
-	char date[64], tlsd[128];
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	const char *proto_word;
-	int utf8 = s->mail.smtputf8;
-	if (!(s->flags & F_EHLO))
-		proto_word = "SMTP";
-	else if (s->c->tls && submission)
-		proto_word = utf8 ? "UTF8SMTPSA" : "ESMTPSA";
-	else if (s->c->tls)
-		proto_word = utf8 ? "UTF8SMTPS" : "ESMTPS";
-	else if (submission)
-		proto_word = utf8 ? "UTF8SMTPA" : "ESMTPA";
-	else
-		proto_word = utf8 ? "UTF8SMTP" : "ESMTP";
-	/*
-	 * RFC 5321 4.4: the name from EHLO as it came (checked then: a domain
-	 * or an address literal), a U-label only in SMTPUTF8 mail (RFC 6531
-	 * 3.7.3), else its A-label; an IPv6 peer as an IPv6 address literal.
-	 */
-	struct buf helo = BUF_INIT(0), herr = BUF_INIT(0), ip = BUF_INIT(0);
-	buf_printf(&ip, "[%s%s]", strchr(s->c->peer_ip, ':') ? "IPv6:" : "", s->c->peer_ip);
-	if (!util_has_8bit(s->helo, strlen(s->helo)) || utf8)
-		buf_puts(&helo, s->helo);
-	else if (accounts_normalise_domain(s->helo, &helo, &herr) < 0)
-		buf_puts(&helo, buf_str(&ip));
-	buf_printf(&content, "Received: from %s (%s)\r\n\tby %s (surat) with %s",
-		   buf_str(&helo), buf_str(&ip), cfg->hostname, proto_word);
-	buf_free(&ip);
-	buf_free(&helo);
-	buf_free(&herr);
-	if (s->c->tls)
-		buf_printf(&content, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
-	if (submission) {
-		/* A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532). */
-		if (!utf8 && util_has_8bit(s->user, strlen(s->user)))
-			buf_puts(&content, "\r\n\t(authenticated)");
-		else
-			buf_printf(&content, "\r\n\t(authenticated as %s)", s->user);
-	}
-	/* The queue id is not known yet: name the session, which the access
-	 * log ties to the queue id. */
-	buf_printf(&content, " id %s", s->c->id);
-	if (s->nrcpts == 1)
-		buf_printf(&content, "\r\n\tfor <%s>", s->rcpts[0].orig);
-	buf_printf(&content, ";\r\n\t%s\r\n", date);
+	char date[64];
+	smtp_trace_date(date, sizeof(date));
+	smtp_trace_header(s, &content, date, s->nrcpts == 1 ? s->rcpts[0].orig : NULL);
 	/*
 	 * Submission: the fields the MUA left out go at the end of its header,
 	 * after any trace fields it has (RFC 5322 3.6 keeps a trace block

@@ -46,6 +46,13 @@ def tls_files(tmp_path_factory):
     return cert, key
 
 
+# fill_mailbox(): room left for the headers surat adds to a message (the
+# RCPT quota check counts them), not for a message with FILL_PAD in it.
+FILL_ROOM = 1024
+FILL_PAD = (b"X-Fill: " + b"p" * 700 + b"\r\n\t" + b"p" * 700 + b"\r\n")
+
+
+
 def skip_unless_ipv6_loopback():
     """Skip the calling test where ::1 cannot be used (no IPv6, or a
     sandbox without it): a refused connection to it is the usable case."""
@@ -127,10 +134,12 @@ class Surat:
 
     def fill_mailbox(self, addr, size=16384):
         """Make addr's mailbox full: a filler message of about size octets
-        delivered over SMTP, then its quota set to its usage and one octet.
-        RCPT still takes mail for it (without SIZE=, one octet fits), and
-        delivery defers it (over quota: temporary) as long as it is not
-        bigger than the whole quota (5.2.3: bounced at once)."""
+        delivered over SMTP, then its quota set to its usage and FILL_ROOM.
+        RCPT still takes mail for it (without SIZE=, a message of one octet
+        with the headers surat adds fits), and delivery defers a message of
+        more than FILL_ROOM (over quota: temporary; a message of FILL_PAD's
+        size is) as long as it is not bigger than the whole quota (5.2.3:
+        bounced at once)."""
         import smtplib
         n = len(self.messages(addr))
         body = b"Subject: filler\r\n\r\n" + (b"f" * 78 + b"\r\n") * (size // 80)
@@ -140,7 +149,7 @@ class Surat:
         out = self.cli("mailbox", "list", addr).stdout
         used = sum(int(x) for x in re.findall(r"size=(\d+)", out))
         assert used >= size, out
-        self.cli("user", "quota", addr, str(used + 1))
+        self.cli("user", "quota", addr, str(used + FILL_ROOM))
 
     def wait_messages(self, addr, n, box="INBOX", timeout=10):
         deadline = time.time() + timeout

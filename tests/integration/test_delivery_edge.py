@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import BIN, free_port
+from conftest import BIN, FILL_PAD, free_port
 from test_smtp import (TIMEOUT, Raw, bounded, make_populated, populated_data,  # noqa: F401
                        smtp, split_stored, stored_one)
 from test_outbound import Peer
@@ -808,7 +808,7 @@ def test_delay_notice_and_expiry_report_follow_notify(start):
         s.fill_mailbox("%s@example.test" % u)     # nothing more fits
     qid = transaction(s, "alice@example.test",
                       [("%s@example.test" % u, o) for u, o in notify.items()],
-                      b"Subject: stuck\r\n\r\nx\r\n")
+                      b"Subject: stuck\r\n" + FILL_PAD + b"\r\nx\r\n")
     s.wait_messages("alice@example.test", 2, timeout=20)
     wait_for(lambda: queue_empty(s), what="empty queue")
     time.sleep(1.5)
@@ -924,7 +924,8 @@ def test_user_deleted_while_deferred_bounces_5_1_1_with_dsn_params(srv):
     s = srv
     s.add_user("carol@example.test", "carol-pw")
     s.fill_mailbox("carol@example.test")
-    body = b"From: bob@example.test\r\nSubject: for carol\r\n\r\nsecret body line\r\n"
+    body = (b"From: bob@example.test\r\nSubject: for carol\r\n" + FILL_PAD +
+            b"\r\nsecret body line\r\n")
     qid = transaction(s, "bob@example.test",
                       [("carol@example.test", " NOTIFY=FAILURE ORCPT=rfc822;Carol@example.test")],
                       body, mail_opts=" RET=HDRS ENVID=del-seven")
@@ -1345,9 +1346,9 @@ def test_damaged_spool_file_is_kept_aside_and_listed(make_surat, start):
     s.add_user("carol@example.test", "carol-pw")
     s.fill_mailbox("carol@example.test")     # kept deferred
     transaction(s, "bob@example.test", [("carol@example.test", "")],
-                b"Subject: damaged\r\n\r\nthe damaged one\r\n")
+                b"Subject: damaged\r\n" + FILL_PAD + b"\r\nthe damaged one\r\n")
     qid2 = transaction(s, "bob@example.test", [("carol@example.test", "")],
-                       b"Subject: torn\r\n\r\nthe torn one\r\n")
+                       b"Subject: torn\r\n" + FILL_PAD + b"\r\nthe torn one\r\n")
     wait_queue_shows(s, r"(?s)attempts=[2-9].*attempts=[2-9]")
     assert s.stop() == 0
     path = spool_file_of(s, b"the damaged one")

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from conftest import FILL_PAD
 from test_delivery_edge import (start, peer, route_to, transaction, transaction_on,  # noqa: F401
                                 wait_for, queue_empty, queue_list, stored_notice, make_populated,
                                 populated_data, bounded)
@@ -375,7 +376,7 @@ def test_two_success_notices_of_one_message_have_distinct_message_ids(start):
     s.fill_mailbox("carol@example.test")
     transaction(s, "bob@example.test",
                 [("alice@example.test", " NOTIFY=SUCCESS"), ("carol@example.test", " NOTIFY=SUCCESS")],
-                b"Subject: tell me twice\r\n\r\nx\r\n")
+                b"Subject: tell me twice\r\n" + FILL_PAD + b"\r\nx\r\n")
     first = stored_notice(s, "bob@example.test")
     s.cli("user", "quota", "carol@example.test", "default")
     s.cli("queue", "flush")
@@ -487,7 +488,7 @@ def test_failure_is_bounced_while_another_recipient_is_still_deferred(start):
     s.fill_mailbox("carol@example.test")
     qid = transaction(s, "bob@example.test",
                       [("alice@example.test", ""), ("carol@example.test", "")],
-                      loop_body("alice@example.test"))
+                      loop_body("alice@example.test", extra=FILL_PAD))
     s.wait_messages("bob@example.test", 1, timeout=5)
     assert re.search(r"<carol@example\.test>\s+local\s+deferred", queue_list(s)), queue_list(s)
     groups, body = ds_groups(stored_notice(s, "bob@example.test"))

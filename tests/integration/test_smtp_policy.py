@@ -689,23 +689,71 @@ def test_over_quota(surat):
 
 def test_mailbox_exactly_at_quota_refuses_at_rcpt(surat):
     """A mailbox whose usage equals its quota has room for no message: RCPT
-    without SIZE= gets 452 4.2.2 at once, not a 250 and then a deferral."""
+    without SIZE= gets 452 4.2.2 at once, not a 250 and then a deferral. Nor
+    has one with room for less than the headers every message gets (our
+    Received:, Return-Path:, Delivered-To:)."""
     with smtp(surat) as c:
         assert c.sendmail("s@remote.test", ["bob@example.test"], msg(to="bob@example.test")) == {}
     stored_one(surat, "bob@example.test")
     out = surat.cli("mailbox", "list", "bob@example.test").stdout
     used = sum(int(n) for n in re.findall(r"size=(\d+)", out))
     assert used > 0, out
-    surat.cli("user", "quota", "bob@example.test", str(used))
-    r = rcpt_session(surat)
-    r.expect("RCPT TO:<bob@example.test>", 452, "4.2.2")
-    r.expect("QUIT", 221)
-    r.close()
-    surat.cli("user", "quota", "bob@example.test", str(used + 1))
+    for quota in (used, used + 1, used + 150):
+        surat.cli("user", "quota", "bob@example.test", str(quota))
+        r = rcpt_session(surat)
+        r.expect("RCPT TO:<bob@example.test>", 452, "4.2.2")
+        r.expect("QUIT", 221)
+        r.close()
+    surat.cli("user", "quota", "bob@example.test", str(used + 400))
     r = rcpt_session(surat)
     r.expect("RCPT TO:<bob@example.test>", 250)
     r.expect("QUIT", 221)
     r.close()
+
+
+def test_quota_at_rcpt_counts_the_headers_we_add(surat):
+    """SIZE= counts the message as the client sends it; the mailbox stores it
+    with our Received: and the delivery's Return-Path: and Delivered-To: on
+    top. RCPT judges the quota on the stored size: a message that passes RCPT
+    is delivered, not deferred; one that would not fit is refused at RCPT
+    (452 4.2.2, or 552 5.2.3 if it can never fit), not accepted and then
+    deferred or bounced."""
+    body = msg(to="bob@example.test")
+
+    def send(size_ok):
+        r = Raw(surat.port("smtp"))
+        r.greet()
+        r.expect("MAIL FROM:<s@remote.test> SIZE=%d" % len(body), 250)
+        if size_ok is not True:
+            r.expect("RCPT TO:<bob@example.test>", *size_ok)
+            r.expect("QUIT", 221)
+            r.close()
+            return
+        r.expect("RCPT TO:<bob@example.test>", 250)
+        r.expect("DATA", 354)
+        r.send(body + b".\r\n")
+        c, t = r.reply()
+        assert c == 250, t
+        r.expect("QUIT", 221)
+        r.close()
+
+    # Empty mailbox, quota a little above the client's size, below the
+    # stored one: it can never fit.
+    surat.cli("user", "quota", "bob@example.test", str(len(body) + 20))
+    send((552, "5.2.3"))
+    surat.cli("user", "quota", "bob@example.test", "0")
+    send(True)
+    stored = stored_one(surat, "bob@example.test")
+    assert len(stored) > len(body) + 100, (len(stored), len(body))
+    # One stored: room for the client's size and a little, not for the headers.
+    surat.cli("user", "quota", "bob@example.test", str(2 * len(stored) - 50))
+    send((452, "4.2.2"))
+    # Room for the stored size (and a few octets in case the session id or
+    # the date is longer): accepted and delivered, not deferred.
+    surat.cli("user", "quota", "bob@example.test", str(2 * len(stored) + 8))
+    send(True)
+    stored_one(surat, "bob@example.test", 2)
+    assert "deferred" not in surat.cli("queue", "list").stdout
 
 
 def test_quota_check_keeps_pipelined_order(surat):
