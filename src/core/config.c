@@ -68,6 +68,7 @@ static const struct config_key config_keys[] = {
 	{"smtp.data_timeout", CT_DURATION, OFF(smtp_data_timeout), 1, 86400},
 	{"smtp.min_data_rate", CT_SIZE, OFF(smtp_min_data_rate), 0, (int64_t)1 << 30},
 	{"smtp.max_hops", CT_UINT, OFF(smtp_max_hops), 1, 1000},
+	{"smtp.reverse_lookup", CT_BOOL, OFF(smtp_reverse_lookup), 0, 1},
 	{"auth.fail_delay", CT_DURATION, OFF(auth_fail_delay), 0, 60},
 	{"auth.lockout_failures", CT_UINT, OFF(auth_lockout_failures), 0, 1000000},
 	{"auth.lockout_window", CT_DURATION, OFF(auth_lockout_window), 1, 86400 * 7},
@@ -120,6 +121,7 @@ config_defaults(struct config *cfg)
 	cfg->smtp_data_timeout = 600;
 	cfg->smtp_min_data_rate = 500;
 	cfg->smtp_max_hops = 100;
+	cfg->smtp_reverse_lookup = 1;
 	cfg->auth_fail_delay = 2;
 	cfg->auth_lockout_failures = 10;
 	cfg->auth_lockout_window = 15 * 60;

@@ -69,6 +69,7 @@ struct config {
 	int64_t smtp_data_timeout;
 	int64_t smtp_min_data_rate;	/* octets/s DATA and BDAT must keep up; 0: none */
 	int64_t smtp_max_hops;
+	int smtp_reverse_lookup;	/* the client's name from the DNS */
 	int64_t auth_fail_delay;	/* seconds (a CT_DURATION, as every duration here) */
 	int64_t auth_lockout_failures;	/* per client key and window; 0: no lockout */
 	int64_t auth_lockout_window;

@@ -31,6 +31,7 @@
 #include "core/tls.h"
 #include "core/util.h"
 #include "core/worker.h"
+#include "dns/dns.h"
 #include "mime/mime_addr.h"
 #include "queue/queue.h"
 #include "queue/queue_local.h"
@@ -66,6 +67,8 @@
  */
 #define SMTP_OUT_MAX (256 * 1024)
 #define SMTP_IN_MAX (256 * 1024)
+/* Longest wait for the client's name before the greeting (smtp_named). */
+#define SMTP_NAME_WAIT_MS 5000
 
 enum smtp_state {
 	ST_CONNECTED,	/* greeting sent, no EHLO yet */
@@ -95,6 +98,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_DISCARD_AUTH 0x400 /* the overlong line skipped is an AUTH line or response */
 #define F_BDAT_SEQ 0x800 /* this BDAT came with no MAIL: refused 503 (RFC 3030 2) */
 #define F_BDAT_HELO 0x1000 /* this BDAT came after HELO: CHUNKING was never offered */
+#define F_NAMING 0x2000 /* looking up the client's name: no greeting yet */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -116,6 +120,10 @@ struct smtp_sess {
 	unsigned junk;		/* NOOP, RSET, VRFY, EXPN, HELP since the last message */
 	unsigned auth_fails;	/* failed authentications (RFC 4954 9) */
 	char helo[256];
+	/* The client's name (forward-confirmed reverse DNS), NULL: "unknown". */
+	char *client_name;
+	struct dns_query *name_q;	/* its lookup under way */
+	struct event *name_timer;	/* SMTP_NAME_WAIT_MS for it */
 	char *user;		/* authenticated account */
 	char *user_hash;	/* its password hash then: the same account still has it */
 	/* transaction */
@@ -173,6 +181,7 @@ static void smtp_read_cb(struct bufferevent *bev, void *arg);
 static void smtp_write_cb(struct bufferevent *bev, void *arg);
 static void smtp_event_cb(struct bufferevent *bev, short what, void *arg);
 static void smtp_trace_date(char *date, size_t size);
+static void smtp_name_ptr_cb(const struct dns_result *res, void *arg);
 static void smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date,
 			      const char *for_rcpt);
 
@@ -249,6 +258,13 @@ rcpt_free(struct rcpt *r)
 	free(r->orcpt);
 }
 
+/* The client's confirmed name (smtp_named), for logs and our Received:. */
+static const char *
+smtp_client_name(const struct smtp_sess *s)
+{
+	return s->client_name != NULL ? s->client_name : "unknown";
+}
+
 /* Escaped in from=<...> and rcpts=<...>,<...>: a quoted local part may hold them. */
 #define LOG_LIST_CHARS " <>,"
 
@@ -268,7 +284,7 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	 * and those not in quotes have their spaces, and inside <> lists their
 	 * '<', '>' and ',', written \xNN too (a quoted local part may hold them).
 	 */
-	buf_printf(&l, "access id=%s client=[%s] helo=", id ? id : "-", ip);
+	buf_printf(&l, "access id=%s client=%s[%s] helo=", id ? id : "-", smtp_client_name(s), ip);
 	log_escape_also(&l, s->helo, strlen(s->helo), 100, " ");
 	buf_printf(&l, " user=%s from=<", s->user ? s->user : "-");
 	log_escape_also(&l, s->mail.from.addr, s->mail.from.len, 256, LOG_LIST_CHARS);
@@ -366,6 +382,10 @@ smtp_sess_free(struct smtp_sess *s)
 	smtp_user_clear(s);
 	if (s->timer)
 		event_free(s->timer);
+	dns_cancel(&s->name_q);
+	if (s->name_timer)
+		event_free(s->name_timer);
+	free(s->client_name);
 	util_wipe(s->auth_user, sizeof(s->auth_user));
 	buf_free(&s->out);
 	free(s->gone);
@@ -1923,8 +1943,8 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 		buf_puts(&helo, s->helo);
 	else if (accounts_normalise_domain(s->helo, &helo, &herr) < 0)
 		buf_puts(&helo, buf_str(&ip));
-	buf_printf(out, "Received: from %s (%s)\r\n\tby %s (surat) with %s", buf_str(&helo),
-		   buf_str(&ip), cfg->hostname, proto_word);
+	buf_printf(out, "Received: from %s (%s %s)\r\n\tby %s (surat) with %s", buf_str(&helo),
+		   smtp_client_name(s), buf_str(&ip), cfg->hostname, proto_word);
 	buf_free(&ip);
 	buf_free(&helo);
 	buf_free(&herr);
@@ -2320,6 +2340,9 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct smtp_sess *s = c->proto;
 
+	/* Said before our greeting: kept until it is out (smtp_named). */
+	if (s->flags & F_NAMING)
+		return;
 	/* Message content: take all the socket has. */
 	if (s->state == ST_DATA || s->state == ST_BDAT)
 		conn_read_more(c, SMTP_IN_MAX);
@@ -2401,6 +2424,105 @@ smtp_on_shutdown(struct conn *c)
 	}
 }
 
+/*
+ * The client's name, as Postfix's smtpd has it: the name its address has in
+ * the reverse DNS, if that name has the address back (forward-confirmed), so
+ * that it means something in our Received: and the access log; "unknown"
+ * otherwise. Looked up before our greeting, as Postfix and OpenSMTPD do, for
+ * at most SMTP_NAME_WAIT_MS: a client whose DNS is broken is greeted then.
+ */
+static void
+smtp_named(struct smtp_sess *s, const char *name)
+{
+	dns_cancel(&s->name_q);
+	event_free(s->name_timer);
+	s->name_timer = NULL;
+	if (name != NULL)
+		s->client_name = xstrdup(name);
+	s->flags &= ~F_NAMING;
+	smtp_hold(s);
+	smtp_reply(s, 220, NULL, "%s ESMTP surat", s->srv->cfg->hostname);
+	/* Anything sent before the greeting is read now. */
+	s->phase_ms = util_mono_ms();
+	smtp_process(s);
+	smtp_release(s);
+}
+
+static void
+smtp_name_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_sess *s = arg;
+
+	(void)fd;
+	(void)what;
+	log_msg(LL_DEBUG, s->c->id, "client name lookup timed out");
+	smtp_named(s, NULL);
+}
+
+/* A host name we put in a header: letters, digits, '-' and '_' in labels. */
+static int
+smtp_name_ok(const char *name)
+{
+	size_t len = strlen(name), label = 0;
+
+	if (len == 0 || len > 253)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+		} else if (isalnum(ch) || ch == '-' || ch == '_') {
+			if (++label > 63)
+				return 0;
+		} else {
+			return 0;
+		}
+	}
+	return label > 0;
+}
+
+static void
+smtp_name_fwd_cb(const struct dns_result *res, void *arg)
+{
+	struct smtp_sess *s = arg;
+
+	s->name_q = NULL;
+	for (size_t i = 0; i < res->n; i++)
+		if (strcmp(res->addr[i].text, s->c->peer_ip) == 0) {
+			smtp_named(s, res->name);
+			return;
+		}
+	log_msg(LL_DEBUG, s->c->id, "client name %s does not resolve to %s (%s)", res->name,
+		s->c->peer_ip, dns_status_str(res->status));
+	smtp_named(s, NULL);
+}
+
+static void
+smtp_name_ptr_cb(const struct dns_result *res, void *arg)
+{
+	struct smtp_sess *s = arg;
+	char name[DNS_NAME_BUFSZ];
+
+	s->name_q = NULL;
+	/* The first name that can be one: several PTRs are rare, and Postfix
+	 * too confirms one. */
+	for (size_t i = 0; i < res->n && s->name_q == NULL; i++) {
+		xsnprintf(name, sizeof(name), "%s", res->ptr[i].name);
+		size_t len = strlen(name);
+		if (len > 0 && name[len - 1] == '.')
+			name[len - 1] = '\0';
+		if (!smtp_name_ok(name))
+			continue;
+		s->name_q = strchr(s->c->peer_ip, ':')
+				? dns_query_aaaa(s->srv->dns, name, smtp_name_fwd_cb, s)
+				: dns_query_a(s->srv->dns, name, smtp_name_fwd_cb, s);
+	}
+	if (s->name_q == NULL)
+		smtp_named(s, NULL);
+}
+
 static void
 smtp_start(struct conn *c)
 {
@@ -2416,6 +2538,15 @@ smtp_start(struct conn *c)
 	c->on_close = smtp_on_close;
 	c->on_shutdown = smtp_on_shutdown;
 	smtp_set_callbacks(s);
+	if (s->srv->cfg->smtp_reverse_lookup && s->srv->dns != NULL)
+		s->name_q = dns_query_ptr(s->srv->dns, c->peer_ip, smtp_name_ptr_cb, s);
+	if (s->name_q != NULL) {
+		s->flags |= F_NAMING;
+		s->name_timer = evtimer_new(c->srv->base, smtp_name_timeout, s);
+		struct timeval tv = {SMTP_NAME_WAIT_MS / 1000, SMTP_NAME_WAIT_MS % 1000 * 1000};
+		evtimer_add(s->name_timer, &tv);
+		return;
+	}
 	smtp_hold(s);
 	smtp_reply(s, 220, NULL, "%s ESMTP surat", s->srv->cfg->hostname);
 	smtp_release(s);

@@ -9,7 +9,7 @@ unambiguously whatever the client sent.
 The line, as smtp_access_log() (src/smtp/smtp_server.c) writes it after
 log_msg()'s prefix:
 
-  TIME info sid=SID access id=QID|- client=[IP] helo=H user=U|- from=<A>
+  TIME info sid=SID access id=QID|- client=NAME[IP] helo=H user=U|- from=<A>
       rcpts=<A>,<A>|- size=N [msgid=M|- subject="S"] result=CODE [reason="R"]
       duration=N.NNNs tls=none|VERSION:CIPHER
 
@@ -56,7 +56,7 @@ QESC = r'(?:[ !#-\[\]-~]|\\x[0-9a-f]{2})'        # the same, space allowed (quot
 ADDR = r'<(?:(?![<>,])%s)*>' % ESC
 GRAMMAR = [
     ("id", r"-|[0-9a-f]{16}", False),
-    ("client", r"\[[0-9a-fA-F.:]+\]", False),
+    ("client", r"[A-Za-z0-9._-]+\[[0-9a-fA-F.:]+\]", False),
     ("helo", r"%s*" % ESC, False),
     ("user", r"-|%s+" % ESC, False),
     ("from", ADDR, False),
@@ -221,7 +221,7 @@ def test_mx_accepted_all_fields(surat):
     assert f["_level"] == "info"
     assert iso(t0 - 1) <= f["_time"][:19] <= iso(t1 + 1), f["_raw"]
     assert f["id"] == qid
-    assert f["client"] == "[127.0.0.1]"
+    assert f["client"] == "localhost[127.0.0.1]"
     assert f["helo"] == "sender-host.remote.test"
     assert f["user"] == "-"
     assert f["from_addr"] == "s@remote.test"

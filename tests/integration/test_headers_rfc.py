@@ -478,7 +478,7 @@ def test_received_syntax_every_protocol_word(make_populated):
         stored = by_marker(msgs, re.search(rb"Subject: [^\r]*\r\n", body).group(0))
         dt, rec, others = split_added(stored, body)
         p = parse_received(rec, utf8)
-        assert p["from"] == "client.test" and p["tcp_info"] == "[127.0.0.1]", (n, p)
+        assert p["from"] == "client.test" and p["tcp_info"] == "localhost [127.0.0.1]", (n, p)
         assert p["by"] == "mx.example.test", (n, p)
         assert p.get("with") == word, (n, word, p)
         assert "id" in p, (n, p)
@@ -559,7 +559,7 @@ def test_received_helo_forms(make_populated):
             if any(ord(ch) > 0x7f for ch in helo):
                 want.append(helo.encode("idna").decode().lower())
             if helo.startswith("["):
-                assert p["tcp_info"] == "[127.0.0.1]", p
+                assert p["tcp_info"] == "localhost [127.0.0.1]", p
             # RFC 5321 4.4: SHOULD be the name as presented in EHLO.
             assert got.lower() in want, "FROM %r, EHLO was %r" % (got, helo)
         except AssertionError as e:

@@ -309,7 +309,7 @@ def assert_received_chain(stored, proto):
     """surat's Received: on top (protocol word, TLS details), Postfix's own
     below it, unchanged."""
     _, received, rest = split_stored(stored)
-    assert re.match(r"Received: from client\.pf\.test \(\[127\.0\.0\.1\]\)\r\n"
+    assert re.match(r"Received: from client\.pf\.test \(localhost \[127\.0\.0\.1\]\)\r\n"
                     r"\tby mx\.example\.test \(surat\) with %s\r\n" % proto, received), received
     assert TLS_DESC.search(received), received
     assert rest.startswith(b"Received: by client.pf.test (Postfix, from userid 0)"), rest[:300]
@@ -527,7 +527,7 @@ def test_msmtp_submits(make_surat, tmp_path, kind):
         stored = s.message(BOB, uids[-1])
         dt, received, rest = split_stored(stored)
         assert dt == BOB
-        assert received.startswith("Received: from mua.example.test ([127.0.0.1])\r\n"
+        assert received.startswith("Received: from mua.example.test (localhost [127.0.0.1])\r\n"
                                    "\tby mx.example.test (surat) with ESMTPSA\r\n"), received
         assert TLS_DESC.search(received), received
         assert "(authenticated as alice@example.test)" in received, received

@@ -244,7 +244,7 @@ def test_mx_delivery_byte_exact(surat):
     dt, received, rest = split_stored(stored)
     assert dt == "alice@example.test"
     assert rest == body
-    assert received.startswith("Received: from client.test ([127.0.0.1])")
+    assert received.startswith("Received: from client.test (localhost [127.0.0.1])")
     assert "by mx.example.test (surat) with ESMTP " in received
     assert "for <alice@example.test>" in received
     # MX: no Message-ID or Date of ours.
@@ -949,7 +949,7 @@ def test_access_log(surat):
     lines = [l for l in access_lines(surat) if "result=250" in l]
     assert len(lines) == 1, access_lines(surat)
     l = lines[0]
-    assert "client=[127.0.0.1]" in l
+    assert "client=localhost[127.0.0.1]" in l
     assert "user=alice@example.test" in l
     assert "from=<alice@example.test>" in l
     assert "rcpts=<bob@example.test>" in l
@@ -1017,7 +1017,7 @@ def test_bounce_for_mail_loop(surat):
     assert b"Action: failed\r\nStatus: 5.4.6\r\n" in report
     # The original as queued: our Received: line, then what was sent.
     orig = report.split(b"Content-Type: message/rfc822\r\n\r\n", 1)[1]
-    assert orig.startswith(b"Received: from client.test ([127.0.0.1])"), orig[:100]
+    assert orig.startswith(b"Received: from client.test (localhost [127.0.0.1])"), orig[:100]
     assert split_stored(b"Return-Path: <x>\r\nDelivered-To: x\r\n" + orig)[2].startswith(body)
     wait_queue_empty(surat)
     assert surat.messages("alice@example.test") == []

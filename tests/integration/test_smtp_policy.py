@@ -805,7 +805,7 @@ def test_client_gone_during_quota_check(surat):
         mine = [l for l in gone if "from=<gone%d@remote.test>" % i in l]
         assert len(mine) == 1, (i, gone)
         assert "access id=-" in mine[0] and 'reason="transaction not completed"' in mine[0], mine
-        assert "client=[127.0.0.1]" in mine[0], mine
+        assert "client=localhost[127.0.0.1]" in mine[0], mine
 
 
 # ---------------------------------------------------------------- disk space
