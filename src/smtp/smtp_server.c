@@ -299,7 +299,9 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	}
 	if (s->nrcpts == 0)
 		buf_putc(&l, '-');
-	buf_printf(&l, " size=%zu", s->data.len);
+	/* What came, kept or not: past the size limit data holds only the
+	 * part that fit, which would read as a message within it. */
+	buf_printf(&l, " size=%llu", (unsigned long long)s->reader.size);
 	/* Message-ID and Subject, if we have the header. */
 	if (s->data.len > 0) {
 		struct buf v = BUF_INIT(0);
@@ -345,6 +347,8 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	s->nfinal = 0;
 	memset(&s->mail, 0, sizeof(s->mail));
 	buf_free(&s->data);
+	/* The next transaction's size= starts from nothing, DATA or not. */
+	memset(&s->reader, 0, sizeof(s->reader));
 	s->last_refusal = 0;
 	free(s->msgid);
 	s->msgid = NULL;

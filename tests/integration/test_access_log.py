@@ -606,6 +606,33 @@ def test_bdat_oversize_in_first_chunk(make_populated):
     assert "size" in f["reason"].lower(), f["_raw"]
 
 
+@pytest.mark.parametrize("how", ["data", "bdat"])
+def test_oversize_size_is_what_came(make_populated, how):
+    """A message refused for its size: size= is the octets the client sent
+    (unstuffed), not the part of them kept up to the limit, which would read
+    as a message that fits."""
+    s = make_populated(extra={"smtp.max_message_size": "4096"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<big@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    body = msg("big") + b"..stuffed\r\n" + b"y" * 78 * 128 + b"\r\n"
+    if how == "data":
+        send_data(r, body, 552)
+        size = len(body) - body.count(b"\r\n.")
+    else:
+        half = len(body) // 2
+        r.send(b"BDAT %d\r\n" % half + body[:half])
+        assert r.reply()[0] in (250, 552)
+        r.send(b"BDAT %d LAST\r\n" % (len(body) - half) + body[half:])
+        assert r.reply()[0] == 552
+        size = len(body)
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(s))
+    assert f["result"] == 552 and f["size"] == size, (size, f["_raw"])
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["lone", "shared"])
 def test_pipelined_pair(surat, shared):
     """Two transactions pipelined in one session (with another session open,
