@@ -302,8 +302,9 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	/* What came, kept or not: past the size limit data holds only the
 	 * part that fit, which would read as a message within it. */
 	buf_printf(&l, " size=%llu", (unsigned long long)s->reader.size);
-	/* Message-ID and Subject, if we have the header. */
-	if (s->data.len > 0) {
+	/* Message-ID and Subject, if we have the header, or added the
+	 * Message-ID (an empty message submitted gets one too). */
+	if (s->data.len > 0 || s->msgid != NULL) {
 		struct buf v = BUF_INIT(0);
 		buf_puts(&l, " msgid=");
 		/* Ours first: added, the message had none of its own (a line

@@ -315,6 +315,25 @@ def test_generated_message_id_logged_not_one_in_body(surat):
     assert f["msgid"] == mids[0].decode(), (mids, f["_raw"])
 
 
+@pytest.mark.parametrize("how", ["data", "bdat"])
+def test_generated_message_id_logged_empty_message(surat, how):
+    """An empty message on submission (DATA then ".", or BDAT 0 LAST) is
+    taken and given a Message-ID: the line names it like any other's."""
+    r = raw_submission(surat)
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    if how == "data":
+        send_data(r, b"")
+    else:
+        r.expect("BDAT 0 LAST", 250)
+    r.close()
+    stored = stored_one(surat, "bob@example.test")
+    mid = re.search(rb"(?m)^Message-ID: (<[^>\r\n]+>)\r$", stored).group(1).decode()
+    f = one(final(surat))
+    assert f["result"] == 250 and f["size"] == 0, f["_raw"]
+    assert f.get("msgid") == mid and f["subject"] == "", (mid, f["_raw"])
+
+
 def test_partly_refused_rcpts(surat):
     """Refused RCPTs are not listed: rcpts= is exactly who got the message."""
     r = Raw(surat.port("smtp"))
