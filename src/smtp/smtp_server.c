@@ -1813,7 +1813,11 @@ static void
 smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *text)
 {
 	smtp_reply(s, code, enh, "%s", text);
-	smtp_access_log(s, NULL, code, text);
+	/* A BDAT with no MAIL opened no transaction: no line, as for a DATA
+	 * then (its sender would read <>, a bounce, and its duration run
+	 * from an older MAIL). */
+	if (!(s->flags & F_BDAT_SEQ))
+		smtp_access_log(s, NULL, code, text);
 	smtp_txn_reset(s, 0);
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 	smtp_timeouts(s);

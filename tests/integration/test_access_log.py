@@ -33,6 +33,7 @@ Decisions taken here (documented, and asserted):
   result=0 (no reply was given) or the last refusal code.
 - A MAIL refused outright (553 sender not owned) opens no transaction: no
   access line, but a `warn` line with the session id and user= is there.
+  Nor does a DATA or a BDAT with no MAIL before it (503).
 - A timeout or the error limit ends the transaction with a 421: that is its
   final reply code, and it needs its line like any other end.
 """
@@ -623,6 +624,25 @@ def test_bdat_oversize_in_first_chunk(make_populated):
     assert c1 == 552, (c1, t1)
     assert f["id"] == "-" and f["result"] == c2 and c2 >= 500, (c2, t2, f["_raw"])
     assert "size" in f["reason"].lower(), f["_raw"]
+
+
+def test_bdat_without_mail_no_line(surat):
+    """BDAT with no MAIL opens no transaction (503), as DATA without MAIL:
+    no line, rather than one with a null sender that reads as a bounce and
+    a duration counted from an older MAIL, or from 1970."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.send(b"BDAT 5 LAST\r\nabc\r\n")
+    assert r.reply()[0] == 503
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, msg("the only message"))
+    r.send(b"BDAT 3\r\nabcBDAT 2 LAST\r\nde")
+    assert [r.reply()[0] for _ in range(2)] == [503, 503]
+    r.expect("QUIT", 221)
+    r.close()
+    lines = final(surat)
+    assert [f["subject"] for f in lines] == ["the only message"], [f["_raw"] for f in lines]
 
 
 @pytest.mark.parametrize("how", ["data", "bdat"])
