@@ -286,7 +286,13 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	 */
 	buf_printf(&l, "access id=%s client=%s[%s] helo=", id ? id : "-", smtp_client_name(s), ip);
 	log_escape_also(&l, s->helo, strlen(s->helo), 100, " ");
-	buf_printf(&l, " user=%s from=<", s->user ? s->user : "-");
+	/* An account name may be UTF-8 (RFC 6531): escaped like the rest. */
+	buf_puts(&l, " user=");
+	if (s->user != NULL)
+		log_escape_also(&l, s->user, strlen(s->user), 256, " ");
+	else
+		buf_putc(&l, '-');
+	buf_puts(&l, " from=<");
 	log_escape_also(&l, s->mail.from.addr, s->mail.from.len, 256, LOG_LIST_CHARS);
 	buf_puts(&l, "> rcpts=");
 	for (size_t i = 0; i < s->nrcpts; i++) {

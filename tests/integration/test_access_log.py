@@ -806,6 +806,23 @@ def test_helo_odd_bytes(surat):
     assert "helo=b\\xc3\\xbccher.test " in raws[0]
 
 
+def test_utf8_user_escaped(surat):
+    """An account name in UTF-8 (allowed: RFC 6531) is written escaped in
+    user= like every other value: the line stays printable ASCII."""
+    user = "jos\u00e9@example.test"
+    surat.add_user(user, "jose-pw")
+    r = raw_submission(surat, user=user, pw="jose-pw")
+    r.expect("MAIL FROM:<%s> SMTPUTF8" % user, 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    send_data(r, msg("utf8 user", frm=user))
+    r.close()
+    stored_one(surat, "bob@example.test")
+    raws = raw_access(surat)
+    f = one(final(surat))
+    assert all(0x20 <= ord(ch) < 0x7f for ch in raws[0]), repr(raws[0])
+    assert f["user"] == user and f["from_addr"] == user, f["_raw"]
+
+
 def test_quoted_sender_cannot_forge_fields(surat):
     frm = '"a> user=boss@example.test rcpts=<x@y>,<z"@remote.test'
     r = Raw(surat.port("smtp"))
