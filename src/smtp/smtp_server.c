@@ -312,18 +312,25 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	 * Message-ID (an empty message submitted gets one too). */
 	if (s->data.len > 0 || s->msgid != NULL) {
 		struct buf v = BUF_INIT(0);
+		/*
+		 * Content whose first line starts with white space has no
+		 * header: smtp_message_done() stores it all as body, and a
+		 * Message-ID: or Subject: line in it is nobody's field.
+		 */
+		size_t hlen = s->data.len;
+		if (hlen > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t'))
+			hlen = 0;
 		buf_puts(&l, " msgid=");
-		/* Ours first: added, the message had none of its own (a line
-		 * that looks like one may still be in content with no header). */
+		/* Ours first: added, the message had none of its own. */
 		if (s->msgid != NULL)
 			buf_puts(&l, s->msgid);
-		else if (mime_addr_header(s->data.data, s->data.len, "Message-ID", &v) == 1)
+		else if (mime_addr_header(s->data.data, hlen, "Message-ID", &v) == 1)
 			log_escape_also(&l, v.data, v.len, 200, " ");
 		else
 			buf_putc(&l, '-');
 		buf_reset(&v);
 		buf_puts(&l, " subject=\"");
-		if (mime_addr_header(s->data.data, s->data.len, "Subject", &v) == 1)
+		if (mime_addr_header(s->data.data, hlen, "Subject", &v) == 1)
 			log_escape(&l, v.data, v.len, 100);
 		buf_putc(&l, '"');
 		buf_free(&v);

@@ -316,6 +316,24 @@ def test_generated_message_id_logged_not_one_in_body(surat):
     assert f["msgid"] == mids[0].decode(), (mids, f["_raw"])
 
 
+def test_no_header_fields_from_the_body(surat):
+    """MX content whose first line starts with white space has no header:
+    surat stores it all as body. A Message-ID: or Subject: line in it is
+    not the message's, and the line must not name them (a sender would
+    have the log show an id no copy of the message carries)."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, b" x\r\nMessage-ID: <fake@remote.test>\r\nSubject: fake\r\n\r\nbody\r\n")
+    r.expect("QUIT", 221)
+    r.close()
+    stored = stored_one(surat, "alice@example.test")
+    assert b"\r\n\r\n x\r\nMessage-ID: <fake@remote.test>\r\n" in stored, stored
+    f = one(final(surat))
+    assert f["result"] == 250 and f["msgid"] == "-" and f["subject"] == "", f["_raw"]
+
+
 @pytest.mark.parametrize("how", ["data", "bdat"])
 def test_generated_message_id_logged_empty_message(surat, how):
     """An empty message on submission (DATA then ".", or BDAT 0 LAST) is
