@@ -132,6 +132,7 @@ struct smtp_sess {
 	size_t nrcpts;
 	size_t nfinal;
 	int last_refusal;	/* last 5xx/4xx code in this transaction */
+	enum smtp_cmd cmd;	/* the command being answered (for last_refusal) */
 	char *msgid;		/* the Message-ID we added on submission, for the access log */
 	struct buf data;
 	struct smtp_data_reader reader;
@@ -226,7 +227,16 @@ smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
 		char esc[300];
 		log_msg(LL_DEBUG, s->c->id, "> %d %s", code, log_esc(esc, sizeof(esc), buf_str(&text)));
 	}
-	if (code >= 400 && s->state >= ST_MAIL && s->state <= ST_BDAT)
+	/*
+	 * The code an unfinished transaction's access line gives: a refused
+	 * RCPT or BDAT chunk. A DATA refused for want of recipients keeps the
+	 * RCPT refusal that left it none (a pipelining client's 450 rate limit
+	 * must not read 554), and a command that failed without touching the
+	 * transaction (EXPN, a nested MAIL, a typo) is not its result.
+	 */
+	if (code >= 400 && s->state >= ST_MAIL && s->state <= ST_BDAT &&
+	    (s->cmd == SMTP_CMD_RCPT || s->cmd == SMTP_CMD_BDAT ||
+	     (s->cmd == SMTP_CMD_DATA && s->last_refusal == 0)))
 		s->last_refusal = code;
 	buf_free(&text);
 	buf_free(&out);
@@ -1700,7 +1710,9 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 		log_msg(LL_DEBUG, s->c->id, "< %s", buf_str(&l));
 		buf_free(&l);
 	}
-	if (smtp_cmd_parse(line, len, &cl, &e) < 0) {
+	int parsed = smtp_cmd_parse(line, len, &cl, &e);
+	s->cmd = cl.cmd;
+	if (parsed < 0) {
 		if (cl.cmd == SMTP_CMD_BDAT) {
 			bdat_unframed(s, e.text);
 			return;
@@ -2313,6 +2325,7 @@ smtp_process(struct smtp_sess *s)
 							: limit == AUTH_LINE_MAX;
 			evbuffer_drain(in, len + eol_len);
 			s->flags &= ~(F_DISCARD | F_DISCARD_AUTH);
+			s->cmd = SMTP_CMD_UNKNOWN; /* whatever it was, not run */
 			s->phase_ms = util_mono_ms();
 			if (auth) {
 				/* RFC 4954 4: an AUTH line or a response, 500 5.5.6. */

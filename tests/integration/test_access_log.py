@@ -30,7 +30,10 @@ Decisions taken here (documented, and asserted):
   ends (QUIT, RSET, hang-up): id=-, rcpts=-, result= the last refusal,
   reason="transaction not completed".
 - A transaction that ends without a final reply (hang-up, RSET, EHLO) logs
-  result=0 (no reply was given) or the last refusal code.
+  result=0 (no reply was given) or the last refusal code: of a RCPT or a
+  BDAT chunk; of a DATA refused for want of recipients only if no RCPT was
+  refused (the 554 follows from them); never of a command that failed
+  without touching the transaction (EXPN, a nested MAIL, a typo).
 - A MAIL refused outright (553 sender not owned) opens no transaction: no
   access line, but a `warn` line with the session id and user= is there.
   Nor does a DATA or a BDAT with no MAIL before it (503).
@@ -475,6 +478,41 @@ def test_all_rcpts_refused(surat, end):
     assert f["id"] == "-" and f["from_addr"] == "guesser@remote.test"
     assert f["rcpts"] == "-" and f["size"] == 0 and "subject" not in f
     assert f["result"] == 554 and f["reason"] == "transaction not completed"
+
+
+def test_rate_limited_rcpt_code_survives_pipelined_data(make_populated):
+    """The stolen-password trace: an account past submission.rate_limit
+    gets 450 at RCPT. A client that pipelines MAIL, RCPT and DATA also gets
+    554 for the DATA (no valid recipients), which only follows from the
+    450: the line must say 450, the refusal that tells why."""
+    s = make_populated(extra={"submission.rate_limit": "1"})
+    r = raw_submission(s)
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    send_data(r, msg("pays the only token", frm="alice@example.test"))
+    r.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    assert [r.reply()[0] for _ in range(3)] == [250, 450, 554]
+    r.expect("QUIT", 221)
+    r.close()
+    lines = final(s)
+    f = one(lines, id="-")
+    assert f["result"] == 450 and f["rcpts"] == "-", f["_raw"]
+
+
+def test_stray_command_is_not_the_result(surat):
+    """A command that fails in a transaction without touching it (EXPN, a
+    nested MAIL) is not its result: abandoned with recipients accepted, the
+    line says result=0 (no final reply), not 502 or 503."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("EXPN staff", 502)
+    r.expect("MAIL FROM:<t@remote.test>", 503)
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(surat))
+    assert f["result"] == 0 and f["reason"] == "transaction not completed", f["_raw"]
 
 
 def test_refused_mail_leaves_a_warning(surat):
