@@ -334,8 +334,9 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		/* Ours first: added, the message had none of its own. */
 		if (s->msgid != NULL)
 			buf_puts(&l, s->msgid);
-		else if (mime_addr_header(s->data.data, hlen, "Message-ID", &v) == 1)
-			log_escape_also(&l, v.data, v.len, 200, " ");
+		else if (mime_addr_header(s->data.data, hlen, "Message-ID", &v) == 1 && v.len > 0)
+			/* "-" is how none is written: one that is "-" is escaped. */
+			log_escape_also(&l, v.data, v.len, 200, v.len == 1 ? " -" : " ");
 		else
 			buf_putc(&l, '-');
 		buf_reset(&v);

@@ -824,6 +824,21 @@ def test_msgid_with_quotes(surat):
     assert f["msgid"] == '<"odd\\id"@remote.test>'
 
 
+def test_msgid_empty_or_dash(surat):
+    """msgid=- says the message has no Message-ID: an empty one is none (not
+    a bare "msgid=" outside the grammar), and one that is "-" is escaped,
+    or a message that has one would read as one that has not."""
+    with smtp(surat) as c:
+        for mid in ("", "-"):
+            assert c.sendmail("s@remote.test", ["alice@example.test"],
+                              msg("id %r" % mid, extra="Message-ID: %s\r\n" % mid)) == {}
+    stored_one(surat, "alice@example.test", 2)
+    raws = raw_access(surat)
+    empty, dash = final(surat)
+    assert " msgid=- " in empty["_raw"], raws
+    assert " msgid=\\x2d " in dash["_raw"] and dash["msgid"] == "-", raws
+
+
 def test_msgid_with_spaces(surat):
     mid = "<a b> result=250 user=boss@example.test"
     with smtp(surat) as c:
