@@ -278,6 +278,13 @@ smtp_client_name(const struct smtp_sess *s)
 /* Escaped in from=<...> and rcpts=<...>,<...>: a quoted local part may hold them. */
 #define LOG_LIST_CHARS " <>,"
 
+/*
+ * The most of rcpts= an access line lists: log_msg() cuts a line past
+ * 1 MiB (LOG_LINE_HARD_MAX), and smtp.max_recipients (up to 100000) of
+ * addresses the client made long would take result= and the rest with it.
+ */
+#define ACCESS_RCPTS_MAX (512 * 1024)
+
 /* Append the access-log line for the transaction; id NULL when refused. */
 static void
 smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reason)
@@ -305,7 +312,14 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	buf_puts(&l, " from=<");
 	log_escape_also(&l, s->mail.from.addr, s->mail.from.len, 256, LOG_LIST_CHARS);
 	buf_puts(&l, "> rcpts=");
+	size_t list = l.len;
 	for (size_t i = 0; i < s->nrcpts; i++) {
+		/* The rest counted, not listed ("<...+N>" is no address: no
+		 * '@'); each recipient has its delivery line. */
+		if (l.len - list > ACCESS_RCPTS_MAX) {
+			buf_printf(&l, ",<...+%zu>", s->nrcpts - i);
+			break;
+		}
 		if (i)
 			buf_putc(&l, ',');
 		buf_putc(&l, '<');

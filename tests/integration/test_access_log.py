@@ -16,7 +16,8 @@ log_msg()'s prefix:
 Peer text goes through log_escape(): printable ASCII as is, '"', '\\' and
 every other byte as \\xNN, cut with "..." (Subject at 100 bytes); a value
 outside quotes has its spaces escaped too, and inside from=<> and rcpts=<>
-its '<', '>' and ','. A line longer than 4 KiB is written whole. A strict
+its '<', '>' and ','. A line longer than 4 KiB is written whole; past
+512 KiB of rcpts= the rest are counted, as one last <...+N>. A strict
 parser (parse_access below) accepts exactly that grammar, the keys in that
 order and each once, and decodes the escapes; the tests compare the decoded
 values with what the client sent.
@@ -923,6 +924,32 @@ def test_quoted_recipient_cannot_forge_list(make_populated):
     lines = final(s)
     assert len(lines) == 1, raws
     assert lines[0]["rcpt_list"] == [rcpt], raws
+
+
+def test_huge_recipient_list_keeps_the_line_whole(make_populated):
+    """smtp.max_recipients goes up to 100000 and a submission client picks
+    how long its recipients are: listed in full, the line would pass the
+    1 MiB log_msg() writes whole and be cut at 4 KiB, result= and all.
+    Past 512 KiB the list ends with <...+N> (N not listed: each has its
+    delivery line)."""
+    extra = closed_route()
+    extra.update({"smtp.max_recipients": "5000", "submission.rate_limit": "0"})
+    s = make_populated(extra=extra)
+    dom = ".".join(["d" * 60] * 3) + ".remote.test"
+    rcpts = ["%s%05d@%s" % ("r" * 50, i, dom) for i in range(4200)]
+    r = raw_submission(s)
+    r.send("MAIL FROM:<alice@example.test>\r\n" +
+           "".join("RCPT TO:<%s>\r\n" % a for a in rcpts))
+    assert {r.reply()[0] for _ in range(len(rcpts) + 1)} == {250}
+    send_data(r, msg("to very many", frm="alice@example.test"))
+    r.close()
+    raws = wait_raw(s)
+    assert len(raws) == 1
+    f = parse_access(raws[0])
+    assert f["result"] == 250 and f["subject"] == "to very many", raws[0][-300:]
+    listed, more = f["rcpt_list"][:-1], f["rcpt_list"][-1]
+    assert listed == rcpts[:len(listed)] and 512 * 1024 < len(raws[0]) < 600 * 1024
+    assert more == "...+%d" % (len(rcpts) - len(listed)), more
 
 
 def test_many_long_recipients_one_complete_line(make_populated):
