@@ -1202,9 +1202,12 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	if (s->flags & F_AUTHED && !s->mail.from.is_null) {
 		int own = accounts_owns(s->srv->accounts, s->user, s->mail.from.addr);
 		if (own != 1) {
-			char esc[300];
-			log_msg(LL_WARN, s->c->id, "sender refused user=%s from=<%s>", s->user,
-				log_esc(esc, sizeof(esc), s->mail.from.addr));
+			char esc[300], uesc[300];
+			/* The only trace of a refused MAIL: escaped as in an access
+			 * line, or a quoted local part could write fields into it. */
+			log_msg(LL_WARN, s->c->id, "sender refused user=%s from=<%s>",
+				log_esc_also(uesc, sizeof(uesc), s->user, " "),
+				log_esc_also(esc, sizeof(esc), s->mail.from.addr, LOG_LIST_CHARS));
 			smtp_reply(s, 553, "5.7.1", "Sender address <%s> not owned by user %s",
 				   s->mail.from.addr, s->user);
 			memset(&s->mail, 0, sizeof(s->mail));

@@ -529,6 +529,22 @@ def test_refused_mail_leaves_a_warning(surat):
                      r"from=<ceo@bank\.test>", surat.log())
 
 
+def test_refused_mail_warning_cannot_be_forged(surat):
+    """That warning is the only trace of a refused MAIL: a quoted local part
+    must not put a field in it (spaces and <> escaped, as in from=<>)."""
+    frm = '"x> user=bob@example.test from=<ceo"@bank.test'
+    r = raw_submission(surat)
+    r.expect("MAIL FROM:<%s>" % frm, 553, "5.7.1")
+    r.expect("QUIT", 221)
+    r.close()
+    assert final(surat) == []
+    warns = [l for l in surat.log().splitlines() if " sender refused " in l]
+    assert len(warns) == 1, warns
+    assert re.fullmatch(r".* warn sid=[0-9a-f]{16} sender refused user=alice@example\.test "
+                        r"from=<[^ <>]*>", warns[0]), warns[0]
+    assert unescape(warns[0].split("from=<", 1)[1][:-1]) == frm, warns[0]
+
+
 # ---------------------------------------------------------------- unfinished transactions
 
 def test_client_gone_mid_data(surat):
