@@ -500,6 +500,22 @@ def test_rate_limited_rcpt_code_survives_pipelined_data(make_populated):
     assert f["result"] == 450 and f["rcpts"] == "-", f["_raw"]
 
 
+def test_quota_refused_rcpt_code_survives_pipelined_data(surat):
+    """The same for a RCPT refused by the quota check, whose reply comes
+    from a worker job: 552 (SIZE= bigger than the whole quota), not the
+    DATA's 554."""
+    surat.cli("user", "quota", "alice@example.test", "1000")
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.send(b"MAIL FROM:<s@remote.test> SIZE=5000\r\nRCPT TO:<alice@example.test>\r\n"
+           b"DATA\r\n")
+    assert [r.reply()[0] for _ in range(3)] == [250, 552, 554]
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(surat))
+    assert f["result"] == 552 and f["rcpts"] == "-", f["_raw"]
+
+
 def test_stray_command_is_not_the_result(surat):
     """A command that fails in a transaction without touching it (EXPN, a
     nested MAIL) is not its result: abandoned with recipients accepted, the
