@@ -92,7 +92,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_DISCARD 0x10	/* skipping the rest of an overlong line */
 #define F_BDAT_FAIL 0x20 /* this BDAT transaction is already refused */
 #define F_BDAT_USED 0x40
-#define F_CLOSE_NOW 0x80 /* the peer is gone: close once no caller holds us */
+#define F_CLOSE_NOW 0x80 /* the peer is gone: read no more, close once no caller holds us */
 #define F_FINISHED 0x100 /* conn_finish() called: the conn is on its way out */
 #define F_OUT_WAIT 0x200 /* input left until the replies are sent (SMTP_OUT_MAX) */
 #define F_DISCARD_AUTH 0x400 /* the overlong line skipped is an AUTH line or response */
@@ -366,7 +366,7 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		log_escape(&l, reason, strlen(reason), 200);
 		buf_putc(&l, '"');
 	}
-	buf_printf(&l, " duration=%.3fs tls=%s", (double)(util_now_ms() - s->txn_ms) / 1000.0,
+	buf_printf(&l, " duration=%.3fs tls=%s", (double)(util_mono_ms() - s->txn_ms) / 1000.0,
 		   tls);
 	log_msg(LL_INFO, sid, "%s", buf_str(&l));
 	buf_free(&l);
@@ -1163,7 +1163,7 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	smtp_txn_reset(s, 0);
-	s->txn_ms = util_now_ms();
+	s->txn_ms = util_mono_ms();	/* for duration=: a clock step is no duration */
 	if (smtp_account_gone(s)) {
 		smtp_reply(s, 421, "4.7.0",
 			   "%s Account deleted or its password changed, closing connection",
@@ -2274,7 +2274,7 @@ smtp_process(struct smtp_sess *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->c->bev);
 
-	while (s->state != ST_WAIT && s->state != ST_QUIT) {
+	while (s->state != ST_WAIT && s->state != ST_QUIT && !(s->flags & F_CLOSE_NOW)) {
 		if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) > SMTP_OUT_MAX) {
 			s->flags |= F_OUT_WAIT;	/* smtp_write_cb() goes on */
 			return;
@@ -2430,10 +2430,12 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (what & BEV_EVENT_ERROR)
 			log_msg(LL_DEBUG, c->id, "connection error");
 		if (s->hold > 0) {
-			/* A write under a caller failed: that caller closes. */
+			/*
+			 * A write under a caller failed: that caller closes, and
+			 * smtp_process() reads no more. The state stays: an open
+			 * transaction is logged by smtp_on_close() then.
+			 */
 			s->flags |= F_CLOSE_NOW;
-			if (s->state != ST_WAIT)
-				smtp_set_state(s, ST_QUIT);
 			return;
 		}
 		conn_close(c);
