@@ -43,6 +43,7 @@ Decisions taken here (documented, and asserted):
 """
 import re
 import smtplib
+import socket
 import ssl
 import time
 
@@ -580,6 +581,30 @@ def test_client_gone_mid_data(surat):
     assert f["rcpt_list"] == ["alice@example.test"] and f["size"] == len(part)
     assert f["subject"] == "half a message" and f["msgid"] == "<half@remote.test>"
     assert surat.messages("alice@example.test") == []
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_client_reset_with_replies_pending(surat, tls):
+    """A client that pipelines MAIL and RCPT and resets the connection
+    before reading the replies: the transaction opened still has its line,
+    in clear and over TLS (whose replies go through a filter, so a write
+    fails later than in clear)."""
+    for i in range(5):
+        r = Raw(surat.port("smtp"))
+        r.greet()
+        if tls:
+            r.starttls()
+            r.expect("EHLO client.test", 250)
+        r.send(b"MAIL FROM:<reset%d@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+               b"RCPT TO:<bob@example.test>\r\n" % i)
+        r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        r.sock.close()
+    for i in range(5):
+        wait_access(surat, from_addr="reset%d@remote.test" % i)
+    lines = final(surat)
+    for i in range(5):
+        f = one(lines, from_addr="reset%d@remote.test" % i)
+        assert f["id"] == "-" and f["reason"] == "transaction not completed", f["_raw"]
 
 
 @pytest.mark.parametrize("where", ["data", "rcpt"])
