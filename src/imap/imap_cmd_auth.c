@@ -174,7 +174,7 @@ login_tempfail(struct imap_sess *s, const char *user, const char *method)
 	char esc[300];
 
 	log_msg(LL_ERROR, s->c->id, "login user=%s method=%s client=[%s]: accounts database error",
-		log_esc(esc, sizeof(esc), user), method, s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), user, " "), method, s->c->peer_ip);
 	imap_done(s, "NO", "[UNAVAILABLE] Temporary authentication failure, try again later");
 }
 
@@ -193,7 +193,7 @@ login_locked(struct imap_sess *s, const char *user, const char *method)
 	char esc[300];
 
 	log_msg(LL_WARN, s->c->id, "auth failed user=%s method=%s client=[%s] reason=locked",
-		log_esc(esc, sizeof(esc), user), method, s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), user, " "), method, s->c->peer_ip);
 	imap_done(s, "NO",
 		  "[UNAVAILABLE] Too many authentication failures from this address, "
 		  "try again later");
@@ -274,7 +274,7 @@ login_done(struct imap_sess *s, struct imap_job *jj)
 		return;
 	}
 	log_msg(LL_WARN, s->c->id, "auth failed user=%s method=%s client=[%s]",
-		log_esc(esc, sizeof(esc), j->user), j->method, s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), j->user, " "), j->method, s->c->peer_ip);
 	imap_done(s, "NO", "[AUTHENTICATIONFAILED] Authentication failed.");
 	if (++s->auth_fails >= AUTH_FAILS_MAX)
 		imap_bye(s, "Too many failed logins.");

@@ -587,7 +587,7 @@ login_failed(struct pop3_sess *s, struct login_job *j)
 	char esc[300];
 
 	log_msg(LL_WARN, s->sid, "pop3 auth failed user=%s method=%s client=[%s]",
-		log_esc(esc, sizeof(esc), j->user), s->method, s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), j->user, " "), s->method, s->c->peer_ip);
 	pop3_reply(s, 0, "[AUTH] Authentication failed");
 	if (++s->auth_fails >= POP3_AUTH_FAIL_MAX) {
 		pop3_reply(s, 0, "Too many authentication failures, closing connection");
@@ -609,7 +609,7 @@ login_tempfail(struct pop3_sess *s, const char *user)
 
 	log_msg(LL_ERROR, s->sid,
 		"pop3 login user=%s method=%s client=[%s]: accounts database error",
-		log_esc(esc, sizeof(esc), user), s->method, s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), user, " "), s->method, s->c->peer_ip);
 	pop3_reply(s, 0, "[SYS/TEMP] Temporary authentication failure, try again later");
 }
 
@@ -629,7 +629,7 @@ login_locked(struct pop3_sess *s, const char *user, const char *method)
 	char esc[300];
 
 	log_msg(LL_WARN, s->sid, "pop3 auth failed user=%s method=%s client=[%s] reason=locked",
-		log_esc(esc, sizeof(esc), user), method, s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), user, " "), method, s->c->peer_ip);
 	pop3_reply(s, 0,
 		   "[SYS/TEMP] Too many authentication failures from this address, "
 		   "try again later");

@@ -838,7 +838,7 @@ auth_tempfail(struct smtp_sess *s, const char *user)
 	char esc[300];
 
 	log_msg(LL_ERROR, s->c->id, "auth user=%s client=[%s]: accounts database error",
-		log_esc(esc, sizeof(esc), user), s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), user, " "), s->c->peer_ip);
 	smtp_reply(s, 454, "4.7.0", "Temporary authentication failure, try again later");
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 }
@@ -856,7 +856,7 @@ auth_locked(struct smtp_sess *s, const char *user)
 	char esc[300];
 
 	log_msg(LL_WARN, s->c->id, "auth failed user=%s client=[%s] reason=locked",
-		log_esc(esc, sizeof(esc), user), s->c->peer_ip);
+		log_esc_also(esc, sizeof(esc), user, " "), s->c->peer_ip);
 	smtp_reply(s, 454, "4.7.0",
 		   "Too many authentication failures from this address, try again later");
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
@@ -875,7 +875,7 @@ auth_finish(struct smtp_sess *s, int ok, const char *user)
 	} else {
 		char esc[300];
 		log_msg(LL_WARN, s->c->id, "auth failed user=%s client=[%s]",
-			log_esc(esc, sizeof(esc), user), s->c->peer_ip);
+			log_esc_also(esc, sizeof(esc), user, " "), s->c->peer_ip);
 		smtp_reply(s, 535, "5.7.8", "Authentication credentials invalid");
 	}
 	smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);

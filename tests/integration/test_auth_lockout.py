@@ -331,3 +331,34 @@ def test_exempt_address_is_never_locked(make_surat):
     log = s.log()
     assert "auth lockout client=[127.0.0.2]" in log
     assert "auth lockout client=[127.0.0.1]" not in log
+
+
+def test_a_login_name_cannot_write_fields_into_the_log(make_surat):
+    """A login name is the client's text: one holding a space and a fake
+    client=[...] (what a fail2ban filter takes for the address to ban) is
+    escaped, on every protocol, in the failure line and in the lockout's
+    refusal line, so each has one client= field, the real one."""
+    s = start(make_surat, **{"auth.lockout_failures": "1"})
+    fake = "x client=[10.9.9.9] reason=locked"
+    assert smtp_auth(s, fake, "pw1", "127.0.0.1").startswith("535 ")
+    assert smtp_auth(s, fake, "pw2", "127.0.0.1").startswith("454 ")
+    assert imap_login(s, fake, "pw1", "127.0.0.2").startswith("NO [AUTHENTICATIONFAILED]")
+    assert imap_login(s, fake, "pw2", "127.0.0.2").startswith("NO [UNAVAILABLE]")
+
+    def pop3_plain(pw):     # USER takes no space; SASL PLAIN does
+        c = Line(s.port("pop3"), "127.0.0.3")
+        assert c.line().startswith("+OK")
+        c.send("AUTH PLAIN " + plain(fake, pw))
+        r = c.line()
+        c.close()
+        return r
+    assert pop3_plain("pw1").startswith("-ERR [AUTH]")
+    assert pop3_plain("pw2").startswith("-ERR [SYS/TEMP]")
+    lines = [l for l in s.log().splitlines() if "auth failed user=" in l]
+    assert len(lines) == 6, lines
+    for l in lines:
+        fields = l.split()
+        clients = [f for f in fields if f.startswith("client=")]
+        assert len(clients) == 1 and re.fullmatch(r"client=\[127\.0\.0\.[123]\]", clients[0]), l
+        assert "user=x\\x20client=[10.9.9.9]\\x20reason=locked" in fields, l
+    assert sum(l.endswith(" reason=locked") for l in lines) == 3, lines
