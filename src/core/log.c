@@ -85,18 +85,21 @@ log_msg(enum log_level level, const char *sid, const char *fmt, ...)
 	va_end(ap);
 	/*
 	 * A longer line (an access line with many recipients) is written whole
-	 * from the heap, up to LOG_LINE_HARD_MAX; without memory, cut.
+	 * from the heap, cut at LOG_LINE_HARD_MAX; without memory, at
+	 * LOG_LINE_MAX.
 	 */
 	char *p = line, *big = NULL;
 	size_t cap = sizeof(line);
-	if (n > 0 && (size_t)n >= sizeof(line) - off && (size_t)n < LOG_LINE_HARD_MAX &&
-	    (big = malloc(off + (size_t)n + 2)) != NULL) {
-		memcpy(big, line, off);
-		va_start(ap, fmt);
-		(void)vsnprintf(big + off, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-		p = big;
-		cap = off + (size_t)n + 2;
+	if (n > 0 && (size_t)n >= sizeof(line) - off) {
+		size_t want = (size_t)n < LOG_LINE_HARD_MAX ? (size_t)n : LOG_LINE_HARD_MAX;
+		if ((big = malloc(off + want + 2)) != NULL) {
+			memcpy(big, line, off);
+			va_start(ap, fmt);
+			(void)vsnprintf(big + off, want + 1, fmt, ap);
+			va_end(ap);
+			p = big;
+			cap = off + want + 2;
+		}
 	}
 	if (n > 0)
 		off += (size_t)n < cap - off ? (size_t)n : cap - off - 1;
