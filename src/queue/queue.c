@@ -662,6 +662,14 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		free(proto.orig);
 	}
 	memcpy(n->id, nid, sizeof(nid));
+	/*
+	 * The message's own nonce, not a fresh one: a crash between this write
+	 * and the record of it (or the message's removal) makes the same
+	 * notice again, under the same id, perhaps once the first was delivered
+	 * and its file gone. With the same dedup key a local mailbox takes it
+	 * once. (Unique all the same: the id names the message and the kind.)
+	 */
+	memcpy(n->nonce, j->snap.nonce, sizeof(n->nonce));
 	n->size = c.len;
 	int rc = spool_write(j->q->spool, j->dir, n, c.data, c.len, 1, &err);
 	if (rc < 0) {

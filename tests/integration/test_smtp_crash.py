@@ -16,6 +16,9 @@ import time
 
 from test_smtp import (TIMEOUT, bounded, make_populated, populated_data,  # noqa: F401
                        queue_ids, surat)
+from test_delivery_edge import (peer, queue_empty, route_to, spool_as_never_tried,  # noqa: F401
+                                start, wait_for, wait_queue_shows)
+from test_dsn_rfc import submit
 
 N = 200
 THREADS = 16
@@ -174,3 +177,45 @@ def test_kept_spool_file_is_locked_while_written(make_populated):
     r = s.cli("queue", "delete", ids[-1], check=False)
     assert r.returncode == 1 and "no such message" in r.stderr, r
     assert sorted(os.listdir(qdir)) == kept
+
+
+def test_bounce_made_again_after_a_crash_is_stored_once(start, peer):
+    """A bounce is written (its own spool file, "ID-b") before the message
+    it reports records the failure or goes: a kill between the two leaves
+    both. Taken up again, the bounce (local, ready at once) is delivered
+    while the message retries its remote recipient, which fails again, and
+    writes the bounce again: it finds ID-b gone, delivered. The sender's
+    mailbox must hold it once all the same: a notice made again is the
+    same notice, under the same dedup key.
+
+    The state is made for real: the peer defers the first attempt, the
+    file is copied as it was before any attempt, the bounce is made and
+    delivered, then the copy put back (as if the kill had come before the
+    message went) and the daemon started again."""
+    import os
+    answer = ["450 4.2.0 later"]
+    p = peer(rcpt=lambda a, n: answer[0])
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    qid = submit(s, "bob@example.test", "bob-pw", [("dest@remote.test", "")],
+                 b"Subject: bounce me once\r\n\r\nx\r\n")
+    wait_queue_shows(s, r"<dest@remote\.test>\s+remote\s+deferred.*last=\"450 4\.2\.0")
+    assert s.stop() == 0
+    answer[0] = "550 5.1.1 no such user"
+    path = os.path.join(s.data_dir, "queue", qid)
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+
+    s.start()
+    s.wait_messages("bob@example.test", 1)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert s.stop() == 0
+
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(never_tried)
+    mark = len(s.log())
+    s.start()
+    wait_for(lambda: re.search(r"notice id=%s-b " % qid, s.log()[mark:]),
+             what="the bounce made again")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.3)
+    assert len(s.messages("bob@example.test")) == 1
