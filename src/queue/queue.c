@@ -438,6 +438,7 @@ copy_msg(struct spool_msg *dst, const struct spool_msg *src)
 	DUP(helo);
 	DUP(auth_user);
 	DUP(session);
+	DUP(reports);
 	dst->rcpts = xcalloc(src->nrcpts ? src->nrcpts : 1, sizeof(*dst->rcpts));
 	for (size_t i = 0; i < src->nrcpts; i++) {
 		dst->rcpts[i] = src->rcpts[i];
@@ -615,22 +616,46 @@ job_content(struct qjob *j)
 	return 0;
 }
 
+/* The longest list of reported recipients a notice's envelope keeps. */
+#define QUEUE_REPORTS_MAX 4096
+
+/* The indexes of the recipients a notice of kind reports, as "0,2,5". */
+static void
+notice_reports(const struct spool_msg *m, enum dsn_kind kind, struct buf *out)
+{
+	buf_reset(out);
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (dsn_reports(&m->rcpts[i], kind))
+			buf_printf(out, "%s%zu", out->len ? "," : "", i);
+}
+
+/* Whether the list s ("0,2,5", from a spool file) holds index i. */
+static int
+reports_has(const char *s, size_t i)
+{
+	uint64_t v;
+
+	while (*s) {
+		size_t n = strcspn(s, ",");
+		if (util_parse_u64(s, n, &v) == 0 && v == i)
+			return 1;
+		s += n + (s[n] == ',');
+	}
+	return 0;
+}
+
 /*
- * first: for a success notice, or a bounce after the message's first, its
- * first recipient's index, which names it (SIZE_MAX: a bounce named -b).
+ * Build the notice of kind named nid for what the snapshot reports (rep)
+ * and write it. 0 with *n_r the notice, 1 if one of that name is queued
+ * already (*n_r NULL), -1 (logged, *n_r NULL).
  */
-static struct spool_msg *
-job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
+static int
+notice_write(struct qjob *j, enum dsn_kind kind, const char *nid, const struct buf *rep,
+	     struct spool_msg **n_r)
 {
 	struct spool_msg *n = xcalloc(1, sizeof(*n));
 	struct buf c = BUF_INIT(0), err = BUF_INIT(0);
 
-	char nid[QUEUE_ID_LEN + 1];
-	if (kind == DSN_DELIVERED || (kind == DSN_FAILED && first != SIZE_MAX))
-		snprintf(nid, sizeof(nid), "%.16s-%c%zx", j->snap.id,
-			 kind == DSN_FAILED ? 'b' : 's', first & 0xffff);
-	else
-		snprintf(nid, sizeof(nid), "%.16s-%c", j->snap.id, kind == DSN_FAILED ? 'b' : 'd');
 	/*
 	 * A client without AUTH names any sender it likes and can make delivery
 	 * fail at will (a Delivered-To: loop, a full mailbox): a notice that
@@ -661,37 +686,116 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		free(proto.addr);
 		free(proto.orig);
 	}
-	memcpy(n->id, nid, sizeof(nid));
+	snprintf(n->id, sizeof(n->id), "%s", nid);
+	/* (Not for thousands: the envelope must stay within what a look at a
+	 * file's head reads, spool_holds(). Without it, the old behaviour.) */
+	if (rep->len <= QUEUE_REPORTS_MAX)
+		n->reports = xstrdup(buf_str(rep));
 	/*
-	 * The message's own nonce, not a fresh one: a crash between this write
-	 * and the record of it (or the message's removal) makes the same
-	 * notice again, under the same id, perhaps once the first was delivered
-	 * and its file gone. With the same dedup key a local mailbox takes it
-	 * once. (Unique all the same: the id names the message and the kind.)
+	 * Its nonce comes from the message's and what it reports, not from
+	 * chance: a crash between this write and the record of it (or the
+	 * message's removal) makes the same notice again, under the same id,
+	 * perhaps once the first was delivered and its file gone. With the
+	 * same dedup key a local mailbox takes it once. (A delay notice is
+	 * sent once a message, whichever recipients it names.)
 	 */
-	memcpy(n->nonce, j->snap.nonce, sizeof(n->nonce));
+	uint32_t a = util_crc32(0xffffffffu, j->snap.nonce, strlen(j->snap.nonce));
+	uint32_t b = kind == DSN_DELAYED ? a : util_crc32(a, rep->data ? rep->data : "", rep->len);
+	snprintf(n->nonce, sizeof(n->nonce), "%08x%08x", (unsigned)util_crc32(b, "n", 1),
+		 (unsigned)b);
 	n->size = c.len;
 	int rc = spool_write(j->q->spool, j->dir, n, c.data, c.len, 1, &err);
-	if (rc < 0) {
+	if (rc < 0)
 		log_error("queue %s: cannot write notice: %s", j->snap.id, buf_str(&err));
-		spool_msg_free(n);
-		free(n);
-		n = NULL;
-		j->error = 1;
-	} else {
+	if (rc == 0) {
 		/* The sender is the client's text: escaped, spaces too (no quotes). */
 		char to[300];
 		log_msg(LL_INFO, j->snap.session, "notice id=%s kind=%s for=%s to=%s", n->id,
 			dsn_kind_name(kind), j->snap.id,
 			log_esc_also(to, sizeof(to), j->snap.mail_from, " "));
-		if (rc == 1) {
-			/* Written before a crash; it is already in the queue. */
-			spool_msg_free(n);
-			free(n);
-			n = NULL;
-		}
+		*n_r = n;
+	} else {
+		spool_msg_free(n);
+		free(n);
+		*n_r = NULL;
 	}
 	buf_free(&c);
+	buf_free(&err);
+	return rc;
+}
+
+/* Tries at writing a notice under a name taken (each a read of the file there). */
+#define QUEUE_NOTICE_TRIES 16
+
+/*
+ * first: for a success notice, or a bounce after the message's first, its
+ * first recipient's index, which names it (SIZE_MAX: a bounce named -b).
+ *
+ * A notice of that name may be queued already, written before a crash cut
+ * its job short of recording it. If it reports what this one would, it is
+ * this one. If a recipient has failed (or been delivered) since, it reports
+ * fewer: they are left out of this one, which reports the rest under the
+ * next free name. (A delay notice is sent once a message whatever it says.)
+ */
+static struct spool_msg *
+job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
+{
+	struct spool_msg *n = NULL;
+	struct buf rep = BUF_INIT(0), err = BUF_INIT(0);
+	enum rcpt_status *was = xcalloc(j->snap.nrcpts ? j->snap.nrcpts : 1, sizeof(*was));
+	char nid[QUEUE_ID_LEN + 1];
+	size_t k = 0;
+	int tries = 0;
+
+	for (size_t i = 0; i < j->snap.nrcpts; i++)
+		was[i] = j->snap.rcpts[i].status;
+	for (;;) {
+		if (k > 0) /* (still a name `surat queue` knows) */
+			snprintf(nid, sizeof(nid), "%.16s-%c%zx", j->snap.id,
+				 kind == DSN_FAILED ? 'b' : 's', ((first + 1) + k) & 0xffff);
+		else if (kind == DSN_DELIVERED || (kind == DSN_FAILED && first != SIZE_MAX))
+			snprintf(nid, sizeof(nid), "%.16s-%c%zx", j->snap.id,
+				 kind == DSN_FAILED ? 'b' : 's', first & 0xffff);
+		else
+			snprintf(nid, sizeof(nid), "%.16s-%c", j->snap.id,
+				 kind == DSN_FAILED ? 'b' : 'd');
+		notice_reports(&j->snap, kind, &rep);
+		if (rep.len == 0)
+			break; /* all reported by those found written */
+		int rc = notice_write(j, kind, nid, &rep, &n);
+		if (rc <= 0) {
+			j->error = rc < 0;
+			break;
+		}
+		struct spool_msg old;
+		buf_reset(&err);
+		if (spool_load(j->dir, nid, nid, &old, NULL, &err) < 0) {
+			/* Gone since (delivered): its name is free again. */
+			if (++tries < QUEUE_NOTICE_TRIES)
+				continue;
+			log_error("queue %s: cannot read notice %s: %s", j->snap.id, nid,
+				  buf_str(&err));
+			j->error = 1;
+			break;
+		}
+		int same = old.reports == NULL || kind == DSN_DELAYED ||
+			   strcmp(old.reports, buf_str(&rep)) == 0;
+		/* Those it reports are out of this one (as if not in that state). */
+		for (size_t i = 0; !same && i < j->snap.nrcpts; i++)
+			if (reports_has(old.reports, i) && dsn_reports(&j->snap.rcpts[i], kind))
+				j->snap.rcpts[i].status = RCPT_PENDING;
+		spool_msg_free(&old);
+		if (same)
+			break;
+		if (++k >= QUEUE_NOTICE_TRIES) {
+			log_error("queue %s: no free name for a notice", j->snap.id);
+			break;
+		}
+	}
+	for (size_t i = 0; i < j->snap.nrcpts; i++)
+		j->snap.rcpts[i].status = was[i];
+	free(was);
+	buf_free(&rep);
 	buf_free(&err);
 	return n;
 }

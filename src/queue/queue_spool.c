@@ -448,6 +448,7 @@ spool_write_file(struct spool_pool *pool, const char *dir, struct spool_msg *msg
 	kv(&h, "auth", msg->auth_user);
 	kv(&h, "session", msg->session);
 	kvi(&h, "notice", msg->is_notice);
+	kv(&h, "reports", msg->reports);
 	rec_put(&head, 'H', h.data, h.len);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
@@ -597,6 +598,8 @@ parse_header(const char *p, size_t n, struct spool_msg *m)
 			m->auth_user = field_str(v, vlen);
 		else if (KEY("session"))
 			m->session = field_str(v, vlen);
+		else if (KEY("reports"))
+			m->reports = field_str(v, vlen);
 		else if (field_num(v, vlen, &num) == 0) {
 			if (KEY("ret_hdrs"))
 				m->ret_hdrs = num != 0;
@@ -982,6 +985,7 @@ spool_msg_free(struct spool_msg *m)
 	free(m->helo);
 	free(m->auth_user);
 	free(m->session);
+	free(m->reports);
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		free(m->rcpts[i].addr);
 		free(m->rcpts[i].orig);

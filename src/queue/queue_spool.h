@@ -89,6 +89,12 @@ struct spool_msg {
 	char *auth_user;
 	char *session;
 	int is_notice;		/* a DSN we generated: never bounced */
+	/*
+	 * A notice: the indexes of its message's recipients it reports ("0,2"),
+	 * so that a notice found written after a crash is known for what it
+	 * says (NULL in files of older versions).
+	 */
+	char *reports;
 	int delay_warned;
 	struct spool_rcpt *rcpts;
 	size_t nrcpts;

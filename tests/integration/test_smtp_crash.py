@@ -14,6 +14,7 @@ import smtplib
 import threading
 import time
 
+from conftest import FILL_PAD
 from test_smtp import (TIMEOUT, bounded, make_populated, populated_data,  # noqa: F401
                        queue_ids, surat)
 from test_delivery_edge import (peer, queue_empty, route_to, spool_as_never_tried,  # noqa: F401
@@ -219,3 +220,58 @@ def test_bounce_made_again_after_a_crash_is_stored_once(start, peer):
     wait_for(lambda: queue_empty(s), what="empty queue")
     time.sleep(0.3)
     assert len(s.messages("bob@example.test")) == 1
+
+
+def test_bounce_found_written_after_a_crash_reports_the_rest(start):
+    """The state a kill between a bounce and the records it goes with
+    leaves: the message as before its attempt, its bounce ID-b (reporting
+    alice, who looped) still queued. Taken up again, carol, only deferred
+    (full) then, has failed for good meanwhile (deleted): the bounce the
+    message makes now reports alice and carol under the same name, and
+    finds ID-b written. carol's failure must still reach the sender, once,
+    and alice's not a second time.
+
+    The bounce stays queued because bob's mailbox is unavailable (his store
+    directory a plain file), as test_delivery_edge does it."""
+    import os
+    from test_dsn_rfc import loop_body
+    from test_delivery_edge import transaction
+    s = start()
+    s.add_user("carol@example.test", "carol-pw")
+    s.fill_mailbox("carol@example.test")
+    home = os.path.join(s.data_dir, "mail", "example.test", "bob")
+    assert not os.path.lexists(home)
+    os.makedirs(os.path.dirname(home), exist_ok=True)
+    open(home, "w").close()
+    qid = transaction(s, "bob@example.test",
+                      [("alice@example.test", ""), ("carol@example.test", "")],
+                      loop_body("alice@example.test", extra=FILL_PAD))
+    wait_queue_shows(s, r"(?m)^%s-b .*\n\s+<bob@example\.test>\s+local\s+deferred" % qid)
+    assert s.stop() == 0
+    qdir = os.path.join(s.data_dir, "queue")
+    name = [n for n in os.listdir(qdir)
+            if open(os.path.join(qdir, n), "rb").read().find(b"id=%s\0" % qid.encode()) >= 0]
+    assert len(name) == 1, os.listdir(qdir)
+    path = os.path.join(qdir, name[0])
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+    with open(path, "r+b") as f:
+        f.write(never_tried)
+        f.truncate()
+    s.cli("user", "del", "carol@example.test")
+
+    mark = len(s.log())
+    s.start()
+    wait_for(lambda: re.search(r"delivery id=%s rcpt=carol@example\.test status=bounced"
+                               % qid, s.log()[mark:]), what="carol's failure")
+    wait_for(lambda: not re.search(r"(?m)^%s " % qid, s.cli("queue", "list").stdout),
+             what="the message gone")
+    os.remove(home)
+    s.cli("queue", "flush")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(0.3)
+    reported = []
+    for u in s.messages("bob@example.test"):
+        reported += re.findall(rb"(?m)^Final-Recipient: rfc822; ?(\S+)\r$",
+                               s.message("bob@example.test", u))
+    assert sorted(reported) == [b"alice@example.test", b"carol@example.test"], reported
