@@ -14,11 +14,11 @@ import smtplib
 import threading
 import time
 
-from conftest import FILL_PAD
+from conftest import FILL_PAD, client_tls
 from test_smtp import (TIMEOUT, bounded, make_populated, populated_data,  # noqa: F401
                        queue_ids, surat)
 from test_delivery_edge import (peer, queue_empty, route_to, spool_as_never_tried,  # noqa: F401
-                                start, wait_for, wait_queue_shows)
+                                queue_list, start, wait_for, wait_queue_shows)
 from test_dsn_rfc import submit
 
 N = 200
@@ -275,3 +275,71 @@ def test_bounce_found_written_after_a_crash_reports_the_rest(start):
         reported += re.findall(rb"(?m)^Final-Recipient: rfc822; ?(\S+)\r$",
                                s.message("bob@example.test", u))
     assert sorted(reported) == [b"alice@example.test", b"carol@example.test"], reported
+
+
+def test_kills_during_alias_delivery_and_notices(start):
+    """An alias of three accounts, one full (deferred): messages sent
+    concurrently while the daemon is killed during their deliveries, twice, and again while their delay notices are written. Afterwards every
+    acknowledged message is in each other member's mailbox once, still queued
+    for the full one, and its sender has exactly one delay notice for it."""
+    import imaplib
+    s = start({"queue.delay_warning": "1s", "max_connections_per_ip": "100"},
+              kinds=("smtp", "imap"))
+    for u in ("carol", "dave"):
+        s.add_user("%s@example.test" % u, "pw")
+    s.fill_mailbox("carol@example.test")
+    s.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test",
+          "carol@example.test")
+
+    def body(i):
+        return (b"From: dave@example.test\r\nSubject: team %d\r\nMessage-ID: <team-%d@x>\r\n"
+                % (i, i) + FILL_PAD + b"\r\nhello %d\r\n" % i)
+
+    def send(i):
+        try:
+            with smtplib.SMTP("127.0.0.1", s.port("smtp"), timeout=TIMEOUT) as c:
+                c.sendmail("dave@example.test", ["team@example.test"], body(i))
+            return i
+        except (OSError, smtplib.SMTPException):
+            return None
+
+    acked = set()
+    for rnd in range(2):
+        mark = len(s.log())
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            futures = [ex.submit(send, rnd * 8 + k) for k in range(8)]
+            wait_for(lambda: "status=sent relay=local" in s.log()[mark:], timeout=10,
+                     what="a delivery")
+            s.kill()
+            acked |= {f.result() for f in futures} - {None}
+        s.start()
+    # Again while the delay notices are being written.
+    mark = len(s.log())
+    wait_for(lambda: "kind=delay" in s.log()[mark:], timeout=10, what="a delay notice")
+    s.kill()
+    s.start()
+
+    def per_message(addr):
+        """How many times each message is in addr's INBOX (a notice quotes its header)."""
+        seen = {}
+        m = imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=TIMEOUT)
+        m.starttls(client_tls())
+        m.login(addr, "alice-pw" if addr.startswith("alice") else "bob-pw"
+                if addr.startswith("bob") else "pw")
+        m.select("INBOX", readonly=True)
+        typ, data = m.fetch("1:*", "(BODY.PEEK[])")
+        m.logout()
+        for part in data:
+            if isinstance(part, tuple):
+                for i in set(re.findall(rb"Message-ID: <team-(\d+)@x>", part[1])):
+                    seen[int(i)] = seen.get(int(i), 0) + 1
+        return seen
+    wait_for(lambda: len(per_message("dave@example.test")) >= len(acked), timeout=15,
+             what="the delay notices")
+    time.sleep(0.5)
+    for a in ("alice@example.test", "bob@example.test", "dave@example.test"):
+        seen = per_message(a)
+        assert {i: n for i, n in seen.items() if n > 1} == {}, (a, seen)
+        assert sorted(acked - set(seen)) == [], (a, seen)
+    out = queue_list(s)
+    assert len(re.findall(r"<carol@example\.test>\s+local\s+deferred", out)) >= len(acked), out
