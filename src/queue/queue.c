@@ -1605,6 +1605,33 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 	return due <= now ? now + 1 : due;
 }
 
+/*
+ * Whether e is a bounce its message has not recorded yet: a recipient it
+ * reports is not marked bounced ('X') in the message, still queued. Only a
+ * crash between the bounce's writing and that record leaves one (else it
+ * is queued after the record). The message, taken up as before its
+ * attempt, fails the recipient again and writes the bounce again; sent
+ * before that, it would be gone, its name free, and sent twice. So it waits
+ * until the message has found it written (and recorded it) or is done.
+ */
+static int
+notice_held(struct queue *q, const struct qentry *e)
+{
+	const struct spool_msg *m = &e->msg;
+	char pid[QUEUE_ID_LEN + 1];
+
+	if (!m->is_notice || m->reports == NULL || strlen(m->id) < 18 || m->id[17] != 'b')
+		return 0;
+	snprintf(pid, sizeof(pid), "%.16s", m->id);
+	const struct qentry *p = entry_find(q, pid);
+	if (p == NULL || p->retired)
+		return 0;
+	for (size_t i = 0; i < p->msg.nrcpts; i++)
+		if (!p->msg.rcpts[i].bounced && reports_has(m->reports, i))
+			return 1;
+	return 0;
+}
+
 /* Once a minute every entry is looked at again, should an event have been missed. */
 #define QUEUE_SWEEP_S 60
 
@@ -1648,6 +1675,10 @@ queue_tick(evutil_socket_t fd, short what, void *arg)
 		if (e->busy || e->retired) {
 			/* Readied again when its job ends; freed when the transport lets go. */
 			ready_remove(q, e);
+			continue;
+		}
+		if (notice_held(q, e)) {
+			entry_wait(q, e, now + 1); /* looked at again each second */
 			continue;
 		}
 		if (entry_batchable(e)) {

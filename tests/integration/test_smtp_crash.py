@@ -343,3 +343,53 @@ def test_kills_during_alias_delivery_and_notices(start):
         assert sorted(acked - set(seen)) == [], (a, seen)
     out = queue_list(s)
     assert len(re.findall(r"<carol@example\.test>\s+local\s+deferred", out)) >= len(acked), out
+
+
+def test_bounce_left_by_a_crash_waits_for_its_message(start, peer):
+    """A kill between a bounce and the records of its message leaves both,
+    the message as before its attempt. Taken up again, the bounce to a
+    remote sender (here a member of the alias the message came from) is
+    ready at once, while its message retries a peer that is slow to fail it
+    again. Sent first, the bounce is gone by the time the message writes it
+    again, under a free name, and the sender gets it twice. It must wait
+    for its message to record it.
+
+    The state is made for real: the peer defers the message's first attempt
+    (its file is copied then, as never tried), fails the second and defers
+    the bounce to the sender, which so stays queued; the copy is put back."""
+    import os
+    answers = {"dest@remote.test": "450 4.2.0 later", "sender@remote.test": "450 4.2.0 later",
+               "slow": 0}
+
+    def rcpt(addr, n):
+        time.sleep(answers["slow"] if addr == "dest@remote.test" else 0)
+        return answers.get(addr, "250 2.1.5 ok")
+    p = peer(rcpt=rcpt)
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "sender@remote.test")
+    qid = submit(s, "bob@example.test", "bob-pw", [("dest@remote.test", "")],
+                 b"Subject: bounce me once\r\n\r\nx\r\n", frm="list@example.test")
+    wait_queue_shows(s, r"<dest@remote\.test>\s+remote\s+deferred")
+    assert s.stop() == 0
+    path = os.path.join(s.data_dir, "queue", qid)
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+
+    answers["dest@remote.test"] = "550 5.1.1 no such user"
+    s.start()
+    wait_queue_shows(s, r"(?m)^%s-b .*\n(\s+<.*\n)*\s+<sender@remote\.test>\s+remote\s+deferred"
+                     % qid)
+    wait_for(lambda: not re.search(r"(?m)^%s " % qid, s.cli("queue", "list").stdout),
+             what="the message gone")
+    assert s.stop() == 0
+
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(never_tried)
+    answers.update({"sender@remote.test": "250 2.1.5 ok", "slow": 1.5})
+    mark = len(s.log())
+    s.start()
+    wait_for(lambda: re.search(r"delivery id=%s rcpt=dest@remote\.test status=bounced" % qid,
+                               s.log()[mark:]), what="the message failed again")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
+    assert len(notices) == 1, [t["mail"] for t in notices]
