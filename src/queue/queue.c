@@ -1606,13 +1606,14 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 }
 
 /*
- * Whether e is a bounce its message has not recorded yet: a recipient it
- * reports is not marked bounced ('X') in the message, still queued. Only a
- * crash between the bounce's writing and that record leaves one (else it
- * is queued after the record). The message, taken up as before its
- * attempt, fails the recipient again and writes the bounce again; sent
- * before that, it would be gone, its name free, and sent twice. So it waits
- * until the message has found it written (and recorded it) or is done.
+ * Whether e is a bounce (or success notice) its message has not recorded
+ * yet: a recipient it reports is not marked bounced ('X') in the message,
+ * still queued (or not delivered with its notice settled). Only a crash
+ * between the notice's writing and that record leaves one (else it is
+ * queued after the record). The message, taken up as before its attempt,
+ * tries the recipient again and writes the notice again; sent before
+ * that, it would be gone, its name free, and sent twice. So it waits until
+ * the message has found it written (and recorded it) or is done.
  */
 static int
 notice_held(struct queue *q, const struct qentry *e)
@@ -1620,15 +1621,20 @@ notice_held(struct queue *q, const struct qentry *e)
 	const struct spool_msg *m = &e->msg;
 	char pid[QUEUE_ID_LEN + 1];
 
-	if (!m->is_notice || m->reports == NULL || strlen(m->id) < 18 || m->id[17] != 'b')
+	if (!m->is_notice || m->reports == NULL || strlen(m->id) < 18 ||
+	    (m->id[17] != 'b' && m->id[17] != 's'))
 		return 0;
 	snprintf(pid, sizeof(pid), "%.16s", m->id);
 	const struct qentry *p = entry_find(q, pid);
 	if (p == NULL || p->retired)
 		return 0;
-	for (size_t i = 0; i < p->msg.nrcpts; i++)
-		if (!p->msg.rcpts[i].bounced && reports_has(m->reports, i))
+	for (size_t i = 0; i < p->msg.nrcpts; i++) {
+		const struct spool_rcpt *rc = &p->msg.rcpts[i];
+		int recorded = m->id[17] == 'b' ? rc->bounced
+						: rc->status == RCPT_DELIVERED && !rc->notice_owed;
+		if (!recorded && reports_has(m->reports, i))
 			return 1;
+	}
 	return 0;
 }
 

@@ -393,3 +393,46 @@ def test_bounce_left_by_a_crash_waits_for_its_message(start, peer):
     wait_for(lambda: queue_empty(s), what="empty queue")
     notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
     assert len(notices) == 1, [t["mail"] for t in notices]
+
+
+def test_success_notice_left_by_a_crash_waits_for_its_message(start, peer):
+    """As the bounce above, for a success notice: NOTIFY=SUCCESS to a peer
+    without DSN ("relayed"), the notice to a remote member of the sending
+    alias. Left queued by the crash, it waits until its message, sent to
+    the (slow) peer again, has found it written: one notice, not two."""
+    import os
+    answers = {"dest@remote.test": "450 4.2.0 later", "sender@remote.test": "450 4.2.0 later",
+               "slow": 0}
+
+    def rcpt(addr, n):
+        time.sleep(answers["slow"] if addr == "dest@remote.test" else 0)
+        return answers.get(addr, "250 2.1.5 ok")
+    p = peer(rcpt=rcpt, caps=["PIPELINING", "8BITMIME", "SIZE 10000000", "ENHANCEDSTATUSCODES"])
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "sender@remote.test")
+    qid = submit(s, "bob@example.test", "bob-pw", [("dest@remote.test", " NOTIFY=SUCCESS")],
+                 b"Subject: tell me once\r\n\r\nx\r\n", frm="list@example.test")
+    wait_queue_shows(s, r"<dest@remote\.test>\s+remote\s+deferred")
+    assert s.stop() == 0
+    path = os.path.join(s.data_dir, "queue", qid)
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+
+    answers["dest@remote.test"] = "250 2.1.5 ok"
+    s.start()
+    wait_queue_shows(s, r"(?m)^%s-s0 .*\n(\s+<.*\n)*\s+<sender@remote\.test>\s+remote\s+deferred"
+                     % qid)
+    wait_for(lambda: not re.search(r"(?m)^%s " % qid, s.cli("queue", "list").stdout),
+             what="the message gone")
+    assert s.stop() == 0
+
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(never_tried)
+    answers.update({"sender@remote.test": "250 2.1.5 ok", "slow": 1.5})
+    mark = len(s.log())
+    s.start()
+    wait_for(lambda: re.search(r"delivery id=%s rcpt=dest@remote\.test status=sent" % qid,
+                               s.log()[mark:]), what="the message sent again")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
+    assert len(notices) == 1, [t["mail"] for t in notices]
