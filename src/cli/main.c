@@ -635,6 +635,10 @@ delete_queued(const char *dir, const char *name, const char *id)
 		rc = runtime_error("queue delete: %s is no longer queued (delivered meanwhile)", id);
 	else if (unlink(path) < 0)
 		rc = runtime_error("queue delete: unlink(%s) failed: %s", path, strerror(errno));
+	else if (util_fsync_dir(dir) < 0)
+		/* Else a power loss could bring it back, to be delivered. */
+		rc = runtime_error("queue delete: %s unlinked, but fsync of %s failed: %s", id, dir,
+				   strerror(errno));
 	else {
 		printf("deleted %s\n", id);
 		rc = 0;
