@@ -37,7 +37,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(SAN_DIR)/unit/%)
 # Fuzz build (clang only)
 FUZZ_CC := clang
 FUZZ_DIR := build/fuzz
-FUZZ_CFLAGS := -std=gnu17 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -O1 -g \
+FUZZ_CFLAGS := -std=gnu17 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -O1 -g -MMD -MP \
                -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
 FUZZ_LIBOBJS := $(LIBSRCS:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_DIR)/bin/%)
