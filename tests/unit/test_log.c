@@ -98,8 +98,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_long_lines),
-		cmocka_unit_test(test_escape_keeps_one_field),
+	    cmocka_unit_test(test_long_lines),
+	    cmocka_unit_test(test_escape_keeps_one_field),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
