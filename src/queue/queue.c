@@ -1632,7 +1632,10 @@ notice_held(struct queue *q, const struct qentry *e)
 		const struct spool_rcpt *rc = &p->msg.rcpts[i];
 		int recorded = m->id[17] == 'b' ? rc->bounced
 						: rc->status == RCPT_DELIVERED && !rc->notice_owed;
-		if (!recorded && reports_has(m->reports, i))
+		/* Delivered since (failed, for a success notice): the message
+		 * never writes this notice again, and may stay for days. */
+		int never = rc->status == (m->id[17] == 'b' ? RCPT_DELIVERED : RCPT_FAILED);
+		if (!recorded && !never && reports_has(m->reports, i))
 			return 1;
 	}
 	return 0;

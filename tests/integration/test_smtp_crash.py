@@ -436,3 +436,48 @@ def test_success_notice_left_by_a_crash_waits_for_its_message(start, peer):
     wait_for(lambda: queue_empty(s), what="empty queue")
     notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
     assert len(notices) == 1, [t["mail"] for t in notices]
+
+
+def test_bounce_left_by_a_crash_is_not_held_once_its_recipient_is_delivered(start, peer):
+    """As above, but the retry after the restart delivers the recipient the
+    bounce reports, while another recipient of the message stays deferred
+    (for days: queue.max_age). The message will never write that bounce
+    again, so nothing can send it twice: it must not wait for the message
+    to end."""
+    import os
+    answers = {"dest@remote.test": "450 4.2.0 later", "other@remote.test": "450 4.2.0 later",
+               "sender@remote.test": "450 4.2.0 later"}
+    p = peer(rcpt=lambda a, n: answers.get(a, "250 2.1.5 ok"))
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "sender@remote.test")
+    qid = submit(s, "bob@example.test", "bob-pw", [("dest@remote.test", ""),
+                                                   ("other@remote.test", "")],
+                 b"Subject: bounce me\r\n\r\nx\r\n", frm="list@example.test")
+    wait_queue_shows(s, r"<dest@remote\.test>\s+remote\s+deferred")
+    assert s.stop() == 0
+    qdir = os.path.join(s.data_dir, "queue")
+    name = [n for n in os.listdir(qdir)
+            if open(os.path.join(qdir, n), "rb").read().find(b"id=%s\0" % qid.encode()) >= 0]
+    assert len(name) == 1, os.listdir(qdir)
+    path = os.path.join(qdir, name[0])
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+
+    answers["dest@remote.test"] = "550 5.1.1 no such user"
+    s.start()
+    wait_queue_shows(s, r"(?m)^%s-b .*\n(\s+<.*\n)*\s+<sender@remote\.test>\s+remote\s+deferred"
+                     % qid)
+    assert s.stop() == 0
+    # The kill came before the message recorded its bounce.
+    with open(path, "r+b") as f:
+        f.write(never_tried)
+        f.truncate()
+
+    answers.update({"dest@remote.test": "250 2.1.5 ok", "sender@remote.test": "250 2.1.5 ok"})
+    mark = len(s.log())
+    s.start()
+    wait_for(lambda: re.search(r"delivery id=%s rcpt=dest@remote\.test status=sent" % qid,
+                               s.log()[mark:]), what="the recipient delivered")
+    wait_for(lambda: [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")],
+             timeout=5, what="the bounce sent")
+    assert re.search(r"(?m)^%s " % qid, s.cli("queue", "list").stdout)    # other: deferred
