@@ -1608,7 +1608,8 @@ entry_due(const struct queue *q, const struct qentry *e, int64_t now)
 /*
  * Whether e is a bounce (or success notice) its message has not recorded
  * yet: a recipient it reports is not marked bounced ('X') in the message,
- * still queued (or not delivered with its notice settled). Only a crash
+ * still queued (or not delivered with its notice settled; for a delay
+ * notice, the message has not recorded its warning). Only a crash
  * between the notice's writing and that record leaves one (else it is
  * queued after the record). The message, taken up as before its attempt,
  * tries the recipient again and writes the notice again; sent before
@@ -1622,12 +1623,15 @@ notice_held(struct queue *q, const struct qentry *e)
 	char pid[QUEUE_ID_LEN + 1];
 
 	if (!m->is_notice || m->reports == NULL || strlen(m->id) < 18 ||
-	    (m->id[17] != 'b' && m->id[17] != 's'))
+	    (m->id[17] != 'b' && m->id[17] != 's' && m->id[17] != 'd'))
 		return 0;
 	snprintf(pid, sizeof(pid), "%.16s", m->id);
 	const struct qentry *p = entry_find(q, pid);
 	if (p == NULL || p->retired)
 		return 0;
+	/* A delay notice: the message warns again until it records the warning. */
+	if (m->id[17] == 'd')
+		return !p->msg.delay_warned && q->srv->cfg->queue_delay_warning > 0;
 	for (size_t i = 0; i < p->msg.nrcpts; i++) {
 		const struct spool_rcpt *rc = &p->msg.rcpts[i];
 		int recorded = m->id[17] == 'b' ? rc->bounced

@@ -481,3 +481,49 @@ def test_bounce_left_by_a_crash_is_not_held_once_its_recipient_is_delivered(star
     wait_for(lambda: [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")],
              timeout=5, what="the bounce sent")
     assert re.search(r"(?m)^%s " % qid, s.cli("queue", "list").stdout)    # other: deferred
+
+
+def test_delay_notice_left_by_a_crash_waits_for_its_message(start, peer):
+    """As the bounce above, for a delay notice: a kill between the notice
+    (ID-d) and its message's record of the warning leaves both. Sent at
+    once, it is gone when the message, taken up as never tried and deferred
+    again by a slow peer, warns again under the freed name: a remote sender
+    got it twice. It must wait for its message to find it written."""
+    import os
+    answers = {"dest@remote.test": "450 4.2.0 later", "sender@remote.test": "450 4.2.0 later",
+               "slow": 0}
+
+    def rcpt(addr, n):
+        time.sleep(answers["slow"] if addr == "dest@remote.test" else 0)
+        return answers.get(addr, "250 2.1.5 ok")
+    p = peer(rcpt=rcpt)
+    s = start({"route.remote.test": route_to(p), "queue.delay_warning": "1s"},
+              kinds=("smtp", "submission"))
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "sender@remote.test")
+    qid = submit(s, "bob@example.test", "bob-pw", [("dest@remote.test", "")],
+                 b"Subject: late\r\n\r\nx\r\n", frm="list@example.test")
+    wait_queue_shows(s, r"(?m)^%s-d .*\n(\s+<.*\n)*\s+<sender@remote\.test>\s+remote\s+deferred"
+                     % qid)
+    assert s.stop() == 0
+    qdir = os.path.join(s.data_dir, "queue")
+    name = [n for n in os.listdir(qdir)
+            if open(os.path.join(qdir, n), "rb").read().find(b"id=%s\0" % qid.encode()) >= 0]
+    assert len(name) == 1, os.listdir(qdir)
+    path = os.path.join(qdir, name[0])
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+    # The kill came before the message recorded its warning.
+    with open(path, "r+b") as f:
+        f.write(never_tried)
+        f.truncate()
+
+    answers.update({"sender@remote.test": "250 2.1.5 ok", "slow": 1})
+    mark = len(s.log())
+    s.start()
+    wait_for(lambda: re.search(r"delivery id=%s rcpt=dest@remote\.test status=deferred" % qid,
+                               s.log()[mark:]), what="the message deferred again")
+    wait_for(lambda: not re.search(r"(?m)^%s-d " % qid, s.cli("queue", "list").stdout),
+             what="the notice gone")
+    time.sleep(1)   # (time for the message to warn again)
+    notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
+    assert len(notices) == 1, [t["mail"] for t in notices]
