@@ -1142,6 +1142,17 @@ job_done(void *arg)
 	e->have_content = 0;
 	for (int i = 0; i < 3; i++) {
 		if (j->notices[i]) {
+			/*
+			 * Written under a free name: an entry still under it is a
+			 * notice deleted (`surat queue delete`) while it waited for
+			 * this message (notice_held). Its job would find this file
+			 * there and send it a second time.
+			 */
+			struct qentry *old = entry_find(q, j->notices[i]->id);
+			if (old != NULL && !old->busy && !old->remote_busy && old->npending == 0) {
+				entry_unlink(q, old);
+				entry_free(old);
+			}
 			queue_add_entry(q, j->notices[i], NULL);
 			free(j->notices[i]);
 			j->notices[i] = NULL;

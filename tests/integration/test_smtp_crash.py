@@ -527,3 +527,49 @@ def test_delay_notice_left_by_a_crash_waits_for_its_message(start, peer):
     time.sleep(1)   # (time for the message to warn again)
     notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
     assert len(notices) == 1, [t["mail"] for t in notices]
+
+
+def test_bounce_deleted_while_it_waits_is_not_sent_twice(start, peer):
+    """A bounce left by a crash waits for its message (above); the admin
+    deletes it meanwhile (`surat queue delete`). The message fails again
+    and writes it anew under the freed name: the sender gets that one, once.
+    The deleted one's entry, still waiting, must not send it a second time
+    (the peer is slow to answer, so both could be sending it at once)."""
+    import os
+    answers = {"dest@remote.test": "450 4.2.0 later", "sender@remote.test": "450 4.2.0 later",
+               "slow": 0}
+
+    def rcpt(addr, n):
+        time.sleep(answers["slow"] if addr in ("dest@remote.test", "sender@remote.test") else 0)
+        return answers.get(addr, "250 2.1.5 ok")
+    p = peer(rcpt=rcpt)
+    s = start({"route.remote.test": route_to(p)}, kinds=("smtp", "submission"))
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "sender@remote.test")
+    qid = submit(s, "bob@example.test", "bob-pw", [("dest@remote.test", "")],
+                 b"Subject: bounce me once\r\n\r\nx\r\n", frm="list@example.test")
+    wait_queue_shows(s, r"<dest@remote\.test>\s+remote\s+deferred")
+    assert s.stop() == 0
+    path = os.path.join(s.data_dir, "queue", qid)
+    with open(path, "rb") as f:
+        never_tried = spool_as_never_tried(f.read())
+
+    answers["dest@remote.test"] = "550 5.1.1 no such user"
+    s.start()
+    wait_queue_shows(s, r"(?m)^%s-b .*\n(\s+<.*\n)*\s+<sender@remote\.test>\s+remote\s+deferred"
+                     % qid)
+    wait_for(lambda: not re.search(r"(?m)^%s " % qid, s.cli("queue", "list").stdout),
+             what="the message gone")
+    assert s.stop() == 0
+
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(never_tried)
+    answers.update({"sender@remote.test": "250 2.1.5 ok", "slow": 1.2})
+    mark = len(s.log())
+    s.start()
+    assert "deleted %s-b" % qid in s.cli("queue", "delete", "%s-b" % qid).stdout
+    wait_for(lambda: re.search(r"delivery id=%s rcpt=dest@remote\.test status=bounced" % qid,
+                               s.log()[mark:]), what="the message failed again")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    time.sleep(1.6)   # (time for a second send)
+    notices = [t for t in p.txns if t["mail"].startswith("MAIL FROM:<>")]
+    assert len(notices) == 1, [t["mail"] for t in notices]
