@@ -183,6 +183,8 @@ static void smtp_write_cb(struct bufferevent *bev, void *arg);
 static void smtp_event_cb(struct bufferevent *bev, short what, void *arg);
 static void smtp_trace_date(char *date, size_t size);
 static void smtp_name_ptr_cb(const struct dns_result *res, void *arg);
+static void smtp_name_stop(struct smtp_sess *s);
+static void smtp_named(struct smtp_sess *s, const char *name);
 static void smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date,
 			      const char *for_rcpt);
 
@@ -425,9 +427,7 @@ smtp_sess_free(struct smtp_sess *s)
 	smtp_user_clear(s);
 	if (s->timer)
 		event_free(s->timer);
-	dns_cancel(&s->name_q);
-	if (s->name_timer)
-		event_free(s->name_timer);
+	smtp_name_stop(s);
 	free(s->client_name);
 	util_wipe(s->auth_user, sizeof(s->auth_user));
 	buf_free(&s->out);
@@ -2429,6 +2429,14 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (what & BEV_EVENT_ERROR)
 			log_msg(LL_DEBUG, c->id, "connection error");
+		if (what == (BEV_EVENT_EOF | BEV_EVENT_READING) && (s->flags & F_NAMING))
+			/*
+			 * All said before our greeting, then its half of the
+			 * connection closed (a script's `nc -N`): what it sent is
+			 * answered once the name is known, and smtp_named() reads
+			 * again, which finds the end again.
+			 */
+			return;
 		if (s->hold > 0) {
 			/*
 			 * A write under a caller failed: that caller closes, and
@@ -2472,6 +2480,8 @@ smtp_on_shutdown(struct conn *c)
 	/* Idle sessions (an AUTH exchange too) end now; busy ones finish
 	 * their transaction first. */
 	if (s->state == ST_CONNECTED || s->state == ST_HELO || s->state == ST_AUTH) {
+		/* No greeting after this, whatever the DNS answers meanwhile. */
+		smtp_name_stop(s);
 		smtp_hold(s);
 		smtp_reply(s, 421, "4.3.2", "%s Service shutting down", s->srv->cfg->hostname);
 		smtp_close(s);
@@ -2487,19 +2497,30 @@ smtp_on_shutdown(struct conn *c)
  * at most SMTP_NAME_WAIT_MS: a client whose DNS is broken is greeted then.
  */
 static void
-smtp_named(struct smtp_sess *s, const char *name)
+smtp_name_stop(struct smtp_sess *s)
 {
 	dns_cancel(&s->name_q);
-	event_free(s->name_timer);
+	if (s->name_timer != NULL)
+		event_free(s->name_timer);
 	s->name_timer = NULL;
+	s->flags &= ~F_NAMING;
+}
+
+static void
+smtp_named(struct smtp_sess *s, const char *name)
+{
+	smtp_name_stop(s);
 	if (name != NULL)
 		s->client_name = xstrdup(name);
-	s->flags &= ~F_NAMING;
 	smtp_hold(s);
 	smtp_reply(s, 220, NULL, "%s ESMTP surat", s->srv->cfg->hostname);
 	/* Anything sent before the greeting is read now. */
 	s->phase_ms = util_mono_ms();
 	smtp_process(s);
+	/* Reading again, should an end of input have stopped it meanwhile
+	 * (smtp_event_cb); a job (ST_WAIT) does so when it is done. */
+	if (s->state != ST_WAIT && s->state != ST_QUIT && !(s->flags & F_CLOSE_NOW))
+		bufferevent_enable(s->c->bev, s->c->tls ? EV_READ | EV_WRITE : EV_READ);
 	smtp_release(s);
 }
 

@@ -137,3 +137,41 @@ def test_clients_gone_before_the_greeting(make_populated):
     got = send_from(s.port("smtp"), "127.0.0.1", msg(subject="after"))
     assert [c for c, _ in got] == [220, 250, 250, 250, 354, 250, 221], got
     stored_one(s, "alice@example.test")
+
+
+def test_half_closed_before_the_greeting_is_answered(make_populated):
+    """A script that sends its whole session and closes its half of the
+    connection at once (`nc -N`), before the greeting: it is greeted and
+    each command answered, the message queued, then the session ends. The
+    first connection of a fresh daemon finds nothing cached."""
+    s = make_populated()
+    for i in range(3):
+        sock = socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=20)
+        sock.sendall(b"EHLO script.test\r\nMAIL FROM:<s@remote.test>\r\n"
+                     b"RCPT TO:<alice@example.test>\r\nDATA\r\n"
+                     b"Subject: scripted %d\r\n\r\nx\r\n.\r\nQUIT\r\n" % i)
+        sock.shutdown(socket.SHUT_WR)
+        f = sock.makefile("rb")
+        codes = []
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            if line[3:4] == b" ":
+                codes.append(int(line[:3]))
+        sock.close()
+        assert codes == [220, 250, 250, 250, 354, 250, 221], (i, codes)
+    stored_one(s, "alice@example.test", 3)
+    # Without QUIT: answered, then the end of its input ends the session
+    # at once (not at smtp.command_timeout).
+    sock = socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=5)
+    sock.sendall(b"EHLO script.test\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    sock.close()
+    assert got.startswith(b"220 ") and b"\r\n250 " in got, got
