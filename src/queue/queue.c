@@ -788,7 +788,9 @@ job_notice(struct qjob *j, enum dsn_kind kind, size_t first)
 		if (same)
 			break;
 		if (++k >= QUEUE_NOTICE_TRIES) {
+			/* Not lost: its recipients stay unrecorded, tried again. */
 			log_error("queue %s: no free name for a notice", j->snap.id);
+			j->error = 1;
 			break;
 		}
 	}
