@@ -20,7 +20,7 @@ from conftest import FILL_PAD, client_tls
 from test_smtp import (TIMEOUT, bounded, make_populated, populated_data,  # noqa: F401
                        queue_ids, surat)
 from test_delivery_edge import (peer, queue_empty, route_to, spool_as_never_tried,  # noqa: F401
-                                queue_list, start, wait_for, wait_queue_shows)
+                                spool_file_of, queue_list, start, wait_for, wait_queue_shows)
 from test_dsn_rfc import submit
 
 N = 200
@@ -250,16 +250,7 @@ def test_bounce_found_written_after_a_crash_reports_the_rest(start):
                       loop_body("alice@example.test", extra=FILL_PAD))
     wait_queue_shows(s, r"(?m)^%s-b .*\n\s+<bob@example\.test>\s+local\s+deferred" % qid)
     assert s.stop() == 0
-    qdir = os.path.join(s.data_dir, "queue")
-    name = [n for n in os.listdir(qdir)
-            if open(os.path.join(qdir, n), "rb").read().find(b"id=%s\0" % qid.encode()) >= 0]
-    assert len(name) == 1, os.listdir(qdir)
-    path = os.path.join(qdir, name[0])
-    with open(path, "rb") as f:
-        never_tried = spool_as_never_tried(f.read())
-    with open(path, "r+b") as f:
-        f.write(never_tried)
-        f.truncate()
+    put_back(*message_as_never_tried(s, qid))
     s.cli("user", "del", "carol@example.test")
 
     mark = len(s.log())
@@ -347,6 +338,14 @@ def test_kills_during_alias_delivery_and_notices(start):
     assert len(re.findall(r"<carol@example\.test>\s+local\s+deferred", out)) >= len(acked), out
 
 
+def message_as_never_tried(s, qid):
+    """(path, content): the spool file holding message qid, and its content
+    as before any delivery attempt (spool_as_never_tried)."""
+    path = spool_file_of(s, b"id=%s\0" % qid.encode())
+    with open(path, "rb") as f:
+        return path, spool_as_never_tried(f.read())
+
+
 def crash_setup(start, peer, rcpts, subject, conf=None, caps=None,
                 slow=("dest@remote.test",), queued=r"<dest@remote\.test>\s+remote\s+deferred"):
     """The set-up of the crash-window tests below. bob submits, as the alias
@@ -358,7 +357,6 @@ def crash_setup(start, peer, rcpts, subject, conf=None, caps=None,
     RCPT to an address in slow waits. Returns (s, p, qid, answers, path,
     never_tried): the message's spool file and its content as before any
     attempt (spool_as_never_tried), to put back as a kill would leave it."""
-    import os
     answers = {a: "450 4.2.0 later" for a, _ in rcpts}
     answers.update({"sender@remote.test": "450 4.2.0 later", "slow": 0})
 
@@ -374,14 +372,7 @@ def crash_setup(start, peer, rcpts, subject, conf=None, caps=None,
                  b"Subject: " + subject + b"\r\n\r\nx\r\n", frm="list@example.test")
     wait_queue_shows(s, queued.replace("{id}", qid))
     assert s.stop() == 0
-    qdir = os.path.join(s.data_dir, "queue")
-    name = [n for n in os.listdir(qdir)
-            if open(os.path.join(qdir, n), "rb").read().find(b"id=%s\0" % qid.encode()) >= 0]
-    assert len(name) == 1, os.listdir(qdir)
-    path = os.path.join(qdir, name[0])
-    with open(path, "rb") as f:
-        never_tried = spool_as_never_tried(f.read())
-    return s, p, qid, answers, path, never_tried
+    return (s, p, qid, answers) + message_as_never_tried(s, qid)
 
 
 def notice_made(s, qid, suffix, message_gone=True):
