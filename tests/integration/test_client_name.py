@@ -14,38 +14,30 @@ import re
 import socket
 
 from conftest import free_port, skip_unless_ipv6_loopback
+from test_auth_lockout import Line
 from test_smtp import (access_lines, bounded, make_populated, msg,  # noqa: F401
                        populated_data, split_stored, stored_one)
 
 
-def send_from(port, src, body, host="127.0.0.1", family=socket.AF_INET):
-    """One message to alice over a raw socket bound to src; returns the
-    replies as (code, text) pairs, the greeting first."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(20)
-    sock.bind((src, 0))
-    sock.connect((host, port))
-    f = sock.makefile("rb")
+def send_from(port, src, body, host="127.0.0.1"):
+    """One message to alice from a socket bound to src; returns the replies
+    as (code, last line) pairs, the greeting first."""
+    c = Line(port, src, host)
 
     def reply():
-        lines = []
-        while True:
-            line = f.readline()
-            assert line.endswith(b"\r\n"), lines + [line]
-            lines.append(line)
-            if line[3:4] == b" ":
-                return int(line[:3]), b"".join(lines)
+        line = c.smtp_reply()
+        return int(line[:3]), line
 
     got = [reply()]
-    for cmd in (b"EHLO client.test", b"MAIL FROM:<s@remote.test>",
-                b"RCPT TO:<alice@example.test>", b"DATA"):
-        sock.sendall(cmd + b"\r\n")
+    for cmd in ("EHLO client.test", "MAIL FROM:<s@remote.test>",
+                "RCPT TO:<alice@example.test>", "DATA"):
+        c.send(cmd)
         got.append(reply())
-    sock.sendall(body + b".\r\n")
+    c.sock.sendall(body + b".\r\n")
     got.append(reply())
-    sock.sendall(b"QUIT\r\n")
+    c.send("QUIT")
     got.append(reply())
-    sock.close()
+    c.close()
     return got
 
 
@@ -92,7 +84,7 @@ def test_ipv6_client_named(make_populated):
         f.write("listen.smtp = 127.0.0.1:%d, [::1]:%d\n" % (s.port("smtp"), p6))
     s.stop()
     s.start()
-    send_from(p6, "::1", msg(subject="six"), host="::1", family=socket.AF_INET6)
+    send_from(p6, "::1", msg(subject="six"), host="::1")
     received, client = received_and_client(s, 1)
     assert received.startswith("Received: from client.test (localhost [IPv6:::1])\r\n"), received
     assert client == "localhost[::1]"
