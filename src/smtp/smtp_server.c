@@ -1146,6 +1146,19 @@ smtp_space_for(const struct config *cfg, const struct smtp_mail *m)
 	return need + (int64_t)m->size;
 }
 
+/*
+ * A MAIL refused for what it asks (its size, the sender on submission, the
+ * queue's space), after the reply: no transaction opens, but the attempt is
+ * a message refused, and has its access line like a refused RCPT's: who
+ * tried to send as whom is what an admin greps for.
+ */
+static void
+smtp_mail_refused(struct smtp_sess *s, int code, const char *reason)
+{
+	smtp_access_log(s, NULL, code, reason);
+	memset(&s->mail, 0, sizeof(s->mail));
+}
+
 static void
 cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
@@ -1180,7 +1193,7 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	if (s->mail.has_size && s->mail.size > (uint64_t)cfg->smtp_max_message_size) {
 		smtp_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of %lld bytes",
 			   (long long)cfg->smtp_max_message_size);
-		memset(&s->mail, 0, sizeof(s->mail));
+		smtp_mail_refused(s, 552, "declared SIZE over the limit");
 		return;
 	}
 	/*
@@ -1196,21 +1209,15 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		log_msg(LL_WARN, s->c->id, "MAIL refused: less than %lld bytes free for the queue",
 			(long long)need);
 		smtp_reply(s, 452, "4.3.1", "Insufficient system storage");
-		memset(&s->mail, 0, sizeof(s->mail));
+		smtp_mail_refused(s, 452, "insufficient system storage");
 		return;
 	}
 	if (s->flags & F_AUTHED && !s->mail.from.is_null) {
 		int own = accounts_owns(s->srv->accounts, s->user, s->mail.from.addr);
 		if (own != 1) {
-			char esc[300], uesc[300];
-			/* The only trace of a refused MAIL: escaped as in an access
-			 * line, or a quoted local part could write fields into it. */
-			log_msg(LL_WARN, s->c->id, "sender refused user=%s from=<%s>",
-				log_esc_also(uesc, sizeof(uesc), s->user, " "),
-				log_esc_also(esc, sizeof(esc), s->mail.from.addr, LOG_LIST_CHARS));
 			smtp_reply(s, 553, "5.7.1", "Sender address <%s> not owned by user %s",
 				   s->mail.from.addr, s->user);
-			memset(&s->mail, 0, sizeof(s->mail));
+			smtp_mail_refused(s, 553, "sender not owned by the user");
 			return;
 		}
 	}

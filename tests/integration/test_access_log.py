@@ -35,9 +35,12 @@ Decisions taken here (documented, and asserted):
   BDAT chunk; of a DATA refused for want of recipients only if no RCPT was
   refused (the 554 follows from them); never of a command that failed
   without touching the transaction (EXPN, a nested MAIL, a typo).
-- A MAIL refused outright (553 sender not owned) opens no transaction: no
-  access line, but a `warn` line with the session id and user= is there.
-  Nor does a DATA or a BDAT with no MAIL before it (503).
+- A MAIL refused for what it asks (553 sender not owned on submission, 552
+  a declared SIZE over the limit, 452 no room for the queue) opens no
+  transaction but is a message refused: its line has id=-, rcpts=-,
+  size=0, the code and a reason. A MAIL refused for its syntax, or a DATA
+  or a BDAT with no MAIL before it (503), is a command error, not a
+  message: no line.
 - A timeout or the error limit ends the transaction with a 421: that is its
   final reply code, and it needs its line like any other end.
 """
@@ -533,33 +536,53 @@ def test_stray_command_is_not_the_result(surat):
     assert f["result"] == 0 and f["reason"] == "transaction not completed", f["_raw"]
 
 
-def test_refused_mail_leaves_a_warning(surat):
-    """A MAIL FROM refused on submission opens no transaction: no access
-    line, but a warning that names the session and the account."""
+def test_refused_mail_has_its_line(surat):
+    """A MAIL FROM refused on submission opens no transaction but has its
+    access line: the account and the sender it tried to use."""
     r = raw_submission(surat)
     r.expect("MAIL FROM:<ceo@bank.test>", 553, "5.7.1")
+    r.expect("MAIL FROM:<alice@example.test> SIZE=x", 501)   # syntax: no line
     r.expect("QUIT", 221)
     r.close()
-    lines = final(surat)
-    assert lines == [], [f["_raw"] for f in lines]
-    assert re.search(r" warn sid=[0-9a-f]{16} sender refused user=alice@example\.test "
-                     r"from=<ceo@bank\.test>", surat.log())
+    f = one(final(surat))
+    assert (f["id"], f["user"], f["from_addr"], f["rcpts"], f["size"], f["result"]) == \
+        ("-", "alice@example.test", "ceo@bank.test", "-", 0, 553), f["_raw"]
+    assert f["reason"] == "sender not owned by the user" and "msgid" not in f, f["_raw"]
+    assert f["tls"].startswith("TLSv1"), f["_raw"]
 
 
-def test_refused_mail_warning_cannot_be_forged(surat):
-    """That warning is the only trace of a refused MAIL: a quoted local part
-    must not put a field in it (spaces and <> escaped, as in from=<>)."""
+def test_mail_refused_for_its_size_has_its_line(make_populated):
+    """A SIZE= over smtp.max_message_size is refused at MAIL (552): one line,
+    and the session's next message has its own."""
+    s = make_populated(extra={"smtp.max_message_size": "4096"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<big@remote.test> SIZE=5000", 552, "5.3.4")
+    r.expect("MAIL FROM:<small@remote.test> SIZE=100", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, msg("small", frm="small@remote.test"))
+    r.expect("QUIT", 221)
+    r.close()
+    stored_one(s, "alice@example.test")
+    lines = final(s)
+    f = one(lines, id="-")
+    assert (f["from_addr"], f["user"], f["rcpts"], f["size"], f["result"]) == \
+        ("big@remote.test", "-", "-", 0, 552), f["_raw"]
+    assert f["reason"] == "declared SIZE over the limit", f["_raw"]
+    assert one(lines, from_addr="small@remote.test")["result"] == 250
+
+
+def test_refused_mail_line_cannot_be_forged(surat):
+    """That line is the trace of a refused MAIL: a quoted local part must not
+    put a field in it (spaces and <> escaped, as in any from=<>)."""
     frm = '"x> user=bob@example.test from=<ceo"@bank.test'
     r = raw_submission(surat)
     r.expect("MAIL FROM:<%s>" % frm, 553, "5.7.1")
     r.expect("QUIT", 221)
     r.close()
-    assert final(surat) == []
-    warns = [l for l in surat.log().splitlines() if " sender refused " in l]
-    assert len(warns) == 1, warns
-    assert re.fullmatch(r".* warn sid=[0-9a-f]{16} sender refused user=alice@example\.test "
-                        r"from=<[^ <>]*>", warns[0]), warns[0]
-    assert unescape(warns[0].split("from=<", 1)[1][:-1]) == frm, warns[0]
+    f = one(final(surat))    # parse_access: the line splits one way only
+    assert (f["user"], f["from_addr"], f["result"]) == ("alice@example.test", frm, 553), \
+        f["_raw"]
 
 
 # ---------------------------------------------------------------- unfinished transactions

@@ -824,6 +824,10 @@ def test_mail_refused_when_disk_space_is_low(make_populated):
     r.close()
     assert "less than 1073741824000000 bytes free for the queue" in s.log()
     assert queue_ids(s) == []
+    # Each refused MAIL is a message refused: its access line says why.
+    refused = [l for l in s.log().splitlines() if " access " in l]
+    assert len(refused) == 2 and all(" result=452 reason=\"insufficient system storage\" "
+                                     in l for l in refused), refused
 
 
 def test_declared_size_counts_against_the_free_space(make_populated, tmp_path):
