@@ -1287,6 +1287,34 @@ smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 }
 
 /*
+ * The dotted quad of an IPv4 address literal into *a. RFC 5321 4.1.3 has
+ * Snum = 1*3DIGIT, so "[127.000.000.001]" is 127.0.0.1, which inet_pton(3)
+ * refuses for its leading zeros. 0, or -1 if lit is not one.
+ */
+static int
+smtp_ipv4_literal(const char *lit, struct in_addr *a)
+{
+	uint32_t v = 0;
+
+	for (int part = 0; part < 4; part++) {
+		unsigned n = 0, d = 0;
+		if (part > 0 && *lit++ != '.')
+			return -1;
+		while (*lit >= '0' && *lit <= '9' && d < 3) {
+			n = n * 10 + (unsigned)(*lit++ - '0');
+			d++;
+		}
+		if (d == 0 || n > 255)
+			return -1;
+		v = v << 8 | n;
+	}
+	if (*lit != '\0')
+		return -1;
+	a->s_addr = htonl(v);
+	return 0;
+}
+
+/*
  * Whether dom, the address literal of a parsed path ("[192.0.2.1]" or
  * "[IPv6:...]", the tag as smtp_proto writes it), is one of this host's
  * addresses: the one the client reached us on, or an interface's. RFC 1123
@@ -1315,7 +1343,7 @@ smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
 		if (inet_pton(AF_INET6, lit + 5, &s6->sin6_addr) != 1)
 			return 0;
 		ss.ss_family = AF_INET6;
-	} else if (inet_pton(AF_INET, lit, &s4->sin_addr) == 1) {
+	} else if (smtp_ipv4_literal(lit, &s4->sin_addr) == 0) {
 		ss.ss_family = AF_INET;
 	} else {
 		return 0;

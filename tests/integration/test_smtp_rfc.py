@@ -305,6 +305,22 @@ def test_postmaster_at_our_own_address_literal(daemon):
     assert "rcpts=<postmaster@example.test>" in daemon.log()
 
 
+def test_postmaster_at_our_literal_with_leading_zeros(daemon):
+    """RFC 5321 4.1.3: Snum = 1*3DIGIT, so [127.000.000.001] is a valid
+    literal for 127.0.0.1, and RFC 1123 5.2.17 makes postmaster at it ours
+    like postmaster@[127.0.0.1]; it was refused as a relay attempt."""
+    r = session(daemon)
+    r.expect("MAIL FROM:<s@remote.test>", 250, "2.1.0")
+    got = [(p, r.cmd("RCPT TO:" + p)[0])
+           for p in ("<postmaster@[127.000.000.001]>", "<postmaster@[127.0.0.01]>",
+                     "<postmaster@[127.000.000.002]>", "<alice@[127.000.000.001]>")]
+    r.expect("QUIT", 221)
+    r.close()
+    assert got == [("<postmaster@[127.000.000.001]>", 250), ("<postmaster@[127.0.0.01]>", 250),
+                   ("<postmaster@[127.000.000.002]>", 554),
+                   ("<alice@[127.000.000.001]>", 554)], got
+
+
 # ---------------------------------------------------------------- RFC 6531
 
 
