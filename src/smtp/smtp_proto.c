@@ -442,9 +442,12 @@ domain_name_check(const unsigned char *s, size_t n, int *utf8)
 	return 0;
 }
 
-/* An IPv4 dotted quad: four 1*3DIGIT numbers 0..255. */
+/*
+ * An IPv4 dotted quad: four Snum = 1*3DIGIT of 0..255 (RFC 5321 4.1.3, so
+ * leading zeros are allowed), into a[0..4).
+ */
 static int
-ipv4_check(const char *s, size_t n)
+ipv4_parse(const char *s, size_t n, unsigned char a[4])
 {
 	size_t i = 0;
 
@@ -463,13 +466,13 @@ ipv4_check(const char *s, size_t n)
 		}
 		if (d == 0 || v > 255)
 			return -1;
+		a[part] = (unsigned char)v;
 	}
 	return i == n ? 0 : -1;
 }
 
-/* "[1.2.3.4]" or "[IPv6:...]" (the general tagged form is not supported). */
-static int
-addr_literal_check(const char *s, size_t n)
+int
+smtp_addr_literal(const char *s, size_t n, int *family_r, unsigned char addr_r[16])
 {
 	if (n < 3 || s[0] != '[' || s[n - 1] != ']')
 		return -1;
@@ -477,7 +480,6 @@ addr_literal_check(const char *s, size_t n)
 	n -= 2;
 	if (n > 5 && strncasecmp(s, "IPv6:", 5) == 0) {
 		char tmp[INET6_ADDRSTRLEN];
-		struct in6_addr a6;
 		s += 5;
 		n -= 5;
 		if (n >= sizeof(tmp))
@@ -487,9 +489,38 @@ addr_literal_check(const char *s, size_t n)
 				return -1;
 		memcpy(tmp, s, n);
 		tmp[n] = '\0';
-		return inet_pton(AF_INET6, tmp, &a6) == 1 ? 0 : -1;
+		/*
+		 * An IPv4 tail (IPv6v4-full, IPv6v4-comp) is Snum too, which
+		 * inet_pton(3) refuses with leading zeros: written plainly.
+		 */
+		char *v4 = memchr(tmp, '.', n) ? strrchr(tmp, ':') : NULL;
+		if (v4 != NULL) {
+			unsigned char q[4];
+			v4++;
+			if (ipv4_parse(v4, strlen(v4), q) < 0 ||
+			    xsnprintf(v4, sizeof(tmp) - (size_t)(v4 - tmp), "%u.%u.%u.%u", q[0],
+					  q[1], q[2], q[3]) < 0)
+				return -1;
+		}
+		if (inet_pton(AF_INET6, tmp, addr_r) != 1)
+			return -1;
+		*family_r = AF_INET6;
+		return 0;
 	}
-	return ipv4_check(s, n);
+	if (ipv4_parse(s, n, addr_r) < 0)
+		return -1;
+	*family_r = AF_INET;
+	return 0;
+}
+
+/* "[1.2.3.4]" or "[IPv6:...]" (the general tagged form is not supported). */
+static int
+addr_literal_check(const char *s, size_t n)
+{
+	unsigned char a[16];
+	int family;
+
+	return smtp_addr_literal(s, n, &family, a);
 }
 
 /* As smtp_domain_check, but -2 for bad UTF-8 so paths can say so. */

@@ -202,6 +202,14 @@ int smtp_path_parse(const char *s, size_t len, unsigned flags, struct smtp_path 
  */
 int smtp_domain_check(const char *s, size_t len, int *has_utf8_r);
 
+/*
+ * The address an address literal s[0..len) names ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]", any spelling smtp_domain_check() takes, leading
+ * zeros included): 0 with *family_r AF_INET (addr_r[0..4)) or AF_INET6
+ * (addr_r[0..16)), network order; -1 if it is no address literal.
+ */
+int smtp_addr_literal(const char *s, size_t len, int *family_r, unsigned char addr_r[16]);
+
 /* ------------------------------------------------------------------ */
 /* ESMTP parameters */
 

@@ -1287,39 +1287,12 @@ smtp_postmaster(struct smtp_sess *s, char *addr, size_t n)
 }
 
 /*
- * The dotted quad of an IPv4 address literal into *a. RFC 5321 4.1.3 has
- * Snum = 1*3DIGIT, so "[127.000.000.001]" is 127.0.0.1, which inet_pton(3)
- * refuses for its leading zeros. 0, or -1 if lit is not one.
- */
-static int
-smtp_ipv4_literal(const char *lit, struct in_addr *a)
-{
-	uint32_t v = 0;
-
-	for (int part = 0; part < 4; part++) {
-		unsigned n = 0, d = 0;
-		if (part > 0 && *lit++ != '.')
-			return -1;
-		while (*lit >= '0' && *lit <= '9' && d < 3) {
-			n = n * 10 + (unsigned)(*lit++ - '0');
-			d++;
-		}
-		if (d == 0 || n > 255)
-			return -1;
-		v = v << 8 | n;
-	}
-	if (*lit != '\0')
-		return -1;
-	a->s_addr = htonl(v);
-	return 0;
-}
-
-/*
  * Whether dom, the address literal of a parsed path ("[192.0.2.1]" or
  * "[IPv6:...]", the tag as smtp_proto writes it), is one of this host's
  * addresses: the one the client reached us on, or an interface's. RFC 1123
  * 5.2.17: an SMTP server MUST recognise a domain literal for any of its own
- * IP addresses. 0.0.0.0 and :: are nobody's. Compared as util_addr_text()
+ * IP addresses, in any spelling smtp_proto takes (leading zeros too).
+ * 0.0.0.0 and :: are nobody's. Compared as util_addr_text()
  * writes them (an IPv4-mapped address as IPv4).
  */
 static int
@@ -1328,26 +1301,21 @@ smtp_literal_is_ours(struct smtp_sess *s, const char *dom)
 	struct sockaddr_storage ss;
 	struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)&ss;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)&ss;
-	char lit[INET6_ADDRSTRLEN + 8], want[INET6_ADDRSTRLEN], have[INET6_ADDRSTRLEN];
-	size_t n = strlen(dom);
+	char want[INET6_ADDRSTRLEN], have[INET6_ADDRSTRLEN];
+	unsigned char a[16];
+	int family;
 	socklen_t sl = sizeof(ss);
 	struct ifaddrs *ifs, *i;
 	int ours = 0;
 
-	if (n < 3 || dom[0] != '[' || dom[n - 1] != ']' || n - 2 >= sizeof(lit))
+	if (smtp_addr_literal(dom, strlen(dom), &family, a) < 0)
 		return 0;
-	memcpy(lit, dom + 1, n - 2);
-	lit[n - 2] = '\0';
 	memset(&ss, 0, sizeof(ss));
-	if (strncmp(lit, "IPv6:", 5) == 0) {
-		if (inet_pton(AF_INET6, lit + 5, &s6->sin6_addr) != 1)
-			return 0;
-		ss.ss_family = AF_INET6;
-	} else if (smtp_ipv4_literal(lit, &s4->sin_addr) == 0) {
-		ss.ss_family = AF_INET;
-	} else {
-		return 0;
-	}
+	ss.ss_family = (sa_family_t)family;
+	if (family == AF_INET6)
+		memcpy(&s6->sin6_addr, a, 16);
+	else
+		memcpy(&s4->sin_addr, a, 4);
 	util_addr_text((struct sockaddr *)&ss, want, sizeof(want));
 	if (strcmp(want, "0.0.0.0") == 0 || strcmp(want, "::") == 0)
 		return 0;

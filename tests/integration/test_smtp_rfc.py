@@ -321,6 +321,27 @@ def test_postmaster_at_our_literal_with_leading_zeros(daemon):
                    ("<alice@[127.000.000.001]>", 554)], got
 
 
+def test_ipv6_literal_with_leading_zeros_in_its_ipv4_part(daemon):
+    """RFC 5321 4.1.3: IPv6v4-full and IPv6v4-comp end in an
+    IPv4-address-literal, whose Snum = 1*3DIGIT allows leading zeros: such a
+    literal is valid in EHLO and in a path (it was refused 501), and
+    postmaster at it is ours when it names our address (RFC 1123 5.2.17)."""
+    r = Raw(daemon.port("smtp"))
+    assert r.reply()[0] == 220
+    c, t = r.cmd("EHLO [IPv6:::ffff:192.000.002.001]")
+    assert c == 250, (c, t)
+    r.expect("MAIL FROM:<s@[IPv6:2001:db8::ffff:192.0.2.01]>", 250, "2.1.0")
+    got = [(p, r.cmd("RCPT TO:" + p)[0])
+           for p in ("<postmaster@[IPv6:::ffff:127.000.000.001]>",
+                     "<postmaster@[IPv6:::FFFF:127.0.0.01]>",
+                     "<postmaster@[IPv6:::ffff:127.0.0.0001]>")]
+    r.expect("QUIT", 221)
+    r.close()
+    assert got == [("<postmaster@[IPv6:::ffff:127.000.000.001]>", 250),
+                   ("<postmaster@[IPv6:::FFFF:127.0.0.01]>", 250),
+                   ("<postmaster@[IPv6:::ffff:127.0.0.0001]>", 501)], got
+
+
 # ---------------------------------------------------------------- RFC 6531
 
 

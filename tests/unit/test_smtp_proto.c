@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -468,6 +469,24 @@ test_path_domains(void **state)
 	assert_path("<a@[ipv6:2001:DB8::1]>", 0, "a@[IPv6:2001:db8::1]");
 	assert_path("<a@[IPv6:2001:db8:0:0:0:0:0:1]>", 0, "a@[IPv6:2001:db8:0:0:0:0:0:1]");
 	assert_path("<a@[IPv6:::ffff:192.0.2.1]>", 0, "a@[IPv6:::ffff:192.0.2.1]");
+	/* RFC 5321 4.1.3: Snum = 1*3DIGIT, in an IPv6 literal's IPv4 tail too. */
+	assert_path("<a@[01.002.3.4]>", 0, "a@[01.002.3.4]");
+	assert_path("<a@[IPv6:::ffff:192.000.2.001]>", 0, "a@[IPv6:::ffff:192.000.2.001]");
+	assert_path("<a@[IPv6:1:2:3:4:5:6:010.0.0.1]>", 0, "a@[IPv6:1:2:3:4:5:6:010.0.0.1]");
+	{
+		unsigned char a[16];
+		int fam = 0;
+		assert_int_equal(smtp_addr_literal(S("[IPv6:::FFFF:127.000.000.001]"), &fam, a), 0);
+		assert_int_equal(fam, AF_INET6);
+		assert_memory_equal(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff\x7f\0\0\x01", 16);
+		assert_int_equal(smtp_addr_literal(S("[010.0.0.255]"), &fam, a), 0);
+		assert_int_equal(fam, AF_INET);
+		assert_memory_equal(a, "\x0a\0\0\xff", 4);
+		assert_int_equal(smtp_addr_literal(S("[IPv6:::1.2.3.0004]"), &fam, a), -1);
+		assert_int_equal(smtp_addr_literal(S("[IPv6:::1.2.3.256]"), &fam, a), -1);
+		assert_int_equal(smtp_addr_literal(S("[IPv6:1.2.3.4]"), &fam, a), -1);
+		assert_int_equal(smtp_addr_literal(S("example.org"), &fam, a), -1);
+	}
 
 	static const char *bad[] = {
 	    "<a@[256.1.1.1]>",
