@@ -280,9 +280,10 @@ cmd_parse_auth(const char *a, size_t n, struct smtp_cmdline *r)
 	if (i == n)
 		return 0;
 	/* The initial response: one token; bad base64 is the mechanism's
-	 * 501 5.5.2 (RFC 4954 4), not a command syntax error. */
+	 * 501 5.5.2 (RFC 4954 4), not a command syntax error, 8-bit octets
+	 * included (controls never get here: smtp_cmd_parse refused them). */
 	size_t s = i;
-	while (i < n && a[i] > ' ' && a[i] < 0x7f)
+	while (i < n && (unsigned char)a[i] > ' ')
 		i++;
 	if (i != n)
 		return -1;

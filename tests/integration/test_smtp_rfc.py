@@ -398,6 +398,31 @@ def test_dot_transparency_on_the_first_line(daemon):
         b".Subject: first\r\n\r\nx\r\n"
 
 
+# ---------------------------------------------------------------- RFC 4954
+
+
+def test_auth_initial_response_with_8bit_octets_is_501_5_5_2(daemon):
+    """RFC 4954 4: "If the server cannot BASE64 decode any client response,
+    it MUST reject the AUTH command with a 501 reply (and an enhanced status
+    code of 5.5.2)." An initial response holding octets above 127 is such a
+    response (it was taken for bad command syntax, 5.5.4); the session goes
+    on and a good AUTH still works."""
+    r = Raw(daemon.port("submission"))
+    assert r.reply()[0] == 220
+    r.expect("EHLO client.test", 250)
+    got = []
+    for line in (b"AUTH PLAIN AGFsaWNl\xc3\xa9", b"AUTH LOGIN \xffYWxpY2U=",
+                 b"AUTH PLAIN \x80"):
+        r.send(line + b"\r\n")
+        c, t = r.reply()
+        got.append((line, c, t[-1][:5]))
+    ir = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
+    r.expect("AUTH PLAIN " + ir, 235, "2.7.0")
+    r.expect("QUIT", 221)
+    r.close()
+    assert [(c, e) for _, c, e in got] == [(501, "5.5.2")] * 3, got
+
+
 # ---------------------------------------------------------------- RFC 3463
 
 

@@ -158,6 +158,9 @@ test_cmd_bdat_auth(void **state)
 	/* Not base64, but one token: the mechanism answers 501 5.5.2 (RFC 4954 4). */
 	assert_int_equal(cmd("AUTH PLAIN a*b", &r, &err), 0);
 	assert_int_equal(r.auth_ir_len, 3);
+	/* 8-bit octets: a response that does not decode (501 5.5.2), not bad syntax. */
+	assert_int_equal(cmd("AUTH PLAIN a\xc3\xa9\xff", &r, &err), 0);
+	assert_int_equal(r.auth_ir_len, 4);
 
 	static const char *bad_auth[] = {
 	    "AUTH", "AUTH ABCDEFGHIJKLMNOPQRSTU", "AUTH PL@IN", "AUTH PLAIN a b", "AUTH PLAIN a\tb",
