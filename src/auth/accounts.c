@@ -746,6 +746,9 @@ struct resolve_ctx {
 	int results;
 	int error;
 	int catchall;
+	char **cut;		/* reached too deep to follow (ALIAS_MAX_DEPTH) */
+	size_t ncut;
+	int truncated;		/* an address lost to RESOLVE_MAX or ALIAS_MAX_DEPTH */
 };
 
 /*
@@ -763,8 +766,10 @@ seen_add_at(struct resolve_ctx *rc, const char *addr, int depth)
 			rc->seen_depth[i] = depth;
 			return 1;
 		}
-	if (rc->nseen >= RESOLVE_MAX)
+	if (rc->nseen >= RESOLVE_MAX) {
+		rc->truncated = 1;
 		return 0;
+	}
 	rc->seen = xrealloc(rc->seen, (rc->nseen + 1) * sizeof(char *));
 	rc->seen_depth = xrealloc(rc->seen_depth, (rc->nseen + 1) * sizeof(int));
 	rc->seen_depth[rc->nseen] = depth;
@@ -810,7 +815,7 @@ static void resolve_local(struct resolve_ctx *rc, const char *addr, int depth);
 static void
 resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 {
-	if (depth > ALIAS_MAX_DEPTH || rc->error)
+	if (rc->error)
 		return;
 	const char *dom = domain_of(addr);
 	int local_dom = accounts_domain_exists(rc->a, dom);
@@ -818,18 +823,41 @@ resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
 		rc->error = 1;
 		return;
 	}
-	if (!local_dom) {
-		if (depth > 0 && seen_add(rc, addr)) {
-			rc->fn(addr, 0, rc->arg);
-			rc->results++;
-		}
-		return;
-	}
 	/* A remote target kept as written (alias_target_form()) whose domain
 	 * was made local since: every local address is looked up lowercased. */
-	char *lower = util_lower(xstrdup(addr));
-	resolve_local(rc, lower, depth);
-	free(lower);
+	char *key = xstrdup(addr);
+	if (local_dom)
+		util_lower(key);
+	if (depth > ALIAS_MAX_DEPTH) {
+		/* Not followed: lost, unless a shorter path reaches it (resolve()). */
+		if (rc->ncut >= RESOLVE_MAX) {
+			rc->truncated = 1;
+			free(key);
+			return;
+		}
+		rc->cut = xrealloc(rc->cut, (rc->ncut + 1) * sizeof(char *));
+		rc->cut[rc->ncut++] = key;
+		return;
+	}
+	if (!local_dom) {
+		if (depth > 0 && seen_add(rc, key)) {
+			rc->fn(key, 0, rc->arg);
+			rc->results++;
+		}
+	} else {
+		resolve_local(rc, key, depth);
+	}
+	free(key);
+}
+
+/* addr was reached within the limits: a result, or an address followed. */
+static int
+seen_has(const struct resolve_ctx *rc, const char *addr)
+{
+	for (size_t i = 0; i < rc->nseen; i++)
+		if (strcmp(rc->seen[i], addr) == 0)
+			return 1;
+	return 0;
 }
 
 /* resolve_one() for addr, lowercased, of a local domain. */
@@ -954,7 +982,7 @@ static int
 resolve(struct accounts *a, const char *address, int catchall,
 	void (*fn)(const char *addr, int local, void *arg), void *arg)
 {
-	struct resolve_ctx rc = {a, NULL, NULL, 0, fn, arg, 0, 0, catchall};
+	struct resolve_ctx rc = {a, NULL, NULL, 0, fn, arg, 0, 0, catchall, NULL, 0, 0};
 	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
 
 	if (accounts_normalise(address, 0, &norm, &err) < 0) {
@@ -965,6 +993,24 @@ resolve(struct accounts *a, const char *address, int catchall,
 	resolve_one(&rc, norm.data, 0);
 	if (catchall && rc.results == 0 && !rc.error)
 		resolve_postmaster(&rc, norm.data);
+	/*
+	 * An expansion cut short would take the mail for some members and
+	 * silently never give it to the rest: an error instead (the RCPT gets
+	 * a temporary refusal, as Postfix's virtual_alias_expansion_limit),
+	 * logged so the admin mends the alias.
+	 */
+	for (size_t i = 0; i < rc.ncut && !rc.truncated; i++)
+		if (!seen_has(&rc, rc.cut[i]))
+			rc.truncated = 1;
+	if (rc.truncated && !rc.error) {
+		char esc[300];
+		log_warn("alias expansion of %s meets more than %d addresses or %d levels: refused",
+			 log_esc(esc, sizeof(esc), norm.data), RESOLVE_MAX, ALIAS_MAX_DEPTH);
+		rc.error = 1;
+	}
+	for (size_t i = 0; i < rc.ncut; i++)
+		free(rc.cut[i]);
+	free(rc.cut);
 	for (size_t i = 0; i < rc.nseen; i++)
 		free(rc.seen[i]);
 	free(rc.seen);

@@ -92,7 +92,9 @@ void accounts_read_end(struct accounts *a);
  * Resolve a recipient to final addresses: local users and remote addresses,
  * following aliases (depth-limited), user+tag subaddressing and catch-alls.
  * Calls fn(address, is_local_user) for each distinct result. Returns the
- * number of results (0: no such local recipient) or -1 on error.
+ * number of results (0: no such local recipient) or -1 on error, or when
+ * the expansion goes past its limits (1000 addresses met, the aliases on
+ * the way included; 10 levels; logged): some members would be left out.
  */
 int accounts_resolve(struct accounts *a, const char *address,
 		     void (*fn)(const char *addr, int local, void *arg), void *arg);
