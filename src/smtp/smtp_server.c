@@ -1214,6 +1214,13 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	}
 	if (s->flags & F_AUTHED && !s->mail.from.is_null) {
 		int own = accounts_owns(s->srv->accounts, s->user, s->mail.from.addr);
+		if (own < 0) {
+			/* The server's fault, not the sender's: as at RCPT. */
+			log_msg(LL_ERROR, s->c->id, "sender check failed: accounts lookup error");
+			smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
+			memset(&s->mail, 0, sizeof(s->mail));
+			return;
+		}
 		if (own != 1) {
 			smtp_reply(s, 553, "5.7.1", "Sender address <%s> not owned by user %s",
 				   s->mail.from.addr, s->user);
@@ -1882,7 +1889,7 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
  * the user owns: From:, and Sender: (RFC 5322 3.6.2: who sent it, which
  * readers show as "on behalf of"), and their Resent- forms (3.6.6: who
  * resent it). 1 owned; 0 not, or -1 a field does not parse, with the
- * refusal's text in bad.
+ * refusal's text in bad; -2 an accounts lookup failed (temporary).
  */
 static int
 from_owned(struct smtp_sess *s, struct buf *bad)
@@ -1900,7 +1907,7 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 		buf_printf(bad, "NUL in the header; the sender cannot be checked");
 		return -1;
 	}
-	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc; f++) {
+	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc == 1; f++) {
 		/* None at all is accepted: a missing From: is the MUA's problem
 		 * (RFC 6409 8.1 lets an MSA add one; we leave the message as is). */
 		int r = mime_addr_field(s->data.data, s->data.len, fields[f], &al);
@@ -1915,8 +1922,12 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 				   fields[f]);
 			return -1;
 		}
-		for (size_t i = 0; i < al.n && rc; i++) {
-			if (accounts_owns(s->srv->accounts, s->user, al.v[i]) != 1) {
+		for (size_t i = 0; i < al.n && rc == 1; i++) {
+			int own = accounts_owns(s->srv->accounts, s->user, al.v[i]);
+			if (own < 0) {
+				buf_puts(bad, "Temporary lookup failure");
+				rc = -2;
+			} else if (own == 0) {
 				buf_printf(bad, "%s: address %s not owned by user %s", fields[f],
 					   al.v[i], s->user);
 				rc = 0;
@@ -2054,7 +2065,14 @@ smtp_message_done(struct smtp_sess *s)
 	}
 	if (submission) {
 		struct buf bad = BUF_INIT(0);
-		if (from_owned(s, &bad) != 1) {
+		int owned = from_owned(s, &bad);
+		if (owned == -2) {
+			log_msg(LL_ERROR, s->c->id, "from header check failed: accounts lookup error");
+			smtp_refuse_message(s, 451, "4.3.0", buf_str(&bad));
+			buf_free(&bad);
+			return;
+		}
+		if (owned != 1) {
 			log_msg(LL_WARN, s->c->id, "from header refused user=%s", s->user);
 			smtp_refuse_message(s, 553, "5.7.1", buf_str(&bad));
 			buf_free(&bad);

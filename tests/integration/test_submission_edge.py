@@ -754,3 +754,29 @@ def test_quota_at_rcpt_counts_the_fields_submission_adds(surat):
     r.expect("RCPT TO:<bob@example.test>", 552, "5.2.3")
     r.expect("QUIT", 221)
     r.close()
+
+
+def test_accounts_database_error_is_temporary_not_a_foreign_sender(surat):
+    """The sender checks need the accounts database: when a lookup fails,
+    that is the server's fault, answered 451 4.3.0 as at RCPT, never 553
+    "not owned", which tells the user to stop using their own address."""
+    import os
+    import sqlite3
+    r = sub(surat)
+    r.expect("MAIL FROM:<alice@example.test>", 250, "2.1.0")
+    r.expect("RCPT TO:<x@remote.test>", 250, "2.1.5")
+    r.expect("DATA", 354)
+    db = sqlite3.connect(os.path.join(surat.data_dir, "accounts.db"), timeout=10,
+                         isolation_level=None)
+    db.execute("ALTER TABLE users RENAME TO users_away")
+    try:
+        r.send(from_msg(ALICE) + b".\r\n")
+        code, text = r.reply()
+        assert code == 451 and text[-1].startswith("4.3.0 "), (code, text)
+        r.expect("MAIL FROM:<alice@example.test>", 451, "4.3.0")
+    finally:
+        db.execute("ALTER TABLE users_away RENAME TO users")
+        db.close()
+    assert send(r, from_msg(ALICE))[0] == 250
+    r.expect("QUIT", 221)
+    r.close()
