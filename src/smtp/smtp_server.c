@@ -1148,7 +1148,8 @@ smtp_space_for(const struct config *cfg, const struct smtp_mail *m)
 
 /*
  * A MAIL refused for what it asks (its size, the sender on submission, the
- * queue's space), after the reply: no transaction opens, but the attempt is
+ * queue's space) or that could not be checked, after the reply: no
+ * transaction opens, but the attempt is
  * a message refused, and has its access line like a refused RCPT's: who
  * tried to send as whom is what an admin greps for.
  */
@@ -1218,7 +1219,7 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 			/* The server's fault, not the sender's: as at RCPT. */
 			log_msg(LL_ERROR, s->c->id, "sender check failed: accounts lookup error");
 			smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
-			memset(&s->mail, 0, sizeof(s->mail));
+			smtp_mail_refused(s, 451, "accounts lookup failed");
 			return;
 		}
 		if (own != 1) {

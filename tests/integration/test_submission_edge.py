@@ -780,3 +780,6 @@ def test_accounts_database_error_is_temporary_not_a_foreign_sender(surat):
     assert send(r, from_msg(ALICE))[0] == 250
     r.expect("QUIT", 221)
     r.close()
+    # The refused MAIL has its access line, as any message refused.
+    assert re.search(r" access id=- .* from=<alice@example\.test> rcpts=- size=0 result=451 "
+                     r"reason=\"accounts lookup failed\" ", surat.log()), surat.log()
