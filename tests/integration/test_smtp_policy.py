@@ -1547,11 +1547,13 @@ def test_refused_transaction_logged(surat):
     lines = []
     while time.time() < deadline:
         lines = [l for l in access_lines(surat) if "access id=-" in l and "result=553" in l]
-        if lines:
+        if len(lines) == 2:
             break
         time.sleep(0.05)
-    assert lines, access_lines(surat)
-    assert 'subject="fake"' in lines[0] and "user=alice@example.test" in lines[0], lines
+    # The refused MAIL, then the message refused for its From:.
+    assert len(lines) == 2, access_lines(surat)
+    assert "from=<ceo@bank.test> rcpts=- size=0 " in lines[0], lines
+    assert 'subject="fake"' in lines[1] and "user=alice@example.test" in lines[1], lines
 
 
 def test_command_syntax(surat):
