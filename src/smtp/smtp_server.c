@@ -67,6 +67,8 @@
  */
 #define SMTP_OUT_MAX (256 * 1024)
 #define SMTP_IN_MAX (256 * 1024)
+/* What the socket under a STARTTLS filter may hold (cmd_starttls). */
+#define SMTP_TLS_UNDER_MAX (64 * 1024)
 /* Longest wait for the client's name before the greeting (smtp_named). */
 #define SMTP_NAME_WAIT_MS 5000
 
@@ -770,6 +772,16 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_close(s);
 		return;
 	}
+	/*
+	 * The filter hands the socket bufferevent below it all it may take:
+	 * unbounded, every reply would leave the filter's output at once, which
+	 * smtp_process() would then never see over SMTP_OUT_MAX, and a client
+	 * that pipelines without reading would grow it for ever. Bounded, the
+	 * rest waits in the filter, whose write callback (smtp_write_cb) comes
+	 * once all of it is handed on.
+	 */
+	bufferevent_setwatermark(bufferevent_get_underlying(s->c->bev), EV_WRITE, 0,
+				 SMTP_TLS_UNDER_MAX);
 	/* RFC 3207 4.2: forget everything learned before TLS (a transaction too: logged). */
 	smtp_txn_reset(s, 1);
 	s->helo[0] = '\0';
@@ -2426,6 +2438,15 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	/* Said before our greeting: kept until it is out (smtp_named). */
 	if (s->flags & F_NAMING)
 		return;
+	/*
+	 * Called from inside a reply: a TLS bufferevent whose read waited for a
+	 * write reads when we write, and runs this at once. The caller up the
+	 * stack is in the middle of a command (or closing): it goes on with the
+	 * input itself once that is done (smtp_process, smtp_resume), and a
+	 * command run from here would see the session half-changed.
+	 */
+	if (s->hold > 0)
+		return;
 	/* Message content: take all the socket has. */
 	if (s->state == ST_DATA || s->state == ST_BDAT)
 		conn_read_more(c, SMTP_IN_MAX);
@@ -2446,6 +2467,11 @@ smtp_write_cb(struct bufferevent *bev, void *arg)
 
 	if (!(s->flags & F_OUT_WAIT))
 		return;
+	if (s->hold > 0) {
+		/* Inside a reply (see smtp_read_cb): again from the loop. */
+		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
 	s->flags &= ~F_OUT_WAIT;
 	smtp_read_cb(bev, arg);
 }

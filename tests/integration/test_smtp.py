@@ -695,6 +695,42 @@ def test_pipelining_without_reading_is_held_back(make_populated):
         assert c.noop()[0] == 250      # and it serves on
 
 
+def _send_all_counted(sock, data, sent):
+    """sendall() that counts what has gone (for a thread); stops at an error."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = sock.send(view)
+            sent[0] += n
+            view = view[n:]
+    except OSError:
+        pass
+
+
+def test_pipelining_over_starttls_without_reading_is_held_back(make_populated,
+                                                               no_asan_quarantine):
+    """As above, after STARTTLS: the TLS layer hands every reply on to the
+    socket's buffer at once, so the backlog must be looked for there too, or
+    the server reads on and keeps every reply (EHLO: 18 octets in, some 190 out)."""
+    surat = make_populated({"log.level": "info"})
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    base = surat.rss_kib()
+    sent = [0]
+    flood = b"EHLO client.test\r\n" * 150000     # 2.7 MB in, 28 MB of replies
+    t = threading.Thread(target=_send_all_counted, args=(r.sock, flood, sent), daemon=True)
+    t.start()
+    time.sleep(2.5)     # old surat took about 1 s per MB here, ASan on
+    grown = surat.rss_kib() - base
+    r.sock.close()
+    t.join(TIMEOUT)
+    assert grown < 12 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent[0])
+    with smtplib.SMTP("127.0.0.1", surat.port("smtp"), timeout=TIMEOUT) as c:
+        assert c.noop()[0] == 250
+
+
 def test_starttls_pipelined_command_discarded(surat):
     """CVE-2011-0411: plaintext sent after STARTTLS must not be read as if
     it came over TLS."""
