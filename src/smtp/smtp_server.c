@@ -2317,6 +2317,10 @@ smtp_process(struct smtp_sess *s)
 	struct evbuffer *in = bufferevent_get_input(s->c->bev);
 
 	while (s->state != ST_WAIT && s->state != ST_QUIT && !(s->flags & F_CLOSE_NOW)) {
+		/* Replies kept for one send(2) count too: what the kernel does
+		 * not take of them goes to the bufferevent, looked at next. */
+		if (s->out.len > SMTP_OUT_MAX)
+			smtp_flush(s);
 		if (evbuffer_get_length(bufferevent_get_output(s->c->bev)) > SMTP_OUT_MAX) {
 			s->flags |= F_OUT_WAIT;	/* smtp_write_cb() goes on */
 			return;

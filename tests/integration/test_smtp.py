@@ -731,6 +731,35 @@ def test_pipelining_over_starttls_without_reading_is_held_back(make_populated,
         assert c.noop()[0] == 250
 
 
+def test_replies_to_one_read_of_pipelined_commands_are_bounded(make_populated,
+                                                              no_asan_quarantine):
+    """A client that stops reading, lets the server's input fill, then reads
+    its backlog: the input held back is then worked through at once, and the
+    replies kept for one send(2) must stop at the same backlog limit, not
+    grow to all 256 KiB of EHLOs' replies (some 5 MB) on top of it."""
+    surat = make_populated({"log.level": "info"})
+    sock = socket.create_connection(("127.0.0.1", surat.port("smtp")), timeout=TIMEOUT)
+    assert sock.recv(100).startswith(b"220 ")
+    base = surat.rss_kib()
+    sent = [0]
+    n = 60000
+    t = threading.Thread(target=_send_all_counted,
+                         args=(sock, b"EHLO client.test\r\n" * n, sent), daemon=True)
+    t.start()
+    time.sleep(1.5)     # the server stops reading, its input fills
+    peak, got, carry, last = base, 0, b"", b"250 STARTTLS\r\n"
+    while got < n:
+        data = sock.recv(1 << 20)
+        assert data, "closed after %d replies" % got
+        data = carry + data
+        got += data.count(last)
+        carry = data[1 - len(last):]
+        peak = max(peak, surat.rss_kib())
+    t.join(TIMEOUT)
+    sock.close()
+    assert peak - base < 10 * 1024, "RSS grew by %d KiB" % (peak - base)
+
+
 def test_starttls_pipelined_command_discarded(surat):
     """CVE-2011-0411: plaintext sent after STARTTLS must not be read as if
     it came over TLS."""
