@@ -154,6 +154,7 @@ struct smtp_sess {
 	enum auth_step auth_step;
 	char auth_user[256];
 	struct event *timer;
+	struct event *deadline_ev;	/* TLS: smtp_deadline_arm() */
 	/* Callers on the stack that still use the session (smtp_hold). */
 	unsigned hold;
 	/* Plaintext replies not yet handed to the kernel (smtp_flush). */
@@ -179,6 +180,8 @@ struct smtp_cmd_entry {
 #define SB(x) (1u << (x))
 
 static void smtp_process(struct smtp_sess *s);
+static void smtp_deadline_arm(struct smtp_sess *s, int again);
+static void smtp_timed_out(struct smtp_sess *s, const char *deadline);
 static void auth_job_free(void *arg);
 static void smtp_read_cb(struct bufferevent *bev, void *arg);
 static void smtp_write_cb(struct bufferevent *bev, void *arg);
@@ -429,6 +432,8 @@ smtp_sess_free(struct smtp_sess *s)
 	smtp_user_clear(s);
 	if (s->timer)
 		event_free(s->timer);
+	if (s->deadline_ev)
+		event_free(s->deadline_ev);
 	smtp_name_stop(s);
 	free(s->client_name);
 	util_wipe(s->auth_user, sizeof(s->auth_user));
@@ -442,6 +447,11 @@ smtp_on_close(struct conn *c)
 {
 	struct smtp_sess *s = c->proto;
 
+	/* It reads the connection: not after this, not under a job. */
+	if (s->deadline_ev) {
+		event_free(s->deadline_ev);
+		s->deadline_ev = NULL;
+	}
 	if (s->state >= ST_MAIL && s->state <= ST_BDAT)
 		smtp_txn_reset(s, 1);
 	if (s->state == ST_WAIT && s->timer) {
@@ -646,44 +656,118 @@ smtp_timeouts(struct smtp_sess *s)
 	smtp_idle_timeouts(s);
 	s->phase_ms = util_mono_ms();
 	s->phase_bytes = 0;
+	smtp_deadline_arm(s, 1);
 }
 
 /*
- * Whether the client is past its deadline: a command line must be complete
- * within smtp.command_timeout of the end of the one before (or of our answer
+ * When the request under way must be whole, on util_mono_ms()'s clock, or
+ * INT64_MAX if no deadline runs: a command line must be complete within
+ * smtp.command_timeout of the end of the one before (or of our answer
  * to it, when a job made that late: smtp_resume), and DATA (or a
  * BDAT chunk) within smtp.data_timeout plus one second per
  * smtp.min_data_rate octets received (Postfix's per-request deadlines). A
  * client that sends a byte just inside each idle timeout would otherwise
  * hold its connection for days. Octets beyond smtp.max_message_size earn
  * no more time: they are discarded anyway, and a client streaming an
- * endless oversized message would otherwise never meet its deadline. Only
- * checked while part of a request has come: a client that sends nothing
- * meets the idle timeout.
+ * endless oversized message would otherwise never meet its deadline.
  */
-static int
-smtp_past_deadline(struct smtp_sess *s, const char **what)
+static int64_t
+smtp_deadline_at(const struct smtp_sess *s, const char **what)
 {
 	const struct config *cfg = s->srv->cfg;
-	int64_t spent = util_mono_ms() - s->phase_ms;
 
 	if (s->state == ST_DATA || s->state == ST_BDAT) {
 		*what = "data";
 		if (cfg->smtp_min_data_rate <= 0)
-			return 0;
+			return INT64_MAX;
 		uint64_t credited = s->phase_bytes;
 		if (credited > (uint64_t)cfg->smtp_max_message_size)
 			credited = (uint64_t)cfg->smtp_max_message_size;
-		return spent > cfg->smtp_data_timeout * 1000 +
-				   (int64_t)(credited * 1000 / (uint64_t)cfg->smtp_min_data_rate);
+		return s->phase_ms + cfg->smtp_data_timeout * 1000 +
+		       (int64_t)(credited * 1000 / (uint64_t)cfg->smtp_min_data_rate);
 	}
 	*what = "command";
 	if (s->state == ST_WAIT || s->state == ST_QUIT)
+		return INT64_MAX;
+	return s->phase_ms + cfg->smtp_cmd_timeout * 1000;
+}
+
+/*
+ * Whether the client is past its deadline (smtp_deadline_at). A command's
+ * only while part of it has come: a client that sends nothing meets the
+ * idle timeout. Over TLS that part may be a record not yet whole.
+ */
+static int
+smtp_past_deadline(struct smtp_sess *s, const char **what)
+{
+	int64_t at = smtp_deadline_at(s, what);
+
+	if (at == INT64_MAX)
 		return 0;
 	/* An overlong line being drained is a line still coming, too. */
-	if (evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0 && !(s->flags & F_DISCARD))
+	if (s->state != ST_DATA && s->state != ST_BDAT &&
+	    evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0 &&
+	    !(s->flags & F_DISCARD) && !(s->c->ssl != NULL && SSL_has_pending(s->c->ssl)))
 		return 0;
-	return spent > cfg->smtp_cmd_timeout * 1000;
+	return util_mono_ms() > at;
+}
+
+static void
+smtp_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_sess *s = arg;
+	const char *req;
+
+	(void)fd;
+	(void)what;
+	/* A job has us (smtp_resume() arms again), or the end is under way. */
+	if (s->state == ST_WAIT || s->state == ST_QUIT || (s->flags & (F_CLOSE_NOW | F_FINISHED)))
+		return;
+	/* (As smtp_read_cb(): not before our greeting, not while our replies
+	 * wait for the client; the handshake has a deadline of its own.) */
+	if (!(s->flags & (F_NAMING | F_OUT_WAIT)) && SSL_is_init_finished(s->c->ssl) &&
+	    smtp_past_deadline(s, &req)) {
+		smtp_hold(s);
+		smtp_timed_out(s, req);
+		smtp_release(s);
+		return;
+	}
+	smtp_deadline_arm(s, 0);
+}
+
+/*
+ * Over TLS the deadline needs a timer of its own: the octets of a record
+ * not yet whole reach no read callback, where it is checked, and over
+ * implicit TLS each restarts libevent's idle timeout, so a client trickling
+ * its records would hold its connection for as long as it likes. Armed for
+ * when the deadline falls (again: a new request began, it may fall
+ * earlier); one that finds it not passed arms itself again. In plaintext
+ * every octet comes through smtp_read_cb(): no timer.
+ */
+static void
+smtp_deadline_arm(struct smtp_sess *s, int again)
+{
+	const struct config *cfg = s->srv->cfg;
+	const char *req;
+
+	if (!s->c->tls)
+		return;
+	if (s->deadline_ev == NULL)
+		s->deadline_ev = evtimer_new(s->srv->base, smtp_deadline_cb, s);
+	else if (again)
+		evtimer_del(s->deadline_ev);
+	else if (evtimer_pending(s->deadline_ev, NULL))
+		return;
+	int64_t at = smtp_deadline_at(s, &req);
+	if (at == INT64_MAX)
+		return;
+	int64_t wait = at + 1 - util_mono_ms();
+	/* Passed with nothing come: the idle timeout ends it before this. */
+	if (wait <= 0)
+		wait = (s->state == ST_DATA || s->state == ST_BDAT ? cfg->smtp_data_timeout
+								   : cfg->smtp_cmd_timeout) * 1000;
+	struct timeval tv = {wait / 1000, wait % 1000 * 1000};
+	evtimer_add(s->deadline_ev, &tv);
 }
 
 static void
@@ -805,6 +889,7 @@ smtp_resume(struct smtp_sess *s)
 	/* The time we took to answer is not the client's: the next line's
 	 * deadline runs from here (a line pipelined meanwhile resets it too). */
 	s->phase_ms = util_mono_ms();
+	smtp_deadline_arm(s, 0);
 	smtp_process(s);
 }
 

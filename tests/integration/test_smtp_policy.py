@@ -1375,6 +1375,75 @@ def test_dribbled_command_meets_a_deadline(make_populated):
     r.expect("QUIT", 221)
 
 
+def tls_memory_session(port):
+    """A TLS client on memory BIOs over a plain socket, greeted: the test
+    decides when each octet of a record goes out. (sock, tls, its in BIO,
+    its out BIO)."""
+    tin, tout = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_tls().wrap_bio(tin, tout)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(tout.read())
+            tin.write(sock.recv(65536))
+    sock.sendall(tout.read())
+    got = b""
+    while b"\r\n" not in got:
+        try:
+            got += tls.read(4096)
+        except ssl.SSLWantReadError:
+            tin.write(sock.recv(65536))
+    assert got.startswith(b"220 "), got
+    return sock, tls, tin, tout
+
+
+def test_trickled_tls_record_meets_the_command_deadline(make_populated):
+    """Over implicit TLS the octets of a record not yet whole reach no read
+    callback, where the deadline was checked, and each restarted the idle
+    timeout: a record sent an octet at a time held the connection past
+    smtp.command_timeout for as long as the client liked (16 KiB of record,
+    an octet every 4 minutes). It is cut like a dribbled line; a session
+    idling between whole commands is not."""
+    s = make_populated(extra={"smtp.command_timeout": "1s"})
+    sock, tls, tin, tout = tls_memory_session(s.port("submissions"))
+    tls.write(b"NOOP\r\n" * 50)
+    record = tout.read()
+    t0, got = time.time(), b""
+    sock.settimeout(0.3)
+    for i in range(len(record) - 1):    # never whole
+        if time.time() - t0 > 5:
+            break
+        try:
+            sock.sendall(record[i:i + 1])
+            data = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        tin.write(data)
+        try:
+            got += tls.read(4096)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        break
+    took = time.time() - t0
+    sock.close()
+    assert got.startswith(b"421 4.4.2 "), (got, took)
+    assert 0.9 < took < 3, took
+    assert re.search(r"command deadline passed in state connected: 0 octets in 1\.\d s",
+                     s.log()), s.log()[-2000:]
+    r = Raw(s.port("submissions"), tls=True)
+    assert r.reply()[0] == 220
+    time.sleep(0.7)
+    r.expect("EHLO client.test", 250)
+    time.sleep(0.7)
+    r.expect("NOOP", 250)
+    r.expect("QUIT", 221)
+
+
 def test_command_deadline_runs_from_our_answer(make_populated):
     """The time the server takes to answer is not the client's: a failed AUTH
     answered after auth.fail_delay (2 s, past smtp.command_timeout of 1 s),
