@@ -539,6 +539,14 @@ smtp_close(struct smtp_sess *s)
 	if (s->state >= ST_MAIL && s->state <= ST_BDAT)
 		smtp_txn_reset(s, 1);
 	smtp_set_state(s, ST_QUIT);
+	/*
+	 * Only close_notify follows what is queued now: the socket under a
+	 * STARTTLS filter may take it all (cmd_starttls bounds it), so that the
+	 * alert is never left half-written at the bound.
+	 */
+	struct bufferevent *under = s->c->tls ? bufferevent_get_underlying(s->c->bev) : NULL;
+	if (under != NULL)
+		bufferevent_setwatermark(under, EV_WRITE, 0, 0);
 	if (s->hold == 0 && !(s->flags & F_FINISHED)) {
 		/* The last reply first: conn_finish() sends what the bufferevent holds. */
 		smtp_flush(s);

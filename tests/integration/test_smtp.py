@@ -731,6 +731,42 @@ def test_pipelining_over_starttls_without_reading_is_held_back(make_populated,
         assert c.noop()[0] == 250
 
 
+def test_pipelined_backlog_over_starttls_arrives_whole_then_close_notify(make_populated):
+    """Pipelined past the reply backlog over STARTTLS, then QUIT, read only
+    afterwards: every reply arrives, in order, and the TLS stream ends with
+    close_notify, not cut where the socket buffer under the TLS layer is
+    bounded."""
+    surat = make_populated({"log.level": "info"})
+    sock = socket.create_connection(("127.0.0.1", surat.port("smtp")), timeout=TIMEOUT)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220 ")
+    sock.sendall(b"STARTTLS\r\n")
+    assert f.readline().startswith(b"220 ")
+    ctx = client_tls()
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
+    n = 3000        # some 600 KB of replies
+    t = threading.Thread(target=tls.sendall,
+                         args=(b"EHLO client.test\r\n" * n + b"QUIT\r\n",), daemon=True)
+    t.start()
+    time.sleep(1.0)
+    data, end = b"", "close_notify"
+    while True:
+        try:
+            part = tls.recv(65536)
+        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
+            end = str(e)
+            break
+        if not part:
+            break
+        data += part
+    t.join(TIMEOUT)
+    tls.close()
+    assert data.count(b"250 AUTH PLAIN LOGIN\r\n") == n, data.count(b"250 AUTH")
+    assert data.endswith(b"250 AUTH PLAIN LOGIN\r\n221 2.0.0 Bye\r\n"), data[-200:]
+    assert end == "close_notify", end
+
+
 def test_replies_to_one_read_of_pipelined_commands_are_bounded(make_populated,
                                                               no_asan_quarantine):
     """A client that stops reading, lets the server's input fill, then reads
