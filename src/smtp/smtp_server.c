@@ -101,6 +101,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_BDAT_SEQ 0x800 /* this BDAT came with no MAIL: refused 503 (RFC 3030 2) */
 #define F_BDAT_HELO 0x1000 /* this BDAT came after HELO: CHUNKING was never offered */
 #define F_NAMING 0x2000 /* looking up the client's name: no greeting yet */
+#define F_EOF 0x4000 /* the client's half is closed: its input is what is left (smtp_event_cb) */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -2552,6 +2553,13 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	const char *what;
 	if (!(s->flags & (F_OUT_WAIT | F_CLOSE_NOW)) && smtp_past_deadline(s, &what))
 		smtp_timed_out(s, what);
+	else if ((s->flags & F_EOF) && !(s->flags & (F_OUT_WAIT | F_CLOSE_NOW)) &&
+		 s->state != ST_WAIT && s->state != ST_QUIT) {
+		/* All the client sent before its end is answered: what is left is
+		 * no whole line. The replies go out before we close. */
+		s->c->no_linger = 1;
+		smtp_close(s);
+	}
 	smtp_release(s);
 }
 
@@ -2598,6 +2606,28 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 			 */
 			s->flags |= F_CLOSE_NOW;
 			return;
+		}
+		/*
+		 * The client shut down its sending side after pipelining (as
+		 * `nc -N` does, or a client that sent QUIT last): the commands
+		 * still held back by our unsent replies are answered, and the
+		 * replies sent, before we close; a close now would throw both
+		 * away, a 250 for a message queued among them too.
+		 */
+		struct bufferevent *under = bufferevent_get_underlying(bev);
+		if (what == (BEV_EVENT_EOF | BEV_EVENT_READING) && s->state != ST_WAIT) {
+			if (s->flags & F_OUT_WAIT) {
+				s->flags |= F_EOF;	/* smtp_read_cb() closes once they are */
+				return;
+			}
+			if (s->out.len > 0 || evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+			    (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0)) {
+				smtp_hold(s);
+				c->no_linger = 1;
+				smtp_close(s);
+				smtp_release(s);
+				return;
+			}
 		}
 		conn_close(c);
 		return;

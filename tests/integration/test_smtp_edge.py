@@ -11,6 +11,7 @@ that leaves in the middle of a message.
 import base64
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -1007,3 +1008,41 @@ def test_replies_sent_after_client_half_close(surat):
     r.close()
     idle.close()
     assert b"Subject: half close" in stored_one(surat, "alice@example.test")
+
+
+def test_half_close_after_a_long_pipeline_loses_no_reply(make_populated):
+    """A client that pipelines more than the server's reply backlog, a message
+    and QUIT last, shuts down its sending side and only then reads: the
+    commands still held back when the end of its input arrives are answered
+    and every reply is sent, the message's 250 among them (they were thrown
+    away with the connection, and a client not told its message was queued
+    sends it again)."""
+    s = make_populated({"log.level": "info"})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", s.port("smtp")))
+    assert sock.recv(100).startswith(b"220 ")
+    n = 30000       # 540 KB of EHLO, 5.5 MB of replies
+    tail = (b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+            b"Subject: after the flood\r\n\r\nx\r\n.\r\nQUIT\r\n")
+
+    def send():
+        sock.sendall(b"EHLO client.test\r\n" * n + tail)
+        sock.shutdown(socket.SHUT_WR)
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    time.sleep(1.5)     # nothing read meanwhile: the backlog fills
+    data = b""
+    while True:
+        part = sock.recv(1 << 20)
+        if not part:
+            break
+        data += part
+    t.join(10)
+    sock.close()
+    assert data.count(b"250 STARTTLS\r\n") == n, data.count(b"250 STARTTLS\r\n")
+    end = data[data.rindex(b"250 STARTTLS\r\n") + 14:]
+    assert re.match(rb"250 2\.1\.0 [^\r]*\r\n250 2\.1\.5 [^\r]*\r\n354 [^\r]*\r\n"
+                    rb"250 2\.0\.0 Ok: queued as \w+\r\n221 2\.0\.0 Bye\r\n$", end), end
+    assert b"Subject: after the flood" in stored_one(s, "alice@example.test")
