@@ -155,7 +155,7 @@ struct smtp_sess {
 	enum auth_step auth_step;
 	char auth_user[256];
 	struct event *timer;
-	struct event *deadline_ev;	/* TLS: smtp_deadline_arm() */
+	struct event *deadline_ev; /* TLS: smtp_deadline_arm() */
 	/* Callers on the stack that still use the session (smtp_hold). */
 	unsigned hold;
 	/* Plaintext replies not yet handed to the kernel (smtp_flush). */
@@ -715,8 +715,8 @@ smtp_past_deadline(struct smtp_sess *s, const char **what)
 		return 0;
 	/* An overlong line being drained is a line still coming, too. */
 	if (s->state != ST_DATA && s->state != ST_BDAT &&
-	    evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0 &&
-	    !(s->flags & F_DISCARD) && !(s->c->ssl != NULL && SSL_has_pending(s->c->ssl)))
+	    evbuffer_get_length(bufferevent_get_input(s->c->bev)) == 0 && !(s->flags & F_DISCARD) &&
+	    !(s->c->ssl != NULL && SSL_has_pending(s->c->ssl)))
 		return 0;
 	return util_mono_ms() > at;
 }
@@ -772,9 +772,10 @@ smtp_deadline_arm(struct smtp_sess *s, int again)
 		return;
 	int64_t wait = at + 1 - util_mono_ms();
 	/* Passed with nothing come: the idle timeout ends it before this. */
-	if (wait <= 0)
-		wait = (s->state == ST_DATA || s->state == ST_BDAT ? cfg->smtp_data_timeout
-								   : cfg->smtp_cmd_timeout) * 1000;
+	if (wait <= 0) {
+		int data = s->state == ST_DATA || s->state == ST_BDAT;
+		wait = (data ? cfg->smtp_data_timeout : cfg->smtp_cmd_timeout) * 1000;
+	}
 	struct timeval tv = {wait / 1000, wait % 1000 * 1000};
 	evtimer_add(s->deadline_ev, &tv);
 }
@@ -2617,11 +2618,13 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		struct bufferevent *under = bufferevent_get_underlying(bev);
 		if (what == (BEV_EVENT_EOF | BEV_EVENT_READING) && s->state != ST_WAIT) {
 			if (s->flags & F_OUT_WAIT) {
-				s->flags |= F_EOF;	/* smtp_read_cb() closes once they are */
+				s->flags |= F_EOF; /* smtp_read_cb() closes once they are */
 				return;
 			}
-			if (s->out.len > 0 || evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
-			    (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0)) {
+			if (s->out.len > 0 ||
+			    evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+			    (under != NULL &&
+			     evbuffer_get_length(bufferevent_get_output(under)) > 0)) {
 				smtp_hold(s);
 				c->no_linger = 1;
 				smtp_close(s);
