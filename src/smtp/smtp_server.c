@@ -2540,12 +2540,14 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	/*
 	 * Called from inside a reply: a TLS bufferevent whose read waited for a
 	 * write reads when we write, and runs this at once. The caller up the
-	 * stack is in the middle of a command (or closing): it goes on with the
-	 * input itself once that is done (smtp_process, smtp_resume), and a
-	 * command run from here would see the session half-changed.
+	 * stack is in the middle of a command (or closing), and a command run
+	 * from here would see the session half-changed: again from the loop,
+	 * once the stack is unwound (nothing new may come to call us then).
 	 */
-	if (s->hold > 0)
+	if (s->hold > 0) {
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
 		return;
+	}
 	/* Message content: take all the socket has. */
 	if (s->state == ST_DATA || s->state == ST_BDAT)
 		conn_read_more(c, SMTP_IN_MAX);
