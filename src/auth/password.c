@@ -31,6 +31,26 @@ password_hash_supported(const char *hash)
 	return 0;
 }
 
+int
+password_hash_complete(const char *hash)
+{
+	void *data = NULL;
+	int size = 0, ok = 0;
+
+	if (!password_hash_supported(hash))
+		return 0;
+	/* What crypt(3) makes from the same settings has the same length, and
+	 * the hash part (after the last '$') is in its alphabet. */
+	const char *h = crypt_ra("", hash, &data, &size);
+	const char *tail = strrchr(hash, '$') + 1;
+	if (h && h[0] != '*' && strlen(h) == strlen(hash) && *tail != '\0' &&
+	    strspn(tail, "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") ==
+		    strlen(tail))
+		ok = 1;
+	free(data);
+	return ok;
+}
+
 /* Printable ASCII: nothing in it is mapped, normalised or prohibited. */
 static int
 printable_ascii(const char *s)

@@ -231,6 +231,12 @@ get_hash(const char *given, int *status)
 			*status = usage_error("--hash: not a supported crypt(3) hash ($y$, $6$, $5$, $2b$)");
 			return NULL;
 		}
+		/* Else stored, and told all went well: no password ever logs in. */
+		if (!password_hash_complete(given)) {
+			*status = usage_error("--hash: not a whole crypt(3) hash (cut short or "
+					      "damaged): no password would match it");
+			return NULL;
+		}
 		return xstrdup(given);
 	}
 	char *pw = read_password(status);

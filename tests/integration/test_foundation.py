@@ -243,6 +243,27 @@ def test_hash_schemes_migrated(make_surat, scheme):
     assert not auth_ok(s, "m@example.test", "wrong-pw")
 
 
+def test_cli_refuses_a_hash_cut_short(make_surat):
+    """--hash takes only a whole hash: one cut short (a copy and paste that
+    lost its end) or damaged was stored, the command said nothing, and no
+    password could ever log in."""
+    import crypt
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    whole = crypt.crypt("pw", crypt.mksalt(crypt.METHOD_SHA512))
+    bad = (whole[:-4], whole + "x", whole[:-1] + "!", "$6$saltsalt$", "$6$saltsaltsalt",
+           "$y$abcdefghijkl")
+    for h in bad:
+        r = s.cli("user", "add", "m@example.test", "--hash", h, check=False)
+        assert r.returncode == 2 and "not a whole crypt(3) hash" in r.stderr, (h, r)
+    assert s.cli("user", "list").stdout == ""
+    s.cli("user", "add", "m@example.test", "--hash", whole)
+    for h in bad:
+        r = s.cli("user", "passwd", "m@example.test", "--hash", h, check=False)
+        assert r.returncode == 2 and "not a whole crypt(3) hash" in r.stderr, (h, r)
+    s.cli("user", "passwd", "m@example.test", "--hash", whole)
+
+
 def test_cli_while_running_and_passwd(surat):
     surat.add_user("late@example.test", "first-pw")
     assert auth_ok(surat, "late@example.test", "first-pw")
