@@ -678,16 +678,51 @@ accounts_alias_add(struct accounts *a, const char *source, const char *target, s
 		buf_printf(err, "%s is a user; an alias cannot shadow it", s.data);
 		goto out;
 	}
+	/* Else the admin is told it was added, and may think it new. */
+	int have = accounts_alias_exists(a, s.data, t.data);
+	if (have != 0) {
+		buf_printf(err, have < 0 ? "database error looking up alias %s -> %s"
+					 : "alias %s -> %s already exists",
+			   s.data, t.data);
+		goto out;
+	}
 	alias_target_form(a, target, t.data, &keep);
 	const char *p[] = {s.data, keep.data};
-	int rc = exec_bind(a, "INSERT OR IGNORE INTO aliases(source, target) VALUES(?, ?)", 2, p,
-			   NULL, err);
+	int rc = exec_bind(a, "INSERT INTO aliases(source, target) VALUES(?, ?)", 2, p, NULL, err);
 	if (rc == SQLITE_DONE)
 		r = 0;
 out:
 	buf_free(&s);
 	buf_free(&t);
 	buf_free(&keep);
+	return r;
+}
+
+int
+accounts_alias_exists(struct accounts *a, const char *source, const char *target)
+{
+	struct buf s = BUF_INIT(0), t = BUF_INIT(0), err = BUF_INIT(0);
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	if (accounts_normalise(source, 1, &s, &err) < 0 || accounts_normalise(target, 0, &t, &err) < 0)
+		goto out;
+	/* A remote target keeps the case it was given in (alias_target_form()). */
+	if (sqlite3_prepare_v2(a->db,
+			       "SELECT 1 FROM aliases WHERE source = ? AND target = ? COLLATE NOCASE",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = -1;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, s.data, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, t.data, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+	sqlite3_finalize(st);
+out:
+	buf_free(&s);
+	buf_free(&t);
+	buf_free(&err);
 	return r;
 }
 

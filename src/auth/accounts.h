@@ -71,9 +71,14 @@ void accounts_user_free(struct account_user *u);
 int accounts_user_list(struct accounts *a, const char *domain,
 		       void (*fn)(const struct account_user *u, void *arg), void *arg);
 
-/* Aliases: source is an address or "@domain" (catch-all); target any address. */
+/*
+ * Aliases: source is an address or "@domain" (catch-all); target any address.
+ * add: -1 with err set when the mapping exists already (target in any case).
+ */
 int accounts_alias_add(struct accounts *a, const char *source, const char *target,
 		       struct buf *err);
+/* Whether source maps to target (in any case): 1 yes, 0 no or not addresses, -1 error. */
+int accounts_alias_exists(struct accounts *a, const char *source, const char *target);
 /* Remove one mapping, or all of source's when target is NULL. */
 int accounts_alias_del(struct accounts *a, const char *source, const char *target,
 		       struct buf *err);

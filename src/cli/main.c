@@ -496,27 +496,43 @@ print_alias(const char *src, const char *dst, void *arg)
 
 /*
  * Each target is added on its own (accounts_alias_add()), so every one is
- * checked before the first goes in: a bad one late in the list must not
- * leave the alias half made while the command reports failure. 0, or -1
- * with err set as accounts_alias_add() would set it.
+ * checked before the first goes in: a bad one late in the list, or one
+ * already there or named twice, must not leave the alias half made while
+ * the command reports failure. 0, or -1 with err set as
+ * accounts_alias_add() would set it.
  */
 static int
-alias_check_targets(const char *source, int n, char **targets, struct buf *err)
+alias_check_targets(struct accounts *a, const char *source, int n, char **targets,
+		    struct buf *err)
 {
-	struct buf s = BUF_INIT(0), t = BUF_INIT(0);
+	struct buf s = BUF_INIT(0), t = BUF_INIT(0), u = BUF_INIT(0);
 	int r = accounts_normalise(source, 1, &s, err);
 
 	for (int i = 0; r == 0 && i < n; i++) {
 		buf_reset(&t);
-		if (accounts_normalise(targets[i], 0, &t, err) < 0)
+		if (accounts_normalise(targets[i], 0, &t, err) < 0) {
 			r = -1;
-		else if (strcmp(s.data, t.data) == 0) {
+		} else if (strcmp(s.data, t.data) == 0) {
 			buf_printf(err, "alias %s points at itself", s.data);
 			r = -1;
+		} else if ((r = accounts_alias_exists(a, s.data, t.data)) != 0) {
+			buf_printf(err, r < 0 ? "database error looking up alias %s -> %s"
+					      : "alias %s -> %s already exists",
+				   s.data, t.data);
+			r = -1;
+		}
+		for (int k = 0; r == 0 && k < i; k++) {
+			buf_reset(&u);
+			if (accounts_normalise(targets[k], 0, &u, err) == 0 &&
+			    strcmp(u.data, t.data) == 0) {
+				buf_printf(err, "target %s given twice", t.data);
+				r = -1;
+			}
 		}
 	}
 	buf_free(&s);
 	buf_free(&t);
+	buf_free(&u);
 	return r;
 }
 
@@ -537,7 +553,7 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 	if (strcmp(argv[0], "add") == 0) {
 		if (argc < 3)
 			rc = usage_error("alias add: need SOURCE and at least one TARGET");
-		else if (alias_check_targets(argv[1], argc - 2, argv + 2, &err) < 0)
+		else if (alias_check_targets(a, argv[1], argc - 2, argv + 2, &err) < 0)
 			rc = runtime_error("alias add: %s", buf_str(&err));
 		for (int i = 2; rc == 0 && i < argc; i++)
 			if (accounts_alias_add(a, argv[1], argv[i], &err) < 0)

@@ -181,6 +181,27 @@ def test_cli_domains_users_aliases(make_surat):
     assert s.cli("domain", "list").stdout == ""
 
 
+def test_cli_alias_add_twice_is_an_error(make_surat):
+    """An alias added again said nothing and exited 0, unlike a domain or
+    user added again; a target named twice in one command, or one already
+    there, stops the command before any of its targets goes in."""
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    s.cli("alias", "add", "team@example.test", "a@example.test", "Ext@remote.test")
+    for args, want in (
+            (["team@example.test", "a@example.test"],
+             "alias team@example.test -> a@example.test already exists"),
+            (["Team@Example.test", "A@EXAMPLE.TEST"], "already exists"),
+            (["team@example.test", "ext@remote.test"], "already exists"),
+            (["team@example.test", "b@example.test", "a@example.test"], "already exists"),
+            (["team@example.test", "c@example.test", "C@example.test"],
+             "target c@example.test given twice")):
+        r = s.cli("alias", "add", *args, check=False)
+        assert r.returncode == 1 and want in r.stderr, (args, r)
+    assert s.cli("alias", "list").stdout == ("team@example.test -> Ext@remote.test\n"
+                                             "team@example.test -> a@example.test\n")
+
+
 def test_cli_user_list_domain_in_any_form(make_surat):
     """`user list DOMAIN` takes the domain as every other command does: in
     any case, with a trailing dot, as U-label or A-label. A domain that is
