@@ -26,6 +26,7 @@
 
 #define ALIAS_MAX_DEPTH 10
 #define RESOLVE_MAX 1000
+#define ADDRESS_MAX 254	/* octets: an SMTP path of 256 without its brackets */
 #define ACC_STMTS 16
 
 /*
@@ -458,6 +459,25 @@ domain_of(const char *address)
 	return at ? at + 1 : "";
 }
 
+/* A path is at most 256 octets with its brackets (RFC 5321 4.5.3.1.3). */
+int
+accounts_address_fits(const char *norm, struct buf *err)
+{
+	const char *dom = domain_of(norm);
+	size_t n = strlen(norm);
+	char *ulabel = NULL;
+
+	if (n > ADDRESS_MAX && idn2_to_unicode_8z8z(dom, &ulabel, 0) == IDN2_OK &&
+	    (size_t)(dom - norm) + strlen(ulabel) < n)
+		n = (size_t)(dom - norm) + strlen(ulabel);
+	idn2_free(ulabel);
+	if (n <= ADDRESS_MAX)
+		return 1;
+	buf_printf(err, "bad address '%s': longer than %d octets, more than an SMTP path holds",
+		   norm, ADDRESS_MAX);
+	return 0;
+}
+
 int
 accounts_user_add(struct accounts *a, const char *address, const char *hash, int64_t quota,
 		  struct buf *err)
@@ -465,7 +485,7 @@ accounts_user_add(struct accounts *a, const char *address, const char *hash, int
 	struct buf addr = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise(address, 0, &addr, err) < 0)
+	if (accounts_normalise(address, 0, &addr, err) < 0 || !accounts_address_fits(addr.data, err))
 		goto out;
 	if (!password_hash_supported(hash)) {
 		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
@@ -663,7 +683,8 @@ accounts_alias_add(struct accounts *a, const char *source, const char *target, s
 	struct buf s = BUF_INIT(0), t = BUF_INIT(0), keep = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise(source, 1, &s, err) < 0 || accounts_normalise(target, 0, &t, err) < 0)
+	if (accounts_normalise(source, 1, &s, err) < 0 || accounts_normalise(target, 0, &t, err) < 0 ||
+	    !accounts_address_fits(s.data, err) || !accounts_address_fits(t.data, err))
 		goto out;
 	const char *dom = domain_of(s.data);
 	if (accounts_domain_exists(a, dom) != 1) {

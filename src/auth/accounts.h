@@ -36,6 +36,12 @@ void accounts_close(struct accounts **a);
  * 0, or -1 with a reason in err. Allows "@domain" when catchall is set.
  */
 int accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *err);
+/*
+ * 1 if norm (as accounts_normalise() makes it) fits an SMTP path in its
+ * A-label or its UTF-8 form, else 0 with err set: a user or alias whose
+ * address is longer could never be named in RCPT. Checked when one is made.
+ */
+int accounts_address_fits(const char *norm, struct buf *err);
 /* Normalise a domain name (lowercase, A-label). 0 or -1 + err. */
 int accounts_normalise_domain(const char *in, struct buf *out, struct buf *err);
 

@@ -361,6 +361,8 @@ user_precheck(struct accounts *a, const char *sub, const char *address, struct b
 	struct buf addr = BUF_INIT(0);
 	struct account_user u = {0};
 	int r = accounts_normalise(address, 0, &addr, err);
+	if (r == 0 && strcmp(sub, "add") == 0 && !accounts_address_fits(addr.data, err))
+		r = -1;
 	int found = r == 0 ? accounts_user_get(a, addr.data, &u) : 0;
 
 	if (found < 0) {
@@ -506,11 +508,14 @@ alias_check_targets(struct accounts *a, const char *source, int n, char **target
 		    struct buf *err)
 {
 	struct buf s = BUF_INIT(0), t = BUF_INIT(0), u = BUF_INIT(0);
-	int r = accounts_normalise(source, 1, &s, err);
+	int r = accounts_normalise(source, 1, &s, err) == 0 && accounts_address_fits(s.data, err)
+			? 0
+			: -1;
 
 	for (int i = 0; r == 0 && i < n; i++) {
 		buf_reset(&t);
-		if (accounts_normalise(targets[i], 0, &t, err) < 0) {
+		if (accounts_normalise(targets[i], 0, &t, err) < 0 ||
+		    !accounts_address_fits(t.data, err)) {
 			r = -1;
 		} else if (strcmp(s.data, t.data) == 0) {
 			buf_printf(err, "alias %s points at itself", s.data);

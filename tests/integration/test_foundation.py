@@ -202,6 +202,27 @@ def test_cli_alias_add_twice_is_an_error(make_surat):
                                              "team@example.test -> a@example.test\n")
 
 
+LONG_DOMAIN = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49])   # 241 octets
+
+
+def test_cli_refuses_an_address_no_smtp_path_holds(make_surat):
+    """A path is at most 256 octets with its brackets (RFC 5321 4.5.3.1.3):
+    a user or alias of a longer address was made, and no RCPT could ever
+    name it."""
+    s = make_surat(start=False)
+    s.add_domain(LONG_DOMAIN)
+    s.add_domain("example.test")
+    fits, too_long = "u" * 12 + "@" + LONG_DOMAIN, "v" * 13 + "@" + LONG_DOMAIN
+    assert len(fits) == 254
+    for args in (["user", "add", too_long], ["alias", "add", too_long, "a@example.test"],
+                 ["alias", "add", "a@example.test", "b@example.test", too_long]):
+        r = s.cli(*args, input="pw\n", check=False)
+        assert r.returncode == 1 and "longer than 254 octets" in r.stderr, (args, r)
+    assert s.cli("user", "list").stdout == "" and s.cli("alias", "list").stdout == ""
+    s.add_user(fits)
+    s.cli("alias", "add", "a@example.test", fits)
+
+
 def test_cli_user_list_domain_in_any_form(make_surat):
     """`user list DOMAIN` takes the domain as every other command does: in
     any case, with a trailing dot, as U-label or A-label. A domain that is
