@@ -1084,7 +1084,7 @@ int
 store_account_retire(const char *data_dir, const char *account, struct buf *moved_to,
 		     struct buf *err)
 {
-	char *local = NULL, *domain = NULL;
+	char *local = NULL, *domain = NULL, *base = NULL;
 	int rc = -1;
 
 	if (store_account_split(account, &local, &domain, err) < 0)
@@ -1107,10 +1107,22 @@ store_account_retire(const char *data_dir, const char *account, struct buf *move
 		buf_printf(err, "mkdir(%s) failed: %s", dir, strerror(errno));
 		goto out;
 	}
+	/*
+	 * One file name (NAME_MAX, 255 octets) holds the address, the time and
+	 * a ".99": a long address is cut (at a character's start), or the
+	 * rename fails and the mail stays for an account made again.
+	 */
+	base = xasprintf("%s@%s", local, domain);
+	size_t room = 255 - 1 - strlen(stamp) - 3, blen = strlen(base);
+	if (blen > room) {
+		blen = room;
+		while (blen > 0 && ((unsigned char)base[blen] & 0xc0) == 0x80)
+			blen--;
+	}
 	/* Never over an earlier deletion of the address (within the same second). */
 	for (int n = 0;; n++) {
 		buf_reset(moved_to);
-		buf_printf(moved_to, "%s/%s@%s.%s", dir, local, domain, stamp);
+		buf_printf(moved_to, "%s/%.*s.%s", dir, (int)blen, base, stamp);
 		if (n > 0)
 			buf_printf(moved_to, ".%d", n);
 		if (util_rename_new(root, moved_to->data) == 0)
@@ -1129,6 +1141,7 @@ out:
 	free(parent);
 	free(root);
 	free(dir);
+	free(base);
 	free(local);
 	free(domain);
 	return rc;

@@ -223,6 +223,24 @@ def test_cli_refuses_an_address_no_smtp_path_holds(make_surat):
     s.cli("alias", "add", "a@example.test", fits)
 
 
+def test_cli_user_del_moves_a_long_address_mail_aside(make_surat):
+    """`user del` of an address near the SMTP limit deleted the user, then
+    failed to move its mail aside (the name with its time passed NAME_MAX):
+    exit 1, and a user made again under the address got the old mail."""
+    s = make_surat(start=False)
+    s.add_domain(LONG_DOMAIN)
+    addr = "u" * 12 + "@" + LONG_DOMAIN
+    home = os.path.join(s.data_dir, "mail", LONG_DOMAIN, "u" * 12)
+    for n in range(2):
+        s.add_user(addr)
+        s.cli("mailbox", "list", addr)     # makes its mailboxes
+        assert os.path.isdir(home)
+        r = s.cli("user", "del", addr, check=False)
+        assert r.returncode == 0 and "mail moved to " in r.stdout, r
+        assert not os.path.exists(home)
+    assert len(os.listdir(os.path.join(s.data_dir, "deleted"))) == 2
+
+
 def test_cli_user_list_domain_in_any_form(make_surat):
     """`user list DOMAIN` takes the domain as every other command does: in
     any case, with a trailing dot, as U-label or A-label. A domain that is
