@@ -382,8 +382,19 @@ accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
 	struct buf d = BUF_INIT(0);
 	int r = -1;
 
+	struct buf at = BUF_INIT(0);
 	if (accounts_normalise_domain(domain, &d, err) < 0)
 		goto out;
+	/*
+	 * The checks and both deletions in one transaction: the domain goes
+	 * with its aliases or not at all (aliases left behind would come back
+	 * with the domain, if it is made again), and nothing is added to it
+	 * between the checks and the deletion.
+	 */
+	if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "database");
+		goto out;
+	}
 	if (accounts_domain_exists(a, d.data) != 1) {
 		buf_printf(err, "no such domain %s", d.data);
 		goto out;
@@ -394,25 +405,26 @@ accounts_domain_del(struct accounts *a, const char *domain, struct buf *err)
 	}
 	/* Aliases of other domains naming it would turn into forwarding to
 	 * it as a remote domain: the admin decides, first. */
-	struct buf at = BUF_INIT(0);
 	buf_printf(&at, "@%s", d.data);
-	if (aliases_into(a, at.data, err) != 0) {
-		buf_free(&at);
+	if (aliases_into(a, at.data, err) != 0)
 		goto out;
-	}
 	const char *p[] = {d.data};
-	if (exec_bind(a, "DELETE FROM domains WHERE name = ?", 1, p, NULL, err) != SQLITE_DONE) {
-		buf_free(&at);
+	if (exec_bind(a, "DELETE FROM domains WHERE name = ?", 1, p, NULL, err) != SQLITE_DONE)
 		goto out;
-	}
 	/* Its aliases and catch-all: sources ending in "@domain" exactly (no LIKE:
 	 * "_" in a domain name would match any character). */
 	const char *q[] = {at.data};
-	exec_bind(a, "DELETE FROM aliases WHERE substr(source, -length(?1)) = ?1", 1, q, NULL,
-		  err);
-	buf_free(&at);
-	r = 0;
+	if (exec_bind(a, "DELETE FROM aliases WHERE substr(source, -length(?1)) = ?1", 1, q, NULL,
+		      err) != SQLITE_DONE)
+		goto out;
+	if (sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		db_err(err, a->db, "commit");
+	else
+		r = 0;
 out:
+	if (sqlite3_get_autocommit(a->db) == 0)
+		(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	buf_free(&at);
 	buf_free(&d);
 	return r;
 }

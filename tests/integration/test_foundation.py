@@ -202,6 +202,30 @@ def test_cli_alias_add_twice_is_an_error(make_surat):
                                              "team@example.test -> a@example.test\n")
 
 
+def test_cli_domain_del_is_whole_or_nothing(make_surat):
+    """`domain del` deleted the domain, then its aliases; when that second
+    step failed it still exited 0, and the aliases came back with the domain
+    when it was made again. Now a failure leaves both (the failure is made
+    here with a trigger)."""
+    import sqlite3
+    s = make_surat(start=False)
+    s.add_domain("gone.test")
+    s.cli("alias", "add", "info@gone.test", "x@remote.test")
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
+    db.execute("CREATE TRIGGER no_del BEFORE DELETE ON aliases "
+               "BEGIN SELECT RAISE(ABORT, 'refused by test'); END")
+    db.commit()
+    r = s.cli("domain", "del", "gone.test", check=False)
+    assert r.returncode == 1 and "refused by test" in r.stderr, r
+    assert s.cli("domain", "list").stdout == "gone.test\n"
+    db.execute("DROP TRIGGER no_del")
+    db.commit()
+    db.close()
+    s.cli("domain", "del", "gone.test")
+    s.add_domain("gone.test")
+    assert s.cli("alias", "list").stdout == ""
+
+
 LONG_DOMAIN = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49])   # 241 octets
 
 
