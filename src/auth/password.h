@@ -50,9 +50,9 @@ int password_verify(const char *pw, const char *hash);
 /* Nonzero when hash looks like a crypt(3) hash we can verify. */
 int password_hash_supported(const char *hash);
 /*
- * 1 when hash is whole: crypt(3) reads its settings (salt, cost) and makes a
- * hash of its length from them, so some password verifies against it; 0
- * for one cut short, damaged or of another scheme. Slow: it hashes once.
+ * 1 when hash is whole: crypt(3) reads its settings (salt, cost) and the
+ * hash has its scheme's length and alphabet, so some password verifies
+ * against it; 0 for one cut short, damaged or of another scheme.
  */
 int password_hash_complete(const char *hash);
 
