@@ -134,6 +134,18 @@ runtime_error(const char *fmt, ...)
 	return EXIT_RUNTIME;
 }
 
+/*
+ * rc, or 1 if what was printed did not all reach standard output: a list
+ * or a message cut short by a full disk (`> file`) must not exit 0.
+ */
+static int
+stdout_checked(int rc)
+{
+	if ((fflush(stdout) == EOF || ferror(stdout)) && rc == 0)
+		rc = runtime_error("writing to standard output failed: %s", strerror(errno));
+	return rc;
+}
+
 static int
 wants_help(int argc, char **argv)
 {
@@ -1108,7 +1120,7 @@ main(int argc, char **argv)
 			i += 2;
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			fputs(usage_text, stdout);
-			return 0;
+			return stdout_checked(0);
 		} else {
 			return usage_error("unknown option '%s'", argv[i]);
 		}
@@ -1127,7 +1139,7 @@ main(int argc, char **argv)
 	if (!ok)
 		return usage_error("unknown command '%s'", cmd);
 	if (wants_help(sub_argc, sub_argv))
-		return print_help(cmd);
+		return stdout_checked(print_help(cmd));
 	if (load_config(config_path, &cfg) < 0)
 		return strcmp(cmd, "check-config") == 0 ? EXIT_USAGE : EXIT_RUNTIME;
 	log_init(cfg.log_level, 0);
@@ -1162,5 +1174,5 @@ main(int argc, char **argv)
 		rc = cmd_mailbox(&cfg, sub_argc, sub_argv);
 	}
 	config_free(&cfg);
-	return rc;
+	return stdout_checked(rc);
 }

@@ -226,6 +226,19 @@ def test_cli_domain_del_is_whole_or_nothing(make_surat):
     assert s.cli("alias", "list").stdout == ""
 
 
+def test_cli_output_that_cannot_be_written_is_an_error(make_surat):
+    """A list or message written to a full disk (`> file`) was cut short
+    and the command still exited 0."""
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    with open("/dev/full", "w") as full:
+        for args in (["domain", "list"], ["alias", "--help"], ["--help"]):
+            r = subprocess.run([BIN, "-c", s.conf] + args, stdout=full, stderr=subprocess.PIPE,
+                               text=True, timeout=30)
+            assert r.returncode == 1 and \
+                "writing to standard output failed: No space left on device" in r.stderr, (args, r)
+
+
 LONG_DOMAIN = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49])   # 241 octets
 
 
