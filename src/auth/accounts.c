@@ -318,13 +318,38 @@ exists(struct accounts *a, const char *sql, const char *key)
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
+/*
+ * Whether the A-labels ("xn--") of domain (normalised) are what its U-labels
+ * make: one that is no valid punycode, or decodes to what IDNA2008 refuses,
+ * would make a local domain no one can name in its UTF-8 form. 1, or 0
+ * with err set.
+ */
+static int
+alabels_valid(const char *domain, struct buf *err)
+{
+	char *ulabel = NULL, *back = NULL;
+	int ok;
+
+	if (strncmp(domain, "xn--", 4) != 0 && strstr(domain, ".xn--") == NULL)
+		return 1;
+	ok = idn2_to_unicode_8z8z(domain, &ulabel, 0) == IDN2_OK &&
+	     idn2_to_ascii_8z(ulabel, &back, IDN2_NONTRANSITIONAL) == IDN2_OK &&
+	     strcmp(back, domain) == 0;
+	idn2_free(ulabel);
+	idn2_free(back);
+	if (!ok)
+		buf_printf(err, "bad domain '%s': an A-label (xn--) that is not the form of a "
+				"valid internationalised name", domain);
+	return ok;
+}
+
 int
 accounts_domain_add(struct accounts *a, const char *domain, struct buf *err)
 {
 	struct buf d = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise_domain(domain, &d, err) < 0)
+	if (accounts_normalise_domain(domain, &d, err) < 0 || !alabels_valid(d.data, err))
 		goto out;
 	if (accounts_domain_exists(a, d.data) == 1) {
 		buf_printf(err, "domain %s already exists", d.data);

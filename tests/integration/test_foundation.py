@@ -297,6 +297,21 @@ def test_cli_user_list_domain_in_any_form(make_surat):
     assert r.returncode == 1 and "bad domain" in r.stderr, r.stderr
 
 
+def test_cli_domain_add_refuses_a_bad_a_label(make_surat):
+    """An A-label that is no valid punycode, or whose U-label IDNA2008
+    refuses, was made a local domain: its UTF-8 form, refused or another
+    name, could never reach it. A valid one, in any case, is the U-label's
+    domain."""
+    s = make_surat(start=False)
+    for bad in ("xn--zzzz.example", "xn--a.example", "mail.xn--ls8h.example"):
+        r = s.cli("domain", "add", bad, check=False)
+        assert r.returncode == 1 and "an A-label (xn--) that is not" in r.stderr, (bad, r)
+    assert s.cli("domain", "list").stdout == ""
+    s.add_domain("XN--BCHER-KVA.example")
+    r = s.cli("domain", "add", "b\u00fccher.example", check=False)
+    assert r.returncode == 1 and "xn--bcher-kva.example already exists" in r.stderr, r
+
+
 def test_cli_refuses_ill_formed_utf8_in_a_local_part(make_surat):
     """RFC 3629: an overlong form, a surrogate or a code point past U+10FFFF
     is not UTF-8, and SMTP refuses such an address (501 5.1.3): an account or
