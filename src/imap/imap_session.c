@@ -1599,6 +1599,17 @@ imap_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct imap_sess *s = c->proto;
 
+	/*
+	 * Called from inside a reply: over STARTTLS, OpenSSL may read while we
+	 * write (conn_starttls) and runs this at once. A command run from here
+	 * would run inside another, on a session half-changed. A caller in
+	 * imap_process() goes on with the input itself; for any other (an IDLE
+	 * report, a timer) it is looked at again from the loop.
+	 */
+	if (s->hold > 0) {
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
 	/* An APPEND's literal, say: take all the socket has. */
 	conn_read_more(c, IMAP_READ_MORE_MAX);
 	imap_hold(s);
@@ -1615,6 +1626,11 @@ imap_write_cb(struct bufferevent *bev, void *arg)
 	if (!(s->flags & (SF_DRAIN | SF_IDLE_LATE)) ||
 	    evbuffer_get_length(bufferevent_get_output(bev)) > OUT_LOW)
 		return;
+	if (s->hold > 0) {
+		/* Inside a reply (see imap_read_cb): again from the loop. */
+		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
 	imap_hold(s);
 	if ((s->flags & SF_IDLE_LATE) && imap_reg_idling(s)) {
 		s->flags &= ~SF_IDLE_LATE;

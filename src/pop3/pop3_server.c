@@ -1352,6 +1352,17 @@ pop3_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	struct pop3_sess *s = c->proto;
 
+	/*
+	 * Called from inside a reply: over STLS, OpenSSL may read while we
+	 * write (conn_starttls) and runs this at once. A command run from here
+	 * would run inside another, on a session half-changed. A caller in
+	 * pop3_process() goes on with the input itself; for any other it is
+	 * looked at again from the loop.
+	 */
+	if (s->hold > 0) {
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
 	pop3_hold(s);
 	pop3_process(s);
 	pop3_release(s);
@@ -1365,6 +1376,11 @@ pop3_write_cb(struct bufferevent *bev, void *arg)
 
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > POP3_OUT_LOW)
 		return;
+	if (s->hold > 0 && ((s->state == ST_SEND && !(s->flags & F_JOB)) || (s->flags & F_DRAIN))) {
+		/* Inside a reply (see pop3_read_cb): again from the loop. */
+		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+		return;
+	}
 	if (s->state == ST_SEND && !(s->flags & F_JOB)) {
 		pop3_read_next(s, s->msgno_sending);
 	} else if (s->flags & F_DRAIN) {
