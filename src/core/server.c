@@ -339,6 +339,14 @@ void
 conn_finish(struct conn *c)
 {
 	c->closing = 1;
+	/*
+	 * Only close_notify follows what is queued now: the socket under a
+	 * STARTTLS filter may take it all (conn_starttls() bounds it), so that
+	 * the alert is never left half-written at the bound.
+	 */
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	if (under != NULL)
+		bufferevent_setwatermark(under, EV_WRITE, 0, 0);
 	bufferevent_setcb(c->bev, NULL, conn_finish_write, conn_finish_event, c);
 	if (c->ssl != NULL || conn_unsent(c) != 0) {
 		/* Something to send yet: wait for the socket to take it. */
@@ -385,6 +393,9 @@ conn_handshake_deadline(struct conn *c)
 	event_add(c->handshake_ev, &(struct timeval){c->srv->cfg->tls_handshake_timeout, 0});
 }
 
+/* What the socket bufferevent under a STARTTLS filter may hold (conn_starttls). */
+#define CONN_TLS_UNDER_MAX (64 * 1024)
+
 int
 conn_starttls(struct conn *c, SSL *ssl)
 {
@@ -399,6 +410,16 @@ conn_starttls(struct conn *c, SSL *ssl)
 		return -1;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	/*
+	 * The filter hands the socket bufferevent below it all it may take:
+	 * unbounded, every reply would leave the filter's output at once, where
+	 * the protocols look for a backlog of replies to stop reading from a
+	 * client that pipelines without reading, which would then grow without
+	 * end below. Bounded, the rest waits in the filter, whose write callback
+	 * comes as the socket takes it. (The low mark set on the plaintext
+	 * bufferevent for the protocol goes: below, the filter is its only user.)
+	 */
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, CONN_TLS_UNDER_MAX);
 	c->bev = tb;
 	c->ssl = ssl;
 	c->tls = 1;

@@ -128,7 +128,13 @@ void server_free(struct server **srv);
  * tls_server_ssl() before the "ready" reply (so that a failure there can
  * still be answered instead); ssl is c's (or freed) from here on. Pending
  * input is discarded; output already queued (the reply) is sent first in
- * clear. The caller must set its callbacks on c->bev again. 0, or -1. */
+ * clear. The caller must set its callbacks on c->bev again. The socket
+ * bufferevent below holds at most 64 KiB of TLS records (until
+ * conn_finish()): the rest of the output waits in c->bev, where the caller
+ * sees its backlog. Bounded so, OpenSSL may read while it writes: the read
+ * callback may then run from inside a bufferevent_write(), and must leave
+ * the input to a caller up the stack that is already using the session.
+ * 0, or -1. */
 int conn_starttls(struct conn *c, SSL *ssl);
 /*
  * Read what else the socket holds now into c's input buffer, until that

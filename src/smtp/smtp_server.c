@@ -67,8 +67,6 @@
  */
 #define SMTP_OUT_MAX (256 * 1024)
 #define SMTP_IN_MAX (256 * 1024)
-/* What the socket under a STARTTLS filter may hold (cmd_starttls). */
-#define SMTP_TLS_UNDER_MAX (64 * 1024)
 /* Longest wait for the client's name before the greeting (smtp_named). */
 #define SMTP_NAME_WAIT_MS 5000
 
@@ -540,14 +538,6 @@ smtp_close(struct smtp_sess *s)
 	if (s->state >= ST_MAIL && s->state <= ST_BDAT)
 		smtp_txn_reset(s, 1);
 	smtp_set_state(s, ST_QUIT);
-	/*
-	 * Only close_notify follows what is queued now: the socket under a
-	 * STARTTLS filter may take it all (cmd_starttls bounds it), so that the
-	 * alert is never left half-written at the bound.
-	 */
-	struct bufferevent *under = s->c->tls ? bufferevent_get_underlying(s->c->bev) : NULL;
-	if (under != NULL)
-		bufferevent_setwatermark(under, EV_WRITE, 0, 0);
 	if (s->hold == 0 && !(s->flags & F_FINISHED)) {
 		/* The last reply first: conn_finish() sends what the bufferevent holds. */
 		smtp_flush(s);
@@ -866,16 +856,6 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_close(s);
 		return;
 	}
-	/*
-	 * The filter hands the socket bufferevent below it all it may take:
-	 * unbounded, every reply would leave the filter's output at once, which
-	 * smtp_process() would then never see over SMTP_OUT_MAX, and a client
-	 * that pipelines without reading would grow it for ever. Bounded, the
-	 * rest waits in the filter, whose write callback (smtp_write_cb) comes
-	 * once all of it is handed on.
-	 */
-	bufferevent_setwatermark(bufferevent_get_underlying(s->c->bev), EV_WRITE, 0,
-				 SMTP_TLS_UNDER_MAX);
 	/* RFC 3207 4.2: forget everything learned before TLS (a transaction too: logged). */
 	smtp_txn_reset(s, 1);
 	s->helo[0] = '\0';

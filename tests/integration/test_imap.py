@@ -10,6 +10,7 @@ import imaplib
 import re
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -210,6 +211,81 @@ def test_starttls_discards_pipelined_command(tls_srv):
     tagged, _ = c.cmd("STARTTLS", tag="e")
     assert tagged.startswith("e BAD"), tagged
     c.ok("LOGOUT")
+
+
+def _send_all_counted(sock, data, sent):
+    """sendall() that counts what has gone (for a thread); stops at an error."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = sock.send(view)
+            sent[0] += n
+            view = view[n:]
+    except OSError:
+        pass
+
+
+def test_pipelining_over_starttls_without_reading_is_held_back(make_surat,
+                                                               no_asan_quarantine):
+    """A client that pipelines after STARTTLS and never reads is held back
+    at the reply backlog, as in plaintext: the TLS layer hands every reply on
+    to the socket's buffer below it, where the backlog must not grow
+    unseen (CAPABILITY: 14 octets in, some 110 out)."""
+    srv = make_imap(make_surat, {"log.level": "info"})
+    c = RawImap(srv.port("imap"))
+    assert c.cmd("STARTTLS", tag="s")[0].startswith("s OK")
+    c.starttls()
+    assert c.cmd("CAPABILITY", tag="c")[0].startswith("c OK")
+    base = srv.rss_kib()
+    sent = [0]
+    flood = b"a CAPABILITY\r\n" * 200000     # 2.8 MB in, 38 MB of replies
+    t = threading.Thread(target=_send_all_counted, args=(c.sock, flood, sent), daemon=True)
+    t.start()
+    time.sleep(3.0)
+    grown = srv.rss_kib() - base
+    c.sock.close()
+    t.join(TIMEOUT)
+    assert grown < 16 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent[0])
+    n = RawImap(srv.port("imap"))
+    assert n.cmd("NOOP")[0].startswith("t1 OK")
+    n.close()
+
+
+def test_pipelined_backlog_over_starttls_arrives_whole_then_close_notify(make_surat):
+    """Pipelined past the reply backlog over STARTTLS, then LOGOUT, read
+    only afterwards: every reply arrives, in order, and the TLS stream ends
+    with close_notify."""
+    srv = make_imap(make_surat)
+    sock = socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=TIMEOUT)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"* OK ")
+    sock.sendall(b"s STARTTLS\r\n")
+    assert f.readline().startswith(b"s OK ")
+    ctx = client_tls()
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
+    n = 30000       # some 6 MB of replies, past the 4 MB backlog
+    cmds = b"".join(b"c%d CAPABILITY\r\n" % i for i in range(n)) + b"z LOGOUT\r\n"
+    t = threading.Thread(target=tls.sendall, args=(cmds,), daemon=True)
+    t.start()
+    time.sleep(1.0)
+    data, end = b"", "close_notify"
+    while True:
+        try:
+            part = tls.recv(65536)
+        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
+            end = str(e)
+            break
+        if not part:
+            break
+        data += part
+    t.join(TIMEOUT)
+    tls.close()
+    tags = re.findall(rb"\r\n(c\d+) OK CAPABILITY completed\r\n", data)
+    assert tags == [b"c%d" % i for i in range(n)], (len(tags), data[-300:])
+    assert re.search(rb"OK CAPABILITY completed\r\n\* BYE [^\r]*\r\nz OK [^\r]*\r\n$", data), \
+        data[-300:]
+    assert end == "close_notify", end
 
 
 def test_login_and_authenticate(srv):

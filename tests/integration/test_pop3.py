@@ -25,6 +25,7 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import threading
 import time
 import poplib
 
@@ -245,6 +246,77 @@ def test_stls_drops_pipelined_and_resets(srv):
     assert b"STLS" not in r.multi()
     r.login()
     r.ok("QUIT")
+
+
+def _send_all_counted(sock, data, sent):
+    """sendall() that counts what has gone (for a thread); stops at an error."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = sock.send(view)
+            sent[0] += n
+            view = view[n:]
+    except OSError:
+        pass
+
+
+def test_pipelining_over_stls_without_reading_is_held_back(make_surat, no_asan_quarantine):
+    """A client that pipelines after STLS and never reads is held back at the
+    reply backlog, as in plaintext: the TLS layer hands every reply on to the
+    socket's buffer below it, where the backlog must not grow unseen (CAPA:
+    6 octets in, some 140 out)."""
+    srv = populate(make_surat(extra={"log.level": "info"}, kinds=POP_KINDS))
+    r = Raw(srv.port("pop3"))
+    r.ok("STLS")
+    r.sock = client_tls().wrap_socket(r.sock)
+    r.ok("CAPA")
+    r.multi()
+    base = srv.rss_kib()
+    sent = [0]
+    flood = b"CAPA\r\n" * 450000      # 2.7 MB in, 60 MB of replies
+    t = threading.Thread(target=_send_all_counted, args=(r.sock, flood, sent), daemon=True)
+    t.start()
+    time.sleep(2.5)
+    grown = srv.rss_kib() - base
+    r.sock.close()
+    t.join(TIMEOUT)
+    assert grown < 12 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent[0])
+    Raw(srv.port("pop3")).ok("QUIT")
+
+
+def test_pipelined_backlog_over_stls_arrives_whole_then_close_notify(strict):
+    """Pipelined past the reply backlog over STLS, then QUIT, read only
+    afterwards: every reply arrives, in order, and the TLS stream ends with
+    close_notify."""
+    sock = socket.create_connection(("127.0.0.1", strict.port("pop3")), timeout=TIMEOUT)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"+OK")
+    sock.sendall(b"STLS\r\n")
+    assert f.readline().startswith(b"+OK")
+    ctx = client_tls()
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
+    n = 5000        # some 700 KB of replies, past the 256 KiB backlog
+    t = threading.Thread(target=tls.sendall, args=(b"CAPA\r\n" * n + b"QUIT\r\n",),
+                         daemon=True)
+    t.start()
+    time.sleep(1.0)
+    data, end = b"", "close_notify"
+    while True:
+        try:
+            part = tls.recv(65536)
+        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
+            end = str(e)
+            break
+        if not part:
+            break
+        data += part
+    t.join(TIMEOUT)
+    tls.close()
+    assert data.count(b"+OK Capability list follows\r\n") == n, data.count(b"+OK Cap")
+    assert data.count(b"IMPLEMENTATION surat\r\n.\r\n") == n
+    assert re.search(rb"IMPLEMENTATION surat\r\n\.\r\n\+OK [^\r]*\r\n$", data), data[-200:]
+    assert end == "close_notify", end
 
 
 def test_user_pass_wrong_and_unknown(srv):
