@@ -288,6 +288,42 @@ def test_pipelined_backlog_over_starttls_arrives_whole_then_close_notify(make_su
     assert end == "close_notify", end
 
 
+def test_large_fetch_and_idle_over_starttls(make_surat):
+    """After STARTTLS, a FETCH whose answer is past the reply backlog arrives
+    whole however slowly it is read, the command pipelined after it is
+    answered after it, and IDLE still reports a delivery."""
+    srv = make_imap(make_surat)
+    c = RawImap(srv.port("imap"))
+    assert c.cmd("STARTTLS", tag="s")[0].startswith("s OK")
+    c.starttls()
+    c.login()
+    msgs = [b"Subject: big %d\r\n\r\n" % i + (b"%06d" % i + b"b" * 72 + b"\r\n") * 40000
+            for i in range(2)]     # 3.2 MB each
+    for m in msgs:
+        append(c, "INBOX", m)
+    c.ok("SELECT INBOX")
+    c.send("f FETCH 1:2 BODY.PEEK[]\r\nn NOOP\r\n")
+    time.sleep(1.0)
+    first, lit1 = c.read_response()
+    second, lit2 = c.read_response()
+    assert first.startswith(b"* 1 FETCH") and second.startswith(b"* 2 FETCH"), (first[:40],
+                                                                               second[:40])
+    assert lit1 == [msgs[0]] and lit2 == [msgs[1]]
+    assert c.readline().startswith(b"f OK")
+    assert c.readline().startswith(b"n OK")
+    c.send("i IDLE\r\n")
+    assert c.readline().startswith(b"+ ")
+    send_mail(srv, "alice@example.test", b"From: x@remote.test\r\nSubject: idle\r\n\r\nhi\r\n")
+    line = c.readline()
+    while not line.endswith(b" EXISTS"):
+        line = c.readline()
+    assert line == b"* 3 EXISTS", line
+    c.send("DONE\r\n")
+    tagged, _ = c.until("i")
+    assert tagged == "i OK IDLE terminated", tagged
+    c.ok("LOGOUT")
+
+
 def test_login_and_authenticate(srv):
     c = RawImap(srv.port("imap"))
     tagged, _ = c.cmd('LOGIN "alice@example.test" "wrong"')
