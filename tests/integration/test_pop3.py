@@ -625,6 +625,28 @@ def test_large_message_streamed(srv):
     r.ok("QUIT")
 
 
+def test_large_message_streamed_over_stls(strict):
+    """After STLS, with the socket under the TLS layer bounded, a RETR read
+    only after a second still arrives whole, and the command pipelined after
+    it is answered after it."""
+    line = ".%s\r\n" % ("x" * 70)
+    body = line * 80000 + "end\r\n"
+    uids = deliver(strict, [make_msg("big", body=body)])
+    stored = strict.message(ALICE, uids[0])
+    r = Raw(strict.port("pop3"))
+    r.ok("STLS")
+    r.sock = client_tls().wrap_socket(r.sock)
+    r.login()
+    r.send("RETR 1\r\nNOOP\r\n")
+    time.sleep(1.0)
+    assert r.line() == b"+OK %d octets" % len(stored)
+    raw = r.multi()
+    assert len(raw) == len(stored) + 80000
+    assert unstuff(raw) == stored
+    assert r.line() == b"+OK"
+    r.ok("QUIT")
+
+
 # ---------------------------------------------------------------- UPDATE and locking
 
 def test_dele_then_dropped_connection_deletes_nothing(srv):
