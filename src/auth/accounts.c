@@ -338,8 +338,10 @@ alabels_valid(const char *domain, struct buf *err)
 	idn2_free(ulabel);
 	idn2_free(back);
 	if (!ok)
-		buf_printf(err, "bad domain '%s': an A-label (xn--) that is not the form of a "
-				"valid internationalised name", domain);
+		buf_printf(err,
+			   "bad domain '%s': an A-label (xn--) that is not the form of a "
+			   "valid internationalised name",
+			   domain);
 	return ok;
 }
 
@@ -522,7 +524,8 @@ accounts_user_add(struct accounts *a, const char *address, const char *hash, int
 	struct buf addr = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise(address, 0, &addr, err) < 0 || !accounts_address_fits(addr.data, err))
+	if (accounts_normalise(address, 0, &addr, err) < 0 ||
+	    !accounts_address_fits(addr.data, err))
 		goto out;
 	if (!password_hash_supported(hash)) {
 		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
@@ -720,8 +723,9 @@ accounts_alias_add(struct accounts *a, const char *source, const char *target, s
 	struct buf s = BUF_INIT(0), t = BUF_INIT(0), keep = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise(source, 1, &s, err) < 0 || accounts_normalise(target, 0, &t, err) < 0 ||
-	    !accounts_address_fits(s.data, err) || !accounts_address_fits(t.data, err))
+	if (accounts_normalise(source, 1, &s, err) < 0 ||
+	    accounts_normalise(target, 0, &t, err) < 0 || !accounts_address_fits(s.data, err) ||
+	    !accounts_address_fits(t.data, err))
 		goto out;
 	const char *dom = domain_of(s.data);
 	if (accounts_domain_exists(a, dom) != 1) {
@@ -739,8 +743,9 @@ accounts_alias_add(struct accounts *a, const char *source, const char *target, s
 	/* Else the admin is told it was added, and may think it new. */
 	int have = accounts_alias_exists(a, s.data, t.data);
 	if (have != 0) {
-		buf_printf(err, have < 0 ? "database error looking up alias %s -> %s"
-					 : "alias %s -> %s already exists",
+		buf_printf(err,
+			   have < 0 ? "database error looking up alias %s -> %s"
+				    : "alias %s -> %s already exists",
 			   s.data, t.data);
 		goto out;
 	}
@@ -763,12 +768,13 @@ accounts_alias_exists(struct accounts *a, const char *source, const char *target
 	sqlite3_stmt *st = NULL;
 	int r = 0;
 
-	if (accounts_normalise(source, 1, &s, &err) < 0 || accounts_normalise(target, 0, &t, &err) < 0)
+	if (accounts_normalise(source, 1, &s, &err) < 0 ||
+	    accounts_normalise(target, 0, &t, &err) < 0)
 		goto out;
 	/* A remote target keeps the case it was given in (alias_target_form()). */
-	if (sqlite3_prepare_v2(a->db,
-			       "SELECT 1 FROM aliases WHERE source = ? AND target = ? COLLATE NOCASE",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		a->db, "SELECT 1 FROM aliases WHERE source = ? AND target = ? COLLATE NOCASE", -1,
+		&st, NULL) != SQLITE_OK) {
 		r = -1;
 		goto out;
 	}

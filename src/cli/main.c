@@ -516,13 +516,12 @@ print_alias(const char *src, const char *dst, void *arg)
  * accounts_alias_add() would set it.
  */
 static int
-alias_check_targets(struct accounts *a, const char *source, int n, char **targets,
-		    struct buf *err)
+alias_check_targets(struct accounts *a, const char *source, int n, char **targets, struct buf *err)
 {
 	struct buf s = BUF_INIT(0), t = BUF_INIT(0), u = BUF_INIT(0);
 	int r = accounts_normalise(source, 1, &s, err) == 0 && accounts_address_fits(s.data, err)
-			? 0
-			: -1;
+		    ? 0
+		    : -1;
 
 	for (int i = 0; r == 0 && i < n; i++) {
 		buf_reset(&t);
@@ -533,8 +532,9 @@ alias_check_targets(struct accounts *a, const char *source, int n, char **target
 			buf_printf(err, "alias %s points at itself", s.data);
 			r = -1;
 		} else if ((r = accounts_alias_exists(a, s.data, t.data)) != 0) {
-			buf_printf(err, r < 0 ? "database error looking up alias %s -> %s"
-					      : "alias %s -> %s already exists",
+			buf_printf(err,
+				   r < 0 ? "database error looking up alias %s -> %s"
+					 : "alias %s -> %s already exists",
 				   s.data, t.data);
 			r = -1;
 		}

@@ -500,7 +500,7 @@ smtp_addr_literal(const char *s, size_t n, int *family_r, unsigned char addr_r[1
 			v4++;
 			if (ipv4_parse(v4, strlen(v4), q) < 0 ||
 			    xsnprintf(v4, sizeof(tmp) - (size_t)(v4 - tmp), "%u.%u.%u.%u", q[0],
-					  q[1], q[2], q[3]) < 0)
+				      q[1], q[2], q[3]) < 0)
 				return -1;
 		}
 		if (inet_pton(AF_INET6, tmp, addr_r) != 1)

@@ -1486,8 +1486,8 @@ smtp_trace_len(struct smtp_sess *s, const char *rcpt)
 	if (s->flags & F_AUTHED) {
 		memset(rnd, 'x', sizeof(rnd) - 1);	/* as util_random_hex(rnd, 16) */
 		rnd[sizeof(rnd) - 1] = '\0';
-		buf_printf(&b, "Message-ID: <%s@%s>\r\nDate: %s\r\n", rnd,
-			   s->srv->cfg->hostname, date);
+		buf_printf(&b, "Message-ID: <%s@%s>\r\nDate: %s\r\n", rnd, s->srv->cfg->hostname,
+			   date);
 	}
 	size_t len = b.len;
 	buf_free(&b);
@@ -2155,7 +2155,8 @@ smtp_message_done(struct smtp_sess *s)
 		struct buf bad = BUF_INIT(0);
 		int owned = from_owned(s, &bad);
 		if (owned == -2) {
-			log_msg(LL_ERROR, s->c->id, "from header check failed: accounts lookup error");
+			log_msg(LL_ERROR, s->c->id,
+				"from header check failed: accounts lookup error");
 			smtp_refuse_message(s, 451, "4.3.0", buf_str(&bad));
 			buf_free(&bad);
 			return;
