@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -71,6 +72,49 @@ def client_tls():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def send_all_counted(sock, data, sent):
+    """sendall() that counts what has gone (for a thread); stops at an error."""
+    view = memoryview(data)
+    try:
+        while view:
+            n = sock.send(view)
+            sent[0] += n
+            view = view[n:]
+    except OSError:
+        pass
+
+
+def pipelined_over_starttls(port, greeting, starttls, ok, cmds, wait=1.0):
+    """Connect, read the greeting (it starts with greeting), send starttls
+    (its reply starts with ok), then over TLS pipeline cmds from a thread and
+    read only after wait seconds, to the end of the stream: (data, end), end
+    "close_notify" if the server ended TLS properly, else the error."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(greeting)
+    sock.sendall(starttls)
+    assert f.readline().startswith(ok)
+    ctx = client_tls()
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
+    t = threading.Thread(target=tls.sendall, args=(cmds,), daemon=True)
+    t.start()
+    time.sleep(wait)
+    data, end = b"", "close_notify"
+    while True:
+        try:
+            part = tls.recv(65536)
+        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
+            end = str(e)
+            break
+        if not part:
+            break
+        data += part
+    t.join(30)
+    tls.close()
+    return data, end
 
 
 KINDS = ("smtp", "submission", "submissions")

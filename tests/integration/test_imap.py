@@ -9,13 +9,12 @@ import base64
 import imaplib
 import re
 import socket
-import ssl
 import threading
 import time
 
 import pytest
 
-from conftest import client_tls
+from conftest import client_tls, pipelined_over_starttls, send_all_counted
 
 KINDS = ("smtp", "submission", "submissions", "imap", "imaps")
 TIMEOUT = 20
@@ -213,17 +212,6 @@ def test_starttls_discards_pipelined_command(tls_srv):
     c.ok("LOGOUT")
 
 
-def _send_all_counted(sock, data, sent):
-    """sendall() that counts what has gone (for a thread); stops at an error."""
-    view = memoryview(data)
-    try:
-        while view:
-            n = sock.send(view)
-            sent[0] += n
-            view = view[n:]
-    except OSError:
-        pass
-
 
 def test_pipelining_over_starttls_without_reading_is_held_back(make_surat,
                                                                no_asan_quarantine):
@@ -239,7 +227,7 @@ def test_pipelining_over_starttls_without_reading_is_held_back(make_surat,
     base = srv.rss_kib()
     sent = [0]
     flood = b"a CAPABILITY\r\n" * 200000     # 2.8 MB in, 38 MB of replies
-    t = threading.Thread(target=_send_all_counted, args=(c.sock, flood, sent), daemon=True)
+    t = threading.Thread(target=send_all_counted, args=(c.sock, flood, sent), daemon=True)
     t.start()
     time.sleep(3.0)
     grown = srv.rss_kib() - base
@@ -256,31 +244,10 @@ def test_pipelined_backlog_over_starttls_arrives_whole_then_close_notify(make_su
     only afterwards: every reply arrives, in order, and the TLS stream ends
     with close_notify."""
     srv = make_imap(make_surat)
-    sock = socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=TIMEOUT)
-    f = sock.makefile("rb")
-    assert f.readline().startswith(b"* OK ")
-    sock.sendall(b"s STARTTLS\r\n")
-    assert f.readline().startswith(b"s OK ")
-    ctx = client_tls()
-    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
-    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
     n = 30000       # some 6 MB of replies, past the 4 MB backlog
     cmds = b"".join(b"c%d CAPABILITY\r\n" % i for i in range(n)) + b"z LOGOUT\r\n"
-    t = threading.Thread(target=tls.sendall, args=(cmds,), daemon=True)
-    t.start()
-    time.sleep(1.0)
-    data, end = b"", "close_notify"
-    while True:
-        try:
-            part = tls.recv(65536)
-        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
-            end = str(e)
-            break
-        if not part:
-            break
-        data += part
-    t.join(TIMEOUT)
-    tls.close()
+    data, end = pipelined_over_starttls(srv.port("imap"), b"* OK ", b"s STARTTLS\r\n", b"s OK ",
+                                        cmds)
     tags = re.findall(rb"\r\n(c\d+) OK CAPABILITY completed\r\n", data)
     assert tags == [b"c%d" % i for i in range(n)], (len(tags), data[-300:])
     assert re.search(rb"OK CAPABILITY completed\r\n\* BYE [^\r]*\r\nz OK [^\r]*\r\n$", data), \

@@ -19,7 +19,6 @@ import contextlib
 import glob
 import os
 import re
-import signal
 import smtplib
 import socket
 import sqlite3
@@ -31,7 +30,7 @@ import poplib
 
 import pytest
 
-from conftest import KINDS, client_tls
+from conftest import KINDS, client_tls, pipelined_over_starttls, send_all_counted
 
 TIMEOUT = 10
 POP_KINDS = tuple(KINDS) + ("pop3", "pop3s")
@@ -248,17 +247,6 @@ def test_stls_drops_pipelined_and_resets(srv):
     r.ok("QUIT")
 
 
-def _send_all_counted(sock, data, sent):
-    """sendall() that counts what has gone (for a thread); stops at an error."""
-    view = memoryview(data)
-    try:
-        while view:
-            n = sock.send(view)
-            sent[0] += n
-            view = view[n:]
-    except OSError:
-        pass
-
 
 def test_pipelining_over_stls_without_reading_is_held_back(make_surat, no_asan_quarantine):
     """A client that pipelines after STLS and never reads is held back at the
@@ -274,7 +262,7 @@ def test_pipelining_over_stls_without_reading_is_held_back(make_surat, no_asan_q
     base = srv.rss_kib()
     sent = [0]
     flood = b"CAPA\r\n" * 450000      # 2.7 MB in, 60 MB of replies
-    t = threading.Thread(target=_send_all_counted, args=(r.sock, flood, sent), daemon=True)
+    t = threading.Thread(target=send_all_counted, args=(r.sock, flood, sent), daemon=True)
     t.start()
     time.sleep(2.5)
     grown = srv.rss_kib() - base
@@ -288,31 +276,9 @@ def test_pipelined_backlog_over_stls_arrives_whole_then_close_notify(strict):
     """Pipelined past the reply backlog over STLS, then QUIT, read only
     afterwards: every reply arrives, in order, and the TLS stream ends with
     close_notify."""
-    sock = socket.create_connection(("127.0.0.1", strict.port("pop3")), timeout=TIMEOUT)
-    f = sock.makefile("rb")
-    assert f.readline().startswith(b"+OK")
-    sock.sendall(b"STLS\r\n")
-    assert f.readline().startswith(b"+OK")
-    ctx = client_tls()
-    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
-    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
     n = 5000        # some 700 KB of replies, past the 256 KiB backlog
-    t = threading.Thread(target=tls.sendall, args=(b"CAPA\r\n" * n + b"QUIT\r\n",),
-                         daemon=True)
-    t.start()
-    time.sleep(1.0)
-    data, end = b"", "close_notify"
-    while True:
-        try:
-            part = tls.recv(65536)
-        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
-            end = str(e)
-            break
-        if not part:
-            break
-        data += part
-    t.join(TIMEOUT)
-    tls.close()
+    data, end = pipelined_over_starttls(strict.port("pop3"), b"+OK", b"STLS\r\n", b"+OK",
+                                        b"CAPA\r\n" * n + b"QUIT\r\n")
     assert data.count(b"+OK Capability list follows\r\n") == n, data.count(b"+OK Cap")
     assert data.count(b"IMPLEMENTATION surat\r\n.\r\n") == n
     assert re.search(rb"IMPLEMENTATION surat\r\n\.\r\n\+OK [^\r]*\r\n$", data), data[-200:]

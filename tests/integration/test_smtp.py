@@ -24,7 +24,8 @@ import time
 
 import pytest
 
-from conftest import BIN, KINDS, Surat, client_tls, free_port
+from conftest import (BIN, KINDS, Surat, client_tls, free_port, pipelined_over_starttls,
+                      send_all_counted)
 
 TIMEOUT = 10        # every socket operation
 TEST_LIMIT = 90     # every test, whole
@@ -688,23 +689,12 @@ def test_pipelining_without_reading_is_held_back(make_populated):
         time.sleep(2.0)
         after = sent[0]
         stalled = t.is_alive() and after == before    # (kernel buffers hold a few MB)
+    sock.shutdown(socket.SHUT_RDWR)     # wakes the flood blocked in send()
     sock.close()
     t.join(TIMEOUT)
     assert stalled, "the server went on reading: %d then %d bytes" % (before, after)
     with smtplib.SMTP("127.0.0.1", surat.port("smtp"), timeout=TIMEOUT) as c:
         assert c.noop()[0] == 250      # and it serves on
-
-
-def _send_all_counted(sock, data, sent):
-    """sendall() that counts what has gone (for a thread); stops at an error."""
-    view = memoryview(data)
-    try:
-        while view:
-            n = sock.send(view)
-            sent[0] += n
-            view = view[n:]
-    except OSError:
-        pass
 
 
 def test_pipelining_over_starttls_without_reading_is_held_back(make_populated,
@@ -720,7 +710,7 @@ def test_pipelining_over_starttls_without_reading_is_held_back(make_populated,
     base = surat.rss_kib()
     sent = [0]
     flood = b"EHLO client.test\r\n" * 150000     # 2.7 MB in, 28 MB of replies
-    t = threading.Thread(target=_send_all_counted, args=(r.sock, flood, sent), daemon=True)
+    t = threading.Thread(target=send_all_counted, args=(r.sock, flood, sent), daemon=True)
     t.start()
     time.sleep(2.5)     # old surat took about 1 s per MB here, ASan on
     grown = surat.rss_kib() - base
@@ -737,31 +727,9 @@ def test_pipelined_backlog_over_starttls_arrives_whole_then_close_notify(make_po
     close_notify, not cut where the socket buffer under the TLS layer is
     bounded."""
     surat = make_populated({"log.level": "info"})
-    sock = socket.create_connection(("127.0.0.1", surat.port("smtp")), timeout=TIMEOUT)
-    f = sock.makefile("rb")
-    assert f.readline().startswith(b"220 ")
-    sock.sendall(b"STARTTLS\r\n")
-    assert f.readline().startswith(b"220 ")
-    ctx = client_tls()
-    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
-    tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
     n = 3000        # some 600 KB of replies
-    t = threading.Thread(target=tls.sendall,
-                         args=(b"EHLO client.test\r\n" * n + b"QUIT\r\n",), daemon=True)
-    t.start()
-    time.sleep(1.0)
-    data, end = b"", "close_notify"
-    while True:
-        try:
-            part = tls.recv(65536)
-        except ssl.SSLError as e:       # OpenSSL 3: UNEXPECTED_EOF_WHILE_READING
-            end = str(e)
-            break
-        if not part:
-            break
-        data += part
-    t.join(TIMEOUT)
-    tls.close()
+    data, end = pipelined_over_starttls(surat.port("smtp"), b"220 ", b"STARTTLS\r\n", b"220 ",
+                                        b"EHLO client.test\r\n" * n + b"QUIT\r\n")
     assert data.count(b"250 AUTH PLAIN LOGIN\r\n") == n, data.count(b"250 AUTH")
     assert data.endswith(b"250 AUTH PLAIN LOGIN\r\n221 2.0.0 Bye\r\n"), data[-200:]
     assert end == "close_notify", end
@@ -779,7 +747,7 @@ def test_replies_to_one_read_of_pipelined_commands_are_bounded(make_populated,
     base = surat.rss_kib()
     sent = [0]
     n = 60000
-    t = threading.Thread(target=_send_all_counted,
+    t = threading.Thread(target=send_all_counted,
                          args=(sock, b"EHLO client.test\r\n" * n, sent), daemon=True)
     t.start()
     time.sleep(1.5)     # the server stops reading, its input fills
