@@ -132,8 +132,9 @@ void server_free(struct server **srv);
  * bufferevent below holds at most 64 KiB of TLS records (until
  * conn_finish()): the rest of the output waits in c->bev, where the caller
  * sees its backlog. Bounded so, OpenSSL may read while it writes: the read
- * callback may then run from inside a bufferevent_write(), and must leave
- * the input to a caller up the stack that is already using the session.
+ * callback may then run from inside a bufferevent_write(), under a caller
+ * that is using the session, and must not act on the input there but come
+ * again from the loop (bufferevent_trigger(), BEV_TRIG_DEFER_CALLBACKS).
  * 0, or -1. */
 int conn_starttls(struct conn *c, SSL *ssl);
 /*

@@ -1234,11 +1234,10 @@ smtp_space_for(const struct config *cfg, const struct smtp_mail *m)
 }
 
 /*
- * A MAIL refused for what it asks (its size, the sender on submission, the
- * queue's space) or that could not be checked, after the reply: no
- * transaction opens, but the attempt is
- * a message refused, and has its access line like a refused RCPT's: who
- * tried to send as whom is what an admin greps for.
+ * After the reply to a MAIL refused for what it asks (its size, the sender
+ * on submission, the queue's space) or that could not be checked: no
+ * transaction opens, but the attempt is a message refused and has its
+ * access line. Who tried to send as whom is what an admin greps for.
  */
 static void
 smtp_mail_refused(struct smtp_sess *s, int code, const char *reason)
@@ -2523,7 +2522,7 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	 * write reads when we write, and runs this at once. The caller up the
 	 * stack is in the middle of a command (or closing), and a command run
 	 * from here would see the session half-changed: again from the loop,
-	 * once the stack is unwound (nothing new may come to call us then).
+	 * once the stack is unwound.
 	 */
 	if (s->hold > 0) {
 		bufferevent_trigger(bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
