@@ -86,6 +86,20 @@ def send_all_counted(sock, data, sent):
         pass
 
 
+def rss_growth_while_flooding(srv, sock, flood, secs):
+    """Send flood on sock from a thread, never reading, for secs seconds:
+    (how much srv's RSS grew in KiB, octets sent). Closes sock."""
+    base = srv.rss_kib()
+    sent = [0]
+    t = threading.Thread(target=send_all_counted, args=(sock, flood, sent), daemon=True)
+    t.start()
+    time.sleep(secs)
+    grown = srv.rss_kib() - base
+    sock.close()
+    t.join(30)
+    return grown, sent[0]
+
+
 def pipelined_over_starttls(port, greeting, starttls, ok, cmds, wait=1.0):
     """Connect, read the greeting (it starts with greeting), send starttls
     (its reply starts with ok), then over TLS pipeline cmds from a thread and

@@ -9,12 +9,11 @@ import base64
 import imaplib
 import re
 import socket
-import threading
 import time
 
 import pytest
 
-from conftest import client_tls, pipelined_over_starttls, send_all_counted
+from conftest import client_tls, pipelined_over_starttls, rss_growth_while_flooding
 
 KINDS = ("smtp", "submission", "submissions", "imap", "imaps")
 TIMEOUT = 20
@@ -224,16 +223,9 @@ def test_pipelining_over_starttls_without_reading_is_held_back(make_surat,
     assert c.cmd("STARTTLS", tag="s")[0].startswith("s OK")
     c.starttls()
     assert c.cmd("CAPABILITY", tag="c")[0].startswith("c OK")
-    base = srv.rss_kib()
-    sent = [0]
     flood = b"a CAPABILITY\r\n" * 200000     # 2.8 MB in, 38 MB of replies
-    t = threading.Thread(target=send_all_counted, args=(c.sock, flood, sent), daemon=True)
-    t.start()
-    time.sleep(3.0)
-    grown = srv.rss_kib() - base
-    c.sock.close()
-    t.join(TIMEOUT)
-    assert grown < 16 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent[0])
+    grown, sent = rss_growth_while_flooding(srv, c.sock, flood, 3.0)
+    assert grown < 16 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent)
     n = RawImap(srv.port("imap"))
     assert n.cmd("NOOP")[0].startswith("t1 OK")
     n.close()

@@ -24,13 +24,12 @@ import socket
 import sqlite3
 import ssl
 import subprocess
-import threading
 import time
 import poplib
 
 import pytest
 
-from conftest import KINDS, client_tls, pipelined_over_starttls, send_all_counted
+from conftest import KINDS, client_tls, pipelined_over_starttls, rss_growth_while_flooding
 
 TIMEOUT = 10
 POP_KINDS = tuple(KINDS) + ("pop3", "pop3s")
@@ -259,16 +258,9 @@ def test_pipelining_over_stls_without_reading_is_held_back(make_surat, no_asan_q
     r.sock = client_tls().wrap_socket(r.sock)
     r.ok("CAPA")
     r.multi()
-    base = srv.rss_kib()
-    sent = [0]
     flood = b"CAPA\r\n" * 450000      # 2.7 MB in, 60 MB of replies
-    t = threading.Thread(target=send_all_counted, args=(r.sock, flood, sent), daemon=True)
-    t.start()
-    time.sleep(2.5)
-    grown = srv.rss_kib() - base
-    r.sock.close()
-    t.join(TIMEOUT)
-    assert grown < 12 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent[0])
+    grown, sent = rss_growth_while_flooding(srv, r.sock, flood, 2.5)
+    assert grown < 12 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent)
     Raw(srv.port("pop3")).ok("QUIT")
 
 

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from conftest import (BIN, KINDS, Surat, client_tls, free_port, pipelined_over_starttls,
-                      send_all_counted)
+                      rss_growth_while_flooding, send_all_counted)
 
 TIMEOUT = 10        # every socket operation
 TEST_LIMIT = 90     # every test, whole
@@ -707,16 +707,10 @@ def test_pipelining_over_starttls_without_reading_is_held_back(make_populated,
     r.greet()
     r.starttls()
     r.expect("EHLO client.test", 250)
-    base = surat.rss_kib()
-    sent = [0]
     flood = b"EHLO client.test\r\n" * 150000     # 2.7 MB in, 28 MB of replies
-    t = threading.Thread(target=send_all_counted, args=(r.sock, flood, sent), daemon=True)
-    t.start()
-    time.sleep(2.5)     # old surat took about 1 s per MB here, ASan on
-    grown = surat.rss_kib() - base
-    r.sock.close()
-    t.join(TIMEOUT)
-    assert grown < 12 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent[0])
+    # (2.5 s: old surat took about 1 s per MB here, ASan on)
+    grown, sent = rss_growth_while_flooding(surat, r.sock, flood, 2.5)
+    assert grown < 12 * 1024, "RSS grew by %d KiB (%d octets sent)" % (grown, sent)
     with smtplib.SMTP("127.0.0.1", surat.port("smtp"), timeout=TIMEOUT) as c:
         assert c.noop()[0] == 250
 
