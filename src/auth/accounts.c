@@ -717,38 +717,77 @@ alias_target_form(struct accounts *a, const char *target, const char *norm, stru
 	buf_printf(out, "@%s", dom);
 }
 
+/* Whether source (normalised) maps to target (normalised, in any case): 1, 0, or -1 error. */
+static int
+alias_exists(struct accounts *a, const char *source, const char *target)
+{
+	sqlite3_stmt *st = NULL;
+
+	/* A remote target keeps the case it was given in (alias_target_form()). */
+	if (sqlite3_prepare_v2(
+		a->db, "SELECT 1 FROM aliases WHERE source = ? AND target = ? COLLATE NOCASE", -1,
+		&st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* accounts_alias_check(), leaving source and target normalised in s and t. */
+static int
+alias_check(struct accounts *a, const char *source, const char *target, struct buf *s,
+	    struct buf *t, struct buf *err)
+{
+	if (accounts_normalise(source, 1, s, err) < 0 ||
+	    accounts_normalise(target, 0, t, err) < 0 || !accounts_address_fits(s->data, err) ||
+	    !accounts_address_fits(t->data, err))
+		return -1;
+	const char *dom = domain_of(s->data);
+	if (accounts_domain_exists(a, dom) != 1) {
+		buf_printf(err, "alias %s: %s is not a local domain", s->data, dom);
+		return -1;
+	}
+	if (strcmp(s->data, t->data) == 0) {
+		buf_printf(err, "alias %s points at itself", s->data);
+		return -1;
+	}
+	if (exists(a, "SELECT 1 FROM users WHERE address = ?", s->data) == 1) {
+		buf_printf(err, "%s is a user; an alias cannot shadow it", s->data);
+		return -1;
+	}
+	/* Else the admin is told it was added, and may think it new. */
+	int have = alias_exists(a, s->data, t->data);
+	if (have != 0) {
+		buf_printf(err,
+			   have < 0 ? "database error looking up alias %s -> %s"
+				    : "alias %s -> %s already exists",
+			   s->data, t->data);
+		return -1;
+	}
+	return 0;
+}
+
+int
+accounts_alias_check(struct accounts *a, const char *source, const char *target, struct buf *err)
+{
+	struct buf s = BUF_INIT(0), t = BUF_INIT(0);
+	int r = alias_check(a, source, target, &s, &t, err);
+
+	buf_free(&s);
+	buf_free(&t);
+	return r;
+}
+
 int
 accounts_alias_add(struct accounts *a, const char *source, const char *target, struct buf *err)
 {
 	struct buf s = BUF_INIT(0), t = BUF_INIT(0), keep = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise(source, 1, &s, err) < 0 ||
-	    accounts_normalise(target, 0, &t, err) < 0 || !accounts_address_fits(s.data, err) ||
-	    !accounts_address_fits(t.data, err))
+	if (alias_check(a, source, target, &s, &t, err) < 0)
 		goto out;
-	const char *dom = domain_of(s.data);
-	if (accounts_domain_exists(a, dom) != 1) {
-		buf_printf(err, "alias %s: %s is not a local domain", s.data, dom);
-		goto out;
-	}
-	if (strcmp(s.data, t.data) == 0) {
-		buf_printf(err, "alias %s points at itself", s.data);
-		goto out;
-	}
-	if (exists(a, "SELECT 1 FROM users WHERE address = ?", s.data) == 1) {
-		buf_printf(err, "%s is a user; an alias cannot shadow it", s.data);
-		goto out;
-	}
-	/* Else the admin is told it was added, and may think it new. */
-	int have = accounts_alias_exists(a, s.data, t.data);
-	if (have != 0) {
-		buf_printf(err,
-			   have < 0 ? "database error looking up alias %s -> %s"
-				    : "alias %s -> %s already exists",
-			   s.data, t.data);
-		goto out;
-	}
 	alias_target_form(a, target, t.data, &keep);
 	const char *p[] = {s.data, keep.data};
 	int rc = exec_bind(a, "INSERT INTO aliases(source, target) VALUES(?, ?)", 2, p, NULL, err);
@@ -758,35 +797,6 @@ out:
 	buf_free(&s);
 	buf_free(&t);
 	buf_free(&keep);
-	return r;
-}
-
-int
-accounts_alias_exists(struct accounts *a, const char *source, const char *target)
-{
-	struct buf s = BUF_INIT(0), t = BUF_INIT(0), err = BUF_INIT(0);
-	sqlite3_stmt *st = NULL;
-	int r = 0;
-
-	if (accounts_normalise(source, 1, &s, &err) < 0 ||
-	    accounts_normalise(target, 0, &t, &err) < 0)
-		goto out;
-	/* A remote target keeps the case it was given in (alias_target_form()). */
-	if (sqlite3_prepare_v2(
-		a->db, "SELECT 1 FROM aliases WHERE source = ? AND target = ? COLLATE NOCASE", -1,
-		&st, NULL) != SQLITE_OK) {
-		r = -1;
-		goto out;
-	}
-	sqlite3_bind_text(st, 1, s.data, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, t.data, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(st);
-out:
-	buf_free(&s);
-	buf_free(&t);
-	buf_free(&err);
 	return r;
 }
 

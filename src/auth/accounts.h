@@ -83,8 +83,12 @@ int accounts_user_list(struct accounts *a, const char *domain,
  */
 int accounts_alias_add(struct accounts *a, const char *source, const char *target,
 		       struct buf *err);
-/* Whether source maps to target (in any case): 1 yes, 0 no or not addresses, -1 error. */
-int accounts_alias_exists(struct accounts *a, const char *source, const char *target);
+/*
+ * What accounts_alias_add() checks before it adds: 0 if it would add the
+ * mapping now, or -1 with err set as it would set it.
+ */
+int accounts_alias_check(struct accounts *a, const char *source, const char *target,
+			 struct buf *err);
 /* Remove one mapping, or all of source's when target is NULL. */
 int accounts_alias_del(struct accounts *a, const char *source, const char *target,
 		       struct buf *err);

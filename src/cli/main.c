@@ -518,26 +518,16 @@ print_alias(const char *src, const char *dst, void *arg)
 static int
 alias_check_targets(struct accounts *a, const char *source, int n, char **targets, struct buf *err)
 {
-	struct buf s = BUF_INIT(0), t = BUF_INIT(0), u = BUF_INIT(0);
-	int r = accounts_normalise(source, 1, &s, err) == 0 && accounts_address_fits(s.data, err)
-		    ? 0
-		    : -1;
+	struct buf t = BUF_INIT(0), u = BUF_INIT(0);
+	int r = 0;
 
 	for (int i = 0; r == 0 && i < n; i++) {
-		buf_reset(&t);
-		if (accounts_normalise(targets[i], 0, &t, err) < 0 ||
-		    !accounts_address_fits(t.data, err)) {
+		if (accounts_alias_check(a, source, targets[i], err) < 0) {
 			r = -1;
-		} else if (strcmp(s.data, t.data) == 0) {
-			buf_printf(err, "alias %s points at itself", s.data);
-			r = -1;
-		} else if ((r = accounts_alias_exists(a, s.data, t.data)) != 0) {
-			buf_printf(err,
-				   r < 0 ? "database error looking up alias %s -> %s"
-					 : "alias %s -> %s already exists",
-				   s.data, t.data);
-			r = -1;
+			break;
 		}
+		buf_reset(&t);
+		(void)accounts_normalise(targets[i], 0, &t, err);	/* (checked above) */
 		for (int k = 0; r == 0 && k < i; k++) {
 			buf_reset(&u);
 			if (accounts_normalise(targets[k], 0, &u, err) == 0 &&
@@ -547,7 +537,6 @@ alias_check_targets(struct accounts *a, const char *source, int n, char **target
 			}
 		}
 	}
-	buf_free(&s);
 	buf_free(&t);
 	buf_free(&u);
 	return r;
