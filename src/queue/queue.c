@@ -1305,6 +1305,9 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	}
 	free(remote_idx);
 	if (!want) {
+		/* The transport reads the content when it sends. */
+		buf_free(&e->content);
+		e->have_content = 0;
 		job_free(j);
 		return;
 	}

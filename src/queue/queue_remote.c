@@ -3,9 +3,12 @@
  *
  * Objects, all on the loop thread:
  *   rmsg   a message the queue handed over: its envelope (copied, the
- *          queue's copy may change under us) and its content, read once
- *          on a worker; it lives until every one of its jobs is done, then
- *          queue_remote_done() is called.
+ *          queue's copy may change under us); it lives until every one of
+ *          its jobs is done, then queue_remote_done() is called. Its
+ *          content is read (on a worker) only when a connection takes one
+ *          of its jobs, and dropped when no connection has one: a backlog
+ *          waiting for a slow or unreachable destination costs its
+ *          envelopes in memory, not its messages.
  *   rjob   the recipients of one message for one destination: one SMTP
  *          transaction. It waits in its destination's queue for a
  *          connection.
@@ -72,6 +75,8 @@ struct queue_remote {
 	char *relay_pass;
 	unsigned loads; /* worker jobs in flight */
 	int dead;	/* freed while loads were in flight */
+	struct rmsg *start_head, *start_tail; /* handed over, jobs not yet on their dests */
+	struct event *start_ev;
 };
 
 struct rmsg {
@@ -83,11 +88,14 @@ struct rmsg {
 	int utf8_needed; /* its sender or header is not ASCII: SMTPUTF8 whatever the rcpt */
 	int64_t created;
 	struct buf content;
-	struct rjob *jobs; /* not yet in a destination (content loading) */
+	int have_content;
+	unsigned users;	   /* connections holding one of its jobs: they need the content */
+	struct rjob *jobs; /* not yet on their destinations (start_cb) */
 	unsigned njobs;	   /* jobs not finished */
 	int loading;	   /* a worker reads the content */
-	int orphan;	   /* the transport was freed: the load job frees it */
+	int orphan;	   /* ended while loading: the load job frees it */
 	struct rmsg *prev, *next;
+	struct rmsg *start_next;
 };
 
 /*
@@ -107,7 +115,7 @@ struct rjob {
 	size_t n;
 	struct smtp_client_txn txn;
 	int tries;
-	int pinned; /* counted in d->nloading */
+	int pinned; /* counted in d->nstarting */
 	struct rjob *next;
 };
 
@@ -128,7 +136,7 @@ struct dest {
 	int auth;
 	unsigned nconns, nwalking;
 	unsigned hold; /* dest_run() on the stack: do not free */
-	unsigned nloading; /* jobs naming this dest whose message is still loading */
+	unsigned nstarting; /* jobs naming this dest, not yet on it (start_cb) */
 	struct rconn *idle;
 	struct rjob *wait_head, *wait_tail;
 	size_t nwait;
@@ -142,6 +150,7 @@ struct rconn {
 	struct smtp_client *cl;
 	struct rjob *job;
 	int ready;
+	int waiting; /* job taken, its message's content still loading */
 	/* the walk, one group of hosts of equal preference at a time */
 	struct route_host *hosts;
 	size_t nhosts, hi, gend;
@@ -321,7 +330,7 @@ rjob_unpin(struct rjob *j, int dests_alive)
 	j->pinned = 0;
 	if (!dests_alive || j->d == NULL)
 		return;
-	j->d->nloading--;
+	j->d->nstarting--;
 	dest_maybe_free(j->d);
 }
 
@@ -377,7 +386,21 @@ rmsg_job_done(struct rmsg *m)
 		return;
 	rmsg_unlink(qr, m);
 	queue_remote_done(qr->srv->queue, m->id);
-	rmsg_free(m);
+	if (m->loading)
+		m->orphan = 1; /* load_done() frees it */
+	else
+		rmsg_free(m);
+}
+
+/* A connection lets go of a job of m: the last one drops the content. */
+static void
+rmsg_release(struct rmsg *m)
+{
+	ASSERT(m->users > 0);
+	if (--m->users == 0) {
+		buf_free(&m->content);
+		m->have_content = 0;
+	}
 }
 
 /* Report one recipient to the queue and log the attempt. */
@@ -422,7 +445,7 @@ job_fail_all(struct rjob *j, enum deliver_result r, const char *text, struct rco
 static void
 dest_maybe_free(struct dest *d)
 {
-	if (d->nconns > 0 || d->wait_head || d->idle || d->hold > 0 || d->nloading > 0)
+	if (d->nconns > 0 || d->wait_head || d->idle || d->hold > 0 || d->nstarting > 0)
 		return;
 	struct queue_remote *qr = d->qr;
 	if (d->prev)
@@ -1043,15 +1066,15 @@ rconn_start(struct dest *d)
 	rconn_next_host(c);
 }
 
-/* Run a job on a ready connection. */
+static void rmsg_load(struct rmsg *m);
+
+/* Send c's job, its message's content at hand. */
 static void
-rconn_take(struct rconn *c, struct rjob *j)
+rconn_send(struct rconn *c)
 {
+	struct rjob *j = c->job;
 	struct rmsg *m = j->m;
-	c->job = j;
-	rconn_idle_unlink(c);
-	if (c->idle_timer)
-		event_del(c->idle_timer);
+	c->waiting = 0;
 	smtp_client_txn_clear(&j->txn);
 	j->txn.mail_from = m->mail_from;
 	j->txn.envid = m->envid;
@@ -1065,8 +1088,40 @@ rconn_take(struct rconn *c, struct rjob *j)
 	j->txn.rcpts = j->rcpts;
 	j->txn.nrcpts = j->n;
 	c->txn_start_ms = util_mono_ms();
-	c->qr->srv->holds++; /* released once its results are with the queue */
 	smtp_client_send(c->cl, &j->txn);
+}
+
+/* Run a job on a ready connection: at once, or once its content is read. */
+static void
+rconn_take(struct rconn *c, struct rjob *j)
+{
+	struct rmsg *m = j->m;
+	c->job = j;
+	rconn_idle_unlink(c);
+	if (c->idle_timer)
+		event_del(c->idle_timer);
+	c->qr->srv->holds++; /* released once its results are with the queue */
+	m->users++;
+	if (m->have_content) {
+		rconn_send(c);
+		return;
+	}
+	c->waiting = 1;
+	if (!m->loading)
+		rmsg_load(m);
+}
+
+/* c gives its job back to the destination, not having sent it. */
+static void
+rconn_untake(struct rconn *c)
+{
+	struct rjob *j = c->job;
+	c->job = NULL;
+	c->waiting = 0;
+	c->qr->srv->holds--;
+	smtp_client_txn_clear(&j->txn);
+	dest_push(c->d, j, 1);
+	rmsg_release(j->m);
 }
 
 static void
@@ -1120,9 +1175,11 @@ rconn_txn_done(struct rconn *c)
 				log_esc(esc, sizeof(esc), smtp_client_error(c->cl)));
 			smtp_client_txn_clear(&j->txn);
 			dest_push(d, j, 1);
+			rmsg_release(j->m);
 		} else {
 			struct buf t = BUF_INIT(0);
 			buf_printf(&t, "4.4.2 %s", smtp_client_error(c->cl));
+			rmsg_release(j->m);
 			job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
 			buf_free(&t);
 		}
@@ -1136,6 +1193,7 @@ rconn_txn_done(struct rconn *c)
 		}
 		struct rmsg *m = j->m;
 		rjob_free(j);
+		rmsg_release(m);
 		rmsg_job_done(m);
 	}
 	c->qr->srv->holds--;
@@ -1168,14 +1226,8 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 		rconn_txn_done(c);
 		return;
 	case SMTP_CLIENT_FAILED:
-		if (c->job) {
-			/* Lost with a transaction assigned but not started on the wire. */
-			struct rjob *j = c->job;
-			c->job = NULL;
-			c->qr->srv->holds--;
-			smtp_client_txn_clear(&j->txn);
-			dest_push(d, j, 1);
-		}
+		if (c->job) /* lost with a transaction assigned but not started on the wire */
+			rconn_untake(c);
 		if (c->ready) {
 			/* An idle session ended. */
 			rconn_end(c, 0);
@@ -1228,7 +1280,7 @@ dest_run(struct dest *d)
 	dest_maybe_free(d);
 }
 
-/* ---- the queue's entry point ---- */
+/* ---- content: read when a connection takes a job ---- */
 
 struct load_job {
 	struct queue_remote *qr;
@@ -1244,10 +1296,51 @@ load_work(void *arg)
 {
 	struct load_job *lj = arg;
 	struct spool_msg tmp;
-	/* Another message in the file is never expected: the queue retires a file only when done. */
+	/* The queue retires a file only after queue_remote_done(): another
+	 * message in it is never expected (`surat queue delete` may have
+	 * removed it). */
 	lj->rc = spool_load(lj->dir, lj->m->file, lj->m->id, &tmp, &lj->content, &lj->err);
 	if (lj->rc == 0)
 		spool_msg_free(&tmp);
+}
+
+static void load_done(void *arg);
+
+static void
+rmsg_load(struct rmsg *m)
+{
+	struct queue_remote *qr = m->qr;
+	struct load_job *lj = xcalloc(1, sizeof(*lj));
+	struct buf dir = BUF_INIT(0);
+
+	lj->qr = qr;
+	lj->m = m;
+	queue_dir(qr->srv->cfg->data_dir, &dir);
+	lj->dir = buf_steal(&dir);
+	buf_init(&lj->content, 0);
+	buf_init(&lj->err, 0);
+	qr->loads++;
+	m->loading = 1;
+	worker_submit(qr->srv->pool, load_work, load_done, lj);
+}
+
+/*
+ * The connections waiting for m's content, taken off it (c->waiting
+ * cleared, their jobs still theirs), in *out; how many. Collected first:
+ * what is done with one may start or end other connections.
+ */
+static size_t
+rmsg_waiters(struct queue_remote *qr, const struct rmsg *m, struct rconn ***out)
+{
+	size_t n = 0;
+	*out = xcalloc(m->users ? m->users : 1, sizeof(**out));
+	for (struct rconn *c = qr->conns; c && n < m->users; c = c->all_next) {
+		if (c->waiting && c->job->m == m) {
+			c->waiting = 0;
+			(*out)[n++] = c;
+		}
+	}
+	return n;
 }
 
 static void
@@ -1256,63 +1349,100 @@ load_done(void *arg)
 	struct load_job *lj = arg;
 	struct queue_remote *qr = lj->qr;
 	struct rmsg *m = lj->m;
+	struct rconn **w = NULL;
+	size_t n;
 
 	qr->loads--;
 	m->loading = 0;
 	if (qr->dead || m->orphan) {
-		for (struct rjob *j = m->jobs; j; j = j->next)
-			rjob_unpin(j, !qr->dead);
 		rmsg_free(m);
 		if (qr->dead && qr->loads == 0)
 			free(qr);
 		goto out;
 	}
+	/* Past here m may be freed (its last job ending): only w is used. */
+	n = rmsg_waiters(qr, m, &w);
 	if (lj->rc < 0) {
 		struct buf t = BUF_INIT(0);
 		log_error("outbound id=%s: cannot read the queued message: %s", m->id,
 			  buf_str(&lj->err));
 		buf_printf(&t, "4.3.0 Cannot read the queued message: %s", buf_str(&lj->err));
-		while (m->jobs) {
-			struct rjob *j = m->jobs;
-			m->jobs = j->next;
-			for (size_t i = 0; i < j->n; i++)
-				job_report(j, i, DELIVER_TEMPFAIL, t.data, NULL);
-			rjob_free(j);
-			m->njobs--;
+		/* The jobs waiting fail; the message's others, when their turn comes. */
+		for (size_t i = 0; i < n; i++) {
+			struct rconn *c = w[i];
+			struct rjob *j = c->job;
+			c->job = NULL;
+			qr->srv->holds--;
+			rmsg_release(j->m);
+			job_fail_all(j, DELIVER_TEMPFAIL, t.data, NULL);
+			rconn_idle(c);
 		}
 		buf_free(&t);
-		m->njobs = 1;
-		rmsg_job_done(m);
+		goto out;
+	}
+	if (n == 0) {
+		/* Nobody waits any more (their sessions were lost). */
 		goto out;
 	}
 	m->content = lj->content;
 	buf_init(&lj->content, 0);
+	m->have_content = 1;
 	/* RFC 6152 forbids 8-bit octets to a peer without 8BITMIME, not a
 	 * BODY=8BITMIME the sender gave to 7-bit text: what is sent decides. */
 	m->body_8bit = util_has_8bit(m->content.data ? m->content.data : "", m->content.len);
 	m->utf8_needed = m->smtputf8 && rmsg_utf8_needed(m);
-	struct rjob *jobs = m->jobs;
-	m->jobs = NULL;
-	if (jobs == NULL) {
-		/* Every recipient was reported at once (bad domains). */
-		rmsg_job_done(m);
-		goto out;
-	}
-	while (jobs) {
-		struct rjob *j = jobs;
-		jobs = j->next;
-		struct dest *d = j->d;
-		/* Queued on d now: its wait list keeps d alive from here. */
-		j->pinned = 0;
-		d->nloading--;
-		dest_push(d, j, 0);
-		dest_run(d);
+	for (size_t i = 0; i < n; i++) {
+		struct rconn *c = w[i];
+		if (qr->srv->stopping) {
+			rconn_untake(c);
+			rconn_end(c, 1);
+		} else {
+			rconn_send(c);
+		}
 	}
 out:
+	free(w);
 	buf_free(&lj->content);
 	buf_free(&lj->err);
 	free(lj->dir);
 	free(lj);
+}
+
+/* ---- the queue's entry point ---- */
+
+/* The jobs of the messages handed over since go to their destinations. */
+static void
+start_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue_remote *qr = arg;
+	struct rmsg *m;
+
+	(void)fd;
+	(void)what;
+	while ((m = qr->start_head) != NULL) {
+		qr->start_head = m->start_next;
+		if (qr->start_head == NULL)
+			qr->start_tail = NULL;
+		m->start_next = NULL;
+		struct rjob *jobs = m->jobs;
+		m->jobs = NULL;
+		if (jobs == NULL) {
+			/* Every recipient was reported at once (bad domains). */
+			rmsg_job_done(m);
+			continue;
+		}
+		/* (m lives while a job of it is not done: the last push at least.) */
+		while (jobs) {
+			struct rjob *j = jobs;
+			jobs = j->next;
+			struct dest *d = j->d;
+			/* Queued on d now: its wait list keeps d alive from here. */
+			j->pinned = 0;
+			d->nstarting--;
+			dest_push(d, j, 0);
+			dest_run(d);
+		}
+	}
 }
 
 static void
@@ -1361,8 +1491,8 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 			j->m = m;
 			j->d = d;
 			if (d) {
-				/* d must outlive the load of the message (load_done). */
-				d->nloading++;
+				/* d must live until the job is on it (start_cb). */
+				d->nstarting++;
 				j->pinned = 1;
 			}
 			m->njobs++;
@@ -1414,19 +1544,14 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 		/* queue_remote_done() must not run inside deliver(): one job to end it. */
 		m->njobs = 1;
 	}
-	struct load_job *lj = xcalloc(1, sizeof(*lj));
-	lj->qr = qr;
-	lj->m = m;
-	lj->dir = NULL;
-	struct buf dir = BUF_INIT(0);
-	queue_dir(qr->srv->cfg->data_dir, &dir);
-	lj->dir = buf_steal(&dir);
-	buf_init(&lj->content, 0);
-	buf_init(&lj->err, 0);
-	qr->loads++;
-	m->loading = 1;
-	/* Even with no job left the load runs: queue_remote_done() must come later. */
-	worker_submit(qr->srv->pool, load_work, load_done, lj);
+	/* Not from here: a job may end at once, and queue_remote_done() must
+	 * come after deliver() returns. */
+	if (qr->start_tail)
+		qr->start_tail->start_next = m;
+	else
+		qr->start_head = m;
+	qr->start_tail = m;
+	event_active(qr->start_ev, 0, 0);
 	(void)q;
 }
 
@@ -1478,6 +1603,9 @@ queue_remote_new(struct server *srv, struct buf *err)
 		qr->relay_pass = p;
 	}
 	self_init(qr);
+	qr->start_ev = event_new(srv->base, -1, 0, start_cb, qr);
+	if (qr->start_ev == NULL)
+		PANIC("event_new failed");
 	struct queue_remote_ops ops = {remote_deliver, qr};
 	queue_set_remote(srv->queue, &ops);
 	return qr;
@@ -1491,6 +1619,11 @@ queue_remote_free(struct queue_remote **qrp)
 		return;
 	*qrp = NULL;
 	qr->srv->stopping = 1; /* nothing restarts while we take it apart */
+	event_free(qr->start_ev);
+	/* Jobs not yet on their destinations let go of them before they go. */
+	for (struct rmsg *m = qr->start_head; m; m = m->start_next)
+		for (struct rjob *j = m->jobs; j; j = j->next)
+			rjob_unpin(j, 0);
 	while (qr->conns) {
 		struct rconn *c = qr->conns;
 		if (c->job) {

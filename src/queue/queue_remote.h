@@ -3,10 +3,11 @@
  * connection management for remote recipients.
  *
  * The queue hands it a message and the recipients due (queue_remote_ops);
- * it reads the content from the spool on a worker, groups the recipients
- * by next hop and delivers each group in one SMTP transaction
- * (smtp_client), then reports every recipient with queue_remote_result()
- * and the end with queue_remote_done().
+ * it groups the recipients by next hop and delivers each group in one SMTP
+ * transaction (smtp_client), reading the content from the spool on a
+ * worker when a connection is ready for it (and keeping it only while a
+ * connection needs it), then reports every recipient with
+ * queue_remote_result() and the end with queue_remote_done().
  *
  * Routing, in this order: route.DOMAIN = host[:port] for that domain;
  * relayhost = host[:port] for everything else (TLS required, AUTH PLAIN

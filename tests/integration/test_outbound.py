@@ -686,6 +686,81 @@ def test_destination_connection_limit(net):
     a.wait_queue_empty()
 
 
+def _gated_peer(net, ip):
+    """A peer that holds every reply to the dot until gate is set."""
+    gate = threading.Event()
+
+    def data(txn):
+        gate.wait(60)
+        return "250 2.0.0 queued"
+
+    return net.peer(ip, data=data), gate
+
+
+def _submit_many(node, msgs):
+    """msgs: [(rcpt, body bytes)], sent in one submission session."""
+    with smtplib.SMTP(node.ip, node.ports["submission"], timeout=60) as c:
+        c.starttls(context=client_tls())
+        c.login("alice@a.example", PW)
+        for rcpt, body in msgs:
+            c.sendmail("alice@a.example", [rcpt], body)
+
+
+def test_backlog_for_a_slow_destination_keeps_envelopes_not_messages_in_memory(
+        net, no_asan_quarantine):
+    # 40 messages of 1 MB wait behind one connection the peer holds at its
+    # first dot: only the message being sent is read into memory, the others
+    # wait as envelopes. (Read at hand-over, all 40 were in memory, twice.)
+    a = net.node("127.0.0.2", "a.example", extra={"outbound.destination_limit": "1"})
+    p, gate = _gated_peer(net, "127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    base = a.rss_kib()
+    n, line = 40, b"y" * 998 + b"\r\n"
+    big = [("x%d@c.example" % i,
+            msg("alice@a.example", "x%d@c.example" % i, "big%d" % i).rstrip(b"\r\n") +
+            b"\r\n" + line * 1000) for i in range(n)]
+    try:
+        _submit_many(a, big)
+        assert p.dot_seen.wait(30)
+        time.sleep(0.5)
+        grown = a.rss_kib() - base
+        assert grown < 15 * 1024, "RSS grew %d KiB with %d MB queued" % (grown, n)
+    finally:
+        gate.set()
+    wait_for(lambda: len(p.txns) == n, timeout=60)
+    subjects = sorted(int(re.search(rb"Subject: big(\d+)", t["data"]).group(1)) for t in p.txns)
+    assert subjects == list(range(n))
+    for t in p.txns:
+        i = int(re.search(rb"Subject: big(\d+)", t["data"]).group(1))
+        assert t["accepted"] == ["x%d@c.example" % i]
+        assert t["data"].endswith(line * 1000)
+    a.wait_queue_empty()
+
+
+def test_deleted_while_waiting_for_a_connection_is_never_sent(net):
+    a = net.node("127.0.0.2", "a.example", extra={"outbound.destination_limit": "1"})
+    p, gate = _gated_peer(net, "127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    try:
+        for i in range(3):
+            a.submit("alice@a.example", ["x%d@c.example" % i],
+                     msg("alice@a.example", "x%d@c.example" % i, "wait%d" % i))
+        assert p.dot_seen.wait(30)
+        ids = re.findall(r"^(\w+) .*\n\s+<x2@c\.example>", a.queue_list(), re.M)
+        assert len(ids) == 1, a.queue_list()
+        waiting = ids
+        assert a.cli("queue", "delete", waiting[0]).stdout.strip() == "deleted " + waiting[0]
+    finally:
+        gate.set()
+    wait_for(lambda: len(p.txns) == 2, timeout=30)
+    a.wait_log(r"queue %s: spool file deleted; message dropped" % waiting[0])
+    a.wait_queue_empty()
+    time.sleep(0.5)
+    assert [t["accepted"] for t in p.txns] == [["x0@c.example"], ["x1@c.example"]]
+
+
 def test_one_message_to_several_domains(net):
     a = net.node("127.0.0.2", "a.example")
     b = net.node("127.0.0.3", "b.example")
