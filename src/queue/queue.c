@@ -76,8 +76,15 @@
  */
 #define QUEUE_INDEX_QUIET_MS 250
 #define QUEUE_INDEX_WAIT_MS 10000
-/* Messages in one local delivery batch at most. */
+/*
+ * Messages in one local delivery batch at most, and their content octets
+ * (past one message): a batch holds all of its messages in memory at once,
+ * and up to QUEUE_THREADS run, so big messages go a few at a time. What a
+ * batch saves (a flush and a store transaction per message) is small next
+ * to writing a message of a megabyte.
+ */
 #define QUEUE_BATCH_MAX 64
+#define QUEUE_BATCH_BYTES ((uint64_t)4 << 20)
 /*
  * A new local message waits this long for others to the same mailbox before
  * its delivery starts, unless one to that mailbox is due anyway: under
@@ -1365,6 +1372,7 @@ struct lbatch {
 	int64_t quota;
 	struct lbatch_item *items;
 	size_t n;
+	uint64_t bytes;	/* content octets of its items */
 	struct lbatch *next;
 };
 
@@ -1436,8 +1444,9 @@ batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
 		b->next = *building;
 		*building = b;
 	}
-	if (b->n == QUEUE_BATCH_MAX)
+	if (b->n == QUEUE_BATCH_MAX || (b->n > 0 && b->bytes + e->msg.size > QUEUE_BATCH_BYTES))
 		return 0;	/* the next batch */
+	b->bytes += e->msg.size;
 	struct lbatch_item *it = &b->items[b->n++];
 	it->e = e;
 	memcpy(it->id, e->msg.id, sizeof(it->id));

@@ -1293,6 +1293,42 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
     assert not any(b"Subject: deleted" in m for m in stored), stored
 
 
+def test_backlog_of_big_messages_is_delivered_a_few_at_a_time(start, no_asan_quarantine):
+    """Messages never tried are delivered in batches, and a batch holds its
+    messages in memory at once: after a crash with 30 messages of 1 MB
+    queued for one mailbox, the restarted daemon takes them a few at a time
+    (QUEUE_BATCH_BYTES), not 30 MB in one go."""
+    import sqlite3
+    s = start({"smtp.max_message_size": "4M"})
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
+    base = s.rss_kib()
+    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
+    con = sqlite3.connect(db, timeout=10, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")      # alice's deliveries wait for this
+    n, line = 30, b"b" * 998 + b"\r\n"
+    try:
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: held\r\n\r\nx\r\n")
+        time.sleep(0.3)                 # its batch is running, held by the lock
+        with smtp(s) as c:
+            for i in range(n):
+                c.sendmail("bob@example.test", ["alice@example.test"],
+                           b"Subject: big %d\r\n\r\n" % i + line * 1000)
+        s.kill()                        # never tried: batched again at start
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    s.start()
+    uids = s.wait_messages("alice@example.test", n + 2, timeout=60)
+    with open("/proc/%d/status" % s.proc.pid) as f:
+        peak = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+    assert peak - base < 25 * 1024, "peak RSS %d KiB over %d KiB" % (peak, base)
+    stored = [s.message("alice@example.test", u) for u in uids]
+    subjects = sorted(int(m) for x in stored for m in re.findall(rb"Subject: big (\d+)", x))
+    assert subjects == list(range(n))
+    assert all(x.endswith(line * 1000) for x in stored if b"Subject: big" in x)
+
+
 def test_notice_log_line_escapes_the_envelope_sender(srv):
     """The `notice` line names the sender the notice goes to: a value a
     client chose, escaped like every other (spaces, quotes, UTF-8), so that
