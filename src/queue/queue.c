@@ -86,6 +86,13 @@
 #define QUEUE_BATCH_MAX 64
 #define QUEUE_BATCH_BYTES ((uint64_t)4 << 20)
 /*
+ * Content octets the queue's entries hold in memory at most. A new
+ * message's content stays with its entry, sparing its delivery a read of
+ * the spool file, only within this; past it (mail coming in faster than a
+ * mailbox takes it, a mailbox held up) delivery reads the file.
+ */
+#define QUEUE_KEEP_BYTES ((uint64_t)16 << 20)
+/*
  * A new local message waits this long for others to the same mailbox before
  * its delivery starts, unless one to that mailbox is due anyway: under
  * traffic a batch then carries several messages for one transaction, one
@@ -156,6 +163,7 @@ struct queue {
 	int64_t swept;				/* last full pass (unix seconds) */
 	struct lbatch *batches;			/* local delivery batches running */
 	struct worker_pool *pool;		/* delivery jobs */
+	uint64_t kept;				/* octets of the entries' content */
 	struct spool_pool *spool;		/* delivered files for reuse; thread-safe */
 	/* New messages waiting for the next spool round; one round at a time. */
 	struct submit_job *sub_head, *sub_tail;
@@ -220,11 +228,39 @@ queue_dir(const char *data_dir, struct buf *out)
 	buf_printf(out, "%s/queue", data_dir);
 }
 
+/* e takes content from *from if QUEUE_KEEP_BYTES allows, else leaves it there. */
 static void
-entry_free(struct qentry *e)
+entry_content_in(struct queue *q, struct qentry *e, struct buf *from)
+{
+	if (e->have_content || q->kept + from->len > QUEUE_KEEP_BYTES)
+		return;
+	q->kept += from->len;
+	buf_free(&e->content);
+	e->content = *from;
+	buf_init(from, 0);
+	e->have_content = 1;
+}
+
+/* e lets go of its content: into *to, or freed if to is NULL. */
+static void
+entry_content_out(struct queue *q, struct qentry *e, struct buf *to)
+{
+	if (e->have_content)
+		q->kept -= e->content.len;
+	e->have_content = 0;
+	if (to != NULL) {
+		*to = e->content;
+		buf_init(&e->content, 0);
+	} else {
+		buf_free(&e->content);
+	}
+}
+
+static void
+entry_free(struct queue *q, struct qentry *e)
 {
 	spool_msg_free(&e->msg);
-	buf_free(&e->content);
+	entry_content_out(q, e, NULL);
 	for (size_t i = 0; i < e->npending; i++) {
 		free(e->pending[i].text);
 		free(e->pending[i].remote);
@@ -1088,11 +1124,8 @@ queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
 	queue_notice_rcpt(q->srv->accounts, &e->msg);
 	e->arrived_ms = util_mono_ms();
 	buf_init(&e->content, 0);
-	if (content) {
-		e->content = *content;
-		buf_init(content, 0);
-		e->have_content = 1;
-	}
+	if (content)
+		entry_content_in(q, e, content);
 	entry_link(q, e);
 }
 
@@ -1147,8 +1180,7 @@ job_done(void *arg)
 		}
 	}
 	/* Content is dropped after the first pass: it is on disk. */
-	buf_free(&e->content);
-	e->have_content = 0;
+	entry_content_out(q, e, NULL);
 	for (int i = 0; i < 3; i++) {
 		if (j->notices[i]) {
 			/*
@@ -1160,7 +1192,7 @@ job_done(void *arg)
 			struct qentry *old = entry_find(q, j->notices[i]->id);
 			if (old != NULL && !old->busy && !old->remote_busy && old->npending == 0) {
 				entry_unlink(q, old);
-				entry_free(old);
+				entry_free(q, old);
 			}
 			queue_add_entry(q, j->notices[i], NULL);
 			free(j->notices[i]);
@@ -1173,7 +1205,7 @@ job_done(void *arg)
 	if (j->removed && !e->remote_busy) {
 		q->srv->holds -= (unsigned)e->npending;
 		entry_unlink(q, e);
-		entry_free(e);
+		entry_free(q, e);
 	} else if (j->removed) {
 		e->retired = 1;
 	} else if (j->error) {
@@ -1313,8 +1345,7 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	free(remote_idx);
 	if (!want) {
 		/* The transport reads the content when it sends. */
-		buf_free(&e->content);
-		e->have_content = 0;
+		entry_content_out(q, e, NULL);
 		job_free(j);
 		return;
 	}
@@ -1327,9 +1358,7 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	    accounts_resolve(q->srv->accounts, e->msg.mail_from, notice_to_cb, j) < 0)
 		notice_to_free(j);	/* as it is, then */
 	if (e->have_content) {
-		j->content = e->content;
-		buf_init(&e->content, 0);
-		e->have_content = 0;
+		entry_content_out(q, e, &j->content);
 		j->have_content = 1;
 	}
 	e->busy = 1;
@@ -1459,9 +1488,7 @@ batch_add(struct queue *q, struct lbatch **building, struct qentry *e)
 	buf_init(&it->content, 0);
 	buf_init(&it->why, 0);
 	if (e->have_content) {
-		it->content = e->content;
-		buf_init(&e->content, 0);
-		e->have_content = 0;
+		entry_content_out(q, e, &it->content);
 		it->have_content = 1;
 	}
 	e->busy = 1;
@@ -1556,18 +1583,14 @@ batch_done(void *arg)
 		}
 		if (it->removed) {
 			entry_unlink(q, e);
-			entry_free(e);
+			entry_free(q, e);
 			continue;
 		}
 		/* Back to the per-message job, content and all. */
 		e->no_batch = 1;
 		entry_ready(q, e);
-		if (it->have_content && !e->have_content) {
-			buf_free(&e->content);
-			e->content = it->content;
-			buf_init(&it->content, 0);
-			e->have_content = 1;
-		}
+		if (it->have_content)
+			entry_content_in(q, e, &it->content);
 	}
 	batch_free(b);
 	if (!q->srv->stopping)
@@ -2032,7 +2055,7 @@ queue_remote_done(struct queue *q, const char *id)
 	if (e->retired && !e->busy) {
 		q->srv->holds -= (unsigned)e->npending;
 		entry_unlink(q, e);
-		entry_free(e);
+		entry_free(q, e);
 		return;
 	}
 	entry_ready(q, e);
@@ -2247,7 +2270,7 @@ queue_free(struct queue **pq)
 	while (q->head) {
 		struct qentry *e = q->head;
 		entry_unlink(q, e);
-		entry_free(e);
+		entry_free(q, e);
 	}
 	if (q->timer)
 		event_free(q->timer);

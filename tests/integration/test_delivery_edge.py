@@ -1293,11 +1293,14 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
     assert not any(b"Subject: deleted" in m for m in stored), stored
 
 
-def test_backlog_of_big_messages_is_delivered_a_few_at_a_time(start, no_asan_quarantine):
-    """Messages never tried are delivered in batches, and a batch holds its
-    messages in memory at once: after a crash with 30 messages of 1 MB
-    queued for one mailbox, the restarted daemon takes them a few at a time
-    (QUEUE_BATCH_BYTES), not 30 MB in one go."""
+def test_backlog_of_big_messages_is_held_on_disk_and_delivered_a_few_at_a_time(
+        start, no_asan_quarantine):
+    """A new message's content stays in memory with its queue entry only
+    within QUEUE_KEEP_BYTES (16 MiB): 40 messages of 1 MB held up by their
+    mailbox do not grow the daemon by 40 MB. And a delivery batch holds its
+    messages in memory at once: after a crash with them still queued, the
+    restarted daemon takes them a few at a time (QUEUE_BATCH_BYTES), not
+    40 MB in one go."""
     import sqlite3
     s = start({"smtp.max_message_size": "4M"})
     send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
@@ -1306,7 +1309,7 @@ def test_backlog_of_big_messages_is_delivered_a_few_at_a_time(start, no_asan_qua
     db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
     con = sqlite3.connect(db, timeout=10, isolation_level=None)
     con.execute("BEGIN EXCLUSIVE")      # alice's deliveries wait for this
-    n, line = 30, b"b" * 998 + b"\r\n"
+    n, line = 40, b"b" * 998 + b"\r\n"
     try:
         send(s, "bob@example.test", ["alice@example.test"], b"Subject: held\r\n\r\nx\r\n")
         time.sleep(0.3)                 # its batch is running, held by the lock
@@ -1314,6 +1317,8 @@ def test_backlog_of_big_messages_is_delivered_a_few_at_a_time(start, no_asan_qua
             for i in range(n):
                 c.sendmail("bob@example.test", ["alice@example.test"],
                            b"Subject: big %d\r\n\r\n" % i + line * 1000)
+        grown = s.rss_kib() - base
+        assert grown < 30 * 1024, "RSS grew %d KiB with %d MB queued" % (grown, n)
         s.kill()                        # never tried: batched again at start
     finally:
         con.execute("ROLLBACK")
