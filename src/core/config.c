@@ -61,6 +61,8 @@ static const struct config_key config_keys[] = {
 	{"max_connections_ipv6_prefix", CT_UINT, OFF(max_connections_ipv6_prefix), 1, 128},
 	{"workers", CT_UINT, OFF(workers), 1, 256},
 	{"smtp.max_message_size", CT_SIZE, OFF(smtp_max_message_size), 1024, (int64_t)1 << 31},
+	{"smtp.max_data_memory", CT_SIZE, OFF(smtp_max_data_memory), (int64_t)1 << 20,
+	 (int64_t)1 << 40},
 	{"smtp.max_recipients", CT_UINT, OFF(smtp_max_recipients), 1, 100000},
 	{"smtp.max_errors", CT_UINT, OFF(smtp_max_errors), 1, 1000},
 	{"smtp.max_junk_commands", CT_UINT, OFF(smtp_max_junk), 0, 1000000},
@@ -114,6 +116,7 @@ config_defaults(struct config *cfg)
 	cfg->workers = 16;
 	cfg->tls_handshake_timeout = 60;
 	cfg->smtp_max_message_size = 25 * 1024 * 1024;
+	cfg->smtp_max_data_memory = (int64_t)512 << 20;
 	cfg->smtp_max_recipients = 100;
 	cfg->smtp_max_errors = 10;
 	cfg->smtp_max_junk = 100;
@@ -153,6 +156,13 @@ config_min_free(const struct config *cfg)
 	if (cfg->queue_min_free >= 0)
 		return cfg->queue_min_free;
 	return cfg->smtp_max_message_size / 2 * 3;
+}
+
+int64_t
+config_data_memory(const struct config *cfg)
+{
+	int64_t one = cfg->smtp_max_message_size;
+	return cfg->smtp_max_data_memory > one ? cfg->smtp_max_data_memory : one;
 }
 
 static void

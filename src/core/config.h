@@ -62,6 +62,7 @@ struct config {
 
 	/* SMTP server */
 	int64_t smtp_max_message_size;
+	int64_t smtp_max_data_memory;	/* see config_data_memory() */
 	int64_t smtp_max_recipients;
 	int64_t smtp_max_errors;
 	int64_t smtp_max_junk;
@@ -129,6 +130,13 @@ void config_free(struct config *cfg);
  * (queue.min_free): as set, else 1.5 x smtp.max_message_size, as Postfix.
  */
 int64_t config_min_free(const struct config *cfg);
+/*
+ * Message content all SMTP sessions may hold in memory as they receive it
+ * (smtp.max_data_memory, never less than one message of
+ * smtp.max_message_size); a client address, a quarter of it (never less
+ * than one message either).
+ */
+int64_t config_data_memory(const struct config *cfg);
 
 /* Parse a duration ("15m") into seconds; 0 or -1. */
 int config_parse_duration(const char *s, int64_t *r);

@@ -54,6 +54,7 @@ struct listener {
 struct ip_count {
 	char ip[UTIL_CLIENT_KEY_MAX];	/* util_client_key() */
 	unsigned n;
+	uint64_t data;	/* server_ip_data() */
 	struct ip_count *next;
 };
 
@@ -100,6 +101,19 @@ ip_decr(struct server *srv, const char *ip)
 		*pp = dead->next;
 		free(dead);
 	}
+}
+
+uint64_t
+server_ip_data(struct server *srv, const char *ip, int64_t delta)
+{
+	struct ip_count *e = *ip_slot(srv, ip);
+	if (e == NULL)
+		return 0;	/* its last connection is gone */
+	if (delta < 0 && (uint64_t)-delta > e->data)
+		e->data = 0;
+	else
+		e->data += (uint64_t)delta;
+	return e->data;
 }
 
 struct server *

@@ -87,6 +87,8 @@ struct server {
 	 * graceful stop waits for them too (within shutdown_grace), or a peer that
 	 * took a message would get it again after the restart. */
 	unsigned holds;
+	/* Message content SMTP sessions hold as they receive it (smtp.max_data_memory). */
+	uint64_t smtp_data;
 	/* internal */
 	struct listener *listeners;
 	struct conn *conns;
@@ -105,6 +107,12 @@ struct server {
 struct server *server_new(struct config *cfg);
 /* Register the protocol that serves a listener kind. */
 void server_register(struct server *srv, enum listen_kind kind, const struct proto_ops *ops);
+
+/*
+ * Add delta to what the connections of client key ip hold (of message content,
+ * say); the new total. 0, and nothing kept, once the key has no connection.
+ */
+uint64_t server_ip_data(struct server *srv, const char *ip, int64_t delta);
 /* Bind every configured listener. 0, or -1 with a message naming the address. */
 int server_bind(struct server *srv, struct buf *err);
 /*

@@ -174,6 +174,8 @@ static const struct {
     [SMTP_ERR_DATA_BARE_CR] = {550, "5.6.0", "Message contains a bare CR, lines must end in CRLF"},
     [SMTP_ERR_DATA_LINE_TOO_LONG] = {550, "5.6.0",
 				     "Message contains a line longer than 1000 octets"},
+    [SMTP_ERR_DATA_NO_MEMORY] =
+	{452, "4.3.1", "Insufficient system resources for the message now, try again later"},
 };
 
 void

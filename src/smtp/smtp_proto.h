@@ -95,6 +95,7 @@ enum smtp_err {
 	SMTP_ERR_DATA_BARE_LF,
 	SMTP_ERR_DATA_BARE_CR,
 	SMTP_ERR_DATA_LINE_TOO_LONG,
+	SMTP_ERR_DATA_NO_MEMORY, /* smtp.max_data_memory reached (smtp_server.c) */
 };
 
 /*

@@ -100,6 +100,7 @@ static const char *const state_names[] = {"connected", "helo", "mail", "rcpt", "
 #define F_BDAT_HELO 0x1000 /* this BDAT came after HELO: CHUNKING was never offered */
 #define F_NAMING 0x2000 /* looking up the client's name: no greeting yet */
 #define F_EOF 0x4000 /* the client's half is closed: its input is what is left (smtp_event_cb) */
+#define F_DATA_NOMEM 0x8000 /* this message went past smtp.max_data_memory (smtp_data_count) */
 
 enum auth_step { AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
@@ -136,6 +137,7 @@ struct smtp_sess {
 	enum smtp_cmd cmd;	/* the command being answered (for last_refusal) */
 	char *msgid;		/* the Message-ID we added on submission, for the access log */
 	struct buf data;
+	size_t held;	/* of data, counted in srv->smtp_data (smtp_data_count) */
 	struct smtp_data_reader reader;
 	uint64_t bdat_left;
 	uint64_t bdat_octets;	/* the transaction's chunk sizes so far */
@@ -378,6 +380,43 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	buf_free(&l);
 }
 
+/*
+ * Count what s->data holds now against smtp.max_data_memory, in all and for
+ * the client's address (config_data_memory()). A message goes to the queue
+ * only whole, so a client that sends big messages on many connections and
+ * never ends them would otherwise make the daemon hold them all. Past either
+ * limit the rest of the message is dropped as it comes (as past
+ * smtp.max_message_size: what was taken stays, for the access log) and its
+ * end gets 452 4.3.1; the sender tries again later.
+ */
+static void
+smtp_data_count(struct smtp_sess *s)
+{
+	struct server *srv = s->srv;
+	const struct config *cfg = srv->cfg;
+	int64_t delta = (int64_t)s->data.len - (int64_t)s->held;
+
+	if (delta == 0)
+		return;
+	srv->smtp_data += (uint64_t)delta;	/* (modulo 2^64: a decrease too) */
+	uint64_t ip = server_ip_data(srv, s->c->ip_key, delta);
+	s->held = s->data.len;
+	if (delta < 0 || (s->flags & F_DATA_NOMEM))
+		return;
+	uint64_t all = (uint64_t)config_data_memory(cfg);
+	uint64_t one = (uint64_t)cfg->smtp_max_message_size;
+	uint64_t per_ip = all / 4 > one ? all / 4 : one;
+	if (srv->smtp_data <= all && ip <= per_ip)
+		return;
+	s->flags |= F_DATA_NOMEM;
+	s->reader.errors |= SMTP_DATA_ERR_TOO_BIG;	/* keep no more of it */
+	log_msg(LL_WARN, s->c->id,
+		"message refused: sessions hold %llu octets of mail in memory, %llu of them from "
+		"this client (smtp.max_data_memory %llu, %llu per client)",
+		(unsigned long long)srv->smtp_data, (unsigned long long)ip, (unsigned long long)all,
+		(unsigned long long)per_ip);
+}
+
 static void
 smtp_txn_reset(struct smtp_sess *s, int log_abort)
 {
@@ -392,6 +431,8 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	s->nfinal = 0;
 	memset(&s->mail, 0, sizeof(s->mail));
 	buf_free(&s->data);
+	smtp_data_count(s);
+	s->flags &= ~F_DATA_NOMEM;
 	/* The next transaction's size= starts from nothing, DATA or not. */
 	memset(&s->reader, 0, sizeof(s->reader));
 	s->last_refusal = 0;
@@ -1691,6 +1732,8 @@ static void
 smtp_data_begin(struct smtp_sess *s, enum smtp_data_mode mode)
 {
 	buf_free(&s->data);
+	smtp_data_count(s);
+	s->flags &= ~F_DATA_NOMEM;
 	buf_init(&s->data, (size_t)s->srv->cfg->smtp_max_message_size);
 	smtp_data_reader_init(&s->reader, &s->data, mode);
 }
@@ -2039,9 +2082,10 @@ notify_merge(unsigned a, unsigned b)
 
 /*
  * Why a BDAT message is refused whatever its chunks hold, in this order: no
- * MAIL (F_BDAT_SEQ), no EHLO (F_BDAT_HELO), too big (its size, not "no
- * recipients"), or a chunk refused before (F_BDAT_FAIL: no valid
- * recipient). 1 with e set, or 0.
+ * MAIL (F_BDAT_SEQ), no EHLO (F_BDAT_HELO), no memory for it
+ * (F_DATA_NOMEM), too big (its size, not "no recipients"), or a chunk
+ * refused before (F_BDAT_FAIL: no valid recipient). 1 with e set, or 0.
+ * (A DATA message meets the memory and size tests here too.)
  */
 static int
 bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
@@ -2050,6 +2094,8 @@ bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
 		smtp_error_set(e, SMTP_ERR_SEQ_NO_MAIL);
 	else if (s->flags & F_BDAT_HELO)
 		smtp_error_set(e, SMTP_ERR_SEQ_NO_EHLO);
+	else if (s->flags & F_DATA_NOMEM)
+		smtp_error_set(e, SMTP_ERR_DATA_NO_MEMORY);
 	else if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG)
 		smtp_data_error(&s->reader, e);
 	else if (s->flags & F_BDAT_FAIL)
@@ -2297,6 +2343,7 @@ smtp_feed(struct smtp_sess *s, struct evbuffer *in)
 		size_t used = n;
 		int done = smtp_data_feed(&s->reader, v.iov_base, n, &used);
 		evbuffer_drain(in, used);
+		smtp_data_count(s);
 		if (s->state == ST_DATA) {
 			if (done) {
 				smtp_message_done(s);

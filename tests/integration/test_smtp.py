@@ -82,8 +82,9 @@ class Raw:
     """A line-level SMTP client on a plain socket: sends bytes as given
     and reads whole (multi-line) replies, always with a timeout."""
 
-    def __init__(self, port, tls=False, timeout=TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, tls=False, timeout=TIMEOUT, source=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         if tls:
             self.sock = client_tls().wrap_socket(self.sock)
         self.buf = b""

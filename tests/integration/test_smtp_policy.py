@@ -372,6 +372,50 @@ def test_bdat_too_big(small):
     assert small.messages("alice@example.test") == []
 
 
+def test_mail_held_in_memory_has_a_ceiling(make_populated):
+    """A message goes to the queue only whole, so sessions in DATA hold theirs
+    in memory: smtp.max_data_memory caps what they hold, in all and per
+    client address (a quarter, never less than one message). A client that
+    sends big messages on many connections and never ends them gets
+    452 4.3.1 for those past the cap, other clients go on, and what a session
+    held is free again once it ends."""
+    s = make_populated(extra={"smtp.max_message_size": "4M", "smtp.max_data_memory": "8M"})
+    big = b"Subject: big\r\n\r\n" + (b"m" * 998 + b"\r\n") * 3000     # 3 MB
+
+    def in_data(src, body=big):
+        r = Raw(s.port("smtp"), source=src)
+        r.greet()
+        r.expect("MAIL FROM:<s@remote.test>", 250)
+        r.expect("RCPT TO:<alice@example.test>", 250)
+        r.expect("DATA", 354)
+        r.send(body)
+        time.sleep(0.5)                 # taken in before the next one starts
+        return r
+
+    def end(r):
+        r.send(b".\r\n")
+        c, t = r.reply()
+        r.expect("QUIT", 221)
+        r.close()
+        return c, t[-1][:5]
+
+    a1 = in_data("127.0.0.1")           # 127.0.0.1 holds 3 MB
+    a2 = in_data("127.0.0.1")           # past its 4 MB: the rest is dropped
+    b1 = in_data("127.0.0.2")           # 127.0.0.2 holds 3 MB: about 7 MB in all
+    c1 = in_data("127.0.0.3")           # past the 8 MB in all
+    assert [end(r) for r in (a1, a2, b1, c1)] == [
+        (250, "2.0.0"), (452, "4.3.1"), (250, "2.0.0"), (452, "4.3.1")]
+    # Freed: the same client gets a big message through again.
+    a3 = in_data("127.0.0.1")
+    a4 = in_data("127.0.0.2")
+    assert [end(r) for r in (a3, a4)] == [(250, "2.0.0"), (250, "2.0.0")]
+    assert len(s.wait_messages("alice@example.test", 4)) == 4
+    refused = [l for l in access_lines(s) if "result=452" in l]
+    assert len(refused) == 2 and all("size=" in l for l in refused), refused
+    log = s.log()
+    assert log.count("message refused: sessions hold") == 2, log[-3000:]
+
+
 def test_too_many_recipients(small):
     r = rcpt_session(small)
     for u in ("alice", "bob", "alice+1"):
