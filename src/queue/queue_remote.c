@@ -1226,8 +1226,24 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 		rconn_txn_done(c);
 		return;
 	case SMTP_CLIENT_FAILED:
-		if (c->job) /* lost with a transaction assigned but not started on the wire */
+		if (c->job && ++c->job->tries >= JOB_TRIES) {
+			/* Lost before its transaction began on the wire (waiting for
+			 * the content, say): a try like any session lost before
+			 * anything was decided, or a peer that ends every session
+			 * after EHLO would be connected to again for ever. */
+			struct rjob *j = c->job;
+			struct buf t = BUF_INIT(0);
+			char code[16];
+			buf_printf(&t, "4.4.2 %s", skip_enhanced(smtp_client_error(cl), code));
+			c->job = NULL;
+			c->waiting = 0;
+			c->qr->srv->holds--;
+			rmsg_release(j->m);
+			job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
+			buf_free(&t);
+		} else if (c->job) {
 			rconn_untake(c);
+		}
 		if (c->ready) {
 			/* An idle session ended. */
 			rconn_end(c, 0);

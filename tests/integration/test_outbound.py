@@ -113,7 +113,7 @@ class Peer:
 
     def __init__(self, ip, port, caps=None, rcpt=None, data=None, dot_delay=0,
                  tls_files=None, auth=None, greeting="220 peer.example ESMTP", ehlo=True,
-                 implicit_tls=False):
+                 implicit_tls=False, after_ehlo=None):
         self.ip, self.port = ip, port
         self.caps = caps if caps is not None else ["PIPELINING", "8BITMIME", "SIZE 10000000",
                                                    "DSN", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
@@ -124,6 +124,8 @@ class Peer:
         self.greeting = greeting
         self.ehlo = ehlo
         self.implicit_tls = implicit_tls
+        # A line sent in the same write as the EHLO reply ("421 ..." closes).
+        self.after_ehlo = after_ehlo
         self.ctx = None
         if tls_files:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -203,8 +205,15 @@ class Peer:
                 if self.auth and tls:
                     caps.append("AUTH PLAIN LOGIN")
                 out = ["peer.example"] + caps
-                for i, c in enumerate(out):
-                    send("250%s%s" % ("-" if i < len(out) - 1 else " ", c))
+                reply = ["250%s%s" % ("-" if i < len(out) - 1 else " ", c)
+                         for i, c in enumerate(out)]
+                if self.after_ehlo:
+                    sock.sendall(("\r\n".join(reply + [self.after_ehlo]) + "\r\n").encode())
+                    if self.after_ehlo.startswith("421"):
+                        return
+                    continue
+                for l in reply:
+                    send(l)
             elif verb == "HELO":
                 send("250 peer.example")
             elif verb == "STARTTLS" and self.ctx:
@@ -736,6 +745,23 @@ def test_backlog_for_a_slow_destination_keeps_envelopes_not_messages_in_memory(
         assert t["accepted"] == ["x%d@c.example" % i]
         assert t["data"].endswith(line * 1000)
     a.wait_queue_empty()
+
+
+def test_session_lost_while_its_message_is_read_counts_as_a_try(net):
+    # The peer ends every session right after its EHLO reply (one write), so
+    # each session is lost while its connection waits for the content read
+    # on a worker. Like any session lost before its transaction decided
+    # anything, that is one of 3 tries, then the recipient is deferred: not
+    # a new connection at once, for ever.
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4", after_ehlo="421 4.3.2 going away")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "lost"))
+    a.wait_log(r"outbound id=\w+ rcpt=x@c\.example .*status=deferred", timeout=15)
+    time.sleep(0.5)
+    assert p.connections == 3, p.connections
+    assert p.txns == []
 
 
 def test_deleted_while_waiting_for_a_connection_is_never_sent(net):
