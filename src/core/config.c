@@ -95,6 +95,8 @@ static const struct config_key config_keys[] = {
 	{"dns.server", CT_RESOLVERS, OFF(dns_servers), 0, 0},
 	{"imap.max_line", CT_SIZE, OFF(imap_max_line), 1024, 1 << 20},
 	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
+	{"imap.max_literal_memory", CT_SIZE, OFF(imap_max_literal_memory), (int64_t)1 << 20,
+	 (int64_t)1 << 40},
 	{"imap.idle_timeout", CT_DURATION, OFF(imap_idle_timeout), 60, 86400},
 	{"pop3.idle_timeout", CT_DURATION, OFF(pop3_idle_timeout), 600, 86400},
 	{"login_timeout", CT_DURATION, OFF(login_timeout), 1, 3600},
@@ -144,6 +146,7 @@ config_defaults(struct config *cfg)
 	cfg->outbound_destination_limit = 10;
 	cfg->imap_max_line = 64 * 1024;
 	cfg->imap_max_literal = 50 * 1024 * 1024;
+	cfg->imap_max_literal_memory = (int64_t)512 << 20;
 	cfg->imap_idle_timeout = 30 * 60;
 	cfg->pop3_idle_timeout = 10 * 60;
 	cfg->login_timeout = 3 * 60;

@@ -105,6 +105,7 @@ struct config {
 	/* IMAP / POP3 */
 	int64_t imap_max_line;
 	int64_t imap_max_literal;
+	int64_t imap_max_literal_memory;	/* all sessions' literals; at least imap_max_literal */
 	int64_t imap_idle_timeout;
 	int64_t pop3_idle_timeout;
 	int64_t login_timeout; /* seconds from accept to login, IMAP and POP3 */

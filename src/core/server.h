@@ -89,6 +89,8 @@ struct server {
 	unsigned holds;
 	/* Message content SMTP sessions hold as they receive it (smtp.max_data_memory). */
 	uint64_t smtp_data;
+	/* Literal octets IMAP commands were promised (imap.max_literal_memory). */
+	uint64_t imap_literals;
 	/* internal */
 	struct listener *listeners;
 	struct conn *conns;

@@ -122,6 +122,7 @@ struct imap_sess {
 	char *tag; /* copy of the tag */
 	char cmdname[32];
 	uint64_t lit_bytes;	   /* APPEND literal bytes promised in this command */
+	uint64_t lit_held;	   /* literal bytes of this command in srv->imap_literals */
 	struct imap_job *cont_job; /* runs again once output drained (SF_CONT) */
 
 	/* login */

@@ -461,6 +461,14 @@ imap_bye(struct imap_sess *s, const char *fmt, ...)
 	imap_close(s);
 }
 
+/* The literals of the command are gone (or taken by its job): uncounted. */
+static void
+imap_literals_release(struct imap_sess *s)
+{
+	s->srv->imap_literals -= s->lit_held;
+	s->lit_held = 0;
+}
+
 void
 imap_done(struct imap_sess *s, const char *status, const char *fmt, ...)
 {
@@ -482,6 +490,7 @@ imap_done(struct imap_sess *s, const char *status, const char *fmt, ...)
 	imap_write_buf(s, &b);
 	imap_log_reply(s, s->tag ? s->tag : "*", status, buf_str(&t));
 out:
+	imap_literals_release(s);
 	s->cmd = NULL;
 	free(s->tag);
 	s->tag = NULL;
@@ -1467,6 +1476,30 @@ imap_literal(struct imap_sess *s)
 		imap_count_bad(s);
 		return;
 	}
+	/*
+	 * A literal is held in memory until its command is done, and a client
+	 * may send one of imap.max_literal on every connection: what all
+	 * sessions hold is capped too, and a literal past the cap is refused
+	 * for now (the command with it), before it is sent when it is
+	 * synchronising.
+	 */
+	const struct config *cfg = s->srv->cfg;
+	uint64_t cap = (uint64_t)cfg->imap_max_literal_memory;
+	if (cap < (uint64_t)cfg->imap_max_literal)
+		cap = (uint64_t)cfg->imap_max_literal;
+	if (s->srv->imap_literals + size > cap) {
+		log_msg(LL_WARN, s->c->id,
+			"literal of %llu octets refused: sessions hold %llu of %llu",
+			(unsigned long long)size, (unsigned long long)s->srv->imap_literals,
+			(unsigned long long)cap);
+		imap_literals_release(s);
+		s->lit_bytes = 0;
+		imap_literal_refuse(s, "NO",
+				    "[UNAVAILABLE] Too much mail in memory now, try again later");
+		return;
+	}
+	s->srv->imap_literals += size;
+	s->lit_held += size;
 	if (e->fn == imap_cmd_append) {
 		struct buf t = BUF_INIT(0);
 		s->lit_bytes += size;
@@ -1475,6 +1508,7 @@ imap_literal(struct imap_sess *s)
 			imap_literal_refuse(s, "NO", buf_str(&t));
 			buf_free(&t);
 			s->lit_bytes = 0;
+			imap_literals_release(s);
 			return;
 		}
 	}
@@ -1493,6 +1527,7 @@ imap_parse_error(struct imap_sess *s)
 	struct buf t = BUF_INIT(0);
 
 	s->lit_bytes = 0;
+	imap_literals_release(s);
 	if (s->flags & (SF_IDLE | SF_SASL)) {
 		/* The raw line of IDLE or AUTHENTICATE was bad: that command ends. */
 		s->flags &= ~(SF_IDLE | SF_SASL);
@@ -1734,6 +1769,7 @@ imap_idle_tick(evutil_socket_t fd, short what, void *arg)
 static void
 imap_sess_free(struct imap_sess *s)
 {
+	imap_literals_release(s);
 	imap_reg_del(s);
 	store_pool_put(&s->st);
 	if (s->cont_job) {

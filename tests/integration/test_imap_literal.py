@@ -68,3 +68,36 @@ def test_literal_minus_before_login(make_surat):
     c.sendall(b"b NOOP\r\n")
     assert b"b OK" in rd(c, b"b OK")
     c.close()
+
+
+def test_literals_held_at_once_have_a_ceiling(make_surat):
+    """A literal is held in memory until its command is done, and a client may
+    send one of imap.max_literal on each connection: what all sessions were
+    promised is capped by imap.max_literal_memory. One past it is refused for
+    now (NO [UNAVAILABLE], before it is sent when synchronising; swallowed
+    when not), and the room comes back when the command holding it is done."""
+    s = make_surat({"allow_plaintext_auth": "yes", "imap.max_literal": "3M",
+                    "imap.max_literal_memory": "4M"}, kinds=tuple(KINDS) + ("imap",))
+    s.add_domain("example.test")
+    s.add_user("alice@example.test", "alice-pw")
+    msg = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2500      # 2.5 MB
+    a, _ = login(s)
+    b, _ = login(s)
+    a.sendall(b"c APPEND INBOX {%d}\r\n" % len(msg))
+    assert rd(a, b"\r\n").startswith(b"+ ")            # 2.5 MB promised to a
+    b.sendall(b"d APPEND INBOX {%d}\r\n" % len(msg))
+    assert rd(b, b"\r\n") == b"d NO [UNAVAILABLE] Too much mail in memory now, try again later\r\n"
+    b.sendall(b"e APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    assert b"e NO [UNAVAILABLE]" in rd(b, b"e NO")
+    b.sendall(b"f NOOP\r\n")                            # the stream is still in step
+    assert b"f OK" in rd(b, b"f OK")
+    a.sendall(msg + b"\r\n")
+    assert b"c OK" in rd(a, b"c OK")
+    # a's command is done: its room is free again.
+    b.sendall(b"g APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    assert b"g OK" in rd(b, b"g OK")
+    assert len(s.messages("alice@example.test")) == 2
+    for c in (a, b):
+        c.sendall(b"z LOGOUT\r\n")
+        rd(c, b"z OK")
+        c.close()
