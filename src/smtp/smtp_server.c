@@ -399,7 +399,9 @@ smtp_data_count(struct smtp_sess *s)
 	if (delta == 0)
 		return;
 	srv->smtp_data += (uint64_t)delta;	/* (modulo 2^64: a decrease too) */
-	uint64_t ip = server_ip_data(srv, s->c->ip_key, delta);
+	/* A session whose connection is gone (F_DEAD) gave its address's share
+	 * back then (smtp_on_close): only the total is still counted. */
+	uint64_t ip = s->c != NULL ? server_ip_data(srv, s->c->ip_key, delta) : 0;
 	s->held = s->data.len;
 	if (delta < 0 || (s->flags & F_DATA_NOMEM))
 		return;
@@ -508,6 +510,13 @@ smtp_on_close(struct conn *c)
 		memcpy(s->gone->sid, c->id, sizeof(s->gone->sid));
 		memcpy(s->gone->peer_ip, c->peer_ip, sizeof(s->gone->peer_ip));
 		tls_describe(c->ssl, s->gone->tls, sizeof(s->gone->tls));
+		/*
+		 * What it holds (a BDAT chunk under a check, a message being
+		 * queued) is freed when the job ends, with no connection to name
+		 * its address by: the address's count lets go of it now, while
+		 * other connections from there may still be counted in it.
+		 */
+		server_ip_data(s->srv, c->ip_key, -(int64_t)s->held);
 		s->flags |= F_DEAD;
 		s->c = NULL;
 		return;

@@ -416,6 +416,45 @@ def test_mail_held_in_memory_has_a_ceiling(make_populated):
     assert log.count("message refused: sessions hold") == 2, log[-3000:]
 
 
+def test_client_gone_during_a_check_while_holding_a_chunk(make_populated):
+    """A BDAT chunk is held in memory until the message ends; a client that
+    hangs up while an RCPT after it is checked (a worker job) leaves a
+    session that is freed, and its chunk let go of, when the job ends, with
+    its connection gone: the daemon serves on, and what the session held is
+    counted free again (the sanitizers watch)."""
+    s = make_populated(extra={"smtp.max_message_size": "2M", "smtp.max_data_memory": "2M"})
+    s.cli("user", "quota", "bob@example.test", "1K")
+    chunk = b"Subject: held\r\n\r\n" + (b"h" * 998 + b"\r\n") * 1000     # 1 MB
+    for i in range(10):
+        r = Raw(s.port("smtp"))
+        r.greet()
+        r.expect("MAIL FROM:<gone%d@remote.test>" % i, 250)
+        r.expect("RCPT TO:<alice@example.test>", 250)
+        r.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+        c, t = r.reply()
+        assert c == 250, t
+        r.send(b"RCPT TO:<bob@example.test>\r\n" * 5)
+        r.close()
+        # Its session is freed (its line logged) before the next starts.
+        deadline = time.time() + 10
+        while not [l for l in access_lines(s) if "from=<gone%d@" % i in l]:
+            assert time.time() < deadline, "session %d never ended" % i
+            time.sleep(0.05)
+    # Nothing held is left counted: a message of 1.5 MB from the same
+    # address (within the 2 MB a client may hold) goes through.
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(chunk + chunk[:500000] + b"\r\n.\r\n")
+    c, t = r.reply()
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r.close()
+    assert len(s.wait_messages("alice@example.test", 1)) == 1
+
+
 def test_too_many_recipients(small):
     r = rcpt_session(small)
     for u in ("alice", "bob", "alice+1"):
