@@ -2092,9 +2092,11 @@ notify_merge(unsigned a, unsigned b)
 /*
  * Why a BDAT message is refused whatever its chunks hold, in this order: no
  * MAIL (F_BDAT_SEQ), no EHLO (F_BDAT_HELO), no memory for it
- * (F_DATA_NOMEM), too big (its size, not "no recipients"), or a chunk
- * refused before (F_BDAT_FAIL: no valid recipient). 1 with e set, or 0.
- * (A DATA message meets the memory and size tests here too.)
+ * (F_DATA_NOMEM) unless it is too big as well, too big (its size, not "no
+ * recipients"), or a chunk refused before (F_BDAT_FAIL: no valid
+ * recipient). 1 with e set, or 0. (A DATA message meets the memory and size
+ * tests here too.) Too big wins over the memory: the size's 552 is for good,
+ * and after the memory's 452 its sender would try it again for days.
  */
 static int
 bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
@@ -2103,7 +2105,8 @@ bdat_refused(const struct smtp_sess *s, struct smtp_error *e)
 		smtp_error_set(e, SMTP_ERR_SEQ_NO_MAIL);
 	else if (s->flags & F_BDAT_HELO)
 		smtp_error_set(e, SMTP_ERR_SEQ_NO_EHLO);
-	else if (s->flags & F_DATA_NOMEM)
+	else if ((s->flags & F_DATA_NOMEM) &&
+		 s->reader.size <= (uint64_t)s->srv->cfg->smtp_max_message_size)
 		smtp_error_set(e, SMTP_ERR_DATA_NO_MEMORY);
 	else if (s->reader.errors & SMTP_DATA_ERR_TOO_BIG)
 		smtp_data_error(&s->reader, e);

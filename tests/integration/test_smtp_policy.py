@@ -416,6 +416,51 @@ def test_mail_held_in_memory_has_a_ceiling(make_populated):
     assert log.count("message refused: sessions hold") == 2, log[-3000:]
 
 
+def test_message_too_big_gets_552_past_the_memory_ceiling_too(make_populated):
+    """A message that goes past smtp.max_data_memory is dropped as it comes
+    and its end gets 452 4.3.1, to be tried again; but one that also goes
+    past smtp.max_message_size would never be taken: it gets the size's
+    552 5.3.4, or its sender would try it again for days. DATA and BDAT."""
+    s = make_populated(extra={"smtp.max_message_size": "2M", "smtp.max_data_memory": "4M"})
+    held = b"Subject: held\r\n\r\n" + (b"h" * 998 + b"\r\n") * 1500           # 1.5 MB
+    huge = b"Subject: huge\r\n\r\n" + (b"m" * 998 + b"\r\n") * 3000           # 3 MB
+    a = Raw(s.port("smtp"))
+    a.greet()
+    a.expect("MAIL FROM:<s@remote.test>", 250)
+    a.expect("RCPT TO:<alice@example.test>", 250)
+    a.expect("DATA", 354)
+    a.send(held)                        # 127.0.0.1 holds 1.5 MB of its 2 MB
+    time.sleep(0.5)
+    b = Raw(s.port("smtp"))
+    b.greet()
+    b.expect("MAIL FROM:<s@remote.test>", 250)
+    b.expect("RCPT TO:<alice@example.test>", 250)
+    b.expect("DATA", 354)
+    b.send(huge + b".\r\n")             # past the memory at 0.5 MB, the size at 2
+    c, t = b.reply()
+    assert (c, t[-1][:5]) == (552, "5.3.4"), (c, t)
+    b.expect("MAIL FROM:<s@remote.test>", 250)
+    b.expect("RCPT TO:<alice@example.test>", 250)
+    b.send(b"BDAT %d LAST\r\n" % len(huge) + huge)
+    c, t = b.reply()
+    assert (c, t[-1][:5]) == (552, "5.3.4"), (c, t)
+    # Within the size, the memory's 452 as before.
+    b.expect("MAIL FROM:<s@remote.test>", 250)
+    b.expect("RCPT TO:<alice@example.test>", 250)
+    b.send(b"BDAT %d LAST\r\n" % len(held) + held)
+    c, t = b.reply()
+    assert (c, t[-1][:5]) == (452, "4.3.1"), (c, t)
+    b.expect("QUIT", 221)
+    b.close()
+    a.send(b".\r\n")
+    c, t = a.reply()
+    assert c == 250, t
+    a.expect("QUIT", 221)
+    a.close()
+    assert [l.split(" result=")[1][:3] for l in access_lines(s) if "result=" in l] == [
+        "552", "552", "452", "250"]
+
+
 def test_client_gone_during_a_check_while_holding_a_chunk(make_populated):
     """A BDAT chunk is held in memory until the message ends; a client that
     hangs up while an RCPT after it is checked (a worker job) leaves a
