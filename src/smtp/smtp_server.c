@@ -2192,7 +2192,10 @@ smtp_message_done(struct smtp_sess *s)
 
 	if (bdat_refused(s, &e) || smtp_data_error(&s->reader, &e) < 0) {
 		smtp_refuse_message(s, e.reply, e.enhanced, e.text);
-		smtp_error_count(s);
+		/* Short of memory (other sessions hold it) is no error of this
+		 * client's, as the disk's 452 is not: the session goes on. */
+		if (e.code != SMTP_ERR_DATA_NO_MEMORY)
+			smtp_error_count(s);
 		return;
 	}
 	size_t hdr_len = s->reader.header_done ? s->reader.header_len : s->data.len;

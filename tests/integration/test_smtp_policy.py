@@ -461,6 +461,52 @@ def test_message_too_big_gets_552_past_the_memory_ceiling_too(make_populated):
         "552", "552", "452", "250"]
 
 
+def test_memory_refusals_are_not_the_clients_errors(make_populated):
+    """A message refused for want of memory (452 4.3.1) is the daemon's
+    trouble, made by other sessions, not the client's error: as the disk's
+    452, it does not count toward smtp.max_errors, and the session stays
+    usable however many of its messages meet it."""
+    s = make_populated(extra={"smtp.max_message_size": "1M", "smtp.max_data_memory": "1M",
+                              "smtp.max_errors": "3"})
+    a = Raw(s.port("smtp"))
+    a.greet()
+    a.expect("MAIL FROM:<s@remote.test>", 250)
+    a.expect("RCPT TO:<alice@example.test>", 250)
+    a.expect("DATA", 354)
+    a.send(b"Subject: held\r\n\r\n" + (b"h" * 998 + b"\r\n") * 1000)   # 1 MB of the 1 MiB
+    time.sleep(0.5)
+    b = Raw(s.port("smtp"))
+    b.greet()
+    body = b"Subject: m\r\n\r\n" + (b"m" * 998 + b"\r\n") * 100
+    for _ in range(4):
+        b.expect("MAIL FROM:<s@remote.test>", 250)
+        b.expect("RCPT TO:<alice@example.test>", 250)
+        b.expect("DATA", 354)
+        b.send(body + b".\r\n")
+        c, t = b.reply()
+        assert (c, t[-1][:5]) == (452, "4.3.1"), (c, t)
+        b.expect("MAIL FROM:<s@remote.test>", 250)
+        b.expect("RCPT TO:<alice@example.test>", 250)
+        b.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        c, t = b.reply()
+        assert (c, t[-1][:5]) == (452, "4.3.1"), (c, t)
+    a.send(b".\r\n")
+    c, t = a.reply()
+    assert c == 250, t
+    a.expect("QUIT", 221)
+    a.close()
+    # Memory again: the next one is taken, on the same session.
+    b.expect("MAIL FROM:<s@remote.test>", 250)
+    b.expect("RCPT TO:<alice@example.test>", 250)
+    b.expect("DATA", 354)
+    b.send(body + b".\r\n")
+    c, t = b.reply()
+    assert c == 250, t
+    b.expect("QUIT", 221)
+    b.close()
+    assert "too many errors" not in s.log()
+
+
 def test_client_gone_during_a_check_while_holding_a_chunk(make_populated):
     """A BDAT chunk is held in memory until the message ends; a client that
     hangs up while an RCPT after it is checked (a worker job) leaves a
