@@ -168,6 +168,13 @@ config_data_memory(const struct config *cfg)
 	return cfg->smtp_max_data_memory > one ? cfg->smtp_max_data_memory : one;
 }
 
+int64_t
+config_literal_memory(const struct config *cfg)
+{
+	int64_t one = cfg->imap_max_literal;
+	return cfg->imap_max_literal_memory > one ? cfg->imap_max_literal_memory : one;
+}
+
 static void
 strlist_free(struct strlist *l)
 {

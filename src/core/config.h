@@ -105,7 +105,7 @@ struct config {
 	/* IMAP / POP3 */
 	int64_t imap_max_line;
 	int64_t imap_max_literal;
-	int64_t imap_max_literal_memory;	/* all sessions' literals; at least imap_max_literal */
+	int64_t imap_max_literal_memory;	/* see config_literal_memory() */
 	int64_t imap_idle_timeout;
 	int64_t pop3_idle_timeout;
 	int64_t login_timeout; /* seconds from accept to login, IMAP and POP3 */
@@ -138,6 +138,9 @@ int64_t config_min_free(const struct config *cfg);
  * than one message either).
  */
 int64_t config_data_memory(const struct config *cfg);
+/* Literal octets all IMAP sessions may be promised at once (imap.max_literal_memory,
+ * never less than one literal of imap.max_literal). */
+int64_t config_literal_memory(const struct config *cfg);
 
 /* Parse a duration ("15m") into seconds; 0 or -1. */
 int config_parse_duration(const char *s, int64_t *r);

@@ -1483,10 +1483,7 @@ imap_literal(struct imap_sess *s)
 	 * for now (the command with it), before it is sent when it is
 	 * synchronising.
 	 */
-	const struct config *cfg = s->srv->cfg;
-	uint64_t cap = (uint64_t)cfg->imap_max_literal_memory;
-	if (cap < (uint64_t)cfg->imap_max_literal)
-		cap = (uint64_t)cfg->imap_max_literal;
+	uint64_t cap = (uint64_t)config_literal_memory(s->srv->cfg);
 	if (s->srv->imap_literals + size > cap) {
 		log_msg(LL_WARN, s->c->id,
 			"literal of %llu octets refused: sessions hold %llu of %llu",

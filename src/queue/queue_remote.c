@@ -1124,6 +1124,30 @@ rconn_untake(struct rconn *c)
 	rmsg_release(j->m);
 }
 
+/*
+ * c's session was lost before its job's transaction decided anything: one
+ * of the job's JOB_TRIES. It goes back to the destination, or after the
+ * last is deferred with why (a reused connection the peer had closed is
+ * tried again; a peer that ends every session is not, for ever).
+ */
+static void
+rconn_job_lost(struct rconn *c, const char *why)
+{
+	struct rjob *j = c->job;
+	if (++j->tries < JOB_TRIES) {
+		rconn_untake(c);
+		return;
+	}
+	struct buf t = BUF_INIT(0);
+	buf_printf(&t, "4.4.2 %s", why);
+	c->job = NULL;
+	c->waiting = 0;
+	c->qr->srv->holds--;
+	rmsg_release(j->m);
+	job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
+	buf_free(&t);
+}
+
 static void
 rconn_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1163,39 +1187,30 @@ static void
 rconn_txn_done(struct rconn *c)
 {
 	struct rjob *j = c->job;
-	struct dest *d = c->d;
-	c->job = NULL;
 	if (j->txn.retry) {
-		j->tries++;
-		if (j->tries < JOB_TRIES) {
+		if (j->tries + 1 < JOB_TRIES) {
 			char esc[400];
 			log_msg(LL_INFO, j->m->session,
 				"outbound id=%s host=%s ip=%s: session lost (%s), trying again",
 				j->m->id, c->host, c->ip,
 				log_esc(esc, sizeof(esc), smtp_client_error(c->cl)));
-			smtp_client_txn_clear(&j->txn);
-			dest_push(d, j, 1);
-			rmsg_release(j->m);
-		} else {
-			struct buf t = BUF_INIT(0);
-			buf_printf(&t, "4.4.2 %s", smtp_client_error(c->cl));
-			rmsg_release(j->m);
-			job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
-			buf_free(&t);
 		}
-	} else {
-		for (size_t i = 0; i < j->n; i++) {
-			const struct smtp_client_rcpt *r = &j->rcpts[i];
-			enum deliver_result res = r->status == SMTP_RCPT_OK	? DELIVER_OK
-						  : r->status == SMTP_RCPT_PERM ? DELIVER_PERMFAIL
-										: DELIVER_TEMPFAIL;
-			job_report(j, i, res, r->text ? r->text : "4.4.2 no result", c);
-		}
-		struct rmsg *m = j->m;
-		rjob_free(j);
-		rmsg_release(m);
-		rmsg_job_done(m);
+		rconn_job_lost(c, smtp_client_error(c->cl));
+		rconn_idle(c);
+		return;
 	}
+	c->job = NULL;
+	for (size_t i = 0; i < j->n; i++) {
+		const struct smtp_client_rcpt *r = &j->rcpts[i];
+		enum deliver_result res = r->status == SMTP_RCPT_OK	? DELIVER_OK
+					  : r->status == SMTP_RCPT_PERM ? DELIVER_PERMFAIL
+									: DELIVER_TEMPFAIL;
+		job_report(j, i, res, r->text ? r->text : "4.4.2 no result", c);
+	}
+	struct rmsg *m = j->m;
+	rjob_free(j);
+	rmsg_release(m);
+	rmsg_job_done(m);
 	c->qr->srv->holds--;
 	rconn_idle(c);
 }
@@ -1226,23 +1241,11 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 		rconn_txn_done(c);
 		return;
 	case SMTP_CLIENT_FAILED:
-		if (c->job && ++c->job->tries >= JOB_TRIES) {
-			/* Lost before its transaction began on the wire (waiting for
-			 * the content, say): a try like any session lost before
-			 * anything was decided, or a peer that ends every session
-			 * after EHLO would be connected to again for ever. */
-			struct rjob *j = c->job;
-			struct buf t = BUF_INIT(0);
+		if (c->job) {
+			/* Lost before its transaction began on the wire (waiting
+			 * for the content, say). */
 			char code[16];
-			buf_printf(&t, "4.4.2 %s", skip_enhanced(smtp_client_error(cl), code));
-			c->job = NULL;
-			c->waiting = 0;
-			c->qr->srv->holds--;
-			rmsg_release(j->m);
-			job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
-			buf_free(&t);
-		} else if (c->job) {
-			rconn_untake(c);
+			rconn_job_lost(c, skip_enhanced(smtp_client_error(cl), code));
 		}
 		if (c->ready) {
 			/* An idle session ended. */

@@ -563,20 +563,34 @@ def test_pipelining(srv):
     assert srv.messages(ALICE) == uids
 
 
-def test_large_message_streamed(srv):
-    # ~6 MB, many lines starting with a dot, across many 64 KiB chunks.
-    line = ".%s\r\n" % ("x" * 70)
-    body = line * 80000 + "end\r\n"
-    uids = deliver(srv, [make_msg("big", body=body)])
-    stored = srv.message(ALICE, uids[0])
-    r = Raw(srv.port("pop3"))
-    r.login()
+# ~6 MB, many lines starting with a dot, across many 64 KiB chunks.
+BIG_LINE = ".%s\r\n" % ("x" * 70)
+
+
+def deliver_big(s):
+    """The big message delivered to alice: its stored octets."""
+    uids = deliver(s, [make_msg("big", body=BIG_LINE * 80000 + "end\r\n")])
+    return s.message(ALICE, uids[0])
+
+
+def retr_whole(r, stored, wait=0):
+    """RETR 1 with a NOOP pipelined after it, read after wait seconds: the
+    message arrives whole, dot-stuffed, and the NOOP is answered after it."""
     r.send("RETR 1\r\nNOOP\r\n")
+    time.sleep(wait)
     assert r.line() == b"+OK %d octets" % len(stored)
     raw = r.multi()
     assert len(raw) == len(stored) + 80000
     assert unstuff(raw) == stored
     assert r.line() == b"+OK"
+
+
+def test_large_message_streamed(srv):
+    line = BIG_LINE
+    stored = deliver_big(srv)
+    r = Raw(srv.port("pop3"))
+    r.login()
+    retr_whole(r, stored)
     r.ok("TOP 1 3")
     assert unstuff(r.multi()) == stored.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + \
         (line * 3).encode()
@@ -587,21 +601,12 @@ def test_large_message_streamed_over_stls(strict):
     """After STLS, with the socket under the TLS layer bounded, a RETR read
     only after a second still arrives whole, and the command pipelined after
     it is answered after it."""
-    line = ".%s\r\n" % ("x" * 70)
-    body = line * 80000 + "end\r\n"
-    uids = deliver(strict, [make_msg("big", body=body)])
-    stored = strict.message(ALICE, uids[0])
+    stored = deliver_big(strict)
     r = Raw(strict.port("pop3"))
     r.ok("STLS")
     r.sock = client_tls().wrap_socket(r.sock)
     r.login()
-    r.send("RETR 1\r\nNOOP\r\n")
-    time.sleep(1.0)
-    assert r.line() == b"+OK %d octets" % len(stored)
-    raw = r.multi()
-    assert len(raw) == len(stored) + 80000
-    assert unstuff(raw) == stored
-    assert r.line() == b"+OK"
+    retr_whole(r, stored, wait=1.0)
     r.ok("QUIT")
 
 

@@ -138,6 +138,25 @@ class Raw:
         ir = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
         self.expect("AUTH PLAIN " + ir, 235, "2.7.0")
 
+    def in_data(self, data, frm="s@remote.test", rcpt="alice@example.test"):
+        """MAIL, RCPT and DATA, then data sent as it is (the dot is the caller's)."""
+        self.expect("MAIL FROM:<%s>" % frm, 250)
+        self.expect("RCPT TO:<%s>" % rcpt, 250)
+        self.expect("DATA", 354)
+        self.send(data)
+
+    def ended(self, data):
+        """Send data (a message's end, a BDAT chunk): (code, enhanced code) of the reply."""
+        self.send(data)
+        c, t = self.reply()
+        return c, t[-1][:5]
+
+    def bdat_last(self, body, frm="s@remote.test", rcpt="alice@example.test"):
+        """MAIL, RCPT and body in one BDAT LAST: (code, enhanced code)."""
+        self.expect("MAIL FROM:<%s>" % frm, 250)
+        self.expect("RCPT TO:<%s>" % rcpt, 250)
+        return self.ended(b"BDAT %d LAST\r\n" % len(body) + body)
+
     def closed(self, timeout=TIMEOUT):
         """True if the server closes the connection (EOF) within timeout."""
         self.sock.settimeout(timeout)

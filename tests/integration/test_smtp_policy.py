@@ -372,6 +372,16 @@ def test_bdat_too_big(small):
     assert small.messages("alice@example.test") == []
 
 
+def held_in_data(s, data, source=None):
+    """A session on s's MX port (from source) in DATA that has sent data, no
+    end, and that the daemon has had time to take in."""
+    r = Raw(s.port("smtp"), source=source)
+    r.greet()
+    r.in_data(data)
+    time.sleep(0.5)
+    return r
+
+
 def test_mail_held_in_memory_has_a_ceiling(make_populated):
     """A message goes to the queue only whole, so sessions in DATA hold theirs
     in memory: smtp.max_data_memory caps what they hold, in all and per
@@ -382,32 +392,21 @@ def test_mail_held_in_memory_has_a_ceiling(make_populated):
     s = make_populated(extra={"smtp.max_message_size": "4M", "smtp.max_data_memory": "8M"})
     big = b"Subject: big\r\n\r\n" + (b"m" * 998 + b"\r\n") * 3000     # 3 MB
 
-    def in_data(src, body=big):
-        r = Raw(s.port("smtp"), source=src)
-        r.greet()
-        r.expect("MAIL FROM:<s@remote.test>", 250)
-        r.expect("RCPT TO:<alice@example.test>", 250)
-        r.expect("DATA", 354)
-        r.send(body)
-        time.sleep(0.5)                 # taken in before the next one starts
-        return r
-
     def end(r):
-        r.send(b".\r\n")
-        c, t = r.reply()
+        got = r.ended(b".\r\n")
         r.expect("QUIT", 221)
         r.close()
-        return c, t[-1][:5]
+        return got
 
-    a1 = in_data("127.0.0.1")           # 127.0.0.1 holds 3 MB
-    a2 = in_data("127.0.0.1")           # past its 4 MB: the rest is dropped
-    b1 = in_data("127.0.0.2")           # 127.0.0.2 holds 3 MB: about 7 MB in all
-    c1 = in_data("127.0.0.3")           # past the 8 MB in all
+    a1 = held_in_data(s, big, "127.0.0.1")      # 127.0.0.1 holds 3 MB
+    a2 = held_in_data(s, big, "127.0.0.1")      # past its 4 MB: the rest is dropped
+    b1 = held_in_data(s, big, "127.0.0.2")      # 127.0.0.2 holds 3 MB: about 7 MB in all
+    c1 = held_in_data(s, big, "127.0.0.3")      # past the 8 MB in all
     assert [end(r) for r in (a1, a2, b1, c1)] == [
         (250, "2.0.0"), (452, "4.3.1"), (250, "2.0.0"), (452, "4.3.1")]
     # Freed: the same client gets a big message through again.
-    a3 = in_data("127.0.0.1")
-    a4 = in_data("127.0.0.2")
+    a3 = held_in_data(s, big, "127.0.0.1")
+    a4 = held_in_data(s, big, "127.0.0.2")
     assert [end(r) for r in (a3, a4)] == [(250, "2.0.0"), (250, "2.0.0")]
     assert len(s.wait_messages("alice@example.test", 4)) == 4
     refused = [l for l in access_lines(s) if "result=452" in l]
@@ -424,37 +423,17 @@ def test_message_too_big_gets_552_past_the_memory_ceiling_too(make_populated):
     s = make_populated(extra={"smtp.max_message_size": "2M", "smtp.max_data_memory": "4M"})
     held = b"Subject: held\r\n\r\n" + (b"h" * 998 + b"\r\n") * 1500           # 1.5 MB
     huge = b"Subject: huge\r\n\r\n" + (b"m" * 998 + b"\r\n") * 3000           # 3 MB
-    a = Raw(s.port("smtp"))
-    a.greet()
-    a.expect("MAIL FROM:<s@remote.test>", 250)
-    a.expect("RCPT TO:<alice@example.test>", 250)
-    a.expect("DATA", 354)
-    a.send(held)                        # 127.0.0.1 holds 1.5 MB of its 2 MB
-    time.sleep(0.5)
+    a = held_in_data(s, held)           # 127.0.0.1 holds 1.5 MB of its 2 MB
     b = Raw(s.port("smtp"))
     b.greet()
-    b.expect("MAIL FROM:<s@remote.test>", 250)
-    b.expect("RCPT TO:<alice@example.test>", 250)
-    b.expect("DATA", 354)
-    b.send(huge + b".\r\n")             # past the memory at 0.5 MB, the size at 2
-    c, t = b.reply()
-    assert (c, t[-1][:5]) == (552, "5.3.4"), (c, t)
-    b.expect("MAIL FROM:<s@remote.test>", 250)
-    b.expect("RCPT TO:<alice@example.test>", 250)
-    b.send(b"BDAT %d LAST\r\n" % len(huge) + huge)
-    c, t = b.reply()
-    assert (c, t[-1][:5]) == (552, "5.3.4"), (c, t)
+    b.in_data(huge)                     # past the memory at 0.5 MB, the size at 2
+    assert b.ended(b".\r\n") == (552, "5.3.4")
+    assert b.bdat_last(huge) == (552, "5.3.4")
     # Within the size, the memory's 452 as before.
-    b.expect("MAIL FROM:<s@remote.test>", 250)
-    b.expect("RCPT TO:<alice@example.test>", 250)
-    b.send(b"BDAT %d LAST\r\n" % len(held) + held)
-    c, t = b.reply()
-    assert (c, t[-1][:5]) == (452, "4.3.1"), (c, t)
+    assert b.bdat_last(held) == (452, "4.3.1")
     b.expect("QUIT", 221)
     b.close()
-    a.send(b".\r\n")
-    c, t = a.reply()
-    assert c == 250, t
+    assert a.ended(b".\r\n")[0] == 250
     a.expect("QUIT", 221)
     a.close()
     assert [l.split(" result=")[1][:3] for l in access_lines(s) if "result=" in l] == [
@@ -468,40 +447,20 @@ def test_memory_refusals_are_not_the_clients_errors(make_populated):
     usable however many of its messages meet it."""
     s = make_populated(extra={"smtp.max_message_size": "1M", "smtp.max_data_memory": "1M",
                               "smtp.max_errors": "3"})
-    a = Raw(s.port("smtp"))
-    a.greet()
-    a.expect("MAIL FROM:<s@remote.test>", 250)
-    a.expect("RCPT TO:<alice@example.test>", 250)
-    a.expect("DATA", 354)
-    a.send(b"Subject: held\r\n\r\n" + (b"h" * 998 + b"\r\n") * 1000)   # 1 MB of the 1 MiB
-    time.sleep(0.5)
+    a = held_in_data(s, b"Subject: held\r\n\r\n" + (b"h" * 998 + b"\r\n") * 1000)  # 1 MB of 1 MiB
     b = Raw(s.port("smtp"))
     b.greet()
     body = b"Subject: m\r\n\r\n" + (b"m" * 998 + b"\r\n") * 100
     for _ in range(4):
-        b.expect("MAIL FROM:<s@remote.test>", 250)
-        b.expect("RCPT TO:<alice@example.test>", 250)
-        b.expect("DATA", 354)
-        b.send(body + b".\r\n")
-        c, t = b.reply()
-        assert (c, t[-1][:5]) == (452, "4.3.1"), (c, t)
-        b.expect("MAIL FROM:<s@remote.test>", 250)
-        b.expect("RCPT TO:<alice@example.test>", 250)
-        b.send(b"BDAT %d LAST\r\n" % len(body) + body)
-        c, t = b.reply()
-        assert (c, t[-1][:5]) == (452, "4.3.1"), (c, t)
-    a.send(b".\r\n")
-    c, t = a.reply()
-    assert c == 250, t
+        b.in_data(body)
+        assert b.ended(b".\r\n") == (452, "4.3.1")
+        assert b.bdat_last(body) == (452, "4.3.1")
+    assert a.ended(b".\r\n")[0] == 250
     a.expect("QUIT", 221)
     a.close()
     # Memory again: the next one is taken, on the same session.
-    b.expect("MAIL FROM:<s@remote.test>", 250)
-    b.expect("RCPT TO:<alice@example.test>", 250)
-    b.expect("DATA", 354)
-    b.send(body + b".\r\n")
-    c, t = b.reply()
-    assert c == 250, t
+    b.in_data(body)
+    assert b.ended(b".\r\n")[0] == 250
     b.expect("QUIT", 221)
     b.close()
     assert "too many errors" not in s.log()
@@ -535,12 +494,8 @@ def test_client_gone_during_a_check_while_holding_a_chunk(make_populated):
     # address (within the 2 MB a client may hold) goes through.
     r = Raw(s.port("smtp"))
     r.greet()
-    r.expect("MAIL FROM:<s@remote.test>", 250)
-    r.expect("RCPT TO:<alice@example.test>", 250)
-    r.expect("DATA", 354)
-    r.send(chunk + chunk[:500000] + b"\r\n.\r\n")
-    c, t = r.reply()
-    assert c == 250, t
+    r.in_data(chunk + chunk[:500000])
+    assert r.ended(b"\r\n.\r\n")[0] == 250
     r.expect("QUIT", 221)
     r.close()
     assert len(s.wait_messages("alice@example.test", 1)) == 1
