@@ -73,7 +73,10 @@ static const char schema[] =
 	" hash TEXT NOT NULL, quota INTEGER NOT NULL DEFAULT -1, created INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS users_domain ON users(domain);"
 	"CREATE TABLE IF NOT EXISTS aliases(source TEXT NOT NULL, target TEXT NOT NULL,"
-	" PRIMARY KEY(source, target));";
+	" PRIMARY KEY(source, target));"
+	/* Sending rate limit state kept over a restart (accounts_ratelimit_save()). */
+	"CREATE TABLE IF NOT EXISTS ratelimit(account TEXT PRIMARY KEY, tokens INTEGER NOT NULL,"
+	" saved INTEGER NOT NULL);";
 
 static void
 db_err(struct buf *err, sqlite3 *db, const char *what)
@@ -841,6 +844,57 @@ accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		fn((const char *)sqlite3_column_text(st, 0),
 		   (const char *)sqlite3_column_text(st, 1), arg);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+accounts_ratelimit_save(struct accounts *a, size_t n, const char *const *accounts,
+			const int64_t *tokens, int64_t saved, struct buf *err)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "rate limit state");
+		return -1;
+	}
+	int ok = sqlite3_exec(a->db, "DELETE FROM ratelimit", NULL, NULL, NULL) == SQLITE_OK &&
+		 sqlite3_prepare_v2(a->db,
+				    "INSERT OR REPLACE INTO ratelimit(account, tokens, saved)"
+				    " VALUES(?, ?, ?)",
+				    -1, &st, NULL) == SQLITE_OK;
+	for (size_t i = 0; ok && i < n; i++) {
+		sqlite3_bind_text(st, 1, accounts[i], -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, tokens[i]);
+		sqlite3_bind_int64(st, 3, saved);
+		ok = sqlite3_step(st) == SQLITE_DONE;
+		sqlite3_reset(st);
+	}
+	if (!ok)
+		db_err(err, a->db, "rate limit state");
+	sqlite3_finalize(st);
+	if (ok && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+		return 0;
+	if (ok)
+		db_err(err, a->db, "rate limit state");
+	(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+int
+accounts_ratelimit_load(struct accounts *a,
+			void (*fn)(const char *account, int64_t tokens, int64_t saved, void *arg),
+			void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db, "SELECT account, tokens, saved FROM ratelimit ORDER BY rowid",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (sqlite3_column_type(st, 0) == SQLITE_TEXT)
+			fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+			   sqlite3_column_int64(st, 2), arg);
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }

@@ -119,4 +119,17 @@ int accounts_resolve(struct accounts *a, const char *address,
  * as the list), 0 if not, -1 on error. Catch-alls give no right to send. */
 int accounts_owns(struct accounts *a, const char *user, const char *address);
 
+/*
+ * The submission rate limit's state over a restart (smtp/ratelimit.h): at
+ * its stop the daemon replaces the saved rows with the n accounts that had
+ * less than a full bucket, their whole tokens and the wall-clock time saved
+ * (ms); at its start it reads them back in the order saved. 0, or -1 (+ err).
+ */
+int accounts_ratelimit_save(struct accounts *a, size_t n, const char *const *accounts,
+			    const int64_t *tokens, int64_t saved, struct buf *err);
+int accounts_ratelimit_load(struct accounts *a,
+			    void (*fn)(const char *account, int64_t tokens, int64_t saved,
+				       void *arg),
+			    void *arg);
+
 #endif

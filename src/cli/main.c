@@ -1015,6 +1015,69 @@ cmd_check_config(const struct config *cfg, const char *path, int argc)
 	return rc;
 }
 
+struct rl_state {
+	struct ratelimit *r;
+	int64_t now_wall, now_mono;
+	size_t n, cap;
+	char **keys;
+	int64_t *tokens;
+};
+
+static void
+rl_restore_one(const char *account, int64_t tokens, int64_t saved, void *arg)
+{
+	struct rl_state *st = arg;
+
+	ratelimit_restore(st->r, account, tokens, st->now_wall - saved, st->now_mono);
+}
+
+static void
+rl_save_one(const char *key, int64_t tokens, void *arg)
+{
+	struct rl_state *st = arg;
+
+	if (st->n == st->cap) {
+		st->cap = st->cap ? st->cap * 2 : 64;
+		st->keys = xrealloc(st->keys, st->cap * sizeof(*st->keys));
+		st->tokens = xrealloc(st->tokens, st->cap * sizeof(*st->tokens));
+	}
+	st->keys[st->n] = xstrdup(key);
+	st->tokens[st->n++] = tokens;
+}
+
+/*
+ * The sending rate limit outlives a restart (a config change is one): an
+ * account that had used its recipients has not got them back by it. What
+ * refilled while the daemon was down (wall-clock time) is given back. A
+ * daemon killed rather than stopped saves nothing: its start finds what
+ * the last stop saved, aged since.
+ */
+static void
+rl_load(struct server *srv)
+{
+	struct rl_state st = {srv->ratelimit, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL};
+
+	if (accounts_ratelimit_load(srv->accounts, rl_restore_one, &st) < 0)
+		log_warn("rate limit: cannot read what the last run kept; starting afresh");
+}
+
+static void
+rl_save(struct server *srv)
+{
+	struct rl_state st = {srv->ratelimit, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL};
+	struct buf err = BUF_INIT(0);
+
+	ratelimit_each(srv->ratelimit, st.now_mono, rl_save_one, &st);
+	if (accounts_ratelimit_save(srv->accounts, st.n, (const char *const *)st.keys, st.tokens,
+				    st.now_wall, &err) < 0)
+		log_error("rate limit: cannot keep its state for the next run: %s", buf_str(&err));
+	for (size_t i = 0; i < st.n; i++)
+		free(st.keys[i]);
+	free(st.keys);
+	free(st.tokens);
+	buf_free(&err);
+}
+
 static int
 cmd_serve(struct config *cfg)
 {
@@ -1050,6 +1113,7 @@ cmd_serve(struct config *cfg)
 		lockout_exempt_add(srv->lockout, cfg->auth_lockout_exempt.v[i]);
 	srv->ratelimit = ratelimit_new((unsigned)cfg->submission_rate_limit,
 				       cfg->submission_rate_window * 1000, RATELIMIT_MAX_KEYS);
+	rl_load(srv);
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
@@ -1076,6 +1140,7 @@ cmd_serve(struct config *cfg)
 	queue_start(srv->queue);
 	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
 	server_run(srv);
+	rl_save(srv);
 	rc = 0;
 out:
 	if (srv) {

@@ -200,3 +200,40 @@ ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms)
 	e->warned_ms = now_ms;
 	return 1;
 }
+
+void
+ratelimit_each(struct ratelimit *r, int64_t now_ms,
+	       void (*fn)(const char *key, int64_t tokens, void *arg), void *arg)
+{
+	ratelimit_expire(r, now_ms);
+	for (struct keytab_node *n = keytab_oldest(&r->tab); n; n = n->younger) {
+		const struct ratelimit_entry *e = (const struct ratelimit_entry *)n;
+		int64_t c = ratelimit_credit(r, e, now_ms);
+		if (c < r->cap)	/* whole tokens, rounded down */
+			fn(e->key, c / r->window_ms - (c < 0 && c % r->window_ms != 0), arg);
+	}
+}
+
+void
+ratelimit_restore(struct ratelimit *r, const char *key, int64_t tokens, int64_t age_ms,
+		  int64_t now_ms)
+{
+	if (r->limit == 0 || ratelimit_find(r, key) != NULL)
+		return;
+	if (tokens >= r->limit)
+		return;	/* full: the same as not held */
+	if (tokens < -r->limit)
+		tokens = -r->limit;
+	/* Two windows refill any bucket: a longer age says no more. */
+	if (age_ms < 0)
+		age_ms = 0;
+	else if (age_ms > 2 * r->window_ms)
+		age_ms = 2 * r->window_ms;
+	struct ratelimit_entry *e = ratelimit_get(r, key, now_ms);
+	if (e == NULL)
+		return;
+	e->credit = tokens * r->window_ms;
+	e->last_ms = now_ms - age_ms;
+	if (ratelimit_credit(r, e, now_ms) >= r->cap)
+		keytab_remove(&r->tab, &e->node);	/* refilled while we were down */
+}

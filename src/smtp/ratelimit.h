@@ -18,7 +18,8 @@
  *
  * A full bucket is the same as none: only accounts that sent lately are
  * held, at most max_entries of them; see ratelimit_take() for a full table.
- * The state is in memory only: a restart forgets it.
+ * The daemon keeps the table across a restart: ratelimit_each() at its
+ * stop, ratelimit_restore() at its start (accounts_ratelimit_*()).
  *
  * SECURITY: keys are the account names surat resolved at AUTH, never the
  * client's words. Not thread-safe: the event loop owns the table.
@@ -50,6 +51,20 @@ void ratelimit_take(struct ratelimit *r, const char *key, size_t n, int64_t now_
 /* Note a refusal for key: 1 if it is the first in window_ms, to be logged
  * as a warning; 0 for the ones after it, which are not worth a line. */
 int ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms);
+/*
+ * Call fn for each account held that has less than a full bucket at now_ms,
+ * oldest first, with the whole tokens it has (0 or less: it owes).
+ */
+void ratelimit_each(struct ratelimit *r, int64_t now_ms,
+		    void (*fn)(const char *key, int64_t tokens, void *arg), void *arg);
+/*
+ * Hold key as having had tokens (ratelimit_each()) age_ms ago: it has
+ * refilled since, as if it had been held all along. Clamped to what this
+ * table's limit allows; nothing when off, when key is held already, or when
+ * the table is full.
+ */
+void ratelimit_restore(struct ratelimit *r, const char *key, int64_t tokens, int64_t age_ms,
+		       int64_t now_ms);
 /* Accounts held now. */
 size_t ratelimit_size(const struct ratelimit *r);
 /* The limit and window, for log lines. */

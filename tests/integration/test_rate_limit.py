@@ -6,9 +6,12 @@ token per recipient; an aborted transaction costs nothing. One warning line
 per account and window. Other accounts, and MX mail without AUTH, are not
 affected; 0 turns the limit off.
 
-With a window of an hour nothing refills during a test.
+With a window of an hour nothing refills during a test. A restart keeps
+the state (in accounts.db), less what refilled while the daemon was down.
 """
+import os
 import re
+import sqlite3
 
 from test_smtp import (Raw, bounded, make_populated, populated_data,  # noqa: F401
                        surat)
@@ -123,3 +126,43 @@ def test_rate_limit_not_on_mx(make_populated):
         c, t = data(r, frm="x@remote.test")
         assert c == 250, t
     r.expect("QUIT", 221)
+
+
+def test_rate_limit_survives_a_restart(make_populated):
+    s = make_populated(extra=LIMITED)
+    r = sub(s)
+    assert [c for c, _ in open_txn(r, [BOB, "bob+a@example.test", "bob+b@example.test"])] == \
+        [250] * 3
+    c, t = data(r)
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    r = sub(s, user=BOB, pw="bob-pw")
+    assert [c for c, _ in open_txn(r, [ALICE], frm=BOB)] == [250]
+    c, t = data(r, frm=BOB)
+    assert c == 250, t
+    r.expect("QUIT", 221)
+    assert s.stop() == 0
+    s.start()
+    # alice has used her three, bob has two left: a restart gives nobody more.
+    r = sub(s)
+    assert open_txn(r, [BOB]) == [(450, "4.7.1 <%s>: %s" % (BOB, REFUSED))]
+    r.expect("QUIT", 221)
+    r = sub(s, user=BOB, pw="bob-pw")
+    assert [c for c, _ in open_txn(r, [ALICE, "alice+a@example.test", "alice+b@example.test"],
+                                   frm=BOB)] == [250, 250, 450]
+    r.expect("QUIT", 221)
+    # Down for longer than the window (the saved time set back two hours):
+    # refilled meanwhile, so alice may send her three again.
+    assert s.stop() == 0
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
+    with db:
+        saved = dict(db.execute("SELECT account, tokens FROM ratelimit"))
+        assert saved == {ALICE: 0, BOB: 2}, saved
+        db.execute("UPDATE ratelimit SET saved = saved - 7200000 WHERE account = ?", (ALICE,))
+    db.close()
+    s.start()
+    r = sub(s)
+    assert [c for c, _ in open_txn(r, [BOB, "bob+a@example.test", "bob+b@example.test",
+                                       "bob+c@example.test"])] == [250, 250, 250, 450]
+    r.expect("QUIT", 221)
+    assert "rate limit: cannot" not in s.log()

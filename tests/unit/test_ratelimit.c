@@ -152,6 +152,84 @@ test_extremes(void **state)
 	ratelimit_free(&r);
 }
 
+struct saved {
+	char key[16][32];
+	int64_t tokens[16];
+	int n;
+};
+
+static void
+save_one(const char *key, int64_t tokens, void *arg)
+{
+	struct saved *sv = arg;
+
+	assert_true(sv->n < 16);
+	snprintf(sv->key[sv->n], sizeof(sv->key[0]), "%s", key);
+	sv->tokens[sv->n++] = tokens;
+}
+
+/* What a stop saves and the next start restores (the daemon keeps it in accounts.db). */
+static void
+test_save_restore(void **state)
+{
+	struct ratelimit *r = ratelimit_new(3, H, 100);
+	struct saved sv = {0};
+
+	(void)state;
+	ratelimit_take(r, "alice", 3, 0);		/* none left */
+	ratelimit_take(r, "bob", 1, 0);			/* two left */
+	ratelimit_take(r, "carol", 6, 0);		/* owes three */
+	ratelimit_take(r, "dave", 1, 0);		/* full again an hour later */
+	/* Half a token's refill is not a token: whole tokens, rounded down. */
+	ratelimit_each(r, H / 6, save_one, &sv);
+	assert_int_equal(sv.n, 4);
+	assert_string_equal(sv.key[0], "alice");
+	assert_int_equal(sv.tokens[0], 0);
+	assert_string_equal(sv.key[1], "bob");
+	assert_int_equal(sv.tokens[1], 2);
+	assert_string_equal(sv.key[2], "carol");
+	assert_int_equal(sv.tokens[2], -3);
+	assert_int_equal(sv.tokens[3], 2);
+	sv.n = 0;
+	/* Half an hour on: a token and a half back each. */
+	ratelimit_each(r, H / 2, save_one, &sv);
+	assert_int_equal(sv.n, 2);	/* bob and dave are full: not saved */
+	assert_string_equal(sv.key[0], "alice");
+	assert_int_equal(sv.tokens[0], 1);
+	assert_string_equal(sv.key[1], "carol");
+	assert_int_equal(sv.tokens[1], -2);	/* -1.5, rounded down */
+	ratelimit_free(&r);
+
+	/* A new table (the next run, its clock started anew), restored. */
+	r = ratelimit_new(3, H, 100);
+	ratelimit_restore(r, "alice", 0, 0, 5);
+	ratelimit_restore(r, "carol", -3, H / 3, 5);	/* down for 20 minutes: one token back */
+	ratelimit_restore(r, "dave", 1, 3 * H, 5);	/* down long enough: full, not held */
+	ratelimit_restore(r, "erin", 3, 0, 5);		/* full: not held */
+	assert_int_equal(ratelimit_size(r), 2);
+	assert_false(ratelimit_allow(r, "alice", 0, 5));
+	assert_int_equal(ratelimit_available(r, "carol", 5), -2);
+	assert_int_equal(ratelimit_available(r, "dave", 5), 3);
+	/* It refills from there as if held all along. */
+	assert_int_equal(ratelimit_available(r, "alice", 5 + H / 3), 1);
+	/* Held already: the table's own state wins. */
+	ratelimit_restore(r, "alice", -3, 0, 5);
+	assert_int_equal(ratelimit_available(r, "alice", 5 + H / 3), 1);
+	/* Out of range (another limit then): clamped to this one's debt floor. */
+	ratelimit_restore(r, "frank", -1000, 0, 5);
+	assert_int_equal(ratelimit_available(r, "frank", 5), -3);
+	/* A clock set back since: no refill, no more debt. */
+	ratelimit_restore(r, "gina", 1, -H, 5);
+	assert_int_equal(ratelimit_available(r, "gina", 5), 1);
+	ratelimit_free(&r);
+
+	/* Off: nothing restored. */
+	r = ratelimit_new(0, H, 100);
+	ratelimit_restore(r, "alice", 0, 0, 5);
+	assert_int_equal(ratelimit_size(r), 0);
+	ratelimit_free(&r);
+}
+
 int
 main(void)
 {
@@ -163,6 +241,7 @@ main(void)
 	    cmocka_unit_test(test_warn_once),
 	    cmocka_unit_test(test_bound),
 	    cmocka_unit_test(test_extremes),
+	    cmocka_unit_test(test_save_restore),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
