@@ -74,9 +74,9 @@ static const char schema[] =
 	"CREATE INDEX IF NOT EXISTS users_domain ON users(domain);"
 	"CREATE TABLE IF NOT EXISTS aliases(source TEXT NOT NULL, target TEXT NOT NULL,"
 	" PRIMARY KEY(source, target));"
-	/* Sending rate limit state kept over a restart (accounts_ratelimit_save()). */
-	"CREATE TABLE IF NOT EXISTS ratelimit(account TEXT PRIMARY KEY, tokens INTEGER NOT NULL,"
-	" saved INTEGER NOT NULL);";
+	/* What the daemon keeps over a restart (accounts_kept_save()). */
+	"CREATE TABLE IF NOT EXISTS kept(kind TEXT NOT NULL, key TEXT NOT NULL,"
+	" value INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(kind, key));";
 
 static void
 db_err(struct buf *err, sqlite3 *db, const char *what)
@@ -849,47 +849,54 @@ accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *
 }
 
 int
-accounts_ratelimit_save(struct accounts *a, size_t n, const char *const *accounts,
-			const int64_t *tokens, int64_t saved, struct buf *err)
+accounts_kept_save(struct accounts *a, const char *kind, size_t n, const char *const *keys,
+		   const int64_t *values, const int64_t *ats, struct buf *err)
 {
 	sqlite3_stmt *st = NULL;
+	const char *p[] = {kind};
 
 	if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-		db_err(err, a->db, "rate limit state");
+		db_err(err, a->db, kind);
 		return -1;
 	}
-	int ok = sqlite3_exec(a->db, "DELETE FROM ratelimit", NULL, NULL, NULL) == SQLITE_OK &&
-		 sqlite3_prepare_v2(a->db,
-				    "INSERT OR REPLACE INTO ratelimit(account, tokens, saved)"
-				    " VALUES(?, ?, ?)",
-				    -1, &st, NULL) == SQLITE_OK;
+	int ok = exec_bind(a, "DELETE FROM kept WHERE kind = ?", 1, p, NULL, err) == SQLITE_DONE;
+	if (ok && sqlite3_prepare_v2(a->db,
+				     "INSERT OR REPLACE INTO kept(kind, key, value, at)"
+				     " VALUES(?, ?, ?, ?)",
+				     -1, &st, NULL) != SQLITE_OK) {
+		db_err(err, a->db, kind);
+		ok = 0;
+	}
 	for (size_t i = 0; ok && i < n; i++) {
-		sqlite3_bind_text(st, 1, accounts[i], -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, tokens[i]);
-		sqlite3_bind_int64(st, 3, saved);
-		ok = sqlite3_step(st) == SQLITE_DONE;
+		sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, keys[i], -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, values[i]);
+		sqlite3_bind_int64(st, 4, ats[i]);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			db_err(err, a->db, kind);
+			ok = 0;
+		}
 		sqlite3_reset(st);
 	}
-	if (!ok)
-		db_err(err, a->db, "rate limit state");
 	sqlite3_finalize(st);
 	if (ok && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
 		return 0;
 	if (ok)
-		db_err(err, a->db, "rate limit state");
+		db_err(err, a->db, kind);
 	(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
 }
 
 int
-accounts_ratelimit_load(struct accounts *a,
-			void (*fn)(const char *account, int64_t tokens, int64_t saved, void *arg),
-			void *arg)
+accounts_kept_load(struct accounts *a, const char *kind,
+		   void (*fn)(const char *key, int64_t value, int64_t at, void *arg), void *arg)
 {
 	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(a->db, "SELECT account, tokens, saved FROM ratelimit ORDER BY rowid",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(a->db,
+			       "SELECT key, value, at FROM kept WHERE kind = ? ORDER BY rowid", -1,
+			       &st, NULL) != SQLITE_OK)
 		return -1;
+	sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		if (sqlite3_column_type(st, 0) == SQLITE_TEXT)

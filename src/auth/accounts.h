@@ -120,16 +120,16 @@ int accounts_resolve(struct accounts *a, const char *address,
 int accounts_owns(struct accounts *a, const char *user, const char *address);
 
 /*
- * The submission rate limit's state over a restart (smtp/ratelimit.h): at
- * its stop the daemon replaces the saved rows with the n accounts that had
- * less than a full bucket, their whole tokens and the wall-clock time saved
- * (ms); at its start it reads them back in the order saved. 0, or -1 (+ err).
+ * State the daemon keeps over a restart, rows of (key, value, at: a
+ * wall-clock time in ms) under a kind: "ratelimit" (smtp/ratelimit.h),
+ * "lockout" (auth/lockout.h). At its stop it replaces kind's rows with the
+ * n it has; at its start it reads them back in the order saved. 0, or -1
+ * (+ err).
  */
-int accounts_ratelimit_save(struct accounts *a, size_t n, const char *const *accounts,
-			    const int64_t *tokens, int64_t saved, struct buf *err);
-int accounts_ratelimit_load(struct accounts *a,
-			    void (*fn)(const char *account, int64_t tokens, int64_t saved,
-				       void *arg),
-			    void *arg);
+int accounts_kept_save(struct accounts *a, const char *kind, size_t n, const char *const *keys,
+		       const int64_t *values, const int64_t *ats, struct buf *err);
+int accounts_kept_load(struct accounts *a, const char *kind,
+		       void (*fn)(const char *key, int64_t value, int64_t at, void *arg),
+		       void *arg);
 
 #endif

@@ -283,6 +283,35 @@ lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp, un
 	return LOCKOUT_NOW_LOCKED;
 }
 
+void
+lockout_each(struct lockout *l, int64_t now_ms,
+	     void (*fn)(const char *key, int64_t failures, int64_t age_ms, void *arg), void *arg)
+{
+	lockout_expire(l, now_ms);
+	for (struct keytab_node *n = keytab_oldest(&l->tab); n; n = n->younger) {
+		const struct lockout_entry *e = (const struct lockout_entry *)n;
+		fn(e->key, e->failures, now_ms - e->since_ms, arg);
+	}
+}
+
+void
+lockout_restore(struct lockout *l, const char *key, int64_t failures, int64_t age_ms,
+		int64_t now_ms)
+{
+	if (l->max_failures == 0 || failures <= 0 || lockout_find(l, key) != NULL ||
+	    keytab_count(&l->tab) >= l->max_entries || strlen(key) >= UTIL_CLIENT_KEY_MAX)
+		return;
+	if (age_ms < 0)
+		age_ms = 0;	/* a clock set back since */
+	if (age_ms >= l->window_ms)
+		return;
+	struct lockout_entry *e = xcalloc(1, sizeof(*e));
+	xsnprintf(e->key, sizeof(e->key), "%s", key);
+	e->failures = failures < UINT32_MAX ? (unsigned)failures : UINT32_MAX;
+	e->since_ms = now_ms - age_ms;
+	keytab_insert(&l->tab, &e->node, e->key);
+}
+
 enum lockout_state
 lockout_login_check(struct lockout *l, const char *peer_ip, const char *key)
 {

@@ -73,6 +73,23 @@ uint64_t lockout_fingerprint(const struct lockout *l, const char *user, size_t u
 enum lockout_state lockout_fail(struct lockout *l, const char *key, int64_t now_ms, uint64_t fp,
 				unsigned *count_r);
 /*
+ * Call fn for each key counted at now_ms, oldest first: its failures and
+ * how long ago its window started. The daemon keeps them over a restart
+ * (accounts_kept_*()); not the credentials fingerprints, whose key is this
+ * table's own: after a restart a repeated failure is counted once more.
+ */
+void lockout_each(struct lockout *l, int64_t now_ms,
+		  void (*fn)(const char *key, int64_t failures, int64_t age_ms, void *arg),
+		  void *arg);
+/*
+ * Count key as having had failures in a window that started age_ms ago
+ * (lockout_each()): locked still if that reached the limit and the window
+ * has not passed. Nothing when off, when key is counted already, when the
+ * window has passed, or when the table is full.
+ */
+void lockout_restore(struct lockout *l, const char *key, int64_t failures, int64_t age_ms,
+		     int64_t now_ms);
+/*
  * For the protocols, at the monotonic now, for the client at peer_ip
  * (counted under key), LOCKOUT_OPEN for an exempt one: lockout_login_check()
  * whether a login may be checked at all; lockout_login_failed() counts one

@@ -1015,67 +1015,104 @@ cmd_check_config(const struct config *cfg, const char *path, int argc)
 	return rc;
 }
 
-struct rl_state {
-	struct ratelimit *r;
+/* Rows for accounts_kept_save(), and the clocks they are read against. */
+struct kept {
+	struct server *srv;
 	int64_t now_wall, now_mono;
 	size_t n, cap;
 	char **keys;
-	int64_t *tokens;
+	int64_t *values, *ats;
 };
 
 static void
-rl_restore_one(const char *account, int64_t tokens, int64_t saved, void *arg)
+kept_add(struct kept *k, const char *key, int64_t value, int64_t at)
 {
-	struct rl_state *st = arg;
-
-	ratelimit_restore(st->r, account, tokens, st->now_wall - saved, st->now_mono);
+	if (k->n == k->cap) {
+		k->cap = k->cap ? k->cap * 2 : 64;
+		k->keys = xrealloc(k->keys, k->cap * sizeof(*k->keys));
+		k->values = xrealloc(k->values, k->cap * sizeof(*k->values));
+		k->ats = xrealloc(k->ats, k->cap * sizeof(*k->ats));
+	}
+	k->keys[k->n] = xstrdup(key);
+	k->values[k->n] = value;
+	k->ats[k->n++] = at;
 }
 
 static void
-rl_save_one(const char *key, int64_t tokens, void *arg)
+kept_write(struct kept *k, const char *kind)
 {
-	struct rl_state *st = arg;
+	struct buf err = BUF_INIT(0);
 
-	if (st->n == st->cap) {
-		st->cap = st->cap ? st->cap * 2 : 64;
-		st->keys = xrealloc(st->keys, st->cap * sizeof(*st->keys));
-		st->tokens = xrealloc(st->tokens, st->cap * sizeof(*st->tokens));
-	}
-	st->keys[st->n] = xstrdup(key);
-	st->tokens[st->n++] = tokens;
+	if (accounts_kept_save(k->srv->accounts, kind, k->n, (const char *const *)k->keys,
+			       k->values, k->ats, &err) < 0)
+		log_error("%s: cannot keep its state for the next run: %s", kind, buf_str(&err));
+	for (size_t i = 0; i < k->n; i++)
+		free(k->keys[i]);
+	k->n = 0;
+	buf_free(&err);
+}
+
+static void
+ratelimit_kept(const char *key, int64_t tokens, void *arg)
+{
+	struct kept *k = arg;
+
+	kept_add(k, key, tokens, k->now_wall);
+}
+
+static void
+lockout_kept(const char *key, int64_t failures, int64_t age_ms, void *arg)
+{
+	struct kept *k = arg;
+
+	kept_add(k, key, failures, k->now_wall - age_ms);
+}
+
+static void
+ratelimit_taken_up(const char *key, int64_t tokens, int64_t at, void *arg)
+{
+	struct kept *k = arg;
+
+	ratelimit_restore(k->srv->ratelimit, key, tokens, k->now_wall - at, k->now_mono);
+}
+
+static void
+lockout_taken_up(const char *key, int64_t failures, int64_t at, void *arg)
+{
+	struct kept *k = arg;
+
+	lockout_restore(k->srv->lockout, key, failures, k->now_wall - at, k->now_mono);
 }
 
 /*
- * The sending rate limit outlives a restart (a config change is one): an
- * account that had used its recipients has not got them back by it. What
- * refilled while the daemon was down (wall-clock time) is given back. A
- * daemon killed rather than stopped saves nothing: its start finds what
- * the last stop saved, aged since.
+ * The sending rate limit and the login lockout outlive a restart (a config
+ * change is one): an account that had used its recipients has not got them
+ * back by it, nor has a guesser his guesses. What passed while the daemon
+ * was down (wall-clock time) counts as passed. A daemon killed rather than
+ * stopped saves nothing: its start finds what the last stop saved.
  */
 static void
-rl_load(struct server *srv)
+kept_load(struct server *srv)
 {
-	struct rl_state st = {srv->ratelimit, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL};
+	struct kept k = {srv, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL, NULL};
 
-	if (accounts_ratelimit_load(srv->accounts, rl_restore_one, &st) < 0)
-		log_warn("rate limit: cannot read what the last run kept; starting afresh");
+	if (accounts_kept_load(srv->accounts, "ratelimit", ratelimit_taken_up, &k) < 0 ||
+	    accounts_kept_load(srv->accounts, "lockout", lockout_taken_up, &k) < 0)
+		log_warn("cannot read the rate limit and lockout state kept by the last run");
 }
 
 static void
-rl_save(struct server *srv)
+kept_save(struct server *srv)
 {
-	struct rl_state st = {srv->ratelimit, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL};
-	struct buf err = BUF_INIT(0);
+	struct kept k = {srv, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL, NULL};
 
-	ratelimit_each(srv->ratelimit, st.now_mono, rl_save_one, &st);
-	if (accounts_ratelimit_save(srv->accounts, st.n, (const char *const *)st.keys, st.tokens,
-				    st.now_wall, &err) < 0)
-		log_error("rate limit: cannot keep its state for the next run: %s", buf_str(&err));
-	for (size_t i = 0; i < st.n; i++)
-		free(st.keys[i]);
-	free(st.keys);
-	free(st.tokens);
-	buf_free(&err);
+	ratelimit_each(srv->ratelimit, k.now_mono, ratelimit_kept, &k);
+	kept_write(&k, "ratelimit");
+	lockout_each(srv->lockout, k.now_mono, lockout_kept, &k);
+	kept_write(&k, "lockout");
+	free(k.keys);
+	free(k.values);
+	free(k.ats);
 }
 
 static int
@@ -1113,7 +1150,7 @@ cmd_serve(struct config *cfg)
 		lockout_exempt_add(srv->lockout, cfg->auth_lockout_exempt.v[i]);
 	srv->ratelimit = ratelimit_new((unsigned)cfg->submission_rate_limit,
 				       cfg->submission_rate_window * 1000, RATELIMIT_MAX_KEYS);
-	rl_load(srv);
+	kept_load(srv);
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
@@ -1140,7 +1177,7 @@ cmd_serve(struct config *cfg)
 	queue_start(srv->queue);
 	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
 	server_run(srv);
-	rl_save(srv);
+	kept_save(srv);
 	rc = 0;
 out:
 	if (srv) {

@@ -8,8 +8,10 @@ to a loopback source address (127.0.0.2 is another client than 127.0.0.1).
 """
 import base64
 import itertools
+import os
 import re
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -199,6 +201,36 @@ def test_lock_ends_after_the_window(make_surat):
     assert pop3_login(s, ALICE, PW).startswith("-ERR [SYS/TEMP]")
     time.sleep(max(0, locked_at + 3.2 - time.time()))
     all_open(s)
+
+
+def test_lock_and_count_survive_a_restart(make_surat):
+    """A restart (a config change is one) gives a guesser no new guesses:
+    the daemon keeps the counts at its stop and takes them up at its start,
+    less the time it was down."""
+    s = start(make_surat, **{"auth.lockout_window": "1h"})
+    for _ in range(3):
+        assert smtp_auth(s, ALICE, guess()).startswith("535 5.7.8")
+    assert smtp_auth(s, ALICE, guess(), "127.0.0.2").startswith("535 5.7.8")
+    assert s.stop() == 0
+    s.start()
+    all_locked(s)
+    # 127.0.0.2 had one failure: two more lock it, not three.
+    assert imap_login(s, ALICE, guess(), "127.0.0.2").startswith("NO [AUTHENTICATIONFAILED]")
+    assert imap_login(s, ALICE, guess(), "127.0.0.2").startswith("NO [AUTHENTICATIONFAILED]")
+    all_locked(s, "127.0.0.2")
+    all_open(s, "127.0.0.3")
+    # Down for longer than the window (127.0.0.1's lock set back two hours): it has ended.
+    assert s.stop() == 0
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
+    with db:
+        kept = dict(db.execute("SELECT key, value FROM kept WHERE kind = 'lockout'"))
+        assert kept == {"127.0.0.1": 3, "127.0.0.2": 3}, kept
+        db.execute("UPDATE kept SET at = at - 7200000 WHERE key = '127.0.0.1'")
+    db.close()
+    s.start()
+    all_open(s)
+    all_locked(s, "127.0.0.2")
+    assert "cannot keep" not in s.log() and "cannot read" not in s.log()
 
 
 def test_a_good_login_does_not_reset_the_count(make_surat):

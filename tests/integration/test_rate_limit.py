@@ -156,13 +156,14 @@ def test_rate_limit_survives_a_restart(make_populated):
     assert s.stop() == 0
     db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
     with db:
-        saved = dict(db.execute("SELECT account, tokens FROM ratelimit"))
+        saved = dict(db.execute("SELECT key, value FROM kept WHERE kind = 'ratelimit'"))
         assert saved == {ALICE: 0, BOB: 2}, saved
-        db.execute("UPDATE ratelimit SET saved = saved - 7200000 WHERE account = ?", (ALICE,))
+        db.execute("UPDATE kept SET at = at - 7200000 WHERE kind = 'ratelimit' AND key = ?",
+                   (ALICE,))
     db.close()
     s.start()
     r = sub(s)
     assert [c for c, _ in open_txn(r, [BOB, "bob+a@example.test", "bob+b@example.test",
                                        "bob+c@example.test"])] == [250, 250, 250, 450]
     r.expect("QUIT", 221)
-    assert "rate limit: cannot" not in s.log()
+    assert "cannot keep" not in s.log() and "cannot read" not in s.log()

@@ -227,6 +227,80 @@ test_exempt(void **state)
 	lockout_free(&l);
 }
 
+struct saved {
+	char key[8][32];
+	int64_t failures[8], age[8];
+	int n;
+};
+
+static void
+save_one(const char *key, int64_t failures, int64_t age_ms, void *arg)
+{
+	struct saved *sv = arg;
+
+	assert_true(sv->n < 8);
+	snprintf(sv->key[sv->n], sizeof(sv->key[0]), "%s", key);
+	sv->failures[sv->n] = failures;
+	sv->age[sv->n++] = age_ms;
+}
+
+/* What a stop saves and the next start restores (the daemon keeps it in accounts.db). */
+static void
+test_save_restore(void **state)
+{
+	struct lockout *l = lockout_new(3, W, 100);
+	struct saved sv = {0};
+
+	(void)state;
+	lockout_fail(l, "a", 0, 0, NULL);
+	lockout_fail(l, "b", 1000, 0, NULL);
+	lockout_fail(l, "b", 2000, 0, NULL);
+	lockout_fail(l, "b", 3000, 0, NULL);	/* locked: its window starts again */
+	lockout_fail(l, "c", 4000, 0, NULL);
+	lockout_each(l, W + 100, save_one, &sv);
+	/* a's window has passed; oldest first */
+	assert_int_equal(sv.n, 2);
+	assert_string_equal(sv.key[0], "b");
+	assert_int_equal(sv.failures[0], 3);
+	assert_int_equal(sv.age[0], W - 2900);
+	assert_string_equal(sv.key[1], "c");
+	assert_int_equal(sv.failures[1], 1);
+	assert_int_equal(sv.age[1], W - 3900);
+	lockout_free(&l);
+
+	/* A new table (the next run, its clock started anew), restored. */
+	l = lockout_new(3, W, 100);
+	lockout_restore(l, "b", 3, W - 2900, 7);
+	lockout_restore(l, "c", 1, W - 3900, 7);
+	lockout_restore(l, "d", 3, W, 7);	/* its window passed while down */
+	lockout_restore(l, "e", 0, 0, 7);	/* nothing counted */
+	assert_int_equal(lockout_size(l), 2);
+	assert_int_equal(lockout_check(l, "b", 7), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_check(l, "d", 7), LOCKOUT_OPEN);
+	/* The lock ends when it would have without the restart. */
+	assert_int_equal(lockout_check(l, "b", 7 + 2899), LOCKOUT_LOCKED);
+	assert_int_equal(lockout_check(l, "b", 7 + 2900), LOCKOUT_OPEN);
+	/* c counts on from one. */
+	lockout_free(&l);
+	l = lockout_new(3, W, 100);
+	lockout_restore(l, "c", 1, 0, 7);
+	assert_int_equal(lockout_fail(l, "c", 8, 0, NULL), LOCKOUT_OPEN);
+	assert_int_equal(lockout_fail(l, "c", 9, 0, NULL), LOCKOUT_NOW_LOCKED);
+	/* Counted already: the table's own count wins. */
+	lockout_restore(l, "c", 1, 0, 9);
+	assert_int_equal(lockout_check(l, "c", 10), LOCKOUT_LOCKED);
+	/* A clock set back since: the window starts now. */
+	lockout_restore(l, "f", 3, -W, 10);
+	assert_int_equal(lockout_check(l, "f", 10 + W - 1), LOCKOUT_LOCKED);
+	lockout_free(&l);
+
+	/* Off: nothing restored. */
+	l = lockout_new(0, W, 100);
+	lockout_restore(l, "b", 3, 0, 7);
+	assert_int_equal(lockout_size(l), 0);
+	lockout_free(&l);
+}
+
 int
 main(void)
 {
@@ -235,6 +309,7 @@ main(void)
 	    cmocka_unit_test(test_lock_lasts_a_window), cmocka_unit_test(test_off),
 	    cmocka_unit_test(test_bound_evicts_oldest), cmocka_unit_test(test_expired_dropped),
 	    cmocka_unit_test(test_repeat_not_counted), cmocka_unit_test(test_exempt),
+	    cmocka_unit_test(test_save_restore),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
