@@ -2077,6 +2077,27 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 	return rc;
 }
 
+/*
+ * RFC 5322 3.6.2: a From: with more than one mailbox MUST come with a
+ * Sender:, the one mailbox that sent it. On submission that is the user
+ * (who owns every From: address, from_owned()): added when the MUA left it
+ * out (RFC 6409 8.1 lets an MSA), unless the address has octets the
+ * message may not carry (a UTF-8 account in a message without SMTPUTF8).
+ */
+static void
+submission_sender(const struct smtp_sess *s, const char *hdr, size_t len, struct buf *added)
+{
+	struct mime_addr_list al;
+
+	if (count_header(hdr, len, "Sender") != 0 ||
+	    (!s->mail.smtputf8 && util_has_8bit(s->user, strlen(s->user))) ||
+	    mime_addr_field(hdr, len, "From", &al) != 0)
+		return;
+	if (al.n > 1)
+		buf_printf(added, "Sender: %s\r\n", s->user);
+	mime_addr_list_free(&al);
+}
+
 /* The NOTIFY of a recipient asked for twice: what either asked (RFC 3461 4.1). */
 static unsigned
 notify_merge(unsigned a, unsigned b)
@@ -2255,6 +2276,7 @@ smtp_message_done(struct smtp_sess *s)
 		}
 		if (count_header(hdr, own, "Date") == 0)
 			buf_printf(&added, "Date: %s\r\n", date);
+		submission_sender(s, hdr, own, &added);
 	}
 	buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);

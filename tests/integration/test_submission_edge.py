@@ -78,8 +78,8 @@ def from_msg(from_value, subject="spoof"):
             subject.encode() + b"\r\n\r\nbody\r\n")
 
 
-ADDED = re.compile(rb"Message-ID: <[0-9a-f]{32}@mx\.example\.test>\r\n"
-                   rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n\Z")
+ADDED = (rb"Message-ID: <[0-9a-f]{32}@mx\.example\.test>\r\n"
+         rb"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
 
 
 def header_end(msg):
@@ -91,17 +91,20 @@ def header_end(msg):
     return len(msg) if i < 0 else i + 2
 
 
-def submitted(stored):
+def submitted(stored, sender=None):
     """(added header block, the message as sent) of a stored submission.
     The block counts only where it belongs: it closes the header section,
     right before the empty line (or at the end of a header-only message),
     after the message's own fields and their trace fields (RFC 5322 3.6);
-    anywhere else it is left in the message and compares unequal."""
+    anywhere else it is left in the message and compares unequal. With
+    sender, the block ends in the Sender: added for a From: of several
+    mailboxes."""
     _, received, rest = split_stored(stored)
     assert re.search(r"with (ESMTPSA|UTF8SMTPSA)\r\n", received), received
     assert "(authenticated as " in received, received
     end = header_end(rest)
-    m = ADDED.search(rest, 0, end)
+    tail = re.escape(b"Sender: %s\r\n" % sender.encode()) if sender else b""
+    m = re.compile(ADDED + tail + rb"\Z").search(rest, 0, end)
     if m is None or (m.start() > 0 and rest[m.start() - 2:m.start()] != b"\r\n"):
         return b"", rest
     return m.group(0), rest[:m.start()] + rest[end:]
@@ -207,6 +210,7 @@ def test_from_address_forms_refused(surat):
     assert submitted(got[0])[1] == from_msg("Alice <alice@example.test>", "good")
 
 
+SEVERAL = 'Alice <alice@example.test>, alice+2@example.test'
 OWN_FORMS = [
     '"alice"@example.test',
     '"ali\\ce"@example.test',
@@ -218,7 +222,7 @@ OWN_FORMS = [
     '"bob@example.test" <alice@example.test>',
     '=?utf-8?q?bob=40example=2Etest?= <alice@example.test>',
     'alice@example.test (bob@example.test)',
-    'Alice <alice@example.test>, alice+2@example.test',
+    SEVERAL,
     'grp: alice@example.test;',
     # A well-formed obs-route is ignored (RFC 5322 4.4).
     '<@relay.test,,@[10.0.0.1]:alice@example.test>',
@@ -234,8 +238,12 @@ def test_from_address_forms_owned(surat):
         code, text = send(r, from_msg(form, "own %d" % i))
         assert code == 250 and text[-1].startswith("2.0.0 "), (form, code, text)
     r.close()
-    got = sorted(submitted(m)[1] for m in delivered(surat, BOB))
-    assert got == sorted(from_msg(f, "own %d" % i) for i, f in enumerate(OWN_FORMS))
+    got = []
+    for m in delivered(surat, BOB):
+        # The form with two mailboxes gets a Sender: (RFC 5322 3.6.2).
+        several = b"Subject: own %d\r\n" % OWN_FORMS.index(SEVERAL) in m
+        got.append(submitted(m, ALICE if several else None)[1])
+    assert sorted(got) == sorted(from_msg(f, "own %d" % i) for i, f in enumerate(OWN_FORMS))
 
 
 def test_from_folded_many_mailboxes(surat):
@@ -715,6 +723,43 @@ def test_added_fields_after_trace_fields(surat):
     assert field_names(stored) == [b"Return-Path", b"Delivered-To", b"Received", b"Received",
                                    b"Received", b"From", b"To", b"Subject", b"Message-ID",
                                    b"Date"], stored
+
+
+def test_sender_added_to_a_from_of_several_mailboxes(surat):
+    """RFC 5322 3.6.2: a From: of more than one mailbox needs a Sender:.
+    The user owns them all (else 553); the one who sent it is the user, so
+    submission adds Sender: <user> where the MUA left it out, after
+    Message-ID:/Date:, and nowhere else: not to a From: of one mailbox, not
+    where a Sender: is (any case), not for addresses in the body."""
+    cases = [
+        (b"From: alice@example.test, Alice Two <alice+two@example.test>\r\n"
+         b"Subject: two\r\n\r\nx\r\n", True),
+        (b"From: alice+a@example.test,\r\n alice+b@example.test\r\n"
+         b"sender: alice@example.test\r\n\r\nx\r\n", False),
+        (b"From: Alice <alice@example.test>\r\nSubject: one\r\n\r\n"
+         b"From: alice+a@example.test, alice+b@example.test\r\n", False),
+    ]
+    r = sub(surat)
+    for i, (body, _) in enumerate(cases):
+        code, text = send(r, body, rcpt="bob+%d@example.test" % i)
+        assert code == 250, (i, code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert len(got) == len(cases)
+    for m in got:
+        i = int(re.search(rb"for <bob\+(\d)@example\.test>", m).group(1))
+        body, want = cases[i]
+        hdr = m.split(b"\r\n\r\n")[0]
+        senders = re.findall(rb"(?mi)^sender\s*:.*", hdr)
+        assert len(senders) == (1 if want or b"sender:" in body else 0), (i, m)
+        if want:
+            head, tail = body.split(b"\r\n\r\n", 1)
+            _, _, rest = split_stored(m)
+            assert re.fullmatch(re.escape(head + b"\r\n") + OUR_FIELDS +
+                                rb"Sender: alice@example\.test\r\n" +
+                                re.escape(b"\r\n" + tail), rest), rest
+        else:
+            assert submitted(m)[1] == body, (i, m)
 
 
 def test_added_fields_header_only(surat):
