@@ -175,6 +175,12 @@ config_literal_memory(const struct config *cfg)
 	return cfg->imap_max_literal_memory > one ? cfg->imap_max_literal_memory : one;
 }
 
+int64_t
+config_client_share(int64_t all, int64_t one)
+{
+	return all / 4 > one ? all / 4 : one;
+}
+
 static void
 strlist_free(struct strlist *l)
 {

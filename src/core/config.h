@@ -141,6 +141,9 @@ int64_t config_data_memory(const struct config *cfg);
 /* Literal octets all IMAP sessions may be promised at once (imap.max_literal_memory,
  * never less than one literal of imap.max_literal). */
 int64_t config_literal_memory(const struct config *cfg);
+/* What one client (key, an IPv6 /64) may hold of a memory cap of all: a
+ * quarter, never less than one item of one octets. */
+int64_t config_client_share(int64_t all, int64_t one);
 
 /* Parse a duration ("15m") into seconds; 0 or -1. */
 int config_parse_duration(const char *s, int64_t *r);

@@ -54,7 +54,7 @@ struct listener {
 struct ip_count {
 	char ip[UTIL_CLIENT_KEY_MAX];	/* util_client_key() */
 	unsigned n;
-	uint64_t data;	/* server_ip_data() */
+	uint64_t held[IP_HELD_N];	/* server_ip_held() */
 	struct ip_count *next;
 };
 
@@ -104,16 +104,17 @@ ip_decr(struct server *srv, const char *ip)
 }
 
 uint64_t
-server_ip_data(struct server *srv, const char *ip, int64_t delta)
+server_ip_held(struct server *srv, const char *ip, enum ip_held kind, int64_t delta)
 {
 	struct ip_count *e = *ip_slot(srv, ip);
 	if (e == NULL)
 		return 0;	/* its last connection is gone */
-	if (delta < 0 && (uint64_t)-delta > e->data)
-		e->data = 0;
+	uint64_t *h = &e->held[kind];
+	if (delta < 0 && (uint64_t)-delta > *h)
+		*h = 0;
 	else
-		e->data += (uint64_t)delta;
-	return e->data;
+		*h += (uint64_t)delta;
+	return *h;
 }
 
 struct server *

@@ -110,11 +110,18 @@ struct server *server_new(struct config *cfg);
 /* Register the protocol that serves a listener kind. */
 void server_register(struct server *srv, enum listen_kind kind, const struct proto_ops *ops);
 
+/* What a client's connections hold in memory, counted per client key. */
+enum ip_held {
+	IP_HELD_SMTP,	/* message content (smtp.max_data_memory) */
+	IP_HELD_IMAP,	/* literals (imap.max_literal_memory) */
+	IP_HELD_N
+};
+
 /*
- * Add delta to what the connections of client key ip hold (of message content,
- * say); the new total. 0, and nothing kept, once the key has no connection.
+ * Add delta to what the connections of client key ip hold of kind; the new
+ * total. 0, and nothing kept, once the key has no connection.
  */
-uint64_t server_ip_data(struct server *srv, const char *ip, int64_t delta);
+uint64_t server_ip_held(struct server *srv, const char *ip, enum ip_held kind, int64_t delta);
 /* Bind every configured listener. 0, or -1 with a message naming the address. */
 int server_bind(struct server *srv, struct buf *err);
 /*

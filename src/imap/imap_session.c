@@ -461,11 +461,17 @@ imap_bye(struct imap_sess *s, const char *fmt, ...)
 	imap_close(s);
 }
 
-/* The literals of the command are gone (or taken by its job): uncounted. */
+/*
+ * The literals of the command are gone (or taken by its job): uncounted, in
+ * all and for the client (unless its connection is gone: imap_on_close()
+ * gave its share back then).
+ */
 static void
 imap_literals_release(struct imap_sess *s)
 {
 	s->srv->imap_literals -= s->lit_held;
+	if (s->c != NULL)
+		server_ip_held(s->srv, s->c->ip_key, IP_HELD_IMAP, -(int64_t)s->lit_held);
 	s->lit_held = 0;
 }
 
@@ -1479,16 +1485,21 @@ imap_literal(struct imap_sess *s)
 	/*
 	 * A literal is held in memory until its command is done, and a client
 	 * may send one of imap.max_literal on every connection: what all
-	 * sessions hold is capped too, and a literal past the cap is refused
-	 * for now (the command with it), before it is sent when it is
-	 * synchronising.
+	 * sessions hold is capped too, and what one client address holds at a
+	 * quarter of that, so that one user's client cannot take it all. A
+	 * literal past either is refused for now (the command with it), before
+	 * it is sent when it is synchronising.
 	 */
 	uint64_t cap = (uint64_t)config_literal_memory(s->srv->cfg);
-	if (s->srv->imap_literals + size > cap) {
+	uint64_t share = (uint64_t)config_client_share((int64_t)cap, s->srv->cfg->imap_max_literal);
+	uint64_t mine = server_ip_held(s->srv, s->c->ip_key, IP_HELD_IMAP, 0);
+	if (s->srv->imap_literals + size > cap || mine + size > share) {
 		log_msg(LL_WARN, s->c->id,
-			"literal of %llu octets refused: sessions hold %llu of %llu",
+			"literal of %llu octets refused: sessions hold %llu of %llu, %llu of them "
+			"from this client (%llu per client)",
 			(unsigned long long)size, (unsigned long long)s->srv->imap_literals,
-			(unsigned long long)cap);
+			(unsigned long long)cap, (unsigned long long)mine,
+			(unsigned long long)share);
 		imap_literals_release(s);
 		s->lit_bytes = 0;
 		imap_literal_refuse(s, "NO",
@@ -1496,6 +1507,7 @@ imap_literal(struct imap_sess *s)
 		return;
 	}
 	s->srv->imap_literals += size;
+	server_ip_held(s->srv, s->c->ip_key, IP_HELD_IMAP, (int64_t)size);
 	s->lit_held += size;
 	if (e->fn == imap_cmd_append) {
 		struct buf t = BUF_INIT(0);
@@ -1802,7 +1814,9 @@ imap_on_close(struct conn *c)
 		return;
 	}
 	if (s->flags & SF_WAIT) {
-		/* A worker job still points at us; its completion frees us. */
+		/* A worker job still points at us; its completion frees us.
+		 * What it holds is counted against no client from now on. */
+		server_ip_held(s->srv, c->ip_key, IP_HELD_IMAP, -(int64_t)s->lit_held);
 		s->flags |= SF_DEAD;
 		s->c = NULL;
 		if (s->idle_timer)

@@ -401,13 +401,12 @@ smtp_data_count(struct smtp_sess *s)
 	srv->smtp_data += (uint64_t)delta;	/* (modulo 2^64: a decrease too) */
 	/* A session whose connection is gone (F_DEAD) gave its address's share
 	 * back then (smtp_on_close): only the total is still counted. */
-	uint64_t ip = s->c != NULL ? server_ip_data(srv, s->c->ip_key, delta) : 0;
+	uint64_t ip = s->c != NULL ? server_ip_held(srv, s->c->ip_key, IP_HELD_SMTP, delta) : 0;
 	s->held = s->data.len;
 	if (delta < 0 || (s->flags & F_DATA_NOMEM))
 		return;
 	uint64_t all = (uint64_t)config_data_memory(cfg);
-	uint64_t one = (uint64_t)cfg->smtp_max_message_size;
-	uint64_t per_ip = all / 4 > one ? all / 4 : one;
+	uint64_t per_ip = (uint64_t)config_client_share((int64_t)all, cfg->smtp_max_message_size);
 	if (srv->smtp_data <= all && ip <= per_ip)
 		return;
 	s->flags |= F_DATA_NOMEM;
@@ -516,7 +515,7 @@ smtp_on_close(struct conn *c)
 		 * its address by: the address's count lets go of it now, while
 		 * other connections from there may still be counted in it.
 		 */
-		server_ip_data(s->srv, c->ip_key, -(int64_t)s->held);
+		server_ip_held(s->srv, c->ip_key, IP_HELD_SMTP, -(int64_t)s->held);
 		s->flags |= F_DEAD;
 		s->c = NULL;
 		return;

@@ -16,8 +16,9 @@ def rd(sock, until, timeout=20):
     return data
 
 
-def login(s):
-    c = socket.create_connection(("127.0.0.1", s.port("imap")), timeout=20)
+def login(s, source=None):
+    c = socket.create_connection(("127.0.0.1", s.port("imap")), timeout=20,
+                                 source_address=(source, 0) if source else None)
     greeting = rd(c, b"\r\n")
     assert b"LITERAL-" in greeting and b"LITERAL+" not in greeting
     c.sendall(b"a LOGIN alice@example.test alice-pw\r\n")
@@ -101,3 +102,44 @@ def test_literals_held_at_once_have_a_ceiling(make_surat):
         c.sendall(b"z LOGOUT\r\n")
         rd(c, b"z OK")
         c.close()
+
+
+def test_one_client_holds_a_quarter_of_the_ceiling(make_surat):
+    """One client address may be promised a quarter of imap.max_literal_memory
+    (never less than imap.max_literal), so that one user's client with many
+    connections cannot take the room of all: its next literal is refused for
+    now while another address's is taken, and its room comes back when its
+    command is done or its connection is gone."""
+    s = make_surat({"allow_plaintext_auth": "yes", "imap.max_literal": "3M",
+                    "imap.max_literal_memory": "16M"}, kinds=tuple(KINDS) + ("imap",))
+    s.add_domain("example.test")
+    s.add_user("alice@example.test", "alice-pw")
+    msg = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2500      # 2.5 MB
+    a, _ = login(s)
+    b, _ = login(s)
+    c, _ = login(s, "127.0.0.2")
+    a.sendall(b"a1 APPEND INBOX {%d}\r\n" % len(msg))
+    assert rd(a, b"\r\n").startswith(b"+ ")            # 2.5 of 127.0.0.1's 4 MB
+    b.sendall(b"b1 APPEND INBOX {%d}\r\n" % len(msg))
+    assert rd(b, b"\r\n") == b"b1 NO [UNAVAILABLE] Too much mail in memory now, try again later\r\n"
+    c.sendall(b"c1 APPEND INBOX {%d}\r\n" % len(msg))
+    assert rd(c, b"\r\n").startswith(b"+ ")            # another address: room
+    c.sendall(msg + b"\r\n")
+    assert b"c1 OK" in rd(c, b"c1 OK")
+    a.close()                                           # gone, its literal unsent
+    deadline = time.time() + 10
+    while True:
+        b.sendall(b"b2 APPEND INBOX {%d}\r\n" % len(msg))
+        line = rd(b, b"\r\n")
+        if line.startswith(b"+ ") or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert line.startswith(b"+ "), line
+    b.sendall(msg + b"\r\n")
+    assert b"b2 OK" in rd(b, b"b2 OK")
+    assert len(s.messages("alice@example.test")) == 2
+    assert "from this client (4194304 per client)" in s.log()
+    for x in (b, c):
+        x.sendall(b"z LOGOUT\r\n")
+        rd(x, b"z OK")
+        x.close()
