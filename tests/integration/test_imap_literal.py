@@ -71,31 +71,39 @@ def test_literal_minus_before_login(make_surat):
     c.close()
 
 
+BIG = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2500      # 2.5 MB
+
+
+def literal_ceiling_surat(make_surat, memory):
+    """A daemon with literals of 3 MB at most, memory of them in all, and alice."""
+    s = make_surat({"allow_plaintext_auth": "yes", "imap.max_literal": "3M",
+                    "imap.max_literal_memory": memory}, kinds=tuple(KINDS) + ("imap",))
+    s.add_domain("example.test")
+    s.add_user("alice@example.test", "alice-pw")
+    return s
+
+
 def test_literals_held_at_once_have_a_ceiling(make_surat):
     """A literal is held in memory until its command is done, and a client may
     send one of imap.max_literal on each connection: what all sessions were
     promised is capped by imap.max_literal_memory. One past it is refused for
     now (NO [UNAVAILABLE], before it is sent when synchronising; swallowed
     when not), and the room comes back when the command holding it is done."""
-    s = make_surat({"allow_plaintext_auth": "yes", "imap.max_literal": "3M",
-                    "imap.max_literal_memory": "4M"}, kinds=tuple(KINDS) + ("imap",))
-    s.add_domain("example.test")
-    s.add_user("alice@example.test", "alice-pw")
-    msg = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2500      # 2.5 MB
+    s = literal_ceiling_surat(make_surat, "4M")
     a, _ = login(s)
     b, _ = login(s)
-    a.sendall(b"c APPEND INBOX {%d}\r\n" % len(msg))
+    a.sendall(b"c APPEND INBOX {%d}\r\n" % len(BIG))
     assert rd(a, b"\r\n").startswith(b"+ ")            # 2.5 MB promised to a
-    b.sendall(b"d APPEND INBOX {%d}\r\n" % len(msg))
+    b.sendall(b"d APPEND INBOX {%d}\r\n" % len(BIG))
     assert rd(b, b"\r\n") == b"d NO [UNAVAILABLE] Too much mail in memory now, try again later\r\n"
-    b.sendall(b"e APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    b.sendall(b"e APPEND INBOX {%d+}\r\n" % len(BIG) + BIG + b"\r\n")
     assert b"e NO [UNAVAILABLE]" in rd(b, b"e NO")
     b.sendall(b"f NOOP\r\n")                            # the stream is still in step
     assert b"f OK" in rd(b, b"f OK")
-    a.sendall(msg + b"\r\n")
+    a.sendall(BIG + b"\r\n")
     assert b"c OK" in rd(a, b"c OK")
     # a's command is done: its room is free again.
-    b.sendall(b"g APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    b.sendall(b"g APPEND INBOX {%d+}\r\n" % len(BIG) + BIG + b"\r\n")
     assert b"g OK" in rd(b, b"g OK")
     assert len(s.messages("alice@example.test")) == 2
     for c in (a, b):
@@ -110,32 +118,28 @@ def test_one_client_holds_a_quarter_of_the_ceiling(make_surat):
     connections cannot take the room of all: its next literal is refused for
     now while another address's is taken, and its room comes back when its
     command is done or its connection is gone."""
-    s = make_surat({"allow_plaintext_auth": "yes", "imap.max_literal": "3M",
-                    "imap.max_literal_memory": "16M"}, kinds=tuple(KINDS) + ("imap",))
-    s.add_domain("example.test")
-    s.add_user("alice@example.test", "alice-pw")
-    msg = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2500      # 2.5 MB
+    s = literal_ceiling_surat(make_surat, "16M")
     a, _ = login(s)
     b, _ = login(s)
     c, _ = login(s, "127.0.0.2")
-    a.sendall(b"a1 APPEND INBOX {%d}\r\n" % len(msg))
+    a.sendall(b"a1 APPEND INBOX {%d}\r\n" % len(BIG))
     assert rd(a, b"\r\n").startswith(b"+ ")            # 2.5 of 127.0.0.1's 4 MB
-    b.sendall(b"b1 APPEND INBOX {%d}\r\n" % len(msg))
+    b.sendall(b"b1 APPEND INBOX {%d}\r\n" % len(BIG))
     assert rd(b, b"\r\n") == b"b1 NO [UNAVAILABLE] Too much mail in memory now, try again later\r\n"
-    c.sendall(b"c1 APPEND INBOX {%d}\r\n" % len(msg))
+    c.sendall(b"c1 APPEND INBOX {%d}\r\n" % len(BIG))
     assert rd(c, b"\r\n").startswith(b"+ ")            # another address: room
-    c.sendall(msg + b"\r\n")
+    c.sendall(BIG + b"\r\n")
     assert b"c1 OK" in rd(c, b"c1 OK")
     a.close()                                           # gone, its literal unsent
     deadline = time.time() + 10
     while True:
-        b.sendall(b"b2 APPEND INBOX {%d}\r\n" % len(msg))
+        b.sendall(b"b2 APPEND INBOX {%d}\r\n" % len(BIG))
         line = rd(b, b"\r\n")
         if line.startswith(b"+ ") or time.time() > deadline:
             break
         time.sleep(0.05)
     assert line.startswith(b"+ "), line
-    b.sendall(msg + b"\r\n")
+    b.sendall(BIG + b"\r\n")
     assert b"b2 OK" in rd(b, b"b2 OK")
     assert len(s.messages("alice@example.test")) == 2
     assert "from this client (4194304 per client)" in s.log()

@@ -642,6 +642,18 @@ def test_auth_on_mx_port_gets_submission_policy(surat):
 
 # ---------------------------------------------------------------- Message-ID:, Date:
 
+def submit_each(s, bodies):
+    """Submit each body as alice to bob+INDEX; {index: the stored message}."""
+    r = sub(s)
+    for i, body in enumerate(bodies):
+        code, text = send(r, body, rcpt="bob+%d@example.test" % i)
+        assert code == 250, (i, code, text)
+    r.close()
+    got = delivered(s, BOB)
+    assert len(got) == len(bodies)
+    return {int(re.search(rb"for <bob\+(\d+)@example\.test>", m).group(1)): m for m in got}
+
+
 def test_message_id_and_date_insertion(surat):
     cases = [
         # Folded, any case: kept, no second copy.
@@ -658,19 +670,10 @@ def test_message_id_and_date_insertion(surat):
         (b"From: alice@example.test\r\nMessage-ID: <h@client.test>\r\n"
          b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n", False),
     ]
-    r = sub(surat)
-    for i, (body, _) in enumerate(cases):
-        code, text = send(r, body, rcpt="bob+%d@example.test" % i)
-        assert code == 250, (i, code, text)
-    r.close()
-    got = delivered(surat, BOB)
-    assert len(got) == len(cases)
-    seen = {}
-    for m in got:
-        n = int(re.search(rb"for <bob\+(\d)@example\.test>", m).group(1))
-        seen[n] = submitted(m), m
+    seen = submit_each(surat, [body for body, _ in cases])
     for i, (body, want_added) in enumerate(cases):
-        (added, rest), stored = seen[i]
+        stored = seen[i]
+        added, rest = submitted(stored)
         assert rest == body, (i, rest)
         assert bool(added) == want_added, (i, added)
         hdr = stored.split(b"\r\n\r\n")[0]
@@ -739,15 +742,7 @@ def test_sender_added_to_a_from_of_several_mailboxes(surat):
         (b"From: Alice <alice@example.test>\r\nSubject: one\r\n\r\n"
          b"From: alice+a@example.test, alice+b@example.test\r\n", False),
     ]
-    r = sub(surat)
-    for i, (body, _) in enumerate(cases):
-        code, text = send(r, body, rcpt="bob+%d@example.test" % i)
-        assert code == 250, (i, code, text)
-    r.close()
-    got = delivered(surat, BOB)
-    assert len(got) == len(cases)
-    for m in got:
-        i = int(re.search(rb"for <bob\+(\d)@example\.test>", m).group(1))
+    for i, m in submit_each(surat, [body for body, _ in cases]).items():
         body, want = cases[i]
         hdr = m.split(b"\r\n\r\n")[0]
         senders = re.findall(rb"(?mi)^sender\s*:.*", hdr)
