@@ -849,31 +849,30 @@ accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *
 }
 
 int
-accounts_kept_save(struct accounts *a, const char *kind, size_t n, const char *const *keys,
+accounts_kept_save(struct accounts *a, size_t n, const char *const *kinds, const char *const *keys,
 		   const int64_t *values, const int64_t *ats, struct buf *err)
 {
 	sqlite3_stmt *st = NULL;
-	const char *p[] = {kind};
 
 	if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-		db_err(err, a->db, kind);
+		db_err(err, a->db, "kept state");
 		return -1;
 	}
-	int ok = exec_bind(a, "DELETE FROM kept WHERE kind = ?", 1, p, NULL, err) == SQLITE_DONE;
+	int ok = exec_bind(a, "DELETE FROM kept", 0, NULL, NULL, err) == SQLITE_DONE;
 	if (ok && sqlite3_prepare_v2(a->db,
 				     "INSERT OR REPLACE INTO kept(kind, key, value, at)"
 				     " VALUES(?, ?, ?, ?)",
 				     -1, &st, NULL) != SQLITE_OK) {
-		db_err(err, a->db, kind);
+		db_err(err, a->db, "kept state");
 		ok = 0;
 	}
 	for (size_t i = 0; ok && i < n; i++) {
-		sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 1, kinds[i], -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, keys[i], -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, values[i]);
 		sqlite3_bind_int64(st, 4, ats[i]);
 		if (sqlite3_step(st) != SQLITE_DONE) {
-			db_err(err, a->db, kind);
+			db_err(err, a->db, "kept state");
 			ok = 0;
 		}
 		sqlite3_reset(st);
@@ -882,7 +881,7 @@ accounts_kept_save(struct accounts *a, const char *kind, size_t n, const char *c
 	if (ok && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
 		return 0;
 	if (ok)
-		db_err(err, a->db, kind);
+		db_err(err, a->db, "kept state");
 	(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
 }

@@ -1019,7 +1019,9 @@ cmd_check_config(const struct config *cfg, const char *path, int argc)
 struct kept {
 	struct server *srv;
 	int64_t now_wall, now_mono;
+	const char *kind;	/* of the rows kept_add() adds now */
 	size_t n, cap;
+	const char **kinds;
 	char **keys;
 	int64_t *values, *ats;
 };
@@ -1029,35 +1031,23 @@ kept_add(struct kept *k, const char *key, int64_t value, int64_t at)
 {
 	if (k->n == k->cap) {
 		k->cap = k->cap ? k->cap * 2 : 64;
+		k->kinds = xrealloc(k->kinds, k->cap * sizeof(*k->kinds));
 		k->keys = xrealloc(k->keys, k->cap * sizeof(*k->keys));
 		k->values = xrealloc(k->values, k->cap * sizeof(*k->values));
 		k->ats = xrealloc(k->ats, k->cap * sizeof(*k->ats));
 	}
+	k->kinds[k->n] = k->kind;
 	k->keys[k->n] = xstrdup(key);
 	k->values[k->n] = value;
 	k->ats[k->n++] = at;
 }
 
 static void
-kept_write(struct kept *k, const char *kind)
-{
-	struct buf err = BUF_INIT(0);
-
-	if (accounts_kept_save(k->srv->accounts, kind, k->n, (const char *const *)k->keys,
-			       k->values, k->ats, &err) < 0)
-		log_error("%s: cannot keep its state for the next run: %s", kind, buf_str(&err));
-	for (size_t i = 0; i < k->n; i++)
-		free(k->keys[i]);
-	k->n = 0;
-	buf_free(&err);
-}
-
-static void
-ratelimit_kept(const char *key, int64_t tokens, void *arg)
+ratelimit_kept(const char *key, int64_t used, void *arg)
 {
 	struct kept *k = arg;
 
-	kept_add(k, key, tokens, k->now_wall);
+	kept_add(k, key, used, k->now_wall);
 }
 
 static void
@@ -1068,20 +1058,34 @@ lockout_kept(const char *key, int64_t failures, int64_t age_ms, void *arg)
 	kept_add(k, key, failures, k->now_wall - age_ms);
 }
 
+/* How long ago a row's wall-clock time was; -1 for one that cannot be (a
+ * damaged row): it is skipped. A clock set back since gives 0. */
+static int64_t
+kept_age(const struct kept *k, int64_t at)
+{
+	if (at < 0)
+		return -1;
+	return at < k->now_wall ? k->now_wall - at : 0;
+}
+
 static void
-ratelimit_taken_up(const char *key, int64_t tokens, int64_t at, void *arg)
+ratelimit_taken_up(const char *key, int64_t used, int64_t at, void *arg)
 {
 	struct kept *k = arg;
+	int64_t age = kept_age(k, at);
 
-	ratelimit_restore(k->srv->ratelimit, key, tokens, k->now_wall - at, k->now_mono);
+	if (age >= 0)
+		ratelimit_restore(k->srv->ratelimit, key, used, age, k->now_mono);
 }
 
 static void
 lockout_taken_up(const char *key, int64_t failures, int64_t at, void *arg)
 {
 	struct kept *k = arg;
+	int64_t age = kept_age(k, at);
 
-	lockout_restore(k->srv->lockout, key, failures, k->now_wall - at, k->now_mono);
+	if (age >= 0)
+		lockout_restore(k->srv->lockout, key, failures, age, k->now_mono);
 }
 
 /*
@@ -1094,7 +1098,7 @@ lockout_taken_up(const char *key, int64_t failures, int64_t at, void *arg)
 static void
 kept_load(struct server *srv)
 {
-	struct kept k = {srv, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL, NULL};
+	struct kept k = {.srv = srv, .now_wall = util_now_ms(), .now_mono = util_mono_ms()};
 
 	if (accounts_kept_load(srv->accounts, "ratelimit", ratelimit_taken_up, &k) < 0 ||
 	    accounts_kept_load(srv->accounts, "lockout", lockout_taken_up, &k) < 0)
@@ -1104,15 +1108,24 @@ kept_load(struct server *srv)
 static void
 kept_save(struct server *srv)
 {
-	struct kept k = {srv, util_now_ms(), util_mono_ms(), 0, 0, NULL, NULL, NULL};
+	struct kept k = {.srv = srv, .now_wall = util_now_ms(), .now_mono = util_mono_ms()};
+	struct buf err = BUF_INIT(0);
 
+	k.kind = "ratelimit";
 	ratelimit_each(srv->ratelimit, k.now_mono, ratelimit_kept, &k);
-	kept_write(&k, "ratelimit");
+	k.kind = "lockout";
 	lockout_each(srv->lockout, k.now_mono, lockout_kept, &k);
-	kept_write(&k, "lockout");
+	if (accounts_kept_save(srv->accounts, k.n, k.kinds, (const char *const *)k.keys, k.values,
+			       k.ats, &err) < 0)
+		log_error("cannot keep the rate limit and lockout state for the next run: %s",
+			  buf_str(&err));
+	for (size_t i = 0; i < k.n; i++)
+		free(k.keys[i]);
+	free(k.kinds);
 	free(k.keys);
 	free(k.values);
 	free(k.ats);
+	buf_free(&err);
 }
 
 static int
@@ -1185,10 +1198,14 @@ out:
 		queue_free(&srv->queue);
 		dns_free(&srv->dns);
 		accounts_close(&srv->accounts);
-		lockout_free(&srv->lockout);
-		ratelimit_free(&srv->ratelimit);
 		imap_server_fini();
+		/* (The lockout after the server: a password check it drains
+		 * counts a failure there.) */
+		struct lockout *lk = srv->lockout;
+		struct ratelimit *rl = srv->ratelimit;
 		server_free(&srv);
+		lockout_free(&lk);
+		ratelimit_free(&rl);
 		store_pool_drain();
 	}
 	tls_shutdown();

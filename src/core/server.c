@@ -734,7 +734,12 @@ stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
 
-	if (srv->nconns == 0 && srv->holds == 0 && worker_pending(srv->pool) == 0) {
+	/*
+	 * Password checks still running are waited for too: a failed one
+	 * counts in the lockout, which the stop then keeps for the next run.
+	 */
+	int idle = worker_pending(srv->pool) == 0 && worker_pending(srv->auth_pool) == 0;
+	if (srv->nconns == 0 && srv->holds == 0 && idle) {
 		event_base_loopexit(srv->base, NULL);
 		return;
 	}
@@ -743,7 +748,7 @@ stop_check(evutil_socket_t fd, short what, void *arg)
 			log_warn("grace period over: closing %u sessions", srv->nconns);
 		while (srv->conns)
 			conn_close(srv->conns);
-		if (worker_pending(srv->pool) == 0)
+		if (idle)
 			event_base_loopexit(srv->base, NULL);
 	}
 }

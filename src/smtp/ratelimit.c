@@ -203,27 +203,25 @@ ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms)
 
 void
 ratelimit_each(struct ratelimit *r, int64_t now_ms,
-	       void (*fn)(const char *key, int64_t tokens, void *arg), void *arg)
+	       void (*fn)(const char *key, int64_t used, void *arg), void *arg)
 {
 	ratelimit_expire(r, now_ms);
 	for (struct keytab_node *n = keytab_oldest(&r->tab); n; n = n->younger) {
 		const struct ratelimit_entry *e = (const struct ratelimit_entry *)n;
-		int64_t c = ratelimit_credit(r, e, now_ms);
-		if (c < r->cap)	/* whole tokens, rounded down */
-			fn(e->key, c / r->window_ms - (c < 0 && c % r->window_ms != 0), arg);
+		int64_t spent = r->cap - ratelimit_credit(r, e, now_ms);	/* 0..2 cap */
+		if (spent > 0)	/* whole tokens, rounded up */
+			fn(e->key, (spent + r->window_ms - 1) / r->window_ms, arg);
 	}
 }
 
 void
-ratelimit_restore(struct ratelimit *r, const char *key, int64_t tokens, int64_t age_ms,
+ratelimit_restore(struct ratelimit *r, const char *key, int64_t used, int64_t age_ms,
 		  int64_t now_ms)
 {
-	if (r->limit == 0 || ratelimit_find(r, key) != NULL)
+	if (r->limit == 0 || used <= 0 || ratelimit_find(r, key) != NULL)
 		return;
-	if (tokens >= r->limit)
-		return;	/* full: the same as not held */
-	if (tokens < -r->limit)
-		tokens = -r->limit;
+	if (used > 2 * r->limit)
+		used = 2 * r->limit;	/* the deepest debt this limit allows */
 	/* Two windows refill any bucket: a longer age says no more. */
 	if (age_ms < 0)
 		age_ms = 0;
@@ -232,7 +230,7 @@ ratelimit_restore(struct ratelimit *r, const char *key, int64_t tokens, int64_t 
 	struct ratelimit_entry *e = ratelimit_get(r, key, now_ms);
 	if (e == NULL)
 		return;
-	e->credit = tokens * r->window_ms;
+	e->credit = (r->limit - used) * r->window_ms;
 	e->last_ms = now_ms - age_ms;
 	if (ratelimit_credit(r, e, now_ms) >= r->cap)
 		keytab_remove(&r->tab, &e->node);	/* refilled while we were down */

@@ -53,17 +53,19 @@ void ratelimit_take(struct ratelimit *r, const char *key, size_t n, int64_t now_
 int ratelimit_refused(struct ratelimit *r, const char *key, int64_t now_ms);
 /*
  * Call fn for each account held that has less than a full bucket at now_ms,
- * oldest first, with the whole tokens it has (0 or less: it owes).
+ * oldest first, with the whole tokens it has used (rounded up; more than
+ * the limit: it owes). Saved as used, not as left, so that a limit changed
+ * meanwhile applies to what was sent.
  */
 void ratelimit_each(struct ratelimit *r, int64_t now_ms,
-		    void (*fn)(const char *key, int64_t tokens, void *arg), void *arg);
+		    void (*fn)(const char *key, int64_t used, void *arg), void *arg);
 /*
- * Hold key as having had tokens (ratelimit_each()) age_ms ago: it has
+ * Hold key as having used tokens (ratelimit_each()) age_ms ago: it has
  * refilled since, as if it had been held all along. Clamped to what this
  * table's limit allows; nothing when off, when key is held already, or when
  * the table is full.
  */
-void ratelimit_restore(struct ratelimit *r, const char *key, int64_t tokens, int64_t age_ms,
+void ratelimit_restore(struct ratelimit *r, const char *key, int64_t used, int64_t age_ms,
 		       int64_t now_ms);
 /* Accounts held now. */
 size_t ratelimit_size(const struct ratelimit *r);

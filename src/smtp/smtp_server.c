@@ -2084,13 +2084,16 @@ from_owned(struct smtp_sess *s, struct buf *bad)
  * message may not carry (a UTF-8 account in a message without SMTPUTF8).
  */
 static void
-submission_sender(const struct smtp_sess *s, const char *hdr, size_t len, struct buf *added)
+submission_sender(const struct smtp_sess *s, struct buf *added)
 {
 	struct mime_addr_list al;
+	struct buf v = BUF_INIT(0);
 
-	if (count_header(hdr, len, "Sender") != 0 ||
-	    (!s->mail.smtputf8 && util_has_8bit(s->user, strlen(s->user))) ||
-	    mime_addr_field(hdr, len, "From", &al) != 0)
+	/* The header as from_owned() reads it, so what it checked is what counts. */
+	int have = mime_addr_header(s->data.data, s->data.len, "Sender", &v);
+	buf_free(&v);
+	if (have != 0 || (!s->mail.smtputf8 && util_has_8bit(s->user, strlen(s->user))) ||
+	    mime_addr_field(s->data.data, s->data.len, "From", &al) != 0)
 		return;
 	if (al.n > 1)
 		buf_printf(added, "Sender: %s\r\n", s->user);
@@ -2275,7 +2278,7 @@ smtp_message_done(struct smtp_sess *s)
 		}
 		if (count_header(hdr, own, "Date") == 0)
 			buf_printf(&added, "Date: %s\r\n", date);
-		submission_sender(s, hdr, own, &added);
+		submission_sender(s, &added);
 	}
 	buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);

@@ -233,6 +233,32 @@ def test_lock_and_count_survive_a_restart(make_surat):
     assert "cannot keep" not in s.log() and "cannot read" not in s.log()
 
 
+def test_stop_waits_for_the_password_checks_and_keeps_their_failures(make_surat):
+    """A stop with password checks still running (grace 0: the sessions are
+    closed at once) waits for them: their failures count, and are kept for
+    the next run, rather than being lost or counted in a lockout already
+    freed."""
+    s = start(make_surat, **{"auth.lockout_failures": "100", "auth.lockout_window": "1h",
+                             "shutdown_grace": "0s"})
+    conns = []
+    for _ in range(8):
+        c = Line(s.port("submission"))
+        assert c.smtp_reply().startswith("220")
+        c.send("EHLO client.test")
+        assert c.smtp_reply().startswith("250")
+        conns.append(c)
+    for c in conns:
+        c.send("AUTH PLAIN " + plain(ALICE, guess()))
+    time.sleep(0.05)        # read, and (some of them) being checked
+    assert s.stop() == 0
+    for c in conns:
+        c.close()
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
+    kept = dict(db.execute("SELECT key, value FROM kept WHERE kind = 'lockout'"))
+    db.close()
+    assert kept == {"127.0.0.1": 8}, kept
+
+
 def test_a_good_login_does_not_reset_the_count(make_surat):
     """With one valid account an attacker could otherwise clear its count
     between guesses."""

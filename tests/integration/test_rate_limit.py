@@ -157,7 +157,7 @@ def test_rate_limit_survives_a_restart(make_populated):
     db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
     with db:
         saved = dict(db.execute("SELECT key, value FROM kept WHERE kind = 'ratelimit'"))
-        assert saved == {ALICE: 0, BOB: 2}, saved
+        assert saved == {ALICE: 3, BOB: 1}, saved   # recipients used
         db.execute("UPDATE kept SET at = at - 7200000 WHERE kind = 'ratelimit' AND key = ?",
                    (ALICE,))
     db.close()

@@ -154,18 +154,18 @@ test_extremes(void **state)
 
 struct saved {
 	char key[16][32];
-	int64_t tokens[16];
+	int64_t used[16];
 	int n;
 };
 
 static void
-save_one(const char *key, int64_t tokens, void *arg)
+save_one(const char *key, int64_t used, void *arg)
 {
 	struct saved *sv = arg;
 
 	assert_true(sv->n < 16);
 	snprintf(sv->key[sv->n], sizeof(sv->key[0]), "%s", key);
-	sv->tokens[sv->n++] = tokens;
+	sv->used[sv->n++] = used;
 }
 
 /* What a stop saves and the next start restores (the daemon keeps it in accounts.db). */
@@ -179,33 +179,33 @@ test_save_restore(void **state)
 	ratelimit_take(r, "alice", 3, 0);		/* none left */
 	ratelimit_take(r, "bob", 1, 0);			/* two left */
 	ratelimit_take(r, "carol", 6, 0);		/* owes three */
-	ratelimit_take(r, "dave", 1, 0);		/* full again an hour later */
-	/* Half a token's refill is not a token: whole tokens, rounded down. */
+	ratelimit_take(r, "dave", 1, 0);
+	/* Half a token back is not a token: used, in whole tokens, rounded up. */
 	ratelimit_each(r, H / 6, save_one, &sv);
 	assert_int_equal(sv.n, 4);
 	assert_string_equal(sv.key[0], "alice");
-	assert_int_equal(sv.tokens[0], 0);
+	assert_int_equal(sv.used[0], 3);
 	assert_string_equal(sv.key[1], "bob");
-	assert_int_equal(sv.tokens[1], 2);
+	assert_int_equal(sv.used[1], 1);
 	assert_string_equal(sv.key[2], "carol");
-	assert_int_equal(sv.tokens[2], -3);
-	assert_int_equal(sv.tokens[3], 2);
+	assert_int_equal(sv.used[2], 6);
+	assert_int_equal(sv.used[3], 1);
 	sv.n = 0;
 	/* Half an hour on: a token and a half back each. */
 	ratelimit_each(r, H / 2, save_one, &sv);
 	assert_int_equal(sv.n, 2);	/* bob and dave are full: not saved */
 	assert_string_equal(sv.key[0], "alice");
-	assert_int_equal(sv.tokens[0], 1);
+	assert_int_equal(sv.used[0], 2);	/* 1.5 */
 	assert_string_equal(sv.key[1], "carol");
-	assert_int_equal(sv.tokens[1], -2);	/* -1.5, rounded down */
+	assert_int_equal(sv.used[1], 5);	/* 4.5 */
 	ratelimit_free(&r);
 
 	/* A new table (the next run, its clock started anew), restored. */
 	r = ratelimit_new(3, H, 100);
-	ratelimit_restore(r, "alice", 0, 0, 5);
-	ratelimit_restore(r, "carol", -3, H / 3, 5);	/* down for 20 minutes: one token back */
-	ratelimit_restore(r, "dave", 1, 3 * H, 5);	/* down long enough: full, not held */
-	ratelimit_restore(r, "erin", 3, 0, 5);		/* full: not held */
+	ratelimit_restore(r, "alice", 3, 0, 5);
+	ratelimit_restore(r, "carol", 6, H / 3, 5);	/* down for 20 minutes: one token back */
+	ratelimit_restore(r, "dave", 2, 3 * H, 5);	/* down long enough: full, not held */
+	ratelimit_restore(r, "erin", 0, 0, 5);		/* nothing used: not held */
 	assert_int_equal(ratelimit_size(r), 2);
 	assert_false(ratelimit_allow(r, "alice", 0, 5));
 	assert_int_equal(ratelimit_available(r, "carol", 5), -2);
@@ -213,19 +213,25 @@ test_save_restore(void **state)
 	/* It refills from there as if held all along. */
 	assert_int_equal(ratelimit_available(r, "alice", 5 + H / 3), 1);
 	/* Held already: the table's own state wins. */
-	ratelimit_restore(r, "alice", -3, 0, 5);
+	ratelimit_restore(r, "alice", 6, 0, 5);
 	assert_int_equal(ratelimit_available(r, "alice", 5 + H / 3), 1);
-	/* Out of range (another limit then): clamped to this one's debt floor. */
-	ratelimit_restore(r, "frank", -1000, 0, 5);
+	/* More than this limit allows: clamped to its debt floor. */
+	ratelimit_restore(r, "frank", 1000, 0, 5);
 	assert_int_equal(ratelimit_available(r, "frank", 5), -3);
-	/* A clock set back since: no refill, no more debt. */
-	ratelimit_restore(r, "gina", 1, -H, 5);
+	/* A clock set back since: no refill. */
+	ratelimit_restore(r, "gina", 2, -H, 5);
 	assert_int_equal(ratelimit_available(r, "gina", 5), 1);
+	ratelimit_free(&r);
+
+	/* A limit raised meanwhile applies to what was used: 1 of 10 used, 9 left. */
+	r = ratelimit_new(10, H, 100);
+	ratelimit_restore(r, "bob", 1, 0, 5);
+	assert_int_equal(ratelimit_available(r, "bob", 5), 9);
 	ratelimit_free(&r);
 
 	/* Off: nothing restored. */
 	r = ratelimit_new(0, H, 100);
-	ratelimit_restore(r, "alice", 0, 0, 5);
+	ratelimit_restore(r, "alice", 3, 0, 5);
 	assert_int_equal(ratelimit_size(r), 0);
 	ratelimit_free(&r);
 }
