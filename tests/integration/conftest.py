@@ -7,6 +7,7 @@ if a sanitizer (ASan/UBSan/LSan) reported anything.
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -322,14 +323,41 @@ class Surat:
         return self.ports[kind]
 
 
+# The usual accounts: domain example.test, users alice and bob.
+POPULATED = ("example.test", (("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw")))
+
+
+@pytest.fixture(scope="session")
+def data_template(tmp_path_factory, tls_files):
+    """data_template(domain, users): a data_dir made once per session by the
+    CLI (`domain add`, `user add` for each (address, password)); copying it
+    is much cheaper than those CLI runs for every daemon."""
+    made = {}
+
+    def get(domain, users):
+        key = (domain, tuple(users))
+        if key not in made:
+            t = Surat(str(tmp_path_factory.mktemp("data-template")), tls_files)
+            t.add_domain(domain)
+            for addr, pw in users:
+                t.add_user(addr, pw)
+            made[key] = t.data_dir
+        return made[key]
+    return get
+
+
 @pytest.fixture
-def make_surat(tmp_path, tls_files):
+def make_surat(tmp_path, tls_files, data_template):
     made = []
 
-    def make(extra=None, kinds=KINDS, start=True):
+    def make(extra=None, kinds=KINDS, start=True, populated=None):
+        """populated: (domain, ((address, password), ...)) to start with
+        (POPULATED: example.test, alice and bob), as the CLI adds them."""
         d = tempfile.mkdtemp(dir=str(tmp_path))
         s = Surat(d, tls_files, extra, kinds)
         made.append(s)
+        if populated:
+            shutil.copytree(data_template(*populated), s.data_dir)
         if start:
             s.start()
         return s
@@ -348,8 +376,4 @@ def make_surat(tmp_path, tls_files):
 @pytest.fixture
 def surat(make_surat):
     """A running surat with domain example.test and users alice and bob."""
-    s = make_surat()
-    s.add_domain("example.test")
-    s.add_user("alice@example.test", "alice-pw")
-    s.add_user("bob@example.test", "bob-pw")
-    return s
+    return make_surat(populated=POPULATED)

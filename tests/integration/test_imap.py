@@ -104,11 +104,7 @@ class RawImap:
 
 def make_imap(make_surat, extra=None, users=(("alice@example.test", "alice-pw"),
                                              ("bob@example.test", "bob-pw"))):
-    s = make_surat(extra=extra, kinds=KINDS)
-    s.add_domain("example.test")
-    for u, p in users:
-        s.add_user(u, p)
-    return s
+    return make_surat(extra=extra, kinds=KINDS, populated=("example.test", users))
 
 
 @pytest.fixture

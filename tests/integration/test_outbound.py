@@ -284,7 +284,7 @@ def dns():
 
 
 @pytest.fixture
-def net(tmp_path, tls_files, dns):
+def net(tmp_path, tls_files, dns, data_template):
     """Builds nodes and peers; stops them all at the end."""
 
     class Net:
@@ -296,9 +296,9 @@ def net(tmp_path, tls_files, dns):
             d = tempfile.mkdtemp(dir=str(tmp_path))
             n = Node(d, tls_files, ip, domain, self.port, dns.port, extra)
             self.nodes.append(n)
-            n.add_domain(domain)
-            for u in users:
-                n.add_user("%s@%s" % (u, domain), PW)
+            # The domain and users as `surat domain add` and `user add` make them.
+            shutil.copytree(data_template(domain, [("%s@%s" % (u, domain), PW) for u in users]),
+                            n.data_dir)
             dns.add(domain, "MX", "10 mx." + domain)
             dns.add("mx." + domain, "A", ip)
             if start:

@@ -29,7 +29,8 @@ import poplib
 
 import pytest
 
-from conftest import KINDS, client_tls, pipelined_over_starttls, rss_growth_while_flooding
+from conftest import (KINDS, POPULATED, client_tls, pipelined_over_starttls,
+                      rss_growth_while_flooding)
 
 TIMEOUT = 10
 POP_KINDS = tuple(KINDS) + ("pop3", "pop3s")
@@ -39,23 +40,17 @@ BOB = "bob@example.test"
 
 # ---------------------------------------------------------------- helpers
 
-def populate(s):
-    s.add_domain("example.test")
-    s.add_user(ALICE, "alice-pw")
-    s.add_user(BOB, "bob-pw")
-    return s
-
-
 @pytest.fixture
 def srv(make_surat):
     """surat with smtp, pop3, pop3s; plaintext AUTH allowed (to test without TLS)."""
-    return populate(make_surat(extra={"allow_plaintext_auth": "yes"}, kinds=POP_KINDS))
+    return make_surat(extra={"allow_plaintext_auth": "yes"}, kinds=POP_KINDS,
+                      populated=POPULATED)
 
 
 @pytest.fixture
 def strict(make_surat):
     """surat with the default: no credentials before TLS."""
-    return populate(make_surat(kinds=POP_KINDS))
+    return make_surat(kinds=POP_KINDS, populated=POPULATED)
 
 
 def make_msg(subject, body="Hello.\r\n", extra=""):
@@ -252,7 +247,7 @@ def test_pipelining_over_stls_without_reading_is_held_back(make_surat, no_asan_q
     reply backlog, as in plaintext: the TLS layer hands every reply on to the
     socket's buffer below it, where the backlog must not grow unseen (CAPA:
     6 octets in, some 140 out)."""
-    srv = populate(make_surat(extra={"log.level": "info"}, kinds=POP_KINDS))
+    srv = make_surat(extra={"log.level": "info"}, kinds=POP_KINDS, populated=POPULATED)
     r = Raw(srv.port("pop3"))
     r.ok("STLS")
     r.sock = client_tls().wrap_socket(r.sock)
@@ -298,8 +293,8 @@ def test_user_pass_wrong_and_unknown(srv):
 
 
 def test_auth_failure_delay_and_limit(make_surat):
-    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "auth.fail_delay": "1s"},
-                         kinds=POP_KINDS))
+    s = make_surat(extra={"allow_plaintext_auth": "yes", "auth.fail_delay": "1s"},
+                   kinds=POP_KINDS, populated=POPULATED)
     r = Raw(s.port("pop3"))
     for i in range(3):
         r.ok("USER " + ALICE)
@@ -424,7 +419,8 @@ def test_line_limit(srv):
 
 def test_endless_line_is_not_buffered(make_surat, no_asan_quarantine):
     """16 MB without a line end: swallowed as it comes, not held in memory."""
-    srv = populate(make_surat(extra={"allow_plaintext_auth": "yes"}, kinds=POP_KINDS))
+    srv = make_surat(extra={"allow_plaintext_auth": "yes"}, kinds=POP_KINDS,
+                     populated=POPULATED)
     r = Raw(srv.port("pop3"))
     before = srv.rss_kib()
     chunk = b"Z" * 65536
@@ -726,8 +722,8 @@ def test_snapshot_at_login(srv):
 
 
 def test_busy_reply(make_surat):
-    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "max_connections_per_ip": "1"},
-                         kinds=POP_KINDS))
+    s = make_surat(extra={"allow_plaintext_auth": "yes", "max_connections_per_ip": "1"},
+                   kinds=POP_KINDS, populated=POPULATED)
     r = Raw(s.port("pop3"))
     c = socket.create_connection(("127.0.0.1", s.port("pop3")), timeout=TIMEOUT)
     data = b""
@@ -844,8 +840,8 @@ def capa_until_err(r, t0, limit=8):
 
 def test_login_timeout_ends_chatty_session(make_surat):
     # Each CAPA restarts the idle timer; login_timeout runs from the accept.
-    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s"},
-                            kinds=POP_KINDS))
+    s = make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s"},
+                   kinds=POP_KINDS, populated=POPULATED)
     t0 = time.monotonic()
     line, at = capa_until_err(Raw(s.port("pop3")), t0)
     assert line == b"-ERR Login timeout" and 1.8 <= at <= 4, (line, at)
@@ -857,8 +853,8 @@ def test_login_timeout_ends_chatty_session(make_surat):
 
 
 def test_login_timeout_in_auth_and_password_check(make_surat):
-    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s",
-                                   "auth.fail_delay": "2s"}, kinds=POP_KINDS))
+    s = make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s",
+                          "auth.fail_delay": "2s"}, kinds=POP_KINDS, populated=POPULATED)
     t0 = time.monotonic()
     # Waiting for the AUTH PLAIN response line.
     a = Raw(s.port("pop3"))
@@ -878,8 +874,8 @@ def test_login_timeout_in_auth_and_password_check(make_surat):
 
 
 def test_login_timeout_spares_logged_in_session(make_surat):
-    s = populate(make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s"},
-                            kinds=POP_KINDS))
+    s = make_surat(extra={"allow_plaintext_auth": "yes", "login_timeout": "2s"},
+                   kinds=POP_KINDS, populated=POPULATED)
     r = Raw(s.port("pop3"))
     r.login()
     time.sleep(3)
