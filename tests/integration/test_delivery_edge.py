@@ -826,11 +826,11 @@ def test_redelivery_after_a_crash_is_not_deferred_for_quota(srv):
 # ---------------------------------------------------------------- delay notice and expiry
 
 def test_delay_notice_and_expiry_report_follow_notify(start):
-    """queue.delay_warning = 1s, queue.max_age = 4s, six recipients kept
+    """queue.delay_warning = 1s, queue.max_age = 3s, six recipients kept
     deferred (over quota), each with its own NOTIFY: the delay notice names
     only those asking for DELAY (or with no NOTIFY), the 5.4.7 report only
     those asking for FAILURE (or with no NOTIFY); one of each, no more."""
-    s = start({"queue.delay_warning": "1s", "queue.max_age": "4s"})
+    s = start({"queue.delay_warning": "1s", "queue.max_age": "3s"})
     notify = {"dly": " NOTIFY=DELAY", "fail": " NOTIFY=FAILURE", "dflt": "",
               "both": " NOTIFY=FAILURE,DELAY", "never": " NOTIFY=NEVER",
               "succ": " NOTIFY=SUCCESS"}
@@ -1216,7 +1216,7 @@ def test_success_notice_still_unwritable_at_max_age_is_given_up(start):
     # The owed notice's next try (1 h) comes after queue.max_age: only
     # expiry can end the message. The delay warning falls due between: it
     # must not try the notice again before its time.
-    s = start({"queue.max_age": "6s", "queue.retry_interval": "1h", "queue.retry_max": "1h",
+    s = start({"queue.max_age": "4s", "queue.retry_interval": "1h", "queue.retry_max": "1h",
                "queue.delay_warning": "2s"})
     with queue_frozen(s):
         qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],

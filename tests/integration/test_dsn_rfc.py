@@ -483,7 +483,7 @@ def test_failure_is_bounced_while_another_recipient_is_still_deferred(start):
     bounces at the end of each delivery attempt); the report names alice
     only. carol's later 5.4.7 report names carol only: no recipient is
     reported twice, and the two notices have distinct ids."""
-    s = start({"queue.max_age": "8s", "queue.delay_warning": "0"})
+    s = start({"queue.max_age": "6s", "queue.delay_warning": "0"})
     s.add_user("carol@example.test", "carol-pw")
     s.fill_mailbox("carol@example.test")
     qid = transaction(s, "bob@example.test",

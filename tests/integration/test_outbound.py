@@ -583,7 +583,7 @@ def test_550_for_one_of_two_recipients(net):
 
 def test_max_age_bounces_and_delay_notice_once(net):
     a = net.node("127.0.0.2", "a.example", extra={"queue.delay_warning": "1s",
-                                                  "queue.max_age": "4s"})
+                                                  "queue.max_age": "3s"})
     net.peer("127.0.0.4", rcpt=lambda addr, n: "451 4.7.1 greylisted")
     _dns().add("c.example", "MX", "10 mx.c.example")
     _dns().add("mx.c.example", "A", "127.0.0.4")
