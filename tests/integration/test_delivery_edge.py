@@ -1216,7 +1216,7 @@ def test_success_notice_still_unwritable_at_max_age_is_given_up(start):
     # The owed notice's next try (1 h) comes after queue.max_age: only
     # expiry can end the message. The delay warning falls due between: it
     # must not try the notice again before its time.
-    s = start({"queue.max_age": "4s", "queue.retry_interval": "1h", "queue.retry_max": "1h",
+    s = start({"queue.max_age": "6s", "queue.retry_interval": "1h", "queue.retry_max": "1h",
                "queue.delay_warning": "2s"})
     with queue_frozen(s):
         qid = transaction(s, "bob@example.test", [("alice@example.test", " NOTIFY=SUCCESS")],
