@@ -1327,7 +1327,9 @@ def test_backlog_of_big_messages_is_held_on_disk_and_delivered_a_few_at_a_time(
     uids = s.wait_messages("alice@example.test", n + 2, timeout=60)
     with open("/proc/%d/status" % s.proc.pid) as f:
         peak = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
-    assert peak - base < 25 * 1024, "peak RSS %d KiB over %d KiB" % (peak, base)
+    # Within the content kept (16 MiB) and a batch (4 MiB), plus what a loaded
+    # machine lets pile up meanwhile; taken in one go, 40 MB would not fit.
+    assert peak - base < 32 * 1024, "peak RSS %d KiB over %d KiB" % (peak, base)
     # Each whole (a sample read back: the CLI's start costs, under a sanitizer).
     sizes = re.findall(r"uid=\d+ size=(\d+)", s.cli("mailbox", "show", "alice@example.test",
                                                       "INBOX").stdout)
