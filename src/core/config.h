@@ -141,8 +141,8 @@ int64_t config_data_memory(const struct config *cfg);
 /* Literal octets all IMAP sessions may be promised at once (imap.max_literal_memory,
  * never less than one literal of imap.max_literal). */
 int64_t config_literal_memory(const struct config *cfg);
-/* What one client (key, an IPv6 /64) may hold of a memory cap of all: a
- * quarter, never less than one item of one octets. */
+/* What one client (its key: an IPv4 address, an IPv6 prefix) may hold of a
+ * memory cap of all: a quarter, never less than one item of one octets. */
 int64_t config_client_share(int64_t all, int64_t one);
 
 /* Parse a duration ("15m") into seconds; 0 or -1. */
