@@ -2027,10 +2027,11 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
  * the user owns: From:, and Sender: (RFC 5322 3.6.2: who sent it, which
  * readers show as "on behalf of"), and their Resent- forms (3.6.6: who
  * resent it). 1 owned; 0 not, or -1 a field does not parse, with the
- * refusal's text in bad; -2 an accounts lookup failed (temporary).
+ * refusal's text in bad; -2 an accounts lookup failed (temporary). *nfrom
+ * gets the number of From: mailboxes (submission_sender()).
  */
 static int
-from_owned(struct smtp_sess *s, struct buf *bad)
+from_owned(struct smtp_sess *s, struct buf *bad, size_t *nfrom)
 {
 	static const char *const fields[] = {"From", "Sender", "Resent-From", "Resent-Sender"};
 	struct mime_addr_list al;
@@ -2060,6 +2061,8 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 				   fields[f]);
 			return -1;
 		}
+		if (f == 0)
+			*nfrom = al.n;
 		for (size_t i = 0; i < al.n && rc == 1; i++) {
 			int own = accounts_owns(s->srv->accounts, s->user, al.v[i]);
 			if (own < 0) {
@@ -2077,27 +2080,24 @@ from_owned(struct smtp_sess *s, struct buf *bad)
 }
 
 /*
- * RFC 5322 3.6.2: a From: with more than one mailbox MUST come with a
- * Sender:, the one mailbox that sent it. On submission that is the user
- * (who owns every From: address, from_owned()): added when the MUA left it
- * out (RFC 6409 8.1 lets an MSA), unless the address has octets the
- * message may not carry (a UTF-8 account in a message without SMTPUTF8).
+ * RFC 5322 3.6.2: a From: with more than one mailbox (nfrom, as
+ * from_owned() counted them) MUST come with a Sender:, the one mailbox that
+ * sent it. On submission that is the user (who owns every From: address):
+ * added when the MUA left it out (RFC 6409 8.1 lets an MSA), unless the
+ * address has octets the message may not carry (a UTF-8 account in a
+ * message without SMTPUTF8).
  */
 static void
-submission_sender(const struct smtp_sess *s, struct buf *added)
+submission_sender(const struct smtp_sess *s, size_t nfrom, struct buf *added)
 {
-	struct mime_addr_list al;
 	struct buf v = BUF_INIT(0);
 
-	/* The header as from_owned() reads it, so what it checked is what counts. */
-	int have = mime_addr_header(s->data.data, s->data.len, "Sender", &v);
-	buf_free(&v);
-	if (have != 0 || (!s->mail.smtputf8 && util_has_8bit(s->user, strlen(s->user))) ||
-	    mime_addr_field(s->data.data, s->data.len, "From", &al) != 0)
+	if (nfrom < 2 || (!s->mail.smtputf8 && util_has_8bit(s->user, strlen(s->user))))
 		return;
-	if (al.n > 1)
+	/* The header as from_owned() reads it, so what it checked is what counts. */
+	if (mime_addr_header(s->data.data, s->data.len, "Sender", &v) == 0)
 		buf_printf(added, "Sender: %s\r\n", s->user);
-	mime_addr_list_free(&al);
+	buf_free(&v);
 }
 
 /* The NOTIFY of a recipient asked for twice: what either asked (RFC 3461 4.1). */
@@ -2228,6 +2228,7 @@ smtp_message_done(struct smtp_sess *s)
 		return;
 	}
 	int submission = (s->flags & F_AUTHED) != 0;
+	size_t nfrom = 0;
 	if (smtp_account_gone(s)) {
 		smtp_refuse_message(s, 421, "4.7.0",
 				    "Account deleted or its password changed, closing connection");
@@ -2236,7 +2237,7 @@ smtp_message_done(struct smtp_sess *s)
 	}
 	if (submission) {
 		struct buf bad = BUF_INIT(0);
-		int owned = from_owned(s, &bad);
+		int owned = from_owned(s, &bad, &nfrom);
 		if (owned == -2) {
 			log_msg(LL_ERROR, s->c->id,
 				"from header check failed: accounts lookup error");
@@ -2278,7 +2279,7 @@ smtp_message_done(struct smtp_sess *s)
 		}
 		if (count_header(hdr, own, "Date") == 0)
 			buf_printf(&added, "Date: %s\r\n", date);
-		submission_sender(s, &added);
+		submission_sender(s, nfrom, &added);
 	}
 	buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);
