@@ -122,9 +122,10 @@ int accounts_owns(struct accounts *a, const char *user, const char *address);
 /*
  * State the daemon keeps over a restart, rows of (key, value, at: a
  * wall-clock time in ms) under a kind: "ratelimit" (smtp/ratelimit.h),
- * "lockout" (auth/lockout.h). At its stop it replaces every row with the n
- * it has (kinds[i], keys[i], ...), in one transaction; at its start it reads
- * kind's back in the order saved. 0, or -1 (+ err).
+ * "lockout" (auth/lockout.h). At its stop, and every state_save_interval,
+ * it replaces every row with the n it has (kinds[i], keys[i], ...), in one
+ * transaction; at its start it reads kind's back in the order saved. 0, or
+ * -1 (+ err).
  */
 int accounts_kept_save(struct accounts *a, size_t n, const char *const *kinds,
 		       const char *const *keys, const int64_t *values, const int64_t *ats,

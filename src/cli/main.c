@@ -20,6 +20,7 @@
 #include "core/server.h"
 #include "core/tls.h"
 #include "core/util.h"
+#include "core/worker.h"
 #include "dns/dns.h"
 #include "queue/queue.h"
 #include "queue/queue_remote.h"
@@ -33,6 +34,7 @@
 #include "store/store.h"
 
 #include <dirent.h>
+#include <event2/event.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -1093,7 +1095,7 @@ lockout_taken_up(const char *key, int64_t failures, int64_t at, void *arg)
  * change is one): an account that had used its recipients has not got them
  * back by it, nor has a guesser his guesses. What passed while the daemon
  * was down (wall-clock time) counts as passed. A daemon killed rather than
- * stopped saves nothing: its start finds what the last stop saved.
+ * stopped finds what it last wrote (struct kept_saver).
  */
 static void
 kept_load(struct server *srv)
@@ -1105,27 +1107,111 @@ kept_load(struct server *srv)
 		log_warn("cannot read the rate limit and lockout state kept by the last run");
 }
 
+/* The rows to keep now, into k (kept_clear() frees them). */
+static void
+kept_collect(struct server *srv, struct kept *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->srv = srv;
+	k->now_wall = util_now_ms();
+	k->now_mono = util_mono_ms();
+	k->kind = "ratelimit";
+	ratelimit_each(srv->ratelimit, k->now_mono, ratelimit_kept, k);
+	k->kind = "lockout";
+	lockout_each(srv->lockout, k->now_mono, lockout_kept, k);
+}
+
+static int
+kept_write(struct accounts *a, const struct kept *k, struct buf *err)
+{
+	return accounts_kept_save(a, k->n, k->kinds, (const char *const *)k->keys, k->values,
+				  k->ats, err);
+}
+
+static void
+kept_clear(struct kept *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		free(k->keys[i]);
+	free(k->kinds);
+	free(k->keys);
+	free(k->values);
+	free(k->ats);
+	memset(k, 0, sizeof(*k));
+}
+
 static void
 kept_save(struct server *srv)
 {
-	struct kept k = {.srv = srv, .now_wall = util_now_ms(), .now_mono = util_mono_ms()};
+	struct kept k;
 	struct buf err = BUF_INIT(0);
 
-	k.kind = "ratelimit";
-	ratelimit_each(srv->ratelimit, k.now_mono, ratelimit_kept, &k);
-	k.kind = "lockout";
-	lockout_each(srv->lockout, k.now_mono, lockout_kept, &k);
-	if (accounts_kept_save(srv->accounts, k.n, k.kinds, (const char *const *)k.keys, k.values,
-			       k.ats, &err) < 0)
+	kept_collect(srv, &k);
+	if (kept_write(srv->accounts, &k, &err) < 0)
 		log_error("cannot keep the rate limit and lockout state for the next run: %s",
 			  buf_str(&err));
-	for (size_t i = 0; i < k.n; i++)
-		free(k.keys[i]);
-	free(k.kinds);
-	free(k.keys);
-	free(k.values);
-	free(k.ats);
+	kept_clear(&k);
 	buf_free(&err);
+}
+
+/*
+ * Between stops the state is written every state_save_interval as well, so
+ * that a daemon killed or crashed rather than stopped loses at most that
+ * much of it. The rows are taken on the loop (they live there) and written
+ * by a worker, with an accounts handle of its own: the write may wait on
+ * the database's lock, which the loop never does. One write at a time; a
+ * stop waits for the one under way (the pool drains first), then writes
+ * its own, the last word.
+ */
+struct kept_saver {
+	struct server *srv;
+	struct accounts *accounts;	/* the worker's: one job at a time */
+	struct event *timer;
+	struct kept k;			/* the rows being written */
+	struct buf err;
+	int busy, rc;
+	size_t last_n;			/* rows the last write left (SIZE_MAX: unknown) */
+};
+
+static void
+kept_saver_work(void *arg)
+{
+	struct kept_saver *ks = arg;
+
+	ks->rc = kept_write(ks->accounts, &ks->k, &ks->err);
+}
+
+static void
+kept_saver_done(void *arg)
+{
+	struct kept_saver *ks = arg;
+
+	if (ks->rc < 0)
+		log_error("cannot write the rate limit and lockout state: %s", buf_str(&ks->err));
+	else
+		ks->last_n = ks->k.n;
+	kept_clear(&ks->k);
+	buf_reset(&ks->err);
+	ks->busy = 0;
+}
+
+static void
+kept_saver_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct kept_saver *ks = arg;
+
+	(void)fd;
+	(void)what;
+	if (ks->busy || ks->srv->stopping)
+		return;
+	kept_collect(ks->srv, &ks->k);
+	/* Nothing to keep, and nothing kept to replace: no write. */
+	if (ks->k.n == 0 && ks->last_n == 0) {
+		kept_clear(&ks->k);
+		return;
+	}
+	ks->busy = 1;
+	worker_submit(ks->srv->pool, kept_saver_work, kept_saver_done, ks);
 }
 
 static int
@@ -1135,6 +1221,8 @@ cmd_serve(struct config *cfg)
 	int rc = EXIT_RUNTIME;
 	struct server *srv = NULL;
 	struct queue_remote *qremote = NULL;
+	/* What the last run left is not known: the first tick writes. */
+	struct kept_saver ks = {.err = BUF_INIT(0), .last_n = SIZE_MAX};
 
 	log_init(cfg->log_level, cfg->log_syslog);
 	if (tls_init(cfg->tls_cert, cfg->tls_key, &err) < 0) {
@@ -1164,6 +1252,13 @@ cmd_serve(struct config *cfg)
 	srv->ratelimit = ratelimit_new((unsigned)cfg->submission_rate_limit,
 				       cfg->submission_rate_window * 1000, RATELIMIT_MAX_KEYS);
 	kept_load(srv);
+	/* Before the privilege drop, as the loop's handle. */
+	ks.srv = srv;
+	ks.accounts = accounts_open(cfg->data_dir, &err);
+	if (ks.accounts == NULL) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
@@ -1189,7 +1284,10 @@ cmd_serve(struct config *cfg)
 	store_pool_set_max((size_t)cfg->store_cached_handles);
 	queue_start(srv->queue);
 	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
+	ks.timer = event_new(srv->base, -1, EV_PERSIST, kept_saver_tick, &ks);
+	event_add(ks.timer, &(struct timeval){cfg->state_save_interval, 0});
 	server_run(srv);
+	event_free(ks.timer);
 	kept_save(srv);
 	rc = 0;
 out:
@@ -1208,6 +1306,10 @@ out:
 		ratelimit_free(&rl);
 		store_pool_drain();
 	}
+	/* After the pool: a write under way has ended with it. */
+	accounts_close(&ks.accounts);
+	kept_clear(&ks.k);
+	buf_free(&ks.err);
 	tls_shutdown();
 	buf_free(&err);
 	return rc;

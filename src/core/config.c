@@ -56,6 +56,7 @@ static const struct config_key config_keys[] = {
 	{"log.level", CT_LOGLEVEL, OFF(log_level), 0, 0},
 	{"log.syslog", CT_BOOL, OFF(log_syslog), 0, 1},
 	{"shutdown_grace", CT_DURATION, OFF(shutdown_grace), 0, 3600},
+	{"state_save_interval", CT_DURATION, OFF(state_save_interval), 1, 86400},
 	{"max_connections", CT_UINT, OFF(max_connections), 1, 1000000},
 	{"max_connections_per_ip", CT_UINT, OFF(max_connections_per_ip), 1, 1000000},
 	{"max_connections_ipv6_prefix", CT_UINT, OFF(max_connections_ipv6_prefix), 1, 128},
@@ -112,6 +113,7 @@ config_defaults(struct config *cfg)
 	cfg->data_dir = xstrdup("/var/lib/surat");
 	cfg->log_level = LL_INFO;
 	cfg->shutdown_grace = 10;
+	cfg->state_save_interval = 60;
 	cfg->max_connections = 2000;
 	cfg->max_connections_per_ip = 50;
 	cfg->max_connections_ipv6_prefix = 64;

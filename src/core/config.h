@@ -55,6 +55,7 @@ struct config {
 	enum log_level log_level;
 	int log_syslog;
 	int64_t shutdown_grace;		/* seconds */
+	int64_t state_save_interval;	/* seconds: rate limit and lockout to accounts.db */
 	int64_t max_connections;	/* per listener */
 	int64_t max_connections_per_ip;
 	int64_t max_connections_ipv6_prefix;	/* IPv6 clients counted per prefix */

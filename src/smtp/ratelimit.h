@@ -19,7 +19,8 @@
  * A full bucket is the same as none: only accounts that sent lately are
  * held, at most max_entries of them; see ratelimit_take() for a full table.
  * The daemon keeps the table across a restart: ratelimit_each() at its
- * stop, ratelimit_restore() at its start (accounts_kept_*()).
+ * stop and every state_save_interval, ratelimit_restore() at its start
+ * (accounts_kept_*()).
  *
  * SECURITY: keys are the account names surat resolved at AUTH, never the
  * client's words. Not thread-safe: the event loop owns the table.

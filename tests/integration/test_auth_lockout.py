@@ -233,6 +233,39 @@ def test_lock_and_count_survive_a_restart(make_surat):
     assert "cannot keep" not in s.log() and "cannot read" not in s.log()
 
 
+def kept_rows(s, kind):
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
+    try:
+        return dict(db.execute("SELECT key, value FROM kept WHERE kind = ?", (kind,)))
+    finally:
+        db.close()
+
+
+def test_a_killed_daemon_keeps_the_lock_it_last_wrote(make_surat):
+    """A daemon killed (or crashed) rather than stopped has written its
+    state every state_save_interval: a guesser gets no new guesses from a
+    crash he can cause. Rows gone from memory (a window that ended) go
+    from the database at the next write."""
+    s = start(make_surat, **{"auth.lockout_window": "5s", "state_save_interval": "1s"})
+    for _ in range(3):
+        assert smtp_auth(s, ALICE, guess()).startswith("535 5.7.8")
+    deadline = time.time() + 10
+    while kept_rows(s, "lockout") != {"127.0.0.1": 3}:
+        assert time.time() < deadline, kept_rows(s, "lockout")
+        time.sleep(0.05)
+    s.kill()
+    s.start()
+    all_locked(s)
+    # The lock ends with its window; the next write clears the row.
+    deadline = time.time() + 10
+    while kept_rows(s, "lockout") != {}:
+        assert time.time() < deadline, kept_rows(s, "lockout")
+        time.sleep(0.05)
+    all_open(s)
+    assert s.stop() == 0
+    assert "cannot write" not in s.log() and "cannot keep" not in s.log()
+
+
 def test_stop_waits_for_the_password_checks_and_keeps_their_failures(make_surat):
     """A stop with password checks still running (grace 0: the sessions are
     closed at once) waits for them: their failures count, and are kept for
