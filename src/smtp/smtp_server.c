@@ -885,10 +885,12 @@ cmd_starttls(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
 	if (s->c->tls) {
 		smtp_reply(s, 503, "5.5.1", "TLS already active");
+		smtp_error_count(s);
 		return;
 	}
 	if (!tls_server_available() || s->c->kind == LISTEN_SUBMISSIONS) {
 		smtp_reply(s, 502, "5.5.1", "STARTTLS not available");
+		smtp_error_count(s);
 		return;
 	}
 	/* Made before the 220: RFC 3207 4 answers a failure with 454 instead. */
@@ -1212,10 +1214,12 @@ cmd_auth(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
 	if (!(s->flags & F_EHLO)) {
 		smtp_reply(s, 503, "5.5.1", "Send EHLO first");
+		smtp_error_count(s);
 		return;
 	}
 	if (s->flags & F_AUTHED) {
 		smtp_reply(s, 503, "5.5.1", "Already authenticated");
+		smtp_error_count(s);
 		return;
 	}
 	if (!auth_allowed(s)) {
@@ -1257,6 +1261,10 @@ smtp_auth_line(struct smtp_sess *s, const char *line, size_t len)
 		util_wipe(s->auth_user, sizeof(s->auth_user));
 		smtp_set_state(s, s->helo[0] ? ST_HELO : ST_CONNECTED);
 		smtp_reply(s, 501, "5.0.0", "Authentication cancelled");
+		/* The AUTH is refused (RFC 4954 4): counted, or AUTH and "*" in
+		 * turn would hold the session for ever; as a failed login, so
+		 * never closed before the third. */
+		smtp_auth_failed(s);
 		return;
 	}
 	if (s->auth_step == AUTH_PLAIN)
@@ -1751,6 +1759,7 @@ cmd_data(struct smtp_sess *s, const struct smtp_cmdline *cl)
 {
 	if (s->flags & F_BDAT_USED) {
 		smtp_reply(s, 503, "5.5.1", "DATA not allowed after BDAT");
+		smtp_error_count(s);
 		return;
 	}
 	if (s->state != ST_RCPT) {

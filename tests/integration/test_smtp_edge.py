@@ -851,6 +851,39 @@ def test_auth_login_challenges_are_base64(surat):
     r.close()
 
 
+def test_refused_commands_out_of_sequence_count_as_errors(make_populated):
+    """smtp.max_errors counts every bad command (as Postfix counts each
+    command refused): AUTH after HELO or once authenticated, STARTTLS under
+    TLS, DATA after BDAT (RFC 3030 2) and an AUTH the client cancels (RFC
+    4954 4) are refused again and again, else a client holds its session
+    for ever with them."""
+    s = make_populated(extra={"smtp.max_errors": "3"})
+    ir = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
+    cases = (
+        ("smtp", False, ["HELO client.test"], ["AUTH PLAIN"], 503),
+        ("smtp", False, ["EHLO client.test", "MAIL FROM:<s@remote.test>",
+                         "RCPT TO:<alice@example.test>", "BDAT 3\r\nx"], ["DATA"], 503),
+        ("submissions", True, ["EHLO client.test"], ["STARTTLS"], 503),
+        ("submissions", True, ["EHLO client.test", "AUTH PLAIN " + ir],
+         ["AUTH PLAIN " + ir], 503),
+        ("submissions", True, ["EHLO client.test"], ["AUTH PLAIN", "*"], 501),
+    )
+    for kind, tls, pre, cmd, code in cases:
+        r = Raw(s.port(kind), tls=tls)
+        assert r.reply()[0] == 220
+        for line in pre:
+            c, t = r.cmd(line)
+            assert c in (235, 250), (line, c, t)
+        for i in range(3):
+            for line in cmd[:-1]:
+                assert r.cmd(line)[0] == 334
+            c, t = r.cmd(cmd[-1])
+            assert c == code, (kind, cmd, i, c, t)
+        c, t = r.reply()
+        assert c == 421 and t[-1].startswith("4.7.0 "), (kind, cmd, c, t)
+        assert r.closed(), (kind, cmd)
+
+
 # ---------------------------------------------------------------- DATA content
 
 def test_quit_inside_data_is_content(surat):
