@@ -1294,7 +1294,8 @@ smtp_space_for(const struct config *cfg, const struct smtp_mail *m)
  * After the reply to a MAIL refused for what it asks (its size, the sender
  * on submission, the queue's space) or that could not be checked: no
  * transaction opens, but the attempt is a message refused and has its
- * access line. Who tried to send as whom is what an admin greps for.
+ * access line. Who tried to send as whom is what an admin greps for. (The
+ * client's own refusals, size and sender, count in smtp.max_errors too.)
  */
 static void
 smtp_mail_refused(struct smtp_sess *s, int code, const char *reason)
@@ -1338,6 +1339,7 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_reply(s, 552, "5.3.4", "Message size exceeds fixed limit of %lld bytes",
 			   (long long)cfg->smtp_max_message_size);
 		smtp_mail_refused(s, 552, "declared SIZE over the limit");
+		smtp_error_count(s);
 		return;
 	}
 	/*
@@ -1369,6 +1371,7 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 			smtp_reply(s, 553, "5.7.1", "Sender address <%s> not owned by user %s",
 				   s->mail.from.addr, s->user);
 			smtp_mail_refused(s, 553, "sender not owned by the user");
+			smtp_error_count(s);
 			return;
 		}
 	}

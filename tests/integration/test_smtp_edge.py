@@ -855,8 +855,9 @@ def test_refused_commands_out_of_sequence_count_as_errors(make_populated):
     """smtp.max_errors counts every bad command (as Postfix counts each
     command refused): AUTH after HELO or once authenticated, STARTTLS under
     TLS, DATA after BDAT (RFC 3030 2) and an AUTH the client cancels (RFC
-    4954 4) are refused again and again, else a client holds its session
-    for ever with them."""
+    4954 4), a MAIL refused for its SIZE or, on submission, for a sender
+    not the user's are refused again and again, else a client holds its
+    session for ever with them (writing an access line each time)."""
     s = make_populated(extra={"smtp.max_errors": "3"})
     ir = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
     cases = (
@@ -867,6 +868,11 @@ def test_refused_commands_out_of_sequence_count_as_errors(make_populated):
         ("submissions", True, ["EHLO client.test", "AUTH PLAIN " + ir],
          ["AUTH PLAIN " + ir], 503),
         ("submissions", True, ["EHLO client.test"], ["AUTH PLAIN", "*"], 501),
+        # A MAIL refused for what it asks: its size, a sender not the user's.
+        ("smtp", False, ["EHLO client.test"], ["MAIL FROM:<s@remote.test> SIZE=999999999999"],
+         552),
+        ("submissions", True, ["EHLO client.test", "AUTH PLAIN " + ir],
+         ["MAIL FROM:<ceo@remote.test>"], 553),
     )
     for kind, tls, pre, cmd, code in cases:
         r = Raw(s.port(kind), tls=tls)
