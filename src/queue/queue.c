@@ -2205,10 +2205,13 @@ queue_new(struct server *srv, struct buf *err)
 		int is_free = kept && spool_is_free(q->dir, de->d_name, &fsize);
 		struct spool_msg m;
 		struct buf e = BUF_INIT(0);
-		int lr = is_free ? SPOOL_INCOMPLETE
-			 : strlen(de->d_name) > QUEUE_ID_LEN
-			     ? -1
-			     : spool_load(q->dir, de->d_name, NULL, &m, NULL, &e);
+		int lr = SPOOL_INCOMPLETE;
+		if (!is_free && strlen(de->d_name) > QUEUE_ID_LEN) {
+			buf_puts(&e, "not a spool file (name too long)");
+			lr = -1;
+		} else if (!is_free) {
+			lr = spool_load(q->dir, de->d_name, NULL, &m, NULL, &e);
+		}
 		if (lr == SPOOL_INCOMPLETE && kept) {
 			/* Free by its first byte (left unread), or a rewrite that never
 			 * finished: kept again, or removed if too many. */

@@ -706,6 +706,17 @@ spool_parse(const char *data, size_t len, struct spool_msg *m, struct buf *err)
 		buf_printf(err, "a rewrite that did not finish, or a free file (never acknowledged)");
 		return SPOOL_INCOMPLETE;
 	}
+	/*
+	 * Every file we write starts with its 'V' record, put in place last
+	 * (write_file()): any prefix of ours is a prefix of it. A file that
+	 * starts otherwise was not cut short by a crash of ours but left by
+	 * someone else; read as incomplete, the daemon would delete it.
+	 */
+	static const char vhead[5] = {'V', 0, 0, 0, 1};
+	if (len > 0 && memcmp(data, vhead, len < sizeof(vhead) ? len : sizeof(vhead)) != 0) {
+		buf_printf(err, "not a spool file (no version record)");
+		return -1;
+	}
 	while (off < len) {
 		if (len - off < 9) {
 			if (ended)

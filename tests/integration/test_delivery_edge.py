@@ -1455,3 +1455,32 @@ def test_damaged_spool_file_is_kept_aside_and_listed(make_surat, start):
     s.cli("queue", "flush")
     wait_for(lambda: "0 messages in the queue" in queue_list(s), what="the torn one delivered")
     assert subjects(s, "carol@example.test") == ["filler", "torn"]
+
+
+def test_foreign_file_in_the_spool_is_set_aside_not_deleted(start):
+    """A file in data_dir/queue that surat did not write (an admin's note,
+    another program's file) is not a message a crash cut short: it is
+    never delivered, and it is not deleted as unacknowledged either, but
+    logged and moved aside as .corrupt.NAME like a damaged spool file, and
+    `queue list` names it. Only files that begin as ours do (empty, first
+    byte 0, or a prefix of the version record) are dropped as torn."""
+    s = start()
+    assert s.stop() == 0
+    qdir = os.path.join(s.data_dir, "queue")
+    foreign = {"notes": b"hello\n",
+               "0123456789abcdef": b"Vacation plans, not a spool file\r\n" * 4,
+               "deadbeefdeadbeef": b"From: x@example.test\r\n\r\nmail\r\n",
+               "a-name-longer-than-any-queue-id.txt": b"V"}
+    torn = {"00000000000000a1": b"", "00000000000000a2": b"\0V\0\0\0", "00000000000000a3": b"V\0\0"}
+    for name, data in list(foreign.items()) + list(torn.items()):
+        with open(os.path.join(qdir, name), "wb") as f:
+            f.write(data)
+    s.start()
+    out = queue_list(s)
+    assert "0 messages in the queue, 4 damaged files kept aside" in out, out
+    for name, data in foreign.items():
+        with open(os.path.join(qdir, ".corrupt." + name), "rb") as f:
+            assert f.read() == data
+        assert re.search(r"error queue: \S+/queue/%s: not a spool file.*; moved aside" % name,
+                         s.log()), s.log()
+    assert not set(torn) & set(os.listdir(qdir)), os.listdir(qdir)
