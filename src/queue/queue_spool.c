@@ -815,6 +815,13 @@ spool_load(const char *dir, const char *name, const char *id, struct spool_msg *
 		buf_printf(err, "queue path too long");
 		return -1;
 	}
+	/* A FIFO would hold its reader (the daemon's start) for good, a link or
+	 * a device lead out of the spool: ours are regular files. */
+	struct stat st;
+	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		buf_printf(err, "not a spool file (not a regular file)");
+		return -1;
+	}
 	char *data = util_read_file(path, SPOOL_MAX_FILE, &len);
 	if (data == NULL) {
 		buf_printf(err, "read(%s) failed: %s", path, strerror(errno));
@@ -868,7 +875,7 @@ spool_is_free(const char *dir, const char *name, uint64_t *size_r)
 
 	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
 		return 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return 0;
 	ssize_t n = pread(fd, &c, 1, 0);
@@ -891,7 +898,7 @@ spool_holds(const char *dir, const char *name, const char *id)
 
 	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
 		return 1;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : 1;
 	ssize_t n = util_read_all(fd, head, sizeof(head));

@@ -1484,3 +1484,23 @@ def test_foreign_file_in_the_spool_is_set_aside_not_deleted(start):
         assert re.search(r"error queue: \S+/queue/%s: not a spool file.*; moved aside" % name,
                          s.log()), s.log()
     assert not set(torn) & set(os.listdir(qdir)), os.listdir(qdir)
+
+
+def test_spool_entry_that_is_no_regular_file_does_not_hold_up_the_start(start):
+    """A FIFO in data_dir/queue (under a queue id's name or a kept file's)
+    held the daemon's start for good: reading it waits for a writer. It,
+    and a symbolic link out of the spool, are no spool files: set aside as
+    .corrupt.NAME, never read, and the daemon serves."""
+    s = start()
+    assert s.stop() == 0
+    qdir = os.path.join(s.data_dir, "queue")
+    os.mkfifo(os.path.join(qdir, "0123456789abcdef"))
+    os.mkfifo(os.path.join(qdir, ".r0123456789abcdef"))
+    os.symlink("/dev/zero", os.path.join(qdir, "fedcba9876543210"))
+    s.start()
+    out = queue_list(s)
+    assert "0 messages in the queue, 3 damaged files kept aside" in out, out
+    assert len(re.findall(r"error queue: \S+: not a spool file \(not a regular file\); moved aside",
+                          s.log())) == 3, s.log()
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: after\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
