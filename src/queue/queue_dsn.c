@@ -5,7 +5,8 @@
  * otherwise, and in delay and success notices, only its header
  * (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
  * 6533's types instead: message/global-delivery-status with utf-8
- * addresses, message/global or message/global-headers.
+ * addresses, message/global or message/global-headers; so does the report
+ * (not the original's part) of one that names a UTF-8 address.
  *
  * SECURITY: peer text is sanitised by dsn_clean() before it is written.
  */
@@ -305,9 +306,17 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	 * An SMTPUTF8 message may carry UTF-8 addresses and header fields: its
 	 * notice uses RFC 6533's types (utf-8 addresses, message/global*). It
 	 * needs SMTPUTF8 itself only to reach a UTF-8 sender (its envelope and
-	 * To:); 8-bit parts need 8BITMIME (body_8bit, set at the end).
+	 * To:); 8-bit parts need 8BITMIME (body_8bit, set at the end). So does
+	 * a report naming a UTF-8 address, which a message without SMTPUTF8
+	 * reaches through an ASCII alias: RFC 6533 3 gives it the utf-8
+	 * address type, which only message/global-delivery-status carries (a
+	 * 7-bit report would show the address garbled). The original keeps
+	 * its own type (part 3).
 	 */
 	int u8 = msg->smtputf8;
+	for (size_t i = 0; i < msg->nrcpts && !u8; i++)
+		u8 = dsn_reports(&msg->rcpts[i], kind) &&
+		     util_has_8bit(msg->rcpts[i].addr, strlen(msg->rcpts[i].addr));
 
 	memset(out, 0, sizeof(*out));
 	out->mail_from = xstrdup("");
@@ -474,8 +483,8 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 		hdr_end = (size_t)(sep - original) + 2;
 	size_t back = full ? len : hdr_end;
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
-		   full ? (u8 ? "message/global" : "message/rfc822")
-			: (u8 ? "message/global-headers" : "text/rfc822-headers"),
+		   full ? (msg->smtputf8 ? "message/global" : "message/rfc822")
+			: (msg->smtputf8 ? "message/global-headers" : "text/rfc822-headers"),
 		   util_has_8bit(original, back) ? "Content-Transfer-Encoding: 8bit\r\n" : "");
 	buf_append(c, original, back);
 	if (c->len >= 2 && memcmp(c->data + c->len - 2, "\r\n", 2) != 0)

@@ -420,6 +420,25 @@ def test_bounce_for_utf8_recipient_uses_rfc6533_types(srv):
     assert b"message/delivery-status" not in raw and b"message/rfc822" not in raw
 
 
+def test_report_naming_a_utf8_account_reached_without_smtputf8_uses_rfc6533_report(srv):
+    """A message without SMTPUTF8 reaches a UTF-8 account through an ASCII
+    alias. Its bounce names that account: RFC 6533 3 gives it the utf-8
+    address type, so the report is message/global-delivery-status with the
+    address whole, where a 7-bit report showed it garbled ("jos  @"). The
+    original, sent without SMTPUTF8, stays message/rfc822."""
+    s = srv
+    user = "jos\u00e9@example.test"
+    s.add_user(user, "utf8-pw")
+    s.cli("alias", "add", "jose@example.test", user)
+    send(s, "bob@example.test", ["jose@example.test"], loop_body(user))
+    raw = stored_notice(s, "bob@example.test")
+    assert b"jos  @" not in raw, raw
+    raw.decode("utf-8")
+    assert b"Content-Type: message/global-delivery-status" in raw, raw
+    assert ("Final-Recipient: utf-8; " + user).encode() in raw, raw
+    assert b"Content-Type: message/rfc822\r\n" in raw, raw
+
+
 def test_bounce_for_ascii_message_keeps_rfc3464_types(srv):
     """Without SMTPUTF8 the notice stays 7-bit (RFC 3464): message/delivery-status,
     rfc822 addresses, message/rfc822."""
