@@ -84,6 +84,15 @@ header_next(const char *msg, size_t end, size_t *pos, const char *name, struct b
 		if (i == 0)
 			while (n0 < le && (msg[n0] == ' ' || msg[n0] == '\t'))
 				n0++;
+		/*
+		 * The name first: the scan for the colon runs over continuation
+		 * lines of white space, and done from every line a header of
+		 * such lines would cost quadratic time, on the event loop.
+		 */
+		if (end - n0 <= nl || strncasecmp(msg + n0, name, nl) != 0) {
+			i = le;
+			continue;
+		}
 		size_t colon = n0 + nl;
 		for (;;) {
 			while (colon < end && (msg[colon] == ' ' || msg[colon] == '\t'))
@@ -93,8 +102,7 @@ header_next(const char *msg, size_t end, size_t *pos, const char *name, struct b
 				break;
 			colon = f;
 		}
-		if (end - n0 > nl && strncasecmp(msg + n0, name, nl) == 0 && colon < end &&
-		    msg[colon] == ':') {
+		if (colon < end && msg[colon] == ':') {
 			/* The line the colon is on. */
 			eol = memchr(msg + colon, '\n', end - colon);
 			le = eol ? (size_t)(eol - msg) + 1 : end;

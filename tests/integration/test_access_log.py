@@ -878,6 +878,32 @@ def test_subject_sanitised(surat):
     assert len(c_["subject"]) <= 110
 
 
+def test_blank_continuation_lines_do_not_stall_the_daemon(surat):
+    """A header of many continuation lines holding white space only (legal:
+    obs-FWS, RFC 5322 4.2): the line's Subject and Message-ID are read on
+    the event loop, and a search that scanned those lines again from each
+    of them took quadratic time, holding every other client (seconds for
+    a few tens of KB, hours for a message of smtp.max_message_size)."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, b"X-Pad: x\r\n" + b" \r\n" * 100000 + b"Subject: after the blanks\r\n"
+              b"Message-ID: <blank.1@remote.test>\r\n\r\nbody\r\n")
+    # The next client is greeted, and this one answered, at once.
+    t0 = time.time()
+    r2 = Raw(surat.port("smtp"), timeout=3)
+    r2.greet()
+    r.expect("NOOP", 250)
+    assert time.time() - t0 < 3
+    r2.close()
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(surat))
+    assert f["result"] == 250 and f["subject"] == "after the blanks", f["_raw"]
+    assert f["msgid"] == "<blank.1@remote.test>", f["_raw"]
+
+
 def test_bare_cr_in_subject(surat):
     """A bare CR in the Subject: the message is refused (bare CR) and its
     line keeps the CR escaped, on one physical line."""
