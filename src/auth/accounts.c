@@ -980,6 +980,7 @@ alias_targets(struct accounts *a, const char *source, int *err)
 }
 
 static void resolve_local(struct resolve_ctx *rc, const char *addr, int depth);
+static void resolve_postmaster(struct resolve_ctx *rc, const char *addr, int depth);
 
 static void
 resolve_one(struct resolve_ctx *rc, const char *addr, int depth)
@@ -1079,6 +1080,13 @@ resolve_local(struct resolve_ctx *rc, const char *addr, int depth)
 			free(ca);
 		}
 	}
+	/*
+	 * postmaster@ with nothing of its own reached through an alias (or a
+	 * +tag) reaches someone too, as asked for itself (resolve()); else an
+	 * alias naming it would lose its copy (RFC 5321 4.5.1).
+	 */
+	if (targets == NULL && rc->catchall && depth > 0)
+		resolve_postmaster(rc, addr, depth);
 	for (size_t i = 0; targets && targets[i]; i++) {
 		resolve_one(rc, targets[i], depth + 1);
 		free(targets[i]);
@@ -1117,9 +1125,10 @@ oldest_user(struct resolve_ctx *rc, const char *domain)
  * user). Only for delivery: it gives nobody the right to send as postmaster.
  */
 static void
-resolve_postmaster(struct resolve_ctx *rc, const char *addr)
+resolve_postmaster(struct resolve_ctx *rc, const char *addr, int depth)
 {
 	const char *dom = domain_of(addr);
+	int before = rc->results;
 
 	if ((size_t)(dom - addr) != sizeof("postmaster@") - 1 ||
 	    strncmp(addr, "postmaster@", sizeof("postmaster@") - 1) != 0)
@@ -1136,14 +1145,14 @@ resolve_postmaster(struct resolve_ctx *rc, const char *addr)
 			rc->error = 1;
 		else if (f == 1 && strcmp(first, dom) != 0) {
 			char *pm = xasprintf("postmaster@%s", first);
-			resolve_one(rc, pm, 1);
+			resolve_one(rc, pm, depth + 1);
 			free(pm);
-			if (rc->results == 0 && !rc->error)
+			if (rc->results == before && !rc->error)
 				user = oldest_user(rc, first);
 		}
 	}
 	if (user != NULL)
-		resolve_one(rc, user, 1);
+		resolve_one(rc, user, depth + 1);
 	free(user);
 }
 
@@ -1161,7 +1170,7 @@ resolve(struct accounts *a, const char *address, int catchall,
 	}
 	resolve_one(&rc, norm.data, 0);
 	if (catchall && rc.results == 0 && !rc.error)
-		resolve_postmaster(&rc, norm.data);
+		resolve_postmaster(&rc, norm.data, 0);
 	/*
 	 * An expansion cut short would take the mail for some members and
 	 * silently never give it to the rest: an error instead (the RCPT gets

@@ -338,6 +338,28 @@ def test_postmaster_forms(relay):
     assert "postmaster@remote.test" not in " ".join(access_rcpts(relay))
 
 
+def test_postmaster_reached_through_an_alias(relay):
+    """postmaster@ with no user or alias of its own reaches the domain's
+    oldest user (RFC 5321 4.5.1) when an alias names it too: the alias is
+    accepted, and a list with it among its members loses nobody's copy.
+    Still nobody may send as the alias."""
+    relay.cli("alias", "add", "help@example.test", "postmaster@example.test")
+    relay.cli("alias", "add", "team@example.test", BOB, "postmaster@example.test")
+    r = session(relay)
+    check(r, [("<help@example.test>", 250, "2.1.5"), ("<team@example.test>", 250, "2.1.5"),
+              ("<postmaster+x@example.test>", 250, "2.1.5")])
+    c, t = data(r)
+    assert c == 250, t
+    r.close()
+    assert split_stored(stored_one(relay, ALICE))[0] == ALICE
+    stored_one(relay, BOB)
+    nothing_left(relay)
+    r = tls_session(relay, "submission")
+    r.expect("AUTH PLAIN " + plain("", ALICE, "alice-pw"), 235, "2.7.0")
+    r.expect("MAIL FROM:<help@example.test>", 553, "5.7.1")
+    r.close()
+
+
 def test_postmaster_with_no_local_domain_reaches_nobody(make_surat):
     """No domain at all: <postmaster> is postmaster@ the host name, which
     resolves to nobody (550), and is never relayed."""
