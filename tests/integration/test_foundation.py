@@ -4,6 +4,7 @@ import pwd
 import signal
 import smtplib
 import socket
+import sqlite3
 import ssl
 import subprocess
 import time
@@ -521,7 +522,7 @@ def test_run_as_drops_privileges(make_surat):
     if os.geteuid() != 0:
         pytest.skip("needs root to test the privilege drop")
     nobody = pwd.getpwnam("nobody")
-    s = make_surat({"run_as": "nobody"}, start=False)
+    s = make_surat({"run_as": "nobody", "state_save_interval": "1s"}, start=False)
     d = s.dir
     while d not in ("/", "/tmp"):  # let nobody reach the data directory
         os.chmod(d, os.stat(d).st_mode | 0o755)
@@ -544,6 +545,19 @@ def test_run_as_drops_privileges(make_surat):
     s.add_user("b@example.test", "pw2")
     assert auth_ok(s, "b@example.test", "pw2")
     assert os.stat(os.path.join(s.data_dir, "accounts.db")).st_uid == nobody.pw_uid
+    # A failed login is kept, written every second by a worker as nobody
+    # through a handle opened before the drop.
+    assert not auth_ok(s, "b@example.test", "wrong")
+    deadline = time.time() + 10
+    while "cannot write" not in s.log():
+        db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"))
+        rows = db.execute("SELECT key, value FROM kept WHERE kind = 'lockout'").fetchall()
+        db.close()
+        if rows == [("127.0.0.1", 1)]:
+            break
+        assert time.time() < deadline, rows
+        time.sleep(0.05)
+    assert "cannot write" not in s.log(), s.log()
     # Its stop writes what it keeps (the rate limit and lockout state) as nobody,
     # through the accounts.db it opened before the drop: no error.
     assert s.stop() == 0
