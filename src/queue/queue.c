@@ -2231,10 +2231,19 @@ queue_new(struct server *srv, struct buf *err)
 			continue;
 		}
 		if (lr < 0) {
-			log_error("queue: %s: %s; moved aside", path, buf_str(&e));
+			/* Never delivered either way; where it is now, the log says. */
 			char bad[4200];
-			snprintf(bad, sizeof(bad), "%s/.corrupt.%s", q->dir, de->d_name);
-			rename(path, bad);
+			int moved = 0;
+			if (xsnprintf(bad, sizeof(bad), "%s/.corrupt.%s", q->dir, de->d_name) < 0)
+				errno = ENAMETOOLONG;
+			else
+				moved = rename(path, bad) == 0;
+			if (moved)
+				log_error("queue: %s: %s; moved aside", path, buf_str(&e));
+			else
+				log_error("queue: %s: %s; left in place, never delivered (cannot "
+					  "move it aside: %s)",
+					  path, buf_str(&e), strerror(errno));
 			buf_free(&e);
 			continue;
 		}

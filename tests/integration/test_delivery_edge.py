@@ -1503,6 +1503,18 @@ def test_foreign_file_in_the_spool_is_set_aside_not_deleted(start):
         assert re.search(r"error queue: \S+/queue/%s: not a spool file.*; moved aside" % name,
                          s.log()), s.log()
     assert not set(torn) & set(os.listdir(qdir)), os.listdir(qdir)
+    # One whose .corrupt. name would be too long for the filesystem stays
+    # where it is, and the log says so rather than "moved aside".
+    assert s.stop() == 0
+    long_name = "n" * 250
+    with open(os.path.join(qdir, long_name), "wb") as f:
+        f.write(b"notes\n")
+    s.start()
+    assert re.search(r"error queue: \S+/queue/%s: not a spool file.*; left in place, never "
+                     r"delivered \(cannot move it aside: File name too long\)" % long_name,
+                     s.log()), s.log()[-2000:]
+    assert long_name in os.listdir(qdir)
+    assert "0 messages in the queue" in queue_list(s)
 
 
 def test_spool_entry_that_is_no_regular_file_does_not_hold_up_the_start(start):
