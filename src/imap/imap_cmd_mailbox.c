@@ -454,15 +454,19 @@ mbox_work(struct imap_job *jj)
 	}
 }
 
-/* Whether name is the selected mailbox or one of its superiors. */
+/*
+ * Whether op on name takes the selected mailbox away: RENAME of it or of
+ * one of its superiors (inferiors move along), DELETE of it only (a
+ * superior's DELETE leaves its inferiors, RFC 9051 6.3.4).
+ */
 static bool
-imap_affects_selected(const struct imap_sess *s, const char *name)
+imap_affects_selected(const struct imap_sess *s, enum mbox_op op, const char *name)
 {
 	if (s->sel == NULL)
 		return false;
 	size_t n = strlen(name);
 	return strcmp(s->sel->name, name) == 0 ||
-	       (strncmp(s->sel->name, name, n) == 0 && s->sel->name[n] == '/');
+	       (op == MB_RENAME && strncmp(s->sel->name, name, n) == 0 && s->sel->name[n] == '/');
 }
 
 static void
@@ -475,7 +479,8 @@ mbox_done(struct imap_sess *s, struct imap_job *jj)
 		imap_done_store(s, what, j->err, j->errmsg);
 		return;
 	}
-	if ((j->op == MB_DELETE || j->op == MB_RENAME) && imap_affects_selected(s, j->name)) {
+	if ((j->op == MB_DELETE || j->op == MB_RENAME) &&
+	    imap_affects_selected(s, j->op, j->name)) {
 		/* Our own mailbox went away under us: deselect instead of BYE. */
 		imap_deselect(s);
 		imap_puts(s, "* OK [CLOSED] Selected mailbox was deleted or renamed.\r\n");

@@ -558,6 +558,28 @@ def test_list_create_delete_rename_subscribe(srv):
     c.ok("LOGOUT")
 
 
+def test_delete_of_a_superior_keeps_the_selected_inferior(srv):
+    """DELETE of a name with inferiors removes its messages and leaves it
+    \\Noselect; the inferiors stay (RFC 9051 6.3.4). A session that has one
+    of them selected keeps it selected: only DELETE of the selected mailbox
+    itself ends the selection."""
+    c = connect(srv)
+    c.ok("CREATE Parent/Child")
+    append(c, "Parent/Child", MSG)
+    c.ok("SELECT Parent/Child")
+    untagged = c.ok("DELETE Parent")
+    assert not any(b"[CLOSED]" in l for l in untagged), untagged
+    assert c.ok("FETCH 1 (UID)") == [b"* 1 FETCH (UID 1)"]
+    names = list_names(c.ok('LIST "" "Parent*"'))
+    assert "\\Noselect" in names["Parent"] and "Parent/Child" in names, names
+    # The selected mailbox itself: deselected, with [CLOSED].
+    untagged = c.ok("DELETE Parent/Child")
+    assert any(b"[CLOSED]" in l for l in untagged), untagged
+    tagged, _ = c.cmd("FETCH 1 (UID)")
+    assert " BAD " in tagged, tagged
+    c.ok("LOGOUT")
+
+
 def test_lsub_of_a_missing_mailbox_is_noselect(srv):
     """LSUB of a subscribed name with no mailbox says \\Noselect: RFC 3501
     knows no \\NonExistent (LIST-EXTENDED's), so an IMAP4rev1 client would
