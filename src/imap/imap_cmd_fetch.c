@@ -34,6 +34,7 @@ struct fetch_job {
 	char *mailbox;
 	uint32_t uidvalidity;
 	int rev2;
+	int condstore;
 	const struct store_mbox_view *view; /* the session's; read-only while we run */
 	const struct imap_seqset *recent;   /* the session's \Recent UIDs (rev1) */
 	struct imap_seqset seqs;
@@ -175,6 +176,7 @@ fetch_work(struct imap_job *jj)
 				     .mailbox = j->mailbox,
 				     .uidvalidity = j->uidvalidity,
 				     .rev2 = j->rev2,
+				     .condstore = j->condstore,
 				     .recent = j->recent};
 	size_t i;
 	for (i = 0; i < nb; i++) {
@@ -364,6 +366,7 @@ imap_cmd_fetch(struct imap_sess *s, const struct imap_arg *args)
 	j->mailbox = xstrdup(s->sel->name);
 	j->uidvalidity = s->sel->view.uidvalidity;
 	j->rev2 = (s->enabled & EN_REV2) != 0;
+	j->condstore = (s->enabled & EN_CONDSTORE) != 0;
 	j->view = &s->sel->view;
 	j->recent = &s->sel->recent;
 	j->set_seen = imap_fetch_req_sets_seen(j->req) && !s->sel->readonly;

@@ -1261,6 +1261,30 @@ fetch_write_rfc822(struct fetch_msg *fm, struct buf *out, enum fetch_kind kind)
 	return 0;
 }
 
+static bool
+fetch_req_has(const struct imap_fetch_req *req, enum fetch_kind kind)
+{
+	for (size_t i = 0; i < req->nbuffered; i++)
+		if (req->items[i].kind == kind)
+			return true;
+	return false;
+}
+
+/*
+ * After FLAGS with a \Seen this FETCH set, under CONDSTORE: the UID and
+ * MODSEQ that every report of a flag change carries (RFC 7162 3.1), unless
+ * the request has them anyway.
+ */
+static void
+fetch_write_seen_modseq(struct fetch_msg *fm, struct buf *out, const struct imap_fetch_req *req)
+{
+	if (!fetch_req_has(req, FK_UID) && buf_printf(out, " UID %u", fm->msg->uid) < 0)
+		fm->fail = true;
+	if (!fm->fail && !fetch_req_has(req, FK_MODSEQ) &&
+	    buf_printf(out, " MODSEQ (%llu)", (unsigned long long)fm->msg->modseq) < 0)
+		fm->fail = true;
+}
+
 int
 imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 		   const struct imap_fetch_req *req, uint32_t seq, const struct store_msg *msg,
@@ -1293,6 +1317,8 @@ imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 		case FK_FLAGS:
 		case FK_FLAGS_SEEN:
 			fetch_write_flags(&fm, out);
+			if (ctx->seen_changed && ctx->condstore)
+				fetch_write_seen_modseq(&fm, out, req);
 			break;
 		case FK_INTERNALDATE:
 			fm_puts(&fm, out, "INTERNALDATE \"");

@@ -94,6 +94,12 @@ struct imap_fetch_ctx {
 	 */
 	int seen_changed;
 	/*
+	 * The session has enabled CONDSTORE: a reply that reports a \Seen
+	 * this FETCH set carries UID and MODSEQ too, asked for or not
+	 * (RFC 7162 3.1).
+	 */
+	int condstore;
+	/*
 	 * Per message, optional: the message's cached texts from
 	 * store_fetch_meta() (the same UID). NULL: looked up one by one.
 	 */

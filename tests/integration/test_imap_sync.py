@@ -332,6 +332,27 @@ def test_condstore_select_parameter(srv):
     a.ok("LOGOUT")
 
 
+def test_condstore_fetch_that_sets_seen_reports_uid_and_modseq(srv):
+    """Once CONDSTORE is enabled, a FETCH that sets \\Seen reports the change
+    with UID and MODSEQ as every other flag change (RFC 7162 3.1: "a
+    FETCH/UID FETCH that implicitly set the \\Seen flag"); a client that
+    tracks mod-sequences would otherwise miss the new one."""
+    a = connect(srv)
+    fill(a, 2)
+    select(a, extra=" (CONDSTORE)")
+    untagged = a.ok("FETCH 1 (BODY[TEXT])")
+    assert len(untagged) == 1, untagged
+    assert re.match(rb"\* 1 FETCH \(FLAGS \(\\Seen\) UID 1 MODSEQ \(\d+\) BODY\[TEXT\] ",
+                    untagged[0]), untagged
+    untagged = a.ok("FETCH 2 (FLAGS BODY[TEXT])")
+    assert re.match(rb"\* 2 FETCH \(FLAGS \(\\Seen\) UID 2 MODSEQ \(\d+\) BODY\[TEXT\] ",
+                    untagged[0]), untagged
+    # Already \\Seen: nothing changed, nothing added.
+    untagged = a.ok("FETCH 1 (BODY[TEXT])")
+    assert untagged[0].startswith(b"* 1 FETCH (BODY[TEXT] "), untagged
+    a.ok("LOGOUT")
+
+
 BODIES = [
     b"From: a@remote.test\r\nTo: alice@example.test\r\nSubject: plain\r\n\r\nHello\r\n",
     b"From: a@remote.test\r\nSubject: dots\r\n\r\n.\r\n..\r\n.x\r\nend\r\n",

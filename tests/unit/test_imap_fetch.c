@@ -204,8 +204,8 @@ struct fopts {
 static char *
 fetch_opts(struct fixture *fx, uint32_t seq, const char *atts, const struct fopts *o)
 {
-	struct imap_fetch_ctx ctx = {fx->st,	      "INBOX", fx->uidvalidity, o->rev2, o->recent,
-				     o->seen_changed, NULL};
+	struct imap_fetch_ctx ctx = {
+	    fx->st, "INBOX", fx->uidvalidity, o->rev2, o->recent, o->seen_changed, 0, NULL};
 	struct buf out = BUF_INIT(0);
 	const char *err;
 	struct imap_fetch_req *req = parse_req(atts, o->rev2, &err);
@@ -758,7 +758,7 @@ test_prefetched_meta_and_limit(void **state)
 	struct store_msg_meta *metas;
 	size_t n;
 	struct store_range all = {1, UINT32_MAX};
-	struct imap_fetch_ctx ctx = {fx->st, "INBOX", fx->uidvalidity, 0, NULL, 0, NULL};
+	struct imap_fetch_ctx ctx = {fx->st, "INBOX", fx->uidvalidity, 0, NULL, 0, 0, NULL};
 	struct imap_fetch_req *req;
 	struct buf out = BUF_INIT(0), small = BUF_INIT(64);
 	const char *err;
