@@ -1181,6 +1181,7 @@ imap_list_cmd(struct imap_sess *s, const struct imap_arg *args, bool lsub)
 	const struct imap_arg *l;
 	size_t n;
 	const char *w;
+	bool empty = false; /* the one pattern is "" */
 
 	if (!lsub && imap_arg_list(args, &l, &n)) {
 		r.extended = true;
@@ -1215,6 +1216,8 @@ imap_list_cmd(struct imap_sess *s, const struct imap_arg *args, bool lsub)
 				goto bad;
 	} else if (imap_list_add_pattern(s, &r, buf_str(&ref), &args[1], &err) < 0) {
 		goto bad;
+	} else {
+		empty = imap_arg_list_mailbox(&args[1], &w, &n) && n == 0;
 	}
 	args += 2;
 	if (!lsub && imap_arg_atom(args, &w) && strcasecmp(w, "RETURN") == 0) {
@@ -1242,8 +1245,11 @@ imap_list_cmd(struct imap_sess *s, const struct imap_arg *args, bool lsub)
 	}
 	if (!imap_arg_is_eol(args))
 		goto bad;
-	if (r.npats == 1 && r.pats[0][0] == '\0' && !r.extended) {
-		/* LIST "" "": the hierarchy delimiter and root. */
+	if (empty && !r.extended) {
+		/*
+		 * LIST ref "": the hierarchy delimiter and the root of ref,
+		 * which is "" here: no name is rooted (RFC 9051 6.3.9).
+		 */
 		imap_puts(s, lsub ? "* LSUB (\\Noselect) \"/\" \"\"\r\n"
 				  : "* LIST (\\Noselect) \"/\" \"\"\r\n");
 		imap_done(s, "OK", "%s completed", lsub ? "LSUB" : "LIST");

@@ -580,6 +580,17 @@ def test_delete_of_a_superior_keeps_the_selected_inferior(srv):
     c.ok("LOGOUT")
 
 
+def test_list_empty_pattern_with_a_reference_gives_the_delimiter(srv):
+    """LIST with an empty pattern asks for the hierarchy delimiter and the
+    root of the reference, whatever the reference (RFC 3501 6.3.8, RFC 9051
+    6.3.9): never the mailbox the reference names."""
+    c = connect(srv)
+    c.ok("CREATE Work/Old")
+    for ref in ('""', "INBOX", "Work/Old", '"Work/"'):
+        assert c.ok('LIST %s ""' % ref) == [b'* LIST (\\Noselect) "/" ""'], ref
+    c.ok("LOGOUT")
+
+
 def test_lsub_of_a_missing_mailbox_is_noselect(srv):
     """LSUB of a subscribed name with no mailbox says \\Noselect: RFC 3501
     knows no \\NonExistent (LIST-EXTENDED's), so an IMAP4rev1 client would
