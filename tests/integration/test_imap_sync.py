@@ -338,8 +338,12 @@ def test_condstore_fetch_that_sets_seen_reports_uid_and_modseq(srv):
     FETCH/UID FETCH that implicitly set the \\Seen flag"); a client that
     tracks mod-sequences would otherwise miss the new one."""
     a = connect(srv)
-    fill(a, 2)
+    fill(a, 3)
     select(a, extra=" (CONDSTORE)")
+    # UID FETCH has its UID already: not a second one.
+    untagged = a.ok("UID FETCH 3 (BODY[TEXT])")
+    assert len(untagged) == 1 and untagged[0].count(b"UID 3") == 1, untagged
+    assert re.match(rb"\* 3 FETCH \(.*MODSEQ \(\d+\)", untagged[0]), untagged
     untagged = a.ok("FETCH 1 (BODY[TEXT])")
     assert len(untagged) == 1, untagged
     assert re.match(rb"\* 1 FETCH \(FLAGS \(\\Seen\) UID 1 MODSEQ \(\d+\) BODY\[TEXT\] ",
