@@ -631,10 +631,25 @@ cl_after_ehlo(struct smtp_client *cl)
 	return cl_notify(cl, SMTP_CLIENT_READY);
 }
 
+/*
+ * The name for SNI: RFC 6066 3 allows a DNS host name only, never a literal
+ * address, so a peer named by its address (a route, a relayhost or a
+ * domain literal) gets none.
+ */
+static const char *
+cl_sni(const struct smtp_client *cl)
+{
+	unsigned char a[16];
+
+	if (inet_pton(AF_INET, cl->host, a) == 1 || inet_pton(AF_INET6, cl->host, a) == 1)
+		return NULL;
+	return cl->host;
+}
+
 static int
 cl_start_tls(struct smtp_client *cl)
 {
-	SSL *ssl = tls_client_ssl(cl->host);
+	SSL *ssl = tls_client_ssl(cl_sni(cl));
 	/* Nothing the server sent before the handshake may count after it. */
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
@@ -1183,7 +1198,7 @@ smtp_client_new(struct event_base *base, const struct smtp_client_params *p, smt
 	cl->state = CL_CONNECT;
 
 	if (cl->tls == SMTP_CLIENT_TLS_IMPLICIT) {
-		cl->ssl = tls_client_ssl(cl->host);
+		cl->ssl = tls_client_ssl(cl_sni(cl));
 		cl->bev = bufferevent_openssl_socket_new(
 		    base, -1, cl->ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 		if (cl->bev)

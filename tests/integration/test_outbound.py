@@ -1035,6 +1035,26 @@ def test_peer_closing_in_the_tls_handshake_gets_the_mail_in_clear(net):
     a.wait_log(r"outbound id=\w+ rcpt=x@c\.example .*tls=none .*status=sent")
 
 
+def test_no_sni_for_a_peer_named_by_its_address(net, tls_files):
+    """RFC 6066 3: the server_name is a DNS host name; a literal IP address
+    is not permitted there. A route (or relayhost) given as an address gets
+    no SNI at all; an MX host still gets its name."""
+    names = []
+    p = net.peer("127.0.0.4", tls_files=tls_files)
+    p.ctx.sni_callback = lambda sslobj, name, ctx: names.append(name)
+    a = net.node("127.0.0.2", "a.example",
+                 extra={"route.routed.example": "127.0.0.4:%d" % net.port})
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["x@routed.example"], msg("alice@a.example", "x@routed.example", "r"))
+    wait_for(lambda: len(p.txns) == 1)
+    a.submit("alice@a.example", ["y@c.example"], msg("alice@a.example", "y@c.example", "mx"))
+    wait_for(lambda: len(p.txns) == 2)
+    assert p.tls_used
+    assert "127.0.0.4" not in names, names
+    assert "mx.c.example" in names, names
+
+
 def test_relayhost_with_auth_over_tls(net, tls_files, tmp_path):
     pwfile = tmp_path / "relay.pw"
     pwfile.write_text("relay-secret\n")
