@@ -560,6 +560,31 @@ def test_451_defers_then_succeeds_on_retry(net):
     assert a.messages("alice@a.example") == []  # no bounce, no delay notice
 
 
+def test_5xx_greeting_of_the_last_host_bounces(net):
+    """A 5xx reply bounces (RFC 5321 4.2.1: permanent; 3.1: 554 in place of
+    the greeting is "no SMTP service here"), the greeting's as much as a
+    RCPT's, once no other host is left to try: not deferred for
+    queue.max_age. A better host's 554 with the last one unreachable still
+    defers: that host may be back later (Postfix does the same)."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4", greeting="554 5.7.1 mx.c.example no mail from you")
+    z = _dns()
+    z.add("c.example", "MX", "10 mx.c.example")
+    z.add("mx.c.example", "A", "127.0.0.4")
+    z.add("d.example", "MX", "10 mx.c.example")
+    z.add("d.example", "MX", "20 backup.d.example")
+    z.add("backup.d.example", "A", "127.0.0.6")  # nothing listens there
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "g"))
+    t = bounce_for(a, "alice@a.example")
+    assert "Final-Recipient: rfc822; x@c.example" in t
+    assert "Status: 5.7.1" in t and "no mail from you" in t
+    a.submit("alice@a.example", ["y@d.example"], msg("alice@a.example", "y@d.example", "g2"))
+    a.wait_log(r"delivery id=\w+ rcpt=y@d\.example status=deferred")
+    assert p.connections == 2
+    assert len(a.messages("alice@a.example")) == 1
+    assert "x@c.example" not in a.queue_list()
+
+
 def test_550_for_one_of_two_recipients(net):
     a = net.node("127.0.0.2", "a.example")
     p = net.peer("127.0.0.4", rcpt=lambda addr, n: "550 5.1.1 <%s>: no such user" % addr
