@@ -1196,6 +1196,56 @@ rconn_idle(struct rconn *c)
 	evtimer_add(c->idle_timer, &tv);
 }
 
+/* Whether r was refused with 452, as a peer past its recipient limit does. */
+static int
+rcpt_over_limit(const struct smtp_client_rcpt *r)
+{
+	return r->status == SMTP_RCPT_TEMP && r->text && strncmp(r->text, "452", 3) == 0 &&
+	       (r->text[3] == ' ' || r->text[3] == '\0');
+}
+
+/*
+ * RFC 5321 4.5.3.1.10: a peer past its own recipient limit answers 452 to
+ * the rest, and (4.5.3.1.8) the client sends them in another transaction.
+ * When j's transaction delivered to some recipients, the ones refused so
+ * make a new job for the next transaction, not a retry interval later;
+ * NULL when there are none. (Only after a success: a peer that takes none
+ * is not asked again and again.)
+ */
+static struct rjob *
+rjob_split_over_limit(const struct rjob *j)
+{
+	size_t n = 0;
+	int ok = 0;
+
+	for (size_t i = 0; i < j->n; i++) {
+		if (j->rcpts[i].status == SMTP_RCPT_OK)
+			ok = 1;
+		else if (rcpt_over_limit(&j->rcpts[i]))
+			n++;
+	}
+	if (!ok || n == 0)
+		return NULL;
+	struct rjob *nj = xcalloc(1, sizeof(*nj));
+	nj->m = j->m;
+	nj->idx = xcalloc(n, sizeof(*nj->idx));
+	nj->addrs = xcalloc(n, sizeof(*nj->addrs));
+	nj->orcpts = xcalloc(n, sizeof(*nj->orcpts));
+	nj->rcpts = xcalloc(n, sizeof(*nj->rcpts));
+	for (size_t i = 0; i < j->n; i++) {
+		if (!rcpt_over_limit(&j->rcpts[i]))
+			continue;
+		size_t k = nj->n++;
+		nj->idx[k] = j->idx[i];
+		nj->addrs[k] = xstrdup(j->addrs[i]);
+		nj->orcpts[k] = j->orcpts[i] ? xstrdup(j->orcpts[i]) : NULL;
+		nj->rcpts[k].addr = nj->addrs[k];
+		nj->rcpts[k].orcpt = nj->orcpts[k];
+		nj->rcpts[k].notify = j->rcpts[i].notify;
+	}
+	return nj;
+}
+
 /* The transaction of c->job is over. */
 static void
 rconn_txn_done(struct rconn *c)
@@ -1214,8 +1264,11 @@ rconn_txn_done(struct rconn *c)
 		return;
 	}
 	c->job = NULL;
+	struct rjob *more = rjob_split_over_limit(j);
 	for (size_t i = 0; i < j->n; i++) {
 		const struct smtp_client_rcpt *r = &j->rcpts[i];
+		if (more && rcpt_over_limit(r))
+			continue;
 		enum deliver_result res = r->status == SMTP_RCPT_OK	? DELIVER_OK
 					  : r->status == SMTP_RCPT_PERM ? DELIVER_PERMFAIL
 									: DELIVER_TEMPFAIL;
@@ -1223,6 +1276,14 @@ rconn_txn_done(struct rconn *c)
 	}
 	struct rmsg *m = j->m;
 	rjob_free(j);
+	if (more) {
+		log_msg(LL_INFO, m->session,
+			"outbound id=%s host=%s ip=%s: %zu recipients over the peer's limit go in "
+			"the next transaction",
+			m->id, c->host, c->ip, more->n);
+		m->njobs++;
+		dest_push(c->d, more, 1);
+	}
 	rmsg_release(m);
 	rmsg_job_done(m);
 	c->qr->srv->holds--;

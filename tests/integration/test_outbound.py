@@ -411,6 +411,33 @@ def test_many_recipients_at_one_destination_go_in_transactions_of_50(net):
     a.wait_queue_empty()
 
 
+def test_452_past_the_peers_recipient_limit_goes_in_the_next_transaction(net):
+    """RFC 5321 4.5.3.1.10: a server past its own recipient limit answers 452
+    to the rest; 4.5.3.1.8: the client then sends them in another
+    transaction. A peer that takes 3 per transaction gets 8 recipients in
+    three transactions on one connection, not 3 now and 5 a retry interval
+    later."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    seen = {}
+
+    def rcpt(addr, n):
+        seen[n] = seen.get(n, 0) + 1
+        return "452 4.5.3 Too many recipients" if seen[n] > 3 else "250 2.1.5 ok"
+
+    p = net.peer("127.0.0.4", rcpt=rcpt)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    rcpts = ["r%d@c.example" % i for i in range(8)]
+    a.submit("alice@a.example", rcpts, msg("alice@a.example", rcpts[0], "limit"))
+    wait_for(lambda: sum(len(t["accepted"]) for t in p.txns) == 8, timeout=10,
+             what="%s\n%s" % (p.txns, a.queue_list()))
+    assert sorted(len(t["accepted"]) for t in p.txns) == [2, 3, 3]
+    assert sorted(r for t in p.txns for r in t["accepted"]) == rcpts
+    assert p.connections == 1
+    a.wait_queue_empty()
+    assert a.messages("alice@a.example") == []
+
+
 # The dns fixture object is shared by net; tests reach it through this helper.
 _DNS = {}
 
