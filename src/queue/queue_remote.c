@@ -526,7 +526,12 @@ dest_get(struct queue_remote *qr, const char *domain, struct buf *why)
 			return NULL;
 		}
 		kind = DEST_LITERAL;
-	} else if (kind == DEST_MX && cfg->relayhost) {
+	}
+	/* The smarthost takes all remote mail, address literals too (a host
+	 * that may not reach port 25 itself cannot reach [192.0.2.1] either). */
+	if ((kind == DEST_MX || kind == DEST_LITERAL) && cfg->relayhost) {
+		free(host);
+		host = NULL;
 		kind = DEST_RELAY;
 		hostport = cfg->relayhost;
 	}

@@ -1159,6 +1159,26 @@ def test_route_overrides_one_domain(net):
     a.wait_log(r"rcpt=x@routed\.example host=127\.0\.0\.4 ip=127\.0\.0\.4 .*status=sent")
 
 
+def test_relayhost_takes_address_literals_and_a_route_beats_it(net):
+    """relayhost takes all remote mail, a recipient at an address literal
+    too (a host that may not send on port 25 itself may not reach
+    [192.0.2.1] either; Postfix's relayhost takes it); route.DOMAIN still
+    wins for its domain."""
+    relay = net.peer("127.0.0.4")
+    direct = net.peer("127.0.0.5")
+    a = net.node("127.0.0.2", "a.example", extra={
+        "relayhost": "127.0.0.4:%d" % net.port,
+        "route.routed.example": "127.0.0.5:%d" % net.port})
+    a.submit("alice@a.example", ["x@[127.0.0.5]"], msg("alice@a.example", "x@[127.0.0.5]", "lit"))
+    wait_for(lambda: len(relay.txns) + len(direct.txns) == 1)
+    assert relay.txns and relay.txns[0]["accepted"] == ["x@[127.0.0.5]"], direct.txns
+    a.submit("alice@a.example", ["y@routed.example"], msg("alice@a.example", "y@routed.example", "r"))
+    wait_for(lambda: len(direct.txns) == 1)
+    assert direct.txns[0]["accepted"] == ["y@routed.example"]
+    assert len(relay.txns) == 1
+    a.wait_queue_empty()
+
+
 def test_kill_during_delivery_delivers_at_most_once_more(net):
     p = net.peer("127.0.0.4", dot_delay=3)
     a = net.node("127.0.0.2", "a.example")
