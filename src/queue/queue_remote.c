@@ -1040,13 +1040,16 @@ rmsg_utf8_needed(const struct rmsg *m)
 	return util_has_8bit(m->mail_from, strlen(m->mail_from)) || util_has_8bit(c, hdr);
 }
 
-/* Whether a recipient of j (its address or ORCPT) is not ASCII. */
+/*
+ * Whether a recipient address of j is not ASCII. Not its ORCPT: a peer
+ * without DSN never sees it, and one without SMTPUTF8 gets it as
+ * utf-8-addr-xtext (RFC 6533 3, smtp_client).
+ */
 static int
 rjob_utf8(const struct rjob *j)
 {
 	for (size_t i = 0; i < j->n; i++)
-		if (util_has_8bit(j->addrs[i], strlen(j->addrs[i])) ||
-		    (j->orcpts[i] && util_has_8bit(j->orcpts[i], strlen(j->orcpts[i]))))
+		if (util_has_8bit(j->addrs[i], strlen(j->addrs[i])))
 			return 1;
 	return 0;
 }

@@ -732,6 +732,31 @@ cl_send_mail(struct smtp_client *cl, const struct smtp_client_txn *txn)
 	cl->cmds[cl->ncmds++] = (struct pending_cmd){CMD_MAIL, 0};
 }
 
+/*
+ * Append ORCPT's value for a transaction without SMTPUTF8. RFC 6533 3: a
+ * utf-8 address goes there as utf-8-addr-xtext, each non-ASCII character
+ * as "\x{HEXPOINT}"; the unitext form (raw UTF-8, checked when it was
+ * received) is for a peer that has the extension.
+ */
+static void
+cl_orcpt_ascii(const char *orcpt, struct buf *b)
+{
+	const unsigned char *s = (const unsigned char *)orcpt;
+
+	while (*s) {
+		if (*s < 0x80) {
+			buf_putc(b, (char)*s++);
+			continue;
+		}
+		/* The lead byte's bits, then 6 from each continuation byte. */
+		unsigned more = (*s & 0xe0) == 0xc0 ? 1 : (*s & 0xf0) == 0xe0 ? 2 : 3;
+		unsigned cp = *s++ & (0x7f >> (more + 1));
+		for (; more > 0 && (*s & 0xc0) == 0x80; more--)
+			cp = cp << 6 | (*s++ & 0x3f);
+		buf_printf(b, "\\x{%02X}", cp);
+	}
+}
+
 static void
 cl_send_rcpt(struct smtp_client *cl, size_t i)
 {
@@ -757,8 +782,13 @@ cl_send_rcpt(struct smtp_client *cl, size_t i)
 				}
 			}
 		}
-		if (r->orcpt)
-			buf_printf(&b, " ORCPT=%s", r->orcpt);
+		if (r->orcpt) {
+			buf_puts(&b, " ORCPT=");
+			if (txn->smtputf8)
+				buf_puts(&b, r->orcpt);
+			else
+				cl_orcpt_ascii(r->orcpt, &b);
+		}
 	}
 	cl_write(cl, "%s", buf_str(&b));
 	buf_free(&b);

@@ -178,7 +178,8 @@ enum smtp_rcpt_status { SMTP_RCPT_NONE, SMTP_RCPT_OK, SMTP_RCPT_TEMP, SMTP_RCPT_
 
 struct smtp_client_rcpt {
 	const char *addr;  /* forward-path without <> */
-	const char *orcpt; /* "rfc822;xtext" as received, or NULL */
+	const char *orcpt; /* "rfc822;xtext" as received, or NULL; a utf-8 one goes as
+			      utf-8-addr-xtext without SMTPUTF8 (RFC 6533 3) */
 	unsigned notify;   /* SMTP_NOTIFY_* bits, 0: not given */
 	/* result */
 	enum smtp_rcpt_status status;

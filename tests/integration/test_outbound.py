@@ -734,6 +734,32 @@ def test_smtputf8_only_in_the_transaction_whose_recipient_needs_it(net):
     a.wait_queue_empty()
 
 
+def test_utf8_orcpt_alone_does_not_need_smtputf8(net):
+    """An ASCII message and recipient whose ORCPT is a UTF-8 address (an
+    alias's, given by the sender's MTA): RFC 6533 3 sends that ORCPT to a
+    peer without SMTPUTF8 as utf-8-addr-xtext ("\\x{FC}"), and a peer
+    without DSN gets no ORCPT at all; neither needs SMTPUTF8 (RFC 6531
+    3.4), so the message is delivered, not bounced 5.6.7."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    dsn = net.peer("127.0.0.4", caps=["PIPELINING", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES"])
+    plain = net.peer("127.0.0.5", caps=["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"])
+    for d, ip in (("c.example", "127.0.0.4"), ("d.example", "127.0.0.5")):
+        _dns().add(d, "MX", "10 mx." + d)
+        _dns().add("mx." + d, "A", ip)
+    for rcpt in ("y@c.example", "z@d.example"):
+        a.submit("alice@a.example", [rcpt], msg("alice@a.example", rcpt, "orcpt"),
+                 mail_options=["SMTPUTF8"],
+                 rcpt_options=["NOTIFY=FAILURE", "ORCPT=utf-8;j\u00fcrg@a.example"])
+    wait_for(lambda: len(dsn.txns) == 1 and len(plain.txns) == 1,
+             what=a.queue_list())
+    assert "SMTPUTF8" not in dsn.txns[0]["mail"]
+    assert dsn.txns[0]["rcpts"] == [
+        "RCPT TO:<y@c.example> NOTIFY=FAILURE ORCPT=utf-8;j\\x{FC}rg@a.example"]
+    assert plain.txns[0]["rcpts"] == ["RCPT TO:<z@d.example>"]
+    a.wait_queue_empty()
+    assert a.messages("alice@a.example") == []
+
+
 def test_destination_connection_limit(net):
     a = net.node("127.0.0.2", "a.example", extra={"outbound.destination_limit": "2"})
     p = net.peer("127.0.0.4", dot_delay=0.5)
