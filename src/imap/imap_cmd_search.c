@@ -154,7 +154,7 @@ search_start(struct imap_sess *s, struct search_job *j)
 	j->ctx.recent = (s->enabled & EN_REV2) ? NULL : &s->sel->recent;
 	if (j->prog.uses_modseq)
 		imap_enable_condstore(s);
-	if (j->kind == SK_SEARCH && imap_search_view_only(&j->prog))
+	if (j->kind == SK_SEARCH && imap_search_view_only(&j->prog, j->ctx.view->count))
 		imap_job_run_here(s, &j->j);
 	else
 		imap_job_run(s, &j->j);

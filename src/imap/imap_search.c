@@ -512,9 +512,25 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 	return false;
 }
 
-static bool
-search_key_view_only(const struct imap_search_key *k)
+/*
+ * What a snapshot-only SEARCH may cost the event loop, in key evaluations
+ * (each message times each key): about a tenth of a second at worst. A
+ * KEYWORD key counts once per keyword a message may carry, since it scans
+ * the message's keyword list. Past this the search goes to the pool like
+ * any other: a program of thousands of keys over a large mailbox held
+ * every session for seconds.
+ */
+#define SEARCH_HERE_MAX ((uint64_t)1 << 20)
+
+/*
+ * Evaluations of keys k (and their siblings) on one message; UINT64_MAX if
+ * one needs more than the snapshot.
+ */
+static uint64_t
+search_key_view_cost(const struct imap_search_key *k)
 {
+	uint64_t cost = 0;
+
 	for (; k != NULL; k = k->next) {
 		switch (k->op) {
 		case IMAP_SK_BCC:
@@ -528,19 +544,31 @@ search_key_view_only(const struct imap_search_key *k)
 		case IMAP_SK_SENTBEFORE:
 		case IMAP_SK_SENTON:
 		case IMAP_SK_SENTSINCE:
-			return false;
+			return UINT64_MAX;
+		case IMAP_SK_KEYWORD:
+		case IMAP_SK_UNKEYWORD:
+			cost += STORE_KEYWORDS_MAX;
+			break;
 		default:
-			if (!search_key_view_only(k->child))
-				return false;
+			cost++;
+			if (k->child != NULL) {
+				uint64_t c = search_key_view_cost(k->child);
+				if (c == UINT64_MAX)
+					return c;
+				cost += c;
+			}
 		}
 	}
-	return true;
+	return cost;
 }
 
 bool
-imap_search_view_only(const struct imap_search_program *prog)
+imap_search_view_only(const struct imap_search_program *prog, size_t nmsgs)
 {
-	return search_key_view_only(prog->root);
+	uint64_t cost = search_key_view_cost(prog->root);
+
+	/* The key count is bounded by the command's arguments: no overflow. */
+	return cost != UINT64_MAX && cost * (uint64_t)nmsgs <= SEARCH_HERE_MAX;
 }
 
 /* --- compiling --- */

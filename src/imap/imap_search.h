@@ -66,10 +66,11 @@ int imap_search_eval(const struct imap_search_ctx *ctx, const struct imap_search
 		     unsigned char *match, const char **err_r);
 
 /*
- * Whether prog reads only the snapshot (flag, size, internal date, UID,
- * sequence, MODSEQ keys): then it needs no store or file access.
+ * Whether prog reads only the snapshot (flag, keyword, size, internal
+ * date, UID, sequence, MODSEQ keys), so that it needs no store or file
+ * access, and is cheap enough over nmsgs messages to run on the event loop.
  */
-bool imap_search_view_only(const struct imap_search_program *prog);
+bool imap_search_view_only(const struct imap_search_program *prog, size_t nmsgs);
 
 /*
  * Append the untagged reply for a search to out (may reallocate):
