@@ -97,6 +97,8 @@ struct imap_mbox {
 	bool flags_dirty;     /* a keyword appeared: resend FLAGS */
 	char **keywords;      /* keywords announced in FLAGS */
 	size_t nkeywords;
+	uint32_t *kwtab;      /* keywords by hash: index + 1, 0 a free slot */
+	uint32_t kwseed;
 	/*
 	 * IMAP4rev1 \Recent, kept per session: the messages that arrived while
 	 * this session had the mailbox selected (normalized UIDs).
