@@ -48,6 +48,13 @@
 #define FETCH_MAX_PATH 128
 /* Header names in one HEADER.FIELDS list. */
 #define FETCH_MAX_FIELDS 1000
+/*
+ * A header list is looked up once per field of the header, so through a
+ * table of twice its slots rather than a scan of up to FETCH_MAX_FIELDS
+ * names: a 2 MB header of short fields against 1000 names held a worker
+ * 0.66 s, a minute at the message size limit with ten lists in one FETCH.
+ */
+#define FETCH_FIELDS_TAB 2048
 
 enum fetch_kind {
 	FK_UID,
@@ -82,6 +89,8 @@ struct fetch_section {
 	enum sec_type type;
 	char **fields;
 	size_t nfields;
+	uint32_t *ftab; /* fields by hash: index + 1, 0 a free slot */
+	uint32_t fseed;
 	bool binary;	  /* BINARY[...] or BINARY.SIZE[...] */
 	bool binary_size; /* BINARY.SIZE[...] */
 	bool partial;
@@ -136,6 +145,7 @@ fetch_section_free(struct fetch_section *sec)
 	for (size_t i = 0; i < sec->nfields; i++)
 		free(sec->fields[i]);
 	free(sec->fields);
+	free(sec->ftab);
 	free(sec->name);
 	free(sec);
 }
@@ -374,6 +384,16 @@ fetch_parse_fields(const char *s, size_t len, struct fetch_section *sec, struct 
 		return -1;
 	}
 	buf_putc(name, ')');
+	/* Seeded: the names and the header they are matched against are peer text. */
+	sec->ftab = xcalloc(FETCH_FIELDS_TAB, sizeof(*sec->ftab));
+	util_random(&sec->fseed, sizeof(sec->fseed));
+	for (size_t k = 0; k < sec->nfields; k++) {
+		uint32_t h = util_hash32_lower(sec->fseed, sec->fields[k], strlen(sec->fields[k])) &
+			     (FETCH_FIELDS_TAB - 1);
+		while (sec->ftab[h] != 0)
+			h = (h + 1) & (FETCH_FIELDS_TAB - 1);
+		sec->ftab[h] = (uint32_t)k + 1;
+	}
 	return 0;
 }
 
@@ -916,11 +936,13 @@ fetch_section_message(struct fetch_msg *fm, const struct fetch_section *sec)
 }
 
 static bool
-fetch_field_listed(const struct mime_field *f, char *const *fields, size_t n)
+fetch_field_listed(const struct mime_field *f, const struct fetch_section *sec)
 {
-	for (size_t i = 0; i < n; i++) {
-		size_t l = strlen(fields[i]);
-		if (f->name_len == l && strncasecmp(f->name, fields[i], l) == 0)
+	uint32_t h = util_hash32_lower(sec->fseed, f->name, f->name_len) & (FETCH_FIELDS_TAB - 1);
+
+	for (; sec->ftab[h] != 0; h = (h + 1) & (FETCH_FIELDS_TAB - 1)) {
+		const char *k = sec->fields[sec->ftab[h] - 1];
+		if (strlen(k) == f->name_len && strncasecmp(k, f->name, f->name_len) == 0)
 			return true;
 	}
 	return false;
@@ -940,7 +962,7 @@ fetch_header_fields(struct buf *out, const char *hdr, size_t len, const struct f
 	bool unterminated = len > 0 && hdr[len - 1] != '\n';
 
 	while (mime_header_next(hdr, len, &pos, &f)) {
-		bool listed = f.has_colon && fetch_field_listed(&f, sec->fields, sec->nfields);
+		bool listed = f.has_colon && fetch_field_listed(&f, sec);
 		if (listed != want)
 			continue;
 		if (buf_append(out, hdr + f.off, f.len) < 0)

@@ -870,6 +870,30 @@ def test_fetch_partial_sections_and_seen(srv):
     c.ok("LOGOUT")
 
 
+def test_long_header_list_against_many_fields(srv):
+    """BODY[HEADER.FIELDS (...)] looks each field of the header up in the
+    list (up to 1000 names): a scan of the list per field held a worker
+    0.66 s for a 2 MB header of short fields (optimised build), a minute
+    at the message size limit with ten lists in one FETCH. A list of 1000
+    names now costs about what a list of one does."""
+    c = RawImap(srv.port("imap"))
+    c.login()
+    msg = b"A: b\r\n" * 60000 + b"Subject: s\r\n\r\nbody\r\n"
+    c.ok(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+    c.ok("SELECT INBOX")
+    t0 = time.time()
+    untagged = c.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    one = time.time() - t0
+    assert untagged[0].endswith(b"Subject: s\r\n\r\n)"), untagged[0][-40:]
+    names = " ".join("F%04d" % i for i in range(999))
+    t0 = time.time()
+    untagged = c.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (%s SUBJECT)])" % names)
+    many = time.time() - t0
+    assert untagged[0].endswith(b"Subject: s\r\n\r\n)"), untagged[0][-40:]
+    assert many < 3 * one + 0.1, (one, many)
+    c.ok("LOGOUT")
+
+
 def test_store_flags_keywords_unchangedsince(srv):
     c = connect(srv)
     for i in range(3):
