@@ -165,7 +165,7 @@ struct rconn {
 	int tried;
 	enum smtp_client_tls tls_now;
 	struct buf last_error;
-	int last_perm; /* last_error is a 5xx reply that ended a session */
+	char last_perm[16]; /* last_error is a 5xx that ended a session: its code; else "" */
 	/* the peer */
 	char host[DNS_NAME_BUFSZ];
 	char ip[INET6_ADDRSTRLEN];
@@ -703,28 +703,22 @@ static void
 rconn_exhausted(struct rconn *c)
 {
 	struct dest *d = c->d;
-	char code[16], pcode[16] = "";
+	char code[16];
 	const char *last = c->last_error.len ? c->last_error.data : "no address to try";
 	const char *rest = skip_enhanced(last, code);
-	const char *status = code[0] == '4' ? code : "4.4.1";
 	/*
 	 * RFC 5321 4.2.1: the last host refused us for good (a 5xx greeting
 	 * or HELO): a bounce, with the reply's enhanced code when it has one.
 	 * A better host's refusal with this one unreachable is still a deferral.
 	 */
-	if (c->last_perm) {
-		const char *said = strstr(last, " said: ");
-		if (said && said[7] == '5' && strlen(said + 7) > 4 && said[10] == ' ')
-			skip_enhanced(said + 11, pcode);
-		status = pcode[0] == '5' ? pcode : "5.0.0";
-	}
+	const char *status = c->last_perm[0] ? c->last_perm : code[0] == '4' ? code : "4.4.1";
 	struct buf t = BUF_INIT(0);
 	if (d->kind == DEST_MX)
 		buf_printf(&t, "%s Delivery to all MX hosts of %s failed; last error: %s", status,
 			   d->domain, rest);
 	else
 		buf_printf(&t, "%s Delivery to %s:%d failed: %s", status, d->domain, d->port, rest);
-	rconn_walk_failed(c, c->last_perm ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL, t.data);
+	rconn_walk_failed(c, c->last_perm[0] ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL, t.data);
 	buf_free(&t);
 }
 
@@ -845,7 +839,7 @@ rconn_addrs_ready(struct rconn *c)
 	dns_result_unref(&c->r_aaaa);
 	if (c->naddrs == before) {
 		buf_reset(&c->last_error);
-		c->last_perm = 0;
+		c->last_perm[0] = '\0';
 		if (tempfail) {
 			buf_printf(&c->last_error, "4.4.3 DNS lookup of the address of %s failed",
 				   c->host);
@@ -910,7 +904,7 @@ rconn_lookup_host(struct rconn *c)
 		dns_cancel(&c->q_a);
 		dns_cancel(&c->q_aaaa);
 		buf_reset(&c->last_error);
-		c->last_perm = 0;
+		c->last_perm[0] = '\0';
 		buf_printf(&c->last_error, "4.4.4 Host name %s is not valid", h->name);
 	}
 	rconn_group_ready(c);
@@ -1338,7 +1332,7 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 		/* Still walking: note why and try the next address. */
 		buf_reset(&c->last_error);
 		buf_puts(&c->last_error, smtp_client_error(cl));
-		c->last_perm = smtp_client_error_perm(cl);
+		xsnprintf(c->last_perm, sizeof(c->last_perm), "%s", smtp_client_error_status(cl));
 		{
 			char esc[400];
 			log_msg(LL_INFO, NULL, "outbound dest=%s: %s", d->key,

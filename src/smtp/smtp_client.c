@@ -344,7 +344,7 @@ struct smtp_client {
 	void *arg;
 	unsigned hold;
 	struct buf err;
-	int err_perm;
+	char err_status[16]; /* a 5xx that ended it: its enhanced code; else "" */
 	int err_tls;
 	char tlsdesc[128];
 	/* transaction */
@@ -469,26 +469,29 @@ cl_write(struct smtp_client *cl, const char *fmt, ...)
 }
 
 /* Record the failure reason. */
-static void cl_error(struct smtp_client *cl, int perm, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void cl_error(struct smtp_client *cl, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 static void
-cl_error(struct smtp_client *cl, int perm, const char *fmt, ...)
+cl_error(struct smtp_client *cl, const char *fmt, ...)
 {
 	va_list ap;
 	buf_reset(&cl->err);
 	va_start(ap, fmt);
 	buf_vprintf(&cl->err, fmt, ap);
 	va_end(ap);
-	cl->err_perm = perm;
+	cl->err_status[0] = '\0';
 }
 
 static void
 cl_reply_error(struct smtp_client *cl, const char *when)
 {
+	const struct smtp_reply *r = &cl->rp.reply;
 	struct buf s = BUF_INIT(0);
-	smtp_reply_summary(&cl->rp.reply, &s, 400);
-	cl_error(cl, cl->rp.reply.code >= 500, "host %s[%s] said: %s (in reply to %s)", cl->host,
-		 cl->ip, buf_str(&s), when);
+	smtp_reply_summary(r, &s, 400);
+	cl_error(cl, "host %s[%s] said: %s (in reply to %s)", cl->host, cl->ip, buf_str(&s), when);
+	if (r->code >= 500)
+		xsnprintf(cl->err_status, sizeof(cl->err_status), "%s",
+			  r->enhanced[0] ? r->enhanced : "5.0.0");
 	buf_free(&s);
 }
 
@@ -557,7 +560,7 @@ cl_txn_lost(struct smtp_client *cl, const char *reason)
 			cl_txn_result(cl, i, SMTP_RCPT_TEMP, buf_str(&t));
 		buf_free(&t);
 	}
-	cl_error(cl, 0, "%s", reason);
+	cl_error(cl, "%s", reason);
 	cl_txn_end(cl);
 	cl_close(cl);
 	return cl_notify(cl, SMTP_CLIENT_TXN_DONE);
@@ -596,13 +599,13 @@ cl_after_ehlo(struct smtp_client *cl)
 		return 0;
 	}
 	if (!(cl->flags & F_TLS) && (cl->tls == SMTP_CLIENT_TLS_REQUIRE || cl->auth_user)) {
-		cl_error(cl, 0, "4.7.5 TLS is required but host %s[%s] does not offer STARTTLS",
+		cl_error(cl, "4.7.5 TLS is required but host %s[%s] does not offer STARTTLS",
 			 cl->host, cl->ip);
 		return cl_fail(cl);
 	}
 	if (cl->auth_user) {
 		if (!(cl->caps.auth & SMTP_AUTH_PLAIN)) {
-			cl_error(cl, 0, "4.7.0 host %s[%s] does not offer AUTH PLAIN", cl->host,
+			cl_error(cl, "4.7.0 host %s[%s] does not offer AUTH PLAIN", cl->host,
 				 cl->ip);
 			return cl_fail(cl);
 		}
@@ -657,7 +660,7 @@ cl_start_tls(struct smtp_client *cl)
 	    cl->base, cl->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tb == NULL) {
 		SSL_free(ssl);
-		cl_error(cl, 0, "4.7.0 cannot start TLS with %s[%s]", cl->host, cl->ip);
+		cl_error(cl, "4.7.0 cannot start TLS with %s[%s]", cl->host, cl->ip);
 		return cl_fail(cl);
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
@@ -986,7 +989,7 @@ cl_reply(struct smtp_client *cl)
 		if (r->code != 220) {
 			if (cl->tls == SMTP_CLIENT_TLS_REQUIRE || cl->auth_user) {
 				cl_reply_error(cl, "STARTTLS");
-				cl->err_perm = 0;
+				cl->err_status[0] = '\0';
 				return cl_fail(cl);
 			}
 			/* Opportunistic: go on in clear. */
@@ -997,7 +1000,7 @@ cl_reply(struct smtp_client *cl)
 	case CL_AUTH:
 		if (r->code != 235) {
 			cl_reply_error(cl, "AUTH");
-			cl->err_perm = 0; /* our credentials: defer, never bounce */
+			cl->err_status[0] = '\0'; /* our credentials: defer, never bounce */
 			return cl_fail(cl);
 		}
 		cl_set_state(cl, CL_READY);
@@ -1048,12 +1051,12 @@ cl_reply(struct smtp_client *cl)
 	}
 	case CL_QUIT:
 		/* The 221 (or anything): the session is over. */
-		cl_error(cl, 0, "session closed");
+		cl_error(cl, "session closed");
 		return cl_fail(cl);
 	case CL_READY:
 		/* Unsolicited: a 421 before the server closes an idle session. */
 		cl_reply_error(cl, "nothing (idle)");
-		cl->err_perm = 0;
+		cl->err_status[0] = '\0';
 		return cl_fail(cl);
 	case CL_CONTENT:
 		/* An early answer while we still write: the server gave up. */
@@ -1102,7 +1105,7 @@ cl_read_cb(struct bufferevent *bev, void *arg)
 			if (cl->txn) {
 				cl_txn_lost(cl, why);
 			} else {
-				cl_error(cl, 0, "4.4.2 %s", why);
+				cl_error(cl, "4.4.2 %s", why);
 				cl_fail(cl);
 			}
 			break;
@@ -1130,7 +1133,7 @@ cl_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (cl->state == CL_QUIT) {
 		if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-			cl_error(cl, 0, "session closed");
+			cl_error(cl, "session closed");
 			cl_fail(cl);
 		}
 		return;
@@ -1188,9 +1191,9 @@ cl_event_cb(struct bufferevent *bev, short what, void *arg)
 		cl_txn_lost(cl, why);
 		return;
 	}
-	cl_error(cl, 0, "4.4.1 %s", why);
+	cl_error(cl, "4.4.1 %s", why);
 	if (cl->state == CL_CONNECT && (what & BEV_EVENT_TIMEOUT))
-		cl_error(cl, 0, "4.4.1 connect to host %s[%s] timed out", cl->host, cl->ip);
+		cl_error(cl, "4.4.1 connect to host %s[%s] timed out", cl->host, cl->ip);
 	cl_fail(cl);
 }
 
@@ -1240,7 +1243,7 @@ smtp_client_new(struct event_base *base, const struct smtp_client_params *p, smt
 	}
 	if (cl->bev == NULL) {
 		cl->ssl = NULL;
-		cl_error(cl, 0, "4.4.1 cannot create a socket for %s[%s]", cl->host, cl->ip);
+		cl_error(cl, "4.4.1 cannot create a socket for %s[%s]", cl->host, cl->ip);
 		cl->state = CL_DEAD;
 		cl->flags |= F_UNUSABLE;
 		cl_later(cl, LATER_FAILED);
@@ -1252,7 +1255,7 @@ smtp_client_new(struct event_base *base, const struct smtp_client_params *p, smt
 	log_msg(LL_DEBUG, cl->log_id, "client: connecting to %s[%s]", cl->host, cl->ip);
 	if (bufferevent_socket_connect(cl->bev, (struct sockaddr *)&cl->sa, (int)cl->salen) < 0) {
 		int serr = EVUTIL_SOCKET_ERROR();
-		cl_error(cl, 0, "4.4.1 connect to host %s[%s] failed: %s", cl->host, cl->ip,
+		cl_error(cl, "4.4.1 connect to host %s[%s] failed: %s", cl->host, cl->ip,
 			 evutil_socket_error_to_string(serr));
 		cl_close(cl);
 		cl_later(cl, LATER_FAILED);
@@ -1272,10 +1275,10 @@ smtp_client_error(const struct smtp_client *cl)
 	return buf_str(&cl->err);
 }
 
-int
-smtp_client_error_perm(const struct smtp_client *cl)
+const char *
+smtp_client_error_status(const struct smtp_client *cl)
 {
-	return cl->err_perm;
+	return cl->err_status;
 }
 
 int
@@ -1358,7 +1361,7 @@ smtp_client_quit(struct smtp_client *cl)
 {
 	if (!smtp_client_usable(cl)) {
 		cl_close(cl);
-		cl_error(cl, 0, "session closed");
+		cl_error(cl, "session closed");
 		cl_later(cl, LATER_FAILED);
 		return;
 	}

@@ -240,8 +240,11 @@ int smtp_client_usable(const struct smtp_client *cl);
  * event.
  */
 const char *smtp_client_error(const struct smtp_client *cl);
-/* 1 if that failure was a 5xx reply from the peer. */
-int smtp_client_error_perm(const struct smtp_client *cl);
+/*
+ * When that failure was a 5xx reply from the peer, its enhanced status code
+ * ("5.7.1"; "5.0.0" when the reply had none of its class); else "".
+ */
+const char *smtp_client_error_status(const struct smtp_client *cl);
 /* 1 if the failure was a TLS handshake error (a retry without TLS may work). */
 int smtp_client_error_tls(const struct smtp_client *cl);
 
