@@ -1008,6 +1008,18 @@ def test_search_sort_thread(srv):
     c.ok("LOGOUT")
 
 
+def doubled_inbox(srv, times):
+    """A session logged in with INBOX selected, holding 2**times copies of
+    one small message (doubled by COPY: quicker than as many APPENDs)."""
+    c = RawImap(srv.port("imap"))
+    c.login()
+    c.ok(b"APPEND INBOX {8+}\r\nX: y\r\n\r\n")
+    c.ok("SELECT INBOX")
+    for _ in range(times):
+        c.ok("COPY 1:* INBOX")
+    return c
+
+
 def test_many_keywords_cost_no_more_to_select(srv):
     """Every message of a view is checked against the keywords the session
     announces in FLAGS (up to 1000), on the event loop, when the view is
@@ -1015,12 +1027,7 @@ def test_many_keywords_cost_no_more_to_select(srv):
     per SELECT or STORE for 1024 messages of 64 keywords in a mailbox of
     1000 keywords (optimised build): a mailbox of many keywords now costs
     about what one of 64 does (256 messages here, for time)."""
-    c = RawImap(srv.port("imap"))
-    c.login()
-    c.ok(b"APPEND INBOX {8+}\r\nX: y\r\n\r\n")
-    c.ok("SELECT INBOX")
-    for _ in range(8):
-        c.ok("COPY 1:* INBOX")
+    c = doubled_inbox(srv, 8)
     kws = lambda g: " ".join("k%04d" % (g * 64 + i) + "x" * 95 for i in range(64))
     c.ok("STORE 1:* +FLAGS.SILENT (%s)" % kws(0))
     c.ok("CREATE Few")
@@ -1049,12 +1056,7 @@ def test_costly_flag_search_leaves_the_loop_to_others(srv):
     messages of 64 long keywords held every session for 2.0 s (optimised
     build). Past a small budget it runs on the pool: another session is
     answered while it runs."""
-    c = RawImap(srv.port("imap"))
-    c.login()
-    c.ok(b"APPEND INBOX {8+}\r\nX: y\r\n\r\n")
-    c.ok("SELECT INBOX")
-    for _ in range(7):
-        c.ok("COPY 1:* INBOX")
+    c = doubled_inbox(srv, 7)
     kws = " ".join("k%02d" % i + "x" * 97 for i in range(64))
     c.ok("STORE 1:* +FLAGS.SILENT (%s)" % kws)
     other = RawImap(srv.port("imap"))
