@@ -356,6 +356,13 @@ accounts_domain_add(struct accounts *a, const char *domain, struct buf *err)
 
 	if (accounts_normalise_domain(domain, &d, err) < 0 || !alabels_valid(d.data, err))
 		goto out;
+	/* A host name's '_' (lookups allow it): SMTP refuses it in a path
+	 * (RFC 5321 4.1.2), so no RCPT could ever reach the domain. */
+	if (strchr(d.data, '_') != NULL) {
+		buf_printf(err, "bad domain '%s': character '_' not allowed in a mail domain",
+			   domain);
+		goto out;
+	}
 	if (accounts_domain_exists(a, d.data) == 1) {
 		buf_printf(err, "domain %s already exists", d.data);
 		goto out;

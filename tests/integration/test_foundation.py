@@ -313,6 +313,16 @@ def test_cli_domain_add_refuses_a_bad_a_label(make_surat):
     assert r.returncode == 1 and "xn--bcher-kva.example already exists" in r.stderr, r
 
 
+def test_cli_domain_add_refuses_an_underscore(make_surat):
+    """A '_' in a domain was taken (DNS names may hold one), but SMTP refuses
+    it in a path (501 5.1.3): a local domain whose users no mail could reach."""
+    s = make_surat(start=False)
+    for bad in ("ex_ample.test", "mail._x.test"):
+        r = s.cli("domain", "add", bad, check=False)
+        assert r.returncode == 1 and "character '_' not allowed" in r.stderr, (bad, r)
+    assert s.cli("domain", "list").stdout == ""
+
+
 def test_cli_refuses_ill_formed_utf8_in_a_local_part(make_surat):
     """RFC 3629: an overlong form, a surrogate or a code point past U+10FFFF
     is not UTF-8, and SMTP refuses such an address (501 5.1.3): an account or
