@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <idn2.h>
+
 #define CONFIG_LINE_MAX 4096
 
 enum config_type { CT_STRING, CT_BOOL, CT_DURATION, CT_SIZE, CT_UINT, CT_RESOLVERS, CT_NETWORKS,
@@ -328,6 +330,82 @@ valid_hostname(const char *s)
 	return 1;
 }
 
+/*
+ * The host of relayhost or a route: an IP address, or a name the resolver
+ * can look up (labels of letters, digits, '-' and '_'; a trailing dot).
+ * Else the mail for it waits in the queue until it bounces, and only the
+ * delivery log says why.
+ */
+static int
+valid_relay_host(const char *host)
+{
+	unsigned char bin[sizeof(struct in6_addr)];
+	size_t n = strlen(host), label = 0;
+
+	if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1)
+		return 1;
+	if (n > 1 && host[n - 1] == '.')
+		n--;
+	if (n == 0 || n > 253)
+		return 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (i == n || host[i] == '.') {
+			if (label == 0 || label > 63)
+				return 0;
+			label = 0;
+		} else if (isalnum((unsigned char)host[i]) || host[i] == '-' || host[i] == '_') {
+			label++;
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* A relayhost or route value, "host[:port]": 0, or -1 when it is none. */
+static int
+valid_relay(const char *value)
+{
+	char *host;
+	int port;
+
+	if (config_parse_hostport(value, &host, &port, 25) < 0)
+		return -1;
+	int ok = valid_relay_host(host);
+	free(host);
+	return ok ? 0 : -1;
+}
+
+/*
+ * The domain of a route.DOMAIN key in the form the queue compares a
+ * recipient's domain with (lowercase, A-label, no trailing dot), or an
+ * address literal as RCPT names it; malloc'd, or NULL when it is neither.
+ * Kept as written, münchen.example or example.org. matched no recipient.
+ */
+static char *
+route_domain(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (s[0] == '[')
+		return n > 2 && s[n - 1] == ']' ? util_lower(xstrdup(s)) : NULL;
+	if (n > 0 && s[n - 1] == '.')
+		n--;
+	char *d = xstrndup(s, n);
+	if (util_has_8bit(d, n)) {
+		char *alabel = NULL;
+		int rc = idn2_to_ascii_8z(d, &alabel, IDN2_NONTRANSITIONAL);
+		free(d);
+		d = rc == IDN2_OK ? xstrdup(alabel) : NULL;
+		idn2_free(alabel);
+	}
+	if (d != NULL && !valid_hostname(util_lower(d))) {
+		free(d);
+		d = NULL;
+	}
+	return d;
+}
+
 /* "addr[@port]" as libunbound's ub_ctx_set_fwd() takes it: an IP address. */
 static int
 valid_resolver(const char *s)
@@ -456,18 +534,19 @@ parse_list(const char *value, struct strlist *l, enum config_type type, struct b
  * silently ignored.
  */
 static int
-route_set(struct config *cfg, const char *domain, const char *hostport)
+route_set(struct config *cfg, char *domain, const char *hostport)
 {
 	size_t i;
 
 	for (i = 0; i < cfg->nroutes; i++)
-		if (strcasecmp(cfg->routes[i].domain, domain) == 0)
+		if (strcmp(cfg->routes[i].domain, domain) == 0)
 			break;
 	if (i == cfg->nroutes) {
 		cfg->routes = xrealloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
-		cfg->routes[i].domain = util_lower(xstrdup(domain));
+		cfg->routes[i].domain = domain;
 		cfg->nroutes++;
 	} else {
+		free(domain);
 		free(cfg->routes[i].host);
 	}
 	cfg->routes[i].host = xstrdup(hostport);
@@ -480,14 +559,19 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 	const struct config_key *k = NULL;
 
 	if (strncmp(key, "route.", 6) == 0 && key[6] != '\0') {
-		char *host;
-		int port;
-		if (config_parse_hostport(value, &host, &port, 25) < 0) {
+		char *domain = route_domain(key + 6);
+		if (domain == NULL) {
+			char esc[256];
+			buf_printf(err, "%s: '%s' is not a domain name", key,
+				   log_esc(esc, sizeof(esc), key + 6));
+			return -1;
+		}
+		if (valid_relay(value) < 0) {
+			free(domain);
 			buf_printf(err, "%s: bad value '%s' (want host[:port])", key, value);
 			return -1;
 		}
-		free(host);
-		return route_set(cfg, key + 6, value);
+		return route_set(cfg, domain, value);
 	}
 	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
 		if (strcmp(config_keys[i].name, key) == 0) {
@@ -528,15 +612,11 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 		*(char **)p = xstrdup(value);
 		return 0;
 	case CT_HOSTPORT: {
-		char *host;
-		int port;
 		/* Checked here, not when the daemon first sends: check-config sees it. */
-		if (*value != '\0' && config_parse_hostport(value, &host, &port, 25) < 0) {
+		if (*value != '\0' && valid_relay(value) < 0) {
 			buf_printf(err, "%s: bad value '%s' (want host[:port])", key, value);
 			return -1;
 		}
-		if (*value != '\0')
-			free(host);
 		free(*(char **)p);
 		*(char **)p = *value ? xstrdup(value) : NULL;
 		return 0;

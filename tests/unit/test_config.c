@@ -83,6 +83,17 @@ test_good(void **state)
 	assert_string_equal(cfg.routes[0].host, "relay.example.net:2525");
 	assert_int_equal(cfg.dns_servers.n, 3);
 	assert_string_equal(cfg.relayhost, "[192.0.2.1]:587");
+	/* A route's domain as the queue compares recipients' domains with it:
+	 * lowercase A-label without a trailing dot (so "example.com." was the
+	 * route given again), or an address literal. */
+	assert_int_equal(config_set(&cfg, "route.M\xc3\xbcnchen.Example.", "relay.example.", &err), 0);
+	assert_int_equal(config_set(&cfg, "route.example.com.", "[2001:db8::1]:25", &err), 0);
+	assert_int_equal(config_set(&cfg, "route.[IPv6:2001:DB8::2]", "192.0.2.9", &err), 0);
+	assert_int_equal(config_set(&cfg, "relayhost", "smart_1.example.net:587", &err), 0);
+	assert_int_equal(cfg.nroutes, 3);
+	assert_string_equal(cfg.routes[0].host, "[2001:db8::1]:25");
+	assert_string_equal(cfg.routes[1].domain, "xn--mnchen-3ya.example");
+	assert_string_equal(cfg.routes[2].domain, "[ipv6:2001:db8::2]");
 	/* Defaults stay where not set. */
 	assert_int_equal(cfg.smtp_max_recipients, 100);
 	assert_int_equal(cfg.queue_delay_warning, 4 * 3600);
@@ -166,6 +177,15 @@ test_errors(void **state)
 	expect_error("log.level = loud\n", "log.level: bad value");
 	expect_error("outbound.tls = always\n", "outbound.tls: bad value");
 	expect_error("route.x.org = host:0\n", "route.x.org: bad value");
+	/* A host no resolver could look up: the mail waited in the queue to bounce. */
+	expect_error("route.x.org = relay host.example\n", "route.x.org: bad value");
+	expect_error("relayhost = smart..example.net\n", ":1: relayhost: bad value");
+	expect_error("relayhost = smart/example.net:25\n", "relayhost: bad value");
+	/* A domain no recipient's could be: the route was silently never taken. */
+	expect_error("route.exa mple.org = relay.example\n",
+		     ":1: route.exa mple.org: 'exa mple.org' is not a domain name");
+	expect_error("route.x..org = relay.example\n", "is not a domain name");
+	expect_error("route.\xff.org = relay.example\n", "'\\xff.org' is not a domain name");
 	expect_error("tls.cert = /x.pem\n", "tls.cert and tls.key must be set together");
 	expect_error("listen.imaps = 127.0.0.1:993\n", "listen.imaps needs tls.cert");
 	expect_error("data_dir =\n", "data_dir must be set");
