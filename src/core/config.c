@@ -459,8 +459,19 @@ listen_key(const char *s, unsigned char key[sizeof(struct in6_addr) + 3])
 	free(host);
 }
 
+/* Whether a listen_key()'s address is the wildcard (0.0.0.0 or ::). */
+static int
+listen_key_any(const unsigned char key[sizeof(struct in6_addr) + 3])
+{
+	for (size_t i = 3; i < sizeof(struct in6_addr) + 3; i++)
+		if (key[i] != 0)
+			return 0;
+	return 1;
+}
+
 /*
- * The same address under two listen keys (or twice under one): serve would
+ * The same address under two listen keys (or twice under one), or an
+ * address and the wildcard of its family on the same port: serve would
  * fail to bind the second with "Address already in use", which reads as
  * another program holding the port. 0, or -1 with err set.
  */
@@ -470,6 +481,7 @@ listen_dupes(const struct config *cfg, const char *path, struct buf *err)
 	struct seen {
 		unsigned char key[sizeof(struct in6_addr) + 3];
 		int kind;
+		const char *addr;
 	} *seen = NULL;
 	size_t n = 0;
 	int rc = 0;
@@ -479,13 +491,24 @@ listen_dupes(const struct config *cfg, const char *path, struct buf *err)
 			seen = xrealloc(seen, (n + 1) * sizeof(*seen));
 			listen_key(cfg->listen[i].v[m], seen[n].key);
 			seen[n].kind = i;
-			for (size_t k = 0; rc == 0 && k < n; k++)
+			seen[n].addr = cfg->listen[i].v[m];
+			for (size_t k = 0; rc == 0 && k < n; k++) {
 				if (memcmp(seen[k].key, seen[n].key, sizeof(seen[n].key)) == 0) {
 					buf_printf(err, "%s: listen.%s and listen.%s both name %s",
 						   path, config_listen_names[seen[k].kind],
 						   config_listen_names[i], cfg->listen[i].v[m]);
 					rc = -1;
+				} else if (memcmp(seen[k].key, seen[n].key, 3) == 0 &&
+					   (listen_key_any(seen[k].key) ||
+					    listen_key_any(seen[n].key))) {
+					buf_printf(err,
+						   "%s: listen.%s %s and listen.%s %s overlap: a "
+						   "wildcard address takes its port on every address",
+						   path, config_listen_names[seen[k].kind], seen[k].addr,
+						   config_listen_names[i], seen[n].addr);
+					rc = -1;
 				}
+			}
 			n++;
 		}
 	free(seen);

@@ -595,6 +595,30 @@ on_accept_error(struct evconnlistener *el, void *arg)
 	event_base_once(l->srv->base, -1, EV_TIMEOUT, listener_resume, l, &tv);
 }
 
+/*
+ * Whether a listener takes an IPv4 address on port. [::]:port then binds
+ * IPv6 only (IPV6_V6ONLY): in the system's default dual stack it takes
+ * IPv4 too, and "0.0.0.0:25, [::]:25" failed with "Address already in
+ * use". Alone it keeps the default, and IPv4 clients still reach it.
+ */
+static int
+ipv4_on_port(const struct config *cfg, int port)
+{
+	struct in_addr a;
+
+	for (int k = 0; k < LISTEN_NKINDS; k++)
+		for (size_t i = 0; i < cfg->listen[k].n; i++) {
+			char *host = NULL;
+			int p, v4 = 0;
+			if (config_parse_hostport(cfg->listen[k].v[i], &host, &p, 0) == 0)
+				v4 = p == port && inet_pton(AF_INET, host, &a) == 1;
+			free(host);
+			if (v4)
+				return 1;
+		}
+	return 0;
+}
+
 static int
 bind_one(struct server *srv, enum listen_kind kind, const char *addr, struct buf *err)
 {
@@ -625,14 +649,16 @@ bind_one(struct server *srv, enum listen_kind kind, const char *addr, struct buf
 		return -1;
 	}
 	free(host);
+	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
+			 LEV_OPT_DISABLED;
+	if (ss.ss_family == AF_INET6 && ipv4_on_port(srv->cfg, port))
+		flags |= LEV_OPT_BIND_IPV6ONLY;
 	struct listener *l = xcalloc(1, sizeof(*l));
 	l->srv = srv;
 	l->kind = kind;
 	l->addr = xstrdup(addr);
-	l->el = evconnlistener_new_bind(srv->base, on_accept, l,
-					LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-						LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
-					1024, (struct sockaddr *)&ss, (int)sslen);
+	l->el = evconnlistener_new_bind(srv->base, on_accept, l, flags, 1024,
+					(struct sockaddr *)&ss, (int)sslen);
 	if (l->el == NULL) {
 		buf_printf(err, "listen.%s: bind(%s) failed: %s", config_listen_names[kind], addr,
 			   strerror(errno));

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Surat, client_tls, free_port
+from conftest import BIN, Surat, client_tls, free_port, skip_unless_ipv6_loopback
 
 
 def run(*args, input=None):
@@ -410,6 +410,21 @@ def test_cli_password_line_endings(surat):
         assert r.returncode == 1 and why in r.stderr, (pw, r)
     assert "cut@" not in surat.cli("user", "list").stdout
     assert auth_ok(surat, "alice@example.test", "alice-pw")
+
+
+def test_ipv4_and_ipv6_wildcard_on_one_port(make_surat):
+    """An IPv4 address and [::] on the same port, the usual way to serve
+    both families: [::] took IPv4 too (the system's dual stack) and serve
+    failed at start with "Address already in use"."""
+    skip_unless_ipv6_loopback()
+    s = make_surat(start=False)
+    p = s.port("smtp")
+    with open(s.conf, "a") as f:
+        f.write("listen.smtp = 127.0.0.1:%d, [::]:%d\n" % (p, p))
+    s.start()
+    for host in ("127.0.0.1", "::1"):
+        with smtplib.SMTP(host, p, timeout=10) as c:
+            assert c.noop()[0] == 250, host
 
 
 def test_every_listener_serves(surat):

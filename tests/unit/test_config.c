@@ -53,6 +53,7 @@ test_good(void **state)
 			  "hostname = mx.example.org\n"
 			  "data_dir=/var/lib/x\n"
 			  "  listen.smtp = 127.0.0.1:25, [::1]:25  \n"
+			  "listen.submission = 0.0.0.0:587, [::]:587, 127.0.0.1:588\n"
 			  "listen.imap =\n"
 			  "allow_plaintext_auth = yes\n"
 			  "smtp.max_message_size = 10M\n"
@@ -174,6 +175,11 @@ test_errors(void **state)
 		     "listen.smtp and listen.submission both name [127.0.0.1]:25");
 	expect_error("listen.imap = [::1]:143, [0:0::1]:143\n",
 		     "listen.imap and listen.imap both name [0:0::1]:143");
+	/* The wildcard of the same family on the same port: the same failure. */
+	expect_error("listen.smtp = 0.0.0.0:25\nlisten.submission = 127.0.0.1:25\n",
+		     "listen.smtp 0.0.0.0:25 and listen.submission 127.0.0.1:25 overlap");
+	expect_error("listen.imap = [::1]:143, [::]:143\n",
+		     "listen.imap [::1]:143 and listen.imap [::]:143 overlap");
 	expect_error("log.level = loud\n", "log.level: bad value");
 	expect_error("outbound.tls = always\n", "outbound.tls: bad value");
 	expect_error("route.x.org = host:0\n", "route.x.org: bad value");
