@@ -979,13 +979,12 @@ check_start(const struct config *cfg, struct buf *err)
 			return -1;
 		}
 	if (cfg->relayhost_password_file) {
-		int fd = open(cfg->relayhost_password_file, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			buf_printf(err, "relayhost.password_file: open(%s) failed: %s",
-				   cfg->relayhost_password_file, strerror(errno));
+		/* Read as serve reads it: an empty file, or two lines, stop it too. */
+		char *pw = queue_remote_password(cfg->relayhost_password_file, err);
+		if (pw == NULL)
 			return -1;
-		}
-		close(fd);
+		util_wipe(pw, strlen(pw));
+		free(pw);
 	}
 	if (cfg->run_as) {
 		struct passwd *pw = getpwnam(cfg->run_as);

@@ -1654,6 +1654,29 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 
 /* ---- setup ---- */
 
+char *
+queue_remote_password(const char *path, struct buf *err)
+{
+	size_t len;
+	char *p = util_read_file(path, 4096, &len);
+
+	if (p == NULL) {
+		buf_printf(err, "relayhost.password_file: open(%s) failed: %s", path,
+			   strerror(errno));
+		return NULL;
+	}
+	while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
+		p[--len] = '\0';
+	if (len == 0 || memchr(p, '\0', len) != NULL || memchr(p, '\n', len) != NULL) {
+		buf_printf(err, "relayhost.password_file %s: want one line with the password",
+			   path);
+		util_wipe(p, len);
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
 struct queue_remote *
 queue_remote_new(struct server *srv, struct buf *err)
 {
@@ -1678,26 +1701,11 @@ queue_remote_new(struct server *srv, struct buf *err)
 			free(qr);
 			return NULL;
 		}
-		size_t len;
-		char *p = util_read_file(cfg->relayhost_password_file, 4096, &len);
-		if (p == NULL) {
-			buf_printf(err, "relayhost.password_file: open(%s) failed: %s",
-				   cfg->relayhost_password_file, strerror(errno));
+		qr->relay_pass = queue_remote_password(cfg->relayhost_password_file, err);
+		if (qr->relay_pass == NULL) {
 			free(qr);
 			return NULL;
 		}
-		while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
-			p[--len] = '\0';
-		if (len == 0 || memchr(p, '\0', len) != NULL || memchr(p, '\n', len) != NULL) {
-			buf_printf(err,
-				   "relayhost.password_file %s: want one line with the password",
-				   cfg->relayhost_password_file);
-			util_wipe(p, len);
-			free(p);
-			free(qr);
-			return NULL;
-		}
-		qr->relay_pass = p;
 	}
 	self_init(qr);
 	qr->start_ev = event_new(srv->base, -1, 0, start_cb, qr);

@@ -46,6 +46,14 @@ struct queue_remote;
 struct queue_remote *queue_remote_new(struct server *srv, struct buf *err);
 
 /*
+ * The smarthost password in relayhost.password_file at path (one line;
+ * its line end taken off), as queue_remote_new() reads it: malloc'd (the
+ * caller wipes and frees it), or NULL with the reason in err. check-config
+ * reads it too, so that it refuses what serve would.
+ */
+char *queue_remote_password(const char *path, struct buf *err);
+
+/*
  * Close every connection, cancel DNS queries and free; *qrp = NULL. Call
  * after the loop has stopped and before the queue and the resolver are
  * freed. Deliveries in flight are simply forgotten: their messages are

@@ -89,6 +89,24 @@ def test_check_config_finds_what_serve_refuses(tmp_path, tls_files):
     assert not (tmp_path / "data").exists()
 
 
+def test_check_config_reads_the_smarthost_password_as_serve_does(tmp_path):
+    """check-config only opened relayhost.password_file and said ok; serve
+    reads it, and refuses to start on an empty one or one of two lines."""
+    pw = tmp_path / "relay.pw"
+    conf = str(tmp_path / "c.conf")
+    write(conf, "data_dir = %s\nrelayhost = smart.example:587\nrelayhost.user = u\n"
+          "relayhost.password_file = %s\n" % (tmp_path / "data", pw))
+    for text in ("", "\n", "first\nsecond\n"):
+        write(str(pw), text)
+        r = run("-c", conf, "check-config")
+        assert r.returncode == 2 and "want one line with the password" in r.stderr, (text, r)
+        r = run("-c", conf, "serve")
+        assert r.returncode == 1 and "want one line with the password" in r.stderr, (text, r)
+    write(str(pw), "secret\r\n")
+    r = run("-c", conf, "check-config")
+    assert r.returncode == 0 and r.stdout.endswith("c.conf: ok\n"), r
+
+
 def test_cli_usage_error_touches_nothing(tmp_path):
     """A mistyped subcommand is a usage error (2) before data_dir is opened:
     it creates no data_dir, and one that cannot be opened does not turn it
