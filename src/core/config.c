@@ -719,7 +719,9 @@ int
 config_load(struct config *cfg, const char *path, struct buf *err)
 {
 	FILE *fp = fopen(path, "re");
-	char line[CONFIG_LINE_MAX + 2];
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
 	unsigned lineno = 0;
 	int rc = 0;
 
@@ -729,10 +731,12 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 	}
 	free(cfg->path);
 	cfg->path = xstrdup(path);
-	while (fgets(line, sizeof(line), fp)) {
+	/* getline(), not fgets(): its length shows a NUL, which strlen() took
+	 * for the line's end, silently dropping the rest of the line. */
+	while ((got = getline(&line, &cap, fp)) >= 0) {
 		lineno++;
-		size_t n = strlen(line);
-		if (n > CONFIG_LINE_MAX || (n == sizeof(line) - 1 && line[n - 1] != '\n')) {
+		size_t n = (size_t)got;
+		if (n > CONFIG_LINE_MAX) {
 			buf_printf(err, "%s:%u: line too long", path, lineno);
 			rc = -1;
 			break;
@@ -771,6 +775,7 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 		buf_printf(err, "%s: read error: %s", path, strerror(errno));
 		rc = -1;
 	}
+	free(line);
 	fclose(fp);
 	if (rc == 0 && cfg->data_dir == NULL) {
 		buf_printf(err, "%s: data_dir must be set", path);

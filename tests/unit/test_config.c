@@ -15,19 +15,26 @@
 
 static char path[256];
 
+/* Load the len octets of text (which may hold a NUL) as a config file. */
 static int
-load_text(const char *text, struct config *cfg, struct buf *err)
+load_bytes(const char *text, size_t len, struct config *cfg, struct buf *err)
 {
 	snprintf(path, sizeof(path), "/tmp/surat-test-config.%d", (int)getpid());
 	FILE *fp = fopen(path, "w");
 	assert_non_null(fp);
-	fputs(text, fp);
+	fwrite(text, 1, len, fp);
 	fclose(fp);
 	config_defaults(cfg);
 	buf_reset(err);
 	int r = config_load(cfg, path, err);
 	unlink(path);
 	return r;
+}
+
+static int
+load_text(const char *text, struct config *cfg, struct buf *err)
+{
+	return load_bytes(text, strlen(text), cfg, err);
 }
 
 /* Load text and expect an error containing want (and ":line:"). */
@@ -225,6 +232,14 @@ test_errors(void **state)
 	longline[sizeof(longline) - 2] = '\n';
 	longline[sizeof(longline) - 1] = '\0';
 	expect_error(longline, ":1: line too long");
+	/* A NUL ended the line for strlen(): what followed it was dropped. */
+	static const char nul[] = "data_dir = /x\nsmtp.max_message_size = 10M\0" "0\n";
+	struct config cfg;
+	struct buf err = BUF_INIT(0);
+	assert_int_equal(load_bytes(nul, sizeof(nul) - 1, &cfg, &err), -1);
+	assert_non_null(strstr(buf_str(&err), ":2: NUL byte in line"));
+	config_free(&cfg);
+	buf_free(&err);
 }
 
 static void
