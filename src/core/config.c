@@ -501,11 +501,12 @@ listen_dupes(const struct config *cfg, const char *path, struct buf *err)
 				} else if (memcmp(seen[k].key, seen[n].key, 3) == 0 &&
 					   (listen_key_any(seen[k].key) ||
 					    listen_key_any(seen[n].key))) {
-					buf_printf(err,
-						   "%s: listen.%s %s and listen.%s %s overlap: a "
-						   "wildcard address takes its port on every address",
-						   path, config_listen_names[seen[k].kind], seen[k].addr,
-						   config_listen_names[i], seen[n].addr);
+					buf_printf(
+					    err,
+					    "%s: listen.%s %s and listen.%s %s overlap: a "
+					    "wildcard address takes its port on every address",
+					    path, config_listen_names[seen[k].kind], seen[k].addr,
+					    config_listen_names[i], seen[n].addr);
 					rc = -1;
 				}
 			}

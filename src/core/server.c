@@ -649,8 +649,8 @@ bind_one(struct server *srv, enum listen_kind kind, const char *addr, struct buf
 		return -1;
 	}
 	free(host);
-	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
-			 LEV_OPT_DISABLED;
+	unsigned flags =
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED;
 	if (ss.ss_family == AF_INET6 && ipv4_on_port(srv->cfg, port))
 		flags |= LEV_OPT_BIND_IPV6ONLY;
 	struct listener *l = xcalloc(1, sizeof(*l));

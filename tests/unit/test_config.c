@@ -94,7 +94,8 @@ test_good(void **state)
 	/* A route's domain as the queue compares recipients' domains with it:
 	 * lowercase A-label without a trailing dot (so "example.com." was the
 	 * route given again), or an address literal. */
-	assert_int_equal(config_set(&cfg, "route.M\xc3\xbcnchen.Example.", "relay.example.", &err), 0);
+	assert_int_equal(config_set(&cfg, "route.M\xc3\xbcnchen.Example.", "relay.example.", &err),
+			 0);
 	assert_int_equal(config_set(&cfg, "route.example.com.", "[2001:db8::1]:25", &err), 0);
 	assert_int_equal(config_set(&cfg, "route.[IPv6:2001:DB8::2]", "192.0.2.9", &err), 0);
 	assert_int_equal(config_set(&cfg, "relayhost", "smart_1.example.net:587", &err), 0);
@@ -233,7 +234,8 @@ test_errors(void **state)
 	longline[sizeof(longline) - 1] = '\0';
 	expect_error(longline, ":1: line too long");
 	/* A NUL ended the line for strlen(): what followed it was dropped. */
-	static const char nul[] = "data_dir = /x\nsmtp.max_message_size = 10M\0" "0\n";
+	static const char nul[] = "data_dir = /x\nsmtp.max_message_size = 10M\0"
+				  "0\n";
 	struct config cfg;
 	struct buf err = BUF_INIT(0);
 	assert_int_equal(load_bytes(nul, sizeof(nul) - 1, &cfg, &err), -1);
