@@ -701,6 +701,12 @@ static gid_t chown_gid;
 static int
 chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+	/* Only what is not the user's yet: a chown(2) to the owner a file
+	 * has still sets its ctime, and this runs at every start and every
+	 * admin command run as root, over every message file: each backup
+	 * that goes by ctime (borg, dump) then read all the mail again. */
+	if (flag != FTW_NS && st->st_uid == chown_uid && st->st_gid == chown_gid)
+		return 0;
 	if (lchown(path, chown_uid, chown_gid) < 0)
 		return -1;
 	return 0;

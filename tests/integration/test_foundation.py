@@ -561,6 +561,33 @@ def test_sigterm_graceful(surat):
     assert "stopped" in surat.log()
 
 
+def test_cli_as_root_leaves_the_users_files_alone(make_surat):
+    """An admin command run as root (run_as set) chowned every file under
+    data_dir to run_as, each time: chown(2) to the owner a file has sets
+    its ctime all the same, so every message file changed for backups that
+    go by ctime (borg, dump), at each `surat user list`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test the privilege drop")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    d = s.dir
+    while d not in ("/", "/tmp"):  # let nobody reach the data directory
+        os.chmod(d, os.stat(d).st_mode | 0o755)
+        d = os.path.dirname(d)
+    s.add_domain("example.test")
+    s.add_user("a@example.test", "pw")
+    s.cli("mailbox", "list", "a@example.test")     # makes its store
+    ctimes = {}
+    for top, dirs, files in os.walk(s.data_dir):
+        for n in dirs + files:
+            if not n.endswith(("-wal", "-shm")):    # SQLite's, written on open
+                p = os.path.join(top, n)
+                ctimes[p] = os.lstat(p).st_ctime_ns
+    assert any("index.db" in p for p in ctimes), ctimes
+    time.sleep(0.01)
+    s.cli("domain", "list")
+    assert {p: os.lstat(p).st_ctime_ns for p in ctimes} == ctimes
+
+
 def test_run_as_drops_privileges(make_surat):
     if os.geteuid() != 0:
         pytest.skip("needs root to test the privilege drop")
