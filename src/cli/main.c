@@ -304,22 +304,22 @@ cmd_domain(struct config *cfg, int argc, char **argv)
 		return usage_error("domain: missing subcommand (add, del, list)");
 	if (!known_sub(argv[0], subs))
 		return usage_error("domain: unknown subcommand '%s'", argv[0]);
+	/* Arguments too before data_dir is opened: see known_sub(). */
+	if (strcmp(argv[0], "list") == 0 && argc != 1)
+		return usage_error("domain list takes no arguments");
+	if (strcmp(argv[0], "list") != 0 && argc != 2)
+		return usage_error("domain %s: need exactly one DOMAIN", argv[0]);
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
 		return EXIT_RUNTIME;
 	struct buf err = BUF_INIT(0);
 	int rc = 0;
 	if (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "del") == 0) {
-		if (argc != 2) {
-			rc = usage_error("domain %s: need exactly one DOMAIN", argv[0]);
-		} else if ((argv[0][0] == 'a' ? accounts_domain_add(a, argv[1], &err)
-					       : accounts_domain_del(a, argv[1], &err)) < 0) {
+		if ((argv[0][0] == 'a' ? accounts_domain_add(a, argv[1], &err)
+				       : accounts_domain_del(a, argv[1], &err)) < 0)
 			rc = runtime_error("domain %s: %s", argv[0], buf_str(&err));
-		}
 	} else if (strcmp(argv[0], "list") == 0) {
-		if (argc != 1)
-			rc = usage_error("domain list takes no arguments");
-		else if (accounts_domain_list(a, print_domain, NULL) < 0)
+		if (accounts_domain_list(a, print_domain, NULL) < 0)
 			rc = runtime_error("domain list: database error");
 	}
 	buf_free(&err);
@@ -439,16 +439,30 @@ cmd_user(struct config *cfg, int argc, char **argv)
 				   sub);
 	if (hash_opt && strcmp(sub, "add") != 0 && strcmp(sub, "passwd") != 0)
 		return usage_error("user %s: --hash is only for 'user add' and 'user passwd'", sub);
+	/* Before data_dir is opened: see known_sub(). */
+	if (strcmp(sub, "quota") == 0 && npos != 2)
+		return usage_error("user quota: need ADDRESS and SIZE (or 'default')");
+	if (strcmp(sub, "list") == 0 && npos > 1)
+		return usage_error("user list: at most one DOMAIN");
+	if (strcmp(sub, "quota") != 0 && strcmp(sub, "list") != 0 && npos != 1)
+		return usage_error("user %s: need exactly one ADDRESS", sub);
+	/* (--quota was refused above: quota is -1 here, 'default'.) */
+	if (strcmp(sub, "quota") == 0 && strcmp(pos[1], "default") != 0 &&
+	    config_parse_size(pos[1], &quota) < 0)
+		return usage_error("user quota: bad size '%s'", pos[1]);
+	if (hash_opt) {
+		int rc = 0;
+		char *h = get_hash(hash_opt, &rc);	/* only checks it: no password is read */
+		if (h == NULL)
+			return rc;
+		free(h);
+	}
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
 		return EXIT_RUNTIME;
 	struct buf err = BUF_INIT(0);
 	int rc = 0;
 	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0) {
-		if (npos != 1) {
-			rc = usage_error("user %s: need exactly one ADDRESS", sub);
-			goto out;
-		}
 		if (user_precheck(a, sub, pos[0], &err) < 0) {
 			rc = runtime_error("user %s: %s", sub, buf_str(&err));
 			goto out;
@@ -463,30 +477,14 @@ cmd_user(struct config *cfg, int argc, char **argv)
 		if (r < 0)
 			rc = runtime_error("user %s: %s", sub, buf_str(&err));
 	} else if (strcmp(sub, "del") == 0) {
-		if (npos != 1)
-			rc = usage_error("user del: need exactly one ADDRESS");
-		else if (accounts_user_del(a, pos[0], &err) < 0)
+		if (accounts_user_del(a, pos[0], &err) < 0)
 			rc = runtime_error("user del: %s", buf_str(&err));
 		else
 			rc = user_del_mail(cfg, pos[0]);
 	} else if (strcmp(sub, "quota") == 0) {
-		if (npos != 2) {
-			rc = usage_error("user quota: need ADDRESS and SIZE (or 'default')");
-			goto out;
-		}
-		if (strcmp(pos[1], "default") == 0)
-			quota = -1;
-		else if (config_parse_size(pos[1], &quota) < 0) {
-			rc = usage_error("user quota: bad size '%s'", pos[1]);
-			goto out;
-		}
 		if (accounts_user_quota(a, pos[0], quota, &err) < 0)
 			rc = runtime_error("user quota: %s", buf_str(&err));
 	} else if (strcmp(sub, "list") == 0) {
-		if (npos > 1) {
-			rc = usage_error("user list: at most one DOMAIN");
-			goto out;
-		}
 		/* The domain as users store it: münchen.example or EXAMPLE.ORG
 		 * name the same domain as xn--mnchen-3ya.example or example.org. */
 		struct buf dom = BUF_INIT(0);
@@ -553,28 +551,29 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 		return usage_error("alias: missing subcommand (add, del, list)");
 	if (!known_sub(argv[0], subs))
 		return usage_error("alias: unknown subcommand '%s'", argv[0]);
+	/* Arguments too before data_dir is opened: see known_sub(). */
+	if (strcmp(argv[0], "add") == 0 && argc < 3)
+		return usage_error("alias add: need SOURCE and at least one TARGET");
+	if (strcmp(argv[0], "del") == 0 && (argc < 2 || argc > 3))
+		return usage_error("alias del: need SOURCE [TARGET]");
+	if (strcmp(argv[0], "list") == 0 && argc != 1)
+		return usage_error("alias list takes no arguments");
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
 		return EXIT_RUNTIME;
 	struct buf err = BUF_INIT(0);
 	int rc = 0;
 	if (strcmp(argv[0], "add") == 0) {
-		if (argc < 3)
-			rc = usage_error("alias add: need SOURCE and at least one TARGET");
-		else if (alias_check_targets(a, argv[1], argc - 2, argv + 2, &err) < 0)
+		if (alias_check_targets(a, argv[1], argc - 2, argv + 2, &err) < 0)
 			rc = runtime_error("alias add: %s", buf_str(&err));
 		for (int i = 2; rc == 0 && i < argc; i++)
 			if (accounts_alias_add(a, argv[1], argv[i], &err) < 0)
 				rc = runtime_error("alias add: %s", buf_str(&err));
 	} else if (strcmp(argv[0], "del") == 0) {
-		if (argc < 2 || argc > 3)
-			rc = usage_error("alias del: need SOURCE [TARGET]");
-		else if (accounts_alias_del(a, argv[1], argc == 3 ? argv[2] : NULL, &err) < 0)
+		if (accounts_alias_del(a, argv[1], argc == 3 ? argv[2] : NULL, &err) < 0)
 			rc = runtime_error("alias del: %s", buf_str(&err));
 	} else if (strcmp(argv[0], "list") == 0) {
-		if (argc != 1)
-			rc = usage_error("alias list takes no arguments");
-		else if (accounts_alias_list(a, print_alias, NULL) < 0)
+		if (accounts_alias_list(a, print_alias, NULL) < 0)
 			rc = runtime_error("alias list: database error");
 	}
 	buf_free(&err);

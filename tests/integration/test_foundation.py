@@ -120,6 +120,23 @@ def test_cli_usage_error_touches_nothing(tmp_path):
             r = run("-c", c, *args)
             assert r.returncode == 2 and "unknown subcommand '%s'" % args[1] in r.stderr, r
     assert not data.exists()
+    # Nor a known subcommand with the wrong arguments: "mkdir(...) failed",
+    # exit 1, said nothing of what was wrong.
+    for args, want in ((["domain", "add"], "need exactly one DOMAIN"),
+                       (["domain", "list", "x.test"], "takes no arguments"),
+                       (["user", "add"], "need exactly one ADDRESS"),
+                       (["user", "del", "a@b.test", "c@d.test"], "need exactly one ADDRESS"),
+                       (["user", "quota", "a@b.test"], "need ADDRESS and SIZE"),
+                       (["user", "quota", "a@b.test", "1T"], "bad size '1T'"),
+                       (["user", "list", "a.test", "b.test"], "at most one DOMAIN"),
+                       (["user", "add", "a@b.test", "--hash", "$6$short"], "--hash"),
+                       (["alias", "add", "a@b.test"], "need SOURCE and at least one TARGET"),
+                       (["alias", "del"], "need SOURCE [TARGET]"),
+                       (["alias", "list", "x"], "takes no arguments")):
+        for c in (conf, blocked):
+            r = run("-c", c, *args, input="pw\n")
+            assert r.returncode == 2 and want in r.stderr, (args, r)
+    assert not data.exists()
 
 
 def test_failed_start_leaves_nothing(tmp_path, tls_files):
