@@ -38,7 +38,7 @@ struct strlist {
 };
 
 struct route {
-	char *domain;
+	char *domain;	/* lowercase A-label, no trailing dot; or "[literal]" */
 	char *host;	/* host[:port] */
 };
 
