@@ -840,6 +840,30 @@ out:
 }
 
 int
+accounts_aliases_naming(struct accounts *a, const char *address, struct buf *out)
+{
+	sqlite3_stmt *st = NULL;
+	int n = 0, rc;
+
+	/* NOCASE: a target kept as written while its domain was remote. */
+	if (sqlite3_prepare_v2(a->db,
+			       "SELECT source FROM aliases WHERE target = ? COLLATE NOCASE"
+			       " ORDER BY source LIMIT 5",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n++ == 4) {
+			buf_puts(out, ", ...");
+			break;
+		}
+		buf_printf(out, "%s%s", n > 1 ? ", " : "", sqlite3_column_text(st, 0));
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : -1;
+}
+
+int
 accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *dst, void *arg),
 		    void *arg)
 {

@@ -89,6 +89,12 @@ int accounts_alias_add(struct accounts *a, const char *source, const char *targe
  */
 int accounts_alias_check(struct accounts *a, const char *source, const char *target,
 			 struct buf *err);
+/*
+ * The sources of aliases that name address (normalised) as a target,
+ * appended to out ("a@x, b@y", at most 4 and then "..."): how many, or -1
+ * on a database error.
+ */
+int accounts_aliases_naming(struct accounts *a, const char *address, struct buf *out);
 /* Remove one mapping, or all of source's when target is NULL. */
 int accounts_alias_del(struct accounts *a, const char *source, const char *target,
 		       struct buf *err);

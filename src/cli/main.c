@@ -95,7 +95,8 @@ static const struct cmd_help helps[] = {
 		 "add and passwd read the password from standard input (one line of\n"
 		 "UTF-8, at most 255 octets, stored SASLprep'd as RFC 4013 asks),\n"
 		 "unless --hash gives a ready crypt(3) hash ($y$, $6$, $5$ or $2b$).\n"
-		 "del moves the user's mail to DATA_DIR/deleted/ADDRESS.TIME.\n"},
+		 "del moves the user's mail to DATA_DIR/deleted/ADDRESS.TIME, and names\n"
+		 "the aliases that still name the user.\n"},
 	{"alias", "usage: surat alias add SOURCE TARGET [TARGET...]\n"
 		  "       surat alias del SOURCE [TARGET]\n"
 		  "       surat alias list\n"
@@ -341,14 +342,25 @@ print_user(const struct account_user *u, void *arg)
 		printf("%s quota=unlimited\n", u->address);
 }
 
-/* A deleted user's mailboxes go aside (store_account_retire()): kept, not inherited. */
+/*
+ * A deleted user's mailboxes go aside (store_account_retire()): kept, not
+ * inherited. Aliases that name the user are told of: they now reach nobody
+ * there (an alias of that one member refuses mail, 550 5.1.1), and the
+ * admin had no word of it.
+ */
 static int
-user_del_mail(const struct config *cfg, const char *address)
+user_del_mail(struct accounts *a, const struct config *cfg, const char *address)
 {
 	struct buf addr = BUF_INIT(0), moved = BUF_INIT(0), err = BUF_INIT(0);
+	struct buf naming = BUF_INIT(0);
 	int rc = 0, r = -1;
 
-	if (accounts_normalise(address, 0, &addr, &err) == 0)
+	if (accounts_normalise(address, 0, &addr, &err) == 0 &&
+	    accounts_aliases_naming(a, addr.data, &naming) > 0)
+		fprintf(stderr, "%s: note: aliases still name %s: %s (see 'surat alias del')\n",
+			prog, addr.data, naming.data);
+	buf_free(&naming);
+	if (addr.len > 0)
 		r = store_account_retire(cfg->data_dir, addr.data, &moved, &err);
 	if (r < 0)
 		rc = runtime_error("user del: %s deleted, but its mail was not moved aside: %s",
@@ -480,7 +492,7 @@ cmd_user(struct config *cfg, int argc, char **argv)
 		if (accounts_user_del(a, pos[0], &err) < 0)
 			rc = runtime_error("user del: %s", buf_str(&err));
 		else
-			rc = user_del_mail(cfg, pos[0]);
+			rc = user_del_mail(a, cfg, pos[0]);
 	} else if (strcmp(sub, "quota") == 0) {
 		if (accounts_user_quota(a, pos[0], quota, &err) < 0)
 			rc = runtime_error("user quota: %s", buf_str(&err));

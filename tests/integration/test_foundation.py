@@ -348,6 +348,26 @@ def test_cli_domain_add_refuses_a_bad_a_label(make_surat):
     assert r.returncode == 1 and "xn--bcher-kva.example already exists" in r.stderr, r
 
 
+def test_cli_user_del_names_the_aliases_left_naming_the_user(make_surat):
+    """`user del` left the aliases naming the user and said nothing: mail to
+    an alias of that one member is refused from then on (550 5.1.1)."""
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    s.add_domain("other.test")
+    s.add_user("a@example.test")
+    s.add_user("b@example.test")
+    s.cli("alias", "add", "team@example.test", "a@example.test", "b@example.test")
+    s.cli("alias", "add", "info@other.test", "A@example.test")
+    r = s.cli("user", "del", "a@example.test")
+    assert "note: aliases still name a@example.test: info@other.test, team@example.test" \
+        in r.stderr, r
+    r = s.cli("user", "del", "b@example.test")
+    assert "aliases still name b@example.test: team@example.test (" in r.stderr, r
+    s.cli("alias", "del", "team@example.test")
+    s.add_user("c@example.test")
+    assert "note" not in s.cli("user", "del", "c@example.test").stderr
+
+
 def test_cli_domain_add_refuses_an_underscore(make_surat):
     """A '_' in a domain was taken (DNS names may hold one), but SMTP refuses
     it in a path (501 5.1.3): a local domain whose users no mail could reach."""
