@@ -1370,7 +1370,7 @@ main(int argc, char **argv)
 		 * create in data_dir stays the daemon's to write. */
 		struct buf err = BUF_INIT(0);
 		util_mkdir_p(cfg.data_dir, 0750);
-		if (server_priv_drop(cfg.run_as, cfg.data_dir, &err) < 0) {
+		if (server_priv_drop(cfg.run_as, cfg.data_dir, 0, &err) < 0) {
 			rc = runtime_error("%s", buf_str(&err));
 			buf_free(&err);
 			config_free(&cfg);

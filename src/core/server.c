@@ -21,6 +21,7 @@
 #include "core/worker.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -30,6 +31,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -701,21 +703,46 @@ static gid_t chown_gid;
 static int
 chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+	(void)ftw;
 	/* Only what is not the user's yet: a chown(2) to the owner a file
 	 * has still sets its ctime, and this runs at every start and every
 	 * admin command run as root, over every message file: each backup
 	 * that goes by ctime (borg, dump) then read all the mail again. */
 	if (flag != FTW_NS && st->st_uid == chown_uid && st->st_gid == chown_gid)
 		return 0;
-	if (lchown(path, chown_uid, chown_gid) < 0)
+	return lchown(path, chown_uid, chown_gid);
+}
+
+/* The entries right in dir (accounts.db and its journal, queue, mail). */
+static int
+chown_top(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	struct stat st;
+	int rc = 0;
+
+	if (d == NULL)
 		return -1;
-	return 0;
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    st.st_uid != chown_uid || st.st_gid != chown_gid)
+			rc = fchownat(dirfd(d), de->d_name, chown_uid, chown_gid,
+				      AT_SYMLINK_NOFOLLOW);
+	}
+	closedir(d);
+	return rc;
 }
 
 int
-server_priv_drop(const char *user, const char *data_dir, struct buf *err)
+server_priv_drop(const char *user, const char *data_dir, int whole, struct buf *err)
 {
 	struct passwd *pw = getpwnam(user);
+	struct stat st;
+	int rc = 0;
+
 	if (pw == NULL) {
 		buf_printf(err, "run_as: no such user '%s'", user);
 		return -1;
@@ -726,7 +753,19 @@ server_priv_drop(const char *user, const char *data_dir, struct buf *err)
 	}
 	chown_uid = pw->pw_uid;
 	chown_gid = pw->pw_gid;
-	if (data_dir && nftw(data_dir, chown_one, 32, FTW_PHYS) < 0 && errno != ENOENT) {
+	/*
+	 * The walk chowns data_dir last (FTW_DEPTH): while data_dir is
+	 * run_as's, the tree below it was all made run_as's once, and what
+	 * the daemon and these commands write since is run_as's too. Then
+	 * unless whole (the daemon's start) only the top level is looked at,
+	 * where an admin's own sqlite3 may have left a root-owned journal:
+	 * an admin command need not stat a million message files.
+	 */
+	if (data_dir != NULL && lstat(data_dir, &st) == 0)
+		rc = !whole && st.st_uid == chown_uid && st.st_gid == chown_gid
+			 ? chown_top(data_dir)
+			 : nftw(data_dir, chown_one, 32, FTW_PHYS | FTW_DEPTH);
+	if (rc != 0) {
 		buf_printf(err, "chown(%s) failed: %s", data_dir, strerror(errno));
 		return -1;
 	}
@@ -755,7 +794,7 @@ server_drop_privileges(struct server *srv, struct buf *err)
 		log_warn("**************************************************************");
 		return 0;
 	}
-	if (server_priv_drop(user, srv->cfg->data_dir, err) < 0)
+	if (server_priv_drop(user, srv->cfg->data_dir, 1, err) < 0)
 		return -1;
 	log_info("running as %s (uid %u)", user, (unsigned)getuid());
 	return 0;

@@ -130,10 +130,11 @@ int server_bind(struct server *srv, struct buf *err);
  */
 int server_drop_privileges(struct server *srv, struct buf *err);
 /*
- * Make data_dir (recursively, if it exists) owned by user, then switch to
- * that user for good (setgroups, setgid, setuid). 0 or -1 + err.
+ * Make data_dir (if it exists) owned by user, then switch to that user for
+ * good (setgroups, setgid, setuid). whole: every file below it; else only
+ * its top level while data_dir itself is the user's already. 0 or -1 + err.
  */
-int server_priv_drop(const char *user, const char *data_dir, struct buf *err);
+int server_priv_drop(const char *user, const char *data_dir, int whole, struct buf *err);
 /* Run the loop until a graceful stop completes. Returns 0. */
 int server_run(struct server *srv);
 /* Begin a graceful stop (what SIGTERM does). */

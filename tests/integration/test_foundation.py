@@ -623,6 +623,22 @@ def test_cli_as_root_leaves_the_users_files_alone(make_surat):
     time.sleep(0.01)
     s.cli("domain", "list")
     assert {p: os.lstat(p).st_ctime_ns for p in ctimes} == ctimes
+    # Nor does it look below data_dir's top level while data_dir is run_as's:
+    # a file deep down that is root's stays so until the daemon's start,
+    # while a root-owned journal beside accounts.db is fixed at once.
+    nobody = pwd.getpwnam("nobody").pw_uid
+    deep = next(p for p in ctimes if p.endswith("index.db"))
+    top = os.path.join(s.data_dir, "accounts.db-journal")
+    for p in (deep, top):
+        if not os.path.exists(p):
+            open(p, "w").close()
+        os.chown(p, 0, 0)
+    s.cli("domain", "list")
+    assert (os.lstat(deep).st_uid, os.lstat(top).st_uid) == (0, nobody)
+    # A data_dir that is not run_as's yet is walked whole, by a command too.
+    os.chown(s.data_dir, 0, 0)
+    s.cli("domain", "list")
+    assert [os.lstat(p).st_uid for p in (s.data_dir, deep)] == [nobody, nobody]
 
 
 def test_run_as_drops_privileges(make_surat):
