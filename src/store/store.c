@@ -2,10 +2,12 @@
  * store — handles, schema, the statement cache, transactions, errors, name
  * checks and the mailbox-row helpers the other store_*.c files share.
  *
- * Schema (index.db, user_version 1):
+ * Schema (index.db, user_version STORE_SCHEMA_VERSION):
  *   mailboxes   one row per mailbox: UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ,
- *               special-use bits, \Noselect, and STATUS counters (messages,
- *               unseen, deleted, size) kept by triggers on messages.
+ *               special-use bits, \Noselect, the \Recent watermark
+ *               (recent_uid: the first UID no read-write session has taken
+ *               as \Recent), and STATUS counters (messages, unseen,
+ *               deleted, size, recent) kept by triggers on messages.
  *   messages    (mailbox_id, uid) clustered: modseq, flags bitmask,
  *               keywords (space-separated), internal date, size, file_id.
  *   files       one immutable message content: id (= file name), reference
@@ -43,10 +45,11 @@
  * 1: first; 2: files.search_hdrs; 3: the SEARCH header cache in a narrow
  * table of its own (reading it from files dragged the whole wide rows in;
  * a schema-2 files.search_hdrs is left unused); 4: fts_pending, messages
- * waiting for the full-text index (store.h, store_fts_catch_up).
+ * waiting for the full-text index (store.h, store_fts_catch_up); 5: the
+ * IMAP4rev1 \Recent watermark mailboxes.recent_uid and its counter
+ * mailboxes.recent (store_mailbox_claim_recent).
  */
-#define STORE_SCHEMA_VERSION 4
-#define STORE_BUSY_TIMEOUT_MS 15000
+#define STORE_SCHEMA_VERSION 5
 #define STORE_LOCAL_MAX 64
 #define STORE_DOMAIN_MAX 255
 
@@ -58,6 +61,36 @@
 	");"
 /* Files not yet in fts; what schemas 1 to 3 gain (their files are all indexed). */
 #define STORE_SCHEMA_PENDING "CREATE TABLE fts_pending (id INTEGER PRIMARY KEY);"
+/*
+ * The counters of a mailbox row follow its messages. A message is \Recent
+ * (counted in recent) from its UID up: a new one always is, as its UID is
+ * at least the watermark.
+ */
+#define STORE_SCHEMA_MSG_TRIGGERS                                                                  \
+	"CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN"                                \
+	" UPDATE mailboxes SET messages = messages + 1, size = size + new.size,"                   \
+	"  unseen = unseen + (new.flags & 1 = 0), deleted = deleted + (new.flags & 8 != 0),"       \
+	"  recent = recent + (new.uid >= recent_uid)"                                              \
+	"  WHERE id = new.mailbox_id;"                                                             \
+	" UPDATE files SET refs = refs + 1 WHERE id = new.file_id;"                                \
+	"END;"                                                                                     \
+	"CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN"                                \
+	" UPDATE mailboxes SET messages = messages - 1, size = size - old.size,"                   \
+	"  unseen = unseen - (old.flags & 1 = 0), deleted = deleted - (old.flags & 8 != 0),"       \
+	"  recent = recent - (old.uid >= recent_uid)"                                              \
+	"  WHERE id = old.mailbox_id;"                                                             \
+	" UPDATE files SET refs = refs - 1 WHERE id = old.file_id;"                                \
+	"END;"
+/*
+ * What schema 4 gains. The watermark starts at UIDNEXT: mail that was there
+ * before the upgrade is not suddenly new to a client.
+ */
+#define STORE_SCHEMA_UP_5                                                                          \
+	"ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1;"                  \
+	"ALTER TABLE mailboxes ADD COLUMN recent INTEGER NOT NULL DEFAULT 0;"                      \
+	"UPDATE mailboxes SET recent_uid = uidnext;"                                               \
+	"DROP TRIGGER messages_ai;"                                                                \
+	"DROP TRIGGER messages_ad;" STORE_SCHEMA_MSG_TRIGGERS
 #define STORE_SCHEMA_FILES_AD                                                                      \
 	"CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"                                      \
 	" DELETE FROM fts WHERE rowid = old.id;"                                                   \
@@ -81,7 +114,9 @@ static const char store_schema[] =
     " messages INTEGER NOT NULL DEFAULT 0,"
     " unseen INTEGER NOT NULL DEFAULT 0,"
     " deleted INTEGER NOT NULL DEFAULT 0,"
-    " size INTEGER NOT NULL DEFAULT 0"
+    " size INTEGER NOT NULL DEFAULT 0,"
+    " recent_uid INTEGER NOT NULL DEFAULT 1,"
+    " recent INTEGER NOT NULL DEFAULT 0"
     ");"
     "CREATE TABLE subscriptions ("
     " name TEXT PRIMARY KEY"
@@ -130,18 +165,7 @@ static const char store_schema[] =
     ") WITHOUT ROWID;"
     "CREATE VIRTUAL TABLE fts USING fts5 (hdr, body,"
     " tokenize = 'unicode61 remove_diacritics 2', columnsize = 0);"
-    "CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN"
-    " UPDATE mailboxes SET messages = messages + 1, size = size + new.size,"
-    "  unseen = unseen + (new.flags & 1 = 0), deleted = deleted + (new.flags & 8 != 0)"
-    "  WHERE id = new.mailbox_id;"
-    " UPDATE files SET refs = refs + 1 WHERE id = new.file_id;"
-    "END;"
-    "CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN"
-    " UPDATE mailboxes SET messages = messages - 1, size = size - old.size,"
-    "  unseen = unseen - (old.flags & 1 = 0), deleted = deleted - (old.flags & 8 != 0)"
-    "  WHERE id = old.mailbox_id;"
-    " UPDATE files SET refs = refs - 1 WHERE id = old.file_id;"
-    "END;"
+    STORE_SCHEMA_MSG_TRIGGERS
     "CREATE TRIGGER messages_au AFTER UPDATE OF flags ON messages"
     " WHEN (old.flags & 9) != (new.flags & 9) BEGIN"
     " UPDATE mailboxes SET"
@@ -162,13 +186,17 @@ static const char *const store_sql_text[SQL__COUNT] = {
 		     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [SQL_META_ADD] = "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
     [SQL_USAGE] = "SELECT coalesce(sum(size), 0), coalesce(sum(messages), 0) FROM mailboxes",
-    [SQL_MBOX_GET] = "SELECT id, uidvalidity, uidnext, highestmodseq, noselect, special_use"
-		     " FROM mailboxes WHERE name = ?1",
+    [SQL_MBOX_GET] = "SELECT id, uidvalidity, uidnext, highestmodseq, noselect, special_use,"
+		     " recent_uid FROM mailboxes WHERE name = ?1",
     [SQL_MBOX_STATUS] = "SELECT messages, unseen, deleted, uidnext, uidvalidity, size,"
-			" highestmodseq, special_use, noselect FROM mailboxes WHERE name = ?1",
+			" highestmodseq, special_use, noselect, recent"
+			" FROM mailboxes WHERE name = ?1",
     [SQL_MBOX_INSERT] = "INSERT INTO mailboxes (name, uidvalidity, special_use)"
 			" VALUES (?1, ?2, ?3)",
     [SQL_MBOX_SETSEQ] = "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3 WHERE id = ?1",
+    /* Every message is below UIDNEXT: none stays \Recent. */
+    [SQL_MBOX_CLAIM_RECENT] = "UPDATE mailboxes SET recent_uid = uidnext, recent = 0"
+			      " WHERE id = ?1",
     [SQL_MBOX_LIST] = "SELECT m.name, m.noselect, m.special_use,"
 		      " EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = m.name),"
 		      " EXISTS (SELECT 1 FROM mailboxes c"
@@ -640,6 +668,7 @@ store_mbox_get(struct store *st, const char *name, struct store_mbox_row *r)
 	r->highestmodseq = (uint64_t)sqlite3_column_int64(s, 3);
 	r->noselect = sqlite3_column_int(s, 4);
 	r->special_use = (unsigned)sqlite3_column_int(s, 5);
+	r->recent_uid = (uint32_t)sqlite3_column_int64(s, 6);
 	sqlite3_reset(s);
 	return 1;
 }
@@ -851,8 +880,12 @@ store_db_create(struct store *st)
 					 STORE_SCHEMA_PENDING STORE_SCHEMA_FILES_AD
 				       : "DROP TRIGGER files_ad;" STORE_SCHEMA_PENDING
 					 STORE_SCHEMA_FILES_AD;
-		if (sqlite3_exec(st->db, up, NULL, NULL, NULL) != SQLITE_OK) {
+		if (v < 4 && sqlite3_exec(st->db, up, NULL, NULL, NULL) != SQLITE_OK) {
 			store_db_fail(st, "upgrade schema to 4");
+			goto fail;
+		}
+		if (sqlite3_exec(st->db, STORE_SCHEMA_UP_5, NULL, NULL, NULL) != SQLITE_OK) {
+			store_db_fail(st, "upgrade schema to 5");
 			goto fail;
 		}
 	} else {

@@ -18,7 +18,8 @@
  * HIGHESTMODSEQ; every change (append, flag change, expunge) takes the next
  * mod-sequence of its mailbox, one per operation, and stamps the messages it
  * changed. Expunged UIDs are remembered with their mod-sequence for QRESYNC.
- * UIDs are never reused within a UIDVALIDITY.
+ * UIDs are never reused within a UIDVALIDITY. IMAP4rev1's \Recent is a
+ * watermark UID per mailbox (store_mailbox_claim_recent).
  *
  * Threads: a handle is used by one thread at a time; any number of handles
  * on the same account may work at once from threads and processes (SQLite
@@ -151,6 +152,7 @@ struct store_msg {
 struct store_mbox_view {
 	uint32_t uidvalidity;
 	uint32_t uidnext;
+	uint32_t recent_uid; /* the \Recent watermark: UIDs from it up are \Recent */
 	uint64_t highestmodseq;
 	unsigned special_use; /* STORE_USE_* */
 	size_t count;
@@ -161,6 +163,7 @@ struct store_mbox_view {
 struct store_changes {
 	uint32_t uidvalidity;
 	uint32_t uidnext;
+	uint32_t recent_uid; /* the \Recent watermark */
 	uint64_t highestmodseq;
 	size_t nmsgs;
 	struct store_msg *msgs; /* new or changed messages, UID order */
@@ -185,6 +188,7 @@ struct store_status {
 	uint64_t size;
 	uint64_t highestmodseq;
 	unsigned special_use;
+	uint32_t recent; /* messages at or above the \Recent watermark */
 };
 
 enum store_flag_op { STORE_FLAGS_SET, STORE_FLAGS_ADD, STORE_FLAGS_REMOVE };
@@ -516,6 +520,21 @@ int store_mailbox_modseq(struct store *st, const char *name, uint32_t *uidvalidi
 int store_mailbox_load(struct store *st, const char *name, struct store_mbox_view **view_r);
 /* Free a snapshot; sets *view to NULL. NULL-safe. */
 void store_mbox_view_free(struct store_mbox_view **view);
+
+/*
+ * IMAP4rev1 \Recent (RFC 3501 §2.3.2) is one watermark per mailbox: the
+ * messages from it up are \Recent, and a read-write session takes them
+ * for itself alone. In one write transaction, move the watermark of the
+ * mailbox (with that UIDVALIDITY, if nonzero) up to its UIDNEXT; the UIDs
+ * [*first_r, *next_r) it passed (none when equal) are the caller's.
+ * Returns 1; 0 when another writer held the database (nothing taken, try
+ * again later): at once with nowait, for the event loop, which must not
+ * wait, else after the busy timeout; -1 on error.
+ * Losing the move in a crash only makes messages \Recent once more, so
+ * it is not flushed, and with nowait it never runs a WAL checkpoint.
+ */
+int store_mailbox_claim_recent(struct store *st, const char *mailbox, uint32_t uidvalidity,
+			       int nowait, uint32_t *first_r, uint32_t *next_r);
 
 /*
  * Messages new or changed and UIDs expunged with a mod-sequence above

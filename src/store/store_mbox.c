@@ -432,6 +432,7 @@ store_mailbox_status(struct store *st, const char *raw, struct store_status *r)
 	r->highestmodseq = (uint64_t)sqlite3_column_int64(s, 6);
 	r->special_use = (unsigned)sqlite3_column_int(s, 7);
 	noselect = sqlite3_column_int(s, 8);
+	r->recent = (uint32_t)sqlite3_column_int64(s, 9);
 	sqlite3_reset(s);
 	if (noselect)
 		return store_fail(st, STORE_ERR_NOSELECT, "mailbox %s is not selectable", name);

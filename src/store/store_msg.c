@@ -604,6 +604,7 @@ store_mailbox_load(struct store *st, const char *name, struct store_mbox_view **
 	view = xcalloc(1, sizeof(*view));
 	view->uidvalidity = mb.uidvalidity;
 	view->uidnext = mb.uidnext;
+	view->recent_uid = mb.recent_uid;
 	view->highestmodseq = mb.highestmodseq;
 	view->special_use = mb.special_use;
 	view->count = mv.n;
@@ -661,6 +662,7 @@ store_changes_since(struct store *st, const char *mailbox, uint32_t uidvalidity,
 		goto fail;
 	r->uidvalidity = mb.uidvalidity;
 	r->uidnext = mb.uidnext;
+	r->recent_uid = mb.recent_uid;
 	r->highestmodseq = mb.highestmodseq;
 	r->nmsgs = mv.n;
 	r->msgs = mv.v;
@@ -673,6 +675,60 @@ fail:
 	store_msgvec_free(&mv);
 	free(exp);
 	return -1;
+}
+
+/* Move the watermark up to UIDNEXT: 1 (the range passed in *first_r, *next_r), 0 busy, -1. */
+static int
+store_claim_recent(struct store *st, const char *mailbox, uint32_t uidvalidity, uint32_t *first_r,
+		   uint32_t *next_r)
+{
+	struct store_mbox_row mb;
+	sqlite3_stmt *s;
+
+	if (store_begin(st, 1) < 0)
+		return st->err == STORE_ERR_BUSY ? 0 : -1;
+	if (store_mbox_open(st, mailbox, uidvalidity, &mb) < 0)
+		goto fail;
+	if (mb.recent_uid < mb.uidnext) {
+		if ((s = store_stmt(st, SQL_MBOX_CLAIM_RECENT)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(s, 1, mb.id);
+		if (store_exec(st, s) < 0)
+			goto fail;
+	}
+	if (store_commit_lazy(st) < 0)
+		return -1;
+	if (mb.recent_uid < mb.uidnext) {
+		*first_r = mb.recent_uid;
+		*next_r = mb.uidnext;
+	}
+	return 1;
+fail:
+	store_rollback(st);
+	return -1;
+}
+
+int
+store_mailbox_claim_recent(struct store *st, const char *mailbox, uint32_t uidvalidity, int nowait,
+			   uint32_t *first_r, uint32_t *next_r)
+{
+	int rc;
+
+	store_clear_error(st);
+	*first_r = *next_r = 0;
+	if (nowait) {
+		/* Both are the connection's: back to normal before anyone else uses it. */
+		sqlite3_busy_timeout(st->db, 0);
+		sqlite3_wal_autocheckpoint(st->db, 0);
+	}
+	rc = store_claim_recent(st, mailbox, uidvalidity, first_r, next_r);
+	if (nowait) {
+		sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+		sqlite3_wal_autocheckpoint(st->db, STORE_WAL_AUTOCHECKPOINT);
+	}
+	if (rc == 0)
+		store_clear_error(st);
+	return rc;
 }
 
 void

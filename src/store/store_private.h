@@ -16,6 +16,9 @@
 #include "core/util.h"
 #include "store/store.h"
 
+#define STORE_BUSY_TIMEOUT_MS 15000
+#define STORE_WAL_AUTOCHECKPOINT 1000 /* pages: SQLite's default */
+
 /* Every SQL statement the store runs, prepared once per handle. */
 enum store_sql {
 	SQL_BEGIN_READ,
@@ -30,6 +33,7 @@ enum store_sql {
 	SQL_MBOX_STATUS,
 	SQL_MBOX_INSERT,
 	SQL_MBOX_SETSEQ,
+	SQL_MBOX_CLAIM_RECENT,
 	SQL_MBOX_LIST,
 	SQL_MBOX_LIST_SUBONLY,
 	SQL_MBOX_HAS_CHILD,
@@ -105,6 +109,7 @@ struct store_mbox_row {
 	uint64_t highestmodseq;
 	int noselect;
 	unsigned special_use;
+	uint32_t recent_uid; /* the \Recent watermark */
 };
 
 /* A message file being written: its id, name and the descriptor locking its temp marker. */

@@ -1371,6 +1371,24 @@ test_mailbox_caps(void **state)
 	assert_int_equal(count_rows(fx->dir, "subscriptions"), STORE_SUBSCRIPTIONS_MAX);
 }
 
+/* Schema 5 back to 4: no \Recent watermark, and counter triggers that know none. */
+#define UNDO_SCHEMA_5                                                                              \
+	"DROP TRIGGER messages_ai; DROP TRIGGER messages_ad;"                                      \
+	"ALTER TABLE mailboxes DROP COLUMN recent_uid;"                                            \
+	"ALTER TABLE mailboxes DROP COLUMN recent;"                                                \
+	"CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN"                                \
+	" UPDATE mailboxes SET messages = messages + 1, size = size + new.size,"                   \
+	"  unseen = unseen + (new.flags & 1 = 0), deleted = deleted + (new.flags & 8 != 0)"        \
+	"  WHERE id = new.mailbox_id;"                                                             \
+	" UPDATE files SET refs = refs + 1 WHERE id = new.file_id;"                                \
+	"END;"                                                                                     \
+	"CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN"                                \
+	" UPDATE mailboxes SET messages = messages - 1, size = size - old.size,"                   \
+	"  unseen = unseen - (old.flags & 1 = 0), deleted = deleted - (old.flags & 8 != 0)"        \
+	"  WHERE id = old.mailbox_id;"                                                             \
+	" UPDATE files SET refs = refs - 1 WHERE id = old.file_id;"                                \
+	"END;"
+
 /* Close the fixture's store, turn its index back into an older one with sql, reopen it. */
 static void
 downgrade(struct fixture *fx, const char *sql)
@@ -1399,12 +1417,12 @@ test_search_headers(void **state)
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
 	assert_int_equal(count_rows(fx->dir, "search_hdrs"), 1);
 	/* Back to schema 2, as an index made before the cache had its own table. */
-	downgrade(fx, "DROP TABLE search_hdrs; DROP TABLE fts_pending;"
-		      "DROP TRIGGER files_ad;"
-		      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
-		      " DELETE FROM fts WHERE rowid = old.id; END;"
-		      "ALTER TABLE files ADD COLUMN search_hdrs TEXT;"
-		      "PRAGMA user_version = 2;");
+	downgrade(fx, UNDO_SCHEMA_5 "DROP TABLE search_hdrs; DROP TABLE fts_pending;"
+				    "DROP TRIGGER files_ad;"
+				    "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
+				    " DELETE FROM fts WHERE rowid = old.id; END;"
+				    "ALTER TABLE files ADD COLUMN search_hdrs TEXT;"
+				    "PRAGMA user_version = 2;");
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), &m, NULL, NULL), 1);
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, NULL, NULL), 1);
 	assert_int_equal(store_search_headers(fx->st, "INBOX", 0, &r, &n), 0);
@@ -1643,16 +1661,133 @@ test_fts_upgrade_from_3(void **state)
 
 	deliver(fx->st, NULL, NULL, "ibis");
 	assert_int_equal(fts_hits(fx->st, "ibis"), 1);
-	downgrade(fx, "DROP TABLE fts_pending; DROP TRIGGER files_ad;"
-		      "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
-		      " DELETE FROM fts WHERE rowid = old.id;"
-		      " DELETE FROM search_hdrs WHERE id = old.id; END;"
-		      "PRAGMA user_version = 3;");
+	downgrade(fx, UNDO_SCHEMA_5 "DROP TABLE fts_pending; DROP TRIGGER files_ad;"
+				    "CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"
+				    " DELETE FROM fts WHERE rowid = old.id;"
+				    " DELETE FROM search_hdrs WHERE id = old.id; END;"
+				    "PRAGMA user_version = 3;");
 	assert_int_equal(store_fts_pending(fx->st), 0);
 	deliver(fx->st, NULL, NULL, "ibis again");
 	assert_int_equal(store_fts_pending(fx->st), 1);
 	assert_int_equal(fts_hits(fx->st, "ibis"), 2);
 	assert_int_equal(fts_hits(fx->st, "again"), 1);
+}
+
+static uint32_t
+recent_count(struct store *st, const char *mbox)
+{
+	struct store_status s;
+
+	assert_int_equal(store_mailbox_status(st, mbox, &s), 0);
+	return s.recent;
+}
+
+static uint32_t
+recent_uid(struct store *st, const char *mbox)
+{
+	struct store_mbox_view *v = NULL;
+
+	assert_int_equal(store_mailbox_load(st, mbox, &v), 0);
+	uint32_t r = v->recent_uid;
+	store_mbox_view_free(&v);
+	return r;
+}
+
+/*
+ * IMAP4rev1 \Recent: a watermark per mailbox that a claim moves to UIDNEXT,
+ * handing the UIDs it passed to one caller; STATUS counts the messages
+ * above it, through expunges, COPY and MOVE.
+ */
+static void
+test_recent(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t lo = 9, hi = 9;
+
+	assert_int_equal(recent_count(fx->st, "INBOX"), 0);
+	deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(recent_count(fx->st, "INBOX"), 2);
+	assert_int_equal(recent_uid(fx->st, "INBOX"), 1);
+	assert_int_equal(store_mailbox_claim_recent(fx->st, "INBOX", 0, 0, &lo, &hi), 1);
+	assert_int_equal(lo, 1);
+	assert_int_equal(hi, 3);
+	assert_int_equal(recent_count(fx->st, "INBOX"), 0);
+	assert_int_equal(recent_uid(fx->st, "INBOX"), 3);
+	/* Nothing left for the next one. */
+	assert_int_equal(store_mailbox_claim_recent(fx->st, "INBOX", 0, 0, &lo, &hi), 1);
+	assert_int_equal(lo, 0);
+	assert_int_equal(hi, 0);
+
+	/* Expunged, copied and moved messages leave and enter the count. */
+	deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(recent_count(fx->st, "INBOX"), 2);
+	struct store_range three = {3, 3}, old = {1, 2}, four = {4, 4};
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+	assert_int_equal(
+	    store_expunge(fx->st, "INBOX", 0, &three, 1, STORE_EXPUNGE_FORCE, &gone, &ngone, NULL),
+	    0);
+	free(gone);
+	assert_int_equal(recent_count(fx->st, "INBOX"), 1);
+	struct store_copy_result cr;
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &old, 1, "Archive", 0, &cr), 2);
+	store_copy_result_free(&cr);
+	assert_int_equal(recent_count(fx->st, "Archive"), 2);
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &four, 1, "Archive", 1, &cr), 1);
+	store_copy_result_free(&cr);
+	assert_int_equal(recent_count(fx->st, "INBOX"), 0);
+	assert_int_equal(recent_count(fx->st, "Archive"), 3);
+	assert_int_equal(store_mailbox_claim_recent(fx->st, "INBOX", 0, 0, &lo, &hi), 1);
+	assert_int_equal(lo, 3);
+	assert_int_equal(hi, 5);
+
+	/* A mailbox replaced under the caller's UIDVALIDITY is not touched. */
+	struct store_status a;
+	assert_int_equal(store_mailbox_status(fx->st, "Archive", &a), 0);
+	assert_int_equal(
+	    store_mailbox_claim_recent(fx->st, "Archive", a.uidvalidity + 1, 0, &lo, &hi), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_CHANGED);
+	assert_int_equal(recent_count(fx->st, "Archive"), 3);
+
+	/* With nowait, a writer elsewhere means "later" at once, not a wait. */
+	char path[256];
+	sqlite3 *db;
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	int64_t t0 = util_mono_ms();
+	assert_int_equal(store_mailbox_claim_recent(fx->st, "Archive", 0, 1, &lo, &hi), 0);
+	assert_true(util_mono_ms() - t0 < 1000);
+	assert_int_equal(store_errcode(fx->st), STORE_OK);
+	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_mailbox_claim_recent(fx->st, "Archive", 0, 1, &lo, &hi), 1);
+	assert_int_equal(lo, 1);
+	assert_int_equal(hi, 4);
+	assert_int_equal(recent_count(fx->st, "Archive"), 0);
+}
+
+/* An index of schema 4 gains the watermark at UIDNEXT: its mail is not new all at once. */
+static void
+test_recent_upgrade_from_4(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t lo = 0, hi = 0;
+
+	deliver(fx->st, NULL, msg1, NULL);
+	deliver(fx->st, NULL, msg1, NULL);
+	downgrade(fx, UNDO_SCHEMA_5 "PRAGMA user_version = 4;");
+	assert_int_equal(recent_count(fx->st, "INBOX"), 0);
+	assert_int_equal(recent_uid(fx->st, "INBOX"), 3);
+	assert_int_equal(recent_uid(fx->st, "Sent"), 1);
+	deliver(fx->st, NULL, msg1, NULL);
+	assert_int_equal(recent_count(fx->st, "INBOX"), 1);
+	assert_int_equal(store_mailbox_claim_recent(fx->st, "INBOX", 0, 0, &lo, &hi), 1);
+	assert_int_equal(lo, 3);
+	assert_int_equal(hi, 4);
+	assert_int_equal(count_rows(fx->dir, "pragma_user_version WHERE user_version = 5"), 1);
 }
 
 /* Several messages in one transaction: UIDs in order, one mod-sequence, dedup per item,
@@ -1896,6 +2031,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle_yield, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recent_upgrade_from_4, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_moved_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
