@@ -100,10 +100,14 @@ struct imap_mbox {
 	uint32_t *kwtab;      /* keywords by hash: index + 1, 0 a free slot */
 	uint32_t kwseed;
 	/*
-	 * IMAP4rev1 \Recent, kept per session: the messages that arrived while
-	 * this session had the mailbox selected (normalized UIDs).
+	 * IMAP4rev1 \Recent (RFC 3501 §2.3.2), normalized UIDs: those this
+	 * session took from the store's watermark (store_mailbox_claim_recent)
+	 * at SELECT and as new mail came, or, read-only (EXAMINE), saw above it
+	 * without taking them. IMAP4rev2 sessions take them too, as Dovecot's
+	 * do, and show none.
 	 */
 	struct imap_seqset recent;
+	uint32_t recent_next; /* UIDs below it were taken or looked at */
 	uint32_t recent_sent; /* RECENT the client believes */
 };
 
@@ -271,7 +275,7 @@ void imap_sel_flush(struct imap_sess *s, bool expunges);
 void imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool announce);
 /* Mark UIDs expunged (ghosts until flushed). */
 void imap_sel_expunged(struct imap_sess *s, const uint32_t *uids, size_t n);
-/* How many messages of the view are \Recent for this session. */
+/* How many messages of the view (ghosts left out) are \Recent for this session. */
 uint32_t imap_sel_recent_count(const struct imap_mbox *m);
 /* Whether the message is \Recent for this session (IMAP4rev1 only). */
 bool imap_sel_recent(const struct imap_sess *s, uint32_t uid);

@@ -287,6 +287,8 @@ struct select_job {
 	bool condstore;
 	struct qresync_param q;
 	struct store_mbox_view *v;
+	uint32_t recent_lo, recent_hi; /* the \Recent UIDs [lo, hi) */
+	bool recent_failed;	       /* errmsg says why none were taken */
 	enum store_err err;
 	char errmsg[256];
 };
@@ -295,9 +297,27 @@ static void
 select_work(struct imap_job *jj)
 {
 	struct select_job *j = (struct select_job *)jj;
+	struct store_mbox_view *v;
 
 	if (store_mailbox_load(j->j.st, j->name, &j->v) < 0) {
 		j->err = store_errcode(j->j.st);
+		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));
+		return;
+	}
+	v = j->v;
+	j->recent_lo = v->recent_uid;
+	j->recent_hi = v->uidnext;
+	/*
+	 * RFC 3501 §6.3.2: EXAMINE must not make messages lose \Recent. SELECT
+	 * takes them: from the snapshot's watermark up to what UIDNEXT is now,
+	 * unless another session took them first. A failure leaves them
+	 * \Recent for the next session, which is the RFC's way when unsure.
+	 */
+	if (j->readonly || v->recent_uid >= v->uidnext)
+		return;
+	if (store_mailbox_claim_recent(j->j.st, j->name, v->uidvalidity, 0, &j->recent_lo,
+				       &j->recent_hi) < 0) {
+		j->recent_failed = true;
 		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));
 	}
 }
@@ -328,6 +348,15 @@ select_done(struct imap_sess *s, struct imap_job *jj)
 	m->modseq = v->highestmodseq;
 	m->exists_sent = (uint32_t)v->count;
 	imap_seqset_init(&m->recent);
+	if (j->recent_failed)
+		log_msg(LL_WARN, s->c->id, "SELECT: no \\Recent taken user=%s: %s", s->user,
+			j->errmsg);
+	if (j->recent_lo < j->recent_hi) {
+		imap_seqset_add(&m->recent, j->recent_lo, j->recent_hi - 1);
+		imap_seqset_normalize(&m->recent);
+	}
+	m->recent_next = j->recent_hi > v->uidnext ? j->recent_hi : v->uidnext;
+	m->recent_sent = imap_sel_recent_count(m);
 	free(v);
 	s->sel = m;
 	imap_set_state(s, IS_SELECTED);
@@ -335,7 +364,7 @@ select_done(struct imap_sess *s, struct imap_job *jj)
 	imap_sel_send_flags(s);
 	buf_printf(&b, "* %zu EXISTS\r\n", m->view.count);
 	if (!(s->enabled & EN_REV2)) {
-		buf_puts(&b, "* 0 RECENT\r\n");
+		buf_printf(&b, "* %u RECENT\r\n", m->recent_sent);
 		for (size_t i = 0; i < m->view.count; i++) {
 			if (!(m->view.msgs[i].flags & STORE_F_SEEN)) {
 				buf_printf(&b, "* OK [UNSEEN %zu] First unseen.\r\n", i + 1);
@@ -704,7 +733,7 @@ imap_status_out(struct imap_sess *s, struct buf *b, const char *name, unsigned i
 			v = st->highestmodseq;
 			break;
 		case SI_RECENT:
-			v = 0;
+			v = st->recent;
 			break;
 		case SI_APPENDLIMIT:
 			v = (unsigned long long)s->srv->cfg->imap_max_literal;

@@ -1004,7 +1004,6 @@ void
 imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool announce)
 {
 	struct imap_mbox *m = s->sel;
-	bool added = false;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct store_msg *nm = &msgs[i];
@@ -1039,28 +1038,79 @@ imap_sel_merge(struct imap_sess *s, const struct store_msg *msgs, size_t n, bool
 		imap_sel_note_keywords(m, nm->keywords);
 		if (nm->uid >= m->view.uidnext)
 			m->view.uidnext = nm->uid + 1;
-		imap_seqset_add(&m->recent, nm->uid, nm->uid);
-		added = true;
 	}
-	if (added)
-		imap_seqset_normalize(&m->recent);
 }
 
+/* Index of the first message of the view with a UID of at least uid. */
+static size_t
+imap_sel_lower_bound(const struct imap_mbox *m, uint32_t uid)
+{
+	size_t lo = 0, hi = m->view.count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (m->view.msgs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * A binary search per range of the set (a handful: one per SELECT and per
+ * batch of new mail), not a walk over the recent messages: SELECT of a
+ * large mailbox that was never selected stays O(log n) here.
+ */
 uint32_t
 imap_sel_recent_count(const struct imap_mbox *m)
 {
-	uint32_t n = 0;
+	size_t n = 0;
 
-	if (m->recent.count == 0)
-		return 0;
-	for (size_t i = m->view.count; i-- > 0;) {
-		if (m->view.msgs[i].uid < m->recent.r[0].lo)
-			break;
-		if (!(m->mark[i] & MK_GHOST) &&
-		    imap_seqset_contains(&m->recent, m->view.msgs[i].uid))
-			n++;
+	for (size_t k = 0; k < m->recent.count; k++) {
+		const struct imap_seq_range *r = &m->recent.r[k];
+		size_t a = imap_sel_lower_bound(m, r->lo);
+		size_t b = r->hi == UINT32_MAX ? m->view.count : imap_sel_lower_bound(m, r->hi + 1);
+		n += b - a;
+		/* Ghosts are few and short-lived: gone at the next flush. */
+		for (size_t i = a; m->nghosts > 0 && i < b; i++)
+			if (m->mark[i] & MK_GHOST)
+				n--;
 	}
-	return n;
+	return (uint32_t)n;
+}
+
+/*
+ * New mail in the view: a read-write session takes its \Recent from the
+ * store, without waiting on the loop (busy: at the next poll); a read-only
+ * one notes what is still above the watermark.
+ */
+static void
+imap_sel_take_recent(struct imap_sess *s, uint32_t watermark)
+{
+	struct imap_mbox *m = s->sel;
+	uint32_t lo, hi;
+	int rc;
+
+	if (m->view.uidnext <= m->recent_next)
+		return;
+	if (m->readonly) {
+		lo = watermark > m->recent_next ? watermark : m->recent_next;
+		hi = m->view.uidnext;
+	} else if ((rc = store_mailbox_claim_recent(s->st, m->name, m->view.uidvalidity, 1, &lo,
+						    &hi)) == 0) {
+		return;
+	} else if (rc < 0) {
+		log_msg(LL_WARN, s->c->id, "no \\Recent taken user=%s: %s", s->user,
+			store_errstr(s->st));
+		lo = hi = m->view.uidnext; /* left \Recent for another session */
+	}
+	if (lo < hi) {
+		imap_seqset_add(&m->recent, lo, hi - 1);
+		imap_seqset_normalize(&m->recent);
+	}
+	if (hi > m->recent_next)
+		m->recent_next = hi;
 }
 
 bool
@@ -1113,8 +1163,10 @@ imap_sel_poll_store(struct imap_sess *s)
 	}
 	if (uv != m->view.uidvalidity)
 		return imap_sel_lost(s, "UIDVALIDITY changed");
-	if (hms <= m->modseq)
+	if (hms <= m->modseq) {
+		imap_sel_take_recent(s, 0); /* what a busy store left untaken */
 		return 0;
+	}
 	if (store_changes_since(s->st, m->name, uv, m->modseq, &ch) < 0) {
 		enum store_err e = store_errcode(s->st);
 		if (e == STORE_ERR_NOMAILBOX || e == STORE_ERR_NOSELECT || e == STORE_ERR_CHANGED)
@@ -1129,6 +1181,7 @@ imap_sel_poll_store(struct imap_sess *s)
 	m->view.highestmodseq = m->modseq;
 	if (ch.uidnext > m->view.uidnext)
 		m->view.uidnext = ch.uidnext;
+	imap_sel_take_recent(s, ch.recent_uid);
 	store_changes_free(&ch);
 	return 0;
 }
@@ -1222,16 +1275,15 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 		return;
 	if (m->flags_dirty)
 		imap_sel_send_flags(s);
+	bool rev1 = !(s->enabled & EN_REV2);
+	uint32_t recent = rev1 ? imap_sel_recent_count(m) : 0;
 	if (m->view.count != m->exists_sent) {
 		int grew = m->view.count > m->exists_sent;
 		buf_printf(&b, "* %zu EXISTS\r\n", m->view.count);
 		m->exists_sent = (uint32_t)m->view.count;
-		if (!(s->enabled & EN_REV2)) {
-			uint32_t r = imap_sel_recent_count(m);
-			if (r != m->recent_sent)
-				buf_printf(&b, "* %u RECENT\r\n", r);
-			m->recent_sent = r;
-		}
+		if (rev1 && recent != m->recent_sent)
+			buf_printf(&b, "* %u RECENT\r\n", recent);
+		m->recent_sent = recent;
 		/*
 		 * New messages raise the mailbox's mod-sequence; a CONDSTORE client
 		 * that only learns it at its next SELECT would resync them again
@@ -1240,6 +1292,10 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 		if (grew && (s->enabled & EN_CONDSTORE))
 			buf_printf(&b, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
 				   (unsigned long long)m->modseq);
+	} else if (rev1 && recent > m->recent_sent) {
+		/* Taken after their EXISTS went out, the store having been busy. */
+		buf_printf(&b, "* %u RECENT\r\n", recent);
+		m->recent_sent = recent;
 	}
 	if (expunges && m->nghosts > 0) {
 		size_t n = imap_sel_drop_ghosts(s, &b);

@@ -717,7 +717,7 @@ def test_status_and_quota(make_surat):
     untagged = c.ok("STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE "
                     "HIGHESTMODSEQ RECENT APPENDLIMIT)")
     m = re.match(rb'\* STATUS "INBOX" \(MESSAGES 2 UIDNEXT 3 UIDVALIDITY \d+ UNSEEN 1 '
-                 rb'DELETED 1 SIZE (\d+) RECENT 0 HIGHESTMODSEQ (\d+) APPENDLIMIT (\d+)\)',
+                 rb'DELETED 1 SIZE (\d+) RECENT 2 HIGHESTMODSEQ (\d+) APPENDLIMIT (\d+)\)',
                  untagged[0])
     assert m, untagged
     assert int(m.group(1)) == 2 * len(MSG)
@@ -783,7 +783,8 @@ def test_append_fetch_byte_for_byte(srv):
     c.ok("SELECT INBOX")
     untagged = c.ok("UID FETCH %d (FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])" % uid)
     assert untagged[0].startswith(b"* 1 FETCH (UID 1 ")
-    assert b"FLAGS (\\Flagged $Work)" in untagged[0]
+    # (\Recent: appended while no session had INBOX selected.)
+    assert b"FLAGS (\\Flagged \\Recent $Work)" in untagged[0]
     assert b'INTERNALDATE "05-Mar-2021 10:11:12 +0100"' in untagged[0]
     assert b"RFC822.SIZE %d" % len(body) in untagged[0]
     c2 = RawImap(srv.port("imap"))
@@ -840,12 +841,12 @@ def test_fetch_partial_sections_and_seen(srv):
     assert b"Subject: msg 0\r\n\r\n" in untagged[0]
     assert b"Hello Bob,\r\nthis is the body.\r\n" in untagged[0]
     untagged = c.ok("FETCH 1 FLAGS")
-    assert untagged == [b"* 1 FETCH (FLAGS ())"]
+    assert untagged == [b"* 1 FETCH (FLAGS (\\Recent))"]
     # BODY[] sets \Seen and reports FLAGS
     untagged = c.ok("FETCH 2 BODY[]")
-    assert b"FLAGS (\\Seen)" in untagged[0], untagged
+    assert b"FLAGS (\\Seen \\Recent)" in untagged[0], untagged
     untagged = c.ok("FETCH 2 FLAGS")
-    assert untagged == [b"* 2 FETCH (FLAGS (\\Seen))"]
+    assert untagged == [b"* 2 FETCH (FLAGS (\\Seen \\Recent))"]
     # UID sets with '*', ranges, reversed ranges
     untagged = c.ok("UID FETCH 3:* UID")
     assert [l.split()[1] for l in untagged] == [b"3", b"4", b"5"]
@@ -866,7 +867,7 @@ def test_fetch_partial_sections_and_seen(srv):
     untagged = c.ok("FETCH 1:* (UID RFC822.SIZE ENVELOPE BODYSTRUCTURE)")
     assert len(untagged) == 5 and all(b"ENVELOPE (" in l for l in untagged)
     untagged = c.ok("FETCH 1 FAST")
-    assert untagged[0].startswith(b"* 1 FETCH (FLAGS () INTERNALDATE ")
+    assert untagged[0].startswith(b"* 1 FETCH (FLAGS (\\Recent) INTERNALDATE ")
     c.ok("LOGOUT")
 
 
@@ -901,14 +902,14 @@ def test_store_flags_keywords_unchangedsince(srv):
     untagged = c.ok("SELECT INBOX")
     assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted." in untagged
     untagged = c.ok("STORE 1 +FLAGS (\\Flagged $Important)")
-    assert b"* 1 FETCH (UID 1 FLAGS (\\Flagged $Important))" in untagged, untagged
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent $Important))" in untagged, untagged
     assert any(l.startswith(b"* FLAGS (") and b"$Important" in l for l in untagged)
     untagged = c.ok("STORE 1:2 +FLAGS.SILENT (\\Seen)")
     assert untagged == []
     untagged = c.ok("UID STORE 1 -FLAGS \\Flagged")
-    assert untagged == [b"* 1 FETCH (UID 1 FLAGS (\\Seen $Important))"]
+    assert untagged == [b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent $Important))"]
     untagged = c.ok("STORE 3 FLAGS (\\Answered \\Draft)")
-    assert untagged == [b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Draft))"]
+    assert untagged == [b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Draft \\Recent))"]
     tagged, _ = c.cmd("STORE 1 +FLAGS (\\Bogus)")
     assert " BAD " in tagged
     tagged, _ = c.cmd("STORE 1 XFLAGS (\\Seen)")
