@@ -125,6 +125,155 @@ def test_recent_for_rev1_sessions(srv):
         x.ok("LOGOUT")
 
 
+def status_recent(c, box="INBOX"):
+    untagged = c.ok("STATUS %s (RECENT)" % box)
+    m = re.match(rb'\* STATUS "?%s"? \(RECENT (\d+)\)$' % box.encode(), untagged[0])
+    assert m, untagged
+    return int(m.group(1))
+
+
+def delivered(srv, n, first=1):
+    """n messages delivered over SMTP while no session has INBOX selected."""
+    for i in range(n):
+        send_mail(srv, "alice@example.test", b"Subject: new %d\r\n\r\nhi\r\n" % i)
+    srv.wait_messages("alice@example.test", first + n - 1)
+
+
+def test_recent_is_kept_until_a_select_takes_it(srv):
+    """RFC 3501 2.3.2: mail that came while no session had the mailbox
+    selected is \\Recent to the first session that selects it, and to no
+    later one; EXAMINE (6.3.2) sees it without taking it; STATUS counts it."""
+    delivered(srv, 2)
+    a = connect(srv)
+    assert status_recent(a) == 2
+    untagged = a.ok("EXAMINE INBOX")
+    assert b"* 2 RECENT" in untagged, untagged
+    assert a.ok("FETCH 1:2 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))",
+                                       b"* 2 FETCH (FLAGS (\\Recent))"]
+    assert status_recent(a) == 2
+    untagged = select(a)
+    assert b"* 2 RECENT" in untagged, untagged
+    assert a.ok("SEARCH RECENT") == [b"* SEARCH 1 2"]
+    assert a.ok("FETCH 1:2 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))",
+                                       b"* 2 FETCH (FLAGS (\\Recent))"]
+    assert status_recent(a) == 0
+    # Another session, and a's own second SELECT, find none.
+    b = connect(srv)
+    untagged = select(b)
+    assert b"* 0 RECENT" in untagged, untagged
+    assert b.ok("SEARCH RECENT") == [b"* SEARCH"]
+    assert b.ok("FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ())"]
+    untagged = select(a)
+    assert b"* 0 RECENT" in untagged, untagged
+    for c in (a, b):
+        c.ok("LOGOUT")
+
+
+def test_recent_goes_to_one_of_two_selects(srv):
+    """Two sessions selecting at the same moment never both get a message."""
+    delivered(srv, 3)
+    a, b = connect(srv), connect(srv)
+    a.send("s1 SELECT INBOX\r\n")
+    b.send("s1 SELECT INBOX\r\n")
+    got = []
+    for c in (a, b):
+        tagged, untagged = c.until("s1")
+        assert tagged.startswith("s1 OK"), tagged
+        n = [int(l.split()[1]) for l in untagged if l.endswith(b" RECENT")]
+        uids = c.ok("UID SEARCH RECENT")[0].split()[2:]
+        assert n == [len(uids)], (untagged, uids)
+        got.append(set(uids))
+    assert got[0] | got[1] == {b"1", b"2", b"3"} and not got[0] & got[1], got
+    assert status_recent(a) == 0
+    for c in (a, b):
+        c.ok("LOGOUT")
+
+
+def test_recent_of_mail_that_comes_while_selected(srv):
+    """New mail is \\Recent to a session that has the mailbox selected read-write
+    (RECENT with the EXISTS) and to no session after it; a read-only one sees
+    it as \\Recent too, but leaves it for the next."""
+    a, e = connect(srv), connect(srv)
+    assert b"* 0 RECENT" in select(a)
+    assert b"* 0 RECENT" in e.ok("EXAMINE INBOX")
+    delivered(srv, 1)
+    assert e.ok("NOOP") == [b"* 1 EXISTS", b"* 1 RECENT"]
+    assert status_recent(e) == 1
+    assert a.ok("NOOP") == [b"* 1 EXISTS", b"* 1 RECENT"]
+    assert a.ok("FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))"]
+    assert status_recent(a) == 0
+    b = connect(srv)
+    assert b"* 0 RECENT" in select(b)
+    # b is first to hear of the next one: a, selected all along, is not.
+    delivered(srv, 1, first=2)
+    assert b.ok("NOOP") == [b"* 2 EXISTS", b"* 1 RECENT"]
+    assert a.ok("NOOP") == [b"* 2 EXISTS"]
+    assert a.ok("SEARCH RECENT") == [b"* SEARCH 1"]
+    for c in (a, e, b):
+        c.ok("LOGOUT")
+
+
+def test_imap4rev2_select_takes_recent(srv):
+    """An IMAP4rev2 session shows no \\Recent, but its SELECT takes it as an
+    IMAP4rev1 one's would (as Dovecot's does): its user has seen that mail."""
+    delivered(srv, 1)
+    c = connect(srv)
+    c.ok("ENABLE IMAP4rev2")
+    assert status_recent(c) == 1
+    untagged = select(c)
+    assert not any(b"RECENT" in l for l in untagged), untagged
+    a = connect(srv)
+    assert b"* 0 RECENT" in select(a)
+    for x in (a, c):
+        x.ok("LOGOUT")
+
+
+# Schema 4's counter triggers, before the \Recent watermark (src/store/store.c).
+SCHEMA_4_TRIGGERS = """
+CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+ UPDATE mailboxes SET messages = messages + 1, size = size + new.size,
+  unseen = unseen + (new.flags & 1 = 0), deleted = deleted + (new.flags & 8 != 0)
+  WHERE id = new.mailbox_id;
+ UPDATE files SET refs = refs + 1 WHERE id = new.file_id;
+END;
+CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+ UPDATE mailboxes SET messages = messages - 1, size = size - old.size,
+  unseen = unseen - (old.flags & 1 = 0), deleted = deleted - (old.flags & 8 != 0)
+  WHERE id = old.mailbox_id;
+ UPDATE files SET refs = refs - 1 WHERE id = old.file_id;
+END;
+"""
+
+
+def test_recent_in_a_store_from_before_it(srv):
+    """A store of schema 4 (no watermark) is upgraded at its first open with
+    its mail not \\Recent, and later mail is."""
+    import sqlite3
+    c = connect(srv)
+    fill(c, 2)
+    c.ok("LOGOUT")
+    srv.stop()
+    path = os.path.join(srv.data_dir, "mail", "example.test", "alice", "index.db")
+    db = sqlite3.connect(path)
+    db.executescript("DROP TRIGGER messages_ai; DROP TRIGGER messages_ad;"
+                     "ALTER TABLE mailboxes DROP COLUMN recent_uid;"
+                     "ALTER TABLE mailboxes DROP COLUMN recent;" + SCHEMA_4_TRIGGERS +
+                     "PRAGMA user_version = 4;")
+    db.close()
+    srv.start()
+    a = connect(srv)
+    assert status_recent(a) == 0
+    fill(a, 1)
+    assert status_recent(a) == 1
+    untagged = select(a)
+    assert b"* 3 EXISTS" in untagged and b"* 1 RECENT" in untagged, untagged
+    assert a.ok("SEARCH RECENT") == [b"* SEARCH 3"]
+    a.ok("LOGOUT")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (5,)
+    db.close()
+
+
 def test_idle_wakes_on_smtp_delivery(srv):
     a = connect(srv)
     select(a)
