@@ -718,6 +718,60 @@ print_queue_msg(const struct spool_msg *m, int verbose)
 	}
 }
 
+/*
+ * One daemon per data_dir: data_dir/serve.lock, flock'ed for the daemon's
+ * life (so a crash leaves no stale lock) and holding its pid. A second
+ * serve on the same data_dir (another config, other ports) would take up
+ * the same queue files and deliver each message twice. The descriptor,
+ * or -1 with err set.
+ */
+static int
+serve_lock(const struct config *cfg, struct buf *err)
+{
+	struct buf path = BUF_INIT(0);
+	char pid[32] = "";
+	int fd = -1;
+
+	buf_printf(&path, "%s/serve.lock", cfg->data_dir);
+	if (util_mkdir_p(cfg->data_dir, 0750) < 0 ||
+	    (fd = open(path.data, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)) < 0) {
+		buf_printf(err, "cannot open %s: %s", path.data, strerror(errno));
+	} else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+		if (e == EWOULDBLOCK)
+			buf_printf(err, "another surat serve (pid %s) runs on data_dir %s",
+				   pid[0] ? pid : "?", cfg->data_dir);
+		else
+			buf_printf(err, "cannot lock %s: %s", path.data, strerror(e));
+		close(fd);
+		fd = -1;
+	} else {
+		int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+		if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+			log_warn("cannot write the pid to %s: %s", path.data, strerror(errno));
+	}
+	buf_free(&path);
+	return fd;
+}
+
+/* Whether a daemon holds data_dir's serve.lock (serve_lock()). */
+static int
+serve_running(const struct config *cfg)
+{
+	struct buf path = BUF_INIT(0);
+	int fd, held = 0;
+
+	buf_printf(&path, "%s/serve.lock", cfg->data_dir);
+	if ((fd = open(path.data, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0) {
+		held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+		close(fd);
+	}
+	buf_free(&path);
+	return held;
+}
+
 static int
 cmd_queue(struct config *cfg, int argc, char **argv)
 {
@@ -809,7 +863,12 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 					   strerror(errno));
 		else {
 			fclose(fp);
-			printf("flush requested; the daemon retries deferred mail within a second\n");
+			if (serve_running(cfg))
+				printf("flush requested; the daemon retries deferred mail within a "
+				       "second\n");
+			else
+				printf("flush requested; no daemon runs on this data_dir: it retries "
+				       "deferred mail as it starts\n");
 		}
 		buf_free(&path);
 	} else {
@@ -1233,6 +1292,7 @@ cmd_serve(struct config *cfg)
 	struct queue_remote *qremote = NULL;
 	/* What the last run left is not known: the first tick writes. */
 	struct kept_saver ks = {.err = BUF_INIT(0), .last_n = SIZE_MAX};
+	int lockfd = -1;
 
 	log_init(cfg->log_level, cfg->log_syslog);
 	if (tls_init(cfg->tls_cert, cfg->tls_key, &err) < 0) {
@@ -1249,6 +1309,10 @@ cmd_serve(struct config *cfg)
 		goto out;
 	}
 	/* Only now, with the config, TLS and ports known good, touch data_dir. */
+	if ((lockfd = serve_lock(cfg, &err)) < 0) {
+		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		goto out;
+	}
 	srv->accounts = accounts_open(cfg->data_dir, &err);
 	if (srv->accounts == NULL) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
@@ -1320,6 +1384,8 @@ out:
 	accounts_close(&ks.accounts);
 	kept_clear(&ks.k);
 	buf_free(&ks.err);
+	if (lockfd >= 0)
+		close(lockfd); /* last: no one else may have the queue before */
 	tls_shutdown();
 	buf_free(&err);
 	return rc;

@@ -1,6 +1,7 @@
 """The foundation: config errors, CLI, start/stop, TLS reload, caps, privileges."""
 import os
 import pwd
+import re
 import signal
 import smtplib
 import socket
@@ -685,3 +686,41 @@ def test_run_as_drops_privileges(make_surat):
     # through the accounts.db it opened before the drop: no error.
     assert s.stop() == 0
     assert "cannot keep" not in s.log(), s.log()
+
+
+def test_one_daemon_per_data_dir(make_surat):
+    """A second `surat serve` on the same data_dir (another config, other
+    ports) took up the same queue files as the first: each message went out
+    twice. It now stops at its start, naming the first; the first goes on,
+    and once it has stopped the data_dir is free again. queue flush says
+    whether a daemon is there to act on it."""
+    s = make_surat()
+    second = os.path.join(s.dir, "second.conf")
+    with open(s.conf) as f:
+        text = re.sub(r"(?m)^(listen\.\w+ = 127\.0\.0\.1:)\d+$",
+                      lambda m: m.group(1) + str(free_port()), f.read())
+    with open(second, "w") as f:
+        f.write(text)
+    r = subprocess.run([BIN, "-c", second, "serve"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert "another surat serve (pid %d) runs on data_dir %s" % (s.proc.pid, s.data_dir) \
+        in r.stderr, r.stderr
+    assert "within a second" in s.cli("queue", "flush").stdout
+    s.stop()
+    assert "no daemon runs on this data_dir" in s.cli("queue", "flush").stdout
+    s.start()           # its own lock again: the file a crash or stop left is no obstacle
+    s.kill()
+    p = subprocess.Popen([BIN, "-c", second, "serve"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        with open(os.path.join(s.data_dir, "serve.lock")) as f:
+            deadline = time.time() + 10
+            while f.read().strip() != str(p.pid) and time.time() < deadline:
+                assert p.poll() is None, p.stderr.read()
+                time.sleep(0.01)
+                f.seek(0)
+        assert p.poll() is None
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
