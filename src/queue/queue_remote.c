@@ -1198,17 +1198,20 @@ rconn_idle(struct rconn *c)
 	evtimer_add(c->idle_timer, &tv);
 }
 
-/* Whether r was refused with 452, as a peer past its recipient limit does. */
+/*
+ * Whether RCPT refused r with 452 (or 552, which RFC 5321 4.5.3.1.10 says
+ * to take as 452), as a peer past its recipient limit does.
+ */
 static int
 rcpt_over_limit(const struct smtp_client_rcpt *r)
 {
-	return r->status == SMTP_RCPT_TEMP && r->text && strncmp(r->text, "452", 3) == 0 &&
-	       (r->text[3] == ' ' || r->text[3] == '\0');
+	return r->status == SMTP_RCPT_TEMP && r->over_limit;
 }
 
 /*
- * RFC 5321 4.5.3.1.10: a peer past its own recipient limit answers 452 to
- * the rest, and (4.5.3.1.8) the client sends them in another transaction.
+ * RFC 5321 4.5.3.1.10: a peer past its own recipient limit answers 452 (or
+ * the historical 552) to the rest, and (4.5.3.1.8) the client sends them
+ * in another transaction.
  * When j's transaction delivered to some recipients, the ones refused so
  * make a new job for the next transaction, not a retry interval later;
  * NULL when there are none. (Only after a success: a peer that takes none

@@ -388,6 +388,7 @@ smtp_client_txn_clear(struct smtp_client_txn *txn)
 		free(txn->rcpts[i].text);
 		txn->rcpts[i].text = NULL;
 		txn->rcpts[i].status = SMTP_RCPT_NONE;
+		txn->rcpts[i].over_limit = 0;
 	}
 	txn->retry = 0;
 }
@@ -928,10 +929,20 @@ cl_txn_reply(struct smtp_client *cl)
 			cl->accepted[pc.rcpt] = 1;
 			cl->naccepted++;
 		} else {
-			/* RFC 5321 4.5.3.1.10: 552 to RCPT means "too many recipients". */
+			/*
+			 * RFC 5321 4.5.3.1.10: 452 to RCPT is "too many
+			 * recipients", and so is 552 there (its historical use),
+			 * which a client must take as temporary: the recipient
+			 * goes in another transaction. 552 to MAIL or DATA stays
+			 * what it says, permanent (message too big). Postfix keeps
+			 * RFC 821's permanent 552 here (its smtp_proto.c has the
+			 * mapping under #ifdef notdef); we follow RFC 5321.
+			 */
+			int limit = r->code == 452 || r->code == 552;
 			int perm = r->code >= 500 && r->code != 552;
 			cl_txn_result(cl, pc.rcpt, perm ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
 				      buf_str(&s));
+			txn->rcpts[pc.rcpt].over_limit = limit;
 		}
 		break;
 	}

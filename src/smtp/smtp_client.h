@@ -185,6 +185,8 @@ struct smtp_client_rcpt {
 	enum smtp_rcpt_status status;
 	char *text; /* the reply summary (or our reason); malloc'd, freed by the owner
 		       with smtp_client_txn_clear() */
+	int over_limit; /* TEMP from a 452 or 552 to RCPT: past the peer's recipient
+			   limit (RFC 5321 4.5.3.1.10), for another transaction */
 };
 
 /* One transaction. The owner keeps every pointer valid until TXN_DONE. */

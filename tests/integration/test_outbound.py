@@ -438,6 +438,39 @@ def test_452_past_the_peers_recipient_limit_goes_in_the_next_transaction(net):
     assert a.messages("alice@a.example") == []
 
 
+def test_552_to_rcpt_is_452_but_552_to_data_bounces(net):
+    """RFC 5321 4.5.3.1.10: 552 to RCPT is the historical "too many
+    recipients" and must be taken as 452: the rest go in the next
+    transaction, nothing bounces. 552 to DATA (message too big) stays
+    permanent."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    seen = {}
+
+    def rcpt(addr, n):
+        seen[n] = seen.get(n, 0) + 1
+        return "552 5.5.3 Too many recipients" if seen[n] > 2 else "250 2.1.5 ok"
+
+    def data(txn):
+        big = any(r.startswith("RCPT TO:<big@") for r in txn["rcpts"])
+        return "552 5.3.4 Message too big for me" if big else "250 2.0.0 queued"
+
+    p = net.peer("127.0.0.4", rcpt=rcpt, data=data)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    rcpts = ["r%d@c.example" % i for i in range(5)]
+    a.submit("alice@a.example", rcpts, msg("alice@a.example", rcpts[0], "limit"))
+    wait_for(lambda: sum(len(t["accepted"]) for t in p.txns) == 5, timeout=10,
+             what="%s\n%s" % (p.txns, a.queue_list()))
+    assert sorted(len(t["accepted"]) for t in p.txns) == [1, 2, 2]
+    assert p.connections == 1
+    a.wait_queue_empty()
+    assert a.messages("alice@a.example") == []
+    a.submit("alice@a.example", ["big@c.example"], msg("alice@a.example", "big@c.example", "b"))
+    t = bounce_for(a, "alice@a.example")
+    assert "Final-Recipient: rfc822; big@c.example" in t
+    assert "Status: 5.3.4" in t and "Message too big for me" in t
+
+
 # The dns fixture object is shared by net; tests reach it through this helper.
 _DNS = {}
 

@@ -484,10 +484,10 @@ test_transcript_pipelined_dsn_reuse(void **state)
 	};
 	struct smtp_client_rcpt r1[] = {
 	    {"x@mx.example", "rfc822;x@mx.example", SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE, 0,
-	     NULL},
-	    {"y@mx.example", NULL, 0, 0, NULL},
+	     NULL, 0},
+	    {"y@mx.example", NULL, 0, 0, NULL, 0},
 	};
-	struct smtp_client_rcpt r2[] = {{"z@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_rcpt r2[] = {{"z@mx.example", NULL, 0, 0, NULL, 0}};
 	struct smtp_client_txn txns[2];
 	memset(txns, 0, sizeof(txns));
 	txns[0] = (struct smtp_client_txn){"a@client.example", "e+2B1", SMTP_RET_HDRS, 1, 0,
@@ -526,7 +526,7 @@ test_transcript_helo_fallback_no_pipelining(void **state)
 	    {"<DATA>", "250 ok\r\n"},
 	    {"QUIT", "221 bye\r\n"},
 	};
-	struct smtp_client_rcpt r1[] = {{"x@mx.example", "rfc822;x@mx.example", 2, 0, NULL}};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", "rfc822;x@mx.example", 2, 0, NULL, 0}};
 	struct smtp_client_txn txn = {
 	    "a@client.example", "env", SMTP_RET_HDRS, 0, 0, "a\r\n", 3, r1, 1, 0};
 	struct tsrv t;
@@ -548,8 +548,8 @@ test_transcript_checks_before_sending(void **state)
 	    {"EHLO client.example", "250-mx.example\r\n250 SIZE 10\r\n"},
 	    {"QUIT", "221 bye\r\n"},
 	};
-	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL}};
-	struct smtp_client_rcpt r2[] = {{"x@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL, 0}};
+	struct smtp_client_rcpt r2[] = {{"x@mx.example", NULL, 0, 0, NULL, 0}};
 	struct smtp_client_txn txns[2] = {
 	    {"a@client.example", NULL, 0, 1, 0, "\xff\r\n", 3, r1, 1, 0},
 	    {"a@client.example", NULL, 0, 0, 0, "0123456789abcdef\r\n", 18, r2, 1, 0},
@@ -562,6 +562,52 @@ test_transcript_checks_before_sending(void **state)
 	assert_int_equal(r2[0].status, SMTP_RCPT_PERM);
 	assert_true(strncmp(r2[0].text, "5.3.4 ", 6) == 0);
 	smtp_client_txn_clear(&txns[0]);
+	smtp_client_txn_clear(&txns[1]);
+	tsrv_free(&t);
+}
+
+static void
+test_transcript_552_to_rcpt_is_452(void **state)
+{
+	/* RFC 5321 4.5.3.1.10: 552 to RCPT is "too many recipients", taken
+	 * as 452 (temporary, for another transaction); 552 to MAIL is not. */
+	static const struct step steps[] = {
+	    {"", "220 mx.example ESMTP\r\n"},
+	    {"EHLO client.example", "250-mx.example\r\n250 PIPELINING\r\n"},
+	    {"MAIL FROM:<a@client.example>", NULL},
+	    {"RCPT TO:<x@mx.example>", NULL},
+	    {"RCPT TO:<y@mx.example>", NULL},
+	    {"RCPT TO:<z@mx.example>",
+	     "250 ok\r\n250 ok\r\n552 5.5.3 too many\r\n452 4.5.3 too many\r\n"},
+	    {"DATA", "354 go\r\n"},
+	    {"<DATA>", "250 ok\r\n"},
+	    {"RSET", NULL},
+	    {"MAIL FROM:<a@client.example>", NULL},
+	    {"RCPT TO:<y@mx.example>", "250 ok\r\n552 5.3.4 too big\r\n250 ok\r\n"},
+	    {"QUIT", "221 bye\r\n"},
+	};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL, 0},
+					{"y@mx.example", NULL, 0, 0, NULL, 0},
+					{"z@mx.example", NULL, 0, 0, NULL, 0}};
+	struct smtp_client_rcpt r2[] = {{"y@mx.example", NULL, 0, 0, NULL, 0}};
+	struct smtp_client_txn txns[2] = {
+	    {"a@client.example", NULL, 0, 0, 0, "a\r\n", 3, r1, 3, 0},
+	    {"a@client.example", NULL, 0, 0, 0, "a\r\n", 3, r2, 1, 0},
+	};
+	struct tsrv t;
+	run_transcript(&t, steps, sizeof(steps) / sizeof(steps[0]), txns, 2);
+	assert_false(t.mismatch);
+	assert_int_equal(r1[0].status, SMTP_RCPT_OK);
+	assert_int_equal(r1[0].over_limit, 0);
+	assert_int_equal(r1[1].status, SMTP_RCPT_TEMP);
+	assert_int_equal(r1[1].over_limit, 1);
+	assert_string_equal(r1[1].text, "552 5.5.3 too many");
+	assert_int_equal(r1[2].status, SMTP_RCPT_TEMP);
+	assert_int_equal(r1[2].over_limit, 1);
+	assert_int_equal(r2[0].status, SMTP_RCPT_PERM);
+	assert_int_equal(r2[0].over_limit, 0);
+	smtp_client_txn_clear(&txns[0]);
+	assert_int_equal(r1[1].over_limit, 0);
 	smtp_client_txn_clear(&txns[1]);
 	tsrv_free(&t);
 }
@@ -585,7 +631,7 @@ test_transcript_greeting_421_and_lost_session(void **state)
 	    {"MAIL FROM:<a@client.example>", NULL},
 	    {"RCPT TO:<x@mx.example>", "<CLOSE>"},
 	};
-	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL}};
+	struct smtp_client_rcpt r1[] = {{"x@mx.example", NULL, 0, 0, NULL, 0}};
 	struct smtp_client_txn txn = {"a@client.example", NULL, 0, 0, 0, "a\r\n", 3, r1, 1, 0};
 	run_transcript(&t, steps2, 4, &txn, 1);
 	assert_int_equal(t.txn_events, 1);
@@ -609,6 +655,7 @@ main(void)
 	    cmocka_unit_test(test_transcript_pipelined_dsn_reuse),
 	    cmocka_unit_test(test_transcript_helo_fallback_no_pipelining),
 	    cmocka_unit_test(test_transcript_checks_before_sending),
+	    cmocka_unit_test(test_transcript_552_to_rcpt_is_452),
 	    cmocka_unit_test(test_transcript_greeting_421_and_lost_session),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
