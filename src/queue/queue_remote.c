@@ -156,6 +156,7 @@ struct rconn {
 	size_t nhosts, hi, gend;
 	int implicit_mx;
 	int gtempfail;		/* an address lookup in this group failed for now */
+	size_t nnx;		/* hosts that do not exist or have no address (DNS) */
 	struct dns_addr *addrs; /* the group's addresses */
 	size_t *addr_host;	/* the host (index into hosts) of each */
 	size_t naddrs, ai;
@@ -601,7 +602,7 @@ rconn_walk_reset(struct rconn *c)
 		free(c->hosts[i].name);
 	free(c->hosts);
 	c->hosts = NULL;
-	c->nhosts = c->hi = 0;
+	c->nhosts = c->hi = c->nnx = 0;
 	free(c->addrs);
 	c->addrs = NULL;
 	free(c->addr_host);
@@ -712,13 +713,26 @@ rconn_exhausted(struct rconn *c)
 	 * A better host's refusal with this one unreachable is still a deferral.
 	 */
 	const char *status = c->last_perm[0] ? c->last_perm : code[0] == '4' ? code : "4.4.1";
+	/*
+	 * Every MX host is known not to exist (or to have no address): no
+	 * retry will find one, so a bounce now, 5.4.4 as Postfix says it,
+	 * not queue.max_age of deferrals. One lookup that failed for now, or
+	 * one host with an address, keeps it a deferral.
+	 */
+	int nohost = d->kind == DEST_MX && !c->implicit_mx && c->nhosts > 0 && c->nnx == c->nhosts;
 	struct buf t = BUF_INIT(0);
-	if (d->kind == DEST_MX)
+	if (nohost)
+		buf_printf(&t,
+			   "5.4.4 Host or domain name not found: no MX host of %s has an "
+			   "address; last error: %s",
+			   d->domain, rest);
+	else if (d->kind == DEST_MX)
 		buf_printf(&t, "%s Delivery to all MX hosts of %s failed; last error: %s", status,
 			   d->domain, rest);
 	else
 		buf_printf(&t, "%s Delivery to %s:%d failed: %s", status, d->domain, d->port, rest);
-	rconn_walk_failed(c, c->last_perm[0] ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL, t.data);
+	rconn_walk_failed(c, c->last_perm[0] || nohost ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
+			  t.data);
 	buf_free(&t);
 }
 
@@ -835,6 +849,7 @@ rconn_addrs_ready(struct rconn *c)
 		rconn_add_addrs(c, c->hi - 1, r6->addr, r6->n);
 	int tempfail = (ra && (ra->status == DNS_TEMPFAIL || ra->status == DNS_BOGUS)) ||
 		       (r6 && (r6->status == DNS_TEMPFAIL || r6->status == DNS_BOGUS));
+	int nx = ra && ra->status == DNS_NXDOMAIN && r6 && r6->status == DNS_NXDOMAIN;
 	dns_result_unref(&c->r_a);
 	dns_result_unref(&c->r_aaaa);
 	if (c->naddrs == before) {
@@ -852,7 +867,14 @@ rconn_addrs_ready(struct rconn *c)
 			buf_free(&t);
 			return;
 		} else {
-			buf_printf(&c->last_error, "4.4.4 Host %s has no address record", c->host);
+			/* NXDOMAIN or NODATA for both: the host is not there. */
+			c->nnx++;
+			if (nx)
+				buf_printf(&c->last_error,
+					   "4.4.4 Host %s does not exist (DNS: NXDOMAIN)", c->host);
+			else
+				buf_printf(&c->last_error, "4.4.4 Host %s has no address record",
+					   c->host);
 		}
 	}
 	rconn_lookup_host(c);
@@ -906,6 +928,7 @@ rconn_lookup_host(struct rconn *c)
 		buf_reset(&c->last_error);
 		c->last_perm[0] = '\0';
 		buf_printf(&c->last_error, "4.4.4 Host name %s is not valid", h->name);
+		c->nnx++;
 	}
 	rconn_group_ready(c);
 }

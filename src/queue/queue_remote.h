@@ -15,9 +15,10 @@
  * the domain's MX records (RFC 5321 §5.1): by preference, random among
  * equal ones, each address of each host in turn, outbound.port. No MX
  * (NODATA) means the domain's own A/AAAA; NXDOMAIN and a null MX
- * (RFC 7505) bounce at once; an MX that is this host (our hostname, or an
- * address and port of listen.smtp) ends the list, and bounces as a loop
- * (5.4.6) if it was the best one.
+ * (RFC 7505) bounce at once, and so do MX hosts that all do not exist or
+ * have no address (5.4.4; any lookup failing for now defers); an MX that
+ * is this host (our hostname, or an address and port of listen.smtp) ends
+ * the list, and bounces as a loop (5.4.6) if it was the best one.
  *
  * Connections are kept per destination (the domain, the relayhost or the
  * route): at most outbound.destination_limit at once, and a connection
