@@ -220,6 +220,26 @@ accounts_normalise_domain(const char *in, struct buf *out, struct buf *err)
 }
 
 int
+accounts_addr_ascii(const char *addr, struct buf *out)
+{
+	const char *at = strrchr(addr, '@');
+
+	if (!util_has_8bit(addr, strlen(addr)))
+		return 0;
+	if (at == NULL || util_has_8bit(addr, (size_t)(at - addr)))
+		return -1;
+	struct buf dom = BUF_INIT(0), err = BUF_INIT(0);
+	int r = accounts_normalise_domain(at + 1, &dom, &err);
+	if (r == 0) {
+		buf_append(out, addr, (size_t)(at + 1 - addr));
+		buf_append(out, dom.data, dom.len);
+	}
+	buf_free(&dom);
+	buf_free(&err);
+	return r == 0 ? 1 : -1;
+}
+
+int
 accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *err)
 {
 	const char *at = strrchr(in, '@');

@@ -44,6 +44,15 @@ int accounts_normalise(const char *in, int catchall, struct buf *out, struct buf
 int accounts_address_fits(const char *norm, struct buf *err);
 /* Normalise a domain name (lowercase, A-label). 0 or -1 + err. */
 int accounts_normalise_domain(const char *in, struct buf *out, struct buf *err);
+/*
+ * The ASCII form of addr ("local@domain") for a place that must be ASCII (a
+ * transaction without SMTPUTF8, a header field of an ASCII message): its
+ * domain as A-labels (IDNA2008, lower case). 1 with it appended to out; 0
+ * when addr is ASCII already (out untouched); -1 when it has none: its
+ * local part is not ASCII (no form of it is, RFC 6530 5), or the domain is
+ * no valid internationalised name.
+ */
+int accounts_addr_ascii(const char *addr, struct buf *out);
 
 /* Domains. 0 or -1 + err. */
 int accounts_domain_add(struct accounts *a, const char *domain, struct buf *err);

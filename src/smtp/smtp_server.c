@@ -2188,12 +2188,15 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 		proto_word = utf8 ? "UTF8SMTP" : "ESMTP";
 	/*
 	 * RFC 5321 4.4: the name from EHLO as it came (checked then: a domain
-	 * or an address literal), a U-label only in SMTPUTF8 mail (RFC 6531
-	 * 3.7.3), else its A-label; an IPv6 peer as an IPv6 address literal.
+	 * or an address literal), a U-label as its A-label; an IPv6 peer as an
+	 * IPv6 address literal. Our own field must not be what makes a message
+	 * whose header is otherwise ASCII need SMTPUTF8 on its way on (RFC
+	 * 6531 3.4; 3.7.3 allows U-labels, it does not ask for them): names and
+	 * addresses go in their ASCII form, or not at all.
 	 */
 	struct buf helo = BUF_INIT(0), herr = BUF_INIT(0), ip = BUF_INIT(0);
 	buf_printf(&ip, "[%s%s]", strchr(s->c->peer_ip, ':') ? "IPv6:" : "", s->c->peer_ip);
-	if (!util_has_8bit(s->helo, strlen(s->helo)) || utf8)
+	if (!util_has_8bit(s->helo, strlen(s->helo)))
 		buf_puts(&helo, s->helo);
 	else if (accounts_normalise_domain(s->helo, &helo, &herr) < 0)
 		buf_puts(&helo, buf_str(&ip));
@@ -2205,7 +2208,12 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 	if (s->c->tls)
 		buf_printf(out, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
 	if (submission) {
-		/* A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532). */
+		/*
+		 * A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532).
+		 * XXX There it still makes an otherwise ASCII message need
+		 * SMTPUTF8 on its way on; its sender is most often the same
+		 * UTF-8 address, which needs it anyway.
+		 */
 		if (!utf8 && util_has_8bit(s->user, strlen(s->user)))
 			buf_puts(out, "\r\n\t(authenticated)");
 		else
@@ -2214,8 +2222,12 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 	/* The queue id is not known yet: name the session, which the access
 	 * log ties to the queue id. */
 	buf_printf(out, " id %s", s->c->id);
-	if (for_rcpt != NULL)
-		buf_printf(out, "\r\n\tfor <%s>", for_rcpt);
+	/* The FOR clause is optional (RFC 5321 4.4): none for a UTF-8 local part. */
+	struct buf a = BUF_INIT(0);
+	int r = for_rcpt ? accounts_addr_ascii(for_rcpt, &a) : -1;
+	if (r >= 0)
+		buf_printf(out, "\r\n\tfor <%s>", r ? a.data : for_rcpt);
+	buf_free(&a);
 	buf_printf(out, ";\r\n\t%s\r\n", date);
 }
 
