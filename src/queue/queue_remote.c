@@ -85,7 +85,9 @@ struct rmsg {
 	char file[QUEUE_ID_LEN + 2];	/* the spool file holding it */
 	char *mail_from, *envid, *session;
 	int ret, body_8bit, smtputf8;
-	int utf8_needed; /* its sender or header is not ASCII: SMTPUTF8 whatever the rcpt */
+	int hdr_utf8;	  /* its header is not ASCII: SMTPUTF8 whatever the addresses */
+	char *from_ascii; /* mail_from with its domain as A-labels, when only that is
+			     UTF-8; else NULL */
 	int64_t created;
 	struct buf content;
 	int have_content;
@@ -112,6 +114,8 @@ struct rjob {
 	size_t *idx; /* the queue's recipient indexes */
 	struct smtp_client_rcpt *rcpts;
 	char **addrs, **orcpts;
+	char **ascii; /* the addrs with A-label domains (NULL: ASCII, or none such);
+			 made by the first rconn_send() */
 	size_t n;
 	struct smtp_client_txn txn;
 	int tries;
@@ -344,9 +348,12 @@ rjob_free(struct rjob *j)
 	for (size_t i = 0; i < j->n; i++) {
 		free(j->addrs[i]);
 		free(j->orcpts[i]);
+		if (j->ascii)
+			free(j->ascii[i]);
 	}
 	free(j->addrs);
 	free(j->orcpts);
+	free(j->ascii);
 	free(j->idx);
 	free(j->rcpts);
 	free(j);
@@ -356,6 +363,7 @@ static void
 rmsg_free(struct rmsg *m)
 {
 	free(m->mail_from);
+	free(m->from_ascii);
 	free(m->envid);
 	free(m->session);
 	buf_free(&m->content);
@@ -1045,30 +1053,61 @@ rconn_mx_cb(const struct dns_result *res, void *arg)
 }
 
 /*
- * Whether an SMTPUTF8 message needs the extension whatever the recipient:
- * a sender or a header field that is not ASCII. A body needs 8BITMIME only.
+ * Whether a message's header field is not ASCII: then an SMTPUTF8 message
+ * needs the extension whatever its addresses. A body needs 8BITMIME only.
  */
 static int
-rmsg_utf8_needed(const struct rmsg *m)
+rmsg_hdr_utf8(const struct rmsg *m)
 {
 	const char *c = m->content.data ? m->content.data : "";
 	const char *sep = memmem(c, m->content.len, "\r\n\r\n", 4);
 	size_t hdr = sep ? (size_t)(sep - c) : m->content.len;
-	return util_has_8bit(m->mail_from, strlen(m->mail_from)) || util_has_8bit(c, hdr);
+	return util_has_8bit(c, hdr);
+}
+
+/* addr's ASCII form (accounts_addr_ascii()), malloc'd, or NULL when none. */
+static char *
+addr_ascii(const char *addr)
+{
+	struct buf b = BUF_INIT(0);
+	if (accounts_addr_ascii(addr, &b) == 1)
+		return buf_steal(&b);
+	buf_free(&b);
+	return NULL;
 }
 
 /*
- * Whether a recipient address of j is not ASCII. Not its ORCPT: a peer
- * without DSN never sees it, and one without SMTPUTF8 gets it as
- * utf-8-addr-xtext (RFC 6533 3, smtp_client).
+ * Whether j's envelope is not ASCII (*utf8_r) and whether it needs
+ * SMTPUTF8 for that (the return): a sender or a recipient whose local part
+ * is UTF-8, or whose domain has no A-label form. One whose only UTF-8 is
+ * its domain can go as A-labels instead. Not an ORCPT: a peer without DSN
+ * never sees it, and one without SMTPUTF8 gets it as utf-8-addr-xtext
+ * (RFC 6533 3, smtp_client). Makes j->ascii.
  */
 static int
-rjob_utf8(const struct rjob *j)
+rjob_envelope_utf8(struct rjob *j, int *utf8_r)
 {
-	for (size_t i = 0; i < j->n; i++)
-		if (util_has_8bit(j->addrs[i], strlen(j->addrs[i])))
-			return 1;
-	return 0;
+	const struct rmsg *m = j->m;
+	int need = 0;
+
+	*utf8_r = 0;
+	if (util_has_8bit(m->mail_from, strlen(m->mail_from))) {
+		*utf8_r = 1;
+		need = m->from_ascii == NULL;
+	}
+	if (j->ascii == NULL) {
+		j->ascii = xcalloc(j->n, sizeof(*j->ascii));
+		for (size_t i = 0; i < j->n; i++)
+			j->ascii[i] = addr_ascii(j->addrs[i]);
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		if (util_has_8bit(j->addrs[i], strlen(j->addrs[i]))) {
+			*utf8_r = 1;
+			if (j->ascii[i] == NULL)
+				need = 1;
+		}
+	}
+	return need;
 }
 
 /* A new connection for d: start the walk. */
@@ -1115,13 +1154,25 @@ rconn_send(struct rconn *c)
 	struct rmsg *m = j->m;
 	c->waiting = 0;
 	smtp_client_txn_clear(&j->txn);
-	j->txn.mail_from = m->mail_from;
 	j->txn.envid = m->envid;
 	j->txn.ret = m->ret;
 	j->txn.body_8bit = m->body_8bit;
-	/* RFC 6531 3.4: no SMTPUTF8 for a transaction that does not need it,
-	 * so that ASCII mail still reaches a peer without the extension. */
-	j->txn.smtputf8 = m->smtputf8 && (m->utf8_needed || rjob_utf8(j));
+	/*
+	 * RFC 6531 3.4: no SMTPUTF8 for a transaction that does not need it,
+	 * so that ASCII mail still reaches a peer without the extension. An
+	 * address whose only UTF-8 is its domain has an ASCII form, the
+	 * domain's A-labels (RFC 5890 2.3.2.1, the form DNS was asked in):
+	 * to a peer without SMTPUTF8, or in a message sent without it, the
+	 * envelope goes so instead of bouncing 5.6.7.
+	 */
+	int env_utf8;
+	int need = rjob_envelope_utf8(j, &env_utf8) || (m->smtputf8 && m->hdr_utf8);
+	int peer_utf8 = (smtp_client_caps(c->cl)->flags & SMTP_CAP_SMTPUTF8) != 0;
+	int alabels = env_utf8 && !need && (!peer_utf8 || !m->smtputf8);
+	j->txn.smtputf8 = m->smtputf8 && !alabels && (m->hdr_utf8 || env_utf8);
+	j->txn.mail_from = alabels && m->from_ascii ? m->from_ascii : m->mail_from;
+	for (size_t i = 0; i < j->n; i++)
+		j->rcpts[i].addr = alabels && j->ascii[i] ? j->ascii[i] : j->addrs[i];
 	j->txn.data = m->content.data ? m->content.data : "";
 	j->txn.len = m->content.len;
 	j->txn.rcpts = j->rcpts;
@@ -1513,7 +1564,7 @@ load_done(void *arg)
 	/* RFC 6152 forbids 8-bit octets to a peer without 8BITMIME, not a
 	 * BODY=8BITMIME the sender gave to 7-bit text: what is sent decides. */
 	m->body_8bit = util_has_8bit(m->content.data ? m->content.data : "", m->content.len);
-	m->utf8_needed = m->smtputf8 && rmsg_utf8_needed(m);
+	m->hdr_utf8 = rmsg_hdr_utf8(m);
 	for (size_t i = 0; i < n; i++) {
 		struct rconn *c = w[i];
 		if (qr->srv->stopping) {
@@ -1578,6 +1629,7 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 	memcpy(m->id, msg->id, sizeof(m->id));
 	snprintf(m->file, sizeof(m->file), "%s", spool_file(msg));
 	m->mail_from = xstrdup(msg->mail_from ? msg->mail_from : "");
+	m->from_ascii = addr_ascii(m->mail_from);
 	m->envid = msg->envid ? xstrdup(msg->envid) : NULL;
 	m->session = xstrdup(msg->session ? msg->session : msg->id);
 	m->ret = msg->ret_hdrs ? SMTP_RET_HDRS : msg->ret_full ? SMTP_RET_FULL : SMTP_RET_NONE;

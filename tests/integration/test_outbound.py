@@ -822,6 +822,34 @@ def test_utf8_orcpt_alone_does_not_need_smtputf8(net):
     assert a.messages("alice@a.example") == []
 
 
+def test_idn_domain_goes_as_a_label_to_a_peer_without_smtputf8(net):
+    """An address whose only UTF-8 is its domain (user@b\u00fccher.example)
+    has an ASCII form, the domain's A-label, which DNS was asked in too:
+    to a peer without SMTPUTF8 the envelope goes so, with our Received:
+    naming it so, instead of bouncing 5.6.7. A UTF-8 local part has no
+    such form and still needs the extension."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    p = net.peer("127.0.0.4", caps=["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"])
+    alabel = "xn--bcher-kva.example"
+    _dns().add(alabel, "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    rcpt = "user@b\u00fccher.example"
+    a.submit("alice@a.example", [rcpt], msg("alice@a.example", "user@" + alabel, "idn"),
+             mail_options=["SMTPUTF8"])
+    wait_for(lambda: len(p.txns) == 1, what="a transaction")
+    t = p.txns[0]
+    assert t["mail"] == "MAIL FROM:<alice@a.example>", t
+    assert t["rcpts"] == ["RCPT TO:<user@%s>" % alabel], t
+    assert b"for <user@%s>" % alabel.encode() in t["data"], t["data"]
+    assert not any(b > 0x7f for b in t["data"]), t["data"]
+    a.submit("alice@a.example", ["j\u00fcrg@b\u00fccher.example"],
+             msg("alice@a.example", "user@" + alabel, "utf8 local part"),
+             mail_options=["SMTPUTF8"])
+    b = bounce_for(a, "alice@a.example")
+    assert "Status: 5.6.7" in b
+    assert len(p.txns) == 1
+
+
 def test_destination_connection_limit(net):
     a = net.node("127.0.0.2", "a.example", extra={"outbound.destination_limit": "2"})
     p = net.peer("127.0.0.4", dot_delay=0.5)
