@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 #include "core/buf.h"
+#include "core/nameidx.h"
 #include "core/server.h"
 #include "core/util.h"
 #include "imap/imap_parser.h"
@@ -97,8 +98,7 @@ struct imap_mbox {
 	bool flags_dirty;     /* a keyword appeared: resend FLAGS */
 	char **keywords;      /* keywords announced in FLAGS */
 	size_t nkeywords;
-	uint32_t *kwtab;      /* keywords by hash: index + 1, 0 a free slot */
-	uint32_t kwseed;
+	struct nameidx kwidx; /* the keywords by name; slot NULL until the first */
 	/*
 	 * IMAP4rev1 \Recent (RFC 3501 §2.3.2), normalized UIDs: those this
 	 * session took from the store's watermark (store_mailbox_claim_recent)

@@ -913,7 +913,7 @@ imap_sel_free(struct imap_mbox **mp)
 	for (size_t i = 0; i < m->nkeywords; i++)
 		free(m->keywords[i]);
 	free(m->keywords);
-	free(m->kwtab);
+	nameidx_free(&m->kwidx);
 	imap_seqset_free(&m->recent);
 	free(m->name);
 	free(m);
@@ -940,13 +940,12 @@ imap_sel_find(const struct imap_mbox *m, uint32_t uid)
 
 /*
  * The keywords a session announces in FLAGS, at most this many. They are
- * found through a hash table of twice as many slots: every message of a
- * view is checked against them when it is loaded or changes, on the loop,
- * and a scan of the list cost 0.45 s per command for 1024 messages of 64
- * keywords each in a mailbox of 1000 keywords.
+ * found through a nameidx: every message of a view is checked against them
+ * when it is loaded or changes, on the loop, and a scan of the list cost
+ * 0.45 s per command for 1024 messages of 64 keywords each in a mailbox of
+ * 1000 keywords.
  */
 #define SEL_KEYWORDS_MAX 1000
-#define SEL_KWTAB_SIZE 2048
 
 /* Note the keywords of a message; a new one makes FLAGS due again. */
 static void
@@ -954,10 +953,8 @@ imap_sel_note_keywords(struct imap_mbox *m, const char *kws)
 {
 	if (kws == NULL)
 		return;
-	if (m->kwtab == NULL) {
-		m->kwtab = xcalloc(SEL_KWTAB_SIZE, sizeof(*m->kwtab));
-		util_random(&m->kwseed, sizeof(m->kwseed));
-	}
+	if (m->kwidx.slot == NULL)
+		nameidx_init(&m->kwidx, SEL_KEYWORDS_MAX);
 	const char *p = kws;
 	while (*p) {
 		while (*p == ' ')
@@ -966,20 +963,14 @@ imap_sel_note_keywords(struct imap_mbox *m, const char *kws)
 		while (*e && *e != ' ')
 			e++;
 		size_t n = (size_t)(e - p);
-		if (n > 0) {
-			uint32_t h = util_hash32_lower(m->kwseed, p, n) & (SEL_KWTAB_SIZE - 1);
-			bool have = false;
-			for (; m->kwtab[h] != 0 && !have; h = (h + 1) & (SEL_KWTAB_SIZE - 1)) {
-				const char *k = m->keywords[m->kwtab[h] - 1];
-				have = strlen(k) == n && strncasecmp(k, p, n) == 0;
-			}
-			if (!have && m->nkeywords < SEL_KEYWORDS_MAX) {
-				m->keywords = xrealloc(m->keywords,
-						       (m->nkeywords + 1) * sizeof(*m->keywords));
-				m->keywords[m->nkeywords++] = xstrndup(p, n);
-				m->kwtab[h] = (uint32_t)m->nkeywords;
-				m->flags_dirty = true;
-			}
+		uint32_t slot;
+		if (n > 0 && m->nkeywords < SEL_KEYWORDS_MAX &&
+		    nameidx_find(&m->kwidx, (const char *const *)m->keywords, p, n, &slot) < 0) {
+			m->keywords =
+			    xrealloc(m->keywords, (m->nkeywords + 1) * sizeof(*m->keywords));
+			m->keywords[m->nkeywords] = xstrndup(p, n);
+			nameidx_put(&m->kwidx, slot, m->nkeywords++);
+			m->flags_dirty = true;
 		}
 		p = e;
 	}
