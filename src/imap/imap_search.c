@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/nameidx.h"
 #include "core/util.h"
 #include "imap/imap_fetch.h"
 #include "mime/mime.h"
@@ -68,6 +69,7 @@ struct cnode {
 	enum text_mode tmode;
 	uint32_t *fts; /* ascending candidate UIDs */
 	size_t nfts;
+	size_t kwi; /* KEYWORD, UNKEYWORD: its name's index in search_run.kws */
 };
 
 struct search_run {
@@ -77,6 +79,17 @@ struct search_run {
 	int hc_state; /* header caches: 0 not loaded, 1 loaded, -1 unavailable */
 	struct store_search_rec *hc;
 	size_t nhc;
+	/*
+	 * The names of the KEYWORD and UNKEYWORD keys, each once, and which of
+	 * them the message kwmsg has: its keyword list is read once, not once
+	 * per key (a program of thousands of them over a large mailbox held a
+	 * worker for minutes).
+	 */
+	struct nameidx kwidx;
+	const char **kws;
+	size_t nkws;
+	uint64_t *kwhas; /* bit i: kwmsg has kws[i] */
+	const struct store_msg *kwmsg;
 };
 
 /* What has been loaded of the message being evaluated. */
@@ -349,24 +362,28 @@ search_sent_day(struct smsg *sm)
 	return smsg_header(sm) ? mime_search_sent_day(sm->hdr.data, sm->hdr.len) : 0;
 }
 
+/* Whether the message has the keyword of a KEYWORD key (search_run.kws). */
 static bool
-search_has_keyword(const struct store_msg *m, const char *kw)
+search_keyword(struct smsg *sm, size_t kwi)
 {
-	size_t kl = strlen(kw);
-	const char *p = m->keywords;
+	struct search_run *run = sm->run;
 
-	if (p == NULL || kl == 0)
-		return false;
-	while (*p != '\0') {
-		size_t n;
-		while (*p == ' ')
-			p++;
-		n = strcspn(p, " ");
-		if (n == kl && strncasecmp(p, kw, n) == 0)
-			return true;
-		p += n;
+	if (run->kwmsg != sm->m) {
+		const char *p = sm->m->keywords ? sm->m->keywords : "";
+		run->kwmsg = sm->m;
+		memset(run->kwhas, 0, (run->nkws + 63) / 64 * sizeof(*run->kwhas));
+		while (*p != '\0') {
+			uint32_t slot;
+			while (*p == ' ')
+				p++;
+			size_t n = strcspn(p, " ");
+			long i = n ? nameidx_find(&run->kwidx, run->kws, p, n, &slot) : -1;
+			if (i >= 0)
+				run->kwhas[i / 64] |= (uint64_t)1 << (i % 64);
+			p += n;
+		}
 	}
-	return false;
+	return (run->kwhas[kwi / 64] >> (kwi % 64) & 1) != 0;
 }
 
 static bool
@@ -470,9 +487,9 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 	case IMAP_SK_OLD:
 		return !search_recent(sm);
 	case IMAP_SK_KEYWORD:
-		return search_has_keyword(m, k->str);
+		return search_keyword(sm, n->kwi);
 	case IMAP_SK_UNKEYWORD:
-		return !search_has_keyword(m, k->str);
+		return !search_keyword(sm, n->kwi);
 	case IMAP_SK_LARGER:
 		return m->size > k->number;
 	case IMAP_SK_SMALLER:
@@ -514,13 +531,25 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 
 /*
  * What a snapshot-only SEARCH may cost the event loop, in key evaluations
- * (each message times each key): about a tenth of a second at worst. A
- * KEYWORD key counts once per keyword a message may carry, since it scans
- * the message's keyword list. Past this the search goes to the pool like
- * any other: a program of thousands of keys over a large mailbox held
- * every session for seconds.
+ * (each message times each key): about a tenth of a second at worst. The
+ * KEYWORD keys add one scan of a message's keyword list, as many
+ * evaluations as keywords a message may carry (search_keyword()). Past
+ * this the search goes to the pool like any other: a program of thousands
+ * of keys over a large mailbox held every session for seconds.
  */
 #define SEARCH_HERE_MAX ((uint64_t)1 << 20)
+
+/* The KEYWORD and UNKEYWORD keys among k, its siblings and their children. */
+static size_t
+search_count_keywords(const struct imap_search_key *k)
+{
+	size_t n = 0;
+
+	for (; k != NULL; k = k->next)
+		n += (k->op == IMAP_SK_KEYWORD || k->op == IMAP_SK_UNKEYWORD) +
+		     search_count_keywords(k->child);
+	return n;
+}
 
 /*
  * Evaluations of keys k (and their siblings) on one message; UINT64_MAX if
@@ -545,10 +574,6 @@ search_key_view_cost(const struct imap_search_key *k)
 		case IMAP_SK_SENTON:
 		case IMAP_SK_SENTSINCE:
 			return UINT64_MAX;
-		case IMAP_SK_KEYWORD:
-		case IMAP_SK_UNKEYWORD:
-			cost += STORE_KEYWORDS_MAX;
-			break;
 		default:
 			cost++;
 			if (k->child != NULL) {
@@ -567,6 +592,8 @@ imap_search_view_only(const struct imap_search_program *prog, size_t nmsgs)
 {
 	uint64_t cost = search_key_view_cost(prog->root);
 
+	if (cost != UINT64_MAX && search_count_keywords(prog->root) > 0)
+		cost += STORE_KEYWORDS_MAX;
 	/* The key count is bounded by the command's arguments: no overflow. */
 	return cost != UINT64_MAX && cost * (uint64_t)nmsgs <= SEARCH_HERE_MAX;
 }
@@ -676,6 +703,18 @@ search_compile(struct search_run *run, const struct imap_search_key *k, struct c
 	case IMAP_SK_TEXT:
 		n->cost = COST_TEXT;
 		break;
+	case IMAP_SK_KEYWORD:
+	case IMAP_SK_UNKEYWORD: {
+		uint32_t slot;
+		long i = nameidx_find(&run->kwidx, run->kws, k->str, strlen(k->str), &slot);
+		if (i < 0) {
+			i = (long)run->nkws;
+			run->kws[run->nkws++] = k->str;
+			nameidx_put(&run->kwidx, slot, (size_t)i);
+		}
+		n->kwi = (size_t)i;
+		return 0;
+	}
 	default:
 		return 0;
 	}
@@ -742,12 +781,12 @@ imap_search_eval(const struct imap_search_ctx *ctx, const struct imap_search_pro
 	memset(&run, 0, sizeof(run));
 	run.ctx = ctx;
 	run.exact = total <= max;
-	if (search_compile(&run, prog->root, &root) < 0) {
-		cnode_free(&root);
-		*err_r = run.err != NULL ? run.err : IMAP_SEARCH_ERR_STORE;
-		return -1;
-	}
-	for (size_t i = 0; i < view->count; i++) {
+	size_t nkw = search_count_keywords(prog->root);
+	nameidx_init(&run.kwidx, nkw);
+	run.kws = xcalloc(nkw + 1, sizeof(*run.kws));
+	run.kwhas = xcalloc(nkw / 64 + 1, sizeof(*run.kwhas));
+	int rc = search_compile(&run, prog->root, &root);
+	for (size_t i = 0; rc == 0 && i < view->count; i++) {
 		struct smsg sm;
 		smsg_init(&sm, &run, i);
 		match[i] = search_eval_node(&sm, &root) ? 1 : 0;
@@ -755,6 +794,13 @@ imap_search_eval(const struct imap_search_ctx *ctx, const struct imap_search_pro
 	}
 	cnode_free(&root);
 	store_search_free(&run.hc, run.nhc);
+	nameidx_free(&run.kwidx);
+	free(run.kws);
+	free(run.kwhas);
+	if (rc < 0) {
+		*err_r = run.err != NULL ? run.err : IMAP_SEARCH_ERR_STORE;
+		return -1;
+	}
 	return 0;
 }
 

@@ -1050,30 +1050,23 @@ def test_many_keywords_cost_no_more_to_select(srv):
     other.ok("LOGOUT")
 
 
-def test_costly_flag_search_leaves_the_loop_to_others(srv):
-    """A SEARCH of flag and keyword keys only reads no file and ran on the
-    event loop whatever it cost: keys times messages, each KEYWORD key
-    scanning the message's keyword list. 2040 UNKEYWORD keys over 1000
-    messages of 64 long keywords held every session for 2.0 s (optimised
-    build). Past a small budget it runs on the pool: another session is
-    answered while it runs."""
+def test_search_of_thousands_of_keyword_keys(srv):
+    """Each KEYWORD key scanned the message's keyword list: 2040 UNKEYWORD
+    keys over 1000 messages of 64 long keywords held the event loop 2.0 s
+    (optimised build), and 1000 keys over 10,000 messages a worker 17 s
+    (ASan). The list is now read once per message for all the keys, and a
+    program costlier than the loop's budget still goes to the pool
+    (test_imap_search's test_view_only_budget)."""
     c = doubled_inbox(srv, 7)
     kws = " ".join("k%02d" % i + "x" * 97 for i in range(64))
     c.ok("STORE 1:* +FLAGS.SILENT (%s)" % kws)
-    other = RawImap(srv.port("imap"))
-    other.login()
-    c.send(b"s1 SEARCH " + b"UNKEYWORD a " * 2040 + b"\r\n")
-    time.sleep(0.1)
-    t0 = time.time()
-    other.ok("NOOP")
-    noop = time.time() - t0
-    tagged, untagged = c.until("s1")
-    search = time.time() - t0
-    assert " OK " in tagged and untagged[0].startswith(b"* SEARCH 1 2 3 "), tagged
-    # The NOOP waited for the search when both ran on the loop.
-    assert noop < search / 2, (noop, search)
+    c.ok("STORE 2 -FLAGS.SILENT (k63%s)" % ("x" * 97))
+    keys = b"UNKEYWORD a " * 2040
+    untagged = c.ok(b"SEARCH " + keys + b"KEYWORD K00" + b"x" * 97)
+    assert untagged[0] == b"* SEARCH " + " ".join(map(str, range(1, 129))).encode()
+    untagged = c.ok(b"SEARCH " + keys + b"UNKEYWORD K63" + b"x" * 97)
+    assert untagged[0] == b"* SEARCH 2"
     c.ok("LOGOUT")
-    other.ok("LOGOUT")
 
 
 def test_search_header_keys_and_sent_dates(srv):

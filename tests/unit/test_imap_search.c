@@ -613,6 +613,73 @@ test_casemap(void **state)
 	buf_free(&b);
 }
 
+/*
+ * KEYWORD keys are looked up in a table of the program's keyword names, one
+ * scan of a message's list for all of them: past 64 names (the second word
+ * of the bit set), in any case, a name given twice, and against messages
+ * with no keywords.
+ */
+static void
+test_many_keywords(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_view big = *fx->view;
+	static char k1[] = "k150", k2[] = "Other K70", k3[] = "other";
+	char *kws[4] = {k1, k2, k3, NULL};
+	struct buf keys = BUF_INIT(0);
+
+	big.msgs = xcalloc(4, sizeof(*big.msgs));
+	for (size_t i = 0; i < 4; i++) {
+		big.msgs[i] = fx->view->msgs[i];
+		big.msgs[i].keywords = kws[i];
+	}
+	struct store_mbox_view *saved = fx->view;
+	fx->view = &big;
+	for (int i = 0; i < 200; i++)
+		buf_printf(&keys, "%sUNKEYWORD %c%d", i ? " " : "", i % 3 ? 'k' : 'K', i);
+	buf_puts(&keys, " UNKEYWORD k5");
+	S_EQ(fx, keys.data, "3 4");
+	S_EQ(fx, "KEYWORD k70 KEYWORD OTHER", "2");
+	S_EQ(fx, "OR KEYWORD k150 KEYWORD K70", "1 2");
+	S_EQ(fx, "NOT KEYWORD other", "1 4");
+	fx->view = saved;
+	buf_free(&keys);
+	free(big.msgs);
+}
+
+/*
+ * Which programs the event loop answers from the snapshot, and which go
+ * to the pool: keys times messages within SEARCH_HERE_MAX (2^20), the
+ * KEYWORD keys with one scan of a message's list on top.
+ */
+static void
+test_view_only_budget(void **state)
+{
+	struct imap_search_program prog;
+	struct buf keys = BUF_INIT(0);
+
+	(void)state;
+	for (int i = 0; i < 2040; i++)
+		buf_puts(&keys, "UNKEYWORD a ");
+	buf_puts(&keys, "SEEN");
+	assert_int_equal(parse_prog(keys.data, &prog), 0);
+	assert_true(imap_search_view_only(&prog, 10));
+	assert_true(imap_search_view_only(&prog, 400));
+	assert_false(imap_search_view_only(&prog, 1000));
+	imap_search_program_free(&prog);
+	assert_int_equal(parse_prog("KEYWORD a", &prog), 0);
+	assert_true(imap_search_view_only(&prog, 10000));
+	assert_false(imap_search_view_only(&prog, 20000));
+	imap_search_program_free(&prog);
+	assert_int_equal(parse_prog("SEEN", &prog), 0);
+	assert_true(imap_search_view_only(&prog, 500000));
+	imap_search_program_free(&prog);
+	assert_int_equal(parse_prog("SEEN FROM x", &prog), 0);
+	assert_false(imap_search_view_only(&prog, 1));
+	imap_search_program_free(&prog);
+	buf_free(&keys);
+}
+
 static void
 test_speed(void **state)
 {
@@ -654,6 +721,8 @@ main(void)
 	store_set_text_fn(mime_meta_text);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_flags, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_keywords, setup, teardown),
+	    cmocka_unit_test(test_view_only_budget),
 	    cmocka_unit_test_setup_teardown(test_sizes_dates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_text_exact, setup, teardown),
