@@ -771,7 +771,23 @@ store_msg_open(struct store *st, const char *mailbox, uint32_t uidvalidity, uint
 		return store_fail(st, STORE_ERR_INTERNAL, "path too long");
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
 		if (errno == ENOENT) {
-			/* Expunged between the lookup and the open. */
+			/*
+			 * Expunged between the lookup and the open, or the file
+			 * is lost (a damaged or partly restored store): the
+			 * callers answer both as expunged, so say the second here
+			 * or the admin never learns why mail cannot be read.
+			 */
+			if ((s = store_stmt(st, SQL_MSG_FILE)) != NULL) {
+				sqlite3_bind_int64(s, 1, mb.id);
+				sqlite3_bind_int64(s, 2, uid);
+				if (store_step(st, s) == 1) {
+					if (sqlite3_column_int64(s, 0) == file_id)
+						log_error("store %s: %s UID %u: message file %s "
+							  "is missing",
+							  st->account, mb.name, uid, path);
+					sqlite3_reset(s);
+				}
+			}
 			store_fail(st, STORE_ERR_NOMSG, "message with UID %u is gone", uid);
 			return 0;
 		}

@@ -721,6 +721,25 @@ def test_snapshot_at_login(srv):
     p.quit()
 
 
+def test_message_file_missing_on_disk_is_logged(srv):
+    """A message whose file is lost (a damaged or partly restored store) is
+    answered as one expunged meanwhile, but the admin must be told."""
+    uids = deliver(srv, [make_msg("lost"), make_msg("kept")])
+    files = glob.glob(os.path.join(srv.data_dir, "mail", "example.test", "alice", "msg", "*",
+                                   "*"))
+    lost = [f for f in files if b"Subject: lost" in open(f, "rb").read()]
+    assert len(files) == 2 and len(lost) == 1
+    os.unlink(lost[0])
+    r = Raw(srv.port("pop3"))
+    r.login()
+    r.err("RETR 1", "removed")
+    r.ok("RETR 2")
+    assert b"Subject: kept" in r.multi()
+    r.ok("QUIT")
+    assert re.search(r"store alice@example.test: INBOX UID %d: message file \S+ is missing"
+                     % uids[0], srv.log()), srv.log()[-2000:]
+
+
 def test_busy_reply(make_surat):
     s = make_surat(extra={"allow_plaintext_auth": "yes", "max_connections_per_ip": "1"},
                    kinds=POP_KINDS, populated=POPULATED)
