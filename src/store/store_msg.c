@@ -1266,9 +1266,13 @@ store_fts_pending(struct store *st)
 /*
  * Index ids[0..n) with their texts in one transaction, each only if it is
  * still queued (another handle may have indexed it, an expunge removed it).
+ * errs[i] is the errno of a file that could not be read (0: read), logged
+ * only for a message still queued: an expunge between the queue's read
+ * and the file's is no error.
  */
 static int
-store_fts_write(struct store *st, const int64_t *ids, struct buf *hdr, struct buf *body, size_t n)
+store_fts_write(struct store *st, const int64_t *ids, struct buf *hdr, struct buf *body,
+		const int *errs, size_t n)
 {
 	sqlite3_stmt *s;
 	int rc;
@@ -1284,6 +1288,13 @@ store_fts_write(struct store *st, const int64_t *ids, struct buf *hdr, struct bu
 		if (rc == 0)
 			continue;
 		sqlite3_reset(s);
+		if (errs[i] != 0) {
+			char path[4096];
+			if (store_file_path(st, ids[i], path, sizeof(path)) < 0)
+				path[0] = '\0';
+			log_error("store %s: full-text index: cannot read %s: %s", st->account,
+				  path, strerror(errs[i]));
+		}
 		if ((s = store_stmt(st, SQL_FTS_INSERT)) == NULL)
 			goto fail;
 		sqlite3_bind_int64(s, 1, ids[i]);
@@ -1304,6 +1315,7 @@ store_fts_catch_up(struct store *st, size_t max)
 {
 	store_text_fn fn = __atomic_load_n(&store_text_cb, __ATOMIC_ACQUIRE);
 	int64_t *ids = NULL;
+	int *errs = NULL;
 	struct buf *hdr = NULL, *body = NULL;
 	int64_t done = 0;
 	size_t cap = STORE_FTS_CHUNK;
@@ -1311,6 +1323,7 @@ store_fts_catch_up(struct store *st, size_t max)
 	if (fn == NULL || st->in_txn)
 		return 0;
 	ids = xcalloc(cap, sizeof(*ids));
+	errs = xcalloc(cap, sizeof(*errs));
 	hdr = xcalloc(cap, sizeof(*hdr));
 	body = xcalloc(cap, sizeof(*body));
 	for (;;) {
@@ -1338,19 +1351,19 @@ store_fts_catch_up(struct store *st, size_t max)
 			char *data = NULL;
 			buf_reset(&hdr[i]);
 			buf_reset(&body[i]);
+			errno = ENAMETOOLONG;
 			if (store_file_path(st, ids[i], path, sizeof(path)) == 0)
 				data = util_read_file(path, STORE_FTS_FILE_MAX, &len);
 			/* An unreadable file is indexed empty, or it would stay queued forever. */
+			errs[i] = data != NULL ? 0 : errno != 0 ? errno : EIO;
 			if (data != NULL) {
 				(void)fn(data, len, &hdr[i], &body[i]);
 				free(data);
-			} else {
-				log_error("store %s: full-text index: cannot read %s: %s", st->account,
-					  path, strerror(errno));
 			}
 			bytes += hdr[i].len + body[i].len;
 			if (bytes >= STORE_FTS_TXN_BYTES || i + 1 == n) {
-				if (store_fts_write(st, ids + k, hdr + k, body + k, i + 1 - k) < 0)
+				if (store_fts_write(st, ids + k, hdr + k, body + k, errs + k,
+						    i + 1 - k) < 0)
 					goto fail;
 				for (; k <= i; k++) {
 					buf_free(&hdr[k]);
@@ -1364,6 +1377,7 @@ store_fts_catch_up(struct store *st, size_t max)
 			break;
 	}
 	free(ids);
+	free(errs);
 	free(hdr);
 	free(body);
 	return done;
@@ -1373,6 +1387,7 @@ fail:
 		buf_free(&body[i]);
 	}
 	free(ids);
+	free(errs);
 	free(hdr);
 	free(body);
 	return -1;

@@ -1463,6 +1463,114 @@ fts_hits(struct store *st, const char *word)
 	return (int64_t)n;
 }
 
+/* The extractor of test_fts_expunged_while_indexed: expunges race_uid once,
+ * through another handle, while the catch-up has read the queue. */
+static struct store *race_st;
+static uint32_t race_uid;
+
+static int
+race_text(const char *msg, size_t len, struct buf *hdr, struct buf *body)
+{
+	if (race_uid != 0) {
+		struct store_range r = {race_uid, race_uid};
+		uint32_t *gone = NULL;
+		size_t ngone = 0;
+		assert_int_equal(store_expunge(race_st, "INBOX", 0, &r, 1, STORE_EXPUNGE_FORCE,
+					       &gone, &ngone, NULL),
+				 0);
+		assert_int_equal(ngone, 1);
+		free(gone);
+		race_uid = 0;
+	}
+	return mime_meta_text(msg, len, hdr, body);
+}
+
+/* The log lines (fd 2) written while fn runs. */
+static char *
+stderr_of(void (*fn)(void *), void *arg)
+{
+	char path[] = "/tmp/surat-stderr-XXXXXX";
+	int fd = mkstemp(path), saved = dup(2);
+	size_t len;
+
+	assert_true(fd >= 0 && saved >= 0);
+	unlink(path);
+	assert_int_equal(dup2(fd, 2), 2);
+	fn(arg);
+	assert_int_equal(dup2(saved, 2), 2);
+	close(saved);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	return read_fd(fd, &len);
+}
+
+static void
+catch_up_all(void *arg)
+{
+	assert_int_equal(store_fts_catch_up(arg, 0), 2);
+}
+
+/*
+ * A queued message expunged (POP3 QUIT, IMAP EXPUNGE) after the indexer
+ * read the queue and before it read the file is no error: it is not logged
+ * as one. A file lost while its message is still there is.
+ */
+static void
+test_fts_expunged_while_indexed(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+
+	deliver(fx->st, NULL, NULL, "first racer");
+	uint32_t second = deliver(fx->st, NULL, NULL, "second racer");
+	assert_int_equal(store_fts_pending(fx->st), 2);
+	race_st = store_open(fx->dir, ACCOUNT, &err);
+	assert_non_null(race_st);
+	race_uid = second;
+	store_set_text_fn(race_text);
+	char *log = stderr_of(catch_up_all, fx->st);
+	store_set_text_fn(mime_meta_text);
+	assert_null(strstr(log, "cannot read"));
+	free(log);
+	assert_int_equal(store_fts_pending(fx->st), 0);
+	assert_int_equal(fts_hits(fx->st, "first"), 1);
+
+	/* A lost file whose message is still there. */
+	deliver(fx->st, NULL, NULL, "lost racer");
+	deliver(fx->st, NULL, NULL, "kept racer");
+	char msgdir[128];
+	xsnprintf(msgdir, sizeof(msgdir), "%s/mail/example.org/alice/msg", fx->dir);
+	DIR *top = opendir(msgdir);
+	assert_non_null(top);
+	int removed = 0;
+	for (struct dirent *d; (d = readdir(top)) != NULL;) {
+		if (d->d_name[0] == '.')
+			continue;
+		char sub[256];
+		xsnprintf(sub, sizeof(sub), "%s/%s", msgdir, d->d_name);
+		DIR *in = opendir(sub);
+		assert_non_null(in);
+		for (struct dirent *e; (e = readdir(in)) != NULL;) {
+			char path[512];
+			size_t len;
+			if (e->d_name[0] == '.')
+				continue;
+			xsnprintf(path, sizeof(path), "%s/%s", sub, e->d_name);
+			char *data = read_fd(open(path, O_RDONLY), &len);
+			if (strstr(data, "lost racer") != NULL && unlink(path) == 0)
+				removed++;
+			free(data);
+		}
+		closedir(in);
+	}
+	closedir(top);
+	assert_int_equal(removed, 1);
+	log = stderr_of(catch_up_all, fx->st);
+	assert_non_null(strstr(log, "full-text index: cannot read"));
+	free(log);
+	store_close(&race_st);
+	buf_free(&err);
+}
+
 /*
  * The full-text index is filled in batches: a delivery only queues its
  * message; the add that makes the queue STORE_FTS_BATCH long drains it, and
@@ -2028,6 +2136,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fts_expunged_while_indexed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle_yield, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
