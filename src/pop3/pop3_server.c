@@ -10,9 +10,11 @@
  * Everything that may block runs on the worker pool, one job at a time per
  * session, with reading stopped meanwhile (pipelined input waits in the
  * buffer): the password check; opening the store and loading the INBOX
- * snapshot; opening and reading message files; the expunge at QUIT; and
- * closing the store handle. The store handle is used by one thread at a
- * time: the job that holds it, never the loop and a job together.
+ * snapshot; opening and reading message files; and the expunge at QUIT.
+ * The store handle is used by one thread at a time: the job that holds
+ * it, never the loop and a job together. It goes back to the shared pool
+ * when the session ends, on the loop, as IMAP's do (XXX: the pool may
+ * close a handle there, its oldest idle one or ours after a failure).
  *
  * RETR and TOP stream: a job opens the file and reads the first 64 KiB,
  * the loop dot-stuffs it into the output, and the next chunk is read (again
