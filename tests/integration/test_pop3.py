@@ -706,6 +706,39 @@ def test_uidl_stable_across_sessions(srv):
     assert len(set(x.split()[1] for x in b)) == 3
 
 
+def test_inbox_renamed_under_a_session(make_surat):
+    """IMAP RENAME INBOX gives a new, empty INBOX whose UIDs start at 1
+    again. A POP3 session of the old one must not expunge the new mail
+    that has its DELE'd UIDs, and no UIDL may come back."""
+    import imaplib
+    s = make_surat(extra={"allow_plaintext_auth": "yes"}, kinds=POP_KINDS + ("imap",),
+                   populated=POPULATED)
+    c = imaplib.IMAP4("127.0.0.1", s.port("imap"))
+    c.login(ALICE, "alice-pw")
+    for sj in ("old-1", "old-2"):
+        assert c.append("INBOX", None, None, make_msg(sj))[0] == "OK"
+    r = Raw(s.port("pop3"))
+    r.login()
+    r.ok("UIDL")
+    old = set(l.split()[1] for l in r.multi().splitlines())
+    r.ok("DELE 1")
+    assert c.rename("INBOX", "Old")[0] == "OK"
+    for sj in ("new-1", "new-2"):
+        assert c.append("INBOX", None, None, make_msg(sj))[0] == "OK"
+    r.err("RETR 2", "[SYS/PERM]")
+    r.err("QUIT", "[SYS/TEMP]")
+    assert c.select("INBOX")[1] == [b"2"]
+    assert b"Subject: new-1" in c.uid("FETCH", "1", "(BODY.PEEK[HEADER])")[1][0][1]
+    assert c.select("Old")[1] == [b"2"]
+    # The old mail moved back gets new UIDs, so new UIDLs: none is reused.
+    assert c.uid("MOVE", "1:*", "INBOX")[0] == "OK"
+    c.logout()
+    p = pop(s)
+    new = [l.split()[1] for l in p.uidl()[1]]
+    p.quit()
+    assert len(new) == 4 and len(set(new)) == 4 and not (set(new) & old), (old, new)
+
+
 def test_snapshot_at_login(srv):
     deliver(srv, [make_msg("s1")])
     p = pop(srv)
