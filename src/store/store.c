@@ -1227,17 +1227,34 @@ store_usage(struct store *st, uint64_t *bytes_r, uint64_t *messages_r)
 	return 0;
 }
 
+/*
+ * Dedup keys are kept STORE_DEDUP_DAYS, far past any retry of their message
+ * (queue.max_age): once a day per handle, within a write transaction, the
+ * older ones go. 0 or -1.
+ */
+int
+store_prune_deliveries(struct store *st, int now)
+{
+	int64_t t = util_now_ms() / 1000;
+	sqlite3_stmt *s;
+
+	if (!now && st->pruned_s != 0 && t - st->pruned_s < 86400)
+		return 0;
+	if ((s = store_stmt(st, SQL_DELIV_PRUNE)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, t - STORE_DEDUP_DAYS * 86400);
+	if (store_exec(st, s) < 0)
+		return -1;
+	st->pruned_s = t;
+	return 0;
+}
+
 int
 store_sweep(struct store *st)
 {
-	sqlite3_stmt *s;
-
 	store_clear_error(st);
 	store_file_sweep_tmp(st);
-	if ((s = store_stmt(st, SQL_DELIV_PRUNE)) == NULL)
-		return -1;
-	sqlite3_bind_int64(s, 1, util_now_ms() / 1000 - 30 * 86400);
-	if (store_exec(st, s) < 0)
+	if (store_prune_deliveries(st, 1) < 0)
 		return -1;
 	return store_file_sweep_all(st);
 }

@@ -510,6 +510,9 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	/* Counted under the write lock already held: no read of its own afterwards. */
 	if (added > 0 && (pending = store_fts_pending(st)) < 0)
 		goto fail;
+	/* Old dedup keys go in a commit made anyway, once a day per handle. */
+	if (added > 0 && store_prune_deliveries(st, 0) < 0)
+		goto fail;
 	if (store_commit(st) < 0) {
 		/* Whether the rows are durable is unknown: keep the files for the sweeper. */
 		for (size_t i = 0; i < n; i++)

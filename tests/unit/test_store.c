@@ -361,6 +361,58 @@ test_dedup(void **state)
 	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "", NULL), -1);
 }
 
+/* Count the dedup keys in the account's index, through a connection of its own. */
+static int
+dedup_rows(struct fixture *fx)
+{
+	char path[256];
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	int n = -1;
+
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM deliveries", -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		n = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return n;
+}
+
+/*
+ * Nothing in the daemon called store_sweep(), so every delivery's dedup key
+ * stayed for good: a row per message ever delivered. A delivery now prunes
+ * those past STORE_DEDUP_DAYS, once a day per handle.
+ */
+static void
+test_dedup_keys_are_pruned(void **state)
+{
+	struct fixture *fx = *state;
+	char path[256];
+	sqlite3 *db;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "old", NULL), 1);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "new", NULL), 1);
+	xsnprintf(path, sizeof(path), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "UPDATE deliveries SET time = time - 31 * 86400"
+					  " WHERE key = 'old'",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	/* This handle pruned at its first delivery: not again the same day. */
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "x1", NULL), 1);
+	assert_int_equal(dedup_rows(fx), 3);
+	store_close(&fx->st);
+	fx->st = store_open(fx->dir, ACCOUNT, NULL);
+	assert_non_null(fx->st);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "x2", NULL), 1);
+	assert_int_equal(dedup_rows(fx), 3);
+	/* A key still kept still stops a second delivery. */
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "new", NULL), 0);
+}
+
 static void
 test_uid_monotonic(void **state)
 {
@@ -2117,6 +2169,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deliver_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dedup_keys_are_pruned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_uid_monotonic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flags_modseq, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expunge_changes, setup, teardown),
