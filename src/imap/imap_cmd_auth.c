@@ -289,7 +289,7 @@ login_free(struct imap_job *jj)
 		util_wipe(j->hash, strlen(j->hash));
 		free(j->hash);
 	}
-	store_pool_put(&j->st);
+	store_pool_give(&j->st);
 	util_wipe(j, sizeof(*j));
 	free(j);
 }

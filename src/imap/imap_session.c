@@ -697,7 +697,7 @@ imap_store_take(struct imap_sess *s)
 			store_id_of(s->st, &id);
 		/* Another account's, made under the address since: the worker says so. */
 		if (s->st != NULL && id.gen != s->store_id.gen)
-			store_pool_put(&s->st);
+			store_pool_give(&s->st);
 	}
 	return s->st != NULL;
 }
@@ -706,7 +706,7 @@ void
 imap_store_return(struct imap_sess *s)
 {
 	if (!(s->flags & SF_WAIT))
-		store_pool_put(&s->st);
+		store_pool_give(&s->st);
 }
 
 /* ---- jobs ---- */
@@ -765,7 +765,7 @@ open_free(struct imap_job *jj)
 {
 	struct open_job *j = (struct open_job *)jj;
 
-	store_pool_put(&j->st);
+	store_pool_give(&j->st);
 	free(j->user);
 	free(j);
 }
@@ -1845,7 +1845,7 @@ imap_sess_free(struct imap_sess *s)
 {
 	imap_literals_release(s);
 	imap_reg_del(s);
-	store_pool_put(&s->st);
+	store_pool_give(&s->st);
 	if (s->cont_job) {
 		s->cont_job->free(s->cont_job);
 		s->cont_job = NULL;

@@ -13,8 +13,8 @@
  * snapshot; opening and reading message files; and the expunge at QUIT.
  * The store handle is used by one thread at a time: the job that holds
  * it, never the loop and a job together. It goes back to the shared pool
- * when the session ends, on the loop, as IMAP's do (XXX: the pool may
- * close a handle there, its oldest idle one or ours after a failure).
+ * when the session ends, on the loop, as IMAP's do (store_pool_give():
+ * closing a handle is left to the workers).
  *
  * RETR and TOP stream: a job opens the file and reads the first 64 KiB,
  * the loop dot-stuffs it into the output, and the next chunk is read (again
@@ -254,7 +254,7 @@ pop3_sess_free(struct pop3_sess *s)
 		event_free(s->login_timer);
 	if (s->delayed)
 		login_job_free(s->delayed);
-	store_pool_put(&s->st);
+	store_pool_give(&s->st);
 	store_mbox_view_free(&s->view);
 	free(s->deleted);
 	if (s->account) {

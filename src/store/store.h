@@ -383,6 +383,13 @@ struct store *store_pool_get_same(const char *data_dir, const char *account,
 struct store *store_pool_get_existing(const char *data_dir, const char *account, int *gone,
 				      struct buf *err);
 void store_pool_put(struct store **st);
+/*
+ * store_pool_put() for the event loop: it never closes a handle there
+ * (SQLite's close may checkpoint the WAL and flush the database file). A
+ * failed handle waits marked for a worker to close, and the handles beyond
+ * max_idle are closed by the next store_pool_get*() or store_pool_put().
+ */
+void store_pool_give(struct store **st);
 /* Set the number of idle handles kept (0: none), closing those beyond it. */
 void store_pool_set_max(size_t max_idle);
 /* Close every idle handle (at shutdown). */

@@ -84,7 +84,7 @@ store_pool_idle(void)
 	return n;
 }
 
-static void pool_return(struct store *st, bool used);
+static void pool_return(struct store *st, bool used, bool may_close);
 
 /* Whether e is a handle of data_dir's account. */
 static bool
@@ -120,7 +120,7 @@ pool_find(const char *data_dir, const char *account, bool may_close)
 			continue;
 		}
 		st->moved = 1;
-		pool_return(st, false);
+		pool_return(st, false, false);
 		return NULL;
 	}
 }
@@ -131,9 +131,14 @@ store_pool_take(const char *data_dir, const char *account)
 	return pool_find(data_dir, account, false);
 }
 
+/*
+ * The gets run on workers: they close what the loop left over the limit
+ * (store_pool_give()) before they look.
+ */
 struct store *
 store_pool_get(const char *data_dir, const char *account, struct buf *err)
 {
+	pool_shrink(false);
 	struct store *st = pool_find(data_dir, account, true);
 
 	return st != NULL ? st : store_open(data_dir, account, err);
@@ -142,6 +147,7 @@ store_pool_get(const char *data_dir, const char *account, struct buf *err)
 struct store *
 store_pool_get_existing(const char *data_dir, const char *account, int *gone, struct buf *err)
 {
+	pool_shrink(false);
 	struct store *st = pool_find(data_dir, account, true);
 
 	*gone = 0;
@@ -158,6 +164,7 @@ struct store *
 store_pool_get_same(const char *data_dir, const char *account, const struct store_id *id,
 		    int *gone, struct buf *err)
 {
+	pool_shrink(false);
 	struct store *st = pool_find(data_dir, account, true);
 
 	*gone = 0;
@@ -165,7 +172,7 @@ store_pool_get_same(const char *data_dir, const char *account, const struct stor
 		st = store_open_existing(data_dir, account, gone, err);
 	if (st != NULL && !store_is(st, id)) {
 		/* Another account's store, made under the same address since: back, unused. */
-		pool_return(st, false);
+		pool_return(st, false, true);
 		st = NULL;
 		*gone = 1;
 	}
@@ -175,15 +182,22 @@ store_pool_get_same(const char *data_dir, const char *account, const struct stor
 /*
  * Back into the list: at the head, just used; or at the tail, its place in
  * the LRU order kept. A handle that failed inside SQLite or the file system
- * is closed instead (the next use starts afresh).
+ * is closed instead (the next use starts afresh); unless !may_close (the
+ * loop's store_pool_give()), then it goes to the tail marked as moved,
+ * which no loop takes and the next worker to meet it closes. So are
+ * handles beyond the limit only closed when may_close.
  */
 static void
-pool_return(struct store *st, bool used)
+pool_return(struct store *st, bool used, bool may_close)
 {
 	store_rollback(st);
 	if (st->err == STORE_ERR_INTERNAL || st->err == STORE_ERR_NOSPACE) {
-		store_close(&st);
-		return;
+		if (may_close) {
+			store_close(&st);
+			return;
+		}
+		st->moved = 1;
+		used = false;
 	}
 	store_clear_error(st);
 	pthread_mutex_lock(&pool.lock);
@@ -197,7 +211,8 @@ pool_return(struct store *st, bool used)
 	*(next ? &next->pool_prev : &pool.tail) = st;
 	pool.n++;
 	pthread_mutex_unlock(&pool.lock);
-	pool_shrink(false);
+	if (may_close)
+		pool_shrink(false);
 }
 
 void
@@ -208,7 +223,18 @@ store_pool_put(struct store **stp)
 	if (st == NULL)
 		return;
 	*stp = NULL;
-	pool_return(st, true);
+	pool_return(st, true, true);
+}
+
+void
+store_pool_give(struct store **stp)
+{
+	struct store *st = *stp;
+
+	if (st == NULL)
+		return;
+	*stp = NULL;
+	pool_return(st, true, false);
 }
 
 /* Whether e's account has a pooled handle used within the last idle_us (under the lock). */
@@ -266,6 +292,6 @@ store_pool_index_idle(int64_t idle_ms, int64_t budget_ms, int (*yield)(void *arg
 			log_error("store %s: full-text index: %s", st->account, store_errstr(st));
 		/* Done, or failed (the next delivery or search tries again); else more next time. */
 		st->fts_backlog = n == STORE_FTS_CHUNK;
-		pool_return(st, false);
+		pool_return(st, false, true);
 	}
 }

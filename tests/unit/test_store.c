@@ -1676,6 +1676,49 @@ test_fts_deferred(void **state)
 }
 
 /*
+ * The loop gives handles back with store_pool_give(), which closes none:
+ * SQLite's close may checkpoint the WAL and flush, a stall of every
+ * session. The handles beyond the limit wait for a worker's get or put.
+ */
+static void
+test_pool_give_closes_nothing(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+
+	store_pool_drain();
+	store_pool_set_max(1);
+	struct store *a = store_pool_get(fx->dir, ACCOUNT, &err);
+	struct store *b = store_pool_get(fx->dir, "bob@example.org", &err);
+	struct store *c = store_pool_get(fx->dir, "carol@example.org", &err);
+	assert_true(a != NULL && b != NULL && c != NULL);
+	store_pool_give(&a);
+	store_pool_give(&b);
+	assert_null(a);
+	assert_int_equal(store_pool_idle(), 2);
+	/* A worker's put brings the pool back within its limit, oldest out. */
+	store_pool_put(&c);
+	assert_int_equal(store_pool_idle(), 1);
+	store_pool_give(&a);	/* NULL-safe */
+	a = store_pool_take(fx->dir, "carol@example.org");
+	assert_non_null(a);
+	store_pool_give(&a);
+	b = store_pool_get(fx->dir, "bob@example.org", &err);
+	assert_non_null(b);
+	assert_int_equal(store_pool_idle(), 1);
+	store_pool_give(&b);
+	assert_int_equal(store_pool_idle(), 2);
+	/* And so does a worker's get. */
+	a = store_pool_get(fx->dir, ACCOUNT, &err);
+	assert_non_null(a);
+	assert_int_equal(store_pool_idle(), 1);
+	store_pool_put(&a);
+	store_pool_drain();
+	store_pool_set_max(128);
+	buf_free(&err);
+}
+
+/*
  * store_pool_index_idle() indexes the queues of pooled handles left unused
  * for the given time, and only those: not a handle on loan, not one used
  * more recently, not one whose account another handle used more recently,
@@ -2190,6 +2233,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_expunged_while_indexed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_give_closes_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle_yield, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
