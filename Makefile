@@ -14,7 +14,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wno-unused-parameter \
            -Wmissing-prototypes -Wstrict-prototypes -Wvla -Wpointer-arith
 CFLAGS_COMMON := -std=gnu17 -D_GNU_SOURCE -Isrc $(WARN) $(PKG_CFLAGS) -MMD -MP
-LIBS    := $(PKG_LIBS) -lpthread -lm
+# libunistring (NFC of local parts) has no .pc file on Debian 12.
+LIBS    := $(PKG_LIBS) -lunistring -lpthread -lm
 
 SRCS    := $(shell find src -name '*.c' | sort)
 LIBSRCS := $(filter-out src/cli/main.c,$(SRCS))

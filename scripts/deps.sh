@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev
 libevent-dev libssl-dev libsqlite3-dev libcrypt-dev libunbound-dev
-libjansson-dev libidn2-dev libidn-dev libcmocka-dev openssl ca-certificates
+libjansson-dev libidn2-dev libidn-dev libunistring-dev libcmocka-dev openssl ca-certificates
 python3 python3-pytest python3-pytest-xdist python3-dnslib python3-dkim python3-spf
 swaks libnet-ssleay-perl curl isync msmtp fetchmail nsd libpython3.11-testsuite interimap sqlite3
 postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd faketime"
