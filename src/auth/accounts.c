@@ -23,6 +23,7 @@
 
 #include <idn2.h>
 #include <sqlite3.h>
+#include <uninorm.h>
 
 #define ALIAS_MAX_DEPTH 10
 #define RESOLVE_MAX 1000
@@ -219,6 +220,32 @@ accounts_normalise_domain(const char *in, struct buf *out, struct buf *err)
 	return 0;
 }
 
+/*
+ * Append the NFC form of the local part in[0..n) (valid UTF-8) to out: the
+ * one spelling of a string that Unicode holds equal to others (o + U+0308
+ * and U+00F6), as RFC 6530 10.1, RFC 5198 and PRECIS (RFC 8265) ask. ASCII
+ * is its own NFC form and is copied without a call: RCPT lookups are hot.
+ * 0, or -1 with err set.
+ */
+static int
+local_nfc(const char *in, size_t n, struct buf *out, struct buf *err)
+{
+	if (!util_has_8bit(in, n)) {
+		buf_append(out, in, n);
+		return 0;
+	}
+	size_t len = 0;
+	uint8_t *nfc = u8_normalize(UNINORM_NFC, (const uint8_t *)in, n, NULL, &len);
+	if (nfc == NULL) {
+		buf_printf(err, "bad address: local part cannot be normalised: %s",
+			   strerror(errno));
+		return -1;
+	}
+	buf_append(out, nfc, len);
+	free(nfc);
+	return 0;
+}
+
 int
 accounts_addr_ascii(const char *addr, struct buf *out)
 {
@@ -243,6 +270,8 @@ int
 accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *err)
 {
 	const char *at = strrchr(in, '@');
+	struct buf local = BUF_INIT(0);
+	int r = -1;
 
 	if (at == NULL) {
 		buf_printf(err, "bad address '%s': no '@domain'", in);
@@ -253,7 +282,9 @@ accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *er
 		buf_printf(err, "bad address '%s': empty local part", in);
 		return -1;
 	}
-	if (llen > 64) {
+	/* No SMTP path is longer; and NFC shrinks UTF-8 by 3 at most (Hangul
+	 * jamo): past 192 octets no spelling is 64 in NFC. */
+	if (llen > 256) {
 		buf_printf(err, "bad address '%s': local part longer than 64 octets", in);
 		return -1;
 	}
@@ -261,31 +292,48 @@ accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *er
 		buf_printf(err, "bad address: local part is not valid UTF-8");
 		return -1;
 	}
+	/*
+	 * The checks are of the NFC form: it may be longer than what was
+	 * given (U+0958 is two code points in NFC), or shorter, and may hold
+	 * ASCII where the input had none (U+212A KELVIN SIGN is 'K', U+037E
+	 * GREEK QUESTION MARK is ';').
+	 */
+	if (local_nfc(in, llen, &local, err) < 0)
+		goto out;
+	const char *lp = local.len ? local.data : "";
+	llen = local.len;
+	if (llen > 64) {
+		buf_printf(err, "bad address '%s': local part longer than 64 octets", in);
+		goto out;
+	}
 	for (size_t i = 0; i < llen; i++) {
-		unsigned char c = (unsigned char)in[i];
+		unsigned char c = (unsigned char)lp[i];
 		if (c < 0x80 && !(isalnum(c) || strchr("!#$%&'*+-=?^_`{|}~.", c))) {
 			buf_printf(err, "bad address '%s': character '%c' not allowed in local part",
 				   in, c >= 0x20 && c < 0x7f ? c : '?');
-			return -1;
+			goto out;
 		}
 	}
-	if (llen > 0 && (in[0] == '.' || in[llen - 1] == '.' || memmem(in, llen, "..", 2))) {
+	if (llen > 0 && (lp[0] == '.' || lp[llen - 1] == '.' || memmem(lp, llen, "..", 2))) {
 		buf_printf(err, "bad address '%s': misplaced '.' in local part", in);
-		return -1;
+		goto out;
 	}
 	struct buf dom = BUF_INIT(0);
 	if (accounts_normalise_domain(at + 1, &dom, err) < 0) {
 		buf_free(&dom);
-		return -1;
+		goto out;
 	}
 	size_t start = out->len;
-	buf_append(out, in, llen);
+	buf_append(out, lp, llen);
 	if (llen > 0)
 		util_lower(out->data + start);
 	buf_putc(out, '@');
 	buf_append(out, dom.data, dom.len);
 	buf_free(&dom);
-	return 0;
+	r = 0;
+out:
+	buf_free(&local);
+	return r;
 }
 
 /* Prepare, bind text params, step once. Returns the sqlite3_step code. */
@@ -730,9 +778,11 @@ accounts_user_list(struct accounts *a, const char *domain,
 
 /*
  * The form an alias target is stored in: norm (accounts_normalise() of
- * target) for a local domain; for another, target's local part as written
- * with norm's domain. RFC 5321 2.4: a local part is case-sensitive to all
- * but its own domain, and a relay MUST preserve its case.
+ * target) for a local domain; for another, target's local part in the case
+ * it was written in, with norm's domain. RFC 5321 2.4: a local part is
+ * case-sensitive to all but its own domain, and a relay MUST preserve its
+ * case. It is in NFC all the same (as we send it: RFC 5198 asks for NFC in
+ * interchange), so that both spellings are one mapping, found by del.
  */
 static void
 alias_target_form(struct accounts *a, const char *target, const char *norm, struct buf *out)
@@ -743,7 +793,17 @@ alias_target_form(struct accounts *a, const char *target, const char *norm, stru
 		buf_puts(out, norm);
 		return;
 	}
-	buf_append(out, target, (size_t)(strrchr(target, '@') - target));
+	/* target is valid UTF-8 (norm was made of it): NFC cannot fail but for
+	 * memory, and then the form is norm's. */
+	struct buf e = BUF_INIT(0);
+	size_t start = out->len;
+	if (local_nfc(target, (size_t)(strrchr(target, '@') - target), out, &e) < 0) {
+		buf_truncate(out, start);
+		buf_puts(out, norm);
+		buf_free(&e);
+		return;
+	}
+	buf_free(&e);
 	buf_printf(out, "@%s", dom);
 }
 

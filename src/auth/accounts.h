@@ -4,9 +4,10 @@
  * locking and a busy timeout make that safe.
  *
  * Addresses are stored lowercased (ASCII case folding; domains in A-label
- * form), but for the local part of an alias target in a domain not local
- * when it was added, kept as given (RFC 5321 2.4). A handle belongs to one
- * thread at a time.
+ * form) and their local parts in Unicode NFC (RFC 6530 10.1: o + U+0308 and
+ * U+00F6 are one address), but for the local part of an alias target in a
+ * domain not local when it was added, kept in the case given (RFC 5321
+ * 2.4), though in NFC. A handle belongs to one thread at a time.
  *
  * SECURITY: every address from the CLI or a peer is validated here before it
  * reaches SQL (always through bound parameters) or a file name: a stored
@@ -32,8 +33,9 @@ struct accounts *accounts_open(const char *data_dir, struct buf *err);
 void accounts_close(struct accounts **a);
 
 /*
- * Normalise an address for storage/lookup into out (lowercase, IDNA domain).
- * 0, or -1 with a reason in err. Allows "@domain" when catchall is set.
+ * Normalise an address for storage/lookup into out (local part in NFC, then
+ * checked and ASCII-lowercased; IDNA domain). 0, or -1 with a reason in err
+ * (ill-formed UTF-8 among them). Allows "@domain" when catchall is set.
  */
 int accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *err);
 /*
