@@ -1,10 +1,13 @@
 /*
  * accounts — see accounts.h.
  *
- * Schema (version 1):
+ * Schema (PRAGMA user_version ACCOUNTS_SCHEMA_VERSION):
  *   domains(name PRIMARY KEY)
  *   users(address PRIMARY KEY, domain, hash, quota)
  *   aliases(source, target, PRIMARY KEY(source, target))
+ *   kept(kind, key, value, at)
+ * Version 2 has every address's local part in Unicode NFC; 0 (the tables
+ * were never versioned before) is upgraded at open (accounts_upgrade_nfc()).
  *
  * SECURITY: all SQL uses bound parameters; addresses are validated by
  * accounts_normalise() before any statement sees them.
@@ -14,6 +17,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "store/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -24,11 +28,13 @@
 #include <idn2.h>
 #include <sqlite3.h>
 #include <uninorm.h>
+#include <unistr.h>
 
 #define ALIAS_MAX_DEPTH 10
 #define RESOLVE_MAX 1000
 #define ADDRESS_MAX 254	/* octets: an SMTP path of 256 without its brackets */
 #define ACC_STMTS 16
+#define ACCOUNTS_SCHEMA_VERSION 2
 
 /*
  * The lookups every RCPT and every delivery makes keep their prepared
@@ -86,6 +92,23 @@ db_err(struct buf *err, sqlite3 *db, const char *what)
 		buf_printf(err, "%s: %s", what, sqlite3_errmsg(db));
 }
 
+/* PRAGMA user_version, or -1. */
+static int
+db_version(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static int accounts_upgrade_nfc(struct accounts *a, const char *data_dir, const char *path,
+				struct buf *err);
+
 struct accounts *
 accounts_open(const char *data_dir, struct buf *err)
 {
@@ -120,6 +143,20 @@ accounts_open(const char *data_dir, struct buf *err)
 	}
 	struct accounts *a = xcalloc(1, sizeof(*a));
 	a->db = db;
+	int v = db_version(db);
+	if (v < 0 || v > ACCOUNTS_SCHEMA_VERSION) {
+		if (v < 0)
+			buf_printf(err, "%s: PRAGMA user_version: %s", path, sqlite3_errmsg(db));
+		else
+			buf_printf(err, "%s: schema version %d is newer than this surat's (%d)",
+				   path, v, ACCOUNTS_SCHEMA_VERSION);
+		accounts_close(&a);
+		return NULL;
+	}
+	if (v < ACCOUNTS_SCHEMA_VERSION && accounts_upgrade_nfc(a, data_dir, path, err) < 0) {
+		accounts_close(&a);
+		return NULL;
+	}
 	return a;
 }
 
@@ -957,6 +994,372 @@ accounts_alias_list(struct accounts *a, void (*fn)(const char *src, const char *
 		   (const char *)sqlite3_column_text(st, 1), arg);
 	sqlite3_finalize(st);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* --- the upgrade to schema 2: every address in NFC --- */
+
+/*
+ * s for a message, its code points past ASCII written <U+XXXX>: two
+ * spellings of one address look alike on a terminal, and must read apart.
+ */
+static void
+nfc_spelled(struct buf *out, const char *s)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t n = strlen(s);
+
+	while (n > 0) {
+		ucs4_t cp;
+		int len = u8_mbtoucr(&cp, p, n);
+		if (len == 1 && cp < 0x80)
+			buf_putc(out, (char)cp);
+		else if (len > 0)
+			buf_printf(out, "<U+%04X>", (unsigned)cp);
+		else
+			buf_printf(out, "<\\x%02X>", *p);
+		len = len > 0 ? len : 1;
+		p += len;
+		n -= (size_t)len;
+	}
+}
+
+/* A stored address (a user's, or an alias source) and its NFC form. */
+struct nfc_name {
+	const char *kind;	/* "user" or "alias" */
+	char *old;
+	char *new;
+};
+
+/* An alias row and what it becomes. */
+struct nfc_alias {
+	char *source, *target;
+	char *nsource, *ntarget;
+};
+
+struct nfc_upgrade {
+	struct nfc_name *names;
+	size_t nnames;
+	struct nfc_alias *aliases;
+	size_t naliases;
+	size_t *renamed;	/* names[] whose store was moved: undone on failure */
+	size_t nrenamed;
+	int collisions;
+};
+
+static void
+nfc_upgrade_free(struct nfc_upgrade *u)
+{
+	for (size_t i = 0; i < u->nnames; i++) {
+		free(u->names[i].old);
+		free(u->names[i].new);
+	}
+	for (size_t i = 0; i < u->naliases; i++) {
+		free(u->aliases[i].source);
+		free(u->aliases[i].target);
+		free(u->aliases[i].nsource);
+		free(u->aliases[i].ntarget);
+	}
+	free(u->names);
+	free(u->aliases);
+	free(u->renamed);
+}
+
+/*
+ * The names (user addresses: sql's column 0) that NFC spells otherwise,
+ * into u. 0, or -1 with err set (one that has no valid NFC form: it holds
+ * ';' or grows past 64 octets, which the admin must settle).
+ */
+static int
+nfc_collect(struct accounts *a, struct nfc_upgrade *u, const char *kind, const char *sql,
+	    int catchall, struct buf *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "prepare");
+		return -1;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *old = (const char *)sqlite3_column_text(st, 0);
+		if (old == NULL || !util_has_8bit(old, strlen(old)))
+			continue;
+		struct buf n = BUF_INIT(0), e = BUF_INIT(0);
+		if (accounts_normalise(old, catchall, &n, &e) < 0) {
+			buf_printf(err, "%s '%s' (", kind, old);
+			nfc_spelled(err, old);
+			buf_printf(err,
+				   ") has no valid form in Unicode NFC, as surat now keeps "
+				   "addresses: %s; delete or rename it with the surat that made it",
+				   buf_str(&e));
+			buf_free(&n);
+			buf_free(&e);
+			sqlite3_finalize(st);
+			return -1;
+		}
+		buf_free(&e);
+		if (strcmp(n.data, old) == 0) {
+			buf_free(&n);
+			continue;
+		}
+		u->names = xrealloc(u->names, (u->nnames + 1) * sizeof(*u->names));
+		u->names[u->nnames++] = (struct nfc_name){kind, xstrdup(old), buf_steal(&n)};
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		db_err(err, a->db, "database");
+		return -1;
+	}
+	return 0;
+}
+
+/* err: "users 'x' (x) and ..." for two rows that NFC makes one. */
+static void
+nfc_collision(struct nfc_upgrade *u, const char *kind1, const char *name1, const char *kind2,
+	      const char *name2, struct buf *err)
+{
+	if (u->collisions++ > 0)
+		buf_puts(err, "; ");
+	buf_printf(err, "%s '%s' (", kind1, name1);
+	nfc_spelled(err, name1);
+	buf_printf(err, ") and %s '%s' (", kind2, name2);
+	nfc_spelled(err, name2);
+	buf_puts(err, ")");
+}
+
+/* Whether sql (a string constant) finds key: 1, 0, -1 with err set. */
+static int
+nfc_exists(struct accounts *a, const char *sql, const char *key, struct buf *err)
+{
+	int r = exists(a, sql, key);
+
+	if (r < 0)
+		db_err(err, a->db, "database");
+	return r;
+}
+
+/* Any two rows that NFC makes one address: 0 if none, else -1 with all in err. */
+static int
+nfc_check_collisions(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
+{
+	static const char user_sql[] = "SELECT 1 FROM users WHERE address = ?";
+	static const char alias_sql[] = "SELECT 1 FROM aliases WHERE source = ?";
+
+	for (size_t i = 0; i < u->nnames; i++) {
+		const struct nfc_name *n = &u->names[i];
+		/* A row already spelt so (the changed rows' spellings are not). */
+		int ru = nfc_exists(a, user_sql, n->new, err);
+		int ra = ru < 0 ? -1 : nfc_exists(a, alias_sql, n->new, err);
+		if (ra < 0)
+			return -1;
+		if (ru == 1)
+			nfc_collision(u, n->kind, n->old, "user", n->new, err);
+		if (ra == 1)
+			nfc_collision(u, n->kind, n->old, "alias", n->new, err);
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(u->names[j].new, n->new) == 0)
+				nfc_collision(u, u->names[j].kind, u->names[j].old, n->kind, n->old,
+					      err);
+	}
+	if (u->collisions == 0)
+		return 0;
+	buf_printf(err,
+		   ": %s one address in Unicode NFC, as surat now compares local parts, "
+		   "and it never merges them. Keep one: delete or rename the other with the "
+		   "surat that made it (its mail is under data_dir/mail/DOMAIN/), then start "
+		   "again. Nothing was changed",
+		   u->collisions > 1 ? "each pair is" : "both are");
+	return -1;
+}
+
+/* The alias rows NFC changes, into u. 0, or -1 with err set. */
+static int
+nfc_collect_aliases(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r = 0;
+
+	if (sqlite3_prepare_v2(a->db, "SELECT source, target FROM aliases", -1, &st, NULL) !=
+	    SQLITE_OK) {
+		db_err(err, a->db, "prepare");
+		return -1;
+	}
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *src = (const char *)sqlite3_column_text(st, 0);
+		const char *dst = (const char *)sqlite3_column_text(st, 1);
+		if (src == NULL || dst == NULL ||
+		    (!util_has_8bit(src, strlen(src)) && !util_has_8bit(dst, strlen(dst))))
+			continue;
+		struct buf ns = BUF_INIT(0), nt = BUF_INIT(0), form = BUF_INIT(0), e = BUF_INIT(0);
+		if (accounts_normalise(src, 1, &ns, &e) < 0 ||
+		    accounts_normalise(dst, 0, &nt, &e) < 0) {
+			buf_printf(err, "alias '%s' -> '%s' (", src, dst);
+			nfc_spelled(err, dst);
+			buf_printf(err,
+				   ") has no valid form in Unicode NFC: %s; delete it with the "
+				   "surat that made it",
+				   buf_str(&e));
+			r = -1;
+		} else {
+			alias_target_form(a, dst, nt.data, &form);
+			if (strcmp(ns.data, nt.data) == 0) {
+				buf_printf(err,
+					   "alias '%s' -> '%s' points at itself in Unicode NFC; "
+					   "delete it with the surat that made it",
+					   src, dst);
+				r = -1;
+			} else if (strcmp(ns.data, src) != 0 || strcmp(form.data, dst) != 0) {
+				u->aliases =
+				    xrealloc(u->aliases, (u->naliases + 1) * sizeof(*u->aliases));
+				u->aliases[u->naliases++] = (struct nfc_alias){
+				    xstrdup(src), xstrdup(dst), buf_steal(&ns), buf_steal(&form)};
+			}
+		}
+		buf_free(&ns);
+		buf_free(&nt);
+		buf_free(&form);
+		buf_free(&e);
+	}
+	sqlite3_finalize(st);
+	if (r == 0 && rc != SQLITE_DONE) {
+		db_err(err, a->db, "database");
+		r = -1;
+	}
+	return r;
+}
+
+/* Rewrite the rows u holds. 0, or -1 with err set. */
+static int
+nfc_rewrite(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
+{
+	for (size_t i = 0; i < u->nnames; i++) {
+		if (strcmp(u->names[i].kind, "user") != 0)
+			continue;	/* alias sources: with their rows */
+		const char *p[] = {u->names[i].new, u->names[i].old};
+		if (exec_bind(a, "UPDATE users SET address = ? WHERE address = ?", 2, p, NULL,
+			      err) != SQLITE_DONE)
+			return -1;
+	}
+	for (size_t i = 0; i < u->naliases; i++) {
+		const struct nfc_alias *al = &u->aliases[i];
+		const char *p[] = {al->source, al->target};
+		if (exec_bind(a, "DELETE FROM aliases WHERE source = ? AND target = ?", 2, p, NULL,
+			      err) != SQLITE_DONE)
+			return -1;
+	}
+	for (size_t i = 0; i < u->naliases; i++) {
+		const struct nfc_alias *al = &u->aliases[i];
+		const char *p[] = {al->nsource, al->ntarget};
+		if (exec_bind(a, "INSERT OR IGNORE INTO aliases(source, target) VALUES(?, ?)", 2, p,
+			      NULL, err) != SQLITE_DONE)
+			return -1;
+		/* Two spellings of one mapping: the same mail went the same way. */
+		if (sqlite3_changes(a->db) == 0)
+			log_warn("accounts.db: alias %s -> %s was there twice, in two spellings: "
+				 "kept once",
+				 al->nsource, al->ntarget);
+	}
+	return 0;
+}
+
+/*
+ * The users' stores follow their addresses (data_dir/mail/DOMAIN/LOCAL is
+ * named from the address). 0, or -1 with err set, the moves made undone.
+ */
+static int
+nfc_move_stores(struct nfc_upgrade *u, const char *data_dir, struct buf *err)
+{
+	u->renamed = xcalloc(u->nnames ? u->nnames : 1, sizeof(*u->renamed));
+	for (size_t i = 0; i < u->nnames; i++) {
+		const struct nfc_name *n = &u->names[i];
+		if (strcmp(n->kind, "user") != 0)
+			continue;
+		int r = store_account_rename(data_dir, n->old, n->new, err);
+		if (r < 0)
+			return -1;
+		if (r == 1)
+			u->renamed[u->nrenamed++] = i;
+	}
+	return 0;
+}
+
+static void
+nfc_unmove_stores(struct nfc_upgrade *u, const char *data_dir)
+{
+	struct buf e = BUF_INIT(0);
+
+	while (u->nrenamed > 0) {
+		const struct nfc_name *n = &u->names[u->renamed[--u->nrenamed]];
+		buf_reset(&e);
+		if (store_account_rename(data_dir, n->new, n->old, &e) < 0)
+			log_error("accounts.db upgrade: moving the store of %s back: %s", n->old,
+				  buf_str(&e));
+	}
+	buf_free(&e);
+}
+
+/*
+ * Schema 2: every stored address in NFC, as accounts_normalise() makes it
+ * now; before, o + U+0308 and U+00F6 were two accounts, and the usual
+ * spelling never reached one of them. Once, in one write transaction (a
+ * CLI and the daemon may open the database together): the users, the
+ * alias rows, and the users' stores, moved before the commit so that a
+ * crash between leaves the old rows, which the next open upgrades again
+ * (a store already moved is left where it is). Two rows that NFC makes one
+ * are never merged: the upgrade refuses, naming both, and changes nothing.
+ */
+static int
+accounts_upgrade_nfc(struct accounts *a, const char *data_dir, const char *path, struct buf *err)
+{
+	struct nfc_upgrade u = {0};
+	size_t errstart = err->len;
+	int r = -1, v;
+	char pragma[64];
+
+	if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "database");
+		goto out;
+	}
+	/* Another process may have upgraded it while this one waited. */
+	if ((v = db_version(a->db)) < 0) {
+		db_err(err, a->db, "user_version");
+		goto out;
+	}
+	if (v >= ACCOUNTS_SCHEMA_VERSION) {
+		r = 0;
+		goto out;
+	}
+	if (nfc_collect(a, &u, "user", "SELECT address FROM users", 0, err) < 0 ||
+	    nfc_collect(a, &u, "alias", "SELECT DISTINCT source FROM aliases", 1, err) < 0 ||
+	    nfc_check_collisions(a, &u, err) < 0 || nfc_collect_aliases(a, &u, err) < 0 ||
+	    nfc_rewrite(a, &u, err) < 0 || nfc_move_stores(&u, data_dir, err) < 0)
+		goto out;
+	xsnprintf(pragma, sizeof(pragma), "PRAGMA user_version=%d", ACCOUNTS_SCHEMA_VERSION);
+	if (sqlite3_exec(a->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		db_err(err, a->db, "commit");
+		goto out;
+	}
+	if (u.nnames > 0 || u.naliases > 0)
+		log_info("accounts.db: upgraded to schema %d: %zu addresses and %zu alias rows "
+			 "now in Unicode NFC, %zu mail stores moved with their users",
+			 ACCOUNTS_SCHEMA_VERSION, u.nnames, u.naliases, u.nrenamed);
+	r = 0;
+out:
+	if (r < 0) {
+		nfc_unmove_stores(&u, data_dir);
+		/* Say which file: the CLI and the daemon print err alone. */
+		struct buf msg = BUF_INIT(0);
+		buf_printf(&msg, "%s: cannot upgrade to schema %d: %s", path,
+			   ACCOUNTS_SCHEMA_VERSION, err->data ? err->data + errstart : "");
+		buf_truncate(err, errstart);
+		buf_append(err, msg.data, msg.len);
+		buf_free(&msg);
+	}
+	if (sqlite3_get_autocommit(a->db) == 0)
+		(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	nfc_upgrade_free(&u);
+	return r;
 }
 
 int

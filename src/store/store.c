@@ -1180,6 +1180,53 @@ out:
 	return rc;
 }
 
+int
+store_account_rename(const char *data_dir, const char *from, const char *to, struct buf *err)
+{
+	char *flocal = NULL, *fdomain = NULL, *tlocal = NULL, *tdomain = NULL;
+	char *src = NULL, *dst = NULL, *parent = NULL;
+	struct stat sb;
+	int rc = -1;
+
+	if (store_account_split(from, &flocal, &fdomain, err) < 0)
+		return -1;
+	if (store_account_split(to, &tlocal, &tdomain, err) < 0)
+		goto out;
+	if (strcmp(fdomain, tdomain) != 0) {
+		buf_printf(err, "store rename %s -> %s: not the same domain", from, to);
+		goto out;
+	}
+	parent = xasprintf("%s/mail/%s", data_dir, fdomain);
+	src = xasprintf("%s/%s", parent, flocal);
+	dst = xasprintf("%s/%s", parent, tlocal);
+	if (strcmp(src, dst) == 0 || (lstat(src, &sb) < 0 && errno == ENOENT)) {
+		rc = 0;
+		goto out;
+	}
+	if (util_rename_new(src, dst) < 0) {
+		if (errno == EEXIST)
+			buf_printf(err, "both %s and %s hold mail of %s: merge or remove one first",
+				   src, dst, to);
+		else
+			buf_printf(err, "rename(%s, %s) failed: %s", src, dst, strerror(errno));
+		goto out;
+	}
+	if (util_fsync_dir(parent) < 0) {
+		buf_printf(err, "fsync(%s) failed: %s", parent, strerror(errno));
+		goto out;
+	}
+	rc = 1;
+out:
+	free(src);
+	free(dst);
+	free(parent);
+	free(flocal);
+	free(fdomain);
+	free(tlocal);
+	free(tdomain);
+	return rc;
+}
+
 void
 store_close(struct store **stp)
 {

@@ -344,6 +344,15 @@ int store_sweep(struct store *st);
  */
 int store_account_retire(const char *data_dir, const char *account, struct buf *moved_to,
 			 struct buf *err);
+/*
+ * When an account's address changes its spelling (the NFC upgrade of
+ * accounts.db, accounts.c): move its store, if it has one, from the path
+ * `from` names to the path `to` names, so that its mail stays its own.
+ * 1 moved, 0 nothing to move (no store under `from`, or the store already
+ * under `to`: a rename done before a crash), -1 with err when both have a
+ * store (never merged) or the rename fails. No handle may be open.
+ */
+int store_account_rename(const char *data_dir, const char *from, const char *to, struct buf *err);
 /* Whether st's directory is still the one its account's path names. */
 int store_root_current(const struct store *st);
 /*

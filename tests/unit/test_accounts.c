@@ -1,4 +1,5 @@
-/* Unit tests for auth/accounts: addresses in Unicode NFC (accounts_normalise()). */
+/* Unit tests for auth/accounts: addresses in Unicode NFC (accounts_normalise()),
+ * and the upgrade of an accounts.db whose rows are not (schema 2). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,11 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "auth/accounts.h"
 #include "core/buf.h"
+#include "core/util.h"
+#include "unit_util.h"
 
 /* accounts_normalise(in) into a static string, or NULL if it refuses. */
 static const char *
@@ -75,12 +80,123 @@ test_nfc_then_checked(void **state)
 	assert_non_null(norm("\xcc\x88@example.test"));
 }
 
+static void
+sql(sqlite3 *db, const char *q)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, q, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", q, msg);
+}
+
+static int
+dir_exists(const char *dir, const char *sub)
+{
+	char path[600];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/mail/example.test/%s", dir, sub);
+	return stat(path, &sb) == 0;
+}
+
+/* An accounts.db of schema 0 with a decomposed user, alias and store. */
+static void
+old_db(const char *dir, sqlite3 **db_r)
+{
+	char path[600];
+	struct buf err = BUF_INIT(0);
+	struct accounts *a = accounts_open(dir, &err);
+
+	assert_non_null(a);
+	assert_int_equal(accounts_domain_add(a, "example.test", &err), 0);
+	accounts_close(&a);
+	snprintf(path, sizeof(path), "%s/accounts.db", dir);
+	assert_int_equal(sqlite3_open(path, db_r), SQLITE_OK);
+	sql(*db_r, "PRAGMA user_version=0;"
+		   "INSERT INTO users VALUES('jo\xcc\x88rg@example.test', 'example.test',"
+		   " '$6$x$y', -1, 1);"
+		   "INSERT INTO aliases VALUES('li\xcc\x88st@example.test',"
+		   " 'jo\xcc\x88rg@example.test');"
+		   "INSERT INTO aliases VALUES('li\xcc\x88st@example.test',"
+		   " 'Jo\xcc\x88rg@remote.test');");
+	snprintf(path, sizeof(path), "%s/mail/example.test/jo\xcc\x88rg/msg", dir);
+	assert_int_equal(util_mkdir_p(path, 0700), 0);
+	buf_free(&err);
+}
+
+static int
+alias_count(sqlite3 *db, const char *q)
+{
+	sqlite3_stmt *st = NULL;
+	int n = -1;
+
+	if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+/* The rows and the store are respelt once; lookups in either form find them. */
+static void
+test_upgrade(void **state)
+{
+	char dir[] = "/tmp/surat-test-accounts-XXXXXX";
+	struct buf err = BUF_INIT(0);
+	struct account_user u = {0};
+	sqlite3 *db = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	old_db(dir, &db);
+	struct accounts *a = accounts_open(dir, &err);
+	assert_non_null(a);
+	assert_int_equal(accounts_user_get(a, "j\xc3\xb6rg@example.test", &u), 1);
+	accounts_user_free(&u);
+	assert_false(dir_exists(dir, "jo\xcc\x88rg"));
+	assert_true(dir_exists(dir, "j\xc3\xb6rg/msg"));
+	assert_int_equal(alias_count(db,
+				     "SELECT count(*) FROM aliases WHERE source ="
+				     " 'l\xc3\xafst@example.test' AND target IN"
+				     " ('j\xc3\xb6rg@example.test', 'J\xc3\xb6rg@remote.test')"),
+			 2);
+	assert_int_equal(alias_count(db, "PRAGMA user_version"), 2);
+	accounts_close(&a);
+	sqlite3_close(db);
+	unit_rm_tree(dir);
+	buf_free(&err);
+}
+
+/* Two users NFC makes one: refused, both named, nothing changed. */
+static void
+test_upgrade_collision(void **state)
+{
+	char dir[] = "/tmp/surat-test-accounts-XXXXXX";
+	struct buf err = BUF_INIT(0);
+	sqlite3 *db = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	old_db(dir, &db);
+	sql(db, "INSERT INTO users VALUES('j\xc3\xb6rg@example.test', 'example.test', '$6$x$y',"
+		" -1, 2)");
+	assert_null(accounts_open(dir, &err));
+	assert_non_null(strstr(err.data, "jo<U+0308>rg@example.test"));
+	assert_non_null(strstr(err.data, "j<U+00F6>rg@example.test"));
+	assert_true(dir_exists(dir, "jo\xcc\x88rg/msg"));
+	assert_int_equal(alias_count(db, "SELECT count(*) FROM users"), 2);
+	assert_int_equal(alias_count(db, "PRAGMA user_version"), 0);
+	sqlite3_close(db);
+	unit_rm_tree(dir);
+	buf_free(&err);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_nfc),
 	    cmocka_unit_test(test_nfc_then_checked),
+	    cmocka_unit_test(test_upgrade),
+	    cmocka_unit_test(test_upgrade_collision),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
