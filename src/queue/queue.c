@@ -429,6 +429,29 @@ resolve_cb(const char *addr, int local, void *arg)
 	}
 }
 
+/*
+ * A message queued before local parts were kept in NFC (accounts.c) names
+ * its local recipients as they were spelt then: in NFC, as the users are
+ * now, or the delivery would find no such user, and a store's path would
+ * be spelt two ways.
+ */
+static void
+rcpts_nfc(struct spool_msg *m)
+{
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		struct spool_rcpt *rc = &m->rcpts[i];
+		if (rc->local != 1 || !util_has_8bit(rc->addr, strlen(rc->addr)))
+			continue;
+		struct buf n = BUF_INIT(0), e = BUF_INIT(0);
+		if (accounts_normalise(rc->addr, 0, &n, &e) == 0 && strcmp(n.data, rc->addr) != 0) {
+			free(rc->addr);
+			rc->addr = buf_steal(&n);
+		}
+		buf_free(&n);
+		buf_free(&e);
+	}
+}
+
 static void
 notice_to_free(struct qjob *j)
 {
@@ -2250,6 +2273,7 @@ queue_new(struct server *srv, struct buf *err)
 		buf_free(&e);
 		/* New ids go above it, should the clock have been set back. */
 		spool_seen_id(m.id);
+		rcpts_nfc(&m);
 		queue_add_entry(q, &m, NULL);
 		loaded++;
 	}

@@ -22,7 +22,21 @@
 #include <string.h>
 #include <strings.h>
 
-/* Nonzero if the header of content has "Delivered-To: account". */
+/* Whether the address v[0..n) is account (normalised) in another spelling. */
+static int
+same_account(const char *v, size_t n, const char *account)
+{
+	char *addr = xstrndup(v, n);
+	struct buf norm = BUF_INIT(0), err = BUF_INIT(0);
+	int same = accounts_normalise(addr, 0, &norm, &err) == 0 && strcmp(norm.data, account) == 0;
+
+	buf_free(&norm);
+	buf_free(&err);
+	free(addr);
+	return same;
+}
+
+/* Nonzero if the header of content has "Delivered-To: account" (in any spelling). */
 static int
 seen_delivered_to(const char *content, size_t len, const char *account)
 {
@@ -44,6 +58,9 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 			while (vl && (v[vl - 1] == '\r' || v[vl - 1] == ' '))
 				vl--;
 			if (vl == alen && strncasecmp(v, account, alen) == 0)
+				return 1;
+			/* Written before local parts were kept in NFC (accounts.c). */
+			if (util_has_8bit(v, vl) && vl < 1024 && same_account(v, vl, account))
 				return 1;
 		}
 		i = end + 1;

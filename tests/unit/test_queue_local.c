@@ -128,6 +128,37 @@ test_user_deleted_after_the_queue_looked(void **state)
 	buf_free(&why);
 }
 
+/*
+ * A Delivered-To: written before local parts were kept in NFC (o + U+0308)
+ * names the account as much as one in NFC: a message that comes round
+ * again is a loop in either spelling.
+ */
+static void
+test_loop_in_another_spelling(void **state)
+{
+	static const char nfc[] = "j\xc3\xb6rg@example.org";
+	static const char *const seen[] = {"Delivered-To: jo\xcc\x88rg@example.org\r\n",
+					   "Delivered-To: J\xc3\xb6rg@EXAMPLE.org\r\n"};
+	struct buf err = BUF_INIT(0), why = BUF_INIT(0), m = BUF_INIT(0);
+	struct accounts *a = accounts_open(*state, &err);
+
+	assert_non_null(a);
+	assert_int_equal(accounts_user_add(a, nfc, HASH, -1, &err), 0);
+	accounts_close(&a);
+	for (size_t i = 0; i < 2; i++) {
+		buf_reset(&m);
+		buf_printf(&m, "%s%s", seen[i], msg);
+		buf_reset(&why);
+		assert_int_equal(
+		    local_deliver(*state, nfc, "x@example.net", m.data, m.len, "k", 0, 100, &why),
+		    DELIVER_PERMFAIL);
+		assert_non_null(strstr(buf_str(&why), "5.4.6"));
+	}
+	buf_free(&err);
+	buf_free(&why);
+	buf_free(&m);
+}
+
 int
 main(void)
 {
@@ -136,6 +167,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_first_delivery_makes_the_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_user_deleted_after_the_queue_looked, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_loop_in_another_spelling, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
