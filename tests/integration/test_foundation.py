@@ -599,6 +599,14 @@ def test_sigterm_graceful(surat):
     assert "stopped" in surat.log()
 
 
+def let_nobody_reach(s):
+    """Make the directories above s's data directory searchable by nobody."""
+    d = s.dir
+    while d not in ("/", "/tmp"):
+        os.chmod(d, os.stat(d).st_mode | 0o755)
+        d = os.path.dirname(d)
+
+
 def test_cli_as_root_leaves_the_users_files_alone(make_surat):
     """An admin command run as root (run_as set) chowned every file under
     data_dir to run_as, each time: chown(2) to the owner a file has sets
@@ -607,10 +615,7 @@ def test_cli_as_root_leaves_the_users_files_alone(make_surat):
     if os.geteuid() != 0:
         pytest.skip("needs root to test the privilege drop")
     s = make_surat({"run_as": "nobody"}, start=False)
-    d = s.dir
-    while d not in ("/", "/tmp"):  # let nobody reach the data directory
-        os.chmod(d, os.stat(d).st_mode | 0o755)
-        d = os.path.dirname(d)
+    let_nobody_reach(s)
     s.add_domain("example.test")
     s.add_user("a@example.test", "pw")
     s.cli("mailbox", "list", "a@example.test")     # makes its store
@@ -647,10 +652,7 @@ def test_run_as_drops_privileges(make_surat):
         pytest.skip("needs root to test the privilege drop")
     nobody = pwd.getpwnam("nobody")
     s = make_surat({"run_as": "nobody", "state_save_interval": "1s"}, start=False)
-    d = s.dir
-    while d not in ("/", "/tmp"):  # let nobody reach the data directory
-        os.chmod(d, os.stat(d).st_mode | 0o755)
-        d = os.path.dirname(d)
+    let_nobody_reach(s)
     s.add_domain("example.test")
     s.add_user("a@example.test", "pw")
     s.start()
