@@ -727,10 +727,11 @@ chown_top(const char *dir)
 	while (rc == 0 && (de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    st.st_uid != chown_uid || st.st_gid != chown_gid)
-			rc = fchownat(dirfd(d), de->d_name, chown_uid, chown_gid,
-				      AT_SYMLINK_NOFOLLOW);
+		if ((fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		     st.st_uid != chown_uid || st.st_gid != chown_gid) &&
+		    fchownat(dirfd(d), de->d_name, chown_uid, chown_gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno != ENOENT)	/* gone meanwhile: SQLite's -wal, -shm */
+			rc = -1;
 	}
 	closedir(d);
 	return rc;
