@@ -710,7 +710,8 @@ chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 	 * that goes by ctime (borg, dump) then read all the mail again. */
 	if (flag != FTW_NS && st->st_uid == chown_uid && st->st_gid == chown_gid)
 		return 0;
-	return lchown(path, chown_uid, chown_gid);
+	/* (Gone meanwhile, as SQLite's -wal and -shm may be: no error.) */
+	return lchown(path, chown_uid, chown_gid) < 0 && errno != ENOENT ? -1 : 0;
 }
 
 /* The entries right in dir (accounts.db and its journal, queue, mail). */
