@@ -543,7 +543,8 @@ void store_mbox_view_free(struct store_mbox_view **view);
  * messages from it up are \Recent, and a read-write session takes them
  * for itself alone. In one write transaction, move the watermark of the
  * mailbox (with that UIDVALIDITY, if nonzero) up to its UIDNEXT; the UIDs
- * [*first_r, *next_r) it passed (none when equal) are the caller's.
+ * [*first_r, *next_r) it passed are the caller's; none when equal, both
+ * then the watermark, all below it taken already.
  * Returns 1; 0 when another writer held the database (nothing taken, try
  * again later): at once with nowait, for the event loop, which must not
  * wait, else after the busy timeout; -1 on error.

@@ -701,10 +701,13 @@ store_claim_recent(struct store *st, const char *mailbox, uint32_t uidvalidity, 
 	}
 	if (store_commit_lazy(st) < 0)
 		return -1;
-	if (mb.recent_uid < mb.uidnext) {
-		*first_r = mb.recent_uid;
-		*next_r = mb.uidnext;
-	}
+	/*
+	 * Nothing to take still says where the watermark is: a session that
+	 * lost the race knows it need not try again until UIDNEXT passes it
+	 * (else it took the write lock at every poll, on the loop).
+	 */
+	*first_r = mb.recent_uid < mb.uidnext ? mb.recent_uid : mb.uidnext;
+	*next_r = mb.uidnext;
 	return 1;
 fail:
 	store_rollback(st);
