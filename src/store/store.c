@@ -1276,20 +1276,38 @@ store_usage(struct store *st, uint64_t *bytes_r, uint64_t *messages_r)
 
 /*
  * Dedup keys are kept STORE_DEDUP_DAYS, far past any retry of their message
- * (queue.max_age): once a day per handle, within a write transaction, the
- * older ones go. 0 or -1.
+ * (queue.max_age's default): once a day per account (the time in meta
+ * "dedup_pruned", so a handle opened afresh does not scan the table again),
+ * within the caller's write transaction, the older ones go. 0 or -1.
  */
 int
 store_prune_deliveries(struct store *st, int now)
 {
 	int64_t t = util_now_ms() / 1000;
 	sqlite3_stmt *s;
+	int rc;
 
-	if (!now && st->pruned_s != 0 && t - st->pruned_s < 86400)
+	if (!now && st->pruned_s == 0) {
+		if ((s = store_stmt(st, SQL_META_GET)) == NULL)
+			return -1;
+		sqlite3_bind_text(s, 1, "dedup_pruned", -1, SQLITE_STATIC);
+		if ((rc = store_step(st, s)) < 0)
+			return -1;
+		if (rc == 1) {
+			st->pruned_s = sqlite3_column_int64(s, 0);
+			sqlite3_reset(s);
+		}
+	}
+	/* (A clock set back prunes at once: a day ahead is no answer.) */
+	if (!now && st->pruned_s != 0 && t >= st->pruned_s && t - st->pruned_s < 86400)
 		return 0;
 	if ((s = store_stmt(st, SQL_DELIV_PRUNE)) == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, t - STORE_DEDUP_DAYS * 86400);
+	if (store_exec(st, s) < 0 || (s = store_stmt(st, SQL_META_SET)) == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, "dedup_pruned", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, t);
 	if (store_exec(st, s) < 0)
 		return -1;
 	st->pruned_s = t;

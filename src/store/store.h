@@ -329,7 +329,7 @@ int64_t store_fts_pending(struct store *st);
  * Full maintenance scan: remove message files no row refers to (left by a
  * crash between writing a file and its commit, or between commit and
  * unlink after an expunge) and dedup keys older than 30 days (which
- * deliveries also prune, once a day per handle). Costs a
+ * deliveries also prune, once a day per account). Costs a
  * directory walk; for the CLI or a daily timer. Returns the number of files
  * removed, or -1.
  */

@@ -510,7 +510,7 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 	/* Counted under the write lock already held: no read of its own afterwards. */
 	if (added > 0 && (pending = store_fts_pending(st)) < 0)
 		goto fail;
-	/* Old dedup keys go in a commit made anyway, once a day per handle. */
+	/* Old dedup keys go in a commit made anyway, once a day per account. */
 	if (added > 0 && store_prune_deliveries(st, 0) < 0)
 		goto fail;
 	if (store_commit(st) < 0) {

@@ -98,7 +98,7 @@ struct store {
 	uint64_t file_next; /* the next message file id to try; 0: draw a new run */
 	int fts_backlog;    /* messages may wait for the full-text index */
 	int64_t put_us;     /* when store_pool_put() last took it back (monotonic) */
-	int64_t pruned_s;   /* when this handle last pruned old dedup keys (wall clock) */
+	int64_t pruned_s;   /* when the account's dedup keys were last pruned, as known here */
 };
 
 /* A mailbox row as the message operations need it. */
@@ -241,7 +241,7 @@ void store_file_sweep_tmp(struct store *st);
 /* Remove message files no row names; returns how many, or -1. */
 int store_file_sweep_all(struct store *st);
 
-/* Days a dedup key is kept; store_prune_deliveries() with now, or once a day. */
+/* Days a dedup key is kept; store_prune_deliveries() with now, or once a day per account. */
 #define STORE_DEDUP_DAYS 30
 int store_prune_deliveries(struct store *st, int now);
 
