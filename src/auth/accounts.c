@@ -283,6 +283,45 @@ local_nfc(const char *in, size_t n, struct buf *out, struct buf *err)
 	return 0;
 }
 
+/*
+ * local_nfc() of in[0..n) with its ASCII lowercased, in NFC still: the
+ * ASCII that NFC made (U+212A KELVIN SIGN is 'K') is lowered too, and
+ * normalised again if that changed it. 0, or -1 with err set.
+ */
+static int
+nfc_lower(const char *in, size_t n, struct buf *out, struct buf *err)
+{
+	struct buf low = BUF_INIT(0);
+	int r = -1;
+
+	if (!util_has_8bit(in, n)) {
+		buf_append(out, in, n);	/* lowered with the rest; RCPT lookups are hot */
+		return 0;
+	}
+	buf_append(&low, in, n);
+	for (size_t i = 0; i < low.len; i++)
+		low.data[i] = (char)tolower((unsigned char)low.data[i]);
+	for (int pass = 0; pass < 3; pass++) {
+		int upper = 0;
+		buf_reset(out);
+		if (local_nfc(low.len ? low.data : "", low.len, out, err) < 0)
+			goto out;
+		for (size_t i = 0; i < out->len; i++)
+			if (isupper((unsigned char)out->data[i])) {
+				out->data[i] = (char)tolower((unsigned char)out->data[i]);
+				upper = 1;
+			}
+		if (!upper)
+			break;
+		buf_reset(&low);
+		buf_append(&low, out->data, out->len);
+	}
+	r = 0;
+out:
+	buf_free(&low);
+	return r;
+}
+
 int
 accounts_addr_ascii(const char *addr, struct buf *out)
 {
@@ -333,9 +372,12 @@ accounts_normalise(const char *in, int catchall, struct buf *out, struct buf *er
 	 * The checks are of the NFC form: it may be longer than what was
 	 * given (U+0958 is two code points in NFC), or shorter, and may hold
 	 * ASCII where the input had none (U+212A KELVIN SIGN is 'K', U+037E
-	 * GREEK QUESTION MARK is ';').
+	 * GREEK QUESTION MARK is ';'). ASCII case is folded before NFC as
+	 * well as after: 'W' + U+030A has no composed form, 'w' + U+030A is
+	 * U+1E98, and lowering it after NFC alone kept a form not in NFC,
+	 * apart from the one 'w' + U+030A and U+1E98 are.
 	 */
-	if (local_nfc(in, llen, &local, err) < 0)
+	if (nfc_lower(in, llen, &local, err) < 0)
 		goto out;
 	const char *lp = local.len ? local.data : "";
 	llen = local.len;

@@ -46,6 +46,22 @@ test_nfc(void **state)
 	assert_string_equal(norm("Alice+Tag@Example.TEST"), "alice+tag@example.test");
 }
 
+/*
+ * ASCII case folds as it did before NFC: 'W' + U+030A is 'w' + U+030A, which
+ * is U+1E98 in NFC (no composed capital exists); 'A' + U+030A is U+00E5.
+ */
+static void
+test_nfc_case(void **state)
+{
+	(void)state;
+	assert_string_equal(norm("W\xcc\x8a@example.test"), "\xe1\xba\x98@example.test");
+	assert_string_equal(norm("w\xcc\x8a@example.test"), "\xe1\xba\x98@example.test");
+	assert_string_equal(norm("A\xcc\x8a@example.test"), "\xc3\xa5@example.test");
+	/* U+212A KELVIN SIGN + U+0301 is U+1E30, not lowered: non-ASCII case stays. */
+	assert_string_equal(norm("\xe2\x84\xaa\xcc\x81@example.test"),
+			    "\xe1\xb8\xb0@example.test");
+}
+
 /* The checks are of the NFC form, which may hold ASCII the input did not. */
 static void
 test_nfc_then_checked(void **state)
@@ -194,6 +210,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_nfc),
+	    cmocka_unit_test(test_nfc_case),
 	    cmocka_unit_test(test_nfc_then_checked),
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_upgrade_collision),
