@@ -1072,7 +1072,7 @@ struct nfc_name {
 	char *new;
 };
 
-/* An alias row and what it becomes. */
+/* An alias row and what it becomes (nsource NULL: nothing, it is dropped). */
 struct nfc_alias {
 	char *source, *target;
 	char *nsource, *ntarget;
@@ -1180,6 +1180,41 @@ nfc_exists(struct accounts *a, const char *sql, const char *key, struct buf *err
 	return r;
 }
 
+/*
+ * Whether the alias source (as stored) only names addr in another spelling
+ * (added by hand so that the other spelling reached the user): NFC makes
+ * each of its rows point at itself, and they are dropped, nothing merged.
+ * 1, 0, or -1 with err set.
+ */
+static int
+nfc_alias_redundant(struct accounts *a, const char *source, const char *addr, struct buf *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, n = 0, same = 1;
+
+	if (sqlite3_prepare_v2(a->db, "SELECT target FROM aliases WHERE source = ?", -1, &st,
+			       NULL) != SQLITE_OK) {
+		db_err(err, a->db, "prepare");
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	while (same && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+		struct buf nt = BUF_INIT(0), e = BUF_INIT(0);
+		same = t != NULL && accounts_normalise(t, 0, &nt, &e) == 0 &&
+		       strcmp(nt.data, addr) == 0;
+		n++;
+		buf_free(&nt);
+		buf_free(&e);
+	}
+	sqlite3_finalize(st);
+	if (same && rc != SQLITE_DONE) {
+		db_err(err, a->db, "database");
+		return -1;
+	}
+	return same && n > 0;
+}
+
 /* Any two rows that NFC makes one address: 0 if none, else -1 with all in err. */
 static int
 nfc_check_collisions(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
@@ -1194,14 +1229,31 @@ nfc_check_collisions(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 		int ra = ru < 0 ? -1 : nfc_exists(a, alias_sql, n->new, err);
 		if (ra < 0)
 			return -1;
+		int user = strcmp(n->kind, "user") == 0, r = 0;
+		/* An alias of the user's other spelling to the user: dropped. */
+		if (ru == 1 && !user && (r = nfc_alias_redundant(a, n->old, n->new, err)) >= 0)
+			ru = !r;
+		if (ra == 1 && user && r >= 0 && (r = nfc_alias_redundant(a, n->new, n->new, err)) >= 0)
+			ra = !r;
+		if (r < 0)
+			return -1;
 		if (ru == 1)
 			nfc_collision(u, n->kind, n->old, "user", n->new, err);
 		if (ra == 1)
 			nfc_collision(u, n->kind, n->old, "alias", n->new, err);
-		for (size_t j = 0; j < i; j++)
-			if (strcmp(u->names[j].new, n->new) == 0)
-				nfc_collision(u, u->names[j].kind, u->names[j].old, n->kind, n->old,
-					      err);
+		for (size_t j = 0; j < i; j++) {
+			const struct nfc_name *o = &u->names[j];
+			if (strcmp(o->new, n->new) != 0)
+				continue;
+			int uo = strcmp(o->kind, "user") == 0;
+			if (uo != user &&
+			    (r = nfc_alias_redundant(a, user ? o->old : n->old, n->new, err)) != 0) {
+				if (r < 0)
+					return -1;
+				continue;
+			}
+			nfc_collision(u, o->kind, o->old, n->kind, n->old, err);
+		}
 	}
 	if (u->collisions == 0)
 		return 0;
@@ -1245,11 +1297,14 @@ nfc_collect_aliases(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 		} else {
 			alias_target_form(a, dst, nt.data, &form);
 			if (strcmp(ns.data, nt.data) == 0) {
-				buf_printf(err,
-					   "alias '%s' -> '%s' points at itself in Unicode NFC; "
-					   "delete it with the surat that made it",
-					   src, dst);
-				r = -1;
+				/* Made so that one spelling reached the other: NFC
+				 * makes it one address, and the row nothing. A
+				 * source that is a user besides has other targets,
+				 * and nfc_check_collisions() refused it. */
+				u->aliases =
+				    xrealloc(u->aliases, (u->naliases + 1) * sizeof(*u->aliases));
+				u->aliases[u->naliases++] =
+				    (struct nfc_alias){xstrdup(src), xstrdup(dst), NULL, NULL};
 			} else if (strcmp(ns.data, src) != 0 || strcmp(form.data, dst) != 0) {
 				u->aliases =
 				    xrealloc(u->aliases, (u->naliases + 1) * sizeof(*u->aliases));
@@ -1292,6 +1347,16 @@ nfc_rewrite(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 	for (size_t i = 0; i < u->naliases; i++) {
 		const struct nfc_alias *al = &u->aliases[i];
 		const char *p[] = {al->nsource, al->ntarget};
+		if (al->nsource == NULL) {
+			struct buf sp = BUF_INIT(0);
+			nfc_spelled(&sp, al->source);
+			buf_puts(&sp, " -> ");
+			nfc_spelled(&sp, al->target);
+			log_warn("accounts.db: alias %s is one address in Unicode NFC: dropped",
+				 buf_str(&sp));
+			buf_free(&sp);
+			continue;
+		}
 		if (exec_bind(a, "INSERT OR IGNORE INTO aliases(source, target) VALUES(?, ?)", 2, p,
 			      NULL, err) != SQLITE_DONE)
 			return -1;

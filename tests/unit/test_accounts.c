@@ -205,6 +205,69 @@ test_upgrade_collision(void **state)
 	buf_free(&err);
 }
 
+/*
+ * An alias made so that one spelling reached the user of the other, either
+ * way: NFC makes it point at itself, and it is dropped, not a collision.
+ * One that forwards elsewhere too still is.
+ */
+static void
+test_upgrade_redundant_alias(void **state)
+{
+	static const char *const extra[] = {
+	    /* The user is decomposed (old_db()): the NFC spelling aliased to it. */
+	    "INSERT INTO aliases VALUES('j\xc3\xb6rg@example.test', 'jo\xcc\x88rg@example.test')",
+	    /* The user in NFC, its decomposed spelling aliased to it. */
+	    "UPDATE users SET address = 'j\xc3\xb6rg@example.test';"
+	    "INSERT INTO aliases VALUES('jo\xcc\x88rg@example.test', 'j\xc3\xb6rg@example.test')",
+	};
+	char path[600];
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		char dir[] = "/tmp/surat-test-accounts-XXXXXX";
+		struct buf err = BUF_INIT(0);
+		struct account_user u = {0};
+		sqlite3 *db = NULL;
+
+		assert_non_null(mkdtemp(dir));
+		old_db(dir, &db);
+		sql(db, extra[k]);
+		if (k == 1) {
+			snprintf(path, sizeof(path), "%s/mail/example.test/jo\xcc\x88rg", dir);
+			char to[600];
+			snprintf(to, sizeof(to), "%s/mail/example.test/j\xc3\xb6rg", dir);
+			assert_int_equal(rename(path, to), 0);
+		}
+		struct accounts *a = accounts_open(dir, &err);
+		assert_non_null(a);
+		assert_int_equal(accounts_user_get(a, "j\xc3\xb6rg@example.test", &u), 1);
+		accounts_user_free(&u);
+		assert_true(dir_exists(dir, "j\xc3\xb6rg/msg"));
+		assert_int_equal(alias_count(db, "SELECT count(*) FROM aliases WHERE source LIKE 'j%'"),
+				 0);
+		assert_int_equal(alias_count(db, "PRAGMA user_version"), 2);
+		accounts_close(&a);
+		sqlite3_close(db);
+		unit_rm_tree(dir);
+		buf_free(&err);
+	}
+
+	/* Forwarding elsewhere too: the alias would shadow the user. */
+	char dir[] = "/tmp/surat-test-accounts-XXXXXX";
+	struct buf err = BUF_INIT(0);
+	sqlite3 *db = NULL;
+	assert_non_null(mkdtemp(dir));
+	old_db(dir, &db);
+	sql(db, extra[1]);
+	sql(db, "INSERT INTO aliases VALUES('jo\xcc\x88rg@example.test', 'boss@example.test')");
+	assert_null(accounts_open(dir, &err));
+	assert_non_null(strstr(err.data, "never merges"));
+	assert_int_equal(alias_count(db, "PRAGMA user_version"), 0);
+	sqlite3_close(db);
+	unit_rm_tree(dir);
+	buf_free(&err);
+}
+
 int
 main(void)
 {
@@ -214,6 +277,7 @@ main(void)
 	    cmocka_unit_test(test_nfc_then_checked),
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_upgrade_collision),
+	    cmocka_unit_test(test_upgrade_redundant_alias),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
