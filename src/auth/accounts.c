@@ -1127,7 +1127,9 @@ nfc_collect(struct accounts *a, struct nfc_upgrade *u, const char *kind, const c
 		if (old == NULL || !util_has_8bit(old, strlen(old)))
 			continue;
 		struct buf n = BUF_INIT(0), e = BUF_INIT(0);
-		if (accounts_normalise(old, catchall, &n, &e) < 0) {
+		/* NFC may lengthen it (U+0958 is two code points) past a path. */
+		if (accounts_normalise(old, catchall, &n, &e) < 0 ||
+		    !accounts_address_fits(n.data, &e)) {
 			buf_printf(err, "%s '%s' (", kind, old);
 			nfc_spelled(err, old);
 			buf_printf(err,
@@ -1286,7 +1288,8 @@ nfc_collect_aliases(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 			continue;
 		struct buf ns = BUF_INIT(0), nt = BUF_INIT(0), form = BUF_INIT(0), e = BUF_INIT(0);
 		if (accounts_normalise(src, 1, &ns, &e) < 0 ||
-		    accounts_normalise(dst, 0, &nt, &e) < 0) {
+		    accounts_normalise(dst, 0, &nt, &e) < 0 || !accounts_address_fits(ns.data, &e) ||
+		    !accounts_address_fits(nt.data, &e)) {
 			buf_printf(err, "alias '%s' -> '%s' (", src, dst);
 			nfc_spelled(err, dst);
 			buf_printf(err,

@@ -139,6 +139,8 @@ old_db(const char *dir, sqlite3 **db_r)
 	buf_free(&err);
 }
 
+#define LONG_LABEL "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijk"
+
 static int
 alias_count(sqlite3 *db, const char *q)
 {
@@ -268,6 +270,43 @@ test_upgrade_redundant_alias(void **state)
 	buf_free(&err);
 }
 
+/*
+ * NFC lengthens U+0958 (3 octets) to two code points (6): an address that
+ * fit an SMTP path as stored may not in NFC. Refused, named, unchanged.
+ */
+static void
+test_upgrade_too_long(void **state)
+{
+	char dir[] = "/tmp/surat-test-accounts-XXXXXX";
+	char dom[300], q[2048], local[64];
+	struct buf err = BUF_INIT(0);
+	sqlite3 *db = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	old_db(dir, &db);
+	/* 63.63.63.31 + 3 dots: 223 octets; with 30 + 1, 254 as stored. */
+	snprintf(dom, sizeof(dom), "%.63s.%.63s.%.63s.%.31s", LONG_LABEL, LONG_LABEL, LONG_LABEL,
+		 LONG_LABEL);
+	assert_int_equal(strlen(dom), 223);
+	local[0] = '\0';
+	for (int i = 0; i < 10; i++)
+		strcat(local, "\xe0\xa5\x98");
+	snprintf(q, sizeof(q),
+		 "INSERT INTO domains VALUES('%s', 1);"
+		 "INSERT INTO users VALUES('%s@%s', '%s', '$6$x$y', -1, 1)",
+		 dom, local, dom, dom);
+	sql(db, q);
+	assert_null(accounts_open(dir, &err));
+	assert_non_null(strstr(err.data, "<U+0958>"));
+	assert_non_null(strstr(err.data, "longer than 254"));
+	assert_int_equal(alias_count(db, "PRAGMA user_version"), 0);
+	assert_true(dir_exists(dir, "jo\xcc\x88rg/msg"));
+	sqlite3_close(db);
+	unit_rm_tree(dir);
+	buf_free(&err);
+}
+
 int
 main(void)
 {
@@ -278,6 +317,7 @@ main(void)
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_upgrade_collision),
 	    cmocka_unit_test(test_upgrade_redundant_alias),
+	    cmocka_unit_test(test_upgrade_too_long),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
