@@ -295,7 +295,7 @@ nfc_lower(const char *in, size_t n, struct buf *out, struct buf *err)
 	int r = -1;
 
 	if (!util_has_8bit(in, n)) {
-		buf_append(out, in, n);	/* lowered with the rest; RCPT lookups are hot */
+		buf_append(out, in, n); /* lowered with the rest; RCPT lookups are hot */
 		return 0;
 	}
 	buf_append(&low, in, n);
@@ -1235,7 +1235,8 @@ nfc_check_collisions(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 		/* An alias of the user's other spelling to the user: dropped. */
 		if (ru == 1 && !user && (r = nfc_alias_redundant(a, n->old, n->new, err)) >= 0)
 			ru = !r;
-		if (ra == 1 && user && r >= 0 && (r = nfc_alias_redundant(a, n->new, n->new, err)) >= 0)
+		if (ra == 1 && user && r >= 0 &&
+		    (r = nfc_alias_redundant(a, n->new, n->new, err)) >= 0)
 			ra = !r;
 		if (r < 0)
 			return -1;
@@ -1248,8 +1249,8 @@ nfc_check_collisions(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 			if (strcmp(o->new, n->new) != 0)
 				continue;
 			int uo = strcmp(o->kind, "user") == 0;
-			if (uo != user &&
-			    (r = nfc_alias_redundant(a, user ? o->old : n->old, n->new, err)) != 0) {
+			if (uo != user && (r = nfc_alias_redundant(a, user ? o->old : n->old,
+								   n->new, err)) != 0) {
 				if (r < 0)
 					return -1;
 				continue;
@@ -1288,8 +1289,8 @@ nfc_collect_aliases(struct accounts *a, struct nfc_upgrade *u, struct buf *err)
 			continue;
 		struct buf ns = BUF_INIT(0), nt = BUF_INIT(0), form = BUF_INIT(0), e = BUF_INIT(0);
 		if (accounts_normalise(src, 1, &ns, &e) < 0 ||
-		    accounts_normalise(dst, 0, &nt, &e) < 0 || !accounts_address_fits(ns.data, &e) ||
-		    !accounts_address_fits(nt.data, &e)) {
+		    accounts_normalise(dst, 0, &nt, &e) < 0 ||
+		    !accounts_address_fits(ns.data, &e) || !accounts_address_fits(nt.data, &e)) {
 			buf_printf(err, "alias '%s' -> '%s' (", src, dst);
 			nfc_spelled(err, dst);
 			buf_printf(err,

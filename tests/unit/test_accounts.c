@@ -58,8 +58,7 @@ test_nfc_case(void **state)
 	assert_string_equal(norm("w\xcc\x8a@example.test"), "\xe1\xba\x98@example.test");
 	assert_string_equal(norm("A\xcc\x8a@example.test"), "\xc3\xa5@example.test");
 	/* U+212A KELVIN SIGN + U+0301 is U+1E30, not lowered: non-ASCII case stays. */
-	assert_string_equal(norm("\xe2\x84\xaa\xcc\x81@example.test"),
-			    "\xe1\xb8\xb0@example.test");
+	assert_string_equal(norm("\xe2\x84\xaa\xcc\x81@example.test"), "\xe1\xb8\xb0@example.test");
 }
 
 /* The checks are of the NFC form, which may hold ASCII the input did not. */
@@ -245,8 +244,8 @@ test_upgrade_redundant_alias(void **state)
 		assert_int_equal(accounts_user_get(a, "j\xc3\xb6rg@example.test", &u), 1);
 		accounts_user_free(&u);
 		assert_true(dir_exists(dir, "j\xc3\xb6rg/msg"));
-		assert_int_equal(alias_count(db, "SELECT count(*) FROM aliases WHERE source LIKE 'j%'"),
-				 0);
+		assert_int_equal(
+		    alias_count(db, "SELECT count(*) FROM aliases WHERE source LIKE 'j%'"), 0);
 		assert_int_equal(alias_count(db, "PRAGMA user_version"), 2);
 		accounts_close(&a);
 		sqlite3_close(db);
