@@ -776,7 +776,16 @@ def test_message_file_missing_on_disk_is_logged(srv):
 def test_busy_reply(make_surat):
     s = make_surat(extra={"allow_plaintext_auth": "yes", "max_connections_per_ip": "1"},
                    kinds=POP_KINDS, populated=POPULATED)
-    r = Raw(s.port("pop3"))
+    # start()'s probes of the ports count until the daemon has seen them close.
+    deadline = time.time() + 10
+    while True:
+        try:
+            r = Raw(s.port("pop3"))
+            break
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
     c = socket.create_connection(("127.0.0.1", s.port("pop3")), timeout=TIMEOUT)
     data = b""
     while not data.endswith(b"\r\n"):
