@@ -215,26 +215,27 @@ pool_return(struct store *st, bool used, bool may_close)
 		pool_shrink(false);
 }
 
-void
-store_pool_put(struct store **stp)
+static void
+pool_put(struct store **stp, bool may_close)
 {
 	struct store *st = *stp;
 
 	if (st == NULL)
 		return;
 	*stp = NULL;
-	pool_return(st, true, true);
+	pool_return(st, true, may_close);
+}
+
+void
+store_pool_put(struct store **stp)
+{
+	pool_put(stp, true);
 }
 
 void
 store_pool_give(struct store **stp)
 {
-	struct store *st = *stp;
-
-	if (st == NULL)
-		return;
-	*stp = NULL;
-	pool_return(st, true, false);
+	pool_put(stp, false);
 }
 
 /* Whether e's account has a pooled handle used within the last idle_us (under the lock). */
