@@ -411,22 +411,29 @@ def test_many_recipients_at_one_destination_go_in_transactions_of_50(net):
     a.wait_queue_empty()
 
 
+def limited_peer(net, refusal, limit, **peer):
+    """A sending node and the MX of c.example, a peer that answers RCPT with
+    refusal past limit recipients in a transaction."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    seen = {}
+
+    def rcpt(addr, n):
+        seen[n] = seen.get(n, 0) + 1
+        return refusal if seen[n] > limit else "250 2.1.5 ok"
+
+    p = net.peer("127.0.0.4", rcpt=rcpt, **peer)
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    return a, p
+
+
 def test_452_past_the_peers_recipient_limit_goes_in_the_next_transaction(net):
     """RFC 5321 4.5.3.1.10: a server past its own recipient limit answers 452
     to the rest; 4.5.3.1.8: the client then sends them in another
     transaction. A peer that takes 3 per transaction gets 8 recipients in
     three transactions on one connection, not 3 now and 5 a retry interval
     later."""
-    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
-    seen = {}
-
-    def rcpt(addr, n):
-        seen[n] = seen.get(n, 0) + 1
-        return "452 4.5.3 Too many recipients" if seen[n] > 3 else "250 2.1.5 ok"
-
-    p = net.peer("127.0.0.4", rcpt=rcpt)
-    _dns().add("c.example", "MX", "10 mx.c.example")
-    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a, p = limited_peer(net, "452 4.5.3 Too many recipients", 3)
     rcpts = ["r%d@c.example" % i for i in range(8)]
     a.submit("alice@a.example", rcpts, msg("alice@a.example", rcpts[0], "limit"))
     wait_for(lambda: sum(len(t["accepted"]) for t in p.txns) == 8, timeout=10,
@@ -443,20 +450,11 @@ def test_552_to_rcpt_is_452_but_552_to_data_bounces(net):
     recipients" and must be taken as 452: the rest go in the next
     transaction, nothing bounces. 552 to DATA (message too big) stays
     permanent."""
-    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
-    seen = {}
-
-    def rcpt(addr, n):
-        seen[n] = seen.get(n, 0) + 1
-        return "552 5.5.3 Too many recipients" if seen[n] > 2 else "250 2.1.5 ok"
-
     def data(txn):
         big = any(r.startswith("RCPT TO:<big@") for r in txn["rcpts"])
         return "552 5.3.4 Message too big for me" if big else "250 2.0.0 queued"
 
-    p = net.peer("127.0.0.4", rcpt=rcpt, data=data)
-    _dns().add("c.example", "MX", "10 mx.c.example")
-    _dns().add("mx.c.example", "A", "127.0.0.4")
+    a, p = limited_peer(net, "552 5.5.3 Too many recipients", 2, data=data)
     rcpts = ["r%d@c.example" % i for i in range(5)]
     a.submit("alice@a.example", rcpts, msg("alice@a.example", rcpts[0], "limit"))
     wait_for(lambda: sum(len(t["accepted"]) for t in p.txns) == 5, timeout=10,
