@@ -304,6 +304,33 @@ config_parse_hostport(const char *s, char **host_r, int *port_r, int default_por
 }
 
 /*
+ * Dot-separated labels of 1 to 63 letters and digits, s[0..n) at most 253
+ * octets; strict: inner hyphens too (RFC 1123 2.1), else also '_' and any
+ * hyphen, as DNS names may hold (valid_relay_host()).
+ */
+static int
+valid_labels(const char *s, size_t n, int strict)
+{
+	size_t label = 0;
+
+	if (n == 0 || n > 253)
+		return 0;
+	for (size_t i = 0; i <= n; i++) {
+		unsigned char c = i < n ? (unsigned char)s[i] : '.';
+		if (c == '.') {
+			if (label == 0 || label > 63 || (strict && s[i - 1] == '-'))
+				return 0;
+			label = 0;
+		} else if (isalnum(c) || (c == '-' && (!strict || label > 0)) || (c == '_' && !strict)) {
+			label++;
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/*
  * A host name as the greeting, EHLO and Message-IDs carry it: dot-separated
  * labels of letters, digits and inner hyphens (RFC 1123 2.1), at most 253
  * octets. Anything else would be sent to every peer, or (empty) crash the
@@ -312,22 +339,7 @@ config_parse_hostport(const char *s, char **host_r, int *port_r, int default_por
 static int
 valid_hostname(const char *s)
 {
-	size_t n = strlen(s), label = 0;
-
-	if (n == 0 || n > 253)
-		return 0;
-	for (size_t i = 0; i <= n; i++) {
-		if (s[i] == '.' || s[i] == '\0') {
-			if (label == 0 || label > 63 || s[i - 1] == '-')
-				return 0;
-			label = 0;
-		} else if (isalnum((unsigned char)s[i]) || (s[i] == '-' && label > 0)) {
-			label++;
-		} else {
-			return 0;
-		}
-	}
-	return 1;
+	return valid_labels(s, strlen(s), 1);
 }
 
 /*
@@ -340,26 +352,13 @@ static int
 valid_relay_host(const char *host)
 {
 	unsigned char bin[sizeof(struct in6_addr)];
-	size_t n = strlen(host), label = 0;
+	size_t n = strlen(host);
 
 	if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1)
 		return 1;
 	if (n > 1 && host[n - 1] == '.')
 		n--;
-	if (n == 0 || n > 253)
-		return 0;
-	for (size_t i = 0; i <= n; i++) {
-		if (i == n || host[i] == '.') {
-			if (label == 0 || label > 63)
-				return 0;
-			label = 0;
-		} else if (isalnum((unsigned char)host[i]) || host[i] == '-' || host[i] == '_') {
-			label++;
-		} else {
-			return 0;
-		}
-	}
-	return 1;
+	return valid_labels(host, n, 0);
 }
 
 /* A relayhost or route value, "host[:port]": 0, or -1 when it is none. */
