@@ -20,7 +20,9 @@
  * the loop dot-stuffs it into the output, and the next chunk is read (again
  * on the pool) only once the output has drained below 64 KiB. So a large
  * message costs neither a large buffer nor a blocking read on the loop,
- * and a client that reads slowly holds at most ~320 KiB of output.
+ * and a client that reads slowly holds at most ~320 KiB of output. A
+ * message that does not end with CRLF gets one before the "." line, and
+ * every size the session gives counts it (store_pop3_size, RFC 1939 11).
  *
  * The [IN-USE] lock is a process-wide table of account names (under a
  * mutex, ready for several loops), taken after the password check and
@@ -566,7 +568,7 @@ login_open_done(void *arg)
 		char tlsd[128];
 		uint64_t size = 0;
 		for (size_t i = 0; i < s->view->count; i++)
-			size += s->view->msgs[i].size;
+			size += store_pop3_size(&s->view->msgs[i]);
 		s->deleted = xcalloc(s->view->count ? s->view->count : 1, 1);
 		s->bad = 0;
 		log_msg(LL_INFO, s->sid,
@@ -893,7 +895,7 @@ pop3_size(const struct pop3_sess *s)
 	uint64_t size = 0;
 	for (size_t i = 0; i < s->view->count; i++)
 		if (!s->deleted[i])
-			size += s->view->msgs[i].size;
+			size += store_pop3_size(&s->view->msgs[i]);
 	return size;
 }
 
@@ -909,7 +911,8 @@ cmd_list(struct pop3_sess *s, const struct pop3_cmdline *cl)
 	if (cl->nargs == 1) {
 		const struct store_msg *m = pop3_msg(s, cl->num[0]);
 		if (m)
-			pop3_reply(s, 1, "%u %llu", cl->num[0], (unsigned long long)m->size);
+			pop3_reply(s, 1, "%u %llu", cl->num[0],
+				   (unsigned long long)store_pop3_size(m));
 		return;
 	}
 	struct buf r = BUF_INIT(0);
@@ -918,7 +921,7 @@ cmd_list(struct pop3_sess *s, const struct pop3_cmdline *cl)
 	for (size_t i = 0; i < s->view->count; i++)
 		if (!s->deleted[i])
 			buf_printf(&r, "%zu %llu\r\n", i + 1,
-				   (unsigned long long)s->view->msgs[i].size);
+				   (unsigned long long)store_pop3_size(&s->view->msgs[i]));
 	buf_puts(&r, ".\r\n");
 	pop3_write(s, r.data, r.len);
 	buf_free(&r);
@@ -1088,7 +1091,7 @@ read_done(void *arg)
 		pop3_reply(s, 1, "Top of message %u follows", j->msgno);
 	else if (j->opened)
 		pop3_reply(s, 1, "%llu octets",
-			   (unsigned long long)s->view->msgs[j->msgno - 1].size);
+			   (unsigned long long)store_pop3_size(&s->view->msgs[j->msgno - 1]));
 	struct buf o = BUF_INIT(0);
 	int done = pop3_dot_feed(&s->dot, j->data, (size_t)j->n, &o);
 	s->off += (uint64_t)j->n;

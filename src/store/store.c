@@ -47,9 +47,10 @@
  * a schema-2 files.search_hdrs is left unused); 4: fts_pending, messages
  * waiting for the full-text index (store.h, store_fts_catch_up); 5: the
  * IMAP4rev1 \Recent watermark mailboxes.recent_uid and its counter
- * mailboxes.recent (store_mailbox_claim_recent).
+ * mailboxes.recent (store_mailbox_claim_recent); 6: messages.noeol, a
+ * file that does not end in LF (store_pop3_size).
  */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 #define STORE_LOCAL_MAX 64
 #define STORE_DOMAIN_MAX 255
 
@@ -91,6 +92,14 @@
 	"UPDATE mailboxes SET recent_uid = uidnext;"                                               \
 	"DROP TRIGGER messages_ai;"                                                                \
 	"DROP TRIGGER messages_ad;" STORE_SCHEMA_MSG_TRIGGERS
+/*
+ * What schema 5 gains (a new index is made as schema 5, then gains it too):
+ * noeol is read from the end of each message's file (store_db_noeol), once,
+ * at the upgrade; new messages get it as they are stored.
+ */
+#define STORE_SCHEMA_UP_6                                                                          \
+	"ALTER TABLE messages ADD COLUMN noeol INTEGER NOT NULL DEFAULT 0;"                        \
+	"UPDATE messages SET noeol = store_noeol(file_id) WHERE size > 0;"
 #define STORE_SCHEMA_FILES_AD                                                                      \
 	"CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN"                                      \
 	" DELETE FROM fts WHERE rowid = old.id;"                                                   \
@@ -175,7 +184,6 @@ static const char store_schema[] =
     "END;"
     STORE_SCHEMA_SEARCH STORE_SCHEMA_PENDING STORE_SCHEMA_FILES_AD;
 
-
 static const char *const store_sql_text[SQL__COUNT] = {
     [SQL_BEGIN_READ] = "BEGIN",
     [SQL_BEGIN_WRITE] = "BEGIN IMMEDIATE",
@@ -240,18 +248,18 @@ static const char *const store_sql_text[SQL__COUNT] = {
 			 " VALUES (?1, ?2, ?3, ?4)",
     [SQL_DELIV_PRUNE] = "DELETE FROM deliveries WHERE time < ?1",
     [SQL_MSG_INSERT] = "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords,"
-		       " internal_date, internal_tz, size, file_id)"
-		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    [SQL_MSG_LOAD] = "SELECT uid, modseq, flags, keywords, size, internal_date, internal_tz"
-		     " FROM messages WHERE mailbox_id = ?1 ORDER BY uid",
-    [SQL_MSG_CHANGED] = "SELECT uid, modseq, flags, keywords, size, internal_date, internal_tz"
-			" FROM messages INDEXED BY messages_modseq"
+		       " internal_date, internal_tz, size, file_id, noeol)"
+		       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [SQL_MSG_LOAD] = "SELECT uid, modseq, flags, keywords, size, internal_date, internal_tz,"
+		     " noeol FROM messages WHERE mailbox_id = ?1 ORDER BY uid",
+    [SQL_MSG_CHANGED] = "SELECT uid, modseq, flags, keywords, size, internal_date, internal_tz,"
+			" noeol FROM messages INDEXED BY messages_modseq"
 			" WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
     [SQL_MSG_RANGE] = "SELECT uid, modseq, flags, keywords, size, internal_date, internal_tz,"
-		      " file_id FROM messages"
+		      " noeol, file_id FROM messages"
 		      " WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 ORDER BY uid",
     [SQL_MSG_DELETED] = "SELECT uid, modseq, flags, keywords, size, internal_date,"
-			" internal_tz, file_id FROM messages INDEXED BY messages_deleted"
+			" internal_tz, noeol, file_id FROM messages INDEXED BY messages_deleted"
 			" WHERE mailbox_id = ?1 AND flags & 8 != 0 ORDER BY uid",
     [SQL_MSG_ALL_FILES] = "SELECT file_id FROM messages WHERE mailbox_id = ?1",
     [SQL_MSG_SETFLAGS] = "UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5"
@@ -862,6 +870,31 @@ store_db_version(struct store *st)
 	return v;
 }
 
+/*
+ * SQL store_noeol(file_id), for the upgrade to schema 6: 1 when the
+ * message file does not end in LF, from its last octet. A file that
+ * cannot be read counts as ending in one (as before the upgrade).
+ */
+static void
+store_db_noeol(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	struct store *st = sqlite3_user_data(ctx);
+	char path[4096];
+	struct stat sb;
+	char last = '\n';
+	int fd;
+
+	(void)argc;
+	if (store_file_path(st, sqlite3_value_int64(argv[0]), path, sizeof(path)) == 0 &&
+	    (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0) {
+		if (fstat(fd, &sb) == 0 && sb.st_size > 0 &&
+		    pread(fd, &last, 1, sb.st_size - 1) != 1)
+			last = '\n';
+		close(fd);
+	}
+	sqlite3_result_int(ctx, last != '\n');
+}
+
 /* Create the schema and the default mailboxes unless another opener did. 0 or -1. */
 static int
 store_db_create(struct store *st)
@@ -884,7 +917,8 @@ store_db_create(struct store *st)
 			store_db_fail(st, "upgrade schema to 4");
 			goto fail;
 		}
-		if (sqlite3_exec(st->db, STORE_SCHEMA_UP_5, NULL, NULL, NULL) != SQLITE_OK) {
+		if (v < 5 &&
+		    sqlite3_exec(st->db, STORE_SCHEMA_UP_5, NULL, NULL, NULL) != SQLITE_OK) {
 			store_db_fail(st, "upgrade schema to 5");
 			goto fail;
 		}
@@ -897,6 +931,12 @@ store_db_create(struct store *st)
 			if (store_mbox_insert(st, store_defaults[i].name, store_defaults[i].use, 1,
 					      NULL) < 0)
 				goto fail;
+	}
+	if (sqlite3_create_function(st->db, "store_noeol", 1, SQLITE_UTF8, st, store_db_noeol, NULL,
+				    NULL) != SQLITE_OK ||
+	    sqlite3_exec(st->db, STORE_SCHEMA_UP_6, NULL, NULL, NULL) != SQLITE_OK) {
+		store_db_fail(st, "upgrade schema to 6");
+		goto fail;
 	}
 	char pragma[64];
 	xsnprintf(pragma, sizeof(pragma), "PRAGMA user_version=%d", STORE_SCHEMA_VERSION);

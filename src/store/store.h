@@ -145,6 +145,7 @@ struct store_msg {
 	uint64_t size; /* octets of the stored file (CRLF) = RFC822.SIZE */
 	int64_t internal_date;
 	int32_t internal_tz;
+	int noeol;	/* the file is not empty and does not end in LF (store_pop3_size) */
 	char *keywords; /* NULL or space-separated keywords; owned by the array */
 };
 
@@ -662,6 +663,19 @@ int store_search_headers(struct store *st, const char *mailbox, uint32_t uidvali
 void store_search_free(struct store_search_rec **r, size_t n);
 /* Free an array from store_sort_fields(); sets *r to NULL. */
 void store_sort_free(struct store_sort_rec **r, size_t n);
+
+/*
+ * The size POP3 gives a message (RFC 1939 11: STAT, LIST, RETR's "+OK n
+ * octets"): the octets RETR sends before its "." line, dot-stuffing left
+ * out. That is the stored size, plus the CRLF RETR adds to a message that
+ * does not end with one (BDAT LAST or IMAP APPEND without a final CRLF),
+ * as the "." must start a line.
+ */
+static inline uint64_t
+store_pop3_size(const struct store_msg *m)
+{
+	return m->size + (m->noeol ? 2 : 0);
+}
 
 /*
  * The POP3 UIDL of a message: "<uidvalidity>.<uid>" in hex, stable as long

@@ -72,7 +72,10 @@ store_msgvec_free(struct store_msgvec *mv)
 	memset(mv, 0, sizeof(*mv));
 }
 
-/* Read columns uid, modseq, flags, keywords, size, internal_date, internal_tz[, file_id]. */
+/*
+ * Read columns uid, modseq, flags, keywords, size, internal_date, internal_tz,
+ * noeol[, file_id].
+ */
 static void
 store_msgvec_add_row(struct store_msgvec *mv, sqlite3_stmt *s, int with_file)
 {
@@ -86,7 +89,8 @@ store_msgvec_add_row(struct store_msgvec *mv, sqlite3_stmt *s, int with_file)
 	m->size = (uint64_t)sqlite3_column_int64(s, 4);
 	m->internal_date = sqlite3_column_int64(s, 5);
 	m->internal_tz = sqlite3_column_int(s, 6);
-	mv->file_id[mv->n - 1] = with_file ? sqlite3_column_int64(s, 7) : 0;
+	m->noeol = sqlite3_column_int(s, 7) != 0;
+	mv->file_id[mv->n - 1] = with_file ? sqlite3_column_int64(s, 8) : 0;
 }
 
 static void
@@ -394,6 +398,7 @@ store_add_rows(struct store *st, const struct store_mbox_row *mb, const struct s
 	sqlite3_bind_int(s, 7, m->internal_tz);
 	sqlite3_bind_int64(s, 8, (int64_t)size);
 	sqlite3_bind_int64(s, 9, file_id);
+	sqlite3_bind_int(s, 10, f->noeol);
 	if (store_exec(st, s) < 0)
 		return -1;
 	if (dedup_key != NULL) {
@@ -445,6 +450,7 @@ store_add_prepare(struct store *st, const struct store_add_item *it, struct add_
 	}
 	data = store_crlf(it->msg, it->len, &conv, &size);
 	rc = store_file_write(st, data, size, &as->f);
+	as->f.noeol = size > 0 && data[size - 1] != '\n';
 	buf_free(&conv);
 	if (rc < 0)
 		return -1;
@@ -1202,6 +1208,7 @@ store_copy(struct store *st, const char *src, uint32_t uidvalidity, const struct
 		sqlite3_bind_int(s, 7, m->internal_tz);
 		sqlite3_bind_int64(s, 8, (int64_t)m->size);
 		sqlite3_bind_int64(s, 9, mv.file_id[i]);
+		sqlite3_bind_int(s, 10, m->noeol);
 		if (store_exec(st, s) < 0)
 			goto fail;
 	}

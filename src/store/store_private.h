@@ -119,6 +119,7 @@ struct store_file {
 	char name[17]; /* the id in 16 lowercase hex digits */
 	int fd;	       /* -1 when not open */
 	size_t size;   /* bytes written */
+	int noeol;     /* not empty and not ending in LF (messages.noeol) */
 };
 
 /* A growable array of file ids to unlink after a commit. */

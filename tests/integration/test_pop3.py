@@ -490,6 +490,93 @@ def test_list_sizes_match_retr(srv):
     p.quit()
 
 
+def imap_append(s, msgs):
+    """APPEND each message to alice's INBOX as given (imaplib would turn a
+    bare CR into CRLF), through a raw IMAP socket."""
+    sock = socket.create_connection(("127.0.0.1", s.port("imap")), timeout=TIMEOUT)
+    f = sock.makefile("rb")
+
+    def tagged(tag):
+        while True:
+            line = f.readline()
+            assert line, "IMAP connection closed"
+            if line.startswith(tag + b" "):
+                assert line.startswith(tag + b" OK"), line
+                return
+
+    sock.sendall(b"a LOGIN %s alice-pw\r\n" % ALICE.encode())
+    tagged(b"a")
+    for i, m in enumerate(msgs):
+        sock.sendall(b"b%d APPEND INBOX {%d}\r\n" % (i, len(m)))
+        assert f.readline().startswith(b"+")
+        sock.sendall(m + b"\r\n")
+        tagged(b"b%d" % i)
+    sock.sendall(b"z LOGOUT\r\n")
+    sock.close()
+
+
+def test_sizes_exact_without_final_crlf(make_surat):
+    """RFC 1939 11: STAT, LIST and RETR's "+OK n octets" give the octets
+    RETR sends before the final ".", and fetchmail compares them. A
+    message without a final CRLF (BDAT LAST, or IMAP APPEND of a literal
+    without one) gets one before the "." line: it is counted. IMAP's
+    RFC822.SIZE stays the size as stored."""
+    s = make_surat(extra={"allow_plaintext_auth": "yes"},
+                   kinds=POP_KINDS + ("imap",), populated=POPULATED)
+    # BDAT LAST without a final CRLF.
+    r = socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=TIMEOUT)
+    f = r.makefile("rb")
+    body = b"From: s@remote.test\r\nSubject: bdat\r\n\r\nno final CRLF"
+    r.sendall(b"EHLO c.test\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<%s>\r\n"
+              b"BDAT %d LAST\r\n%s" % (ALICE.encode(), len(body), body))
+    codes = []
+    while len(codes) < 5:
+        line = f.readline()
+        if line[3:4] == b" ":
+            codes.append(line[:3])
+    assert codes == [b"220"] + [b"250"] * 4, codes
+    r.sendall(b"QUIT\r\n")
+    r.close()
+    s.wait_messages(ALICE, 1)
+    imap_append(s, [b"Subject: cr\r\n\r\nbare\rCR, one last\r",
+                    b"Subject: headers only",
+                    b"Subject: whole\r\n\r\nends in CRLF\r\n",
+                    b"Subject: lf\n\nbare LF, stored as CRLF"])
+    uids = s.wait_messages(ALICE, 5)
+    stored = [s.message(ALICE, u) for u in uids]
+    assert stored[1].endswith(b"\r") and b"bare\rCR" in stored[1]
+    p = Raw(s.port("pop3"))
+    p.login()
+    p.ok("LIST")
+    listing = [tuple(map(int, l.split())) for l in p.multi().splitlines()]
+    assert [n for n, _ in listing] == [1, 2, 3, 4, 5]
+    total = 0
+    for (n, size), data in zip(listing, stored):
+        sent = data + (b"\r\n" if not data.endswith(b"\n") else b"")
+        assert p.ok("LIST %d" % n) == b"+OK %d %d" % (n, size)
+        assert p.ok("RETR %d" % n) == b"+OK %d octets" % size
+        assert unstuff(p.multi()) == sent
+        assert size == len(sent), (n, data)
+        total += size
+    assert p.ok("STAT") == b"+OK 5 %d" % total
+    # TOP ends the lines it sends the same way.
+    p.ok("TOP 1 0")
+    assert p.multi().endswith(b"Subject: bdat\r\n\r\n")
+    p.ok("TOP 1 1")
+    assert p.multi().endswith(b"\r\n\r\nno final CRLF\r\n")
+    p.ok("TOP 3 0")
+    assert p.multi() == b"Subject: headers only\r\n"
+    p.ok("QUIT")
+    # IMAP counts the octets as stored.
+    with contextlib.closing(socket.create_connection(
+            ("127.0.0.1", s.port("imap")), timeout=TIMEOUT)) as c:
+        c.sendall(b"a LOGIN %s alice-pw\r\nb EXAMINE INBOX\r\n"
+                  b"c FETCH 1:* RFC822.SIZE\r\nd LOGOUT\r\n" % ALICE.encode())
+        out = c.makefile("rb").read()
+    sizes = [int(x) for x in re.findall(rb"RFC822\.SIZE (\d+)", out)]
+    assert sizes == [len(d) for d in stored], out
+
+
 def test_dot_lines_round_trip(srv):
     body = (".\r\n..\r\n...\r\n.leading dot\r\n..two dots\r\nmiddle . dot\r\n"
             " .space dot\r\n.\r\nlast line\r\n")

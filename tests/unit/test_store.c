@@ -1435,7 +1435,9 @@ test_mailbox_caps(void **state)
 	assert_int_equal(count_rows(fx->dir, "subscriptions"), STORE_SUBSCRIPTIONS_MAX);
 }
 
-/* Schema 5 back to 4: no \Recent watermark, and counter triggers that know none. */
+/* Schema 6 back to 5: no noeol. */
+#define UNDO_SCHEMA_6 "ALTER TABLE messages DROP COLUMN noeol;"
+/* Schema 6 back to 4: no \Recent watermark, and counter triggers that know none. */
 #define UNDO_SCHEMA_5                                                                              \
 	"DROP TRIGGER messages_ai; DROP TRIGGER messages_ad;"                                      \
 	"ALTER TABLE mailboxes DROP COLUMN recent_uid;"                                            \
@@ -1451,7 +1453,7 @@ test_mailbox_caps(void **state)
 	"  unseen = unseen - (old.flags & 1 = 0), deleted = deleted - (old.flags & 8 != 0)"        \
 	"  WHERE id = old.mailbox_id;"                                                             \
 	" UPDATE files SET refs = refs - 1 WHERE id = old.file_id;"                                \
-	"END;"
+	"END;" UNDO_SCHEMA_6
 
 /* Close the fixture's store, turn its index back into an older one with sql, reopen it. */
 static void
@@ -2002,7 +2004,70 @@ test_recent_upgrade_from_4(void **state)
 	assert_int_equal(store_mailbox_claim_recent(fx->st, "INBOX", 0, 0, &lo, &hi), 1);
 	assert_int_equal(lo, 3);
 	assert_int_equal(hi, 4);
-	assert_int_equal(count_rows(fx->dir, "pragma_user_version WHERE user_version = 5"), 1);
+	assert_int_equal(count_rows(fx->dir, "pragma_user_version WHERE user_version = 6"), 1);
+}
+
+/* Whether each message of INBOX ends without LF, as a string of 0 and 1 in UID order. */
+static void
+noeol_of(struct store *st, char *out, size_t outlen)
+{
+	struct store_mbox_view *v;
+	size_t i;
+
+	assert_int_equal(store_mailbox_load(st, "INBOX", &v), 0);
+	for (i = 0; i < v->count && i + 1 < outlen; i++) {
+		out[i] = v->msgs[i].noeol ? '1' : '0';
+		assert_int_equal(store_pop3_size(&v->msgs[i]),
+				 v->msgs[i].size + (v->msgs[i].noeol ? 2 : 0));
+	}
+	out[i] = '\0';
+	store_mbox_view_free(&v);
+}
+
+/*
+ * POP3 adds a CRLF to a message that does not end with one, and its sizes
+ * must count it (RFC 1939 11): the store knows which messages, from their
+ * delivery or APPEND on, and an index of schema 5 learns it from the end
+ * of each file as it is upgraded. A bare CR last is no line end; an empty
+ * message needs none.
+ */
+static void
+test_noeol(void **state)
+{
+	struct fixture *fx = *state;
+	static const char *const texts[] = {
+	    "Subject: a\r\n\r\nends in CRLF\r\n",
+	    "Subject: b\r\n\r\nno line end",
+	    "Subject: c\r\n\r\nbare CR last\r",
+	    "Subject: d\n\nbare LF last\n",
+	    "",
+	};
+	char got[16];
+	uint32_t uid;
+
+	for (size_t i = 0; i < ARRAY_LEN(texts); i++)
+		assert_int_equal(
+		    store_append(fx->st, "INBOX", texts[i], strlen(texts[i]), NULL, NULL, NULL), 0);
+	noeol_of(fx->st, got, sizeof(got));
+	assert_string_equal(got, "01100");
+	assert_int_equal(store_deliver(fx->st, NULL, texts[1], strlen(texts[1]), NULL, "k", &uid),
+			 1);
+	assert_int_equal(uid, 6);
+	/* COPY and MOVE keep it. */
+	struct store_range r = {2, 3};
+	struct store_copy_result cr;
+	assert_int_equal(store_copy(fx->st, "INBOX", 0, &r, 1, "Trash", 0, &cr), 2);
+	store_copy_result_free(&cr);
+	r = (struct store_range){1, 3};
+	assert_int_equal(store_copy(fx->st, "Trash", 0, &r, 1, "INBOX", 1, &cr), 2);
+	store_copy_result_free(&cr);
+	noeol_of(fx->st, got, sizeof(got));
+	assert_string_equal(got, "01100111");
+	/* Schema 5 had no column: the upgrade reads each file's last octet. */
+	downgrade(fx, UNDO_SCHEMA_6 "PRAGMA user_version = 5;");
+	noeol_of(fx->st, got, sizeof(got));
+	assert_string_equal(got, "01100111");
+	assert_int_equal(count_rows(fx->dir, "pragma_user_version WHERE user_version = 6"), 1);
 }
 
 /* Several messages in one transaction: UIDs in order, one mod-sequence, dedup per item,
@@ -2251,6 +2316,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recent_upgrade_from_4, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_noeol, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_moved_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_threads, setup, teardown),
