@@ -54,6 +54,8 @@
 
 static const char *prog = "surat";
 
+/* The help texts keep their layout, tab-indented like the rest, not re-flowed. */
+/* clang-format off */
 static const char usage_text[] =
 	"usage: surat [-c FILE] COMMAND [ARGS]\n"
 	"\n"
@@ -63,7 +65,7 @@ static const char usage_text[] =
 	"  user add|del|list|passwd|quota  manage mail users\n"
 	"  alias add|del|list           manage aliases (address or @domain catch-all)\n"
 	"  queue list|show|delete|flush inspect and manage the mail queue\n"
-	"  mailbox list|show            see what is in a user's mailboxes\n"
+	"  mailbox list|show|sweep      see what is in a user's mailboxes\n"
 	"\n"
 	"  -c FILE   config file (default " DEFAULT_CONFIG ")\n"
 	"Run 'surat COMMAND --help' for the arguments of a command.\n";
@@ -104,8 +106,14 @@ static const struct cmd_help helps[] = {
 	{"queue", "usage: surat queue list | show ID | delete ID | flush\n"
 		  "flush asks the running daemon to retry deferred mail now.\n"},
 	{"mailbox", "usage: surat mailbox list ADDRESS | show ADDRESS MAILBOX [UID]\n"
-		    "show without UID lists the messages; with UID prints that message.\n"},
+		    "       surat mailbox sweep ADDRESS\n"
+		    "show without UID lists the messages; with UID prints that message.\n"
+		    "sweep removes the user's message files that no message names (a\n"
+		    "crash can leave some) and delivery dedup keys older than 30 days;\n"
+		    "it reads every message file name of the user, and is safe while the\n"
+		    "daemon runs (a message being stored is never taken for one).\n"},
 };
+/* clang-format on */
 
 static int
 usage_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
@@ -908,9 +916,13 @@ cmd_mailbox(struct config *cfg, int argc, char **argv)
 	int rc = 0;
 
 	if (argc < 2 || (strcmp(argv[0], "list") == 0 && argc != 2) ||
+	    (strcmp(argv[0], "sweep") == 0 && argc != 2) ||
 	    (strcmp(argv[0], "show") == 0 && argc != 3 && argc != 4))
-		return usage_error("mailbox: usage: mailbox list ADDRESS | show ADDRESS MAILBOX [UID]");
-	if (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "show") != 0)
+		return usage_error(
+		    "mailbox: usage: mailbox list ADDRESS | show ADDRESS MAILBOX [UID]"
+		    " | sweep ADDRESS");
+	if (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "show") != 0 &&
+	    strcmp(argv[0], "sweep") != 0)
 		return usage_error("mailbox: unknown subcommand '%s'", argv[0]);
 	struct accounts *a = open_accounts(cfg);
 	if (a == NULL)
@@ -930,7 +942,14 @@ cmd_mailbox(struct config *cfg, int argc, char **argv)
 		rc = runtime_error("mailbox: %s", buf_str(&err));
 		goto out;
 	}
-	if (strcmp(argv[0], "list") == 0) {
+	if (strcmp(argv[0], "sweep") == 0) {
+		int removed = store_sweep(st);
+		if (removed < 0)
+			rc = runtime_error("mailbox sweep: %s", store_errstr(st));
+		else
+			printf("%s: removed %d orphan message file%s\n", addr.data, removed,
+			       removed == 1 ? "" : "s");
+	} else if (strcmp(argv[0], "list") == 0) {
 		struct store_mbox_info *list = NULL;
 		size_t n = 0;
 		if (store_mailbox_list(st, &list, &n) < 0) {

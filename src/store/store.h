@@ -10,9 +10,12 @@
  * it returns) and the message files msg/<2 hex>/<name>, immutable once
  * written. A message file is on stable storage before the index row that
  * names it commits; a crash in between leaves an orphan file that
- * store_open() (temp markers) or store_sweep() (full scan) removes, never a
- * row without its file. A file freed by an expunge is marked the same way
- * until it is unlinked, so a crash after the commit leaves no orphan either.
+ * store_open() removes (its temp marker names it), never a row without its
+ * file. A file freed by an expunge is marked the same way until it is
+ * unlinked, so a crash after the commit leaves no orphan either. Only a
+ * file whose marker was lost as well (a crash that kept its msg/ name but
+ * not its tmp/ one, a failed marker link at an expunge) needs the full
+ * walk of store_sweep() (`surat mailbox sweep`).
  *
  * Model (RFC 9051, RFC 7162): mailboxes have UIDVALIDITY, UIDNEXT and
  * HIGHESTMODSEQ; every change (append, flag change, expunge) takes the next
@@ -329,10 +332,13 @@ int64_t store_fts_pending(struct store *st);
 /*
  * Full maintenance scan: remove message files no row refers to (left by a
  * crash between writing a file and its commit, or between commit and
- * unlink after an expunge) and dedup keys older than 30 days (which
- * deliveries also prune, once a day per account). Costs a
- * directory walk; for the CLI or a daily timer. Returns the number of files
- * removed, or -1.
+ * unlink after an expunge, when their temp marker was lost too) and dedup
+ * keys older than 30 days (which deliveries also prune, once a day per
+ * account). Costs a walk of every message file name of the account; run by
+ * `surat mailbox sweep`. Safe beside writers on other handles: a file is
+ * taken only once its marker is gone and then no row names it, and a
+ * writer drops its marker only after its row committed. Returns the number
+ * of files removed, or -1.
  */
 int store_sweep(struct store *st);
 

@@ -1228,6 +1228,84 @@ test_crash(void **state)
 	close(fd);
 }
 
+/* Delivers SWEEP_MSGS messages through a handle of its own. */
+#define SWEEP_MSGS 40
+struct sweep_writer {
+	const char *dir;
+	int fails;
+	volatile int done;
+};
+
+static void *
+sweep_writer_main(void *arg)
+{
+	struct sweep_writer *w = arg;
+	struct store *st = store_open(w->dir, ACCOUNT, NULL);
+
+	for (int i = 0; i < SWEEP_MSGS; i++)
+		if (st == NULL ||
+		    store_deliver(st, NULL, msg1, strlen(msg1), NULL, NULL, NULL) != 1)
+			w->fails++;
+	store_close(&st);
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * `surat mailbox sweep` runs store_sweep() beside the daemon. A message
+ * file is written and flushed before its row commits: a sweep between
+ * the two must leave it, as its writer still has its temp marker (and
+ * the row is committed before the marker goes). Sweeps in a loop while
+ * another handle delivers: nothing is removed, every message is whole.
+ */
+static void
+test_sweep_beside_deliveries(void **state)
+{
+	struct fixture *fx = *state;
+	struct sweep_writer w = {fx->dir, 0, 0};
+	char root[256], path[512], tmp[512];
+	pthread_t t;
+	int sweeps = 0;
+
+	/* A file written, its row not committed: its writer holds the marker. */
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+	xsnprintf(tmp, sizeof(tmp), "%s/tmp/0000000000000002", root);
+	xsnprintf(path, sizeof(path), "%s/msg/00", root);
+	util_mkdir_p(path, 0700);
+	xsnprintf(path, sizeof(path), "%s/msg/00/0000000000000002", root);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	assert_int_equal(link(tmp, path), 0);
+	assert_int_equal(store_sweep(fx->st), 0);
+	assert_int_equal(access(path, F_OK), 0);
+	assert_int_equal(access(tmp, F_OK), 0);
+	/* Its writer gave up without removing it, then the marker was lost. */
+	close(fd);
+	unlink(tmp);
+	assert_int_equal(store_sweep(fx->st), 1);
+	assert_int_equal(access(path, F_OK), -1);
+
+	assert_int_equal(pthread_create(&t, NULL, sweep_writer_main, &w), 0);
+	while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
+		assert_int_equal(store_sweep(fx->st), 0);
+		sweeps++;
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(w.fails, 0);
+	assert_true(sweeps > 0);
+	assert_int_equal(count_files(fx->dir, "msg"), SWEEP_MSGS);
+	for (uint32_t uid = 1; uid <= SWEEP_MSGS; uid++) {
+		uint64_t size = 0;
+		assert_int_equal(store_msg_open(fx->st, "INBOX", 0, uid, &fd, &size), 1);
+		assert_int_equal(size, strlen(msg1));
+		struct stat sb;
+		assert_int_equal(fstat(fd, &sb), 0);
+		assert_int_equal(sb.st_nlink, 1);
+		close(fd);
+	}
+}
+
 /* The message file names under msg/ (16 hex digits each), sorted; returns how many. */
 static size_t
 list_files(const char *root, char names[][17], size_t max)
@@ -2302,6 +2380,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_beside_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expunged_files_left_behind_are_swept, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_during_writes, setup, teardown),
