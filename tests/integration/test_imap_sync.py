@@ -257,7 +257,8 @@ def test_recent_in_a_store_from_before_it(srv):
     db = sqlite3.connect(path)
     db.executescript("DROP TRIGGER messages_ai; DROP TRIGGER messages_ad;"
                      "ALTER TABLE mailboxes DROP COLUMN recent_uid;"
-                     "ALTER TABLE mailboxes DROP COLUMN recent;" + SCHEMA_4_TRIGGERS +
+                     "ALTER TABLE mailboxes DROP COLUMN recent;"
+                     "ALTER TABLE messages DROP COLUMN noeol;" + SCHEMA_4_TRIGGERS +
                      "PRAGMA user_version = 4;")
     db.close()
     srv.start()
@@ -270,7 +271,7 @@ def test_recent_in_a_store_from_before_it(srv):
     assert a.ok("SEARCH RECENT") == [b"* SEARCH 3"]
     a.ok("LOGOUT")
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (5,)
+    assert db.execute("PRAGMA user_version").fetchone() == (6,)
     db.close()
 
 
