@@ -108,10 +108,11 @@ static const struct cmd_help helps[] = {
 	{"mailbox", "usage: surat mailbox list ADDRESS | show ADDRESS MAILBOX [UID]\n"
 		    "       surat mailbox sweep ADDRESS\n"
 		    "show without UID lists the messages; with UID prints that message.\n"
-		    "sweep removes the user's message files that no message names (a\n"
-		    "crash can leave some) and delivery dedup keys older than 30 days;\n"
-		    "it reads every message file name of the user, and is safe while the\n"
-		    "daemon runs (a message being stored is never taken for one).\n"},
+		    "sweep moves the user's message files that no message names (a\n"
+		    "crash can leave some) into the store's " STORE_ORPHANS_DIR "/ directory, and\n"
+		    "removes delivery dedup keys older than 30 days; it reads every\n"
+		    "message file name of the user, and is safe while the daemon runs (a\n"
+		    "message being stored is never taken for one).\n"},
 };
 /* clang-format on */
 
@@ -943,12 +944,15 @@ cmd_mailbox(struct config *cfg, int argc, char **argv)
 		goto out;
 	}
 	if (strcmp(argv[0], "sweep") == 0) {
-		int removed = store_sweep(st);
-		if (removed < 0)
+		int moved = store_sweep(st);
+		if (moved < 0)
 			rc = runtime_error("mailbox sweep: %s", store_errstr(st));
+		else if (moved == 0)
+			printf("%s: no orphan message files\n", addr.data);
 		else
-			printf("%s: removed %d orphan message file%s\n", addr.data, removed,
-			       removed == 1 ? "" : "s");
+			printf("%s: moved %d orphan message file%s to %s/" STORE_ORPHANS_DIR
+			       " (look, then delete)\n",
+			       addr.data, moved, moved == 1 ? "" : "s", store_root(st));
 	} else if (strcmp(argv[0], "list") == 0) {
 		struct store_mbox_info *list = NULL;
 		size_t n = 0;

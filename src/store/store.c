@@ -376,6 +376,12 @@ store_account(const struct store *st)
 	return st->account;
 }
 
+const char *
+store_root(const struct store *st)
+{
+	return st->root;
+}
+
 /* --- statements and transactions --- */
 
 sqlite3_stmt *

@@ -280,6 +280,8 @@ struct store *store_open(const char *data_dir, const char *account, struct buf *
 void store_close(struct store **st);
 /* The handle's account name; owned by the handle. */
 const char *store_account(const struct store *st);
+/* The account's directory (data_dir/mail/DOMAIN/LOCAL); owned by the handle. */
+const char *store_root(const struct store *st);
 /* The last failure's code; STORE_OK after a success. */
 enum store_err store_errcode(const struct store *st);
 /* The last failure's message; owned by the handle, valid until the next call. */
@@ -330,16 +332,19 @@ int64_t store_fts_catch_up(struct store *st, size_t max);
 int64_t store_fts_pending(struct store *st);
 
 /*
- * Full maintenance scan: remove message files no row refers to (left by a
+ * Full maintenance scan: move message files no row refers to (left by a
  * crash between writing a file and its commit, or between commit and
- * unlink after an expunge, when their temp marker was lost too) and dedup
- * keys older than 30 days (which deliveries also prune, once a day per
- * account). Costs a walk of every message file name of the account; run by
- * `surat mailbox sweep`. Safe beside writers on other handles: a file is
- * taken only once its marker is gone and then no row names it, and a
- * writer drops its marker only after its row committed. Returns the number
- * of files removed, or -1.
+ * unlink after an expunge, when their temp marker was lost too) into the
+ * account's STORE_ORPHANS_DIR, and remove dedup keys older than 30 days
+ * (which deliveries also prune, once a day per account). The files are
+ * moved, not removed: an index.db put back from a backup names none of
+ * the mail delivered since, and an admin decides. Costs a walk of every
+ * message file name of the account; run by `surat mailbox sweep`. Safe
+ * beside writers on other handles: a file is taken only once its marker
+ * is gone and then no row names it, and a writer drops its marker only
+ * after its row committed. Returns the number of files moved, or -1.
  */
+#define STORE_ORPHANS_DIR "orphans"
 int store_sweep(struct store *st);
 
 /*

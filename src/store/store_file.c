@@ -352,12 +352,22 @@ store_file_sweep_tmp(struct store *st)
 	closedir(d);
 }
 
+/* The directory orphans are moved into, made if need be: a descriptor, or -1. */
+static int
+orphans_open(const char *path)
+{
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
+	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+}
+
 int
 store_file_sweep_all(struct store *st)
 {
-	char path[STORE_PATH_MAX], tmp[STORE_PATH_MAX];
-	int removed = 0;
+	char path[STORE_PATH_MAX], tmp[STORE_PATH_MAX], lost[STORE_PATH_MAX];
+	int moved = 0, lost_fd = -1;
 
+	xsnprintf(lost, sizeof(lost), "%s/" STORE_ORPHANS_DIR, st->root);
 	for (unsigned i = 0; i < 256; i++) {
 		struct dirent *e;
 		DIR *d;
@@ -377,17 +387,35 @@ store_file_sweep_all(struct store *st)
 			    access(tmp, F_OK) == 0)
 				continue;
 			int known = store_file_known(st, id);
-			if (known < 0) {
+			if (known != 0) {
+				if (known > 0)
+					continue;
 				closedir(d);
-				return -1;
+				goto fail;
 			}
-			if (known == 0 && unlinkat(dirfd(d), e->d_name, 0) == 0) {
-				log_info("store: removed orphan message file %s/%s", path,
-					 e->d_name);
-				removed++;
+			/*
+			 * Moved aside, not unlinked: an index.db put back
+			 * from a backup names none of the mail delivered
+			 * since, which is whole and wanted.
+			 */
+			if (lost_fd < 0 && (lost_fd = orphans_open(lost)) < 0) {
+				store_fail(st, STORE_ERR_INTERNAL, "%s: %s", lost, strerror(errno));
+				closedir(d);
+				goto fail;
+			}
+			if (renameat(dirfd(d), e->d_name, lost_fd, e->d_name) == 0) {
+				log_info("store: moved orphan message file %s/%s to %s", path,
+					 e->d_name, lost);
+				moved++;
 			}
 		}
 		closedir(d);
 	}
-	return removed;
+	if (lost_fd >= 0)
+		close(lost_fd);
+	return moved;
+fail:
+	if (lost_fd >= 0)
+		close(lost_fd);
+	return -1;
 }

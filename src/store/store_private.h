@@ -239,7 +239,7 @@ void store_file_unlink(struct store *st, const struct store_names *names);
 int store_file_path(const struct store *st, int64_t id, char *out, size_t outlen);
 /* Remove temp markers of dead writers and their unreferenced files. */
 void store_file_sweep_tmp(struct store *st);
-/* Remove message files no row names; returns how many, or -1. */
+/* Move message files no row names into STORE_ORPHANS_DIR; returns how many, or -1. */
 int store_file_sweep_all(struct store *st);
 
 /* Days a dedup key is kept; store_prune_deliveries() with now, or once a day per account. */

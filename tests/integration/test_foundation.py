@@ -652,8 +652,8 @@ def test_cli_as_root_leaves_the_users_files_alone(make_surat):
 def test_mailbox_sweep(make_surat):
     """store_sweep()'s walk of the message files had no caller, so a file
     whose row never committed and whose temp marker was lost (a crash)
-    stayed for good. `surat mailbox sweep` runs it: it removes such a
-    file, never one whose writer still holds its marker (written and
+    stayed for good. `surat mailbox sweep` runs it: it moves such a
+    file aside, never one whose writer still holds its marker (written and
     flushed, its row not committed yet; test_store.c sweeps beside
     deliveries)."""
     s = make_surat(populated=POPULATED, start=False)
@@ -670,12 +670,17 @@ def test_mailbox_sweep(make_surat):
     with open(marker) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         r = s.cli("mailbox", "sweep", addr)
-        assert r.stdout == "%s: removed 1 orphan message file\n" % addr
+        lost = os.path.join(root, "orphans")
+        assert r.stdout == "%s: moved 1 orphan message file to %s (look, then delete)\n" % (
+            addr, lost)
         assert not os.path.exists(orphan)
+        # Moved, not removed: an index.db put back from a backup names none.
+        with open(os.path.join(lost, "0000000000000001")) as f:
+            assert f.read() == "orphan"
         assert os.path.exists(live) and os.path.exists(marker)
     os.unlink(live)
     os.unlink(marker)
-    assert s.cli("mailbox", "sweep", addr).stdout == "%s: removed 0 orphan message files\n" % addr
+    assert s.cli("mailbox", "sweep", addr).stdout == "%s: no orphan message files\n" % addr
     assert s.cli("mailbox", "sweep", check=False).returncode == 2
     r = s.cli("mailbox", "sweep", "nobody@example.test", check=False)
     assert r.returncode == 1 and "no such user" in r.stderr

@@ -1222,6 +1222,9 @@ test_crash(void **state)
 	assert_int_equal(store_sweep(fx->st), 1);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(count_files(fx->dir, "msg"), 1);
+	/* Moved aside, not lost: an index.db put back from a backup names none. */
+	xsnprintf(path, sizeof(path), "%s/" STORE_ORPHANS_DIR "/0000000000000001", root);
+	assert_int_equal(access(path, F_OK), 0);
 	assert_int_equal(store_sweep(fx->st), 0);
 	/* The real message is intact. */
 	assert_int_equal(store_msg_open(fx->st, "INBOX", 0, 1, &fd, NULL), 1);
@@ -1285,6 +1288,8 @@ test_sweep_beside_deliveries(void **state)
 	unlink(tmp);
 	assert_int_equal(store_sweep(fx->st), 1);
 	assert_int_equal(access(path, F_OK), -1);
+	xsnprintf(path, sizeof(path), "%s/" STORE_ORPHANS_DIR "/0000000000000002", root);
+	assert_int_equal(access(path, F_OK), 0);
 
 	assert_int_equal(pthread_create(&t, NULL, sweep_writer_main, &w), 0);
 	while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
