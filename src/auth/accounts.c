@@ -674,6 +674,47 @@ accounts_address_fits(const char *norm, struct buf *err)
 	return 0;
 }
 
+/* accounts_user_check(), leaving address normalised in addr. */
+static int
+user_check(struct accounts *a, const char *address, const char *hash, struct buf *addr,
+	   struct buf *err)
+{
+	if (accounts_normalise(address, 0, addr, err) < 0 ||
+	    !accounts_address_fits(addr->data, err))
+		return -1;
+	if (hash != NULL && !password_hash_supported(hash)) {
+		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
+		return -1;
+	}
+	const char *dom = domain_of(addr->data);
+	if (accounts_domain_exists(a, dom) != 1) {
+		buf_printf(err, "domain %s is not a local domain; add it first with 'surat domain add %s'",
+			   dom, dom);
+		return -1;
+	}
+	int user = exists(a, "SELECT 1 FROM users WHERE address = ?", addr->data);
+	/* The mirror of alias add's rule: a user would silently shadow the alias. */
+	int alias = user == 0 ? exists(a, "SELECT 1 FROM aliases WHERE source = ?", addr->data) : 0;
+	if (user < 0 || alias < 0)
+		buf_printf(err, "accounts database error looking up %s", addr->data);
+	else if (user == 1)
+		buf_printf(err, "user %s already exists", addr->data);
+	else if (alias == 1)
+		buf_printf(err, "%s is an alias; delete it first with 'surat alias del %s'",
+			   addr->data, addr->data);
+	return user != 0 || alias != 0 ? -1 : 0;
+}
+
+int
+accounts_user_check(struct accounts *a, const char *address, struct buf *err)
+{
+	struct buf addr = BUF_INIT(0);
+	int r = user_check(a, address, NULL, &addr, err);
+
+	buf_free(&addr);
+	return r;
+}
+
 int
 accounts_user_add(struct accounts *a, const char *address, const char *hash, int64_t quota,
 		  struct buf *err)
@@ -681,29 +722,9 @@ accounts_user_add(struct accounts *a, const char *address, const char *hash, int
 	struct buf addr = BUF_INIT(0);
 	int r = -1;
 
-	if (accounts_normalise(address, 0, &addr, err) < 0 ||
-	    !accounts_address_fits(addr.data, err))
+	if (user_check(a, address, hash, &addr, err) < 0)
 		goto out;
-	if (!password_hash_supported(hash)) {
-		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
-		goto out;
-	}
 	const char *dom = domain_of(addr.data);
-	if (accounts_domain_exists(a, dom) != 1) {
-		buf_printf(err, "domain %s is not a local domain; add it first with 'surat domain add %s'",
-			   dom, dom);
-		goto out;
-	}
-	if (exists(a, "SELECT 1 FROM users WHERE address = ?", addr.data) != 0) {
-		buf_printf(err, "user %s already exists", addr.data);
-		goto out;
-	}
-	/* The mirror of alias add's rule: a user would silently shadow the alias. */
-	if (exists(a, "SELECT 1 FROM aliases WHERE source = ?", addr.data) != 0) {
-		buf_printf(err, "%s is an alias; delete it first with 'surat alias del %s'",
-			   addr.data, addr.data);
-		goto out;
-	}
 	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v2(a->db,
 			       "INSERT INTO users(address, domain, hash, quota, created)"

@@ -69,6 +69,12 @@ int accounts_domain_first(struct accounts *a, char *out, size_t n);
 /* Users. hash must be a supported crypt(3) hash. quota -1: default. */
 int accounts_user_add(struct accounts *a, const char *address, const char *hash, int64_t quota,
 		      struct buf *err);
+/*
+ * What accounts_user_add() checks but the hash: 0 if it would add address
+ * now (a local domain's, no user nor alias yet), or -1 with err set as it
+ * would set it. So the CLI refuses before it asks for a password.
+ */
+int accounts_user_check(struct accounts *a, const char *address, struct buf *err);
 int accounts_user_del(struct accounts *a, const char *address, struct buf *err);
 int accounts_user_passwd(struct accounts *a, const char *address, const char *hash,
 			 struct buf *err);

@@ -384,20 +384,22 @@ user_del_mail(struct accounts *a, const struct config *cfg, const char *address)
 }
 
 /*
- * Before a password is asked for: the address is well formed, and the user
- * exists (passwd) or its domain is local and it does not (add). Otherwise
- * the admin types a password only to learn of a typo, and input that is not
- * there reads as "no password given" instead of what is wrong. add and
- * passwd check all of it again. 0, or -1 with err set.
+ * Before a password is asked for: all accounts_user_add() checks but the
+ * hash (add: a well-formed address of a local domain, no user nor alias
+ * yet), or that the user exists (passwd). Otherwise the admin types a
+ * password only to learn of a typo, and input that is not there reads as
+ * "no password given" instead of what is wrong. add and passwd check all
+ * of it again. 0, or -1 with err set.
  */
 static int
 user_precheck(struct accounts *a, const char *sub, const char *address, struct buf *err)
 {
+	if (strcmp(sub, "add") == 0)
+		return accounts_user_check(a, address, err);
+
 	struct buf addr = BUF_INIT(0);
 	struct account_user u = {0};
 	int r = accounts_normalise(address, 0, &addr, err);
-	if (r == 0 && strcmp(sub, "add") == 0 && !accounts_address_fits(addr.data, err))
-		r = -1;
 	int found = r == 0 ? accounts_user_get(a, addr.data, &u) : 0;
 
 	if (found < 0) {
@@ -406,17 +408,8 @@ user_precheck(struct accounts *a, const char *sub, const char *address, struct b
 		r = -1;
 	} else if (found == 1) {
 		accounts_user_free(&u);
-		if (strcmp(sub, "add") == 0) {
-			buf_printf(err, "user %s already exists", addr.data);
-			r = -1;
-		}
-	} else if (r == 0 && strcmp(sub, "passwd") == 0) {
+	} else if (r == 0) {
 		buf_printf(err, "no such user %s", addr.data);
-		r = -1;
-	} else if (r == 0 && accounts_domain_exists(a, strrchr(addr.data, '@') + 1) != 1) {
-		const char *dom = strrchr(addr.data, '@') + 1;
-		buf_printf(err, "domain %s is not a local domain; add it first with "
-				"'surat domain add %s'", dom, dom);
 		r = -1;
 	}
 	buf_free(&addr);

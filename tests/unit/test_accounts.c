@@ -306,6 +306,45 @@ test_upgrade_too_long(void **state)
 	buf_free(&err);
 }
 
+/* accounts_user_check() refuses what accounts_user_add() would, with its message. */
+static void
+test_user_check(void **state)
+{
+	char dir[] = "/tmp/surat-test-accounts-XXXXXX";
+	struct buf err = BUF_INIT(0);
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	struct accounts *a = accounts_open(dir, &err);
+	assert_non_null(a);
+	assert_int_equal(accounts_domain_add(a, "example.test", &err), 0);
+	assert_int_equal(accounts_user_add(a, "alice@example.test", "$6$saltsalt$h", -1, &err), 0);
+	assert_int_equal(accounts_alias_add(a, "list@example.test", "alice@example.test", &err), 0);
+	assert_int_equal(accounts_user_check(a, "bob@Example.test", &err), 0);
+	static const struct {
+		const char *addr, *why;
+	} refused[] = {
+	    {"List@example.test", "list@example.test is an alias; delete it first"},
+	    {"ALICE@example.test", "user alice@example.test already exists"},
+	    {"x@other.test", "domain other.test is not a local domain"},
+	    {"bad", "bad address"},
+	};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		buf_reset(&err);
+		assert_int_equal(accounts_user_check(a, refused[i].addr, &err), -1);
+		if (strstr(buf_str(&err), refused[i].why) == NULL)
+			fail_msg("%s: '%s' lacks '%s'", refused[i].addr, buf_str(&err),
+				 refused[i].why);
+		buf_reset(&err);
+		assert_int_equal(accounts_user_add(a, refused[i].addr, "$6$saltsalt$h", -1, &err),
+				 -1);
+		assert_non_null(strstr(buf_str(&err), refused[i].why));
+	}
+	accounts_close(&a);
+	unit_rm_tree(dir);
+	buf_free(&err);
+}
+
 int
 main(void)
 {
@@ -317,6 +356,7 @@ main(void)
 	    cmocka_unit_test(test_upgrade_collision),
 	    cmocka_unit_test(test_upgrade_redundant_alias),
 	    cmocka_unit_test(test_upgrade_too_long),
+	    cmocka_unit_test(test_user_check),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
