@@ -8,10 +8,12 @@
  * it is checked as raw octets and fails like any wrong password.
  */
 #include "auth/password.h"
+#include "core/buf.h"
 #include "core/util.h"
 
 #include <crypt.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,33 +34,135 @@ password_hash_supported(const char *hash)
 	return 0;
 }
 
-/* The length of each scheme's hash, after the last '$' (bcrypt's holds its salt). */
+/*
+ * The supported schemes' layout: the '$' fields between the scheme and the
+ * hash (a salt, a cost or parameters), and the hash's length after the
+ * last '$' (bcrypt's holds its salt). Names and forms are for messages.
+ * The tables are kept tab-indented like the rest, not re-flowed.
+ */
+/* clang-format off */
 static const struct {
 	const char *prefix;
+	const char *name;
+	const char *form;
+	const char *settings;
+	int fields;
 	size_t len;
-} hash_len[] = {{"$y$", 43}, {"$6$", 86}, {"$5$", 43}, {"$2b$", 53}, {"$2y$", 53}, {"$2a$", 53}};
+} scheme[] = {
+	{"$y$", "yescrypt", "$y$PARAMS$SALT$HASH", "PARAMS or SALT", 2, 43},
+	{"$6$", "sha512-crypt", "$6$[rounds=N$]SALT$HASH", "rounds or SALT", 1, 86},
+	{"$5$", "sha256-crypt", "$5$[rounds=N$]SALT$HASH", "rounds or SALT", 1, 43},
+	{"$2b$", "bcrypt", "$2b$COST$HASH", "COST", 1, 53},
+	{"$2y$", "bcrypt", "$2y$COST$HASH", "COST", 1, 53},
+	{"$2a$", "bcrypt", "$2a$COST$HASH", "COST", 1, 53},
+};
+
+/* Schemes crypt(3) knows that surat does not verify: named when refused. */
+static const struct {
+	const char *prefix;
+	const char *name;
+} unsupported[] = {
+	{"$1$", "md5-crypt"}, {"$7$", "scrypt"}, {"$gy$", "gost-yescrypt"},
+	{"$sha1$", "sha1-crypt"}, {"$md5", "Sun md5-crypt"}, {"_", "BSDi DES"},
+};
+/* clang-format on */
+
+/* Why hash is of no scheme password_verify() knows, appended to why. */
+static void
+hash_scheme_why(const char *hash, struct buf *why)
+{
+	buf_puts(why, "not a supported crypt(3) hash: ");
+	size_t id = hash[0] == '$' ? strspn(hash + 1, "abcdefghijklmnopqrstuvwxyz0123456789") : 0;
+	for (size_t i = 0; i < ARRAY_LEN(unsupported); i++)
+		if (strncmp(hash, unsupported[i].prefix, strlen(unsupported[i].prefix)) == 0) {
+			buf_printf(why, "%s is %s, which surat does not verify",
+				   unsupported[i].prefix, unsupported[i].name);
+			goto want;
+		}
+	if (hash[0] == '\0')
+		buf_puts(why, "it is empty");
+	else if (hash[0] == '!' || hash[0] == '*')
+		buf_puts(why, "a leading '!' or '*' marks a locked account or one without a "
+			      "password (as in /etc/shadow), not a hash");
+	else if (id > 0 && id <= 8 && hash[id + 1] == '$')
+		buf_printf(why, "its scheme $%.*s$ is unknown", (int)id, hash + 1);
+	else if (strchr(hash, '$') == NULL && strlen(hash) == 13)
+		buf_puts(why, "it looks like traditional DES crypt, which surat does not verify");
+	else
+		buf_puts(why, "it does not start with a scheme such as $6$");
+want:
+	buf_puts(why, "; surat verifies $y$ (yescrypt), $6$ (sha512-crypt), $5$ (sha256-crypt) "
+		      "and $2b$ (bcrypt)");
+}
+
+/* crypt_checksalt() results a whole hash may have. */
+static int
+salt_ok(int r)
+{
+	return r == CRYPT_SALT_OK || r == CRYPT_SALT_METHOD_LEGACY || r == CRYPT_SALT_TOO_CHEAP;
+}
 
 int
-password_hash_complete(const char *hash)
+password_hash_check(const char *hash, struct buf *why)
 {
+	static const char alphabet[] =
+	    "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	size_t k = 0;
+
+	while (k < ARRAY_LEN(scheme) &&
+	       strncmp(hash, scheme[k].prefix, strlen(scheme[k].prefix)) != 0)
+		k++;
+	if (k == ARRAY_LEN(scheme)) {
+		if (why)
+			hash_scheme_why(hash, why);
+		return 0;
+	}
 	/*
 	 * Read, not computed: crypt(3) of a test password would tell as well,
 	 * at the cost of a hash (90 ms for yescrypt) per account imported.
 	 */
-	if (!password_hash_supported(hash))
+	const char *p = hash + strlen(scheme[k].prefix), *tail = strrchr(hash, '$') + 1;
+	size_t n = strlen(tail);
+	int fields = 0, r = CRYPT_SALT_OK;
+	for (const char *q = p; (q = strchr(q, '$')) != NULL; q++)
+		fields++;
+	int cut = fields < scheme[k].fields || n == 0;
+	/* "$6$$HASH": no salt (bcrypt: no cost). */
+	int empty = !cut && tail - p <= 1;
+	int bad = !cut && !empty && strspn(tail, alphabet) != n;
+	/* After the HASH's own checks: crypt_checksalt() refuses a bad
+	 * character anywhere, and would blame the salt for it. */
+	if (!cut && !empty && !bad)
+		r = crypt_checksalt(hash);
+
+	if (!cut && !empty && !bad && salt_ok(r) && n == scheme[k].len)
+		return 1;
+	if (why == NULL)
 		return 0;
-	const char *tail = strrchr(hash, '$') + 1;
-	int r = crypt_checksalt(hash);
-	if (r != CRYPT_SALT_OK && r != CRYPT_SALT_METHOD_LEGACY && r != CRYPT_SALT_TOO_CHEAP)
-		return 0;
-	for (size_t i = 0; i < ARRAY_LEN(hash_len); i++)
-		if (strncmp(hash, hash_len[i].prefix, strlen(hash_len[i].prefix)) == 0)
-			/* A salt (bcrypt: a cost) between the scheme and the hash. */
-			return tail - hash > (ptrdiff_t)strlen(hash_len[i].prefix) + 1 &&
-			       strlen(tail) == hash_len[i].len &&
-			       strspn(tail, "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-					    "abcdefghijklmnopqrstuvwxyz") == hash_len[i].len;
+	buf_printf(why, "not a whole crypt(3) hash, no password would match it: %s (%s) ",
+		   scheme[k].prefix, scheme[k].name);
+	if (cut)
+		buf_puts(why, "cut short before its HASH");
+	else if (empty)
+		buf_printf(why, "with nothing between %s and its HASH", scheme[k].prefix);
+	else if (bad)
+		buf_puts(why, "with a HASH holding a character other than ./0-9A-Za-z (damaged?)");
+	else if (r == CRYPT_SALT_METHOD_DISABLED)
+		buf_puts(why, "turned off in this system's crypt(3)");
+	else if (!salt_ok(r))
+		buf_printf(why, "whose %s crypt(3) refuses", scheme[k].settings);
+	else
+		buf_printf(why, "with a HASH of %zu characters, not %zu (%s)", n, scheme[k].len,
+			   n < scheme[k].len ? "cut short?" : "damaged?");
+	buf_printf(why, "; the form is %s, HASH %zu characters of ./0-9A-Za-z", scheme[k].form,
+		   scheme[k].len);
 	return 0;
+}
+
+int
+password_hash_complete(const char *hash)
+{
+	return password_hash_supported(hash) && password_hash_check(hash, NULL);
 }
 
 /* Printable ASCII: nothing in it is mapped, normalised or prohibited. */

@@ -17,6 +17,8 @@
 #ifndef SURAT_PASSWORD_H
 #define SURAT_PASSWORD_H
 
+struct buf;
+
 /* RFC 3454 7: a stored string may not hold code points unassigned in Unicode
  * 3.2 (a later Unicode may map them); a query may. */
 enum password_prep_use { PASSWORD_PREP_QUERY, PASSWORD_PREP_STORED };
@@ -55,5 +57,12 @@ int password_hash_supported(const char *hash);
  * against it; 0 for one cut short, damaged or of another scheme.
  */
 int password_hash_complete(const char *hash);
+/*
+ * password_hash_complete(), saying why not: 1 when hash is whole, else 0
+ * with a sentence appended to why (when not NULL) that names the scheme
+ * and what is missing or wrong (for the CLI: never a word of the hash
+ * beyond its scheme).
+ */
+int password_hash_check(const char *hash, struct buf *why);
 
 #endif

@@ -434,9 +434,22 @@ def test_cli_refuses_a_hash_cut_short(make_surat):
     whole = crypt.crypt("pw", crypt.mksalt(crypt.METHOD_SHA512))
     bad = (whole[:-4], whole + "x", whole[:-1] + "!", "$6$saltsalt$", "$6$saltsaltsalt",
            "$y$abcdefghijkl")
-    for h in bad:
+    # The message names the scheme and what is wrong, not only "damaged".
+    why = ("$6$ (sha512-crypt) with a HASH of 82 characters, not 86 (cut short?)",
+           "$6$ (sha512-crypt) with a HASH of 87 characters, not 86 (damaged?)",
+           "$6$ (sha512-crypt) with a HASH holding a character other than",
+           "$6$ (sha512-crypt) cut short before its HASH",
+           "$6$ (sha512-crypt) cut short before its HASH",
+           "$y$ (yescrypt) cut short before its HASH; the form is $y$PARAMS$SALT$HASH")
+    for h, w in zip(bad, why):
         r = s.cli("user", "add", "m@example.test", "--hash", h, check=False)
         assert r.returncode == 2 and "not a whole crypt(3) hash" in r.stderr, (h, r)
+        assert w in r.stderr and whole[20:] not in r.stderr, (h, r)
+    # (The other refusals' reasons: tests/unit/test_password.c.)
+    r = s.cli("user", "add", "m@example.test", "--hash", "$1$salt$" + "x" * 22, check=False)
+    assert r.returncode == 2 and ("not a supported crypt(3) hash: $1$ is md5-crypt, which "
+                                  "surat does not verify; surat verifies $y$ (yescrypt), "
+                                  "$6$") in r.stderr, r
     assert s.cli("user", "list").stdout == ""
     s.cli("user", "add", "m@example.test", "--hash", whole)
     for h in bad:

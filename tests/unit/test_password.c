@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "auth/password.h"
+#include "core/buf.h"
 
 static void
 check_scheme(const char *prefix)
@@ -24,6 +25,7 @@ check_scheme(const char *prefix)
 	free(data);
 	free(salt);
 	assert_true(password_hash_supported(hash));
+	assert_int_equal(password_hash_check(hash, NULL), 1);
 	assert_int_equal(password_verify("correct horse", hash), 1);
 	assert_int_equal(password_verify("correct horsf", hash), 0);
 	assert_int_equal(password_verify("", hash), 0);
@@ -72,6 +74,43 @@ test_unsupported(void **state)
 	assert_int_equal(password_verify("x", "$1$abc$def"), 0);	/* md5-crypt: refused */
 	assert_int_equal(password_verify("x", "plain"), 0);
 	assert_false(password_hash_supported("$y$"));
+}
+
+/* password_hash_check(hash) is 0 with a reason that holds want. */
+static void
+check_why(const char *hash, const char *want)
+{
+	struct buf why = BUF_INIT(0);
+
+	assert_int_equal(password_hash_check(hash, &why), 0);
+	assert_int_equal(password_hash_complete(hash), 0);
+	if (strstr(buf_str(&why), want) == NULL)
+		fail_msg("%s: '%s' lacks '%s'", hash, buf_str(&why), want);
+	buf_free(&why);
+}
+
+/* A hash refused says its scheme and what is missing or wrong. */
+static void
+test_hash_check_why(void **state)
+{
+	char whole[128], cut[128];
+	strcpy(whole, crypt("secret", "$6$saltsalt$"));
+	assert_int_equal(password_hash_check(whole, NULL), 1);
+	memcpy(cut, whole, strlen(whole) - 4);
+	cut[strlen(whole) - 4] = '\0';
+	check_why(cut, "$6$ (sha512-crypt) with a HASH of 82 characters, not 86 (cut short?)");
+	check_why("$6$short", "$6$ (sha512-crypt) cut short before its HASH");
+	check_why("$6$saltsalt$", "cut short before its HASH");
+	check_why("$y$j9T$salt", "$y$ (yescrypt) cut short before its HASH; the form is "
+				 "$y$PARAMS$SALT$HASH, HASH 43 characters");
+	check_why("$2b$10", "$2b$ (bcrypt) cut short");
+	whole[40] = '!';
+	check_why(whole, "with a HASH holding a character other than ./0-9A-Za-z");
+	check_why("$1$salt$hash", "not a supported crypt(3) hash: $1$ is md5-crypt");
+	check_why("$zz$a$b", "its scheme $zz$ is unknown");
+	check_why("!", "locked account");
+	check_why("", "it is empty");
+	check_why("secret", "does not start with a scheme");
 }
 
 /* Prepared form of in, or NULL when SASLprep refuses it. */
@@ -271,16 +310,17 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_yescrypt),
-		cmocka_unit_test(test_sha512),
-		cmocka_unit_test(test_bcrypt),
-		cmocka_unit_test(test_unsupported),
-		cmocka_unit_test(test_prep_ascii),
-		cmocka_unit_test(test_prep_maps),
-		cmocka_unit_test(test_prep_grows),
-		cmocka_unit_test(test_prep_refuses),
-		cmocka_unit_test(test_hash_prepared),
-		cmocka_unit_test(test_verify_raw_hashes),
+	    cmocka_unit_test(test_yescrypt),
+	    cmocka_unit_test(test_sha512),
+	    cmocka_unit_test(test_bcrypt),
+	    cmocka_unit_test(test_unsupported),
+	    cmocka_unit_test(test_hash_check_why),
+	    cmocka_unit_test(test_prep_ascii),
+	    cmocka_unit_test(test_prep_maps),
+	    cmocka_unit_test(test_prep_grows),
+	    cmocka_unit_test(test_prep_refuses),
+	    cmocka_unit_test(test_hash_prepared),
+	    cmocka_unit_test(test_verify_raw_hashes),
 	};
 	return cmocka_run_group_tests_name("password", tests, NULL, NULL);
 }
