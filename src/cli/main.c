@@ -53,6 +53,8 @@
 #define EXIT_USAGE 2
 
 static const char *prog = "surat";
+/* The command being run, once known: its usage errors point at its --help. */
+static const char *help_cmd;
 
 /* The help texts keep their layout, tab-indented like the rest, not re-flowed. */
 /* clang-format off */
@@ -75,6 +77,8 @@ struct cmd_help {
 	const char *text;
 };
 
+/* Kept tab-indented like the rest, not re-flowed. */
+/* clang-format off */
 static const struct cmd_help helps[] = {
 	{"serve", "usage: surat [-c FILE] serve\n"
 		  "Run the daemon in the foreground: bind every listen.* address, drop\n"
@@ -102,7 +106,10 @@ static const struct cmd_help helps[] = {
 	{"alias", "usage: surat alias add SOURCE TARGET [TARGET...]\n"
 		  "       surat alias del SOURCE [TARGET]\n"
 		  "       surat alias list\n"
-		  "SOURCE is an address of a local domain, or @domain for a catch-all.\n"},
+		  "SOURCE is an address of a local domain, or @domain for a catch-all;\n"
+		  "a TARGET is any address, local or remote. add adds to the TARGETs\n"
+		  "SOURCE has already (it replaces none); del without TARGET removes\n"
+		  "them all.\n"},
 	{"queue", "usage: surat queue list | show ID | delete ID | flush\n"
 		  "flush asks the running daemon to retry deferred mail now.\n"},
 	{"mailbox", "usage: surat mailbox list ADDRESS | show ADDRESS MAILBOX [UID]\n"
@@ -127,7 +134,9 @@ usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see '%s --help')\n", prog);
+	/* 'surat --help' lists the commands, not a command's arguments. */
+	fprintf(stderr, " (see '%s %s%s--help')\n", prog, help_cmd ? help_cmd : "",
+		help_cmd ? " " : "");
 	return EXIT_USAGE;
 }
 
@@ -1440,6 +1449,7 @@ main(int argc, char **argv)
 			ok = 1;
 	if (!ok)
 		return usage_error("unknown command '%s'", cmd);
+	help_cmd = cmd;
 	if (wants_help(sub_argc, sub_argv))
 		return stdout_checked(print_help(cmd));
 	if (load_config(config_path, &cfg) < 0)

@@ -287,6 +287,9 @@ def test_cli_user_and_alias_errors(srv):
     for args, rc, text in cases:
         r = s.cli(*args, input="pw\n", check=False)
         assert r.returncode == rc and text in r.stderr, (args, r)
+        # A usage error points at the command's own help, which has its
+        # arguments ('surat --help' lists only the commands).
+        assert rc != 2 or "(see 'surat %s --help')" % args[0] in r.stderr, (args, r)
     # What is wrong with the address is said before a password is read (none here).
     for args, text in ((["user", "add", "bad"], "bad address 'bad'"),
                        (["user", "add", "x@nowhere.test"], "nowhere.test is not a local domain"),
