@@ -45,16 +45,16 @@ static const struct {
 	const char *prefix;
 	const char *name;
 	const char *form;
-	const char *settings;
+	const char *first, *last;	/* names of the first and last '$' fields */
 	int fields;
 	size_t len;
 } scheme[] = {
-	{"$y$", "yescrypt", "$y$PARAMS$SALT$HASH", "PARAMS or SALT", 2, 43},
-	{"$6$", "sha512-crypt", "$6$[rounds=N$]SALT$HASH", "rounds or SALT", 1, 86},
-	{"$5$", "sha256-crypt", "$5$[rounds=N$]SALT$HASH", "rounds or SALT", 1, 43},
-	{"$2b$", "bcrypt", "$2b$COST$HASH", "COST", 1, 53},
-	{"$2y$", "bcrypt", "$2y$COST$HASH", "COST", 1, 53},
-	{"$2a$", "bcrypt", "$2a$COST$HASH", "COST", 1, 53},
+	{"$y$", "yescrypt", "$y$PARAMS$SALT$HASH", "PARAMS", "SALT", 2, 43},
+	{"$6$", "sha512-crypt", "$6$[rounds=N$]SALT$HASH", "rounds=N", "SALT", 1, 86},
+	{"$5$", "sha256-crypt", "$5$[rounds=N$]SALT$HASH", "rounds=N", "SALT", 1, 43},
+	{"$2b$", "bcrypt", "$2b$COST$HASH", "COST", "COST", 1, 53},
+	{"$2y$", "bcrypt", "$2y$COST$HASH", "COST", "COST", 1, 53},
+	{"$2a$", "bcrypt", "$2a$COST$HASH", "COST", "COST", 1, 53},
 };
 
 /* Schemes crypt(3) knows that surat does not verify: named when refused. */
@@ -102,6 +102,38 @@ salt_ok(int r)
 	return r == CRYPT_SALT_OK || r == CRYPT_SALT_METHOD_LEGACY || r == CRYPT_SALT_TOO_CHEAP;
 }
 
+/*
+ * Why the '$' fields of scheme k from p to the HASH at tail are not
+ * whole, appended to why; 0 if they look whole. crypt_checksalt() reads
+ * only the scheme and some of them: it passes "$y$$SALT$HASH" and a bcrypt
+ * cost of 99, and crypt(3) then fails every password.
+ */
+static int
+hash_fields_why(size_t k, const char *p, const char *tail, struct buf *why)
+{
+	int i = 0, nfields = 0;
+
+	for (const char *q = p; q < tail - 1; q++)
+		nfields += *q == '$';
+	for (const char *f = p; f < tail; i++) {
+		size_t n = strcspn(f, "$");
+		const char *name = i == nfields ? scheme[k].last : scheme[k].first;
+		if (n == 0) {
+			buf_printf(why, "with an empty %s", name);
+			return 1;
+		}
+		/* bcrypt's cost is two digits, 04 to 31 (a log2 of rounds). */
+		if (strcmp(scheme[k].name, "bcrypt") == 0 &&
+		    (n != 2 || strspn(f, "0123456789") < 2 || strncmp(f, "04", 2) < 0 ||
+		     strncmp(f, "31", 2) > 0)) {
+			buf_puts(why, "with a COST that is not two digits from 04 to 31");
+			return 1;
+		}
+		f += n + 1;
+	}
+	return 0;
+}
+
 int
 password_hash_check(const char *hash, struct buf *why)
 {
@@ -123,40 +155,36 @@ password_hash_check(const char *hash, struct buf *why)
 	 */
 	const char *p = hash + strlen(scheme[k].prefix), *tail = strrchr(hash, '$') + 1;
 	size_t n = strlen(tail);
-	int fields = 0, r = CRYPT_SALT_OK;
+	int fields = 0;
 	for (const char *q = p; (q = strchr(q, '$')) != NULL; q++)
 		fields++;
-	int cut = fields < scheme[k].fields || n == 0;
-	/* "$6$$HASH": no salt (bcrypt: no cost). */
-	int empty = !cut && tail - p <= 1;
-	int bad = !cut && !empty && strspn(tail, alphabet) != n;
-	/* After the HASH's own checks: crypt_checksalt() refuses a bad
-	 * character anywhere, and would blame the salt for it. */
-	if (!cut && !empty && !bad)
-		r = crypt_checksalt(hash);
-
-	if (!cut && !empty && !bad && salt_ok(r) && n == scheme[k].len)
-		return 1;
-	if (why == NULL)
-		return 0;
-	buf_printf(why, "not a whole crypt(3) hash, no password would match it: %s (%s) ",
-		   scheme[k].prefix, scheme[k].name);
-	if (cut)
-		buf_puts(why, "cut short before its HASH");
-	else if (empty)
-		buf_printf(why, "with nothing between %s and its HASH", scheme[k].prefix);
-	else if (bad)
-		buf_puts(why, "with a HASH holding a character other than ./0-9A-Za-z (damaged?)");
-	else if (r == CRYPT_SALT_METHOD_DISABLED)
-		buf_puts(why, "turned off in this system's crypt(3)");
-	else if (!salt_ok(r))
-		buf_printf(why, "whose %s crypt(3) refuses", scheme[k].settings);
-	else
-		buf_printf(why, "with a HASH of %zu characters, not %zu (%s)", n, scheme[k].len,
-			   n < scheme[k].len ? "cut short?" : "damaged?");
-	buf_printf(why, "; the form is %s, HASH %zu characters of ./0-9A-Za-z", scheme[k].form,
-		   scheme[k].len);
-	return 0;
+	struct buf what = BUF_INIT(0);
+	if (fields < scheme[k].fields || n == 0) {
+		buf_puts(&what, "cut short before its HASH");
+	} else if (!hash_fields_why(k, p, tail, &what)) {
+		/* After the fields' and the HASH's own checks: crypt_checksalt()
+		 * refuses a bad character anywhere, and would blame the salt. */
+		int r = strspn(tail, alphabet) != n ? CRYPT_SALT_OK : crypt_checksalt(hash);
+		if (strspn(tail, alphabet) != n)
+			buf_puts(&what, "with a HASH holding a character other than ./0-9A-Za-z "
+					"(damaged?)");
+		else if (r == CRYPT_SALT_METHOD_DISABLED)
+			buf_puts(&what, "turned off in this system's crypt(3)");
+		else if (!salt_ok(r))
+			buf_puts(&what, "whose settings before the HASH crypt(3) refuses");
+		else if (n != scheme[k].len)
+			buf_printf(&what, "with a HASH of %zu characters, not %zu (%s)", n,
+				   scheme[k].len, n < scheme[k].len ? "cut short?" : "damaged?");
+	}
+	int whole = what.len == 0;
+	if (!whole && why != NULL) {
+		buf_printf(why, "not a whole crypt(3) hash, no password would match it: %s (%s) %s",
+			   scheme[k].prefix, scheme[k].name, buf_str(&what));
+		buf_printf(why, "; the form is %s, HASH %zu characters of ./0-9A-Za-z",
+			   scheme[k].form, scheme[k].len);
+	}
+	buf_free(&what);
+	return whole;
 }
 
 int

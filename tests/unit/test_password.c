@@ -106,6 +106,15 @@ test_hash_check_why(void **state)
 	check_why("$2b$10", "$2b$ (bcrypt) cut short");
 	whole[40] = '!';
 	check_why(whole, "with a HASH holding a character other than ./0-9A-Za-z");
+	/* crypt_checksalt() passes these; crypt(3) then fails every password. */
+	check_why("$y$$saltsalt$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq",
+		  "$y$ (yescrypt) with an empty PARAMS");
+	check_why("$y$j9T$$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq", "with an empty SALT");
+	check_why("$2b$99$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
+		  "$2b$ (bcrypt) with a COST that is not two digits from 04 to 31");
+	check_why("$2b$3$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
+		  "COST that is not");
+	check_why("$6$$abc", "$6$ (sha512-crypt) with an empty SALT");
 	check_why("$1$salt$hash", "not a supported crypt(3) hash: $1$ is md5-crypt");
 	check_why("$zz$a$b", "its scheme $zz$ is unknown");
 	check_why("!", "locked account");
