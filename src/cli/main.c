@@ -77,8 +77,6 @@ struct cmd_help {
 	const char *text;
 };
 
-/* Kept tab-indented like the rest, not re-flowed. */
-/* clang-format off */
 static const struct cmd_help helps[] = {
 	{"serve", "usage: surat [-c FILE] serve\n"
 		  "Run the daemon in the foreground: bind every listen.* address, drop\n"
