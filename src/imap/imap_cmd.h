@@ -96,6 +96,7 @@ struct imap_mbox {
 	uint32_t exists_sent; /* EXISTS the client believes */
 	uint64_t modseq;      /* changes merged up to this mod-sequence */
 	bool flags_dirty;     /* a keyword appeared: resend FLAGS */
+	bool hms_due;	      /* new mail: HIGHESTMODSEQ to announce (CONDSTORE) */
 	char **keywords;      /* keywords announced in FLAGS */
 	size_t nkeywords;
 	struct nameidx kwidx; /* the keywords by name; slot NULL until the first */

@@ -1281,8 +1281,7 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 		 * (interimap does). Dovecot says it here too.
 		 */
 		if (grew && (s->enabled & EN_CONDSTORE))
-			buf_printf(&b, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
-				   (unsigned long long)m->modseq);
+			m->hms_due = true;
 	} else if (rev1 && recent > m->recent_sent) {
 		/* Taken after their EXISTS went out, the store having been busy. */
 		buf_printf(&b, "* %u RECENT\r\n", recent);
@@ -1304,6 +1303,16 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 		m->mark[i] &= (unsigned char)~MK_FLAGS;
 		if (b.len > 65536)
 			imap_write_buf(s, &b);
+	}
+	/*
+	 * Last, and not while an expunge is held back: a client that resyncs
+	 * from it after a lost connection must not miss that expunge
+	 * (RFC 7162 §3.2).
+	 */
+	if (m->hms_due && m->nghosts == 0) {
+		buf_printf(&b, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+			   (unsigned long long)m->modseq);
+		m->hms_due = false;
 	}
 	imap_write_buf(s, &b);
 	buf_free(&b);

@@ -473,6 +473,36 @@ def test_condstore_and_qresync_resync(srv):
     b.ok("LOGOUT")
 
 
+def test_no_highestmodseq_ahead_of_a_held_back_expunge(srv):
+    # RFC 7162 3.2: a QRESYNC client must lose no change if the connection
+    # drops. A FETCH holds an expunge back; a HIGHESTMODSEQ sent meanwhile
+    # (new mail) must not cover it, or a resync from it never learns of it.
+    a = connect(srv)
+    fill(a, 3)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a)
+    uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(untagged)).group(1))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(untagged)).group(1))
+    b = connect(srv)
+    select(b)
+    b.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 1")
+    append(b, "INBOX", MSG)
+    untagged = a.ok("FETCH 1 (FLAGS)")
+    assert b"* 4 EXISTS" in untagged and not any(b"VANISHED" in l for l in untagged), untagged
+    for l in untagged:
+        m = re.search(rb"HIGHESTMODSEQ (\d+)", l)
+        if m:
+            hms = int(m.group(1))
+    a.close()  # the connection drops before the expunge was reported
+    a = connect(srv)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
+    assert b"* VANISHED (EARLIER) 1" in untagged, untagged
+    a.ok("LOGOUT")
+    b.ok("LOGOUT")
+
+
 def test_condstore_select_parameter(srv):
     a = connect(srv)
     fill(a, 2)
