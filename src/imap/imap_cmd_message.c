@@ -280,8 +280,14 @@ store_done(struct imap_sess *s, struct imap_job *jj)
 		imap_done_store(s, s->cmdname, j->err, j->errmsg);
 		return;
 	}
-	imap_sel_merge(s, j->res.changed, j->res.nchanged, false);
-	if (j->res.nchanged > 0 && j->res.modseq == m->modseq + 1)
+	/*
+	 * Another session changed the mailbox since we last looked: what the
+	 * store returns may hold its flag changes too, which the client has
+	 * not seen and, after .SILENT, would never see. Announce them all.
+	 */
+	bool others = j->res.nchanged > 0 && j->res.modseq != m->modseq + 1;
+	imap_sel_merge(s, j->res.changed, j->res.nchanged, others);
+	if (j->res.nchanged > 0 && !others)
 		m->modseq = j->res.modseq;
 	/* UIDs that failed UNCHANGEDSINCE are not reported as changed. */
 	struct imap_seqset failed;
@@ -308,10 +314,11 @@ store_done(struct imap_sess *s, struct imap_job *jj)
 		if (j->res.nfailed > 0 && imap_seqset_contains(&failed, msg->uid))
 			continue;
 		bool changed = imap_seqset_contains(&chset, msg->uid);
-		if (j->silent && !(condstore && changed))
+		bool news = (m->mark[i] & MK_FLAGS) != 0; /* flags the client has not seen */
+		if (j->silent && !news && !(condstore && changed))
 			continue;
 		buf_printf(&b, "* %u FETCH (UID %u", seq, msg->uid);
-		if (!j->silent) {
+		if (!j->silent || news) {
 			buf_puts(&b, " FLAGS ");
 			imap_flags_list(&b, msg->flags, imap_sel_recent(s, msg->uid),
 					msg->keywords);

@@ -88,6 +88,26 @@ def test_expunge_and_flags_between_sessions(srv):
     b.ok("LOGOUT")
 
 
+def test_silent_store_still_reports_a_change_from_elsewhere(srv):
+    # b flags message 1; a, not told yet, sets \Seen on it with .SILENT.
+    # a must still learn of \Flagged, or its cache keeps it unflagged.
+    a = connect(srv)
+    fill(a, 1)
+    select(a)
+    b = connect(srv)
+    select(b)
+    b.ok("STORE 1 +FLAGS.SILENT (\\Flagged)")
+    untagged = a.ok("STORE 1 +FLAGS.SILENT (\\Seen)") + a.ok("NOOP")
+    assert any(b" FETCH " in l and b"\\Flagged" in l and b"\\Seen" in l for l in untagged), untagged
+    # The same under CONDSTORE, where .SILENT still answers with MODSEQ.
+    select(a, extra=" (CONDSTORE)")
+    b.ok("STORE 1 +FLAGS.SILENT ($Label1)")
+    untagged = a.ok("STORE 1 +FLAGS.SILENT (\\Answered)") + a.ok("NOOP")
+    assert any(b" FETCH " in l and b"$Label1" in l and b"\\Answered" in l for l in untagged), untagged
+    a.ok("LOGOUT")
+    b.ok("LOGOUT")
+
+
 def test_recent_for_rev1_sessions(srv):
     a = connect(srv)
     fill(a, 1)
