@@ -93,6 +93,7 @@ struct imap_mbox {
 	unsigned char *mark;	     /* MK_* per message */
 	size_t cap;
 	size_t nghosts;
+	uint64_t ghost_floor; /* modseq below every held-back expunge */
 	uint32_t exists_sent; /* EXISTS the client believes */
 	uint64_t modseq;      /* changes merged up to this mod-sequence */
 	bool flags_dirty;     /* a keyword appeared: resend FLAGS */

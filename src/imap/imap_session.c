@@ -1118,6 +1118,9 @@ imap_sel_expunged(struct imap_sess *s, const uint32_t *uids, size_t n)
 {
 	struct imap_mbox *m = s->sel;
 
+	/* Called before m->modseq takes in the expunges. */
+	if (m->nghosts == 0)
+		m->ghost_floor = m->modseq;
 	for (size_t i = 0; i < n; i++) {
 		ssize_t idx = imap_sel_find(m, uids[i]);
 		if (idx >= 0 && !(m->mark[idx] & MK_GHOST)) {
@@ -1313,6 +1316,10 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 		buf_printf(&b, "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
 			   (unsigned long long)m->modseq);
 		m->hms_due = false;
+	} else if (m->nghosts > 0 && (s->enabled & EN_QRESYNC)) {
+		/* The MODSEQs sent meanwhile are above a held-back expunge. */
+		buf_printf(&b, "* OK [HIGHESTMODSEQ %llu] Expunges held back\r\n",
+			   (unsigned long long)m->ghost_floor);
 	}
 	imap_write_buf(s, &b);
 	buf_free(&b);

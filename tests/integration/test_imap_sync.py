@@ -523,6 +523,39 @@ def test_no_highestmodseq_ahead_of_a_held_back_expunge(srv):
     b.ok("LOGOUT")
 
 
+def test_lower_highestmodseq_while_an_expunge_is_held_back(srv):
+    # RFC 7162 3.2: MODSEQ items sent while an expunge with a lower
+    # mod-sequence is held back must be followed by a HIGHESTMODSEQ below
+    # it. A client that keeps the last HIGHESTMODSEQ, or a larger MODSEQ
+    # seen after it, then resyncs without losing the expunge.
+    a = connect(srv)
+    fill(a, 3)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a)
+    uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(untagged)).group(1))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(untagged)).group(1))
+    b = connect(srv)
+    select(b)
+    b.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 1")
+    b.ok("UID STORE 2 +FLAGS.SILENT (\\Flagged)")
+    untagged = a.ok("FETCH 2 (FLAGS)")
+    assert any(b"MODSEQ" in l for l in untagged), untagged
+    for l in untagged:
+        m = re.search(rb"HIGHESTMODSEQ (\d+)", l)
+        if m:
+            hms = int(m.group(1))
+        elif re.search(rb"MODSEQ \((\d+)\)", l):
+            hms = max(hms, modseq_of(l))
+    a.close()
+    a = connect(srv)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
+    assert b"* VANISHED (EARLIER) 1" in untagged, untagged
+    a.ok("LOGOUT")
+    b.ok("LOGOUT")
+
+
 def test_condstore_select_parameter(srv):
     a = connect(srv)
     fill(a, 2)
