@@ -269,6 +269,8 @@ void imap_job_continue(struct imap_sess *s, struct imap_job *j);
 void imap_sel_free(struct imap_mbox **m);
 /* Index of uid in the view, or -1. */
 ssize_t imap_sel_find(const struct imap_mbox *m, uint32_t uid);
+/* Whether two keyword lists as the store keeps them are the same (NULL is empty). */
+bool imap_kw_equal(const char *a, const char *b);
 /* Look for changes in the store (not while a job runs); 0, or -1 if the session ends. */
 int imap_sel_poll(struct imap_sess *s);
 /* Send what changed: EXISTS, FETCH FLAGS, and EXPUNGE/VANISHED if allowed. */

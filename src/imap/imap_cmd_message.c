@@ -268,6 +268,27 @@ store_work(struct imap_job *jj)
 	}
 }
 
+/*
+ * Whether nw, the state the store gave back, is what the client expects:
+ * the change applied to the state it knows (old). Keywords are compared
+ * only when the change leaves them alone or clears them; otherwise a
+ * difference is assumed, which at worst reports the flags once more.
+ */
+static bool
+store_result_expected(const struct store_msg *old, const struct store_flag_change *chg,
+		      const struct store_msg *nw)
+{
+	uint32_t flags = chg->op == STORE_FLAGS_SET   ? chg->flags
+			 : chg->op == STORE_FLAGS_ADD ? old->flags | chg->flags
+						      : old->flags & ~chg->flags;
+
+	if (flags != nw->flags)
+		return false;
+	if (chg->op == STORE_FLAGS_SET && chg->nkeywords == 0)
+		return nw->keywords == NULL || nw->keywords[0] == '\0';
+	return chg->nkeywords == 0 && imap_kw_equal(old->keywords, nw->keywords);
+}
+
 static void
 store_done(struct imap_sess *s, struct imap_job *jj)
 {
@@ -283,10 +304,22 @@ store_done(struct imap_sess *s, struct imap_job *jj)
 	/*
 	 * Another session changed the mailbox since we last looked: what the
 	 * store returns may hold its flag changes too, which the client has
-	 * not seen and, after .SILENT, would never see. Announce them all.
+	 * not seen and, after .SILENT, would never see. Those are announced.
 	 */
 	bool others = j->res.nchanged > 0 && j->res.modseq != m->modseq + 1;
-	imap_sel_merge(s, j->res.changed, j->res.nchanged, others);
+	unsigned char *fresh = others ? xcalloc(j->res.nchanged, 1) : NULL;
+	for (size_t i = 0; others && i < j->res.nchanged; i++) {
+		ssize_t idx = imap_sel_find(m, j->res.changed[i].uid);
+		fresh[i] = idx >= 0 &&
+			   !store_result_expected(&m->view.msgs[idx], &j->chg, &j->res.changed[i]);
+	}
+	imap_sel_merge(s, j->res.changed, j->res.nchanged, false);
+	for (size_t i = 0; others && i < j->res.nchanged; i++) {
+		ssize_t idx = imap_sel_find(m, j->res.changed[i].uid);
+		if (fresh[i] && idx >= 0 && !(m->mark[idx] & MK_GHOST))
+			m->mark[idx] |= MK_FLAGS;
+	}
+	free(fresh);
 	if (j->res.nchanged > 0 && !others)
 		m->modseq = j->res.modseq;
 	/* UIDs that failed UNCHANGEDSINCE are not reported as changed. */

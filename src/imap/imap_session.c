@@ -983,7 +983,7 @@ imap_sel_init_keywords(struct imap_mbox *m)
 		imap_sel_note_keywords(m, m->view.msgs[i].keywords);
 }
 
-static bool
+bool
 imap_kw_equal(const char *a, const char *b)
 {
 	if (a == NULL || a[0] == '\0')
