@@ -120,7 +120,7 @@ struct imap_sess {
 	unsigned flags;	  /* SF_* */
 	unsigned enabled; /* EN_* */
 	unsigned hold;
-	unsigned bad;	     /* bad commands so far */
+	unsigned bad;	     /* bad commands in a row (before login: in all) */
 	unsigned auth_fails; /* failed logins so far */
 	struct imap_parser *parser;
 

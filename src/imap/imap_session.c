@@ -505,6 +505,14 @@ out:
 	imap_store_return(s);
 	if (strcmp(status, "BAD") == 0)
 		imap_count_bad(s);
+	else if (strcmp(status, "OK") == 0 && (s->state == IS_AUTH || s->state == IS_SELECTED))
+		/*
+		 * Logged in, the limit is on BADs in a row, as Dovecot's: a
+		 * session that lives for days and now and then asks for
+		 * something the server refuses (a FETCH past EXISTS) is no
+		 * client stuck in a loop.
+		 */
+		s->bad = 0;
 }
 
 void

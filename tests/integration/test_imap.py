@@ -422,6 +422,27 @@ def test_bad_commands_limits(srv):
     assert sum(b" BAD " in x for x in lines) < 10
 
 
+def test_bad_commands_in_a_row_after_login(srv):
+    """Logged in, the limit counts BADs in a row: a long-lived session that
+    now and then sends something bad, between good commands, stays; ten
+    in a row still end it."""
+    c = RawImap(srv.port("imap"))
+    c.login()
+    for _ in range(3):
+        for i in range(9):
+            tagged, _ = c.cmd("BOGUS%d" % i)
+            assert " BAD " in tagged, tagged
+        tagged, _ = c.cmd("NOOP")
+        assert " OK" in tagged, tagged
+    for i in range(10):
+        c.send("b%d BOGUS\r\n" % i)
+    lines = []
+    with pytest.raises(EOFError):
+        while True:
+            lines.append(c.readline())
+    assert lines[-1].startswith(b"* BYE"), lines
+
+
 def test_endless_line_is_not_buffered(make_surat, no_asan_quarantine):
     """16 MB of one command line: refused, not held in memory."""
     srv = make_imap(make_surat, {"allow_plaintext_auth": "yes"})
