@@ -105,28 +105,50 @@ salt_ok(int r)
 /*
  * Why the '$' fields of scheme k from p to the HASH at tail are not
  * whole, appended to why; 0 if they look whole. crypt_checksalt() reads
- * only the scheme and some of them: it passes "$y$$SALT$HASH" and a bcrypt
- * cost of 99, and crypt(3) then fails every password.
+ * only the scheme and some of them: it passes "$y$$SALT$HASH", a field too
+ * many, "rounds=999" and a bcrypt cost of 99, and crypt(3) then fails
+ * every password. An empty SALT is whole: crypt(3) makes "$6$$HASH" and
+ * "$y$j9T$$HASH" and verifies them.
  */
 static int
 hash_fields_why(size_t k, const char *p, const char *tail, struct buf *why)
 {
 	int i = 0, nfields = 0;
+	int sha = scheme[k].prefix[1] == '5' || scheme[k].prefix[1] == '6';
+	int bcrypt = strcmp(scheme[k].name, "bcrypt") == 0;
 
 	for (const char *q = p; q < tail - 1; q++)
 		nfields += *q == '$';
+	/* sha-crypt: SALT, or rounds=N$SALT; yescrypt: PARAMS$SALT; bcrypt: COST. */
+	if (nfields + 1 != scheme[k].fields &&
+	    !(sha && nfields == 1 && strncmp(p, "rounds=", 7) == 0)) {
+		buf_printf(why, "with %d '$' fields before its HASH", nfields + 1);
+		return 1;
+	}
 	for (const char *f = p; f < tail; i++) {
 		size_t n = strcspn(f, "$");
 		const char *name = i == nfields ? scheme[k].last : scheme[k].first;
-		if (n == 0) {
+		if (n == 0 && !(i == nfields && strcmp(name, "SALT") == 0)) {
 			buf_printf(why, "with an empty %s", name);
 			return 1;
 		}
 		/* bcrypt's cost is two digits, 04 to 31 (a log2 of rounds). */
-		if (strcmp(scheme[k].name, "bcrypt") == 0 &&
-		    (n != 2 || strspn(f, "0123456789") < 2 || strncmp(f, "04", 2) < 0 ||
-		     strncmp(f, "31", 2) > 0)) {
+		if (bcrypt && (n != 2 || strspn(f, "0123456789") < 2 || strncmp(f, "04", 2) < 0 ||
+			       strncmp(f, "31", 2) > 0)) {
 			buf_puts(why, "with a COST that is not two digits from 04 to 31");
+			return 1;
+		}
+		/* crypt(3) refuses other rounds, and writes no more than 16 of a SALT. */
+		size_t digits = n > 7 ? strspn(f + 7, "0123456789") : 0;
+		if (sha && i < nfields &&
+		    (digits != n - 7 || digits < 4 || digits > 9 || f[7] == '0')) {
+			buf_puts(why, "with a rounds=N that is not 1000 to 999999999");
+			return 1;
+		}
+		if (sha && i == nfields &&
+		    (n > 16 || (nfields == 0 && strncmp(f, "rounds=", 7) == 0))) {
+			buf_puts(why, n > 16 ? "with a SALT longer than 16 characters"
+					     : "with rounds=N but no SALT after it");
 			return 1;
 		}
 		f += n + 1;

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,17 +110,63 @@ test_hash_check_why(void **state)
 	/* crypt_checksalt() passes these; crypt(3) then fails every password. */
 	check_why("$y$$saltsalt$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq",
 		  "$y$ (yescrypt) with an empty PARAMS");
-	check_why("$y$j9T$$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq", "with an empty SALT");
+	check_why("$y$j9T$abc$def$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq",
+		  "with 3 '$' fields before its HASH");
+	check_why("$y$j9T$salt$$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq", "with 3 '$' fields");
 	check_why("$2b$99$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
 		  "$2b$ (bcrypt) with a COST that is not two digits from 04 to 31");
 	check_why("$2b$3$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
 		  "COST that is not");
-	check_why("$6$$abc", "$6$ (sha512-crypt) with an empty SALT");
+	check_why("$6$$$abc", "$6$ (sha512-crypt) with 2 '$' fields");
+	/* crypt(3) refuses these rounds, and cuts a SALT to 16: no password matches. */
+	static const char *const sha_bad[][2] = {
+	    {"$6$rounds=999$salt$", "rounds=N that is not 1000 to 999999999"},
+	    {"$6$rounds=05000$salt$", "rounds=N that is not"},
+	    {"$5$rounds=1000000000$salt$", "rounds=N that is not"},
+	    {"$6$rounds=5000$", "rounds=N but no SALT after it"},
+	    {"$6$saltsaltsaltsalt1$", "SALT longer than 16 characters"},
+	};
+	for (size_t i = 0; i < sizeof(sha_bad) / sizeof(sha_bad[0]); i++) {
+		char h[256];
+		/* A HASH of the right length, so only the settings are at fault. */
+		snprintf(h, sizeof(h), "%s%.*s", sha_bad[i][0], sha_bad[i][0][1] == '6' ? 86 : 43,
+			 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqr"
+			 "stuvwxyzabcdefghijklmnop");
+		check_why(h, sha_bad[i][1]);
+	}
 	check_why("$1$salt$hash", "not a supported crypt(3) hash: $1$ is md5-crypt");
 	check_why("$zz$a$b", "its scheme $zz$ is unknown");
 	check_why("!", "locked account");
 	check_why("", "it is empty");
 	check_why("secret", "does not start with a scheme");
+}
+
+/*
+ * What crypt(3) makes of settings with an empty SALT, or with rounds=, it
+ * verifies: such a hash is whole, not refused as one no password matches.
+ */
+static void
+test_hash_check_whole(void **state)
+{
+	static const char *const settings[] = {
+	    "$6$",
+	    "$5$",
+	    "$6$rounds=5000$",
+	    "$5$rounds=1000$",
+	    "$y$j9T$$",
+	    "$6$rounds=1000$saltsaltsaltsalt$",
+	    "$6$rounds=5000$rounds=5000$",
+	};
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		char h[256];
+		snprintf(h, sizeof(h), "%s", crypt("secret", settings[i]));
+		assert_true(password_verify("secret", h));
+		struct buf why = BUF_INIT(0);
+		if (!password_hash_check(h, &why))
+			fail_msg("%s: refused: %s", h, buf_str(&why));
+		assert_int_equal(password_hash_complete(h), 1);
+		buf_free(&why);
+	}
 }
 
 /* Prepared form of in, or NULL when SASLprep refuses it. */
@@ -324,6 +371,7 @@ main(void)
 	    cmocka_unit_test(test_bcrypt),
 	    cmocka_unit_test(test_unsupported),
 	    cmocka_unit_test(test_hash_check_why),
+	    cmocka_unit_test(test_hash_check_whole),
 	    cmocka_unit_test(test_prep_ascii),
 	    cmocka_unit_test(test_prep_maps),
 	    cmocka_unit_test(test_prep_grows),
