@@ -342,7 +342,10 @@ int64_t store_fts_pending(struct store *st);
  * message file name of the account; run by `surat mailbox sweep`. Safe
  * beside writers on other handles: a file is taken only once its marker
  * is gone and then no row names it, and a writer drops its marker only
- * after its row committed. Returns the number of files moved, or -1.
+ * after its row committed. It walks the directory the handle opened,
+ * not its path: a store `surat user del` moved aside meanwhile, and one
+ * made anew there, are each swept only against their own index. Returns
+ * the number of files moved, or -1.
  */
 #define STORE_ORPHANS_DIR "orphans"
 int store_sweep(struct store *st);

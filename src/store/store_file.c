@@ -319,9 +319,15 @@ store_file_sweep_tmp(struct store *st)
 	char path[STORE_PATH_MAX];
 	struct dirent *e;
 	DIR *d;
+	/* Below root_fd: see store_file_sweep_all(). */
+	int dfd = openat(st->root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 
-	if (xsnprintf(path, sizeof(path), "%s/tmp", st->root) < 0 || (d = opendir(path)) == NULL)
+	if (dfd < 0)
 		return;
+	if ((d = fdopendir(dfd)) == NULL) {
+		close(dfd);
+		return;
+	}
 	while ((e = readdir(d)) != NULL) {
 		int64_t id;
 		if (store_file_parse(e->d_name, &id) < 0)
@@ -342,9 +348,11 @@ store_file_sweep_tmp(struct store *st)
 			continue;
 		}
 		int known = store_file_known(st, id);
-		if (known == 0 && store_file_path(st, id, path, sizeof(path)) == 0 &&
-		    unlink(path) == 0)
-			log_info("store: removed uncommitted message file %s", path);
+		char name[17];
+		store_file_hex(id, name);
+		xsnprintf(path, sizeof(path), "msg/%.2s/%s", name, name);
+		if (known == 0 && unlinkat(st->root_fd, path, 0) == 0)
+			log_info("store: removed uncommitted message file %s/%s", st->root, path);
 		if (known >= 0)
 			unlinkat(dirfd(d), e->d_name, 0);
 		close(fd);
@@ -354,27 +362,38 @@ store_file_sweep_tmp(struct store *st)
 
 /* The directory orphans are moved into, made if need be: a descriptor, or -1. */
 static int
-orphans_open(const char *path)
+orphans_open(int root_fd)
 {
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(root_fd, STORE_ORPHANS_DIR, 0700) < 0 && errno != EEXIST)
 		return -1;
-	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	return openat(root_fd, STORE_ORPHANS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 }
 
 int
 store_file_sweep_all(struct store *st)
 {
-	char path[STORE_PATH_MAX], tmp[STORE_PATH_MAX], lost[STORE_PATH_MAX];
+	char path[STORE_PATH_MAX], tmp[64], lost[STORE_PATH_MAX];
 	int moved = 0, lost_fd = -1;
 
+	/*
+	 * Below root_fd, not st->root: `surat user del` may move the store
+	 * aside while this walks, and a store made anew at its path has
+	 * files this handle's index does not name.
+	 */
 	xsnprintf(lost, sizeof(lost), "%s/" STORE_ORPHANS_DIR, st->root);
 	for (unsigned i = 0; i < 256; i++) {
 		struct dirent *e;
 		DIR *d;
 
-		xsnprintf(path, sizeof(path), "%s/msg/%02x", st->root, i);
-		if ((d = opendir(path)) == NULL)
+		xsnprintf(path, sizeof(path), "msg/%02x", i);
+		int fd = openat(st->root_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
 			continue;
+		if ((d = fdopendir(fd)) == NULL) {
+			close(fd);
+			continue;
+		}
+		xsnprintf(path, sizeof(path), "%s/msg/%02x", st->root, i);
 		while ((e = readdir(d)) != NULL) {
 			int64_t id;
 			if (store_file_parse(e->d_name, &id) < 0)
@@ -383,8 +402,10 @@ store_file_sweep_all(struct store *st)
 			 * Marker first, row second: a marker gone means its
 			 * writer committed (the row is visible now) or gave up.
 			 */
-			if (store_file_tmp_path(st, id, tmp, sizeof(tmp)) < 0 ||
-			    access(tmp, F_OK) == 0)
+			char name[17];
+			store_file_hex(id, name);
+			xsnprintf(tmp, sizeof(tmp), "tmp/%s", name);
+			if (faccessat(st->root_fd, tmp, F_OK, 0) == 0)
 				continue;
 			int known = store_file_known(st, id);
 			if (known != 0) {
@@ -398,7 +419,7 @@ store_file_sweep_all(struct store *st)
 			 * from a backup names none of the mail delivered
 			 * since, which is whole and wanted.
 			 */
-			if (lost_fd < 0 && (lost_fd = orphans_open(lost)) < 0) {
+			if (lost_fd < 0 && (lost_fd = orphans_open(st->root_fd)) < 0) {
 				store_fail(st, STORE_ERR_INTERNAL, "%s: %s", lost, strerror(errno));
 				closedir(d);
 				goto fail;

@@ -1231,6 +1231,32 @@ test_crash(void **state)
 	close(fd);
 }
 
+/*
+ * `surat user del` beside `surat mailbox sweep`: the store is moved aside
+ * and a store made anew at its path (the user added again, mail for it)
+ * while the sweep's handle walks. The sweep walks the store its handle
+ * has open, never the new one's files, which its index does not name.
+ */
+static void
+test_sweep_moved_store(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0), moved = BUF_INIT(0);
+	int fd;
+
+	deliver(fx->st, NULL, NULL, "old mail");
+	assert_int_equal(store_account_retire(fx->dir, ACCOUNT, &moved, &err), 1);
+	struct store *b = store_open(fx->dir, ACCOUNT, &err);
+	assert_non_null(b);
+	deliver(b, NULL, NULL, "new mail");
+	assert_int_equal(store_sweep(fx->st), 0);
+	assert_int_equal(store_msg_open(b, "INBOX", 0, 1, &fd, NULL), 1);
+	close(fd);
+	store_close(&b);
+	buf_free(&err);
+	buf_free(&moved);
+}
+
 /* Delivers SWEEP_MSGS messages through a handle of its own. */
 #define SWEEP_MSGS 40
 struct sweep_writer {
@@ -2386,6 +2412,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_beside_deliveries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_moved_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expunged_files_left_behind_are_swept, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_during_writes, setup, teardown),
