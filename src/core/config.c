@@ -762,6 +762,22 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 			rc = -1;
 			break;
 		}
+		/*
+		 * '#' starts only a comment line: "data_dir = /x # note" would
+		 * be a data_dir with the note in it (check-config said ok).
+		 */
+		const char *hash = value;
+		while ((hash = strchr(hash, '#')) != NULL && hash > value && hash[-1] != ' ' &&
+		       hash[-1] != '\t')
+			hash++;
+		if (hash != NULL && hash > value) {
+			buf_printf(err,
+				   "%s:%u: %s: '#' after the value: a comment must be on a line of "
+				   "its own",
+				   path, lineno, key);
+			rc = -1;
+			break;
+		}
 		struct buf e = BUF_INIT(0);
 		if (config_set(cfg, key, value, &e) < 0) {
 			buf_printf(err, "%s:%u: %s", path, lineno, buf_str(&e));
