@@ -1467,6 +1467,18 @@ main(int argc, char **argv)
 			return rc;
 		}
 		buf_free(&err);
+	} else if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "check-config") != 0 && cfg.run_as) {
+		/* Anyone else meets data_dir's modes as an SQLite "unable to
+		 * open database file", which does not say what is wrong. */
+		struct passwd *pw = getpwnam(cfg.run_as);
+		if (pw != NULL && pw->pw_uid != geteuid()) {
+			rc = runtime_error("%s: run it as root or as run_as (%s), not as uid %ld: "
+					   "data_dir %s is %s's",
+					   cmd, cfg.run_as, (long)geteuid(), cfg.data_dir,
+					   cfg.run_as);
+			config_free(&cfg);
+			return rc;
+		}
 	}
 	if (strcmp(cmd, "check-config") == 0) {
 		rc = cmd_check_config(&cfg, config_path, sub_argc);

@@ -5,9 +5,13 @@ on a fresh install: the error must name what is wrong, and check-config
 must not say ok to a config that does not mean what it reads as.
 """
 import os
+import pwd
 import subprocess
 
+import pytest
+
 from conftest import BIN
+from test_foundation import let_nobody_reach
 
 
 def run(*args, preexec_fn=None):
@@ -32,3 +36,31 @@ def test_trailing_comment_is_an_error(tmp_path):
     r = run("-c", str(conf), "check-config")
     assert r.returncode == 0, r.stderr
 
+
+def test_cli_as_another_user_says_whom_to_run_as(make_surat):
+    """An admin command run by a user neither root nor run_as got SQLite's
+    'unable to open database file', which names no cause."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the CLI as other users")
+    nobody = pwd.getpwnam("nobody")
+    other = next((p for p in pwd.getpwall() if p.pw_uid not in (0, nobody.pw_uid)), None)
+    if other is None:
+        pytest.skip("no third user")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    s.add_domain("example.test")
+
+    def as_user(pw):
+        def drop():
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        return drop
+
+    r = run("-c", s.conf, "domain", "list", preexec_fn=as_user(other))
+    assert r.returncode == 1, r.stdout
+    assert "run it as root or as run_as (nobody), not as uid %d" % other.pw_uid in r.stderr, \
+        r.stderr
+    # run_as itself may: it owns data_dir.
+    r = run("-c", s.conf, "domain", "list", preexec_fn=as_user(nobody))
+    assert r.returncode == 0 and r.stdout == "example.test\n", r.stderr
