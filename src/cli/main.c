@@ -37,12 +37,14 @@
 #include <event2/event.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -728,6 +730,34 @@ print_queue_msg(const struct spool_msg *m, int verbose)
 }
 
 /*
+ * Make data_dir (mkdir -p). The directories above it that it makes get
+ * 0755, as mkdir -p makes them: made 0750 by root, they kept run_as out
+ * of a data_dir that was its own. data_dir itself gets 0750.
+ * 0, or -1 with errno set.
+ */
+static int
+data_dir_make(const char *dir)
+{
+	char parent[4096];
+	char *slash;
+
+	if (mkdir(dir, 0750) == 0 || errno == EEXIST)
+		return 0;
+	if (errno != ENOENT)
+		return -1;
+	if (xsnprintf(parent, sizeof(parent), "%s", dir) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((slash = strrchr(parent, '/')) != NULL && slash != parent) {
+		*slash = '\0';
+		if (util_mkdir_p(parent, 0755) < 0)
+			return -1;
+	}
+	return mkdir(dir, 0750) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/*
  * One daemon per data_dir: data_dir/serve.lock, flock'ed for the daemon's
  * life (so a crash leaves no stale lock) and holding its pid. A second
  * serve on the same data_dir (another config, other ports) would take up
@@ -742,7 +772,7 @@ serve_lock(const struct config *cfg, struct buf *err)
 	int fd = -1;
 
 	buf_printf(&path, "%s/serve.lock", cfg->data_dir);
-	if (util_mkdir_p(cfg->data_dir, 0750) < 0 ||
+	if (data_dir_make(cfg->data_dir) < 0 ||
 	    (fd = open(path.data, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640)) < 0) {
 		buf_printf(err, "cannot open %s: %s", path.data, strerror(errno));
 	} else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -1019,11 +1049,65 @@ static const struct proto_ops *const served[LISTEN_NKINDS] = {
 };
 
 /*
- * data_dir is a directory serve can write, or one it can make: its nearest
- * existing ancestor is a directory it can write in. 0, or -1 with err set.
+ * serve, started as root, makes data_dir (the directories above it 0755)
+ * and gives it to run_as, which must then reach it: search every directory
+ * above it. existing is data_dir's nearest existing ancestor, or data_dir
+ * (then its parent is checked). In a child, as run_as with its group only,
+ * as server_priv_drop() leaves it.
+ * 0, or -1 with err set.
  */
 static int
-check_data_dir(const char *dir, struct buf *err)
+check_run_as_reach(const char *run_as, const char *dir, const char *existing, struct buf *err)
+{
+	struct passwd *pw = getpwnam(run_as);
+	char path[4096];
+	int status;
+
+	if (pw == NULL || pw->pw_uid == 0 || geteuid() != 0)
+		return 0; /* (a bad run_as is check_start()'s to report) */
+	if (xsnprintf(path, sizeof(path), "%s", existing) < 0)
+		return 0;
+	char *slash = strrchr(path, '/');
+	if (strcmp(existing, dir) == 0 && slash != NULL)
+		slash[slash == path] = '\0';
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		buf_printf(err, "fork failed: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+		    setuid(pw->pw_uid) < 0)
+			_exit(255);
+		_exit(access(path, X_OK) == 0 ? 0 : errno & 0x7f);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR) {
+			buf_printf(err, "waitpid failed: %s", strerror(errno));
+			return -1;
+		}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) == 255) {
+		buf_printf(err, "run_as: cannot check data_dir as %s", run_as);
+		return -1;
+	}
+	if (WEXITSTATUS(status) != 0) {
+		buf_printf(err,
+			   "data_dir: run_as %s cannot reach %s: %s (every directory above "
+			   "data_dir must let %s search it)",
+			   run_as, path, strerror(WEXITSTATUS(status)), run_as);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * data_dir is a directory serve can write, or one it can make: its nearest
+ * existing ancestor is a directory it can write in; and run_as can reach
+ * it. 0, or -1 with err set.
+ */
+static int
+check_data_dir(const char *dir, const char *run_as, struct buf *err)
 {
 	char path[4096];
 	struct stat st;
@@ -1048,7 +1132,7 @@ check_data_dir(const char *dir, struct buf *err)
 		buf_printf(err, "data_dir: %s is not writable: %s", path, strerror(errno));
 		return -1;
 	}
-	return 0;
+	return run_as ? check_run_as_reach(run_as, dir, path, err) : 0;
 }
 
 /*
@@ -1063,7 +1147,7 @@ check_start(const struct config *cfg, struct buf *err)
 	int rc = tls_init(cfg->tls_cert, cfg->tls_key, err);
 
 	tls_shutdown();
-	if (rc < 0 || check_data_dir(cfg->data_dir, err) < 0)
+	if (rc < 0 || check_data_dir(cfg->data_dir, cfg->run_as, err) < 0)
 		return -1;
 	for (int k = 0; k < LISTEN_NKINDS; k++)
 		if (cfg->listen[k].n > 0 && served[k] == NULL) {
@@ -1459,7 +1543,7 @@ main(int argc, char **argv)
 		/* Admin commands run as the daemon's user, so every file they
 		 * create in data_dir stays the daemon's to write. */
 		struct buf err = BUF_INIT(0);
-		util_mkdir_p(cfg.data_dir, 0750);
+		data_dir_make(cfg.data_dir);
 		if (server_priv_drop(cfg.run_as, cfg.data_dir, 0, &err) < 0) {
 			rc = runtime_error("%s", buf_str(&err));
 			buf_free(&err);

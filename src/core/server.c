@@ -779,6 +779,14 @@ server_priv_drop(const char *user, const char *data_dir, int whole, struct buf *
 		buf_printf(err, "privileges could be regained after dropping them");
 		return -1;
 	}
+	/* What was opened as root works; the next file made in it would not. */
+	if (data_dir != NULL && access(data_dir, R_OK | W_OK | X_OK) < 0) {
+		buf_printf(err,
+			   "run_as %s cannot use data_dir %s: %s (every directory above it must "
+			   "let %s search it)",
+			   user, data_dir, strerror(errno), user);
+		return -1;
+	}
 	return 0;
 }
 

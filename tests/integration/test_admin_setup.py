@@ -64,3 +64,34 @@ def test_cli_as_another_user_says_whom_to_run_as(make_surat):
     # run_as itself may: it owns data_dir.
     r = run("-c", s.conf, "domain", "list", preexec_fn=as_user(nobody))
     assert r.returncode == 0 and r.stdout == "example.test\n", r.stderr
+
+
+def test_data_dir_run_as_cannot_reach(make_surat):
+    """data_dir = /srv/mail/surat with no /srv/mail yet: root made /srv/mail
+    0750 root:root, which run_as cannot pass, so every admin command failed
+    ('mkdir(...surat) failed', of a directory that was there), while
+    check-config said ok and serve started to answer every message 451."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test run_as")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    top = os.path.join(s.dir, "srv")
+    data = os.path.join(top, "mail", "surat")
+    with open(s.conf) as f:
+        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data)
+    with open(s.conf, "w") as f:
+        f.write(text)
+    assert s.cli("check-config").stdout.endswith(": ok\n")
+    s.cli("domain", "add", "example.test")
+    assert os.stat(top).st_mode & 0o777 == 0o755
+    assert os.stat(data).st_uid == pwd.getpwnam("nobody").pw_uid
+    # A directory above it the admin closed: check-config and serve say so.
+    os.chmod(top, 0o700)
+    r = s.cli("check-config", check=False)
+    assert r.returncode == 2
+    assert "run_as nobody cannot reach %s: Permission denied" % os.path.join(top, "mail") \
+        in r.stderr, r.stderr
+    r = run("-c", s.conf, "serve")
+    assert r.returncode == 1
+    assert "run_as nobody cannot use data_dir %s: Permission denied" % data in r.stderr, \
+        r.stderr
