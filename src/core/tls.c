@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 static SSL_CTX *tls_server_ctx;
 static SSL_CTX *tls_client_ctx;
@@ -55,6 +56,16 @@ tls_load(const char *cert, const char *key, struct buf *err)
 		return NULL;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		/* A key of the certificate's type but of another pair (the old
+		 * key after a renewal) fails here, not at the check below. */
+		unsigned long e = ERR_peek_last_error();
+		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
+			ERR_clear_error();
+			buf_printf(err, "tls.key %s does not match tls.cert %s", key, cert);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
 		buf_printf(err, "cannot load tls.key %s", key);
 		tls_errors(err);
 		SSL_CTX_free(ctx);

@@ -95,3 +95,18 @@ def test_data_dir_run_as_cannot_reach(make_surat):
     assert r.returncode == 1
     assert "run_as nobody cannot use data_dir %s: Permission denied" % data in r.stderr, \
         r.stderr
+
+
+def test_key_of_another_pair_is_named_a_mismatch(tmp_path, tls_files):
+    """The old key after a renewal (an RSA key for an RSA certificate) read
+    'cannot load tls.key ...: key values mismatch', as if unreadable; a key
+    of another type already read 'does not match'."""
+    key = str(tmp_path / "old.key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:1024", "-out", key], check=True, capture_output=True)
+    conf = tmp_path / "surat.conf"
+    conf.write_text("data_dir = %s\ntls.cert = %s\ntls.key = %s\n"
+                    % (tmp_path / "data", tls_files[0], key))
+    r = run("-c", str(conf), "check-config")
+    assert r.returncode == 2
+    assert "tls.key %s does not match tls.cert %s" % (key, tls_files[0]) in r.stderr, r.stderr
