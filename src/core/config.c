@@ -819,5 +819,21 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 			}
 		}
 	}
+	if (rc == 0 && cfg->tls_cert == NULL && !cfg->allow_plaintext_auth) {
+		/* These log nobody in without TLS, and without a certificate
+		 * they cannot offer STARTTLS: every login would be refused. */
+		static const enum listen_kind auth_kinds[] = {LISTEN_SUBMISSION, LISTEN_IMAP,
+							      LISTEN_POP3};
+		for (size_t i = 0; i < ARRAY_LEN(auth_kinds); i++) {
+			if (cfg->listen[auth_kinds[i]].n > 0) {
+				buf_printf(err,
+					   "%s: listen.%s needs tls.cert and tls.key for STARTTLS "
+					   "(or allow_plaintext_auth = yes)",
+					   path, config_listen_names[auth_kinds[i]]);
+				rc = -1;
+				break;
+			}
+		}
+	}
 	return rc;
 }

@@ -110,3 +110,20 @@ def test_key_of_another_pair_is_named_a_mismatch(tmp_path, tls_files):
     r = run("-c", str(conf), "check-config")
     assert r.returncode == 2
     assert "tls.key %s does not match tls.cert %s" % (key, tls_files[0]) in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["submission", "imap", "pop3"])
+def test_login_listener_without_tls_is_an_error(tmp_path, kind):
+    """Without tls.cert these offer no STARTTLS yet require TLS to log in:
+    check-config said ok, and serve refused every login ('use STARTTLS
+    first')."""
+    conf = tmp_path / "surat.conf"
+    text = "data_dir = %s\nlisten.%s = 127.0.0.1:1%s\n" % (tmp_path / "data", kind, "587")
+    conf.write_text(text)
+    r = run("-c", str(conf), "check-config")
+    assert r.returncode == 2
+    assert "listen.%s needs tls.cert and tls.key for STARTTLS (or allow_plaintext_auth = yes)" \
+        % kind in r.stderr, r.stderr
+    conf.write_text(text + "allow_plaintext_auth = yes\n")
+    r = run("-c", str(conf), "check-config")
+    assert r.returncode == 0, r.stderr
