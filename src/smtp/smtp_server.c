@@ -134,6 +134,7 @@ struct smtp_sess {
 	size_t nrcpts;
 	size_t nfinal;
 	int last_refusal;	/* last 5xx/4xx code in this transaction */
+	unsigned rcpt_refusals; /* RCPTs refused in the session (logged up to a cap) */
 	enum smtp_cmd cmd;	/* the command being answered (for last_refusal) */
 	char *msgid;		/* the Message-ID we added on submission, for the access log */
 	struct buf data;
@@ -203,6 +204,16 @@ smtp_set_state(struct smtp_sess *s, enum smtp_state st)
 	s->state = st;
 }
 
+/*
+ * "rcpt refused" lines a session may write: not every refusal counts toward
+ * smtp.max_errors (452 past smtp.max_recipients does not), and a client
+ * must not turn a stream of RCPTs into a larger stream of log.
+ */
+#define RCPT_REFUSALS_LOGGED 100
+
+/* Escaped in from=<...> and rcpts=<...>,<...>: a quoted local part may hold them. */
+#define LOG_LIST_CHARS " <>,"
+
 static void
 smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
 	PRINTF_LIKE(4, 5);
@@ -246,6 +257,24 @@ smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
 	    (s->cmd == SMTP_CMD_RCPT || s->cmd == SMTP_CMD_BDAT ||
 	     (s->cmd == SMTP_CMD_DATA && s->last_refusal == 0)))
 		s->last_refusal = code;
+	/*
+	 * The access line lists who was given the message; who was refused
+	 * and why (a relay attempt, an unknown user a sender asks about) is
+	 * only here, as Postfix's "reject: RCPT" line.
+	 */
+	if (code >= 400 && s->cmd == SMTP_CMD_RCPT && s->state >= ST_MAIL && s->state <= ST_BDAT &&
+	    s->rcpt_refusals++ < RCPT_REFUSALS_LOGGED) {
+		struct buf l = BUF_INIT(0);
+		buf_printf(&l, "rcpt refused client=[%s] from=<", s->c->peer_ip);
+		log_escape_also(&l, s->mail.from.addr, s->mail.from.len, 256, LOG_LIST_CHARS);
+		buf_printf(&l, "> reply=\"%d %s ", code, enh ? enh : "");
+		log_escape(&l, text.data, text.len, 300);
+		buf_putc(&l, '"');
+		if (s->rcpt_refusals == RCPT_REFUSALS_LOGGED)
+			buf_puts(&l, " (the session's next ones are not logged)");
+		log_msg(LL_INFO, s->c->id, "%s", buf_str(&l));
+		buf_free(&l);
+	}
 	buf_free(&text);
 	buf_free(&out);
 }
@@ -282,9 +311,6 @@ smtp_client_name(const struct smtp_sess *s)
 {
 	return s->client_name != NULL ? s->client_name : "unknown";
 }
-
-/* Escaped in from=<...> and rcpts=<...>,<...>: a quoted local part may hold them. */
-#define LOG_LIST_CHARS " <>,"
 
 /*
  * The most of rcpts= an access line lists: log_msg() cuts a line past

@@ -29,7 +29,9 @@ Decisions taken here (documented, and asserted):
 - A refused RCPT is not listed: rcpts= is who was given the message. A
   transaction in which every RCPT was refused still leaves its line when it
   ends (QUIT, RSET, hang-up): id=-, rcpts=-, result= the last refusal,
-  reason="transaction not completed".
+  reason="transaction not completed". Each refused RCPT has a line of its
+  own, `rcpt refused client=[IP] from=<A> reply="CODE ENH TEXT"`, where
+  the address and the reason are found.
 - A transaction that ends without a final reply (hang-up, RSET, EHLO) logs
   result=0 (no reply was given) or the last refusal code: of a RCPT or a
   BDAT chunk; of a DATA refused for want of recipients only if no RCPT was
@@ -462,6 +464,49 @@ def test_refused_at_end_of_data(make_populated, case):
 
 
 # ---------------------------------------------------------------- refused before data
+
+def test_each_refused_rcpt_has_its_line(surat):
+    """Who was refused, and why, was in no line at info level: an admin
+    asked about a relay attempt or a '550 no such user' found only
+    result=554 reason="transaction not completed" and no address."""
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<guesser@remote.test>", 250)
+    r.expect("RCPT TO:<nobody@example.test>", 550)
+    r.expect("RCPT TO:<victim@elsewhere.test>", 554)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    send_data(r, msg("partly"))
+    r.expect("QUIT", 221)
+    r.close()
+    assert surat.stop() == 0
+    lines = [l for l in surat.log().splitlines() if " rcpt refused " in l]
+    assert len(lines) == 2, lines
+    assert lines[0].endswith('rcpt refused client=[127.0.0.1] from=<guesser@remote.test> '
+                             'reply="550 5.1.1 <nobody@example.test>: Recipient address '
+                             'rejected: no such user here"'), lines
+    assert lines[1].endswith('from=<guesser@remote.test> reply="554 5.7.1 '
+                             '<victim@elsewhere.test>: Relay access denied"'), lines
+
+
+def test_refused_rcpt_lines_have_a_cap(make_populated):
+    """452 past smtp.max_recipients counts toward no error limit: a client
+    sending RCPTs for ever must not get a log line for each."""
+    s = make_populated({"smtp.max_recipients": "1"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.send(b"".join(b"RCPT TO:<bob+%d@example.test>\r\n" % i for i in range(120)))
+    for _ in range(120):
+        assert r.reply()[0] == 452
+    r.expect("QUIT", 221)
+    r.close()
+    assert s.stop() == 0
+    lines = [l for l in s.log().splitlines() if " rcpt refused " in l]
+    assert len(lines) == 100, len(lines)
+    assert lines[-1].endswith("(the session's next ones are not logged)"), lines[-1]
+    assert "not logged" not in lines[-2]
+
 
 @pytest.mark.parametrize("end", ["QUIT", "RSET", "hangup"])
 def test_all_rcpts_refused(surat, end):
