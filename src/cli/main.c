@@ -749,6 +749,9 @@ data_dir_make(const char *dir)
 		errno = ENAMETOOLONG;
 		return -1;
 	}
+	/* "/var/lib/surat/": its parent is /var/lib, not data_dir itself. */
+	for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
+		parent[n - 1] = '\0';
 	if ((slash = strrchr(parent, '/')) != NULL && slash != parent) {
 		*slash = '\0';
 		if (util_mkdir_p(parent, 0755) < 0)

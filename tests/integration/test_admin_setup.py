@@ -127,3 +127,20 @@ def test_login_listener_without_tls_is_an_error(tmp_path, kind):
     conf.write_text(text + "allow_plaintext_auth = yes\n")
     r = run("-c", str(conf), "check-config")
     assert r.returncode == 0, r.stderr
+
+
+def test_data_dir_with_a_trailing_slash_stays_0750(make_surat):
+    """'data_dir = /srv/mail/surat/': the directory above it is /srv/mail."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test run_as")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    data = os.path.join(s.dir, "srv", "surat")
+    with open(s.conf) as f:
+        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data + "/")
+    with open(s.conf, "w") as f:
+        f.write(text)
+    s.cli("domain", "add", "example.test")
+    assert os.stat(os.path.join(s.dir, "srv")).st_mode & 0o777 == 0o755
+    assert os.stat(data).st_mode & 0o777 == 0o750
+
