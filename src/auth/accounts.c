@@ -109,6 +109,25 @@ db_version(sqlite3 *db)
 static int accounts_upgrade_nfc(struct accounts *a, const char *data_dir, const char *path,
 				struct buf *err);
 
+/*
+ * accounts.db holds the password hashes: nobody but its owner reads it,
+ * whatever data_dir's mode (an admin's `install -d` makes it 0755), where
+ * SQLite made it 0644. SQLite gives the -wal and -shm the file's mode;
+ * those made before are fixed too. Best effort: a file not ours stays.
+ */
+static void
+accounts_private(const char *path)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+	char p[4096];
+	struct stat st;
+
+	for (size_t i = 0; i < ARRAY_LEN(suffix); i++)
+		if (xsnprintf(p, sizeof(p), "%s%s", path, suffix[i]) >= 0 && stat(p, &st) == 0 &&
+		    (st.st_mode & 077) != 0 && chmod(p, st.st_mode & 0700) < 0)
+			log_warn("chmod(%s) failed: %s", p, strerror(errno));
+}
+
 struct accounts *
 accounts_open(const char *data_dir, struct buf *err)
 {
@@ -131,6 +150,7 @@ accounts_open(const char *data_dir, struct buf *err)
 		sqlite3_close(db);
 		return NULL;
 	}
+	accounts_private(path);
 	sqlite3_busy_timeout(db, 10000);
 	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
 			     "PRAGMA foreign_keys=ON;",

@@ -144,3 +144,22 @@ def test_data_dir_with_a_trailing_slash_stays_0750(make_surat):
     assert os.stat(os.path.join(s.dir, "srv")).st_mode & 0o777 == 0o755
     assert os.stat(data).st_mode & 0o777 == 0o750
 
+
+def test_accounts_db_readable_by_its_owner_only(make_surat):
+    """accounts.db (the password hashes) was 0644, its -wal and -shm too:
+    in a data_dir the admin made 0755 with `install -d`, any local user
+    read every hash."""
+    s = make_surat(start=False)
+    os.makedirs(s.data_dir, 0o755)
+    os.chmod(s.data_dir, 0o755)
+    s.add_domain("example.test")
+    s.add_user("a@example.test", "pw")
+    db = os.path.join(s.data_dir, "accounts.db")
+    assert os.stat(db).st_mode & 0o077 == 0, oct(os.stat(db).st_mode)
+    # One an earlier surat made 0644 is put right by the next open.
+    os.chmod(db, 0o644)
+    s.start()
+    for name in ("accounts.db", "accounts.db-wal", "accounts.db-shm"):
+        p = os.path.join(s.data_dir, name)
+        if os.path.exists(p):
+            assert os.stat(p).st_mode & 0o077 == 0, (name, oct(os.stat(p).st_mode))
