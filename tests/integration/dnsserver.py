@@ -72,8 +72,10 @@ class ZoneServer:
         self.udp = DNSServer(resolver, address="127.0.0.1", port=self.port, logger=_Quiet())
         self.tcp = DNSServer(resolver, address="127.0.0.1", port=self.port, tcp=True,
                              logger=_Quiet())
-        self.udp.start_thread()
-        self.tcp.start_thread()
+        # serve_forever() polls for shutdown() every 0.5 s by default: every
+        # test's teardown waited that long twice.
+        for srv in (self.udp, self.tcp):
+            threading.Thread(target=srv.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def add(self, name, rtype, value):
         """add("x.example", "A", "127.0.0.2"); MX value "10 mx.x.example" ("0 ." is null MX)."""
@@ -95,8 +97,9 @@ class ZoneServer:
             self.failing.add(_norm(name))
 
     def stop(self):
-        self.udp.stop()
-        self.tcp.stop()
+        for srv in (self.udp, self.tcp):
+            srv.server.shutdown()
+            srv.server.server_close()
 
 
 class _Quiet:

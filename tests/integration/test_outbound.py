@@ -150,7 +150,8 @@ class Peer:
             daemon_threads = True
 
         self.server = Server((ip, port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
         self.thread.start()
 
     def stop(self):
