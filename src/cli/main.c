@@ -1070,6 +1070,10 @@ check_run_as_reach(const char *run_as, const char *dir, const char *existing, st
 		return 0; /* (a bad run_as is check_start()'s to report) */
 	if (xsnprintf(path, sizeof(path), "%s", existing) < 0)
 		return 0;
+	/* "/var/lib/surat/": its parent is /var/lib, not data_dir itself,
+	 * which may still be root's 0750 until serve gives it to run_as. */
+	for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+		path[n - 1] = '\0';
 	char *slash = strrchr(path, '/');
 	if (strcmp(existing, dir) == 0 && slash != NULL)
 		slash[slash == path] = '\0';

@@ -163,3 +163,24 @@ def test_accounts_db_readable_by_its_owner_only(make_surat):
         p = os.path.join(s.data_dir, name)
         if os.path.exists(p):
             assert os.stat(p).st_mode & 0o077 == 0, (name, oct(os.stat(p).st_mode))
+
+
+def test_data_dir_with_a_trailing_slash_made_by_root(make_surat):
+    """`install -d -m 0750 /srv/surat` and 'data_dir = /srv/surat/': the
+    reach check took data_dir itself, still root's, for the directory
+    above it, and check-config refused a data_dir serve then gives to
+    run_as."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test run_as")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    data = os.path.join(s.dir, "srv", "surat")
+    os.makedirs(data)
+    os.chmod(os.path.dirname(data), 0o755)
+    os.chmod(data, 0o750)
+    with open(s.conf) as f:
+        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data + "/")
+    with open(s.conf, "w") as f:
+        f.write(text)
+    r = s.cli("check-config", check=False)
+    assert r.returncode == 0 and r.stdout.endswith(": ok\n"), r.stderr
