@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1077,10 +1078,16 @@ check_run_as_reach(const char *run_as, const char *dir, const char *existing, st
 	char *slash = strrchr(path, '/');
 	if (strcmp(existing, dir) == 0 && slash != NULL)
 		slash[slash == path] = '\0';
+	/* A SIGCHLD ignored by whoever started us (kept across exec) reaps
+	 * the child itself: waitpid() would fail with ECHILD. */
+	struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
+	sigemptyset(&dfl.sa_mask);
+	sigaction(SIGCHLD, &dfl, &old);
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0) {
 		buf_printf(err, "fork failed: %s", strerror(errno));
+		sigaction(SIGCHLD, &old, NULL);
 		return -1;
 	}
 	if (pid == 0) {
@@ -1089,11 +1096,14 @@ check_run_as_reach(const char *run_as, const char *dir, const char *existing, st
 			_exit(255);
 		_exit(access(path, X_OK) == 0 ? 0 : errno & 0x7f);
 	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR) {
-			buf_printf(err, "waitpid failed: %s", strerror(errno));
-			return -1;
-		}
+	int rc;
+	while ((rc = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
+		;
+	if (rc < 0)
+		buf_printf(err, "waitpid failed: %s", strerror(errno));
+	sigaction(SIGCHLD, &old, NULL);
+	if (rc < 0)
+		return -1;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) == 255) {
 		buf_printf(err, "run_as: cannot check data_dir as %s", run_as);
 		return -1;

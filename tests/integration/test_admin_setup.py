@@ -6,6 +6,7 @@ must not say ok to a config that does not mean what it reads as.
 """
 import os
 import pwd
+import signal
 import subprocess
 
 import pytest
@@ -183,4 +184,17 @@ def test_data_dir_with_a_trailing_slash_made_by_root(make_surat):
     with open(s.conf, "w") as f:
         f.write(text)
     r = s.cli("check-config", check=False)
+    assert r.returncode == 0 and r.stdout.endswith(": ok\n"), r.stderr
+
+
+def test_run_as_reach_checked_with_sigchld_ignored(make_surat):
+    """A SIGCHLD its starter ignored (kept across exec) reaped the reach
+    check's child: waitpid failed with ECHILD and check-config
+    refused a good config."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test run_as")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    r = run("-c", s.conf, "check-config",
+            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
     assert r.returncode == 0 and r.stdout.endswith(": ok\n"), r.stderr
