@@ -732,8 +732,9 @@ print_queue_msg(const struct spool_msg *m, int verbose)
 
 /*
  * Make data_dir (mkdir -p). The directories above it that it makes get
- * 0755, as mkdir -p makes them: made 0750 by root, they kept run_as out
- * of a data_dir that was its own. data_dir itself gets 0750.
+ * 0755, whatever root's umask (027 or 077 on hardened systems): made 0750
+ * or 0700 by root, they kept run_as out of a data_dir that was its own.
+ * data_dir itself gets 0750 (less by the umask: it is run_as's).
  * 0, or -1 with errno set.
  */
 static int
@@ -754,9 +755,16 @@ data_dir_make(const char *dir)
 	for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
 		parent[n - 1] = '\0';
 	if ((slash = strrchr(parent, '/')) != NULL && slash != parent) {
-		*slash = '\0';
-		if (util_mkdir_p(parent, 0755) < 0)
-			return -1;
+		slash[1] = '\0';
+		/* Each component in turn, chmod'ed past the umask if made here. */
+		for (char *p = parent + 1; *p != '\0'; p++) {
+			if (*p != '/')
+				continue;
+			*p = '\0';
+			if (mkdir(parent, 0755) == 0 ? chmod(parent, 0755) < 0 : errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
 	}
 	return mkdir(dir, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }

@@ -198,3 +198,22 @@ def test_run_as_reach_checked_with_sigchld_ignored(make_surat):
     r = run("-c", s.conf, "check-config",
             preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
     assert r.returncode == 0 and r.stdout.endswith(": ok\n"), r.stderr
+
+
+def test_data_dir_parents_0755_under_a_strict_umask(make_surat):
+    """Root's umask 027 (CIS) made the directories above data_dir 0750
+    anyway: check-config said ok, then every command stopped as run_as
+    could not reach data_dir."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test run_as")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    top = os.path.join(s.dir, "srv")
+    data = os.path.join(top, "mail", "surat")
+    with open(s.conf) as f:
+        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data)
+    with open(s.conf, "w") as f:
+        f.write(text)
+    r = run("-c", s.conf, "domain", "add", "example.test", preexec_fn=lambda: os.umask(0o027))
+    assert r.returncode == 0, r.stderr
+    assert [os.stat(d).st_mode & 0o777 for d in (top, os.path.dirname(data))] == [0o755] * 2
