@@ -21,9 +21,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <idn2.h>
 #include <sqlite3.h>
@@ -143,6 +145,14 @@ accounts_open(const char *data_dir, struct buf *err)
 		buf_printf(err, "data_dir path too long");
 		return NULL;
 	}
+	/*
+	 * Made 0600 here, not by SQLite (0644) and then chmod'ed: a local user
+	 * who opened it in between would keep reading it through that
+	 * descriptor. An empty file is an empty database to SQLite.
+	 */
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		close(fd);
 	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 					       SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {

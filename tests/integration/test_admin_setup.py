@@ -217,3 +217,50 @@ def test_data_dir_parents_0755_under_a_strict_umask(make_surat):
     r = run("-c", s.conf, "domain", "add", "example.test", preexec_fn=lambda: os.umask(0o027))
     assert r.returncode == 0, r.stderr
     assert [os.stat(d).st_mode & 0o777 for d in (top, os.path.dirname(data))] == [0o755] * 2
+
+
+SPIN_OPEN = r"""
+import os, sys, time
+print("ready", flush=True)
+end = time.monotonic() + 5
+while time.monotonic() < end:
+    try:
+        os.open(sys.argv[1], os.O_RDONLY)
+        print("opened")
+        break
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        print("refused")
+        break
+"""
+
+
+def test_accounts_db_never_readable_by_others(make_surat):
+    """SQLite made accounts.db 0644 and the chmod came after: a local user
+    who opened it meanwhile (here, most times) kept a descriptor that
+    read every password hash written later."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to open as another user")
+    nobody = pwd.getpwnam("nobody")
+    s = make_surat(start=False)
+    let_nobody_reach(s)
+    os.makedirs(s.data_dir, 0o755)
+    os.chmod(s.data_dir, 0o755)
+    db = os.path.join(s.data_dir, "accounts.db")
+
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    for _ in range(5):
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.unlink(db + suffix)
+        spin = subprocess.Popen(["/usr/bin/python3", "-c", SPIN_OPEN, db], text=True,
+                                stdout=subprocess.PIPE, preexec_fn=as_nobody)
+        assert spin.stdout.readline() == "ready\n"
+        s.cli("domain", "list")
+        out = spin.communicate(timeout=10)[0]
+        assert out == "refused\n", out
