@@ -67,6 +67,17 @@ def test_cli_as_another_user_says_whom_to_run_as(make_surat):
     assert r.returncode == 0 and r.stdout == "example.test\n", r.stderr
 
 
+def data_dir_under_srv(s):
+    """Point s's data_dir at DIR/srv/mail/surat, none of which exists yet."""
+    top = os.path.join(s.dir, "srv")
+    data = os.path.join(top, "mail", "surat")
+    with open(s.conf) as f:
+        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data)
+    with open(s.conf, "w") as f:
+        f.write(text)
+    return top, data
+
+
 def test_data_dir_run_as_cannot_reach(make_surat):
     """data_dir = /srv/mail/surat with no /srv/mail yet: root made /srv/mail
     0750 root:root, which run_as cannot pass, so every admin command failed
@@ -76,12 +87,7 @@ def test_data_dir_run_as_cannot_reach(make_surat):
         pytest.skip("needs root to test run_as")
     s = make_surat({"run_as": "nobody"}, start=False)
     let_nobody_reach(s)
-    top = os.path.join(s.dir, "srv")
-    data = os.path.join(top, "mail", "surat")
-    with open(s.conf) as f:
-        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data)
-    with open(s.conf, "w") as f:
-        f.write(text)
+    top, data = data_dir_under_srv(s)
     assert s.cli("check-config").stdout.endswith(": ok\n")
     s.cli("domain", "add", "example.test")
     assert os.stat(top).st_mode & 0o777 == 0o755
@@ -208,12 +214,7 @@ def test_data_dir_parents_0755_under_a_strict_umask(make_surat):
         pytest.skip("needs root to test run_as")
     s = make_surat({"run_as": "nobody"}, start=False)
     let_nobody_reach(s)
-    top = os.path.join(s.dir, "srv")
-    data = os.path.join(top, "mail", "surat")
-    with open(s.conf) as f:
-        text = f.read().replace("data_dir = " + s.data_dir, "data_dir = " + data)
-    with open(s.conf, "w") as f:
-        f.write(text)
+    top, data = data_dir_under_srv(s)
     r = run("-c", s.conf, "domain", "add", "example.test", preexec_fn=lambda: os.umask(0o027))
     assert r.returncode == 0, r.stderr
     assert [os.stat(d).st_mode & 0o777 for d in (top, os.path.dirname(data))] == [0o755] * 2

@@ -493,10 +493,9 @@ def test_condstore_and_qresync_resync(srv):
     b.ok("LOGOUT")
 
 
-def test_no_highestmodseq_ahead_of_a_held_back_expunge(srv):
-    # RFC 7162 3.2: a QRESYNC client must lose no change if the connection
-    # drops. A FETCH holds an expunge back; a HIGHESTMODSEQ sent meanwhile
-    # (new mail) must not cover it, or a resync from it never learns of it.
+def expunged_behind_a_qresync_session(srv):
+    """A QRESYNC session a on 3 messages; b expunges UID 1, which a has not
+    been told of. (a, b, a's UIDVALIDITY, a's HIGHESTMODSEQ at SELECT)"""
     a = connect(srv)
     fill(a, 3)
     a.ok("ENABLE QRESYNC")
@@ -507,6 +506,23 @@ def test_no_highestmodseq_ahead_of_a_held_back_expunge(srv):
     select(b)
     b.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
     b.ok("UID EXPUNGE 1")
+    return a, b, uv, hms
+
+
+def resync_sees_the_expunge(srv, uv, hms):
+    """A new session resyncing from hms learns of UID 1's expunge."""
+    a = connect(srv)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
+    assert b"* VANISHED (EARLIER) 1" in untagged, untagged
+    a.ok("LOGOUT")
+
+
+def test_no_highestmodseq_ahead_of_a_held_back_expunge(srv):
+    # RFC 7162 3.2: a QRESYNC client must lose no change if the connection
+    # drops. A FETCH holds an expunge back; a HIGHESTMODSEQ sent meanwhile
+    # (new mail) must not cover it, or a resync from it never learns of it.
+    a, b, uv, hms = expunged_behind_a_qresync_session(srv)
     append(b, "INBOX", MSG)
     untagged = a.ok("FETCH 1 (FLAGS)")
     assert b"* 4 EXISTS" in untagged and not any(b"VANISHED" in l for l in untagged), untagged
@@ -515,11 +531,7 @@ def test_no_highestmodseq_ahead_of_a_held_back_expunge(srv):
         if m:
             hms = int(m.group(1))
     a.close()  # the connection drops before the expunge was reported
-    a = connect(srv)
-    a.ok("ENABLE QRESYNC")
-    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
-    assert b"* VANISHED (EARLIER) 1" in untagged, untagged
-    a.ok("LOGOUT")
+    resync_sees_the_expunge(srv, uv, hms)
     b.ok("LOGOUT")
 
 
@@ -528,16 +540,7 @@ def test_lower_highestmodseq_while_an_expunge_is_held_back(srv):
     # mod-sequence is held back must be followed by a HIGHESTMODSEQ below
     # it. A client that keeps the last HIGHESTMODSEQ, or a larger MODSEQ
     # seen after it, then resyncs without losing the expunge.
-    a = connect(srv)
-    fill(a, 3)
-    a.ok("ENABLE QRESYNC")
-    untagged = select(a)
-    uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(untagged)).group(1))
-    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(untagged)).group(1))
-    b = connect(srv)
-    select(b)
-    b.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
-    b.ok("UID EXPUNGE 1")
+    a, b, uv, hms = expunged_behind_a_qresync_session(srv)
     b.ok("UID STORE 2 +FLAGS.SILENT (\\Flagged)")
     untagged = a.ok("FETCH 2 (FLAGS)")
     assert any(b"MODSEQ" in l for l in untagged), untagged
@@ -548,11 +551,7 @@ def test_lower_highestmodseq_while_an_expunge_is_held_back(srv):
         elif re.search(rb"MODSEQ \((\d+)\)", l):
             hms = max(hms, modseq_of(l))
     a.close()
-    a = connect(srv)
-    a.ok("ENABLE QRESYNC")
-    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
-    assert b"* VANISHED (EARLIER) 1" in untagged, untagged
-    a.ok("LOGOUT")
+    resync_sees_the_expunge(srv, uv, hms)
     b.ok("LOGOUT")
 
 
