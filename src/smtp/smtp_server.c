@@ -134,6 +134,7 @@ struct smtp_sess {
 	size_t nrcpts;
 	size_t nfinal;
 	int last_refusal;	/* last 5xx/4xx code in this transaction */
+	unsigned overshoot;	/* RCPTs past smtp.max_recipients in this transaction */
 	unsigned rcpt_refusals; /* RCPTs refused in the session (logged up to a cap) */
 	enum smtp_cmd cmd;	/* the command being answered (for last_refusal) */
 	char *msgid;		/* the Message-ID we added on submission, for the access log */
@@ -210,6 +211,9 @@ smtp_set_state(struct smtp_sess *s, enum smtp_state st)
  * must not turn a stream of RCPTs into a larger stream of log.
  */
 #define RCPT_REFUSALS_LOGGED 100
+
+/* RCPTs past smtp.max_recipients in a transaction before each counts as an error. */
+#define SMTP_RCPT_OVERSHOOT 1000
 
 /* Escaped in from=<...> and rcpts=<...>,<...>: a quoted local part may hold them. */
 #define LOG_LIST_CHARS " <>,"
@@ -456,6 +460,7 @@ smtp_txn_reset(struct smtp_sess *s, int log_abort)
 	s->rcpts = NULL;
 	s->nrcpts = 0;
 	s->nfinal = 0;
+	s->overshoot = 0;
 	memset(&s->mail, 0, sizeof(s->mail));
 	buf_free(&s->data);
 	smtp_data_count(s);
@@ -1691,6 +1696,14 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		return;
 	}
 	if (s->nrcpts >= (size_t)cfg->smtp_max_recipients) {
+		/*
+		 * A sender with a long list goes on in the next transaction.
+		 * One that goes on past SMTP_RCPT_OVERSHOOT here is no such
+		 * sender: each further RCPT counts as an error, or it could
+		 * send them for ever (Postfix's smtpd_recipient_overshoot_limit).
+		 */
+		if (++s->overshoot > SMTP_RCPT_OVERSHOOT && smtp_error_count(s))
+			return;
 		smtp_reply(s, 452, "4.5.3", "Too many recipients");
 		return;
 	}

@@ -489,8 +489,9 @@ def test_each_refused_rcpt_has_its_line(surat):
 
 
 def test_refused_rcpt_lines_have_a_cap(make_populated):
-    """452 past smtp.max_recipients counts toward no error limit: a client
-    sending RCPTs for ever must not get a log line for each."""
+    """452 past smtp.max_recipients counts toward no error limit for the
+    first 1000: a client sending that many must not get a log line for
+    each."""
     s = make_populated({"smtp.max_recipients": "1"})
     r = Raw(s.port("smtp"))
     r.greet()

@@ -282,6 +282,21 @@ def test_size_param_too_big(small):
     r.close()
 
 
+def test_recipients_past_the_limit_end_in_errors(small):
+    """452 past smtp.max_recipients is no error: the sender goes on in the
+    next transaction. But past 1000 more in the same transaction (Postfix's
+    smtpd_recipient_overshoot_limit) each counts as one, or a client could
+    send RCPTs for ever."""
+    r = rcpt_session(small)
+    for _ in range(3):
+        r.expect("RCPT TO:<alice@example.test>", 250)
+    r.send(b"RCPT TO:<bob@example.test>\r\n" * 1005)
+    codes = [r.reply()[0] for _ in range(1005)]
+    assert codes[:1004] == [452] * 1004, sorted(set(codes[:1004]))
+    assert codes[1004] == 421, codes[1004]
+    r.close()
+
+
 def test_data_too_big(small):
     r = rcpt_session(small)
     r.expect("RCPT TO:<alice@example.test>", 250)
