@@ -730,6 +730,14 @@ print_queue_msg(const struct spool_msg *m, int verbose)
 	}
 }
 
+/* Cut a path's trailing slashes ("/" stays). */
+static void
+strip_slashes(char *path)
+{
+	for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
+		path[n - 1] = '\0';
+}
+
 /*
  * Make data_dir (mkdir -p). The directories above it that it makes get
  * 0755, whatever root's umask (027 or 077 on hardened systems): made 0750
@@ -752,19 +760,11 @@ data_dir_make(const char *dir)
 		return -1;
 	}
 	/* "/var/lib/surat/": its parent is /var/lib, not data_dir itself. */
-	for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
-		parent[n - 1] = '\0';
+	strip_slashes(parent);
 	if ((slash = strrchr(parent, '/')) != NULL && slash != parent) {
-		slash[1] = '\0';
-		/* Each component in turn, chmod'ed past the umask if made here. */
-		for (char *p = parent + 1; *p != '\0'; p++) {
-			if (*p != '/')
-				continue;
-			*p = '\0';
-			if (mkdir(parent, 0755) == 0 ? chmod(parent, 0755) < 0 : errno != EEXIST)
-				return -1;
-			*p = '/';
-		}
+		*slash = '\0';
+		if (util_mkdir_p_exact(parent, 0755) < 0)
+			return -1;
 	}
 	return mkdir(dir, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }
@@ -1081,8 +1081,7 @@ check_run_as_reach(const char *run_as, const char *dir, const char *existing, st
 		return 0;
 	/* "/var/lib/surat/": its parent is /var/lib, not data_dir itself,
 	 * which may still be root's 0750 until serve gives it to run_as. */
-	for (size_t n = strlen(path); n > 1 && path[n - 1] == '/'; n--)
-		path[n - 1] = '\0';
+	strip_slashes(path);
 	char *slash = strrchr(path, '/');
 	if (strcmp(existing, dir) == 0 && slash != NULL)
 		slash[slash == path] = '\0';

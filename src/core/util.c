@@ -242,13 +242,22 @@ util_fsync_dir(const char *path)
 	return r;
 }
 
-int
-util_mkdir_p(const char *path, mode_t mode)
+/* mkdir(2) of one level; exact: the mode whatever the umask, if made here. */
+static int
+mkdir_level(const char *path, mode_t mode, int exact)
+{
+	if (mkdir(path, mode) == 0)
+		return exact ? chmod(path, mode) : 0;
+	return errno == EEXIST ? 0 : -1;
+}
+
+static int
+mkdir_p(const char *path, mode_t mode, int exact)
 {
 	char tmp[4096];
 
 	/* Usually only the last level is missing: one call, not one per component. */
-	if (mkdir(path, mode) == 0 || errno == EEXIST)
+	if (mkdir_level(path, mode, exact) == 0)
 		return 0;
 	if (errno != ENOENT)
 		return -1;
@@ -260,13 +269,23 @@ util_mkdir_p(const char *path, mode_t mode)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		if (mkdir_level(tmp, mode, exact) < 0)
 			return -1;
 		*p = '/';
 	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
+	return mkdir_level(tmp, mode, exact);
+}
+
+int
+util_mkdir_p(const char *path, mode_t mode)
+{
+	return mkdir_p(path, mode, 0);
+}
+
+int
+util_mkdir_p_exact(const char *path, mode_t mode)
+{
+	return mkdir_p(path, mode, 1);
 }
 
 int

@@ -60,6 +60,8 @@ void util_random_hex(char *out, size_t n);
 int util_fsync_dir(const char *path);
 /* mkdir -p with mode; 0 or -1 with errno. */
 int util_mkdir_p(const char *path, mode_t mode);
+/* util_mkdir_p(), each directory it makes given mode whatever the umask. */
+int util_mkdir_p_exact(const char *path, mode_t mode);
 /* Write all of buf to fd, retrying on EINTR/short writes; 0 or -1. */
 int util_write_all(int fd, const void *buf, size_t n);
 /* pwritev(2) all of iov[0..n) at off, retrying on EINTR/short writes (iov is
