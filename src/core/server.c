@@ -119,6 +119,8 @@ server_ip_held(struct server *srv, const char *ip, enum ip_held kind, int64_t de
 	return *h;
 }
 
+static void on_signal(evutil_socket_t, short, void *);
+
 struct server *
 server_new(struct config *cfg)
 {
@@ -140,6 +142,18 @@ server_new(struct config *cfg)
 	srv->base = event_base_new();
 	if (srv->base == NULL)
 		PANIC("event_base_new failed");
+	/*
+	 * Caught from here on, before any port answers or "surat started" is
+	 * logged: a SIGTERM during the start is a graceful stop once the loop
+	 * runs, never the default action's death mid-start.
+	 */
+	signal(SIGPIPE, SIG_IGN);
+	srv->sig_term = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+	srv->sig_int = evsignal_new(srv->base, SIGINT, on_signal, srv);
+	srv->sig_hup = evsignal_new(srv->base, SIGHUP, on_signal, srv);
+	evsignal_add(srv->sig_term, NULL);
+	evsignal_add(srv->sig_int, NULL);
+	evsignal_add(srv->sig_hup, NULL);
 	srv->pool = worker_pool_new(srv->base, (int)cfg->workers);
 	/*
 	 * yescrypt is pure CPU: more threads than CPUs add no logins per second,
@@ -880,13 +894,6 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 int
 server_run(struct server *srv)
 {
-	signal(SIGPIPE, SIG_IGN);
-	srv->sig_term = evsignal_new(srv->base, SIGTERM, on_signal, srv);
-	srv->sig_int = evsignal_new(srv->base, SIGINT, on_signal, srv);
-	srv->sig_hup = evsignal_new(srv->base, SIGHUP, on_signal, srv);
-	evsignal_add(srv->sig_term, NULL);
-	evsignal_add(srv->sig_int, NULL);
-	evsignal_add(srv->sig_hup, NULL);
 	for (struct listener *l = srv->listeners; l; l = l->next) {
 		evconnlistener_enable(l->el);
 		log_info("listening: %s on %s", config_listen_names[l->kind], l->addr);

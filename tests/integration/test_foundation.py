@@ -614,6 +614,27 @@ def test_sigterm_graceful(surat):
     assert "stopped" in surat.log()
 
 
+
+def test_sigterm_as_soon_as_a_port_answers_is_a_graceful_stop(make_surat):
+    """The listeners are bound before the spool and the accounts are
+    opened, and the signals were caught only once the loop ran: a SIGTERM
+    in between (a service manager's stop right after the start) killed the
+    daemon by the default action, exit -15, no "stopped"."""
+    s = make_surat({"log.level": "warn"}, start=False)
+    for _ in range(3):
+        s.logf = open(s.log_path, "ab")
+        s.proc = subprocess.Popen([BIN, "-c", s.conf, "serve"], stdout=s.logf, stderr=s.logf)
+        deadline = time.time() + 20
+        while True:
+            assert s.proc.poll() is None, s.log()
+            try:
+                socket.create_connection(("127.0.0.1", s.port("smtp")), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, s.log()
+                time.sleep(0.001)
+        assert s.stop() == 0, s.log()
+
 def let_nobody_reach(s):
     """Make the directories above s's data directory searchable by nobody."""
     d = s.dir
