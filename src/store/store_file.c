@@ -369,10 +369,32 @@ orphans_open(int root_fd)
 	return openat(root_fd, STORE_ORPHANS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 }
 
+/*
+ * Move name from dir into the orphans directory, under name or, taken,
+ * name.1, name.2...: an earlier sweep's file of the same id (an index.db
+ * put back twice hands ids out again) is never replaced. link(2), never
+ * rename(2), which would. The name used goes to dest. 0 or -1.
+ */
+static int
+orphan_move(int dir, const char *name, int lost_fd, char *dest, size_t destsz)
+{
+	for (unsigned n = 0; n < 1000; n++) {
+		if (n == 0)
+			xsnprintf(dest, destsz, "%s", name);
+		else
+			xsnprintf(dest, destsz, "%s.%u", name, n);
+		if (linkat(dir, name, lost_fd, dest, 0) == 0)
+			return unlinkat(dir, name, 0);
+		if (errno != EEXIST)
+			return -1;
+	}
+	return -1;
+}
+
 int
 store_file_sweep_all(struct store *st)
 {
-	char path[STORE_PATH_MAX], tmp[64], lost[STORE_PATH_MAX];
+	char path[STORE_PATH_MAX], tmp[64], lost[STORE_PATH_MAX], dest[64];
 	int moved = 0, lost_fd = -1;
 
 	/*
@@ -424,9 +446,9 @@ store_file_sweep_all(struct store *st)
 				closedir(d);
 				goto fail;
 			}
-			if (renameat(dirfd(d), e->d_name, lost_fd, e->d_name) == 0) {
-				log_info("store: moved orphan message file %s/%s to %s", path,
-					 e->d_name, lost);
+			if (orphan_move(dirfd(d), e->d_name, lost_fd, dest, sizeof(dest)) == 0) {
+				log_info("store: moved orphan message file %s/%s to %s/%s", path,
+					 e->d_name, lost, dest);
 				moved++;
 			}
 		}

@@ -715,6 +715,14 @@ def test_mailbox_sweep(make_surat):
     os.unlink(live)
     os.unlink(marker)
     assert s.cli("mailbox", "sweep", addr).stdout == "%s: no orphan message files\n" % addr
+    # The same id once more (an index.db put back again hands ids out
+    # anew): the first orphan is kept, the second goes beside it.
+    write(orphan, "second")
+    s.cli("mailbox", "sweep", addr)
+    with open(os.path.join(lost, "0000000000000001")) as f:
+        assert f.read() == "orphan"
+    with open(os.path.join(lost, "0000000000000001.1")) as f:
+        assert f.read() == "second"
     assert s.cli("mailbox", "sweep", check=False).returncode == 2
     r = s.cli("mailbox", "sweep", "nobody@example.test", check=False)
     assert r.returncode == 1 and "no such user" in r.stderr
