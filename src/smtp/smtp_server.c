@@ -136,6 +136,7 @@ struct smtp_sess {
 	int last_refusal;	/* last 5xx/4xx code in this transaction */
 	unsigned overshoot;	/* RCPTs past smtp.max_recipients in this transaction */
 	unsigned rcpt_refusals; /* RCPTs refused in the session (logged up to a cap) */
+	char *rcpt_to;		/* the address of the RCPT being answered, for that line */
 	enum smtp_cmd cmd;	/* the command being answered (for last_refusal) */
 	char *msgid;		/* the Message-ID we added on submission, for the access log */
 	struct buf data;
@@ -271,7 +272,13 @@ smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
 		struct buf l = BUF_INIT(0);
 		buf_printf(&l, "rcpt refused client=[%s] from=<", s->c->peer_ip);
 		log_escape_also(&l, s->mail.from.addr, s->mail.from.len, 256, LOG_LIST_CHARS);
-		buf_printf(&l, "> reply=\"%d %s ", code, enh ? enh : "");
+		buf_puts(&l, ">");
+		if (s->rcpt_to) {
+			buf_puts(&l, " to=<");
+			log_escape_also(&l, s->rcpt_to, strlen(s->rcpt_to), 256, LOG_LIST_CHARS);
+			buf_puts(&l, ">");
+		}
+		buf_printf(&l, " reply=\"%d %s ", code, enh ? enh : "");
 		log_escape(&l, text.data, text.len, 300);
 		buf_putc(&l, '"');
 		if (s->rcpt_refusals == RCPT_REFUSALS_LOGGED)
@@ -508,6 +515,7 @@ smtp_sess_free(struct smtp_sess *s)
 		event_free(s->deadline_ev);
 	smtp_name_stop(s);
 	free(s->client_name);
+	free(s->rcpt_to);
 	util_wipe(s->auth_user, sizeof(s->auth_user));
 	buf_free(&s->out);
 	free(s->gone);
@@ -1685,6 +1693,8 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	struct smtp_rcpt rp;
 	struct smtp_error e;
 
+	free(s->rcpt_to);
+	s->rcpt_to = NULL;
 	if (s->state != ST_MAIL && s->state != ST_RCPT) {
 		smtp_reply(s, 503, "5.5.1", "Need MAIL before RCPT");
 		smtp_error_count(s);
@@ -1695,6 +1705,7 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_error_count(s);
 		return;
 	}
+	s->rcpt_to = xstrdup(rp.to.addr);
 	if (s->nrcpts >= (size_t)cfg->smtp_max_recipients) {
 		/*
 		 * A sender with a long list goes on in the next transaction.

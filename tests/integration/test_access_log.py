@@ -30,7 +30,7 @@ Decisions taken here (documented, and asserted):
   transaction in which every RCPT was refused still leaves its line when it
   ends (QUIT, RSET, hang-up): id=-, rcpts=-, result= the last refusal,
   reason="transaction not completed". Each refused RCPT has a line of its
-  own, `rcpt refused client=[IP] from=<A> reply="CODE ENH TEXT"`, where
+  own, `rcpt refused client=[IP] from=<A> to=<R> reply="CODE ENH TEXT"`, where
   the address and the reason are found.
 - A transaction that ends without a final reply (hang-up, RSET, EHLO) logs
   result=0 (no reply was given) or the last refusal code: of a RCPT or a
@@ -482,10 +482,11 @@ def test_each_refused_rcpt_has_its_line(surat):
     lines = [l for l in surat.log().splitlines() if " rcpt refused " in l]
     assert len(lines) == 2, lines
     assert lines[0].endswith('rcpt refused client=[127.0.0.1] from=<guesser@remote.test> '
+                             'to=<nobody@example.test> '
                              'reply="550 5.1.1 <nobody@example.test>: Recipient address '
                              'rejected: no such user here"'), lines
-    assert lines[1].endswith('from=<guesser@remote.test> reply="554 5.7.1 '
-                             '<victim@elsewhere.test>: Relay access denied"'), lines
+    assert lines[1].endswith('from=<guesser@remote.test> to=<victim@elsewhere.test> '
+                             'reply="554 5.7.1 <victim@elsewhere.test>: Relay access denied"'), lines
 
 
 def test_refused_rcpt_lines_have_a_cap(make_populated):
@@ -506,6 +507,8 @@ def test_refused_rcpt_lines_have_a_cap(make_populated):
     lines = [l for l in s.log().splitlines() if " rcpt refused " in l]
     assert len(lines) == 100, len(lines)
     assert lines[-1].endswith("(the session's next ones are not logged)"), lines[-1]
+    # The 452 names no address: the line does.
+    assert ' to=<bob+99@example.test> reply="452 4.5.3 ' in lines[-1], lines[-1]
     assert "not logged" not in lines[-2]
 
 
