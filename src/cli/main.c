@@ -1487,6 +1487,7 @@ cmd_serve(struct config *cfg)
 		goto out;
 	}
 	store_pool_set_max((size_t)cfg->store_cached_handles);
+	store_pool_set_cache_memory(cfg->store_cache_memory);
 	queue_start(srv->queue);
 	log_info("surat started: hostname=%s data_dir=%s", cfg->hostname, cfg->data_dir);
 	ks.timer = event_new(srv->base, -1, EV_PERSIST, kept_saver_tick, &ks);

@@ -104,6 +104,7 @@ static const struct config_key config_keys[] = {
 	{"pop3.idle_timeout", CT_DURATION, OFF(pop3_idle_timeout), 600, 86400},
 	{"login_timeout", CT_DURATION, OFF(login_timeout), 1, 3600},
 	{"store.cached_handles", CT_UINT, OFF(store_cached_handles), 0, 100000},
+	{"store.cache_memory", CT_SIZE, OFF(store_cache_memory), 0, INT64_MAX},
 };
 /* clang-format on */
 
@@ -155,6 +156,7 @@ config_defaults(struct config *cfg)
 	cfg->pop3_idle_timeout = 10 * 60;
 	cfg->login_timeout = 3 * 60;
 	cfg->store_cached_handles = 128;
+	cfg->store_cache_memory = 64 * 1024 * 1024;
 }
 
 int64_t

@@ -113,6 +113,7 @@ struct config {
 
 	/* mailbox store */
 	int64_t store_cached_handles; /* idle store handles kept open (store_pool) */
+	int64_t store_cache_memory;   /* SQLite page caches of all handles, 0: no bound */
 };
 
 /* Names of the listen.* keys by kind ("smtp", "submission", ...). */

@@ -416,6 +416,13 @@ void store_pool_put(struct store **st);
 void store_pool_give(struct store **st);
 /* Set the number of idle handles kept (0: none), closing those beyond it. */
 void store_pool_set_max(size_t max_idle);
+/*
+ * Bound the page caches of every store handle to about bytes together (0:
+ * no bound; SQLite's soft heap limit, process-wide). Past it, a handle in
+ * use reuses its own pages rather than take more, and the idle handles'
+ * caches are given up, least recently used first.
+ */
+void store_pool_set_cache_memory(int64_t bytes);
 /* Close every idle handle (at shutdown). */
 void store_pool_drain(void);
 /* How many handles wait idle now. */

@@ -86,6 +86,29 @@ store_pool_idle(void)
 
 static void pool_return(struct store *st, bool used, bool may_close);
 
+void
+store_pool_set_cache_memory(int64_t bytes)
+{
+	sqlite3_soft_heap_limit64(bytes);
+}
+
+/*
+ * Over the soft heap limit, SQLite (built without memory management, as
+ * Debian's) only stops caches from growing: each keeps what it took, and
+ * idle handles would hold theirs for good. Theirs go, least recently used
+ * first, until the limit is kept (under the lock: no one uses them).
+ */
+static void
+pool_trim_caches(void)
+{
+	sqlite3_int64 limit = sqlite3_soft_heap_limit64(-1);
+
+	if (limit <= 0)
+		return;
+	for (struct store *e = pool.tail; e && sqlite3_memory_used() > limit; e = e->pool_prev)
+		sqlite3_db_release_memory(e->db);
+}
+
 /* Whether e is a handle of data_dir's account. */
 static bool
 pool_of(const struct store *e, const char *data_dir, const char *account)
@@ -210,6 +233,7 @@ pool_return(struct store *st, bool used, bool may_close)
 	*(prev ? &prev->pool_next : &pool.head) = st;
 	*(next ? &next->pool_prev : &pool.tail) = st;
 	pool.n++;
+	pool_trim_caches();
 	pthread_mutex_unlock(&pool.lock);
 	if (may_close)
 		pool_shrink(false);

@@ -1842,6 +1842,53 @@ test_pool_give_closes_nothing(void **state)
 }
 
 /*
+ * Debian's SQLite has no memory management: past the soft heap limit a
+ * cache only stops growing and keeps what it took, so 128 idle handles
+ * held their 2 MB each for good. A handle's return gives up the idle
+ * ones' caches, least recently used first, down to the limit.
+ */
+static void
+test_pool_cache_memory(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf err = BUF_INIT(0);
+	char account[64], body[2048];
+	struct store *st;
+
+	memset(body, 'x', sizeof(body) - 1);
+	body[sizeof(body) - 1] = '\0';
+	for (int i = 0; i < 40; i++)
+		body[i * 50] = ' ';
+	store_pool_drain();
+	for (int i = 0; i < 6; i++) {
+		xsnprintf(account, sizeof(account), "cache%d@example.org", i);
+		assert_non_null(st = store_pool_get(fx->dir, account, &err));
+		for (int j = 0; j < 30; j++)
+			deliver(st, NULL, body, NULL);
+		store_pool_put(&st);
+	}
+	sqlite3_int64 full = sqlite3_memory_used();
+	/* Unbounded: a handle's return leaves the others' caches alone. */
+	assert_non_null(st = store_pool_get(fx->dir, "cache0@example.org", &err));
+	store_pool_put(&st);
+	assert_true(sqlite3_memory_used() >= full - full / 20);
+	/* Bounded below what they hold: down to the bound, no further. */
+	sqlite3_int64 limit = full - full / 4;
+	store_pool_set_cache_memory(limit);
+	assert_non_null(st = store_pool_get(fx->dir, "cache5@example.org", &err));
+	store_pool_put(&st);
+	sqlite3_int64 trimmed = sqlite3_memory_used();
+	assert_true(trimmed <= limit);
+	store_pool_set_cache_memory(1);
+	assert_non_null(st = store_pool_get(fx->dir, "cache5@example.org", &err));
+	store_pool_put(&st);
+	assert_true(sqlite3_memory_used() < trimmed - full / 10);
+	store_pool_set_cache_memory(0);
+	store_pool_drain();
+	buf_free(&err);
+}
+
+/*
  * store_pool_index_idle() indexes the queues of pooled handles left unused
  * for the given time, and only those: not a handle on loan, not one used
  * more recently, not one whose account another handle used more recently,
@@ -2422,6 +2469,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_expunged_while_indexed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pool_give_closes_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pool_cache_memory, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_idle_yield, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_upgrade_from_3, setup, teardown),
