@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -620,4 +621,15 @@ util_net_match(const struct util_net *n, const char *ip)
 		return 0;
 	util_net_mask(a, sizeof(a), n->prefix);
 	return memcmp(a, n->addr, sizeof(a)) == 0;
+}
+
+int
+util_space_low(const char *path, int64_t need)
+{
+	struct statvfs sv;
+
+	/* Unknown is not low: the write itself still fails cleanly. */
+	if (need <= 0 || statvfs(path, &sv) < 0)
+		return 0;
+	return (uint64_t)sv.f_bavail * sv.f_frsize < (uint64_t)need;
 }

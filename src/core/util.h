@@ -62,6 +62,12 @@ int util_fsync_dir(const char *path);
 int util_mkdir_p(const char *path, mode_t mode);
 /* util_mkdir_p(), each directory it makes given mode whatever the umask. */
 int util_mkdir_p_exact(const char *path, mode_t mode);
+/*
+ * 1 if path's filesystem has less than need bytes free for us (statvfs
+ * f_bavail: the root reserve does not count), else 0 (also when need <= 0
+ * or statvfs fails). No disk I/O.
+ */
+int util_space_low(const char *path, int64_t need);
 /* Write all of buf to fd, retrying on EINTR/short writes; 0 or -1. */
 int util_write_all(int fd, const void *buf, size_t n);
 /* pwritev(2) all of iov[0..n) at off, retrying on EINTR/short writes (iov is

@@ -349,7 +349,11 @@ void imap_cmd_setquota(struct imap_sess *s, const struct imap_arg *args);
 
 /* imap_cmd_append.c */
 void imap_cmd_append(struct imap_sess *s, const struct imap_arg *args);
-/* Decide on an APPEND literal before "+": 0 accept, -1 rejected (reply sent). */
+/*
+ * Decide on an APPEND literal of the command's size bytes so far, before
+ * "+": 0 accept, -1 over the user's quota, -2 it would leave the disk less
+ * than queue.min_free.
+ */
 int imap_append_literal_check(struct imap_sess *s, uint64_t size);
 /* Worker: whether add more bytes would pass quota (> 0) on st (APPEND, COPY). */
 bool imap_quota_exceeded(struct store *st, int64_t quota, uint64_t add);

@@ -4,16 +4,18 @@
  * APPENDUID (RFC 4315) and the quota (RFC 9208 OVERQUOTA).
  *
  * The size of each literal is checked before "+" is sent: against
- * imap.max_literal (the parser; NO [TOOBIG]) and against the user's quota
- * (imap_append_literal_check; NO [OVERQUOTA]). The message bytes are taken
+ * imap.max_literal (the parser; NO [TOOBIG]), against the user's quota and
+ * against the disk's free space less queue.min_free (imap_append_literal_check;
+ * NO [OVERQUOTA]). That reserve is what lets users still flag and expunge
+ * mail, and the queue deliver what SMTP took, when the disk fills up. The message bytes are taken
  * over from the parser without a copy; the MIME metadata (ENVELOPE,
  * BODYSTRUCTURE, sort keys, full-text) is computed and the message stored
  * on the worker pool. A MULTIAPPEND is all or nothing: its messages are
  * stored in one transaction (and one flush).
  *
  * SECURITY: message bytes are stored as given and never interpreted here;
- * flags and dates are validated; the quota is checked again on the worker
- * right before storing.
+ * flags and dates are validated; the quota and the free space are checked
+ * again on the worker right before storing.
  */
 #include "imap/imap_cmd.h"
 #include "imap/imap_search_parse.h"
@@ -22,6 +24,8 @@
 #include "core/log.h"
 #include "mime/mime_meta.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -44,6 +48,7 @@ struct append_job {
 	struct append_msg *msgs;
 	size_t n;
 	int64_t quota;
+	int64_t min_free; /* config_min_free() */
 	int rc;
 	bool overquota;
 	enum store_err err;
@@ -51,12 +56,29 @@ struct append_job {
 	uint32_t uidvalidity;
 };
 
+/* Whether storing add more bytes below dir would leave less than min_free. */
+static bool
+append_space_low(const char *dir, int64_t min_free, uint64_t add)
+{
+	if (min_free <= 0)
+		return false;
+	if (add > (uint64_t)(INT64_MAX - min_free))
+		return true;
+	return util_space_low(dir, min_free + (int64_t)add);
+}
+
 int
 imap_append_literal_check(struct imap_sess *s, uint64_t size)
 {
+	const struct config *cfg = s->srv->cfg;
 	uint64_t bytes = 0, msgs = 0;
 	bool borrowed = s->st == NULL;
+	char mail[PATH_MAX];
 	int rc;
+
+	xsnprintf(mail, sizeof(mail), "%s/mail", cfg->data_dir);
+	if (append_space_low(mail, config_min_free(cfg), size))
+		return -2;
 
 	/*
 	 * Before the command runs: the handle is borrowed for this check only,
@@ -152,6 +174,13 @@ append_work(struct imap_job *jj)
 
 	for (size_t i = 0; i < j->n; i++)
 		total += j->msgs[i].data.len;
+	if (append_space_low(store_root(st), j->min_free, total)) {
+		j->rc = -1;
+		j->err = STORE_ERR_NOSPACE;
+		xsnprintf(j->errmsg, sizeof(j->errmsg),
+			  "%s: less than queue.min_free would be left free", store_root(st));
+		return;
+	}
 	if (imap_quota_exceeded(st, j->quota, total)) {
 		j->rc = -1;
 		j->overquota = true;
@@ -297,6 +326,7 @@ imap_cmd_append(struct imap_sess *s, const struct imap_arg *args)
 	j->msgs = msgs;
 	j->n = n;
 	j->quota = s->quota;
+	j->min_free = config_min_free(s->srv->cfg);
 	j->j.work = append_work;
 	j->j.done = append_done;
 	j->j.free = append_free;

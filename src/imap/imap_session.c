@@ -1601,8 +1601,12 @@ imap_literal(struct imap_sess *s)
 	if (e->fn == imap_cmd_append) {
 		struct buf t = BUF_INIT(0);
 		s->lit_bytes += size;
-		if (imap_append_literal_check(s, s->lit_bytes) < 0) {
-			imap_quota_text(s, &t);
+		int rc = imap_append_literal_check(s, s->lit_bytes);
+		if (rc < 0) {
+			if (rc == -2)
+				buf_puts(&t, "[OVERQUOTA] APPEND failed: not enough disk space");
+			else
+				imap_quota_text(s, &t);
 			imap_literal_refuse(s, "NO", buf_str(&t));
 			buf_free(&t);
 			s->lit_bytes = 0;

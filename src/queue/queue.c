@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -2101,12 +2100,7 @@ queue_count(const struct queue *q)
 int
 queue_space_low(const struct queue *q, int64_t need)
 {
-	struct statvfs sv;
-
-	/* Unknown is not low: the write itself still fails cleanly (451). */
-	if (need <= 0 || statvfs(q->dir, &sv) < 0)
-		return 0;
-	return (uint64_t)sv.f_bavail * sv.f_frsize < (uint64_t)need;
+	return util_space_low(q->dir, need);
 }
 
 void

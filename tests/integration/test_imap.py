@@ -730,6 +730,31 @@ def test_longest_name_reachable_in_modified_utf7(srv):
     assert " BAD " in tagged and "too long" in tagged, tagged
 
 
+def test_append_leaves_the_disk_reserve(make_surat):
+    """SMTP keeps queue.min_free free, but an APPEND wrote until the disk
+    was full, and then no one could even expunge to make room (each is an
+    index write). An APPEND that would leave less than the reserve gets NO
+    [OVERQUOTA] before its literal is sent; flags and expunges still go."""
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes"})
+    c = connect(s)
+    append(c, "INBOX", MSG)
+    c.ok("LOGOUT")
+    s.stop()
+    with open(s.conf, "a") as f:
+        f.write("queue.min_free = 1000000G\n")    # more than any disk here
+    s.start()
+    c = connect(s)
+    c.send(b"d1 APPEND INBOX {%d}\r\n" % len(MSG))
+    line = c.readline()
+    assert line.startswith(b"d1 NO [OVERQUOTA] APPEND failed: not enough disk space"), line
+    c.send(b"d2 APPEND INBOX {%d+}\r\n" % len(MSG) + MSG + b"\r\n")
+    line = c.readline()
+    assert line.startswith(b"d2 NO [OVERQUOTA]"), line
+    c.ok("SELECT INBOX")
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert c.ok("EXPUNGE") == [b"* 1 EXPUNGE"]
+    c.ok("LOGOUT")
+
 def test_status_and_quota(make_surat):
     s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "user.quota": "1M"})
     c = connect(s)
