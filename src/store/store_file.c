@@ -22,6 +22,8 @@
  * in between leaves a marker whose row is gone, and the sweep removes the
  * file; one before the commit leaves a row, and it drops only the marker.
  * No lock is needed: the row says which, before the commit and after.
+ * A row the sweep sees gone may be a commit not yet flushed (the expunge
+ * flushes after it, then unlinks), so the sweep flushes before it unlinks.
  *
  * A file's name is its files.id (63 bits) in 16 hex digits, so the index
  * needs no separate name column or index to find a file's row. Ids come in
@@ -47,6 +49,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -313,10 +316,18 @@ store_file_known(struct store *st, int64_t id)
 	return rc;
 }
 
+/* A marker taken by the sweep whose row is gone: its file goes after the flush. */
+struct sweep_dead {
+	int64_t id;
+	int fd; /* the marker, locked */
+};
+
 void
 store_file_sweep_tmp(struct store *st)
 {
 	char path[STORE_PATH_MAX];
+	struct sweep_dead *dead = NULL;
+	size_t ndead = 0, cap = 0;
 	struct dirent *e;
 	DIR *d;
 	/* Below root_fd: see store_file_sweep_all(). */
@@ -348,15 +359,41 @@ store_file_sweep_tmp(struct store *st)
 			continue;
 		}
 		int known = store_file_known(st, id);
-		char name[17];
-		store_file_hex(id, name);
-		xsnprintf(path, sizeof(path), "msg/%.2s/%s", name, name);
-		if (known == 0 && unlinkat(st->root_fd, path, 0) == 0)
-			log_info("store: removed uncommitted message file %s/%s", st->root, path);
-		if (known >= 0)
+		if (known == 0) {
+			if (ndead == cap) {
+				cap = cap ? cap * 2 : 16;
+				dead = xrealloc(dead, cap * sizeof(*dead));
+			}
+			dead[ndead++] = (struct sweep_dead){id, fd};
+			continue;
+		}
+		if (known > 0)
 			unlinkat(dirfd(d), e->d_name, 0);
 		close(fd);
 	}
+	/*
+	 * A row seen gone may be an expunge committed by another handle that
+	 * has not flushed it yet (its files wait marked here until it has):
+	 * a power cut would bring the row back. One flush makes every such
+	 * commit seen so far durable before any of their files goes.
+	 */
+	if (ndead > 0 && fsbarrier_sync(st->root_fd) < 0) {
+		log_warn("store: sync(%s) failed: %s; message files kept", st->root,
+			 strerror(errno));
+		for (size_t i = 0; i < ndead; i++)
+			close(dead[i].fd);
+		ndead = 0;
+	}
+	for (size_t i = 0; i < ndead; i++) {
+		char name[17];
+		store_file_hex(dead[i].id, name);
+		xsnprintf(path, sizeof(path), "msg/%.2s/%s", name, name);
+		if (unlinkat(st->root_fd, path, 0) == 0)
+			log_info("store: removed uncommitted message file %s/%s", st->root, path);
+		unlinkat(dirfd(d), name, 0);
+		close(dead[i].fd);
+	}
+	free(dead);
 	closedir(d);
 }
 

@@ -25,6 +25,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -1421,6 +1422,63 @@ test_expunged_files_left_behind_are_swept(void **state)
 }
 
 /*
+ * syncfs(2) as the store reaches it (through core/fsbarrier), passed on;
+ * it notes whether the file named by syncfs_watch was still there when a
+ * flush ran.
+ */
+static const char *syncfs_watch;
+static int syncfs_saw_watch;
+
+int
+syncfs(int fd)
+{
+	if (syncfs_watch != NULL && access(syncfs_watch, F_OK) == 0)
+		syncfs_saw_watch = 1;
+	return (int)syscall(SYS_syncfs, fd);
+}
+
+/*
+ * Another handle's expunge between its commit and its flush: its rows are
+ * gone for every reader, but only in the page cache, and its file is
+ * marked in tmp/. A sweep (any store_open) that removes the file on that
+ * sight must first make the commit durable, or a power cut brings the
+ * rows back and their file is lost.
+ */
+static void
+test_sweep_flushes_before_removing(void **state)
+{
+	struct fixture *fx = *state;
+	char root[256], path[512], tmp[512], sql[128];
+	sqlite3 *db;
+
+	deliver(fx->st, NULL, msg1, NULL);
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+	char names[4][17];
+	assert_int_equal(list_files(root, names, 4), 1);
+	xsnprintf(path, sizeof(path), "%s/msg/%.2s/%s", root, names[0], names[0]);
+	xsnprintf(tmp, sizeof(tmp), "%s/tmp/%s", root, names[0]);
+	/* The expunge's transaction, as store_expunge() makes it (the triggers drop refs). */
+	xsnprintf(sql, sizeof(sql), "%s/index.db", root);
+	assert_int_equal(sqlite3_open(sql, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	xsnprintf(sql, sizeof(sql),
+		  "BEGIN IMMEDIATE; DELETE FROM messages; DELETE FROM files; COMMIT;");
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(link(path, tmp), 0); /* store_file_mark_dead() */
+
+	syncfs_watch = path;
+	syncfs_saw_watch = 0;
+	struct store *st2 = store_open(fx->dir, ACCOUNT, NULL);
+	syncfs_watch = NULL;
+	assert_non_null(st2);
+	store_close(&st2);
+	assert_int_equal(access(path, F_OK), -1); /* the sweep removed it */
+	assert_int_equal(access(tmp, F_OK), -1);
+	assert_true(syncfs_saw_watch);		  /* after a flush, not before */
+}
+
+/*
  * Message file ids come in runs: one handle's deliveries get consecutive ids
  * (neighbouring rows, one directory). An id whose file exists already (a
  * run of another writer) is skipped for a new run, and nothing is lost.
@@ -2463,6 +2521,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_expunged_files_left_behind_are_swept, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_during_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_flushes_before_removing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
