@@ -126,16 +126,53 @@ expunge_work(struct imap_job *jj)
 	}
 }
 
+/* The untagged NO of a CLOSE whose expunge failed: nothing was removed. */
+static void
+imap_close_warn(struct imap_sess *s, enum store_err e, const char *msg)
+{
+	struct buf t = BUF_INIT(0);
+	const char *code = "SERVERBUG";
+
+	switch (e) {
+	case STORE_ERR_BUSY:
+		code = "INUSE";
+		break;
+	case STORE_ERR_NOSPACE:
+		code = "OVERQUOTA";
+		break;
+	case STORE_ERR_NOMAILBOX:
+	case STORE_ERR_NOSELECT:
+	case STORE_ERR_CHANGED:
+		code = "NONEXISTENT";
+		break;
+	default:
+		break;
+	}
+	/* As imap_done_store(): an internal error's text stays in the log. */
+	if (strcmp(code, "SERVERBUG") == 0)
+		buf_printf(&t, "internal error (session %s)", s->c->id);
+	else
+		imap_text(&t, msg, 200);
+	imap_printf(s, "* NO [%s] CLOSE: no message was expunged: %s\r\n", code, buf_str(&t));
+	buf_free(&t);
+}
+
 static void
 expunge_done(struct imap_sess *s, struct imap_job *jj)
 {
 	struct expunge_job *j = (struct expunge_job *)jj;
 
 	if (j->close) {
-		/* CLOSE expunges silently and never fails visibly (RFC 9051 §6.4.1). */
-		if (j->rc < 0)
+		/*
+		 * CLOSE's only result is OK (RFC 9051 §6.4.1), but a client
+		 * takes that for its \Deleted messages being gone: a failed
+		 * expunge is said in an untagged NO first, as Dovecot does.
+		 */
+		if (j->rc < 0) {
 			log_msg(LL_WARN, s->c->id, "CLOSE expunge failed user=%s: %s", s->user,
 				j->errmsg);
+			imap_close_warn(s, j->err, j->errmsg);
+		}
 		imap_unselect_now(s);
 		imap_done(s, "OK", "CLOSE completed");
 		return;

@@ -1012,6 +1012,17 @@ def test_copy_move_expunge_close_unselect(srv):
     assert c.ok("STATUS Trash (MESSAGES)") == [b'* STATUS "Trash" (MESSAGES 1)']
     tagged, _ = c.cmd("FETCH 1 UID")
     assert " BAD " in tagged  # no mailbox selected
+    # A CLOSE whose expunge fails (here another session renamed the mailbox
+    # away) still ends in OK (RFC 9051 6.4.1), but warns: the client must
+    # not take its \Deleted messages for gone.
+    c.ok("SELECT Trash")
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    other = connect(srv)
+    other.ok("RENAME Trash Bin")
+    tagged, untagged = c.cmd("CLOSE")
+    assert tagged.endswith("OK CLOSE completed"), tagged
+    assert len(untagged) == 1 and untagged[0].startswith(b"* NO [NONEXISTENT] CLOSE: "), untagged
+    assert other.ok("STATUS Bin (MESSAGES)") == [b'* STATUS "Bin" (MESSAGES 1)']
     c.ok("LOGOUT")
 
 
