@@ -1448,7 +1448,7 @@ static void
 test_sweep_flushes_before_removing(void **state)
 {
 	struct fixture *fx = *state;
-	char root[256], path[512], tmp[512], sql[128];
+	char root[256], path[512], tmp[512], dbpath[512];
 	sqlite3 *db;
 
 	deliver(fx->st, NULL, msg1, NULL);
@@ -1458,12 +1458,14 @@ test_sweep_flushes_before_removing(void **state)
 	xsnprintf(path, sizeof(path), "%s/msg/%.2s/%s", root, names[0], names[0]);
 	xsnprintf(tmp, sizeof(tmp), "%s/tmp/%s", root, names[0]);
 	/* The expunge's transaction, as store_expunge() makes it (the triggers drop refs). */
-	xsnprintf(sql, sizeof(sql), "%s/index.db", root);
-	assert_int_equal(sqlite3_open(sql, &db), SQLITE_OK);
+	xsnprintf(dbpath, sizeof(dbpath), "%s/index.db", root);
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
 	sqlite3_busy_timeout(db, 5000);
-	xsnprintf(sql, sizeof(sql),
-		  "BEGIN IMMEDIATE; DELETE FROM messages; DELETE FROM files; COMMIT;");
-	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "BEGIN IMMEDIATE; DELETE FROM messages; DELETE FROM files;"
+				      " COMMIT;",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(link(path, tmp), 0); /* store_file_mark_dead() */
 
@@ -1475,7 +1477,7 @@ test_sweep_flushes_before_removing(void **state)
 	store_close(&st2);
 	assert_int_equal(access(path, F_OK), -1); /* the sweep removed it */
 	assert_int_equal(access(tmp, F_OK), -1);
-	assert_true(syncfs_saw_watch);		  /* after a flush, not before */
+	assert_true(syncfs_saw_watch); /* after a flush, not before */
 }
 
 /*
