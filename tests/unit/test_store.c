@@ -1428,13 +1428,99 @@ test_expunged_files_left_behind_are_swept(void **state)
  */
 static const char *syncfs_watch;
 static int syncfs_saw_watch;
+static sqlite3 *syncfs_probe_db; /* a reader of the index: its state at each flush */
+static char syncfs_probe_seen[256];
+
+/* What a reader sees of the index now: every counter a write moves. */
+static void
+probe_state(sqlite3 *db, char *out, size_t outlen)
+{
+	sqlite3_stmt *q;
+
+	out[0] = '\0';
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "SELECT (SELECT group_concat(name || ':' || uidvalidity"
+					    " || ':' || uidnext || ':' || highestmodseq || ':'"
+					    " || messages || ':' || unseen, ',') FROM mailboxes),"
+					    " (SELECT count(*) FROM subscriptions)",
+					    -1, &q, NULL),
+			 SQLITE_OK);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		xsnprintf(out, outlen, "%s|%d", (const char *)sqlite3_column_text(q, 0),
+			  sqlite3_column_int(q, 1));
+	sqlite3_finalize(q);
+}
 
 int
 syncfs(int fd)
 {
 	if (syncfs_watch != NULL && access(syncfs_watch, F_OK) == 0)
 		syncfs_saw_watch = 1;
+	if (syncfs_probe_db != NULL)
+		probe_state(syncfs_probe_db, syncfs_probe_seen, sizeof(syncfs_probe_seen));
 	return (int)syscall(SYS_syncfs, fd);
+}
+
+/* Run one write: it changed what readers see, and its last flush came after its commit. */
+#define FLUSHED_AFTER_COMMIT(call)                                                                 \
+	do {                                                                                       \
+		char before_[256], after_[256];                                                    \
+		probe_state(syncfs_probe_db, before_, sizeof(before_));                            \
+		syncfs_probe_seen[0] = '\0';                                                       \
+		assert_true((call) >= 0);                                                          \
+		probe_state(syncfs_probe_db, after_, sizeof(after_));                              \
+		assert_string_not_equal(before_, after_);                                          \
+		assert_string_equal(syncfs_probe_seen, after_);                                    \
+	} while (0)
+
+/*
+ * Every write an IMAP or POP3 reply acknowledges (APPEND, MULTIAPPEND,
+ * COPY, MOVE, STORE, EXPUNGE and POP3's UPDATE, CREATE, RENAME, DELETE,
+ * SUBSCRIBE) returns only once a flush has run after its commit: the
+ * reply, sent after the call returns, never speaks of a change a crash
+ * (SIGKILL or power) can take back.
+ */
+static void
+test_writes_flushed_before_return(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_meta m = {0};
+	struct store_copy_result cr;
+	struct store_flag_result fr;
+	struct store_range r1 = {1, 1}, r2 = {2, 2}, all = {1, UINT32_MAX};
+	struct store_flag_change seen = {.op = STORE_FLAGS_ADD, .flags = STORE_F_SEEN};
+	struct store_flag_change del = {.op = STORE_FLAGS_ADD, .flags = STORE_F_DELETED};
+	char dbpath[512];
+	uint32_t *uids, uid, uv;
+	size_t n;
+
+	xsnprintf(dbpath, sizeof(dbpath), "%s/mail/example.org/alice/index.db", fx->dir);
+	assert_int_equal(sqlite3_open_v2(dbpath, &syncfs_probe_db, SQLITE_OPEN_READONLY, NULL),
+			 SQLITE_OK);
+	FLUSHED_AFTER_COMMIT(store_append(fx->st, "INBOX", msg1, strlen(msg1), &m, &uid, &uv));
+	struct store_add_item two[2] = {{.msg = msg1, .len = strlen(msg1)},
+					{.msg = msg1, .len = strlen(msg1)}};
+	FLUSHED_AFTER_COMMIT(store_add_many(fx->st, "INBOX", two, 2, NULL));
+	FLUSHED_AFTER_COMMIT(store_copy(fx->st, "INBOX", 0, &r1, 1, "Archive", 0, &cr));
+	store_copy_result_free(&cr);
+	FLUSHED_AFTER_COMMIT(store_copy(fx->st, "INBOX", 0, &r2, 1, "Trash", 1, &cr));
+	store_copy_result_free(&cr);
+	FLUSHED_AFTER_COMMIT(store_flags(fx->st, "INBOX", 0, &all, 1, &seen, &fr));
+	store_flag_result_free(&fr);
+	FLUSHED_AFTER_COMMIT(store_flags(fx->st, "INBOX", 0, &r1, 1, &del, &fr));
+	store_flag_result_free(&fr);
+	FLUSHED_AFTER_COMMIT(store_expunge(fx->st, "INBOX", 0, NULL, 0, 0, &uids, &n, NULL));
+	free(uids);
+	FLUSHED_AFTER_COMMIT(
+	    store_expunge(fx->st, "INBOX", 0, &all, 1, STORE_EXPUNGE_FORCE, &uids, &n, NULL));
+	free(uids);
+	FLUSHED_AFTER_COMMIT(store_mailbox_create(fx->st, "Box/Sub", 0));
+	FLUSHED_AFTER_COMMIT(store_mailbox_subscribe(fx->st, "Box/Sub", 1));
+	FLUSHED_AFTER_COMMIT(store_mailbox_rename(fx->st, "Box", "Crate"));
+	FLUSHED_AFTER_COMMIT(store_mailbox_rename(fx->st, "INBOX", "Old"));
+	FLUSHED_AFTER_COMMIT(store_mailbox_delete(fx->st, "Archive"));
+	sqlite3_close(syncfs_probe_db);
+	syncfs_probe_db = NULL;
 }
 
 /*
@@ -2524,6 +2610,7 @@ main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_during_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_flushes_before_removing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_writes_flushed_before_return, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
