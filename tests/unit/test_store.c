@@ -49,6 +49,46 @@ static const char msg1[] = "From: Bob <bob@example.net>\r\n"
 			   "\r\n"
 			   "The quick brown fox.\r\n";
 
+/*
+ * syncfs(2) as the store reaches it (through core/fsbarrier), passed on.
+ * It notes whether the file named by syncfs_watch was still there when a
+ * flush ran, and what a reader of the index (syncfs_probe_db) saw then.
+ */
+static const char *syncfs_watch;
+static int syncfs_saw_watch;
+static sqlite3 *syncfs_probe_db; /* a reader of the index: its state at each flush */
+static char syncfs_probe_seen[256];
+
+/* What a reader sees of the index now: every counter a write moves. */
+static void
+probe_state(sqlite3 *db, char *out, size_t outlen)
+{
+	sqlite3_stmt *q;
+
+	out[0] = '\0';
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "SELECT (SELECT group_concat(name || ':' || uidvalidity"
+					    " || ':' || uidnext || ':' || highestmodseq || ':'"
+					    " || messages || ':' || unseen, ',') FROM mailboxes),"
+					    " (SELECT count(*) FROM subscriptions)",
+					    -1, &q, NULL),
+			 SQLITE_OK);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		xsnprintf(out, outlen, "%s|%d", (const char *)sqlite3_column_text(q, 0),
+			  sqlite3_column_int(q, 1));
+	sqlite3_finalize(q);
+}
+
+int
+syncfs(int fd)
+{
+	if (syncfs_watch != NULL && access(syncfs_watch, F_OK) == 0)
+		syncfs_saw_watch = 1;
+	if (syncfs_probe_db != NULL)
+		probe_state(syncfs_probe_db, syncfs_probe_seen, sizeof(syncfs_probe_seen));
+	return (int)syscall(SYS_syncfs, fd);
+}
+
 static int
 setup(void **state)
 {
@@ -75,6 +115,9 @@ teardown(void **state)
 	struct fixture *fx = *state;
 
 	store_set_notify(NULL, NULL);
+	syncfs_watch = NULL;
+	sqlite3_close(syncfs_probe_db);
+	syncfs_probe_db = NULL;
 	store_close(&fx->st);
 	unit_rm_tree(fx->dir);
 	free(fx);
@@ -1421,46 +1464,6 @@ test_expunged_files_left_behind_are_swept(void **state)
 	assert_int_equal(count_files(fx->dir, "tmp"), 0);
 }
 
-/*
- * syncfs(2) as the store reaches it (through core/fsbarrier), passed on;
- * it notes whether the file named by syncfs_watch was still there when a
- * flush ran.
- */
-static const char *syncfs_watch;
-static int syncfs_saw_watch;
-static sqlite3 *syncfs_probe_db; /* a reader of the index: its state at each flush */
-static char syncfs_probe_seen[256];
-
-/* What a reader sees of the index now: every counter a write moves. */
-static void
-probe_state(sqlite3 *db, char *out, size_t outlen)
-{
-	sqlite3_stmt *q;
-
-	out[0] = '\0';
-	assert_int_equal(sqlite3_prepare_v2(db,
-					    "SELECT (SELECT group_concat(name || ':' || uidvalidity"
-					    " || ':' || uidnext || ':' || highestmodseq || ':'"
-					    " || messages || ':' || unseen, ',') FROM mailboxes),"
-					    " (SELECT count(*) FROM subscriptions)",
-					    -1, &q, NULL),
-			 SQLITE_OK);
-	if (sqlite3_step(q) == SQLITE_ROW)
-		xsnprintf(out, outlen, "%s|%d", (const char *)sqlite3_column_text(q, 0),
-			  sqlite3_column_int(q, 1));
-	sqlite3_finalize(q);
-}
-
-int
-syncfs(int fd)
-{
-	if (syncfs_watch != NULL && access(syncfs_watch, F_OK) == 0)
-		syncfs_saw_watch = 1;
-	if (syncfs_probe_db != NULL)
-		probe_state(syncfs_probe_db, syncfs_probe_seen, sizeof(syncfs_probe_seen));
-	return (int)syscall(SYS_syncfs, fd);
-}
-
 /* Run one write: it changed what readers see, and its last flush came after its commit. */
 #define FLUSHED_AFTER_COMMIT(call)                                                                 \
 	do {                                                                                       \
@@ -1519,8 +1522,6 @@ test_writes_flushed_before_return(void **state)
 	FLUSHED_AFTER_COMMIT(store_mailbox_rename(fx->st, "Box", "Crate"));
 	FLUSHED_AFTER_COMMIT(store_mailbox_rename(fx->st, "INBOX", "Old"));
 	FLUSHED_AFTER_COMMIT(store_mailbox_delete(fx->st, "Archive"));
-	sqlite3_close(syncfs_probe_db);
-	syncfs_probe_db = NULL;
 }
 
 /*
