@@ -157,8 +157,9 @@ struct rconn {
 	int waiting; /* job taken, its message's content still loading */
 	/* the walk, one group of hosts of equal preference at a time */
 	struct route_host *hosts;
-	size_t nhosts, hi, gend;
+	size_t nhosts, hi, gstart, gend;
 	int implicit_mx;
+	int self_cut;		/* our hostname ended the MX list (hosts holds the better ones) */
 	int gtempfail;		/* an address lookup in this group failed for now */
 	size_t nnx;		/* hosts that do not exist or have no address (DNS) */
 	struct dns_addr *addrs; /* the group's addresses */
@@ -725,9 +726,13 @@ rconn_exhausted(struct rconn *c)
 	 * Every MX host is known not to exist (or to have no address): no
 	 * retry will find one, so a bounce now, 5.4.4 as Postfix says it,
 	 * not queue.max_age of deferrals. One lookup that failed for now, or
-	 * one host with an address, keeps it a deferral.
+	 * one host with an address, keeps it a deferral; so does our own
+	 * name in the list: we are a backup MX, and the primary's missing
+	 * address is for its owner to mend while we hold the mail (Postfix:
+	 * 4.4.4 "unable to find primary relay").
 	 */
-	int nohost = d->kind == DEST_MX && !c->implicit_mx && c->nhosts > 0 && c->nnx == c->nhosts;
+	int nohost = d->kind == DEST_MX && !c->implicit_mx && !c->self_cut && c->nhosts > 0 &&
+		     c->nnx == c->nhosts;
 	struct buf t = BUF_INIT(0);
 	if (nohost)
 		buf_printf(&t,
@@ -803,7 +808,8 @@ rconn_next_addr(struct rconn *c)
  * Every address of the group is known. RFC 5321 5.1: if one of them is
  * ours, this group and the worse ones are dropped, whatever order the
  * shuffle gave, so that equal hosts are never tried before we notice.
- * Nothing better was tried: a loop. Else those failed: a deferral.
+ * We are the best host: a loop. Else the better ones failed, or have no
+ * address (yet): a deferral, as we are their backup.
  */
 static void
 rconn_group_ready(struct rconn *c)
@@ -815,7 +821,7 @@ rconn_group_ready(struct rconn *c)
 		sa_set_port(&a, h->port);
 		if (!is_self(d->qr, &a, h->port))
 			continue;
-		if (c->tried) {
+		if (c->tried || c->gstart > 0) {
 			rconn_exhausted(c);
 			return;
 		}
@@ -949,6 +955,7 @@ rconn_next_host(struct rconn *c)
 		rconn_exhausted(c);
 		return;
 	}
+	c->gstart = c->hi;
 	c->gend = c->hi + 1;
 	while (c->gend < c->nhosts && c->hosts[c->gend].pref == c->hosts[c->hi].pref)
 		c->gend++;
@@ -1032,6 +1039,7 @@ rconn_mx_cb(const struct dns_result *res, void *arg)
 				break;
 			}
 		}
+		c->self_cut = n < res->n;
 		if (n == 0) {
 			buf_printf(&t, "5.4.6 MX for %s points back to myself (%s): mail loop",
 				   d->domain, cfg->hostname);

@@ -18,7 +18,9 @@
  * (RFC 7505) bounce at once, and so do MX hosts that all do not exist or
  * have no address (5.4.4; any lookup failing for now defers); an MX that
  * is this host (our hostname, or an address and port of listen.smtp) ends
- * the list, and bounces as a loop (5.4.6) if it was the best one.
+ * the list, and bounces as a loop (5.4.6) if it was the best one; behind
+ * better hosts, unreachable or without an address, we are their backup
+ * and defer (4.4.4).
  *
  * Connections are kept per destination (the domain, the relayhost or the
  * route): at most outbound.destination_limit at once, and a connection

@@ -610,6 +610,31 @@ def test_ourselves_after_a_host_whose_lookup_failed_defers(net):
     assert a.messages("alice@a.example") == []   # no bounce
 
 
+def test_ourselves_after_a_host_that_does_not_exist_defers(net):
+    """We are the backup MX (by address, or by our hostname) and the better
+    host does not exist (NXDOMAIN): no loop (we are not the best host) and
+    no 5.4.4 (not every MX host lacks an address: we have one). The mail
+    waits for the primary to be mended, as Postfix's "unable to find
+    primary relay" (4.4.4) does, instead of bouncing on the first try."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
+    z = _dns()
+    z.add("c.example", "MX", "10 mx1.c.example")      # NXDOMAIN
+    z.add("c.example", "MX", "20 backup.c.example")
+    z.add("backup.c.example", "A", "127.0.0.2")       # our listener address
+    z.add("d.example", "MX", "10 mx1.d.example")      # NXDOMAIN
+    z.add("d.example", "MX", "20 mx.a.example")       # our hostname
+    a.submit("alice@a.example", ["x@c.example", "y@d.example"],
+             msg("alice@a.example", "x@c.example", "backup"))
+    a.wait_log(r"delivery id=\w+ rcpt=x@c\.example status=(deferred|bounced)")
+    a.wait_log(r"delivery id=\w+ rcpt=y@d\.example status=(deferred|bounced)")
+    log = a.log()
+    assert "status=bounced" not in log, log[-3000:]
+    assert "loops back" not in log
+    assert re.search(r"rcpt=x@c\.example status=deferred .*reason=\"4\.4\.4 ", log)
+    assert re.search(r"rcpt=y@d\.example status=deferred .*reason=\"4\.4\.4 ", log)
+    assert a.messages("alice@a.example") == []   # no bounce
+
+
 def test_ourselves_among_equal_mx_hosts_is_a_loop_whatever_the_order(net):
     """RFC 5321 5.1: finding our own address in the MX list discards it and
     every host of the same preference. Equal hosts are tried in random
