@@ -95,6 +95,7 @@ static const struct config_key config_keys[] = {
 	{"outbound.command_timeout", CT_DURATION, OFF(outbound_command_timeout), 1, 3600},
 	{"outbound.data_timeout", CT_DURATION, OFF(outbound_data_timeout), 1, 3600},
 	{"outbound.destination_limit", CT_UINT, OFF(outbound_destination_limit), 1, 1000},
+	{"outbound.address_limit", CT_UINT, OFF(outbound_address_limit), 0, 1000},
 	{"dns.server", CT_RESOLVERS, OFF(dns_servers), 0, 0},
 	{"imap.max_line", CT_SIZE, OFF(imap_max_line), 1024, 1 << 20},
 	{"imap.max_literal", CT_SIZE, OFF(imap_max_literal), 1024, (int64_t)1 << 31},
@@ -149,6 +150,7 @@ config_defaults(struct config *cfg)
 	cfg->outbound_command_timeout = 300;
 	cfg->outbound_data_timeout = 600;
 	cfg->outbound_destination_limit = 10;
+	cfg->outbound_address_limit = 5;
 	cfg->imap_max_line = 64 * 1024;
 	cfg->imap_max_literal = 50 * 1024 * 1024;
 	cfg->imap_max_literal_memory = (int64_t)512 << 20;

@@ -99,6 +99,7 @@ struct config {
 	int64_t outbound_command_timeout;	/* seconds: greeting, EHLO, MAIL, RCPT, ... */
 	int64_t outbound_data_timeout;		/* seconds: reply to the final dot */
 	int64_t outbound_destination_limit;	/* connections per destination */
+	int64_t outbound_address_limit;		/* addresses tried per walk; 0: all */
 	struct strlist dns_servers;
 	struct route *routes;
 	size_t nroutes;

@@ -169,6 +169,7 @@ struct rconn {
 	const struct dns_result *r_a, *r_aaaa;
 	int a_done, aaaa_done;
 	int tried;
+	unsigned naddr_tried; /* addresses connected to (outbound.address_limit) */
 	enum smtp_client_tls tls_now;
 	struct buf last_error;
 	char last_perm[16]; /* last_error is a 5xx that ended a session: its code; else "" */
@@ -795,6 +796,21 @@ rconn_next_addr(struct rconn *c)
 		rconn_next_host(c);
 		return;
 	}
+	/*
+	 * RFC 5321 5.1 allows a configurable limit on the addresses tried
+	 * (at least two SHOULD be): each may cost a connect timeout, or a
+	 * greeting one, and a domain with many dead hosts would hold this
+	 * connection slot for as long as they all take. Past the limit the
+	 * attempt ends with the last failure.
+	 */
+	int64_t limit = d->qr->srv->cfg->outbound_address_limit;
+	if (limit > 0 && c->naddr_tried >= (uint64_t)limit) {
+		log_msg(LL_INFO, NULL, "outbound dest=%s: %u addresses tried, the limit", d->key,
+			c->naddr_tried);
+		rconn_exhausted(c);
+		return;
+	}
+	c->naddr_tried++;
 	const struct route_host *h = &c->hosts[c->addr_host[c->ai]];
 	struct dns_addr a = c->addrs[c->ai++];
 	xsnprintf(c->host, sizeof(c->host), "%s", h->name);

@@ -655,6 +655,26 @@ def test_ourselves_among_equal_mx_hosts_is_a_loop_whatever_the_order(net):
     assert p.connections == 0
 
 
+def test_addresses_tried_per_attempt_are_limited(net):
+    """RFC 5321 5.1 allows a limit on the addresses one attempt tries (as
+    Postfix's smtp_mx_address_limit): a domain with many dead MX hosts,
+    each of which may cost a connect or greeting timeout, must not hold
+    a connection slot for all of them. Past outbound.address_limit the
+    attempt ends, deferred with the last error."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h",
+                                                  "outbound.address_limit": "2"})
+    z = _dns()
+    for i in range(4):
+        z.add("c.example", "MX", "%d mx%d.c.example" % (10 * (i + 1), i))
+        z.add("mx%d.c.example" % i, "A", "127.0.0.%d" % (6 + i))  # nothing listens
+    a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "lim"))
+    a.wait_log(r"delivery id=\w+ rcpt=x@c\.example status=deferred")
+    log = a.log()
+    assert re.findall(r"outbound dest=mx:c\.example: 4\.4\.1 connect to host mx(\d)", log) \
+        == ["0", "1"], log
+    assert "2 addresses tried, the limit" in log
+
+
 def test_451_defers_then_succeeds_on_retry(net):
     a = net.node("127.0.0.2", "a.example")
     answers = ["451 4.3.0 try later"]
@@ -1079,7 +1099,7 @@ def test_relayed_notice_that_cannot_be_written_is_owed_not_lost(net):
     stays delivered, so the peer never gets the message twice; the owed
     notice survives a restart and is written at the next try."""
     a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h",
-                                                  "queue.retry_max": "1h"})
+                                                  "outbound.address_limit": "2"})
     p = net.peer("127.0.0.4", caps=["PIPELINING", "8BITMIME", "SIZE 10000000",
                                     "ENHANCEDSTATUSCODES"])
     _dns().add("c.example", "MX", "10 mx.c.example")
