@@ -173,6 +173,8 @@ struct rconn {
 	enum smtp_client_tls tls_now;
 	struct buf last_error;
 	char last_perm[16]; /* last_error is a 5xx that ended a session: its code; else "" */
+	struct buf last_reply;		       /* last_error is a peer's reply: its summary */
+	char last_remote[DNS_NAME_BUFSZ + 80]; /* and that peer, "host[ip]" */
 	/* the peer */
 	char host[DNS_NAME_BUFSZ];
 	char ip[INET6_ADDRSTRLEN];
@@ -415,9 +417,14 @@ rmsg_release(struct rmsg *m)
 	}
 }
 
-/* Report one recipient to the queue and log the attempt. */
+/*
+ * Report one recipient to the queue and log the attempt. remote names the
+ * peer ("host[ip]") whose reply text is when c has none (a walk that
+ * ended on that reply); else NULL.
+ */
 static void
-job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, struct rconn *c)
+job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, struct rconn *c,
+	   const char *remote)
 {
 	struct rmsg *m = j->m;
 	struct queue_remote *qr = m->qr;
@@ -434,19 +441,22 @@ job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, st
 	if (c && c->remote[0]) {
 		const char *tls = c->cl ? smtp_client_tls_desc(c->cl) : "none";
 		xsnprintf(rem, sizeof(rem), "%s tls=%.*s", c->remote, (int)strcspn(tls, ":"), tls);
+	} else if (remote && remote[0]) {
+		xsnprintf(rem, sizeof(rem), "%s", remote);
 	}
 	int relayed = r == DELIVER_OK && c != NULL && c->cl != NULL &&
 		      !(smtp_client_caps(c->cl)->flags & SMTP_CAP_DSN);
 	queue_remote_result(qr->srv->queue, m->id, j->idx[i], r, text,
-			    c && c->remote[0] ? rem : NULL, relayed);
+			    (c && c->remote[0]) || (remote && remote[0]) ? rem : NULL, relayed);
 }
 
-/* Every recipient of j gets the same result; then j ends. */
+/* Every recipient of j gets the same result; then j ends. remote: job_report(). */
 static void
-job_fail_all(struct rjob *j, enum deliver_result r, const char *text, struct rconn *c)
+job_fail_all(struct rjob *j, enum deliver_result r, const char *text, struct rconn *c,
+	     const char *remote)
 {
 	for (size_t i = 0; i < j->n; i++)
-		job_report(j, i, r, text, c);
+		job_report(j, i, r, text, c, remote);
 	struct rmsg *m = j->m;
 	rjob_free(j);
 	rmsg_job_done(m);
@@ -652,6 +662,7 @@ rconn_free(struct rconn *c)
 	if (c->idle_timer)
 		event_free(c->idle_timer);
 	buf_free(&c->last_error);
+	buf_free(&c->last_reply);
 	rconn_all_unlink(c->qr, c);
 	free(c);
 }
@@ -683,9 +694,13 @@ rconn_end(struct rconn *c, int quit)
 	dest_run(d); /* may free d */
 }
 
-/* The walk found no usable host: fail the waiting jobs and end. */
+/*
+ * The walk found no usable host: fail the waiting jobs and end. remote:
+ * the peer ("host[ip]") whose reply text is, or NULL.
+ */
 static void
-rconn_walk_failed(struct rconn *c, enum deliver_result r, const char *text)
+rconn_walk_failed_at(struct rconn *c, enum deliver_result r, const char *text,
+		     const char *remote)
 {
 	struct dest *d = c->d;
 	char esc[600];
@@ -698,15 +713,24 @@ rconn_walk_failed(struct rconn *c, enum deliver_result r, const char *text)
 	c->ip[0] = '\0';
 	c->remote[0] = '\0';
 	smtp_client_free(&c->cl);
-	struct buf t = BUF_INIT(0);
+	struct buf t = BUF_INIT(0), rem = BUF_INIT(0);
 	buf_puts(&t, text);
+	if (remote)
+		buf_puts(&rem, remote);
 	rconn_end(c, 0);
 	while (waiting) {
 		struct rjob *j = waiting;
 		waiting = j->next;
-		job_fail_all(j, r, t.data, NULL);
+		job_fail_all(j, r, t.data, NULL, remote ? rem.data : NULL);
 	}
 	buf_free(&t);
+	buf_free(&rem);
+}
+
+static void
+rconn_walk_failed(struct rconn *c, enum deliver_result r, const char *text)
+{
+	rconn_walk_failed_at(c, r, text, NULL);
 }
 
 /* Every host was tried: fail with the last reason. */
@@ -734,6 +758,17 @@ rconn_exhausted(struct rconn *c)
 	 */
 	int nohost = d->kind == DEST_MX && !c->implicit_mx && !c->self_cut && c->nhosts > 0 &&
 		     c->nnx == c->nhosts;
+	enum deliver_result r = c->last_perm[0] || nohost ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
+	if (c->last_reply.len > 0 && !nohost) {
+		/*
+		 * The last host ended it with a reply: that reply, from that
+		 * host, as for a refused RCPT, so that a notice shows the
+		 * Remote-MTA and "Diagnostic-Code: smtp;" with what it said
+		 * (RFC 3464 2.3.5, 2.3.6), its status from the reply.
+		 */
+		rconn_walk_failed_at(c, r, c->last_reply.data, c->last_remote);
+		return;
+	}
 	struct buf t = BUF_INIT(0);
 	if (nohost)
 		buf_printf(&t,
@@ -745,8 +780,7 @@ rconn_exhausted(struct rconn *c)
 			   d->domain, rest);
 	else
 		buf_printf(&t, "%s Delivery to %s:%d failed: %s", status, d->domain, d->port, rest);
-	rconn_walk_failed(c, c->last_perm[0] || nohost ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
-			  t.data);
+	rconn_walk_failed(c, r, t.data);
 	buf_free(&t);
 }
 
@@ -884,6 +918,7 @@ rconn_addrs_ready(struct rconn *c)
 	dns_result_unref(&c->r_aaaa);
 	if (c->naddrs == before) {
 		buf_reset(&c->last_error);
+		buf_reset(&c->last_reply);
 		c->last_perm[0] = '\0';
 		if (tempfail) {
 			buf_printf(&c->last_error, "4.4.3 DNS lookup of the address of %s failed",
@@ -956,6 +991,7 @@ rconn_lookup_host(struct rconn *c)
 		dns_cancel(&c->q_a);
 		dns_cancel(&c->q_aaaa);
 		buf_reset(&c->last_error);
+		buf_reset(&c->last_reply);
 		c->last_perm[0] = '\0';
 		buf_printf(&c->last_error, "4.4.4 Host name %s is not valid", h->name);
 		c->nnx++;
@@ -1142,6 +1178,7 @@ rconn_start(struct dest *d)
 	c->qr = d->qr;
 	c->d = d;
 	buf_init(&c->last_error, 0);
+	buf_init(&c->last_reply, 0);
 	c->all_next = d->qr->conns;
 	if (d->qr->conns)
 		d->qr->conns->all_prev = c;
@@ -1258,7 +1295,7 @@ rconn_job_lost(struct rconn *c, const char *why)
 	c->waiting = 0;
 	c->qr->srv->holds--;
 	rmsg_release(j->m);
-	job_fail_all(j, DELIVER_TEMPFAIL, t.data, c);
+	job_fail_all(j, DELIVER_TEMPFAIL, t.data, c, NULL);
 	buf_free(&t);
 }
 
@@ -1375,7 +1412,7 @@ rconn_txn_done(struct rconn *c)
 		enum deliver_result res = r->status == SMTP_RCPT_OK	? DELIVER_OK
 					  : r->status == SMTP_RCPT_PERM ? DELIVER_PERMFAIL
 									: DELIVER_TEMPFAIL;
-		job_report(j, i, res, r->text ? r->text : "4.4.2 no result", c);
+		job_report(j, i, res, r->text ? r->text : "4.4.2 no result", c, NULL);
 	}
 	struct rmsg *m = j->m;
 	rjob_free(j);
@@ -1433,6 +1470,9 @@ rconn_client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 		/* Still walking: note why and try the next address. */
 		buf_reset(&c->last_error);
 		buf_puts(&c->last_error, smtp_client_error(cl));
+		buf_reset(&c->last_reply);
+		buf_puts(&c->last_reply, smtp_client_error_reply(cl));
+		xsnprintf(c->last_remote, sizeof(c->last_remote), "%s", c->remote);
 		xsnprintf(c->last_perm, sizeof(c->last_perm), "%s", smtp_client_error_status(cl));
 		{
 			char esc[400];
@@ -1572,7 +1612,7 @@ load_done(void *arg)
 			c->job = NULL;
 			qr->srv->holds--;
 			rmsg_release(j->m);
-			job_fail_all(j, DELIVER_TEMPFAIL, t.data, NULL);
+			job_fail_all(j, DELIVER_TEMPFAIL, t.data, NULL, NULL);
 			rconn_idle(c);
 		}
 		buf_free(&t);
@@ -1712,7 +1752,7 @@ remote_deliver(void *ctx, struct queue *q, const struct spool_msg *msg, const si
 			/* No destination: report now, the queue records it on its next pass. */
 			job_report(j, j->n - 1,
 				   why.data[0] == '5' ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL,
-				   why.data, NULL);
+				   why.data, NULL, NULL);
 			j->n--;
 			free(j->addrs[j->n]);
 			free(j->orcpts[j->n]);

@@ -344,7 +344,8 @@ struct smtp_client {
 	void *arg;
 	unsigned hold;
 	struct buf err;
-	char err_status[16]; /* a 5xx that ended it: its enhanced code; else "" */
+	struct buf err_reply; /* the peer's reply that ended it, summarised; or empty */
+	char err_status[16];  /* a 5xx that ended it: its enhanced code; else "" */
 	int err_tls;
 	char tlsdesc[128];
 	/* transaction */
@@ -480,6 +481,7 @@ cl_error(struct smtp_client *cl, const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&cl->err, fmt, ap);
 	va_end(ap);
+	buf_reset(&cl->err_reply);
 	cl->err_status[0] = '\0';
 }
 
@@ -490,6 +492,7 @@ cl_reply_error(struct smtp_client *cl, const char *when)
 	struct buf s = BUF_INIT(0);
 	smtp_reply_summary(r, &s, 400);
 	cl_error(cl, "host %s[%s] said: %s (in reply to %s)", cl->host, cl->ip, buf_str(&s), when);
+	buf_puts(&cl->err_reply, buf_str(&s));
 	if (r->code >= 500)
 		xsnprintf(cl->err_status, sizeof(cl->err_status), "%s",
 			  r->enhanced[0] ? r->enhanced : "5.0.0");
@@ -1230,6 +1233,7 @@ smtp_client_new(struct event_base *base, const struct smtp_client_params *p, smt
 	cl->cb = cb;
 	cl->arg = arg;
 	buf_init(&cl->err, 0);
+	buf_init(&cl->err_reply, 0);
 	smtp_reply_parser_init(&cl->rp);
 	xsnprintf(cl->tlsdesc, sizeof(cl->tlsdesc), "none");
 	cl->later = event_new(base, -1, 0, cl_later_cb, cl);
@@ -1292,6 +1296,12 @@ smtp_client_error_status(const struct smtp_client *cl)
 	return cl->err_status;
 }
 
+const char *
+smtp_client_error_reply(const struct smtp_client *cl)
+{
+	return buf_str(&cl->err_reply);
+}
+
 int
 smtp_client_error_tls(const struct smtp_client *cl)
 {
@@ -1334,6 +1344,7 @@ cl_really_free(struct smtp_client *cl)
 		event_free(cl->later);
 	smtp_reply_parser_free(&cl->rp);
 	buf_free(&cl->err);
+	buf_free(&cl->err_reply);
 	free(cl->cmds);
 	free(cl->accepted);
 	free(cl->helo);

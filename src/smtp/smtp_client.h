@@ -247,6 +247,13 @@ const char *smtp_client_error(const struct smtp_client *cl);
  * ("5.7.1"; "5.0.0" when the reply had none of its class); else "".
  */
 const char *smtp_client_error_status(const struct smtp_client *cl);
+/*
+ * When that failure was a reply from the peer (to the greeting, EHLO,
+ * HELO, STARTTLS or AUTH), its summary as smtp_reply_summary() makes it,
+ * "554 5.7.1 go away", without our words around it; else "". Static
+ * until the next event.
+ */
+const char *smtp_client_error_reply(const struct smtp_client *cl);
 /* 1 if the failure was a TLS handshake error (a retry without TLS may work). */
 int smtp_client_error_tls(const struct smtp_client *cl);
 

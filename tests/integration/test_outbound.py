@@ -697,7 +697,9 @@ def test_5xx_greeting_of_the_last_host_bounces(net):
     """A 5xx reply bounces (RFC 5321 4.2.1: permanent; 3.1: 554 in place of
     the greeting is "no SMTP service here"), the greeting's as much as a
     RCPT's, once no other host is left to try: not deferred for
-    queue.max_age. A better host's 554 with the last one unreachable still
+    queue.max_age. The report names that host and what it said, as for a
+    refused RCPT (RFC 3464 2.3.5, 2.3.6: Remote-MTA, Diagnostic-Code:
+    smtp). A better host's 554 with the last one unreachable still
     defers: that host may be back later (Postfix does the same)."""
     a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h"})
     p = net.peer("127.0.0.4", greeting="554 5.7.1 mx.c.example no mail from you")
@@ -711,6 +713,8 @@ def test_5xx_greeting_of_the_last_host_bounces(net):
     t = bounce_for(a, "alice@a.example")
     assert "Final-Recipient: rfc822; x@c.example" in t
     assert "Status: 5.7.1" in t and "no mail from you" in t
+    assert "\r\nRemote-MTA: dns; mx.c.example\r\n" in t, t
+    assert "\r\nDiagnostic-Code: smtp; 554 5.7.1 mx.c.example no mail from you\r\n" in t, t
     a.submit("alice@a.example", ["y@d.example"], msg("alice@a.example", "y@d.example", "g2"))
     a.wait_log(r"delivery id=\w+ rcpt=y@d\.example status=deferred")
     assert p.connections == 2

@@ -310,6 +310,7 @@ struct tsrv {
 	size_t ntxns, txn_at;
 	int ready, failed, done;
 	int txn_events;
+	struct buf err_reply; /* smtp_client_error_reply() at FAILED */
 };
 
 static void
@@ -398,6 +399,8 @@ client_cb(struct smtp_client *cl, enum smtp_client_event ev, void *arg)
 		break;
 	case SMTP_CLIENT_FAILED:
 		t->failed++;
+		buf_reset(&t->err_reply);
+		buf_puts(&t->err_reply, smtp_client_error_reply(cl));
 		smtp_client_free(&t->cl);
 		event_base_loopbreak(t->base);
 		return;
@@ -459,6 +462,7 @@ tsrv_free(struct tsrv *t)
 {
 	buf_free(&t->got);
 	buf_free(&t->data);
+	buf_free(&t->err_reply);
 }
 
 static void
@@ -622,6 +626,8 @@ test_transcript_greeting_421_and_lost_session(void **state)
 	run_transcript(&t, steps, 1, NULL, 0);
 	assert_int_equal(t.failed, 1);
 	assert_int_equal(t.ready, 0);
+	/* The peer's own reply, for a report's Diagnostic-Code: smtp; */
+	assert_string_equal(buf_str(&t.err_reply), "421 4.3.2 busy");
 	tsrv_free(&t);
 
 	/* The server goes away after RCPT: nothing decided, the owner may retry. */
