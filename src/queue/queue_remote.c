@@ -759,12 +759,14 @@ rconn_exhausted(struct rconn *c)
 	int nohost = d->kind == DEST_MX && !c->implicit_mx && !c->self_cut && c->nhosts > 0 &&
 		     c->nnx == c->nhosts;
 	enum deliver_result r = c->last_perm[0] || nohost ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
-	if (c->last_reply.len > 0 && !nohost) {
+	if (c->last_reply.len > 0 && !nohost &&
+	    (c->last_perm[0] || c->last_reply.data[0] == '4')) {
 		/*
 		 * The last host ended it with a reply: that reply, from that
 		 * host, as for a refused RCPT, so that a notice shows the
 		 * Remote-MTA and "Diagnostic-Code: smtp;" with what it said
-		 * (RFC 3464 2.3.5, 2.3.6), its status from the reply.
+		 * (RFC 3464 2.3.5, 2.3.6), its status from the reply. (Not a
+		 * 5xx we defer, to STARTTLS or AUTH: that is our own finding.)
 		 */
 		rconn_walk_failed_at(c, r, c->last_reply.data, c->last_remote);
 		return;
