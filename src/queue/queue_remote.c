@@ -699,8 +699,7 @@ rconn_end(struct rconn *c, int quit)
  * the peer ("host[ip]") whose reply text is, or NULL.
  */
 static void
-rconn_walk_failed_at(struct rconn *c, enum deliver_result r, const char *text,
-		     const char *remote)
+rconn_walk_failed_at(struct rconn *c, enum deliver_result r, const char *text, const char *remote)
 {
 	struct dest *d = c->d;
 	char esc[600];
@@ -759,8 +758,7 @@ rconn_exhausted(struct rconn *c)
 	int nohost = d->kind == DEST_MX && !c->implicit_mx && !c->self_cut && c->nhosts > 0 &&
 		     c->nnx == c->nhosts;
 	enum deliver_result r = c->last_perm[0] || nohost ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
-	if (c->last_reply.len > 0 && !nohost &&
-	    (c->last_perm[0] || c->last_reply.data[0] == '4')) {
+	if (c->last_reply.len > 0 && !nohost && (c->last_perm[0] || c->last_reply.data[0] == '4')) {
 		/*
 		 * The last host ended it with a reply: that reply, from that
 		 * host, as for a refused RCPT, so that a notice shows the
