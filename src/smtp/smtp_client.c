@@ -545,10 +545,13 @@ cl_txn_end(struct smtp_client *cl)
 /*
  * The connection failed during a transaction: recipients still open get
  * TEMP with reason, or, when nothing was decided and the content was not
- * complete, the owner is told to retry elsewhere.
+ * complete, the owner is told to retry elsewhere. reply: the summary of
+ * the peer's 421 that ended it, or NULL; then that is what the open
+ * recipients get, the peer's own answer for them (RFC 5321 3.8: 421 may
+ * answer any command), so that a report shows it as such.
  */
 static int
-cl_txn_lost(struct smtp_client *cl, const char *reason)
+cl_txn_lost(struct smtp_client *cl, const char *reason, const char *reply)
 {
 	struct smtp_client_txn *txn = cl->txn;
 	int decided = 0;
@@ -559,7 +562,10 @@ cl_txn_lost(struct smtp_client *cl, const char *reason)
 		txn->retry = 1;
 	} else {
 		struct buf t = BUF_INIT(0);
-		buf_printf(&t, "4.4.2 %s", reason);
+		if (reply)
+			buf_puts(&t, reply);
+		else
+			buf_printf(&t, "4.4.2 %s", reason);
 		for (size_t i = 0; i < txn->nrcpts; i++)
 			cl_txn_result(cl, i, SMTP_RCPT_TEMP, buf_str(&t));
 		buf_free(&t);
@@ -899,8 +905,8 @@ cl_txn_reply(struct smtp_client *cl)
 		/* The server is closing the session: nothing more will be done. */
 		struct buf why = BUF_INIT(0);
 		buf_printf(&why, "host %s[%s] said: %s", cl->host, cl->ip, buf_str(&s));
+		int gone = cl_txn_lost(cl, buf_str(&why), buf_str(&s));
 		buf_free(&s);
-		int gone = cl_txn_lost(cl, buf_str(&why));
 		buf_free(&why);
 		return gone;
 	}
@@ -911,7 +917,7 @@ cl_txn_reply(struct smtp_client *cl)
 			buf_printf(&why, "host %s[%s] refused RSET: %s", cl->host, cl->ip,
 				   buf_str(&s));
 			buf_free(&s);
-			int gone = cl_txn_lost(cl, buf_str(&why));
+			int gone = cl_txn_lost(cl, buf_str(&why), NULL);
 			buf_free(&why);
 			return gone;
 		}
@@ -1034,7 +1040,7 @@ cl_reply(struct smtp_client *cl)
 			struct buf s = BUF_INIT(0), why = BUF_INIT(0);
 			smtp_reply_summary(r, &s, 400);
 			buf_printf(&why, "host %s[%s] said: %s", cl->host, cl->ip, buf_str(&s));
-			int gone = cl_txn_lost(cl, buf_str(&why));
+			int gone = cl_txn_lost(cl, buf_str(&why), buf_str(&s));
 			buf_free(&s);
 			buf_free(&why);
 			return gone;
@@ -1083,7 +1089,7 @@ cl_reply(struct smtp_client *cl)
 					    cl, i, r->code >= 500 ? SMTP_RCPT_PERM : SMTP_RCPT_TEMP,
 					    buf_str(&s));
 			buf_printf(&why, "host %s[%s] said: %s", cl->host, cl->ip, buf_str(&s));
-			int gone = cl_txn_lost(cl, buf_str(&why));
+			int gone = cl_txn_lost(cl, buf_str(&why), NULL);
 			buf_free(&s);
 			buf_free(&why);
 			return gone;
@@ -1117,7 +1123,7 @@ cl_read_cb(struct bufferevent *bev, void *arg)
 			xsnprintf(why, sizeof(why), "host %s[%s] sent a malformed reply: %s",
 				  cl->host, cl->ip, cl->rp.errtext);
 			if (cl->txn) {
-				cl_txn_lost(cl, why);
+				cl_txn_lost(cl, why, NULL);
 			} else {
 				cl_error(cl, "4.4.2 %s", why);
 				cl_fail(cl);
@@ -1202,7 +1208,7 @@ cl_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (cl->state == CL_TLS)
 		cl->err_tls = 1;
 	if (cl->txn) {
-		cl_txn_lost(cl, why);
+		cl_txn_lost(cl, why, NULL);
 		return;
 	}
 	cl_error(cl, "4.4.1 %s", why);

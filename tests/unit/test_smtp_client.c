@@ -645,6 +645,37 @@ test_transcript_greeting_421_and_lost_session(void **state)
 	assert_int_equal(r1[0].status, SMTP_RCPT_NONE);
 	smtp_client_txn_clear(&txn);
 	tsrv_free(&t);
+
+	/*
+	 * A 421 after one recipient was refused for good: the ones still open
+	 * (accepted, or the one the 421 answered) are deferred with the peer's
+	 * own reply, not our words around it, so that a report shows it as an
+	 * SMTP reply (Diagnostic-Code: smtp; Status from its enhanced code).
+	 */
+	static const struct step steps3[] = {
+	    {"", "220 mx.example ESMTP\r\n"},
+	    {"EHLO client.example", "250-mx.example\r\n250 PIPELINING\r\n"},
+	    {"MAIL FROM:<a@client.example>", NULL},
+	    {"RCPT TO:<x@mx.example>", NULL},
+	    {"RCPT TO:<y@mx.example>", NULL},
+	    {"RCPT TO:<z@mx.example>",
+	     "250 ok\r\n250 ok\r\n550 5.1.1 no\r\n421 4.3.2 closing\r\n"},
+	};
+	struct smtp_client_rcpt r3[] = {{"x@mx.example", NULL, 0, 0, NULL, 0},
+					{"y@mx.example", NULL, 0, 0, NULL, 0},
+					{"z@mx.example", NULL, 0, 0, NULL, 0}};
+	struct smtp_client_txn txn3 = {"a@client.example", NULL, 0, 0, 0, "a\r\n", 3, r3, 3, 0};
+	run_transcript(&t, steps3, 6, &txn3, 1);
+	assert_int_equal(t.txn_events, 1);
+	assert_int_equal(txn3.retry, 0);
+	assert_int_equal(r3[0].status, SMTP_RCPT_TEMP);
+	assert_string_equal(r3[0].text, "421 4.3.2 closing");
+	assert_int_equal(r3[1].status, SMTP_RCPT_PERM);
+	assert_string_equal(r3[1].text, "550 5.1.1 no");
+	assert_int_equal(r3[2].status, SMTP_RCPT_TEMP);
+	assert_string_equal(r3[2].text, "421 4.3.2 closing");
+	smtp_client_txn_clear(&txn3);
+	tsrv_free(&t);
 }
 
 int
