@@ -658,8 +658,7 @@ test_transcript_greeting_421_and_lost_session(void **state)
 	    {"MAIL FROM:<a@client.example>", NULL},
 	    {"RCPT TO:<x@mx.example>", NULL},
 	    {"RCPT TO:<y@mx.example>", NULL},
-	    {"RCPT TO:<z@mx.example>",
-	     "250 ok\r\n250 ok\r\n550 5.1.1 no\r\n421 4.3.2 closing\r\n"},
+	    {"RCPT TO:<z@mx.example>", "250 ok\r\n250 ok\r\n550 5.1.1 no\r\n421 4.3.2 closing\r\n"},
 	};
 	struct smtp_client_rcpt r3[] = {{"x@mx.example", NULL, 0, 0, NULL, 0},
 					{"y@mx.example", NULL, 0, 0, NULL, 0},
