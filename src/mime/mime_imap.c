@@ -410,11 +410,14 @@ write_part(struct buf *out, const struct mime_part *p, unsigned int flags)
 	if (p->flags & MIME_PART_MULTIPART)
 		return write_multipart(out, p, flags);
 
-	if ((p->flags & MIME_PART_GLOBAL) && (flags & MIME_BS_GLOBAL) &&
-	    (global = mime_parse_global(p)) != NULL) {
-		msg = 1;
+	if ((p->flags & MIME_PART_GLOBAL) && (flags & MIME_BS_GLOBAL)) {
+		/* RFC 9051 body-type-msg: "message" "global" must carry an
+		 * envelope and a body; one too deep to parse is a leaf */
+		global = mime_parse_global(p);
+		msg = global != NULL;
 		inner = global;
-		r |= buf_puts(out, "\"message\" \"global\"");
+		r |= buf_puts(out,
+			      msg ? "\"message\" \"global\"" : "\"application\" \"octet-stream\"");
 	} else if (p->flags & MIME_PART_MESSAGE) {
 		msg = 1;
 		inner = p->children;

@@ -1401,6 +1401,41 @@ test_global(void **state)
 }
 
 /*
+ * IMAP4rev2: a message/global part too deep to be parsed (a chain of them
+ * reaches MIME_MAX_DEPTH after MIME_MAX_DEPTH / MIME_GLOBAL_DEPTH_COST
+ * levels) was written as a basic part, ("message" "global" ... "7bit" 23),
+ * which RFC 9051's body-type-msg forbids: a client parsing by the grammar
+ * expects an envelope after the size and fails on the whole BODYSTRUCTURE.
+ * It is a leaf like any other container past the limits.
+ */
+static void
+test_global_too_deep(void **state)
+{
+	struct buf m = BUF_INIT(0);
+	int levels = MIME_MAX_DEPTH / MIME_GLOBAL_DEPTH_COST + 2;
+
+	(void)state;
+	for (int i = 0; i < levels; i++)
+		buf_puts(&m, "MIME-Version: 1.0\r\nContent-Type: message/global\r\n\r\n");
+	buf_puts(&m, "Subject: leaf\r\n\r\nleaf\r\n");
+	for (unsigned int flags = 0; flags <= MIME_BS_EXTENDED; flags += MIME_BS_EXTENDED) {
+		char *s = bodystructure(m.data, m.len, flags | MIME_BS_GLOBAL);
+		/* every message/global carries an envelope: "(date subject ..." */
+		for (const char *g = s; (g = strstr(g, "\"message\" \"global\"")) != NULL; g++) {
+			const char *f = " NIL NIL NIL \"7bit\" ";
+			const char *e = g + strlen("\"message\" \"global\"");
+			assert_memory_equal(e, f, strlen(f));
+			e += strlen(f) + strspn(e + strlen(f), "0123456789");
+			assert_memory_equal(e, " (", 2);
+		}
+		assert_non_null(
+		    strstr(s, "(\"application\" \"octet-stream\" NIL NIL NIL \"7bit\" "));
+		free(s);
+	}
+	buf_free(&m);
+}
+
+/*
  * Many message/global parts, each a multipart of many empty parts: every
  * tree had its own MIME_MAX_PARTS, so 1000 of them in 10 MB made 1.5
  * million parts (1.5 s of text extraction, an 86 MB BODYSTRUCTURE). The
@@ -1791,6 +1826,7 @@ main(void)
 	    cmocka_unit_test(test_envelope_many_fields),
 	    cmocka_unit_test(test_global),
 	    cmocka_unit_test(test_global_part_budget),
+	    cmocka_unit_test(test_global_too_deep),
 	    cmocka_unit_test(test_sections),
 	    cmocka_unit_test(test_crlf_append),
 	    cmocka_unit_test(test_binary_decode),
