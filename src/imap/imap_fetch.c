@@ -951,7 +951,8 @@ fetch_header_fields(struct buf *out, const char *hdr, size_t len, const struct f
 	bool has_blank = (len >= 1 && hdr[0] == '\n') || (len >= 2 && memcmp(hdr, "\r\n", 2) == 0) ||
 			 (len >= 2 && memcmp(hdr + len - 2, "\n\n", 2) == 0) ||
 			 (len >= 3 && memcmp(hdr + len - 3, "\n\r\n", 3) == 0);
-	bool unterminated = len > 0 && hdr[len - 1] != '\n';
+	/* empty: a message with neither header nor body (an empty message/rfc822) */
+	bool unterminated = len == 0 || hdr[len - 1] != '\n';
 
 	while (mime_header_next(hdr, len, &pos, &f)) {
 		bool listed = f.has_colon && fetch_field_listed(&f, sec);
@@ -968,7 +969,7 @@ fetch_header_fields(struct buf *out, const char *hdr, size_t len, const struct f
 	 * RFC 3501 6.4.5: the empty line is included, "except in the case of a
 	 * message which has no body and no blank line". As Dovecot (our
 	 * reference) does: HEADER.FIELDS ends with it unless the message stops
-	 * inside its header; HEADER.FIELDS.NOT returns the header as it is, so
+	 * inside its header or has none; HEADER.FIELDS.NOT returns the header as it is, so
 	 * with the empty line only if the message had one.
 	 */
 	if (want ? unterminated : !has_blank)

@@ -524,6 +524,35 @@ test_sections_multipart(void **state)
 	LIT_EQ(fx, 2, "BODY.PEEK[3.2]", "BODY[3.2]", "");
 }
 
+/*
+ * RFC 3501 6.4.5: the header sections end with the blank line "except in
+ * the case of a message which has no body and no blank line". A
+ * message/rfc822 part that is empty holds such a message: HEADER was
+ * empty, but HEADER.FIELDS answered a lone CRLF (Dovecot: empty too).
+ */
+static void
+test_sections_empty_message(void **state)
+{
+	struct fixture *fx = *state;
+	static const char m[] = "Subject: outer\r\n"
+				"MIME-Version: 1.0\r\n"
+				"Content-Type: multipart/mixed; boundary=b\r\n"
+				"\r\n"
+				"--b\r\n"
+				"Content-Type: message/rfc822\r\n"
+				"\r\n"
+				"--b--\r\n";
+
+	add_msg(fx, m, strlen(m), 1700000000, 0, 0, true);
+	reload(fx);
+	LIT_EQ(fx, 6, "BODY.PEEK[1]", "BODY[1]", "");
+	LIT_EQ(fx, 6, "BODY.PEEK[1.HEADER]", "BODY[1.HEADER]", "");
+	LIT_EQ(fx, 6, "BODY.PEEK[1.HEADER.FIELDS (Subject)]", "BODY[1.HEADER.FIELDS (SUBJECT)]",
+	       "");
+	LIT_EQ(fx, 6, "BODY.PEEK[1.HEADER.FIELDS.NOT (Subject)]",
+	       "BODY[1.HEADER.FIELDS.NOT (SUBJECT)]", "");
+}
+
 static void
 test_partial(void **state)
 {
@@ -806,6 +835,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_macros_and_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sections_plain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sections_multipart, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sections_empty_message, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_partial, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_binary, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_nul, setup, teardown),
