@@ -613,7 +613,19 @@ mime_parse_global(const struct mime_part *p)
 	while (root->parent != NULL)
 		root = root->parent;
 	unsigned int budget = root->part_budget / (root->nglobals > 0 ? root->nglobals : 1);
-	return parse_at_depth(p->msg + p->body_off, p->body_len, depth, budget > 0 ? budget : 1);
+	enum mime_cte cte = mime_part_cte(p);
+	if (cte != MIME_CTE_BASE64 && cte != MIME_CTE_QP)
+		return parse_at_depth(p->msg + p->body_off, p->body_len, depth,
+				      budget > 0 ? budget : 1);
+	/* decoded, the content is never longer than the encoded body */
+	struct buf dec = BUF_INIT(0);
+	struct mime_part *tree;
+	(void)mime_part_decode(&dec, p);
+	size_t n = dec.len;
+	char *own = buf_steal(&dec);
+	tree = parse_at_depth(own, n, depth, budget > 0 ? budget : 1);
+	tree->own = own;
+	return tree;
 }
 
 static void
@@ -632,8 +644,11 @@ free_part(struct mime_part *p)
 void
 mime_free(struct mime_part **root)
 {
-	if (*root != NULL)
+	if (*root != NULL) {
+		char *own = (*root)->own;
 		free_part(*root);
+		free(own);
+	}
 	*root = NULL;
 }
 

@@ -101,6 +101,10 @@ struct mime_part {
 	 * first among them). */
 	unsigned int part_budget;
 	unsigned int nglobals;
+	/* On a root from mime_parse_global(): the decoded content of a
+	 * base64 or quoted-printable message/global that msg points into,
+	 * owned by the tree (NULL when msg is the caller's message). */
+	char *own;
 };
 
 /*
@@ -115,8 +119,11 @@ struct mime_part *mime_parse(const char *msg, size_t len);
  * Returns a tree whose root stands for that message (its depth continues
  * p's plus MIME_GLOBAL_DEPTH_COST, so the limits hold across it and a
  * chain of message/global parts is short), or NULL when p is not
- * message/global or is too deep. It points into p->msg; free it with
- * mime_free() before the message goes.
+ * message/global or is too deep. RFC 6532 3.5 lets message/global have
+ * any content-transfer-encoding: a base64 or quoted-printable body is
+ * decoded first, and the tree then points into its own copy (root->own);
+ * otherwise it points into p->msg. Free it with mime_free() before the
+ * message goes.
  */
 struct mime_part *mime_parse_global(const struct mime_part *p);
 

@@ -1436,6 +1436,49 @@ test_global_too_deep(void **state)
 }
 
 /*
+ * RFC 6532 3.5 lets message/global have any content-transfer-encoding.
+ * A base64 one was parsed as it was written: for IMAP4rev2 its envelope
+ * was all NIL and its body an empty text/plain, the encoded text being
+ * taken for a header. Its content is decoded before it is parsed.
+ */
+static void
+test_global_encoded(void **state)
+{
+	/* "Subject: caf\xc3\xa9\r\n\r\nna\xc3\xafve\r\n" in base64 and QP */
+	static const char *const bodies[] = {
+	    "Content-Transfer-Encoding: base64\n\nU3ViamVjdDogY2Fmw6kNCg0KbmHDr3ZlDQo=\n",
+	    "Content-Transfer-Encoding: quoted-printable\n\nSubject: caf=C3=A9\n\nna=C3=AFve\n",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		struct buf m = BUF_INIT(0);
+		buf_puts(&m, H "MIME-Version: 1.0\nContent-Type: message/global\n");
+		buf_puts(&m, bodies[i]);
+		char *msg = crlf(buf_str(&m));
+		struct mime_part *p = mime_parse(msg, strlen(msg)), *inner = mime_parse_global(p);
+		assert_non_null(inner);
+		char *subj = mime_part_header(inner, "Subject");
+		assert_non_null(subj);
+		assert_string_equal(subj, "caf\xc3\xa9");
+		free(subj);
+		assert_non_null(inner->own);
+		assert_int_equal(inner->body_len, 8);
+		assert_memory_equal(inner->msg + inner->body_off, "na\xc3\xafve\r\n", 8);
+		mime_free(&inner);
+		char *bs = bodystructure(msg, strlen(msg), MIME_BS_GLOBAL);
+		assert_non_null(strstr(bs,
+				       "(NIL {5}\r\ncaf\xc3\xa9 NIL NIL NIL NIL NIL NIL NIL NIL) "
+				       "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+				       "\"7bit\" 8 1)"));
+		free(bs);
+		mime_free(&p);
+		free(msg);
+		buf_free(&m);
+	}
+}
+
+/*
  * Many message/global parts, each a multipart of many empty parts: every
  * tree had its own MIME_MAX_PARTS, so 1000 of them in 10 MB made 1.5
  * million parts (1.5 s of text extraction, an 86 MB BODYSTRUCTURE). The
@@ -1827,6 +1870,7 @@ main(void)
 	    cmocka_unit_test(test_global),
 	    cmocka_unit_test(test_global_part_budget),
 	    cmocka_unit_test(test_global_too_deep),
+	    cmocka_unit_test(test_global_encoded),
 	    cmocka_unit_test(test_sections),
 	    cmocka_unit_test(test_crlf_append),
 	    cmocka_unit_test(test_binary_decode),
