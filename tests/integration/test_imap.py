@@ -941,6 +941,26 @@ def test_long_header_list_against_many_fields(srv):
     c.ok("LOGOUT")
 
 
+def test_fetch_reply_of_one_message_is_bounded(srv):
+    """One message's FETCH reply is built whole before any of it is sent:
+    asking for BODY[] of one message many times in one FETCH made the
+    daemon hold every copy (125 GB for a 25 MB message asked 5000 times on
+    a 64 KB command line). Past 16 MB plus four times the message the FETCH
+    ends in NO [LIMIT]; a request that asks for each thing a few times is
+    answered."""
+    c = RawImap(srv.port("imap"))
+    c.login()
+    msg = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 4000
+    c.ok(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+    c.ok("SELECT INBOX")
+    untagged = c.ok("FETCH 1 (BODY.PEEK[] BINARY.PEEK[] BODY.PEEK[TEXT] BODYSTRUCTURE)")
+    assert len(untagged) == 1 and len(untagged[0]) > 3 * len(msg), len(untagged[0])
+    tagged, untagged = c.cmd("FETCH 1 (%s)" % " ".join(["BODY.PEEK[]"] * 60))
+    assert " NO [LIMIT] " in tagged and untagged == [], (tagged, len(untagged))
+    c.ok("FETCH 1 (RFC822.SIZE)")
+    c.ok("LOGOUT")
+
+
 def test_store_flags_keywords_unchangedsince(srv):
     c = connect(srv)
     for i in range(3):
