@@ -754,6 +754,13 @@ struct fetch_msg {
 	const struct store_msg_meta *metap;
 	const char *err;
 	bool fail; /* out reached its maximum */
+	/*
+	 * Bytes the sections may still scan or decode (BINARY, HEADER.FIELDS)
+	 * when out has a maximum: as much as the reply may hold. Their output
+	 * can be tiny (BINARY.SIZE) while each costs a pass over the part.
+	 */
+	bool bounded;
+	uint64_t work_left;
 };
 
 static int
@@ -860,6 +867,20 @@ fm_literal(struct fetch_msg *fm, struct buf *out, const char *p, size_t n, bool 
 }
 
 /* --- sections --- */
+
+/* Spend n bytes of scanning or decoding; -1 (TOOBIG) past the budget. */
+static int
+fm_spend(struct fetch_msg *fm, uint64_t n)
+{
+	if (!fm->bounded)
+		return 0;
+	if (n > fm->work_left) {
+		fm->err = IMAP_FETCH_ERR_TOOBIG;
+		return -1;
+	}
+	fm->work_left -= n;
+	return 0;
+}
 
 /*
  * The message inside p (message/rfc822; for rev2 also message/global, as
@@ -1069,13 +1090,17 @@ fetch_section_data(struct fetch_msg *fm, const struct fetch_section *sec, struct
 		return -1;
 	switch (sec->type) {
 	case SEC_FULL:
+		if (fm_spend(fm, fm->map.len) < 0)
+			return -1;
 		r = fetch_binary_part(data, fm->root, true, &converted);
 		break;
 	case SEC_PART:
 		p = fetch_find_part(fm, sec->path, sec->npath);
-		if (p != NULL && binary_body)
+		if (p != NULL && binary_body) {
+			if (fm_spend(fm, p->body_len) < 0)
+				return -1;
 			r = fetch_binary_part(data, p, false, &converted);
-		else if (p != NULL)
+		} else if (p != NULL)
 			fetch_range(p_r, n_r, p->msg, p->body_off, p->body_len);
 		break;
 	case SEC_MIME:
@@ -1085,9 +1110,11 @@ fetch_section_data(struct fetch_msg *fm, const struct fetch_section *sec, struct
 		break;
 	case SEC_TEXT:
 		m = fetch_section_message(fm, sec);
-		if (m != NULL && binary_body)
+		if (m != NULL && binary_body) {
+			if (fm_spend(fm, m->body_len) < 0)
+				return -1;
 			r = fetch_binary_part(data, m, false, &converted);
-		else if (m != NULL)
+		} else if (m != NULL)
 			fetch_range(p_r, n_r, m->msg, m->body_off, m->body_len);
 		break;
 	case SEC_HEADER:
@@ -1098,8 +1125,11 @@ fetch_section_data(struct fetch_msg *fm, const struct fetch_section *sec, struct
 	case SEC_FIELDS:
 	case SEC_FIELDS_NOT:
 		m = fetch_section_message(fm, sec);
-		if (m != NULL)
+		if (m != NULL) {
+			if (fm_spend(fm, m->hdr_len) < 0)
+				return -1;
 			r = fetch_header_fields(data, m->msg + m->hdr_off, m->hdr_len, sec);
+		}
 		break;
 	}
 	if (r == -2) {
@@ -1313,6 +1343,8 @@ imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 	memset(&fm, 0, sizeof(fm));
 	fm.ctx = ctx;
 	fm.msg = msg;
+	fm.bounded = out->max != 0;
+	fm.work_left = out->max > start ? out->max - start : 0;
 	if (buf_printf(out, "* %u FETCH (", seq) < 0) {
 		*err_r = IMAP_FETCH_ERR_TOOBIG;
 		return -1;

@@ -113,7 +113,9 @@ struct imap_fetch_ctx {
  * store as needed. Returns 0, or -1 with *err_r one of IMAP_FETCH_ERR_*
  * (out is then left as it was): EXPUNGED when the message vanished,
  * UNKNOWN_CTE when BINARY meets an encoding it cannot undo, TOOBIG when out
- * would pass its maximum, STORE on a store failure.
+ * would pass its maximum or when the sections that decode or scan a part
+ * (BINARY*, HEADER.FIELDS*) would go through more bytes than out has room
+ * left, STORE on a store failure.
  */
 int imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 		       const struct imap_fetch_req *req, uint32_t seq, const struct store_msg *msg,
