@@ -1015,7 +1015,10 @@ fetch_binary_part(struct buf *out, const struct mime_part *p, bool include_hdr, 
 {
 	const char *msg = p->msg;
 	enum mime_cte cte = mime_part_cte(p);
-	bool conv = cte == MIME_CTE_BASE64 || cte == MIME_CTE_QP;
+	/* a container's body is rebuilt from its children, never decoded: its
+	 * header keeps the encoding it claims (RFC 2045 6.4 forbids base64 and
+	 * quoted-printable there) */
+	bool conv = (cte == MIME_CTE_BASE64 || cte == MIME_CTE_QP) && p->children == NULL;
 	size_t end = p->body_off + p->body_len;
 
 	if (cte == MIME_CTE_UNKNOWN)

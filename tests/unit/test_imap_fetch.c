@@ -619,6 +619,34 @@ test_binary(void **state)
 	FETCH_EQ(fx, 3, "BODY.PEEK[1]", "* 3 FETCH (BODY[1] {13}\r\nbegin 644 x\r\n)\r\n");
 }
 
+/*
+ * A message/rfc822 (or multipart) part that claims a base64 encoding,
+ * which RFC 2045 6.4 / RFC 2046 5.2.1 forbid: BINARY[] said
+ * "Content-Transfer-Encoding: binary" in its header but sent its content
+ * as it was, still base64, so a client took the encoded text for the
+ * message. A container is never decoded: its header stays as written.
+ */
+static void
+test_binary_container_cte(void **state)
+{
+	struct fixture *fx = *state;
+	static const char m[] = "Subject: outer\r\n"
+				"MIME-Version: 1.0\r\n"
+				"Content-Type: multipart/mixed; boundary=b\r\n"
+				"\r\n"
+				"--b\r\n"
+				"Content-Type: message/rfc822\r\n"
+				"Content-Transfer-Encoding: base64\r\n"
+				"\r\n"
+				"U3ViamVjdDogaW5uZXIKCmJvZHkK\r\n"
+				"--b--\r\n";
+
+	add_msg(fx, m, strlen(m), 1700000000, 0, 0, true);
+	reload(fx);
+	LIT_EQ(fx, 6, "BINARY.PEEK[]", "BINARY[]", m);
+	LIT_EQ(fx, 6, "BINARY.PEEK[1]", "BINARY[1]", "U3ViamVjdDogaW5uZXIKCmJvZHkK\r\n");
+}
+
 static void
 test_nul(void **state)
 {
@@ -863,6 +891,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_sections_empty_message, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_partial, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_binary, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_binary_container_cte, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_nul, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_seen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_modifiers, setup, teardown),
