@@ -28,15 +28,17 @@
 #define BATCH_MSGS 256
 #define BATCH_BYTES (2u * 1024 * 1024)
 /*
- * The reply of one message is built whole before any of it is sent, so it
- * is bounded: REPLY_MSG_FACTOR times the message plus REPLY_BASE (room for
- * its structures). Every legitimate request fits (a section is never
- * larger than the message); without a bound one FETCH asking for BODY[]
- * of a 25 MB message five thousand times (a 64 KB command line) made the
- * daemon try to hold 125 GB.
+ * The reply of one message is built whole before any of it is sent, so
+ * its body sections are bounded (imap_fetch_ctx.section_budget):
+ * SECTION_MSG_FACTOR times the message plus SECTION_BASE. Every
+ * legitimate request fits (a section is never larger than the message);
+ * without a bound one FETCH asking for BODY[] of a 25 MB message five
+ * thousand times (a 64 KB command line) made the daemon try to hold
+ * 125 GB. ENVELOPE, BODY and BODYSTRUCTURE are sent once each, and are
+ * bounded by the message.
  */
-#define REPLY_BASE ((uint64_t)16 * 1024 * 1024)
-#define REPLY_MSG_FACTOR 4
+#define SECTION_BASE ((uint64_t)16 * 1024 * 1024)
+#define SECTION_MSG_FACTOR 4
 
 struct fetch_job {
 	struct imap_job j;
@@ -201,11 +203,8 @@ fetch_work(struct imap_job *jj)
 		ctx.meta = (mi < nmeta && meta[mi].uid == m->uid) ? &meta[mi] : NULL;
 		ctx.seen_changed =
 		    j->seen_uids.count > 0 && imap_seqset_contains(&j->seen_uids, m->uid);
-		uint64_t room = REPLY_BASE + REPLY_MSG_FACTOR * m->size;
-		j->out.max = room < SIZE_MAX - j->out.len ? j->out.len + (size_t)room : 0;
-		int r = imap_fetch_message(&j->out, &ctx, j->req, seq, m, &err);
-		j->out.max = 0;
-		if (r < 0) {
+		ctx.section_budget = SECTION_BASE + SECTION_MSG_FACTOR * m->size;
+		if (imap_fetch_message(&j->out, &ctx, j->req, seq, m, &err) < 0) {
 			if (strcmp(err, IMAP_FETCH_ERR_EXPUNGED) == 0) {
 				j->expunged = true;
 				continue;

@@ -755,8 +755,8 @@ struct fetch_msg {
 	const char *err;
 	bool fail; /* out reached its maximum */
 	/*
-	 * Bytes the sections may still scan or decode (BINARY, HEADER.FIELDS)
-	 * when out has a maximum: as much as the reply may hold. Their output
+	 * What is left of ctx->section_budget: the bytes body sections send,
+	 * and those they decode or scan (BINARY, HEADER.FIELDS), whose output
 	 * can be tiny (BINARY.SIZE) while each costs a pass over the part.
 	 */
 	bool bounded;
@@ -868,7 +868,7 @@ fm_literal(struct fetch_msg *fm, struct buf *out, const char *p, size_t n, bool 
 
 /* --- sections --- */
 
-/* Spend n bytes of scanning or decoding; -1 (TOOBIG) past the budget. */
+/* Spend n bytes of output, scanning or decoding; -1 (TOOBIG) past the budget. */
 static int
 fm_spend(struct fetch_msg *fm, uint64_t n)
 {
@@ -1184,6 +1184,10 @@ fetch_write_section(struct fetch_msg *fm, struct buf *out, const struct fetch_se
 				n = (size_t)sec->count;
 		}
 	}
+	if (fm_spend(fm, n) < 0) {
+		buf_free(&data);
+		return -1;
+	}
 	fm_putc(fm, out, ' ');
 	fm_literal(fm, out, p + off, n, decoded, lit8);
 	buf_free(&data);
@@ -1346,8 +1350,8 @@ imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 	memset(&fm, 0, sizeof(fm));
 	fm.ctx = ctx;
 	fm.msg = msg;
-	fm.bounded = out->max != 0;
-	fm.work_left = out->max > start ? out->max - start : 0;
+	fm.bounded = ctx->section_budget != 0;
+	fm.work_left = ctx->section_budget;
 	if (buf_printf(out, "* %u FETCH (", seq) < 0) {
 		*err_r = IMAP_FETCH_ERR_TOOBIG;
 		return -1;

@@ -104,6 +104,15 @@ struct imap_fetch_ctx {
 	 * store_fetch_meta() (the same UID). NULL: looked up one by one.
 	 */
 	const struct store_msg_meta *meta;
+	/*
+	 * Per message, optional: the bytes its body sections (BODY[...],
+	 * BINARY[...], BINARY.SIZE[...]) may send, decode or scan together;
+	 * past it the reply fails with TOOBIG. 0: unbounded. A request can
+	 * name a section thousands of times, each a copy of (or a pass over)
+	 * the message; the other items are sent once and bounded by the
+	 * message itself.
+	 */
+	uint64_t section_budget;
 };
 
 /*
@@ -113,9 +122,8 @@ struct imap_fetch_ctx {
  * store as needed. Returns 0, or -1 with *err_r one of IMAP_FETCH_ERR_*
  * (out is then left as it was): EXPUNGED when the message vanished,
  * UNKNOWN_CTE when BINARY meets an encoding it cannot undo, TOOBIG when out
- * would pass its maximum or when the sections that decode or scan a part
- * (BINARY*, HEADER.FIELDS*) would go through more bytes than out has room
- * left, STORE on a store failure.
+ * would pass its maximum or the sections their ctx->section_budget, STORE
+ * on a store failure.
  */
 int imap_fetch_message(struct buf *out, const struct imap_fetch_ctx *ctx,
 		       const struct imap_fetch_req *req, uint32_t seq, const struct store_msg *msg,

@@ -205,7 +205,7 @@ static char *
 fetch_opts(struct fixture *fx, uint32_t seq, const char *atts, const struct fopts *o)
 {
 	struct imap_fetch_ctx ctx = {
-	    fx->st, "INBOX", fx->uidvalidity, o->rev2, o->recent, o->seen_changed, 0, NULL};
+	    fx->st, "INBOX", fx->uidvalidity, o->rev2, o->recent, o->seen_changed, 0, NULL, 0};
 	struct buf out = BUF_INIT(0);
 	const char *err;
 	struct imap_fetch_req *req = parse_req(atts, o->rev2, &err);
@@ -815,7 +815,7 @@ test_prefetched_meta_and_limit(void **state)
 	struct store_msg_meta *metas;
 	size_t n;
 	struct store_range all = {1, UINT32_MAX};
-	struct imap_fetch_ctx ctx = {fx->st, "INBOX", fx->uidvalidity, 0, NULL, 0, 0, NULL};
+	struct imap_fetch_ctx ctx = {fx->st, "INBOX", fx->uidvalidity, 0, NULL, 0, 0, NULL, 0};
 	struct imap_fetch_req *req;
 	struct buf out = BUF_INIT(0), small = BUF_INIT(64);
 	const char *err;
@@ -834,13 +834,15 @@ test_prefetched_meta_and_limit(void **state)
 	assert_string_equal(buf_str(&small), "x");
 	imap_fetch_req_free(&req);
 	/*
-	 * Sections that decode or scan a part cost a pass over it however
-	 * little they send: 5000 BINARY.SIZE[] of a 25 MB message on one
-	 * command line held a worker for minutes. They share the room of
-	 * the reply (here 4096 bytes; message 2 is about 400).
+	 * Body sections share a budget of bytes sent, decoded or scanned:
+	 * 5000 BINARY.SIZE[] of a 25 MB message on one command line held a
+	 * worker for minutes, 5000 BODY.PEEK[] made the reply 125 GB. Here
+	 * 4096 bytes; message 2 is about 460.
 	 */
-	struct buf room = BUF_INIT(4096);
+	struct buf room = BUF_INIT(0);
 	struct buf atts = BUF_INIT(0);
+	ctx.meta = NULL;
+	ctx.section_budget = 4096;
 	buf_puts(&atts, "(BINARY.SIZE[] BINARY.SIZE[1] BODY.PEEK[HEADER.FIELDS (A)])");
 	req = parse_req(buf_str(&atts), 0, &err);
 	assert_int_equal(imap_fetch_message(&room, &ctx, req, 2, &fx->view->msgs[1], &err), 0);
@@ -850,6 +852,16 @@ test_prefetched_meta_and_limit(void **state)
 	buf_puts(&atts, "(");
 	for (int i = 0; i < 20; i++)
 		buf_puts(&atts, i ? " BINARY.SIZE[]" : "BINARY.SIZE[]");
+	buf_puts(&atts, ")");
+	req = parse_req(buf_str(&atts), 0, &err);
+	assert_int_equal(imap_fetch_message(&room, &ctx, req, 2, &fx->view->msgs[1], &err), -1);
+	assert_string_equal(err, IMAP_FETCH_ERR_TOOBIG);
+	assert_int_equal(room.len, 0);
+	imap_fetch_req_free(&req);
+	buf_reset(&atts);
+	buf_puts(&atts, "(ENVELOPE BODYSTRUCTURE");
+	for (int i = 0; i < 20; i++)
+		buf_puts(&atts, " BODY.PEEK[]");
 	buf_puts(&atts, ")");
 	req = parse_req(buf_str(&atts), 0, &err);
 	assert_int_equal(imap_fetch_message(&room, &ctx, req, 2, &fx->view->msgs[1], &err), -1);
