@@ -403,6 +403,21 @@ test_message_global(void **state)
 	got = fetch_opts(fx, 6, "(BODY.PEEK[1.HEADER] BODY.PEEK[1.1])", &o);
 	assert_string_equal(got, "* 6 FETCH (BODY[1.HEADER] {0}\r\n BODY[1.1] {0}\r\n)\r\n");
 	free(got);
+	/* base64 (RFC 6532 3.5): the sections are those of the decoded message */
+	static const char g64[] = "Subject: outer\r\n"
+				  "MIME-Version: 1.0\r\n"
+				  "Content-Type: message/global\r\n"
+				  "Content-Transfer-Encoding: base64\r\n"
+				  "\r\n"
+				  "U3ViamVjdDogaW5uZXINCg0KaGkNCg==\r\n";
+	add_msg(fx, g64, strlen(g64), 1700000000, 0, 0, true);
+	reload(fx);
+	o.rev2 = 1;
+	got = fetch_opts(fx, 7, "(BODY.PEEK[1.HEADER] BODY.PEEK[1.1] BINARY.PEEK[1])", &o);
+	assert_string_equal(got, "* 7 FETCH (BODY[1.HEADER] {18}\r\nSubject: inner\r\n\r\n "
+				 "BODY[1.1] {4}\r\nhi\r\n "
+				 "BINARY[1] ~{22}\r\nSubject: inner\r\n\r\nhi\r\n)\r\n");
+	free(got);
 	mime_free(&root);
 	buf_free(&want1);
 	buf_free(&want2);
