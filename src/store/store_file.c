@@ -415,6 +415,10 @@ orphans_open(int root_fd)
 static int
 orphan_move(int dir, const char *name, int lost_fd, char *dest, size_t destsz)
 {
+	struct stat src, there;
+
+	if (fstatat(dir, name, &src, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
 	for (unsigned n = 0; n < 1000; n++) {
 		if (n == 0)
 			xsnprintf(dest, destsz, "%s", name);
@@ -424,6 +428,14 @@ orphan_move(int dir, const char *name, int lost_fd, char *dest, size_t destsz)
 			return unlinkat(dir, name, 0);
 		if (errno != EEXIST)
 			return -1;
+		/*
+		 * The file itself, linked by a move that a crash (or a failed
+		 * unlink) cut short: finish that move, never add a second
+		 * copy under NAME.1 that an admin would put back twice.
+		 */
+		if (fstatat(lost_fd, dest, &there, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    there.st_dev == src.st_dev && there.st_ino == src.st_ino)
+			return unlinkat(dir, name, 0);
 	}
 	return -1;
 }
@@ -487,6 +499,9 @@ store_file_sweep_all(struct store *st)
 				log_info("store: moved orphan message file %s/%s to %s/%s", path,
 					 e->d_name, lost, dest);
 				moved++;
+			} else if (errno != ENOENT) { /* else gone meanwhile: nothing to move */
+				log_warn("store: cannot move orphan message file %s/%s to %s: %s",
+					 path, e->d_name, lost, strerror(errno));
 			}
 		}
 		closedir(d);

@@ -1381,6 +1381,43 @@ test_sweep_beside_deliveries(void **state)
 	}
 }
 
+/*
+ * A sweep killed between the link into orphans/ and the unlink from msg/
+ * left the file in both: the next sweep finishes that move rather than
+ * file the same message again as NAME.1, while a different file of the
+ * same name still goes beside it.
+ */
+static void
+test_sweep_finishes_cut_move(void **state)
+{
+	struct fixture *fx = *state;
+	char root[256], path[512], lost[512], dup[512];
+
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+	xsnprintf(path, sizeof(path), "%s/msg/00", root);
+	util_mkdir_p(path, 0700);
+	xsnprintf(path, sizeof(path), "%s/" STORE_ORPHANS_DIR, root);
+	util_mkdir_p(path, 0700);
+	xsnprintf(path, sizeof(path), "%s/msg/00/0000000000000003", root);
+	xsnprintf(lost, sizeof(lost), "%s/" STORE_ORPHANS_DIR "/0000000000000003", root);
+	xsnprintf(dup, sizeof(dup), "%s.1", lost);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(link(path, lost), 0);
+	assert_int_equal(store_sweep(fx->st), 1);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(access(lost, F_OK), 0);
+	assert_int_equal(access(dup, F_OK), -1);
+	/* Another file of that id: kept beside the first. */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(store_sweep(fx->st), 1);
+	assert_int_equal(access(lost, F_OK), 0);
+	assert_int_equal(access(dup, F_OK), 0);
+}
+
 /* The message file names under msg/ (16 hex digits each), sorted; returns how many. */
 static size_t
 list_files(const char *root, char names[][17], size_t max)
@@ -2606,6 +2643,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_beside_deliveries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_finishes_cut_move, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_moved_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expunged_files_left_behind_are_swept, setup,
 					    teardown),
