@@ -322,12 +322,47 @@ struct sweep_dead {
 	int fd; /* the marker, locked */
 };
 
+/*
+ * Markers held locked at once: each is a descriptor of the daemon's, and a
+ * crash amid the expunge of a large mailbox leaves one per message; past
+ * this many they go a batch (and one flush) at a time.
+ */
+#define SWEEP_DEAD_BATCH 64
+
+/*
+ * A row seen gone may be an expunge committed by another handle that has
+ * not flushed it yet (its files wait marked here until it has): a power
+ * cut would bring the row back. One flush makes every such commit seen so
+ * far durable before any of their files goes. Closes the markers.
+ */
+static void
+sweep_dead_remove(struct store *st, int tmp_fd, struct sweep_dead *dead, size_t ndead)
+{
+	char path[STORE_PATH_MAX];
+
+	if (ndead > 0 && fsbarrier_sync(st->root_fd) < 0) {
+		log_warn("store: sync(%s) failed: %s; message files kept", st->root,
+			 strerror(errno));
+		for (size_t i = 0; i < ndead; i++)
+			close(dead[i].fd);
+		return;
+	}
+	for (size_t i = 0; i < ndead; i++) {
+		char name[17];
+		store_file_hex(dead[i].id, name);
+		xsnprintf(path, sizeof(path), "msg/%.2s/%s", name, name);
+		if (unlinkat(st->root_fd, path, 0) == 0)
+			log_info("store: removed uncommitted message file %s/%s", st->root, path);
+		unlinkat(tmp_fd, name, 0);
+		close(dead[i].fd);
+	}
+}
+
 void
 store_file_sweep_tmp(struct store *st)
 {
-	char path[STORE_PATH_MAX];
-	struct sweep_dead *dead = NULL;
-	size_t ndead = 0, cap = 0;
+	struct sweep_dead dead[SWEEP_DEAD_BATCH];
+	size_t ndead = 0;
 	struct dirent *e;
 	DIR *d;
 	/* Below root_fd: see store_file_sweep_all(). */
@@ -360,40 +395,18 @@ store_file_sweep_tmp(struct store *st)
 		}
 		int known = store_file_known(st, id);
 		if (known == 0) {
-			if (ndead == cap) {
-				cap = cap ? cap * 2 : 16;
-				dead = xrealloc(dead, cap * sizeof(*dead));
-			}
 			dead[ndead++] = (struct sweep_dead){id, fd};
+			if (ndead == SWEEP_DEAD_BATCH) {
+				sweep_dead_remove(st, dirfd(d), dead, ndead);
+				ndead = 0;
+			}
 			continue;
 		}
 		if (known > 0)
 			unlinkat(dirfd(d), e->d_name, 0);
 		close(fd);
 	}
-	/*
-	 * A row seen gone may be an expunge committed by another handle that
-	 * has not flushed it yet (its files wait marked here until it has):
-	 * a power cut would bring the row back. One flush makes every such
-	 * commit seen so far durable before any of their files goes.
-	 */
-	if (ndead > 0 && fsbarrier_sync(st->root_fd) < 0) {
-		log_warn("store: sync(%s) failed: %s; message files kept", st->root,
-			 strerror(errno));
-		for (size_t i = 0; i < ndead; i++)
-			close(dead[i].fd);
-		ndead = 0;
-	}
-	for (size_t i = 0; i < ndead; i++) {
-		char name[17];
-		store_file_hex(dead[i].id, name);
-		xsnprintf(path, sizeof(path), "msg/%.2s/%s", name, name);
-		if (unlinkat(st->root_fd, path, 0) == 0)
-			log_info("store: removed uncommitted message file %s/%s", st->root, path);
-		unlinkat(dirfd(d), name, 0);
-		close(dead[i].fd);
-	}
-	free(dead);
+	sweep_dead_remove(st, dirfd(d), dead, ndead);
 	closedir(d);
 }
 

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -1605,6 +1606,49 @@ test_sweep_flushes_before_removing(void **state)
 }
 
 /*
+ * A crash amid the expunge of a large mailbox leaves a marker per message.
+ * The sweep holds each taken marker open until its file goes: all of them
+ * at once would take as many of the daemon's descriptors (EMFILE for every
+ * other session meanwhile, and markers past the limit left over). They go
+ * a batch at a time, within a limit far below their number.
+ */
+static void
+test_sweep_many_dead_markers(void **state)
+{
+	struct fixture *fx = *state;
+	char root[256], path[512], tmp[512];
+	struct rlimit old, low;
+	enum { NDEAD = 160 };
+
+	xsnprintf(root, sizeof(root), "%s/mail/example.org/alice", fx->dir);
+	xsnprintf(path, sizeof(path), "%s/msg/00", root);
+	util_mkdir_p(path, 0700);
+	for (int i = 1; i <= NDEAD; i++) {
+		xsnprintf(path, sizeof(path), "%s/msg/00/00000000000%05x", root, i);
+		xsnprintf(tmp, sizeof(tmp), "%s/tmp/00000000000%05x", root, i);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+		assert_int_equal(link(path, tmp), 0); /* store_file_mark_dead() */
+	}
+	assert_int_equal(count_files(fx->dir, "msg"), NDEAD);
+	/* Room for the handle's own files and a batch, not for every marker. */
+	int probe = open("/dev/null", O_RDONLY);
+	assert_true(probe >= 0);
+	close(probe);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)probe + 100;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct store *st2 = store_open(fx->dir, ACCOUNT, NULL);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_non_null(st2);
+	store_close(&st2);
+	assert_int_equal(count_files(fx->dir, "msg"), 0);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+}
+
+/*
  * Message file ids come in runs: one handle's deliveries get consecutive ids
  * (neighbouring rows, one directory). An id whose file exists already (a
  * run of another writer) is skipped for a new run, and nothing is lost.
@@ -2649,6 +2693,7 @@ main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_during_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_flushes_before_removing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_many_dead_markers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_writes_flushed_before_return, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
