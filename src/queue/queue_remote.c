@@ -822,6 +822,26 @@ rconn_connect(struct rconn *c, const struct dns_addr *a)
 	c->cl = smtp_client_new(qr->srv->base, &p, rconn_client_cb, c);
 }
 
+/*
+ * RFC 5321 5.1 allows a configurable limit on the addresses tried (at
+ * least two SHOULD be): each may cost a connect timeout, or a greeting
+ * one, and a domain with many dead hosts would hold this connection slot
+ * for as long as they all take. Whether the walk has reached it (logged):
+ * then the attempt ends with the last failure, before it looks up another
+ * host, whose lookup would only replace that failure with its own.
+ */
+static int
+rconn_at_limit(struct rconn *c)
+{
+	int64_t limit = c->d->qr->srv->cfg->outbound_address_limit;
+
+	if (limit <= 0 || c->naddr_tried < (uint64_t)limit)
+		return 0;
+	log_msg(LL_INFO, NULL, "outbound dest=%s: %u addresses tried, the limit", c->d->key,
+		c->naddr_tried);
+	return 1;
+}
+
 static void
 rconn_next_addr(struct rconn *c)
 {
@@ -830,17 +850,7 @@ rconn_next_addr(struct rconn *c)
 		rconn_next_host(c);
 		return;
 	}
-	/*
-	 * RFC 5321 5.1 allows a configurable limit on the addresses tried
-	 * (at least two SHOULD be): each may cost a connect timeout, or a
-	 * greeting one, and a domain with many dead hosts would hold this
-	 * connection slot for as long as they all take. Past the limit the
-	 * attempt ends with the last failure.
-	 */
-	int64_t limit = d->qr->srv->cfg->outbound_address_limit;
-	if (limit > 0 && c->naddr_tried >= (uint64_t)limit) {
-		log_msg(LL_INFO, NULL, "outbound dest=%s: %u addresses tried, the limit", d->key,
-			c->naddr_tried);
+	if (rconn_at_limit(c)) {
 		rconn_exhausted(c);
 		return;
 	}
@@ -1003,7 +1013,7 @@ rconn_lookup_host(struct rconn *c)
 static void
 rconn_next_host(struct rconn *c)
 {
-	if (c->hi >= c->nhosts) {
+	if (c->hi >= c->nhosts || rconn_at_limit(c)) {
 		rconn_exhausted(c);
 		return;
 	}

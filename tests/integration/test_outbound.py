@@ -675,6 +675,27 @@ def test_addresses_tried_per_attempt_are_limited(net):
     assert "2 addresses tried, the limit" in log
 
 
+def test_address_limit_makes_the_last_address_the_last_host(net):
+    """With outbound.address_limit reached, the last address tried is the
+    last host (docs/config.md; Postfix's final server): its 5xx greeting
+    bounces. A worse host was still looked up first, and its NXDOMAIN
+    took the place of that reply: a deferral naming a host never meant
+    to be tried."""
+    a = net.node("127.0.0.2", "a.example", extra={"queue.retry_interval": "1h",
+                                                  "outbound.address_limit": "1"})
+    p = net.peer("127.0.0.4", greeting="554 5.7.1 mx.d.example no mail from you")
+    z = _dns()
+    z.add("d.example", "MX", "10 mx.d.example")
+    z.add("d.example", "MX", "20 nx.d.example")       # NXDOMAIN
+    z.add("mx.d.example", "A", "127.0.0.4")
+    a.submit("alice@a.example", ["y@d.example"], msg("alice@a.example", "y@d.example", "l1"))
+    a.wait_log(r"delivery id=\w+ rcpt=y@d\.example status=(deferred|bounced)")
+    log = a.log()
+    assert re.search(r"rcpt=y@d\.example status=bounced .*554 5\.7\.1", log), log[-3000:]
+    assert "nx.d.example" not in log
+    assert p.connections == 1
+
+
 def test_451_defers_then_succeeds_on_retry(net):
     a = net.node("127.0.0.2", "a.example")
     answers = ["451 4.3.0 try later"]
