@@ -1693,8 +1693,6 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	struct smtp_rcpt rp;
 	struct smtp_error e;
 
-	free(s->rcpt_to);
-	s->rcpt_to = NULL;
 	if (s->state != ST_MAIL && s->state != ST_RCPT) {
 		smtp_reply(s, 503, "5.5.1", "Need MAIL before RCPT");
 		smtp_error_count(s);
@@ -1948,6 +1946,10 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 	}
 	int parsed = smtp_cmd_parse(line, len, &cl, &e);
 	s->cmd = cl.cmd;
+	/* Set by cmd_rcpt_lookup() once the address parses: a RCPT refused
+	 * before (a syntax error) must not name the previous one. */
+	free(s->rcpt_to);
+	s->rcpt_to = NULL;
 	if (parsed < 0) {
 		if (cl.cmd == SMTP_CMD_BDAT) {
 			bdat_unframed(s, e.text);

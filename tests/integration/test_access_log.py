@@ -475,12 +475,15 @@ def test_each_refused_rcpt_has_its_line(surat):
     r.expect("RCPT TO:<nobody@example.test>", 550)
     r.expect("RCPT TO:<victim@elsewhere.test>", 554)
     r.expect("RCPT TO:<alice@example.test>", 250)
+    # Refused by its syntax: the line names no address, not the last one.
+    r.expect("RCPT <alice@example.test>", 501)
     send_data(r, msg("partly"))
     r.expect("QUIT", 221)
     r.close()
     assert surat.stop() == 0
     lines = [l for l in surat.log().splitlines() if " rcpt refused " in l]
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
+    assert " to=<" not in lines[2] and ' reply="501 ' in lines[2], lines
     assert lines[0].endswith('rcpt refused client=[127.0.0.1] from=<guesser@remote.test> '
                              'to=<nobody@example.test> '
                              'reply="550 5.1.1 <nobody@example.test>: Recipient address '
