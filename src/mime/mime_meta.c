@@ -23,22 +23,26 @@
 
 #define MIME_META_TEXT_MAX (1024 * 1024)
 
-/* The first mailbox of an address header, "local@host" lowercased, or NULL. */
+/*
+ * The SORT key of an address header (RFC 5256: the addr-mailbox of its
+ * first address, as ENVELOPE gives it): "local@host" lowercased, where a
+ * group's start counts as an address whose addr-mailbox is the group name
+ * ("name@"), and missing parts are ENVELOPE's placeholders, exactly what
+ * imap_sort reads from the header when there is no cache. NULL when the
+ * header has no address.
+ */
 static char *
 first_mailbox(const char *hdr, size_t hlen, const char *name)
 {
 	char *v = mime_header_get(hdr, hlen, name);
 	if (v == NULL)
 		return NULL;
-	struct mime_address *list = mime_address_parse(v, strlen(v), 0);
+	struct mime_address *list = mime_address_parse(v, strlen(v), 1);
 	free(v);
 	char *r = NULL;
-	for (struct mime_address *a = list; a; a = a->next) {
-		if (a->mailbox && a->host) {
-			r = xasprintf("%s@%s", a->mailbox, a->host);
-			util_lower(r);
-			break;
-		}
+	if (list != NULL && list->mailbox != NULL) {
+		r = xasprintf("%s@%s", list->mailbox, list->host != NULL ? list->host : "");
+		util_lower(r);
 	}
 	mime_address_free(&list);
 	return r;

@@ -45,6 +45,7 @@ struct fixture {
 	struct store_mbox_view *dummyv;	  /* Dummies */
 	struct store_mbox_view *chainv;	  /* Chain: each message answers the one before */
 	struct store_mbox_view *examplev; /* Example: RFC 5256's THREAD reply, for real */
+	struct store_mbox_view *groupv;	  /* Groups: address keys of groups and broken lists */
 };
 
 /* 2020-01-01 00:00:00 UTC */
@@ -111,6 +112,18 @@ static const char *const dummy_msgs[] = {
     "Message-ID: <d5@x>\r\nReferences: <gone@x>\r\nSubject: Solo\r\n"
     "Date: Sun, 5 Jan 2020 10:00:00 +0000\r\n\r\n.\r\n",
     "Message-ID: <d6@x>\r\nSubject: Re: S\r\nDate: Mon, 6 Jan 2020 10:00:00 +0000\r\n\r\n.\r\n",
+};
+
+/*
+ * SORT TO: the addr-mailbox of the first address as ENVELOPE has it: a
+ * group's name (not its first member), ENVELOPE's placeholder for an empty
+ * list element; the same whether the key comes from the store or the header.
+ */
+static const char *const group_msgs[] = {
+    "To: Team: aaa@x.example;\r\nSubject: g\r\n\r\n.\r\n",		  /* TEAM */
+    "To: mmm@x.example\r\nSubject: g\r\n\r\n.\r\n",			  /* MMM */
+    "To: zzz@x.example, Team: aaa@x.example;\r\nSubject: g\r\n\r\n.\r\n", /* ZZZ */
+    "To: , , aab@x.example\r\nSubject: g\r\n\r\n.\r\n",			  /* MISSING_MAILBOX */
 };
 
 #define CHAIN_LEN 150
@@ -189,6 +202,10 @@ setup(void **state)
 		add_msg(fx, "Example", m, DAY0 + i);
 		free(m);
 	}
+	assert_int_equal(store_mailbox_create(fx->st, "Groups", 0), 0);
+	for (size_t i = 0; i < ARRAY_LEN(group_msgs); i++)
+		add_msg(fx, "Groups", group_msgs[i], DAY0 + (int64_t)i);
+	assert_int_equal(store_mailbox_load(fx->st, "Groups", &fx->groupv), 0);
 	assert_int_equal(store_mailbox_load(fx->st, "Example", &fx->examplev), 0);
 	assert_int_equal(store_mailbox_load(fx->st, "Dummies", &fx->dummyv), 0);
 	assert_int_equal(store_mailbox_load(fx->st, "Chain", &fx->chainv), 0);
@@ -209,6 +226,7 @@ teardown(void **state)
 	store_mbox_view_free(&fx->dummyv);
 	store_mbox_view_free(&fx->chainv);
 	store_mbox_view_free(&fx->examplev);
+	store_mbox_view_free(&fx->groupv);
 	store_close(&fx->st);
 	unit_rm_tree(fx->dir);
 	free(fx);
@@ -222,13 +240,17 @@ mkctx(struct fixture *fx, const char *mbox, const struct store_mbox_view *v)
 	return ctx;
 }
 
-/* SORT with criteria "(...)" over the matched messages; the reply or "ERR <text>". */
+/*
+ * SORT with criteria "(...)" over the matched messages of mailbox mbox (view
+ * v); the reply or "ERR <text>".
+ */
 static char *
-sort(struct fixture *fx, const char *criteria, const unsigned char *match, int uid)
+sort_in(struct fixture *fx, const char *mbox, const struct store_mbox_view *v, const char *criteria,
+	const unsigned char *match, int uid)
 {
 	struct imap_parser *p = imap_parser_new(NULL);
 	struct buf line = BUF_INIT(0), out = BUF_INIT(0);
-	struct imap_search_ctx ctx = mkctx(fx, "INBOX", fx->sortv);
+	struct imap_search_ctx ctx = mkctx(fx, mbox, v);
 	unsigned char all[8] = {1, 1, 1, 1, 1, 1, 1, 1};
 	const char *err;
 	size_t used;
@@ -247,6 +269,13 @@ sort(struct fixture *fx, const char *criteria, const unsigned char *match, int u
 	buf_free(&line);
 	buf_free(&out);
 	return r;
+}
+
+/* SORT over the INBOX's messages. */
+static char *
+sort(struct fixture *fx, const char *criteria, const unsigned char *match, int uid)
+{
+	return sort_in(fx, "INBOX", fx->sortv, criteria, match, uid);
 }
 
 #define SORT_EQ(fx, crit, want)                                                                    \
@@ -276,6 +305,25 @@ test_sort_keys(void **state)
 	SORT_EQ(fx, "(SUBJECT REVERSE DATE)", "* SORT 5 2 3 1 4\r\n");
 	SORT_EQ(fx, "(REVERSE SUBJECT ARRIVAL)", "* SORT 4 1 3 2 5\r\n");
 	SORT_EQ(fx, "(cc reverse arrival)", "* SORT 5 4 1 3 2\r\n");
+}
+
+/*
+ * The store's cached key of an address list must be the key the header
+ * gives: its first address's addr-mailbox, a group's name included. It
+ * held the first member of a group instead, so "To: Team: aaa@x;" sorted
+ * as AAA, and differently once the key came from the header.
+ */
+static void
+test_sort_address_groups(void **state)
+{
+	struct fixture *fx = *state;
+	char *got = sort_in(fx, "Groups", fx->groupv, "(TO)", NULL, 0);
+
+	assert_string_equal(got, "* SORT 4 2 1 3\r\n");
+	free(got);
+	got = sort_in(fx, "Groups", fx->groupv, "(REVERSE TO)", NULL, 0);
+	assert_string_equal(got, "* SORT 3 1 2 4\r\n");
+	free(got);
 }
 
 static void
@@ -652,6 +700,7 @@ main(void)
 	    cmocka_unit_test(test_thread_colliding_ids_cost),
 	    cmocka_unit_test(test_thread_orderedsubject),
 	    cmocka_unit_test(test_base_subject),
+	    cmocka_unit_test(test_sort_address_groups),
 	};
 
 	/* the tests only read: one store for all of them */
