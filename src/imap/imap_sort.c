@@ -18,9 +18,9 @@
  * SECURITY: header contents are untrusted: Message-IDs and subjects are
  * copied and compared, never interpreted; the loop check before every
  * link keeps the tree a tree whatever References claim, and with the caps
- * below it costs a message at most THREAD_REFS_MAX * THREAD_DEPTH_MAX
- * steps; every walk of the tree (pruning, sorting, writing) is iterative,
- * because a crafted References chain makes it THREAD_DEPTH_MAX deep.
+ * below it costs a whole THREAD at most THREAD_WALK_MAX steps; every walk
+ * of the tree (pruning, sorting, writing) is iterative, because a crafted
+ * References chain makes it as deep as the mailbox has references.
  */
 #include "imap/imap_sort.h"
 
@@ -44,11 +44,23 @@
  * references chained could cost n*n steps (a 1 MB header, minutes of a
  * worker). Only the last THREAD_REFS_MAX references of a message are used
  * (the nearest ancestors; the older links come from the ancestors' own
- * headers), and a link that would hang a node deeper than THREAD_DEPTH_MAX
- * is refused as a loop would be. Real threads stay far below both.
+ * headers), and a link that would hang a node with children deeper than
+ * THREAD_DEPTH_MAX is refused as a loop would be. Real threads stay far
+ * below both.
  */
 #define THREAD_REFS_MAX 500
 #define THREAD_DEPTH_MAX 2000
+/*
+ * XXX And all the loop checks of one THREAD together walk at most this
+ * many steps; past it a link that needs a walk is refused. Only crafted
+ * References get near it: a node without children needs no walk (see
+ * tnode_is_ancestor()), and one with children is walked from its new
+ * parent, which real threads keep shallow. Without it, messages going
+ * back and forth 250 times each between the end of a THREAD_DEPTH_MAX
+ * deep chain and a thread's root walked 500,000 steps a message: 2,000 of
+ * them held a worker for 8.5 s.
+ */
+#define THREAD_WALK_MAX 10000000
 
 /* --- base subject (RFC 5256 §2.1) --- */
 
@@ -545,6 +557,7 @@ struct tctx {
 	struct tmap ids;
 	char **strs; /* id strings the table points to */
 	size_t nstrs, capstrs;
+	uint64_t walked; /* steps of the loop checks so far (THREAD_WALK_MAX) */
 };
 
 /*
@@ -694,13 +707,24 @@ tnode_append(struct tnode *parent, struct tnode *c)
 	c->next = NULL;
 }
 
-/* Is a the node n or one of its ancestors, or is n too deep to link under? */
+/*
+ * Is a the node n or one of its ancestors, or is n too deep to link under
+ * (or the walks' budget spent)? A node without children is nobody's
+ * ancestor but its own, so it needs no walk and no depth cap: the fresh
+ * ids a message references are all such, and a chain of them is linked
+ * whole however deep (the cap cut a reply chain at THREAD_DEPTH_MAX into
+ * two threads).
+ */
 static bool
-tnode_is_ancestor(const struct tnode *a, const struct tnode *n)
+tnode_is_ancestor(struct tctx *t, const struct tnode *a, const struct tnode *n)
 {
-	for (size_t depth = 0; n != NULL; n = n->parent, depth++)
-		if (n == a || depth >= THREAD_DEPTH_MAX)
+	if (a->child == NULL)
+		return a == n;
+	for (size_t depth = 0; n != NULL; n = n->parent, depth++) {
+		if (n == a || depth >= THREAD_DEPTH_MAX || t->walked >= THREAD_WALK_MAX)
 			return true;
+		t->walked++;
+	}
 	return false;
 }
 
@@ -1087,13 +1111,14 @@ thread_references(struct tctx *t, struct tnode *root, struct trec *recs, char **
 		for (size_t k = 0; k < nrefs[i]; k++) {
 			struct tnode *node = tctx_ref(t, refs[i][k]);
 			refs[i][k] = NULL;
-			if (prev != NULL && node->parent == NULL && !tnode_is_ancestor(node, prev))
+			if (prev != NULL && node->parent == NULL &&
+			    !tnode_is_ancestor(t, node, prev))
 				tnode_append(prev, node);
 			prev = node;
 		}
 		/* (1B) the last reference is the parent */
 		tnode_unlink(cur);
-		if (prev != NULL && !tnode_is_ancestor(cur, prev))
+		if (prev != NULL && !tnode_is_ancestor(t, cur, prev))
 			tnode_append(prev, cur);
 	}
 	/* (2) the roots */

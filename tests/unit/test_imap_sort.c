@@ -522,6 +522,66 @@ test_thread_crafted_references_cost(void **state)
 }
 
 /*
+ * Crafted References, THREAD_REFS_MAX per message. Five messages make one
+ * chain of 2,496 fresh ids, each linked under the one before: the loop
+ * check walked the chain for each and refused to link past depth
+ * THREAD_DEPTH_MAX, so the fifth message, hung at the chain's end, made a
+ * thread of its own. A fresh id has no children and needs no walk: one
+ * thread. Then messages go back and forth between <c2000@x>, which hangs
+ * THREAD_DEPTH_MAX deep, and the thread <r@x>: each link to <r@x> walks
+ * 2,000 steps and is refused, 500,000 steps a message (2,000 such messages
+ * held a worker for 8.5 s), until the budget of one THREAD's walks is spent.
+ */
+static void
+test_thread_crafted_walks(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_mbox_view *v = NULL;
+	struct timespec t0, t1;
+	enum { CHAIN = 5, BACK_FORTH = 40 };
+	char *got;
+
+	assert_int_equal(store_mailbox_create(fx->st, "Walks", 0), 0);
+	for (int i = 0; i < CHAIN; i++) {
+		struct buf m = BUF_INIT(0);
+		buf_printf(&m, "Message-ID: <m%d@x>\r\nSubject: c%d\r\nReferences:", i, i);
+		for (int k = i * 499; k < i * 499 + 500; k++)
+			buf_printf(&m, " <c%d@x>", k);
+		buf_puts(&m, "\r\n\r\n.\r\n");
+		add_msg(fx, "Walks", buf_str(&m), DAY0 + i);
+		buf_free(&m);
+	}
+	assert_int_equal(store_mailbox_load(fx->st, "Walks", &v), 0);
+	got = thread(fx, "Walks", v, "REFERENCES", NULL, 0);
+	assert_string_equal(got, "* THREAD ((1)(2)(3)(4)(5))\r\n");
+	free(got);
+	store_mbox_view_free(&v);
+
+	add_msg(fx, "Walks", "Message-ID: <r@x>\r\nSubject: r\r\n\r\n.\r\n", DAY0 + CHAIN);
+	add_msg(fx, "Walks", "Message-ID: <r1@x>\r\nReferences: <r@x>\r\nSubject: r\r\n\r\n.\r\n",
+		DAY0 + CHAIN + 1);
+	for (int i = 0; i < BACK_FORTH; i++) {
+		struct buf m = BUF_INIT(0);
+		buf_printf(&m, "Message-ID: <b%d@x>\r\nSubject: b\r\nReferences:", i);
+		for (int k = 0; k < 250; k++)
+			buf_puts(&m, " <c2000@x> <r@x>");
+		buf_puts(&m, "\r\n\r\n.\r\n");
+		add_msg(fx, "Walks", buf_str(&m), DAY0 + CHAIN + 2 + i);
+		buf_free(&m);
+	}
+	assert_int_equal(store_mailbox_load(fx->st, "Walks", &v), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	got = thread(fx, "Walks", v, "REFERENCES", NULL, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* the chain stays whole; <r@x> keeps its replies */
+	assert_true(strncmp(got, "* THREAD ((1)(2)(3)(4)(5))(6 ", 29) == 0);
+	free(got);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(secs < 1.0);
+	store_mbox_view_free(&v);
+}
+
+/*
  * Message-IDs crafted for the unkeyed FNV-1a hash the id table once used:
  * 2^steps ids whose hashes share their low 20 bits, built from pairs of
  * 3-letter blocks that take the hash state to the same value (found by
@@ -701,6 +761,7 @@ main(void)
 	    cmocka_unit_test(test_thread_orderedsubject),
 	    cmocka_unit_test(test_base_subject),
 	    cmocka_unit_test(test_sort_address_groups),
+	    cmocka_unit_test(test_thread_crafted_walks),
 	};
 
 	/* the tests only read: one store for all of them */
