@@ -35,6 +35,7 @@
 #include "mime/mime_address.h"
 #include "mime/mime_decode.h"
 #include "mime/mime_header.h"
+#include "mime/mime_meta.h"
 #include "mime/mime_search.h"
 #include "mime/mime_text.h"
 
@@ -90,6 +91,14 @@ struct search_run {
 	size_t nkws;
 	uint64_t *kwhas; /* bit i: kwmsg has kws[i] */
 	const struct store_msg *kwmsg;
+	/*
+	 * The messages whose text the full-text index keeps only in part
+	 * (MIME_META_TEXT_CUT_WORD): BODY and TEXT read them instead of taking
+	 * the index's word. Looked up with the first such key.
+	 */
+	bool cut_loaded;
+	uint32_t *cut;
+	size_t ncut;
 };
 
 /* What has been loaded of the message being evaluated. */
@@ -414,6 +423,11 @@ search_uid_in(const uint32_t *v, size_t n, uint32_t uid)
 static bool
 search_text_key(struct smsg *sm, const struct cnode *n, bool body)
 {
+	const struct search_run *run = sm->run;
+
+	if ((n->tmode == TM_FTS_ONLY || n->tmode == TM_FTS_VERIFY) &&
+	    search_uid_in(run->cut, run->ncut, sm->m->uid))
+		return search_contains(body ? smsg_body(sm) : smsg_text(sm), n->needle, n->nlen);
 	switch (n->tmode) {
 	case TM_ALL:
 		return true;
@@ -736,6 +750,14 @@ search_compile(struct search_run *run, const struct imap_search_key *k, struct c
 		n->tmode = TM_SCAN;
 	} else {
 		const char *terms[1] = {k->str};
+		const char *cut_terms[1] = {MIME_META_TEXT_CUT_WORD};
+		if (!run->cut_loaded &&
+		    store_fts_search(ctx->st, ctx->mailbox, ctx->uidvalidity, STORE_FTS_TEXT,
+				     cut_terms, 1, &run->cut, &run->ncut) < 0) {
+			run->err = IMAP_SEARCH_ERR_STORE;
+			return -1;
+		}
+		run->cut_loaded = true;
 		if (store_fts_search(ctx->st, ctx->mailbox, ctx->uidvalidity,
 				     k->op == IMAP_SK_BODY ? STORE_FTS_BODY : STORE_FTS_TEXT, terms,
 				     1, &n->fts, &n->nfts) < 0) {
@@ -794,6 +816,7 @@ imap_search_eval(const struct imap_search_ctx *ctx, const struct imap_search_pro
 	}
 	cnode_free(&root);
 	store_search_free(&run.hc, run.nhc);
+	free(run.cut);
 	nameidx_free(&run.kwidx);
 	free(run.kws);
 	free(run.kwhas);

@@ -10,7 +10,9 @@
  * each candidate's header block. BODY and TEXT are exact substring scans
  * of the decoded text in mailboxes up to exact_max bytes; in larger ones
  * the store's full-text index picks the candidates, which are then
- * checked on their decoded text unless the term is one ASCII word. AND
+ * checked on their decoded text unless the term is one ASCII word; a
+ * message whose text the index keeps only in part (past 1 MiB) is always
+ * read and checked. AND
  * and OR evaluate their cheap operands first and stop early, so a costly
  * key is only evaluated for messages the cheap ones left in.
  *

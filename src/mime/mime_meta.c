@@ -114,6 +114,8 @@ mime_meta_text(const char *msg, size_t len, struct buf *hdr, struct buf *body)
 	cut |= mime_text_body(body, root, MIME_META_TEXT_MAX) != 0;
 	mime_free(&root);
 	mime_charset_scope_end();
+	if (cut)
+		(void)buf_puts(hdr, "\n" MIME_META_TEXT_CUT_WORD "\n");
 	return cut;
 }
 

@@ -26,8 +26,16 @@ struct mime_meta {
 void mime_meta_compute(const char *msg, size_t len, struct mime_meta *mm);
 
 /*
+ * A word the full-text index holds for a message whose text it keeps only
+ * in part (mime_meta_text() cut it): SEARCH must not take the index's word
+ * for such a message, and looks for it with this word to read it instead.
+ */
+#define MIME_META_TEXT_CUT_WORD "xsuratftscutx"
+
+/*
  * The text the full-text index keeps of msg: decoded headers into hdr,
- * decoded body text into body (each capped at 1 MiB). A store_text_fn:
+ * decoded body text into body (each capped at 1 MiB; when either is cut,
+ * hdr ends with a line holding MIME_META_TEXT_CUT_WORD). A store_text_fn:
  * installed with store_set_text_fn() at start. 0, or 1 if a part was cut.
  */
 int mime_meta_text(const char *msg, size_t len, struct buf *hdr, struct buf *body);

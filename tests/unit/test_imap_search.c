@@ -404,6 +404,30 @@ test_body_text_fts(void **state)
 	S_EQ(fx, "UNSEEN BODY noon", "");
 }
 
+/*
+ * The index keeps 1 MiB of a message's text: a word past that was not
+ * found by BODY or TEXT in a mailbox large enough for the index to decide,
+ * though it was in a small one. Such a message is read instead.
+ */
+static void
+test_body_text_fts_cut(void **state)
+{
+	struct fixture *fx = *state;
+	struct buf b = BUF_INIT(0);
+
+	buf_puts(&b, "From: Big <big@example.org>\r\nSubject: big\r\n\r\nbeginning\r\n");
+	for (int i = 0; i < 20000; i++)
+		buf_puts(&b, "filler text to push the last word past the index's share\r\n");
+	buf_puts(&b, "farawayword at the end\r\n");
+	add_msg(fx, buf_str(&b), 1704067300, 0, NULL);
+	buf_free(&b);
+	reload(fx);
+	fx->exact_max = 1;
+	S_EQ(fx, "BODY farawayword", "5");
+	S_EQ(fx, "NOT TEXT \"farawayword at\"", "1 2 3 4");
+	S_EQ(fx, "OR BODY noon TEXT " MIME_META_TEXT_CUT_WORD, "1");
+}
+
 static void
 test_sets_and_logic(void **state)
 {
@@ -728,6 +752,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_body_text_exact, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_text_part_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_text_fts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_body_text_fts_cut, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sets_and_logic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_modseq_charset, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_format, setup, teardown),
