@@ -18,7 +18,7 @@
  * SECURITY: header contents are untrusted: Message-IDs and subjects are
  * copied and compared, never interpreted; the loop check before every
  * link keeps the tree a tree whatever References claim, and with the caps
- * below it costs a whole THREAD at most THREAD_WALK_MAX steps; every walk
+ * below it costs a message at most THREAD_WALK_MAX steps; every walk
  * of the tree (pruning, sorting, writing) is iterative, because a crafted
  * References chain makes it as deep as the mailbox has references.
  */
@@ -51,16 +51,19 @@
 #define THREAD_REFS_MAX 500
 #define THREAD_DEPTH_MAX 2000
 /*
- * XXX And all the loop checks of one THREAD together walk at most this
- * many steps; past it a link that needs a walk is refused. Only crafted
- * References get near it: a node without children needs no walk (see
- * tnode_is_ancestor()), and one with children is walked from its new
- * parent, which real threads keep shallow. Without it, messages going
- * back and forth 250 times each between the end of a THREAD_DEPTH_MAX
- * deep chain and a thread's root walked 500,000 steps a message: 2,000 of
- * them held a worker for 8.5 s.
+ * XXX And the loop checks of one message together walk at most this many
+ * steps; past it a link of that message that needs a walk is refused.
+ * Only crafted References get near it: a node without children needs no
+ * walk (see tnode_is_ancestor()), and one with children is walked from
+ * its new parent, which real threads keep shallow. Without it, messages
+ * going back and forth 250 times each between the end of a
+ * THREAD_DEPTH_MAX deep chain and a thread's root walked 500,000 steps a
+ * message: 2,000 of them held a worker for 8.5 s. Per message, not per
+ * THREAD: a budget the whole mailbox shared was spent by a few dozen such
+ * messages, and every later message filed before a reply to it (a link
+ * that needs a walk) was refused its parent, splitting real threads.
  */
-#define THREAD_WALK_MAX 10000000
+#define THREAD_WALK_MAX (4 * THREAD_DEPTH_MAX)
 
 /* --- base subject (RFC 5256 §2.1) --- */
 
@@ -557,7 +560,7 @@ struct tctx {
 	struct tmap ids;
 	char **strs; /* id strings the table points to */
 	size_t nstrs, capstrs;
-	uint64_t walked; /* steps of the loop checks so far (THREAD_WALK_MAX) */
+	uint64_t walked; /* steps of this message's loop checks (THREAD_WALK_MAX) */
 };
 
 /*
@@ -709,11 +712,11 @@ tnode_append(struct tnode *parent, struct tnode *c)
 
 /*
  * Is a the node n or one of its ancestors, or is n too deep to link under
- * (or the walks' budget spent)? A node without children is nobody's
- * ancestor but its own, so it needs no walk and no depth cap: the fresh
- * ids a message references are all such, and a chain of them is linked
- * whole however deep (the cap cut a reply chain at THREAD_DEPTH_MAX into
- * two threads).
+ * (or the budget of the message's walks spent)? A node without children
+ * is nobody's ancestor but its own, so it needs no walk and no depth cap:
+ * the fresh ids a message references are all such, and a chain of them is
+ * linked whole however deep (the cap cut a reply chain at THREAD_DEPTH_MAX
+ * into two threads).
  */
 static bool
 tnode_is_ancestor(struct tctx *t, const struct tnode *a, const struct tnode *n)
@@ -1107,6 +1110,7 @@ thread_references(struct tctx *t, struct tnode *root, struct trec *recs, char **
 		}
 		if (cur == NULL)
 			cur = tnode_new(t, &recs[i]); /* no ID, or a duplicate: unique */
+		t->walked = 0;
 		/* (1A) chain the references, keeping existing parents, making no loops */
 		for (size_t k = 0; k < nrefs[i]; k++) {
 			struct tnode *node = tctx_ref(t, refs[i][k]);

@@ -530,7 +530,7 @@ test_thread_crafted_references_cost(void **state)
  * thread. Then messages go back and forth between <c2000@x>, which hangs
  * THREAD_DEPTH_MAX deep, and the thread <r@x>: each link to <r@x> walks
  * 2,000 steps and is refused, 500,000 steps a message (2,000 such messages
- * held a worker for 8.5 s), until the budget of one THREAD's walks is spent.
+ * held a worker for 8.5 s), until the budget of the message's walks is spent.
  */
 static void
 test_thread_crafted_walks(void **state)
@@ -578,6 +578,26 @@ test_thread_crafted_walks(void **state)
 	free(got);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	assert_true(secs < 1.0);
+	store_mbox_view_free(&v);
+
+	/*
+	 * The crafted messages spend their own walks, not the mailbox's: a
+	 * reply filed before its parent (48 <g>, 49 <q> answering <p>, 50
+	 * <p> answering <g>) needs a walk to link <p>, which has a child.
+	 * With one budget for the whole THREAD, spent above, <p> was refused
+	 * and the thread split in two: (48)(50 49).
+	 */
+	add_msg(fx, "Walks", "Message-ID: <g@x>\r\nSubject: grand\r\n\r\n.\r\n", DAY0 + 100);
+	add_msg(fx, "Walks",
+		"Message-ID: <q@x>\r\nReferences: <g@x> <p@x>\r\nSubject: reply\r\n\r\n.\r\n",
+		DAY0 + 102);
+	add_msg(fx, "Walks",
+		"Message-ID: <p@x>\r\nReferences: <g@x>\r\nSubject: parent\r\n\r\n.\r\n",
+		DAY0 + 101);
+	assert_int_equal(store_mailbox_load(fx->st, "Walks", &v), 0);
+	got = thread(fx, "Walks", v, "REFERENCES", NULL, 0);
+	assert_non_null(strstr(got, "(48 50 49)"));
+	free(got);
 	store_mbox_view_free(&v);
 }
 
