@@ -176,6 +176,13 @@ void imap_printf(struct imap_sess *s, const char *fmt, ...) PRINTF_LIKE(2, 3);
  * limit (and may end the session).
  */
 void imap_done(struct imap_sess *s, const char *status, const char *fmt, ...) PRINTF_LIKE(3, 4);
+/*
+ * "[CODE] text" for a store error of the command what into out (an
+ * internal error's own text only into the log, with the session id in the
+ * reply to find it).
+ */
+void imap_store_failure(struct imap_sess *s, const char *what, enum store_err e, const char *msg,
+			struct buf *out);
 /* Finish with NO and the response code for the store's last error. */
 void imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const char *msg);
 /* Same as imap_done_store() with the session's store handle. */

@@ -131,29 +131,9 @@ static void
 imap_close_warn(struct imap_sess *s, enum store_err e, const char *msg)
 {
 	struct buf t = BUF_INIT(0);
-	const char *code = "SERVERBUG";
 
-	switch (e) {
-	case STORE_ERR_BUSY:
-		code = "INUSE";
-		break;
-	case STORE_ERR_NOSPACE:
-		code = "OVERQUOTA";
-		break;
-	case STORE_ERR_NOMAILBOX:
-	case STORE_ERR_NOSELECT:
-	case STORE_ERR_CHANGED:
-		code = "NONEXISTENT";
-		break;
-	default:
-		break;
-	}
-	/* As imap_done_store(): an internal error's text stays in the log. */
-	if (strcmp(code, "SERVERBUG") == 0)
-		buf_printf(&t, "internal error (session %s)", s->c->id);
-	else
-		imap_text(&t, msg, 200);
-	imap_printf(s, "* NO [%s] CLOSE: no message was expunged: %s\r\n", code, buf_str(&t));
+	imap_store_failure(s, "CLOSE", e, msg, &t);
+	imap_printf(s, "* NO %s (no message was expunged)\r\n", buf_str(&t));
 	buf_free(&t);
 }
 
@@ -168,11 +148,8 @@ expunge_done(struct imap_sess *s, struct imap_job *jj)
 		 * takes that for its \Deleted messages being gone: a failed
 		 * expunge is said in an untagged NO first, as Dovecot does.
 		 */
-		if (j->rc < 0) {
-			log_msg(LL_WARN, s->c->id, "CLOSE expunge failed user=%s: %s", s->user,
-				j->errmsg);
+		if (j->rc < 0)
 			imap_close_warn(s, j->err, j->errmsg);
-		}
 		imap_unselect_now(s);
 		imap_done(s, "OK", "CLOSE completed");
 		return;

@@ -516,30 +516,28 @@ out:
 }
 
 void
-imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const char *msg)
+imap_store_failure(struct imap_sess *s, const char *what, enum store_err e, const char *msg,
+		   struct buf *out)
 {
-	struct buf t = BUF_INIT(0);
-
 	if (e == STORE_OK || e == STORE_ERR_INTERNAL || e == STORE_ERR_NOSPACE)
 		log_msg(LL_ERROR, s->c ? s->c->id : NULL, "%s failed: user=%s: %s", what,
 			s->user ? s->user : "-", msg);
 	switch (e) {
 	case STORE_OK:
 	case STORE_ERR_INTERNAL:
-		imap_done(s, "NO", "[SERVERBUG] %s failed: internal error (session %s)", what,
-			  s->c ? s->c->id : "-");
+		buf_printf(out, "[SERVERBUG] %s failed: internal error (session %s)", what,
+			   s->c ? s->c->id : "-");
 		return;
 	case STORE_ERR_BUSY:
-		imap_done(s, "NO", "[INUSE] Mailbox is busy, try again later");
+		buf_puts(out, "[INUSE] Mailbox is busy, try again later");
 		return;
 	case STORE_ERR_NOSPACE:
 		/* As Dovecot: the client shows it as a quota problem, which it is. */
-		imap_done(s, "NO", "[OVERQUOTA] %s failed: not enough disk space", what);
+		buf_printf(out, "[OVERQUOTA] %s failed: not enough disk space", what);
 		return;
 	default:
 		break;
 	}
-	imap_text(&t, msg, 200);
 	const char *code = "CANNOT";
 	switch (e) {
 	case STORE_ERR_NOMAILBOX:
@@ -563,7 +561,17 @@ imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const c
 	default:
 		break;
 	}
-	imap_done(s, "NO", "[%s] %s", code, buf_str(&t));
+	buf_printf(out, "[%s] ", code);
+	imap_text(out, msg, 200);
+}
+
+void
+imap_done_store(struct imap_sess *s, const char *what, enum store_err e, const char *msg)
+{
+	struct buf t = BUF_INIT(0);
+
+	imap_store_failure(s, what, e, msg, &t);
+	imap_done(s, "NO", "%s", buf_str(&t));
 	buf_free(&t);
 }
 

@@ -1041,7 +1041,8 @@ def test_copy_move_expunge_close_unselect(srv):
     other.ok("RENAME Trash Bin")
     tagged, untagged = c.cmd("CLOSE")
     assert tagged.endswith("OK CLOSE completed"), tagged
-    assert len(untagged) == 1 and untagged[0].startswith(b"* NO [NONEXISTENT] CLOSE: "), untagged
+    assert len(untagged) == 1 and untagged[0].startswith(b"* NO [NONEXISTENT] "), untagged
+    assert untagged[0].endswith(b" (no message was expunged)"), untagged
     assert other.ok("STATUS Bin (MESSAGES)") == [b'* STATUS "Bin" (MESSAGES 1)']
     c.ok("LOGOUT")
 
