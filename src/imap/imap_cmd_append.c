@@ -5,9 +5,10 @@
  *
  * The size of each literal is checked before "+" is sent: against
  * imap.max_literal (the parser; NO [TOOBIG]), against the user's quota and
- * against the disk's free space less queue.min_free (imap_append_literal_check;
- * NO [OVERQUOTA]). That reserve is what lets users still flag and expunge
- * mail, and the queue deliver what SMTP took, when the disk fills up. The message bytes are taken
+ * against the disk's free space less queue.min_free
+ * (imap_append_literal_check; NO [OVERQUOTA]). That reserve is what lets
+ * users still flag and expunge mail, and the queue deliver what SMTP took,
+ * when the disk fills up. The message bytes are taken
  * over from the parser without a copy; the MIME metadata (ENVELOPE,
  * BODYSTRUCTURE, sort keys, full-text) is computed and the message stored
  * on the worker pool. A MULTIAPPEND is all or nothing: its messages are
