@@ -46,7 +46,7 @@ FUZZ_TIME ?= 20
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test unit fuzz bench clean format
+.PHONY: all deps run test unit fuzz soak bench clean format
 # Keep the clang objects of the fuzz build between runs.
 .SECONDARY:
 
@@ -110,6 +110,11 @@ $(FUZZ_DIR)/bin/%: tests/fuzz/%.c $(FUZZ_LIBOBJS)
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
 	@./scripts/run-fuzz.sh $(FUZZ_TIME) $(FUZZ_BINS)
+
+# Kill-and-restart cycles under mixed load (minutes; not in `make test`).
+soak: deps
+	@$(MAKE) --no-print-directory $(SUBJOBS) build/asan/surat
+	SURAT_BIN=$(CURDIR)/build/asan/surat /usr/bin/python3 tests/soak/crash_soak.py
 
 bench: deps
 	@$(MAKE) --no-print-directory build/surat

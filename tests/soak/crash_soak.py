@@ -1,0 +1,261 @@
+"""Crash soak: mail in and mail handled while the daemon is killed, over and over.
+
+Not part of `make test` (it runs for minutes); `make soak` runs it, CYCLES=n
+sets how many kill-and-restart cycles (default 10). Each cycle starts surat
+(SURAT_BIN, default the ASan build) and runs at once, against one store:
+  - 10 SMTP senders to the MX listener: one message per connection, to one
+    user, two users, an alias of two, or an alias of an alias and a user;
+  - 2 IMAP clients appending to alice's INBOX and expunging some of their
+    own messages;
+  - 1 IMAP client moving or copying alice's delivered mail to Archive;
+  - 1 POP3 client reading bob's mail and deleting some of it.
+After 1-4 s the daemon gets SIGKILL; it is started again, the queue must
+drain, and every mailbox is read over IMAP. The checks:
+  - every message a 250 or an APPEND OK was given for is there, exactly once
+    per recipient (a copy made by COPY aside), and complete (its last line is
+    its END- marker);
+  - what an EXPUNGE or a POP3 QUIT removed stays removed;
+  - what is found is checked again, unchanged, in every later cycle;
+  - no sanitizer report in the log.
+Exit status 1 and a line per violation when one is seen.
+"""
+import imaplib
+import os
+import poplib
+import random
+import re
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+os.environ.setdefault("SURAT_BIN", os.path.join(ROOT, "build", "asan", "surat"))
+from conftest import Surat  # noqa: E402
+
+CYCLES = int(os.environ.get("CYCLES", "10"))
+USERS = ("alice", "bob", "carol")
+# RCPT TO lists and the users each reaches (no user twice in one message).
+TARGETS = [(["alice"], {"alice"}), (["bob", "carol"], {"bob", "carol"}),
+           (["team"], {"alice", "bob"}), (["all"], {"alice", "bob", "carol"}),
+           (["carol"], {"carol"})]
+
+lock = threading.Lock()
+# marker -> "must" (acknowledged or seen), "may" (sent, outcome unknown),
+# "gone" (removed, or never acknowledged and not found), per user.
+expect = {u: {} for u in USERS}
+appended = {}           # alice's APPENDs: the same states
+copied = set()          # markers COPY may have put in Archive too
+errors = Counter()
+seq = [0]
+
+
+def next_marker(prefix, cyc):
+    with lock:
+        seq[0] += 1
+        return "%s%d-%d" % (prefix, cyc, seq[0])
+
+
+def note_error(who, e):
+    with lock:
+        errors["%s %s %s" % (who, type(e).__name__, str(e)[:50])] += 1
+
+
+def sender(srv, cyc, stop):
+    while not stop.is_set():
+        mk = next_marker("m", cyc)
+        rcpts, users = random.choice(TARGETS)
+        words = ("%s " % mk) * random.randint(10, 2000)
+        body = "\r\n".join(words[k:k + 76] for k in range(0, len(words), 76))
+        msg = ("From: x@remote.test\r\nSubject: %s\r\nMessage-ID: <%s@remote.test>\r\n\r\n"
+               "%s\r\nEND-%s\r\n" % (mk, mk, body, mk))
+        with lock:
+            for u in users:
+                expect[u][mk] = "may"
+        try:
+            c = smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20)
+            c.sendmail("x@remote.test", [r + "@example.test" for r in rcpts], msg)
+            with lock:
+                for u in users:
+                    expect[u][mk] = "must"
+            c.quit()
+        except Exception as e:
+            note_error("smtp", e)
+
+
+def appender(srv, cyc, stop):
+    try:
+        c = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=20)
+        c.login("alice@example.test", "pw-alice")
+        c.select("INBOX")
+        while not stop.is_set():
+            mk = next_marker("a", cyc)
+            m = ("From: alice@example.test\r\nSubject: %s\r\n\r\n%s\r\nEND-%s\r\n" %
+                 (mk, "y" * random.randint(10, 900), mk)).encode()
+            with lock:
+                appended[mk] = "may"
+            if c.append("INBOX", None, None, m)[0] == "OK":
+                with lock:
+                    appended[mk] = "must"
+            if random.random() < 0.3:
+                with lock:
+                    appended[mk] = "may"
+                uids = c.uid("SEARCH", None, "SUBJECT", mk)[1][0].split()
+                if uids:
+                    set_ = b",".join(uids)
+                    c.uid("STORE", set_, "+FLAGS.SILENT", "(\\Deleted)")
+                    if c.uid("EXPUNGE", set_)[0] == "OK":
+                        with lock:
+                            appended[mk] = "gone"
+    except Exception as e:
+        note_error("append", e)
+
+
+def mover(srv, cyc, stop):
+    try:
+        c = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=20)
+        c.login("alice@example.test", "pw-alice")
+        c.select("INBOX")
+        while not stop.is_set():
+            time.sleep(0.01)
+            uids = c.uid("SEARCH", None, "NOT", "SUBJECT", "a")[1][0].split()
+            if not uids:
+                continue
+            u = random.choice(uids)
+            d = c.uid("FETCH", u, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1]
+            mks = [it[1].decode().split()[1] for it in d if isinstance(it, tuple)]
+            if not mks:
+                continue
+            if random.random() < 0.5:
+                c.uid("MOVE", u, "Archive")
+            else:
+                with lock:
+                    copied.add(mks[0])
+                c.uid("COPY", u, "Archive")
+    except Exception as e:
+        note_error("move", e)
+
+
+def popper(srv, cyc, stop):
+    while not stop.is_set():
+        time.sleep(0.05)
+        try:
+            p = poplib.POP3("127.0.0.1", srv.ports["pop3"], timeout=20)
+            p.user("bob@example.test")
+            p.pass_("pw-bob")
+            deleted = []
+            for k in range(1, min(len(p.list()[1]), 5) + 1):
+                raw = b"\r\n".join(p.retr(k)[1]).decode()
+                mk = re.search(r"^Subject: (\S+)", raw, re.M).group(1)
+                if not raw.rstrip().endswith("END-" + mk):
+                    with lock:
+                        errors["VIOLATION pop3 RETR of a partial message " + mk] += 1
+                if random.random() < 0.5:
+                    with lock:
+                        expect["bob"][mk] = "may"
+                    p.dele(k)
+                    deleted.append(mk)
+            p.quit()
+            with lock:
+                for mk in deleted:
+                    expect["bob"][mk] = "gone"
+        except Exception as e:
+            note_error("pop3", e)
+
+
+def mailbox_contents(srv, user):
+    """marker -> copies in INBOX and Archive; a partial message is a violation."""
+    c = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=60)
+    c.login(user + "@example.test", "pw-" + user)
+    found, bad = Counter(), []
+    for box in ("INBOX", "Archive"):
+        c.select(box, readonly=True)
+        for it in c.fetch("1:*", "(BODY.PEEK[])")[1]:
+            if not isinstance(it, tuple):
+                continue
+            raw = it[1].decode()
+            mk = re.search(r"^Subject: (\S+)", raw, re.M).group(1)
+            found[mk] += 1
+            if not raw.rstrip().endswith("END-" + mk):
+                bad.append("%s: partial message %s in %s" % (user, mk, box))
+    c.logout()
+    return found, bad
+
+
+def check(found, states, who, cyc):
+    bad = []
+    for mk, st in states.items():
+        n = found[mk]
+        if (n > 1 and mk not in copied) or (st == "must" and n < 1) or (st == "gone" and n):
+            bad.append("cycle %d %s: %s (%s) found %d times" % (cyc, who, mk, st, n))
+        # What is there now must stay; what is not must not come back.
+        states[mk] = "must" if n else "gone"
+    return bad
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="surat-soak-")
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    srv = Surat(tmp, (cert, key), kinds=("smtp", "imap", "pop3"),
+                extra={"allow_plaintext_auth": "yes", "workers": "4",
+                       "max_connections_per_ip": "200"})
+    srv.add_domain("example.test")
+    for u in USERS:
+        srv.add_user(u + "@example.test", "pw-" + u)
+    srv.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
+    srv.cli("alias", "add", "all@example.test", "team@example.test", "carol@example.test")
+    violations = []
+    for cyc in range(CYCLES):
+        srv.start()
+        stop = threading.Event()
+        workers = [(sender, 10), (appender, 2), (mover, 1), (popper, 1)]
+        threads = [threading.Thread(target=f, args=(srv, cyc, stop))
+                   for f, n in workers for _ in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(random.uniform(1.0, 4.0))
+        stop.set()      # the clients stop after what they are doing: killed mid-way
+        srv.kill()
+        for t in threads:
+            t.join(60)
+        srv.start()
+        for _ in range(600):
+            if not re.search(r"^\w{8,}", srv.cli("queue", "list").stdout, re.M):
+                break
+            time.sleep(0.2)
+        else:
+            violations.append("cycle %d: the queue did not drain in 120 s" % cyc)
+        new = []
+        for u in USERS:
+            found, bad = mailbox_contents(srv, u)
+            new += bad + check(found, expect[u], u, cyc)
+            if u == "alice":
+                new += check(found, appended, "alice APPEND", cyc)
+        try:
+            rc = srv.stop()     # fails on a sanitizer report in the log
+            if rc != 0:
+                new.append("cycle %d: exit status %d after SIGTERM" % (cyc, rc))
+        except AssertionError as e:
+            new.append("cycle %d: %s" % (cyc, str(e)[:3000]))
+        new += [k for k in errors if k.startswith("VIOLATION")]
+        for v in new:
+            print(v)
+        violations += new
+        print("cycle %d: %d attempts so far, %d in alice's mailboxes, %d violations; "
+              "client errors %s" % (cyc, seq[0], sum(s == "must" for s in expect["alice"].values())
+                                   + sum(s == "must" for s in appended.values()),
+                                   len(violations), dict(errors)), flush=True)
+        errors.clear()
+    print("%d cycles, %d violations (data in %s)" % (CYCLES, len(violations), tmp))
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
