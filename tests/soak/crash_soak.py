@@ -24,6 +24,7 @@ import os
 import poplib
 import random
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -253,8 +254,12 @@ def main():
                                    + sum(s == "must" for s in appended.values()),
                                    len(violations), dict(errors)), flush=True)
         errors.clear()
-    print("%d cycles, %d violations (data in %s)" % (CYCLES, len(violations), tmp))
-    return 1 if violations else 0
+    if violations:
+        print("%d cycles, %d violations (data kept in %s)" % (CYCLES, len(violations), tmp))
+        return 1
+    shutil.rmtree(tmp)
+    print("%d cycles, no violation" % CYCLES)
+    return 0
 
 
 if __name__ == "__main__":
