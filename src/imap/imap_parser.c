@@ -119,6 +119,12 @@ struct imap_parser {
 	size_t line_bytes;
 	uint64_t cmd_bytes;
 	int sect_depth;
+	/*
+	 * A literal header-fld-name inside BODY[HEADER.FIELDS (...)]: its data
+	 * goes into the atom's text as a quoted string; a byte no header name
+	 * can hold (CR, LF, NUL, 8-bit) marks it bad, reported after it.
+	 */
+	bool sect_lit, sect_lit_bad;
 
 	/* literal header and data */
 	uint64_t lit_size, lit_left;
@@ -240,6 +246,8 @@ parser_clear(struct imap_parser *p)
 	p->have_cmd = false;
 	p->line_bytes = 0;
 	p->cmd_bytes = 0;
+	p->sect_lit = false;
+	p->sect_lit_bad = false;
 	p->err = IMAP_PERR_NONE;
 	p->fatal = false;
 	p->errmsg[0] = '\0';
@@ -400,7 +408,8 @@ is_atom_char(unsigned char c)
 
 /*
  * The text buffer has no maximum of its own: what goes in is bounded by
- * max_command, counted byte by byte before anything is appended.
+ * max_command, counted byte by byte before anything is appended (twice that
+ * at most, as a literal in a section is stored with its quotes escaped).
  */
 static void
 parser_text_putc(struct imap_parser *p, unsigned char c)
@@ -578,17 +587,23 @@ parser_end_line(struct imap_parser *p, unsigned char c)
 	return IMAP_PARSE_DONE;
 }
 
-static int
-parser_literal_start(struct imap_parser *p, unsigned char c, bool binary)
+static void
+parser_literal_header_begin(struct imap_parser *p, bool binary)
 {
-	if (parser_node_new(p, c, binary ? IMAP_ARG_LITERAL8 : IMAP_ARG_LITERAL) < 0)
-		return -1;
 	p->lit_size = 0;
 	p->lit_digits = false;
 	p->lit_overflow = false;
 	p->lit_plus = false;
 	p->lit_binary = binary;
 	p->st = PS_LIT_OPEN;
+}
+
+static int
+parser_literal_start(struct imap_parser *p, unsigned char c, bool binary)
+{
+	if (parser_node_new(p, c, binary ? IMAP_ARG_LITERAL8 : IMAP_ARG_LITERAL) < 0)
+		return -1;
+	parser_literal_header_begin(p, binary);
 	return 0;
 }
 
@@ -620,6 +635,11 @@ parser_literal_header_end(struct imap_parser *p)
 		e = IMAP_PERR_NONSYNC_TOO_BIG;
 		parser_set_error(p, e, "non-synchronising literal too large (limit %llu bytes)",
 				 (unsigned long long)p->lim.max_nonsync);
+	} else if (p->sect_lit && n > p->lim.max_line) {
+		/* It becomes part of the section's text, which a line bounds. */
+		e = IMAP_PERR_LITERAL_TOO_BIG;
+		parser_set_error(p, e, "literal in a section too large (limit %zu bytes)",
+				 p->lim.max_line);
 	} else if (n > p->lim.max_command - p->cmd_bytes) {
 		e = IMAP_PERR_COMMAND_TOO_BIG;
 		parser_set_error(p, e, "command too large (limit %llu bytes)",
@@ -784,7 +804,10 @@ static int
 parser_sect_byte(struct imap_parser *p, unsigned char c)
 {
 	struct pnode *n = &p->nodes[p->cur];
+	char prev;
 
+	if (p->sect_lit_bad)
+		return parser_syntax(p, c, "invalid header name in section literal");
 	switch (p->st) {
 	case PS_SECT:
 		switch (c) {
@@ -815,7 +838,18 @@ parser_sect_byte(struct imap_parser *p, unsigned char c)
 		case '\n':
 			return parser_syntax(p, c, "unterminated section");
 		case '{':
-			return parser_syntax(p, c, "literal inside a section is not supported");
+			/*
+			 * header-fld-name is an astring (RFC 9051 §9, RFC 3501 §9), so a
+			 * literal may stand for a whole name in the header list.
+			 */
+			prev = p->text.data[p->text.len - 1];
+			if (p->sect_depth != 1 || (prev != '(' && prev != ' '))
+				return parser_syntax(p, c,
+						     "literal in a section is not a header name");
+			p->sect_lit = true;
+			p->sect_lit_bad = false;
+			parser_literal_header_begin(p, false);
+			return 0;
 		default:
 			if (!is_atom_char(c))
 				return parser_syntax(p, c, "invalid character in section");
@@ -1072,6 +1106,35 @@ parser_literal_done(struct imap_parser *p)
 {
 	p->mode = M_CMD;
 	p->st = PS_AFTER;
+	if (p->sect_lit) {
+		parser_text_putc(p, '"');
+		p->sect_lit = false;
+		p->st = PS_SECT;
+	}
+}
+
+/* Data of a literal in a section, kept in the atom's text as a quoted string. */
+static size_t
+parser_sect_literal_data(struct imap_parser *p, const unsigned char *d, size_t len)
+{
+	size_t n = len;
+
+	if ((uint64_t)n > p->lit_left)
+		n = (size_t)p->lit_left;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = d[i];
+		/* RFC 5322 §2.2: a field name is printable US-ASCII. */
+		if (c == '\r' || c == '\n' || c == '\0' || c >= 0x80) {
+			p->sect_lit_bad = true;
+			continue;
+		}
+		if (c == '"' || c == '\\')
+			parser_text_putc(p, '\\');
+		parser_text_putc(p, c);
+	}
+	p->lit_left -= n;
+	p->cmd_bytes += n;
+	return n;
 }
 
 /* Copy literal data; returns bytes used. */
@@ -1124,7 +1187,10 @@ imap_parser_feed(struct imap_parser *p, const void *data, size_t len, size_t *us
 		if (i >= len)
 			break;
 		if (p->mode == M_LIT_DATA) {
-			i += parser_literal_data(p, d + i, len - i);
+			if (p->sect_lit)
+				i += parser_sect_literal_data(p, d + i, len - i);
+			else
+				i += parser_literal_data(p, d + i, len - i);
 			continue;
 		}
 		if (p->mode == M_SKIP_LIT) {
@@ -1244,6 +1310,12 @@ imap_parser_literal_accept(struct imap_parser *p)
 {
 	if (p->mode != M_LIT_PENDING)
 		PANIC("imap_parser_literal_accept without a waiting literal");
+	if (p->sect_lit) {
+		parser_text_putc(p, '"');
+		p->lit_left = p->lit_size;
+		p->mode = M_LIT_DATA;
+		return;
+	}
 	if (p->nlits == p->lits_cap) {
 		size_t cap = p->lits_cap ? p->lits_cap * 2 : 4;
 		p->lits = xrealloc(p->lits, cap * sizeof(*p->lits));

@@ -9,7 +9,9 @@
  *
  * Arguments: atoms (including sequence sets like 1:*,5, flags like \Seen
  * and \*, list wildcards, and fetch attributes like
- * BODY.PEEK[HEADER.FIELDS (A B)]<0.100> kept whole as one atom), NIL,
+ * BODY.PEEK[HEADER.FIELDS (A B)]<0.100> kept whole as one atom; a literal
+ * header name in it is read like any literal and kept in the atom as a
+ * quoted string), NIL,
  * quoted strings, literals {n}, non-synchronising literals {n+}
  * (LITERAL+/LITERAL-, RFC 7888), literal8 ~{n} (RFC 3516) and nested
  * parenthesised lists.

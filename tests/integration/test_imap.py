@@ -1336,3 +1336,45 @@ def test_login_timeout_spares_logged_in_session(make_surat):
     c.ok("SELECT INBOX")
     c.ok("LOGOUT")
     assert "login timeout" not in s.log()
+
+
+def test_fetch_header_list_with_literal_names(srv):
+    """header-fld-name is an astring (RFC 9051 §9, RFC 3501 §9): a header list
+    may carry literals, synchronising or not, in BODY, BODY.PEEK and BINARY
+    sections, HEADER.FIELDS and HEADER.FIELDS.NOT alike. They were answered
+    BAD. The reply names them as quoted strings, upper-cased, as Dovecot
+    does; a name no header can have (CR, LF, NUL, 8-bit; RFC 5322 §2.2) is
+    BAD, as it is when quoted, and the literal is not taken for a command."""
+    c = connect(srv)
+    append(c, "INBOX", MSG)
+    c.ok("SELECT INBOX")
+
+    def lit_cmd(first, *rest):
+        c.n += 1
+        tag = "l%d" % c.n
+        c.send(tag.encode() + b" " + first)
+        for part in rest:
+            line = c.readline()
+            assert line.startswith(b"+ "), line
+            c.send(part)
+        return c.until(tag)
+
+    tagged, untagged = lit_cmd(b"FETCH 1 (BODY.PEEK[HEADER.FIELDS ({7}\r\n", b"Subject)])\r\n")
+    assert " OK " in tagged, tagged
+    assert untagged == [b'* 1 FETCH (BODY[HEADER.FIELDS ("SUBJECT")] {24}\r\n'
+                        b'Subject: hello world\r\n\r\n)'], untagged
+    tagged, untagged = lit_cmd(b'UID FETCH 1 (BINARY.PEEK[HEADER.FIELDS.NOT (TO {4+}\r\nFrom '
+                               b'"DATE" {10}\r\n', b"Message-ID)]<0.9>)\r\n")
+    assert " OK " in tagged, tagged
+    assert untagged == [b'* 1 FETCH (UID 1 BINARY[HEADER.FIELDS.NOT (TO "FROM" "DATE" '
+                        b'"MESSAGE-ID")]<0> {9}\r\nSubject: )'], untagged
+    # Not PEEK: the section is returned and \Seen set.
+    tagged, untagged = lit_cmd(b"FETCH 1 BODY[HEADER.FIELDS ({2+}\r\nTo)]\r\n")
+    assert untagged == [b'* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS ("TO")] {24}'
+                        b'\r\nTo: bob@example.test\r\n\r\n)'], untagged
+    tagged, untagged = lit_cmd(b"FETCH 1 BODY.PEEK[HEADER.FIELDS ({3}\r\n", b"a\r\n)]\r\n")
+    assert " BAD " in tagged and untagged == [], (tagged, untagged)
+    tagged, untagged = lit_cmd(b"FETCH 1 BODY.PEEK[HEADER.FIELDS ({0}\r\n", b")]\r\n")
+    assert " BAD " in tagged and untagged == [], (tagged, untagged)
+    c.ok("NOOP")
+    c.ok("LOGOUT")

@@ -221,6 +221,35 @@ test_fetch_atts(void **state)
 	EXPECT("a FETCH 1 BODY[HEADER.FIELDS.NOT (\"X-A\" \"a\\\"]\")]\r\n",
 	       "CMD a FETCH A:1 A:BODY[HEADER.FIELDS.NOT (\"X-A\" \"a\\x5c\"]\")]/18 [2]\n");
 	EXPECT("a FETCH 1 BINARY.SIZE[1.2]\r\n", "CMD a FETCH A:1 A:BINARY.SIZE[1.2]/8 [2]\n");
+	/*
+	 * header-fld-name is an astring: a literal in the header list is read as
+	 * a literal and kept in the section's text as a quoted string.
+	 */
+	EXPECT("a FETCH 1 (BODY[HEADER.FIELDS ({7}\r\nSubject)])\r\n",
+	       "LIT 7 sync FETCH\n"
+	       "CMD a FETCH A:1 ( A:BODY[HEADER.FIELDS (\"Subject\")]/18 ) [2]\n");
+	EXPECT("a FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (A {3+}\r\nb\"\\ {0}\r\n)]<1.2>\r\n",
+	       "LIT 3 nonsync FETCH\nLIT 0 sync FETCH\n"
+	       "CMD a FETCH A:1 A:BODY.PEEK[HEADER.FIELDS.NOT "
+	       "(A \"b\\x5c\"\\x5c\\x5c\" \"\")]<1.2>/18 [2]\n");
+	/* A byte no header name holds is an error after the literal, which is skipped. */
+	EXPECT("a FETCH 1 BINARY[HEADER.FIELDS ({3}\r\na\r\n)]\r\nb NOOP\r\n",
+	       "LIT 3 sync FETCH\n"
+	       "ERR 1 a invalid header name in section literal\nCMD b NOOP [0]\n");
+	EXPECT("a FETCH 1 BODY[HEADER.FIELDS ({2+}\r\n\xc3\xa9)]\r\nb NOOP\r\n",
+	       "LIT 2 nonsync FETCH\n"
+	       "ERR 1 a invalid header name in section literal\nCMD b NOOP [0]\n");
+	EXPECT("a FETCH 1 BODY[HEADER.FIELDS ({1}\r\n\0)]\r\nb NOOP\r\n",
+	       "LIT 1 sync FETCH\n"
+	       "ERR 1 a invalid header name in section literal\nCMD b NOOP [0]\n");
+	/* It is part of a line: capped at the line length, even below max_literal. */
+	struct imap_parser_limits lim = {.max_line = 40};
+	EXPECT_LIM(&lim,
+		   "a FETCH 1 BODY[HEADER.FIELDS ({41+}\r\n"
+		   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx)]\r\nb NOOP\r\n",
+		   "ERR 3 a literal in a section too large (limit 40 bytes)\nCMD b NOOP [0]\n");
+	EXPECT("a FETCH 1 BODY[HEADER.FIELDS (~{1}\r\n",
+	       "ERR 1 a literal in a section is not a header name\n");
 	/* Only fetch names open a section; elsewhere '[' is a plain atom char. */
 	EXPECT("a SELECT X[a b]\r\n", "CMD a SELECT A:X[a A:b]/2 [2]\n");
 
@@ -454,7 +483,9 @@ test_syntax_errors(void **state)
 	EXPECT("a X BODY[(a (b))]\r\n", "ERR 1 a nested list in section\n");
 	EXPECT("a X BODY[(a]\r\n", "ERR 1 a unbalanced parentheses in section\n");
 	EXPECT("a X BODY[a)]\r\n", "ERR 1 a unexpected ')' in section\n");
-	EXPECT("a X BODY[{1}\r\n", "ERR 1 a literal inside a section is not supported\n");
+	EXPECT("a X BODY[{1}\r\n", "ERR 1 a literal in a section is not a header name\n");
+	EXPECT("a X BODY[(a{1}\r\n", "ERR 1 a literal in a section is not a header name\n");
+	EXPECT("a X BODY[(a) {1}\r\n", "ERR 1 a literal in a section is not a header name\n");
 	EXPECT("a X BODY[*]\r\n", "ERR 1 a invalid character in section\n");
 	EXPECT("a X BODY[\"\r\n", "ERR 1 a invalid quoted string in section\n");
 	EXPECT("a X BODY[\"\\x\"]\r\n", "ERR 1 a invalid escape in quoted string\n");
