@@ -4,12 +4,18 @@
  * are imap_fetch's; this file owns the message set, the \Seen update, the
  * batching of long replies and the completion codes.
  *
- * The work runs on the worker pool in batches: the first batch sets \Seen
- * on every message of the set that needs it, with one store_flags() call
- * for the whole command; each batch then writes the replies of up to
- * BATCH_MSGS messages or BATCH_BYTES of output, and the next batch starts
- * only when the client has read most of it, so a FETCH of a large mailbox
- * never holds more than a few megabytes.
+ * The work runs on the worker pool in batches of up to BATCH_MSGS messages
+ * (after CHANGEDSINCE has filtered them): a batch sets \Seen on those of its
+ * messages that need it, with one store_flags() call, then writes their
+ * replies until BATCH_BYTES of output; the rest of the batch goes first in
+ * the next one, which starts only when the client has read most of it, so
+ * a FETCH of a large mailbox never holds more than a few megabytes.
+ *
+ * \Seen is a side effect of returning a body section (RFC 9051 §6.4.5), so
+ * it is kept only on messages whose reply was sent: when a message's reply
+ * fails (NO [LIMIT], [UNKNOWN-CTE], a store error) the command ends there,
+ * and this FETCH takes \Seen back from that message and the ones after it
+ * that it had set it on, unless something else changed them meanwhile.
  *
  * SECURITY: the set and the items are peer input (validated by imap_msgset
  * and imap_fetch_parse); messages are sent only as counted literals by
@@ -54,9 +60,9 @@ struct fetch_job {
 	uint32_t next_seq; /* 0: take the next from it */
 	bool finished;
 	bool set_seen;
-	bool seen_done;
-	struct store_flag_result seen_res; /* merged into the view by the next done */
-	struct imap_seqset seen_uids;	   /* UIDs whose \Seen this command set */
+	struct store_flag_result seen_res;   /* merged into the view by the next done */
+	struct store_flag_result unseen_res; /* \Seen taken back; merged after seen_res */
+	struct imap_seqset seen_uids;	     /* UIDs whose \Seen this command set */
 	uint64_t changedsince;
 	struct buf out;
 	bool expunged;
@@ -82,29 +88,34 @@ fetch_seen_state(const struct fetch_job *j, uint32_t uid)
 	return NULL;
 }
 
-/* One store_flags() call: +\Seen on every message of the set that lacks it. */
+/* Add uid to the ascending ranges r[0..*n) (capacity *cap); may reallocate r. */
+static void
+fetch_range_add(struct store_range **r, size_t *n, size_t *cap, uint32_t uid)
+{
+	if (*n > 0 && (*r)[*n - 1].hi + 1 == uid) {
+		(*r)[*n - 1].hi = uid;
+		return;
+	}
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		*r = xrealloc(*r, *cap * sizeof(**r));
+	}
+	(*r)[(*n)++] = (struct store_range){uid, uid};
+}
+
+/* One store_flags() call: +\Seen on every message of the batch that lacks it. */
 static int
-fetch_set_seen(struct fetch_job *j)
+fetch_set_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 {
 	struct store_range *r = NULL;
 	size_t n = 0, cap = 0;
-	struct imap_seqset_iter it;
-	uint32_t seq;
 
-	imap_seqset_iter_init(&it);
-	while (imap_seqset_iter_next(&j->seqs, &it, &seq)) {
-		const struct store_msg *m = &j->view->msgs[seq - 1];
-		if (m->flags & STORE_F_SEEN)
-			continue;
-		if (n > 0 && r[n - 1].hi + 1 == m->uid) {
-			r[n - 1].hi = m->uid;
-			continue;
-		}
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			r = xrealloc(r, cap * sizeof(*r));
-		}
-		r[n++] = (struct store_range){m->uid, m->uid};
+	/* The previous batch's result went into the view at its done. */
+	store_flag_result_free(&j->seen_res);
+	for (size_t i = 0; i < nb; i++) {
+		const struct store_msg *m = &j->view->msgs[batch[i] - 1];
+		if (!(m->flags & STORE_F_SEEN))
+			fetch_range_add(&r, &n, &cap, m->uid);
 	}
 	if (n == 0)
 		return 0;
@@ -120,6 +131,62 @@ fetch_set_seen(struct fetch_job *j)
 	return 0;
 }
 
+/*
+ * The reply of batch[0] failed and the command ends: take \Seen back from
+ * the messages of batch[0..nb) this FETCH set it on, as none of them was
+ * returned. Each keeps it if anything changed it after this FETCH did
+ * (UNCHANGEDSINCE the mod-sequence it was given; one call per such value,
+ * as the batch may hold messages a previous batch set \Seen on).
+ */
+static void
+fetch_unset_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
+{
+	uint64_t *ms = xcalloc(nb ? nb : 1, sizeof(*ms));
+	struct store_range *r = NULL;
+	size_t cap = 0;
+
+	for (size_t i = 0; i < nb; i++) {
+		const struct store_msg *m = &j->view->msgs[batch[i] - 1];
+		const struct store_msg *sm = fetch_seen_state(j, m->uid);
+		if (j->seen_uids.count > 0 && imap_seqset_contains(&j->seen_uids, m->uid))
+			ms[i] = sm ? sm->modseq : m->modseq;
+	}
+	for (size_t i = 0; i < nb; i++) {
+		uint64_t modseq = ms[i];
+		size_t n = 0;
+		struct store_flag_result res;
+		if (modseq == 0)
+			continue;
+		for (size_t k = i; k < nb; k++) {
+			if (ms[k] != modseq)
+				continue;
+			fetch_range_add(&r, &n, &cap, j->view->msgs[batch[k] - 1].uid);
+			ms[k] = 0;
+		}
+		struct store_flag_change chg = {.op = STORE_FLAGS_REMOVE,
+						.flags = STORE_F_SEEN,
+						.unchangedsince_set = 1,
+						.unchangedsince = modseq};
+		if (store_flags(j->j.st, j->mailbox, j->uidvalidity, r, n, &chg, &res) < 0) {
+			log_warn("FETCH failed, and so did taking its \\Seen back: %s",
+				 store_errstr(j->j.st));
+			continue;
+		}
+		/* Keep the results in one array, for the done to merge. */
+		struct store_flag_result *u = &j->unseen_res;
+		u->changed =
+		    xrealloc(u->changed, (u->nchanged + res.nchanged) * sizeof(*u->changed));
+		memcpy(u->changed + u->nchanged, res.changed, res.nchanged * sizeof(*res.changed));
+		u->nchanged += res.nchanged;
+		free(res.changed);
+		res.changed = NULL;
+		res.nchanged = 0;
+		store_flag_result_free(&res);
+	}
+	free(r);
+	free(ms);
+}
+
 static void
 fetch_work(struct imap_job *jj)
 {
@@ -127,16 +194,6 @@ fetch_work(struct imap_job *jj)
 	uint32_t batch[BATCH_MSGS];
 	size_t nb = 0;
 
-	if (j->set_seen && !j->seen_done) {
-		j->seen_done = true;
-		if (fetch_set_seen(j) < 0) {
-			j->fail = IMAP_FETCH_ERR_STORE;
-			j->err = store_errcode(j->j.st);
-			xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));
-			j->finished = true;
-			return;
-		}
-	}
 	/* The next batch of sequence numbers (CHANGEDSINCE filtered). */
 	for (;;) {
 		uint32_t seq;
@@ -159,6 +216,13 @@ fetch_work(struct imap_job *jj)
 		batch[nb++] = seq;
 	}
 	if (nb == 0) {
+		j->finished = true;
+		return;
+	}
+	if (j->set_seen && fetch_set_seen(j, batch, nb) < 0) {
+		j->fail = IMAP_FETCH_ERR_STORE;
+		j->err = store_errcode(j->j.st);
+		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));
 		j->finished = true;
 		return;
 	}
@@ -216,6 +280,8 @@ fetch_work(struct imap_job *jj)
 					  store_errstr(j->j.st));
 			}
 			j->finished = true;
+			if (j->set_seen)
+				fetch_unset_seen(j, batch + i, nb - i);
 			break;
 		}
 		if (j->out.len >= BATCH_BYTES && i + 1 < nb) {
@@ -258,6 +324,14 @@ fetch_done(struct imap_sess *s, struct imap_job *jj)
 			imap_sel_send_flags(s);
 		store_flag_result_free(&j->seen_res);
 	}
+	if (j->unseen_res.nchanged > 0) {
+		/*
+		 * The client never saw these with \Seen: nothing to tell it. The
+		 * mailbox's mod-sequence stays; the next poll reads the change again.
+		 */
+		imap_sel_merge(s, j->unseen_res.changed, j->unseen_res.nchanged, false);
+		store_flag_result_free(&j->unseen_res);
+	}
 	imap_write_buf(s, &j->out);
 	if (!j->finished) {
 		imap_job_continue(s, jj);
@@ -291,6 +365,7 @@ fetch_free(struct imap_job *jj)
 	imap_seqset_free(&j->seqs);
 	imap_seqset_free(&j->seen_uids);
 	store_flag_result_free(&j->seen_res);
+	store_flag_result_free(&j->unseen_res);
 	buf_free(&j->out);
 	free(j);
 }

@@ -1378,3 +1378,47 @@ def test_fetch_header_list_with_literal_names(srv):
     assert " BAD " in tagged and untagged == [], (tagged, untagged)
     c.ok("NOOP")
     c.ok("LOGOUT")
+
+
+def test_fetch_that_ends_in_limit_sets_seen_only_on_what_it_returned(srv):
+    """\\Seen is set as a side effect of returning a body section (RFC 9051
+    §6.4.5). A FETCH whose reply for one message fails (its sections pass the
+    per-message limit: NO [LIMIT]; BINARY of an unknown encoding: NO
+    [UNKNOWN-CTE]) ends there: the messages before it were returned and keep
+    \\Seen; that message and the ones after it were not, and keep their flags
+    (under CONDSTORE too). surat set \\Seen on the whole set before the first
+    reply, so all came out \\Seen."""
+    c = connect(srv)
+    small = b"Subject: s\r\n\r\n" + (b"y" * 98 + b"\r\n") * 20
+    big = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 4000
+    odd = b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: x-odd\r\n\r\nbody\r\n"
+    msgs = [small, odd, small, small] + [big if i == 24 else small for i in range(5, 35)]
+    c.send(b"".join(b"p%d APPEND INBOX {%d+}\r\n%s\r\n" % (i, len(m), m)
+                    for i, m in enumerate(msgs)))
+    for i in range(len(msgs)):
+        assert " OK " in c.until("p%d" % i)[0]
+    c.ok("SELECT INBOX")
+    c.ok("FETCH 1 MODSEQ")  # CONDSTORE on
+    tagged, untagged = c.cmd("FETCH 1:3 BINARY[1]")
+    assert " NO [UNKNOWN-CTE] " in tagged, tagged
+    assert len(untagged) == 1 and untagged[0].startswith(b"* 1 FETCH (FLAGS (\\Seen \\Recent)")
+    assert [re.sub(rb" MODSEQ \(\d+\)", b"", l) for l in c.ok("FETCH 1:4 FLAGS")] == [
+        b"* 1 FETCH (FLAGS (\\Seen \\Recent))", b"* 2 FETCH (FLAGS (\\Recent))",
+        b"* 3 FETCH (FLAGS (\\Recent))", b"* 4 FETCH (FLAGS (\\Recent))"]
+    # Other sessions never see it either.
+    d = connect(srv)
+    d.ok("EXAMINE INBOX")
+    assert d.ok("SEARCH SEEN") == [b"* SEARCH 1"]
+    # NO [LIMIT], across batches: replies go out 2 MB at a time, so messages
+    # 5-22 had \\Seen set with the first batch and were written in the second.
+    tagged, untagged = c.cmd("FETCH 5:34 (%s)" % " ".join(["BODY[]"] * 60))
+    assert " NO [LIMIT] " in tagged, tagged
+    assert [l.split(b" ")[1] for l in untagged] == [b"%d" % i for i in range(5, 24)]
+    # A FETCH that fits sets \\Seen on every message as before.
+    untagged = c.ok("FETCH 2:4 BODY[HEADER]")
+    assert all(b"\\Seen" in l for l in untagged) and len(untagged) == 3, untagged
+    assert c.ok("NOOP") == []
+    d.ok("NOOP")
+    assert d.ok("SEARCH SEEN") == [b"* SEARCH " + b" ".join(b"%d" % i for i in range(1, 24))]
+    c.ok("LOGOUT")
+    d.ok("LOGOUT")

@@ -592,6 +592,24 @@ def test_condstore_fetch_that_sets_seen_reports_uid_and_modseq(srv):
     a.ok("LOGOUT")
 
 
+def test_changedsince_fetch_sets_seen_only_on_what_it_returns(srv):
+    """FETCH ... (CHANGEDSINCE n) returns only messages changed since n (RFC
+    7162 §3.1.4.1); \\Seen is a side effect of returning BODY[] (RFC 9051
+    §6.4.5), so the messages left out keep their flags. surat set \\Seen on
+    the whole set first, which raised their mod-sequences past n, and then
+    returned them all. Dovecot sets it on the changed ones only."""
+    a = connect(srv)
+    fill(a, 3)
+    select(a, extra=" (CONDSTORE)")
+    n = modseq_of(a.ok("FETCH 3 MODSEQ")[0])
+    a.ok("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    untagged = a.ok("FETCH 1:3 (BODY[HEADER.FIELDS (SUBJECT)]) (CHANGEDSINCE %d)" % n)
+    assert len(untagged) == 1 and untagged[0].startswith(b"* 2 FETCH ("), untagged
+    assert b"FLAGS (\\Flagged \\Seen \\Recent)" in untagged[0], untagged
+    assert a.ok("SEARCH UNSEEN") == [b"* SEARCH 1 3"]
+    a.ok("LOGOUT")
+
+
 BODIES = [
     b"From: a@remote.test\r\nTo: alice@example.test\r\nSubject: plain\r\n\r\nHello\r\n",
     b"From: a@remote.test\r\nSubject: dots\r\n\r\n.\r\n..\r\n.x\r\nend\r\n",
