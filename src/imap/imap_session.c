@@ -1065,12 +1065,13 @@ imap_sel_lower_bound(const struct imap_mbox *m, uint32_t uid)
 }
 
 /*
- * A binary search per range of the set (a handful: one per SELECT and per
- * batch of new mail), not a walk over the recent messages: SELECT of a
- * large mailbox that was never selected stays O(log n) here.
+ * The \Recent messages of the view; with ghosts, the expunged ones not yet
+ * announced too. A binary search per range of the set (a handful: one per
+ * SELECT and per batch of new mail), not a walk over the recent messages:
+ * SELECT of a large mailbox that was never selected stays O(log n) here.
  */
-uint32_t
-imap_sel_recent_count(const struct imap_mbox *m)
+static uint32_t
+imap_sel_recent_in_view(const struct imap_mbox *m, bool ghosts)
 {
 	size_t n = 0;
 
@@ -1080,11 +1081,17 @@ imap_sel_recent_count(const struct imap_mbox *m)
 		size_t b = r->hi == UINT32_MAX ? m->view.count : imap_sel_lower_bound(m, r->hi + 1);
 		n += b - a;
 		/* Ghosts are few and short-lived: gone at the next flush. */
-		for (size_t i = a; m->nghosts > 0 && i < b; i++)
+		for (size_t i = a; !ghosts && m->nghosts > 0 && i < b; i++)
 			if (m->mark[i] & MK_GHOST)
 				n--;
 	}
 	return (uint32_t)n;
+}
+
+uint32_t
+imap_sel_recent_count(const struct imap_mbox *m)
+{
+	return imap_sel_recent_in_view(m, false);
 }
 
 /*
@@ -1286,14 +1293,21 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 	if (m->flags_dirty)
 		imap_sel_send_flags(s);
 	bool rev1 = !(s->enabled & EN_REV2);
+	bool drop = expunges && m->nghosts > 0;
+	/*
+	 * \Recent messages once the expunges are sent; until then, as EXISTS,
+	 * RECENT counts the expunged ones not yet announced too.
+	 */
 	uint32_t recent = rev1 ? imap_sel_recent_count(m) : 0;
+	uint32_t shown = rev1 && !drop ? imap_sel_recent_in_view(m, true) : recent;
 	if (m->view.count != m->exists_sent) {
 		int grew = m->view.count > m->exists_sent;
 		buf_printf(&b, "* %zu EXISTS\r\n", m->view.count);
 		m->exists_sent = (uint32_t)m->view.count;
-		if (rev1 && recent != m->recent_sent)
-			buf_printf(&b, "* %u RECENT\r\n", recent);
-		m->recent_sent = recent;
+		if (rev1 && shown > m->recent_sent) {
+			buf_printf(&b, "* %u RECENT\r\n", shown);
+			m->recent_sent = shown;
+		}
 		/*
 		 * New messages raise the mailbox's mod-sequence; a CONDSTORE client
 		 * that only learns it at its next SELECT would resync them again
@@ -1301,14 +1315,23 @@ imap_sel_flush(struct imap_sess *s, bool expunges)
 		 */
 		if (grew && (s->enabled & EN_CONDSTORE))
 			m->hms_due = true;
-	} else if (rev1 && recent > m->recent_sent) {
+	} else if (rev1 && shown > m->recent_sent) {
 		/* Taken after their EXISTS went out, the store having been busy. */
-		buf_printf(&b, "* %u RECENT\r\n", recent);
-		m->recent_sent = recent;
+		buf_printf(&b, "* %u RECENT\r\n", shown);
+		m->recent_sent = shown;
 	}
-	if (expunges && m->nghosts > 0) {
+	if (drop) {
 		size_t n = imap_sel_drop_ghosts(s, &b);
 		m->exists_sent -= (uint32_t)n;
+		/*
+		 * RFC 3501 §7.3.2: RECENT is sent when the number of \Recent
+		 * messages changes, expunges included (Dovecot sends it after the
+		 * EXPUNGEs). IMAP4rev2 has no RECENT.
+		 */
+		if (rev1 && recent != m->recent_sent) {
+			buf_printf(&b, "* %u RECENT\r\n", recent);
+			m->recent_sent = recent;
+		}
 	}
 	for (size_t i = 0; i < m->view.count; i++) {
 		if (!(m->mark[i] & MK_FLAGS) || (m->mark[i] & MK_GHOST))

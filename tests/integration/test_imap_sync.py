@@ -145,6 +145,43 @@ def test_recent_for_rev1_sessions(srv):
         x.ok("LOGOUT")
 
 
+def test_recent_after_expunge_for_rev1_sessions(srv):
+    """RFC 3501 §7.3.2: RECENT is sent when the number of \\Recent messages
+    changes, and an expunge of \\Recent messages changes it: after the
+    EXPUNGEs of EXPUNGE, UID EXPUNGE, MOVE or of another session's expunge
+    seen at a NOOP, the new count follows (as Dovecot sends it). Not while
+    the expunge is held back (FETCH, STORE, SEARCH), and never in IMAP4rev2.
+    surat sent none."""
+    a = connect(srv)
+    fill(a, 6)
+    assert b"* 6 RECENT" in select(a)
+    r = connect(srv)
+    r.ok("ENABLE IMAP4rev2")
+    select(r)
+    a.ok("STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+    assert a.ok("EXPUNGE") == [b"* 3 EXPUNGE", b"* 1 EXPUNGE", b"* 4 RECENT"]
+    a.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert a.ok("UID EXPUNGE 2") == [b"* 1 EXPUNGE", b"* 3 RECENT"]
+    assert a.ok("UID MOVE 4 Trash")[-2:] == [b"* 1 EXPUNGE", b"* 2 RECENT"]
+    # Another session expunges: held back over FETCH, then reported.
+    b = connect(srv)
+    select(b)
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    assert a.ok("FETCH 1 UID") == [b"* 1 FETCH (UID 5)"]
+    assert a.ok("NOOP") == [b"* 1 EXPUNGE", b"* 1 RECENT"]
+    assert a.ok("SEARCH RECENT") == [b"* SEARCH 1"]
+    # Nothing \\Recent to b expunged (UID 7 is): no RECENT.
+    append(b, "INBOX", MSG)
+    assert b.last_untagged == [b"* 2 EXISTS", b"* 1 RECENT"]
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert b.ok("EXPUNGE") == [b"* 1 EXPUNGE"]
+    # IMAP4rev2: the new message and the six expunges, no RECENT.
+    assert r.ok("NOOP") == [b"* 7 EXISTS"] + [b"* %d EXPUNGE" % i for i in range(6, 0, -1)]
+    for x in (a, b, r):
+        x.ok("LOGOUT")
+
+
 def status_recent(c, box="INBOX"):
     untagged = c.ok("STATUS %s (RECENT)" % box)
     m = re.match(rb'\* STATUS "?%s"? \(RECENT (\d+)\)$' % box.encode(), untagged[0])
@@ -322,6 +359,7 @@ def test_idle_wakes_on_smtp_delivery(srv):
     b.ok("EXPUNGE")
     line, _ = wait_line(a, lambda l: b"EXPUNGE" in l)
     assert line == b"* 1 EXPUNGE"
+    assert a.readline() == b"* 2 RECENT"  # RFC 3501 §7.3.2: the count changed
     # A change in another mailbox says nothing.
     append(b, "Archive", MSG)
     a.send("DONE\r\n")
