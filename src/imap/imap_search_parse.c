@@ -215,18 +215,6 @@ sp_parse_set(struct sp_ctx *c, const struct imap_arg *a, struct imap_search_key 
 	return true;
 }
 
-/* A header field name: printable ASCII without ':' (RFC 5322 ftext). */
-static bool
-sp_valid_field(const char *s, size_t len)
-{
-	if (len == 0)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] <= 0x20 || s[i] >= 0x7f || s[i] == ':')
-			return false;
-	return true;
-}
-
 static struct imap_search_key *sp_parse_key(struct sp_ctx *c, const struct imap_arg **ap,
 					    unsigned depth);
 
@@ -316,7 +304,11 @@ sp_parse_operands(struct sp_ctx *c, const struct imap_arg **ap, enum sp_arg kind
 		k->len = a->len;
 		break;
 	case SPA_HEADER:
-		if (!imap_arg_astring(a, &s, &n) || !sp_valid_field(s, n))
+		/*
+		 * Any astring (RFC 9051 §9, RFC 3501 §9); one no header field can
+		 * have ("", "a:b") matches no message (imap_search), as in Dovecot.
+		 */
+		if (!imap_arg_astring(a, &s, &n))
 			return sp_fail(c, "header field name expected");
 		k->field = sp_strdup(s, n);
 		a++;

@@ -1182,6 +1182,14 @@ def test_search_header_keys_and_sent_dates(srv):
     assert c.ok("SEARCH SENTSINCE 10-Mar-2024") == [b"* SEARCH 1"]
     assert c.ok("SEARCH SENTSINCE 1-Jan-1970") == [b"* SEARCH 1 2 3"]
     assert c.ok('SEARCH CHARSET UTF-8 SUBJECT "PFEL"') == [b"* SEARCH 1"]
+    # HEADER's field-name is an astring (RFC 9051 §9): "" is one, and was BAD.
+    # No header field has that name (RFC 5322 §2.2), so it matches none, as
+    # in Dovecot, which answers the same for a name with ':' or a space.
+    assert c.ok('SEARCH HEADER "" invoice') == [b"* SEARCH"]
+    assert c.ok('SEARCH HEADER "" ""') == [b"* SEARCH"]
+    assert c.ok('SEARCH NOT HEADER "" ""') == [b"* SEARCH 1 2 3"]
+    assert c.ok('SEARCH HEADER "Subject:" invoice') == [b"* SEARCH"]
+    assert c.ok('SEARCH OR HEADER "a b" x HEADER {7+}\r\nSubject invoice') == [b"* SEARCH 2"]
     c.ok("LOGOUT")
 
 
