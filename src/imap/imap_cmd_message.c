@@ -137,6 +137,28 @@ imap_close_warn(struct imap_sess *s, enum store_err e, const char *msg)
 	buf_free(&t);
 }
 
+/*
+ * The HIGHESTMODSEQ for the tagged OK of a CLOSE that expunged messages
+ * under QRESYNC (RFC 7162 §3.2.8: MUST). CLOSE sends no untagged
+ * responses, so the client can take it only if it knew every change up to
+ * it: when the expunge is the one change since what the session last
+ * reported (and no other expunge is held back from it), the client knows
+ * that its \Deleted messages are the ones removed, and the expunge's
+ * mod-sequence is the answer. Otherwise it is the highest the client is
+ * known to be up to date with, below the expunge; its next SELECT
+ * (QRESYNC) then learns the rest, this expunge included, as VANISHED
+ * (EARLIER).
+ */
+static uint64_t
+imap_close_modseq(const struct imap_mbox *m, uint64_t expunge_modseq)
+{
+	if (m->nghosts > 0)
+		return m->ghost_floor;
+	if (expunge_modseq == m->modseq + 1)
+		return expunge_modseq;
+	return m->modseq;
+}
+
 static void
 expunge_done(struct imap_sess *s, struct imap_job *jj)
 {
@@ -150,6 +172,13 @@ expunge_done(struct imap_sess *s, struct imap_job *jj)
 		 */
 		if (j->rc < 0)
 			imap_close_warn(s, j->err, j->errmsg);
+		if (j->rc == 0 && j->nuids > 0 && (s->enabled & EN_QRESYNC)) {
+			uint64_t hms = imap_close_modseq(s->sel, j->modseq);
+			imap_unselect_now(s);
+			imap_done(s, "OK", "[HIGHESTMODSEQ %llu] CLOSE completed",
+				  (unsigned long long)hms);
+			return;
+		}
 		imap_unselect_now(s);
 		imap_done(s, "OK", "CLOSE completed");
 		return;
@@ -162,8 +191,8 @@ expunge_done(struct imap_sess *s, struct imap_job *jj)
 	if (j->nuids > 0 && j->modseq == s->sel->modseq + 1)
 		s->sel->modseq = j->modseq; /* nobody else changed anything meanwhile */
 	if (s->enabled & EN_QRESYNC) {
-		/* RFC 7162 §3.2.10: the new HIGHESTMODSEQ with the tagged OK, once
-		 * every change up to it has been reported. */
+		/* RFC 7162 §3.2.7, §3.2.9: the new HIGHESTMODSEQ with the tagged
+		 * OK, once every change up to it has been reported. */
 		if (imap_sel_poll(s) < 0)
 			return;
 		imap_sel_flush(s, true);

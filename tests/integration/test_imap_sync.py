@@ -593,6 +593,65 @@ def test_lower_highestmodseq_while_an_expunge_is_held_back(srv):
     b.ok("LOGOUT")
 
 
+def close_hms(c):
+    """CLOSE: its tagged OK's HIGHESTMODSEQ, or None; no untagged response."""
+    tagged, untagged = c.cmd("CLOSE")
+    assert tagged.endswith("CLOSE completed") and untagged == [], (tagged, untagged)
+    m = re.search(r"OK \[HIGHESTMODSEQ (\d+)\] ", tagged)
+    return int(m.group(1)) if m else None
+
+
+def test_close_under_qresync_gives_a_safe_highestmodseq(srv):
+    """RFC 7162 §3.2.8: a CLOSE that expunged messages in a QRESYNC session
+    answers OK [HIGHESTMODSEQ n] (surat answered a plain OK). CLOSE sends no
+    untagged responses, so n must not pass a change the client was not told
+    of: the expunge's own mod-sequence when it was the only change, else the
+    highest the client is up to date with, from which a resync learns the
+    rest (the expunge included) as VANISHED (EARLIER)."""
+    a = connect(srv)
+    fill(a, 4)
+    a.ok("ENABLE QRESYNC")
+    untagged = select(a)
+    uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(untagged)).group(1))
+    # Nothing expunged: no code (the RFC asks for it when something was).
+    assert close_hms(a) is None
+    hms0 = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(select(a))).group(1))
+    a.ok("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    hms = close_hms(a)
+    assert hms == hms0 + 2  # the STORE, then the expunge
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, hms))
+    assert b"* OK [HIGHESTMODSEQ %d] Highest" % hms in untagged, untagged
+    assert not any(b"VANISHED" in l or b" FETCH " in l for l in untagged), untagged
+    # Another session changes a flag that a has not heard of yet: the code
+    # stays below it and below the expunge.
+    b = connect(srv)
+    select(b)
+    a.ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID STORE 3 +FLAGS.SILENT (\\Flagged)")
+    low = close_hms(a)
+    assert low == hms + 1, (low, hms)  # a's STORE; not b's, not the expunge
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, low))
+    assert b"* VANISHED (EARLIER) 2" in untagged, untagged
+    assert [l for l in untagged if b" FETCH " in l][0].startswith(b"* 1 FETCH (UID 3 FLAGS ("), untagged
+    # An expunge held back from a (b's, reported after FETCH): below it too.
+    b.ok("UID STORE 4 +FLAGS.SILENT (\\Deleted)")
+    b.ok("UID EXPUNGE 4")
+    a.ok("FETCH 1 UID")
+    a.ok("UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    low = close_hms(a)
+    assert low is not None
+    untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, low))
+    assert b"* VANISHED (EARLIER) 3:4" in untagged, untagged
+    # CONDSTORE alone: no code.
+    c = connect(srv)
+    select(c, extra=" (CONDSTORE)")
+    append(c, "INBOX", MSG)
+    c.ok("UID STORE 5 +FLAGS.SILENT (\\Deleted)")
+    assert close_hms(c) is None
+    for x in (a, b, c):
+        x.ok("LOGOUT")
+
+
 def test_condstore_select_parameter(srv):
     a = connect(srv)
     fill(a, 2)
