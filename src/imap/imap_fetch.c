@@ -343,7 +343,11 @@ fetch_parse_fields(const char *s, size_t len, struct fetch_section *sec, struct 
 			while (i < len && fetch_is_atom_char((unsigned char)s[i]))
 				buf_putc(&field, s[i++]);
 		}
-		if (field.len == 0 || sec->nfields >= FETCH_MAX_FIELDS) {
+		/*
+		 * header-fld-name is an astring, so "" is one; it names what a
+		 * malformed ": x" line has before its colon, as in Dovecot.
+		 */
+		if ((field.len == 0 && !quoted) || sec->nfields >= FETCH_MAX_FIELDS) {
 			buf_free(&field);
 			*err_r = "Invalid BODY[..] parameter: Header list contains non-strings";
 			return -1;

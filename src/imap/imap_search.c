@@ -359,22 +359,6 @@ search_header_match(struct smsg *sm, const char *name, int cache, enum mime_sear
 	return found;
 }
 
-/*
- * A name a header field can have (RFC 5322 §2.2: printable US-ASCII but
- * ':', at least one). SEARCH HEADER takes any astring; other names match
- * no message, as in Dovecot (HEADER "" x finds nothing there).
- */
-static bool
-search_field_name_ok(const char *name)
-{
-	if (name == NULL || *name == '\0')
-		return false;
-	for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
-		if (*p <= 0x20 || *p >= 0x7f || *p == ':')
-			return false;
-	return true;
-}
-
 /* The day of the Date: header in its own zone; day 0 when there is none. */
 static int64_t
 search_sent_day(struct smsg *sm)
@@ -549,8 +533,6 @@ search_eval_node(struct smsg *sm, const struct cnode *n)
 	case IMAP_SK_SUBJECT:
 		return search_header_match(sm, "Subject", MIME_SEARCH_SUBJECT_FIELD, MIME_SEARCH_SUBJECT, n->needle, n->nlen);
 	case IMAP_SK_HEADER:
-		if (!search_field_name_ok(k->field))
-			return false;
 		return search_header_match(sm, k->field, -1, MIME_SEARCH_PLAIN, n->needle, n->nlen);
 	case IMAP_SK_BODY:
 		return search_text_key(sm, n, true);

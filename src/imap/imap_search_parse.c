@@ -305,8 +305,9 @@ sp_parse_operands(struct sp_ctx *c, const struct imap_arg **ap, enum sp_arg kind
 		break;
 	case SPA_HEADER:
 		/*
-		 * Any astring (RFC 9051 §9, RFC 3501 §9); one no header field can
-		 * have ("", "a:b") matches no message (imap_search), as in Dovecot.
+		 * Any astring (RFC 9051 §9, RFC 3501 §9), compared with the text
+		 * before a field's colon: "" finds only a malformed ": x" line and
+		 * "a:b" nothing, as in Dovecot.
 		 */
 		if (!imap_arg_astring(a, &s, &n))
 			return sp_fail(c, "header field name expected");

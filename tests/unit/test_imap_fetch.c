@@ -501,6 +501,8 @@ test_sections_plain(void **state)
 	       "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\nX-Folded: one\r\n two\r\n\r\n");
 	LIT_EQ(fx, 1, "BODY.PEEK[HEADER.FIELDS (X-Nothing)]", "BODY[HEADER.FIELDS (X-NOTHING)]",
 	       "\r\n");
+	/* "" is an astring too: no field of this message has an empty name. */
+	LIT_EQ(fx, 1, "BODY.PEEK[HEADER.FIELDS (\"\")]", "BODY[HEADER.FIELDS (\"\")]", "\r\n");
 	LIT_EQ(fx, 1, "BODY.PEEK[HEADER.FIELDS.NOT (To Date Message-ID X-Folded)]",
 	       "BODY[HEADER.FIELDS.NOT (TO DATE MESSAGE-ID X-FOLDED)]",
 	       "From: Alice <alice@example.org>\r\nSubject: Hello world\r\n\r\n");

@@ -306,7 +306,7 @@ test_headers(void **state)
 	S_EQ(fx, "HEADER X-None \"\"", "");
 	S_EQ(fx, "HEADER Message-ID m4@", "4");
 	S_EQ(fx, "HEADER Content-Type alternative", "3");
-	/* A name no header field can have (RFC 5322 2.2) matches nothing, as in Dovecot. */
+	/* Names no field of these messages has (RFC 5322 2.2) match nothing, as in Dovecot. */
 	S_EQ(fx, "HEADER \"\" alpha", "");
 	S_EQ(fx, "HEADER \"\" \"\"", "");
 	S_EQ(fx, "NOT HEADER \"\" \"\"", "1 2 3 4");
