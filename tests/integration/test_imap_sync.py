@@ -632,7 +632,8 @@ def test_close_under_qresync_gives_a_safe_highestmodseq(srv):
     assert low == hms + 1, (low, hms)  # a's STORE; not b's, not the expunge
     untagged = select(a, extra=" (QRESYNC (%d %d))" % (uv, low))
     assert b"* VANISHED (EARLIER) 2" in untagged, untagged
-    assert [l for l in untagged if b" FETCH " in l][0].startswith(b"* 1 FETCH (UID 3 FLAGS ("), untagged
+    fetches = [l for l in untagged if b" FETCH " in l]
+    assert fetches[0].startswith(b"* 1 FETCH (UID 3 FLAGS ("), untagged
     # An expunge held back from a (b's, reported after FETCH): below it too.
     b.ok("UID STORE 4 +FLAGS.SILENT (\\Deleted)")
     b.ok("UID EXPUNGE 4")
