@@ -200,9 +200,15 @@ append_work(struct imap_job *jj)
 		items[i] = (struct store_add_item){
 		    .msg = buf_str(&am->data), .len = am->data.len, .meta = &mm[i].meta};
 	}
-	/* MULTIAPPEND is all or nothing (RFC 3502 §6.3.11): one transaction. */
-	j->rc = store_add_many(st, j->mailbox, items, j->n, &j->uidvalidity);
-	if (j->rc < 0) {
+	/*
+	 * MULTIAPPEND is all or nothing (RFC 3502 §6.3.11): one transaction,
+	 * which holds the quota itself; the check above only saves writing
+	 * files for nothing, as a delivery meanwhile may take the room.
+	 */
+	j->rc = store_add_many_quota(st, j->mailbox, items, j->n, j->quota, 0, &j->uidvalidity);
+	if (j->rc < 0 && store_errcode(st) == STORE_ERR_OVERQUOTA) {
+		j->overquota = true;
+	} else if (j->rc < 0) {
 		j->err = store_errcode(st);
 		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(st));
 	}

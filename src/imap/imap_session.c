@@ -555,6 +555,9 @@ imap_store_failure(struct imap_sess *s, const char *what, enum store_err e, cons
 	case STORE_ERR_LIMIT:
 		code = "LIMIT";
 		break;
+	case STORE_ERR_OVERQUOTA:
+		code = "OVERQUOTA";
+		break;
 	case STORE_ERR_CHANGED:
 		code = "NONEXISTENT";
 		break;

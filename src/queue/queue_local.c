@@ -129,7 +129,6 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 	struct mime_meta *mms = xcalloc(n ? n : 1, sizeof(*mms));
 	size_t *which = xcalloc(n ? n : 1, sizeof(*which));
 	size_t nadd = 0;
-	uint64_t bytes = 0, msgcount = 0;
 
 	/*
 	 * A handle from the shared pool: deliveries to an account come one
@@ -165,13 +164,6 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		}
 		goto out;
 	}
-	if (quota > 0 && store_usage(st, &bytes, &msgcount) < 0) {
-		for (size_t i = 0; i < n; i++) {
-			items[i].result = DELIVER_TEMPFAIL;
-			buf_printf(items[i].why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
-		}
-		goto out;
-	}
 	for (size_t i = 0; i < n; i++) {
 		struct local_item *it = &items[i];
 		if (seen_delivered_to(it->content, it->len, account)) {
@@ -183,44 +175,19 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		buf_init(m, 0);
 		buf_printf(m, RETURN_PATH_FMT, it->return_path ? it->return_path : "", account);
 		buf_append(m, it->content, it->len);
-		if (quota > 0 && bytes + m->len > (uint64_t)quota) {
-			/* A run again after a crash may find it delivered
-			 * already: no new usage, store_add_many() only reports
-			 * it. Else over quota is temporary: the user may make
-			 * room. */
-			int done = it->dedup_key ? store_delivered(st, it->dedup_key, NULL) : 0;
-			if (done < 0) {
-				it->result = DELIVER_TEMPFAIL;
-				buf_printf(it->why, "4.3.0 Mailbox unavailable: %s", store_errstr(st));
-				buf_free(m);
-				continue;
-			}
-			if (done != 1) {
-				/* Bigger than the whole quota: no expunge makes room
-				 * (RFC 3463 X.2.3, the per-mailbox size limit). */
-				int never = m->len > (uint64_t)quota;
-				it->result = never ? DELIVER_PERMFAIL : DELIVER_TEMPFAIL;
-				if (never)
-					buf_printf(it->why,
-						   "5.2.3 Message too big for the mailbox of %s: "
-						   "%zu octets, its quota is %lld",
-						   account, m->len, (long long)quota);
-				else
-					buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota",
-						   account);
-				buf_free(m);
-				continue;
-			}
-		} else {
-			bytes += m->len;
-		}
 		mime_meta_compute(m->data, m->len, &mms[nadd]);
 		adds[nadd] = (struct store_add_item){.msg = m->data, .len = m->len,
 						     .meta = &mms[nadd].meta,
 						     .dedup_key = it->dedup_key};
 		which[nadd++] = i;
 	}
-	if (nadd > 0 && store_add_many(st, "INBOX", adds, nadd, NULL) < 0) {
+	/*
+	 * The quota is held inside the transaction that adds the messages, so
+	 * an IMAP APPEND or another delivery at the same time cannot take the
+	 * same room: the usage never passes the quota. A run again after a
+	 * crash finds an earlier delivery by its dedup key: no new usage.
+	 */
+	if (nadd > 0 && store_add_many_quota(st, "INBOX", adds, nadd, quota, 1, NULL) < 0) {
 		int full = store_errcode(st) == STORE_ERR_NOSPACE;
 		for (size_t k = 0; k < nadd; k++) {
 			struct local_item *it = &items[which[k]];
@@ -232,9 +199,24 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 	} else {
 		for (size_t k = 0; k < nadd; k++) {
 			struct local_item *it = &items[which[k]];
-			it->result = DELIVER_OK;
-			buf_printf(it->why, "2.0.0 Delivered to INBOX uid %u%s", adds[k].uid,
-				   adds[k].rc == 0 ? " (earlier)" : "");
+			if (adds[k].rc == 2 && adds[k].len > (uint64_t)quota) {
+				/* Bigger than the whole quota: no expunge makes room
+				 * (RFC 3463 X.2.3, the per-mailbox size limit). */
+				it->result = DELIVER_PERMFAIL;
+				buf_printf(it->why,
+					   "5.2.3 Message too big for the mailbox of %s: "
+					   "%zu octets, its quota is %lld",
+					   account, adds[k].len, (long long)quota);
+			} else if (adds[k].rc == 2) {
+				/* Temporary: the user may make room. */
+				it->result = DELIVER_TEMPFAIL;
+				buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota",
+					   account);
+			} else {
+				it->result = DELIVER_OK;
+				buf_printf(it->why, "2.0.0 Delivered to INBOX uid %u%s",
+					   adds[k].uid, adds[k].rc == 0 ? " (earlier)" : "");
+			}
 		}
 	}
 out:

@@ -97,6 +97,7 @@ enum store_err {
 	STORE_ERR_NOMSG,       /* no such message (expunged) */
 	STORE_ERR_LIMIT,       /* a store limit: UIDs, keywords, mailboxes (LIMIT) */
 	STORE_ERR_NOSPACE,     /* the disk is full (ENOSPC, EDQUOT, SQLITE_FULL) */
+	STORE_ERR_OVERQUOTA,   /* the account's quota has no room (OVERQUOTA) */
 };
 
 /* Limits. */
@@ -465,7 +466,7 @@ struct store_add_item {
 	size_t len;
 	const struct store_meta *meta; /* NULL: none */
 	const char *dedup_key;	       /* NULL: no dedup */
-	int rc;			       /* out: 1 added, 0 already delivered under dedup_key */
+	int rc; /* out: 1 added, 0 already delivered under dedup_key, 2 over quota */
 	uint32_t uid;		       /* out: the new UID (rc 0: the one it got then) */
 };
 
@@ -480,6 +481,20 @@ struct store_add_item {
  */
 int store_add_many(struct store *st, const char *mailbox, struct store_add_item *items, size_t n,
 		   uint32_t *uidvalidity_r);
+
+/*
+ * store_add_many() under a quota (bytes; <= 0: none), held against the
+ * account's usage as read inside the write transaction that adds the
+ * messages, so that adders on other handles (an IMAP APPEND, a delivery)
+ * can never together pass it: the usage after the call is at most quota,
+ * or what it was if that was more. Items already delivered under their
+ * dedup key add nothing. With partial 0 (MULTIAPPEND) nothing is stored
+ * unless every item fits (else -1, STORE_ERR_OVERQUOTA); with partial 1
+ * (deliveries) the items are taken in order while they fit, and one that
+ * does not gets rc 2 and is not stored.
+ */
+int store_add_many_quota(struct store *st, const char *mailbox, struct store_add_item *items,
+			 size_t n, int64_t quota, int partial, uint32_t *uidvalidity_r);
 
 /*
  * IMAP APPEND: store the message with meta's flags, keywords and internal

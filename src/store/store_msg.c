@@ -419,6 +419,7 @@ struct add_state {
 	struct store_file f;
 	char *kwstr;
 	bool dup; /* dedup key already delivered: nothing written */
+	bool over;	  /* no room under the quota: not added */
 	uint32_t dup_uid; /* the UID it got then */
 };
 
@@ -463,12 +464,20 @@ int
 store_add_many(struct store *st, const char *mailbox, struct store_add_item *items, size_t n,
 	       uint32_t *uidvalidity_r)
 {
+	return store_add_many_quota(st, mailbox, items, n, 0, 0, uidvalidity_r);
+}
+
+int
+store_add_many_quota(struct store *st, const char *mailbox, struct store_add_item *items, size_t n,
+		     int64_t quota, int partial, uint32_t *uidvalidity_r)
+{
 	struct add_state *as = xcalloc(n ? n : 1, sizeof(*as));
 	const struct store_file *last = NULL;
 	struct store_mbox_row mb;
 	uint32_t uid;
 	uint64_t modseq;
 	size_t added = 0;
+	uint64_t used = 0;
 	int64_t pending = 0;
 	int rc;
 
@@ -486,6 +495,9 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 		goto fail;
 	if (store_begin(st, 1) < 0 || store_mbox_open(st, mailbox ? mailbox : "INBOX", 0, &mb) < 0)
 		goto fail;
+	/* Read under the write lock: no other adder can change it before the commit. */
+	if (quota > 0 && store_usage(st, &used, NULL) < 0)
+		goto fail;
 	uid = mb.uidnext;
 	modseq = mb.highestmodseq + 1; /* one operation, one mod-sequence */
 	for (size_t i = 0; i < n; i++) {
@@ -500,6 +512,15 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 				continue;
 			}
 		}
+		if (quota > 0 && used + as[i].f.size > (uint64_t)quota) {
+			if (!partial) {
+				store_fail(st, STORE_ERR_OVERQUOTA, "quota exceeded");
+				goto fail;
+			}
+			as[i].over = true;
+			continue;
+		}
+		used += as[i].f.size;
 		if (uid >= UINT32_MAX) {
 			store_fail(st, STORE_ERR_LIMIT, "mailbox UIDs exhausted");
 			goto fail;
@@ -526,11 +547,12 @@ store_add_many(struct store *st, const char *mailbox, struct store_add_item *ite
 		goto out_err;
 	}
 	for (size_t i = 0; i < n; i++) {
-		items[i].rc = as[i].dup ? 0 : 1;
+		items[i].rc = as[i].dup ? 0 : as[i].over ? 2 : 1;
 		if (as[i].dup) {
 			items[i].uid = as[i].dup_uid;
 			store_file_abort(st, &as[i].f);
-		}
+		} else if (as[i].over)
+			store_file_abort(st, &as[i].f);
 		else
 			store_file_done(st, &as[i].f);
 		free(as[i].kwstr);

@@ -21,6 +21,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
@@ -1548,3 +1549,113 @@ def test_spool_entry_that_is_no_regular_file_does_not_hold_up_the_start(start):
                           s.log())) == 3, s.log()
     send(s, "bob@example.test", ["alice@example.test"], b"Subject: after\r\n\r\nx\r\n")
     s.wait_messages("alice@example.test", 1)
+
+
+def store_usage(s, account):
+    """(octets, messages) the store counts for account's quota."""
+    local, domain = account.split("@")
+    db = sqlite3.connect(os.path.join(s.data_dir, "mail", domain, local, "index.db"), timeout=10)
+    try:
+        return db.execute("SELECT sum(size), sum(messages) FROM mailboxes").fetchone()
+    finally:
+        db.close()
+
+
+class RawImap:
+    """A logged-in IMAP connection on a plain socket, for sending a
+    literal at a moment of the test's choosing."""
+
+    def __init__(self, s, user, pw):
+        self.sock = socket.create_connection(("127.0.0.1", s.port("imap")), timeout=TIMEOUT)
+        self.f = self.sock.makefile("rb")
+        assert self.f.readline().startswith(b"* OK")
+        self.sock.sendall(b"l LOGIN %s %s\r\n" % (user.encode(), pw.encode()))
+        while not (line := self.f.readline()).startswith(b"l "):
+            assert line, "connection closed"
+        assert line.startswith(b"l OK"), line
+
+    def tagged(self, tag):
+        while not (line := self.f.readline()).startswith(tag + b" "):
+            assert line, "connection closed"
+        return line
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+def test_concurrent_appends_and_deliveries_never_pass_the_quota(start):
+    """The known race: IMAP APPEND and local delivery each read the usage,
+    then wrote the file and fsynced it, and only then took the write lock,
+    so several could each find the same room and all take it. The quota is
+    now held inside the transaction that adds the message (store.h,
+    store_add_many_quota): the usage never passes it. What does not fit is
+    refused (APPEND: NO [OVERQUOTA], RFC 9208 7) or deferred (4.2.2), and
+    nothing is lost: every message is stored once, refused, or queued.
+
+    Every APPEND has its "+" and every SMTP transaction its 354 before the
+    first message goes: then all are sent at once, in one loop."""
+    quota, fill, lines = 40000, 34000, 40      # room for two messages of about 3 KB
+    s = start({"allow_plaintext_auth": "yes"}, kinds=("smtp", "imap"))
+    s.cli("user", "quota", "alice@example.test", str(quota))
+    pad = b"Subject: fill\r\n\r\n" + (b"f" * 98 + b"\r\n") * ((fill - 17) // 100)
+    m = imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=TIMEOUT)
+    m.login("alice@example.test", "alice-pw")
+    assert m.append("INBOX", None, None, pad)[0] == "OK"
+    m.logout()
+    used0 = store_usage(s, "alice@example.test")[0]
+    assert 0 < quota - used0 < 3 * lines * 72
+
+    smtps = []
+    for i in range(6):
+        r = Raw(s.port("smtp"))
+        r.greet()
+        r.expect("MAIL FROM:<s@remote.test>", 250)
+        r.expect("RCPT TO:<alice@example.test>", 250)
+        r.expect("DATA", 354)
+        smtps.append(r)
+    imaps = []
+    for i in range(10):
+        c = RawImap(s, "alice@example.test", "alice-pw")
+        msg = b"Subject: imap %d\r\n\r\n" % i + (b"a" * 70 + b"\r\n") * lines
+        c.sock.sendall(b"a APPEND INBOX {%d}\r\n" % len(msg))
+        assert c.f.readline().startswith(b"+"), "no continuation"
+        imaps.append((c, msg))
+    for i, r in enumerate(smtps):
+        r.send(b"Subject: smtp %d\r\n\r\n" % i + (b"s" * 70 + b"\r\n") * lines + b".\r\n")
+    for c, msg in imaps:
+        c.sock.sendall(msg + b"\r\n")
+
+    qids = []
+    for r in smtps:
+        c, t = r.reply()
+        assert c == 250, t
+        qids.append(re.search(r"queued as (\S+)", t[-1]).group(1))
+        r.expect("QUIT", 221)
+        r.close()
+    appended = 0
+    for c, _ in imaps:
+        line = c.tagged(b"a")
+        assert line.startswith(b"a OK") or line.startswith(b"a NO [OVERQUOTA]"), line
+        appended += line.startswith(b"a OK")
+        c.close()
+
+    # Every message delivered once or deferred for the quota: none pending.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        out = queue_list(s)
+        waiting = [q for q in qids if q in out]
+        deferred = re.findall(r"(?m)^\s+<alice@example\.test>\s+local\s+deferred\s+.*"
+                              r"last=\"4\.2\.2 ", out)
+        if len(deferred) == len(waiting):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("deliveries never settled:\n" + out)
+    used, nmsgs = store_usage(s, "alice@example.test")
+    assert used <= quota, (used, quota, appended, 6 - len(waiting))
+    stored = subjects(s, "alice@example.test")
+    assert len(stored) == nmsgs == 1 + appended + 6 - len(waiting), stored
+    assert len(set(stored)) == len(stored)
+    # The room there was is taken: not everything was refused.
+    assert nmsgs > 1, stored

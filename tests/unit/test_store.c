@@ -2516,6 +2516,68 @@ test_add_many(void **state)
 	assert_int_equal(s.highestmodseq, ms0 + 1);
 }
 
+/*
+ * The quota held inside the adding transaction: deliveries (partial) take
+ * what fits in order, a message exactly filling the quota included; an
+ * APPEND (all or nothing) fails whole; a dedup key delivered before adds
+ * nothing and is never refused; the refused leave no file behind.
+ */
+static void
+test_add_many_quota(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t l, used;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, "k0", NULL), 1);
+	assert_int_equal(store_usage(fx->st, &l, NULL), 0);
+	assert_true(l > 0);
+
+	struct store_add_item it[3] = {
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k1"},
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k2"}, /* no room left */
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k0"}, /* delivered before */
+	};
+	assert_int_equal(
+	    store_add_many_quota(fx->st, NULL, it, 3, (int64_t)(2 * l + l / 2), 1, NULL), 0);
+	assert_int_equal(it[0].rc, 1);
+	assert_int_equal(it[1].rc, 2);
+	assert_int_equal(it[2].rc, 0);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 2 * l);
+	assert_int_equal(count_files(fx->dir, "msg"), 2);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+	assert_int_equal(store_delivered(fx->st, "k2", NULL), 0);
+
+	/* All or nothing: two do not fit under 3l, so neither is stored. */
+	struct store_add_item two[2] = {
+	    {.msg = msg1, .len = strlen(msg1)},
+	    {.msg = msg1, .len = strlen(msg1)},
+	};
+	assert_int_equal(store_add_many_quota(fx->st, "INBOX", two, 2, (int64_t)(3 * l), 0, NULL),
+			 -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_OVERQUOTA);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 2 * l);
+	assert_int_equal(count_files(fx->dir, "msg"), 2);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+
+	/* One that makes the usage exactly the quota fits. */
+	assert_int_equal(store_add_many_quota(fx->st, "INBOX", two, 1, (int64_t)(3 * l), 0, NULL),
+			 0);
+	assert_int_equal(two[0].rc, 1);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 3 * l);
+	/* Full: the one delivered before is still only reported. */
+	assert_int_equal(store_add_many_quota(fx->st, NULL, &it[2], 1, (int64_t)(3 * l), 1, NULL),
+			 0);
+	assert_int_equal(it[2].rc, 0);
+	assert_int_equal(store_add_many_quota(fx->st, NULL, &it[1], 1, (int64_t)(3 * l), 1, NULL),
+			 0);
+	assert_int_equal(it[1].rc, 2);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 3 * l);
+}
+
 /* Shared handles: reuse, case-insensitive account match, LRU limit, errors reset. */
 static void
 test_pool(void **state)
@@ -2697,6 +2759,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_writes_flushed_before_return, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_add_many_quota, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_expunged_while_indexed, setup, teardown),
