@@ -36,36 +36,72 @@ same_account(const char *v, size_t n, const char *account)
 	return same;
 }
 
-/* Nonzero if the header of content has "Delivered-To: account" (in any spelling). */
+/* Whether c is folding white space at the start of a continuation line. */
+static int
+is_wsp(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/*
+ * Nonzero if the header of content has "Delivered-To: account" (in any
+ * spelling). A field is read whole: folded onto continuation lines, and
+ * with white space before its colon (RFC 5322 3.2.2 and 4.5.8), as a
+ * peer may have written it; unfolding is taking the line breaks out.
+ */
 static int
 seen_delivered_to(const char *content, size_t len, const char *account)
 {
-	static const char key[] = "delivered-to:";
+	static const char key[] = "delivered-to";
 	size_t alen = strlen(account);
 	size_t i = 0;
+	int seen = 0;
+	struct buf v = BUF_INIT(2048); /* far past any address */
 
-	while (i < len) {
+	while (i < len && !seen) {
 		const char *eol = memchr(content + i, '\n', len - i);
 		size_t end = eol ? (size_t)(eol - content) : len;
-		size_t ll = end - i;
+		size_t ll = end - i, k = sizeof(key) - 1;
 		if (ll == 0 || (ll == 1 && content[i] == '\r'))
 			break;	/* end of header */
-		if (ll > sizeof(key) - 1 && strncasecmp(content + i, key, sizeof(key) - 1) == 0) {
-			const char *v = content + i + sizeof(key) - 1;
-			size_t vl = ll - (sizeof(key) - 1);
-			while (vl && (*v == ' ' || *v == '\t'))
-				v++, vl--;
-			while (vl && (v[vl - 1] == '\r' || v[vl - 1] == ' '))
-				vl--;
-			if (vl == alen && strncasecmp(v, account, alen) == 0)
-				return 1;
-			/* Written before local parts were kept in NFC (accounts.c). */
-			if (util_has_8bit(v, vl) && vl < 1024 && same_account(v, vl, account))
-				return 1;
+		if (ll <= k || strncasecmp(content + i, key, k) != 0) {
+			i = end + 1;
+			continue;
 		}
+		while (k < ll && is_wsp(content[i + k]))
+			k++;
+		if (k == ll || content[i + k] != ':') {
+			i = end + 1;
+			continue;
+		}
+		/* The value with its continuation lines; one past v's limit names no account. */
+		buf_reset(&v);
+		int long_value = buf_append(&v, content + i + k + 1, ll - k - 1) < 0;
 		i = end + 1;
+		while (i < len && is_wsp(content[i])) {
+			eol = memchr(content + i, '\n', len - i);
+			end = eol ? (size_t)(eol - content) : len;
+			if (v.len > 0 && v.data[v.len - 1] == '\r')
+				buf_truncate(&v, v.len - 1);
+			long_value |= buf_append(&v, content + i, end - i) < 0;
+			i = end + 1;
+		}
+		if (long_value)
+			continue;
+		const char *p = buf_str(&v);
+		size_t vl = v.len;
+		while (vl && is_wsp(*p))
+			p++, vl--;
+		while (vl && (p[vl - 1] == '\r' || is_wsp(p[vl - 1])))
+			vl--;
+		if (vl == alen && strncasecmp(p, account, alen) == 0)
+			seen = 1;
+		/* Written before local parts were kept in NFC (accounts.c). */
+		else if (util_has_8bit(p, vl) && vl < 1024 && same_account(p, vl, account))
+			seen = 1;
 	}
-	return 0;
+	buf_free(&v);
+	return seen;
 }
 
 /* Whether account is a user now, read on this (worker) thread: 1, 0, or -1 with err set. */

@@ -159,6 +159,54 @@ test_loop_in_another_spelling(void **state)
 	buf_free(&m);
 }
 
+/*
+ * A Delivered-To: field as a peer may write it (RFC 5322): folded, its
+ * address alone on a continuation line, or with white space before the
+ * colon, is the account's as much as the plain form: a loop. A folded
+ * field naming another account, one whose value runs on past the account,
+ * and a continuation line on its own are not.
+ */
+static void
+test_loop_in_a_folded_field(void **state)
+{
+	static const char *const loops[] = {
+	    "Delivered-To:\r\n carol@example.org\r\n",
+	    "Delivered-To:\r\n\t Carol@Example.ORG \r\n",
+	    "DELIVERED-TO :  carol@example.org\r\n",
+	    "X-A: b\r\nDelivered-to:\r\n \r\n carol@example.org\r\nX-B: c\r\n",
+	};
+	static const char *const not_loops[] = {
+	    "Delivered-To:\r\n dave@example.org\r\n",
+	    "Delivered-To: carol@example.org\r\n .net\r\n",
+	    "X-Note: x\r\n carol@example.org\r\n",
+	    "Delivered-Tox: carol@example.org\r\n",
+	};
+	struct buf why = BUF_INIT(0), m = BUF_INIT(0);
+	char key[16];
+
+	for (size_t i = 0; i < sizeof(loops) / sizeof(loops[0]); i++) {
+		buf_reset(&m);
+		buf_printf(&m, "%s%s", loops[i], msg);
+		buf_reset(&why);
+		xsnprintf(key, sizeof(key), "l%zu", i);
+		assert_int_equal(
+		    local_deliver(*state, USER, "x@example.net", m.data, m.len, key, 0, 100, &why),
+		    DELIVER_PERMFAIL);
+		assert_non_null(strstr(buf_str(&why), "5.4.6"));
+	}
+	for (size_t i = 0; i < sizeof(not_loops) / sizeof(not_loops[0]); i++) {
+		buf_reset(&m);
+		buf_printf(&m, "%s%s", not_loops[i], msg);
+		buf_reset(&why);
+		xsnprintf(key, sizeof(key), "n%zu", i);
+		assert_int_equal(
+		    local_deliver(*state, USER, "x@example.net", m.data, m.len, key, 0, 100, &why),
+		    DELIVER_OK);
+	}
+	buf_free(&why);
+	buf_free(&m);
+}
+
 int
 main(void)
 {
@@ -168,6 +216,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_user_deleted_after_the_queue_looked, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_loop_in_another_spelling, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_loop_in_a_folded_field, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
