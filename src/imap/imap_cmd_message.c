@@ -564,9 +564,12 @@ copy_work(struct imap_job *jj)
 		j->overquota = true;
 		return;
 	}
-	j->rc =
-	    store_copy(j->j.st, j->src, j->uidvalidity, j->set, j->nset, j->dst, j->move, &j->res);
-	if (j->rc < 0) {
+	/* That was a cheap early answer; the transaction holds the quota itself. */
+	j->rc = store_copy_quota(j->j.st, j->src, j->uidvalidity, j->set, j->nset, j->dst, j->move,
+				 j->quota, &j->res);
+	if (j->rc < 0 && store_errcode(j->j.st) == STORE_ERR_OVERQUOTA) {
+		j->overquota = true;
+	} else if (j->rc < 0) {
 		j->err = store_errcode(j->j.st);
 		xsnprintf(j->errmsg, sizeof(j->errmsg), "%.200s", store_errstr(j->j.st));
 	}

@@ -667,6 +667,15 @@ int store_expunge(struct store *st, const char *mailbox, uint32_t uidvalidity,
 int store_copy(struct store *st, const char *src, uint32_t uidvalidity,
 	       const struct store_range *set, size_t nset, const char *dst, int move,
 	       struct store_copy_result *r);
+/*
+ * store_copy() under a quota (bytes; <= 0: none): a COPY whose copies
+ * would take the usage, read inside the transaction, past quota copies
+ * nothing and fails with STORE_ERR_OVERQUOTA (as store_add_many_quota();
+ * the copies count though their files are shared). A MOVE adds nothing.
+ */
+int store_copy_quota(struct store *st, const char *src, uint32_t uidvalidity,
+		     const struct store_range *set, size_t nset, const char *dst, int move,
+		     int64_t quota, struct store_copy_result *r);
 /* Free the arrays of r and zero it. */
 void store_copy_result_free(struct store_copy_result *r);
 

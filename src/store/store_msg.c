@@ -1188,6 +1188,14 @@ int
 store_copy(struct store *st, const char *src, uint32_t uidvalidity, const struct store_range *set,
 	   size_t nset, const char *dst, int move, struct store_copy_result *r)
 {
+	return store_copy_quota(st, src, uidvalidity, set, nset, dst, move, 0, r);
+}
+
+int
+store_copy_quota(struct store *st, const char *src, uint32_t uidvalidity,
+		 const struct store_range *set, size_t nset, const char *dst, int move,
+		 int64_t quota, struct store_copy_result *r)
+{
 	struct store_msgvec mv = {0};
 	struct store_mbox_row sm, dm;
 	uint64_t dmodseq, smodseq;
@@ -1210,6 +1218,18 @@ store_copy(struct store *st, const char *src, uint32_t uidvalidity, const struct
 	if ((uint64_t)dm.uidnext + mv.n > UINT32_MAX) {
 		store_fail(st, STORE_ERR_LIMIT, "destination mailbox UIDs exhausted");
 		goto fail;
+	}
+	if (!move && quota > 0) {
+		/* Under the write lock, as store_add_many_quota(). */
+		uint64_t used = 0;
+		if (store_usage(st, &used, NULL) < 0)
+			goto fail;
+		for (size_t i = 0; i < mv.n; i++)
+			used += mv.v[i].size;
+		if (used > (uint64_t)quota) {
+			store_fail(st, STORE_ERR_OVERQUOTA, "quota exceeded");
+			goto fail;
+		}
 	}
 	same = sm.id == dm.id;
 	first = dm.uidnext;

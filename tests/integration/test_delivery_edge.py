@@ -1590,18 +1590,20 @@ def test_concurrent_appends_and_deliveries_never_pass_the_quota(start):
     so several could each find the same room and all take it. The quota is
     now held inside the transaction that adds the message (store.h,
     store_add_many_quota): the usage never passes it. What does not fit is
-    refused (APPEND: NO [OVERQUOTA], RFC 9208 7) or deferred (4.2.2), and
-    nothing is lost: every message is stored once, refused, or queued.
+    refused (APPEND, COPY: NO [OVERQUOTA], RFC 9208 7) or deferred (4.2.2),
+    and nothing is lost: every message is stored once, refused, or queued.
 
     Every APPEND has its "+" and every SMTP transaction its 354 before the
-    first message goes: then all are sent at once, in one loop."""
-    quota, fill, lines = 40000, 34000, 40      # room for two messages of about 3 KB
+    first message goes: then all, and the COPYs, are sent at once."""
+    quota, fill, lines = 40000, 31000, 40      # room for two messages of about 3 KB
     s = start({"allow_plaintext_auth": "yes"}, kinds=("smtp", "imap"))
     s.cli("user", "quota", "alice@example.test", str(quota))
     pad = b"Subject: fill\r\n\r\n" + (b"f" * 98 + b"\r\n") * ((fill - 17) // 100)
     m = imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=TIMEOUT)
     m.login("alice@example.test", "alice-pw")
     assert m.append("INBOX", None, None, pad)[0] == "OK"
+    seed = b"Subject: seed\r\n\r\n" + (b"c" * 70 + b"\r\n") * lines
+    assert m.append("INBOX", None, None, seed)[0] == "OK"
     m.logout()
     used0 = store_usage(s, "alice@example.test")[0]
     assert 0 < quota - used0 < 3 * lines * 72
@@ -1621,6 +1623,14 @@ def test_concurrent_appends_and_deliveries_never_pass_the_quota(start):
         c.sock.sendall(b"a APPEND INBOX {%d}\r\n" % len(msg))
         assert c.f.readline().startswith(b"+"), "no continuation"
         imaps.append((c, msg))
+    copies = []
+    for i in range(4):
+        c = RawImap(s, "alice@example.test", "alice-pw")
+        c.sock.sendall(b"s SELECT INBOX\r\n")
+        assert c.tagged(b"s").startswith(b"s OK")
+        copies.append(c)
+    for c in copies:
+        c.sock.sendall(b"c COPY 2 INBOX\r\n")
     for i, r in enumerate(smtps):
         r.send(b"Subject: smtp %d\r\n\r\n" % i + (b"s" * 70 + b"\r\n") * lines + b".\r\n")
     for c, msg in imaps:
@@ -1639,6 +1649,12 @@ def test_concurrent_appends_and_deliveries_never_pass_the_quota(start):
         assert line.startswith(b"a OK") or line.startswith(b"a NO [OVERQUOTA]"), line
         appended += line.startswith(b"a OK")
         c.close()
+    copied = 0
+    for c in copies:
+        line = c.tagged(b"c")
+        assert line.startswith(b"c OK") or line.startswith(b"c NO [OVERQUOTA]"), line
+        copied += line.startswith(b"c OK")
+        c.close()
 
     # Every message delivered once or deferred for the quota: none pending.
     deadline = time.time() + 10
@@ -1653,9 +1669,10 @@ def test_concurrent_appends_and_deliveries_never_pass_the_quota(start):
     else:
         raise AssertionError("deliveries never settled:\n" + out)
     used, nmsgs = store_usage(s, "alice@example.test")
-    assert used <= quota, (used, quota, appended, 6 - len(waiting))
+    assert used <= quota, (used, quota, appended, copied, 6 - len(waiting))
     stored = subjects(s, "alice@example.test")
-    assert len(stored) == nmsgs == 1 + appended + 6 - len(waiting), stored
-    assert len(set(stored)) == len(stored)
+    assert len(stored) == nmsgs == 2 + appended + copied + 6 - len(waiting), stored
+    assert stored.count("seed") == 1 + copied
+    assert len(set(stored)) == len(stored) - copied
     # The room there was is taken: not everything was refused.
-    assert nmsgs > 1, stored
+    assert nmsgs > 2, stored

@@ -2578,6 +2578,40 @@ test_add_many_quota(void **state)
 	assert_int_equal(used, 3 * l);
 }
 
+/* COPY under the quota, held in its transaction: all or nothing; MOVE adds nothing. */
+static void
+test_copy_quota(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_copy_result cr;
+	struct store_range all = {1, UINT32_MAX};
+	uint64_t l, used;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, NULL, NULL), 1);
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, NULL, NULL), 1);
+	assert_int_equal(store_usage(fx->st, &l, NULL), 0);
+	l /= 2;
+	/* Two copies need 4l: under 3l nothing is copied. */
+	assert_int_equal(
+	    store_copy_quota(fx->st, "INBOX", 0, &all, 1, "Archive", 0, (int64_t)(3 * l), &cr), -1);
+	assert_int_equal(store_errcode(fx->st), STORE_ERR_OVERQUOTA);
+	assert_int_equal(cr.n, 0);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 2 * l);
+	/* Exactly at the quota is fine. */
+	assert_int_equal(
+	    store_copy_quota(fx->st, "INBOX", 0, &all, 1, "Archive", 0, (int64_t)(4 * l), &cr), 2);
+	store_copy_result_free(&cr);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 4 * l);
+	/* Full, a MOVE still goes: it adds nothing. */
+	assert_int_equal(
+	    store_copy_quota(fx->st, "Archive", 0, &all, 1, "Trash", 1, (int64_t)(4 * l), &cr), 2);
+	store_copy_result_free(&cr);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 4 * l);
+}
+
 /* Shared handles: reuse, case-insensitive account match, LRU limit, errors reset. */
 static void
 test_pool(void **state)
@@ -2760,6 +2794,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many_quota, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_copy_quota, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_expunged_while_indexed, setup, teardown),
