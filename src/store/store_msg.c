@@ -423,9 +423,15 @@ struct add_state {
 	uint32_t dup_uid; /* the UID it got then */
 };
 
-/* Check an item and write its file (not yet durable). 0 or -1. */
+/*
+ * Check an item and write its file (not yet durable). With room (not
+ * NULL: what the quota leaves, read just before), an item bigger than
+ * what is left is marked over and no file is written: mail deferred for
+ * the quota costs no writes each time it is tried. 0 or -1.
+ */
 static int
-store_add_prepare(struct store *st, const struct store_add_item *it, struct add_state *as)
+store_add_prepare(struct store *st, const struct store_add_item *it, struct add_state *as,
+		  uint64_t *room)
 {
 	static const struct store_meta nometa;
 	const struct store_meta *meta = it->meta != NULL ? it->meta : &nometa;
@@ -450,6 +456,13 @@ store_add_prepare(struct store *st, const struct store_add_item *it, struct add_
 		}
 	}
 	data = store_crlf(it->msg, it->len, &conv, &size);
+	if (room != NULL && size > *room) {
+		as->over = true;
+		buf_free(&conv);
+		return 0;
+	}
+	if (room != NULL)
+		*room -= size;
 	rc = store_file_write(st, data, size, &as->f);
 	as->f.noeol = size > 0 && data[size - 1] != '\n';
 	buf_free(&conv);
@@ -484,9 +497,20 @@ store_add_many_quota(struct store *st, const char *mailbox, struct store_add_ite
 	store_clear_error(st);
 	for (size_t i = 0; i < n; i++)
 		as[i].f.fd = -1;
-	for (size_t i = 0; i < n; i++) {
-		if (store_add_prepare(st, &items[i], &as[i]) < 0)
+	/* A first look at the room, to write no file for what cannot fit. */
+	uint64_t room = 0;
+	if (quota > 0) {
+		if (store_usage(st, &used, NULL) < 0)
 			goto fail;
+		room = used < (uint64_t)quota ? (uint64_t)quota - used : 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (store_add_prepare(st, &items[i], &as[i], quota > 0 ? &room : NULL) < 0)
+			goto fail;
+		if (as[i].over && !partial) {
+			store_fail(st, STORE_ERR_OVERQUOTA, "quota exceeded");
+			goto fail;
+		}
 		if (as[i].f.fd >= 0)
 			last = &as[i].f;
 	}
