@@ -1179,6 +1179,16 @@ def test_alias_with_one_member_over_quota_is_accepted(srv):
     assert qid in queue_list(s)
     assert notices_logged(s, qid) == []
     assert len(s.messages("alice@example.test")) == 1
+    # The retries never gave bob a second copy. A quota raised by the CLI
+    # while the message waits is the one its next try reads: alice gets it
+    # once, and nobody is told anything.
+    assert len(s.messages("bob@example.test")) == 1
+    s.cli("user", "quota", "alice@example.test", "1M")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert subjects(s, "alice@example.test") == ["big", "to the team"]
+    assert settled(s, "bob@example.test") == 1
+    assert len(s.messages("alice@example.test")) == 2
+    assert notices_logged(s, qid) == []
 
 
 def test_notify_success_on_local_delivery_reports_delivered(srv):
