@@ -94,6 +94,9 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 			p++, vl--;
 		while (vl && (p[vl - 1] == '\r' || is_wsp(p[vl - 1])))
 			vl--;
+		/* Dovecot's LMTP writes the address as a path: "<user@domain>". */
+		if (vl >= 2 && p[0] == '<' && p[vl - 1] == '>')
+			p++, vl -= 2;
 		if (vl == alen && strncasecmp(p, account, alen) == 0)
 			seen = 1;
 		/* Written before local parts were kept in NFC (accounts.c). */

@@ -162,7 +162,8 @@ test_loop_in_another_spelling(void **state)
 /*
  * A Delivered-To: field as a peer may write it (RFC 5322): folded, its
  * address alone on a continuation line, or with white space before the
- * colon, is the account's as much as the plain form: a loop. A folded
+ * colon, or as a path in angle brackets (Dovecot's LMTP), is the
+ * account's as much as the plain form: a loop. A folded
  * field naming another account, one whose value runs on past the account,
  * and a continuation line on its own are not.
  */
@@ -174,12 +175,15 @@ test_loop_in_a_folded_field(void **state)
 	    "Delivered-To:\r\n\t Carol@Example.ORG \r\n",
 	    "DELIVERED-TO :  carol@example.org\r\n",
 	    "X-A: b\r\nDelivered-to:\r\n \r\n carol@example.org\r\nX-B: c\r\n",
+	    "Delivered-To: <carol@example.org>\r\n",
 	};
 	static const char *const not_loops[] = {
 	    "Delivered-To:\r\n dave@example.org\r\n",
 	    "Delivered-To: carol@example.org\r\n .net\r\n",
 	    "X-Note: x\r\n carol@example.org\r\n",
 	    "Delivered-Tox: carol@example.org\r\n",
+	    "Delivered-To: <dave@example.org>\r\n",
+	    "Delivered-To: <carol@example.org\r\n",
 	};
 	struct buf why = BUF_INIT(0), m = BUF_INIT(0);
 	char key[16];
