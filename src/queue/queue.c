@@ -1326,13 +1326,20 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 		} else if (rc->local) {
 			struct account_user u = {0};
 			int64_t quota = cfg->user_quota;
-			if (accounts_user_get(q->srv->accounts, rc->addr, &u) == 1) {
+			int found = accounts_user_get(q->srv->accounts, rc->addr, &u);
+			if (found == 1) {
 				if (u.quota >= 0)
 					quota = u.quota;
 				accounts_user_free(&u);
-			} else {
+			} else if (found == 0) {
 				/* The user was deleted after the message was accepted. */
 				job_add_result(j, i, DELIVER_PERMFAIL, "5.1.1 No such user here", NULL);
+				want = 1;
+				continue;
+			} else {
+				/* The lookup failed: no answer, so no bounce (RFC 3463 X.3.0). */
+				job_add_result(j, i, DELIVER_TEMPFAIL,
+					       "4.3.0 Temporary accounts lookup failure", NULL);
 				want = 1;
 				continue;
 			}

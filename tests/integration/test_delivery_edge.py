@@ -1011,6 +1011,40 @@ def test_user_deleted_while_deferred_bounces_5_1_1_with_dsn_params(srv):
     assert notices_logged(s, qid) == ["notice id=%s-b " % qid]
 
 
+def test_accounts_lookup_failure_at_retry_defers_not_bounces(srv):
+    """The queue looks the recipient up again before each local attempt. A
+    lookup that fails (here: the users table gone for a moment, as an
+    accounts.db it cannot read) is no answer: the message stays deferred
+    (4.3.0), where it was bounced as "5.1.1 No such user here" and lost to
+    its recipient; once the lookup works it is delivered, once, and the
+    sender is told nothing."""
+    s = srv
+    home = os.path.join(s.data_dir, "mail", "example.test", "alice")
+    os.makedirs(os.path.dirname(home), exist_ok=True)
+    open(home, "w").close()            # alice's mailbox unavailable: deferred
+    qid = send(s, "s@remote.test", ["alice@example.test"], b"Subject: keep me\r\n\r\nx\r\n")
+    wait_queue_shows(s, r"<alice@example\.test>\s+local\s+deferred\s+.*last=\"4\.3\.0 ")
+    db = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"), timeout=10)
+    mark = len(s.log())
+    db.execute("ALTER TABLE users RENAME TO users_away")
+    db.commit()
+    try:
+        wait_for(lambda: "accounts database error: user lookup" in s.log()[mark:],
+                 what="a failed lookup")
+        wait_queue_shows(s, r"<alice@example\.test>\s+local\s+deferred\s+.*"
+                            r"last=\"4\.3\.0 Temporary accounts lookup failure")
+    finally:
+        db.execute("ALTER TABLE users_away RENAME TO users")
+        db.commit()
+        db.close()
+    assert "5.1.1" not in s.log()[mark:]
+    os.remove(home)
+    assert b"Subject: keep me" in stored_one(s, "alice@example.test")
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert settled(s, "alice@example.test") == 1
+    assert notices_logged(s, qid) == []
+
+
 # ---------------------------------------------------------------- no double bounces
 
 def test_failed_bounce_to_remote_sender_is_not_bounced(start, peer):
