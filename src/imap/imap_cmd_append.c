@@ -16,7 +16,9 @@
  *
  * SECURITY: message bytes are stored as given and never interpreted here;
  * flags and dates are validated; the quota and the free space are checked
- * again on the worker right before storing.
+ * again on the worker right before storing, and the quota a last time inside
+ * the transaction that stores (store_add_many_quota), which alone holds
+ * against a delivery or another APPEND at the same moment.
  */
 #include "imap/imap_cmd.h"
 #include "imap/imap_search_parse.h"

@@ -7,7 +7,9 @@
  * mailbox row, takes highestmodseq + 1 as the mod-sequence of the whole
  * operation, and writes it back with UIDNEXT. A new message's file is
  * written and fsynced before that transaction starts, so the lock is never
- * held across file I/O; the transaction only adds rows.
+ * held across file I/O; the transaction only adds rows. An add under a
+ * quota reads the usage inside that transaction (the write lock is held),
+ * so adders on other handles can never together pass it.
  *
  * SECURITY: message bytes and cached texts are stored, never parsed.
  * Keywords are checked to be IMAP atoms; search terms are quoted as FTS5
