@@ -1634,7 +1634,7 @@ def test_concurrent_appends_and_deliveries_never_pass_the_quota(start):
     so several could each find the same room and all take it. The quota is
     now held inside the transaction that adds the message (store.h,
     store_add_many_quota): the usage never passes it. What does not fit is
-    refused (APPEND, COPY: NO [OVERQUOTA], RFC 9208 7) or deferred (4.2.2),
+    refused (APPEND, COPY: NO [OVERQUOTA], RFC 9208) or deferred (4.2.2),
     and nothing is lost: every message is stored once, refused, or queued.
 
     Every APPEND has its "+" and every SMTP transaction its 354 before the
