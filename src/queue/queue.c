@@ -1982,7 +1982,9 @@ submit_job_new(struct queue *q, struct spool_msg *msg, struct buf *content,
 
 	s->q = q;
 	copy_msg(&s->msg, msg);
-	spool_new_id(s->msg.id);
+	/* The session may have named it already, for its Received: field. */
+	if (s->msg.id[0] == '\0')
+		spool_new_id(s->msg.id);
 	memcpy(msg->id, s->msg.id, sizeof(msg->id));
 	s->msg.size = content->len;
 	s->content = *content;

@@ -54,7 +54,9 @@ void queue_free(struct queue **q);
 void queue_set_remote(struct queue *q, const struct queue_remote_ops *ops);
 
 /*
- * Write msg (its id is assigned here) with content durably, then call
+ * Write msg with content durably under msg->id, or under an id assigned
+ * here when it is empty (a caller that names the message before, in its
+ * trace header, takes one from spool_new_id()), then call
  * done(arg, id, NULL) on the loop, or done(arg, NULL, error). content is
  * taken over (reset on return). msg is copied; the caller keeps its own.
  */

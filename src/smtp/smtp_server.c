@@ -195,7 +195,7 @@ static void smtp_name_ptr_cb(const struct dns_result *res, void *arg);
 static void smtp_name_stop(struct smtp_sess *s);
 static void smtp_named(struct smtp_sess *s, const char *name);
 static void smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date,
-			      const char *for_rcpt);
+			      const char *qid, const char *for_rcpt);
 
 static void
 smtp_set_state(struct smtp_sess *s, enum smtp_state st)
@@ -1580,7 +1580,8 @@ smtp_trace_len(struct smtp_sess *s, const char *rcpt)
 	char date[64], rnd[33];
 
 	smtp_trace_date(date, sizeof(date));
-	smtp_trace_header(s, &b, date, rcpt);
+	/* An id as long as spool_new_id()'s, which is not taken for this. */
+	smtp_trace_header(s, &b, date, "0000000000000000", rcpt);
 	if (s->flags & F_AUTHED) {
 		memset(rnd, 'x', sizeof(rnd) - 1);	/* as util_random_hex(rnd, 16) */
 		rnd[sizeof(rnd) - 1] = '\0';
@@ -2217,10 +2218,12 @@ smtp_trace_date(char *date, size_t size)
 
 /*
  * Our Received: trace header for the message of the transaction under way,
- * appended to out; for_rcpt names its recipient when it has only one.
+ * appended to out: qid is the queue id it is to be stored under, for_rcpt
+ * names its recipient when it has only one.
  */
 static void
-smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const char *for_rcpt)
+smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const char *qid,
+		  const char *for_rcpt)
 {
 	const struct config *cfg = s->srv->cfg;
 	int submission = (s->flags & F_AUTHED) != 0;
@@ -2271,9 +2274,13 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 		else
 			buf_printf(out, "\r\n\t(authenticated as %s)", s->user);
 	}
-	/* The queue id is not known yet: name the session, which the access
-	 * log ties to the queue id. */
-	buf_printf(out, " id %s", s->c->id);
+	/*
+	 * The queue id, as Postfix writes it: what the reply, the access and
+	 * delivery lines and `surat queue` name the message by, so that one
+	 * Received: a recipient's admin sends back finds it (two messages of a
+	 * session would share a session id).
+	 */
+	buf_printf(out, " id %s", qid);
 	/* The FOR clause is optional (RFC 5321 4.4): none for a UTF-8 local part. */
 	struct buf a = BUF_INIT(0);
 	int r = for_rcpt ? accounts_addr_ascii(for_rcpt, &a) : -1;
@@ -2330,11 +2337,14 @@ smtp_message_done(struct smtp_sess *s)
 		buf_free(&bad);
 	}
 
-	/* Our trace header on top of the message. */
+	/* Our trace header on top of the message, with the id it is queued under. */
+	struct spool_msg m;
+	memset(&m, 0, sizeof(m));
+	spool_new_id(m.id);
 	struct buf content = BUF_INIT(0);
 	char date[64];
 	smtp_trace_date(date, sizeof(date));
-	smtp_trace_header(s, &content, date, s->nrcpts == 1 ? s->rcpts[0].orig : NULL);
+	smtp_trace_header(s, &content, date, m.id, s->nrcpts == 1 ? s->rcpts[0].orig : NULL);
 	/*
 	 * Submission: the fields the MUA left out go at the end of its header,
 	 * after any trace fields it has (RFC 5322 3.6 keeps a trace block
@@ -2366,8 +2376,6 @@ smtp_message_done(struct smtp_sess *s)
 		buf_puts(&content, "\r\n");
 	buf_append(&content, hdr + at, s->data.len - at);
 
-	struct spool_msg m;
-	memset(&m, 0, sizeof(m));
 	m.mail_from = s->mail.from.addr;
 	m.envid = s->mail.has_envid ? s->mail.envid : NULL;
 	m.ret_hdrs = s->mail.ret == SMTP_RET_HDRS;

@@ -568,6 +568,39 @@ def test_received_helo_forms(make_populated):
     assert not problems, "\n".join(problems)
 
 
+# ---------------------------------------------------------------- Received: the ID clause
+
+def test_received_id_is_the_queue_id(surat):
+    """RFC 5321 4.4 ID clause: the queue id, as Postfix writes it, which the
+    250 reply, the access line and `surat queue` name the message by; not
+    the session's, which two messages of one session would share. Over
+    DATA and BDAT, on port 25 and on submission."""
+    sent = []
+    for kind, auth in (("smtp", None), ("submission", (ALICE, "alice-pw"))):
+        r = session(surat, kind, starttls=auth is not None, auth=auth)
+        frm = ALICE if auth else "sender@remote.test"
+        for n in range(2):
+            body = ("From: %s\r\nSubject: id %s %d\r\n\r\nx\r\n" % (frm, kind, n)).encode()
+            r.expect("MAIL FROM:<%s>" % frm, 250)
+            r.expect("RCPT TO:<%s>" % BOB, 250)
+            if n:
+                r.send(b"BDAT %d LAST\r\n" % len(body) + body)
+            else:
+                r.expect("DATA", 354)
+                r.send(body + b".\r\n")
+            c, t = r.reply()
+            m = re.fullmatch(r"2\.0\.0 Ok: queued as ([0-9a-f]{16})", t[-1])
+            assert c == 250 and m, (c, t)
+            sent.append((body, m.group(1)))
+        r.close()
+    msgs = all_stored(surat, BOB, len(sent))
+    for body, qid in sent:
+        rec = [raw for name, raw in header_fields(by_marker(msgs, body.split(b"\r\n")[1]))[0]
+               if name == "Received"][0]
+        assert parse_received(rec)["id"] == qid, (qid, rec)
+    assert len({qid for _, qid in sent}) == len(sent), sent
+
+
 # ---------------------------------------------------------------- placement
 
 def test_added_fields_placement_without_proper_header(make_populated):
