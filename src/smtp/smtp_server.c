@@ -2088,6 +2088,39 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
 }
 
 /*
+ * 1 if the name of every field of the header h[0..len) (what comes before
+ * its colon, over continuation lines too) is printable ASCII and white
+ * space, as RFC 5322 2.2 has it (ftext; RFC 6532 leaves names so). A name
+ * with another octet ("From\xc2\xa0:", "\x0bFrom:") is no From: to
+ * from_owned(), but readers that trim Unicode white space from a name
+ * (JavaScript's trim(), Go's strings.TrimSpace) show it as one. A line with
+ * no colon names no field for anyone: its octets do not count.
+ */
+static int
+header_names_ascii(const char *h, size_t len)
+{
+	int in_name = 1, odd = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)h[i];
+		if (c == '\n') {
+			/* A line that starts with white space goes on with the field. */
+			if (i + 1 < len && h[i + 1] != ' ' && h[i + 1] != '\t') {
+				in_name = 1;
+				odd = 0;
+			}
+		} else if (c == ':' && in_name) {
+			if (odd)
+				return 0;
+			in_name = 0;
+		} else if (c >= 0x7f || (c < 0x20 && c != '\t' && c != '\r')) {
+			odd |= in_name;
+		}
+	}
+	return 1;
+}
+
+/*
  * On submission every address of the author and sender fields must be one
  * the user owns: From:, and Sender: (RFC 5322 3.6.2: who sent it, which
  * readers show as "on behalf of"), and their Resent- forms (3.6.6: who
@@ -2109,6 +2142,11 @@ from_owned(struct smtp_sess *s, struct buf *bad, size_t *nfrom)
 	size_t hdr_len = s->reader.header_done ? s->reader.header_len : s->data.len;
 	if (hdr_len > 0 && memchr(s->data.data, '\0', hdr_len) != NULL) {
 		buf_printf(bad, "NUL in the header; the sender cannot be checked");
+		return -1;
+	}
+	if (!header_names_ascii(s->data.data, hdr_len)) {
+		buf_printf(bad, "a header field name with octets other than printable ASCII; "
+				"the sender cannot be checked");
 		return -1;
 	}
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc == 1; f++) {

@@ -301,6 +301,30 @@ def test_nul_in_header_refused(surat):
     assert [submitted(m)[1] for m in got] == [good]
 
 
+def test_field_name_outside_ascii_refused(surat):
+    """A field name is printable ASCII (RFC 5322 2.2 ftext; RFC 6532 leaves
+    names so). "From\\xc2\\xa0:" is no From: to the check, but readers that
+    trim Unicode white space from a name (JavaScript's trim(), as in
+    WildDuck's header index; Go's strings.TrimSpace) show it as From: a
+    name with any other octet before its colon is refused (553 5.7.1), also
+    folded; 8-bit text in a value, or in a line with no colon, is not."""
+    r = sub(surat)
+    for name in (b"From\xc2\xa0", b"\xc2\xa0From", b"\xef\xbb\xbfFrom", b"From\x0b",
+                 b"\x0cFrom", b"From\xe3\x80\x80", b"Sender\xc2\xa0", b"From\r\n \xc2\xa0",
+                 b"From\x7f", b"From\xa0"):
+        code, text = send(r, b"From: alice@example.test\r\n" + name +
+                          b": CEO <ceo@bank.test>\r\nSubject: name\r\n\r\nx\r\n")
+        refused_553(code, text, name)
+        assert "field name" in text[-1], (name, text)
+    good = ("From: =?utf-8?q?J=C3=B6?= <alice@example.test>\r\nSubject: Gr\u00fc\u00dfe: \u00e4\r\n"
+            "X-Note:\r\n \u00fc: ok\r\n\r\nK\u00f6rper\r\n").encode()
+    code, text = send(r, good, mail_params=" SMTPUTF8")
+    assert code == 250, (code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert [submitted(m)[1] for m in got] == [good]
+
+
 # ---------------------------------------------------------------- header/body boundary
 
 def test_from_in_body_is_not_checked(surat):
