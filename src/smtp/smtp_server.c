@@ -691,9 +691,10 @@ smtp_account_gone(struct smtp_sess *s)
 		return 0;
 	if (accounts_user_same(s->srv->accounts, s->user, s->user_hash) != 0)
 		return 0;
+	char esc[300];
 	log_msg(LL_WARN, s->c->id,
 		"user=%s: the account was deleted or its password changed; session closed",
-		s->user);
+		log_esc_also(esc, sizeof(esc), s->user, " "));
 	return 1;
 }
 
@@ -1043,14 +1044,17 @@ auth_locked(struct smtp_sess *s, const char *user)
 static void
 auth_finish(struct smtp_sess *s, int ok, const char *user)
 {
+	char esc[300];
+
 	if (ok) {
 		free(s->user);
 		s->user = xstrdup(user);
 		s->flags |= F_AUTHED;
-		log_msg(LL_INFO, s->c->id, "auth ok user=%s client=[%s]", user, s->c->peer_ip);
+		/* An account name may be UTF-8: escaped, as in the access line. */
+		log_msg(LL_INFO, s->c->id, "auth ok user=%s client=[%s]",
+			log_esc_also(esc, sizeof(esc), user, " "), s->c->peer_ip);
 		smtp_reply(s, 235, "2.7.0", "Authentication successful");
 	} else {
-		char esc[300];
 		log_msg(LL_WARN, s->c->id, "auth failed user=%s client=[%s]",
 			log_esc_also(esc, sizeof(esc), user, " "), s->c->peer_ip);
 		smtp_reply(s, 535, "5.7.8", "Authentication credentials invalid");
@@ -1544,16 +1548,18 @@ smtp_rate_limited(struct smtp_sess *s, const char *addr)
 {
 	struct ratelimit *rl = s->srv->ratelimit;
 	int64_t now = util_mono_ms();
+	char esc[300];
 
 	if (!(s->flags & F_AUTHED) || s->user == NULL ||
 	    ratelimit_allow(rl, s->user, s->nrcpts, now))
 		return 0;
 	if (ratelimit_refused(rl, s->user, now))
 		log_msg(LL_WARN, s->c->id, "rate limit reached user=%s client=[%s] limit=%u/%llds",
-			s->user, s->c->peer_ip, ratelimit_limit(rl),
-			(long long)(ratelimit_window_ms(rl) / 1000));
+			log_esc_also(esc, sizeof(esc), s->user, " "), s->c->peer_ip,
+			ratelimit_limit(rl), (long long)(ratelimit_window_ms(rl) / 1000));
 	else
-		log_msg(LL_DEBUG, s->c->id, "rate limit refusal user=%s", s->user);
+		log_msg(LL_DEBUG, s->c->id, "rate limit refusal user=%s",
+			log_esc_also(esc, sizeof(esc), s->user, " "));
 	smtp_reply(s, 450, "4.7.1",
 		   "<%s>: Sending rate limit reached for this account, try again later", addr);
 	return 1;
@@ -2367,7 +2373,9 @@ smtp_message_done(struct smtp_sess *s)
 			return;
 		}
 		if (owned != 1) {
-			log_msg(LL_WARN, s->c->id, "from header refused user=%s", s->user);
+			char esc[300];
+			log_msg(LL_WARN, s->c->id, "from header refused user=%s",
+				log_esc_also(esc, sizeof(esc), s->user, " "));
 			smtp_refuse_message(s, 553, "5.7.1", buf_str(&bad));
 			buf_free(&bad);
 			return;

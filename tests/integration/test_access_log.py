@@ -1051,6 +1051,10 @@ def test_utf8_user_escaped(surat):
     f = one(final(surat))
     assert all(0x20 <= ord(ch) < 0x7f for ch in raws[0]), repr(raws[0])
     assert f["user"] == user and f["from_addr"] == user, f["_raw"]
+    # So is every other line that names the user (auth ok, delivery...).
+    named = [ln for ln in surat.log().splitlines() if "jos" in ln]
+    assert len(named) >= 3, named
+    assert all(0x20 <= ord(ch) < 0x7f for ln in named for ch in ln), named
 
 
 def test_quoted_sender_cannot_forge_fields(surat):
