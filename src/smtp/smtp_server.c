@@ -242,6 +242,16 @@ smtp_reply(struct smtp_sess *s, int code, const char *enh, const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&text, fmt, ap);
 	va_end(ap);
+	/*
+	 * A text made long by what the client sent (a From: address of 900
+	 * octets) is cut to fit a reply line (RFC 5321 4.5.3.1.5), not lost
+	 * for a bare "Error": the client still reads why.
+	 */
+	size_t room = SMTP_REPLY_LINE_MAX - strlen("250 \r\n...") - (enh ? strlen(enh) + 1 : 0);
+	if (text.len > room) {
+		buf_truncate(&text, room);
+		buf_puts(&text, "...");
+	}
 	if (smtp_reply_format(&out, code, enh, buf_str(&text)) < 0) {
 		buf_reset(&out);
 		buf_printf(&out, "%d %s Error\r\n", code, enh ? enh : "");

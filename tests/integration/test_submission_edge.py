@@ -266,6 +266,25 @@ def test_from_folded_many_mailboxes(surat):
     assert delivered(surat, BOB) == []
 
 
+def test_long_foreign_address_reply_says_why(surat):
+    """A From: address too long to quote whole in a reply line (512 octets,
+    RFC 5321 4.5.3.1.5) is cut there, with "...": the reply still says
+    which field and why, not a bare "553 5.7.1 Error"."""
+    r = sub(surat)
+    for f in (b"x" * 600 + b"@bank.test", b"ceo@" + b"a." * 300 + b"test",
+              b"Alice <alice@example.test>,\r\n " + b"y" * 700 + b"@bank.test"):
+        r.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+        assert [r.reply()[0] for _ in range(3)] == [250, 250, 354]
+        r.send(from_msg(f) + b".\r\n")
+        line = r._line()
+        assert len(line) <= 510, len(line)
+        addr = f.split(b" ")[-1].decode()
+        m = re.fullmatch(r"553 5\.7\.1 From: address (\S+)\.\.\.", line)
+        assert m and addr.startswith(m.group(1)) and len(m.group(1)) > 400, line
+    r.close()
+    assert delivered(surat, BOB) == []
+
+
 def test_bare_cr_and_lf_in_from_refused(surat):
     """A bare CR or LF would make some readers see a From: line the check
     does not: the whole message is refused (550 5.6.0)."""
