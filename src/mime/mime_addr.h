@@ -24,6 +24,12 @@ struct mime_addr_list {
  * insensitive) in msg[0..len) to out. 1 found, 0 not found.
  */
 int mime_addr_header(const char *msg, size_t len, const char *name, struct buf *out);
+/*
+ * The same for the next header called name at or after *pos (0 to start):
+ * 1 found, its value appended and *pos moved past it; 0 no more.
+ */
+int mime_addr_header_next(const char *msg, size_t len, size_t *pos, const char *name,
+			  struct buf *out);
 
 /*
  * The addresses of every From: header in msg. 0 (list filled, possibly

@@ -340,6 +340,42 @@ smtp_client_name(const struct smtp_sess *s)
  */
 #define ACCESS_RCPTS_MAX (512 * 1024)
 
+/*
+ * The most fields of one name an access line lists. A header may hold a
+ * name twice though RFC 5322 3.6 allows one, and readers differ on which
+ * they show (surat's IMAP and Dovecot the last, others the first).
+ */
+#define ACCESS_FIELDS_MAX 4
+
+/*
+ * Append to l the value of every field called name of msg[0..len), in
+ * order, each escaped and cut at max octets, with an escaped LF ("\x0a",
+ * which no value holds) between them. values_only: a Message-ID, written
+ * without spaces, and whose lone "-" is escaped ("-" is how none is
+ * written). The number of octets appended.
+ */
+static size_t
+access_fields(struct buf *l, const char *msg, size_t len, const char *name, size_t max,
+	      int values_only)
+{
+	struct buf v = BUF_INIT(0);
+	size_t pos = 0, n = 0, start = l->len;
+
+	while (mime_addr_header_next(msg, len, &pos, name, &v) == 1) {
+		if (n++ == ACCESS_FIELDS_MAX) {
+			buf_puts(l, "\\x0a...");
+			break;
+		}
+		if (n > 1)
+			buf_puts(l, "\\x0a");
+		const char *also = !values_only ? NULL : v.len == 1 ? " -" : " ";
+		log_escape_also(l, v.data, v.len, max, also);
+		buf_reset(&v);
+	}
+	buf_free(&v);
+	return l->len - start;
+}
+
 /* Append the access-log line for the transaction; id NULL when refused. */
 static void
 smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reason)
@@ -390,7 +426,6 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 	/* Message-ID and Subject, if we have the header, or added the
 	 * Message-ID (an empty message submitted gets one too). */
 	if (s->data.len > 0 || s->msgid != NULL) {
-		struct buf v = BUF_INIT(0);
 		/*
 		 * Content whose first line starts with white space has no
 		 * header: smtp_message_done() stores it all as body, and a
@@ -403,17 +438,11 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		/* Ours first: added, the message had none of its own. */
 		if (s->msgid != NULL)
 			buf_puts(&l, s->msgid);
-		else if (mime_addr_header(s->data.data, hlen, "Message-ID", &v) == 1 && v.len > 0)
-			/* "-" is how none is written: one that is "-" is escaped. */
-			log_escape_also(&l, v.data, v.len, 200, v.len == 1 ? " -" : " ");
-		else
+		else if (access_fields(&l, s->data.data, hlen, "Message-ID", 200, 1) == 0)
 			buf_putc(&l, '-');
-		buf_reset(&v);
 		buf_puts(&l, " subject=\"");
-		if (mime_addr_header(s->data.data, hlen, "Subject", &v) == 1)
-			log_escape(&l, v.data, v.len, 100);
+		access_fields(&l, s->data.data, hlen, "Subject", 100, 0);
 		buf_putc(&l, '"');
-		buf_free(&v);
 	}
 	buf_printf(&l, " result=%d", code);
 	if (reason) {

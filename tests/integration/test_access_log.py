@@ -14,7 +14,9 @@ log_msg()'s prefix:
       duration=N.NNNs tls=none|VERSION:CIPHER
 
 Peer text goes through log_escape(): printable ASCII as is, '"', '\\' and
-every other byte as \\xNN, cut with "..." (Subject at 100 bytes); a value
+every other byte as \\xNN, cut with "..." (Subject at 100 bytes); a header
+with several Message-ID or Subject fields has each (up to 4) in msgid= or
+subject=, in order, an escaped LF (\\x0a) between them; a value
 outside quotes has its spaces escaped too, and inside from=<> and rcpts=<>
 its '<', '>' and ','. A line longer than 4 KiB is written whole; past
 512 KiB of rcpts= the rest are counted, as one last <...+N>. A strict
@@ -996,6 +998,30 @@ def test_msgid_empty_or_dash(surat):
     empty, dash = final(surat)
     assert " msgid=- " in empty["_raw"], raws
     assert " msgid=\\x2d " in dash["_raw"] and dash["msgid"] == "-", raws
+
+
+def test_every_subject_and_message_id_logged(surat):
+    """A header may name Subject: or Message-ID: twice (RFC 5322 3.6 allows
+    one), and readers differ on which they show: surat's own IMAP ENVELOPE
+    and Dovecot the last, others the first. The line lists them all, in
+    order, each cut at its own limit, with an escaped LF between them (no
+    value holds one), at most 4 (then "..."): the one a recipient saw is
+    always found, and the admin sees there were several."""
+    two = (b"Message-ID: <first.1@remote.test>\r\nSubject: invoice 7\r\nFrom: s@remote.test\r\n"
+           b"Subject: URGENT: reset your password\r\nMessage-ID: <second.2@remote.test>\r\n"
+           b"\r\nSubject: in the body\r\n")
+    many = b"".join(b"Subject: %d%s\r\n" % (i, b"x" * 150) for i in range(6)) + b"\r\nx\r\n"
+    with smtp(surat) as c:
+        for body in (two, many):
+            assert c.sendmail("s@remote.test", ["alice@example.test"], body) == {}
+    stored_one(surat, "alice@example.test", 2)
+    a, b = final(surat)
+    assert a["subject"] == "invoice 7\nURGENT: reset your password", a["_raw"]
+    assert a["msgid"] == "<first.1@remote.test>\n<second.2@remote.test>", a["_raw"]
+    subjects = b["subject"].split("\n")
+    assert len(subjects) == 5 and subjects[-1] == "...", b["_raw"]
+    for i, v in enumerate(subjects[:4]):
+        assert v.startswith("%dxxx" % i) and v.endswith("...") and len(v) <= 105, b["_raw"]
 
 
 def test_msgid_with_spaces(surat):

@@ -1742,6 +1742,30 @@ assert_addrs(const char *msg, const char *name, const char *want)
 	free(got);
 }
 
+/* mime_addr_header_next(): every field of the name in order, each value
+ * unfolded and trimmed, none from the body. */
+static void
+test_addr_header_next(void **state)
+{
+	static const char msg[] = "Subject: one\r\nX: y\r\nsubject :\r\n  two\r\n three \r\n"
+				  "Subject:\r\n\r\nSubject: body\r\n";
+	static const char *const want[] = {"one", "two three", ""};
+	struct buf v = BUF_INIT(0);
+	size_t pos = 0, n = 0;
+
+	(void)state;
+	while (mime_addr_header_next(msg, sizeof(msg) - 1, &pos, "Subject", &v) == 1) {
+		assert_true(n < 3);
+		assert_int_equal(v.len, strlen(want[n]));
+		assert_memory_equal(v.len ? v.data : "", want[n], v.len);
+		buf_reset(&v);
+		n++;
+	}
+	assert_int_equal(n, 3);
+	assert_int_equal(mime_addr_header_next(msg, sizeof(msg) - 1, &pos, "Subject", &v), 0);
+	buf_free(&v);
+}
+
 static void
 test_addr_fields(void **state)
 {
@@ -1878,6 +1902,7 @@ main(void)
 	    cmocka_unit_test(test_text_extract),
 	    cmocka_unit_test(test_filename),
 	    cmocka_unit_test(test_addr_fields),
+	    cmocka_unit_test(test_addr_header_next),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
