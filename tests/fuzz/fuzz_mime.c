@@ -294,10 +294,25 @@ sender_fields(const char *msg, size_t len)
 			CHECK(strchr(al.v[i], '@') != NULL);
 		mime_addr_list_free(&al);
 	}
-	struct buf v = BUF_INIT(0);
-	if (mime_addr_header(msg, len, "Subject", &v))
+	struct buf v = BUF_INIT(0), first = BUF_INIT(0);
+	int found = mime_addr_header(msg, len, "Subject", &first);
+	if (found)
+		CHECK(first.len == 0 || (first.data[0] != ' ' && first.data[first.len - 1] != ' '));
+	/* The walk over every Subject: the first is the one found above, each
+	 * trimmed, and the position only moves forward. */
+	size_t pos = 0, last = 0, n = 0;
+	while (mime_addr_header_next(msg, len, &pos, "Subject", &v) == 1) {
+		CHECK(pos > last && pos <= len);
 		CHECK(v.len == 0 || (v.data[0] != ' ' && v.data[v.len - 1] != ' '));
+		const char *a = v.data ? v.data : "", *f = first.data ? first.data : "";
+		if (n++ == 0)
+			CHECK(v.len == first.len && memcmp(a, f, v.len) == 0);
+		last = pos;
+		buf_reset(&v);
+	}
+	CHECK((n > 0) == (found == 1));
 	buf_free(&v);
+	buf_free(&first);
 }
 
 int
