@@ -2133,24 +2133,36 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
 }
 
 /*
- * 1 if the name of every field of the header h[0..len) (what comes before
- * its colon, over continuation lines too) is printable ASCII and white
- * space, as RFC 5322 2.2 has it (ftext; RFC 6532 leaves names so). A name
- * with another octet ("From\xc2\xa0:", "\x0bFrom:") is no From: to
- * from_owned(), but readers that trim Unicode white space from a name
- * (JavaScript's trim(), Go's strings.TrimSpace) show it as one. A line with
- * no colon names no field for anyone: its octets do not count.
+ * 1 if the name of every field of the header h[0..len) is as RFC 5322 2.2
+ * has it: printable ASCII (ftext; RFC 6532 leaves names so) and white
+ * space, on the field's first line. Readers disagree on any other name,
+ * so that the fields the submission checks find and those a reader shows
+ * may differ: "From\xc2\xa0:" or "\x0bFrom:" is no From: to from_owned(),
+ * but readers that trim Unicode white space from a name (JavaScript's
+ * trim(), Go's strings.TrimSpace) show it as one; a name folded before
+ * its colon ("Message-ID" CRLF " :") is a field to readers that unfold
+ * first (RFC 5322 2.2.3), the start of the body to those that read lines,
+ * and a Message-ID: or Date: added after it would be a second one to the
+ * first. A line with no colon names no field for anyone and does not
+ * count; nor does content that starts with white space, which
+ * smtp_message_done() stores whole as the body.
  */
 static int
-header_names_ascii(const char *h, size_t len)
+header_names_plain(const char *h, size_t len)
 {
 	int in_name = 1, odd = 0;
 
+	if (len > 0 && (h[0] == ' ' || h[0] == '\t'))
+		return 1;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)h[i];
 		if (c == '\n') {
-			/* A line that starts with white space goes on with the field. */
-			if (i + 1 < len && h[i + 1] != ' ' && h[i + 1] != '\t') {
+			if (i + 1 == len)
+				break;
+			if (h[i + 1] == ' ' || h[i + 1] == '\t') {
+				/* The name goes on over a fold. */
+				odd |= in_name;
+			} else {
 				in_name = 1;
 				odd = 0;
 			}
@@ -2189,9 +2201,9 @@ from_owned(struct smtp_sess *s, struct buf *bad, size_t *nfrom)
 		buf_printf(bad, "NUL in the header; the sender cannot be checked");
 		return -1;
 	}
-	if (!header_names_ascii(s->data.data, hdr_len)) {
-		buf_printf(bad, "a header field name with octets other than printable ASCII; "
-				"the sender cannot be checked");
+	if (!header_names_plain(s->data.data, hdr_len)) {
+		buf_printf(bad, "a header field name with octets other than printable ASCII, "
+				"or folded before its colon; the sender cannot be checked");
 		return -1;
 	}
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && rc == 1; f++) {

@@ -344,6 +344,35 @@ def test_field_name_outside_ascii_refused(surat):
     assert [submitted(m)[1] for m in got] == [good]
 
 
+def test_field_name_folded_before_colon_refused(surat):
+    """A name folded before its colon ("Message-ID" CRLF " : <x>") is a field
+    to readers that unfold first (RFC 5322 2.2.3) and the start of the
+    body to those that read lines: the Message-ID: and Date: surat adds
+    when it finds none went in before it, a second of each to the first
+    kind. Refused on submission like the other names readers disagree on
+    (553 5.7.1), an owned From: too; a fold after the colon is fine, and
+    so is content that starts with white space (stored whole as body)."""
+    r = sub(surat)
+    for hdr in (b"Message-ID\r\n : <folded.1@client.test>\r\n",
+                b"Date\r\n\t: Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+                b"X-Note \r\n \r\n : x\r\n"):
+        code, text = send(r, b"From: alice@example.test\r\n" + hdr + b"Subject: f\r\n\r\nx\r\n")
+        refused_553(code, text, hdr)
+        assert "folded before its colon" in text[-1], (hdr, text)
+    code, text = send(r, b"From\r\n : alice@example.test\r\nSubject: f\r\n\r\nx\r\n")
+    refused_553(code, text, "owned From, folded name")
+    good = [b"From: alice@example.test\r\nMessage-ID:\r\n <ok.1@client.test>\r\n"
+            b"Date:\r\n Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: a\r\n b: c\r\n\r\nx\r\n",
+            b" indented, no header\r\n  with: a colon\r\n\r\nx\r\n"]
+    for body in good:
+        code, text = send(r, body)
+        assert code == 250, (body, code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    # The indented content is stored as body, after an empty line.
+    assert sorted(submitted(m)[1] for m in got) == sorted([good[0], b"\r\n" + good[1]])
+
+
 # ---------------------------------------------------------------- header/body boundary
 
 def test_from_in_body_is_not_checked(surat):
