@@ -2036,27 +2036,56 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 /* ---- message completion ---- */
 
 /*
- * How many header fields named name (any case) msg[0..hdr_len) has. The
- * obsolete syntax (RFC 5322 4.5.1) allows white space before the colon,
- * and readers honour it, so it counts too.
+ * Whether the field at f[0..len) is named name (any case). The obsolete
+ * syntax (RFC 5322 4.5.1) allows white space before the colon, and readers
+ * honour it, so it counts too.
  */
+static int
+field_named(const char *f, size_t len, const char *name)
+{
+	size_t nl = strlen(name), k = nl;
+
+	if (len <= nl || strncasecmp(f, name, nl) != 0)
+		return 0;
+	while (k < len && (f[k] == ' ' || f[k] == '\t'))
+		k++;
+	return k < len && f[k] == ':';
+}
+
+/* How many header fields named name msg[0..hdr_len) has. */
 static int
 count_header(const char *msg, size_t hdr_len, const char *name)
 {
-	size_t nl = strlen(name);
 	int n = 0;
 
-	for (size_t i = 0; i < hdr_len; i++) {
-		if ((i > 0 && msg[i - 1] != '\n') || hdr_len - i <= nl ||
-		    strncasecmp(msg + i, name, nl) != 0)
-			continue;
-		size_t k = i + nl;
-		while (k < hdr_len && (msg[k] == ' ' || msg[k] == '\t'))
-			k++;
-		if (k < hdr_len && msg[k] == ':')
+	for (size_t i = 0; i < hdr_len; i++)
+		if ((i == 0 || msg[i - 1] == '\n') && field_named(msg + i, hdr_len - i, name))
 			n++;
-	}
 	return n;
+}
+
+/*
+ * Append the fields of the header h[0..len) (whole fields) to out, but
+ * Bcc: and Resent-Bcc:. Their addresses are for the envelope: a copy that
+ * carried them would show every recipient who was meant to stay hidden
+ * (RFC 5322 3.6.3). Submission takes them out, as Postfix's cleanup does
+ * by default (message_drop_headers); the MUA keeps them in its own copy.
+ */
+static void
+append_header_without_bcc(struct buf *out, const char *h, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t end = i;
+		do {	/* the field's first line and its continuation lines */
+			const char *nl = memchr(h + end, '\n', len - end);
+			end = nl ? (size_t)(nl - h) + 1 : len;
+		} while (end < len && (h[end] == ' ' || h[end] == '\t'));
+		if (!field_named(h + i, end - i, "Bcc") && !field_named(h + i, end - i, "Resent-Bcc"))
+			buf_append(out, h + i, end - i);
+		i = end;
+	}
 }
 
 /*
@@ -2449,7 +2478,7 @@ smtp_message_done(struct smtp_sess *s)
 	 * our Received:, when the message has no header.
 	 */
 	struct buf added = BUF_INIT(0);
-	size_t at = 0, own;
+	size_t at = 0, own = 0;
 	if (submission) {
 		at = smtp_data_header_end(hdr, s->data.len, &own);
 		/* Fields of the message's own header count, not its text's. */
@@ -2464,14 +2493,21 @@ smtp_message_done(struct smtp_sess *s)
 			buf_printf(&added, "Date: %s\r\n", date);
 		submission_sender(s, nfrom, &added);
 	}
-	buf_append(&content, hdr, at);
+	if (submission)
+		append_header_without_bcc(&content, hdr, at);
+	else
+		buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);
 	buf_free(&added);
 	/* Content whose first line starts with white space would continue the
 	 * last field added: it has no header, so it becomes the body. */
 	if (s->data.len > 0 && (hdr[0] == ' ' || hdr[0] == '\t'))
 		buf_puts(&content, "\r\n");
-	buf_append(&content, hdr + at, s->data.len - at);
+	if (submission) /* a last field with no CRLF (BDAT) is after at */
+		append_header_without_bcc(&content, hdr + at, own - at);
+	else
+		own = at;
+	buf_append(&content, hdr + own, s->data.len - own);
 
 	m.mail_from = s->mail.from.addr;
 	m.envid = s->mail.has_envid ? s->mail.envid : NULL;

@@ -373,6 +373,39 @@ def test_field_name_folded_before_colon_refused(surat):
     assert sorted(submitted(m)[1] for m in got) == sorted([good[0], b"\r\n" + good[1]])
 
 
+def test_bcc_fields_taken_out(surat):
+    """Bcc: and Resent-Bcc: name recipients meant to stay hidden (RFC 5322
+    3.6.3): submission takes them out, folded or with white space before
+    the colon, as Postfix's cleanup does by default; other fields, a Bcc:
+    line of the body and mail on the MX port are left alone. With BDAT a
+    last field may end without CRLF."""
+    r = sub(surat)
+    bodies = [b"From: alice@example.test\r\nBcc: hidden@bank.test\r\nTo: bob@example.test\r\n"
+              b"bcc :\r\n h2@bank.test,\r\n\th3@bank.test\r\nX-Bcc: kept\r\n"
+              b"Resent-Bcc: h4@bank.test\r\nBcc-Note: kept\r\nSubject: s\r\n\r\n"
+              b"Bcc: body line\r\n",
+              b"From: alice@example.test\r\nSubject: t\r\nBCC: h5@bank.test"]
+    code, text = send(r, bodies[0])
+    assert code == 250, (code, text)
+    code, text = send_bdat(r, [bodies[1][:20], bodies[1][20:]])
+    assert code == 250, (code, text)
+    r.close()
+    mx = Raw(surat.port("smtp"))
+    mx.greet()
+    mx.expect("EHLO peer.test", 250)
+    code, text = send(mx, b"From: x@remote.test\r\nBcc: mx@remote.test\r\nSubject: mx\r\n\r\nx\r\n",
+                      frm="x@remote.test")
+    assert code == 250, (code, text)
+    mx.close()
+    got = sorted(delivered(surat, BOB), key=lambda m: b"Subject: mx" in m)
+    sent = [submitted(m)[1] for m in got[:2]]
+    assert sorted(sent) == sorted([
+        b"From: alice@example.test\r\nTo: bob@example.test\r\nX-Bcc: kept\r\n"
+        b"Bcc-Note: kept\r\nSubject: s\r\n\r\nBcc: body line\r\n",
+        b"From: alice@example.test\r\nSubject: t\r\n"]), sent
+    assert b"\r\nBcc: mx@remote.test\r\n" in got[2], got[2]
+
+
 # ---------------------------------------------------------------- header/body boundary
 
 def test_from_in_body_is_not_checked(surat):
