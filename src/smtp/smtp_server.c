@@ -2078,11 +2078,12 @@ append_header_without_bcc(struct buf *out, const char *h, size_t len)
 
 	while (i < len) {
 		size_t end = i;
-		do {	/* the field's first line and its continuation lines */
+		do { /* the field's first line and its continuation lines */
 			const char *nl = memchr(h + end, '\n', len - end);
 			end = nl ? (size_t)(nl - h) + 1 : len;
 		} while (end < len && (h[end] == ' ' || h[end] == '\t'));
-		if (!field_named(h + i, end - i, "Bcc") && !field_named(h + i, end - i, "Resent-Bcc"))
+		if (!field_named(h + i, end - i, "Bcc") &&
+		    !field_named(h + i, end - i, "Resent-Bcc"))
 			buf_append(out, h + i, end - i);
 		i = end;
 	}
