@@ -96,14 +96,15 @@ static const struct cmd_help helps[] = {
 		   "users, or while aliases of other domains point into it.\n"},
 	{"user", "usage: surat user add ADDRESS [--quota SIZE] [--hash HASH]\n"
 		 "       surat user passwd ADDRESS [--hash HASH]\n"
-		 "       surat user quota ADDRESS SIZE|default\n"
+		 "       surat user quota ADDRESS SIZE|unlimited|default\n"
 		 "       surat user del ADDRESS\n"
 		 "       surat user list [DOMAIN]\n"
 		 "add and passwd read the password from standard input (one line of\n"
 		 "UTF-8, at most 255 octets, stored SASLprep'd as RFC 4013 asks),\n"
 		 "unless --hash gives a ready crypt(3) hash ($y$, $6$, $5$ or $2b$).\n"
 		 "del moves the user's mail to DATA_DIR/deleted/ADDRESS.TIME, and names\n"
-		 "the aliases that still name the user.\n"},
+		 "the aliases that still name the user. A quota SIZE of 0 or 'unlimited'\n"
+		 "is no limit for the user; 'default' follows user.quota of the config.\n"},
 	{"alias", "usage: surat alias add SOURCE TARGET [TARGET...]\n"
 		  "       surat alias del SOURCE [TARGET]\n"
 		  "       surat alias list\n"
@@ -347,6 +348,17 @@ cmd_domain(struct config *cfg, int argc, char **argv)
 	return rc;
 }
 
+/* A quota as 'user list' prints it: a size, or "unlimited" (0). 0 or -1. */
+static int
+parse_quota(const char *s, int64_t *quota)
+{
+	if (strcmp(s, "unlimited") == 0) {
+		*quota = 0;
+		return 0;
+	}
+	return config_parse_size(s, quota);
+}
+
 static void
 print_user(const struct account_user *u, void *arg)
 {
@@ -444,7 +456,7 @@ cmd_user(struct config *cfg, int argc, char **argv)
 		if (strcmp(argv[i], "--hash") == 0 && i + 1 < argc) {
 			hash_opt = argv[++i];
 		} else if (strcmp(argv[i], "--quota") == 0 && i + 1 < argc) {
-			if (config_parse_size(argv[++i], &quota) < 0)
+			if (parse_quota(argv[++i], &quota) < 0)
 				return usage_error("--quota: bad size '%s' (e.g. 1G, 500M)", argv[i]);
 		} else if (strcmp(argv[i], "--hash") == 0 || strcmp(argv[i], "--quota") == 0) {
 			return usage_error("user %s: %s needs a value", sub, argv[i]);
@@ -472,7 +484,7 @@ cmd_user(struct config *cfg, int argc, char **argv)
 		return usage_error("user %s: need exactly one ADDRESS", sub);
 	/* (--quota was refused above: quota is -1 here, 'default'.) */
 	if (strcmp(sub, "quota") == 0 && strcmp(pos[1], "default") != 0 &&
-	    config_parse_size(pos[1], &quota) < 0)
+	    parse_quota(pos[1], &quota) < 0)
 		return usage_error("user quota: bad size '%s'", pos[1]);
 	if (hash_opt) {
 		int rc = 0;

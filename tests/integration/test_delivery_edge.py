@@ -746,6 +746,10 @@ def test_quota_override_default_rcpt_and_deferral_until_expunge(start):
     # 0 for one user lifts the default: shown as what it means.
     s.cli("user", "quota", "carol@example.test", "0")
     assert "carol@example.test quota=unlimited\n" in s.cli("user", "list").stdout
+    # ... and what it prints is taken back.
+    s.cli("user", "quota", "carol@example.test", "2M")
+    s.cli("user", "quota", "carol@example.test", "unlimited")
+    assert "carol@example.test quota=unlimited\n" in s.cli("user", "list").stdout
     s.cli("user", "quota", "carol@example.test", "1M")
 
     r = Raw(s.port("smtp"))
