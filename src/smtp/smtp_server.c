@@ -119,7 +119,7 @@ struct smtp_sess {
 	enum smtp_state state;
 	unsigned flags;
 	unsigned errors;
-	unsigned junk;		/* NOOP, RSET, VRFY, EXPN, HELP since the last message */
+	unsigned junk;		/* NOOP, RSET, VRFY, EXPN, HELP, EHLO again: since the last mail */
 	unsigned auth_fails;	/* failed authentications (RFC 4954 9) */
 	char helo[256];
 	/* The client's name (forward-confirmed reverse DNS), NULL: "unknown". */
@@ -688,11 +688,11 @@ smtp_error_count(struct smtp_sess *s)
 }
 
 /*
- * A command that moves no mail (NOOP, RSET, VRFY, EXPN, HELP): past
- * smtp.max_junk_commands since the session's last accepted message, each
- * also counts as an error, so a client cannot hold its connection for ever
- * with them (Postfix's smtpd_junk_command_limit). 1 if the session was
- * closed (the command is then not answered).
+ * A command that moves no mail (NOOP, RSET, VRFY, EXPN, HELP, a repeated
+ * HELO/EHLO): past smtp.max_junk_commands since the session's last accepted
+ * message, each also counts as an error, so a client cannot hold its
+ * connection for ever with them (Postfix's smtpd_junk_command_limit). 1 if
+ * the session was closed (the command is then not answered).
  */
 static int
 smtp_junk(struct smtp_sess *s)
@@ -2025,7 +2025,15 @@ smtp_command(struct smtp_sess *s, const char *line, size_t len)
 			smtp_error_count(s);
 			return;
 		}
-		if (ce->junk && smtp_junk(s))
+		/*
+		 * HELO/EHLO is needed once, and again after STARTTLS (RFC 3207
+		 * 4.2); repeated, it moves no mail either, and a client cycling
+		 * EHLO (or MAIL and EHLO, which resets) would otherwise hold its
+		 * connection for ever. Postfix counts both as junk commands.
+		 */
+		int junk = ce->junk || ((cl.cmd == SMTP_CMD_EHLO || cl.cmd == SMTP_CMD_HELO) &&
+					s->helo[0] != '\0');
+		if (junk && smtp_junk(s))
 			return;
 		ce->fn(s, &cl);
 		return;

@@ -1056,7 +1056,8 @@ def test_half_close_after_a_long_pipeline_loses_no_reply(make_populated):
     and every reply is sent, the message's 250 among them (they were thrown
     away with the connection, and a client not told its message was queued
     sends it again)."""
-    s = make_populated({"log.level": "info"})
+    # Floods of EHLO: the junk-command limit is not what is tested here.
+    s = make_populated({"log.level": "info", "smtp.max_junk_commands": "1000000"})
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sock.settimeout(10)

@@ -1403,6 +1403,34 @@ def test_junk_commands_count_as_errors_past_the_limit(make_populated):
     stored_one(s, "alice@example.test")
 
 
+def test_repeated_ehlo_is_a_junk_command(make_populated):
+    """EHLO/HELO again moves no mail: past smtp.max_junk_commands it counts as
+    an error, as in Postfix (HELO/EHLO are junk commands there), or a client
+    cycling EHLO, or MAIL and EHLO (which resets), would hold its connection
+    for ever. The EHLO a session needs (RFC 5321 4.1.1.1), and the one again
+    after STARTTLS (RFC 3207 4.2), are free."""
+    s = make_populated(extra={"smtp.max_junk_commands": "0", "smtp.max_errors": "2"})
+    r = Raw(s.port("smtp"))
+    r.greet()                             # free
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("HELO again.test", 250)      # error 1, answered
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    c, t = r.cmd("EHLO again.test")       # error 2: the limit
+    assert c == 421 and t[0].startswith("4.7.0"), (c, t)
+    assert r.closed()
+    r.close()
+    # After STARTTLS the EHLO is needed again: not counted.
+    s1 = make_populated(extra={"smtp.max_junk_commands": "0", "smtp.max_errors": "1"})
+    r = Raw(s1.port("smtp"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    c, t = r.cmd("EHLO client.test")
+    assert c == 421 and t[0].startswith("4.7.0"), (c, t)
+    assert r.closed()
+
+
 def test_command_timeout(make_populated):
     s = make_populated(extra={"smtp.command_timeout": "1s", "smtp.data_timeout": "2s"})
     r = Raw(s.port("smtp"))
