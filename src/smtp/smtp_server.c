@@ -143,6 +143,7 @@ struct smtp_sess {
 	size_t held;	/* of data, counted in srv->smtp_data (smtp_data_count) */
 	struct smtp_data_reader reader;
 	uint64_t bdat_left;
+	uint64_t bdat_size;	/* this chunk's */
 	uint64_t bdat_octets;	/* the transaction's chunk sizes so far */
 	int bdat_last;
 	enum smtp_state bdat_return;	/* where a non-LAST chunk leaves us */
@@ -1891,6 +1892,7 @@ cmd_bdat(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		s->flags |= F_BDAT_USED;
 	}
 	s->bdat_left = cl->bdat_size;
+	s->bdat_size = cl->bdat_size;
 	s->bdat_octets += cl->bdat_size;
 	s->bdat_last = cl->bdat_last;
 	s->bdat_return = s->state;
@@ -2649,6 +2651,13 @@ smtp_bdat_chunk_end(struct smtp_sess *s)
 		s->flags |= F_BDAT_FAIL;
 		return;
 	}
+	/*
+	 * An empty chunk that is not the last (RFC 3030 2 allows it) moves no
+	 * mail either: endless "BDAT 0" would hold the connection for ever.
+	 * (Postfix refuses it outright: "551 5.7.1 Null BDAT request".)
+	 */
+	if (s->bdat_size == 0 && smtp_junk(s))
+		return;
 	/* (Not the reader's size: a CR at a chunk's end waits there for the next.) */
 	smtp_reply(s, 250, "2.0.0", "%llu octets received", (unsigned long long)s->bdat_octets);
 }

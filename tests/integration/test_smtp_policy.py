@@ -1728,6 +1728,28 @@ def test_endless_refused_bdat_chunks_end_the_session(make_populated):
     assert r.closed()
 
 
+def test_endless_empty_bdat_chunks_end_the_session(make_populated):
+    """An empty BDAT chunk that is not the last is allowed (RFC 3030 2) but
+    moves no mail: past smtp.max_junk_commands of them each is an error, or
+    "BDAT 0" sent for ever would hold the connection (Postfix refuses it
+    outright, 551 5.7.1). A chunk with octets in it is no junk, and nothing
+    of the unfinished message is queued."""
+    s = make_populated(extra={"smtp.max_junk_commands": "3", "smtp.max_errors": "2"})
+    r = rcpt_session(s)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.send(b"BDAT 0\r\n" * 3 + b"BDAT 4\r\nabcd" * 5 + b"BDAT 0\r\n" * 3)
+    got = [r.reply() for _ in range(10)]
+    codes = [c for c, _ in got]
+    # Three empty chunks free, five with octets, the fourth empty one is
+    # error 1, the fifth error 2: the limit.
+    assert codes == [250] * 9 + [421], got
+    assert got[-1][1][0].startswith("4.7.0"), got
+    assert r.closed()
+    time.sleep(0.3)
+    assert queue_ids(s) == []
+    assert s.messages("alice@example.test") == []
+
+
 def steady_data(s, r, subject):
     """DATA at 60 octets every 0.3 s (200/s) for longer than a 1 s data
     timeout: taken (250) and stored."""
