@@ -1600,6 +1600,10 @@ smtp_rate_limited(struct smtp_sess *s, const char *addr)
 	else
 		log_msg(LL_DEBUG, s->c->id, "rate limit refusal user=%s",
 			log_esc_also(esc, sizeof(esc), s->user, " "));
+	/* No error of the client's, but no mail moved: RCPTs sent on and on
+	 * after it are junk (smtp_junk); 1 all the same if that closed us. */
+	if (smtp_junk(s))
+		return 1;
 	smtp_reply(s, 450, "4.7.1",
 		   "<%s>: Sending rate limit reached for this account, try again later", addr);
 	return 1;
@@ -1701,17 +1705,25 @@ quota_done(void *arg)
 		/*
 		 * Refused only when no mailbox behind the address can take it: an
 		 * alias with one member over quota is accepted, and that member's
-		 * copy is deferred at delivery like any other.
+		 * copy is deferred at delivery like any other. A refusal is no
+		 * error of the client's, but the RCPT moved no mail: a junk
+		 * command, or RCPTs for a full mailbox sent for ever would hold
+		 * the connection (and a worker) with no end.
 		 */
-		if (j->n == j->r.nfinal && j->ntoobig == j->n)
+		int refused = j->n == j->r.nfinal && j->nover == j->n;
+		if (refused && smtp_junk(s)) {
+			/* Closed: 421 instead of the answer. */
+		} else if (refused && j->ntoobig == j->n) {
 			/* SIZE= says it can never fit: permanent (RFC 1870 6.2). */
 			smtp_reply(s, 552, "5.2.3", "<%s>: Message too big for this mailbox",
 				   j->r.orig);
-		else if (j->n == j->r.nfinal && j->nover == j->n)
+		} else if (refused) {
 			smtp_reply(s, 452, "4.2.2", "<%s>: Mailbox full", j->r.orig);
-		else
+		} else {
 			rcpt_accept(s, &j->r);
-		smtp_resume(s);
+		}
+		if (s->state != ST_QUIT)
+			smtp_resume(s);
 		smtp_release(s);
 	}
 	rcpt_free(&j->r);

@@ -167,3 +167,18 @@ def test_rate_limit_survives_a_restart(make_populated):
                                        "bob+c@example.test"])] == [250, 250, 250, 450]
     r.expect("QUIT", 221)
     assert "cannot keep" not in s.log() and "cannot read" not in s.log()
+
+
+def test_rcpts_refused_by_the_rate_limit_are_junk_commands(make_populated):
+    """450 4.7.1 is no error of the client's, but an RCPT refused by the rate
+    limit moves no mail: past smtp.max_junk_commands each counts as an error,
+    or a client could go on sending RCPTs for ever once told to wait."""
+    s = make_populated(extra=dict(LIMITED, **{"smtp.max_junk_commands": "2",
+                                             "smtp.max_errors": "1"}))
+    r = sub(s)
+    assert open_txn(r, [BOB, BOB, BOB]) == [(250, "2.1.5 Recipient OK")] * 3
+    r.send(b"RCPT TO:<bob+x@example.test>\r\n" * 5)
+    got = [r.reply() for _ in range(3)]
+    assert [c for c, _ in got] == [450, 450, 421], got
+    assert got[2][1][0].startswith("4.7.0"), got
+    assert r.closed()

@@ -831,6 +831,24 @@ def test_over_quota(surat):
     stored_one(surat, "bob@example.test", 2)
 
 
+def test_rcpts_for_a_full_mailbox_are_junk_commands(make_populated):
+    """452 4.2.2 (mailbox full) is no error of the client's, but the RCPT
+    moves no mail: past smtp.max_junk_commands each counts as an error, or a
+    client could send RCPTs for a full mailbox for ever (each a worker's
+    look at the store). Postfix counts every refused RCPT as an error."""
+    s = make_populated(extra={"smtp.max_junk_commands": "2", "smtp.max_errors": "1"})
+    with smtp(s) as c:
+        assert c.sendmail("s@remote.test", ["bob@example.test"], msg(to="bob@example.test")) == {}
+    stored_one(s, "bob@example.test")
+    s.cli("user", "quota", "bob@example.test", "1")
+    r = rcpt_session(s)
+    r.send(b"RCPT TO:<bob@example.test>\r\n" * 5)
+    got = [r.reply() for _ in range(3)]
+    assert [c for c, _ in got] == [452, 452, 421], got
+    assert got[0][1][-1].startswith("4.2.2 ") and got[2][1][0].startswith("4.7.0"), got
+    assert r.closed()
+
+
 def test_mailbox_exactly_at_quota_refuses_at_rcpt(surat):
     """A mailbox whose usage equals its quota has room for no message: RCPT
     without SIZE= gets 452 4.2.2 at once, not a 250 and then a deferral. Nor
