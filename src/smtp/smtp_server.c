@@ -1437,6 +1437,10 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	if (queue_space_low(s->srv->queue, need)) {
 		log_msg(LL_WARN, s->c->id, "MAIL refused: less than %lld bytes free for the queue",
 			(long long)need);
+		/* No error of the client's, but no mail moved: MAILs sent on and
+		 * on would each write two log lines, with the disk short. */
+		if (smtp_junk(s))
+			return;
 		smtp_reply(s, 452, "4.3.1", "Insufficient system storage");
 		smtp_mail_refused(s, 452, "insufficient system storage");
 		return;
@@ -1446,6 +1450,8 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		if (own < 0) {
 			/* The server's fault, not the sender's: as at RCPT. */
 			log_msg(LL_ERROR, s->c->id, "sender check failed: accounts lookup error");
+			if (smtp_junk(s))
+				return;
 			smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
 			smtp_mail_refused(s, 451, "accounts lookup failed");
 			return;

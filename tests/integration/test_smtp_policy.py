@@ -992,6 +992,23 @@ def test_mail_refused_when_disk_space_is_low(make_populated):
                                      in l for l in refused), refused
 
 
+def test_mails_refused_for_disk_space_are_junk_commands(make_populated):
+    """452 4.3.1 at MAIL is no error of the client's, but moves no mail: past
+    smtp.max_junk_commands each counts as an error, or a client sending MAIL
+    on and on would hold its connection, and have a warning and an access
+    line written for each, while the disk is short."""
+    s = make_populated({"queue.min_free": "1000000G", "smtp.max_junk_commands": "2",
+                        "smtp.max_errors": "1"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    r.send(b"MAIL FROM:<s@remote.test>\r\n" * 5)
+    got = [r.reply() for _ in range(3)]
+    assert [c for c, _ in got] == [452, 452, 421], got
+    assert got[2][1][0].startswith("4.7.0"), got
+    assert r.closed()
+    assert len([l for l in s.log().splitlines() if " access " in l]) == 2
+
+
 def test_declared_size_counts_against_the_free_space(make_populated, tmp_path):
     """RFC 1870 6.1: a SIZE= the spool cannot take now, on top of the
     reserve, is 452 4.3.1 at MAIL (as Postfix), not a 250 and a failure after
