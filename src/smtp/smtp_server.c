@@ -2461,6 +2461,9 @@ smtp_message_done(struct smtp_sess *s)
 	const char *hdr = s->data.data ? s->data.data : "";
 	if (count_header(hdr, hdr_len, "Received") >= cfg->smtp_max_hops) {
 		smtp_refuse_message(s, 554, "5.4.6", "Too many hops: mail loop suspected");
+		/* An error, as Postfix counts it: a peer caught in a loop would
+		 * otherwise send the looping mail on one connection for ever. */
+		smtp_error_count(s);
 		return;
 	}
 	int submission = (s->flags & F_AUTHED) != 0;

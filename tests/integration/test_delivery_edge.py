@@ -713,6 +713,24 @@ def test_hop_limit_counts_received_fields_only(start):
     assert settled(s, "alice@example.test") == 1
 
 
+def test_looping_messages_count_as_errors(start):
+    """A message refused as a loop (554 5.4.6) counts toward smtp.max_errors,
+    as Postfix counts its "554 5.4.0 Error: too many hops" (checked on
+    loopback): a peer caught in a loop cannot send it on one connection for
+    ever. Nothing of it is stored."""
+    s = start({"smtp.max_hops": "5", "smtp.max_errors": "2"})
+    r = Raw(s.port("smtp"))
+    r.greet()
+    looping = (b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n" +
+               hops(5) + b"Subject: loop\r\n\r\nx\r\n.\r\n")
+    r.send(looping * 3)
+    got = [r.reply() for _ in range(9)]
+    assert [c for c, _ in got] == [250, 250, 354, 554, 250, 250, 354, 554, 421], got
+    assert got[3][1][-1].startswith("5.4.6 ") and got[8][1][0].startswith("4.7.0"), got
+    assert r.closed()
+    assert s.messages("alice@example.test") == []
+
+
 # ---------------------------------------------------------------- quota
 
 def imap_expunge_first(s, user, pw):
