@@ -528,8 +528,9 @@ store_add_many_quota(struct store *st, const char *mailbox, struct store_add_ite
 	modseq = mb.highestmodseq + 1; /* one operation, one mod-sequence */
 	for (size_t i = 0; i < n; i++) {
 		const struct store_add_item *it = &items[i];
-		if (as[i].f.fd < 0)
+		if (as[i].dup)
 			continue;
+		/* Asked again if over at the first look too: delivered is never deferred. */
 		if (it->dedup_key != NULL) {
 			if ((rc = store_delivered(st, it->dedup_key, &as[i].dup_uid)) < 0)
 				goto fail;
@@ -538,6 +539,8 @@ store_add_many_quota(struct store *st, const char *mailbox, struct store_add_ite
 				continue;
 			}
 		}
+		if (as[i].f.fd < 0)
+			continue; /* over at the first look: no file */
 		if (quota > 0 && used + as[i].f.size > (uint64_t)quota) {
 			if (!partial) {
 				store_fail(st, STORE_ERR_OVERQUOTA, "quota exceeded");

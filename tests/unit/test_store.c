@@ -2578,6 +2578,36 @@ test_add_many_quota(void **state)
 	assert_int_equal(used, 3 * l);
 }
 
+/*
+ * An item the first look at the room finds over the quota, whose dedup key
+ * the transaction then finds delivered (here by an earlier item of the
+ * same batch; as well by another adder in between), is delivered, not
+ * deferred: it used to be skipped in the transaction unasked, rc 2, as
+ * it never is without a quota.
+ */
+static void
+test_add_many_quota_dedup_after_first_look(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t l, used;
+
+	assert_int_equal(store_deliver(fx->st, NULL, msg1, strlen(msg1), NULL, NULL, NULL), 1);
+	assert_int_equal(store_usage(fx->st, &l, NULL), 0);
+
+	struct store_add_item it[2] = {
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k1"},
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "k1"}, /* no room at the first look */
+	};
+	assert_int_equal(store_add_many_quota(fx->st, NULL, it, 2, (int64_t)(2 * l), 1, NULL), 0);
+	assert_int_equal(it[0].rc, 1);
+	assert_int_equal(it[1].rc, 0);
+	assert_int_equal(it[1].uid, it[0].uid);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, 2 * l);
+	assert_int_equal(count_files(fx->dir, "msg"), 2);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+}
+
 /* COPY under the quota, held in its transaction: all or nothing; MOVE adds nothing. */
 static void
 test_copy_quota(void **state)
@@ -2794,6 +2824,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_file_ids_in_runs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many_quota, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_add_many_quota_dedup_after_first_look, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_quota, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fts_deferred, setup, teardown),
