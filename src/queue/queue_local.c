@@ -238,14 +238,15 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 	} else {
 		for (size_t k = 0; k < nadd; k++) {
 			struct local_item *it = &items[which[k]];
-			if (adds[k].rc == 2 && adds[k].len > (uint64_t)quota) {
+			/* The size as stored (CRLF), which the quota counts. */
+			if (adds[k].rc == 2 && adds[k].size > (uint64_t)quota) {
 				/* Bigger than the whole quota: no expunge makes room
 				 * (RFC 3463 X.2.3, the per-mailbox size limit). */
 				it->result = DELIVER_PERMFAIL;
 				buf_printf(it->why,
 					   "5.2.3 Message too big for the mailbox of %s: "
 					   "%zu octets, its quota is %lld",
-					   account, adds[k].len, (long long)quota);
+					   account, adds[k].size, (long long)quota);
 			} else if (adds[k].rc == 2) {
 				/* Temporary: the user may make room. */
 				it->result = DELIVER_TEMPFAIL;

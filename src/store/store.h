@@ -468,6 +468,7 @@ struct store_add_item {
 	const char *dedup_key;	       /* NULL: no dedup */
 	int rc; /* out: 1 added, 0 already delivered under dedup_key, 2 over quota */
 	uint32_t uid;		       /* out: the new UID (rc 0: the one it got then) */
+	size_t size;		       /* out (rc 1, 2): octets as stored, bare LFs made CRLF */
 };
 
 /*

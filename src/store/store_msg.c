@@ -458,6 +458,7 @@ store_add_prepare(struct store *st, const struct store_add_item *it, struct add_
 		}
 	}
 	data = store_crlf(it->msg, it->len, &conv, &size);
+	as->f.size = size;
 	if (room != NULL && size > *room) {
 		as->over = true;
 		buf_free(&conv);
@@ -470,7 +471,6 @@ store_add_prepare(struct store *st, const struct store_add_item *it, struct add_
 	buf_free(&conv);
 	if (rc < 0)
 		return -1;
-	as->f.size = size;
 	as->kwstr = store_kw_join(&kw);
 	return 0;
 }
@@ -577,6 +577,7 @@ store_add_many_quota(struct store *st, const char *mailbox, struct store_add_ite
 	}
 	for (size_t i = 0; i < n; i++) {
 		items[i].rc = as[i].dup ? 0 : as[i].over ? 2 : 1;
+		items[i].size = as[i].f.size;
 		if (as[i].dup) {
 			items[i].uid = as[i].dup_uid;
 			store_file_abort(st, &as[i].f);

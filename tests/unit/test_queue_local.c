@@ -211,6 +211,30 @@ test_loop_in_a_folded_field(void **state)
 	buf_free(&m);
 }
 
+/*
+ * The quota counts a message as stored, bare LFs made CRLF. One whose
+ * queued length fits the whole quota but whose stored size does not can
+ * never fit: bounced 5.2.3, not deferred 4.2.2 (again and again until
+ * queue.max_age) as when the raw length was compared.
+ */
+static void
+test_never_fits_once_stored_as_crlf(void **state)
+{
+	static const char lf[] = "From: x@example.net\nSubject: hi\n\nbody\n";
+	struct buf why = BUF_INIT(0);
+	int64_t quota = (int64_t)(local_added_len("x@example.net", USER) + sizeof(lf) - 1);
+
+	assert_int_equal(
+	    local_deliver(*state, USER, "x@example.net", lf, sizeof(lf) - 1, "k", quota, 100, &why),
+	    DELIVER_PERMFAIL);
+	assert_non_null(strstr(buf_str(&why), "5.2.3"));
+	/* Its stored size is what the reason gives. */
+	char want[32];
+	xsnprintf(want, sizeof(want), " %lld octets", (long long)quota + 4);
+	assert_non_null(strstr(buf_str(&why), want));
+	buf_free(&why);
+}
+
 int
 main(void)
 {
@@ -221,6 +245,7 @@ main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_loop_in_another_spelling, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_loop_in_a_folded_field, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_never_fits_once_stored_as_crlf, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
