@@ -235,6 +235,63 @@ test_never_fits_once_stored_as_crlf(void **state)
 	buf_free(&why);
 }
 
+/*
+ * The loop check on hostile headers: each is read within the header and
+ * within a bounded buffer, and none crashes. A Delivered-To: folded onto
+ * 20000 lines, one whose value runs just past the 2 KB the check keeps,
+ * one with a NUL, one ended by a bare CR and a body line after the blank
+ * line are no loops; a header with no blank line after it is read to the
+ * end of the content.
+ */
+static void
+test_loop_check_on_hostile_headers(void **state)
+{
+	struct buf why = BUF_INIT(0), m = BUF_INIT(0);
+
+	struct {
+		const char *name;
+		enum deliver_result want;
+	} cases[] = {
+	    {"folded", DELIVER_OK},	 {"long", DELIVER_OK}, {"nul", DELIVER_OK},
+	    {"bare-cr", DELIVER_OK},	 {"body", DELIVER_OK}, {"no-blank", DELIVER_PERMFAIL},
+	    {"long-other", DELIVER_PERMFAIL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *c = cases[i].name;
+		buf_reset(&m);
+		if (strcmp(c, "folded") == 0) {
+			buf_puts(&m, "Delivered-To: dave@example.org\r\n");
+			for (int k = 0; k < 20000; k++)
+				buf_puts(&m, " carol@example.org\r\n");
+			buf_puts(&m, "\r\nbody\r\n");
+		} else if (strcmp(c, "long") == 0 || strcmp(c, "long-other") == 0) {
+			/* 2 KB and a bit of another address; then, for long-other, ours. */
+			buf_puts(&m, "Delivered-To: <");
+			for (int k = 0; k < 2048; k++)
+				buf_puts(&m, "d");
+			buf_puts(&m, "@example.org>\r\n");
+			if (strcmp(c, "long-other") == 0)
+				buf_puts(&m, "Delivered-To: carol@example.org\r\n");
+			buf_puts(&m, "\r\nbody\r\n");
+		} else if (strcmp(c, "nul") == 0) {
+			static const char nul[] = "Delivered-To: carol@example.org\0x\r\n\r\nb\r\n";
+			buf_append(&m, nul, sizeof(nul) - 1);
+		} else if (strcmp(c, "bare-cr") == 0) {
+			buf_puts(&m, "Delivered-To: dave@example.org\rcarol@example.org\r\n\r\nb\r\n");
+		} else if (strcmp(c, "body") == 0) {
+			buf_puts(&m, "Subject: x\r\n\r\nDelivered-To: carol@example.org\r\n");
+		} else {
+			buf_puts(&m, "Subject: x\r\nDelivered-To: carol@example.org");
+		}
+		buf_reset(&why);
+		assert_int_equal(
+		    local_deliver(*state, USER, "x@example.net", m.data, m.len, c, 0, 100, &why),
+		    cases[i].want);
+	}
+	buf_free(&why);
+	buf_free(&m);
+}
+
 int
 main(void)
 {
@@ -246,6 +303,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_loop_in_another_spelling, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_loop_in_a_folded_field, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_never_fits_once_stored_as_crlf, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_loop_check_on_hostile_headers, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
