@@ -491,8 +491,9 @@ int store_add_many(struct store *st, const char *mailbox, struct store_add_item 
  * or what it was if that was more. Items already delivered under their
  * dedup key add nothing. With partial 0 (MULTIAPPEND) nothing is stored
  * unless every item fits (else -1, STORE_ERR_OVERQUOTA); with partial 1
- * (deliveries) the items are taken in order while they fit, and one that
- * does not gets rc 2 and is not stored.
+ * (deliveries) each item in order is taken if it fits what the ones
+ * before it left: one that does not gets rc 2 and is not stored, and a
+ * smaller one after it may still be.
  */
 int store_add_many_quota(struct store *st, const char *mailbox, struct store_add_item *items,
 			 size_t n, int64_t quota, int partial, uint32_t *uidvalidity_r);

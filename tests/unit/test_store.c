@@ -2608,6 +2608,34 @@ test_add_many_quota_dedup_after_first_look(void **state)
 	assert_int_equal(count_files(fx->dir, "tmp"), 0);
 }
 
+/*
+ * Partial (deliveries): an item that does not fit is skipped, not the end
+ * of the batch; a smaller one after it that fits what is left is stored,
+ * and the usage still never passes the quota (docs/config.md user.quota).
+ */
+static void
+test_add_many_quota_later_smaller_fits(void **state)
+{
+	struct fixture *fx = *state;
+	static const char small[] = "Subject: s\r\n\r\nx\r\n";
+	uint64_t used;
+
+	struct store_add_item it[2] = {
+	    {.msg = msg1, .len = strlen(msg1), .dedup_key = "big"},
+	    {.msg = small, .len = sizeof(small) - 1, .dedup_key = "small"},
+	};
+	assert_true(strlen(msg1) > sizeof(small));
+	assert_int_equal(store_add_many_quota(fx->st, NULL, it, 2, (int64_t)sizeof(small), 1, NULL),
+			 0);
+	assert_int_equal(it[0].rc, 2);
+	assert_int_equal(it[0].size, strlen(msg1));
+	assert_int_equal(it[1].rc, 1);
+	assert_int_equal(store_usage(fx->st, &used, NULL), 0);
+	assert_int_equal(used, sizeof(small) - 1);
+	assert_int_equal(count_files(fx->dir, "msg"), 1);
+	assert_int_equal(count_files(fx->dir, "tmp"), 0);
+}
+
 /* COPY under the quota, held in its transaction: all or nothing; MOVE adds nothing. */
 static void
 test_copy_quota(void **state)
@@ -2825,6 +2853,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_add_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many_quota, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_many_quota_dedup_after_first_look, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_add_many_quota_later_smaller_fits, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_quota, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_search_headers, setup, teardown),
