@@ -252,8 +252,8 @@ test_loop_check_on_hostile_headers(void **state)
 		const char *name;
 		enum deliver_result want;
 	} cases[] = {
-	    {"folded", DELIVER_OK},	 {"long", DELIVER_OK}, {"nul", DELIVER_OK},
-	    {"bare-cr", DELIVER_OK},	 {"body", DELIVER_OK}, {"no-blank", DELIVER_PERMFAIL},
+	    {"folded", DELIVER_OK},	      {"long", DELIVER_OK}, {"nul", DELIVER_OK},
+	    {"bare-cr", DELIVER_OK},	      {"body", DELIVER_OK}, {"no-blank", DELIVER_PERMFAIL},
 	    {"long-other", DELIVER_PERMFAIL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -277,7 +277,8 @@ test_loop_check_on_hostile_headers(void **state)
 			static const char nul[] = "Delivered-To: carol@example.org\0x\r\n\r\nb\r\n";
 			buf_append(&m, nul, sizeof(nul) - 1);
 		} else if (strcmp(c, "bare-cr") == 0) {
-			buf_puts(&m, "Delivered-To: dave@example.org\rcarol@example.org\r\n\r\nb\r\n");
+			buf_puts(&m,
+				 "Delivered-To: dave@example.org\rcarol@example.org\r\n\r\nb\r\n");
 		} else if (strcmp(c, "body") == 0) {
 			buf_puts(&m, "Subject: x\r\n\r\nDelivered-To: carol@example.org\r\n");
 		} else {
