@@ -103,7 +103,13 @@ fetch_range_add(struct store_range **r, size_t *n, size_t *cap, uint32_t uid)
 	(*r)[(*n)++] = (struct store_range){uid, uid};
 }
 
-/* One store_flags() call: +\Seen on every message of the batch that lacks it. */
+/*
+ * One store_flags() call: +\Seen on every message of the batch that lacks
+ * it in the store. Not only those the view shows without it: the view may
+ * be older than another session's -\Seen, and the message would then be
+ * returned and stay unseen (Dovecot sets it). The store changes only what
+ * lacks the flag.
+ */
 static int
 fetch_set_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 {
@@ -112,11 +118,8 @@ fetch_set_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 
 	/* The previous batch's result went into the view at its done. */
 	store_flag_result_free(&j->seen_res);
-	for (size_t i = 0; i < nb; i++) {
-		const struct store_msg *m = &j->view->msgs[batch[i] - 1];
-		if (!(m->flags & STORE_F_SEEN))
-			fetch_range_add(&r, &n, &cap, m->uid);
-	}
+	for (size_t i = 0; i < nb; i++)
+		fetch_range_add(&r, &n, &cap, j->view->msgs[batch[i] - 1].uid);
 	if (n == 0)
 		return 0;
 	struct store_flag_change chg = {.op = STORE_FLAGS_ADD, .flags = STORE_F_SEEN};

@@ -1082,7 +1082,8 @@ store_flags(struct store *st, const char *mailbox, uint32_t uidvalidity,
 				goto fail;
 		}
 	}
-	if (store_commit(st) < 0)
+	/* Nothing written, nothing to make durable (FETCH asks this of seen mail). */
+	if ((out.n > 0 ? store_commit(st) : store_commit_lazy(st)) < 0)
 		goto fail;
 	store_msgvec_free(&mv);
 	r->modseq = out.n > 0 ? modseq : 0;

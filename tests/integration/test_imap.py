@@ -1409,6 +1409,30 @@ def test_empty_header_field_name(srv):
     c.ok("LOGOUT")
 
 
+def test_fetch_sets_seen_that_another_session_took_back(srv):
+    """\\Seen is set by returning a body section (RFC 9051 §6.4.5) whatever
+    the session last heard of the message: when another session took \\Seen
+    away after this one last polled, FETCH BODY[] must set it again. surat
+    decided from its own (older) view that the message was already seen, so
+    it returned the body and left it unseen. Dovecot sets it (and says so in
+    the reply's FLAGS)."""
+    c = connect(srv)
+    append(c, "INBOX", MSG, flags="\\Seen")
+    append(c, "INBOX", MSG, flags="\\Seen")
+    c.ok("SELECT INBOX")
+    d = connect(srv)
+    d.ok("SELECT INBOX")
+    d.ok("STORE 1 -FLAGS.SILENT (\\Seen)")
+    untagged = c.ok("FETCH 1:2 (FLAGS BODY[])")
+    assert [l.split(b" BODY[]")[0] for l in untagged] == [
+        b"* 1 FETCH (FLAGS (\\Seen \\Recent)", b"* 2 FETCH (FLAGS (\\Seen \\Recent)"], untagged
+    assert c.ok("NOOP") == []
+    assert d.ok("NOOP") == [b"* 1 FETCH (UID 1 FLAGS (\\Seen))"]
+    assert d.ok("SEARCH UNSEEN") == [b"* SEARCH"]
+    c.ok("LOGOUT")
+    d.ok("LOGOUT")
+
+
 def test_fetch_that_ends_in_limit_sets_seen_only_on_what_it_returned(srv):
     """\\Seen is set as a side effect of returning a body section (RFC 9051
     §6.4.5). A FETCH whose reply for one message fails (its sections pass the
