@@ -376,6 +376,18 @@ store_done(struct imap_sess *s, struct imap_job *jj)
 	for (size_t i = 0; i < j->res.nchanged; i++)
 		imap_seqset_add(&chset, j->res.changed[i].uid, j->res.changed[i].uid);
 	imap_seqset_normalize(&chset);
+	/*
+	 * A message the store left alone (it had the flag already, set by
+	 * another session since the last poll) is not in the result: the
+	 * view may be older than the store, and its reply would show the flags
+	 * before the change (+FLAGS (\Seen) answered FLAGS ()), corrected by
+	 * an unsolicited FETCH after. Bring the view up to date first.
+	 */
+	if (imap_sel_poll(s) < 0) {
+		imap_seqset_free(&failed);
+		imap_seqset_free(&chset);
+		return;
+	}
 	if (m->flags_dirty)
 		imap_sel_send_flags(s);
 

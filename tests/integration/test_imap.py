@@ -1409,6 +1409,30 @@ def test_empty_header_field_name(srv):
     c.ok("LOGOUT")
 
 
+def test_store_reply_shows_a_flag_another_session_set_first(srv):
+    """STORE answers with the message's flags after the change (RFC 9051
+    §6.4.6). When another session had set the flag since this one last
+    polled, the store changed nothing for it, and surat answered from its
+    older view: +FLAGS (\\Seen) got FLAGS (\\Recent), then an unsolicited
+    FETCH with \\Seen. It must say FLAGS (\\Seen \\Recent), once."""
+    c = connect(srv)
+    append(c, "INBOX", MSG)
+    c.ok("SELECT INBOX")
+    d = connect(srv)
+    d.ok("SELECT INBOX")
+    d.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert c.ok("STORE 1 +FLAGS (\\Seen)") == [b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent))"]
+    d.ok("STORE 1 -FLAGS.SILENT (\\Seen)")
+    assert c.ok("STORE 1 -FLAGS (\\Seen)") == [b"* 1 FETCH (UID 1 FLAGS (\\Recent))"]
+    d.ok("STORE 1 +FLAGS.SILENT (\\Flagged)")
+    # .SILENT: the flags the client has not seen are still sent.
+    assert c.ok("STORE 1 +FLAGS.SILENT (\\Flagged)") == [
+        b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent))"]
+    assert c.ok("NOOP") == []
+    c.ok("LOGOUT")
+    d.ok("LOGOUT")
+
+
 def test_fetch_sets_seen_that_another_session_took_back(srv):
     """\\Seen is set by returning a body section (RFC 9051 §6.4.5) whatever
     the session last heard of the message: when another session took \\Seen
