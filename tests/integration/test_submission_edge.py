@@ -406,6 +406,48 @@ def test_bcc_fields_taken_out(surat):
     assert b"\r\nBcc: mx@remote.test\r\n" in got[2], got[2]
 
 
+MUA_MESSAGES = [
+    # Thunderbird: 8-bit text after the colons, a colon in the 8-bit body.
+    ("Message-ID: <1a@client.test>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0100\r\n"
+     "MIME-Version: 1.0\r\nUser-Agent: Mozilla Thunderbird\r\nContent-Language: de-DE\r\n"
+     "To: bob@example.test\r\nFrom: Alice <alice@example.test>\r\n"
+     "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n"
+     "Content-Type: text/plain; charset=UTF-8; format=flowed\r\n"
+     "Content-Transfer-Encoding: 8bit\r\n\r\nR\u00e9union\u00a0: https://x.test/\r\n"),
+    # Outlook: an empty value, a long Subject folded with a tab, Thread-Index.
+    ("From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>\r\n"
+     "Subject: a long subject line that the client folds before it reaches\r\n"
+     "\tseventy-eight columns\r\nThread-Topic: t\r\nThread-Index: AQHa\r\n"
+     "Date: Mon, 1 Jan 2024 09:00:00 +0000\r\nMessage-ID: <2b@client.test>\r\n"
+     "x-ms-has-attach:\r\nX-MS-TNEF-Correlator:\r\nMIME-Version: 1.0\r\n\r\nhi\r\n"),
+    # git send-email: the patch's author line is body, after the empty line.
+    ("From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+     "Subject: [PATCH 1/2] smtp: x\r\nDate: Mon, 1 Jan 2024 09:00:00 +0000\r\n"
+     "Message-Id: <3c@client.test>\r\nX-Mailer: git-send-email 2.39.2\r\n"
+     "MIME-Version: 1.0\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+     "From: J\u00f6rg <jorg@other.test>\r\n\r\ndiff\r\n"),
+    # mutt / Apple Mail: a raw UTF-8 Subject (SMTPUTF8), a tab after a colon.
+    ("Date: Mon, 1 Jan 2024 09:00:00 +0000\r\nFrom: alice@example.test\r\n"
+     "To: bob@example.test\r\nSubject:\t\u00c4rger \u00fcber: \u00e9t\u00e9\r\n"
+     "Message-ID: <4d@client.test>\r\nUser-Agent: NeoMutt/20220429\r\n\r\nx\r\n"),
+]
+
+
+def test_real_mua_headers_accepted_intact(surat):
+    """The header checks of submission (names in printable ASCII, not folded
+    before the colon; From: owned) must pass what real MUAs send: 8-bit text
+    after a colon (SMTPUTF8), empty values, folds after the colon, tabs, and
+    a From: line in the body. Each is stored as sent: nothing added, since
+    each has its own Message-ID: and Date:."""
+    r = sub(surat)
+    for m in MUA_MESSAGES:
+        code, text = send(r, m.encode(), mail_params=" SMTPUTF8")
+        assert code == 250, (m, code, text)
+    r.close()
+    got = delivered(surat, BOB)
+    assert sorted(submitted(m) for m in got) == sorted((b"", m.encode()) for m in MUA_MESSAGES)
+
+
 # ---------------------------------------------------------------- header/body boundary
 
 def test_from_in_body_is_not_checked(surat):
