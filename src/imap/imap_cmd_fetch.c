@@ -12,10 +12,13 @@
  * a FETCH of a large mailbox never holds more than a few megabytes.
  *
  * \Seen is a side effect of returning a body section (RFC 9051 §6.4.5), so
- * it is kept only on messages whose reply was sent: when a message's reply
- * fails (NO [LIMIT], [UNKNOWN-CTE], a store error) the command ends there,
- * and this FETCH takes \Seen back from that message and the ones after it
- * that it had set it on, unless something else changed them meanwhile.
+ * it is kept only on messages whose reply was sent: a job takes it back
+ * from the messages of its batch it set it on and did not write, those it
+ * leaves for the next job (set again there) and, when a message's reply
+ * fails (NO [LIMIT], [UNKNOWN-CTE], a store error) and the command ends,
+ * that message and the ones after it; unless something else changed them
+ * meanwhile (fetch_unset_seen). (A client that goes away mid-command
+ * leaves \Seen on the rest of the batch being written.)
  *
  * SECURITY: the set and the items are peer input (validated by imap_msgset
  * and imap_fetch_parse); messages are sent only as counted literals by
@@ -135,11 +138,14 @@ fetch_set_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 }
 
 /*
- * The reply of batch[0] failed and the command ends: take \Seen back from
- * the messages of batch[0..nb) this FETCH set it on, as none of them was
- * returned. Each keeps it if anything changed it after this FETCH did
- * (UNCHANGEDSINCE the mod-sequence it was given; one call per such value,
- * as the batch may hold messages a previous batch set \Seen on).
+ * None of batch[0..nb) is returned by this job (batch[0]'s reply failed and
+ * the command ends, or they wait for the next job): take \Seen back from
+ * those this job set it on. Each keeps it if anything changed it after
+ * this job did (UNCHANGEDSINCE the mod-sequence it was given). Only this
+ * job's: between jobs the client is waited for, and another session's
+ * STORE +FLAGS (\Seen) meanwhile changes nothing the store can tell from
+ * ours, so a take-back then would undo what it was told was done. Within
+ * a job the window is that of building its replies.
  */
 static void
 fetch_unset_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
@@ -151,8 +157,7 @@ fetch_unset_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 	for (size_t i = 0; i < nb; i++) {
 		const struct store_msg *m = &j->view->msgs[batch[i] - 1];
 		const struct store_msg *sm = fetch_seen_state(j, m->uid);
-		if (j->seen_uids.count > 0 && imap_seqset_contains(&j->seen_uids, m->uid))
-			ms[i] = sm ? sm->modseq : m->modseq;
+		ms[i] = sm ? sm->modseq : 0;
 	}
 	for (size_t i = 0; i < nb; i++) {
 		uint64_t modseq = ms[i];
@@ -292,8 +297,10 @@ fetch_work(struct imap_job *jj)
 			break;
 		}
 	}
-	/* Messages of the batch not done yet go first next time. */
+	/* Messages of the batch not done yet go first next time, which sets \Seen again. */
 	if (!j->finished && i < nb) {
+		if (j->set_seen)
+			fetch_unset_seen(j, batch + i, nb - i);
 		struct imap_seqset rest;
 		imap_seqset_init(&rest);
 		for (size_t k = i; k < nb; k++)

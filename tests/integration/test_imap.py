@@ -1457,6 +1457,59 @@ def test_fetch_sets_seen_that_another_session_took_back(srv):
     d.ok("LOGOUT")
 
 
+def test_fetch_leaves_no_seen_on_messages_waiting_for_the_client(srv):
+    """A FETCH writes its replies 2 MB at a time and waits for the client to
+    read them. \\Seen it set on messages of the batch not written yet is
+    taken back while it waits (and set again when they are written): a
+    STORE +FLAGS (\\Seen) another session makes meanwhile then really
+    changes the message, and no take-back after a later failure can undo
+    it. It stayed set, and the store could not tell the two apart."""
+    c = connect(srv)
+    body = b"Subject: w\r\n\r\n" + (b"z" * 98 + b"\r\n") * 1000     # 100 KB
+    n = 64      # 6.4 MB of replies: more than the kernel's buffers take in
+    c.send(b"".join(b"p%d APPEND INBOX {%d+}\r\n%s\r\n" % (i, len(body), body)
+                    for i in range(n)))
+    for i in range(n):
+        assert " OK " in c.until("p%d" % i)[0]
+    c.ok("LOGOUT")
+    # A client that does not read: once the socket buffers are full the
+    # replies stay in the server's, and the next batch waits.
+    a = RawImap.__new__(RawImap)
+    a.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.sock.settimeout(TIMEOUT)
+    a.sock.connect(("127.0.0.1", srv.port("imap")))
+    a.buf, a.n = b"", 0
+    a.greeting = a.readline()
+    a.login("alice@example.test", "alice-pw")
+    a.ok("SELECT INBOX")
+    a.send(b"f1 FETCH 1:%d BODY[]\r\n" % n)
+    b = connect(srv)
+    b.ok("SELECT INBOX")
+
+    def seen():
+        return [b"\\Seen" in l for l in b.ok("FETCH 1:%d FLAGS" % n)]
+    deadline = time.monotonic() + 10
+    while not seen()[0] and time.monotonic() < deadline:    # the first batch ran
+        time.sleep(0.02)
+    flags = seen()
+    while flags[-1] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        flags = seen()
+    assert flags[0] and not flags[-1], flags
+    b.ok("STORE %d +FLAGS.SILENT (\\Seen)" % n)
+    tagged, untagged = a.until("f1")
+    assert " OK " in tagged and len([l for l in untagged if b" BODY[] " in l]) == n
+    a.ok("LOGOUT")
+    b.ok("LOGOUT")
+    # Read afresh: another session's view may lag behind the store a little.
+    c = connect(srv)
+    c.ok("EXAMINE INBOX")
+    final = [b"\\Seen" in l for l in c.ok("FETCH 1:%d FLAGS" % n)]
+    assert all(final), [i + 1 for i, f in enumerate(final) if not f]
+    c.ok("LOGOUT")
+
+
 def test_fetch_that_ends_in_limit_sets_seen_only_on_what_it_returned(srv):
     """\\Seen is set as a side effect of returning a body section (RFC 9051
     §6.4.5). A FETCH whose reply for one message fails (its sections pass the
