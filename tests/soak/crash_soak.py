@@ -58,7 +58,9 @@ seq = [0]
 def next_marker(prefix, cyc):
     with lock:
         seq[0] += 1
-        return "%s%d-%d" % (prefix, cyc, seq[0])
+        # Fixed width: SEARCH SUBJECT matches substrings, and no marker may
+        # be part of another.
+        return "%s%d-%08d" % (prefix, cyc, seq[0])
 
 
 def note_error(who, e):
@@ -88,11 +90,16 @@ def sender(srv, cyc, stop):
             note_error("smtp", e)
 
 
+def alice_inbox(srv):
+    c = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=20)
+    c.login("alice@example.test", "pw-alice")
+    c.select("INBOX")
+    return c
+
+
 def appender(srv, cyc, stop):
     try:
-        c = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=20)
-        c.login("alice@example.test", "pw-alice")
-        c.select("INBOX")
+        c = alice_inbox(srv)
         while not stop.is_set():
             mk = next_marker("a", cyc)
             m = ("From: alice@example.test\r\nSubject: %s\r\n\r\n%s\r\nEND-%s\r\n" %
@@ -118,9 +125,7 @@ def appender(srv, cyc, stop):
 
 def mover(srv, cyc, stop):
     try:
-        c = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=20)
-        c.login("alice@example.test", "pw-alice")
-        c.select("INBOX")
+        c = alice_inbox(srv)
         while not stop.is_set():
             time.sleep(0.01)
             uids = c.uid("SEARCH", None, "NOT", "SUBJECT", "a")[1][0].split()
