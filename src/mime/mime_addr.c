@@ -138,11 +138,24 @@ mime_addr_header(const char *msg, size_t len, const char *name, struct buf *out)
 	return mime_addr_header_next(msg, len, &pos, name, out);
 }
 
+size_t
+mime_addr_header_len(const char *msg, size_t len)
+{
+	return header_end(msg, len);
+}
+
 int
 mime_addr_header_next(const char *msg, size_t len, size_t *pos, const char *name, struct buf *out)
 {
+	return mime_addr_field_next(msg, header_end(msg, len), pos, name, out);
+}
+
+int
+mime_addr_field_next(const char *msg, size_t hdr_len, size_t *pos, const char *name,
+		     struct buf *out)
+{
 	size_t start = out->len;
-	int r = header_next(msg, header_end(msg, len), pos, name, out);
+	int r = header_next(msg, hdr_len, pos, name, out);
 	if (r) {
 		/* Trim the white space around the value. */
 		size_t s = start;

@@ -30,6 +30,15 @@ int mime_addr_header(const char *msg, size_t len, const char *name, struct buf *
  */
 int mime_addr_header_next(const char *msg, size_t len, size_t *pos, const char *name,
 			  struct buf *out);
+/* The header section of msg[0..len): its length up to the empty line (0: none). */
+size_t mime_addr_header_len(const char *msg, size_t len);
+/*
+ * mime_addr_header_next() in a header section msg[0..hdr_len) already
+ * delimited by mime_addr_header_len(): a walk over every field of a name
+ * stays linear in the header, whatever their number.
+ */
+int mime_addr_field_next(const char *msg, size_t hdr_len, size_t *pos, const char *name,
+			 struct buf *out);
 
 /*
  * The addresses of every From: header in msg. 0 (list filled, possibly

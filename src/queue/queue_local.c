@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "mime/mime_addr.h"
 #include "mime/mime_meta.h"
 #include "store/store.h"
 
@@ -36,64 +37,23 @@ same_account(const char *v, size_t n, const char *account)
 	return same;
 }
 
-/* Whether c is folding white space at the start of a continuation line. */
-static int
-is_wsp(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 /*
  * Nonzero if the header of content has "Delivered-To: account" (in any
- * spelling). A field is read whole: folded onto continuation lines, and
- * with white space before its colon (RFC 5322 3.2.2 and 4.5.8), as a
- * peer may have written it; unfolding is taking the line breaks out.
+ * spelling). Each field is read as mime_addr finds the fields the
+ * submission check reads: whole, folded onto continuation lines, with
+ * white space before its colon (RFC 5322 3.2.2 and 4.5.8), as a peer may
+ * have written it.
  */
 static int
 seen_delivered_to(const char *content, size_t len, const char *account)
 {
-	static const char key[] = "delivered-to";
-	size_t alen = strlen(account);
-	size_t i = 0;
+	size_t alen = strlen(account), hlen = mime_addr_header_len(content, len), pos = 0;
 	int seen = 0;
-	struct buf v = BUF_INIT(2048); /* far past any address */
+	struct buf v = BUF_INIT(0);
 
-	while (i < len && !seen) {
-		const char *eol = memchr(content + i, '\n', len - i);
-		size_t end = eol ? (size_t)(eol - content) : len;
-		size_t ll = end - i, k = sizeof(key) - 1;
-		if (ll == 0 || (ll == 1 && content[i] == '\r'))
-			break;	/* end of header */
-		if (ll <= k || strncasecmp(content + i, key, k) != 0) {
-			i = end + 1;
-			continue;
-		}
-		while (k < ll && is_wsp(content[i + k]))
-			k++;
-		if (k == ll || content[i + k] != ':') {
-			i = end + 1;
-			continue;
-		}
-		/* The value with its continuation lines; one past v's limit names no account. */
-		buf_reset(&v);
-		int long_value = buf_append(&v, content + i + k + 1, ll - k - 1) < 0;
-		i = end + 1;
-		while (i < len && is_wsp(content[i])) {
-			eol = memchr(content + i, '\n', len - i);
-			end = eol ? (size_t)(eol - content) : len;
-			if (v.len > 0 && v.data[v.len - 1] == '\r')
-				buf_truncate(&v, v.len - 1);
-			long_value |= buf_append(&v, content + i, end - i) < 0;
-			i = end + 1;
-		}
-		if (long_value)
-			continue;
+	while (!seen && mime_addr_field_next(content, hlen, &pos, "Delivered-To", &v) == 1) {
 		const char *p = buf_str(&v);
 		size_t vl = v.len;
-		while (vl && is_wsp(*p))
-			p++, vl--;
-		while (vl && (p[vl - 1] == '\r' || is_wsp(p[vl - 1])))
-			vl--;
 		/* Dovecot's LMTP writes the address as a path: "<user@domain>". */
 		if (vl >= 2 && p[0] == '<' && p[vl - 1] == '>')
 			p++, vl -= 2;
@@ -102,6 +62,7 @@ seen_delivered_to(const char *content, size_t len, const char *account)
 		/* Written before local parts were kept in NFC (accounts.c). */
 		else if (util_has_8bit(p, vl) && vl < 1024 && same_account(p, vl, account))
 			seen = 1;
+		buf_reset(&v);
 	}
 	buf_free(&v);
 	return seen;

@@ -236,12 +236,11 @@ test_never_fits_once_stored_as_crlf(void **state)
 }
 
 /*
- * The loop check on hostile headers: each is read within the header and
- * within a bounded buffer, and none crashes. A Delivered-To: folded onto
- * 20000 lines, one whose value runs just past the 2 KB the check keeps,
- * one with a NUL, one ended by a bare CR and a body line after the blank
- * line are no loops; a header with no blank line after it is read to the
- * end of the content.
+ * The loop check on hostile headers: each is read within the header, in
+ * one pass over it, and none crashes. A Delivered-To: folded onto 20000
+ * lines, one whose value is 2 KB of another address, one with a NUL, one
+ * ended by a bare CR and a body line after the blank line are no loops; a
+ * header with no blank line after it is read to the end of the content.
  */
 static void
 test_loop_check_on_hostile_headers(void **state)
