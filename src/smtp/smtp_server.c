@@ -33,6 +33,7 @@
 #include "core/worker.h"
 #include "dns/dns.h"
 #include "mime/mime_addr.h"
+#include "mime/mime_header.h"
 #include "queue/queue.h"
 #include "queue/queue_local.h"
 
@@ -2102,19 +2103,17 @@ count_header(const char *msg, size_t hdr_len, const char *name)
 static void
 append_header_without_bcc(struct buf *out, const char *h, size_t len)
 {
-	size_t i = 0;
+	struct mime_field f;
+	size_t pos = 0;
 
-	while (i < len) {
-		size_t end = i;
-		do { /* the field's first line and its continuation lines */
-			const char *nl = memchr(h + end, '\n', len - end);
-			end = nl ? (size_t)(nl - h) + 1 : len;
-		} while (end < len && (h[end] == ' ' || h[end] == '\t'));
-		if (!field_named(h + i, end - i, "Bcc") &&
-		    !field_named(h + i, end - i, "Resent-Bcc"))
-			buf_append(out, h + i, end - i);
-		i = end;
+	while (mime_header_next(h, len, &pos, &f) == 1) {
+		int bcc = f.has_colon &&
+			  ((f.name_len == 3 && strncasecmp(f.name, "Bcc", 3) == 0) ||
+			   (f.name_len == 10 && strncasecmp(f.name, "Resent-Bcc", 10) == 0));
+		if (!bcc)
+			buf_append(out, h + f.off, f.len);
 	}
+	buf_append(out, h + pos, len - pos);
 }
 
 /*
