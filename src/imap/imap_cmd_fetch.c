@@ -150,49 +150,26 @@ fetch_set_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 static void
 fetch_unset_seen(struct fetch_job *j, const uint32_t *batch, size_t nb)
 {
-	uint64_t *ms = xcalloc(nb ? nb : 1, sizeof(*ms));
 	struct store_range *r = NULL;
-	size_t cap = 0;
+	size_t n = 0, cap = 0;
 
 	for (size_t i = 0; i < nb; i++) {
-		const struct store_msg *m = &j->view->msgs[batch[i] - 1];
-		const struct store_msg *sm = fetch_seen_state(j, m->uid);
-		ms[i] = sm ? sm->modseq : 0;
+		uint32_t uid = j->view->msgs[batch[i] - 1].uid;
+		if (fetch_seen_state(j, uid) != NULL)
+			fetch_range_add(&r, &n, &cap, uid);
 	}
-	for (size_t i = 0; i < nb; i++) {
-		uint64_t modseq = ms[i];
-		size_t n = 0;
-		struct store_flag_result res;
-		if (modseq == 0)
-			continue;
-		for (size_t k = i; k < nb; k++) {
-			if (ms[k] != modseq)
-				continue;
-			fetch_range_add(&r, &n, &cap, j->view->msgs[batch[k] - 1].uid);
-			ms[k] = 0;
-		}
-		struct store_flag_change chg = {.op = STORE_FLAGS_REMOVE,
-						.flags = STORE_F_SEEN,
-						.unchangedsince_set = 1,
-						.unchangedsince = modseq};
-		if (store_flags(j->j.st, j->mailbox, j->uidvalidity, r, n, &chg, &res) < 0) {
-			log_warn("FETCH failed, and so did taking its \\Seen back: %s",
-				 store_errstr(j->j.st));
-			continue;
-		}
-		/* Keep the results in one array, for the done to merge. */
-		struct store_flag_result *u = &j->unseen_res;
-		u->changed =
-		    xrealloc(u->changed, (u->nchanged + res.nchanged) * sizeof(*u->changed));
-		memcpy(u->changed + u->nchanged, res.changed, res.nchanged * sizeof(*res.changed));
-		u->nchanged += res.nchanged;
-		free(res.changed);
-		res.changed = NULL;
-		res.nchanged = 0;
-		store_flag_result_free(&res);
+	/* This job's one store_flags() set them all: one mod-sequence. */
+	struct store_flag_change chg = {.op = STORE_FLAGS_REMOVE,
+					.flags = STORE_F_SEEN,
+					.unchangedsince_set = 1,
+					.unchangedsince = j->seen_res.modseq};
+	if (n > 0 &&
+	    store_flags(j->j.st, j->mailbox, j->uidvalidity, r, n, &chg, &j->unseen_res) < 0) {
+		log_warn("FETCH failed, and so did taking its \\Seen back: %s",
+			 store_errstr(j->j.st));
+		store_flag_result_free(&j->unseen_res);
 	}
 	free(r);
-	free(ms);
 }
 
 static void
@@ -334,14 +311,13 @@ fetch_done(struct imap_sess *s, struct imap_job *jj)
 			imap_sel_send_flags(s);
 		store_flag_result_free(&j->seen_res);
 	}
-	if (j->unseen_res.nchanged > 0) {
-		/*
-		 * The client never saw these with \Seen: nothing to tell it. The
-		 * mailbox's mod-sequence stays; the next poll reads the change again.
-		 */
-		imap_sel_merge(s, j->unseen_res.changed, j->unseen_res.nchanged, false);
-		store_flag_result_free(&j->unseen_res);
-	}
+	/*
+	 * The client never saw these with \Seen: nothing to tell it. The
+	 * mailbox's mod-sequence stays; the next poll reads the change again.
+	 * (Freed whatever it holds: the next job's take-back fills it anew.)
+	 */
+	imap_sel_merge(s, j->unseen_res.changed, j->unseen_res.nchanged, false);
+	store_flag_result_free(&j->unseen_res);
 	imap_write_buf(s, &j->out);
 	if (!j->finished) {
 		imap_job_continue(s, jj);
