@@ -1764,6 +1764,16 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_error_count(s);
 		return;
 	}
+	/*
+	 * RFC 3030 2: the recipients are all in before the first chunk. One
+	 * added after it would get a message whose first part was taken in
+	 * (and its size checked) for a recipient list without it.
+	 */
+	if (s->flags & F_BDAT_USED) {
+		smtp_reply(s, 503, "5.5.1", "RCPT not allowed after BDAT");
+		smtp_error_count(s);
+		return;
+	}
 	if (smtp_rcpt_parse(cl->arg, cl->arg_len, smtp_ext(s), s->mail.smtputf8, &rp, &e) < 0) {
 		smtp_reply_err(s, &e);
 		smtp_error_count(s);
