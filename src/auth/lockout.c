@@ -340,3 +340,12 @@ lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip, co
 	}
 	return st;
 }
+
+int
+lockout_login_settle(struct lockout *l, const char *sid, const char *peer_ip, const char *key,
+		     uint64_t fp, int ok)
+{
+	if (!ok)
+		return lockout_login_failed(l, sid, peer_ip, key, fp) == LOCKOUT_LOCKED;
+	return lockout_login_check(l, peer_ip, key) != LOCKOUT_OPEN;
+}

@@ -99,6 +99,15 @@ void lockout_restore(struct lockout *l, const char *key, int64_t failures, int64
 enum lockout_state lockout_login_check(struct lockout *l, const char *peer_ip, const char *key);
 enum lockout_state lockout_login_failed(struct lockout *l, const char *sid, const char *peer_ip,
 					const char *key, uint64_t fp);
+/*
+ * The end of a password check that ok says passed or failed: a failure is
+ * counted (even when the client has hung up meanwhile, or hanging up early
+ * would spare it the count), and a check that began before the client's
+ * key was locked (a parallel session) is refused now whatever its result,
+ * so that it tells nothing either. Nonzero: refuse the login as locked.
+ */
+int lockout_login_settle(struct lockout *l, const char *sid, const char *peer_ip, const char *key,
+			 uint64_t fp, int ok);
 /* Keys held now (expired ones included until they are dropped). */
 size_t lockout_size(const struct lockout *l);
 

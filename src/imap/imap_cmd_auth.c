@@ -201,22 +201,13 @@ login_locked(struct imap_sess *s, const char *user, const char *method)
 		imap_bye(s, "Too many failed logins.");
 }
 
-/*
- * Count a failure at once, not after the delay, and even when the client
- * has hung up meanwhile, or hanging up early would spare it the count. A
- * check that began before its address was locked (a parallel session) is
- * refused now whatever its result, so that it tells nothing either.
- */
+/* A failure is counted at once, not after the delay (lockout_login_settle()). */
 static void
 login_settle(struct imap_sess *s, struct imap_job *jj)
 {
 	struct login_job *j = (struct login_job *)jj;
 
-	if (!j->ok)
-		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
-			    LOCKOUT_LOCKED;
-	else
-		j->locked = lockout_login_check(s->srv->lockout, j->peer_ip, j->key) != LOCKOUT_OPEN;
+	j->locked = lockout_login_settle(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp, j->ok);
 	if (j->locked) {
 		j->ok = false;
 		j->j.delay = false;

@@ -666,17 +666,7 @@ login_verify_done(void *arg)
 	struct login_job *j = arg;
 	struct pop3_sess *s = j->s;
 
-	/*
-	 * Counted even when the client has hung up meanwhile, or hanging up
-	 * early would spare it the count. A check that began before its
-	 * address was locked (a parallel session) is refused now whatever its
-	 * result, so that it tells nothing either.
-	 */
-	if (!j->ok)
-		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
-			    LOCKOUT_LOCKED;
-	else
-		j->locked = lockout_login_check(s->srv->lockout, j->peer_ip, j->key) != LOCKOUT_OPEN;
+	j->locked = lockout_login_settle(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp, j->ok);
 	if (pop3_job_end(s)) {
 		login_job_free(j);
 		return;

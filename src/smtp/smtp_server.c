@@ -1130,19 +1130,9 @@ auth_done(void *arg)
 	struct auth_job *j = arg;
 	struct smtp_sess *s = j->s;
 
-	/*
-	 * Counted even when the client has hung up meanwhile, or hanging up
-	 * early would spare it the count. A check that began before its
-	 * address was locked (a parallel session) is refused now whatever its
-	 * result, so that it tells nothing either.
-	 */
-	if (!j->ok)
-		j->locked = lockout_login_failed(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp) ==
-			    LOCKOUT_LOCKED;
-	else if (lockout_login_check(s->srv->lockout, j->peer_ip, j->key) != LOCKOUT_OPEN) {
-		j->locked = 1;
+	j->locked = lockout_login_settle(s->srv->lockout, j->sid, j->peer_ip, j->key, j->fp, j->ok);
+	if (j->locked)
 		j->ok = 0;
-	}
 	/* Checked against a hash read before: the user may be gone (or made anew) since. */
 	if (j->ok && !(s->flags & F_DEAD)) {
 		int same = accounts_user_same(s->srv->accounts, j->user, j->hash);
