@@ -733,9 +733,10 @@ def test_bdat_out_of_sequence(surat):
     r.send(b"BDAT 5\r\nhello")
     c, t = r.reply()
     assert c == 554 and t[-1].startswith("5.5.1"), (c, t)
-    # Still in the transaction: MAIL is nested, RCPT is fine.
+    # Still in the transaction: MAIL is nested, and a RCPT after a chunk
+    # comes too late (RFC 3030 2), even after a refused one.
     r.expect("MAIL FROM:<s@remote.test>", 503, "5.5.1")
-    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 503, "5.5.1")
     # The transaction's BDAT already failed: LAST refuses it whole.
     r.send(b"BDAT 3 LAST\r\nabc")
     c, t = r.reply()
