@@ -135,7 +135,7 @@ struct imap_sess {
 
 	/* login */
 	char *user;	  /* account */
-	int64_t quota;	  /* bytes; 0: unlimited */
+	int64_t quota;	  /* bytes; 0: unlimited (imap_quota_current() reads it anew) */
 	struct store *st; /* the account's store, borrowed for one command (imap_store_borrow) */
 	struct store_id store_id; /* the store logged in to: the session reaches only that one */
 	int64_t login_ms;
@@ -362,6 +362,11 @@ void imap_cmd_append(struct imap_sess *s, const struct imap_arg *args);
  * than queue.min_free.
  */
 int imap_append_literal_check(struct imap_sess *s, uint64_t size);
+/*
+ * Loop: the user's quota as the accounts database has it now (bytes; 0:
+ * unlimited), also kept in s->quota; on a database error the one read last.
+ */
+int64_t imap_quota_current(struct imap_sess *s);
 /* Worker: whether add more bytes would pass quota (> 0) on st (APPEND, COPY). */
 bool imap_quota_exceeded(struct store *st, int64_t quota, uint64_t add);
 /* The reply text for it: "[OVERQUOTA] Quota exceeded (limit N bytes)", into out. */

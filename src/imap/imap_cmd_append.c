@@ -23,6 +23,7 @@
 #include "imap/imap_cmd.h"
 #include "imap/imap_search_parse.h"
 
+#include "auth/accounts.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "mime/mime_meta.h"
@@ -70,6 +71,27 @@ append_space_low(const char *dir, int64_t min_free, uint64_t add)
 	return util_space_low(dir, min_free + (int64_t)add);
 }
 
+/*
+ * Read for each command that needs it, not once at login: `surat user quota`
+ * changes it for sessions already logged in, as for SMTP. On the loop, as
+ * SMTP's RCPT and the login read the accounts: the handle is the loop's,
+ * the statement a cached primary-key look-up, and in WAL mode the CLI's
+ * write does not block it.
+ */
+int64_t
+imap_quota_current(struct imap_sess *s)
+{
+	struct account_user u = {0};
+	int r = accounts_user_get(s->srv->accounts, s->user, &u);
+
+	if (r == 1)
+		s->quota = u.quota >= 0 ? u.quota : s->srv->cfg->user_quota;
+	else if (r == 0)
+		s->quota = s->srv->cfg->user_quota; /* deleted meanwhile: as SMTP would */
+	accounts_user_free(&u);
+	return s->quota;
+}
+
 int
 imap_append_literal_check(struct imap_sess *s, uint64_t size)
 {
@@ -87,7 +109,7 @@ imap_append_literal_check(struct imap_sess *s, uint64_t size)
 	 * Before the command runs: the handle is borrowed for this check only,
 	 * and only if one is idle (no opening on the loop; the worker checks again).
 	 */
-	if (s->quota <= 0 || !imap_store_take(s))
+	if (imap_quota_current(s) <= 0 || !imap_store_take(s))
 		return 0;
 	rc = store_usage(s->st, &bytes, &msgs);
 	if (borrowed)
@@ -334,7 +356,7 @@ imap_cmd_append(struct imap_sess *s, const struct imap_arg *args)
 	j->mailbox = buf_steal(&name);
 	j->msgs = msgs;
 	j->n = n;
-	j->quota = s->quota;
+	j->quota = imap_quota_current(s);
 	j->min_free = config_min_free(s->srv->cfg);
 	j->j.work = append_work;
 	j->j.done = append_done;

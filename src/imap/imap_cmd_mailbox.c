@@ -1341,7 +1341,7 @@ imap_cmd_getquotaroot(struct imap_sess *s, const struct imap_arg *args)
 	}
 	buf_puts(&b, "* QUOTAROOT ");
 	imap_mbox_out(s, &b, name.data);
-	if (s->quota > 0) {
+	if (imap_quota_current(s) > 0) {
 		buf_puts(&b, " \"\"\r\n");
 		if (imap_quota_line(s, &b) < 0) {
 			buf_free(&b);
@@ -1369,7 +1369,7 @@ imap_cmd_getquota(struct imap_sess *s, const struct imap_arg *args)
 		imap_done(s, "BAD", "Syntax: GETQUOTA root");
 		return;
 	}
-	if (len != 0 || s->quota <= 0) {
+	if (len != 0 || imap_quota_current(s) <= 0) {
 		imap_done(s, "NO", "[NONEXISTENT] No such quota root");
 		return;
 	}

@@ -665,7 +665,7 @@ imap_copy(struct imap_sess *s, const struct imap_arg *args, bool move)
 		return;
 	}
 	struct copy_job *j = xcalloc(1, sizeof(*j));
-	if (!move && s->quota > 0) {
+	if (!move && imap_quota_current(s) > 0) {
 		struct imap_seqset_iter it;
 		uint32_t seq;
 		imap_seqset_iter_init(&it);

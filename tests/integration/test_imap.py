@@ -815,6 +815,37 @@ def test_status_and_quota(make_surat):
     assert " NO " in tagged
 
 
+def test_quota_change_reaches_a_session_logged_in(make_surat):
+    """A session kept the quota it read at login: after `surat user quota`
+    lowered it, APPEND and COPY still went up to the old limit and
+    GETQUOTAROOT showed it, while SMTP used the new one. Each command that
+    needs it reads the quota anew."""
+    s = make_imap(make_surat, {"allow_plaintext_auth": "yes", "user.quota": "1M"})
+    c = connect(s)
+    msg = MSG + b"y" * (800 - len(MSG))
+    append(c, "INBOX", msg)
+    assert c.ok("GETQUOTAROOT INBOX")[1] == b'* QUOTA "" (STORAGE 1 1024)'
+    s.cli("user", "quota", "alice@example.test", "2048")
+    assert c.ok("GETQUOTAROOT INBOX")[1] == b'* QUOTA "" (STORAGE 1 2)'
+    assert c.ok('GETQUOTA ""') == [b'* QUOTA "" (STORAGE 1 2)']
+    body = MSG + b"x" * 2048 + b"\r\n"
+    c.send(b"q1 APPEND INBOX {%d}\r\n" % len(body))
+    line = c.readline()
+    assert line.startswith(b"q1 NO [OVERQUOTA] Quota exceeded (limit 2048 bytes)"), line
+    c.ok("SELECT INBOX")
+    c.ok("COPY 1 INBOX")  # 1600 octets fit 2048
+    tagged, _ = c.cmd("COPY 1:2 INBOX")
+    assert " NO [OVERQUOTA] Quota exceeded (limit 2048 bytes)" in tagged, tagged
+    # Unlimited now: no quota root, and the big one goes in.
+    s.cli("user", "quota", "alice@example.test", "unlimited")
+    assert c.ok("GETQUOTAROOT INBOX") == [b'* QUOTAROOT "INBOX"']
+    append(c, "INBOX", body)
+    # Back to user.quota.
+    s.cli("user", "quota", "alice@example.test", "default")
+    assert c.ok('GETQUOTA ""')[0].endswith(b" 1024)")
+    c.ok("LOGOUT")
+
+
 # ---------------------------------------------------------------- messages
 
 def test_append_fetch_byte_for_byte(srv):
