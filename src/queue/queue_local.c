@@ -106,14 +106,18 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 		return 0;
 	if (size > 0 && size + added > (uint64_t)quota)
 		return 2;
-	/* On a worker: a handle of the shared cache. */
-	struct store *st = store_pool_get(data_dir, account, &err);
-	buf_free(&err);
-	if (st == NULL)
-		return -1;
 	/* Size unknown (no SIZE=) is at least a byte: a mailbox exactly full takes nothing. */
 	if (size == 0)
 		size = 1;
+	/*
+	 * On a worker: a handle of the shared cache. A check makes nothing: an
+	 * account that never had mail has no store, and uses no bytes.
+	 */
+	int gone = 0;
+	struct store *st = store_pool_get_existing(data_dir, account, &gone, &err);
+	buf_free(&err);
+	if (st == NULL)
+		return gone ? size + added > (uint64_t)quota : -1;
 	int r = store_usage(st, &bytes, &msgs) < 0 ? -1 : bytes + size + added > (uint64_t)quota;
 	store_pool_put(&st);
 	return r;

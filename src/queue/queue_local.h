@@ -60,7 +60,8 @@ size_t local_added_len(const char *return_path, const char *account);
  * 0 if unknown, plus added octets of headers) its quota, 2 if a message
  * of a known size can never fit (bigger than the whole quota: no expunge
  * makes room), 0 if neither, -1 on error. quota 0: unlimited. Opens the
- * store unless the answer is 2: call on a worker.
+ * store unless the answer is 2: call on a worker. Makes no store: an
+ * account without one uses nothing.
  */
 int local_over_quota(const char *data_dir, const char *account, int64_t quota, uint64_t size,
 		     uint64_t added);

@@ -874,6 +874,24 @@ def test_mailbox_exactly_at_quota_refuses_at_rcpt(surat):
     r.close()
 
 
+def test_quota_check_at_rcpt_makes_no_store(surat):
+    """The RCPT-time quota check opened the recipient's store, and so made
+    one (its directory, index.db) for a user who never had mail, though no
+    message came. A missing store is an empty one: the check makes nothing,
+    and still refuses what can never fit."""
+    surat.add_user("carol@example.test", "carol-pw", quota="1K")
+    home = os.path.join(surat.data_dir, "mail", "example.test", "carol")
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<carol@example.test>", 250)
+    r.expect("RSET", 250)
+    surat.cli("user", "quota", "carol@example.test", "100")  # less than our headers
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<carol@example.test>", 452, "4.2.2")
+    r.expect("QUIT", 221)
+    r.close()
+    assert not os.path.exists(home)
+
+
 def test_quota_at_rcpt_counts_the_headers_we_add(surat):
     """SIZE= counts the message as the client sends it; the mailbox stores it
     with our Received: and the delivery's Return-Path: and Delivered-To: on
