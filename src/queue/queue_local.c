@@ -18,6 +18,7 @@
 #include "mime/mime_meta.h"
 #include "store/store.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,25 @@ local_over_quota(const char *data_dir, const char *account, int64_t quota, uint6
 	return r;
 }
 
+/* it does not fit the quota: bounced if it never can, else deferred. */
+static void
+local_over(struct local_item *it, const char *account, size_t size, int64_t quota)
+{
+	if (size > (uint64_t)quota) {
+		/* Bigger than the whole quota: no expunge makes room
+		 * (RFC 3463 X.2.3, the per-mailbox size limit). */
+		it->result = DELIVER_PERMFAIL;
+		buf_printf(it->why,
+			   "5.2.3 Message too big for the mailbox of %s: "
+			   "%zu octets, its quota is %lld",
+			   account, size, (long long)quota);
+	} else {
+		/* Temporary: the user may make room. */
+		it->result = DELIVER_TEMPFAIL;
+		buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota", account);
+	}
+}
+
 void
 local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		   struct local_item *items, size_t n)
@@ -168,12 +188,35 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		}
 		goto out;
 	}
+	/*
+	 * The store's first look at the room, taken before the MIME parse: a
+	 * message deferred for the quota is tried again and again, and costs
+	 * no parse each time. The same rule as store_add_many_quota(): in
+	 * order, each that fits takes its room, one delivered already under
+	 * its dedup key takes none and is never refused; the transaction
+	 * still decides for what is let through.
+	 */
+	uint64_t used = 0, room = 0;
+	bool look = quota > 0 && store_usage(st, &used, NULL) == 0;
+	if (look)
+		room = used < (uint64_t)quota ? (uint64_t)quota - used : 0;
 	for (size_t i = 0; i < n; i++) {
 		struct local_item *it = &items[i];
 		if (seen_delivered_to(it->content, it->len, account)) {
 			it->result = DELIVER_PERMFAIL;
 			buf_printf(it->why, "5.4.6 Mail loop: already delivered to %s", account);
 			continue;
+		}
+		if (look &&
+		    (it->dedup_key == NULL || store_delivered(st, it->dedup_key, NULL) == 0)) {
+			/* The stored form is the added lines (CRLF) and the content. */
+			size_t size = local_added_len(it->return_path, account) +
+				      store_stored_size(it->content, it->len);
+			if (size > room) {
+				local_over(it, account, size, quota);
+				continue;
+			}
+			room -= size;
 		}
 		struct buf *m = &msgs[nadd];
 		buf_init(m, 0);
@@ -204,19 +247,8 @@ local_deliver_many(const char *data_dir, const char *account, int64_t quota,
 		for (size_t k = 0; k < nadd; k++) {
 			struct local_item *it = &items[which[k]];
 			/* The size as stored (CRLF), which the quota counts. */
-			if (adds[k].rc == 2 && adds[k].size > (uint64_t)quota) {
-				/* Bigger than the whole quota: no expunge makes room
-				 * (RFC 3463 X.2.3, the per-mailbox size limit). */
-				it->result = DELIVER_PERMFAIL;
-				buf_printf(it->why,
-					   "5.2.3 Message too big for the mailbox of %s: "
-					   "%zu octets, its quota is %lld",
-					   account, adds[k].size, (long long)quota);
-			} else if (adds[k].rc == 2) {
-				/* Temporary: the user may make room. */
-				it->result = DELIVER_TEMPFAIL;
-				buf_printf(it->why, "4.2.2 Mailbox full: %s is over its quota",
-					   account);
+			if (adds[k].rc == 2) {
+				local_over(it, account, adds[k].size, quota);
 			} else {
 				it->result = DELIVER_OK;
 				buf_printf(it->why, "2.0.0 Delivered to INBOX uid %u%s",

@@ -460,6 +460,9 @@ int store_pool_index_waiting(void);
 int store_deliver(struct store *st, const char *mailbox, const char *msg, size_t len,
 		  const struct store_meta *meta, const char *dedup_key, uint32_t *uid_r);
 
+/* The octets msg is stored as (and counted against a quota as): bare LFs made CRLF. */
+size_t store_stored_size(const char *msg, size_t len);
+
 /* One message of store_add_many(). */
 struct store_add_item {
 	const char *msg; /* CRLF line endings; bare LF is converted */

@@ -332,6 +332,19 @@ store_crlf(const char *msg, size_t len, struct buf *tmp, size_t *len_r)
 	return tmp->data;
 }
 
+size_t
+store_stored_size(const char *msg, size_t len)
+{
+	const char *p, *end = msg + len, *nl;
+	size_t size = len;
+
+	/* As store_crlf() converts: each LF not after a CR gains one. */
+	for (p = msg; (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1)
+		if (nl == msg || nl[-1] != '\r')
+			size++;
+	return size;
+}
+
 int
 store_delivered(struct store *st, const char *key, uint32_t *uid_r)
 {

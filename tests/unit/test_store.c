@@ -322,6 +322,9 @@ test_deliver_read(void **state)
 	got = read_fd(fd, &len);
 	assert_string_equal(got, "Subject: x\r\n\r\nline\r\nend\r\n");
 	assert_int_equal(size, len);
+	/* What the queue's quota look counts before it stores (no parse). */
+	assert_int_equal(store_stored_size("Subject: x\n\nline\r\nend\n", 22), len);
+	assert_int_equal(store_stored_size("\nx\r\n", 4), 5);
 	free(got);
 
 	/* Snapshot. */
