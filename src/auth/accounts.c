@@ -704,13 +704,59 @@ accounts_address_fits(const char *norm, struct buf *err)
 	return 0;
 }
 
+static void nfc_spelled(struct buf *out, const char *s);
+
+/*
+ * 1 if the local part of norm (accounts_normalise()'s form) has no C1
+ * control (U+0080..U+009F) and no bidi control (Unicode's Bidi_Control:
+ * U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), else 0 with err
+ * set. SMTP paths may carry them (RFC 6531 takes any UTF-8), but an account
+ * named with one is invisible or reorders what follows on a terminal and
+ * in a reader: "admin<U+202E>moc.knab" shows as another name. Checked
+ * when a user or alias is made, never at lookup, so accounts made before
+ * stay reachable. The message writes the address with its code points
+ * spelt out, as the raw bytes would garble the line it is on.
+ */
+static int
+address_controls_ok(const char *norm, const char *what, struct buf *err)
+{
+	const uint8_t *p = (const uint8_t *)norm;
+	const char *at = strrchr(norm, '@');
+	size_t n = at ? (size_t)(at - norm) : strlen(norm);
+
+	while (n > 0) {
+		ucs4_t cp;
+		int len = u8_mbtoucr(&cp, p, n);
+		if (len <= 0)
+			break; /* accounts_normalise() took only valid UTF-8 */
+		const char *kind = NULL;
+		if (cp >= 0x80 && cp <= 0x9f)
+			kind = "a C1 control character";
+		else if (cp == 0x61c || cp == 0x200e || cp == 0x200f ||
+			 (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+			kind = "a bidirectional text control";
+		if (kind != NULL) {
+			buf_printf(err, "bad %s '", what);
+			nfc_spelled(err, norm);
+			buf_printf(err,
+				   "': local part has U+%04X, %s, not allowed in an account name",
+				   (unsigned)cp, kind);
+			return 0;
+		}
+		p += len;
+		n -= (size_t)len;
+	}
+	return 1;
+}
+
 /* accounts_user_check(), leaving address normalised in addr. */
 static int
 user_check(struct accounts *a, const char *address, const char *hash, struct buf *addr,
 	   struct buf *err)
 {
 	if (accounts_normalise(address, 0, addr, err) < 0 ||
-	    !accounts_address_fits(addr->data, err))
+	    !accounts_address_fits(addr->data, err) ||
+	    !address_controls_ok(addr->data, "address", err))
 		return -1;
 	if (hash != NULL && !password_hash_supported(hash)) {
 		buf_printf(err, "unsupported password hash (want $y$, $6$, $5$ or $2b$)");
@@ -962,7 +1008,8 @@ alias_check(struct accounts *a, const char *source, const char *target, struct b
 {
 	if (accounts_normalise(source, 1, s, err) < 0 ||
 	    accounts_normalise(target, 0, t, err) < 0 || !accounts_address_fits(s->data, err) ||
-	    !accounts_address_fits(t->data, err))
+	    !accounts_address_fits(t->data, err) || !address_controls_ok(s->data, "alias", err) ||
+	    !address_controls_ok(t->data, "alias target", err))
 		return -1;
 	const char *dom = domain_of(s->data);
 	if (accounts_domain_exists(a, dom) != 1) {

@@ -90,6 +90,32 @@ def test_alias_in_either_spelling(make_surat):
     s.wait_messages(NFD, 1)
 
 
+def test_control_characters_refused_in_new_accounts(make_surat):
+    """A C1 control (U+0080..U+009F) or a bidi control (U+202E reorders what
+    follows: "admin<U+202E>moc.knab" shows as another name) in a local part
+    is refused by `user add` and `alias add` (source and target), with the
+    code point named and the address spelt out; other UTF-8 local parts
+    still work."""
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    bad = [("\u0085", "U+0085, a C1 control"), ("\u009f", "U+009F, a C1 control"),
+           ("\u202e", "U+202E, a bidirectional"), ("\u2066", "U+2066, a bidirectional"),
+           ("\u200f", "U+200F, a bidirectional"), ("\u061c", "U+061C, a bidirectional")]
+    for cp, why in bad:
+        addr = "adm%sin@example.test" % cp
+        for args in (("user", "add", addr, "--hash", HASH),
+                     ("alias", "add", addr, NFC),
+                     ("alias", "add", "team@example.test", "x%s@remote.test" % cp)):
+            r = s.cli(*args, check=False)
+            assert r.returncode == 1 and why in r.stderr, (args, r.returncode, r.stderr)
+            assert cp not in r.stderr and "<U+%04X>" % ord(cp) in r.stderr, r.stderr
+    assert s.cli("user", "list").stdout == ""
+    assert s.cli("alias", "list").stdout == ""
+    add_user(s, NFD)
+    s.cli("alias", "add", "\u05e9\u05dc\u05d5\u05dd@example.test", NFC)
+    assert s.cli("user", "list").stdout == NFC + " quota=unlimited\n"
+
+
 def old_db(s, sql, args=()):
     """Change accounts.db behind surat's back, and mark it as an older
     surat's (schema 0, before local parts were kept in NFC)."""
