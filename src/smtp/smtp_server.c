@@ -1809,7 +1809,12 @@ cmd_rcpt_lookup(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	if (local_dom) {
 		int n = accounts_resolve(s->srv->accounts, addr, rcpt_resolve_cb, &r);
 		if (n < 0) {
+			/* No error of the client's (the database, or an alias past
+			 * the expansion limits), but no mail moved, and each costs an
+			 * expansion: RCPTs sent on and on after it are junk. */
 			rcpt_free(&r);
+			if (smtp_junk(s))
+				return;
 			smtp_reply(s, 451, "4.3.0", "Temporary lookup failure");
 			return;
 		}

@@ -850,6 +850,30 @@ def test_rcpts_for_a_full_mailbox_are_junk_commands(make_populated):
     assert r.closed()
 
 
+def test_rcpts_refused_as_temporary_lookup_failures_are_junk_commands(make_populated):
+    """451 4.3.0 at RCPT (an alias past the expansion limits here; an
+    accounts database error the same way) is no error of the client's, but
+    the RCPT moves no mail, and each costs an expansion of up to 1000
+    addresses: past smtp.max_junk_commands each counts as an error, or a
+    client could send them for ever, as for a full mailbox."""
+    import sqlite3
+    s = make_populated(extra={"smtp.max_junk_commands": "2", "smtp.max_errors": "1"})
+    rows = [("d%d@example.test" % i, "d%d@example.test" % (i + 1)) for i in range(1, 12)]
+    rows.append(("d12@example.test", "bob@example.test"))
+    # As `surat alias add` stores them, in one transaction (12 CLI calls
+    # under ASan would take seconds).
+    con = sqlite3.connect(os.path.join(s.data_dir, "accounts.db"), timeout=10)
+    with con:
+        con.executemany("INSERT INTO aliases(source, target) VALUES(?, ?)", rows)
+    con.close()
+    r = rcpt_session(s)
+    r.send(b"RCPT TO:<d1@example.test>\r\n" * 5)
+    got = [r.reply() for _ in range(3)]
+    assert [c for c, _ in got] == [451, 451, 421], got
+    assert got[0][1][-1].startswith("4.3.0 ") and got[2][1][0].startswith("4.7.0"), got
+    assert r.closed()
+
+
 def test_mailbox_exactly_at_quota_refuses_at_rcpt(surat):
     """A mailbox whose usage equals its quota has room for no message: RCPT
     without SIZE= gets 452 4.2.2 at once, not a 250 and then a deferral. Nor
