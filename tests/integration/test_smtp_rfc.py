@@ -192,6 +192,41 @@ def test_ehlo_reply_grammar_and_domain_limit(daemon):
     r.close()
 
 
+EHLO_ALWAYS = {"PIPELINING", "SIZE 12345", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
+               "CHUNKING", "DSN"}
+
+
+def ehlo_keywords(r, name="client.test"):
+    """The EHLO reply's service lines, as a set (the greeting line left out)."""
+    return set(r.expect("EHLO " + name, 250)[1:])
+
+
+def test_ehlo_keywords_on_each_listener(make_populated):
+    """The whole EHLO set, per listener and state: the seven extensions
+    always, SIZE with smtp.max_message_size; STARTTLS until TLS is on (never
+    on 465); AUTH only over TLS (allow_plaintext_auth is off), and no more
+    once the session has authenticated."""
+    s = make_populated(extra={"smtp.max_message_size": "12345"})
+    auth = {"AUTH PLAIN LOGIN"}
+    for kind in ("smtp", "submission"):
+        r = Raw(s.port(kind))
+        assert r.reply()[0] == 220
+        assert ehlo_keywords(r) == EHLO_ALWAYS | {"STARTTLS"}, kind
+        r.starttls()
+        assert ehlo_keywords(r) == EHLO_ALWAYS | auth, kind
+        r.auth("alice@example.test", "alice-pw")
+        assert ehlo_keywords(r) == EHLO_ALWAYS, kind
+        r.expect("QUIT", 221)
+        r.close()
+    r = Raw(s.port("submissions"), tls=True)
+    assert r.reply()[0] == 220
+    assert ehlo_keywords(r) == EHLO_ALWAYS | auth
+    r.auth("alice@example.test", "alice-pw")
+    assert ehlo_keywords(r) == EHLO_ALWAYS
+    r.expect("QUIT", 221)
+    r.close()
+
+
 def test_helo_gives_no_service_extensions(daemon):
     """RFC 5321 4.1.1.1 / 2.2: after HELO no extension is in effect, so
     MAIL/RCPT parameters of BODY (RFC 6152), SMTPUTF8 (RFC 6531), SIZE
