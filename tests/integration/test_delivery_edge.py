@@ -317,6 +317,59 @@ def test_special_use_mailboxes_for_new_user(srv):
         assert r.stdout.startswith("%s: 0 messages" % n), r.stdout
 
 
+def test_cli_mailbox_list_and_show_read_the_index(srv):
+    """What `mailbox list` and `mailbox show` print is the account's index.db:
+    UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ per mailbox; UID, size, internal date
+    and flags per message (its mod-sequence in the index);
+    `show ... UID` prints the immutable message file the row names."""
+    s = srv
+    t0 = int(time.time())
+    with smtp(s) as c:
+        for n in (1, 2):
+            assert c.sendmail("s@remote.test", ["alice@example.test"],
+                              b"Subject: index %d\r\n\r\n%s\r\n" % (n, b"x" * 100 * n)) == {}
+    uids = s.wait_messages("alice@example.test", 2)
+    assert uids == [1, 2], uids
+    stored = [s.message("alice@example.test", u) for u in uids]
+    t1 = int(time.time())
+
+    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        boxes = {r[0]: r[1:] for r in con.execute(
+            "SELECT name, id, uidvalidity, uidnext, highestmodseq FROM mailboxes")}
+        mbid, uidvalidity, uidnext, hms = boxes["INBOX"]
+        rows = con.execute("SELECT uid, modseq, flags, internal_date, size, file_id "
+                           "FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                           (mbid,)).fetchall()
+    assert uidvalidity > 0 and uidnext == 3, boxes
+    assert [r[0] for r in rows] == [1, 2] and [r[4] for r in rows] == [len(m) for m in stored]
+    # (Deliveries batched into one transaction share one mod-sequence.)
+    assert 1 < rows[0][1] <= rows[1][1] == hms, (rows, hms)
+    assert all(r[2] == 0 and t0 - 1 <= r[3] <= t1 + 1 for r in rows), rows
+    for r, m in zip(rows, stored):
+        # msg/<2 hex>/<16 hex>: the file's name is its id.
+        name = "%016x" % r[5]
+        with open(os.path.join(os.path.dirname(db), "msg", name[:2], name), "rb") as f:
+            assert f.read() == m
+
+    out = s.cli("mailbox", "list", "alice@example.test").stdout
+    inbox = [l for l in out.splitlines() if l.split()[0] == "INBOX"]
+    assert inbox and re.fullmatch(
+        r"INBOX +messages=2 unseen=2 size=%d uidvalidity=%d uidnext=3" %
+        (sum(len(m) for m in stored), uidvalidity), inbox[0]), out
+    for other in ("Archive", "Drafts", "Junk", "Sent", "Trash"):
+        assert re.search(r"^%s +messages=0 unseen=0 size=0 uidvalidity=\d+ uidnext=1$" % other,
+                         out, re.M), out
+    show = s.cli("mailbox", "show", "alice@example.test", "INBOX").stdout.splitlines()
+    assert show[0] == "INBOX: 2 messages, uidvalidity=%d uidnext=3 highestmodseq=%d" % (
+        uidvalidity, hms), show
+    for line, r in zip(show[1:], rows):
+        m = re.fullmatch(r"  uid=(\d+) size=(\d+) date=(\S+) flags=", line)
+        assert m and (int(m.group(1)), int(m.group(2))) == (r[0], r[4]), line
+        assert m.group(3) == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r[3])), line
+    assert len(show) == 3, show
+
+
 def test_domain_del_keeps_other_domains_aliases(srv):
     """'_' in the domain is a LIKE wildcard: deleting a_b.test took axb.test's
     aliases too. 'domain add' refuses a '_' since, but an accounts.db made
