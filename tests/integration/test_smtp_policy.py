@@ -1191,6 +1191,13 @@ def test_per_ip_connection_cap(make_populated):
     code, t = d.reply()
     assert code == 421 and t[-1].startswith("4.7.0"), (code, t)
     assert d.closed()
+    # No message was refused (no access line), but the refusal is on record,
+    # with the address to look at.
+    assert len(re.findall(r"too many connections: listener=127\.0\.0\.1:(?:%d|%d) "
+                          r"client=127\.0\.0\.1 listener_conns=\d+ ip_conns=3$" %
+                          (s.port("smtp"), s.port("submissions")), s.log(), re.M)) == 2, \
+        s.log()[-2000:]
+    assert " access " not in s.log()
     # Closing one frees its slot: after the client's QUIT the server closes
     # at once (no linger).
     a.expect("QUIT", 221)
