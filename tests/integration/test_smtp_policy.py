@@ -697,6 +697,26 @@ def test_long_line_in_data(surat):
         assert code == 550 and text.startswith(b"5.6.0"), (code, text)
 
 
+def test_long_line_in_bdat(surat):
+    """The 1000-octet text line (CRLF included) holds in BDAT too, where no
+    dot is looked for: 1001 octets are refused, also when the line is split
+    between two chunks; 1000 pass."""
+    head = b"Subject: bdat line\r\n\r\n"
+    r = Raw(surat.port("smtp"))
+    r.greet()
+    assert r.bdat_last(head + b"b" * 999 + b"\r\n") == (550, "5.6.0")
+    r.expect("MAIL FROM:<s@remote.test>", 250)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    first = head + b"c" * 600
+    assert r.ended(b"BDAT %d\r\n" % len(first) + first) == (250, "2.0.0")
+    assert r.ended(b"BDAT 401 LAST\r\n" + b"c" * 399 + b"\r\n") == (550, "5.6.0")
+    fits = head + b"d" * 998 + b"\r\n"
+    assert r.bdat_last(fits) == (250, "2.0.0")
+    r.expect("QUIT", 221)
+    r.close()
+    assert stored_one(surat, "alice@example.test").endswith(fits)
+
+
 def test_mail_loop_refused(surat):
     """By default a message is a loop at 100 Received: fields (RFC 5321 6.3:
     "normally at least 100"); 99 pass."""
