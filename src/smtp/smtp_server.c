@@ -1391,6 +1391,17 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 	}
 	if ((s->flags & F_SUBMISSION) && !(s->flags & F_AUTHED)) {
 		smtp_reply(s, 530, "5.7.0", "Authentication required");
+		/*
+		 * A message refused like a sender not owned: the sender a
+		 * client without AUTH tried on submission (a bot, a lost
+		 * password) is what an admin greps for. Unparsed: no line,
+		 * as for a MAIL refused for its syntax.
+		 */
+		s->txn_ms = util_mono_ms();
+		if (smtp_mail_parse(cl->arg, cl->arg_len, smtp_ext(s), &s->mail, &e) == 0)
+			smtp_mail_refused(s, 530, "authentication required");
+		else
+			memset(&s->mail, 0, sizeof(s->mail));
 		smtp_error_count(s);
 		return;
 	}

@@ -40,7 +40,8 @@ Decisions taken here (documented, and asserted):
   refused (the 554 follows from them); never of a command that failed
   without touching the transaction (EXPN, a nested MAIL, a typo).
 - A MAIL refused for what it asks (553 sender not owned on submission, 552
-  a declared SIZE over the limit, 452 no room for the queue) opens no
+  a declared SIZE over the limit, 452 no room for the queue, 530 no AUTH on
+  submission) opens no
   transaction but is a message refused: its line has id=-, rcpts=-,
   size=0, the code and a reason. A MAIL refused for its syntax, or a DATA
   or a BDAT with no MAIL before it (503), is a command error, not a
@@ -602,6 +603,31 @@ def test_refused_mail_has_its_line(surat):
     assert (f["id"], f["user"], f["from_addr"], f["rcpts"], f["size"], f["result"]) == \
         ("-", "alice@example.test", "ceo@bank.test", "-", 0, 553), f["_raw"]
     assert f["reason"] == "sender not owned by the user" and "msgid" not in f, f["_raw"]
+    assert f["tls"].startswith("TLSv1"), f["_raw"]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_mail_without_auth_on_submission_has_its_line(surat, tls):
+    """A MAIL on submission without AUTH (a bot that found port 587 or 465,
+    a client that lost its password) is a message refused, 530: its line
+    names the sender it tried, user=- and the TLS it had."""
+    if tls:
+        r = Raw(surat.port("submissions"), tls=True)
+        r.greet()
+    else:
+        r = Raw(surat.port("submission"))
+        r.greet()
+        r.starttls()
+        r.expect("EHLO client.test", 250)
+    r.expect("MAIL FROM:<ceo@bank.test>", 530, "5.7.0")
+    r.expect("MAIL FROM:<ceo@bank.test> SIZE=x", 530, "5.7.0")   # unparsed: no line
+    r.expect("RCPT TO:<victim@remote.test>", 503, "5.5.1")
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(surat))
+    assert (f["id"], f["user"], f["from_addr"], f["rcpts"], f["size"], f["result"]) == \
+        ("-", "-", "ceo@bank.test", "-", 0, 530), f["_raw"]
+    assert f["reason"] == "authentication required" and "msgid" not in f, f["_raw"]
     assert f["tls"].startswith("TLSv1"), f["_raw"]
 
 
