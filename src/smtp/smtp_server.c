@@ -2217,15 +2217,17 @@ smtp_refuse_message(struct smtp_sess *s, int code, const char *enh, const char *
  * first (RFC 5322 2.2.3), the start of the body to those that read lines,
  * and a Message-ID: or Date: added after it would be a second one to the
  * first. A line with no colon names no field for anyone and does not
- * count; nor does content that starts with white space, which
- * smtp_message_done() stores whole as the body.
+ * count; nor does content with no header at all (whose first line is no
+ * field, white space first included), which smtp_message_done() stores
+ * whole as the body, after an empty line.
  */
 static int
 header_names_plain(const char *h, size_t len)
 {
 	int in_name = 1, odd = 0;
+	size_t own;
 
-	if (len > 0 && (h[0] == ' ' || h[0] == '\t'))
+	if (smtp_data_header_end(h, len, &own) == 0 && own == 0)
 		return 1;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)h[i];
@@ -2546,14 +2548,27 @@ smtp_message_done(struct smtp_sess *s)
 		buf_append(&content, hdr, at);
 	buf_append(&content, added.data, added.len);
 	buf_free(&added);
-	/* Content whose first line starts with white space would continue the
-	 * last field added: it has no header, so it becomes the body. */
-	if (s->data.len > 0 && (hdr[0] == ' ' || hdr[0] == '\t'))
-		buf_puts(&content, "\r\n");
-	if (submission) /* a last field with no CRLF (BDAT) is after at */
+	if (submission) {
+		/* A last field with no CRLF (BDAT) is after at. */
 		append_header_without_bcc(&content, hdr + at, own - at);
-	else
+		/*
+		 * A line that is no field ends the message's header: the empty
+		 * line RFC 5322 3.5 wants before the body goes in there, as
+		 * Postfix's cleanup puts it, so that every reader finds the
+		 * header where the fields above were counted (one that reads on
+		 * to the first empty line would see a Message-ID: further down
+		 * as a second one).
+		 */
+		if (own < s->data.len &&
+		    !(hdr[own] == '\r' && own + 1 < s->data.len && hdr[own + 1] == '\n'))
+			buf_puts(&content, "\r\n");
+	} else {
+		/* Content whose first line starts with white space would continue
+		 * the field above it: it has no header, so it becomes the body. */
+		if (s->data.len > 0 && (hdr[0] == ' ' || hdr[0] == '\t'))
+			buf_puts(&content, "\r\n");
 		own = at;
+	}
 	buf_append(&content, hdr + own, s->data.len - own);
 
 	m.mail_from = s->mail.from.addr;

@@ -350,8 +350,9 @@ def test_field_name_folded_before_colon_refused(surat):
     body to those that read lines: the Message-ID: and Date: surat adds
     when it finds none went in before it, a second of each to the first
     kind. Refused on submission like the other names readers disagree on
-    (553 5.7.1), an owned From: too; a fold after the colon is fine, and
-    so is content that starts with white space (stored whole as body)."""
+    (553 5.7.1); a fold after the colon is fine, and so is content with no
+    header at all (white space first, or a first line that is no field,
+    such a name as well): it is stored whole as body, after an empty line."""
     r = sub(surat)
     for hdr in (b"Message-ID\r\n : <folded.1@client.test>\r\n",
                 b"Date\r\n\t: Mon, 1 Jan 2024 00:00:00 +0000\r\n",
@@ -359,18 +360,18 @@ def test_field_name_folded_before_colon_refused(surat):
         code, text = send(r, b"From: alice@example.test\r\n" + hdr + b"Subject: f\r\n\r\nx\r\n")
         refused_553(code, text, hdr)
         assert "folded before its colon" in text[-1], (hdr, text)
-    code, text = send(r, b"From\r\n : alice@example.test\r\nSubject: f\r\n\r\nx\r\n")
-    refused_553(code, text, "owned From, folded name")
     good = [b"From: alice@example.test\r\nMessage-ID:\r\n <ok.1@client.test>\r\n"
             b"Date:\r\n Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: a\r\n b: c\r\n\r\nx\r\n",
-            b" indented, no header\r\n  with: a colon\r\n\r\nx\r\n"]
+            b" indented, no header\r\n  with: a colon\r\n\r\nx\r\n",
+            b"From\r\n : alice@example.test\r\nSubject: f\r\n\r\nx\r\n"]
     for body in good:
         code, text = send(r, body)
         assert code == 250, (body, code, text)
     r.close()
     got = delivered(surat, BOB)
-    # The indented content is stored as body, after an empty line.
-    assert sorted(submitted(m)[1] for m in got) == sorted([good[0], b"\r\n" + good[1]])
+    # The content with no header is stored as body, after an empty line.
+    assert sorted(submitted(m)[1] for m in got) == \
+        sorted([good[0], b"\r\n" + good[1], b"\r\n" + good[2]])
 
 
 def test_bcc_fields_taken_out(surat):
@@ -465,6 +466,38 @@ def test_from_in_body_is_not_checked(surat):
     r.close()
     got = delivered(surat, BOB)
     assert [submitted(m)[1] for m in got] == [body, body]
+
+
+def test_line_that_is_no_field_ends_the_header(surat):
+    """A line that is no field ends the header (RFC 5322 2.2; mail readers
+    start the body there): submission puts the empty line in before it, as
+    Postfix's cleanup does, so that readers which read on to the first
+    empty line agree. The Message-ID:/Date: counted and added are then the
+    only ones in the header, not a second pair; content with no header at
+    all whose first line has 8-bit text before a colon is body, accepted
+    (it was refused as a field name outside ASCII)."""
+    cases = [
+        # (sent, stored header part before the added block, stored after it)
+        (b"X-Note: n\r\nhello there\r\nMessage-ID: <in-text@client.test>\r\n"
+         b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody\r\n",
+         b"X-Note: n\r\n", b"\r\nhello there\r\n"),
+        ("Liebe Gr\u00fc\u00dfe: Anna\r\nText\r\n".encode(), b"", b"\r\nLiebe"),
+    ]
+    r = sub(surat)
+    for body, _, _ in cases:
+        code, text = send(r, body, mail_params=" SMTPUTF8")
+        assert code == 250, (body, code, text)
+    r.close()
+    got = sorted(delivered(surat, BOB), key=lambda m: b"Liebe" in m)
+    assert len(got) == 2
+    for stored, (body, head, after) in zip(got, cases):
+        rest = split_stored(stored)[2]
+        m = re.match(re.escape(head) + ADDED + re.escape(after), rest)
+        assert m, (body, rest)
+        # Every reader finds one Message-ID: and one Date: in the header.
+        header = rest[:rest.index(b"\r\n\r\n") + 2]
+        assert header.count(b"Message-ID:") == 1 and header.count(b"Date:") == 1, rest
+        assert rest.endswith(body[len(head):]), rest
 
 
 def test_empty_header_section_body_from_line(surat):
