@@ -679,7 +679,9 @@ load_queued(const char *dir, const char *id, struct spool_msg *m, struct buf *co
  * Unlink dir/name if it still holds queued message id, checked under the
  * file's lock: the daemon takes the same lock to free a kept file or to
  * write over it, so a message written there since it was read is never
- * the one removed. 0, or an exit status.
+ * the one removed. A delivery holds it shared while it runs: one still
+ * running after a short wait makes this refuse, rather than say deleted
+ * what is delivered next. 0, or an exit status.
  */
 static int
 delete_queued(const char *dir, const char *name, const char *id)
@@ -693,7 +695,13 @@ delete_queued(const char *dir, const char *name, const char *id)
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return runtime_error("queue delete: open(%s) failed: %s", path, strerror(errno));
-	if (flock(fd, LOCK_EX) < 0)
+	int locked, tries = 0;
+	while ((locked = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EWOULDBLOCK && ++tries < 10)
+		usleep(20000);
+	if (locked < 0 && errno == EWOULDBLOCK)
+		rc = runtime_error("queue delete: %s is being delivered at this moment; %s", id,
+				   "not deleted (try again)");
+	else if (locked < 0)
 		rc = runtime_error("queue delete: flock(%s) failed: %s", path, strerror(errno));
 	else if (fstat(fd, &a) < 0 || stat(path, &b) < 0 || a.st_ino != b.st_ino ||
 		 a.st_dev != b.st_dev || spool_holds(dir, name, id) != 1)

@@ -1029,8 +1029,14 @@ job_run(struct qjob *j)
 	char path[4096];
 
 	/* `surat queue delete` removed the file (or, never expected, it went to
-	 * another message): forget the message, touch nothing. */
-	int holds = spool_holds(j->dir, spool_file(&j->snap), j->snap.id);
+	 * another message): forget the message, touch nothing. Local
+	 * deliveries hold the file's shared lock, so that a delete waits for
+	 * them or says it cannot, never reports a message deleted that is
+	 * delivered after. */
+	int lockfd = -1;
+	int holds = j->nlocals > 0
+			? spool_delivery_lock(j->dir, spool_file(&j->snap), j->snap.id, 1, &lockfd)
+			: spool_holds(j->dir, spool_file(&j->snap), j->snap.id);
 	if (holds != 1) {
 		snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
 		if (holds == 0)
@@ -1067,6 +1073,8 @@ job_run(struct qjob *j)
 			buf_free(&why);
 		}
 	}
+	if (lockfd >= 0)
+		close(lockfd);
 	/* A notice that cannot be made now, for want of the content either,
 	 * is owed: the recipients it reports are delivered already. */
 	if (j->nlocals > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j, now, j->expire)) {
@@ -1529,11 +1537,19 @@ batch_run(struct lbatch *b)
 {
 	struct local_item *li = xcalloc(b->n, sizeof(*li));
 	size_t *which = xcalloc(b->n, sizeof(*which));
+	int *lockfds = xcalloc(b->n, sizeof(*lockfds));
 	size_t nli = 0;
 
 	for (size_t i = 0; i < b->n; i++) {
 		struct lbatch_item *it = &b->items[i];
 		it->r = DELIVER_TEMPFAIL;
+		/* Held while it is delivered: `surat queue delete` waits or says
+		 * it cannot, and once it has deleted, no delivery begins. */
+		if (spool_delivery_lock(b->dir, it->file, it->id, 1, &lockfds[nli]) != 1) {
+			/* `surat queue delete` removed it while it waited for this
+			 * batch: left to the per-message job, which drops it. */
+			continue;
+		}
 		if (!it->have_content) {
 			/* Taken up again from the spool at start. */
 			struct spool_msg tmp;
@@ -1544,19 +1560,22 @@ batch_run(struct lbatch *b)
 			buf_free(&err);
 			if (!ours) {
 				buf_reset(&it->content);
+				if (lockfds[nli] >= 0)
+					close(lockfds[nli]);
 				continue;	/* the per-message job reports it */
 			}
 			it->have_content = 1;
-		} else if (spool_holds(b->dir, it->file, it->id) != 1) {
-			/* `surat queue delete` removed it while it waited for this
-			 * batch: left to the per-message job, which drops it. */
-			continue;
 		}
 		li[nli] = (struct local_item){it->from, it->content.data ? it->content.data : "",
 					      it->content.len, it->key, DELIVER_TEMPFAIL, &it->why};
 		which[nli++] = i;
 	}
 	local_deliver_many(b->data_dir, b->account, b->quota, li, nli);
+	/* Before spool_retire(), which takes the files' exclusive lock. */
+	for (size_t k = 0; k < nli; k++)
+		if (lockfds[k] >= 0)
+			close(lockfds[k]);
+	free(lockfds);
 	int64_t now = util_now_ms() / 1000;
 	for (size_t k = 0; k < nli; k++) {
 		struct lbatch_item *it = &b->items[which[k]];

@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -182,6 +183,7 @@ struct rconn {
 	int port;
 	char remote[DNS_NAME_BUFSZ + 80];
 	int64_t txn_start_ms;
+	int lockfd; /* the job's spool file, locked shared while it is sent; or -1 */
 	struct event *idle_timer;
 	struct rconn *prev, *next;	   /* idle list */
 	struct rconn *all_prev, *all_next; /* qr->conns */
@@ -691,9 +693,19 @@ rconn_all_unlink(struct queue_remote *qr, struct rconn *c)
 		c->all_next->all_prev = c->all_prev;
 }
 
+/* c's job is over or given back: `surat queue delete` may remove its message. */
+static void
+rconn_unlock(struct rconn *c)
+{
+	if (c->lockfd >= 0)
+		close(c->lockfd);
+	c->lockfd = -1;
+}
+
 static void
 rconn_free(struct rconn *c)
 {
+	rconn_unlock(c);
 	rconn_walk_reset(c);
 	smtp_client_free(&c->cl);
 	if (c->idle_timer)
@@ -1224,6 +1236,7 @@ rconn_start(struct dest *d)
 	struct rconn *c = xcalloc(1, sizeof(*c));
 	c->qr = d->qr;
 	c->d = d;
+	c->lockfd = -1;
 	buf_init(&c->last_error, 0);
 	buf_init(&c->last_reply, 0);
 	c->all_next = d->qr->conns;
@@ -1253,6 +1266,7 @@ rconn_start(struct dest *d)
 }
 
 static void rmsg_load(struct rmsg *m);
+static void rconn_idle(struct rconn *c);
 
 /* Send c's job, its message's content at hand. */
 static void
@@ -1262,6 +1276,26 @@ rconn_send(struct rconn *c)
 	struct rmsg *m = j->m;
 	c->waiting = 0;
 	smtp_client_txn_clear(&j->txn);
+	/*
+	 * Under the spool file's shared lock until the outcome is with the
+	 * queue: `surat queue delete` cannot remove the message while it is
+	 * sent, and a message it removed is not sent (without waiting: the
+	 * event loop; an exclusive lock is a delete at this moment).
+	 */
+	struct buf dir = BUF_INIT(0);
+	queue_dir(c->qr->srv->cfg->data_dir, &dir);
+	int holds = spool_delivery_lock(dir.data, m->file, m->id, 0, &c->lockfd);
+	buf_free(&dir);
+	if (holds != 1) {
+		/* The queue drops the message if its file is gone, else retries. */
+		c->job = NULL;
+		c->qr->srv->holds--;
+		rmsg_release(m);
+		job_fail_all(j, DELIVER_TEMPFAIL, "4.3.0 Removed from the queue while it waited",
+			     NULL, NULL);
+		rconn_idle(c);
+		return;
+	}
 	j->txn.envid = m->envid;
 	j->txn.ret = m->ret;
 	j->txn.body_8bit = m->body_8bit;
@@ -1317,6 +1351,7 @@ rconn_untake(struct rconn *c)
 	c->job = NULL;
 	c->waiting = 0;
 	c->qr->srv->holds--;
+	rconn_unlock(c);
 	smtp_client_txn_clear(&j->txn);
 	dest_push(c->d, j, 1);
 	rmsg_release(j->m);
@@ -1341,6 +1376,7 @@ rconn_job_lost(struct rconn *c, const char *why)
 	c->job = NULL;
 	c->waiting = 0;
 	c->qr->srv->holds--;
+	rconn_unlock(c);
 	rmsg_release(j->m);
 	job_fail_all(j, DELIVER_TEMPFAIL, t.data, c, NULL);
 	buf_free(&t);
@@ -1474,6 +1510,7 @@ rconn_txn_done(struct rconn *c)
 	rmsg_release(m);
 	rmsg_job_done(m);
 	c->qr->srv->holds--;
+	rconn_unlock(c);
 	rconn_idle(c);
 }
 

@@ -925,6 +925,32 @@ spool_holds(const char *dir, const char *name, const char *id)
 	return holds;
 }
 
+int
+spool_delivery_lock(const char *dir, const char *name, const char *id, int wait, int *fd_r)
+{
+	char path[4096];
+
+	*fd_r = -1;
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
+		return spool_holds(dir, name, id);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : spool_holds(dir, name, id);
+	if (flock(fd, LOCK_SH | (wait ? 0 : LOCK_NB)) < 0) {
+		int e = errno;
+		close(fd);
+		/* Held exclusively: `surat queue delete` removing it this moment. */
+		return e == EWOULDBLOCK ? -2 : spool_holds(dir, name, id);
+	}
+	/* Checked under the lock: a delete before it took the name away. */
+	int holds = spool_holds(dir, name, id);
+	if (holds == 1)
+		*fd_r = fd;
+	else
+		close(fd);
+	return holds;
+}
+
 void
 spool_state_record(struct buf *recs, uint32_t seed, enum spool_rec type, size_t idx,
 		   unsigned attempts, int64_t next_try, const char *text, const char *remote)

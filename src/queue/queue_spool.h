@@ -250,6 +250,18 @@ int spool_load(const char *dir, const char *name, const char *id, struct spool_m
 int spool_holds(const char *dir, const char *name, const char *id);
 
 /*
+ * spool_holds() under a shared lock on dir/name, for a delivery about to
+ * begin: `surat queue delete` takes the file's exclusive lock, so while
+ * *fd_r is open it cannot remove the message, and once it has, no delivery
+ * begins. 1 with *fd_r the locked descriptor (the caller closes it once the
+ * delivery's outcome is known; -1 if the file could not be opened for
+ * another reason than being gone), else spool_holds()'s 0 or -1, or -2
+ * without wait when the file is locked exclusively (being deleted: try
+ * later), with *fd_r -1.
+ */
+int spool_delivery_lock(const char *dir, const char *name, const char *id, int wait, int *fd_r);
+
+/*
  * Write one state record for recipient idx (and text for F/T) after the
  * last record of msg's file and make it durable (group-commit barrier);
  * msg->end moves past it. Blocking. 0 or -1 + err.

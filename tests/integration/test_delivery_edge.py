@@ -1445,6 +1445,33 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
     assert not any(b"Subject: deleted" in m for m in stored), stored
 
 
+def test_queue_delete_of_a_message_being_delivered_says_it_cannot(srv):
+    """A message whose local delivery is running (held up by its mailbox's
+    lock) cannot be deleted: `surat queue delete` says so and exits 1,
+    rather than say "deleted" of a message that is delivered a moment
+    later."""
+    import sqlite3
+    s = srv
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
+    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
+    con = sqlite3.connect(db, timeout=10, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")      # alice's next delivery waits for this
+    try:
+        qid = send(s, "bob@example.test", ["alice@example.test"],
+                   b"Subject: running\r\n\r\nx\r\n")
+        time.sleep(0.3)                 # its delivery is running, held by the lock
+        r = s.cli("queue", "delete", qid, check=False)
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    assert r.returncode == 1, r
+    assert "%s is being delivered at this moment; not deleted" % qid in r.stderr, r
+    assert r.stdout == "", r
+    s.wait_messages("alice@example.test", 2)
+    wait_for(lambda: queue_empty(s), what="empty queue")
+
+
 def test_backlog_of_big_messages_is_held_on_disk_and_delivered_a_few_at_a_time(
         start, no_asan_quarantine):
     """A new message's content stays in memory with its queue entry only

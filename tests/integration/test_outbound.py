@@ -1053,6 +1053,28 @@ def test_deleted_while_waiting_for_a_connection_is_never_sent(net):
     assert [t["accepted"] for t in p.txns] == [["x0@c.example"], ["x1@c.example"]]
 
 
+def test_delete_of_a_message_being_sent_says_it_cannot(net):
+    # Its transaction is under way (the peer holds the reply to the dot):
+    # `surat queue delete` must not say "deleted" of a message the peer
+    # then takes. It says it cannot, exits 1, and the message goes.
+    a = net.node("127.0.0.2", "a.example")
+    p, gate = _gated_peer(net, "127.0.0.4")
+    _dns().add("c.example", "MX", "10 mx.c.example")
+    _dns().add("mx.c.example", "A", "127.0.0.4")
+    try:
+        a.submit("alice@a.example", ["x@c.example"], msg("alice@a.example", "x@c.example", "busy"))
+        assert p.dot_seen.wait(30)
+        ids = re.findall(r"^(\w+) .*\n\s+<x@c\.example>", a.queue_list(), re.M)
+        assert len(ids) == 1, a.queue_list()
+        r = a.cli("queue", "delete", ids[0], check=False)
+    finally:
+        gate.set()
+    assert r.returncode == 1, r
+    assert "%s is being delivered at this moment; not deleted" % ids[0] in r.stderr, r
+    a.wait_queue_empty()
+    assert [t["accepted"] for t in p.txns] == [["x@c.example"]]
+
+
 def test_one_message_to_several_domains(net):
     a = net.node("127.0.0.2", "a.example")
     b = net.node("127.0.0.3", "b.example")
