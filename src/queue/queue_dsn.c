@@ -3,7 +3,8 @@
  * (message/rfc822) when RET=FULL or unspecified and it is under 256 KiB,
  * in a failure notice, unless the caller asks for the header only;
  * otherwise, and in delay and success notices, only its header
- * (text/rfc822-headers). A notice about an SMTPUTF8 message uses RFC
+ * (text/rfc822-headers: to the first line that is no field, at most 256
+ * KiB). A notice about an SMTPUTF8 message uses RFC
  * 6533's types instead: message/global-delivery-status with utf-8
  * addresses, message/global or message/global-headers; so does the report
  * (not the original's part) of one that names a UTF-8 address.
@@ -295,6 +296,40 @@ orcpt_utf8_decode(const char *s, struct buf *out)
 	return 0;
 }
 
+/*
+ * The length of the header section of original (len octets) that a notice
+ * returns: up to its empty line, or to the first line that is neither a
+ * field ("name:", RFC 5322 2.2; white space before the colon as lenient
+ * readers take it) nor a continuation, which readers, as Postfix's
+ * cleanup, take for the body's first; and at most DSN_FULL_MAX octets, cut
+ * after a CRLF. Else a message without an empty line, or with a huge
+ * header, came back whole as "its header", whatever its size or RET=HDRS.
+ */
+static size_t
+dsn_header_len(const char *s, size_t len)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		const char *eol = memmem(s + pos, len - pos, "\r\n", 2);
+		size_t end = eol ? (size_t)(eol - s) + 2 : len;
+		if (end > DSN_FULL_MAX)
+			break;
+		if (pos == 0 || (s[pos] != ' ' && s[pos] != '\t')) {
+			size_t i = pos;
+			while (i < end && s[i] > ' ' && s[i] < 0x7f && s[i] != ':')
+				i++;
+			size_t name = i - pos;
+			while (i < end && (s[i] == ' ' || s[i] == '\t'))
+				i++;
+			if (name == 0 || i >= end || s[i] != ':')
+				break; /* the empty line, or no field: the body */
+		}
+		pos = end;
+	}
+	return pos;
+}
+
 void
 dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum dsn_kind kind,
 	  const char *hostname, const char *nid, int64_t max_age, int hdrs_only,
@@ -477,11 +512,7 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	}
 
 	/* Part 3: the original, or its header. */
-	size_t hdr_end = len;
-	const char *sep = memmem(original, len, "\r\n\r\n", 4);
-	if (sep)
-		hdr_end = (size_t)(sep - original) + 2;
-	size_t back = full ? len : hdr_end;
+	size_t back = full ? len : dsn_header_len(original, len);
 	buf_printf(c, "\r\n--%s\r\nContent-Type: %s\r\n%s\r\n", boundary,
 		   full ? (msg->smtputf8 ? "message/global" : "message/rfc822")
 			: (msg->smtputf8 ? "message/global-headers" : "text/rfc822-headers"),

@@ -866,6 +866,41 @@ test_returned_content(void **state)
 	p = part_of_type(&nt, "message/rfc822");
 	assert_int_equal(body_of(p).n, big.len);
 	notice_free(&nt);
+
+	/*
+	 * No empty line: the header ends at the first line that is no field
+	 * (the body to readers), not with the message (the whole content came
+	 * back as "its header", to a sender a client without AUTH names).
+	 */
+	buf_reset(&big);
+	buf_puts(&big, "Subject: no blank line\r\nX-Folded: a\r\n b\r\n");
+	while (big.len <= 300 * 1024)
+		buf_puts(&big, "spam text 0123456789012345678901234567890123456789012345678\r\n");
+	m.ret_hdrs = 1;
+	notice_build(&nt, &m, big.data, big.len, DSN_FAILED);
+	p = part_of_type(&nt, "text/rfc822-headers");
+	assert_field(body_of(p), "Subject", "no blank line");
+	assert_non_null(span_find(body_of(p), "X-Folded: a\r\n b\r\n"));
+	assert_null(span_find(p, "spam text"));
+	assert_true(nt.c.len < 4096);
+	notice_free(&nt);
+
+	/* A header of more than 256 KiB: cut after a line within 256 KiB. */
+	buf_reset(&big);
+	buf_puts(&big, "Subject: huge header\r\n");
+	while (big.len <= 300 * 1024)
+		buf_puts(&big,
+			 "X-Pad: 0123456789012345678901234567890123456789012345678901234567\r\n");
+	buf_puts(&big, "\r\nbody\r\n");
+	notice_build(&nt, &m, big.data, big.len, DSN_FAILED);
+	p = part_of_type(&nt, "text/rfc822-headers");
+	struct span hb = body_of(p);
+	assert_field(hb, "Subject", "huge header");
+	assert_true(hb.n <= 256 * 1024 && hb.n > 250 * 1024);
+	assert_memory_equal(hb.p + hb.n - 2, "\r\n", 2);
+	assert_null(span_find(p, "body"));
+	notice_free(&nt);
+	m.ret_hdrs = 0;
 	buf_free(&big);
 
 	/* An original without a body, or without a final CRLF, still makes
