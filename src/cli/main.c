@@ -113,7 +113,9 @@ static const struct cmd_help helps[] = {
 		  "SOURCE has already (it replaces none); del without TARGET removes\n"
 		  "them all.\n"},
 	{"queue", "usage: surat queue list | show ID | delete ID | flush\n"
-		  "flush asks the running daemon to retry deferred mail now.\n"},
+		  "flush asks the running daemon to retry deferred mail now.\n"
+		  "delete refuses (exit 1) a message being delivered at that moment;\n"
+		  "try again once the attempt is over.\n"},
 	{"mailbox", "usage: surat mailbox list ADDRESS | show ADDRESS MAILBOX [UID]\n"
 		    "       surat mailbox sweep ADDRESS\n"
 		    "show without UID lists the messages; with UID prints that message.\n"

@@ -1284,6 +1284,7 @@ rconn_send(struct rconn *c)
 	 */
 	struct buf dir = BUF_INIT(0);
 	queue_dir(c->qr->srv->cfg->data_dir, &dir);
+	rconn_unlock(c); /* (each job's end lets go; never expected held here) */
 	int holds = spool_delivery_lock(dir.data, m->file, m->id, 0, &c->lockfd);
 	buf_free(&dir);
 	if (holds != 1) {
