@@ -1389,6 +1389,12 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_error_count(s);
 		return;
 	}
+	/*
+	 * Before any refusal too: a stray BDAT chunk (no MAIL, 503) leaves its
+	 * content, size and flags here, which a refused MAIL's access line
+	 * would report as its own.
+	 */
+	smtp_txn_reset(s, 0);
 	if ((s->flags & F_SUBMISSION) && !(s->flags & F_AUTHED)) {
 		smtp_reply(s, 530, "5.7.0", "Authentication required");
 		/*
@@ -1405,7 +1411,6 @@ cmd_mail(struct smtp_sess *s, const struct smtp_cmdline *cl)
 		smtp_error_count(s);
 		return;
 	}
-	smtp_txn_reset(s, 0);
 	s->txn_ms = util_mono_ms();	/* for duration=: a clock step is no duration */
 	if (smtp_account_gone(s)) {
 		smtp_reply(s, 421, "4.7.0",

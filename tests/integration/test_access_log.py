@@ -631,6 +631,25 @@ def test_mail_without_auth_on_submission_has_its_line(surat, tls):
     assert f["tls"].startswith("TLSv1"), f["_raw"]
 
 
+def test_mail_without_auth_after_a_stray_chunk_has_a_clean_line(surat):
+    """A BDAT with no MAIL before it (503) leaves its chunk read but opens
+    no transaction; the 530 MAIL after it, on submission without AUTH, is
+    a message refused of its own: size=0 and no Message-ID or Subject of
+    that stray chunk, as any other MAIL refusal has."""
+    r = Raw(surat.port("submission"))
+    r.greet()
+    r.starttls()
+    r.expect("EHLO client.test", 250)
+    chunk = b"Message-ID: <stray@x>\r\nSubject: stray\r\n\r\nbody\r\n"
+    assert r.ended(b"BDAT %d\r\n" % len(chunk) + chunk) == (503, "5.5.1")
+    r.expect("MAIL FROM:<ceo@bank.test>", 530, "5.7.0")
+    r.expect("QUIT", 221)
+    r.close()
+    f = one(final(surat))
+    assert (f["from_addr"], f["size"], f["result"]) == ("ceo@bank.test", 0, 530), f["_raw"]
+    assert "msgid" not in f and "subject" not in f, f["_raw"]
+
+
 def test_mail_refused_for_its_size_has_its_line(make_populated):
     """A SIZE= over smtp.max_message_size is refused at MAIL (552): one line,
     and the session's next message has its own."""
