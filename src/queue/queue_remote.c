@@ -31,6 +31,7 @@
  */
 #include "queue/queue_remote.h"
 #include "queue/queue.h"
+#include "queue/queue_self.h"
 #include "queue/queue_spool.h"
 #include "smtp/smtp_client.h"
 #include "smtp/smtp_proto.h"
@@ -45,7 +46,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,20 +60,12 @@
 
 enum dest_kind { DEST_MX, DEST_ROUTE, DEST_RELAY, DEST_LITERAL };
 
-struct self_addr {
-	int family;
-	unsigned char addr[16];
-	int bits; /* of addr that must match: a wildcard listener takes 127/8 */
-	int port;
-};
-
 struct queue_remote {
 	struct server *srv;
 	struct dest *dests;
 	struct rconn *conns; /* every connection */
 	struct rmsg *msgs;
-	struct self_addr *self;
-	size_t nself;
+	struct queue_self *self; /* our listen.smtp, for the loop check */
 	char *relay_pass;
 	unsigned loads; /* worker jobs in flight */
 	int dead;	/* freed while loads were in flight */
@@ -241,109 +233,6 @@ sa_set_port(struct dns_addr *a, int port)
 		((struct sockaddr_in6 *)&a->sa)->sin6_port = htons((uint16_t)port);
 	else
 		((struct sockaddr_in *)&a->sa)->sin_port = htons((uint16_t)port);
-}
-
-/*
- * Nonzero if (a, port) is one of our own SMTP listeners. The address is
- * taken where the kernel connects to it: an IPv4-mapped IPv6 address
- * (::ffff:a.b.c.d, which an AAAA record may hold) is the IPv4 one, and
- * 0.0.0.0 and :: (RFC 1122 "this host") are 127.0.0.1 and ::1 (Linux
- * connects there), so that neither hides a loop.
- */
-static int
-is_self(const struct queue_remote *qr, const struct dns_addr *a, int port)
-{
-	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	static const unsigned char any[16] = {0};
-	unsigned char addr[16];
-	int family = a->family;
-	size_t len = family == AF_INET6 ? 16 : 4;
-
-	memcpy(addr,
-	       family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)&a->sa)->sin6_addr
-				  : (const void *)&((const struct sockaddr_in *)&a->sa)->sin_addr,
-	       len);
-	if (family == AF_INET6 && memcmp(addr, mapped, sizeof(mapped)) == 0) {
-		family = AF_INET;
-		len = 4;
-		memmove(addr, addr + 12, 4);
-	}
-	if (memcmp(addr, any, len) == 0) {
-		if (family == AF_INET)
-			addr[0] = 127;
-		addr[len - 1] = 1;
-	}
-	for (size_t i = 0; i < qr->nself; i++) {
-		const struct self_addr *m = &qr->self[i];
-		size_t whole = (size_t)m->bits / 8;
-		unsigned rest = (unsigned)m->bits % 8;
-		if (m->family != family || m->port != port || memcmp(m->addr, addr, whole) != 0)
-			continue;
-		if (rest == 0 || ((m->addr[whole] ^ addr[whole]) & (0xff00u >> rest) & 0xff) == 0)
-			return 1;
-	}
-	return 0;
-}
-
-/* addr/bits (addr in network order) on port is ours. */
-static void
-self_add(struct queue_remote *qr, int family, const void *addr, int bits, int port)
-{
-	qr->self = xrealloc(qr->self, (qr->nself + 1) * sizeof(*qr->self));
-	struct self_addr *s = &qr->self[qr->nself++];
-	memset(s, 0, sizeof(*s));
-	s->family = family;
-	memcpy(s->addr, addr, family == AF_INET6 ? 16 : 4);
-	s->bits = bits;
-	s->port = port;
-}
-
-/*
- * Our listen.smtp addresses. A wildcard one stands for every local address:
- * each interface's, and all of 127.0.0.0/8, which Linux routes to lo
- * whatever lo is given (getifaddrs() shows only 127.0.0.1): an MX at
- * 127.0.0.5 reaches us. ([::] takes IPv4 too, the system's dual stack.)
- */
-static void
-self_init(struct queue_remote *qr)
-{
-	static const unsigned char loopback_net[4] = {127, 0, 0, 0};
-	const struct strlist *l = &qr->srv->cfg->listen[LISTEN_SMTP];
-	for (size_t i = 0; i < l->n; i++) {
-		char *host;
-		int port;
-		unsigned char a[16];
-		if (config_parse_hostport(l->v[i], &host, &port, 25) < 0)
-			continue;
-		int wild = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ||
-			   strcmp(host, "*") == 0;
-		if (wild) {
-			struct ifaddrs *ifa, *p;
-			self_add(qr, AF_INET, loopback_net, 8, port);
-			if (getifaddrs(&ifa) == 0) {
-				for (p = ifa; p; p = p->ifa_next) {
-					if (p->ifa_addr == NULL)
-						continue;
-					if (p->ifa_addr->sa_family == AF_INET)
-						self_add(
-						    qr, AF_INET,
-						    &((struct sockaddr_in *)p->ifa_addr)->sin_addr,
-						    32, port);
-					else if (p->ifa_addr->sa_family == AF_INET6)
-						self_add(qr, AF_INET6,
-							 &((struct sockaddr_in6 *)p->ifa_addr)
-							      ->sin6_addr,
-							 128, port);
-				}
-				freeifaddrs(ifa);
-			}
-		} else if (inet_pton(AF_INET, host, a) == 1) {
-			self_add(qr, AF_INET, a, 32, port);
-		} else if (inet_pton(AF_INET6, host, a) == 1) {
-			self_add(qr, AF_INET6, a, 128, port);
-		}
-		free(host);
-	}
 }
 
 /* Text after a leading enhanced status code "4.4.1 ", or s. */
@@ -928,7 +817,7 @@ rconn_group_ready(struct rconn *c)
 		const struct route_host *h = &c->hosts[c->addr_host[i]];
 		struct dns_addr a = c->addrs[i];
 		sa_set_port(&a, h->port);
-		if (!is_self(d->qr, &a, h->port))
+		if (!queue_self_has(d->qr->self, (const struct sockaddr *)&a.sa, h->port))
 			continue;
 		if (c->tried || c->gstart > 0) {
 			rconn_exhausted(c);
@@ -1934,7 +1823,7 @@ queue_remote_new(struct server *srv, struct buf *err)
 			return NULL;
 		}
 	}
-	self_init(qr);
+	qr->self = queue_self_new(&cfg->listen[LISTEN_SMTP]);
 	qr->start_ev = event_new(srv->base, -1, 0, start_cb, qr);
 	if (qr->start_ev == NULL)
 		PANIC("event_new failed");
@@ -1987,7 +1876,7 @@ queue_remote_free(struct queue_remote **qrp)
 		free(qr->relay_pass);
 		qr->relay_pass = NULL;
 	}
-	free(qr->self);
+	queue_self_free(&qr->self);
 	if (qr->loads > 0) {
 		qr->dead = 1;
 		return;
