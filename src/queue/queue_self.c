@@ -3,7 +3,8 @@
  *
  * A table of address prefixes with a port: a listener on one address is
  * that address whole (/32, /128); a wildcard one adds each interface's
- * address and 127.0.0.0/8.
+ * address and 127.0.0.0/8. Addresses are kept as the kernel connects to
+ * them: IPv4-mapped ones as IPv4, on both sides of the comparison.
  *
  * SECURITY: see the header.
  */
@@ -49,6 +50,12 @@ self_add(struct queue_self *qs, int family, const void *addr, int bits, int port
 	unsigned char a[16] = {0};
 
 	memcpy(a, addr, family == AF_INET6 ? 16 : 4);
+	if (family == AF_INET6 && bits == 128) {
+		/* A listener on ::ffff:a.b.c.d takes IPv4 a.b.c.d (dual stack). */
+		self_unmap(&family, a);
+		if (family == AF_INET)
+			bits = 32;
+	}
 	qs->v = xrealloc(qs->v, (qs->n + 1) * sizeof(*qs->v));
 	struct self_addr *s = &qs->v[qs->n++];
 	memset(s, 0, sizeof(*s));

@@ -17,8 +17,9 @@ struct queue_self;
 /*
  * The listeners of listen (listen.smtp's "IP:port" entries). A wildcard
  * (0.0.0.0, ::, *) stands for every interface's address and all of
- * 127.0.0.0/8, which Linux routes to lo whatever lo is given. Never
- * NULL; the caller frees it with queue_self_free().
+ * 127.0.0.0/8, which Linux routes to lo whatever lo is given; an
+ * IPv4-mapped listener address is its IPv4 one. Never NULL; the caller
+ * frees it with queue_self_free().
  */
 struct queue_self *queue_self_new(const struct strlist *listen);
 

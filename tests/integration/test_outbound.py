@@ -594,6 +594,32 @@ def test_mx_pointing_at_ourselves_is_a_loop(net):
     assert "loops back to myself" in texts[1]
 
 
+def test_listener_on_a_mapped_address_is_ourselves(net):
+    """listen.smtp on [::ffff:127.0.0.2] takes IPv4 127.0.0.2 too (dual
+    stack): an MX at 127.0.0.2, or the literal in either form, is ourselves
+    and bounces as a loop (5.4.6) instead of coming back to us as mail to
+    relay. (A wildcard listener, all of 127.0.0.0/8, is test_queue_self's:
+    a test binds no address but loopback ones.)"""
+    port = port_free_on(["127.0.0.2"])
+    a = net.node("127.0.0.2", "a.example", start=False,
+                 extra={"queue.retry_interval": "1h",
+                        "listen.smtp": "[::ffff:127.0.0.2]:%d" % port,
+                        "outbound.port": str(port)})
+    a.ports["smtp"] = port
+    a.start()
+    z = _dns()
+    z.add("mapped.example", "MX", "10 mx.mapped.example")
+    z.add("mx.mapped.example", "A", "127.0.0.2")
+    rcpts = ["x@mapped.example", "x@[127.0.0.2]", "x@[IPv6:::ffff:127.0.0.2]"]
+    for rc in rcpts:
+        a.submit("alice@a.example", [rc], msg("alice@a.example", rc, "m"))
+    texts = inbox_text(a, "alice@a.example", len(rcpts))
+    loops = [rc for rc in rcpts for t in texts if "Final-Recipient: rfc822; " + rc in t and
+             "Status: 5.4.6" in t and "loops back to myself" in t]
+    assert loops == rcpts, texts
+    assert "Relay access denied" not in a.log()
+
+
 def test_ourselves_after_a_host_whose_lookup_failed_defers(net):
     """RFC 5321 5.1: we are the backup MX (by address) and the better host's
     address lookup fails for now (SERVFAIL): that is no mail loop, since the

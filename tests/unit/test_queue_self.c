@@ -67,8 +67,8 @@ test_wildcard_is_all_of_loopback(void **state)
 static void
 test_one_address_each(void **state)
 {
-	char *v[] = {"127.0.0.2:2525", "[::1]:2526"};
-	struct strlist l = {v, 2};
+	char *v[] = {"127.0.0.2:2525", "[::ffff:127.0.0.3]:2525", "[::1]:2526"};
+	struct strlist l = {v, 3};
 	struct queue_self *qs = queue_self_new(&l);
 
 	(void)state;
@@ -76,6 +76,10 @@ test_one_address_each(void **state)
 	assert_true(has(qs, "::ffff:127.0.0.2", 2525));
 	assert_false(has(qs, "127.0.0.4", 2525));
 	assert_false(has(qs, "127.0.0.2", 2526));
+	/* A listener on a mapped address takes IPv4 (dual stack): an A record
+	 * or an AAAA holding the mapped form is the same host. */
+	assert_true(has(qs, "127.0.0.3", 2525));
+	assert_true(has(qs, "::ffff:127.0.0.3", 2525));
 	/* :: is ::1, 0.0.0.0 is 127.0.0.1 (no listener there). */
 	assert_true(has(qs, "::", 2526));
 	assert_true(has(qs, "::1", 2526));
