@@ -436,22 +436,19 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 	/* Part 2: for machines (RFC 3464). */
 	buf_printf(c, "\r\n--%s\r\nContent-Type: message/%sdelivery-status\r\n%s\r\n", boundary,
 		   u8 ? "global-" : "", u8 ? "Content-Transfer-Encoding: 8bit\r\n" : "");
-	buf_printf(c, "Reporting-MTA: dns; %s\r\n", hostname);
+	/* In RFC 3464 2.2's order (2.3 for a recipient's). */
 	if (msg->envid) {
 		buf_puts(c, "Original-Envelope-Id: ");
 		xtext_clean(c, msg->envid, u8);
 		buf_puts(c, "\r\n");
 	}
+	buf_printf(c, "Reporting-MTA: dns; %s\r\n", hostname);
 	rfc2822_date(date, sizeof(date), msg->created);
 	buf_printf(c, "Arrival-Date: %s\r\n", date);
 	for (size_t i = 0; i < msg->nrcpts; i++) {
 		const struct spool_rcpt *rc = &msg->rcpts[i];
 		if (!dsn_reports(rc, kind))
 			continue;
-		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
-		buf_printf(c, "\r\nFinal-Recipient: %s; ",
-			   u8 && util_has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
-		dsn_clean(c, rc->addr, u8);
 		buf_puts(c, "\r\n");
 		if (rc->orcpt) {
 			/*
@@ -476,6 +473,11 @@ dsn_build(const struct spool_msg *msg, const char *original, size_t len, enum ds
 			buf_free(&d);
 			buf_puts(c, "\r\n");
 		}
+		/* RFC 6533 3: the utf-8 type for an address that is not all ASCII. */
+		buf_printf(c, "Final-Recipient: %s; ",
+			   u8 && util_has_8bit(rc->addr, strlen(rc->addr)) ? "utf-8" : "rfc822");
+		dsn_clean(c, rc->addr, u8);
+		buf_puts(c, "\r\n");
 		if (kind == DSN_DELIVERED)
 			xsnprintf(code, sizeof(code), "2.0.0");
 		else

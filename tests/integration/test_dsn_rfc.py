@@ -144,6 +144,23 @@ def test_orcpt_is_xtext_decoded_in_original_recipient(srv_plain):
     assert re.sub(r"\s", "", orcpt) == "rfc822;Al+tag=x@example.test", body.decode()
 
 
+def test_report_fields_in_the_grammar_order(srv_plain):
+    """RFC 3464 2.2 and 2.3 give the fields in an order: per message,
+    Original-Envelope-Id before Reporting-MTA, then Arrival-Date; per
+    recipient, Original-Recipient before Final-Recipient, then Action and
+    Status."""
+    s = srv_plain
+    transaction(s, "bob@example.test",
+                [("alice@example.test", " ORCPT=rfc822;alice@example.test")],
+                loop_body("alice@example.test"), mail_opts=" ENVID=order-1")
+    groups, body = ds_groups(stored_notice(s, "bob@example.test"))
+    names = [[n.lower() for n in g] for g in groups[:2]]
+    assert names[0][:3] == ["original-envelope-id", "reporting-mta", "arrival-date"], \
+        body.decode()
+    assert names[1][:4] == ["original-recipient", "final-recipient", "action", "status"], \
+        body.decode()
+
+
 def test_utf8_orcpt_is_decoded_in_a_global_report(srv_plain):
     """RFC 6533 3: ORCPT=utf-8;... carries the address with each non-ASCII
     character as \\x{HEX}; a message/global-delivery-status report holds the
