@@ -80,6 +80,7 @@ static const struct config_key config_keys[] = {
 	{"auth.lockout_exempt", CT_NETWORKS, OFF(auth_lockout_exempt), 0, 0},
 	{"submission.rate_limit", CT_UINT, OFF(submission_rate_limit), 0, 1000000},
 	{"submission.rate_window", CT_DURATION, OFF(submission_rate_window), 60, 86400 * 7},
+	{"submission.received_user", CT_BOOL, OFF(submission_received_user), 0, 1},
 	{"user.quota", CT_SIZE, OFF(user_quota), 0, INT64_MAX},
 	{"queue.retry_interval", CT_DURATION, OFF(queue_retry_interval), 1, 86400 * 7},
 	{"queue.retry_max", CT_DURATION, OFF(queue_retry_max), 1, 86400 * 7},

@@ -78,6 +78,7 @@ struct config {
 	struct strlist auth_lockout_exempt; /* networks never counted nor refused */
 	int64_t submission_rate_limit;	    /* recipients per user and window; 0: no limit */
 	int64_t submission_rate_window;
+	int submission_received_user; /* the account name in our Received: */
 
 	/* Accounts */
 	int64_t user_quota;		/* bytes; 0: unlimited */

@@ -2437,8 +2437,14 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 	buf_free(&herr);
 	if (s->c->tls)
 		buf_printf(out, "\r\n\t(%s)", tls_describe(s->c->ssl, tlsd, sizeof(tlsd)));
-	if (submission) {
+	if (submission && cfg->submission_received_user) {
 		/*
+		 * Off by default, as Postfix's smtpd_sasl_authenticated_header:
+		 * every recipient would read the account behind the sender (the
+		 * person behind a role alias), and the login name a password
+		 * guesser wants; ESMTPSA says it was authenticated, and the id
+		 * finds the access line that names the account.
+		 *
 		 * A UTF-8 account name goes only into SMTPUTF8 mail (RFC 6532).
 		 * XXX There it still makes an otherwise ASCII message need
 		 * SMTPUTF8 on its way on; its sender is most often the same

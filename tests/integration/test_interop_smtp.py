@@ -465,7 +465,7 @@ def test_postfix_submission_sasl(make_surat, make_postfix):
     stored = only_message(s, BOB, lambda: None)
     _, received, rest = split_stored(stored)
     assert " with ESMTPSA\r\n" in received, received
-    assert "(authenticated as alice@example.test)" in received, received
+    assert "authenticated" not in received, received
     assert TLS_DESC.search(received), received
     assert rest.startswith(b"Received: by client.pf.test (Postfix, from userid 0)"), rest[:200]
     assert re.search(r"< AUTH (PLAIN|LOGIN)", s.log()), s.log()
@@ -530,7 +530,7 @@ def test_msmtp_submits(make_surat, tmp_path, kind):
         assert received.startswith("Received: from mua.example.test (localhost [127.0.0.1])\r\n"
                                    "\tby mx.example.test (surat) with ESMTPSA\r\n"), received
         assert TLS_DESC.search(received), received
-        assert "(authenticated as alice@example.test)" in received, received
+        assert "authenticated" not in received, received
         assert ("\r\nSubject: msmtp %s %s\r\n" % (kind, mech)).encode() in rest
         assert rest.endswith(b"\r\n\r\nsent by msmtp\r\n"), rest
         # The mechanism asked for is the one used.

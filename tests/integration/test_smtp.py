@@ -973,6 +973,19 @@ def test_swaks_bad_password_fails(surat):
 
 # ---------------------------------------------------------------- headers
 
+def test_received_names_the_account_only_when_asked(make_populated):
+    """submission.received_user = yes: our Received: says which account sent
+    it, `(authenticated as USER)`; by default (off, as Postfix's
+    smtpd_sasl_authenticated_header) it does not, ESMTPSA alone says so."""
+    s = make_populated(extra={"submission.received_user": "yes"})
+    body = b"From: alice@example.test\r\nSubject: named\r\n\r\nhi\r\n"
+    with submission(s) as c:
+        assert c.sendmail("alice@example.test", ["bob@example.test"], body) == {}
+    _, received, _ = split_stored(stored_one(s, "bob@example.test"))
+    assert "with ESMTPSA" in received
+    assert "\r\n\t(authenticated as alice@example.test) id " in received, received
+
+
 def test_submission_headers_added(surat):
     body = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: bare\r\n\r\nhi\r\n"
     with submission(surat) as c:
@@ -981,7 +994,7 @@ def test_submission_headers_added(surat):
     dt, received, rest = split_stored(stored)
     assert "with ESMTPSA" in received
     assert "TLSv1.3" in received
-    assert "authenticated as alice@example.test" in received
+    assert "authenticated" not in received     # (submission.received_user = no)
     # Added at the end of the header, right before the empty line.
     head, tail = body.split(b"\r\n\r\n")
     assert rest.startswith(head + b"\r\n") and rest.endswith(b"\r\n" + tail), rest
