@@ -1413,19 +1413,29 @@ def test_queue_list_shows_notice_to_local_user_as_local(srv):
                      % qid, out), out
 
 
+@contextlib.contextmanager
+def mailbox_held(s, addr):
+    """addr's deliveries wait while this holds its index.db's write lock."""
+    local, domain = addr.split("@")
+    db = os.path.join(s.data_dir, "mail", domain, local, "index.db")
+    con = sqlite3.connect(db, timeout=10, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+
 def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv):
     """A message queued behind its mailbox's running batch (its content still
     in memory) and deleted with `surat queue delete` meanwhile is not
     delivered when its turn comes: deleted means dropped, as for a message
     the per-message job would take."""
-    import sqlite3
     s = srv
     send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
     s.wait_messages("alice@example.test", 1)
-    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
-    con = sqlite3.connect(db, timeout=10, isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")      # alice's next delivery waits for this
-    try:
+    with mailbox_held(s, "alice@example.test"):
         send(s, "bob@example.test", ["alice@example.test"], b"Subject: first\r\n\r\nx\r\n")
         time.sleep(0.5)                 # its batch is running, held by the lock
         qid = send(s, "bob@example.test", ["alice@example.test"],
@@ -1433,9 +1443,6 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
         time.sleep(0.3)                 # queued behind it, content in memory
         assert qid in queue_list(s)
         assert s.cli("queue", "delete", qid).stdout.strip() == "deleted " + qid
-    finally:
-        con.execute("ROLLBACK")
-        con.close()
     wait_for(lambda: "queue %s: spool file deleted; message dropped" % qid in s.log(),
              what="the daemon dropping the message")
     wait_for(lambda: queue_empty(s), what="empty queue")
@@ -1450,21 +1457,14 @@ def test_queue_delete_of_a_message_being_delivered_says_it_cannot(srv):
     lock) cannot be deleted: `surat queue delete` says so and exits 1,
     rather than say "deleted" of a message that is delivered a moment
     later."""
-    import sqlite3
     s = srv
     send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
     s.wait_messages("alice@example.test", 1)
-    db = os.path.join(s.data_dir, "mail", "example.test", "alice", "index.db")
-    con = sqlite3.connect(db, timeout=10, isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")      # alice's next delivery waits for this
-    try:
+    with mailbox_held(s, "alice@example.test"):
         qid = send(s, "bob@example.test", ["alice@example.test"],
                    b"Subject: running\r\n\r\nx\r\n")
         time.sleep(0.3)                 # its delivery is running, held by the lock
         r = s.cli("queue", "delete", qid, check=False)
-    finally:
-        con.execute("ROLLBACK")
-        con.close()
     assert r.returncode == 1, r
     assert "%s is being delivered at this moment; not deleted" % qid in r.stderr, r
     assert r.stdout == "", r
