@@ -30,6 +30,7 @@ struct ratelimit_entry {
 	int64_t last_ms;
 	int64_t warned_ms; /* the last refusal logged as a warning */
 	int warned;
+	int64_t held; /* recipients of open transactions, not paid yet (ratelimit_hold) */
 	char key[];
 };
 
@@ -107,11 +108,11 @@ ratelimit_credit(const struct ratelimit *r, const struct ratelimit_entry *e, int
 	return c < r->cap ? c : r->cap;
 }
 
-/* Whether e is the same as no entry: full, and no warning to remember. */
+/* Whether e is the same as no entry: full, nothing held, and no warning to remember. */
 static int
 ratelimit_idle(const struct ratelimit *r, const struct ratelimit_entry *e, int64_t now_ms)
 {
-	return ratelimit_credit(r, e, now_ms) >= r->cap &&
+	return e->held == 0 && ratelimit_credit(r, e, now_ms) >= r->cap &&
 	       (!e->warned || now_ms - e->warned_ms >= r->window_ms);
 }
 
@@ -165,7 +166,35 @@ ratelimit_allow(struct ratelimit *r, const char *key, size_t pending, int64_t no
 	if (r->limit == 0)
 		return 1;
 	int64_t have = ratelimit_available(r, key, now_ms);
+	struct ratelimit_entry *e = ratelimit_find(r, key);
+	if (e != NULL)
+		have -= e->held;
 	return have > 0 && pending < (uint64_t)have;
+}
+
+int
+ratelimit_hold(struct ratelimit *r, const char *key, int64_t now_ms)
+{
+	if (r->limit == 0)
+		return 0;
+	struct ratelimit_entry *e = ratelimit_get(r, key, now_ms);
+	if (e == NULL)
+		return 0;
+	e->held++;
+	keytab_touch(&r->tab, &e->node);
+	return 1;
+}
+
+void
+ratelimit_release(struct ratelimit *r, const char *key, size_t n, int64_t now_ms)
+{
+	struct ratelimit_entry *e = ratelimit_find(r, key);
+
+	if (e == NULL || n == 0)
+		return;
+	e->held = (uint64_t)e->held > n ? e->held - (int64_t)n : 0;
+	keytab_touch(&r->tab, &e->node);
+	ratelimit_expire(r, now_ms);
 }
 
 void

@@ -11,10 +11,14 @@
  * a bucket counts token-milliseconds (tokens x window_ms), refilled by limit
  * for every millisecond.
  *
- * Sessions in parallel may each be allowed the same tokens, as the check
- * comes at RCPT and the payment after DATA: a payment may take a bucket
- * into debt (down to -limit), which the account then works off before it
- * may send again, so parallel sessions do not multiply its rate.
+ * The check comes at RCPT and the payment after DATA: in between, each
+ * recipient accepted is held with ratelimit_hold() (released when its
+ * transaction ends, paid or not), and the check counts what every open
+ * transaction of the account holds, so sessions in parallel share one
+ * bucket rather than each spending it. A payment may still take a bucket
+ * into debt (down to -limit: recipients accepted while the account was not
+ * held, the table being full), which the account then works off before it
+ * may send again.
  *
  * A full bucket is the same as none: only accounts that sent lately are
  * held, at most max_entries of them; see ratelimit_take() for a full table.
@@ -44,9 +48,16 @@ void ratelimit_free(struct ratelimit **rp);
 /* Whole tokens key has at now_ms (monotonic): limit when it is not held,
  * 0 or less when it owes. */
 int64_t ratelimit_available(struct ratelimit *r, const char *key, int64_t now_ms);
-/* 1 if key may have one more recipient, pending already accepted ones in
- * the transaction not yet paid for; else 0. Always 1 when off. */
+/* 1 if key may have one more recipient, counting those its open
+ * transactions hold (ratelimit_hold) and pending more accepted but not
+ * held; else 0. Always 1 when off. */
 int ratelimit_allow(struct ratelimit *r, const char *key, size_t pending, int64_t now_ms);
+/* Hold one token of key for a recipient accepted and not yet paid for: 1 if
+ * held (give it back with ratelimit_release), 0 if not (off, or the table
+ * is full: count it in ratelimit_allow's pending instead). */
+int ratelimit_hold(struct ratelimit *r, const char *key, int64_t now_ms);
+/* Give back n tokens held for key: its transaction ended (paid or not). */
+void ratelimit_release(struct ratelimit *r, const char *key, size_t n, int64_t now_ms);
 /* Pay n tokens for key's accepted message. */
 void ratelimit_take(struct ratelimit *r, const char *key, size_t n, int64_t now_ms);
 /* Note a refusal for key: 1 if it is the first in window_ms, to be logged

@@ -133,6 +133,7 @@ struct smtp_sess {
 	struct smtp_mail mail;
 	struct rcpt *rcpts;
 	size_t nrcpts;
+	size_t rate_held; /* of them, held in srv->ratelimit for user (smtp_rate_release) */
 	size_t nfinal;
 	int last_refusal;	/* last 5xx/4xx code in this transaction */
 	unsigned overshoot;	/* RCPTs past smtp.max_recipients in this transaction */
@@ -496,12 +497,22 @@ smtp_data_count(struct smtp_sess *s)
 		(unsigned long long)per_ip);
 }
 
+/* The transaction's recipients are paid for or dropped: give back what they held. */
+static void
+smtp_rate_release(struct smtp_sess *s)
+{
+	if (s->rate_held > 0 && s->user != NULL)
+		ratelimit_release(s->srv->ratelimit, s->user, s->rate_held, util_mono_ms());
+	s->rate_held = 0;
+}
+
 static void
 smtp_txn_reset(struct smtp_sess *s, int log_abort)
 {
 	if (log_abort && s->state >= ST_MAIL && s->state <= ST_BDAT)
 		smtp_access_log(s, NULL, s->last_refusal ? s->last_refusal : 0,
 				"transaction not completed");
+	smtp_rate_release(s);
 	for (size_t i = 0; i < s->nrcpts; i++)
 		rcpt_free(&s->rcpts[i]);
 	free(s->rcpts);
@@ -535,6 +546,7 @@ static unsigned smtp_nsessions;
 static void
 smtp_user_clear(struct smtp_sess *s)
 {
+	smtp_rate_release(s);
 	free(s->user);
 	s->user = NULL;
 	if (s->user_hash) {
@@ -1604,7 +1616,7 @@ smtp_rate_limited(struct smtp_sess *s, const char *addr)
 	char esc[300];
 
 	if (!(s->flags & F_AUTHED) || s->user == NULL ||
-	    ratelimit_allow(rl, s->user, s->nrcpts, now))
+	    ratelimit_allow(rl, s->user, s->nrcpts - s->rate_held, now))
 		return 0;
 	if (ratelimit_refused(rl, s->user, now))
 		log_msg(LL_WARN, s->c->id, "rate limit reached user=%s client=[%s] limit=%u/%llds",
@@ -1679,6 +1691,11 @@ rcpt_accept(struct smtp_sess *s, struct rcpt *r)
 {
 	s->rcpts = xrealloc(s->rcpts, (s->nrcpts + 1) * sizeof(*s->rcpts));
 	s->rcpts[s->nrcpts++] = *r;
+	/* Held until the transaction ends, so that the account's other
+	 * sessions cannot be allowed the same tokens meanwhile. */
+	if ((s->flags & F_AUTHED) && s->user != NULL &&
+	    ratelimit_hold(s->srv->ratelimit, s->user, util_mono_ms()))
+		s->rate_held++;
 	s->nfinal += r->nfinal;
 	memset(r, 0, sizeof(*r));
 	smtp_set_state(s, ST_RCPT);

@@ -102,6 +102,33 @@ def test_rate_limit_aborted_transaction_costs_nothing(make_populated):
     r.expect("QUIT", 221)
 
 
+def test_rate_limit_shared_by_parallel_sessions(make_populated):
+    """Sessions of one account open at once share its bucket: recipients an
+    open transaction accepted are held until it ends, so another session is
+    not allowed the same tokens (a stolen password on ten connections would
+    otherwise send ten times the limit each time the bucket refilled). A
+    transaction that ends unpaid gives its tokens back."""
+    s = make_populated(extra=LIMITED)
+    r1, r2, r3 = sub(s), sub(s, kind="submissions"), sub(s)
+    assert [c for c, _ in open_txn(r1, [BOB, "bob+a@example.test"])] == [250, 250]
+    assert [c for c, _ in open_txn(r2, ["bob+b@example.test", "bob+c@example.test"])] == \
+        [250, 450]
+    assert open_txn(r3, ["bob+d@example.test"]) == \
+        [(450, "4.7.1 <bob+d@example.test>: " + REFUSED)]
+    # r2 gives up: its token is free for r3 again.
+    r2.expect("RSET", 250)
+    r3.expect("RCPT TO:<bob+e@example.test>", 250)
+    c, t = data(r1)
+    assert c == 250, t
+    c, t = data(r3)
+    assert c == 250, t
+    # Three paid, none left for anyone.
+    assert open_txn(r2, ["bob+f@example.test"])[0][0] == 450
+    for r in (r1, r2, r3):
+        r.expect("QUIT", 221)
+    s.wait_messages(BOB, 2)
+
+
 def test_rate_limit_off(make_populated):
     s = make_populated(extra={"submission.rate_limit": "0"})
     r = sub(s)

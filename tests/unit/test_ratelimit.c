@@ -137,6 +137,49 @@ test_bound(void **state)
 	ratelimit_free(&r);
 }
 
+/* Recipients held by open transactions are counted by every session's check. */
+static void
+test_hold_release(void **state)
+{
+	struct ratelimit *r = ratelimit_new(3, H, 100);
+
+	(void)state;
+	assert_true(ratelimit_hold(r, "u", 0));
+	assert_true(ratelimit_hold(r, "u", 0));
+	assert_int_equal(ratelimit_size(r), 1);
+	/* Another session, nothing of its own yet: one left. */
+	assert_true(ratelimit_allow(r, "u", 0, 0));
+	assert_true(ratelimit_hold(r, "u", 0));
+	assert_false(ratelimit_allow(r, "u", 0, 0));
+	/* An hour on, still held: not dropped, not refilled past the limit. */
+	assert_false(ratelimit_allow(r, "u", 0, 2 * H));
+	/* One transaction (two) paid, the other (one) aborted. */
+	ratelimit_take(r, "u", 2, 5);
+	ratelimit_release(r, "u", 2, 5);
+	assert_false(ratelimit_allow(r, "u", 0, 5));
+	ratelimit_release(r, "u", 1, 5);
+	assert_true(ratelimit_allow(r, "u", 0, 5));
+	assert_false(ratelimit_allow(r, "u", 1, 5));
+	/* Full again and nothing held: dropped. */
+	assert_int_equal(ratelimit_size(r), 1);
+	(void)ratelimit_available(r, "u", 5 + H);
+	assert_int_equal(ratelimit_size(r), 0);
+	/* Released unpaid: all back. */
+	ratelimit_hold(r, "v", 5);
+	ratelimit_release(r, "v", 1, 5);
+	assert_true(ratelimit_allow(r, "v", 2, 5));
+	/* Off, or a full table: nothing held, the caller counts it itself. */
+	struct ratelimit *off = ratelimit_new(0, H, 100), *full = ratelimit_new(3, H, 1);
+	assert_false(ratelimit_hold(off, "u", 0));
+	assert_true(ratelimit_hold(full, "a", 0));
+	assert_false(ratelimit_hold(full, "b", 0));
+	assert_true(ratelimit_allow(full, "b", 2, 0));
+	assert_false(ratelimit_allow(full, "b", 3, 0));
+	ratelimit_free(&off);
+	ratelimit_free(&full);
+	ratelimit_free(&r);
+}
+
 /* Extreme settings do not overflow: the largest limit over a week. */
 static void
 test_extremes(void **state)
@@ -246,6 +289,7 @@ main(void)
 	    cmocka_unit_test(test_off),
 	    cmocka_unit_test(test_warn_once),
 	    cmocka_unit_test(test_bound),
+	    cmocka_unit_test(test_hold_release),
 	    cmocka_unit_test(test_extremes),
 	    cmocka_unit_test(test_save_restore),
 	};
