@@ -1148,6 +1148,23 @@ check_run_as_reach(const char *run_as, const char *dir, const char *existing, st
 }
 
 /*
+ * serve, started as root, gives data_dir to run_as with all it holds: a
+ * data_dir that is not run_as's yet must hold only what surat makes
+ * (server_data_dir_foreign()). 0, or -1 with err set.
+ */
+static int
+data_dir_adoptable(const char *dir, const char *run_as, struct buf *err)
+{
+	struct passwd *pw = run_as != NULL && geteuid() == 0 ? getpwnam(run_as) : NULL;
+	struct stat st;
+
+	if (pw == NULL || lstat(dir, &st) < 0 ||
+	    (st.st_uid == pw->pw_uid && st.st_gid == pw->pw_gid))
+		return 0;
+	return server_data_dir_foreign(dir, err) != 0 ? -1 : 0;
+}
+
+/*
  * data_dir is a directory serve can write, or one it can make: its nearest
  * existing ancestor is a directory it can write in; and run_as can reach
  * it. 0, or -1 with err set.
@@ -1178,6 +1195,8 @@ check_data_dir(const char *dir, const char *run_as, struct buf *err)
 		buf_printf(err, "data_dir: %s is not writable: %s", path, strerror(errno));
 		return -1;
 	}
+	if (data_dir_adoptable(dir, run_as, err) < 0)
+		return -1;
 	return run_as ? check_run_as_reach(run_as, dir, path, err) : 0;
 }
 
@@ -1461,8 +1480,10 @@ cmd_serve(struct config *cfg)
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}
-	/* Only now, with the config, TLS and ports known good, touch data_dir. */
-	if ((lockfd = serve_lock(cfg, &err)) < 0) {
+	/* Only now, with the config, TLS and ports known good, touch data_dir:
+	 * not at all when it is someone else's (server_priv_drop() refuses). */
+	if (data_dir_adoptable(cfg->data_dir, cfg->run_as, &err) < 0 ||
+	    (lockfd = serve_lock(cfg, &err)) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
 		goto out;
 	}

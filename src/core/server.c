@@ -752,6 +752,54 @@ chown_top(const char *dir)
 	return rc;
 }
 
+/*
+ * What surat makes at data_dir's top level: anything else means data_dir
+ * names a directory of someone else's (data_dir = /var/lib, or /), whose
+ * whole tree the chown walk would give to run_as.
+ */
+static int
+data_dir_entry_ours(const char *name)
+{
+	static const char *const ours[] = {
+	    "accounts.db", "queue", "mail", "deleted", "serve.lock", "lost+found",
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(ours); i++)
+		if (strcmp(name, ours[i]) == 0)
+			return 1;
+	/* SQLite's -wal, -shm and -journal beside it. */
+	return strncmp(name, "accounts.db-", 12) == 0;
+}
+
+int
+server_data_dir_foreign(const char *data_dir, struct buf *err)
+{
+	DIR *d = opendir(data_dir);
+	struct dirent *de;
+	int rc = 0;
+
+	if (d == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		buf_printf(err, "opendir(%s) failed: %s", data_dir, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    data_dir_entry_ours(de->d_name))
+			continue;
+		char esc[256];
+		buf_printf(err,
+			   "data_dir %s holds '%s', which surat did not make: is data_dir "
+			   "right? It must be a directory of surat's own (say /var/lib/surat), "
+			   "as it is given to run_as with all it holds",
+			   data_dir, log_esc(esc, sizeof(esc), de->d_name));
+		rc = 1;
+	}
+	closedir(d);
+	return rc;
+}
+
 int
 server_priv_drop(const char *user, const char *data_dir, int whole, struct buf *err)
 {
@@ -777,6 +825,10 @@ server_priv_drop(const char *user, const char *data_dir, int whole, struct buf *
 	 * where an admin's own sqlite3 may have left a root-owned journal:
 	 * an admin command need not stat a million message files.
 	 */
+	if (data_dir != NULL && lstat(data_dir, &st) == 0 &&
+	    (st.st_uid != chown_uid || st.st_gid != chown_gid) &&
+	    server_data_dir_foreign(data_dir, err) != 0)
+		return -1; /* before the walk: it would chown all of it */
 	if (data_dir != NULL && lstat(data_dir, &st) == 0)
 		rc = !whole && st.st_uid == chown_uid && st.st_gid == chown_gid
 			 ? chown_top(data_dir)

@@ -135,6 +135,13 @@ int server_drop_privileges(struct server *srv, struct buf *err);
  * its top level while data_dir itself is the user's already. 0 or -1 + err.
  */
 int server_priv_drop(const char *user, const char *data_dir, int whole, struct buf *err);
+/*
+ * Whether data_dir, not yet run_as's, may be given to it whole: it holds
+ * nothing but what surat makes there (and a file system's lost+found).
+ * 0; 1 with err naming an entry that is not surat's; -1 with err set when
+ * it cannot be read. A data_dir that does not exist yet is 0.
+ */
+int server_data_dir_foreign(const char *data_dir, struct buf *err);
 /* Run the loop until a graceful stop completes. Returns 0. */
 int server_run(struct server *srv);
 /* Begin a graceful stop (what SIGTERM does). */

@@ -67,6 +67,29 @@ def test_cli_as_another_user_says_whom_to_run_as(make_surat):
     assert r.returncode == 0 and r.stdout == "example.test\n", r.stderr
 
 
+def test_data_dir_of_someone_else_is_not_given_to_run_as(make_surat):
+    """'data_dir = /var/lib' (no /surat): the first admin command run as
+    root chowned all of /var/lib to run_as, and check-config said ok."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to test run_as")
+    s = make_surat({"run_as": "nobody"}, start=False)
+    let_nobody_reach(s)
+    os.makedirs(os.path.join(s.data_dir, "dpkg"))
+    status = os.path.join(s.data_dir, "dpkg", "status")
+    open(status, "w").close()
+    for args in (("check-config",), ("domain", "list"), ("serve",)):
+        r = s.cli(*args, check=False)
+        assert r.returncode in (1, 2), (args, r.stdout)
+        assert "data_dir %s holds 'dpkg', which surat did not make" % s.data_dir in r.stderr, \
+            (args, r.stderr)
+    assert os.stat(status).st_uid == 0 and os.stat(s.data_dir).st_uid == 0
+    assert sorted(os.listdir(s.data_dir)) == ["dpkg"]
+    # What surat makes there, or a file system's, is no reason to refuse.
+    os.rename(os.path.join(s.data_dir, "dpkg"), os.path.join(s.data_dir, "lost+found"))
+    s.add_domain("example.test")
+    assert os.stat(s.data_dir).st_uid == pwd.getpwnam("nobody").pw_uid
+
+
 def data_dir_under_srv(s):
     """Point s's data_dir at DIR/srv/mail/surat, none of which exists yet."""
     top = os.path.join(s.dir, "srv")
