@@ -621,8 +621,11 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 	case CT_DIR:
 		/* Relative, it would name another directory for a CLI run from
 		 * elsewhere than the daemon: users added where it never looks. */
-		if (*value != '\0' && *value != '/') {
-			buf_printf(err, "%s: '%s' is not an absolute path", key, value);
+		if (*value != '/') {
+			/* Empty, it was "data_dir must be set", naming no line. */
+			buf_printf(err,
+				   "%s: '%s' is not an absolute path (want e.g. /var/lib/surat)",
+				   key, value);
 			return -1;
 		}
 		__attribute__((fallthrough));

@@ -202,7 +202,7 @@ test_errors(void **state)
 	expect_error("route.\xff.org = relay.example\n", "'\\xff.org' is not a domain name");
 	expect_error("tls.cert = /x.pem\n", "tls.cert and tls.key must be set together");
 	expect_error("listen.imaps = 127.0.0.1:993\n", "listen.imaps needs tls.cert");
-	expect_error("data_dir =\n", "data_dir must be set");
+	expect_error("data_dir = /x\ndata_dir =\n", ":2: data_dir: '' is not an absolute path");
 	expect_error("data_dir = var/data\n", ":1: data_dir: 'var/data' is not an absolute path");
 	/* Known bad before start, so that check-config says so too. */
 	expect_error("relayhost = a:b:c\n", ":1: relayhost: bad value 'a:b:c'");
