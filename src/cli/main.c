@@ -931,7 +931,12 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 		struct buf path = BUF_INIT(0);
 		buf_printf(&path, "%s/flush", dir.data);
 		FILE *fp = fopen(path.data, "w");
-		if (fp == NULL)
+		struct stat st;
+		if (fp == NULL && errno == ENOENT && stat(dir.data, &st) < 0 && errno == ENOENT)
+			/* As 'queue list' says: empty. It failed, exit 1, after setup. */
+			printf("nothing to flush: no daemon has run on this data_dir, the queue is "
+			       "empty\n");
+		else if (fp == NULL)
 			rc = runtime_error("queue flush: cannot create %s: %s", path.data,
 					   strerror(errno));
 		else {
