@@ -127,20 +127,53 @@ static const struct cmd_help helps[] = {
 };
 /* clang-format on */
 
+/*
+ * One error line on stderr: "surat: " what fmt makes, then tail. The line
+ * is escaped as a whole (log_escape_text()): it echoes what the admin
+ * typed or the config file holds, and a raw control or stray byte there
+ * garbles the terminal. Text surat itself writes is printable UTF-8 and
+ * passes as it is.
+ */
+static void error_vline(const char *tail, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+
+static void
+error_vline(const char *tail, const char *fmt, va_list ap)
+{
+	struct buf raw = BUF_INIT(0), line = BUF_INIT(0);
+
+	buf_vprintf(&raw, fmt, ap);
+	buf_printf(&line, "%s: ", prog);
+	log_escape_text(&line, buf_str(&raw));
+	fprintf(stderr, "%s%s\n", buf_str(&line), tail);
+	buf_free(&raw);
+	buf_free(&line);
+}
+
+static void error_line(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+static void
+error_line(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	error_vline("", fmt, ap);
+	va_end(ap);
+}
+
 static int
 usage_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
 static int
 usage_error(const char *fmt, ...)
 {
+	char tail[128];
 	va_list ap;
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
 	/* 'surat --help' lists the commands, not a command's arguments. */
-	fprintf(stderr, " (see '%s %s%s--help')\n", prog, help_cmd ? help_cmd : "",
-		help_cmd ? " " : "");
+	snprintf(tail, sizeof(tail), " (see '%s %s%s--help')", prog, help_cmd ? help_cmd : "",
+		 help_cmd ? " " : "");
+	va_start(ap, fmt);
+	error_vline(tail, fmt, ap);
+	va_end(ap);
 	return EXIT_USAGE;
 }
 
@@ -151,11 +184,9 @@ static int
 runtime_error(const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "%s: ", prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_vline("", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return EXIT_RUNTIME;
 }
 
@@ -199,7 +230,7 @@ load_config(const char *path, struct config *cfg)
 	struct buf err = BUF_INIT(0);
 	config_defaults(cfg);
 	if (config_load(cfg, path, &err) < 0) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		buf_free(&err);
 		config_free(cfg);
 		return -1;
@@ -390,8 +421,8 @@ user_del_mail(struct accounts *a, const struct config *cfg, const char *address)
 
 	if (accounts_normalise(address, 0, &addr, &err) == 0 &&
 	    accounts_aliases_naming(a, addr.data, &naming) > 0)
-		fprintf(stderr, "%s: note: aliases still name %s: %s (see 'surat alias del')\n",
-			prog, addr.data, naming.data);
+		error_line("note: aliases still name %s: %s (see 'surat alias del')", addr.data,
+			   naming.data);
 	buf_free(&naming);
 	if (addr.len > 0)
 		r = store_account_retire(cfg->data_dir, addr.data, &moved, &err);
@@ -1254,7 +1285,7 @@ cmd_check_config(const struct config *cfg, const char *path, int argc)
 		return usage_error("check-config takes no arguments");
 	/* An error of the config file, as the parse errors are: exit status 2. */
 	if (check_start(cfg, &err) < 0)
-		fprintf(stderr, "%s: %s: %s\n", prog, path, buf_str(&err));
+		error_line("%s: %s", path, buf_str(&err));
 	else {
 		printf("%s: ok\n", path);
 		rc = 0;
@@ -1473,7 +1504,7 @@ cmd_serve(struct config *cfg)
 
 	log_init(cfg->log_level, cfg->log_syslog);
 	if (tls_init(cfg->tls_cert, cfg->tls_key, &err) < 0) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	srv = server_new(cfg);
@@ -1482,19 +1513,19 @@ cmd_serve(struct config *cfg)
 			server_register(srv, (enum listen_kind)k, served[k]);
 	imap_server_init(srv);
 	if (server_bind(srv, &err) < 0) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	/* Only now, with the config, TLS and ports known good, touch data_dir:
 	 * not at all when it is someone else's (server_priv_drop() refuses). */
 	if (data_dir_adoptable(cfg->data_dir, cfg->run_as, &err) < 0 ||
 	    (lockfd = serve_lock(cfg, &err)) < 0) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	srv->accounts = accounts_open(cfg->data_dir, &err);
 	if (srv->accounts == NULL) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	srv->lockout = lockout_new((unsigned)cfg->auth_lockout_failures,
@@ -1509,29 +1540,29 @@ cmd_serve(struct config *cfg)
 	ks.srv = srv;
 	ks.accounts = accounts_open(cfg->data_dir, &err);
 	if (ks.accounts == NULL) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	srv->queue = queue_new(srv, &err);
 	if (srv->queue == NULL) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	/* Before the privilege drop: it reads relayhost.password_file. */
 	qremote = queue_remote_new(srv, &err);
 	if (qremote == NULL) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	if (server_drop_privileges(srv, &err) < 0) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	/* After the drop: the resolver never needs root. */
 	srv->dns = dns_new(srv->base, (const char *const *)cfg->dns_servers.v, cfg->dns_servers.n,
 			   &err);
 	if (srv->dns == NULL) {
-		fprintf(stderr, "%s: %s\n", prog, buf_str(&err));
+		error_line("%s", buf_str(&err));
 		goto out;
 	}
 	store_pool_set_max((size_t)cfg->store_cached_handles);

@@ -581,8 +581,8 @@ route_set(struct config *cfg, char *domain, const char *hostport)
 	return 0;
 }
 
-int
-config_set(struct config *cfg, const char *key, const char *value, struct buf *err)
+static int
+config_set_one(struct config *cfg, const char *key, const char *value, struct buf *err)
 {
 	const struct config_key *k = NULL;
 
@@ -681,16 +681,15 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 		return 0;
 	case CT_RESOLVERS:
 	case CT_NETWORKS:
-	case CT_LISTEN:
-		if (parse_list(value, p, k->type, err) < 0) {
-			struct buf tmp = BUF_INIT(0);
-			buf_printf(&tmp, "%s: %s", key, buf_str(err));
-			buf_reset(err);
-			buf_append(err, tmp.data, tmp.len);
-			buf_free(&tmp);
+	case CT_LISTEN: {
+		struct buf e = BUF_INIT(0);
+		if (parse_list(value, p, k->type, &e) < 0) {
+			buf_printf(err, "%s: %s", key, buf_str(&e));
+			buf_free(&e);
 			return -1;
 		}
 		return 0;
+	}
 	case CT_DURATION:
 		if (config_parse_duration(value, &v) < 0) {
 			buf_printf(err, "%s: bad duration '%s' (want e.g. 30s, 15m, 4h, 5d)", key,
@@ -723,9 +722,36 @@ config_set(struct config *cfg, const char *key, const char *value, struct buf *e
 	return 0;
 }
 
+/*
+ * err from start on, escaped for a terminal (log_escape_text()): the
+ * messages echo values, and a line, as the file has them.
+ */
+static void
+escape_tail(struct buf *err, size_t start)
+{
+	struct buf tmp = BUF_INIT(0);
+
+	log_escape_text(&tmp, buf_str(err) + start);
+	buf_truncate(err, start);
+	buf_append(err, tmp.data, tmp.len);
+	buf_free(&tmp);
+}
+
+int
+config_set(struct config *cfg, const char *key, const char *value, struct buf *err)
+{
+	size_t start = err->len;
+	int rc = config_set_one(cfg, key, value, err);
+
+	if (rc < 0)
+		escape_tail(err, start);
+	return rc;
+}
+
 int
 config_load(struct config *cfg, const char *path, struct buf *err)
 {
+	size_t start = err->len;
 	FILE *fp = fopen(path, "re");
 	char *line = NULL;
 	size_t cap = 0;
@@ -735,6 +761,7 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 
 	if (fp == NULL) {
 		buf_printf(err, "%s: cannot open: %s", path, strerror(errno));
+		escape_tail(err, start);
 		return -1;
 	}
 	free(cfg->path);
@@ -843,5 +870,7 @@ config_load(struct config *cfg, const char *path, struct buf *err)
 			}
 		}
 	}
+	if (rc < 0)
+		escape_tail(err, start);
 	return rc;
 }

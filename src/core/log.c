@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <unistr.h>
+
 #define LOG_LINE_MAX 4096		/* on the stack; longer lines go to the heap */
 #define LOG_LINE_HARD_MAX (1 << 20)	/* and are cut there */
 
@@ -176,4 +178,28 @@ const char *
 log_esc(char *dst, size_t dstlen, const char *s)
 {
 	return log_esc_also(dst, dstlen, s, NULL);
+}
+
+void
+log_escape_text(struct buf *out, const char *s)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t n = strlen(s);
+
+	while (n > 0) {
+		ucs4_t cp;
+		int len = u8_mbtoucr(&cp, p, n);
+		if (len <= 0 || cp < 0x20 || cp == 0x7f) {
+			buf_printf(out, "\\x%02x", *p);
+			len = 1;
+		} else if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || cp == 0x200e ||
+			   cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+			   (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 || cp == 0x2029) {
+			buf_printf(out, "<U+%04X>", (unsigned)cp);
+		} else {
+			buf_append(out, p, (size_t)len);
+		}
+		p += len;
+		n -= (size_t)len;
+	}
 }

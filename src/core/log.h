@@ -47,6 +47,17 @@ void log_escape(struct buf *out, const char *s, size_t n, size_t max);
 void log_escape_also(struct buf *out, const char *s, size_t n, size_t max, const char *also);
 
 /*
+ * Append s to out for a message on an admin's terminal: valid, printable
+ * UTF-8 as is (münchen.example stays readable), while a byte that is not
+ * UTF-8 or a C0 control or DEL is written \xNN, and a C1 control, a bidi
+ * control (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069) or a
+ * line or paragraph separator (U+2028, U+2029) <U+XXXX>: raw, they garble
+ * or reorder the line they are on. What it writes it leaves as it is, so
+ * text escaped once may pass again. May reallocate out.
+ */
+void log_escape_text(struct buf *out, const char *s);
+
+/*
  * Escape into a caller's fixed array (the common case of one field in a log
  * line); returns dst.
  */

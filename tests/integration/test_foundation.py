@@ -397,6 +397,35 @@ def test_cli_refuses_ill_formed_utf8_in_a_local_part(make_surat):
     assert s.cli("user", "list").stdout == "j\u00f6rg@example.test quota=unlimited\n"
 
 
+def test_cli_errors_escape_what_was_typed(tmp_path):
+    """An argument echoed in an error was written raw: a stray byte, an
+    escape sequence or a bidi control garbled or reordered the admin's
+    terminal. They are spelt out; printable UTF-8 stays as it is."""
+    conf = write(str(tmp_path / "c.conf"), "data_dir = %s\n" % (tmp_path / "data"))
+    cases = [
+        ([b"domain", b"add", b"\xff\xfe.com"], b"bad domain '\\xff\\xfe.com'"),
+        ([b"domain", b"add", b"ex\xe2\x80\xaeample.com"], b"bad domain 'ex<U+202E>ample.com'"),
+        ([b"domain", b"add", b"ex\x1b[2Jample.com"], b"bad domain 'ex\\x1b[2Jample.com'"),
+        ([b"domain", b"add", b"m\xc3\xbcnchen..example"], b"'m\xc3\xbcnchen..example'"),
+        ([b"user", b"add", b"a\x1b@b.test"], b"bad address 'a\\x1b@b.test'"),
+        ([b"alias", b"add", b"a\xc2\x85@b.test", b"c@d.test"], b"'a<U+0085>@b.test'"),
+        ([b"domain", b"l\x1bst"], b"unknown subcommand 'l\\x1bst'"),
+        ([b"queue", b"show", b"\x9b2J"], b"'\\x9b2J' is not a queue ID"),
+        ([b"fr\x1bob"], b"unknown command 'fr\\x1bob'"),
+    ]
+    for args, want in cases:
+        r = subprocess.run([BIN, "-c", conf] + args, input=b"pw\n", capture_output=True,
+                           timeout=60)
+        assert r.returncode in (1, 2) and want in r.stderr, (args, r.stderr)
+        assert not re.search(rb"[\x00-\x09\x0b-\x1f\x7f\xff\xfe]|\xc2[\x80-\x9f]|\xe2\x80\xae",
+                             r.stderr), (args, r.stderr)
+    # A config file's value, through check-config and any other command.
+    write(conf, "data_dir = %s\nhostname = mx\x1b]0;x\x07.example\n" % (tmp_path / "data"))
+    for args in (["check-config"], ["domain", "list"]):
+        r = run("-c", conf, *args)
+        assert "hostname: bad host name 'mx\\x1b]0;x\\x07.example'" in r.stderr, r.stderr
+
+
 def auth_ok(s, user, password):
     with smtplib.SMTP_SSL("127.0.0.1", s.port("submissions"), context=client_tls(),
                           timeout=30) as c:

@@ -244,6 +244,37 @@ test_errors(void **state)
 	buf_free(&err);
 }
 
+/*
+ * A value is echoed as the key is, escaped: raw, a control or a stray byte
+ * garbled the terminal check-config prints on. Printable UTF-8 stays.
+ */
+static void
+test_values_escaped(void **state)
+{
+	expect_error("hostname = a\x1b[2Jb\n", ":1: hostname: bad host name 'a\\x1b[2Jb'");
+	expect_error("log.level = \xff\xfe\n", "log.level: bad value '\\xff\\xfe'");
+	expect_error("outbound.tls = m\xc2\x85y\n", "outbound.tls: bad value 'm<U+0085>y'");
+	expect_error("relayhost = a\xe2\x80\xae"
+		     "b:c\n",
+		     "relayhost: bad value 'a<U+202E>b:c'");
+	expect_error("listen.smtp = h\x07:25\n", "listen.smtp: bad address 'h\\x07:25'");
+	expect_error("route.x.org = a b\x7f\n", "route.x.org: bad value 'a b\\x7f'");
+	expect_error("queue.max_age = 5\x1b\n", "queue.max_age: bad duration '5\\x1b'");
+	expect_error("data_dir = v\x1b\n", "data_dir: 'v\\x1b' is not an absolute path");
+	expect_error("just\x1b words\n", ":1: expected 'key = value', got 'just\\x1b words'");
+	expect_error("da\x01ta = /x #c\n", ":1: da\\x01ta: '#' after the value");
+	expect_error("log.level = l\xc3\xa4ut\n", "log.level: bad value 'l\xc3\xa4ut'");
+
+	/* The same from config_set() alone. */
+	struct config cfg;
+	struct buf err = BUF_INIT(0);
+	config_defaults(&cfg);
+	assert_int_equal(config_set(&cfg, "workers", "4\x1b", &err), -1);
+	assert_string_equal(buf_str(&err), "workers: bad number '4\\x1b'");
+	config_free(&cfg);
+	buf_free(&err);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -292,10 +323,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_good),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_missing_file),
-		cmocka_unit_test(test_parsers),
+	    cmocka_unit_test(test_good),	   cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_values_escaped), cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_parsers),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
