@@ -581,6 +581,30 @@ route_set(struct config *cfg, char *domain, const char *hostport)
 	return 0;
 }
 
+/*
+ * A limit in the unit the key takes, the largest that writes it whole:
+ * "365d", not 31536000 seconds an admin must work back from; "1024G". 0
+ * is 0 whatever the unit. Returns out.
+ */
+static const char *
+scaled(char *out, size_t n, int64_t v, enum config_type type)
+{
+	static const int64_t dur[] = {86400, 3600, 60, 1}, size[] = {1 << 30, 1 << 20, 1024, 1};
+	static const char dur_units[] = "dhms", size_units[] = "GMK";
+	const int64_t *mult = type == CT_DURATION ? dur : size;
+	const char *units = type == CT_DURATION ? dur_units : size_units;
+	size_t i = 0;
+
+	if (v == 0 || (type != CT_DURATION && type != CT_SIZE)) {
+		snprintf(out, n, "%lld", (long long)v);
+		return out;
+	}
+	while (v % mult[i] != 0)
+		i++;
+	snprintf(out, n, "%lld%.1s", (long long)(v / mult[i]), units + i);
+	return out;
+}
+
 static int
 config_set_one(struct config *cfg, const char *key, const char *value, struct buf *err)
 {
@@ -714,8 +738,10 @@ config_set_one(struct config *cfg, const char *key, const char *value, struct bu
 	}
 	}
 	if (v < k->min || (k->max && v > k->max)) {
-		buf_printf(err, "%s: value '%s' out of range (%lld to %lld)", key, value,
-			   (long long)k->min, (long long)k->max);
+		char lo[32], hi[32];
+		buf_printf(err, "%s: value '%s' out of range (%s to %s)", key, value,
+			   scaled(lo, sizeof(lo), k->min, k->type),
+			   scaled(hi, sizeof(hi), k->max, k->type));
 		return -1;
 	}
 	*(int64_t *)p = v;

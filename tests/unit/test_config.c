@@ -166,7 +166,16 @@ test_errors(void **state)
 	expect_error("submission.rate_window = 59s\n", "out of range");
 	expect_error("submission.rate_window = 8d\n", "out of range");
 	expect_error("submission.rate_limit = 1000001\n", "out of range");
-	expect_error("login_timeout = 0\n", "login_timeout: value '0' out of range (1 to 3600)");
+	/* The range in the key's unit: 31536000 seconds had to be worked back to a year. */
+	expect_error("login_timeout = 0\n", "login_timeout: value '0' out of range (1s to 1h)");
+	expect_error("queue.max_age = 400d\n",
+		     "queue.max_age: value '400d' out of range (1s to 365d)");
+	expect_error("pop3.idle_timeout = 1m\n", "out of range (10m to 1d)");
+	expect_error("shutdown_grace = 2h\n", "shutdown_grace: value '2h' out of range (0 to 1h)");
+	expect_error("smtp.max_message_size = 3G\n", "out of range (1K to 2G)");
+	expect_error("smtp.max_data_memory = 2048G\n", "out of range (1M to 1024G)");
+	expect_error("imap.max_line = 512\n", "imap.max_line: value '512' out of range (1K to 1M)");
+	expect_error("smtp.max_recipients = 100001\n", "out of range (1 to 100000)");
 	expect_error("login_timeout = 2h\n", "out of range");
 	expect_error("login_timeout = soon\n", "login_timeout: bad duration");
 	expect_error("listen.smtp = 127.0.0.1\n", "listen.smtp: bad address '127.0.0.1'");
