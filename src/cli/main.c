@@ -349,6 +349,28 @@ known_sub(const char *sub, const char *const *subs)
 	return 0;
 }
 
+/*
+ * Whether arg is an option, known or not: it begins with '-' (two of them,
+ * or one and no '@': a local part may begin with '-', RFC 5322 atext, and
+ * no option holds an '@'). Taken for an argument, 'user add -q 1G a@b' said
+ * "need exactly one ADDRESS", naming nothing of what was wrong.
+ */
+static int
+is_option(const char *arg)
+{
+	return arg[0] == '-' && arg[1] != '\0' && (arg[1] == '-' || strchr(arg, '@') == NULL);
+}
+
+/* The first of argv[0..argc) but argv[skip] that is_option(), or NULL. */
+static const char *
+option_in(int argc, char **argv, int skip)
+{
+	for (int i = 0; i < argc; i++)
+		if (i != skip && is_option(argv[i]))
+			return argv[i];
+	return NULL;
+}
+
 static int
 cmd_domain(struct config *cfg, int argc, char **argv)
 {
@@ -359,6 +381,9 @@ cmd_domain(struct config *cfg, int argc, char **argv)
 	if (!known_sub(argv[0], subs))
 		return usage_error("domain: unknown subcommand '%s'", argv[0]);
 	/* Arguments too before data_dir is opened: see known_sub(). */
+	const char *opt = option_in(argc - 1, argv + 1, -1);
+	if (opt != NULL)
+		return usage_error("domain %s: unknown option '%s'", argv[0], opt);
 	if (strcmp(argv[0], "list") == 0 && argc != 1)
 		return usage_error("domain list takes no arguments");
 	if (strcmp(argv[0], "list") != 0 && argc != 2)
@@ -493,7 +518,7 @@ cmd_user(struct config *cfg, int argc, char **argv)
 				return usage_error("--quota: bad size '%s' (e.g. 1G, 500M)", argv[i]);
 		} else if (strcmp(argv[i], "--hash") == 0 || strcmp(argv[i], "--quota") == 0) {
 			return usage_error("user %s: %s needs a value", sub, argv[i]);
-		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
+		} else if (is_option(argv[i])) {
 			return usage_error("user %s: unknown option '%s'", sub, argv[i]);
 		} else if (npos < 4) {
 			pos[npos++] = argv[i];
@@ -621,6 +646,9 @@ cmd_alias(struct config *cfg, int argc, char **argv)
 	if (!known_sub(argv[0], subs))
 		return usage_error("alias: unknown subcommand '%s'", argv[0]);
 	/* Arguments too before data_dir is opened: see known_sub(). */
+	const char *opt = option_in(argc - 1, argv + 1, -1);
+	if (opt != NULL)
+		return usage_error("alias %s: unknown option '%s'", argv[0], opt);
 	if (strcmp(argv[0], "add") == 0 && argc < 3)
 		return usage_error("alias add: need SOURCE and at least one TARGET");
 	if (strcmp(argv[0], "del") == 0 && (argc < 2 || argc > 3))
@@ -886,7 +914,10 @@ cmd_queue(struct config *cfg, int argc, char **argv)
 	if (argc < 1)
 		return usage_error("queue: missing subcommand (list, show, delete, flush)");
 	queue_dir(cfg->data_dir, &dir);
-	if ((strcmp(argv[0], "list") == 0 || strcmp(argv[0], "flush") == 0) && argc != 1) {
+	const char *opt = option_in(argc - 1, argv + 1, -1);
+	if (opt != NULL) {
+		rc = usage_error("queue %s: unknown option '%s'", argv[0], opt);
+	} else if ((strcmp(argv[0], "list") == 0 || strcmp(argv[0], "flush") == 0) && argc != 1) {
 		rc = usage_error("queue %s takes no arguments", argv[0]);
 	} else if (strcmp(argv[0], "list") == 0) {
 		DIR *d = opendir(dir.data);
@@ -1015,7 +1046,12 @@ cmd_mailbox(struct config *cfg, int argc, char **argv)
 	struct buf addr = BUF_INIT(0), err = BUF_INIT(0);
 	struct store *st = NULL;
 	int rc = 0;
+	/* (Not the MAILBOX of show: "-drafts" may be one.) */
+	const char *opt =
+	    argc < 1 ? NULL : option_in(argc - 1, argv + 1, strcmp(argv[0], "show") == 0 ? 1 : -1);
 
+	if (opt != NULL)
+		return usage_error("mailbox %s: unknown option '%s'", argv[0], opt);
 	if (argc < 2 || (strcmp(argv[0], "list") == 0 && argc != 2) ||
 	    (strcmp(argv[0], "sweep") == 0 && argc != 2) ||
 	    (strcmp(argv[0], "show") == 0 && argc != 3 && argc != 4))
@@ -1276,11 +1312,13 @@ check_start(const struct config *cfg, struct buf *err)
 }
 
 static int
-cmd_check_config(const struct config *cfg, const char *path, int argc)
+cmd_check_config(const struct config *cfg, const char *path, int argc, char **argv)
 {
 	struct buf err = BUF_INIT(0);
 	int rc = EXIT_USAGE;
 
+	if (argc > 0 && option_in(argc, argv, -1) != NULL)
+		return usage_error("check-config: unknown option '%s'", option_in(argc, argv, -1));
 	if (argc > 0)
 		return usage_error("check-config takes no arguments");
 	/* An error of the config file, as the parse errors are: exit status 2. */
@@ -1669,9 +1707,13 @@ main(int argc, char **argv)
 		}
 	}
 	if (strcmp(cmd, "check-config") == 0) {
-		rc = cmd_check_config(&cfg, config_path, sub_argc);
+		rc = cmd_check_config(&cfg, config_path, sub_argc, sub_argv);
 	} else if (strcmp(cmd, "serve") == 0) {
-		rc = sub_argc ? usage_error("serve takes no arguments") : cmd_serve(&cfg);
+		const char *opt = option_in(sub_argc, sub_argv, -1);
+		if (opt != NULL)
+			rc = usage_error("serve: unknown option '%s'", opt);
+		else
+			rc = sub_argc ? usage_error("serve takes no arguments") : cmd_serve(&cfg);
 	} else if (strcmp(cmd, "domain") == 0) {
 		rc = cmd_domain(&cfg, sub_argc, sub_argv);
 	} else if (strcmp(cmd, "user") == 0) {

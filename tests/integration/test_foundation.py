@@ -135,7 +135,17 @@ def test_cli_usage_error_touches_nothing(tmp_path):
                        (["user", "add", "a@b.test", "--hash", "$6$short"], "--hash"),
                        (["alias", "add", "a@b.test"], "need SOURCE and at least one TARGET"),
                        (["alias", "del"], "need SOURCE [TARGET]"),
-                       (["alias", "list", "x"], "takes no arguments")):
+                       (["alias", "list", "x"], "takes no arguments"),
+                       # A single-dash option was taken for an argument.
+                       (["user", "add", "-q", "1G", "a@b.test"], "user add: unknown option '-q'"),
+                       (["user", "del", "a@b.test", "-f"], "user del: unknown option '-f'"),
+                       (["domain", "add", "-x"], "domain add: unknown option '-x'"),
+                       (["alias", "add", "a@b.test", "-v", "c@d.test"],
+                        "alias add: unknown option '-v'"),
+                       (["queue", "list", "-v"], "queue list: unknown option '-v'"),
+                       (["mailbox", "list", "-v"], "mailbox list: unknown option '-v'"),
+                       (["check-config", "-q"], "check-config: unknown option '-q'"),
+                       (["serve", "-d"], "serve: unknown option '-d'")):
         for c in (conf, blocked):
             r = run("-c", c, *args, input="pw\n")
             assert r.returncode == 2 and want in r.stderr, (args, r)
@@ -218,6 +228,19 @@ def test_cli_domains_users_aliases(make_surat):
     assert r.returncode == 1 and "no such user" in r.stderr
     s.cli("domain", "del", "example.test")
     assert s.cli("domain", "list").stdout == ""
+
+
+def test_cli_address_beginning_with_a_dash_is_no_option(make_surat):
+    """A local part may begin with '-' (RFC 5322 atext): an argument with an
+    '@' is an address, never an unknown option; a MAILBOX may begin with one."""
+    s = make_surat(start=False)
+    s.add_domain("example.test")
+    s.add_user("-alice@example.test", "pw")
+    s.cli("alias", "add", "-team@example.test", "-alice@example.test")
+    assert "-team@example.test -> -alice@example.test" in s.cli("alias", "list").stdout
+    r = s.cli("mailbox", "show", "-alice@example.test", "-drafts", check=False)
+    assert r.returncode == 1 and "unknown option" not in r.stderr, r
+    s.cli("user", "del", "-alice@example.test")
 
 
 def test_cli_alias_add_twice_is_an_error(make_surat):
