@@ -37,6 +37,7 @@
 #include <event2/event.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -45,6 +46,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
@@ -1237,9 +1239,41 @@ data_dir_adoptable(const char *dir, const char *run_as, struct buf *err)
 }
 
 /*
+ * The name of the kernel's file system path is on (proc, sysfs...), or
+ * NULL. access(W_OK) says yes to root there, and check-config said ok to a
+ * data_dir of /proc/surat that serve cannot make. (A read-only mount or
+ * an immutable directory needs no test of its own: access() refuses root
+ * those, EROFS and EPERM.)
+ */
+static const char *
+kernel_fs(const char *path)
+{
+	static const struct {
+		unsigned long magic;
+		const char *name;
+	} kfs[] = {
+	    {PROC_SUPER_MAGIC, "proc"},	      {SYSFS_MAGIC, "sysfs"},
+	    {CGROUP_SUPER_MAGIC, "cgroup"},   {CGROUP2_SUPER_MAGIC, "cgroup2"},
+	    {DEBUGFS_MAGIC, "debugfs"},	      {TRACEFS_MAGIC, "tracefs"},
+	    {SECURITYFS_MAGIC, "securityfs"}, {DEVPTS_SUPER_MAGIC, "devpts"},
+	    {PSTOREFS_MAGIC, "pstore"},	      {BPF_FS_MAGIC, "bpf"},
+	    {EFIVARFS_MAGIC, "efivarfs"},     {SELINUX_MAGIC, "selinuxfs"},
+	    {BINFMTFS_MAGIC, "binfmt_misc"},  {NSFS_MAGIC, "nsfs"},
+	};
+	struct statfs sfs;
+
+	if (statfs(path, &sfs) < 0)
+		return NULL;
+	for (size_t i = 0; i < ARRAY_LEN(kfs); i++)
+		if ((unsigned long)sfs.f_type == kfs[i].magic)
+			return kfs[i].name;
+	return NULL;
+}
+
+/*
  * data_dir is a directory serve can write, or one it can make: its nearest
- * existing ancestor is a directory it can write in; and run_as can reach
- * it. 0, or -1 with err set.
+ * existing ancestor is a directory it can write in, on no kernel file
+ * system; and run_as can reach it. 0, or -1 with err set.
  */
 static int
 check_data_dir(const char *dir, const char *run_as, struct buf *err)
@@ -1261,6 +1295,14 @@ check_data_dir(const char *dir, const char *run_as, struct buf *err)
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		buf_printf(err, "data_dir: %s is not a directory", path);
+		return -1;
+	}
+	const char *kfs = kernel_fs(path);
+	if (kfs != NULL) {
+		buf_printf(
+		    err,
+		    "data_dir: %s is on the kernel's %s file system: no files can be kept there",
+		    path, kfs);
 		return -1;
 	}
 	if (access(path, W_OK | X_OK) < 0) {

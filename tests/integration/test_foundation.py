@@ -74,6 +74,9 @@ def test_check_config_finds_what_serve_refuses(tmp_path, tls_files):
         ("run_as = no-such-user-surat\n", "c.conf: run_as: no such user 'no-such-user-surat'"),
         ("data_dir = %s/c.conf/data\n" % tmp_path, "c.conf: data_dir: %s/c.conf is not a directory"
          % tmp_path),
+        # access(W_OK) says yes to root there: serve could not make data_dir.
+        ("data_dir = /proc/surat/data\n",
+         "c.conf: data_dir: /proc is on the kernel's proc file system"),
         ("listen.http = 127.0.0.1:8080\n",
          "c.conf: listen.http: this protocol is not available in this build"),
         ("hostname =\n", "c.conf:2: hostname: bad host name ''"),
