@@ -1008,3 +1008,27 @@ def test_accounts_database_error_is_temporary_not_a_foreign_sender(surat):
     # The refused MAIL has its access line, as any message refused.
     assert re.search(r" access id=- .* from=<alice@example\.test> rcpts=- size=0 result=451 "
                      r"reason=\"accounts lookup failed\" ", surat.log()), surat.log()
+
+
+def test_quota_at_rcpt_counts_the_empty_line_submission_puts_in(surat):
+    """A header that ends at a line that is no field gets the empty line put
+    in before it (2 octets): RCPT counts them with the other fields
+    submission may add, so a message SIZE= says cannot fit by one octet is
+    refused there (552 5.2.3), not accepted and then deferred for quota,
+    while one that fits exactly is taken."""
+    body = b"From: alice@example.test\r\nSubject: q\r\nno field here\r\n"
+    r = sub(surat)
+    code, text = send(r, body, rcpt=ALICE, mail_params=" SIZE=%d" % len(body))
+    assert code == 250, (code, text)
+    stored = stored_one(surat, ALICE)
+    assert b"\r\n\r\nno field here\r\n" in stored, stored
+    # Bob's copy: the same, his name (two letters shorter) in it twice.
+    fits = len(stored) - 4
+    for quota, want in ((fits - 1, 552), (fits, 250)):
+        surat.cli("user", "quota", BOB, str(quota))
+        r.expect("MAIL FROM:<alice@example.test> SIZE=%d" % len(body), 250, "2.1.0")
+        code, text = r.cmd("RCPT TO:<bob@example.test>")
+        assert code == want, (quota, fits, code, text)
+        r.expect("RSET", 250)
+    r.expect("QUIT", 221)
+    r.close()
