@@ -1452,6 +1452,27 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
     assert not any(b"Subject: deleted" in m for m in stored), stored
 
 
+def delivery_running(s):
+    """Whether the daemon holds a spool file's shared flock (its delivery is
+    running), as /proc/locks tells: no guess at how long it takes to start."""
+    qdir = os.path.join(s.data_dir, "queue")
+    inodes = set()
+    for name in os.listdir(qdir):
+        try:
+            inodes.add(os.lstat(os.path.join(qdir, name)).st_ino)
+        except FileNotFoundError:
+            pass
+    with open("/proc/locks") as f:
+        for line in f:
+            w = line.split()
+            if "->" in w:
+                continue            # waiting for a lock, not holding one
+            if w[1:4] == ["FLOCK", "ADVISORY", "READ"] and int(w[4]) == s.proc.pid \
+                    and int(w[5].split(":")[2]) in inodes:
+                return True
+    return False
+
+
 def test_queue_delete_of_a_message_being_delivered_says_it_cannot(srv):
     """A message whose local delivery is running (held up by its mailbox's
     lock) cannot be deleted: `surat queue delete` says so and exits 1,
@@ -1461,9 +1482,11 @@ def test_queue_delete_of_a_message_being_delivered_says_it_cannot(srv):
     send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
     s.wait_messages("alice@example.test", 1)
     with mailbox_held(s, "alice@example.test"):
+        assert not delivery_running(s)
         qid = send(s, "bob@example.test", ["alice@example.test"],
                    b"Subject: running\r\n\r\nx\r\n")
-        time.sleep(0.3)                 # its delivery is running, held by the lock
+        # Its delivery is running, held by the mailbox's lock.
+        wait_for(lambda: delivery_running(s), what="the delivery's spool lock")
         r = s.cli("queue", "delete", qid, check=False)
     assert r.returncode == 1, r
     assert "%s is being delivered at this moment; not deleted" % qid in r.stderr, r
