@@ -1073,8 +1073,6 @@ job_run(struct qjob *j)
 			buf_free(&why);
 		}
 	}
-	if (lockfd >= 0)
-		close(lockfd);
 	/* A notice that cannot be made now, for want of the content either,
 	 * is owed: the recipients it reports are delivered already. */
 	if (j->nlocals > 0 || job_relayed(j, SIZE_MAX) || job_owes_notice(j, now, j->expire)) {
@@ -1128,12 +1126,16 @@ job_run(struct qjob *j)
 		if (!j->error && j->recs_keep)
 			job_write_records(j);
 		if (!j->error) {
-			spool_retire(j->q->spool, j->dir, spool_file(&j->snap), j->snap.size, j->snap.named);
+			spool_retire(j->q->spool, j->dir, spool_file(&j->snap), j->snap.size,
+				     j->snap.named, lockfd);
 			j->removed = 1;
 		}
 	}
 	if (!j->removed)
 		job_write_records(j);
+	/* Only now: a delete meanwhile would say "deleted" of what was delivered. */
+	if (lockfd >= 0)
+		close(lockfd);
 }
 
 static void
@@ -1571,11 +1573,6 @@ batch_run(struct lbatch *b)
 		which[nli++] = i;
 	}
 	local_deliver_many(b->data_dir, b->account, b->quota, li, nli);
-	/* Before spool_retire(), which takes the files' exclusive lock. */
-	for (size_t k = 0; k < nli; k++)
-		if (lockfds[k] >= 0)
-			close(lockfds[k]);
-	free(lockfds);
 	int64_t now = util_now_ms() / 1000;
 	for (size_t k = 0; k < nli; k++) {
 		struct lbatch_item *it = &b->items[which[k]];
@@ -1592,10 +1589,20 @@ batch_run(struct lbatch *b)
 		 * Delivered: the spool file goes (or is kept for reuse), with no
 		 * record. Should a crash undo that, the message is delivered again
 		 * into its dedup key, which the store already holds: a no-op.
+		 * Under the delivery's lock, made exclusive: a delete never comes
+		 * between, to say "deleted" of what was delivered.
 		 */
-		spool_retire(b->q->spool, b->dir, it->file, it->content.len, it->named);
+		spool_retire(b->q->spool, b->dir, it->file, it->content.len, it->named, lockfds[k]);
 		it->removed = 1;
+		/* At once: the file may be taken for a new message now. */
+		if (lockfds[k] >= 0)
+			close(lockfds[k]);
+		lockfds[k] = -1;
 	}
+	for (size_t k = 0; k < nli; k++)
+		if (lockfds[k] >= 0)
+			close(lockfds[k]);
+	free(lockfds);
 	free(li);
 	free(which);
 }
@@ -1879,7 +1886,7 @@ submit_flush_one(struct queue *q, struct submit_job *s, int fd)
 		return 0;
 	buf_printf(&s->err, "fdatasync(%s/%s) failed: %s", q->dir, spool_file(&s->msg),
 		   strerror(errno));
-	spool_retire(NULL, q->dir, spool_file(&s->msg), 0, 0);
+	spool_retire(NULL, q->dir, spool_file(&s->msg), 0, 0, -1);
 	return -1;
 }
 
@@ -1912,7 +1919,7 @@ submit_round_work(void *arg)
 		if (synced == 0)
 			synced = spool_sync(r->q->dir, &s->err) == 0 ? 1 : -1;
 		if (synced < 0)	/* never acknowledged */
-			spool_retire(NULL, r->q->dir, spool_file(&s->msg), 0, 0);
+			spool_retire(NULL, r->q->dir, spool_file(&s->msg), 0, 0, -1);
 		s->rc = synced < 0 ? -1 : 0;
 	}
 	if (fd >= 0)

@@ -179,22 +179,31 @@ pool_put(struct spool_pool *p, const char *name, uint64_t size)
  * 1 with *size its length, or 0 if it cannot be.
  */
 static int
-mark_free(const char *path, uint64_t *size)
+mark_free(const char *path, int lockfd, uint64_t *size)
 {
 	struct stat st;
 	int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 
 	if (fd < 0)
 		return 0;
-	/* Under the file's lock: `surat queue delete` checks and unlinks under it. */
-	int ok = flock(fd, LOCK_EX) == 0 && pwrite(fd, "", 1, 0) == 1 && fstat(fd, &st) == 0;
+	/*
+	 * Under the file's lock: `surat queue delete` checks and unlinks under
+	 * it. A delivery's shared lock is made exclusive in place: a lock of
+	 * fd would wait for it for ever, and one taken after letting it go
+	 * would let a delete say "deleted" of the message just delivered.
+	 * XXX flock(2) converts by letting go and locking again: a delete
+	 * polling at that very instant can still get in.
+	 */
+	int ok = flock(lockfd >= 0 ? lockfd : fd, LOCK_EX) == 0 && pwrite(fd, "", 1, 0) == 1 &&
+		 fstat(fd, &st) == 0;
 	close(fd);
 	*size = ok ? (uint64_t)st.st_size : 0;
 	return ok;
 }
 
 void
-spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t size, int named)
+spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t size, int named,
+	     int lockfd)
 {
 	char path[4096], to[4096], name[SPOOL_POOL_NAME];
 	uint64_t fsize;
@@ -205,7 +214,7 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 		if (spool_reused_name(file)) {
 			/* Already a kept file: freed in place (unless state records
 			 * made it large: it is never cut). */
-			if (mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE) {
+			if (mark_free(path, lockfd, &fsize) && fsize <= SPOOL_RECYCLE_SIZE) {
 				pool_put(p, file, fsize);
 				return;
 			}
@@ -217,8 +226,8 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 			if (room) {
 				snprintf(name, sizeof(name), ".r%016llx", (unsigned long long)seq);
 				if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
-				    mark_free(path, &fsize) && fsize <= SPOOL_RECYCLE_SIZE &&
-				    util_rename_new(path, to) == 0) {
+				    mark_free(path, lockfd, &fsize) &&
+				    fsize <= SPOOL_RECYCLE_SIZE && util_rename_new(path, to) == 0) {
 					pool_put(p, name, fsize);
 					return;
 				}

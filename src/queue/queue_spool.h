@@ -180,10 +180,14 @@ int spool_is_free(const char *dir, const char *name, uint64_t *size_r);
  * (size octets of content) for reuse, or remove it if the pool is full, the
  * file large, or named is 0 (written before files recorded their id). No
  * flush: a crash that undoes it leaves the message queued again, as an
- * undone unlink(2) would. pool may be NULL: the file is removed.
+ * undone unlink(2) would. pool may be NULL: the file is removed. lockfd is
+ * the delivery's descriptor from spool_delivery_lock() (or -1): its shared
+ * lock becomes the exclusive one that frees the file, so that `surat queue
+ * delete` never comes between the delivery and the retiring (the caller
+ * still closes it).
  */
 void spool_retire(struct spool_pool *pool, const char *dir, const char *file, size_t size,
-		  int named);
+		  int named, int lockfd);
 
 /*
  * Write msg and content durably (in place, then the group-commit barrier)

@@ -1452,6 +1452,20 @@ def test_queue_delete_of_a_message_waiting_for_its_mailbox_is_not_delivered(srv)
     assert not any(b"Subject: deleted" in m for m in stored), stored
 
 
+def flocks(s):
+    """The daemon's flock(2) locks as /proc/locks lists them: (waiting, kind,
+    inode), kind READ (shared) or WRITE (exclusive)."""
+    out = []
+    with open("/proc/locks") as f:
+        for line in f:
+            w = line.split()[1:]
+            waiting = w[:1] == ["->"]
+            w = w[1:] if waiting else w
+            if w[:2] == ["FLOCK", "ADVISORY"] and int(w[3]) == s.proc.pid:
+                out.append((waiting, w[2], int(w[4].split(":")[2])))
+    return out
+
+
 def delivery_running(s):
     """Whether the daemon holds a spool file's shared flock (its delivery is
     running), as /proc/locks tells: no guess at how long it takes to start."""
@@ -1462,15 +1476,19 @@ def delivery_running(s):
             inodes.add(os.lstat(os.path.join(qdir, name)).st_ino)
         except FileNotFoundError:
             pass
-    with open("/proc/locks") as f:
-        for line in f:
-            w = line.split()
-            if "->" in w:
-                continue            # waiting for a lock, not holding one
-            if w[1:4] == ["FLOCK", "ADVISORY", "READ"] and int(w[4]) == s.proc.pid \
-                    and int(w[5].split(":")[2]) in inodes:
-                return True
-    return False
+    return any(not waiting and kind == "READ" and ino in inodes
+               for waiting, kind, ino in flocks(s))
+
+
+def spool_path_of(s, qid):
+    """The spool file that holds queued message qid (named by it, or kept)."""
+    qdir = os.path.join(s.data_dir, "queue")
+    for name in os.listdir(qdir):
+        with open(os.path.join(qdir, name), "rb") as f:
+            head = f.read(512)
+        if name == qid or (head[:1] != b"\0" and b"id=" + qid.encode() in head):
+            return os.path.join(qdir, name)
+    raise AssertionError("no spool file holds %s: %r" % (qid, os.listdir(qdir)))
 
 
 def test_queue_delete_of_a_message_being_delivered_says_it_cannot(srv):
@@ -1493,6 +1511,37 @@ def test_queue_delete_of_a_message_being_delivered_says_it_cannot(srv):
     assert r.stdout == "", r
     s.wait_messages("alice@example.test", 2)
     wait_for(lambda: queue_empty(s), what="empty queue")
+
+
+def test_queue_delete_between_delivery_and_retiring_says_it_cannot(srv):
+    """A batch retires its delivered messages' files one after the other: a
+    message delivered whose file is not freed yet is still being delivered.
+    Its delivery lock lasted only until the store had it, so `surat queue
+    delete` said "deleted" of a message the mailbox held; it refuses now."""
+    import fcntl
+    s = srv
+    send(s, "bob@example.test", ["alice@example.test"], b"Subject: warm\r\n\r\nx\r\n")
+    s.wait_messages("alice@example.test", 1)
+    with mailbox_held(s, "alice@example.test"):
+        send(s, "bob@example.test", ["alice@example.test"], b"Subject: first\r\n\r\nx\r\n")
+        wait_for(lambda: delivery_running(s), what="the first batch")
+        # Two more, the next batch (in id order, as it retires them).
+        ids = sorted(send(s, "bob@example.test", ["alice@example.test"],
+                          b"Subject: n%d\r\n\r\nx\r\n" % i) for i in range(2))
+        path = spool_path_of(s, ids[0])
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # its retiring waits for this
+    try:
+        s.wait_messages("alice@example.test", 4)
+        ino = os.stat(path).st_ino
+        wait_for(lambda: (True, "WRITE", ino) in flocks(s), what="the retiring of " + ids[0])
+        r = s.cli("queue", "delete", ids[1], check=False)
+    finally:
+        os.close(fd)
+    assert r.returncode == 1, r
+    assert "%s is being delivered at this moment; not deleted" % ids[1] in r.stderr, r
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert len(s.messages("alice@example.test")) == 4
 
 
 def test_backlog_of_big_messages_is_held_on_disk_and_delivered_a_few_at_a_time(

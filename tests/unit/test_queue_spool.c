@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -424,7 +426,7 @@ test_recycle_reuses_file(void **state)
 	ino_t ino = inode_of(a.id);
 	off_t len = size_of(a.id);
 	assert_true(ino != 0);
-	spool_retire(pool, dir, spool_file(&a), sizeof(big), 1);
+	spool_retire(pool, dir, spool_file(&a), sizeof(big), 1, -1);
 	assert_int_equal(inode_of(a.id), 0);
 	assert_int_equal(spool_pool_count(pool), 1);
 	assert_int_equal(count_recycled(rname), 1);
@@ -465,7 +467,7 @@ test_recycle_reuses_file(void **state)
 	spool_msg_free(&got);
 
 	/* Freed again; a message longer than the file makes it grow: not data alone. */
-	spool_retire(pool, dir, spool_file(&b), 7, 1);
+	spool_retire(pool, dir, spool_file(&b), 7, 1, -1);
 	assert_int_equal(spool_pool_count(pool), 1);
 	assert_int_equal(first_byte(rname), 0);
 	char huge[8000];
@@ -483,6 +485,41 @@ test_recycle_reuses_file(void **state)
 	buf_free(&err);
 	spool_pool_free(&pool);
 	assert_null(pool);
+}
+
+/*
+ * A delivery's shared lock (spool_delivery_lock()) is made the exclusive
+ * one that frees the file, in place: spool_retire() neither waits for it
+ * (a lock of its own would, for ever) nor lets it go first, so that a
+ * `surat queue delete` (another descriptor) never gets in between.
+ */
+static void
+test_retire_under_delivery_lock(void **state)
+{
+	struct spool_pool *pool = spool_pool_new(dir, 4);
+	struct spool_msg a;
+	struct buf err = BUF_INIT(0);
+	char path[256], rname[64];
+	int lockfd;
+
+	(void)state;
+	make_msg(&a);
+	assert_int_equal(spool_write(pool, dir, &a, "x\r\n", 3, 0, &err), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, spool_file(&a));
+	int other = open(path, O_RDONLY); /* the CLI's */
+	assert_true(other >= 0);
+	assert_int_equal(spool_delivery_lock(dir, spool_file(&a), a.id, 0, &lockfd), 1);
+	assert_true(lockfd >= 0);
+	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), -1);
+	spool_retire(pool, dir, spool_file(&a), 3, 1, lockfd);
+	assert_int_equal(count_recycled(rname), 1);
+	assert_int_equal(first_byte(rname), 0);
+	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), -1); /* still held */
+	close(lockfd);
+	assert_int_equal(flock(other, LOCK_EX | LOCK_NB), 0);
+	close(other);
+	buf_free(&err);
+	spool_pool_free(&pool);
 }
 
 /*
@@ -507,7 +544,7 @@ test_write_kept(void **state)
 	assert_string_equal(a.file, "");
 	assert_int_equal(inode_of(a.id), 0);
 	assert_int_equal(spool_write(pool, dir, &a, big, sizeof(big), 0, &err), 0);
-	spool_retire(pool, dir, spool_file(&a), sizeof(big), 1);
+	spool_retire(pool, dir, spool_file(&a), sizeof(big), 1, -1);
 	assert_int_equal(spool_pool_count(pool), 1);
 	assert_int_equal(count_recycled(rname), 1);
 	off_t len = size_of(rname);
@@ -555,7 +592,7 @@ test_holds_and_large_kept(void **state)
 	make_msg(&a);
 	assert_int_equal(spool_write(pool, dir, &a, "x", 1, 0, &err), 0);
 	assert_int_equal(spool_holds(dir, a.id, a.id), 1);
-	spool_retire(pool, dir, spool_file(&a), 1, 1);
+	spool_retire(pool, dir, spool_file(&a), 1, 1, -1);
 	assert_int_equal(count_recycled(rname), 1);
 	assert_int_equal(spool_holds(dir, a.id, a.id), 0);	/* renamed away */
 	assert_int_equal(spool_holds(dir, rname, a.id), -1);	/* free */
@@ -590,7 +627,7 @@ test_holds_and_large_kept(void **state)
 						    "mx", &err), 0);
 	assert_true(size_of(rname) > 256 * 1024);
 	assert_int_equal(spool_holds(dir, rname, b.id), 1);	/* read from its envelope */
-	spool_retire(pool, dir, spool_file(&b), 1, 1);
+	spool_retire(pool, dir, spool_file(&b), 1, 1, -1);
 	assert_int_equal(count_recycled(NULL), 0);
 	assert_int_equal(spool_pool_count(pool), 0);
 	buf_free(&err);
@@ -654,7 +691,7 @@ test_recycle_names_after_crash(void **state)
 
 	make_msg(&a);
 	assert_int_equal(spool_write(pool, dir, &a, "x", 1, 0, &err), 0);
-	spool_retire(pool, dir, a.id, 1, 1);
+	spool_retire(pool, dir, a.id, 1, 1, -1);
 	assert_int_equal(count_recycled(rname), 1);
 	make_msg(&b);
 	assert_int_equal(spool_write(pool, dir, &b, "y", 1, 0, &err), 0);
@@ -739,7 +776,7 @@ test_recycle_excl(void **state)
 
 	make_msg(&a);
 	assert_int_equal(spool_write(pool, dir, &a, "x", 1, 0, &err), 0);
-	spool_retire(pool, dir, a.id, 1, 1);
+	spool_retire(pool, dir, a.id, 1, 1, -1);
 	make_msg(&n);
 	memcpy(n.id, "fedcba9876543210-b", 19);
 	assert_int_equal(spool_write(NULL, dir, &n, "first", 5, 1, &err), 0);
@@ -765,16 +802,16 @@ test_recycle_limits(void **state)
 		make_msg(&m[i]);
 		assert_int_equal(spool_write(NULL, dir, &m[i], "x", 1, 0, &err), 0);
 	}
-	spool_retire(pool, dir, m[0].id, 1, 0);			/* an older file */
-	spool_retire(pool, dir, m[1].id, (size_t)1 << 20, 1);	/* large */
+	spool_retire(pool, dir, m[0].id, 1, 0, -1);		  /* an older file */
+	spool_retire(pool, dir, m[1].id, (size_t)1 << 20, 1, -1); /* large */
 	assert_int_equal(spool_pool_count(pool), 0);
-	spool_retire(pool, dir, m[2].id, 1, 1);
-	spool_retire(pool, dir, m[3].id, 1, 1);			/* the pool is full */
+	spool_retire(pool, dir, m[2].id, 1, 1, -1);
+	spool_retire(pool, dir, m[3].id, 1, 1, -1); /* the pool is full */
 	assert_int_equal(spool_pool_count(pool), 1);
 	assert_int_equal(count_recycled(NULL), 1);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(inode_of(m[i].id), 0);
-	spool_retire(NULL, dir, "0000000000000001", 1, 1);	/* absent: no harm */
+	spool_retire(NULL, dir, "0000000000000001", 1, 1, -1); /* absent: no harm */
 
 	assert_int_equal(spool_pool_adopt(pool, ".r0123456789abcdef", 0), 0);	/* full */
 	struct spool_pool *p2 = spool_pool_new(dir, 8);
@@ -807,11 +844,11 @@ test_round(void **state)
 	assert_int_equal(spool_load(dir, b.id, NULL, &got, &content, &err), 0);
 	assert_memory_equal(content.data, "second", 6);
 	spool_msg_free(&got);
-	spool_retire(NULL, dir, a.id, 5, 1);
+	spool_retire(NULL, dir, a.id, 5, 1, -1);
 	assert_int_equal(inode_of(a.id), 0);
 	assert_int_equal(spool_sync("/nonexistent-spool-dir", &err), -1);
 	assert_non_null(strstr(buf_str(&err), "nonexistent-spool-dir"));
-	spool_retire(pool, dir, b.id, 6, 1);
+	spool_retire(pool, dir, b.id, 6, 1, -1);
 	buf_free(&content);
 	buf_free(&err);
 	spool_pool_free(&pool);
@@ -821,21 +858,22 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_notice_owed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bounced, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_torn, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_excl, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_patient_flush, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_recycle_reuses_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_kept, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_recycle_names_after_crash, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_holds_and_large_kept, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_recycle_killed_rewrite, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_recycle_excl, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_recycle_limits, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_round, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_nonce_and_ids, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_notice_owed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bounced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_torn, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_excl, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_patient_flush, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recycle_reuses_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_kept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retire_under_delivery_lock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recycle_names_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_holds_and_large_kept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recycle_killed_rewrite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recycle_excl, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recycle_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_nonce_and_ids, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue_spool", tests, NULL, NULL);
 }
