@@ -1128,6 +1128,7 @@ job_run(struct qjob *j)
 		if (!j->error) {
 			spool_retire(j->q->spool, j->dir, spool_file(&j->snap), j->snap.size,
 				     j->snap.named, lockfd);
+			lockfd = -1; /* closed */
 			j->removed = 1;
 		}
 	}
@@ -1593,11 +1594,8 @@ batch_run(struct lbatch *b)
 		 * between, to say "deleted" of what was delivered.
 		 */
 		spool_retire(b->q->spool, b->dir, it->file, it->content.len, it->named, lockfds[k]);
+		lockfds[k] = -1; /* closed */
 		it->removed = 1;
-		/* At once: the file may be taken for a new message now. */
-		if (lockfds[k] >= 0)
-			close(lockfds[k]);
-		lockfds[k] = -1;
 	}
 	for (size_t k = 0; k < nli; k++)
 		if (lockfds[k] >= 0)

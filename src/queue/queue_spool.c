@@ -201,6 +201,18 @@ mark_free(const char *path, int lockfd, uint64_t *size)
 	return ok;
 }
 
+/*
+ * Let go of a delivery's lock once its file is free or gone: before the pool
+ * offers the file, whose next writer would wait for it.
+ */
+static void
+retire_unlock(int *lockfd)
+{
+	if (*lockfd >= 0)
+		close(*lockfd);
+	*lockfd = -1;
+}
+
 void
 spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t size, int named,
 	     int lockfd)
@@ -208,13 +220,16 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 	char path[4096], to[4096], name[SPOOL_POOL_NAME];
 	uint64_t fsize;
 
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, file) < 0)
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, file) < 0) {
+		retire_unlock(&lockfd);
 		return;
+	}
 	if (p != NULL && named && size <= SPOOL_RECYCLE_SIZE && strcmp(dir, p->dir) == 0) {
 		if (spool_reused_name(file)) {
 			/* Already a kept file: freed in place (unless state records
 			 * made it large: it is never cut). */
 			if (mark_free(path, lockfd, &fsize) && fsize <= SPOOL_RECYCLE_SIZE) {
+				retire_unlock(&lockfd);
 				pool_put(p, file, fsize);
 				return;
 			}
@@ -228,6 +243,7 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 				if (xsnprintf(to, sizeof(to), "%s/%s", dir, name) >= 0 &&
 				    mark_free(path, lockfd, &fsize) &&
 				    fsize <= SPOOL_RECYCLE_SIZE && util_rename_new(path, to) == 0) {
+					retire_unlock(&lockfd);
 					pool_put(p, name, fsize);
 					return;
 				}
@@ -236,6 +252,7 @@ spool_retire(struct spool_pool *p, const char *dir, const char *file, size_t siz
 	}
 	if (unlink(path) < 0 && errno != ENOENT)
 		log_error("unlink(%s) failed: %s", path, strerror(errno));
+	retire_unlock(&lockfd);
 }
 
 /* The last id handed out: milliseconds << 16 | sequence. */

@@ -181,10 +181,10 @@ int spool_is_free(const char *dir, const char *name, uint64_t *size_r);
  * file large, or named is 0 (written before files recorded their id). No
  * flush: a crash that undoes it leaves the message queued again, as an
  * undone unlink(2) would. pool may be NULL: the file is removed. lockfd is
- * the delivery's descriptor from spool_delivery_lock() (or -1): its shared
- * lock becomes the exclusive one that frees the file, so that `surat queue
- * delete` never comes between the delivery and the retiring (the caller
- * still closes it).
+ * the delivery's descriptor from spool_delivery_lock() (or -1), which this
+ * closes: its shared lock becomes the exclusive one that frees the file, so
+ * that `surat queue delete` never comes between the delivery and the
+ * retiring.
  */
 void spool_retire(struct spool_pool *pool, const char *dir, const char *file, size_t size,
 		  int named, int lockfd);
