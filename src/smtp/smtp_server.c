@@ -432,11 +432,17 @@ smtp_access_log(struct smtp_sess *s, const char *id, int code, const char *reaso
 		/*
 		 * Content whose first line starts with white space has no
 		 * header: smtp_message_done() stores it all as body, and a
-		 * Message-ID: or Subject: line in it is nobody's field.
+		 * Message-ID: or Subject: line in it is nobody's field. On
+		 * submission neither is one below a line that is no field,
+		 * where it puts the empty line in.
 		 */
-		size_t hlen = s->data.len;
+		size_t hlen = s->data.len, own;
 		if (hlen > 0 && (s->data.data[0] == ' ' || s->data.data[0] == '\t'))
 			hlen = 0;
+		else if (s->flags & F_AUTHED) {
+			smtp_data_header_end(s->data.data, s->data.len, &own);
+			hlen = own;
+		}
 		buf_puts(&l, " msgid=");
 		/* Ours first: added, the message had none of its own. */
 		if (s->msgid != NULL)

@@ -347,6 +347,22 @@ def test_no_header_fields_from_the_body(surat):
     assert f["result"] == 250 and f["msgid"] == "-" and f["subject"] == "", f["_raw"]
 
 
+def test_no_subject_from_below_a_line_that_is_no_field(surat):
+    """On submission a line that is no field ends the header: surat puts the
+    empty line in before it, so a Subject: further down is body in every
+    copy, and the line must not name it."""
+    r = raw_submission(surat)
+    r.expect("MAIL FROM:<alice@example.test>", 250)
+    r.expect("RCPT TO:<bob@example.test>", 250)
+    send_data(r, b"X-Note: n\r\nno field\r\nSubject: fake\r\n\r\nx\r\n")
+    r.close()
+    stored = stored_one(surat, "bob@example.test")
+    assert b"\r\n\r\nno field\r\nSubject: fake\r\n" in stored, stored
+    f = one(final(surat))
+    assert f["result"] == 250 and f["subject"] == "", f["_raw"]
+    assert f["msgid"] in stored.split(b"\r\n\r\n")[0].decode(), f["_raw"]
+
+
 @pytest.mark.parametrize("how", ["data", "bdat"])
 def test_generated_message_id_logged_empty_message(surat, how):
     """An empty message on submission (DATA then ".", or BDAT 0 LAST) is
