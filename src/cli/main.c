@@ -35,6 +35,7 @@
 
 #include <dirent.h>
 #include <event2/event.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -354,13 +355,15 @@ known_sub(const char *sub, const char *const *subs)
 /*
  * Whether arg is an option, known or not: it begins with '-' (two of them,
  * or one and no '@': a local part may begin with '-', RFC 5322 atext, and
- * no option holds an '@'). Taken for an argument, 'user add -q 1G a@b' said
- * "need exactly one ADDRESS", naming nothing of what was wrong.
+ * no option holds an '@'; nor a digit: "-5" is a bad number, refused as
+ * one). Taken for an argument, 'user add -q 1G a@b' said "need exactly one
+ * ADDRESS", naming nothing of what was wrong.
  */
 static int
 is_option(const char *arg)
 {
-	return arg[0] == '-' && arg[1] != '\0' && (arg[1] == '-' || strchr(arg, '@') == NULL);
+	return arg[0] == '-' && arg[1] != '\0' &&
+	       (arg[1] == '-' || (!isdigit((unsigned char)arg[1]) && strchr(arg, '@') == NULL));
 }
 
 /* The first of argv[0..argc) but argv[skip] that is_option(), or NULL. */
