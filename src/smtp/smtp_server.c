@@ -1652,8 +1652,9 @@ smtp_rate_take(struct smtp_sess *s)
  * The length of our trace header were the message to come now, for rcpt as
  * its only recipient (with more, it names none: shorter); on submission
  * with the Message-ID: and Date: smtp_message_done() adds to a message
- * that has none, and the empty line it puts in where a line that is no
- * field ends the header, which RCPT cannot know yet.
+ * that has none; and the empty line it puts in where a line that is no
+ * field ends the header, or, on MX too, before content that starts with
+ * white space. RCPT cannot know yet which of these the message needs.
  */
 static size_t
 smtp_trace_len(struct smtp_sess *s, const char *rcpt)
@@ -1667,9 +1668,10 @@ smtp_trace_len(struct smtp_sess *s, const char *rcpt)
 	if (s->flags & F_AUTHED) {
 		memset(rnd, 'x', sizeof(rnd) - 1);	/* as util_random_hex(rnd, 16) */
 		rnd[sizeof(rnd) - 1] = '\0';
-		buf_printf(&b, "Message-ID: <%s@%s>\r\nDate: %s\r\n\r\n", rnd,
-			   s->srv->cfg->hostname, date);
+		buf_printf(&b, "Message-ID: <%s@%s>\r\nDate: %s\r\n", rnd, s->srv->cfg->hostname,
+			   date);
 	}
+	buf_puts(&b, "\r\n");
 	size_t len = b.len;
 	buf_free(&b);
 	return len;

@@ -981,6 +981,31 @@ def test_quota_at_rcpt_counts_the_headers_we_add(surat):
     assert "deferred" not in surat.cli("queue", "list").stdout
 
 
+def test_quota_at_rcpt_counts_the_empty_line_mx_puts_in(surat):
+    """Content that starts with white space has no header: the empty line
+    goes in before it (2 octets) on MX too. RCPT counts them, so a message
+    SIZE= says cannot fit by one octet is refused there (552 5.2.3), not
+    accepted and then deferred for quota, while one that fits is taken."""
+    body = b" no header\r\nSubject: q\r\n\r\nx\r\n"
+    r = rcpt_session(surat)
+    r.expect("RCPT TO:<alice@example.test>", 250)
+    r.expect("DATA", 354)
+    r.send(body + b".\r\n")
+    assert r.reply()[0] == 250
+    stored = stored_one(surat, "alice@example.test")
+    assert b"\r\n\r\n no header\r\n" in stored, stored
+    # Bob's copy: the same, his name (two letters shorter) in it twice.
+    fits = len(stored) - 4
+    for quota, want in ((fits - 1, 552), (fits, 250)):
+        surat.cli("user", "quota", "bob@example.test", str(quota))
+        r.expect("MAIL FROM:<s@remote.test> SIZE=%d" % len(body), 250, "2.1.0")
+        code, text = r.cmd("RCPT TO:<bob@example.test>")
+        assert code == want, (quota, fits, code, text)
+        r.expect("RSET", 250)
+    r.expect("QUIT", 221)
+    r.close()
+
+
 def test_quota_check_keeps_pipelined_order(surat):
     """The quota check of an RCPT runs on a worker; replies to pipelined
     commands still come back in order, each to its command."""
