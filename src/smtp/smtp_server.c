@@ -1652,9 +1652,10 @@ smtp_rate_take(struct smtp_sess *s)
  * The length of our trace header were the message to come now, for rcpt as
  * its only recipient (with more, it names none: shorter); on submission
  * with the Message-ID: and Date: smtp_message_done() adds to a message
- * that has none; and the empty line it puts in where a line that is no
- * field ends the header, or, on MX too, before content that starts with
- * white space. RCPT cannot know yet which of these the message needs.
+ * that has none, and the Sender: to one whose From: names several
+ * mailboxes (submission_sender()); and the empty line it puts in where a
+ * line that is no field ends the header, or, on MX too, before content
+ * that starts with white space. RCPT cannot know yet which the message needs.
  */
 static size_t
 smtp_trace_len(struct smtp_sess *s, const char *rcpt)
@@ -1670,6 +1671,8 @@ smtp_trace_len(struct smtp_sess *s, const char *rcpt)
 		rnd[sizeof(rnd) - 1] = '\0';
 		buf_printf(&b, "Message-ID: <%s@%s>\r\nDate: %s\r\n", rnd, s->srv->cfg->hostname,
 			   date);
+		if (s->mail.smtputf8 || !util_has_8bit(s->user, strlen(s->user)))
+			buf_printf(&b, "Sender: %s\r\n", s->user);
 	}
 	buf_puts(&b, "\r\n");
 	size_t len = b.len;

@@ -1015,12 +1015,16 @@ def test_quota_at_rcpt_counts_the_empty_line_submission_puts_in(surat):
     in before it (2 octets): RCPT counts them with the other fields
     submission may add, so a message SIZE= says cannot fit by one octet is
     refused there (552 5.2.3), not accepted and then deferred for quota,
-    while one that fits exactly is taken."""
-    body = b"From: alice@example.test\r\nSubject: q\r\nno field here\r\n"
+    while one that fits exactly is taken. So is the Sender: it adds to a
+    From: of two mailboxes (the worst case: no Message-ID:, Date: or
+    Sender: of its own); without it a message 30 octets too big passed."""
+    body = (b"From: alice@example.test, alice+2@example.test\r\nSubject: q\r\n"
+            b"no field here\r\n")
     r = sub(surat)
     code, text = send(r, body, rcpt=ALICE, mail_params=" SIZE=%d" % len(body))
     assert code == 250, (code, text)
     stored = stored_one(surat, ALICE)
+    assert b"\r\nSender: alice@example.test\r\n" in stored, stored
     assert b"\r\n\r\nno field here\r\n" in stored, stored
     # Bob's copy: the same, his name (two letters shorter) in it twice.
     fits = len(stored) - 4
