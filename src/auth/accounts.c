@@ -729,13 +729,9 @@ address_controls_ok(const char *norm, const char *what, struct buf *err)
 		int len = u8_mbtoucr(&cp, p, n);
 		if (len <= 0)
 			break; /* accounts_normalise() took only valid UTF-8 */
-		const char *kind = NULL;
-		if (cp >= 0x80 && cp <= 0x9f)
-			kind = "a C1 control character";
-		else if (cp == 0x61c || cp == 0x200e || cp == 0x200f ||
-			 (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
-			kind = "a bidirectional text control";
-		if (kind != NULL) {
+		if (util_cp_c1_or_bidi(cp)) {
+			const char *kind =
+			    cp <= 0x9f ? "a C1 control character" : "a bidirectional text control";
 			buf_printf(err, "bad %s '", what);
 			nfc_spelled(err, norm);
 			buf_printf(err,

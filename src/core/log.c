@@ -6,6 +6,7 @@
  */
 #include "core/log.h"
 #include "core/buf.h"
+#include "core/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -192,9 +193,7 @@ log_escape_text(struct buf *out, const char *s)
 		if (len <= 0 || cp < 0x20 || cp == 0x7f) {
 			buf_printf(out, "\\x%02x", *p);
 			len = 1;
-		} else if ((cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || cp == 0x200e ||
-			   cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
-			   (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 || cp == 0x2029) {
+		} else if (util_cp_c1_or_bidi(cp) || cp == 0x2028 || cp == 0x2029) {
 			buf_printf(out, "<U+%04X>", (unsigned)cp);
 		} else {
 			buf_append(out, p, (size_t)len);

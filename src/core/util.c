@@ -206,6 +206,13 @@ util_random(void *out, size_t n)
 }
 
 int
+util_cp_c1_or_bidi(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || cp == 0x200e || cp == 0x200f ||
+	       (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+int
 util_has_8bit(const void *p, size_t n)
 {
 	const unsigned char *s = p;

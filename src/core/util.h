@@ -51,6 +51,13 @@ int64_t util_mono_us(void);
 
 /* Fill out with n random bytes from the kernel; aborts if that is impossible. */
 void util_random(void *out, size_t n);
+/*
+ * Whether code point cp is a C1 control (U+0080..U+009F) or one of Unicode's
+ * Bidi_Control characters (U+061C, U+200E, U+200F, U+202A..U+202E,
+ * U+2066..U+2069): invisible, or reordering what follows on a terminal and
+ * in a reader, so that a name shows as another.
+ */
+int util_cp_c1_or_bidi(uint32_t cp);
 /* Whether p[0..n) holds an octet >= 0x80 (anything not US-ASCII). */
 int util_has_8bit(const void *p, size_t n);
 /* Write 2*n lowercase hex digits of n random bytes and a NUL into out. */
