@@ -8,13 +8,22 @@ sets how many kill-and-restart cycles (default 10). Each cycle starts surat
   - 2 IMAP clients appending to alice's INBOX and expunging some of their
     own messages;
   - 1 IMAP client moving or copying alice's delivered mail to Archive;
-  - 1 POP3 client reading bob's mail and deleting some of it.
+  - 1 POP3 client reading bob's mail and deleting some of it;
+  - 1 admin running `surat queue list` and `surat queue delete ID` on
+    messages the senders were given a 250 for (the reply names the id),
+    mostly ones just queued: QDELETE=0 turns it off.
 After 1-4 s the daemon gets SIGKILL; it is started again, the queue must
 drain, and every mailbox is read over IMAP. The checks:
   - every message a 250 or an APPEND OK was given for is there, exactly once
     per recipient (a copy made by COPY aside), and complete (its last line is
     its END- marker);
   - what an EXPUNGE or a POP3 QUIT removed stays removed;
+  - what `queue delete` said "deleted" of is never delivered, to anyone,
+    in this cycle or any later one (after the SIGKILL and restart too); one
+    it refused ("being delivered") or did not find is delivered exactly once
+    per recipient, like any other acknowledged message;
+  - the queue drains after each restart (else the daemon's threads' stacks
+    are printed: a delivery lock held for ever shows there);
   - what is found is checked again, unchanged, in every later cycle;
   - no sanitizer report in the log.
 Exit status 1 and a line per violation when one is seen.
@@ -53,6 +62,10 @@ appended = {}           # alice's APPENDs: the same states
 copied = set()          # markers COPY may have put in Archive too
 errors = Counter()
 seq = [0]
+QDELETE = os.environ.get("QDELETE", "1") != "0"
+queued = []             # (queue id, marker) of each 250, in order
+deleted = {}            # marker -> the users it was for: must never be delivered
+qdel = Counter()        # queue delete outcomes: deleted, refused, none, list
 
 
 def next_marker(prefix, cyc):
@@ -81,10 +94,23 @@ def sender(srv, cyc, stop):
                 expect[u][mk] = "may"
         try:
             c = smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20)
-            c.sendmail("x@remote.test", [r + "@example.test" for r in rcpts], msg)
+            c.ehlo()
+            c.mail("x@remote.test")
+            for r in rcpts:
+                code, text = c.rcpt(r + "@example.test")
+                if code != 250:
+                    raise smtplib.SMTPRecipientsRefused({r: (code, text)})
+            code, text = c.data(msg)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, text)
+            qid = re.search(rb"queued as ([0-9a-f]{16})\b", text)
             with lock:
                 for u in users:
                     expect[u][mk] = "must"
+                if qid:
+                    queued.append((qid.group(1).decode(), mk, users))
+                else:
+                    errors["VIOLATION smtp 250 without a queue id: %r" % text[:60]] += 1
             c.quit()
         except Exception as e:
             note_error("smtp", e)
@@ -136,6 +162,7 @@ def mover(srv, cyc, stop):
             mks = [it[1].decode().split()[1] for it in d if isinstance(it, tuple)]
             if not mks:
                 continue
+            seen("imap", mks[0])
             if random.random() < 0.5:
                 c.uid("MOVE", u, "Archive")
             else:
@@ -157,6 +184,7 @@ def popper(srv, cyc, stop):
             for k in range(1, min(len(p.list()[1]), 5) + 1):
                 raw = b"\r\n".join(p.retr(k)[1]).decode()
                 mk = re.search(r"^Subject: (\S+)", raw, re.M).group(1)
+                seen("pop3", mk)
                 if not raw.rstrip().endswith("END-" + mk):
                     with lock:
                         errors["VIOLATION pop3 RETR of a partial message " + mk] += 1
@@ -171,6 +199,68 @@ def popper(srv, cyc, stop):
                     expect["bob"][mk] = "gone"
         except Exception as e:
             note_error("pop3", e)
+
+
+def admin(srv, cyc, stop):
+    """`surat queue list` and `queue delete` while the daemon delivers."""
+    start = len(queued)
+    for _ in range(400):        # bounded: ~50 ms a CLI run under ASan
+        if stop.is_set():
+            break
+        time.sleep(random.uniform(0.005, 0.03))
+        try:
+            if random.random() < 0.15:
+                r = srv.cli("queue", "list", check=False)
+                with lock:
+                    qdel["list"] += 1
+                    if r.returncode != 0:
+                        errors["VIOLATION queue list exit %d: %s"
+                               % (r.returncode, r.stderr.strip()[:80])] += 1
+                continue
+            with lock:
+                mine = queued[start:]
+                if not mine:
+                    continue
+                # Mostly the newest: those still queued, or being delivered.
+                qid, mk, users = (random.choice(mine[-4:]) if random.random() < 0.8
+                                  else random.choice(mine))
+            r = srv.cli("queue", "delete", qid, check=False)
+            out, err = r.stdout.strip(), r.stderr.strip()
+            with lock:
+                if r.returncode == 0 and out == "deleted " + qid:
+                    qdel["deleted"] += 1
+                    deleted[mk] = users
+                    for u in users:
+                        expect[u][mk] = "gone"
+                elif r.returncode == 1 and "is being delivered at this moment" in err:
+                    qdel["refused"] += 1
+                elif r.returncode == 1 and ("no such message" in err or
+                                            "no longer queued" in err):
+                    qdel["none"] += 1
+                else:
+                    errors["VIOLATION queue delete %s: exit %d %r %r"
+                           % (qid, r.returncode, out[:60], err[:120])] += 1
+        except AssertionError as e:     # a sanitizer report from the CLI
+            with lock:
+                errors["VIOLATION admin %s" % str(e)[:300]] += 1
+        except Exception as e:
+            note_error("admin", e)
+
+
+def seen(who, mk):
+    """A client saw mk: one `queue delete` deleted is a violation."""
+    with lock:
+        if mk in deleted:
+            errors["VIOLATION %s saw %s, which queue delete deleted" % (who, mk)] += 1
+
+
+def thread_stacks(pid):
+    try:
+        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=120)
+        return r.stdout
+    except Exception as e:
+        return "gdb: %s" % e
 
 
 def mailbox_contents(srv, user):
@@ -196,6 +286,10 @@ def check(found, states, who, cyc):
     bad = []
     for mk, st in states.items():
         n = found[mk]
+        if n and mk in deleted:
+            bad.append("cycle %d %s: %s found %d times, but queue delete said deleted"
+                       % (cyc, who, mk, n))
+            continue
         if (n > 1 and mk not in copied) or (st == "must" and n < 1) or (st == "gone" and n):
             bad.append("cycle %d %s: %s (%s) found %d times" % (cyc, who, mk, st, n))
         # What is there now must stay; what is not must not come back.
@@ -222,6 +316,8 @@ def main():
         srv.start()
         stop = threading.Event()
         workers = [(sender, 10), (appender, 2), (mover, 1), (popper, 1)]
+        if QDELETE:
+            workers.append((admin, 1))
         threads = [threading.Thread(target=f, args=(srv, cyc, stop))
                    for f, n in workers for _ in range(n)]
         for t in threads:
@@ -233,11 +329,13 @@ def main():
             t.join(60)
         srv.start()
         for _ in range(600):
-            if not re.search(r"^\w{8,}", srv.cli("queue", "list").stdout, re.M):
+            listing = srv.cli("queue", "list").stdout
+            if not re.search(r"^\w{8,}", listing, re.M):
                 break
             time.sleep(0.2)
         else:
-            violations.append("cycle %d: the queue did not drain in 120 s" % cyc)
+            violations.append("cycle %d: the queue did not drain in 120 s:\n%s\n%s"
+                              % (cyc, listing[-3000:], thread_stacks(srv.proc.pid)))
         new = []
         for u in USERS:
             found, bad = mailbox_contents(srv, u)
@@ -255,9 +353,10 @@ def main():
             print(v)
         violations += new
         print("cycle %d: %d attempts so far, %d in alice's mailboxes, %d violations; "
-              "client errors %s" % (cyc, seq[0], sum(s == "must" for s in expect["alice"].values())
-                                   + sum(s == "must" for s in appended.values()),
-                                   len(violations), dict(errors)), flush=True)
+              "client errors %s; queue delete so far %s"
+              % (cyc, seq[0], sum(s == "must" for s in expect["alice"].values())
+                 + sum(s == "must" for s in appended.values()),
+                 len(violations), dict(errors), dict(qdel)), flush=True)
         errors.clear()
     if violations:
         print("%d cycles, %d violations (data kept in %s)" % (CYCLES, len(violations), tmp))
