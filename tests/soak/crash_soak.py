@@ -4,7 +4,9 @@ Not part of `make test` (it runs for minutes); `make soak` runs it, CYCLES=n
 sets how many kill-and-restart cycles (default 10). Each cycle starts surat
 (SURAT_BIN, default the ASan build) and runs at once, against one store:
   - 10 SMTP senders to the MX listener: one message per connection, to one
-    user, two users, an alias of two, or an alias of an alias and a user;
+    user, two users, an alias of two, or an alias of an alias and a user,
+    or an alias of carol and a remote address, which goes to a sink on
+    loopback (route.sink.test) that takes its time over the final reply;
   - 2 IMAP clients appending to alice's INBOX and expunging some of their
     own messages;
   - 1 IMAP client moving or copying alice's delivered mail to Archive;
@@ -35,6 +37,7 @@ import random
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,12 +55,13 @@ USERS = ("alice", "bob", "carol")
 # RCPT TO lists and the users each reaches (no user twice in one message).
 TARGETS = [(["alice"], {"alice"}), (["bob", "carol"], {"bob", "carol"}),
            (["team"], {"alice", "bob"}), (["all"], {"alice", "bob", "carol"}),
-           (["carol"], {"carol"})]
+           (["carol"], {"carol"}), (["fwd"], {"carol", "sink"})]
+SINK_DELAY = 0.2        # the sink's longest wait before its 250 to DATA
 
 lock = threading.Lock()
 # marker -> "must" (acknowledged or seen), "may" (sent, outcome unknown),
 # "gone" (removed, or never acknowledged and not found), per user.
-expect = {u: {} for u in USERS}
+expect = {u: {} for u in USERS + ("sink",)}
 appended = {}           # alice's APPENDs: the same states
 copied = set()          # markers COPY may have put in Archive too
 errors = Counter()
@@ -66,6 +70,53 @@ QDELETE = os.environ.get("QDELETE", "1") != "0"
 queued = []             # (queue id, marker) of each 250, in order
 deleted = {}            # marker -> the users it was for: must never be delivered
 qdel = Counter()        # queue delete outcomes: deleted, refused, none, list
+reported = set()        # (who, marker) of a deleted one found: said once
+
+
+sink_got = Counter()    # marker -> copies the sink gave a 250 for
+
+
+def sink_session(conn):
+    f = conn.makefile("rb")
+    try:
+        conn.sendall(b"220 sink.test ESMTP\r\n")
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                conn.sendall(b"250-sink.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                data = []
+                while True:
+                    ln = f.readline()
+                    if not ln or ln == b".\r\n":
+                        break
+                    data.append(ln)
+                if not ln:
+                    return
+                mk = re.search(rb"^Subject: (\S+)", b"".join(data), re.M)
+                time.sleep(random.uniform(0, SINK_DELAY))
+                with lock:
+                    sink_got[mk.group(1).decode() if mk else "?"] += 1
+                conn.sendall(b"250 2.0.0 taken\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def sink_serve(ls):
+    while True:
+        conn, _ = ls.accept()
+        threading.Thread(target=sink_session, args=(conn,), daemon=True).start()
 
 
 def next_marker(prefix, cyc):
@@ -282,13 +333,32 @@ def mailbox_contents(srv, user):
     return found, bad
 
 
+def check_sink(cyc):
+    """The sink: at least once (a crash may send again), never a deleted one."""
+    bad = []
+    with lock:
+        for mk, st in expect["sink"].items():
+            n = sink_got[mk]
+            if n and mk in deleted:
+                if ("sink", mk) not in reported:
+                    reported.add(("sink", mk))
+                    bad.append("cycle %d sink: %s received %d times, but queue delete said "
+                               "deleted" % (cyc, mk, n))
+            elif (st == "must" and n < 1) or (st == "gone" and n and mk not in deleted):
+                bad.append("cycle %d sink: %s (%s) received %d times" % (cyc, mk, st, n))
+            expect["sink"][mk] = "must" if n else "gone"
+    return bad
+
+
 def check(found, states, who, cyc):
     bad = []
     for mk, st in states.items():
         n = found[mk]
         if n and mk in deleted:
-            bad.append("cycle %d %s: %s found %d times, but queue delete said deleted"
-                       % (cyc, who, mk, n))
+            if (who, mk) not in reported:
+                reported.add((who, mk))
+                bad.append("cycle %d %s: %s found %d times, but queue delete said deleted"
+                           % (cyc, who, mk, n))
             continue
         if (n > 1 and mk not in copied) or (st == "must" and n < 1) or (st == "gone" and n):
             bad.append("cycle %d %s: %s (%s) found %d times" % (cyc, who, mk, st, n))
@@ -303,14 +373,20 @@ def main():
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(64)
+    threading.Thread(target=sink_serve, args=(ls,), daemon=True).start()
     srv = Surat(tmp, (cert, key), kinds=("smtp", "imap", "pop3"),
                 extra={"allow_plaintext_auth": "yes", "workers": "4",
-                       "max_connections_per_ip": "200"})
+                       "max_connections_per_ip": "200",
+                       "route.sink.test": "127.0.0.1:%d" % ls.getsockname()[1]})
     srv.add_domain("example.test")
     for u in USERS:
         srv.add_user(u + "@example.test", "pw-" + u)
     srv.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
     srv.cli("alias", "add", "all@example.test", "team@example.test", "carol@example.test")
+    srv.cli("alias", "add", "fwd@example.test", "carol@example.test", "x@sink.test")
     violations = []
     for cyc in range(CYCLES):
         srv.start()
@@ -336,7 +412,7 @@ def main():
         else:
             violations.append("cycle %d: the queue did not drain in 120 s:\n%s\n%s"
                               % (cyc, listing[-3000:], thread_stacks(srv.proc.pid)))
-        new = []
+        new = check_sink(cyc)
         for u in USERS:
             found, bad = mailbox_contents(srv, u)
             new += bad + check(found, expect[u], u, cyc)
@@ -353,10 +429,11 @@ def main():
             print(v)
         violations += new
         print("cycle %d: %d attempts so far, %d in alice's mailboxes, %d violations; "
-              "client errors %s; queue delete so far %s"
+              "client errors %s; queue delete so far %s; the sink got %d, %d more than once"
               % (cyc, seq[0], sum(s == "must" for s in expect["alice"].values())
                  + sum(s == "must" for s in appended.values()),
-                 len(violations), dict(errors), dict(qdel)), flush=True)
+                 len(violations), dict(errors), dict(qdel), len(sink_got),
+                 sum(n > 1 for n in sink_got.values())), flush=True)
         errors.clear()
     if violations:
         print("%d cycles, %d violations (data kept in %s)" % (CYCLES, len(violations), tmp))
