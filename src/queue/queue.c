@@ -30,6 +30,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -130,6 +131,12 @@ struct qentry {
 	int64_t arrived_ms;	/* when it was queued or taken up at start (monotonic) */
 	struct qres *pending;	/* remote results not yet recorded */
 	size_t npending;
+	/*
+	 * The spool file's shared delivery lock of the transport that
+	 * reported them, or -1: till they are on disk, `surat queue delete`
+	 * must say "being delivered", not remove a message a peer has taken.
+	 */
+	int pending_lockfd;
 	struct qentry *prev, *next;
 	struct qentry *hnext;	/* in the id hash bucket */
 	/*
@@ -206,6 +213,7 @@ struct qjob {
 	struct qres *results;	/* given (remote) + produced (local, expiry) */
 	size_t nresults;
 	size_t held;		/* of those, the remote ones: each holds the server's stop */
+	int lockfd;		/* the entry's pending_lockfd, taken with them; or -1 */
 	int expire;
 	int warn;
 	/* state records, written at the end of the job unless the file goes */
@@ -265,6 +273,8 @@ entry_free(struct queue *q, struct qentry *e)
 		free(e->pending[i].remote);
 	}
 	free(e->pending);
+	if (e->pending_lockfd >= 0)
+		close(e->pending_lockfd);
 	free(e);
 }
 
@@ -1033,11 +1043,18 @@ job_run(struct qjob *j)
 	 * deliveries hold the file's shared lock, so that a delete waits for
 	 * them or says it cannot, never reports a message deleted that is
 	 * delivered after. */
-	int lockfd = -1;
-	int holds = j->nlocals > 0
+	int lockfd = j->lockfd;
+	j->lockfd = -1;
+	/* The transport's lock, held since it sent the message: it serves the
+	 * local deliveries too (a second lock of ours would make the
+	 * retiring wait for ever, see spool_retire()). */
+	int holds = lockfd < 0 && j->nlocals > 0
 			? spool_delivery_lock(j->dir, spool_file(&j->snap), j->snap.id, 1, &lockfd)
 			: spool_holds(j->dir, spool_file(&j->snap), j->snap.id);
 	if (holds != 1) {
+		if (lockfd >= 0)
+			close(lockfd);
+		lockfd = -1;
 		snprintf(path, sizeof(path), "%s/%s", j->dir, spool_file(&j->snap));
 		if (holds == 0)
 			log_info("queue %s: spool file deleted; message dropped", j->snap.id);
@@ -1152,6 +1169,7 @@ static void
 queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
 {
 	struct qentry *e = xcalloc(1, sizeof(*e));
+	e->pending_lockfd = -1;
 	e->msg = *m;
 	memset(m, 0, sizeof(*m));
 	queue_notice_rcpt(q->srv->accounts, &e->msg);
@@ -1165,6 +1183,8 @@ queue_add_entry(struct queue *q, struct spool_msg *m, struct buf *content)
 static void
 job_free(struct qjob *j)
 {
+	if (j->lockfd >= 0)
+		close(j->lockfd);
 	free(j->data_dir);
 	free(j->dir);
 	free(j->hostname);
@@ -1288,6 +1308,8 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 	struct qjob *j = xcalloc(1, sizeof(*j));
 	int want = 0;
 
+	j->lockfd = -1;
+
 	j->q = q;
 	j->e = e;
 	j->data_dir = xstrdup(cfg->data_dir);
@@ -1306,8 +1328,10 @@ entry_start_job(struct queue *q, struct qentry *e, int64_t now)
 		j->results = e->pending;
 		j->nresults = e->npending;
 		j->held = e->npending;
+		j->lockfd = e->pending_lockfd;
 		e->pending = NULL;
 		e->npending = 0;
+		e->pending_lockfd = -1;
 		want = 1;
 	}
 	int all_final = 1;
@@ -2082,11 +2106,17 @@ queue_submit(struct queue *q, struct spool_msg *msg, struct buf *content,
 
 void
 queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
-		    const char *text, const char *remote, int relayed)
+		    const char *text, const char *remote, int relayed, int lockfd)
 {
 	struct qentry *e = entry_find(q, id);
 	if (e == NULL || e->retired || idx >= e->msg.nrcpts)
 		return;
+	/* One is enough: every transport's lock is on the same file. */
+	if (lockfd >= 0 && e->pending_lockfd < 0 &&
+	    (e->pending_lockfd = fcntl(lockfd, F_DUPFD_CLOEXEC, 0)) < 0)
+		log_error("queue %s: dup of its spool file's lock failed: %s; `surat queue "
+			  "delete` may remove it before its result is recorded",
+			  id, strerror(errno));
 	e->pending = xrealloc(e->pending, (e->npending + 1) * sizeof(*e->pending));
 	e->pending[e->npending++] = (struct qres){idx, r, text ? xstrdup(text) : NULL,
 						  remote ? xstrdup(remote) : NULL, 0, relayed};

@@ -80,9 +80,14 @@ int queue_submit_lone(struct queue *q, struct spool_msg *msg, struct buf *conten
 /*
  * Report a remote recipient's result (loop thread). relayed: the peer that
  * took it does not do DSN, so a success notice asked for is ours to send.
+ * lockfd: the transport's shared lock on the message's spool file (from
+ * spool_delivery_lock(), or -1); the queue keeps a duplicate of it until the
+ * result is on disk, so that `surat queue delete` does not remove a message
+ * in between, saying "deleted" of one a peer took. The caller still closes
+ * lockfd.
  */
 void queue_remote_result(struct queue *q, const char *id, size_t idx, enum deliver_result r,
-			 const char *text, const char *remote, int relayed);
+			 const char *text, const char *remote, int relayed, int lockfd);
 /* The transport is done with this message. */
 void queue_remote_done(struct queue *q, const char *id);
 

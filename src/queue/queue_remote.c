@@ -375,7 +375,8 @@ job_report(struct rjob *j, size_t i, enum deliver_result r, const char *text, st
 	int relayed = r == DELIVER_OK && c != NULL && c->cl != NULL &&
 		      !(smtp_client_caps(c->cl)->flags & SMTP_CAP_DSN);
 	queue_remote_result(qr->srv->queue, m->id, j->idx[i], r, text,
-			    (c && c->remote[0]) || (remote && remote[0]) ? rem : NULL, relayed);
+			    (c && c->remote[0]) || (remote && remote[0]) ? rem : NULL, relayed,
+			    c ? c->lockfd : -1);
 }
 
 /* Every recipient of j gets the same result; then j ends. remote: job_report(). */
@@ -1167,9 +1168,11 @@ rconn_send(struct rconn *c)
 	smtp_client_txn_clear(&j->txn);
 	/*
 	 * Under the spool file's shared lock until the outcome is with the
-	 * queue: `surat queue delete` cannot remove the message while it is
-	 * sent, and a message it removed is not sent (without waiting: the
-	 * event loop; an exclusive lock is a delete at this moment).
+	 * queue, which keeps a duplicate of it until the outcome is on disk:
+	 * `surat queue delete` cannot remove the message while it is sent or
+	 * before its sending is recorded, and a message it removed is not
+	 * sent (without waiting: the event loop; an exclusive lock is a
+	 * delete at this moment).
 	 */
 	struct buf dir = BUF_INIT(0);
 	queue_dir(c->qr->srv->cfg->data_dir, &dir);

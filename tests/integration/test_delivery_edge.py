@@ -1544,6 +1544,35 @@ def test_queue_delete_between_delivery_and_retiring_says_it_cannot(srv):
     assert len(s.messages("alice@example.test")) == 4
 
 
+def test_queue_delete_between_a_peers_250_and_its_record_says_it_cannot(start, peer):
+    """A peer's 250 is written into the spool file by a queue job, and the
+    connection let go of the file's delivery lock as it handed the result
+    over: with the queue's threads busy (here 8 jobs held up by bob's
+    mailbox), `surat queue delete` came in between and said "deleted" of a
+    message the peer had taken. The lock is kept until the result is on
+    disk: it says the message is being delivered."""
+    p = peer()
+    s = start({"route.sink.test": route_to(p)})
+    s.cli("alias", "add", "fwd@example.test", "x@sink.test")
+    send(s, "bob@example.test", ["bob@example.test"], b"Subject: warm\r\n\r\nx\r\n")
+    s.wait_messages("bob@example.test", 1)
+    with mailbox_held(s, "bob@example.test"):
+        # Two recipients: a job each, one per queue thread (QUEUE_THREADS).
+        for i in range(8):
+            send(s, "x@remote.test", ["alice@example.test", "bob@example.test"],
+                 b"Subject: j%d\r\n\r\nx\r\n" % i)
+        wait_for(lambda: sum(k == "READ" and not w for w, k, _ in flocks(s)) >= 8,
+                 what="8 jobs waiting for bob's mailbox")
+        qid = send(s, "x@remote.test", ["fwd@example.test"], b"Subject: out\r\n\r\nx\r\n")
+        wait_for(lambda: re.search(r"outbound id=%s .*status=sent" % qid, s.log()),
+                 what="the peer's 250")
+        r = s.cli("queue", "delete", qid, check=False)
+    assert r.returncode == 1, r
+    assert "%s is being delivered at this moment; not deleted" % qid in r.stderr, r
+    wait_for(lambda: queue_empty(s), what="empty queue")
+    assert len(p.txns) == 1
+
+
 def test_backlog_of_big_messages_is_held_on_disk_and_delivered_a_few_at_a_time(
         start, no_asan_quarantine):
     """A new message's content stays in memory with its queue entry only
