@@ -1400,10 +1400,13 @@ rconn_txn_done(struct rconn *c)
 		m->njobs++;
 		dest_push(c->d, more, 1);
 	}
+	/* Let go before the queue hears the transport is done: the results
+	 * hold their own duplicate, and a job that retires the file converts
+	 * that to exclusive, which this description would make wait. */
+	rconn_unlock(c);
 	rmsg_release(m);
 	rmsg_job_done(m);
 	c->qr->srv->holds--;
-	rconn_unlock(c);
 	rconn_idle(c);
 }
 
