@@ -915,20 +915,15 @@ spool_is_free(const char *dir, const char *name, uint64_t *size_r)
 /* Enough of a file for its 'V' and 'H' records (the envelope is small). */
 #define SPOOL_HEAD_READ 16384
 
-int
-spool_holds(const char *dir, const char *name, const char *id)
+/* spool_holds() of the file open at fd (named name), read from its start. */
+static int
+holds_fd(int fd, const char *name, const char *id)
 {
-	char path[4096], head[SPOOL_HEAD_READ];
+	char head[SPOOL_HEAD_READ];
 	struct spool_msg m;
 	struct buf err = BUF_INIT(0);
 
-	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
-		return 1;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : 1;
 	ssize_t n = util_read_all(fd, head, sizeof(head));
-	close(fd);
 	if (n < 0)
 		return 1;
 	if (starts_free(head, n))
@@ -952,6 +947,21 @@ spool_holds(const char *dir, const char *name, const char *id)
 }
 
 int
+spool_holds(const char *dir, const char *name, const char *id)
+{
+	char path[4096];
+
+	if (xsnprintf(path, sizeof(path), "%s/%s", dir, name) < 0)
+		return 1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : 1;
+	int holds = holds_fd(fd, name, id);
+	close(fd);
+	return holds;
+}
+
+int
 spool_delivery_lock(const char *dir, const char *name, const char *id, int wait, int *fd_r)
 {
 	char path[4096];
@@ -968,8 +978,14 @@ spool_delivery_lock(const char *dir, const char *name, const char *id, int wait,
 		/* Held exclusively: `surat queue delete` removing it this moment. */
 		return e == EWOULDBLOCK ? -2 : spool_holds(dir, name, id);
 	}
-	/* Checked under the lock: a delete before it took the name away. */
-	int holds = spool_holds(dir, name, id);
+	/*
+	 * Checked under the lock, through fd (not opened again): a delete
+	 * before it took the name away, which leaves fd's file without links.
+	 */
+	struct stat st;
+	int holds = fstat(fd, &st) < 0 ? spool_holds(dir, name, id)
+		    : st.st_nlink == 0 ? 0
+				       : holds_fd(fd, name, id);
 	if (holds == 1)
 		*fd_r = fd;
 	else
