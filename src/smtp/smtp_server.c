@@ -1649,6 +1649,16 @@ smtp_rate_take(struct smtp_sess *s)
 }
 
 /*
+ * Whether the account name may go into the message as it is: it is ASCII,
+ * or the message is SMTPUTF8 mail (RFC 6532), where UTF-8 may stand.
+ */
+static int
+user_fits_message(const struct smtp_sess *s)
+{
+	return s->mail.smtputf8 || !util_has_8bit(s->user, strlen(s->user));
+}
+
+/*
  * The length of our trace header were the message to come now, for rcpt as
  * its only recipient (with more, it names none: shorter); on submission
  * with the Message-ID: and Date: smtp_message_done() adds to a message
@@ -1671,7 +1681,7 @@ smtp_trace_len(struct smtp_sess *s, const char *rcpt)
 		rnd[sizeof(rnd) - 1] = '\0';
 		buf_printf(&b, "Message-ID: <%s@%s>\r\nDate: %s\r\n", rnd, s->srv->cfg->hostname,
 			   date);
-		if (s->mail.smtputf8 || !util_has_8bit(s->user, strlen(s->user)))
+		if (user_fits_message(s))
 			buf_printf(&b, "Sender: %s\r\n", s->user);
 	}
 	buf_puts(&b, "\r\n");
@@ -2361,7 +2371,7 @@ submission_sender(const struct smtp_sess *s, size_t nfrom, struct buf *added)
 {
 	struct buf v = BUF_INIT(0);
 
-	if (nfrom < 2 || (!s->mail.smtputf8 && util_has_8bit(s->user, strlen(s->user))))
+	if (nfrom < 2 || !user_fits_message(s))
 		return;
 	/* The header as from_owned() reads it, so what it checked is what counts. */
 	if (mime_addr_header(s->data.data, s->data.len, "Sender", &v) == 0)
@@ -2479,7 +2489,7 @@ smtp_trace_header(struct smtp_sess *s, struct buf *out, const char *date, const 
 		 * SMTPUTF8 on its way on; its sender is most often the same
 		 * UTF-8 address, which needs it anyway.
 		 */
-		if (!utf8 && util_has_8bit(s->user, strlen(s->user)))
+		if (!user_fits_message(s))
 			buf_puts(out, "\r\n\t(authenticated)");
 		else
 			buf_printf(out, "\r\n\t(authenticated as %s)", s->user);
